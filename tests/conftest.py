@@ -1,0 +1,87 @@
+"""Shared fixtures. Environment for an offline, quiet, 2-core machine is set before anything imports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("AIRFLOW_HOME", str(REPO / "var" / "airflow"))
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+# Tests never read the user's lake or settings by accident.
+for key in [k for k in os.environ if k.startswith("KP_")]:
+    del os.environ[key]
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("KP_RUN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow test: set KP_RUN_SLOW=1 (make test-all) to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def make_settings(lake_root: Path, **overrides):
+    """Settings for tests: a private lake, small Spark, tiny training defaults."""
+    from kp.settings import load_settings
+
+    base = {
+        "lake_root": str(lake_root),
+        "spark": {"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "1g"},
+        "synth": {"scale": "tiny", "seed": 7, "days": 12, "start_date": "2026-10-01"},
+        "ctr": {"window_days": 7, "min_impressions": 5},
+        "pairs": {"daily_budget": 300, "shard_size": 100},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return load_settings(**base)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """Settings with an empty lake in a temp dir."""
+    return make_settings(tmp_path / "lake")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local SparkSession for the whole test session (JVM start ~10 s)."""
+    from kp.spark import get_spark
+
+    s = get_spark(make_settings(Path("/tmp/kp-unused-lake")), "tests")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_world_lake(tmp_path_factory):
+    """A tiny synthetic world generated once per session (read-only: copy before writing)."""
+    from jobs import synth
+
+    root = tmp_path_factory.mktemp("tiny_world") / "lake"
+    synth.run(make_settings(root))
+    return root
+
+
+@pytest.fixture
+def tiny_world(tiny_world_lake, tmp_path):
+    """Settings pointing at a private, writable copy of the tiny world."""
+    root = tmp_path / "lake"
+    shutil.copytree(tiny_world_lake, root)
+    return make_settings(root)
