@@ -115,6 +115,8 @@ def columns(contract: str, include_optional: bool = True) -> list[str]:
 def _arrow_ok(logical: str, t) -> bool:
     import pyarrow as pa
 
+    if pa.types.is_null(t):  # an all-null (e.g. empty object) column carries no type to contradict
+        return True
     if logical == "string":
         return pa.types.is_string(t) or pa.types.is_large_string(t)
     if logical in ("int64", "int32"):
