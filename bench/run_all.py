@@ -1,0 +1,68 @@
+"""Run every benchmark in bench/ and collect their JSON lines into bench/results/<name>.json.
+
+    python bench/run_all.py            # full sizes (several minutes each on 2 cores)
+    python bench/run_all.py --quick    # small sizes, a smoke run
+    python bench/run_all.py embed index
+
+Each benchmark compares against its own baseline measured in the same run (ratios hold on a noisy
+machine) and prints one JSON line; this runner never times anything itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+
+
+def discover() -> list[str]:
+    return sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in ("run_all", "__init__") and not p.stem.startswith("_"))
+
+
+def last_json_line(text: str) -> dict | None:
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    ap.add_argument("--quick", action="store_true", help="small sizes")
+    args = ap.parse_args(argv)
+    names = args.names or discover()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for name in names:
+        cmd = [sys.executable, str(BENCH / f"{name}.py")] + (["--quick"] if args.quick else [])
+        print(f"== bench {name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+        started = time.time()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        sys.stderr.write(proc.stderr[-4000:])
+        result = last_json_line(proc.stdout)
+        if proc.returncode != 0 or result is None:
+            failed.append(name)
+            print(json.dumps({"bench": name, "error": f"exit {proc.returncode}", "stdout_tail": proc.stdout[-500:]}))
+            continue
+        result.setdefault("quick", args.quick)
+        result["wall_s_total"] = round(time.time() - started, 1)
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result), flush=True)
+    if failed:
+        print(f"benchmarks failed: {failed}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
