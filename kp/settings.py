@@ -83,6 +83,12 @@ class TrainSettings(BaseModel):
     device: str = Field("auto", description="auto|cpu|cuda")
     retrain_every_days: int = Field(1, ge=1, description="Retrain on days where day-of-epoch % N == 0.")
     promote_tolerance: float = Field(0.01, ge=0, description="Challenger may be this much worse in F1 and still win.")
+    cross_max_steps: int = Field(150, description="Cross-encoder step cap (-1: epochs decide); demo budget ~2 min on 2 cores.")
+    bi_max_steps: int = Field(250, description="Bi-encoder step cap (-1: epochs decide); demo budget ~3.5 min on 2 cores.")
+    cross_max_length: int = Field(96, ge=16, description="Cross-encoder max tokens (query + category + title).")
+    eval_k: int = Field(20, ge=1, description="K for recall@K of truly relevant keyphrases (synthetic world).")
+    eval_max_items: int = Field(400, ge=10, description="Items sampled per exposure group for recall@K.")
+    init_from: Literal["base", "champion"] = Field("base", description="Start the student from the base encoder or the champion.")
 
     @field_validator("label_mix")
     @classmethod
