@@ -24,7 +24,10 @@ def get_spark(settings, app: str):
         spark = active
     else:
         builder = SparkSession.builder.appName(f"{s.app_prefix}-{app}")
-        if not os.environ.get("SPARK_SUBMIT_INVOKED") and "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
+        # spark-submit starts the JVM first and hands its gateway to Python (PYSPARK_GATEWAY_PORT):
+        # the master then comes from the submit command and must not be overridden here.
+        under_submit = bool(os.environ.get("SPARK_SUBMIT_INVOKED") or os.environ.get("PYSPARK_GATEWAY_PORT"))
+        if not under_submit and "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
             builder = builder.master(s.master)
         builder = (
             builder.config("spark.driver.memory", s.driver_memory)

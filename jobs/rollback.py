@@ -1,0 +1,53 @@
+"""Make an earlier published serving version current again (atomic pointer switch).
+
+Without ``--to``: the version that was current before the live one (its manifest's ``previous``, else
+the next older kept version). The target's files are checked against its manifest checksums first, so
+a corrupted version is never made current.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from kp.errors import DataError
+from kp.lake import Lake
+
+log = logging.getLogger(__name__)
+
+
+def run(settings, to: str | None = None) -> dict:
+    """Switch serving/CURRENT to ``to`` (or the previous version); return {from, to}."""
+    from pathlib import Path
+
+    from jobs.serving import current_pointer, current_version, list_versions, read_manifest, verify_files, version_dir
+    from kp.lake import local_path
+
+    versions = list_versions(settings)
+    current = current_version(settings)
+    if to is None:
+        if current is None:
+            raise DataError("nothing is published: no version to roll back from")
+        prev = read_manifest(settings, current).get("previous") if current in versions else None
+        if prev not in versions:
+            older = versions[:versions.index(current)] if current in versions else versions
+            prev = older[-1] if older else None
+        if prev is None:
+            raise DataError(f"no earlier published version to roll back to from {current} (kept: {versions})")
+        to = prev
+    elif to not in versions:
+        raise DataError(f"unknown published version {to!r}; kept versions: {versions}")
+    manifest = read_manifest(settings, to)
+    verify_files(Path(local_path(version_dir(settings, to))), manifest["checksums"])
+    Lake.from_settings(settings).write_pointer(current_pointer(settings), to)
+    log.info("rolled back serving/CURRENT from %s to %s", current, to)
+    return {"from": current, "to": to, "model_version": manifest.get("model_version"), "ds": manifest.get("ds")}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--to", default=None, help="version id to make current (default: the previous one)")
+
+
+def main(settings, args) -> int:
+    print(json.dumps(run(settings, to=args.to)))
+    return 0

@@ -1,0 +1,222 @@
+"""Where serving artefacts live, and a small reader of the published version (used by the web UI).
+
+Paths (under the lake root)::
+
+    registry/CHAMPION                          pointer: the promoted student version
+    registry/students/<v>/model/               sentence-transformers directory (one shared encoder)
+    registry/students/<v>/onnx/                exported towers (item/, keyphrase/, triton/, export.json)
+    embeddings/<items|keyphrases>/model=<v>/   embeddings snapshot per model version
+    serving/builds/ds=D/                       the day's index build (index.faiss, keyphrases.parquet, index_meta.json)
+    recommendations/ds=D/                      the day's top-K keyphrases per item
+    serving/versions/<id>/                     published bundles (manifest.json + files)
+    serving/CURRENT                            pointer: the live bundle
+
+``load_current(settings).search("apple iphone 13 [SEP] phones", k=10)`` embeds the text with the
+published item tower and searches the published index; ``search(item_id)`` returns the published
+recommendations of that item.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+from kp.errors import DataError
+from kp.lake import Lake, local_path
+
+log = logging.getLogger(__name__)
+
+TOWERS = ("item", "keyphrase")
+WHATS = {"items": "item", "keyphrases": "keyphrase"}
+
+
+# ---- paths ---------------------------------------------------------------------------------------
+def champion_version(settings) -> str | None:
+    lake = Lake.from_settings(settings)
+    return lake.read_pointer(lake.path("registry", "CHAMPION"))
+
+
+def require_version(settings, version: str | None = None) -> str:
+    """``version`` or the champion; DataError when there is none or its model is missing."""
+    lake = Lake.from_settings(settings)
+    v = version or champion_version(settings)
+    if not v:
+        raise DataError(f"no model: registry/CHAMPION is not set under {lake.root} (train and promote a student first)")
+    if not lake.exists(model_dir(settings, v)):
+        raise DataError(f"missing model: {model_dir(settings, v)} does not exist")
+    return v
+
+
+def student_dir(settings, version: str) -> str:
+    return Lake.from_settings(settings).path("registry", "students", version)
+
+
+def model_dir(settings, version: str) -> str:
+    return f"{student_dir(settings, version)}/model"
+
+
+def onnx_dir(settings, version: str) -> str:
+    return f"{student_dir(settings, version)}/onnx"
+
+
+def embeddings_path(settings, what: str, version: str) -> str:
+    if what not in WHATS:
+        from kp.errors import ConfigError
+
+        raise ConfigError(f"what must be one of {sorted(WHATS)}, got {what!r}")
+    return Lake.from_settings(settings).path("embeddings", what, f"model={version}")
+
+
+def build_dir(settings, ds: str) -> str:
+    return Lake.from_settings(settings).path("serving", "builds", ds=ds)
+
+
+def versions_root(settings) -> str:
+    return Lake.from_settings(settings).path("serving", "versions")
+
+
+def version_dir(settings, version_id: str) -> str:
+    return f"{versions_root(settings)}/{version_id}"
+
+
+def current_pointer(settings) -> str:
+    return Lake.from_settings(settings).path("serving", "CURRENT")
+
+
+def current_version(settings) -> str | None:
+    """The live published version id, or None before the first publish."""
+    lake = Lake.from_settings(settings)
+    return lake.read_pointer(current_pointer(settings))
+
+
+def current_recommendations_path(settings) -> str | None:
+    """``serving/versions/<CURRENT>/recommendations`` (contract ``recommendations``), or None before any publish."""
+    v = current_version(settings)
+    return f"{version_dir(settings, v)}/recommendations" if v else None
+
+
+def read_manifest(settings, version_id: str) -> dict:
+    path = Path(local_path(version_dir(settings, version_id))) / "manifest.json"
+    if not path.exists():
+        raise DataError(f"published version {version_id!r} has no manifest at {path}")
+    return json.loads(path.read_text())
+
+
+def list_versions(settings) -> list[str]:
+    """Complete published versions (hidden temp dirs excluded), oldest first."""
+    root = Path(local_path(versions_root(settings)))
+    if not root.exists():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")) and (p / "manifest.json").exists()]
+    return [p.name for p in sorted(found, key=lambda p: json.loads((p / "manifest.json").read_text()).get("created_at", ""))]
+
+
+def verify_files(root: Path, checksums: dict[str, str]) -> None:
+    """Raise DataError naming the first file missing or whose sha256 differs from the manifest."""
+    from models.onnx_export import sha256_file
+
+    for rel, want in sorted(checksums.items()):
+        f = root / rel
+        if not f.exists():
+            raise DataError(f"corrupted bundle {root}: {rel} is missing")
+        got = sha256_file(f)
+        if got != want:
+            raise DataError(f"corrupted bundle {root}: checksum of {rel} is {got[:12]}…, manifest says {want[:12]}…")
+
+
+# ---- reader --------------------------------------------------------------------------------------
+class ServingBundle:
+    """A loaded published version: FAISS index + keyphrase id map + ONNX item tower + recommendations."""
+
+    def __init__(self, root: Path, manifest: dict, verify: bool = True, device: str = "auto"):
+        import faiss
+        import pandas as pd
+
+        self.root = root
+        self.manifest = manifest
+        self.version = manifest["version"]
+        if verify:
+            verify_files(root, manifest["checksums"])
+        self.index = faiss.read_index(str(root / "index.faiss"))
+        if self.index.d != manifest["dim"]:
+            raise DataError(f"bundle {self.version}: index dim {self.index.d} != manifest dim {manifest['dim']}")
+        kp = pd.read_parquet(root / "keyphrases.parquet")
+        self.keyphrases = dict(zip(kp["keyphrase_id"].astype("int64"), kp["keyphrase"]))
+        from jobs.index import set_search_params
+
+        set_search_params(self.index, manifest.get("index", {}).get("search_params", {}))
+        self._tower_dir = root / "onnx" / "item"
+        self._tower_file = manifest.get("item_model_file", "model.onnx")
+        self._device = device
+        self._recs = None
+
+    @property
+    def tower(self):
+        from models.onnx_tower import get_tower
+
+        return get_tower(self._tower_dir, self._tower_file, device=self._device)
+
+    def _recommendations(self):
+        if self._recs is None:
+            import pandas as pd
+
+            recs = pd.read_parquet(self.root / "recommendations")
+            self._recs = {iid: g.sort_values("rank") for iid, g in recs.groupby("item_id")}
+        return self._recs
+
+    def search(self, query, k: int | None = None) -> list[dict]:
+        """Top keyphrases for an item: ``query`` is item text (title [SEP] category) or an item id."""
+        k = int(k or self.manifest.get("top_k", 20))
+        if isinstance(query, (int,)) and not isinstance(query, bool):
+            g = self._recommendations().get(int(query))
+            if g is None:
+                return []
+            return [{"rank": int(r.rank), "keyphrase_id": int(r.keyphrase_id), "keyphrase": r.keyphrase,
+                     "score": float(r.score)} for r in g.head(k).itertuples()]
+        text = str(query).strip()
+        if not text:
+            raise DataError("empty query")
+        vec = self.tower.embed([text])
+        scores, ids = self.index.search(vec, min(k, self.index.ntotal))
+        out = []
+        for rank, (s, i) in enumerate(zip(scores[0], ids[0]), start=1):
+            if i < 0:
+                continue
+            out.append({"rank": rank, "keyphrase_id": int(i), "keyphrase": self.keyphrases.get(int(i), ""), "score": float(s)})
+        return out
+
+
+_BUNDLES: dict[tuple[str, str], ServingBundle] = {}
+_BLOCK = threading.Lock()
+
+
+def load_version(settings, version_id: str, verify: bool = True) -> ServingBundle:
+    root = Path(local_path(version_dir(settings, version_id)))
+    if not root.exists():
+        raise DataError(f"published version {version_id!r} not found at {root}")
+    return ServingBundle(root, read_manifest(settings, version_id), verify=verify, device=settings.serve.device)
+
+
+def load_current(settings, verify: bool = True, cached: bool = True) -> ServingBundle:
+    """The live bundle (checksums verified on first load; cached per version in this process)."""
+    for _attempt in range(3):
+        version = current_version(settings)
+        if not version:
+            raise DataError("nothing is published yet (serving/CURRENT is not set): run `kp publish`")
+        key = (str(Lake.from_settings(settings).root), version)
+        with _BLOCK:
+            if cached and key in _BUNDLES:
+                return _BUNDLES[key]
+        try:
+            bundle = load_version(settings, version, verify=verify)
+        except DataError:
+            if current_version(settings) != version:  # switched (and pruned) while we read: try again
+                continue
+            raise
+        if cached:
+            with _BLOCK:
+                _BUNDLES[key] = bundle
+        return bundle
+    raise DataError("serving/CURRENT kept changing while loading; try again")

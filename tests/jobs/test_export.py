@@ -1,0 +1,83 @@
+"""kp export: champion's towers to ONNX, verified, idempotent, optional int8, Triton layout, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from serve_helpers import DS, register, serve_model, serve_settings, serve_world, write_inputs  # noqa: F401
+
+from jobs import export
+from jobs.serving import onnx_dir
+from kp.errors import ConfigError, DataError, GateError
+from kp.lake import Lake
+
+
+def test_export_verifies_and_writes_layout(serve_world):
+    stats = export.run(serve_world, DS)
+    root = Path(onnx_dir(serve_world, "v1"))
+    rec = json.loads((root / "export.json").read_text())
+    assert stats["skipped"] is False and rec["verified"] and rec["dim"] == 16
+    assert stats["parity"]["max_abs_diff"] < serve_world.serve.export_tolerance
+    assert stats["parity"]["cos_min"] > 0.9999
+    for tower in ("item", "keyphrase"):
+        assert (root / tower / "model.onnx").exists() and (root / tower / "tokenizer.json").exists()
+        assert (root / "triton" / f"{tower}_tower" / "1" / "model.onnx").exists()
+        assert "max_batch_size" in (root / "triton" / f"{tower}_tower" / "config.pbtxt").read_text()
+    assert rec["max_len"]["item"] > rec["max_len"]["keyphrase"]
+    assert json.loads((root / "keyphrase" / "tower.json").read_text())["max_len"] == rec["max_len"]["keyphrase"]
+    assert not (root / "item" / "model.int8.onnx").exists()  # quantize is off by default
+    run_stats = Lake.from_settings(serve_world).read_json(Lake.from_settings(serve_world).run_stats_path(DS, "export"))
+    assert run_stats["version"] == "v1"
+
+
+def test_export_is_idempotent_unless_forced(serve_world):
+    export.run(serve_world, DS)
+    f = Path(onnx_dir(serve_world, "v1")) / "item" / "model.onnx"
+    mtime = f.stat().st_mtime_ns
+    assert export.run(serve_world, DS)["skipped"] is True
+    assert f.stat().st_mtime_ns == mtime
+    assert export.run(serve_world, DS, force=True)["skipped"] is False
+    assert f.stat().st_mtime_ns != mtime
+
+
+def test_tolerance_gate_refuses_and_writes_nothing(serve_world):
+    s = serve_world.with_overrides(**{"serve.export_tolerance": 1e-12})
+    with pytest.raises(GateError, match="export_tolerance"):
+        export.run(s, DS)
+    root = Path(onnx_dir(s, "v1"))
+    assert not root.exists()
+    assert not [p for p in root.parent.iterdir() if p.name.startswith("_")]  # temp dir cleaned up
+
+
+def test_int8_kept_above_floors_and_dropped_below(serve_world):
+    kept = export.run(serve_world.with_overrides(**{"serve.quantize": True, "serve.int8_min_cosine": 0.5,
+                                                     "serve.int8_min_topk_overlap": 0.1}), DS)
+    assert kept["int8"]["tried"] and kept["int8"]["kept"] and kept["model_file"] == "model.int8.onnx"
+    assert 0.5 < kept["int8"]["cos_mean"] <= 1.0 + 1e-6 and 0 <= kept["int8"]["topk_overlap"] <= 1
+    root = Path(onnx_dir(serve_world, "v1"))
+    assert (root / "item" / "model.int8.onnx").exists()
+
+    dropped = export.run(serve_world.with_overrides(**{"serve.quantize": True, "serve.int8_min_cosine": 1.5}), DS,
+                         force=True)
+    assert dropped["int8"]["tried"] and not dropped["int8"]["kept"] and dropped["model_file"] == "model.onnx"
+    assert not (root / "item" / "model.int8.onnx").exists()
+
+
+def test_missing_model_errors(tmp_path, serve_model):
+    s = serve_settings(tmp_path / "lake")
+    with pytest.raises(DataError, match="CHAMPION"):
+        export.run(s, DS)
+    lake = Lake.from_settings(s)
+    lake.write_pointer(lake.path("registry", "CHAMPION"), "v9")
+    with pytest.raises(DataError, match="missing model"):
+        export.run(s, DS)
+
+
+def test_dimension_mismatch_with_training(tmp_path, serve_model):
+    s = serve_settings(tmp_path / "lake")
+    write_inputs(s)
+    register(s, serve_model, train_config={"matryoshka_dims": [32, 8]})
+    with pytest.raises(ConfigError, match="dimension mismatch"):
+        export.run(s, DS)

@@ -1,0 +1,113 @@
+"""kp index: exact/approximate FAISS index, recall@K against exact search, the recall gate, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from serve_helpers import DS, ready, serve_model, serve_ready  # noqa: F401
+
+from jobs import index, publish
+from jobs.serving import build_dir, current_version, embeddings_path
+from kp.errors import DataError, GateError
+from kp.lake import Lake, write_parquet_atomic
+
+pytestmark = pytest.mark.spark
+
+
+def _clustered(n, d=16, clusters=10, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, d))
+    x = centres[rng.integers(clusters, size=n)] + 0.3 * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_recall_at_k_exact_is_one_and_bad_index_is_low():
+    x = _clustered(2000)
+    ids = np.arange(2000, dtype=np.int64) + 7
+    q = _clustered(200, seed=1)
+    exact = index.build_index(x, ids, "Flat")
+    assert index.recall_at_k(exact, x, ids, q, 20) == 1.0
+    bad = index.build_index(x, ids, "IVF64,PQ2x4", {"nprobe": 1})
+    r = index.recall_at_k(bad, x, ids, q, 20)
+    assert 0.0 <= r < 0.6
+    good = index.build_index(x, ids, "HNSW32,Flat", {"efSearch": 256})
+    assert index.recall_at_k(good, x, ids, q, 20) > 0.9
+    # ids are the caller's ids, not row numbers
+    _, got = exact.search(x[:1], 1)
+    assert got[0, 0] == 7
+
+
+def test_exact_build_staged_with_recall_one(ready):
+    stats = index.run(ready, DS)
+    assert stats["exact"] and stats["factory"] == "Flat" and stats["recall_at_k"] == 1.0 and stats["n"] == 60
+    root = Path(build_dir(ready, DS))
+    meta = json.loads((root / "index_meta.json").read_text())
+    assert meta["recall_at_k"] == 1.0 and meta["k"] == 20 and meta["model_version"] == "v1"
+    assert meta["recall_queries"] == 36  # all item embeddings serve as queries
+    kps = pd.read_parquet(root / "keyphrases.parquet")
+    assert len(kps) == 60 and kps["keyphrase"].str.len().min() > 0
+
+
+def test_approximate_above_threshold(ready):
+    s = ready.with_overrides(**{"serve.exact_index_max": 10, "serve.ann_factory": "HNSW32,Flat", "serve.ann_ef_search": 256})
+    stats = index.run(s, DS)
+    assert not stats["exact"] and stats["factory"] == "HNSW32,Flat" and stats["search_params"] == {"efSearch": 256}
+    assert stats["recall_at_k"] >= 0.95
+
+
+def test_bad_index_below_floor_refused_nothing_published(ready):
+    lake = Lake.from_settings(ready)
+    target = Path(build_dir(ready, DS))
+    import shutil
+
+    shutil.rmtree(target)
+    s = ready.with_overrides(**{"serve.exact_index_max": 10, "serve.ann_factory": "IVF8,PQ2x4", "serve.ann_nprobe": 1,
+                                "serve.min_recall": 0.95})
+    with pytest.raises(GateError, match="below serve.min_recall"):
+        index.run(s, DS)
+    assert not target.exists()
+    stats = lake.read_json(lake.run_stats_path(DS, "index"))
+    assert stats["status"] == "refused" and stats["recall_at_k"] < 0.95
+    with pytest.raises(DataError, match="no index build"):
+        publish.run(s, DS)
+    assert current_version(s) is None
+
+
+def test_empty_keyphrase_set(ready):
+    empty = pd.DataFrame({"id": pd.Series([], dtype="int64"), "text_hash": pd.Series([], dtype="object"),
+                          "embedding": pd.Series([], dtype="object"), "model_version": pd.Series([], dtype="object")})
+    import pyarrow as pa
+
+    from kp.contracts import arrow_schema
+
+    table = pa.Table.from_pandas(empty, schema=arrow_schema("embeddings"), preserve_index=False)
+    path = Path(embeddings_path(ready, "keyphrases", "v1"))
+    import shutil
+
+    shutil.rmtree(path)
+    path.mkdir(parents=True)
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, path / "part-0.parquet")
+    with pytest.raises(DataError, match="empty keyphrases set"):
+        index.run(ready, DS)
+
+
+def test_dimension_mismatch(ready):
+    df = pd.DataFrame({"id": pd.Series([1, 2], dtype="int64"), "text_hash": ["a", "b"],
+                       "embedding": [np.ones(8, np.float32), np.ones(8, np.float32)], "model_version": "v1"})
+    write_parquet_atomic(df, embeddings_path(ready, "keyphrases", "v1"))
+    with pytest.raises(DataError, match="dimension mismatch"):
+        index.run(ready, DS)
+
+
+def test_missing_keyphrase_embeddings(ready):
+    import shutil
+
+    shutil.rmtree(embeddings_path(ready, "keyphrases", "v1"))
+    with pytest.raises(DataError, match="kp embed --what keyphrases"):
+        index.run(ready, DS)

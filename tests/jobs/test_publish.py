@@ -1,0 +1,134 @@
+"""kp publish / kp rollback: versioned bundles, atomic CURRENT switch, checksums, pruning, crash safety."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from serve_helpers import DS, ready, serve_model, serve_ready  # noqa: F401
+
+from jobs import publish, rollback, serving
+from jobs.serving import current_version, list_versions, onnx_dir, read_manifest, verify_files, version_dir
+from kp.errors import DataError, GateError
+from kp.lake import Lake, read_parquet
+
+pytestmark = pytest.mark.spark
+
+
+def test_publish_makes_a_complete_current_version(ready):
+    assert current_version(ready) is None and serving.current_recommendations_path(ready) is None
+    stats = publish.run(ready, DS)
+    vid = stats["version"]
+    assert current_version(ready) == vid and stats["previous"] is None
+    root = Path(version_dir(ready, vid))
+    m = read_manifest(ready, vid)
+    assert m["model_version"] == "v1" and m["ds"] == DS and m["recall_at_k"] == 1.0 and m["dim"] == 16
+    assert m["counts"] == {"keyphrases": 60, "items": 36, "recommendations": 36 * 20}
+    verify_files(root, m["checksums"])
+    assert {"index.faiss", "keyphrases.parquet", "onnx/item/model.onnx", "onnx/keyphrase/model.onnx",
+            "recommendations/part-00000.parquet"} <= set(m["checksums"])
+    # the path the pair-selection stage reads
+    assert serving.current_recommendations_path(ready) == f"{version_dir(ready, vid)}/recommendations"
+    recs = read_parquet(serving.current_recommendations_path(ready), contract="recommendations")
+    assert len(recs) == 720
+
+
+def test_rollback_and_pruning(ready):
+    s = ready.with_overrides(**{"serve.keep_versions": 2})
+    with pytest.raises(DataError, match="nothing is published"):
+        rollback.run(s)
+    v1 = publish.run(s, DS)["version"]
+    with pytest.raises(DataError, match="no earlier"):
+        rollback.run(s)
+    v2 = publish.run(s, DS)["version"]
+    assert read_manifest(s, v2)["previous"] == v1
+    out = rollback.run(s)
+    assert out == {"from": v2, "to": v1, "model_version": "v1", "ds": DS} and current_version(s) == v1
+    assert rollback.run(s, to=v2)["to"] == v2
+    with pytest.raises(DataError, match="unknown published version"):
+        rollback.run(s, to="nope")
+    v3 = publish.run(s, DS)
+    assert v3["pruned"] == [v1] and list_versions(s) == [v2, v3["version"]]
+
+
+def test_readers_always_see_a_complete_version(ready):
+    s = ready.with_overrides(**{"serve.keep_versions": 10})
+    publish.run(s, DS)
+    seen, errors, stop = [], [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                b = serving.load_current(s, cached=False)  # verifies every checksum in the manifest
+                assert b.manifest["version"] == b.root.name
+                assert b.index.ntotal == b.manifest["counts"]["keyphrases"]
+                seen.append(b.version)
+            except Exception as exc:  # noqa: BLE001 - any failure is the test's finding
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    published = [publish.run(s, DS)["version"] for _ in range(4)]
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(seen) >= 2 and set(seen) <= set(list_versions(s))
+    assert current_version(s) == published[-1]
+
+
+def test_crash_mid_build_leaves_current_intact(ready, monkeypatch):
+    v1 = publish.run(ready, DS)["version"]
+    before = sorted(p.name for p in Path(serving.versions_root(ready)).iterdir())
+
+    def boom(root, manifest):
+        raise RuntimeError("disk full (injected)")
+
+    monkeypatch.setattr(publish, "_write_manifest", boom)
+    with pytest.raises(RuntimeError, match="injected"):
+        publish.run(ready, DS)
+    assert current_version(ready) == v1
+    assert sorted(p.name for p in Path(serving.versions_root(ready)).iterdir()) == before  # no temp leftovers
+    assert serving.load_current(ready, cached=False).version == v1
+
+
+def test_recall_gate_rechecked_at_publish(ready):
+    meta_path = Path(serving.build_dir(ready, DS)) / "index_meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "recall_at_k": 0.5}))
+    with pytest.raises(GateError, match="recall"):
+        publish.run(ready, DS)
+    assert current_version(ready) is None and list_versions(ready) == []
+
+
+def test_corrupted_onnx_refused(ready):
+    f = Path(onnx_dir(ready, "v1")) / "item" / "model.onnx"
+    f.write_bytes(f.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(DataError, match="checksum of item/model.onnx"):
+        publish.run(ready, DS)
+    assert current_version(ready) is None
+
+
+def test_corrupted_index_detected_on_load_and_rollback(ready):
+    v1 = publish.run(ready, DS)["version"]
+    v2 = publish.run(ready, DS)["version"]
+    f = Path(version_dir(ready, v1)) / "index.faiss"
+    f.write_bytes(b"garbage" + f.read_bytes()[7:])
+    with pytest.raises(DataError, match="checksum of index.faiss"):
+        rollback.run(ready)
+    assert current_version(ready) == v2
+    Lake.from_settings(ready).write_pointer(serving.current_pointer(ready), v1)
+    with pytest.raises(DataError, match="corrupted bundle"):
+        serving.load_current(ready, cached=False)
+
+
+def test_missing_recommendations(ready):
+    import shutil
+
+    shutil.rmtree(Lake.from_settings(ready).path("recommendations", ds=DS))
+    with pytest.raises(DataError, match="missing dataset"):
+        publish.run(ready, DS)
+    assert current_version(ready) is None
