@@ -26,6 +26,7 @@ class SparkSettings(BaseModel):
     shuffle_partitions: int = Field(8, ge=1, description="Initial shuffle partitions; AQE coalesces them.")
     target_file_rows: int = Field(2_000_000, ge=1000, description="Rows per output file (avoids tiny files).")
     ui_enabled: bool = False
+    fast_start: bool = Field(False, description="C1-only JIT: JVM starts ~2x faster, long jobs run slower (tests).")
     conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
 
 
@@ -86,6 +87,8 @@ class TrainSettings(BaseModel):
     cross_max_steps: int = Field(150, description="Cross-encoder step cap (-1: epochs decide); demo budget ~2 min on 2 cores.")
     bi_max_steps: int = Field(250, description="Bi-encoder step cap (-1: epochs decide); demo budget ~3.5 min on 2 cores.")
     cross_max_length: int = Field(96, ge=16, description="Cross-encoder max tokens (query + category + title).")
+    cross_learning_rate: float | None = Field(None, gt=0, description="Cross-encoder learning rate (None: learning_rate). "
+                                              "Short CPU budgets under-fit at 5e-5: see docs/TRAINING.md.")
     eval_k: int = Field(20, ge=1, description="K for recall@K of truly relevant keyphrases (synthetic world).")
     eval_max_items: int = Field(400, ge=10, description="Items sampled per exposure group for recall@K.")
     init_from: Literal["base", "champion"] = Field("base", description="Start the student from the base encoder or the champion.")

@@ -32,7 +32,8 @@ def get_spark(settings, app: str):
         builder = (
             builder.config("spark.driver.memory", s.driver_memory)
             .config("spark.ui.enabled", str(s.ui_enabled).lower())
-            .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -Dio.netty.tryReflectionSetAccessible=true")
+            .config("spark.driver.extraJavaOptions",
+                    ("-XX:TieredStopAtLevel=1 " if s.fast_start else "") + "-Dio.netty.tryReflectionSetAccessible=true")
             .config("spark.sql.session.timeZone", "UTC")
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         )

@@ -47,7 +47,7 @@ def make_settings(lake_root: Path, **overrides):
 
     base = {
         "lake_root": str(lake_root),
-        "spark": {"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "1g"},
+        "spark": {"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "1g", "fast_start": True},
         "synth": {"scale": "tiny", "seed": 7, "days": 12, "start_date": "2026-10-01"},
         "ctr": {"window_days": 7, "min_impressions": 5},
         "pairs": {"daily_budget": 300, "shard_size": 100},

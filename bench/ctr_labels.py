@@ -1,0 +1,190 @@
+"""Benchmark of Stage 1 (jobs/ctr_labels.py): incremental daily run vs history length vs naive recompute.
+
+A synthetic search log (default 10M events over 60 days, written directly with numpy/pyarrow: Zipf-like
+pair popularity, per-pair CTR from a Beta distribution, ~0.2% bad rows) goes into a temporary lake.
+Daily aggregates are built for the history, then, in the same Spark session:
+
+* ``day31_s``: ``ctr_labels.run`` for day 31 (30 days of history before it);
+* ``incremental_s``: ``ctr_labels.run`` for day 60 (59 days of history): must be ~ day 31's time;
+* ``naive_s``: the same 30-day labels recomputed from the window's raw events (same validation rules,
+  per day), written the same way.
+
+The two label sets are checked equal. Prints ONE JSON line and writes ``bench/results/ctr_labels.json``.
+``--quick``: ~1M events. Timings are the median of ``--repeat`` runs (after one untimed warm-up).
+
+    .venv/bin/python bench/ctr_labels.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from jobs import ctr_labels  # noqa: E402
+from kp.lake import Lake, atomic_dir, ds_range, spark_uri  # noqa: E402
+from kp.settings import load_settings  # noqa: E402
+
+
+def generate(settings, start: dt.date, days: int, events: int, seed: int = 1) -> int:
+    """Write ``events`` raw events over ``days`` days; return the number written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    lake = Lake.from_settings(settings)
+    n_items, n_kps = max(1000, events // 50), max(1000, events // 100)
+    n_pairs = max(10_000, events // 5)
+    pair_item = rng.integers(0, n_items, n_pairs).astype(np.int64)
+    pair_kp = rng.integers(0, n_kps, n_pairs).astype(np.int64)
+    weight = 1.0 / np.arange(1, n_pairs + 1) ** 0.8
+    weight /= weight.sum()
+    pair_ctr = rng.beta(0.6, 12.0, n_pairs)  # mean ~0.05: both sides of the threshold
+    per_day = events // days
+    total = 0
+    for i in range(days):
+        day = (start + dt.timedelta(days=i)).isoformat()
+        n_imp = int(per_day / (1 + pair_ctr.mean()))
+        pairs = rng.choice(n_pairs, size=n_imp, p=weight)
+        clicked = pairs[rng.random(n_imp) < pair_ctr[pairs]]
+        idx = np.concatenate([pairs, clicked])
+        is_click = np.concatenate([np.zeros(n_imp, bool), np.ones(len(clicked), bool)])
+        n = len(idx)
+        position = rng.integers(1, 21, n).astype(np.int32)
+        bad = rng.random(n) < 0.001
+        position[bad] = 0  # bad_position
+        ids = np.char.add(f"{day}-", np.arange(n).astype(str))
+        dup = np.flatnonzero(rng.random(n) < 0.001)
+        ids[dup] = ids[np.maximum(dup - 1, 0)]  # duplicate_event_id
+        secs = rng.integers(0, 86_400_000_000, n)
+        table = pa.table({
+            "event_id": pa.array(ids.tolist(), pa.string()),
+            "ts": pa.array(np.datetime64(day, "us") + secs.astype("timedelta64[us]"), pa.timestamp("us")),
+            "item_id": pa.array(pair_item[idx]),
+            "keyphrase_id": pa.array(pair_kp[idx]),
+            "event": pa.array(np.where(is_click, "click", "impression").tolist(), pa.string()),
+            "position": pa.array(position),
+        })
+        target = lake.path("events", ds=day)
+        os.makedirs(target, exist_ok=True)
+        pq.write_table(table, f"{target}/part-00000.parquet")
+        total += n
+    return total
+
+
+def naive_labels(spark, settings, ds: str, out_dir: str, n_files: int) -> None:
+    """The 30-day labels straight from the window's raw events: no daily aggregates."""
+    lake = Lake.from_settings(settings)
+    days = ds_range(ds, settings.ctr.window_days)
+    raw = (spark.read.option("basePath", spark_uri(lake.path("events")))
+           .parquet(*[spark_uri(lake.path("events", ds=d)) for d in days]))
+    valid = ctr_labels.classify_events(ctr_labels._conform_events(raw), by=("ds",)).where("reason IS NULL")
+    labels = ctr_labels.label_pairs(ctr_labels.aggregate_pairs(valid), settings)
+    with atomic_dir(out_dir) as tmp:
+        labels.coalesce(n_files).sortWithinPartitions("item_id", "keyphrase_id") \
+            .write.mode("overwrite").parquet(spark_uri(tmp))
+
+
+def timed(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="~1M events instead of 10M")
+    ap.add_argument("--events", type=int, default=None, help="raw events in total (default 10M; --quick 1M)")
+    ap.add_argument("--days", type=int, default=60)
+    ap.add_argument("--window", type=int, default=30)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--master", default="local[*]")
+    ap.add_argument("--keep", default=None, help="keep the lake in this directory (default: a temp dir, removed)")
+    args = ap.parse_args(argv)
+    events = args.events or (1_000_000 if args.quick else 10_000_000)
+    assert args.days >= 2 * args.window, "need --days >= 2 * --window"
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="kp-bench-ctr-"))
+    settings = load_settings(lake_root=str(root / "lake"),
+                             spark={"master": args.master, "driver_memory": "4g", "shuffle_partitions": 8,
+                                    "conf": {"spark.ui.showConsoleProgress": "false"}},
+                             ctr={"window_days": args.window})
+    start = dt.date(2026, 1, 1)
+    day = lambda k: (start + dt.timedelta(days=k - 1)).isoformat()  # noqa: E731  (1-based)
+    try:
+        t0 = time.perf_counter()
+        n_events = generate(settings, start, args.days, events)
+        gen_s = time.perf_counter() - t0
+
+        from kp.spark import get_spark
+
+        spark = get_spark(settings, "bench-ctr-labels")
+        t0 = time.perf_counter()
+        for k in range(1, args.days):  # the history: daily aggregates of days 1..days-1
+            ctr_labels.aggregate_day(spark, settings, day(k))
+        history_s = time.perf_counter() - t0
+
+        d_early, d_late = day(args.window + 1), day(args.days)
+        ctr_labels.run(settings, day(args.window + 2), spark=spark)  # warm-up (untimed)
+        early_s = timed(lambda: ctr_labels.run(settings, d_early, spark=spark), args.repeat)
+        late_stats = {}
+        late_s = timed(lambda: late_stats.update(ctr_labels.run(settings, d_late, spark=spark)), args.repeat)
+        naive_dir = str(root / "naive" / f"ds={d_late}")
+        naive_s = timed(lambda: naive_labels(spark, settings, d_late, naive_dir, late_stats["output_files"]), args.repeat)
+
+        inc = ctr_labels.read_ctr_labels(spark, settings, d_late)
+        naive = spark.read.parquet(spark_uri(naive_dir))
+        equal = inc.count() == naive.count() and inc.exceptAll(naive).isEmpty() and naive.exceptAll(inc).isEmpty()
+        result = {
+            "bench": "ctr_labels",
+            "events": n_events,
+            "days": args.days,
+            "window_days": args.window,
+            "events_per_day": n_events // args.days,
+            "incremental_s": round(late_s, 3),
+            "day31_s": round(early_s, 3),
+            "naive_s": round(naive_s, 3),
+            "speedup": round(naive_s / late_s, 2),
+            "day60_vs_day31": round(late_s / early_s, 3),
+            "labels_equal_naive": bool(equal),
+            "pairs": late_stats["pairs"],
+            "positives": late_stats["positives"],
+            "rows_quarantined_day60": late_stats["rows_quarantined"],
+            "history_build_s": round(history_s, 1),
+            "generate_s": round(gen_s, 1),
+            "repeat": args.repeat,
+            "master": spark.sparkContext.master,
+            "spark": spark.version,
+            "cores": os.cpu_count(),
+            "quick": bool(args.quick),
+        }
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    out = REPO / "bench" / "results" / "ctr_labels.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
