@@ -2,7 +2,7 @@
 
 Up to ``serve.exact_index_max`` keyphrases: exact inner-product search (factory ``IDMap,Flat``; the
 vectors are L2-normalised so inner product = cosine). Above it: ``IDMap,<serve.ann_factory>``
-(default ``HNSW32,Flat``; IVF/PQ strings work too and are trained on a sample), vectors added in
+(default ``IVF4096,Flat`` with nprobe 16, chosen by bench/index.py; HNSW and IVF/PQ strings work too and are trained on a sample), vectors added in
 batches. Recall@K is measured against exact search on ``serve.recall_sample`` item embeddings (the
 real queries; keyphrase vectors stand in when items are not embedded yet) and stored in
 ``index_meta.json``; below ``serve.min_recall`` the build is refused with GateError and nothing is
