@@ -1,0 +1,220 @@
+"""
+### Keyphrase recommendations, daily (LLMDistill4Ads)
+
+Every day at 02:00 UTC this DAG processes **the previous day** (`ds` = the data interval's start):
+
+1. **ctr** - Spark job (`spark-submit jobs/ctr_labels.py`, connection `spark_default`): 30-day CTR labels.
+2. **llm_labels** - choose the day's pairs minus those already judged, label them with the LLM judge
+   fanned out over shards (mapped task, pool `llm`, queue `gpu`), merge the shards into the label store.
+3. **train** - on training days only (`train.retrain_every_days`, or the `force_retrain` param, or when
+   there is no champion yet): cross-encoder assistant, bi-encoder student, evaluation and promotion gate.
+   On other days the group is skipped and the **champion** keeps serving.
+4. **serve** - ONNX export of the champion's towers, Spark + ONNX Runtime embedding of items and
+   keyphrases (incremental unless `full_reembed`), FAISS index, top-K keyphrases per item, atomic publish.
+
+Every task is idempotent for its `ds`: clear a task (or the whole run) to redo it. Trigger it by hand
+with the form's params (day, skip labelling, full re-embedding, retrain, promote, label budget, demo
+scale). Datasets flow as Assets (`kp://lake/...`), visible in the asset graph. Figures of each stage
+are in XCom and in the lake (`runs/ds=D/<stage>.json`), and on the **Keyphrases** page.
+See docs/OPERATIONS.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, TriggerRule, get_current_context, task
+
+from jobs import airflow_tasks as at
+
+DS = "{{ ti.xcom_pull(task_ids='plan.plan_day')['ds'] }}"
+JOIN = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+
+with DAG(
+    dag_id=Path(__file__).stem,
+    description="CTR + LLM labels -> distilled bi-encoder -> ONNX/Spark embeddings -> FAISS -> top-K keyphrases per item",
+    doc_md=__doc__,
+    schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
+    start_date=dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=dt.timedelta(hours=20),
+    tags=["keyphrases", "ads", "llm-distillation", "spark", "daily"],
+    default_args={"owner": at.DAG_OWNER, "on_failure_callback": at.log_task_failure, **at.stage_args("plan")},
+    on_failure_callback=at.log_dag_failure,
+    params={
+        "ds": Param(None, type=["null", "string"], format="date", title="Day (ds)",
+                    description="Process this day (YYYY-MM-DD) instead of the data interval's start."),
+        "skip_llm": Param(False, type="boolean", title="Skip LLM labelling",
+                          description="Do not select or judge new pairs today; train on the label store as it is."),
+        "full_reembed": Param(False, type="boolean", title="Full re-embedding",
+                              description="Embed every item and keyphrase again instead of only new or changed ones."),
+        "force_retrain": Param(False, type="boolean", title="Force retraining",
+                               description="Train the cross-encoder and bi-encoder even on a non-training day."),
+        "force_promote": Param(False, type="boolean", title="Force promotion",
+                               description="Promote the new bi-encoder even if it does not beat the champion."),
+        "label_budget": Param(None, type=["null", "integer"], minimum=1, title="Label budget",
+                              description="Most pairs sent to the LLM judge today (default: pairs.daily_budget)."),
+        "scale": Param(None, type=["null", "string"], enum=[None, "tiny", "demo", "small", "large"],
+                       title="Demo world scale",
+                       description="Demo only: generate the synthetic marketplace at this scale when the lake has none."),
+    },
+) as dag:
+
+    # ---- plan: which day, and what this run does -------------------------------------------------
+    with TaskGroup("plan", tooltip="Resolve the day and what this run does") as plan_group:
+
+        @task(doc_md="Resolve `ds` (param or data interval start), and decide labelling/training for the run.")
+        def plan_day(params=None, data_interval_start=None, logical_date=None, run_after=None):
+            return at.plan_day(params, data_interval_start, logical_date, run_after)
+
+        @task(doc_md="Demo only: generate the synthetic world at the `scale` param if the lake has no catalog.",
+              **at.stage_args("synth", retries=1))
+        def ensure_world(plan: dict, params=None):
+            return at.ensure_world(params, plan["ds"])
+
+        plan = plan_day()
+        world = ensure_world(plan)
+
+    # ---- ctr: Spark job ------------------------------------------------------------------------------
+    with TaskGroup("ctr", tooltip="Spark: daily aggregate and 30-day CTR labels") as ctr_group:
+        ctr_labels = SparkSubmitOperator(
+            task_id="ctr_labels",
+            doc_md="`spark-submit jobs/ctr_labels.py --ds D` on connection `spark_default` "
+                   "(local[*] here, a Spark master in compose/production).",
+            application=at.spark_application("ctr_labels"),
+            application_args=["--ds", DS],
+            conn_id="spark_default",
+            name="kp-ctr-labels",
+            conf={"spark.ui.enabled": "false", "spark.sql.session.timeZone": "UTC"},
+            outlets=[at.asset("ctr_labels")],
+            **at.stage_args("ctr_labels"),
+        )
+
+    # ---- llm_labels: select, judge (fan-out), merge --------------------------------------------------
+    with TaskGroup("llm_labels", tooltip="Pairs for the LLM judge, labelled over shards, merged") as llm_group:
+
+        @task.branch(doc_md="Skip the group when the `skip_llm` param is set.")
+        def gate(plan: dict):
+            return "llm_labels.select_pairs" if plan["label"] else "llm_labels.skipped"
+
+        @task(doc_md="Spark: the day's pairs (CTR positives, unexposed top-K, hard negatives, random) "
+                     "minus those already labelled, in shards.",
+              outlets=[at.asset("pairs")], **at.stage_args("select_pairs"))
+        def select_pairs(plan: dict, params=None):
+            return at.run_select_pairs(params, plan["ds"])
+
+        @task(doc_md="The shard numbers to fan out over (one mapped labelling task each).")
+        def shards(figures: dict):
+            return figures["shards"]
+
+        @task(doc_md="Judge one shard with the configured LLM (pool `llm`, queue `gpu`). Shards already "
+                     "labelled are not paid for twice.",
+              pool=at.LLM_POOL, queue=at.GPU_QUEUE, map_index_template="shard {{ shard }}",
+              **at.stage_args("llm_label", retries=3))
+        def label_shard(plan: dict, shard: int, params=None):
+            get_current_context()["shard"] = shard  # names the mapped instance in the UI
+            return at.run_llm_label(params, plan["ds"], shard)
+
+        @task(doc_md="Merge the day's labelled shards into the label store (append-only by day).",
+              trigger_rule=JOIN, outlets=[at.asset("llm_labels")], **at.stage_args("label_store"))
+        def merge_labels(params=None, ti=None):
+            # the plan is pulled, not passed: an XComArg edge from plan_day would satisfy the join's
+            # "one success" and run the merge on days the group was skipped
+            plan = ti.xcom_pull(task_ids="plan.plan_day")
+            return at.run_label_store(params, plan["ds"])
+
+        skipped = EmptyOperator(task_id="skipped", doc_md="Labelling skipped by the `skip_llm` param.")
+        pairs = select_pairs(plan)
+        labelled = label_shard.partial(plan=plan).expand(shard=shards(pairs))
+        merged = merge_labels()
+        gate(plan) >> [pairs, skipped]
+        [pairs, labelled] >> merged
+
+    # ---- train: on training days only ----------------------------------------------------------------
+    with TaskGroup("train", tooltip="Cross-encoder assistant, bi-encoder student, promotion gate") as train_group:
+
+        @task.branch(doc_md="Train today? (`train.retrain_every_days`, `force_retrain`, or no champion yet).",
+                     trigger_rule=JOIN)
+        def decide(plan: dict):
+            return "train.train_cross" if plan["train"] else "train.skip_training"
+
+        @task(doc_md="Fine-tune the cross-encoder assistant on the LLM labels.", queue=at.GPU_QUEUE,
+              outlets=[at.asset("cross_encoder")], **at.stage_args("train_cross"))
+        def train_cross(plan: dict, params=None):
+            return at.run_train_cross(params, plan["ds"])
+
+        @task(doc_md="Train the bi-encoder student multi-task (CTR MNRL, LLM contrastive, cross-encoder "
+                     "Pearson KD), Matryoshka dims.", queue=at.GPU_QUEUE,
+              outlets=[at.asset("bi_encoder")], **at.stage_args("train_bi"))
+        def train_bi(plan: dict, cross: dict, params=None):
+            return at.run_train_bi(params, plan["ds"], cross)
+
+        @task(doc_md="Evaluate the challenger against the champion; promote it if it wins (or `force_promote`).",
+              outlets=[at.asset("champion")], **at.stage_args("evaluate"))
+        def evaluate(plan: dict, bi: dict, params=None):
+            return at.run_evaluate(params, plan["ds"], bi, force_promote=plan["force_promote"])
+
+        skip_training = EmptyOperator(task_id="skip_training",
+                                      doc_md="Not a training day: the champion keeps serving.")
+        cross = train_cross(plan)
+        bi = train_bi(plan, cross)
+        gated = evaluate(plan, bi)
+        decide(plan) >> [cross, skip_training]
+
+    # ---- serve: export, embed, index, recommend, publish (always, with the champion) -----------------
+    with TaskGroup("serve", tooltip="ONNX towers, embeddings, FAISS index, recommendations, publish") as serve_group:
+
+        @task(doc_md="Export the champion's towers to ONNX (verified against torch).", trigger_rule=JOIN,
+              outlets=[at.asset("onnx_towers")], **at.stage_args("export"))
+        def export(plan: dict, params=None):
+            return at.run_export(params, plan["ds"])
+
+        @task(doc_md="Spark + ONNX Runtime: embed items (new/changed only unless `full_reembed`).",
+              queue=at.GPU_QUEUE, outlets=[at.asset("item_embeddings")], **at.stage_args("embed"))
+        def embed_items(plan: dict, params=None):
+            return at.run_embed(params, plan["ds"], "items", full=plan["full_reembed"])
+
+        @task(doc_md="Spark + ONNX Runtime: embed keyphrases (new/changed only unless `full_reembed`).",
+              queue=at.GPU_QUEUE, outlets=[at.asset("keyphrase_embeddings")], **at.stage_args("embed"))
+        def embed_keyphrases(plan: dict, params=None):
+            return at.run_embed(params, plan["ds"], "keyphrases", full=plan["full_reembed"])
+
+        @task(doc_md="Build the FAISS keyphrase index and measure its recall@K (refuses below the floor).",
+              outlets=[at.asset("keyphrase_index")], **at.stage_args("index"))
+        def build_index(plan: dict, params=None):
+            return at.run_index(params, plan["ds"])
+
+        @task(doc_md="Top-K keyphrases per item from the index.",
+              outlets=[at.asset("recommendations")], **at.stage_args("recommend"))
+        def recommend(plan: dict, params=None):
+            return at.run_recommend(params, plan["ds"])
+
+        @task(doc_md="Publish index, towers and recommendations as a new serving version (atomic switch).",
+              outlets=[at.asset("serving")], **at.stage_args("publish"))
+        def publish(plan: dict, params=None):
+            return at.run_publish(params, plan["ds"])
+
+        exported = export(plan)
+        items = embed_items(plan)
+        keyphrases = embed_keyphrases(plan)
+        index = build_index(plan)
+        recs = recommend(plan)
+        published = publish(plan)
+        exported >> [items, keyphrases]
+        keyphrases >> index
+        [items, index] >> recs >> published
+
+    # ---- wiring between groups ----------------------------------------------------------------------
+    world >> ctr_labels >> llm_group
+    [merged, skipped] >> train_group
+    [gated, skip_training] >> exported
+
+
+if __name__ == "__main__":  # `python dags/keyphrase_daily.py [YYYY-MM-DD]`: one in-process run
+    import sys
+
+    dag.test(run_conf={"ds": sys.argv[1]} if len(sys.argv) > 1 else None)
