@@ -1,0 +1,200 @@
+"""The openai backend against a real local HTTP server speaking the OpenAI chat-completions format."""
+
+import json
+import math
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pandas as pd
+import pytest
+
+from jobs.judges.base import JudgeUnavailable
+from jobs.judges.openai_judge import OpenAIJudge
+from kp.errors import ConfigError, DataError
+
+P_GOOD = math.exp(-0.1) / (math.exp(-0.1) + math.exp(-2.5))
+P_BAD = math.exp(-3.0) / (math.exp(-3.0) + math.exp(-0.05))
+
+
+class FakeLLM:
+    """Answers 'yes'-leaning when the keyphrase mentions 'good'. ``script`` holds one-shot misbehaviours."""
+
+    def __init__(self):
+        self.script: list[str] = []
+        self.requests: list[dict] = []
+        self.auth: list[str | None] = []
+        self.lock = threading.Lock()
+
+    def handler(self):
+        fake = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with fake.lock:
+                    fake.requests.append(body)
+                    fake.auth.append(self.headers.get("Authorization"))
+                    action = fake.script.pop(0) if fake.script else "ok"
+                if self.path != "/v1/chat/completions":
+                    return self._send(404, {"error": "not found"})
+                if action == "429":
+                    return self._send(429, {"error": "rate limited"}, {"Retry-After": "0"})
+                if action == "500":
+                    return self._send(500, {"error": "boom"})
+                if action == "401":
+                    return self._send(401, {"error": "bad key"})
+                if action == "slow":
+                    time.sleep(1.0)
+                if action == "malformed":
+                    return self._send(200, {"choices": [{"message": {"content": "Sure! As an AI"}}]})
+                if action == "offformat":
+                    lp = [{"token": "Sure", "logprob": -0.1}, {"token": "!", "logprob": -3}]
+                    return self._send(200, {"choices": [{"logprobs": {"content": [{"token": "Sure", "logprob": -0.1, "top_logprobs": lp}]}}]})
+                good = "good" in body["messages"][0]["content"]
+                top = ([{"token": "Yes", "logprob": -0.1}, {"token": "No", "logprob": -2.5}, {"token": "The", "logprob": -6}]
+                       if good else [{"token": " no", "logprob": -0.05}, {"token": " yes", "logprob": -3.0}])
+                assert body["max_tokens"] == 1 and body["logprobs"] is True and body["temperature"] == 0
+                self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": top[0]["token"]},
+                                              "logprobs": {"content": [{"token": top[0]["token"], "logprob": top[0]["logprob"],
+                                                                        "top_logprobs": top}]}}]})
+
+            def _send(self, code, obj, headers=None):
+                data = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        return H
+
+
+@pytest.fixture
+def server():
+    fake = FakeLLM()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
+    httpd.daemon_threads = True
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    fake.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    yield fake
+    httpd.shutdown()
+    httpd.server_close()
+
+
+PAIRS = pd.DataFrame({"title": ["Blue mug", "Red shoe", "Lamp"], "category": ["Kitchen", "Shoes", "Home"],
+                      "keyphrase": ["good mug", "bad idea", "good lamp"]})
+
+
+def make(settings, server, **judge):
+    opts = {"judge.backend": "openai", "judge.model": "test-llm", "judge.endpoint": server.url,
+            "judge.api_key": "sk-test-123", "judge.timeout_s": 0.4, "judge.max_retries": 3, "judge.concurrency": 2}
+    opts.update({f"judge.{k}": v for k, v in judge.items()})
+    return OpenAIJudge(settings.with_overrides(**opts), backoff_base_s=0.01, backoff_max_s=0.05)
+
+
+def test_scores_from_logprobs_and_sends_the_key(settings, server):
+    j = make(settings, server)
+    p = j.score(PAIRS)
+    assert p == pytest.approx([P_GOOD, P_BAD, P_GOOD])
+    assert len(server.requests) == 3 and set(server.auth) == {"Bearer sk-test-123"}
+    assert server.requests[0]["model"] == "test-llm" and 'keyphrase: "good mug"' in server.requests[0]["messages"][0]["content"]
+    assert "sk-test-123" not in repr(j) and "sk-test-123" not in repr(j.settings)
+
+
+def test_retries_429_500_and_timeouts_then_succeeds(settings, server):
+    server.script = ["429", "500", "slow"]
+    j = make(settings, server, concurrency=1)
+    assert j.score(PAIRS.iloc[:1]) == pytest.approx([P_GOOD])
+    assert len(server.requests) == 4 and j.requests_sent == 4
+
+
+def test_gives_up_after_max_retries(settings, server):
+    server.script = ["500"] * 10
+    j = make(settings, server, concurrency=1, max_retries=2)
+    with pytest.raises(JudgeUnavailable, match="after 2 retries"):
+        j.score(PAIRS.iloc[:1])
+    assert len(server.requests) == 3
+
+
+def test_client_errors_fail_at_once(settings, server):
+    server.script = ["401"]
+    j = make(settings, server, concurrency=1)
+    with pytest.raises(ConfigError, match="HTTP 401"):
+        j.score(PAIRS.iloc[:1])
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("action", ["malformed", "offformat"])
+def test_malformed_answer_is_a_data_error(settings, server, action):
+    server.script = [action]
+    j = make(settings, server, concurrency=1)
+    with pytest.raises(DataError):
+        j.score(PAIRS.iloc[:1])
+
+
+def test_rate_limit_paces_requests(settings, server):
+    from jobs.judges.openai_judge import _Pacer
+
+    now = [100.0]
+    slept = []
+    pacer = _Pacer(20.0, clock=lambda: now[0], sleep=slept.append)
+    for _ in range(6):  # six back-to-back starts at 20/s: the 2nd waits 50 ms, the 6th 250 ms
+        pacer.wait()
+    assert slept == pytest.approx([0.05, 0.10, 0.15, 0.20, 0.25])
+    now[0] = 200.0  # after a pause no wait is owed
+    pacer.wait()
+    assert len(slept) == 5
+    j = make(settings, server, rate_limit_per_s=1000.0)
+    assert j.pacer.interval == pytest.approx(0.001)
+    assert j.score(PAIRS) == pytest.approx([P_GOOD, P_BAD, P_GOOD])
+
+
+def test_endpoint_and_key_from_airflow_connection(settings, server, monkeypatch, caplog):
+    pytest.importorskip("airflow.sdk")
+    monkeypatch.setenv("AIRFLOW_CONN_KP_LLM_TEST", json.dumps({"conn_type": "http", "host": server.url, "password": "sk-from-conn"}))
+    s = settings.with_overrides(**{"judge.backend": "openai", "judge.model": "test-llm", "judge.airflow_conn_id": "kp_llm_test"})
+    caplog.set_level("DEBUG")
+    j = OpenAIJudge(s)
+    assert j.endpoint == server.url
+    assert j.score(PAIRS.iloc[:1]) == pytest.approx([P_GOOD])
+    assert server.auth == ["Bearer sk-from-conn"]
+    assert "sk-from-conn" not in caplog.text
+
+
+def test_no_endpoint_is_a_config_error(settings):
+    s = settings.with_overrides(**{"judge.backend": "openai", "judge.model": "m", "judge.airflow_conn_id": ""})
+    with pytest.raises(ConfigError, match="endpoint"):
+        OpenAIJudge(s)
+
+
+def test_malformed_answer_leaves_the_shard_not_done(settings, server):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from labelling_helpers import make_pairs, write_pairs
+
+    from jobs import label_store, llm_label
+    from kp.lake import Lake
+
+    s = settings.with_overrides(**{"judge.batch_size": 2, "judge.concurrency": 1})
+    j = make(s, server, concurrency=1, batch_size=2)
+    pairs = make_pairs(6)
+    write_pairs(s, "2026-10-12", pairs, shard_size=10)
+    server.script = ["ok", "ok", "malformed"]  # the second batch gets a malformed answer
+    with pytest.raises(DataError):
+        llm_label.run(s, "2026-10-12", 0, judge=j)
+    lake = Lake.from_settings(s)
+    assert label_store.read_done(lake, "2026-10-12", 0) is None
+    assert len(label_store.read_staging(lake, "2026-10-12")) == 2
+    with pytest.raises(DataError, match="not labelled yet"):
+        label_store.run(s, "2026-10-12")
+    out = llm_label.run(s, "2026-10-12", 0, judge=j)  # the endpoint behaves again: the rest is judged
+    assert out["judged"] == 4 and label_store.run(s, "2026-10-12")["rows"] == 6
