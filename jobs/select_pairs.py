@@ -15,8 +15,9 @@ Four sources, mixed in the proportions ``pairs.share_*`` within ``pairs.daily_bu
 
 Item text comes from the active items of ``raw/catalog/ds=D``, keyphrase text from ``raw/keyphrases``.
 Each pair gets ``pair_key`` = sha1(title, category, keyphrase, judge model, prompt version); a Spark
-left-anti join against the label store (and the day's staged labels) removes every pair already
-judged, so no pair is paid for twice. A pair found by several sources keeps the first in the order
+left-anti join against the label store's earlier days removes every pair already judged, so no pair
+is paid for twice (pairs staged earlier the same day are skipped by the labeller), and a rerun of the
+day selects the same pairs. A pair found by several sources keeps the first in the order
 above. The selection is deterministic for (ds, pairs.seed): sampling and ranking use xxhash64, not
 ``rand()``. Output: shards of near-equal size (``pairs.shard_size``) at ``pairs/ds=D/shard=NNNNN/``
 (contract ``pairs``) with ``_MANIFEST.json`` (run id, shards, counts), the whole ``pairs/ds=D``
@@ -33,7 +34,7 @@ import time
 import pandas as pd
 
 from jobs.judges.base import judge_model_id
-from jobs.label_store import SEP, shard_name, staging_files
+from jobs.label_store import SEP, shard_name
 from kp.contracts import arrow_schema, check_spark_schema
 from kp.errors import DataError
 from kp.lake import Lake, atomic_dir, ds_str
@@ -100,20 +101,19 @@ def _published_recommendations(spark, lake: Lake):
 
 
 def _labelled_keys(spark, lake: Lake, ds: str):
-    """pair_keys of the store (every day) and of the day's staged labels, as one Spark frame (or None)."""
-    frames = []
-    store = lake.path("llm_store")
-    if lake.partitions("llm_store"):
-        frames.append(spark.read.parquet(lake.uri("llm_store")).select("pair_key"))
-    if staging_files(lake, ds):
-        frames.append(spark.read.parquet(lake.uri("llm_staging", ds=ds)).select("pair_key"))
-    if not frames:
+    """pair_keys stored on days BEFORE ``ds``, as one Spark frame (or None).
+
+    Only earlier days count, so a rerun of ``ds`` selects exactly what its first run selected (same
+    shards, same ``run_id``): the labeller then skips the pairs it already staged for the day and the
+    merge rewrites the same partition. Pairs staged today are never judged twice either way, because
+    ``jobs.llm_label`` checks the store and the day's staging again before calling the judge.
+    """
+    earlier = [d for d in lake.partitions("llm_store") if d < ds]
+    if not earlier:
         return None
-    out = frames[0]
-    for f in frames[1:]:
-        out = out.unionByName(f)
-    log.info("anti-join against labelled pairs in %s", store)
-    return out.distinct()
+    paths = [lake.uri("llm_store", ds=d) for d in earlier]
+    log.info("anti-join against pairs labelled on %d earlier day(s) (%s .. %s)", len(earlier), earlier[0], earlier[-1])
+    return spark.read.parquet(*paths).select("pair_key").distinct()
 
 
 def run(settings, ds, budget: int | None = None, spark=None) -> dict:

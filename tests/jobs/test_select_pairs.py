@@ -101,10 +101,18 @@ def test_select_pairs_sources_budget_shards_antijoin(settings, spark):
     assert again["run_id"] == out["run_id"]
     assert pairs2.sort_values("pair_key").reset_index(drop=True).equals(pairs.sort_values("pair_key").reset_index(drop=True))
 
-    # label the first selection into the store, and unpublish: the next selection excludes every
-    # stored pair and gives the unexposed share to the other sources, still filling the budget
     labelled = pairs.assign(text_hash="h", p_yes=0.9, label=1, judge="simulated", judge_model="simulated-annotator-v1",
                             prompt_version="v1", labelled_at=pd.Timestamp("2026-10-12"))
+    # the day's own labels merged into the store do not change a rerun of the same day (idempotence)
+    write_label_table(labelled, lake.path("llm_store", ds=DS))
+    rerun = select_pairs.run(s, DS, spark=spark)
+    assert rerun["run_id"] == out["run_id"] and rerun["already_labelled"] == 0
+    import shutil
+
+    shutil.rmtree(lake.path("llm_store", ds=DS))
+
+    # label the first selection into the store on an earlier day, and unpublish: the next selection
+    # excludes every stored pair and gives the unexposed share to the other sources, filling the budget
     write_label_table(labelled, lake.path("llm_store", ds="2026-10-11"))
     os.remove(lake.path("serving", "CURRENT"))
     third = select_pairs.run(s, DS, budget=25, spark=spark)

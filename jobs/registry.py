@@ -1,0 +1,165 @@
+"""The model registry: versioned model directories under the lake, and pointers to the ones in use.
+
+Layout::
+
+    registry/students/<version>/   model/ (sentence-transformers), train_config.json, data.json,
+                                   metrics.json, promotion.json, MODEL_CARD.md, curves.png
+    registry/cross/<version>/      model/ (CrossEncoder), soft_labels.parquet, the same json/card/curves
+    registry/CHAMPION              the promoted student version (read by export/serving)
+    registry/CROSS_LATEST          the newest cross-encoder assistant
+    registry/champion_history.jsonl  one line per champion switch (who, when, why)
+
+A version id is ``<ds>-<8 hex>``: a hash of (ds, training configuration, data snapshot), so rerunning a day
+with the same inputs replaces its directory instead of adding a duplicate. Directories are written under
+a hidden temp name and renamed into place; pointers switch atomically (``Lake.write_pointer``).
+Model directories are written with local file APIs: the registry must be on a local or mounted path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from kp.errors import ConfigError
+from kp.lake import Lake, ds_str, is_local
+
+log = logging.getLogger(__name__)
+
+KINDS = ("students", "cross")
+POINTERS = {"students": "CHAMPION", "cross": "CROSS_LATEST"}
+
+
+def _lake(settings) -> Lake:
+    lake = Lake.from_settings(settings)
+    if not is_local(lake.root):
+        raise ConfigError(f"the model registry needs a local or mounted lake_root, got {lake.root}")
+    return lake
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ConfigError(f"registry kind {kind!r}: choose from {KINDS}")
+
+
+def version_id(ds: str, config: dict, data: dict) -> str:
+    """Deterministic id for (ds, config, data): ``<ds>-<8 hex>``."""
+    blob = json.dumps({"ds": ds_str(ds), "config": config, "data": data}, sort_keys=True, default=str)
+    return f"{ds_str(ds)}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
+
+
+def registry_root(settings) -> str:
+    return _lake(settings).path("registry")
+
+
+def version_dir(settings, version: str, kind: str = "students") -> str:
+    _check_kind(kind)
+    if not version or "/" in version or version.startswith((".", "_")):
+        raise ConfigError(f"bad version id {version!r}")
+    return _lake(settings).path("registry", kind, version)
+
+
+def student_dir(settings, version: str) -> str:
+    """The ``model/`` directory (sentence-transformers format) of a student version."""
+    return str(Path(version_dir(settings, version, "students")) / "model")
+
+
+def cross_model_dir(settings, version: str) -> str:
+    return str(Path(version_dir(settings, version, "cross")) / "model")
+
+
+def exists(settings, version: str, kind: str = "students") -> bool:
+    return (Path(version_dir(settings, version, kind)) / "model").is_dir()
+
+
+def champion(settings) -> str | None:
+    """The promoted student version, or None before the first promotion."""
+    return _lake(settings).read_pointer(_lake(settings).path("registry", POINTERS["students"]))
+
+
+def latest_cross(settings) -> str | None:
+    """The newest cross-encoder version (its directory: ``version_dir(settings, v, "cross")``)."""
+    return _lake(settings).read_pointer(_lake(settings).path("registry", POINTERS["cross"]))
+
+
+def set_latest_cross(settings, version: str) -> None:
+    if not exists(settings, version, "cross"):
+        raise ConfigError(f"no cross-encoder version {version!r} in {registry_root(settings)}/cross")
+    lake = _lake(settings)
+    lake.write_pointer(lake.path("registry", POINTERS["cross"]), version)
+
+
+def set_champion(settings, version: str, reason: str) -> None:
+    """Atomically make ``version`` the champion; record why in its promotion.json and the history."""
+    if not exists(settings, version, "students"):
+        raise ConfigError(f"no student version {version!r} in {registry_root(settings)}/students")
+    lake = _lake(settings)
+    previous = champion(settings)
+    now = dt.datetime.now(dt.UTC).isoformat()
+    vdir = version_dir(settings, version)
+    promo_path = str(Path(vdir) / "promotion.json")
+    promo = lake.read_json(promo_path, default={}) if Path(promo_path).exists() else {}
+    promo.update({"promoted": True, "reason": reason, "champion_at": now, "previous_champion": previous})
+    lake.write_json(promo_path, promo)
+    lake.write_pointer(lake.path("registry", POINTERS["students"]), version)
+    hist = Path(lake.path("registry", "champion_history.jsonl"))
+    with open(hist, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"at": now, "version": version, "previous": previous, "reason": reason}) + "\n")
+    log.info("champion: %s -> %s (%s)", previous, version, reason)
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def list_versions(settings, kind: str = "students") -> list[dict]:
+    """Every complete version of ``kind``, newest first, with metrics, promotion and data info."""
+    _check_kind(kind)
+    base = Path(_lake(settings).path("registry", kind))
+    if not base.is_dir():
+        return []
+    current = champion(settings) if kind == "students" else latest_cross(settings)
+    out = []
+    for d in base.iterdir():
+        if d.name.startswith((".", "_")) or not (d / "model").is_dir():
+            continue
+        cfg = _read(d / "train_config.json")
+        out.append({
+            "version": d.name,
+            "kind": kind,
+            "dir": str(d),
+            "created_at": cfg.get("created_at") or dt.datetime.fromtimestamp(d.stat().st_mtime, dt.UTC).isoformat(),
+            "ds": cfg.get("ds") or d.name[:10],
+            "current": d.name == current,
+            "config": cfg,
+            "data": _read(d / "data.json"),
+            "metrics": _read(d / "metrics.json"),
+            "promotion": _read(d / "promotion.json"),
+        })
+    out.sort(key=lambda v: (v["created_at"], v["version"]), reverse=True)
+    return out
+
+
+def new_version_tmp(settings, version: str, kind: str) -> str:
+    """A hidden temp directory beside the version's final place (commit with ``commit_version``)."""
+    from kp.lake import tmp_sibling
+
+    target = version_dir(settings, version, kind)
+    tmp = tmp_sibling(target)
+    os.makedirs(tmp, exist_ok=True)
+    return tmp
+
+
+def commit_version(settings, tmp: str, version: str, kind: str) -> str:
+    """Move a fully written version directory into place (replacing a rerun of the same id)."""
+    from kp.lake import commit_dir
+
+    target = version_dir(settings, version, kind)
+    commit_dir(tmp, target)
+    return target

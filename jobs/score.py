@@ -1,0 +1,168 @@
+"""Score arbitrary (title, category, keyphrase) pairs with a trained model.
+
+``kp score --model DIR|VERSION --pairs FILE --out FILE`` writes the input rows plus a ``score`` column
+(CSV or parquet, by the output file's extension). The model may be:
+
+* a cross-encoder directory (ours: ``registry/cross/<v>/`` or its ``model/``): score = P(relevant);
+* a bi-encoder student directory or a registry student version id: score = cosine of the two towers at
+  ``serve.dim`` (the serving cut);
+* an ONNX export (``item.onnx`` + ``keyphrase.onnx``): served by a scorer registered with
+  ``register_scorer("onnx", factory)`` by the export module; none is built in here.
+
+The kind is detected from the directory (``models.bi_encoder.model_kind``). New scorers plug in through
+``register_scorer(kind, factory)``, ``factory(settings, model_dir) -> Scorer`` where a Scorer has
+``kind`` and ``score(frame) -> numpy array``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Protocol
+
+from kp.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+PAIR_COLUMNS = ("title", "category", "keyphrase")
+
+
+class Scorer(Protocol):
+    kind: str
+
+    def score(self, pairs) -> "object": ...
+
+
+class CrossScorer:
+    kind = "cross"
+
+    def __init__(self, settings, model_dir: str):
+        from models.cross_encoder import load_cross
+
+        self.model = load_cross(model_dir, settings.train.device)
+
+    def score(self, pairs):
+        from models.cross_encoder import predict_pairs
+
+        return predict_pairs(self.model, pairs["title"].tolist(), pairs["category"].tolist(), pairs["keyphrase"].tolist())
+
+
+class BiScorer:
+    kind = "bi"
+
+    def __init__(self, settings, model_dir: str):
+        from models.bi_encoder import load_student
+
+        self.model = load_student(model_dir, settings.train.device)
+        self.dim = settings.serve.dim
+
+    def score(self, pairs):
+        from models.bi_encoder import score_pairs
+
+        return score_pairs(self.model, pairs["title"].tolist(), pairs["category"].tolist(),
+                           pairs["keyphrase"].tolist(), dim=self.dim)
+
+
+SCORERS: dict[str, Callable] = {"cross": CrossScorer, "bi": BiScorer}
+
+
+def register_scorer(kind: str, factory: Callable) -> None:
+    """Plug in a scorer for a model kind (e.g. ``onnx``): ``factory(settings, model_dir) -> Scorer``."""
+    SCORERS[kind] = factory
+
+
+def resolve_model_dir(settings, model: str) -> str:
+    """A directory, or a registry student version id -> the directory holding the model files."""
+    p = Path(model)
+    if p.is_dir():
+        return str(p / "model") if (p / "model").is_dir() and not (p / "item.onnx").exists() else str(p)
+    from jobs import registry
+
+    if registry.exists(settings, model, "students"):
+        return registry.student_dir(settings, model)
+    if registry.exists(settings, model, "cross"):
+        return registry.cross_model_dir(settings, model)
+    raise ConfigError(f"--model {model!r}: not a directory nor a registry version")
+
+
+def load_scorer(settings, model: str) -> Scorer:
+    from models.bi_encoder import model_kind
+
+    model_dir = resolve_model_dir(settings, model)
+    kind = model_kind(model_dir)
+    if kind is None:
+        raise ConfigError(f"{model_dir}: cannot tell which model this is (no kp_model.json, config.json or ONNX towers)")
+    if kind not in SCORERS:
+        raise ConfigError(f"{model_dir} is a {kind!r} model but no scorer is registered for it "
+                          f"(have: {sorted(SCORERS)}); see jobs.score.register_scorer")
+    return SCORERS[kind](settings, model_dir)
+
+
+def read_pairs(path: str):
+    import pandas as pd
+
+    from models.text import clean
+
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"--pairs {path}: no such file")
+    try:
+        df = pd.read_csv(p, keep_default_na=False) if p.suffix.lower() == ".csv" else pd.read_parquet(p)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"--pairs {path}: cannot read ({type(exc).__name__}: {exc})") from None
+    missing = [c for c in ("title", "keyphrase") if c not in df.columns]
+    if missing:
+        raise DataError(f"--pairs {path}: missing column(s) {missing}; need title, category (may be empty), keyphrase")
+    if "category" not in df.columns:
+        df["category"] = ""
+    clean_df = df.copy()
+    for c in PAIR_COLUMNS:
+        clean_df[c] = [clean(v) for v in df[c]]
+    for c in ("title", "keyphrase"):
+        n = int((clean_df[c] == "").sum())
+        if n:
+            raise DataError(f"--pairs {path}: {n} row(s) with empty {c!r}")
+    return df, clean_df
+
+
+def write_frame(df, path: str) -> None:
+    from kp.lake import write_parquet_file_atomic, write_text_atomic
+
+    p = Path(path)
+    if p.suffix.lower() == ".csv":
+        write_text_atomic(str(p.resolve()), df.to_csv(index=False))
+    elif p.suffix.lower() in (".parquet", ".pq"):
+        write_parquet_file_atomic(df, str(p.resolve()))
+    else:
+        raise ConfigError(f"--out {path}: use a .csv or .parquet file name")
+
+
+def run(settings, model: str, pairs: str, out: str) -> dict:
+    """Score the pairs in ``pairs`` with ``model``; write rows + ``score`` to ``out``; return figures."""
+    if Path(out).suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
+    df, clean_df = read_pairs(pairs)
+    scorer = load_scorer(settings, model)
+    t0 = time.perf_counter()
+    scores = scorer.score(clean_df)
+    secs = time.perf_counter() - t0
+    result = df.copy()
+    result["score"] = [float(s) for s in scores]
+    write_frame(result, out)
+    figures = {"kind": scorer.kind, "rows": len(result), "out": str(Path(out).resolve()),
+               "pairs_per_s": round(len(result) / max(secs, 1e-9), 1)}
+    log.info("scored %d pairs with a %s model -> %s", len(result), scorer.kind, out)
+    return figures
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", required=True, help="model directory (cross, bi or ONNX) or registry version id")
+    parser.add_argument("--pairs", required=True, help="CSV/parquet with title, category, keyphrase")
+    parser.add_argument("--out", required=True, help="output .csv or .parquet (input rows + score)")
+
+
+def main(settings, args) -> int:
+    print(json.dumps(run(settings, args.model, args.pairs, args.out)))
+    return 0

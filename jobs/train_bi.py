@@ -1,0 +1,285 @@
+"""Train the bi-encoder student multi-task: CTR positives, LLM labels, SR labels and the cross-encoder's
+soft scores, every loss wrapped in ``MatryoshkaLoss`` so the 64-d cut (``serve.dim``) is usable alone.
+
+=========  ==========================================  ===================================================
+task       pairs                                       loss
+=========  ==========================================  ===================================================
+``ctr``    CTR positives (item, keyphrase)             MultipleNegativesRankingLoss (in-batch negatives)
+``llm``    LLM-labelled pairs, label 0/1               ContrastiveLoss (cosine distance, margin 0.5)
+``sr``     search-relevance labels 0/1 (when present)  ContrastiveLoss
+``kd``     LLM train pairs, cross-encoder P(relevant)  ``train.kd_loss``: pearson (``models.losses``),
+                                                       mse (CosineSimilarityLoss) or cosent (CoSENTLoss)
+=========  ==========================================  ===================================================
+
+``settings.train.label_mix`` picks the tasks (``ctr``, ``llm``, ``llm+kd``, ``llm+ctr+kd``, ``llm+sr+ctr+kd``, ...)
+so the paper's ablation can be rerun. ``SentenceTransformerTrainer`` with a dict of datasets and a dict
+of losses and ``MultiDatasetBatchSamplers.PROPORTIONAL``: every batch comes from one dataset, datasets
+drawn in proportion to their size.
+
+The student starts from the base encoder (``train.init_from=base``, the default: a version is then a
+function of its day, configuration and data alone, and a bad day cannot compound into later ones) or
+from the champion (``train.init_from=champion``: cheaper fine-tuning, at the risk of drift).
+
+Distillation teacher (``--cross``): a registry cross version id or a directory. Without it, the
+registry's ``CROSS_LATEST`` is used when training from the lake; with ``--labels FILE`` and no
+``--cross`` there is no ``kd`` task. Stored soft labels (``soft_labels.parquet``) are reused; pairs the
+teacher has not scored are scored now. Test-split pairs are never trained on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from kp.errors import ConfigError, DataError
+from kp.lake import Lake, commit_dir, ds_str, tmp_sibling
+
+log = logging.getLogger(__name__)
+
+
+def resolve_cross(settings, cross: str | None) -> tuple[str | None, str | None]:
+    """(model directory, registry version or None) for a cross reference: version id, version dir or model dir."""
+    from jobs import registry
+
+    if not cross:
+        return None, None
+    p = Path(cross)
+    if p.is_dir():
+        if (p / "model").is_dir():
+            return str(p / "model"), None
+        return str(p), None
+    if registry.exists(settings, cross, "cross"):
+        return registry.cross_model_dir(settings, cross), cross
+    raise ConfigError(f"--cross {cross!r}: neither a directory nor a cross-encoder version in the registry")
+
+
+def teacher_scores(settings, cross_model_dir: str, pairs) -> "object":
+    """Cross-encoder P(relevant) for ``pairs`` (frame with text_hash, title, category, keyphrase): stored soft
+    labels where the teacher already scored the text, scored now otherwise."""
+    import numpy as np
+    import pandas as pd
+
+    soft_path = Path(cross_model_dir).parent / "soft_labels.parquet"
+    scores = pd.Series(np.nan, index=pairs.index, dtype="float64")
+    if soft_path.exists():
+        soft = pd.read_parquet(soft_path, columns=["text_hash", "score"]).drop_duplicates("text_hash")
+        scores = pairs["text_hash"].map(soft.set_index("text_hash")["score"]).astype("float64")
+    missing = scores.isna().to_numpy()
+    if missing.any():
+        from models.cross_encoder import load_cross, predict_pairs
+
+        log.info("scoring %d pair(s) with the cross-encoder (no stored soft label)", int(missing.sum()))
+        model = load_cross(cross_model_dir, settings.train.device)
+        sub = pairs[missing]
+        scores[missing] = predict_pairs(model, sub["title"].tolist(), sub["category"].tolist(), sub["keyphrase"].tolist())
+    return scores.to_numpy(dtype="float32")
+
+
+def _config(settings, base: str, mix: list[str], kd_loss: str, init_from: str) -> dict:
+    t = settings.train
+    return {"kind": "bi", "base_model": base, "init_from": init_from, "label_mix": "+".join(mix), "kd_loss": kd_loss,
+            "matryoshka_dims": list(t.matryoshka_dims), "serve_dim": settings.serve.dim, "max_steps": t.bi_max_steps,
+            "epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
+            "warmup_ratio": t.warmup_ratio, "max_seq_length": t.max_seq_length, "seed": t.seed,
+            "test_fraction": t.test_fraction}
+
+
+def build_task_datasets(data, mix: list[str], kd_scores=None) -> dict:
+    """Name -> datasets.Dataset (columns: item, keyphrase[, label]) for the tasks in ``mix`` that have rows."""
+    from datasets import Dataset
+
+    from models.text import item_text, keyphrase_text
+
+    def cols(df, label=None):
+        d = {"item": [item_text(t, c) for t, c in zip(df["title"], df["category"])],
+             "keyphrase": [keyphrase_text(k) for k in df["keyphrase"]]}
+        if label is not None:
+            d["label"] = [float(x) for x in label]
+        return d
+
+    train = data.llm_train
+    out = {}
+    if "ctr" in mix and len(data.ctr):
+        out["ctr"] = Dataset.from_dict(cols(data.ctr))
+    if "llm" in mix and len(train):
+        out["llm"] = Dataset.from_dict(cols(train, train["label"]))
+    if "sr" in mix and len(data.sr):
+        out["sr"] = Dataset.from_dict(cols(data.sr, data.sr["label"]))
+    if "kd" in mix and kd_scores is not None and len(train):
+        out["kd"] = Dataset.from_dict(cols(train, kd_scores))
+    return out
+
+
+def build_task_losses(model, names, kd_loss: str, dims: list[int], sink) -> dict:
+    """Name -> MatryoshkaLoss(task loss), each recorded under its task name."""
+    from sentence_transformers.sentence_transformer import losses
+
+    from models.losses import RecordedLoss, build_kd_loss
+
+    out = {}
+    for name in names:
+        if name == "ctr":
+            inner = losses.MultipleNegativesRankingLoss(model)
+        elif name in ("llm", "sr"):
+            inner = losses.ContrastiveLoss(model)
+        elif name == "kd":
+            inner = build_kd_loss(model, kd_loss)
+        else:
+            raise ConfigError(f"unknown task {name!r}")
+        out[name] = RecordedLoss(losses.MatryoshkaLoss(model, inner, matryoshka_dims=dims), name, sink)
+    return out
+
+
+def run(settings, ds: str, cross: str | None = None, labels: str | None = None, out: str | None = None,
+        label_mix: str | None = None, kd_loss: str | None = None) -> dict:
+    """Train a student for ``ds``; write a registry version (or ``out``); return figures.
+
+    Promotion is not decided here: ``jobs.evaluate.run`` gates it against the champion."""
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.training_args import (
+        MultiDatasetBatchSamplers, SentenceTransformerTrainingArguments)
+
+    from jobs import registry
+    from jobs.train_cross import (progress_callback, quiet_trainer, save_curves, target_dir, trainer_precision,
+                                  write_card)
+    from jobs.training_data import load_training_data
+    from models.base import resolve_base_model, resolve_device
+    from models.bi_encoder import build_student, save_student
+    from models.losses import KD_LOSSES, TaskLosses
+
+    ds = ds_str(ds)
+    t0 = time.perf_counter()
+    if label_mix:
+        settings = settings.with_overrides(**{"train.label_mix": label_mix})
+    if kd_loss:
+        if kd_loss not in KD_LOSSES:
+            raise ConfigError(f"kd_loss {kd_loss!r}: choose from {', '.join(KD_LOSSES)}")
+        settings = settings.with_overrides(**{"train.kd_loss": kd_loss})
+    mix = settings.train.label_mix.split("+")
+    kd_name = settings.train.kd_loss
+    data = load_training_data(settings, ds, labels=labels, need_ctr="ctr" in mix, need_sr="sr" in mix)
+
+    # the teacher
+    cross_dir = cross_version = None
+    if "kd" in mix:
+        if cross is None and not labels:
+            cross = registry.latest_cross(settings)
+        cross_dir, cross_version = resolve_cross(settings, cross)
+        if cross_dir is None:
+            log.warning("label_mix has kd but there is no cross-encoder (give --cross or run train-cross): no kd task")
+    kd_scores = teacher_scores(settings, cross_dir, data.llm_train) if cross_dir else None
+
+    tasks = build_task_datasets(data, mix, kd_scores)
+    skipped = [m for m in mix if m not in tasks]
+    if skipped:
+        log.warning("tasks without data, skipped: %s", skipped)
+    if not tasks:
+        raise DataError(f"label_mix {'+'.join(mix)!r} left no training data for {ds} (skipped: {skipped})")
+    rows = {k: len(v) for k, v in tasks.items()}
+
+    # the student
+    init_from = settings.train.init_from
+    base = resolve_base_model(settings.train.base_model)
+    start = base
+    if init_from == "champion":
+        champ = registry.champion(settings)
+        if champ:
+            start = registry.student_dir(settings, champ)
+        else:
+            log.info("train.init_from=champion but there is no champion yet: starting from the base encoder")
+    config = _config(settings, base, mix, kd_name, init_from)
+    snapshot = {**data.snapshot, "cross_version": cross_version, "cross_dir": cross_dir, "task_rows": rows,
+                "start_model": start}
+    version = registry.version_id(ds, config, snapshot)
+    final = target_dir(settings, version, "students", out)
+    tmp = tmp_sibling(final)
+    os.makedirs(tmp, exist_ok=True)
+    device = resolve_device(settings.train.device)
+    log.info("student %s: tasks %s, kd_loss %s, dims %s, start %s, device %s", version, rows,
+             kd_name if "kd" in tasks else "-", settings.train.matryoshka_dims, start, device)
+    try:
+        import torch
+        from transformers import set_seed
+
+        set_seed(settings.train.seed)
+        torch.manual_seed(settings.train.seed)
+        model = build_student(settings, start)
+        sink = TaskLosses()
+        losses = build_task_losses(model, list(tasks), kd_name, list(settings.train.matryoshka_dims), sink)
+        steps = settings.train.bi_max_steps
+        args = SentenceTransformerTrainingArguments(
+            output_dir=str(Path(tmp) / "_trainer"), max_steps=steps, num_train_epochs=settings.train.epochs,
+            per_device_train_batch_size=settings.train.batch_size, learning_rate=settings.train.learning_rate,
+            warmup_steps=float(settings.train.warmup_ratio), seed=settings.train.seed, data_seed=settings.train.seed,
+            multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
+            logging_steps=max(1, (steps if steps > 0 else 100) // 20), save_strategy="no", report_to=[],
+            disable_tqdm=True, **trainer_precision(device))
+        progress = progress_callback(sink, log)
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=tasks, loss=losses,
+                                             callbacks=[progress])
+        quiet_trainer(trainer)
+        t_train = time.perf_counter()
+        result = trainer.train()
+        train_s = time.perf_counter() - t_train
+        save_student(model, str(Path(tmp) / "model"), settings)
+        training = {"train_loss": float(result.training_loss), "steps": int(result.global_step),
+                    "train_seconds": round(train_s, 1),
+                    "steps_per_s": round(result.global_step / max(train_s, 1e-9), 3),
+                    "task_rows": rows, "tasks_skipped": skipped}
+        if progress.history:
+            first, last = progress.history[0], progress.history[-1]
+            training["loss_first_log"], training["loss_last_log"] = first["loss"], last["loss"]
+        created = dt.datetime.now(dt.UTC).isoformat()
+        Path(tmp, "train_config.json").write_text(json.dumps(
+            {**config, "ds": ds, "version": version, "device": device, "created_at": created,
+             "cross_version": cross_version}, indent=2))
+        Path(tmp, "data.json").write_text(json.dumps(snapshot, indent=2, default=str))
+        Path(tmp, "metrics.json").write_text(json.dumps({"training": training}, indent=2))
+        Path(tmp, "history.json").write_text(json.dumps(progress.history, indent=2))
+        save_curves(progress.history, str(Path(tmp) / "curves.png"), f"student {version} ({'+'.join(tasks)})")
+        write_card(str(Path(tmp) / "MODEL_CARD.md"), f"Bi-encoder student {version}", {
+            "What": "Two towers over one shared encoder: item `title [SEP] category`, keyphrase = query text; "
+                    f"mean pooling, L2-normalised; Matryoshka dims {list(settings.train.matryoshka_dims)}, "
+                    f"serve at {settings.serve.dim}. Evaluation and promotion: see metrics.json/promotion.json.",
+            "Training": {**config, "tasks": rows, "cross_version": cross_version}, "Figures": training,
+            "Data": data.snapshot})
+        import shutil
+
+        shutil.rmtree(Path(tmp) / "_trainer", ignore_errors=True)
+        commit_dir(tmp, final)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    figures = {"version": None if out else version, "path": final, "label_mix": "+".join(mix), "kd_loss": kd_name,
+               "cross_version": cross_version, **training, "seconds": round(time.perf_counter() - t0, 1)}
+    Lake.from_settings(settings).write_run_stats(ds, "train_bi", figures)
+    log.info("student %s trained: %s", version, {k: figures[k] for k in ("steps", "train_loss", "steps_per_s")})
+    return figures
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--ds", default=None, help="logical date YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument("--cross", default=None, help="cross-encoder version id or directory to distil from")
+    parser.add_argument("--labels", default=None, help="parquet/CSV with title, category, keyphrase, label (instead of the label store)")
+    parser.add_argument("--out", default=None, help="write the model here instead of the registry")
+    parser.add_argument("--label-mix", default=None, help="e.g. ctr, llm, llm+kd, llm+ctr+kd, llm+sr+ctr+kd")
+    parser.add_argument("--kd-loss", default=None, choices=["pearson", "mse", "cosent"])
+    parser.add_argument("--max-steps", type=int, default=None, help="override train.bi_max_steps")
+
+
+def main(settings, args) -> int:
+    ds = args.ds or dt.datetime.now(dt.UTC).date().isoformat()
+    if args.max_steps is not None:
+        if args.max_steps == 0 or args.max_steps < -1:
+            raise ConfigError("--max-steps must be positive or -1")
+        settings = settings.with_overrides(**{"train.bi_max_steps": args.max_steps})
+    figures = run(settings, ds, cross=args.cross, labels=args.labels, out=args.out,
+                  label_mix=args.label_mix, kd_loss=args.kd_loss)
+    print(json.dumps(figures, indent=2, default=str))
+    return 0

@@ -1,0 +1,262 @@
+"""Fine-tune the cross-encoder assistant on LLM labels, then score every labelled pair (soft labels).
+
+Input ``keyphrase [SEP] category [SEP] title`` (``models.text.cross_text``), one logit, binary
+cross-entropy (sentence-transformers ``CrossEncoderTrainer`` + ``BinaryCrossEntropyLoss``). Trained on the
+train split of the LLM labels; F1/precision/recall/AUC reported on the stable held-out split. The
+version goes to ``registry/cross/<ds>-<hash>/`` (``CROSS_LATEST`` switched) or to ``--out DIR``::
+
+    model/               CrossEncoder (sentence-transformers format)
+    soft_labels.parquet  text_hash, pair_key, item_id, keyphrase_id, split, label, score (P(relevant))
+    metrics.json  train_config.json  data.json  MODEL_CARD.md  curves.png
+
+CPU by default (``train.cross_max_steps`` caps the demo at ~2 minutes on 2 cores), GPU with bf16/fp16
+when one is visible (``models.base.resolve_device``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kp.errors import ConfigError
+from kp.lake import Lake, commit_dir, ds_str, tmp_sibling, write_parquet_file_atomic
+
+log = logging.getLogger(__name__)
+
+
+# ---- helpers shared with train_bi ---------------------------------------------------------------
+def progress_callback(task_losses=None, logger=None):
+    """A transformers TrainerCallback logging steps, loss (per task when known) and examples/s."""
+    from transformers import TrainerCallback
+
+    out_log = logger or log
+
+    class Progress(TrainerCallback):
+        def __init__(self):
+            self.t0 = None
+            self.history: list[dict] = []
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or "loss" not in logs:
+                return
+            elapsed = max(time.perf_counter() - (self.t0 or time.perf_counter()), 1e-9)
+            rec = {"step": state.global_step, "loss": float(logs["loss"]),
+                   "steps_per_s": state.global_step / elapsed,
+                   "examples_per_s": state.global_step * args.per_device_train_batch_size / elapsed}
+            if task_losses is not None:
+                rec["tasks"] = task_losses.pop_means()
+            self.history.append(rec)
+            tasks = " ".join(f"{k}={v:.4f}" for k, v in (rec.get("tasks") or {}).items())
+            out_log.info("step %d/%d loss %.4f %s| %.2f steps/s %.1f examples/s", state.global_step, state.max_steps,
+                     rec["loss"], tasks + " " if tasks else "", rec["steps_per_s"], rec["examples_per_s"])
+
+    return Progress()
+
+
+def save_curves(history: list[dict], path: str, title: str) -> None:
+    """Training loss (and per-task losses) against step, as a PNG (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if history:
+        steps = [h["step"] for h in history]
+        ax.plot(steps, [h["loss"] for h in history], label="loss (all)", linewidth=2)
+        names = sorted({k for h in history for k in (h.get("tasks") or {})})
+        for name in names:
+            pts = [(h["step"], h["tasks"][name]) for h in history if name in (h.get("tasks") or {})]
+            if pts:
+                ax.plot(*zip(*pts), label=name, alpha=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def trainer_precision(device: str) -> dict:
+    """bf16 on GPUs that support it, else fp16 on GPU, else fp32 on CPU."""
+    if device.startswith("cuda"):
+        import torch
+
+        return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
+    return {"use_cpu": True}
+
+
+def quiet_trainer(trainer) -> None:
+    """Our callback logs progress; drop transformers' stdout printer (stdout is for the JSON result)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
+def binary_metrics(y_true, scores, threshold: float) -> dict:
+    """F1/precision/recall at ``threshold`` and ROC AUC (None when a class is missing)."""
+    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+
+    y = np.asarray(y_true).astype(int)
+    s = np.asarray(scores, dtype=float)
+    pred = (s >= threshold).astype(int)
+    out = {"f1": float(f1_score(y, pred, zero_division=0)),
+           "precision": float(precision_score(y, pred, zero_division=0)),
+           "recall": float(recall_score(y, pred, zero_division=0)),
+           "threshold": float(threshold), "n": int(len(y)), "positives": int(y.sum())}
+    out["auc"] = float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else None
+    return out
+
+
+def write_card(path: str, title: str, sections: dict) -> None:
+    lines = [f"# {title}", ""]
+    for head, body in sections.items():
+        lines += [f"## {head}", ""]
+        if isinstance(body, dict):
+            lines += ["| key | value |", "|---|---|"]
+            lines += [f"| {k} | {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v} |" for k, v in body.items()]
+        else:
+            lines.append(str(body))
+        lines.append("")
+    Path(path).write_text("\n".join(lines))
+
+
+def target_dir(settings, version: str, kind: str, out: str | None) -> str:
+    if out:
+        return str(Path(out).resolve())
+    from jobs import registry
+
+    return registry.version_dir(settings, version, kind)
+
+
+# ---- the stage ---------------------------------------------------------------------------------------
+def _config(settings, base: str) -> dict:
+    t = settings.train
+    return {"kind": "cross", "base_model": base, "max_steps": t.cross_max_steps, "epochs": t.epochs,
+            "batch_size": t.batch_size, "learning_rate": t.cross_learning_rate or t.learning_rate, "warmup_ratio": t.warmup_ratio,
+            "max_length": t.cross_max_length, "seed": t.seed, "test_fraction": t.test_fraction}
+
+
+def run(settings, ds: str, labels: str | None = None, out: str | None = None) -> dict:
+    """Train the assistant for ``ds``; return figures (version, path, held-out metrics, timings)."""
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    from jobs import registry
+    from jobs.training_data import load_training_data
+    from models.base import resolve_base_model, resolve_device
+    from models.cross_encoder import build_cross, predict_pairs, save_cross
+    from models.text import cross_text
+
+    ds = ds_str(ds)
+    t0 = time.perf_counter()
+    data = load_training_data(settings, ds, labels=labels, need_ctr=False, need_sr=False)
+    train, test = data.llm_train, data.llm_test
+    base = resolve_base_model(settings.train.base_model)
+    config = _config(settings, base)
+    version = registry.version_id(ds, config, data.snapshot)
+    final = target_dir(settings, version, "cross", out)
+    tmp = tmp_sibling(final)
+    os.makedirs(tmp, exist_ok=True)
+    device = resolve_device(settings.train.device)
+    log.info("cross-encoder %s: %d train / %d test pairs, base %s, device %s", version, len(train), len(test), base, device)
+    try:
+        import torch
+        from transformers import set_seed
+
+        set_seed(settings.train.seed)
+        torch.manual_seed(settings.train.seed)
+        model = build_cross(settings, base)
+        q, d = zip(*[cross_text(k, c, ti) for ti, c, k in zip(train["title"], train["category"], train["keyphrase"])])
+        target = train["p"] if data.snapshot.get("source") == "file" else train["label"]
+        train_ds = Dataset.from_dict({"query": list(q), "document": list(d), "label": [float(x) for x in target]})
+        steps = settings.train.cross_max_steps
+        args = CrossEncoderTrainingArguments(
+            output_dir=str(Path(tmp) / "_trainer"), max_steps=steps, num_train_epochs=settings.train.epochs,
+            per_device_train_batch_size=settings.train.batch_size, learning_rate=config["learning_rate"],
+            warmup_steps=float(settings.train.warmup_ratio), seed=settings.train.seed, data_seed=settings.train.seed,
+            logging_steps=max(1, (steps if steps > 0 else 100) // 20), save_strategy="no", report_to=[],
+            disable_tqdm=True, **trainer_precision(device))
+        progress = progress_callback()
+        trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train_ds,
+                                      loss=BinaryCrossEntropyLoss(model), callbacks=[progress])
+        quiet_trainer(trainer)
+        t_train = time.perf_counter()
+        result = trainer.train()
+        train_s = time.perf_counter() - t_train
+        save_cross(model, str(Path(tmp) / "model"))
+
+        # soft labels for every labelled pair (train and test: test scores give the evaluator's rho)
+        t_pred = time.perf_counter()
+        allp = data.llm
+        scores = predict_pairs(model, allp["title"].tolist(), allp["category"].tolist(), allp["keyphrase"].tolist())
+        pred_s = time.perf_counter() - t_pred
+        soft = allp[["text_hash", "pair_key", "item_id", "keyphrase_id", "split", "label", "title", "category", "keyphrase"]].copy()
+        soft["score"] = scores.astype("float32")
+        write_parquet_file_atomic(soft, str(Path(tmp) / "soft_labels.parquet"))
+        is_test = (allp["split"] == "test").to_numpy()
+        metrics = {"heldout": binary_metrics(allp["label"][is_test], scores[is_test], 0.5),
+                   "train_fit": binary_metrics(allp["label"][~is_test], scores[~is_test], 0.5),
+                   "train_loss": float(result.training_loss), "steps": int(result.global_step),
+                   "train_seconds": round(train_s, 1), "steps_per_s": round(result.global_step / max(train_s, 1e-9), 3),
+                   "predict_pairs_per_s": round(len(allp) / max(pred_s, 1e-9), 1)}
+        created = dt.datetime.now(dt.UTC).isoformat()
+        Path(tmp, "train_config.json").write_text(json.dumps({**config, "ds": ds, "version": version, "device": device,
+                                                               "created_at": created}, indent=2))
+        Path(tmp, "data.json").write_text(json.dumps(data.snapshot, indent=2, default=str))
+        Path(tmp, "metrics.json").write_text(json.dumps(metrics, indent=2))
+        save_curves(progress.history, str(Path(tmp) / "curves.png"), f"cross-encoder {version}")
+        Path(tmp, "history.json").write_text(json.dumps(progress.history, indent=2))
+        write_card(str(Path(tmp) / "MODEL_CARD.md"), f"Cross-encoder assistant {version}", {
+            "What": "Reads `keyphrase [SEP] category [SEP] title`, outputs P(relevant). Trained with binary "
+                    "cross-entropy on LLM judgements; teacher of the bi-encoder student.",
+            "Held-out LLM test set (threshold 0.5)": metrics["heldout"],
+            "Training": config, "Data": data.snapshot})
+        import shutil
+
+        shutil.rmtree(Path(tmp) / "_trainer", ignore_errors=True)
+        commit_dir(tmp, final)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not out:
+        registry.set_latest_cross(settings, version)
+    figures = {"version": version if not out else None, "path": final, "train_rows": len(train),
+               "test_rows": len(test), **{k: v for k, v in metrics.items() if k != "train_fit"},
+               "seconds": round(time.perf_counter() - t0, 1)}
+    Lake.from_settings(settings).write_run_stats(ds, "train_cross", figures)
+    log.info("cross-encoder %s: held-out F1 %.3f P %.3f R %.3f AUC %s", version, metrics["heldout"]["f1"],
+             metrics["heldout"]["precision"], metrics["heldout"]["recall"], metrics["heldout"]["auc"])
+    return figures
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--ds", default=None, help="logical date YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument("--labels", default=None, help="parquet/CSV with title, category, keyphrase, label (instead of the label store)")
+    parser.add_argument("--out", default=None, help="write the model here instead of the registry")
+    parser.add_argument("--max-steps", type=int, default=None, help="override train.cross_max_steps")
+
+
+def main(settings, args) -> int:
+    ds = args.ds or dt.datetime.now(dt.UTC).date().isoformat()
+    if args.max_steps is not None:
+        if args.max_steps == 0 or args.max_steps < -1:
+            raise ConfigError("--max-steps must be positive or -1")
+        settings = settings.with_overrides(**{"train.cross_max_steps": args.max_steps})
+    figures = run(settings, ds, labels=args.labels, out=args.out)
+    print(json.dumps(figures, indent=2, default=str))
+    return 0

@@ -1,0 +1,88 @@
+"""The model registry: deterministic versions, atomic pointers, listing."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import pytest
+
+from jobs import registry
+from kp.errors import ConfigError
+
+
+def _fake_version(settings, version, kind="students", created="2026-10-10T00:00:00", f1=None):
+    d = registry.version_dir(settings, version, kind)
+    os.makedirs(os.path.join(d, "model"))
+    with open(os.path.join(d, "train_config.json"), "w") as f:
+        json.dump({"created_at": created, "ds": version[:10], "label_mix": "llm"}, f)
+    if f1 is not None:
+        with open(os.path.join(d, "metrics.json"), "w") as f:
+            json.dump({"eval": {"llm": {"f1": f1}}}, f)
+    return d
+
+
+def test_version_ids_are_deterministic():
+    a = registry.version_id("2026-10-10", {"lr": 1e-3, "mix": "llm"}, {"rows": 10})
+    assert a == registry.version_id("2026-10-10", {"mix": "llm", "lr": 1e-3}, {"rows": 10})
+    assert a.startswith("2026-10-10-") and len(a) == len("2026-10-10-") + 8
+    assert a != registry.version_id("2026-10-10", {"lr": 1e-3, "mix": "llm"}, {"rows": 11})
+    assert a != registry.version_id("2026-10-11", {"lr": 1e-3, "mix": "llm"}, {"rows": 10})
+
+
+def test_champion_pointer_switch_and_history(settings):
+    assert registry.champion(settings) is None
+    _fake_version(settings, "2026-10-10-aaaaaaaa")
+    _fake_version(settings, "2026-10-11-bbbbbbbb")
+    registry.set_champion(settings, "2026-10-10-aaaaaaaa", "first")
+    registry.set_champion(settings, "2026-10-11-bbbbbbbb", "better")
+    assert registry.champion(settings) == "2026-10-11-bbbbbbbb"
+    root = registry.registry_root(settings)
+    assert not [n for n in os.listdir(root) if n.startswith(".")]  # no temp files left behind
+    promo = json.loads(open(os.path.join(registry.version_dir(settings, "2026-10-11-bbbbbbbb"), "promotion.json")).read())
+    assert promo["promoted"] and promo["reason"] == "better" and promo["previous_champion"] == "2026-10-10-aaaaaaaa"
+    lines = open(os.path.join(root, "champion_history.jsonl")).read().splitlines()
+    assert [json.loads(x)["version"] for x in lines] == ["2026-10-10-aaaaaaaa", "2026-10-11-bbbbbbbb"]
+    assert registry.student_dir(settings, "2026-10-11-bbbbbbbb").endswith("students/2026-10-11-bbbbbbbb/model")
+    with pytest.raises(ConfigError, match="no student version"):
+        registry.set_champion(settings, "2026-10-12-cccccccc", "missing")
+    with pytest.raises(ConfigError):
+        registry.version_dir(settings, "../evil")
+
+
+def test_pointer_readers_never_see_a_partial_value(settings):
+    versions = [f"2026-10-1{i}-{str(i) * 8}" for i in range(4)]
+    for v in versions:
+        _fake_version(settings, v)
+    registry.set_champion(settings, versions[0], "init")
+    seen, stop = set(), threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            seen.add(registry.champion(settings))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(40):
+        registry.set_champion(settings, versions[i % 4], "flip")
+    stop.set()
+    t.join()
+    assert seen <= set(versions)  # never empty, never half-written
+
+
+def test_list_versions_newest_first_with_metrics(settings):
+    _fake_version(settings, "2026-10-10-aaaaaaaa", created="2026-10-10T01:00:00", f1=0.8)
+    _fake_version(settings, "2026-10-11-bbbbbbbb", created="2026-10-11T01:00:00", f1=0.9)
+    os.makedirs(os.path.join(registry.registry_root(settings), "students", "_tmp-2026-10-12-x"))  # in progress: hidden
+    registry.set_champion(settings, "2026-10-10-aaaaaaaa", "first")
+    vs = registry.list_versions(settings)
+    assert [v["version"] for v in vs] == ["2026-10-11-bbbbbbbb", "2026-10-10-aaaaaaaa"]
+    assert vs[0]["metrics"]["eval"]["llm"]["f1"] == 0.9 and not vs[0]["current"]
+    assert vs[1]["current"] and vs[1]["promotion"]["reason"] == "first"
+    assert registry.list_versions(settings, "cross") == []
+    _fake_version(settings, "2026-10-10-cccccccc", kind="cross")
+    registry.set_latest_cross(settings, "2026-10-10-cccccccc")
+    assert registry.latest_cross(settings) == "2026-10-10-cccccccc"
+    with pytest.raises(ConfigError):
+        registry.list_versions(settings, "teachers")

@@ -1,0 +1,96 @@
+"""`kp score`: cross- and bi-encoders, CSV and parquet, registry versions, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import make_settings
+from distill_helpers import make_pairs, trained_world
+
+
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch):
+    from kp.settings import get_settings
+
+    w = trained_world(make_settings)
+    monkeypatch.setenv("KP_LAKE_ROOT", str(w["lake"]))
+    monkeypatch.setenv("KP_TRAIN__MATRYOSHKA_DIMS", "[32, 16]")
+    monkeypatch.setenv("KP_SERVE__DIM", "16")
+    get_settings.cache_clear()
+    yield w
+    get_settings.cache_clear()
+
+
+def _pairs(tmp_path, ext):
+    df = make_pairs(12, seed=4).drop(columns=["label"])
+    df["my_id"] = range(12)  # extra input columns are kept
+    df.loc[3, "category"] = ""
+    p = tmp_path / f"pairs.{ext}"
+    df.to_csv(p, index=False) if ext == "csv" else df.to_parquet(p, index=False)
+    return p, df
+
+
+@pytest.mark.parametrize("ext", ["csv", "parquet"])
+def test_score_bi_and_cross(tmp_path, cli_env, ext):
+    from kp import cli
+    from models.bi_encoder import load_student, score_pairs
+    from models.cross_encoder import load_cross, predict_pairs
+
+    w = cli_env
+    src, df = _pairs(tmp_path, ext)
+    out_bi = tmp_path / f"bi.{ext}"
+    assert cli.main(["score", "--model", w["student"]["version"], "--pairs", str(src), "--out", str(out_bi)]) == 0
+    got = pd.read_csv(out_bi, keep_default_na=False) if ext == "csv" else pd.read_parquet(out_bi)
+    assert list(got.columns) == list(df.columns) + ["score"] and got["my_id"].tolist() == list(range(12))
+    want = score_pairs(load_student(str(Path(w["student"]["path"]) / "model"), "cpu"), df["title"].tolist(),
+                       df["category"].fillna("").tolist(), df["keyphrase"].tolist(), dim=16)
+    np.testing.assert_allclose(got["score"].to_numpy(), want, atol=1e-5)
+
+    out_cross = tmp_path / f"cross.{ext}"
+    assert cli.main(["score", "--model", w["cross"]["path"], "--pairs", str(src), "--out", str(out_cross)]) == 0
+    got = pd.read_csv(out_cross, keep_default_na=False) if ext == "csv" else pd.read_parquet(out_cross)
+    want = predict_pairs(load_cross(str(Path(w["cross"]["path"]) / "model"), "cpu"), df["title"].tolist(),
+                         df["category"].fillna("").tolist(), df["keyphrase"].tolist())
+    np.testing.assert_allclose(got["score"].to_numpy(), want, atol=1e-5)
+    assert got["score"].between(0, 1).all()
+
+
+def test_score_errors_and_plugin(tmp_path, cli_env):
+    from jobs import score
+    from kp import cli
+
+    w = cli_env
+    src, df = _pairs(tmp_path, "csv")
+    assert cli.main(["score", "--model", str(tmp_path), "--pairs", str(src), "--out", str(tmp_path / "o.csv")]) == 2
+    assert cli.main(["score", "--model", w["student"]["version"], "--pairs", str(src), "--out", str(tmp_path / "o.txt")]) == 2
+    bad = tmp_path / "bad.csv"
+    df.drop(columns=["keyphrase"]).to_csv(bad, index=False)
+    assert cli.main(["score", "--model", w["student"]["version"], "--pairs", str(bad), "--out", str(tmp_path / "o.csv")]) == 3
+    # an ONNX directory needs a registered scorer; one plugs in without touching the CLI
+    onnx = tmp_path / "onnx"
+    onnx.mkdir()
+    (onnx / "item.onnx").write_bytes(b"")
+    (onnx / "keyphrase.onnx").write_bytes(b"")
+    assert cli.main(["score", "--model", str(onnx), "--pairs", str(src), "--out", str(tmp_path / "o.csv")]) == 2
+
+    class LengthScorer:
+        kind = "onnx"
+
+        def __init__(self, settings, model_dir):
+            pass
+
+        def score(self, pairs):
+            return np.array([len(k) for k in pairs["keyphrase"]], dtype=float)
+
+    score.register_scorer("onnx", LengthScorer)
+    try:
+        fig = score.run(make_settings(tmp_path / "l"), str(onnx), str(src), str(tmp_path / "o.csv"))
+        assert fig["kind"] == "onnx"
+        assert pd.read_csv(tmp_path / "o.csv")["score"].tolist() == [float(len(k)) for k in df["keyphrase"]]
+    finally:
+        score.SCORERS.pop("onnx")

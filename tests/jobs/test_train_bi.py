@@ -1,0 +1,113 @@
+"""The bi-encoder student: multi-task data, single-dataset batches, losses lowering, label mixes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_settings
+from distill_helpers import DS, make_pairs, tiny_settings, trained_world, write_lake_inputs
+
+
+def test_proportional_sampler_gives_single_dataset_batches(tmp_path):
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.training_args import (
+        MultiDatasetBatchSamplers, SentenceTransformerTrainingArguments)
+
+    from jobs.train_bi import build_task_losses
+    from models.bi_encoder import build_student
+    from models.losses import TaskLosses
+
+    w = trained_world(make_settings)
+    model = build_student(w["settings"], w["base"])
+    sizes = {"ctr": 48, "llm": 96, "kd": 16}
+    data = {name: Dataset.from_dict({"item": [f"{name} item {i}" for i in range(n)],
+                                     "keyphrase": [f"{name} kp {i}" for i in range(n)],
+                                     **({"label": [float(i % 2) for i in range(n)]} if name != "ctr" else {})})
+            for name, n in sizes.items()}
+    losses = build_task_losses(model, list(data), "pearson", [32, 16], TaskLosses())
+    args = SentenceTransformerTrainingArguments(output_dir=str(tmp_path / "t"), per_device_train_batch_size=8,
+                                                multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
+                                                report_to=[], use_cpu=True, seed=1)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=losses)
+    loader = trainer.get_train_dataloader()
+    sampler = loader.batch_sampler
+    counts = {k: 0 for k in sizes}
+    concat = loader.dataset
+    for batch in sampler:
+        names = {concat[i]["item"].split()[0] for i in batch}
+        assert len(names) == 1  # every batch from one dataset
+        counts[names.pop()] += 1
+    assert counts == {k: n // 8 for k, n in sizes.items()}  # in proportion to size: all of each dataset
+
+
+def _contrastive(model, df, dim=16):
+    from models.bi_encoder import score_pairs
+
+    d = 1 - score_pairs(model, df["title"].tolist(), df["category"].tolist(), df["keyphrase"].tolist(), dim=dim)
+    y = df["label"].to_numpy()
+    return float(np.mean(0.5 * (y * d ** 2 + (1 - y) * np.maximum(0.5 - d, 0) ** 2)))
+
+
+def test_student_trained_multitask_lowers_the_loss():
+    from jobs.training_data import load_training_data
+    from models.bi_encoder import load_student
+
+    w = trained_world(make_settings)
+    st = w["student"]
+    assert st["label_mix"] == "llm+ctr+kd" and st["kd_loss"] == "pearson" and st["cross_version"] == w["cross"]["version"]
+    assert set(st["task_rows"]) == {"ctr", "llm", "kd"} and st["steps"] == w["settings"].train.bi_max_steps
+    d = Path(st["path"])
+    cfg = json.loads((d / "train_config.json").read_text())
+    assert cfg["matryoshka_dims"] == [32, 16] and cfg["serve_dim"] == 16  # read by the ONNX export
+    history = json.loads((d / "history.json").read_text())
+    assert {"ctr", "llm", "kd"} <= {t for h in history for t in h.get("tasks", {})}  # per-task losses logged
+    assert (d / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    train = load_training_data(w["settings"], DS).llm_train
+    before = _contrastive(load_student(w["base"], "cpu"), train)
+    after = _contrastive(load_student(str(d / "model"), "cpu"), train)
+    assert after < 0.7 * before, (before, after)
+
+
+def test_label_mixes_and_kd_choices(tmp_path):
+    from jobs import train_bi
+    from kp.errors import ConfigError, DataError
+
+    w = trained_world(make_settings)
+    s = tiny_settings(make_settings, tmp_path / "lake", w["base"], bi_max_steps=2)
+    write_lake_inputs(s, w["pairs"])
+    cross_dir = w["cross"]["path"]
+    ctr_only = train_bi.run(s, DS, label_mix="ctr")
+    assert set(ctr_only["task_rows"]) == {"ctr"}
+    mse = train_bi.run(s, DS, cross=cross_dir, label_mix="llm+kd", kd_loss="mse")
+    assert set(mse["task_rows"]) == {"llm", "kd"} and mse["kd_loss"] == "mse"
+    assert mse["version"] != ctr_only["version"]
+    # no cross-encoder anywhere: the kd task is skipped, the labels still train
+    no_kd = train_bi.run(s, DS, label_mix="llm+kd")
+    assert set(no_kd["task_rows"]) == {"llm"} and no_kd["tasks_skipped"] == ["kd"]
+    with pytest.raises(ConfigError):
+        train_bi.run(s, DS, kd_loss="kl")
+    with pytest.raises(ConfigError):
+        train_bi.run(s, DS, cross=str(tmp_path / "nowhere"))
+    s2 = tiny_settings(make_settings, tmp_path / "lake2", w["base"], bi_max_steps=2)
+    write_lake_inputs(s2, w["pairs"], ctr=False)
+    with pytest.raises(DataError, match="no training data"):
+        train_bi.run(s2, DS, label_mix="ctr")
+
+
+def test_labels_file_with_cross_dir_scores_missing_pairs(tmp_path):
+    from jobs import train_bi
+
+    w = trained_world(make_settings)
+    s = tiny_settings(make_settings, tmp_path / "lake", w["base"], bi_max_steps=2)
+    f = tmp_path / "mine.parquet"
+    make_pairs(60, seed=11).to_parquet(f, index=False)  # texts the cross-encoder never scored
+    out = tmp_path / "student"
+    fig = train_bi.run(s, DS, labels=str(f), cross=w["cross"]["path"], out=str(out), label_mix="llm+kd")
+    assert fig["version"] is None and set(fig["task_rows"]) == {"llm", "kd"}
+    assert (out / "model" / "kp_model.json").exists()
+    assert not (tmp_path / "lake" / "registry" / "students").exists()

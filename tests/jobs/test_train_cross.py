@@ -1,0 +1,65 @@
+"""The cross-encoder assistant stage (tiny random encoder, a few steps)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import make_settings
+from distill_helpers import DS, make_pairs, tiny_settings, trained_world, write_lake_inputs
+
+
+def test_cross_version_in_registry_with_soft_labels_and_metrics():
+    from jobs import registry
+
+    w = trained_world(make_settings)
+    cross = w["cross"]
+    assert registry.latest_cross(w["settings"]) == cross["version"]
+    d = Path(cross["path"])
+    for name in ("model", "soft_labels.parquet", "metrics.json", "train_config.json", "data.json", "MODEL_CARD.md",
+                 "curves.png"):
+        assert (d / name).exists(), name
+    assert (d / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    soft = pd.read_parquet(d / "soft_labels.parquet")
+    assert len(soft) == len(w["pairs"]) and soft["text_hash"].is_unique
+    assert soft["score"].between(0, 1).all() and set(soft["split"]) == {"train", "test"}
+    held = json.loads((d / "metrics.json").read_text())["heldout"]
+    assert held["n"] == cross["test_rows"] and held["n"] + cross["train_rows"] == len(w["pairs"])
+    # it learned: the synonym task is unsolvable by token overlap, yet the held-out AUC is high
+    assert held["auc"] > 0.8
+    stats = json.loads((w["lake"] / "runs" / f"ds={DS}" / "train_cross.json").read_text())
+    assert stats["version"] == cross["version"]
+
+
+def test_rerun_replaces_version_and_cli_with_labels_file(tmp_path, monkeypatch):
+    from jobs import registry, train_cross
+    from kp import cli
+    from kp.settings import get_settings
+
+    w = trained_world(make_settings)
+    s = tiny_settings(make_settings, tmp_path / "lake", w["base"], cross_max_steps=3)
+    write_lake_inputs(s, make_pairs(80, seed=5, with_ids=True), ctr=False)
+    a = train_cross.run(s, DS)
+    b = train_cross.run(s, DS)
+    assert a["version"] == b["version"] and len(registry.list_versions(s, "cross")) == 1
+
+    pairs = tmp_path / "mine.csv"
+    make_pairs(60, seed=9).to_csv(pairs, index=False)
+    for k, v in {"KP_LAKE_ROOT": str(tmp_path / "lake2"), "KP_TRAIN__BASE_MODEL": w["base"],
+                 "KP_TRAIN__MATRYOSHKA_DIMS": "[32, 16]", "KP_SERVE__DIM": "16", "KP_TRAIN__MIN_ROWS": "20",
+                 "KP_TRAIN__DEVICE": "cpu", "KP_TRAIN__BATCH_SIZE": "8"}.items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    try:
+        out = tmp_path / "mycross"
+        assert cli.main(["train-cross", "--labels", str(pairs), "--out", str(out), "--ds", DS, "--max-steps", "2"]) == 0
+        assert (out / "model" / "kp_model.json").exists() and (out / "soft_labels.parquet").exists()
+        assert not (tmp_path / "lake2" / "registry" / "CROSS_LATEST").exists()  # --out: the registry is untouched
+        bad = tmp_path / "bad.csv"
+        make_pairs(60).drop(columns=["label"]).to_csv(bad, index=False)
+        assert cli.main(["train-cross", "--labels", str(bad), "--ds", DS]) == 3
+    finally:
+        get_settings.cache_clear()

@@ -1,0 +1,94 @@
+"""Reading label sources into training frames: user files (validation), the lake, the stable split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from distill_helpers import DS, make_pairs, write_lake_inputs
+from kp.errors import DataError
+from jobs.training_data import in_test_split, load_training_data, read_labels_file
+
+
+def _write(tmp_path, df, name="pairs.csv"):
+    p = tmp_path / name
+    df.to_csv(p, index=False) if name.endswith(".csv") else df.to_parquet(p, index=False)
+    return str(p)
+
+
+def test_labels_file_ok_csv_and_parquet_probabilities(tmp_path):
+    df = make_pairs(60)
+    df["label"] = df["label"].astype(float)
+    df.loc[0, "label"] = 0.7  # probabilities are accepted
+    df.loc[1, "category"] = ""  # category may be empty
+    for name in ("pairs.csv", "pairs.parquet"):
+        out = read_labels_file(_write(tmp_path, df, name), min_rows=50)
+        assert len(out) == 60
+        assert out.loc[0, "p"] == pytest.approx(0.7) and out.loc[0, "label"] == 1
+        assert out.loc[1, "category"] == ""
+        assert set(out["label"].unique()) <= {0, 1}
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.drop(columns=["keyphrase"]), "missing column"),
+    (lambda d: d.assign(title=[""] + list(d["title"][1:])), "empty 'title'"),
+    (lambda d: d.assign(keyphrase=list(d["keyphrase"][:-1]) + ["  "]), "empty 'keyphrase'"),
+    (lambda d: d.assign(label=[1.5] + list(d["label"][1:])), r"not a number in \[0, 1\]"),
+    (lambda d: d.assign(label=["yes"] + list(d["label"][1:])), r"not a number in \[0, 1\]"),
+    (lambda d: d.head(10), "only 10 rows"),
+])
+def test_labels_file_errors_name_the_problem(tmp_path, mutate, message):
+    with pytest.raises(DataError, match=message):
+        read_labels_file(_write(tmp_path, mutate(make_pairs(60))), min_rows=50)
+
+
+def test_labels_file_missing_or_unreadable(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        read_labels_file(str(tmp_path / "nope.csv"), 10)
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("not parquet")
+    with pytest.raises(DataError, match="cannot read"):
+        read_labels_file(str(bad), 10)
+
+
+def test_split_is_stable_and_grows_consistently():
+    hashes = [f"h{i}" for i in range(2000)]
+    a = in_test_split(hashes, 0.2)
+    assert 0.16 < a.mean() < 0.24
+    assert (in_test_split(hashes[:500], 0.2) == a[:500]).all()  # membership never depends on the rest
+    assert (in_test_split(hashes, 0.2) == a).all()
+
+
+def test_lake_sources_dedup_split_and_no_leakage(settings):
+    pairs = make_pairs(120, seed=3, with_ids=True)
+    write_lake_inputs(settings, pairs)
+    # a second day re-judges 10 texts (same pair_key): one row per text remains
+    from kp.lake import Lake, read_parquet, write_parquet_atomic
+
+    lake = Lake.from_settings(settings)
+    again = read_parquet(lake.path("llm_store", ds=DS)).head(10).copy()
+    again["labelled_at"] = pd.Timestamp("2026-10-11 01:00:00")
+    write_parquet_atomic(again, lake.path("llm_store", ds="2026-10-11"))
+    data = load_training_data(settings, "2026-10-11")
+    assert len(data.llm) == 120 and data.llm["text_hash"].is_unique
+    assert data.snapshot["label_store_days"] == [DS, "2026-10-11"]
+    assert data.snapshot["ctr_ds"] == DS
+    assert len(data.llm_train) + len(data.llm_test) == 120 and len(data.llm_test) > 0
+    # CTR positives come with texts, and none of them is a held-out test pair
+    assert len(data.ctr) > 0 and (data.ctr["title"] != "").all()
+    test_ids = set(zip(data.llm_test["item_id"], data.llm_test["keyphrase_id"]))
+    assert not test_ids & set(zip(data.ctr["item_id"], data.ctr["keyphrase_id"]))
+    positives_in_test = int(data.llm_test["label"].sum())
+    assert len(data.ctr) == int((pairs["label"] == 1).sum()) - positives_in_test
+    # the same day read later gives the same test set
+    assert load_training_data(settings, "2026-10-11").llm_test["text_hash"].tolist() == data.llm_test["text_hash"].tolist()
+    # before the first day there is nothing
+    with pytest.raises(DataError, match="no LLM labels"):
+        load_training_data(settings, "2026-10-01")
+
+
+def test_too_few_store_rows(settings):
+    write_lake_inputs(settings, make_pairs(20, with_ids=True), ctr=False)
+    with pytest.raises(DataError, match="min_rows"):
+        load_training_data(settings, DS)

@@ -1,0 +1,105 @@
+"""Distillation and task losses on hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from models.losses import PearsonCorrelationLoss, RecordedLoss, TaskLosses, build_kd_loss, pearson_loss, pearson_r
+
+
+def _unit(*angles_deg):
+    a = torch.tensor(angles_deg, dtype=torch.float32) * math.pi / 180
+    return torch.stack([torch.cos(a), torch.sin(a)], dim=1)
+
+
+def test_pearson_loss_hand_values():
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    # y centred: [-1.5, .5, -.5, 1.5]; cov sum = 4; norms sqrt(5) each -> r = 0.8
+    assert pearson_r(x, torch.tensor([1.0, 3.0, 2.0, 4.0])).item() == pytest.approx(0.8, abs=1e-6)
+    assert pearson_loss(x, torch.tensor([1.0, 3.0, 2.0, 4.0])).item() == pytest.approx(0.2, abs=1e-6)
+    assert pearson_loss(x, 2 * x + 7).item() == pytest.approx(0.0, abs=1e-6)  # perfect (affine) correlation
+    assert pearson_loss(x, -x).item() == pytest.approx(2.0, abs=1e-6)  # anti-correlation
+    assert pearson_loss(x, torch.tensor([1.0, -1.0, -1.0, 1.0])).item() == pytest.approx(1.0, abs=1e-6)  # r = 0
+
+
+def test_pearson_loss_module_on_cosines_and_degenerate_batches():
+    loss = PearsonCorrelationLoss(model=None)
+    a = _unit(0, 0, 0)
+    b = _unit(0, 90, 180)  # cosines 1, 0, -1
+    assert loss.compute_loss_from_embeddings([a, b], torch.tensor([0.9, 0.5, 0.1])).item() == pytest.approx(0.0, abs=1e-6)
+    assert loss.compute_loss_from_embeddings([a, b], torch.tensor([0.1, 0.5, 0.9])).item() == pytest.approx(2.0, abs=1e-6)
+    # constant teacher scores or one pair: no signal, zero loss and finite zero gradient
+    emb = _unit(10, 20, 30).requires_grad_()
+    out = loss.compute_loss_from_embeddings([emb, _unit(0, 0, 0)], torch.tensor([0.5, 0.5, 0.5]))
+    out.backward()
+    assert out.item() == 0.0 and torch.isfinite(emb.grad).all() and emb.grad.abs().sum() == 0
+    with pytest.raises(ValueError):
+        loss.compute_loss_from_embeddings([a, b], torch.tensor([0.1, 0.2]))
+
+
+def test_pearson_gradient_raises_correlation():
+    emb = torch.randn(8, 4, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    other = torch.randn(8, 4, generator=torch.Generator().manual_seed(1))
+    teacher = torch.linspace(0, 1, 8)
+    loss = PearsonCorrelationLoss(model=None)
+    opt = torch.optim.SGD([emb], lr=0.5)
+    first = None
+    for _ in range(30):
+        opt.zero_grad()
+        value = loss.compute_loss_from_embeddings([emb, other], teacher)
+        first = value.item() if first is None else first
+        value.backward()
+        opt.step()
+    assert value.item() < first - 0.3
+
+
+def test_selectable_kd_losses_hand_values():
+    from sentence_transformers.sentence_transformer import losses
+
+    a, b = _unit(0, 0, 0), _unit(0, 90, 180)  # cosines 1, 0, -1
+    mse = build_kd_loss(None, "mse")
+    assert isinstance(mse, losses.CosineSimilarityLoss)
+    # mean((1-0)^2, (0-0)^2, (-1-0)^2) = 2/3
+    assert mse.compute_loss_from_embeddings([a, b], torch.zeros(3)).item() == pytest.approx(2 / 3, abs=1e-6)
+    cosent = build_kd_loss(None, "cosent")
+    assert isinstance(cosent, losses.CoSENTLoss)
+    # right order: log(1 + 2 e^-20 + e^-40) ~ 0; reversed: dominated by 20 * (1 - (-1)) = 40
+    assert cosent.compute_loss_from_embeddings([a, b], torch.tensor([1.0, 0.5, 0.0])).item() == pytest.approx(0.0, abs=1e-6)
+    assert cosent.compute_loss_from_embeddings([a, b], torch.tensor([0.0, 0.5, 1.0])).item() == pytest.approx(40.0, abs=1e-3)
+    assert isinstance(build_kd_loss(None, "pearson"), PearsonCorrelationLoss)
+    from kp.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        build_kd_loss(None, "kl")
+
+
+def test_task_losses_hand_values():
+    from sentence_transformers.sentence_transformer import losses
+
+    a, b = _unit(0, 0), _unit(0, 90)  # cosine distance 0 and 1
+    contrastive = losses.ContrastiveLoss(model=None)  # 0.5 * (y d^2 + (1-y) relu(0.5 - d)^2), mean
+    assert contrastive.compute_loss_from_embeddings([a, b], torch.tensor([1.0, 0.0])).item() == pytest.approx(0.0, abs=1e-6)
+    assert contrastive.compute_loss_from_embeddings([a, b], torch.tensor([0.0, 1.0])).item() == pytest.approx(0.3125, abs=1e-6)
+    mnrl = losses.MultipleNegativesRankingLoss(model=None)  # scale 20, in-batch negatives
+    e1, e2 = _unit(0), _unit(90)
+    right = mnrl.compute_loss_from_embeddings([torch.cat([e1, e2]), torch.cat([e1, e2])], None).item()
+    wrong = mnrl.compute_loss_from_embeddings([torch.cat([e1, e2]), torch.cat([e2, e1])], None).item()
+    assert right == pytest.approx(math.log1p(math.exp(-20)), abs=1e-6)
+    assert wrong == pytest.approx(20 + math.log1p(math.exp(-20)), abs=1e-4)
+
+
+def test_recorded_loss_collects_per_task_means():
+    sink = TaskLosses()
+
+    class Const(torch.nn.Module):
+        def forward(self, features, labels):
+            return labels.float().mean()
+
+    rec = RecordedLoss(Const(), "kd", sink)
+    rec(None, torch.tensor([1.0, 3.0]))
+    rec(None, torch.tensor([3.0, 5.0]))
+    assert sink.pop_means() == {"kd": pytest.approx(3.0)}
+    assert sink.pop_means() == {}
