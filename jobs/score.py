@@ -6,8 +6,8 @@
 * a cross-encoder directory (ours: ``registry/cross/<v>/`` or its ``model/``): score = P(relevant);
 * a bi-encoder student directory or a registry student version id: score = cosine of the two towers at
   ``serve.dim`` (the serving cut);
-* an ONNX export (``item.onnx`` + ``keyphrase.onnx``): served by a scorer registered with
-  ``register_scorer("onnx", factory)`` by the export module; none is built in here.
+* an ONNX export (``kp export`` output: ``registry/students/<v>/onnx/`` with ``item/`` and
+  ``keyphrase/`` towers): score = cosine of the exported towers' embeddings, the serving numbers.
 
 The kind is detected from the directory (``models.bi_encoder.model_kind``). New scorers plug in through
 ``register_scorer(kind, factory)``, ``factory(settings, model_dir) -> Scorer`` where a Scorer has
@@ -65,7 +65,31 @@ class BiScorer:
                            pairs["keyphrase"].tolist(), dim=self.dim)
 
 
-SCORERS: dict[str, Callable] = {"cross": CrossScorer, "bi": BiScorer}
+class OnnxScorer:
+    """The exported towers as served (ONNX Runtime; the int8 file when the export kept it)."""
+
+    kind = "onnx"
+
+    def __init__(self, settings, model_dir: str):
+        from models.onnx_tower import get_tower
+
+        meta_path = Path(model_dir) / "export.json"
+        if not meta_path.exists():
+            raise DataError(f"{model_dir}: ONNX files without export.json are not a verified `kp export` output")
+        meta = json.loads(meta_path.read_text())
+        model_file = meta.get("model_file", "model.onnx")
+        self.item = get_tower(Path(model_dir) / "item", model_file, settings.serve.device)
+        self.keyphrase = get_tower(Path(model_dir) / "keyphrase", model_file, settings.serve.device)
+
+    def score(self, pairs):
+        from models.text import item_text, keyphrase_text
+
+        items = self.item.embed([item_text(t, c) for t, c in zip(pairs["title"], pairs["category"], strict=True)])
+        kps = self.keyphrase.embed([keyphrase_text(k) for k in pairs["keyphrase"]])
+        return (items * kps).sum(axis=1)  # both normalised inside the graph: dot = cosine
+
+
+SCORERS: dict[str, Callable] = {"cross": CrossScorer, "bi": BiScorer, "onnx": OnnxScorer}
 
 
 def register_scorer(kind: str, factory: Callable) -> None:
@@ -77,6 +101,8 @@ def resolve_model_dir(settings, model: str) -> str:
     """A directory, or a registry student version id -> the directory holding the model files."""
     p = Path(model)
     if p.is_dir():
+        if (p / "export.json").exists():
+            return str(p)
         return str(p / "model") if (p / "model").is_dir() and not (p / "item.onnx").exists() else str(p)
     from jobs import registry
 

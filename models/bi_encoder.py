@@ -41,6 +41,8 @@ def model_kind(model_dir: str | Path) -> str | None:
         return marker["kind"]
     if (d / "item.onnx").exists() and (d / "keyphrase.onnx").exists():
         return "onnx"
+    if (d / "export.json").exists() and (d / "item" / "tower.json").exists() and (d / "keyphrase" / "tower.json").exists():
+        return "onnx"  # `kp export` output: registry/students/<v>/onnx/
     if (d / "model").is_dir():  # a registry version directory
         return model_kind(d / "model")
     cfg = d / "config.json"

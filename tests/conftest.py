@@ -32,6 +32,9 @@ for key in [k for k in os.environ if k.startswith("KP_") and k != "KP_RUN_SLOW"]
     del os.environ[key]
 
 
+from testsupport import make_settings  # noqa: E402  (tests/ is on sys.path: rootdir conftest)
+
+
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("KP_RUN_SLOW") == "1":
         return
@@ -39,25 +42,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
-
-
-def make_settings(lake_root: Path, **overrides):
-    """Settings for tests: a private lake, small Spark, tiny training defaults."""
-    from kp.settings import load_settings
-
-    base = {
-        "lake_root": str(lake_root),
-        "spark": {"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "1g", "fast_start": True},
-        "synth": {"scale": "tiny", "seed": 7, "days": 12, "start_date": "2026-10-01"},
-        "ctr": {"window_days": 7, "min_impressions": 5},
-        "pairs": {"daily_budget": 300, "shard_size": 100},
-    }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            base[key] = {**base[key], **value}
-        else:
-            base[key] = value
-    return load_settings(**base)
 
 
 @pytest.fixture

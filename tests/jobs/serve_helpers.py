@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))
-from conftest import make_settings  # noqa: E402
+from testsupport import make_settings  # noqa: E402
 
 from kp.lake import Lake, write_parquet_atomic  # noqa: E402
 

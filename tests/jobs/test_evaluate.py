@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_settings
+from testsupport import make_settings
 from distill_helpers import DS, trained_world
 
 

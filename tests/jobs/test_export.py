@@ -81,3 +81,22 @@ def test_dimension_mismatch_with_training(tmp_path, serve_model):
     register(s, serve_model, train_config={"matryoshka_dims": [32, 8]})
     with pytest.raises(ConfigError, match="dimension mismatch"):
         export.run(s, DS)
+
+
+def test_kp_score_with_the_exported_towers_matches_torch(serve_world, tmp_path):
+    """`kp score --model <onnx dir>` serves the exported towers: same scores as the torch student."""
+    import pandas as pd
+
+    from jobs import score
+
+    export.run(serve_world, DS)
+    pairs = pd.DataFrame({"title": ["red phone case for iphone 12", "steel garden hose 50ft", "blue mug"],
+                          "category": ["Cases", "Garden", ""],
+                          "keyphrase": ["iphone 12 case", "garden hose", "coffee mug"]})
+    src = tmp_path / "pairs.parquet"
+    pairs.to_parquet(src)
+    onnx_out, torch_out = tmp_path / "onnx.csv", tmp_path / "torch.csv"
+    assert score.run(serve_world, onnx_dir(serve_world, "v1"), str(src), str(onnx_out))["kind"] == "onnx"
+    assert score.run(serve_world, "v1", str(src), str(torch_out))["kind"] == "bi"
+    a, b = pd.read_csv(onnx_out)["score"], pd.read_csv(torch_out)["score"]
+    assert (a - b).abs().max() < 1e-4

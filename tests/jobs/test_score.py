@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_settings
+from testsupport import make_settings
 from distill_helpers import make_pairs, trained_world
 
 
@@ -71,12 +71,13 @@ def test_score_errors_and_plugin(tmp_path, cli_env):
     bad = tmp_path / "bad.csv"
     df.drop(columns=["keyphrase"]).to_csv(bad, index=False)
     assert cli.main(["score", "--model", w["student"]["version"], "--pairs", str(bad), "--out", str(tmp_path / "o.csv")]) == 3
-    # an ONNX directory needs a registered scorer; one plugs in without touching the CLI
+    # ONNX files that `kp export` did not verify are refused (bad input); a scorer plugs in without the CLI
     onnx = tmp_path / "onnx"
     onnx.mkdir()
     (onnx / "item.onnx").write_bytes(b"")
     (onnx / "keyphrase.onnx").write_bytes(b"")
-    assert cli.main(["score", "--model", str(onnx), "--pairs", str(src), "--out", str(tmp_path / "o.csv")]) == 2
+    assert cli.main(["score", "--model", str(onnx), "--pairs", str(src), "--out", str(tmp_path / "o.csv")]) == 3
+    builtin = score.SCORERS["onnx"]
 
     class LengthScorer:
         kind = "onnx"
@@ -93,4 +94,4 @@ def test_score_errors_and_plugin(tmp_path, cli_env):
         assert fig["kind"] == "onnx"
         assert pd.read_csv(tmp_path / "o.csv")["score"].tolist() == [float(len(k)) for k in df["keyphrase"]]
     finally:
-        score.SCORERS.pop("onnx")
+        score.register_scorer("onnx", builtin)

@@ -12,7 +12,7 @@ from jobs import synth
 from kp.contracts import check_pandas
 from kp.errors import ConfigError
 from kp.lake import Lake, read_parquet
-from conftest import make_settings
+from testsupport import make_settings
 
 DAYS = [(dt.date(2026, 10, 1) + dt.timedelta(days=i)).isoformat() for i in range(12)]
 

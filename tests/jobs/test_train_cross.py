@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import make_settings
+from testsupport import make_settings
 from distill_helpers import DS, make_pairs, tiny_settings, trained_world, write_lake_inputs
 
 

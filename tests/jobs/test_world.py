@@ -8,7 +8,7 @@ import pytest
 
 from jobs.world import SLOTS, TAIL_MIN_IMPRESSIONS, World, simulated_p_yes
 from kp.errors import DataError
-from conftest import make_settings
+from testsupport import make_settings
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import make_settings
+from testsupport import make_settings
 
 
 @pytest.fixture(scope="module")
