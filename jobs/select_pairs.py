@@ -26,6 +26,8 @@ replaced atomically.
 
 from __future__ import annotations
 
+import os
+
 import hashlib
 import logging
 import math
@@ -89,13 +91,37 @@ def _read(spark, lake: Lake, path: str, contract: str):
     return df
 
 
-def _published_recommendations(spark, lake: Lake):
-    version = lake.read_pointer(lake.path("serving", "CURRENT"))
+def _serving_version_before(lake: Lake, ds: str) -> str | None:
+    """The published version whose recommendations feed day ``ds``: CURRENT when it was built for an
+    earlier day, else the newest version built before ``ds``. A version published by ``ds``'s own run
+    never feeds ``ds`` again, so a rerun of the day selects what its first run selected."""
+    import json
+
+    current = lake.read_pointer(lake.path("serving", "CURRENT"))
+    if not current:
+        return None
+    root = lake.path("serving", "versions")
+    found = []
+    for name in ([current] + sorted(os.listdir(root)) if os.path.isdir(root) else [current]):
+        manifest = os.path.join(root, name, "manifest.json")
+        if name.startswith(("_", ".")) or not os.path.exists(manifest):
+            continue
+        with open(manifest) as f:
+            m = json.load(f)
+        if str(m.get("ds", "")) < ds:
+            if name == current:
+                return current
+            found.append((m.get("created_at", ""), name))
+    return max(found)[1] if found else None
+
+
+def _published_recommendations(spark, lake: Lake, ds: str):
+    version = _serving_version_before(lake, ds)
     if not version:
         return None, None
     path = lake.path("serving", "versions", version, "recommendations")
     if not lake.exists(path):
-        log.warning("serving/CURRENT=%s but %s is missing: no unexposed_topk pairs today", version, path)
+        log.warning("published version %s has no %s: no unexposed_topk pairs today", version, path)
         return None, version
     return _read(spark, lake, path, "recommendations"), version
 
@@ -170,7 +196,7 @@ def run(settings, ds, budget: int | None = None, spark=None) -> dict:
         log.warning("no CTR labels for ds=%s at %s: no ctr_positive or hard_negative pairs", ds, ctr_path)
         exposed = None
 
-    recs, serving_version = _published_recommendations(spark, lake)
+    recs, serving_version = _published_recommendations(spark, lake, ds)
     if recs is not None:
         unexposed = recs.select("item_id", "keyphrase_id").distinct()
         if exposed is not None:

@@ -52,6 +52,8 @@ def build_world(settings) -> dict:
     rec["rank"] = rec["rank"].astype("int32")
     rec["score"] = rec["score"].astype("float32")
     _write(rec, lake.path("serving", "versions", "v001", "recommendations"))
+    lake.write_json(lake.path("serving", "versions", "v001", "manifest.json"),
+                    {"version": "v001", "ds": "2026-10-11", "created_at": "2026-10-12T02:00:00+00:00"})
     lake.write_pointer(lake.path("serving", "CURRENT"), "v001")
     return {"lake": lake, "ctr": ctr, "items": cat, "kps": kps}
 
@@ -103,6 +105,14 @@ def test_select_pairs_sources_budget_shards_antijoin(settings, spark):
 
     labelled = pairs.assign(text_hash="h", p_yes=0.9, label=1, judge="simulated", judge_model="simulated-annotator-v1",
                             prompt_version="v1", labelled_at=pd.Timestamp("2026-10-12"))
+    # a version published by this day's own run does not feed it: a rerun selects the same pairs
+    lake.write_json(lake.path("serving", "versions", "v002", "manifest.json"),
+                    {"version": "v002", "ds": DS, "created_at": "2026-10-13T02:00:00+00:00"})
+    _write(pd.DataFrame({"item_id": [0], "rank": pd.Series([1], dtype="int32"), "keyphrase_id": [1000 + 20],
+                         "keyphrase": [""], "score": pd.Series([0.5], dtype="float32")}),
+           lake.path("serving", "versions", "v002", "recommendations"))
+    lake.write_pointer(lake.path("serving", "CURRENT"), "v002")
+    assert select_pairs.run(s, DS, spark=spark)["run_id"] == out["run_id"]
     # the day's own labels merged into the store do not change a rerun of the same day (idempotence)
     write_label_table(labelled, lake.path("llm_store", ds=DS))
     rerun = select_pairs.run(s, DS, spark=spark)

@@ -1,0 +1,104 @@
+"""Helpers of the fault-injection suite (imported by its tests; conftest.py holds the fixtures)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import threading
+import time
+import zlib
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1]
+if str(TESTS / "jobs") not in sys.path:
+    sys.path.append(str(TESTS / "jobs"))
+
+DS = "2026-10-12"  # the tiny world's last day (12 days from 2026-10-01)
+LLM_MODEL = "fake-llm"
+
+
+def make_settings(root, **overrides):
+    """tests/conftest.py's ``make_settings`` (imported by path: every conftest is named conftest)."""
+    import importlib.util
+
+    mod = sys.modules.get("kp_tests_root_conftest")
+    if mod is None:
+        spec = importlib.util.spec_from_file_location("kp_tests_root_conftest", TESTS / "conftest.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        sys.modules["kp_tests_root_conftest"] = mod
+    return mod.make_settings(root, **overrides)
+
+
+class FakeLLM:
+    """OpenAI chat-completions with logprobs. ``state``: "up" answers, "down" answers 503, "hang" sleeps past
+    the client's timeout. ``fail_after``: go down after that many 200 answers. Records every prompt
+    answered with 200 (what a real API bills)."""
+
+    def __init__(self):
+        self.state = "up"
+        self.fail_after: int | None = None
+        self.answered: list[str] = []
+        self.refused = 0
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def p_yes(prompt: str) -> float:
+        return min(max((zlib.crc32(prompt.encode()) % 1000) / 999.0, 1e-6), 1 - 1e-6)
+
+    def handler(self):
+        fake = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = body["messages"][0]["content"]
+                with fake.lock:
+                    if fake.fail_after is not None and len(fake.answered) >= fake.fail_after:
+                        fake.state = "down"
+                        fake.fail_after = None
+                    state = fake.state
+                    if state == "down":
+                        fake.refused += 1
+                if state == "down":
+                    return self._send(503, {"error": "overloaded"})
+                if state == "hang":
+                    time.sleep(1.0)
+                    return self._send(503, {"error": "too late"})
+                p = fake.p_yes(prompt)
+                top = [{"token": "Yes", "logprob": math.log(p)}, {"token": "No", "logprob": math.log(1 - p)}]
+                with fake.lock:
+                    fake.answered.append(prompt)
+                self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Yes"},
+                                              "logprobs": {"content": [{"token": "Yes", "logprob": top[0]["logprob"],
+                                                                        "top_logprobs": top}]}}]})
+
+            def _send(self, code, obj):
+                data = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return H
+
+
+def openai_settings(settings, server, **judge):
+    opts = {"judge.backend": "openai", "judge.model": LLM_MODEL, "judge.endpoint": server.url,
+            "judge.api_key": "sk-local", "judge.timeout_s": 0.3, "judge.max_retries": 1, "judge.concurrency": 1,
+            "judge.batch_size": 5}
+    opts.update({f"judge.{k}": v for k, v in judge.items()})
+    return settings.with_overrides(**opts)
+
+
+def fast_openai_judge(settings):
+    """The real OpenAIJudge with millisecond backoff (the test must not sleep for seconds)."""
+    from jobs.judges.openai_judge import OpenAIJudge
+
+    return OpenAIJudge(settings, backoff_base_s=0.001, backoff_max_s=0.01)
