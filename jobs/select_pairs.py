@@ -39,7 +39,7 @@ from jobs.judges.base import judge_model_id
 from jobs.label_store import SEP, shard_name
 from kp.contracts import arrow_schema, check_spark_schema
 from kp.errors import DataError
-from kp.lake import Lake, atomic_dir, ds_str
+from kp.lake import Lake, atomic_dir, ds_str, spark_uri
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,19 @@ def run(settings, ds, budget: int | None = None, spark=None) -> dict:
     c = F.col
 
     catalog = _read(spark, lake, lake.path("catalog", ds=ds), "catalog")
-    items = (catalog.where(c("active")).select("item_id", "title", "category")
+    active = catalog.where(c("active"))
+    reason = (F.when(c("item_id").isNull(), F.lit("null_item_id"))
+              .when(c("title").isNull() | (F.length(F.regexp_replace(c("title"), r"\s+", "")) == 0), F.lit("empty_title")))
+    flagged = active.withColumn("reason", reason)
+    bad_rows = flagged.where(c("reason").isNotNull())
+    n_bad_catalog = bad_rows.count()
+    if n_bad_catalog:  # never pay the judge for a pair it cannot read
+        qpath = lake.path("quarantine", "catalog", ds=ds)
+        with atomic_dir(qpath) as tmp:
+            bad_rows.coalesce(1).write.parquet(spark_uri(tmp))
+        by_reason = {r["reason"]: r["n"] for r in bad_rows.groupBy("reason").agg(F.count("*").alias("n")).collect()}
+        log.warning("ds=%s: %d catalog rows quarantined %s at %s", ds, n_bad_catalog, by_reason, qpath)
+    items = (flagged.where(c("reason").isNull()).select("item_id", "title", "category")
              .dropDuplicates(["item_id"]))
     kps = (_read(spark, lake, lake.path("keyphrases"), "keyphrases")
            .select("keyphrase_id", c("text").alias("keyphrase")).dropDuplicates(["keyphrase_id"]))
@@ -258,6 +270,7 @@ def run(settings, ds, budget: int | None = None, spark=None) -> dict:
         "selected": selected, "available": {s: int(available.get(s, 0)) for s in SOURCES},
         "candidates": {s: int(before.get(s, 0)) for s in SOURCES},
         "already_labelled": int(sum(before.values()) - sum(available.values())),
+        "catalog_quarantined": int(n_bad_catalog),
         "quotas": quotas, "judge_model": model, "prompt_version": version, "serving_version": serving_version,
         "run_id": run_id, "items": int(n_items), "keyphrases": int(n_kps),
     }

@@ -130,11 +130,6 @@ def test_empty_keyphrase_set_is_a_clear_error(pairs_world, spark):
         select_pairs.run(s, DS, spark=spark)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG in jobs/select_pairs.py: catalog rows are not validated (no quarantine): items with a null/empty/"
-    "whitespace title or a null item_id are paired and sent to the LLM judge (paid for, with an empty title in "
-    "the prompt). Fix: filter them into quarantine/catalog/ds=D with a reason and a count in the stats, as "
-    "jobs/embed.py does for its input."))
 def test_bad_catalog_rows_never_reach_the_judge(pairs_world, spark):
     s = pairs_world.with_overrides(**{"pairs.daily_budget": 2000})
     lake = Lake.from_settings(s)

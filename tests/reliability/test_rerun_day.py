@@ -68,12 +68,6 @@ def test_rerun_of_ctr_labels_label_and_merge_is_identical_and_free(pairs_world, 
     assert stats["rows"] == len(first["store"]) and stats["duplicates_in_staging"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG in jobs/select_pairs.py::_labelled_keys: the anti-join removes the pairs of the store partition of the "
-    "SAME day (and the day's staged labels), so rerunning select-pairs for a day already labelled selects a "
-    "brand-new set of pairs: the rerun pays the judge for another full daily budget and the day's store "
-    "partition grows. Fix: anti-join only against store days < ds (label_store.read_store_keys(before_ds=ds)); "
-    "llm_label already skips pairs staged/stored, so a rerun then costs 0 judge calls."))
 def test_rerun_of_select_pairs_for_a_labelled_day_is_identical_and_free(pairs_world, spark):
     s = pairs_world
     label_and_merge(s)
