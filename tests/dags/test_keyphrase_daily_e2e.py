@@ -70,7 +70,8 @@ def _snapshot(settings, ds):
     }
 
 
-@pytest.mark.slow  # two full runs with Spark JVMs and training: minutes on 2 cores
+# Two full runs (Spark JVMs, tiny training): ~3 minutes on 2 cores, kept in `make test` because it is
+# the one test that runs every real stage through Airflow and proves a cleared day reruns to the same outputs.
 def test_daily_dag_end_to_end_and_rerun_is_idempotent(airflow_db, pipeline_env):
     from jobs import serving
     from jobs.world import World
