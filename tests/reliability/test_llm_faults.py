@@ -72,10 +72,21 @@ def test_killed_worker_then_rerun_labels_every_selected_pair_once(pairs_world, s
                              accuracy=s.judge.simulated_accuracy, seed=s.synth.seed)
     np.testing.assert_allclose(stored["p_yes"].to_numpy(), expect)
 
-    # and the next selection never asks for a stored pair again
+    # a rerun of the day (Airflow "clear") selects the same pairs and pays for none of them again
     select_pairs.run(s, DS, spark=spark)
-    fresh = select_pairs.read_pairs(s, DS)
-    assert not set(fresh["pair_key"]) & set(stored["pair_key"])
+    assert set(select_pairs.read_pairs(s, DS)["pair_key"]) == set(selected["pair_key"])
+    rerun = DyingJudge(s)
+    llm_label.run_all(s, DS, judge=rerun)
+    assert rerun.calls == 0
+
+    # and the next day's selection never asks for a stored pair again
+    import shutil
+
+    next_day = "2026-10-13"
+    shutil.copytree(lake.path("catalog", ds=DS), lake.path("catalog", ds=next_day))
+    select_pairs.run(s, next_day, spark=spark)
+    fresh = select_pairs.read_pairs(s, next_day)
+    assert len(fresh) > 0 and not set(fresh["pair_key"]) & set(stored["pair_key"])
 
 
 def test_openai_endpoint_down_or_hanging_then_back(pairs_world, llm_server):
