@@ -26,3 +26,22 @@ def make_settings(lake_root: Path, **overrides):
         else:
             base[key] = value
     return load_settings(**base)
+
+
+def serve_on_loopback(fake):
+    """Start ``fake.handler()`` on 127.0.0.1 (a free port) in a thread; set ``fake.url`` to its /v1 base.
+
+    A generator for fixtures: ``yield from serve_on_loopback(fake)``; the server stops when it resumes.
+    """
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    fake.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    try:
+        yield fake
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import shutil
 import sys
-import threading
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from testsupport import serve_on_loopback
 
 sys.path.append(str(Path(__file__).resolve().parent))
 from reliability_helpers import DS, FakeLLM, make_settings  # noqa: E402
@@ -39,14 +38,6 @@ def pairs_world(pairs_template, tmp_path):
 
 @pytest.fixture
 def llm_server():
-    fake = FakeLLM()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
-    httpd.daemon_threads = True
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    fake.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    yield fake
-    httpd.shutdown()
-    httpd.server_close()
+    yield from serve_on_loopback(FakeLLM())
 
 

@@ -19,17 +19,7 @@ DS = "2026-10-12"  # the tiny world's last day (12 days from 2026-10-01)
 LLM_MODEL = "fake-llm"
 
 
-def make_settings(root, **overrides):
-    """tests/conftest.py's ``make_settings`` (imported by path: every conftest is named conftest)."""
-    import importlib.util
-
-    mod = sys.modules.get("kp_tests_root_conftest")
-    if mod is None:
-        spec = importlib.util.spec_from_file_location("kp_tests_root_conftest", TESTS / "conftest.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        sys.modules["kp_tests_root_conftest"] = mod
-    return mod.make_settings(root, **overrides)
+from testsupport import make_settings  # noqa: E402,F401  (re-exported for the suite)
 
 
 class FakeLLM:

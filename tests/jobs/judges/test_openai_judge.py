@@ -4,10 +4,11 @@ import json
 import math
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pandas as pd
 import pytest
+from testsupport import serve_on_loopback
 
 from jobs.judges.base import JudgeUnavailable
 from jobs.judges.openai_judge import OpenAIJudge
@@ -77,15 +78,7 @@ class FakeLLM:
 
 @pytest.fixture
 def server():
-    fake = FakeLLM()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
-    httpd.daemon_threads = True
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    fake.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    yield fake
-    httpd.shutdown()
-    httpd.server_close()
+    yield from serve_on_loopback(FakeLLM())
 
 
 PAIRS = pd.DataFrame({"title": ["Blue mug", "Red shoe", "Lamp"], "category": ["Kitchen", "Shoes", "Home"],
