@@ -1,4 +1,5 @@
-"""Run every benchmark in bench/ and collect their JSON lines into bench/results/<name>.json.
+"""Run every benchmark in bench/ and collect their JSON lines into bench/results/<name>.json
+(``<name>_quick.json`` for ``--quick`` runs, so a smoke run never replaces the full figures).
 
     python bench/run_all.py            # full sizes (several minutes each on 2 cores)
     python bench/run_all.py --quick    # small sizes, a smoke run
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         result.setdefault("quick", args.quick)
         result["wall_s_total"] = round(time.time() - started, 1)
-        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        # quick runs never overwrite the full-size figures (same convention as bench/embed.py, bench/index.py)
+        (RESULTS / f"{name}{'_quick' if args.quick else ''}.json").write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result), flush=True)
     if failed:
         print(f"benchmarks failed: {failed}", file=sys.stderr)
