@@ -34,6 +34,20 @@ PARAM_OVERRIDES = {
     "scale": "synth.scale",
 }
 
+# Demo mode (the ``scale`` param, or ``kp demo``): a small training budget, passed explicitly (about 2 + 3.5
+# minutes on 2 CPU cores; the step caps decide, the best held-out checkpoint is kept). Without it the
+# defaults train ``train.epochs`` over the data with early stopping, which real label sets need. A
+# ``KP_TRAIN__*`` variable in the environment wins over these.
+DEMO_TRAIN_BUDGET = {"train.cross_max_steps": 150, "train.bi_max_steps": 250, "train.epochs": 10.0}
+
+
+def demo_train_budget() -> dict:
+    """``DEMO_TRAIN_BUDGET`` less the fields the environment sets (``KP_TRAIN__<FIELD>``)."""
+    import os
+
+    return {k: v for k, v in DEMO_TRAIN_BUDGET.items() if f"KP_TRAIN__{k.split('.')[1].upper()}" not in os.environ}
+
+
 # Per-stage execution timeouts (minutes): generous for the demo on 2 CPU cores, tight enough that a
 # hung task is failed and retried instead of blocking the daily run (max_active_runs=1).
 TIMEOUT_MIN = {
@@ -103,6 +117,8 @@ def settings_for(params: dict | None = None):
         value = (params or {}).get(param)
         if value not in (None, ""):
             overrides[dotted] = value
+    if overrides.get("synth.scale"):  # demo mode: the demo's explicit small training budget
+        overrides.update(demo_train_budget())
     if overrides:
         log.info("run params override settings: %s", overrides)
         settings = settings.with_overrides(**overrides)

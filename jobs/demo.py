@@ -102,7 +102,10 @@ def run(settings, days: int = 3, scale: str = "demo", retrain_last: bool = True)
 
         raise ConfigError("--days must be >= 1")
     # the demo retrains only on the first day (no champion) and the last; in between the champion serves
-    settings = settings.with_overrides(**{"synth.scale": scale, "train.retrain_every_days": 10_000})
+    # the demo's own small training budget, passed explicitly (jobs.airflow_tasks.DEMO_TRAIN_BUDGET)
+    settings = settings.with_overrides(**{"synth.scale": scale, "train.retrain_every_days": 10_000,
+                                          **at.demo_train_budget()})
+    log.info("demo training budget: %s", {k: getattr(settings.train, k.split(".")[1]) for k in at.DEMO_TRAIN_BUDGET})
     lake = Lake.from_settings(settings)
     if not lake.exists(lake.path("synth", "world.json")):
         from jobs import synth

@@ -35,6 +35,18 @@ class Scorer(Protocol):
     def score(self, pairs) -> "object": ...
 
 
+def stored_threshold(model_dir: str | Path) -> float | None:
+    """The decision threshold saved with a model (``kp_model.json``; for an ONNX export, its student's)."""
+    from models.bi_encoder import read_marker
+
+    d = Path(model_dir)
+    for candidate in (d, d.parent / "model"):
+        value = read_marker(candidate).get("threshold")
+        if value is not None:
+            return float(value)
+    return None
+
+
 class CrossScorer:
     kind = "cross"
 
@@ -42,6 +54,7 @@ class CrossScorer:
         from models.cross_encoder import load_cross
 
         self.model = load_cross(model_dir, settings.train.device)
+        self.threshold = stored_threshold(model_dir)
 
     def score(self, pairs):
         from models.cross_encoder import predict_pairs
@@ -57,6 +70,7 @@ class BiScorer:
 
         self.model = load_student(model_dir, settings.train.device)
         self.dim = settings.serve.dim
+        self.threshold = stored_threshold(model_dir)
 
     def score(self, pairs):
         from models.bi_encoder import score_pairs
@@ -78,6 +92,7 @@ class OnnxScorer:
             raise DataError(f"{model_dir}: ONNX files without export.json are not a verified `kp export` output")
         meta = json.loads(meta_path.read_text())
         model_file = meta.get("model_file", "model.onnx")
+        self.threshold = stored_threshold(model_dir)
         self.item = get_tower(Path(model_dir) / "item", model_file, settings.serve.device)
         self.keyphrase = get_tower(Path(model_dir) / "keyphrase", model_file, settings.serve.device)
 
@@ -135,7 +150,8 @@ def read_pairs(path: str):
     if not p.exists():
         raise DataError(f"--pairs {path}: no such file")
     try:
-        df = pd.read_csv(p, keep_default_na=False) if p.suffix.lower() == ".csv" else pd.read_parquet(p)
+        # text columns stay text: "007" must not come back as 7.0
+        df = pd.read_csv(p, keep_default_na=False, dtype=str) if p.suffix.lower() == ".csv" else pd.read_parquet(p)
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"--pairs {path}: cannot read ({type(exc).__name__}: {exc})") from None
     missing = [c for c in ("title", "keyphrase") if c not in df.columns]
@@ -176,8 +192,15 @@ def run(settings, model: str, pairs: str, out: str) -> dict:
     secs = time.perf_counter() - t0
     result = df.copy()
     result["score"] = [float(s) for s in scores]
+    threshold = getattr(scorer, "threshold", None)
+    if threshold is not None:  # the model's own cut, chosen on its held-out pairs at training time
+        # its own column: an input "label" (a judge's answer) is never overwritten
+        result["predicted_label"] = (result["score"] >= threshold).astype("int8")
+    else:
+        log.warning("%s has no stored threshold (trained before thresholds were stored): "
+                    "no predicted_label column", model)
     write_frame(result, out)
-    figures = {"kind": scorer.kind, "rows": len(result), "out": str(Path(out).resolve()),
+    figures = {"kind": scorer.kind, "rows": len(result), "out": str(Path(out).resolve()), "threshold": threshold,
                "pairs_per_s": round(len(result) / max(secs, 1e-9), 1)}
     log.info("scored %d pairs with a %s model -> %s", len(result), scorer.kind, out)
     return figures

@@ -84,12 +84,39 @@ def _config(settings, base: str, mix: list[str], kd_loss: str, init_from: str) -
     return {"kind": "bi", "base_model": base, "init_from": init_from, "label_mix": "+".join(mix), "kd_loss": kd_loss,
             "matryoshka_dims": list(t.matryoshka_dims), "serve_dim": settings.serve.dim, "max_steps": t.bi_max_steps,
             "epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
-            "warmup_ratio": t.warmup_ratio, "max_seq_length": t.max_seq_length, "seed": t.seed,
-            "test_fraction": t.test_fraction}
+            "warmup_ratio": t.warmup_ratio, "max_seq_length": t.max_seq_length, "llm_loss": t.llm_loss,
+            "llm_ranking": t.llm_ranking, "evals_per_epoch": t.evals_per_epoch,
+            "early_stopping_patience": t.early_stopping_patience, "max_train_minutes": t.max_train_minutes,
+            "seed": t.seed, "test_fraction": t.test_fraction}
 
 
-def build_task_datasets(data, mix: list[str], kd_scores=None) -> dict:
-    """Name -> datasets.Dataset (columns: item, keyphrase[, label]) for the tasks in ``mix`` that have rows."""
+def ranking_triplets(train) -> dict:
+    """(keyphrase, relevant item, judged-irrelevant item of the same keyphrase) columns from labelled pairs.
+
+    Each positive pair becomes one row; its hard negative is an item judged irrelevant for the same
+    keyphrase (cycled when there are fewer negatives than positives); keyphrases with no judged negative
+    are left out (in-batch negatives alone already come from the ``ctr`` task)."""
+    from models.text import item_text, keyphrase_text
+
+    anchors, positives, negatives = [], [], []
+    for kp, g in train.groupby("keyphrase", sort=False):
+        pos = g[g["label"] == 1]
+        neg = g[g["label"] == 0]
+        if pos.empty or neg.empty:
+            continue
+        neg_texts = [item_text(t, c) for t, c in zip(neg["title"], neg["category"])]
+        for j, (t, c) in enumerate(zip(pos["title"], pos["category"])):
+            anchors.append(keyphrase_text(kp))
+            positives.append(item_text(t, c))
+            negatives.append(neg_texts[j % len(neg_texts)])
+    return {"keyphrase": anchors, "item": positives, "negative": negatives}
+
+
+def build_task_datasets(data, mix: list[str], kd_scores=None, llm_ranking: bool = False) -> dict:
+    """Name -> datasets.Dataset for the tasks in ``mix`` that have rows.
+
+    Columns: ``item, keyphrase`` (``ctr``), plus ``label`` (``llm``, ``sr``, ``kd``); ``llm_rank`` (with
+    ``llm_ranking`` and ``llm`` in the mix) holds ``keyphrase, item, negative`` triplets."""
     from datasets import Dataset
 
     from models.text import item_text, keyphrase_text
@@ -107,6 +134,10 @@ def build_task_datasets(data, mix: list[str], kd_scores=None) -> dict:
         out["ctr"] = Dataset.from_dict(cols(data.ctr))
     if "llm" in mix and len(train):
         out["llm"] = Dataset.from_dict(cols(train, train["label"]))
+        if llm_ranking:
+            triplets = ranking_triplets(train)
+            if triplets["keyphrase"]:
+                out["llm_rank"] = Dataset.from_dict(triplets)
     if "sr" in mix and len(data.sr):
         out["sr"] = Dataset.from_dict(cols(data.sr, data.sr["label"]))
     if "kd" in mix and kd_scores is not None and len(train):
@@ -114,18 +145,21 @@ def build_task_datasets(data, mix: list[str], kd_scores=None) -> dict:
     return out
 
 
-def build_task_losses(model, names, kd_loss: str, dims: list[int], sink) -> dict:
-    """Name -> MatryoshkaLoss(task loss), each recorded under its task name."""
+def build_task_losses(model, names, kd_loss: str, dims: list[int], sink, llm_loss: str = "contrastive") -> dict:
+    """Name -> MatryoshkaLoss(task loss), each recorded under its task name.
+
+    ``ctr`` and ``llm_rank``: MultipleNegativesRankingLoss (in-batch and, for ``llm_rank``, judged hard
+    negatives); ``llm``/``sr``: ``llm_loss`` (ContrastiveLoss or CoSENTLoss); ``kd``: ``kd_loss``."""
     from sentence_transformers.sentence_transformer import losses
 
     from models.losses import RecordedLoss, build_kd_loss
 
     out = {}
     for name in names:
-        if name == "ctr":
+        if name in ("ctr", "llm_rank"):
             inner = losses.MultipleNegativesRankingLoss(model)
         elif name in ("llm", "sr"):
-            inner = losses.ContrastiveLoss(model)
+            inner = losses.CoSENTLoss(model) if llm_loss == "cosent" else losses.ContrastiveLoss(model)
         elif name == "kd":
             inner = build_kd_loss(model, kd_loss)
         else:
@@ -134,22 +168,39 @@ def build_task_losses(model, names, kd_loss: str, dims: list[int], sink) -> dict
     return out
 
 
+def training_arguments(settings, output_dir: str, device: str, **budget_kwargs):
+    """The student's ``SentenceTransformerTrainingArguments``: one dataset per batch, datasets drawn in
+    proportion to their size, and no text twice in a batch (``BatchSamplers.NO_DUPLICATES``: a repeated
+    keyphrase would be its own false in-batch negative for MNRL). ``budget_kwargs`` from
+    ``models.training.budget_arguments``."""
+    from sentence_transformers.sentence_transformer.training_args import (
+        BatchSamplers, MultiDatasetBatchSamplers, SentenceTransformerTrainingArguments)
+
+    from jobs.train_cross import trainer_precision
+
+    t = settings.train
+    return SentenceTransformerTrainingArguments(
+        output_dir=output_dir, per_device_train_batch_size=t.batch_size, learning_rate=t.learning_rate,
+        seed=t.seed, data_seed=t.seed, multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
+        batch_sampler=BatchSamplers.NO_DUPLICATES, report_to=[], disable_tqdm=True,
+        **budget_kwargs, **trainer_precision(device))
+
+
 def run(settings, ds: str, cross: str | None = None, labels: str | None = None, out: str | None = None,
         label_mix: str | None = None, kd_loss: str | None = None) -> dict:
     """Train a student for ``ds``; write a registry version (or ``out``); return figures.
 
     Promotion is not decided here: ``jobs.evaluate.run`` gates it against the champion."""
     from sentence_transformers import SentenceTransformerTrainer
-    from sentence_transformers.sentence_transformer.training_args import (
-        MultiDatasetBatchSamplers, SentenceTransformerTrainingArguments)
 
     from jobs import registry
-    from jobs.train_cross import (progress_callback, quiet_trainer, save_curves, target_dir, trainer_precision,
-                                  write_card)
+    from jobs.train_cross import progress_callback, quiet_trainer, save_curves, target_dir, write_card
     from jobs.training_data import load_training_data
     from models.base import resolve_base_model, resolve_device
-    from models.bi_encoder import build_student, save_student
+    from models.bi_encoder import build_student, save_student, score_pairs
     from models.losses import KD_LOSSES, TaskLosses
+    from models.training import (best_step, budget_arguments, calibration_plot, heldout_evaluator, plan_budget,
+                                 threshold_metrics)
 
     ds = ds_str(ds)
     t0 = time.perf_counter()
@@ -173,7 +224,7 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
             log.warning("label_mix has kd but there is no cross-encoder (give --cross or run train-cross): no kd task")
     kd_scores = teacher_scores(settings, cross_dir, data.llm_train) if cross_dir else None
 
-    tasks = build_task_datasets(data, mix, kd_scores)
+    tasks = build_task_datasets(data, mix, kd_scores, llm_ranking=settings.train.llm_ranking)
     skipped = [m for m in mix if m not in tasks]
     if skipped:
         log.warning("tasks without data, skipped: %s", skipped)
@@ -209,24 +260,41 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
         torch.manual_seed(settings.train.seed)
         model = build_student(settings, start)
         sink = TaskLosses()
-        losses = build_task_losses(model, list(tasks), kd_name, list(settings.train.matryoshka_dims), sink)
-        steps = settings.train.bi_max_steps
-        args = SentenceTransformerTrainingArguments(
-            output_dir=str(Path(tmp) / "_trainer"), max_steps=steps, num_train_epochs=settings.train.epochs,
-            per_device_train_batch_size=settings.train.batch_size, learning_rate=settings.train.learning_rate,
-            warmup_steps=float(settings.train.warmup_ratio), seed=settings.train.seed, data_seed=settings.train.seed,
-            multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
-            logging_steps=max(1, (steps if steps > 0 else 100) // 20), save_strategy="no", report_to=[],
-            disable_tqdm=True, **trainer_precision(device))
+        losses = build_task_losses(model, list(tasks), kd_name, list(settings.train.matryoshka_dims), sink,
+                                   llm_loss=settings.train.llm_loss)
+        test = data.llm_test
+        t = settings.train
+        budget = plan_budget(sum(rows.values()), t.batch_size, t.epochs, t.bi_max_steps, t.warmup_ratio,
+                             t.evals_per_epoch, t.max_train_minutes,
+                             has_heldout=len(test) > 0 and test["label"].nunique() == 2)
+        log.info("student budget: %s", budget.reason)
+        evaluator = None
+        if budget.eval_steps:
+            evaluator = heldout_evaluator(
+                lambda m: score_pairs(m, test["title"].tolist(), test["category"].tolist(), test["keyphrase"].tolist(),
+                                      dim=settings.serve.dim), test["label"])
+        extra, callbacks = budget_arguments(budget, t.early_stopping_patience)
+        args = training_arguments(settings, str(Path(tmp) / "_trainer"), device, **extra)
         progress = progress_callback(sink, log)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=tasks, loss=losses,
-                                             callbacks=[progress])
+                                             evaluator=evaluator, callbacks=[progress, *callbacks])
         quiet_trainer(trainer)
         t_train = time.perf_counter()
         result = trainer.train()
         train_s = time.perf_counter() - t_train
-        save_student(model, str(Path(tmp) / "model"), settings)
+        threshold = heldout = None
+        if len(test) and test["label"].nunique() == 2:
+            test_scores = score_pairs(model, test["title"].tolist(), test["category"].tolist(),
+                                      test["keyphrase"].tolist(), dim=settings.serve.dim)
+            heldout = threshold_metrics(test["label"], test_scores)
+            threshold = heldout["threshold"]
+            heldout["calibration"] = calibration_plot(test["label"], test_scores, str(Path(tmp) / "calibration.png"),
+                                                      f"student {version}: held-out cosine at {settings.serve.dim}-d",
+                                                      threshold)
+        save_student(model, str(Path(tmp) / "model"), settings, threshold=threshold)
         training = {"train_loss": float(result.training_loss), "steps": int(result.global_step),
+                    "best_step": best_step(evaluator), "budget": budget.as_dict(), "threshold": threshold,
+                    "heldout": {k: v for k, v in (heldout or {}).items() if k != "calibration"} or None,
                     "train_seconds": round(train_s, 1),
                     "steps_per_s": round(result.global_step / max(train_s, 1e-9), 3),
                     "task_rows": rows, "tasks_skipped": skipped}
@@ -238,7 +306,9 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
             {**config, "ds": ds, "version": version, "device": device, "created_at": created,
              "cross_version": cross_version}, indent=2))
         Path(tmp, "data.json").write_text(json.dumps(snapshot, indent=2, default=str))
-        Path(tmp, "metrics.json").write_text(json.dumps({"training": training}, indent=2))
+        Path(tmp, "metrics.json").write_text(json.dumps(
+            {"training": training, "heldout_history": evaluator.history if evaluator else [],
+             "calibration": (heldout or {}).get("calibration")}, indent=2))
         Path(tmp, "history.json").write_text(json.dumps(progress.history, indent=2))
         save_curves(progress.history, str(Path(tmp) / "curves.png"), f"student {version} ({'+'.join(tasks)})")
         write_card(str(Path(tmp) / "MODEL_CARD.md"), f"Bi-encoder student {version}", {

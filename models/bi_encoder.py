@@ -123,9 +123,11 @@ def score_pairs(model, titles, categories, keyphrases, dim: int | None = None, b
     return (a * b).sum(axis=1)
 
 
-def save_student(model, model_dir: str, settings) -> str:
+def save_student(model, model_dir: str, settings, threshold: float | None = None) -> str:
+    """Save the SentenceTransformer and our marker (serving cut, Matryoshka dims and, when known, the cosine
+    ``threshold`` at ``serve.dim`` chosen on held-out pairs, for ``kp score``)."""
     os.makedirs(model_dir, exist_ok=True)
     model.save(str(model_dir))
-    write_marker(model_dir, "bi", serve_dim=settings.serve.dim,
-                 matryoshka_dims=list(settings.train.matryoshka_dims))
+    write_marker(model_dir, "bi", serve_dim=settings.serve.dim, matryoshka_dims=list(settings.train.matryoshka_dims),
+                 **({"threshold": float(threshold)} if threshold is not None else {}))
     return str(model_dir)

@@ -47,10 +47,12 @@ def predict_pairs(model, titles, categories, keyphrases, batch_size: int = 128) 
     return np.asarray(scores, dtype=np.float32).reshape(-1)
 
 
-def save_cross(model, model_dir: str) -> str:
+def save_cross(model, model_dir: str, threshold: float | None = None) -> str:
+    """Save the CrossEncoder and our marker; ``threshold`` (P(relevant) cut chosen on held-out pairs) is
+    stored in the marker for ``kp score``."""
     from models.bi_encoder import write_marker
 
     os.makedirs(model_dir, exist_ok=True)
     model.save(str(model_dir))
-    write_marker(model_dir, "cross")
+    write_marker(model_dir, "cross", **({"threshold": float(threshold)} if threshold is not None else {}))
     return str(model_dir)

@@ -191,6 +191,14 @@ def test_settings_for_applies_params(monkeypatch, tmp_path):
         s = at.settings_for({"label_budget": 123, "scale": "tiny", "ds": "2026-10-03"})
         assert s.pairs.daily_budget == 123 and s.synth.scale == "tiny"
         assert at.settings_for({}).pairs.daily_budget == get_settings().pairs.daily_budget
+        # demo mode (scale param) passes the demo's small training budget; a normal run keeps the defaults
+        assert (s.train.cross_max_steps, s.train.bi_max_steps) == (150, 250)
+        plain = at.settings_for({})
+        assert (plain.train.cross_max_steps, plain.train.bi_max_steps) == (-1, -1)
+        monkeypatch.setenv("KP_TRAIN__BI_MAX_STEPS", "40")  # the environment wins over the demo budget
+        get_settings.cache_clear()
+        s = at.settings_for({"scale": "tiny"})
+        assert (s.train.cross_max_steps, s.train.bi_max_steps) == (150, 40)
     finally:
         get_settings.cache_clear()
 

@@ -46,10 +46,15 @@ def test_score_bi_and_cross(tmp_path, cli_env, ext):
     out_bi = tmp_path / f"bi.{ext}"
     assert cli.main(["score", "--model", w["student"]["version"], "--pairs", str(src), "--out", str(out_bi)]) == 0
     got = pd.read_csv(out_bi, keep_default_na=False) if ext == "csv" else pd.read_parquet(out_bi)
-    assert list(got.columns) == list(df.columns) + ["score"] and got["my_id"].tolist() == list(range(12))
+    assert list(got.columns) == list(df.columns) + ["score", "predicted_label"]
+    assert got["my_id"].tolist() == list(range(12))
     want = score_pairs(load_student(str(Path(w["student"]["path"]) / "model"), "cpu"), df["title"].tolist(),
                        df["category"].fillna("").tolist(), df["keyphrase"].tolist(), dim=16)
     np.testing.assert_allclose(got["score"].to_numpy(), want, atol=1e-5)
+    # the label uses the threshold stored with the model at training time (chosen on its held-out pairs)
+    th = json.loads((Path(w["student"]["path"]) / "model" / "kp_model.json").read_text())["threshold"]
+    assert th == w["student"]["threshold"]
+    assert got["predicted_label"].tolist() == (got["score"] >= th).astype(int).tolist()
 
     out_cross = tmp_path / f"cross.{ext}"
     assert cli.main(["score", "--model", w["cross"]["path"], "--pairs", str(src), "--out", str(out_cross)]) == 0
@@ -58,6 +63,22 @@ def test_score_bi_and_cross(tmp_path, cli_env, ext):
                          df["category"].fillna("").tolist(), df["keyphrase"].tolist())
     np.testing.assert_allclose(got["score"].to_numpy(), want, atol=1e-5)
     assert got["score"].between(0, 1).all()
+    th = json.loads((Path(w["cross"]["path"]) / "model" / "kp_model.json").read_text())["threshold"]
+    assert got["predicted_label"].tolist() == (got["score"] >= th).astype(int).tolist()
+
+
+def test_score_echoes_text_columns_as_typed(tmp_path, cli_env):
+    """Text columns are read as text: keyphrases 007, 0501, 1e3 come back byte for byte (not 7.0 ...)."""
+    from kp import cli
+
+    w = cli_env
+    src = tmp_path / "numeric.csv"
+    src.write_text("title,category,keyphrase,my_id\n0501 phone,,007,01\nred sofa,furniture,1e3,2\n")
+    out = tmp_path / "o.csv"
+    assert cli.main(["score", "--model", w["student"]["version"], "--pairs", str(src), "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("title,category,keyphrase,my_id,score")
+    assert lines[1].startswith("0501 phone,,007,01,") and lines[2].startswith("red sofa,furniture,1e3,2,")
 
 
 def test_score_errors_and_plugin(tmp_path, cli_env):

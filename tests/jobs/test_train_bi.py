@@ -111,3 +111,31 @@ def test_labels_file_with_cross_dir_scores_missing_pairs(tmp_path):
     assert fig["version"] is None and set(fig["task_rows"]) == {"llm", "kd"}
     assert (out / "model" / "kp_model.json").exists()
     assert not (tmp_path / "lake" / "registry" / "students").exists()
+
+
+def test_batches_never_repeat_a_keyphrase(tmp_path):
+    """MNRL treats every other keyphrase of a batch as a negative: a repeated keyphrase would be its own false
+    negative. The student's batches (NO_DUPLICATES sampler) hold each text at most once."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer
+
+    from jobs.train_bi import build_task_losses, training_arguments
+    from models.bi_encoder import build_student
+    from models.losses import TaskLosses
+
+    w = trained_world(make_settings)
+    s = tiny_settings(make_settings, tmp_path / "lake", w["base"])
+    # CTR positives as they come: popular keyphrases are positive for many items
+    items = [f"item {i}" for i in range(200)]
+    kps = [f"keyphrase {i % 12}" for i in range(200)]
+    tasks = {"ctr": Dataset.from_dict({"item": items, "keyphrase": kps})}
+    model = build_student(s)
+    losses = build_task_losses(model, list(tasks), "pearson", [32, 16], TaskLosses())
+    trainer = SentenceTransformerTrainer(model=model, train_dataset=tasks, loss=losses,
+                                         args=training_arguments(s, str(tmp_path / "t"), "cpu", max_steps=5))
+    batches = 0
+    for batch in trainer.get_train_dataloader():
+        texts = [tuple(x) for x in batch["keyphrase_input_ids"].tolist()]
+        assert len(texts) == len(set(texts)), "a keyphrase repeated inside one batch"
+        batches += 1
+    assert batches >= 200 // 16

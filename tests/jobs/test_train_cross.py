@@ -63,3 +63,47 @@ def test_rerun_replaces_version_and_cli_with_labels_file(tmp_path, monkeypatch):
         assert cli.main(["train-cross", "--labels", str(bad), "--ds", DS]) == 3
     finally:
         get_settings.cache_clear()
+
+
+def test_budget_from_the_data_and_the_best_heldout_checkpoint_is_kept(tmp_path, monkeypatch):
+    """Epochs decide the steps (no step cap), the held-out AUC is measured during training, and the model
+    saved is the best checkpoint, not the last one: the evaluator is rigged so that only its FIRST
+    evaluation looks good; the saved model must then score like the model of that first evaluation."""
+    import math
+
+    import numpy as np
+
+    import models.training as training
+    from jobs import train_cross
+
+    real = training.heldout_evaluator
+
+    def rigged(score_fn, labels, name="heldout"):
+        calls = {"n": 0}
+
+        def worse_after_first(model):
+            s = np.asarray(score_fn(model), dtype=float)
+            calls["n"] += 1
+            if calls["n"] > 1:   # later evaluations look random, so the first checkpoint is the best
+                s = np.random.default_rng(calls["n"]).permutation(s)
+            return s
+        ev = real(worse_after_first, labels, name)
+        rigged.evaluator = ev
+        return ev
+
+    monkeypatch.setattr(training, "heldout_evaluator", rigged)
+    w = trained_world(make_settings)
+    s = tiny_settings(make_settings, tmp_path / "lake", w["base"], cross_max_steps=-1, epochs=3, evals_per_epoch=2,
+                      early_stopping_patience=0)
+    write_lake_inputs(s, make_pairs(160, seed=3, with_ids=True), ctr=False)
+    f = train_cross.run(s, DS)
+    per_epoch = math.ceil(f["train_rows"] / 16)
+    assert f["budget"]["max_steps"] == 3 * per_epoch and f["steps"] == 3 * per_epoch
+    hist = rigged.evaluator.history
+    assert len(hist) >= 4 and f["best_step"] == hist[0]["step"] == f["budget"]["eval_steps"]
+    # the saved model is the first checkpoint: its held-out AUC is the one measured at the first evaluation
+    assert f["heldout"]["auc"] == pytest.approx(hist[0]["auc"], abs=1e-5)
+    assert abs(f["heldout"]["auc"] - hist[-1]["auc"]) > 1e-3  # (and the last evaluation was different)
+    marker = json.loads((Path(f["path"]) / "model" / "kp_model.json").read_text())
+    assert marker["threshold"] == pytest.approx(f["threshold"]) == pytest.approx(f["heldout"]["threshold"])
+    assert (Path(f["path"]) / "calibration.png").read_bytes()[:4] == b"\x89PNG"

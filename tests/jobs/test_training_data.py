@@ -92,3 +92,23 @@ def test_too_few_store_rows(settings):
     write_lake_inputs(settings, make_pairs(20, with_ids=True), ctr=False)
     with pytest.raises(DataError, match="min_rows"):
         load_training_data(settings, DS)
+
+
+def test_labels_file_without_category_and_numeric_looking_text(tmp_path):
+    """No category column (many catalogs): accepted, empty. Keyphrases such as 007 or 1e3 stay text."""
+    df = make_pairs(60).drop(columns=["category"])
+    df["keyphrase"] = [f"{i:03d}" for i in range(60)]  # a whole column that looks numeric
+    df.loc[1, "keyphrase"] = "1e3"
+    out = read_labels_file(_write(tmp_path, df), min_rows=50)
+    assert (out["category"] == "").all()
+    assert out.loc[0, "keyphrase"] == "000" and out.loc[7, "keyphrase"] == "007" and out.loc[1, "keyphrase"] == "1e3"
+
+
+def test_labels_file_held_out_split_is_by_keyphrase(tmp_path, settings):
+    """A user's file is split by keyphrase: no query on both sides, so early stopping and the stored
+    threshold are measured on queries the model has not seen."""
+    df = make_pairs(300)
+    df["keyphrase"] = df["keyphrase"] + " " + (df.index % 60).astype(str)
+    data = load_training_data(settings, DS, labels=_write(tmp_path, df))
+    train_kps, test_kps = set(data.llm_train["keyphrase"]), set(data.llm_test["keyphrase"])
+    assert train_kps and test_kps and not (train_kps & test_kps)

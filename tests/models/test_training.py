@@ -1,0 +1,60 @@
+"""Shared training parts: the budget from the data, thresholds, the held-out evaluator, the wall-clock cap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.training import (best_f1_threshold, binary_metrics, budget_arguments, plan_budget, threshold_metrics,
+                             wall_clock_cap)
+
+
+def test_budget_comes_from_the_data_and_caps_only_cap():
+    b = plan_budget(train_rows=7000, batch_size=32, epochs=4, step_cap=-1, warmup_ratio=0.1, evals_per_epoch=2,
+                    max_minutes=60, has_heldout=True)
+    assert b.steps_per_epoch == 219 and b.max_steps == 876 and b.epochs == 4.0
+    assert b.eval_steps == 109 and b.warmup_steps == 88
+    assert "4 epoch(s) x 219 steps" in b.reason and "best checkpoint" in b.reason
+    capped = plan_budget(7000, 32, 4, 150, 0.1, 2, 0, True)
+    assert capped.max_steps == 150 and "capped at 150" in capped.reason and capped.warmup_steps == 15
+    bigger_cap = plan_budget(100, 32, 1, 500, 0.0, 2, 0, True)   # a cap above the data's budget is no target
+    assert bigger_cap.max_steps == 4
+    assert plan_budget(100, 32, 1, -1, 0.0, 2, 0, has_heldout=False).eval_steps == 0
+    assert plan_budget(100, 32, 1, -1, 0.0, 0, 0, has_heldout=True).eval_steps == 0
+
+
+def test_budget_arguments_keep_the_best_checkpoint_by_heldout_auc():
+    from transformers import EarlyStoppingCallback
+
+    b = plan_budget(1000, 10, 2, -1, 0.1, 2, 5, True)
+    kwargs, callbacks = budget_arguments(b, patience=3)
+    assert kwargs["max_steps"] == 200 and kwargs["eval_steps"] == 50 and kwargs["save_steps"] == 50
+    assert kwargs["load_best_model_at_end"] and kwargs["metric_for_best_model"] == "eval_heldout_auc"
+    assert any(isinstance(c, EarlyStoppingCallback) for c in callbacks) and len(callbacks) == 2  # + wall clock
+    kwargs, callbacks = budget_arguments(plan_budget(1000, 10, 2, -1, 0.1, 0, 0, True), patience=3)
+    assert kwargs["save_strategy"] == "no" and "load_best_model_at_end" not in kwargs and callbacks == []
+
+
+def test_best_f1_threshold_and_metrics():
+    y = np.array([0, 0, 0, 1, 1, 1, 0, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.35, 0.6, 0.7, 0.65, 0.9])
+    th = best_f1_threshold(y, s)
+    assert th == pytest.approx(0.35)  # >= 0.35 catches every positive with one false positive: F1 0.889
+    m = threshold_metrics(y, s)
+    assert m["f1"] == pytest.approx(8 / 9) and m["recall"] == 1.0 and m["positives"] == 4 and m["n"] == 8
+    assert binary_metrics(y, s, 0.5)["f1"] == pytest.approx(0.75)
+    assert best_f1_threshold([1, 1], [0.2, 0.3]) == 0.5 and binary_metrics([1, 1], [0.2, 0.3], 0.1)["auc"] is None
+
+
+def test_wall_clock_cap_stops_training():
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    cap = wall_clock_cap(0.0)
+    args = TrainingArguments(output_dir="/tmp/unused", eval_strategy="steps", eval_steps=5, report_to=[])
+    state, control = TrainerState(), TrainerControl()
+    cap.on_train_begin(args, state, control)
+    out = cap.on_step_end(args, state, control)
+    assert out.should_training_stop and out.should_evaluate and out.should_save
+    patient = wall_clock_cap(10.0)
+    patient.on_train_begin(args, state, TrainerControl())
+    assert not patient.on_step_end(args, state, TrainerControl()).should_training_stop
