@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("jobs.evaluate", "evaluate a student and gate its promotion against the champion"),
     "promote": ("jobs.promote", "manually promote (or demote to) a registry version"),
     "score": ("jobs.score", "score arbitrary (title, category, keyphrase) pairs with a trained model"),
+    "eval-labels": ("jobs.eval_labels", "transfer protocol: do models trained on judged pairs beat the zero-shot encoder?"),
     "export": ("jobs.export", "export the champion's towers to ONNX (verified; optional int8)"),
     "embed": ("jobs.embed", "Spark + ONNX Runtime: embed items or keyphrases (incremental)"),
     "index": ("jobs.index", "build the FAISS keyphrase index and measure its recall"),
