@@ -268,11 +268,15 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
                              t.evals_per_epoch, t.max_train_minutes,
                              has_heldout=len(test) > 0 and test["label"].nunique() == 2)
         log.info("student budget: %s", budget.reason)
-        evaluator = None
+        def heldout_scores(m):
+            return score_pairs(m, test["title"].tolist(), test["category"].tolist(), test["keyphrase"].tolist(),
+                               dim=settings.serve.dim)
+
+        evaluator = start_auc = None
         if budget.eval_steps:
-            evaluator = heldout_evaluator(
-                lambda m: score_pairs(m, test["title"].tolist(), test["category"].tolist(), test["keyphrase"].tolist(),
-                                      dim=settings.serve.dim), test["label"])
+            evaluator = heldout_evaluator(heldout_scores, test["label"])
+            start_auc = threshold_metrics(test["label"], heldout_scores(model))["auc"]
+            log.info("held-out AUC of the start model (%s): %.4f", Path(start).name, start_auc)
         extra, callbacks = budget_arguments(budget, t.early_stopping_patience)
         args = training_arguments(settings, str(Path(tmp) / "_trainer"), device, **extra)
         progress = progress_callback(sink, log)
@@ -282,6 +286,12 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
         t_train = time.perf_counter()
         result = trainer.train()
         train_s = time.perf_counter() - t_train
+        best_auc = max((h["auc"] or 0.0 for h in evaluator.history), default=None) if evaluator else None
+        kept_start = start_auc is not None and best_auc is not None and best_auc < start_auc
+        if kept_start:  # never ship a student worse on held-out pairs than the encoder it started from
+            log.warning("no checkpoint beat the start model on the held-out pairs (best AUC %.4f < %.4f): "
+                        "keeping the start model %s", best_auc, start_auc, start)
+            model = build_student(settings, start)
         threshold = heldout = None
         if len(test) and test["label"].nunique() == 2:
             test_scores = score_pairs(model, test["title"].tolist(), test["category"].tolist(),
@@ -293,7 +303,8 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
                                                       threshold)
         save_student(model, str(Path(tmp) / "model"), settings, threshold=threshold)
         training = {"train_loss": float(result.training_loss), "steps": int(result.global_step),
-                    "best_step": best_step(evaluator), "budget": budget.as_dict(), "threshold": threshold,
+                    "best_step": None if kept_start else best_step(evaluator), "budget": budget.as_dict(),
+                    "start_heldout_auc": start_auc, "kept_start_model": kept_start, "threshold": threshold,
                     "heldout": {k: v for k, v in (heldout or {}).items() if k != "calibration"} or None,
                     "train_seconds": round(train_s, 1),
                     "steps_per_s": round(result.global_step / max(train_s, 1e-9), 3),

@@ -139,3 +139,36 @@ def test_batches_never_repeat_a_keyphrase(tmp_path):
         assert len(texts) == len(set(texts)), "a keyphrase repeated inside one batch"
         batches += 1
     assert batches >= 200 // 16
+
+
+def test_student_worse_than_its_start_keeps_the_start_model(tmp_path, monkeypatch):
+    """When no checkpoint beats the start encoder on the held-out pairs (here: the evaluator is rigged so
+    every checkpoint ranks the pairs exactly backwards, AUC 0), the student saved is the start encoder
+    itself, and it says so."""
+    import numpy as np
+
+    import models.training as training
+    from jobs import train_bi
+    from models.bi_encoder import load_student, score_pairs
+
+    real = training.heldout_evaluator
+
+    def rigged(score_fn, labels, name="heldout"):
+        backwards = -np.asarray(labels, dtype=float)
+        return real(lambda m: backwards + 0 * np.asarray(score_fn(m)), labels, name)
+
+    monkeypatch.setattr(training, "heldout_evaluator", rigged)
+    w = trained_world(make_settings)
+    s = tiny_settings(make_settings, tmp_path / "lake", w["base"], bi_max_steps=12, evals_per_epoch=8)
+    write_lake_inputs(s, w["pairs"])
+    f = train_bi.run(s, DS, cross=w["cross"]["path"])
+    assert f["kept_start_model"] is True and f["best_step"] is None and f["start_heldout_auc"] > 0
+    pairs = w["pairs"].head(20)
+    args = (pairs["title"].tolist(), pairs["category"].tolist(), pairs["keyphrase"].tolist())
+    saved = score_pairs(load_student(str(Path(f["path"]) / "model"), "cpu"), *args, dim=16)
+    base = score_pairs(load_student(w["base"], "cpu"), *args, dim=16)
+    np.testing.assert_allclose(saved, base, atol=1e-5)
+    # the same run without the rigging trains as usual
+    monkeypatch.setattr(training, "heldout_evaluator", real)
+    g = train_bi.run(s.with_overrides(**{"train.seed": 7}), DS, cross=w["cross"]["path"])
+    assert g["start_heldout_auc"] is not None and "kept_start_model" in g
