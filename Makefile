@@ -72,4 +72,4 @@ airflow: airflow-db
 	$(PY) -m kp.airflow_standalone
 
 clean:
-	rm -rf var/lake var/demo var/airflow var/report bench/results
+	rm -rf var/lake var/demo var/airflow var/report bench/results/*_quick.json

@@ -60,7 +60,8 @@ with DAG(
                               description="Most pairs sent to the LLM judge today (default: pairs.daily_budget)."),
         "scale": Param(None, type=["null", "string"], enum=[None, "tiny", "demo", "small", "large"],
                        title="Demo world scale",
-                       description="Demo only: generate the synthetic marketplace at this scale when the lake has none."),
+                       description="Demo only: generate the synthetic marketplace at this scale when the lake has "
+                                   "none, and train with the demo's small step budget."),
     },
 ) as dag:
 

@@ -45,7 +45,8 @@ def demo_train_budget() -> dict:
     """``DEMO_TRAIN_BUDGET`` less the fields the environment sets (``KP_TRAIN__<FIELD>``)."""
     import os
 
-    return {k: v for k, v in DEMO_TRAIN_BUDGET.items() if f"KP_TRAIN__{k.split('.')[1].upper()}" not in os.environ}
+    env = {k.upper() for k in os.environ}  # pydantic-settings reads KP_* names case-insensitively
+    return {k: v for k, v in DEMO_TRAIN_BUDGET.items() if f"KP_TRAIN__{k.split('.')[1].upper()}" not in env}
 
 
 # Per-stage execution timeouts (minutes): generous for the demo on 2 CPU cores, tight enough that a

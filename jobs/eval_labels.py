@@ -44,7 +44,10 @@ def split_by_keyphrase(keyphrases, salt: str = "kp-eval") -> np.ndarray:
     Returns:
         np.ndarray of bool, shape (n,).
     """
-    return np.array([int(hashlib.sha1(f"{salt}:{k}".encode()).hexdigest()[:8], 16) % 2 == 0 for k in keyphrases],
+    from models.text import keyphrase_text
+
+    keys = (keyphrase_text(k).lower() for k in keyphrases)  # "Red Shoes" and "red shoes" are one query
+    return np.array([int(hashlib.sha1(f"{salt}:{k}".encode()).hexdigest()[:8], 16) % 2 == 0 for k in keys],
                     dtype=bool)
 
 
@@ -84,8 +87,8 @@ def load_pairs(labels: str | None, world: str | None, n_pairs: int):
 
     if bool(labels) == bool(world):
         raise ConfigError("give exactly one of --labels FILE or --world NAME")
-    if labels:
-        return read_labels_file(labels, min_rows=2)[["title", "category", "keyphrase", "label"]]
+    if labels:  # training sees the file's own labels (probabilities stay probabilities); grading uses 0/1
+        return read_labels_file(labels, min_rows=2)[["title", "category", "keyphrase", "label", "p"]]
     from jobs.synth_labels import world_pairs
 
     try:
@@ -173,7 +176,8 @@ def run(settings, labels: str | None = None, world: str | None = None, seeds=(42
         work = Path(keep) if keep else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         half_a_path = str(work / "half_a.parquet")
-        a[["title", "category", "keyphrase", "label"]].to_parquet(half_a_path)
+        a.assign(label=a["p"] if "p" in a else a["label"])[["title", "category", "keyphrase", "label"]] \
+            .to_parquet(half_a_path)
         s = settings.with_overrides(lake_root=str(work / "lake"))
         per_seed = []
         for seed in seeds:
@@ -184,7 +188,11 @@ def run(settings, labels: str | None = None, world: str | None = None, seeds=(42
     t = settings.train
     result = {"world": world, "labels": labels, "simulated": world is not None, "seeds": seeds, "split": split,
               "config": {"cross_max_steps": t.cross_max_steps, "bi_max_steps": t.bi_max_steps,
-                         "epochs": t.epochs, "batch_size": t.batch_size, "serve_dim": settings.serve.dim},
+                         "epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
+                         "cross_learning_rate": t.cross_learning_rate, "llm_loss": t.llm_loss,
+                         "llm_ranking": t.llm_ranking, "label_mix": t.label_mix, "kd_loss": t.kd_loss,
+                         "evals_per_epoch": t.evals_per_epoch, "early_stopping_patience": t.early_stopping_patience,
+                         "serve_dim": settings.serve.dim},
               "per_seed": per_seed, "summary": summarise(per_seed),
               "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     if out:

@@ -1,7 +1,8 @@
 """Score arbitrary (title, category, keyphrase) pairs with a trained model.
 
-``kp score --model DIR|VERSION --pairs FILE --out FILE`` writes the input rows plus a ``score`` column
-(CSV or parquet, by the output file's extension). The model may be:
+``kp score --model DIR|VERSION --pairs FILE --out FILE`` writes the input rows (text columns as typed) plus a
+``score`` column and, when the model stores a decision threshold (chosen on its held-out pairs at training
+time), a ``predicted_label`` column (``score >= threshold``), as CSV or parquet by the output file's extension. The model may be:
 
 * a cross-encoder directory (ours: ``registry/cross/<v>/`` or its ``model/``): score = P(relevant);
 * a bi-encoder student directory or a registry student version id: score = cosine of the two towers at
@@ -40,7 +41,9 @@ def stored_threshold(model_dir: str | Path) -> float | None:
     from models.bi_encoder import read_marker
 
     d = Path(model_dir)
-    for candidate in (d, d.parent / "model"):
+    # an ONNX export (registry/students/<v>/onnx/) uses its student's threshold (registry/students/<v>/model/)
+    candidates = (d, d.parent / "model") if (d / "export.json").exists() else (d,)
+    for candidate in candidates:
         value = read_marker(candidate).get("threshold")
         if value is not None:
             return float(value)
@@ -209,7 +212,7 @@ def run(settings, model: str, pairs: str, out: str) -> dict:
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="model directory (cross, bi or ONNX) or registry version id")
     parser.add_argument("--pairs", required=True, help="CSV/parquet with title, category, keyphrase")
-    parser.add_argument("--out", required=True, help="output .csv or .parquet (input rows + score)")
+    parser.add_argument("--out", required=True, help="output .csv or .parquet (input rows + score + predicted_label)")
 
 
 def main(settings, args) -> int:

@@ -5,7 +5,8 @@ product titles, roughly half relevant, with annotator noise, often without a cat
 files of that shape from the synthetic marketplace so that recipe choices can be checked on more than one
 world (``kp eval-labels``):
 
-* keyphrases are drawn from the world's keyphrase universe; for each, up to ``per_keyphrase`` items are
+* keyphrases are drawn from the world's keyphrase universe (at most ``n_pairs`` pairs: fewer when the
+  world's keyphrases run out); for each, up to ``per_keyphrase`` items are
   "retrieved" the way a search engine's candidates look: truly relevant items, items of the same product
   type that miss one of the query's constraints (hard negatives), and items of other types (easy ones);
 * the label is the world's hidden truth with ``noise`` of the labels flipped (human judges disagree with
@@ -40,7 +41,8 @@ WORLDS: dict[str, dict] = {
 def make_judged_pairs(seed: int, n_items: int, n_pairs: int = 10_000, noise: float = 0.12,
                       with_category: bool = True, per_keyphrase: int = 6, positive_share: float = 0.5,
                       hard_share: float = 0.7) -> pd.DataFrame:
-    """``n_pairs`` judged (title, category, keyphrase) pairs from a synthetic world of ``n_items`` items.
+    """Up to ``n_pairs`` judged (title, category, keyphrase) pairs from a synthetic world of ``n_items`` items
+    (fewer when every keyphrase has been used; ~40% relevant at the defaults).
 
     Args:
         seed: world seed (``kp synth --seed``); the same arguments give the same frame.

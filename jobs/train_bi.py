@@ -351,7 +351,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default=None, help="write the model here instead of the registry")
     parser.add_argument("--label-mix", default=None, help="e.g. ctr, llm, llm+kd, llm+ctr+kd, llm+sr+ctr+kd")
     parser.add_argument("--kd-loss", default=None, choices=["pearson", "mse", "cosent"])
-    parser.add_argument("--max-steps", type=int, default=None, help="override train.bi_max_steps")
+    parser.add_argument("--max-steps", type=int, default=None, help="override train.bi_max_steps (default -1: train.epochs over the data, early stopping)")
 
 
 def main(settings, args) -> int:

@@ -7,10 +7,11 @@ version goes to ``registry/cross/<ds>-<hash>/`` (``CROSS_LATEST`` switched) or t
 
     model/               CrossEncoder (sentence-transformers format)
     soft_labels.parquet  text_hash, pair_key, item_id, keyphrase_id, split, label, score (P(relevant))
-    metrics.json  train_config.json  data.json  MODEL_CARD.md  curves.png
+    metrics.json  train_config.json  data.json  MODEL_CARD.md  curves.png  history.json  calibration.png
 
-CPU by default (``train.cross_max_steps`` caps the demo at ~2 minutes on 2 cores), GPU with bf16/fp16
-when one is visible (``models.base.resolve_device``).
+Budget from the data (``models.training.plan_budget``: ``train.epochs``, held-out AUC checkpoints, early
+stopping; ``train.cross_max_steps`` caps it, the demo passes 150). CPU by default, GPU with bf16/fp16 when
+one is visible (``models.base.resolve_device``).
 """
 
 from __future__ import annotations
@@ -234,13 +235,18 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
         soft["score"] = scores.astype("float32")
         write_parquet_file_atomic(soft, str(Path(tmp) / "soft_labels.parquet"))
         is_test = (allp["split"] == "test").to_numpy()
-        heldout = threshold_metrics(allp["label"][is_test], scores[is_test])
-        threshold = heldout["threshold"]
+        if allp["label"][is_test].nunique() == 2:
+            heldout = threshold_metrics(allp["label"][is_test], scores[is_test])
+            threshold = heldout["threshold"]
+        else:  # no threshold can be chosen on one class: none is stored (kp score then writes no label)
+            log.warning("the held-out split has %d pair(s) of one class: no decision threshold stored", int(is_test.sum()))
+            heldout, threshold = binary_metrics(allp["label"][is_test], scores[is_test], 0.5), None
         save_cross(model, str(Path(tmp) / "model"), threshold=threshold)
         best = best_step(evaluator)
         metrics = {"heldout": heldout, "heldout_at_0.5": binary_metrics(allp["label"][is_test], scores[is_test], 0.5),
                    "threshold": threshold,
-                   "train_fit": binary_metrics(allp["label"][~is_test], scores[~is_test], threshold),
+                   "train_fit": binary_metrics(allp["label"][~is_test], scores[~is_test],
+                                               0.5 if threshold is None else threshold),
                    "train_loss": float(result.training_loss), "steps": int(result.global_step),
                    "best_step": best, "budget": budget.as_dict(),
                    "heldout_history": evaluator.history if evaluator else [],
@@ -259,7 +265,8 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
         write_card(str(Path(tmp) / "MODEL_CARD.md"), f"Cross-encoder assistant {version}", {
             "What": "Reads `keyphrase [SEP] category [SEP] title` (no category: `keyphrase [SEP] title`), outputs "
                     "P(relevant). Trained with binary cross-entropy on judged pairs; teacher of the bi-encoder student.",
-            f"Held-out pairs (threshold {threshold:.4f}, chosen there for max F1)": heldout,
+            ("Held-out pairs (no threshold: one class)" if threshold is None else
+             f"Held-out pairs (threshold {threshold:.4f}, chosen there for max F1)"): heldout,
             "Budget": budget.reason, "Training": config, "Data": data.snapshot})
         import shutil
 
@@ -277,7 +284,7 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
                                           if k not in ("train_fit", "heldout_history", "calibration")},
                "seconds": round(time.perf_counter() - t0, 1)}
     Lake.from_settings(settings).write_run_stats(ds, "train_cross", figures)
-    log.info("cross-encoder %s: held-out F1 %.3f P %.3f R %.3f AUC %s at threshold %.3f (best step %s of %d)", version,
+    log.info("cross-encoder %s: held-out F1 %.3f P %.3f R %.3f AUC %s at threshold %s (best step %s of %d)", version,
              heldout["f1"], heldout["precision"], heldout["recall"], heldout["auc"], threshold, best,
              result.global_step)
     return figures

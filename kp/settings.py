@@ -105,6 +105,13 @@ class TrainSettings(BaseModel):
     eval_max_items: int = Field(400, ge=10, description="Items sampled per exposure group for recall@K.")
     init_from: Literal["base", "champion"] = Field("base", description="Start the student from the base encoder or the champion.")
 
+    @field_validator("cross_max_steps", "bi_max_steps")
+    @classmethod
+    def _step_cap(cls, v: int) -> int:
+        if v == 0 or v < -1:
+            raise ValueError(f"a step cap must be positive, or -1 for none (got {v})")
+        return v
+
     @field_validator("label_mix")
     @classmethod
     def _mix(cls, v: str) -> str:

@@ -60,6 +60,8 @@ def plan_budget(train_rows: int, batch_size: int, epochs: float, step_cap: int, 
     if has_heldout and evals_per_epoch > 0:
         eval_steps = max(1, min(steps, per_epoch // evals_per_epoch or 1))
         reason += f", held-out AUC every {eval_steps} steps, best checkpoint kept"
+    elif evals_per_epoch > 0:
+        reason += ", NO held-out evaluation (the held-out split is empty or has one class): last step kept"
     return Budget(max_steps=steps, steps_per_epoch=per_epoch, epochs=round(steps / per_epoch, 3),
                   eval_steps=eval_steps, warmup_steps=int(round(warmup_ratio * steps)), max_minutes=max_minutes,
                   reason=reason)
@@ -194,7 +196,7 @@ def calibration_plot(y_true, scores, path: str, title: str, threshold: float | N
 
     y = np.asarray(y_true).astype(int)
     s = np.asarray(scores, dtype=float)
-    lo, hi = float(s.min(initial=0.0)), float(s.max(initial=1.0))
+    lo, hi = (float(s.min()), float(s.max())) if len(s) else (0.0, 1.0)
     scaled = (s - lo) / max(hi - lo, 1e-12)
     frac_pos, mean_pred = calibration_curve(y, scaled, n_bins=bins, strategy="quantile") if 0 < y.sum() < len(y) \
         else (np.zeros(0), np.zeros(0))

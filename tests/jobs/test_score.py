@@ -116,3 +116,19 @@ def test_score_errors_and_plugin(tmp_path, cli_env):
         assert pd.read_csv(tmp_path / "o.csv")["score"].tolist() == [float(len(k)) for k in df["keyphrase"]]
     finally:
         score.register_scorer("onnx", builtin)
+
+
+def test_stored_threshold_is_the_models_own(tmp_path):
+    """A model directory's threshold comes from its own marker; only an ONNX export borrows its student's."""
+    from jobs.score import stored_threshold
+    from models.bi_encoder import write_marker
+
+    (tmp_path / "v" / "model").mkdir(parents=True)
+    write_marker(tmp_path / "v" / "model", "bi", threshold=0.93)
+    other = tmp_path / "v" / "other_encoder"
+    other.mkdir()
+    assert stored_threshold(other) is None
+    onnx = tmp_path / "v" / "onnx"
+    onnx.mkdir()
+    (onnx / "export.json").write_text("{}")
+    assert stored_threshold(onnx) == 0.93 and stored_threshold(tmp_path / "v" / "model") == 0.93

@@ -107,3 +107,22 @@ def test_budget_from_the_data_and_the_best_heldout_checkpoint_is_kept(tmp_path, 
     marker = json.loads((Path(f["path"]) / "model" / "kp_model.json").read_text())
     assert marker["threshold"] == pytest.approx(f["threshold"]) == pytest.approx(f["heldout"]["threshold"])
     assert (Path(f["path"]) / "calibration.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_heldout_with_one_class_stores_no_threshold(tmp_path):
+    """A small file whose held-out keyphrases are all relevant: no threshold can be chosen there, so none is
+    stored (kp score then writes no predicted_label), and the budget says there was no held-out evaluation."""
+    from jobs import train_cross
+    from jobs.training_data import in_test_split
+
+    w = trained_world(make_settings)
+    s = tiny_settings(make_settings, tmp_path / "lake", w["base"], cross_max_steps=2, evals_per_epoch=2)
+    df = make_pairs(120, seed=4)
+    df["keyphrase"] = df["keyphrase"] + " " + (df.index % 30).astype(str)
+    test = in_test_split(df["keyphrase"].str.lower().tolist(), s.train.test_fraction)
+    df.loc[test, "label"] = 1
+    f = tmp_path / "one_class_heldout.csv"
+    df.to_csv(f, index=False)
+    fig = train_cross.run(s, DS, labels=str(f), out=str(tmp_path / "c"))
+    assert fig["threshold"] is None and "NO held-out evaluation" in fig["budget"]["reason"]
+    assert "threshold" not in json.loads((tmp_path / "c" / "model" / "kp_model.json").read_text())

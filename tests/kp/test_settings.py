@@ -74,3 +74,13 @@ def test_with_overrides_keeps_the_rest_and_the_secret():
 
 def test_label_mix_is_normalised():
     assert load_settings(train={"label_mix": "LLM + ctr+KD"}).train.label_mix == "llm+ctr+kd"
+
+
+@pytest.mark.parametrize("cap", [0, -2])
+def test_step_caps_are_positive_or_minus_one(cap):
+    from kp.errors import ConfigError
+    from kp.settings import load_settings
+
+    with pytest.raises(ConfigError, match="step cap"):
+        load_settings(train={"bi_max_steps": cap})
+    assert load_settings(train={"cross_max_steps": -1}).train.cross_max_steps == -1
