@@ -62,3 +62,33 @@ def test_protocol_end_to_end_on_a_labels_file(tmp_path):
         eval_labels.run(s, labels=str(tmp_path / "ones.csv"))
     with pytest.raises(ConfigError, match="exactly one"):
         eval_labels.run(s)
+
+
+def test_docs_cite_the_committed_result_files():
+    """docs/TRAINING.md's eval-labels table is generated from the committed result files (and the recipe
+    sweep's figures come from its committed files): a doc cannot drift from what was measured."""
+    from pathlib import Path
+
+    from jobs.eval_labels import markdown_table
+
+    repo = Path(__file__).resolve().parents[2]
+    doc = (repo / "docs" / "TRAINING.md").read_text()
+    results = [json.loads((repo / "bench" / "results" / f"eval_labels_{w}.json").read_text()) for w in ("demo", "alt")]
+    for r in results:
+        assert r["simulated"] is True and len(r["seeds"]) >= 3
+    assert markdown_table(results) in doc
+    sweep = sorted((repo / "bench" / "results" / "recipe_sweep").glob("*.json"))
+    assert sweep
+    for f in sweep:
+        m = json.loads(f.read_text())["per_seed"][0]["metrics"]
+        assert f"`{f.stem}`" in doc
+        for model in ("cross", "student"):
+            if model in m:
+                assert f"{m[model]['f1']:.3f} / {m[model]['auc']:.3f}" in doc, (f.name, model)
+
+
+def test_split_ignores_case_and_spacing():
+    from jobs.eval_labels import split_by_keyphrase
+
+    a = split_by_keyphrase(["Red Shoes", "red shoes", " RED  SHOES "] * 10)
+    assert len(set(a.tolist())) == 1
