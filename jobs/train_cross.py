@@ -27,7 +27,6 @@ import numpy as np
 
 from kp.errors import ConfigError
 from kp.lake import Lake, commit_dir, ds_str, tmp_sibling, write_parquet_file_atomic
-from models.training import binary_metrics  # noqa: F401  (re-exported: train_bi, evaluate, tests)
 
 log = logging.getLogger(__name__)
 
