@@ -199,8 +199,8 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
     from models.base import resolve_base_model, resolve_device
     from models.bi_encoder import build_student, save_student, score_pairs
     from models.losses import KD_LOSSES, TaskLosses
-    from models.training import (best_step, budget_arguments, calibration_plot, heldout_evaluator, plan_budget,
-                                 threshold_metrics)
+    from models.training import (best_step, budget_arguments, calibration_plot, has_both_classes, heldout_evaluator,
+                                 plan_budget, threshold_metrics)
 
     ds = ds_str(ds)
     t0 = time.perf_counter()
@@ -266,8 +266,9 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
         t = settings.train
         budget = plan_budget(sum(rows.values()), t.batch_size, t.epochs, t.bi_max_steps, t.warmup_ratio,
                              t.evals_per_epoch, t.max_train_minutes,
-                             has_heldout=len(test) > 0 and test["label"].nunique() == 2)
+                             has_heldout=has_both_classes(test["label"]))
         log.info("student budget: %s", budget.reason)
+
         def heldout_scores(m):
             return score_pairs(m, test["title"].tolist(), test["category"].tolist(), test["keyphrase"].tolist(),
                                dim=settings.serve.dim)
@@ -293,9 +294,8 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
                         "keeping the start model %s", best_auc, start_auc, start)
             model = build_student(settings, start)
         threshold = heldout = None
-        if len(test) and test["label"].nunique() == 2:
-            test_scores = score_pairs(model, test["title"].tolist(), test["category"].tolist(),
-                                      test["keyphrase"].tolist(), dim=settings.serve.dim)
+        if has_both_classes(test["label"]):
+            test_scores = heldout_scores(model)
             heldout = threshold_metrics(test["label"], test_scores)
             threshold = heldout["threshold"]
             heldout["calibration"] = calibration_plot(test["label"], test_scores, str(Path(tmp) / "calibration.png"),

@@ -163,11 +163,11 @@ def _fit(settings, model, train, test, target, tmp: str, device: str, lr: float)
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 
     from models.cross_encoder import predict_pairs
-    from models.training import budget_arguments, heldout_evaluator, plan_budget
+    from models.training import budget_arguments, has_both_classes, heldout_evaluator, plan_budget
 
     t = settings.train
     budget = plan_budget(len(train), t.batch_size, t.epochs, t.cross_max_steps, t.warmup_ratio, t.evals_per_epoch,
-                         t.max_train_minutes, has_heldout=len(test) > 0 and test["label"].nunique() == 2)
+                         t.max_train_minutes, has_heldout=has_both_classes(test["label"]))
     log.info("cross-encoder budget: %s", budget.reason)
     evaluator = None
     if budget.eval_steps:
@@ -198,7 +198,7 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
     from jobs.training_data import load_training_data
     from models.base import resolve_base_model, resolve_device
     from models.cross_encoder import build_cross, predict_pairs, save_cross
-    from models.training import best_step, binary_metrics, calibration_plot, threshold_metrics
+    from models.training import best_step, binary_metrics, calibration_plot, has_both_classes, threshold_metrics
 
     ds = ds_str(ds)
     t0 = time.perf_counter()
@@ -234,7 +234,7 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
         soft["score"] = scores.astype("float32")
         write_parquet_file_atomic(soft, str(Path(tmp) / "soft_labels.parquet"))
         is_test = (allp["split"] == "test").to_numpy()
-        if allp["label"][is_test].nunique() == 2:
+        if has_both_classes(allp["label"][is_test]):
             heldout = threshold_metrics(allp["label"][is_test], scores[is_test])
             threshold = heldout["threshold"]
         else:  # no threshold can be chosen on one class: none is stored (kp score then writes no label)

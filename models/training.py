@@ -144,6 +144,11 @@ def heldout_evaluator(score_fn: Callable[[object], np.ndarray], labels, name: st
     return HeldOutPairs()
 
 
+def has_both_classes(labels) -> bool:
+    """True when ``labels`` (0/1) hold at least one of each class: AUC and an F1-best threshold need both."""
+    return len(np.unique(np.asarray(labels).astype(int))) == 2
+
+
 def best_step(evaluator) -> int | None:
     """The step of the best held-out AUC in a ``heldout_evaluator``'s history (the checkpoint kept), or None."""
     if not evaluator or not evaluator.history:
@@ -157,7 +162,7 @@ def best_f1_threshold(y_true, scores) -> float:
     from sklearn.metrics import precision_recall_curve
 
     y = np.asarray(y_true).astype(int)
-    if len(np.unique(y)) < 2:
+    if not has_both_classes(y):
         return 0.5
     p, r, t = precision_recall_curve(y, np.asarray(scores, dtype=float))
     f1 = 2 * p[:-1] * r[:-1] / np.maximum(p[:-1] + r[:-1], 1e-12)
