@@ -115,10 +115,11 @@ def run_seed(settings, half_a_path: str, a, b, seed: int, work: Path, ds: str, s
     t_bi = time.perf_counter() - t0 - t_cross
     cross_model = str(Path(cross["path"]) / "model")
     stud_model = str(Path(stud["path"]) / "model") if stud else None
-    sa = _score_all(s, a, cross_model, stud_model)
-    sb = _score_all(s, b, cross_model, stud_model)
+    import pandas as pd
+
+    scores = _score_all(s, pd.concat([a, b], ignore_index=True), cross_model, stud_model)  # each model loaded once
     ya, yb = a["label"].to_numpy(int), b["label"].to_numpy(int)
-    metrics = {m: transfer_metrics(ya, sa[m], yb, sb[m]) for m in sa}
+    metrics = {m: transfer_metrics(ya, v[:len(a)], yb, v[len(a):]) for m, v in scores.items()}
     return {"seed": seed, "metrics": metrics, "cross_seconds": round(t_cross, 1), "student_seconds": round(t_bi, 1),
             "cross_steps": cross.get("steps"), "cross_best_step": cross.get("best_step"),
             "student_steps": stud.get("steps"), "student_best_step": stud.get("best_step"),
