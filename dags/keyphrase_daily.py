@@ -106,11 +106,11 @@ with DAG(
                      "minus those already labelled, in shards.",
               outlets=[at.asset("pairs")], **at.stage_args("select_pairs"))
         def select_pairs(plan: dict, params=None):
-            return at.run_select_pairs(params, plan["ds"])
+            return at.run_stage("select_pairs", params, plan["ds"])
 
         @task(doc_md="The shard numbers to fan out over (one mapped labelling task each).")
-        def shards(figures: dict):
-            return figures["shards"]
+        def shards(metrics: dict):
+            return [int(s) for s in metrics["shards"]]
 
         @task(doc_md="Judge one shard with the configured LLM (pool `llm`, queue `gpu`). Shards already "
                      "labelled are not paid for twice.",
@@ -118,7 +118,7 @@ with DAG(
               **at.stage_args("llm_label", retries=3))
         def label_shard(plan: dict, shard: int, params=None):
             get_current_context()["shard"] = shard  # names the mapped instance in the UI
-            return at.run_llm_label(params, plan["ds"], shard)
+            return at.run_stage("llm_label", params, plan["ds"], shard=int(shard))
 
         @task(doc_md="Merge the day's labelled shards into the label store (append-only by day).",
               trigger_rule=JOIN, outlets=[at.asset("llm_labels")], **at.stage_args("label_store"))
@@ -126,7 +126,7 @@ with DAG(
             # the plan is pulled, not passed: an XComArg edge from plan_day would satisfy the join's
             # "one success" and run the merge on days the group was skipped
             plan = ti.xcom_pull(task_ids="plan.plan_day")
-            return at.run_label_store(params, plan["ds"])
+            return at.run_stage("label_store", params, plan["ds"])
 
         skipped = EmptyOperator(task_id="skipped", doc_md="Labelling skipped by the `skip_llm` param.")
         pairs = select_pairs(plan)
@@ -146,18 +146,19 @@ with DAG(
         @task(doc_md="Fine-tune the cross-encoder assistant on the LLM labels.", queue=at.GPU_QUEUE,
               outlets=[at.asset("cross_encoder")], **at.stage_args("train_cross"))
         def train_cross(plan: dict, params=None):
-            return at.run_train_cross(params, plan["ds"])
+            return at.run_stage("train_cross", params, plan["ds"])
 
         @task(doc_md="Train the bi-encoder student multi-task (CTR MNRL, LLM contrastive, cross-encoder "
                      "Pearson KD), Matryoshka dims.", queue=at.GPU_QUEUE,
               outlets=[at.asset("bi_encoder")], **at.stage_args("train_bi"))
         def train_bi(plan: dict, cross: dict, params=None):
-            return at.run_train_bi(params, plan["ds"], cross)
+            return at.run_stage("train_bi", params, plan["ds"], cross=at.cross_ref(cross))
 
         @task(doc_md="Evaluate the challenger against the champion; promote it if it wins (or `force_promote`).",
               outlets=[at.asset("champion")], **at.stage_args("evaluate"))
         def evaluate(plan: dict, bi: dict, params=None):
-            return at.run_evaluate(params, plan["ds"], bi, force_promote=plan["force_promote"])
+            return at.run_stage("evaluate", params, plan["ds"], candidate=(bi or {}).get("version"),
+                                force_promote=plan["force_promote"])
 
         skip_training = EmptyOperator(task_id="skip_training",
                                       doc_md="Not a training day: the champion keeps serving.")
@@ -172,32 +173,32 @@ with DAG(
         @task(doc_md="Export the champion's towers to ONNX (verified against torch).", trigger_rule=JOIN,
               outlets=[at.asset("onnx_towers")], **at.stage_args("export"))
         def export(plan: dict, params=None):
-            return at.run_export(params, plan["ds"])
+            return at.run_stage("export", params, plan["ds"])
 
         @task(doc_md="Spark + ONNX Runtime: embed items (new/changed only unless `full_reembed`).",
               queue=at.GPU_QUEUE, outlets=[at.asset("item_embeddings")], **at.stage_args("embed"))
         def embed_items(plan: dict, params=None):
-            return at.run_embed(params, plan["ds"], "items", full=plan["full_reembed"])
+            return at.run_stage("embed", params, plan["ds"], what="items", full=bool(plan["full_reembed"]))
 
         @task(doc_md="Spark + ONNX Runtime: embed keyphrases (new/changed only unless `full_reembed`).",
               queue=at.GPU_QUEUE, outlets=[at.asset("keyphrase_embeddings")], **at.stage_args("embed"))
         def embed_keyphrases(plan: dict, params=None):
-            return at.run_embed(params, plan["ds"], "keyphrases", full=plan["full_reembed"])
+            return at.run_stage("embed", params, plan["ds"], what="keyphrases", full=bool(plan["full_reembed"]))
 
         @task(doc_md="Build the FAISS keyphrase index and measure its recall@K (refuses below the floor).",
               outlets=[at.asset("keyphrase_index")], **at.stage_args("index"))
         def build_index(plan: dict, params=None):
-            return at.run_index(params, plan["ds"])
+            return at.run_stage("index", params, plan["ds"])
 
         @task(doc_md="Top-K keyphrases per item from the index.",
               outlets=[at.asset("recommendations")], **at.stage_args("recommend"))
         def recommend(plan: dict, params=None):
-            return at.run_recommend(params, plan["ds"])
+            return at.run_stage("recommend", params, plan["ds"])
 
         @task(doc_md="Publish index, towers and recommendations as a new serving version (atomic switch).",
               outlets=[at.asset("serving")], **at.stage_args("publish"))
         def publish(plan: dict, params=None):
-            return at.run_publish(params, plan["ds"])
+            return at.run_stage("publish", params, plan["ds"])
 
         exported = export(plan)
         items = embed_items(plan)

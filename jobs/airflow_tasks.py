@@ -2,7 +2,7 @@
 
 The DAG files in ``dags/`` stay thin (wiring, docs, params, pools, retries) and call the functions here;
 this module holds no data logic either: every function builds the run's settings, calls ONE stage's
-``run(settings, ds, ...)`` and returns its figures (JSON-able, so they land in XCom and the UI).
+``run(settings, ds, ...)`` through ``run_stage`` and returns its metrics (JSON-able, so they land in XCom and the UI).
 Nothing heavy is imported at module level; stage modules are imported inside the calls, so parsing a
 DAG file never imports torch, pyspark or faiss.
 
@@ -21,11 +21,11 @@ import datetime as dt
 import logging
 from typing import Any
 
+from kp.airflow_standalone import LLM_POOL, LLM_POOL_SLOTS  # noqa: F401 (the DAG reads at.LLM_POOL)
+
 log = logging.getLogger(__name__)
 
 DAG_OWNER = "keyphrase-pipeline"
-LLM_POOL = "llm"
-LLM_POOL_SLOTS = 2
 GPU_QUEUE = "gpu"
 
 # Params of a run (trigger form) -> dotted settings they override for that run only.
@@ -211,13 +211,13 @@ def ensure_world(params: dict | None, ds: str) -> dict:
     from jobs import synth
 
     log.info("generating the demo world at scale %s into %s", scale, settings.lake_root)
-    figures = synth.run(settings, scale=scale)
-    return {"generated": True, "scale": scale, **(figures or {})}
+    stats = synth.run(settings, scale=scale)
+    return {"generated": True, "scale": scale, **(stats or {})}
 
 
 # ---- stage calls ---------------------------------------------------------------------------------
-def _figures(result) -> dict:
-    """Stage results go to XCom: keep them JSON-able."""
+def jsonable(result) -> dict:
+    """Stage results go to XCom: keep them JSON-able (numpy numbers and paths become str)."""
     import json
 
     if result is None:
@@ -225,87 +225,20 @@ def _figures(result) -> dict:
     return json.loads(json.dumps(result, default=str))
 
 
-def run_ctr_labels(params, ds: str) -> dict:
-    from jobs import ctr_labels
+def run_stage(stage: str, params: dict | None, ds: str, **kwargs) -> dict:
+    """The one task wrapper: ``jobs.<stage>.run(settings_for(params), ds, **kwargs)``, its metrics JSON-able.
 
-    return _figures(ctr_labels.run(settings_for(params), ds))
+    The stage module is imported here, inside the task, so parsing a DAG file never imports torch,
+    pyspark or faiss. Exceptions propagate unchanged (Airflow retries, ``log_task_failure`` reports)."""
+    import importlib
 
-
-def run_select_pairs(params, ds: str) -> dict:
-    from jobs import select_pairs
-
-    settings = settings_for(params)
-    figures = _figures(select_pairs.run(settings, ds, budget=settings.pairs.daily_budget))
-    figures["shards"] = [int(s) for s in figures.get("shards", [])]
-    log.info("ds=%s: %d shard(s) to label", ds, len(figures["shards"]))
-    return figures
+    module = importlib.import_module(f"jobs.{stage}")
+    return jsonable(module.run(settings_for(params), ds, **kwargs))
 
 
-def run_llm_label(params, ds: str, shard: int) -> dict:
-    from jobs import llm_label
-
-    return _figures(llm_label.run(settings_for(params), ds, int(shard)))
-
-
-def run_label_store(params, ds: str) -> dict:
-    from jobs import label_store
-
-    return _figures(label_store.run(settings_for(params), ds))
-
-
-def run_train_cross(params, ds: str) -> dict:
-    from jobs import train_cross
-
-    return _figures(train_cross.run(settings_for(params), ds))
-
-
-def run_train_bi(params, ds: str, cross: dict | None = None) -> dict:
-    from jobs import train_bi
-
-    ref = None
-    if cross:
-        ref = cross.get("version") or cross.get("path")
-    return _figures(train_bi.run(settings_for(params), ds, cross=ref))
-
-
-def run_evaluate(params, ds: str, bi: dict | None, force_promote: bool = False) -> dict:
-    from jobs import evaluate
-
-    candidate = (bi or {}).get("version")
-    figures = _figures(evaluate.run(settings_for(params), ds, candidate=candidate, force_promote=force_promote))
-    log.info("ds=%s: challenger %s %s (%s)", ds, candidate,
-             "PROMOTED" if figures.get("promoted") else "not promoted", figures.get("reason"))
-    return figures
-
-
-def run_export(params, ds: str) -> dict:
-    from jobs import export
-
-    return _figures(export.run(settings_for(params), ds))
-
-
-def run_embed(params, ds: str, what: str, full: bool = False) -> dict:
-    from jobs import embed
-
-    return _figures(embed.run(settings_for(params), ds, what=what, full=bool(full)))
-
-
-def run_index(params, ds: str) -> dict:
-    from jobs import index
-
-    return _figures(index.run(settings_for(params), ds))
-
-
-def run_recommend(params, ds: str) -> dict:
-    from jobs import recommend
-
-    return _figures(recommend.run(settings_for(params), ds))
-
-
-def run_publish(params, ds: str) -> dict:
-    from jobs import publish
-
-    return _figures(publish.run(settings_for(params), ds))
+def cross_ref(cross: dict | None) -> str | None:
+    """The cross-encoder a student distils from: train_cross's version, else its path (``--out``)."""
+    return (cross.get("version") or cross.get("path")) if cross else None
 
 
 def spark_application(stage: str) -> str:
@@ -340,62 +273,3 @@ def log_dag_failure(context) -> None:
     dr = context.get("dag_run")
     log.error("KEYPHRASE PIPELINE RUN FAILED: dag=%s run_id=%s reason=%s",
               getattr(dr, "dag_id", "?"), getattr(dr, "run_id", "?"), context.get("reason"))
-
-
-def ensure_pool(name: str = LLM_POOL, slots: int = LLM_POOL_SLOTS,
-                description: str = "LLM judge workers (one slot per GPU worker)") -> None:
-    """Create (or resize) an Airflow pool in the metadata database."""
-    from airflow.models.pool import Pool
-
-    Pool.create_or_update_pool(name=name, slots=slots, description=description, include_deferred=False)
-    log.info("pool %s: %d slot(s)", name, slots)
-
-
-def airflow_bin() -> str:
-    """The ``airflow`` executable of this environment (beside the running Python)."""
-    import shutil
-    import sys
-    from pathlib import Path
-
-    here = Path(sys.executable).parent / "airflow"
-    return str(here) if here.exists() else (shutil.which("airflow") or "airflow")
-
-
-def ensure_metadata_db() -> bool:
-    """Run ``airflow db migrate`` unless the metadata DB is already current; True when it migrated."""
-    import subprocess
-
-    check = subprocess.run([airflow_bin(), "db", "check-migrations", "-t", "0"], capture_output=True, text=True)
-    if check.returncode == 0:
-        return False
-    log.info("migrating the Airflow metadata database")
-    done = subprocess.run([airflow_bin(), "db", "migrate"], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"airflow db migrate failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    return True
-
-
-def settings_env(settings) -> dict[str, str]:
-    """``KP_*`` environment variables that reproduce ``settings`` in another process (or a task run by
-    ``dag.test``/``spark-submit``): nested fields as ``KP_SECTION__FIELD``, lists/dicts as JSON. Secrets
-    are left out (pass them through the environment or an Airflow Connection)."""
-    import json
-
-    env: dict[str, str] = {}
-
-    def walk(prefix: str, data: dict) -> None:
-        for key, value in data.items():
-            name = f"{prefix}{key.upper()}"
-            if key == "api_key":
-                continue
-            if isinstance(value, dict) and prefix == "KP_":
-                walk(f"{name}__", value)
-            elif isinstance(value, (dict, list)):
-                env[name] = json.dumps(value)
-            elif isinstance(value, bool):
-                env[name] = "true" if value else "false"
-            elif value is not None:
-                env[name] = str(value)
-
-    walk("KP_", settings.model_dump(mode="json"))
-    return env

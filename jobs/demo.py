@@ -40,7 +40,7 @@ def _pick(d: dict | None, *keys, default=None):
 
 def _prepare_env(settings) -> None:
     """Make the tasks (in this process and in spark-submit) see the same settings and tools."""
-    from jobs.airflow_tasks import settings_env
+    from kp.settings import settings_env
     from kp.settings import get_settings
 
     os.environ.update(settings_env(settings))
@@ -94,6 +94,7 @@ def day_row(lake, ds: str, states: dict, seconds: float) -> dict:
 def run(settings, days: int = 3, scale: str = "demo", retrain_last: bool = True) -> dict:
     """Generate the world if missing, run the DAG for the world's last ``days`` days; return the summary."""
     from jobs import airflow_tasks as at
+    from kp import airflow_standalone as af
     from kp.lake import Lake
 
     started = time.time()
@@ -120,8 +121,8 @@ def run(settings, days: int = 3, scale: str = "demo", retrain_last: bool = True)
     run_days = all_days[-days:]
 
     _prepare_env(settings)
-    at.ensure_metadata_db()
-    at.ensure_pool()
+    af.ensure_metadata_db()
+    af.ensure_pool()
     dag = _load_dag()
     judge = settings.judge.backend
     judge_line = ("the LLM judge is the SIMULATED annotator (a stand-in that agrees with the demo world's hidden "

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 _SOURCE = {"items": ("catalog", "item_id"), "keyphrases": ("keyphrases", "keyphrase_id")}
 
 
-def text_hash(text: str) -> str:
+def input_hash(text: str) -> str:
+    """sha1 hex of one tower input text (stored as the embeddings' ``text_hash`` column)."""
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
@@ -48,7 +49,7 @@ def _texts_fn(what: str):
                 ids = pdf["keyphrase_id"]
                 texts = [keyphrase_text(t) for t in pdf["text"]]
             yield pd.DataFrame({"id": ids.astype("Int64"), "text": texts,
-                                "text_hash": [text_hash(t) for t in texts]})
+                                "text_hash": [input_hash(t) for t in texts]})
 
     return fn
 
@@ -78,14 +79,14 @@ def _embed_fn(tower_dir: str, model_file: str, batch_size: int, threads: int, de
 
 def _tower(settings, version: str, what: str) -> tuple[str, str, dict]:
     from jobs.export import is_exported
-    from jobs.serving import WHATS, onnx_dir
+    from kp.layout import EMBEDDED, onnx_dir
 
     rec = is_exported(settings, version)
     if not rec:
         raise DataError(f"model {version} is not exported for serve.dim={settings.serve.dim}: run `kp export` first")
     if rec["dim"] != settings.serve.dim:
         raise DataError(f"dimension mismatch: export of {version} is {rec['dim']}-d, serve.dim={settings.serve.dim}")
-    return f"{onnx_dir(settings, version)}/{WHATS[what]}", rec.get("model_file", "model.onnx"), rec
+    return f"{onnx_dir(settings, version)}/{EMBEDDED[what]}", rec.get("model_file", "model.onnx"), rec
 
 
 def run(settings, ds: str, what: str, full: bool = False, spark=None, version: str | None = None) -> dict:
@@ -93,7 +94,8 @@ def run(settings, ds: str, what: str, full: bool = False, spark=None, version: s
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from jobs.serving import embeddings_path, require_version
+    from jobs.serving import require_version
+    from kp.layout import embeddings_dir
     from kp.contracts import check_spark_schema, spark_schema
     from kp.spark import get_spark
 
@@ -134,7 +136,7 @@ def run(settings, ds: str, what: str, full: bool = False, spark=None, version: s
     if total == 0:
         raise DataError(f"no {what} to embed in {src}")
 
-    target = embeddings_path(settings, what, version)
+    target = embeddings_dir(settings, what, version)
     prev = None
     if not full and lake.exists(target):
         prev = spark.read.parquet(spark_uri(target))

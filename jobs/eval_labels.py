@@ -53,7 +53,7 @@ def split_by_keyphrase(keyphrases, salt: str = "kp-eval") -> np.ndarray:
 
 def transfer_metrics(y_a, s_a, y_b, s_b) -> dict:
     """Threshold chosen on A (max F1), applied to B: F1/precision/recall/AUC on B and the threshold."""
-    from models.training import best_f1_threshold, binary_metrics
+    from models.metrics import best_f1_threshold, binary_metrics
 
     th = best_f1_threshold(y_a, s_a)
     m = binary_metrics(y_b, s_b, th)

@@ -30,8 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kp import layout
 from kp.errors import ConfigError, DataError, GateError
 from kp.lake import Lake, ds_str
+from models.metrics import auc_or_none, best_f1_cut, pearson, prf
 
 log = logging.getLogger(__name__)
 
@@ -41,24 +43,6 @@ def _folds(text_hashes) -> np.ndarray:
     return np.array([int(hashlib.sha1(f"kp-fold:{h}".encode()).hexdigest()[:8], 16) % 2 for h in text_hashes])
 
 
-def best_threshold(y, s) -> float:
-    """The score threshold maximising F1 on (y, s) (midpoint between neighbouring scores)."""
-    y = np.asarray(y).astype(int)
-    s = np.asarray(s, dtype=float)
-    if len(s) == 0 or y.sum() == 0:
-        return float(np.max(s) + 1e-6) if len(s) else 0.5
-    order = np.argsort(-s, kind="stable")
-    ys, ss = y[order], s[order]
-    tp = np.cumsum(ys)
-    k = np.arange(1, len(ys) + 1)
-    f1 = 2 * tp / (k + ys.sum())
-    # only cut where the next score differs (ties go together)
-    valid = np.r_[ss[1:] < ss[:-1], True]
-    f1 = np.where(valid, f1, -1)
-    i = int(np.argmax(f1))
-    return float((ss[i] + ss[i + 1]) / 2) if i + 1 < len(ss) else float(ss[i] - 1e-6)
-
-
 def crossfit_predictions(y, s, text_hashes) -> tuple[np.ndarray, list[float]]:
     """Binary predictions where each fold uses the F1-best threshold of the other fold."""
     folds = _folds(text_hashes)
@@ -66,32 +50,10 @@ def crossfit_predictions(y, s, text_hashes) -> tuple[np.ndarray, list[float]]:
     thresholds = []
     for f in (0, 1):
         other = folds != f
-        thr = best_threshold(np.asarray(y)[other], np.asarray(s)[other]) if other.any() else 0.5
+        thr = best_f1_cut(np.asarray(y)[other], np.asarray(s)[other]) if other.any() else 0.5
         thresholds.append(thr)
         pred[folds == f] = (np.asarray(s)[folds == f] >= thr).astype(int)
     return pred, thresholds
-
-
-def prf(y, pred) -> dict:
-    from sklearn.metrics import f1_score, precision_score, recall_score
-
-    y = np.asarray(y).astype(int)
-    return {"f1": float(f1_score(y, pred, zero_division=0)), "precision": float(precision_score(y, pred, zero_division=0)),
-            "recall": float(recall_score(y, pred, zero_division=0)), "n": int(len(y)), "positives": int(y.sum())}
-
-
-def _auc(y, s):
-    from sklearn.metrics import roc_auc_score
-
-    y = np.asarray(y).astype(int)
-    return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else None
-
-
-def _pearson(a, b):
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 2 or a.std() == 0 or b.std() == 0:
-        return None
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 # ---- the world ----------------------------------------------------------------------------------------
@@ -104,7 +66,7 @@ def _world(settings):
     return World.load(settings)
 
 
-def recall_at_k(settings, model, world, ds: str, k: int, max_items: int) -> dict:
+def relevance_recall_at_k(settings, model, world, ds: str, k: int, max_items: int) -> dict:
     """recall@K / precision@K of truly relevant keyphrases, tail vs head items (synthetic world only)."""
     from jobs.training_data import latest_partition
     from kp.lake import read_parquet
@@ -178,20 +140,20 @@ def evaluate_model(settings, model_dir: str, ds: str | None = None, data=None, c
                     dim=settings.serve.dim)
     y = test["label"].to_numpy()
     pred, thr_folds = crossfit_predictions(y, s, test["text_hash"].tolist())
-    metrics = {"dim": settings.serve.dim, "llm": {**prf(y, pred), "auc": _auc(y, s),
-                                                   "threshold": best_threshold(y, s), "fold_thresholds": thr_folds}}
+    metrics = {"dim": settings.serve.dim, "llm": {**prf(y, pred), "auc": auc_or_none(y, s),
+                                                   "threshold": best_f1_cut(y, s), "fold_thresholds": thr_folds}}
     if teacher is None and cross_dir:
         teacher = cross_scores_for(settings, test, cross_dir)
-    metrics["rho_cross"] = _pearson(s, teacher) if teacher is not None else None
+    metrics["rho_cross"] = pearson(s, teacher) if teacher is not None else None
     if world == "auto":
         world = _world(settings)
     if world is not None and ds is not None:
         known = (test["item_id"].to_numpy() >= 0) & (test["keyphrase_id"].to_numpy() >= 0)
         if known.any():
             truth = world.is_relevant(test["item_id"].to_numpy()[known], test["keyphrase_id"].to_numpy()[known])
-            metrics["truth"] = {**prf(truth, pred[known]), "auc": _auc(truth, s[known]),
+            metrics["truth"] = {**prf(truth, pred[known]), "auc": auc_or_none(truth, s[known]),
                                 "llm_label_agreement": float(np.mean(truth.astype(int) == y[known]))}
-        metrics["recall_at_k"] = recall_at_k(settings, model, world, ds_str(ds), settings.train.eval_k,
+        metrics["recall_at_k"] = relevance_recall_at_k(settings, model, world, ds_str(ds), settings.train.eval_k,
                                              settings.train.eval_max_items)
     return metrics
 
@@ -231,19 +193,19 @@ def run(settings, ds: str, candidate: str | None = None, force_promote: bool = F
     ds = ds_str(ds)
     lake = Lake.from_settings(settings)
     version = _candidate(settings, ds, candidate)
-    vdir = registry.version_dir(settings, version)
+    vdir = layout.registry_version_dir(settings, version)
     cfg = lake.read_json(str(Path(vdir) / "train_config.json"), default={})
     data = load_training_data(settings, ds, need_ctr=False, need_sr=False)
     test = data.llm_test
     cross_v = cfg.get("cross_version") or registry.latest_cross(settings)
-    cross_dir = registry.cross_model_dir(settings, cross_v) if cross_v and registry.exists(settings, cross_v, "cross") else None
+    cross_dir = layout.model_dir(settings, cross_v, "cross") if cross_v and registry.exists(settings, cross_v, "cross") else None
     teacher = cross_scores_for(settings, test, cross_dir)
     world = _world(settings)
-    metrics = evaluate_model(settings, registry.student_dir(settings, version), ds=ds, data=data, teacher=teacher, world=world)
+    metrics = evaluate_model(settings, layout.model_dir(settings, version), ds=ds, data=data, teacher=teacher, world=world)
     champ = registry.champion(settings)
     champion_metrics = None
     if champ and champ != version and registry.exists(settings, champ):
-        champion_metrics = evaluate_model(settings, registry.student_dir(settings, champ), ds=ds, data=data,
+        champion_metrics = evaluate_model(settings, layout.model_dir(settings, champ), ds=ds, data=data,
                                           teacher=teacher, world=world)
     if champ == version:
         promoted, reason = True, "already the champion"

@@ -18,6 +18,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from kp import layout
 from kp.errors import ConfigError, GateError
 from kp.lake import Lake, atomic_dir, ds_str, local_path
 
@@ -52,9 +53,9 @@ def _sample_texts(settings, ds: str | None) -> tuple[list[str], list[str]]:
 
 
 def _check_dims(settings, version: str) -> None:
-    from jobs.serving import student_dir
+    from kp.layout import registry_version_dir
 
-    cfg_path = Path(local_path(student_dir(settings, version))) / "train_config.json"
+    cfg_path = Path(local_path(registry_version_dir(settings, version))) / "train_config.json"
     if cfg_path.exists():
         dims = json.loads(cfg_path.read_text()).get("matryoshka_dims")
         if dims and settings.serve.dim not in dims:
@@ -64,9 +65,9 @@ def _check_dims(settings, version: str) -> None:
 
 def is_exported(settings, version: str) -> dict | None:
     """The export record when ``version`` is exported and verified at the current serve.dim, else None."""
-    from jobs.serving import onnx_dir
+    from kp.layout import onnx_dir
 
-    path = Path(local_path(onnx_dir(settings, version))) / "export.json"
+    path = Path(local_path(onnx_dir(settings, version))) / layout.EXPORT_RECORD
     if not path.exists():
         return None
     rec = json.loads(path.read_text())
@@ -79,7 +80,8 @@ def run(settings, ds: str | None = None, version: str | None = None, force: bool
     """Export, verify (GateError beyond ``serve.export_tolerance``), optionally quantise; return figures."""
     import numpy as np
 
-    from jobs.serving import model_dir, onnx_dir, require_version
+    from jobs.serving import require_version
+    from kp.layout import model_dir, onnx_dir
     from models import onnx_export as ox
     from models.onnx_tower import OnnxTower
 
@@ -151,7 +153,7 @@ def run(settings, ds: str | None = None, version: str | None = None, force: bool
         record = {"version": version, "dim": s.dim, "verified": True, "quantize_tried": s.quantize,
                   "model_file": model_file, "parity": parity, "int8": int8,
                   "max_len": {"item": item_len, "keyphrase": kp_len}, "checksums": checksums}
-        (tmp / "export.json").write_text(json.dumps(record, indent=2))
+        (tmp / layout.EXPORT_RECORD).write_text(json.dumps(record, indent=2))
 
     stats = {"version": version, "skipped": False, "dim": s.dim, "model_file": model_file, "parity": parity, "int8": int8}
     if day:

@@ -17,84 +17,20 @@ import logging
 import time
 from pathlib import Path
 
+from kp import layout
 from kp.errors import DataError, GateError
 from kp.lake import Lake, atomic_dir, ds_str, local_path
+from models.ann import ann_recall_at_k, build_index, maybe_gpu, search_params_for
 
 log = logging.getLogger(__name__)
-
-ADD_BATCH = 100_000
-TRAIN_SAMPLE = 100_000
-
-
-def set_search_params(index, params: dict) -> None:
-    """Apply e.g. ``{"efSearch": 128}`` / ``{"nprobe": 64}`` through faiss's ParameterSpace (IDMap-aware)."""
-    import faiss
-
-    ps = faiss.ParameterSpace()
-    for key, value in (params or {}).items():
-        ps.set_index_parameter(index, key, value)
-
-
-def search_params_for(factory: str, settings) -> dict:
-    f = factory.upper()
-    params = {}
-    if "HNSW" in f:
-        params["efSearch"] = settings.serve.ann_ef_search
-    if "IVF" in f:
-        params["nprobe"] = settings.serve.ann_nprobe
-    return params
-
-
-def maybe_gpu(index, device: str = "auto"):
-    """The index on GPU when faiss has GPU support and a GPU is visible (unsupported types stay on CPU)."""
-    import faiss
-
-    if device == "cpu" or not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
-        return index
-    try:
-        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
-    except Exception as exc:  # e.g. HNSW has no GPU version
-        log.info("index stays on CPU: %s", exc)
-        return index
-
-
-def build_index(vectors, ids, factory: str, search_params: dict | None = None, seed: int = 0):
-    """An ``IDMap,<factory>`` inner-product index holding ``vectors`` under ``ids`` (trained on a sample)."""
-    import faiss
-    import numpy as np
-
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
-    index = faiss.index_factory(vectors.shape[1], f"IDMap,{factory}", faiss.METRIC_INNER_PRODUCT)
-    if not index.is_trained:
-        rng = np.random.default_rng(seed)
-        sample = vectors if len(vectors) <= TRAIN_SAMPLE else vectors[rng.choice(len(vectors), TRAIN_SAMPLE, replace=False)]
-        index.train(sample)
-    for start in range(0, len(vectors), ADD_BATCH):
-        index.add_with_ids(vectors[start:start + ADD_BATCH], ids[start:start + ADD_BATCH])
-    set_search_params(index, search_params or {})
-    return index
-
-
-def recall_at_k(index, vectors, ids, queries, k: int, device: str = "auto") -> float:
-    """Mean |index top-k ∩ exact top-k| / k over ``queries`` (exact = brute-force inner product)."""
-    import numpy as np
-
-    k = max(1, min(k, len(vectors)))
-    exact = build_index(vectors, ids, "Flat")
-    _, truth = maybe_gpu(exact, device).search(np.ascontiguousarray(queries, dtype=np.float32), k)
-    _, got = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-    hits = [len(set(t[t >= 0]) & set(g[g >= 0])) / k for t, g in zip(truth, got)]
-    return float(np.mean(hits)) if hits else 0.0
-
 
 def _load_embeddings(settings, what: str, version: str, required: bool):
     import numpy as np
 
-    from jobs.serving import embeddings_path
+    from kp.layout import embeddings_dir
     from kp.lake import read_parquet
 
-    path = embeddings_path(settings, what, version)
+    path = embeddings_dir(settings, what, version)
     lake = Lake.from_settings(settings)
     if not lake.exists(path):
         if required:
@@ -119,7 +55,8 @@ def run(settings, ds: str, version: str | None = None) -> dict:
     import numpy as np
     import pandas as pd
 
-    from jobs.serving import build_dir, require_version
+    from jobs.serving import require_version
+    from kp.layout import index_build_dir
     from kp.lake import read_parquet
 
     s = settings.serve
@@ -142,7 +79,7 @@ def run(settings, ds: str, version: str | None = None) -> dict:
     queries = pool if len(pool) <= s.recall_sample else pool[rng.choice(len(pool), s.recall_sample, replace=False)]
     k = min(s.top_k, n)
     t0 = time.perf_counter()
-    recall = recall_at_k(maybe_gpu(index, s.device), kp_vecs, kp_ids, queries, k, device=s.device)
+    recall = ann_recall_at_k(maybe_gpu(index, s.device), kp_vecs, kp_ids, queries, k, device=s.device)
     log.info("recall@%d = %.4f on %d %s queries (floor %.2f)", k, recall, len(queries),
              "item" if item_vecs is not None else "keyphrase", s.min_recall)
 
@@ -157,13 +94,13 @@ def run(settings, ds: str, version: str | None = None) -> dict:
     idmap = pd.DataFrame({"keyphrase_id": kp_ids}).merge(
         texts.rename(columns={"text": "keyphrase"}).drop_duplicates("keyphrase_id"), on="keyphrase_id", how="left")
     idmap["keyphrase"] = idmap["keyphrase"].fillna("")
-    target = build_dir(settings, ds)
+    target = index_build_dir(settings, ds)
     with atomic_dir(target) as tmp_uri:
         tmp = Path(local_path(tmp_uri))
         tmp.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(index, str(tmp / "index.faiss"))
-        idmap.to_parquet(tmp / "keyphrases.parquet", index=False)
-        (tmp / "index_meta.json").write_text(json.dumps({**stats, "ds": ds}, indent=2))
+        faiss.write_index(index, str(tmp / layout.INDEX_FILE))
+        idmap.to_parquet(tmp / layout.INDEX_IDMAP, index=False)
+        (tmp / layout.INDEX_META).write_text(json.dumps({**stats, "ds": ds}, indent=2))
     lake.write_run_stats(ds, "index", {**stats, "status": "staged", "path": target})
     return {**stats, "path": target}
 

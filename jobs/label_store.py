@@ -20,6 +20,7 @@ import pandas as pd
 
 from kp.contracts import arrow_schema, check_pandas, columns
 from kp.errors import DataError
+from kp import layout
 from kp.lake import Lake, atomic_dir, ds_str, parse_ds
 
 log = logging.getLogger(__name__)
@@ -49,16 +50,6 @@ def pair_keys(df: pd.DataFrame, judge_model: str, prompt_version: str) -> pd.Ser
                      index=df.index, dtype=object)
 
 
-# ---- layout ------------------------------------------------------------------------------------------
-def shard_name(shard: int) -> str:
-    return f"shard={int(shard):05d}"
-
-
-def staging_dir(lake: Lake, ds, shard: int | None = None) -> str:
-    base = lake.path("llm_staging", ds=ds)
-    return base if shard is None else f"{base}/{shard_name(shard)}"
-
-
 def _fs(path: str):
     import fsspec
 
@@ -80,9 +71,7 @@ def _read_files(files: list[str], fs, contract: str, cols: list[str] | None = No
 
 
 def staging_files(lake: Lake, ds, shard: int | None = None) -> list[str]:
-    base = staging_dir(lake, ds, shard)
-    fs, p = _fs(base)
-    pattern = f"{p}/batch-*.parquet" if shard is not None else f"{p}/shard=*/batch-*.parquet"
+    fs, pattern = _fs(layout.staging_glob(lake, ds, shard))
     return sorted(fs.glob(pattern))
 
 
@@ -125,18 +114,14 @@ def _read_store_day(lake: Lake, d: str, cols: list[str] | None = None) -> pd.Dat
     return _read_files(files, fs, "llm_labels", cols)
 
 
-def done_marker(lake: Lake, ds, shard: int) -> str:
-    return f"{staging_dir(lake, ds, shard)}/_DONE"
-
-
 def read_done(lake: Lake, ds, shard: int) -> dict | None:
-    path = done_marker(lake, ds, shard)
+    path = layout.done_marker(lake, ds, shard)
     return lake.read_json(path) if lake.exists(path) else None
 
 
 def read_manifest(lake: Lake, ds) -> dict:
     """The pairs run's manifest (written by select-pairs): run_id and shard list."""
-    path = f"{lake.path('pairs', ds=ds)}/_MANIFEST.json"
+    path = layout.pairs_manifest_path(lake, ds)
     if not lake.exists(path):
         raise DataError(f"no pairs for ds={ds_str(ds)} at {lake.path('pairs', ds=ds)}: run `kp select-pairs --ds {ds_str(ds)}` first")
     return lake.read_json(path)

@@ -21,13 +21,12 @@ from jobs.label_store import (
     read_manifest,
     read_staging,
     read_store_keys,
-    shard_name,
-    staging_dir,
     staging_files,
     text_hash,
     pair_keys,
     to_label_frame,
 )
+from kp import layout
 from kp.errors import ConfigError, DataError
 from kp.lake import Lake, ds_str, read_parquet, write_parquet_file_atomic
 
@@ -46,7 +45,7 @@ def _next_batch_index(lake: Lake, ds, shard: int) -> int:
     files = staging_files(lake, ds, shard)
     if not files:
         return 0
-    return max(int(f.rsplit("batch-", 1)[1].split(".")[0]) for f in files) + 1
+    return max(layout.batch_index(f) for f in files) + 1
 
 
 def run(settings, ds, shard: int, judge=None) -> dict:
@@ -59,11 +58,11 @@ def run(settings, ds, shard: int, judge=None) -> dict:
         raise DataError(f"ds={ds} has no shard {shard}; shards are {manifest['shards']}")
     done = read_done(lake, ds, shard)
     if done and done.get("run_id") == manifest["run_id"]:
-        log.info("ds=%s %s already done (%s pairs): nothing to do", ds, shard_name(shard), done.get("pairs"))
+        log.info("ds=%s %s already done (%s pairs): nothing to do", ds, layout.shard_dir_name(shard), done.get("pairs"))
         return {"ds": ds, "shard": shard, "skipped": True, "judged": 0, "judge_calls": 0, "batches": 0,
                 "pairs": done.get("pairs", 0), "already_labelled": done.get("pairs", 0)}
 
-    pairs = read_parquet(f"{lake.path('pairs', ds=ds)}/{shard_name(shard)}", contract="pairs")
+    pairs = read_parquet(layout.pairs_dir(lake, ds, shard), contract="pairs")
     own_judge = judge is None
     if judge is None:
         from jobs.judges import get_judge
@@ -79,12 +78,12 @@ def run(settings, ds, shard: int, judge=None) -> dict:
     pairs = pairs.assign(pair_key=keys).drop_duplicates("pair_key")
     seen = already_labelled(lake, ds, pairs["pair_key"])
     todo = pairs[~pairs["pair_key"].isin(seen)].reset_index(drop=True)
-    log.info("ds=%s %s: %d pairs, %d already labelled, %d to judge with %r", ds, shard_name(shard), len(pairs),
+    log.info("ds=%s %s: %d pairs, %d already labelled, %d to judge with %r", ds, layout.shard_dir_name(shard), len(pairs),
              len(pairs) - len(todo), len(todo), judge)
 
     chunk = settings.judge.batch_size * settings.judge.concurrency
     index = _next_batch_index(lake, ds, shard)
-    sdir = staging_dir(lake, ds, shard)
+    sdir = layout.staging_dir(lake, ds, shard)
     judged, batches, calls, yes = 0, 0, 0, 0
     t0 = time.monotonic()
     try:
@@ -111,12 +110,12 @@ def run(settings, ds, shard: int, judge=None) -> dict:
                 "prompt_version": judge.prompt_version,
                 "labelled_at": pd.Timestamp.now(tz="UTC"),
             })
-            write_parquet_file_atomic(to_label_frame(rows), f"{sdir}/batch-{index:05d}.parquet")
+            write_parquet_file_atomic(to_label_frame(rows), f"{sdir}/{layout.batch_file_name(index)}")
             index += 1
             batches += 1
             judged += len(batch)
             yes += int(rows["label"].sum())
-            log.info("ds=%s %s: %d/%d judged", ds, shard_name(shard), judged, len(todo))
+            log.info("ds=%s %s: %d/%d judged", ds, layout.shard_dir_name(shard), judged, len(todo))
     finally:
         if own_judge:
             judge.close()
@@ -127,7 +126,7 @@ def run(settings, ds, shard: int, judge=None) -> dict:
              "judge": judge.name, "judge_model": judge.model, "prompt_version": judge.prompt_version,
              "pairs_per_s": round(judged / seconds, 2) if judged and seconds > 0 else None,
              "run_id": manifest["run_id"]}
-    lake.write_json(f"{sdir}/_DONE", stats)
+    lake.write_json(layout.done_marker(lake, ds, shard), stats)
     return stats
 
 

@@ -19,6 +19,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from kp import layout
 from kp.errors import DataError, GateError
 from kp.lake import Lake, atomic_dir, ds_str, local_path
 
@@ -31,8 +32,8 @@ def _write_manifest(root: Path, manifest: dict) -> None:
     from models.onnx_export import sha256_file
 
     manifest["checksums"] = {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*"))
-                             if p.is_file() and p.name != "manifest.json"}
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+                             if p.is_file() and p.name != layout.SERVING_MANIFEST}
+    (root / layout.SERVING_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
 
 
 def _check_export(onnx_root: Path, record: dict, model_file: str) -> None:
@@ -44,15 +45,16 @@ def _check_export(onnx_root: Path, record: dict, model_file: str) -> None:
 
 def prune(settings, keep: int) -> list[str]:
     """Delete published versions beyond the newest ``keep`` (never CURRENT); return those removed."""
-    from jobs.serving import current_version, list_versions, version_dir
+    from jobs.serving import current_version, published_versions
+    from kp.layout import serving_version_dir
 
-    versions = list_versions(settings)
+    versions = published_versions(settings)
     current = current_version(settings)
     removed = []
     for v in versions[:-keep] if len(versions) > keep else []:
         if v == current:
             continue
-        shutil.rmtree(local_path(version_dir(settings, v)), ignore_errors=True)
+        shutil.rmtree(local_path(serving_version_dir(settings, v)), ignore_errors=True)
         removed.append(v)
     return removed
 
@@ -60,16 +62,17 @@ def prune(settings, keep: int) -> list[str]:
 def run(settings, ds: str) -> dict:
     """Assemble, verify and switch to a new serving version for day ``ds``; return its manifest figures."""
     from jobs.export import is_exported
-    from jobs.serving import build_dir, current_pointer, current_version, onnx_dir, version_dir
+    from jobs.serving import current_version
+    from kp.layout import current_pointer, index_build_dir, onnx_dir, serving_version_dir
     from kp.lake import read_parquet
 
     ds = ds_str(ds)
     s = settings.serve
     lake = Lake.from_settings(settings)
-    build = Path(local_path(build_dir(settings, ds)))
-    if not (build / "index_meta.json").exists():
+    build = Path(local_path(index_build_dir(settings, ds)))
+    if not (build / layout.INDEX_META).exists():
         raise DataError(f"no index build for {ds} at {build}: run `kp index --ds {ds}`")
-    meta = json.loads((build / "index_meta.json").read_text())
+    meta = json.loads((build / layout.INDEX_META).read_text())
     if meta["recall_at_k"] < s.min_recall:
         raise GateError(f"index of {ds} has recall@{meta['k']} {meta['recall_at_k']:.4f} < serve.min_recall={s.min_recall}")
     if meta["dim"] != s.dim:
@@ -89,11 +92,11 @@ def run(settings, ds: str) -> dict:
     previous = current_version(settings)
     now = dt.datetime.now(dt.UTC)
     vid = f"{ds}.{now:%Y%m%dT%H%M%S%f}"
-    target = version_dir(settings, vid)
+    target = serving_version_dir(settings, vid)
     with atomic_dir(target) as tmp_uri:
         tmp = Path(local_path(tmp_uri))
         tmp.mkdir(parents=True, exist_ok=True)
-        for name in ("index.faiss", "keyphrases.parquet", "index_meta.json"):
+        for name in (layout.INDEX_FILE, layout.INDEX_IDMAP, layout.INDEX_META):
             shutil.copy2(build / name, tmp / name)
         for tower in ("item", "keyphrase"):
             (tmp / "onnx" / tower).mkdir(parents=True)

@@ -17,6 +17,7 @@ import json
 import logging
 from pathlib import Path
 
+from kp import layout
 from kp.errors import DataError
 from kp.lake import Lake, ds_str, local_path, write_parquet_atomic
 
@@ -30,18 +31,18 @@ def load_build(settings, ds: str):
     import faiss
     import pandas as pd
 
-    from jobs.index import set_search_params
-    from jobs.serving import build_dir
+    from models.ann import set_search_params
+    from kp.layout import index_build_dir
 
-    root = Path(local_path(build_dir(settings, ds)))
-    if not (root / "index_meta.json").exists():
+    root = Path(local_path(index_build_dir(settings, ds)))
+    if not (root / layout.INDEX_META).exists():
         raise DataError(f"no index build for {ds} at {root}: run `kp index --ds {ds}`")
-    meta = json.loads((root / "index_meta.json").read_text())
-    index = faiss.read_index(str(root / "index.faiss"))
+    meta = json.loads((root / layout.INDEX_META).read_text())
+    index = faiss.read_index(str(root / layout.INDEX_FILE))
     if index.d != settings.serve.dim:
         raise DataError(f"dimension mismatch: index of {ds} is {index.d}-d, serve.dim={settings.serve.dim}")
     set_search_params(index, meta.get("search_params", {}))
-    kps = pd.read_parquet(root / "keyphrases.parquet")
+    kps = pd.read_parquet(root / layout.INDEX_IDMAP)
     return index, kps, meta
 
 
@@ -69,8 +70,8 @@ def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
     import numpy as np
     import pandas as pd
 
-    from jobs.index import maybe_gpu
-    from jobs.serving import embeddings_path
+    from models.ann import maybe_gpu
+    from kp.layout import embeddings_dir
     from kp.contracts import check_pandas
     from kp.lake import read_parquet
 
@@ -79,7 +80,7 @@ def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
     lake = Lake.from_settings(settings)
     index, kps, meta = load_build(settings, ds)
     version = meta["model_version"]
-    emb_path = embeddings_path(settings, "items", version)
+    emb_path = embeddings_dir(settings, "items", version)
     if not lake.exists(emb_path):
         raise DataError(f"missing item embeddings of model {version} at {emb_path}: run `kp embed --what items`")
     items = read_parquet(emb_path, contract="embeddings")

@@ -25,24 +25,14 @@ import os
 from pathlib import Path
 
 from kp.errors import ConfigError
-from kp.lake import Lake, ds_str, is_local
+from kp import layout
+from kp.lake import Lake, ds_str
 
 log = logging.getLogger(__name__)
 
-KINDS = ("students", "cross")
-POINTERS = {"students": "CHAMPION", "cross": "CROSS_LATEST"}
-
-
 def _lake(settings) -> Lake:
-    lake = Lake.from_settings(settings)
-    if not is_local(lake.root):
-        raise ConfigError(f"the model registry needs a local or mounted lake_root, got {lake.root}")
-    return lake
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ConfigError(f"registry kind {kind!r}: choose from {KINDS}")
+    layout.registry_root(settings)  # ConfigError unless the lake is local or mounted
+    return Lake.from_settings(settings)
 
 
 def version_id(ds: str, config: dict, data: dict) -> str:
@@ -51,61 +41,48 @@ def version_id(ds: str, config: dict, data: dict) -> str:
     return f"{ds_str(ds)}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
 
-def registry_root(settings) -> str:
-    return _lake(settings).path("registry")
-
-
-def version_dir(settings, version: str, kind: str = "students") -> str:
-    _check_kind(kind)
-    if not version or "/" in version or version.startswith((".", "_")):
-        raise ConfigError(f"bad version id {version!r}")
-    return _lake(settings).path("registry", kind, version)
-
-
-def student_dir(settings, version: str) -> str:
-    """The ``model/`` directory (sentence-transformers format) of a student version."""
-    return str(Path(version_dir(settings, version, "students")) / "model")
-
-
-def cross_model_dir(settings, version: str) -> str:
-    return str(Path(version_dir(settings, version, "cross")) / "model")
+def target_dir(settings, version: str, kind: str, out: str | None) -> str:
+    """Where a training run writes: ``out`` (resolved) when given, else the registry version directory."""
+    if out:
+        return str(Path(out).resolve())
+    return layout.registry_version_dir(settings, version, kind)
 
 
 def exists(settings, version: str, kind: str = "students") -> bool:
-    return (Path(version_dir(settings, version, kind)) / "model").is_dir()
+    return Path(layout.model_dir(settings, version, kind)).is_dir()
 
 
 def champion(settings) -> str | None:
     """The promoted student version, or None before the first promotion."""
-    return _lake(settings).read_pointer(_lake(settings).path("registry", POINTERS["students"]))
+    return _lake(settings).read_pointer(layout.registry_pointer(settings, "students"))
 
 
 def latest_cross(settings) -> str | None:
-    """The newest cross-encoder version (its directory: ``version_dir(settings, v, "cross")``)."""
-    return _lake(settings).read_pointer(_lake(settings).path("registry", POINTERS["cross"]))
+    """The newest cross-encoder version (its directory: ``kp.layout.registry_version_dir(settings, v, "cross")``)."""
+    return _lake(settings).read_pointer(layout.registry_pointer(settings, "cross"))
 
 
 def set_latest_cross(settings, version: str) -> None:
     if not exists(settings, version, "cross"):
-        raise ConfigError(f"no cross-encoder version {version!r} in {registry_root(settings)}/cross")
+        raise ConfigError(f"no cross-encoder version {version!r} in {layout.registry_root(settings)}/cross")
     lake = _lake(settings)
-    lake.write_pointer(lake.path("registry", POINTERS["cross"]), version)
+    lake.write_pointer(layout.registry_pointer(settings, "cross"), version)
 
 
 def set_champion(settings, version: str, reason: str) -> None:
     """Atomically make ``version`` the champion; record why in its promotion.json and the history."""
     if not exists(settings, version, "students"):
-        raise ConfigError(f"no student version {version!r} in {registry_root(settings)}/students")
+        raise ConfigError(f"no student version {version!r} in {layout.registry_root(settings)}/students")
     lake = _lake(settings)
     previous = champion(settings)
     now = dt.datetime.now(dt.UTC).isoformat()
-    vdir = version_dir(settings, version)
+    vdir = layout.registry_version_dir(settings, version)
     promo_path = str(Path(vdir) / "promotion.json")
     promo = lake.read_json(promo_path, default={}) if Path(promo_path).exists() else {}
     promo.update({"promoted": True, "reason": reason, "champion_at": now, "previous_champion": previous})
     lake.write_json(promo_path, promo)
-    lake.write_pointer(lake.path("registry", POINTERS["students"]), version)
-    hist = Path(lake.path("registry", "champion_history.jsonl"))
+    lake.write_pointer(layout.registry_pointer(settings, "students"), version)
+    hist = Path(layout.champion_history_path(settings))
     with open(hist, "a", encoding="utf-8") as f:
         f.write(json.dumps({"at": now, "version": version, "previous": previous, "reason": reason}) + "\n")
     log.info("champion: %s -> %s (%s)", previous, version, reason)
@@ -120,8 +97,7 @@ def _read(path: Path) -> dict:
 
 def list_versions(settings, kind: str = "students") -> list[dict]:
     """Every complete version of ``kind``, newest first, with metrics, promotion and data info."""
-    _check_kind(kind)
-    base = Path(_lake(settings).path("registry", kind))
+    base = Path(layout.registry_kind_dir(settings, kind))
     if not base.is_dir():
         return []
     current = champion(settings) if kind == "students" else latest_cross(settings)
@@ -150,7 +126,7 @@ def new_version_tmp(settings, version: str, kind: str) -> str:
     """A hidden temp directory beside the version's final place (commit with ``commit_version``)."""
     from kp.lake import tmp_sibling
 
-    target = version_dir(settings, version, kind)
+    target = layout.registry_version_dir(settings, version, kind)
     tmp = tmp_sibling(target)
     os.makedirs(tmp, exist_ok=True)
     return tmp
@@ -160,6 +136,6 @@ def commit_version(settings, tmp: str, version: str, kind: str) -> str:
     """Move a fully written version directory into place (replacing a rerun of the same id)."""
     from kp.lake import commit_dir
 
-    target = version_dir(settings, version, kind)
+    target = layout.registry_version_dir(settings, version, kind)
     commit_dir(tmp, target)
     return target

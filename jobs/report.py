@@ -46,15 +46,16 @@ from pathlib import Path
 
 import numpy as np
 
+from kp import layout
 from kp.errors import ConfigError, DataError
 from kp.lake import Lake, commit_dir, ds_str, tmp_sibling
+from kp.settings import KD_LOSSES
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = "var/report"
 ALL_MIXES = ("ctr", "llm", "llm+kd", "llm+ctr+kd", "llm+sr+ctr+kd")
 QUICK_MIXES = ("ctr", "llm+ctr+kd")
-KD_LOSSES = ("pearson", "mse", "cosent")
 QUICK_KD_LOSSES = ("pearson", "mse")
 PASS_KS = (5, 10, 15, 20)
 TRUTH_KS = (5, 10, 20)
@@ -269,7 +270,7 @@ def run(settings, ds: str | None = None, mixes=None, out: str | None = None, qui
     champion_before = registry.champion(settings)
     world = World.load(settings)
     data = load_training_data(settings, ds, need_ctr=False, need_sr=False)
-    cross_dir = registry.cross_model_dir(settings, cross_version)
+    cross_dir = layout.model_dir(settings, cross_version, "cross")
     teacher = cross_scores_for(settings, data.llm_test, cross_dir)
     items = sample_items(world, settings, ds, settings.train.eval_max_items)
     kps = read_parquet(lake.path("keyphrases"), contract="keyphrases")[["keyphrase_id", "text"]]

@@ -20,10 +20,11 @@ def run(settings, to: str | None = None) -> dict:
     """Switch serving/CURRENT to ``to`` (or the previous version); return {from, to}."""
     from pathlib import Path
 
-    from jobs.serving import current_pointer, current_version, list_versions, read_manifest, verify_files, version_dir
+    from jobs.serving import current_version, published_versions, read_manifest, verify_files
+    from kp.layout import current_pointer, serving_version_dir
     from kp.lake import local_path
 
-    versions = list_versions(settings)
+    versions = published_versions(settings)
     current = current_version(settings)
     if to is None:
         if current is None:
@@ -38,7 +39,7 @@ def run(settings, to: str | None = None) -> dict:
     elif to not in versions:
         raise DataError(f"unknown published version {to!r}; kept versions: {versions}")
     manifest = read_manifest(settings, to)
-    verify_files(Path(local_path(version_dir(settings, to))), manifest["checksums"])
+    verify_files(Path(local_path(serving_version_dir(settings, to))), manifest["checksums"])
     Lake.from_settings(settings).write_pointer(current_pointer(settings), to)
     log.info("rolled back serving/CURRENT from %s to %s", current, to)
     return {"from": current, "to": to, "model_version": manifest.get("model_version"), "ds": manifest.get("ds")}

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Callable, Protocol
 
+from kp import layout
 from kp.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def stored_threshold(model_dir: str | Path) -> float | None:
 
     d = Path(model_dir)
     # an ONNX export (registry/students/<v>/onnx/) uses its student's threshold (registry/students/<v>/model/)
-    candidates = (d, d.parent / "model") if (d / "export.json").exists() else (d,)
+    candidates = (d, d.parent / "model") if (d / layout.EXPORT_RECORD).exists() else (d,)
     for candidate in candidates:
         value = read_marker(candidate).get("threshold")
         if value is not None:
@@ -90,7 +91,7 @@ class OnnxScorer:
     def __init__(self, settings, model_dir: str):
         from models.onnx_tower import get_tower
 
-        meta_path = Path(model_dir) / "export.json"
+        meta_path = Path(model_dir) / layout.EXPORT_RECORD
         if not meta_path.exists():
             raise DataError(f"{model_dir}: ONNX files without export.json are not a verified `kp export` output")
         meta = json.loads(meta_path.read_text())
@@ -119,15 +120,15 @@ def resolve_model_dir(settings, model: str) -> str:
     """A directory, or a registry student version id -> the directory holding the model files."""
     p = Path(model)
     if p.is_dir():
-        if (p / "export.json").exists():
+        if (p / layout.EXPORT_RECORD).exists():
             return str(p)
         return str(p / "model") if (p / "model").is_dir() and not (p / "item.onnx").exists() else str(p)
     from jobs import registry
 
     if registry.exists(settings, model, "students"):
-        return registry.student_dir(settings, model)
+        return layout.model_dir(settings, model)
     if registry.exists(settings, model, "cross"):
-        return registry.cross_model_dir(settings, model)
+        return layout.model_dir(settings, model, "cross")
     raise ConfigError(f"--model {model!r}: not a directory nor a registry version")
 
 

@@ -36,7 +36,8 @@ import time
 import pandas as pd
 
 from jobs.judges.base import judge_model_id
-from jobs.label_store import SEP, shard_name
+from jobs.label_store import SEP
+from kp import layout
 from kp.contracts import arrow_schema, check_spark_schema
 from kp.errors import DataError
 from kp.lake import Lake, atomic_dir, ds_str, spark_uri
@@ -97,13 +98,13 @@ def _serving_version_before(lake: Lake, ds: str) -> str | None:
     never feeds ``ds`` again, so a rerun of the day selects what its first run selected."""
     import json
 
-    current = lake.read_pointer(lake.path("serving", "CURRENT"))
+    current = lake.read_pointer(layout.current_pointer(lake))
     if not current:
         return None
-    root = lake.path("serving", "versions")
+    root = layout.serving_versions_root(lake)
     found = []
     for name in ([current] + sorted(os.listdir(root)) if os.path.isdir(root) else [current]):
-        manifest = os.path.join(root, name, "manifest.json")
+        manifest = os.path.join(root, name, layout.SERVING_MANIFEST)
         if name.startswith(("_", ".")) or not os.path.exists(manifest):
             continue
         with open(manifest) as f:
@@ -294,11 +295,11 @@ def _write_shards(lake: Lake, ds: str, pdf: pd.DataFrame, shards: list[int], sta
         fs.makedirs(p, exist_ok=True)
         for s in shards:
             part = pdf[pdf["shard"] == s]
-            fs.makedirs(f"{p}/{shard_name(s)}", exist_ok=True)
-            with fs.open(f"{p}/{shard_name(s)}/part-00000.parquet", "wb") as f:
+            fs.makedirs(f"{p}/{layout.shard_dir_name(s)}", exist_ok=True)
+            with fs.open(f"{p}/{layout.shard_dir_name(s)}/part-00000.parquet", "wb") as f:
                 pq.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False), f)
         manifest = {k: stats[k] for k in ("ds", "run_id", "shards", "shard_sizes", "selected", "judge_model", "prompt_version")}
-        with fs.open(f"{p}/_MANIFEST.json", "w") as f:
+        with fs.open(f"{p}/{layout.PAIRS_MANIFEST}", "w") as f:
             f.write(json.dumps(manifest, indent=2, sort_keys=True))
 
 
@@ -309,7 +310,7 @@ def read_pairs(settings, ds, shard: int | None = None) -> pd.DataFrame:
 
     lake = Lake.from_settings(settings)
     shards = read_manifest(lake, ds)["shards"] if shard is None else [shard]
-    frames = [read_parquet(f"{lake.path('pairs', ds=ds)}/{shard_name(s)}", contract="pairs") for s in shards]
+    frames = [read_parquet(layout.pairs_dir(lake, ds, s), contract="pairs") for s in shards]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(arrow_schema("pairs").names))
 
 

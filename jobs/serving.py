@@ -1,6 +1,6 @@
-"""Where serving artefacts live, and a small reader of the published version (used by the web UI).
+"""The published version: which one is live, its manifest, and a small reader of it (used by the web UI).
 
-Paths (under the lake root)::
+Paths (under the lake root; built by ``kp.layout``)::
 
     registry/CHAMPION                          pointer: the promoted student version
     registry/students/<v>/model/               sentence-transformers directory (one shared encoder)
@@ -24,93 +24,55 @@ import threading
 from pathlib import Path
 
 from kp.errors import DataError
+from kp import layout
 from kp.lake import Lake, local_path
 
 log = logging.getLogger(__name__)
 
 TOWERS = ("item", "keyphrase")
-WHATS = {"items": "item", "keyphrases": "keyphrase"}
 
 
-# ---- paths ---------------------------------------------------------------------------------------
-def champion_version(settings) -> str | None:
-    lake = Lake.from_settings(settings)
-    return lake.read_pointer(lake.path("registry", "CHAMPION"))
-
-
+# ---- the published version (paths: kp.layout) ------------------------------------------------------
 def require_version(settings, version: str | None = None) -> str:
     """``version`` or the champion; DataError when there is none or its model is missing."""
+    from jobs.registry import champion
+
     lake = Lake.from_settings(settings)
-    v = version or champion_version(settings)
+    v = version or champion(settings)
     if not v:
         raise DataError(f"no model: registry/CHAMPION is not set under {lake.root} (train and promote a student first)")
-    if not lake.exists(model_dir(settings, v)):
-        raise DataError(f"missing model: {model_dir(settings, v)} does not exist")
+    if not lake.exists(layout.model_dir(settings, v)):
+        raise DataError(f"missing model: {layout.model_dir(settings, v)} does not exist")
     return v
-
-
-def student_dir(settings, version: str) -> str:
-    return Lake.from_settings(settings).path("registry", "students", version)
-
-
-def model_dir(settings, version: str) -> str:
-    return f"{student_dir(settings, version)}/model"
-
-
-def onnx_dir(settings, version: str) -> str:
-    return f"{student_dir(settings, version)}/onnx"
-
-
-def embeddings_path(settings, what: str, version: str) -> str:
-    if what not in WHATS:
-        from kp.errors import ConfigError
-
-        raise ConfigError(f"what must be one of {sorted(WHATS)}, got {what!r}")
-    return Lake.from_settings(settings).path("embeddings", what, f"model={version}")
-
-
-def build_dir(settings, ds: str) -> str:
-    return Lake.from_settings(settings).path("serving", "builds", ds=ds)
-
-
-def versions_root(settings) -> str:
-    return Lake.from_settings(settings).path("serving", "versions")
-
-
-def version_dir(settings, version_id: str) -> str:
-    return f"{versions_root(settings)}/{version_id}"
-
-
-def current_pointer(settings) -> str:
-    return Lake.from_settings(settings).path("serving", "CURRENT")
 
 
 def current_version(settings) -> str | None:
     """The live published version id, or None before the first publish."""
     lake = Lake.from_settings(settings)
-    return lake.read_pointer(current_pointer(settings))
+    return lake.read_pointer(layout.current_pointer(settings))
 
 
 def current_recommendations_path(settings) -> str | None:
     """``serving/versions/<CURRENT>/recommendations`` (contract ``recommendations``), or None before any publish."""
     v = current_version(settings)
-    return f"{version_dir(settings, v)}/recommendations" if v else None
+    return layout.published_recommendations_dir(settings, v) if v else None
 
 
 def read_manifest(settings, version_id: str) -> dict:
-    path = Path(local_path(version_dir(settings, version_id))) / "manifest.json"
+    path = Path(local_path(layout.serving_version_dir(settings, version_id))) / layout.SERVING_MANIFEST
     if not path.exists():
         raise DataError(f"published version {version_id!r} has no manifest at {path}")
     return json.loads(path.read_text())
 
 
-def list_versions(settings) -> list[str]:
+def published_versions(settings) -> list[str]:
     """Complete published versions (hidden temp dirs excluded), oldest first."""
-    root = Path(local_path(versions_root(settings)))
+    root = Path(local_path(layout.serving_versions_root(settings)))
     if not root.exists():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")) and (p / "manifest.json").exists()]
-    return [p.name for p in sorted(found, key=lambda p: json.loads((p / "manifest.json").read_text()).get("created_at", ""))]
+    found = [p for p in root.iterdir()
+             if p.is_dir() and not p.name.startswith(("_", ".")) and (p / layout.SERVING_MANIFEST).exists()]
+    return [p.name for p in sorted(found, key=lambda p: json.loads((p / layout.SERVING_MANIFEST).read_text()).get("created_at", ""))]
 
 
 def verify_files(root: Path, checksums: dict[str, str]) -> None:
@@ -139,12 +101,12 @@ class ServingBundle:
         self.version = manifest["version"]
         if verify:
             verify_files(root, manifest["checksums"])
-        self.index = faiss.read_index(str(root / "index.faiss"))
+        self.index = faiss.read_index(str(root / layout.INDEX_FILE))
         if self.index.d != manifest["dim"]:
             raise DataError(f"bundle {self.version}: index dim {self.index.d} != manifest dim {manifest['dim']}")
-        kp = pd.read_parquet(root / "keyphrases.parquet")
+        kp = pd.read_parquet(root / layout.INDEX_IDMAP)
         self.keyphrases = dict(zip(kp["keyphrase_id"].astype("int64"), kp["keyphrase"]))
-        from jobs.index import set_search_params
+        from models.ann import set_search_params
 
         set_search_params(self.index, manifest.get("index", {}).get("search_params", {}))
         self._tower_dir = root / "onnx" / "item"
@@ -193,7 +155,7 @@ _BLOCK = threading.Lock()
 
 
 def load_version(settings, version_id: str, verify: bool = True) -> ServingBundle:
-    root = Path(local_path(version_dir(settings, version_id)))
+    root = Path(local_path(layout.serving_version_dir(settings, version_id)))
     if not root.exists():
         raise DataError(f"published version {version_id!r} not found at {root}")
     return ServingBundle(root, read_manifest(settings, version_id), verify=verify, device=settings.serve.device)

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.world import SLOTS, Truth, hash_normal, hash_u01, stable_seed
+from kp import layout
 from kp.contracts import arrow_schema
 from kp.errors import ConfigError
 from kp.lake import Lake, _fs, atomic_dir, parse_ds, write_parquet_atomic
@@ -574,7 +575,7 @@ def _write_parts(target: str, tables: list[pa.Table]) -> None:
         for i, t in enumerate(tables):
             with fs.open(f"{p}/part-{i:05d}.parquet", "wb") as f:
                 pq.write_table(t, f)
-        with fs.open(f"{p}/_SUCCESS", "wb") as f:
+        with fs.open(f"{p}/{layout.SUCCESS}", "wb") as f:
             f.write(b"")
 
 
@@ -628,7 +629,7 @@ def _write_catalog(lake: Lake, items: pd.DataFrame, tl: _Timeline, days: list[dt
                 rows += table.num_rows
         for t in tmps:
             fs, p = _fs(t)
-            with fs.open(f"{p}/_SUCCESS", "wb") as f:
+            with fs.open(f"{p}/{layout.SUCCESS}", "wb") as f:
                 f.write(b"")
     return rows
 

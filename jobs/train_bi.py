@@ -35,8 +35,10 @@ import os
 import time
 from pathlib import Path
 
+from kp import layout
 from kp.errors import ConfigError, DataError
 from kp.lake import Lake, commit_dir, ds_str, tmp_sibling
+from kp.settings import KD_LOSSES
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ def resolve_cross(settings, cross: str | None) -> tuple[str | None, str | None]:
             return str(p / "model"), None
         return str(p), None
     if registry.exists(settings, cross, "cross"):
-        return registry.cross_model_dir(settings, cross), cross
+        return layout.model_dir(settings, cross, "cross"), cross
     raise ConfigError(f"--cross {cross!r}: neither a directory nor a cross-encoder version in the registry")
 
 
@@ -176,7 +178,7 @@ def training_arguments(settings, output_dir: str, device: str, **budget_kwargs):
     from sentence_transformers.sentence_transformer.training_args import (
         BatchSamplers, MultiDatasetBatchSamplers, SentenceTransformerTrainingArguments)
 
-    from jobs.train_cross import trainer_precision
+    from models.training import trainer_precision
 
     t = settings.train
     return SentenceTransformerTrainingArguments(
@@ -194,13 +196,13 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
     from sentence_transformers import SentenceTransformerTrainer
 
     from jobs import registry
-    from jobs.train_cross import progress_callback, quiet_trainer, save_curves, target_dir, write_card
     from jobs.training_data import load_training_data
     from models.base import resolve_base_model, resolve_device
     from models.bi_encoder import build_student, save_student, score_pairs
-    from models.losses import KD_LOSSES, TaskLosses
-    from models.training import (best_step, budget_arguments, calibration_plot, has_both_classes, heldout_evaluator,
-                                 plan_budget, threshold_metrics)
+    from models.losses import TaskLosses
+    from models.metrics import has_both_classes, threshold_metrics
+    from models.training import (best_step, budget_arguments, calibration_plot, heldout_evaluator, plan_budget,
+                                 progress_callback, quiet_trainer, save_curves, write_card)
 
     ds = ds_str(ds)
     t0 = time.perf_counter()
@@ -239,14 +241,14 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
     if init_from == "champion":
         champ = registry.champion(settings)
         if champ:
-            start = registry.student_dir(settings, champ)
+            start = layout.model_dir(settings, champ)
         else:
             log.info("train.init_from=champion but there is no champion yet: starting from the base encoder")
     config = _config(settings, base, mix, kd_name, init_from)
     snapshot = {**data.snapshot, "cross_version": cross_version, "cross_dir": cross_dir, "task_rows": rows,
                 "start_model": start}
     version = registry.version_id(ds, config, snapshot)
-    final = target_dir(settings, version, "students", out)
+    final = registry.target_dir(settings, version, "students", out)
     tmp = tmp_sibling(final)
     os.makedirs(tmp, exist_ok=True)
     device = resolve_device(settings.train.device)
@@ -350,7 +352,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--labels", default=None, help="parquet/CSV with title, category, keyphrase, label (instead of the label store)")
     parser.add_argument("--out", default=None, help="write the model here instead of the registry")
     parser.add_argument("--label-mix", default=None, help="e.g. ctr, llm, llm+kd, llm+ctr+kd, llm+sr+ctr+kd")
-    parser.add_argument("--kd-loss", default=None, choices=["pearson", "mse", "cosent"])
+    parser.add_argument("--kd-loss", default=None, choices=KD_LOSSES)
     parser.add_argument("--max-steps", type=int, default=None, help="override train.bi_max_steps (default -1: train.epochs over the data, early stopping)")
 
 

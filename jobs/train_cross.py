@@ -31,101 +31,6 @@ from kp.lake import Lake, commit_dir, ds_str, tmp_sibling, write_parquet_file_at
 log = logging.getLogger(__name__)
 
 
-# ---- helpers shared with train_bi ---------------------------------------------------------------
-def progress_callback(task_losses=None, logger=None):
-    """A transformers TrainerCallback logging steps, loss (per task when known) and examples/s."""
-    from transformers import TrainerCallback
-
-    out_log = logger or log
-
-    class Progress(TrainerCallback):
-        def __init__(self):
-            self.t0 = None
-            self.history: list[dict] = []
-
-        def on_train_begin(self, args, state, control, **kw):
-            self.t0 = time.perf_counter()
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if not logs or "loss" not in logs:
-                return
-            elapsed = max(time.perf_counter() - (self.t0 or time.perf_counter()), 1e-9)
-            rec = {"step": state.global_step, "loss": float(logs["loss"]),
-                   "steps_per_s": state.global_step / elapsed,
-                   "examples_per_s": state.global_step * args.per_device_train_batch_size / elapsed}
-            if task_losses is not None:
-                rec["tasks"] = task_losses.pop_means()
-            self.history.append(rec)
-            tasks = " ".join(f"{k}={v:.4f}" for k, v in (rec.get("tasks") or {}).items())
-            out_log.info("step %d/%d loss %.4f %s| %.2f steps/s %.1f examples/s", state.global_step, state.max_steps,
-                     rec["loss"], tasks + " " if tasks else "", rec["steps_per_s"], rec["examples_per_s"])
-
-    return Progress()
-
-
-def save_curves(history: list[dict], path: str, title: str) -> None:
-    """Training loss (and per-task losses) against step, as a PNG (matplotlib, Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if history:
-        steps = [h["step"] for h in history]
-        ax.plot(steps, [h["loss"] for h in history], label="loss (all)", linewidth=2)
-        names = sorted({k for h in history for k in (h.get("tasks") or {})})
-        for name in names:
-            pts = [(h["step"], h["tasks"][name]) for h in history if name in (h.get("tasks") or {})]
-            if pts:
-                ax.plot(*zip(*pts), label=name, alpha=0.8)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_title(title)
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def trainer_precision(device: str) -> dict:
-    """bf16 on GPUs that support it, else fp16 on GPU, else fp32 on CPU."""
-    if device.startswith("cuda"):
-        import torch
-
-        return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
-    return {"use_cpu": True}
-
-
-def quiet_trainer(trainer) -> None:
-    """Our callback logs progress; drop transformers' stdout printer (stdout is for the JSON result)."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-
-
-def write_card(path: str, title: str, sections: dict) -> None:
-    lines = [f"# {title}", ""]
-    for head, body in sections.items():
-        lines += [f"## {head}", ""]
-        if isinstance(body, dict):
-            lines += ["| key | value |", "|---|---|"]
-            lines += [f"| {k} | {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v} |" for k, v in body.items()]
-        else:
-            lines.append(str(body))
-        lines.append("")
-    Path(path).write_text("\n".join(lines))
-
-
-def target_dir(settings, version: str, kind: str, out: str | None) -> str:
-    if out:
-        return str(Path(out).resolve())
-    from jobs import registry
-
-    return registry.version_dir(settings, version, kind)
-
-
 # ---- the stage ---------------------------------------------------------------------------------------
 def _config(settings, base: str) -> dict:
     t = settings.train
@@ -163,7 +68,9 @@ def _fit(settings, model, train, test, target, tmp: str, device: str, lr: float)
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 
     from models.cross_encoder import predict_pairs
-    from models.training import budget_arguments, has_both_classes, heldout_evaluator, plan_budget
+    from models.metrics import has_both_classes
+    from models.training import (budget_arguments, heldout_evaluator, plan_budget, progress_callback, quiet_trainer,
+                                 trainer_precision)
 
     t = settings.train
     budget = plan_budget(len(train), t.batch_size, t.epochs, t.cross_max_steps, t.warmup_ratio, t.evals_per_epoch,
@@ -198,7 +105,8 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
     from jobs.training_data import load_training_data
     from models.base import resolve_base_model, resolve_device
     from models.cross_encoder import build_cross, predict_pairs, save_cross
-    from models.training import best_step, binary_metrics, calibration_plot, has_both_classes, threshold_metrics
+    from models.metrics import binary_metrics, has_both_classes, threshold_metrics
+    from models.training import best_step, calibration_plot, save_curves, write_card
 
     ds = ds_str(ds)
     t0 = time.perf_counter()
@@ -207,7 +115,7 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
     base = resolve_base_model(settings.train.base_model)
     config = _config(settings, base)
     version = registry.version_id(ds, config, data.snapshot)
-    final = target_dir(settings, version, "cross", out)
+    final = registry.target_dir(settings, version, "cross", out)
     tmp = tmp_sibling(final)
     os.makedirs(tmp, exist_ok=True)
     device = resolve_device(settings.train.device)

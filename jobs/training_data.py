@@ -25,22 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from kp.errors import DataError
+from jobs.label_store import text_hash
 from kp.lake import Lake, ds_str, read_parquet
 from models.text import clean
 
 log = logging.getLogger(__name__)
 
 REQUIRED_FILE_COLUMNS = ("title", "category", "keyphrase", "label")
-
-
-def text_hash(title: object, category: object, keyphrase: object) -> str:
-    """sha1 of (title, category, keyphrase), the label store's formula (``jobs.label_store.text_hash``)."""
-    try:
-        from jobs.label_store import text_hash as store_hash
-    except ImportError:  # pragma: no cover - the label store module ships with the project
-        raw = "\x1f".join(["" if v is None else str(v) for v in (title, category, keyphrase)])
-        return hashlib.sha1(raw.encode("utf-8")).hexdigest()
-    return store_hash(title, category, keyphrase)
 
 
 def in_test_split(text_hashes, fraction: float) -> np.ndarray:

@@ -9,6 +9,7 @@ Environment defaults match the Makefile's; anything already set wins.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -18,6 +19,11 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger(__name__)
+
+# The pool that caps concurrent LLM judge shards (one slot per GPU worker); the DAG assigns it.
+LLM_POOL = "llm"
+LLM_POOL_SLOTS = 2
 
 DEFAULTS = {
     "AIRFLOW_HOME": str(REPO / "var" / "airflow"),
@@ -74,20 +80,53 @@ def wait_healthy(url: str, timeout_s: float = 180.0) -> bool:
     return False
 
 
+# ---- Airflow admin helpers (also used by `kp demo` and the tests) -------------------------------------
+def ensure_pool(name: str = LLM_POOL, slots: int = LLM_POOL_SLOTS,
+                description: str = "LLM judge workers (one slot per GPU worker)") -> None:
+    """Create (or resize) an Airflow pool in the metadata database."""
+    from airflow.models.pool import Pool
+
+    Pool.create_or_update_pool(name=name, slots=slots, description=description, include_deferred=False)
+    log.info("pool %s: %d slot(s)", name, slots)
+
+
+def airflow_bin() -> str:
+    """The ``airflow`` executable of this environment (beside the running Python)."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    here = Path(sys.executable).parent / "airflow"
+    return str(here) if here.exists() else (shutil.which("airflow") or "airflow")
+
+
+def ensure_metadata_db() -> bool:
+    """Run ``airflow db migrate`` unless the metadata DB is already current; True when it migrated."""
+    import subprocess
+
+    check = subprocess.run([airflow_bin(), "db", "check-migrations", "-t", "0"], capture_output=True, text=True)
+    if check.returncode == 0:
+        return False
+    log.info("migrating the Airflow metadata database")
+    done = subprocess.run([airflow_bin(), "db", "migrate"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return True
+
+
+
 def main() -> int:
     env = environment()
     os.environ.update(env)
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
-    from jobs import airflow_tasks as at
-
-    at.ensure_metadata_db()
-    at.ensure_pool()
+    ensure_metadata_db()
+    ensure_pool()
     port = env["AIRFLOW__API__PORT"]
-    proc = subprocess.Popen([at.airflow_bin(), "standalone"], env=env)
+    proc = subprocess.Popen([airflow_bin(), "standalone"], env=env)
     try:
         if wait_healthy(f"http://localhost:{port}/api/v2/monitor/health"):
             # DAGs are created unpaused (DAGS_ARE_PAUSED_AT_CREATION=False); unpause ours in case it existed paused
-            subprocess.run([at.airflow_bin(), "dags", "unpause", "keyphrase_daily"], env=env,
+            subprocess.run([airflow_bin(), "dags", "unpause", "keyphrase_daily"], env=env,
                            capture_output=True, text=True)
             print("\n" + "=" * 72)
             print(f"Airflow is up: http://localhost:{port}   (Keyphrases page: http://localhost:{port}/plugin/keyphrases)")

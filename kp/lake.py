@@ -41,6 +41,8 @@ from urllib.parse import urlparse
 
 from kp.errors import ConfigError, DataError
 
+SUCCESS = "_SUCCESS"  # a dataset directory is complete (Spark's convention); kp.layout names the other markers
+
 DATASETS = {
     "catalog": "raw/catalog",
     "keyphrases": "raw/keyphrases",
@@ -254,7 +256,7 @@ def write_parquet_atomic(df, target_dir: str, filename: str = "part-00000.parque
         fs.makedirs(p, exist_ok=True)
         with fs.open(f"{p}/{filename}", "wb") as f:
             df.to_parquet(f, index=False)
-        with fs.open(f"{p}/_SUCCESS", "wb") as f:
+        with fs.open(f"{p}/{SUCCESS}", "wb") as f:
             f.write(b"")
     return target_dir
 

@@ -10,6 +10,7 @@ they may come from a Connection instead (see ``jobs.judges.openai_judge``).
 from __future__ import annotations
 
 import json
+import typing
 from functools import lru_cache
 from typing import Literal
 
@@ -17,6 +18,11 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kp.errors import ConfigError
+
+
+# The distillation losses the student knows (models.losses builds them); one list for settings, CLI and report.
+KdLoss = Literal["pearson", "mse", "cosent"]
+KD_LOSSES: tuple[str, ...] = typing.get_args(KdLoss)
 
 
 class SparkSettings(BaseModel):
@@ -84,7 +90,7 @@ class TrainSettings(BaseModel):
     test_fraction: float = Field(0.15, gt=0, lt=0.9)
     min_rows: int = Field(50, ge=2, description="Refuse to train on fewer labelled rows.")
     matryoshka_dims: list[int] = Field(default_factory=lambda: [384, 256, 128, 64])
-    kd_loss: Literal["pearson", "mse", "cosent"] = "pearson"
+    kd_loss: KdLoss = "pearson"
     llm_loss: Literal["contrastive", "cosent"] = Field("contrastive", description="Student loss on judged 0/1 pairs.")
     llm_ranking: bool = Field(False, description="Also train the student with MNRL on judged positives, each with a "
                               "judged-irrelevant item of the same keyphrase as hard negative.")
@@ -207,3 +213,29 @@ def load_settings(**values) -> Settings:
 def get_settings() -> Settings:
     """Process-wide settings from the environment (cached; call ``get_settings.cache_clear()`` to reload)."""
     return load_settings()
+
+
+def settings_env(settings) -> dict[str, str]:
+    """``KP_*`` environment variables that reproduce ``settings`` in another process (or a task run by
+    ``dag.test``/``spark-submit``): nested fields as ``KP_SECTION__FIELD``, lists/dicts as JSON. Secrets
+    are left out (pass them through the environment or an Airflow Connection)."""
+    import json
+
+    env: dict[str, str] = {}
+
+    def walk(prefix: str, data: dict) -> None:
+        for key, value in data.items():
+            name = f"{prefix}{key.upper()}"
+            if key == "api_key":
+                continue
+            if isinstance(value, dict) and prefix == "KP_":
+                walk(f"{name}__", value)
+            elif isinstance(value, (dict, list)):
+                env[name] = json.dumps(value)
+            elif isinstance(value, bool):
+                env[name] = "true" if value else "false"
+            elif value is not None:
+                env[name] = str(value)
+
+    walk("KP_", settings.model_dump(mode="json"))
+    return env

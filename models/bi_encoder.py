@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from kp import layout
 from models.text import item_text, keyphrase_text
 
 log = logging.getLogger(__name__)
 
-MARKER = "kp_model.json"  # written beside every model we save: {"kind": "bi"|"cross", ...}
+MARKER = layout.MODEL_MARKER  # written beside every model we save: {"kind": "bi"|"cross", ...}
 
 
 def write_marker(model_dir: str | Path, kind: str, **extra) -> None:
@@ -41,7 +42,7 @@ def model_kind(model_dir: str | Path) -> str | None:
         return marker["kind"]
     if (d / "item.onnx").exists() and (d / "keyphrase.onnx").exists():
         return "onnx"
-    if (d / "export.json").exists() and (d / "item" / "tower.json").exists() and (d / "keyphrase" / "tower.json").exists():
+    if (d / layout.EXPORT_RECORD).exists() and (d / "item" / "tower.json").exists() and (d / "keyphrase" / "tower.json").exists():
         return "onnx"  # `kp export` output: registry/students/<v>/onnx/
     if (d / "model").is_dir():  # a registry version directory
         return model_kind(d / "model")

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-KD_LOSSES = ("pearson", "mse", "cosent")
+from kp.settings import KD_LOSSES
 
 
 def pearson_r(x: Tensor, y: Tensor, eps: float = 1e-8) -> Tensor:

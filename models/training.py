@@ -1,5 +1,7 @@
-"""Training parts both models share: the training budget, a held-out evaluator that picks the best
-checkpoint, a wall-clock cap, and the decision threshold stored with a model.
+"""Training parts both models share (sentence-transformers keeps these in ``base/``): the training budget,
+a held-out evaluator that picks the best checkpoint, a wall-clock cap, the trainer's precision, progress
+logging, loss curves, a calibration plot and the model card. The stages ``jobs/train_cross.py`` and
+``jobs/train_bi.py`` call these; metrics are in ``models/metrics.py``.
 
 The budget comes from the data, not from a demo: ``train.epochs`` passes over the labelled set, evaluated
 on the held-out split ``train.evals_per_epoch`` times an epoch, the best checkpoint by held-out ROC AUC
@@ -12,12 +14,16 @@ which sentence-transformers' trainers inherit.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from models.metrics import threshold_metrics
 
 log = logging.getLogger(__name__)
 
@@ -144,50 +150,11 @@ def heldout_evaluator(score_fn: Callable[[object], np.ndarray], labels, name: st
     return HeldOutPairs()
 
 
-def has_both_classes(labels) -> bool:
-    """True when ``labels`` (0/1) hold at least one of each class: AUC and an F1-best threshold need both."""
-    return len(np.unique(np.asarray(labels).astype(int))) == 2
-
-
 def best_step(evaluator) -> int | None:
     """The step of the best held-out AUC in a ``heldout_evaluator``'s history (the checkpoint kept), or None."""
     if not evaluator or not evaluator.history:
         return None
     return int(max(evaluator.history, key=lambda h: h["auc"] or 0.0)["step"])
-
-
-def best_f1_threshold(y_true, scores) -> float:
-    """The score threshold that maximises F1 (``sklearn.metrics.precision_recall_curve``); predictions are
-    ``scores >= threshold``. 0.5 when only one class is present."""
-    from sklearn.metrics import precision_recall_curve
-
-    y = np.asarray(y_true).astype(int)
-    if not has_both_classes(y):
-        return 0.5
-    p, r, t = precision_recall_curve(y, np.asarray(scores, dtype=float))
-    f1 = 2 * p[:-1] * r[:-1] / np.maximum(p[:-1] + r[:-1], 1e-12)
-    return float(t[int(np.argmax(f1))])
-
-
-def binary_metrics(y_true, scores, threshold: float) -> dict:
-    """F1/precision/recall at ``threshold`` (``scores >= threshold``), ROC AUC (None with one class), the
-    number of pairs and of positives (the class balance). scikit-learn's metrics."""
-    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
-
-    y = np.asarray(y_true).astype(int)
-    s = np.asarray(scores, dtype=float)
-    pred = (s >= threshold).astype(int)
-    out = {"f1": float(f1_score(y, pred, zero_division=0)),
-           "precision": float(precision_score(y, pred, zero_division=0)),
-           "recall": float(recall_score(y, pred, zero_division=0)),
-           "threshold": float(threshold), "n": int(len(y)), "positives": int(y.sum())}
-    out["auc"] = float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else None
-    return out
-
-
-def threshold_metrics(y_true, scores) -> dict:
-    """``binary_metrics`` at the F1-maximising threshold of these same pairs."""
-    return binary_metrics(y_true, scores, best_f1_threshold(y_true, scores))
 
 
 def calibration_plot(y_true, scores, path: str, title: str, threshold: float | None = None, bins: int = 10) -> dict:
@@ -219,3 +186,90 @@ def calibration_plot(y_true, scores, path: str, title: str, threshold: float | N
     plt.close(fig)
     return {"score_range": [lo, hi], "mean_scaled_score": [float(x) for x in mean_pred],
             "share_relevant": [float(x) for x in frac_pos]}
+
+
+def progress_callback(task_losses=None, logger=None):
+    """A transformers TrainerCallback logging steps, loss (per task when known) and examples/s."""
+    from transformers import TrainerCallback
+
+    out_log = logger or log
+
+    class Progress(TrainerCallback):
+        def __init__(self):
+            self.t0 = None
+            self.history: list[dict] = []
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or "loss" not in logs:
+                return
+            elapsed = max(time.perf_counter() - (self.t0 or time.perf_counter()), 1e-9)
+            rec = {"step": state.global_step, "loss": float(logs["loss"]),
+                   "steps_per_s": state.global_step / elapsed,
+                   "examples_per_s": state.global_step * args.per_device_train_batch_size / elapsed}
+            if task_losses is not None:
+                rec["tasks"] = task_losses.pop_means()
+            self.history.append(rec)
+            tasks = " ".join(f"{k}={v:.4f}" for k, v in (rec.get("tasks") or {}).items())
+            out_log.info("step %d/%d loss %.4f %s| %.2f steps/s %.1f examples/s", state.global_step, state.max_steps,
+                     rec["loss"], tasks + " " if tasks else "", rec["steps_per_s"], rec["examples_per_s"])
+
+    return Progress()
+
+
+def save_curves(history: list[dict], path: str, title: str) -> None:
+    """Training loss (and per-task losses) against step, as a PNG (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if history:
+        steps = [h["step"] for h in history]
+        ax.plot(steps, [h["loss"] for h in history], label="loss (all)", linewidth=2)
+        names = sorted({k for h in history for k in (h.get("tasks") or {})})
+        for name in names:
+            pts = [(h["step"], h["tasks"][name]) for h in history if name in (h.get("tasks") or {})]
+            if pts:
+                ax.plot(*zip(*pts), label=name, alpha=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def trainer_precision(device: str) -> dict:
+    """bf16 on GPUs that support it, else fp16 on GPU, else fp32 on CPU."""
+    if device.startswith("cuda"):
+        import torch
+
+        return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
+    return {"use_cpu": True}
+
+
+def quiet_trainer(trainer) -> None:
+    """Our callback logs progress; drop transformers' stdout printer (stdout is for the JSON result)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
+def write_card(path: str, title: str, sections: dict) -> None:
+    """MODEL_CARD.md at ``path``: a title, then one section per key (a dict becomes a key/value table)."""
+    lines = [f"# {title}", ""]
+    for head, body in sections.items():
+        lines += [f"## {head}", ""]
+        if isinstance(body, dict):
+            lines += ["| key | value |", "|---|---|"]
+            lines += [f"| {k} | {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v} |" for k, v in body.items()]
+        else:
+            lines.append(str(body))
+        lines.append("")
+    Path(path).write_text("\n".join(lines))

@@ -19,6 +19,8 @@ imported defensively: before the first run (or before a module exists) the page 
 
 from __future__ import annotations
 
+from kp import layout
+
 import io
 import logging
 import math
@@ -253,9 +255,8 @@ def score_plot() -> bytes | None:
         import matplotlib.pyplot as plt
         import pandas as pd
 
-        from jobs import serving
 
-        root = Path(serving.version_dir(_settings(), version))
+        root = Path(layout.serving_version_dir(_settings(), version))
         recs = pd.read_parquet(root / "recommendations", columns=["item_id", "keyphrase_id", "score"])
         fig, ax = plt.subplots(figsize=(6, 3.2))
         world = _world()
@@ -290,9 +291,8 @@ def curves_file(kind: str, version: str | None) -> Path | None:
         return None
 
     def path():
-        from jobs import registry
 
-        return Path(registry.version_dir(_settings(), chosen["version"], kind)) / "curves.png"
+        return Path(layout.registry_version_dir(_settings(), chosen["version"], kind)) / "curves.png"
 
     p = _safe("curves path", path, None)
     return p if p is not None and p.is_file() else None

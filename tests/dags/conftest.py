@@ -12,10 +12,10 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def airflow_db():
     """``airflow db migrate`` once if needed (the Makefile's airflow-db target usually did it), plus pool llm."""
-    from jobs import airflow_tasks as at
+    from kp import airflow_standalone as af
 
-    at.ensure_metadata_db()
-    at.ensure_pool()
+    af.ensure_metadata_db()
+    af.ensure_pool()
     return True
 
 

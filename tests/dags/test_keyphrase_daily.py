@@ -204,8 +204,7 @@ def test_settings_for_applies_params(monkeypatch, tmp_path):
 
 
 def test_settings_env_round_trips(settings):
-    from jobs.airflow_tasks import settings_env
-    from kp.settings import Settings
+    from kp.settings import Settings, settings_env
 
     tuned = settings.with_overrides(**{"train.matryoshka_dims": [32, 16], "serve.dim": 16})
     env = settings_env(tuned)
@@ -252,12 +251,11 @@ def runnable_dag():
 
 def test_branches_skip_labelling_and_training(airflow_db, runnable_dag, settings, monkeypatch):
     dag = runnable_dag
-    from jobs import airflow_tasks as at
     from kp.lake import Lake
-    from kp.settings import get_settings
+    from kp.settings import get_settings, settings_env
 
     lake = Lake.from_settings(settings)
-    for k, v in at.settings_env(settings.with_overrides(**{"train.retrain_every_days": 1000})).items():
+    for k, v in settings_env(settings.with_overrides(**{"train.retrain_every_days": 1000})).items():
         monkeypatch.setenv(k, v)
     get_settings.cache_clear()
     try:

@@ -29,13 +29,13 @@ def tiny_pipeline_settings(world_settings, base_model: str):
 @pytest.fixture
 def pipeline_env(tiny_world, tmp_path, monkeypatch):
     """Process env so that get_settings() (in tasks and in spark-submit) is the tiny pipeline's settings."""
-    from jobs import airflow_tasks as at
+    from kp.settings import settings_env
     from kp.settings import get_settings
     from models.tiny import build_tiny_encoder
 
     model = build_tiny_encoder(tmp_path / "tiny_encoder", hidden=32, seed=3)
     settings = tiny_pipeline_settings(tiny_world, model)
-    for k, v in at.settings_env(settings).items():
+    for k, v in settings_env(settings).items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", '{"conn_type": "spark", "host": "local[2]"}')
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")

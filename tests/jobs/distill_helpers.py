@@ -57,7 +57,7 @@ DS = "2026-10-10"
 def write_lake_inputs(settings, pairs: pd.DataFrame, ds: str = DS, ctr: bool = True) -> None:
     """A label store partition (contract llm_labels) from ``pairs`` (with ids), and when ``ctr``: catalog,
     keyphrases and CTR labels whose positives are the relevant pairs."""
-    from jobs.training_data import text_hash
+    from jobs.label_store import text_hash
     from kp.lake import Lake, write_parquet_atomic
 
     lake = Lake.from_settings(settings)

@@ -8,7 +8,7 @@ from serve_helpers import (DS, catalog, ready, register, serve_model, serve_read
                            write_inputs)
 
 from jobs import embed, export
-from jobs.serving import embeddings_path, onnx_dir
+from kp.layout import embeddings_dir, onnx_dir
 from kp.errors import DataError
 from kp.lake import Lake, read_parquet
 from models.onnx_tower import OnnxTower
@@ -19,7 +19,7 @@ DS2 = "2026-10-06"
 
 
 def _emb(settings, what="items", version="v1"):
-    df = read_parquet(embeddings_path(settings, what, version), contract="embeddings")
+    df = read_parquet(embeddings_dir(settings, what, version), contract="embeddings")
     return df.set_index("id")
 
 
@@ -67,7 +67,7 @@ def test_new_model_version_embeds_everything(ready, spark, serve_model):
     stats = embed.run(ready, DS, "items", spark=spark)
     assert stats["model_version"] == "v2" and stats["embedded_now"] == 36 and stats["reused"] == 0
     assert set(_emb(ready, version="v2")["model_version"]) == {"v2"}
-    assert lake.exists(embeddings_path(ready, "items", "v1"))  # the old version's snapshot is untouched
+    assert lake.exists(embeddings_dir(ready, "items", "v1"))  # the old version's snapshot is untouched
 
 
 def test_bad_rows_quarantined(ready, spark):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kp import layout
+
 import json
 import shutil
 from pathlib import Path
@@ -13,14 +15,15 @@ from testsupport import make_settings
 from distill_helpers import DS, trained_world
 
 
-def test_best_threshold_and_crossfit_hand_cases():
-    from jobs.evaluate import best_threshold, crossfit_predictions
+def test_best_f1_cut_and_crossfit_hand_cases():
+    from jobs.evaluate import crossfit_predictions
+    from models.metrics import best_f1_cut
 
     y = np.array([1, 1, 0, 1, 0, 0])
     s = np.array([0.9, 0.8, 0.7, 0.6, 0.2, 0.1])
     # cut after 0.8: F1 = 2*2/(2+3) = 0.8; after 0.6: 2*3/(4+3) = 0.857 -> threshold between 0.6 and 0.2
-    assert best_threshold(y, s) == pytest.approx(0.4)
-    assert best_threshold(np.array([0, 1]), np.array([0.5, 0.5])) < 0.5  # ties go together
+    assert best_f1_cut(y, s) == pytest.approx(0.4)
+    assert best_f1_cut(np.array([0, 1]), np.array([0.5, 0.5])) < 0.5  # ties go together
     y2 = np.tile([1, 0], 50)
     s2 = np.where(y2 == 1, 0.8, 0.3) + np.linspace(0, 0.01, 100)
     pred, thr = crossfit_predictions(y2, s2, [f"h{i}" for i in range(100)])
@@ -35,9 +38,8 @@ def _lake_copy(tmp_path):
 
 
 def _register_random(settings, w, version=f"{DS}-deadbeef"):
-    from jobs import registry
 
-    d = Path(registry.version_dir(settings, version))
+    d = Path(layout.registry_version_dir(settings, version))
     shutil.copytree(w["random"], d / "model")
     (d / "train_config.json").write_text(json.dumps({"ds": DS, "created_at": "2026-10-10T09:00:00", "label_mix": "none"}))
     return version
@@ -55,7 +57,7 @@ def test_first_model_is_promoted_with_metrics(tmp_path):
     assert m["dim"] == 16 and m["llm"]["n"] == w["cross"]["test_rows"]
     assert m["llm"]["f1"] > 0.8 and m["llm"]["auc"] > 0.85  # the trained student learned the synonyms
     assert m["rho_cross"] is not None and m["rho_cross"] > 0.5
-    stored = json.loads((Path(registry.version_dir(s, v)) / "metrics.json").read_text())
+    stored = json.loads((Path(layout.registry_version_dir(s, v)) / "metrics.json").read_text())
     assert stored["eval"]["llm"]["f1"] == m["llm"]["f1"] and "training" in stored
     assert json.loads((tmp_path / "lake" / "runs" / f"ds={DS}" / "evaluate.json").read_text())["promoted"] is True
 
@@ -75,7 +77,7 @@ def test_gate_both_ways_force_and_manual(tmp_path):
     fig = evaluate.run(s, DS, candidate=broken)
     assert not fig["promoted"] and registry.champion(s) == good
     assert "champion kept" in fig["reason"]
-    promo = json.loads((Path(registry.version_dir(s, broken)) / "promotion.json").read_text())
+    promo = json.loads((Path(layout.registry_version_dir(s, broken)) / "promotion.json").read_text())
     assert promo["promoted"] is False and promo["reason"] == fig["reason"] and promo["champion_before"] == good
     stats = json.loads((tmp_path / "lake" / "runs" / f"ds={DS}" / "evaluate.json").read_text())
     assert stats["promoted"] is False and stats["reason"] == fig["reason"]
@@ -85,7 +87,7 @@ def test_gate_both_ways_force_and_manual(tmp_path):
     # manual override back
     out = promote.run(s, good, reason="rollback after incident")
     assert out["previous"] == broken and registry.champion(s) == good
-    promo_good = json.loads((Path(registry.version_dir(s, good)) / "promotion.json").read_text())
+    promo_good = json.loads((Path(layout.registry_version_dir(s, good)) / "promotion.json").read_text())
     assert promo_good["reason"] == "manual: rollback after incident"
     from kp.errors import ConfigError
 

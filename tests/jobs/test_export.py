@@ -9,7 +9,7 @@ import pytest
 from serve_helpers import DS, register, serve_model, serve_settings, serve_world, write_inputs  # noqa: F401
 
 from jobs import export
-from jobs.serving import onnx_dir
+from kp.layout import onnx_dir
 from kp.errors import ConfigError, DataError, GateError
 from kp.lake import Lake
 

@@ -11,7 +11,9 @@ import pytest
 from serve_helpers import DS, ready, serve_model, serve_ready  # noqa: F401
 
 from jobs import index, publish
-from jobs.serving import build_dir, current_version, embeddings_path
+from models.ann import ann_recall_at_k, build_index
+from jobs.serving import current_version
+from kp.layout import embeddings_dir, index_build_dir
 from kp.errors import DataError, GateError
 from kp.lake import Lake, write_parquet_atomic
 
@@ -25,17 +27,17 @@ def _clustered(n, d=16, clusters=10, seed=0):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_recall_at_k_exact_is_one_and_bad_index_is_low():
+def test_ann_recall_at_k_exact_is_one_and_bad_index_is_low():
     x = _clustered(2000)
     ids = np.arange(2000, dtype=np.int64) + 7
     q = _clustered(200, seed=1)
-    exact = index.build_index(x, ids, "Flat")
-    assert index.recall_at_k(exact, x, ids, q, 20) == 1.0
-    bad = index.build_index(x, ids, "IVF64,PQ2x4", {"nprobe": 1})
-    r = index.recall_at_k(bad, x, ids, q, 20)
+    exact = build_index(x, ids, "Flat")
+    assert ann_recall_at_k(exact, x, ids, q, 20) == 1.0
+    bad = build_index(x, ids, "IVF64,PQ2x4", {"nprobe": 1})
+    r = ann_recall_at_k(bad, x, ids, q, 20)
     assert 0.0 <= r < 0.6
-    good = index.build_index(x, ids, "HNSW32,Flat", {"efSearch": 256})
-    assert index.recall_at_k(good, x, ids, q, 20) > 0.9
+    good = build_index(x, ids, "HNSW32,Flat", {"efSearch": 256})
+    assert ann_recall_at_k(good, x, ids, q, 20) > 0.9
     # ids are the caller's ids, not row numbers
     _, got = exact.search(x[:1], 1)
     assert got[0, 0] == 7
@@ -44,7 +46,7 @@ def test_recall_at_k_exact_is_one_and_bad_index_is_low():
 def test_exact_build_staged_with_recall_one(ready):
     stats = index.run(ready, DS)
     assert stats["exact"] and stats["factory"] == "Flat" and stats["recall_at_k"] == 1.0 and stats["n"] == 60
-    root = Path(build_dir(ready, DS))
+    root = Path(index_build_dir(ready, DS))
     meta = json.loads((root / "index_meta.json").read_text())
     assert meta["recall_at_k"] == 1.0 and meta["k"] == 20 and meta["model_version"] == "v1"
     assert meta["recall_queries"] == 36  # all item embeddings serve as queries
@@ -61,7 +63,7 @@ def test_approximate_above_threshold(ready):
 
 def test_bad_index_below_floor_refused_nothing_published(ready):
     lake = Lake.from_settings(ready)
-    target = Path(build_dir(ready, DS))
+    target = Path(index_build_dir(ready, DS))
     import shutil
 
     shutil.rmtree(target)
@@ -85,7 +87,7 @@ def test_empty_keyphrase_set(ready):
     from kp.contracts import arrow_schema
 
     table = pa.Table.from_pandas(empty, schema=arrow_schema("embeddings"), preserve_index=False)
-    path = Path(embeddings_path(ready, "keyphrases", "v1"))
+    path = Path(embeddings_dir(ready, "keyphrases", "v1"))
     import shutil
 
     shutil.rmtree(path)
@@ -100,7 +102,7 @@ def test_empty_keyphrase_set(ready):
 def test_dimension_mismatch(ready):
     df = pd.DataFrame({"id": pd.Series([1, 2], dtype="int64"), "text_hash": ["a", "b"],
                        "embedding": [np.ones(8, np.float32), np.ones(8, np.float32)], "model_version": "v1"})
-    write_parquet_atomic(df, embeddings_path(ready, "keyphrases", "v1"))
+    write_parquet_atomic(df, embeddings_dir(ready, "keyphrases", "v1"))
     with pytest.raises(DataError, match="dimension mismatch"):
         index.run(ready, DS)
 
@@ -108,6 +110,6 @@ def test_dimension_mismatch(ready):
 def test_missing_keyphrase_embeddings(ready):
     import shutil
 
-    shutil.rmtree(embeddings_path(ready, "keyphrases", "v1"))
+    shutil.rmtree(embeddings_dir(ready, "keyphrases", "v1"))
     with pytest.raises(DataError, match="kp embed --what keyphrases"):
         index.run(ready, DS)

@@ -3,6 +3,7 @@ import pytest
 
 from jobs import label_store, llm_label
 from jobs.label_store import read_done, read_staging, staging_files
+from kp import layout
 from kp.contracts import check_pandas
 from kp.errors import DataError
 from kp.lake import Lake
@@ -37,7 +38,7 @@ def test_labels_a_shard_in_batches_then_rerun_calls_the_judge_zero_times(s):
     # even with the _DONE marker gone, every pair is found in staging: still nothing paid twice
     import os
 
-    os.remove(f"{label_store.staging_dir(lake, DS, 0)}/_DONE")
+    os.remove(layout.done_marker(lake, DS, 0))
     out3 = llm_label.run(s, DS, 0, judge=again)
     assert out3["judged"] == 0 and out3["already_labelled"] == 25 and again.calls == 0
     assert len(read_staging(lake, DS)) == 25

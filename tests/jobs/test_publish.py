@@ -10,7 +10,9 @@ import pytest
 from serve_helpers import DS, ready, serve_model, serve_ready  # noqa: F401
 
 from jobs import publish, rollback, serving
-from jobs.serving import current_version, list_versions, onnx_dir, read_manifest, verify_files, version_dir
+from jobs.serving import current_version, published_versions, read_manifest, verify_files
+from kp import layout
+from kp.layout import onnx_dir, serving_version_dir
 from kp.errors import DataError, GateError
 from kp.lake import Lake, read_parquet
 
@@ -22,7 +24,7 @@ def test_publish_makes_a_complete_current_version(ready):
     stats = publish.run(ready, DS)
     vid = stats["version"]
     assert current_version(ready) == vid and stats["previous"] is None
-    root = Path(version_dir(ready, vid))
+    root = Path(serving_version_dir(ready, vid))
     m = read_manifest(ready, vid)
     assert m["model_version"] == "v1" and m["ds"] == DS and m["recall_at_k"] == 1.0 and m["dim"] == 16
     assert m["counts"] == {"keyphrases": 60, "items": 36, "recommendations": 36 * 20}
@@ -30,7 +32,7 @@ def test_publish_makes_a_complete_current_version(ready):
     assert {"index.faiss", "keyphrases.parquet", "onnx/item/model.onnx", "onnx/keyphrase/model.onnx",
             "recommendations/part-00000.parquet"} <= set(m["checksums"])
     # the path the pair-selection stage reads
-    assert serving.current_recommendations_path(ready) == f"{version_dir(ready, vid)}/recommendations"
+    assert serving.current_recommendations_path(ready) == f"{serving_version_dir(ready, vid)}/recommendations"
     recs = read_parquet(serving.current_recommendations_path(ready), contract="recommendations")
     assert len(recs) == 720
 
@@ -50,7 +52,7 @@ def test_rollback_and_pruning(ready):
     with pytest.raises(DataError, match="unknown published version"):
         rollback.run(s, to="nope")
     v3 = publish.run(s, DS)
-    assert v3["pruned"] == [v1] and list_versions(s) == [v2, v3["version"]]
+    assert v3["pruned"] == [v1] and published_versions(s) == [v2, v3["version"]]
 
 
 def test_readers_always_see_a_complete_version(ready):
@@ -76,13 +78,13 @@ def test_readers_always_see_a_complete_version(ready):
     for t in threads:
         t.join()
     assert errors == []
-    assert len(seen) >= 2 and set(seen) <= set(list_versions(s))
+    assert len(seen) >= 2 and set(seen) <= set(published_versions(s))
     assert current_version(s) == published[-1]
 
 
 def test_crash_mid_build_leaves_current_intact(ready, monkeypatch):
     v1 = publish.run(ready, DS)["version"]
-    before = sorted(p.name for p in Path(serving.versions_root(ready)).iterdir())
+    before = sorted(p.name for p in Path(layout.serving_versions_root(ready)).iterdir())
 
     def boom(root, manifest):
         raise RuntimeError("disk full (injected)")
@@ -91,17 +93,17 @@ def test_crash_mid_build_leaves_current_intact(ready, monkeypatch):
     with pytest.raises(RuntimeError, match="injected"):
         publish.run(ready, DS)
     assert current_version(ready) == v1
-    assert sorted(p.name for p in Path(serving.versions_root(ready)).iterdir()) == before  # no temp leftovers
+    assert sorted(p.name for p in Path(layout.serving_versions_root(ready)).iterdir()) == before  # no temp leftovers
     assert serving.load_current(ready, cached=False).version == v1
 
 
 def test_recall_gate_rechecked_at_publish(ready):
-    meta_path = Path(serving.build_dir(ready, DS)) / "index_meta.json"
+    meta_path = Path(layout.index_build_dir(ready, DS)) / "index_meta.json"
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({**meta, "recall_at_k": 0.5}))
     with pytest.raises(GateError, match="recall"):
         publish.run(ready, DS)
-    assert current_version(ready) is None and list_versions(ready) == []
+    assert current_version(ready) is None and published_versions(ready) == []
 
 
 def test_corrupted_onnx_refused(ready):
@@ -115,12 +117,12 @@ def test_corrupted_onnx_refused(ready):
 def test_corrupted_index_detected_on_load_and_rollback(ready):
     v1 = publish.run(ready, DS)["version"]
     v2 = publish.run(ready, DS)["version"]
-    f = Path(version_dir(ready, v1)) / "index.faiss"
+    f = Path(serving_version_dir(ready, v1)) / "index.faiss"
     f.write_bytes(b"garbage" + f.read_bytes()[7:])
     with pytest.raises(DataError, match="checksum of index.faiss"):
         rollback.run(ready)
     assert current_version(ready) == v2
-    Lake.from_settings(ready).write_pointer(serving.current_pointer(ready), v1)
+    Lake.from_settings(ready).write_pointer(layout.current_pointer(ready), v1)
     with pytest.raises(DataError, match="corrupted bundle"):
         serving.load_current(ready, cached=False)
 

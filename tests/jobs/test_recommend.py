@@ -7,7 +7,7 @@ import pytest
 from serve_helpers import DS, catalog, ready, serve_model, serve_ready, write_inputs  # noqa: F401
 
 from jobs import embed, index, recommend
-from jobs.serving import embeddings_path
+from kp.layout import embeddings_dir
 from kp.errors import DataError
 from kp.lake import Lake, read_parquet
 
@@ -16,8 +16,8 @@ DS2 = "2026-10-06"
 
 
 def _brute_force(settings):
-    items = read_parquet(embeddings_path(settings, "items", "v1"), contract="embeddings")
-    kps = read_parquet(embeddings_path(settings, "keyphrases", "v1"), contract="embeddings")
+    items = read_parquet(embeddings_dir(settings, "items", "v1"), contract="embeddings")
+    kps = read_parquet(embeddings_dir(settings, "keyphrases", "v1"), contract="embeddings")
     iv, kv = np.stack(items["embedding"]), np.stack(kps["embedding"])
     scores = iv @ kv.T
     return items["id"].to_numpy(), kps["id"].to_numpy(), scores

@@ -9,11 +9,12 @@ import threading
 import pytest
 
 from jobs import registry
+from kp import layout
 from kp.errors import ConfigError
 
 
 def _fake_version(settings, version, kind="students", created="2026-10-10T00:00:00", f1=None):
-    d = registry.version_dir(settings, version, kind)
+    d = layout.registry_version_dir(settings, version, kind)
     os.makedirs(os.path.join(d, "model"))
     with open(os.path.join(d, "train_config.json"), "w") as f:
         json.dump({"created_at": created, "ds": version[:10], "label_mix": "llm"}, f)
@@ -38,17 +39,17 @@ def test_champion_pointer_switch_and_history(settings):
     registry.set_champion(settings, "2026-10-10-aaaaaaaa", "first")
     registry.set_champion(settings, "2026-10-11-bbbbbbbb", "better")
     assert registry.champion(settings) == "2026-10-11-bbbbbbbb"
-    root = registry.registry_root(settings)
+    root = layout.registry_root(settings)
     assert not [n for n in os.listdir(root) if n.startswith(".")]  # no temp files left behind
-    promo = json.loads(open(os.path.join(registry.version_dir(settings, "2026-10-11-bbbbbbbb"), "promotion.json")).read())
+    promo = json.loads(open(os.path.join(layout.registry_version_dir(settings, "2026-10-11-bbbbbbbb"), "promotion.json")).read())
     assert promo["promoted"] and promo["reason"] == "better" and promo["previous_champion"] == "2026-10-10-aaaaaaaa"
     lines = open(os.path.join(root, "champion_history.jsonl")).read().splitlines()
     assert [json.loads(x)["version"] for x in lines] == ["2026-10-10-aaaaaaaa", "2026-10-11-bbbbbbbb"]
-    assert registry.student_dir(settings, "2026-10-11-bbbbbbbb").endswith("students/2026-10-11-bbbbbbbb/model")
+    assert layout.model_dir(settings, "2026-10-11-bbbbbbbb").endswith("students/2026-10-11-bbbbbbbb/model")
     with pytest.raises(ConfigError, match="no student version"):
         registry.set_champion(settings, "2026-10-12-cccccccc", "missing")
     with pytest.raises(ConfigError):
-        registry.version_dir(settings, "../evil")
+        layout.registry_version_dir(settings, "../evil")
 
 
 def test_pointer_readers_never_see_a_partial_value(settings):
@@ -74,7 +75,7 @@ def test_pointer_readers_never_see_a_partial_value(settings):
 def test_list_versions_newest_first_with_metrics(settings):
     _fake_version(settings, "2026-10-10-aaaaaaaa", created="2026-10-10T01:00:00", f1=0.8)
     _fake_version(settings, "2026-10-11-bbbbbbbb", created="2026-10-11T01:00:00", f1=0.9)
-    os.makedirs(os.path.join(registry.registry_root(settings), "students", "_tmp-2026-10-12-x"))  # in progress: hidden
+    os.makedirs(os.path.join(layout.registry_root(settings), "students", "_tmp-2026-10-12-x"))  # in progress: hidden
     registry.set_champion(settings, "2026-10-10-aaaaaaaa", "first")
     vs = registry.list_versions(settings)
     assert [v["version"] for v in vs] == ["2026-10-11-bbbbbbbb", "2026-10-10-aaaaaaaa"]

@@ -7,7 +7,8 @@ import pytest
 from serve_helpers import DS, ready, serve_model, serve_ready  # noqa: F401
 
 from jobs import publish, serving
-from jobs.serving import current_version, embeddings_path, onnx_dir
+from jobs.serving import current_version
+from kp.layout import embeddings_dir, onnx_dir
 from kp.errors import DataError
 from kp.lake import Lake, read_parquet
 from models.onnx_tower import OnnxTower
@@ -29,7 +30,7 @@ def test_search_by_text_and_by_item_id(ready):
     got = b.search(text, k=5)
     assert [r["rank"] for r in got] == [1, 2, 3, 4, 5]
     # the same answer as brute force with the exported item tower over the keyphrase embeddings
-    kps = read_parquet(embeddings_path(ready, "keyphrases", "v1"))
+    kps = read_parquet(embeddings_dir(ready, "keyphrases", "v1"))
     q = OnnxTower(f"{onnx_dir(ready, 'v1')}/item").embed([text])[0]
     scores = np.stack(kps["embedding"]) @ q
     np.testing.assert_allclose([r["score"] for r in got], np.sort(scores)[::-1][:5], atol=1e-5)

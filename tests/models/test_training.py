@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
 
-from models.training import (best_f1_threshold, binary_metrics, budget_arguments, plan_budget, threshold_metrics,
-                             wall_clock_cap)
+from models.training import budget_arguments, plan_budget, wall_clock_cap
 
 
 def test_budget_comes_from_the_data_and_caps_only_cap():
@@ -33,17 +30,6 @@ def test_budget_arguments_keep_the_best_checkpoint_by_heldout_auc():
     assert any(isinstance(c, EarlyStoppingCallback) for c in callbacks) and len(callbacks) == 2  # + wall clock
     kwargs, callbacks = budget_arguments(plan_budget(1000, 10, 2, -1, 0.1, 0, 0, True), patience=3)
     assert kwargs["save_strategy"] == "no" and "load_best_model_at_end" not in kwargs and callbacks == []
-
-
-def test_best_f1_threshold_and_metrics():
-    y = np.array([0, 0, 0, 1, 1, 1, 0, 1])
-    s = np.array([0.1, 0.2, 0.3, 0.35, 0.6, 0.7, 0.65, 0.9])
-    th = best_f1_threshold(y, s)
-    assert th == pytest.approx(0.35)  # >= 0.35 catches every positive with one false positive: F1 0.889
-    m = threshold_metrics(y, s)
-    assert m["f1"] == pytest.approx(8 / 9) and m["recall"] == 1.0 and m["positives"] == 4 and m["n"] == 8
-    assert binary_metrics(y, s, 0.5)["f1"] == pytest.approx(0.75)
-    assert best_f1_threshold([1, 1], [0.2, 0.3]) == 0.5 and binary_metrics([1, 1], [0.2, 0.3], 0.1)["auc"] is None
 
 
 def test_wall_clock_cap_stops_training():

@@ -71,12 +71,12 @@ def airflow_api(published_lake):
 
     from fastapi.testclient import TestClient
 
-    from jobs import airflow_tasks as at
-    from kp.settings import get_settings
+    from kp import airflow_standalone as af
+    from kp.settings import get_settings, settings_env
 
     root, ds, version = published_lake["root"], published_lake["ds"], published_lake["version"]
-    at.ensure_metadata_db()
-    env = at.settings_env(published_lake["settings"])
+    af.ensure_metadata_db()
+    env = settings_env(published_lake["settings"])
     env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = "admin:admin"
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():

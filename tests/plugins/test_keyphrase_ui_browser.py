@@ -33,17 +33,18 @@ def free_port() -> int:
 
 @pytest.fixture
 def api_server(published_lake, tmp_path):
-    from jobs import airflow_tasks as at
+    from kp import airflow_standalone as af
+    from kp.settings import settings_env
 
     ds, version = published_lake["ds"], published_lake["version"]
-    at.ensure_metadata_db()
+    af.ensure_metadata_db()
     port = free_port()
     env = dict(os.environ)
-    env.update(at.settings_env(published_lake["settings"]))
+    env.update(settings_env(published_lake["settings"]))
     env.update({"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin", "AIRFLOW__API__PORT": str(port),
                 "AIRFLOW__API__WORKERS": "1"})
     log = open(tmp_path / "api-server.log", "w")
-    proc = subprocess.Popen([at.airflow_bin(), "api-server", "--port", str(port), "--host", "127.0.0.1"],
+    proc = subprocess.Popen([af.airflow_bin(), "api-server", "--port", str(port), "--host", "127.0.0.1"],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=False)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -5,6 +5,8 @@ checks the gate on a hand-registered model; this goes through train-bi, the CLI 
 
 from __future__ import annotations
 
+from kp import layout
+
 import json
 import shutil
 from pathlib import Path
@@ -15,7 +17,7 @@ from reliability_helpers import make_settings
 
 def test_random_weights_challenger_is_not_promoted_end_to_end(tmp_path, monkeypatch):
     from jobs import evaluate, registry, serving, train_bi
-    from jobs.airflow_tasks import settings_env
+    from kp.settings import settings_env
     from kp import cli
     from kp.settings import get_settings
 
@@ -43,13 +45,13 @@ def test_random_weights_challenger_is_not_promoted_end_to_end(tmp_path, monkeypa
     finally:
         get_settings.cache_clear()
     assert rc == 4
-    promo = json.loads((Path(registry.version_dir(s, broken)) / "promotion.json").read_text())
+    promo = json.loads((Path(layout.registry_version_dir(s, broken)) / "promotion.json").read_text())
     assert promo["promoted"] is False and promo["champion_before"] == good
     champ_f1 = promo["champion_metrics"]["llm"]["f1"]
-    stored = json.loads((Path(registry.version_dir(s, broken)) / "metrics.json").read_text())
+    stored = json.loads((Path(layout.registry_version_dir(s, broken)) / "metrics.json").read_text())
     assert stored["eval"]["llm"]["f1"] < champ_f1 - s.train.promote_tolerance  # it really is worse
     assert registry.champion(s) == good
-    history = (Path(registry.registry_root(s)) / "champion_history.jsonl").read_text().splitlines()
+    history = (Path(layout.registry_root(s)) / "champion_history.jsonl").read_text().splitlines()
     assert [json.loads(line)["version"] for line in history][-1] == good
 
     # the serving side (export, embed, index resolve the model through this) never sees the challenger

@@ -18,6 +18,7 @@ import pytest
 
 import kp.lake
 from jobs import embed, index, publish, recommend, serving
+from kp import layout
 from kp.lake import Lake, read_parquet
 from serve_helpers import DS, catalog, ready, serve_model, serve_ready, write_inputs  # noqa: F401
 
@@ -61,7 +62,7 @@ def test_serving_chain_crash_at_each_atomic_write_then_rerun(ready, spark, monke
     lake = Lake.from_settings(s)
     v1 = publish.run(s, DS)["version"]
     live_before = serving.load_current(s, cached=False).search(1, k=5)
-    emb_path = serving.embeddings_path(s, "items", "v1")
+    emb_path = layout.embeddings_dir(s, "items", "v1")
     emb_before = frame(emb_path)
 
     cat = catalog()
@@ -87,11 +88,11 @@ def test_serving_chain_crash_at_each_atomic_write_then_rerun(ready, spark, monke
         if name == "embed items":
             pd.testing.assert_frame_equal(frame(emb_path), emb_before)
         if name == "index":
-            assert not lake.exists(serving.build_dir(s, DAY2))
+            assert not lake.exists(layout.index_build_dir(s, DAY2))
         if name == "recommend":
             assert not lake.exists(lake.path("recommendations", ds=DAY2))
         if name == "publish":
-            assert serving.list_versions(s) == [v1]
+            assert serving.published_versions(s) == [v1]
         call()  # the rerun completes
 
     v2 = serving.current_version(s)

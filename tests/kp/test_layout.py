@@ -1,0 +1,73 @@
+"""kp.layout: every lake path and marker named in one module, matching the layout existing lakes have on disk."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from kp import layout
+from kp.errors import ConfigError
+from kp.lake import Lake
+from kp.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def s(tmp_path):
+    return Settings(lake_root=str(tmp_path))
+
+
+def test_paths_are_the_on_disk_layout(s, tmp_path):
+    root = str(tmp_path)
+    assert layout.model_dir(s, "v1") == f"{root}/registry/students/v1/model"
+    assert layout.model_dir(s, "c1", "cross") == f"{root}/registry/cross/c1/model"
+    assert layout.registry_version_dir(s, "v1") == f"{root}/registry/students/v1"
+    assert layout.onnx_dir(s, "v1") == f"{root}/registry/students/v1/onnx"
+    assert layout.registry_pointer(s) == f"{root}/registry/CHAMPION"
+    assert layout.registry_pointer(s, "cross") == f"{root}/registry/CROSS_LATEST"
+    assert layout.champion_history_path(s) == f"{root}/registry/champion_history.jsonl"
+    assert layout.embeddings_dir(s, "items", "v1") == f"{root}/embeddings/items/model=v1"
+    assert layout.index_build_dir(s, "2026-10-05") == f"{root}/serving/builds/ds=2026-10-05"
+    assert layout.serving_version_dir(s, "x") == f"{root}/serving/versions/x"
+    assert layout.published_recommendations_dir(s, "x") == f"{root}/serving/versions/x/recommendations"
+    assert layout.current_pointer(s) == f"{root}/serving/CURRENT"
+    assert layout.pairs_dir(s, "2026-10-05", 3) == f"{root}/pairs/ds=2026-10-05/shard=00003"
+    assert layout.pairs_manifest_path(s, "2026-10-05") == f"{root}/pairs/ds=2026-10-05/_MANIFEST.json"
+    assert layout.done_marker(s, "2026-10-05", 0) == f"{root}/llm_labels/staging/ds=2026-10-05/shard=00000/_DONE"
+    assert layout.staging_glob(s, "2026-10-05") == f"{root}/llm_labels/staging/ds=2026-10-05/shard=*/batch-*.parquet"
+    # a Lake works wherever settings do
+    assert layout.staging_dir(Lake(root), "2026-10-05", 1) == layout.staging_dir(s, "2026-10-05", 1)
+
+
+def test_names_round_trip_and_bad_input_is_refused(s):
+    assert layout.batch_file_name(7) == "batch-00007.parquet"
+    assert layout.batch_index("/x/shard=00001/" + layout.batch_file_name(123)) == 123
+    with pytest.raises(ConfigError):
+        layout.registry_version_dir(s, "../evil")
+    with pytest.raises(ConfigError):
+        layout.model_dir(s, "v1", "teachers")
+    with pytest.raises(ConfigError):
+        layout.embeddings_dir(s, "users", "v1")
+    with pytest.raises(ConfigError, match="local or mounted"):
+        layout.registry_root(Settings(lake_root="s3a://bucket/lake"))
+
+
+# Literals that name a place in the lake; only kp/lake.py (dataset roots) and kp/layout.py may spell them.
+LAKE_LITERALS = re.compile(r"""["'/](CURRENT|CHAMPION|CROSS_LATEST|_MANIFEST\.json|manifest\.json|index_meta\.json|"""
+                           r"""index\.faiss|export\.json|kp_model\.json|_DONE|_SUCCESS|champion_history\.jsonl)["']"""
+                           r"""|batch-\{|shard=\{|/model=\{""")
+
+
+def test_no_module_formats_a_lake_path_by_hand():
+    offenders = []
+    for package in ("jobs", "models", "kp", "plugins", "dags", "synthetic"):
+        for f in sorted((REPO / package).rglob("*.py")):
+            if f.relative_to(REPO).as_posix() in ("kp/lake.py", "kp/layout.py"):
+                continue
+            for n, line in enumerate(f.read_text().splitlines(), 1):
+                if LAKE_LITERALS.search(line) and not line.lstrip().startswith("#"):
+                    offenders.append(f"{f.relative_to(REPO)}:{n}: {line.strip()}")
+    assert not offenders, "lake paths built outside kp/layout.py:\n" + "\n".join(offenders)
