@@ -53,7 +53,7 @@ def world_pairs(lake_root: str, n: int, seed: int = 0):
     import numpy as np
     import pandas as pd
 
-    from jobs.world import World
+    from synthetic.world import World
     from kp.lake import Lake
 
     from kp.lake import read_parquet

@@ -14,7 +14,7 @@ Every day at 02:00 UTC this DAG processes **the previous day** (`ds` = the data 
 
 Every task is idempotent for its `ds`: clear a task (or the whole run) to redo it. Trigger it by hand
 with the form's params (day, skip labelling, full re-embedding, retrain, promote, label budget, demo
-scale). Datasets flow as Assets (`kp://lake/...`), visible in the asset graph. Figures of each stage
+scale). Datasets flow as Assets (`kp://lake/...`), visible in the asset graph. Metrics of each stage
 are in XCom and in the lake (`runs/ds=D/<stage>.json`), and on the **Keyphrases** page.
 See docs/OPERATIONS.md.
 """

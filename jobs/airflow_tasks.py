@@ -41,6 +41,12 @@ PARAM_OVERRIDES = {
 DEMO_TRAIN_BUDGET = {"train.cross_max_steps": 150, "train.bi_max_steps": 250, "train.epochs": 10.0}
 
 
+# Demo mode plugs the synthetic package in by name (kp.truth): the world generator for ``ensure_world`` and
+# the world's truth for evaluation and the UI. Production runs (no ``scale`` param) never load either.
+DEMO_WORLD = "synthetic.synth"
+DEMO_TRUTH_PROVIDER = "synthetic.world:load_truth"
+
+
 def demo_train_budget() -> dict:
     """``DEMO_TRAIN_BUDGET`` less the fields the environment sets (``KP_TRAIN__<FIELD>``)."""
     import os
@@ -118,8 +124,10 @@ def settings_for(params: dict | None = None):
         value = (params or {}).get(param)
         if value not in (None, ""):
             overrides[dotted] = value
-    if overrides.get("synth.scale"):  # demo mode: the demo's explicit small training budget
+    if overrides.get("synth.scale"):  # demo mode: the demo's small training budget, its world's truth
         overrides.update(demo_train_budget())
+        if not settings.truth_provider:
+            overrides["truth_provider"] = DEMO_TRUTH_PROVIDER
     if overrides:
         log.info("run params override settings: %s", overrides)
         settings = settings.with_overrides(**overrides)
@@ -208,8 +216,9 @@ def ensure_world(params: dict | None, ds: str) -> dict:
         return {"generated": False, "reason": "no scale param: the lake's own inputs are used"}
     if lake.partitions("catalog"):
         return {"generated": False, "reason": "the lake already holds a catalog", "scale": scale}
-    from jobs import synth
+    import importlib
 
+    synth = importlib.import_module(DEMO_WORLD)  # by name: production code does not import the demo package
     log.info("generating the demo world at scale %s into %s", scale, settings.lake_root)
     stats = synth.run(settings, scale=scale)
     return {"generated": True, "scale": scale, **(stats or {})}

@@ -179,7 +179,7 @@ def _read_partition_stats(lake: Lake, path: str) -> dict:
 # the stage
 # ---------------------------------------------------------------------------------------------
 def aggregate_day(spark, settings, ds) -> dict:
-    """Aggregate one day's raw events into ``ctr_daily/ds=`` (and its quarantine); return its figures.
+    """Aggregate one day's raw events into ``ctr_daily/ds=`` (and its quarantine); return its stats.
 
     The quarantine partition is written (replacing any earlier one; removed when nothing was bad) BEFORE
     the bad-share check, so a day that fails the check can still be inspected. The daily aggregate is
@@ -245,22 +245,9 @@ def aggregate_day(spark, settings, ds) -> dict:
     return stats
 
 
-def build_window(spark, settings, ds, allow_missing: bool | None = None, extra_stats: dict | None = None) -> dict:
-    """Compute ``ctr_labels/ds=`` from the window's daily aggregates; return the run's figures.
-
-    The day ``ds`` itself is always (re)aggregated from raw, so a rerun picks up corrected input.
-    Other days reuse their ``ctr_daily`` partition when present, else are computed from raw
-    (backfill), else are missing: DataError naming the day, or skipped when ``allow_missing``.
-    """
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
-    lake = Lake.from_settings(settings)
-    day = ds_str(ds)
-    allow = settings.ctr.allow_missing_days if allow_missing is None else bool(allow_missing)
-    days = ds_range(day, settings.ctr.window_days)
-    t0 = time.perf_counter()
-
+def _plan_window(spark, settings, lake: Lake, day: str, days: list[str], allow: bool):
+    """Which days of the window are aggregated now (``computed``: day -> its stats), reused from ``ctr_daily``
+    or missing; DataError naming a missing day (unless ``allow``) or when no day at all has input."""
     computed: dict[str, dict] = {}
     reused: list[str] = []
     missing: list[str] = []
@@ -283,7 +270,76 @@ def build_window(spark, settings, ds, allow_missing: bool | None = None, extra_s
     used = sorted([*computed, *reused])
     if not used:
         raise DataError(f"no input day at all in the {settings.ctr.window_days}-day window ending {day}")
+    return computed, reused, missing, used
 
+
+def _window_stats(settings, lake: Lake, labels, day: str, days: list[str], computed: dict, reused: list[str],
+                  missing: list[str], used: list[str], extra_stats: dict | None) -> dict:
+    """The run's stats: input rows and quarantine over the window, pairs, positives, impressions
+    distribution, which days were computed/reused/missing, output files."""
+    from pyspark.sql import functions as F
+
+    row = labels.agg(
+        F.count("*").alias("pairs"),
+        F.coalesce(F.sum("label"), F.lit(0)).alias("positives"),
+        F.coalesce(F.sum("impressions"), F.lit(0)).alias("impressions"),
+        F.coalesce(F.sum("clicks"), F.lit(0)).alias("clicks"),
+        F.min("impressions").alias("min"),
+        F.percentile_approx("impressions", [0.5, 0.9, 0.99], 10000).alias("pct"),
+        F.max("impressions").alias("max"),
+    ).first()
+    pct = row["pct"] or [None, None, None]
+    window_rows_in = window_quarantined = 0
+    for d in used:
+        s = computed.get(d) or _read_partition_stats(lake, lake.path("ctr_daily", ds=d))
+        window_rows_in += int(s.get("rows_in", 0))
+        window_quarantined += int(s.get("rows_quarantined", 0))
+    by_reason: dict[str, int] = {}
+    for s in computed.values():
+        for k, v in s["quarantined_by_reason"].items():
+            by_reason[k] = by_reason.get(k, 0) + v
+    return {
+        "ds": day,
+        "window_days": settings.ctr.window_days,
+        "window": [days[0], days[-1]],
+        "ctr_threshold": settings.ctr.ctr_threshold,
+        "min_impressions": settings.ctr.min_impressions,
+        "rows_in": sum(s["rows_in"] for s in computed.values()),
+        "rows_quarantined": sum(s["rows_quarantined"] for s in computed.values()),
+        "quarantined_by_reason": by_reason,
+        "window_rows_in": window_rows_in,
+        "window_rows_quarantined": window_quarantined,
+        "pairs": int(row["pairs"]),
+        "positives": int(row["positives"]),
+        "impressions": int(row["impressions"]),
+        "clicks": int(row["clicks"]),
+        "impressions_dist": {"min": row["min"], "p50": pct[0], "p90": pct[1], "p99": pct[2], "max": row["max"]},
+        "days_used": len(used),
+        "days_computed": sorted(computed),
+        "days_reused": sorted(reused),
+        "days_missing": missing,
+        "output_files": _n_files(int(row["pairs"]), settings),
+        **(extra_stats or {}),
+    }
+
+
+def build_window(spark, settings, ds, allow_missing: bool | None = None, extra_stats: dict | None = None) -> dict:
+    """Compute ``ctr_labels/ds=`` from the window's daily aggregates; return the run's stats.
+
+    The day ``ds`` itself is always (re)aggregated from raw, so a rerun picks up corrected input.
+    Other days reuse their ``ctr_daily`` partition when present, else are computed from raw
+    (backfill), else are missing: DataError naming the day, or skipped when ``allow_missing``.
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    lake = Lake.from_settings(settings)
+    day = ds_str(ds)
+    allow = settings.ctr.allow_missing_days if allow_missing is None else bool(allow_missing)
+    days = ds_range(day, settings.ctr.window_days)
+    t0 = time.perf_counter()
+
+    computed, reused, missing, used = _plan_window(spark, settings, lake, day, days, allow)
     daily_paths = [lake.path("ctr_daily", ds=d) for d in used]
     dailies = _read_parquet(spark, daily_paths, "ctr_daily", "ctr_daily")
     window = dailies.groupBy(F.col("item_id").cast("long").alias("item_id"),
@@ -293,48 +349,7 @@ def build_window(spark, settings, ds, allow_missing: bool | None = None, extra_s
     )
     labels = label_pairs(window, settings).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        row = labels.agg(
-            F.count("*").alias("pairs"),
-            F.coalesce(F.sum("label"), F.lit(0)).alias("positives"),
-            F.coalesce(F.sum("impressions"), F.lit(0)).alias("impressions"),
-            F.coalesce(F.sum("clicks"), F.lit(0)).alias("clicks"),
-            F.min("impressions").alias("min"),
-            F.percentile_approx("impressions", [0.5, 0.9, 0.99], 10000).alias("pct"),
-            F.max("impressions").alias("max"),
-        ).first()
-        pct = row["pct"] or [None, None, None]
-        window_rows_in = window_quarantined = 0
-        for d in used:
-            s = computed.get(d) or _read_partition_stats(lake, lake.path("ctr_daily", ds=d))
-            window_rows_in += int(s.get("rows_in", 0))
-            window_quarantined += int(s.get("rows_quarantined", 0))
-        by_reason: dict[str, int] = {}
-        for s in computed.values():
-            for k, v in s["quarantined_by_reason"].items():
-                by_reason[k] = by_reason.get(k, 0) + v
-        stats = {
-            "ds": day,
-            "window_days": settings.ctr.window_days,
-            "window": [days[0], days[-1]],
-            "ctr_threshold": settings.ctr.ctr_threshold,
-            "min_impressions": settings.ctr.min_impressions,
-            "rows_in": sum(s["rows_in"] for s in computed.values()),
-            "rows_quarantined": sum(s["rows_quarantined"] for s in computed.values()),
-            "quarantined_by_reason": by_reason,
-            "window_rows_in": window_rows_in,
-            "window_rows_quarantined": window_quarantined,
-            "pairs": int(row["pairs"]),
-            "positives": int(row["positives"]),
-            "impressions": int(row["impressions"]),
-            "clicks": int(row["clicks"]),
-            "impressions_dist": {"min": row["min"], "p50": pct[0], "p90": pct[1], "p99": pct[2], "max": row["max"]},
-            "days_used": len(used),
-            "days_computed": sorted(computed),
-            "days_reused": sorted(reused),
-            "days_missing": missing,
-            "output_files": _n_files(int(row["pairs"]), settings),
-            **(extra_stats or {}),
-        }
+        stats = _window_stats(settings, lake, labels, day, days, computed, reused, missing, used, extra_stats)
         _write_partition(labels, lake.path("ctr_labels", ds=day), stats["output_files"], stats,
                          sort_cols=("item_id", "keyphrase_id"))
     finally:
@@ -398,9 +413,11 @@ def pass_through_sr_labels(spark, settings, ds) -> dict | None:
 def run(settings, ds, allow_missing: bool | None = None, spark=None) -> dict:
     """Compute the CTR labels (and pass search-relevance labels through) for logical date ``ds``.
 
-    Returns the run's figures (also in ``ctr_labels/ds=/_stats.json`` and ``runs/ds=/ctr_labels.json``).
+    Returns the run's stats (also in ``ctr_labels/ds=/_stats.json`` and ``runs/ds=/ctr_labels.json``).
     ``allow_missing`` overrides ``settings.ctr.allow_missing_days``; ``spark`` defaults to
     ``kp.spark.get_spark(settings, "ctr-labels")``.
+
+    Raises DataError (exit 3): raw inputs missing or unreadable, or a bad-row share above the limit.
     """
     day = ds_str(ds)
     if spark is None:

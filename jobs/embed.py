@@ -89,23 +89,14 @@ def _tower(settings, version: str, what: str) -> tuple[str, str, dict]:
     return f"{onnx_dir(settings, version)}/{EMBEDDED[what]}", rec.get("model_file", "model.onnx"), rec
 
 
-def run(settings, ds: str, what: str, full: bool = False, spark=None, version: str | None = None) -> dict:
-    """Embed ``what`` ('items' | 'keyphrases') for day ``ds``; return rows total / embedded now / reused."""
+def _source_texts(spark, lake: Lake, ds: str, what: str):
+    """(cached Spark frame of (id, text, text_hash) to embed, rows, rows quarantined, source path): tower input
+    texts of the active items or of the keyphrases; rows with a null id or an empty text go to
+    ``quarantine/embed_<what>/ds=D``. DataError when the input is missing or nothing is left."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from jobs.serving import require_version
-    from kp.layout import embeddings_dir
-    from kp.contracts import check_spark_schema, spark_schema
-    from kp.spark import get_spark
-
-    if what not in _SOURCE:
-        raise ConfigError(f"--what must be items or keyphrases, got {what!r}")
-    ds = ds_str(ds)
-    lake = Lake.from_settings(settings)
-    version = require_version(settings, version)
-    tower_dir, model_file, _rec = _tower(settings, version, what)
-    spark = spark or get_spark(settings, f"embed-{what}")
+    from kp.contracts import check_spark_schema
 
     contract, id_col = _SOURCE[what]
     src = lake.path(contract, ds=ds) if what == "items" else lake.path(contract)
@@ -135,8 +126,16 @@ def run(settings, ds: str, what: str, full: bool = False, spark=None, version: s
     total = texts.count()
     if total == 0:
         raise DataError(f"no {what} to embed in {src}")
+    return texts, total, n_bad, src
 
-    target = embeddings_dir(settings, what, version)
+
+def _split_reusable(spark, lake: Lake, texts, target: str, version: str, full: bool):
+    """(rows whose text is unchanged since the stored embeddings of ``version``, with them; rows to embed now;
+    whether stored embeddings were used). With ``full`` every row is embedded again."""
+    from pyspark.sql import functions as F
+
+    from kp.contracts import check_spark_schema
+
     prev = None
     if not full and lake.exists(target):
         prev = spark.read.parquet(spark_uri(target))
@@ -144,16 +143,23 @@ def run(settings, ds: str, what: str, full: bool = False, spark=None, version: s
         prev_ds = F.col("embedded_ds") if "embedded_ds" in prev.columns else F.lit(None).cast("string")
         prev = prev.where(F.col("model_version") == version).select(
             "id", F.col("text_hash").alias("prev_hash"), "embedding", prev_ds.alias("embedded_ds"))
-    if prev is not None:
-        joined = texts.join(prev, "id", "left")
-        same = F.col("prev_hash").isNotNull() & (F.col("prev_hash") == F.col("text_hash"))
-        reused = joined.where(same).select("id", "text_hash", "embedding", F.lit(version).alias("model_version"),
-                                           "embedded_ds")
-        todo = joined.where(~same).select("id", "text", "text_hash")
-    else:
-        reused = None
-        todo = texts
-    n_todo = todo.count()
+    if prev is None:
+        return None, texts, False
+    joined = texts.join(prev, "id", "left")
+    same = F.col("prev_hash").isNotNull() & (F.col("prev_hash") == F.col("text_hash"))
+    reused = joined.where(same).select("id", "text_hash", "embedding", F.lit(version).alias("model_version"),
+                                       "embedded_ds")
+    return reused, joined.where(~same).select("id", "text", "text_hash"), True
+
+
+def _embed_and_write(settings, spark, todo, reused, n_todo: int, total: int, target: str, tower_dir: str,
+                     model_file: str, version: str, ds: str) -> None:
+    """Embed ``todo`` with the ONNX tower on the executors, add the reused rows, write ``target`` atomically
+    (contract ``embeddings`` + ``embedded_ds``) and check every vector has ``serve.dim`` values (DataError)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from kp.contracts import check_spark_schema, spark_schema
 
     ship = not is_local(tower_dir)
     if ship:
@@ -169,7 +175,6 @@ def run(settings, ds: str, what: str, full: bool = False, spark=None, version: s
     files = max(1, -(-total // settings.spark.target_file_rows))
     with atomic_dir(target) as tmp:
         result.coalesce(files).write.parquet(spark_uri(tmp))
-    texts.unpersist()
 
     written = spark.read.parquet(spark_uri(target))
     check_spark_schema(written.schema, "embeddings", where=target)
@@ -177,8 +182,37 @@ def run(settings, ds: str, what: str, full: bool = False, spark=None, version: s
     if [r.d for r in dims] != [settings.serve.dim]:
         raise DataError(f"dimension mismatch in {target}: embedding sizes {[r.d for r in dims]}, serve.dim={settings.serve.dim}")
 
+
+def run(settings, ds: str, what: str, full: bool = False, spark=None, version: str | None = None) -> dict:
+    """Embed ``what`` ('items' | 'keyphrases') for day ``ds``; return rows total / embedded now / reused.
+
+    Steps: the model version and its ONNX tower, the source texts (bad rows quarantined), the rows whose
+    text is unchanged (reused), the others embedded on the executors, all written to
+    ``embeddings/<what>/model=<version>/`` (``kp.layout.embeddings_dir``).
+
+    Raises ConfigError (exit 2): unknown ``what``; DataError (exit 3): no champion, no ONNX export, missing
+    inputs or a dimension mismatch."""
+    from jobs.serving import require_version
+    from kp.layout import embeddings_dir
+    from kp.spark import get_spark
+
+    if what not in _SOURCE:
+        raise ConfigError(f"--what must be items or keyphrases, got {what!r}")
+    ds = ds_str(ds)
+    lake = Lake.from_settings(settings)
+    version = require_version(settings, version)
+    tower_dir, model_file, _rec = _tower(settings, version, what)
+    spark = spark or get_spark(settings, f"embed-{what}")
+
+    texts, total, n_bad, _src = _source_texts(spark, lake, ds, what)
+    target = embeddings_dir(settings, what, version)
+    reused, todo, had_previous = _split_reusable(spark, lake, texts, target, version, full)
+    n_todo = todo.count()
+    _embed_and_write(settings, spark, todo, reused, n_todo, total, target, tower_dir, model_file, version, ds)
+    texts.unpersist()
+
     stats = {"what": what, "model_version": version, "rows_total": int(total), "embedded_now": int(n_todo),
-             "reused": int(total - n_todo), "quarantined": int(n_bad), "full": bool(full or prev is None),
+             "reused": int(total - n_todo), "quarantined": int(n_bad), "full": bool(full or not had_previous),
              "model_file": model_file}
     lake.write_run_stats(ds, f"embed_{what}", stats)
     log.info("embedded %s: %d total, %d now, %d reused (model %s)", what, total, n_todo, total - n_todo, version)

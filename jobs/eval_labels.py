@@ -89,7 +89,7 @@ def load_pairs(labels: str | None, world: str | None, n_pairs: int):
         raise ConfigError("give exactly one of --labels FILE or --world NAME")
     if labels:  # training sees the file's own labels (probabilities stay probabilities); grading uses 0/1
         return read_labels_file(labels, min_rows=2)[["title", "category", "keyphrase", "label", "p"]]
-    from jobs.synth_labels import world_pairs
+    from synthetic.synth_labels import world_pairs
 
     try:
         return world_pairs(world, n_pairs)

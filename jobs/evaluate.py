@@ -33,6 +33,7 @@ import numpy as np
 from kp import layout
 from kp.errors import ConfigError, DataError, GateError
 from kp.lake import Lake, ds_str
+from kp.truth import load_truth
 from models.metrics import auc_or_none, best_f1_cut, pearson, prf
 
 log = logging.getLogger(__name__)
@@ -56,18 +57,8 @@ def crossfit_predictions(y, s, text_hashes) -> tuple[np.ndarray, list[float]]:
     return pred, thresholds
 
 
-# ---- the world ----------------------------------------------------------------------------------------
-def _world(settings):
-    lake = Lake.from_settings(settings)
-    if not lake.exists(lake.path("synth", "world.json")):
-        return None
-    from jobs.world import World
-
-    return World.load(settings)
-
-
 def relevance_recall_at_k(settings, model, world, ds: str, k: int, max_items: int) -> dict:
-    """recall@K / precision@K of truly relevant keyphrases, tail vs head items (synthetic world only)."""
+    """recall@K / precision@K of truly relevant keyphrases, tail vs head items (``world``: a ``kp.truth.TruthProvider``)."""
     from jobs.training_data import latest_partition
     from kp.lake import read_parquet
     from models.bi_encoder import encode_items, encode_keyphrases
@@ -125,8 +116,8 @@ def evaluate_model(settings, model_dir: str, ds: str | None = None, data=None, c
     """Metrics of the bi-encoder at ``model_dir`` (see the module docstring).
 
     ``data``: a ``TrainingData`` (read for ``ds`` when None); ``cross_dir``: a cross-encoder model dir for
-    ``rho_cross`` (or pass precomputed ``teacher`` scores aligned with the test set); ``world``: a World,
-    None, or "auto" (load when the lake has ``synth/``)."""
+    ``rho_cross`` (or pass precomputed ``teacher`` scores aligned with the test set); ``world``: a truth provider,
+    None, or "auto" (``kp.truth.load_truth``: the configured provider, if any)."""
     from jobs.training_data import load_training_data
     from models.bi_encoder import load_student, score_pairs
 
@@ -146,7 +137,7 @@ def evaluate_model(settings, model_dir: str, ds: str | None = None, data=None, c
         teacher = cross_scores_for(settings, test, cross_dir)
     metrics["rho_cross"] = pearson(s, teacher) if teacher is not None else None
     if world == "auto":
-        world = _world(settings)
+        world = load_truth(settings)
     if world is not None and ds is not None:
         known = (test["item_id"].to_numpy() >= 0) & (test["keyphrase_id"].to_numpy() >= 0)
         if known.any():
@@ -186,7 +177,11 @@ def decide(candidate_f1: float, champion_f1: float | None, tolerance: float) -> 
 
 def run(settings, ds: str, candidate: str | None = None, force_promote: bool = False) -> dict:
     """Evaluate ``candidate`` (default: the newest student trained for ``ds``), re-evaluate the champion on
-    the same test set, promote or not; return {promoted, reason, version, metrics, champion_metrics, ...}."""
+    the same test set, promote or not; return {promoted, reason, version, metrics, champion_metrics, ...}.
+
+    Raises ConfigError (exit 2): unknown ``candidate``; DataError (exit 3): no student or no held-out labels.
+    A refused promotion is a result, not an error (``kp evaluate --require-promotion`` makes it GateError,
+    exit 4)."""
     from jobs import registry
     from jobs.training_data import load_training_data
 
@@ -200,7 +195,7 @@ def run(settings, ds: str, candidate: str | None = None, force_promote: bool = F
     cross_v = cfg.get("cross_version") or registry.latest_cross(settings)
     cross_dir = layout.model_dir(settings, cross_v, "cross") if cross_v and registry.exists(settings, cross_v, "cross") else None
     teacher = cross_scores_for(settings, test, cross_dir)
-    world = _world(settings)
+    world = load_truth(settings)
     metrics = evaluate_model(settings, layout.model_dir(settings, version), ds=ds, data=data, teacher=teacher, world=world)
     champ = registry.champion(settings)
     champion_metrics = None
@@ -219,7 +214,7 @@ def run(settings, ds: str, candidate: str | None = None, force_promote: bool = F
     at = dt.datetime.now(dt.UTC).isoformat()
     test_set = {"llm_test_rows": len(test), "test_fraction": settings.train.test_fraction,
                 "label_store_days": data.snapshot.get("label_store_days")}
-    # record beside the version (metrics.json keeps the training figures)
+    # record beside the version (metrics.json keeps the training stats)
     mpath = str(Path(vdir) / "metrics.json")
     stored = lake.read_json(mpath, default={}) if Path(mpath).exists() else {}
     stored.update({"eval": metrics, "eval_ds": ds, "test_set": test_set})
@@ -229,14 +224,14 @@ def run(settings, ds: str, candidate: str | None = None, force_promote: bool = F
     lake.write_json(str(Path(vdir) / "promotion.json"), promotion)
     if promoted and champ != version:
         registry.set_champion(settings, version, reason)
-    figures = {"promoted": promoted, "reason": reason, "version": version, "champion_before": champ,
-               "champion_after": registry.champion(settings), "metrics": metrics,
-               "champion_metrics": champion_metrics, "test_set": test_set, "cross_version": cross_v}
-    lake.write_run_stats(ds, "evaluate", figures)
+    stats = {"promoted": promoted, "reason": reason, "version": version, "champion_before": champ,
+             "champion_after": registry.champion(settings), "metrics": metrics,
+             "champion_metrics": champion_metrics, "test_set": test_set, "cross_version": cross_v}
+    lake.write_run_stats(ds, "evaluate", stats)
     log.info("evaluate %s: F1 %.4f P %.4f R %.4f rho %s -> %s (%s)", version, metrics["llm"]["f1"],
              metrics["llm"]["precision"], metrics["llm"]["recall"], metrics["rho_cross"],
              "PROMOTED" if promoted else "not promoted", reason)
-    return figures
+    return stats
 
 
 def add_arguments(parser) -> None:
@@ -249,8 +244,8 @@ def add_arguments(parser) -> None:
 
 def main(settings, args) -> int:
     ds = args.ds or dt.datetime.now(dt.UTC).date().isoformat()
-    figures = run(settings, ds, candidate=args.candidate, force_promote=args.force_promote)
-    print(json.dumps(figures, indent=2, default=str))
-    if args.require_promotion and not figures["promoted"]:
-        raise GateError(f"{figures['version']} not promoted: {figures['reason']}")
+    stats = run(settings, ds, candidate=args.candidate, force_promote=args.force_promote)
+    print(json.dumps(stats, indent=2, default=str))
+    if args.require_promotion and not stats["promoted"]:
+        raise GateError(f"{stats['version']} not promoted: {stats['reason']}")
     return 0

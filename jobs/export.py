@@ -5,7 +5,7 @@ Output ``registry/students/<version>/onnx/``::
     item/model.onnx [+ model.int8.onnx], tokenizer files, tower.json (dim, max_len)
     keyphrase/...                         same graph (one shared encoder), shorter max_len
     triton/item_tower/config.pbtxt, triton/item_tower/1/model.onnx   (and keyphrase_tower)
-    export.json                           parity figures, int8 decision, checksums
+    export.json                           parity metrics, int8 decision, checksums
 
 Idempotent: a version already exported and verified at the same ``serve.dim`` is skipped unless
 ``force``. The whole directory is written aside and moved into place, so a half export is never seen.
@@ -77,7 +77,10 @@ def is_exported(settings, version: str) -> dict | None:
 
 
 def run(settings, ds: str | None = None, version: str | None = None, force: bool = False) -> dict:
-    """Export, verify (GateError beyond ``serve.export_tolerance``), optionally quantise; return figures."""
+    """Export, verify (GateError beyond ``serve.export_tolerance``), optionally quantise; return its stats.
+
+    Raises ConfigError (exit 2): ``serve.dim`` not among the student's Matryoshka dims; DataError (exit 3): no
+    champion; GateError (exit 4): ONNX and torch differ beyond ``serve.export_tolerance``."""
     import numpy as np
 
     from jobs.serving import require_version

@@ -50,7 +50,10 @@ def _load_embeddings(settings, what: str, version: str, required: bool):
 
 
 def run(settings, ds: str, version: str | None = None) -> dict:
-    """Build, measure and (if recall passes) stage the day's index; return its figures."""
+    """Build, measure and (if recall passes) stage the day's index; return its stats.
+
+    Raises DataError (exit 3): missing or empty embeddings, dimension mismatch; GateError (exit 4): recall@K
+    below ``serve.min_recall`` (nothing is written)."""
     import faiss
     import numpy as np
     import pandas as pd

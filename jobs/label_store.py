@@ -4,7 +4,7 @@ Every label is keyed by ``pair_key`` = sha1 of (item title, category, keyphrase,
 version): the same question asked of the same judge is never paid for twice. ``kp merge-labels --ds D``
 runs after the fan-out (``kp label``): it refuses while a shard of the day's pairs is not done, takes
 every staged batch of the day, drops pairs already stored on earlier days, atomically replaces the
-day's partition and records figures (counts, yes-rate, P(yes) histogram, agreement with CTR positives)
+day's partition and records stats (counts, yes-rate, P(yes) histogram, agreement with CTR positives)
 in ``runs/ds=D/llm_labels.json``.
 
 ``read_labels(settings, upto_ds)`` gives the training engineer every stored label, one row per pair_key.
@@ -155,7 +155,9 @@ def write_label_table(df: pd.DataFrame, target_dir: str) -> None:
 
 # ---- merge ---------------------------------------------------------------------------------------------
 def run(settings, ds) -> dict:
-    """Merge the day's staged labels into the store; figures in runs/ds=D/llm_labels.json."""
+    """Merge the day's staged labels into the store; stats in runs/ds=D/llm_labels.json.
+
+    Raises DataError (exit 3): no pairs manifest for the day or unreadable staged labels."""
     lake = Lake.from_settings(settings)
     ds = ds_str(ds)
     manifest = read_manifest(lake, ds)
@@ -180,7 +182,7 @@ def run(settings, ds) -> dict:
     target = lake.path("llm_store", ds=ds)
     write_label_table(day if len(day) else pd.DataFrame(columns=LABEL_COLUMNS), target)
 
-    stats = label_figures(settings, lake, ds, day)
+    stats = label_stats(settings, lake, ds, day)
     stats.update({
         "rows": int(len(day)),
         "staged_rows": int(n_staged),
@@ -196,8 +198,8 @@ def run(settings, ds) -> dict:
     return stats
 
 
-def label_figures(settings, lake: Lake, ds: str, day: pd.DataFrame) -> dict:
-    """Yes-rate, P(yes) histogram, per-source figures and agreement with the day's CTR positives."""
+def label_stats(settings, lake: Lake, ds: str, day: pd.DataFrame) -> dict:
+    """Yes-rate, P(yes) histogram, per-source stats and agreement with the day's CTR positives."""
     if len(day) == 0:
         return {"yes_rate": None, "p_yes_hist": [0] * 10, "by_source": {}, "agreement_ctr_positive": None,
                 "ctr_positive_pairs_judged": 0, "judges": []}

@@ -49,7 +49,10 @@ def _next_batch_index(lake: Lake, ds, shard: int) -> int:
 
 
 def run(settings, ds, shard: int, judge=None) -> dict:
-    """Label one shard; returns figures (pairs, skipped, judged, batches, yes_rate, judge calls)."""
+    """Label one shard; returns stats (pairs, skipped, judged, batches, yes_rate, judge calls).
+
+    Raises ConfigError (exit 2): the judge is misconfigured; DataError (exit 3): no pairs for the day, or the
+    judge failed on a batch (the batches already judged are kept)."""
     lake = Lake.from_settings(settings)
     ds = ds_str(ds)
     shard = int(shard)

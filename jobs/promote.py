@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 
 def run(settings, version: str, reason: str = "manual promotion", ds: str | None = None) -> dict:
-    """Make ``version`` the champion; return {version, previous, reason}."""
+    """Make ``version`` the champion; return {version, previous, reason}.
+
+    Raises ConfigError (exit 2): no version given, or none such in the registry."""
     from jobs import registry
 
     if not registry.exists(settings, version):
@@ -26,10 +28,10 @@ def run(settings, version: str, reason: str = "manual promotion", ds: str | None
         raise ConfigError(f"no student version {version!r} in the registry (newest: {known})")
     previous = registry.champion(settings)
     registry.set_champion(settings, version, f"manual: {reason}")
-    figures = {"version": version, "previous": previous, "reason": f"manual: {reason}"}
+    stats = {"version": version, "previous": previous, "reason": f"manual: {reason}"}
     day = ds or dt.datetime.now(dt.UTC).date().isoformat()
-    Lake.from_settings(settings).write_run_stats(day, "promote", figures)
-    return figures
+    Lake.from_settings(settings).write_run_stats(day, "promote", stats)
+    return stats
 
 
 def add_arguments(parser) -> None:

@@ -60,7 +60,10 @@ def prune(settings, keep: int) -> list[str]:
 
 
 def run(settings, ds: str) -> dict:
-    """Assemble, verify and switch to a new serving version for day ``ds``; return its manifest figures."""
+    """Assemble, verify and switch to a new serving version for day ``ds``; return its manifest stats.
+
+    Raises DataError (exit 3): no index build for ``ds``, the champion not exported, or a dimension mismatch;
+    GateError (exit 4): the index recall is below ``serve.min_recall``."""
     from jobs.export import is_exported
     from jobs.serving import current_version
     from kp.layout import current_pointer, index_build_dir, onnx_dir, serving_version_dir

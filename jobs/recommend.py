@@ -66,7 +66,9 @@ def search_batch(index, kps, item_ids, vectors, k: int, threshold: float):
 
 
 def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
-    """Write ``recommendations/ds=D/``; return items scored / carried over and rows written."""
+    """Write ``recommendations/ds=D/``; return items scored / carried over and rows written.
+
+    Raises DataError (exit 3): no index build or embeddings for ``ds``, or a dimension mismatch."""
     import numpy as np
     import pandas as pd
 

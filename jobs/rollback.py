@@ -17,7 +17,9 @@ log = logging.getLogger(__name__)
 
 
 def run(settings, to: str | None = None) -> dict:
-    """Switch serving/CURRENT to ``to`` (or the previous version); return {from, to}."""
+    """Switch serving/CURRENT to ``to`` (or the previous version); return {from, to}.
+
+    Raises DataError (exit 3): nothing to roll back to, an unknown version, or a bundle whose checksums fail."""
     from pathlib import Path
 
     from jobs.serving import current_version, published_versions, read_manifest, verify_files

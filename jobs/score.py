@@ -186,7 +186,10 @@ def write_frame(df, path: str) -> None:
 
 
 def run(settings, model: str, pairs: str, out: str) -> dict:
-    """Score the pairs in ``pairs`` with ``model``; write rows + ``score`` to ``out``; return figures."""
+    """Score the pairs in ``pairs`` with ``model``; write rows + ``score`` to ``out``; return stats.
+
+    Raises ConfigError (exit 2): ``model`` is not a model directory or version, bad ``out``; DataError (exit 3):
+    ``pairs`` unreadable or lacking columns."""
     if Path(out).suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
     df, clean_df = read_pairs(pairs)
@@ -204,10 +207,10 @@ def run(settings, model: str, pairs: str, out: str) -> dict:
         log.warning("%s has no stored threshold (trained before thresholds were stored): "
                     "no predicted_label column", model)
     write_frame(result, out)
-    figures = {"kind": scorer.kind, "rows": len(result), "out": str(Path(out).resolve()), "threshold": threshold,
-               "pairs_per_s": round(len(result) / max(secs, 1e-9), 1)}
+    stats = {"kind": scorer.kind, "rows": len(result), "out": str(Path(out).resolve()), "threshold": threshold,
+             "pairs_per_s": round(len(result) / max(secs, 1e-9), 1)}
     log.info("scored %d pairs with a %s model -> %s", len(result), scorer.kind, out)
-    return figures
+    return stats
 
 
 def add_arguments(parser) -> None:

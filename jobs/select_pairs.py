@@ -143,22 +143,11 @@ def _labelled_keys(spark, lake: Lake, ds: str):
     return spark.read.parquet(*paths).select("pair_key").distinct()
 
 
-def run(settings, ds, budget: int | None = None, spark=None) -> dict:
-    """Select the day's pairs; returns counts by source and ``shards`` (list of shard numbers)."""
-    from pyspark.sql import Window
+def _clean_items(spark, lake: Lake, ds: str):
+    """The day's active, readable items (item_id, title, category) and how many catalog rows were quarantined
+    (null id, empty title) to ``quarantine/catalog/ds=D``: the judge is never paid for a pair it cannot read."""
     from pyspark.sql import functions as F
 
-    from kp.spark import get_spark
-
-    t0 = time.perf_counter()
-    ds = ds_str(ds)
-    lake = Lake.from_settings(settings)
-    spark = spark or get_spark(settings, "select-pairs")
-    budget = int(settings.pairs.daily_budget if budget is None else budget)
-    if budget < 0:
-        raise DataError(f"budget must be >= 0, got {budget}")
-    seed = settings.pairs.seed
-    model, version = judge_model_id(settings), settings.judge.prompt_version
     c = F.col
 
     catalog = _read(spark, lake, lake.path("catalog", ds=ds), "catalog")
@@ -176,11 +165,24 @@ def run(settings, ds, budget: int | None = None, spark=None) -> dict:
         log.warning("ds=%s: %d catalog rows quarantined %s at %s", ds, n_bad_catalog, by_reason, qpath)
     items = (flagged.where(c("reason").isNull()).select("item_id", "title", "category")
              .dropDuplicates(["item_id"]))
-    kps = (_read(spark, lake, lake.path("keyphrases"), "keyphrases")
-           .select("keyphrase_id", c("text").alias("keyphrase")).dropDuplicates(["keyphrase_id"]))
-    n_items, n_kps = items.count(), kps.count()
-    if n_items == 0 or n_kps == 0:
-        raise DataError(f"ds={ds}: {n_items} active items and {n_kps} keyphrases: nothing to pair")
+    return items, n_bad_catalog
+
+
+def _keyphrases(spark, lake: Lake):
+    """The keyphrase universe as (keyphrase_id, keyphrase)."""
+    from pyspark.sql import functions as F
+
+    c = F.col
+    return (_read(spark, lake, lake.path("keyphrases"), "keyphrases")
+            .select("keyphrase_id", c("text").alias("keyphrase")).dropDuplicates(["keyphrase_id"]))
+
+
+def _ctr_candidates(spark, lake: Lake, ds: str, items, kps, budget: int, seed: int, n_items: int):
+    """(candidate frames: ctr_positive and hard_negative pairs, exposed pairs or None) from the day's CTR labels."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    c = F.col
 
     candidates = []
     ctr_path = lake.path("ctr_labels", ds=ds)
@@ -208,17 +210,29 @@ def run(settings, ds, budget: int | None = None, spark=None) -> dict:
     else:
         log.warning("no CTR labels for ds=%s at %s: no ctr_positive or hard_negative pairs", ds, ctr_path)
         exposed = None
+    return candidates, exposed
+
+
+def _unexposed_candidates(spark, lake: Lake, ds: str, exposed):
+    """(unexposed_topk pairs: recommended but never shown, or None before the first publish; serving version)."""
+    from pyspark.sql import functions as F
 
     recs, serving_version = _published_recommendations(spark, lake, ds)
     if recs is not None:
         unexposed = recs.select("item_id", "keyphrase_id").distinct()
         if exposed is not None:
             unexposed = unexposed.join(exposed, ["item_id", "keyphrase_id"], "left_anti")
-        candidates.append(unexposed.withColumn("source", F.lit("unexposed_topk")))
-    else:
-        log.info("nothing published yet: the unexposed_topk share goes to the other sources")
+        return unexposed.withColumn("source", F.lit("unexposed_topk")), serving_version
+    log.info("nothing published yet: the unexposed_topk share goes to the other sources")
+    return None, serving_version
 
-    # random pairs: enough hash-sampled candidates to fill the whole budget if it came to that
+
+def _random_candidates(items, kps, budget: int, seed: int, ds: str, n_items: int, n_kps: int):
+    """Random (item, keyphrase) pairs, hash-sampled: enough to fill the whole budget if it came to that."""
+    from pyspark.sql import functions as F
+
+    c = F.col
+
     want = math.ceil(RANDOM_OVERSAMPLE * budget) + 1
     kp_idx = (kps.select("keyphrase_id").orderBy("keyphrase_id").rdd.zipWithIndex()
               .map(lambda r: (r[0][0], r[1])).toDF("keyphrase_id long, kp_idx long"))
@@ -230,7 +244,17 @@ def run(settings, ds, budget: int | None = None, spark=None) -> dict:
            .withColumn("kp_idx", F.pmod(F.xxhash64(c("item_id"), c("copy"), F.lit(seed), F.lit(ds)), F.lit(n_kps)))
            .join(F.broadcast(kp_idx) if n_kps <= 2_000_000 else kp_idx, "kp_idx")
            .select("item_id", "keyphrase_id", F.lit("random").alias("source")))
-    candidates.append(rnd)
+    return rnd
+
+
+def _choose(settings, spark, lake: Lake, ds: str, candidates: list, items, kps, budget: int, seed: int,
+            model: str, version: str):
+    """One row per pair_key (the highest-priority source wins), minus pairs already labelled, cut to each
+    source's quota; returns (pandas frame of the chosen pairs, candidates per source, available per source, quotas)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    c = F.col
 
     union = candidates[0]
     for other in candidates[1:]:
@@ -257,14 +281,54 @@ def run(settings, ds, budget: int | None = None, spark=None) -> dict:
     pdf = chosen.toPandas()
     fresh.unpersist()
     text.unpersist()
+    return pdf, before, available, quotas
 
+
+def _shard(pdf: pd.DataFrame, shard_size: int) -> tuple[pd.DataFrame, list[int], str]:
+    """Deal the chosen pairs into near-equal shards in hash order; (pairs with ``shard``, shard numbers, run id)."""
     pdf = pdf.sort_values(["h", "pair_key"], kind="mergesort").reset_index(drop=True)
     n = len(pdf)
-    n_shards = math.ceil(n / settings.pairs.shard_size) if n else 0
+    n_shards = math.ceil(n / shard_size) if n else 0
     pdf["shard"] = (pd.RangeIndex(n) % max(n_shards, 1)).astype("int32")
     pdf = pdf.drop(columns=["h"])
     run_id = hashlib.sha1("\n".join(sorted(pdf["pair_key"])).encode()).hexdigest()[:16] if n else "empty"
     shards = list(range(n_shards))
+    return pdf, shards, run_id
+
+
+def run(settings, ds, budget: int | None = None, spark=None) -> dict:
+    """Select the day's pairs; returns counts by source and ``shards`` (list of shard numbers).
+
+    Steps: readable items (bad catalog rows quarantined), keyphrases, candidates by source (CTR positives
+    and hard negatives, unexposed top-K, random), one pair per pair_key minus those already labelled, cut
+    to the quotas, sharded, written atomically to ``pairs/ds=D/``. Raises DataError (negative budget, no
+    items or keyphrases, missing or bad inputs)."""
+    from kp.spark import get_spark
+
+    t0 = time.perf_counter()
+    ds = ds_str(ds)
+    lake = Lake.from_settings(settings)
+    spark = spark or get_spark(settings, "select-pairs")
+    budget = int(settings.pairs.daily_budget if budget is None else budget)
+    if budget < 0:
+        raise DataError(f"budget must be >= 0, got {budget}")
+    seed = settings.pairs.seed
+    model, version = judge_model_id(settings), settings.judge.prompt_version
+
+    items, n_bad_catalog = _clean_items(spark, lake, ds)
+    kps = _keyphrases(spark, lake)
+    n_items, n_kps = items.count(), kps.count()
+    if n_items == 0 or n_kps == 0:
+        raise DataError(f"ds={ds}: {n_items} active items and {n_kps} keyphrases: nothing to pair")
+    candidates, exposed = _ctr_candidates(spark, lake, ds, items, kps, budget, seed, n_items)
+    unexposed, serving_version = _unexposed_candidates(spark, lake, ds, exposed)
+    if unexposed is not None:
+        candidates.append(unexposed)
+    candidates.append(_random_candidates(items, kps, budget, seed, ds, n_items, n_kps))
+    pdf, before, available, quotas = _choose(settings, spark, lake, ds, candidates, items, kps, budget, seed,
+                                             model, version)
+    pdf, shards, run_id = _shard(pdf, settings.pairs.shard_size)
+    n, n_shards = len(pdf), len(shards)
     selected = {s: int((pdf["source"] == s).sum()) for s in SOURCES}
     stats = {
         "ds": ds, "budget": budget, "pairs": n, "shards": shards, "shard_sizes": [int((pdf["shard"] == s).sum()) for s in shards],

@@ -129,7 +129,11 @@ class ServingBundle:
         return self._recs
 
     def search(self, query, k: int | None = None) -> list[dict]:
-        """Top keyphrases for an item: ``query`` is item text (title [SEP] category) or an item id."""
+        """Top keyphrases for an item: ``query`` is item text (title [SEP] category) or an item id.
+
+        Returns up to ``k`` (default: the bundle's ``top_k``) dicts ``{rank, keyphrase_id, keyphrase, score}``,
+        best first; ``score`` is the cosine at the bundle's dim. An unknown item id gives an empty list; empty
+        text raises DataError."""
         k = int(k or self.manifest.get("top_k", 20))
         if isinstance(query, (int,)) and not isinstance(query, bool):
             g = self._recommendations().get(int(query))

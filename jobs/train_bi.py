@@ -188,35 +188,21 @@ def training_arguments(settings, output_dir: str, device: str, **budget_kwargs):
         **budget_kwargs, **trainer_precision(device))
 
 
-def run(settings, ds: str, cross: str | None = None, labels: str | None = None, out: str | None = None,
-        label_mix: str | None = None, kd_loss: str | None = None) -> dict:
-    """Train a student for ``ds``; write a registry version (or ``out``); return figures.
-
-    Promotion is not decided here: ``jobs.evaluate.run`` gates it against the champion."""
-    from sentence_transformers import SentenceTransformerTrainer
-
-    from jobs import registry
-    from jobs.training_data import load_training_data
-    from models.base import resolve_base_model, resolve_device
-    from models.bi_encoder import build_student, save_student, score_pairs
-    from models.losses import TaskLosses
-    from models.metrics import has_both_classes, threshold_metrics
-    from models.training import (best_step, budget_arguments, calibration_plot, heldout_evaluator, plan_budget,
-                                 progress_callback, quiet_trainer, save_curves, write_card)
-
-    ds = ds_str(ds)
-    t0 = time.perf_counter()
+def _run_settings(settings, label_mix: str | None, kd_loss: str | None):
+    """``settings`` with this run's ``--label-mix`` / ``--kd-loss``; ConfigError for an unknown loss."""
     if label_mix:
         settings = settings.with_overrides(**{"train.label_mix": label_mix})
     if kd_loss:
         if kd_loss not in KD_LOSSES:
             raise ConfigError(f"kd_loss {kd_loss!r}: choose from {', '.join(KD_LOSSES)}")
         settings = settings.with_overrides(**{"train.kd_loss": kd_loss})
-    mix = settings.train.label_mix.split("+")
-    kd_name = settings.train.kd_loss
-    data = load_training_data(settings, ds, labels=labels, need_ctr="ctr" in mix, need_sr="sr" in mix)
+    return settings
 
-    # the teacher
+
+def _teacher(settings, mix: list[str], cross: str | None, labels: str | None, data):
+    """(cross model dir, cross version, float32 teacher scores of the train pairs), all None without a kd task."""
+    from jobs import registry
+
     cross_dir = cross_version = None
     if "kd" in mix:
         if cross is None and not labels:
@@ -225,26 +211,149 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
         if cross_dir is None:
             log.warning("label_mix has kd but there is no cross-encoder (give --cross or run train-cross): no kd task")
     kd_scores = teacher_scores(settings, cross_dir, data.llm_train) if cross_dir else None
+    return cross_dir, cross_version, kd_scores
 
+
+def _tasks(settings, ds: str, data, mix: list[str], kd_scores) -> tuple[dict, dict, list[str]]:
+    """(task name -> dataset, task name -> rows, tasks skipped for want of data); DataError when none is left."""
     tasks = build_task_datasets(data, mix, kd_scores, llm_ranking=settings.train.llm_ranking)
     skipped = [m for m in mix if m not in tasks]
     if skipped:
         log.warning("tasks without data, skipped: %s", skipped)
     if not tasks:
         raise DataError(f"label_mix {'+'.join(mix)!r} left no training data for {ds} (skipped: {skipped})")
-    rows = {k: len(v) for k, v in tasks.items()}
+    return tasks, {k: len(v) for k, v in tasks.items()}, skipped
 
-    # the student
-    init_from = settings.train.init_from
-    base = resolve_base_model(settings.train.base_model)
-    start = base
-    if init_from == "champion":
+
+def _start_model(settings, base: str) -> str:
+    """The model the student starts from: the base encoder, or the champion with ``train.init_from=champion``."""
+    from jobs import registry
+
+    if settings.train.init_from == "champion":
         champ = registry.champion(settings)
         if champ:
-            start = layout.model_dir(settings, champ)
-        else:
-            log.info("train.init_from=champion but there is no champion yet: starting from the base encoder")
-    config = _config(settings, base, mix, kd_name, init_from)
+            return layout.model_dir(settings, champ)
+        log.info("train.init_from=champion but there is no champion yet: starting from the base encoder")
+    return base
+
+
+def _train(settings, tasks: dict, rows: dict, test, start: str, tmp: str, device: str, version: str):
+    """Train the student in ``tmp`` and save its ``model/`` (never worse on held-out pairs than ``start``);
+    returns (training metrics, held-out metrics or None, held-out evaluator or None, progress history)."""
+    import torch
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers import set_seed
+
+    from models.bi_encoder import build_student, save_student, score_pairs
+    from models.losses import TaskLosses
+    from models.metrics import has_both_classes, threshold_metrics
+    from models.training import (best_step, budget_arguments, calibration_plot, heldout_evaluator, plan_budget,
+                                 progress_callback, quiet_trainer)
+
+    set_seed(settings.train.seed)
+    torch.manual_seed(settings.train.seed)
+    model = build_student(settings, start)
+    sink = TaskLosses()
+    losses = build_task_losses(model, list(tasks), settings.train.kd_loss, list(settings.train.matryoshka_dims), sink,
+                               llm_loss=settings.train.llm_loss)
+    t = settings.train
+    budget = plan_budget(sum(rows.values()), t.batch_size, t.epochs, t.bi_max_steps, t.warmup_ratio,
+                         t.evals_per_epoch, t.max_train_minutes,
+                         has_heldout=has_both_classes(test["label"]))
+    log.info("student budget: %s", budget.reason)
+
+    def heldout_scores(m):
+        return score_pairs(m, test["title"].tolist(), test["category"].tolist(), test["keyphrase"].tolist(),
+                           dim=settings.serve.dim)
+
+    evaluator = start_auc = None
+    if budget.eval_steps:
+        evaluator = heldout_evaluator(heldout_scores, test["label"])
+        start_auc = threshold_metrics(test["label"], heldout_scores(model))["auc"]
+        log.info("held-out AUC of the start model (%s): %.4f", Path(start).name, start_auc)
+    extra, callbacks = budget_arguments(budget, t.early_stopping_patience)
+    args = training_arguments(settings, str(Path(tmp) / "_trainer"), device, **extra)
+    progress = progress_callback(sink, log)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=tasks, loss=losses,
+                                         evaluator=evaluator, callbacks=[progress, *callbacks])
+    quiet_trainer(trainer)
+    t_train = time.perf_counter()
+    result = trainer.train()
+    train_s = time.perf_counter() - t_train
+    best_auc = max((h["auc"] or 0.0 for h in evaluator.history), default=None) if evaluator else None
+    kept_start = start_auc is not None and best_auc is not None and best_auc < start_auc
+    if kept_start:  # never ship a student worse on held-out pairs than the encoder it started from
+        log.warning("no checkpoint beat the start model on the held-out pairs (best AUC %.4f < %.4f): "
+                    "keeping the start model %s", best_auc, start_auc, start)
+        model = build_student(settings, start)
+    threshold = heldout = None
+    if has_both_classes(test["label"]):
+        test_scores = heldout_scores(model)
+        heldout = threshold_metrics(test["label"], test_scores)
+        threshold = heldout["threshold"]
+        heldout["calibration"] = calibration_plot(test["label"], test_scores, str(Path(tmp) / "calibration.png"),
+                                                  f"student {version}: held-out cosine at {settings.serve.dim}-d",
+                                                  threshold)
+    save_student(model, str(Path(tmp) / "model"), settings, threshold=threshold)
+    training = {"train_loss": float(result.training_loss), "steps": int(result.global_step),
+                "best_step": None if kept_start else best_step(evaluator), "budget": budget.as_dict(),
+                "start_heldout_auc": start_auc, "kept_start_model": kept_start, "threshold": threshold,
+                "heldout": {k: v for k, v in (heldout or {}).items() if k != "calibration"} or None,
+                "train_seconds": round(train_s, 1),
+                "steps_per_s": round(result.global_step / max(train_s, 1e-9), 3)}
+    if progress.history:
+        first, last = progress.history[0], progress.history[-1]
+        training["loss_first_log"], training["loss_last_log"] = first["loss"], last["loss"]
+    return training, heldout, evaluator, progress.history
+
+
+def _write_records(settings, tmp: str, config: dict, ds: str, version: str, device: str, snapshot: dict,
+                   data_snapshot: dict, training: dict, heldout: dict | None, evaluator, history: list[dict],
+                   tasks: dict, rows: dict, cross_version: str | None) -> None:
+    """train_config.json, data.json, metrics.json, history.json, curves.png and MODEL_CARD.md in ``tmp``."""
+    from models.training import save_curves, write_card
+
+    created = dt.datetime.now(dt.UTC).isoformat()
+    Path(tmp, "train_config.json").write_text(json.dumps(
+        {**config, "ds": ds, "version": version, "device": device, "created_at": created,
+         "cross_version": cross_version}, indent=2))
+    Path(tmp, "data.json").write_text(json.dumps(snapshot, indent=2, default=str))
+    Path(tmp, "metrics.json").write_text(json.dumps(
+        {"training": training, "heldout_history": evaluator.history if evaluator else [],
+         "calibration": (heldout or {}).get("calibration")}, indent=2))
+    Path(tmp, "history.json").write_text(json.dumps(history, indent=2))
+    save_curves(history, str(Path(tmp) / "curves.png"), f"student {version} ({'+'.join(tasks)})")
+    write_card(str(Path(tmp) / "MODEL_CARD.md"), f"Bi-encoder student {version}", {
+        "What": "Two towers over one shared encoder: item `title [SEP] category`, keyphrase = query text; "
+                f"mean pooling, L2-normalised; Matryoshka dims {list(settings.train.matryoshka_dims)}, "
+                f"serve at {settings.serve.dim}. Evaluation and promotion: see metrics.json/promotion.json.",
+        "Training": {**config, "tasks": rows, "cross_version": cross_version}, "Metrics": training,
+        "Data": data_snapshot})
+
+
+def run(settings, ds: str, cross: str | None = None, labels: str | None = None, out: str | None = None,
+        label_mix: str | None = None, kd_loss: str | None = None) -> dict:
+    """Train a student for ``ds``; write a registry version (or ``out``); return its run stats.
+
+    Steps: the run's settings, the training data, the teacher's scores, the task datasets, the start model,
+    training in a hidden temp directory, the version's records, then the directory committed into place.
+    Promotion is not decided here: ``jobs.evaluate.run`` gates it against the champion. Raises DataError
+    (no training data left, unreadable labels) and ConfigError (bad settings, unknown ``--cross``)."""
+    from jobs import registry
+    from jobs.training_data import load_training_data
+    from models.base import resolve_base_model, resolve_device
+
+    ds = ds_str(ds)
+    t0 = time.perf_counter()
+    settings = _run_settings(settings, label_mix, kd_loss)
+    mix = settings.train.label_mix.split("+")
+    kd_name = settings.train.kd_loss
+    data = load_training_data(settings, ds, labels=labels, need_ctr="ctr" in mix, need_sr="sr" in mix)
+    cross_dir, cross_version, kd_scores = _teacher(settings, mix, cross, labels, data)
+    tasks, rows, skipped = _tasks(settings, ds, data, mix, kd_scores)
+    base = resolve_base_model(settings.train.base_model)
+    start = _start_model(settings, base)
+    config = _config(settings, base, mix, kd_name, settings.train.init_from)
     snapshot = {**data.snapshot, "cross_version": cross_version, "cross_dir": cross_dir, "task_rows": rows,
                 "start_model": start}
     version = registry.version_id(ds, config, snapshot)
@@ -255,81 +364,10 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
     log.info("student %s: tasks %s, kd_loss %s, dims %s, start %s, device %s", version, rows,
              kd_name if "kd" in tasks else "-", settings.train.matryoshka_dims, start, device)
     try:
-        import torch
-        from transformers import set_seed
-
-        set_seed(settings.train.seed)
-        torch.manual_seed(settings.train.seed)
-        model = build_student(settings, start)
-        sink = TaskLosses()
-        losses = build_task_losses(model, list(tasks), kd_name, list(settings.train.matryoshka_dims), sink,
-                                   llm_loss=settings.train.llm_loss)
-        test = data.llm_test
-        t = settings.train
-        budget = plan_budget(sum(rows.values()), t.batch_size, t.epochs, t.bi_max_steps, t.warmup_ratio,
-                             t.evals_per_epoch, t.max_train_minutes,
-                             has_heldout=has_both_classes(test["label"]))
-        log.info("student budget: %s", budget.reason)
-
-        def heldout_scores(m):
-            return score_pairs(m, test["title"].tolist(), test["category"].tolist(), test["keyphrase"].tolist(),
-                               dim=settings.serve.dim)
-
-        evaluator = start_auc = None
-        if budget.eval_steps:
-            evaluator = heldout_evaluator(heldout_scores, test["label"])
-            start_auc = threshold_metrics(test["label"], heldout_scores(model))["auc"]
-            log.info("held-out AUC of the start model (%s): %.4f", Path(start).name, start_auc)
-        extra, callbacks = budget_arguments(budget, t.early_stopping_patience)
-        args = training_arguments(settings, str(Path(tmp) / "_trainer"), device, **extra)
-        progress = progress_callback(sink, log)
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=tasks, loss=losses,
-                                             evaluator=evaluator, callbacks=[progress, *callbacks])
-        quiet_trainer(trainer)
-        t_train = time.perf_counter()
-        result = trainer.train()
-        train_s = time.perf_counter() - t_train
-        best_auc = max((h["auc"] or 0.0 for h in evaluator.history), default=None) if evaluator else None
-        kept_start = start_auc is not None and best_auc is not None and best_auc < start_auc
-        if kept_start:  # never ship a student worse on held-out pairs than the encoder it started from
-            log.warning("no checkpoint beat the start model on the held-out pairs (best AUC %.4f < %.4f): "
-                        "keeping the start model %s", best_auc, start_auc, start)
-            model = build_student(settings, start)
-        threshold = heldout = None
-        if has_both_classes(test["label"]):
-            test_scores = heldout_scores(model)
-            heldout = threshold_metrics(test["label"], test_scores)
-            threshold = heldout["threshold"]
-            heldout["calibration"] = calibration_plot(test["label"], test_scores, str(Path(tmp) / "calibration.png"),
-                                                      f"student {version}: held-out cosine at {settings.serve.dim}-d",
-                                                      threshold)
-        save_student(model, str(Path(tmp) / "model"), settings, threshold=threshold)
-        training = {"train_loss": float(result.training_loss), "steps": int(result.global_step),
-                    "best_step": None if kept_start else best_step(evaluator), "budget": budget.as_dict(),
-                    "start_heldout_auc": start_auc, "kept_start_model": kept_start, "threshold": threshold,
-                    "heldout": {k: v for k, v in (heldout or {}).items() if k != "calibration"} or None,
-                    "train_seconds": round(train_s, 1),
-                    "steps_per_s": round(result.global_step / max(train_s, 1e-9), 3),
-                    "task_rows": rows, "tasks_skipped": skipped}
-        if progress.history:
-            first, last = progress.history[0], progress.history[-1]
-            training["loss_first_log"], training["loss_last_log"] = first["loss"], last["loss"]
-        created = dt.datetime.now(dt.UTC).isoformat()
-        Path(tmp, "train_config.json").write_text(json.dumps(
-            {**config, "ds": ds, "version": version, "device": device, "created_at": created,
-             "cross_version": cross_version}, indent=2))
-        Path(tmp, "data.json").write_text(json.dumps(snapshot, indent=2, default=str))
-        Path(tmp, "metrics.json").write_text(json.dumps(
-            {"training": training, "heldout_history": evaluator.history if evaluator else [],
-             "calibration": (heldout or {}).get("calibration")}, indent=2))
-        Path(tmp, "history.json").write_text(json.dumps(progress.history, indent=2))
-        save_curves(progress.history, str(Path(tmp) / "curves.png"), f"student {version} ({'+'.join(tasks)})")
-        write_card(str(Path(tmp) / "MODEL_CARD.md"), f"Bi-encoder student {version}", {
-            "What": "Two towers over one shared encoder: item `title [SEP] category`, keyphrase = query text; "
-                    f"mean pooling, L2-normalised; Matryoshka dims {list(settings.train.matryoshka_dims)}, "
-                    f"serve at {settings.serve.dim}. Evaluation and promotion: see metrics.json/promotion.json.",
-            "Training": {**config, "tasks": rows, "cross_version": cross_version}, "Figures": training,
-            "Data": data.snapshot})
+        training, heldout, evaluator, history = _train(settings, tasks, rows, data.llm_test, start, tmp, device, version)
+        training.update({"task_rows": rows, "tasks_skipped": skipped})
+        _write_records(settings, tmp, config, ds, version, device, snapshot, data.snapshot, training, heldout,
+                       evaluator, history, tasks, rows, cross_version)
         import shutil
 
         shutil.rmtree(Path(tmp) / "_trainer", ignore_errors=True)
@@ -339,11 +377,11 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    figures = {"version": None if out else version, "path": final, "label_mix": "+".join(mix), "kd_loss": kd_name,
-               "cross_version": cross_version, **training, "seconds": round(time.perf_counter() - t0, 1)}
-    Lake.from_settings(settings).write_run_stats(ds, "train_bi", figures)
-    log.info("student %s trained: %s", version, {k: figures[k] for k in ("steps", "train_loss", "steps_per_s")})
-    return figures
+    stats = {"version": None if out else version, "path": final, "label_mix": "+".join(mix), "kd_loss": kd_name,
+             "cross_version": cross_version, **training, "seconds": round(time.perf_counter() - t0, 1)}
+    Lake.from_settings(settings).write_run_stats(ds, "train_bi", stats)
+    log.info("student %s trained: %s", version, {k: stats[k] for k in ("steps", "train_loss", "steps_per_s")})
+    return stats
 
 
 def add_arguments(parser) -> None:
@@ -362,7 +400,7 @@ def main(settings, args) -> int:
         if args.max_steps == 0 or args.max_steps < -1:
             raise ConfigError("--max-steps must be positive or -1")
         settings = settings.with_overrides(**{"train.bi_max_steps": args.max_steps})
-    figures = run(settings, ds, cross=args.cross, labels=args.labels, out=args.out,
+    stats = run(settings, ds, cross=args.cross, labels=args.labels, out=args.out,
                   label_mix=args.label_mix, kd_loss=args.kd_loss)
-    print(json.dumps(figures, indent=2, default=str))
+    print(json.dumps(stats, indent=2, default=str))
     return 0

@@ -94,6 +94,74 @@ def _fit(settings, model, train, test, target, tmp: str, device: str, lr: float)
     return result, progress, budget, evaluator
 
 
+def _soft_labels(model, allp, tmp: str):
+    """P(relevant) for every labelled pair (train and test: the test scores give the evaluator's rho), written to
+    ``soft_labels.parquet``; returns (float32 ``np.ndarray`` of shape ``(len(allp),)``, seconds it took)."""
+    from models.cross_encoder import predict_pairs
+
+    t_pred = time.perf_counter()
+    scores = predict_pairs(model, allp["title"].tolist(), allp["category"].tolist(), allp["keyphrase"].tolist())
+    pred_s = time.perf_counter() - t_pred
+    soft = allp[["text_hash", "pair_key", "item_id", "keyphrase_id", "split", "label", "title", "category", "keyphrase"]].copy()
+    soft["score"] = scores.astype("float32")
+    write_parquet_file_atomic(soft, str(Path(tmp) / "soft_labels.parquet"))
+    return scores, pred_s
+
+
+def _heldout_metrics(allp, scores, tmp: str, version: str) -> tuple[dict, dict, float | None]:
+    """(metrics, held-out metrics, decision threshold or None) of ``scores`` on the held-out and train splits,
+    and the held-out calibration plot (``calibration.png``)."""
+    from models.metrics import binary_metrics, has_both_classes, threshold_metrics
+    from models.training import calibration_plot
+
+    is_test = (allp["split"] == "test").to_numpy()
+    if has_both_classes(allp["label"][is_test]):
+        heldout = threshold_metrics(allp["label"][is_test], scores[is_test])
+        threshold = heldout["threshold"]
+    else:  # no threshold can be chosen on one class: none is stored (kp score then writes no label)
+        log.warning("the held-out split has %d pair(s) of one class: no decision threshold stored", int(is_test.sum()))
+        heldout, threshold = binary_metrics(allp["label"][is_test], scores[is_test], 0.5), None
+    metrics = {"heldout": heldout, "heldout_at_0.5": binary_metrics(allp["label"][is_test], scores[is_test], 0.5),
+               "threshold": threshold,
+               "train_fit": binary_metrics(allp["label"][~is_test], scores[~is_test],
+                                           0.5 if threshold is None else threshold)}
+    metrics["calibration"] = calibration_plot(allp["label"][is_test], scores[is_test],
+                                              str(Path(tmp) / "calibration.png"),
+                                              f"cross-encoder {version}: held-out calibration", threshold)
+    return metrics, heldout, threshold
+
+
+def _training_record(result, evaluator, budget, train_s: float, n_pairs: int, pred_s: float) -> dict:
+    """Loss, steps, best step, budget, held-out history and speeds of the training run."""
+    from models.training import best_step
+
+    return {"train_loss": float(result.training_loss), "steps": int(result.global_step),
+            "best_step": best_step(evaluator), "budget": budget.as_dict(),
+            "heldout_history": evaluator.history if evaluator else [],
+            "train_seconds": round(train_s, 1), "steps_per_s": round(result.global_step / max(train_s, 1e-9), 3),
+            "predict_pairs_per_s": round(n_pairs / max(pred_s, 1e-9), 1)}
+
+
+def _write_records(tmp: str, config: dict, ds: str, version: str, device: str, budget, snapshot: dict, metrics: dict,
+                   history: list[dict], heldout: dict, threshold: float | None) -> None:
+    """train_config.json, data.json, metrics.json, curves.png, history.json and MODEL_CARD.md in ``tmp``."""
+    from models.training import save_curves, write_card
+
+    created = dt.datetime.now(dt.UTC).isoformat()
+    Path(tmp, "train_config.json").write_text(json.dumps({**config, "ds": ds, "version": version, "device": device,
+                                                           "budget": budget.as_dict(), "created_at": created}, indent=2))
+    Path(tmp, "data.json").write_text(json.dumps(snapshot, indent=2, default=str))
+    Path(tmp, "metrics.json").write_text(json.dumps(metrics, indent=2))
+    save_curves(history, str(Path(tmp) / "curves.png"), f"cross-encoder {version}")
+    Path(tmp, "history.json").write_text(json.dumps(history, indent=2))
+    write_card(str(Path(tmp) / "MODEL_CARD.md"), f"Cross-encoder assistant {version}", {
+        "What": "Reads `keyphrase [SEP] category [SEP] title` (no category: `keyphrase [SEP] title`), outputs "
+                "P(relevant). Trained with binary cross-entropy on judged pairs; teacher of the bi-encoder student.",
+        ("Held-out pairs (no threshold: one class)" if threshold is None else
+         f"Held-out pairs (threshold {threshold:.4f}, chosen there for max F1)"): heldout,
+        "Budget": budget.reason, "Training": config, "Data": snapshot})
+
+
 def run(settings, ds: str, labels: str | None = None, out: str | None = None) -> dict:
     """Train the assistant for ``ds``; return its metrics (version, path, held-out metrics, timings).
 
@@ -104,9 +172,7 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
     from jobs import registry
     from jobs.training_data import load_training_data
     from models.base import resolve_base_model, resolve_device
-    from models.cross_encoder import build_cross, predict_pairs, save_cross
-    from models.metrics import binary_metrics, has_both_classes, threshold_metrics
-    from models.training import best_step, calibration_plot, save_curves, write_card
+    from models.cross_encoder import build_cross, save_cross
 
     ds = ds_str(ds)
     t0 = time.perf_counter()
@@ -133,48 +199,12 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
                                                    config["learning_rate"])
         train_s = time.perf_counter() - t_train
 
-        # soft labels for every labelled pair (train and test: test scores give the evaluator's rho)
-        t_pred = time.perf_counter()
-        allp = data.llm
-        scores = predict_pairs(model, allp["title"].tolist(), allp["category"].tolist(), allp["keyphrase"].tolist())
-        pred_s = time.perf_counter() - t_pred
-        soft = allp[["text_hash", "pair_key", "item_id", "keyphrase_id", "split", "label", "title", "category", "keyphrase"]].copy()
-        soft["score"] = scores.astype("float32")
-        write_parquet_file_atomic(soft, str(Path(tmp) / "soft_labels.parquet"))
-        is_test = (allp["split"] == "test").to_numpy()
-        if has_both_classes(allp["label"][is_test]):
-            heldout = threshold_metrics(allp["label"][is_test], scores[is_test])
-            threshold = heldout["threshold"]
-        else:  # no threshold can be chosen on one class: none is stored (kp score then writes no label)
-            log.warning("the held-out split has %d pair(s) of one class: no decision threshold stored", int(is_test.sum()))
-            heldout, threshold = binary_metrics(allp["label"][is_test], scores[is_test], 0.5), None
+        scores, pred_s = _soft_labels(model, data.llm, tmp)
+        metrics, heldout, threshold = _heldout_metrics(data.llm, scores, tmp, version)
+        metrics.update(_training_record(result, evaluator, budget, train_s, len(data.llm), pred_s))
         save_cross(model, str(Path(tmp) / "model"), threshold=threshold)
-        best = best_step(evaluator)
-        metrics = {"heldout": heldout, "heldout_at_0.5": binary_metrics(allp["label"][is_test], scores[is_test], 0.5),
-                   "threshold": threshold,
-                   "train_fit": binary_metrics(allp["label"][~is_test], scores[~is_test],
-                                               0.5 if threshold is None else threshold),
-                   "train_loss": float(result.training_loss), "steps": int(result.global_step),
-                   "best_step": best, "budget": budget.as_dict(),
-                   "heldout_history": evaluator.history if evaluator else [],
-                   "train_seconds": round(train_s, 1), "steps_per_s": round(result.global_step / max(train_s, 1e-9), 3),
-                   "predict_pairs_per_s": round(len(allp) / max(pred_s, 1e-9), 1)}
-        metrics["calibration"] = calibration_plot(allp["label"][is_test], scores[is_test],
-                                                  str(Path(tmp) / "calibration.png"),
-                                                  f"cross-encoder {version}: held-out calibration", threshold)
-        created = dt.datetime.now(dt.UTC).isoformat()
-        Path(tmp, "train_config.json").write_text(json.dumps({**config, "ds": ds, "version": version, "device": device,
-                                                               "budget": budget.as_dict(), "created_at": created}, indent=2))
-        Path(tmp, "data.json").write_text(json.dumps(data.snapshot, indent=2, default=str))
-        Path(tmp, "metrics.json").write_text(json.dumps(metrics, indent=2))
-        save_curves(progress.history, str(Path(tmp) / "curves.png"), f"cross-encoder {version}")
-        Path(tmp, "history.json").write_text(json.dumps(progress.history, indent=2))
-        write_card(str(Path(tmp) / "MODEL_CARD.md"), f"Cross-encoder assistant {version}", {
-            "What": "Reads `keyphrase [SEP] category [SEP] title` (no category: `keyphrase [SEP] title`), outputs "
-                    "P(relevant). Trained with binary cross-entropy on judged pairs; teacher of the bi-encoder student.",
-            ("Held-out pairs (no threshold: one class)" if threshold is None else
-             f"Held-out pairs (threshold {threshold:.4f}, chosen there for max F1)"): heldout,
-            "Budget": budget.reason, "Training": config, "Data": data.snapshot})
+        _write_records(tmp, config, ds, version, device, budget, data.snapshot, metrics, progress.history, heldout,
+                       threshold)
         import shutil
 
         shutil.rmtree(Path(tmp) / "_trainer", ignore_errors=True)
@@ -186,15 +216,15 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
         raise
     if not out:
         registry.set_latest_cross(settings, version)
-    figures = {"version": version if not out else None, "path": final, "train_rows": len(train),
-               "test_rows": len(test), **{k: v for k, v in metrics.items()
-                                          if k not in ("train_fit", "heldout_history", "calibration")},
-               "seconds": round(time.perf_counter() - t0, 1)}
-    Lake.from_settings(settings).write_run_stats(ds, "train_cross", figures)
+    stats = {"version": version if not out else None, "path": final, "train_rows": len(train),
+             "test_rows": len(test), **{k: v for k, v in metrics.items()
+                                        if k not in ("train_fit", "heldout_history", "calibration")},
+             "seconds": round(time.perf_counter() - t0, 1)}
+    Lake.from_settings(settings).write_run_stats(ds, "train_cross", stats)
     log.info("cross-encoder %s: held-out F1 %.3f P %.3f R %.3f AUC %s at threshold %s (best step %s of %d)", version,
-             heldout["f1"], heldout["precision"], heldout["recall"], heldout["auc"], threshold, best,
+             heldout["f1"], heldout["precision"], heldout["recall"], heldout["auc"], threshold, metrics["best_step"],
              result.global_step)
-    return figures
+    return stats
 
 
 def add_arguments(parser) -> None:
@@ -211,6 +241,6 @@ def main(settings, args) -> int:
         if args.max_steps == 0 or args.max_steps < -1:
             raise ConfigError("--max-steps must be positive or -1")
         settings = settings.with_overrides(**{"train.cross_max_steps": args.max_steps})
-    figures = run(settings, ds, labels=args.labels, out=args.out)
-    print(json.dumps(figures, indent=2, default=str))
+    stats = run(settings, ds, labels=args.labels, out=args.out)
+    print(json.dumps(stats, indent=2, default=str))
     return 0

@@ -195,7 +195,7 @@ def load_training_data(settings, ds: str, labels: str | None = None, need_ctr: b
             sr = _join_texts(s[["item_id", "keyphrase_id", "label"]], catalog, kps)
         snapshot.update({"ctr_ds": ctr_ds, "sr_ds": sr_ds})
     llm = llm.copy()
-    # A user's file is split by keyphrase (no query on both sides, so the held-out figures and the early
+    # A user's file is split by keyphrase (no query on both sides, so the held-out metrics and the early
     # stopping they drive measure queries the model has not seen, as in production); the label store by
     # pair (a pair, once in test, stays in test as the store grows, for champion/challenger comparisons).
     split_keys = llm["keyphrase"].str.lower().tolist() if labels else llm["text_hash"].tolist()

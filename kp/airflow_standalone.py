@@ -38,6 +38,7 @@ DEFAULTS = {
     "AIRFLOW__API__PORT": "8080",
     "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[*]"}),
     "KP_LAKE_ROOT": str(REPO / "var" / "lake"),
+    "KP_TRUTH_PROVIDER": "synthetic.world:load_truth",  # the demo lake's truth for the UI (kp.truth)
     "SPARK_LOCAL_IP": "127.0.0.1",
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",

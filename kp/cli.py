@@ -20,11 +20,11 @@ from kp.errors import ConfigError, KPError
 
 # subcommand -> (module, one-line help). Order is the pipeline's order.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "synth": ("jobs.synth", "generate the synthetic marketplace (catalog, keyphrases, search logs, hidden truth)"),
+    "synth": ("synthetic.synth", "generate the synthetic marketplace (catalog, keyphrases, search logs, hidden truth)"),
     "ctr-labels": ("jobs.ctr_labels", "Spark: daily aggregate + 30-day CTR labels for a logical date"),
     "select-pairs": ("jobs.select_pairs", "Spark: choose the day's pairs for the LLM judge, minus those already labelled"),
     "label": ("jobs.llm_label", "label one shard (or all shards) of the day's pairs with the configured judge"),
-    "merge-labels": ("jobs.label_store", "append the day's labelled shards to the label store and report figures"),
+    "merge-labels": ("jobs.label_store", "append the day's labelled shards to the label store and report stats"),
     "train-cross": ("jobs.train_cross", "fine-tune the cross-encoder assistant on LLM labels"),
     "train-bi": ("jobs.train_bi", "train the bi-encoder student multi-task (CTR, LLM labels, cross-encoder KD)"),
     "evaluate": ("jobs.evaluate", "evaluate a student and gate its promotion against the champion"),
@@ -37,8 +37,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "recommend": ("jobs.recommend", "top-K keyphrases per item from the index"),
     "publish": ("jobs.publish", "publish index, towers and recommendations as a new version (atomic)"),
     "rollback": ("jobs.rollback", "make the previous published version current again"),
-    "report": ("jobs.report", "offline evaluation report (label-mix ablation, precision/recall vs truth)"),
-    "demo": ("jobs.demo", "run the daily DAG on the demo world for a few days and print a summary"),
+    "report": ("synthetic.report", "offline evaluation report (label-mix ablation, precision/recall vs truth)"),
+    "demo": ("synthetic.demo", "run the daily DAG on the demo world for a few days and print a summary"),
 }
 
 

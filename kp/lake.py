@@ -18,7 +18,7 @@ Layout under ``lake_root`` (every dataset partitioned by ``ds=YYYY-MM-DD`` where
     embeddings/<items|keyphrases>/model=<version>/
     recommendations/ds=.../
     serving/versions/<id>/         published bundles; serving/CURRENT points at the live one
-    runs/ds=.../<stage>.json       figures of each stage's run (read by the UI and the demo summary)
+    runs/ds=.../<stage>.json       metrics of each stage's run (read by the UI and the demo summary)
 
 Writes never leave half-written output visible: data is written under a hidden sibling
 (``_tmp-*``, which Spark and pyarrow ignore) and moved into place; small files use
@@ -155,7 +155,7 @@ class Lake:
         return self.path("runs", f"ds={ds_str(ds)}", f"{stage}.json")
 
     def write_run_stats(self, ds: str | dt.date, stage: str, stats: dict) -> str:
-        """Record a stage's figures for the day (read by the UI, the demo summary and the report)."""
+        """Record a stage's run stats for the day (read by the UI, the demo summary and the report)."""
         path = self.run_stats_path(ds, stage)
         self.write_json(path, {"stage": stage, "ds": ds_str(ds), "written_at": dt.datetime.now(dt.UTC).isoformat(), **stats})
         return path
@@ -250,7 +250,8 @@ def spark_uri(path: str) -> str:
 
 
 def write_parquet_atomic(df, target_dir: str, filename: str = "part-00000.parquet") -> str:
-    """Write a pandas DataFrame as one parquet file in ``target_dir``, atomically replacing the dir."""
+    """Write a pandas DataFrame as one parquet file in ``target_dir`` (plus ``_SUCCESS``), atomically replacing
+    the directory (readers see the old one or the new one); returns ``target_dir``."""
     with atomic_dir(target_dir) as tmp:
         fs, p = _fs(tmp)
         fs.makedirs(p, exist_ok=True)
@@ -279,7 +280,16 @@ def write_parquet_file_atomic(df, target_file: str) -> str:
 
 
 def read_parquet(path: str, contract: str | None = None, columns: list[str] | None = None):
-    """Read a parquet file or directory into pandas (skipping hidden/underscore files), checking the contract."""
+    """Read a parquet file or directory into pandas (skipping hidden/underscore files), checking the contract.
+
+    Args:
+        path: a local path or fsspec URL; hive partitions (``ds=...``) below it become columns.
+        contract: a name in ``kp.contracts`` (docs/DATA.md) the schema must satisfy.
+    Returns:
+        a pandas DataFrame (all rows; ``columns`` only when given).
+    Raises:
+        DataError: nothing at ``path``.  SchemaError: the schema breaks the contract.
+    """
     import pyarrow.dataset as pads
 
     fs, p = _fs(path)

@@ -164,6 +164,8 @@ class Settings(BaseSettings):
 
     lake_root: str = Field("var/lake", description="Root of the data lake: a path or an fsspec/Hadoop URI.")
     log_level: str = "INFO"
+    truth_provider: str = Field("", description="'module:function' giving ground truth for evaluation and the UI "
+                                "(kp.truth); synthetic worlds: synthetic.world:load_truth. Empty: none (production).")
     spark: SparkSettings = Field(default_factory=SparkSettings)
     ctr: CtrSettings = Field(default_factory=CtrSettings)
     pairs: PairSettings = Field(default_factory=PairSettings)

@@ -49,7 +49,9 @@ def maybe_gpu(index, device: str = "auto"):
 
 
 def build_index(vectors, ids, factory: str, search_params: dict | None = None, seed: int = 0):
-    """An ``IDMap,<factory>`` inner-product index holding ``vectors`` under ``ids`` (trained on a sample)."""
+    """An ``IDMap,<factory>`` inner-product index holding ``vectors`` under ``ids`` (trained on a sample).
+
+    ``vectors``: float32 ``(n, d)``, L2-normalised; ``ids``: int64 ``(n,)``. Returns a ``faiss.Index`` of dim ``d``."""
     import faiss
     import numpy as np
 
@@ -67,7 +69,10 @@ def build_index(vectors, ids, factory: str, search_params: dict | None = None, s
 
 
 def ann_recall_at_k(index, vectors, ids, queries, k: int, device: str = "auto") -> float:
-    """Mean |index top-k ∩ exact top-k| / k over ``queries`` (exact = brute-force inner product)."""
+    """Mean |index top-k ∩ exact top-k| / k over ``queries`` (exact = brute-force inner product).
+
+    ``queries``: float32 ``(q, d)``; ``k`` is capped at ``len(vectors)``. Returns a float in [0, 1] (0.0 for no
+    queries). Not to be confused with ``jobs.evaluate.relevance_recall_at_k`` (relevant keyphrases found)."""
     import numpy as np
 
     k = max(1, min(k, len(vectors)))

@@ -83,6 +83,8 @@ def build_student(settings, base: str | None = None):
 
 
 def load_student(model_dir: str, device: str = "auto"):
+    """The SentenceTransformer at ``model_dir`` (a model directory or a registry version directory holding
+    ``model/``), on ``device`` (``auto``: GPU when visible). Raises ConfigError when there is no ``modules.json``."""
     from sentence_transformers import SentenceTransformer
 
     from models.base import resolve_device
@@ -97,6 +99,7 @@ def load_student(model_dir: str, device: str = "auto"):
 
 
 def _cut(emb: np.ndarray, dim: int | None) -> np.ndarray:
+    """The first ``dim`` columns of ``(n, d)`` embeddings (Matryoshka cut), L2-normalised, float32."""
     if dim is not None and dim < emb.shape[1]:
         emb = emb[:, :dim]
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
@@ -104,19 +107,31 @@ def _cut(emb: np.ndarray, dim: int | None) -> np.ndarray:
 
 
 def encode_items(model, titles, categories, dim: int | None = None, batch_size: int = 64) -> np.ndarray:
-    """Item-tower embeddings (cut to ``dim`` and re-normalised)."""
+    """Item-tower embeddings of ``title [SEP] category`` (``models.text.item_text``).
+
+    Args:
+        titles, categories: equal-length sequences of str (a category may be None or empty).
+        dim: the Matryoshka cut (``serve.dim``); None keeps the model's full dimension.
+    Returns:
+        ``np.ndarray`` of shape ``(n, dim)``, float32, each row L2-normalised (inner product = cosine).
+    """
     texts = [item_text(t, c) for t, c in zip(titles, categories)]
     return _cut(model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False), dim)
 
 
 def encode_keyphrases(model, keyphrases, dim: int | None = None, batch_size: int = 128) -> np.ndarray:
-    """Keyphrase-tower embeddings (cut to ``dim`` and re-normalised)."""
+    """Keyphrase-tower embeddings of the query text (``models.text.keyphrase_text``).
+
+    Returns ``np.ndarray`` of shape ``(n, dim)`` (``dim`` None: the model's), float32, rows L2-normalised."""
     texts = [keyphrase_text(k) for k in keyphrases]
     return _cut(model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False), dim)
 
 
 def score_pairs(model, titles, categories, keyphrases, dim: int | None = None, batch_size: int = 64) -> np.ndarray:
-    """Cosine similarity of each (item, keyphrase) pair at ``dim`` (the serving cut)."""
+    """Cosine similarity of each (item, keyphrase) pair at ``dim`` (the serving cut).
+
+    Returns ``np.ndarray`` of shape ``(n,)``, float32, in [-1, 1]; row ``i`` scores
+    (``titles[i]``, ``categories[i]``) against ``keyphrases[i]``."""
     if len(titles) == 0:
         return np.zeros(0, dtype=np.float32)
     a = encode_items(model, titles, categories, dim, batch_size)

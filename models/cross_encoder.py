@@ -24,6 +24,7 @@ def build_cross(settings, base: str | None = None):
 
 
 def load_cross(model_dir: str, device: str = "auto"):
+    """The CrossEncoder at ``model_dir`` on ``device``; ConfigError when there is no ``config.json``."""
     from sentence_transformers.cross_encoder import CrossEncoder
 
     from models.base import resolve_device
@@ -36,7 +37,14 @@ def load_cross(model_dir: str, device: str = "auto"):
 
 
 def predict_pairs(model, titles, categories, keyphrases, batch_size: int = 128) -> np.ndarray:
-    """P(relevant) for each pair (sigmoid of the single logit), float32."""
+    """P(relevant) for each pair (sigmoid of the single logit).
+
+    Args:
+        titles, categories, keyphrases: equal-length sequences of str; the model reads
+            ``keyphrase [SEP] category [SEP] title`` (``models.text.cross_text``).
+    Returns:
+        ``np.ndarray`` of shape ``(n,)``, float32 in [0, 1]; empty input gives shape ``(0,)``.
+    """
     import torch
 
     pairs = [cross_text(k, c, t) for t, c, k in zip(titles, categories, keyphrases)]

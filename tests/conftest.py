@@ -63,7 +63,7 @@ def spark():
 @pytest.fixture(scope="session")
 def tiny_world_lake(tmp_path_factory):
     """A tiny synthetic world generated once per session (read-only: copy before writing)."""
-    from jobs import synth
+    from synthetic import synth
 
     root = tmp_path_factory.mktemp("tiny_world") / "lake"
     synth.run(make_settings(root))

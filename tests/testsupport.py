@@ -15,6 +15,7 @@ def make_settings(lake_root: Path, **overrides):
 
     base = {
         "lake_root": str(lake_root),
+        "truth_provider": "synthetic.world:load_truth",  # the synthetic world's truth where the lake has one
         "spark": {"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "1g", "fast_start": True},
         "synth": {"scale": "tiny", "seed": 7, "days": 12, "start_date": "2026-10-01"},
         "ctr": {"window_days": 7, "min_impressions": 5},

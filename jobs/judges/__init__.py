@@ -17,15 +17,16 @@ from __future__ import annotations
 from jobs.judges.base import Judge, JudgeUnavailable, judge_model_id, p_yes_from_logprobs
 
 BACKENDS = ("simulated", "transformers", "openai", "vllm")
+SIMULATED_JUDGE = "synthetic.simulated_judge"  # module of the simulated backend (package ``synthetic``)
 
 
 def get_judge(settings) -> Judge:
     """The judge configured by ``settings.judge.backend`` (heavy libraries import only here)."""
     backend = settings.judge.backend
-    if backend == "simulated":
-        from jobs.judges.simulated import SimulatedJudge
+    if backend == "simulated":  # the demo's annotator, loaded by name: production code never imports the demo
+        import importlib
 
-        return SimulatedJudge(settings)
+        return importlib.import_module(SIMULATED_JUDGE).SimulatedJudge(settings)
     if backend == "transformers":
         from jobs.judges.transformers_judge import TransformersJudge
 

@@ -1,4 +1,4 @@
-"""Airflow plugin: the "Keyphrases" page (model versions, run figures, search, plots).
+"""Airflow plugin: the "Keyphrases" page (model versions, run stats, search, plots).
 
 Served by a FastAPI app mounted by Airflow's API server at ``/keyphrases`` and linked in the navigation
 (``external_views``, destination ``nav``). Plugin apps are not behind Airflow's auth, so the app checks

@@ -4,8 +4,8 @@ Routes (all need a valid Airflow token, see ``keyphrase_ui.auth``)::
 
     GET /keyphrases/                     the page (redirects to Airflow's login without a session)
     GET /keyphrases/api/overview         champion, serving version, model versions + metrics, promotion
-                                         decision, latest run's figures per stage
-    GET /keyphrases/api/runs?ds=D        one day's figures per stage (default: latest day)
+                                         decision, latest run's stats per stage
+    GET /keyphrases/api/runs?ds=D        one day's stats per stage (default: latest day)
     GET /keyphrases/api/items?q=&limit=  items to pick from (latest catalog snapshot)
     GET /keyphrases/api/search?item_id=|q=&k=   top keyphrases with scores from the published index,
                                          with the demo world's truth per keyphrase when known
@@ -115,8 +115,8 @@ def run_days() -> list[str]:
     return _safe("run days", lambda: _lake().partitions("runs"), [])
 
 
-def run_figures(ds: str | None = None) -> dict:
-    """``{"ds": D, "stages": {stage: figures}}`` for day ``ds`` (default: the latest day with figures)."""
+def run_stats(ds: str | None = None) -> dict:
+    """``{"ds": D, "stages": {stage: stats}}`` for day ``ds`` (default: the latest day with stats)."""
     days = run_days()
     if ds is None:
         if not days:
@@ -127,7 +127,7 @@ def run_figures(ds: str | None = None) -> dict:
     stages = {}
     if base.is_dir():
         for f in sorted(base.glob("*.json")):
-            fig = _safe(f"run figures {f}", lambda f=f: lake.read_json(str(f)), None)
+            fig = _safe(f"run stats {f}", lambda f=f: lake.read_json(str(f)), None)
             if isinstance(fig, dict):
                 stages[f.stem] = fig
     order = {s: i for i, s in enumerate(STAGES)}
@@ -136,9 +136,9 @@ def run_figures(ds: str | None = None) -> dict:
 
 
 def last_decision(vers: list[dict]) -> dict | None:
-    """Why the newest challenger was or was not promoted (from the evaluate figures, else the registry)."""
+    """Why the newest challenger was or was not promoted (from the evaluate stats, else the registry)."""
     for ds in reversed(run_days()):
-        fig = _safe("evaluate figures", lambda ds=ds: _lake().read_json(_lake().run_stats_path(ds, "evaluate")), None)
+        fig = _safe("evaluate stats", lambda ds=ds: _lake().read_json(_lake().run_stats_path(ds, "evaluate")), None)
         if isinstance(fig, dict):
             return {"ds": ds, "candidate": fig.get("candidate") or fig.get("version"),
                     "promoted": fig.get("promoted"), "reason": fig.get("reason"), "source": "evaluate"}
@@ -169,17 +169,18 @@ def _catalog():
 
 
 def _world():
+    """The lake's ground truth from the configured provider (``kp.truth``; the demo's synthetic world), or None."""
     def read():
-        from jobs.world import World
+        from kp.truth import load_truth
 
-        lake = _lake()
-        key = ("world", lake.root)
+        settings = _settings()
+        key = ("truth", settings.lake_root, settings.truth_provider)
         with _LOCK:
             if key not in _CACHE:
-                _CACHE[key] = World.load(lake)
+                _CACHE[key] = load_truth(settings)
             return _CACHE[key]
 
-    return _safe("synthetic world", read, None)
+    return _safe("ground truth", read, None)
 
 
 def items(q: str = "", limit: int = 20) -> list[dict]:
@@ -327,13 +328,13 @@ def overview(user=Depends(require_user)):
         "versions": students,
         "cross_versions": versions("cross"),
         "last_decision": last_decision(students),
-        "runs": run_figures(),
+        "runs": run_stats(),
     }))
 
 
 @app.get("/api/runs")
 def runs(ds: str | None = Query(None, pattern=r"^\d{4}-\d{2}-\d{2}$"), user=Depends(require_user)):
-    return JSONResponse(_jsonable(run_figures(ds)))
+    return JSONResponse(_jsonable(run_stats(ds)))
 
 
 @app.get("/api/items")

@@ -75,7 +75,7 @@ def _snapshot(settings, ds):
 # the one test that runs every real stage through Airflow and proves a cleared day reruns to the same outputs.
 def test_daily_dag_end_to_end_and_rerun_is_idempotent(airflow_db, pipeline_env):
     from jobs import serving
-    from jobs.world import World
+    from synthetic.world import World
     from kp.lake import Lake
 
     settings = pipeline_env

@@ -1,4 +1,4 @@
-"""kp demo's own logic (the DAG runs it drives are tested in tests/dags): the per-day figures it reads
+"""kp demo's own logic (the DAG runs it drives are tested in tests/dags): the per-day stats it reads
 from the lake, the table it prints, and its argument handling."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import argparse
 import pytest
 
 
-def test_day_row_reads_the_stage_figures(settings):
-    from jobs.demo import day_row
+def test_day_row_reads_the_stage_stats(settings):
+    from synthetic.demo import day_row
     from kp.lake import Lake
 
     lake = Lake.from_settings(settings)
@@ -29,7 +29,7 @@ def test_day_row_reads_the_stage_figures(settings):
 
 
 def test_print_summary_says_the_judge_is_simulated(capsys):
-    from jobs.demo import print_summary
+    from synthetic.demo import print_summary
 
     summary = {"days": [{"ds": "2026-10-12", "state": "success", "minutes": 2.0, "yes_rate": 0.5}],
                "judge": "the LLM judge is the SIMULATED annotator", "champion": "v1", "serving_version": "s1",
@@ -40,7 +40,7 @@ def test_print_summary_says_the_judge_is_simulated(capsys):
 
 
 def test_arguments_and_bad_days(settings):
-    from jobs import demo
+    from synthetic import demo
     from kp.errors import ConfigError
 
     p = argparse.ArgumentParser()

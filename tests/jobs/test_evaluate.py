@@ -125,7 +125,7 @@ def test_world_truth_and_recall_at_k_by_exposure(tiny_world):
 
     from distill_helpers import tiny_settings, write_lake_inputs
     from jobs.evaluate import evaluate_model
-    from jobs.world import World, simulated_p_yes
+    from synthetic.world import World, simulated_p_yes
     from kp.lake import Lake, read_parquet
 
     from distill_helpers import tiny_bases

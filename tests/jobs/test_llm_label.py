@@ -94,7 +94,7 @@ def test_store_dedupes_across_days_and_read_labels(s):
     assert len(label_store.read_labels(s)) == 35
 
 
-def test_merge_figures_and_ctr_agreement(s):
+def test_merge_stats_and_ctr_agreement(s):
     write_pairs(s, DS, make_pairs(30), shard_size=15)
     llm_label.run_all(s, DS, judge=CountingJudge(s))
     lake = Lake.from_settings(s)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import report
+from synthetic import report
 from kp.errors import ConfigError
 from kp.lake import Lake
 
@@ -31,7 +31,7 @@ def report_settings(tiny_world, base):
 
 def test_report_two_mixes_consistent_with_truth(tiny_world, tiny_encoder, spark, tmp_path):
     from jobs import registry
-    from jobs.world import World, simulated_p_yes
+    from synthetic.world import World, simulated_p_yes
     from models.bi_encoder import encode_items, encode_keyphrases, load_student
 
     s = report_settings(tiny_world, tiny_encoder)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import synth
+from synthetic import synth
 from kp.contracts import check_pandas
 from kp.errors import ConfigError
 from kp.lake import Lake, read_parquet
@@ -96,7 +96,7 @@ def test_exposure_is_concentrated_on_popular_items(events, lake):
 
 
 def test_search_relevance_filter_is_a_noisy_middleman(events, lake):
-    from jobs.world import World
+    from synthetic.world import World
 
     world = World.load(lake)
     imp = events[events["event"] == "impression"].drop_duplicates(["item_id", "keyphrase_id"])
@@ -110,7 +110,7 @@ def test_search_relevance_filter_is_a_noisy_middleman(events, lake):
 
 
 def test_tiny_world_yields_ctr_positives_over_seven_days(events, lake):
-    from jobs.world import World
+    from synthetic.world import World
 
     last7 = events[events["ds"].isin(DAYS[-7:])]
     g = last7.groupby(["item_id", "keyphrase_id"])["event"].agg(

@@ -1,10 +1,10 @@
-"""Simulated judged pairs for recipe development (jobs.synth_labels)."""
+"""Simulated judged pairs for recipe development (synthetic.synth_labels)."""
 
 from __future__ import annotations
 
 import pytest
 
-from jobs.synth_labels import WORLDS, make_judged_pairs, world_pairs
+from synthetic.synth_labels import WORLDS, make_judged_pairs, world_pairs
 
 
 def test_judged_pairs_have_the_shape_of_human_judgements():

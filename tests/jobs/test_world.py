@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.world import SLOTS, TAIL_MIN_IMPRESSIONS, World, simulated_p_yes
+from synthetic.world import SLOTS, TAIL_MIN_IMPRESSIONS, World, simulated_p_yes
 from kp.errors import DataError
 from testsupport import make_settings
 

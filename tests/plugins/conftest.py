@@ -23,7 +23,7 @@ def plugin_settings(world_settings):
 
 @pytest.fixture(scope="session")
 def published_lake(tiny_world_lake, tmp_path_factory, spark):
-    """A lake (read-only template) with a champion, run figures, curves and a published serving version."""
+    """A lake (read-only template) with a champion, run stats, curves and a published serving version."""
     if _PUBLISHED:
         return _PUBLISHED[0]
     import matplotlib
@@ -38,7 +38,8 @@ def published_lake(tiny_world_lake, tmp_path_factory, spark):
 
     root = tmp_path_factory.mktemp("plugin_lake") / "lake"
     shutil.copytree(tiny_world_lake, root)
-    s = plugin_settings(load_settings(lake_root=str(root)))
+    # a demo lake: its truth comes from the synthetic world's provider (kp.truth)
+    s = plugin_settings(load_settings(lake_root=str(root), truth_provider="synthetic.world:load_truth"))
     lake = Lake.from_settings(s)
     ds = lake.partitions("catalog")[-1]
     version = f"{ds}-0123abcd"

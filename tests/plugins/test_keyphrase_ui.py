@@ -1,5 +1,5 @@
 """The Keyphrases plugin, mounted by Airflow's own API app: auth is enforced, and the API shows the real
-published version, run figures, model versions, search results with the demo world's truth, and plots."""
+published version, run stats, model versions, search results with the demo world's truth, and plots."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_page_redirects_to_login_and_accepts_the_ui_cookie(airflow_api):
         c.cookies.clear()
 
 
-def test_overview_shows_models_decision_and_run_figures(airflow_api):
+def test_overview_shows_models_decision_and_run_stats(airflow_api):
     o = airflow_api["client"].get("/keyphrases/api/overview", headers=auth(airflow_api)).json()
     assert o["champion"] == airflow_api["version"]
     assert o["serving_version"]
@@ -106,7 +106,7 @@ def test_empty_lake_says_no_data(monkeypatch, tmp_path):
     get_settings.cache_clear()
     try:
         assert ui.versions() == [] and ui.champion() is None and ui.serving_version() is None
-        assert ui.run_figures() == {"ds": None, "days": [], "stages": {}}
+        assert ui.run_stats() == {"ds": None, "days": [], "stages": {}}
         assert ui.items() == [] and ui.score_plot() is None and ui.last_decision([]) is None
     finally:
         get_settings.cache_clear()

@@ -15,9 +15,9 @@ import pytest
 from jobs import label_store, llm_label, select_pairs
 from jobs.judges.base import JudgeUnavailable
 from jobs.judges.prompt import build_prompts
-from jobs.judges.simulated import SimulatedJudge
+from synthetic.simulated_judge import SimulatedJudge
 from jobs.label_store import read_done, read_manifest, read_staging, staging_files
-from jobs.world import World, simulated_p_yes
+from synthetic.world import World, simulated_p_yes
 from kp.errors import DataError
 from kp.lake import Lake
 from reliability_helpers import DS, FakeLLM, fast_openai_judge, openai_settings

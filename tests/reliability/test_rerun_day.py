@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from jobs import ctr_labels, label_store, llm_label, select_pairs
-from jobs.judges.simulated import SimulatedJudge
+from synthetic.simulated_judge import SimulatedJudge
 from jobs.label_store import read_manifest, read_staging
 from kp.lake import Lake, read_parquet
 from reliability_helpers import DS

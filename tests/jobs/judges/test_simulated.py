@@ -6,7 +6,7 @@ from kp.errors import DataError
 
 
 def test_simulated_judge_follows_the_world(tiny_world, caplog):
-    from jobs.world import World
+    from synthetic.world import World
 
     caplog.set_level("WARNING")
     judge = get_judge(tiny_world)
@@ -30,7 +30,7 @@ def test_simulated_judge_follows_the_world(tiny_world, caplog):
 def test_simulated_judge_needs_ids(settings):
     import pandas as pd
 
-    from jobs.judges.simulated import SimulatedJudge
+    from synthetic.simulated_judge import SimulatedJudge
 
     j = SimulatedJudge(settings, world=object())
     with pytest.raises(DataError, match="item_id"):

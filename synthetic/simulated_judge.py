@@ -1,7 +1,7 @@
 """The synthetic marketplace's annotator as a judge (demo and tests).
 
 It knows the world's hidden truth and answers like an LLM that agrees with it ``judge.simulated_accuracy``
-of the time (``jobs.world.simulated_p_yes``). Its labels say so: ``judge=simulated``,
+of the time (``synthetic.world.simulated_p_yes``). Its labels say so: ``judge=simulated``,
 ``judge_model=simulated-annotator-v1``. It costs nothing, so the demo runs anywhere; it proves the
 plumbing, not the quality of a real LLM (see docs/LABELLING.md for SmolLM2's measured agreement).
 """
@@ -31,7 +31,7 @@ class SimulatedJudge(Judge):
     @property
     def world(self):
         if self._world is None:
-            from jobs.world import World
+            from synthetic.world import World
 
             self._world = World.load(self.settings)
         return self._world
@@ -42,7 +42,7 @@ class SimulatedJudge(Judge):
         for col in ("item_id", "keyphrase_id"):
             if col not in pairs:
                 raise DataError(f"the simulated judge needs column {col!r} (ids into the synthetic world)")
-        from jobs.world import simulated_p_yes
+        from synthetic.world import simulated_p_yes
 
         p = simulated_p_yes(self.world, np.asarray(pairs["item_id"], dtype=np.int64),
                             np.asarray(pairs["keyphrase_id"], dtype=np.int64),

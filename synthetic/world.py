@@ -1,7 +1,7 @@
 """The synthetic world's hidden truth: loading it, true relevance, exposure, and the simulated annotator.
 
 Only evaluation, the report, the UI and the *simulated* LLM judge read this module's data (the tables
-under ``synth/`` written by ``jobs.synth``); the pipeline never trains on it.
+under ``synth/`` written by ``synthetic.synth``); the pipeline never trains on it.
 
 True relevance of (item, keyphrase): the keyphrase's product type equals the item's (type synonyms
 such as "cover" ~ "case" map to one canonical type) AND every constraint the keyphrase carries
@@ -239,6 +239,16 @@ class World:
         cut = max(TAIL_MIN_IMPRESSIONS, float(df["impressions"].median()) if len(df) else 0.0)
         df["bucket"] = np.where(df["impressions"] < cut, "tail", "head")
         return df
+
+
+
+def load_truth(settings) -> World | None:
+    """The truth provider of a synthetic lake (``settings.truth_provider = "synthetic.world:load_truth"``,
+    see ``kp.truth``): the World when the lake holds ``synth/world.json``, else None."""
+    lake = Lake.from_settings(settings)
+    if not lake.exists(lake.path("synth", "world.json")):
+        return None
+    return World.load(settings)
 
 
 # ---------------------------------------------------------------------------------------------

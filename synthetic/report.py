@@ -83,7 +83,7 @@ def prepare(settings, ds: str | None = None, spark=None) -> tuple[str, str, list
         if lake.partitions("catalog"):
             raise DataError(f"{lake.root} holds a catalog but no synthetic world (synth/world.json): the report "
                             "measures against a synthetic world's truth and cannot run on a real lake")
-        from jobs import synth
+        from synthetic import synth
 
         log.info("report: no synthetic world in %s: generating scale %s", lake.root, settings.synth.scale)
         synth.run(settings)
@@ -158,7 +158,7 @@ def score_recommendations(settings, world, items, kps, scores, idx, threshold: f
     recommendations frame)."""
     import pandas as pd
 
-    from jobs.world import simulated_p_yes
+    from synthetic.world import simulated_p_yes
 
     kp_ids = kps["keyphrase_id"].to_numpy(np.int64)
     n, k = idx.shape
@@ -246,7 +246,7 @@ def run(settings, ds: str | None = None, mixes=None, out: str | None = None, qui
     from jobs.evaluate import cross_scores_for, evaluate_model
     from jobs import registry, train_bi
     from jobs.training_data import load_training_data
-    from jobs.world import World
+    from synthetic.world import World
     from kp.lake import read_parquet
 
     t0 = time.perf_counter()

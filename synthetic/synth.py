@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.world import SLOTS, Truth, hash_normal, hash_u01, stable_seed
+from synthetic.world import SLOTS, Truth, hash_normal, hash_u01, stable_seed
 from kp import layout
 from kp.contracts import arrow_schema
 from kp.errors import ConfigError
@@ -637,7 +637,7 @@ def _write_catalog(lake: Lake, items: pd.DataFrame, tl: _Timeline, days: list[dt
 # ---------------------------------------------------------------------------------------------
 def _simulate_day(di: int, day: dt.date, items: pd.DataFrame, kps: pd.DataFrame, truth: Truth, tl: _Timeline,
                   seed: int, searches: int, quality: np.ndarray, kp_text: pa.Array) -> tuple[pa.Table, pa.Table, dict]:
-    """One day of searches -> (events, sr verdicts, figures). Vectorised per product type."""
+    """One day of searches -> (events, sr verdicts, stats). Vectorised per product type."""
     P = PARAMS
     rng = np.random.default_rng([seed, 33, di])
     vol = kps["search_volume"].to_numpy(np.float64)
@@ -739,9 +739,9 @@ def _simulate_day(di: int, day: dt.date, items: pd.DataFrame, kps: pd.DataFrame,
     srdf = pa.table({"item_id": truth.item_ids[pi], "keyphrase_id": truth.kp_ids[pk],
                      "score": score.astype(np.float64), "label": (score >= P["sr_threshold"]).astype(np.int32)},
                     schema=arrow_schema("sr_input"))
-    figures = {"searches": int(searches), "impressions": int(n_imp), "clicks": n_clk, "sr_pairs": int(srdf.num_rows),
-               "impressions_relevant_share": float(rel.mean()) if n_imp else 0.0}
-    return ev, srdf, figures
+    stats = {"searches": int(searches), "impressions": int(n_imp), "clicks": n_clk, "sr_pairs": int(srdf.num_rows),
+             "impressions_relevant_share": float(rel.mean()) if n_imp else 0.0}
+    return ev, srdf, stats
 
 
 def _sr_score(seed: int, item_ids, kp_ids, rel, frac) -> np.ndarray:
@@ -752,7 +752,7 @@ def _sr_score(seed: int, item_ids, kp_ids, rel, frac) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 def run(settings, scale=None, seed=None, days=None, start_date=None, searches_per_day=None) -> dict:
-    """Generate (or regenerate) the synthetic world in the settings' lake; returns its figures."""
+    """Generate (or regenerate) the synthetic world in the settings' lake; returns its stats."""
     t_start = time.perf_counter()
     cfg = settings.synth
     scale = cfg.scale if scale is None else scale
@@ -814,7 +814,7 @@ def run(settings, scale=None, seed=None, days=None, start_date=None, searches_pe
         "simulated": True, "scale": name, "seed": seed, "days": days, "start_date": start.isoformat(),
         "sizes": {"items": stats["items"], "keyphrases": stats["keyphrases"], "searches_per_day": searches,
                   "product_types": len(taxonomy)},
-        "parameters": PARAMS, "figures": stats,
+        "parameters": PARAMS, "stats": stats,
         "note": "hidden truth of a synthetic marketplace: never train on synth/*",
     })
     lake.write_run_stats(day_list[-1], "synth", stats)

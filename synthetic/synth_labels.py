@@ -13,7 +13,7 @@ world (``kp eval-labels``):
   each other on 10-15% of pairs);
 * ``with_category=False`` leaves the category empty (many real catalogs have none).
 
-**Simulated**: every title, keyphrase and label here comes from ``jobs.synth``'s generator, not from
+**Simulated**: every title, keyphrase and label here comes from ``synthetic.synth``'s generator, not from
 people. Output columns: ``title, category, keyphrase, label`` (int 0/1) plus ``truth`` (the unflipped label)
 and ``kind`` (the keyphrase kind: generic, brand_type, type_attr, compat, long_tail, misspelled).
 """
@@ -25,8 +25,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from jobs.synth import _gen_items, _gen_keyphrases, _titles, resolve_scale, taxonomy_for
-from jobs.world import Truth
+from synthetic.synth import _gen_items, _gen_keyphrases, _titles, resolve_scale, taxonomy_for
+from synthetic.world import Truth
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def make_judged_pairs(seed: int, n_items: int, n_pairs: int = 10_000, noise: flo
 
     Args:
         seed: world seed (``kp synth --seed``); the same arguments give the same frame.
-        n_items: catalogue size (vocabulary grows with it: ``jobs.synth.taxonomy_for``).
+        n_items: catalogue size (vocabulary grows with it: ``synthetic.synth.taxonomy_for``).
         noise: share of labels flipped, in [0, 0.5).
         per_keyphrase: candidates judged per keyphrase (as a search result page's top items).
         positive_share: target share of relevant pairs before noise.

@@ -40,8 +40,7 @@ def _pick(d: dict | None, *keys, default=None):
 
 def _prepare_env(settings) -> None:
     """Make the tasks (in this process and in spark-submit) see the same settings and tools."""
-    from kp.settings import settings_env
-    from kp.settings import get_settings
+    from kp.settings import get_settings, settings_env
 
     os.environ.update(settings_env(settings))
     os.environ.setdefault("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": settings.spark.master}))
@@ -105,11 +104,12 @@ def run(settings, days: int = 3, scale: str = "demo", retrain_last: bool = True)
     # the demo retrains only on the first day (no champion) and the last; in between the champion serves
     # the demo's own small training budget, passed explicitly (jobs.airflow_tasks.DEMO_TRAIN_BUDGET)
     settings = settings.with_overrides(**{"synth.scale": scale, "train.retrain_every_days": 10_000,
+                                          "truth_provider": settings.truth_provider or at.DEMO_TRUTH_PROVIDER,
                                           **at.demo_train_budget()})
     log.info("demo training budget: %s", {k: getattr(settings.train, k.split(".")[1]) for k in at.DEMO_TRAIN_BUDGET})
     lake = Lake.from_settings(settings)
     if not lake.exists(lake.path("synth", "world.json")):
-        from jobs import synth
+        from synthetic import synth
 
         log.info("no demo world in %s: generating one at scale %r", lake.root, scale)
         synth.run(settings, scale=scale)
@@ -159,7 +159,7 @@ def run(settings, days: int = 3, scale: str = "demo", retrain_last: bool = True)
             "recommendations": lake.path("recommendations", ds=run_days[-1]),
             "serving": lake.path("serving"),
             "registry": lake.path("registry"),
-            "run_figures": lake.path("runs"),
+            "run_stats": lake.path("runs"),
         },
         "minutes_total": round((time.time() - started) / 60, 1),
     }

@@ -1,0 +1,96 @@
+"""The import graph: production code never imports the synthetic (demo) package, the layers hold
+(synthetic/UI over jobs over models over kp), and no module imports itself through others.
+
+The contracts live in pyproject.toml (``[tool.importlinter]``) and run here with import-linter; the
+cycle check walks grimp's graph (the library import-linter is built on), imports inside functions included.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ROOT_PACKAGES = ("kp", "jobs", "models", "synthetic", "keyphrase_ui")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def plugins_on_path():
+    # Airflow puts plugins/ on sys.path, which makes plugins/keyphrase_ui the package keyphrase_ui
+    added = str(REPO / "plugins") not in sys.path
+    if added:
+        sys.path.append(str(REPO / "plugins"))
+    yield
+    if added:
+        sys.path.remove(str(REPO / "plugins"))
+
+
+def test_import_linter_contracts_are_kept(monkeypatch, capsys):
+    from importlinter.cli import lint_imports
+
+    monkeypatch.chdir(REPO)
+    code = lint_imports(config_filename=str(REPO / "pyproject.toml"), no_cache=True, no_logo=True)
+    out = capsys.readouterr().out
+    assert code == 0, out
+
+
+def cycles(graph) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    adj = {m: [n for n in graph.find_modules_directly_imported_by(m) if n in graph.modules] for m in graph.modules}
+    index, low, on_stack, stack, found, counter = {}, {}, set(), [], [], 0
+    for root in sorted(adj):
+        if root in index:
+            continue
+        work = [(root, iter(adj[root]))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    comp = []
+                    while True:
+                        x = stack.pop()
+                        on_stack.discard(x)
+                        comp.append(x)
+                        if x == v:
+                            break
+                    if len(comp) > 1:
+                        found.append(sorted(comp))
+            elif w not in index:
+                index[w] = low[w] = counter
+                counter += 1
+                stack.append(w)
+                on_stack.add(w)
+                work.append((w, iter(adj[w])))
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+    return found
+
+
+def test_no_import_cycles():
+    import grimp
+
+    graph = grimp.build_graph(*ROOT_PACKAGES, cache_dir=None)
+    assert "jobs.index" in graph.modules and "synthetic.world" in graph.modules  # the graph saw the code
+    assert cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_cycle():
+    import grimp
+
+    graph = grimp.ImportGraph()
+    for m in ("a", "a.x", "a.y", "a.z"):
+        graph.add_module(m)
+    graph.add_import(importer="a.x", imported="a.y")
+    graph.add_import(importer="a.y", imported="a.z")
+    graph.add_import(importer="a.z", imported="a.x")
+    assert cycles(graph) == [["a.x", "a.y", "a.z"]]
