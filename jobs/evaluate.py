@@ -68,12 +68,12 @@ def relevance_recall_at_k(settings, model, world, ds: str, k: int, max_items: in
     if cat_ds is None:
         return {}
     catalog = read_parquet(lake.path("catalog", ds=cat_ds), contract="catalog")[["item_id", "title", "category"]]
-    kps = read_parquet(lake.path("keyphrases"), contract="keyphrases")[["keyphrase_id", "text"]]
+    keyphrases = read_parquet(lake.path("keyphrases"), contract="keyphrases")[["keyphrase_id", "text"]]
     exposure = world.exposure(settings, ds, settings.ctr.window_days)
     exposure = exposure[exposure["item_id"].isin(catalog["item_id"])]
-    kp_emb = encode_keyphrases(model, kps["text"].tolist(), settings.serve.dim)
-    kp_ids = kps["keyphrase_id"].to_numpy()
-    out = {"k": k, "keyphrases": int(len(kps))}
+    keyphrase_emb = encode_keyphrases(model, keyphrases["text"].tolist(), settings.serve.dim)
+    keyphrase_ids = keyphrases["keyphrase_id"].to_numpy()
+    out = {"k": k, "keyphrases": int(len(keyphrases))}
     for bucket in ("tail", "head"):
         ids = exposure.loc[exposure["bucket"] == bucket, "item_id"].to_numpy()
         # deterministic sample: smallest hash of the id
@@ -87,14 +87,14 @@ def relevance_recall_at_k(settings, model, world, ds: str, k: int, max_items: in
             continue
         items = catalog.set_index("item_id").loc[ids]
         item_emb = encode_items(model, items["title"].tolist(), items["category"].tolist(), settings.serve.dim)
-        kk = min(k, len(kp_ids))
+        kk = min(k, len(keyphrase_ids))
         recalls, precisions = [], []
         for start in range(0, len(ids), 256):
-            sims = item_emb[start:start + 256] @ kp_emb.T
+            sims = item_emb[start:start + 256] @ keyphrase_emb.T
             top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
             for row, item_id in enumerate(ids[start:start + 256]):
                 r = set(rel[int(item_id)].tolist())
-                hits = len(r.intersection(kp_ids[top[row]].tolist()))
+                hits = len(r.intersection(keyphrase_ids[top[row]].tolist()))
                 recalls.append(hits / min(kk, len(r)))
                 precisions.append(hits / kk)
         out[bucket] = {"items": int(len(ids)), "recall_at_k": float(np.mean(recalls)),

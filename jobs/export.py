@@ -33,7 +33,7 @@ def _sample_texts(settings, ds: str | None) -> tuple[list[str], list[str]]:
     from models.text import item_text, keyphrase_text
 
     lake = Lake.from_settings(settings)
-    items, kps = [], []
+    items, keyphrases = [], []
     try:
         import pyarrow.dataset as pads
 
@@ -44,12 +44,12 @@ def _sample_texts(settings, ds: str | None) -> tuple[list[str], list[str]]:
         if lake.exists(lake.path("keyphrases")):
             t = pads.dataset(lake.path("keyphrases"), format="parquet", ignore_prefixes=[".", "_"]).head(
                 SAMPLE_ROWS, columns=["text"]).to_pandas()
-            kps = [keyphrase_text(x) for x in t["text"]]
+            keyphrases = [keyphrase_text(x) for x in t["text"]]
     except Exception as exc:  # verification still runs on the built-in sample
         log.warning("could not sample texts from the lake (%s); using built-in samples", exc)
     items = items or [t for t in SAMPLE_TEXTS if "[SEP]" in t] + SAMPLE_TEXTS
-    kps = kps or [t for t in SAMPLE_TEXTS if "[SEP]" not in t]
-    return items, kps
+    keyphrases = keyphrases or [t for t in SAMPLE_TEXTS if "[SEP]" not in t]
+    return items, keyphrases
 
 
 def _check_dims(settings, version: str) -> None:
@@ -102,23 +102,23 @@ def run(settings, ds: str | None = None, version: str | None = None, force: bool
         return stats
 
     src = str(local_path(model_dir(settings, version)))
-    items, kps = _sample_texts(settings, day)
+    items, keyphrases = _sample_texts(settings, day)
     target = onnx_dir(settings, version)
     with atomic_dir(target) as tmp_uri:
         tmp = Path(local_path(tmp_uri))
         item_len = ox.tower_max_len(src, "item")
-        kp_len = ox.tower_max_len(src, "keyphrase")
+        keyphrase_len = ox.tower_max_len(src, "keyphrase")
         ox.export_tower(src, tmp / "item", s.dim, item_len)
-        ox.copy_tower(tmp / "item", tmp / "keyphrase", kp_len)
+        ox.copy_tower(tmp / "item", tmp / "keyphrase", keyphrase_len)
 
         # parity: ONNX fp32 vs torch, each tower on its own kind of text
         ref_items = ox.torch_embed(src, items, s.dim, item_len)
-        ref_kps = ox.torch_embed(src, kps, s.dim, kp_len)
+        ref_keyphrases = ox.torch_embed(src, keyphrases, s.dim, keyphrase_len)
         fp_items = OnnxTower(tmp / "item").embed(items)
-        fp_kps = OnnxTower(tmp / "keyphrase").embed(kps)
-        p_items, p_kps = ox.compare(ref_items, fp_items), ox.compare(ref_kps, fp_kps)
-        parity = {"max_abs_diff": max(p_items["max_abs_diff"], p_kps["max_abs_diff"]),
-                  "cos_min": min(p_items["cos_min"], p_kps["cos_min"]), "rows": len(items) + len(kps)}
+        fp_keyphrases = OnnxTower(tmp / "keyphrase").embed(keyphrases)
+        p_items, p_keyphrases = ox.compare(ref_items, fp_items), ox.compare(ref_keyphrases, fp_keyphrases)
+        parity = {"max_abs_diff": max(p_items["max_abs_diff"], p_keyphrases["max_abs_diff"]),
+                  "cos_min": min(p_items["cos_min"], p_keyphrases["cos_min"]), "rows": len(items) + len(keyphrases)}
         log.info("ONNX vs torch: max abs diff %.2e, min cosine %.6f", parity["max_abs_diff"], parity["cos_min"])
         if parity["max_abs_diff"] > s.export_tolerance:
             raise GateError(f"ONNX export of {version} differs from torch by {parity['max_abs_diff']:.2e} "
@@ -130,10 +130,10 @@ def run(settings, ds: str | None = None, version: str | None = None, force: bool
             ox.quantize_int8(tmp / "item" / "model.onnx", tmp / "item" / "model.int8.onnx")
             shutil.copy2(tmp / "item" / "model.int8.onnx", tmp / "keyphrase" / "model.int8.onnx")
             q_items = OnnxTower(tmp / "item", "model.int8.onnx").embed(items)
-            q_kps = OnnxTower(tmp / "keyphrase", "model.int8.onnx").embed(kps)
+            q_keyphrases = OnnxTower(tmp / "keyphrase", "model.int8.onnx").embed(keyphrases)
             c = ox.compare(fp_items, q_items)
-            c2 = ox.compare(fp_kps, q_kps)
-            overlap = ox.topk_overlap(fp_items, fp_kps, q_items, q_kps, min(s.top_k, 10))
+            c2 = ox.compare(fp_keyphrases, q_keyphrases)
+            overlap = ox.topk_overlap(fp_items, fp_keyphrases, q_items, q_keyphrases, min(s.top_k, 10))
             cos_mean = float(np.mean([c["cos_mean"], c2["cos_mean"]]))
             kept = cos_mean >= s.int8_min_cosine and overlap >= s.int8_min_topk_overlap
             int8 = {"tried": True, "kept": kept, "cos_mean": cos_mean, "cos_min": min(c["cos_min"], c2["cos_min"]),
@@ -155,7 +155,7 @@ def run(settings, ds: str | None = None, version: str | None = None, force: bool
         checksums = {str(p.relative_to(tmp)): ox.sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         record = {"version": version, "dim": s.dim, "verified": True, "quantize_tried": s.quantize,
                   "model_file": model_file, "parity": parity, "int8": int8,
-                  "max_len": {"item": item_len, "keyphrase": kp_len}, "checksums": checksums}
+                  "max_len": {"item": item_len, "keyphrase": keyphrase_len}, "checksums": checksums}
         (tmp / layout.EXPORT_RECORD).write_text(json.dumps(record, indent=2))
 
     stats = {"version": version, "skipped": False, "dim": s.dim, "model_file": model_file, "parity": parity, "int8": int8}

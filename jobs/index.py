@@ -66,23 +66,23 @@ def run(settings, ds: str, version: str | None = None) -> dict:
     ds = ds_str(ds)
     lake = Lake.from_settings(settings)
     version = require_version(settings, version)
-    kp_ids, kp_vecs = _load_embeddings(settings, "keyphrases", version, required=True)
-    n = len(kp_ids)
+    keyphrase_ids, keyphrase_vecs = _load_embeddings(settings, "keyphrases", version, required=True)
+    n = len(keyphrase_ids)
     exact = n <= s.exact_index_max
     factory = "Flat" if exact else s.ann_factory
     params = {} if exact else search_params_for(factory, settings)
     t0 = time.perf_counter()
-    index = build_index(kp_vecs, kp_ids, factory, params)
+    index = build_index(keyphrase_vecs, keyphrase_ids, factory, params)
     build_s = time.perf_counter() - t0
     log.info("built %s index over %d keyphrases (%d-d) in %.1fs", factory, n, s.dim, build_s)
 
     item_ids, item_vecs = _load_embeddings(settings, "items", version, required=False)
     rng = np.random.default_rng(0)
-    pool = item_vecs if item_vecs is not None else kp_vecs
+    pool = item_vecs if item_vecs is not None else keyphrase_vecs
     queries = pool if len(pool) <= s.recall_sample else pool[rng.choice(len(pool), s.recall_sample, replace=False)]
     k = min(s.top_k, n)
     t0 = time.perf_counter()
-    recall = ann_recall_at_k(maybe_gpu(index, s.device), kp_vecs, kp_ids, queries, k, device=s.device)
+    recall = ann_recall_at_k(maybe_gpu(index, s.device), keyphrase_vecs, keyphrase_ids, queries, k, device=s.device)
     log.info("recall@%d = %.4f on %d %s queries (floor %.2f)", k, recall, len(queries),
              "item" if item_vecs is not None else "keyphrase", s.min_recall)
 
@@ -94,7 +94,7 @@ def run(settings, ds: str, version: str | None = None) -> dict:
         raise GateError(f"index recall@{k} {recall:.4f} is below serve.min_recall={s.min_recall}: not staged")
 
     texts = read_parquet(lake.path("keyphrases"), contract="keyphrases")[["keyphrase_id", "text"]]
-    idmap = pd.DataFrame({"keyphrase_id": kp_ids}).merge(
+    idmap = pd.DataFrame({"keyphrase_id": keyphrase_ids}).merge(
         texts.rename(columns={"text": "keyphrase"}).drop_duplicates("keyphrase_id"), on="keyphrase_id", how="left")
     idmap["keyphrase"] = idmap["keyphrase"].fillna("")
     target = index_build_dir(settings, ds)

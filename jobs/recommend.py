@@ -42,11 +42,11 @@ def load_build(settings, ds: str):
     if index.d != settings.serve.dim:
         raise DataError(f"dimension mismatch: index of {ds} is {index.d}-d, serve.dim={settings.serve.dim}")
     set_search_params(index, meta.get("search_params", {}))
-    kps = pd.read_parquet(root / layout.INDEX_IDMAP)
-    return index, kps, meta
+    keyphrases = pd.read_parquet(root / layout.INDEX_IDMAP)
+    return index, keyphrases, meta
 
 
-def search_batch(index, kps, item_ids, vectors, k: int, threshold: float):
+def search_batch(index, keyphrases, item_ids, vectors, k: int, threshold: float):
     """Recommendations frame for a batch of items (ranks 1..k, rows below ``threshold`` dropped)."""
     import numpy as np
     import pandas as pd
@@ -60,7 +60,7 @@ def search_batch(index, kps, item_ids, vectors, k: int, threshold: float):
         "score": scores.reshape(-1).astype(np.float32),
     })
     df = df[(df["keyphrase_id"] >= 0) & (df["score"] >= threshold)]
-    text = dict(zip(kps["keyphrase_id"], kps["keyphrase"]))
+    text = dict(zip(keyphrases["keyphrase_id"], keyphrases["keyphrase"]))
     df = df.assign(keyphrase=df["keyphrase_id"].map(text).fillna(""))
     return df[["item_id", "rank", "keyphrase_id", "keyphrase", "score"]]
 
@@ -80,7 +80,7 @@ def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
     ds = ds_str(ds)
     s = settings.serve
     lake = Lake.from_settings(settings)
-    index, kps, meta = load_build(settings, ds)
+    index, keyphrases, meta = load_build(settings, ds)
     version = meta["model_version"]
     emb_path = embeddings_dir(settings, "items", version)
     if not lake.exists(emb_path):
@@ -107,7 +107,7 @@ def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
     if vecs.shape[1] != index.d:
         raise DataError(f"dimension mismatch: item embeddings are {vecs.shape[1]}-d, index is {index.d}-d")
     for start in range(0, len(ids), QUERY_BATCH):
-        parts.append(search_batch(search_index, kps, ids[start:start + QUERY_BATCH], vecs[start:start + QUERY_BATCH],
+        parts.append(search_batch(search_index, keyphrases, ids[start:start + QUERY_BATCH], vecs[start:start + QUERY_BATCH],
                                   k, s.score_threshold))
         log.info("searched %d / %d items", min(start + QUERY_BATCH, len(ids)), len(ids))
     fresh = pd.concat(parts, ignore_index=True) if parts else carried.iloc[0:0]

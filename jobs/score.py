@@ -104,8 +104,8 @@ class OnnxScorer:
         from models.text import item_text, keyphrase_text
 
         items = self.item.embed([item_text(t, c) for t, c in zip(pairs["title"], pairs["category"], strict=True)])
-        kps = self.keyphrase.embed([keyphrase_text(k) for k in pairs["keyphrase"]])
-        return (items * kps).sum(axis=1)  # both normalised inside the graph: dot = cosine
+        keyphrases = self.keyphrase.embed([keyphrase_text(k) for k in pairs["keyphrase"]])
+        return (items * keyphrases).sum(axis=1)  # both normalised inside the graph: dot = cosine
 
 
 SCORERS: dict[str, Callable] = {"cross": CrossScorer, "bi": BiScorer, "onnx": OnnxScorer}

@@ -177,7 +177,7 @@ def _keyphrases(spark, lake: Lake):
             .select("keyphrase_id", c("text").alias("keyphrase")).dropDuplicates(["keyphrase_id"]))
 
 
-def _ctr_candidates(spark, lake: Lake, ds: str, items, kps, budget: int, seed: int, n_items: int):
+def _ctr_candidates(spark, lake: Lake, ds: str, items, keyphrases, budget: int, seed: int, n_items: int):
     """(candidate frames: ctr_positive and hard_negative pairs, exposed pairs or None) from the day's CTR labels."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -203,7 +203,7 @@ def _ctr_candidates(spark, lake: Lake, ds: str, items, kps, budget: int, seed: i
                                         F.lit(1_000_000)) < int(hard_frac * 1_000_000))
         hard = (hard_items.join(pos_cat, "category")
                 .join(pos, ["item_id", "keyphrase_id"], "left_anti")
-                .join(kps, "keyphrase_id")
+                .join(keyphrases, "keyphrase_id")
                 .where(F.arrays_overlap(_tokens(c("title")), _tokens(c("keyphrase"))))
                 .select("item_id", "keyphrase_id", F.lit("hard_negative").alias("source")))
         candidates.append(hard)
@@ -227,27 +227,27 @@ def _unexposed_candidates(spark, lake: Lake, ds: str, exposed):
     return None, serving_version
 
 
-def _random_candidates(items, kps, budget: int, seed: int, ds: str, n_items: int, n_kps: int):
+def _random_candidates(items, keyphrases, budget: int, seed: int, ds: str, n_items: int, n_keyphrases: int):
     """Random (item, keyphrase) pairs, hash-sampled: enough to fill the whole budget if it came to that."""
     from pyspark.sql import functions as F
 
     c = F.col
 
     want = math.ceil(RANDOM_OVERSAMPLE * budget) + 1
-    kp_idx = (kps.select("keyphrase_id").orderBy("keyphrase_id").rdd.zipWithIndex()
+    keyphrase_idx = (keyphrases.select("keyphrase_id").orderBy("keyphrase_id").rdd.zipWithIndex()
               .map(lambda r: (r[0][0], r[1])).toDF("keyphrase_id long, kp_idx long"))
     copies = max(1, math.ceil(want / n_items))
     frac = min(1.0, want / n_items)
     rnd = (items.select("item_id")
            .where(F.pmod(F.xxhash64(c("item_id"), F.lit(seed), F.lit(ds), F.lit("item")), F.lit(1_000_000)) < int(frac * 1_000_000))
            .withColumn("copy", F.explode(F.sequence(F.lit(0), F.lit(copies - 1))))
-           .withColumn("kp_idx", F.pmod(F.xxhash64(c("item_id"), c("copy"), F.lit(seed), F.lit(ds)), F.lit(n_kps)))
-           .join(F.broadcast(kp_idx) if n_kps <= 2_000_000 else kp_idx, "kp_idx")
+           .withColumn("kp_idx", F.pmod(F.xxhash64(c("item_id"), c("copy"), F.lit(seed), F.lit(ds)), F.lit(n_keyphrases)))
+           .join(F.broadcast(keyphrase_idx) if n_keyphrases <= 2_000_000 else keyphrase_idx, "kp_idx")
            .select("item_id", "keyphrase_id", F.lit("random").alias("source")))
     return rnd
 
 
-def _choose(settings, spark, lake: Lake, ds: str, candidates: list, items, kps, budget: int, seed: int,
+def _choose(settings, spark, lake: Lake, ds: str, candidates: list, items, keyphrases, budget: int, seed: int,
             model: str, version: str):
     """One row per pair_key (the highest-priority source wins), minus pairs already labelled, cut to each
     source's quota; returns (pandas frame of the chosen pairs, candidates per source, available per source, quotas)."""
@@ -260,7 +260,7 @@ def _choose(settings, spark, lake: Lake, ds: str, candidates: list, items, kps, 
     for other in candidates[1:]:
         union = union.unionByName(other)
     prio = F.create_map(*[x for i, s in enumerate(SOURCES) for x in (F.lit(s), F.lit(i))])
-    text = (union.join(items, "item_id").join(kps, "keyphrase_id")
+    text = (union.join(items, "item_id").join(keyphrases, "keyphrase_id")
             .withColumn("pair_key", F.sha1(F.concat_ws(SEP, *[F.coalesce(c(x), F.lit("")) for x in ("title", "category", "keyphrase")],
                                                        F.lit(model), F.lit(version))))
             .withColumn("prio", prio[c("source")])
@@ -316,17 +316,17 @@ def run(settings, ds, budget: int | None = None, spark=None) -> dict:
     model, version = judge_model_id(settings), settings.judge.prompt_version
 
     items, n_bad_catalog = _clean_items(spark, lake, ds)
-    kps = _keyphrases(spark, lake)
-    n_items, n_kps = items.count(), kps.count()
-    if n_items == 0 or n_kps == 0:
-        raise DataError(f"ds={ds}: {n_items} active items and {n_kps} keyphrases: nothing to pair")
-    candidates, exposed = _ctr_candidates(spark, lake, ds, items, kps, budget, seed, n_items)
+    keyphrases = _keyphrases(spark, lake)
+    n_items, n_keyphrases = items.count(), keyphrases.count()
+    if n_items == 0 or n_keyphrases == 0:
+        raise DataError(f"ds={ds}: {n_items} active items and {n_keyphrases} keyphrases: nothing to pair")
+    candidates, exposed = _ctr_candidates(spark, lake, ds, items, keyphrases, budget, seed, n_items)
     unexposed, serving_version = _unexposed_candidates(spark, lake, ds, exposed)
     if unexposed is not None:
         candidates.append(unexposed)
-    candidates.append(_random_candidates(items, kps, budget, seed, ds, n_items, n_kps))
-    pdf, before, available, quotas = _choose(settings, spark, lake, ds, candidates, items, kps, budget, seed,
-                                             model, version)
+    candidates.append(_random_candidates(items, keyphrases, budget, seed, ds, n_items, n_keyphrases))
+    pdf, before, available, quotas = _choose(settings, spark, lake, ds, candidates, items, keyphrases, budget,
+                                             seed, model, version)
     pdf, shards, run_id = _shard(pdf, settings.pairs.shard_size)
     n, n_shards = len(pdf), len(shards)
     selected = {s: int((pdf["source"] == s).sum()) for s in SOURCES}
@@ -337,7 +337,7 @@ def run(settings, ds, budget: int | None = None, spark=None) -> dict:
         "already_labelled": int(sum(before.values()) - sum(available.values())),
         "catalog_quarantined": int(n_bad_catalog),
         "quotas": quotas, "judge_model": model, "prompt_version": version, "serving_version": serving_version,
-        "run_id": run_id, "items": int(n_items), "keyphrases": int(n_kps),
+        "run_id": run_id, "items": int(n_items), "keyphrases": int(n_keyphrases),
     }
     _write_shards(lake, ds, pdf, shards, stats)
     stats["seconds"] = round(time.perf_counter() - t0, 3)

@@ -150,12 +150,12 @@ def _texts(settings, ds: str):
     if cat_ds is None:
         raise DataError(f"no catalog snapshot under {lake.path('catalog')} up to {ds_str(ds)}")
     catalog = read_parquet(lake.path("catalog", ds=cat_ds), contract="catalog")[["item_id", "title", "category"]]
-    kps = read_parquet(lake.path("keyphrases"), contract="keyphrases")[["keyphrase_id", "text"]]
-    return catalog, kps.rename(columns={"text": "keyphrase"}), cat_ds
+    keyphrases = read_parquet(lake.path("keyphrases"), contract="keyphrases")[["keyphrase_id", "text"]]
+    return catalog, keyphrases.rename(columns={"text": "keyphrase"}), cat_ds
 
 
-def _join_texts(df, catalog, kps):
-    out = df.merge(catalog, on="item_id", how="inner").merge(kps, on="keyphrase_id", how="inner")
+def _join_texts(df, catalog, keyphrases):
+    out = df.merge(catalog, on="item_id", how="inner").merge(keyphrases, on="keyphrase_id", how="inner")
     for col in ("title", "category", "keyphrase"):
         out[col] = [clean(v) for v in out[col]]
     return out[(out["title"] != "") & (out["keyphrase"] != "")]
@@ -185,14 +185,14 @@ def load_training_data(settings, ds: str, labels: str | None = None, need_ctr: b
         ctr_ds = latest_partition(lake, "ctr_labels", ds) if need_ctr else None
         sr_ds = latest_partition(lake, "sr_labels", ds) if need_sr else None
         if ctr_ds or sr_ds:
-            catalog, kps, cat_ds = _texts(settings, ds)
+            catalog, keyphrases, cat_ds = _texts(settings, ds)
             snapshot["catalog_ds"] = cat_ds
         if ctr_ds:
             c = read_parquet(lake.path("ctr_labels", ds=ctr_ds), contract="ctr_labels")
-            ctr = _join_texts(c[c["label"] == 1][["item_id", "keyphrase_id", "label"]], catalog, kps)
+            ctr = _join_texts(c[c["label"] == 1][["item_id", "keyphrase_id", "label"]], catalog, keyphrases)
         if sr_ds:
             s = read_parquet(lake.path("sr_labels", ds=sr_ds), contract="sr_labels")
-            sr = _join_texts(s[["item_id", "keyphrase_id", "label"]], catalog, kps)
+            sr = _join_texts(s[["item_id", "keyphrase_id", "label"]], catalog, keyphrases)
         snapshot.update({"ctr_ds": ctr_ds, "sr_ds": sr_ds})
     llm = llm.copy()
     # A user's file is split by keyphrase (no query on both sides, so the held-out metrics and the early

@@ -64,7 +64,7 @@ PARAMS = {
 }
 
 ITEM_ID_BASE = 1_000_000
-KP_ID_BASE = 50_000_000
+KEYPHRASE_ID_BASE = 50_000_000
 ITEM_BLOCK = 500_000
 
 # ---------------------------------------------------------------------------------------------
@@ -518,7 +518,7 @@ def _gen_keyphrases(items: pd.DataFrame, n_kp: int, seed: int, taxonomy: list[di
     if "source_text" not in df:
         df["source_text"] = None
     df = df.iloc[rng.permutation(len(df))].reset_index(drop=True)
-    df.insert(0, "keyphrase_id", KP_ID_BASE + np.arange(len(df), dtype=np.int64))
+    df.insert(0, "keyphrase_id", KEYPHRASE_ID_BASE + np.arange(len(df), dtype=np.int64))
     # misspelled keyphrases: point at the id of their source
     id_of = dict(zip(df["text"], df["keyphrase_id"]))
     df["source_keyphrase_id"] = df["source_text"].map(id_of).astype("Int64")
