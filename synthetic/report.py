@@ -238,13 +238,95 @@ def _check_mixes(mixes) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def run(settings, ds: str | None = None, mixes=None, out: str | None = None, quick: bool = False,
-        kd_losses=None, kd_mix: str = "llm+ctr+kd", spark=None, keep_models: bool = False) -> dict:
-    """Train one student per label mix (and per KD loss), evaluate, write the report; return the summary."""
-    import pandas as pd
+def mean_and_spread(records: list):
+    """Element-wise mean and sample standard deviation of nested dicts of numbers (one dict per seed).
 
-    from jobs.evaluate import cross_scores_for, evaluate_model
-    from jobs import registry, train_bi
+    Args:
+        records: list of dicts with the same keys; numeric leaves (int/float) are averaged; a leaf that is
+            None or missing in any record gives None; other leaves (str, bool) are taken from the first record.
+    Returns:
+        (mean, std): two values shaped like the records; std is 0.0 for a single record, None for
+        non-numeric leaves.
+    """
+    first = records[0]
+    if isinstance(first, dict):
+        mean, std = {}, {}
+        for key in first:
+            mean[key], std[key] = mean_and_spread([r.get(key) if isinstance(r, dict) else None for r in records])
+        return mean, std
+
+    def numeric(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not numeric(first):
+        return first, None
+    if not all(numeric(r) for r in records):
+        return None, None
+    v = np.asarray(records, dtype=float)
+    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else 0.0)
+
+
+def _check_seeds(seeds, settings) -> list[int]:
+    try:
+        out = list(dict.fromkeys(int(x) for x in (seeds if seeds is not None else [settings.train.seed])))
+    except (TypeError, ValueError):
+        raise ConfigError(f"seeds {seeds!r}: give integers") from None
+    if not out:
+        raise ConfigError("give at least one seed")
+    return out
+
+
+def _train_and_evaluate(settings, ds, cross_version, tmp, mix, kd, seed, data, teacher, world, items, kps,
+                        offline: bool) -> dict:
+    """One student (``mix``, ``kd``, ``seed``) trained into the work dir and evaluated; its result record."""
+    from jobs import train_bi
+    from jobs.evaluate import evaluate_model
+
+    slug = f"{_slug(mix, kd)}__seed{seed}"
+    t1 = time.perf_counter()
+    log.info("report: training %s (kd %s, seed %d)", mix, kd, seed)
+    s = settings.with_overrides(**{"train.seed": seed})
+    fig = train_bi.run(s, ds, cross=cross_version, out=str(Path(tmp) / "_models" / slug), label_mix=mix, kd_loss=kd)
+    model_dir = str(Path(fig["path"]) / "model")
+    metrics = evaluate_model(s, model_dir, ds=None, data=data, teacher=teacher, world=None)
+    res = {"seed": seed, "label_mix": mix, "kd_loss": kd, "tasks": fig.get("task_rows"),
+           "tasks_skipped": fig.get("tasks_skipped"), "steps": fig.get("steps"),
+           "train_seconds": fig.get("train_seconds"), "llm": metrics["llm"], "rho_cross": metrics["rho_cross"]}
+    if offline:
+        summary, per, recs = offline_eval(s, model_dir, world, items, kps, metrics["llm"]["threshold"])
+        res["offline"] = summary
+        mdir = Path(tmp) / "mixes" / slug
+        mdir.mkdir(parents=True)
+        per.to_parquet(mdir / "per_item.parquet", index=False)
+        recs.to_parquet(mdir / "recommendations.parquet", index=False)
+    res["seconds"] = round(time.perf_counter() - t1, 1)
+    log.info("report: %s/%s seed %d done in %.0f s: F1 %.3f rho %s", mix, kd, seed, res["seconds"],
+             res["llm"]["f1"], res["rho_cross"])
+    return res
+
+
+def _arm(per_seed: list[dict]) -> dict:
+    """One arm's record: every number of ``llm``, ``rho_cross``, ``offline``, ``steps`` averaged over the seeds,
+    their sample std under ``spread`` (same shape), and each seed's own record under ``per_seed``."""
+    keys = ("llm", "rho_cross", "offline", "steps", "train_seconds")
+    mean, std = mean_and_spread([{k: r[k] for k in keys if k in r} for r in per_seed])
+    first = per_seed[0]
+    return {"label_mix": first["label_mix"], "kd_loss": first["kd_loss"], "tasks": first["tasks"],
+            "tasks_skipped": first["tasks_skipped"], **mean, "seeds": [r["seed"] for r in per_seed],
+            "spread": std, "per_seed": per_seed, "seconds": round(sum(r["seconds"] for r in per_seed), 1)}
+
+
+def run(settings, ds: str | None = None, mixes=None, out: str | None = None, quick: bool = False,
+        kd_losses=None, kd_mix: str = "llm+ctr+kd", spark=None, keep_models: bool = False, seeds=None) -> dict:
+    """Train one student per label mix (and per KD loss) and per seed, evaluate, write the report; return the
+    summary.
+
+    Every arm is trained once per seed in ``seeds`` (default: ``train.seed`` only). Each figure of the report
+    is the mean over the seeds, with its sample std beside it (``spread`` in the JSON); each seed's own record
+    is kept under ``per_seed``. Raises ConfigError (unknown mix or KD loss, a seed that is not an integer)
+    before any work, DataError on unusable data."""
+    from jobs.evaluate import cross_scores_for
+    from jobs import registry
     from jobs.training_data import load_training_data
     from synthetic.world import World
     from kp.lake import read_parquet
@@ -263,6 +345,7 @@ def run(settings, ds: str | None = None, mixes=None, out: str | None = None, qui
     kd_mix = _check_mixes([kd_mix])[0]
     if "kd" not in kd_mix.split("+"):
         raise ConfigError(f"kd_mix {kd_mix!r} has no kd task")
+    seeds = _check_seeds(seeds, settings)
 
     lake = Lake.from_settings(settings)
     ds, cross_version, prepared = prepare(settings, ds, spark=spark)
@@ -289,33 +372,16 @@ def run(settings, ds: str | None = None, mixes=None, out: str | None = None, qui
     results: dict[tuple[str, str], dict] = {}
     try:
         for mix, kd in jobs_todo:
-            slug = _slug(mix, kd)
-            t1 = time.perf_counter()
-            log.info("report: training %s (kd %s)", mix, kd)
-            fig = train_bi.run(settings, ds, cross=cross_version, out=str(Path(tmp) / "_models" / slug),
-                               label_mix=mix, kd_loss=kd)
-            model_dir = str(Path(fig["path"]) / "model")
-            metrics = evaluate_model(settings, model_dir, ds=None, data=data, teacher=teacher, world=None)
-            res = {"label_mix": mix, "kd_loss": kd, "tasks": fig.get("task_rows"), "tasks_skipped": fig.get("tasks_skipped"),
-                   "steps": fig.get("steps"), "train_seconds": fig.get("train_seconds"), "llm": metrics["llm"],
-                   "rho_cross": metrics["rho_cross"]}
-            if kd == "pearson" and mix in mixes:
-                summary, per, recs = offline_eval(settings, model_dir, world, items, kps, metrics["llm"]["threshold"])
-                res["offline"] = summary
-                mdir = Path(tmp) / "mixes" / slug
-                mdir.mkdir(parents=True)
-                per.to_parquet(mdir / "per_item.parquet", index=False)
-                recs.to_parquet(mdir / "recommendations.parquet", index=False)
-            res["seconds"] = round(time.perf_counter() - t1, 1)
-            results[(mix, kd)] = res
-            log.info("report: %s/%s done in %.0f s: F1 %.3f rho %s", mix, kd, res["seconds"], res["llm"]["f1"],
-                     res["rho_cross"])
+            offline = kd == "pearson" and mix in mixes
+            results[(mix, kd)] = _arm([
+                _train_and_evaluate(settings, ds, cross_version, tmp, mix, kd, seed, data, teacher, world, items,
+                                    kps, offline) for seed in seeds])
         if not keep_models:
             shutil.rmtree(Path(tmp) / "_models", ignore_errors=True)
         if registry.champion(settings) != champion_before:  # pragma: no cover - train_bi never promotes
             raise DataError("the report changed the registry's CHAMPION")
         summary = {
-            "ds": ds, "quick": quick, "mixes": mixes, "kd_losses": kd_losses, "kd_mix": kd_mix,
+            "ds": ds, "quick": quick, "mixes": mixes, "kd_losses": kd_losses, "kd_mix": kd_mix, "seeds": seeds,
             "cross_version": cross_version, "prepared": prepared, "world": world.meta.get("sizes"),
             "judge": {"kind": "simulated", "accuracy": settings.judge.simulated_accuracy,
                       "threshold": settings.judge.threshold},
@@ -350,32 +416,51 @@ def run(settings, ds: str | None = None, mixes=None, out: str | None = None, qui
 
 
 # ---- rendering ----------------------------------------------------------------------------------------
-def _pct(v) -> str:
-    return "—" if v is None else f"{100 * v:.1f}"
+def _pct(v, sd=None) -> str:
+    if v is None:
+        return "—"
+    return f"{100 * v:.1f}" + ("" if sd is None else f" ± {100 * sd:.1f}")
 
 
-def _num(v, fmt="{:.3f}") -> str:
-    return "—" if v is None else fmt.format(v)
+def _num(v, fmt="{:.3f}", sd=None) -> str:
+    if v is None:
+        return "—"
+    return fmt.format(v) + ("" if sd is None else " ± " + fmt.format(sd))
 
 
 def tables(summary: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
-    """Header and rows of each report table (shared by the Markdown and HTML renderers)."""
+    """Header and rows of each report table (shared by the Markdown and HTML renderers). With more than one
+    seed every cell is ``mean ± sample std`` over the seeds."""
+    many = len(summary.get("seeds") or [None]) > 1
+
+    def sd_of(r, *path):
+        if not many:
+            return None
+        v = r.get("spread") or {}
+        for key in path:
+            v = v.get(key) if isinstance(v, dict) else None
+        return v
+
     t2 = (["label mix", "KP", "PR %", *[f"P@{k} %" for k in PASS_KS], "F1 (LLM test)", "rho vs cross", "steps"], [])
     tr = (["label mix", "bucket", "items", *[f"{m}@{k}" for m in ("precision", "recall") for k in TRUTH_KS]], [])
     for r in summary["ablation"]:
         o = r.get("offline") or {}
-        t2[1].append([r["label_mix"], _num(o.get("KP"), "{:.1f}"), _pct(o.get("PR")),
-                      *[_pct(o.get(f"pass@{k}")) for k in PASS_KS], _num(r["llm"]["f1"]), _num(r["rho_cross"]),
-                      str(r["steps"])])
+        t2[1].append([r["label_mix"], _num(o.get("KP"), "{:.1f}", sd_of(r, "offline", "KP")),
+                      _pct(o.get("PR"), sd_of(r, "offline", "PR")),
+                      *[_pct(o.get(f"pass@{k}"), sd_of(r, "offline", f"pass@{k}")) for k in PASS_KS],
+                      _num(r["llm"]["f1"], sd=sd_of(r, "llm", "f1")), _num(r["rho_cross"], sd=sd_of(r, "rho_cross")),
+                      _num(r["steps"], "{:.0f}")])
         for b in ("tail", "head", "all"):
             t = (o.get("truth") or {}).get(b) or {}
-            tr[1].append([r["label_mix"], b, str(t.get("items", 0)),
-                          *[_num(t.get(f"{m}@{k}")) for m in ("precision", "recall") for k in TRUTH_KS]])
+            tr[1].append([r["label_mix"], b, _num(t.get("items", 0), "{:.0f}"),
+                          *[_num(t.get(f"{m}@{k}"), sd=sd_of(r, "offline", "truth", b, f"{m}@{k}"))
+                            for m in ("precision", "recall") for k in TRUTH_KS]])
     t1 = (["KD loss", "F1", "precision", "recall", "AUC", "rho vs cross"], [])
     for r in summary["kd_comparison"]:
         m = r["llm"]
-        t1[1].append([r["kd_loss"], _num(m["f1"]), _num(m["precision"]), _num(m["recall"]), _num(m.get("auc")),
-                      _num(r["rho_cross"])])
+        t1[1].append([r["kd_loss"], *[_num(m.get(key), sd=sd_of(r, "llm", key))
+                                      for key in ("f1", "precision", "recall", "auc")],
+                      _num(r["rho_cross"], sd=sd_of(r, "rho_cross"))])
     return {"table2": t2, "truth": tr, "table1": t1}
 
 
@@ -432,6 +517,9 @@ def _html_table(header, rows) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+T2_TITLE = "Table 2: label-mix ablation (simulated LLM judge: circular)"
+T2_NOTE = ("KP, PR and Pass@k are judged by the same simulated annotator that made the LLM training labels, so "
+           "they reward copying that annotator: read them after the truth table above.")
 INTRO = ("Students trained on each label mix (Table 2 of LLMDistill4Ads) and with each distillation loss "
          "(Table 1), on the synthetic marketplace. The relevance judge of KP/PR/Pass@k is the SIMULATED LLM "
          "annotator (agrees with the hidden truth {acc:.0%} of the time), not a real LLM. Precision/recall are "
@@ -446,13 +534,14 @@ def write_outputs(out_dir: str, summary: dict) -> None:
     meta = (f"ds {summary['ds']} · world {summary['world']} · eval items {summary['eval_items']} · "
             f"{summary['keyphrases']} keyphrases · {summary['llm_test_rows']} LLM test pairs · cross-encoder "
             f"{summary['cross_version']} · student steps {summary['settings']['bi_max_steps']} · "
-            f"serve dim {summary['settings']['serve_dim']} · {'QUICK run · ' if summary['quick'] else ''}"
+            f"serve dim {summary['settings']['serve_dim']} · seeds {summary.get('seeds')} (cells: mean ± sample std "
+            f"when more than one) · {'QUICK run · ' if summary['quick'] else ''}"
             f"{summary['seconds']} s")
     intro = INTRO.format(acc=summary["judge"]["accuracy"])
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     md = [f"# Offline evaluation report ({summary['ds']})", "", intro, "", meta, "",
-          "## Table 2: label-mix ablation (simulated LLM judge)", "", _md_table(*t["table2"]), "",
           "## Precision / recall against the truth, by exposure", "", _md_table(*t["truth"]), "",
+          f"## {T2_TITLE}", "", T2_NOTE, "", _md_table(*t["table2"]), "",
           f"## Table 1: distillation loss ({summary['kd_mix']}, vs LLM test labels)", "", _md_table(*t["table1"]), "",
           "## Plots", "", *[f"![{p}](plots/{p})" for p in pngs], "", f"Generated {generated}.", ""]
     (out / "report.md").write_text("\n".join(md))
@@ -464,8 +553,8 @@ def write_outputs(out_dir: str, summary: dict) -> None:
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}
 img{{max-width:48%;margin:4px}}.meta{{color:#555}}</style></head><body>
 <h1>Offline evaluation report ({html.escape(summary['ds'])})</h1><p>{html.escape(intro)}</p><p class="meta">{html.escape(meta)}</p>
-<h2>Table 2: label-mix ablation (simulated LLM judge)</h2>{_html_table(*t['table2'])}
 <h2>Precision / recall against the truth, by exposure</h2>{_html_table(*t['truth'])}
+<h2>{html.escape(T2_TITLE)}</h2><p>{html.escape(T2_NOTE)}</p>{_html_table(*t['table2'])}
 <h2>Table 1: distillation loss ({html.escape(summary['kd_mix'])}, vs LLM test labels)</h2>{_html_table(*t['table1'])}
 <h2>Plots</h2>{imgs}<p class="meta">Generated {generated}.</p></body></html>"""
     (out / "report.html").write_text(page, encoding="utf-8")
@@ -482,12 +571,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {QUICK_MAX_STEPS} steps, <= {QUICK_MAX_ITEMS} items per bucket, 2 mixes")
     parser.add_argument("--keep-models", action="store_true", help="keep the trained students under OUT/_models")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated training seeds; each arm is trained once per seed and reported as "
+                             "mean ± sample std (default: train.seed only)")
 
 
 def main(settings, args) -> int:
     split = (lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None)
     summary = run(settings, ds=args.ds, mixes=split(args.mixes), out=args.out, quick=args.quick,
-                  kd_losses=split(args.kd_losses), kd_mix=args.kd_mix, keep_models=args.keep_models)
+                  kd_losses=split(args.kd_losses), kd_mix=args.kd_mix, keep_models=args.keep_models,
+                  seeds=split(args.seeds))
     print(json.dumps({k: summary[k] for k in ("ds", "html_path", "md_path", "seconds")}))
     for r in summary["ablation"]:
         o = r.get("offline", {})

@@ -40,7 +40,7 @@ def test_report_two_mixes_consistent_with_truth(tiny_world, tiny_encoder, spark,
     lake.write_run_stats("2026-10-12", "train_bi", {"version": "the-day's-own-student"})
     before_bi = json.loads(Path(lake.run_stats_path("2026-10-12", "train_bi")).read_text())
     summary = report.run(s, mixes=["ctr", "llm+ctr+kd"], kd_losses=["pearson"], out=str(out), spark=spark,
-                         keep_models=True)
+                         keep_models=True, seeds=[1, 2])
     ds = summary["ds"]
     assert ds == "2026-10-12"  # newest day of the tiny world's events
     assert summary["prepared"] == ["ctr-labels", "label", "train-cross"]
@@ -54,6 +54,9 @@ def test_report_two_mixes_consistent_with_truth(tiny_world, tiny_encoder, spark,
     assert "Table 2" in html and "<table>" in html and "data:image/png;base64," in html
     md = Path(stats["md_path"]).read_text()
     assert "| llm+ctr+kd |" in md and "![pass_at_k.png](plots/pass_at_k.png)" in md
+    # the truth table leads; the pass-rate table says it is circular; cells are mean ± std over the 2 seeds
+    assert md.index("against the truth") < md.index("circular") < md.index("| P@5 % |")
+    assert " ± " in md.split("| P@5 % |")[1] and "seeds [1, 2]" in md
     assert (out / "plots" / "pass_at_k.png").stat().st_size > 1000
 
     assert [r["label_mix"] for r in summary["ablation"]] == ["ctr", "llm+ctr+kd"]
@@ -72,11 +75,22 @@ def test_report_two_mixes_consistent_with_truth(tiny_world, tiny_encoder, spark,
                 assert t["items"] == 0 or (0.0 <= t[f"recall@{k}"] <= 1.0 and 0.0 <= t[f"precision@{k}"] <= 1.0)
         assert o["truth"]["tail"]["items"] > 0 and o["truth"]["head"]["items"] > 0
 
+    # seeds: every arm trained once per seed; the arm's figures are the mean of the seeds', with their std
+    arm = summary["ablation"][1]
+    assert summary["seeds"] == [1, 2] and arm["seeds"] == [1, 2] and [r["seed"] for r in arm["per_seed"]] == [1, 2]
+    f1s = [r["llm"]["f1"] for r in arm["per_seed"]]
+    assert arm["llm"]["f1"] == pytest.approx(np.mean(f1s)) and arm["spread"]["llm"]["f1"] == pytest.approx(np.std(f1s, ddof=1))
+    p5 = [r["offline"]["pass@5"] for r in arm["per_seed"]]
+    assert arm["offline"]["pass@5"] == pytest.approx(np.mean(p5))
+    assert arm["spread"]["offline"]["truth"]["tail"]["recall@20"] == pytest.approx(
+        np.std([r["offline"]["truth"]["tail"]["recall@20"] for r in arm["per_seed"]], ddof=1))
+    assert arm["per_seed"][0]["rho_cross"] != arm["per_seed"][1]["rho_cross"]  # the seed reached the training
+
     # one item, recomputed from scratch: embed with the saved student, rank by numpy, truth by World
-    slug = report._slug("llm+ctr+kd", "pearson")
+    slug = report._slug("llm+ctr+kd", "pearson") + "__seed2"
     per = pd.read_parquet(out / "mixes" / slug / "per_item.parquet")
     recs = pd.read_parquet(out / "mixes" / slug / "recommendations.parquet")
-    o = summary["ablation"][1]["offline"]
+    o = summary["ablation"][1]["per_seed"][1]["offline"]
     assert o["pass@10"] == pytest.approx(per["pass@10"].mean())
     assert o["truth"]["tail"]["recall@20"] == pytest.approx(per.loc[per.bucket == "tail", "recall@20"].mean())
 
@@ -103,7 +117,17 @@ def test_report_two_mixes_consistent_with_truth(tiny_world, tiny_encoder, spark,
     assert float(per.loc[per.item_id == item_id, "pass@5"].iloc[0]) == pytest.approx(np.mean(p5 >= s.judge.threshold))
 
 
+def test_mean_and_spread_of_nested_records():
+    mean, sd = report.mean_and_spread([{"a": 1.0, "b": {"c": 2, "d": None}, "e": "x"},
+                                       {"a": 3.0, "b": {"c": 4, "d": 1.0}, "e": "y"}])
+    assert mean == {"a": 2.0, "b": {"c": 3.0, "d": None}, "e": "x"}
+    assert sd["a"] == pytest.approx(np.sqrt(2)) and sd["b"]["c"] == pytest.approx(np.sqrt(2)) and sd["b"]["d"] is None
+    assert report.mean_and_spread([{"a": 5}])[1] == {"a": 0.0}
+
+
 def test_bad_mix_or_kd_loss_is_a_config_error_before_any_work(settings, tmp_path):
+    with pytest.raises(ConfigError, match="seeds"):
+        report.run(settings, mixes=["llm"], seeds=["one"], out=str(tmp_path / "r"))
     with pytest.raises(ConfigError, match="label mix"):
         report.run(settings, mixes=["llm+foo"], out=str(tmp_path / "r"))
     with pytest.raises(ConfigError, match="kd losses"):
