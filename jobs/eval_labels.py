@@ -1,7 +1,7 @@
 """Does training on judged pairs beat the untrained base encoder? The transfer protocol, as a command.
 
 ``kp eval-labels --labels FILE`` (a team's own judgements) or ``--world demo|alt`` (simulated judged
-pairs, ``jobs.synth_labels``) runs what a new user does, on pairs it can grade:
+pairs, ``synthetic.synth_labels``) runs what a new user does, on pairs it can grade:
 
 1. split the pairs **by keyphrase** into two halves A and B (no keyphrase in both; stable hash);
 2. on A, with the configured defaults: ``kp train-cross --labels A`` then
@@ -228,7 +228,7 @@ def markdown_table(results: list[dict]) -> str:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--labels", default=None, help="judged pairs file (title, category, keyphrase, label)")
-    parser.add_argument("--world", default=None, help="simulated judged pairs instead: demo or alt (jobs.synth_labels)")
+    parser.add_argument("--world", default=None, help="simulated judged pairs instead: demo or alt (synthetic.synth_labels)")
     parser.add_argument("--pairs", type=int, default=10_000, help="pairs drawn from --world (default 10000)")
     parser.add_argument("--seeds", default="42", help="comma-separated training seeds (default 42)")
     parser.add_argument("--out", default=None, help="write the full result as JSON here")

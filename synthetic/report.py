@@ -5,7 +5,7 @@ item exposure (which the paper cannot measure).
 For each label mix (``ctr``, ``llm``, ``llm+kd``, ``llm+ctr+kd``, ``llm+sr+ctr+kd``) a student is trained
 with ``jobs.train_bi.run(..., out=<work dir>)`` (never in the registry, so the CHAMPION is untouched), then:
 
-* **Table 2 columns**, the judge being the simulated LLM (``jobs.world.simulated_p_yes``, the same
+* **Table 2 columns**, the judge being the simulated LLM (``synthetic.world.simulated_p_yes``, the same
   annotator that labelled the training data, at ``judge.simulated_accuracy``):
 
   - recommendations of an item = its top ``serve.top_k`` keyphrases by cosine (``serve.dim``, exact FAISS
@@ -25,7 +25,7 @@ with ``jobs.train_bi.run(..., out=<work dir>)`` (never in the registry, so the C
   F1/P/R against the held-out LLM labels and Pearson rho against the cross-encoder
   (``jobs.evaluate.evaluate_model``: 2-fold cross-fitted threshold).
 
-Missing inputs are prepared by calling the stages' ``run`` functions: the synthetic world (``jobs.synth``),
+Missing inputs are prepared by calling the stages' ``run`` functions: the synthetic world (``synthetic.synth``),
 CTR labels, one day of LLM labels (select-pairs, label, merge) and the cross-encoder (``jobs.train_cross``,
 which becomes ``CROSS_LATEST``). Output: ``report.html`` (plots embedded), ``report.md`` (plots linked from
 ``plots/``), ``report.json`` and per-item parquet tables under ``out`` (default ``var/report``), replaced
@@ -523,7 +523,7 @@ T2_NOTE = ("KP, PR and Pass@k are judged by the same simulated annotator that ma
 INTRO = ("Students trained on each label mix (Table 2 of LLMDistill4Ads) and with each distillation loss "
          "(Table 1), on the synthetic marketplace. The relevance judge of KP/PR/Pass@k is the SIMULATED LLM "
          "annotator (agrees with the hidden truth {acc:.0%} of the time), not a real LLM. Precision/recall are "
-         "against the world's TRUE relevance. Definitions: docs/REPORT.md and `jobs/report.py`.")
+         "against the world's TRUE relevance. Definitions: docs/REPORT.md and `synthetic/report.py`.")
 
 
 def write_outputs(out_dir: str, summary: dict) -> None:
