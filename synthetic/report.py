@@ -316,22 +316,8 @@ def _arm(per_seed: list[dict]) -> dict:
             "spread": std, "per_seed": per_seed, "seconds": round(sum(r["seconds"] for r in per_seed), 1)}
 
 
-def run(settings, ds: str | None = None, mixes=None, out: str | None = None, quick: bool = False,
-        kd_losses=None, kd_mix: str = "llm+ctr+kd", spark=None, keep_models: bool = False, seeds=None) -> dict:
-    """Train one student per label mix (and per KD loss) and per seed, evaluate, write the report; return the
-    summary.
-
-    Every arm is trained once per seed in ``seeds`` (default: ``train.seed`` only). Each figure of the report
-    is the mean over the seeds, with its sample std beside it (``spread`` in the JSON); each seed's own record
-    is kept under ``per_seed``. Raises ConfigError (unknown mix or KD loss, a seed that is not an integer)
-    before any work, DataError on unusable data."""
-    from jobs.evaluate import cross_scores_for
-    from jobs import registry
-    from jobs.training_data import load_training_data
-    from synthetic.world import World
-    from kp.lake import read_parquet
-
-    t0 = time.perf_counter()
+def _check_arguments(settings, mixes, kd_losses, kd_mix: str, seeds, quick: bool):
+    """Validate the arguments before any work; returns (settings, mixes, kd_losses, kd_mix, seeds)."""
     if quick:
         settings = settings.with_overrides(**{
             "train.bi_max_steps": min(settings.train.bi_max_steps if settings.train.bi_max_steps > 0 else QUICK_MAX_STEPS,
@@ -345,51 +331,87 @@ def run(settings, ds: str | None = None, mixes=None, out: str | None = None, qui
     kd_mix = _check_mixes([kd_mix])[0]
     if "kd" not in kd_mix.split("+"):
         raise ConfigError(f"kd_mix {kd_mix!r} has no kd task")
-    seeds = _check_seeds(seeds, settings)
+    return settings, mixes, kd_losses, kd_mix, _check_seeds(seeds, settings)
 
+
+def _evaluation_inputs(settings, ds: str, cross_version: str) -> dict:
+    """What every arm is evaluated on: the world, the LLM test pairs and the teacher's scores on them, the
+    sampled items and the keyphrase universe."""
+    from jobs.evaluate import cross_scores_for
+    from jobs.training_data import load_training_data
+    from kp.lake import read_parquet
+    from synthetic.world import World
+
+    world = World.load(settings)
+    data = load_training_data(settings, ds, need_ctr=False, need_sr=False)
+    teacher = cross_scores_for(settings, data.llm_test, layout.model_dir(settings, cross_version, "cross"))
+    items = sample_items(world, settings, ds, settings.train.eval_max_items)
+    kps = read_parquet(Lake.from_settings(settings).path("keyphrases"), contract="keyphrases")[["keyphrase_id", "text"]]
+    kps = kps.drop_duplicates("keyphrase_id").reset_index(drop=True)
+    return {"world": world, "data": data, "teacher": teacher, "items": items, "kps": kps}
+
+
+def _restore_day_stats(lake, path: str, saved) -> None:
+    """Put back the day's own train_bi stats (training a report student overwrote them)."""
+    if saved is not None:
+        lake.write_json(path, saved)
+    elif lake.exists(path):
+        from kp.lake import _fs
+
+        fs, p = _fs(path)
+        fs.rm(p)
+
+
+def run(settings, ds: str | None = None, mixes=None, out: str | None = None, quick: bool = False,
+        kd_losses=None, kd_mix: str = "llm+ctr+kd", spark=None, keep_models: bool = False, seeds=None) -> dict:
+    """Train one student per label mix (and per KD loss) and per seed, evaluate, write the report; return the
+    summary.
+
+    Every arm is trained once per seed in ``seeds`` (default: ``train.seed`` only). Each figure of the report
+    is the mean over the seeds, with its sample std beside it (``spread`` in the JSON); each seed's own record
+    is kept under ``per_seed``. Raises ConfigError (unknown mix or KD loss, a seed that is not an integer)
+    before any work, DataError on unusable data."""
+    from jobs import registry
+
+    t0 = time.perf_counter()
+    settings, mixes, kd_losses, kd_mix, seeds = _check_arguments(settings, mixes, kd_losses, kd_mix, seeds, quick)
     lake = Lake.from_settings(settings)
     ds, cross_version, prepared = prepare(settings, ds, spark=spark)
     t_prep = time.perf_counter() - t0
     champion_before = registry.champion(settings)
-    world = World.load(settings)
-    data = load_training_data(settings, ds, need_ctr=False, need_sr=False)
-    cross_dir = layout.model_dir(settings, cross_version, "cross")
-    teacher = cross_scores_for(settings, data.llm_test, cross_dir)
-    items = sample_items(world, settings, ds, settings.train.eval_max_items)
-    kps = read_parquet(lake.path("keyphrases"), contract="keyphrases")[["keyphrase_id", "text"]]
-    kps = kps.drop_duplicates("keyphrase_id").reset_index(drop=True)
-    log.info("report for %s: mixes %s, kd losses %s on %s; %d items (%s), %d keyphrases, %d LLM test pairs",
-             ds, mixes, kd_losses, kd_mix, len(items), items["bucket"].value_counts().to_dict(), len(kps),
-             len(data.llm_test))
+    inputs = _evaluation_inputs(settings, ds, cross_version)
+    items, kps = inputs["items"], inputs["kps"]
+    log.info("report for %s: mixes %s, kd losses %s on %s, seeds %s; %d items (%s), %d keyphrases, %d LLM test "
+             "pairs", ds, mixes, kd_losses, kd_mix, seeds, len(items), items["bucket"].value_counts().to_dict(),
+             len(kps), len(inputs["data"].llm_test))
 
     out_dir = str(Path(out or DEFAULT_OUT).resolve())
     tmp = tmp_sibling(out_dir)
     Path(tmp).mkdir(parents=True)
     runs_bi = lake.run_stats_path(ds, "train_bi")
     saved_bi = lake.read_json(runs_bi) if lake.exists(runs_bi) else None
-    jobs_todo = [(m, "pearson") for m in mixes] + [(kd_mix, k) for k in kd_losses]
-    jobs_todo = list(dict.fromkeys(jobs_todo))
+    arms = list(dict.fromkeys([(m, "pearson") for m in mixes] + [(kd_mix, k) for k in kd_losses]))
     results: dict[tuple[str, str], dict] = {}
     try:
-        for mix, kd in jobs_todo:
+        for mix, kd in arms:
             offline = kd == "pearson" and mix in mixes
             results[(mix, kd)] = _arm([
-                _train_and_evaluate(settings, ds, cross_version, tmp, mix, kd, seed, data, teacher, world, items,
-                                    kps, offline) for seed in seeds])
+                _train_and_evaluate(settings, ds, cross_version, tmp, mix, kd, seed, inputs["data"], inputs["teacher"],
+                                    inputs["world"], items, kps, offline) for seed in seeds])
         if not keep_models:
             shutil.rmtree(Path(tmp) / "_models", ignore_errors=True)
         if registry.champion(settings) != champion_before:  # pragma: no cover - train_bi never promotes
             raise DataError("the report changed the registry's CHAMPION")
         summary = {
             "ds": ds, "quick": quick, "mixes": mixes, "kd_losses": kd_losses, "kd_mix": kd_mix, "seeds": seeds,
-            "cross_version": cross_version, "prepared": prepared, "world": world.meta.get("sizes"),
+            "cross_version": cross_version, "prepared": prepared, "world": inputs["world"].meta.get("sizes"),
             "judge": {"kind": "simulated", "accuracy": settings.judge.simulated_accuracy,
                       "threshold": settings.judge.threshold},
             "settings": {"bi_max_steps": settings.train.bi_max_steps, "serve_dim": settings.serve.dim,
                          "top_k": settings.serve.top_k, "eval_max_items": settings.train.eval_max_items,
                          "window_days": settings.ctr.window_days},
             "eval_items": {str(k): int(v) for k, v in items["bucket"].value_counts().items()},
-            "keyphrases": int(len(kps)), "llm_test_rows": int(len(data.llm_test)),
+            "keyphrases": int(len(kps)), "llm_test_rows": int(len(inputs["data"].llm_test)),
             "ablation": [results[(m, "pearson")] for m in mixes],
             "kd_comparison": [results[(kd_mix, k)] for k in kd_losses],
             "prepare_seconds": round(t_prep, 1),
@@ -400,14 +422,8 @@ def run(settings, ds: str | None = None, mixes=None, out: str | None = None, qui
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finally:  # training a report student must not replace the day's train_bi figures
-        if saved_bi is not None:
-            lake.write_json(runs_bi, saved_bi)
-        elif lake.exists(runs_bi):
-            from kp.lake import _fs
-
-            fs, p = _fs(runs_bi)
-            fs.rm(p)
+    finally:  # training a report student must not replace the day's train_bi stats
+        _restore_day_stats(lake, runs_bi, saved_bi)
     summary.update({"out": out_dir, "html_path": str(Path(out_dir) / "report.html"),
                     "md_path": str(Path(out_dir) / "report.md"), "json_path": str(Path(out_dir) / "report.json")})
     lake.write_run_stats(ds, "report", summary)
