@@ -85,6 +85,16 @@ def test_docs_cite_the_committed_result_files():
         for model in ("cross", "student"):
             if model in m:
                 assert f"{m[model]['f1']:.3f} / {m[model]['auc']:.3f}" in doc, (f.name, model)
+    # the alt world at issue 11's size (one seed) and the cross-encoder variants tried on it
+    one = json.loads((repo / "bench" / "results" / "eval_labels_alt_14000_seed1.json").read_text())
+    assert one["simulated"] is True and one["split"]["a_pairs"] + one["split"]["b_pairs"] == 14000
+    m = one["per_seed"][0]["metrics"]
+    for model in ("zero_shot", "cross", "student"):
+        assert f"{m[model]['f1']:.3f}" in doc and f"{m[model]['auc']:.3f}" in doc, model
+    variants = json.loads((repo / "bench" / "results" / "alt_cross_variants.json").read_text())
+    assert variants["simulated"] is True
+    for run in variants["runs"]:
+        assert f"{run['cross']['f1']:.3f}" in doc and f"{run['cross']['f1_truth']:.3f}" in doc, run["variant"]
 
 
 def test_split_ignores_case_and_spacing():
