@@ -55,10 +55,35 @@ def test_names_round_trip_and_bad_input_is_refused(s):
         layout.registry_root(Settings(lake_root="s3a://bucket/lake"))
 
 
-# Literals that name a place in the lake; only kp/lake.py (dataset roots) and kp/layout.py may spell them.
-LAKE_LITERALS = re.compile(r"""["'/](CURRENT|CHAMPION|CROSS_LATEST|_MANIFEST\.json|manifest\.json|index_meta\.json|"""
-                           r"""index\.faiss|export\.json|kp_model\.json|_DONE|_SUCCESS|champion_history\.jsonl)["']"""
-                           r"""|batch-\{|shard=\{|/model=\{""")
+# Names of places in the lake; only kp/lake.py (dataset roots) and kp/layout.py may spell them.
+LAKE_NAMES = ("CURRENT", "CHAMPION", "CROSS_LATEST", "champion_history.jsonl", layout.PAIRS_MANIFEST, layout.SHARD_DONE,
+              layout.SUCCESS, layout.SERVING_MANIFEST, layout.INDEX_META, layout.INDEX_FILE, layout.INDEX_IDMAP,
+              layout.EXPORT_RECORD, layout.MODEL_MARKER, layout.PART_FILE, layout.PARTITION_STATS,
+              layout.SYNTH_WORLD_META, *layout.VERSION_FILES.values())
+LAKE_LITERALS = re.compile(
+    r"""(["']|\}/)(%s)["']""" % "|".join(map(re.escape, LAKE_NAMES))  # a file or marker name: quoted, f"{d}/name"
+    + r"""|batch-\{|shard=\{|/model=\{|/ds=\{|[(,]\s*f["']ds=\{\w+\}["']"""  # formatted partition names
+    + r"""|/\s*["'](model|onnx|recommendations)["']"""               # Path(v) / "model"
+    + r"""|(\.path|Path)\([^)]*,\s*["'](model|onnx|recommendations)["']"""  # lake.path(..., "recommendations")
+    + r"""|\}/(model|onnx|recommendations)["'/]""")                 # f"{v}/model"
+
+
+@pytest.mark.parametrize("line", [
+    'p = Path(vdir) / "metrics.json"', 'Path(tmp, "train_config.json")', 'str(Path(tmp) / "MODEL_CARD.md")',
+    'soft = d.parent / "soft_labels.parquet"', 'm = str(Path(p) / "model")', 'lake.path("serving", "versions", v, "recommendations")',
+    'root / "onnx" / "item"', 'f"{tmp}/_stats.json"', 'lake.path("runs", f"ds={ds}")', 'lake.path("synth", "world.json")',
+    'f"{p}/part-00000.parquet"', 'f"{root}/{v}/model"'])
+def test_the_check_sees_a_hand_built_path(line):
+    assert LAKE_LITERALS.search(line)
+
+
+@pytest.mark.parametrize("line", [
+    'raise DataError(f"ds={ds} has no shard {shard}")', '{"cross": CrossScorer, "onnx": OnnxScorer}',
+    '"counts": {"recommendations": int(len(recs))}', 'lake.path("recommendations", ds=ds)', 'kind = "onnx"',
+    'Path(model_dir) / "config.json"', 'out / "report.json"', 'check_pandas(out, "recommendations", where="x")',
+    'getattr(loss, "model", None)', '@app.get("/api/plots/curves.png")', 'Output ``registry/students/<v>/onnx/``::'])
+def test_the_check_leaves_other_strings_alone(line):
+    assert not LAKE_LITERALS.search(line)
 
 
 def test_no_module_formats_a_lake_path_by_hand():
