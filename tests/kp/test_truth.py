@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from kp.errors import ConfigError
@@ -9,8 +11,17 @@ from kp.settings import Settings
 from kp.truth import load_truth
 
 
-def test_no_provider_means_no_truth(tmp_path):
-    assert load_truth(Settings(lake_root=str(tmp_path))) is None
+def test_no_provider_means_no_truth_and_says_so_once(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="kp.truth"):
+        assert load_truth(Settings(lake_root=str(tmp_path))) is None
+    said = [r for r in caplog.records if r.name == "kp.truth"]
+    assert len(said) == 1 and said[0].levelno == logging.INFO and "truth metrics are skipped" in said[0].getMessage()
+
+
+@pytest.mark.parametrize("spec", ["synthetic.world", "synthetic.world:", ":load_truth", "kp.truth"])
+def test_a_malformed_provider_names_the_expected_form(tmp_path, spec):
+    with pytest.raises(ConfigError, match="expected the form module:function"):
+        load_truth(Settings(lake_root=str(tmp_path), truth_provider=spec))
 
 
 def test_a_bad_provider_is_a_config_error(tmp_path):
