@@ -256,10 +256,10 @@ def score_plot() -> bytes | None:
         import matplotlib.pyplot as plt
         import pandas as pd
 
-
         from jobs.serving import published_recommendations_path
 
-        recs = pd.read_parquet(published_recommendations_path(_settings(), version), columns=["item_id", "keyphrase_id", "score"])
+        recs = pd.read_parquet(published_recommendations_path(_settings(), version),
+                               columns=["item_id", "keyphrase_id", "score"])
         fig, ax = plt.subplots(figsize=(6, 3.2))
         world = _world()
         if world is not None and len(recs):

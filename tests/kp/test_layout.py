@@ -38,6 +38,21 @@ def test_paths_are_the_on_disk_layout(s, tmp_path):
     assert layout.pairs_manifest_path(s, "2026-10-05") == f"{root}/pairs/ds=2026-10-05/_MANIFEST.json"
     assert layout.done_marker(s, "2026-10-05", 0) == f"{root}/llm_labels/staging/ds=2026-10-05/shard=00000/_DONE"
     assert layout.staging_glob(s, "2026-10-05") == f"{root}/llm_labels/staging/ds=2026-10-05/shard=*/batch-*.parquet"
+    v = layout.registry_version_dir(s, "v1")
+    assert [layout.version_file(v, n).rsplit("/", 1)[1] for n in layout.VERSION_FILES] == [
+        "train_config.json", "data.json", "metrics.json", "promotion.json", "history.json", "curves.png",
+        "calibration.png", "MODEL_CARD.md", "soft_labels.parquet"]
+    assert layout.version_model_dir(v) == layout.model_dir(s, "v1")
+    b = layout.serving_version_dir(s, "x")
+    assert layout.bundle_tower_dir(b, "item") == f"{root}/serving/versions/x/onnx/item"
+    assert layout.bundle_recommendations_file(b) == f"{root}/serving/versions/x/recommendations/part-00000.parquet"
+    assert layout.part_file(layout.pairs_dir(s, "2026-10-05", 0)) == f"{root}/pairs/ds=2026-10-05/shard=00000/part-00000.parquet"
+    assert layout.partition_stats_path(Lake(root).path("ctr_labels", ds="2026-10-05")) == \
+        f"{root}/ctr_labels/ds=2026-10-05/_stats.json"
+    assert layout.synth_world_meta_path(s) == f"{root}/synth/world.json"
+    assert Lake(root).run_stats_path("2026-10-05", "publish") == f"{root}/runs/ds=2026-10-05/publish.json"
+    with pytest.raises(ConfigError):
+        layout.version_file(v, "weights")
     # a Lake works wherever settings do
     assert layout.staging_dir(Lake(root), "2026-10-05", 1) == layout.staging_dir(s, "2026-10-05", 1)
 
