@@ -27,6 +27,7 @@ import sys
 import time
 from functools import reduce
 
+from kp import layout
 from kp.contracts import check_spark_schema
 from kp.errors import DataError
 from kp.lake import Lake, atomic_dir, ds_range, ds_str, spark_uri
@@ -165,12 +166,12 @@ def _write_partition(df, target: str, n_files: int, stats: dict | None, sort_col
 def _write_partition_stats(tmp_dir: str, stats: dict) -> None:
     from kp.lake import write_text_atomic
 
-    write_text_atomic(f"{tmp_dir}/_stats.json", json.dumps(stats, indent=2, sort_keys=True, default=str))
+    write_text_atomic(layout.partition_stats_path(tmp_dir), json.dumps(stats, indent=2, sort_keys=True, default=str))
 
 
 def _read_partition_stats(lake: Lake, path: str) -> dict:
     try:
-        return lake.read_json(f"{path}/_stats.json", default={}) or {}
+        return lake.read_json(layout.partition_stats_path(path), default={}) or {}
     except Exception:  # a stats file is informative only; never fail a run on it
         return {}
 

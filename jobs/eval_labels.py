@@ -29,11 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from kp import layout
 from kp.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 MODELS = ("zero_shot", "zero_shot_cut", "cross", "student")
+SIMULATED_WORLD_PAIRS = "synthetic.synth_labels"  # module of ``world_pairs`` (package ``synthetic``), for --world
 
 
 def split_by_keyphrase(keyphrases, salt: str = "kp-eval") -> np.ndarray:
@@ -70,10 +72,10 @@ def _score_all(settings, pairs, cross_dir: str | None, student_dir: str | None) 
     t, c, k = pairs["title"].tolist(), pairs["category"].tolist(), pairs["keyphrase"].tolist()
     out = {}
     base = load_student(resolve_base_model(settings.train.base_model), settings.train.device)
-    items, kps = encode_items(base, t, c), encode_keyphrases(base, k)  # full size, normalised
-    out["zero_shot"] = (items * kps).sum(axis=1)
+    items, keyphrases = encode_items(base, t, c), encode_keyphrases(base, k)  # full size, normalised
+    out["zero_shot"] = (items * keyphrases).sum(axis=1)
     dim = settings.serve.dim
-    out["zero_shot_cut"] = (_cut(items, dim) * _cut(kps, dim)).sum(axis=1)
+    out["zero_shot_cut"] = (_cut(items, dim) * _cut(keyphrases, dim)).sum(axis=1)
     if cross_dir:
         out["cross"] = predict_pairs(load_cross(cross_dir, settings.train.device), t, c, k)
     if student_dir:
@@ -89,8 +91,10 @@ def load_pairs(labels: str | None, world: str | None, n_pairs: int):
         raise ConfigError("give exactly one of --labels FILE or --world NAME")
     if labels:  # training sees the file's own labels (probabilities stay probabilities); grading uses 0/1
         return read_labels_file(labels, min_rows=2)[["title", "category", "keyphrase", "label", "p"]]
-    from synthetic.synth_labels import world_pairs
+    import importlib
 
+    # a simulated world's pairs, loaded by name (as the simulated judge is): production code never imports the demo
+    world_pairs = importlib.import_module(SIMULATED_WORLD_PAIRS).world_pairs
     try:
         return world_pairs(world, n_pairs)
     except ValueError as exc:
@@ -113,8 +117,8 @@ def run_seed(settings, half_a_path: str, a, b, seed: int, work: Path, ds: str, s
     stud = train_bi.run(s, ds, labels=half_a_path, cross=cross["path"], out=str(work / f"student-{seed}")) \
         if student else {}
     t_bi = time.perf_counter() - t0 - t_cross
-    cross_model = str(Path(cross["path"]) / "model")
-    stud_model = str(Path(stud["path"]) / "model") if stud else None
+    cross_model = layout.version_model_dir(cross["path"])
+    stud_model = layout.version_model_dir(stud["path"]) if stud else None
     import pandas as pd
 
     scores = _score_all(s, pd.concat([a, b], ignore_index=True), cross_model, stud_model)  # each model loaded once

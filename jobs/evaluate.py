@@ -189,7 +189,7 @@ def run(settings, ds: str, candidate: str | None = None, force_promote: bool = F
     lake = Lake.from_settings(settings)
     version = _candidate(settings, ds, candidate)
     vdir = layout.registry_version_dir(settings, version)
-    cfg = lake.read_json(str(Path(vdir) / "train_config.json"), default={})
+    cfg = lake.read_json(layout.version_file(vdir, "train_config"), default={})
     data = load_training_data(settings, ds, need_ctr=False, need_sr=False)
     test = data.llm_test
     cross_v = cfg.get("cross_version") or registry.latest_cross(settings)
@@ -215,13 +215,13 @@ def run(settings, ds: str, candidate: str | None = None, force_promote: bool = F
     test_set = {"llm_test_rows": len(test), "test_fraction": settings.train.test_fraction,
                 "label_store_days": data.snapshot.get("label_store_days")}
     # record beside the version (metrics.json keeps the training stats)
-    mpath = str(Path(vdir) / "metrics.json")
+    mpath = layout.version_file(vdir, "metrics")
     stored = lake.read_json(mpath, default={}) if Path(mpath).exists() else {}
     stored.update({"eval": metrics, "eval_ds": ds, "test_set": test_set})
     lake.write_json(mpath, stored)
     promotion = {"promoted": promoted, "reason": reason, "evaluated_at": at, "ds": ds, "champion_before": champ,
                  "champion_metrics": champion_metrics, "tolerance": settings.train.promote_tolerance}
-    lake.write_json(str(Path(vdir) / "promotion.json"), promotion)
+    lake.write_json(layout.version_file(vdir, "promotion"), promotion)
     if promoted and champ != version:
         registry.set_champion(settings, version, reason)
     stats = {"promoted": promoted, "reason": reason, "version": version, "champion_before": champ,

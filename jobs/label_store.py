@@ -149,7 +149,7 @@ def write_label_table(df: pd.DataFrame, target_dir: str) -> None:
     with atomic_dir(target_dir) as tmp:
         fs, p = _fs(tmp)
         fs.makedirs(p, exist_ok=True)
-        with fs.open(f"{p}/part-00000.parquet", "wb") as f:
+        with fs.open(layout.part_file(p), "wb") as f:
             pq.write_table(table, f)
 
 

@@ -19,6 +19,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from jobs.serving import TOWERS
 from kp import layout
 from kp.errors import DataError, GateError
 from kp.lake import Lake, atomic_dir, ds_str, local_path
@@ -101,13 +102,14 @@ def run(settings, ds: str) -> dict:
         tmp.mkdir(parents=True, exist_ok=True)
         for name in (layout.INDEX_FILE, layout.INDEX_IDMAP, layout.INDEX_META):
             shutil.copy2(build / name, tmp / name)
-        for tower in ("item", "keyphrase"):
-            (tmp / "onnx" / tower).mkdir(parents=True)
+        for tower in TOWERS:
+            tower_dir = Path(layout.bundle_tower_dir(tmp, tower))
+            tower_dir.mkdir(parents=True)
             for name in (model_file, *TOWER_FILES):
                 if (onnx_root / tower / name).exists():
-                    shutil.copy2(onnx_root / tower / name, tmp / "onnx" / tower / name)
-        (tmp / "recommendations").mkdir()
-        recs.to_parquet(tmp / "recommendations" / "part-00000.parquet", index=False)
+                    shutil.copy2(onnx_root / tower / name, tower_dir / name)
+        Path(layout.bundle_recommendations_dir(tmp)).mkdir()
+        recs.to_parquet(layout.bundle_recommendations_file(tmp), index=False)
         manifest = {
             "version": vid, "ds": ds, "model_version": version, "created_at": now.isoformat(), "previous": previous,
             "dim": s.dim, "top_k": s.top_k, "item_model_file": model_file, "keyphrase_model_file": model_file,

@@ -77,7 +77,7 @@ def set_champion(settings, version: str, reason: str) -> None:
     previous = champion(settings)
     now = dt.datetime.now(dt.UTC).isoformat()
     vdir = layout.registry_version_dir(settings, version)
-    promo_path = str(Path(vdir) / "promotion.json")
+    promo_path = layout.version_file(vdir, "promotion")
     promo = lake.read_json(promo_path, default={}) if Path(promo_path).exists() else {}
     promo.update({"promoted": True, "reason": reason, "champion_at": now, "previous_champion": previous})
     lake.write_json(promo_path, promo)
@@ -103,9 +103,9 @@ def list_versions(settings, kind: str = "students") -> list[dict]:
     current = champion(settings) if kind == "students" else latest_cross(settings)
     out = []
     for d in base.iterdir():
-        if d.name.startswith((".", "_")) or not (d / "model").is_dir():
+        if d.name.startswith((".", "_")) or not Path(layout.version_model_dir(d)).is_dir():
             continue
-        cfg = _read(d / "train_config.json")
+        cfg = _read(Path(layout.version_file(d, "train_config")))
         out.append({
             "version": d.name,
             "kind": kind,
@@ -114,9 +114,9 @@ def list_versions(settings, kind: str = "students") -> list[dict]:
             "ds": cfg.get("ds") or d.name[:10],
             "current": d.name == current,
             "config": cfg,
-            "data": _read(d / "data.json"),
-            "metrics": _read(d / "metrics.json"),
-            "promotion": _read(d / "promotion.json"),
+            "data": _read(Path(layout.version_file(d, "data"))),
+            "metrics": _read(Path(layout.version_file(d, "metrics"))),
+            "promotion": _read(Path(layout.version_file(d, "promotion"))),
         })
     out.sort(key=lambda v: (v["created_at"], v["version"]), reverse=True)
     return out

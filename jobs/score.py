@@ -43,7 +43,7 @@ def stored_threshold(model_dir: str | Path) -> float | None:
 
     d = Path(model_dir)
     # an ONNX export (registry/students/<v>/onnx/) uses its student's threshold (registry/students/<v>/model/)
-    candidates = (d, d.parent / "model") if (d / layout.EXPORT_RECORD).exists() else (d,)
+    candidates = (d, Path(layout.version_model_dir(d.parent))) if (d / layout.EXPORT_RECORD).exists() else (d,)
     for candidate in candidates:
         value = read_marker(candidate).get("threshold")
         if value is not None:
@@ -122,7 +122,8 @@ def resolve_model_dir(settings, model: str) -> str:
     if p.is_dir():
         if (p / layout.EXPORT_RECORD).exists():
             return str(p)
-        return str(p / "model") if (p / "model").is_dir() and not (p / "item.onnx").exists() else str(p)
+        version_model = layout.version_model_dir(p)
+        return version_model if Path(version_model).is_dir() and not (p / "item.onnx").exists() else str(p)
     from jobs import registry
 
     if registry.exists(settings, model, "students"):

@@ -26,7 +26,6 @@ replaced atomically.
 
 from __future__ import annotations
 
-import os
 
 import hashlib
 import logging
@@ -92,35 +91,15 @@ def _read(spark, lake: Lake, path: str, contract: str):
     return df
 
 
-def _serving_version_before(lake: Lake, ds: str) -> str | None:
-    """The published version whose recommendations feed day ``ds``: CURRENT when it was built for an
-    earlier day, else the newest version built before ``ds``. A version published by ``ds``'s own run
-    never feeds ``ds`` again, so a rerun of the day selects what its first run selected."""
-    import json
-
-    current = lake.read_pointer(layout.current_pointer(lake))
-    if not current:
-        return None
-    root = layout.serving_versions_root(lake)
-    found = []
-    for name in ([current] + sorted(os.listdir(root)) if os.path.isdir(root) else [current]):
-        manifest = os.path.join(root, name, layout.SERVING_MANIFEST)
-        if name.startswith(("_", ".")) or not os.path.exists(manifest):
-            continue
-        with open(manifest) as f:
-            m = json.load(f)
-        if str(m.get("ds", "")) < ds:
-            if name == current:
-                return current
-            found.append((m.get("created_at", ""), name))
-    return max(found)[1] if found else None
-
-
 def _published_recommendations(spark, lake: Lake, ds: str):
-    version = _serving_version_before(lake, ds)
+    """(the recommendations of ``serving.version_before(ds)``: CURRENT if built before ``ds``, else the newest
+    version built before it; that version), or (None, None) when none is."""
+    from jobs import serving
+
+    version = serving.version_before(lake, ds)
     if not version:
         return None, None
-    path = lake.path("serving", "versions", version, "recommendations")
+    path = serving.published_recommendations_path(lake, version)
     if not lake.exists(path):
         log.warning("published version %s has no %s: no unexposed_topk pairs today", version, path)
         return None, version
@@ -360,7 +339,7 @@ def _write_shards(lake: Lake, ds: str, pdf: pd.DataFrame, shards: list[int], sta
         for s in shards:
             part = pdf[pdf["shard"] == s]
             fs.makedirs(f"{p}/{layout.shard_dir_name(s)}", exist_ok=True)
-            with fs.open(f"{p}/{layout.shard_dir_name(s)}/part-00000.parquet", "wb") as f:
+            with fs.open(layout.part_file(f"{p}/{layout.shard_dir_name(s)}"), "wb") as f:
                 pq.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False), f)
         manifest = {k: stats[k] for k in ("ds", "run_id", "shards", "shard_sizes", "selected", "judge_model", "prompt_version")}
         with fs.open(f"{p}/{layout.PAIRS_MANIFEST}", "w") as f:

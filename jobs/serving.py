@@ -1,15 +1,7 @@
 """The published version: which one is live, its manifest, and a small reader of it (used by the web UI).
 
-Paths (under the lake root; built by ``kp.layout``)::
-
-    registry/CHAMPION                          pointer: the promoted student version
-    registry/students/<v>/model/               sentence-transformers directory (one shared encoder)
-    registry/students/<v>/onnx/                exported towers (item/, keyphrase/, triton/, export.json)
-    embeddings/<items|keyphrases>/model=<v>/   embeddings snapshot per model version
-    serving/builds/ds=D/                       the day's index build (index.faiss, keyphrases.parquet, index_meta.json)
-    recommendations/ds=D/                      the day's top-K keyphrases per item
-    serving/versions/<id>/                     published bundles (manifest.json + files)
-    serving/CURRENT                            pointer: the live bundle
+Where the registry, the index builds and the published bundles lie: the tree in ``kp/layout.py``'s docstring
+(every path is built there). The functions here take the settings or a ``kp.lake.Lake``.
 
 ``load_current(settings).search("apple iphone 13 [SEP] phones", k=10)`` embeds the text with the
 published item tower and searches the published index; ``search(item_id)`` returns the published
@@ -48,14 +40,35 @@ def require_version(settings, version: str | None = None) -> str:
 
 def current_version(settings) -> str | None:
     """The live published version id, or None before the first publish."""
-    lake = Lake.from_settings(settings)
-    return lake.read_pointer(layout.current_pointer(settings))
+    return layout.lake_of(settings).read_pointer(layout.current_pointer(settings))
 
 
 def current_recommendations_path(settings) -> str | None:
     """``serving/versions/<CURRENT>/recommendations`` (contract ``recommendations``), or None before any publish."""
     v = current_version(settings)
     return layout.published_recommendations_dir(settings, v) if v else None
+
+
+def published_recommendations_path(settings, version_id: str) -> str:
+    """``serving/versions/<id>/recommendations`` (contract ``recommendations``): what ``kp publish`` wrote."""
+    return layout.published_recommendations_dir(settings, version_id)
+
+
+def version_before(settings, ds: str) -> str | None:
+    """The published version whose recommendations feed day ``ds``: CURRENT when it was built for an
+    earlier day, else the newest version built before ``ds`` (None when none is). A version published by
+    ``ds``'s own run never feeds ``ds`` again, so a rerun of the day selects what its first run selected."""
+    current = current_version(settings)
+    if not current:
+        return None
+    before = []
+    for name in published_versions(settings):  # complete versions only (with a manifest)
+        manifest = read_manifest(settings, name)
+        if str(manifest.get("ds", "")) < ds:
+            if name == current:
+                return current
+            before.append((manifest.get("created_at", ""), name))
+    return max(before)[1] if before else None
 
 
 def read_manifest(settings, version_id: str) -> dict:
@@ -104,12 +117,12 @@ class ServingBundle:
         self.index = faiss.read_index(str(root / layout.INDEX_FILE))
         if self.index.d != manifest["dim"]:
             raise DataError(f"bundle {self.version}: index dim {self.index.d} != manifest dim {manifest['dim']}")
-        kp = pd.read_parquet(root / layout.INDEX_IDMAP)
-        self.keyphrases = dict(zip(kp["keyphrase_id"].astype("int64"), kp["keyphrase"]))
+        idmap = pd.read_parquet(root / layout.INDEX_IDMAP)
+        self.keyphrases = dict(zip(idmap["keyphrase_id"].astype("int64"), idmap["keyphrase"]))
         from models.ann import set_search_params
 
         set_search_params(self.index, manifest.get("index", {}).get("search_params", {}))
-        self._tower_dir = root / "onnx" / "item"
+        self._tower_dir = Path(layout.bundle_tower_dir(root, "item"))
         self._tower_file = manifest.get("item_model_file", "model.onnx")
         self._device = device
         self._recs = None
@@ -124,7 +137,7 @@ class ServingBundle:
         if self._recs is None:
             import pandas as pd
 
-            recs = pd.read_parquet(self.root / "recommendations")
+            recs = pd.read_parquet(layout.bundle_recommendations_dir(self.root))
             self._recs = {iid: g.sort_values("rank") for iid, g in recs.groupby("item_id")}
         return self._recs
 

@@ -51,8 +51,8 @@ def resolve_cross(settings, cross: str | None) -> tuple[str | None, str | None]:
         return None, None
     p = Path(cross)
     if p.is_dir():
-        if (p / "model").is_dir():
-            return str(p / "model"), None
+        if Path(layout.version_model_dir(p)).is_dir():
+            return layout.version_model_dir(p), None
         return str(p), None
     if registry.exists(settings, cross, "cross"):
         return layout.model_dir(settings, cross, "cross"), cross
@@ -65,7 +65,7 @@ def teacher_scores(settings, cross_model_dir: str, pairs) -> "object":
     import numpy as np
     import pandas as pd
 
-    soft_path = Path(cross_model_dir).parent / "soft_labels.parquet"
+    soft_path = Path(layout.version_file(Path(cross_model_dir).parent, "soft_labels"))
     scores = pd.Series(np.nan, index=pairs.index, dtype="float64")
     if soft_path.exists():
         soft = pd.read_parquet(soft_path, columns=["text_hash", "score"]).drop_duplicates("text_hash")
@@ -291,10 +291,10 @@ def _train(settings, tasks: dict, rows: dict, test, start: str, tmp: str, device
         test_scores = heldout_scores(model)
         heldout = threshold_metrics(test["label"], test_scores)
         threshold = heldout["threshold"]
-        heldout["calibration"] = calibration_plot(test["label"], test_scores, str(Path(tmp) / "calibration.png"),
+        heldout["calibration"] = calibration_plot(test["label"], test_scores, layout.version_file(tmp, "calibration"),
                                                   f"student {version}: held-out cosine at {settings.serve.dim}-d",
                                                   threshold)
-    save_student(model, str(Path(tmp) / "model"), settings, threshold=threshold)
+    save_student(model, layout.version_model_dir(tmp), settings, threshold=threshold)
     training = {"train_loss": float(result.training_loss), "steps": int(result.global_step),
                 "best_step": None if kept_start else best_step(evaluator), "budget": budget.as_dict(),
                 "start_heldout_auc": start_auc, "kept_start_model": kept_start, "threshold": threshold,
@@ -314,16 +314,16 @@ def _write_records(settings, tmp: str, config: dict, ds: str, version: str, devi
     from models.training import save_curves, write_card
 
     created = dt.datetime.now(dt.UTC).isoformat()
-    Path(tmp, "train_config.json").write_text(json.dumps(
+    Path(layout.version_file(tmp, "train_config")).write_text(json.dumps(
         {**config, "ds": ds, "version": version, "device": device, "created_at": created,
          "cross_version": cross_version}, indent=2))
-    Path(tmp, "data.json").write_text(json.dumps(snapshot, indent=2, default=str))
-    Path(tmp, "metrics.json").write_text(json.dumps(
+    Path(layout.version_file(tmp, "data")).write_text(json.dumps(snapshot, indent=2, default=str))
+    Path(layout.version_file(tmp, "metrics")).write_text(json.dumps(
         {"training": training, "heldout_history": evaluator.history if evaluator else [],
          "calibration": (heldout or {}).get("calibration")}, indent=2))
-    Path(tmp, "history.json").write_text(json.dumps(history, indent=2))
-    save_curves(history, str(Path(tmp) / "curves.png"), f"student {version} ({'+'.join(tasks)})")
-    write_card(str(Path(tmp) / "MODEL_CARD.md"), f"Bi-encoder student {version}", {
+    Path(layout.version_file(tmp, "history")).write_text(json.dumps(history, indent=2))
+    save_curves(history, layout.version_file(tmp, "curves"), f"student {version} ({'+'.join(tasks)})")
+    write_card(layout.version_file(tmp, "card"), f"Bi-encoder student {version}", {
         "What": "Two towers over one shared encoder: item `title [SEP] category`, keyphrase = query text; "
                 f"mean pooling, L2-normalised; Matryoshka dims {list(settings.train.matryoshka_dims)}, "
                 f"serve at {settings.serve.dim}. Evaluation and promotion: see metrics.json/promotion.json.",

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kp import layout
 from kp.errors import ConfigError
 from kp.lake import Lake, commit_dir, ds_str, tmp_sibling, write_parquet_file_atomic
 
@@ -104,7 +105,7 @@ def _soft_labels(model, allp, tmp: str):
     pred_s = time.perf_counter() - t_pred
     soft = allp[["text_hash", "pair_key", "item_id", "keyphrase_id", "split", "label", "title", "category", "keyphrase"]].copy()
     soft["score"] = scores.astype("float32")
-    write_parquet_file_atomic(soft, str(Path(tmp) / "soft_labels.parquet"))
+    write_parquet_file_atomic(soft, layout.version_file(tmp, "soft_labels"))
     return scores, pred_s
 
 
@@ -126,7 +127,7 @@ def _heldout_metrics(allp, scores, tmp: str, version: str) -> tuple[dict, dict, 
                "train_fit": binary_metrics(allp["label"][~is_test], scores[~is_test],
                                            0.5 if threshold is None else threshold)}
     metrics["calibration"] = calibration_plot(allp["label"][is_test], scores[is_test],
-                                              str(Path(tmp) / "calibration.png"),
+                                              layout.version_file(tmp, "calibration"),
                                               f"cross-encoder {version}: held-out calibration", threshold)
     return metrics, heldout, threshold
 
@@ -148,13 +149,13 @@ def _write_records(tmp: str, config: dict, ds: str, version: str, device: str, b
     from models.training import save_curves, write_card
 
     created = dt.datetime.now(dt.UTC).isoformat()
-    Path(tmp, "train_config.json").write_text(json.dumps({**config, "ds": ds, "version": version, "device": device,
-                                                           "budget": budget.as_dict(), "created_at": created}, indent=2))
-    Path(tmp, "data.json").write_text(json.dumps(snapshot, indent=2, default=str))
-    Path(tmp, "metrics.json").write_text(json.dumps(metrics, indent=2))
-    save_curves(history, str(Path(tmp) / "curves.png"), f"cross-encoder {version}")
-    Path(tmp, "history.json").write_text(json.dumps(history, indent=2))
-    write_card(str(Path(tmp) / "MODEL_CARD.md"), f"Cross-encoder assistant {version}", {
+    Path(layout.version_file(tmp, "train_config")).write_text(json.dumps({**config, "ds": ds, "version": version, "device": device,
+                                                                       "budget": budget.as_dict(), "created_at": created}, indent=2))
+    Path(layout.version_file(tmp, "data")).write_text(json.dumps(snapshot, indent=2, default=str))
+    Path(layout.version_file(tmp, "metrics")).write_text(json.dumps(metrics, indent=2))
+    save_curves(history, layout.version_file(tmp, "curves"), f"cross-encoder {version}")
+    Path(layout.version_file(tmp, "history")).write_text(json.dumps(history, indent=2))
+    write_card(layout.version_file(tmp, "card"), f"Cross-encoder assistant {version}", {
         "What": "Reads `keyphrase [SEP] category [SEP] title` (no category: `keyphrase [SEP] title`), outputs "
                 "P(relevant). Trained with binary cross-entropy on judged pairs; teacher of the bi-encoder student.",
         ("Held-out pairs (no threshold: one class)" if threshold is None else
@@ -202,7 +203,7 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
         scores, pred_s = _soft_labels(model, data.llm, tmp)
         metrics, heldout, threshold = _heldout_metrics(data.llm, scores, tmp, version)
         metrics.update(_training_record(result, evaluator, budget, train_s, len(data.llm), pred_s))
-        save_cross(model, str(Path(tmp) / "model"), threshold=threshold)
+        save_cross(model, layout.version_model_dir(tmp), threshold=threshold)
         _write_records(tmp, config, ds, version, device, budget, data.snapshot, metrics, progress.history, heldout,
                        threshold)
         import shutil

@@ -1,24 +1,8 @@
-"""The data lake's layout and its safe-write primitives: the one place that knows where things live.
+"""The data lake's dataset roots (``DATASETS``) and its safe-write primitives.
 
-Layout under ``lake_root`` (every dataset partitioned by ``ds=YYYY-MM-DD`` where it is daily)::
-
-    raw/catalog/ds=.../            item catalog snapshot (input contract)
-    raw/keyphrases/                keyphrase universe (input contract)
-    raw/events/ds=.../             raw search events (input contract)
-    raw/sr_labels/ds=.../          optional search-relevance labels (input contract)
-    synth/                         the synthetic world's hidden truth (demo/tests only, never trained on)
-    ctr_daily/ds=.../              one day's aggregated impressions/clicks per pair
-    ctr_labels/ds=.../             30-day CTR labels
-    sr_labels/ds=.../              pass-through of search-relevance labels
-    quarantine/<dataset>/ds=.../   bad input rows with a `reason` column
-    pairs/ds=.../shard=NNNNN/      the day's pairs to label, in shards
-    llm_labels/staging/ds=.../     one parquet file per labelled shard (atomic), merged then
-    llm_labels/store/ds=.../       the label store (append-only by day)
-    registry/<version>/            trained models; registry/CHAMPION points at the promoted one
-    embeddings/<items|keyphrases>/model=<version>/
-    recommendations/ds=.../
-    serving/versions/<id>/         published bundles; serving/CURRENT points at the live one
-    runs/ds=.../<stage>.json       metrics of each stage's run (read by the UI and the demo summary)
+Dataset roots under ``lake_root`` are named in ``DATASETS`` (``Lake.path``; daily datasets are
+partitioned by ``ds=YYYY-MM-DD``); the whole tree, and every file and marker inside it, is in
+``kp/layout.py``'s docstring, the one place it is written down.
 
 Writes never leave half-written output visible: data is written under a hidden sibling
 (``_tmp-*``, which Spark and pyarrow ignore) and moved into place; small files use
@@ -151,8 +135,12 @@ class Lake:
         with fs.open(p, "r") as f:
             return json.load(f)
 
+    def run_stats_dir(self, ds: str | dt.date) -> str:
+        """``runs/ds=D/``: one ``<stage>.json`` per stage run that day."""
+        return self.path("runs", ds=ds)
+
     def run_stats_path(self, ds: str | dt.date, stage: str) -> str:
-        return self.path("runs", f"ds={ds_str(ds)}", f"{stage}.json")
+        return f"{self.run_stats_dir(ds)}/{stage}.json"
 
     def write_run_stats(self, ds: str | dt.date, stage: str, stats: dict) -> str:
         """Record a stage's run stats for the day (read by the UI, the demo summary and the report)."""

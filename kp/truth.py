@@ -13,9 +13,12 @@ truth for this lake, e.g. no synthetic world in it).
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Protocol
 
 from kp.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class TruthProvider(Protocol):
@@ -33,10 +36,15 @@ def load_truth(settings) -> TruthProvider | None:
     """The configured provider's truth for this lake, or None (none configured, or none in the lake).
 
     Raises ConfigError when ``settings.truth_provider`` does not name an importable ``module:function``."""
-    spec = getattr(settings, "truth_provider", "") or ""
+    spec = (getattr(settings, "truth_provider", "") or "").strip()
     if not spec:
+        log.info("no truth provider configured (settings.truth_provider, env KP_TRUTH_PROVIDER): "
+                 "truth metrics are skipped")
         return None
-    module, _, attr = spec.partition(":")
+    module, sep, attr = spec.partition(":")
+    if not (sep and module and attr):
+        raise ConfigError(f"truth_provider {spec!r}: expected the form module:function "
+                          "(e.g. synthetic.world:load_truth)")
     try:
         loader = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError, ValueError) as exc:

@@ -43,9 +43,9 @@ def model_kind(model_dir: str | Path) -> str | None:
     if (d / "item.onnx").exists() and (d / "keyphrase.onnx").exists():
         return "onnx"
     if (d / layout.EXPORT_RECORD).exists() and (d / "item" / "tower.json").exists() and (d / "keyphrase" / "tower.json").exists():
-        return "onnx"  # `kp export` output: registry/students/<v>/onnx/
-    if (d / "model").is_dir():  # a registry version directory
-        return model_kind(d / "model")
+        return "onnx"  # `kp export` output (layout.onnx_dir)
+    if Path(layout.version_model_dir(d)).is_dir():  # a registry version directory
+        return model_kind(layout.version_model_dir(d))
     cfg = d / "config.json"
     if cfg.exists():
         archs = json.loads(cfg.read_text()).get("architectures") or []
@@ -89,8 +89,8 @@ def load_student(model_dir: str, device: str = "auto"):
 
     from models.base import resolve_device
 
-    if not Path(model_dir, "modules.json").exists() and Path(model_dir, "model", "modules.json").exists():
-        model_dir = str(Path(model_dir, "model"))  # a registry version directory
+    if not Path(model_dir, "modules.json").exists() and Path(layout.version_model_dir(model_dir), "modules.json").exists():
+        model_dir = layout.version_model_dir(model_dir)  # a registry version directory
     if not Path(model_dir, "modules.json").exists():
         from kp.errors import ConfigError
 

@@ -94,6 +94,7 @@ def run(settings, days: int = 3, scale: str = "demo", retrain_last: bool = True)
     """Generate the world if missing, run the DAG for the world's last ``days`` days; return the summary."""
     from jobs import airflow_tasks as at
     from kp import airflow_standalone as af
+    from kp import layout
     from kp.lake import Lake
 
     started = time.time()
@@ -108,7 +109,7 @@ def run(settings, days: int = 3, scale: str = "demo", retrain_last: bool = True)
                                           **at.demo_train_budget()})
     log.info("demo training budget: %s", {k: getattr(settings.train, k.split(".")[1]) for k in at.DEMO_TRAIN_BUDGET})
     lake = Lake.from_settings(settings)
-    if not lake.exists(lake.path("synth", "world.json")):
+    if not lake.exists(layout.synth_world_meta_path(lake)):
         from synthetic import synth
 
         log.info("no demo world in %s: generating one at scale %r", lake.root, scale)

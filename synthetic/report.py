@@ -29,7 +29,7 @@ Missing inputs are prepared by calling the stages' ``run`` functions: the synthe
 CTR labels, one day of LLM labels (select-pairs, label, merge) and the cross-encoder (``jobs.train_cross``,
 which becomes ``CROSS_LATEST``). Output: ``report.html`` (plots embedded), ``report.md`` (plots linked from
 ``plots/``), ``report.json`` and per-item parquet tables under ``out`` (default ``var/report``), replaced
-atomically; figures in ``runs/ds=D/report.json`` with ``html_path`` for the UI.
+atomically; its summary stats in ``runs/ds=D/report.json`` with ``html_path`` for the UI.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def prepare(settings, ds: str | None = None, spark=None) -> tuple[str, str, list
 
     lake = Lake.from_settings(settings)
     done: list[str] = []
-    if not lake.exists(lake.path("synth", "world.json")):
+    if not lake.exists(layout.synth_world_meta_path(lake)):
         if lake.partitions("catalog"):
             raise DataError(f"{lake.root} holds a catalog but no synthetic world (synth/world.json): the report "
                             "measures against a synthetic world's truth and cannot run on a real lake")
@@ -286,12 +286,13 @@ def _train_and_evaluate(settings, ds, cross_version, tmp, mix, kd, seed, data, t
     t1 = time.perf_counter()
     log.info("report: training %s (kd %s, seed %d)", mix, kd, seed)
     s = settings.with_overrides(**{"train.seed": seed})
-    fig = train_bi.run(s, ds, cross=cross_version, out=str(Path(tmp) / "_models" / slug), label_mix=mix, kd_loss=kd)
-    model_dir = str(Path(fig["path"]) / "model")
+    trained = train_bi.run(s, ds, cross=cross_version, out=str(Path(tmp) / "_models" / slug), label_mix=mix,
+                           kd_loss=kd)
+    model_dir = layout.version_model_dir(trained["path"])
     metrics = evaluate_model(s, model_dir, ds=None, data=data, teacher=teacher, world=None)
-    res = {"seed": seed, "label_mix": mix, "kd_loss": kd, "tasks": fig.get("task_rows"),
-           "tasks_skipped": fig.get("tasks_skipped"), "steps": fig.get("steps"),
-           "train_seconds": fig.get("train_seconds"), "llm": metrics["llm"], "rho_cross": metrics["rho_cross"]}
+    res = {"seed": seed, "label_mix": mix, "kd_loss": kd, "tasks": trained.get("task_rows"),
+           "tasks_skipped": trained.get("tasks_skipped"), "steps": trained.get("steps"),
+           "train_seconds": trained.get("train_seconds"), "llm": metrics["llm"], "rho_cross": metrics["rho_cross"]}
     if offline:
         summary, per, recs = offline_eval(s, model_dir, world, items, kps, metrics["llm"]["threshold"])
         res["offline"] = summary
@@ -367,7 +368,7 @@ def run(settings, ds: str | None = None, mixes=None, out: str | None = None, qui
     """Train one student per label mix (and per KD loss) and per seed, evaluate, write the report; return the
     summary.
 
-    Every arm is trained once per seed in ``seeds`` (default: ``train.seed`` only). Each figure of the report
+    Every arm is trained once per seed in ``seeds`` (default: ``train.seed`` only). Each number of the report
     is the mean over the seeds, with its sample std beside it (``spread`` in the JSON); each seed's own record
     is kept under ``per_seed``. Raises ConfigError (unknown mix or KD loss, a seed that is not an integer)
     before any work, DataError on unusable data."""

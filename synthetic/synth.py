@@ -790,14 +790,14 @@ def run(settings, scale=None, seed=None, days=None, start_date=None, searches_pe
     totals = {"searches": 0, "impressions": 0, "clicks": 0, "sr_pairs": 0}
     rel_share = []
     for di, day in enumerate(day_list):
-        ev, srdf, fig = _simulate_day(di, day, items, kps, truth, tl, seed, searches, quality, kp_text)
+        ev, srdf, day_stats = _simulate_day(di, day, items, kps, truth, tl, seed, searches, quality, kp_text)
         _write_parts(lake.path("events", ds=day), [ev])
         _write_parts(lake.path("sr_input", ds=day), [srdf])
         for k in totals:
-            totals[k] += fig[k]
-        rel_share.append(fig["impressions_relevant_share"])
+            totals[k] += day_stats[k]
+        rel_share.append(day_stats["impressions_relevant_share"])
         log.info("synth: %s %d impressions, %d clicks, %d SR pairs",
-                 day, fig["impressions"], fig["clicks"], fig["sr_pairs"])
+                 day, day_stats["impressions"], day_stats["clicks"], day_stats["sr_pairs"])
 
     kinds = kps["kind"].value_counts().to_dict()
     stats = {
@@ -810,7 +810,7 @@ def run(settings, scale=None, seed=None, days=None, start_date=None, searches_pe
         "impressions_relevant_share": float(np.mean(rel_share)) if rel_share else 0.0,
         "catalog_rows": catalog_rows, "seconds": round(time.perf_counter() - t_start, 2),
     }
-    lake.write_json(lake.path("synth", "world.json"), {
+    lake.write_json(layout.synth_world_meta_path(lake), {
         "simulated": True, "scale": name, "seed": seed, "days": days, "start_date": start.isoformat(),
         "sizes": {"items": stats["items"], "keyphrases": stats["keyphrases"], "searches_per_day": searches,
                   "product_types": len(taxonomy)},

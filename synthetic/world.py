@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from kp import layout
 from kp.errors import DataError
 from kp.lake import Lake, ds_range
 
@@ -178,7 +179,7 @@ class World:
         from kp.lake import read_parquet
 
         lake = settings_or_lake if isinstance(settings_or_lake, Lake) else Lake.from_settings(settings_or_lake)
-        meta_path = lake.path("synth", "world.json")
+        meta_path = layout.synth_world_meta_path(lake)
         if not lake.exists(meta_path):
             raise DataError(f"not a synthetic world: {meta_path} is missing (run `kp synth` first)")
         meta = lake.read_json(meta_path)
@@ -246,7 +247,7 @@ def load_truth(settings) -> World | None:
     """The truth provider of a synthetic lake (``settings.truth_provider = "synthetic.world:load_truth"``,
     see ``kp.truth``): the World when the lake holds ``synth/world.json``, else None."""
     lake = Lake.from_settings(settings)
-    if not lake.exists(lake.path("synth", "world.json")):
+    if not lake.exists(layout.synth_world_meta_path(lake)):
         return None
     return World.load(settings)
 

@@ -123,13 +123,13 @@ def run_stats(ds: str | None = None) -> dict:
             return {"ds": None, "days": [], "stages": {}}
         ds = days[-1]
     lake = _lake()
-    base = Path(lake.path("runs", f"ds={ds}"))
+    base = Path(lake.run_stats_dir(ds))
     stages = {}
     if base.is_dir():
         for f in sorted(base.glob("*.json")):
-            fig = _safe(f"run stats {f}", lambda f=f: lake.read_json(str(f)), None)
-            if isinstance(fig, dict):
-                stages[f.stem] = fig
+            stats = _safe(f"run stats {f}", lambda f=f: lake.read_json(lake.run_stats_path(ds, f.stem)), None)
+            if isinstance(stats, dict):
+                stages[f.stem] = stats
     order = {s: i for i, s in enumerate(STAGES)}
     stages = dict(sorted(stages.items(), key=lambda kv: (order.get(kv[0], 99), kv[0])))
     return {"ds": ds, "days": days, "stages": stages}
@@ -138,10 +138,10 @@ def run_stats(ds: str | None = None) -> dict:
 def last_decision(vers: list[dict]) -> dict | None:
     """Why the newest challenger was or was not promoted (from the evaluate stats, else the registry)."""
     for ds in reversed(run_days()):
-        fig = _safe("evaluate stats", lambda ds=ds: _lake().read_json(_lake().run_stats_path(ds, "evaluate")), None)
-        if isinstance(fig, dict):
-            return {"ds": ds, "candidate": fig.get("candidate") or fig.get("version"),
-                    "promoted": fig.get("promoted"), "reason": fig.get("reason"), "source": "evaluate"}
+        stats = _safe("evaluate stats", lambda ds=ds: _lake().read_json(_lake().run_stats_path(ds, "evaluate")), None)
+        if isinstance(stats, dict):
+            return {"ds": ds, "candidate": stats.get("candidate") or stats.get("version"),
+                    "promoted": stats.get("promoted"), "reason": stats.get("reason"), "source": "evaluate"}
     for v in vers:
         promo = v.get("promotion") or {}
         if promo:
@@ -256,9 +256,10 @@ def score_plot() -> bytes | None:
         import matplotlib.pyplot as plt
         import pandas as pd
 
+        from jobs.serving import published_recommendations_path
 
-        root = Path(layout.serving_version_dir(_settings(), version))
-        recs = pd.read_parquet(root / "recommendations", columns=["item_id", "keyphrase_id", "score"])
+        recs = pd.read_parquet(published_recommendations_path(_settings(), version),
+                               columns=["item_id", "keyphrase_id", "score"])
         fig, ax = plt.subplots(figsize=(6, 3.2))
         world = _world()
         if world is not None and len(recs):
@@ -293,7 +294,7 @@ def curves_file(kind: str, version: str | None) -> Path | None:
 
     def path():
 
-        return Path(layout.registry_version_dir(_settings(), chosen["version"], kind)) / "curves.png"
+        return Path(layout.version_file(layout.registry_version_dir(_settings(), chosen["version"], kind), "curves"))
 
     p = _safe("curves path", path, None)
     return p if p is not None and p.is_file() else None
@@ -317,12 +318,12 @@ def icon():  # the nav icon: public, no data in it
 def overview(user=Depends(require_user)):
     students = versions("students")
     settings = _settings()
-    world = _safe("world meta", lambda: _lake().exists(_lake().path("synth", "world.json")), False)
+    truth = _world()  # logs why truth metrics are skipped when no provider is configured
     return JSONResponse(_jsonable({
         "user": getattr(user, "username", None) or str(user),
         "lake_root": settings.lake_root,
         "judge_backend": settings.judge.backend,
-        "synthetic_world": bool(world),
+        "synthetic_world": truth is not None,
         "champion": champion(),
         "serving_version": serving_version(),
         "versions": students,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from kp.errors import ConfigError
@@ -9,8 +11,25 @@ from kp.settings import Settings
 from kp.truth import load_truth
 
 
-def test_no_provider_means_no_truth(tmp_path):
-    assert load_truth(Settings(lake_root=str(tmp_path))) is None
+def test_no_provider_means_no_truth_and_says_so_once(tmp_path, caplog, monkeypatch):
+    monkeypatch.delenv("KP_TRUTH_PROVIDER", raising=False)  # set for the whole test session (tests/testsupport.py)
+    # an earlier test's logging config (import-linter's) may have disabled this logger and INFO globally
+    monkeypatch.setattr(logging.getLogger("kp.truth"), "disabled", False)
+    disabled_below = logging.root.manager.disable
+    logging.disable(logging.NOTSET)
+    try:
+        with caplog.at_level(logging.INFO, logger="kp.truth"):
+            assert load_truth(Settings(lake_root=str(tmp_path), truth_provider="")) is None
+    finally:
+        logging.disable(disabled_below)
+    said = [r for r in caplog.records if r.name == "kp.truth"]
+    assert len(said) == 1 and said[0].levelno == logging.INFO and "truth metrics are skipped" in said[0].getMessage()
+
+
+@pytest.mark.parametrize("spec", ["synthetic.world", "synthetic.world:", ":load_truth", "kp.truth"])
+def test_a_malformed_provider_names_the_expected_form(tmp_path, spec):
+    with pytest.raises(ConfigError, match="expected the form module:function"):
+        load_truth(Settings(lake_root=str(tmp_path), truth_provider=spec))
 
 
 def test_a_bad_provider_is_a_config_error(tmp_path):
