@@ -144,3 +144,16 @@ def test_real_lake_without_world_is_refused(settings, tmp_path):
 
     with pytest.raises(DataError, match="no synthetic world"):
         report.prepare(settings)
+
+
+def test_docs_report_tables_come_from_the_committed_seeded_run():
+    """docs/REPORT.md's ablation tables are generated from the committed 3-seed report
+    (bench/results/report_ablation_3seeds.json): every cell is mean ± std over the seeds."""
+    repo = Path(__file__).resolve().parents[2]
+    summary = json.loads((repo / "bench" / "results" / "report_ablation_3seeds.json").read_text())
+    assert len(summary["seeds"]) >= 3
+    for arm in summary["ablation"] + summary["kd_comparison"]:
+        assert len(arm["per_seed"]) == len(summary["seeds"])
+    doc = (repo / "docs" / "REPORT.md").read_text()
+    for name, table in report.tables(summary).items():
+        assert report._md_table(*table) in doc, name
