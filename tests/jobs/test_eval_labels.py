@@ -91,6 +91,11 @@ def test_docs_cite_the_committed_result_files():
     m = one["per_seed"][0]["metrics"]
     for model in ("zero_shot", "cross", "student"):
         assert f"{m[model]['f1']:.3f}" in doc and f"{m[model]['auc']:.3f}" in doc, model
+    cosent = json.loads((repo / "bench" / "results" / "eval_labels_alt_14000_seed1_cosent.json").read_text())
+    assert cosent["config"]["llm_loss"] == "cosent"
+    s = cosent["per_seed"][0]["metrics"]["student"]
+    assert f"{s['f1']:.3f} / {s['auc']:.3f}" in doc and f"precision {s['precision']:.3f}" in doc
+    assert f"{cosent['per_seed'][0]['student_seconds'] / 60:.1f} min" in doc
     variants = json.loads((repo / "bench" / "results" / "alt_cross_variants.json").read_text())
     assert variants["simulated"] is True
     for run in variants["runs"]:
