@@ -195,7 +195,7 @@ def run(settings, labels: str | None = None, world: str | None = None, seeds=(42
               "config": {"cross_max_steps": t.cross_max_steps, "bi_max_steps": t.bi_max_steps,
                          "epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
                          "cross_learning_rate": t.cross_learning_rate, "llm_loss": t.llm_loss,
-                         "llm_ranking": t.llm_ranking, "label_mix": t.label_mix, "kd_loss": t.kd_loss,
+                         "llm_ranking": t.llm_ranking, "kd_extra_ratio": t.kd_extra_ratio, "label_mix": t.label_mix, "kd_loss": t.kd_loss,
                          "evals_per_epoch": t.evals_per_epoch, "early_stopping_patience": t.early_stopping_patience,
                          "serve_dim": settings.serve.dim},
               "per_seed": per_seed, "summary": summarise(per_seed),

@@ -7,8 +7,9 @@ task       pairs                                       loss
 ``ctr``    CTR positives (item, keyphrase)             MultipleNegativesRankingLoss (in-batch negatives)
 ``llm``    LLM-labelled pairs, label 0/1               ContrastiveLoss (cosine distance, margin 0.5)
 ``sr``     search-relevance labels 0/1 (when present)  ContrastiveLoss
-``kd``     LLM train pairs, cross-encoder P(relevant)  ``train.kd_loss``: pearson (``models.losses``),
-                                                       mse (CosineSimilarityLoss) or cosent (CoSENTLoss)
+``kd``     LLM train pairs + unjudged neighbours       ``train.kd_loss``: pearson (``models.losses``),
+           (``jobs.kd_pairs``), cross-encoder          mse (CosineSimilarityLoss) or cosent (CoSENTLoss)
+           P(relevant)
 =========  ==========================================  ===================================================
 
 ``settings.train.label_mix`` picks the tasks (``ctr``, ``llm``, ``llm+kd``, ``llm+ctr+kd``, ``llm+sr+ctr+kd``, ...)
@@ -23,7 +24,10 @@ from the champion (``train.init_from=champion``: cheaper fine-tuning, at the ris
 Distillation teacher (``--cross``): a registry cross version id or a directory. Without it, the
 registry's ``CROSS_LATEST`` is used when training from the lake; with ``--labels FILE`` and no
 ``--cross`` there is no ``kd`` task. Stored soft labels (``soft_labels.parquet``) are reused; pairs the
-teacher has not scored are scored now. Test-split pairs are never trained on.
+teacher has not scored are scored now. Test-split pairs are never trained on. Beside the judged train
+pairs the teacher scores ``train.kd_extra_ratio`` x as many unjudged pairs (each train item with its
+nearest train keyphrases, ``jobs.kd_pairs``): there it generalises and the student learns that, not the
+labels a second time.
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ def _config(settings, base: str, mix: list[str], kd_loss: str, init_from: str) -
             "matryoshka_dims": list(t.matryoshka_dims), "serve_dim": settings.serve.dim, "max_steps": t.bi_max_steps,
             "epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
             "warmup_ratio": t.warmup_ratio, "max_seq_length": t.max_seq_length, "llm_loss": t.llm_loss,
-            "llm_ranking": t.llm_ranking, "evals_per_epoch": t.evals_per_epoch,
+            "llm_ranking": t.llm_ranking, "kd_extra_ratio": t.kd_extra_ratio, "evals_per_epoch": t.evals_per_epoch,
             "early_stopping_patience": t.early_stopping_patience, "max_train_minutes": t.max_train_minutes,
             "seed": t.seed, "test_fraction": t.test_fraction}
 
@@ -114,9 +118,10 @@ def ranking_triplets(train) -> dict:
     return {"keyphrase": anchors, "item": positives, "negative": negatives}
 
 
-def build_task_datasets(data, mix: list[str], kd_scores=None, llm_ranking: bool = False) -> dict:
+def build_task_datasets(data, mix: list[str], kd=None, llm_ranking: bool = False) -> dict:
     """Name -> datasets.Dataset for the tasks in ``mix`` that have rows.
 
+    ``kd``: frame ``title, category, keyphrase, score`` (the teacher's P(relevant)), or None.
     Columns: ``item, keyphrase`` (``ctr``), plus ``label`` (``llm``, ``sr``, ``kd``); ``llm_rank`` (with
     ``llm_ranking`` and ``llm`` in the mix) holds ``keyphrase, item, negative`` triplets."""
     from datasets import Dataset
@@ -142,8 +147,8 @@ def build_task_datasets(data, mix: list[str], kd_scores=None, llm_ranking: bool 
                 out["llm_rank"] = Dataset.from_dict(triplets)
     if "sr" in mix and len(data.sr):
         out["sr"] = Dataset.from_dict(cols(data.sr, data.sr["label"]))
-    if "kd" in mix and kd_scores is not None and len(train):
-        out["kd"] = Dataset.from_dict(cols(train, kd_scores))
+    if "kd" in mix and kd is not None and len(kd):
+        out["kd"] = Dataset.from_dict(cols(kd, kd["score"]))
     return out
 
 
@@ -199,9 +204,13 @@ def _run_settings(settings, label_mix: str | None, kd_loss: str | None):
     return settings
 
 
-def _teacher(settings, mix: list[str], cross: str | None, labels: str | None, data):
-    """(cross model dir, cross version, float32 teacher scores of the train pairs), all None without a kd task."""
+def _teacher(settings, mix: list[str], cross: str | None, labels: str | None, data, start: str):
+    """(cross model dir, cross version, kd frame ``title, category, keyphrase, score``: the judged train pairs
+    and ``train.kd_extra_ratio`` x as many unjudged ones, scored by the teacher), all None without a kd task."""
+    import pandas as pd
+
     from jobs import registry
+    from jobs.kd_pairs import sample_pairs
 
     cross_dir = cross_version = None
     if "kd" in mix:
@@ -210,13 +219,25 @@ def _teacher(settings, mix: list[str], cross: str | None, labels: str | None, da
         cross_dir, cross_version = resolve_cross(settings, cross)
         if cross_dir is None:
             log.warning("label_mix has kd but there is no cross-encoder (give --cross or run train-cross): no kd task")
-    kd_scores = teacher_scores(settings, cross_dir, data.llm_train) if cross_dir else None
-    return cross_dir, cross_version, kd_scores
+    if not cross_dir:
+        return None, None, None
+    cols = ["title", "category", "keyphrase", "text_hash"]
+    train = data.llm_train
+    pairs = train[cols]
+    ratio = settings.train.kd_extra_ratio
+    if ratio > 0 and len(train):
+        from models.bi_encoder import build_student
+
+        extra = sample_pairs(build_student(settings, start), train, data.llm_test["text_hash"], ratio,
+                             seed=settings.train.seed)
+        pairs = pd.concat([pairs, extra[cols]], ignore_index=True)
+    kd = pairs.assign(score=teacher_scores(settings, cross_dir, pairs))
+    return cross_dir, cross_version, kd
 
 
-def _tasks(settings, ds: str, data, mix: list[str], kd_scores) -> tuple[dict, dict, list[str]]:
+def _tasks(settings, ds: str, data, mix: list[str], kd) -> tuple[dict, dict, list[str]]:
     """(task name -> dataset, task name -> rows, tasks skipped for want of data); DataError when none is left."""
-    tasks = build_task_datasets(data, mix, kd_scores, llm_ranking=settings.train.llm_ranking)
+    tasks = build_task_datasets(data, mix, kd, llm_ranking=settings.train.llm_ranking)
     skipped = [m for m in mix if m not in tasks]
     if skipped:
         log.warning("tasks without data, skipped: %s", skipped)
@@ -349,10 +370,10 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
     mix = settings.train.label_mix.split("+")
     kd_name = settings.train.kd_loss
     data = load_training_data(settings, ds, labels=labels, need_ctr="ctr" in mix, need_sr="sr" in mix)
-    cross_dir, cross_version, kd_scores = _teacher(settings, mix, cross, labels, data)
-    tasks, rows, skipped = _tasks(settings, ds, data, mix, kd_scores)
     base = resolve_base_model(settings.train.base_model)
     start = _start_model(settings, base)
+    cross_dir, cross_version, kd = _teacher(settings, mix, cross, labels, data, start)
+    tasks, rows, skipped = _tasks(settings, ds, data, mix, kd)
     config = _config(settings, base, mix, kd_name, settings.train.init_from)
     snapshot = {**data.snapshot, "cross_version": cross_version, "cross_dir": cross_dir, "task_rows": rows,
                 "start_model": start}

@@ -94,6 +94,9 @@ class TrainSettings(BaseModel):
     llm_loss: Literal["contrastive", "cosent"] = Field("contrastive", description="Student loss on judged 0/1 pairs.")
     llm_ranking: bool = Field(False, description="Also train the student with MNRL on judged positives, each with a "
                               "judged-irrelevant item of the same keyphrase as hard negative.")
+    kd_extra_ratio: float = Field(1.0, ge=0, description="Unjudged pairs (train items x their nearest train "
+                                  "keyphrases) the cross-encoder scores for the student's kd task, per judged train "
+                                  "pair; 0 = distil on judged pairs only. See jobs/kd_pairs.py.")
     label_mix: str = Field("llm+ctr+kd", description="Any '+'-joined subset of ctr, llm, kd, sr.")
     device: str = Field("auto", description="auto|cpu|cuda")
     retrain_every_days: int = Field(1, ge=1, description="Retrain on days where day-of-epoch % N == 0.")
