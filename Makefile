@@ -16,8 +16,8 @@ export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL ?= 30
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS ?= admin:admin
 export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "local[*]"}
 export KP_LAKE_ROOT ?= $(CURDIR)/var/lake
-# the demo lake's ground truth (kp.truth) for evaluation and the UI; unset it for a real lake
-export KP_TRUTH_PROVIDER ?= synthetic.world:load_truth
+# the demo lake's ground truth (keyphrase_pipeline.core.truth) for evaluation and the UI; unset it for a real lake
+export KP_TRUTH_PROVIDER ?= keyphrase_pipeline.synthetic.world:load_truth
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -71,7 +71,7 @@ report: install
 	$(VENV)/bin/kp report
 
 airflow: airflow-db
-	$(PY) -m kp.airflow_standalone
+	$(PY) -m keyphrase_pipeline.core.airflow_standalone
 
 clean:
 	rm -rf var/lake var/demo var/airflow var/report bench/results/*_quick.json

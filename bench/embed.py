@@ -3,7 +3,7 @@
 - baseline: sentence-transformers ``encode`` of the real all-MiniLM-L6-v2 (what a user would write),
   cut to the serving dim and re-normalised;
 - ours: the exported ONNX tower (pooling, normalisation and the Matryoshka cut inside the graph) run
-  by ``models.onnx_tower`` with length-sorted batches, fp32 and per-channel int8.
+  by ``keyphrase_pipeline.models.onnx_tower`` with length-sorted batches, fp32 and per-channel int8.
 
 Quality of each path vs torch: per-row cosine (mean/min) and top-10 retrieval overlap against a set of
 keyphrases. Prints one JSON line and writes ``bench/results/embed.json``.
@@ -46,7 +46,7 @@ CATS = ["cell phones & smartphones", "athletic shoes", "lego complete sets", "he
 def make_texts(n_items: int, n_kps: int, seed: int = 0):
     import numpy as np
 
-    from models.text import item_text, keyphrase_text
+    from keyphrase_pipeline.models.text import item_text, keyphrase_text
 
     rng = np.random.default_rng(seed)
     items = []
@@ -88,9 +88,9 @@ def main(argv=None) -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from models import onnx_export as ox
-    from models.base import default_encoder_path
-    from models.onnx_tower import OnnxTower
+    from keyphrase_pipeline.models import onnx_export as ox
+    from keyphrase_pipeline.models.base import default_encoder_path
+    from keyphrase_pipeline.models.onnx_tower import OnnxTower
 
     torch.set_num_threads(args.threads)
     n_items, n_kps = (400, 300) if args.quick else (2000, 1000)

@@ -71,7 +71,7 @@ def main(argv=None) -> dict:
     import faiss
     import numpy as np
 
-    from models.ann import build_index, set_search_params
+    from keyphrase_pipeline.models.ann import build_index, set_search_params
 
     n = args.n or (100_000 if args.quick else 1_000_000)
     k = args.k

@@ -3,7 +3,7 @@
 
 Every day at 02:00 UTC this DAG processes **the previous day** (`ds` = the data interval's start):
 
-1. **ctr** - Spark job (`spark-submit jobs/ctr_labels.py`, connection `spark_default`): 30-day CTR labels.
+1. **ctr** - Spark job (`spark-submit keyphrase_pipeline/jobs/ctr_labels.py`, connection `spark_default`): 30-day CTR labels.
 2. **llm_labels** - choose the day's pairs minus those already judged, label them with the LLM judge
    fanned out over shards (mapped task, pool `llm`, queue `gpu`), merge the shards into the label store.
 3. **train** - on training days only (`train.retrain_every_days`, or the `force_retrain` param, or when
@@ -28,7 +28,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, TriggerRule, get_current_context, task
 
-from jobs import airflow_tasks as at
+from keyphrase_pipeline.jobs import airflow_tasks as at
 
 DS = "{{ ti.xcom_pull(task_ids='plan.plan_day')['ds'] }}"
 JOIN = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
@@ -84,7 +84,7 @@ with DAG(
     with TaskGroup("ctr", tooltip="Spark: daily aggregate and 30-day CTR labels") as ctr_group:
         ctr_labels = SparkSubmitOperator(
             task_id="ctr_labels",
-            doc_md="`spark-submit jobs/ctr_labels.py --ds D` on connection `spark_default` "
+            doc_md="`spark-submit keyphrase_pipeline/jobs/ctr_labels.py --ds D` on connection `spark_default` "
                    "(local[*] here, a Spark master in compose/production).",
             application=at.spark_application("ctr_labels"),
             application_args=["--ds", DS],

@@ -23,7 +23,7 @@ def settings_env_names() -> set[str]:
     """Every KP_* name the settings object accepts: KP_<FIELD> and KP_<SECTION>__<FIELD>."""
     from pydantic import BaseModel
 
-    from kp.settings import Settings
+    from keyphrase_pipeline.core.settings import Settings
 
     names = set()
     for name, field in Settings.model_fields.items():
@@ -96,7 +96,7 @@ def test_vllm_serves_the_openai_api_to_the_judge(compose):
     assert "--model" in vllm["command"] and "8000:8000" in vllm["ports"]
     env = compose["services"]["airflow-worker-gpu"]["environment"]
     assert env["KP_JUDGE__ENDPOINT"].endswith("http://vllm:8000/v1}") or env["KP_JUDGE__ENDPOINT"] == "http://vllm:8000/v1"
-    from kp.settings import JudgeSettings
+    from keyphrase_pipeline.core.settings import JudgeSettings
 
     backend = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", env["KP_JUDGE__BACKEND"])
     assert backend in JudgeSettings.model_fields["backend"].annotation.__args__
@@ -121,7 +121,7 @@ def test_every_kp_variable_is_a_settings_field(compose):
 
 def test_compose_values_build_valid_settings(compose):
     """The KP_* values (with compose defaults substituted) load as settings."""
-    from kp.settings import load_settings
+    from keyphrase_pipeline.core.settings import load_settings
 
     env = compose["services"]["airflow-worker-gpu"]["environment"]
     values: dict = {}

@@ -1,5 +1,5 @@
 """The import graph: production code never imports the synthetic (demo) package, the layers hold
-(synthetic/UI over jobs over models over kp), and no module imports itself through others.
+(synthetic over jobs over models over core, the UI on top), and no module imports itself through others.
 
 The contracts live in pyproject.toml (``[tool.importlinter]``) and run here with import-linter; the
 cycle check walks grimp's graph (the library import-linter is built on), imports inside functions included.
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ROOT_PACKAGES = ("kp", "jobs", "models", "synthetic", "keyphrase_ui")
+ROOT_PACKAGES = ("keyphrase_pipeline", "keyphrase_ui")
+SYNTHETIC = "keyphrase_pipeline.synthetic"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -41,15 +42,23 @@ LOOSE_MODULES = sorted((REPO / "dags").rglob("*.py")) + [REPO / "plugins" / "key
 
 
 def synthetic_imports(source: str) -> list[str]:
-    """Every ``import synthetic...`` / ``from synthetic... import`` in ``source`` (inside functions too)."""
+    """Every import of the synthetic package in ``source`` (inside functions too): ``import
+    keyphrase_pipeline.synthetic...``, ``from keyphrase_pipeline.synthetic... import`` and
+    ``from keyphrase_pipeline import synthetic``."""
     import ast
 
     found = []
     for node in ast.walk(ast.parse(source)):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-            [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
-        found += [n for n in names if n == "synthetic" or n.startswith("synthetic.")]
-    return found
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+            if node.module == "keyphrase_pipeline":  # from keyphrase_pipeline import synthetic
+                names += [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            names = []
+        found += [n for n in names if n == SYNTHETIC or n.startswith(SYNTHETIC + ".")]
+    return sorted(set(found))
 
 
 def test_dags_and_the_airflow_plugin_never_import_synthetic():
@@ -59,9 +68,10 @@ def test_dags_and_the_airflow_plugin_never_import_synthetic():
 
 
 def test_the_loose_module_check_finds_an_import():
-    assert synthetic_imports("def f():\n    from synthetic.world import load_truth\n") == ["synthetic.world"]
-    assert synthetic_imports("import os, synthetic\nfrom . import synthetic_x\n") == ["synthetic"]
-    assert synthetic_imports("import synthetical\nfrom kp import layout\n") == []
+    assert synthetic_imports("def f():\n    from keyphrase_pipeline.synthetic.world import load_truth\n") == ["keyphrase_pipeline.synthetic.world"]
+    assert synthetic_imports("import os, keyphrase_pipeline.synthetic\nfrom . import synthetic_x\n") == [SYNTHETIC]
+    assert synthetic_imports("from keyphrase_pipeline import synthetic, core\n") == [SYNTHETIC]
+    assert synthetic_imports("import synthetic\nfrom keyphrase_pipeline.core import layout\n") == []
 
 
 def cycles(graph) -> list[list[str]]:
@@ -108,7 +118,7 @@ def test_no_import_cycles():
     import grimp
 
     graph = grimp.build_graph(*ROOT_PACKAGES, cache_dir=None)
-    assert "jobs.index" in graph.modules and "synthetic.world" in graph.modules  # the graph saw the code
+    assert "keyphrase_pipeline.jobs.index" in graph.modules and "keyphrase_pipeline.synthetic.world" in graph.modules  # the graph saw the code
     assert cycles(graph) == []
 
 

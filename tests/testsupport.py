@@ -11,11 +11,11 @@ from pathlib import Path
 
 def make_settings(lake_root: Path, **overrides):
     """Settings for tests: a private lake, small Spark, tiny training defaults."""
-    from kp.settings import load_settings
+    from keyphrase_pipeline.core.settings import load_settings
 
     base = {
         "lake_root": str(lake_root),
-        "truth_provider": "synthetic.world:load_truth",  # the synthetic world's truth where the lake has one
+        "truth_provider": "keyphrase_pipeline.synthetic.world:load_truth",  # the synthetic world's truth where the lake has one
         "spark": {"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "1g", "fast_start": True},
         "synth": {"scale": "tiny", "seed": 7, "days": 12, "start_date": "2026-10-01"},
         "ctr": {"window_days": 7, "min_impressions": 5},

@@ -19,7 +19,7 @@ imported defensively: before the first run (or before a module exists) the page 
 
 from __future__ import annotations
 
-from kp import layout
+from keyphrase_pipeline.core import layout
 
 import io
 import logging
@@ -47,13 +47,13 @@ _LOCK = threading.Lock()
 
 # ---- data access (defensive: the lake may be empty, modules may be missing) -----------------------
 def _settings():
-    from kp.settings import get_settings
+    from keyphrase_pipeline.core.settings import get_settings
 
     return get_settings()
 
 
 def _lake():
-    from kp.lake import Lake
+    from keyphrase_pipeline.core.lake import Lake
 
     return Lake.from_settings(_settings())
 
@@ -82,7 +82,7 @@ def _safe(what: str, fn, default):
 
 def versions(kind: str = "students") -> list[dict]:
     def read():
-        from jobs import registry
+        from keyphrase_pipeline.jobs import registry
 
         out = []
         for v in registry.list_versions(_settings(), kind):
@@ -95,7 +95,7 @@ def versions(kind: str = "students") -> list[dict]:
 
 def champion() -> str | None:
     def read():
-        from jobs import registry
+        from keyphrase_pipeline.jobs import registry
 
         return registry.champion(_settings())
 
@@ -104,7 +104,7 @@ def champion() -> str | None:
 
 def serving_version() -> str | None:
     def read():
-        from jobs import serving
+        from keyphrase_pipeline.jobs import serving
 
         return serving.current_version(_settings())
 
@@ -152,7 +152,7 @@ def last_decision(vers: list[dict]) -> dict | None:
 
 def _catalog():
     def read():
-        from kp.lake import read_parquet
+        from keyphrase_pipeline.core.lake import read_parquet
 
         lake = _lake()
         days = lake.partitions("catalog")
@@ -169,9 +169,9 @@ def _catalog():
 
 
 def _world():
-    """The lake's ground truth from the configured provider (``kp.truth``; the demo's synthetic world), or None."""
+    """The lake's ground truth from the configured provider (``keyphrase_pipeline.core.truth``; the demo's synthetic world), or None."""
     def read():
-        from kp.truth import load_truth
+        from keyphrase_pipeline.core.truth import load_truth
 
         settings = _settings()
         key = ("truth", settings.lake_root, settings.truth_provider)
@@ -197,7 +197,7 @@ def items(q: str = "", limit: int = 20) -> list[dict]:
 
 
 def search(item_id: int | None, text: str | None, k: int) -> dict:
-    from jobs import serving
+    from keyphrase_pipeline.jobs import serving
 
     settings = _settings()
     bundle = serving.load_current(settings)
@@ -211,7 +211,7 @@ def search(item_id: int | None, text: str | None, k: int) -> dict:
         results = bundle.search(int(item_id), k)
         mode = "published recommendations"
         if not results and item is not None:  # item not in the published batch: embed its text live
-            from models.text import item_text
+            from keyphrase_pipeline.models.text import item_text
 
             results = bundle.search(item_text(item["title"], item["category"]), k)
             mode = "live search of the published index"
@@ -256,7 +256,7 @@ def score_plot() -> bytes | None:
         import matplotlib.pyplot as plt
         import pandas as pd
 
-        from jobs.serving import published_recommendations_path
+        from keyphrase_pipeline.jobs.serving import published_recommendations_path
 
         recs = pd.read_parquet(published_recommendations_path(_settings(), version),
                                columns=["item_id", "keyphrase_id", "score"])
@@ -353,7 +353,7 @@ def search_route(item_id: int | None = None, q: str | None = None, k: int = Quer
     except ImportError as exc:
         raise HTTPException(status_code=503, detail=f"serving not available yet: {exc}") from None
     except Exception as exc:
-        from kp.errors import DataError
+        from keyphrase_pipeline.core.errors import DataError
 
         if isinstance(exc, DataError):
             raise HTTPException(status_code=404, detail=str(exc)) from None

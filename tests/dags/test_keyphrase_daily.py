@@ -38,7 +38,7 @@ def test_dag_file_parses_without_heavy_imports():
     code = (
         "import sys, runpy; runpy.run_path('dags/keyphrase_daily.py', run_name='parse');"
         "heavy=[m for m in ('torch','pyspark','faiss','onnxruntime','transformers','sentence_transformers',"
-        "'pandas','jobs.ctr_labels','jobs.train_bi') if m in sys.modules]; print('HEAVY', heavy)"
+        "'pandas','keyphrase_pipeline.jobs.ctr_labels','keyphrase_pipeline.jobs.train_bi') if m in sys.modules]; print('HEAVY', heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -61,7 +61,7 @@ def test_schedule_processes_the_previous_day(dag):
     )
     assert info.data_interval.start == dt.datetime(2026, 10, 10, 2, tzinfo=dt.UTC)
     assert info.run_after == dt.datetime(2026, 10, 11, 2, tzinfo=dt.UTC)
-    from jobs.airflow_tasks import day_from_context
+    from keyphrase_pipeline.jobs.airflow_tasks import day_from_context
 
     assert day_from_context({}, info.data_interval.start) == "2026-10-10"
 
@@ -115,7 +115,7 @@ def test_spark_stage_uses_spark_submit(dag):
 
     ctr = dag.get_task("ctr.ctr_labels")
     assert isinstance(ctr, SparkSubmitOperator)
-    assert Path(ctr.application) == REPO / "jobs" / "ctr_labels.py" and Path(ctr.application).exists()
+    assert Path(ctr.application) == REPO / "keyphrase_pipeline" / "jobs" / "ctr_labels.py" and Path(ctr.application).exists()
     assert ctr.application_args[0] == "--ds"
     assert getattr(ctr, "_conn_id", None) == "spark_default" or getattr(ctr, "conn_id", None) == "spark_default"
 
@@ -148,22 +148,22 @@ def test_params_make_a_typed_trigger_form(dag):
             params.get_param(name).resolve(value)
 
 
-# ---- orchestration decisions (jobs.airflow_tasks) --------------------------------------------------
+# ---- orchestration decisions (keyphrase_pipeline.jobs.airflow_tasks) --------------------------------------------------
 def test_day_resolution():
-    from jobs.airflow_tasks import day_from_context
+    from keyphrase_pipeline.jobs.airflow_tasks import day_from_context
 
     start = dt.datetime(2026, 10, 10, 2, tzinfo=dt.UTC)
     assert day_from_context({}, start) == "2026-10-10"
     assert day_from_context({"ds": "2026-10-05"}, start) == "2026-10-05"
     assert day_from_context({"ds": None}, None, None, dt.datetime(2026, 10, 11, 9, tzinfo=dt.UTC)) == "2026-10-10"
-    from kp.errors import ConfigError
+    from keyphrase_pipeline.core.errors import ConfigError
 
     with pytest.raises(ConfigError):
         day_from_context({"ds": "yesterday"}, start)
 
 
 def test_training_cadence_and_param_overrides(settings, monkeypatch):
-    from jobs import airflow_tasks as at
+    from keyphrase_pipeline.jobs import airflow_tasks as at
 
     every3 = settings.with_overrides(**{"train.retrain_every_days": 3})
     days = [(dt.date(2026, 10, 1) + dt.timedelta(days=i)).isoformat() for i in range(9)]
@@ -182,8 +182,8 @@ def test_training_cadence_and_param_overrides(settings, monkeypatch):
 
 
 def test_settings_for_applies_params(monkeypatch, tmp_path):
-    from jobs import airflow_tasks as at
-    from kp.settings import get_settings
+    from keyphrase_pipeline.jobs import airflow_tasks as at
+    from keyphrase_pipeline.core.settings import get_settings
 
     monkeypatch.setenv("KP_LAKE_ROOT", str(tmp_path / "lake"))
     get_settings.cache_clear()
@@ -204,7 +204,7 @@ def test_settings_for_applies_params(monkeypatch, tmp_path):
 
 
 def test_settings_env_round_trips(settings):
-    from kp.settings import Settings, settings_env
+    from keyphrase_pipeline.core.settings import Settings, settings_env
 
     tuned = settings.with_overrides(**{"train.matryoshka_dims": [32, 16], "serve.dim": 16})
     env = settings_env(tuned)
@@ -219,7 +219,7 @@ def test_settings_env_round_trips(settings):
 
 
 def test_failure_callback_logs_how_to_rerun(caplog):
-    from jobs.airflow_tasks import log_task_failure
+    from keyphrase_pipeline.jobs.airflow_tasks import log_task_failure
 
     class TI:
         dag_id, task_id, map_index, try_number = DAG_ID, "serve.build_index", -1, 2
@@ -251,8 +251,8 @@ def runnable_dag():
 
 def test_branches_skip_labelling_and_training(airflow_db, runnable_dag, settings, monkeypatch):
     dag = runnable_dag
-    from kp.lake import Lake
-    from kp.settings import get_settings, settings_env
+    from keyphrase_pipeline.core.lake import Lake
+    from keyphrase_pipeline.core.settings import get_settings, settings_env
 
     lake = Lake.from_settings(settings)
     for k, v in settings_env(settings.with_overrides(**{"train.retrain_every_days": 1000})).items():

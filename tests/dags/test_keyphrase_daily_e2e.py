@@ -29,9 +29,9 @@ def tiny_pipeline_settings(world_settings, base_model: str):
 @pytest.fixture
 def pipeline_env(tiny_world, tmp_path, monkeypatch):
     """Process env so that get_settings() (in tasks and in spark-submit) is the tiny pipeline's settings."""
-    from kp.settings import settings_env
-    from kp.settings import get_settings
-    from models.tiny import build_tiny_encoder
+    from keyphrase_pipeline.core.settings import settings_env
+    from keyphrase_pipeline.core.settings import get_settings
+    from keyphrase_pipeline.models.tiny import build_tiny_encoder
 
     model = build_tiny_encoder(tmp_path / "tiny_encoder", hidden=32, seed=3)
     settings = tiny_pipeline_settings(tiny_world, model)
@@ -55,7 +55,7 @@ def _dag():
 
 
 def _snapshot(settings, ds):
-    from kp.lake import Lake, read_parquet
+    from keyphrase_pipeline.core.lake import Lake, read_parquet
 
     lake = Lake.from_settings(settings)
     recs = read_parquet(lake.path("recommendations", ds=ds))
@@ -74,9 +74,9 @@ def _snapshot(settings, ds):
 # Two full runs (Spark JVMs, tiny training): ~3 minutes on 2 cores, kept in `make test` because it is
 # the one test that runs every real stage through Airflow and proves a cleared day reruns to the same outputs.
 def test_daily_dag_end_to_end_and_rerun_is_idempotent(airflow_db, pipeline_env):
-    from jobs import serving
-    from synthetic.world import World
-    from kp.lake import Lake
+    from keyphrase_pipeline.jobs import serving
+    from keyphrase_pipeline.synthetic.world import World
+    from keyphrase_pipeline.core.lake import Lake
 
     settings = pipeline_env
     lake = Lake.from_settings(settings)

@@ -57,8 +57,8 @@ DS = "2026-10-10"
 def write_lake_inputs(settings, pairs: pd.DataFrame, ds: str = DS, ctr: bool = True) -> None:
     """A label store partition (contract llm_labels) from ``pairs`` (with ids), and when ``ctr``: catalog,
     keyphrases and CTR labels whose positives are the relevant pairs."""
-    from jobs.label_store import text_hash
-    from kp.lake import Lake, write_parquet_atomic
+    from keyphrase_pipeline.jobs.label_store import text_hash
+    from keyphrase_pipeline.core.lake import Lake, write_parquet_atomic
 
     lake = Lake.from_settings(settings)
     df = pairs.copy()
@@ -94,7 +94,7 @@ def tiny_bases() -> dict:
         import tempfile
         from pathlib import Path
 
-        from models.tiny import build_tiny_encoder
+        from keyphrase_pipeline.models.tiny import build_tiny_encoder
 
         root = Path(tempfile.mkdtemp(prefix="kp-distill-"))
         import atexit
@@ -111,7 +111,7 @@ def trained_world(make_settings) -> dict:
     trained student in its registry (not yet promoted). Tests copy ``lake`` before writing to it."""
     if "world" in _CACHE:
         return _CACHE["world"]
-    from jobs import train_bi, train_cross
+    from keyphrase_pipeline.jobs import train_bi, train_cross
 
     bases = tiny_bases()
     root, base, random_model = bases["root"], bases["base"], bases["random"]

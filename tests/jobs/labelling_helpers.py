@@ -7,10 +7,10 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from jobs.judges.base import Judge
-from jobs.label_store import pair_keys
-from jobs.select_pairs import _write_shards
-from kp.lake import Lake
+from keyphrase_pipeline.jobs.judges.base import Judge
+from keyphrase_pipeline.jobs.label_store import pair_keys
+from keyphrase_pipeline.jobs.select_pairs import _write_shards
+from keyphrase_pipeline.core.lake import Lake
 
 MODEL = "fake-judge-v1"
 

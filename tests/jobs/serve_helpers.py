@@ -19,7 +19,7 @@ import pytest
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 from testsupport import make_settings  # noqa: E402
 
-from kp.lake import Lake, write_parquet_atomic  # noqa: E402
+from keyphrase_pipeline.core.lake import Lake, write_parquet_atomic  # noqa: E402
 
 DS = "2026-10-05"
 CATS = ["phones", "shoes", "toys", "kitchen"]
@@ -72,7 +72,7 @@ def write_inputs(settings, ds: str = DS, cat: pd.DataFrame | None = None, kps: p
 
 @pytest.fixture(scope="session")
 def serve_model(tmp_path_factory):
-    from models.tiny import build_tiny_encoder
+    from keyphrase_pipeline.models.tiny import build_tiny_encoder
 
     return build_tiny_encoder(tmp_path_factory.mktemp("serve_model") / "model", hidden=32, seed=1)
 
@@ -88,7 +88,7 @@ def serve_world(tmp_path, serve_model):
 @pytest.fixture(scope="session")
 def serve_ready(tmp_path_factory, serve_model, spark):
     """Template lake: exported, items + keyphrases embedded, index staged, recommendations for DS."""
-    from jobs import embed, export, index, recommend
+    from keyphrase_pipeline.jobs import embed, export, index, recommend
 
     if _READY:  # built once per session even though each test module imports this fixture
         return _READY[0]

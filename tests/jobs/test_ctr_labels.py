@@ -1,4 +1,4 @@
-"""Stage 1 (jobs/ctr_labels.py): labels vs a plain pandas computation, window bounds, incremental reuse,
+"""Stage 1 (keyphrase_pipeline/jobs/ctr_labels.py): labels vs a plain pandas computation, window bounds, incremental reuse,
 backfill, quarantine of each bad-input kind, bad-share limit, missing days, schema errors, atomic reruns."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import ctr_labels
-from kp.errors import DataError, SchemaError
-from kp.lake import Lake, ds_range, read_parquet, write_parquet_atomic
+from keyphrase_pipeline.jobs import ctr_labels
+from keyphrase_pipeline.core.errors import DataError, SchemaError
+from keyphrase_pipeline.core.lake import Lake, ds_range, read_parquet, write_parquet_atomic
 
 pytestmark = pytest.mark.spark
 
@@ -367,8 +367,8 @@ def test_sr_labels_pass_through(spark, settings):
 
 
 def test_cli_exit_codes(spark, settings, monkeypatch, capsys):
-    from kp import cli
-    from kp.settings import get_settings
+    from keyphrase_pipeline.core import cli
+    from keyphrase_pipeline.core.settings import get_settings
 
     monkeypatch.setenv("KP_LAKE_ROOT", settings.lake_root)
     monkeypatch.setenv("KP_CTR__WINDOW_DAYS", "2")

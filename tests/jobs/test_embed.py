@@ -7,12 +7,12 @@ import pytest
 from serve_helpers import (DS, catalog, ready, register, serve_model, serve_ready, serve_world,  # noqa: F401
                            write_inputs)
 
-from jobs import embed, export
-from kp.layout import embeddings_dir, onnx_dir
-from kp.errors import DataError
-from kp.lake import Lake, read_parquet
-from models.onnx_tower import OnnxTower
-from models.text import item_text
+from keyphrase_pipeline.jobs import embed, export
+from keyphrase_pipeline.core.layout import embeddings_dir, onnx_dir
+from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.core.lake import Lake, read_parquet
+from keyphrase_pipeline.models.onnx_tower import OnnxTower
+from keyphrase_pipeline.models.text import item_text
 
 pytestmark = pytest.mark.spark
 DS2 = "2026-10-06"

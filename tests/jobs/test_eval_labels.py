@@ -13,7 +13,7 @@ from distill_helpers import make_pairs, tiny_bases, tiny_settings
 
 
 def test_split_by_keyphrase_puts_each_keyphrase_on_one_side():
-    from jobs.eval_labels import split_by_keyphrase
+    from keyphrase_pipeline.jobs.eval_labels import split_by_keyphrase
 
     kps = [f"kp {i % 50}" for i in range(1000)]
     a = split_by_keyphrase(kps)
@@ -24,7 +24,7 @@ def test_split_by_keyphrase_puts_each_keyphrase_on_one_side():
 
 
 def test_transfer_metrics_use_the_threshold_of_the_other_half():
-    from jobs.eval_labels import transfer_metrics
+    from keyphrase_pipeline.jobs.eval_labels import transfer_metrics
 
     ya, sa = np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])      # best cut on A: >= 0.8
     yb, sb = np.array([0, 1, 1, 0]), np.array([0.5, 0.7, 0.85, 0.95])    # on B that cut finds 1 of 2
@@ -36,7 +36,7 @@ def test_transfer_metrics_use_the_threshold_of_the_other_half():
 def test_protocol_end_to_end_on_a_labels_file(tmp_path):
     """Tiny encoder, tiny budget: every model is scored on the other half, with the summary and a result
     file; a file with one class on a half is refused with a clear error."""
-    from jobs import eval_labels
+    from keyphrase_pipeline.jobs import eval_labels
 
     bases = tiny_bases()
     s = tiny_settings(make_settings, tmp_path / "lake", bases["base"], cross_max_steps=4, bi_max_steps=4)
@@ -54,7 +54,7 @@ def test_protocol_end_to_end_on_a_labels_file(tmp_path):
         assert seed_run["metrics"]["student"]["n"] == r["split"]["b_pairs"]
     assert json.loads(out.read_text())["per_seed"][0]["seed"] == 1
 
-    from kp.errors import ConfigError, DataError
+    from keyphrase_pipeline.core.errors import ConfigError, DataError
 
     one_class = pairs.assign(label=1)
     one_class.to_csv(tmp_path / "ones.csv", index=False)
@@ -69,7 +69,7 @@ def test_docs_cite_the_committed_result_files():
     sweep's figures come from its committed files): a doc cannot drift from what was measured."""
     from pathlib import Path
 
-    from jobs.eval_labels import markdown_table
+    from keyphrase_pipeline.jobs.eval_labels import markdown_table
 
     repo = Path(__file__).resolve().parents[2]
     doc = (repo / "docs" / "TRAINING.md").read_text()
@@ -103,7 +103,7 @@ def test_docs_cite_the_committed_result_files():
 
 
 def test_split_ignores_case_and_spacing():
-    from jobs.eval_labels import split_by_keyphrase
+    from keyphrase_pipeline.jobs.eval_labels import split_by_keyphrase
 
     a = split_by_keyphrase(["Red Shoes", "red shoes", " RED  SHOES "] * 10)
     assert len(set(a.tolist())) == 1

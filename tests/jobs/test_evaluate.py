@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kp import layout
+from keyphrase_pipeline.core import layout
 
 import json
 import shutil
@@ -16,8 +16,8 @@ from distill_helpers import DS, trained_world
 
 
 def test_best_f1_cut_and_crossfit_hand_cases():
-    from jobs.evaluate import crossfit_predictions
-    from models.metrics import best_f1_cut
+    from keyphrase_pipeline.jobs.evaluate import crossfit_predictions
+    from keyphrase_pipeline.models.metrics import best_f1_cut
 
     y = np.array([1, 1, 0, 1, 0, 0])
     s = np.array([0.9, 0.8, 0.7, 0.6, 0.2, 0.1])
@@ -46,7 +46,7 @@ def _register_random(settings, w, version=f"{DS}-deadbeef"):
 
 
 def test_first_model_is_promoted_with_metrics(tmp_path):
-    from jobs import evaluate, registry
+    from keyphrase_pipeline.jobs import evaluate, registry
 
     w, s = _lake_copy(tmp_path)
     fig = evaluate.run(s, DS)
@@ -63,7 +63,7 @@ def test_first_model_is_promoted_with_metrics(tmp_path):
 
 
 def test_gate_both_ways_force_and_manual(tmp_path):
-    from jobs import evaluate, promote, registry
+    from keyphrase_pipeline.jobs import evaluate, promote, registry
 
     w, s = _lake_copy(tmp_path)
     good = w["student"]["version"]
@@ -89,16 +89,16 @@ def test_gate_both_ways_force_and_manual(tmp_path):
     assert out["previous"] == broken and registry.champion(s) == good
     promo_good = json.loads((Path(layout.registry_version_dir(s, good)) / "promotion.json").read_text())
     assert promo_good["reason"] == "manual: rollback after incident"
-    from kp.errors import ConfigError
+    from keyphrase_pipeline.core.errors import ConfigError
 
     with pytest.raises(ConfigError):
         promote.run(s, "2026-01-01-00000000")
 
 
 def test_cli_require_promotion_exit_code(tmp_path, monkeypatch):
-    from jobs import registry
-    from kp import cli
-    from kp.settings import get_settings
+    from keyphrase_pipeline.jobs import registry
+    from keyphrase_pipeline.core import cli
+    from keyphrase_pipeline.core.settings import get_settings
 
     w, s = _lake_copy(tmp_path)
     broken = _register_random(s, w)
@@ -124,9 +124,9 @@ def test_world_truth_and_recall_at_k_by_exposure(tiny_world):
     import pandas as pd
 
     from distill_helpers import tiny_settings, write_lake_inputs
-    from jobs.evaluate import evaluate_model
-    from synthetic.world import World, simulated_p_yes
-    from kp.lake import Lake, read_parquet
+    from keyphrase_pipeline.jobs.evaluate import evaluate_model
+    from keyphrase_pipeline.synthetic.world import World, simulated_p_yes
+    from keyphrase_pipeline.core.lake import Lake, read_parquet
 
     from distill_helpers import tiny_bases
 
@@ -147,11 +147,11 @@ def test_world_truth_and_recall_at_k_by_exposure(tiny_world):
     m = evaluate_model(s, w["base"], ds=ds)
     assert m["truth"]["n"] > 0 and 0 <= m["truth"]["f1"] <= 1
     assert 0.75 < m["truth"]["llm_label_agreement"] < 1.0  # the simulated judge errs ~10% of the time
-    r = m["recall_at_k"]
+    r = m["relevance_recall_at_k"]
     assert r["keyphrases"] == len(kps)
     for bucket in ("tail", "head"):
         assert 0 < r[bucket]["items"] <= 30
-        assert r[bucket]["recall_at_k"] == pytest.approx(1.0)  # K covers every keyphrase: all found
+        assert r[bucket]["relevance_recall_at_k"] == pytest.approx(1.0)  # K covers every keyphrase: all found
     s5 = s.with_overrides(**{"train.eval_k": 5})
-    r5 = evaluate_model(s5, w["base"], ds=ds)["recall_at_k"]
-    assert all(0 <= r5[b]["recall_at_k"] <= 1 and 0 <= r5[b]["precision_at_k"] <= 1 for b in ("tail", "head"))
+    r5 = evaluate_model(s5, w["base"], ds=ds)["relevance_recall_at_k"]
+    assert all(0 <= r5[b]["relevance_recall_at_k"] <= 1 and 0 <= r5[b]["precision_at_k"] <= 1 for b in ("tail", "head"))

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from serve_helpers import DS, register, serve_model, serve_settings, serve_world, write_inputs  # noqa: F401
 
-from jobs import export
-from kp.layout import onnx_dir
-from kp.errors import ConfigError, DataError, GateError
-from kp.lake import Lake
+from keyphrase_pipeline.jobs import export
+from keyphrase_pipeline.core.layout import onnx_dir
+from keyphrase_pipeline.core.errors import ConfigError, DataError, GateError
+from keyphrase_pipeline.core.lake import Lake
 
 
 def test_export_verifies_and_writes_layout(serve_world):
@@ -87,7 +87,7 @@ def test_kp_score_with_the_exported_towers_matches_torch(serve_world, tmp_path):
     """`kp score --model <onnx dir>` serves the exported towers: same scores as the torch student."""
     import pandas as pd
 
-    from jobs import score
+    from keyphrase_pipeline.jobs import score
 
     export.run(serve_world, DS)
     pairs = pd.DataFrame({"title": ["red phone case for iphone 12", "steel garden hose 50ft", "blue mug"],

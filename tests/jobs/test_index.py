@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from serve_helpers import DS, ready, serve_model, serve_ready  # noqa: F401
 
-from jobs import index, publish
-from models.ann import ann_recall_at_k, build_index
-from jobs.serving import current_version
-from kp.layout import embeddings_dir, index_build_dir
-from kp.errors import DataError, GateError
-from kp.lake import Lake, write_parquet_atomic
+from keyphrase_pipeline.jobs import index, publish
+from keyphrase_pipeline.models.ann import ann_recall_at_k, build_index
+from keyphrase_pipeline.jobs.serving import current_version
+from keyphrase_pipeline.core.layout import embeddings_dir, index_build_dir
+from keyphrase_pipeline.core.errors import DataError, GateError
+from keyphrase_pipeline.core.lake import Lake, write_parquet_atomic
 
 pytestmark = pytest.mark.spark
 
@@ -45,10 +45,10 @@ def test_ann_recall_at_k_exact_is_one_and_bad_index_is_low():
 
 def test_exact_build_staged_with_recall_one(ready):
     stats = index.run(ready, DS)
-    assert stats["exact"] and stats["factory"] == "Flat" and stats["recall_at_k"] == 1.0 and stats["n"] == 60
+    assert stats["exact"] and stats["factory"] == "Flat" and stats["ann_recall_at_k"] == 1.0 and stats["n"] == 60
     root = Path(index_build_dir(ready, DS))
     meta = json.loads((root / "index_meta.json").read_text())
-    assert meta["recall_at_k"] == 1.0 and meta["k"] == 20 and meta["model_version"] == "v1"
+    assert meta["ann_recall_at_k"] == 1.0 and meta["k"] == 20 and meta["model_version"] == "v1"
     assert meta["recall_queries"] == 36  # all item embeddings serve as queries
     kps = pd.read_parquet(root / "keyphrases.parquet")
     assert len(kps) == 60 and kps["keyphrase"].str.len().min() > 0
@@ -58,7 +58,7 @@ def test_approximate_above_threshold(ready):
     s = ready.with_overrides(**{"serve.exact_index_max": 10, "serve.ann_factory": "HNSW32,Flat", "serve.ann_ef_search": 256})
     stats = index.run(s, DS)
     assert not stats["exact"] and stats["factory"] == "HNSW32,Flat" and stats["search_params"] == {"efSearch": 256}
-    assert stats["recall_at_k"] >= 0.95
+    assert stats["ann_recall_at_k"] >= 0.95
 
 
 def test_bad_index_below_floor_refused_nothing_published(ready):
@@ -73,7 +73,7 @@ def test_bad_index_below_floor_refused_nothing_published(ready):
         index.run(s, DS)
     assert not target.exists()
     stats = lake.read_json(lake.run_stats_path(DS, "index"))
-    assert stats["status"] == "refused" and stats["recall_at_k"] < 0.95
+    assert stats["status"] == "refused" and stats["ann_recall_at_k"] < 0.95
     with pytest.raises(DataError, match="no index build"):
         publish.run(s, DS)
     assert current_version(s) is None
@@ -84,7 +84,7 @@ def test_empty_keyphrase_set(ready):
                           "embedding": pd.Series([], dtype="object"), "model_version": pd.Series([], dtype="object")})
     import pyarrow as pa
 
-    from kp.contracts import arrow_schema
+    from keyphrase_pipeline.core.contracts import arrow_schema
 
     table = pa.Table.from_pandas(empty, schema=arrow_schema("embeddings"), preserve_index=False)
     path = Path(embeddings_dir(ready, "keyphrases", "v1"))

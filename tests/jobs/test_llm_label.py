@@ -1,12 +1,12 @@
 import pandas as pd
 import pytest
 
-from jobs import label_store, llm_label
-from jobs.label_store import read_done, read_staging, staging_files
-from kp import layout
-from kp.contracts import check_pandas
-from kp.errors import DataError
-from kp.lake import Lake
+from keyphrase_pipeline.jobs import label_store, llm_label
+from keyphrase_pipeline.jobs.label_store import read_done, read_staging, staging_files
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.contracts import check_pandas
+from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.core.lake import Lake
 from labelling_helpers import CountingJudge, make_pairs, write_pairs
 
 DS = "2026-10-12"
@@ -137,8 +137,8 @@ def test_unknown_shard_and_missing_pairs_are_clear_errors(s):
 
 
 def test_cli_merge_labels_exit_codes(s, monkeypatch, capsys):
-    from kp import cli
-    from kp.settings import get_settings
+    from keyphrase_pipeline.core import cli
+    from keyphrase_pipeline.core.settings import get_settings
 
     monkeypatch.setenv("KP_LAKE_ROOT", s.lake_root)
     get_settings.cache_clear()

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from serve_helpers import DS, ready, serve_model, serve_ready  # noqa: F401
 
-from jobs import publish, rollback, serving
-from jobs.serving import current_version, published_versions, read_manifest, verify_files
-from kp import layout
-from kp.layout import onnx_dir, serving_version_dir
-from kp.errors import DataError, GateError
-from kp.lake import Lake, read_parquet
+from keyphrase_pipeline.jobs import publish, rollback, serving
+from keyphrase_pipeline.jobs.serving import current_version, published_versions, read_manifest, verify_files
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.layout import onnx_dir, serving_version_dir
+from keyphrase_pipeline.core.errors import DataError, GateError
+from keyphrase_pipeline.core.lake import Lake, read_parquet
 
 pytestmark = pytest.mark.spark
 
@@ -26,7 +26,7 @@ def test_publish_makes_a_complete_current_version(ready):
     assert current_version(ready) == vid and stats["previous"] is None
     root = Path(serving_version_dir(ready, vid))
     m = read_manifest(ready, vid)
-    assert m["model_version"] == "v1" and m["ds"] == DS and m["recall_at_k"] == 1.0 and m["dim"] == 16
+    assert m["model_version"] == "v1" and m["ds"] == DS and m["ann_recall_at_k"] == 1.0 and m["dim"] == 16
     assert m["counts"] == {"keyphrases": 60, "items": 36, "recommendations": 36 * 20}
     verify_files(root, m["checksums"])
     assert {"index.faiss", "keyphrases.parquet", "onnx/item/model.onnx", "onnx/keyphrase/model.onnx",
@@ -97,11 +97,14 @@ def test_crash_mid_build_leaves_current_intact(ready, monkeypatch):
     assert serving.load_current(ready, cached=False).version == v1
 
 
-def test_recall_gate_rechecked_at_publish(ready):
+@pytest.mark.parametrize("legacy", [False, True], ids=["ann_recall_at_k", "legacy-recall_at_k"])
+def test_recall_gate_rechecked_at_publish(ready, legacy):
     meta_path = Path(layout.index_build_dir(ready, DS)) / "index_meta.json"
     meta = json.loads(meta_path.read_text())
-    meta_path.write_text(json.dumps({**meta, "recall_at_k": 0.5}))
-    with pytest.raises(GateError, match="recall"):
+    if legacy:  # a build written before the key was renamed
+        meta = {**{k: v for k, v in meta.items() if k != "ann_recall_at_k"}, "recall_at_k": 0.5}
+    meta_path.write_text(json.dumps({**meta, **({} if legacy else {"ann_recall_at_k": 0.5})}))
+    with pytest.raises(GateError, match="ANN recall"):
         publish.run(ready, DS)
     assert current_version(ready) is None and published_versions(ready) == []
 

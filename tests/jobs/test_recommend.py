@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from serve_helpers import DS, catalog, ready, serve_model, serve_ready, write_inputs  # noqa: F401
 
-from jobs import embed, index, recommend
-from kp.layout import embeddings_dir
-from kp.errors import DataError
-from kp.lake import Lake, read_parquet
+from keyphrase_pipeline.jobs import embed, index, recommend
+from keyphrase_pipeline.core.layout import embeddings_dir
+from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.core.lake import Lake, read_parquet
 
 pytestmark = pytest.mark.spark
 DS2 = "2026-10-06"

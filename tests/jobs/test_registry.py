@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from jobs import registry
-from kp import layout
-from kp.errors import ConfigError
+from keyphrase_pipeline.jobs import registry
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.errors import ConfigError
 
 
 def _fake_version(settings, version, kind="students", created="2026-10-10T00:00:00", f1=None):

@@ -15,7 +15,7 @@ from distill_helpers import make_pairs, trained_world
 
 @pytest.fixture
 def cli_env(tmp_path, monkeypatch):
-    from kp.settings import get_settings
+    from keyphrase_pipeline.core.settings import get_settings
 
     w = trained_world(make_settings)
     monkeypatch.setenv("KP_LAKE_ROOT", str(w["lake"]))
@@ -37,9 +37,9 @@ def _pairs(tmp_path, ext):
 
 @pytest.mark.parametrize("ext", ["csv", "parquet"])
 def test_score_bi_and_cross(tmp_path, cli_env, ext):
-    from kp import cli
-    from models.bi_encoder import load_student, score_pairs
-    from models.cross_encoder import load_cross, predict_pairs
+    from keyphrase_pipeline.core import cli
+    from keyphrase_pipeline.models.bi_encoder import load_student, score_pairs
+    from keyphrase_pipeline.models.cross_encoder import load_cross, predict_pairs
 
     w = cli_env
     src, df = _pairs(tmp_path, ext)
@@ -69,7 +69,7 @@ def test_score_bi_and_cross(tmp_path, cli_env, ext):
 
 def test_score_echoes_text_columns_as_typed(tmp_path, cli_env):
     """Text columns are read as text: keyphrases 007, 0501, 1e3 come back byte for byte (not 7.0 ...)."""
-    from kp import cli
+    from keyphrase_pipeline.core import cli
 
     w = cli_env
     src = tmp_path / "numeric.csv"
@@ -82,8 +82,8 @@ def test_score_echoes_text_columns_as_typed(tmp_path, cli_env):
 
 
 def test_score_errors_and_plugin(tmp_path, cli_env):
-    from jobs import score
-    from kp import cli
+    from keyphrase_pipeline.jobs import score
+    from keyphrase_pipeline.core import cli
 
     w = cli_env
     src, df = _pairs(tmp_path, "csv")
@@ -120,8 +120,8 @@ def test_score_errors_and_plugin(tmp_path, cli_env):
 
 def test_stored_threshold_is_the_models_own(tmp_path):
     """A model directory's threshold comes from its own marker; only an ONNX export borrows its student's."""
-    from jobs.score import stored_threshold
-    from models.bi_encoder import write_marker
+    from keyphrase_pipeline.jobs.score import stored_threshold
+    from keyphrase_pipeline.models.bi_encoder import write_marker
 
     (tmp_path / "v" / "model").mkdir(parents=True)
     write_marker(tmp_path / "v" / "model", "bi", threshold=0.93)

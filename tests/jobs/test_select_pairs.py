@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import select_pairs
-from jobs.label_store import pair_key, write_label_table
-from jobs.select_pairs import allocate
-from kp.lake import Lake
+from keyphrase_pipeline.jobs import select_pairs
+from keyphrase_pipeline.jobs.label_store import pair_key, write_label_table
+from keyphrase_pipeline.jobs.select_pairs import allocate
+from keyphrase_pipeline.core.lake import Lake
 
 DS = "2026-10-12"
 CATS = ["shoes", "phones", "mugs"]

@@ -1,4 +1,4 @@
-"""jobs.serving: the published-version reader the UI uses, and the kp CLI exit codes of the stage."""
+"""keyphrase_pipeline.jobs.serving: the published-version reader the UI uses, and the kp CLI exit codes of the stage."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from serve_helpers import DS, ready, serve_model, serve_ready  # noqa: F401
 
-from jobs import publish, serving
-from jobs.serving import current_version
-from kp.layout import embeddings_dir, onnx_dir
-from kp.errors import DataError
-from kp.lake import Lake, read_parquet
-from models.onnx_tower import OnnxTower
+from keyphrase_pipeline.jobs import publish, serving
+from keyphrase_pipeline.jobs.serving import current_version
+from keyphrase_pipeline.core.layout import embeddings_dir, onnx_dir
+from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.core.lake import Lake, read_parquet
+from keyphrase_pipeline.models.onnx_tower import OnnxTower
 
 pytestmark = pytest.mark.spark
 
@@ -45,8 +45,8 @@ def test_search_by_text_and_by_item_id(ready):
 
 
 def test_cli_exit_codes(ready, monkeypatch, capsys):
-    from kp import cli
-    from kp.settings import get_settings
+    from keyphrase_pipeline.core import cli
+    from keyphrase_pipeline.core.settings import get_settings
 
     monkeypatch.setenv("KP_LAKE_ROOT", ready.lake_root)
     monkeypatch.setenv("KP_SERVE__DIM", "16")

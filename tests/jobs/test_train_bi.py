@@ -18,9 +18,9 @@ def test_proportional_sampler_gives_single_dataset_batches(tmp_path):
     from sentence_transformers.sentence_transformer.training_args import (
         MultiDatasetBatchSamplers, SentenceTransformerTrainingArguments)
 
-    from jobs.train_bi import build_task_losses
-    from models.bi_encoder import build_student
-    from models.losses import TaskLosses
+    from keyphrase_pipeline.jobs.train_bi import build_task_losses
+    from keyphrase_pipeline.models.bi_encoder import build_student
+    from keyphrase_pipeline.models.losses import TaskLosses
 
     w = trained_world(make_settings)
     model = build_student(w["settings"], w["base"])
@@ -46,7 +46,7 @@ def test_proportional_sampler_gives_single_dataset_batches(tmp_path):
 
 
 def _contrastive(model, df, dim=16):
-    from models.bi_encoder import score_pairs
+    from keyphrase_pipeline.models.bi_encoder import score_pairs
 
     d = 1 - score_pairs(model, df["title"].tolist(), df["category"].tolist(), df["keyphrase"].tolist(), dim=dim)
     y = df["label"].to_numpy()
@@ -54,8 +54,8 @@ def _contrastive(model, df, dim=16):
 
 
 def test_student_trained_multitask_lowers_the_loss():
-    from jobs.training_data import load_training_data
-    from models.bi_encoder import load_student
+    from keyphrase_pipeline.jobs.training_data import load_training_data
+    from keyphrase_pipeline.models.bi_encoder import load_student
 
     w = trained_world(make_settings)
     st = w["student"]
@@ -74,8 +74,8 @@ def test_student_trained_multitask_lowers_the_loss():
 
 
 def test_label_mixes_and_kd_choices(tmp_path):
-    from jobs import train_bi
-    from kp.errors import ConfigError, DataError
+    from keyphrase_pipeline.jobs import train_bi
+    from keyphrase_pipeline.core.errors import ConfigError, DataError
 
     w = trained_world(make_settings)
     s = tiny_settings(make_settings, tmp_path / "lake", w["base"], bi_max_steps=2)
@@ -100,7 +100,7 @@ def test_label_mixes_and_kd_choices(tmp_path):
 
 
 def test_labels_file_with_cross_dir_scores_missing_pairs(tmp_path):
-    from jobs import train_bi
+    from keyphrase_pipeline.jobs import train_bi
 
     w = trained_world(make_settings)
     s = tiny_settings(make_settings, tmp_path / "lake", w["base"], bi_max_steps=2)
@@ -119,9 +119,9 @@ def test_batches_never_repeat_a_keyphrase(tmp_path):
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer
 
-    from jobs.train_bi import build_task_losses, training_arguments
-    from models.bi_encoder import build_student
-    from models.losses import TaskLosses
+    from keyphrase_pipeline.jobs.train_bi import build_task_losses, training_arguments
+    from keyphrase_pipeline.models.bi_encoder import build_student
+    from keyphrase_pipeline.models.losses import TaskLosses
 
     w = trained_world(make_settings)
     s = tiny_settings(make_settings, tmp_path / "lake", w["base"])
@@ -147,9 +147,9 @@ def test_student_worse_than_its_start_keeps_the_start_model(tmp_path, monkeypatc
     itself, and it says so."""
     import numpy as np
 
-    import models.training as training
-    from jobs import train_bi
-    from models.bi_encoder import load_student, score_pairs
+    import keyphrase_pipeline.models.training as training
+    from keyphrase_pipeline.jobs import train_bi
+    from keyphrase_pipeline.models.bi_encoder import load_student, score_pairs
 
     real = training.heldout_evaluator
 

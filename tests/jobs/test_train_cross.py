@@ -13,7 +13,7 @@ from distill_helpers import DS, make_pairs, tiny_settings, trained_world, write_
 
 
 def test_cross_version_in_registry_with_soft_labels_and_metrics():
-    from jobs import registry
+    from keyphrase_pipeline.jobs import registry
 
     w = trained_world(make_settings)
     cross = w["cross"]
@@ -35,9 +35,9 @@ def test_cross_version_in_registry_with_soft_labels_and_metrics():
 
 
 def test_rerun_replaces_version_and_cli_with_labels_file(tmp_path, monkeypatch):
-    from jobs import registry, train_cross
-    from kp import cli
-    from kp.settings import get_settings
+    from keyphrase_pipeline.jobs import registry, train_cross
+    from keyphrase_pipeline.core import cli
+    from keyphrase_pipeline.core.settings import get_settings
 
     w = trained_world(make_settings)
     s = tiny_settings(make_settings, tmp_path / "lake", w["base"], cross_max_steps=3)
@@ -73,8 +73,8 @@ def test_budget_from_the_data_and_the_best_heldout_checkpoint_is_kept(tmp_path, 
 
     import numpy as np
 
-    import models.training as training
-    from jobs import train_cross
+    import keyphrase_pipeline.models.training as training
+    from keyphrase_pipeline.jobs import train_cross
 
     real = training.heldout_evaluator
 
@@ -112,8 +112,8 @@ def test_budget_from_the_data_and_the_best_heldout_checkpoint_is_kept(tmp_path, 
 def test_heldout_with_one_class_stores_no_threshold(tmp_path):
     """A small file whose held-out keyphrases are all relevant: no threshold can be chosen there, so none is
     stored (kp score then writes no predicted_label), and the budget says there was no held-out evaluation."""
-    from jobs import train_cross
-    from jobs.training_data import in_test_split
+    from keyphrase_pipeline.jobs import train_cross
+    from keyphrase_pipeline.jobs.training_data import in_test_split
 
     w = trained_world(make_settings)
     s = tiny_settings(make_settings, tmp_path / "lake", w["base"], cross_max_steps=2, evals_per_epoch=2)

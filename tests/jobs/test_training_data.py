@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from distill_helpers import DS, make_pairs, write_lake_inputs
-from kp.errors import DataError
-from jobs.training_data import in_test_split, load_training_data, read_labels_file
+from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.jobs.training_data import in_test_split, load_training_data, read_labels_file
 
 
 def _write(tmp_path, df, name="pairs.csv"):
@@ -64,7 +64,7 @@ def test_lake_sources_dedup_split_and_no_leakage(settings):
     pairs = make_pairs(120, seed=3, with_ids=True)
     write_lake_inputs(settings, pairs)
     # a second day re-judges 10 texts (same pair_key): one row per text remains
-    from kp.lake import Lake, read_parquet, write_parquet_atomic
+    from keyphrase_pipeline.core.lake import Lake, read_parquet, write_parquet_atomic
 
     lake = Lake.from_settings(settings)
     again = read_parquet(lake.path("llm_store", ds=DS)).head(10).copy()

@@ -12,7 +12,7 @@ from testsupport import make_settings
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from models.tiny import build_tiny_encoder
+    from keyphrase_pipeline.models.tiny import build_tiny_encoder
 
     return build_tiny_encoder(tmp_path_factory.mktemp("tiny") / "enc")
 
@@ -23,7 +23,7 @@ def _settings(tmp_path, tiny, dims=(32, 16)):
 
 
 def test_student_towers_cut_and_normalise(tmp_path, tiny):
-    from models.bi_encoder import build_student, encode_items, encode_keyphrases, save_student, score_pairs, load_student
+    from keyphrase_pipeline.models.bi_encoder import build_student, encode_items, encode_keyphrases, save_student, score_pairs, load_student
 
     s = _settings(tmp_path, tiny)
     model = build_student(s)
@@ -44,16 +44,16 @@ def test_student_towers_cut_and_normalise(tmp_path, tiny):
 
 
 def test_matryoshka_dims_larger_than_the_encoder_are_refused(tmp_path, tiny):
-    from kp.errors import ConfigError
-    from models.bi_encoder import build_student
+    from keyphrase_pipeline.core.errors import ConfigError
+    from keyphrase_pipeline.models.bi_encoder import build_student
 
     with pytest.raises(ConfigError, match="exceed"):
         build_student(_settings(tmp_path, tiny, dims=(64, 16)))
 
 
 def test_model_kind_detection(tmp_path, tiny):
-    from models.bi_encoder import model_kind
-    from models.cross_encoder import build_cross, predict_pairs, save_cross
+    from keyphrase_pipeline.models.bi_encoder import model_kind
+    from keyphrase_pipeline.models.cross_encoder import build_cross, predict_pairs, save_cross
 
     assert model_kind(tiny) == "bi"  # a plain sentence-transformers directory
     cross = build_cross(_settings(tmp_path, tiny))

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from models.losses import PearsonCorrelationLoss, RecordedLoss, TaskLosses, build_kd_loss, pearson_loss, pearson_r
+from keyphrase_pipeline.models.losses import PearsonCorrelationLoss, RecordedLoss, TaskLosses, build_kd_loss, pearson_loss, pearson_r
 
 
 def _unit(*angles_deg):
@@ -70,7 +70,7 @@ def test_selectable_kd_losses_hand_values():
     assert cosent.compute_loss_from_embeddings([a, b], torch.tensor([1.0, 0.5, 0.0])).item() == pytest.approx(0.0, abs=1e-6)
     assert cosent.compute_loss_from_embeddings([a, b], torch.tensor([0.0, 0.5, 1.0])).item() == pytest.approx(40.0, abs=1e-3)
     assert isinstance(build_kd_loss(None, "pearson"), PearsonCorrelationLoss)
-    from kp.errors import ConfigError
+    from keyphrase_pipeline.core.errors import ConfigError
 
     with pytest.raises(ConfigError):
         build_kd_loss(None, "kl")

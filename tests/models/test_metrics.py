@@ -1,11 +1,11 @@
-"""Binary-relevance metrics (models/metrics.py) on hand-computed cases."""
+"""Binary-relevance metrics (keyphrase_pipeline/models/metrics.py) on hand-computed cases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from models.metrics import best_f1_threshold, binary_metrics, threshold_metrics
+from keyphrase_pipeline.models.metrics import best_f1_threshold, binary_metrics, threshold_metrics
 
 
 def test_best_f1_threshold_and_metrics():

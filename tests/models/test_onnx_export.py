@@ -6,15 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models import onnx_export as ox
-from models.onnx_tower import OnnxTower, get_tower
+from keyphrase_pipeline.models import onnx_export as ox
+from keyphrase_pipeline.models.onnx_tower import OnnxTower, get_tower
 
 TEXTS = ox.SAMPLE_TEXTS + ["a much longer title " * 12 + "[SEP] category", "x"]
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from models.tiny import build_tiny_encoder
+    from keyphrase_pipeline.models.tiny import build_tiny_encoder
 
     return build_tiny_encoder(tmp_path_factory.mktemp("tiny") / "model", hidden=32, seed=3)
 
@@ -97,7 +97,7 @@ def test_session_cached_per_process(tower):
 
 
 def test_missing_tower_is_clear_error(tmp_path):
-    from kp.errors import DataError
+    from keyphrase_pipeline.core.errors import DataError
 
     with pytest.raises(DataError, match="kp export"):
         OnnxTower(tmp_path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.text import SEP, cross_text, item_text, keyphrase_text
+from keyphrase_pipeline.models.text import SEP, cross_text, item_text, keyphrase_text
 
 
 def test_empty_category_spends_no_separator():
@@ -23,7 +23,7 @@ def test_empty_category_costs_no_tokens():
     """The tokenizer sees exactly the title's tokens (plus [CLS]/[SEP] of the pair) when there is no category."""
     from transformers import AutoTokenizer
 
-    from models.base import default_encoder_path
+    from keyphrase_pipeline.models.base import default_encoder_path
 
     tok = AutoTokenizer.from_pretrained(default_encoder_path())
     q, d = cross_text("phone case", "", "Red Phone Case")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from models.training import budget_arguments, plan_budget, wall_clock_cap
+from keyphrase_pipeline.models.training import budget_arguments, plan_budget, wall_clock_cap
 
 
 def test_budget_comes_from_the_data_and_caps_only_cap():

@@ -31,15 +31,15 @@ def published_lake(tiny_world_lake, tmp_path_factory, spark):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from jobs import embed, export, index, publish, recommend
-    from kp.lake import Lake
-    from kp.settings import load_settings
-    from models.tiny import build_tiny_encoder
+    from keyphrase_pipeline.jobs import embed, export, index, publish, recommend
+    from keyphrase_pipeline.core.lake import Lake
+    from keyphrase_pipeline.core.settings import load_settings
+    from keyphrase_pipeline.models.tiny import build_tiny_encoder
 
     root = tmp_path_factory.mktemp("plugin_lake") / "lake"
     shutil.copytree(tiny_world_lake, root)
-    # a demo lake: its truth comes from the synthetic world's provider (kp.truth)
-    s = plugin_settings(load_settings(lake_root=str(root), truth_provider="synthetic.world:load_truth"))
+    # a demo lake: its truth comes from the synthetic world's provider (keyphrase_pipeline.core.truth)
+    s = plugin_settings(load_settings(lake_root=str(root), truth_provider="keyphrase_pipeline.synthetic.world:load_truth"))
     lake = Lake.from_settings(s)
     ds = lake.partitions("catalog")[-1]
     version = f"{ds}-0123abcd"
@@ -72,8 +72,8 @@ def airflow_api(published_lake):
 
     from fastapi.testclient import TestClient
 
-    from kp import airflow_standalone as af
-    from kp.settings import get_settings, settings_env
+    from keyphrase_pipeline.core import airflow_standalone as af
+    from keyphrase_pipeline.core.settings import get_settings, settings_env
 
     root, ds, version = published_lake["root"], published_lake["ds"], published_lake["version"]
     af.ensure_metadata_db()

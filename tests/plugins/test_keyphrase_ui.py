@@ -100,7 +100,7 @@ def test_empty_lake_says_no_data(monkeypatch, tmp_path):
     import importlib
 
     ui = importlib.import_module("keyphrase_ui.app")  # the module (the package exports the FastAPI object as `app`)
-    from kp.settings import get_settings
+    from keyphrase_pipeline.core.settings import get_settings
 
     monkeypatch.setenv("KP_LAKE_ROOT", str(tmp_path / "empty"))
     get_settings.cache_clear()

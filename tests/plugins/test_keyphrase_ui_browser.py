@@ -33,8 +33,8 @@ def free_port() -> int:
 
 @pytest.fixture
 def api_server(published_lake, tmp_path):
-    from kp import airflow_standalone as af
-    from kp.settings import settings_env
+    from keyphrase_pipeline.core import airflow_standalone as af
+    from keyphrase_pipeline.core.settings import settings_env
 
     ds, version = published_lake["ds"], published_lake["version"]
     af.ensure_metadata_db()

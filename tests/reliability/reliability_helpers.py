@@ -89,6 +89,6 @@ def openai_settings(settings, server, **judge):
 
 def fast_openai_judge(settings):
     """The real OpenAIJudge with millisecond backoff (the test must not sleep for seconds)."""
-    from jobs.judges.openai_judge import OpenAIJudge
+    from keyphrase_pipeline.jobs.judges.openai_judge import OpenAIJudge
 
     return OpenAIJudge(settings, backoff_base_s=0.001, backoff_max_s=0.01)

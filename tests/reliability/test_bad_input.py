@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import ctr_labels, select_pairs
-from kp.contracts import arrow_schema
-from kp.errors import DataError, SchemaError
-from kp.lake import Lake, atomic_dir, local_path, read_parquet
+from keyphrase_pipeline.jobs import ctr_labels, select_pairs
+from keyphrase_pipeline.core.contracts import arrow_schema
+from keyphrase_pipeline.core.errors import DataError, SchemaError
+from keyphrase_pipeline.core.lake import Lake, atomic_dir, local_path, read_parquet
 from reliability_helpers import DS
 
 pytestmark = pytest.mark.spark

@@ -5,7 +5,7 @@ checks the gate on a hand-registered model; this goes through train-bi, the CLI 
 
 from __future__ import annotations
 
-from kp import layout
+from keyphrase_pipeline.core import layout
 
 import json
 import shutil
@@ -16,10 +16,10 @@ from reliability_helpers import make_settings
 
 
 def test_random_weights_challenger_is_not_promoted_end_to_end(tmp_path, monkeypatch):
-    from jobs import evaluate, registry, serving, train_bi
-    from kp.settings import settings_env
-    from kp import cli
-    from kp.settings import get_settings
+    from keyphrase_pipeline.jobs import evaluate, registry, serving, train_bi
+    from keyphrase_pipeline.core.settings import settings_env
+    from keyphrase_pipeline.core import cli
+    from keyphrase_pipeline.core.settings import get_settings
 
     w = trained_world(make_settings)
     root = tmp_path / "lake"

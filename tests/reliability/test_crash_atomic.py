@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import kp.lake
-from jobs import embed, index, publish, recommend, serving
-from kp import layout
-from kp.lake import Lake, read_parquet
+import keyphrase_pipeline.core.lake
+from keyphrase_pipeline.jobs import embed, index, publish, recommend, serving
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.lake import Lake, read_parquet
 from serve_helpers import DS, catalog, ready, serve_model, serve_ready, write_inputs  # noqa: F401
 
 pytestmark = pytest.mark.spark
@@ -28,23 +28,23 @@ DAY2 = "2026-10-06"
 
 @contextlib.contextmanager
 def crash_inside_commit(monkeypatch, fragment: str):
-    """Make ``kp.lake.commit_dir`` die for targets containing ``fragment``, after the data is written."""
-    real = kp.lake.commit_dir
+    """Make ``keyphrase_pipeline.core.lake.commit_dir`` die for targets containing ``fragment``, after the data is written."""
+    real = keyphrase_pipeline.core.lake.commit_dir
     hits = []
 
     def boom(tmp, target):
         if fragment in target:
             hits.append(target)
-            files = [f for _, _, fs in os.walk(kp.lake.local_path(tmp)) for f in fs]
+            files = [f for _, _, fs in os.walk(keyphrase_pipeline.core.lake.local_path(tmp)) for f in fs]
             assert files, f"nothing written in {tmp} before the commit"
             raise RuntimeError(f"injected crash before renaming into {target}")
         real(tmp, target)
 
-    monkeypatch.setattr(kp.lake, "commit_dir", boom)
+    monkeypatch.setattr(keyphrase_pipeline.core.lake, "commit_dir", boom)
     try:
         yield hits
     finally:
-        monkeypatch.setattr(kp.lake, "commit_dir", real)
+        monkeypatch.setattr(keyphrase_pipeline.core.lake, "commit_dir", real)
 
 
 def leftovers(root: str) -> list[str]:
@@ -106,7 +106,7 @@ def test_serving_chain_crash_at_each_atomic_write_then_rerun(ready, spark, monke
 
 
 def test_ctr_labels_crash_keeps_previous_partition_for_the_next_stage(pairs_world, spark, monkeypatch):
-    from jobs import ctr_labels
+    from keyphrase_pipeline.jobs import ctr_labels
     from reliability_helpers import DS as WDS
 
     s = pairs_world

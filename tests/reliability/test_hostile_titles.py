@@ -11,9 +11,9 @@ import unicodedata
 import numpy as np
 import pytest
 
-from jobs import label_store, llm_label
-from jobs.judges.prompt import PROMPTS, max_prompt_chars
-from kp.lake import Lake
+from keyphrase_pipeline.jobs import label_store, llm_label
+from keyphrase_pipeline.jobs.judges.prompt import PROMPTS, max_prompt_chars
+from keyphrase_pipeline.core.lake import Lake
 from labelling_helpers import make_pairs, write_pairs
 from reliability_helpers import FakeLLM, fast_openai_judge, openai_settings
 
@@ -66,7 +66,7 @@ def test_hostile_titles_keep_every_prompt_well_formed(settings, llm_server):
 
     stored = label_store.read_labels(s).set_index("keyphrase_id").loc[pairs["keyphrase_id"]]
     assert list(stored["title"]) == list(pairs["title"])  # the label store keeps the seller's raw text
-    from jobs.judges.prompt import build_prompts
+    from keyphrase_pipeline.jobs.judges.prompt import build_prompts
 
     np.testing.assert_allclose(stored["p_yes"].to_numpy(), [FakeLLM.p_yes(p) for p in build_prompts(stored, s)],
                                atol=1e-9)
@@ -74,7 +74,7 @@ def test_hostile_titles_keep_every_prompt_well_formed(settings, llm_server):
 
 @pytest.mark.parametrize("title", HOSTILE)
 def test_each_hostile_title_gives_one_template_line(settings, title):
-    from jobs.judges.prompt import build_prompt
+    from keyphrase_pipeline.jobs.judges.prompt import build_prompt
 
     p = build_prompt(title, "Kitchen", "coffee mug", "v1", settings.judge.max_title_chars,
                      settings.judge.max_keyphrase_chars)

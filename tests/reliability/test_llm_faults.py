@@ -12,14 +12,14 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from jobs import label_store, llm_label, select_pairs
-from jobs.judges.base import JudgeUnavailable
-from jobs.judges.prompt import build_prompts
-from synthetic.simulated_judge import SimulatedJudge
-from jobs.label_store import read_done, read_manifest, read_staging, staging_files
-from synthetic.world import World, simulated_p_yes
-from kp.errors import DataError
-from kp.lake import Lake
+from keyphrase_pipeline.jobs import label_store, llm_label, select_pairs
+from keyphrase_pipeline.jobs.judges.base import JudgeUnavailable
+from keyphrase_pipeline.jobs.judges.prompt import build_prompts
+from keyphrase_pipeline.synthetic.simulated_judge import SimulatedJudge
+from keyphrase_pipeline.jobs.label_store import read_done, read_manifest, read_staging, staging_files
+from keyphrase_pipeline.synthetic.world import World, simulated_p_yes
+from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.core.lake import Lake
 from reliability_helpers import DS, FakeLLM, fast_openai_judge, openai_settings
 
 pytestmark = pytest.mark.spark

@@ -8,10 +8,10 @@ import json
 import pandas as pd
 import pytest
 
-from jobs import ctr_labels, label_store, llm_label, select_pairs
-from synthetic.simulated_judge import SimulatedJudge
-from jobs.label_store import read_manifest, read_staging
-from kp.lake import Lake, read_parquet
+from keyphrase_pipeline.jobs import ctr_labels, label_store, llm_label, select_pairs
+from keyphrase_pipeline.synthetic.simulated_judge import SimulatedJudge
+from keyphrase_pipeline.jobs.label_store import read_manifest, read_staging
+from keyphrase_pipeline.core.lake import Lake, read_parquet
 from reliability_helpers import DS
 
 pytestmark = pytest.mark.spark

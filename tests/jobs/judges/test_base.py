@@ -3,10 +3,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from jobs.judges import get_judge, judge_model_id, p_yes_from_logprobs
-from jobs.judges.base import answer_word
-from jobs.judges.vllm_judge import p_yes_from_vllm_output
-from kp.errors import ConfigError, DataError
+from keyphrase_pipeline.jobs.judges import get_judge, judge_model_id, p_yes_from_logprobs
+from keyphrase_pipeline.jobs.judges.base import answer_word
+from keyphrase_pipeline.jobs.judges.vllm_judge import p_yes_from_vllm_output
+from keyphrase_pipeline.core.errors import ConfigError, DataError
 
 
 def test_p_yes_normalises_over_yes_and_no_variants():

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from testsupport import serve_on_loopback
 
-from jobs.judges.base import JudgeUnavailable
-from jobs.judges.openai_judge import OpenAIJudge
-from kp.errors import ConfigError, DataError
+from keyphrase_pipeline.jobs.judges.base import JudgeUnavailable
+from keyphrase_pipeline.jobs.judges.openai_judge import OpenAIJudge
+from keyphrase_pipeline.core.errors import ConfigError, DataError
 
 P_GOOD = math.exp(-0.1) / (math.exp(-0.1) + math.exp(-2.5))
 P_BAD = math.exp(-3.0) / (math.exp(-3.0) + math.exp(-0.05))
@@ -135,7 +135,7 @@ def test_malformed_answer_is_a_data_error(settings, server, action):
 
 
 def test_rate_limit_paces_requests(settings, server):
-    from jobs.judges.openai_judge import _Pacer
+    from keyphrase_pipeline.jobs.judges.openai_judge import _Pacer
 
     now = [100.0]
     slept = []
@@ -176,8 +176,8 @@ def test_malformed_answer_leaves_the_shard_not_done(settings, server):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from labelling_helpers import make_pairs, write_pairs
 
-    from jobs import label_store, llm_label
-    from kp.lake import Lake
+    from keyphrase_pipeline.jobs import label_store, llm_label
+    from keyphrase_pipeline.core.lake import Lake
 
     s = settings.with_overrides(**{"judge.batch_size": 2, "judge.concurrency": 1})
     j = make(s, server, concurrency=1, batch_size=2)

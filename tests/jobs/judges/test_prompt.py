@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from jobs.judges.prompt import PROMPTS, build_prompt, build_prompts, max_prompt_chars, sanitize
-from kp.errors import ConfigError
+from keyphrase_pipeline.jobs.judges.prompt import PROMPTS, build_prompt, build_prompts, max_prompt_chars, sanitize
+from keyphrase_pipeline.core.errors import ConfigError
 
 TITLE_RE = re.compile(r'title: "((?:[^"\\]|\\.)*)" in category: "((?:[^"\\]|\\.)*)", determine whether the '
                       r'keyphrase: "((?:[^"\\]|\\.)*)", is relevant for cpc targeting or not by giving ONLY yes or no answer$')

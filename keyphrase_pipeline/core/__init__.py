@@ -1,0 +1,1 @@
+"""The foundation every stage uses: settings, lake layout, data contracts, Spark sessions, errors, command line."""

@@ -1,0 +1,293 @@
+"""The data lake's dataset roots (``DATASETS``) and its safe-write primitives.
+
+Dataset roots under ``lake_root`` are named in ``DATASETS`` (``Lake.path``; daily datasets are
+partitioned by ``ds=YYYY-MM-DD``); the whole tree, and every file and marker inside it, is in
+``keyphrase_pipeline/core/layout.py``'s docstring, the one place it is written down.
+
+Writes never leave half-written output visible: data is written under a hidden sibling
+(``_tmp-*``, which Spark and pyarrow ignore) and moved into place; small files use
+write-then-``os.replace``. Replacing an existing directory is two renames (old aside, new in), so a
+reader sees the old partition, then briefly none, then the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from keyphrase_pipeline.core.errors import ConfigError, DataError
+
+SUCCESS = "_SUCCESS"  # a dataset directory is complete (Spark's convention); keyphrase_pipeline.core.layout names the other markers
+
+DATASETS = {
+    "catalog": "raw/catalog",
+    "keyphrases": "raw/keyphrases",
+    "events": "raw/events",
+    "sr_input": "raw/sr_labels",
+    "synth": "synth",
+    "ctr_daily": "ctr_daily",
+    "ctr_labels": "ctr_labels",
+    "sr_labels": "sr_labels",
+    "quarantine": "quarantine",
+    "pairs": "pairs",
+    "llm_staging": "llm_labels/staging",
+    "llm_store": "llm_labels/store",
+    "registry": "registry",
+    "embeddings": "embeddings",
+    "recommendations": "recommendations",
+    "serving": "serving",
+    "runs": "runs",
+}
+
+
+def parse_ds(ds: str | dt.date) -> dt.date:
+    """``YYYY-MM-DD`` -> date, with a clear error."""
+    if isinstance(ds, dt.date):
+        return ds
+    try:
+        return dt.date.fromisoformat(str(ds))
+    except ValueError:
+        raise ConfigError(f"ds must be YYYY-MM-DD, got {ds!r}") from None
+
+
+def ds_str(ds: str | dt.date) -> str:
+    return parse_ds(ds).isoformat()
+
+
+def ds_range(end: str | dt.date, days: int) -> list[str]:
+    """The ``days`` dates ending at ``end`` (inclusive), oldest first."""
+    end_d = parse_ds(end)
+    return [(end_d - dt.timedelta(days=i)).isoformat() for i in range(days - 1, -1, -1)]
+
+
+def is_local(uri: str) -> bool:
+    scheme = urlparse(uri).scheme
+    return scheme in ("", "file") or (len(scheme) == 1)  # "C:" on Windows
+
+
+def local_path(uri: str) -> Path:
+    if not is_local(uri):
+        raise ConfigError(f"{uri} is not a local path")
+    return Path(uri[7:] if uri.startswith("file://") else uri)
+
+
+class Lake:
+    """Paths of every dataset, and atomic writes into them."""
+
+    def __init__(self, root: str):
+        if not root:
+            raise ConfigError("lake root is empty")
+        self.root = str(Path(root).resolve()) if is_local(root) else root.rstrip("/")
+
+    @classmethod
+    def from_settings(cls, settings) -> "Lake":
+        return cls(settings.lake_root)
+
+    # ---- paths -------------------------------------------------------------------------------
+    def path(self, dataset: str, *parts: str, ds: str | dt.date | None = None) -> str:
+        if dataset not in DATASETS:
+            raise KeyError(f"unknown dataset {dataset!r}; known: {sorted(DATASETS)}")
+        segs = [self.root, DATASETS[dataset], *parts]
+        if ds is not None:
+            segs.append(f"ds={ds_str(ds)}")
+        return "/".join(s.strip("/") if i else s.rstrip("/") for i, s in enumerate(segs))
+
+    def uri(self, dataset: str, *parts: str, ds: str | dt.date | None = None) -> str:
+        """Like ``path`` but as a URI Spark understands (``file://`` for local paths)."""
+        p = self.path(dataset, *parts, ds=ds)
+        return f"file://{p}" if is_local(p) else p
+
+    def partitions(self, dataset: str, *parts: str) -> list[str]:
+        """The ``ds`` values present (complete partitions only), sorted."""
+        base = self.path(dataset, *parts)
+        fs, p = _fs(base)
+        if not fs.exists(p):
+            return []
+        out = []
+        for entry in fs.ls(p, detail=False):
+            name = entry.rstrip("/").rsplit("/", 1)[-1]
+            if name.startswith("ds="):
+                out.append(name[3:])
+        return sorted(out)
+
+    def exists(self, path: str) -> bool:
+        fs, p = _fs(path)
+        return fs.exists(p)
+
+    # ---- small files ---------------------------------------------------------------------------
+    def write_json(self, path: str, obj: Any) -> None:
+        write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+    def read_json(self, path: str, default: Any = None) -> Any:
+        fs, p = _fs(path)
+        if not fs.exists(p):
+            if default is not None:
+                return default
+            raise DataError(f"missing file {path}")
+        with fs.open(p, "r") as f:
+            return json.load(f)
+
+    def run_stats_dir(self, ds: str | dt.date) -> str:
+        """``runs/ds=D/``: one ``<stage>.json`` per stage run that day."""
+        return self.path("runs", ds=ds)
+
+    def run_stats_path(self, ds: str | dt.date, stage: str) -> str:
+        return f"{self.run_stats_dir(ds)}/{stage}.json"
+
+    def write_run_stats(self, ds: str | dt.date, stage: str, stats: dict) -> str:
+        """Record a stage's run stats for the day (read by the UI, the demo summary and the report)."""
+        path = self.run_stats_path(ds, stage)
+        self.write_json(path, {"stage": stage, "ds": ds_str(ds), "written_at": dt.datetime.now(dt.UTC).isoformat(), **stats})
+        return path
+
+    def read_pointer(self, path: str) -> str | None:
+        fs, p = _fs(path)
+        if not fs.exists(p):
+            return None
+        with fs.open(p, "r") as f:
+            value = f.read().strip()
+        return value or None
+
+    def write_pointer(self, path: str, value: str) -> None:
+        """Atomically switch a pointer file (CHAMPION, CURRENT) to ``value``."""
+        write_text_atomic(path, value + "\n")
+
+
+def _fs(path: str):
+    import fsspec
+
+    if is_local(path):
+        return fsspec.filesystem("file"), str(local_path(path))
+    fs, p = fsspec.core.url_to_fs(path)
+    return fs, p
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write a small file so readers see the old content or the new, never a part."""
+    if is_local(path):
+        target = local_path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    else:  # object stores: a single PUT is atomic
+        fs, p = _fs(path)
+        with fs.open(p, "w") as f:
+            f.write(text)
+
+
+def tmp_sibling(target: str, tag: str = "tmp") -> str:
+    """A hidden sibling of ``target`` (ignored by Spark/pyarrow readers: leading underscore)."""
+    parent, name = target.rstrip("/").rsplit("/", 1)
+    return f"{parent}/_{tag}-{name}-{uuid.uuid4().hex[:8]}"
+
+
+def commit_dir(tmp: str, target: str) -> None:
+    """Move a fully written directory ``tmp`` into place at ``target``, replacing what was there."""
+    fs, t = _fs(target)
+    _, s = _fs(tmp)
+    if is_local(target):
+        t_path, s_path = Path(t), Path(s)
+        t_path.parent.mkdir(parents=True, exist_ok=True)
+        trash = None
+        if t_path.exists():
+            trash = t_path.with_name(f"_trash-{t_path.name}-{uuid.uuid4().hex[:8]}")
+            os.rename(t_path, trash)
+        os.rename(s_path, t_path)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+    else:
+        if fs.exists(t):
+            fs.rm(t, recursive=True)
+        fs.mv(s, t, recursive=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str) -> Iterator[str]:
+    """Yield a temporary directory path; on success it replaces ``target``; on error it is removed.
+
+    >>> with atomic_dir(lake.path("ctr_labels", ds="2026-10-30")) as tmp:
+    ...     df.write.parquet(uri_of(tmp))
+    """
+    tmp = tmp_sibling(target)
+    fs, p = _fs(tmp)
+    try:
+        yield tmp
+        if not fs.exists(p):
+            fs.makedirs(p, exist_ok=True)
+        commit_dir(tmp, target)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm(p, recursive=True)
+        raise
+
+
+def spark_uri(path: str) -> str:
+    return f"file://{local_path(path)}" if is_local(path) else path
+
+
+def write_parquet_atomic(df, target_dir: str, filename: str = "part-00000.parquet") -> str:
+    """Write a pandas DataFrame as one parquet file in ``target_dir`` (plus ``_SUCCESS``), atomically replacing
+    the directory (readers see the old one or the new one); returns ``target_dir``."""
+    with atomic_dir(target_dir) as tmp:
+        fs, p = _fs(tmp)
+        fs.makedirs(p, exist_ok=True)
+        with fs.open(f"{p}/{filename}", "wb") as f:
+            df.to_parquet(f, index=False)
+        with fs.open(f"{p}/{SUCCESS}", "wb") as f:
+            f.write(b"")
+    return target_dir
+
+
+def write_parquet_file_atomic(df, target_file: str) -> str:
+    """Write one parquet file atomically (temp name in the same directory, then rename)."""
+    if is_local(target_file):
+        t = local_path(target_file)
+        t.parent.mkdir(parents=True, exist_ok=True)
+        tmp = t.with_name(f"_tmp-{t.name}-{uuid.uuid4().hex[:8]}")
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, t)
+    else:
+        fs, p = _fs(target_file)
+        tmp = f"{p.rsplit('/', 1)[0]}/_tmp-{uuid.uuid4().hex[:8]}.parquet"
+        with fs.open(tmp, "wb") as f:
+            df.to_parquet(f, index=False)
+        fs.mv(tmp, p)
+    return target_file
+
+
+def read_parquet(path: str, contract: str | None = None, columns: list[str] | None = None):
+    """Read a parquet file or directory into pandas (skipping hidden/underscore files), checking the contract.
+
+    Args:
+        path: a local path or fsspec URL; hive partitions (``ds=...``) below it become columns.
+        contract: a name in ``keyphrase_pipeline.core.contracts`` (docs/DATA.md) the schema must satisfy.
+    Returns:
+        a pandas DataFrame (all rows; ``columns`` only when given).
+    Raises:
+        DataError: nothing at ``path``.  SchemaError: the schema breaks the contract.
+    """
+    import pyarrow.dataset as pads
+
+    fs, p = _fs(path)
+    if not fs.exists(p):
+        raise DataError(f"missing dataset at {path}")
+    dataset = pads.dataset(p, filesystem=fs if not is_local(path) else None, format="parquet",
+                           partitioning="hive", ignore_prefixes=[".", "_"])
+    table = dataset.to_table(columns=columns)
+    if contract:
+        from keyphrase_pipeline.core.contracts import check_arrow_schema
+
+        check_arrow_schema(table.schema, contract, where=path)
+    return table.to_pandas()

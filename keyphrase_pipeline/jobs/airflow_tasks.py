@@ -1,0 +1,284 @@
+"""Wiring helpers for the Airflow DAGs: the glue between a task's context and a stage's ``run``.
+
+The DAG files in ``dags/`` stay thin (wiring, docs, params, pools, retries) and call the functions here;
+this module holds no data logic either: every function builds the run's settings, calls ONE stage's
+``run(settings, ds, ...)`` through ``run_stage`` and returns its metrics (JSON-able, so they land in XCom and the UI).
+Nothing heavy is imported at module level; stage modules are imported inside the calls, so parsing a
+DAG file never imports torch, pyspark or faiss.
+
+Decisions that belong to orchestration, not to any stage, also live here:
+
+* which day a run processes (``resolve_day``: the ``ds`` param, else the data interval's start);
+* which settings a manual trigger overrides (``PARAM_OVERRIDES``);
+* whether today is a training day (``settings.train.retrain_every_days``, ``force_retrain``, no champion);
+* the lake's datasets as Airflow Assets (``ASSETS``), retries/timeouts per stage, the ``llm`` pool,
+  and failure callbacks that say clearly what failed and how to rerun it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from keyphrase_pipeline.core.airflow_standalone import LLM_POOL, LLM_POOL_SLOTS  # noqa: F401 (the DAG reads at.LLM_POOL)
+
+log = logging.getLogger(__name__)
+
+DAG_OWNER = "keyphrase-pipeline"
+GPU_QUEUE = "gpu"
+
+# Params of a run (trigger form) -> dotted settings they override for that run only.
+PARAM_OVERRIDES = {
+    "label_budget": "pairs.daily_budget",
+    "scale": "synth.scale",
+}
+
+# Demo mode (the ``scale`` param, or ``kp demo``): a small training budget, passed explicitly (about 2 + 3.5
+# minutes on 2 CPU cores; the step caps decide, the best held-out checkpoint is kept). Without it the
+# defaults train ``train.epochs`` over the data with early stopping, which real label sets need. A
+# ``KP_TRAIN__*`` variable in the environment wins over these.
+DEMO_TRAIN_BUDGET = {"train.cross_max_steps": 150, "train.bi_max_steps": 250, "train.epochs": 10.0}
+
+
+# Demo mode plugs the synthetic package in by name (keyphrase_pipeline.core.truth): the world generator for ``ensure_world`` and
+# the world's truth for evaluation and the UI. Production runs (no ``scale`` param) never load either.
+DEMO_WORLD = "keyphrase_pipeline.synthetic.synth"
+DEMO_TRUTH_PROVIDER = "keyphrase_pipeline.synthetic.world:load_truth"
+
+
+def demo_train_budget() -> dict:
+    """``DEMO_TRAIN_BUDGET`` less the fields the environment sets (``KP_TRAIN__<FIELD>``)."""
+    import os
+
+    env = {k.upper() for k in os.environ}  # pydantic-settings reads KP_* names case-insensitively
+    return {k: v for k, v in DEMO_TRAIN_BUDGET.items() if f"KP_TRAIN__{k.split('.')[1].upper()}" not in env}
+
+
+# Per-stage execution timeouts (minutes): generous for the demo on 2 CPU cores, tight enough that a
+# hung task is failed and retried instead of blocking the daily run (max_active_runs=1).
+TIMEOUT_MIN = {
+    "plan": 10,
+    "synth": 60,
+    "ctr_labels": 90,
+    "select_pairs": 60,
+    "llm_label": 120,
+    "label_store": 30,
+    "train_cross": 240,
+    "train_bi": 360,
+    "evaluate": 60,
+    "export": 30,
+    "embed": 180,
+    "index": 90,
+    "recommend": 120,
+    "publish": 20,
+}
+
+# The lake's datasets as Assets: a stable ``kp://`` naming (the lake root differs per deployment, the
+# graph should not). ``extra.dataset`` is the Lake dataset name, so a consumer can resolve the real path.
+ASSET_DATASETS = {
+    "ctr_labels": "ctr_labels",
+    "pairs": "pairs",
+    "llm_labels": "llm_store",
+    "cross_encoder": "registry",
+    "bi_encoder": "registry",
+    "champion": "registry",
+    "onnx_towers": "registry",
+    "item_embeddings": "embeddings",
+    "keyphrase_embeddings": "embeddings",
+    "keyphrase_index": "embeddings",
+    "recommendations": "recommendations",
+    "serving": "serving",
+}
+
+
+def asset(name: str):
+    """The Airflow Asset for one of the lake's datasets (``kp://lake/<name>``)."""
+    from airflow.sdk import Asset
+
+    if name not in ASSET_DATASETS:
+        raise KeyError(f"unknown asset {name!r}; known: {sorted(ASSET_DATASETS)}")
+    return Asset(name=f"kp.{name}", uri=f"kp://lake/{name}", group="keyphrase-lake",
+                 extra={"dataset": ASSET_DATASETS[name]})
+
+
+def stage_args(stage: str, retries: int = 2) -> dict[str, Any]:
+    """Operator kwargs every stage task gets: retries with exponential backoff and a timeout."""
+    return {
+        "retries": retries,
+        "retry_delay": dt.timedelta(minutes=1),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": dt.timedelta(minutes=30),
+        "execution_timeout": dt.timedelta(minutes=TIMEOUT_MIN[stage]),
+    }
+
+
+# ---- settings and the day ------------------------------------------------------------------------
+def settings_for(params: dict | None = None):
+    """The process settings (env ``KP_*``) with the run's Params applied (``PARAM_OVERRIDES``)."""
+    from keyphrase_pipeline.core.settings import get_settings
+
+    settings = get_settings()
+    overrides = {}
+    for param, dotted in PARAM_OVERRIDES.items():
+        value = (params or {}).get(param)
+        if value not in (None, ""):
+            overrides[dotted] = value
+    if overrides.get("synth.scale"):  # demo mode: the demo's small training budget, its world's truth
+        overrides.update(demo_train_budget())
+        if not settings.truth_provider:
+            overrides["truth_provider"] = DEMO_TRUTH_PROVIDER
+    if overrides:
+        log.info("run params override settings: %s", overrides)
+        settings = settings.with_overrides(**overrides)
+    return settings
+
+
+def _param(params: dict | None, name: str, default=None):
+    value = (params or {}).get(name, default)
+    return default if value in (None, "") else value
+
+
+def day_from_context(params: dict | None, data_interval_start=None, logical_date=None, run_after=None) -> str:
+    """The day a run processes: the ``ds`` param if given, else the data interval's start date.
+
+    With ``CronDataIntervalTimetable("0 2 * * *")`` the run at 02:00 on day D+1 covers
+    [D 02:00, D+1 02:00): its start date is D, the previous day. A manual run without a data interval
+    falls back to the logical date, else the day before ``run_after``.
+    """
+    from keyphrase_pipeline.core.lake import ds_str
+
+    explicit = _param(params, "ds")
+    if explicit:
+        return ds_str(str(explicit)[:10])
+    for value in (data_interval_start, logical_date):
+        if value is not None:
+            return value.date().isoformat()
+    if run_after is not None:
+        return (run_after - dt.timedelta(days=1)).date().isoformat()
+    raise ValueError("cannot tell which day to process: no ds param, data interval, logical date or run_after")
+
+
+def is_training_day(settings, ds: str) -> bool:
+    """Retrain on days where (days since 1970-01-01) % ``train.retrain_every_days`` == 0."""
+    from keyphrase_pipeline.core.lake import parse_ds
+
+    every = settings.train.retrain_every_days
+    return (parse_ds(ds) - dt.date(1970, 1, 1)).days % every == 0
+
+
+def _champion(settings) -> str | None:
+    from keyphrase_pipeline.jobs import registry
+
+    return registry.champion(settings)
+
+
+def plan_day(params: dict | None, data_interval_start=None, logical_date=None, run_after=None) -> dict:
+    """What this run does: its ``ds``, whether it labels, trains, re-embeds everything, force-promotes."""
+    settings = settings_for(params)
+    ds = day_from_context(params, data_interval_start, logical_date, run_after)
+    champion = _champion(settings)
+    force_retrain = bool(_param(params, "force_retrain", False))
+    if force_retrain:
+        train, why = True, "forced by the force_retrain param"
+    elif champion is None:
+        train, why = True, "no champion model yet"
+    elif is_training_day(settings, ds):
+        train, why = True, f"training day (retrain_every_days={settings.train.retrain_every_days})"
+    else:
+        train, why = False, f"not a training day (retrain_every_days={settings.train.retrain_every_days}); serving with champion {champion}"
+    plan = {
+        "ds": ds,
+        "label": not bool(_param(params, "skip_llm", False)),
+        "train": train,
+        "train_reason": why,
+        "full_reembed": bool(_param(params, "full_reembed", False)),
+        "force_promote": bool(_param(params, "force_promote", False)),
+        "champion_before": champion,
+        "lake_root": settings.lake_root,
+        "judge_backend": settings.judge.backend,
+    }
+    log.info("plan for ds=%s: %s", ds, plan)
+    return plan
+
+
+def ensure_world(params: dict | None, ds: str) -> dict:
+    """Demo only: generate the synthetic world at the ``scale`` param when the lake has no catalog.
+
+    Without the ``scale`` param this does nothing (a production lake is never touched).
+    """
+    from keyphrase_pipeline.core.lake import Lake
+
+    scale = _param(params, "scale")
+    settings = settings_for(params)
+    lake = Lake.from_settings(settings)
+    if not scale:
+        return {"generated": False, "reason": "no scale param: the lake's own inputs are used"}
+    if lake.partitions("catalog"):
+        return {"generated": False, "reason": "the lake already holds a catalog", "scale": scale}
+    import importlib
+
+    synth = importlib.import_module(DEMO_WORLD)  # by name: production code does not import the demo package
+    log.info("generating the demo world at scale %s into %s", scale, settings.lake_root)
+    stats = synth.run(settings, scale=scale)
+    return {"generated": True, "scale": scale, **(stats or {})}
+
+
+# ---- stage calls ---------------------------------------------------------------------------------
+def jsonable(result) -> dict:
+    """Stage results go to XCom: keep them JSON-able (numpy numbers and paths become str)."""
+    import json
+
+    if result is None:
+        return {}
+    return json.loads(json.dumps(result, default=str))
+
+
+def run_stage(stage: str, params: dict | None, ds: str, **kwargs) -> dict:
+    """The one task wrapper: ``jobs.<stage>.run(settings_for(params), ds, **kwargs)``, its metrics JSON-able.
+
+    The stage module is imported here, inside the task, so parsing a DAG file never imports torch,
+    pyspark or faiss. Exceptions propagate unchanged (Airflow retries, ``log_task_failure`` reports)."""
+    import importlib
+
+    module = importlib.import_module(f"jobs.{stage}")
+    return jsonable(module.run(settings_for(params), ds, **kwargs))
+
+
+def cross_ref(cross: dict | None) -> str | None:
+    """The cross-encoder a student distils from: train_cross's version, else its path (``--out``)."""
+    return (cross.get("version") or cross.get("path")) if cross else None
+
+
+def spark_application(stage: str) -> str:
+    """Absolute path of a stage module for ``spark-submit`` (found without importing it)."""
+    from pathlib import Path
+
+    return str(Path(__file__).resolve().parent / f"{stage}.py")
+
+
+# ---- callbacks and pools -------------------------------------------------------------------------
+def log_task_failure(context) -> None:
+    """on_failure_callback for tasks: one clear line with the day, the try and how to rerun."""
+    ti = context.get("ti") or context.get("task_instance")
+    exc = context.get("exception")
+    params = context.get("params") or {}
+    ds = params.get("ds") or context.get("ds")
+    dag_id = getattr(ti, "dag_id", "?")
+    task_id = getattr(ti, "task_id", "?")
+    map_index = getattr(ti, "map_index", -1)
+    shard = f" [map_index={map_index}]" if map_index not in (None, -1) else ""
+    log.error(
+        "KEYPHRASE PIPELINE TASK FAILED: dag=%s task=%s%s ds=%s try=%s error=%s: %s. "
+        "Fix the cause, then clear the task (it is idempotent for its ds): "
+        "airflow tasks clear %s -t '^%s$' -s %s -e %s",
+        dag_id, task_id, shard, ds, getattr(ti, "try_number", "?"), type(exc).__name__ if exc else "?", exc,
+        dag_id, task_id, ds, ds,
+    )
+
+
+def log_dag_failure(context) -> None:
+    """on_failure_callback for the DAG run."""
+    dr = context.get("dag_run")
+    log.error("KEYPHRASE PIPELINE RUN FAILED: dag=%s run_id=%s reason=%s",
+              getattr(dr, "dag_id", "?"), getattr(dr, "run_id", "?"), context.get("reason"))

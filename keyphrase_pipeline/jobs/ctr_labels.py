@@ -1,0 +1,464 @@
+"""Stage 1: daily 30-day CTR labels from search logs (Spark, incremental, validated).
+
+For the logical date ``ds`` the job
+
+1. aggregates that day's raw events (``raw/events/ds=``) into ``ctr_daily/ds=`` (impressions and
+   clicks per (item, keyphrase)), quarantining bad rows in ``quarantine/events/ds=`` with a ``reason``;
+2. makes sure every day of the window (``settings.ctr.window_days``, default 30, ending at ``ds``) has
+   its daily aggregate, computing the missing ones from raw (backfill);
+3. sums the window's daily aggregates into ``ctr_labels/ds=`` with CTR and the label
+   (1 when CTR > ``ctr_threshold`` and impressions >= ``min_impressions``), plus ``_stats.json``;
+4. passes optional search-relevance labels (``raw/sr_labels/ds=``) through to ``sr_labels/ds=``.
+
+Raw events are read for one day per run (plus backfilled days): the run's cost does not grow with the
+history kept. Every output partition is written under a hidden temporary directory and renamed into
+place, so readers see the old partition or the new one, never a half-written one; reruns replace.
+
+Runs on ``local[*]`` by default, on any Spark master by configuration (``KP_SPARK__MASTER``), or under
+``spark-submit keyphrase_pipeline/jobs/ctr_labels.py --ds YYYY-MM-DD`` (master from the submit command). See docs/CTR.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from functools import reduce
+
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.contracts import check_spark_schema
+from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_range, ds_str, spark_uri
+
+log = logging.getLogger(__name__)
+
+STAGE = "ctr_labels"
+EVENT_TYPES = ("impression", "click")
+# Quarantine reasons, in priority order: a row gets the first that applies.
+REASONS = (
+    "null_key",  # event_id, ts, item_id, keyphrase_id or event is null
+    "unknown_event",  # event is not 'impression' or 'click'
+    "bad_position",  # position null, zero or negative
+    "duplicate_event_id",  # a later copy of an event_id seen earlier that day (the first is kept)
+    "click_without_impression",  # a click on a pair with no valid impression that day
+    "clicks_exceed_impressions",  # every row of a pair whose day has more clicks than impressions
+)
+SR_REASONS = ("null_key", "bad_label", "bad_score", "duplicate_pair")
+_KEY_COLUMNS = ("event_id", "ts", "item_id", "keyphrase_id", "event")
+
+
+# ---------------------------------------------------------------------------------------------
+# validation (pure DataFrame -> DataFrame; also used by bench/ctr_labels.py for the naive baseline)
+# ---------------------------------------------------------------------------------------------
+def classify_events(events, by: tuple[str, ...] = ()):
+    """Add a ``reason`` column to raw events: null for valid rows, else the first reason that applies.
+
+    ``by`` names extra grouping columns (e.g. ``("ds",)`` when several days are classified at once, so
+    that duplicates and per-pair checks stay within a day, exactly as in the daily job).
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    c = F.col
+    null_key = reduce(lambda a, b: a | b, [c(k).isNull() for k in _KEY_COLUMNS])
+    df = events.withColumn(
+        "_r1",
+        F.when(null_key, F.lit("null_key"))
+        .when(~c("event").isin(*EVENT_TYPES), F.lit("unknown_event"))
+        .when(c("position").isNull() | (c("position") <= 0), F.lit("bad_position")),
+    )
+    # Duplicates among rows that passed the row checks: keep the first (by time, then a total order
+    # on the remaining columns so that reruns keep the same copy).
+    order = ["ts", "event", "item_id", "keyphrase_id", "position"]
+    if "query" in events.columns:
+        order.append("query")
+    w_id = Window.partitionBy(*by, "event_id", c("_r1").isNull()).orderBy(*[c(o).asc_nulls_first() for o in order])
+    df = df.withColumn(
+        "_r2",
+        F.coalesce(c("_r1"), F.when(F.row_number().over(w_id) > 1, F.lit("duplicate_event_id"))),
+    )
+    # Per (item, keyphrase) consistency over the day's remaining rows.
+    ok = c("_r2").isNull()
+    w_pair = Window.partitionBy(*by, "item_id", "keyphrase_id")
+    imp = F.sum(F.when(ok & (c("event") == "impression"), 1).otherwise(0)).over(w_pair)
+    clk = F.sum(F.when(ok & (c("event") == "click"), 1).otherwise(0)).over(w_pair)
+    df = df.withColumn(
+        "reason",
+        F.coalesce(
+            c("_r2"),
+            F.when((imp == 0) & (c("event") == "click"), F.lit("click_without_impression"))
+            .when(clk > imp, F.lit("clicks_exceed_impressions")),
+        ),
+    )
+    return df.drop("_r1", "_r2")
+
+
+def aggregate_pairs(valid_events, by: tuple[str, ...] = ()):
+    """Valid events -> impressions and clicks per (item, keyphrase) (the ``ctr_daily`` columns)."""
+    from pyspark.sql import functions as F
+
+    return valid_events.groupBy(*by, "item_id", "keyphrase_id").agg(
+        F.sum(F.when(F.col("event") == "impression", 1).otherwise(0)).cast("long").alias("impressions"),
+        F.sum(F.when(F.col("event") == "click", 1).otherwise(0)).cast("long").alias("clicks"),
+    )
+
+
+def label_pairs(pairs, settings):
+    """Window sums -> the ``ctr_labels`` columns (ctr, label) following ``settings.ctr``."""
+    from pyspark.sql import functions as F
+
+    c = F.col
+    ctr = F.when(c("impressions") > 0, c("clicks") / c("impressions")).otherwise(F.lit(0.0)).cast("double")
+    return (
+        pairs.withColumn("ctr", ctr)
+        .withColumn(
+            "label",
+            ((c("ctr") > F.lit(float(settings.ctr.ctr_threshold)))
+             & (c("impressions") >= F.lit(int(settings.ctr.min_impressions)))).cast("int"),
+        )
+        .select("item_id", "keyphrase_id", "impressions", "clicks", "ctr", "label")
+    )
+
+
+def _conform_events(df):
+    """Cast raw events to the contract's physical types (any integer width is accepted on input)."""
+    from pyspark.sql import functions as F
+
+    return (
+        df.withColumn("item_id", F.col("item_id").cast("long"))
+        .withColumn("keyphrase_id", F.col("keyphrase_id").cast("long"))
+        .withColumn("position", F.col("position").cast("int"))
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+# ---------------------------------------------------------------------------------------------
+def _n_files(rows: int, settings) -> int:
+    return max(1, math.ceil(rows / settings.spark.target_file_rows))
+
+
+def _read_parquet(spark, paths: list[str], contract: str, what: str):
+    """Read parquet partitions (explicit paths: nothing outside them is listed) and check the contract."""
+    from pyspark.errors import AnalysisException
+
+    try:
+        df = spark.read.parquet(*[spark_uri(p) for p in paths])
+    except AnalysisException as exc:
+        raise DataError(f"cannot read {what} at {', '.join(paths)}: {str(exc).splitlines()[0]}") from None
+    check_spark_schema(df.schema, contract, where=paths[0] if len(paths) == 1 else f"{what} ({len(paths)} partitions)")
+    return df
+
+
+def _write_partition(df, target: str, n_files: int, stats: dict | None, sort_cols: tuple[str, ...] = ()) -> None:
+    """Write ``df`` as ``target`` atomically (hidden temp dir, then rename), with ``_stats.json`` inside."""
+    with atomic_dir(target) as tmp:
+        out = df.coalesce(n_files)
+        if sort_cols:
+            out = out.sortWithinPartitions(*sort_cols)
+        out.write.mode("overwrite").parquet(spark_uri(tmp))
+        if stats is not None:
+            _write_partition_stats(tmp, stats)
+
+
+def _write_partition_stats(tmp_dir: str, stats: dict) -> None:
+    from keyphrase_pipeline.core.lake import write_text_atomic
+
+    write_text_atomic(layout.partition_stats_path(tmp_dir), json.dumps(stats, indent=2, sort_keys=True, default=str))
+
+
+def _read_partition_stats(lake: Lake, path: str) -> dict:
+    try:
+        return lake.read_json(layout.partition_stats_path(path), default={}) or {}
+    except Exception:  # a stats file is informative only; never fail a run on it
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage
+# ---------------------------------------------------------------------------------------------
+def aggregate_day(spark, settings, ds) -> dict:
+    """Aggregate one day's raw events into ``ctr_daily/ds=`` (and its quarantine); return its stats.
+
+    The quarantine partition is written (replacing any earlier one; removed when nothing was bad) BEFORE
+    the bad-share check, so a day that fails the check can still be inspected. The daily aggregate is
+    written only when the check passes. Raises DataError when the raw day is missing or too bad,
+    SchemaError when a column is missing or mistyped.
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    lake = Lake.from_settings(settings)
+    day = ds_str(ds)
+    src = lake.path("events", ds=day)
+    if not lake.exists(src):
+        raise DataError(f"raw events for {day} are missing ({src})")
+    t0 = time.perf_counter()
+    raw = _conform_events(_read_parquet(spark, [src], "events", f"raw events {day}"))
+
+    classified = classify_events(raw).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        # one pass: rows per reason and, for the valid rows, the number of distinct pairs (output size)
+        counts, pairs = {}, 0
+        for r in classified.groupBy("reason").agg(F.count("*").alias("n"),
+                                                   F.countDistinct("item_id", "keyphrase_id").alias("p")).collect():
+            counts[r["reason"]] = int(r["n"])
+            if r["reason"] is None:
+                pairs = int(r["p"])
+        rows_in = sum(counts.values())
+        valid_rows = counts.pop(None, 0)
+        by_reason = {r: counts.get(r, 0) for r in REASONS if counts.get(r, 0)}
+        n_bad = sum(by_reason.values())
+        share = n_bad / rows_in if rows_in else 0.0
+
+        quarantine = lake.path("quarantine", "events", ds=day)
+        if n_bad:
+            _write_partition(classified.where(F.col("reason").isNotNull()), quarantine, _n_files(n_bad, settings), None)
+            log.warning("events %s: quarantined %d of %d rows (%.3f%%): %s", day, n_bad, rows_in, 100 * share,
+                        ", ".join(f"{k}={v}" for k, v in by_reason.items()))
+        elif lake.exists(quarantine):  # a rerun on corrected input: drop the stale quarantine (atomically)
+            with atomic_dir(quarantine):
+                pass
+        if share > settings.ctr.max_bad_share:
+            raise DataError(
+                f"raw events for {day}: {n_bad} of {rows_in} rows are bad ({share:.2%} > max_bad_share "
+                f"{settings.ctr.max_bad_share:.2%}): {by_reason}; see {quarantine}"
+            )
+
+        stats = {
+            "ds": day,
+            "rows_in": rows_in,
+            "rows_valid": valid_rows,
+            "rows_quarantined": n_bad,
+            "quarantined_by_reason": by_reason,
+            "bad_share": share,
+            "pairs": pairs,
+        }
+        daily = aggregate_pairs(classified.where(F.col("reason").isNull()))
+        _write_partition(daily, lake.path("ctr_daily", ds=day), _n_files(pairs, settings), stats,
+                         sort_cols=("item_id", "keyphrase_id"))
+    finally:
+        classified.unpersist()
+    stats["seconds"] = round(time.perf_counter() - t0, 3)
+    log.info("ctr_daily %s: %d rows in, %d quarantined, %d pairs (%.1fs)", day, rows_in, n_bad, pairs, stats["seconds"])
+    return stats
+
+
+def _plan_window(spark, settings, lake: Lake, day: str, days: list[str], allow: bool):
+    """Which days of the window are aggregated now (``computed``: day -> its stats), reused from ``ctr_daily``
+    or missing; DataError naming a missing day (unless ``allow``) or when no day at all has input."""
+    computed: dict[str, dict] = {}
+    reused: list[str] = []
+    missing: list[str] = []
+    for d in days:
+        has_raw = lake.exists(lake.path("events", ds=d))
+        has_daily = lake.exists(lake.path("ctr_daily", ds=d))
+        if has_raw and (d == day or not has_daily):
+            computed[d] = aggregate_day(spark, settings, d)
+        elif has_daily and (d != day or allow):
+            reused.append(d)  # for ds itself only when its raw is gone and missing days are allowed
+        elif allow:
+            log.warning("ctr window %s: no events for %s; skipped (allow_missing)", day, d)
+            missing.append(d)
+        else:
+            raise DataError(
+                f"raw events for {d} are missing ({lake.path('events', ds=d)}), needed by the "
+                f"{settings.ctr.window_days}-day window ending {day}; rerun with --allow-missing "
+                f"(KP_CTR__ALLOW_MISSING_DAYS=true) to skip missing days"
+            )
+    used = sorted([*computed, *reused])
+    if not used:
+        raise DataError(f"no input day at all in the {settings.ctr.window_days}-day window ending {day}")
+    return computed, reused, missing, used
+
+
+def _window_stats(settings, lake: Lake, labels, day: str, days: list[str], computed: dict, reused: list[str],
+                  missing: list[str], used: list[str], extra_stats: dict | None) -> dict:
+    """The run's stats: input rows and quarantine over the window, pairs, positives, impressions
+    distribution, which days were computed/reused/missing, output files."""
+    from pyspark.sql import functions as F
+
+    row = labels.agg(
+        F.count("*").alias("pairs"),
+        F.coalesce(F.sum("label"), F.lit(0)).alias("positives"),
+        F.coalesce(F.sum("impressions"), F.lit(0)).alias("impressions"),
+        F.coalesce(F.sum("clicks"), F.lit(0)).alias("clicks"),
+        F.min("impressions").alias("min"),
+        F.percentile_approx("impressions", [0.5, 0.9, 0.99], 10000).alias("pct"),
+        F.max("impressions").alias("max"),
+    ).first()
+    pct = row["pct"] or [None, None, None]
+    window_rows_in = window_quarantined = 0
+    for d in used:
+        s = computed.get(d) or _read_partition_stats(lake, lake.path("ctr_daily", ds=d))
+        window_rows_in += int(s.get("rows_in", 0))
+        window_quarantined += int(s.get("rows_quarantined", 0))
+    by_reason: dict[str, int] = {}
+    for s in computed.values():
+        for k, v in s["quarantined_by_reason"].items():
+            by_reason[k] = by_reason.get(k, 0) + v
+    return {
+        "ds": day,
+        "window_days": settings.ctr.window_days,
+        "window": [days[0], days[-1]],
+        "ctr_threshold": settings.ctr.ctr_threshold,
+        "min_impressions": settings.ctr.min_impressions,
+        "rows_in": sum(s["rows_in"] for s in computed.values()),
+        "rows_quarantined": sum(s["rows_quarantined"] for s in computed.values()),
+        "quarantined_by_reason": by_reason,
+        "window_rows_in": window_rows_in,
+        "window_rows_quarantined": window_quarantined,
+        "pairs": int(row["pairs"]),
+        "positives": int(row["positives"]),
+        "impressions": int(row["impressions"]),
+        "clicks": int(row["clicks"]),
+        "impressions_dist": {"min": row["min"], "p50": pct[0], "p90": pct[1], "p99": pct[2], "max": row["max"]},
+        "days_used": len(used),
+        "days_computed": sorted(computed),
+        "days_reused": sorted(reused),
+        "days_missing": missing,
+        "output_files": _n_files(int(row["pairs"]), settings),
+        **(extra_stats or {}),
+    }
+
+
+def build_window(spark, settings, ds, allow_missing: bool | None = None, extra_stats: dict | None = None) -> dict:
+    """Compute ``ctr_labels/ds=`` from the window's daily aggregates; return the run's stats.
+
+    The day ``ds`` itself is always (re)aggregated from raw, so a rerun picks up corrected input.
+    Other days reuse their ``ctr_daily`` partition when present, else are computed from raw
+    (backfill), else are missing: DataError naming the day, or skipped when ``allow_missing``.
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    lake = Lake.from_settings(settings)
+    day = ds_str(ds)
+    allow = settings.ctr.allow_missing_days if allow_missing is None else bool(allow_missing)
+    days = ds_range(day, settings.ctr.window_days)
+    t0 = time.perf_counter()
+
+    computed, reused, missing, used = _plan_window(spark, settings, lake, day, days, allow)
+    daily_paths = [lake.path("ctr_daily", ds=d) for d in used]
+    dailies = _read_parquet(spark, daily_paths, "ctr_daily", "ctr_daily")
+    window = dailies.groupBy(F.col("item_id").cast("long").alias("item_id"),
+                             F.col("keyphrase_id").cast("long").alias("keyphrase_id")).agg(
+        F.sum("impressions").cast("long").alias("impressions"),
+        F.sum("clicks").cast("long").alias("clicks"),
+    )
+    labels = label_pairs(window, settings).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        stats = _window_stats(settings, lake, labels, day, days, computed, reused, missing, used, extra_stats)
+        _write_partition(labels, lake.path("ctr_labels", ds=day), stats["output_files"], stats,
+                         sort_cols=("item_id", "keyphrase_id"))
+    finally:
+        labels.unpersist()
+    stats["seconds"] = round(time.perf_counter() - t0, 3)
+    log.info("ctr_labels %s: %d pairs, %d positives, days used %d (computed %d, reused %d, missing %d) in %.1fs",
+             day, stats["pairs"], stats["positives"], len(used), len(computed), len(reused), len(missing),
+             stats["seconds"])
+    return stats
+
+
+def pass_through_sr_labels(spark, settings, ds) -> dict | None:
+    """Validate and dedupe ``raw/sr_labels/ds=`` into ``sr_labels/ds=``; None when there is no input.
+
+    Bad rows (null keys, label not 0/1, null/NaN score, a second row for the same pair) go to
+    ``quarantine/sr_labels/ds=``; for duplicates the row with the highest label, then score, is kept.
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    lake = Lake.from_settings(settings)
+    day = ds_str(ds)
+    src = lake.path("sr_input", ds=day)
+    if not lake.exists(src):
+        return None
+    c = F.col
+    df = _read_parquet(spark, [src], "sr_input", f"search-relevance labels {day}")
+    df = (df.withColumn("item_id", c("item_id").cast("long")).withColumn("keyphrase_id", c("keyphrase_id").cast("long"))
+          .withColumn("score", c("score").cast("double")).withColumn("label", c("label").cast("int")))
+    r1 = (F.when(c("item_id").isNull() | c("keyphrase_id").isNull(), F.lit("null_key"))
+          .when(c("label").isNull() | ~c("label").isin(0, 1), F.lit("bad_label"))
+          .when(c("score").isNull() | F.isnan("score"), F.lit("bad_score")))
+    df = df.withColumn("_r1", r1)
+    w = Window.partitionBy("item_id", "keyphrase_id", c("_r1").isNull()).orderBy(c("label").desc(), c("score").desc())
+    df = df.withColumn("reason", F.coalesce(c("_r1"), F.when(F.row_number().over(w) > 1, F.lit("duplicate_pair"))))
+    df = df.drop("_r1").persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        counts = {r["reason"]: int(r["n"]) for r in df.groupBy("reason").agg(F.count("*").alias("n")).collect()}
+        rows_in = sum(counts.values())
+        kept = counts.pop(None, 0)
+        by_reason = {r: counts.get(r, 0) for r in SR_REASONS if counts.get(r, 0)}
+        n_bad = sum(by_reason.values())
+        _write_partition(df.where(c("reason").isNotNull()), lake.path("quarantine", "sr_labels", ds=day),
+                         _n_files(n_bad, settings), None)
+        # duplicates are expected in merged label feeds; only invalid rows count against the limit
+        n_invalid = n_bad - by_reason.get("duplicate_pair", 0)
+        if rows_in and n_invalid / rows_in > settings.ctr.max_bad_share:
+            raise DataError(f"search-relevance labels for {day}: {n_invalid} of {rows_in} rows invalid "
+                            f"({n_invalid / rows_in:.2%} > max_bad_share): {by_reason}")
+        stats = {"rows_in": rows_in, "rows": kept, "rows_quarantined": n_bad, "quarantined_by_reason": by_reason}
+        _write_partition(df.where(c("reason").isNull()).select("item_id", "keyphrase_id", "score", "label"),
+                         lake.path("sr_labels", ds=day), _n_files(kept, settings), stats,
+                         sort_cols=("item_id", "keyphrase_id"))
+    finally:
+        df.unpersist()
+    log.info("sr_labels %s: %d rows kept of %d (%s)", day, kept, rows_in, by_reason or "none quarantined")
+    return stats
+
+
+def run(settings, ds, allow_missing: bool | None = None, spark=None) -> dict:
+    """Compute the CTR labels (and pass search-relevance labels through) for logical date ``ds``.
+
+    Returns the run's stats (also in ``ctr_labels/ds=/_stats.json`` and ``runs/ds=/ctr_labels.json``).
+    ``allow_missing`` overrides ``settings.ctr.allow_missing_days``; ``spark`` defaults to
+    ``keyphrase_pipeline.core.spark.get_spark(settings, "ctr-labels")``.
+
+    Raises DataError (exit 3): raw inputs missing or unreadable, or a bad-row share above the limit.
+    """
+    day = ds_str(ds)
+    if spark is None:
+        from keyphrase_pipeline.core.spark import get_spark
+
+        spark = get_spark(settings, "ctr-labels")
+    t0 = time.perf_counter()
+    sr = pass_through_sr_labels(spark, settings, day)
+    stats = build_window(spark, settings, day, allow_missing=allow_missing, extra_stats={"sr_labels": sr})
+    stats["seconds"] = round(time.perf_counter() - t0, 3)
+    Lake.from_settings(settings).write_run_stats(day, STAGE, stats)
+    return stats
+
+
+def read_ctr_labels(spark, settings, ds):
+    """The CTR labels of ``ds`` as a Spark DataFrame (contract checked); DataError when absent."""
+    lake = Lake.from_settings(settings)
+    path = lake.path("ctr_labels", ds=ds_str(ds))
+    if not lake.exists(path):
+        raise DataError(f"no CTR labels for {ds_str(ds)} at {path}: run `kp ctr-labels --ds {ds_str(ds)}` first")
+    return _read_parquet(spark, [path], "ctr_labels", "ctr_labels")
+
+
+# ---------------------------------------------------------------------------------------------
+# command line: `kp ctr-labels` and `spark-submit keyphrase_pipeline/jobs/ctr_labels.py`
+# ---------------------------------------------------------------------------------------------
+def add_arguments(parser) -> None:
+    parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD (the window ends on this day)")
+    parser.add_argument("--allow-missing", action="store_true", default=None,
+                        help="skip window days with no raw events instead of failing (settings.ctr.allow_missing_days)")
+
+
+def main(settings, args) -> int:
+    stats = run(settings, args.ds, allow_missing=args.allow_missing)
+    keys = ("ds", "pairs", "positives", "rows_in", "rows_quarantined", "days_used", "days_computed", "days_missing", "seconds")
+    print(json.dumps({k: stats[k] for k in keys}, default=str))
+    return 0
+
+
+if __name__ == "__main__":  # spark-submit keyphrase_pipeline/jobs/ctr_labels.py --ds YYYY-MM-DD
+    from keyphrase_pipeline.core.cli import main as kp_main
+
+    sys.exit(kp_main(["ctr-labels", *sys.argv[1:]]))

@@ -1,0 +1,124 @@
+"""Build the FAISS index of keyphrase embeddings for a day, measure its recall@K, refuse a bad one.
+
+Up to ``serve.exact_index_max`` keyphrases: exact inner-product search (factory ``IDMap,Flat``; the
+vectors are L2-normalised so inner product = cosine). Above it: ``IDMap,<serve.ann_factory>``
+(default ``IVF4096,Flat`` with nprobe 16, chosen by bench/index.py; HNSW and IVF/PQ strings work too and are trained on a sample), vectors added in
+batches. Recall@K is measured against exact search on ``serve.recall_sample`` item embeddings (the
+real queries; keyphrase vectors stand in when items are not embedded yet) and stored in
+``index_meta.json``; below ``serve.min_recall`` the build is refused with GateError and nothing is
+written. The build goes to ``serving/builds/ds=D/`` atomically (index.faiss, keyphrases.parquet id map,
+index_meta.json). With faiss GPU builds and a visible GPU, searches run on the GPU; here, on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.errors import DataError, GateError
+from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, local_path
+from keyphrase_pipeline.models.ann import ann_recall_at_k, build_index, maybe_gpu, search_params_for
+
+log = logging.getLogger(__name__)
+
+def _load_embeddings(settings, what: str, version: str, required: bool):
+    import numpy as np
+
+    from keyphrase_pipeline.core.layout import embeddings_dir
+    from keyphrase_pipeline.core.lake import read_parquet
+
+    path = embeddings_dir(settings, what, version)
+    lake = Lake.from_settings(settings)
+    if not lake.exists(path):
+        if required:
+            raise DataError(f"missing {what} embeddings of model {version} at {path}: run `kp embed --what {what}`")
+        return None, None
+    df = read_parquet(path, contract="embeddings")
+    df = df[df["model_version"] == version]
+    if df.empty:
+        if required:
+            raise DataError(f"empty {what} set: no embeddings of model {version} in {path}")
+        return None, None
+    lengths = df["embedding"].map(len)
+    if (lengths != settings.serve.dim).any():
+        raise DataError(f"dimension mismatch in {path}: embedding sizes {sorted(set(lengths))}, serve.dim={settings.serve.dim}")
+    vecs = np.stack(df["embedding"].to_numpy()).astype(np.float32)
+    return df["id"].to_numpy(dtype=np.int64), vecs
+
+
+def run(settings, ds: str, version: str | None = None) -> dict:
+    """Build, measure and (if recall passes) stage the day's index; return its stats.
+
+    Raises DataError (exit 3): missing or empty embeddings, dimension mismatch; GateError (exit 4): recall@K
+    below ``serve.min_recall`` (nothing is written)."""
+    import faiss
+    import numpy as np
+    import pandas as pd
+
+    from keyphrase_pipeline.jobs.serving import require_version
+    from keyphrase_pipeline.core.layout import index_build_dir
+    from keyphrase_pipeline.core.lake import read_parquet
+
+    s = settings.serve
+    ds = ds_str(ds)
+    lake = Lake.from_settings(settings)
+    version = require_version(settings, version)
+    keyphrase_ids, keyphrase_vecs = _load_embeddings(settings, "keyphrases", version, required=True)
+    n = len(keyphrase_ids)
+    exact = n <= s.exact_index_max
+    factory = "Flat" if exact else s.ann_factory
+    params = {} if exact else search_params_for(factory, settings)
+    t0 = time.perf_counter()
+    index = build_index(keyphrase_vecs, keyphrase_ids, factory, params)
+    build_s = time.perf_counter() - t0
+    log.info("built %s index over %d keyphrases (%d-d) in %.1fs", factory, n, s.dim, build_s)
+
+    item_ids, item_vecs = _load_embeddings(settings, "items", version, required=False)
+    rng = np.random.default_rng(0)
+    pool = item_vecs if item_vecs is not None else keyphrase_vecs
+    queries = pool if len(pool) <= s.recall_sample else pool[rng.choice(len(pool), s.recall_sample, replace=False)]
+    k = min(s.top_k, n)
+    t0 = time.perf_counter()
+    recall = ann_recall_at_k(maybe_gpu(index, s.device), keyphrase_vecs, keyphrase_ids, queries, k, device=s.device)
+    log.info("recall@%d = %.4f on %d %s queries (floor %.2f)", k, recall, len(queries),
+             "item" if item_vecs is not None else "keyphrase", s.min_recall)
+
+    stats = {"model_version": version, "n": int(n), "dim": s.dim, "factory": factory, "exact": exact,
+             "search_params": params, "k": int(k), "ann_recall_at_k": recall, "recall_queries": int(len(queries)),
+             "min_recall": s.min_recall, "build_s": round(build_s, 3), "recall_s": round(time.perf_counter() - t0, 3)}
+    if recall < s.min_recall:
+        lake.write_run_stats(ds, "index", {**stats, "status": "refused"})
+        raise GateError(f"index recall@{k} {recall:.4f} is below serve.min_recall={s.min_recall}: not staged")
+
+    texts = read_parquet(lake.path("keyphrases"), contract="keyphrases")[["keyphrase_id", "text"]]
+    idmap = pd.DataFrame({"keyphrase_id": keyphrase_ids}).merge(
+        texts.rename(columns={"text": "keyphrase"}).drop_duplicates("keyphrase_id"), on="keyphrase_id", how="left")
+    idmap["keyphrase"] = idmap["keyphrase"].fillna("")
+    target = index_build_dir(settings, ds)
+    with atomic_dir(target) as tmp_uri:
+        tmp = Path(local_path(tmp_uri))
+        tmp.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(index, str(tmp / layout.INDEX_FILE))
+        idmap.to_parquet(tmp / layout.INDEX_IDMAP, index=False)
+        (tmp / layout.INDEX_META).write_text(json.dumps({**stats, "ds": ds}, indent=2))
+    lake.write_run_stats(ds, "index", {**stats, "status": "staged", "path": target})
+    return {**stats, "path": target}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--ds", required=True, help="logical date (YYYY-MM-DD)")
+
+
+def main(settings, args) -> int:
+    print(json.dumps(run(settings, args.ds)))
+    return 0
+
+
+def ann_recall_of(meta: dict) -> float:
+    """The ANN recall@k stored in an ``index_meta.json`` (key ``ann_recall_at_k``; builds written before
+    the rename stored it as ``recall_at_k``). Raises KeyError when neither is present."""
+    return float(meta["ann_recall_at_k"] if "ann_recall_at_k" in meta else meta["recall_at_k"])
+

@@ -1,0 +1,194 @@
+"""Any OpenAI-compatible endpoint as the judge: a vLLM server on GPU workers (Mixtral, Llama, Qwen) or a
+hosted API.
+
+Each prompt is one chat-completions request asking for ONE token with its log-probabilities
+(``max_tokens=1, temperature=0, logprobs=true, top_logprobs=20``); P(yes) comes from the yes/no
+variants among them (``keyphrase_pipeline.jobs.judges.base.p_yes_from_logprobs``). Requests run on
+``judge.concurrency`` threads over one pooled ``httpx.Client``, paced by ``judge.rate_limit_per_s``,
+each with ``judge.timeout_s``; timeouts, connection errors, 429 and 5xx are retried up to
+``judge.max_retries`` times with exponential backoff and jitter, honouring ``Retry-After``. Other
+4xx (bad key, unknown model) fail at once with ConfigError; an answer without yes/no logprobs fails with
+DataError, so the shard is not marked done.
+
+Endpoint and key: ``judge.endpoint`` / ``judge.api_key`` (``KP_JUDGE__ENDPOINT``, ``KP_JUDGE__API_KEY``),
+else the Airflow Connection ``judge.airflow_conn_id`` (host = base URL, password = key, or extra
+``{"endpoint": ...}``) when Airflow is importable and the connection exists. The key is never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from keyphrase_pipeline.jobs.judges.base import Judge, JudgeUnavailable, judge_model_id, p_yes_from_logprobs
+from keyphrase_pipeline.core.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+def connection_from_airflow(conn_id: str) -> tuple[str, str | None] | None:
+    """(endpoint, key) from an Airflow Connection, or None when Airflow or the connection is absent."""
+    if not conn_id:
+        return None
+    try:
+        from airflow.sdk import BaseHook
+    except Exception:  # airflow not installed / not importable here
+        return None
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception:
+        return None
+    extra = getattr(conn, "extra_dejson", {}) or {}
+    endpoint = extra.get("endpoint") or ""
+    host = conn.host or ""
+    if not endpoint and host:
+        if host.startswith(("http://", "https://")):
+            endpoint = host
+        else:
+            scheme = conn.schema if conn.schema in ("http", "https") else "http"
+            endpoint = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "") + "/v1"
+    if not endpoint:
+        return None
+    return endpoint, (conn.password or None)
+
+
+def resolve_endpoint(settings) -> tuple[str, str | None]:
+    j = settings.judge
+    endpoint = j.endpoint
+    key = j.api_key.get_secret_value() if j.api_key is not None else None
+    if not endpoint or key is None:
+        found = connection_from_airflow(j.airflow_conn_id)
+        if found:
+            endpoint = endpoint or found[0]
+            key = key if key is not None else found[1]
+            log.info("judge endpoint from Airflow connection %r", j.airflow_conn_id)
+    if not endpoint:
+        raise ConfigError("the openai judge needs judge.endpoint (KP_JUDGE__ENDPOINT) or an Airflow connection "
+                          f"{j.airflow_conn_id!r}")
+    return endpoint.rstrip("/"), key
+
+
+def parse_top_logprobs(body: dict) -> list[tuple[str, float]]:
+    """The first answer token's top logprobs from a chat-completions (or completions) response."""
+    try:
+        choice = body["choices"][0]
+        lp = choice["logprobs"]
+        if isinstance(lp, dict) and lp.get("content") is not None:  # chat completions
+            first = lp["content"][0]
+            tops = first.get("top_logprobs") or [{"token": first["token"], "logprob": first["logprob"]}]
+            return [(t["token"], t["logprob"]) for t in tops]
+        tops = lp["top_logprobs"][0]  # legacy completions: [{token: logprob}]
+        return list(tops.items())
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise DataError(f"judge answer is not an OpenAI completion with logprobs ({type(exc).__name__}: {exc}); "
+                        f"got {str(body)[:300]!r}") from None
+
+
+class _Pacer:
+    """At most ``rate`` request starts per second across threads (0 = unlimited)."""
+
+    def __init__(self, rate: float, clock=time.monotonic, sleep=time.sleep):
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.next_at = 0.0
+        self.lock = threading.Lock()
+        self.clock, self.sleep = clock, sleep
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = self.clock()
+            at = max(now, self.next_at)
+            self.next_at = at + self.interval
+        if at > now:
+            self.sleep(at - now)
+
+
+class OpenAIJudge(Judge):
+    name = "openai"
+
+    def __init__(self, settings, backoff_base_s: float = 0.5, backoff_max_s: float = 30.0):
+        super().__init__(settings)
+        import httpx
+
+        j = settings.judge
+        self.model = judge_model_id(settings)
+        self.endpoint, key = resolve_endpoint(settings)
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self.client = httpx.Client(base_url=self.endpoint, headers=headers, timeout=httpx.Timeout(j.timeout_s),
+                                   limits=httpx.Limits(max_connections=j.concurrency))
+        self.concurrency = j.concurrency
+        self.max_retries = j.max_retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.pacer = _Pacer(j.rate_limit_per_s)
+        self.requests_sent = 0
+        self._count_lock = threading.Lock()
+        log.info("openai judge: model %s at %s (concurrency %d)", self.model, self.endpoint, self.concurrency)
+
+    def _payload(self, prompt: str) -> dict:
+        return {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": True,
+            "top_logprobs": 20,
+        }
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(float(retry_after), self.backoff_max_s)
+            except ValueError:
+                pass
+        return min(self.backoff_base_s * (2 ** attempt), self.backoff_max_s) * (0.5 + random.random() / 2)
+
+    def _one(self, prompt: str) -> float:
+        import httpx
+
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            self.pacer.wait()
+            with self._count_lock:
+                self.requests_sent += 1
+            retry_after = None
+            try:
+                resp = self.client.post("/chat/completions", json=self._payload(prompt))
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                last = f"{type(exc).__name__}"
+            else:
+                if resp.status_code == 200:
+                    try:
+                        body = resp.json()
+                    except ValueError:
+                        raise DataError(f"judge answer is not JSON: {resp.text[:200]!r}") from None
+                    return p_yes_from_logprobs(parse_top_logprobs(body))
+                if resp.status_code not in RETRY_STATUS:
+                    raise ConfigError(f"judge endpoint refused the request: HTTP {resp.status_code} "
+                                      f"{resp.text[:200]!r} (check judge.model, the endpoint and the key)")
+                last = f"HTTP {resp.status_code}"
+                retry_after = resp.headers.get("retry-after")
+            if attempt < self.max_retries:
+                delay = self._delay(attempt, retry_after)
+                log.warning("judge request failed (%s); retry %d/%d in %.2fs", last, attempt + 1, self.max_retries, delay)
+                time.sleep(delay)
+        raise JudgeUnavailable(f"judge endpoint {self.endpoint} still failing after {self.max_retries} retries ({last})")
+
+    def score_prompts(self, prompts: list[str]) -> np.ndarray:
+        if not prompts:
+            return np.zeros(0, dtype=np.float64)
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="judge") as pool:
+            return np.array(list(pool.map(self._one, prompts)), dtype=np.float64)
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,140 @@
+"""Publish the day's index, id map, ONNX towers and recommendations as a new serving version.
+
+The bundle is assembled in a hidden temp directory under ``serving/versions/``, renamed into
+``serving/versions/<id>/`` only once complete (``manifest.json`` with checksums of every file is
+written last), and made live by atomically rewriting the ``serving/CURRENT`` pointer. Readers follow
+CURRENT, so they see the old version or the new one, never a part. Any failure before the pointer
+switch leaves CURRENT and every published version untouched. The newest ``serve.keep_versions``
+versions are kept (CURRENT always) for ``kp rollback``.
+
+Gates checked again here: the build's recall must be at least ``serve.min_recall``; the ONNX files
+must match the checksums recorded at export; the recommendations must meet their contract.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from keyphrase_pipeline.jobs.index import ann_recall_of
+from keyphrase_pipeline.jobs.serving import TOWERS
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.errors import DataError, GateError
+from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, local_path
+
+log = logging.getLogger(__name__)
+
+TOWER_FILES = ("tower.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def _write_manifest(root: Path, manifest: dict) -> None:
+    from keyphrase_pipeline.models.onnx_export import sha256_file
+
+    manifest["checksums"] = {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*"))
+                             if p.is_file() and p.name != layout.SERVING_MANIFEST}
+    (root / layout.SERVING_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def _check_export(onnx_root: Path, record: dict, model_file: str) -> None:
+    from keyphrase_pipeline.jobs.serving import verify_files
+
+    wanted = {f"{t}/{model_file}": record["checksums"][f"{t}/{model_file}"] for t in ("item", "keyphrase")}
+    verify_files(onnx_root, wanted)
+
+
+def prune(settings, keep: int) -> list[str]:
+    """Delete published versions beyond the newest ``keep`` (never CURRENT); return those removed."""
+    from keyphrase_pipeline.jobs.serving import current_version, published_versions
+    from keyphrase_pipeline.core.layout import serving_version_dir
+
+    versions = published_versions(settings)
+    current = current_version(settings)
+    removed = []
+    for v in versions[:-keep] if len(versions) > keep else []:
+        if v == current:
+            continue
+        shutil.rmtree(local_path(serving_version_dir(settings, v)), ignore_errors=True)
+        removed.append(v)
+    return removed
+
+
+def run(settings, ds: str) -> dict:
+    """Assemble, verify and switch to a new serving version for day ``ds``; return its manifest stats.
+
+    Raises DataError (exit 3): no index build for ``ds``, the champion not exported, or a dimension mismatch;
+    GateError (exit 4): the index recall is below ``serve.min_recall``."""
+    from keyphrase_pipeline.jobs.export import is_exported
+    from keyphrase_pipeline.jobs.serving import current_version
+    from keyphrase_pipeline.core.layout import current_pointer, index_build_dir, onnx_dir, serving_version_dir
+    from keyphrase_pipeline.core.lake import read_parquet
+
+    ds = ds_str(ds)
+    s = settings.serve
+    lake = Lake.from_settings(settings)
+    build = Path(local_path(index_build_dir(settings, ds)))
+    if not (build / layout.INDEX_META).exists():
+        raise DataError(f"no index build for {ds} at {build}: run `kp index --ds {ds}`")
+    meta = json.loads((build / layout.INDEX_META).read_text())
+    recall = ann_recall_of(meta)
+    if recall < s.min_recall:
+        raise GateError(f"index of {ds} has ANN recall@{meta['k']} {recall:.4f} < serve.min_recall={s.min_recall}")
+    if meta["dim"] != s.dim:
+        raise DataError(f"dimension mismatch: index of {ds} is {meta['dim']}-d, serve.dim={s.dim}")
+    version = meta["model_version"]
+    record = is_exported(settings, version)
+    if not record:
+        raise DataError(f"model {version} has no verified ONNX export at serve.dim={s.dim}: run `kp export`")
+    model_file = record.get("model_file", "model.onnx")
+    onnx_root = Path(local_path(onnx_dir(settings, version)))
+    _check_export(onnx_root, record, model_file)
+    recs_path = lake.path("recommendations", ds=ds)
+    recs = read_parquet(recs_path, contract="recommendations")
+    if recs.empty:
+        raise DataError(f"no recommendations in {recs_path}")
+
+    previous = current_version(settings)
+    now = dt.datetime.now(dt.UTC)
+    vid = f"{ds}.{now:%Y%m%dT%H%M%S%f}"
+    target = serving_version_dir(settings, vid)
+    with atomic_dir(target) as tmp_uri:
+        tmp = Path(local_path(tmp_uri))
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name in (layout.INDEX_FILE, layout.INDEX_IDMAP, layout.INDEX_META):
+            shutil.copy2(build / name, tmp / name)
+        for tower in TOWERS:
+            tower_dir = Path(layout.bundle_tower_dir(tmp, tower))
+            tower_dir.mkdir(parents=True)
+            for name in (model_file, *TOWER_FILES):
+                if (onnx_root / tower / name).exists():
+                    shutil.copy2(onnx_root / tower / name, tower_dir / name)
+        Path(layout.bundle_recommendations_dir(tmp)).mkdir()
+        recs.to_parquet(layout.bundle_recommendations_file(tmp), index=False)
+        manifest = {
+            "version": vid, "ds": ds, "model_version": version, "created_at": now.isoformat(), "previous": previous,
+            "dim": s.dim, "top_k": s.top_k, "item_model_file": model_file, "keyphrase_model_file": model_file,
+            "index": {**{k: meta[k] for k in ("factory", "exact", "search_params", "n", "k")}, "ann_recall_at_k": recall},
+            "ann_recall_at_k": recall,
+            "counts": {"keyphrases": int(meta["n"]), "items": int(recs["item_id"].nunique()), "recommendations": int(len(recs))},
+            "export": {"parity": record.get("parity"), "int8": record.get("int8")},
+        }
+        _write_manifest(tmp, manifest)
+    lake.write_pointer(current_pointer(settings), vid)
+    log.info("published %s (model %s, %d items, recall %.4f); previous %s", vid, version,
+             manifest["counts"]["items"], recall, previous)
+    removed = prune(settings, s.keep_versions)
+    stats = {"version": vid, "previous": previous, "model_version": version, "ann_recall_at_k": recall,
+             **manifest["counts"], "pruned": removed, "path": target}
+    lake.write_run_stats(ds, "publish", stats)
+    return stats
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--ds", required=True, help="logical date (YYYY-MM-DD) whose build and recommendations to publish")
+
+
+def main(settings, args) -> int:
+    print(json.dumps(run(settings, args.ds), default=str))
+    return 0

@@ -1,0 +1,141 @@
+"""The model registry: versioned model directories under the lake, and pointers to the ones in use.
+
+Layout::
+
+    registry/students/<version>/   model/ (sentence-transformers), train_config.json, data.json,
+                                   metrics.json, promotion.json, MODEL_CARD.md, curves.png
+    registry/cross/<version>/      model/ (CrossEncoder), soft_labels.parquet, the same json/card/curves
+    registry/CHAMPION              the promoted student version (read by export/serving)
+    registry/CROSS_LATEST          the newest cross-encoder assistant
+    registry/champion_history.jsonl  one line per champion switch (who, when, why)
+
+A version id is ``<ds>-<8 hex>``: a hash of (ds, training configuration, data snapshot), so rerunning a day
+with the same inputs replaces its directory instead of adding a duplicate. Directories are written under
+a hidden temp name and renamed into place; pointers switch atomically (``Lake.write_pointer``).
+Model directories are written with local file APIs: the registry must be on a local or mounted path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from keyphrase_pipeline.core.errors import ConfigError
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.lake import Lake, ds_str
+
+log = logging.getLogger(__name__)
+
+def _lake(settings) -> Lake:
+    layout.registry_root(settings)  # ConfigError unless the lake is local or mounted
+    return Lake.from_settings(settings)
+
+
+def version_id(ds: str, config: dict, data: dict) -> str:
+    """Deterministic id for (ds, config, data): ``<ds>-<8 hex>``."""
+    blob = json.dumps({"ds": ds_str(ds), "config": config, "data": data}, sort_keys=True, default=str)
+    return f"{ds_str(ds)}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
+
+
+def target_dir(settings, version: str, kind: str, out: str | None) -> str:
+    """Where a training run writes: ``out`` (resolved) when given, else the registry version directory."""
+    if out:
+        return str(Path(out).resolve())
+    return layout.registry_version_dir(settings, version, kind)
+
+
+def exists(settings, version: str, kind: str = "students") -> bool:
+    return Path(layout.model_dir(settings, version, kind)).is_dir()
+
+
+def champion(settings) -> str | None:
+    """The promoted student version, or None before the first promotion."""
+    return _lake(settings).read_pointer(layout.registry_pointer(settings, "students"))
+
+
+def latest_cross(settings) -> str | None:
+    """The newest cross-encoder version (its directory: ``keyphrase_pipeline.core.layout.registry_version_dir(settings, v, "cross")``)."""
+    return _lake(settings).read_pointer(layout.registry_pointer(settings, "cross"))
+
+
+def set_latest_cross(settings, version: str) -> None:
+    if not exists(settings, version, "cross"):
+        raise ConfigError(f"no cross-encoder version {version!r} in {layout.registry_root(settings)}/cross")
+    lake = _lake(settings)
+    lake.write_pointer(layout.registry_pointer(settings, "cross"), version)
+
+
+def set_champion(settings, version: str, reason: str) -> None:
+    """Atomically make ``version`` the champion; record why in its promotion.json and the history."""
+    if not exists(settings, version, "students"):
+        raise ConfigError(f"no student version {version!r} in {layout.registry_root(settings)}/students")
+    lake = _lake(settings)
+    previous = champion(settings)
+    now = dt.datetime.now(dt.UTC).isoformat()
+    vdir = layout.registry_version_dir(settings, version)
+    promo_path = layout.version_file(vdir, "promotion")
+    promo = lake.read_json(promo_path, default={}) if Path(promo_path).exists() else {}
+    promo.update({"promoted": True, "reason": reason, "champion_at": now, "previous_champion": previous})
+    lake.write_json(promo_path, promo)
+    lake.write_pointer(layout.registry_pointer(settings, "students"), version)
+    hist = Path(layout.champion_history_path(settings))
+    with open(hist, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"at": now, "version": version, "previous": previous, "reason": reason}) + "\n")
+    log.info("champion: %s -> %s (%s)", previous, version, reason)
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def list_versions(settings, kind: str = "students") -> list[dict]:
+    """Every complete version of ``kind``, newest first, with metrics, promotion and data info."""
+    base = Path(layout.registry_kind_dir(settings, kind))
+    if not base.is_dir():
+        return []
+    current = champion(settings) if kind == "students" else latest_cross(settings)
+    out = []
+    for d in base.iterdir():
+        if d.name.startswith((".", "_")) or not Path(layout.version_model_dir(d)).is_dir():
+            continue
+        cfg = _read(Path(layout.version_file(d, "train_config")))
+        out.append({
+            "version": d.name,
+            "kind": kind,
+            "dir": str(d),
+            "created_at": cfg.get("created_at") or dt.datetime.fromtimestamp(d.stat().st_mtime, dt.UTC).isoformat(),
+            "ds": cfg.get("ds") or d.name[:10],
+            "current": d.name == current,
+            "config": cfg,
+            "data": _read(Path(layout.version_file(d, "data"))),
+            "metrics": _read(Path(layout.version_file(d, "metrics"))),
+            "promotion": _read(Path(layout.version_file(d, "promotion"))),
+        })
+    out.sort(key=lambda v: (v["created_at"], v["version"]), reverse=True)
+    return out
+
+
+def new_version_tmp(settings, version: str, kind: str) -> str:
+    """A hidden temp directory beside the version's final place (commit with ``commit_version``)."""
+    from keyphrase_pipeline.core.lake import tmp_sibling
+
+    target = layout.registry_version_dir(settings, version, kind)
+    tmp = tmp_sibling(target)
+    os.makedirs(tmp, exist_ok=True)
+    return tmp
+
+
+def commit_version(settings, tmp: str, version: str, kind: str) -> str:
+    """Move a fully written version directory into place (replacing a rerun of the same id)."""
+    from keyphrase_pipeline.core.lake import commit_dir
+
+    target = layout.registry_version_dir(settings, version, kind)
+    commit_dir(tmp, target)
+    return target

@@ -1,0 +1,201 @@
+"""The published version: which one is live, its manifest, and a small reader of it (used by the web UI).
+
+Where the registry, the index builds and the published bundles lie: the tree in ``keyphrase_pipeline/core/layout.py``'s docstring
+(every path is built there). The functions here take the settings or a ``keyphrase_pipeline.core.lake.Lake``.
+
+``load_current(settings).search("apple iphone 13 [SEP] phones", k=10)`` embeds the text with the
+published item tower and searches the published index; ``search(item_id)`` returns the published
+recommendations of that item.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.lake import Lake, local_path
+
+log = logging.getLogger(__name__)
+
+TOWERS = ("item", "keyphrase")
+
+
+# ---- the published version (paths: keyphrase_pipeline.core.layout) ------------------------------------------------------
+def require_version(settings, version: str | None = None) -> str:
+    """``version`` or the champion; DataError when there is none or its model is missing."""
+    from keyphrase_pipeline.jobs.registry import champion
+
+    lake = Lake.from_settings(settings)
+    v = version or champion(settings)
+    if not v:
+        raise DataError(f"no model: registry/CHAMPION is not set under {lake.root} (train and promote a student first)")
+    if not lake.exists(layout.model_dir(settings, v)):
+        raise DataError(f"missing model: {layout.model_dir(settings, v)} does not exist")
+    return v
+
+
+def current_version(settings) -> str | None:
+    """The live published version id, or None before the first publish."""
+    return layout.lake_of(settings).read_pointer(layout.current_pointer(settings))
+
+
+def current_recommendations_path(settings) -> str | None:
+    """``serving/versions/<CURRENT>/recommendations`` (contract ``recommendations``), or None before any publish."""
+    v = current_version(settings)
+    return layout.published_recommendations_dir(settings, v) if v else None
+
+
+def published_recommendations_path(settings, version_id: str) -> str:
+    """``serving/versions/<id>/recommendations`` (contract ``recommendations``): what ``kp publish`` wrote."""
+    return layout.published_recommendations_dir(settings, version_id)
+
+
+def version_before(settings, ds: str) -> str | None:
+    """The published version whose recommendations feed day ``ds``: CURRENT when it was built for an
+    earlier day, else the newest version built before ``ds`` (None when none is). A version published by
+    ``ds``'s own run never feeds ``ds`` again, so a rerun of the day selects what its first run selected."""
+    current = current_version(settings)
+    if not current:
+        return None
+    before = []
+    for name in published_versions(settings):  # complete versions only (with a manifest)
+        manifest = read_manifest(settings, name)
+        if str(manifest.get("ds", "")) < ds:
+            if name == current:
+                return current
+            before.append((manifest.get("created_at", ""), name))
+    return max(before)[1] if before else None
+
+
+def read_manifest(settings, version_id: str) -> dict:
+    path = Path(local_path(layout.serving_version_dir(settings, version_id))) / layout.SERVING_MANIFEST
+    if not path.exists():
+        raise DataError(f"published version {version_id!r} has no manifest at {path}")
+    return json.loads(path.read_text())
+
+
+def published_versions(settings) -> list[str]:
+    """Complete published versions (hidden temp dirs excluded), oldest first."""
+    root = Path(local_path(layout.serving_versions_root(settings)))
+    if not root.exists():
+        return []
+    found = [p for p in root.iterdir()
+             if p.is_dir() and not p.name.startswith(("_", ".")) and (p / layout.SERVING_MANIFEST).exists()]
+    return [p.name for p in sorted(found, key=lambda p: json.loads((p / layout.SERVING_MANIFEST).read_text()).get("created_at", ""))]
+
+
+def verify_files(root: Path, checksums: dict[str, str]) -> None:
+    """Raise DataError naming the first file missing or whose sha256 differs from the manifest."""
+    from keyphrase_pipeline.models.onnx_export import sha256_file
+
+    for rel, want in sorted(checksums.items()):
+        f = root / rel
+        if not f.exists():
+            raise DataError(f"corrupted bundle {root}: {rel} is missing")
+        got = sha256_file(f)
+        if got != want:
+            raise DataError(f"corrupted bundle {root}: checksum of {rel} is {got[:12]}…, manifest says {want[:12]}…")
+
+
+# ---- reader --------------------------------------------------------------------------------------
+class ServingBundle:
+    """A loaded published version: FAISS index + keyphrase id map + ONNX item tower + recommendations."""
+
+    def __init__(self, root: Path, manifest: dict, verify: bool = True, device: str = "auto"):
+        import faiss
+        import pandas as pd
+
+        self.root = root
+        self.manifest = manifest
+        self.version = manifest["version"]
+        if verify:
+            verify_files(root, manifest["checksums"])
+        self.index = faiss.read_index(str(root / layout.INDEX_FILE))
+        if self.index.d != manifest["dim"]:
+            raise DataError(f"bundle {self.version}: index dim {self.index.d} != manifest dim {manifest['dim']}")
+        idmap = pd.read_parquet(root / layout.INDEX_IDMAP)
+        self.keyphrases = dict(zip(idmap["keyphrase_id"].astype("int64"), idmap["keyphrase"]))
+        from keyphrase_pipeline.models.ann import set_search_params
+
+        set_search_params(self.index, manifest.get("index", {}).get("search_params", {}))
+        self._tower_dir = Path(layout.bundle_tower_dir(root, "item"))
+        self._tower_file = manifest.get("item_model_file", "model.onnx")
+        self._device = device
+        self._recs = None
+
+    @property
+    def tower(self):
+        from keyphrase_pipeline.models.onnx_tower import get_tower
+
+        return get_tower(self._tower_dir, self._tower_file, device=self._device)
+
+    def _recommendations(self):
+        if self._recs is None:
+            import pandas as pd
+
+            recs = pd.read_parquet(layout.bundle_recommendations_dir(self.root))
+            self._recs = {iid: g.sort_values("rank") for iid, g in recs.groupby("item_id")}
+        return self._recs
+
+    def search(self, query, k: int | None = None) -> list[dict]:
+        """Top keyphrases for an item: ``query`` is item text (title [SEP] category) or an item id.
+
+        Returns up to ``k`` (default: the bundle's ``top_k``) dicts ``{rank, keyphrase_id, keyphrase, score}``,
+        best first; ``score`` is the cosine at the bundle's dim. An unknown item id gives an empty list; empty
+        text raises DataError."""
+        k = int(k or self.manifest.get("top_k", 20))
+        if isinstance(query, (int,)) and not isinstance(query, bool):
+            g = self._recommendations().get(int(query))
+            if g is None:
+                return []
+            return [{"rank": int(r.rank), "keyphrase_id": int(r.keyphrase_id), "keyphrase": r.keyphrase,
+                     "score": float(r.score)} for r in g.head(k).itertuples()]
+        text = str(query).strip()
+        if not text:
+            raise DataError("empty query")
+        vec = self.tower.embed([text])
+        scores, ids = self.index.search(vec, min(k, self.index.ntotal))
+        out = []
+        for rank, (s, i) in enumerate(zip(scores[0], ids[0]), start=1):
+            if i < 0:
+                continue
+            out.append({"rank": rank, "keyphrase_id": int(i), "keyphrase": self.keyphrases.get(int(i), ""), "score": float(s)})
+        return out
+
+
+_BUNDLES: dict[tuple[str, str], ServingBundle] = {}
+_BLOCK = threading.Lock()
+
+
+def load_version(settings, version_id: str, verify: bool = True) -> ServingBundle:
+    root = Path(local_path(layout.serving_version_dir(settings, version_id)))
+    if not root.exists():
+        raise DataError(f"published version {version_id!r} not found at {root}")
+    return ServingBundle(root, read_manifest(settings, version_id), verify=verify, device=settings.serve.device)
+
+
+def load_current(settings, verify: bool = True, cached: bool = True) -> ServingBundle:
+    """The live bundle (checksums verified on first load; cached per version in this process)."""
+    for _attempt in range(3):
+        version = current_version(settings)
+        if not version:
+            raise DataError("nothing is published yet (serving/CURRENT is not set): run `kp publish`")
+        key = (str(Lake.from_settings(settings).root), version)
+        with _BLOCK:
+            if cached and key in _BUNDLES:
+                return _BUNDLES[key]
+        try:
+            bundle = load_version(settings, version, verify=verify)
+        except DataError:
+            if current_version(settings) != version:  # switched (and pruned) while we read: try again
+                continue
+            raise
+        if cached:
+            with _BLOCK:
+                _BUNDLES[key] = bundle
+        return bundle
+    raise DataError("serving/CURRENT kept changing while loading; try again")

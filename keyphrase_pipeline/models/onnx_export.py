@@ -1,0 +1,202 @@
+"""Export a sentence-transformers encoder tower to one ONNX graph: ids + mask in, serving embedding out.
+
+The graph does everything after tokenisation: the transformer, mean pooling over the attention mask,
+L2 normalisation, the Matryoshka cut to ``dim`` and a second L2 normalisation after the cut, so any
+ONNX runtime (ONNX Runtime in Spark, Triton) returns exactly what the trained model means without
+extra Python. Batch and sequence axes are dynamic. The tokenizer is saved beside the graph.
+
+We call ``torch.onnx.export`` directly: sentence-transformers' own ONNX backend needs ``optimum``,
+which does not install beside transformers 5. The legacy TorchScript exporter (``dynamo=False``) is
+used because it is quick and produces a plain graph ONNX Runtime's int8 quantiser handles well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+INPUTS = ("input_ids", "attention_mask")
+OUTPUT = "sentence_embedding"  # "embedding" collides with an internal node name under dynamo=True
+OPSET = 17
+
+# Longest inputs each tower takes (tokens); capped by the model's position table.
+ITEM_MAX_LEN = 64
+KEYPHRASE_MAX_LEN = 24
+
+SAMPLE_TEXTS = [
+    "apple iphone 13 pro max 256gb graphite unlocked [SEP] cell phones & smartphones",
+    "vintage levis 501 jeans w32 l34 made in usa [SEP] men's jeans",
+    "lego star wars millennium falcon 75192 sealed [SEP] lego complete sets & packs",
+    "nike air jordan 1 retro high og chicago size 10 [SEP] athletic shoes",
+    "kitchenaid artisan stand mixer 5 qt empire red [SEP] stand mixers",
+    "iphone 13 case", "levis 501", "lego falcon", "jordan 1 chicago", "red stand mixer",
+    "usb c charger 65w gan", "womens winter boots waterproof", "a", "",
+]
+
+
+def _torch_tower(model_dir: str, dim: int):
+    """A torch module: (input_ids, attention_mask) -> cut, re-normalised ``dim``-d embedding."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(model_dir, device="cpu")
+    transformer = st[0]
+    hf = transformer.auto_model
+    hidden = transformer.get_word_embedding_dimension()
+    if dim > hidden:
+        from keyphrase_pipeline.core.errors import ConfigError
+
+        raise ConfigError(f"serve.dim={dim} is larger than the encoder's hidden size {hidden}")
+    names = [type(m).__name__ for m in st]
+    pooling = st[1] if len(st) > 1 else None
+    mode = getattr(pooling, "pooling_mode_mean_tokens", True) if pooling is not None else True
+    if not mode:
+        from keyphrase_pipeline.core.errors import ConfigError
+
+        raise ConfigError(f"only mean pooling is exported; the model's modules are {names}")
+
+    class Tower(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = hf
+
+        def forward(self, input_ids, attention_mask):
+            out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+            tokens = out[0] if isinstance(out, tuple) else out.last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+            pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            full = torch.nn.functional.normalize(pooled, p=2, dim=1)
+            cut = full[:, :dim]
+            return torch.nn.functional.normalize(cut, p=2, dim=1)
+
+    tower = Tower().eval()
+    return st, tower
+
+
+def tower_max_len(model_dir: str, tower: str) -> int:
+    """Longest input of ``tower`` ('item' | 'keyphrase'), capped by the model's position table."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text()) if (Path(model_dir) / "config.json").exists() else {}
+    cap = int(cfg.get("max_position_embeddings", 512))
+    want = ITEM_MAX_LEN if tower == "item" else KEYPHRASE_MAX_LEN
+    return min(want, cap)
+
+
+def export_tower(model_dir: str, out_dir: str | Path, dim: int, max_len: int) -> Path:
+    """Write ``out_dir/model.onnx`` + tokenizer files + ``tower.json``; return ``out_dir``."""
+    import torch
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    st, tower = _torch_tower(model_dir, dim)
+    tok = st.tokenizer
+    sample = tok(["hello world", "a longer example sentence"], padding=True, return_tensors="pt")
+    args = (sample["input_ids"].to(torch.int64), sample["attention_mask"].to(torch.int64))
+    with torch.no_grad():
+        torch.onnx.export(
+            tower, args, str(out / "model.onnx"), input_names=list(INPUTS), output_names=[OUTPUT],
+            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+                          OUTPUT: {0: "batch"}},
+            opset_version=OPSET, dynamo=False, do_constant_folding=True,
+        )
+    tok.model_max_length = max_len
+    tok.save_pretrained(str(out))
+    meta = {"dim": dim, "max_len": max_len, "inputs": list(INPUTS), "output": OUTPUT, "opset": OPSET,
+            "source": str(model_dir)}
+    (out / "tower.json").write_text(json.dumps(meta, indent=2))
+    log.info("exported tower to %s (dim %d, max_len %d)", out, dim, max_len)
+    return out
+
+
+def copy_tower(src: Path, dst: Path, max_len: int) -> Path:
+    """Same graph, another tokenizer length (the towers share one encoder)."""
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "tower.json").read_text())
+    meta["max_len"] = max_len
+    (dst / "tower.json").write_text(json.dumps(meta, indent=2))
+    cfg_path = dst / "tokenizer_config.json"
+    if cfg_path.exists():
+        cfg = json.loads(cfg_path.read_text())
+        cfg["model_max_length"] = max_len
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+    return dst
+
+
+def torch_embed(model_dir: str, texts: list[str], dim: int, max_len: int, batch_size: int = 64):
+    """Reference embeddings the way a user would get them: SentenceTransformer.encode, cut, re-normalised."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(model_dir, device="cpu")
+    st.max_seq_length = max_len
+    full = st.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
+    cut = full[:, :dim].astype(np.float32)
+    return cut / np.clip(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12, None)
+
+
+def compare(a, b) -> dict:
+    """Max abs difference and per-row cosine (mean, min) between two embedding matrices."""
+    import numpy as np
+
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        from keyphrase_pipeline.core.errors import DataError
+
+        raise DataError(f"embedding shapes differ: {a.shape} vs {b.shape}")
+    na = np.linalg.norm(a, axis=1)
+    nb = np.linalg.norm(b, axis=1)
+    cos = (a * b).sum(1) / np.clip(na * nb, 1e-12, None)
+    return {"max_abs_diff": float(np.abs(a - b).max()) if a.size else 0.0,
+            "cos_mean": float(cos.mean()) if len(cos) else 1.0,
+            "cos_min": float(cos.min()) if len(cos) else 1.0}
+
+
+def topk_overlap(items_a, kps_a, items_b, kps_b, k: int) -> float:
+    """Mean share of the exact top-k keyphrases (under embeddings a) that embeddings b also retrieve."""
+    import numpy as np
+
+    k = max(1, min(k, len(kps_a)))
+    ta = np.argsort(-(items_a @ kps_a.T), axis=1)[:, :k]
+    tb = np.argsort(-(items_b @ kps_b.T), axis=1)[:, :k]
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(ta, tb)]))
+
+
+def quantize_int8(fp32_path: str | Path, int8_path: str | Path) -> Path:
+    """Dynamic int8 with per-channel weight scales (per-tensor loses too much on this model)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=True)
+    return Path(int8_path)
+
+
+def triton_config(name: str, dim: int, max_batch_size: int = 256) -> str:
+    """``config.pbtxt`` for Triton's onnxruntime backend with dynamic batching."""
+    return f"""name: "{name}"
+backend: "onnxruntime"
+max_batch_size: {max_batch_size}
+input [
+  {{ name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] }},
+  {{ name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] }}
+]
+output [
+  {{ name: "{OUTPUT}" data_type: TYPE_FP32 dims: [ {dim} ] }}
+]
+dynamic_batching {{ max_queue_delay_microseconds: 2000 }}
+instance_group [ {{ kind: KIND_AUTO count: 1 }} ]
+"""
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,53 @@
+"""The synthetic marketplace's annotator as a judge (demo and tests).
+
+It knows the world's hidden truth and answers like an LLM that agrees with it ``judge.simulated_accuracy``
+of the time (``keyphrase_pipeline.synthetic.world.simulated_p_yes``). Its labels say so: ``judge=simulated``,
+``judge_model=simulated-annotator-v1``. It costs nothing, so the demo runs anywhere; it proves the
+plumbing, not the quality of a real LLM (see docs/LABELLING.md for SmolLM2's measured agreement).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from keyphrase_pipeline.jobs.judges.base import SIMULATED_MODEL, Judge
+from keyphrase_pipeline.core.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+class SimulatedJudge(Judge):
+    name = "simulated"
+    model = SIMULATED_MODEL
+
+    def __init__(self, settings, world=None):
+        super().__init__(settings)
+        self._world = world
+        log.warning("judge is SIMULATED (%s, accuracy %.2f): labels come from the synthetic world's truth, "
+                    "not from an LLM", SIMULATED_MODEL, settings.judge.simulated_accuracy)
+
+    @property
+    def world(self):
+        if self._world is None:
+            from keyphrase_pipeline.synthetic.world import World
+
+            self._world = World.load(self.settings)
+        return self._world
+
+    def score(self, pairs) -> np.ndarray:
+        if len(pairs) == 0:
+            return np.zeros(0, dtype=np.float64)
+        for col in ("item_id", "keyphrase_id"):
+            if col not in pairs:
+                raise DataError(f"the simulated judge needs column {col!r} (ids into the synthetic world)")
+        from keyphrase_pipeline.synthetic.world import simulated_p_yes
+
+        p = simulated_p_yes(self.world, np.asarray(pairs["item_id"], dtype=np.int64),
+                            np.asarray(pairs["keyphrase_id"], dtype=np.int64),
+                            accuracy=self.settings.judge.simulated_accuracy, seed=self.settings.synth.seed)
+        return np.asarray(p, dtype=np.float64)
+
+    def score_prompts(self, prompts: list[str]) -> np.ndarray:
+        raise DataError("the simulated judge scores (item_id, keyphrase_id) pairs, not free-text prompts")

@@ -1,0 +1,117 @@
+"""Human-style judged pairs from a synthetic world, for developing the training recipe (demo/dev only).
+
+Real teams bring their own judgements (``kp train-cross --labels FILE``): search queries judged against
+product titles, roughly half relevant, with annotator noise, often without a category. This module makes
+files of that shape from the synthetic marketplace so that recipe choices can be checked on more than one
+world (``kp eval-labels``):
+
+* keyphrases are drawn from the world's keyphrase universe (at most ``n_pairs`` pairs: fewer when the
+  world's keyphrases run out); for each, up to ``per_keyphrase`` items are
+  "retrieved" the way a search engine's candidates look: truly relevant items, items of the same product
+  type that miss one of the query's constraints (hard negatives), and items of other types (easy ones);
+* the label is the world's hidden truth with ``noise`` of the labels flipped (human judges disagree with
+  each other on 10-15% of pairs);
+* ``with_category=False`` leaves the category empty (many real catalogs have none).
+
+**Simulated**: every title, keyphrase and label here comes from ``keyphrase_pipeline.synthetic.synth``'s generator, not from
+people. Output columns: ``title, category, keyphrase, label`` (int 0/1) plus ``truth`` (the unflipped label)
+and ``kind`` (the keyphrase kind: generic, brand_type, type_attr, compat, long_tail, misspelled).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from keyphrase_pipeline.synthetic.synth import _gen_items, _gen_keyphrases, _titles, resolve_scale, taxonomy_for
+from keyphrase_pipeline.synthetic.world import Truth
+
+log = logging.getLogger(__name__)
+
+# Two worlds for recipe development: the demo world, and one with another seed, a larger taxonomy (long
+# tails of made-up brands: another vocabulary mix), no category and more noise.
+WORLDS: dict[str, dict] = {
+    "demo": {"seed": 7, "items": 3_000, "with_category": True, "noise": 0.12},
+    "alt": {"seed": 20261129, "items": 30_000, "with_category": False, "noise": 0.15},
+}
+
+
+def make_judged_pairs(seed: int, n_items: int, n_pairs: int = 10_000, noise: float = 0.12,
+                      with_category: bool = True, per_keyphrase: int = 6, positive_share: float = 0.5,
+                      hard_share: float = 0.7) -> pd.DataFrame:
+    """Up to ``n_pairs`` judged (title, category, keyphrase) pairs from a synthetic world of ``n_items`` items
+    (fewer when every keyphrase has been used; ~40% relevant at the defaults).
+
+    Args:
+        seed: world seed (``kp synth --seed``); the same arguments give the same frame.
+        n_items: catalogue size (vocabulary grows with it: ``keyphrase_pipeline.synthetic.synth.taxonomy_for``).
+        noise: share of labels flipped, in [0, 0.5).
+        per_keyphrase: candidates judged per keyphrase (as a search result page's top items).
+        positive_share: target share of relevant pairs before noise.
+        hard_share: share of the negatives that are the query's product type missing a constraint.
+
+    Returns:
+        DataFrame with ``title, category, keyphrase`` (str), ``label`` and ``truth`` (int8 0/1), ``kind``.
+
+    Raises:
+        ValueError: on a noise outside [0, 0.5) or fewer than 2 pairs.
+    """
+    if not 0 <= noise < 0.5:
+        raise ValueError(f"noise must be in [0, 0.5), got {noise}")
+    if n_pairs < 2:
+        raise ValueError(f"n_pairs must be >= 2, got {n_pairs}")
+    _, n_items, n_kp, _ = resolve_scale(n_items)
+    taxonomy = taxonomy_for(n_items)
+    items = _gen_items(n_items, seed, taxonomy)
+    kps = _gen_keyphrases(items, n_kp, seed, taxonomy)
+    truth = Truth.from_frames(items, kps)
+    titles = _titles(items, seed)
+    rng = np.random.default_rng([seed, 77])
+    type_of_item = truth.item_type
+    by_type = {t: np.flatnonzero(type_of_item == t) for t in np.unique(type_of_item)}
+    all_items = np.arange(len(items))
+
+    rows_i: list[int] = []
+    rows_k: list[int] = []
+    for k in rng.permutation(len(kps)):
+        if len(rows_i) >= n_pairs:
+            break
+        same = by_type.get(truth.kp_type[k], np.empty(0, dtype=np.int64))
+        if not len(same):
+            continue
+        rel, _ = truth.match_by_index(same, np.full(len(same), k))
+        pos, hard = same[rel], same[~rel]
+        n_pos = min(len(pos), int(rng.binomial(per_keyphrase, positive_share)))
+        n_neg = per_keyphrase - n_pos
+        n_hard = min(len(hard), int(rng.binomial(n_neg, hard_share)))
+        picks = [rng.choice(pos, n_pos, replace=False) if n_pos else np.empty(0, np.int64),
+                 rng.choice(hard, n_hard, replace=False) if n_hard else np.empty(0, np.int64),
+                 rng.choice(all_items, n_neg - n_hard, replace=False)]
+        for i in np.unique(np.concatenate(picks)):
+            rows_i.append(int(i))
+            rows_k.append(int(k))
+    ii, kk = np.asarray(rows_i[:n_pairs]), np.asarray(rows_k[:n_pairs])
+    label_true, _ = truth.match_by_index(ii, kk)
+    flip = rng.random(len(ii)) < noise
+    out = pd.DataFrame({
+        "title": titles[ii].astype(str),
+        "category": items["category"].to_numpy(object)[ii].astype(str) if with_category else "",
+        "keyphrase": kps["text"].to_numpy(object)[kk].astype(str),
+        "label": (label_true ^ flip).astype("int8"),
+        "truth": label_true.astype("int8"),
+        "kind": kps["kind"].to_numpy(object)[kk].astype(str),
+    })
+    log.info("judged pairs (simulated): %d pairs, %d keyphrases, %.1f%% relevant, %.1f%% labels flipped",
+             len(out), out["keyphrase"].nunique(), 100 * out["label"].mean(), 100 * flip.mean())
+    return out
+
+
+def world_pairs(name: str, n_pairs: int = 10_000) -> pd.DataFrame:
+    """Judged pairs of a named development world (``WORLDS``)."""
+    if name not in WORLDS:
+        raise ValueError(f"unknown world {name!r}: choose from {sorted(WORLDS)}")
+    w = WORLDS[name]
+    return make_judged_pairs(w["seed"], w["items"], n_pairs=n_pairs, noise=w["noise"],
+                             with_category=w["with_category"])

@@ -1,0 +1,101 @@
+import json
+import os
+import threading
+
+import pandas as pd
+import pytest
+
+from keyphrase_pipeline.core.errors import ConfigError, DataError, SchemaError
+from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_range, parse_ds, read_parquet, write_parquet_atomic, write_parquet_file_atomic
+
+
+def test_paths_follow_the_layout(tmp_path):
+    lake = Lake(str(tmp_path))
+    assert lake.path("ctr_labels", ds="2026-10-05") == f"{tmp_path}/ctr_labels/ds=2026-10-05"
+    assert lake.path("events", ds="2026-10-05").endswith("raw/events/ds=2026-10-05")
+    assert lake.path("registry", "CHAMPION") == f"{tmp_path}/registry/CHAMPION"
+    assert lake.uri("ctr_daily").startswith("file://")
+    with pytest.raises(KeyError):
+        lake.path("nope")
+    remote = Lake("s3a://bucket/kp/")
+    assert remote.path("ctr_labels", ds="2026-10-05") == "s3a://bucket/kp/ctr_labels/ds=2026-10-05"
+
+
+def test_ds_helpers():
+    assert ds_range("2026-10-03", 3) == ["2026-10-01", "2026-10-02", "2026-10-03"]
+    assert ds_range("2026-03-01", 2) == ["2026-02-28", "2026-03-01"]
+    with pytest.raises(ConfigError, match="YYYY-MM-DD"):
+        parse_ds("03/10/2026")
+
+
+def test_partitions_lists_only_complete_ones(tmp_path):
+    lake = Lake(str(tmp_path))
+    df = pd.DataFrame({"a": [1]})
+    for ds in ("2026-10-02", "2026-10-01"):
+        write_parquet_atomic(df, lake.path("ctr_daily", ds=ds))
+    os.makedirs(f"{lake.path('ctr_daily')}/_tmp-ds=2026-10-03-abc")
+    assert lake.partitions("ctr_daily") == ["2026-10-01", "2026-10-02"]
+    assert lake.partitions("ctr_labels") == []
+
+
+def test_atomic_dir_replaces_and_a_crash_keeps_the_old(tmp_path):
+    lake = Lake(str(tmp_path))
+    target = lake.path("ctr_labels", ds="2026-10-01")
+    write_parquet_atomic(pd.DataFrame({"v": [1, 2]}), target)
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            os.makedirs(tmp)
+            pd.DataFrame({"v": [9]}).to_parquet(f"{tmp}/part.parquet")
+            raise RuntimeError("worker died")
+    assert read_parquet(target)["v"].tolist() == [1, 2]
+    assert [p for p in os.listdir(lake.path("ctr_labels")) if p.startswith("_")] == []
+    write_parquet_atomic(pd.DataFrame({"v": [3]}), target)
+    assert read_parquet(target)["v"].tolist() == [3]
+
+
+def test_readers_never_see_a_partial_file(tmp_path):
+    """A reader polling during many rewrites sees complete content every time."""
+    target = tmp_path / "x.parquet"
+    write_parquet_file_atomic(pd.DataFrame({"v": list(range(1000))}), str(target))
+    errors, stop = [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                n = len(pd.read_parquet(target))
+                if n not in (1000, 2000):
+                    errors.append(n)
+            except Exception as exc:  # a torn file would fail to parse
+                errors.append(repr(exc))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(30):
+        write_parquet_file_atomic(pd.DataFrame({"v": list(range(1000 * (1 + i % 2)))}), str(target))
+    stop.set()
+    t.join()
+    assert errors == []
+
+
+def test_pointers_and_json(tmp_path):
+    lake = Lake(str(tmp_path))
+    p = lake.path("serving", "CURRENT")
+    assert lake.read_pointer(p) is None
+    lake.write_pointer(p, "v1")
+    lake.write_pointer(p, "v2")
+    assert lake.read_pointer(p) == "v2"
+    path = lake.write_run_stats("2026-10-01", "ctr_labels", {"pairs": 5})
+    stats = json.loads(open(path).read())
+    assert stats["pairs"] == 5 and stats["stage"] == "ctr_labels" and stats["ds"] == "2026-10-01"
+    with pytest.raises(DataError, match="missing"):
+        lake.read_json(lake.path("runs", "nope.json"))
+
+
+def test_read_parquet_checks_the_contract(tmp_path):
+    lake = Lake(str(tmp_path))
+    target = lake.path("ctr_daily", ds="2026-10-01")
+    write_parquet_atomic(pd.DataFrame({"item_id": [1], "keyphrase_id": [2], "impressions": [3]}), target)
+    with pytest.raises(SchemaError, match="clicks"):
+        read_parquet(target, contract="ctr_daily")
+    with pytest.raises(DataError, match="missing dataset"):
+        read_parquet(lake.path("ctr_daily", ds="2026-10-09"))
