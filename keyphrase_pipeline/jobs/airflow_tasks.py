@@ -241,7 +241,7 @@ def run_stage(stage: str, params: dict | None, ds: str, **kwargs) -> dict:
     pyspark or faiss. Exceptions propagate unchanged (Airflow retries, ``log_task_failure`` reports)."""
     import importlib
 
-    module = importlib.import_module(f"jobs.{stage}")
+    module = importlib.import_module(f"keyphrase_pipeline.jobs.{stage}")
     return jsonable(module.run(settings_for(params), ds, **kwargs))
 
 
