@@ -48,6 +48,10 @@ DEFAULTS = {
 
 
 def environment() -> dict[str, str]:
+    """A copy of ``os.environ`` with ``DEFAULTS`` filled in where unset, the execution-API URL on the api-server
+    port, ``PYSPARK_PYTHON`` and this interpreter's ``bin`` directory first on ``PATH``.
+
+    ``os.environ`` itself is not changed."""
     env = dict(os.environ)
     for key, value in DEFAULTS.items():
         env.setdefault(key, value)
@@ -61,6 +65,8 @@ def environment() -> dict[str, str]:
 
 
 def admin_password(airflow_home: str) -> str | None:
+    """The ``admin`` password SimpleAuthManager generated under ``airflow_home``, or None when the file is
+    missing or unreadable (never raises)."""
     path = Path(airflow_home) / "simple_auth_manager_passwords.json.generated"
     try:
         return json.loads(path.read_text()).get("admin")
@@ -69,6 +75,9 @@ def admin_password(airflow_home: str) -> str | None:
 
 
 def wait_healthy(url: str, timeout_s: float = 180.0) -> bool:
+    """Poll ``url`` every 2 s until it answers HTTP 200 (True) or ``timeout_s`` seconds pass (False).
+
+    Connection errors count as "not yet"; nothing is raised."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         try:
@@ -117,6 +126,12 @@ def ensure_metadata_db() -> bool:
 
 
 def main() -> int:
+    """``make airflow``: migrate the metadata DB, create the ``llm`` pool, start ``airflow standalone`` and wait.
+
+    Prints the URLs and the admin password once the health endpoint answers (or a warning on stderr after
+    180 s). Returns the Airflow process's exit code; on Ctrl-C it forwards SIGINT, waits up to 30 s, then
+    kills it and returns 130. Raises RuntimeError when ``airflow db migrate`` fails (not a KPError: this is not
+    a ``kp`` subcommand)."""
     env = environment()
     os.environ.update(env)
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def configure_logging(level: str = "INFO") -> None:
+    """Log to stderr at ``level`` (a name such as ``DEBUG``; unknown names give INFO) and quiet chatty libraries.
+
+    stdout stays free for a command's JSON result."""
     logging.basicConfig(
         level=getattr(logging, str(level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -68,6 +71,19 @@ def _top_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``kp`` with ``argv`` (default ``sys.argv[1:]``); return the process exit code.
+
+    Imports the subcommand's module, parses its options, loads the settings (``get_settings``) and calls
+    ``module.main(settings, args)``. Never raises for a pipeline error; it maps outcomes to codes:
+
+    * 0: success, ``--help``, ``--version`` (a command's ``main`` may also return its own code);
+    * 2: no command, an unknown command, bad options (argparse), ``ConfigError``;
+    * 3: ``DataError`` (``SchemaError`` included); 4: ``GateError``; 1: ``KPError`` itself (e.g.
+      ``JudgeUnavailable``) and any other exception (traceback logged); 130: Ctrl-C.
+
+    Errors are logged and printed as ``kp COMMAND: error: MESSAGE`` on stderr. An ImportError of the
+    command's module (a missing optional dependency) is raised before this mapping and is not caught.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
     if not argv or argv[0] in ("-h", "--help"):

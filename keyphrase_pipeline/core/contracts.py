@@ -109,6 +109,9 @@ CONTRACTS: dict[str, dict[str, str]] = {
 
 
 def columns(contract: str, include_optional: bool = True) -> list[str]:
+    """Column names of ``contract`` in contract order, ``?`` stripped; optional ones only with ``include_optional``.
+
+    Raises KeyError for an unknown contract name."""
     return [c.rstrip("?") for c in CONTRACTS[contract] if include_optional or not c.endswith("?")]
 
 
@@ -135,11 +138,18 @@ def _arrow_ok(logical: str, t) -> bool:
 
 
 def check_arrow_schema(schema, contract: str, where: str = "") -> None:
-    """Raise SchemaError if a pyarrow schema misses a required column or has a wrong type."""
+    """Raise SchemaError if a pyarrow schema misses a required column or has a wrong type.
+
+    Extra columns are allowed; an all-null column passes any type. ``where`` (a path or a label) goes into
+    the message. Raises SchemaError (a DataError: ``kp`` exit 3), KeyError for an unknown contract name."""
     _check({f.name: f.type for f in schema}, contract, where, _arrow_ok)
 
 
 def check_pandas(df, contract: str, where: str = "") -> None:
+    """``check_arrow_schema`` on a pandas DataFrame's inferred Arrow schema (the index is ignored).
+
+    Object columns holding str infer as ``string``; an all-None column passes any type. Raises SchemaError
+    (``kp`` exit 3); pyarrow's ArrowInvalid/ArrowTypeError when a column's values have mixed types."""
     import pyarrow as pa
 
     check_arrow_schema(pa.Schema.from_pandas(df, preserve_index=False), contract, where)
@@ -165,7 +175,10 @@ def _spark_ok(logical: str, t) -> bool:
 
 
 def check_spark_schema(schema, contract: str, where: str = "") -> None:
-    """Raise SchemaError if a Spark StructType misses a required column or has a wrong type."""
+    """Raise SchemaError (``kp`` exit 3) if a Spark StructType misses a required column or has a wrong type.
+
+    Any Spark integer width passes ``int64``/``int32``, float or double passes either float type; extra
+    columns are allowed. KeyError for an unknown contract name."""
     _check({f.name: f.dataType for f in schema.fields}, contract, where, _spark_ok)
 
 
@@ -204,6 +217,10 @@ def spark_schema(contract: str):
 
 
 def arrow_schema(contract: str, include_optional: bool = True):
+    """The contract as a ``pyarrow.Schema``, columns in contract order (for writing parquet with exact types).
+
+    Physical types: int64, int32, float64, float32, bool, ``timestamp[us]`` (naive), ``date32``,
+    ``list<float32>``, string. Raises KeyError for an unknown contract name."""
     import pyarrow as pa
 
     mapping = {

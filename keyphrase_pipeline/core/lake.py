@@ -49,7 +49,9 @@ DATASETS = {
 
 
 def parse_ds(ds: str | dt.date) -> dt.date:
-    """``YYYY-MM-DD`` -> date, with a clear error."""
+    """``YYYY-MM-DD`` (or a ``date``, returned as is) -> ``datetime.date``.
+
+    Raises ConfigError (``kp`` exit 2) for anything else."""
     if isinstance(ds, dt.date):
         return ds
     try:
@@ -59,21 +61,29 @@ def parse_ds(ds: str | dt.date) -> dt.date:
 
 
 def ds_str(ds: str | dt.date) -> str:
+    """The canonical ``YYYY-MM-DD`` string of ``ds``; ConfigError (exit 2) when it is not a date."""
     return parse_ds(ds).isoformat()
 
 
 def ds_range(end: str | dt.date, days: int) -> list[str]:
-    """The ``days`` dates ending at ``end`` (inclusive), oldest first."""
+    """The ``days`` dates ending at ``end`` (inclusive), oldest first, as ``YYYY-MM-DD`` strings.
+
+    ``days`` <= 0 gives []. ConfigError (exit 2) when ``end`` is not a date."""
     end_d = parse_ds(end)
     return [(end_d - dt.timedelta(days=i)).isoformat() for i in range(days - 1, -1, -1)]
 
 
 def is_local(uri: str) -> bool:
+    """True for a plain path, a ``file://`` URI or a Windows drive path; False for any other URL scheme."""
     scheme = urlparse(uri).scheme
     return scheme in ("", "file") or (len(scheme) == 1)  # "C:" on Windows
 
 
 def local_path(uri: str) -> Path:
+    """The filesystem ``Path`` of a local ``uri`` (``file://`` prefix removed).
+
+    Raises ConfigError (exit 2) for a non-local URL (``s3://``, ``hdfs://``, ...): the callers are the parts
+    of the pipeline that need a local or mounted lake."""
     if not is_local(uri):
         raise ConfigError(f"{uri} is not a local path")
     return Path(uri[7:] if uri.startswith("file://") else uri)
@@ -93,6 +103,10 @@ class Lake:
 
     # ---- paths -------------------------------------------------------------------------------
     def path(self, dataset: str, *parts: str, ds: str | dt.date | None = None) -> str:
+        """``<root>/<DATASETS[dataset]>/<parts...>[/ds=YYYY-MM-DD]`` as a string (no check that it exists).
+
+        Raises KeyError for a dataset not in ``DATASETS`` (a programming error: ``kp`` exit 1), ConfigError
+        (exit 2) when ``ds`` is not a date."""
         if dataset not in DATASETS:
             raise KeyError(f"unknown dataset {dataset!r}; known: {sorted(DATASETS)}")
         segs = [self.root, DATASETS[dataset], *parts]
@@ -127,6 +141,10 @@ class Lake:
         write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
     def read_json(self, path: str, default: Any = None) -> Any:
+        """The parsed JSON at ``path``; ``default`` when the file is missing and ``default`` is not None.
+
+        Raises DataError (exit 3) when the file is missing and no default is given; json.JSONDecodeError
+        (a ValueError, exit 1) when it is not JSON."""
         fs, p = _fs(path)
         if not fs.exists(p):
             if default is not None:
@@ -149,6 +167,7 @@ class Lake:
         return path
 
     def read_pointer(self, path: str) -> str | None:
+        """The stripped content of a pointer file (``CHAMPION``, ``CURRENT``), or None when missing or empty."""
         fs, p = _fs(path)
         if not fs.exists(p):
             return None
@@ -234,12 +253,16 @@ def atomic_dir(target: str) -> Iterator[str]:
 
 
 def spark_uri(path: str) -> str:
+    """``path`` as Spark reads it: ``file://<absolute path>`` for local paths, other URLs unchanged."""
     return f"file://{local_path(path)}" if is_local(path) else path
 
 
 def write_parquet_atomic(df, target_dir: str, filename: str = "part-00000.parquet") -> str:
     """Write a pandas DataFrame as one parquet file in ``target_dir`` (plus ``_SUCCESS``), atomically replacing
-    the directory (readers see the old one or the new one); returns ``target_dir``."""
+    the directory (readers see the old one or the new one); returns ``target_dir``.
+
+    Column types are what pandas/pyarrow infer (no contract is checked here: call ``check_pandas`` first).
+    Errors of the writer (pyarrow, OSError) propagate; the temp directory is then removed."""
     with atomic_dir(target_dir) as tmp:
         fs, p = _fs(tmp)
         fs.makedirs(p, exist_ok=True)
@@ -251,7 +274,8 @@ def write_parquet_atomic(df, target_dir: str, filename: str = "part-00000.parque
 
 
 def write_parquet_file_atomic(df, target_file: str) -> str:
-    """Write one parquet file atomically (temp name in the same directory, then rename)."""
+    """Write the pandas DataFrame ``df`` as one parquet file atomically (temp name in the same directory, then
+    rename); returns ``target_file``. Parent directories are created. No contract check; writer errors propagate."""
     if is_local(target_file):
         t = local_path(target_file)
         t.parent.mkdir(parents=True, exist_ok=True)
@@ -273,10 +297,14 @@ def read_parquet(path: str, contract: str | None = None, columns: list[str] | No
     Args:
         path: a local path or fsspec URL; hive partitions (``ds=...``) below it become columns.
         contract: a name in ``keyphrase_pipeline.core.contracts`` (docs/DATA.md) the schema must satisfy.
+        columns: read only these; the contract is then checked on them alone.
     Returns:
-        a pandas DataFrame (all rows; ``columns`` only when given).
+        a pandas DataFrame (all rows; ``columns`` only when given), dtypes as pyarrow converts them
+        (int64, float64, object for strings, ``datetime64`` for timestamps, object arrays for lists).
     Raises:
-        DataError: nothing at ``path``.  SchemaError: the schema breaks the contract.
+        DataError: nothing at ``path`` (exit 3).  SchemaError: the schema breaks the contract (exit 3).
+        pyarrow.ArrowInvalid: a file is not parquet, or a name in ``columns`` does not exist (not a
+        KPError: ``kp`` exit 1).
     """
     import pyarrow.dataset as pads
 

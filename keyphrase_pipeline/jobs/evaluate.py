@@ -45,7 +45,10 @@ def _folds(text_hashes) -> np.ndarray:
 
 
 def crossfit_predictions(y, s, text_hashes) -> tuple[np.ndarray, list[float]]:
-    """Binary predictions where each fold uses the F1-best threshold of the other fold."""
+    """Binary predictions where each fold uses the F1-best threshold of the other fold.
+
+    ``y``: 0/1 ``(n,)``; ``s``: float scores ``(n,)`` (cosine); ``text_hashes``: ``n`` str (fold = sha1 of each).
+    Returns (int ``np.ndarray`` ``(n,)`` of 0/1, [threshold used for fold 0, for fold 1])."""
     folds = _folds(text_hashes)
     pred = np.zeros(len(s), dtype=int)
     thresholds = []
@@ -58,7 +61,13 @@ def crossfit_predictions(y, s, text_hashes) -> tuple[np.ndarray, list[float]]:
 
 
 def relevance_recall_at_k(settings, model, world, ds: str, k: int, max_items: int) -> dict:
-    """recall@K / precision@K of truly relevant keyphrases, tail vs head items (``world``: a ``keyphrase_pipeline.core.truth.TruthProvider``)."""
+    """recall@K / precision@K of truly relevant keyphrases, tail vs head items (``world``: a
+    ``keyphrase_pipeline.core.truth.TruthProvider``).
+
+    Cosine at ``serve.dim`` over the whole keyphrase universe, at most ``max_items`` items per bucket. Returns
+    ``{"k", "keyphrases", "tail": {...}, "head": {...}}`` with shares in [0, 1] (``{"items": 0}`` for a bucket
+    without items that have a relevant keyphrase); {} when there is no catalog snapshot up to ``ds``. Raises
+    DataError (exit 3) when ``raw/keyphrases`` is missing, SchemaError (exit 3) on a broken contract."""
     from keyphrase_pipeline.jobs.training_data import latest_partition
     from keyphrase_pipeline.core.lake import read_parquet
     from keyphrase_pipeline.models.bi_encoder import encode_items, encode_keyphrases
@@ -104,6 +113,9 @@ def relevance_recall_at_k(settings, model, world, ds: str, k: int, max_items: in
 
 # ---- evaluation ----------------------------------------------------------------------------------------
 def cross_scores_for(settings, test, cross_dir: str | None):
+    """The cross-encoder's P(relevant) for the ``test`` frame's pairs (``train_bi.teacher_scores``): float32
+    ``np.ndarray`` ``(len(test),)`` in [0, 1], or None without ``cross_dir``. ConfigError (exit 2) when pairs must
+    be scored and ``cross_dir`` is not a cross-encoder directory."""
     if not cross_dir:
         return None
     from keyphrase_pipeline.jobs.train_bi import teacher_scores
@@ -117,7 +129,14 @@ def evaluate_model(settings, model_dir: str, ds: str | None = None, data=None, c
 
     ``data``: a ``TrainingData`` (read for ``ds`` when None); ``cross_dir``: a cross-encoder model dir for
     ``rho_cross`` (or pass precomputed ``teacher`` scores aligned with the test set); ``world``: a truth provider,
-    None, or "auto" (``keyphrase_pipeline.core.truth.load_truth``: the configured provider, if any)."""
+    None, or "auto" (``keyphrase_pipeline.core.truth.load_truth``: the configured provider, if any). Truth metrics
+    need both a world and ``ds``.
+
+    Returns ``{"dim", "llm": {f1, precision, recall, n, positives, auc, threshold (a cosine), fold_thresholds},
+    "rho_cross" (Pearson r or None)[, "truth", "relevance_recall_at_k"]}``.
+
+    Raises ConfigError (exit 2): neither ``ds`` nor ``data``; ``model_dir`` without ``modules.json``; a truth
+    provider that cannot be imported. DataError/SchemaError (exit 3): what ``load_training_data`` raises."""
     from keyphrase_pipeline.jobs.training_data import load_training_data
     from keyphrase_pipeline.models.bi_encoder import load_student, score_pairs
 
@@ -179,7 +198,15 @@ def run(settings, ds: str, candidate: str | None = None, force_promote: bool = F
     """Evaluate ``candidate`` (default: the newest student trained for ``ds``), re-evaluate the champion on
     the same test set, promote or not; return {promoted, reason, version, metrics, champion_metrics, ...}.
 
-    Raises ConfigError (exit 2): unknown ``candidate``; DataError (exit 3): no student or no held-out labels.
+    Without ``candidate`` and with no student trained for ``ds``, the newest student of any day is evaluated.
+
+    Raises:
+        ConfigError: (exit 2) ``ds`` not a date; unknown ``candidate``; the lake not local (registry);
+            ``truth_provider`` not importable; a model directory without ``modules.json``.
+        DataError: (exit 3) no student in the registry; what ``load_training_data`` raises (no or too few
+            labels, a held-out split without test or train pairs).
+        SchemaError: (exit 3) the label store, or catalog/keyphrases read for recall@K, break their contract.
+
     A refused promotion is a result, not an error (``kp evaluate --require-promotion`` makes it GateError,
     exit 4)."""
     from keyphrase_pipeline.jobs import registry
@@ -235,6 +262,7 @@ def run(settings, ds: str, candidate: str | None = None, force_promote: bool = F
 
 
 def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--ds", default=None, help="logical date YYYY-MM-DD (default: today, UTC)")
     parser.add_argument("--candidate", default=None, help="student version (default: newest trained for --ds)")
     parser.add_argument("--force-promote", action="store_true", help="promote whatever the gate says")
@@ -243,6 +271,12 @@ def add_arguments(parser) -> None:
 
 
 def main(settings, args) -> int:
+    """``kp evaluate``: ``run`` for ``--ds`` (default: today, UTC); prints the stats as indented JSON and returns 0.
+
+    With ``--require-promotion`` a candidate that is not promoted raises GateError (exit 4) after the stats are
+    printed and recorded.
+    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     ds = args.ds or dt.datetime.now(dt.UTC).date().isoformat()
     stats = run(settings, ds, candidate=args.candidate, force_promote=args.force_promote)
     print(json.dumps(stats, indent=2, default=str))

@@ -64,7 +64,11 @@ def _check_dims(settings, version: str) -> None:
 
 
 def is_exported(settings, version: str) -> dict | None:
-    """The export record when ``version`` is exported and verified at the current serve.dim, else None."""
+    """The export record (``export.json`` as a dict) when ``version`` is exported and verified at the current
+    ``serve.dim`` with the current ``serve.quantize``, else None.
+
+    ConfigError (exit 2) for a bad version id or a non-local lake; json.JSONDecodeError (exit 1) for a
+    corrupt record."""
     from keyphrase_pipeline.core.layout import onnx_dir
 
     path = Path(local_path(onnx_dir(settings, version))) / layout.EXPORT_RECORD
@@ -169,8 +173,17 @@ def _write_record(settings, version: str, tmp: Path, model_file: str, parity: di
 def run(settings, ds: str | None = None, version: str | None = None, force: bool = False) -> dict:
     """Export, verify (GateError beyond ``serve.export_tolerance``), optionally quantise; return its stats.
 
-    Raises ConfigError (exit 2): ``serve.dim`` not among the student's Matryoshka dims; DataError (exit 3): no
-    champion; GateError (exit 4): ONNX and torch differ beyond ``serve.export_tolerance``."""
+    ``ds`` only picks the verification texts (that day's catalog) and the day of the run stats; without it no
+    run stats are written.
+
+    Raises:
+        ConfigError: (exit 2) ``serve.dim`` not among the student's Matryoshka dims or above the encoder's hidden
+            size; a model that does not mean-pool; ``ds`` not a date; the lake not local.
+        DataError: (exit 3) no champion (and no ``version``), or the version's model directory missing.
+        GateError: (exit 4) ONNX and torch embeddings differ by more than ``serve.export_tolerance`` (max absolute
+            difference of embedding values); nothing is written.
+
+    A dropped int8 model is a result, not an error. Exporter and ONNX Runtime errors propagate (exit 1)."""
     from keyphrase_pipeline.jobs.serving import require_version
     from keyphrase_pipeline.core.layout import model_dir, onnx_dir
 
@@ -204,12 +217,18 @@ def run(settings, ds: str | None = None, version: str | None = None, force: bool
 
 
 def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--ds", default=None, help="logical date (YYYY-MM-DD): samples verification texts from that catalog")
     parser.add_argument("--version", default=None, help="registry student version (default: registry/CHAMPION)")
     parser.add_argument("--force", action="store_true", help="export again even when already exported and verified")
 
 
 def main(settings, args) -> int:
+    """``kp export``: ``run`` with ``--ds``, ``--version``, ``--force``; prints the stats as one JSON line and
+    returns 0.
+
+    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     stats = run(settings, args.ds, version=args.version, force=args.force)
     print(json.dumps(stats, default=str))
     return 0

@@ -52,8 +52,16 @@ def _load_embeddings(settings, what: str, version: str, required: bool):
 def run(settings, ds: str, version: str | None = None) -> dict:
     """Build, measure and (if recall passes) stage the day's index; return its stats.
 
-    Raises DataError (exit 3): missing or empty embeddings, dimension mismatch; GateError (exit 4): recall@K
-    below ``serve.min_recall`` (nothing is written)."""
+    ``ann_recall_at_k`` in the stats is a share in [0, 1]; ``build_s``/``recall_s`` are seconds.
+
+    Raises:
+        ConfigError: (exit 2) ``ds`` not a date; the lake not local.
+        DataError: (exit 3) no champion (and no ``version``) or its model missing; keyphrase embeddings missing
+            or empty; keyphrase or item embeddings not ``serve.dim`` long; ``raw/keyphrases`` missing.
+        SchemaError: (exit 3) the embeddings or the keyphrases break their contract.
+        GateError: (exit 4) recall@K below ``serve.min_recall``: no build is written (the run stats, with
+            ``status`` refused, are).
+    """
     import faiss
     import numpy as np
     import pandas as pd
@@ -109,10 +117,15 @@ def run(settings, ds: str, version: str | None = None) -> dict:
 
 
 def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--ds", required=True, help="logical date (YYYY-MM-DD)")
 
 
 def main(settings, args) -> int:
+    """``kp index``: ``run`` for ``--ds``; prints the stats as one JSON line and returns 0.
+
+    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     print(json.dumps(run(settings, args.ds)))
     return 0
 

@@ -45,6 +45,8 @@ def pair_key(title: object, category: object, keyphrase: object, judge_model: st
 
 
 def pair_keys(df: pd.DataFrame, judge_model: str, prompt_version: str) -> pd.Series:
+    """``pair_key`` (40-char hex sha1) of each row of ``df`` (columns ``title, category, keyphrase``), as an
+    object Series on ``df``'s index. KeyError when a column is missing."""
     return pd.Series([pair_key(t, c, k, judge_model, prompt_version)
                       for t, c, k in zip(df["title"], df["category"], df["keyphrase"], strict=True)],
                      index=df.index, dtype=object)
@@ -71,23 +73,32 @@ def _read_files(files: list[str], fs, contract: str, cols: list[str] | None = No
 
 
 def staging_files(lake: Lake, ds, shard: int | None = None) -> list[str]:
+    """Sorted paths (fsspec form) of the staged ``batch-NNNNN.parquet`` files of one shard, or of every shard of
+    the day; [] when there are none."""
     fs, pattern = _fs(layout.staging_glob(lake, ds, shard))
     return sorted(fs.glob(pattern))
 
 
 def read_staging(lake: Lake, ds, cols: list[str] | None = None) -> pd.DataFrame:
-    """Every staged label row of the day (all shards, all runs)."""
+    """Every staged label row of the day (all shards, all runs) as a pandas DataFrame.
+
+    Without ``cols``: the ``llm_labels`` columns, each file's schema checked (SchemaError, exit 3). With
+    ``cols``: those columns only, unchecked. No files: an empty frame with those columns. A file that is not
+    parquet raises pyarrow's ArrowInvalid (exit 1)."""
     fs, _ = _fs(lake.path("llm_staging"))
     return _read_files(staging_files(lake, ds), fs, "llm_labels", cols)
 
 
 def store_partitions(lake: Lake) -> list[str]:
+    """The ``ds`` strings (``YYYY-MM-DD``) of the label store's day partitions, sorted."""
     return lake.partitions("llm_store")
 
 
 def read_store_keys(lake: Lake, before_ds=None, among=None) -> set[str]:
     """pair_keys in the store (days before ``before_ds`` when given). With ``among`` (keys of interest),
-    only those are looked up (pushed down as a filter), so a shard never loads the whole store."""
+    only those are looked up (pushed down as a filter), so a shard never loads the whole store.
+
+    Returns a set of pair_key strings (empty for an empty ``among``)."""
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
@@ -115,12 +126,17 @@ def _read_store_day(lake: Lake, d: str, cols: list[str] | None = None) -> pd.Dat
 
 
 def read_done(lake: Lake, ds, shard: int) -> dict | None:
+    """The ``_DONE`` stats of a shard (with the pairs ``run_id``), or None while it is not done.
+
+    json.JSONDecodeError (exit 1) when the marker is not JSON."""
     path = layout.done_marker(lake, ds, shard)
     return lake.read_json(path) if lake.exists(path) else None
 
 
 def read_manifest(lake: Lake, ds) -> dict:
-    """The pairs run's manifest (written by select-pairs): run_id and shard list."""
+    """The pairs run's manifest (written by select-pairs): run_id and shard list.
+
+    Raises DataError (exit 3) when the day has none; json.JSONDecodeError (exit 1) when it is not JSON."""
     path = layout.pairs_manifest_path(lake, ds)
     if not lake.exists(path):
         raise DataError(f"no pairs for ds={ds_str(ds)} at {lake.path('pairs', ds=ds)}: run `kp select-pairs --ds {ds_str(ds)}` first")
@@ -128,7 +144,11 @@ def read_manifest(lake: Lake, ds) -> dict:
 
 
 def to_label_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Columns and dtypes of contract llm_labels (timestamps in microseconds, naive UTC)."""
+    """Columns and dtypes of contract llm_labels (timestamps in microseconds, naive UTC).
+
+    Returns a copy with only the contract columns: ids int64, ``label`` int32, ``p_yes`` float64 (P(yes) in
+    [0, 1]), ``labelled_at`` ``datetime64[us]``, text columns object. KeyError when a column is missing;
+    ValueError/TypeError when a value does not convert."""
     out = df[LABEL_COLUMNS].copy()
     for c in ("item_id", "keyphrase_id"):
         out[c] = out[c].astype("int64")
@@ -141,7 +161,10 @@ def to_label_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_label_table(df: pd.DataFrame, target_dir: str) -> None:
-    """Write ``df`` (contract llm_labels) as one parquet file, atomically replacing ``target_dir``."""
+    """Write ``df`` (contract llm_labels) as one parquet file, atomically replacing ``target_dir``.
+
+    Converted with ``to_label_frame`` and written with the contract's exact Arrow schema; pyarrow raises
+    ArrowInvalid/ArrowTypeError (exit 1) when a column does not fit it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -157,7 +180,16 @@ def write_label_table(df: pd.DataFrame, target_dir: str) -> None:
 def run(settings, ds) -> dict:
     """Merge the day's staged labels into the store; stats in runs/ds=D/llm_labels.json.
 
-    Raises DataError (exit 3): no pairs manifest for the day or unreadable staged labels."""
+    Rows whose pair_key is in the store on an earlier day are dropped; the day's partition is replaced.
+
+    Raises:
+        ConfigError: (exit 2) ``ds`` is not YYYY-MM-DD.
+        DataError: (exit 3) no pairs manifest for the day (run select-pairs); a shard of the manifest not done
+            for the manifest's run id (run ``kp label --all``).
+        SchemaError: (exit 3) a staged batch, the merged labels or the day's ``ctr_labels`` break their contract.
+
+    A staged file that is not parquet raises pyarrow's ArrowInvalid, a manifest that is not JSON
+    json.JSONDecodeError: neither is a KPError (exit 1)."""
     lake = Lake.from_settings(settings)
     ds = ds_str(ds)
     manifest = read_manifest(lake, ds)
@@ -199,7 +231,11 @@ def run(settings, ds) -> dict:
 
 
 def label_stats(settings, lake: Lake, ds: str, day: pd.DataFrame) -> dict:
-    """Yes-rate, P(yes) histogram, per-source stats and agreement with the day's CTR positives."""
+    """Yes-rate, P(yes) histogram, per-source stats and agreement with the day's CTR positives.
+
+    ``day``: frame of contract llm_labels. Returns a JSON-able dict; ``p_yes_hist`` counts P(yes) in 10 equal
+    bins over [0, 1]; rates are shares in [0, 1] (None for no rows). CTR positives come from
+    ``ctr_labels/ds=`` when present (SchemaError, exit 3, when it breaks its contract), else ``source``."""
     if len(day) == 0:
         return {"yes_rate": None, "p_yes_hist": [0] * 10, "by_source": {}, "agreement_ctr_positive": None,
                 "ctr_positive_pairs_judged": 0, "judges": []}
@@ -236,7 +272,14 @@ def _ctr_positive_mask(lake: Lake, ds: str, day: pd.DataFrame) -> pd.Series:
 
 # ---- reading ---------------------------------------------------------------------------------------------
 def read_labels(settings, upto_ds=None) -> pd.DataFrame:
-    """All stored labels up to ``upto_ds`` (inclusive), one row per pair_key (earliest kept), plus ``ds``."""
+    """All stored labels up to ``upto_ds`` (inclusive), one row per pair_key (earliest kept), plus ``ds``.
+
+    Returns a pandas DataFrame: the ``llm_labels`` columns (``p_yes`` float64 in [0, 1], ``label`` int32 0/1,
+    ``labelled_at`` naive UTC timestamps) and ``ds`` (str, the store day). Empty store: an empty frame with
+    those columns and dtypes.
+
+    Raises ConfigError (exit 2) when ``upto_ds`` or a store partition name is not a date, SchemaError (exit 3)
+    when a store file breaks the contract; a file that is not parquet raises ArrowInvalid (exit 1)."""
     lake = Lake.from_settings(settings)
     limit = ds_str(upto_ds) if upto_ds is not None else None
     frames = []
@@ -266,10 +309,16 @@ _EMPTY_DTYPES = {
 
 # ---- CLI ------------------------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
 
 
 def main(settings, args) -> int:
+    """``kp merge-labels``: ``run`` for ``--ds``; prints the stats (without the P(yes) histogram) as one JSON line
+    and returns 0.
+
+    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     import json
 
     stats = run(settings, args.ds)

@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 
 def already_labelled(lake: Lake, ds, among) -> set[str]:
     """Which of ``among`` (pair_keys) were labelled before: staged for this day (any shard, any run)
-    or in the store (any day)."""
+    or in the store (any day). Returns a set of pair_key strings, a subset of ``among``.
+
+    A staged file that is not parquet raises pyarrow's ArrowInvalid (exit 1)."""
     among = set(among)
     staged = set(read_staging(lake, ds, cols=["pair_key"])["pair_key"].tolist()) & among
     return staged | read_store_keys(lake, among=among - staged)
@@ -119,8 +121,21 @@ def _judge_batches(settings, lake: Lake, ds: str, shard: int, judge, todo: pd.Da
 def run(settings, ds, shard: int, judge=None) -> dict:
     """Label one shard; returns stats (pairs, skipped, judged, batches, yes_rate, judge calls).
 
-    Raises ConfigError (exit 2): the judge is misconfigured; DataError (exit 3): no pairs for the day, or the
-    judge failed on a batch (the batches already judged are kept)."""
+    Every judged batch is written to the staging area as soon as it is scored; the ``_DONE`` marker is written
+    last, so a failure leaves the shard not done and a rerun judges only what is left.
+
+    Raises:
+        ConfigError: (exit 2) ``ds`` not a date; the judge misconfigured (unknown backend, empty or missing
+            ``judge.model``, no endpoint, a tokenizer without one-token yes/no, vLLM not installed); the judge's
+            prompt version differs from ``judge.prompt_version``; the OpenAI-compatible endpoint refused a
+            request (HTTP 4xx other than 408/409/425/429).
+        DataError: (exit 3) no pairs manifest for ``ds``; ``shard`` not in it; the shard's pairs missing; the
+            judge returned scores not of shape ``(n,)``, not finite or outside [0, 1], or an answer without yes/no
+            log-probabilities; the simulated judge found no synthetic world.
+        SchemaError: (exit 3) the shard's pairs break contract ``pairs``.
+        JudgeUnavailable: (a KPError: exit 1) the endpoint kept failing (timeouts, 429, 5xx) after
+            ``judge.max_retries`` retries.
+    """
     lake = Lake.from_settings(settings)
     ds = ds_str(ds)
     shard = int(shard)
@@ -159,7 +174,10 @@ def run(settings, ds, shard: int, judge=None) -> dict:
 
 
 def run_all(settings, ds, judge=None) -> dict:
-    """Label every shard of the day in this process (one judge loaded once)."""
+    """Label every shard of the day in this process (one judge loaded once, only when a shard is pending).
+
+    Returns ``{ds, shards, judged, judge_calls, skipped_shards}``. Raises what ``run`` raises, at the first
+    failing shard (shards before it stay done)."""
     lake = Lake.from_settings(settings)
     manifest = read_manifest(lake, ds)
     shards = manifest["shards"]
@@ -182,6 +200,7 @@ def run_all(settings, ds, judge=None) -> dict:
 
 
 def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
     g = parser.add_mutually_exclusive_group(required=True)
     g.add_argument("--shard", type=int, help="label this shard")
@@ -189,6 +208,11 @@ def add_arguments(parser) -> None:
 
 
 def main(settings, args) -> int:
+    """``kp label``: ``run`` for ``--shard`` or ``run_all`` for ``--all``; prints the stats as one JSON line and
+    returns 0.
+
+    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     import json
 
     stats = run_all(settings, args.ds) if args.all else run(settings, args.ds, args.shard)

@@ -20,7 +20,10 @@ log = logging.getLogger(__name__)
 def run(settings, version: str, reason: str = "manual promotion", ds: str | None = None) -> dict:
     """Make ``version`` the champion; return {version, previous, reason}.
 
-    Raises ConfigError (exit 2): no version given, or none such in the registry."""
+    The switch is recorded in ``runs/ds=<ds or today, UTC>/promote.json``.
+
+    Raises ConfigError (exit 2): no version given, none such in the registry, an invalid version id, the lake
+    not local (registry), or ``ds`` not a date."""
     from keyphrase_pipeline.jobs import registry
 
     if not registry.exists(settings, version):
@@ -35,12 +38,19 @@ def run(settings, version: str, reason: str = "manual promotion", ds: str | None
 
 
 def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--version", default=None, help="student version to make champion")
     parser.add_argument("--reason", default="manual promotion", help="why (stored with the switch)")
     parser.add_argument("--list", action="store_true", help="list student versions and exit")
 
 
 def main(settings, args) -> int:
+    """``kp promote``: with ``--list``, one line per student version (``*`` = champion, label mix, KD loss,
+    evaluated F1, promotion); else ``run`` for ``--version`` and its result as one JSON line. Returns 0.
+
+    Raises ConfigError (exit 2) without ``--version`` or ``--list``.
+    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     from keyphrase_pipeline.jobs import registry
 
     if args.list:

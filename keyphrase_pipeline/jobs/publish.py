@@ -46,7 +46,9 @@ def _check_export(onnx_root: Path, record: dict, model_file: str) -> None:
 
 
 def prune(settings, keep: int) -> list[str]:
-    """Delete published versions beyond the newest ``keep`` (never CURRENT); return those removed."""
+    """Delete published versions beyond the newest ``keep`` (never CURRENT); return those removed.
+
+    Deletion errors are ignored; ConfigError (exit 2) on a non-local lake."""
     from keyphrase_pipeline.jobs.serving import current_version, published_versions
     from keyphrase_pipeline.core.layout import serving_version_dir
 
@@ -64,8 +66,17 @@ def prune(settings, keep: int) -> list[str]:
 def run(settings, ds: str) -> dict:
     """Assemble, verify and switch to a new serving version for day ``ds``; return its manifest stats.
 
-    Raises DataError (exit 3): no index build for ``ds``, the champion not exported, or a dimension mismatch;
-    GateError (exit 4): the index recall is below ``serve.min_recall``."""
+    Every check runs before anything is written; on failure ``serving/CURRENT`` is untouched.
+
+    Raises:
+        ConfigError: (exit 2) ``ds`` not a date; the lake not local.
+        DataError: (exit 3) no index build for ``ds``; its dimension is not ``serve.dim``; its model has no
+            verified ONNX export; an ONNX file missing or not matching the export's checksum; the recommendations
+            of ``ds`` missing or empty.
+        SchemaError: (exit 3) the recommendations break their contract.
+        GateError: (exit 4) the build's recall is below ``serve.min_recall`` (checked before the dimension).
+
+    An ``index_meta.json`` with neither ``ann_recall_at_k`` nor ``recall_at_k`` raises KeyError (exit 1)."""
     from keyphrase_pipeline.jobs.export import is_exported
     from keyphrase_pipeline.jobs.serving import current_version
     from keyphrase_pipeline.core.layout import current_pointer, index_build_dir, onnx_dir, serving_version_dir
@@ -132,9 +143,14 @@ def run(settings, ds: str) -> dict:
 
 
 def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--ds", required=True, help="logical date (YYYY-MM-DD) whose build and recommendations to publish")
 
 
 def main(settings, args) -> int:
+    """``kp publish``: ``run`` for ``--ds``; prints the stats as one JSON line and returns 0.
+
+    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     print(json.dumps(run(settings, args.ds), default=str))
     return 0

@@ -27,7 +27,11 @@ QUERY_BATCH = 20_000
 
 
 def load_build(settings, ds: str):
-    """(index, id -> keyphrase text frame, meta) of the day's staged build."""
+    """(index, id -> keyphrase text frame, meta) of the day's staged build.
+
+    The frame has ``keyphrase_id`` (int64) and ``keyphrase`` (str); ``meta`` is ``index_meta.json``. Raises
+    DataError (exit 3) when there is no build for ``ds`` or its dimension is not ``serve.dim``; ConfigError
+    (exit 2) on a non-local lake."""
     import faiss
     import pandas as pd
 
@@ -47,7 +51,11 @@ def load_build(settings, ds: str):
 
 
 def search_batch(index, keyphrases, item_ids, vectors, k: int, threshold: float):
-    """Recommendations frame for a batch of items (ranks 1..k, rows below ``threshold`` dropped)."""
+    """Recommendations frame for a batch of items (ranks 1..k, rows below ``threshold`` dropped).
+
+    ``item_ids``: int ``(n,)``; ``vectors``: float32 ``(n, index.d)``, L2-normalised; ``threshold``: a cosine in
+    [-1, 1]. Returns a pandas DataFrame with the ``recommendations`` columns: ``item_id`` int64, ``rank`` int32
+    (1 = best), ``keyphrase_id`` int64, ``keyphrase`` str ("" when not in ``keyphrases``), ``score`` float32."""
     import numpy as np
     import pandas as pd
 
@@ -68,7 +76,13 @@ def search_batch(index, keyphrases, item_ids, vectors, k: int, threshold: float)
 def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
     """Write ``recommendations/ds=D/``; return items scored / carried over and rows written.
 
-    Raises DataError (exit 3): no index build or embeddings for ``ds``, or a dimension mismatch."""
+    Raises:
+        ConfigError: (exit 2) ``ds`` not a date; the lake not local.
+        DataError: (exit 3) no index build for ``ds``; item embeddings of the build's model missing or empty; a
+            dimension mismatch between index, ``serve.dim`` and item embeddings.
+        SchemaError: (exit 3) the embeddings, the previous recommendations (``changed_only``) or the output break
+            their contract.
+    """
     import numpy as np
     import pandas as pd
 
@@ -128,11 +142,17 @@ def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
 
 
 def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--ds", required=True, help="logical date (YYYY-MM-DD)")
     parser.add_argument("--changed-only", action="store_true",
                         help="search only items embedded today; carry the rest over from the last recommendations")
 
 
 def main(settings, args) -> int:
+    """``kp recommend``: ``run`` for ``--ds`` (``--changed-only``: only items embedded today); prints the stats as
+    one JSON line and returns 0.
+
+    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     print(json.dumps(run(settings, args.ds, changed_only=args.changed_only)))
     return 0

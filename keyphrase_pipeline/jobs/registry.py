@@ -49,6 +49,10 @@ def target_dir(settings, version: str, kind: str, out: str | None) -> str:
 
 
 def exists(settings, version: str, kind: str = "students") -> bool:
+    """True when ``registry/<kind>/<version>/model/`` is a directory.
+
+    Raises ConfigError (exit 2) for a bad version id (empty, None, with ``/``, starting with ``.`` or ``_``), an
+    unknown ``kind`` or a non-local lake."""
     return Path(layout.model_dir(settings, version, kind)).is_dir()
 
 
@@ -63,6 +67,8 @@ def latest_cross(settings) -> str | None:
 
 
 def set_latest_cross(settings, version: str) -> None:
+    """Atomically point ``registry/CROSS_LATEST`` at ``version``; ConfigError (exit 2) when that cross-encoder
+    version has no model directory (or the lake is not local)."""
     if not exists(settings, version, "cross"):
         raise ConfigError(f"no cross-encoder version {version!r} in {layout.registry_root(settings)}/cross")
     lake = _lake(settings)

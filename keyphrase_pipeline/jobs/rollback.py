@@ -19,7 +19,12 @@ log = logging.getLogger(__name__)
 def run(settings, to: str | None = None) -> dict:
     """Switch serving/CURRENT to ``to`` (or the previous version); return {from, to}.
 
-    Raises DataError (exit 3): nothing to roll back to, an unknown version, or a bundle whose checksums fail."""
+    Raises:
+        DataError: (exit 3) nothing published; no earlier kept version; ``to`` not a kept version; the target's
+            manifest missing, or a file of it missing or not matching its checksum (CURRENT is then untouched).
+        ConfigError: (exit 2) the lake is not local.
+
+    ``to`` equal to CURRENT is accepted (the pointer is rewritten). No run stats are written."""
     from pathlib import Path
 
     from keyphrase_pipeline.jobs.serving import current_version, published_versions, read_manifest, verify_files
@@ -48,9 +53,14 @@ def run(settings, to: str | None = None) -> dict:
 
 
 def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--to", default=None, help="version id to make current (default: the previous one)")
 
 
 def main(settings, args) -> int:
+    """``kp rollback``: ``run`` with ``--to``; prints ``{from, to, model_version, ds}`` as one JSON line and returns 0.
+
+    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     print(json.dumps(run(settings, to=args.to)))
     return 0

@@ -32,6 +32,10 @@ PAIR_COLUMNS = ("title", "category", "keyphrase")
 
 
 class Scorer(Protocol):
+    """A loaded model that scores pairs: ``kind`` names it; ``score(pairs)`` takes a pandas DataFrame with str
+    columns ``title, category, keyphrase`` (cleaned) and returns a float ``np.ndarray`` of shape ``(len(pairs),)``.
+    An optional ``threshold`` attribute (float or None) is the model's decision cut on that scale."""
+
     kind: str
 
     def score(self, pairs) -> "object": ...
@@ -52,6 +56,10 @@ def stored_threshold(model_dir: str | Path) -> float | None:
 
 
 class CrossScorer:
+    """A cross-encoder directory; ``score`` gives float32 P(relevant) in [0, 1], shape ``(n,)``.
+
+    Raises ConfigError (exit 2) when ``model_dir`` has no ``config.json``."""
+
     kind = "cross"
 
     def __init__(self, settings, model_dir: str):
@@ -67,6 +75,11 @@ class CrossScorer:
 
 
 class BiScorer:
+    """A bi-encoder student; ``score`` gives float32 cosine in [-1, 1] at ``serve.dim``, shape ``(n,)``.
+
+    The stored threshold was chosen at the ``serve.dim`` of training: with another ``serve.dim`` now, scores and
+    threshold are on different cuts. Raises ConfigError (exit 2) when there is no ``modules.json``."""
+
     kind = "bi"
 
     def __init__(self, settings, model_dir: str):
@@ -84,7 +97,10 @@ class BiScorer:
 
 
 class OnnxScorer:
-    """The exported towers as served (ONNX Runtime; the int8 file when the export kept it)."""
+    """The exported towers as served (ONNX Runtime; the int8 file when the export kept it).
+
+    ``score`` gives float32 cosine in [-1, 1] at the export's dim, shape ``(n,)``. Raises DataError (exit 3)
+    without ``export.json`` or when a tower's files are missing."""
 
     kind = "onnx"
 
@@ -117,7 +133,10 @@ def register_scorer(kind: str, factory: Callable) -> None:
 
 
 def resolve_model_dir(settings, model: str) -> str:
-    """A directory, or a registry student version id -> the directory holding the model files."""
+    """A directory, or a registry student version id -> the directory holding the model files.
+
+    A registry version id is looked up among students, then cross-encoders. Raises ConfigError (exit 2) when
+    ``model`` is neither a directory nor a version (or the lookup needs a non-local registry)."""
     p = Path(model)
     if p.is_dir():
         if (p / layout.EXPORT_RECORD).exists():
@@ -134,6 +153,11 @@ def resolve_model_dir(settings, model: str) -> str:
 
 
 def load_scorer(settings, model: str) -> Scorer:
+    """The registered scorer for ``model`` (directory or version id), loaded.
+
+    Raises ConfigError (exit 2): ``model`` not found, its kind unknown, or no scorer registered for the kind;
+    and what the scorer's constructor raises (ConfigError for missing model files, DataError for an ONNX
+    directory that is not a verified export)."""
     from keyphrase_pipeline.models.bi_encoder import model_kind
 
     model_dir = resolve_model_dir(settings, model)
@@ -147,6 +171,12 @@ def load_scorer(settings, model: str) -> Scorer:
 
 
 def read_pairs(path: str):
+    """Read ``--pairs``: (frame as read, cleaned copy). CSV is read with every column as str (``"007"`` stays
+    text); other extensions as parquet.
+
+    Both frames have the file's columns plus ``category`` ("" when absent); the cleaned copy has
+    ``title, category, keyphrase`` whitespace-collapsed, None/NaN as "". Raises DataError (exit 3): no such
+    file, unreadable, no ``title`` or ``keyphrase`` column, an empty title or keyphrase."""
     import pandas as pd
 
     from keyphrase_pipeline.models.text import clean
@@ -175,6 +205,9 @@ def read_pairs(path: str):
 
 
 def write_frame(df, path: str) -> None:
+    """Write the pandas DataFrame ``df`` atomically as CSV (``.csv``) or parquet (``.parquet``, ``.pq``).
+
+    Raises ConfigError (exit 2) for another extension."""
     from keyphrase_pipeline.core.lake import write_parquet_file_atomic, write_text_atomic
 
     p = Path(path)
@@ -189,8 +222,15 @@ def write_frame(df, path: str) -> None:
 def run(settings, model: str, pairs: str, out: str) -> dict:
     """Score the pairs in ``pairs`` with ``model``; write rows + ``score`` to ``out``; return stats.
 
-    Raises ConfigError (exit 2): ``model`` is not a model directory or version, bad ``out``; DataError (exit 3):
-    ``pairs`` unreadable or lacking columns."""
+    The output has the input rows, ``score`` (float: P(relevant) for a cross-encoder, cosine at ``serve.dim``
+    for a student or ONNX export) and, when the model stores a threshold, ``predicted_label`` (int8 0/1).
+
+    Raises:
+        ConfigError: (exit 2) ``out`` not ``.csv``/``.parquet``/``.pq``; ``model`` neither a directory nor a
+            registry version, of unknown kind, or without its model files.
+        DataError: (exit 3) ``pairs`` missing, unreadable, without ``title``/``keyphrase``, or with empty ones; an
+            ONNX directory without ``export.json`` or tower files.
+    """
     if Path(out).suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
     df, clean_df = read_pairs(pairs)
@@ -215,11 +255,17 @@ def run(settings, model: str, pairs: str, out: str) -> dict:
 
 
 def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--model", required=True, help="model directory (cross, bi or ONNX) or registry version id")
     parser.add_argument("--pairs", required=True, help="CSV/parquet with title, category, keyphrase")
     parser.add_argument("--out", required=True, help="output .csv or .parquet (input rows + score + predicted_label)")
 
 
 def main(settings, args) -> int:
+    """``kp score``: ``run`` with ``--model``, ``--pairs``, ``--out``; prints the stats (kind, rows, out, threshold,
+    pairs_per_s) as one JSON line and returns 0.
+
+    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     print(json.dumps(run(settings, args.model, args.pairs, args.out)))
     return 0

@@ -50,6 +50,7 @@ HARD_ITEM_OVERSAMPLE = 20
 
 
 def shares(settings) -> dict[str, float]:
+    """Source -> relative weight from ``settings.pairs.share_*`` (weights, not required to sum to 1)."""
     p = settings.pairs
     return {"ctr_positive": p.share_ctr_positive, "unexposed_topk": p.share_unexposed_topk,
             "hard_negative": p.share_hard_negative, "random": p.share_random}
@@ -57,7 +58,10 @@ def shares(settings) -> dict[str, float]:
 
 def allocate(budget: int, share: dict[str, float], available: dict[str, int]) -> dict[str, int]:
     """Split ``budget`` over sources in proportion to ``share``; a source short of pairs gives the rest
-    of its quota to the others (still in proportion). Never exceeds what a source has."""
+    of its quota to the others (still in proportion). Never exceeds what a source has.
+
+    Returns source -> number of pairs (int >= 0) for every key of ``share``; the quotas sum to
+    ``min(budget, total available over sources with a positive share)``."""
     quotas = {s: 0 for s in share}
     remaining = int(budget)
     active = [s for s in SOURCES if s in share and share[s] > 0 and available.get(s, 0) > 0]
@@ -280,8 +284,19 @@ def run(settings, ds, budget: int | None = None, spark=None) -> dict:
 
     Steps: readable items (bad catalog rows quarantined), keyphrases, candidates by source (CTR positives
     and hard negatives, unexposed top-K, random), one pair per pair_key minus those already labelled, cut
-    to the quotas, sharded, written atomically to ``pairs/ds=D/``. Raises DataError (negative budget, no
-    items or keyphrases, missing or bad inputs)."""
+    to the quotas, sharded, written atomically to ``pairs/ds=D/``; stats also in ``runs/ds=D/select_pairs.json``.
+
+    Raises:
+        ConfigError: (exit 2) ``ds`` is not YYYY-MM-DD; ``judge.model`` is empty for a non-simulated backend
+            (the pair key needs it); a version is published but the lake is not local (``serving/versions``
+            is read with local file APIs).
+        DataError: (exit 3) a negative ``budget``; ``raw/catalog/ds=D`` or ``raw/keyphrases`` missing; no active
+            readable item or no keyphrase (even with ``budget`` 0).
+        SchemaError: (exit 3) the catalog, keyphrases, ``ctr_labels/ds=D`` or the published recommendations
+            break their contract.
+
+    Spark's own failures are not KPErrors (exit 1). Missing CTR labels or nothing published are not errors:
+    those sources are skipped with a warning."""
     from keyphrase_pipeline.core.spark import get_spark
 
     t0 = time.perf_counter()
@@ -347,7 +362,11 @@ def _write_shards(lake: Lake, ds: str, pdf: pd.DataFrame, shards: list[int], sta
 
 
 def read_pairs(settings, ds, shard: int | None = None) -> pd.DataFrame:
-    """The day's selected pairs (one shard, or all)."""
+    """The day's selected pairs (one shard, or all) as a pandas DataFrame with the ``pairs`` contract columns
+    (``item_id, keyphrase_id`` int64, ``title, category, keyphrase, source, pair_key`` str, ``shard`` int32).
+
+    Raises DataError (exit 3) when the day has no pairs manifest (with ``shard`` None) or the shard's
+    directory is missing, SchemaError (exit 3) when a shard breaks the contract."""
     from keyphrase_pipeline.jobs.label_store import read_manifest
     from keyphrase_pipeline.core.lake import read_parquet
 
@@ -358,11 +377,17 @@ def read_pairs(settings, ds, shard: int | None = None) -> pd.DataFrame:
 
 
 def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
     parser.add_argument("--budget", type=int, default=None, help="override pairs.daily_budget for this run")
 
 
 def main(settings, args) -> int:
+    """``kp select-pairs``: ``run`` for ``--ds`` (``--budget`` overrides ``pairs.daily_budget``); prints the stats as
+    one JSON line and returns 0.
+
+    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     import json
 
     stats = run(settings, args.ds, budget=args.budget)

@@ -26,7 +26,9 @@ TOWERS = ("item", "keyphrase")
 
 # ---- the published version (paths: keyphrase_pipeline.core.layout) ------------------------------------------------------
 def require_version(settings, version: str | None = None) -> str:
-    """``version`` or the champion; DataError when there is none or its model is missing."""
+    """``version`` or the champion; DataError (exit 3) when there is none or its model is missing.
+
+    ConfigError (exit 2) when the lake is not local (registry) or ``version`` is not a valid id."""
     from keyphrase_pipeline.jobs.registry import champion
 
     lake = Lake.from_settings(settings)
@@ -72,6 +74,10 @@ def version_before(settings, ds: str) -> str | None:
 
 
 def read_manifest(settings, version_id: str) -> dict:
+    """The ``manifest.json`` of a published version (version, ds, model_version, dim, top_k, checksums, ...).
+
+    Raises DataError (exit 3) when it is missing, ConfigError (exit 2) on a non-local lake,
+    json.JSONDecodeError (exit 1) when it is not JSON."""
     path = Path(local_path(layout.serving_version_dir(settings, version_id))) / layout.SERVING_MANIFEST
     if not path.exists():
         raise DataError(f"published version {version_id!r} has no manifest at {path}")
@@ -79,7 +85,9 @@ def read_manifest(settings, version_id: str) -> dict:
 
 
 def published_versions(settings) -> list[str]:
-    """Complete published versions (hidden temp dirs excluded), oldest first."""
+    """Complete published versions (hidden temp dirs excluded), oldest first by the manifest's ``created_at``.
+
+    ConfigError (exit 2) on a non-local lake; json.JSONDecodeError (exit 1) when a manifest is not JSON."""
     root = Path(local_path(layout.serving_versions_root(settings)))
     if not root.exists():
         return []
@@ -103,7 +111,12 @@ def verify_files(root: Path, checksums: dict[str, str]) -> None:
 
 # ---- reader --------------------------------------------------------------------------------------
 class ServingBundle:
-    """A loaded published version: FAISS index + keyphrase id map + ONNX item tower + recommendations."""
+    """A loaded published version: FAISS index + keyphrase id map + ONNX item tower + recommendations.
+
+    Raises DataError (exit 3) when ``verify`` finds a file missing or with another sha256 than the manifest,
+    or when the index's dimension differs from the manifest's ``dim``; KeyError for a manifest without
+    ``version``/``checksums``/``dim``; faiss RuntimeError for an unreadable index. The item tower and the
+    recommendations load on first use."""
 
     def __init__(self, root: Path, manifest: dict, verify: bool = True, device: str = "auto"):
         import faiss
@@ -144,9 +157,10 @@ class ServingBundle:
     def search(self, query, k: int | None = None) -> list[dict]:
         """Top keyphrases for an item: ``query`` is item text (title [SEP] category) or an item id.
 
-        Returns up to ``k`` (default: the bundle's ``top_k``) dicts ``{rank, keyphrase_id, keyphrase, score}``,
-        best first; ``score`` is the cosine at the bundle's dim. An unknown item id gives an empty list; empty
-        text raises DataError."""
+        Returns up to ``k`` (default: the bundle's ``top_k``; 0 also means the default) dicts ``{rank,
+        keyphrase_id, keyphrase, score}``, best first; ``score`` is the cosine in [-1, 1] at the bundle's dim. An
+        unknown item id gives an empty list; empty text raises DataError (exit 3). Only a Python ``int`` is an
+        item id: a numpy integer is searched as text (pass ``int(i)``)."""
         k = int(k or self.manifest.get("top_k", 20))
         if isinstance(query, (int,)) and not isinstance(query, bool):
             g = self._recommendations().get(int(query))
@@ -172,6 +186,9 @@ _BLOCK = threading.Lock()
 
 
 def load_version(settings, version_id: str, verify: bool = True) -> ServingBundle:
+    """The published version ``version_id`` as a ``ServingBundle`` (checksums verified unless ``verify`` is False).
+
+    Raises DataError (exit 3) when the version or its manifest is missing, and what ``ServingBundle`` raises."""
     root = Path(local_path(layout.serving_version_dir(settings, version_id)))
     if not root.exists():
         raise DataError(f"published version {version_id!r} not found at {root}")
@@ -179,7 +196,10 @@ def load_version(settings, version_id: str, verify: bool = True) -> ServingBundl
 
 
 def load_current(settings, verify: bool = True, cached: bool = True) -> ServingBundle:
-    """The live bundle (checksums verified on first load; cached per version in this process)."""
+    """The live bundle (checksums verified on first load; cached per version in this process).
+
+    Raises DataError (exit 3): nothing published, the live version missing or corrupted, or ``serving/CURRENT``
+    changing during three attempts."""
     for _attempt in range(3):
         version = current_version(settings)
         if not version:

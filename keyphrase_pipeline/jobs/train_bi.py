@@ -48,7 +48,10 @@ log = logging.getLogger(__name__)
 
 
 def resolve_cross(settings, cross: str | None) -> tuple[str | None, str | None]:
-    """(model directory, registry version or None) for a cross reference: version id, version dir or model dir."""
+    """(model directory, registry version or None) for a cross reference: version id, version dir or model dir.
+
+    (None, None) for an empty ``cross``. Raises ConfigError (exit 2) when ``cross`` is neither a directory nor a
+    cross-encoder version of the registry (or is an invalid version id)."""
     from keyphrase_pipeline.jobs import registry
 
     if not cross:
@@ -65,7 +68,10 @@ def resolve_cross(settings, cross: str | None) -> tuple[str | None, str | None]:
 
 def teacher_scores(settings, cross_model_dir: str, pairs) -> "object":
     """Cross-encoder P(relevant) for ``pairs`` (frame with text_hash, title, category, keyphrase): stored soft
-    labels where the teacher already scored the text, scored now otherwise."""
+    labels where the teacher already scored the text, scored now otherwise.
+
+    Returns a float32 ``np.ndarray`` of shape ``(len(pairs),)``, values in [0, 1], aligned with ``pairs``'
+    rows. Raises ConfigError (exit 2) when pairs must be scored and ``cross_model_dir`` has no ``config.json``."""
     import numpy as np
     import pandas as pd
 
@@ -101,7 +107,10 @@ def ranking_triplets(train) -> dict:
 
     Each positive pair becomes one row; its hard negative is an item judged irrelevant for the same
     keyphrase (cycled when there are fewer negatives than positives); keyphrases with no judged negative
-    are left out (in-batch negatives alone already come from the ``ctr`` task)."""
+    are left out (in-batch negatives alone already come from the ``ctr`` task).
+
+    ``train``: frame ``title, category, keyphrase, label`` (0/1). Returns ``{"keyphrase", "item", "negative"}``,
+    three equal-length lists of tower input strings."""
     from keyphrase_pipeline.models.text import item_text, keyphrase_text
 
     anchors, positives, negatives = [], [], []
@@ -156,7 +165,9 @@ def build_task_losses(model, names, kd_loss: str, dims: list[int], sink, llm_los
     """Name -> MatryoshkaLoss(task loss), each recorded under its task name.
 
     ``ctr`` and ``llm_rank``: MultipleNegativesRankingLoss (in-batch and, for ``llm_rank``, judged hard
-    negatives); ``llm``/``sr``: ``llm_loss`` (ContrastiveLoss or CoSENTLoss); ``kd``: ``kd_loss``."""
+    negatives); ``llm``/``sr``: ``llm_loss`` (ContrastiveLoss or CoSENTLoss); ``kd``: ``kd_loss``.
+
+    Raises ConfigError (exit 2) for an unknown task name or ``kd_loss``."""
     from sentence_transformers.sentence_transformer import losses
 
     from keyphrase_pipeline.models.losses import RecordedLoss, build_kd_loss
@@ -358,8 +369,20 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
 
     Steps: the run's settings, the training data, the teacher's scores, the task datasets, the start model,
     training in a hidden temp directory, the version's records, then the directory committed into place.
-    Promotion is not decided here: ``keyphrase_pipeline.jobs.evaluate.run`` gates it against the champion. Raises DataError
-    (no training data left, unreadable labels) and ConfigError (bad settings, unknown ``--cross``)."""
+    Promotion is not decided here: ``keyphrase_pipeline.jobs.evaluate.run`` gates it against the champion.
+
+    Raises:
+        ConfigError: (exit 2) ``ds`` is not YYYY-MM-DD; ``label_mix`` or ``kd_loss`` invalid; ``train.base_model``
+            not a directory; ``cross`` neither a directory nor a registry cross version; a
+            ``train.matryoshka_dims`` value above the encoder's size; the lake not local (registry) when the
+            registry is used (no ``out``, ``CROSS_LATEST``, ``init_from=champion``).
+        DataError: (exit 3) what ``training_data.load_training_data`` raises (no or too few labels, an invalid
+            ``labels`` file, no catalog snapshot for CTR/SR pairs, a one-sided held-out split); no task of
+            ``label_mix`` has rows.
+        SchemaError: (exit 3) the label store, catalog, keyphrases, ``ctr_labels`` or ``sr_labels`` break their
+            contract.
+
+    Training errors propagate unchanged (exit 1); the temp directory is removed, nothing is committed."""
     from keyphrase_pipeline.jobs import registry
     from keyphrase_pipeline.jobs.training_data import load_training_data
     from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
@@ -406,6 +429,7 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
 
 
 def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--ds", default=None, help="logical date YYYY-MM-DD (default: today, UTC)")
     parser.add_argument("--cross", default=None, help="cross-encoder version id or directory to distil from")
     parser.add_argument("--labels", default=None, help="parquet/CSV with title, category, keyphrase, label (instead of the label store)")
@@ -416,6 +440,11 @@ def add_arguments(parser) -> None:
 
 
 def main(settings, args) -> int:
+    """``kp train-bi``: ``run`` for ``--ds`` (default: today, UTC); prints the stats as indented JSON and returns 0.
+
+    Raises ConfigError (exit 2) for a ``--max-steps`` of 0 or below -1.
+    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     ds = args.ds or dt.datetime.now(dt.UTC).date().isoformat()
     if args.max_steps is not None:
         if args.max_steps == 0 or args.max_steps < -1:

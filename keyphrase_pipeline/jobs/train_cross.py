@@ -169,7 +169,17 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
     The budget comes from the data (``keyphrase_pipeline.models.training.plan_budget``: epochs over the training split, the
     best checkpoint by held-out AUC, early stopping, step and wall-clock caps). The decision threshold that
     maximises F1 on the held-out split is stored with the model (``kp_model.json``, ``metrics.json``) and
-    used by ``kp score``. Raises DataError (too few or unreadable labels) and ConfigError (bad settings)."""
+    used by ``kp score``. Without ``out`` the version is committed to the registry and becomes ``CROSS_LATEST``.
+
+    Raises:
+        ConfigError: (exit 2) ``ds`` is not YYYY-MM-DD; ``train.base_model`` is not a directory; the lake is not
+            local (registry) and no ``out`` is given.
+        DataError: (exit 3) what ``training_data.load_training_data`` raises: no or too few labels, an unreadable
+            or invalid ``labels`` file, a held-out split without test or train pairs.
+        SchemaError: (exit 3) the label store breaks contract ``llm_labels``.
+
+    Training errors (torch, out of memory) propagate unchanged (exit 1); the temp directory is then removed
+    and nothing is committed."""
     from keyphrase_pipeline.jobs import registry
     from keyphrase_pipeline.jobs.training_data import load_training_data
     from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
@@ -229,6 +239,7 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
 
 
 def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--ds", default=None, help="logical date YYYY-MM-DD (default: today, UTC)")
     parser.add_argument("--labels", default=None, help="parquet/CSV with title, category, keyphrase, label (instead of the label store)")
     parser.add_argument("--out", default=None, help="write the model here instead of the registry")
@@ -237,6 +248,11 @@ def add_arguments(parser) -> None:
 
 
 def main(settings, args) -> int:
+    """``kp train-cross``: ``run`` for ``--ds`` (default: today, UTC); prints the stats as indented JSON and returns 0.
+
+    Raises ConfigError (exit 2) for a ``--max-steps`` of 0 or below -1.
+    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     ds = args.ds or dt.datetime.now(dt.UTC).date().isoformat()
     if args.max_steps is not None:
         if args.max_steps == 0 or args.max_steps < -1:

@@ -35,7 +35,10 @@ REQUIRED_FILE_COLUMNS = ("title", "category", "keyphrase", "label")
 
 
 def in_test_split(text_hashes, fraction: float) -> np.ndarray:
-    """Stable held-out membership: a pair is in test when a hash of its text_hash falls below ``fraction``."""
+    """Stable held-out membership: a pair is in test when a hash of its text_hash falls below ``fraction``.
+
+    ``text_hashes``: sequence of str (any key: ``load_training_data`` passes lower-cased keyphrases for a
+    user's file); ``fraction`` in [0, 1]. Returns a bool ``np.ndarray`` of shape ``(n,)``."""
     out = np.empty(len(text_hashes), dtype=bool)
     for i, h in enumerate(text_hashes):
         v = int(hashlib.sha1(f"kp-split:{h}".encode()).hexdigest()[:8], 16) / 2**32
@@ -45,6 +48,14 @@ def in_test_split(text_hashes, fraction: float) -> np.ndarray:
 
 @dataclasses.dataclass
 class TrainingData:
+    """The frames both trainers and the evaluator read (pandas DataFrames), from ``load_training_data``.
+
+    ``llm``: ``title, category, keyphrase`` (str, cleaned), ``label`` (int32 0/1), ``p`` (float, P(yes) in
+    [0, 1], or the file's label), ``text_hash, pair_key`` (str), ``item_id, keyphrase_id`` (int64, -1 when a
+    user's file has none), ``split`` (``train`` | ``test``). ``ctr``: CTR positives, ``sr``: search-relevance
+    labels, both ``item_id, keyphrase_id, label, title, category, keyphrase`` with no LLM test pair.
+    ``snapshot``: JSON-able provenance (stored as ``data.json``)."""
+
     llm: "object"  # pandas DataFrame: title, category, keyphrase, label(int 0/1), p(float), text_hash, pair_key, item_id, keyphrase_id, split
     ctr: "object"  # CTR positives: title, category, keyphrase, item_id, keyphrase_id
     sr: "object"  # SR labels: title, category, keyphrase, label
@@ -61,7 +72,15 @@ class TrainingData:
 
 # ---- a user's file ------------------------------------------------------------------------------------
 def read_labels_file(path: str, min_rows: int) -> "object":
-    """Read and validate a user's pairs file (parquet or CSV); DataError naming the problem."""
+    """Read and validate a user's pairs file (parquet, or CSV/TSV by extension); DataError naming the problem.
+
+    Needs ``title, keyphrase, label`` (``category`` optional, then empty); ``label`` is a number in [0, 1]
+    (a probability is kept in ``p``; ``label = p >= 0.5``). Returns a pandas DataFrame ``title, category,
+    keyphrase`` (str, cleaned), ``label`` (int32), ``p`` (float64), ``text_hash, pair_key`` (the same sha1),
+    ``item_id, keyphrase_id`` (int64, -1 when absent), one row per text (the last duplicate kept).
+
+    Raises DataError (exit 3): no such file, unreadable, missing columns, an empty title or keyphrase, a
+    label not a number in [0, 1], fewer than ``min_rows`` rows (counted before duplicates are dropped)."""
     import pandas as pd
 
     p = Path(path)
@@ -109,12 +128,19 @@ def read_labels_file(path: str, min_rows: int) -> "object":
 
 # ---- the lake ----------------------------------------------------------------------------------------
 def latest_partition(lake: Lake, dataset: str, ds: str) -> str | None:
+    """The newest ``ds`` partition of ``dataset`` on or before ``ds`` (``YYYY-MM-DD``), or None.
+
+    ConfigError (exit 2) when ``ds`` is not a date; KeyError for an unknown dataset name."""
     days = [d for d in lake.partitions(dataset) if d <= ds_str(ds)]
     return days[-1] if days else None
 
 
 def read_llm_labels(settings, ds: str) -> tuple["object", list[str]]:
-    """The label store up to ``ds``, deduplicated; returns (frame, days read)."""
+    """The label store up to ``ds``, deduplicated; returns (frame, days read).
+
+    The frame has the ``TrainingData.llm`` columns but ``split``; ``p`` is the judge's P(yes). Raises DataError
+    (exit 3) when the store has no day up to ``ds``, SchemaError (exit 3) when it breaks contract
+    ``llm_labels``, ConfigError (exit 2) when ``ds`` is not a date."""
     import pandas as pd
 
     lake = Lake.from_settings(settings)
@@ -163,7 +189,19 @@ def _join_texts(df, catalog, keyphrases):
 
 def load_training_data(settings, ds: str, labels: str | None = None, need_ctr: bool = True,
                        need_sr: bool = True) -> TrainingData:
-    """Everything the trainers and the evaluator need, with the stable test split applied."""
+    """Everything the trainers and the evaluator need, with the stable test split applied.
+
+    ``labels``: a user's file (``read_labels_file``), which replaces the lake's labels; ``need_ctr`` /
+    ``need_sr``: read those labels (lake only).
+
+    Raises:
+        ConfigError: (exit 2) ``ds`` is not YYYY-MM-DD.
+        DataError: (exit 3) the ``labels`` file problems of ``read_labels_file``; no label store day up to
+            ``ds``; fewer than ``train.min_rows`` stored labels after deduplication; CTR/SR labels needed but no
+            catalog snapshot up to ``ds`` or no ``raw/keyphrases``; a held-out split with no test or no train pair.
+        SchemaError: (exit 3) the label store, catalog, keyphrases, ``ctr_labels`` or ``sr_labels`` break their
+            contract.
+    """
     import pandas as pd
 
     ds = ds_str(ds)

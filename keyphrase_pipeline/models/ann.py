@@ -51,7 +51,8 @@ def maybe_gpu(index, device: str = "auto"):
 def build_index(vectors, ids, factory: str, search_params: dict | None = None, seed: int = 0):
     """An ``IDMap,<factory>`` inner-product index holding ``vectors`` under ``ids`` (trained on a sample).
 
-    ``vectors``: float32 ``(n, d)``, L2-normalised; ``ids``: int64 ``(n,)``. Returns a ``faiss.Index`` of dim ``d``."""
+    ``vectors``: float32 ``(n, d)``, L2-normalised; ``ids``: int64 ``(n,)``. Returns a ``faiss.Index`` of dim ``d``.
+    faiss raises RuntimeError for a bad ``factory`` string or too few vectors to train it (``kp`` exit 1)."""
     import faiss
     import numpy as np
 

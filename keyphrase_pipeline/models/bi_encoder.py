@@ -24,16 +24,25 @@ MARKER = layout.MODEL_MARKER  # written beside every model we save: {"kind": "bi
 
 
 def write_marker(model_dir: str | Path, kind: str, **extra) -> None:
+    """Write ``kp_model.json`` (``{"kind": kind, **extra}``, e.g. ``threshold``) into the existing ``model_dir``.
+
+    Overwrites in place (not atomic); OSError when the directory does not exist."""
     Path(model_dir, MARKER).write_text(json.dumps({"kind": kind, **extra}, indent=2, sort_keys=True))
 
 
 def read_marker(model_dir: str | Path) -> dict:
+    """The ``kp_model.json`` of ``model_dir`` as a dict; {} when there is none.
+
+    Raises json.JSONDecodeError (a ValueError; ``kp`` exit 1) when the file is not JSON."""
     p = Path(model_dir, MARKER)
     return json.loads(p.read_text()) if p.exists() else {}
 
 
 def model_kind(model_dir: str | Path) -> str | None:
-    """'bi', 'cross', 'onnx' or None, from our marker, else from the files present."""
+    """'bi', 'cross', 'onnx' (or another marker's kind) or None, from our marker, else from the files present.
+
+    A registry version directory is looked through to its ``model/``. None for a missing directory or one
+    that is none of these. json.JSONDecodeError (exit 1) when ``kp_model.json`` or ``config.json`` is not JSON."""
     d = Path(model_dir)
     if not d.is_dir():
         return None
@@ -58,7 +67,10 @@ def model_kind(model_dir: str | Path) -> str | None:
 
 def build_student(settings, base: str | None = None):
     """A SentenceTransformer to train: from ``base`` (a sentence-transformers or HF encoder directory),
-    else the configured base encoder. Mean pooling + Normalize are added when the base lacks them."""
+    else the configured base encoder. Mean pooling + Normalize are added when the base lacks them.
+
+    Raises ConfigError (exit 2): ``train.base_model`` is not a directory, or a ``train.matryoshka_dims`` value
+    exceeds the encoder's embedding size."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import modules as st_modules
 
@@ -110,10 +122,12 @@ def encode_items(model, titles, categories, dim: int | None = None, batch_size: 
     """Item-tower embeddings of ``title [SEP] category`` (``keyphrase_pipeline.models.text.item_text``).
 
     Args:
-        titles, categories: equal-length sequences of str (a category may be None or empty).
-        dim: the Matryoshka cut (``serve.dim``); None keeps the model's full dimension.
+        titles, categories: equal-length sequences of str (a category may be None or empty); a longer one is
+            cut silently to the shorter (``zip``), so check lengths first.
+        dim: the Matryoshka cut (``serve.dim``); None, or a value >= the model's size, keeps the full dimension.
     Returns:
-        ``np.ndarray`` of shape ``(n, dim)``, float32, each row L2-normalised (inner product = cosine).
+        ``np.ndarray`` of shape ``(n, dim)``, float32, each row L2-normalised (inner product = cosine);
+        an all-zero embedding stays zero.
     """
     texts = [item_text(t, c) for t, c in zip(titles, categories)]
     return _cut(model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False), dim)
@@ -122,7 +136,8 @@ def encode_items(model, titles, categories, dim: int | None = None, batch_size: 
 def encode_keyphrases(model, keyphrases, dim: int | None = None, batch_size: int = 128) -> np.ndarray:
     """Keyphrase-tower embeddings of the query text (``keyphrase_pipeline.models.text.keyphrase_text``).
 
-    Returns ``np.ndarray`` of shape ``(n, dim)`` (``dim`` None: the model's), float32, rows L2-normalised."""
+    ``keyphrases``: sequence of str (None/NaN become ""). Returns ``np.ndarray`` of shape ``(n, dim)`` (``dim``
+    None: the model's), float32, rows L2-normalised."""
     texts = [keyphrase_text(k) for k in keyphrases]
     return _cut(model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False), dim)
 
@@ -130,8 +145,9 @@ def encode_keyphrases(model, keyphrases, dim: int | None = None, batch_size: int
 def score_pairs(model, titles, categories, keyphrases, dim: int | None = None, batch_size: int = 64) -> np.ndarray:
     """Cosine similarity of each (item, keyphrase) pair at ``dim`` (the serving cut).
 
-    Returns ``np.ndarray`` of shape ``(n,)``, float32, in [-1, 1]; row ``i`` scores
-    (``titles[i]``, ``categories[i]``) against ``keyphrases[i]``."""
+    Returns ``np.ndarray`` of shape ``(n,)``, float32, cosine in [-1, 1]; row ``i`` scores
+    (``titles[i]``, ``categories[i]``) against ``keyphrases[i]``; ``(0,)`` for no titles. The three sequences
+    must have equal length; this is not checked (``encode_items`` zips titles and categories)."""
     if len(titles) == 0:
         return np.zeros(0, dtype=np.float32)
     a = encode_items(model, titles, categories, dim, batch_size)
@@ -141,7 +157,7 @@ def score_pairs(model, titles, categories, keyphrases, dim: int | None = None, b
 
 def save_student(model, model_dir: str, settings, threshold: float | None = None) -> str:
     """Save the SentenceTransformer and our marker (serving cut, Matryoshka dims and, when known, the cosine
-    ``threshold`` at ``serve.dim`` chosen on held-out pairs, for ``kp score``)."""
+    ``threshold`` at ``serve.dim`` chosen on held-out pairs, for ``kp score``). Creates ``model_dir``; returns it."""
     os.makedirs(model_dir, exist_ok=True)
     model.save(str(model_dir))
     write_marker(model_dir, "bi", serve_dim=settings.serve.dim, matryoshka_dims=list(settings.train.matryoshka_dims),

@@ -13,7 +13,9 @@ from keyphrase_pipeline.models.text import cross_text
 
 
 def build_cross(settings, base: str | None = None):
-    """A CrossEncoder with one output (fresh classification head) on ``base`` or the configured encoder."""
+    """A CrossEncoder with one output (fresh classification head) on ``base`` or the configured encoder.
+
+    Raises ConfigError (exit 2) when ``train.base_model`` is set but is not a directory."""
     from sentence_transformers.cross_encoder import CrossEncoder
 
     from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
@@ -56,8 +58,8 @@ def predict_pairs(model, titles, categories, keyphrases, batch_size: int = 128) 
 
 
 def save_cross(model, model_dir: str, threshold: float | None = None) -> str:
-    """Save the CrossEncoder and our marker; ``threshold`` (P(relevant) cut chosen on held-out pairs) is
-    stored in the marker for ``kp score``."""
+    """Save the CrossEncoder and our marker; ``threshold`` (P(relevant) cut in [0, 1] chosen on held-out pairs)
+    is stored in the marker for ``kp score``. Creates ``model_dir``; returns it."""
     from keyphrase_pipeline.models.bi_encoder import write_marker
 
     os.makedirs(model_dir, exist_ok=True)

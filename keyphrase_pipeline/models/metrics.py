@@ -18,7 +18,10 @@ def has_both_classes(labels) -> bool:
 
 def best_f1_threshold(y_true, scores) -> float:
     """The score threshold that maximises F1 (``sklearn.metrics.precision_recall_curve``); predictions are
-    ``scores >= threshold``. 0.5 when only one class is present."""
+    ``scores >= threshold``. 0.5 when only one class is present.
+
+    ``y_true``: 0/1 array ``(n,)``; ``scores``: float array ``(n,)`` (cosine or probability: any scale). Returns
+    one of the scores. sklearn raises ValueError when the lengths differ."""
     from sklearn.metrics import precision_recall_curve
 
     y = np.asarray(y_true).astype(int)
@@ -31,7 +34,10 @@ def best_f1_threshold(y_true, scores) -> float:
 
 def binary_metrics(y_true, scores, threshold: float) -> dict:
     """F1/precision/recall at ``threshold`` (``scores >= threshold``), ROC AUC (None with one class), the
-    number of pairs and of positives (the class balance). scikit-learn's metrics."""
+    number of pairs and of positives (the class balance). scikit-learn's metrics.
+
+    ``y_true``: 0/1 ``(n,)``; ``scores``: float ``(n,)``. Returns ``{f1, precision, recall, n, positives, threshold,
+    auc}`` as plain numbers (0.0 where undefined). ValueError from sklearn when the lengths differ."""
     y = np.asarray(y_true).astype(int)
     s = np.asarray(scores, dtype=float)
     return {**prf(y, (s >= threshold).astype(int)), "threshold": float(threshold), "auc": auc_or_none(y, s)}

@@ -79,7 +79,8 @@ def _torch_tower(model_dir: str, dim: int):
 
 
 def tower_max_len(model_dir: str, tower: str) -> int:
-    """Longest input of ``tower`` ('item' | 'keyphrase'), capped by the model's position table."""
+    """Longest input of ``tower`` ('item' | 'keyphrase') in tokens, capped by ``max_position_embeddings`` of the
+    model's ``config.json`` (512 when absent). Any other ``tower`` name gets the keyphrase length."""
     cfg = json.loads((Path(model_dir) / "config.json").read_text()) if (Path(model_dir) / "config.json").exists() else {}
     cap = int(cfg.get("max_position_embeddings", 512))
     want = ITEM_MAX_LEN if tower == "item" else KEYPHRASE_MAX_LEN
@@ -87,7 +88,12 @@ def tower_max_len(model_dir: str, tower: str) -> int:
 
 
 def export_tower(model_dir: str, out_dir: str | Path, dim: int, max_len: int) -> Path:
-    """Write ``out_dir/model.onnx`` + tokenizer files + ``tower.json``; return ``out_dir``."""
+    """Write ``out_dir/model.onnx`` + tokenizer files + ``tower.json``; return ``out_dir``.
+
+    The graph takes int64 ``input_ids`` and ``attention_mask`` of shape ``(batch, sequence)`` and returns
+    float32 ``sentence_embedding`` of shape ``(batch, dim)``, rows L2-normalised after the cut. Raises
+    ConfigError (exit 2) when ``dim`` exceeds the encoder's hidden size or the model does not mean-pool;
+    exporter errors (torch.onnx) propagate."""
     import torch
 
     out = Path(out_dir)
@@ -113,7 +119,8 @@ def export_tower(model_dir: str, out_dir: str | Path, dim: int, max_len: int) ->
 
 
 def copy_tower(src: Path, dst: Path, max_len: int) -> Path:
-    """Same graph, another tokenizer length (the towers share one encoder)."""
+    """Copy the exported tower ``src`` to ``dst`` with tokenizer length ``max_len`` (same graph: the towers share
+    one encoder); returns ``dst``. FileExistsError when ``dst`` exists."""
     shutil.copytree(src, dst)
     meta = json.loads((dst / "tower.json").read_text())
     meta["max_len"] = max_len
@@ -127,7 +134,9 @@ def copy_tower(src: Path, dst: Path, max_len: int) -> Path:
 
 
 def torch_embed(model_dir: str, texts: list[str], dim: int, max_len: int, batch_size: int = 64):
-    """Reference embeddings the way a user would get them: SentenceTransformer.encode, cut, re-normalised."""
+    """Reference embeddings the way a user would get them: SentenceTransformer.encode, cut, re-normalised.
+
+    Returns float32 ``np.ndarray`` of shape ``(len(texts), dim)``, rows L2-normalised (CPU, ``max_len`` tokens)."""
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
@@ -139,7 +148,10 @@ def torch_embed(model_dir: str, texts: list[str], dim: int, max_len: int, batch_
 
 
 def compare(a, b) -> dict:
-    """Max abs difference and per-row cosine (mean, min) between two embedding matrices."""
+    """Max abs difference and per-row cosine (mean, min) between two embedding matrices.
+
+    ``a`` and ``b``: arrays of the same shape ``(n, d)``. Returns ``{"max_abs_diff", "cos_mean", "cos_min"}``
+    as floats (0.0 and 1.0 for empty input). Raises DataError (exit 3) when the shapes differ."""
     import numpy as np
 
     a = np.asarray(a, dtype=np.float64)
@@ -157,7 +169,10 @@ def compare(a, b) -> dict:
 
 
 def topk_overlap(items_a, kps_a, items_b, kps_b, k: int) -> float:
-    """Mean share of the exact top-k keyphrases (under embeddings a) that embeddings b also retrieve."""
+    """Mean share of the exact top-k keyphrases (under embeddings a) that embeddings b also retrieve.
+
+    ``items_*``: ``(n_items, d)``, ``kps_*``: ``(n_keyphrases, d)`` arrays, rows L2-normalised (inner product
+    ranks). ``k`` is clipped to ``[1, n_keyphrases]``. Returns a float in [0, 1]; NaN (numpy warning) for no items."""
     import numpy as np
 
     k = max(1, min(k, len(kps_a)))
@@ -167,7 +182,9 @@ def topk_overlap(items_a, kps_a, items_b, kps_b, k: int) -> float:
 
 
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path) -> Path:
-    """Dynamic int8 with per-channel weight scales (per-tensor loses too much on this model)."""
+    """Dynamic int8 with per-channel weight scales (per-tensor loses too much on this model).
+
+    Reads the fp32 graph at ``fp32_path``, writes ``int8_path``, returns it. Quantiser errors propagate."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=True)
@@ -192,6 +209,7 @@ instance_group [ {{ kind: KIND_AUTO count: 1 }} ]
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of the file at ``path``, read in ``chunk``-byte blocks (OSError when it cannot be read)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while True:

@@ -19,6 +19,8 @@ _LOCK = threading.Lock()
 
 
 def providers(device: str = "auto") -> list[str]:
+    """ONNX Runtime execution providers for ``device``: CUDA then CPU when ``auto``/``cuda`` and the CUDA provider
+    is installed, else CPU only (``cuda`` without it falls back to CPU silently)."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
@@ -28,7 +30,10 @@ def providers(device: str = "auto") -> list[str]:
 
 
 class OnnxTower:
-    """An exported tower directory (``model.onnx`` [+ ``model.int8.onnx``], tokenizer, ``tower.json``)."""
+    """An exported tower directory (``model.onnx`` [+ ``model.int8.onnx``], tokenizer, ``tower.json``).
+
+    Raises DataError (exit 3) when ``model_file`` or ``tower.json`` is missing; KeyError when ``tower.json``
+    lacks ``dim`` or ``max_len``; ONNX Runtime errors for a corrupt graph."""
 
     def __init__(self, tower_dir: str | Path, model_file: str = "model.onnx", device: str = "auto", threads: int = 0):
         import onnxruntime as ort
@@ -61,7 +66,10 @@ class OnnxTower:
         return self.session.run([self.output], feeds)[0]
 
     def embed(self, texts, batch_size: int = 64, sort_by_length: bool = True):
-        """``texts`` -> float32 array (n, dim), rows in input order. Sorting by length cuts padding."""
+        """``texts`` -> float32 array ``(n, dim)``, rows in input order. Sorting by length cuts padding.
+
+        None becomes ""; texts longer than ``max_len`` tokens are truncated. Rows are the graph's output: for
+        ``kp export`` towers, L2-normalised (inner product = cosine). ``(0, dim)`` for no texts."""
         import numpy as np
 
         texts = ["" if t is None else str(t) for t in texts]
@@ -77,7 +85,8 @@ class OnnxTower:
 
 
 def get_tower(tower_dir: str | Path, model_file: str = "model.onnx", device: str = "auto", threads: int = 0) -> OnnxTower:
-    """The process-wide session for this tower file (created on first use)."""
+    """The process-wide session for this tower file (created on first use; a file rewritten in place gets a
+    new one). Raises what ``OnnxTower`` raises (DataError when the export is missing)."""
     path = Path(tower_dir).resolve()
     f = path / model_file
     stamp = f.stat().st_mtime_ns if f.exists() else 0  # a re-export in place gets a fresh session
@@ -92,5 +101,6 @@ def get_tower(tower_dir: str | Path, model_file: str = "model.onnx", device: str
 
 
 def clear_cache() -> None:
+    """Drop every cached tower session of this process (the next ``get_tower`` loads again)."""
     with _LOCK:
         _CACHE.clear()

@@ -122,8 +122,11 @@ def heldout_evaluator(score_fn: Callable[[object], np.ndarray], labels, name: st
     """A sentence-transformers evaluator: ROC AUC (primary), best-F1 and its threshold on held-out pairs.
 
     Args:
-        score_fn: ``score_fn(model) -> np.ndarray`` of float scores, one per held-out pair.
-        labels: 0/1 per held-out pair.
+        score_fn: ``score_fn(model) -> np.ndarray`` of float scores, shape ``(n,)``, one per held-out pair.
+        labels: 0/1 per held-out pair, shape ``(n,)``.
+    Returns:
+        a ``BaseEvaluator`` whose call returns ``{"<name>_auc", "<name>_f1", "<name>_threshold"}`` (AUC 0.0 when
+        the held-out labels have one class) and appends each evaluation to ``.history``.
     """
     from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 
@@ -159,7 +162,11 @@ def best_step(evaluator) -> int | None:
 
 def calibration_plot(y_true, scores, path: str, title: str, threshold: float | None = None, bins: int = 10) -> dict:
     """Reliability diagram (share of positives per score bin, ``sklearn.calibration.calibration_curve``
-    over min-max scaled scores) as a PNG; returns the bins as a dict."""
+    over min-max scaled scores) as a PNG; returns the bins as a dict.
+
+    ``y_true``: 0/1 ``(n,)``; ``scores``: float ``(n,)`` on any scale. Writes ``path`` (overwritten). Returns
+    ``{"score_range": [lo, hi], "mean_scaled_score": [...], "share_relevant": [...]}``; the bin lists are empty
+    when the labels have one class. OSError when ``path`` cannot be written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,7 +227,10 @@ def progress_callback(task_losses=None, logger=None):
 
 
 def save_curves(history: list[dict], path: str, title: str) -> None:
-    """Training loss (and per-task losses) against step, as a PNG (matplotlib, Agg backend)."""
+    """Training loss (and per-task losses) against step, as a PNG (matplotlib, Agg backend).
+
+    ``history``: ``progress_callback`` records (``step``, ``loss``, optional ``tasks``); an empty history gives
+    empty axes. Writes ``path`` (overwritten)."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -67,6 +67,8 @@ def _load_dag():
 
 
 def day_row(lake, ds: str, states: dict, seconds: float) -> dict:
+    """One summary row for day ``ds``: the DAG run's state, ``seconds`` as minutes, and the headline numbers of the
+    day's run stats (``runs/ds=D/*.json``; None where a stage wrote none); ``states`` maps task id -> state."""
     def stats(stage):
         path = lake.run_stats_path(ds, stage)
         return lake.read_json(path) if lake.exists(path) else {}
@@ -91,7 +93,12 @@ def day_row(lake, ds: str, states: dict, seconds: float) -> dict:
 
 
 def run(settings, days: int = 3, scale: str = "demo", retrain_last: bool = True) -> dict:
-    """Generate the world if missing, run the DAG for the world's last ``days`` days; return the summary."""
+    """Generate the world if missing, run the DAG for the world's last ``days`` days; return the summary.
+
+    Stops at the first day whose DAG run fails (``summary["ok"]`` is then False; that is not an exception).
+    Writes ``var/demo/summary.json`` and prints a table. Raises ConfigError (exit 2) for ``days`` < 1 or a bad
+    setting, DataError (exit 3) when the world has fewer days of events, RuntimeError (exit 1) when the DAG
+    file does not import or ``airflow db migrate`` fails."""
     from keyphrase_pipeline.jobs import airflow_tasks as at
     from keyphrase_pipeline.core import airflow_standalone as af
     from keyphrase_pipeline.core import layout
@@ -173,6 +180,7 @@ def run(settings, days: int = 3, scale: str = "demo", retrain_last: bool = True)
 
 
 def print_summary(summary: dict) -> None:
+    """Print ``run``'s summary on stdout: one row per day, the judge, the champion, the outputs' paths."""
     cols = [("ds", 10), ("state", 8), ("minutes", 7), ("pairs_selected", 6), ("labels_new", 6), ("yes_rate", 8),
             ("trained", 7), ("promoted", 8), ("items_embedded", 8), ("index_recall", 8), ("recommendations", 8)]
     heads = ["day", "state", "min", "pairs", "labels", "yes", "trained", "promoted", "embedded", "recall", "recs"]
@@ -196,11 +204,17 @@ def print_summary(summary: dict) -> None:
 
 
 def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--days", type=int, default=3, help="how many consecutive days to run (the world's last days)")
     parser.add_argument("--scale", default="demo", help="world scale when it must be generated (tiny|demo|small|large)")
     parser.add_argument("--no-retrain-last", action="store_true", help="do not retrain on the last day")
 
 
 def main(settings, args) -> int:
+    """``kp demo``: ``run`` with ``--days``, ``--scale``, ``--no-retrain-last``; prints progress and the summary
+    table. Returns 0 when every day's DAG run succeeded, 1 otherwise (a failed task is not raised).
+
+    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     summary = run(settings, days=args.days, scale=args.scale, retrain_last=not args.no_retrain_last)
     return 0 if summary["ok"] else 1

@@ -73,7 +73,11 @@ def _spark(settings, spark, app: str):
 
 
 def prepare(settings, ds: str | None = None, spark=None) -> tuple[str, str, list[str]]:
-    """Make sure the lake has what the report needs; returns (ds, cross-encoder version, steps run)."""
+    """Make sure the lake has what the report needs; returns (ds, cross-encoder version, steps run).
+
+    Runs the missing stages (synth, ctr-labels, select-pairs + label + merge-labels, train-cross) and raises
+    what they raise. DataError (exit 3) when the lake holds a catalog but no synthetic world, or no raw events
+    (without ``ds``)."""
     from keyphrase_pipeline.jobs import registry
     from keyphrase_pipeline.jobs.training_data import latest_partition
 
@@ -120,7 +124,11 @@ def prepare(settings, ds: str | None = None, spark=None) -> tuple[str, str, list
 # ---- metrics -------------------------------------------------------------------------------------------
 def sample_items(world, settings, ds: str, max_items: int) -> "object":
     """Active catalog items at ``ds`` with >= 1 truly relevant keyphrase, with exposure bucket; a
-    deterministic sample (smallest sha1 of the id) of at most ``max_items`` per bucket."""
+    deterministic sample (smallest sha1 of the id) of at most ``max_items`` per bucket.
+
+    Returns a pandas DataFrame ``item_id, title, category, impressions, bucket`` (``tail``/``head``),
+    ``n_relevant``, sorted by item_id. DataError (exit 3) when there is no catalog snapshot up to ``ds`` or no
+    such item; SchemaError (exit 3) when the catalog breaks its contract."""
     import pandas as pd
 
     from keyphrase_pipeline.jobs.training_data import latest_partition
@@ -145,7 +153,10 @@ def sample_items(world, settings, ds: str, max_items: int) -> "object":
 
 
 def top_k(item_vecs, kp_vecs, k: int):
-    """(scores, indices) of the top-``k`` keyphrases per item: exact inner product (FAISS Flat)."""
+    """(scores, indices) of the top-``k`` keyphrases per item: exact inner product (FAISS Flat).
+
+    ``item_vecs``: ``(n, d)``, ``kp_vecs``: ``(m, d)``, float32, L2-normalised. Returns float32 scores (cosine)
+    and int64 row indices into ``kp_vecs``, both ``(n, min(k, m))``, best first."""
     import faiss
 
     index = faiss.IndexFlatIP(kp_vecs.shape[1])
@@ -155,7 +166,13 @@ def top_k(item_vecs, kp_vecs, k: int):
 
 def score_recommendations(settings, world, items, kps, scores, idx, threshold: float) -> tuple:
     """Table 2 columns and truth precision/recall from top-K lists; returns (summary, per-item frame,
-    recommendations frame)."""
+    recommendations frame).
+
+    ``items``: frame ``item_id, bucket, impressions`` (``sample_items``); ``kps``: ``keyphrase_id`` per row of
+    the index; ``scores``/``idx``: ``top_k`` output ``(n, k)``; ``threshold``: a cosine. Per-item frame:
+    ``item_id, bucket, impressions, n_relevant, recommended, kp_passing, pass@k, precision@k, recall@k``;
+    recommendations frame: ``item_id, rank, keyphrase_id, score, p_yes, judge_pass, relevant`` (n * k rows).
+    Shares are in [0, 1]."""
     import pandas as pd
 
     from keyphrase_pipeline.synthetic.world import simulated_p_yes
@@ -207,7 +224,11 @@ def score_recommendations(settings, world, items, kps, scores, idx, threshold: f
 
 
 def offline_eval(settings, model_dir: str, world, items, kps, threshold: float) -> tuple:
-    """Embed the sampled items and every keyphrase with the student, rank, and score (see the module doc)."""
+    """Embed the sampled items and every keyphrase with the student, rank, and score (see the module doc).
+
+    ``items``: ``sample_items`` frame; ``kps``: frame ``keyphrase_id, text``; ``threshold``: a cosine at
+    ``serve.dim``. Returns ``score_recommendations``' (summary, per-item frame, recommendations frame).
+    ConfigError (exit 2) when ``model_dir`` is not a sentence-transformers directory."""
     from keyphrase_pipeline.models.bi_encoder import encode_items, encode_keyphrases, load_student
 
     model = load_student(model_dir, settings.train.device)
@@ -370,8 +391,12 @@ def run(settings, ds: str | None = None, mixes=None, out: str | None = None, qui
 
     Every arm is trained once per seed in ``seeds`` (default: ``train.seed`` only). Each number of the report
     is the mean over the seeds, with its sample std beside it (``spread`` in the JSON); each seed's own record
-    is kept under ``per_seed``. Raises ConfigError (unknown mix or KD loss, a seed that is not an integer)
-    before any work, DataError on unusable data."""
+    is kept under ``per_seed``.
+
+    Raises ConfigError (exit 2) for an unknown mix or KD loss or a seed that is not an integer, before any
+    work; DataError (exit 3) on unusable data (a real lake without a synthetic world, no events, no sampled
+    items); and what the stages it runs raise (``prepare``, ``train_bi.run``). The output directory is
+    replaced only on success."""
     from keyphrase_pipeline.jobs import registry
 
     t0 = time.perf_counter()
@@ -544,6 +569,8 @@ INTRO = ("Students trained on each label mix (Table 2 of LLMDistill4Ads) and wit
 
 
 def write_outputs(out_dir: str, summary: dict) -> None:
+    """Write ``report.json``, ``report.md``, ``report.html`` (plots embedded) and ``plots/*.png`` into ``out_dir``
+    (an existing directory; files overwritten). KeyError when ``summary`` lacks a field ``run`` puts there."""
     out = Path(out_dir)
     pngs = plot(summary, out / "plots")
     t = tables(summary)
@@ -579,6 +606,7 @@ img{{max-width:48%;margin:4px}}.meta{{color:#555}}</style></head><body>
 
 # ---- CLI ----------------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--ds", default=None, help="logical date YYYY-MM-DD (default: the newest day of raw events)")
     parser.add_argument("--mixes", default=None,
                         help=f"comma-separated label mixes (default: {','.join(ALL_MIXES)}; quick: {','.join(QUICK_MIXES)})")
@@ -594,6 +622,11 @@ def add_arguments(parser) -> None:
 
 
 def main(settings, args) -> int:
+    """``kp report``: ``run`` with the parsed options; prints one JSON line with ds and the report paths, then one
+    per label mix (KP, PR, Pass@k, F1, tail recall@20), and returns 0.
+
+    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     split = (lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None)
     summary = run(settings, ds=args.ds, mixes=split(args.mixes), out=args.out, quick=args.quick,
                   kd_losses=split(args.kd_losses), kd_mix=args.kd_mix, keep_models=args.keep_models,

@@ -19,6 +19,12 @@ log = logging.getLogger(__name__)
 
 
 class SimulatedJudge(Judge):
+    """The synthetic world's annotator as a judge (no model): ``keyphrase_pipeline.synthetic.world.simulated_p_yes``.
+
+    ``score(pairs)`` needs ``item_id`` and ``keyphrase_id`` columns and returns float64 P(yes) ``(n,)``, in
+    0.75-0.99 for a yes and 0.01-0.25 for a no. Raises DataError (exit 3) when an id column is missing, when the
+    lake holds no synthetic world (on first use), and from ``score_prompts`` (free-text prompts are not supported)."""
+
     name = "simulated"
     model = SIMULATED_MODEL
 

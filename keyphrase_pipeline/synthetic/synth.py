@@ -193,7 +193,9 @@ def _display(text: str, style: float) -> str:
 
 # ---------------------------------------------------------------------------------------------
 def resolve_scale(scale: str | int) -> tuple[str, int, int, int]:
-    """(name, n_items, n_keyphrases, searches_per_day) for a scale name or an item count."""
+    """(name, n_items, n_keyphrases, searches_per_day) for a scale name or an item count.
+
+    Raises ConfigError (exit 2) for a name not in ``SCALES`` that is not a number, or fewer than 50 items."""
     s = str(scale).strip().lower()
     if s in SCALES:
         return (s, *SCALES[s])
@@ -752,7 +754,10 @@ def _sr_score(seed: int, item_ids, kp_ids, rel, frac) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 def run(settings, scale=None, seed=None, days=None, start_date=None, searches_per_day=None) -> dict:
-    """Generate (or regenerate) the synthetic world in the settings' lake; returns its stats."""
+    """Generate (or regenerate) the synthetic world in the settings' lake; returns its stats.
+
+    Arguments left None come from ``settings.synth``. Day partitions of the raw inputs outside the new range
+    are deleted. Raises ConfigError (exit 2): ``days`` < 1, a bad ``start_date`` or scale, ``searches_per_day`` < 1."""
     t_start = time.perf_counter()
     cfg = settings.synth
     scale = cfg.scale if scale is None else scale
@@ -834,6 +839,7 @@ def _remove_stale(lake: Lake, keep: set[str]) -> None:
 
 # ---------------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--scale", default=None,
                         help="tiny | demo | small | large, or a number of items (default: settings)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (same seed -> same world)")
@@ -843,6 +849,11 @@ def add_arguments(parser) -> None:
 
 
 def main(settings, args) -> int:
+    """``kp synth``: ``run`` with the parsed options; prints one human-readable line (scale, seed, dates, counts,
+    seconds, lake root) and returns 0.
+
+    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     stats = run(settings, scale=args.scale, seed=args.seed, days=args.days, start_date=args.start_date,
                 searches_per_day=args.searches_per_day)
     print(f"synthetic world '{stats['scale']}' (seed {stats['seed']}) {stats['start_date']}..{stats['end_date']}: "

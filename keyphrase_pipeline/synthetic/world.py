@@ -92,6 +92,8 @@ class Truth:
 
     @classmethod
     def from_frames(cls, items: pd.DataFrame, keyphrases: pd.DataFrame) -> "Truth":
+        """Encode ``synth/items`` (``item_id``, ``product_type``, the ``SLOTS`` columns) and ``synth/keyphrases``
+        (``keyphrase_id``, ``product_type``, ``SLOTS``) frames; KeyError when a column is missing."""
         items = items.sort_values("item_id", kind="stable")
         keyphrases = keyphrases.sort_values("keyphrase_id", kind="stable")
         types = sorted(set(items["product_type"].dropna()) | set(keyphrases["product_type"].dropna()))
@@ -115,9 +117,12 @@ class Truth:
 
     # -- index lookups ------------------------------------------------------------------------
     def item_index(self, item_ids, strict: bool = True) -> np.ndarray:
+        """Row index (int64, same shape as ``item_ids``) of each item id; -1 for unknown ids unless ``strict``,
+        which raises DataError (exit 3) on any unknown id."""
         return _lookup(self.item_ids, item_ids, "item_id", strict)
 
     def kp_index(self, keyphrase_ids, strict: bool = True) -> np.ndarray:
+        """Row index (int64) of each keyphrase id; -1 for unknown ids unless ``strict`` (DataError, exit 3)."""
         return _lookup(self.kp_ids, keyphrase_ids, "keyphrase_id", strict)
 
     # -- relevance ----------------------------------------------------------------------------
@@ -138,6 +143,7 @@ class Truth:
         return same_type & (met == n), frac
 
     def relevant(self, item_ids, keyphrase_ids) -> np.ndarray:
+        """True relevance (bool array, the broadcast shape of the two id arrays); unknown ids are not relevant."""
         ii = self.item_index(item_ids, strict=False)
         kk = self.kp_index(keyphrase_ids, strict=False)
         ok = (ii >= 0) & (kk >= 0)

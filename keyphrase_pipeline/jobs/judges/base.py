@@ -32,7 +32,9 @@ def answer_word(token: str) -> str | None:
 def p_yes_from_logprobs(top: Mapping[str, float] | Iterable[tuple[str, float]]) -> float:
     """P(yes) from one position's top log-probabilities ({token: logprob} or (token, logprob) pairs).
 
-    Raises DataError when neither a yes nor a no token is among them (a malformed or off-format answer).
+    Log-probabilities are natural logs (<= 0). Returns a float in [0, 1]. Raises DataError (exit 3) when
+    neither a yes nor a no token is among them (a malformed or off-format answer), or when a yes/no token's
+    logprob is not a number, NaN or positive.
     """
     items = list(top.items() if isinstance(top, Mapping) else top)
     p = {"yes": 0.0, "no": 0.0}
@@ -56,7 +58,9 @@ def p_yes_from_logprobs(top: Mapping[str, float] | Iterable[tuple[str, float]]) 
 
 
 def judge_model_id(settings) -> str:
-    """The judge model id stored with labels (and hashed into pair_key), known without loading the judge."""
+    """The judge model id stored with labels (and hashed into pair_key), known without loading the judge.
+
+    Raises ConfigError (exit 2) when ``judge.model`` is empty for a non-simulated backend."""
     j = settings.judge
     if j.backend == "simulated":
         return SIMULATED_MODEL
@@ -84,7 +88,10 @@ class Judge(ABC):
         self.prompt_version = settings.judge.prompt_version
 
     def score(self, pairs) -> np.ndarray:
-        """P(yes) for each pair (DataFrame with title, category, keyphrase[, item_id, keyphrase_id])."""
+        """P(yes) for each pair (DataFrame with title, category, keyphrase[, item_id, keyphrase_id]).
+
+        Returns float64 ``np.ndarray`` of shape ``(len(pairs),)``, values in [0, 1]; ``(0,)`` for no pairs.
+        ConfigError (exit 2) for an unknown ``judge.prompt_version``; backends add their own errors."""
         from keyphrase_pipeline.jobs.judges.prompt import build_prompts
 
         if len(pairs) == 0:

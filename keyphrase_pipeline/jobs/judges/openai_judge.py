@@ -60,6 +60,10 @@ def connection_from_airflow(conn_id: str) -> tuple[str, str | None] | None:
 
 
 def resolve_endpoint(settings) -> tuple[str, str | None]:
+    """(base URL without trailing ``/``, API key or None) from ``judge.endpoint``/``judge.api_key``, missing parts
+    from the Airflow Connection ``judge.airflow_conn_id``.
+
+    Raises ConfigError (exit 2) when no endpoint is found."""
     j = settings.judge
     endpoint = j.endpoint
     key = j.api_key.get_secret_value() if j.api_key is not None else None
@@ -76,7 +80,9 @@ def resolve_endpoint(settings) -> tuple[str, str | None]:
 
 
 def parse_top_logprobs(body: dict) -> list[tuple[str, float]]:
-    """The first answer token's top logprobs from a chat-completions (or completions) response."""
+    """The first answer token's top logprobs from a chat-completions (or completions) response.
+
+    Returns [(token, logprob)]; DataError (exit 3) when ``body`` lacks that structure."""
     try:
         choice = body["choices"][0]
         lp = choice["logprobs"]
@@ -112,6 +118,14 @@ class _Pacer:
 
 
 class OpenAIJudge(Judge):
+    """Judge through an OpenAI-compatible chat-completions endpoint (one token with top-20 logprobs per pair).
+
+    ``score_prompts`` returns float64 P(yes) in [0, 1], shape ``(n,)``. Raises ConfigError (exit 2): no
+    endpoint, empty ``judge.model``, or an HTTP 4xx that is not retried (bad key, unknown model); DataError
+    (exit 3): an answer that is not JSON or has no yes/no logprob; JudgeUnavailable (exit 1): timeouts,
+    connection errors, 408/409/425/429 or 5xx after ``judge.max_retries`` retries (``timeout_s`` seconds
+    each; backoff from 0.5 s doubling up to 30 s, with jitter; ``Retry-After`` honoured up to 30 s)."""
+
     name = "openai"
 
     def __init__(self, settings, backoff_base_s: float = 0.5, backoff_max_s: float = 30.0):

