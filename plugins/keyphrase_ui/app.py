@@ -2,7 +2,8 @@
 
 Routes (all need a valid Airflow token, see ``keyphrase_ui.auth``)::
 
-    GET /keyphrases/                     the page (redirects to Airflow's login without a session)
+    GET /keyphrases/                     the page (redirects to Airflow's login without a session, 403
+                                         without read access to the DAG)
     GET /keyphrases/api/overview         champion, serving version, model versions + metrics, promotion
                                          decision, latest run's stats per stage
     GET /keyphrases/api/runs?ds=D        one day's stats per stage (default: latest day)
@@ -12,6 +13,9 @@ Routes (all need a valid Airflow token, see ``keyphrase_ui.auth``)::
     GET /keyphrases/api/plots/curves.png?version=&kind=   training curves saved in the registry
     GET /keyphrases/api/plots/scores.png  score distribution of the published recommendations
                                          (split by true relevance on the demo world)
+
+Query parameters are validated (bounded numbers, ASCII ``YYYY-MM-DD`` dates that exist, bounded text):
+bad input answers 422, an unknown version or item 404 or an empty result, never a 500.
 
 It only reads the lake (settings from ``KP_*`` in the API server's environment). Stage modules are
 imported defensively: before the first run (or before a module exists) the page says "no data yet".
@@ -26,11 +30,12 @@ import logging
 import math
 import threading
 from pathlib import Path
+from typing import Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from keyphrase_ui.auth import require_user, user_from_request, login_url
+from keyphrase_ui.auth import can_read, forbidden_detail, login_url, require_user, user_from_request
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,11 @@ URL_PREFIX = "/keyphrases"
 HERE = Path(__file__).resolve().parent
 STAGES = ["synth", "ctr_labels", "select_pairs", "llm_labels", "train_cross", "train_bi", "evaluate",
           "export", "embed_items", "embed_keyphrases", "embed", "index", "recommend", "publish"]
+
+# item ids are int64 (keyphrase_pipeline.core.contracts); query text is bounded so one request cannot
+# make the server scan or embed megabytes
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_QUERY_CHARS = 200
 
 app = FastAPI(title="Keyphrase recommendations", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -183,15 +193,29 @@ def _world():
     return _safe("ground truth", read, None)
 
 
+def as_item_id(text: str) -> int | None:
+    """``text`` as an int64 item id when it is written with ASCII digits (an optional leading ``-``), else
+    None. ``str.isdigit`` alone is not enough: it is true for ``'²'`` or ``'٣'``, which ``int`` rejects or
+    reads as another number, and a 5,000-digit string is past ``int``'s conversion limit."""
+    body = text[1:] if text.startswith("-") else text
+    if not (body.isascii() and body.isdigit()) or len(body) > 19:
+        return None
+    value = int(text)
+    return value if INT64_MIN <= value <= INT64_MAX else None
+
+
 def items(q: str = "", limit: int = 20) -> list[dict]:
+    """Up to ``limit`` catalog items ``{item_id, title, category}`` (latest snapshot, by item id) whose title
+    contains ``q`` (case-insensitive, literal) or whose id is ``q``; all items when ``q`` is empty."""
     df = _catalog()
     if df is None or df.empty:
         return []
+    q = q.strip()
     if q:
-        q = q.strip()
         mask = df["title"].str.contains(q, case=False, regex=False, na=False)
-        if q.isdigit():
-            mask |= df["item_id"] == int(q)
+        item_id = as_item_id(q)
+        if item_id is not None:
+            mask |= df["item_id"] == item_id
         df = df[mask]
     return [{"item_id": int(r.item_id), "title": r.title, "category": r.category} for r in df.head(limit).itertuples()]
 
@@ -303,9 +327,16 @@ def curves_file(kind: str, version: str | None) -> Path | None:
 # ---- routes ---------------------------------------------------------------------------------------
 @app.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def page(request: Request):
+    """The page: a redirect to Airflow's login without a valid token, 403 without read access to the DAG
+    (the permission every API route requires, ``keyphrase_ui.auth.require_user``)."""
     user = await user_from_request(request)
     if user is None:
         return RedirectResponse(login_url(f"{URL_PREFIX}/"), status_code=303)
+    if not can_read(user):
+        from html import escape
+
+        return HTMLResponse(f"<!doctype html><title>Forbidden</title><h1>403 Forbidden</h1><p>{escape(forbidden_detail())}</p>",
+                            status_code=403)
     return HTMLResponse((HERE / "templates" / "index.html").read_text(encoding="utf-8"))
 
 
@@ -334,17 +365,27 @@ def overview(user=Depends(require_user)):
 
 
 @app.get("/api/runs")
-def runs(ds: str | None = Query(None, pattern=r"^\d{4}-\d{2}-\d{2}$"), user=Depends(require_user)):
+def runs(ds: str | None = Query(None, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"), user=Depends(require_user)):
+    # [0-9], not \d: \d also matches '٣' or '２'; and the pattern lets 2026-13-45 through, so parse it too
+    if ds is not None:
+        import datetime as dt
+
+        try:
+            ds = dt.date.fromisoformat(ds).isoformat()
+        except ValueError:
+            raise HTTPException(status_code=422, detail=f"ds must be a real date YYYY-MM-DD, got {ds!r}") from None
     return JSONResponse(_jsonable(run_stats(ds)))
 
 
 @app.get("/api/items")
-def list_items(q: str = "", limit: int = Query(20, ge=1, le=200), user=Depends(require_user)):
+def list_items(q: str = Query("", max_length=MAX_QUERY_CHARS), limit: int = Query(20, ge=1, le=200),
+               user=Depends(require_user)):
     return JSONResponse(items(q, limit))
 
 
 @app.get("/api/search")
-def search_route(item_id: int | None = None, q: str | None = None, k: int = Query(10, ge=1, le=100),
+def search_route(item_id: int | None = Query(None, ge=INT64_MIN, le=INT64_MAX),
+                 q: str | None = Query(None, max_length=MAX_QUERY_CHARS), k: int = Query(10, ge=1, le=100),
                  user=Depends(require_user)):
     if item_id is None and not (q or "").strip():
         raise HTTPException(status_code=422, detail="give item_id or q")
@@ -369,7 +410,8 @@ def scores_png(user=Depends(require_user)):
 
 
 @app.get("/api/plots/curves.png")
-def curves_png(kind: str = "students", version: str | None = None, user=Depends(require_user)):
+def curves_png(kind: Literal["students", "cross"] = "students", version: str | None = Query(None, max_length=200),
+               user=Depends(require_user)):
     p = curves_file(kind, version)
     if p is None:
         raise HTTPException(status_code=404, detail="no training curves for that version yet")

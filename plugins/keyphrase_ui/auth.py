@@ -6,6 +6,7 @@ clients, ``POST /auth/token``) or the ``_token`` cookie the Airflow UI sets afte
 shown inside the UI, same origin, so the browser sends it). It is validated by Airflow's configured auth
 manager (``get_user_from_token``: signature, expiry, revocation), and the user must be allowed to read
 DAGs. Missing or invalid token: 401 for the API; the HTML page redirects to Airflow's login instead.
+A valid token without read access to the DAG: 403, for the API and the page alike.
 """
 
 from __future__ import annotations
@@ -65,8 +66,13 @@ async def require_user(request: Request):
         raise HTTPException(status_code=status.HTTP_401_UNAUTHORIZED, detail="Not authenticated: log in to Airflow",
                             headers={"WWW-Authenticate": "Bearer"})
     if not can_read(user):
-        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=f"not allowed to read DAG {DAG_ID}")
+        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=forbidden_detail())
     return user
+
+
+def forbidden_detail() -> str:
+    """What a logged-in user without read access is told (API 403 detail, the page's 403 text)."""
+    return f"not allowed to read DAG {DAG_ID}"
 
 
 def login_url(next_url: str) -> str:
