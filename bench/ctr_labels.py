@@ -87,11 +87,16 @@ def generate(settings, start: dt.date, days: int, events: int, seed: int = 1) ->
 
 def naive_labels(spark, settings, ds: str, out_dir: str, n_files: int) -> None:
     """The 30-day labels straight from the window's raw events: no daily aggregates."""
+    from pyspark.sql import functions as F
+
     lake = Lake.from_settings(settings)
-    days = ds_range(ds, settings.ctr.window_days)
+    days = ds_range(ds, settings.ctr.window_days + 1)  # + the day before: its tail is the first day's context
     raw = (spark.read.option("basePath", spark_uri(lake.path("events")))
            .parquet(*[spark_uri(lake.path("events", ds=d)) for d in days]))
-    valid = ctr_labels.classify_events(ctr_labels._conform_events(raw), by=("ds",)).where("reason IS NULL")
+    raw = ctr_labels._conform_events(raw).withColumn("ds", F.to_date(F.col("ds").cast("string")))
+    context = ctr_labels.boundary_context(raw, settings.ctr, "ds")
+    window = raw.where(F.col("ds") >= F.to_date(F.lit(days[1])))
+    valid = ctr_labels.classify_events(window, settings.ctr, "ds", context).where("reason IS NULL")
     labels = ctr_labels.label_pairs(ctr_labels.aggregate_pairs(valid), settings)
     with atomic_dir(out_dir) as tmp:
         labels.coalesce(n_files).sortWithinPartitions("item_id", "keyphrase_id") \
