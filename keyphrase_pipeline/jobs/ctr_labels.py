@@ -4,15 +4,19 @@ For the logical date ``ds`` the job
 
 1. aggregates that day's raw events (``raw/events/ds=``) into ``ctr_daily/ds=`` (impressions and
    clicks per (item, keyphrase)), quarantining bad rows in ``quarantine/events/ds=`` with a ``reason``;
+   the last ``ctr.attribution_window_minutes`` of the previous day's raw events are read too (filter
+   pushed to the scan), so a click just after midnight counts on its impression just before it and an
+   event id already logged there is not counted again;
 2. makes sure every day of the window (``settings.ctr.window_days``, default 30, ending at ``ds``) has
    its daily aggregate, computing the missing ones from raw (backfill);
 3. sums the window's daily aggregates into ``ctr_labels/ds=`` with CTR and the label
    (1 when CTR > ``ctr_threshold`` and impressions >= ``min_impressions``), plus ``_stats.json``;
 4. passes optional search-relevance labels (``raw/sr_labels/ds=``) through to ``sr_labels/ds=``.
 
-Raw events are read for one day per run (plus backfilled days): the run's cost does not grow with the
-history kept. Every output partition is written under a hidden temporary directory and renamed into
-place, so readers see the old partition or the new one, never a half-written one; reruns replace.
+Raw events are read for one day per run (plus backfilled days, plus each such day's previous-day tail):
+the run's cost does not grow with the history kept. Every output partition is written under a hidden
+temporary directory and renamed into place, so readers see the old partition or the new one, never a
+half-written one; reruns replace.
 
 Runs on ``local[*]`` by default, on any Spark master by configuration (``KP_SPARK__MASTER``), or under
 ``spark-submit keyphrase_pipeline/jobs/ctr_labels.py --ds YYYY-MM-DD`` (master from the submit command). See docs/CTR.md.
@@ -129,7 +133,8 @@ def classify_events(events, ctr, day_col: str = "_day", context=None):
     # Duplicates among rows that passed the row checks. Context rows (the previous day's copies) sort
     # first: any later copy of theirs is a previous-day duplicate; among the day's own rows the first (by
     # time, then a total order on the remaining columns so that reruns keep the same copy) is kept.
-    order = [c("_ctx").desc()] + [c(o).asc_nulls_first() for o in ("ts", "event", "item_id", "keyphrase_id", "position")]
+    order = [c("_ctx").desc()] + [c(o).asc_nulls_first()
+                                  for o in ("ts", "event", "item_id", "keyphrase_id", "position")]
     if "query" in df.columns:
         order.append(c("query").asc_nulls_first())
     w_id = Window.partitionBy("_key_day", "event_id", c("_r1").isNull()).orderBy(*order)
