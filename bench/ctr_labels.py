@@ -11,8 +11,11 @@ Daily aggregates are built for the history, then, in the same Spark session:
 
 The two label sets are checked equal. Prints ONE JSON line and writes ``bench/results/ctr_labels.json``.
 ``--quick``: ~1M events. Timings are the median of ``--repeat`` runs (after one untimed warm-up).
+``--boundary``: only the cost of the day-boundary rules (``boundary_cost``: the previous day's tail read vs a
+full cross-window event-id dedupe) on the window plus one day; writes ``bench/results/ctr_boundary.json``.
 
     .venv/bin/python bench/ctr_labels.py --quick
+    .venv/bin/python bench/ctr_labels.py --boundary --repeat 3
 """
 
 from __future__ import annotations
@@ -87,15 +90,51 @@ def generate(settings, start: dt.date, days: int, events: int, seed: int = 1) ->
 
 def naive_labels(spark, settings, ds: str, out_dir: str, n_files: int) -> None:
     """The 30-day labels straight from the window's raw events: no daily aggregates."""
+    from pyspark.sql import functions as F
+
     lake = Lake.from_settings(settings)
-    days = ds_range(ds, settings.ctr.window_days)
+    days = ds_range(ds, settings.ctr.window_days + 1)  # + the day before: its tail is the first day's context
     raw = (spark.read.option("basePath", spark_uri(lake.path("events")))
            .parquet(*[spark_uri(lake.path("events", ds=d)) for d in days]))
-    valid = ctr_labels.classify_events(ctr_labels._conform_events(raw), by=("ds",)).where("reason IS NULL")
+    raw = ctr_labels._conform_events(raw).withColumn("ds", F.to_date(F.col("ds").cast("string")))
+    context = ctr_labels.boundary_context(raw, settings.ctr, "ds")
+    window = raw.where(F.col("ds") >= F.to_date(F.lit(days[1])))
+    valid = ctr_labels.classify_events(window, settings.ctr, "ds", context).where("reason IS NULL")
     labels = ctr_labels.label_pairs(ctr_labels.aggregate_pairs(valid), settings)
     with atomic_dir(out_dir) as tmp:
         labels.coalesce(n_files).sortWithinPartitions("item_id", "keyphrase_id") \
             .write.mode("overwrite").parquet(spark_uri(tmp))
+
+
+def boundary_cost(spark, settings, days: list[str], repeat: int) -> dict:
+    """What the day-boundary rules cost on the last of ``days`` (all generated): the day's aggregation with
+    the previous day's tail read (default) and without it (``attribution_window_minutes=0``), the tail read
+    alone, and the full cross-window dedupe it replaces: the day's event ids against every event id of the
+    ``len(days) - 1`` days before it (a left-semi join on raw ``event_id`` columns)."""
+    lake = Lake.from_settings(settings)
+    day, history = days[-1], days[:-1]
+    no_tail = settings.with_overrides(**{"ctr.attribution_window_minutes": 0})
+    def ids(ds_list):
+        return spark.read.parquet(*[spark_uri(lake.path("events", ds=d)) for d in ds_list]).select("event_id")
+
+    seen = {}
+
+    def full_dedupe():
+        seen["n"] = ids([day]).join(ids(history).distinct(), "event_id", "left_semi").count()
+
+    ctr_labels.aggregate_day(spark, settings, day)  # warm-up (untimed)
+    return {
+        "day": day,
+        "events_day": spark.read.parquet(spark_uri(lake.path("events", ds=day))).count(),
+        "aggregate_day_s": round(timed(lambda: ctr_labels.aggregate_day(spark, settings, day), repeat), 3),
+        "aggregate_day_no_tail_s": round(timed(lambda: ctr_labels.aggregate_day(spark, no_tail, day), repeat), 3),
+        "tail_read_s": round(timed(lambda: ctr_labels.read_prev_tail(spark, settings, day)[0].count(), repeat), 3),
+        "tail_rows": ctr_labels.read_prev_tail(spark, settings, day)[0].count(),
+        "full_window_dedupe_s": round(timed(full_dedupe, repeat), 3),
+        "full_window_dedupe_ids_read": ids(history).count(),
+        "full_window_dedupe_hits": seen["n"],
+        "attribution_window_minutes": settings.ctr.attribution_window_minutes,
+    }
 
 
 def timed(fn, repeat: int) -> float:
@@ -116,9 +155,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--master", default="local[*]")
     ap.add_argument("--keep", default=None, help="keep the lake in this directory (default: a temp dir, removed)")
+    ap.add_argument("--boundary", action="store_true",
+                    help="only the day-boundary cost (boundary_cost) on window+1 days at the same events/day; "
+                         "writes bench/results/ctr_boundary.json")
     args = ap.parse_args(argv)
     events = args.events or (1_000_000 if args.quick else 10_000_000)
-    assert args.days >= 2 * args.window, "need --days >= 2 * --window"
+    if args.boundary:  # same events per day as the full run, only the window and the day after it
+        events, args.days = events * (args.window + 1) // args.days, args.window + 1
+    else:
+        assert args.days >= 2 * args.window, "need --days >= 2 * --window"
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
@@ -137,6 +182,12 @@ def main(argv: list[str] | None = None) -> dict:
         from keyphrase_pipeline.core.spark import get_spark
 
         spark = get_spark(settings, "bench-ctr-labels")
+        if args.boundary:
+            result = {"bench": "ctr_boundary", "events": n_events, "days": args.days, "generate_s": round(gen_s, 1),
+                      **boundary_cost(spark, settings, [day(k) for k in range(1, args.days + 1)], args.repeat),
+                      "repeat": args.repeat, "master": spark.sparkContext.master, "spark": spark.version,
+                      "cores": os.cpu_count()}
+            return _save(result, "ctr_boundary")
         t0 = time.perf_counter()
         for k in range(1, args.days):  # the history: daily aggregates of days 1..days-1
             ctr_labels.aggregate_day(spark, settings, day(k))
@@ -179,7 +230,11 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    out = REPO / "bench" / "results" / "ctr_labels.json"
+    return _save(result, "ctr_labels")
+
+
+def _save(result: dict, name: str) -> dict:
+    out = REPO / "bench" / "results" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))

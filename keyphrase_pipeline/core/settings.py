@@ -47,6 +47,16 @@ class CtrSettings(BaseModel):
     min_impressions: int = Field(20, ge=1, description="Positive only with at least this many impressions.")
     max_bad_share: float = Field(0.01, ge=0.0, le=1.0, description="Fail when quarantined/raw rows exceeds this.")
     allow_missing_days: bool = Field(False, description="Skip missing input days instead of failing.")
+    attribution_window_minutes: int = Field(
+        30, ge=0, le=1440,
+        description="A click on day D with no impression of its (item, keyphrase) on D counts when the previous "
+                    "day holds one at most this many minutes before it; the same tail of the previous day "
+                    "(its last minutes before midnight) is read to drop event ids already logged there. "
+                    "0: no cross-day attribution or dedupe, the previous day is not read.")
+    clock_skew_minutes: int = Field(
+        0, ge=0, le=180,
+        description="An event of partition D must have D 00:00 <= ts < D+1 00:00, widened by this many minutes on "
+                    "each side; rows outside are quarantined as ts_outside_day.")
 
 
 class PairSettings(BaseModel):

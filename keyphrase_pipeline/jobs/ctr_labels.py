@@ -4,15 +4,19 @@ For the logical date ``ds`` the job
 
 1. aggregates that day's raw events (``raw/events/ds=``) into ``ctr_daily/ds=`` (impressions and
    clicks per (item, keyphrase)), quarantining bad rows in ``quarantine/events/ds=`` with a ``reason``;
+   the last ``ctr.attribution_window_minutes`` of the previous day's raw events are read too (filter
+   pushed to the scan), so a click just after midnight counts on its impression just before it and an
+   event id already logged there is not counted again;
 2. makes sure every day of the window (``settings.ctr.window_days``, default 30, ending at ``ds``) has
    its daily aggregate, computing the missing ones from raw (backfill);
 3. sums the window's daily aggregates into ``ctr_labels/ds=`` with CTR and the label
    (1 when CTR > ``ctr_threshold`` and impressions >= ``min_impressions``), plus ``_stats.json``;
 4. passes optional search-relevance labels (``raw/sr_labels/ds=``) through to ``sr_labels/ds=``.
 
-Raw events are read for one day per run (plus backfilled days): the run's cost does not grow with the
-history kept. Every output partition is written under a hidden temporary directory and renamed into
-place, so readers see the old partition or the new one, never a half-written one; reruns replace.
+Raw events are read for one day per run (plus backfilled days, plus each such day's previous-day tail):
+the run's cost does not grow with the history kept. Every output partition is written under a hidden
+temporary directory and renamed into place, so readers see the old partition or the new one, never a
+half-written one; reruns replace.
 
 Runs on ``local[*]`` by default, on any Spark master by configuration (``KP_SPARK__MASTER``), or under
 ``spark-submit keyphrase_pipeline/jobs/ctr_labels.py --ds YYYY-MM-DD`` (master from the submit command). See docs/CTR.md.
@@ -41,9 +45,11 @@ REASONS = (
     "null_key",  # event_id, ts, item_id, keyphrase_id or event is null
     "unknown_event",  # event is not 'impression' or 'click'
     "bad_position",  # position null, zero or negative
+    "ts_outside_day",  # ts not in [D 00:00, D+1 00:00) of its partition D (widened by ctr.clock_skew_minutes)
+    "duplicate_event_id_prev_day",  # an event_id already logged in the previous day's tail (that copy counts)
     "duplicate_event_id",  # a later copy of an event_id seen earlier that day (the first is kept)
-    "click_without_impression",  # a click on a pair with no valid impression that day
-    "clicks_exceed_impressions",  # every row of a pair whose day has more clicks than impressions
+    "click_without_impression",  # a click on a pair with no valid impression that day nor in the window before it
+    "clicks_exceed_impressions",  # every row of a pair whose day has more clicks than impressions (+ carried ones)
 )
 SR_REASONS = ("null_key", "bad_label", "bad_score", "duplicate_pair")
 _KEY_COLUMNS = ("event_id", "ts", "item_id", "keyphrase_id", "event")
@@ -52,50 +58,116 @@ _KEY_COLUMNS = ("event_id", "ts", "item_id", "keyphrase_id", "event")
 # ---------------------------------------------------------------------------------------------
 # validation (pure DataFrame -> DataFrame; also used by bench/ctr_labels.py for the naive baseline)
 # ---------------------------------------------------------------------------------------------
-def classify_events(events, by: tuple[str, ...] = ()):
-    """Add a ``reason`` column to raw events: null for valid rows, else the first reason that applies.
+def _minutes(n: int):
+    from pyspark.sql import functions as F
 
-    ``events``: a Spark DataFrame with the ``events`` contract columns (``event_id, ts, item_id, keyphrase_id,
-    event, position``, optional ``query``); returns it with a string ``reason`` (one of ``REASONS`` or null).
+    return F.expr(f"INTERVAL {int(n)} MINUTES")
 
-    ``by`` names extra grouping columns (e.g. ``("ds",)`` when several days are classified at once, so
-    that duplicates and per-pair checks stay within a day, exactly as in the daily job).
+
+def _row_checks(events, ctr, day_col: str):
+    """``events`` plus ``_r1``: the first row-level reason (null_key, unknown_event, bad_position,
+    ts_outside_day) or null. ``day_col`` is a date column: each row's partition day."""
+    from pyspark.sql import functions as F
+
+    c = F.col
+    ts_type = events.schema["ts"].dataType
+    skew = _minutes(ctr.clock_skew_minutes)
+    day_start = c(day_col).cast(ts_type)
+    day_end = F.date_add(c(day_col), 1).cast(ts_type)
+    null_key = reduce(lambda a, b: a | b, [c(k).isNull() for k in _KEY_COLUMNS])
+    return events.withColumn(
+        "_r1",
+        F.when(null_key, F.lit("null_key"))
+        .when(~c("event").isin(*EVENT_TYPES), F.lit("unknown_event"))
+        .when(c("position").isNull() | (c("position") <= 0), F.lit("bad_position"))
+        .when((c("ts") < day_start - skew) | (c("ts") >= day_end + skew), F.lit("ts_outside_day")),
+    )
+
+
+def boundary_context(events, ctr, day_col: str = "_day"):
+    """The previous-day context of the next day's classification: the rows of ``events`` that pass the row
+    checks and lie in the last ``max(attribution_window_minutes, clock_skew_minutes)`` minutes of their
+    partition day (up to ``clock_skew_minutes`` past midnight), each keyed (``_key_day``) to the day after
+    its own. ``day_col``: a date column, each row's partition day. Columns: ``events``' plus ``_r1``
+    (null), ``_key_day`` (date), ``_ctx`` (true). Pass it to :func:`classify_events` as ``context``."""
+    from pyspark.sql import functions as F
+
+    c = F.col
+    span = max(int(ctr.attribution_window_minutes), int(ctr.clock_skew_minutes))
+    ts_type = events.schema["ts"].dataType
+    midnight = F.date_add(c(day_col), 1).cast(ts_type)
+    return (
+        _row_checks(events, ctr, day_col)
+        .where(c("_r1").isNull() & (c("ts") >= midnight - _minutes(span))
+               & (c("ts") < midnight + _minutes(ctr.clock_skew_minutes)))
+        .withColumn("_key_day", F.date_add(c(day_col), 1))
+        .withColumn("_ctx", F.lit(True))
+    )
+
+
+def classify_events(events, ctr, day_col: str = "_day", context=None):
+    """Add ``reason`` (null for valid rows, else the first reason of ``REASONS`` that applies) and
+    ``attributed`` (bool: a valid click counted on an impression of the previous day) to raw events.
+
+    ``events``: raw events (contract ``events``, conformed by ``_conform_events``) with a date column
+    ``day_col``, each row's partition day; several days may be classified at once (the naive benchmark
+    does): duplicates and per-pair checks stay within a partition day, exactly as in the daily job.
+    ``ctr``: ``settings.ctr`` (``attribution_window_minutes``, ``clock_skew_minutes``).
+    ``context``: None, or :func:`boundary_context` of the previous days (the tail of D-1 for day D). With it,
+    an event id already in D-1's tail is ``duplicate_event_id_prev_day`` on D; a click on D whose pair has no
+    valid impression on D counts when D-1's tail has an impression of the pair at most
+    ``attribution_window_minutes`` before it (else ``click_without_impression``); and a pair-day may have as
+    many clicks as its impressions of D plus its tail impressions of D-1 not clicked in that tail.
+    Returns the rows of ``events`` only (context rows are dropped), with their columns plus the two above.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     c = F.col
-    null_key = reduce(lambda a, b: a | b, [c(k).isNull() for k in _KEY_COLUMNS])
-    df = events.withColumn(
-        "_r1",
-        F.when(null_key, F.lit("null_key"))
-        .when(~c("event").isin(*EVENT_TYPES), F.lit("unknown_event"))
-        .when(c("position").isNull() | (c("position") <= 0), F.lit("bad_position")),
-    )
-    # Duplicates among rows that passed the row checks: keep the first (by time, then a total order
-    # on the remaining columns so that reruns keep the same copy).
-    order = ["ts", "event", "item_id", "keyphrase_id", "position"]
-    if "query" in events.columns:
-        order.append("query")
-    w_id = Window.partitionBy(*by, "event_id", c("_r1").isNull()).orderBy(*[c(o).asc_nulls_first() for o in order])
+    cols = list(events.columns)
+    df = (_row_checks(events, ctr, day_col)
+          .withColumn("_key_day", c(day_col)).withColumn("_ctx", F.lit(False)))
+    if context is not None:
+        df = df.unionByName(context, allowMissingColumns=True)
+    main, is_imp, is_clk = ~c("_ctx"), c("event") == "impression", c("event") == "click"
+    # Duplicates among rows that passed the row checks. Context rows (the previous day's copies) sort
+    # first: any later copy of theirs is a previous-day duplicate; among the day's own rows the first (by
+    # time, then a total order on the remaining columns so that reruns keep the same copy) is kept.
+    order = [c("_ctx").desc()] + [c(o).asc_nulls_first()
+                                  for o in ("ts", "event", "item_id", "keyphrase_id", "position")]
+    if "query" in df.columns:
+        order.append(c("query").asc_nulls_first())
+    w_id = Window.partitionBy("_key_day", "event_id", c("_r1").isNull()).orderBy(*order)
+    seen_before = F.max(c("_ctx").cast("int")).over(w_id) == 1  # running max: a context copy sorts first
     df = df.withColumn(
         "_r2",
-        F.coalesce(c("_r1"), F.when(F.row_number().over(w_id) > 1, F.lit("duplicate_event_id"))),
+        F.coalesce(c("_r1"),
+                   F.when(main & seen_before, F.lit("duplicate_event_id_prev_day"))
+                   .when(F.row_number().over(w_id) > 1, F.lit("duplicate_event_id"))),
     )
-    # Per (item, keyphrase) consistency over the day's remaining rows.
+    # Per (item, keyphrase) consistency over the day's remaining rows, with the previous day's tail.
     ok = c("_r2").isNull()
-    w_pair = Window.partitionBy(*by, "item_id", "keyphrase_id")
-    imp = F.sum(F.when(ok & (c("event") == "impression"), 1).otherwise(0)).over(w_pair)
-    clk = F.sum(F.when(ok & (c("event") == "click"), 1).otherwise(0)).over(w_pair)
+    w_pair = Window.partitionBy("_key_day", "item_id", "keyphrase_id")
+    w_time = w_pair.orderBy(c("ts"), c("_ctx").desc()).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    n = lambda cond: F.sum(F.when(cond, 1).otherwise(0)).over(w_pair)  # noqa: E731
+    imp = n(ok & main & is_imp)
+    carry = F.greatest(n(ok & c("_ctx") & is_imp) - n(ok & c("_ctx") & is_clk), F.lit(0))
+    last_tail_imp = F.last(F.when(ok & c("_ctx") & is_imp, c("ts")), ignorenulls=True).over(w_time)
+    in_window = last_tail_imp.isNotNull() & (last_tail_imp >= c("ts") - _minutes(ctr.attribution_window_minutes))
+    df = (df.withColumn("_imp", imp).withColumn("_carry", carry)
+          .withColumn("_attr", main & ok & is_clk & (c("_imp") == 0) & in_window))
+    df = df.withColumn(
+        "_r3",
+        F.coalesce(c("_r2"), F.when(main & is_clk & (c("_imp") == 0) & ~c("_attr"), F.lit("click_without_impression"))),
+    )
+    clk = F.sum(F.when(main & c("_r3").isNull() & is_clk, 1).otherwise(0)).over(w_pair)
     df = df.withColumn(
         "reason",
-        F.coalesce(
-            c("_r2"),
-            F.when((imp == 0) & (c("event") == "click"), F.lit("click_without_impression"))
-            .when(clk > imp, F.lit("clicks_exceed_impressions")),
-        ),
+        F.coalesce(c("_r3"), F.when(main & (clk > c("_imp") + c("_carry")), F.lit("clicks_exceed_impressions"))),
     )
-    return df.drop("_r1", "_r2")
+    return (df.where(main)
+            .withColumn("attributed", c("_attr") & c("reason").isNull())
+            .select(*cols, "reason", "attributed"))
 
 
 def aggregate_pairs(valid_events, by: tuple[str, ...] = ()):
@@ -189,18 +261,46 @@ def _read_partition_stats(lake: Lake, path: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 # the stage
 # ---------------------------------------------------------------------------------------------
+def read_prev_tail(spark, settings, ds):
+    """The previous day's boundary context for day ``ds`` (see :func:`boundary_context`), or None.
+
+    Reads ``raw/events/ds=D-1/`` (that partition path only) with the filter
+    ``D 00:00 - max(attribution_window_minutes, clock_skew_minutes) <= ts < D 00:00 + clock_skew_minutes``
+    pushed down to the parquet scan, so row groups entirely before the tail are skipped. Returns
+    ``(context DataFrame or None, status)`` with status ``"read"``, ``"missing"`` (no raw D-1: nothing to
+    attribute to or dedupe against) or ``"disabled"`` (both settings 0). SchemaError when D-1 breaks the
+    contract (named by its path).
+    """
+    import datetime as dt
+
+    from pyspark.sql import functions as F
+
+    ctr = settings.ctr
+    span = max(int(ctr.attribution_window_minutes), int(ctr.clock_skew_minutes))
+    if span == 0:
+        return None, "disabled"
+    lake = Lake.from_settings(settings)
+    day = ds_str(ds)
+    prev = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+    src = lake.path("events", ds=prev)
+    if not lake.exists(src):
+        return None, "missing"
+    raw = _read_parquet(spark, [src], "events", f"raw events {prev} (tail read for {day})")
+    midnight = F.lit(f"{day} 00:00:00").cast(raw.schema["ts"].dataType)  # constant: pushed to the scan
+    tail = raw.where((F.col("ts") >= midnight - _minutes(span))
+                     & (F.col("ts") < midnight + _minutes(ctr.clock_skew_minutes)))
+    return boundary_context(_conform_events(tail).withColumn("_day", F.to_date(F.lit(prev))), ctr, "_day"), "read"
+
+
 def aggregate_day(spark, settings, ds) -> dict:
     """Aggregate one day's raw events into ``ctr_daily/ds=`` (and its quarantine); return its stats.
 
-    The quarantine partition is written (replacing any earlier one; removed when nothing was bad) BEFORE
-    the bad-share check, so a day that fails the check can still be inspected. The daily aggregate is
-    written only when the check passes.
-
-    Raises:
-        ConfigError: (exit 2) ``ds`` is not YYYY-MM-DD.
-        DataError: (exit 3) the raw day is missing or unreadable, or its bad-row share exceeds
-            ``ctr.max_bad_share``.
-        SchemaError: (exit 3) a column of ``raw/events/ds=`` is missing or mistyped.
+    Reads ``raw/events/ds=D/`` and the tail of ``raw/events/ds=D-1/`` (:func:`read_prev_tail`): clicks
+    just after midnight count on impressions logged just before it, and ids already logged there are
+    dropped. The quarantine partition is written (replacing any earlier one; removed when nothing was bad)
+    BEFORE the bad-share check, so a day that fails the check can still be inspected. The daily aggregate
+    is written only when the check passes. Raises DataError when the raw day is missing or too bad,
+    SchemaError when a column is missing or mistyped.
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -212,16 +312,24 @@ def aggregate_day(spark, settings, ds) -> dict:
         raise DataError(f"raw events for {day} are missing ({src})")
     t0 = time.perf_counter()
     raw = _conform_events(_read_parquet(spark, [src], "events", f"raw events {day}"))
+    context, tail_status = read_prev_tail(spark, settings, day)
+    tail_rows = 0
+    if context is not None:
+        context = context.persist(StorageLevel.MEMORY_AND_DISK)  # small: the last minutes of D-1
+        tail_rows = context.count()
 
-    classified = classify_events(raw).persist(StorageLevel.MEMORY_AND_DISK)
+    classified = classify_events(raw.withColumn("_day", F.to_date(F.lit(day))), settings.ctr, "_day",
+                                 context).drop("_day").persist(StorageLevel.MEMORY_AND_DISK)
     try:
         # one pass: rows per reason and, for the valid rows, the number of distinct pairs (output size)
-        counts, pairs = {}, 0
-        for r in classified.groupBy("reason").agg(F.count("*").alias("n"),
-                                                   F.countDistinct("item_id", "keyphrase_id").alias("p")).collect():
+        # and the clicks counted on an impression of the previous day
+        counts, pairs, attributed = {}, 0, 0
+        for r in classified.groupBy("reason").agg(
+                F.count("*").alias("n"), F.countDistinct("item_id", "keyphrase_id").alias("p"),
+                F.sum(F.col("attributed").cast("int")).alias("a")).collect():
             counts[r["reason"]] = int(r["n"])
             if r["reason"] is None:
-                pairs = int(r["p"])
+                pairs, attributed = int(r["p"]), int(r["a"] or 0)
         rows_in = sum(counts.values())
         valid_rows = counts.pop(None, 0)
         by_reason = {r: counts.get(r, 0) for r in REASONS if counts.get(r, 0)}
@@ -230,7 +338,8 @@ def aggregate_day(spark, settings, ds) -> dict:
 
         quarantine = lake.path("quarantine", "events", ds=day)
         if n_bad:
-            _write_partition(classified.where(F.col("reason").isNotNull()), quarantine, _n_files(n_bad, settings), None)
+            _write_partition(classified.where(F.col("reason").isNotNull()).drop("attributed"), quarantine,
+                             _n_files(n_bad, settings), None)
             log.warning("events %s: quarantined %d of %d rows (%.3f%%): %s", day, n_bad, rows_in, 100 * share,
                         ", ".join(f"{k}={v}" for k, v in by_reason.items()))
         elif lake.exists(quarantine):  # a rerun on corrected input: drop the stale quarantine (atomically)
@@ -250,14 +359,22 @@ def aggregate_day(spark, settings, ds) -> dict:
             "quarantined_by_reason": by_reason,
             "bad_share": share,
             "pairs": pairs,
+            "prev_day_tail": tail_status,
+            "prev_day_tail_rows": tail_rows,
+            "clicks_attributed_prev_day": attributed,
+            "attribution_window_minutes": settings.ctr.attribution_window_minutes,
+            "clock_skew_minutes": settings.ctr.clock_skew_minutes,
         }
         daily = aggregate_pairs(classified.where(F.col("reason").isNull()))
         _write_partition(daily, lake.path("ctr_daily", ds=day), _n_files(pairs, settings), stats,
                          sort_cols=("item_id", "keyphrase_id"))
     finally:
         classified.unpersist()
+        if context is not None:
+            context.unpersist()
     stats["seconds"] = round(time.perf_counter() - t0, 3)
-    log.info("ctr_daily %s: %d rows in, %d quarantined, %d pairs (%.1fs)", day, rows_in, n_bad, pairs, stats["seconds"])
+    log.info("ctr_daily %s: %d rows in, %d quarantined, %d pairs, %d clicks on D-1 impressions (tail %s, %d rows) "
+             "(%.1fs)", day, rows_in, n_bad, pairs, attributed, tail_status, tail_rows, stats["seconds"])
     return stats
 
 
@@ -323,6 +440,7 @@ def _window_stats(settings, lake: Lake, labels, day: str, days: list[str], compu
         "rows_in": sum(s["rows_in"] for s in computed.values()),
         "rows_quarantined": sum(s["rows_quarantined"] for s in computed.values()),
         "quarantined_by_reason": by_reason,
+        "clicks_attributed_prev_day": sum(int(s.get("clicks_attributed_prev_day", 0)) for s in computed.values()),
         "window_rows_in": window_rows_in,
         "window_rows_quarantined": window_quarantined,
         "pairs": int(row["pairs"]),

@@ -399,3 +399,124 @@ def test_tiny_world_matches_pandas(spark, tiny_world):
     pd.testing.assert_frame_equal(read_labels(tiny_world, end), expected)
     assert stats["positives"] == int(expected["label"].sum()) > 0
     assert stats["rows_in"] == sum(len(e) for e in events.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# the day boundary: clicks after midnight, ids repeated across days, timestamps outside the day
+# ---------------------------------------------------------------------------------------------
+PREV = "2026-10-09"  # the day before END
+
+
+def ev(event_id: str, ts: str, item: int, event: str = "impression", kp: int = 1) -> dict:
+    return {"event_id": event_id, "ts": pd.Timestamp(ts), "item_id": item, "keyphrase_id": kp, "query": f"q{kp}",
+            "event": event, "position": 1}
+
+
+def quarantined(settings, day: str = END) -> pd.DataFrame:
+    return read_parquet(Lake.from_settings(settings).path("quarantine", "events", ds=day), contract="quarantine")
+
+
+def daily(settings, day: str) -> pd.DataFrame:
+    df = read_parquet(Lake.from_settings(settings).path("ctr_daily", ds=day), contract="ctr_daily")
+    return df.sort_values(["item_id", "keyphrase_id"]).reset_index(drop=True)
+
+
+def midnight_world(settings) -> None:
+    write_events(settings, PREV, _typed(pd.DataFrame([
+        ev("i1", f"{PREV} 23:50", 1),                      # item 1: its click comes 15 min later, after midnight
+        ev("i2", f"{PREV} 23:00", 2),                      # item 2: 65 min before its click: outside the window
+        ev("i3", f"{PREV} 23:50", 3),                      # item 3: one impression, two clicks after midnight
+        ev("i4", f"{PREV} 23:50", 4), ev("k4", f"{PREV} 23:51", 4, "click"),  # item 4: already clicked on PREV
+        ev("i5", f"{PREV} 12:00", 5),
+    ])))
+    write_events(settings, END, _typed(pd.DataFrame([
+        ev("c1", f"{END} 00:05", 1, "click"),
+        ev("c2", f"{END} 00:05", 2, "click"),
+        ev("c3a", f"{END} 00:05", 3, "click"), ev("c3b", f"{END} 00:10", 3, "click"),
+        ev("c4", f"{END} 00:02", 4, "click"),
+        ev("j5", f"{END} 09:00", 5), ev("c5", f"{END} 09:01", 5, "click"),  # an ordinary same-day click
+    ])))
+
+
+def test_click_after_midnight_counts_on_the_impression_before_it(spark, settings):
+    settings = cfg(settings, ctr={"window_days": 2, "min_impressions": 1, "max_bad_share": 1.0})
+    midnight_world(settings)
+    stats = ctr_labels.run(settings, END, spark=spark)
+    labels = read_labels(settings, END).set_index("item_id")
+    assert labels.loc[1, ["impressions", "clicks", "label"]].tolist() == [1, 1, 1]  # the midnight click counts
+    assert labels.loc[5, ["impressions", "clicks"]].tolist() == [2, 1]
+    assert labels.loc[2, ["impressions", "clicks"]].tolist() == [1, 0]  # 65 min > 30: not attributed
+    assert labels.loc[3, ["impressions", "clicks"]].tolist() == [1, 0]  # 2 clicks on 1 carried impression
+    assert labels.loc[4, ["impressions", "clicks"]].tolist() == [1, 1]  # its impression was clicked on PREV
+    assert stats["clicks_attributed_prev_day"] == 1
+    assert stats["quarantined_by_reason"] == {"click_without_impression": 1, "clicks_exceed_impressions": 3}
+    q = quarantined(settings).set_index("event_id")["reason"].sort_index()
+    assert q.to_dict() == {"c2": "click_without_impression", "c3a": "clicks_exceed_impressions",
+                           "c3b": "clicks_exceed_impressions", "c4": "clicks_exceed_impressions"}
+    day_stats = json.loads(open(f"{Lake.from_settings(settings).path('ctr_daily', ds=END)}/_stats.json").read())
+    assert day_stats["prev_day_tail"] == "read" and day_stats["prev_day_tail_rows"] == 4  # i1 i3 i4 k4 (i2 is before 23:30)
+    assert day_stats["clicks_attributed_prev_day"] == 1
+    # the click is counted on END, its impression on PREV (each day's aggregate holds its own rows)
+    assert daily(settings, END).set_index("item_id").loc[1, ["impressions", "clicks"]].tolist() == [0, 1]
+
+    # a window of 0 minutes: no cross-day attribution, the click is quarantined as before
+    strict = cfg(settings, ctr={"window_days": 2, "min_impressions": 1, "max_bad_share": 1.0,
+                                "attribution_window_minutes": 0})
+    stats = ctr_labels.run(strict, END, spark=spark)
+    assert stats["clicks_attributed_prev_day"] == 0
+    assert stats["quarantined_by_reason"]["click_without_impression"] == 5  # all five clicks on END
+    assert read_labels(strict, END).set_index("item_id").loc[1, ["impressions", "clicks"]].tolist() == [1, 0]
+    # a wider window reaches item 2's impression 65 minutes before its click
+    wide = cfg(settings, ctr={"window_days": 2, "min_impressions": 1, "max_bad_share": 1.0,
+                              "attribution_window_minutes": 90})
+    assert ctr_labels.run(wide, END, spark=spark)["clicks_attributed_prev_day"] == 2
+
+
+def test_event_id_repeated_on_two_days_counts_once(spark, settings):
+    settings = cfg(settings, ctr={"window_days": 2, "min_impressions": 1, "max_bad_share": 1.0})
+    write_events(settings, PREV, _typed(pd.DataFrame([
+        ev("r1", f"{PREV} 23:55", 1), ev("r2", f"{PREV} 23:58", 2), ev("x", f"{PREV} 08:00", 3)])))
+    write_events(settings, END, _typed(pd.DataFrame([
+        ev("r1", f"{END} 00:02", 1),                           # the same id re-delivered with a new time
+        ev("r1", f"{END} 00:03", 1),                           # and once more: both copies are dropped
+        ev("r2", f"{PREV} 23:58", 2),                          # the same row in both partitions
+        ev("y", f"{END} 08:00", 3),
+    ])))
+    stats = ctr_labels.run(settings, END, spark=spark)
+    labels = read_labels(settings, END).set_index("item_id")
+    assert labels.loc[1, "impressions"] == 1  # counted once (on PREV), not three times
+    assert labels.loc[2, "impressions"] == 1
+    assert labels.loc[3, "impressions"] == 2  # distinct ids: both count
+    assert stats["quarantined_by_reason"] == {"ts_outside_day": 1, "duplicate_event_id_prev_day": 2}
+    q = quarantined(settings)
+    assert sorted(zip(q["event_id"], q["reason"])) == [
+        ("r1", "duplicate_event_id_prev_day"), ("r1", "duplicate_event_id_prev_day"), ("r2", "ts_outside_day")]
+    # with a clock-skew allowance the copy of r2 is inside END's day, and is caught as a repeat instead
+    skew = cfg(settings, ctr={"window_days": 2, "min_impressions": 1, "max_bad_share": 1.0, "clock_skew_minutes": 5})
+    stats = ctr_labels.run(skew, END, spark=spark)
+    assert stats["quarantined_by_reason"] == {"duplicate_event_id_prev_day": 3}
+    assert read_labels(skew, END).set_index("item_id").loc[2, "impressions"] == 1
+
+
+def test_event_outside_its_partition_day_is_quarantined(spark, settings):
+    settings = cfg(settings, ctr={"window_days": 1, "min_impressions": 1, "max_bad_share": 1.0})
+    good = clean_day(END, 5, n_pairs=5)
+    edge = _typed(pd.DataFrame([
+        ev("first", f"{END} 00:00:00", 50),                  # midnight belongs to its day
+        ev("last", f"{END} 23:59:59.999999", 50),
+        ev("early", f"{PREV} 22:00", 51),                    # logged in END's partition, but of PREV
+    ]))
+    write_events(settings, END, _typed(pd.concat([good, edge], ignore_index=True)))
+    stats = ctr_labels.run(settings, END, spark=spark)
+    assert stats["quarantined_by_reason"] == {"ts_outside_day": 1} and stats["rows_quarantined"] == 1
+    q = quarantined(settings)
+    assert q[["event_id", "reason"]].values.tolist() == [["early", "ts_outside_day"]]
+    labels = read_labels(settings, END).set_index("item_id")
+    assert labels.loc[50, "impressions"] == 2 and 51 not in labels.index
+
+    # the end of the day is exclusive; a clock-skew allowance widens both ends
+    late = _typed(pd.DataFrame([ev("next", "2026-10-11 00:00:00", 52), ev("skewed", f"{PREV} 23:57", 53)]))
+    write_events(settings, END, _typed(pd.concat([good, late], ignore_index=True)))
+    assert ctr_labels.run(settings, END, spark=spark)["quarantined_by_reason"] == {"ts_outside_day": 2}
+    skew = cfg(settings, ctr={"window_days": 1, "min_impressions": 1, "max_bad_share": 1.0, "clock_skew_minutes": 5})
+    assert ctr_labels.run(skew, END, spark=spark)["rows_quarantined"] == 0
