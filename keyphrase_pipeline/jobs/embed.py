@@ -6,6 +6,15 @@ version has no previous snapshot, so everything is embedded; ``full=True`` force
 ``embeddings/<what>/model=<version>/`` is always a complete snapshot (unchanged rows carried over),
 written aside and moved into place.
 
+Texts the towers cannot tell apart are not embedded (they would all get one vector and be recommended
+to each other at cosine 1): a null id (``null id``), a title or keyphrase blank under the text rule of
+``keyphrase_pipeline.models.text`` (``empty text``: whitespace, zero-width, BOM or bidi characters only;
+checked on every row with a Spark-side Python pass that also computes the hashes) and, among the rows
+embedded now, one whose tokens under the tower's own tokenizer are all special/unknown (``unreadable
+text``: emoji-only is all ``[UNK]``). Reused rows were checked when they were embedded; a snapshot
+written before this check existed is cleaned by ``--full`` or the next model version. The rows go to
+``quarantine/embed_<what>/ds=D`` with their ``reason``, counted in the run stats.
+
 Inference runs in ``mapInPandas``: each Python worker opens one ONNX Runtime session per tower
 (cached in ``keyphrase_pipeline.models.onnx_tower``) and embeds its rows in batches of ``serve.embed_batch_size``, texts
 sorted by length within each Arrow batch to cut padding; each session uses ``spark.task.cpus``
@@ -26,6 +35,8 @@ from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, is_local, spa
 log = logging.getLogger(__name__)
 
 _SOURCE = {"items": ("catalog", "item_id"), "keyphrases": ("keyphrases", "keyphrase_id")}
+# quarantine reasons (``quarantine/embed_<what>/ds=D``)
+NULL_ID, EMPTY_TEXT, UNREADABLE_TEXT = "null id", "empty text", "unreadable text"
 
 
 def input_hash(text: str) -> str:
@@ -34,22 +45,51 @@ def input_hash(text: str) -> str:
 
 
 def _texts_fn(what: str):
-    """mapInPandas function: source rows -> (id, text, text_hash) using the shared text formats."""
+    """mapInPandas function: source rows -> (id, text, text_hash, check, blank) using the shared text formats;
+    ``check`` is the field that must be readable on its own (the title for items: ``title [SEP] category``
+    with a blank title is not blank, yet every such item of a category would get the same vector)."""
 
     def fn(batches):
         import pandas as pd
 
-        from keyphrase_pipeline.models.text import item_text, keyphrase_text
+        from keyphrase_pipeline.models.text import clean, item_text, keyphrase_text
 
         for pdf in batches:
             if what == "items":
                 ids = pdf["item_id"]
                 texts = [item_text(t, c) for t, c in zip(pdf["title"], pdf["category"])]
+                check = [clean(t) for t in pdf["title"]]
             else:
                 ids = pdf["keyphrase_id"]
                 texts = [keyphrase_text(t) for t in pdf["text"]]
+                check = texts
             yield pd.DataFrame({"id": ids.astype("Int64"), "text": texts,
-                                "text_hash": [input_hash(t) for t in texts]})
+                                "text_hash": [input_hash(t) for t in texts], "check": check,
+                                "blank": [not c for c in check]})
+
+    return fn
+
+
+def _tower_path(tower_dir: str, ship: bool) -> str:
+    """Where an executor finds the tower directory (the copy ``SparkContext.addFile`` shipped, when shipped)."""
+    if ship:
+        from pyspark import SparkFiles
+
+        return SparkFiles.get(tower_dir.rstrip("/").rsplit("/", 1)[-1])
+    return tower_dir
+
+
+def _readable_fn(tower_dir: str, ship: bool):
+    """mapInPandas function: (id, text, text_hash, check) -> the same plus ``reason``: ``unreadable text`` where
+    every token of ``check`` is special/unknown under the tower's own tokenizer (emoji-only: all ``[UNK]``)."""
+
+    def fn(batches):
+        from keyphrase_pipeline.models.text import tokenizer_at, unreadable_mask
+
+        tokenizer = tokenizer_at(_tower_path(tower_dir, ship))
+        for pdf in batches:
+            bad = unreadable_mask(pdf["check"].tolist(), tokenizer)
+            yield pdf.assign(reason=[UNREADABLE_TEXT if b else None for b in bad])
 
     return fn
 
@@ -63,12 +103,7 @@ def _embed_fn(tower_dir: str, model_file: str, batch_size: int, threads: int, de
 
         from keyphrase_pipeline.models.onnx_tower import get_tower
 
-        path = tower_dir
-        if ship:
-            from pyspark import SparkFiles
-
-            path = SparkFiles.get(tower_dir.rstrip("/").rsplit("/", 1)[-1])
-        tower = get_tower(path, model_file, device=device, threads=threads)
+        tower = get_tower(_tower_path(tower_dir, ship), model_file, device=device, threads=threads)
         for pdf in batches:
             vecs = tower.embed(pdf["text"].tolist(), batch_size=batch_size)
             yield pd.DataFrame({"id": pdf["id"], "text_hash": pdf["text_hash"], "embedding": list(vecs),
@@ -90,9 +125,11 @@ def _tower(settings, version: str, what: str) -> tuple[str, str, dict]:
 
 
 def _source_texts(spark, lake: Lake, ds: str, what: str):
-    """(cached Spark frame of (id, text, text_hash) to embed, rows, rows quarantined, source path): tower input
-    texts of the active items or of the keyphrases; rows with a null id or an empty text go to
-    ``quarantine/embed_<what>/ds=D``. DataError when the input is missing or nothing is left."""
+    """(cached Spark frame of (id, text, text_hash, check) to embed, rows, Spark frame of the bad rows with a
+    ``reason``, source path): tower input texts of the active items or of the keyphrases. Bad: ``null id``;
+    ``empty text``, the title (items) or keyphrase blank under ``keyphrase_pipeline.models.text.clean``
+    (whitespace, zero-width, BOM or bidi characters only). DataError when the input is missing."""
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -111,22 +148,35 @@ def _source_texts(spark, lake: Lake, ds: str, what: str):
         df = df.select("keyphrase_id", "text")
 
     text_schema = T.StructType([T.StructField("id", T.LongType()), T.StructField("text", T.StringType()),
-                                T.StructField("text_hash", T.StringType())])
-    texts = df.mapInPandas(_texts_fn(what), text_schema)
-    bad_cond = F.col("id").isNull() | (F.length("text") == 0)
-    bad = texts.where(bad_cond)
-    n_bad = bad.count()
-    if n_bad:
-        qpath = lake.path("quarantine", f"embed_{what}", ds=ds)
-        with atomic_dir(qpath) as tmp:
-            bad.withColumn("reason", F.when(F.col("id").isNull(), F.lit("null id")).otherwise(F.lit("empty text"))) \
-                .write.parquet(spark_uri(tmp))
-        log.warning("%d %s rows quarantined (null id or empty text) at %s", n_bad, what, qpath)
-    texts = texts.where(~bad_cond).dropDuplicates(["id"]).cache()
+                                T.StructField("text_hash", T.StringType()), T.StructField("check", T.StringType()),
+                                T.StructField("blank", T.BooleanType())])
+    flagged = (df.mapInPandas(_texts_fn(what), text_schema)
+               .withColumn("reason", F.when(F.col("id").isNull(), F.lit(NULL_ID))
+                           .when(F.col("blank"), F.lit(EMPTY_TEXT)))
+               .drop("blank").persist(StorageLevel.MEMORY_AND_DISK))
+    bad = flagged.where(F.col("reason").isNotNull())
+    texts = flagged.where(F.col("reason").isNull()).drop("reason").dropDuplicates(["id"]).cache()
     total = texts.count()
-    if total == 0:
-        raise DataError(f"no {what} to embed in {src}")
-    return texts, total, n_bad, src
+    return texts, total, bad, flagged, src
+
+
+def _write_quarantine(lake: Lake, ds: str, what: str, bad) -> dict[str, int]:
+    """Write the bad rows (id, text, text_hash, check, reason) to ``quarantine/embed_<what>/ds=D`` (replacing an
+    earlier run's; a stale one is emptied when nothing is bad); return {reason: rows}."""
+    from pyspark.sql import functions as F
+
+    bad = bad.persist()
+    by_reason = {r["reason"]: int(r["n"]) for r in bad.groupBy("reason").agg(F.count("*").alias("n")).collect()}
+    qpath = lake.path("quarantine", f"embed_{what}", ds=ds)
+    if by_reason:
+        with atomic_dir(qpath) as tmp:
+            bad.coalesce(1).write.parquet(spark_uri(tmp))
+        log.warning("%d %s rows quarantined %s at %s", sum(by_reason.values()), what, by_reason, qpath)
+    elif lake.exists(qpath):
+        with atomic_dir(qpath):
+            pass
+    bad.unpersist()
+    return by_reason
 
 
 def _split_reusable(spark, lake: Lake, texts, target: str, version: str, full: bool):
@@ -149,7 +199,7 @@ def _split_reusable(spark, lake: Lake, texts, target: str, version: str, full: b
     same = F.col("prev_hash").isNotNull() & (F.col("prev_hash") == F.col("text_hash"))
     reused = joined.where(same).select("id", "text_hash", "embedding", F.lit(version).alias("model_version"),
                                        "embedded_ds")
-    return reused, joined.where(~same).select("id", "text", "text_hash"), True
+    return reused, joined.where(~same).select("id", "text", "text_hash", "check"), True
 
 
 def _embed_and_write(settings, spark, todo, reused, n_todo: int, total: int, target: str, tower_dir: str,
@@ -162,8 +212,6 @@ def _embed_and_write(settings, spark, todo, reused, n_todo: int, total: int, tar
     from keyphrase_pipeline.core.contracts import check_spark_schema, spark_schema
 
     ship = not is_local(tower_dir)
-    if ship:
-        spark.sparkContext.addFile(tower_dir, recursive=True)
     threads = int(spark.conf.get("spark.task.cpus", "1") or 1)
     parts = max(1, min(spark.sparkContext.defaultParallelism, -(-n_todo // settings.serve.embed_batch_size)))
     # contract columns + embedded_ds (the day a row was last embedded; lets `kp recommend --changed-only` find them)
@@ -186,8 +234,10 @@ def _embed_and_write(settings, spark, todo, reused, n_todo: int, total: int, tar
 def run(settings, ds: str, what: str, full: bool = False, spark=None, version: str | None = None) -> dict:
     """Embed ``what`` ('items' | 'keyphrases') for day ``ds``; return rows total / embedded now / reused.
 
-    Steps: the model version and its ONNX tower, the source texts (bad rows quarantined), the rows whose
-    text is unchanged (reused), the others embedded on the executors, all written to
+    Steps: the model version and its ONNX tower, the source texts (rows with a null id or a blank title /
+    keyphrase quarantined), the rows whose text is unchanged (reused), the others checked with the tower's
+    tokenizer (``unreadable text``: all tokens special/unknown, e.g. emoji-only, quarantined) and embedded
+    on the executors; every bad row goes to ``quarantine/embed_<what>/ds=D`` with its ``reason``, all written to
     ``embeddings/<what>/model=<version>/`` (``keyphrase_pipeline.core.layout.embeddings_dir``).
 
     Output rows: ``id`` (int64), ``text_hash`` (sha1 hex of the tower input), ``embedding`` (``serve.dim`` float32,
@@ -197,10 +247,14 @@ def run(settings, ds: str, what: str, full: bool = False, spark=None, version: s
         ConfigError: (exit 2) unknown ``what``; ``ds`` not a date; the lake not local (registry).
         DataError: (exit 3) no champion (and no ``version``) or its model missing; no ONNX export at
             ``serve.dim``; ``raw/catalog/ds=D`` or ``raw/keyphrases`` missing; nothing left to embed after
-            quarantine; written vectors not ``serve.dim`` long.
+            quarantine (blank or unreadable texts are quarantined first); written vectors not ``serve.dim`` long.
         SchemaError: (exit 3) the input or the previous snapshot breaks its contract.
 
     Spark and executor-side ONNX Runtime failures are not KPErrors (exit 1)."""
+
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
     from keyphrase_pipeline.jobs.serving import require_version
     from keyphrase_pipeline.core.layout import embeddings_dir
     from keyphrase_pipeline.core.spark import get_spark
@@ -213,16 +267,30 @@ def run(settings, ds: str, what: str, full: bool = False, spark=None, version: s
     tower_dir, model_file, _rec = _tower(settings, version, what)
     spark = spark or get_spark(settings, f"embed-{what}")
 
-    texts, total, n_bad, _src = _source_texts(spark, lake, ds, what)
+    ship = not is_local(tower_dir)
+    if ship:
+        spark.sparkContext.addFile(tower_dir, recursive=True)
+    texts, total, bad, flagged, src = _source_texts(spark, lake, ds, what)
     target = embeddings_dir(settings, what, version)
     reused, todo, had_previous = _split_reusable(spark, lake, texts, target, version, full)
+    # the rows to embed now are checked with the tower's tokenizer (reused rows were, when first embedded)
+    checked = todo.mapInPandas(_readable_fn(tower_dir, ship), T.StructType(
+        todo.schema.fields + [T.StructField("reason", T.StringType())])).persist()
+    by_reason = _write_quarantine(lake, ds, what, bad.unionByName(checked.where(F.col("reason").isNotNull())))
+    flagged.unpersist()
+    todo = checked.where(F.col("reason").isNull()).select("id", "text", "text_hash")
     n_todo = todo.count()
+    total -= by_reason.get(UNREADABLE_TEXT, 0)
+    if total == 0:
+        raise DataError(f"no {what} to embed in {src} (quarantined: {by_reason})")
     _embed_and_write(settings, spark, todo, reused, n_todo, total, target, tower_dir, model_file, version, ds)
+    checked.unpersist()
     texts.unpersist()
+    n_bad = sum(by_reason.values())
 
     stats = {"what": what, "model_version": version, "rows_total": int(total), "embedded_now": int(n_todo),
-             "reused": int(total - n_todo), "quarantined": int(n_bad), "full": bool(full or not had_previous),
-             "model_file": model_file}
+             "reused": int(total - n_todo), "quarantined": int(n_bad), "quarantined_by_reason": by_reason,
+             "full": bool(full or not had_previous), "model_file": model_file}
     lake.write_run_stats(ds, f"embed_{what}", stats)
     log.info("embedded %s: %d total, %d now, %d reused (model %s)", what, total, n_todo, total - n_todo, version)
     return stats

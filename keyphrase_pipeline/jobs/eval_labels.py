@@ -86,8 +86,9 @@ def _score_all(settings, pairs, cross_dir: str | None, student_dir: str | None) 
     return out
 
 
-def load_pairs(labels: str | None, world: str | None, n_pairs: int):
-    """The judged pairs: a user's file (validated as ``--labels``) or a simulated world's.
+def load_pairs(labels: str | None, world: str | None, n_pairs: int, tokenizer=None):
+    """The judged pairs: a user's file (validated as ``--labels``: with ``tokenizer``, text it reads as
+    unknown tokens only is refused too) or a simulated world's.
 
     Returns a pandas DataFrame ``title, category, keyphrase, label`` (+ ``p`` for a file; + ``truth, kind`` for a
     world). Raises ConfigError (exit 2) unless exactly one of ``labels``/``world`` is given, or for an unknown
@@ -97,7 +98,7 @@ def load_pairs(labels: str | None, world: str | None, n_pairs: int):
     if bool(labels) == bool(world):
         raise ConfigError("give exactly one of --labels FILE or --world NAME")
     if labels:  # training sees the file's own labels (probabilities stay probabilities); grading uses 0/1
-        return read_labels_file(labels, min_rows=2)[["title", "category", "keyphrase", "label", "p"]]
+        return read_labels_file(labels, min_rows=2, tokenizer=tokenizer)[["title", "category", "keyphrase", "label", "p"]]
     import importlib
 
     # a simulated world's pairs, loaded by name (as the simulated judge is): production code never imports the demo
@@ -175,7 +176,12 @@ def run(settings, labels: str | None = None, world: str | None = None, seeds=(42
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ConfigError("--seeds: give at least one seed")
-    pairs = load_pairs(labels, world, n_pairs).reset_index(drop=True)
+    if labels:
+        from keyphrase_pipeline.jobs.training_data import encoder_tokenizer
+
+        pairs = load_pairs(labels, world, n_pairs, encoder_tokenizer(settings)).reset_index(drop=True)
+    else:
+        pairs = load_pairs(labels, world, n_pairs).reset_index(drop=True)
     in_a = split_by_keyphrase(pairs["keyphrase"].tolist())
     a, b = pairs[in_a].reset_index(drop=True), pairs[~in_a].reset_index(drop=True)
     for name, half in (("A", a), ("B", b)):

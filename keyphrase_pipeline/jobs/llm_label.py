@@ -6,6 +6,11 @@ Each judged batch is written at once, atomically, as
 run id) closes the shard. A killed worker loses at most the batch in flight; a retried or restarted
 shard skips every pair already labelled (staged for this day, or in the store) — so a pair is never
 paid for twice and a rerun of a finished shard calls the judge 0 times.
+
+A pair whose title or keyphrase is blank under the text rule (``keyphrase_pipeline.models.text.clean``:
+whitespace, zero-width, BOM or bidi characters only) is never sent to the judge: ``kp select-pairs``
+quarantines such rows already; a pairs file written otherwise has them skipped and counted
+(``skipped_blank`` in the shard's stats), its rows left in place.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from keyphrase_pipeline.jobs.label_store import (
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, ds_str, read_parquet, write_parquet_file_atomic
+from keyphrase_pipeline.models.text import is_blank
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +76,15 @@ def _pairs_to_judge(lake: Lake, ds: str, shard: int, pairs: pd.DataFrame, judge)
     pairs = pairs.assign(pair_key=keys).drop_duplicates("pair_key")
     seen = already_labelled(lake, ds, pairs["pair_key"])
     todo = pairs[~pairs["pair_key"].isin(seen)].reset_index(drop=True)
+    blank = np.array([is_blank(t) or is_blank(k) for t, k in zip(todo["title"], todo["keyphrase"], strict=True)],
+                     dtype=bool)
+    if blank.any():  # never pay the judge for a pair it cannot read (select-pairs quarantines these already)
+        log.warning("ds=%s %s: %d pair(s) with a blank title or keyphrase not sent to the judge (item_id %s)", ds,
+                    layout.shard_dir_name(shard), int(blank.sum()), todo.loc[blank, "item_id"].head(10).tolist())
+        todo = todo[~blank].reset_index(drop=True)
     log.info("ds=%s %s: %d pairs, %d already labelled, %d to judge with %r", ds, layout.shard_dir_name(shard), len(pairs),
-             len(pairs) - len(todo), len(todo), judge)
-    return pairs, todo
+             len(pairs) - len(todo) - int(blank.sum()), len(todo), judge)
+    return pairs, todo, int(blank.sum())
 
 
 def _label_rows(settings, judge, batch: pd.DataFrame) -> pd.DataFrame:
@@ -154,7 +166,7 @@ def run(settings, ds, shard: int, judge=None) -> dict:
         judge = get_judge(settings)
     if judge.prompt_version != settings.judge.prompt_version:
         raise ConfigError(f"judge prompt {judge.prompt_version} differs from judge.prompt_version {settings.judge.prompt_version}")
-    pairs, todo = _pairs_to_judge(lake, ds, shard, pairs, judge)
+    pairs, todo, skipped_blank = _pairs_to_judge(lake, ds, shard, pairs, judge)
     t0 = time.monotonic()
     try:
         n = _judge_batches(settings, lake, ds, shard, judge, todo)
@@ -164,7 +176,8 @@ def run(settings, ds, shard: int, judge=None) -> dict:
     seconds = time.monotonic() - t0
     judged = n["judged"]
     stats = {"ds": ds, "shard": shard, "skipped": False, "pairs": int(len(pairs)),
-             "already_labelled": int(len(pairs) - len(todo)), "judged": judged, "batches": n["batches"],
+             "already_labelled": int(len(pairs) - len(todo) - skipped_blank), "skipped_blank": skipped_blank,
+             "judged": judged, "batches": n["batches"],
              "judge_calls": n["calls"], "yes_rate": round(n["yes"] / judged, 4) if judged else None,
              "judge": judge.name, "judge_model": judge.model, "prompt_version": judge.prompt_version,
              "pairs_per_s": round(judged / seconds, 2) if judged and seconds > 0 else None,

@@ -12,7 +12,14 @@ time), a ``predicted_label`` column (``score >= threshold``), as CSV or parquet 
 
 The kind is detected from the directory (``keyphrase_pipeline.models.bi_encoder.model_kind``). New scorers plug in through
 ``register_scorer(kind, factory)``, ``factory(settings, model_dir) -> Scorer`` where a Scorer has
-``kind`` and ``score(frame) -> numpy array``.
+``kind`` and ``score(frame) -> numpy array`` (and, optionally, the ``tokenizer`` its model reads with).
+
+Text columns are read as text (a CSV's ``007``, ``1e3``, ``NA`` or ``null`` is never turned into a
+number or a missing value) and written back exactly as read; the model sees them normalised by
+``keyphrase_pipeline.models.text.clean``. A title or keyphrase that is blank after normalisation
+(whitespace, zero-width, BOM or bidi characters only), or whose tokens under the model's tokenizer are all
+special/unknown (emoji-only: all ``[UNK]``), is refused with a DataError naming the file, column and row:
+it would get the same score as every other such text.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ class CrossScorer:
         from keyphrase_pipeline.models.cross_encoder import load_cross
 
         self.model = load_cross(model_dir, settings.train.device)
+        self.tokenizer = self.model.tokenizer
         self.threshold = stored_threshold(model_dir)
 
     def score(self, pairs):
@@ -86,6 +94,7 @@ class BiScorer:
         from keyphrase_pipeline.models.bi_encoder import load_student
 
         self.model = load_student(model_dir, settings.train.device)
+        self.tokenizer = self.model.tokenizer
         self.dim = settings.serve.dim
         self.threshold = stored_threshold(model_dir)
 
@@ -115,6 +124,7 @@ class OnnxScorer:
         self.threshold = stored_threshold(model_dir)
         self.item = get_tower(Path(model_dir) / "item", model_file, settings.serve.device)
         self.keyphrase = get_tower(Path(model_dir) / "keyphrase", model_file, settings.serve.device)
+        self.tokenizer = self.keyphrase.tokenizer
 
     def score(self, pairs):
         from keyphrase_pipeline.models.text import item_text, keyphrase_text
@@ -171,12 +181,13 @@ def load_scorer(settings, model: str) -> Scorer:
 
 
 def read_pairs(path: str):
-    """Read ``--pairs``: (frame as read, cleaned copy). CSV is read with every column as str (``"007"`` stays
-    text); other extensions as parquet.
+    """Read ``--pairs``: (frame as read, copy with ``title, category, keyphrase`` normalised by ``clean``).
 
-    Both frames have the file's columns plus ``category`` ("" when absent); the cleaned copy has
-    ``title, category, keyphrase`` whitespace-collapsed, None/NaN as "". Raises DataError (exit 3): no such
-    file, unreadable, no ``title`` or ``keyphrase`` column, an empty title or keyphrase."""
+    CSV: every column as text (``dtype=str``, no NA guessing: ``007`` and ``NA`` stay as written); other
+    extensions: parquet, as stored. Both frames have the file's columns plus ``category`` ("" when absent).
+    Raises DataError (exit 3): no such file, unreadable, no ``title`` or ``keyphrase`` column, a blank title or
+    keyphrase (the count and first row named)."""
+    import numpy as np
     import pandas as pd
 
     from keyphrase_pipeline.models.text import clean
@@ -198,10 +209,24 @@ def read_pairs(path: str):
     for c in PAIR_COLUMNS:
         clean_df[c] = [clean(v) for v in df[c]]
     for c in ("title", "keyphrase"):
-        n = int((clean_df[c] == "").sum())
-        if n:
-            raise DataError(f"--pairs {path}: {n} row(s) with empty {c!r}")
+        rows = np.flatnonzero(clean_df[c].to_numpy() == "")
+        if len(rows):
+            raise DataError(f"--pairs {path}: {len(rows)} row(s) with empty {c!r} (first at row {int(rows[0])})")
     return df, clean_df
+
+
+def check_readable(clean_df, tokenizer, path: str) -> None:
+    """DataError naming the column, count and first row when a (normalised) title or keyphrase gives
+    ``tokenizer`` only special/unknown tokens (``keyphrase_pipeline.models.text.unreadable_mask``)."""
+    import numpy as np
+
+    from keyphrase_pipeline.models.text import unreadable_mask
+
+    for c in ("title", "keyphrase"):
+        rows = np.flatnonzero(unreadable_mask(clean_df[c].tolist(), tokenizer))
+        if len(rows):
+            raise DataError(f"--pairs {path}: {len(rows)} row(s) with unreadable {c!r}: every token is unknown to "
+                            f"the model, e.g. emoji only (first at row {int(rows[0])}: {clean_df[c].iloc[rows[0]]!r})")
 
 
 def write_frame(df, path: str) -> None:
@@ -228,13 +253,20 @@ def run(settings, model: str, pairs: str, out: str) -> dict:
     Raises:
         ConfigError: (exit 2) ``out`` not ``.csv``/``.parquet``/``.pq``; ``model`` neither a directory nor a
             registry version, of unknown kind, or without its model files.
-        DataError: (exit 3) ``pairs`` missing, unreadable, without ``title``/``keyphrase``, or with empty ones; an
-            ONNX directory without ``export.json`` or tower files.
+        DataError: (exit 3) ``pairs`` missing, unreadable, without ``title``/``keyphrase``, or with blank ones
+            or text the model's tokenizer reads as unknown tokens only; an ONNX directory without
+            ``export.json`` or tower files.
     """
     if Path(out).suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
     df, clean_df = read_pairs(pairs)
     scorer = load_scorer(settings, model)
+    tokenizer = getattr(scorer, "tokenizer", None)
+    if tokenizer is None:  # a plugged-in scorer that does not say: the configured base encoder's
+        from keyphrase_pipeline.jobs.training_data import encoder_tokenizer
+
+        tokenizer = encoder_tokenizer(settings)
+    check_readable(clean_df, tokenizer, pairs)
     t0 = time.perf_counter()
     scores = scorer.score(clean_df)
     secs = time.perf_counter() - t0

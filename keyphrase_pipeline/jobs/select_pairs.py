@@ -13,7 +13,11 @@ Four sources, mixed in the proportions ``pairs.share_*`` within ``pairs.daily_bu
   hash sample of items (20x the budget);
 * ``random``         — random (item, keyphrase) pairs (hash-sampled, so deterministic).
 
-Item text comes from the active items of ``raw/catalog/ds=D``, keyphrase text from ``raw/keyphrases``.
+Item text comes from the active items of ``raw/catalog/ds=D``, keyphrase text from ``raw/keyphrases``;
+rows with a null id or a title/keyphrase that is blank under the text rule (``keyphrase_pipeline.models.text.clean``:
+whitespace, zero-width, BOM or bidi characters only) are quarantined to ``quarantine/catalog/ds=D`` and
+``quarantine/keyphrases/ds=D`` and counted in the run stats. The pairs keep the raw text (the judge prompt
+normalises it; ``pair_key`` is unchanged by the rule, so nothing judged before is paid for again).
 Each pair gets ``pair_key`` = sha1(title, category, keyphrase, judge model, prompt version); a Spark
 left-anti join against the label store's earlier days removes every pair already judged, so no pair
 is paid for twice (pairs staged earlier the same day are skipped by the labeller), and a rerun of the
@@ -126,38 +130,61 @@ def _labelled_keys(spark, lake: Lake, ds: str):
     return spark.read.parquet(*paths).select("pair_key").distinct()
 
 
-def _clean_items(spark, lake: Lake, ds: str):
-    """The day's active, readable items (item_id, title, category) and how many catalog rows were quarantined
-    (null id, empty title) to ``quarantine/catalog/ds=D``: the judge is never paid for a pair it cannot read."""
+def _quarantine(spark, lake: Lake, flagged, dataset: str, ds: str) -> dict[str, int]:
+    """Write the rows of ``flagged`` with a ``reason`` to ``quarantine/<dataset>/ds=D`` (replacing an earlier
+    run's; a stale one is removed when nothing is bad) and return {reason: rows}."""
     from pyspark.sql import functions as F
+
+    bad_rows = flagged.where(F.col("reason").isNotNull())
+    by_reason = {r["reason"]: int(r["n"]) for r in bad_rows.groupBy("reason").agg(F.count("*").alias("n")).collect()}
+    qpath = lake.path("quarantine", dataset, ds=ds)
+    if by_reason:
+        with atomic_dir(qpath) as tmp:
+            bad_rows.coalesce(1).write.parquet(spark_uri(tmp))
+        log.warning("ds=%s: %d %s rows quarantined %s at %s", ds, sum(by_reason.values()), dataset, by_reason, qpath)
+    elif lake.exists(qpath):  # a rerun on corrected input: drop the stale quarantine (atomically)
+        with atomic_dir(qpath):
+            pass
+    return by_reason
+
+
+def _clean_items(spark, lake: Lake, ds: str):
+    """The day's active, readable items (item_id, title, category) and {reason: rows} of the catalog rows
+    quarantined to ``quarantine/catalog/ds=D``: ``null_item_id``, ``empty_title`` (null, or blank under the
+    text rule ``keyphrase_pipeline.models.text.clean``: whitespace, zero-width or bidi characters only).
+    The judge is never paid for a pair it cannot read."""
+    from pyspark.sql import functions as F
+
+    from keyphrase_pipeline.models.text import spark_is_blank
 
     c = F.col
 
     catalog = _read(spark, lake, lake.path("catalog", ds=ds), "catalog")
     active = catalog.where(c("active"))
     reason = (F.when(c("item_id").isNull(), F.lit("null_item_id"))
-              .when(c("title").isNull() | (F.length(F.regexp_replace(c("title"), r"\s+", "")) == 0), F.lit("empty_title")))
+              .when(spark_is_blank("title"), F.lit("empty_title")))
     flagged = active.withColumn("reason", reason)
-    bad_rows = flagged.where(c("reason").isNotNull())
-    n_bad_catalog = bad_rows.count()
-    if n_bad_catalog:  # never pay the judge for a pair it cannot read
-        qpath = lake.path("quarantine", "catalog", ds=ds)
-        with atomic_dir(qpath) as tmp:
-            bad_rows.coalesce(1).write.parquet(spark_uri(tmp))
-        by_reason = {r["reason"]: r["n"] for r in bad_rows.groupBy("reason").agg(F.count("*").alias("n")).collect()}
-        log.warning("ds=%s: %d catalog rows quarantined %s at %s", ds, n_bad_catalog, by_reason, qpath)
+    by_reason = _quarantine(spark, lake, flagged, "catalog", ds)
     items = (flagged.where(c("reason").isNull()).select("item_id", "title", "category")
              .dropDuplicates(["item_id"]))
-    return items, n_bad_catalog
+    return items, by_reason
 
 
-def _keyphrases(spark, lake: Lake):
-    """The keyphrase universe as (keyphrase_id, keyphrase)."""
+def _keyphrases(spark, lake: Lake, ds: str):
+    """The keyphrase universe as (keyphrase_id, keyphrase) and {reason: rows} of the keyphrases quarantined
+    to ``quarantine/keyphrases/ds=D``: ``null_keyphrase_id``, ``empty_keyphrase`` (null or blank under
+    ``keyphrase_pipeline.models.text.clean``)."""
     from pyspark.sql import functions as F
 
+    from keyphrase_pipeline.models.text import spark_is_blank
+
     c = F.col
-    return (_read(spark, lake, lake.path("keyphrases"), "keyphrases")
-            .select("keyphrase_id", c("text").alias("keyphrase")).dropDuplicates(["keyphrase_id"]))
+    raw = _read(spark, lake, lake.path("keyphrases"), "keyphrases")
+    flagged = raw.withColumn("reason", F.when(c("keyphrase_id").isNull(), F.lit("null_keyphrase_id"))
+                             .when(spark_is_blank("text"), F.lit("empty_keyphrase")))
+    by_reason = _quarantine(spark, lake, flagged, "keyphrases", ds)
+    good = flagged.where(c("reason").isNull())
+    return good.select("keyphrase_id", c("text").alias("keyphrase")).dropDuplicates(["keyphrase_id"]), by_reason
 
 
 def _ctr_candidates(spark, lake: Lake, ds: str, items, keyphrases, budget: int, seed: int, n_items: int):
@@ -309,8 +336,8 @@ def run(settings, ds, budget: int | None = None, spark=None) -> dict:
     seed = settings.pairs.seed
     model, version = judge_model_id(settings), settings.judge.prompt_version
 
-    items, n_bad_catalog = _clean_items(spark, lake, ds)
-    keyphrases = _keyphrases(spark, lake)
+    items, catalog_bad = _clean_items(spark, lake, ds)
+    keyphrases, keyphrases_bad = _keyphrases(spark, lake, ds)
     n_items, n_keyphrases = items.count(), keyphrases.count()
     if n_items == 0 or n_keyphrases == 0:
         raise DataError(f"ds={ds}: {n_items} active items and {n_keyphrases} keyphrases: nothing to pair")
@@ -329,7 +356,8 @@ def run(settings, ds, budget: int | None = None, spark=None) -> dict:
         "selected": selected, "available": {s: int(available.get(s, 0)) for s in SOURCES},
         "candidates": {s: int(before.get(s, 0)) for s in SOURCES},
         "already_labelled": int(sum(before.values()) - sum(available.values())),
-        "catalog_quarantined": int(n_bad_catalog),
+        "catalog_quarantined": int(sum(catalog_bad.values())), "catalog_quarantined_by_reason": catalog_bad,
+        "keyphrases_quarantined": int(sum(keyphrases_bad.values())), "keyphrases_quarantined_by_reason": keyphrases_bad,
         "quotas": quotas, "judge_model": model, "prompt_version": version, "serving_version": serving_version,
         "run_id": run_id, "items": int(n_items), "keyphrases": int(n_keyphrases),
     }

@@ -159,7 +159,8 @@ class ServingBundle:
 
         Returns up to ``k`` (default: the bundle's ``top_k``; 0 also means the default) dicts ``{rank,
         keyphrase_id, keyphrase, score}``, best first; ``score`` is the cosine in [-1, 1] at the bundle's dim. An
-        unknown item id gives an empty list; empty text raises DataError (exit 3). Only a Python ``int`` is an
+        unknown item id gives an empty list; text is normalised by ``keyphrase_pipeline.models.text.clean``;
+        blank text, or text whose tokens are all unknown to the tower (emoji only), raises DataError (exit 3). Only a Python ``int`` is an
         item id: a numpy integer is searched as text (pass ``int(i)``)."""
         k = int(k or self.manifest.get("top_k", 20))
         if isinstance(query, (int,)) and not isinstance(query, bool):
@@ -168,10 +169,15 @@ class ServingBundle:
                 return []
             return [{"rank": int(r.rank), "keyphrase_id": int(r.keyphrase_id), "keyphrase": r.keyphrase,
                      "score": float(r.score)} for r in g.head(k).itertuples()]
-        text = str(query).strip()
+        from keyphrase_pipeline.models.text import clean, unreadable_mask
+
+        text = clean(query)  # the rule the catalog went through (docs/DATA.md, "Text normalisation")
         if not text:
-            raise DataError("empty query")
-        vec = self.tower.embed([text])
+            raise DataError("empty query (nothing left after removing whitespace and invisible characters)")
+        tower = self.tower
+        if unreadable_mask([text], tower.tokenizer)[0]:
+            raise DataError(f"unreadable query {text!r}: every token is unknown to the model (e.g. emoji only)")
+        vec = tower.embed([text])
         scores, ids = self.index.search(vec, min(k, self.index.ntotal))
         out = []
         for rank, (s, i) in enumerate(zip(scores[0], ids[0]), start=1):

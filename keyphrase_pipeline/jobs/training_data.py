@@ -10,6 +10,13 @@ Sources (each optional except the LLM labels):
 * or a user's parquet/CSV with ``title, category, keyphrase, label`` (``--labels FILE``), which replaces the
   LLM labels (CTR/SR are then not read: the file is the whole truth the user wants to train on).
 
+Texts follow the one normalisation rule (``keyphrase_pipeline.models.text.clean``). A pair whose title or
+keyphrase is blank after it (``empty``: whitespace, zero-width, BOM or bidi characters only) or unreadable
+under the base encoder's tokenizer (``unreadable``: every token special/unknown, e.g. emoji-only) cannot be
+learned from: from the lake such pairs are left out and counted in the snapshot (``dropped_texts``:
+``{source: {reason: rows}}`` with reasons ``empty_title``, ``unreadable_title``, ``empty_keyphrase``,
+``unreadable_keyphrase``; the label store keeps them); in a user's file they are a DataError naming the row.
+
 The held-out test set is chosen by a hash of ``text_hash`` (``in_test_split``), never at random per run,
 so it is the same set every day (a pair, once in test, stays in test) and champion and challenger compare
 on the same pairs. CTR/SR pairs that are in the LLM test set are dropped from training (no leakage).
@@ -27,7 +34,7 @@ import numpy as np
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.jobs.label_store import text_hash
 from keyphrase_pipeline.core.lake import Lake, ds_str, read_parquet
-from keyphrase_pipeline.models.text import clean
+from keyphrase_pipeline.models.text import EMPTY, clean, text_problems
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +77,55 @@ class TrainingData:
         return self.llm[self.llm["split"] == "test"].reset_index(drop=True)
 
 
+# ---- unreadable texts ---------------------------------------------------------------------------------
+def encoder_tokenizer(settings):
+    """The tokenizer of the configured base encoder (``train.base_model``, else the packaged MiniLM)."""
+    from keyphrase_pipeline.models.base import resolve_base_model
+    from keyphrase_pipeline.models.text import tokenizer_at
+
+    return tokenizer_at(resolve_base_model(settings.train.base_model))
+
+
+def text_reasons(df, tokenizer=None) -> "object":
+    """Per row of ``df`` (title, keyphrase columns): the first problem, ``empty_title`` / ``unreadable_title`` /
+    ``empty_keyphrase`` / ``unreadable_keyphrase`` (``keyphrase_pipeline.models.text.text_problems``), or None.
+    Returns a pandas Series of object aligned with ``df``."""
+    import pandas as pd
+
+    out = pd.Series([None] * len(df), index=df.index, dtype=object)
+    for col in ("title", "keyphrase"):
+        todo = out.isna().to_numpy()
+        if not todo.any():
+            break
+        problems = text_problems(df.loc[todo, col].tolist(), tokenizer)
+        out.loc[todo] = [None if p is None else f"{p}_{col}" for p in problems]
+    return out
+
+
+def drop_unreadable(df, tokenizer, source: str) -> tuple["object", dict[str, int]]:
+    """``df`` without the rows ``text_reasons`` flags, and {reason: rows dropped} (logged when any)."""
+    if len(df) == 0:
+        return df, {}
+    reasons = text_reasons(df, tokenizer)
+    bad = reasons.notna()
+    counts = {str(k): int(v) for k, v in reasons[bad].value_counts().sort_index().items()}
+    if counts:
+        log.warning("%s: left out %d pair(s) the encoder cannot read: %s", source, int(bad.sum()), counts)
+    return df[~bad.to_numpy()].reset_index(drop=True), counts
+
+
 # ---- a user's file ------------------------------------------------------------------------------------
-def read_labels_file(path: str, min_rows: int) -> "object":
+def read_labels_file(path: str, min_rows: int, tokenizer=None) -> "object":
     """Read and validate a user's pairs file (parquet, or CSV/TSV by extension); DataError naming the problem.
 
     Needs ``title, keyphrase, label`` (``category`` optional, then empty); ``label`` is a number in [0, 1]
     (a probability is kept in ``p``; ``label = p >= 0.5``). Returns a pandas DataFrame ``title, category,
-    keyphrase`` (str, cleaned), ``label`` (int32), ``p`` (float64), ``text_hash, pair_key`` (the same sha1),
+    keyphrase`` (str, normalised by ``keyphrase_pipeline.models.text.clean``; every column read as
+    text, so ``007``, ``1e3``, ``NA``, ``null`` stay as written), ``label`` (int32), ``p`` (float64), ``text_hash, pair_key`` (the same sha1),
     ``item_id, keyphrase_id`` (int64, -1 when absent), one row per text (the last duplicate kept).
 
-    Raises DataError (exit 3): no such file, unreadable, missing columns, an empty title or keyphrase, a
+    Raises DataError (exit 3): no such file, unreadable, missing columns, a blank title or keyphrase (or, with ``tokenizer``,
+    one whose tokens are all special/unknown: emoji-only), naming the column, count and first row; a
     label not a number in [0, 1], fewer than ``min_rows`` rows (counted before duplicates are dropped)."""
     import pandas as pd
 
@@ -88,9 +134,8 @@ def read_labels_file(path: str, min_rows: int) -> "object":
         raise DataError(f"--labels {path}: no such file")
     try:
         if p.suffix.lower() in (".csv", ".tsv"):
-            df = pd.read_csv(p, sep="\t" if p.suffix.lower() == ".tsv" else ",", keep_default_na=False,
-                             na_values={"label": ["", "NA", "NaN", "nan"]},
-                             dtype={c: str for c in ("title", "category", "keyphrase")})
+            # every column as text (no type guessing, no "NA"/"null" -> NaN); the label is parsed below
+            df = pd.read_csv(p, sep="\t" if p.suffix.lower() == ".tsv" else ",", keep_default_na=False, dtype=str)
         else:
             df = pd.read_parquet(p)
     except Exception as exc:  # noqa: BLE001 - turn any reader failure into a data error
@@ -104,10 +149,12 @@ def read_labels_file(path: str, min_rows: int) -> "object":
     for col in ("title", "category", "keyphrase"):
         df[col] = [clean(v) for v in df[col]]
     for col in ("title", "keyphrase"):
-        empty = int((df[col] == "").sum())
-        if empty:
-            first = int(np.flatnonzero(df[col].to_numpy() == "")[0])
-            raise DataError(f"--labels {path}: {empty} row(s) with empty {col!r} (first at row {first})")
+        problems = np.array(text_problems(df[col].tolist(), tokenizer), dtype=object)
+        for problem, what in ((EMPTY, "empty"), ("unreadable", "unreadable (every token unknown to the encoder, "
+                                                 "e.g. emoji only)")):
+            rows = np.flatnonzero(problems == problem)
+            if len(rows):
+                raise DataError(f"--labels {path}: {len(rows)} row(s) with {what} {col!r} (first at row {int(rows[0])})")
     labels = pd.to_numeric(df["label"], errors="coerce")
     bad = labels.isna() | (labels < 0) | (labels > 1)
     if bad.any():
@@ -180,11 +227,12 @@ def _texts(settings, ds: str):
     return catalog, keyphrases.rename(columns={"text": "keyphrase"}), cat_ds
 
 
-def _join_texts(df, catalog, keyphrases):
+def _join_texts(df, catalog, keyphrases, tokenizer, source: str):
+    """(``df`` joined to its texts, normalised, without the pairs the encoder cannot read; {reason: rows})."""
     out = df.merge(catalog, on="item_id", how="inner").merge(keyphrases, on="keyphrase_id", how="inner")
     for col in ("title", "category", "keyphrase"):
         out[col] = [clean(v) for v in out[col]]
-    return out[(out["title"] != "") & (out["keyphrase"] != "")]
+    return drop_unreadable(out, tokenizer, source)
 
 
 def load_training_data(settings, ds: str, labels: str | None = None, need_ctr: bool = True,
@@ -209,13 +257,15 @@ def load_training_data(settings, ds: str, labels: str | None = None, need_ctr: b
     empty_pairs = pd.DataFrame({c: pd.Series(dtype=t) for c, t in
                                 [("title", str), ("category", str), ("keyphrase", str),
                                  ("item_id", "int64"), ("keyphrase_id", "int64"), ("label", "int32")]})
+    tokenizer = encoder_tokenizer(settings)
     if labels:
-        llm = read_labels_file(labels, settings.train.min_rows)
+        llm = read_labels_file(labels, settings.train.min_rows, tokenizer)
         snapshot = {"source": "file", "labels_file": str(Path(labels).resolve()), "llm_rows": len(llm)}
         ctr = sr = empty_pairs
     else:
         llm, days = read_llm_labels(settings, ds)
-        snapshot = {"source": "lake", "label_store_days": days, "llm_rows": len(llm)}
+        llm, dropped = drop_unreadable(llm, tokenizer, "label store")
+        snapshot = {"source": "lake", "label_store_days": days, "llm_rows": len(llm), "dropped_texts": {"llm": dropped}}
         if len(llm) < settings.train.min_rows:
             raise DataError(f"only {len(llm)} LLM-labelled pairs up to {ds}; train.min_rows is {settings.train.min_rows}")
         ctr = sr = empty_pairs
@@ -227,10 +277,12 @@ def load_training_data(settings, ds: str, labels: str | None = None, need_ctr: b
             snapshot["catalog_ds"] = cat_ds
         if ctr_ds:
             c = read_parquet(lake.path("ctr_labels", ds=ctr_ds), contract="ctr_labels")
-            ctr = _join_texts(c[c["label"] == 1][["item_id", "keyphrase_id", "label"]], catalog, keyphrases)
+            ctr, snapshot["dropped_texts"]["ctr"] = _join_texts(c[c["label"] == 1][["item_id", "keyphrase_id", "label"]],
+                                                                catalog, keyphrases, tokenizer, "CTR positives")
         if sr_ds:
             s = read_parquet(lake.path("sr_labels", ds=sr_ds), contract="sr_labels")
-            sr = _join_texts(s[["item_id", "keyphrase_id", "label"]], catalog, keyphrases)
+            sr, snapshot["dropped_texts"]["sr"] = _join_texts(s[["item_id", "keyphrase_id", "label"]], catalog, keyphrases,
+                                                              tokenizer, "SR labels")
         snapshot.update({"ctr_ds": ctr_ds, "sr_ds": sr_ds})
     llm = llm.copy()
     # A user's file is split by keyphrase (no query on both sides, so the held-out metrics and the early

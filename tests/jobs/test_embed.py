@@ -80,6 +80,30 @@ def test_bad_rows_quarantined(ready, spark):
     assert list(q["id"]) == [5] and list(q["reason"]) == ["empty text"]
 
 
+def test_invisible_and_unreadable_texts_are_quarantined_with_their_reason(ready, spark):
+    """Titles of zero-width/BOM/bidi characters are blank (even with a category: the title is checked on its
+    own); emoji-only titles are all [UNK] under the tower's tokenizer; neither is embedded."""
+    cat = catalog()
+    bad = {2: "\u200b\u200d\ufeff", 3: "\u202e\u2066\u2069", 4: "🙂😀", 5: "🎉 🎉"}
+    for i, t in bad.items():
+        cat.loc[cat["item_id"] == i, "title"] = t
+    cat.loc[cat["item_id"] == 6, "title"] = "red\u200b mug 🙂"  # readable: kept, embedded as "red mug 🙂"
+    write_inputs(ready, DS2, cat=cat)
+    stats = embed.run(ready, DS2, "items", spark=spark)
+    assert stats["quarantined"] == 4 and stats["rows_total"] == 32
+    assert stats["quarantined_by_reason"] == {"empty text": 2, "unreadable text": 2}
+    q = read_parquet(Lake.from_settings(ready).path("quarantine", "embed_items", ds=DS2)).set_index("id")
+    assert q.loc[[2, 3], "reason"].tolist() == ["empty text"] * 2
+    assert q.loc[[4, 5], "reason"].tolist() == ["unreadable text"] * 2
+    emb = _emb(ready)
+    assert not set(bad) & set(emb.index) and 6 in emb.index
+    assert emb.loc[6, "text_hash"] == embed.input_hash(item_text("red mug 🙂", cat.loc[5, "category"]))
+    # a corrected catalog empties the quarantine on the rerun
+    write_inputs(ready, DS2)
+    assert embed.run(ready, DS2, "items", spark=spark)["quarantined"] == 0
+    assert len(read_parquet(Lake.from_settings(ready).path("quarantine", "embed_items", ds=DS2))) == 0
+
+
 def test_requires_export(serve_world, spark):
     with pytest.raises(DataError, match="kp export"):
         embed.run(serve_world, DS, "items", spark=spark)

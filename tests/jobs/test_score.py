@@ -81,6 +81,48 @@ def test_score_echoes_text_columns_as_typed(tmp_path, cli_env):
     assert lines[1].startswith("0501 phone,,007,01,") and lines[2].startswith("red sofa,furniture,1e3,2,")
 
 
+@pytest.mark.parametrize("out_ext", ["csv", "parquet"])
+def test_score_echoes_every_text_byte_for_byte(tmp_path, cli_env, out_ext):
+    """Values CSV type inference would change (numbers, NA markers, booleans) and text the model sees
+    normalised (invisible characters, full-width letters, spaces) are written back exactly as read."""
+    from keyphrase_pipeline.core import cli
+
+    odd = ["007", "0501", "1e3", "NA", "null", "NaN", "n/a", "TRUE", "-0", " 42 ", "mug\u200b", "ｍｕｇ", "\ufeffcase"]
+    df = pd.DataFrame({"title": [f"{k} phone" for k in odd], "category": ["NA", "", *["0.50"] * (len(odd) - 2)],
+                       "keyphrase": odd, "ref": [f"{i:04d}" for i in range(len(odd))]})
+    src = tmp_path / "odd.csv"
+    src.write_text(df.to_csv(index=False), encoding="utf-8")
+    out = tmp_path / f"o.{out_ext}"
+    assert cli.main(["score", "--model", cli_env["student"]["version"], "--pairs", str(src), "--out", str(out)]) == 0
+    got = pd.read_csv(out, dtype=str, keep_default_na=False) if out_ext == "csv" else pd.read_parquet(out)
+    for col in ("title", "category", "keyphrase", "ref"):
+        assert got[col].tolist() == df[col].tolist(), col
+    if out_ext == "csv":  # and the file's text columns are the input's, character for character
+        assert [ln.rsplit(",", 2)[0] for ln in out.read_text(encoding="utf-8").splitlines()] == \
+            src.read_text(encoding="utf-8").splitlines()
+
+
+@pytest.mark.parametrize("title, keyphrase, message", [
+    ("\u200b\u200d\ufeff", "phone case", r"1 row\(s\) with empty 'title' \(first at row 1\)"),
+    ("red case", "\u202e\u2066\u2069", r"1 row\(s\) with empty 'keyphrase' \(first at row 1\)"),
+    ("🙂 😀", "phone case", r"1 row\(s\) with unreadable 'title'.*first at row 1"),
+    ("red case", "🎉", r"1 row\(s\) with unreadable 'keyphrase'.*first at row 1"),
+])
+def test_score_refuses_text_the_model_cannot_read(tmp_path, cli_env, title, keyphrase, message):
+    from keyphrase_pipeline.core.errors import DataError
+    from keyphrase_pipeline.core.settings import get_settings
+    from keyphrase_pipeline.jobs import score
+
+    src = tmp_path / "p.csv"
+    pd.DataFrame({"title": ["red phone", title], "category": ["x", "x"], "keyphrase": ["phone", keyphrase]}) \
+        .to_csv(src, index=False)
+    out = tmp_path / "o.csv"
+    for model in (cli_env["student"]["version"], cli_env["cross"]["path"]):
+        with pytest.raises(DataError, match=message):
+            score.run(get_settings(), model, str(src), str(out))
+    assert not out.exists()
+
+
 def test_score_errors_and_plugin(tmp_path, cli_env):
     from keyphrase_pipeline.jobs import score
     from keyphrase_pipeline.core import cli

@@ -42,6 +42,13 @@ def test_search_by_text_and_by_item_id(ready):
     assert b.search(999_999) == []
     with pytest.raises(DataError, match="empty query"):
         b.search("   ")
+    # the query goes through the catalog's text rule: invisible characters alone are blank, emoji alone
+    # are all [UNK] to the tower (the vector every such text shares), and hidden characters change nothing
+    with pytest.raises(DataError, match="empty query"):
+        b.search("\u200b\ufeff\u202e\u2066\u2069")
+    with pytest.raises(DataError, match="unreadable query"):
+        b.search("🙂 😀")
+    assert b.search("\ufeffｒｅｄ\u200b pro max item 0 [SEP] phones", k=5) == got
 
 
 def test_cli_exit_codes(ready, monkeypatch, capsys):

@@ -34,6 +34,10 @@ def test_labels_file_ok_csv_and_parquet_probabilities(tmp_path):
     (lambda d: d.drop(columns=["keyphrase"]), "missing column"),
     (lambda d: d.assign(title=[""] + list(d["title"][1:])), "empty 'title'"),
     (lambda d: d.assign(keyphrase=list(d["keyphrase"][:-1]) + ["  "]), "empty 'keyphrase'"),
+    (lambda d: d.assign(title=list(d["title"][:3]) + ["\u200b\u200d\ufeff"] + list(d["title"][4:])),
+     r"1 row\(s\) with empty 'title' \(first at row 3\)"),  # invisible characters only
+    (lambda d: d.assign(keyphrase=list(d["keyphrase"][:5]) + ["\u202e\u2066\u2069"] * 2 + list(d["keyphrase"][7:])),
+     r"2 row\(s\) with empty 'keyphrase' \(first at row 5\)"),
     (lambda d: d.assign(label=[1.5] + list(d["label"][1:])), r"not a number in \[0, 1\]"),
     (lambda d: d.assign(label=["yes"] + list(d["label"][1:])), r"not a number in \[0, 1\]"),
     (lambda d: d.head(10), "only 10 rows"),
@@ -41,6 +45,53 @@ def test_labels_file_ok_csv_and_parquet_probabilities(tmp_path):
 def test_labels_file_errors_name_the_problem(tmp_path, mutate, message):
     with pytest.raises(DataError, match=message):
         read_labels_file(_write(tmp_path, mutate(make_pairs(60))), min_rows=50)
+
+
+def test_labels_file_emoji_only_text_is_unreadable_to_the_encoder(tmp_path, settings):
+    from keyphrase_pipeline.jobs.training_data import encoder_tokenizer
+
+    df = make_pairs(60)
+    df.loc[7, "title"] = "🙂 😀"
+    path = _write(tmp_path, df)
+    assert len(read_labels_file(path, min_rows=50)) == 60  # without a tokenizer only blank text is refused
+    with pytest.raises(DataError, match=r"1 row\(s\) with unreadable .* 'title' \(first at row 7\)"):
+        read_labels_file(path, min_rows=50, tokenizer=encoder_tokenizer(settings))
+    with pytest.raises(DataError, match="unreadable"):
+        load_training_data(settings, DS, labels=path)
+
+
+def test_labels_file_text_that_looks_like_numbers_or_missing_values_stays_as_written(tmp_path):
+    """CSV type inference must not touch text: 007, 0501, 1e3, NA, null, nan, true come back as typed."""
+    df = make_pairs(60)
+    odd = ["007", "0501", "1e3", "NA", "null", "nan", "true", "-0", "1,5"]
+    df.loc[: len(odd) - 1, "keyphrase"] = odd
+    df.loc[: len(odd) - 1, "title"] = [f"{o} phone" for o in odd]
+    df.loc[0, "category"] = "NA"
+    out = read_labels_file(_write(tmp_path, df), min_rows=50)
+    assert out.loc[: len(odd) - 1, "keyphrase"].tolist() == odd
+    assert out.loc[: len(odd) - 1, "title"].tolist() == [f"{o} phone" for o in odd]
+    assert out.loc[0, "category"] == "NA"
+    with pytest.raises(DataError, match="not a number"):  # the label column is still parsed strictly
+        read_labels_file(_write(tmp_path, df.assign(label=["NA"] + list(df["label"][1:]))), min_rows=50)
+
+
+def test_lake_pairs_the_encoder_cannot_read_are_left_out_and_counted(settings):
+    pairs = make_pairs(120, seed=3, with_ids=True)
+    pairs.loc[0, "title"] = "\u200b\u200d"  # blank after normalisation
+    pairs.loc[1, "title"] = "🙂"  # all [UNK]
+    pairs.loc[2, "keyphrase"] = "\ufeff\u202e"
+    pairs.loc[3, "keyphrase"] = "😀 🎉"
+    pairs.loc[4, "title"] = "ｒｅｄ\u200b ｍｕｇ"  # fine once normalised
+    write_lake_inputs(settings, pairs)
+    data = load_training_data(settings, DS)
+    assert data.snapshot["dropped_texts"]["llm"] == {"empty_keyphrase": 1, "empty_title": 1,
+                                                     "unreadable_keyphrase": 1, "unreadable_title": 1}
+    assert len(data.llm) == 116 and not set(data.llm["item_id"]) & {1000, 1001, 1002, 1003}
+    assert data.llm.set_index("item_id").loc[1004, "title"] == "red mug"
+    bad_ids = {1000, 1001, 1002, 1003}
+    positives = set(pairs.loc[pairs["label"] == 1, "item_id"])
+    assert sum(data.snapshot["dropped_texts"]["ctr"].values()) == len(bad_ids & positives)
+    assert not set(data.ctr["item_id"]) & bad_ids
 
 
 def test_labels_file_missing_or_unreadable(tmp_path):

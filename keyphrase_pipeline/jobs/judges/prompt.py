@@ -6,11 +6,12 @@ label's ``pair_key``: changing the wording means new labels, never silently mixe
 
 Titles are written by sellers and must be treated as hostile input. Before a title reaches the prompt:
 
-* control and format characters (Unicode Cc/Cf/Cs/Co/Cn: NUL, ESC, RTL/LTR marks and overrides,
-  zero-width joiners, BOMs, lone surrogates) are removed, and line/paragraph breaks become spaces,
-  so the title is ONE line and cannot fake a new turn of the conversation;
-* whitespace is collapsed and the text cut to ``judge.max_title_chars`` (keyphrases to
-  ``judge.max_keyphrase_chars``, categories to 120);
+* it is normalised by the pipeline's one text rule, ``keyphrase_pipeline.models.text.clean`` (the text
+  the encoders see): control and format characters (Unicode Cc/Cf/Cs: NUL, ESC, RTL/LTR marks and
+  overrides, zero-width joiners, BOMs, lone surrogates) removed, line/paragraph breaks turned into spaces,
+  NFKC, whitespace collapsed, so the title is ONE line and cannot fake a new turn of the conversation;
+  private-use and unassigned characters (Co/Cn) are removed as well here;
+* it is cut to ``judge.max_title_chars`` (keyphrases to ``judge.max_keyphrase_chars``, categories to 120);
 * backslashes and double quotes are escaped, so the title cannot close its quotes.
 
 Only the probability of the answer tokens "yes"/"no" is ever read (one forward pass, or one token
@@ -23,6 +24,7 @@ from __future__ import annotations
 import unicodedata
 
 from keyphrase_pipeline.core.errors import ConfigError
+from keyphrase_pipeline.models.text import clean
 
 PROMPTS: dict[str, str] = {
     "v0": (
@@ -36,24 +38,15 @@ PROMPTS: dict[str, str] = {
 }
 
 MAX_CATEGORY_CHARS = 120
-_DROP_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
-_BREAKS = {"\n", "\r", "\t", "\v", "\f", "\x85", "\u2028", "\u2029"}
+_ALSO_DROPPED = {"Co", "Cn"}  # beyond ``clean``'s Cc/Cf/Cs: private-use and unassigned code points
 
 
 def sanitize(text: object, max_chars: int) -> str:
-    """One line of printable text, at most ``max_chars`` characters (before quote escaping)."""
-    if text is None or (isinstance(text, float) and text != text):
-        return ""
-    s = unicodedata.normalize("NFC", str(text))
-    out = []
-    for ch in s:
-        if ch in _BREAKS:
-            out.append(" ")
-        elif unicodedata.category(ch) in _DROP_CATEGORIES:
-            continue
-        else:
-            out.append(ch)
-    s = " ".join("".join(out).split())
+    """One line of printable text, at most ``max_chars`` characters (before quote escaping): ``clean``
+    (module docstring) minus private-use/unassigned characters, cut to ``max_chars``."""
+    s = clean(text)
+    if not s.isascii() and any(unicodedata.category(ch) in _ALSO_DROPPED for ch in s):
+        s = " ".join("".join(ch for ch in s if unicodedata.category(ch) not in _ALSO_DROPPED).split())
     if len(s) > max_chars:
         s = s[:max_chars].rstrip()
     return s

@@ -71,3 +71,14 @@ def test_build_prompts_from_frame(settings):
     df = pd.DataFrame({"title": ["A", "B"], "category": ["c", None], "keyphrase": ["k1", "k2"]})
     ps = build_prompts(df, settings)
     assert len(ps) == 2 and '"A"' in ps[0] and 'category: ""' in ps[1]
+
+
+def test_sanitize_is_the_pipelines_text_rule_plus_private_use():
+    """The judge reads the text the encoders read (models.text.clean), minus private-use/unassigned code points."""
+    from keyphrase_pipeline.models.text import clean
+
+    for s in ["\u200b\u200d\ufeff", "\u202e\u2066\u2069", "ｍｕｇ\u00a0ｃａｓｅ", "re\u200bd\nmug", "e\u200b\u0301",
+              "🙂 mug", "x\ud800y", "ℌ𝔢𝔩𝔩𝔬"]:
+        assert sanitize(s, 100) == clean(s), repr(s)
+    assert sanitize("\u200b\u200d\ufeff", 10) == "" and sanitize("ｍｕｇ", 10) == "mug"
+    assert sanitize("mug \ue000\U000f0000 case \U000e0080", 100) == "mug case"  # Co and (in Python 14.0) Cn
