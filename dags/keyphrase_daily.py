@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, TriggerRule, get_current_context, task
 
@@ -82,7 +81,7 @@ with DAG(
 
     # ---- ctr: Spark job ------------------------------------------------------------------------------
     with TaskGroup("ctr", tooltip="Spark: daily aggregate and 30-day CTR labels") as ctr_group:
-        ctr_labels = SparkSubmitOperator(
+        ctr_labels = at.SparkSubmitStage(  # a SparkSubmitOperator; exit codes 2-4 fail without retry
             task_id="ctr_labels",
             doc_md="`spark-submit keyphrase_pipeline/jobs/ctr_labels.py --ds D` on connection `spark_default` "
                    "(local[*] here, a Spark master in compose/production).",

@@ -2,6 +2,13 @@
 
 Under ``spark-submit`` the master and resources come from the submit command; ``get_spark`` then only
 adds the job's SQL settings (AQE, dynamic partition overwrite) to the session that exists.
+
+A session is shared by the stages of one process (``kp demo``, ``dag.test()``, a report). When its JVM
+dies (killed for memory, crashed: ``Py4JNetworkError: Answer from Java side is empty``, then
+``ConnectionRefusedError`` on every call), ``get_spark`` notices before handing the session out
+(``spark_health``), drops PySpark's cached context, sessions and gateway (``forget_spark``) and starts a new
+JVM, so the next stage goes on. Under ``spark-submit`` the JVM is the parent process and cannot be
+replaced: that raises instead (the task is retried).
 """
 
 from __future__ import annotations
@@ -12,21 +19,103 @@ import os
 log = logging.getLogger(__name__)
 
 
+def spark_health() -> str:
+    """State of this process's PySpark JVM: ``"none"`` (no gateway yet), ``"alive"`` (gateway answers and its
+    SparkContext, if any, runs), ``"stopped"`` (the JVM answers but its SparkContext was shut down) or
+    ``"dead"`` (the gateway does not answer: the JVM is gone). Never raises for a dead JVM."""
+    from py4j.protocol import Py4JError
+    from pyspark import SparkContext
+
+    gateway, sc = SparkContext._gateway, SparkContext._active_spark_context
+    if gateway is None and sc is None:
+        return "none"
+    try:
+        if sc is not None and getattr(sc, "_jsc", None) is not None:
+            return "stopped" if sc._jsc.sc().isStopped() else "alive"
+        SparkContext._jvm.java.lang.System.currentTimeMillis()  # no context: is the gateway itself there?
+        return "stopped" if sc is not None else "alive"
+    except (Py4JError, OSError, AttributeError) as exc:  # Py4JNetworkError, ConnectionRefusedError, ...
+        log.debug("Spark gateway probe failed: %r", exc)
+        return "dead"
+
+
+def forget_spark(dead_gateway: bool) -> None:
+    """Drop PySpark's cached SparkContext and SparkSessions (class attributes of ``SparkContext``,
+    ``SparkSession``, ``SQLContext``) so the next builder starts afresh; with ``dead_gateway`` also the
+    Py4J gateway and its JVM process (``SparkContext._gateway``/``_jvm``), killed if still running and reaped."""
+    import warnings
+
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+    from pyspark.sql.context import SQLContext
+
+    sc = SparkContext._active_spark_context
+    if sc is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Unable to cleanly shutdown Spark JVM process"
+            try:
+                sc.stop()
+            except Exception as exc:  # a dead JVM: the Python side is cleaned up below
+                log.debug("SparkContext.stop on a dead JVM: %r", exc)
+        server = getattr(sc, "_accumulatorServer", None)
+        if server is not None:
+            server.shutdown()
+            sc._accumulatorServer = None
+        sc._jsc = None
+    with SparkContext._lock:
+        SparkContext._active_spark_context = None
+        SparkSession._instantiatedSession = None
+        SparkSession._activeSession = None
+        SQLContext._instantiatedContext = None
+        if dead_gateway and SparkContext._gateway is not None:
+            gateway = SparkContext._gateway
+            SparkContext._gateway = None
+            SparkContext._jvm = None
+            try:
+                gateway.close()
+            except Exception as exc:
+                log.debug("closing a dead Py4J gateway: %r", exc)
+            proc = getattr(gateway, "proc", None)  # the JVM pyspark launched (java_gateway.launch_gateway)
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.kill()
+                try:
+                    proc.wait(timeout=30)
+                except Exception:
+                    pass
+
+
+def _under_submit() -> bool:
+    # spark-submit starts the JVM first and hands its gateway to Python (PYSPARK_GATEWAY_PORT)
+    return bool(os.environ.get("SPARK_SUBMIT_INVOKED") or os.environ.get("PYSPARK_GATEWAY_PORT"))
+
+
 def get_spark(settings, app: str):
-    """Return a SparkSession configured for the pipeline (reusing an active one)."""
+    """Return a SparkSession configured for the pipeline (reusing an active one whose JVM is alive).
+
+    A cached session whose JVM died or whose SparkContext was stopped is dropped (``forget_spark``) and a
+    new one started, logged as a warning. Raises RuntimeError when the JVM of a ``spark-submit`` is gone
+    (it cannot be replaced from Python; a retry of the task starts a new one)."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", _python())
     from pyspark.sql import SparkSession
 
-    active = SparkSession.getActiveSession()
+    health = spark_health()
+    under_submit = _under_submit()
+    if health in ("dead", "stopped"):
+        if under_submit and health == "dead":
+            raise RuntimeError("the Spark JVM of this spark-submit is gone (Py4J gateway does not answer); "
+                               "it cannot be restarted from Python: rerun the task")
+        log.warning("the Spark JVM behind the cached session is %s: dropping it and starting a new session",
+                    "gone" if health == "dead" else "alive but its SparkContext was stopped")
+        forget_spark(dead_gateway=health == "dead")
+    active = SparkSession.getActiveSession() if health == "alive" else None
     s = settings.spark
     if active is not None:
         spark = active
     else:
         builder = SparkSession.builder.appName(f"{s.app_prefix}-{app}")
-        # spark-submit starts the JVM first and hands its gateway to Python (PYSPARK_GATEWAY_PORT):
-        # the master then comes from the submit command and must not be overridden here.
-        under_submit = bool(os.environ.get("SPARK_SUBMIT_INVOKED") or os.environ.get("PYSPARK_GATEWAY_PORT"))
+        # under spark-submit the master comes from the submit command and must not be overridden here.
         if not under_submit and "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
             builder = builder.master(s.master)
         builder = (

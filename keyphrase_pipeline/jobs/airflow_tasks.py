@@ -12,7 +12,10 @@ Decisions that belong to orchestration, not to any stage, also live here:
 * which settings a manual trigger overrides (``PARAM_OVERRIDES``);
 * whether today is a training day (``settings.train.retrain_every_days``, ``force_retrain``, no champion);
 * the lake's datasets as Airflow Assets (``ASSETS``), retries/timeouts per stage, the ``llm`` pool,
-  and failure callbacks that say clearly what failed and how to rerun it.
+  and failure callbacks that say clearly what failed and how to rerun it;
+* which failures are retried: a deterministic error (ConfigError, DataError, GateError; exit codes 2-4
+  from a spark-submit stage, ``SparkSubmitStage``) fails the task at once, anything else is retried
+  with backoff (``stage_args``).
 """
 
 from __future__ import annotations
@@ -234,15 +237,40 @@ def jsonable(result) -> dict:
     return json.loads(json.dumps(result, default=str))
 
 
+def deterministic_errors() -> tuple[type[Exception], ...]:
+    """The errors a retry cannot fix: bad configuration (ConfigError, exit 2), missing or malformed input
+    (DataError/SchemaError, exit 3), a refused quality gate (GateError, exit 4). Everything else (an endpoint
+    down, out of memory, a lost executor or JVM, ``JudgeUnavailable``) may pass on a retry."""
+    from keyphrase_pipeline.core.errors import ConfigError, DataError, GateError
+
+    return (ConfigError, DataError, GateError)
+
+
+def fail_without_retry(exc: BaseException, what: str):
+    """An ``AirflowFailException`` (the task fails at once, retries left unused) saying why; raise it ``from exc``."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(
+        f"{what}: {type(exc).__name__}: {exc} [not retried: the same input and settings give the same error; "
+        "fix the cause, then clear the task]")
+
+
 def run_stage(stage: str, params: dict | None, ds: str, **kwargs) -> dict:
-    """The one task wrapper: ``jobs.<stage>.run(settings_for(params), ds, **kwargs)``, its metrics JSON-able.
+    """The one task wrapper: ``keyphrase_pipeline.jobs.<stage>.run(settings_for(params), ds, **kwargs)``,
+    its metrics JSON-able.
 
     The stage module is imported here, inside the task, so parsing a DAG file never imports torch,
-    pyspark or faiss. Exceptions propagate unchanged (Airflow retries, ``log_task_failure`` reports)."""
+    pyspark or faiss. A deterministic error (``deterministic_errors``: ConfigError, DataError, GateError)
+    fails the task at once: it is re-raised as ``AirflowFailException`` chained to the original, so
+    Airflow does not spend its retries and backoff on it. Any other exception propagates unchanged
+    (Airflow retries it; ``log_task_failure`` reports the last try)."""
     import importlib
 
     module = importlib.import_module(f"keyphrase_pipeline.jobs.{stage}")
-    return jsonable(module.run(settings_for(params), ds, **kwargs))
+    try:
+        return jsonable(module.run(settings_for(params), ds, **kwargs))
+    except deterministic_errors() as exc:
+        raise fail_without_retry(exc, f"stage {stage} for ds={ds}") from exc
 
 
 def cross_ref(cross: dict | None) -> str | None:
@@ -255,6 +283,60 @@ def spark_application(stage: str) -> str:
     from pathlib import Path
 
     return str(Path(__file__).resolve().parent / f"{stage}.py")
+
+
+def deterministic_exit_codes() -> dict[int, str]:
+    """``kp`` exit codes of the deterministic errors: {2: "ConfigError", 3: "DataError", 4: "GateError"}."""
+    return {cls.exit_code: cls.__name__ for cls in deterministic_errors()}
+
+
+def spark_submit_exit_code(exc: BaseException) -> int | None:
+    """The exit code in the Spark provider's "Cannot execute: ... Error code is: N." failure, else None.
+
+    In client mode (``local[*]``, ``spark://`` and YARN/k8s client deploy) spark-submit exits with the
+    Python application's own exit code, i.e. the ``kp`` exit code of the stage (``core/cli.py``)."""
+    import re
+
+    m = re.search(r"Error code is: (\d+)", str(exc))
+    return int(m.group(1)) if m else None
+
+
+def _make_spark_submit_stage():
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    class SparkSubmitStage(SparkSubmitOperator):
+        """``SparkSubmitOperator`` for a stage module (``spark_application``): when spark-submit exits with a
+        deterministic ``kp`` exit code (2 ConfigError, 3 DataError, 4 GateError: the job ran and refused),
+        the task fails at once (``AirflowFailException``); any other failure (exit 1, a lost JVM or
+        executor, a cluster that is down) is raised unchanged and retried."""
+
+        def execute(self, context):
+            try:
+                return super().execute(context)
+            except Exception as exc:
+                code = spark_submit_exit_code(exc)
+                meaning = deterministic_exit_codes().get(code)
+                if meaning is None:
+                    raise
+                app = str(self.application).rsplit("/", 1)[-1]
+                raise fail_without_retry(exc, f"spark-submit {app} exited {code} ({meaning})") from exc
+
+    SparkSubmitStage.__module__ = __name__
+    SparkSubmitStage.__qualname__ = "SparkSubmitStage"
+    return SparkSubmitStage
+
+
+_LAZY_CLASSES: dict[str, type] = {}
+
+
+def __getattr__(name: str):
+    """``SparkSubmitStage`` (PEP 562): built on first use, so importing this module never imports the
+    Spark provider (the DAG file that uses it imports it anyway)."""
+    if name == "SparkSubmitStage":
+        if name not in _LAZY_CLASSES:
+            _LAZY_CLASSES[name] = _make_spark_submit_stage()
+        return _LAZY_CLASSES[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---- callbacks and pools -------------------------------------------------------------------------

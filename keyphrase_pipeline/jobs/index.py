@@ -3,7 +3,11 @@
 Up to ``serve.exact_index_max`` keyphrases: exact inner-product search (factory ``IDMap,Flat``; the
 vectors are L2-normalised so inner product = cosine). Above it: ``IDMap,<serve.ann_factory>``
 (default ``IVF4096,Flat`` with nprobe 16, chosen by bench/index.py; HNSW and IVF/PQ strings work too and are trained on a sample), vectors added in
-batches. Recall@K is measured against exact search on ``serve.recall_sample`` item embeddings (the
+batches. Before training, the factory is checked against the data (``models.ann.choose_factory``): every
+k-means gets at least 39 training vectors per centroid, so with too few keyphrases an IVF factory gets a
+smaller ``nlist`` (``IVF4096,Flat`` on 602 keyphrases builds ``IVF15,Flat``) and an untrainable one falls
+back to exact search; the reason is logged and stored (``factory_requested``, ``factory_note``). A
+string FAISS rejects is a ConfigError (exit 2). Recall@K is measured against exact search on ``serve.recall_sample`` item embeddings (the
 real queries; keyphrase vectors stand in when items are not embedded yet) and stored in
 ``index_meta.json``; below ``serve.min_recall`` the build is refused with GateError and nothing is
 written. The build goes to ``serving/builds/ds=D/`` atomically (index.faiss, keyphrases.parquet id map,
@@ -20,7 +24,7 @@ from pathlib import Path
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import DataError, GateError
 from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, local_path
-from keyphrase_pipeline.models.ann import ann_recall_at_k, build_index, maybe_gpu, search_params_for
+from keyphrase_pipeline.models.ann import ann_recall_at_k, build_index, choose_factory, maybe_gpu, search_params_for
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,7 @@ def run(settings, ds: str, version: str | None = None) -> dict:
     ``ann_recall_at_k`` in the stats is a share in [0, 1]; ``build_s``/``recall_s`` are seconds.
 
     Raises:
-        ConfigError: (exit 2) ``ds`` not a date; the lake not local.
+        ConfigError: (exit 2) ``ds`` not a date; the lake not local; ``serve.ann_factory`` not a FAISS factory string.
         DataError: (exit 3) no champion (and no ``version``) or its model missing; keyphrase embeddings missing
             or empty; keyphrase or item embeddings not ``serve.dim`` long; ``raw/keyphrases`` missing.
         SchemaError: (exit 3) the embeddings or the keyphrases break their contract.
@@ -76,13 +80,17 @@ def run(settings, ds: str, version: str | None = None) -> dict:
     version = require_version(settings, version)
     keyphrase_ids, keyphrase_vecs = _load_embeddings(settings, "keyphrases", version, required=True)
     n = len(keyphrase_ids)
-    exact = n <= s.exact_index_max
-    factory = "Flat" if exact else s.ann_factory
+    requested = "Flat" if n <= s.exact_index_max else s.ann_factory
+    choice = choose_factory(requested, n, s.dim)  # ConfigError for a string FAISS rejects
+    if choice.note:
+        log.warning("index factory changed for %d keyphrases: %s", n, choice.note)
+    factory, exact = choice.factory, choice.exact
     params = {} if exact else search_params_for(factory, settings)
     t0 = time.perf_counter()
     index = build_index(keyphrase_vecs, keyphrase_ids, factory, params)
     build_s = time.perf_counter() - t0
-    log.info("built %s index over %d keyphrases (%d-d) in %.1fs", factory, n, s.dim, build_s)
+    log.info("built %s index over %d keyphrases (%d-d, trained on %d) in %.1fs", factory, n, s.dim,
+             choice.train_sample, build_s)
 
     item_ids, item_vecs = _load_embeddings(settings, "items", version, required=False)
     rng = np.random.default_rng(0)
@@ -95,6 +103,7 @@ def run(settings, ds: str, version: str | None = None) -> dict:
              "item" if item_vecs is not None else "keyphrase", s.min_recall)
 
     stats = {"model_version": version, "n": int(n), "dim": s.dim, "factory": factory, "exact": exact,
+             "factory_requested": requested, "factory_note": choice.note, "train_sample": choice.train_sample,
              "search_params": params, "k": int(k), "ann_recall_at_k": recall, "recall_queries": int(len(queries)),
              "min_recall": s.min_recall, "build_s": round(build_s, 3), "recall_s": round(time.perf_counter() - t0, 3)}
     if recall < s.min_recall:

@@ -1,18 +1,32 @@
 """FAISS helpers shared by the index build (``keyphrase_pipeline/jobs/index.py``), recommendations, serving and the benchmark:
-build an ID-mapped inner-product index, set its search parameters, move it to a GPU when there is one,
-and measure its recall against exact search (``ann_recall_at_k``).
+check a factory string against the data before training (``choose_factory``), build an ID-mapped
+inner-product index, set its search parameters, move it to a GPU when there is one, and measure its
+recall against exact search (``ann_recall_at_k``).
 
 Vectors are float32 arrays of shape ``(n, dim)``, L2-normalised (inner product = cosine); ids int64 ``(n,)``.
+
+Training: every k-means an index runs (the IVF coarse quantizer with ``nlist`` centroids, PQ/OPQ
+codebooks with ``2**nbits`` centroids per sub-vector) needs at least ``k`` training vectors (FAISS
+aborts below that) and wants ``MIN_POINTS_PER_CENTROID * k`` (FAISS warns below that). The training
+sample is ``TRAIN_SAMPLE`` vectors, raised to ``MIN_POINTS_PER_CENTROID * k`` when the factory needs
+more, never more than the data.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from dataclasses import dataclass
+
+from keyphrase_pipeline.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 ADD_BATCH = 100_000
 TRAIN_SAMPLE = 100_000
+MIN_POINTS_PER_CENTROID = 39  # FAISS's own threshold: Clustering warns "please provide at least 39 * k"
+MIN_NLIST = 2  # an IVF index with fewer lists is a slower exact search: use Flat instead
+EXACT = "Flat"
 
 
 def set_search_params(index, params: dict) -> None:
@@ -48,21 +62,143 @@ def maybe_gpu(index, device: str = "auto"):
         return index
 
 
+def _parse_factory(factory: str, d: int):
+    """``faiss.index_factory(d, "IDMap,<factory>", METRIC_INNER_PRODUCT)``; ConfigError when FAISS rejects the string."""
+    import faiss
+
+    try:
+        return faiss.index_factory(d, f"IDMap,{factory}", faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        raise ConfigError(f"serve.ann_factory={factory!r} is not a FAISS index factory string for {d}-d "
+                          f"inner-product vectors (e.g. 'IVF4096,Flat', 'HNSW32,Flat', 'IVF1024,PQ16'): {first}") from exc
+
+
+def kmeans_sizes(index) -> list[tuple[str, int]]:
+    """The k-means runs training ``index`` needs, as ``(what, k)``: ``("IVF", nlist)`` for an IVF coarse
+    quantizer (FAISS's own ``try_extract_index_ivf``), ``("PQ", 2**nbits)`` for each product quantizer,
+    ``("OPQ", 256)`` for an OPQ rotation. Empty for an index that needs no training (Flat, HNSW,Flat)."""
+    import faiss
+
+    sizes = []
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        sizes.append(("IVF", int(ivf.nlist)))
+    keep = [index]  # sub-objects are views into their parent: keep every parent alive while walking
+    stack = [index]
+    while stack:
+        node = faiss.downcast_index(stack.pop())
+        keep.append(node)
+        pq = getattr(node, "pq", None)
+        if pq is not None and hasattr(pq, "ksub"):
+            sizes.append(("PQ", int(pq.ksub)))
+        if isinstance(node, faiss.IndexPreTransform):
+            for i in range(node.chain.size()):
+                if isinstance(faiss.downcast_VectorTransform(node.chain.at(i)), faiss.OPQMatrix):
+                    sizes.append(("OPQ", 256))  # OPQMatrix trains its own 8-bit PQ
+        for attr in ("index", "base_index", "storage"):
+            child = getattr(node, attr, None)
+            if isinstance(child, faiss.Index):
+                stack.append(child)
+    return sizes
+
+
+def train_sample_size(n: int, k: int) -> int:
+    """Vectors to train a k-means of ``k`` centroids on, out of ``n``: ``TRAIN_SAMPLE`` raised to
+    ``MIN_POINTS_PER_CENTROID * k`` when that is more, capped at ``n``."""
+    return int(min(n, max(TRAIN_SAMPLE, MIN_POINTS_PER_CENTROID * k)))
+
+
+@dataclass(frozen=True)
+class IndexChoice:
+    """What ``choose_factory`` decided: the factory to build, the one asked for, the training sample size
+    (0 = no training) and, when they differ, why (``note``, for the log and ``index_meta.json``)."""
+
+    factory: str
+    requested: str
+    train_sample: int
+    note: str = ""
+
+    @property
+    def exact(self) -> bool:
+        return self.factory == EXACT
+
+
+def choose_factory(factory: str, n: int, d: int) -> IndexChoice:
+    """Check ``factory`` against ``n`` vectors of dim ``d`` before anything is trained.
+
+    Every k-means of the factory must get ``MIN_POINTS_PER_CENTROID`` (39) training vectors per centroid.
+    When the data is too small for that: an IVF factory gets a smaller ``nlist`` (``n // 39``, the rest of
+    the string kept: ``IVF4096,Flat`` on 602 vectors becomes ``IVF15,Flat``); below ``MIN_NLIST`` lists, or
+    when PQ/OPQ codebooks (fixed by their bits) cannot be trained, exact search (``Flat``) is used, which
+    at that size is cheap. Raises ConfigError (exit 2) when FAISS rejects the string or the IVF size
+    cannot be rewritten (say which setting to change)."""
+    import faiss
+
+    probe = _parse_factory(factory, d)
+    if probe.is_trained:
+        return IndexChoice(factory, factory, 0)
+    sizes = kmeans_sizes(probe)
+    codebooks = [(what, k) for what, k in sizes if what != "IVF"]
+    nlist = next((k for what, k in sizes if what == "IVF"), None)
+    want = MIN_POINTS_PER_CENTROID
+    if codebooks:
+        what, k = max(codebooks, key=lambda wk: wk[1])
+        if n < want * k:
+            return IndexChoice(EXACT, factory, 0,
+                               f"{factory!r} trains {what} codebooks of {k} centroids, which needs {want * k} "
+                               f"training vectors ({want} per centroid); only {n}: exact search (Flat) instead")
+    if nlist is not None and n < want * nlist:
+        smaller = n // want
+        if smaller < MIN_NLIST:
+            return IndexChoice(EXACT, factory, 0,
+                               f"{factory!r} has {nlist} IVF lists, which needs {want * nlist} training vectors "
+                               f"({want} per list); only {n}: exact search (Flat) instead")
+        fitted, count = re.subn(rf"IVF{nlist}(?!\d)", f"IVF{smaller}", factory, count=1)
+        check = _parse_factory(fitted, d) if count else None
+        ivf = faiss.try_extract_index_ivf(check) if check is not None else None
+        if not ivf or ivf.nlist != smaller:
+            raise ConfigError(f"serve.ann_factory={factory!r} has {nlist} IVF lists, which needs {want * nlist} training "
+                              f"vectors ({want} per list); there are only {n}: set serve.ann_factory with at most "
+                              f"IVF{smaller}, or serve.exact_index_max >= {n} for exact search")
+        note = (f"{factory!r} has {nlist} IVF lists, which needs {want * nlist} training vectors ({want} per list); "
+                f"only {n}: {fitted!r} instead")
+        return IndexChoice(fitted, factory, train_sample_size(n, max(k for _, k in kmeans_sizes(check))), note)
+    return IndexChoice(factory, factory, train_sample_size(n, max((k for _, k in sizes), default=0)))
+
+
 def build_index(vectors, ids, factory: str, search_params: dict | None = None, seed: int = 0):
     """An ``IDMap,<factory>`` inner-product index holding ``vectors`` under ``ids`` (trained on a sample).
 
-    ``vectors``: float32 ``(n, d)``, L2-normalised; ``ids``: int64 ``(n,)``. Returns a ``faiss.Index`` of dim ``d``.
-    faiss raises RuntimeError for a bad ``factory`` string or too few vectors to train it (``kp`` exit 1)."""
-    import faiss
+    ``vectors``: float32 ``(n, d)``, L2-normalised; ``ids``: int64 ``(n,)``. The training sample is
+    ``train_sample_size(n, k)`` vectors for the factory's largest k-means (``kmeans_sizes``). Returns a
+    ``faiss.Index`` of dim ``d``. Raises ConfigError (exit 2), checked before training, when FAISS rejects
+    the factory string or ``n`` is below a k-means' centroid count (FAISS would abort); below 39 vectors
+    per centroid it only warns (``choose_factory`` decides what to build for the pipeline)."""
     import numpy as np
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
-    index = faiss.index_factory(vectors.shape[1], f"IDMap,{factory}", faiss.METRIC_INNER_PRODUCT)
+    n = len(vectors)
+    index = _parse_factory(factory, vectors.shape[1])
     if not index.is_trained:
+        sizes = kmeans_sizes(index)
+        what, k = max(sizes, key=lambda wk: wk[1]) if sizes else ("", 0)
+        if n < k:
+            raise ConfigError(f"cannot train FAISS index {factory!r} on {n} vectors: its {what} k-means has {k} "
+                              f"centroids and needs at least {k} vectors ({MIN_POINTS_PER_CENTROID * k} to train well); "
+                              f"use a smaller IVF nlist or fewer PQ bits, or exact search (Flat)")
+        if n < MIN_POINTS_PER_CENTROID * k:
+            log.warning("training %s on %d vectors: its %s k-means (%d centroids) wants %d", factory, n, what, k,
+                        MIN_POINTS_PER_CENTROID * k)
+        size = train_sample_size(n, k)
         rng = np.random.default_rng(seed)
-        sample = vectors if len(vectors) <= TRAIN_SAMPLE else vectors[rng.choice(len(vectors), TRAIN_SAMPLE, replace=False)]
-        index.train(sample)
+        sample = vectors if size >= n else vectors[rng.choice(n, size, replace=False)]
+        try:
+            index.train(sample)
+        except RuntimeError as exc:  # a structure kmeans_sizes does not know; say what to change
+            raise ConfigError(f"FAISS could not train {factory!r} on {len(sample)} of {n} vectors: "
+                              f"{str(exc).strip().splitlines()[-1]}; change serve.ann_factory") from exc
     for start in range(0, len(vectors), ADD_BATCH):
         index.add_with_ids(vectors[start:start + ADD_BATCH], ids[start:start + ADD_BATCH])
     set_search_params(index, search_params or {})

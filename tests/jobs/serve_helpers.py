@@ -110,3 +110,36 @@ def ready(serve_ready, tmp_path):
     root = tmp_path / "lake"
     shutil.copytree(serve_ready, root)
     return serve_settings(root)
+
+
+def clustered_vectors(n: int, d: int = 16, clusters: int = 10, noise: float = 0.3, seed: int = 0):
+    """``n`` L2-normalised float32 vectors of dim ``d`` around ``clusters`` random centres (an ANN's hard case:
+    many near neighbours across cell borders)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(12345).normal(size=(clusters, d))  # the same centres for keyphrases and items
+    x = centres[rng.integers(clusters, size=n)] + noise * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def embedded_keyphrase_world(root: Path, n_kp: int, n_items: int = 300, dim: int = 16, version: str = "v1", **serve):
+    """A lake ready for ``kp index`` without Spark or a model: ``n_kp`` keyphrases and ``n_items`` items with
+    clustered embeddings of model ``version`` (the champion; its model directory holds only a marker file)."""
+    import numpy as np
+
+    from keyphrase_pipeline.core.layout import embeddings_dir, model_dir
+
+    s = make_settings(root, serve={"dim": dim, "quantize": False, **serve}, train={"matryoshka_dims": [32, dim]})
+    lake = Lake.from_settings(s)
+    write_parquet_atomic(keyphrases(n_kp), lake.path("keyphrases"))
+    model = Path(model_dir(s, version))
+    model.mkdir(parents=True)
+    (model / "README").write_text("embeddings written by the test; no model needed to index them\n")
+    lake.write_pointer(lake.path("registry", "CHAMPION"), version)
+    for what, n, first_id, seed in (("keyphrases", n_kp, 100, 0), ("items", n_items, 1, 1)):
+        vecs = clustered_vectors(n, dim, seed=seed)
+        df = pd.DataFrame({"id": np.arange(first_id, first_id + n, dtype=np.int64), "text_hash": [f"h{i}" for i in range(n)],
+                           "embedding": list(vecs), "model_version": version})
+        write_parquet_atomic(df, embeddings_dir(s, what, version))
+    return s

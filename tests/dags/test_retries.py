@@ -1,0 +1,133 @@
+"""Which failures Airflow retries: deterministic errors (ConfigError, DataError, GateError) fail the task at once,
+through the one task wrapper ``run_stage`` and through the spark-submit stage operator; anything else keeps
+its retries with backoff."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import types
+
+import pytest
+
+from keyphrase_pipeline.core.errors import ConfigError, DataError, GateError, KPError, SchemaError
+from keyphrase_pipeline.jobs import airflow_tasks as at
+
+DS = "2026-10-05"
+
+
+@pytest.fixture
+def fake_stages(monkeypatch, settings):
+    """``keyphrase_pipeline.jobs.fail_<name>`` stage modules whose ``run`` raises the given exception (and count calls)."""
+    calls: dict[str, int] = {}
+
+    def add(name: str, exc: BaseException):
+        def run(settings, ds, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            raise exc
+
+        monkeypatch.setitem(sys.modules, f"keyphrase_pipeline.jobs.{name}", types.SimpleNamespace(run=run))
+
+    monkeypatch.setattr(at, "settings_for", lambda params=None: settings)
+    add.calls = calls
+    return add
+
+
+@pytest.mark.parametrize("exc", [DataError("no events for 2026-10-05 under raw/events"),
+                                 SchemaError("catalog lacks column title"), ConfigError("serve.dim=7"),
+                                 GateError("index recall@20 0.40 is below serve.min_recall=0.95")])
+def test_deterministic_errors_fail_the_task_without_retry(fake_stages, exc):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    fake_stages("fail_det", exc)
+    with pytest.raises(AirflowFailException) as err:
+        at.run_stage("fail_det", None, DS)
+    assert err.value.__cause__ is exc  # chained: the traceback and the failure callback show the original
+    assert f"stage fail_det for ds={DS}: {type(exc).__name__}: {exc}" in str(err.value) and "not retried" in str(err.value)
+
+
+@pytest.mark.parametrize("exc", [ConnectionError("judge endpoint refused"), MemoryError(), KPError("generic"),
+                                 ConnectionRefusedError(111, "Connection refused")])
+def test_transient_errors_propagate_unchanged_for_airflow_to_retry(fake_stages, exc):
+    fake_stages("fail_transient", exc)
+    with pytest.raises(type(exc)) as err:
+        at.run_stage("fail_transient", None, DS)
+    assert err.value is exc
+
+
+def test_run_stage_imports_the_packaged_stage(monkeypatch, settings):
+    monkeypatch.setattr(at, "settings_for", lambda params=None: settings)
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="DataError: no model: registry/CHAMPION is not set"):
+        at.run_stage("index", None, DS)  # the real stage on an empty lake
+
+
+def test_spark_submit_stage_fails_fast_on_kp_exit_codes(monkeypatch):
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    assert at.deterministic_exit_codes() == {2: "ConfigError", 3: "DataError", 4: "GateError"}
+    op = at.SparkSubmitStage(task_id="t", application=at.spark_application("ctr_labels"), conn_id="spark_default")
+    assert isinstance(op, SparkSubmitOperator) and type(op).__module__ == "keyphrase_pipeline.jobs.airflow_tasks"
+    code = {"rc": 3}
+
+    def fake_execute(self, context):
+        raise AirflowException(f"Cannot execute: spark-submit --master local[2] ctr_labels.py. Error code is: {code['rc']}.")
+
+    monkeypatch.setattr(SparkSubmitOperator, "execute", fake_execute)
+    for rc, meaning in ((2, "ConfigError"), (3, "DataError"), (4, "GateError")):
+        code["rc"] = rc
+        with pytest.raises(AirflowFailException, match=f"spark-submit ctr_labels.py exited {rc} \\({meaning}\\)") as err:
+            op.execute({})
+        assert isinstance(err.value.__cause__, AirflowException)
+    for rc in (1, 137):  # an unexpected failure, a JVM killed: retried
+        code["rc"] = rc
+        with pytest.raises(AirflowException) as err:
+            op.execute({})
+        assert not isinstance(err.value, AirflowFailException)
+
+
+PROBE_DAG = """
+import datetime as dt
+
+from airflow.sdk import DAG, task
+
+from keyphrase_pipeline.jobs import airflow_tasks as at
+
+with DAG("kp_retry_probe", schedule=None, start_date=dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc), catchup=False):
+
+    @task(retries=3, retry_delay=dt.timedelta(seconds=0))
+    def deterministic():
+        return at.run_stage("fail_data", None, "2026-10-05")
+
+    @task(retries=1, retry_delay=dt.timedelta(seconds=0))
+    def transient():
+        return at.run_stage("fail_conn", None, "2026-10-05")
+
+    deterministic()
+    transient()
+"""
+
+
+def test_airflow_does_not_retry_a_deterministic_error_but_retries_a_transient_one(airflow_db, fake_stages, tmp_path):
+    """In a real (in-process) Airflow run: the DataError task fails on try 1 of 4; the ConnectionError task
+    uses its one retry. (A two-task DAG of its own, written to the metadata DB the way the DAG processor does.)"""
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    fake_stages("fail_data", DataError("no events for 2026-10-05"))
+    fake_stages("fail_conn", ConnectionError("endpoint down"))
+    (tmp_path / "kp_retry_probe.py").write_text(PROBE_DAG)
+    bag = DagBag(dag_folder=str(tmp_path))
+    assert bag.import_errors == {}
+    sync_bag_to_db(bag, "dags-folder", None)
+    try:
+        dr = bag.dags["kp_retry_probe"].test()
+        tis = {ti.task_id: ti for ti in dr.get_task_instances()}
+    finally:
+        from airflow.api.common.delete_dag import delete_dag
+
+        delete_dag("kp_retry_probe", keep_records_in_log=False)  # leave the metadata DB as it was
+    assert tis["deterministic"].state == "failed" and tis["deterministic"].try_number == 1
+    assert tis["transient"].state == "failed" and tis["transient"].try_number == 2
+    assert fake_stages.calls == {"fail_data": 1, "fail_conn": 2}
