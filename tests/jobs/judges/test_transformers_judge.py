@@ -29,7 +29,7 @@ def judge(tiny_lm_dir, settings):
 def test_scores_are_p_yes_normalised_over_yes_and_no(judge):
     import torch
 
-    assert judge.name == "transformers" and judge.model == "lm"
+    assert judge.name == "transformers" and judge.model.startswith("lm@")  # name@fingerprint of the files
     assert judge.yes_ids == [judge.tokenizer.convert_tokens_to_ids("yes")]
     assert judge.no_ids == [judge.tokenizer.convert_tokens_to_ids("no")]
     prompts = build_prompts(PROMPTS_DF, judge.settings)
