@@ -249,6 +249,8 @@ def run(settings, ds, shard: int, judge=None) -> dict:
     try:
         done = _done_stats(lake, ds, shard, manifest)  # finished by another worker just before we got the lease
         if done:
+            if lease.last_seen:
+                done.update(waited_for=lease.last_seen.get("holder"), waited_s=round(time.monotonic() - t_wait, 2))
             return done
         pairs = read_parquet(layout.pairs_dir(lake, ds, shard), contract="pairs")
         if judge is None:
