@@ -51,6 +51,8 @@ def test_two_processes_labelling_the_same_shard_pay_for_each_pair_once(shard_wor
     for w in workers:
         w.join(30)
     assert [o[0] for o in out] == ["ok", "ok"], out
+    billed = Counter(llm_server.answered)
+    assert len(billed) == N_PAIRS and set(billed.values()) == {1}  # each pair judged exactly once
     stats = sorted((o[1] for o in out), key=lambda st: st["judged"])
     waiter, holder = stats
     assert holder["judged"] == N_PAIRS and not holder["skipped"]
@@ -58,8 +60,6 @@ def test_two_processes_labelling_the_same_shard_pay_for_each_pair_once(shard_wor
     assert waiter["skipped"] and waiter["judged"] == 0 and waiter["judge_calls"] == 0
     assert waiter["waited_for"].split(":")[1] == str(holder["worker_pid"])  # host:pid:token of the holder
     assert {waiter["worker_pid"], holder["worker_pid"]} == {r[1] for r in ready}
-    billed = Counter(llm_server.answered)
-    assert len(billed) == N_PAIRS and set(billed.values()) == {1}  # each pair judged exactly once
     lake = Lake.from_settings(s)
     assert not os.path.exists(layout.shard_lease_path(lake, DS, 0))  # released
     assert label_store.run(s, DS)["rows"] == N_PAIRS
