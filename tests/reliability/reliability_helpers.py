@@ -31,6 +31,7 @@ class FakeLLM:
     def __init__(self):
         self.state = "up"
         self.delay_s = 0.0  # seconds before each answer (keeps a worker busy for the concurrency tests)
+        self.maybe: set[str] = set()  # prompts answered "Maybe" (no yes/no token; billed like any answer)
         self.fail_after: int | None = None
         self.answered: list[str] = []
         self.refused = 0
@@ -64,6 +65,13 @@ class FakeLLM:
                     return self._send(503, {"error": "too late"})
                 if fake.delay_s:
                     time.sleep(fake.delay_s)
+                if prompt in fake.maybe:
+                    top = [{"token": "Maybe", "logprob": -0.3}, {"token": "Perhaps", "logprob": -1.6}]
+                    with fake.lock:
+                        fake.answered.append(prompt)
+                    return self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Maybe"},
+                                                         "logprobs": {"content": [{"token": "Maybe", "logprob": -0.3,
+                                                                                   "top_logprobs": top}]}}]})
                 p = fake.p_yes(prompt)
                 top = [{"token": "Yes", "logprob": math.log(p)}, {"token": "No", "logprob": math.log(1 - p)}]
                 with fake.lock:
