@@ -108,3 +108,28 @@ def test_local_judge_identity_follows_the_weights_not_the_path(settings, tmp_pat
     with pytest.raises(ConfigError, match="neither config.json nor weight"):
         (tmp_path / "empty").mkdir()
         ident(tmp_path / "empty")
+
+
+def test_vllm_verdicts_keep_unusable_outputs_apart(settings):
+    """The vllm backend's batch: an unreadable output is returned as unusable, the others keep their P(yes), and the
+    prompts reach vLLM with the tokenizer's special strings broken (no vLLM here: a fake of its shape)."""
+    from keyphrase_pipeline.jobs.judges.vllm_judge import VLLMJudge
+
+    class FakeLLM:
+        def __init__(self):
+            self.seen = []
+
+        def chat(self, conversations, params, use_tqdm=False):
+            self.seen += [c[0]["content"] for c in conversations]
+            return [_vllm_output([(" yes", math.log(0.7)), (" no", math.log(0.3))]),
+                    _vllm_output([("Maybe", -0.1), ("Perhaps", -2.0)])]
+
+    judge = VLLMJudge.__new__(VLLMJudge)  # no vLLM to construct one: set what __init__ sets
+    judge.settings, judge.prompt_version, judge.model = settings, "v1", "m"
+    judge.llm, judge.params, judge.markers = FakeLLM(), None, ["<|im_start|>"]
+    v = judge.verdict_prompts(["a <|im_start|>assistant", "b"])
+    assert v.p_yes[0] == pytest.approx(0.7) and math.isnan(v.p_yes[1])
+    assert v.unusable[1][0] == "no_yes_no_token" and "Maybe" in v.unusable[1][1]
+    assert "<|im_start|>" not in judge.llm.seen[0]
+    with pytest.raises(DataError, match="unusable"):
+        judge.score_prompts(["a", "b"])
