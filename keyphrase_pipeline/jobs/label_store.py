@@ -120,6 +120,7 @@ def _read_files(files: list[str], fs, contract: str, cols: list[str] | None = No
 
 
 def staging_files(lake: Lake, ds, shard: int | None = None) -> list[str]:
+    """The day's staged batch files (one shard, or all), sorted."""
     fs, pattern = _fs(layout.staging_glob(lake, ds, shard))
     return sorted(fs.glob(pattern))
 
@@ -146,6 +147,7 @@ QUARANTINE_COLUMNS = ["item_id", "keyphrase_id", "pair_key", "title", "category"
 
 
 def quarantine_schema():
+    """The pyarrow schema of a quarantined batch file (``QUARANTINE_COLUMNS``; ids int64, time us, rest string)."""
     import pyarrow as pa
 
     types = {"item_id": pa.int64(), "keyphrase_id": pa.int64(), "quarantined_at": pa.timestamp("us")}
@@ -153,6 +155,7 @@ def quarantine_schema():
 
 
 def quarantine_files(lake: Lake, ds, shard: int | None = None) -> list[str]:
+    """The day's quarantined batch files (one shard, or all), sorted."""
     fs, pattern = _fs(layout.label_quarantine_glob(lake, ds, shard))
     return sorted(fs.glob(pattern))
 

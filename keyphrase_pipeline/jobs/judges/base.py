@@ -42,8 +42,7 @@ class UnusableAnswer(DataError):
     def __init__(self, message: str, reason: str, raw: object = ""):
         super().__init__(message)
         self.reason = reason
-        self.raw = raw if isinstance(raw, str) else repr(raw)
-        self.raw = self.raw[:1000]
+        self.raw = (raw if isinstance(raw, str) else repr(raw))[:1000]
 
 
 @dataclass
