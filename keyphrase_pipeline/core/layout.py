@@ -11,11 +11,17 @@ the right-hand column names the function of this module (or ``Lake``) that build
     <ctr_labels|sr_labels>/ds=D/                      30-day CTR labels; search-relevance pass-through
     <ctr_labels|sr_labels>/ds=D/_stats.json           the partition's stats (informative) partition_stats_path
     quarantine/<dataset>/ds=D/                        bad input rows with a ``reason`` column
+    quarantine/llm_labels/ds=D/shard=NNNNN/batch-NNNNN.parquet   pairs the judge gave no usable answer
+                                                      (reason, raw_answer)      label_quarantine_dir, batch_file_name
     pairs/ds=D/_MANIFEST.json                         selection manifest (run id, shards, counts)  pairs_manifest_path
     pairs/ds=D/shard=NNNNN/part-00000.parquet         one shard of the day's pairs        pairs_dir, part_file
     llm_labels/staging/ds=D/shard=NNNNN/batch-NNNNN.parquet   one judged batch          staging_dir, batch_file_name
     llm_labels/staging/ds=D/shard=NNNNN/_DONE         the shard is complete               done_marker
+    llm_labels/staging/ds=D/shard=NNNNN/_LEASE        the shard's claim by one live worker shard_lease_path
     llm_labels/store/ds=D/part-00000.parquet          the label store (one file per day, append-only by day)
+    llm_labels/store/_PAIR_KEYS.json                  the store's pair_key encoding version  pair_keys_marker
+    llm_labels/store/_LEASE                           held by the one process writing the store (merge, key migration)
+                                                                                          store_lease_path
     registry/CHAMPION, registry/CROSS_LATEST          pointers                            registry_pointer
     registry/champion_history.jsonl                   every promotion                     champion_history_path
     registry/<students|cross>/<v>/                    one trained version                 registry_version_dir
@@ -50,6 +56,9 @@ from keyphrase_pipeline.core.lake import SUCCESS, Lake, is_local  # noqa: F401 (
 PAIRS_MANIFEST = "_MANIFEST.json"    # pairs/ds=D: what the selection wrote
 PART_FILE = "part-00000.parquet"     # the one file of a directory written by pyarrow/pandas (not Spark)
 SHARD_DONE = "_DONE"                 # llm_labels/staging/ds=D/shard=N: every pair of the shard is judged
+SHARD_LEASE = "_LEASE"               # staging/ds=D/shard=N and llm_labels/store: the one live worker writing there
+PAIR_KEYS_MARKER = "_PAIR_KEYS.json"  # llm_labels/store: which pair_key encoding the store's rows carry
+LABEL_QUARANTINE = "llm_labels"      # quarantine/llm_labels/ds=D/shard=N: pairs without a usable judge answer
 SERVING_MANIFEST = "manifest.json"   # serving/versions/<id>: checksums of every file of the bundle
 INDEX_META = "index_meta.json"       # serving/builds/ds=D: index factory, recall, model version
 INDEX_FILE = "index.faiss"           # serving/builds/ds=D and each serving version: the FAISS index
@@ -119,6 +128,34 @@ def staging_glob(settings, ds, shard: int | None = None) -> str:
 def done_marker(settings, ds, shard: int) -> str:
     """``llm_labels/staging/ds=D/shard=NNNNN/_DONE``: JSON stats of a fully judged shard, with the pairs run id."""
     return f"{staging_dir(settings, ds, shard)}/{SHARD_DONE}"
+
+
+def shard_lease_path(settings, ds, shard: int) -> str:
+    """``llm_labels/staging/ds=D/shard=NNNNN/_LEASE``: the claim of the worker labelling the shard now."""
+    return f"{staging_dir(settings, ds, shard)}/{SHARD_LEASE}"
+
+
+def label_quarantine_dir(settings, ds, shard: int | None = None) -> str:
+    """``quarantine/llm_labels/ds=D/`` or one shard's ``.../shard=NNNNN/``: one ``batch-NNNNN.parquet`` per judged
+    batch that held pairs without a usable answer (same batch number as the batch's staged labels)."""
+    base = lake_of(settings).path("quarantine", LABEL_QUARANTINE, ds=ds)
+    return base if shard is None else f"{base}/{shard_dir_name(shard)}"
+
+
+def label_quarantine_glob(settings, ds, shard: int | None = None) -> str:
+    """A glob of the quarantined batch files of one shard, or of every shard of the day."""
+    base = label_quarantine_dir(settings, ds, shard)
+    return f"{base}/{BATCH_GLOB}" if shard is not None else f"{base}/shard=*/{BATCH_GLOB}"
+
+
+def pair_keys_marker(settings) -> str:
+    """``llm_labels/store/_PAIR_KEYS.json``: {"version": N, ...}, the pair_key encoding of every stored row."""
+    return lake_of(settings).path("llm_store", PAIR_KEYS_MARKER)
+
+
+def store_lease_path(settings) -> str:
+    """``llm_labels/store/_LEASE``: held by the one process writing the label store (a merge, the key migration)."""
+    return lake_of(settings).path("llm_store", SHARD_LEASE)
 
 
 # ---- the model registry (local or mounted filesystem) ------------------------------------------------

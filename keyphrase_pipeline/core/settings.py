@@ -94,6 +94,16 @@ class JudgeSettings(BaseModel):
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="label = p_yes >= threshold")
     simulated_accuracy: float = Field(0.9, ge=0.5, le=1.0, description="Simulated annotator agreement with truth.")
     device: str = Field("auto", description="auto|cpu|cuda")
+    model_revision: str = Field("", description="Revision of the judge model (HF commit, deployment tag); part of "
+                                "the judge identity hashed into pair_key. Bump it when the weights behind a served "
+                                "model name change (openai/vllm); local directories are fingerprinted anyway.")
+    max_unparsable_share: float = Field(0.05, ge=0.0, le=1.0, description="A shard fails (DataError, not done) when "
+                                        "more than this share of its pairs got no usable judge answer (no yes/no "
+                                        "token, malformed); below it those pairs are quarantined and the shard finishes.")
+    lease_ttl_s: float = Field(300.0, gt=0, description="A shard's lease is stale (taken over by another worker) "
+                               "when its holder's heartbeat is older than this; the holder beats every ttl/4.")
+    lease_wait_s: float = Field(1800.0, ge=0, description="How long a worker waits for another live worker's lease on "
+                                "the same shard before giving up with exit code 1 (retry later).")
 
 
 class TrainSettings(BaseModel):

@@ -1,11 +1,25 @@
 """The LLM label store: merge a day's labelled shards into ``llm_labels/store/ds=D/`` and read it back.
 
-Every label is keyed by ``pair_key`` = sha1 of (item title, category, keyphrase, judge model, prompt
-version): the same question asked of the same judge is never paid for twice. ``kp merge-labels --ds D``
-runs after the fan-out (``kp label``): it refuses while a shard of the day's pairs is not done, takes
-every staged batch of the day, drops pairs already stored on earlier days, atomically replaces the
-day's partition and records stats (counts, yes-rate, P(yes) histogram, agreement with CTR positives)
-in ``runs/ds=D/llm_labels.json``.
+Every label is keyed by ``pair_key`` (v2) = sha1 of the concatenated sha1 hex digests of item title,
+category, keyphrase, judge identity and prompt version (``pair_key``; in Spark ``pair_key_column``): each
+field is hashed on its own, so no text can move a field boundary (v1 joined the raw fields with ``\x1f``,
+so ``("a\x1fb", "c")`` and ``("a", "b\x1fc")`` collided). The same question asked of the same judge is never
+paid for twice. ``kp merge-labels --ds D`` runs after the fan-out (``kp label``): it refuses while a shard
+of the day's pairs is not done, takes every staged batch of the day (keys recomputed from the rows), drops
+pairs already stored on earlier days, atomically replaces the day's partition and records stats (counts,
+yes-rate, P(yes) histogram, agreement with CTR positives, pairs quarantined for unusable answers) in
+``runs/ds=D/llm_labels.json``.
+
+**Stores written with v1 keys** are migrated once, automatically: the first select-pairs, label or merge
+run that finds no ``llm_labels/store/_PAIR_KEYS.json`` (version 2) takes the store's lease (``_LEASE``),
+recomputes every stored row's key from its own columns (title, category, keyphrase, judge_model,
+prompt_version; rows are never re-judged), rewrites each day atomically and writes the marker; other
+processes wait for it. Labels whose ``judge_model`` equals today's judge identity (the openai/vllm served
+name, the simulated annotator) are found again at once. Labels of a LOCAL model were stored under the
+directory's name only, which cannot tell two models apart, so they are not matched to the fingerprinted
+identity unless the operator vouches for them: ``kp merge-labels --migrate-keys --adopt-legacy-model NAME``
+relabels rows of judge ``NAME`` as the configured judge. ``text_hash`` (training's dedupe key, no money
+involved) keeps its v1 form so held-out splits do not move.
 
 ``read_labels(settings, upto_ds)`` gives the training engineer every stored label, one row per pair_key.
 """
@@ -21,35 +35,69 @@ import pandas as pd
 from keyphrase_pipeline.core.contracts import arrow_schema, check_pandas, columns
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core import layout
-from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, parse_ds
+from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, is_local, parse_ds, write_parquet_file_atomic
 
 log = logging.getLogger(__name__)
 
-SEP = "\x1f"  # unit separator: cannot occur in sanitised text, so field boundaries are unambiguous
+SEP = "\x1f"  # v1 separator (text_hash and legacy pair_keys only): raw text CAN hold it, see pair_key
+PAIR_KEY_VERSION = 2
 LABEL_COLUMNS = columns("llm_labels")
+KEY_FIELDS = ["title", "category", "keyphrase", "judge_model", "prompt_version"]
 
 
 # ---- keys --------------------------------------------------------------------------------------------
+def _text(f: object) -> str:
+    return "" if f is None else str(f)
+
+
 def _sha1(*fields: object) -> str:
-    return hashlib.sha1(SEP.join("" if f is None else str(f) for f in fields).encode("utf-8")).hexdigest()
+    return hashlib.sha1(SEP.join(_text(f) for f in fields).encode("utf-8")).hexdigest()
+
+
+def _field_sha1(f: object) -> str:
+    return hashlib.sha1(_text(f).encode("utf-8")).hexdigest()
 
 
 def text_hash(title: object, category: object, keyphrase: object) -> str:
-    """sha1 of (title, category, keyphrase); Spark: ``sha1(concat_ws('\\x1f', coalesce(...)))``."""
+    """sha1 of (title, category, keyphrase) joined by ``\x1f`` (v1 form, kept: held-out splits and soft labels
+    are keyed by it); Spark: ``sha1(concat_ws('\\x1f', coalesce(...)))``."""
     return _sha1(title, category, keyphrase)
 
 
 def pair_key(title: object, category: object, keyphrase: object, judge_model: str, prompt_version: str) -> str:
-    """sha1 of (title, category, keyphrase, judge model, prompt version) — the label store's key."""
+    """The label store's key (v2): sha1 hex of the concatenation of the five fields' own sha1 hex digests
+    (title, category, keyphrase, judge identity, prompt version; None counts as ""). Fixed-width digests make
+    the encoding unambiguous whatever the text holds. Spark: ``pair_key_column``."""
+    return hashlib.sha1("".join(_field_sha1(f) for f in (title, category, keyphrase, judge_model, prompt_version))
+                        .encode("ascii")).hexdigest()
+
+
+def legacy_pair_key(title: object, category: object, keyphrase: object, judge_model: str, prompt_version: str) -> str:
+    """The v1 key (fields joined by ``\x1f``), only to check rows written before v2 during the migration."""
     return _sha1(title, category, keyphrase, judge_model, prompt_version)
 
 
 def pair_keys(df: pd.DataFrame, judge_model: str, prompt_version: str) -> pd.Series:
-    """``pair_key`` (40-char hex sha1) of each row of ``df`` (columns ``title, category, keyphrase``), as an
-    object Series on ``df``'s index. KeyError when a column is missing."""
+    """``pair_key`` (40-char hex sha1) of each row of ``df`` (columns ``title, category, keyphrase``) for one judge
+    and prompt, as an object Series on ``df``'s index. KeyError when a column is missing."""
     return pd.Series([pair_key(t, c, k, judge_model, prompt_version)
                       for t, c, k in zip(df["title"], df["category"], df["keyphrase"], strict=True)],
                      index=df.index, dtype=object)
+
+
+def row_pair_keys(df: pd.DataFrame) -> pd.Series:
+    """``pair_key`` of each label row from its own columns (title, category, keyphrase, judge_model, prompt_version)."""
+    return pd.Series([pair_key(*fields) for fields in zip(*(df[c] for c in KEY_FIELDS), strict=True)],
+                     index=df.index, dtype=object)
+
+
+def pair_key_column(judge_model: str, prompt_version: str, title: str = "title", category: str = "category",
+                    keyphrase: str = "keyphrase"):
+    """The Spark column equal to ``pair_key`` of the named string columns for one judge and prompt."""
+    from pyspark.sql import functions as F
+
+    fields = [F.sha1(F.coalesce(F.col(c), F.lit(""))) for c in (title, category, keyphrase)]
+    return F.sha1(F.concat(*fields, F.lit(_field_sha1(judge_model) + _field_sha1(prompt_version))))
 
 
 def _fs(path: str):
@@ -87,6 +135,71 @@ def read_staging(lake: Lake, ds, cols: list[str] | None = None) -> pd.DataFrame:
     parquet raises pyarrow's ArrowInvalid (exit 1)."""
     fs, _ = _fs(lake.path("llm_staging"))
     return _read_files(staging_files(lake, ds), fs, "llm_labels", cols)
+
+
+def staged_keys(lake: Lake, ds, shard: int | None = None) -> set[str]:
+    """pair_keys staged for the day (one shard, or all), recomputed from the rows' own columns, so rows staged
+    by an older worker (v1 keys) count too."""
+    fs, _ = _fs(lake.path("llm_staging"))
+    files = staging_files(lake, ds, shard)
+    if not files:
+        return set()
+    return set(row_pair_keys(_read_files(files, fs, "llm_labels", KEY_FIELDS)))
+
+
+# ---- quarantine: pairs without a usable judge answer ----------------------------------------------------
+QUARANTINE_COLUMNS = ["item_id", "keyphrase_id", "pair_key", "title", "category", "keyphrase", "source", "judge",
+                      "judge_model", "prompt_version", "reason", "raw_answer", "quarantined_at"]
+
+
+def quarantine_schema():
+    """The pyarrow schema of a quarantined batch file (``QUARANTINE_COLUMNS``; ids int64, time us, rest string)."""
+    import pyarrow as pa
+
+    types = {"item_id": pa.int64(), "keyphrase_id": pa.int64(), "quarantined_at": pa.timestamp("us")}
+    return pa.schema([(c, types.get(c, pa.string())) for c in QUARANTINE_COLUMNS])
+
+
+def quarantine_files(lake: Lake, ds, shard: int | None = None) -> list[str]:
+    """The day's quarantined batch files (one shard, or all), sorted."""
+    fs, pattern = _fs(layout.label_quarantine_glob(lake, ds, shard))
+    return sorted(fs.glob(pattern))
+
+
+def write_quarantine(lake: Lake, ds, shard: int, index: int, rows: pd.DataFrame) -> str:
+    """Write one batch's quarantined pairs (``QUARANTINE_COLUMNS``) atomically as
+    ``quarantine/llm_labels/ds=D/shard=NNNNN/batch-NNNNN.parquet``; returns the path."""
+    import pyarrow as pa
+
+    df = rows[QUARANTINE_COLUMNS].copy()
+    df["quarantined_at"] = pd.to_datetime(df["quarantined_at"], utc=True).dt.tz_localize(None).astype("datetime64[us]")
+    table = pa.Table.from_pandas(df, schema=quarantine_schema(), preserve_index=False)
+    path = f"{layout.label_quarantine_dir(lake, ds, shard)}/{layout.batch_file_name(index)}"
+    return write_parquet_file_atomic(_ArrowFrame(table), path)
+
+
+class _ArrowFrame:
+    """A pyarrow Table with pandas' ``to_parquet`` (for ``write_parquet_file_atomic``), so the file keeps the
+    declared schema even when a column is all null."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def to_parquet(self, where, index=False) -> None:
+        import pyarrow.parquet as pq
+
+        pq.write_table(self.table, where)
+
+
+def read_quarantine(lake: Lake, ds, shard: int | None = None, cols: list[str] | None = None) -> pd.DataFrame:
+    """The day's quarantined pairs (one shard, or all), one row per quarantined answer."""
+    import pyarrow.parquet as pq
+
+    files = quarantine_files(lake, ds, shard)
+    if not files:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in (cols or QUARANTINE_COLUMNS)})
+    fs, _ = _fs(files[0])
+    return pd.concat([pq.read_table(f, filesystem=fs, columns=cols).to_pandas() for f in files], ignore_index=True)
 
 
 def store_partitions(lake: Lake) -> list[str]:
@@ -182,10 +295,13 @@ def run(settings, ds) -> dict:
 
     Rows whose pair_key is in the store on an earlier day are dropped; the day's partition is replaced.
 
+    Holds the store's lease while it writes (and migrates v1 keys first, once).
+
     Raises:
         ConfigError: (exit 2) ``ds`` is not YYYY-MM-DD.
         DataError: (exit 3) no pairs manifest for the day (run select-pairs); a shard of the manifest not done
             for the manifest's run id (run ``kp label --all``).
+        LeaseBusy: (exit 1) another process kept the store busy past ``judge.lease_wait_s``.
         SchemaError: (exit 3) a staged batch, the merged labels or the day's ``ctr_labels`` break their contract.
 
     A staged file that is not parquet raises pyarrow's ArrowInvalid, a manifest that is not JSON
@@ -201,9 +317,23 @@ def run(settings, ds) -> dict:
     if not_done:
         raise DataError(f"cannot merge ds={ds}: shard(s) {not_done} of {len(manifest['shards'])} not labelled yet "
                         f"(run `kp label --ds {ds} --all`)")
+    lease = store_lease(settings)  # one writer of the store at a time (another merge, the key migration)
+    if lease is not None:
+        lease.acquire(settings.judge.lease_wait_s)
+    try:
+        if not _keys_current(lake):
+            _make_keys_current(settings, lake)
+        return _merge(settings, lake, ds, manifest)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def _merge(settings, lake: Lake, ds: str, manifest: dict) -> dict:
     staged = read_staging(lake, ds)
     n_staged = len(staged)
     if n_staged:
+        staged["pair_key"] = row_pair_keys(staged)  # v2 keys even for rows an older worker staged
         staged = staged.sort_values(["labelled_at", "pair_key"], kind="mergesort").drop_duplicates("pair_key")
     n_unique = len(staged)
     earlier = read_store_keys(lake, before_ds=ds, among=staged["pair_key"]) if n_unique else set()
@@ -215,7 +345,13 @@ def run(settings, ds) -> dict:
     write_label_table(day if len(day) else pd.DataFrame(columns=LABEL_COLUMNS), target)
 
     stats = label_stats(settings, lake, ds, day)
+    quarantined = read_quarantine(lake, ds, cols=["pair_key", "reason"])
+    quarantined = quarantined[~quarantined["pair_key"].isin(set(staged["pair_key"]) if n_unique else set())]
+    quarantined = quarantined.drop_duplicates("pair_key", keep="last")
     stats.update({
+        "quarantined": int(len(quarantined)),
+        "quarantined_by_reason": {str(k): int(v) for k, v in quarantined["reason"].value_counts().sort_index().items()},
+        "quarantine_path": layout.label_quarantine_dir(lake, ds),
         "rows": int(len(day)),
         "staged_rows": int(n_staged),
         "duplicates_in_staging": int(n_staged - n_unique),
@@ -225,8 +361,8 @@ def run(settings, ds) -> dict:
         "path": target,
     })
     lake.write_run_stats(ds, "llm_labels", stats)
-    log.info("merged %d labels for ds=%s (yes-rate %s, CTR-positive agreement %s)", len(day), ds,
-             stats["yes_rate"], stats["agreement_ctr_positive"])
+    log.info("merged %d labels for ds=%s (yes-rate %s, CTR-positive agreement %s, %d pairs quarantined)", len(day),
+             ds, stats["yes_rate"], stats["agreement_ctr_positive"], stats["quarantined"])
     return stats
 
 
@@ -270,6 +406,115 @@ def _ctr_positive_mask(lake: Lake, ds: str, day: pd.DataFrame) -> pd.Series:
     return day["source"] == "ctr_positive"
 
 
+# ---- pair_key migration (v1 -> v2) ---------------------------------------------------------------------
+def pair_keys_version(lake: Lake) -> int:
+    """The store's pair_key encoding: the marker's version; 1 for a store without one; 2 when the store is empty."""
+    marker = layout.pair_keys_marker(lake)
+    if lake.exists(marker):
+        return int(lake.read_json(marker).get("version", 1))
+    return 1 if store_partitions(lake) else PAIR_KEY_VERSION
+
+
+def migrate_pair_keys(settings, adopt_legacy_model: str | None = None) -> dict:
+    """Rewrite every stored day with v2 keys recomputed from each row's own columns, then write the marker.
+
+    Idempotent (a v2 store is rewritten to itself; days whose keys do not change are not rewritten).
+    ``adopt_legacy_model``: rows whose ``judge_model`` is that id (e.g. ``smollm2-135m``, a local model's
+    pre-v2 id) are relabelled as the configured judge (``judge_model_id(settings)``) first: the operator
+    vouches that they came from the same weights. Returns counts (days, rows, rows rekeyed, rows whose stored
+    key was neither their v1 nor v2 key, duplicates dropped, rows adopted). Call it holding the store's lease
+    (``ensure_pair_keys_current`` and ``migrate_with_lease`` do)."""
+    from keyphrase_pipeline.jobs.judges.base import judge_model_id
+
+    lake = Lake.from_settings(settings)
+    adopt_to = judge_model_id(settings) if adopt_legacy_model else None
+    out = {"days": 0, "rows": 0, "rekeyed": 0, "unverified": 0, "duplicates_dropped": 0, "adopted": 0}
+    for d in store_partitions(lake):
+        df = _read_store_day(lake, d)
+        out["days"] += 1
+        if not len(df):
+            continue
+        changed = False
+        if adopt_to:
+            hit = df["judge_model"] == adopt_legacy_model
+            if hit.any():
+                df.loc[hit, "judge_model"] = adopt_to
+                out["adopted"] += int(hit.sum())
+                changed = True
+        stored = df["pair_key"].astype(object)
+        legacy = pd.Series([legacy_pair_key(*f) for f in zip(*(df[c] for c in KEY_FIELDS), strict=True)], index=df.index)
+        new = row_pair_keys(df)
+        out["unverified"] += int(((stored != legacy) & (stored != new)).sum())
+        out["rekeyed"] += int((stored != new).sum())
+        if (stored != new).any() or changed:
+            df["pair_key"] = new
+            before = len(df)
+            df = df.sort_values(["labelled_at", "pair_key"], kind="mergesort").drop_duplicates("pair_key")
+            out["duplicates_dropped"] += before - len(df)
+            write_label_table(df.sort_values("pair_key").reset_index(drop=True), lake.path("llm_store", ds=d))
+        out["rows"] += int(len(df))
+    marker = {"version": PAIR_KEY_VERSION, "encoding": "sha1(concat(sha1(title), sha1(category), sha1(keyphrase), "
+              "sha1(judge_model), sha1(prompt_version)))", "migrated_at": pd.Timestamp.now(tz="UTC").isoformat(), **out}
+    if adopt_legacy_model:
+        marker["adopted_from"] = {adopt_legacy_model: adopt_to}
+    lake.write_json(layout.pair_keys_marker(lake), marker)
+    log.warning("label store keys migrated to v%d: %s", PAIR_KEY_VERSION, out)
+    return out
+
+
+def store_lease(settings):
+    """The lease every writer of the store holds (``llm_labels/store/_LEASE``), or None on a lake without leases
+    (object stores: the rewrites are idempotent and the DAG runs one merge at a time)."""
+    lake = Lake.from_settings(settings)
+    if not is_local(lake.root):
+        return None
+    from keyphrase_pipeline.jobs.lease import Lease
+
+    return Lease(layout.store_lease_path(lake), settings.judge.lease_ttl_s, what="the label store")
+
+
+def _keys_current(lake: Lake) -> bool:
+    return lake.exists(layout.pair_keys_marker(lake)) and pair_keys_version(lake) >= PAIR_KEY_VERSION
+
+
+def ensure_pair_keys_current(settings) -> dict | None:
+    """Make sure the store carries v2 keys before anyone compares keys with it: a v1 store is migrated once
+    (``migrate_pair_keys``, see the module docstring) under the store's lease (other processes wait for the
+    marker, up to ``judge.lease_wait_s``); an empty store just gets the marker. Returns the migration counts,
+    or None when nothing had to be done. Raises LeaseBusy (exit 1) when the store stays busy past the wait."""
+    lake = Lake.from_settings(settings)
+    if _keys_current(lake):
+        return None
+    lease = store_lease(settings)
+    if lease is None:
+        return _make_keys_current(settings, lake)
+    if not lease.acquire(settings.judge.lease_wait_s, stop_waiting=lambda: _keys_current(lake)):
+        return None
+    try:
+        return None if _keys_current(lake) else _make_keys_current(settings, lake)
+    finally:
+        lease.release()
+
+
+def _make_keys_current(settings, lake: Lake) -> dict | None:
+    if not store_partitions(lake):
+        lake.write_json(layout.pair_keys_marker(lake), {"version": PAIR_KEY_VERSION, "days": 0, "rows": 0})
+        return None
+    return migrate_pair_keys(settings)
+
+
+def migrate_with_lease(settings, adopt_legacy_model: str | None = None) -> dict:
+    """``migrate_pair_keys`` holding the store's lease (``kp merge-labels --migrate-keys``)."""
+    lease = store_lease(settings)
+    if lease is not None:
+        lease.acquire(settings.judge.lease_wait_s)
+    try:
+        return migrate_pair_keys(settings, adopt_legacy_model)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
 # ---- reading ---------------------------------------------------------------------------------------------
 def read_labels(settings, upto_ds=None) -> pd.DataFrame:
     """All stored labels up to ``upto_ds`` (inclusive), one row per pair_key (earliest kept), plus ``ds``.
@@ -310,7 +555,12 @@ _EMPTY_DTYPES = {
 # ---- CLI ------------------------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
     """Add this stage's command-line options to ``parser`` (argparse)."""
-    parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
+    parser.add_argument("--ds", help="logical date YYYY-MM-DD (required unless --migrate-keys)")
+    parser.add_argument("--migrate-keys", action="store_true",
+                        help="rewrite the store's pair_keys to v2 now (done automatically once otherwise)")
+    parser.add_argument("--adopt-legacy-model", default=None, metavar="OLD_ID",
+                        help="with --migrate-keys: relabel stored rows of judge OLD_ID (e.g. a local model's "
+                             "pre-v2 id, its directory name) as the configured judge, so they are not paid again")
 
 
 def main(settings, args) -> int:
@@ -321,6 +571,16 @@ def main(settings, args) -> int:
     (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     import json
 
+    from keyphrase_pipeline.core.errors import ConfigError
+
+    if args.adopt_legacy_model and not args.migrate_keys:
+        raise ConfigError("--adopt-legacy-model needs --migrate-keys")
+    if args.migrate_keys:
+        print(json.dumps(migrate_with_lease(settings, args.adopt_legacy_model), default=str))
+        if not args.ds:
+            return 0
+    if not args.ds:
+        raise ConfigError("kp merge-labels needs --ds (or --migrate-keys)")
     stats = run(settings, args.ds)
     print(json.dumps({k: v for k, v in stats.items() if k != "p_yes_hist"}, default=str))
     return 0

@@ -1,36 +1,53 @@
 """Stage 2b: label one shard of the day's pairs with the configured LLM judge (the fan-out unit).
 
 The Airflow DAG maps ``run`` over the shards listed by ``kp select-pairs`` (pool ``llm``, queue ``gpu``).
-Each judged batch is written at once, atomically, as
-``llm_labels/staging/ds=D/shard=NNNNN/batch-XXXXX.parquet``; a ``_DONE`` marker (holding the pairs
-run id) closes the shard. A killed worker loses at most the batch in flight; a retried or restarted
-shard skips every pair already labelled (staged for this day, or in the store) — so a pair is never
-paid for twice and a rerun of a finished shard calls the judge 0 times.
 
-A pair whose title or keyphrase is blank under the text rule (``keyphrase_pipeline.models.text.clean``:
-whitespace, zero-width, BOM or bidi characters only) is never sent to the judge: ``kp select-pairs``
-quarantines such rows already; a pairs file written otherwise has them skipped and counted
-(``skipped_blank`` in the shard's stats), its rows left in place.
+* **One worker per shard.** A worker first takes the shard's lease ``llm_labels/staging/ds=D/shard=NNNNN/_LEASE``
+  (``keyphrase_pipeline.jobs.lease``: created with O_EXCL, heartbeat every ``judge.lease_ttl_s / 4``). A second
+  worker on the same shard (an Airflow retry whose first try is still alive, a manual rerun) WAITS: when the
+  holder finishes it returns the holder's ``_DONE`` stats with ``skipped``, ``judge_calls: 0`` and
+  ``waited_for`` (exit 0); when the holder stops without finishing it takes the lease and judges only what is
+  left; after ``judge.lease_wait_s`` it raises LeaseBusy (exit 1, retry later). A holder silent for longer
+  than ``judge.lease_ttl_s`` (or whose pid is gone on this host) is taken over (``lease_taken_over`` in stats).
+* **Each judged batch is written at once**, atomically, as ``llm_labels/staging/ds=D/shard=NNNNN/batch-XXXXX.parquet``;
+  a ``_DONE`` marker (holding the pairs run id and the stats) closes the shard. A killed worker loses at most the
+  batch in flight; a retried or restarted shard skips every pair already labelled (staged for this day, in the
+  store, or quarantined for this day), so a pair is never paid for twice and a rerun of a finished shard calls
+  the judge 0 times. When a request fails for good mid-batch, the answers already received are staged first.
+* **Unusable answers are quarantined, not fatal.** A pair whose answer holds no yes/no token (or is malformed,
+  or a score outside [0, 1]) goes to ``quarantine/llm_labels/ds=D/shard=NNNNN/batch-XXXXX.parquet`` with
+  ``reason`` and ``raw_answer``; the shard finishes. Only when more than ``judge.max_unparsable_share`` of the
+  shard's pairs are quarantined does the shard fail (DataError, exit 3, not done; it stops paying as soon as the
+  share is certain to be exceeded); the quarantined answers stay, so a retry does not pay for them again.
+* **Blank text is never sent.** A pair whose title or keyphrase is blank under the text rule
+  (``keyphrase_pipeline.models.text.clean``: whitespace, zero-width, BOM or bidi characters only) is skipped and
+  counted (``skipped_blank``); ``kp select-pairs`` quarantines such rows already.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import numpy as np
 import pandas as pd
 
 from keyphrase_pipeline.jobs.label_store import (
+    ensure_pair_keys_current,
+    pair_keys,
+    quarantine_files,
     read_done,
     read_manifest,
-    read_staging,
+    read_quarantine,
     read_store_keys,
+    staged_keys,
     staging_files,
     text_hash,
-    pair_keys,
     to_label_frame,
+    write_quarantine,
 )
+from keyphrase_pipeline.jobs.lease import Lease
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, ds_str, read_parquet, write_parquet_file_atomic
@@ -39,35 +56,42 @@ from keyphrase_pipeline.models.text import is_blank
 log = logging.getLogger(__name__)
 
 
-def already_labelled(lake: Lake, ds, among) -> set[str]:
-    """Which of ``among`` (pair_keys) were labelled before: staged for this day (any shard, any run)
-    or in the store (any day). Returns a set of pair_key strings, a subset of ``among``.
+def quarantined_keys(lake: Lake, ds, shard: int | None = None) -> set[str]:
+    """pair_keys quarantined for the day (one shard, or all): answered but unusable, not to be asked again today."""
+    return set(read_quarantine(lake, ds, shard, cols=["pair_key"])["pair_key"].tolist())
 
-    A staged file that is not parquet raises pyarrow's ArrowInvalid (exit 1)."""
+
+def already_labelled(lake: Lake, ds, among) -> set[str]:
+    """Which of ``among`` (pair_keys) were labelled before: staged for this day (any shard, any run), or in
+    the store (any day)."""
     among = set(among)
-    staged = set(read_staging(lake, ds, cols=["pair_key"])["pair_key"].tolist()) & among
+    staged = staged_keys(lake, ds) & among
     return staged | read_store_keys(lake, among=among - staged)
 
 
 def _next_batch_index(lake: Lake, ds, shard: int) -> int:
-    files = staging_files(lake, ds, shard)
+    files = staging_files(lake, ds, shard) + quarantine_files(lake, ds, shard)
     if not files:
         return 0
     return max(layout.batch_index(f) for f in files) + 1
 
 
-def _done_stats(lake: Lake, ds: str, shard: int, manifest: dict) -> dict | None:
+def _done_stats(lake: Lake, ds: str, shard: int, manifest: dict, quiet: bool = False) -> dict | None:
     """The stats of a shard already done for this pairs run (nothing to judge), else None."""
     done = read_done(lake, ds, shard)
     if not (done and done.get("run_id") == manifest["run_id"]):
         return None
-    log.info("ds=%s %s already done (%s pairs): nothing to do", ds, layout.shard_dir_name(shard), done.get("pairs"))
+    if not quiet:
+        log.info("ds=%s %s already done (%s pairs): nothing to do", ds, layout.shard_dir_name(shard), done.get("pairs"))
     return {"ds": ds, "shard": shard, "skipped": True, "judged": 0, "judge_calls": 0, "batches": 0,
-            "pairs": done.get("pairs", 0), "already_labelled": done.get("pairs", 0)}
+            "pairs": done.get("pairs", 0), "already_labelled": done.get("pairs", 0),
+            "quarantined": 0, "quarantined_in_shard": done.get("quarantined_in_shard", 0)}
 
 
-def _pairs_to_judge(lake: Lake, ds: str, shard: int, pairs: pd.DataFrame, judge) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the shard's pairs keyed for this judge, those not labelled before)."""
+def _pairs_to_judge(lake: Lake, ds: str, shard: int, pairs: pd.DataFrame,
+                    judge) -> tuple[pd.DataFrame, pd.DataFrame, int, int]:
+    """(the shard's pairs keyed for this judge, those to judge now, how many are quarantined already, how many
+    have a blank title or keyphrase under ``models.text.clean`` and are never sent to the judge)."""
     keys = pair_keys(pairs, judge.model, judge.prompt_version)
     mismatched = int((keys != pairs["pair_key"]).sum())
     if mismatched:
@@ -75,79 +99,143 @@ def _pairs_to_judge(lake: Lake, ds: str, shard: int, pairs: pd.DataFrame, judge)
                     mismatched, judge.model, judge.prompt_version)
     pairs = pairs.assign(pair_key=keys).drop_duplicates("pair_key")
     seen = already_labelled(lake, ds, pairs["pair_key"])
-    todo = pairs[~pairs["pair_key"].isin(seen)].reset_index(drop=True)
+    quarantined = (quarantined_keys(lake, ds) & set(pairs["pair_key"])) - seen
+    todo = pairs[~pairs["pair_key"].isin(seen | quarantined)].reset_index(drop=True)
     blank = np.array([is_blank(t) or is_blank(k) for t, k in zip(todo["title"], todo["keyphrase"], strict=True)],
                      dtype=bool)
     if blank.any():  # never pay the judge for a pair it cannot read (select-pairs quarantines these already)
         log.warning("ds=%s %s: %d pair(s) with a blank title or keyphrase not sent to the judge (item_id %s)", ds,
                     layout.shard_dir_name(shard), int(blank.sum()), todo.loc[blank, "item_id"].head(10).tolist())
         todo = todo[~blank].reset_index(drop=True)
-    log.info("ds=%s %s: %d pairs, %d already labelled, %d to judge with %r", ds, layout.shard_dir_name(shard), len(pairs),
-             len(pairs) - len(todo) - int(blank.sum()), len(todo), judge)
-    return pairs, todo, int(blank.sum())
+    log.info("ds=%s %s: %d pairs, %d already labelled, %d quarantined before, %d blank, %d to judge with %r", ds,
+             layout.shard_dir_name(shard), len(pairs), len(seen), len(quarantined), int(blank.sum()), len(todo), judge)
+    return pairs, todo, len(quarantined), int(blank.sum())
 
 
-def _label_rows(settings, judge, batch: pd.DataFrame) -> pd.DataFrame:
-    """One judge call on ``batch``: its label rows (DataError when the judge returns bad scores)."""
-    p = np.asarray(judge.score(batch), dtype=np.float64)
-    if p.shape != (len(batch),) or not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1:
-        raise DataError(f"judge {judge.name} returned {p.shape} scores outside [0, 1] for {len(batch)} pairs")
-    return pd.DataFrame({
-        "item_id": batch["item_id"].to_numpy(),
-        "keyphrase_id": batch["keyphrase_id"].to_numpy(),
+def _verdicts(judge, batch: pd.DataFrame):
+    """The judge's ``Verdicts`` for ``batch`` (judges without ``verdicts`` are asked with ``score``)."""
+    from keyphrase_pipeline.jobs.judges.base import Verdicts
+
+    if hasattr(judge, "verdicts"):
+        return judge.verdicts(batch)
+    return Verdicts.of(judge.score(batch))
+
+
+def _split_verdicts(settings, judge, batch: pd.DataFrame, v) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(label rows of the pairs answered, quarantine rows of the pairs answered unusably). Pairs left without an
+    answer by ``v.error`` are in neither. Raises DataError when the judge returned the wrong number of scores."""
+    p = np.asarray(v.p_yes, dtype=np.float64)
+    if p.shape != (len(batch),):
+        raise DataError(f"judge {judge.name} returned {p.shape} scores for {len(batch)} pairs")
+    unusable = dict(v.unusable)
+    answered = np.zeros(len(batch), dtype=bool)
+    for i, x in enumerate(p):
+        if i in unusable:
+            continue
+        if np.isfinite(x) and 0.0 <= x <= 1.0:
+            answered[i] = True
+        elif not (np.isnan(x) and v.error is not None):  # NaN under an error: not answered, asked again later
+            unusable[i] = ("invalid_score", repr(float(x)))
+    now = pd.Timestamp.now(tz="UTC")
+    good = batch[answered]
+    rows = pd.DataFrame({
+        "item_id": good["item_id"].to_numpy(),
+        "keyphrase_id": good["keyphrase_id"].to_numpy(),
         "text_hash": [text_hash(t, c, k) for t, c, k in
-                      zip(batch["title"], batch["category"], batch["keyphrase"], strict=True)],
-        "pair_key": batch["pair_key"].to_numpy(),
-        "title": batch["title"].to_numpy(),
-        "category": batch["category"].to_numpy(),
-        "keyphrase": batch["keyphrase"].to_numpy(),
-        "source": batch["source"].to_numpy(),
-        "p_yes": p,
-        "label": (p >= settings.judge.threshold).astype("int32"),
+                      zip(good["title"], good["category"], good["keyphrase"], strict=True)],
+        "pair_key": good["pair_key"].to_numpy(),
+        "title": good["title"].to_numpy(),
+        "category": good["category"].to_numpy(),
+        "keyphrase": good["keyphrase"].to_numpy(),
+        "source": good["source"].to_numpy(),
+        "p_yes": p[answered],
+        "label": (p[answered] >= settings.judge.threshold).astype("int32"),
         "judge": judge.name,
         "judge_model": judge.model,
         "prompt_version": judge.prompt_version,
-        "labelled_at": pd.Timestamp.now(tz="UTC"),
+        "labelled_at": now,
     })
+    idx = sorted(unusable)
+    bad = batch.iloc[idx]
+    quarantine = pd.DataFrame({
+        "item_id": bad["item_id"].to_numpy(), "keyphrase_id": bad["keyphrase_id"].to_numpy(),
+        "pair_key": bad["pair_key"].to_numpy(), "title": bad["title"].to_numpy(),
+        "category": bad["category"].to_numpy(), "keyphrase": bad["keyphrase"].to_numpy(),
+        "source": bad["source"].to_numpy(), "judge": judge.name, "judge_model": judge.model,
+        "prompt_version": judge.prompt_version, "reason": [unusable[i][0] for i in idx],
+        "raw_answer": [str(unusable[i][1]) for i in idx], "quarantined_at": now,
+    })
+    return rows, quarantine
 
 
-def _judge_batches(settings, lake: Lake, ds: str, shard: int, judge, todo: pd.DataFrame) -> dict:
-    """Judge ``todo`` in batches, each written to the staging area at once; returns the counts."""
+def _too_many_unusable(ds: str, shard: int, n_quarantined: int, n_pairs: int, max_share: float, lake: Lake,
+                       by_reason: dict) -> DataError:
+    return DataError(
+        f"ds={ds} {layout.shard_dir_name(shard)}: {n_quarantined} of {n_pairs} pairs "
+        f"({n_quarantined / max(n_pairs, 1):.1%}) got no usable judge answer {by_reason}, above "
+        f"judge.max_unparsable_share={max_share:.1%}; the answers are kept in {layout.label_quarantine_dir(lake, ds, shard)} "
+        "(a retry does not pay for them again). Fix the judge or endpoint and delete that directory to ask again, "
+        "or raise judge.max_unparsable_share")
+
+
+def _judge_batches(settings, lake: Lake, ds: str, shard: int, judge, todo: pd.DataFrame, lease: Lease,
+                   n_pairs: int, quarantined_before: int) -> dict:
+    """Judge ``todo`` in batches, each written to staging (and its unusable answers to the quarantine) at once;
+    returns the counts. Raises the judge's error after keeping what a failing batch answered, DataError as soon
+    as the shard's quarantined share is certain to exceed ``judge.max_unparsable_share``, LeaseLost when
+    another worker took the shard over."""
     chunk = settings.judge.batch_size * settings.judge.concurrency
+    max_share = settings.judge.max_unparsable_share
+    allowed = math.floor(max_share * n_pairs + 1e-9)
     index = _next_batch_index(lake, ds, shard)
     sdir = layout.staging_dir(lake, ds, shard)
-    judged, batches, calls, yes = 0, 0, 0, 0
+    n = {"judged": 0, "batches": 0, "calls": 0, "yes": 0, "quarantined": 0, "by_reason": {}}
+    if quarantined_before > allowed:  # a retry of a shard that already failed this way: pay nothing more
+        raise _too_many_unusable(ds, shard, quarantined_before, n_pairs, max_share, lake, n["by_reason"])
     for start in range(0, len(todo), chunk):
         batch = todo.iloc[start:start + chunk]
-        calls += 1
-        rows = _label_rows(settings, judge, batch)
-        write_parquet_file_atomic(to_label_frame(rows), f"{sdir}/{layout.batch_file_name(index)}")
-        index += 1
-        batches += 1
-        judged += len(batch)
-        yes += int(rows["label"].sum())
-        log.info("ds=%s %s: %d/%d judged", ds, layout.shard_dir_name(shard), judged, len(todo))
-    return {"judged": judged, "batches": batches, "calls": calls, "yes": yes}
+        lease.check()
+        n["calls"] += 1
+        v = _verdicts(judge, batch)
+        rows, bad = _split_verdicts(settings, judge, batch, v)
+        if len(rows):
+            write_parquet_file_atomic(to_label_frame(rows), f"{sdir}/{layout.batch_file_name(index)}")
+        if len(bad):
+            path = write_quarantine(lake, ds, shard, index, bad)
+            log.warning("ds=%s %s: %d pair(s) without a usable answer quarantined in %s (%s)", ds,
+                        layout.shard_dir_name(shard), len(bad), path, sorted(set(bad["reason"])))
+        if len(rows) or len(bad):
+            index += 1
+            n["batches"] += 1
+        n["judged"] += len(rows)
+        n["yes"] += int(rows["label"].sum()) if len(rows) else 0
+        n["quarantined"] += len(bad)
+        for r in bad["reason"]:
+            n["by_reason"][r] = n["by_reason"].get(r, 0) + 1
+        log.info("ds=%s %s: %d/%d judged", ds, layout.shard_dir_name(shard), n["judged"] + n["quarantined"], len(todo))
+        if v.error is not None:
+            raise v.error
+        if quarantined_before + n["quarantined"] > allowed:
+            raise _too_many_unusable(ds, shard, quarantined_before + n["quarantined"], n_pairs, max_share, lake,
+                                     n["by_reason"])
+    return n
+
+
+def _holder(settings) -> dict:
+    import os
+
+    ctx = {k.lower().removeprefix("airflow_ctx_"): v for k, v in os.environ.items()
+           if k in ("AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_TASK_ID", "AIRFLOW_CTX_DAG_RUN_ID", "AIRFLOW_CTX_TRY_NUMBER")}
+    return {"airflow": ctx} if ctx else {}
 
 
 def run(settings, ds, shard: int, judge=None) -> dict:
-    """Label one shard; returns stats (pairs, skipped, judged, batches, yes_rate, judge calls).
+    """Label one shard; returns stats (pairs, skipped, judged, batches, yes_rate, judge_calls, quarantined,
+    quarantined_in_shard, quarantined_by_reason, lease_taken_over, waited_for).
 
-    Every judged batch is written to the staging area as soon as it is scored; the ``_DONE`` marker is written
-    last, so a failure leaves the shard not done and a rerun judges only what is left.
-
-    Raises:
-        ConfigError: (exit 2) ``ds`` not a date; the judge misconfigured (unknown backend, empty or missing
-            ``judge.model``, no endpoint, a tokenizer without one-token yes/no, vLLM not installed); the judge's
-            prompt version differs from ``judge.prompt_version``; the OpenAI-compatible endpoint refused a
-            request (HTTP 4xx other than 408/409/425/429).
-        DataError: (exit 3) no pairs manifest for ``ds``; ``shard`` not in it; the shard's pairs missing; the
-            judge returned scores not of shape ``(n,)``, not finite or outside [0, 1], or an answer without yes/no
-            log-probabilities; the simulated judge found no synthetic world.
-        SchemaError: (exit 3) the shard's pairs break contract ``pairs``.
-        JudgeUnavailable: (a KPError: exit 1) the endpoint kept failing (timeouts, 429, 5xx) after
-            ``judge.max_retries`` retries.
-    """
+    Raises ConfigError (exit 2): the judge is misconfigured; DataError (exit 3): no pairs for the day, the judge
+    returned a wrong number of scores, or too many unusable answers (the batches already judged are kept);
+    LeaseBusy / LeaseLost / JudgeUnavailable (exit 1): retry later."""
     lake = Lake.from_settings(settings)
     ds = ds_str(ds)
     shard = int(shard)
@@ -157,40 +245,60 @@ def run(settings, ds, shard: int, judge=None) -> dict:
     done = _done_stats(lake, ds, shard, manifest)
     if done:
         return done
+    ensure_pair_keys_current(settings)
 
-    pairs = read_parquet(layout.pairs_dir(lake, ds, shard), contract="pairs")
+    lease = Lease(layout.shard_lease_path(lake, ds, shard), settings.judge.lease_ttl_s,
+                  what=f"ds={ds} {layout.shard_dir_name(shard)}", extra=_holder(settings))
+    t_wait = time.monotonic()
+    if not lease.acquire(settings.judge.lease_wait_s,
+                         stop_waiting=lambda: _done_stats(lake, ds, shard, manifest, quiet=True) is not None):
+        stats = _done_stats(lake, ds, shard, manifest)
+        stats.update(waited_for=(lease.last_seen or {}).get("holder"), waited_s=round(time.monotonic() - t_wait, 2))
+        log.info("ds=%s %s was labelled by %s while this worker waited: nothing paid", ds,
+                 layout.shard_dir_name(shard), stats["waited_for"])
+        return stats
     own_judge = judge is None
-    if judge is None:
-        from keyphrase_pipeline.jobs.judges import get_judge
-
-        judge = get_judge(settings)
-    if judge.prompt_version != settings.judge.prompt_version:
-        raise ConfigError(f"judge prompt {judge.prompt_version} differs from judge.prompt_version {settings.judge.prompt_version}")
-    pairs, todo, skipped_blank = _pairs_to_judge(lake, ds, shard, pairs, judge)
-    t0 = time.monotonic()
     try:
-        n = _judge_batches(settings, lake, ds, shard, judge, todo)
+        done = _done_stats(lake, ds, shard, manifest)  # finished by another worker just before we got the lease
+        if done:
+            if lease.last_seen:
+                done.update(waited_for=lease.last_seen.get("holder"), waited_s=round(time.monotonic() - t_wait, 2))
+            return done
+        pairs = read_parquet(layout.pairs_dir(lake, ds, shard), contract="pairs")
+        if judge is None:
+            from keyphrase_pipeline.jobs.judges import get_judge
+
+            judge = get_judge(settings)
+        if judge.prompt_version != settings.judge.prompt_version:
+            raise ConfigError(f"judge prompt {judge.prompt_version} differs from judge.prompt_version {settings.judge.prompt_version}")
+        pairs, todo, q_before, skipped_blank = _pairs_to_judge(lake, ds, shard, pairs, judge)
+        t0 = time.monotonic()
+        n = _judge_batches(settings, lake, ds, shard, judge, todo, lease, len(pairs), q_before)
+        q_total = q_before + n["quarantined"]
+        seconds = time.monotonic() - t0
+        judged = n["judged"]
+        stats = {"ds": ds, "shard": shard, "skipped": False, "pairs": int(len(pairs)),
+                 "already_labelled": int(len(pairs) - len(todo) - q_before - skipped_blank),
+                 "skipped_blank": skipped_blank, "judged": judged, "batches": n["batches"],
+                 "judge_calls": n["calls"], "yes_rate": round(n["yes"] / judged, 4) if judged else None,
+                 "quarantined": n["quarantined"], "quarantined_in_shard": q_total,
+                 "quarantined_by_reason": n["by_reason"],
+                 "judge": judge.name, "judge_model": judge.model, "prompt_version": judge.prompt_version,
+                 "pairs_per_s": round(judged / seconds, 2) if judged and seconds > 0 else None,
+                 "run_id": manifest["run_id"],
+                 "lease_taken_over": ({k: lease.taken_over.get(k) for k in ("holder", "reason")}
+                                      if lease.taken_over else None)}
+        lease.check()
+        lake.write_json(layout.done_marker(lake, ds, shard), stats)
+        return stats
     finally:
-        if own_judge:
+        lease.release()
+        if own_judge and judge is not None:
             judge.close()
-    seconds = time.monotonic() - t0
-    judged = n["judged"]
-    stats = {"ds": ds, "shard": shard, "skipped": False, "pairs": int(len(pairs)),
-             "already_labelled": int(len(pairs) - len(todo) - skipped_blank), "skipped_blank": skipped_blank,
-             "judged": judged, "batches": n["batches"],
-             "judge_calls": n["calls"], "yes_rate": round(n["yes"] / judged, 4) if judged else None,
-             "judge": judge.name, "judge_model": judge.model, "prompt_version": judge.prompt_version,
-             "pairs_per_s": round(judged / seconds, 2) if judged and seconds > 0 else None,
-             "run_id": manifest["run_id"]}
-    lake.write_json(layout.done_marker(lake, ds, shard), stats)
-    return stats
 
 
 def run_all(settings, ds, judge=None) -> dict:
-    """Label every shard of the day in this process (one judge loaded once, only when a shard is pending).
-
-    Returns ``{ds, shards, judged, judge_calls, skipped_shards}``. Raises what ``run`` raises, at the first
-    failing shard (shards before it stay done)."""
+    """Label every shard of the day in this process (one judge loaded once)."""
     lake = Lake.from_settings(settings)
     manifest = read_manifest(lake, ds)
     shards = manifest["shards"]
@@ -209,11 +317,11 @@ def run_all(settings, ds, judge=None) -> dict:
             judge.close()
     return {"ds": ds_str(ds), "shards": len(shards), "judged": sum(r["judged"] for r in results),
             "judge_calls": sum(r["judge_calls"] for r in results),
+            "quarantined": sum(r.get("quarantined", 0) for r in results),
             "skipped_shards": sum(1 for r in results if r["skipped"])}
 
 
 def add_arguments(parser) -> None:
-    """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
     g = parser.add_mutually_exclusive_group(required=True)
     g.add_argument("--shard", type=int, help="label this shard")
@@ -221,11 +329,6 @@ def add_arguments(parser) -> None:
 
 
 def main(settings, args) -> int:
-    """``kp label``: ``run`` for ``--shard`` or ``run_all`` for ``--all``; prints the stats as one JSON line and
-    returns 0.
-
-    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
-    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     import json
 
     stats = run_all(settings, args.ds) if args.all else run(settings, args.ds, args.shard)

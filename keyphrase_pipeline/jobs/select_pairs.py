@@ -18,7 +18,8 @@ rows with a null id or a title/keyphrase that is blank under the text rule (``ke
 whitespace, zero-width, BOM or bidi characters only) are quarantined to ``quarantine/catalog/ds=D`` and
 ``quarantine/keyphrases/ds=D`` and counted in the run stats. The pairs keep the raw text (the judge prompt
 normalises it; ``pair_key`` is unchanged by the rule, so nothing judged before is paid for again).
-Each pair gets ``pair_key`` = sha1(title, category, keyphrase, judge model, prompt version); a Spark
+Each pair gets ``pair_key`` (``label_store.pair_key``: sha1 of the fields' own sha1s, judge identity and
+prompt version included); a Spark
 left-anti join against the label store's earlier days removes every pair already judged, so no pair
 is paid for twice (pairs staged earlier the same day are skipped by the labeller), and a rerun of the
 day selects the same pairs. A pair found by several sources keeps the first in the order
@@ -39,7 +40,7 @@ import time
 import pandas as pd
 
 from keyphrase_pipeline.jobs.judges.base import judge_model_id
-from keyphrase_pipeline.jobs.label_store import SEP
+from keyphrase_pipeline.jobs.label_store import ensure_pair_keys_current, pair_key_column
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.contracts import arrow_schema, check_spark_schema
 from keyphrase_pipeline.core.errors import DataError
@@ -271,8 +272,7 @@ def _choose(settings, spark, lake: Lake, ds: str, candidates: list, items, keyph
         union = union.unionByName(other)
     prio = F.create_map(*[x for i, s in enumerate(SOURCES) for x in (F.lit(s), F.lit(i))])
     text = (union.join(items, "item_id").join(keyphrases, "keyphrase_id")
-            .withColumn("pair_key", F.sha1(F.concat_ws(SEP, *[F.coalesce(c(x), F.lit("")) for x in ("title", "category", "keyphrase")],
-                                                       F.lit(model), F.lit(version))))
+            .withColumn("pair_key", pair_key_column(model, version))
             .withColumn("prio", prio[c("source")])
             .withColumn("h", F.xxhash64(c("item_id"), c("keyphrase_id"), F.lit(seed), F.lit(ds))))
     first = Window.partitionBy("pair_key").orderBy("prio", "h")
@@ -346,6 +346,7 @@ def run(settings, ds, budget: int | None = None, spark=None) -> dict:
     if unexposed is not None:
         candidates.append(unexposed)
     candidates.append(_random_candidates(items, keyphrases, budget, seed, ds, n_items, n_keyphrases))
+    ensure_pair_keys_current(settings)  # a store with v1 keys is migrated once before the anti-join
     pdf, before, available, quotas = _choose(settings, spark, lake, ds, candidates, items, keyphrases, budget,
                                              seed, model, version)
     pdf, shards, run_id = _shard(pdf, settings.pairs.shard_size)

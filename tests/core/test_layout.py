@@ -38,6 +38,12 @@ def test_paths_are_the_on_disk_layout(s, tmp_path):
     assert layout.pairs_manifest_path(s, "2026-10-05") == f"{root}/pairs/ds=2026-10-05/_MANIFEST.json"
     assert layout.done_marker(s, "2026-10-05", 0) == f"{root}/llm_labels/staging/ds=2026-10-05/shard=00000/_DONE"
     assert layout.staging_glob(s, "2026-10-05") == f"{root}/llm_labels/staging/ds=2026-10-05/shard=*/batch-*.parquet"
+    assert layout.shard_lease_path(s, "2026-10-05", 2) == f"{root}/llm_labels/staging/ds=2026-10-05/shard=00002/_LEASE"
+    assert layout.label_quarantine_dir(s, "2026-10-05", 2) == f"{root}/quarantine/llm_labels/ds=2026-10-05/shard=00002"
+    assert layout.label_quarantine_glob(s, "2026-10-05") == \
+        f"{root}/quarantine/llm_labels/ds=2026-10-05/shard=*/batch-*.parquet"
+    assert layout.pair_keys_marker(s) == f"{root}/llm_labels/store/_PAIR_KEYS.json"
+    assert layout.store_lease_path(s) == f"{root}/llm_labels/store/_LEASE"
     v = layout.registry_version_dir(s, "v1")
     assert [layout.version_file(v, n).rsplit("/", 1)[1] for n in layout.VERSION_FILES] == [
         "train_config.json", "data.json", "metrics.json", "promotion.json", "history.json", "curves.png",
@@ -72,6 +78,7 @@ def test_names_round_trip_and_bad_input_is_refused(s):
 
 # Names of places in the lake; only keyphrase_pipeline/core/lake.py (dataset roots) and keyphrase_pipeline/core/layout.py may spell them.
 LAKE_NAMES = ("CURRENT", "CHAMPION", "CROSS_LATEST", "champion_history.jsonl", layout.PAIRS_MANIFEST, layout.SHARD_DONE,
+              layout.SHARD_LEASE, layout.PAIR_KEYS_MARKER,
               layout.SUCCESS, layout.SERVING_MANIFEST, layout.INDEX_META, layout.INDEX_FILE, layout.INDEX_IDMAP,
               layout.EXPORT_RECORD, layout.MODEL_MARKER, layout.PART_FILE, layout.PARTITION_STATS,
               layout.SYNTH_WORLD_META, *layout.VERSION_FILES.values())

@@ -151,3 +151,128 @@ def test_cli_merge_labels_exit_codes(s, monkeypatch, capsys):
         assert cli.main(["label", "--ds", DS, "--shard", "0"]) == 0  # already done: skipped, judge not needed
     finally:
         get_settings.cache_clear()
+
+
+# ---- issue 13: unambiguous pair_key, migration of v1 stores ------------------------------------------------------
+def test_pair_key_fields_cannot_collide(s):
+    """v1 joined the fields with \\x1f, which raw titles can hold: ("a\\x1fb", "c") and ("a", "b\\x1fc") collided,
+    so the second pair was never judged (its 'label' was the first's)."""
+    from keyphrase_pipeline.jobs.label_store import legacy_pair_key, pair_key
+
+    a, b = ("a\x1fb", "c", "k", "m", "v1"), ("a", "b\x1fc", "k", "m", "v1")
+    assert legacy_pair_key(*a) == legacy_pair_key(*b)  # the v1 bug
+    assert pair_key(*a) != pair_key(*b)
+    assert pair_key("ab", "", "k", "m", "v1") != pair_key("a", "b", "k", "m", "v1")
+    assert pair_key(None, "c", "k", "m", "v1") == pair_key("", "c", "k", "m", "v1")
+
+    pairs = make_pairs(2)
+    pairs["title"], pairs["category"], pairs["keyphrase"] = ["a\x1fb", "a"], ["c", "b\x1fc"], ["k", "k"]
+    write_pairs(s, DS, pairs, shard_size=10)
+    judge = CountingJudge(s)
+    assert llm_label.run(s, DS, 0, judge=judge)["judged"] == 2 and judge.scored == 2
+    assert label_store.run(s, DS)["rows"] == 2
+
+
+@pytest.mark.spark
+def test_spark_pair_key_column_matches_python(spark):
+    from keyphrase_pipeline.jobs.label_store import pair_key, pair_key_column
+
+    rows = [("a\x1fb", "c", "k"), ("a", "b\x1fc", "k"), ("Nike \"Air\" 👟", None, "nike"), ("", "", "")]
+    df = spark.createDataFrame(rows, "title string, category string, keyphrase string")
+    got = [r["pk"] for r in df.select(pair_key_column("judge@abc", "v1").alias("pk")).collect()]
+    assert got == [pair_key(t, c, k, "judge@abc", "v1") for t, c, k in rows]
+    assert len(set(got)) == 4
+
+
+def _make_v1_store(s, ds: str) -> int:
+    """Label and merge ``ds``, then rewrite its store partition as a pre-v2 lake had it (v1 keys, no marker)."""
+    from keyphrase_pipeline.jobs.label_store import KEY_FIELDS, legacy_pair_key, write_label_table
+
+    lake = Lake.from_settings(s)
+    write_pairs(s, ds, make_pairs(20), shard_size=10)
+    llm_label.run_all(s, ds, judge=CountingJudge(s))
+    label_store.run(s, ds)
+    df = label_store.read_labels(s).drop(columns="ds")
+    df["pair_key"] = [legacy_pair_key(*f) for f in zip(*(df[c] for c in KEY_FIELDS))]
+    write_label_table(df, lake.path("llm_store", ds=ds))
+    import os
+
+    os.remove(layout.pair_keys_marker(lake))
+    assert label_store.pair_keys_version(lake) == 1
+    return len(df)
+
+
+def test_a_v1_store_is_migrated_once_and_its_labels_are_not_paid_again(s):
+    d1, d2 = "2026-10-11", "2026-10-12"
+    assert _make_v1_store(s, d1) == 20
+    lake = Lake.from_settings(s)
+    # day 2 selects 10 pairs labelled on day 1 (v1 keys in the store) and 15 new ones
+    write_pairs(s, d2, make_pairs(25, start=10), shard_size=100)
+    judge = CountingJudge(s)
+    out = llm_label.run(s, d2, 0, judge=judge)
+    assert judge.scored == 15 and out["already_labelled"] == 10  # the v1 labels were found again
+    marker = lake.read_json(layout.pair_keys_marker(lake))
+    assert marker["version"] == 2 and marker["rekeyed"] == 20 and marker["unverified"] == 0
+    assert label_store.read_store_keys(lake) == set(label_store.row_pair_keys(label_store.read_labels(s)))
+    assert label_store.run(s, d2)["rows"] == 15
+    assert len(label_store.read_labels(s)) == 35
+    assert label_store.ensure_pair_keys_current(s) is None  # once
+
+
+def test_rows_staged_by_an_older_worker_count_as_labelled(s):
+    """Staged batches with v1 keys (a worker still running the old code during the upgrade) are recognised:
+    staged keys are recomputed from the rows' own columns."""
+    from keyphrase_pipeline.core.lake import write_parquet_file_atomic
+    from keyphrase_pipeline.jobs.label_store import KEY_FIELDS, legacy_pair_key, to_label_frame
+
+    write_pairs(s, DS, make_pairs(10), shard_size=100)
+    lake = Lake.from_settings(s)
+    llm_label.run(s, DS, 0, judge=CountingJudge(s))
+    rows = read_staging(lake, DS)
+    import os
+
+    for f in staging_files(lake, DS, 0):
+        os.remove(f)
+    os.remove(layout.done_marker(lake, DS, 0))
+    rows["pair_key"] = [legacy_pair_key(*f) for f in zip(*(rows[c] for c in KEY_FIELDS))]
+    write_parquet_file_atomic(to_label_frame(rows), f"{layout.staging_dir(lake, DS, 0)}/{layout.batch_file_name(0)}")
+    judge = CountingJudge(s)
+    assert llm_label.run(s, DS, 0, judge=judge)["already_labelled"] == 10 and judge.calls == 0
+    merged = label_store.run(s, DS)
+    assert merged["rows"] == 10 and set(label_store.read_labels(s)["pair_key"]) == set(label_store.row_pair_keys(rows))
+
+
+def test_legacy_local_model_labels_are_adopted_only_on_request(s, tmp_path):
+    """A local model's v1 labels carry only the directory's name: the migration keeps them apart from the
+    fingerprinted identity until the operator vouches for them (kp merge-labels --migrate-keys --adopt-legacy-model)."""
+    from keyphrase_pipeline.core import cli
+    from keyphrase_pipeline.core.settings import get_settings
+    from keyphrase_pipeline.jobs.judges.base import judge_model_id
+
+    d1 = "2026-10-11"
+    _make_v1_store(s, d1)
+    lake = Lake.from_settings(s)
+    model = tmp_path / "models" / "fake-judge-v1"  # the same NAME as the stored judge_model
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"\0" * 1000)
+    t = s.with_overrides(**{"judge.backend": "transformers", "judge.model": str(model)})
+    new_id = judge_model_id(t)
+    assert new_id.startswith("fake-judge-v1@")
+    assert label_store.ensure_pair_keys_current(t)["adopted"] == 0  # automatic migration: never adopts
+    assert set(label_store.read_labels(t)["judge_model"]) == {"fake-judge-v1"}
+
+    import os
+
+    os.environ["KP_LAKE_ROOT"], os.environ["KP_JUDGE__BACKEND"], os.environ["KP_JUDGE__MODEL"] = s.lake_root, "transformers", str(model)
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["merge-labels", "--migrate-keys", "--adopt-legacy-model", "fake-judge-v1"]) == 0
+    finally:
+        for k in ("KP_LAKE_ROOT", "KP_JUDGE__BACKEND", "KP_JUDGE__MODEL"):
+            os.environ.pop(k)
+        get_settings.cache_clear()
+    stored = label_store.read_labels(t)
+    assert set(stored["judge_model"]) == {new_id} and len(stored) == 20
+    assert label_store.read_store_keys(lake) == set(label_store.pair_keys(stored, new_id, "v1"))
+    assert lake.read_json(layout.pair_keys_marker(lake))["adopted_from"] == {"fake-judge-v1": new_id}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -29,6 +30,8 @@ class FakeLLM:
 
     def __init__(self):
         self.state = "up"
+        self.delay_s = 0.0  # seconds before each answer (keeps a worker busy for the concurrency tests)
+        self.maybe: set[str] = set()  # prompts answered "Maybe" (no yes/no token; billed like any answer)
         self.fail_after: int | None = None
         self.answered: list[str] = []
         self.refused = 0
@@ -60,6 +63,15 @@ class FakeLLM:
                 if state == "hang":
                     time.sleep(1.0)
                     return self._send(503, {"error": "too late"})
+                if fake.delay_s:
+                    time.sleep(fake.delay_s)
+                if prompt in fake.maybe:
+                    top = [{"token": "Maybe", "logprob": -0.3}, {"token": "Perhaps", "logprob": -1.6}]
+                    with fake.lock:
+                        fake.answered.append(prompt)
+                    return self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Maybe"},
+                                                         "logprobs": {"content": [{"token": "Maybe", "logprob": -0.3,
+                                                                                   "top_logprobs": top}]}}]})
                 p = fake.p_yes(prompt)
                 top = [{"token": "Yes", "logprob": math.log(p)}, {"token": "No", "logprob": math.log(1 - p)}]
                 with fake.lock:
@@ -92,3 +104,19 @@ def fast_openai_judge(settings):
     from keyphrase_pipeline.jobs.judges.openai_judge import OpenAIJudge
 
     return OpenAIJudge(settings, backoff_base_s=0.001, backoff_max_s=0.01)
+
+
+def label_in_another_process(lake_root: str, overrides: dict, ds: str, shard: int, go, results) -> None:
+    """Child process body (multiprocessing, spawn): label ``shard`` with the real OpenAIJudge once ``go`` is set;
+    put ("ready", pid) once set up, then ("ok", stats + worker_pid) or ("error", exception class, message) on
+    ``results``."""
+    from keyphrase_pipeline.jobs import llm_label
+
+    settings = make_settings(Path(lake_root)).with_overrides(**overrides)
+    judge = fast_openai_judge(settings)
+    results.put(("ready", os.getpid()))
+    go.wait(60)
+    try:
+        results.put(("ok", {**llm_label.run(settings, ds, shard, judge=judge), "worker_pid": os.getpid()}))
+    except Exception as exc:  # reported to the parent, which asserts on it
+        results.put(("error", type(exc).__name__, str(exc)))

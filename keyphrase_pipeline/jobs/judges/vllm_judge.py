@@ -3,8 +3,9 @@
 ``vllm.LLM(model=judge.model)`` scores a whole shard's prompts in one ``LLM.chat`` call with
 ``SamplingParams(max_tokens=1, temperature=0, logprobs=20)``; P(yes) comes from the first generated
 token's top logprobs exactly as for the other backends. vLLM needs a CUDA GPU: it cannot run on the
-CPU-only development machine, so only the P(yes) extraction (``p_yes_from_vllm_output``) is unit-tested
-here, on a fake output object of vLLM's shape.
+CPU-only development machine, so only the P(yes) extraction (``p_yes_from_vllm_output``) and ``verdicts``
+are unit-tested here, on fake objects of vLLM's shape. An output without a readable yes/no answer is an
+``UnusableAnswer`` for that pair (quarantined by the labeller), never a failed batch.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import logging
 
 import numpy as np
 
-from keyphrase_pipeline.jobs.judges.base import Judge, judge_model_id, p_yes_from_logprobs
-from keyphrase_pipeline.core.errors import ConfigError, DataError
+from keyphrase_pipeline.jobs.judges.base import Judge, UnusableAnswer, Verdicts, judge_model_id, p_yes_from_logprobs
+from keyphrase_pipeline.jobs.judges.prompt import neutralize_tokens, special_token_strings
+from keyphrase_pipeline.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +30,19 @@ def p_yes_from_vllm_output(output) -> float:
         first = output.outputs[0].logprobs[0]
         pairs = [(lp.decoded_token if lp.decoded_token is not None else "", lp.logprob) for lp in first.values()]
     except (AttributeError, IndexError, TypeError) as exc:
-        raise DataError(f"vLLM output has no first-token logprobs ({type(exc).__name__}: {exc})") from None
-    return p_yes_from_logprobs(pairs)
+        raise UnusableAnswer(f"vLLM output has no first-token logprobs ({type(exc).__name__}: {exc})",
+                             "malformed_answer", _text(output)) from None
+    try:
+        return p_yes_from_logprobs(pairs)
+    except UnusableAnswer as exc:
+        raise UnusableAnswer(str(exc), exc.reason, f"{_text(output)!r} top={pairs[:20]!r}") from None
+
+
+def _text(output) -> str:
+    try:
+        return str(output.outputs[0].text)
+    except (AttributeError, IndexError, TypeError):
+        return repr(output)[:300]
 
 
 class VLLMJudge(Judge):
@@ -51,10 +64,32 @@ class VLLMJudge(Judge):
         self.model = judge_model_id(settings)
         self.llm = LLM(model=settings.judge.model)
         self.params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
+        self.markers = special_token_strings(self.llm.get_tokenizer())
         log.info("vllm judge %s loaded", self.model)
 
-    def score_prompts(self, prompts: list[str]) -> np.ndarray:
+    def verdict_prompts(self, prompts: list[str]) -> Verdicts:
+        """One ``LLM.chat`` call for every prompt; unreadable outputs are returned as unusable."""
+        out = Verdicts(np.full(len(prompts), np.nan, dtype=np.float64))
         if not prompts:
-            return np.zeros(0, dtype=np.float64)
-        outputs = self.llm.chat([[{"role": "user", "content": p}] for p in prompts], self.params, use_tqdm=False)
-        return np.array([p_yes_from_vllm_output(o) for o in outputs], dtype=np.float64)
+            return out
+        markers = getattr(self, "markers", [])  # the tokenizer's special strings stay plain text
+        outputs = self.llm.chat([[{"role": "user", "content": neutralize_tokens(p, markers)}] for p in prompts],
+                                self.params, use_tqdm=False)
+        for i, o in enumerate(outputs):
+            try:
+                out.p_yes[i] = p_yes_from_vllm_output(o)
+            except UnusableAnswer as exc:
+                out.unusable[i] = (exc.reason, exc.raw)
+        return out
+
+    def verdicts(self, pairs) -> Verdicts:
+        from keyphrase_pipeline.jobs.judges.prompt import build_prompts
+
+        return self.verdict_prompts(build_prompts(pairs, self.settings) if len(pairs) else [])
+
+    def score_prompts(self, prompts: list[str]) -> np.ndarray:
+        v = self.verdict_prompts(prompts)
+        if v.unusable:
+            i, (reason, raw) = next(iter(sorted(v.unusable.items())))
+            raise UnusableAnswer(f"vLLM answer {i} unusable ({reason}): {raw[:200]}", reason, raw)
+        return v.p_yes

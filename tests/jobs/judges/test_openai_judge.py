@@ -23,6 +23,7 @@ class FakeLLM:
 
     def __init__(self):
         self.script: list[str] = []
+        self.maybe_for: tuple[str, ...] = ()  # prompts holding one of these are always answered "Maybe" (temperature 0)
         self.requests: list[dict] = []
         self.auth: list[str | None] = []
         self.lock = threading.Lock()
@@ -55,6 +56,10 @@ class FakeLLM:
                 if action == "offformat":
                     lp = [{"token": "Sure", "logprob": -0.1}, {"token": "!", "logprob": -3}]
                     return self._send(200, {"choices": [{"logprobs": {"content": [{"token": "Sure", "logprob": -0.1, "top_logprobs": lp}]}}]})
+                if any(m in body["messages"][0]["content"] for m in fake.maybe_for):
+                    lp = [{"token": "Maybe", "logprob": -0.2}, {"token": "Perhaps", "logprob": -1.9}, {"token": "It", "logprob": -4}]
+                    return self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Maybe"},
+                                                         "logprobs": {"content": [{"token": "Maybe", "logprob": -0.2, "top_logprobs": lp}]}}]})
                 good = "good" in body["messages"][0]["content"]
                 top = ([{"token": "Yes", "logprob": -0.1}, {"token": "No", "logprob": -2.5}, {"token": "The", "logprob": -6}]
                        if good else [{"token": " no", "logprob": -0.05}, {"token": " yes", "logprob": -3.0}])
@@ -169,27 +174,94 @@ def test_no_endpoint_is_a_config_error(settings):
         OpenAIJudge(s)
 
 
-def test_malformed_answer_leaves_the_shard_not_done(settings, server):
+def _labelling(settings, server, n_pairs=20, **judge):
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from labelling_helpers import make_pairs, write_pairs
 
-    from keyphrase_pipeline.jobs import label_store, llm_label
-    from keyphrase_pipeline.core.lake import Lake
+    s = settings.with_overrides(**{"judge.batch_size": 5, "judge.concurrency": 2,
+                                   **{f"judge.{k}": v for k, v in judge.items()}})
+    write_pairs(s, "2026-10-12", make_pairs(n_pairs), shard_size=100)
+    return s
 
-    s = settings.with_overrides(**{"judge.batch_size": 2, "judge.concurrency": 1})
-    j = make(s, server, concurrency=1, batch_size=2)
-    pairs = make_pairs(6)
-    write_pairs(s, "2026-10-12", pairs, shard_size=10)
-    server.script = ["ok", "ok", "malformed"]  # the second batch gets a malformed answer
-    with pytest.raises(DataError):
-        llm_label.run(s, "2026-10-12", 0, judge=j)
+
+def test_one_maybe_answer_is_quarantined_and_the_shard_finishes(settings, server):
+    """Issue 13: one pair answered "Maybe" (no yes/no token, at temperature 0: the same on every retry) no longer
+    fails the shard: it is quarantined with its raw answer, the shard is done, merge proceeds, nothing is paid
+    twice."""
+    import os
+
+    from keyphrase_pipeline.core import layout
+    from keyphrase_pipeline.core.lake import Lake
+    from keyphrase_pipeline.jobs import label_store, llm_label
+
+    s = _labelling(settings, server)  # 20 pairs in one shard, chunks of 10; max_unparsable_share 0.05 -> 1 allowed
+    server.maybe_for = ('keyphrase: "keyphrase 7"',)
+    out = llm_label.run(s, "2026-10-12", 0, judge=make(s, server, batch_size=5, concurrency=2))
+    assert out["judged"] == 19 and out["quarantined"] == 1 and out["quarantined_in_shard"] == 1
+    assert out["quarantined_by_reason"] == {"no_yes_no_token": 1} and out["judge_calls"] == 2
+    assert len(server.requests) == 20  # every pair asked once
+    lake = Lake.from_settings(s)
+    q = label_store.read_quarantine(lake, "2026-10-12")
+    assert len(q) == 1 and q.loc[0, "keyphrase"] == "keyphrase 7" and q.loc[0, "reason"] == "no_yes_no_token"
+    assert '"Maybe"' in q.loc[0, "raw_answer"] and "Perhaps" in q.loc[0, "raw_answer"]
+    assert q.loc[0, "judge_model"] == "test-llm" and int(q.loc[0, "keyphrase_id"]) == 7
+    assert label_store.read_done(lake, "2026-10-12", 0)["quarantined_in_shard"] == 1
+
+    # a retry (marker gone, e.g. a cleared task) pays for nothing: the 19 answers are staged, the Maybe quarantined
+    os.remove(layout.done_marker(lake, "2026-10-12", 0))
+    again = llm_label.run(s, "2026-10-12", 0, judge=make(s, server, batch_size=5, concurrency=2))
+    assert again["judge_calls"] == 0 and again["quarantined_in_shard"] == 1 and len(server.requests) == 20
+
+    merged = label_store.run(s, "2026-10-12")  # merge-labels proceeds
+    assert merged["rows"] == 19 and merged["quarantined"] == 1
+    assert merged["quarantined_by_reason"] == {"no_yes_no_token": 1}
+    assert merged["quarantine_path"].endswith("quarantine/llm_labels/ds=2026-10-12")
+
+
+def test_too_many_unusable_answers_fail_the_shard_without_paying_twice(settings, server):
+    """Above judge.max_unparsable_share the shard fails (not done, merge refuses) as soon as the share is
+    certain; the answers received stay staged or quarantined, so a retry pays only for pairs never asked."""
+    from keyphrase_pipeline.core.lake import Lake
+    from keyphrase_pipeline.jobs import label_store, llm_label
+
+    s = _labelling(settings, server)
+    server.maybe_for = ('keyphrase: "keyphrase 1"', 'keyphrase: "keyphrase 3"')  # 2 of 20 > 5 %: in the first chunk
+    server.script = ["ok"] * 10 + ["malformed"]  # and a malformed answer in the second chunk later
+    with pytest.raises(DataError, match="max_unparsable_share"):
+        llm_label.run(s, "2026-10-12", 0, judge=make(s, server, batch_size=5, concurrency=2))
+    assert len(server.requests) == 10  # stopped after the first chunk: 10 pairs paid, not 20
     lake = Lake.from_settings(s)
     assert label_store.read_done(lake, "2026-10-12", 0) is None
-    assert len(label_store.read_staging(lake, "2026-10-12")) == 2
+    assert len(label_store.read_staging(lake, "2026-10-12")) == 8
+    assert len(label_store.read_quarantine(lake, "2026-10-12")) == 2
     with pytest.raises(DataError, match="not labelled yet"):
         label_store.run(s, "2026-10-12")
-    out = llm_label.run(s, "2026-10-12", 0, judge=j)  # the endpoint behaves again: the rest is judged
-    assert out["judged"] == 4 and label_store.run(s, "2026-10-12")["rows"] == 6
+    with pytest.raises(DataError, match="max_unparsable_share"):  # a plain retry: still too many, pays nothing
+        llm_label.run(s, "2026-10-12", 0, judge=make(s, server, batch_size=5, concurrency=2))
+    assert len(server.requests) == 10
+
+    s2 = s.with_overrides(**{"judge.max_unparsable_share": 0.2})  # the operator accepts up to 20 %
+    out = llm_label.run(s2, "2026-10-12", 0, judge=make(s2, server, batch_size=5, concurrency=2))
+    assert out["judged"] == 9 and out["quarantined"] == 1 and out["quarantined_in_shard"] == 3
+    assert out["quarantined_by_reason"] == {"malformed_answer": 1}
+    assert len(server.requests) == 20  # the 10 pairs never asked, and nothing else
+    merged = label_store.run(s2, "2026-10-12")
+    assert merged["rows"] == 17 and merged["quarantined"] == 3
+    assert merged["quarantined_by_reason"] == {"malformed_answer": 1, "no_yes_no_token": 2}
+
+
+def test_answers_received_before_the_endpoint_fails_are_kept(settings, server):
+    """A request that fails for good mid-batch (here 401) no longer throws away the batch's other answers."""
+    from keyphrase_pipeline.core.lake import Lake
+    from keyphrase_pipeline.jobs import label_store, llm_label
+
+    s = _labelling(settings, server, n_pairs=10, concurrency=1)
+    server.script = ["ok"] * 7 + ["401"]
+    with pytest.raises(ConfigError, match="HTTP 401"):
+        llm_label.run(s, "2026-10-12", 0, judge=make(s, server, batch_size=5, concurrency=1))
+    assert len(label_store.read_staging(Lake.from_settings(s), "2026-10-12")) == 9  # all but the refused one
+    out = llm_label.run(s, "2026-10-12", 0, judge=make(s, server, batch_size=5, concurrency=1))
+    assert out["judged"] == 1 and len(server.requests) == 11  # 10 pairs + the one refused request
