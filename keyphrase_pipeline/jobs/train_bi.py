@@ -446,10 +446,9 @@ def main(settings, args) -> int:
     Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
     (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     ds = args.ds or dt.datetime.now(dt.UTC).date().isoformat()
-    if args.max_steps is not None:
-        if args.max_steps == 0 or args.max_steps < -1:
-            raise ConfigError("--max-steps must be positive or -1")
-        settings = settings.with_overrides(**{"train.bi_max_steps": args.max_steps})
+    from keyphrase_pipeline.models.training import with_step_cap
+
+    settings = with_step_cap(settings, "bi_max_steps", args.max_steps)
     stats = run(settings, ds, cross=args.cross, labels=args.labels, out=args.out,
                   label_mix=args.label_mix, kd_loss=args.kd_loss)
     print(json.dumps(stats, indent=2, default=str))

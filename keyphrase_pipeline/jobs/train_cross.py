@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 from keyphrase_pipeline.core import layout
-from keyphrase_pipeline.core.errors import ConfigError
 from keyphrase_pipeline.core.lake import Lake, commit_dir, ds_str, tmp_sibling, write_parquet_file_atomic
 
 log = logging.getLogger(__name__)
@@ -254,10 +253,9 @@ def main(settings, args) -> int:
     Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
     (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     ds = args.ds or dt.datetime.now(dt.UTC).date().isoformat()
-    if args.max_steps is not None:
-        if args.max_steps == 0 or args.max_steps < -1:
-            raise ConfigError("--max-steps must be positive or -1")
-        settings = settings.with_overrides(**{"train.cross_max_steps": args.max_steps})
+    from keyphrase_pipeline.models.training import with_step_cap
+
+    settings = with_step_cap(settings, "cross_max_steps", args.max_steps)
     stats = run(settings, ds, labels=args.labels, out=args.out)
     print(json.dumps(stats, indent=2, default=str))
     return 0

@@ -73,6 +73,19 @@ def plan_budget(train_rows: int, batch_size: int, epochs: float, step_cap: int, 
                   reason=reason)
 
 
+def with_step_cap(settings, field: str, max_steps: int | None):
+    """``settings`` with ``train.<field>`` set to a command line's ``--max-steps`` (None: unchanged).
+
+    Raises ConfigError (exit 2) for 0 or a value below -1 (-1: the epochs over the data decide)."""
+    if max_steps is None:
+        return settings
+    if max_steps == 0 or max_steps < -1:
+        from keyphrase_pipeline.core.errors import ConfigError
+
+        raise ConfigError("--max-steps must be positive or -1")
+    return settings.with_overrides(**{f"train.{field}": max_steps})
+
+
 def budget_arguments(budget: Budget, patience: int) -> tuple[dict, list]:
     """(training-argument kwargs, extra callbacks) that make a trainer follow ``budget``."""
     from transformers import EarlyStoppingCallback

@@ -44,3 +44,19 @@ def test_wall_clock_cap_stops_training():
     patient = wall_clock_cap(10.0)
     patient.on_train_begin(args, state, TrainerControl())
     assert not patient.on_step_end(args, state, TrainerControl()).should_training_stop
+
+
+def test_a_command_lines_step_cap_is_validated(tmp_path):
+    import pytest
+
+    from keyphrase_pipeline.core.errors import ConfigError
+    from keyphrase_pipeline.models.training import with_step_cap
+    from testsupport import make_settings
+
+    s = make_settings(tmp_path / "lake")
+    assert with_step_cap(s, "bi_max_steps", None) is s
+    assert with_step_cap(s, "bi_max_steps", 7).train.bi_max_steps == 7
+    assert with_step_cap(s, "cross_max_steps", -1).train.cross_max_steps == -1
+    for bad in (0, -2):
+        with pytest.raises(ConfigError, match="--max-steps"):
+            with_step_cap(s, "cross_max_steps", bad)
