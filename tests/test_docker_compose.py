@@ -61,7 +61,7 @@ def test_airflow_runs_celery_on_postgres_and_redis(compose):
         assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == "/opt/keyphrase/plugins"
         mounts = {v.split(":")[0]: v.split(":")[1] for v in services[name]["volumes"]}
         assert mounts["./dags"] == "/opt/keyphrase/dags" and mounts["./plugins"] == "/opt/keyphrase/plugins"
-        assert mounts["./jobs"] == "/opt/keyphrase/jobs" and mounts["lake"] == "/opt/keyphrase/var/lake"
+        assert mounts["./keyphrase_pipeline"] == "/opt/keyphrase/keyphrase_pipeline" and mounts["lake"] == "/opt/keyphrase/var/lake"
     init = services["airflow-init"]["command"][-1]
     assert "airflow db migrate" in init and "airflow pools set llm" in init
     assert services["airflow-apiserver"]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"

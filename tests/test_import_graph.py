@@ -132,3 +132,45 @@ def test_the_cycle_check_finds_a_cycle():
     graph.add_import(importer="a.y", imported="a.z")
     graph.add_import(importer="a.z", imported="a.x")
     assert cycles(graph) == [["a.x", "a.y", "a.z"]]
+
+
+# The only places production code may NAME a synthetic module, to load it at run time when configuration
+# asks (the demo commands, the DAG's demo mode, the simulated judge backend, `kp eval-labels --world`).
+# import-linter cannot see importlib; this check can: a new by-name load of the demo fails here.
+BY_NAME_ALLOWED = {
+    ("keyphrase_pipeline/core/cli.py", "keyphrase_pipeline.synthetic.synth"),
+    ("keyphrase_pipeline/core/cli.py", "keyphrase_pipeline.synthetic.report"),
+    ("keyphrase_pipeline/core/cli.py", "keyphrase_pipeline.synthetic.demo"),
+    ("keyphrase_pipeline/core/airflow_standalone.py", "keyphrase_pipeline.synthetic.world:load_truth"),
+    ("keyphrase_pipeline/jobs/airflow_tasks.py", "keyphrase_pipeline.synthetic.synth"),
+    ("keyphrase_pipeline/jobs/airflow_tasks.py", "keyphrase_pipeline.synthetic.world:load_truth"),
+    ("keyphrase_pipeline/jobs/judges/__init__.py", "keyphrase_pipeline.synthetic.simulated_judge"),
+    ("keyphrase_pipeline/jobs/eval_labels.py", "keyphrase_pipeline.synthetic.synth_labels"),
+}
+
+
+def synthetic_names(source: str) -> list[str]:
+    """String constants in ``source`` that name a synthetic module (``keyphrase_pipeline.synthetic[.x][:attr]``)."""
+    import ast
+    import re
+
+    name = re.compile(r"keyphrase_pipeline\.synthetic(\.\w+)*(:\w+)?")
+    return [n.value for n in ast.walk(ast.parse(source))
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and name.fullmatch(n.value.strip())]
+
+
+def test_production_code_names_the_demo_only_where_allowed():
+    found = set()
+    for package in ("core", "jobs", "models"):
+        for f in sorted((REPO / "keyphrase_pipeline" / package).rglob("*.py")):
+            found |= {(f.relative_to(REPO).as_posix(), v) for v in synthetic_names(f.read_text())}
+    for f in [*LOOSE_MODULES, *sorted((REPO / "plugins" / "keyphrase_ui").rglob("*.py"))]:
+        found |= {(f.relative_to(REPO).as_posix(), v) for v in synthetic_names(f.read_text())}
+    assert found - BY_NAME_ALLOWED == set(), "production code loads the demo by name outside the allowed places"
+    assert found == BY_NAME_ALLOWED  # each allowed place is real (the list does not go stale)
+
+
+def test_the_by_name_check_sees_an_importlib_load():
+    src = "import importlib\ndef f():\n    return importlib.import_module('keyphrase_pipeline.synthetic.world')\n"
+    assert synthetic_names(src) == ["keyphrase_pipeline.synthetic.world"]
+    assert synthetic_names('"""Docs naming keyphrase_pipeline.synthetic.world in a sentence."""') == []

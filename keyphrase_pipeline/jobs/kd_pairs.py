@@ -22,21 +22,21 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def nearest_keyphrases(item_emb: np.ndarray, kp_emb: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
+def nearest_keyphrases(item_emb: np.ndarray, keyphrase_emb: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
     """Indices of each item's ``k`` most similar keyphrases, best first.
 
     Args:
         item_emb: ``(n_items, d)`` float32, rows L2-normalised.
-        kp_emb: ``(n_keyphrases, d)`` float32, rows L2-normalised.
+        keyphrase_emb: ``(n_keyphrases, d)`` float32, rows L2-normalised.
         k: neighbours per item (clipped to ``n_keyphrases``).
         chunk: items scored per block (memory: ``chunk * n_keyphrases`` float32).
     Returns:
         ``(n_items, k)`` int64.
     """
-    k = min(k, kp_emb.shape[0])
+    k = min(k, keyphrase_emb.shape[0])
     out = np.empty((item_emb.shape[0], k), dtype=np.int64)
     for s in range(0, item_emb.shape[0], chunk):
-        sims = item_emb[s:s + chunk] @ kp_emb.T
+        sims = item_emb[s:s + chunk] @ keyphrase_emb.T
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1)
         out[s:s + chunk] = np.take_along_axis(top, order, axis=1)
@@ -66,22 +66,22 @@ def sample_pairs(encoder, train, exclude_hashes, ratio: float, seed: int = 42):
     if want <= 0 or train.empty:
         return pd.DataFrame(columns=cols)
     items = train[["title", "category"]].drop_duplicates().reset_index(drop=True)
-    kps = train["keyphrase"].drop_duplicates().reset_index(drop=True)
-    per_item = min(len(kps), math.ceil(want / len(items)) + int(train.groupby(["title", "category"]).size().max()))
+    keyphrases = train["keyphrase"].drop_duplicates().reset_index(drop=True)
+    per_item = min(len(keyphrases), math.ceil(want / len(items)) + int(train.groupby(["title", "category"]).size().max()))
     item_emb = encode_items(encoder, items["title"].tolist(), items["category"].tolist())
-    kp_emb = encode_keyphrases(encoder, kps.tolist())
-    nn = nearest_keyphrases(item_emb, kp_emb, per_item)
+    keyphrase_emb = encode_keyphrases(encoder, keyphrases.tolist())
+    nn = nearest_keyphrases(item_emb, keyphrase_emb, per_item)
     skip = set(train["text_hash"]) | set(exclude_hashes)
     rows, per = [], math.ceil(want / len(items))
     for i, (title, cat) in enumerate(zip(items["title"], items["category"])):
         taken = 0
         for j in nn[i]:
-            kp = kps[j]
-            h = text_hash(title, cat, kp)
+            keyphrase = keyphrases[j]
+            h = text_hash(title, cat, keyphrase)
             if h in skip:
                 continue
             skip.add(h)
-            rows.append((title, cat, kp, h))
+            rows.append((title, cat, keyphrase, h))
             taken += 1
             if taken >= per:
                 break

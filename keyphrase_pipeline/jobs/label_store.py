@@ -59,9 +59,16 @@ def _field_sha1(f: object) -> str:
 
 
 def text_hash(title: object, category: object, keyphrase: object) -> str:
-    """sha1 of (title, category, keyphrase) joined by ``\x1f`` (v1 form, kept: held-out splits and soft labels
-    are keyed by it); Spark: ``sha1(concat_ws('\\x1f', coalesce(...)))``."""
-    return _sha1(title, category, keyphrase)
+    """40-char hex sha1 naming a (title, category, keyphrase) text; None counts as "".
+
+    The fields joined by ``\x1f`` (the v1 form, kept: held-out splits and soft labels are keyed by it), except
+    when a field itself holds ``\x1f``: then, as ``pair_key``, the sha1 of the fields' own sha1 digests, so
+    ``("a\x1fb", "c")`` and ``("a", "b\x1fc")`` cannot collide. Text without the separator (all cleaned text:
+    ``models.text.clean`` drops control characters) hashes as before."""
+    fields = (title, category, keyphrase)
+    if any(SEP in _text(f) for f in fields):
+        return hashlib.sha1("".join(_field_sha1(f) for f in fields).encode("ascii")).hexdigest()
+    return _sha1(*fields)
 
 
 def pair_key(title: object, category: object, keyphrase: object, judge_model: str, prompt_version: str) -> str:

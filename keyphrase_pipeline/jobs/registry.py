@@ -78,7 +78,7 @@ def set_latest_cross(settings, version: str) -> None:
 def set_champion(settings, version: str, reason: str) -> None:
     """Atomically make ``version`` the champion; record why in its promotion.json and the history."""
     if not exists(settings, version, "students"):
-        raise ConfigError(f"no student version {version!r} in {layout.registry_root(settings)}/students")
+        raise ConfigError(f"no student version {version!r} in {layout.registry_kind_dir(settings, 'students')}")
     lake = _lake(settings)
     previous = champion(settings)
     now = dt.datetime.now(dt.UTC).isoformat()

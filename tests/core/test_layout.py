@@ -82,19 +82,27 @@ LAKE_NAMES = ("CURRENT", "CHAMPION", "CROSS_LATEST", "champion_history.jsonl", l
               layout.SUCCESS, layout.SERVING_MANIFEST, layout.INDEX_META, layout.INDEX_FILE, layout.INDEX_IDMAP,
               layout.EXPORT_RECORD, layout.MODEL_MARKER, layout.PART_FILE, layout.PARTITION_STATS,
               layout.SYNTH_WORLD_META, *layout.VERSION_FILES.values())
+# Folders of the lake (``keyphrase_pipeline/core/layout.py``): never joined by hand either.
+LAKE_DIRS = ("registry", "students", "serving", "versions", "builds", "embeddings", "llm_labels", "staging",
+             "quarantine")
 LAKE_LITERALS = re.compile(
     r"""(["']|\}/)(%s)["']""" % "|".join(map(re.escape, LAKE_NAMES))  # a file or marker name: quoted, f"{d}/name"
     + r"""|batch-\{|shard=\{|/model=\{|/ds=\{|[(,]\s*f["']ds=\{\w+\}["']"""  # formatted partition names
     + r"""|/\s*["'](model|onnx|recommendations)["']"""               # Path(v) / "model"
     + r"""|(\.path|Path)\([^)]*,\s*["'](model|onnx|recommendations)["']"""  # lake.path(..., "recommendations")
-    + r"""|\}/(model|onnx|recommendations)["'/]""")                 # f"{v}/model"
+    + r"""|\}/(model|onnx|recommendations)["'/]"""                 # f"{v}/model"
+    + r"""|["']/(%s)["']""" % "|".join(map(re.escape, LAKE_NAMES))  # root + "/_DONE"
+    + r"""|\}/(%s)\b""" % "|".join(LAKE_DIRS)                         # f"{root}/registry/CHAMPION"
+    + r"""|(join|Path|joinpath)\([^)]*["'](%s)["']""" % "|".join(LAKE_DIRS + ("model", "onnx", "recommendations")))
 
 
 @pytest.mark.parametrize("line", [
     'p = Path(vdir) / "metrics.json"', 'Path(tmp, "train_config.json")', 'str(Path(tmp) / "MODEL_CARD.md")',
     'soft = d.parent / "soft_labels.parquet"', 'm = str(Path(p) / "model")', 'lake.path("serving", "versions", v, "recommendations")',
     'root / "onnx" / "item"', 'f"{tmp}/_stats.json"', 'lake.path("runs", f"ds={ds}")', 'lake.path("synth", "world.json")',
-    'f"{p}/part-00000.parquet"', 'f"{root}/{v}/model"'])
+    'f"{p}/part-00000.parquet"', 'f"{root}/{v}/model"', 'f"{root}/registry/CHAMPION"',
+    'os.path.join(root, "registry", "students", v, "model")', 'root + "/_DONE"', 'Path(root, "registry", "students")',
+    'Path(root).joinpath("model")', 'f"{root}/serving/versions"', 'f"{root}/embeddings/items"'])
 def test_the_check_sees_a_hand_built_path(line):
     assert LAKE_LITERALS.search(line)
 

@@ -154,6 +154,18 @@ def test_cli_merge_labels_exit_codes(s, monkeypatch, capsys):
 
 
 # ---- issue 13: unambiguous pair_key, migration of v1 stores ------------------------------------------------------
+def test_text_hash_fields_cannot_collide_and_plain_text_keeps_its_hash():
+    """text_hash keys held-out splits, training dedupe and soft labels: text holding the old separator must not
+    collide, and text without it (all cleaned text) must keep its v1 hash (stored soft labels, splits)."""
+    import hashlib
+
+    from keyphrase_pipeline.jobs.label_store import text_hash
+
+    assert text_hash("a\x1fb", "c", "k") != text_hash("a", "b\x1fc", "k")
+    assert text_hash("red mug", "", "mug") == hashlib.sha1("red mug\x1f\x1fmug".encode()).hexdigest()
+    assert text_hash(None, None, "k") == text_hash("", "", "k")
+
+
 def test_pair_key_fields_cannot_collide(s):
     """v1 joined the fields with \\x1f, which raw titles can hold: ("a\\x1fb", "c") and ("a", "b\\x1fc") collided,
     so the second pair was never judged (its 'label' was the first's)."""
