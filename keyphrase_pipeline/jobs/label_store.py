@@ -47,7 +47,8 @@ KEY_FIELDS = ["title", "category", "keyphrase", "judge_model", "prompt_version"]
 
 # ---- keys --------------------------------------------------------------------------------------------
 def _text(f: object) -> str:
-    return "" if f is None else str(f)
+    """A key field as text: None and float NaN (a missing value read by pandas) are "", as Spark's ``coalesce``."""
+    return "" if f is None or (isinstance(f, float) and f != f) else str(f)
 
 
 def _sha1(*fields: object) -> str:

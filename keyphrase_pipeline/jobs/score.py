@@ -211,7 +211,7 @@ def read_pairs(path: str):
     for c in ("title", "keyphrase"):
         rows = np.flatnonzero(clean_df[c].to_numpy() == "")
         if len(rows):
-            raise DataError(f"--pairs {path}: {len(rows)} row(s) with empty {c!r} (first at row {int(rows[0])})")
+            raise DataError(f"--pairs {path}: {len(rows)} row(s) with empty {c!r} (first at 0-based row {int(rows[0])})")
     return df, clean_df
 
 
@@ -226,7 +226,7 @@ def check_readable(clean_df, tokenizer, path: str) -> None:
         rows = np.flatnonzero(unreadable_mask(clean_df[c].tolist(), tokenizer))
         if len(rows):
             raise DataError(f"--pairs {path}: {len(rows)} row(s) with unreadable {c!r}: every token is unknown to "
-                            f"the model, e.g. emoji only (first at row {int(rows[0])}: {clean_df[c].iloc[rows[0]]!r})")
+                            f"the model, e.g. emoji only (first at 0-based row {int(rows[0])}: {clean_df[c].iloc[rows[0]]!r})")
 
 
 def write_frame(df, path: str) -> None:

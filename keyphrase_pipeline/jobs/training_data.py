@@ -154,13 +154,13 @@ def read_labels_file(path: str, min_rows: int, tokenizer=None) -> "object":
                                                  "e.g. emoji only)")):
             rows = np.flatnonzero(problems == problem)
             if len(rows):
-                raise DataError(f"--labels {path}: {len(rows)} row(s) with {what} {col!r} (first at row {int(rows[0])})")
+                raise DataError(f"--labels {path}: {len(rows)} row(s) with {what} {col!r} (first at 0-based row {int(rows[0])})")
     labels = pd.to_numeric(df["label"], errors="coerce")
     bad = labels.isna() | (labels < 0) | (labels > 1)
     if bad.any():
         first = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(f"--labels {path}: {int(bad.sum())} label(s) not a number in [0, 1] "
-                        f"(first at row {first}: {df['label'].iloc[first]!r})")
+                        f"(first at 0-based row {first}: {df['label'].iloc[first]!r})")
     if len(df) < min_rows:
         raise DataError(f"--labels {path}: only {len(df)} rows; train.min_rows is {min_rows}")
     df["p"] = labels.astype(float)

@@ -164,6 +164,11 @@ def test_text_hash_fields_cannot_collide_and_plain_text_keeps_its_hash():
     assert text_hash("a\x1fb", "c", "k") != text_hash("a", "b\x1fc", "k")
     assert text_hash("red mug", "", "mug") == hashlib.sha1("red mug\x1f\x1fmug".encode()).hexdigest()
     assert text_hash(None, None, "k") == text_hash("", "", "k")
+    from keyphrase_pipeline.jobs.label_store import pair_key
+
+    # a missing category read by pandas as NaN keys like Spark's null (coalesce to ""), not as "nan"
+    assert pair_key("t", float("nan"), "k", "m", "v1") == pair_key("t", "", "k", "m", "v1")
+    assert text_hash("t", float("nan"), "k") == text_hash("t", None, "k")
 
 
 def test_pair_key_fields_cannot_collide(s):

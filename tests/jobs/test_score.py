@@ -103,10 +103,10 @@ def test_score_echoes_every_text_byte_for_byte(tmp_path, cli_env, out_ext):
 
 
 @pytest.mark.parametrize("title, keyphrase, message", [
-    ("\u200b\u200d\ufeff", "phone case", r"1 row\(s\) with empty 'title' \(first at row 1\)"),
-    ("red case", "\u202e\u2066\u2069", r"1 row\(s\) with empty 'keyphrase' \(first at row 1\)"),
-    ("🙂 😀", "phone case", r"1 row\(s\) with unreadable 'title'.*first at row 1"),
-    ("red case", "🎉", r"1 row\(s\) with unreadable 'keyphrase'.*first at row 1"),
+    ("\u200b\u200d\ufeff", "phone case", r"1 row\(s\) with empty 'title' \(first at 0-based row 1\)"),
+    ("red case", "\u202e\u2066\u2069", r"1 row\(s\) with empty 'keyphrase' \(first at 0-based row 1\)"),
+    ("🙂 😀", "phone case", r"1 row\(s\) with unreadable 'title'.*first at 0-based row 1"),
+    ("red case", "🎉", r"1 row\(s\) with unreadable 'keyphrase'.*first at 0-based row 1"),
 ])
 def test_score_refuses_text_the_model_cannot_read(tmp_path, cli_env, title, keyphrase, message):
     from keyphrase_pipeline.core.errors import DataError

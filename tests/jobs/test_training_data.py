@@ -35,9 +35,9 @@ def test_labels_file_ok_csv_and_parquet_probabilities(tmp_path):
     (lambda d: d.assign(title=[""] + list(d["title"][1:])), "empty 'title'"),
     (lambda d: d.assign(keyphrase=list(d["keyphrase"][:-1]) + ["  "]), "empty 'keyphrase'"),
     (lambda d: d.assign(title=list(d["title"][:3]) + ["\u200b\u200d\ufeff"] + list(d["title"][4:])),
-     r"1 row\(s\) with empty 'title' \(first at row 3\)"),  # invisible characters only
+     r"1 row\(s\) with empty 'title' \(first at 0-based row 3\)"),  # invisible characters only
     (lambda d: d.assign(keyphrase=list(d["keyphrase"][:5]) + ["\u202e\u2066\u2069"] * 2 + list(d["keyphrase"][7:])),
-     r"2 row\(s\) with empty 'keyphrase' \(first at row 5\)"),
+     r"2 row\(s\) with empty 'keyphrase' \(first at 0-based row 5\)"),
     (lambda d: d.assign(label=[1.5] + list(d["label"][1:])), r"not a number in \[0, 1\]"),
     (lambda d: d.assign(label=["yes"] + list(d["label"][1:])), r"not a number in \[0, 1\]"),
     (lambda d: d.head(10), "only 10 rows"),
@@ -54,7 +54,7 @@ def test_labels_file_emoji_only_text_is_unreadable_to_the_encoder(tmp_path, sett
     df.loc[7, "title"] = "🙂 😀"
     path = _write(tmp_path, df)
     assert len(read_labels_file(path, min_rows=50)) == 60  # without a tokenizer only blank text is refused
-    with pytest.raises(DataError, match=r"1 row\(s\) with unreadable .* 'title' \(first at row 7\)"):
+    with pytest.raises(DataError, match=r"1 row\(s\) with unreadable .* 'title' \(first at 0-based row 7\)"):
         read_labels_file(path, min_rows=50, tokenizer=encoder_tokenizer(settings))
     with pytest.raises(DataError, match="unreadable"):
         load_training_data(settings, DS, labels=path)
