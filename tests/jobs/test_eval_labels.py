@@ -101,6 +101,10 @@ def test_docs_cite_the_committed_result_files():
     s = extra["per_seed"][0]["metrics"]["student"]
     assert f"{s['f1']:.3f} / {s['auc']:.3f}" in doc and f"precision {s['precision']:.3f}" in doc
     assert f"{s['f1'] - extra['per_seed'][0]['metrics']['zero_shot']['f1']:+.3f}" in doc
+    demo = json.loads((repo / "bench" / "results" / "eval_labels_demo_seed1_kdextra.json").read_text())
+    assert demo["config"]["kd_extra_ratio"] == 1.0 and demo["split"] == results[0]["split"]
+    s = demo["per_seed"][0]["metrics"]["student"]
+    assert f"{s['f1']:.3f} / {s['auc']:.3f}" in doc and f"precision {s['precision']:.3f}" in doc
     for r in results:  # the 3-seed tables predate the default: the doc must say so
         assert "kd_extra_ratio" not in r["config"]
     assert "were measured before this default" in doc
