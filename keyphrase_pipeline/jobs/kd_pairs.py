@@ -22,25 +22,23 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def nearest_keyphrases(item_emb: np.ndarray, keyphrase_emb: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
-    """Indices of each item's ``k`` most similar keyphrases, best first.
+def nearest_keyphrases(item_emb: np.ndarray, keyphrase_emb: np.ndarray, k: int) -> np.ndarray:
+    """Indices of each item's ``k`` most similar keyphrases (inner product), best first: exact FAISS search
+    (``models.ann.build_index`` with factory ``Flat``, as the recall gate's ground truth).
 
     Args:
         item_emb: ``(n_items, d)`` float32, rows L2-normalised.
         keyphrase_emb: ``(n_keyphrases, d)`` float32, rows L2-normalised.
         k: neighbours per item (clipped to ``n_keyphrases``).
-        chunk: items scored per block (memory: ``chunk * n_keyphrases`` float32).
     Returns:
         ``(n_items, k)`` int64.
     """
+    from keyphrase_pipeline.models.ann import build_index
+
     k = min(k, keyphrase_emb.shape[0])
-    out = np.empty((item_emb.shape[0], k), dtype=np.int64)
-    for s in range(0, item_emb.shape[0], chunk):
-        sims = item_emb[s:s + chunk] @ keyphrase_emb.T
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1)
-        out[s:s + chunk] = np.take_along_axis(top, order, axis=1)
-    return out
+    index = build_index(keyphrase_emb, np.arange(len(keyphrase_emb), dtype=np.int64), "Flat")
+    _, nn = index.search(np.ascontiguousarray(item_emb, dtype=np.float32), k)
+    return nn.astype(np.int64)
 
 
 def sample_pairs(encoder, train, exclude_hashes, ratio: float, seed: int = 42):

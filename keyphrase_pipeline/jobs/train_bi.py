@@ -1,16 +1,16 @@
 """Train the bi-encoder student multi-task: CTR positives, LLM labels, SR labels and the cross-encoder's
 soft scores, every loss wrapped in ``MatryoshkaLoss`` so the 64-d cut (``serve.dim``) is usable alone.
 
-=========  ==========================================  ===================================================
-task       pairs                                       loss
-=========  ==========================================  ===================================================
-``ctr``    CTR positives (item, keyphrase)             MultipleNegativesRankingLoss (in-batch negatives)
-``llm``    LLM-labelled pairs, label 0/1               ContrastiveLoss (cosine distance, margin 0.5)
-``sr``     search-relevance labels 0/1 (when present)  ContrastiveLoss
-``kd``     LLM train pairs + unjudged neighbours       ``train.kd_loss``: pearson (``keyphrase_pipeline.models.losses``),
-           (``keyphrase_pipeline.jobs.kd_pairs``), cross-encoder          mse (CosineSimilarityLoss) or cosent (CoSENTLoss)
+=========  ===========================================  ==================================================
+task       pairs                                        loss
+=========  ===========================================  ==================================================
+``ctr``    CTR positives (item, keyphrase)              MultipleNegativesRankingLoss (in-batch negatives)
+``llm``    LLM-labelled pairs, label 0/1                ContrastiveLoss (cosine distance, margin 0.5)
+``sr``     search-relevance labels 0/1 (when present)   ContrastiveLoss
+``kd``     LLM train pairs + unjudged neighbours        ``train.kd_loss``: pearson (``models.losses``),
+           (``jobs.kd_pairs``), cross-encoder           mse (CosineSimilarityLoss) or cosent (CoSENTLoss)
            P(relevant)
-=========  ==========================================  ===================================================
+=========  ===========================================  ==================================================
 
 ``settings.train.label_mix`` picks the tasks (``ctr``, ``llm``, ``llm+kd``, ``llm+ctr+kd``, ``llm+sr+ctr+kd``, ...)
 so the paper's ablation can be rerun. ``SentenceTransformerTrainer`` with a dict of datasets and a dict

@@ -15,7 +15,7 @@ def test_nearest_keyphrases_are_the_most_similar_best_first():
     kp = np.eye(4, dtype=np.float32)
     items = np.array([[0.9, 0.1, 0, 0], [0, 0, 0.2, 0.8]], dtype=np.float32)
     items /= np.linalg.norm(items, axis=1, keepdims=True)
-    assert nearest_keyphrases(items, kp, 2, chunk=1).tolist() == [[0, 1], [3, 2]]
+    assert nearest_keyphrases(items, kp, 2).tolist() == [[0, 1], [3, 2]]
     assert nearest_keyphrases(items, kp, 9).shape == (2, 4)  # k clipped to the keyphrases there are
 
 
