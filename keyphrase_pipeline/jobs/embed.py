@@ -19,7 +19,11 @@ Inference runs in ``mapInPandas``: each Python worker opens one ONNX Runtime ses
 (cached in ``keyphrase_pipeline.models.onnx_tower``) and embeds its rows in batches of ``serve.embed_batch_size``, texts
 sorted by length within each Arrow batch to cut padding; each session uses ``spark.task.cpus``
 threads, so ``local[N]`` or a cluster's executors run N sessions side by side without
-oversubscribing cores. On a cluster the lake (and the exported towers) must be on storage every
+oversubscribing cores (tasks x threads = cores). The rows to embed are split into one partition per core
+(fewer when there are fewer than ``serve.embed_batch_size`` rows per core); the output files are sized
+after inference by a shuffle, never by ``coalesce``, which would fold the inference into as many tasks as
+files. The run stats say how many inference tasks and distinct Python worker processes ran
+(``inference_tasks``, ``inference_workers``). On a cluster the lake (and the exported towers) must be on storage every
 executor can read; a non-local ONNX directory is shipped with ``SparkContext.addFile``.
 """
 
@@ -28,6 +32,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import time
 
 from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, is_local, spark_uri
@@ -94,20 +100,48 @@ def _readable_fn(tower_dir: str, ship: bool):
     return fn
 
 
+class InferenceLog:
+    """Spark ``AccumulatorParam`` (duck-typed, so importing this module does not import pyspark) of who ran
+    inference: ``{(pid, partition): (rows, seconds)}`` merged over tasks.
+
+    Each inference task adds one entry keyed by its Python worker's process id and its partition id, so
+    the driver can tell how many tasks and how many distinct Python worker processes embedded rows (the
+    ``inference_tasks`` / ``inference_workers`` run stats), and their summed inference seconds."""
+
+    def zero(self, value):
+        return {}
+
+    def addInPlace(self, a, b):
+        for key, (rows, secs) in b.items():
+            old = a.get(key, (0, 0.0))
+            a[key] = (old[0] + rows, old[1] + secs)
+        return a
+
+
 def _embed_fn(tower_dir: str, model_file: str, batch_size: int, threads: int, device: str, version: str,
-              ship: bool, ds: str):
-    """mapInPandas function: (id, text, text_hash) -> embeddings contract, one cached session per worker."""
+              ship: bool, ds: str, tracker=None):
+    """mapInPandas function: (id, text, text_hash) -> embeddings contract, one cached session per worker
+    (``threads`` intra-op threads); when ``tracker`` (an ``InferenceLog`` accumulator) is given, each task
+    adds ``{(pid, partition): (rows, seconds)}`` to it."""
 
     def fn(batches):
         import pandas as pd
+        from pyspark import TaskContext
 
         from keyphrase_pipeline.models.onnx_tower import get_tower
 
         tower = get_tower(_tower_path(tower_dir, ship), model_file, device=device, threads=threads)
+        rows, secs = 0, 0.0
         for pdf in batches:
+            t0 = time.perf_counter()
             vecs = tower.embed(pdf["text"].tolist(), batch_size=batch_size)
+            secs += time.perf_counter() - t0
+            rows += len(pdf)
             yield pd.DataFrame({"id": pdf["id"], "text_hash": pdf["text_hash"], "embedding": list(vecs),
                                 "model_version": version, "embedded_ds": ds})
+        if tracker is not None and rows:
+            ctx = TaskContext.get()
+            tracker.add({(os.getpid(), ctx.partitionId() if ctx else -1): (rows, secs)})
 
     return fn
 
@@ -203,9 +237,16 @@ def _split_reusable(spark, lake: Lake, texts, target: str, version: str, full: b
 
 
 def _embed_and_write(settings, spark, todo, reused, n_todo: int, total: int, target: str, tower_dir: str,
-                     model_file: str, version: str, ds: str) -> None:
+                     model_file: str, version: str, ds: str) -> dict:
     """Embed ``todo`` with the ONNX tower on the executors, add the reused rows, write ``target`` atomically
-    (contract ``embeddings`` + ``embedded_ds``) and check every vector has ``serve.dim`` values (DataError)."""
+    (contract ``embeddings`` + ``embedded_ds``) and check every vector has ``serve.dim`` values (DataError).
+
+    Parallelism: ``todo`` is split into ``min(defaultParallelism, ceil(rows / serve.embed_batch_size))``
+    partitions, one inference task each, so every core Spark was given runs one ONNX Runtime session of
+    ``spark.task.cpus`` threads (tasks x threads = cores). The output is then reshuffled into files of about
+    ``spark.target_file_rows`` rows: a ``coalesce`` there would fold the inference itself into that many
+    tasks. Returns the inference stats: tasks, distinct Python worker processes, threads per session,
+    summed inference seconds."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -216,19 +257,26 @@ def _embed_and_write(settings, spark, todo, reused, n_todo: int, total: int, tar
     parts = max(1, min(spark.sparkContext.defaultParallelism, -(-n_todo // settings.serve.embed_batch_size)))
     # contract columns + embedded_ds (the day a row was last embedded; lets `kp recommend --changed-only` find them)
     out_schema = T.StructType(spark_schema("embeddings").fields + [T.StructField("embedded_ds", T.StringType())])
+    tracker = spark.sparkContext.accumulator({}, InferenceLog())
     fresh = todo.repartition(parts).mapInPandas(
-        _embed_fn(tower_dir, model_file, settings.serve.embed_batch_size, threads, settings.serve.device, version, ship, ds),
+        _embed_fn(tower_dir, model_file, settings.serve.embed_batch_size, threads, settings.serve.device, version, ship,
+                  ds, tracker),
         out_schema)
     result = fresh if reused is None else fresh.unionByName(reused)
     files = max(1, -(-total // settings.spark.target_file_rows))
     with atomic_dir(target) as tmp:
-        result.coalesce(files).write.parquet(spark_uri(tmp))
+        # repartition (a shuffle), not coalesce: coalesce(files) would run the inference in `files` tasks
+        result.repartition(files).write.parquet(spark_uri(tmp))
 
     written = spark.read.parquet(spark_uri(target))
     check_spark_schema(written.schema, "embeddings", where=target)
     dims = written.select(F.size("embedding").alias("d")).distinct().collect()
     if [r.d for r in dims] != [settings.serve.dim]:
         raise DataError(f"dimension mismatch in {target}: embedding sizes {[r.d for r in dims]}, serve.dim={settings.serve.dim}")
+    done = tracker.value
+    return {"inference_partitions": int(parts), "inference_tasks": len({part for _pid, part in done}),
+            "inference_workers": len({pid for pid, _part in done}), "session_threads": threads,
+            "inference_seconds": round(sum(secs for _rows, secs in done.values()), 3)}
 
 
 def run(settings, ds: str, what: str, full: bool = False, spark=None, version: str | None = None) -> dict:
@@ -283,14 +331,16 @@ def run(settings, ds: str, what: str, full: bool = False, spark=None, version: s
     total -= by_reason.get(UNREADABLE_TEXT, 0)
     if total == 0:
         raise DataError(f"no {what} to embed in {src} (quarantined: {by_reason})")
-    _embed_and_write(settings, spark, todo, reused, n_todo, total, target, tower_dir, model_file, version, ds)
+    t0 = time.perf_counter()
+    inference = _embed_and_write(settings, spark, todo, reused, n_todo, total, target, tower_dir, model_file, version, ds)
+    inference["write_seconds"] = round(time.perf_counter() - t0, 3)
     checked.unpersist()
     texts.unpersist()
     n_bad = sum(by_reason.values())
 
     stats = {"what": what, "model_version": version, "rows_total": int(total), "embedded_now": int(n_todo),
              "reused": int(total - n_todo), "quarantined": int(n_bad), "quarantined_by_reason": by_reason,
-             "full": bool(full or not had_previous), "model_file": model_file}
+             "full": bool(full or not had_previous), "model_file": model_file, **inference}
     lake.write_run_stats(ds, f"embed_{what}", stats)
     log.info("embedded %s: %d total, %d now, %d reused (model %s)", what, total, n_todo, total - n_todo, version)
     return stats

@@ -112,3 +112,24 @@ def test_requires_export(serve_world, spark):
 def test_missing_catalog_day(ready, spark):
     with pytest.raises(DataError, match="missing input"):
         embed.run(ready, "2026-12-31", "items", spark=spark)
+
+
+def test_inference_runs_in_one_task_and_one_python_worker_per_core(serve_world, serve_model, spark):
+    """Multi-partition input: the inference stage runs as defaultParallelism tasks in as many distinct Python
+    worker processes (each with its own ONNX Runtime session), not folded into one by the output's file count."""
+    from pathlib import Path
+
+    from keyphrase_pipeline.core.layout import embeddings_dir
+
+    settings = serve_world.model_copy(update={"serve": serve_world.serve.model_copy(update={"embed_batch_size": 4})})
+    export.run(settings, version="v1")
+    cores = spark.sparkContext.defaultParallelism
+    assert cores >= 2, "this test needs local[2] or more"
+    stats = embed.run(settings, DS, "items", spark=spark)
+    assert stats["embedded_now"] == 36
+    assert stats["inference_partitions"] == cores
+    assert stats["inference_tasks"] == cores
+    assert stats["inference_workers"] == cores
+    assert stats["session_threads"] * stats["inference_tasks"] == cores
+    files = list(Path(embeddings_dir(settings, "items", "v1")).glob("*.parquet"))
+    assert len(files) == 1  # 36 rows: one output file, sized after inference
