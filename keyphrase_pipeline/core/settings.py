@@ -128,6 +128,9 @@ class TrainSettings(BaseModel):
     seed: int = 42
     test_fraction: float = Field(0.15, gt=0, lt=0.9)
     min_rows: int = Field(50, ge=2, description="Refuse to train on fewer labelled rows.")
+    max_llm_labels: int = Field(1_000_000, ge=1, description="Most recent LLM labels the trainers read from the label "
+                                "store (newest store days first; older days are not read once the cap is reached), "
+                                "so training memory does not grow with the store's history.")
     matryoshka_dims: list[int] = Field(default_factory=lambda: [384, 256, 128, 64])
     kd_loss: KdLoss = "pearson"
     llm_loss: Literal["contrastive", "cosent"] = Field("contrastive", description="Student loss on judged 0/1 pairs.")

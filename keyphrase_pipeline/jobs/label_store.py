@@ -524,32 +524,42 @@ def migrate_with_lease(settings, adopt_legacy_model: str | None = None) -> dict:
 
 
 # ---- reading ---------------------------------------------------------------------------------------------
-def read_labels(settings, upto_ds=None) -> pd.DataFrame:
-    """All stored labels up to ``upto_ds`` (inclusive), one row per pair_key (earliest kept), plus ``ds``.
+def read_labels(settings, upto_ds=None, max_rows: int | None = None) -> pd.DataFrame:
+    """Stored labels up to ``upto_ds`` (inclusive), one row per pair_key (earliest kept), plus ``ds``.
+
+    With ``max_rows``, only the most recent labels: store days are read newest first and reading stops
+    once ``max_rows`` distinct pairs are in hand; the result is the ``max_rows`` most recent of them by
+    (``ds``, ``labelled_at``). Memory is then bounded by the cap plus one store day, not by the history.
+    (The merge never stores a pair_key on two days, so "earliest kept" holds among the days read.)
 
     Returns a pandas DataFrame: the ``llm_labels`` columns (``p_yes`` float64 in [0, 1], ``label`` int32 0/1,
-    ``labelled_at`` naive UTC timestamps) and ``ds`` (str, the store day). Empty store: an empty frame with
-    those columns and dtypes.
+    ``labelled_at`` naive UTC timestamps) and ``ds`` (str, the store day), oldest first. Empty store: an
+    empty frame with those columns and dtypes.
 
     Raises ConfigError (exit 2) when ``upto_ds`` or a store partition name is not a date, SchemaError (exit 3)
     when a store file breaks the contract; a file that is not parquet raises ArrowInvalid (exit 1)."""
     lake = Lake.from_settings(settings)
     limit = ds_str(upto_ds) if upto_ds is not None else None
-    frames = []
-    for d in store_partitions(lake):
+    days = store_partitions(lake)
+    for d in days:
         parse_ds(d)
-        if limit is not None and d > limit:
-            continue
+    frames, rows = [], 0
+    for d in sorted((d for d in days if limit is None or d <= limit), reverse=True):
         df = _read_store_day(lake, d)
         if len(df):
             df["ds"] = d
             frames.append(df)
+            rows += len(df)
+        if max_rows is not None and rows >= max_rows:
+            break
     if not frames:
         empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in _EMPTY_DTYPES.items()})
         empty["ds"] = pd.Series(dtype=object)
         return empty
-    out = pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames[::-1], ignore_index=True)
     out = out.sort_values(["ds", "labelled_at", "pair_key"], kind="mergesort").drop_duplicates("pair_key")
+    if max_rows is not None and len(out) > max_rows:
+        out = out.iloc[len(out) - max_rows:]
     return out.reset_index(drop=True)
 
 

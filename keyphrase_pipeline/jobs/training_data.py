@@ -183,7 +183,9 @@ def latest_partition(lake: Lake, dataset: str, ds: str) -> str | None:
 
 
 def read_llm_labels(settings, ds: str) -> tuple["object", list[str]]:
-    """The label store up to ``ds``, deduplicated; returns (frame, days read).
+    """The label store up to ``ds``, deduplicated, at most the ``train.max_llm_labels`` most recent labels
+    (``label_store.read_labels``: newest days first, older days not read past the cap); returns (frame, store
+    days the frame's rows come from).
 
     The frame has the ``TrainingData.llm`` columns but ``split``; ``p`` is the judge's P(yes). Raises DataError
     (exit 3) when the store has no day up to ``ds``, SchemaError (exit 3) when it breaks contract
@@ -199,7 +201,11 @@ def read_llm_labels(settings, ds: str) -> tuple["object", list[str]]:
     except ImportError:  # pragma: no cover
         read_labels = None
     if read_labels is not None:
-        df = read_labels(settings, upto_ds=ds)
+        df = read_labels(settings, upto_ds=ds, max_rows=settings.train.max_llm_labels)
+        if len(df) and df["ds"].min() > days[0]:
+            log.info("label store capped at the %d most recent labels (train.max_llm_labels): read days %s..%s of "
+                     "%s..%s", settings.train.max_llm_labels, df["ds"].min(), days[-1], days[0], days[-1])
+            days = [d for d in days if d >= df["ds"].min()]
     else:  # pragma: no cover
         df = pd.concat([read_parquet(lake.path("llm_store", ds=d), contract="llm_labels") for d in days],
                        ignore_index=True)

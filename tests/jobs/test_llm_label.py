@@ -94,6 +94,33 @@ def test_store_dedupes_across_days_and_read_labels(s):
     assert len(label_store.read_labels(s)) == 35
 
 
+def test_read_labels_with_a_cap_reads_only_the_newest_days(s, monkeypatch):
+    """train.max_llm_labels: the newest labels only, and store days older than needed are never read."""
+    days = ["2026-10-11", "2026-10-12", "2026-10-13"]
+    for i, d in enumerate(days):
+        write_pairs(s, d, make_pairs(10, start=10 * i), shard_size=10)
+        llm_label.run_all(s, d, judge=CountingJudge(s))
+        label_store.run(s, d)
+    read = []
+    real = label_store._read_store_day
+    monkeypatch.setattr(label_store, "_read_store_day", lambda lake, d, cols=None: read.append(d) or real(lake, d, cols))
+
+    capped = label_store.read_labels(s, max_rows=15)
+    assert read == ["2026-10-13", "2026-10-12"]  # newest first, the oldest day not read
+    assert len(capped) == 15 and capped["pair_key"].is_unique
+    assert capped.groupby("ds").size().to_dict() == {"2026-10-12": 5, "2026-10-13": 10}
+    assert list(capped["ds"]) == sorted(capped["ds"])  # oldest first, as without a cap
+    assert set(range(20, 30)) <= set(capped["keyphrase_id"]) <= set(range(10, 30))
+
+    read.clear()
+    assert len(label_store.read_labels(s)) == 30 and len(read) == 3
+    s2 = s.model_copy(update={"train": s.train.model_copy(update={"max_llm_labels": 12})})
+    from keyphrase_pipeline.jobs.training_data import read_llm_labels
+
+    df, used = read_llm_labels(s2, "2026-10-13")
+    assert len(df) == 12 and used == ["2026-10-12", "2026-10-13"]
+
+
 def test_merge_stats_and_ctr_agreement(s):
     write_pairs(s, DS, make_pairs(30), shard_size=15)
     llm_label.run_all(s, DS, judge=CountingJudge(s))
