@@ -9,8 +9,10 @@ For the logical date ``ds`` the job
    event id already logged there is not counted again;
 2. makes sure every day of the window (``settings.ctr.window_days``, default 30, ending at ``ds``) has
    its daily aggregate, computing the missing ones from raw (backfill);
-3. sums the window's daily aggregates into ``ctr_labels/ds=`` with CTR and the label
-   (1 when CTR > ``ctr_threshold`` and impressions >= ``min_impressions``), plus ``_stats.json``;
+3. sums the window into ``ctr_labels/ds=`` with CTR and the label (1 when CTR > ``ctr_threshold`` and
+   impressions >= ``min_impressions``), plus ``_stats.json``: sliding (``ctr_labels/ds=D-1`` + ``ctr_daily/ds=D``
+   - ``ctr_daily/ds=D-window_days``, 3 partitions) when D-1's labels are a verified state, else the full sum of
+   the window's daily aggregates (:func:`plan_window_sum` says which and why);
 4. passes optional search-relevance labels (``raw/sr_labels/ds=``) through to ``sr_labels/ds=``.
 
 Raw events are read for one day per run (plus backfilled days, plus each such day's previous-day tail):
@@ -238,17 +240,15 @@ def _read_parquet(spark, paths: list[str], contract: str, what: str):
 def _write_partition(df, target: str, n_files: int, stats: dict | None, sort_cols: tuple[str, ...] = ()) -> None:
     """Write ``df`` as ``target`` atomically (hidden temp dir, then rename), with ``_stats.json`` inside.
 
-    When ``stats`` is given it gains (in place) ``write_id`` (a fresh uuid4 hex) and ``data_fingerprint``
-    (``dir_fingerprint`` of the data files just written, which the renamed partition keeps) before it is saved."""
+    The saved ``_stats.json`` is ``stats`` (not modified) plus ``write_id`` (a fresh uuid4 hex) and
+    ``data_fingerprint`` (``dir_fingerprint`` of the data files just written, which the renamed partition keeps)."""
     with atomic_dir(target) as tmp:
         out = df.coalesce(n_files)
         if sort_cols:
             out = out.sortWithinPartitions(*sort_cols)
         out.write.mode("overwrite").parquet(spark_uri(tmp))
         if stats is not None:
-            stats["write_id"] = uuid.uuid4().hex
-            stats["data_fingerprint"] = dir_fingerprint(tmp)
-            _write_partition_stats(tmp, stats)
+            _write_partition_stats(tmp, {**stats, "write_id": uuid.uuid4().hex, "data_fingerprint": dir_fingerprint(tmp)})
 
 
 def _write_partition_stats(tmp_dir: str, stats: dict) -> None:
@@ -590,9 +590,9 @@ def build_window(spark, settings, ds, allow_missing: bool | None = None, extra_s
     the window (``sliding``, 3 partitions) when :func:`plan_window_sum` verifies that state, else from every
     daily aggregate of the window (``full``); both give the same integers. The stats record ``window_mode``
     (``sliding`` | ``full``), ``window_reason``, ``partitions_read`` and ``window_state`` (``version`` and
-    ``sources``: the fingerprint of each summed daily aggregate, what the next day's run verifies), plus
-    ``write_id`` and ``data_fingerprint`` of the written partition; ``window_seconds`` (run stats only) times
-    the window step (sum, labels, stats, write).
+    ``sources``: the fingerprint of each summed daily aggregate, what the next day's run verifies); the
+    partition's ``_stats.json`` adds its ``write_id`` and ``data_fingerprint``; ``window_seconds`` (run stats
+    only) times the window step (sum, labels, stats, write).
 
     Raises:
         ConfigError: (exit 2) ``ds`` is not YYYY-MM-DD.
