@@ -252,6 +252,28 @@ def atomic_dir(target: str) -> Iterator[str]:
         raise
 
 
+def dir_fingerprint(path: str) -> str | None:
+    """A fingerprint of a directory's data files: sha1 (16 hex digits) over the sorted ``name:size`` of its
+    files whose names do not start with ``_`` or ``.`` (``_SUCCESS``, ``_stats.json`` and checksum files are
+    left out); None when ``path`` does not exist. One listing call, no file is opened.
+
+    Spark names every file it writes with a per-job UUID (``part-00000-<uuid>-c000...``), so any rewrite of
+    a Spark-written partition changes the fingerprint, even with identical content; a directory renamed into
+    place (``atomic_dir``) keeps the fingerprint of its temporary self."""
+    import hashlib
+
+    fs, p = _fs(path)
+    if not fs.exists(p):
+        return None
+    entries = []
+    for info in fs.ls(p, detail=True):
+        name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
+        if info.get("type") == "directory" or name.startswith(("_", ".")):
+            continue
+        entries.append(f"{name}:{int(info.get('size') or 0)}")
+    return hashlib.sha1("\n".join(sorted(entries)).encode()).hexdigest()[:16]
+
+
 def spark_uri(path: str) -> str:
     """``path`` as Spark reads it: ``file://<absolute path>`` for local paths, other URLs unchanged."""
     return f"file://{local_path(path)}" if is_local(path) else path

@@ -10,6 +10,8 @@ the right-hand column names the function of this module (or ``Lake``) that build
     ctr_daily/ds=D/                                   one day's impressions/clicks per pair  Lake.path
     <ctr_labels|sr_labels>/ds=D/                      30-day CTR labels; search-relevance pass-through
     <ctr_labels|sr_labels>/ds=D/_stats.json           the partition's stats (informative) partition_stats_path
+                                                      (ctr_labels': also ``window_state``, what the next day's
+                                                      sliding window verifies; ctr_labels/ds=D is that state)
     quarantine/<dataset>/ds=D/                        bad input rows with a ``reason`` column
     quarantine/llm_labels/ds=D/shard=NNNNN/batch-NNNNN.parquet   pairs the judge gave no usable answer
                                                       (reason, raw_answer)      label_quarantine_dir, batch_file_name
@@ -65,7 +67,8 @@ INDEX_FILE = "index.faiss"           # serving/builds/ds=D and each serving vers
 INDEX_IDMAP = "keyphrases.parquet"   # beside the index: keyphrase_id -> text
 EXPORT_RECORD = "export.json"        # registry/students/<v>/onnx: what was exported and verified
 MODEL_MARKER = "kp_model.json"       # beside every saved model: {"kind": "bi"|"cross", threshold, ...}
-PARTITION_STATS = "_stats.json"      # ctr_labels/ds=D, sr_labels/ds=D: counts of the partition (informative only)
+PARTITION_STATS = "_stats.json"      # ctr_daily, ctr_labels, sr_labels /ds=D: counts of the partition, write_id and
+                                     # data_fingerprint; ctr_labels': window_state (the sliding window's record)
 SYNTH_WORLD_META = "world.json"      # synth/: the synthetic world's parameters (demo/tests only)
 REGISTRY_KINDS = ("students", "cross")
 REGISTRY_POINTERS = {"students": "CHAMPION", "cross": "CROSS_LATEST"}

@@ -57,6 +57,11 @@ class CtrSettings(BaseModel):
         0, ge=0, le=180,
         description="An event of partition D must have D 00:00 <= ts < D+1 00:00, widened by this many minutes on "
                     "each side; rows outside are quarantined as ts_outside_day.")
+    sliding_window: bool = Field(
+        True,
+        description="Sum day D's window as ctr_labels/ds=D-1 + ctr_daily/ds=D - ctr_daily/ds=D-window_days (3 "
+                    "partitions) when that state is verified, else (and always when false) as the sum of the "
+                    "window's window_days daily aggregates. Both give identical labels.")
 
 
 class PairSettings(BaseModel):

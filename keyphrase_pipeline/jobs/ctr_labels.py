@@ -9,8 +9,10 @@ For the logical date ``ds`` the job
    event id already logged there is not counted again;
 2. makes sure every day of the window (``settings.ctr.window_days``, default 30, ending at ``ds``) has
    its daily aggregate, computing the missing ones from raw (backfill);
-3. sums the window's daily aggregates into ``ctr_labels/ds=`` with CTR and the label
-   (1 when CTR > ``ctr_threshold`` and impressions >= ``min_impressions``), plus ``_stats.json``;
+3. sums the window into ``ctr_labels/ds=`` with CTR and the label (1 when CTR > ``ctr_threshold`` and
+   impressions >= ``min_impressions``), plus ``_stats.json``: sliding (``ctr_labels/ds=D-1`` + ``ctr_daily/ds=D``
+   - ``ctr_daily/ds=D-window_days``, 3 partitions) when D-1's labels are a verified state, else the full sum of
+   the window's daily aggregates (:func:`plan_window_sum` says which and why);
 4. passes optional search-relevance labels (``raw/sr_labels/ds=``) through to ``sr_labels/ds=``.
 
 Raw events are read for one day per run (plus backfilled days, plus each such day's previous-day tail):
@@ -29,12 +31,13 @@ import logging
 import math
 import sys
 import time
+import uuid
 from functools import reduce
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.contracts import check_spark_schema
 from keyphrase_pipeline.core.errors import DataError
-from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_range, ds_str, spark_uri
+from keyphrase_pipeline.core.lake import Lake, atomic_dir, dir_fingerprint, ds_range, ds_str, spark_uri
 
 log = logging.getLogger(__name__)
 
@@ -235,14 +238,17 @@ def _read_parquet(spark, paths: list[str], contract: str, what: str):
 
 
 def _write_partition(df, target: str, n_files: int, stats: dict | None, sort_cols: tuple[str, ...] = ()) -> None:
-    """Write ``df`` as ``target`` atomically (hidden temp dir, then rename), with ``_stats.json`` inside."""
+    """Write ``df`` as ``target`` atomically (hidden temp dir, then rename), with ``_stats.json`` inside.
+
+    The saved ``_stats.json`` is ``stats`` (not modified) plus ``write_id`` (a fresh uuid4 hex) and
+    ``data_fingerprint`` (``dir_fingerprint`` of the data files just written, which the renamed partition keeps)."""
     with atomic_dir(target) as tmp:
         out = df.coalesce(n_files)
         if sort_cols:
             out = out.sortWithinPartitions(*sort_cols)
         out.write.mode("overwrite").parquet(spark_uri(tmp))
         if stats is not None:
-            _write_partition_stats(tmp, stats)
+            _write_partition_stats(tmp, {**stats, "write_id": uuid.uuid4().hex, "data_fingerprint": dir_fingerprint(tmp)})
 
 
 def _write_partition_stats(tmp_dir: str, stats: dict) -> None:
@@ -406,13 +412,122 @@ def _plan_window(spark, settings, lake: Lake, day: str, days: list[str], allow: 
     return computed, reused, missing, used
 
 
-def _window_stats(settings, lake: Lake, labels, day: str, days: list[str], computed: dict, reused: list[str],
-                  missing: list[str], used: list[str], extra_stats: dict | None) -> dict:
-    """The run's stats: input rows and quarantine over the window, pairs, positives, impressions
-    distribution, which days were computed/reused/missing, output files."""
+# ---------------------------------------------------------------------------------------------
+# the window sum: sliding (yesterday's labels + today - the day that left) or full (every daily aggregate)
+# ---------------------------------------------------------------------------------------------
+WINDOW_STATE_VERSION = 1  # the layout of ``window_state`` in ctr_labels/ds=D/_stats.json
+_PAIR = ("item_id", "keyphrase_id")
+
+
+def _day_before(day: str) -> str:
+    import datetime as dt
+
+    return (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+
+
+def plan_window_sum(settings, lake: Lake, day: str, days: list[str], sources: dict[str, str | None]):
+    """Decide how day ``day``'s window sums are computed: ``("sliding", reason, leaving)`` or ``("full", reason,
+    None)``; ``reason`` is one sentence for the log and the run stats.
+
+    ``days``: the window (``ds_range(day, window_days)``); ``sources``: ``{d: dir_fingerprint(ctr_daily/ds=d)}``
+    for every day of the window whose aggregate is summed (missing days absent). Sliding means
+    ``ctr_labels/ds=D-1`` + ``ctr_daily/ds=D`` - ``ctr_daily/ds=L`` with ``L = D - window_days`` (``leaving``:
+    L, or None when the state summed no aggregate of L). It is chosen only when all of these hold, else full:
+
+    * ``ctr.sliding_window`` is true;
+    * ``ctr_labels/ds=D-1`` exists and its ``_stats.json`` holds a ``window_state`` of this version, for
+      ``ds`` = D-1, the same ``window_days`` and the window ``[L, D-1]``;
+    * the state's data files are the ones its ``_stats.json`` recorded (``data_fingerprint``);
+    * each day ``L+1 .. D-1`` has exactly the aggregate the state summed (same fingerprint, or absent in both);
+    * when the state summed L's aggregate, that aggregate is still there unchanged (it is subtracted).
+
+    Reads only small metadata: the state's ``_stats.json`` and two directory listings (the fingerprints of the
+    window's aggregates are passed in)."""
+    ctr = settings.ctr
+    if not ctr.sliding_window:
+        return "full", "ctr.sliding_window is false", None
+    prev, leaving = _day_before(day), _day_before(days[0])
+    state_path = lake.path("ctr_labels", ds=prev)
+    if not lake.exists(state_path):
+        return "full", f"no state: ctr_labels/ds={prev} does not exist (first run, or a gap)", None
+    st = _read_partition_stats(lake, state_path)
+    ws = st.get("window_state")
+    if not isinstance(ws, dict) or not isinstance(ws.get("sources"), dict):
+        return "full", (f"ctr_labels/ds={prev} records no window state (its _stats.json is missing or unreadable, "
+                        f"or an older version wrote it)"), None
+    if ws.get("version") != WINDOW_STATE_VERSION:
+        return "full", f"ctr_labels/ds={prev} has window state version {ws.get('version')}, not {WINDOW_STATE_VERSION}", None
+    if st.get("window_days") != ctr.window_days:
+        return "full", f"ctr.window_days changed: ctr_labels/ds={prev} summed {st.get('window_days')} days, now {ctr.window_days}", None
+    if st.get("ds") != prev or st.get("window") != [leaving, prev]:
+        return "full", f"ctr_labels/ds={prev} records ds {st.get('ds')} and window {st.get('window')}, not {prev} and [{leaving}, {prev}]", None
+    if not st.get("data_fingerprint") or dir_fingerprint(state_path) != st["data_fingerprint"]:
+        return "full", f"the data files of ctr_labels/ds={prev} are not the ones its _stats.json recorded", None
+    recorded = ws["sources"]
+    for d in days[:-1]:
+        was, now = recorded.get(d), sources.get(d)
+        if was != now:
+            what = ("was missing when the state was built" if was is None else "is missing now" if now is None
+                    else "was rewritten after the state was built (a rerun or a backfill)")
+            return "full", f"ctr_daily/ds={d} {what}", None
+    if recorded.get(leaving) is None:  # the state summed nothing of L (missing then): nothing to subtract
+        return "sliding", (f"ctr_labels/ds={prev} + ctr_daily/ds={day} (ctr_daily/ds={leaving} was not in the state); "
+                           f"the {len(days) - 1} days in between verified unchanged"), None
+    now = dir_fingerprint(lake.path("ctr_daily", ds=leaving))
+    if now != recorded[leaving]:
+        what = "is gone" if now is None else "was rewritten"
+        return "full", (f"ctr_daily/ds={leaving}, the day leaving the window, {what} since the state was built: "
+                        f"it cannot be subtracted"), None
+    return "sliding", (f"ctr_labels/ds={prev} + ctr_daily/ds={day} - ctr_daily/ds={leaving}; the {len(days) - 1} "
+                       f"days in between verified unchanged"), leaving
+
+
+def _long_pairs(df, sign: int = 1):
     from pyspark.sql import functions as F
 
-    row = labels.agg(
+    return df.select(*[F.col(k).cast("long").alias(k) for k in _PAIR],
+                     (F.col("impressions").cast("long") * sign).alias("impressions"),
+                     (F.col("clicks").cast("long") * sign).alias("clicks"))
+
+
+def _sum_pairs(df):
+    from pyspark.sql import functions as F
+
+    return df.groupBy(*_PAIR).agg(F.sum("impressions").cast("long").alias("impressions"),
+                                  F.sum("clicks").cast("long").alias("clicks"))
+
+
+def full_window_sum(spark, lake: Lake, used: list[str]):
+    """The window sums as the sum of the ``ctr_daily`` partitions of ``used`` (explicit paths): one row per pair
+    seen in any of them; columns ``item_id, keyphrase_id, impressions, clicks`` (long)."""
+    dailies = _read_parquet(spark, [lake.path("ctr_daily", ds=d) for d in used], "ctr_daily", "ctr_daily")
+    return _sum_pairs(_long_pairs(dailies))
+
+
+def sliding_window_sum(spark, lake: Lake, day: str, add_day: bool, leaving: str | None):
+    """The window sums of ``day`` from the state: ``ctr_labels/ds=D-1`` (its impressions and clicks) plus
+    ``ctr_daily/ds=D`` (when ``add_day``) minus ``ctr_daily/ds=<leaving>`` (when not None); pairs whose
+    impressions and clicks are both 0 are dropped (a full sum never has them: every daily row counts at least one
+    event). Reads at most 3 partitions. Same columns as :func:`full_window_sum`; exact (integer sums) when
+    :func:`plan_window_sum` said ``sliding``."""
+    from pyspark.sql import functions as F
+
+    prev = _day_before(day)
+    parts = [_long_pairs(_read_parquet(spark, [lake.path("ctr_labels", ds=prev)], "ctr_labels",
+                                       f"ctr_labels {prev} (window state)"))]
+    if add_day:
+        parts.append(_long_pairs(_read_parquet(spark, [lake.path("ctr_daily", ds=day)], "ctr_daily", "ctr_daily")))
+    if leaving is not None:
+        parts.append(_long_pairs(_read_parquet(spark, [lake.path("ctr_daily", ds=leaving)], "ctr_daily", "ctr_daily"), -1))
+    summed = _sum_pairs(reduce(lambda a, b: a.unionByName(b), parts))
+    return summed.where((F.col("impressions") != 0) | (F.col("clicks") != 0))
+
+
+def _label_summary(labels):
+    """One row over the labels: pairs, positives, impressions, clicks, min/percentiles/max of impressions, min clicks."""
+    from pyspark.sql import functions as F
+
+    return labels.agg(
         F.count("*").alias("pairs"),
         F.coalesce(F.sum("label"), F.lit(0)).alias("positives"),
         F.coalesce(F.sum("impressions"), F.lit(0)).alias("impressions"),
@@ -420,7 +535,14 @@ def _window_stats(settings, lake: Lake, labels, day: str, days: list[str], compu
         F.min("impressions").alias("min"),
         F.percentile_approx("impressions", [0.5, 0.9, 0.99], 10000).alias("pct"),
         F.max("impressions").alias("max"),
+        F.min("clicks").alias("min_clicks"),
     ).first()
+
+
+def _window_stats(settings, lake: Lake, row, day: str, days: list[str], computed: dict, reused: list[str],
+                  missing: list[str], used: list[str], extra_stats: dict | None) -> dict:
+    """The run's stats: input rows and quarantine over the window, pairs, positives, impressions
+    distribution (``row``: :func:`_label_summary`), which days were computed/reused/missing, output files."""
     pct = row["pct"] or [None, None, None]
     window_rows_in = window_quarantined = 0
     for d in used:
@@ -464,14 +586,21 @@ def build_window(spark, settings, ds, allow_missing: bool | None = None, extra_s
     Other days reuse their ``ctr_daily`` partition when present, else are computed from raw
     (backfill), else are missing: DataError naming the day, or skipped when ``allow_missing``.
 
+    The window sums come from yesterday's labels, today's aggregate and the aggregate of the day that left
+    the window (``sliding``, 3 partitions) when :func:`plan_window_sum` verifies that state, else from every
+    daily aggregate of the window (``full``); both give the same integers. The stats record ``window_mode``
+    (``sliding`` | ``full``), ``window_reason``, ``partitions_read`` and ``window_state`` (``version`` and
+    ``sources``: the fingerprint of each summed daily aggregate, what the next day's run verifies); the
+    partition's ``_stats.json`` adds its ``write_id`` and ``data_fingerprint``; ``window_seconds`` (run stats
+    only) times the window step (sum, labels, stats, write).
+
     Raises:
         ConfigError: (exit 2) ``ds`` is not YYYY-MM-DD.
         DataError: (exit 3) a window day without raw events nor ``ctr_daily`` (unless ``allow_missing``), no
             input day at all, an unreadable partition, or a day over ``ctr.max_bad_share`` (``aggregate_day``).
-        SchemaError: (exit 3) raw events or ``ctr_daily`` break their contract.
+        SchemaError: (exit 3) raw events, ``ctr_daily`` or the state ``ctr_labels/ds=D-1`` break their contract.
     """
     from pyspark import StorageLevel
-    from pyspark.sql import functions as F
 
     lake = Lake.from_settings(settings)
     day = ds_str(ds)
@@ -480,24 +609,40 @@ def build_window(spark, settings, ds, allow_missing: bool | None = None, extra_s
     t0 = time.perf_counter()
 
     computed, reused, missing, used = _plan_window(spark, settings, lake, day, days, allow)
-    daily_paths = [lake.path("ctr_daily", ds=d) for d in used]
-    dailies = _read_parquet(spark, daily_paths, "ctr_daily", "ctr_daily")
-    window = dailies.groupBy(F.col("item_id").cast("long").alias("item_id"),
-                             F.col("keyphrase_id").cast("long").alias("keyphrase_id")).agg(
-        F.sum("impressions").cast("long").alias("impressions"),
-        F.sum("clicks").cast("long").alias("clicks"),
-    )
-    labels = label_pairs(window, settings).persist(StorageLevel.MEMORY_AND_DISK)
+    t_window = time.perf_counter()
+    sources = {d: dir_fingerprint(lake.path("ctr_daily", ds=d)) for d in used}
+    mode, reason, leaving = plan_window_sum(settings, lake, day, days, sources)
+    if mode == "sliding":
+        labels = label_pairs(sliding_window_sum(spark, lake, day, day in used, leaving), settings)
+        labels = labels.persist(StorageLevel.MEMORY_AND_DISK)
+        row = _label_summary(labels)
+        if (row["min"] is not None and row["min"] < 0) or (row["min_clicks"] is not None and row["min_clicks"] < 0):
+            # a verified state cannot do this; if it happens the state is wrong: never write negative counts
+            labels.unpersist()
+            mode, reason = "full", (f"the sliding sums went negative (min impressions {row['min']}, min clicks "
+                                    f"{row['min_clicks']}): ctr_labels/ds={_day_before(day)} is inconsistent")
+            log.warning("ctr_labels %s: %s; summing the full window", day, reason)
+    if mode == "full":
+        labels = label_pairs(full_window_sum(spark, lake, used), settings).persist(StorageLevel.MEMORY_AND_DISK)
+        row = _label_summary(labels)
+    log.info("ctr_labels %s: window sum %s: %s", day, mode, reason)
     try:
-        stats = _window_stats(settings, lake, labels, day, days, computed, reused, missing, used, extra_stats)
+        stats = _window_stats(settings, lake, row, day, days, computed, reused, missing, used, extra_stats)
+        stats.update({
+            "window_mode": mode,
+            "window_reason": reason,
+            "partitions_read": (1 + (day in used) + (leaving is not None)) if mode == "sliding" else len(used),
+            "window_state": {"version": WINDOW_STATE_VERSION, "sources": sources},
+        })
         _write_partition(labels, lake.path("ctr_labels", ds=day), stats["output_files"], stats,
-                         sort_cols=("item_id", "keyphrase_id"))
+                         sort_cols=_PAIR)
     finally:
         labels.unpersist()
+    stats["window_seconds"] = round(time.perf_counter() - t_window, 3)
     stats["seconds"] = round(time.perf_counter() - t0, 3)
-    log.info("ctr_labels %s: %d pairs, %d positives, days used %d (computed %d, reused %d, missing %d) in %.1fs",
-             day, stats["pairs"], stats["positives"], len(used), len(computed), len(reused), len(missing),
-             stats["seconds"])
+    log.info("ctr_labels %s: %d pairs, %d positives, days used %d (computed %d, reused %d, missing %d), window %s "
+             "(%d partitions read) in %.1fs", day, stats["pairs"], stats["positives"], len(used), len(computed),
+             len(reused), len(missing), mode, stats["partitions_read"], stats["seconds"])
     return stats
 
 
@@ -612,12 +757,13 @@ def add_arguments(parser) -> None:
 
 def main(settings, args) -> int:
     """``kp ctr-labels``: ``run`` for ``--ds``; prints one JSON line (ds, pairs, positives, rows_in, rows_quarantined,
-    days_used, days_computed, days_missing, seconds) and returns 0.
+    days_used, days_computed, days_missing, window_mode, seconds) and returns 0.
 
     Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
     (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     stats = run(settings, args.ds, allow_missing=args.allow_missing)
-    keys = ("ds", "pairs", "positives", "rows_in", "rows_quarantined", "days_used", "days_computed", "days_missing", "seconds")
+    keys = ("ds", "pairs", "positives", "rows_in", "rows_quarantined", "days_used", "days_computed", "days_missing",
+            "window_mode", "seconds")
     print(json.dumps({k: stats[k] for k in keys}, default=str))
     return 0
 

@@ -99,3 +99,25 @@ def test_read_parquet_checks_the_contract(tmp_path):
         read_parquet(target, contract="ctr_daily")
     with pytest.raises(DataError, match="missing dataset"):
         read_parquet(lake.path("ctr_daily", ds="2026-10-09"))
+
+
+def test_dir_fingerprint_sees_data_files_only_and_survives_the_atomic_rename(tmp_path):
+    from pathlib import Path
+
+    from keyphrase_pipeline.core.lake import dir_fingerprint
+
+    target = str(tmp_path / "ctr_daily" / "ds=2026-10-05")
+    assert dir_fingerprint(target) is None
+    with atomic_dir(target) as tmp:
+        os.makedirs(tmp)
+        (Path(tmp) / "part-00000-aaaa.parquet").write_bytes(b"x" * 10)
+        inside = dir_fingerprint(tmp)
+    assert dir_fingerprint(target) == inside  # the rename keeps it: what the stats inside recorded stays true
+    (Path(target) / "_stats.json").write_text("{}")
+    (Path(target) / ".part-00000-aaaa.parquet.crc").write_text("c")
+    assert dir_fingerprint(target) == inside  # markers, stats and checksum files do not count
+    (Path(target) / "part-00000-aaaa.parquet").write_bytes(b"x" * 11)
+    assert dir_fingerprint(target) != inside  # another size
+    (Path(target) / "part-00000-aaaa.parquet").write_bytes(b"x" * 10)
+    os.rename(Path(target) / "part-00000-aaaa.parquet", Path(target) / "part-00000-bbbb.parquet")
+    assert dir_fingerprint(target) != inside  # another write (Spark names files with a per-write UUID)

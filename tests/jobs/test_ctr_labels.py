@@ -520,3 +520,203 @@ def test_event_outside_its_partition_day_is_quarantined(spark, settings):
     assert ctr_labels.run(settings, END, spark=spark)["quarantined_by_reason"] == {"ts_outside_day": 2}
     skew = cfg(settings, ctr={"window_days": 1, "min_impressions": 1, "max_bad_share": 1.0, "clock_skew_minutes": 5})
     assert ctr_labels.run(skew, END, spark=spark)["rows_quarantined"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the sliding window: ctr_labels/ds=D-1 + ctr_daily/ds=D - ctr_daily/ds=D-window_days, exact, with fallbacks
+# ---------------------------------------------------------------------------------------------
+def full_sum_ref(settings, day: str) -> pd.DataFrame:
+    """The labels as the full sum of the window's ctr_daily partitions, computed in pandas."""
+    lake = Lake.from_settings(settings)
+    frames = [read_parquet(lake.path("ctr_daily", ds=d), contract="ctr_daily")
+              for d in ds_range(day, settings.ctr.window_days) if lake.exists(lake.path("ctr_daily", ds=d))]
+    s = pd.concat(frames).groupby(["item_id", "keyphrase_id"])[["impressions", "clicks"]].sum().reset_index()
+    s["ctr"] = (s["clicks"] / s["impressions"].where(s["impressions"] > 0)).fillna(0.0)
+    s["label"] = ((s["ctr"] > settings.ctr.ctr_threshold) & (s["impressions"] >= settings.ctr.min_impressions)).astype(int)
+    return _norm(s)
+
+
+def assert_exact(settings, day: str) -> pd.DataFrame:
+    got = read_labels(settings, day)
+    pd.testing.assert_frame_equal(got, full_sum_ref(settings, day), check_exact=True)
+    assert not ((got["impressions"] == 0) & (got["clicks"] == 0)).any()
+    assert (got[["impressions", "clicks"]] >= 0).all().all()
+    return got
+
+
+def pair_set(df: pd.DataFrame) -> set:
+    return set(zip(df["item_id"], df["keyphrase_id"]))
+
+
+def test_sliding_window_equals_full_sum_day_after_day(spark, settings):
+    """Six consecutive days, pairs entering and leaving, a pair whose only in-window event is a click attributed to
+    an impression that already left the window (impressions 0, clicks 1: kept), then gone (both 0: dropped)."""
+    settings = cfg(settings, ctr={"window_days": 3, "min_impressions": 5})
+    days = ds_range(END, 8)
+    events = {d: clean_day(d, i) for i, d in enumerate(days)}
+    events[days[2]] = _typed(pd.concat([events[days[2]], pd.DataFrame([ev("b-imp", f"{days[2]} 23:50", 99, kp=99)])]))
+    events[days[3]] = _typed(pd.concat([events[days[3]], pd.DataFrame([ev("b-clk", f"{days[3]} 00:05", 99, "click", 99)])]))
+    for d, df in events.items():
+        write_events(settings, d, df)
+    lake = Lake.from_settings(settings)
+    prev, entered, left = None, 0, 0
+    for i, d in enumerate(days[2:], start=2):
+        stats = ctr_labels.run(settings, d, spark=spark)
+        if i == 2:
+            assert stats["window_mode"] == "full" and "does not exist" in stats["window_reason"]
+        else:
+            assert stats["window_mode"] == "sliding", stats["window_reason"]
+            assert stats["partitions_read"] == 3 and stats["days_used"] == 3
+        got = assert_exact(settings, d)
+        if prev is not None:
+            entered += len(pair_set(got) - pair_set(prev))
+            left += len(pair_set(prev) - pair_set(got))
+        prev = got
+        row = got[got["item_id"] == 99]
+        if d == days[3]:
+            assert row[["impressions", "clicks"]].values.tolist() == [[1, 1]]
+        elif d in (days[5],):  # the impression's day left the window, the click's day is still in it
+            assert row[["impressions", "clicks", "ctr", "label"]].values.tolist() == [[0, 1, 0.0, 0]]
+        elif d in (days[6], days[7]):
+            assert row.empty  # both counts fell to 0: dropped, as the full sum never had it
+        run_stats = lake.read_json(lake.run_stats_path(d, "ctr_labels"))
+        saved = lake.read_json(f"{lake.path('ctr_labels', ds=d)}/_stats.json")
+        assert run_stats["window_mode"] == saved["window_mode"] == stats["window_mode"]
+        assert saved["window_state"]["sources"].keys() == set(ds_range(d, 3))
+    assert entered > 10 and left > 10  # the window really moved
+    # min_impressions does not filter the output: pairs under it are there (label 0), so the output is the state
+    assert (prev["impressions"] < 5).any()
+
+    # a rerun is idempotent and still sliding; the same day summed in full gives the same rows
+    sliding = read_labels(settings, days[-1])
+    assert ctr_labels.run(settings, days[-1], spark=spark)["window_mode"] == "sliding"
+    pd.testing.assert_frame_equal(read_labels(settings, days[-1]), sliding, check_exact=True)
+    full = cfg(settings, ctr={"window_days": 3, "min_impressions": 5, "sliding_window": False})
+    stats = ctr_labels.run(full, days[-1], spark=spark)
+    assert stats["window_mode"] == "full" and stats["window_reason"] == "ctr.sliding_window is false"
+    assert stats["partitions_read"] == 3
+    pd.testing.assert_frame_equal(read_labels(settings, days[-1]), sliding, check_exact=True)
+
+
+def test_sliding_falls_back_when_a_daily_aggregate_is_rewritten(spark, settings):
+    """A rerun of an old day with re-delivered raw, a backfilled day, a rewritten day leaving the window: each makes
+    the state untrustworthy (full sum, reason logged and recorded); the next day slides again, exactly."""
+    settings = cfg(settings, ctr={"window_days": 3, "min_impressions": 5})
+    days = ds_range(END, 9)
+    world(settings, days)
+    lake = Lake.from_settings(settings)
+    for d in days[2:4]:
+        ctr_labels.run(settings, d, spark=spark)
+
+    # 1. raw of days[2] re-delivered (other events), the day rerun: its aggregate changes under the state of days[3]
+    write_events(settings, days[2], clean_day(days[2], 100))
+    ctr_labels.run(settings, days[2], spark=spark)
+    stats = ctr_labels.run(settings, days[4], spark=spark)
+    assert stats["window_mode"] == "full"
+    assert stats["window_reason"] == f"ctr_daily/ds={days[2]} was rewritten after the state was built (a rerun or a backfill)"
+    assert_exact(settings, days[4])
+    stats = ctr_labels.run(settings, days[5], spark=spark)  # the state of days[4] holds the new aggregate
+    assert stats["window_mode"] == "sliding"
+    assert_exact(settings, days[5])
+
+    # 2. a lost aggregate inside the window is backfilled from raw: a new aggregate the state never summed
+    import shutil
+
+    shutil.rmtree(lake.path("ctr_daily", ds=days[4]))
+    stats = ctr_labels.run(settings, days[6], spark=spark)
+    assert stats["days_computed"] == [days[4], days[6]]
+    assert stats["window_mode"] == "full" and f"ctr_daily/ds={days[4]} was rewritten" in stats["window_reason"]
+    assert_exact(settings, days[6])
+
+    # 3. the day about to leave the window is rerun on different raw after the state was built: what the state
+    # summed for it is gone, it cannot be subtracted
+    ctr_labels.run(settings, days[7], spark=spark)
+    write_events(settings, days[5], clean_day(days[5], 200))
+    ctr_labels.run(settings, days[5], spark=spark)
+    stats = ctr_labels.run(settings, days[8], spark=spark)
+    assert stats["window_mode"] == "full"
+    assert stats["window_reason"].startswith(f"ctr_daily/ds={days[5]}, the day leaving the window, was rewritten")
+    assert_exact(settings, days[8])
+
+
+def test_sliding_falls_back_without_a_trustworthy_state(spark, settings):
+    """The state ctr_labels/ds=D-1 is not used when it is absent (a gap), summed another window_days, was written
+    without a window state (an older version), has data files other than the ones it recorded, or yields negative
+    sums; the labels are the full sum each time."""
+    import shutil
+
+    settings = cfg(settings, ctr={"window_days": 3, "min_impressions": 5})
+    days = ds_range(END, 5)
+    world(settings, days)
+    lake = Lake.from_settings(settings)
+    for d in days[2:4]:
+        ctr_labels.run(settings, d, spark=spark)
+    state = lake.path("ctr_labels", ds=days[3])
+    stats_path = f"{state}/_stats.json"
+    good_stats = open(stats_path).read()
+    D = days[4]
+
+    def run_full(reason_part: str, s=settings):
+        stats = ctr_labels.run(s, D, spark=spark)
+        assert stats["window_mode"] == "full", stats["window_reason"]
+        assert reason_part in stats["window_reason"]
+        assert stats["partitions_read"] == s.ctr.window_days
+        assert_exact(s, D)
+        return stats
+
+    assert ctr_labels.run(settings, D, spark=spark)["window_mode"] == "sliding"  # the state is good
+    run_full("ctr.window_days changed: ctr_labels/ds=2026-10-09 summed 3 days, now 4",
+             cfg(settings, ctr={"window_days": 4, "min_impressions": 5}))
+    # an older version's state: no window record
+    old = json.loads(good_stats)
+    del old["window_state"]
+    open(stats_path, "w").write(json.dumps(old))
+    run_full("records no window state")
+    open(stats_path, "w").write(good_stats)
+    assert ctr_labels.run(settings, D, spark=spark)["window_mode"] == "sliding"
+    # the state's data replaced behind its stats (a hand-made fix, a copy from elsewhere)
+    part = next(f for f in os.listdir(state) if f.endswith(".parquet"))
+    tampered = read_parquet(state, contract="ctr_labels")
+    tampered["impressions"] = tampered["impressions"] * 2
+    os.remove(f"{state}/{part}")
+    tampered.to_parquet(f"{state}/part-00000-edited.parquet", index=False)
+    run_full("are not the ones its _stats.json recorded")
+    # ... and with its recorded fingerprint patched to match: the sums go negative, never written
+    from keyphrase_pipeline.core.lake import dir_fingerprint
+
+    zeroed = tampered.assign(impressions=0, clicks=0)
+    zeroed.to_parquet(f"{state}/part-00000-edited.parquet", index=False)
+    patched = json.loads(good_stats)
+    patched["data_fingerprint"] = dir_fingerprint(state)
+    open(stats_path, "w").write(json.dumps(patched))
+    run_full("the sliding sums went negative")
+    # a gap: no labels for D-1 at all
+    shutil.rmtree(state)
+    run_full(f"no state: ctr_labels/ds={days[3]} does not exist")
+
+
+def test_sliding_with_a_day_missing_from_the_state(spark, settings):
+    """allow_missing: a day missing from the state is missing on both sides (nothing to subtract when it leaves);
+    when its raw arrives late and it is backfilled, the state no longer matches: full sum."""
+    settings = cfg(settings, ctr={"window_days": 3, "min_impressions": 5, "allow_missing_days": True})
+    days = ds_range(END, 5)
+    events = {d: clean_day(d, i) for i, d in enumerate(days)}
+    for d in days:
+        if d != days[1]:
+            write_events(settings, d, events[d])
+    assert ctr_labels.run(settings, days[2], spark=spark)["days_missing"] == [days[1]]
+    stats = ctr_labels.run(settings, days[3], spark=spark)
+    assert stats["window_mode"] == "sliding" and stats["partitions_read"] == 3  # days[0] subtracted
+    assert_exact(settings, days[3])
+    stats = ctr_labels.run(settings, days[4], spark=spark)
+    assert stats["window_mode"] == "sliding" and stats["partitions_read"] == 2  # days[1] was never in the state
+    assert f"ctr_daily/ds={days[1]} was not in the state" in stats["window_reason"]
+    assert_exact(settings, days[4])
+    pd.testing.assert_frame_equal(read_labels(settings, days[4]), ref_labels(events, days[2:]), check_exact=True)
+    # days[1]'s raw arrives late: rerunning days[3] backfills it, which the state of days[2] never summed
+    write_events(settings, days[1], events[days[1]])
+    stats = ctr_labels.run(settings, days[3], spark=spark)
+    assert stats["days_computed"] == [days[1], days[3]]
+    assert stats["window_mode"] == "full"
+    assert stats["window_reason"] == f"ctr_daily/ds={days[1]} was missing when the state was built"
+    pd.testing.assert_frame_equal(assert_exact(settings, days[3]), ref_labels(events, days[1:4]), check_exact=True)
