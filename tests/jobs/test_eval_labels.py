@@ -105,6 +105,12 @@ def test_docs_cite_the_committed_result_files():
     assert demo["config"]["kd_extra_ratio"] == 1.0 and demo["split"] == results[0]["split"]
     s = demo["per_seed"][0]["metrics"]["student"]
     assert f"{s['f1']:.3f} / {s['auc']:.3f}" in doc and f"precision {s['precision']:.3f}" in doc
+    both = json.loads((repo / "bench" / "results" / "eval_labels_alt_14000_kdextra.json").read_text())
+    assert both["config"]["kd_extra_ratio"] == 1.0 and both["split"] == one["split"] and len(both["seeds"]) >= 2
+    for model in ("cross", "student"):
+        f1 = both["summary"][model]["f1"]
+        assert f"{f1['mean']:.3f} ± {f1['std']:.3f}" in doc, model
+        assert f"**{both['summary'][model]['f1_gain_vs_zero_shot']:+.3f}**" in doc, model
     for r in results:  # the 3-seed tables predate the default: the doc must say so
         assert "kd_extra_ratio" not in r["config"]
     assert "were measured before this default" in doc
