@@ -67,23 +67,51 @@ MB = 1024 * 1024
 # PySpark's Python workers: the daemon the JVM starts and the workers it forks (same command line).
 WORKER_MARKERS = ("pyspark.daemon", "pyspark.worker")
 
-# stage -> (run-stats file name under runs/ds=D/ or None, rows_in keys, rows_out keys, uses Spark, could stream)
-# The first key present wins. "could stream": its memory need not grow with the whole input (the FAISS index
-# must hold every keyphrase vector, so ``index`` is the one stage whose memory is expected to grow).
-STAGES: dict[str, tuple[str | None, tuple[str, ...], tuple[str, ...], bool, bool]] = {
-    "ctr_labels": ("ctr_labels", ("rows_in", "window_rows_in"), ("pairs", "rows"), True, True),
-    "select_pairs": ("select_pairs", ("candidates", "candidate_pairs", "ctr_pairs"), ("pairs",), True, True),
-    "label": (None, ("pairs",), ("judged",), False, True),
-    "merge_labels": ("llm_labels", ("rows", "new_rows"), ("store_rows", "rows_total", "rows"), False, True),
-    "train_cross": ("train_cross", ("train_rows", "rows"), ("train_rows",), False, True),
-    "train_bi": ("train_bi", ("train_rows", "rows"), ("train_rows",), False, True),
-    "evaluate": ("evaluate", ("items", "eval_items", "rows"), ("items", "eval_items", "rows"), False, True),
-    "export": ("export", ("rows",), ("rows",), False, True),
-    "embed_items": ("embed_items", ("rows_total",), ("embedded_now",), True, True),
-    "embed_keyphrases": ("embed_keyphrases", ("rows_total",), ("embedded_now",), True, True),
-    "index": ("index", ("n",), ("n",), False, False),
-    "recommend": ("recommend", ("items_scored",), ("rows",), False, True),
-    "publish": ("publish", ("rows", "recommendations"), ("rows", "recommendations"), False, True),
+def _key(*names: str):
+    """A reader of the first of ``names`` that holds a number in a stage's stats."""
+    def read(stats: dict):
+        for k in names:
+            v = stats.get(k)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                return v
+        return None
+    return read
+
+
+def _sum_of(name: str):
+    """A reader of the sum of the numbers in the dict ``stats[name]`` (e.g. select_pairs' candidates by source)."""
+    def read(stats: dict):
+        v = stats.get(name)
+        return sum(x for x in v.values() if isinstance(x, (int, float))) if isinstance(v, dict) else None
+    return read
+
+
+def _none(stats: dict):
+    return None
+
+
+# stage -> (run-stats file under runs/ds=D/ or None: the stdout JSON only, rows_in reader, rows_out reader,
+# could stream). "could stream": its memory need not grow with the whole input; the FAISS index must hold every
+# keyphrase vector, so ``index`` is the one stage whose memory is expected to grow. Rows: ctr_labels the raw
+# events aggregated today (day 1: every day of the window) -> (item, keyphrase) label rows; select_pairs the
+# candidate pairs -> pairs chosen; label pairs -> judged; merge_labels the day's rows; training the rows it
+# trains on (train_cross: judged train rows; train_bi: all its tasks' rows, kd included); evaluate the held-out
+# rows; export the parity-check texts; embed all rows -> rows embedded now (the rest reused); index the vectors;
+# recommend items scored -> recommendation rows; publish the recommendations published.
+STAGES: dict[str, tuple] = {
+    "ctr_labels": ("ctr_labels", _key("rows_in"), _key("pairs"), True),
+    "select_pairs": ("select_pairs", _sum_of("candidates"), _key("pairs"), True),
+    "label": (None, _key("pairs"), _key("judged"), True),
+    "merge_labels": ("llm_labels", _key("staged_rows", "rows"), _key("rows"), True),
+    "train_cross": ("train_cross", _key("train_rows"), _none, True),
+    "train_bi": ("train_bi", _sum_of("task_rows"), _none, True),
+    "evaluate": ("evaluate", lambda st: _key("llm_test_rows")(st.get("test_set") or {}), _none, True),
+    "export": ("export", lambda st: _key("rows")(st.get("parity") or {}), _none, True),
+    "embed_items": ("embed_items", _key("rows_total"), _key("embedded_now"), True),
+    "embed_keyphrases": ("embed_keyphrases", _key("rows_total"), _key("embedded_now"), True),
+    "index": ("index", _key("n"), _key("n"), False),
+    "recommend": ("recommend", _key("items_scored"), _key("rows"), True),
+    "publish": ("publish", _key("recommendations"), _key("recommendations"), True),
 }
 TRAIN_STAGES = ("train_cross", "train_bi", "evaluate")
 
@@ -293,7 +321,8 @@ def _kill_tree(pid: int) -> None:
 
 # ---- Spark event logs ---------------------------------------------------------------------------------
 def spark_event_stats(folder: str | Path) -> dict:
-    """Counts from the Spark event logs in ``folder`` (one file per application, ``.inprogress`` included):
+    """Counts from the Spark event logs under ``folder`` (a file per application, ``.inprogress`` included, or
+    Spark 4's rolling ``eventlog_v2_<app>/events_<n>_<app>`` folders):
     ``spark_tasks`` (``SparkListenerTaskEnd`` events), ``spark_stages`` (``SparkListenerStageCompleted``),
     ``spark_task_s`` (sum of the tasks' executor run time, seconds), ``spark_apps`` and ``app_start_ms``
     (the first ``SparkListenerApplicationStart`` timestamp, epoch ms, or None). Zeros for an empty or
@@ -303,10 +332,12 @@ def spark_event_stats(folder: str | Path) -> dict:
     if not folder.is_dir():
         return out
     run_ms = 0
-    for f in sorted(folder.iterdir()):
-        if not f.is_file():
+    apps = set()
+    for f in sorted(folder.rglob("*")):
+        if not f.is_file() or f.name.startswith("appstatus_"):
             continue
-        out["spark_apps"] += 1
+        # Spark 4 rolls logs by default: eventlog_v2_<app>/events_<n>_<app>; a plain log is the file <app>
+        apps.add(f.parent.name if f.parent.name.startswith("eventlog_v2_") else f.name.removesuffix(".inprogress"))
         with open(f, encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 if '"SparkListenerTaskEnd"' in line:
@@ -324,6 +355,7 @@ def spark_event_stats(folder: str | Path) -> dict:
                         continue
                     out["app_start_ms"] = ts if out["app_start_ms"] is None else min(out["app_start_ms"], ts)
     out["spark_task_s"] = round(run_ms / 1000, 2)
+    out["spark_apps"] = len(apps)
     return out
 
 
@@ -391,7 +423,7 @@ def summarize(lines: list[dict], time_flag: float = 1.1, memory_flag: float = 0.
     summary["flags"] = {
         time_key: sorted(s for s, x in summary["exponents"].items() if x is not None and x > time_flag),
         "memory_grows_with_items": sorted(
-            s for s in stages if STAGES[s][4] and any(
+            s for s in stages if STAGES[s][3] and any(
                 x is not None and x > memory_flag
                 for x in (summary["memory_exponents"].get(s), summary["worker_memory_exponents"].get(s)))),
     }
@@ -415,14 +447,6 @@ def parse_stdout_json(text: str) -> dict:
             except json.JSONDecodeError:
                 continue
     return {}
-
-
-def _first(d: dict, keys: tuple[str, ...]):
-    for k in keys:
-        v = d.get(k)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return v
-    return None
 
 
 def kp_command() -> list[str]:
@@ -510,8 +534,8 @@ def make_line(stage: str, items: int, day: int, ms: list[dict]) -> dict:
     wall = sum(m["wall_s"] for m in ms)
     cpu = sum(m["cpu_s"] for m in ms)
     sources = [{**m["result"], **m["stats"]} for m in ms]
-    rows_in = [_first(s, STAGES[stage][1]) for s in sources]
-    rows_out = [_first(s, STAGES[stage][2]) for s in sources]
+    rows_in = [STAGES[stage][1](s) for s in sources]
+    rows_out = [STAGES[stage][2](s) for s in sources]
     line = {
         "stage": stage, "items": items, "day": day, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
         "cores_used": round(cpu / wall, 2) if wall > 0 else 0.0,

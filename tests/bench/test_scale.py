@@ -138,9 +138,14 @@ def test_spark_event_stats(scale, tmp_path):
         {"Event": "SparkListenerStageCompleted"},
     ]
     (tmp_path / "local-1.inprogress").write_text("\n".join(json.dumps(e) for e in events) + "\n")
-    (tmp_path / "local-2").write_text(json.dumps({"Event": "SparkListenerTaskEnd", "Task Metrics": {}}) + "\n")
+    # Spark 4's rolling layout: a folder per application, the events in one or more files, a status marker
+    v2 = tmp_path / "eventlog_v2_local-2"
+    v2.mkdir()
+    (v2 / "events_1_local-2").write_text(json.dumps({"Event": "SparkListenerTaskEnd", "Task Metrics": {}}) + "\n")
+    (v2 / "events_2_local-2").write_text(json.dumps({"Event": "SparkListenerTaskEnd"}) + "\n")
+    (v2 / "appstatus_local-2").write_text(json.dumps({"Event": "SparkListenerTaskEnd"}) + "\n")
     s = scale.spark_event_stats(tmp_path)
-    assert s == {"spark_tasks": 4, "spark_stages": 1, "spark_task_s": 4.5, "spark_apps": 2,
+    assert s == {"spark_tasks": 5, "spark_stages": 1, "spark_task_s": 4.5, "spark_apps": 2,
                  "app_start_ms": 1_700_000_000_123}
     assert scale.spark_event_stats(tmp_path / "missing")["spark_tasks"] == 0
 
@@ -149,3 +154,27 @@ def test_parse_stdout_json(scale):
     assert scale.parse_stdout_json(json.dumps({"a": 1}, indent=2)) == {"a": 1}
     assert scale.parse_stdout_json("noise\n{\"b\": 2}\n") == {"b": 2}
     assert scale.parse_stdout_json("no json here") == {}
+
+
+def _measurement(wall, cpu, rss, stats, returncode=0, stderr=""):
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss, "worker_peak_rss_mb": 0.0, "tree_peak_rss_mb": rss,
+            "python_workers": 0, "linger_s": 0.0, "returncode": returncode, "stderr": stderr, "result": stats,
+            "stats": {}, "started_at": 100.0, "java_started_at": 101.0,
+            "spark": {"spark_tasks": 2, "spark_task_s": 1.0, "app_start_ms": 105_000}}
+
+
+def test_make_line_sums_shards_and_reports_errors_verbatim(scale):
+    shards = [_measurement(2.0, 1.0, 150.0, {"pairs": 500, "judged": 500}),
+              _measurement(3.0, 2.0, 170.0, {"pairs": 300, "judged": 290})]
+    line = scale.make_line("label", 400, 1, shards)
+    assert {k: line[k] for k in ("stage", "items", "day", "wall_s", "cpu_s", "peak_rss_mb", "rows_in", "rows_out",
+                                 "spark_tasks", "processes_run")} == {
+        "stage": "label", "items": 400, "day": 1, "wall_s": 5.0, "cpu_s": 3.0, "peak_rss_mb": 170.0,
+        "rows_in": 800, "rows_out": 790, "spark_tasks": 4, "processes_run": 2}
+    assert line["cores_used"] == pytest.approx(0.6)
+    assert line["jvm_start_s"] == pytest.approx(8.0)  # 2 x (105 - 101)
+    assert "error" not in line
+    failed = scale.make_line("select_pairs", 400, 1, [_measurement(1.0, 1.0, 1.0, {"candidates": {"a": 3, "b": 4}},
+                                                                  returncode=3, stderr="x" * 5000 + "DataError: boom")])
+    assert failed["rows_in"] == 7 and failed["rows_out"] is None
+    assert failed["error"]["returncode"] == 3 and failed["error"]["stderr_tail"].endswith("DataError: boom")
