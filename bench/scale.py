@@ -262,7 +262,7 @@ def measure_command(cmd: list[str], env: dict | None = None, interval: float = 0
     ``peak_rss_mb``, ``worker_peak_rss_mb``, ``tree_peak_rss_mb``, ``processes``, ``python_workers``,
     ``linger_s`` (how long processes it started ran on after it exited; they are followed for at most
     ``linger_s`` seconds), ``started_at`` (epoch seconds), ``java_started_at`` (epoch seconds of its first
-    ``java`` process, or None) and ``stdout``/``stderr`` (text; also written to the given paths). On
+    ``java`` process on the same clock as ``started_at``, or None) and ``stdout``/``stderr`` (text; also written to the given paths). On
     ``timeout_s`` the whole tree is killed and ``returncode`` is -9. Raises OSError when ``cmd`` cannot be
     started.
     """
@@ -297,10 +297,13 @@ def measure_command(cmd: list[str], env: dict | None = None, interval: float = 0
         err_f.close()
     res = sampler.result()
     java = sampler.first_process_named("java")
+    root = next((v for k, v in sampler.info.items() if k[0] == proc.pid), None)
+    # a process's create_time is boot time (whole seconds) + ticks: off from time.time() by up to a second or
+    # more; only its difference to the root's create_time is used, added to the root's time.time() start
+    java_at = started + (java["create_time"] - root["create_time"]) if java and root else None
     return {"returncode": -9 if killed else rc, "wall_s": round(wall, 2), **res,
             "cores_used": round(res["cpu_s"] / wall, 2) if wall > 0 else 0.0,
-            "linger_s": round(linger, 2), "started_at": started,
-            "java_started_at": java["create_time"] if java else None,
+            "linger_s": round(linger, 2), "started_at": started, "java_started_at": java_at,
             "stdout": stdout, "stderr": stderr}
 
 

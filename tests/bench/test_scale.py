@@ -178,3 +178,15 @@ def test_make_line_sums_shards_and_reports_errors_verbatim(scale):
                                                                   returncode=3, stderr="x" * 5000 + "DataError: boom")])
     assert failed["rows_in"] == 7 and failed["rows_out"] is None
     assert failed["error"]["returncode"] == 3 and failed["error"]["stderr_tail"].endswith("DataError: boom")
+
+
+def test_java_start_is_on_the_commands_clock(scale, tmp_path):
+    # a child named "java" started ~0.5 s after the command: its start is reported on the time.time() clock
+    # of started_at (psutil's create_time is boot time in whole seconds + ticks, off by up to a second or more)
+    java = tmp_path / "java"
+    java.write_text("#!/bin/sh\nsleep 0.3\n")
+    java.chmod(0o755)
+    code = f"import subprocess, time\ntime.sleep(0.5)\nsubprocess.run([{str(java)!r}])"
+    m = scale.measure_command([sys.executable, "-c", code], interval=0.05)
+    assert m["returncode"] == 0, m["stderr"]
+    assert 0.4 <= m["java_started_at"] - m["started_at"] <= 0.5 + m["wall_s"]
