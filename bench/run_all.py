@@ -58,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         result.setdefault("quick", args.quick)
         result["wall_s_total"] = round(time.time() - started, 1)
-        # quick runs never overwrite the full-size figures (same convention as bench/embed.py, bench/index.py)
-        (RESULTS / f"{name}{'_quick' if args.quick else ''}.json").write_text(json.dumps(result, indent=2) + "\n")
+        # quick runs never overwrite the full-size figures (same convention as bench/embed.py, bench/index.py);
+        # a benchmark whose last line names its own "results_file" (bench/scale.py: all its lines) wrote it itself
+        if not result.get("results_file"):
+            (RESULTS / f"{name}{'_quick' if args.quick else ''}.json").write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result), flush=True)
     if failed:
         print(f"benchmarks failed: {failed}", file=sys.stderr)
