@@ -227,7 +227,7 @@ class _Parts:
             self._writer.close()
             self._writer = None
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.directory / f"part-{self.files:05d}.parquet", self.schema)
+            self._writer = pq.ParquetWriter(self.directory / layout.part_file_name(self.files), self.schema)
             self.files, self._rows = self.files + 1, 0
         self._writer.write_table(table)
         self._rows += table.num_rows
@@ -239,7 +239,7 @@ class _Parts:
 
         self.close()
         if self.files == 0:
-            pq.write_table(self.schema.empty_table(), self.directory / "part-00000.parquet")
+            pq.write_table(self.schema.empty_table(), self.directory / layout.part_file_name(0))
             self.files = 1
 
     def close(self) -> None:
