@@ -1,13 +1,15 @@
 """Top-K keyphrases per item from the day's index build, above a score threshold.
 
-Parallelism and memory: a bounded-memory stream. The driver loads the index once, reads the item
-embeddings with ``pyarrow.dataset`` in batches of ``serve.recommend_batch_rows`` items (default 20,000;
+Parallelism and memory: a bounded-memory stream. The driver loads the index once, lists the item
+embedding files with ``pyarrow.dataset`` (the ``embeddings`` contract is checked on the schema, no data
+read), reads them one row group at a time (``ParquetFile.iter_batches``), keeps the rows of the build's
+``model_version``, cuts and joins them into batches of ``serve.recommend_batch_rows`` items (default 20,000;
 ``KP_SERVE__RECOMMEND_BATCH_ROWS``) and searches each batch with ``search_batch``; FAISS spreads each batch's
 search over all cores with OpenMP, which on one machine is as fast as Spark tasks would be without loading
 the index once per worker. Each batch's rows are appended to a parquet file inside the atomic temp
 directory (``keyphrase_pipeline.core.lake.atomic_dir``) before the next batch is read, so peak memory is the
-index and its id map, about two batches of items and their output rows, and the reader's read-ahead (a
-few parquet row groups of the input), whatever the number of items (``bench/recommend_memory.py``,
+index and its id map, about two batches of items and their output rows, and one row group of the input
+(Spark writes up to 128 MB), whatever the number of items (``bench/recommend_memory.py``,
 docs/PERFORMANCE.md). A failure at any point removes the temp directory: the previous
 ``recommendations/ds=D`` stays, or there is none. (For catalogs too large for one machine, the same
 ``search_batch`` function can run inside ``mapInPandas`` over item partitions; the ``spark`` argument is
@@ -124,10 +126,30 @@ def _dataset(path: str, contract: str):
     return dataset
 
 
-def _scanner(dataset, columns, filter_expr, batch_size: int):
-    # read-ahead kept small: memory is a few row groups plus a few batches, not a file's worth of batches
-    return dataset.scanner(columns=columns, filter=filter_expr, batch_size=batch_size, batch_readahead=2,
-                           fragment_readahead=1)
+def _batches(dataset, columns, batch_size: int, keep=None):
+    """Yield (file path, Arrow record batch of ``columns``) over the files of ``dataset``, one file and one row
+    group at a time (``ParquetFile.iter_batches``: no read-ahead, so memory is one row group and one batch;
+    ``pyarrow.dataset``'s threaded scanner measured a peak RSS still growing with the rows read). ``keep``:
+    ``batch -> boolean Arrow mask`` of the rows to yield (null counts as false), computed on ``columns``."""
+    import pyarrow.parquet as pq
+
+    for path in dataset.files:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
+            if keep is not None:
+                batch = batch.filter(keep(batch), null_selection_behavior="drop")
+            if batch.num_rows:
+                yield path, batch
+
+
+def _of(version: str, embedded_ds: str | None = None):
+    """The ``keep`` mask of ``_batches`` for rows of model ``version`` (and, given, embedded on ``embedded_ds``)."""
+    import pyarrow.compute as pc
+
+    def keep(batch):
+        mask = pc.equal(batch.column("model_version"), version)
+        return mask if embedded_ds is None else pc.and_kleene(mask, pc.equal(batch.column("embedded_ds"), embedded_ds))
+
+    return keep
 
 
 def _ids(column, where: str, name: str):
@@ -159,18 +181,16 @@ def _vectors(batch, where: str, dim: int):
     return ids, vecs.astype(np.float32, copy=False)
 
 
-def _embedding_batches(dataset, filter_expr, batch_rows: int, dim: int):
-    """Yield (ids, vectors) of the rows of ``dataset`` passing ``filter_expr``, ``batch_rows`` rows at a time (the
+def _embedding_batches(dataset, keep, batch_rows: int, dim: int):
+    """Yield (ids, vectors) of the rows of ``dataset`` that ``keep`` keeps, ``batch_rows`` rows at a time (the
     last batch shorter), whatever the sizes of the files and row groups: the reader's batches are cut and
     joined, so at most about two batches are held at once."""
     import numpy as np
 
     pend_ids, pend_vecs, pending = [], [], 0
-    for tagged in _scanner(dataset, ["id", "embedding"], filter_expr, batch_rows).scan_batches():
-        batch = tagged.record_batch
-        if batch.num_rows == 0:
-            continue
-        ids, vecs = _vectors(batch, tagged.fragment.path, dim)
+    columns = ["id", "embedding", "model_version"] + (["embedded_ds"] if "embedded_ds" in dataset.schema.names else [])
+    for path, batch in _batches(dataset, columns, batch_rows, keep):
+        ids, vecs = _vectors(batch, path, dim)
         pend_ids.append(ids)
         pend_vecs.append(vecs)
         pending += len(ids)
@@ -186,7 +206,7 @@ def _embedding_batches(dataset, filter_expr, batch_rows: int, dim: int):
         yield np.concatenate(pend_ids), np.concatenate(pend_vecs)
 
 
-def _split_today(dataset, version_filter, ds: str, batch_rows: int):
+def _split_today(dataset, version: str, ds: str, batch_rows: int):
     """(ids to carry over: sorted unique int64, number of rows embedded today) for ``changed_only``: the items
     of the model not embedded on ``ds``, less any id that also has a row embedded on ``ds``. Reads only the
     ``id`` and ``embedded_ds`` columns, in batches; the result is O(items), 8 bytes each."""
@@ -194,11 +214,8 @@ def _split_today(dataset, version_filter, ds: str, batch_rows: int):
     import pyarrow.compute as pc
 
     other, today = [], []
-    for tagged in _scanner(dataset, ["id", "embedded_ds"], version_filter, max(batch_rows, 100_000)).scan_batches():
-        batch = tagged.record_batch
-        if batch.num_rows == 0:
-            continue
-        ids = _ids(batch.column("id"), tagged.fragment.path, "id")
+    for path, batch in _batches(dataset, ["id", "embedded_ds", "model_version"], max(batch_rows, 100_000), _of(version)):
+        ids = _ids(batch.column("id"), path, "id")
         is_today = pc.equal(batch.column("embedded_ds"), ds).fill_null(False).to_numpy(zero_copy_only=False)
         other.append(ids[~is_today])
         today.append(ids[is_today])
@@ -286,18 +303,17 @@ def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
     if not lake.exists(emb_path):
         raise DataError(f"missing item embeddings of model {version} at {emb_path}: run `kp embed --what items`")
     items = _dataset(emb_path, "embeddings")
-    of_version = pads.field("model_version") == version
 
     keep = np.zeros(0, np.int64)  # ids carried over from the previous day, sorted
     prev_days = [d for d in lake.partitions("recommendations") if d < ds]
     carrying = changed_only and bool(prev_days) and "embedded_ds" in items.schema.names
     if carrying:
-        keep, n_todo = _split_today(items, of_version, ds, batch_rows)
-        search_filter = of_version & (pads.field("embedded_ds") == ds)
+        keep, n_todo = _split_today(items, version, ds, batch_rows)
+        search_filter = _of(version, ds)
         n_items = n_todo + len(keep)
     else:
-        search_filter = of_version
-        n_items = n_todo = items.count_rows(filter=of_version)
+        search_filter = _of(version)
+        n_items = n_todo = items.count_rows(filter=pads.field("model_version") == version)  # the column alone
     if n_items == 0:
         raise DataError(f"no item embeddings of model {version} in {emb_path}")
     prev = _dataset(lake.path("recommendations", ds=prev_days[-1]), "recommendations") if carrying else None
@@ -324,14 +340,14 @@ def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
                 log.log(logging.INFO if batches % 50 == 0 or scored == n_todo else logging.DEBUG,
                         "searched %d / %d items (%d batches)", scored, n_todo, batches)
             if prev is not None and len(keep):
-                for batch in _scanner(prev, OUT_COLUMNS, None, batch_rows * max(k, 1)).to_batches():
+                for _, batch in _batches(prev, OUT_COLUMNS, batch_rows * max(k, 1)):
                     item_ids = _ids(batch.column("item_id"), "previous recommendations", "item_id")
                     pos = np.minimum(np.searchsorted(keep, item_ids), len(keep) - 1)
                     hit = keep[pos] == item_ids
                     if not hit.any():
                         continue
                     seen[pos[hit]] = True
-                    table = pa.Table.from_batches([batch]).filter(pa.array(hit)).cast(schema)
+                    table = pa.Table.from_batches([batch.select(OUT_COLUMNS)]).filter(pa.array(hit)).cast(schema)
                     parts.write(table)
                     rows += table.num_rows
                     score_sum += float(table.column("score").to_numpy().astype(np.float64).sum())
