@@ -33,7 +33,7 @@ the right-hand column names the function of this module (or ``Lake``) that build
                                                       soft_labels.parquet (cross only)    version_file
     registry/students/<v>/onnx/                       exported towers (item/, keyphrase/, triton/, export.json)  onnx_dir
     embeddings/<items|keyphrases>/model=<v>/          embeddings per model version        embeddings_dir
-    recommendations/ds=D/                             the day's top-K keyphrases per item  Lake.path
+    recommendations/ds=D/part-NNNNN.parquet           the day's top-K keyphrases per item  Lake.path, part_file_name
     serving/builds/ds=D/                              the day's FAISS index build (index.faiss, keyphrases.parquet,
                                                       index_meta.json)                    index_build_dir
     serving/versions/<id>/                            published bundles (manifest.json)   serving_version_dir
@@ -90,6 +90,12 @@ def part_file(directory) -> str:
     """``<directory>/part-00000.parquet``: the single file of a pairs shard, a label-store day or a bundle's
     recommendations."""
     return f"{directory}/{PART_FILE}"
+
+
+def part_file_name(index: int) -> str:
+    """``part-NNNNN.parquet`` (five digits): the ``index``-th file of a directory written in parts by pyarrow
+    (``recommendations/ds=D``); ``part_file_name(0)`` is ``PART_FILE``."""
+    return f"part-{int(index):05d}.parquet"
 
 
 def batch_file_name(index: int) -> str:

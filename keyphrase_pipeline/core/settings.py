@@ -188,6 +188,10 @@ class ServeSettings(BaseModel):
     top_k: int = Field(20, ge=1)
     score_threshold: float = Field(0.0, ge=-1.0, le=1.0, description="Drop recommendations scoring below this.")
     embed_batch_size: int = Field(64, ge=1)
+    recommend_batch_rows: int = Field(20_000, ge=1, description="Items per FAISS search batch in `kp recommend`: "
+                                      "item embeddings are streamed in batches of this many rows and each batch's "
+                                      "recommendations written before the next is read, so peak memory grows with "
+                                      "this, not with the number of items.")
     export_tolerance: float = Field(1e-3, gt=0, description="Max abs diff ONNX vs torch.")
     quantize: bool = Field(False, description="Try per-channel int8; kept only above the floors below.")
     int8_min_cosine: float = 0.99

@@ -1,14 +1,31 @@
 """Top-K keyphrases per item from the day's index build, above a score threshold.
 
-Parallelism: process-level batches. The driver loads the index once and searches item embeddings in
-batches of ``QUERY_BATCH``; FAISS spreads each batch's search over all cores with OpenMP, which on one
-machine is as fast as Spark tasks would be without loading the index once per worker. (For catalogs
-too large for one machine, the same ``search_batch`` function can run inside ``mapInPandas`` over item
-partitions; the ``spark`` argument is accepted for that and unused here.)
+Parallelism and memory: a bounded-memory stream. The driver loads the index once, lists the item
+embedding files with ``pyarrow.dataset`` (the ``embeddings`` contract is checked on the schema, no data
+read), reads them one row group at a time (``ParquetFile.iter_batches``), keeps the rows of the build's
+``model_version``, cuts and joins them into batches of ``serve.recommend_batch_rows`` items (default 20,000;
+``KP_SERVE__RECOMMEND_BATCH_ROWS``) and searches each batch with ``search_batch``; FAISS spreads each batch's
+search over all cores with OpenMP, which on one machine is as fast as Spark tasks would be without loading
+the index once per worker. Each batch's rows are appended to a parquet file inside the atomic temp
+directory (``keyphrase_pipeline.core.lake.atomic_dir``) before the next batch is read, so peak memory is the
+index and its id map, about two batches of items and their output rows, and one row group of the input
+(Spark writes up to 128 MB), whatever the number of items (``bench/recommend_memory.py``,
+docs/PERFORMANCE.md). A failure at any point removes the temp directory: the previous
+``recommendations/ds=D`` stays, or there is none. (For catalogs too large for one machine, the same
+``search_batch`` function can run inside ``mapInPandas`` over item partitions; the ``spark`` argument is
+accepted for that and unused here.)
 
 ``changed_only=True`` searches only the items embedded today (``embedded_ds == ds``) and carries the
 other items' rows over from the latest earlier recommendations, so the output stays a complete
-snapshot. Output: ``recommendations/ds=D/`` (contract ``recommendations``), written atomically.
+snapshot; the earlier recommendations are streamed too, in batches. The one structure that grows with
+the catalog: the sorted int64 ids of the items to carry (8 bytes per item, 160 MB at 20M items; about
+three times that for a moment while it is built with ``numpy.setdiff1d``) and a one-byte-per-item "seen"
+mask used to count them; that is accepted.
+
+Output: ``recommendations/ds=D/part-NNNNN.parquet`` + ``_SUCCESS`` (contract ``recommendations``), a new
+file after ``spark.target_file_rows`` rows (at an item boundary). There is no global sort: each item's
+rows are contiguous and in rank order (1 = best), items follow the order they were read in (fresh items
+first, then carried ones); the readers (``kp publish``, serving, pair selection, the UI) group by item.
 """
 
 from __future__ import annotations
@@ -19,11 +36,19 @@ from pathlib import Path
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import DataError
-from keyphrase_pipeline.core.lake import Lake, ds_str, local_path, write_parquet_atomic
+from keyphrase_pipeline.core.lake import SUCCESS, Lake, atomic_dir, ds_str, local_path
 
 log = logging.getLogger(__name__)
 
-QUERY_BATCH = 20_000
+# the recommendations contract as written (keyphrase_pipeline.core.contracts, docs/DATA.md)
+OUT_COLUMNS = ["item_id", "rank", "keyphrase_id", "keyphrase", "score"]
+
+
+def _out_schema():
+    import pyarrow as pa
+
+    return pa.schema([("item_id", pa.int64()), ("rank", pa.int32()), ("keyphrase_id", pa.int64()),
+                      ("keyphrase", pa.string()), ("score", pa.float32())])
 
 
 def load_build(settings, ds: str):
@@ -50,15 +75,28 @@ def load_build(settings, ds: str):
     return index, keyphrases, meta
 
 
+def keyphrase_text(keyphrases):
+    """``keyphrase_id`` -> text as a pandas Series indexed by id (the last row wins for a repeated id), built
+    once per run so that each ``search_batch`` call looks texts up without rebuilding a mapping.
+
+    ``keyphrases``: the frame ``load_build`` returns (``keyphrase_id`` int64, ``keyphrase`` str)."""
+    kp = keyphrases.drop_duplicates("keyphrase_id", keep="last")
+    return kp.set_index("keyphrase_id")["keyphrase"]
+
+
 def search_batch(index, keyphrases, item_ids, vectors, k: int, threshold: float):
     """Recommendations frame for a batch of items (ranks 1..k, rows below ``threshold`` dropped).
 
-    ``item_ids``: int ``(n,)``; ``vectors``: float32 ``(n, index.d)``, L2-normalised; ``threshold``: a cosine in
-    [-1, 1]. Returns a pandas DataFrame with the ``recommendations`` columns: ``item_id`` int64, ``rank`` int32
-    (1 = best), ``keyphrase_id`` int64, ``keyphrase`` str ("" when not in ``keyphrases``), ``score`` float32."""
+    ``keyphrases``: the id -> text frame of ``load_build`` or the Series of ``keyphrase_text`` (faster when
+    called per batch); ``item_ids``: int ``(n,)``; ``vectors``: float32 ``(n, index.d)``, L2-normalised;
+    ``threshold``: a cosine in [-1, 1]. Returns a pandas DataFrame with the ``recommendations`` columns:
+    ``item_id`` int64, ``rank`` int32 (1 = best), ``keyphrase_id`` int64, ``keyphrase`` str ("" when not in
+    ``keyphrases``), ``score`` float32; item-major, each item's rows in rank order."""
     import numpy as np
     import pandas as pd
 
+    if isinstance(keyphrases, pd.DataFrame):
+        keyphrases = keyphrase_text(keyphrases)
     scores, ids = index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
     n = len(item_ids)
     df = pd.DataFrame({
@@ -68,75 +106,263 @@ def search_batch(index, keyphrases, item_ids, vectors, k: int, threshold: float)
         "score": scores.reshape(-1).astype(np.float32),
     })
     df = df[(df["keyphrase_id"] >= 0) & (df["score"] >= threshold)]
-    text = dict(zip(keyphrases["keyphrase_id"], keyphrases["keyphrase"]))
-    df = df.assign(keyphrase=df["keyphrase_id"].map(text).fillna(""))
-    return df[["item_id", "rank", "keyphrase_id", "keyphrase", "score"]]
+    df = df.assign(keyphrase=df["keyphrase_id"].map(keyphrases).fillna(""))
+    return df[OUT_COLUMNS]
+
+
+def _dataset(path: str, contract: str):
+    """A ``pyarrow.dataset`` over the parquet files at ``path`` (hidden/underscore files skipped) whose schema
+    meets ``contract``; nothing is read but the footers. DataError when ``path`` is missing, SchemaError when
+    the schema breaks the contract."""
+    import pyarrow.dataset as pads
+
+    from keyphrase_pipeline.core.contracts import check_arrow_schema
+
+    root = local_path(path)
+    if not root.exists():
+        raise DataError(f"missing dataset at {path}")
+    dataset = pads.dataset(str(root), format="parquet", partitioning="hive", ignore_prefixes=[".", "_"])
+    check_arrow_schema(dataset.schema, contract, where=path)
+    return dataset
+
+
+def _batches(dataset, columns, batch_size: int, keep=None):
+    """Yield (file path, Arrow record batch of ``columns``) over the files of ``dataset``, one file and one row
+    group at a time (``ParquetFile.iter_batches``: no read-ahead, so memory is one row group and one batch;
+    ``pyarrow.dataset``'s threaded scanner measured a peak RSS still growing with the rows read). ``keep``:
+    ``batch -> boolean Arrow mask`` of the rows to yield (null counts as false), computed on ``columns``."""
+    import pyarrow.parquet as pq
+
+    for path in dataset.files:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
+            if keep is not None:
+                batch = batch.filter(keep(batch), null_selection_behavior="drop")
+            if batch.num_rows:
+                yield path, batch
+
+
+def _of(version: str, embedded_ds: str | None = None):
+    """The ``keep`` mask of ``_batches`` for rows of model ``version`` (and, given, embedded on ``embedded_ds``)."""
+    import pyarrow.compute as pc
+
+    def keep(batch):
+        mask = pc.equal(batch.column("model_version"), version)
+        return mask if embedded_ds is None else pc.and_kleene(mask, pc.equal(batch.column("embedded_ds"), embedded_ds))
+
+    return keep
+
+
+def _ids(column, where: str, name: str):
+    """An int64 numpy array of an Arrow id column; DataError naming ``where`` and the column when one is null."""
+    import numpy as np
+
+    if column.null_count:
+        raise DataError(f"{where}: column {name} has {column.null_count} null value(s); every row needs an id")
+    return column.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def _vectors(batch, where: str, dim: int):
+    """(ids int64 ``(m,)``, vectors float32 ``(m, dim)``) of an Arrow batch with ``id`` and ``embedding``.
+
+    DataError naming the file, the column and an item id when an embedding is null or not ``dim`` long."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    ids = _ids(batch.column("id"), where, "id")
+    emb = batch.column("embedding")
+    lengths = pc.list_value_length(emb).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(lengths != dim)  # a null embedding has a null (NaN) length
+    if len(bad):
+        first = int(bad[0])
+        size = "null" if emb[first].as_py() is None else f"{int(lengths[first])}-d"
+        raise DataError(f"dimension mismatch: item embeddings are {size}, index is {dim}-d ({where}, column "
+                        f"embedding, item id {int(ids[first])}; {len(bad)} such row(s) in this batch)")
+    vecs = emb.flatten().to_numpy(zero_copy_only=False).reshape(len(ids), dim)
+    return ids, vecs.astype(np.float32, copy=False)
+
+
+def _embedding_batches(dataset, keep, batch_rows: int, dim: int):
+    """Yield (ids, vectors) of the rows of ``dataset`` that ``keep`` keeps, ``batch_rows`` rows at a time (the
+    last batch shorter), whatever the sizes of the files and row groups: the reader's batches are cut and
+    joined, so at most about two batches are held at once."""
+    import numpy as np
+
+    pend_ids, pend_vecs, pending = [], [], 0
+    columns = ["id", "embedding", "model_version"] + (["embedded_ds"] if "embedded_ds" in dataset.schema.names else [])
+    for path, batch in _batches(dataset, columns, batch_rows, keep):
+        ids, vecs = _vectors(batch, path, dim)
+        pend_ids.append(ids)
+        pend_vecs.append(vecs)
+        pending += len(ids)
+        if pending < batch_rows:
+            continue
+        all_ids = np.concatenate(pend_ids) if len(pend_ids) > 1 else pend_ids[0]
+        all_vecs = np.concatenate(pend_vecs) if len(pend_vecs) > 1 else pend_vecs[0]
+        full = pending - pending % batch_rows
+        for start in range(0, full, batch_rows):
+            yield all_ids[start:start + batch_rows], all_vecs[start:start + batch_rows]
+        pend_ids, pend_vecs, pending = [all_ids[full:].copy()], [all_vecs[full:].copy()], pending - full
+    if pending:
+        yield np.concatenate(pend_ids), np.concatenate(pend_vecs)
+
+
+def _split_today(dataset, version: str, ds: str, batch_rows: int):
+    """(ids to carry over: sorted unique int64, number of rows embedded today) for ``changed_only``: the items
+    of the model not embedded on ``ds``, less any id that also has a row embedded on ``ds``. Reads only the
+    ``id`` and ``embedded_ds`` columns, in batches; the result is O(items), 8 bytes each."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    other, today = [], []
+    for path, batch in _batches(dataset, ["id", "embedded_ds", "model_version"], max(batch_rows, 100_000), _of(version)):
+        ids = _ids(batch.column("id"), path, "id")
+        is_today = pc.equal(batch.column("embedded_ds"), ds).fill_null(False).to_numpy(zero_copy_only=False)
+        other.append(ids[~is_today])
+        today.append(ids[is_today])
+    today_ids = np.concatenate(today) if today else np.zeros(0, np.int64)
+    other_ids = np.concatenate(other) if other else np.zeros(0, np.int64)
+    del other, today
+    return np.setdiff1d(other_ids, today_ids), len(today_ids)
+
+
+class _Parts:
+    """Append Arrow tables to ``part-NNNNN.parquet`` files in ``directory`` (one row group per table); a new file
+    is started once ``max_rows`` rows are in the current one, only where the item changes, so an item's rows
+    stay in one file."""
+
+    def __init__(self, directory: Path, max_rows: int):
+        self.directory, self.max_rows, self.schema = directory, max_rows, _out_schema()
+        self.files, self._writer, self._rows, self._last = 0, None, 0, None
+
+    def write(self, table) -> None:
+        import pyarrow.parquet as pq
+
+        if table.num_rows == 0:
+            return
+        first = table.column("item_id")[0].as_py()
+        if self._writer is not None and self._rows >= self.max_rows and first != self._last:
+            self._writer.close()
+            self._writer = None
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.directory / layout.part_file_name(self.files), self.schema)
+            self.files, self._rows = self.files + 1, 0
+        self._writer.write_table(table)
+        self._rows += table.num_rows
+        self._last = table.column("item_id")[-1].as_py()
+
+    def finish(self) -> None:
+        """Close the last file; with no rows at all, write one empty file so the schema is still there."""
+        import pyarrow.parquet as pq
+
+        self.close()
+        if self.files == 0:
+            pq.write_table(self.schema.empty_table(), self.directory / layout.part_file_name(0))
+            self.files = 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
-    """Write ``recommendations/ds=D/``; return items scored / carried over and rows written.
+    """Write ``recommendations/ds=D/``, streaming the item embeddings in batches of ``serve.recommend_batch_rows``;
+    return the stats (also written to ``runs/ds=D/recommend.json``).
+
+    Stats: ``items_scored`` (items searched today), ``items_carried`` (items whose rows were carried over from
+    the earlier recommendations), ``rows`` (written), ``items_with_recs`` (items with at least one row),
+    ``mean_recs_per_item`` (rows / items_with_recs), ``mean_score`` (mean cosine of the rows written), ``top_k``,
+    ``score_threshold``, ``changed_only``, ``batches`` (``search_batch`` calls) and ``batch_rows`` (the setting).
+    Item ids are assumed unique in the embeddings (``kp embed`` writes one row per id).
 
     Raises:
         ConfigError: (exit 2) ``ds`` not a date; the lake not local.
         DataError: (exit 3) no index build for ``ds``; item embeddings of the build's model missing or empty; a
-            dimension mismatch between index, ``serve.dim`` and item embeddings.
-        SchemaError: (exit 3) the embeddings, the previous recommendations (``changed_only``) or the output break
-            their contract.
+            dimension mismatch between index, ``serve.dim`` and item embeddings, or a null embedding or id
+            (the message names the file, the column and the item id).
+        SchemaError: (exit 3) the embeddings or the previous recommendations (``changed_only``) break their
+            contract.
+    Nothing is written when any of these is raised mid-stream: the previous ``recommendations/ds=D`` stays.
     """
     import numpy as np
-    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.dataset as pads
 
     from keyphrase_pipeline.models.ann import maybe_gpu
     from keyphrase_pipeline.core.layout import embeddings_dir
-    from keyphrase_pipeline.core.contracts import check_pandas
-    from keyphrase_pipeline.core.lake import read_parquet
+    from keyphrase_pipeline.core.contracts import check_arrow_schema
 
     ds = ds_str(ds)
     s = settings.serve
+    batch_rows = s.recommend_batch_rows
     lake = Lake.from_settings(settings)
     index, keyphrases, meta = load_build(settings, ds)
+    texts = keyphrase_text(keyphrases)
     version = meta["model_version"]
     emb_path = embeddings_dir(settings, "items", version)
     if not lake.exists(emb_path):
         raise DataError(f"missing item embeddings of model {version} at {emb_path}: run `kp embed --what items`")
-    items = read_parquet(emb_path, contract="embeddings")
-    items = items[items["model_version"] == version]
-    if items.empty:
-        raise DataError(f"no item embeddings of model {version} in {emb_path}")
+    items = _dataset(emb_path, "embeddings")
 
-    carried = pd.DataFrame(columns=["item_id", "rank", "keyphrase_id", "keyphrase", "score"])
+    keep = np.zeros(0, np.int64)  # ids carried over from the previous day, sorted
     prev_days = [d for d in lake.partitions("recommendations") if d < ds]
-    if changed_only and prev_days and "embedded_ds" in items.columns:
-        todo = items[items["embedded_ds"] == ds]
-        prev = read_parquet(lake.path("recommendations", ds=prev_days[-1]), contract="recommendations")
-        keep = set(items["id"]) - set(todo["id"])
-        carried = prev[prev["item_id"].isin(keep)][carried.columns]
+    carrying = changed_only and bool(prev_days) and "embedded_ds" in items.schema.names
+    if carrying:
+        keep, n_todo = _split_today(items, version, ds, batch_rows)
+        search_filter = _of(version, ds)
+        n_items = n_todo + len(keep)
     else:
-        todo = items
+        search_filter = _of(version)
+        n_items = n_todo = items.count_rows(filter=pads.field("model_version") == version)  # the column alone
+    if n_items == 0:
+        raise DataError(f"no item embeddings of model {version} in {emb_path}")
+    prev = _dataset(lake.path("recommendations", ds=prev_days[-1]), "recommendations") if carrying else None
+
+    schema = _out_schema()
+    check_arrow_schema(schema, "recommendations", where="recommendations (to write)")
     k = min(s.top_k, index.ntotal)
     search_index = maybe_gpu(index, s.device)
-    parts = []
-    ids = todo["id"].to_numpy(dtype=np.int64)
-    vecs = np.stack(todo["embedding"].to_numpy()).astype(np.float32) if len(todo) else np.zeros((0, s.dim), np.float32)
-    if vecs.shape[1] != index.d:
-        raise DataError(f"dimension mismatch: item embeddings are {vecs.shape[1]}-d, index is {index.d}-d")
-    for start in range(0, len(ids), QUERY_BATCH):
-        parts.append(search_batch(search_index, keyphrases, ids[start:start + QUERY_BATCH], vecs[start:start + QUERY_BATCH],
-                                  k, s.score_threshold))
-        log.info("searched %d / %d items", min(start + QUERY_BATCH, len(ids)), len(ids))
-    fresh = pd.concat(parts, ignore_index=True) if parts else carried.iloc[0:0]
-    out = pd.concat([fresh, carried], ignore_index=True) if len(carried) else fresh
-    out = out.astype({"item_id": "int64", "rank": "int32", "keyphrase_id": "int64", "keyphrase": "object",
-                      "score": "float32"}).sort_values(["item_id", "rank"], ignore_index=True)
-    check_pandas(out, "recommendations", where="recommendations (to write)")
+    rows = scored = batches = with_recs = 0
+    score_sum = 0.0
+    seen = np.zeros(len(keep), dtype=bool)  # which carried ids had rows in the previous recommendations
     target = lake.path("recommendations", ds=ds)
-    write_parquet_atomic(out, target)
-    per_item = out.groupby("item_id").size()
-    stats = {"model_version": version, "items_scored": int(len(ids)), "items_carried": int(carried["item_id"].nunique()),
-             "rows": int(len(out)), "items_with_recs": int(len(per_item)),
-             "mean_recs_per_item": float(per_item.mean()) if len(per_item) else 0.0,
-             "mean_score": float(out["score"].mean()) if len(out) else 0.0, "top_k": int(k),
-             "score_threshold": s.score_threshold, "changed_only": bool(changed_only)}
+    with atomic_dir(target) as tmp:
+        out_dir = Path(local_path(tmp))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        parts = _Parts(out_dir, settings.spark.target_file_rows)
+        try:
+            for ids, vecs in _embedding_batches(items, search_filter, batch_rows, index.d):
+                recs = search_batch(search_index, texts, ids, vecs, k, s.score_threshold)
+                parts.write(pa.Table.from_pandas(recs, schema=schema, preserve_index=False))
+                batches, scored, rows = batches + 1, scored + len(ids), rows + len(recs)
+                with_recs += int(recs["item_id"].nunique())
+                score_sum += float(recs["score"].to_numpy(np.float64).sum())
+                log.log(logging.INFO if batches % 50 == 0 or scored == n_todo else logging.DEBUG,
+                        "searched %d / %d items (%d batches)", scored, n_todo, batches)
+            if prev is not None and len(keep):
+                for _, batch in _batches(prev, OUT_COLUMNS, batch_rows * max(k, 1)):
+                    item_ids = _ids(batch.column("item_id"), "previous recommendations", "item_id")
+                    pos = np.minimum(np.searchsorted(keep, item_ids), len(keep) - 1)
+                    hit = keep[pos] == item_ids
+                    if not hit.any():
+                        continue
+                    seen[pos[hit]] = True
+                    table = pa.Table.from_batches([batch.select(OUT_COLUMNS)]).filter(pa.array(hit)).cast(schema)
+                    parts.write(table)
+                    rows += table.num_rows
+                    score_sum += float(table.column("score").to_numpy().astype(np.float64).sum())
+            parts.finish()
+        finally:
+            parts.close()
+        (out_dir / SUCCESS).write_bytes(b"")
+    carried = int(seen.sum())
+    with_recs += carried
+    stats = {"model_version": version, "items_scored": int(scored), "items_carried": carried,
+             "rows": int(rows), "items_with_recs": int(with_recs),
+             "mean_recs_per_item": rows / with_recs if with_recs else 0.0,
+             "mean_score": score_sum / rows if rows else 0.0, "top_k": int(k),
+             "score_threshold": s.score_threshold, "changed_only": bool(changed_only),
+             "batches": int(batches), "batch_rows": int(batch_rows), "files": int(parts.files)}
     lake.write_run_stats(ds, "recommend", stats)
     return stats
 

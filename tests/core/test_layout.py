@@ -53,6 +53,7 @@ def test_paths_are_the_on_disk_layout(s, tmp_path):
     assert layout.bundle_tower_dir(b, "item") == f"{root}/serving/versions/x/onnx/item"
     assert layout.bundle_recommendations_file(b) == f"{root}/serving/versions/x/recommendations/part-00000.parquet"
     assert layout.part_file(layout.pairs_dir(s, "2026-10-05", 0)) == f"{root}/pairs/ds=2026-10-05/shard=00000/part-00000.parquet"
+    assert layout.part_file_name(0) == layout.PART_FILE and layout.part_file_name(12) == "part-00012.parquet"
     assert layout.partition_stats_path(Lake(root).path("ctr_labels", ds="2026-10-05")) == \
         f"{root}/ctr_labels/ds=2026-10-05/_stats.json"
     assert layout.synth_world_meta_path(s) == f"{root}/synth/world.json"
