@@ -81,6 +81,12 @@ def lake_of(settings_or_lake) -> Lake:
 
 
 # ---- pairs and LLM labels ---------------------------------------------------------------------------
+def partition_name(dataset: str, ds) -> str:
+    """A day partition's name relative to its dataset root, for messages: ``partition_name("ctr_daily", "2026-10-05")``
+    is ``"ctr_daily/ds=2026-10-05"``."""
+    return f"{dataset}/ds={ds}"
+
+
 def shard_dir_name(shard: int) -> str:
     """``shard=NNNNN`` (five digits), the directory of one shard of pairs or of its judged batches."""
     return f"shard={int(shard):05d}"

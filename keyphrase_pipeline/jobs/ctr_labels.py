@@ -35,6 +35,7 @@ import uuid
 from functools import reduce
 
 from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.layout import partition_name
 from keyphrase_pipeline.core.contracts import check_spark_schema
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake, atomic_dir, dir_fingerprint, ds_range, ds_str, spark_uri
@@ -449,36 +450,36 @@ def plan_window_sum(settings, lake: Lake, day: str, days: list[str], sources: di
     prev, leaving = _day_before(day), _day_before(days[0])
     state_path = lake.path("ctr_labels", ds=prev)
     if not lake.exists(state_path):
-        return "full", f"no state: ctr_labels/ds={prev} does not exist (first run, or a gap)", None
+        return "full", f"no state: {partition_name('ctr_labels', prev)} does not exist (first run, or a gap)", None
     st = _read_partition_stats(lake, state_path)
     ws = st.get("window_state")
     if not isinstance(ws, dict) or not isinstance(ws.get("sources"), dict):
-        return "full", (f"ctr_labels/ds={prev} records no window state (its _stats.json is missing or unreadable, "
+        return "full", (f"{partition_name('ctr_labels', prev)} records no window state (its _stats.json is missing or unreadable, "
                         f"or an older version wrote it)"), None
     if ws.get("version") != WINDOW_STATE_VERSION:
-        return "full", f"ctr_labels/ds={prev} has window state version {ws.get('version')}, not {WINDOW_STATE_VERSION}", None
+        return "full", f"{partition_name('ctr_labels', prev)} has window state version {ws.get('version')}, not {WINDOW_STATE_VERSION}", None
     if st.get("window_days") != ctr.window_days:
-        return "full", f"ctr.window_days changed: ctr_labels/ds={prev} summed {st.get('window_days')} days, now {ctr.window_days}", None
+        return "full", f"ctr.window_days changed: {partition_name('ctr_labels', prev)} summed {st.get('window_days')} days, now {ctr.window_days}", None
     if st.get("ds") != prev or st.get("window") != [leaving, prev]:
-        return "full", f"ctr_labels/ds={prev} records ds {st.get('ds')} and window {st.get('window')}, not {prev} and [{leaving}, {prev}]", None
+        return "full", f"{partition_name('ctr_labels', prev)} records ds {st.get('ds')} and window {st.get('window')}, not {prev} and [{leaving}, {prev}]", None
     if not st.get("data_fingerprint") or dir_fingerprint(state_path) != st["data_fingerprint"]:
-        return "full", f"the data files of ctr_labels/ds={prev} are not the ones its _stats.json recorded", None
+        return "full", f"the data files of {partition_name('ctr_labels', prev)} are not the ones its _stats.json recorded", None
     recorded = ws["sources"]
     for d in days[:-1]:
         was, now = recorded.get(d), sources.get(d)
         if was != now:
             what = ("was missing when the state was built" if was is None else "is missing now" if now is None
                     else "was rewritten after the state was built (a rerun or a backfill)")
-            return "full", f"ctr_daily/ds={d} {what}", None
+            return "full", f"{partition_name('ctr_daily', d)} {what}", None
     if recorded.get(leaving) is None:  # the state summed nothing of L (missing then): nothing to subtract
-        return "sliding", (f"ctr_labels/ds={prev} + ctr_daily/ds={day} (ctr_daily/ds={leaving} was not in the state); "
+        return "sliding", (f"{partition_name('ctr_labels', prev)} + {partition_name('ctr_daily', day)} ({partition_name('ctr_daily', leaving)} was not in the state); "
                            f"the {len(days) - 1} days in between verified unchanged"), None
     now = dir_fingerprint(lake.path("ctr_daily", ds=leaving))
     if now != recorded[leaving]:
         what = "is gone" if now is None else "was rewritten"
-        return "full", (f"ctr_daily/ds={leaving}, the day leaving the window, {what} since the state was built: "
+        return "full", (f"{partition_name('ctr_daily', leaving)}, the day leaving the window, {what} since the state was built: "
                         f"it cannot be subtracted"), None
-    return "sliding", (f"ctr_labels/ds={prev} + ctr_daily/ds={day} - ctr_daily/ds={leaving}; the {len(days) - 1} "
+    return "sliding", (f"{partition_name('ctr_labels', prev)} + {partition_name('ctr_daily', day)} - {partition_name('ctr_daily', leaving)}; the {len(days) - 1} "
                        f"days in between verified unchanged"), leaving
 
 
@@ -620,7 +621,7 @@ def build_window(spark, settings, ds, allow_missing: bool | None = None, extra_s
             # a verified state cannot do this; if it happens the state is wrong: never write negative counts
             labels.unpersist()
             mode, reason = "full", (f"the sliding sums went negative (min impressions {row['min']}, min clicks "
-                                    f"{row['min_clicks']}): ctr_labels/ds={_day_before(day)} is inconsistent")
+                                    f"{row['min_clicks']}): {partition_name('ctr_labels', _day_before(day))} is inconsistent")
             log.warning("ctr_labels %s: %s; summing the full window", day, reason)
     if mode == "full":
         labels = label_pairs(full_window_sum(spark, lake, used), settings).persist(StorageLevel.MEMORY_AND_DISK)
