@@ -339,6 +339,7 @@ def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
                 score_sum += float(recs["score"].to_numpy(np.float64).sum())
                 log.log(logging.INFO if batches % 50 == 0 or scored == n_todo else logging.DEBUG,
                         "searched %d / %d items (%d batches)", scored, n_todo, batches)
+                del recs, ids, vecs  # freed before the next batch is read and searched
             if prev is not None and len(keep):
                 for _, batch in _batches(prev, OUT_COLUMNS, batch_rows * max(k, 1)):
                     item_ids = _ids(batch.column("item_id"), "previous recommendations", "item_id")
