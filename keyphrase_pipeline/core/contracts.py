@@ -89,6 +89,21 @@ CONTRACTS: dict[str, dict[str, str]] = {
         "prompt_version": "string",
         "labelled_at": "timestamp",
     },
+    "label_reviews": {
+        "review_id": "string",  # uuid4 hex, also the file name
+        "reviewed_at": "timestamp",  # UTC
+        "reviewer": "string",  # the Airflow user name
+        "store_ds": "string",  # the label store day of the reviewed pair
+        "pair_key": "string",
+        "item_id": "int64",
+        "keyphrase_id": "int64",
+        "judge": "string",
+        "judge_model": "string",
+        "prompt_version": "string",
+        "llm_label": "int32",  # the judge's label the reviewer saw
+        "p_yes": "float64",
+        "verdict": "string",  # agree | disagree
+    },
     "embeddings": {
         "id": "int64",
         "text_hash": "string",

@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 from keyphrase_pipeline.core.errors import ConfigError, DataError
 
+RUN_FAILURES = "_failed"  # runs/ds=D/_failed/<stage>.json: the last failure of a stage's task that day
 SUCCESS = "_SUCCESS"  # a dataset directory is complete (Spark's convention); keyphrase_pipeline.core.layout names the other markers
 
 DATASETS = {
@@ -45,6 +46,7 @@ DATASETS = {
     "recommendations": "recommendations",
     "serving": "serving",
     "runs": "runs",
+    "label_reviews": "label_reviews",
 }
 
 
@@ -164,6 +166,34 @@ class Lake:
         """Record a stage's run stats for the day (read by the UI, the demo summary and the report)."""
         path = self.run_stats_path(ds, stage)
         self.write_json(path, {"stage": stage, "ds": ds_str(ds), "written_at": dt.datetime.now(dt.UTC).isoformat(), **stats})
+        return path
+
+    def add_to_run_stats(self, ds: str | dt.date, stage: str, extra: dict, written_since: dt.datetime) -> bool:
+        """Merge ``extra`` (e.g. ``wall_seconds``, the Airflow run's ids) into the stage's run stats for the day,
+        only when that file was written at or after ``written_since`` (aware UTC datetime), i.e. by the run
+        that just finished. Returns whether it did; False when the stage wrote no stats (or older ones)."""
+        path = self.run_stats_path(ds, stage)
+        if not self.exists(path):
+            return False
+        stats = self.read_json(path)
+        try:
+            written = dt.datetime.fromisoformat(str(stats.get("written_at")))
+        except ValueError:
+            return False
+        if written.tzinfo is None or written < written_since:
+            return False
+        self.write_json(path, {**stats, **extra})
+        return True
+
+    def run_failure_path(self, ds: str | dt.date, stage: str) -> str:
+        """``runs/ds=D/_failed/<stage>.json``: the last failure of a stage's task for the day (run stats exist only
+        for stages that finished; the wrappers in ``keyphrase_pipeline.jobs.airflow_tasks`` record failures here)."""
+        return f"{self.run_stats_dir(ds)}/{RUN_FAILURES}/{stage}.json"
+
+    def write_run_failure(self, ds: str | dt.date, stage: str, record: dict) -> str:
+        """Record that a stage's task failed for the day (replacing the previous failure record of that stage)."""
+        path = self.run_failure_path(ds, stage)
+        self.write_json(path, {"stage": stage, "ds": ds_str(ds), "failed_at": dt.datetime.now(dt.UTC).isoformat(), **record})
         return path
 
     def read_pointer(self, path: str) -> str | None:

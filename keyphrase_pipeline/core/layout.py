@@ -24,6 +24,8 @@ the right-hand column names the function of this module (or ``Lake``) that build
     llm_labels/store/_PAIR_KEYS.json                  the store's pair_key encoding version  pair_keys_marker
     llm_labels/store/_LEASE                           held by the one process writing the store (merge, key migration)
                                                                                           store_lease_path
+    label_reviews/ds=D/part-<uuid>.parquet            one human verdict on a judged pair of label store day D
+                                                      (append-only: a new file per verdict)  label_review_file
     registry/CHAMPION, registry/CROSS_LATEST          pointers                            registry_pointer
     registry/champion_history.jsonl                   every promotion                     champion_history_path
     registry/<students|cross>/<v>/                    one trained version                 registry_version_dir
@@ -41,7 +43,10 @@ the right-hand column names the function of this module (or ``Lake``) that build
     serving/versions/<id>/recommendations/part-00000.parquet   published top-K per item  published_recommendations_dir,
                                                                                           bundle_recommendations_file
     serving/CURRENT                                   pointer: the live bundle            current_pointer
-    runs/ds=D/<stage>.json                            a stage's run metrics               Lake.run_stats_path
+    runs/ds=D/<stage>.json                            a stage's run metrics (+ wall_seconds, airflow run/task ids
+                                                      when run by the DAG)                Lake.run_stats_path
+    runs/ds=D/_failed/<stage>.json                    the last failure of the stage's task that day (error, try,
+                                                      airflow ids)                        Lake.run_failure_path
 
 Storage: the lake root may be any fsspec URL for the datasets read and written through ``keyphrase_pipeline.core.lake``
 (Spark stages, ``read_parquet``, pointers, run metrics), but the model registry, the serving bundles,
@@ -171,6 +176,14 @@ def pair_keys_marker(settings) -> str:
 def store_lease_path(settings) -> str:
     """``llm_labels/store/_LEASE``: held by the one process writing the label store (a merge, the key migration)."""
     return lake_of(settings).path("llm_store", SHARD_LEASE)
+
+
+def label_review_file(settings, ds, review_id: str) -> str:
+    """``label_reviews/ds=D/part-<review_id>.parquet``: one reviewer's verdict (contract ``label_reviews``); a new
+    file per verdict, never rewritten. ConfigError (exit 2) for a ``review_id`` that is not plain hex."""
+    if not review_id or not all(c in "0123456789abcdef" for c in review_id):
+        raise ConfigError(f"bad review id {review_id!r}")
+    return f"{lake_of(settings).path('label_reviews', ds=ds)}/part-{review_id}.parquet"
 
 
 # ---- the model registry (local or mounted filesystem) ------------------------------------------------

@@ -218,6 +218,20 @@ class SynthSettings(BaseModel):
     start_date: str = "2026-10-01"
 
 
+class UiSettings(BaseModel):
+    """``ui.*``: the Keyphrases page in Airflow (``plugins/keyphrase_ui``): run-history flags and the label review.
+
+    ``deviation_threshold`` is relative (0.25: a day's metric more than 25% above or below the mean of the previous
+    ``deviation_window_days`` calendar days is flagged); ``review_sample_size`` pairs per day are offered for review."""
+
+    deviation_threshold: float = Field(0.25, gt=0, description="Flag a day whose metric deviates from the mean of "
+                                       "the previous days by more than this share of that mean.")
+    deviation_window_days: int = Field(7, ge=1, le=90, description="Calendar days before a day whose mean it is "
+                                       "compared with.")
+    history_days: int = Field(14, ge=1, le=366, description="Days the run history shows by default.")
+    review_sample_size: int = Field(20, ge=1, le=500, description="Judged pairs of a day sampled for label review.")
+
+
 class Settings(BaseSettings):
     """All of keyphrase-pipeline's configuration."""
 
@@ -234,6 +248,7 @@ class Settings(BaseSettings):
     train: TrainSettings = Field(default_factory=TrainSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     synth: SynthSettings = Field(default_factory=SynthSettings)
+    ui: UiSettings = Field(default_factory=UiSettings)
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":

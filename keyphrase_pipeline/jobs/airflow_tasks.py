@@ -265,12 +265,100 @@ def run_stage(stage: str, params: dict | None, ds: str, **kwargs) -> dict:
     Airflow does not spend its retries and backoff on it. Any other exception propagates unchanged
     (Airflow retries it; ``log_task_failure`` reports the last try)."""
     import importlib
+    import time
 
     module = importlib.import_module(f"keyphrase_pipeline.jobs.{stage}")
+    settings = settings_for(params)
+    name = stats_name(stage, kwargs)
+    since, t0 = dt.datetime.now(dt.UTC), time.monotonic()
     try:
-        return jsonable(module.run(settings_for(params), ds, **kwargs))
+        result = jsonable(module.run(settings, ds, **kwargs))
     except deterministic_errors() as exc:
+        record_failure(settings, ds, name, exc, time.monotonic() - t0, retried=False, detail=kwargs)
         raise fail_without_retry(exc, f"stage {stage} for ds={ds}") from exc
+    except Exception as exc:
+        record_failure(settings, ds, name, exc, time.monotonic() - t0, retried=True, detail=kwargs)
+        raise
+    record_success(settings, ds, name, time.monotonic() - t0, since)
+    return result
+
+
+# run stats file (runs/ds=D/<name>.json) -> the DAG task that writes it (the UI links each stage to its task log)
+STATS_TASKS = {
+    "ctr_labels": "ctr.ctr_labels",
+    "select_pairs": "llm_labels.select_pairs",
+    "llm_labels": "llm_labels.merge_labels",
+    "train_cross": "train.train_cross",
+    "train_bi": "train.train_bi",
+    "evaluate": "train.evaluate",
+    "export": "serve.export",
+    "embed_items": "serve.embed_items",
+    "embed_keyphrases": "serve.embed_keyphrases",
+    "index": "serve.build_index",
+    "recommend": "serve.recommend",
+    "publish": "serve.publish",
+}
+
+
+def stats_name(stage: str, kwargs: dict | None = None) -> str:
+    """The run stats name a stage module writes (``runs/ds=D/<name>.json``): ``embed`` -> ``embed_<what>``,
+    ``label_store`` -> ``llm_labels``; a labelling shard (``llm_label``) is part of ``llm_labels``; else the module name."""
+    if stage == "embed":
+        return f"embed_{(kwargs or {}).get('what', 'items')}"
+    if stage in ("label_store", "llm_label"):
+        return "llm_labels"
+    return stage
+
+
+def airflow_ids(context: dict | None = None) -> dict | None:
+    """``{dag_id, run_id, task_id, map_index, try_number}`` of the running Airflow task (from ``context``, else the
+    current task context), or None outside a task (``kp`` on the command line, a test)."""
+    try:
+        if context is None:
+            from airflow.sdk import get_current_context
+
+            context = get_current_context()
+        ti = context.get("ti") or context.get("task_instance")
+        ids = {"dag_id": getattr(ti, "dag_id", None), "run_id": getattr(ti, "run_id", None) or context.get("run_id"),
+               "task_id": getattr(ti, "task_id", None), "map_index": getattr(ti, "map_index", -1),
+               "try_number": getattr(ti, "try_number", None)}
+    except Exception:  # no task context (not inside a running task), or Airflow not importable
+        return None
+    ids = {k: (v if isinstance(v, (int, str)) or v is None else str(v)) for k, v in ids.items()}
+    return ids if ids["run_id"] and ids["task_id"] else None
+
+
+def record_success(settings, ds: str, name: str, seconds: float, since: dt.datetime, context: dict | None = None) -> None:
+    """Add the task's ``wall_seconds`` (seconds, wall clock of the whole stage call) and ``airflow`` ids to the run
+    stats ``name`` the stage just wrote for ``ds`` (nothing when it wrote none since ``since``). Never raises:
+    a failure to annotate is logged, the stage's result stands."""
+    try:
+        from keyphrase_pipeline.core.lake import Lake
+
+        extra = {"wall_seconds": round(float(seconds), 3)}
+        ids = airflow_ids(context)
+        if ids:
+            extra["airflow"] = ids
+        if not Lake.from_settings(settings).add_to_run_stats(ds, name, extra, written_since=since):
+            log.info("stage %s for ds=%s wrote no run stats this run: wall time %.1f s not recorded", name, ds, seconds)
+    except Exception as exc:
+        log.warning("could not add wall_seconds to the run stats %s for ds=%s: %s: %s", name, ds, type(exc).__name__, exc)
+
+
+def record_failure(settings, ds: str, name: str, exc: BaseException, seconds: float, retried: bool,
+                   detail: dict | None = None, context: dict | None = None) -> None:
+    """Write ``runs/ds=D/_failed/<name>.json`` (``Lake.write_run_failure``): the error's type and message (first
+    1,000 characters), whether Airflow retries it, ``wall_seconds``, the Airflow ids and ``detail`` (the stage's
+    keyword arguments, e.g. the shard). Never raises: the stage's own exception is what the task reports."""
+    try:
+        from keyphrase_pipeline.core.lake import Lake
+
+        record = {"error_type": type(exc).__name__, "error": str(exc)[:1000], "retried": bool(retried),
+                  "wall_seconds": round(float(seconds), 3), "airflow": airflow_ids(context),
+                  "detail": jsonable(detail or {})}
+        Lake.from_settings(settings).write_run_failure(ds, name, record)
+    except Exception as rec_exc:
+        log.warning("could not record the failure of %s for ds=%s: %s: %s", name, ds, type(rec_exc).__name__, rec_exc)
 
 
 def cross_ref(cross: dict | None) -> str | None:
@@ -311,15 +399,31 @@ def _make_spark_submit_stage():
         executor, a cluster that is down) is raised unchanged and retried."""
 
         def execute(self, context):
+            import time
+
+            name = str(self.application).rsplit("/", 1)[-1].removesuffix(".py")
+            since, t0 = dt.datetime.now(dt.UTC), time.monotonic()
+            ds = self._ds()
             try:
-                return super().execute(context)
+                result = super().execute(context)
             except Exception as exc:
                 code = spark_submit_exit_code(exc)
                 meaning = deterministic_exit_codes().get(code)
+                if ds:
+                    record_failure(settings_for(context.get("params")), ds, name, exc, time.monotonic() - t0,
+                                   retried=meaning is None, detail={"exit_code": code}, context=context)
                 if meaning is None:
                     raise
                 app = str(self.application).rsplit("/", 1)[-1]
                 raise fail_without_retry(exc, f"spark-submit {app} exited {code} ({meaning})") from exc
+            if ds:
+                record_success(settings_for(context.get("params")), ds, name, time.monotonic() - t0, since, context=context)
+            return result
+
+        def _ds(self) -> str | None:
+            """The ``--ds`` of the (rendered) application arguments, or None."""
+            args = [str(a) for a in (self.application_args or [])]
+            return args[args.index("--ds") + 1] if "--ds" in args[:-1] else None
 
     SparkSubmitStage.__module__ = __name__
     SparkSubmitStage.__qualname__ = "SparkSubmitStage"

@@ -1,12 +1,26 @@
 """The FastAPI app behind the "Keyphrases" page (mounted by Airflow at ``/keyphrases``).
 
-Routes (all need a valid Airflow token, see ``keyphrase_ui.auth``)::
+Routes (all need a valid Airflow token and read access to the DAG; the one write needs edit access, see
+``keyphrase_ui.auth``)::
 
     GET /keyphrases/                     the page (redirects to Airflow's login without a session, 403
                                          without read access to the DAG)
     GET /keyphrases/api/overview         champion, serving version, model versions + metrics, promotion
                                          decision, latest run's stats per stage
     GET /keyphrases/api/runs?ds=D        one day's stats per stage (default: latest day)
+    GET /keyphrases/api/history?days=N   run history: per day and stage status, duration, Airflow links; key
+                                         metrics with units; days deviating from the previous days flagged
+    GET /keyphrases/api/plots/history.png?days=N   trend plots of the history's watched metrics
+    GET /keyphrases/api/item/<item_id>?k=  why each of the item's top-K keyphrases: student cosine, cross-encoder
+                                         P(relevant), LLM label and P(yes) (judge, prompt, date), 30-day CTR
+    GET /keyphrases/api/keyphrase/<id>?limit=   the items the published version recommends the keyphrase to
+    GET /keyphrases/api/compare?items=&k=   champion vs the newest challenger: the gate's numbers and reason,
+                                         metrics side by side, top-K of sample items, promote/rollback commands
+    GET /keyphrases/api/reviews?ds=&n=   label review: a seeded sample of a day's judged pairs, verdicts so far,
+                                         agreement per day, judge and prompt version
+    POST /keyphrases/api/reviews         {ds, pair_key, verdict: agree|disagree}: store a verdict (append-only);
+                                         needs edit permission on the DAG and is CSRF-checked (keyphrase_ui.auth)
+    GET /keyphrases/api/plots/reviews.png  agreement with the judge per day, judge and prompt version
     GET /keyphrases/api/items?q=&limit=  items to pick from (latest catalog snapshot)
     GET /keyphrases/api/search?item_id=|q=&k=   top keyphrases with scores from the published index,
                                          with the demo world's truth per keyphrase when known
@@ -25,6 +39,7 @@ from __future__ import annotations
 
 from keyphrase_pipeline.core import layout
 
+import datetime as dt
 import io
 import logging
 import math
@@ -33,9 +48,11 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as Path_
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
 
-from keyphrase_ui.auth import can_read, forbidden_detail, login_url, require_user, user_from_request
+from keyphrase_ui.auth import can_edit, can_read, forbidden_detail, login_url, require_editor, require_user, user_from_request
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +138,16 @@ def serving_version() -> str | None:
     return _safe("serving version", read, None)
 
 
+def published_versions() -> list[str]:
+    """Complete published serving versions, oldest first ([] when none or unreadable)."""
+    def read():
+        from keyphrase_pipeline.jobs import serving
+
+        return serving.published_versions(_settings())
+
+    return _safe("published versions", read, [])
+
+
 def run_days() -> list[str]:
     return _safe("run days", lambda: _lake().partitions("runs"), [])
 
@@ -142,7 +169,61 @@ def run_stats(ds: str | None = None) -> dict:
                 stages[f.stem] = stats
     order = {s: i for i, s in enumerate(STAGES)}
     stages = dict(sorted(stages.items(), key=lambda kv: (order.get(kv[0], 99), kv[0])))
-    return {"ds": ds, "days": days, "stages": stages}
+    failures = {}
+    fdir = Path(lake.run_failure_path(ds, "x")).parent
+    if fdir.is_dir():
+        for f in sorted(fdir.glob("*.json")):
+            rec = _safe(f"failure record {f}", lambda f=f: lake.read_json(str(f)), None)
+            if isinstance(rec, dict):
+                failures[f.stem] = rec
+    return {"ds": ds, "days": days, "stages": stages, "failures": failures}
+
+
+def no_run_detail(ds: str, days: list[str]) -> str:
+    """What a request for a day without any run record is told (the days that have one, and how to fill it)."""
+    have = f"days with runs: {days[0]} .. {days[-1]} ({len(days)})" if days else "no day has a run yet"
+    return (f"No run recorded for ds={ds} ({have}). To process that day, trigger the keyphrase_daily DAG with the "
+            f"ds param set to {ds} (Airflow: Trigger DAG w/ config), or run the stages with `kp ... --ds {ds}`.")
+
+
+def status_messages(students: list[dict], champ: str | None, serving: str | None, runs: dict) -> list[dict]:
+    """What the page should tell about the lake's state: ``[{level: info|warning|error, text}]``, each saying what
+    happened and what to do (empty lake, nothing trained or published, a pointer to a missing version, a failed
+    stage on the latest day)."""
+    out = []
+    if not runs.get("days"):
+        out.append({"level": "info", "text": "The lake is empty: no run recorded yet. Trigger the keyphrase_daily DAG "
+                    "(demo: `kp demo`, or the DAG's `scale` param to generate the synthetic world first)."})
+    known = {v["version"] for v in students}
+    if champ and champ not in known:
+        alt = f" (complete versions: {', '.join(sorted(known)[-5:])})" if known else ""
+        out.append({"level": "error", "text": f"registry/CHAMPION points to {champ}, which is missing from registry/students "
+                    f"(deleted, or its model/ directory is incomplete). Promote a complete version: `kp promote --list`, "
+                    f"then `kp promote --version <version>`{alt}."})
+    elif not champ and students:
+        out.append({"level": "warning", "text": "No champion: models were trained but none promoted. Promote one "
+                    "(`kp promote --version <version>`) or let the next run's evaluate stage decide."})
+    elif not champ:
+        out.append({"level": "info", "text": "No model trained yet: the first run of keyphrase_daily trains one (no "
+                    "champion means a training day)."})
+    if serving:
+        published = published_versions()
+        if serving not in published:
+            alt = f" Published versions on disk: {', '.join(published[-3:])}." if published else ""
+            out.append({"level": "error", "text": f"serving/CURRENT points to {serving}, whose bundle is missing or "
+                        f"incomplete (no manifest): the live recommendations cannot be read. Roll back to a complete "
+                        f"version: `kp rollback --to <version>`, or rerun publish.{alt}"})
+    elif runs.get("days"):
+        out.append({"level": "warning", "text": "Nothing published yet: the serve group publishes at the end of a "
+                    "successful run; see the run history for the stage that stopped it."})
+    latest = runs.get("ds")
+    for stage, rec in (runs.get("failures") or {}).items():
+        stats = (runs.get("stages") or {}).get(stage) or {}
+        if str(rec.get("failed_at", "")) > str(stats.get("written_at", "")):
+            out.append({"level": "error", "text": f"Latest day {latest}: stage {stage} failed ({rec.get('error_type')}: "
+                        f"{str(rec.get('error', ''))[:300]}). Fix the cause, then clear the task in Airflow (it is "
+                        "idempotent for its day): see Run history for the task log."})
+    return out
 
 
 def last_decision(vers: list[dict]) -> dict | None:
@@ -253,6 +334,236 @@ def search(item_id: int | None, text: str | None, k: int) -> dict:
             "truth_known": truth_known, "results": results}
 
 
+def catalog_item(item_id: int) -> dict | None:
+    """``{item_id, title, category}`` of the latest catalog snapshot, or None."""
+    df = _catalog()
+    if df is None:
+        return None
+    row = df[df["item_id"] == item_id]
+    if not len(row):
+        return None
+    return {"item_id": int(item_id), "title": row.iloc[0]["title"], "category": row.iloc[0]["category"]}
+
+
+def published_recs(version: str):
+    """The published recommendations of serving ``version`` (pandas, cached per version)."""
+    key = ("recs", _lake().root, version)
+    with _LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+    import pandas as pd
+
+    from keyphrase_pipeline.jobs.serving import published_recommendations_path
+
+    df = pd.read_parquet(published_recommendations_path(_settings(), version),
+                         columns=["item_id", "rank", "keyphrase_id", "keyphrase", "score"])
+    with _LOCK:
+        for old in [k for k in _CACHE if k[0] == "recs"]:  # keep one version's frame
+            del _CACHE[old]
+        _CACHE[key] = df
+    return df
+
+
+def item_view(item_id: int, k: int) -> dict:
+    """The explanation of an item's top-K (``keyphrase_ui.explain.explain_item``). Raises HTTPException 404 with what
+    to do for an item not in the catalog or nothing published."""
+    from keyphrase_pipeline.core.errors import DataError
+    from keyphrase_pipeline.jobs import serving
+
+    from keyphrase_ui import explain
+
+    item = catalog_item(item_id)
+    if item is None:
+        days = _safe("catalog days", lambda: _lake().partitions("catalog"), [])
+        where = f"the latest catalog snapshot ({_lake().path('catalog', ds=days[-1])})" if days else \
+            "the catalog (none in the lake yet)"
+        raise HTTPException(status_code=404, detail=f"item {item_id} is not in {where}: pick an item with the search box "
+                                                    "(title or id)")
+    settings = _settings()
+    try:
+        bundle = serving.load_current(settings)
+    except DataError as exc:
+        raise HTTPException(status_code=404, detail=serving_error_detail(exc)) from None
+    results = bundle.search(int(item_id), k)
+    mode = "published recommendations"
+    if not results:
+        from keyphrase_pipeline.models.text import item_text
+
+        results = bundle.search(item_text(item["title"], item["category"]), k)
+        mode = "live search of the published index (the item is not in the published batch)"
+    return explain.explain_item(settings, _lake(), item, results, mode, bundle.version, world=_world())
+
+
+def keyphrase_view(keyphrase_id: int, limit: int) -> dict:
+    """Which items the published version recommends ``keyphrase_id`` to (``keyphrase_ui.explain.explain_keyphrase``).
+    Raises HTTPException 404 with what to do when nothing is published or the keyphrase is unknown."""
+    from keyphrase_ui import explain
+
+    version = serving_version()
+    if not version:
+        raise HTTPException(status_code=404, detail="nothing is published yet: the serve group of keyphrase_daily "
+                                                    "publishes at the end of a successful run")
+    try:
+        recs = published_recs(version)
+    except (OSError, ValueError) as exc:
+        raise HTTPException(status_code=404, detail=f"the recommendations of serving version {version} cannot be read "
+                                                    f"({type(exc).__name__}): roll back with `kp rollback --to <version>`") from None
+    text = recs.loc[recs["keyphrase_id"] == keyphrase_id, "keyphrase"].head(1).tolist()
+    if not text:
+        def lookup():
+            from keyphrase_pipeline.core.lake import read_parquet
+
+            kp = read_parquet(_lake().path("keyphrases"), columns=["keyphrase_id", "text"])
+            return kp.loc[kp["keyphrase_id"] == keyphrase_id, "text"].head(1).tolist()
+
+        text = _safe("keyphrases", lookup, [])
+        if not text:
+            raise HTTPException(status_code=404, detail=f"keyphrase {keyphrase_id} is neither in the published "
+                                                        "recommendations nor in raw/keyphrases: open one from an item's top-K")
+    out = explain.explain_keyphrase(_lake(), keyphrase_id, recs, _catalog(), limit, world=_world())
+    return {"keyphrase_id": int(keyphrase_id), "keyphrase": text[0], "serving_version": version, **out,
+            "note": "" if out["total_items"] else "no item has this keyphrase in its published top-K"}
+
+
+def champion_history() -> list[dict]:
+    """``registry/champion_history.jsonl`` as a list (oldest first; [] when none)."""
+    def read():
+        import json
+
+        from keyphrase_pipeline.core import layout
+
+        p = Path(layout.champion_history_path(_settings()))
+        if not p.is_file():
+            return []
+        out = []
+        for line in p.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
+    return _safe("champion history", read, [])
+
+
+def compare_view(n_items: int, k: int) -> dict:
+    """Champion vs the newest challenger (``keyphrase_ui.explain.compare``) plus both models' top-K for ``n_items``
+    sample items (seeded by the challenger's version) when both are embedded."""
+    from keyphrase_ui import explain
+
+    settings = _settings()
+    champ = champion()
+    out = explain.compare(settings, _lake(), versions("students"), champ, champion_history(), published_versions(),
+                          serving_version())
+    if out["challenger"] and champ and not out["message"]:
+        cat = _catalog()
+        if cat is None or cat.empty:
+            out["topk_note"] = "no catalog in the lake: no items to compare on"
+        else:
+            ids = explain.sample_item_ids(cat["item_id"].to_numpy(), n_items, out["challenger"])
+            titles = cat.set_index("item_id")
+            def kp_text():
+                from keyphrase_pipeline.core.lake import read_parquet
+
+                kp = read_parquet(_lake().path("keyphrases"), columns=["keyphrase_id", "text"])
+                return dict(zip(kp["keyphrase_id"].astype("int64").tolist(), kp["text"]))
+
+            text = _safe("keyphrase texts", kp_text, {})
+            rows, note = explain.topk_side_by_side(_lake(), settings, {"champion": champ, "challenger": out["challenger"]},
+                                                   ids, k, text, world=_world())
+            for r in rows:
+                r["title"] = str(titles.loc[r["item_id"], "title"]) if r["item_id"] in titles.index else None
+            out["topk"], out["topk_note"] = rows, note
+    elif not out["topk_note"]:
+        out["topk_note"] = "no champion and challenger to compare"
+    return out
+
+
+def review_view(ds: str | None, n: int, user) -> dict:
+    """The label review of a label store day (default: the newest): a seeded sample of its judged pairs with the
+    verdicts so far (the user's own and the counts), the agreement per day, judge and prompt version, and whether
+    the user may review. HTTPException 404 with what to do for a day without judged pairs."""
+    from keyphrase_pipeline.core.errors import DataError
+    from keyphrase_pipeline.jobs import label_reviews
+
+    settings = _settings()
+    days = _safe("label store days", lambda: _lake().partitions("llm_store"), [])
+    name = getattr(user, "username", None) or str(user)
+    base = {"user": name, "can_review": can_edit(user), "days": days, "sample": [], "agreement": [], "message": ""}
+    reviews = _safe("label reviews", lambda: label_reviews.read(settings), None)
+    if reviews is not None:
+        base["agreement"] = label_reviews.agreement(reviews)
+    if not days:
+        return {**base, "ds": None, "message": "No judged pairs yet: the labelling group of keyphrase_daily "
+                "(select_pairs, label, merge) judges pairs each day; review them here afterwards."}
+    ds = ds or days[-1]
+    try:
+        rows = label_reviews.sample(settings, ds, n)
+    except DataError as exc:
+        raise HTTPException(status_code=404, detail=f"{exc}: pick a day that has labels") from None
+    latest = label_reviews.latest_verdicts(reviews) if reviews is not None and len(reviews) else None
+    sample = []
+    for r in rows.to_dict("records"):
+        mine, counts = None, {"agree": 0, "disagree": 0}
+        if latest is not None:
+            got = latest[latest["pair_key"] == r["pair_key"]]
+            for v in got.to_dict("records"):
+                counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
+                if v["reviewer"] == name:
+                    mine = v["verdict"]
+        at = r["labelled_at"]
+        sample.append({"pair_key": r["pair_key"], "item_id": int(r["item_id"]), "keyphrase_id": int(r["keyphrase_id"]),
+                       "title": r["title"], "category": r["category"], "keyphrase": r["keyphrase"], "source": r["source"],
+                       "label": "yes" if int(r["label"]) == 1 else "no", "p_yes": float(r["p_yes"]),
+                       "judge": f"{r['judge']}:{r['judge_model']}", "prompt_version": r["prompt_version"],
+                       "labelled_at": at.isoformat() if hasattr(at, "isoformat") else str(at),
+                       "my_verdict": mine, "verdicts": counts})
+    note = "" if base["can_review"] else f"{name} may view but not review: reviewing needs edit permission on the DAG"
+    return {**base, "ds": ds, "sample": sample, "message": note,
+            "sampling": f"{len(sample)} of the day's judged pairs, drawn with a seed fixed for ds={ds} (same for every "
+                        "reviewer); verdicts are stored append-only in label_reviews/"}
+
+
+def reviews_plot() -> bytes | None:
+    """Agreement rate with the judge per label store day, one line per judge and prompt version (n per point)."""
+    from keyphrase_pipeline.jobs import label_reviews
+
+    reviews = label_reviews.read(_settings())
+    rows = label_reviews.agreement(reviews)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["judge"], r["prompt_version"]), []).append(r)
+    for (judge, prompt), rs in groups.items():
+        x = [dt.date.fromisoformat(r["ds"]) for r in rs]
+        y = [100 * r["agreement_rate"] for r in rs]
+        ax.plot(x, y, marker="o", label=f"{judge} · prompt {prompt}")
+        for xi, yi, r in zip(x, y, rs):
+            ax.annotate(f"n={r['reviews']}", (xi, yi), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+    days = sorted({dt.date.fromisoformat(r["ds"]) for r in rows})
+    ax.set_xlim(days[0] - dt.timedelta(days=1), days[-1] + dt.timedelta(days=1))  # one day: not a span of years
+    import matplotlib.dates as mdates
+
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=2, maxticks=10))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+    ax.set_ylim(0, 112)
+    ax.set_ylabel("agreeing with the judge (%)")
+    ax.set_title("Label review: agreement with the LLM judge per day")
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    return _png(fig)
+
+
 # ---- plots ----------------------------------------------------------------------------------------
 def _png(fig) -> bytes:
     buf = io.BytesIO()
@@ -305,6 +616,28 @@ def score_plot() -> bytes | None:
     return png
 
 
+def serving_error_detail(exc: Exception) -> str:
+    """A serving DataError's message plus what to do about it."""
+    text = str(exc)
+    if "nothing is published yet" in text:
+        return text + " (the serve group of keyphrase_daily publishes at the end of a successful run)"
+    if "not found" in text or "no manifest" in text or "corrupted bundle" in text:
+        return (f"{text}. The live version is missing or damaged: roll back to a complete one with `kp rollback --to "
+                "<version>` (or rerun the day's publish task).")
+    return text
+
+
+def curves_detail(kind: str, version: str | None) -> str:
+    """Why there is no training-curves PNG for ``version`` of ``kind``, and what to do."""
+    vers = [v["version"] for v in versions(kind)] if kind in ("students", "cross") else []
+    if not vers:
+        return f"no {kind} model trained yet: the train group of keyphrase_daily trains one on a training day"
+    if version and version not in vers:
+        return (f"no {kind} version {version!r} in the registry (missing or deleted); known: "
+                f"{', '.join(vers[:5])}{' ...' if len(vers) > 5 else ''}")
+    return f"{kind} version {version or vers[0]} has no curves.png (trained before curves were saved)"
+
+
 def curves_file(kind: str, version: str | None) -> Path | None:
     if kind not in ("students", "cross"):
         return None
@@ -324,7 +657,72 @@ def curves_file(kind: str, version: str | None) -> Path | None:
     return p if p is not None and p.is_file() else None
 
 
+def run_history(days: int) -> dict:
+    """``keyphrase_ui.history.history`` for the configured lake and ``ui.*`` settings (see that module)."""
+    from keyphrase_ui import history as hist
+
+    settings = _settings()
+    return hist.history(_lake(), days, settings.ui.deviation_threshold, settings.ui.deviation_window_days,
+                        prefix=hist.base_path())
+
+
+def history_plot(days: int) -> bytes | None:
+    """Trend plots of the watched metrics over the last ``days`` days (one panel each, flagged days in red);
+    None when the lake has no run."""
+    from keyphrase_ui import history as hist
+
+    data = run_history(days)
+    if not data["days"]:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    rows = list(reversed(data["days"]))  # oldest first
+    x = [dt.date.fromisoformat(d["ds"]) for d in rows]
+    shown = [m for m in hist.METRICS if m["watch"]] + [m for m in hist.METRICS if m["key"] == "items_embedded"]
+    ncols = 2
+    nrows = math.ceil(len(shown) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(10, 2.1 * nrows), sharex=True, squeeze=False)
+    for ax, m in zip(axes.flat, shown):
+        scale = 100.0 if m["kind"] == "share" else 1.0
+        ys = [d["metrics"].get(m["key"]) for d in rows]
+        pts = [(xi, y * scale) for xi, y in zip(x, ys) if y is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=1.2, color="#2b6cb0")
+        flagged = [(xi, y * scale) for xi, y, d in zip(x, ys, rows)
+                   if y is not None and any(f["metric"] == m["key"] for f in d.get("flags", []))]
+        if flagged:
+            ax.scatter([p[0] for p in flagged], [p[1] for p in flagged], s=42, color="#c53030", zorder=3,
+                       label="flagged")
+            ax.legend(loc="best", fontsize=7, frameon=False)
+        unit = "%" if m["kind"] == "share" else m["unit"]
+        ax.set_title(f"{m['label']} ({unit})" if unit else m["label"], fontsize=9, loc="left")
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if not pts:
+            ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center", va="center", color="#718096")
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
+    fig.suptitle(f"Run history {rows[0]['ds']} .. {rows[-1]['ds']} (red: deviates > "
+                 f"{data['threshold']:.0%} from the previous {data['window_days']} days' mean)", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
 # ---- routes ---------------------------------------------------------------------------------------
+@app.exception_handler(Exception)
+async def unexpected_error(request: Request, exc: Exception):
+    """An unexpected error answers JSON naming it (logged with its traceback here), never a stack trace page."""
+    log.exception("keyphrases UI: %s %s failed", request.method, request.url.path)
+    return JSONResponse({"detail": f"the Keyphrases page could not answer {request.url.path}: {type(exc).__name__}: "
+                                   f"{str(exc)[:300]}. The API server's log has the details."}, status_code=500)
+
+
 @app.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def page(request: Request):
     """The page: a redirect to Airflow's login without a valid token, 403 without read access to the DAG
@@ -350,17 +748,19 @@ def overview(user=Depends(require_user)):
     students = versions("students")
     settings = _settings()
     truth = _world()  # logs why truth metrics are skipped when no provider is configured
+    champ, serving, runs_now = champion(), serving_version(), run_stats()
     return JSONResponse(_jsonable({
         "user": getattr(user, "username", None) or str(user),
         "lake_root": settings.lake_root,
         "judge_backend": settings.judge.backend,
         "synthetic_world": truth is not None,
-        "champion": champion(),
-        "serving_version": serving_version(),
+        "champion": champ,
+        "serving_version": serving,
         "versions": students,
         "cross_versions": versions("cross"),
         "last_decision": last_decision(students),
-        "runs": run_stats(),
+        "runs": runs_now,
+        "messages": status_messages(students, champ, serving, runs_now),
     }))
 
 
@@ -374,7 +774,28 @@ def runs(ds: str | None = Query(None, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"), 
             ds = dt.date.fromisoformat(ds).isoformat()
         except ValueError:
             raise HTTPException(status_code=422, detail=f"ds must be a real date YYYY-MM-DD, got {ds!r}") from None
-    return JSONResponse(_jsonable(run_stats(ds)))
+        days = run_days()
+        if ds not in days:
+            raise HTTPException(status_code=404, detail=no_run_detail(ds, days))
+    out = run_stats(ds)
+    if out["ds"] is None:
+        out["message"] = no_run_detail("(latest)", [])
+    return JSONResponse(_jsonable(out))
+
+
+@app.get("/api/history")
+def history_route(days: int | None = Query(None, ge=1, le=366), user=Depends(require_user)):
+    """Per day (newest first) and stage: status, duration, task links; key metrics with units; flagged deviations."""
+    days = days or _settings().ui.history_days
+    return JSONResponse(_jsonable(run_history(days)))
+
+
+@app.get("/api/plots/history.png")
+def history_png(days: int | None = Query(None, ge=1, le=366), user=Depends(require_user)):
+    png = history_plot(days or _settings().ui.history_days)
+    if png is None:
+        raise HTTPException(status_code=404, detail="no run recorded yet: trigger the keyphrase_daily DAG")
+    return Response(png, media_type="image/png")
 
 
 @app.get("/api/items")
@@ -397,15 +818,89 @@ def search_route(item_id: int | None = Query(None, ge=INT64_MIN, le=INT64_MAX),
         from keyphrase_pipeline.core.errors import DataError
 
         if isinstance(exc, DataError):
-            raise HTTPException(status_code=404, detail=str(exc)) from None
+            raise HTTPException(status_code=404, detail=serving_error_detail(exc)) from None
         raise
+
+
+@app.get("/api/item/{item_id}")
+def item_route(item_id: int = Path_(..., ge=INT64_MIN, le=INT64_MAX), k: int = Query(10, ge=1, le=100),
+               user=Depends(require_user)):
+    """Why each keyphrase is recommended for the item: cosine, cross-encoder, LLM label, CTR (``item_view``)."""
+    return JSONResponse(_jsonable(item_view(item_id, k)))
+
+
+@app.get("/api/keyphrase/{keyphrase_id}")
+def keyphrase_route(keyphrase_id: int = Path_(..., ge=INT64_MIN, le=INT64_MAX), limit: int = Query(50, ge=1, le=500),
+                    user=Depends(require_user)):
+    """The items the published version recommends the keyphrase to (``keyphrase_view``)."""
+    return JSONResponse(_jsonable(keyphrase_view(keyphrase_id, limit)))
+
+
+@app.get("/api/compare")
+def compare_route(items: int = Query(5, ge=1, le=20), k: int = Query(10, ge=1, le=50), user=Depends(require_user)):
+    """Champion vs the newest challenger: gate numbers and reason, metrics side by side, top-K on sample items,
+    the manual promote/rollback commands (``compare_view``)."""
+    return JSONResponse(_jsonable(compare_view(items, k)))
+
+
+@app.get("/api/reviews")
+def reviews_route(ds: str | None = Query(None, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"),
+                  n: int | None = Query(None, ge=1, le=500), user=Depends(require_user)):
+    """The label review of a day: sample, verdicts, agreement (``review_view``)."""
+    if ds is not None:
+        try:
+            ds = dt.date.fromisoformat(ds).isoformat()
+        except ValueError:
+            raise HTTPException(status_code=422, detail=f"ds must be a real date YYYY-MM-DD, got {ds!r}") from None
+    return JSONResponse(_jsonable(review_view(ds, n or _settings().ui.review_sample_size, user)))
+
+
+class ReviewIn(BaseModel):
+    """A verdict on one judged pair of label store day ``ds``."""
+
+    ds: str = Field(..., pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+    pair_key: str = Field(..., min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")
+    verdict: Literal["agree", "disagree"]
+
+
+@app.post("/api/reviews", status_code=201)
+def post_review(body: ReviewIn, user=Depends(require_editor)):
+    """Store the signed-in editor's verdict (append-only, ``keyphrase_pipeline.jobs.label_reviews.append``)."""
+    from keyphrase_pipeline.core.errors import ConfigError, DataError
+    from keyphrase_pipeline.jobs import label_reviews
+
+    try:
+        ds = dt.date.fromisoformat(body.ds).isoformat()
+    except ValueError:
+        raise HTTPException(status_code=422, detail=f"ds must be a real date YYYY-MM-DD, got {body.ds!r}") from None
+    name = getattr(user, "username", None) or str(user)
+    try:
+        rec = label_reviews.append(_settings(), ds, body.pair_key, body.verdict, name)
+    except DataError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+    except ConfigError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    return JSONResponse(_jsonable(rec), status_code=201)
+
+
+@app.get("/api/plots/reviews.png")
+def reviews_png(user=Depends(require_user)):
+    png = reviews_plot()
+    if png is None:
+        raise HTTPException(status_code=404, detail="no label reviews yet: review a sample of judged pairs in the "
+                                                    "Label review view")
+    return Response(png, media_type="image/png")
 
 
 @app.get("/api/plots/scores.png")
 def scores_png(user=Depends(require_user)):
     png = score_plot()
     if png is None:
-        raise HTTPException(status_code=404, detail="no published recommendations yet")
+        version = serving_version()
+        raise HTTPException(status_code=404, detail=(
+            f"the recommendations of serving version {version} cannot be read (missing or damaged bundle): roll back "
+            "with `kp rollback --to <version>`") if version else "no published recommendations yet: the serve group "
+            "of keyphrase_daily publishes at the end of a successful run")
     return Response(png, media_type="image/png")
 
 
@@ -414,5 +909,5 @@ def curves_png(kind: Literal["students", "cross"] = "students", version: str | N
                user=Depends(require_user)):
     p = curves_file(kind, version)
     if p is None:
-        raise HTTPException(status_code=404, detail="no training curves for that version yet")
+        raise HTTPException(status_code=404, detail=curves_detail(kind, version))
     return Response(p.read_bytes(), media_type="image/png")

@@ -131,3 +131,113 @@ def test_airflow_does_not_retry_a_deterministic_error_but_retries_a_transient_on
     assert tis["deterministic"].state == "failed" and tis["deterministic"].try_number == 1
     assert tis["transient"].state == "failed" and tis["transient"].try_number == 2
     assert fake_stages.calls == {"fail_data": 1, "fail_conn": 2}
+
+
+# ---- what the wrappers record in the lake for the Keyphrases page's run history ------------------------------
+def test_run_stage_adds_wall_seconds_to_the_stats_the_stage_wrote(monkeypatch, settings):
+    import time
+
+    from keyphrase_pipeline.core.lake import Lake
+
+    lake = Lake.from_settings(settings)
+    monkeypatch.setattr(at, "settings_for", lambda params=None: settings)
+
+    def run(s, ds, what="items"):
+        time.sleep(0.05)
+        lake.write_run_stats(ds, f"embed_{what}", {"embedded_now": 3})
+        return {"embedded_now": 3}
+
+    monkeypatch.setitem(sys.modules, "keyphrase_pipeline.jobs.embed", types.SimpleNamespace(run=run))
+    assert at.run_stage("embed", None, DS, what="keyphrases") == {"embedded_now": 3}
+    stats = lake.read_json(lake.run_stats_path(DS, "embed_keyphrases"))
+    assert stats["embedded_now"] == 3 and 0.05 <= stats["wall_seconds"] < 30
+    assert "airflow" not in stats  # not inside an Airflow task: no ids to record
+
+    # a stage that wrote nothing this time: the older stats of the day are left alone
+    monkeypatch.setitem(sys.modules, "keyphrase_pipeline.jobs.embed", types.SimpleNamespace(run=lambda s, ds, what: {}))
+    before = lake.read_json(lake.run_stats_path(DS, "embed_keyphrases"))
+    at.run_stage("embed", None, DS, what="keyphrases")
+    assert lake.read_json(lake.run_stats_path(DS, "embed_keyphrases")) == before
+
+
+def test_the_airflow_run_and_task_ids_go_with_the_stats(settings):
+    import datetime as dt
+
+    from keyphrase_pipeline.core.lake import Lake
+
+    lake = Lake.from_settings(settings)
+    since = dt.datetime.now(dt.UTC)
+    lake.write_run_stats(DS, "llm_labels", {"rows": 5})
+    ti = types.SimpleNamespace(dag_id="keyphrase_daily", run_id="manual__2026-10-06T02:00:00+00:00",
+                               task_id="llm_labels.merge_labels", map_index=-1, try_number=2)
+    at.record_success(settings, DS, "llm_labels", 12.5, since, context={"ti": ti})
+    stats = lake.read_json(lake.run_stats_path(DS, "llm_labels"))
+    assert stats["wall_seconds"] == 12.5 and stats["rows"] == 5
+    assert stats["airflow"] == {"dag_id": "keyphrase_daily", "run_id": "manual__2026-10-06T02:00:00+00:00",
+                                "task_id": "llm_labels.merge_labels", "map_index": -1, "try_number": 2}
+    assert at.airflow_ids({}) is None and at.airflow_ids(None) is None  # no task: no ids
+
+
+@pytest.mark.parametrize("exc,retried", [(DataError("no events for 2026-10-05"), False),
+                                         (ConnectionError("judge endpoint refused"), True)])
+def test_run_stage_records_a_failure_for_the_run_history(fake_stages, settings, exc, retried):
+    from keyphrase_pipeline.core.lake import Lake
+
+    fake_stages("llm_label", exc)
+    with pytest.raises(Exception):
+        at.run_stage("llm_label", None, DS, shard=3)
+    lake = Lake.from_settings(settings)
+    rec = lake.read_json(lake.run_failure_path(DS, "llm_labels"))  # a shard's failure is the labelling's
+    assert rec["error_type"] == type(exc).__name__ and str(exc) in rec["error"] and rec["retried"] is retried
+    assert rec["detail"] == {"shard": 3} and rec["stage"] == "llm_labels" and rec["ds"] == DS
+    assert rec["wall_seconds"] >= 0 and rec["failed_at"]
+
+
+def test_a_failure_that_cannot_be_recorded_does_not_hide_the_stage_error(fake_stages, settings, monkeypatch):
+    from keyphrase_pipeline.core.lake import Lake
+
+    def broken(self, *a, **k):
+        raise OSError("read-only lake")
+
+    monkeypatch.setattr(Lake, "write_run_failure", broken)
+    exc = ConnectionError("endpoint down")
+    fake_stages("fail_transient", exc)
+    with pytest.raises(ConnectionError) as err:
+        at.run_stage("fail_transient", None, DS)
+    assert err.value is exc
+
+
+def test_spark_submit_stage_records_its_failure_and_its_wall_time(monkeypatch, settings):
+    import datetime as dt
+
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+    from airflow.sdk.exceptions import AirflowException
+
+    from keyphrase_pipeline.core.lake import Lake
+
+    lake = Lake.from_settings(settings)
+    monkeypatch.setattr(at, "settings_for", lambda params=None: settings)
+    op = at.SparkSubmitStage(task_id="ctr_labels", application=at.spark_application("ctr_labels"),
+                             application_args=["--ds", DS], conn_id="spark_default")
+    ti = types.SimpleNamespace(dag_id="keyphrase_daily", run_id="scheduled__2026-10-05T02:00:00+00:00",
+                               task_id="ctr.ctr_labels", map_index=-1, try_number=1)
+
+    def fail(self, context):
+        raise AirflowException("Cannot execute: spark-submit ctr_labels.py. Error code is: 137.")
+
+    monkeypatch.setattr(SparkSubmitOperator, "execute", fail)
+    with pytest.raises(AirflowException):
+        op.execute({"ti": ti})
+    rec = lake.read_json(lake.run_failure_path(DS, "ctr_labels"))
+    assert rec["detail"] == {"exit_code": 137} and rec["retried"] is True
+    assert rec["airflow"]["task_id"] == "ctr.ctr_labels"
+
+    def succeed(self, context):
+        lake.write_run_stats(DS, "ctr_labels", {"positives": 7})
+
+    monkeypatch.setattr(SparkSubmitOperator, "execute", succeed)
+    op.execute({"ti": ti})
+    stats = lake.read_json(lake.run_stats_path(DS, "ctr_labels"))
+    assert stats["positives"] == 7 and stats["wall_seconds"] >= 0
+    assert stats["airflow"]["run_id"] == "scheduled__2026-10-05T02:00:00+00:00"
+    assert dt.datetime.fromisoformat(stats["written_at"]) <= dt.datetime.now(dt.UTC)

@@ -31,16 +31,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def history_days(lake, ds: str) -> None:
+    """Eight earlier days of run stats before the test world's day (the world itself runs one day), so the
+    history has something to compare with: steady days, one failed index build, one day without a run; the
+    test world's own day then deviates (its numbers are the tiny world's, not the fabricated days')."""
+    import datetime as dt
+
+    from ui_helpers import write_run_day
+
+    day = dt.date.fromisoformat(ds)
+    for i in range(1, 10):
+        d = (day - dt.timedelta(days=i)).isoformat()
+        ids = {"dag_id": "keyphrase_daily", "run_id": f"scheduled__{d}T02:00:00+00:00", "try_number": 1}
+        if i == 4:
+            continue  # a day without a run
+        if i == 2:
+            write_run_day(lake, d, skip=("index", "recommend", "publish", "train_cross", "train_bi", "evaluate"),
+                          wall={"ctr_labels": 41.0, "llm_labels": 63.5}, airflow=ids)
+            lake.write_run_failure(d, "index", {"error_type": "GateError", "retried": False, "wall_seconds": 4.2,
+                                                "error": "index recall@20 0.41 is below serve.min_recall=0.95",
+                                                "airflow": {**ids, "task_id": "serve.build_index", "map_index": -1}})
+            continue
+        write_run_day(lake, d, skip=("train_cross", "train_bi", "evaluate") if i % 3 else (),
+                      changes={"llm_labels": {"yes_rate": 0.40 + 0.01 * (i % 3)}},
+                      wall={"ctr_labels": 40.0 + i, "llm_labels": 60.0 + i, "publish": 3.0}, airflow=ids)
+
+
 @pytest.fixture
 def api_server(published_lake, tmp_path):
     from keyphrase_pipeline.core import airflow_standalone as af
+    from keyphrase_pipeline.core.lake import Lake
     from keyphrase_pipeline.core.settings import settings_env
 
     ds, version = published_lake["ds"], published_lake["version"]
+    root = tmp_path / "lake"  # a private copy: the test writes label reviews
+    shutil.copytree(published_lake["root"], root)
+    history_days(Lake(str(root)), ds)
     af.ensure_metadata_db()
     port = free_port()
     env = dict(os.environ)
-    env.update(settings_env(published_lake["settings"]))
+    env.update(settings_env(published_lake["settings"].with_overrides(lake_root=str(root))))
     env.update({"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin", "AIRFLOW__API__PORT": str(port),
                 "AIRFLOW__API__WORKERS": "1"})
     log = open(tmp_path / "api-server.log", "w")
@@ -60,7 +90,8 @@ def api_server(published_lake, tmp_path):
             assert time.time() < deadline, "api-server did not start: " + (tmp_path / "api-server.log").read_text()[-3000:]
             time.sleep(1)
         passwords = json.loads((Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated").read_text())
-        yield {"base": base, "password": passwords["admin"], "ds": ds, "version": version}
+        yield {"base": base, "password": passwords["admin"], "ds": ds, "version": version, "root": root,
+               "challenger": published_lake["challenger"]}
     finally:
         proc.terminate()
         try:
@@ -68,6 +99,28 @@ def api_server(published_lake, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+SHOTS = REPO / "var" / "screenshots"
+
+
+def shot(page, name: str, tmp_path, full_page: bool = True) -> Path:
+    """Screenshot of the page as ``var/screenshots/<name>.png`` (and in the test's tmp dir)."""
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    assert path.stat().st_size > 10_000
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, SHOTS / f"{name}.png")
+    return path
+
+
+def login(page, base: str, password: str) -> None:
+    page.goto(f"{base}/keyphrases/")
+    page.wait_for_url("**/auth/login**")
+    page.locator("input[name='username']").fill("admin")
+    page.locator("input[name='password']").fill(password)
+    page.locator("button[type='submit']").click()
+    page.wait_for_url("**/keyphrases/**")
 
 
 def test_keyphrases_page_in_chromium(api_server, tmp_path):
@@ -87,9 +140,10 @@ def test_keyphrases_page_in_chromium(api_server, tmp_path):
             page.locator("button[type='submit']").click()
             page.wait_for_url("**/keyphrases/**")
             # the page itself, with the data of the published lake
+            page.goto(f"{base}/keyphrases/#overview")
             page.wait_for_function("document.getElementById('champion').textContent.trim() !== '–'")
             assert page.locator("#champion").inner_text() == api_server["version"]
-            assert page.locator("#runs tbody tr").count() >= 5
+            assert page.locator("#versions tbody tr").count() >= 2
             assert "simulated annotator" in page.locator("#subtitle").inner_text()
             # search an item picked from the catalog
             items = page.evaluate("fetch('api/items?limit=3').then(r => r.json())")
@@ -109,5 +163,101 @@ def test_keyphrases_page_in_chromium(api_server, tmp_path):
             out = REPO / "var" / "screenshots"
             out.mkdir(parents=True, exist_ok=True)
             shutil.copy(shot, out / "keyphrases.png")
+        finally:
+            browser.close()
+
+
+def test_walk_through_every_view_in_chromium(api_server, tmp_path):
+    """Sign in through Airflow's form, then each view of issue 16 on the test world, one screenshot per view in
+    var/screenshots/: run history (1), item and keyphrase explanations (2), champion vs challenger (3), label
+    review with a verdict stored (4), and empty/error states (5)."""
+    from playwright.sync_api import sync_playwright
+
+    base, ds = api_server["base"], api_server["ds"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            login(page, base, api_server["password"])
+
+            # 1. run history: the table per stage, the metrics with units, flags, the trend plots
+            page.goto(f"{base}/keyphrases/#history")
+            page.wait_for_selector("#hist-stages tbody tr.hist-day")
+            page.wait_for_function("document.getElementById('hist-plot').naturalWidth > 0")
+            assert page.locator("#hist-stages tbody tr.hist-day").count() == 14
+            first = page.locator("#hist-stages tbody tr.hist-day").nth(0)
+            assert first.get_attribute("data-ds") == ds
+            failed_day = page.locator("#hist-stages tbody tr.hist-day").nth(2)
+            assert "failed" in failed_day.inner_text()
+            link = failed_day.locator("a").first.get_attribute("href")
+            assert link.startswith("/dags/keyphrase_daily/runs/scheduled__")
+            assert "no run" in page.locator("#hist-stages tbody tr.hist-day").nth(4).inner_text()
+            heads = page.locator("#hist-metrics thead").inner_text()
+            assert "pairs judged" in heads and "%" in heads
+            assert page.locator("#hist-flags li.hist-failed").count() >= 1
+            assert page.locator("#hist-flags li.hist-flag").count() >= 1
+            shot(page, "1-history", tmp_path)
+
+            # 2. why is this keyphrase recommended for this item? and the keyphrase's items
+            items = page.evaluate("fetch('api/items?limit=1').then(r => r.json())")
+            page.goto(f"{base}/keyphrases/#item/{items[0]['item_id']}")
+            page.wait_for_selector("#item-table tbody tr.item-row")
+            row = page.locator("#item-table tbody tr.item-row").nth(0).locator("td")
+            assert row.nth(0).inner_text() == "1" and float(row.nth(2).inner_text()) <= 1.0001
+            assert 0.0 <= float(row.nth(3).inner_text()) <= 1.0  # the cross-encoder's P(relevant)
+            assert "cross-encoder" in page.locator("#item-notes").inner_text()
+            assert items[0]["title"] in page.locator("#item-head").inner_text()
+            shot(page, "2-item", tmp_path)
+            page.locator("#item-table tbody tr.item-row a").first.click()
+            page.wait_for_selector("#kp-table tbody tr.kp-row")
+            assert "in the top-K of" in page.locator("#kp-head").inner_text()
+            shot(page, "2-keyphrase", tmp_path)
+
+            # 3. champion vs challenger
+            page.goto(f"{base}/keyphrases/#compare")
+            page.wait_for_selector("#cmp-commands tbody tr")
+            assert "not promoted" in page.locator("#cmp-decision").inner_text()
+            assert api_server["challenger"] in page.locator("#cmp-cards").inner_text()
+            assert page.locator("#cmp-topk table.topk").count() >= 1
+            assert f"kp promote --version {api_server['challenger']}" in page.locator("#cmp-commands").inner_text()
+            shot(page, "3-compare", tmp_path)
+
+            # 4. label review: mark one pair, the verdict is stored and the agreement shown
+            page.goto(f"{base}/keyphrases/#review")
+            page.wait_for_selector("#rev-table tbody tr.rev-row")
+            assert page.locator("#rev-table tbody tr.rev-row").count() == 20
+            page.locator("#rev-table button.verdict[data-verdict='agree']").first.click()
+            page.wait_for_selector("#rev-table button.verdict.chosen")
+            page.wait_for_function("document.getElementById('rev-plot').naturalWidth > 0")
+            assert "100.0 %" in page.locator("#rev-agreement").inner_text()
+            assert len(list((Path(api_server["root"]) / "label_reviews").rglob("part-*.parquet"))) == 1
+            shot(page, "4-review", tmp_path)
+
+            # 5. empty and error states: an unknown item, a day without a run, a failed stage (in the history)
+            page.goto(f"{base}/keyphrases/#item/987654321")
+            page.wait_for_function("document.getElementById('item-msg').textContent.includes('not in')")
+            assert "search box" in page.locator("#item-msg").inner_text()
+            page.goto(f"{base}/keyphrases/#keyphrase/999999999")
+            page.wait_for_function("document.getElementById('kp-msg').textContent.length > 0")
+            assert "neither in the published recommendations" in page.locator("#kp-msg").inner_text()
+            # ... and pointers to versions that are gone: the page says which and the command that recovers
+            from keyphrase_pipeline.core import layout
+            from keyphrase_pipeline.core.lake import Lake
+
+            lake = Lake(str(api_server["root"]))
+            lake.write_pointer(lake.path("registry", "CHAMPION"), "2026-01-01-deadbeef")
+            lake.write_pointer(layout.current_pointer(lake), "2026-01-01.gone")
+            page.goto(f"{base}/keyphrases/#overview")
+            page.reload()
+            page.wait_for_selector("#messages .state-msg.err")
+            texts = page.locator("#messages").inner_text()
+            assert "registry/CHAMPION points to 2026-01-01-deadbeef" in texts and "kp promote --version" in texts
+            assert "serving/CURRENT points to 2026-01-01.gone" in texts and "kp rollback --to" in texts
+            page.wait_for_function("document.getElementById('scores-note').textContent.length > 0")
+            shot(page, "5-error-states", tmp_path, full_page=False)
+            assert errors == [], errors
         finally:
             browser.close()

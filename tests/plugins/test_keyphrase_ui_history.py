@@ -1,0 +1,210 @@
+"""The run history behind the Keyphrases page (``keyphrase_ui.history``): statuses inferred from the lake's run
+stats and failure records, durations, links into Airflow's UI, key metrics and flagged deviations."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from ui_helpers import write_run_day
+
+END = "2026-11-10"
+
+
+def day(offset: int) -> str:
+    return (dt.date.fromisoformat(END) - dt.timedelta(days=offset)).isoformat()
+
+
+@pytest.fixture
+def lake(tmp_path):
+    from keyphrase_pipeline.core.lake import Lake
+
+    return Lake(str(tmp_path / "lake"))
+
+
+def history(lake, days=14, threshold=0.25, window=7):
+    from keyphrase_ui import history as h
+
+    return h.history(lake, days, threshold, window)
+
+
+def by_ds(h):
+    return {d["ds"]: d for d in h["days"]}
+
+
+def test_empty_lake_says_what_to_do(lake):
+    h = history(lake)
+    assert h["days"] == [] and h["end"] is None
+    assert "No run recorded yet" in h["message"] and "Trigger the keyphrase_daily DAG" in h["message"]
+
+
+def test_a_healthy_day_every_stage_ok_with_durations_metrics_and_exact_links(lake):
+    ids = {"dag_id": "keyphrase_daily", "run_id": "manual__2026-11-11T02:00:00+00:00", "try_number": 1}
+    write_run_day(lake, END, wall={"llm_labels": 61.5, "publish": 2.25}, airflow=ids)
+    d = by_ds(history(lake, days=1))[END]
+    assert d["status"] == "ok" and all(s["status"] == "ok" for s in d["stages"].values())
+    # duration: the task's wall clock when recorded, else the stage's own timer, else nothing
+    assert d["stages"]["llm_labels"]["seconds"] == 61.5 and d["stages"]["llm_labels"]["seconds_source"] == "task wall clock"
+    assert d["stages"]["ctr_labels"]["seconds"] == 11.7 and "own timer" in d["stages"]["ctr_labels"]["seconds_source"]
+    assert d["stages"]["index"]["seconds"] is None
+    # links: the DAG run and each task's log, from the ids recorded with the stats (run id URL-quoted)
+    run = "manual__2026-11-11T02%3A00%3A00%2B00%3A00"
+    assert d["run_url"] == f"/dags/keyphrase_daily/runs/{run}" and d["run_url_exact"] is True
+    assert d["stages"]["publish"]["task_url"] == f"/dags/keyphrase_daily/runs/{run}/tasks/group.publish"
+    m = d["metrics"]
+    assert m["pairs_judged"] == 4000 and m["yes_rate"] == 0.40 and m["ctr_positives"] == 5900
+    assert m["champion_f1"] == 0.7214 and m["challenger_f1"] == 0.7112 and m["promoted"] is False  # kept champion
+    assert m["items_embedded"] == 42 and m["items_reused"] == 2784 and m["index_recall"] == 1.0
+    assert m["recommendations"] == 56520 and m["item_coverage"] == 1.0
+    assert d["flags"] == []
+
+
+def test_promoted_challenger_is_the_champion_f1_and_coverage_is_a_share(lake):
+    write_run_day(lake, END, changes={"evaluate": {"promoted": True},
+                                      "recommend": {"items_with_recs": 2000}})
+    m = by_ds(history(lake, days=1))[END]["metrics"]
+    assert m["champion_f1"] == 0.7112 and m["promoted"] is True
+    assert m["item_coverage"] == pytest.approx(2000 / 2826)
+
+
+def test_without_run_ids_the_day_links_to_the_runs_list_and_says_so(lake):
+    write_run_day(lake, END)
+    d = by_ds(history(lake, days=1))[END]
+    assert d["run_url_exact"] is False
+    assert d["run_url"].startswith("/dags/keyphrase_daily/runs?logical_date_gte=2026-11-10T00")
+    assert "no Airflow run id" in d["note"]
+    assert all(s["task_url"] is None for s in d["stages"].values())
+
+
+def test_failed_stage_later_stages_not_run_and_the_task_link(lake):
+    from keyphrase_pipeline.jobs.airflow_tasks import STATS_TASKS
+
+    write_run_day(lake, END, skip=("index", "recommend", "publish"),
+                  airflow={"dag_id": "keyphrase_daily", "run_id": "scheduled__x"})
+    lake.write_run_failure(END, "index", {"error_type": "GateError", "error": "recall@20 0.40 < 0.95", "retried": False,
+                                          "wall_seconds": 3.5, "airflow": {"dag_id": "keyphrase_daily", "run_id": "scheduled__x",
+                                                                           "task_id": "serve.build_index", "map_index": -1}})
+    d = by_ds(history(lake, days=1))[END]
+    assert d["status"] == "failed" and "index" in d["reason"]
+    ix = d["stages"]["index"]
+    assert ix["status"] == "failed" and "GateError" in ix["reason"] and "recall@20 0.40" in ix["reason"]
+    assert ix["seconds"] == 3.5 and ix["task_url"] == "/dags/keyphrase_daily/runs/scheduled__x/tasks/serve.build_index"
+    assert d["stages"]["recommend"]["status"] == "not_run" and "earlier stage failed" in d["stages"]["recommend"]["reason"]
+    assert d["stages"]["recommend"]["task_url"] is None
+    assert STATS_TASKS["index"] == "serve.build_index"
+
+
+def test_a_failure_older_than_the_stats_is_an_ok_retry_and_a_newer_one_fails(lake):
+    import time
+
+    lake.write_run_failure(END, "llm_labels", {"error_type": "ConnectionError", "error": "judge endpoint down",
+                                               "detail": {"shard": 3}})
+    time.sleep(0.01)
+    write_run_day(lake, END)
+    st = by_ds(history(lake, days=1))[END]["stages"]["llm_labels"]
+    assert st["status"] == "ok" and "after a failed try" in st["reason"]
+    time.sleep(0.01)
+    lake.write_run_failure(END, "llm_labels", {"error_type": "ConnectionError", "error": "judge endpoint down"})
+    st = by_ds(history(lake, days=1))[END]["stages"]["llm_labels"]
+    assert st["status"] == "failed" and "after its last success" in st["reason"]
+
+
+def test_a_shard_failure_without_stats_names_the_shard(lake):
+    write_run_day(lake, END, skip=("llm_labels", "train_cross", "train_bi", "evaluate", "export", "embed_items",
+                                   "embed_keyphrases", "index", "recommend", "publish"))
+    lake.write_run_failure(END, "llm_labels", {"error_type": "DataError", "error": "12% unparsable", "detail": {"shard": 3}})
+    st = by_ds(history(lake, days=1))[END]["stages"]
+    assert st["llm_labels"]["status"] == "failed" and "(shard 3)" in st["llm_labels"]["reason"]
+
+
+def test_index_that_refused_to_publish_is_failed(lake):
+    write_run_day(lake, END, skip=("recommend", "publish"),
+                  changes={"index": {"status": "refused", "ann_recall_at_k": 0.4}})
+    st = by_ds(history(lake, days=1))[END]["stages"]["index"]
+    assert st["status"] == "failed" and "recall@K 0.4 below the floor 0.95" in st["reason"]
+
+
+def test_index_recall_of_builds_before_the_key_was_renamed(lake):
+    write_run_day(lake, END, changes={"index": {"recall_at_k": 0.97}})
+    (Path(lake.run_stats_path(END, "index"))).write_text(json.dumps(
+        {k: v for k, v in json.loads(Path(lake.run_stats_path(END, "index")).read_text()).items() if k != "ann_recall_at_k"}))
+    assert by_ds(history(lake, days=1))[END]["metrics"]["index_recall"] == 0.97
+
+
+def test_missing_stage_versus_skipped_by_design(lake):
+    # no training stats: not a training day (not run, with the reason); no ctr_labels stats while later ones ran: missing
+    write_run_day(lake, END, skip=("ctr_labels", "train_cross", "train_bi", "evaluate"))
+    d = by_ds(history(lake, days=1))[END]
+    assert d["stages"]["ctr_labels"]["status"] == "missing" and "later stages ran" in d["stages"]["ctr_labels"]["reason"]
+    assert d["stages"]["train_bi"]["status"] == "not_run" and "training day" in d["stages"]["train_bi"]["reason"]
+    assert d["status"] == "incomplete"
+    # a training group that ran only in part: the rest of it is missing
+    write_run_day(lake, day(1), skip=("train_bi",))
+    d = by_ds(history(lake, days=2))[day(1)]
+    assert d["stages"]["train_bi"]["status"] == "missing"
+
+
+def test_a_day_with_no_run_and_a_day_still_running(lake):
+    write_run_day(lake, END)
+    write_run_day(lake, day(2), skip=("export", "embed_items", "embed_keyphrases", "index", "recommend", "publish"))
+    h = by_ds(history(lake, days=3))
+    assert h[day(1)]["status"] == "no_run" and "Trigger keyphrase_daily with the ds param" in h[day(1)]["reason"]
+    assert h[day(1)]["run_url"] is None
+    assert h[day(2)]["status"] == "partial" and h[day(2)]["stages"]["publish"]["status"] == "not_run"
+
+
+def test_a_day_deviating_from_the_previous_week_is_flagged_with_the_reason(lake):
+    for i in range(1, 9):
+        write_run_day(lake, day(i), changes={"llm_labels": {"yes_rate": 0.40 + 0.01 * (i % 2)}})
+    write_run_day(lake, END, changes={"llm_labels": {"yes_rate": 0.60},
+                                      "recommend": {"items_with_recs": 1400}})
+    h = history(lake, days=9)
+    d = by_ds(h)[END]
+    flags = {f["metric"]: f for f in d["flags"]}
+    assert set(flags) == {"yes_rate", "item_coverage"}, d["flags"]
+    y = flags["yes_rate"]
+    assert y["n_days"] == 7 and y["mean"] == pytest.approx((4 * 0.41 + 3 * 0.40) / 7)
+    assert y["change"] == pytest.approx(0.60 / y["mean"] - 1)
+    assert "judge yes-rate 60.0% vs mean 40.6%" in y["reason"] and "up" in y["reason"] and "±25%" in y["reason"]
+    assert flags["item_coverage"]["change"] < -0.25 and "down" in flags["item_coverage"]["reason"]
+    assert all(not by_ds(h)[day(i)]["flags"] for i in range(1, 9))  # the steady days are not flagged
+    # the threshold is the setting's: at 60% nothing is flagged
+    assert by_ds(history(lake, days=9, threshold=0.6))[END]["flags"] == []
+
+
+def test_the_first_shown_day_is_compared_with_days_before_the_window_shown(lake):
+    for i in range(1, 8):
+        write_run_day(lake, day(i))
+    write_run_day(lake, END, changes={"ctr_labels": {"positives": 100}})
+    d = history(lake, days=1)["days"]
+    assert len(d) == 1 and [f["metric"] for f in d[0]["flags"]] == ["ctr_positives"]
+
+
+def test_unreadable_stats_are_a_failed_stage_not_a_crash(lake):
+    write_run_day(lake, END)
+    Path(lake.run_stats_path(END, "recommend")).write_text("{not json")
+    st = by_ds(history(lake, days=1))[END]["stages"]["recommend"]
+    assert st["status"] == "failed" and "unreadable" in st["reason"]
+
+
+def test_stats_task_ids_are_tasks_of_the_dag(dagbag):
+    from keyphrase_pipeline.jobs.airflow_tasks import STATS_TASKS
+    from keyphrase_ui.history import STAGES
+
+    assert set(STATS_TASKS) == set(STAGES)
+    assert set(STATS_TASKS.values()) <= set(dagbag.dags["keyphrase_daily"].task_ids)
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
+
+
+def test_history_json_is_json(lake):
+    write_run_day(lake, END)
+    json.dumps(history(lake))
