@@ -52,6 +52,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -278,13 +279,18 @@ def measure_command(cmd: list[str], env: dict | None = None, interval: float = 0
         exited, when = _watch_exit(proc.pid)
         sampler = TreeSampler(proc.pid)
         killed = False
-        while True:
-            sampler.sample()
-            if exited.wait(interval):
-                break
-            if not killed and timeout_s is not None and time.perf_counter() - t0 > timeout_s:
-                _kill_tree(proc.pid)
-                killed = True
+        try:
+            while True:
+                sampler.sample()
+                if exited.wait(interval):
+                    break
+                if not killed and timeout_s is not None and time.perf_counter() - t0 > timeout_s:
+                    _kill_tree(proc.pid)
+                    killed = True
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): the stage's processes go with us
+            _kill_tree(proc.pid)
+            proc.wait()
+            raise
         wall = when[0] - t0
         sampler.sample()  # the root as a zombie: its final CPU times
         t_exit = time.perf_counter()
@@ -693,15 +699,24 @@ def main(argv=None) -> int:
           f"work in {workdir}", file=sys.stderr, flush=True)
     t0 = time.time()
     lines: list[dict] = []
-    ok = True
+    ok, interrupted = True, None
+
+    def on_term(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         for items in sorted(sizes):
             ok = run_world(items, workdir, args, lines) and ok
+    except (KeyboardInterrupt, SystemExit) as exc:  # the lines so far are still written, marked interrupted
+        ok, interrupted = False, f"{type(exc).__name__}{f' {exc.code}' if isinstance(exc, SystemExit) else ''}"
+        print(f"[scale] interrupted ({interrupted}): writing the {len(lines)} lines measured so far",
+              file=sys.stderr, flush=True)
     finally:
         if not args.keep and not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     summary = summarize(lines)
-    summary.update({"bench": "scale", "quick": args.quick, "sizes": sorted(sizes), "ok": ok,
+    summary.update({"bench": "scale", "quick": args.quick, "sizes": sorted(sizes), "ok": ok, "interrupted": interrupted,
                     "wall_s_total": round(time.time() - t0, 1), "results_file": str(out)})
     doc = {"lines": lines, "summary": summary, "sizes": sorted(sizes),
            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -711,7 +726,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")
     print(json.dumps(summary), flush=True)
-    return 0 if ok else 1
+    return 0 if ok else (143 if interrupted else 1)
 
 
 if __name__ == "__main__":
