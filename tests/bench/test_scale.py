@@ -186,7 +186,7 @@ def test_java_start_is_on_the_commands_clock(scale, tmp_path):
     # a child named "java" started ~0.5 s after the command: its start is reported on the time.time() clock
     # of started_at (psutil's create_time is boot time in whole seconds + ticks, off by up to a second or more)
     java = tmp_path / "java"
-    java.write_text("#!/bin/sh\nsleep 0.3\n")
+    java.write_text("#!/bin/sh\nsleep 2\n")  # long enough for the 50 ms sampler to see it on a loaded machine
     java.chmod(0o755)
     code = f"import subprocess, time\ntime.sleep(0.5)\nsubprocess.run([{str(java)!r}])"
     m = scale.measure_command([sys.executable, "-c", code], interval=0.05)
