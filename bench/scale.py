@@ -25,7 +25,9 @@ For each size (items; keyphrases and searches/day scale as ``kp synth`` scales t
    workers), ``python_workers`` (distinct forked PySpark workers), ``rows_in`` / ``rows_out`` (from the
    stage's run stats in the lake, ``runs/ds=D/<stage>.json``, or its JSON line on stdout), ``spark_tasks``
    (``SparkListenerTaskEnd`` events of a per-stage Spark event log; 0 for stages without Spark) and
-   ``jvm_start_s`` (the JVM process's start to ``SparkListenerApplicationStart``).
+   ``jvm_start_s`` (the JVM process's start to the SparkSession handed to the job: ``get_spark``'s log line),
+   ``spark_ready_s`` (the task process's start to the same) and ``jvm_to_context_s`` (the JVM's start to
+   ``SparkListenerApplicationStart``, the beginning of the SparkContext's set-up).
 
 Prints one JSON line per (stage, size, day), then ``{"summary": true, "exponents": {...}, "day2_fraction":
 {...}, "flags": {...}}`` (``summarize``) and writes ``bench/results/scale.json`` (``scale_quick.json`` with
@@ -48,7 +50,9 @@ import datetime as dt
 import json
 import math
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -275,13 +279,18 @@ def measure_command(cmd: list[str], env: dict | None = None, interval: float = 0
         exited, when = _watch_exit(proc.pid)
         sampler = TreeSampler(proc.pid)
         killed = False
-        while True:
-            sampler.sample()
-            if exited.wait(interval):
-                break
-            if not killed and timeout_s is not None and time.perf_counter() - t0 > timeout_s:
-                _kill_tree(proc.pid)
-                killed = True
+        try:
+            while True:
+                sampler.sample()
+                if exited.wait(interval):
+                    break
+                if not killed and timeout_s is not None and time.perf_counter() - t0 > timeout_s:
+                    _kill_tree(proc.pid)
+                    killed = True
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): the stage's processes go with us
+            _kill_tree(proc.pid)
+            proc.wait()
+            raise
         wall = when[0] - t0
         sampler.sample()  # the root as a zombie: its final CPU times
         t_exit = time.perf_counter()
@@ -360,6 +369,20 @@ def spark_event_stats(folder: str | Path) -> dict:
     out["spark_task_s"] = round(run_ms / 1000, 2)
     out["spark_apps"] = len(apps)
     return out
+
+
+SESSION_READY = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ keyphrase_pipeline\.core\.spark: Spark \S+ started",
+                           re.MULTILINE)
+
+
+def session_ready_at(stderr: str) -> float | None:
+    """Epoch seconds at which the stage's SparkSession was ready: the first ``keyphrase_pipeline.core.spark:
+    Spark <version> started`` log line (``core.spark.get_spark``, logged right after ``getOrCreate``; the
+    ``kp`` log format ``core.cli.configure_logging``, local time), or None (no Spark, or INFO not logged)."""
+    m = SESSION_READY.search(stderr or "")
+    if not m:
+        return None
+    return dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 # ---- growth exponents ----------------------------------------------------------------------------------
@@ -518,6 +541,7 @@ class World:
         m = measure_command(kp_command() + argv, env=env, interval=self.args.interval, timeout_s=self.args.stage_timeout,
                             stdout_path=self.logs / f"{name}.out", stderr_path=self.logs / f"{name}.err", cwd=ROOT)
         m["spark"] = spark_event_stats(evdir)
+        m["session_ready_at"] = session_ready_at(m["stderr"])
         m["result"] = parse_stdout_json(m["stdout"])
         m["stats"] = {}
         stats_name = STAGES.get(stage, (None,))[0]
@@ -553,13 +577,18 @@ def make_line(stage: str, items: int, day: int, ms: list[dict]) -> dict:
         "tree_peak_rss_mb": max(m["tree_peak_rss_mb"] for m in ms),
         "linger_s": round(sum(m["linger_s"] for m in ms), 2),
     }
-    starts = [(m["spark"]["app_start_ms"] / 1000 - m["java_started_at"]) for m in ms
-              if m["spark"]["app_start_ms"] and m["java_started_at"]]
-    if starts:  # the JVM process's start to the SparkContext's start
-        line["jvm_start_s"] = round(sum(starts), 2)
-    ready = [(m["spark"]["app_start_ms"] / 1000 - m["started_at"]) for m in ms if m["spark"]["app_start_ms"]]
-    if ready:  # the task process's start (Python imports included) to the SparkContext's start
-        line["spark_ready_s"] = round(sum(ready), 2)
+    # Spark's start, per process: the JVM process's start -> the SparkSession handed to the job (get_spark's
+    # "Spark ... started" log line): jvm_start_s; the task process's start (Python imports included) -> the
+    # same: spark_ready_s; the JVM's start -> SparkListenerApplicationStart (the SparkContext's constructor
+    # begins; SparkContext and SparkSession set-up come after it): jvm_to_context_s
+    def total(pairs):
+        vals = [b - a for a, b in pairs if a is not None and b is not None]
+        return round(sum(vals), 2) if vals else None
+
+    line["jvm_start_s"] = total((m["java_started_at"], m.get("session_ready_at")) for m in ms)
+    line["spark_ready_s"] = total((m["started_at"], m.get("session_ready_at")) for m in ms)
+    app_start = [m["spark"]["app_start_ms"] / 1000 if m["spark"]["app_start_ms"] else None for m in ms]
+    line["jvm_to_context_s"] = total((m["java_started_at"], a) for m, a in zip(ms, app_start))
     if len(ms) > 1:
         line["processes_run"] = len(ms)
     bad = [m for m in ms if m["returncode"] != 0]
@@ -670,15 +699,24 @@ def main(argv=None) -> int:
           f"work in {workdir}", file=sys.stderr, flush=True)
     t0 = time.time()
     lines: list[dict] = []
-    ok = True
+    ok, interrupted = True, None
+
+    def on_term(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         for items in sorted(sizes):
             ok = run_world(items, workdir, args, lines) and ok
+    except (KeyboardInterrupt, SystemExit) as exc:  # the lines so far are still written, marked interrupted
+        ok, interrupted = False, f"{type(exc).__name__}{f' {exc.code}' if isinstance(exc, SystemExit) else ''}"
+        print(f"[scale] interrupted ({interrupted}): writing the {len(lines)} lines measured so far",
+              file=sys.stderr, flush=True)
     finally:
         if not args.keep and not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     summary = summarize(lines)
-    summary.update({"bench": "scale", "quick": args.quick, "sizes": sorted(sizes), "ok": ok,
+    summary.update({"bench": "scale", "quick": args.quick, "sizes": sorted(sizes), "ok": ok, "interrupted": interrupted,
                     "wall_s_total": round(time.time() - t0, 1), "results_file": str(out)})
     doc = {"lines": lines, "summary": summary, "sizes": sorted(sizes),
            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -688,7 +726,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")
     print(json.dumps(summary), flush=True)
-    return 0 if ok else 1
+    return 0 if ok else (143 if interrupted else 1)
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ def test_parse_stdout_json(scale):
 def _measurement(wall, cpu, rss, stats, returncode=0, stderr=""):
     return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss, "worker_peak_rss_mb": 0.0, "tree_peak_rss_mb": rss,
             "python_workers": 0, "linger_s": 0.0, "returncode": returncode, "stderr": stderr, "result": stats,
-            "stats": {}, "started_at": 100.0, "java_started_at": 101.0,
+            "stats": {}, "started_at": 100.0, "java_started_at": 101.0, "session_ready_at": 106.0,
             "spark": {"spark_tasks": 2, "spark_task_s": 1.0, "app_start_ms": 105_000}}
 
 
@@ -172,7 +172,9 @@ def test_make_line_sums_shards_and_reports_errors_verbatim(scale):
         "stage": "label", "items": 400, "day": 1, "wall_s": 5.0, "cpu_s": 3.0, "peak_rss_mb": 170.0,
         "rows_in": 800, "rows_out": 790, "spark_tasks": 4, "processes_run": 2}
     assert line["cores_used"] == pytest.approx(0.6)
-    assert line["jvm_start_s"] == pytest.approx(8.0)  # 2 x (105 - 101)
+    assert line["jvm_to_context_s"] == pytest.approx(8.0)  # 2 x (105 - 101)
+    assert line["jvm_start_s"] == pytest.approx(10.0)  # 2 x (106 - 101)
+    assert line["spark_ready_s"] == pytest.approx(12.0)  # 2 x (106 - 100)
     assert "error" not in line
     failed = scale.make_line("select_pairs", 400, 1, [_measurement(1.0, 1.0, 1.0, {"candidates": {"a": 3, "b": 4}},
                                                                   returncode=3, stderr="x" * 5000 + "DataError: boom")])
@@ -184,9 +186,20 @@ def test_java_start_is_on_the_commands_clock(scale, tmp_path):
     # a child named "java" started ~0.5 s after the command: its start is reported on the time.time() clock
     # of started_at (psutil's create_time is boot time in whole seconds + ticks, off by up to a second or more)
     java = tmp_path / "java"
-    java.write_text("#!/bin/sh\nsleep 0.3\n")
+    java.write_text("#!/bin/sh\nsleep 2\n")  # long enough for the 50 ms sampler to see it on a loaded machine
     java.chmod(0o755)
     code = f"import subprocess, time\ntime.sleep(0.5)\nsubprocess.run([{str(java)!r}])"
     m = scale.measure_command([sys.executable, "-c", code], interval=0.05)
     assert m["returncode"] == 0, m["stderr"]
     assert 0.4 <= m["java_started_at"] - m["started_at"] <= 0.5 + m["wall_s"]
+
+
+def test_session_ready_at_reads_get_sparks_log_line(scale):
+    import datetime as dt
+
+    err = ("WARNING: Using incubator modules: jdk.incubator.vector\n"
+           "2026-11-30 02:09:43,100 INFO keyphrase_pipeline.jobs.ctr_labels: reading\n"
+           "2026-11-30 02:09:49,207 INFO keyphrase_pipeline.core.spark: Spark 4.2.0 started: master=local[*]\n"
+           "2026-11-30 02:09:59,000 INFO keyphrase_pipeline.core.spark: Spark 4.2.0 started: master=local[*]\n")
+    assert scale.session_ready_at(err) == pytest.approx(dt.datetime(2026, 11, 30, 2, 9, 49, 207000).timestamp())
+    assert scale.session_ready_at("no spark here") is None
