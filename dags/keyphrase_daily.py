@@ -76,8 +76,16 @@ with DAG(
         def ensure_world(plan: dict, params=None):
             return at.ensure_world(params, plan["ds"])
 
+        @task.sensor(doc_md="Wait for the day's raw input (events, catalog snapshot, keyphrases; `kp inputs`): "
+                            "checked every `dag.input_poke_minutes` without holding a worker slot, failed after "
+                            "`dag.input_wait_hours`.", **at.input_sensor_args())
+        def wait_for_input(plan: dict, params=None):
+            return at.wait_for_input(params, plan["ds"])
+
         plan = plan_day()
         world = ensure_world(plan)
+        ready = wait_for_input(plan)
+        world >> ready
 
     # ---- ctr: Spark job ------------------------------------------------------------------------------
     with TaskGroup("ctr", tooltip="Spark: daily aggregate and 30-day CTR labels") as ctr_group:
@@ -210,7 +218,7 @@ with DAG(
         [items, index] >> recs >> published
 
     # ---- wiring between groups ----------------------------------------------------------------------
-    world >> ctr_labels >> llm_group
+    ready >> ctr_labels >> llm_group
     [merged, skipped] >> train_group
     [gated, skip_training] >> exported
 

@@ -21,6 +21,7 @@ from keyphrase_pipeline.core.errors import ConfigError, KPError
 # subcommand -> (module, one-line help). Order is the pipeline's order.
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("keyphrase_pipeline.synthetic.synth", "generate the synthetic marketplace (catalog, keyphrases, search logs, hidden truth)"),
+    "inputs": ("keyphrase_pipeline.jobs.inputs", "is a day's raw input (events, catalog, keyphrases) in the lake?"),
     "ctr-labels": ("keyphrase_pipeline.jobs.ctr_labels", "Spark: daily aggregate + 30-day CTR labels for a logical date"),
     "select-pairs": ("keyphrase_pipeline.jobs.select_pairs", "Spark: choose the day's pairs for the LLM judge, minus those already labelled"),
     "label": ("keyphrase_pipeline.jobs.llm_label", "label one shard (or all shards) of the day's pairs with the configured judge"),

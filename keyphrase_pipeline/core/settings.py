@@ -218,6 +218,17 @@ class SynthSettings(BaseModel):
     start_date: str = "2026-10-01"
 
 
+class DagSettings(BaseModel):
+    """``dag.*``: how the daily DAG waits for its day's input (``plan.wait_for_input``, ``keyphrase_pipeline.jobs.inputs``).
+
+    A scheduled run whose raw partitions have not landed waits (a sensor in reschedule mode, no worker slot held),
+    checking every ``input_poke_minutes``; after ``input_wait_hours`` it fails, naming what is missing."""
+
+    input_wait_hours: float = Field(12.0, gt=0, le=20, description="Hours a run waits for its day's input before "
+                                    "failing (kept under the DAG run's 20-hour timeout).")
+    input_poke_minutes: float = Field(10.0, gt=0, le=120, description="Minutes between two checks for the input.")
+
+
 class UiSettings(BaseModel):
     """``ui.*``: the Keyphrases page in Airflow (``plugins/keyphrase_ui``): run-history flags and the label review.
 
@@ -249,6 +260,7 @@ class Settings(BaseSettings):
     serve: ServeSettings = Field(default_factory=ServeSettings)
     synth: SynthSettings = Field(default_factory=SynthSettings)
     ui: UiSettings = Field(default_factory=UiSettings)
+    dag: DagSettings = Field(default_factory=DagSettings)
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":

@@ -227,6 +227,56 @@ def ensure_world(params: dict | None, ds: str) -> dict:
     return {"generated": True, "scale": scale, **(stats or {})}
 
 
+def input_sensor_args() -> dict:
+    """Sensor kwargs of ``plan.wait_for_input`` from ``dag.*`` (``DagSettings``): reschedule mode (no worker slot
+    held while waiting), ``poke_interval`` = ``dag.input_poke_minutes``, ``timeout`` = ``dag.input_wait_hours``;
+    one try (``retries=0``): a sensor that timed out has waited long enough."""
+    from keyphrase_pipeline.core.settings import get_settings
+
+    d = get_settings().dag
+    return {"mode": "reschedule", "poke_interval": dt.timedelta(minutes=d.input_poke_minutes),
+            "timeout": dt.timedelta(hours=d.input_wait_hours), "retries": 0,
+            "execution_timeout": dt.timedelta(minutes=TIMEOUT_MIN["plan"])}
+
+
+def wait_for_input(params: dict | None, ds: str):
+    """One check of the sensor ``plan.wait_for_input``: is day ``ds``'s raw input in the lake
+    (``keyphrase_pipeline.jobs.inputs.day_inputs``)?
+
+    Returns an ``airflow.sdk.PokeReturnValue``: done (with the check as XCom) when every input is present, else
+    not done, logging what is missing and what to do (Airflow checks again after ``dag.input_poke_minutes`` and
+    fails the task after ``dag.input_wait_hours``). In demo mode (the ``scale`` param) the world is generated
+    just before, so a day outside it will never come: that fails at once (``AirflowFailException``), naming the
+    days the world covers."""
+    from airflow.sdk import PokeReturnValue
+
+    from keyphrase_pipeline.core.errors import DataError
+    from keyphrase_pipeline.core.lake import Lake
+    from keyphrase_pipeline.jobs import inputs
+
+    settings = settings_for(params)
+    status = inputs.day_inputs(settings, ds)
+    if status["ready"]:
+        log.info("input for ds=%s is in the lake: %s", ds, ", ".join(status["present"]))
+        return PokeReturnValue(is_done=True, xcom_value=status)
+    missing = inputs.describe_missing(status)
+    if _param(params, "scale"):
+        days = Lake.from_settings(settings).partitions("events")
+        span = f"{days[0]} .. {days[-1]}" if days else "no day at all"
+        raise fail_without_retry(DataError(f"the demo world has no input for ds={ds} (missing {missing}); its events "
+                                           f"cover {span}: trigger with a ds param in that range"), "wait_for_input")
+    try:  # the demo world's last day, for the hint
+        demo_last = (dt.date.fromisoformat(settings.synth.start_date)
+                     + dt.timedelta(days=settings.synth.days - 1)).isoformat()
+    except ValueError:
+        demo_last = "YYYY-MM-DD"
+    log.warning("input for ds=%s has not landed yet: missing %s. Waiting (checked every %s min, for up to %s h). "
+                "To try the pipeline on the demo world instead, trigger the DAG with the params "
+                '{"scale": "demo", "ds": "%s"}.', ds, missing, settings.dag.input_poke_minutes,
+                settings.dag.input_wait_hours, demo_last)
+    return PokeReturnValue(is_done=False, xcom_value=status)
+
+
 # ---- stage calls ---------------------------------------------------------------------------------
 def jsonable(result) -> dict:
     """Stage results go to XCom: keep them JSON-able (numpy numbers and paths become str)."""

@@ -69,11 +69,11 @@ def test_schedule_processes_the_previous_day(dag):
 def test_tasks_groups_and_dependencies(dag):
     ids = set(dag.task_ids)
     assert STAGE_TASKS <= ids
-    assert {"plan.plan_day", "plan.ensure_world", "llm_labels.gate", "llm_labels.skipped", "llm_labels.shards",
+    assert {"plan.plan_day", "plan.ensure_world", "plan.wait_for_input", "llm_labels.gate", "llm_labels.skipped", "llm_labels.shards",
             "train.decide", "train.skip_training"} <= ids
     up = {t.task_id: set(t.upstream_task_ids) for t in dag.tasks}
     chain = [
-        ("plan.ensure_world", "ctr.ctr_labels"), ("ctr.ctr_labels", "llm_labels.gate"),
+        ("plan.ensure_world", "plan.wait_for_input"), ("plan.wait_for_input", "ctr.ctr_labels"), ("ctr.ctr_labels", "llm_labels.gate"),
         ("llm_labels.gate", "llm_labels.select_pairs"), ("llm_labels.select_pairs", "llm_labels.shards"),
         ("llm_labels.shards", "llm_labels.label_shard"), ("llm_labels.label_shard", "llm_labels.merge_labels"),
         ("llm_labels.merge_labels", "train.decide"), ("llm_labels.skipped", "train.decide"),
@@ -89,6 +89,13 @@ def test_tasks_groups_and_dependencies(dag):
     # the joins after a branch must run when one side was skipped
     for tid in ("llm_labels.merge_labels", "train.decide", "serve.export"):
         assert dag.get_task(tid).trigger_rule == "none_failed_min_one_success"
+
+
+def test_the_run_waits_for_its_input_without_holding_a_slot(dag):
+    sensor = dag.get_task("plan.wait_for_input")
+    assert sensor.mode == "reschedule" and sensor.retries == 0
+    assert sensor.timeout <= dag.dagrun_timeout.total_seconds() and sensor.poke_interval >= 60
+    assert sensor.doc_md and "kp inputs" in sensor.doc_md
 
 
 def test_pools_queues_retries_timeouts_docs(dag):
@@ -231,7 +238,7 @@ def test_failure_callback_logs_how_to_rerun(caplog):
 
 
 # ---- branches, run in Airflow (stage tasks marked success: this checks routing only) ---------------
-STAGES_MARKED = r"ctr\..*|llm_labels\.(select_pairs|shards|label_shard|merge_labels)|train\.(train_.*|evaluate)|serve\..*"
+STAGES_MARKED = r"plan\.wait_for_input|ctr\..*|llm_labels\.(select_pairs|shards|label_shard|merge_labels)|train\.(train_.*|evaluate)|serve\..*"
 
 
 def _states(dr):

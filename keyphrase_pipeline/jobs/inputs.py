@@ -1,0 +1,88 @@
+"""Is a day's input in the lake? The raw partitions the daily run reads for day ``ds``, checked before it starts.
+
+The daily DAG's first step after planning (``plan.wait_for_input``, a sensor in ``reschedule`` mode: it holds
+no worker slot between checks) waits for them instead of letting the CTR job fail on a missing partition and
+burn its retries. Upstream logs often land late; a day whose input never comes fails once, at the sensor's
+timeout, with the missing paths in its message. The input contracts (``keyphrase_pipeline.core.contracts``):
+
+* ``raw/events/ds=D/``   the day's search log (impressions and clicks): the CTR job;
+* ``raw/catalog/ds=D/``  the day's catalog snapshot: pair selection, item embedding;
+* ``raw/keyphrases/``    the keyphrase inventory: pair selection, keyphrase embedding.
+
+A partition counts as present when its folder holds at least one data file (``*.parquet``, ``*.csv``,
+``*.json``); a writer that lands files atomically (write, then rename the folder) gives exactly that. The
+same check runs from the command line: ``kp inputs --ds D`` (exit 0 when ready, 3 when something is missing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.core.lake import Lake, ds_str
+
+log = logging.getLogger(__name__)
+
+# (dataset, partitioned by ds, what needs it)
+REQUIRED: list[tuple[str, bool, str]] = [
+    ("events", True, "CTR labels"),
+    ("catalog", True, "pair selection and item embedding"),
+    ("keyphrases", False, "pair selection and keyphrase embedding"),
+]
+DATA_SUFFIXES = (".parquet", ".csv", ".json")
+
+
+def _has_data(lake: Lake, path: str) -> bool:
+    """True when ``path`` is a folder holding at least one data file (searched recursively, hidden/underscore
+    files such as ``_SUCCESS`` not counted) or is itself a data file."""
+    from keyphrase_pipeline.core.lake import _fs
+
+    fs, p = _fs(path)
+    if not fs.exists(p):
+        return False
+    if fs.isfile(p):
+        return p.endswith(DATA_SUFFIXES)
+    for f in fs.find(p):
+        name = f.rsplit("/", 1)[-1]
+        if not name.startswith(("_", ".")) and name.endswith(DATA_SUFFIXES):
+            return True
+    return False
+
+
+def day_inputs(settings, ds: str) -> dict:
+    """Which of day ``ds``'s inputs (``REQUIRED``) are in the lake.
+
+    Returns ``{"ds", "ready": bool, "present": [path, ...], "missing": [{"path", "needed_for"}, ...]}`` (paths as
+    ``Lake.path`` gives them). Raises ConfigError (exit 2) when ``ds`` is not YYYY-MM-DD."""
+    lake = Lake.from_settings(settings)
+    day = ds_str(ds)
+    present, missing = [], []
+    for dataset, daily, needed_for in REQUIRED:
+        path = lake.path(dataset, ds=day) if daily else lake.path(dataset)
+        if _has_data(lake, path):
+            present.append(path)
+        else:
+            missing.append({"path": path, "needed_for": needed_for})
+    return {"ds": day, "ready": not missing, "present": present, "missing": missing}
+
+
+def describe_missing(status: dict) -> str:
+    """One line naming what ``day_inputs`` found missing, e.g. for a log or an error message."""
+    return "; ".join(f"{m['path']} (for {m['needed_for']})" for m in status["missing"]) or "nothing"
+
+
+def add_arguments(parser) -> None:
+    """Add this command's options to ``parser`` (argparse)."""
+    parser.add_argument("--ds", required=True, help="logical date (YYYY-MM-DD)")
+
+
+def main(settings, args) -> int:
+    """``kp inputs``: ``day_inputs`` for ``--ds`` as one JSON line; returns 0 when every input is present.
+
+    Raises DataError (exit 3) naming the missing paths; ConfigError (exit 2) for a bad ``--ds``."""
+    status = day_inputs(settings, args.ds)
+    print(json.dumps(status))
+    if not status["ready"]:
+        raise DataError(f"input for ds={status['ds']} is missing: {describe_missing(status)}")
+    return 0
