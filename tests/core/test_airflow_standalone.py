@@ -26,3 +26,44 @@ def test_admin_password(tmp_path):
     assert admin_password(str(tmp_path)) is None
     (tmp_path / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({"admin": "s3cret"}))
     assert admin_password(str(tmp_path)) == "s3cret"
+
+
+def test_latest_scheduled_ds_is_the_newest_complete_interval():
+    import datetime as dt
+
+    from keyphrase_pipeline.core.airflow_standalone import latest_scheduled_ds
+
+    utc = dt.timezone.utc
+    assert latest_scheduled_ds(dt.datetime(2026, 11, 30, 5, 0, tzinfo=utc)) == "2026-11-29"
+    assert latest_scheduled_ds(dt.datetime(2026, 11, 30, 1, 59, tzinfo=utc)) == "2026-11-28"  # 02:00 run not due
+
+
+def test_an_empty_lake_gets_the_demo_world_ending_on_the_scheduled_day(tmp_path):
+    import datetime as dt
+
+    from keyphrase_pipeline.core.airflow_standalone import seed_demo_world
+    from keyphrase_pipeline.core.lake import Lake
+    from keyphrase_pipeline.core.settings import Settings
+    from keyphrase_pipeline.jobs import inputs
+
+    lake_root = str(tmp_path / "lake")
+    env = {"KP_LAKE_ROOT": lake_root, "KP_SYNTH__SCALE": "tiny", "KP_TRAIN__BI_MAX_STEPS": "7"}
+    stats = seed_demo_world(env, now=dt.datetime(2026, 11, 30, 5, 0, tzinfo=dt.timezone.utc))
+    assert stats and stats["end_date"] == "2026-11-29"
+    settings = Settings(lake_root=lake_root)
+    assert inputs.day_inputs(settings, "2026-11-29")["ready"]  # the scheduled run's sensor finds its input
+    # the demo's budget where unset; what the user set wins
+    assert env["KP_TRAIN__CROSS_MAX_STEPS"] == "150" and env["KP_TRAIN__BI_MAX_STEPS"] == "7"
+    # a lake with events is never touched again
+    before = Lake.from_settings(settings).partitions("events")
+    assert seed_demo_world(dict(env), now=dt.datetime(2026, 12, 9, 5, 0, tzinfo=dt.timezone.utc)) is None
+    assert Lake.from_settings(settings).partitions("events") == before
+
+
+def test_demo_seed_can_be_turned_off_and_a_real_lake_gets_no_demo_budget(tmp_path):
+    from keyphrase_pipeline.core.airflow_standalone import seed_demo_world
+
+    env = {"KP_LAKE_ROOT": str(tmp_path / "lake"), "KP_DEMO_SEED": "0"}
+    assert seed_demo_world(env) is None
+    assert not (tmp_path / "lake").exists() or not any((tmp_path / "lake").rglob("*.parquet"))
+    assert not any(k.startswith("KP_TRAIN__") for k in env)
