@@ -285,3 +285,37 @@ def test_branches_skip_labelling_and_training(airflow_db, runnable_dag, settings
         assert plan.state == "success"
     finally:
         get_settings.cache_clear()
+
+
+def test_the_sensor_passes_a_day_whose_input_landed_and_waits_on_one_without(airflow_db, runnable_dag, settings,
+                                                                            monkeypatch):
+    import pandas as pd
+
+    from keyphrase_pipeline.core.lake import Lake
+    from keyphrase_pipeline.core.settings import get_settings, settings_env
+    from keyphrase_pipeline.jobs import airflow_tasks as at
+
+    lake = Lake.from_settings(settings)
+    for dataset, ds in (("events", "2026-10-03"), ("catalog", "2026-10-03"), ("keyphrases", None)):
+        folder = Path(lake.path(dataset, ds=ds) if ds else lake.path(dataset))
+        folder.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"x": [1]}).to_parquet(folder / "part-00000.parquet")
+    for k, v in settings_env(settings).items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    sensor = runnable_dag.get_task("plan.wait_for_input")
+    sensor.poke_interval, sensor.timeout = 1, 4  # seconds: dag.test() would otherwise wait the real hours
+    try:
+        everything_after = STAGES_MARKED.replace(r"plan\.wait_for_input|", "")
+        dr = runnable_dag.test(run_conf={"ds": "2026-10-03", "skip_llm": True}, mark_success_pattern=everything_after)
+        st = _states(dr)
+        assert st["plan.wait_for_input"] == "success" and dr.state == "success"
+        # a day without input: the poke says "not yet" and the sensor waits; at its timeout the run fails there,
+        # before any stage ran
+        assert at.wait_for_input({}, "2026-10-04").is_done is False
+        dr = runnable_dag.test(run_conf={"ds": "2026-10-04", "skip_llm": True}, mark_success_pattern=everything_after)
+        st = _states(dr)
+        assert st["plan.wait_for_input"] == "failed" and dr.state == "failed"
+        assert st["ctr.ctr_labels"] == "upstream_failed"
+    finally:
+        get_settings.cache_clear()
