@@ -2,7 +2,7 @@
 with this project's DAGs and the Keyphrases plugin, DAGs unpaused, small parallelism, pool ``llm``.
 
 On a lake with no events at all it first generates the demo world ending on the day the scheduler will run
-(``seed_demo_world``), so a new user sees the scheduled run succeed. Prints the admin password (SimpleAuthManager writes it to
+(``keyphrase_pipeline.synthetic.demo.seed_world_for_airflow``), so a new user sees the scheduled run succeed. Prints the admin password (SimpleAuthManager writes it to
 ``$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated``) once the server answers. Ctrl-C stops it.
 Environment defaults match the Makefile's; anything already set wins.
 """
@@ -10,6 +10,7 @@ Environment defaults match the Makefile's; anything already set wins.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 # The pool that caps concurrent LLM judge shards (one slot per GPU worker); the DAG assigns it.
 LLM_POOL = "llm"
 LLM_POOL_SLOTS = 2
+DEMO_MODULE = "keyphrase_pipeline.synthetic.demo"  # seed_world_for_airflow
 
 DEFAULTS = {
     "AIRFLOW_HOME": str(REPO / "var" / "airflow"),
@@ -135,43 +137,6 @@ def latest_scheduled_ds(now: dt.datetime | None = None) -> str:
     return (now.date() - dt.timedelta(days=back)).isoformat()
 
 
-def seed_demo_world(env: dict[str, str], now: dt.datetime | None = None) -> dict | None:
-    """Demo mode of ``make airflow``: when the lake at ``env["KP_LAKE_ROOT"]`` holds no raw events at all, generate
-    the synthetic demo world (``keyphrase_pipeline.synthetic.synth``, scale ``KP_SYNTH__SCALE`` or demo) so that its
-    last day is ``latest_scheduled_ds``: the run the scheduler creates at once then finds its input and succeeds,
-    instead of waiting for input that never comes. A lake that has events is left alone (returns None);
-    ``KP_DEMO_SEED=0`` turns it off. When the lake holds a synthetic world (just generated or from before), the
-    demo's small training budget (``keyphrase_pipeline.jobs.airflow_tasks.DEMO_TRAIN_BUDGET``) goes into ``env``
-    where unset, since scheduled runs have no ``scale`` param. Returns the new world's stats, or None.
-    Raises ConfigError (exit 2) for a bad scale."""
-    from keyphrase_pipeline.core import layout
-    from keyphrase_pipeline.core.lake import Lake
-    from keyphrase_pipeline.core.settings import Settings
-    from keyphrase_pipeline.jobs import airflow_tasks as at
-
-    settings = Settings(lake_root=env["KP_LAKE_ROOT"])
-    lake = Lake.from_settings(settings)
-    stats = None
-    if env.get("KP_DEMO_SEED", "1") != "0" and not lake.partitions("events"):
-        stats = _generate(settings, lake, env, now)
-    if lake.exists(layout.synth_world_meta_path(lake)):
-        for dotted, value in at.DEMO_TRAIN_BUDGET.items():
-            env.setdefault(f"KP_TRAIN__{dotted.split('.')[1].upper()}", str(value))
-    return stats
-
-
-def _generate(settings, lake, env: dict[str, str], now: dt.datetime | None) -> dict:
-    from keyphrase_pipeline.synthetic import synth
-
-    last = dt.date.fromisoformat(latest_scheduled_ds(now))
-    days = settings.synth.days
-    start = (last - dt.timedelta(days=days - 1)).isoformat()
-    scale = env.get("KP_SYNTH__SCALE") or "demo"
-    print(f"The lake {lake.root} is empty: generating the SIMULATED demo world (scale {scale}, {start} .. {last}) "
-          "so that the scheduled run for its last day has input (KP_DEMO_SEED=0 turns this off).", flush=True)
-    return synth.run(settings, scale=scale, days=days, start_date=start)
-
-
 def main() -> int:
     """``make airflow``: migrate the metadata DB, create the ``llm`` pool, start ``airflow standalone`` and wait.
 
@@ -184,7 +149,8 @@ def main() -> int:
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     ensure_metadata_db()
     ensure_pool()
-    seed_demo_world(env)
+    # demo mode on an empty lake; by name: core does not import the synthetic (demo) package
+    importlib.import_module(DEMO_MODULE).seed_world_for_airflow(env, latest_scheduled_ds())
     port = env["AIRFLOW__API__PORT"]
     proc = subprocess.Popen([airflow_bin(), "standalone"], env=env)
     try:

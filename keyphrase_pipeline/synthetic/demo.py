@@ -13,6 +13,7 @@ The LLM judge of the demo is the SIMULATED annotator (agrees with the world's hi
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -90,6 +91,43 @@ def day_row(lake, ds: str, states: dict, seconds: float) -> dict:
         "recommendations": _pick(recs, "rows", "recommendations", "pairs"),
         "tasks": {k: v for k, v in states.items() if k != "__run__"},
     }
+
+
+def seed_world_for_airflow(env: dict[str, str], last_day: str) -> dict | None:
+    """Demo mode of ``make airflow``: when the lake at ``env["KP_LAKE_ROOT"]`` holds no raw events at all, generate
+    the synthetic demo world (``keyphrase_pipeline.synthetic.synth``, scale ``KP_SYNTH__SCALE`` or demo) so that its
+    last day is ``last_day`` (``keyphrase_pipeline.core.airflow_standalone.latest_scheduled_ds``): the run the scheduler creates at once then finds its input and succeeds,
+    instead of waiting for input that never comes. A lake that has events is left alone (returns None);
+    ``KP_DEMO_SEED=0`` turns it off. When the lake holds a synthetic world (just generated or from before), the
+    demo's small training budget (``keyphrase_pipeline.jobs.airflow_tasks.DEMO_TRAIN_BUDGET``) goes into ``env``
+    where unset, since scheduled runs have no ``scale`` param. Returns the new world's stats, or None.
+    Raises ConfigError (exit 2) for a bad scale."""
+    from keyphrase_pipeline.core import layout
+    from keyphrase_pipeline.core.lake import Lake
+    from keyphrase_pipeline.core.settings import Settings
+    from keyphrase_pipeline.jobs import airflow_tasks as at
+
+    settings = Settings(lake_root=env["KP_LAKE_ROOT"])
+    lake = Lake.from_settings(settings)
+    stats = None
+    if env.get("KP_DEMO_SEED", "1") != "0" and not lake.partitions("events"):
+        stats = _generate_for_airflow(settings, lake, env, last_day)
+    if lake.exists(layout.synth_world_meta_path(lake)):
+        for dotted, value in at.DEMO_TRAIN_BUDGET.items():
+            env.setdefault(f"KP_TRAIN__{dotted.split('.')[1].upper()}", str(value))
+    return stats
+
+
+def _generate_for_airflow(settings, lake, env: dict[str, str], last_day: str) -> dict:
+    from keyphrase_pipeline.synthetic import synth
+
+    last = dt.date.fromisoformat(last_day)
+    days = settings.synth.days
+    start = (last - dt.timedelta(days=days - 1)).isoformat()
+    scale = env.get("KP_SYNTH__SCALE") or "demo"
+    print(f"The lake {lake.root} is empty: generating the SIMULATED demo world (scale {scale}, {start} .. {last}) "
+          "so that the scheduled run for its last day has input (KP_DEMO_SEED=0 turns this off).", flush=True)
+    return synth.run(settings, scale=scale, days=days, start_date=start)
 
 
 def run(settings, days: int = 3, scale: str = "demo", retrain_last: bool = True) -> dict:

@@ -41,14 +41,18 @@ def test_latest_scheduled_ds_is_the_newest_complete_interval():
 def test_an_empty_lake_gets_the_demo_world_ending_on_the_scheduled_day(tmp_path):
     import datetime as dt
 
-    from keyphrase_pipeline.core.airflow_standalone import seed_demo_world
+    from keyphrase_pipeline.core.airflow_standalone import DEMO_MODULE, latest_scheduled_ds
+    from keyphrase_pipeline.synthetic.demo import seed_world_for_airflow
+
+    assert DEMO_MODULE == seed_world_for_airflow.__module__  # airflow_standalone calls it by this name
+
     from keyphrase_pipeline.core.lake import Lake
     from keyphrase_pipeline.core.settings import Settings
     from keyphrase_pipeline.jobs import inputs
 
     lake_root = str(tmp_path / "lake")
     env = {"KP_LAKE_ROOT": lake_root, "KP_SYNTH__SCALE": "tiny", "KP_TRAIN__BI_MAX_STEPS": "7"}
-    stats = seed_demo_world(env, now=dt.datetime(2026, 11, 30, 5, 0, tzinfo=dt.timezone.utc))
+    stats = seed_world_for_airflow(env, latest_scheduled_ds(dt.datetime(2026, 11, 30, 5, 0, tzinfo=dt.timezone.utc)))
     assert stats and stats["end_date"] == "2026-11-29"
     settings = Settings(lake_root=lake_root)
     assert inputs.day_inputs(settings, "2026-11-29")["ready"]  # the scheduled run's sensor finds its input
@@ -56,14 +60,14 @@ def test_an_empty_lake_gets_the_demo_world_ending_on_the_scheduled_day(tmp_path)
     assert env["KP_TRAIN__CROSS_MAX_STEPS"] == "150" and env["KP_TRAIN__BI_MAX_STEPS"] == "7"
     # a lake with events is never touched again
     before = Lake.from_settings(settings).partitions("events")
-    assert seed_demo_world(dict(env), now=dt.datetime(2026, 12, 9, 5, 0, tzinfo=dt.timezone.utc)) is None
+    assert seed_world_for_airflow(dict(env), "2026-12-08") is None
     assert Lake.from_settings(settings).partitions("events") == before
 
 
 def test_demo_seed_can_be_turned_off_and_a_real_lake_gets_no_demo_budget(tmp_path):
-    from keyphrase_pipeline.core.airflow_standalone import seed_demo_world
+    from keyphrase_pipeline.synthetic.demo import seed_world_for_airflow
 
     env = {"KP_LAKE_ROOT": str(tmp_path / "lake"), "KP_DEMO_SEED": "0"}
-    assert seed_demo_world(env) is None
+    assert seed_world_for_airflow(env, "2026-11-29") is None
     assert not (tmp_path / "lake").exists() or not any((tmp_path / "lake").rglob("*.parquet"))
     assert not any(k.startswith("KP_TRAIN__") for k in env)
