@@ -1,7 +1,10 @@
 """Human review of the LLM judge's labels: a seeded sample of a day's judged pairs, reviewers' agree/disagree
 verdicts stored append-only in the lake, and the agreement rate per day, judge and prompt version.
 
-This is how a team measures its teacher (the judge), and where human labels for ``--labels`` training come from.
+This is how a team measures its teacher (the judge), and where human labels for ``--labels`` training come from:
+``kp label-reviews --export FILE [--from D] [--to D]`` (``export``) writes the newest verdict per pair (across
+reviewers), joined to the label store's title, category and keyphrase, as a ``--labels``-ready file (``label``:
+agree -> the judge's label, disagree -> its opposite).
 
 Storage (``keyphrase_pipeline.core.layout``): ``label_reviews/ds=D/part-<uuid>.parquet``, contract ``label_reviews``
 (``keyphrase_pipeline.core.contracts``, docs/DATA.md). Every verdict is a new file written atomically and never
@@ -13,13 +16,19 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import logging
 import uuid
+from pathlib import Path
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, ds_str
 
 VERDICTS = ("agree", "disagree")
+EXPORT_COLUMNS = ["title", "category", "keyphrase", "label", "item_id", "keyphrase_id", "pair_key", "store_ds",
+                  "verdict", "llm_label", "p_yes", "judge", "judge_model", "prompt_version", "reviewer", "reviewed_at"]
+log = logging.getLogger(__name__)
 
 
 def _store_day(settings, ds: str):
@@ -89,9 +98,32 @@ def append(settings, ds, pair_key: str, verdict: str, reviewer: str, now: dt.dat
     return {**record, "reviewed_at": at.isoformat() + "Z"}
 
 
-def read(settings, ds=None):
+def _read_day_files(lake, d: str, skipped: list[str]):
+    """Day ``d`` of ``label_reviews`` read file by file: the readable files' rows (a list of frames), the others named
+    in ``skipped`` as ``"label_reviews/ds=D/<file>: <error>"``."""
+    from keyphrase_pipeline.core.lake import _fs, read_parquet
+
+    base = lake.path("label_reviews", ds=d)
+    fs, p = _fs(base)
+    frames = []
+    for entry in sorted(fs.ls(p, detail=False)):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith((".", "_")) or not name.endswith(".parquet"):
+            continue
+        try:
+            frames.append(read_parquet(f"{base}/{name}", contract="label_reviews"))
+        except Exception as exc:  # noqa: BLE001 - not parquet (ArrowInvalid), breaks the contract, unreadable
+            skipped.append(f"label_reviews/ds={d}/{name}: {type(exc).__name__}: {str(exc)[:120]}")
+    return frames
+
+
+def read(settings, ds=None, skipped: list[str] | None = None):
     """Every stored verdict (pandas, contract ``label_reviews`` plus ``ds``), oldest first; only day ``ds`` when
-    given. Empty frame with the contract's columns when there is none."""
+    given. Empty frame with the contract's columns when there is none.
+
+    A review file that cannot be read (not parquet, breaks the contract) or a ``ds=`` folder that is not a date is
+    left out, logged, and named in ``skipped`` when given (``"label_reviews/ds=D/<file>: <error>"``): one damaged
+    file must not hide every other verdict."""
     import pandas as pd
 
     from keyphrase_pipeline.core.contracts import arrow_schema
@@ -101,12 +133,26 @@ def read(settings, ds=None):
     days = lake.partitions("label_reviews")
     if ds is not None:
         days = [d for d in days if d == ds_str(ds)]
-    frames = []
+    frames, bad = [], []
     for d in days:
-        df = read_parquet(lake.path("label_reviews", ds=d), contract="label_reviews")
-        if len(df):
-            df["ds"] = d
-            frames.append(df)
+        try:
+            ds_str(d)
+        except ConfigError:
+            bad.append(f"label_reviews/ds={d}: not a date (YYYY-MM-DD)")
+            continue
+        try:
+            got = [read_parquet(lake.path("label_reviews", ds=d), contract="label_reviews")]
+        except Exception:  # noqa: BLE001 - a damaged file: read the day file by file, leaving the bad ones out
+            got = _read_day_files(lake, d, bad)
+        for df in got:
+            if len(df):
+                df = df.drop(columns=[c for c in ("ds",) if c in df.columns])
+                df["ds"] = d
+                frames.append(df)
+    if bad:
+        log.warning("label reviews: left out %d unreadable file(s): %s", len(bad), "; ".join(bad[:5]))
+        if skipped is not None:
+            skipped.extend(bad)
     if not frames:
         empty = arrow_schema("label_reviews").empty_table().to_pandas()
         empty["ds"] = pd.Series(dtype=object)
@@ -137,3 +183,101 @@ def agreement(reviews) -> list[dict]:
         out.append({"ds": str(d), "judge": str(judge), "prompt_version": str(prompt), "reviews": int(len(g)),
                     "agree": agree, "agreement_rate": agree / len(g), "reviewers": int(g["reviewer"].nunique())})
     return out
+
+
+# ---- export: human labels for ``--labels`` training --------------------------------------------------------------
+def export_frame(settings, from_ds=None, to_ds=None) -> tuple["object", dict]:
+    """The reviewed pairs as ``--labels`` rows: the newest verdict per pair (across reviewers) of label store days
+    ``from_ds`` .. ``to_ds`` (inclusive; open ends when None), joined to the label store for the pair's title,
+    category and keyphrase.
+
+    Returns ``(frame, stats)``. ``frame``: pandas, columns ``EXPORT_COLUMNS`` (``title, category, keyphrase`` str,
+    ``label`` int32 0/1 = the judge's label when the verdict is agree, its opposite when disagree; then provenance:
+    ids, ``pair_key``, ``store_ds``, ``verdict``, ``llm_label``, ``p_yes``, judge, prompt version, reviewer,
+    ``reviewed_at`` as ISO text), sorted by ``store_ds``, ``pair_key``. ``stats``: ``{pairs, agree, disagree,
+    verdicts_read, skipped_files: [..], not_in_store}`` (``not_in_store``: reviewed pairs whose store row is gone,
+    left out).
+
+    Raises ConfigError (exit 2) when a bound is not a date or ``from_ds`` > ``to_ds``; DataError (exit 3) when no
+    verdict falls in the range, or a label store day of a reviewed pair is missing or unreadable (naming it)."""
+    import pandas as pd
+
+    lo = ds_str(from_ds) if from_ds is not None else None
+    hi = ds_str(to_ds) if to_ds is not None else None
+    if lo and hi and lo > hi:
+        raise ConfigError(f"--from {lo} is after --to {hi}")
+    skipped: list[str] = []
+    reviews = read(settings, skipped=skipped)
+    if len(reviews):
+        keep = pd.Series(True, index=reviews.index)
+        if lo:
+            keep &= reviews["store_ds"] >= lo
+        if hi:
+            keep &= reviews["store_ds"] <= hi
+        reviews = reviews[keep]
+    span = f"{lo or 'the first day'} .. {hi or 'the last day'}"
+    if not len(reviews):
+        raise DataError(f"no label review verdicts for label store days {span}"
+                        + (f" ({len(skipped)} unreadable review file(s) left out)" if skipped else "")
+                        + ": review judged pairs in the Keyphrases page's Label review view first")
+    newest = reviews.sort_values(["reviewed_at", "review_id"], kind="mergesort") \
+        .drop_duplicates("pair_key", keep="last")
+    texts = []
+    for d in sorted(newest["store_ds"].unique()):
+        try:
+            day = _store_day(settings, d)
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged store file: name it and what to do
+            raise DataError(f"label store day ds={d} cannot be read ({type(exc).__name__}: {str(exc)[:200]}): "
+                            f"rewrite it with `kp merge-labels --ds {d}`, or export without it (--from/--to)") from None
+        texts.append(day[["pair_key", "title", "category", "keyphrase"]].assign(store_ds=d))
+    store = pd.concat(texts, ignore_index=True)
+    out = newest.merge(store, on=["store_ds", "pair_key"], how="left")
+    missing = out["title"].isna()
+    out = out[~missing].copy()
+    if not len(out):
+        raise DataError(f"none of the {int(missing.sum())} reviewed pair(s) of {span} is in the label store any more")
+    agree = out["verdict"] == "agree"
+    out["label"] = out["llm_label"].astype("int32").where(agree, 1 - out["llm_label"].astype("int32")).astype("int32")
+    out["reviewed_at"] = pd.to_datetime(out["reviewed_at"]).dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    out = out[EXPORT_COLUMNS].sort_values(["store_ds", "pair_key"], kind="mergesort").reset_index(drop=True)
+    stats = {"pairs": int(len(out)), "agree": int(agree.sum()), "disagree": int((~agree).sum()),
+             "verdicts_read": int(len(reviews)), "skipped_files": skipped, "not_in_store": int(missing.sum()),
+             "from": lo, "to": hi}
+    return out, stats
+
+
+def export(settings, path: str, from_ds=None, to_ds=None) -> dict:
+    """Write ``export_frame`` to ``path`` atomically (readers never see a partial file): parquet for ``.parquet`` /
+    ``.pq``, CSV for ``.csv``, TSV for ``.tsv`` (UTF-8, header row), ready for ``kp train-bi --labels FILE``
+    (``keyphrase_pipeline.jobs.training_data.read_labels_file``). Returns the stats plus ``path``.
+
+    Raises ConfigError (exit 2) for another extension; the errors of ``export_frame``."""
+    from keyphrase_pipeline.core.lake import write_parquet_file_atomic, write_text_atomic
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv", ".tsv"):
+        raise ConfigError(f"--export {path}: write .parquet, .pq, .csv or .tsv (got {suffix or 'no extension'!r})")
+    df, stats = export_frame(settings, from_ds, to_ds)
+    if suffix in (".csv", ".tsv"):
+        write_text_atomic(str(path), df.to_csv(index=False, sep="\t" if suffix == ".tsv" else ","))
+    else:
+        write_parquet_file_atomic(df, str(path))
+    return {**stats, "path": str(path)}
+
+
+def add_arguments(parser) -> None:
+    """``kp label-reviews`` options (argparse)."""
+    parser.add_argument("--export", required=True, metavar="FILE",
+                        help="write the reviewed pairs as a --labels file (.parquet/.pq, .csv or .tsv)")
+    parser.add_argument("--from", dest="from_ds", default=None, metavar="D",
+                        help="first label store day (YYYY-MM-DD) whose reviewed pairs to export (default: all)")
+    parser.add_argument("--to", dest="to_ds", default=None, metavar="D",
+                        help="last label store day (YYYY-MM-DD) whose reviewed pairs to export (default: all)")
+
+
+def main(settings, args) -> int:
+    """``kp label-reviews --export FILE``: ``export``; prints its stats as one JSON line and returns 0."""
+    print(json.dumps(export(settings, args.export, args.from_ds, args.to_ds)))
+    return 0

@@ -12,7 +12,7 @@ Routes (all need a valid Airflow token and read access to the DAG; the one write
                                          metrics with units; days deviating from the previous days flagged
     GET /keyphrases/api/plots/history.png?days=N   trend plots of the history's watched metrics
     GET /keyphrases/api/item/<item_id>?k=  why each of the item's top-K keyphrases: student cosine, cross-encoder
-                                         P(relevant), LLM label and P(yes) (judge, prompt, date), 30-day CTR
+                                         P(relevant), LLM label and P(yes) (judge, prompt, date), CTR over ctr.window_days
     GET /keyphrases/api/keyphrase/<id>?limit=   the items the published version recommends the keyphrase to
     GET /keyphrases/api/compare?items=&k=   champion vs the newest challenger: the gate's numbers and reason,
                                          metrics side by side, top-K of sample items, promote/rollback commands
@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi import Path as Path_
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
@@ -148,16 +149,25 @@ def published_versions() -> list[str]:
     return _safe("published versions", read, [])
 
 
+def run_days_and_notes() -> tuple[list[str], list[str]]:
+    """``keyphrase_ui.history.recorded_days``: the run days that are real dates with a record, and a note per
+    ``runs/ds=*`` folder left out (([], []) when the lake cannot be listed)."""
+    from keyphrase_ui import history as hist
+
+    return _safe("run days", lambda: hist.recorded_days(_lake()), ([], []))
+
+
 def run_days() -> list[str]:
-    return _safe("run days", lambda: _lake().partitions("runs"), [])
+    return run_days_and_notes()[0]
 
 
 def run_stats(ds: str | None = None) -> dict:
-    """``{"ds": D, "stages": {stage: stats}}`` for day ``ds`` (default: the latest day with stats)."""
-    days = run_days()
+    """``{"ds": D, "stages": {stage: stats}}`` for day ``ds`` (default: the latest day with stats); ``notes`` names
+    the ``runs/ds=*`` folders left out (not a date, empty)."""
+    days, notes = run_days_and_notes()
     if ds is None:
         if not days:
-            return {"ds": None, "days": [], "stages": {}}
+            return {"ds": None, "days": [], "stages": {}, **({"notes": notes} if notes else {})}
         ds = days[-1]
     lake = _lake()
     base = Path(lake.run_stats_dir(ds))
@@ -167,6 +177,9 @@ def run_stats(ds: str | None = None) -> dict:
             stats = _safe(f"run stats {f}", lambda f=f: lake.read_json(lake.run_stats_path(ds, f.stem)), None)
             if isinstance(stats, dict):
                 stages[f.stem] = stats
+            else:
+                notes.append(f"runs/ds={ds}/{f.name}: the run stats are unreadable (not a JSON object); rerun the "
+                             "stage for that day to rewrite them")
     order = {s: i for i, s in enumerate(STAGES)}
     stages = dict(sorted(stages.items(), key=lambda kv: (order.get(kv[0], 99), kv[0])))
     failures = {}
@@ -176,7 +189,10 @@ def run_stats(ds: str | None = None) -> dict:
             rec = _safe(f"failure record {f}", lambda f=f: lake.read_json(str(f)), None)
             if isinstance(rec, dict):
                 failures[f.stem] = rec
-    return {"ds": ds, "days": days, "stages": stages, "failures": failures}
+            else:
+                notes.append(f"runs/ds={ds}/_failed/{f.name}: the failure record is unreadable (not JSON); the task "
+                             "log in Airflow has the error")
+    return {"ds": ds, "days": days, "stages": stages, "failures": failures, "notes": notes}
 
 
 def no_run_detail(ds: str, days: list[str]) -> str:
@@ -216,6 +232,8 @@ def status_messages(students: list[dict], champ: str | None, serving: str | None
     elif runs.get("days"):
         out.append({"level": "warning", "text": "Nothing published yet: the serve group publishes at the end of a "
                     "successful run; see the run history for the stage that stopped it."})
+    for note in runs.get("notes") or []:
+        out.append({"level": "warning", "text": note})
     latest = runs.get("ds")
     for stage, rec in (runs.get("failures") or {}).items():
         stats = (runs.get("stages") or {}).get(stage) or {}
@@ -315,6 +333,8 @@ def search(item_id: int | None, text: str | None, k: int) -> dict:
                 item = {"item_id": int(item_id), "title": row.iloc[0]["title"], "category": row.iloc[0]["category"]}
         results = bundle.search(int(item_id), k)
         mode = "published recommendations"
+        if not results and item is None:
+            raise HTTPException(status_code=404, detail=unknown_item_detail(item_id))
         if not results and item is not None:  # item not in the published batch: embed its text live
             from keyphrase_pipeline.models.text import item_text
 
@@ -332,6 +352,14 @@ def search(item_id: int | None, text: str | None, k: int) -> dict:
         truth_known = True
     return {"version": bundle.version, "mode": mode, "item": item, "query": text, "k": k,
             "truth_known": truth_known, "results": results}
+
+
+def unknown_item_detail(item_id: int) -> str:
+    """What a request for an item the catalog does not hold is told (no filesystem path: the lake's location is not
+    the visitor's business)."""
+    days = _safe("catalog days", lambda: _lake().partitions("catalog"), [])
+    where = f"the latest catalog snapshot (catalog ds={days[-1]})" if days else "the catalog (none in the lake yet)"
+    return f"item {item_id} is not in {where}: pick an item with the search box (title or id)"
 
 
 def catalog_item(item_id: int) -> dict | None:
@@ -374,11 +402,7 @@ def item_view(item_id: int, k: int) -> dict:
 
     item = catalog_item(item_id)
     if item is None:
-        days = _safe("catalog days", lambda: _lake().partitions("catalog"), [])
-        where = f"the latest catalog snapshot ({_lake().path('catalog', ds=days[-1])})" if days else \
-            "the catalog (none in the lake yet)"
-        raise HTTPException(status_code=404, detail=f"item {item_id} is not in {where}: pick an item with the search box "
-                                                    "(title or id)")
+        raise HTTPException(status_code=404, detail=unknown_item_detail(item_id))
     settings = _settings()
     try:
         bundle = serving.load_current(settings)
@@ -491,10 +515,17 @@ def review_view(ds: str | None, n: int, user) -> dict:
     settings = _settings()
     days = _safe("label store days", lambda: _lake().partitions("llm_store"), [])
     name = getattr(user, "username", None) or str(user)
-    base = {"user": name, "can_review": can_edit(user), "days": days, "sample": [], "agreement": [], "message": ""}
-    reviews = _safe("label reviews", lambda: label_reviews.read(settings), None)
+    skipped: list[str] = []
+    base = {"user": name, "can_review": can_edit(user), "days": days, "sample": [], "agreement": [], "message": "",
+            "notes": []}
+    reviews = _safe("label reviews", lambda: label_reviews.read(settings, skipped=skipped), None)
     if reviews is not None:
         base["agreement"] = label_reviews.agreement(reviews)
+    else:
+        base["notes"].append("the stored verdicts cannot be read (label_reviews/): counts and agreement are not shown; "
+                             "the API server's log has the error")
+    if skipped:
+        base["notes"].append(reviews_skipped_note(skipped))
     if not days:
         return {**base, "ds": None, "message": "No judged pairs yet: the labelling group of keyphrase_daily "
                 "(select_pairs, label, merge) judges pairs each day; review them here afterwards."}
@@ -503,6 +534,12 @@ def review_view(ds: str | None, n: int, user) -> dict:
         rows = label_reviews.sample(settings, ds, n)
     except DataError as exc:
         raise HTTPException(status_code=404, detail=f"{exc}: pick a day that has labels") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged label store file (ArrowInvalid): no sample, say why
+        log.warning("keyphrases UI: label store day %s unreadable: %s: %s", ds, type(exc).__name__, exc)
+        base["notes"].append(f"the label store day llm_labels/store/ds={ds} cannot be read ({type(exc).__name__}): no "
+                             f"sample to review. Rewrite it with `kp merge-labels --ds {ds}` (or clear the day's merge "
+                             "task in Airflow), or pick another day.")
+        return {**base, "ds": ds}
     latest = label_reviews.latest_verdicts(reviews) if reviews is not None and len(reviews) else None
     sample = []
     for r in rows.to_dict("records"):
@@ -526,11 +563,21 @@ def review_view(ds: str | None, n: int, user) -> dict:
                         "reviewer); verdicts are stored append-only in label_reviews/"}
 
 
+def reviews_skipped_note(skipped: list[str]) -> str:
+    """The note for review files ``label_reviews.read`` left out."""
+    shown = "; ".join(s[:160] for s in skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+    return (f"{len(skipped)} unreadable review file(s) left out of the counts: {shown}. Move the damaged file(s) out "
+            "of label_reviews/ (other verdicts are unaffected; a verdict lost with one can be given again).")
+
+
 def reviews_plot() -> bytes | None:
-    """Agreement rate with the judge per label store day, one line per judge and prompt version (n per point)."""
+    """Agreement rate with the judge per label store day, one line per judge and prompt version (n per point);
+    unreadable review files are left out (``label_reviews.read``)."""
     from keyphrase_pipeline.jobs import label_reviews
 
-    reviews = label_reviews.read(_settings())
+    reviews = _safe("label reviews", lambda: label_reviews.read(_settings()), None)
+    if reviews is None:
+        return None
     rows = label_reviews.agreement(reviews)
     if not rows:
         return None
@@ -635,6 +682,11 @@ def curves_detail(kind: str, version: str | None) -> str:
     if version and version not in vers:
         return (f"no {kind} version {version!r} in the registry (missing or deleted); known: "
                 f"{', '.join(vers[:5])}{' ...' if len(vers) > 5 else ''}")
+    champ = champion() if kind == "students" and not version else None
+    if champ and champ not in vers:
+        return (f"registry/CHAMPION points to {champ}, which is missing from registry/students: no champion curves to "
+                f"show. Promote a complete version (`kp promote --version <version>`), or ask for one with "
+                f"?version= (known: {', '.join(vers[:5])}{' ...' if len(vers) > 5 else ''})")
     return f"{kind} version {version or vers[0]} has no curves.png (trained before curves were saved)"
 
 
@@ -644,8 +696,15 @@ def curves_file(kind: str, version: str | None) -> Path | None:
     vers = versions(kind)
     if not vers:
         return None
-    chosen = next((v for v in vers if v["version"] == version), None) if version else \
-        next((v for v in vers if v.get("current")), vers[0])
+    if version:
+        chosen = next((v for v in vers if v["version"] == version), None)
+    else:
+        chosen = next((v for v in vers if v.get("current")), None)
+        if chosen is None:
+            champ = champion() if kind == "students" else None
+            if champ and champ not in {v["version"] for v in vers}:
+                return None  # the champion pointer is broken: say so (curves_detail), not another version's curves
+            chosen = vers[0]
     if chosen is None:
         return None
 
@@ -723,6 +782,33 @@ async def unexpected_error(request: Request, exc: Exception):
                                    f"{str(exc)[:300]}. The API server's log has the details."}, status_code=500)
 
 
+MAX_ECHO_CHARS = 200  # a 422 quotes at most this much of the rejected input
+
+
+def _clip(value):
+    """``value`` with every string longer than ``MAX_ECHO_CHARS`` cut (noting how long it was), recursively."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value if len(value) <= MAX_ECHO_CHARS else \
+            f"{value[:MAX_ECHO_CHARS]}... ({len(value):,} characters, cut)"
+    if isinstance(value, dict):
+        return {k: _clip(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clip(v) for v in value]
+    return value
+
+
+@app.exception_handler(RequestValidationError)
+async def invalid_request(request: Request, exc: RequestValidationError):
+    """422 as FastAPI words it, but echoing at most ``MAX_ECHO_CHARS`` of each rejected input (a 100 KB parameter is
+    not sent back in full)."""
+    from fastapi.encoders import jsonable_encoder
+
+    errors = [{k: v for k, v in err.items() if k != "url"} for err in exc.errors()]
+    return JSONResponse({"detail": _clip(jsonable_encoder(errors))}, status_code=422)
+
+
 @app.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def page(request: Request):
     """The page: a redirect to Airflow's login without a valid token, 403 without read access to the DAG
@@ -779,7 +865,9 @@ def runs(ds: str | None = Query(None, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"), 
             raise HTTPException(status_code=404, detail=no_run_detail(ds, days))
     out = run_stats(ds)
     if out["ds"] is None:
-        out["message"] = no_run_detail("(latest)", [])
+        out["message"] = ("No run recorded yet: the lake has no runs/ds=*/ stats. Trigger the keyphrase_daily DAG "
+                          "(Airflow: Trigger DAG; demo: `kp demo`), or run the stages for a day with "
+                          "`kp ctr-labels --ds YYYY-MM-DD` and the following commands (`kp --help`).")
     return JSONResponse(_jsonable(out))
 
 
@@ -881,6 +969,25 @@ def post_review(body: ReviewIn, user=Depends(require_editor)):
     except ConfigError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from None
     return JSONResponse(_jsonable(rec), status_code=201)
+
+
+@app.get("/api/reviews/export")
+def reviews_export(from_: str | None = Query(None, alias="from", pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"),
+                   to: str | None = Query(None, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"), user=Depends(require_user)):
+    """The reviewed pairs as a ``--labels`` CSV (``label_reviews.export_frame``: newest verdict per pair, label =
+    the judge's label when agreed, its opposite when not); 404 with what to do when there is none."""
+    from keyphrase_pipeline.core.errors import ConfigError, DataError
+    from keyphrase_pipeline.jobs import label_reviews
+
+    try:
+        df, stats = label_reviews.export_frame(_settings(), from_, to)
+    except ConfigError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    except DataError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+    headers = {"Content-Disposition": 'attachment; filename="label_reviews.csv"',
+               "X-Skipped-Review-Files": str(len(stats["skipped_files"]))}
+    return Response(df.to_csv(index=False), media_type="text/csv; charset=utf-8", headers=headers)
 
 
 @app.get("/api/plots/reviews.png")

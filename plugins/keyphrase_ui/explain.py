@@ -9,7 +9,7 @@ Per recommended (item, keyphrase) pair it gathers, from the lake:
   no cross-encoder;
 * the LLM judge's label and P(yes) when the pair was judged (``llm_labels/store``): judge backend and model,
   prompt version, when it was labelled and the store day;
-* its 30-day impressions, clicks and CTR when it was exposed (``ctr_labels`` of the newest day).
+* its impressions, clicks and CTR over the CTR window (``ctr.window_days``) when it was exposed (``ctr_labels`` of the newest day).
 
 Heavy libraries (pyarrow, numpy, torch through the cross-encoder) are imported inside the functions: the API
 server imports the plugin at start.
@@ -64,18 +64,74 @@ def _read_filtered(path: str, column: str, values: list[int], columns: list[str]
     return table.to_pandas()
 
 
+def _read_filtered_skipping(path: str, column: str, values: list[int], columns: list[str] | None = None,
+                            root: str | None = None) -> tuple[object, list[str]]:
+    """``_read_filtered`` that survives damaged files: ``(frame, unreadable)``. When the dataset cannot be read as a
+    whole (a file that is not parquet: pyarrow's ArrowInvalid, an I/O error), each file is read on its own, the ones
+    that fail are left out and named in ``unreadable`` (``"<path relative to root>: <error type>"``); the frame holds
+    the rows of the readable files (hive ``k=v`` folders become string columns, as in the whole read)."""
+    import pandas as pd
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    try:
+        return _read_filtered(path, column, values, columns), []
+    except Exception as exc:  # noqa: BLE001 - any reader failure: find the damaged file(s) below
+        log.warning("keyphrases UI: reading %s failed (%s: %s): reading its files one by one", path,
+                    type(exc).__name__, str(exc)[:200])
+    base = Path(path)
+    frames, bad = [], []
+    for f in sorted(base.rglob("*.parquet")):
+        rel = f.relative_to(base)
+        if any(part.startswith((".", "_")) for part in rel.parts):
+            continue
+        try:
+            one = pads.dataset(str(f), format="parquet")
+            if column not in one.schema.names:
+                continue
+            cols = [c for c in (columns or one.schema.names) if c in one.schema.names]
+            df = one.to_table(columns=cols, filter=pc.field(column).isin([int(v) for v in values])).to_pandas()
+        except Exception as exc:  # noqa: BLE001
+            shown = f.relative_to(root) if root and f.is_relative_to(root) else f
+            bad.append(f"{shown}: {type(exc).__name__}")
+            continue
+        for part in rel.parts[:-1]:
+            if "=" in part:
+                k, v = part.split("=", 1)
+                if (columns is None or k in columns) and k not in df.columns:
+                    df[k] = v
+        frames.append(df)
+    frames = [f for f in frames if len(f)]
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns or [])
+    return out, bad
+
+
+def _root(lake) -> str | None:
+    return str(lake.root) if Path(str(lake.root)).is_dir() else None
+
+
 # ---- the label store -----------------------------------------------------------------------------------
 LABEL_COLUMNS = ["item_id", "keyphrase_id", "title", "category", "keyphrase", "source", "p_yes", "label", "judge",
                  "judge_model", "prompt_version", "labelled_at", "pair_key", "ds"]
 
 
-def judged(lake, column: str, value: int):
+def judged(lake, column: str, value: int, notes: list[str] | None = None):
     """Every judged row of the label store with ``column`` (``item_id`` or ``keyphrase_id``) == ``value``, newest
-    label first (pandas; ``ds`` is the store day). Empty frame when the store is empty."""
-    df = _read_filtered(lake.path("llm_store"), column, [value], LABEL_COLUMNS)
+    label first (pandas; ``ds`` is the store day). Empty frame when the store is empty. A damaged store file is
+    left out and, when ``notes`` is given, a note naming it and what to do is appended there."""
+    df, bad = _read_filtered_skipping(lake.path("llm_store"), column, [value], LABEL_COLUMNS, _root(lake))
+    if bad and notes is not None:
+        notes.append(unreadable_note("label store", bad, "LLM labels of those days are not shown; rewrite the day "
+                                     "with `kp merge-labels --ds D` (or clear the day's merge task in Airflow)"))
     if len(df):
         df = df.sort_values("labelled_at", ascending=False, kind="mergesort").reset_index(drop=True)
     return df
+
+
+def unreadable_note(what: str, bad: list[str], todo: str) -> str:
+    """The note the views show for damaged files: which files, and what to do."""
+    shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+    return f"unreadable {what} file(s), left out: {shown}. {todo}"
 
 
 def label_record(row) -> dict:
@@ -88,13 +144,17 @@ def label_record(row) -> dict:
 
 
 # ---- CTR labels ------------------------------------------------------------------------------------------
-def ctr_rows(lake, column: str, value: int) -> tuple[str | None, object]:
-    """``(day, frame)``: the newest ``ctr_labels`` day's rows (its 30-day window) with ``column`` == ``value``."""
+def ctr_rows(lake, column: str, value: int, notes: list[str] | None = None) -> tuple[str | None, object]:
+    """``(day, frame)``: the newest ``ctr_labels`` day's rows (its ``ctr.window_days`` window) with ``column`` ==
+    ``value``. A damaged file of that day is left out and, when ``notes`` is given, named there with what to do."""
     days = lake.partitions("ctr_labels")
     if not days:
         return None, None
-    df = _read_filtered(lake.path("ctr_labels", ds=days[-1]), column, [value],
-                        ["item_id", "keyphrase_id", "impressions", "clicks", "ctr", "label"])
+    df, bad = _read_filtered_skipping(lake.path("ctr_labels", ds=days[-1]), column, [value],
+                                      ["item_id", "keyphrase_id", "impressions", "clicks", "ctr", "label"], _root(lake))
+    if bad and notes is not None:
+        notes.append(unreadable_note("CTR label", bad, f"CTR numbers are not shown; rewrite the day with `kp ctr-labels "
+                                     f"--ds {days[-1]}` (or clear its ctr_labels task in Airflow)"))
     return days[-1], df
 
 
@@ -153,11 +213,13 @@ def explain_item(settings, lake, item: dict, results: list[dict], mode: str, ver
     item_id = int(item["item_id"])
     kps = [(int(r["keyphrase_id"]), r["keyphrase"]) for r in results]
     cross = cross_scores(settings, item_id, item["title"], item["category"], kps)
-    labels = judged(lake, "item_id", item_id)
+    notes: list[str] = []
+    labels = judged(lake, "item_id", item_id, notes)
     latest = {}
     for row in labels.to_dict("records"):
         latest.setdefault(int(row["keyphrase_id"]), row)  # newest first
-    ctr_day, ctr = ctr_rows(lake, "item_id", item_id)
+    ctr_day, ctr = ctr_rows(lake, "item_id", item_id, notes)
+    window = int(settings.ctr.window_days)
     ctr_by = {int(r["keyphrase_id"]): r for r in ctr.to_dict("records")} if ctr is not None else {}
     rel = None
     if world is not None and results:
@@ -180,9 +242,10 @@ def explain_item(settings, lake, item: dict, results: list[dict], mode: str, ver
     return {
         "item": item, "serving_version": version, "mode": mode, "k": len(rows), "results": rows,
         "cross_version": cross["version"], "cross_note": cross["note"],
-        "ctr_day": ctr_day, "ctr_note": (f"30-day impressions and clicks from ctr_labels of {ctr_day}; – : the pair "
-                                         "was not exposed in that window") if ctr_day else
-        "no CTR labels in the lake yet (the ctr stage writes them)",
+        "ctr_day": ctr_day, "ctr_window_days": window,
+        "ctr_note": (f"{window}-day impressions and clicks from ctr_labels of {ctr_day} (ctr.window_days); – : the "
+                     "pair was not exposed in that window") if ctr_day else
+        "no CTR labels in the lake yet (the ctr stage writes them)", "notes": notes,
         "labels_note": f"{len(labels)} judged pair(s) of this item in the label store" if len(labels) else
         "no pair of this item was judged yet",
         "judged_elsewhere": elsewhere, "truth_known": rel is not None,
@@ -201,7 +264,8 @@ def explain_keyphrase(lake, keyphrase_id: int, recs, catalog, limit: int, world=
         mine = mine.merge(catalog, on="item_id", how="left")
     else:
         mine = mine.assign(title=None, category=None)
-    labels = judged(lake, "keyphrase_id", int(keyphrase_id))
+    notes: list[str] = []
+    labels = judged(lake, "keyphrase_id", int(keyphrase_id), notes)
     latest = {}
     for row in labels.to_dict("records"):
         latest.setdefault(int(row["item_id"]), row)
@@ -216,7 +280,7 @@ def explain_keyphrase(lake, keyphrase_id: int, recs, catalog, limit: int, world=
                       "llm": label_record(latest[iid]) if iid in latest else None,
                       "relevant": bool(rel[i]) if rel is not None else None})
     return {"total_items": total, "items": items, "judged_items": int(labels["item_id"].nunique()) if len(labels) else 0,
-            "truth_known": rel is not None}
+            "truth_known": rel is not None, "notes": notes}
 
 
 # ---- champion vs challenger ------------------------------------------------------------------------------------

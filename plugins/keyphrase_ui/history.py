@@ -98,6 +98,29 @@ def _parse_time(s) -> dt.datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
+def recorded_days(lake) -> tuple[list[str], list[str]]:
+    """``(days, notes)``: the ``runs/ds=D`` folders that name a real date (``YYYY-MM-DD``) and hold at least one
+    record (a stats file ``*.json`` or a failure record ``_failed/*.json``), sorted; ``notes`` names each folder
+    left out and why (``"ignored runs/ds=X: not a date"``, ``"ignored runs/ds=D: no stats or failure record
+    inside"``). A stray or empty folder must neither crash the page nor become "the latest run"."""
+    notes: list[str] = []
+    days: list[str] = []
+    for name in lake.partitions("runs"):
+        try:
+            ok = len(name) == 10 and name.isascii() and dt.date.fromisoformat(name).isoformat() == name
+        except ValueError:
+            ok = False
+        if not ok:
+            notes.append(f"ignored runs/ds={name}: not a date (YYYY-MM-DD); rename or remove the folder")
+            continue
+        base = Path(lake.run_stats_dir(name))
+        if not any(base.glob("*.json")) and not any((base / "_failed").glob("*.json")):
+            notes.append(f"ignored runs/ds={name}: no stats or failure record inside (an empty folder)")
+            continue
+        days.append(name)
+    return days, notes
+
+
 def read_day(lake, ds: str) -> tuple[dict, dict]:
     """``(stats, failures)`` of day ``ds``: ``{stage: dict}`` from ``runs/ds=D/*.json`` and ``runs/ds=D/_failed/*.json``.
     A file that is not a JSON object is skipped (and named in the stage's record as ``unreadable``)."""
@@ -166,13 +189,18 @@ def stage_status(stats: dict, failures: dict) -> dict:
                                                    f"{st.get('min_recall')} (nothing published from it)")
             else:
                 rec.update(status="ok")
-                if fail:
+                if fail and "unreadable" in fail:
+                    rec["reason"] = f"ok; its failure record is unreadable ({fail['unreadable']})"
+                elif fail:
                     rec["reason"] = f"ok after a failed try ({fail.get('error_type')})"
             rec["airflow"] = st.get("airflow")
             if _num(st.get("wall_seconds")) is not None:
                 rec.update(seconds=float(st["wall_seconds"]), seconds_source="task wall clock")
             elif _num(st.get("seconds")) is not None:
                 rec.update(seconds=float(st["seconds"]), seconds_source="the stage's own timer")
+        elif fail is not None and "unreadable" in fail:
+            rec.update(status="failed", reason=f"failed: its failure record is unreadable ({fail['unreadable']}); "
+                                               "the task log in Airflow has the error")
         elif fail is not None:
             where = f" (shard {fail['detail']['shard']})" if isinstance(fail.get("detail"), dict) and \
                 "shard" in fail["detail"] else ""
@@ -329,9 +357,10 @@ def history(lake, days: int, threshold: float, window: int, prefix: str = "") ->
     Returns ``{"end", "days_requested", "threshold", "window_days", "stages", "metrics", "days", "message"}``;
     each day: ``{ds, status, reason, stages: {stage: {...}}, metrics: {key: value}, flags: [...], run_id, run_url,
     run_url_exact, run_ids, note}``. The previous ``window`` days before the first shown day are read too, so its
-    flags are computed like the others'. ``message`` says what to do when the lake holds no run at all."""
-    recorded = lake.partitions("runs")
-    base = {"days_requested": days, "threshold": threshold, "window_days": window, "stages": STAGES,
+    flags are computed like the others'. ``message`` says what to do when the lake holds no run at all; ``notes``
+    names the ``runs/`` folders left out (``recorded_days``)."""
+    recorded, notes = recorded_days(lake)
+    base = {"days_requested": days, "threshold": threshold, "window_days": window, "stages": STAGES, "notes": notes,
             "metrics": [{k: m[k] for k in ("key", "stage", "label", "unit", "kind", "watch")} for m in METRICS]}
     if not recorded:
         return {**base, "end": None, "days": [],

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 API_ROUTES = ["/keyphrases/api/overview", "/keyphrases/api/runs", "/keyphrases/api/items",
-              "/keyphrases/api/search?item_id=1", "/keyphrases/api/plots/scores.png",
+              "/keyphrases/api/search?q=phone", "/keyphrases/api/plots/scores.png",
               "/keyphrases/api/plots/curves.png", "/keyphrases/api/history", "/keyphrases/api/plots/history.png"]
 
 
@@ -432,7 +432,7 @@ def test_item_view_explains_each_recommended_keyphrase(airflow_api):
     assert c.get("/keyphrases/api/item/987654321", headers=h).status_code == 404
 
 
-def test_item_view_shows_30_day_ctr_of_exposed_pairs(airflow_api):
+def test_item_view_shows_the_ctr_window_of_exposed_pairs(airflow_api):
     c, h = airflow_api["client"], auth(airflow_api)
     recs, _, ctr = _frames(airflow_api)
     exposed = recs.merge(ctr, on=["item_id", "keyphrase_id"])
@@ -444,7 +444,11 @@ def test_item_view_shows_30_day_ctr_of_exposed_pairs(airflow_api):
                           "ctr": pytest.approx(float(row["ctr"])), "label": int(row["label"])}
     seen = set(ctr[ctr["item_id"] == row["item_id"]]["keyphrase_id"])
     assert all(x["ctr"] is None for x in body["results"] if x["keyphrase_id"] not in seen)
-    assert "30-day" in body["ctr_note"]
+    window = airflow_api["settings"].ctr.window_days
+    assert window != 30 and body["ctr_window_days"] == window  # the fixture's ctr.window_days, not a fixed 30
+    assert f"{window}-day impressions" in body["ctr_note"] and "30-day" not in body["ctr_note"]
+    page = (Path(__file__).resolve().parents[2] / "plugins" / "keyphrase_ui" / "templates" / "index.html").read_text()
+    assert "30 days" not in page and "ctr_window_days" in page
 
 
 def test_without_a_cross_encoder_the_score_is_na_with_the_reason(tmp_path):

@@ -1,0 +1,252 @@
+"""The Keyphrases page on a lake a reviewer damaged by hand (stray run folders, junk parquet files, a broken
+failure record, a champion pointer to a missing version, huge inputs): every route answers with what it can
+and a note naming what it left out, never a 500."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ui_helpers import write_run_day
+
+
+def auth(api):
+    return {"Authorization": f"Bearer {api['token']}"}
+
+
+@pytest.fixture
+def lake_env(monkeypatch):
+    """``use(root)`` points the plugin (served in this process) at another lake for the test."""
+    from keyphrase_pipeline.core.settings import get_settings
+
+    def use(root):
+        monkeypatch.setenv("KP_LAKE_ROOT", str(root))
+        get_settings.cache_clear()
+
+    yield use
+    get_settings.cache_clear()
+
+
+def _copy_lake(api, tmp_path, lake_env):
+    """A writable copy of the fixture's lake (embeddings left out), served by the plugin."""
+    from keyphrase_pipeline.core.lake import Lake
+
+    root = tmp_path / "lake"
+    shutil.copytree(api["root"], root, ignore=shutil.ignore_patterns("embeddings"))
+    lake_env(root)
+    return Lake(str(root))
+
+
+def _junk(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(("_", ".")))
+    assert files, folder
+    for f in files:
+        f.write_text("junk\n")
+    return files
+
+
+# ---- 1 and 4: run folders that are not a date, or hold no record -------------------------------------------------
+def _runs_lake(tmp_path, lake_env):
+    from keyphrase_pipeline.core.lake import Lake
+
+    lake = Lake(str(tmp_path / "lake"))
+    for ds in ("2026-11-08", "2026-11-09", "2026-11-10"):
+        write_run_day(lake, ds)
+    runs = Path(lake.path("runs"))
+    (runs / "ds=notadate").mkdir()
+    (runs / "ds=2026-99-99").mkdir()
+    (runs / "ds=2026-99-99" / "publish.json").write_text('{"recommendations": 1}')
+    lake_env(lake.root)
+    return lake
+
+
+def test_run_folders_that_are_not_dates_are_ignored_with_a_note(airflow_api, lake_env, tmp_path):
+    c, h = airflow_api["client"], auth(airflow_api)
+    _runs_lake(tmp_path, lake_env)
+    for route in ("overview", "runs", "history?days=3", "plots/history.png?days=3"):
+        r = c.get(f"/keyphrases/api/{route}", headers=h)
+        assert r.status_code == 200, (route, r.text[:300])
+    o = c.get("/keyphrases/api/overview", headers=h).json()
+    assert o["runs"]["ds"] == "2026-11-10" and o["runs"]["days"] == ["2026-11-08", "2026-11-09", "2026-11-10"]
+    texts = [m["text"] for m in o["messages"]]
+    for name in ("notadate", "2026-99-99"):
+        assert sum(f"ignored runs/ds={name}: not a date" in t for t in texts) == 1, texts
+    notes = c.get("/keyphrases/api/history?days=3", headers=h).json()["notes"]
+    assert sum("ignored runs/ds=notadate: not a date" in n for n in notes) == 1, notes
+    assert c.get("/keyphrases/api/runs", headers=h).json()["ds"] == "2026-11-10"
+
+
+def test_an_empty_future_run_folder_is_not_the_newest_day(airflow_api, lake_env, tmp_path):
+    c, h = airflow_api["client"], auth(airflow_api)
+    lake = _runs_lake(tmp_path, lake_env)
+    Path(lake.path("runs"), "ds=2027-01-01").mkdir()
+    body = c.get("/keyphrases/api/history?days=3", headers=h).json()
+    assert body["end"] == "2026-11-10"
+    assert [d["ds"] for d in body["days"]] == ["2026-11-10", "2026-11-09", "2026-11-08"]
+    assert all(d["status"] == "ok" for d in body["days"]), [d["status"] for d in body["days"]]
+    assert any("runs/ds=2027-01-01: no stats" in n for n in body["notes"]), body["notes"]
+    assert c.get("/keyphrases/api/overview", headers=h).json()["runs"]["ds"] == "2026-11-10"
+    r = c.get("/keyphrases/api/runs?ds=2027-01-01", headers=h)
+    assert r.status_code == 404 and "No run recorded for ds=2027-01-01" in r.json()["detail"]
+
+
+# ---- 2: a damaged label store or CTR file ---------------------------------------------------------------------
+def test_damaged_label_store_and_ctr_files_leave_their_columns_out_with_a_note(airflow_api, lake_env, tmp_path):
+    import pandas as pd
+
+    from keyphrase_pipeline.jobs import serving
+
+    c, h = airflow_api["client"], auth(airflow_api)
+    lake = _copy_lake(airflow_api, tmp_path, lake_env)
+    ds = airflow_api["ds"]
+    recs = pd.read_parquet(serving.current_recommendations_path(airflow_api["settings"]))
+    item, kp = int(recs["item_id"].iloc[0]), int(recs["keyphrase_id"].iloc[0])
+    store = _junk(Path(lake.path("llm_store", ds=ds)))
+    ctr_day = lake.partitions("ctr_labels")[-1]
+    ctr = _junk(Path(lake.path("ctr_labels", ds=ctr_day)))
+
+    r = c.get(f"/keyphrases/api/item/{item}?k=10", headers=h)
+    assert r.status_code == 200, r.text[:400]
+    body = r.json()
+    assert len(body["results"]) == 10 and all(x["llm"] is None and x["ctr"] is None for x in body["results"])
+    notes = " ".join(body["notes"])
+    assert f"llm_labels/store/ds={ds}/{store[0].name}: ArrowInvalid" in notes and "kp merge-labels" in notes
+    assert f"ctr_labels/ds={ctr_day}/{ctr[0].name}" in notes and f"kp ctr-labels --ds {ctr_day}" in notes
+    assert "ArrowInvalid:" not in r.text and str(lake.root) not in r.text  # the file's lake path, not raw pyarrow text
+
+    r = c.get(f"/keyphrases/api/keyphrase/{kp}", headers=h)
+    assert r.status_code == 200, r.text[:400]
+    assert r.json()["total_items"] >= 1 and any("llm_labels/store" in n for n in r.json()["notes"])
+
+    r = c.get("/keyphrases/api/reviews", headers=h)
+    assert r.status_code == 200, r.text[:400]
+    assert r.json()["sample"] == [] and any(f"llm_labels/store/ds={ds} cannot be read" in n and "kp merge-labels" in n
+                                            for n in r.json()["notes"])
+
+
+# ---- 3: one bad review file --------------------------------------------------------------------------------------
+def test_one_bad_review_file_is_left_out_and_named_and_the_plot_still_draws(airflow_api, lake_env, tmp_path):
+    c, h = airflow_api["client"], auth(airflow_api)
+    lake = _copy_lake(airflow_api, tmp_path, lake_env)
+    body = c.get("/keyphrases/api/reviews", headers=h).json()
+    pair = body["sample"][0]["pair_key"]
+    r = c.post("/keyphrases/api/reviews", json={"ds": body["ds"], "pair_key": pair, "verdict": "agree"}, headers=h)
+    assert r.status_code == 201
+    Path(lake.path("label_reviews", ds=body["ds"]), "part-zzzz.parquet").write_text("junk\n")
+    after = c.get("/keyphrases/api/reviews", headers=h).json()
+    row = next(x for x in after["sample"] if x["pair_key"] == pair)
+    assert row["verdicts"] == {"agree": 1, "disagree": 0} and row["my_verdict"] == "agree"
+    assert after["agreement"] and after["agreement"][0]["reviews"] == 1
+    assert any("1 unreadable review file(s)" in n and "part-zzzz.parquet" in n for n in after["notes"]), after["notes"]
+    png = c.get("/keyphrases/api/plots/reviews.png", headers=h)
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+
+
+# ---- 6: small ones -------------------------------------------------------------------------------------------
+def test_empty_lake_runs_message_says_what_to_do(airflow_api, lake_env, tmp_path):
+    lake_env(tmp_path / "empty")
+    msg = airflow_api["client"].get("/keyphrases/api/runs", headers=auth(airflow_api)).json()["message"]
+    assert "(latest)" not in msg and "No run recorded yet" in msg and "Trigger the keyphrase_daily DAG" in msg
+
+
+def test_unknown_item_is_404_in_both_views_without_the_lake_path(airflow_api):
+    c, h = airflow_api["client"], auth(airflow_api)
+    for route in ("/keyphrases/api/item/987654321", "/keyphrases/api/search?item_id=987654321"):
+        r = c.get(route, headers=h)
+        assert r.status_code == 404, (route, r.text[:300])
+        detail = r.json()["detail"]
+        assert "item 987654321 is not in the latest catalog snapshot" in detail, detail
+        assert str(airflow_api["root"]) not in detail and "/raw/catalog" not in detail
+
+
+def test_a_corrupt_failure_record_is_said_to_be_unreadable(airflow_api, lake_env, tmp_path):
+    from keyphrase_pipeline.core.lake import Lake
+
+    c, h = airflow_api["client"], auth(airflow_api)
+    lake = Lake(str(tmp_path / "lake"))
+    write_run_day(lake, "2026-11-10", skip=("publish",))
+    for stage in ("index", "publish"):
+        p = Path(lake.run_failure_path("2026-11-10", stage))
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("{truncated")
+    lake_env(lake.root)
+    day = c.get("/keyphrases/api/history?days=1", headers=h).json()["days"][0]
+    index, publish = day["stages"]["index"], day["stages"]["publish"]
+    assert index["status"] == "ok" and "failure record is unreadable" in index["reason"] and "None" not in index["reason"]
+    assert publish["status"] == "failed" and "failure record is unreadable" in publish["reason"]
+    assert "None" not in publish["reason"]
+
+
+def test_curves_of_a_missing_champion_are_404_not_another_versions(airflow_api, lake_env, tmp_path):
+    c, h = airflow_api["client"], auth(airflow_api)
+    lake = _copy_lake(airflow_api, tmp_path, lake_env)
+    lake.write_pointer(lake.path("registry", "CHAMPION"), "2026-01-01-deadbeef")
+    r = c.get("/keyphrases/api/plots/curves.png", headers=h)
+    assert r.status_code == 404, r.status_code
+    assert "registry/CHAMPION points to 2026-01-01-deadbeef" in r.json()["detail"] and "?version=" in r.json()["detail"]
+    ok = c.get(f"/keyphrases/api/plots/curves.png?version={airflow_api['challenger']}", headers=h)
+    assert ok.status_code == 200 and ok.content[:4] == b"\x89PNG"
+
+
+def test_a_422_does_not_echo_a_huge_input(airflow_api):
+    c, h = airflow_api["client"], auth(airflow_api)
+    r = c.get(f"/keyphrases/api/items?q={'x' * 60_000}", headers=h)  # about what a URL can carry
+    assert r.status_code == 422 and len(r.content) < 2_000, len(r.content)
+    assert "... (60,000 characters, cut)" in r.text and r.json()["detail"][0]["loc"] == ["query", "q"]
+    r = c.post("/keyphrases/api/reviews", json={"ds": "2026-10-01", "pair_key": "a" * 100_000, "verdict": "agree"},
+               headers=h)
+    assert r.status_code == 422 and len(r.content) < 2_000, len(r.content)
+    assert "100,000 characters, cut" in r.text and "pair_key" in r.text
+
+
+# ---- 7: reviewed pairs exported as a --labels file ----------------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_reviews_export_as_a_labels_file_the_training_reader_reads(airflow_api, lake_env, tmp_path, suffix, capsys):
+    import datetime as dt
+    import json
+
+    import pandas as pd
+
+    from keyphrase_pipeline.core.cli import main
+    from keyphrase_pipeline.core.lake import Lake
+    from keyphrase_pipeline.jobs import label_reviews
+    from keyphrase_pipeline.jobs.training_data import read_labels_file
+    from keyphrase_pipeline.models.text import clean
+
+    root = tmp_path / "lake"
+    shutil.copytree(Path(airflow_api["root"]) / "llm_labels", root / "llm_labels")
+    lake_env(root)
+    s, ds = airflow_api["settings"].with_overrides(lake_root=str(root)), airflow_api["ds"]
+    pairs = label_reviews.sample(s, ds, 3)
+    a, b, c_ = (pairs.iloc[i] for i in range(3))
+    t0 = dt.datetime(2026, 11, 1, 9, tzinfo=dt.UTC)
+    label_reviews.append(s, ds, a["pair_key"], "agree", "ann", now=t0)
+    label_reviews.append(s, ds, a["pair_key"], "disagree", "bob", now=t0 + dt.timedelta(hours=1))  # newest wins
+    label_reviews.append(s, ds, b["pair_key"], "disagree", "ann", now=t0)
+    label_reviews.append(s, ds, b["pair_key"], "agree", "ann", now=t0 + dt.timedelta(hours=2))   # changed mind
+    label_reviews.append(s, ds, c_["pair_key"], "disagree", "bob", now=t0)
+    Path(Lake(str(root)).path("label_reviews", ds=ds), "part-zzzz.parquet").write_text("junk\n")
+
+    out = tmp_path / f"human{suffix}"
+    assert main(["label-reviews", "--export", str(out), "--from", ds, "--to", ds]) == 0
+    stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert stats["pairs"] == 3 and stats["agree"] == 1 and stats["disagree"] == 2 and stats["verdicts_read"] == 5
+    assert len(stats["skipped_files"]) == 1 and "part-zzzz.parquet" in stats["skipped_files"][0]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".", "_tmp"))]  # atomic: no temp file left
+
+    got = read_labels_file(str(out), min_rows=1)
+    want = {(clean(r["title"]), clean(r["category"]), clean(r["keyphrase"])): lab for r, lab in
+            ((a, 1 - int(a["label"])), (b, int(b["label"])), (c_, 1 - int(c_["label"])))}
+    assert {(r.title, r.category, r.keyphrase): int(r.label) for r in got.itertuples()} == want
+    assert sorted(got["item_id"]) == sorted(int(r["item_id"]) for r in (a, b, c_))
+
+    h = auth(airflow_api)
+    api = airflow_api["client"].get(f"/keyphrases/api/reviews/export?from={ds}", headers=h)
+    assert api.status_code == 200 and api.headers["content-type"].startswith("text/csv")
+    csv = pd.read_csv(__import__("io").StringIO(api.text), keep_default_na=False, dtype=str)
+    assert sorted(csv["pair_key"]) == sorted(r["pair_key"] for r in (a, b, c_))
+    assert main(["label-reviews", "--export", str(tmp_path / "none.csv"), "--from", "2030-01-01"]) == 3
+    assert main(["label-reviews", "--export", str(tmp_path / "x.json")]) == 2
+    assert airflow_api["client"].get("/keyphrases/api/reviews/export?from=2030-01-01", headers=h).status_code == 404
