@@ -39,7 +39,7 @@ AIRFLOW_ENV: tuple[tuple[str, str], ...] = (
     ("AIRFLOW__CORE__AUTH_MANAGER", "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"),
     ("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "{admin_users}"),
     ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql+psycopg2://airflow:{pg_password}@{pg_hostport}/airflow"),
-    ("AIRFLOW__CELERY__RESULT_BACKEND", "db+postgresql://airflow:{pg_password}@{pg_hostport}/airflow"),
+    ("AIRFLOW__CELERY__RESULT_BACKEND", "db+postgresql+psycopg2://airflow:{pg_password}@{pg_hostport}/airflow"),
     ("AIRFLOW__CELERY__BROKER_URL", "redis://:@{redis_host}:{redis_port}/0"),
     ("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "http://{api_host}:{api_port}/execution/"),
     ("AIRFLOW__API_AUTH__JWT_SECRET", "{jwt_secret}"),
