@@ -684,7 +684,12 @@ def down(cl: Cluster) -> dict[str, str]:
     names = [p.name for p in processes(cl, native_context(cl))]
     known = {f.stem for f in cl.pids.glob("*.json")} if cl.pids.exists() else set()
     order = list(reversed(names)) + sorted(known - set(names))
-    return {name: stop(cl, name) for name in order}
+    out = {}
+    for name in order:
+        t = time.monotonic()
+        what = stop(cl, name)
+        out[name] = what if what == "not running" else f"{what} in {time.monotonic() - t:.1f} s"
+    return out
 
 
 def status(cl: Cluster) -> dict[str, dict]:
@@ -704,16 +709,32 @@ def connection_env(cl: Cluster) -> dict[str, str]:
     return airflow_process_env(cl, native_context(cl))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``kp cluster up|down|status|env`` (also ``python -m keyphrase_pipeline.core.cluster``)."""
-    ap = argparse.ArgumentParser(prog="kp cluster", description="The deployed topology, natively on localhost.")
-    ap.add_argument("action", choices=["up", "down", "status", "env"])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """``kp cluster`` options: the action, ``--ports``, ``--root``, ``--only``, ``--json``."""
+    ap.add_argument("action", choices=["up", "down", "status", "env"],
+                    help="up: start what is not running; down: stop everything; status: pid/health/RSS per process "
+                         "(exit 1 unless all healthy); env: shell exports to use the cluster from a shell")
     ap.add_argument("--ports", default=None, help="KEY=PORT,... (keys: " + ", ".join(PORT_KEYS) + ")")
     ap.add_argument("--root", default=None, help="cluster directory (default var/cluster or $CLUSTER_DIR)")
     ap.add_argument("--only", default=None, help="comma-separated process names (default: all)")
     ap.add_argument("--json", action="store_true", help="status as JSON")
-    args = ap.parse_args(argv)
+
+
+def main(settings, args: argparse.Namespace) -> int:
+    """``kp cluster ACTION``: the settings are not used (the cluster's come from the topology table)."""
+    return run(args)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m keyphrase_pipeline.core.cluster ACTION`` (what ``make cluster`` runs)."""
+    ap = argparse.ArgumentParser(prog="kp cluster", description=__doc__.split("\n\n")[0])
+    add_arguments(ap)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return run(ap.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out ``args.action``; ClusterError is printed on stderr and returned as its exit code (2)."""
     cl = load_cluster(args.root, args.ports)
     try:
         if args.action == "up":
@@ -749,7 +770,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all(r["healthy"] for r in st.values()) else 1
     except ClusterError as exc:
         print(f"kp cluster {args.action}: {exc}", file=sys.stderr)
-        return exc.exit_code if hasattr(exc, "exit_code") else 2
+        return exc.exit_code
 
 
 def topology_admin_password(airflow_home: Path) -> str:
@@ -761,4 +782,4 @@ def topology_admin_password(airflow_home: Path) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())
