@@ -293,10 +293,11 @@ REQUIREMENTS: tuple[tuple[str, Callable[[], str | None], str], ...] = (
 )
 
 
-def missing_requirements(requirements=REQUIREMENTS) -> list[str]:
-    """One line per program/package the cluster needs and cannot find: ``"<what>: install <package>"``."""
+def missing_requirements(requirements=None) -> list[str]:
+    """One line per program/package the cluster needs and cannot find: ``"<what> not found: install <package>"``
+    (``requirements`` defaults to ``REQUIREMENTS``)."""
     out = []
-    for what, find, package in requirements:
+    for what, find, package in (REQUIREMENTS if requirements is None else requirements):
         try:
             ok = find()
         except (ImportError, ValueError):
@@ -306,7 +307,7 @@ def missing_requirements(requirements=REQUIREMENTS) -> list[str]:
     return out
 
 
-def check_requirements(requirements=REQUIREMENTS) -> None:
+def check_requirements(requirements=None) -> None:
     """Raise ClusterError listing every missing program/package (nothing is started then)."""
     missing = missing_requirements(requirements)
     if missing:
