@@ -22,7 +22,6 @@ Run: ``python -m keyphrase_pipeline.synthetic.judge_server --host 127.0.0.1 --po
 ``KP_*``: the lake, ``judge.simulated_accuracy``, ``synth.seed``, the prompt version and its limits).
 """
 
-from __future__ import annotations
 
 import argparse
 import logging
@@ -76,11 +75,11 @@ class Lookup:
                 return quote(neutralize_markers(sanitize(text, n)))
 
             try:
-                cat = ds.dataset(lake.path("raw", "catalog"), format="parquet", partitioning="hive").to_table(
+                cat = ds.dataset(lake.path("catalog"), format="parquet", partitioning="hive").to_table(
                     columns=["item_id", "title", "category"]).to_pandas()
-                kps = ds.dataset(lake.path("raw", "keyphrases"), format="parquet").to_table(
-                    columns=["keyphrase_id", "keyphrase"]).to_pandas()
-            except (OSError, ValueError, KeyError) as exc:  # no world yet, or not this layout
+                kps = ds.dataset(lake.path("keyphrases"), format="parquet").to_table(
+                    columns=["keyphrase_id", "text"]).to_pandas().rename(columns={"text": "keyphrase"})
+            except (OSError, ValueError) as exc:  # no world yet (pyarrow: FileNotFoundError, ArrowInvalid)
                 log.warning("stand-in judge: cannot read the lake's raw/catalog, raw/keyphrases yet (%s)", exc)
                 return
             cat = cat.dropna(subset=["item_id"])
