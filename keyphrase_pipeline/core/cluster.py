@@ -572,6 +572,12 @@ def init_postgres(cl: Cluster, ctx: dict[str, str], user: str | None) -> None:
         return
     base = cl.root / "postgres"
     base.mkdir(parents=True, exist_ok=True)
+    if user:
+        shutil.chown(base, user)
+        reach = subprocess.run(["test", "-w", str(base)], user=user, capture_output=True)
+        if reach.returncode != 0:
+            raise ClusterError(f"user {user!r} (PostgreSQL refuses to run as root) cannot reach {base}: give the "
+                               f"directories above it o+x (chmod o+x ...), or choose another --root/CLUSTER_DIR")
     pwfile = base / "pwfile"
     pwfile.write_text(ctx["pg_password"] + "\n")
     if user:

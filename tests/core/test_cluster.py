@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -212,7 +213,12 @@ def test_real_cluster_comes_up_healthy_and_goes_down(tmp_path):
     base = _free_port_block(20)
     ports = {k: base + i for i, k in enumerate(cluster.PORT_KEYS)}
     ports["spark_worker_ui_port"] = base + 15  # worker 2 takes the next one
-    cl = Cluster(tmp_path / "cluster", ports)
+    import tempfile
+
+    # PostgreSQL runs as user postgres: pytest's tmp_path (0700, root) is out of its reach
+    root = Path(tempfile.mkdtemp(prefix="kp-cluster-test-"))
+    root.chmod(0o755)
+    cl = Cluster(root / "cluster", ports)
     env_lake = os.environ.get("KP_LAKE_ROOT")
     os.environ["KP_LAKE_ROOT"] = str(tmp_path / "lake")
     try:
@@ -234,3 +240,6 @@ def test_real_cluster_comes_up_healthy_and_goes_down(tmp_path):
             os.environ["KP_LAKE_ROOT"] = env_lake
     assert all(v.startswith(("stopped", "killed")) for v in stopped.values()), stopped
     assert not any(cluster.port_in_use(p) for k, p in ports.items() if k != "scheduler_health_port")
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
