@@ -25,7 +25,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-all bench report airflow airflow-db browser clean help cluster cluster-down cluster-status cluster-deps
+.PHONY: install demo test test-all bench report airflow airflow-db browser clean help cluster cluster-down cluster-status cluster-deps cluster-e2e
 
 help:
 	@echo "make demo     set up and run the daily pipeline on the demo marketplace (summary in var/demo/summary.json)"
@@ -100,6 +100,11 @@ cluster-down:
 
 cluster-status:
 	$(PY) -m keyphrase_pipeline.core.cluster status
+
+# With the cluster up: seed the tiny demo world, trigger the DAG over REST with params, let the scheduler run the
+# latest interval, print one JSON line (executor, runs, task hosts/queues, Spark apps, shards, judge calls, version)
+cluster-e2e: cluster-deps
+	$(PY) -m keyphrase_pipeline.synthetic.cluster_e2e
 
 clean:
 	rm -rf var/lake var/demo var/airflow var/report bench/results/*_quick.json

@@ -217,11 +217,21 @@ def base_env(cl: Cluster) -> dict[str, str]:
     return env
 
 
+def passthrough_settings(table_env: dict[str, str]) -> dict[str, str]:
+    """The caller's ``KP_*`` settings that the table does not set (``KP_TRAIN__*``, ``KP_SYNTH__SEED``, ...): the
+    processes started by ``up`` get them, so ``KP_TRAIN__DEVICE=cpu make cluster`` works as with ``make airflow``.
+    The table's own ``KP_*`` values (lake, Spark master, judge endpoint) are not overridden this way."""
+    return {k: v for k, v in os.environ.items() if k.startswith("KP_") and k not in table_env and k != "KP_RUN_SLOW"}
+
+
 def airflow_process_env(cl: Cluster, ctx: dict[str, str], svc: topology.Service | None = None) -> dict[str, str]:
     """Environment of an Airflow process of the native cluster: the table's (``topology.airflow_env``) plus what
-    only a one-machine deployment needs (AIRFLOW_HOME, distinct log-server ports, the api-server port)."""
+    only a one-machine deployment needs (AIRFLOW_HOME, distinct log-server ports, the api-server port) and the
+    caller's other ``KP_*`` settings (``passthrough_settings``)."""
     env = base_env(cl)
-    env.update(topology.airflow_env(ctx, svc))
+    table = topology.airflow_env(ctx, svc)
+    env.update(passthrough_settings(table))
+    env.update(table)
     env.update({
         "AIRFLOW_HOME": str(cl.airflow_home),
         "AIRFLOW__API__PORT": ctx["api_port"],
@@ -488,7 +498,9 @@ def processes(cl: Cluster, ctx: dict[str, str] | None = None) -> list[Proc]:
                       env, lambda: redis_ping(int(ctx["redis_port"])), int(ctx["redis_port"]),
                       prepare=lambda: (cl.root / "redis").mkdir(parents=True, exist_ok=True)))
     judge_env = dict(env)
-    judge_env.update({k: v for k, v in topology.airflow_env(ctx).items() if k.startswith("KP_")})
+    table_kp = {k: v for k, v in topology.airflow_env(ctx).items() if k.startswith("KP_")}
+    judge_env.update(passthrough_settings(table_kp))  # e.g. KP_SYNTH__SEED: the simulated annotator's seed
+    judge_env.update(table_kp)
     procs.append(Proc("judge", [sys.executable, "-m", "keyphrase_pipeline.synthetic.judge_server",
                                 "--host", "127.0.0.1", "--port", ctx["judge_port"]],
                       judge_env, lambda: http_ok(f"http://127.0.0.1:{ctx['judge_port']}/health"), int(ctx["judge_port"])))
