@@ -699,15 +699,31 @@ def up(cl: Cluster, only: list[str] | None = None, timeout_s: float = HEALTH_TIM
 
 
 def down(cl: Cluster) -> dict[str, str]:
-    """Stop every process of the cluster, in reverse start order. Returns ``{name: what happened}``."""
+    """Stop every process of the cluster, in reverse start order, one tier at a time (Airflow processes, then
+    Spark workers, then the rest one by one; each tier's processes in parallel). Returns ``{name: what happened}``
+    in stop order; pid files of processes no longer in the topology are stopped too."""
+    from concurrent.futures import ThreadPoolExecutor
+
     names = [p.name for p in processes(cl, native_context(cl))]
     known = {f.stem for f in cl.pids.glob("*.json")} if cl.pids.exists() else set()
     order = list(reversed(names)) + sorted(known - set(names))
-    out = {}
+    tiers: list[list[str]] = []
     for name in order:
+        tier = name.split("-")[0] if name.startswith(("airflow-", "spark-worker-")) else name
+        if tiers and tiers[-1][0].split("-")[0] == tier and tier in ("airflow", "spark"):
+            tiers[-1].append(name)
+        else:
+            tiers.append([name])
+
+    def one(name: str) -> str:
         t = time.monotonic()
         what = stop(cl, name)
-        out[name] = what if what == "not running" else f"{what} in {time.monotonic() - t:.1f} s"
+        return what if what == "not running" else f"{what} in {time.monotonic() - t:.1f} s"
+
+    out: dict[str, str] = {}
+    for tier in tiers:
+        with ThreadPoolExecutor(max_workers=len(tier)) as pool:
+            out.update(zip(tier, pool.map(one, tier)))
     return out
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pytest
+
 from keyphrase_pipeline.synthetic import cluster_e2e
 
 
@@ -45,3 +47,30 @@ def test_executor_is_read_from_the_scheduler_log(tmp_path):
     assert cluster_e2e.executor_seen(log) == "CeleryExecutor"
     assert cluster_e2e.executor_seen(tmp_path / "missing.log") is None
     assert json.dumps(cluster_e2e.GPU_TASKS)
+
+
+def _recorded():
+    """The JSON line of a real `make cluster-e2e` run (2026-11-30, 2 cores; durations left out)."""
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "cluster_e2e_result.json").read_text())
+
+
+def test_the_recorded_run_passes_every_check():
+    assert cluster_e2e.failed_checks(_recorded()) == []
+
+
+@pytest.mark.parametrize("breakage, expect", [
+    (lambda r: r["runs"].update(scheduled="failed"), "runs"),
+    (lambda r: r.update(executor="LocalExecutor"), "executor"),
+    (lambda r: r.update(celery_workers=1), "celery_workers"),
+    (lambda r: r["task_hosts"]["train.train_bi"].update(hostname="default@vm"), "train.train_bi ran on"),
+    (lambda r: r["task_hosts"]["serve.publish"].update(queue="gpu", hostname="gpu@vm"), "serve.publish ran on"),
+    (lambda r: r.update(max_parallel_label_shards=2), "label shards at once"),
+    (lambda r: r.update(spark_apps=0), "Spark"),
+    (lambda r: r.update(serving_version=None), "nothing published"),
+])
+def test_each_check_can_fail(breakage, expect):
+    r = _recorded()
+    breakage(r)
+    assert any(expect in f for f in cluster_e2e.failed_checks(r))
