@@ -352,7 +352,8 @@ def run_links(ds: str, stats: dict, failures: dict, stages: dict, prefix: str = 
 
 
 def history(lake, days: int, threshold: float, window: int, prefix: str = "") -> dict:
-    """The run history of the ``days`` calendar days ending at the newest day with a record (newest first).
+    """The run history of the ``days`` calendar days ending at the newest day with a record (newest first), from
+    the first day with a record on (fewer rows on a lake younger than ``days``; a gap after it is a "no run" day).
 
     Returns ``{"end", "days_requested", "threshold", "window_days", "stages", "metrics", "days", "message"}``;
     each day: ``{ds, status, reason, stages: {stage: {...}}, metrics: {key: value}, flags: [...], run_id, run_url,
@@ -368,7 +369,9 @@ def history(lake, days: int, threshold: float, window: int, prefix: str = "") ->
                            "(Airflow: Trigger DAG; demo: `kp demo` or the `scale` param) and come back when a stage "
                            "has finished."}
     end = dt.date.fromisoformat(recorded[-1])
-    shown = [(end - dt.timedelta(days=i)).isoformat() for i in range(days)]
+    # days before the first recorded run are not "days without a run" (the pipeline was not running yet): a
+    # fresh lake, e.g. the demo's three days, shows its own days, not a window padded with "no run" rows
+    shown = [d for d in ((end - dt.timedelta(days=i)).isoformat() for i in range(days)) if d >= recorded[0]]
     context = [(end - dt.timedelta(days=i)).isoformat() for i in range(days, days + window)]
     rows = []
     have = set(recorded)
@@ -388,4 +391,4 @@ def history(lake, days: int, threshold: float, window: int, prefix: str = "") ->
             row.update(run_links(ds, stats, failures, stages, prefix))
         rows.append(row)
     flag_deviations(rows, threshold, window)
-    return {**base, "end": end.isoformat(), "days": rows[:days], "message": ""}
+    return {**base, "end": end.isoformat(), "days": rows[:len(shown)], "message": ""}

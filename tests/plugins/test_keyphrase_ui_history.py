@@ -208,3 +208,13 @@ def dagbag():
 def test_history_json_is_json(lake):
     write_run_day(lake, END)
     json.dumps(history(lake))
+
+
+def test_days_before_the_first_recorded_run_are_not_shown_as_missed_runs(lake):
+    """A young lake (the demo runs three days) shows its own days, not a 14-day window padded with "no run"
+    rows asking to trigger days the pipeline never meant to run; a gap after the first run is still shown."""
+    write_run_day(lake, END)
+    write_run_day(lake, day(2))
+    h = history(lake, days=14)
+    assert [d["ds"] for d in h["days"]] == [END, day(1), day(2)]
+    assert by_ds(h)[day(1)]["status"] == "no_run"
