@@ -25,7 +25,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-all bench report airflow airflow-db browser clean help cluster cluster-down cluster-status cluster-deps cluster-e2e
+.PHONY: install demo test test-all bench report airflow airflow-db browser ui-screenshots clean help cluster cluster-down cluster-status cluster-deps cluster-e2e
 
 help:
 	@echo "make demo     set up and run the daily pipeline on the demo marketplace (summary in var/demo/summary.json)"
@@ -36,6 +36,7 @@ help:
 	@echo "make cluster-down / cluster-status   stop it / pid, health and memory per process (logs in var/cluster/logs)"
 	@echo "make bench    run every benchmark in bench/ (JSON lines, results in bench/results/)"
 	@echo "make report   offline evaluation report (label-mix ablation) under var/report/"
+	@echo "make ui-screenshots   after make demo: the Keyphrases page walked in Chromium on var/lake (var/screenshots/demo-*.png)"
 
 install: $(STAMP)
 
@@ -63,10 +64,16 @@ demo: airflow-db
 	$(VENV)/bin/kp demo
 
 test: install airflow-db browser
-	$(VENV)/bin/pytest -q
+	KP_UI_DEMO_LAKE= $(VENV)/bin/pytest -q
 
 test-all: install airflow-db browser
-	KP_RUN_SLOW=1 $(VENV)/bin/pytest -q
+	KP_UI_DEMO_LAKE= KP_RUN_SLOW=1 $(VENV)/bin/pytest -q
+
+# The browser walk on the lake `make demo` made (tests/plugins/test_keyphrase_ui_browser.py, demo_world):
+# screenshots var/screenshots/demo-*.png; the lake is copied, not written.
+ui-screenshots: install airflow-db browser
+	@test -f $(KP_LAKE_ROOT)/registry/CHAMPION || { echo "no demo lake in $(KP_LAKE_ROOT): run make demo first"; exit 2; }
+	KP_UI_DEMO_LAKE=$(KP_LAKE_ROOT) $(VENV)/bin/pytest -q tests/plugins/test_keyphrase_ui_browser.py -k demo_world
 
 bench: install
 	$(PY) bench/run_all.py

@@ -27,7 +27,8 @@ os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 # Tests never read the user's lake or settings by accident.
-for key in [k for k in os.environ if k.startswith("KP_") and k != "KP_RUN_SLOW"]:
+# KP_UI_DEMO_LAKE only switches on the opt-in demo-world browser test (tests/plugins/test_keyphrase_ui_browser.py).
+for key in [k for k in os.environ if k.startswith("KP_") and k not in ("KP_RUN_SLOW", "KP_UI_DEMO_LAKE")]:
     del os.environ[key]
 
 

@@ -728,11 +728,18 @@ def run_history(days: int) -> dict:
 def history_plot(days: int) -> bytes | None:
     """Trend plots of the watched metrics over the last ``days`` days (one panel each, flagged days in red);
     None when the lake has no run."""
-    from keyphrase_ui import history as hist
-
     data = run_history(days)
     if not data["days"]:
         return None
+    return _png(history_figure(data))
+
+
+def history_figure(data: dict):
+    """The matplotlib figure of ``history_plot`` for a non-empty ``keyphrase_ui.history.history`` result. The
+    x axis ticks whole days only (at most ~8 labels): on a young lake (the demo's 3 days) matplotlib's automatic
+    date ticks would fall between days and repeat each day's label."""
+    from keyphrase_ui import history as hist
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -765,12 +772,15 @@ def history_plot(days: int) -> bytes | None:
             ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center", va="center", color="#718096")
     for ax in list(axes.flat)[len(shown):]:
         ax.axis("off")
+    step = max(1, math.ceil(len(x) / 8))
     for ax in axes[-1]:
+        ax.xaxis.set_major_locator(mdates.DayLocator(interval=step))
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
+        ax.set_xlim(x[0] - dt.timedelta(hours=12), x[-1] + dt.timedelta(hours=12))
     fig.suptitle(f"Run history {rows[0]['ds']} .. {rows[-1]['ds']} (red: deviates > "
                  f"{data['threshold']:.0%} from the previous {data['window_days']} days' mean)", fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
 # ---- routes ---------------------------------------------------------------------------------------

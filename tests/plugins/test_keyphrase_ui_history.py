@@ -218,3 +218,22 @@ def test_days_before_the_first_recorded_run_are_not_shown_as_missed_runs(lake):
     h = history(lake, days=14)
     assert [d["ds"] for d in h["days"]] == [END, day(1), day(2)]
     assert by_ds(h)[day(1)]["status"] == "no_run"
+
+
+def test_trend_plot_of_a_young_lake_ticks_each_day_once(lake):
+    """The demo's three days: matplotlib's automatic date ticks fell between days and printed each day's label
+    several times ("11-02 11-02 11-02 11-03 ..."); the plot ticks whole days only."""
+    import importlib
+
+    import matplotlib.pyplot as plt
+
+    ui = importlib.import_module("keyphrase_ui.app")
+    for i in range(3):
+        write_run_day(lake, day(i))
+    fig = ui.history_figure(history(lake, days=14))
+    try:
+        fig.canvas.draw()
+        labels = [t.get_text() for t in fig.axes[-1].get_xticklabels() if t.get_text()]
+        assert labels == [day(2)[5:], day(1)[5:], END[5:]], labels
+    finally:
+        plt.close(fig)
