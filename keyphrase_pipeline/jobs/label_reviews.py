@@ -31,18 +31,60 @@ EXPORT_COLUMNS = ["title", "category", "keyphrase", "label", "item_id", "keyphra
 log = logging.getLogger(__name__)
 
 
+class UncheckedPairError(DataError):
+    """A verdict's pair is not among the readable files of its label store day, and some of the day's files cannot
+    be read: whether the pair was judged cannot be checked (the API answers 409). Exit code 3."""
+
+
+def lake_relative(lake, text: str) -> str:
+    """``text`` with the lake root's absolute path taken out (messages name lake files as ``dataset/ds=D/file``,
+    never the server's absolute paths)."""
+    root = str(lake.root).rstrip("/")
+    return str(text).replace(root + "/", "").replace(root, "<lake>") if root else str(text)
+
+
+def _check_store_day(lake, ds: str) -> None:
+    if ds not in lake.partitions("llm_store"):
+        days = lake.partitions("llm_store")
+        raise DataError(f"no judged pairs for ds={ds} in the label store ("
+                        f"{'days with labels: ' + days[0] + ' .. ' + days[-1] if days else 'the store is empty'})")
+
+
 def _store_day(settings, ds: str):
     """The label store's rows of day ``ds`` (pandas, contract ``llm_labels``), sorted by ``pair_key``; DataError when
     the store has no such day."""
     from keyphrase_pipeline.core.lake import read_parquet
 
     lake = Lake.from_settings(settings)
-    if ds not in lake.partitions("llm_store"):
-        days = lake.partitions("llm_store")
-        raise DataError(f"no judged pairs for ds={ds} in the label store ("
-                        f"{'days with labels: ' + days[0] + ' .. ' + days[-1] if days else 'the store is empty'})")
+    _check_store_day(lake, ds)
     df = read_parquet(lake.path("llm_store", ds=ds), contract="llm_labels")
     return df.sort_values("pair_key", kind="mergesort").reset_index(drop=True)
+
+
+def _store_day_by_file(settings, ds: str):
+    """``(rows, unreadable)``: the label store day ``ds`` read file by file (pandas rows of contract ``llm_labels``
+    from the readable files, or None when none is; ``unreadable``: ``"llm_labels/store/ds=D/<file>: <error>"`` for
+    each file that is not parquet or breaks the contract). DataError when the store has no such day."""
+    import pandas as pd
+
+    from keyphrase_pipeline.core.lake import _fs, read_parquet
+
+    lake = Lake.from_settings(settings)
+    _check_store_day(lake, ds)
+    base = lake.path("llm_store", ds=ds)
+    fs, p = _fs(base)
+    frames, bad = [], []
+    for entry in sorted(fs.find(p)):
+        rel = entry[len(p.rstrip("/")) + 1:] if entry.startswith(p.rstrip("/") + "/") else entry.rsplit("/", 1)[-1]
+        if any(part.startswith((".", "_")) for part in rel.split("/")) or not rel.endswith(".parquet"):
+            continue
+        try:
+            frames.append(read_parquet(f"{base}/{rel}", contract="llm_labels"))
+        except Exception as exc:  # noqa: BLE001 - not parquet (ArrowInvalid), breaks the contract, unreadable
+            bad.append(lake_relative(lake, f"{base}/{rel}") + f": {type(exc).__name__}: "
+                       + lake_relative(lake, str(exc))[:120])
+    rows = pd.concat(frames, ignore_index=True) if frames else None
+    return rows, bad
 
 
 def sample(settings, ds, n: int):
@@ -66,8 +108,12 @@ def append(settings, ds, pair_key: str, verdict: str, reviewer: str, now: dt.dat
     ``label_reviews/ds=D/part-<uuid>.parquet`` (never an existing one rewritten). The judge, prompt version,
     label and P(yes) are copied from the store, not taken from the caller.
 
+    The store day is read file by file: a damaged file of the day does not stop a verdict on a pair found in the
+    readable ones.
+
     Returns the stored record (JSON-able). Raises ConfigError (exit 2) for a verdict not in ``VERDICTS`` or an
-    empty reviewer; DataError (exit 3) when the pair is not among the day's judged pairs."""
+    empty reviewer; DataError (exit 3) when the pair is not among the day's judged pairs; UncheckedPairError (a
+    DataError) when it is not in the readable files and some of the day's files cannot be read (naming them)."""
     import pandas as pd
 
     from keyphrase_pipeline.core.contracts import arrow_schema, check_pandas
@@ -78,8 +124,14 @@ def append(settings, ds, pair_key: str, verdict: str, reviewer: str, now: dt.dat
         raise ConfigError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
     if not reviewer or not str(reviewer).strip():
         raise ConfigError("a review needs the reviewer's name")
-    day = _store_day(settings, ds)
-    row = day[day["pair_key"] == pair_key]
+    day, bad = _store_day_by_file(settings, ds)
+    row = day[day["pair_key"] == pair_key] if day is not None else []
+    if not len(row) and bad:
+        shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise UncheckedPairError(
+            f"pair {pair_key!r} cannot be checked: it is not in the readable files of label store day ds={ds}, and "
+            f"{len(bad)} file(s) of that day cannot be read ({shown}). Rewrite the day with `kp merge-labels --ds "
+            f"{ds}` (or clear the day's merge task in Airflow), then give the verdict again")
     if not len(row):
         raise DataError(f"pair {pair_key!r} is not among the judged pairs of ds={ds}")
     r = row.iloc[0]
@@ -99,8 +151,9 @@ def append(settings, ds, pair_key: str, verdict: str, reviewer: str, now: dt.dat
 
 
 def _read_day_files(lake, d: str, skipped: list[str]):
-    """Day ``d`` of ``label_reviews`` read file by file: the readable files' rows (a list of frames), the others named
-    in ``skipped`` as ``"label_reviews/ds=D/<file>: <error>"``."""
+    """Day ``d`` of ``label_reviews`` read file by file: the readable files' rows (a list of frames), the others (not
+    parquet, or without the contract's columns and types) named in ``skipped`` as
+    ``"label_reviews/ds=D/<file>: <error>"`` (paths relative to the lake root)."""
     from keyphrase_pipeline.core.lake import _fs, read_parquet
 
     base = lake.path("label_reviews", ds=d)
@@ -113,7 +166,7 @@ def _read_day_files(lake, d: str, skipped: list[str]):
         try:
             frames.append(read_parquet(f"{base}/{name}", contract="label_reviews"))
         except Exception as exc:  # noqa: BLE001 - not parquet (ArrowInvalid), breaks the contract, unreadable
-            skipped.append(f"label_reviews/ds={d}/{name}: {type(exc).__name__}: {str(exc)[:120]}")
+            skipped.append(f"label_reviews/ds={d}/{name}: {type(exc).__name__}: {lake_relative(lake, str(exc))[:120]}")
     return frames
 
 
@@ -121,13 +174,14 @@ def read(settings, ds=None, skipped: list[str] | None = None):
     """Every stored verdict (pandas, contract ``label_reviews`` plus ``ds``), oldest first; only day ``ds`` when
     given. Empty frame with the contract's columns when there is none.
 
-    A review file that cannot be read (not parquet, breaks the contract) or a ``ds=`` folder that is not a date is
-    left out, logged, and named in ``skipped`` when given (``"label_reviews/ds=D/<file>: <error>"``): one damaged
-    file must not hide every other verdict."""
+    Each file is read and checked against the contract on its own (a whole-day read would take its schema from
+    one file and fill another's missing columns with nulls). A review file that cannot be read (not parquet) or
+    lacks the contract's columns, or a ``ds=`` folder that is not a date, is left out, logged, and named in
+    ``skipped`` when given (``"label_reviews/ds=D/<file>: <error>"``): one damaged file must not hide every other
+    verdict."""
     import pandas as pd
 
     from keyphrase_pipeline.core.contracts import arrow_schema
-    from keyphrase_pipeline.core.lake import read_parquet
 
     lake = Lake.from_settings(settings)
     days = lake.partitions("label_reviews")
@@ -140,11 +194,7 @@ def read(settings, ds=None, skipped: list[str] | None = None):
         except ConfigError:
             bad.append(f"label_reviews/ds={d}: not a date (YYYY-MM-DD)")
             continue
-        try:
-            got = [read_parquet(lake.path("label_reviews", ds=d), contract="label_reviews")]
-        except Exception:  # noqa: BLE001 - a damaged file: read the day file by file, leaving the bad ones out
-            got = _read_day_files(lake, d, bad)
-        for df in got:
+        for df in _read_day_files(lake, d, bad):
             if len(df):
                 df = df.drop(columns=[c for c in ("ds",) if c in df.columns])
                 df["ds"] = d
@@ -229,7 +279,9 @@ def export_frame(settings, from_ds=None, to_ds=None) -> tuple["object", dict]:
         except DataError:
             raise
         except Exception as exc:  # noqa: BLE001 - a damaged store file: name it and what to do
-            raise DataError(f"label store day ds={d} cannot be read ({type(exc).__name__}: {str(exc)[:200]}): "
+            lake = Lake.from_settings(settings)
+            raise DataError(f"label store day ds={d} cannot be read ({type(exc).__name__}: "
+                            f"{lake_relative(lake, str(exc))[:200]}): "
                             f"rewrite it with `kp merge-labels --ds {d}`, or export without it (--from/--to)") from None
         texts.append(day[["pair_key", "title", "category", "keyphrase"]].assign(store_ds=d))
     store = pd.concat(texts, ignore_index=True)

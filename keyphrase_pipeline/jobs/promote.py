@@ -29,7 +29,7 @@ def run(settings, version: str, reason: str = "manual promotion", ds: str | None
     if not registry.exists(settings, version):
         known = [v["version"] for v in registry.list_versions(settings)][:10]
         raise ConfigError(f"no student version {version!r} in the registry (newest: {known})")
-    previous = registry.champion(settings)
+    previous = registry.champion_or_none(settings)  # repairs an unreadable registry/CHAMPION too
     registry.set_champion(settings, version, f"manual: {reason}")
     stats = {"version": version, "previous": previous, "reason": f"manual: {reason}"}
     day = ds or dt.datetime.now(dt.UTC).date().isoformat()

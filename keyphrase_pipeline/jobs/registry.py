@@ -24,7 +24,7 @@ import logging
 import os
 from pathlib import Path
 
-from keyphrase_pipeline.core.errors import ConfigError
+from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.lake import Lake, ds_str
 
@@ -56,14 +56,42 @@ def exists(settings, version: str, kind: str = "students") -> bool:
     return Path(layout.model_dir(settings, version, kind)).is_dir()
 
 
+class UnreadablePointerError(DataError):
+    """``registry/CHAMPION`` or ``registry/CROSS_LATEST`` exists but cannot be decoded as text (a damaged file).
+    Exit code 3; the message names the file (relative to the lake root) and how to rewrite it."""
+
+
+def _pointer(settings, kind: str) -> str | None:
+    path = layout.registry_pointer(settings, kind)
+    try:
+        return _lake(settings).read_pointer(path)
+    except (UnicodeDecodeError, ValueError) as exc:
+        name = f"registry/{Path(path).name}"
+        fix = ("fix with `kp promote --version V` (a complete version: `kp promote --list`)" if kind == "students"
+               else "fix by writing a version of registry/cross into it (or let the next training day set it)")
+        raise UnreadablePointerError(f"{name} is unreadable: {type(exc).__name__}: {str(exc)[:120]}; {fix}") from None
+
+
 def champion(settings) -> str | None:
-    """The promoted student version, or None before the first promotion."""
-    return _lake(settings).read_pointer(layout.registry_pointer(settings, "students"))
+    """The promoted student version, or None before the first promotion. Raises UnreadablePointerError (a
+    DataError, exit 3) when ``registry/CHAMPION`` cannot be decoded."""
+    return _pointer(settings, "students")
+
+
+def champion_or_none(settings) -> str | None:
+    """``champion``, but None (logged) when the pointer is unreadable: for code that is about to rewrite it or only
+    marks the current version (``set_champion``, ``list_versions``)."""
+    try:
+        return champion(settings)
+    except UnreadablePointerError as exc:
+        log.warning("%s", exc)
+        return None
 
 
 def latest_cross(settings) -> str | None:
-    """The newest cross-encoder version (its directory: ``keyphrase_pipeline.core.layout.registry_version_dir(settings, v, "cross")``)."""
-    return _lake(settings).read_pointer(layout.registry_pointer(settings, "cross"))
+    """The newest cross-encoder version (its directory: ``keyphrase_pipeline.core.layout.registry_version_dir(settings, v, "cross")``).
+    Raises UnreadablePointerError when ``registry/CROSS_LATEST`` cannot be decoded."""
+    return _pointer(settings, "cross")
 
 
 def set_latest_cross(settings, version: str) -> None:
@@ -80,7 +108,7 @@ def set_champion(settings, version: str, reason: str) -> None:
     if not exists(settings, version, "students"):
         raise ConfigError(f"no student version {version!r} in {layout.registry_kind_dir(settings, 'students')}")
     lake = _lake(settings)
-    previous = champion(settings)
+    previous = champion_or_none(settings)  # an unreadable pointer is what a manual promotion repairs
     now = dt.datetime.now(dt.UTC).isoformat()
     vdir = layout.registry_version_dir(settings, version)
     promo_path = layout.version_file(vdir, "promotion")
@@ -106,7 +134,11 @@ def list_versions(settings, kind: str = "students") -> list[dict]:
     base = Path(layout.registry_kind_dir(settings, kind))
     if not base.is_dir():
         return []
-    current = champion(settings) if kind == "students" else latest_cross(settings)
+    try:
+        current = champion(settings) if kind == "students" else latest_cross(settings)
+    except UnreadablePointerError as exc:  # the versions are still listed; none is marked current
+        log.warning("%s", exc)
+        current = None
     out = []
     for d in base.iterdir():
         if d.name.startswith((".", "_")) or not Path(layout.version_model_dir(d)).is_dir():

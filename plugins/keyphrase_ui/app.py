@@ -41,6 +41,7 @@ from keyphrase_pipeline.core import layout
 
 import datetime as dt
 import io
+import json
 import logging
 import math
 import threading
@@ -130,6 +131,24 @@ def champion() -> str | None:
     return _safe("champion", read, None)
 
 
+def champion_problem() -> str | None:
+    """Why ``registry/CHAMPION`` cannot be read (``registry.UnreadablePointerError``: the file and how to fix it),
+    or None when it is readable or absent."""
+    try:
+        from keyphrase_pipeline.jobs import registry
+
+        registry.champion(_settings())
+    except ImportError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - UnreadablePointerError, or an I/O error reading it
+        from keyphrase_pipeline.jobs.label_reviews import lake_relative
+
+        text = str(exc) if "is unreadable" in str(exc) else \
+            f"registry/CHAMPION is unreadable: {type(exc).__name__}: {str(exc)[:160]}; fix with `kp promote --version V`"
+        return _safe("lake path", lambda: lake_relative(_lake(), text), text)
+    return None
+
+
 def serving_version() -> str | None:
     def read():
         from keyphrase_pipeline.jobs import serving
@@ -202,16 +221,20 @@ def no_run_detail(ds: str, days: list[str]) -> str:
             f"ds param set to {ds} (Airflow: Trigger DAG w/ config), or run the stages with `kp ... --ds {ds}`.")
 
 
-def status_messages(students: list[dict], champ: str | None, serving: str | None, runs: dict) -> list[dict]:
+def status_messages(students: list[dict], champ: str | None, serving: str | None, runs: dict,
+                    champ_problem: str | None = None) -> list[dict]:
     """What the page should tell about the lake's state: ``[{level: info|warning|error, text}]``, each saying what
-    happened and what to do (empty lake, nothing trained or published, a pointer to a missing version, a failed
-    stage on the latest day)."""
+    happened and what to do (empty lake, nothing trained or published, a pointer to a missing version or one that
+    cannot be read (``champ_problem``, from ``champion_problem``), a failed stage on the latest day)."""
     out = []
     if not runs.get("days"):
         out.append({"level": "info", "text": "The lake is empty: no run recorded yet. Trigger the keyphrase_daily DAG "
                     "(demo: `kp demo`, or the DAG's `scale` param to generate the synthetic world first)."})
     known = {v["version"] for v in students}
-    if champ and champ not in known:
+    if champ_problem:
+        out.append({"level": "error", "text": champ_problem + (f" (complete versions: {', '.join(sorted(known)[-5:])})"
+                                                               if known else "")})
+    elif champ and champ not in known:
         alt = f" (complete versions: {', '.join(sorted(known)[-5:])})" if known else ""
         out.append({"level": "error", "text": f"registry/CHAMPION points to {champ}, which is missing from registry/students "
                     f"(deleted, or its model/ directory is incomplete). Promote a complete version: `kp promote --list`, "
@@ -481,6 +504,9 @@ def compare_view(n_items: int, k: int) -> dict:
     champ = champion()
     out = explain.compare(settings, _lake(), versions("students"), champ, champion_history(), published_versions(),
                           serving_version())
+    problem = champion_problem() if champ is None else None
+    if problem:
+        out["message"] = f"No champion to compare with: {problem}"
     if out["challenger"] and champ and not out["message"]:
         cat = _catalog()
         if cat is None or cat.empty:
@@ -564,7 +590,8 @@ def review_view(ds: str | None, n: int, user) -> dict:
 
 
 def reviews_skipped_note(skipped: list[str]) -> str:
-    """The note for review files ``label_reviews.read`` left out."""
+    """The note for review files ``label_reviews.read`` left out (not parquet, or without the contract's columns;
+    named relative to the lake root)."""
     shown = "; ".join(s[:160] for s in skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
     return (f"{len(skipped)} unreadable review file(s) left out of the counts: {shown}. Move the damaged file(s) out "
             "of label_reviews/ (other verdicts are unaffected; a verdict lost with one can be given again).")
@@ -682,6 +709,10 @@ def curves_detail(kind: str, version: str | None) -> str:
     if version and version not in vers:
         return (f"no {kind} version {version!r} in the registry (missing or deleted); known: "
                 f"{', '.join(vers[:5])}{' ...' if len(vers) > 5 else ''}")
+    problem = champion_problem() if kind == "students" and not version else None
+    if problem:
+        return (f"{problem}: no champion curves to show; or ask for a version with ?version= (known: "
+                f"{', '.join(vers[:5])}{' ...' if len(vers) > 5 else ''})")
     champ = champion() if kind == "students" and not version else None
     if champ and champ not in vers:
         return (f"registry/CHAMPION points to {champ}, which is missing from registry/students: no champion curves to "
@@ -700,6 +731,8 @@ def curves_file(kind: str, version: str | None) -> Path | None:
         chosen = next((v for v in vers if v["version"] == version), None)
     else:
         chosen = next((v for v in vers if v.get("current")), None)
+        if chosen is None and kind == "students" and champion_problem():
+            return None  # the champion pointer cannot be read: say so (curves_detail), not another version's curves
         if chosen is None:
             champ = champion() if kind == "students" else None
             if champ and champ not in {v["version"] for v in vers}:
@@ -809,6 +842,17 @@ def _clip(value):
     return value
 
 
+def _clip_input(err):
+    """One 422 error with its ``input`` cut to ``MAX_ECHO_CHARS`` of its JSON form when longer (a 100 KB list or
+    object is not echoed in full either; a short input is left as it is)."""
+    if not isinstance(err, dict) or "input" not in err or isinstance(err["input"], str):
+        return err  # a string was already cut by ``_clip``, saying how long it was
+    text = json.dumps(err["input"], ensure_ascii=False, default=str)
+    if len(text) <= MAX_ECHO_CHARS:
+        return err
+    return {**err, "input": f"{text[:MAX_ECHO_CHARS]}... ({len(text):,} characters, cut)"}
+
+
 @app.exception_handler(RequestValidationError)
 async def invalid_request(request: Request, exc: RequestValidationError):
     """422 as FastAPI words it, but echoing at most ``MAX_ECHO_CHARS`` of each rejected input (a 100 KB parameter is
@@ -816,7 +860,7 @@ async def invalid_request(request: Request, exc: RequestValidationError):
     from fastapi.encoders import jsonable_encoder
 
     errors = [{k: v for k, v in err.items() if k != "url"} for err in exc.errors()]
-    return JSONResponse({"detail": _clip(jsonable_encoder(errors))}, status_code=422)
+    return JSONResponse({"detail": [_clip_input(e) for e in _clip(jsonable_encoder(errors))]}, status_code=422)
 
 
 @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -845,6 +889,7 @@ def overview(user=Depends(require_user)):
     settings = _settings()
     truth = _world()  # logs why truth metrics are skipped when no provider is configured
     champ, serving, runs_now = champion(), serving_version(), run_stats()
+    problem = champion_problem() if champ is None else None
     return JSONResponse(_jsonable({
         "user": getattr(user, "username", None) or str(user),
         "lake_root": settings.lake_root,
@@ -856,7 +901,8 @@ def overview(user=Depends(require_user)):
         "cross_versions": versions("cross"),
         "last_decision": last_decision(students),
         "runs": runs_now,
-        "messages": status_messages(students, champ, serving, runs_now),
+        "champion_problem": problem,
+        "messages": status_messages(students, champ, serving, runs_now, problem),
     }))
 
 
@@ -974,6 +1020,8 @@ def post_review(body: ReviewIn, user=Depends(require_editor)):
     name = getattr(user, "username", None) or str(user)
     try:
         rec = label_reviews.append(_settings(), ds, body.pair_key, body.verdict, name)
+    except label_reviews.UncheckedPairError as exc:  # the store day has unreadable files and the pair is not found
+        raise HTTPException(status_code=409, detail=str(exc)) from None
     except DataError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
     except ConfigError as exc:

@@ -9,7 +9,8 @@ Per recommended (item, keyphrase) pair it gathers, from the lake:
   no cross-encoder;
 * the LLM judge's label and P(yes) when the pair was judged (``llm_labels/store``): judge backend and model,
   prompt version, when it was labelled and the store day;
-* its impressions, clicks and CTR over the CTR window (``ctr.window_days``) when it was exposed (``ctr_labels`` of the newest day).
+* its impressions, clicks and CTR over the CTR window when it was exposed (``ctr_labels`` of the newest day; the
+  window is the one that day was computed with, from its ``_stats.json``, else the ``ctr.window_days`` setting).
 
 Heavy libraries (pyarrow, numpy, torch through the cross-encoder) are imported inside the functions: the API
 server imports the plugin at start.
@@ -121,8 +122,13 @@ def judged(lake, column: str, value: int, notes: list[str] | None = None):
     left out and, when ``notes`` is given, a note naming it and what to do is appended there."""
     df, bad = _read_filtered_skipping(lake.path("llm_store"), column, [value], LABEL_COLUMNS, _root(lake))
     if bad and notes is not None:
-        notes.append(unreadable_note("label store", bad, "LLM labels of those days are not shown; rewrite the day "
-                                     "with `kp merge-labels --ds D` (or clear the day's merge task in Airflow)"))
+        import re
+
+        days = sorted({m.group(1) for b in bad for m in [re.search(r"ds=([0-9]{4}-[0-9]{2}-[0-9]{2})", b)] if m})
+        cmds = ", ".join(f"`kp merge-labels --ds {d}`" for d in days[:3]) or "`kp merge-labels --ds <day>`"
+        notes.append(unreadable_note("label store", bad, f"LLM labels of {'that day' if len(days) == 1 else 'those days'} "
+                                     f"are not shown; rewrite {'it' if len(days) == 1 else 'each'} with {cmds} "
+                                     "(or clear the day's merge task in Airflow)"))
     if len(df):
         df = df.sort_values("labelled_at", ascending=False, kind="mergesort").reset_index(drop=True)
     return df
@@ -156,6 +162,25 @@ def ctr_rows(lake, column: str, value: int, notes: list[str] | None = None) -> t
         notes.append(unreadable_note("CTR label", bad, f"CTR numbers are not shown; rewrite the day with `kp ctr-labels "
                                      f"--ds {days[-1]}` (or clear its ctr_labels task in Airflow)"))
     return days[-1], df
+
+
+def ctr_window(lake, settings, ctr_day: str) -> tuple[int, str]:
+    """``(window_days, source)``: the CTR window day ``ctr_day`` was computed with, from its
+    ``ctr_labels/ds=D/_stats.json`` (``window_days``, written by ``kp ctr-labels``); when that file is missing,
+    unreadable or has no whole number there, the current ``ctr.window_days`` setting, and ``source`` says so."""
+    from keyphrase_pipeline.core import layout
+
+    rel = f"ctr_labels/ds={ctr_day}/{Path(layout.partition_stats_path('x')).name}"
+    try:
+        stats = lake.read_json(layout.partition_stats_path(lake.path("ctr_labels", ds=ctr_day)), default={})
+    except Exception as exc:  # noqa: BLE001 - not JSON, unreadable
+        stats, why = None, f"{rel} is unreadable ({type(exc).__name__})"
+    else:
+        why = f"{rel} is missing" if not stats else f"{rel} has no window_days"
+    w = stats.get("window_days") if isinstance(stats, dict) else None
+    if isinstance(w, int) and not isinstance(w, bool) and w > 0:
+        return w, f"the window that day was computed with ({rel})"
+    return int(settings.ctr.window_days), f"{why}: assumed the current ctr.window_days setting"
 
 
 # ---- the cross-encoder -------------------------------------------------------------------------------------
@@ -219,7 +244,7 @@ def explain_item(settings, lake, item: dict, results: list[dict], mode: str, ver
     for row in labels.to_dict("records"):
         latest.setdefault(int(row["keyphrase_id"]), row)  # newest first
     ctr_day, ctr = ctr_rows(lake, "item_id", item_id, notes)
-    window = int(settings.ctr.window_days)
+    window, window_source = ctr_window(lake, settings, ctr_day) if ctr_day else (int(settings.ctr.window_days), "")
     ctr_by = {int(r["keyphrase_id"]): r for r in ctr.to_dict("records")} if ctr is not None else {}
     rel = None
     if world is not None and results:
@@ -243,7 +268,7 @@ def explain_item(settings, lake, item: dict, results: list[dict], mode: str, ver
         "item": item, "serving_version": version, "mode": mode, "k": len(rows), "results": rows,
         "cross_version": cross["version"], "cross_note": cross["note"],
         "ctr_day": ctr_day, "ctr_window_days": window,
-        "ctr_note": (f"{window}-day impressions and clicks from ctr_labels of {ctr_day} (ctr.window_days); – : the "
+        "ctr_note": (f"{window}-day impressions and clicks from ctr_labels of {ctr_day} ({window_source}); – : the "
                      "pair was not exposed in that window") if ctr_day else
         "no CTR labels in the lake yet (the ctr stage writes them)", "notes": notes,
         "labels_note": f"{len(labels)} judged pair(s) of this item in the label store" if len(labels) else

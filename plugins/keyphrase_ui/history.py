@@ -98,11 +98,21 @@ def _parse_time(s) -> dt.datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
+def _readable_record(f: Path) -> bool:
+    """Whether ``f`` holds a JSON object (a run stats or failure record that can be read)."""
+    try:
+        return isinstance(json.loads(f.read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError):
+        return False
+
+
 def recorded_days(lake) -> tuple[list[str], list[str]]:
     """``(days, notes)``: the ``runs/ds=D`` folders that name a real date (``YYYY-MM-DD``) and hold at least one
-    record (a stats file ``*.json`` or a failure record ``_failed/*.json``), sorted; ``notes`` names each folder
-    left out and why (``"ignored runs/ds=X: not a date"``, ``"ignored runs/ds=D: no stats or failure record
-    inside"``). A stray or empty folder must neither crash the page nor become "the latest run"."""
+    readable record (a stats file ``*.json`` or a failure record ``_failed/*.json`` that is a JSON object), sorted;
+    ``notes`` names each entry left out and why (``"ignored runs/ds=X: not a date"``, ``"ignored runs/ds=D: not a
+    folder"``, ``"ignored runs/ds=D: no stats or failure record inside"``, ``"ignored runs/ds=D: none of its N
+    stats/failure file(s) is readable JSON"``). A stray, empty or damaged folder must neither crash the page nor
+    become "the latest run"."""
     notes: list[str] = []
     days: list[str] = []
     for name in lake.partitions("runs"):
@@ -114,8 +124,17 @@ def recorded_days(lake) -> tuple[list[str], list[str]]:
             notes.append(f"ignored runs/ds={name}: not a date (YYYY-MM-DD); rename or remove the folder")
             continue
         base = Path(lake.run_stats_dir(name))
-        if not any(base.glob("*.json")) and not any((base / "_failed").glob("*.json")):
+        if base.exists() and not base.is_dir():
+            notes.append(f"ignored runs/ds={name}: not a folder (a plain file); remove or rename it")
+            continue
+        files = sorted(base.glob("*.json")) + sorted((base / "_failed").glob("*.json"))
+        if not files:
             notes.append(f"ignored runs/ds={name}: no stats or failure record inside (an empty folder)")
+            continue
+        if not any(_readable_record(f) for f in files):
+            shown = ", ".join(str(f.relative_to(base)) for f in files[:3]) + (" ..." if len(files) > 3 else "")
+            notes.append(f"ignored runs/ds={name}: none of its {len(files)} stats/failure file(s) is readable JSON "
+                         f"({shown}: empty or damaged); rerun the day's stages to rewrite them, or remove the folder")
             continue
         days.append(name)
     return days, notes
@@ -169,6 +188,15 @@ def metric_values(stats: dict) -> dict:
     return out
 
 
+def failure_text(fail: dict, where: str = "") -> str:
+    """``"<error type><where>: <error>"`` of a failure record, saying so when the record has no error text (a
+    record written by hand or by an older task: ``{"error": null}``)."""
+    etype, err = fail.get("error_type"), fail.get("error")
+    if not etype and not err:
+        return f"the failure record has no error text{where}; the task log in Airflow has the error"
+    return f"{etype or 'error'}{where}: {err if err not in (None, '') else '(the failure record has no error text)'}"
+
+
 def stage_status(stats: dict, failures: dict) -> dict:
     """``{stage: {status, reason, seconds, seconds_source, airflow, error}}`` for one day (module docstring)."""
     out: dict[str, dict] = {}
@@ -182,8 +210,7 @@ def stage_status(stats: dict, failures: dict) -> dict:
         elif st is not None:
             written, failed_at = _parse_time(st.get("written_at")), _parse_time((fail or {}).get("failed_at"))
             if fail and failed_at and written and failed_at > written:
-                rec.update(status="failed", reason=f"failed after its last success ({fail.get('error_type')}: "
-                                                   f"{fail.get('error', '')})")
+                rec.update(status="failed", reason=f"failed after its last success ({failure_text(fail)})")
             elif stage == "index" and st.get("status") == "refused":
                 rec.update(status="failed", reason=f"index refused: recall@K {_get(st, 'ann_recall_at_k|recall_at_k')} below the floor "
                                                    f"{st.get('min_recall')} (nothing published from it)")
@@ -192,7 +219,7 @@ def stage_status(stats: dict, failures: dict) -> dict:
                 if fail and "unreadable" in fail:
                     rec["reason"] = f"ok; its failure record is unreadable ({fail['unreadable']})"
                 elif fail:
-                    rec["reason"] = f"ok after a failed try ({fail.get('error_type')})"
+                    rec["reason"] = f"ok after a failed try ({fail.get('error_type') or 'its failure record has no error text'})"
             rec["airflow"] = st.get("airflow")
             if _num(st.get("wall_seconds")) is not None:
                 rec.update(seconds=float(st["wall_seconds"]), seconds_source="task wall clock")
@@ -204,8 +231,7 @@ def stage_status(stats: dict, failures: dict) -> dict:
         elif fail is not None:
             where = f" (shard {fail['detail']['shard']})" if isinstance(fail.get("detail"), dict) and \
                 "shard" in fail["detail"] else ""
-            rec.update(status="failed", reason=f"{fail.get('error_type')}{where}: {fail.get('error', '')}",
-                       airflow=fail.get("airflow"))
+            rec.update(status="failed", reason=f"{failure_text(fail, where)}", airflow=fail.get("airflow"))
             if _num(fail.get("wall_seconds")) is not None:
                 rec.update(seconds=float(fail["wall_seconds"]), seconds_source="task wall clock until it failed")
         else:

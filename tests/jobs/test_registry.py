@@ -87,3 +87,26 @@ def test_list_versions_newest_first_with_metrics(settings):
     assert registry.latest_cross(settings) == "2026-10-10-cccccccc"
     with pytest.raises(ConfigError):
         registry.list_versions(settings, "teachers")
+
+
+def test_an_undecodable_champion_pointer_is_a_clear_error_that_kp_promote_repairs(settings, monkeypatch):
+    from pathlib import Path
+
+    from keyphrase_pipeline.core.cli import main
+    from keyphrase_pipeline.core.settings import get_settings
+
+    _fake_version(settings, "2026-10-10-aaaaaaaa")
+    _fake_version(settings, "2026-10-11-bbbbbbbb", created="2026-10-11T00:00:00")
+    Path(layout.registry_pointer(settings, "students")).write_bytes(b"\x00\xff garbage")
+    with pytest.raises(registry.UnreadablePointerError, match=r"registry/CHAMPION is unreadable: .*kp promote --version"):
+        registry.champion(settings)
+    got = registry.list_versions(settings)  # still listed, none marked current
+    assert [v["version"] for v in got] == ["2026-10-11-bbbbbbbb", "2026-10-10-aaaaaaaa"]
+    assert not any(v["current"] for v in got)
+    monkeypatch.setenv("KP_LAKE_ROOT", settings.lake_root)
+    get_settings.cache_clear()
+    try:
+        assert main(["promote", "--version", "2026-10-10-aaaaaaaa", "--reason", "repair"]) == 0
+    finally:
+        get_settings.cache_clear()
+    assert registry.champion(settings) == "2026-10-10-aaaaaaaa"

@@ -250,3 +250,130 @@ def test_reviews_export_as_a_labels_file_the_training_reader_reads(airflow_api, 
     assert main(["label-reviews", "--export", str(tmp_path / "none.csv"), "--from", "2030-01-01"]) == 3
     assert main(["label-reviews", "--export", str(tmp_path / "x.json")]) == 2
     assert airflow_api["client"].get("/keyphrases/api/reviews/export?from=2030-01-01", headers=h).status_code == 404
+
+
+# ---- review-pass 3: a wrong-schema review file, a junk store file, an undecodable pointer, big echoes, CTR window --
+def test_a_review_file_without_the_contracts_columns_is_skipped_and_named(airflow_api, lake_env, tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from keyphrase_pipeline.core.cli import main
+
+    c, h = airflow_api["client"], auth(airflow_api)
+    lake = _copy_lake(airflow_api, tmp_path, lake_env)
+    body = c.get("/keyphrases/api/reviews", headers=h).json()
+    pair = body["sample"][0]["pair_key"]
+    assert c.post("/keyphrases/api/reviews", json={"ds": body["ds"], "pair_key": pair, "verdict": "agree"},
+                  headers=h).status_code == 201
+    pd.DataFrame({"x": [1, 2]}).to_parquet(Path(lake.path("label_reviews", ds=body["ds"]), "part-w.parquet"))
+    after = c.get("/keyphrases/api/reviews", headers=h).json()
+    assert any("1 unreadable review file(s)" in n and f"label_reviews/ds={body['ds']}/part-w.parquet" in n
+               for n in after["notes"]), after["notes"]
+    assert str(lake.root) not in json.dumps(after["notes"])
+    assert after["agreement"][0]["reviews"] == 1
+    r = c.get("/keyphrases/api/reviews/export", headers=h)
+    assert r.status_code == 200, r.text[:400]
+    assert r.headers["X-Skipped-Review-Files"] == "1" and pair in r.text
+    out = tmp_path / "x.csv"
+    assert main(["label-reviews", "--export", str(out)]) == 0
+    stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert stats["pairs"] == 1 and len(stats["skipped_files"]) == 1, stats
+    assert stats["skipped_files"][0].startswith(f"label_reviews/ds={body['ds']}/part-w.parquet: SchemaError")
+    assert str(lake.root) not in stats["skipped_files"][0]
+
+
+def test_a_verdict_is_stored_when_the_store_day_has_a_junk_file(airflow_api, lake_env, tmp_path):
+    c, h = airflow_api["client"], auth(airflow_api)
+    lake = _copy_lake(airflow_api, tmp_path, lake_env)
+    ds = airflow_api["ds"]
+    pair = c.get("/keyphrases/api/reviews", headers=h).json()["sample"][0]["pair_key"]
+    store = Path(lake.path("llm_store", ds=ds))
+    (store / "part-junk.parquet").write_text("junk\n")
+    r = c.post("/keyphrases/api/reviews", json={"ds": ds, "pair_key": pair, "verdict": "disagree"}, headers=h)
+    assert r.status_code == 201, r.text[:400]
+    assert r.json()["verdict"] == "disagree" and r.json()["pair_key"] == pair
+    _junk(store)  # now no file of the day can be read: the pair cannot be checked
+    r = c.post("/keyphrases/api/reviews", json={"ds": ds, "pair_key": pair, "verdict": "agree"}, headers=h)
+    assert r.status_code == 409, (r.status_code, r.text[:400])
+    detail = r.json()["detail"]
+    assert f"llm_labels/store/ds={ds}/part-junk.parquet" in detail and "kp merge-labels --ds" in detail, detail
+    assert str(lake.root) not in detail
+
+
+def test_an_undecodable_champion_pointer_is_reported_and_versions_still_listed(airflow_api, lake_env, tmp_path):
+    c, h = airflow_api["client"], auth(airflow_api)
+    lake = _copy_lake(airflow_api, tmp_path, lake_env)
+    Path(lake.path("registry", "CHAMPION")).write_bytes(b"\x00\xff garbage")
+    o = c.get("/keyphrases/api/overview", headers=h)
+    assert o.status_code == 200, o.text[:300]
+    o = o.json()
+    assert {v["version"] for v in o["versions"]} >= {airflow_api["version"], airflow_api["challenger"]}
+    texts = [m["text"] for m in o["messages"]]
+    assert not any("No model trained yet" in t for t in texts), texts
+    assert any("registry/CHAMPION is unreadable" in t and "kp promote --version" in t for t in texts), texts
+    cmp_ = c.get("/keyphrases/api/compare", headers=h).json()
+    assert "registry/CHAMPION is unreadable" in cmp_["message"] and "No model trained yet" not in cmp_["message"]
+    r = c.get("/keyphrases/api/plots/curves.png", headers=h)
+    assert r.status_code == 404 and "registry/CHAMPION is unreadable" in r.json()["detail"], r.text[:300]
+    assert c.get(f"/keyphrases/api/plots/curves.png?version={airflow_api['challenger']}", headers=h).status_code == 200
+
+
+def test_the_export_404_names_store_files_relative_to_the_lake(airflow_api, lake_env, tmp_path):
+    c, h = airflow_api["client"], auth(airflow_api)
+    lake = _copy_lake(airflow_api, tmp_path, lake_env)
+    ds = airflow_api["ds"]
+    pair = c.get("/keyphrases/api/reviews", headers=h).json()["sample"][0]["pair_key"]
+    assert c.post("/keyphrases/api/reviews", json={"ds": ds, "pair_key": pair, "verdict": "agree"},
+                  headers=h).status_code == 201
+    _junk(Path(lake.path("llm_store", ds=ds)))
+    r = c.get("/keyphrases/api/reviews/export", headers=h)
+    assert r.status_code == 404 and f"ds={ds}" in r.json()["detail"], r.text[:400]
+    assert str(lake.root) not in r.json()["detail"], r.json()["detail"]
+
+
+def test_a_422_does_not_echo_a_huge_list_or_object(airflow_api):
+    c, h = airflow_api["client"], auth(airflow_api)
+    big = ["x" * 10] * 10_000  # about 140 KB of JSON
+    for body in (big, {"ds": big, "pair_key": "ab", "verdict": "agree"}):
+        r = c.post("/keyphrases/api/reviews", json=body, headers=h)
+        assert r.status_code == 422 and len(r.content) < 3_000, len(r.content)
+        assert "characters, cut" in r.text
+
+
+def test_the_item_views_ctr_window_is_the_one_the_ctr_day_was_computed_with(airflow_api, lake_env, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from keyphrase_pipeline.core import layout
+    from keyphrase_pipeline.jobs import serving
+
+    c, h = airflow_api["client"], auth(airflow_api)
+    lake = _copy_lake(airflow_api, tmp_path, lake_env)
+    item = int(pd.read_parquet(serving.current_recommendations_path(airflow_api["settings"]))["item_id"].iloc[0])
+    ctr_day = lake.partitions("ctr_labels")[-1]
+    stats_path = Path(layout.partition_stats_path(lake.path("ctr_labels", ds=ctr_day)))
+    stats = json.loads(stats_path.read_text())
+    assert airflow_api["settings"].ctr.window_days == 7
+    stats_path.write_text(json.dumps({**stats, "window_days": 5}))
+    body = c.get(f"/keyphrases/api/item/{item}?k=5", headers=h).json()
+    assert body["ctr_window_days"] == 5 and "5-day impressions" in body["ctr_note"], body["ctr_note"]
+    stats_path.unlink()
+    body = c.get(f"/keyphrases/api/item/{item}?k=5", headers=h).json()
+    assert body["ctr_window_days"] == 7 and "7-day impressions" in body["ctr_note"]
+    assert "ctr.window_days setting" in body["ctr_note"] and "_stats.json" in body["ctr_note"], body["ctr_note"]
+
+
+def test_the_item_views_store_note_names_the_real_day(airflow_api, lake_env, tmp_path):
+    import pandas as pd
+
+    from keyphrase_pipeline.jobs import serving
+
+    c, h = airflow_api["client"], auth(airflow_api)
+    lake = _copy_lake(airflow_api, tmp_path, lake_env)
+    ds = airflow_api["ds"]
+    item = int(pd.read_parquet(serving.current_recommendations_path(airflow_api["settings"]))["item_id"].iloc[0])
+    (Path(lake.path("llm_store", ds=ds)) / "part-junk.parquet").write_text("junk\n")
+    notes = " ".join(c.get(f"/keyphrases/api/item/{item}?k=5", headers=h).json()["notes"])
+    assert f"kp merge-labels --ds {ds}" in notes and "--ds D`" not in notes, notes

@@ -237,3 +237,38 @@ def test_trend_plot_of_a_young_lake_ticks_each_day_once(lake):
         assert labels == [day(2)[5:], day(1)[5:], END[5:]], labels
     finally:
         plt.close(fig)
+
+
+def test_a_day_whose_records_are_all_unreadable_is_not_the_latest_run(lake):
+    from keyphrase_ui import history as h
+
+    write_run_day(lake, END)
+    write_run_day(lake, day(1))
+    future = Path(lake.run_stats_dir("2027-01-01"))
+    future.mkdir(parents=True)
+    (future / "publish.json").write_text("")
+    (future / "index.json").write_text("[1, 2]")
+    got = history(lake, days=14)
+    assert got["end"] == END and [d["ds"] for d in got["days"]] == [END, day(1)]
+    assert any("runs/ds=2027-01-01" in n and "readable" in n for n in got["notes"]), got["notes"]
+    days, notes = h.recorded_days(lake)
+    assert days == [day(1), END]
+
+
+def test_small_wording_a_file_is_not_a_folder_and_a_failure_without_error_text(lake):
+    import time
+
+    from keyphrase_ui import history as h
+
+    lake.write_run_failure(END, "llm_labels", {"error": None, "try_number": "x"})
+    time.sleep(0.01)
+    write_run_day(lake, END)
+    Path(lake.path("runs"), "ds=2026-11-05").write_text("oops")
+    st = by_ds(history(lake, days=1))[END]["stages"]["llm_labels"]
+    assert st["status"] == "ok" and "None" not in st["reason"] and "no error text" in st["reason"], st["reason"]
+    _, notes = h.recorded_days(lake)
+    assert any("runs/ds=2026-11-05" in n and "not a folder" in n for n in notes), notes
+    assert not any("empty folder" in n for n in notes if "2026-11-05" in n)
+    lake.write_run_failure(day(1), "llm_labels", {"error": None, "try_number": "x"})
+    st = by_ds(history(lake, days=2))[day(1)]["stages"]["llm_labels"]
+    assert st["status"] == "failed" and "None" not in st["reason"] and "no error text" in st["reason"], st["reason"]
