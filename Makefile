@@ -104,7 +104,7 @@ cluster-status:
 # With the cluster up: seed the tiny demo world, trigger the DAG over REST with params, let the scheduler run the
 # latest interval, print one JSON line (executor, runs, task hosts/queues, Spark apps, shards, judge calls, version)
 cluster-e2e: cluster-deps
-	$(PY) -m keyphrase_pipeline.synthetic.cluster_e2e
+	$(PY) -m keyphrase_pipeline.synthetic.cluster_e2e $(if $(FAULTS),--faults)
 
 clean:
 	rm -rf var/lake var/demo var/airflow var/report bench/results/*_quick.json

@@ -48,7 +48,8 @@ def test_answers_the_openai_judge_request_with_the_simulated_p_yes(tiny_world, p
                            accuracy=tiny_world.judge.simulated_accuracy, seed=tiny_world.synth.seed)
     np.testing.assert_allclose(got, want, atol=1e-9)
     stats = client.get("/stats").json()
-    assert stats == {"judge_calls": len(pairs), "answered": len(pairs), "unknown": 0}
+    assert stats == {"judge_calls": len(pairs), "answered": len(pairs), "unknown": 0,
+                     "distinct_prompts": len(pairs), "repeated_prompts": 0}
     health = client.get("/health").json()
     assert health["stand_in"] is True
     assert math.isclose(sum(want > 0.5) + sum(want < 0.5), len(pairs))

@@ -224,16 +224,37 @@ class OpenAIJudge(Judge):
                 time.sleep(delay)
         raise JudgeUnavailable(f"judge endpoint {self.endpoint} still failing after {self.max_retries} retries ({last})")
 
-    def verdict_prompts(self, prompts: list[str]) -> Verdicts:
+    # llm_label passes a journal: each request is recorded as sent before it goes out and as answered (or
+    # unusable, failed) as soon as its answer arrives, so a worker killed mid-batch loses nothing paid for
+    journals_requests = True
+
+    def _journaled(self, i: int, prompt: str, journal) -> float:
+        """``_one(prompt)`` with request ``i`` recorded in ``journal`` (sent, then answered/unusable/failed)."""
+        journal.sent(i)
+        try:
+            p = self._one(prompt)
+        except UnusableAnswer as exc:
+            journal.unusable(i, exc.reason, exc.raw)
+            raise
+        except KPError:
+            journal.failed(i)
+            raise
+        journal.answered(i, p)
+        return p
+
+    def verdict_prompts(self, prompts: list[str], journal=None) -> Verdicts:
         """Every prompt asked (``judge.concurrency`` threads); an unreadable answer is kept as unusable, and a
         request that failed for good (JudgeUnavailable, ConfigError) leaves NaN while the others' answers are
-        still returned, with the first such failure as ``error``."""
+        still returned, with the first such failure as ``error``. ``journal`` (optional): an object with
+        ``sent(i)``, ``answered(i, p)``, ``unusable(i, reason, raw)``, ``failed(i)``, called from the request
+        threads (``keyphrase_pipeline.jobs.llm_label.AnswerJournal``)."""
         p = np.full(len(prompts), np.nan, dtype=np.float64)
         out = Verdicts(p)
         if not prompts:
             return out
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="judge") as pool:
-            futures = [pool.submit(self._one, q) for q in prompts]
+            futures = [pool.submit(self._journaled, i, q, journal) if journal is not None else pool.submit(self._one, q)
+                       for i, q in enumerate(prompts)]
             for i, fut in enumerate(futures):
                 try:
                     p[i] = fut.result()
@@ -243,10 +264,10 @@ class OpenAIJudge(Judge):
                     out.error = out.error or exc
         return out
 
-    def verdicts(self, pairs) -> Verdicts:
+    def verdicts(self, pairs, journal=None) -> Verdicts:
         from keyphrase_pipeline.jobs.judges.prompt import build_prompts
 
-        return self.verdict_prompts(build_prompts(pairs, self.settings) if len(pairs) else [])
+        return self.verdict_prompts(build_prompts(pairs, self.settings) if len(pairs) else [], journal=journal)
 
     def score_prompts(self, prompts: list[str]) -> np.ndarray:
         v = self.verdict_prompts(prompts)
