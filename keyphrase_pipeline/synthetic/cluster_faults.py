@@ -9,7 +9,8 @@ run of ``keyphrase_daily`` on the tiny world (the e2e's setup, its own lake unde
 2. ``spark_worker_killed``: while the ``kp-ctr-labels`` application has executors, the Spark worker running one
    (and its executor) is SIGKILLed; the job must finish on the other worker. The worker is started again
    (``cluster.up``) once the CTR task is done.
-3. ``judge_stopped``: while a later shard is half judged, the judge server is stopped (SIGTERM) for
+3. ``judge_stopped``: once Airflow has failed case 1's orphaned try, while another shard is half judged, the
+   judge server is stopped (SIGTERM) for
    ``--judge-outage-s`` (60) seconds, then started again (``cluster.up``).
 
 The judge server answers each request after ``--judge-delay-s`` (``JUDGE_STANDIN_DELAY_S``) so a shard lasts
@@ -258,8 +259,8 @@ class Faults:
 
         rec = self.judge
         if not rec["injected"]:
-            if "task_final_state" not in self.gpu:
-                return  # one fault at a time: after case 1's shard is done
+            if not any(state != "running" for _, state, _ in self.states["gpu"]):
+                return  # one fault at a time: once Airflow has failed case 1's orphaned try (its retry may follow)
             idx = self.shard_running_half_done(tis, {self.gpu.get("map_index", -1)})
             if idx is None:
                 return
