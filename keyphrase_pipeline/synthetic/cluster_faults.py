@@ -266,8 +266,7 @@ class Faults:
                 return
             before = self.judge_stats()
             rec.update(map_index=idx, t_stop=self.t(), progress_at_stop=shard_progress(self.lake, self.ds, idx),
-                       judge_calls_at_stop=before.get("judge_calls"), try_at_stop=tis[(LABEL_TASK, idx)]["try_number"],
-                       gpu_log_offset=(self.cl.logs / "airflow-worker-gpu.log").stat().st_size)
+                       judge_calls_at_stop=before.get("judge_calls"), try_at_stop=tis[(LABEL_TASK, idx)]["try_number"])
             rec["stop"] = cluster.stop(self.cl, "judge")
             rec["injected"] = True
             say(f"case judge_stopped: judge server {rec['stop']} during shard {idx} at {rec['progress_at_stop']}; "
@@ -288,15 +287,23 @@ class Faults:
         self._track(rec, tis, "judge")
 
     def finish_judge_case(self) -> None:
-        """What the gpu worker's log says about the outage: the judge client's own retries and how the try ended."""
+        """What the shard's task logs say about the outage: the judge client's own retries per try (count, first
+        and last), whether the try ended in JudgeUnavailable, and so what recovered the shard."""
         rec = self.judge
         if not rec.get("injected"):
             return
-        with open(self.cl.logs / "airflow-worker-gpu.log", "rb") as f:
-            f.seek(rec.pop("gpu_log_offset"))
-            text = f.read().decode("utf-8", "replace")
-        rec["client_retries_logged"] = len(re.findall(r"judge request failed \(", text))
-        rec["judge_unavailable_logged"] = len(re.findall(r"JudgeUnavailable", text))
+        rec.pop("gpu_log_offset", None)
+        tdir = (self.cl.airflow_home / "logs" / f"dag_id={DAG_ID}" / f"run_id={self.run_id}" / f"task_id={LABEL_TASK}"
+                / f"map_index={rec['map_index']}")
+        per_try = {}
+        for log_file in sorted(tdir.glob("attempt=*.log")):
+            text = log_file.read_text(errors="replace")
+            stamps = re.findall(r'"timestamp":"([^"]+)","level":"warning","event":"judge request failed', text)
+            per_try[log_file.stem.split("=")[1]] = {
+                "client_retries_logged": len(stamps), "first_failure": stamps[0] if stamps else None,
+                "last_failure": stamps[-1] if stamps else None,
+                "judge_unavailable": "still failing after" in text}
+        rec["task_logs"] = per_try
         tries = rec.get("task_tries") or 0
         rec["recovered_by"] = ("task retry (the judge client's retries ran out first: JudgeUnavailable, then an "
                                "Airflow retry)" if tries > (rec.get("try_at_stop") or 1)

@@ -126,6 +126,19 @@ def test_gives_up_after_max_retries(settings, server):
     assert len(server.requests) == 3
 
 
+def test_an_endpoint_down_stops_the_batch_after_the_requests_in_flight(settings, server):
+    """Issue 15 (cluster fault case 3, judge stopped for a minute): once one request has failed for good, the
+    batch's requests not sent yet are not sent; before, each of them spent its own retries and backoff, so a
+    batch of n pairs took n / concurrency times the retry budget to fail (62 s for 36 pairs on the cluster)."""
+    server.script = ["500"] * 100
+    j = make(settings, server, concurrency=2, max_retries=2)
+    pairs = pd.concat([PAIRS] * 4, ignore_index=True)  # 12 prompts
+    v = j.verdicts(pairs)
+    assert isinstance(v.error, JudgeUnavailable)
+    assert len(server.requests) <= 2 * 3  # the two requests in flight, each with its 2 retries; not 12 * 3
+    assert v.p_yes.shape == (12,) and all(x != x for x in v.p_yes)  # none answered, all NaN
+
+
 def test_client_errors_fail_at_once(settings, server):
     server.script = ["401"]
     j = make(settings, server, concurrency=1)
@@ -265,9 +278,11 @@ def test_answers_received_before_the_endpoint_fails_are_kept(settings, server):
     server.script = ["ok"] * 7 + ["401"]
     with pytest.raises(ConfigError, match="HTTP 401"):
         llm_label.run(s, "2026-10-12", 0, judge=make(s, server, batch_size=5, concurrency=1))
-    assert len(label_store.read_staging(Lake.from_settings(s), "2026-10-12")) == 9  # all but the refused one
+    # the 7 answers received before the refusal are kept; the 2 requests after it are not sent (issue 15)
+    assert len(label_store.read_staging(Lake.from_settings(s), "2026-10-12")) == 7
+    assert len(server.requests) == 8
     out = llm_label.run(s, "2026-10-12", 0, judge=make(s, server, batch_size=5, concurrency=1))
-    assert out["judged"] == 1 and len(server.requests) == 11  # 10 pairs + the one refused request
+    assert out["judged"] == 3 and len(server.requests) == 11  # 10 pairs + the one refused request
 
 
 KILLED_CHILD = """
