@@ -33,6 +33,7 @@ help:
 	@echo "make install  create $(VENV) and install the project (no-op when up to date)"
 	@echo "make airflow  Airflow standalone on http://localhost:8080 with the project's DAGs and plugin"
 	@echo "make cluster  the deployed topology natively: Postgres, Redis, Airflow CeleryExecutor (2 workers), Spark master + 2 workers, judge server"
+	@echo "make cluster-e2e [FAULTS=1]   with the cluster up: the operator's end-to-end run (FAULTS=1: the fault cases, var/cluster/e2e/faults.json)"
 	@echo "make cluster-down / cluster-status   stop it / pid, health and memory per process (logs in var/cluster/logs)"
 	@echo "make bench    run every benchmark in bench/ (JSON lines, results in bench/results/)"
 	@echo "make report   offline evaluation report (label-mix ablation) under var/report/"
@@ -111,7 +112,7 @@ cluster-status:
 # With the cluster up: seed the tiny demo world, trigger the DAG over REST with params, let the scheduler run the
 # latest interval, print one JSON line (executor, runs, task hosts/queues, Spark apps, shards, judge calls, version)
 cluster-e2e: cluster-deps
-	$(PY) -m keyphrase_pipeline.synthetic.cluster_e2e
+	$(PY) -m keyphrase_pipeline.synthetic.cluster_e2e $(if $(FAULTS),--faults)
 
 clean:
 	rm -rf var/lake var/demo var/airflow var/report bench/results/*_quick.json

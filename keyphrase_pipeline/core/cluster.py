@@ -224,6 +224,11 @@ def passthrough_settings(table_env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("KP_") and k not in table_env and k != "KP_RUN_SLOW"}
 
 
+# Airflow settings a caller may pass to the cluster's Airflow processes (the rest come from the table): the fault
+# cases (``cluster_e2e --faults``) shorten the time after which a task whose worker was killed is failed and retried.
+CALLER_AIRFLOW_SETTINGS = ("AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT",)
+
+
 def airflow_process_env(cl: Cluster, ctx: dict[str, str], svc: topology.Service | None = None) -> dict[str, str]:
     """Environment of an Airflow process of the native cluster: the table's (``topology.airflow_env``) plus what
     only a one-machine deployment needs (AIRFLOW_HOME, distinct log-server ports, the api-server port) and the
@@ -243,6 +248,7 @@ def airflow_process_env(cl: Cluster, ctx: dict[str, str], svc: topology.Service 
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__CELERY__WORKER_ENABLE_REMOTE_CONTROL": "True",
     })
+    env.update({k: os.environ[k] for k in CALLER_AIRFLOW_SETTINGS if os.environ.get(k)})
     return env
 
 

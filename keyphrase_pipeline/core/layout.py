@@ -20,6 +20,7 @@ the right-hand column names the function of this module (or ``Lake``) that build
     llm_labels/staging/ds=D/shard=NNNNN/batch-NNNNN.parquet   one judged batch          staging_dir, batch_file_name
     llm_labels/staging/ds=D/shard=NNNNN/_DONE         the shard is complete               done_marker
     llm_labels/staging/ds=D/shard=NNNNN/_LEASE        the shard's claim by one live worker shard_lease_path
+    llm_labels/staging/ds=D/shard=NNNNN/_JOURNAL.jsonl requests of the batch in flight  shard_journal_path
     llm_labels/store/ds=D/part-00000.parquet          the label store (one file per day, append-only by day)
     llm_labels/store/_PAIR_KEYS.json                  the store's pair_key encoding version  pair_keys_marker
     llm_labels/store/_LEASE                           held by the one process writing the store (merge, key migration)
@@ -64,6 +65,7 @@ PAIRS_MANIFEST = "_MANIFEST.json"    # pairs/ds=D: what the selection wrote
 PART_FILE = "part-00000.parquet"     # the one file of a directory written by pyarrow/pandas (not Spark)
 SHARD_DONE = "_DONE"                 # llm_labels/staging/ds=D/shard=N: every pair of the shard is judged
 SHARD_LEASE = "_LEASE"               # staging/ds=D/shard=N and llm_labels/store: the one live worker writing there
+SHARD_JOURNAL = "_JOURNAL.jsonl"     # staging/ds=D/shard=N: each request of the batch in flight, sent / answered
 PAIR_KEYS_MARKER = "_PAIR_KEYS.json"  # llm_labels/store: which pair_key encoding the store's rows carry
 LABEL_QUARANTINE = "llm_labels"      # quarantine/llm_labels/ds=D/shard=N: pairs without a usable judge answer
 SERVING_MANIFEST = "manifest.json"   # serving/versions/<id>: checksums of every file of the bundle
@@ -153,6 +155,13 @@ def done_marker(settings, ds, shard: int) -> str:
 def shard_lease_path(settings, ds, shard: int) -> str:
     """``llm_labels/staging/ds=D/shard=NNNNN/_LEASE``: the claim of the worker labelling the shard now."""
     return f"{staging_dir(settings, ds, shard)}/{SHARD_LEASE}"
+
+
+def shard_journal_path(settings, ds, shard: int) -> str:
+    """``llm_labels/staging/ds=D/shard=NNNNN/_JOURNAL.jsonl``: one JSON line per request of the batch being judged
+    (sent, answered with P(yes), unusable, failed), fsynced; removed once the batch is staged. A worker killed
+    mid-batch leaves it for the retry (``keyphrase_pipeline.jobs.llm_label``: nothing answered is asked again)."""
+    return f"{staging_dir(settings, ds, shard)}/{SHARD_JOURNAL}"
 
 
 def label_quarantine_dir(settings, ds, shard: int | None = None) -> str:

@@ -14,6 +14,16 @@ The Airflow DAG maps ``run`` over the shards listed by ``kp select-pairs`` (pool
   batch in flight; a retried or restarted shard skips every pair already labelled (staged for this day, in the
   store, or quarantined for this day), so a pair is never paid for twice and a rerun of a finished shard calls
   the judge 0 times. When a request fails for good mid-batch, the answers already received are staged first.
+* **Nothing answered is lost with a killed worker.** For judges that journal their requests (the openai judge:
+  ``journals_requests``) on a local lake, every request of the batch in flight is written, fsynced, to
+  ``llm_labels/staging/ds=D/shard=NNNNN/_JOURNAL.jsonl`` before it is sent and again when its answer arrives;
+  the journal is removed once the batch is staged. The next worker on the shard (holding the lease) first
+  stages the answers the journal holds (``recovered_from_journal.answers``) and quarantines the requests that
+  were sent but never answered with reason ``in_flight_at_crash`` (``recovered_from_journal.in_flight``): the
+  endpoint may have answered (and billed) them, so they are not asked again that day (selected again another
+  day); they do not count toward ``judge.max_unparsable_share``. So a retry never pays twice, even for the
+  batch in flight (measured by ``make cluster-e2e FAULTS=1``). Local judges (vLLM in process, transformers,
+  simulated) and remote lakes keep the batch granularity.
 * **Unusable answers are quarantined, not fatal.** A pair whose answer holds no yes/no token (or is malformed,
   or a score outside [0, 1]) goes to ``quarantine/llm_labels/ds=D/shard=NNNNN/batch-XXXXX.parquet`` with
   ``reason`` and ``raw_answer``; the shard finishes. Only when more than ``judge.max_unparsable_share`` of the
@@ -26,8 +36,11 @@ The Airflow DAG maps ``run`` over the shards listed by ``kp select-pairs`` (pool
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+import threading
 import time
 
 import numpy as np
@@ -50,10 +63,111 @@ from keyphrase_pipeline.jobs.label_store import (
 from keyphrase_pipeline.jobs.lease import Lease
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
-from keyphrase_pipeline.core.lake import Lake, ds_str, read_parquet, write_parquet_file_atomic
+from keyphrase_pipeline.core.lake import Lake, ds_str, is_local, local_path, read_parquet, write_parquet_file_atomic
 from keyphrase_pipeline.models.text import is_blank
 
 log = logging.getLogger(__name__)
+
+IN_FLIGHT_REASON = "in_flight_at_crash"  # quarantine reason: sent by a worker that died before the answer came
+
+
+class AnswerJournal:
+    """The write-ahead record of one batch's judge requests (``layout.shard_journal_path``, local lakes): JSON
+    lines ``{"k": pair_key, "e": "sent" | "answered" | "unusable" | "failed", ...}`` (``p`` for answered,
+    ``reason``/``raw`` for unusable), each flushed and fsynced before the call returns. Thread-safe (the judge
+    calls it from its request threads). ``keys[i]`` is the pair_key of request ``i``."""
+
+    def __init__(self, path: str, keys):
+        self.path = local_path(path)
+        self.keys = list(keys)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def _write(self, rec: dict) -> None:
+        with self._lock:
+            self._f.write(json.dumps(rec) + "\n")
+            self._f.flush()
+            os.fsync(self._f.fileno())
+
+    def sent(self, i: int) -> None:
+        self._write({"k": self.keys[i], "e": "sent"})
+
+    def answered(self, i: int, p_yes: float) -> None:
+        self._write({"k": self.keys[i], "e": "answered", "p": float(p_yes)})
+
+    def unusable(self, i: int, reason: str, raw: str) -> None:
+        self._write({"k": self.keys[i], "e": "unusable", "reason": str(reason), "raw": str(raw)[:1000]})
+
+    def failed(self, i: int) -> None:
+        self._write({"k": self.keys[i], "e": "failed"})
+
+    def discard(self) -> None:
+        """Close and remove the journal (its batch is staged)."""
+        self._f.close()
+        self.path.unlink(missing_ok=True)
+
+
+def read_journal(path: str) -> dict[str, dict]:
+    """pair_key -> the last event the journal at ``path`` holds for it (empty when there is none). A torn last
+    line (the process died while writing it) is ignored."""
+    p = local_path(path)
+    if not p.exists():
+        return {}
+    out: dict[str, dict] = {}
+    for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+            out[str(rec["k"])] = rec
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def _journals(judge, lake: Lake) -> bool:
+    return bool(getattr(judge, "journals_requests", False)) and is_local(lake.path("llm_staging"))
+
+
+def _recover_journal(settings, lake: Lake, ds: str, shard: int, pairs: pd.DataFrame, judge) -> dict | None:
+    """Stage what a dead worker's journal holds for this shard: answered pairs as a batch, unusable answers and
+    requests sent but never answered (``IN_FLIGHT_REASON``) into the quarantine; then remove the journal.
+    Pairs already staged or quarantined are left alone. Returns ``{"answers", "unusable", "in_flight"}`` or
+    None when there was no journal."""
+    from keyphrase_pipeline.jobs.judges.base import Verdicts
+
+    path = layout.shard_journal_path(lake, ds, shard)
+    if not is_local(path) or not local_path(path).exists():
+        return None
+    events = read_journal(path)
+    keyed = pairs.assign(pair_key=pair_keys(pairs, judge.model, judge.prompt_version)).drop_duplicates("pair_key")
+    keep = set(keyed["pair_key"]) - already_labelled(lake, ds, keyed["pair_key"]) - quarantined_keys(lake, ds)
+    events = {k: e for k, e in events.items() if k in keep and e.get("e") in ("sent", "answered", "unusable")}
+    batch = keyed[keyed["pair_key"].isin(events)].reset_index(drop=True)
+    p = np.full(len(batch), np.nan)
+    unusable: dict[int, tuple[str, str]] = {}
+    for i, key in enumerate(batch["pair_key"]):
+        e = events[key]
+        if e["e"] == "answered":
+            p[i] = float(e.get("p", np.nan))
+        elif e["e"] == "unusable":
+            unusable[i] = (str(e.get("reason", "unusable")), str(e.get("raw", "")))
+        else:
+            unusable[i] = (IN_FLIGHT_REASON, "")
+    n = {"answers": 0, "unusable": 0, "in_flight": 0}
+    if len(batch):
+        rows, bad = _split_verdicts(settings, judge, batch, Verdicts(p, unusable))
+        index = _next_batch_index(lake, ds, shard)
+        if len(rows):
+            write_parquet_file_atomic(to_label_frame(rows), f"{layout.staging_dir(lake, ds, shard)}/{layout.batch_file_name(index)}")
+        if len(bad):
+            write_quarantine(lake, ds, shard, index, bad)
+        n = {"answers": int(len(rows)), "in_flight": int((bad["reason"] == IN_FLIGHT_REASON).sum()),
+             "unusable": int((bad["reason"] != IN_FLIGHT_REASON).sum())}
+    local_path(path).unlink(missing_ok=True)
+    log.warning("ds=%s %s: a dead worker's journal recovered: %d answer(s) staged, %d unusable and %d sent but never "
+                "answered (%s) quarantined, so none is paid for again", ds, layout.shard_dir_name(shard),
+                n["answers"], n["unusable"], n["in_flight"], IN_FLIGHT_REASON)
+    return n
 
 
 def quarantined_keys(lake: Lake, ds, shard: int | None = None) -> set[str]:
@@ -99,7 +213,9 @@ def _pairs_to_judge(lake: Lake, ds: str, shard: int, pairs: pd.DataFrame,
                     mismatched, judge.model, judge.prompt_version)
     pairs = pairs.assign(pair_key=keys).drop_duplicates("pair_key")
     seen = already_labelled(lake, ds, pairs["pair_key"])
-    quarantined = (quarantined_keys(lake, ds) & set(pairs["pair_key"])) - seen
+    q = read_quarantine(lake, ds, cols=["pair_key", "reason"])
+    quarantined = (set(q["pair_key"]) & set(pairs["pair_key"])) - seen
+    in_flight = set(q.loc[q["reason"] == IN_FLIGHT_REASON, "pair_key"]) & quarantined  # not the judge's fault
     todo = pairs[~pairs["pair_key"].isin(seen | quarantined)].reset_index(drop=True)
     blank = np.array([is_blank(t) or is_blank(k) for t, k in zip(todo["title"], todo["keyphrase"], strict=True)],
                      dtype=bool)
@@ -109,13 +225,16 @@ def _pairs_to_judge(lake: Lake, ds: str, shard: int, pairs: pd.DataFrame,
         todo = todo[~blank].reset_index(drop=True)
     log.info("ds=%s %s: %d pairs, %d already labelled, %d quarantined before, %d blank, %d to judge with %r", ds,
              layout.shard_dir_name(shard), len(pairs), len(seen), len(quarantined), int(blank.sum()), len(todo), judge)
-    return pairs, todo, len(quarantined), int(blank.sum())
+    return pairs, todo, len(quarantined - in_flight), int(blank.sum())
 
 
-def _verdicts(judge, batch: pd.DataFrame):
-    """The judge's ``Verdicts`` for ``batch`` (judges without ``verdicts`` are asked with ``score``)."""
+def _verdicts(judge, batch: pd.DataFrame, journal: AnswerJournal | None = None):
+    """The judge's ``Verdicts`` for ``batch`` (judges without ``verdicts`` are asked with ``score``); ``journal``
+    goes to judges that journal their requests."""
     from keyphrase_pipeline.jobs.judges.base import Verdicts
 
+    if journal is not None:
+        return judge.verdicts(batch, journal=journal)
     if hasattr(judge, "verdicts"):
         return judge.verdicts(batch)
     return Verdicts.of(judge.score(batch))
@@ -196,7 +315,9 @@ def _judge_batches(settings, lake: Lake, ds: str, shard: int, judge, todo: pd.Da
         batch = todo.iloc[start:start + chunk]
         lease.check()
         n["calls"] += 1
-        v = _verdicts(judge, batch)
+        journal = (AnswerJournal(layout.shard_journal_path(lake, ds, shard), batch["pair_key"])
+                   if _journals(judge, lake) else None)
+        v = _verdicts(judge, batch, journal)
         rows, bad = _split_verdicts(settings, judge, batch, v)
         if len(rows):
             write_parquet_file_atomic(to_label_frame(rows), f"{sdir}/{layout.batch_file_name(index)}")
@@ -204,6 +325,8 @@ def _judge_batches(settings, lake: Lake, ds: str, shard: int, judge, todo: pd.Da
             path = write_quarantine(lake, ds, shard, index, bad)
             log.warning("ds=%s %s: %d pair(s) without a usable answer quarantined in %s (%s)", ds,
                         layout.shard_dir_name(shard), len(bad), path, sorted(set(bad["reason"])))
+        if journal is not None:
+            journal.discard()  # the batch is staged: its journal is no longer needed
         if len(rows) or len(bad):
             index += 1
             n["batches"] += 1
@@ -271,6 +394,7 @@ def run(settings, ds, shard: int, judge=None) -> dict:
             judge = get_judge(settings)
         if judge.prompt_version != settings.judge.prompt_version:
             raise ConfigError(f"judge prompt {judge.prompt_version} differs from judge.prompt_version {settings.judge.prompt_version}")
+        recovered = _recover_journal(settings, lake, ds, shard, pairs, judge)
         pairs, todo, q_before, skipped_blank = _pairs_to_judge(lake, ds, shard, pairs, judge)
         t0 = time.monotonic()
         n = _judge_batches(settings, lake, ds, shard, judge, todo, lease, len(pairs), q_before)
@@ -285,7 +409,7 @@ def run(settings, ds, shard: int, judge=None) -> dict:
                  "quarantined_by_reason": n["by_reason"],
                  "judge": judge.name, "judge_model": judge.model, "prompt_version": judge.prompt_version,
                  "pairs_per_s": round(judged / seconds, 2) if judged and seconds > 0 else None,
-                 "run_id": manifest["run_id"],
+                 "run_id": manifest["run_id"], "recovered_from_journal": recovered,
                  "lease_taken_over": ({k: lease.taken_over.get(k) for k in ("holder", "reason")}
                                       if lease.taken_over else None)}
         lease.check()

@@ -186,21 +186,14 @@ def failed_checks(result: dict) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def prepare(cl, today: dt.date, workdir: Path | None = None):
+    """Steps 1-2: seed the tiny world and build the tiny encoder under ``workdir`` (default ``<cluster>/e2e``),
+    restart the judge and the Airflow processes with those settings, make sure the rest is up, log in to the REST
+    API and wait for the DAG. Returns ``(settings, up_report, ctx, api)``."""
     from keyphrase_pipeline.core import cluster
 
-    ap = argparse.ArgumentParser(prog="cluster-e2e", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--root", default=None, help="cluster directory (default var/cluster)")
-    ap.add_argument("--timeout-min", type=float, default=90.0)
-    ap.add_argument("--label-budget", type=int, default=200)
-    args = ap.parse_args(argv)
-    cl = cluster.load_cluster(args.root)
-    root = cl.root / "e2e"
+    root = workdir or cl.root / "e2e"
     root.mkdir(parents=True, exist_ok=True)
-    today = dt.datetime.now(dt.timezone.utc).date()
-    t0 = time.monotonic()
-
-    # 1. the demo world and the tiny encoder
     from keyphrase_pipeline.models.tiny import build_tiny_encoder
 
     encoder = root / "tiny_encoder"
@@ -224,11 +217,34 @@ def main(argv: list[str] | None = None) -> int:
     say("starting / checking the cluster")
     report = cluster.up(cl)
     ctx = cluster.native_context(cl)
-
-    # 3. REST: trigger with params, and let the scheduler create the latest interval's run
     password = cluster.topology_admin_password(cl.airflow_home)
     api = Api(f"http://127.0.0.1:{ctx['api_port']}", "admin", password)
     wait_for("the DAG to be parsed", lambda: api.call("GET", f"/api/v2/dags/{DAG_ID}"), 300)
+    return settings, report, ctx, api
+
+
+def main(argv: list[str] | None = None) -> int:
+    from keyphrase_pipeline.core import cluster
+
+    ap = argparse.ArgumentParser(prog="cluster-e2e", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--root", default=None, help="cluster directory (default var/cluster)")
+    ap.add_argument("--timeout-min", type=float, default=90.0)
+    ap.add_argument("--label-budget", type=int, default=200)
+    ap.add_argument("--faults", action="store_true",
+                    help="run the fault cases instead (keyphrase_pipeline.synthetic.cluster_faults): kill the gpu "
+                         "worker mid-shard, a Spark worker during the CTR job, stop the judge for a minute")
+    args = ap.parse_args(argv)
+    if args.faults:
+        from keyphrase_pipeline.synthetic import cluster_faults
+
+        return cluster_faults.main([a for a in (argv if argv is not None else sys.argv[1:]) if a != "--faults"])
+    cl = cluster.load_cluster(args.root)
+    root = cl.root / "e2e"
+    today = dt.datetime.now(dt.timezone.utc).date()
+    t0 = time.monotonic()
+    settings, report, ctx, api = prepare(cl, today)
+
+    # 3. REST: trigger with params, and let the scheduler create the latest interval's run
     api.call("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": True})
     for run in api.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns?limit=100")["dag_runs"]:
         api.call("DELETE", f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.request.quote(run['dag_run_id'], safe='')}")

@@ -16,7 +16,14 @@ p = ``simulated_p_yes`` of the (item, keyphrase) the prompt names. The prompt is
 ``raw/keyphrases`` (re-read when a prompt names something unknown, so a world seeded after start-up is found).
 A prompt that cannot be parsed or names an unknown item/keyphrase gets a 200 answer whose token is ``unknown``
 (the judge quarantines it as unusable; it is never guessed). ``GET /health`` (200 once up), ``GET /v1/models``,
-``GET /stats`` (``{"judge_calls": N, "answered": N, "unknown": N}``, counted since start).
+``GET /stats`` (``{"judge_calls": N, "answered": N, "unknown": N, "distinct_prompts": N, "repeated_prompts": N}``:
+``repeated_prompts`` counts calls for a prompt already answered, i.e. pairs paid twice).
+
+Fault injection and bookkeeping (environment, stand-in only): ``JUDGE_STANDIN_DELAY_S`` delays every answer by
+that many seconds (without blocking other requests), so a label shard lasts long enough to be interrupted;
+``JUDGE_STANDIN_STATS_FILE`` keeps the counters (and the hashes of the prompts answered) in that JSON file,
+rewritten after every call and read at start, so the counts survive a restart of the server (the fault cases
+stop it for a minute). Without it the counters start at 0 with each process.
 
 Run: ``python -m keyphrase_pipeline.synthetic.judge_server --host 127.0.0.1 --port 8000`` (settings from
 ``KP_*``: the lake, ``judge.simulated_accuracy``, ``synth.seed``, the prompt version and its limits).
@@ -24,11 +31,16 @@ Run: ``python -m keyphrase_pipeline.synthetic.judge_server --host 127.0.0.1 --po
 
 
 import argparse
+import asyncio
+import hashlib
+import json
 import logging
 import math
+import os
 import re
 import threading
 import time
+from pathlib import Path
 
 log = logging.getLogger("kp.judge_stand_in")
 
@@ -102,8 +114,54 @@ class Lookup:
         return None
 
 
-def create_app(settings):
-    """The FastAPI application (see the module docstring for its routes)."""
+class CallBook:
+    """The server's counters (``judge_calls``, ``answered``, ``unknown``) and the set of prompt hashes answered,
+    optionally persisted in ``path`` (JSON, atomically replaced after every call; loaded when it exists)."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path else None
+        self.counts = {"judge_calls": 0, "answered": 0, "unknown": 0}
+        self.seen: set[str] = set()
+        self.repeated = 0
+        self.lock = threading.Lock()
+        if self.path and self.path.exists():
+            saved = json.loads(self.path.read_text())
+            self.counts.update({k: int(saved.get(k, 0)) for k in self.counts})
+            self.seen = set(saved.get("prompt_hashes", []))
+            self.repeated = int(saved.get("repeated_prompts", 0))
+
+    def call(self) -> None:
+        with self.lock:
+            self.counts["judge_calls"] += 1
+            self._save()
+
+    def answered(self, prompt: str, known: bool) -> None:
+        """Count an answer to ``prompt`` (``known``: a real verdict, else ``unknown``); a prompt answered before
+        counts as repeated."""
+        digest = hashlib.sha1(prompt.encode("utf-8", "replace")).hexdigest()
+        with self.lock:
+            self.counts["answered" if known else "unknown"] += 1
+            if digest in self.seen:
+                self.repeated += 1
+            self.seen.add(digest)
+            self._save()
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {**self.counts, "distinct_prompts": len(self.seen), "repeated_prompts": self.repeated}
+
+    def _save(self) -> None:
+        if not self.path:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**self.counts, "repeated_prompts": self.repeated,
+                                   "prompt_hashes": sorted(self.seen)}))
+        os.replace(tmp, self.path)
+
+
+def create_app(settings, delay_s: float | None = None, stats_file: str | None = None):
+    """The FastAPI application (see the module docstring for its routes). ``delay_s`` / ``stats_file`` default to
+    ``JUDGE_STANDIN_DELAY_S`` / ``JUDGE_STANDIN_STATS_FILE``."""
     import numpy as np
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
@@ -113,9 +171,10 @@ def create_app(settings):
     app = FastAPI(title="keyphrase-pipeline STAND-IN judge (simulated annotator, not an LLM)")
     pattern = prompt_pattern(settings.judge.prompt_version)
     lookup = Lookup(settings)
-    stats = {"judge_calls": 0, "answered": 0, "unknown": 0}
+    if delay_s is None:
+        delay_s = float(os.environ.get("JUDGE_STANDIN_DELAY_S") or 0.0)
+    book = CallBook(stats_file if stats_file is not None else os.environ.get("JUDGE_STANDIN_STATS_FILE"))
     state: dict = {"world": None}
-    lock = threading.Lock()
 
     def world():
         if state["world"] is None:
@@ -143,14 +202,14 @@ def create_app(settings):
 
     @app.get("/stats")
     def get_stats():
-        with lock:
-            return dict(stats)
+        return book.snapshot()
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         body = await request.json()
-        with lock:
-            stats["judge_calls"] += 1
+        book.call()
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
         try:
             prompt = body["messages"][-1]["content"]
         except (KeyError, IndexError, TypeError):
@@ -159,14 +218,12 @@ def create_app(settings):
         m = pattern.match(prompt if isinstance(prompt, str) else "")
         found = m and lookup.ids(m.group("title"), m.groupdict().get("category") or "", m.group("keyphrase"))
         if not found:
-            with lock:
-                stats["unknown"] += 1
+            book.answered(prompt if isinstance(prompt, str) else repr(prompt), known=False)
             log.warning("stand-in judge: prompt names no known item/keyphrase: %.200r", prompt)
             return completion("unknown", [("unknown", 0.0)])
         p = float(simulated_p_yes(world(), np.array([found[0]]), np.array([found[1]]),
                                   accuracy=settings.judge.simulated_accuracy, seed=settings.synth.seed)[0])
-        with lock:
-            stats["answered"] += 1
+        book.answered(prompt, known=True)
         yes, no = ("yes", math.log(p)), ("no", math.log1p(-p))
         return completion("yes" if p >= 0.5 else "no", [yes, no] if p >= 0.5 else [no, yes])
 
@@ -186,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     log.warning("STAND-IN judge (simulated annotator behind the OpenAI protocol, NOT an LLM) on http://%s:%d/v1, "
-                "model name %r, lake %s", args.host, args.port, STAND_IN_MODEL, settings.lake_root)
+                "model name %r, lake %s, delay %s s, stats file %s", args.host, args.port, STAND_IN_MODEL,
+                settings.lake_root, os.environ.get("JUDGE_STANDIN_DELAY_S") or 0,
+                os.environ.get("JUDGE_STANDIN_STATS_FILE") or "-")
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
     return 0
 

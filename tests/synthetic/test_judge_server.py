@@ -48,7 +48,8 @@ def test_answers_the_openai_judge_request_with_the_simulated_p_yes(tiny_world, p
                            accuracy=tiny_world.judge.simulated_accuracy, seed=tiny_world.synth.seed)
     np.testing.assert_allclose(got, want, atol=1e-9)
     stats = client.get("/stats").json()
-    assert stats == {"judge_calls": len(pairs), "answered": len(pairs), "unknown": 0}
+    assert stats == {"judge_calls": len(pairs), "answered": len(pairs), "unknown": 0,
+                     "distinct_prompts": len(pairs), "repeated_prompts": 0}
     health = client.get("/health").json()
     assert health["stand_in"] is True
     assert math.isclose(sum(want > 0.5) + sum(want < 0.5), len(pairs))
@@ -72,3 +73,33 @@ def test_prompt_pattern_reads_escaped_quotes_back():
     m = prompt_pattern("v1").match(prompt)
     assert m and m.group("title") == 'a \\"quoted\\" \\\\ title' and m.group("keyphrase") == 'kp \\"x\\"'
     assert prompt_pattern("v0").match(build_prompt("t", "c", "k", "v0")).group("keyphrase") == "k"
+
+
+def test_counts_survive_a_restart_and_a_prompt_asked_twice_is_counted(tmp_path):
+    """The fault cases stop the stand-in for a minute: with ``stats_file`` its counters (and the prompts it has
+    answered) carry over, so judge calls can be compared with distinct pairs for the whole day."""
+    from keyphrase_pipeline.synthetic.judge_server import CallBook
+
+    path = tmp_path / "stats.json"
+    book = CallBook(path)
+    for prompt in ("a", "b"):
+        book.call()
+        book.answered(prompt, known=True)
+    again = CallBook(path)  # the server restarted
+    again.call()
+    again.answered("a", known=True)  # asked twice: paid twice
+    again.call()
+    again.answered("zzz", known=False)
+    assert again.snapshot() == {"judge_calls": 4, "answered": 3, "unknown": 1, "distinct_prompts": 3,
+                                "repeated_prompts": 1}
+    assert CallBook(None).snapshot()["judge_calls"] == 0  # without a file: counted since start
+
+
+def test_the_delay_holds_each_answer_back(tiny_world, pairs):
+    import time
+
+    client = TestClient(create_app(tiny_world, delay_s=0.3))
+    prompt = build_prompts(pairs.head(1), tiny_world)[0]
+    t = time.monotonic()
+    resp = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": prompt}]})
+    assert resp.status_code == 200 and time.monotonic() - t >= 0.3

@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
+class _NotSent(Exception):
+    """A request of a batch not sent because another one had already failed for good."""
+
+
 def connection_from_airflow(conn_id: str) -> tuple[str, str | None] | None:
     """(endpoint, key) from an Airflow Connection, or None when Airflow or the connection is absent."""
     if not conn_id:
@@ -224,16 +228,61 @@ class OpenAIJudge(Judge):
                 time.sleep(delay)
         raise JudgeUnavailable(f"judge endpoint {self.endpoint} still failing after {self.max_retries} retries ({last})")
 
-    def verdict_prompts(self, prompts: list[str]) -> Verdicts:
+    # llm_label passes a journal: each request is recorded as sent before it goes out and as answered (or
+    # unusable, failed) as soon as its answer arrives, so a worker killed mid-batch loses nothing paid for
+    journals_requests = True
+
+    def _ask(self, i: int, prompt: str, journal, gave_up: threading.Event) -> float:
+        """``_one(prompt)``, recorded in ``journal`` when given (sent, then answered/unusable/failed). Not sent at
+        all (``_NotSent``) once another request of the batch has failed for good (``gave_up``): when the endpoint
+        is down, the batch stops after the requests in flight have used their retries, instead of every
+        remaining request spending its own ``max_retries`` backoff first."""
+        if gave_up.is_set():
+            raise _NotSent()
+        if journal is not None:
+            journal.sent(i)
+        try:
+            p = self._one(prompt)
+        except UnusableAnswer as exc:
+            if journal is not None:
+                journal.unusable(i, exc.reason, exc.raw)
+            raise
+        except KPError:
+            gave_up.set()
+            if journal is not None:
+                journal.failed(i)
+            raise
+        if journal is not None:
+            journal.answered(i, p)
+        return p
+
+    def verdict_prompts(self, prompts: list[str], journal=None) -> Verdicts:
         """Every prompt asked (``judge.concurrency`` threads); an unreadable answer is kept as unusable, and a
-        request that failed for good (JudgeUnavailable, ConfigError) leaves NaN while the others' answers are
-        still returned, with the first such failure as ``error``."""
+        request that failed for good (JudgeUnavailable, ConfigError) leaves NaN while the answers already
+        received are still returned, with the first such failure as ``error``; the batch's requests not sent
+        yet are then not sent (NaN too). ``journal`` (optional): an object with ``sent(i)``,
+        ``answered(i, p)``, ``unusable(i, reason, raw)``, ``failed(i)``, called from the request threads
+        (``keyphrase_pipeline.jobs.llm_label.AnswerJournal``)."""
         p = np.full(len(prompts), np.nan, dtype=np.float64)
         out = Verdicts(p)
         if not prompts:
             return out
+        gave_up = threading.Event()
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="judge") as pool:
-            futures = [pool.submit(self._one, q) for q in prompts]
+            futures = [pool.submit(self._ask, i, q, journal, gave_up) for i, q in enumerate(prompts)]
+            for i, fut in enumerate(futures):
+                try:
+                    p[i] = fut.result()
+                except UnusableAnswer as exc:
+                    out.unusable[i] = (exc.reason, exc.raw)
+                except KPError as exc:
+                    out.error = out.error or exc
+                except _NotSent:
+                    pass
+        return out
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="judge") as pool:
+            futures = [pool.submit(self._journaled, i, q, journal) if journal is not None else pool.submit(self._one, q)
+                       for i, q in enumerate(prompts)]
             for i, fut in enumerate(futures):
                 try:
                     p[i] = fut.result()
@@ -243,10 +292,10 @@ class OpenAIJudge(Judge):
                     out.error = out.error or exc
         return out
 
-    def verdicts(self, pairs) -> Verdicts:
+    def verdicts(self, pairs, journal=None) -> Verdicts:
         from keyphrase_pipeline.jobs.judges.prompt import build_prompts
 
-        return self.verdict_prompts(build_prompts(pairs, self.settings) if len(pairs) else [])
+        return self.verdict_prompts(build_prompts(pairs, self.settings) if len(pairs) else [], journal=journal)
 
     def score_prompts(self, prompts: list[str]) -> np.ndarray:
         v = self.verdict_prompts(prompts)
