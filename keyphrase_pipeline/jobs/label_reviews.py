@@ -18,6 +18,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 import uuid
 from pathlib import Path
 
@@ -164,10 +165,52 @@ def _read_day_files(lake, d: str, skipped: list[str]):
         if name.startswith((".", "_")) or not name.endswith(".parquet"):
             continue
         try:
-            frames.append(read_parquet(f"{base}/{name}", contract="label_reviews"))
+            df = read_parquet(f"{base}/{name}", contract="label_reviews")
         except Exception as exc:  # noqa: BLE001 - not parquet (ArrowInvalid), breaks the contract, unreadable
             skipped.append(f"label_reviews/ds={d}/{name}: {type(exc).__name__}: {lake_relative(lake, str(exc))[:120]}")
+            continue
+        ok, reasons = valid_rows(df)
+        if reasons:
+            skipped.append(f"label_reviews/ds={d}/{name}: {int((~ok).sum())} of {len(df)} row(s) left out: "
+                           + "; ".join(reasons))
+            df = df[ok].reset_index(drop=True)
+        frames.append(df)
     return frames
+
+
+_HEX = re.compile(r"[0-9a-fA-F]+")
+
+
+def _is_date(v) -> bool:
+    """Whether ``v`` is a real calendar date written ``YYYY-MM-DD`` (str)."""
+    if not isinstance(v, str) or len(v) != 10 or not v.isascii():
+        return False
+    try:
+        return dt.date.fromisoformat(v).isoformat() == v
+    except ValueError:
+        return False
+
+
+def valid_rows(df) -> tuple["object", list[str]]:
+    """``(ok, reasons)`` for review rows (pandas, contract ``label_reviews``) whose columns passed the contract:
+    ``ok`` a boolean Series, False for a row whose values are not usable: ``store_ds`` not a real date
+    ``YYYY-MM-DD``, ``verdict`` not in ``VERDICTS``, ``pair_key`` empty or not hex. ``reasons``: one text per
+    failing check with the first offending value, e.g. ``"store_ds 'not-a-date' is not a date (YYYY-MM-DD)"``."""
+    import pandas as pd
+
+    checks = [
+        ("store_ds", df["store_ds"].map(_is_date).astype(bool), "is not a date (YYYY-MM-DD)"),
+        ("verdict", df["verdict"].map(lambda v: v in VERDICTS).astype(bool), f"is not one of {VERDICTS}"),
+        ("pair_key", df["pair_key"].map(lambda v: isinstance(v, str) and bool(_HEX.fullmatch(v))).astype(bool),
+         "is not a non-empty hex key"),
+    ]
+    ok = pd.Series(True, index=df.index)
+    reasons = []
+    for col, good, why in checks:
+        if not good.all():
+            reasons.append(f"{col} {str(df.loc[~good, col].iloc[0])[:40]!r} {why} ({int((~good).sum())} row(s))")
+        ok &= good
+    return ok, reasons
 
 
 def read(settings, ds=None, skipped: list[str] | None = None):
@@ -178,7 +221,9 @@ def read(settings, ds=None, skipped: list[str] | None = None):
     one file and fill another's missing columns with nulls). A review file that cannot be read (not parquet) or
     lacks the contract's columns, or a ``ds=`` folder that is not a date, is left out, logged, and named in
     ``skipped`` when given (``"label_reviews/ds=D/<file>: <error>"``): one damaged file must not hide every other
-    verdict."""
+    verdict. Values are checked too (``valid_rows``): a row whose ``store_ds`` is not a real date, whose
+    ``verdict`` is not agree/disagree or whose ``pair_key`` is not hex is left out and its file named
+    (``"label_reviews/ds=D/<file>: N of M row(s) left out: <reasons>"``)."""
     import pandas as pd
 
     from keyphrase_pipeline.core.contracts import arrow_schema
@@ -290,6 +335,10 @@ def export_frame(settings, from_ds=None, to_ds=None) -> tuple["object", dict]:
     out = out[~missing].copy()
     if not len(out):
         raise DataError(f"none of the {int(missing.sum())} reviewed pair(s) of {span} is in the label store any more")
+    # only agree -> the judge's label and disagree -> its opposite; ``read`` already left out any other verdict,
+    # and a row that still has one is dropped here rather than read as a disagreement (which flips the label)
+    agree, disagree = out["verdict"] == "agree", out["verdict"] == "disagree"
+    out = out[agree | disagree].copy()
     agree = out["verdict"] == "agree"
     out["label"] = out["llm_label"].astype("int32").where(agree, 1 - out["llm_label"].astype("int32")).astype("int32")
     out["reviewed_at"] = pd.to_datetime(out["reviewed_at"]).dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -593,7 +593,8 @@ def reviews_skipped_note(skipped: list[str]) -> str:
     """The note for review files ``label_reviews.read`` left out (not parquet, or without the contract's columns;
     named relative to the lake root)."""
     shown = "; ".join(s[:160] for s in skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
-    return (f"{len(skipped)} unreadable review file(s) left out of the counts: {shown}. Move the damaged file(s) out "
+    return (f"{len(skipped)} unreadable review file(s) (or files with invalid rows) left out of the counts: {shown}. "
+            "Move the damaged file(s) out "
             "of label_reviews/ (other verdicts are unaffected; a verdict lost with one can be given again).")
 
 

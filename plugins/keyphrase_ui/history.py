@@ -108,7 +108,10 @@ def _readable_record(f: Path) -> bool:
 
 def recorded_days(lake) -> tuple[list[str], list[str]]:
     """``(days, notes)``: the ``runs/ds=D`` folders that name a real date (``YYYY-MM-DD``) and hold at least one
-    readable record (a stats file ``*.json`` or a failure record ``_failed/*.json`` that is a JSON object), sorted;
+    readable record of a DAG stage (``STAGES``: a stats file ``<stage>.json`` or a failure record
+    ``_failed/<stage>.json`` that is a JSON object), sorted; a day with only other records (``promote.json`` of a
+    manual ``kp promote``, a rollback) is not a run day (``"ignored runs/ds=D: only records of stages outside the
+    keyphrase_daily DAG (...)"``);
     ``notes`` names each entry left out and why (``"ignored runs/ds=X: not a date"``, ``"ignored runs/ds=D: not a
     folder"``, ``"ignored runs/ds=D: no stats or failure record inside"``, ``"ignored runs/ds=D: none of its N
     stats/failure file(s) is readable JSON"``). A stray, empty or damaged folder must neither crash the page nor
@@ -127,9 +130,17 @@ def recorded_days(lake) -> tuple[list[str], list[str]]:
         if base.exists() and not base.is_dir():
             notes.append(f"ignored runs/ds={name}: not a folder (a plain file); remove or rename it")
             continue
-        files = sorted(base.glob("*.json")) + sorted((base / "_failed").glob("*.json"))
-        if not files:
+        every = sorted(base.glob("*.json")) + sorted((base / "_failed").glob("*.json"))
+        if not every:
             notes.append(f"ignored runs/ds={name}: no stats or failure record inside (an empty folder)")
+            continue
+        # only the daily DAG's stages make a run day: a manual `kp promote` / rollback (or any other stage) writes
+        # runs/ds=<today>/<stage>.json too, and must neither become "the latest run" nor move the history window
+        files = [f for f in every if f.stem in STAGES]
+        if not files:
+            shown = ", ".join(str(f.relative_to(base)) for f in every[:3]) + (" ..." if len(every) > 3 else "")
+            notes.append(f"ignored runs/ds={name}: only records of stages outside the {DAG_ID} DAG ({shown}: a "
+                         "manual action such as `kp promote`), not a run day")
             continue
         if not any(_readable_record(f) for f in files):
             shown = ", ".join(str(f.relative_to(base)) for f in files[:3]) + (" ..." if len(files) > 3 else "")

@@ -377,3 +377,67 @@ def test_the_item_views_store_note_names_the_real_day(airflow_api, lake_env, tmp
     (Path(lake.path("llm_store", ds=ds)) / "part-junk.parquet").write_text("junk\n")
     notes = " ".join(c.get(f"/keyphrases/api/item/{item}?k=5", headers=h).json()["notes"])
     assert f"kp merge-labels --ds {ds}" in notes and "--ds D`" not in notes, notes
+
+
+# ---- review-pass 4: review rows whose values are not usable (a store day that is not a date, a verdict 'maybe') --
+def test_review_rows_with_invalid_values_are_left_out_named_and_never_flip_a_label(airflow_api, lake_env, tmp_path,
+                                                                                    capsys):
+    """A review row with ``store_ds='not-a-date'`` made the agreement plot 500, broke the export ("no judged pairs
+    for ds=not-a-date", no file named) and showed a day "not-a-date"; a newer verdict 'maybe' was read as a
+    disagreement and flipped the exported label. Such rows are left out and their files named."""
+    import datetime as dt
+    import json
+    import uuid
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from keyphrase_pipeline.core.cli import main
+    from keyphrase_pipeline.jobs import label_reviews
+    from keyphrase_pipeline.jobs.training_data import read_labels_file
+    from keyphrase_pipeline.models.text import clean
+
+    c, h = airflow_api["client"], auth(airflow_api)
+    lake = _copy_lake(airflow_api, tmp_path, lake_env)
+    s, ds = airflow_api["settings"].with_overrides(lake_root=str(lake.root)), airflow_api["ds"]
+    pairs = label_reviews.sample(s, ds, 2)
+    a, b = pairs.iloc[0], pairs.iloc[1]
+    t0 = dt.datetime(2026, 11, 1, 9, tzinfo=dt.UTC)
+    label_reviews.append(s, ds, a["pair_key"], "agree", "ann", now=t0)
+    label_reviews.append(s, ds, b["pair_key"], "agree", "ann", now=t0)
+    folder = Path(lake.path("label_reviews", ds=ds))
+    tables = [pq.read_table(f) for f in sorted(folder.glob("part-*.parquet"))]
+    of_b = next(t for t in tables if t.column("pair_key")[0].as_py() == b["pair_key"])
+
+    def forge(name, **values):
+        df = of_b.to_pandas()
+        df["review_id"] = uuid.uuid4().hex
+        df["reviewed_at"] = df["reviewed_at"] + dt.timedelta(hours=1)  # newer than ann's verdicts
+        df["reviewer"] = "eve"
+        for k, v in values.items():
+            df[k] = v
+        pq.write_table(pa.Table.from_pandas(df, schema=of_b.schema, preserve_index=False), folder / name)
+
+    forge("part-baddate.parquet", store_ds="not-a-date", verdict="disagree")
+    forge("part-maybe.parquet", verdict="maybe")
+    forge("part-badkey.parquet", pair_key="not hex!", verdict="disagree")
+
+    body = c.get("/keyphrases/api/reviews", headers=h).json()
+    assert [r["ds"] for r in body["agreement"]] == [ds] and body["agreement"][0]["reviews"] == 2, body["agreement"]
+    notes = " ".join(body["notes"])
+    assert "part-baddate.parquet" in notes and "store_ds 'not-a-date' is not a date" in notes, notes
+    assert "part-maybe.parquet" in notes and "verdict 'maybe'" in notes, notes
+    png = c.get("/keyphrases/api/plots/reviews.png", headers=h)
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+
+    out = tmp_path / "human.csv"
+    assert main(["label-reviews", "--export", str(out)]) == 0
+    stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert stats["pairs"] == 2 and stats["agree"] == 2 and stats["disagree"] == 0, stats
+    skipped = " ".join(stats["skipped_files"])
+    assert len(stats["skipped_files"]) == 3 and f"label_reviews/ds={ds}/part-badkey.parquet" in skipped, skipped
+    assert "pair_key 'not hex!'" in skipped and "1 of 1 row(s) left out" in skipped
+    got = read_labels_file(str(out), min_rows=1)
+    labels = {(r.title, r.category, r.keyphrase): int(r.label) for r in got.itertuples()}
+    assert labels[(clean(b["title"]), clean(b["category"]), clean(b["keyphrase"]))] == int(b["label"])  # not flipped
+    assert "maybe" not in out.read_text() and "eve" not in out.read_text()

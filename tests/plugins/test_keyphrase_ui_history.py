@@ -272,3 +272,22 @@ def test_small_wording_a_file_is_not_a_folder_and_a_failure_without_error_text(l
     lake.write_run_failure(day(1), "llm_labels", {"error": None, "try_number": "x"})
     st = by_ds(history(lake, days=2))[day(1)]["stages"]["llm_labels"]
     assert st["status"] == "failed" and "None" not in st["reason"] and "no error text" in st["reason"], st["reason"]
+
+
+def test_a_manual_promotion_today_is_not_the_latest_run(lake):
+    """`kp promote` writes runs/ds=<today>/promote.json: the default window ended on that day with 14 "no run"
+    days and hid the real runs. Only the DAG's stages make a run day."""
+    from keyphrase_ui import history as h
+
+    write_run_day(lake, day(3))
+    write_run_day(lake, day(2))
+    lake.write_run_stats(END, "promote", {"version": "bi-x", "reason": "manual"})
+    lake.write_run_stats(day(1), "rollback", {"version": "bi-y"})
+    lake.write_run_stats(day(2), "promote", {"version": "bi-z"})  # a run day with a manual action stays a run day
+    got = history(lake, days=14)
+    assert got["end"] == day(2) and [d["ds"] for d in got["days"]] == [day(2), day(3)], got["end"]
+    assert by_ds(got)[day(2)]["status"] == "ok"
+    days, notes = h.recorded_days(lake)
+    assert days == [day(3), day(2)]
+    assert any(f"runs/ds={END}" in n and "promote.json" in n and "not a run day" in n for n in notes), notes
+    assert any(f"runs/ds={day(1)}" in n and "rollback.json" in n for n in notes), notes
