@@ -167,11 +167,11 @@ def _read_day_files(lake, d: str, skipped: list[str]):
         try:
             df = read_parquet(f"{base}/{name}", contract="label_reviews")
         except Exception as exc:  # noqa: BLE001 - not parquet (ArrowInvalid), breaks the contract, unreadable
-            skipped.append(f"label_reviews/ds={d}/{name}: {type(exc).__name__}: {lake_relative(lake, str(exc))[:120]}")
+            skipped.append(f"{layout.partition_name('label_reviews', d)}/{name}: {type(exc).__name__}: {lake_relative(lake, str(exc))[:120]}")
             continue
         ok, reasons = valid_rows(df)
         if reasons:
-            skipped.append(f"label_reviews/ds={d}/{name}: {int((~ok).sum())} of {len(df)} row(s) left out: "
+            skipped.append(f"{layout.partition_name('label_reviews', d)}/{name}: {int((~ok).sum())} of {len(df)} row(s) left out: "
                            + "; ".join(reasons))
             df = df[ok].reset_index(drop=True)
         frames.append(df)
@@ -237,7 +237,7 @@ def read(settings, ds=None, skipped: list[str] | None = None):
         try:
             ds_str(d)
         except ConfigError:
-            bad.append(f"label_reviews/ds={d}: not a date (YYYY-MM-DD)")
+            bad.append(f"{layout.partition_name('label_reviews', d)}: not a date (YYYY-MM-DD)")
             continue
         for df in _read_day_files(lake, d, bad):
             if len(df):

@@ -26,6 +26,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import subprocess
 import sys
 import time
 import urllib.error
@@ -206,7 +207,10 @@ def prepare(cl, today: dt.date, workdir: Path | None = None):
 
     get_settings.cache_clear()
     settings = load_settings()
-    meta = root / "lake" / "synth" / "world.json"
+    from keyphrase_pipeline.core import layout
+    from keyphrase_pipeline.core.lake import Lake
+
+    meta = Path(layout.synth_world_meta_path(Lake.from_settings(settings)))
     if not meta.exists() or json.loads(meta.read_text()).get("start_date") != env["KP_SYNTH__START_DATE"]:
         say(f"seeding the tiny demo world {env['KP_SYNTH__START_DATE']} .. {today - dt.timedelta(days=1)} into {settings.lake_root}")
         synth.run(settings)
@@ -234,10 +238,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="run the fault cases instead (keyphrase_pipeline.synthetic.cluster_faults): kill the gpu "
                          "worker mid-shard, a Spark worker during the CTR job, stop the judge for a minute")
     args = ap.parse_args(argv)
-    if args.faults:
-        from keyphrase_pipeline.synthetic import cluster_faults
-
-        return cluster_faults.main([a for a in (argv if argv is not None else sys.argv[1:]) if a != "--faults"])
+    if args.faults:  # its own process: cluster_faults builds on this module, which must not import it back
+        rest = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--faults"]
+        return subprocess.call([sys.executable, "-m", "keyphrase_pipeline.synthetic.cluster_faults", *rest])
     cl = cluster.load_cluster(args.root)
     root = cl.root / "e2e"
     today = dt.datetime.now(dt.timezone.utc).date()

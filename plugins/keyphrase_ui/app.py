@@ -197,7 +197,7 @@ def run_stats(ds: str | None = None) -> dict:
             if isinstance(stats, dict):
                 stages[f.stem] = stats
             else:
-                notes.append(f"runs/ds={ds}/{f.name}: the run stats are unreadable (not a JSON object); rerun the "
+                notes.append(f"{layout.partition_name('runs', ds)}/{f.name}: the run stats are unreadable (not a JSON object); rerun the "
                              "stage for that day to rewrite them")
     order = {s: i for i, s in enumerate(STAGES)}
     stages = dict(sorted(stages.items(), key=lambda kv: (order.get(kv[0], 99), kv[0])))
@@ -209,7 +209,7 @@ def run_stats(ds: str | None = None) -> dict:
             if isinstance(rec, dict):
                 failures[f.stem] = rec
             else:
-                notes.append(f"runs/ds={ds}/_failed/{f.name}: the failure record is unreadable (not JSON); the task "
+                notes.append(f"{layout.partition_name('runs', ds)}/_failed/{f.name}: the failure record is unreadable (not JSON); the task "
                              "log in Airflow has the error")
     return {"ds": ds, "days": days, "stages": stages, "failures": failures, "notes": notes}
 
@@ -562,7 +562,7 @@ def review_view(ds: str | None, n: int, user) -> dict:
         raise HTTPException(status_code=404, detail=f"{exc}: pick a day that has labels") from None
     except Exception as exc:  # noqa: BLE001 - a damaged label store file (ArrowInvalid): no sample, say why
         log.warning("keyphrases UI: label store day %s unreadable: %s: %s", ds, type(exc).__name__, exc)
-        base["notes"].append(f"the label store day llm_labels/store/ds={ds} cannot be read ({type(exc).__name__}): no "
+        base["notes"].append(f"the label store day {layout.partition_name('llm_labels/store', ds)} cannot be read ({type(exc).__name__}): no "
                              f"sample to review. Rewrite it with `kp merge-labels --ds {ds}` (or clear the day's merge "
                              "task in Airflow), or pick another day.")
         return {**base, "ds": ds}

@@ -170,7 +170,7 @@ def ctr_window(lake, settings, ctr_day: str) -> tuple[int, str]:
     unreadable or has no whole number there, the current ``ctr.window_days`` setting, and ``source`` says so."""
     from keyphrase_pipeline.core import layout
 
-    rel = f"ctr_labels/ds={ctr_day}/{Path(layout.partition_stats_path('x')).name}"
+    rel = f"{layout.partition_name('ctr_labels', ctr_day)}/{Path(layout.partition_stats_path('x')).name}"
     try:
         stats = lake.read_json(layout.partition_stats_path(lake.path("ctr_labels", ds=ctr_day)), default={})
     except Exception as exc:  # noqa: BLE001 - not JSON, unreadable

@@ -28,6 +28,8 @@ import json
 import math
 from pathlib import Path
 
+from keyphrase_pipeline.core import layout
+
 DAG_ID = "keyphrase_daily"
 
 # the stages whose run stats the DAG writes, in pipeline order
@@ -124,27 +126,27 @@ def recorded_days(lake) -> tuple[list[str], list[str]]:
         except ValueError:
             ok = False
         if not ok:
-            notes.append(f"ignored runs/ds={name}: not a date (YYYY-MM-DD); rename or remove the folder")
+            notes.append(f"ignored {layout.partition_name('runs', name)}: not a date (YYYY-MM-DD); rename or remove the folder")
             continue
         base = Path(lake.run_stats_dir(name))
         if base.exists() and not base.is_dir():
-            notes.append(f"ignored runs/ds={name}: not a folder (a plain file); remove or rename it")
+            notes.append(f"ignored {layout.partition_name('runs', name)}: not a folder (a plain file); remove or rename it")
             continue
         every = sorted(base.glob("*.json")) + sorted((base / "_failed").glob("*.json"))
         if not every:
-            notes.append(f"ignored runs/ds={name}: no stats or failure record inside (an empty folder)")
+            notes.append(f"ignored {layout.partition_name('runs', name)}: no stats or failure record inside (an empty folder)")
             continue
         # only the daily DAG's stages make a run day: a manual `kp promote` / rollback (or any other stage) writes
         # runs/ds=<today>/<stage>.json too, and must neither become "the latest run" nor move the history window
         files = [f for f in every if f.stem in STAGES]
         if not files:
             shown = ", ".join(str(f.relative_to(base)) for f in every[:3]) + (" ..." if len(every) > 3 else "")
-            notes.append(f"ignored runs/ds={name}: only records of stages outside the {DAG_ID} DAG ({shown}: a "
+            notes.append(f"ignored {layout.partition_name('runs', name)}: only records of stages outside the {DAG_ID} DAG ({shown}: a "
                          "manual action such as `kp promote`), not a run day")
             continue
         if not any(_readable_record(f) for f in files):
             shown = ", ".join(str(f.relative_to(base)) for f in files[:3]) + (" ..." if len(files) > 3 else "")
-            notes.append(f"ignored runs/ds={name}: none of its {len(files)} stats/failure file(s) is readable JSON "
+            notes.append(f"ignored {layout.partition_name('runs', name)}: none of its {len(files)} stats/failure file(s) is readable JSON "
                          f"({shown}: empty or damaged); rerun the day's stages to rewrite them, or remove the folder")
             continue
         days.append(name)
