@@ -521,7 +521,8 @@ def compare_view(n_items: int, k: int) -> dict:
                 return dict(zip(kp["keyphrase_id"].astype("int64").tolist(), kp["text"]))
 
             text = _safe("keyphrase texts", kp_text, {})
-            rows, note = explain.topk_side_by_side(_lake(), settings, {"champion": champ, "challenger": out["challenger"]},
+            rows, note = explain.topk_side_by_side(_lake(), settings, {"champion": out.get("baseline") or champ,
+                                                                       "challenger": out["challenger"]},
                                                    ids, k, text, world=_world())
             for r in rows:
                 r["title"] = str(titles.loc[r["item_id"], "title"]) if r["item_id"] in titles.index else None

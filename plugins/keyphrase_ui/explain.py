@@ -318,16 +318,23 @@ METRIC_ROWS = [  # (label, path in an evaluation dict, unit)
     ("test pairs", "llm.n", "pairs"),
     ("Pearson with the cross-encoder", "rho_cross", "rho"),
     ("F1 vs the demo world's truth", "truth.f1", "F1"),
-    ("recall@K of truly relevant (tail items)", "recall_at_k.tail.recall_at_k", "share"),
-    ("recall@K of truly relevant (head items)", "recall_at_k.head.recall_at_k", "share"),
+    # evaluate writes relevance_recall_at_k (older versions: recall_at_k); "a|b": the first path present
+    ("recall@K of truly relevant (tail items)",
+     "relevance_recall_at_k.tail.relevance_recall_at_k|recall_at_k.tail.recall_at_k", "share"),
+    ("recall@K of truly relevant (head items)",
+     "relevance_recall_at_k.head.relevance_recall_at_k|recall_at_k.head.recall_at_k", "share"),
 ]
 
 
 def _dig(d, path: str):
-    node = d
-    for part in path.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
+    """The value at dotted ``path`` in nested dicts ``d``; ``"a.b|c.d"``: the first alternative present; else None."""
+    for alt in path.split("|"):
+        node = d
+        for part in alt.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            return node
+    return None
 
 
 def _embeddings(lake, settings, what: str, version: str, ids: list[int] | None = None):
@@ -428,17 +435,29 @@ def compare(settings, lake, students: list[dict], champ: str | None, history: li
     if not champ or champ not in by:
         out["message"] = (f"No champion to compare with ({'registry/CHAMPION points to a missing version ' + champ if champ else 'registry/CHAMPION unset'}): "
                           "promote one with `kp promote --version <version>` (`kp promote --list`).")
-    challengers = [v for v in students if v["version"] != champ]
-    if not challengers:
-        out["message"] = out["message"] or ("No challenger yet: only the champion was trained. The next training day "
-                                            "(train.retrain_every_days, or the force_retrain param) trains one.")
-        return out
-    ch = challengers[0]
-    out["challenger"] = ch["version"]
+    newest = students[0]
+    promo_newest = newest.get("promotion") or {}
+    before = promo_newest.get("champion_before")
+    if newest["version"] == champ and promo_newest.get("promoted") and before in by and before != champ:
+        # the newest challenger WAS promoted: the decision to show is that one, against the champion it replaced
+        ch = newest
+        out["challenger"], out["baseline"] = ch["version"], before
+        out["labels"] = {"champion": f"Replaced champion", "challenger": "Promoted challenger (now the champion)"}
+        out["baseline_note"] = (f"the newest challenger {ch['version']} was promoted (ds {promo_newest.get('ds')}): shown "
+                                f"against the champion it replaced, {before}")
+    else:
+        challengers = [v for v in students if v["version"] != champ]
+        if not challengers:
+            out["message"] = out["message"] or ("No challenger yet: only the champion was trained. The next training day "
+                                                "(train.retrain_every_days, or the force_retrain param) trains one.")
+            return out
+        ch = challengers[0]
+        out["challenger"] = ch["version"]
     promo = ch.get("promotion") or {}
     ch_eval = (ch.get("metrics") or {}).get("eval") or {}
     same_day = promo.get("champion_metrics")
-    champ_eval = same_day if isinstance(same_day, dict) else ((by.get(champ) or {}).get("metrics") or {}).get("eval") or {}
+    base_version = out.get("baseline") or champ
+    champ_eval = same_day if isinstance(same_day, dict) else ((by.get(base_version) or {}).get("metrics") or {}).get("eval") or {}
     out["metrics_note"] = ("both evaluated by the challenger's evaluate run, on the same held-out test set" if
                            isinstance(same_day, dict) else
                            "the champion's numbers are from its own evaluation (another day's test set): compare with care")
@@ -458,9 +477,10 @@ def compare(settings, lake, students: list[dict], champ: str | None, history: li
     else:
         out["gate"] = {"promoted": None, "reason": "not evaluated yet (no promotion.json): evaluate runs after train_bi"}
     prev = next((h.get("previous") for h in reversed(history) if h.get("version") == champ and h.get("previous")), None)
-    cmds = [{"what": f"promote the challenger {ch['version']} (serving follows at the next run's serve group, or trigger "
-                     "keyphrase_daily now)",
-             "command": f"kp promote --version {ch['version']} --reason \"reviewed: <why>\""}]
+    cmds = [] if out.get("baseline") else [
+        {"what": f"promote the challenger {ch['version']} (serving follows at the next run's serve group, or trigger "
+                 "keyphrase_daily now)",
+         "command": f"kp promote --version {ch['version']} --reason \"reviewed: <why>\""}]
     if prev:
         cmds.append({"what": f"roll the champion back to the previous one, {prev}",
                      "command": f"kp promote --version {prev} --reason \"rollback: <why>\""})

@@ -291,3 +291,28 @@ def test_a_manual_promotion_today_is_not_the_latest_run(lake):
     assert days == [day(3), day(2)]
     assert any(f"runs/ds={END}" in n and "promote.json" in n and "not a run day" in n for n in notes), notes
     assert any(f"runs/ds={day(1)}" in n and "rollback.json" in n for n in notes), notes
+
+
+def test_compare_after_a_promotion_shows_that_decision_against_the_champion_it_replaced():
+    """When the newest challenger was promoted, the view shows ITS gate decision against the champion it replaced
+    (not the older version's 'first model' decision), and reads evaluate's relevance_recall_at_k rows."""
+    from keyphrase_ui import explain
+
+    new = {"version": "2026-11-04-b", "promotion": {"promoted": True, "champion_before": "2026-11-02-a", "ds": "2026-11-04",
+                                                    "reason": "F1 0.7162 vs champion 0.7053: not worse",
+                                                    "champion_metrics": {"llm": {"f1": 0.7053}}},
+           "metrics": {"eval": {"llm": {"f1": 0.7162},
+                                "relevance_recall_at_k": {"tail": {"relevance_recall_at_k": 0.82}}}}}
+    old = {"version": "2026-11-02-a", "promotion": {"promoted": True, "reason": "first model: no champion"},
+           "metrics": {"eval": {"llm": {"f1": 0.70}}}}
+    out = explain.compare(None, None, [new, old], "2026-11-04-b", [], ["p1"], "p1")
+    assert out["challenger"] == "2026-11-04-b" and out["baseline"] == "2026-11-02-a"
+    assert out["gate"]["promoted"] is True and out["gate"]["reason"].startswith("F1 0.7162")
+    rows = {m["label"]: m for m in out["metrics"]}
+    assert rows["F1 vs LLM labels (held-out test set)"]["champion"] == 0.7053
+    assert rows["recall@K of truly relevant (tail items)"]["challenger"] == 0.82
+    assert not any(c["command"].startswith("kp promote --version 2026-11-04-b") for c in out["commands"])
+    # not promoted: the newest non-champion is the challenger, against the champion (unchanged behaviour)
+    new["promotion"]["promoted"] = False
+    out = explain.compare(None, None, [new, old], "2026-11-02-a", [], ["p1"], "p1")
+    assert out["challenger"] == "2026-11-04-b" and "baseline" not in out
