@@ -327,14 +327,11 @@ METRIC_ROWS = [  # (label, path in an evaluation dict, unit)
 
 
 def _dig(d, path: str):
-    """The value at dotted ``path`` in nested dicts ``d``; ``"a.b|c.d"``: the first alternative present; else None."""
-    for alt in path.split("|"):
-        node = d
-        for part in alt.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is not None:
-            return node
-    return None
+    """The value at dotted ``path`` in nested dicts ``d``; ``"a.b|c.d"``: the first alternative present; else None
+    (``keyphrase_ui.history._get``)."""
+    from keyphrase_ui.history import _get
+
+    return _get(d, path)
 
 
 def _embeddings(lake, settings, what: str, version: str, ids: list[int] | None = None):
