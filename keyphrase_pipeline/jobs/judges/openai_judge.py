@@ -280,17 +280,6 @@ class OpenAIJudge(Judge):
                 except _NotSent:
                     pass
         return out
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="judge") as pool:
-            futures = [pool.submit(self._journaled, i, q, journal) if journal is not None else pool.submit(self._one, q)
-                       for i, q in enumerate(prompts)]
-            for i, fut in enumerate(futures):
-                try:
-                    p[i] = fut.result()
-                except UnusableAnswer as exc:
-                    out.unusable[i] = (exc.reason, exc.raw)
-                except KPError as exc:
-                    out.error = out.error or exc
-        return out
 
     def verdicts(self, pairs, journal=None) -> Verdicts:
         from keyphrase_pipeline.jobs.judges.prompt import build_prompts
