@@ -111,6 +111,12 @@ def test_docs_cite_the_committed_result_files():
         f1 = both["summary"][model]["f1"]
         assert f"{f1['mean']:.3f} ± {f1['std']:.3f}" in doc, model
         assert f"**{both['summary'][model]['f1_gain_vs_zero_shot']:+.3f}**" in doc, model
+    demo2 = json.loads((repo / "bench" / "results" / "eval_labels_demo_kdextra.json").read_text())
+    assert demo2["config"]["kd_extra_ratio"] == 1.0 and demo2["split"] == results[0]["split"] and len(demo2["seeds"]) >= 2
+    for model in ("cross", "student"):
+        f1 = demo2["summary"][model]["f1"]
+        assert f"{f1['mean']:.3f} ± {f1['std']:.3f}" in doc, model
+        assert f"**{demo2['summary'][model]['f1_gain_vs_zero_shot']:+.3f}**" in doc, model
     for r in results:  # the 3-seed tables predate the default: the doc must say so
         assert "kd_extra_ratio" not in r["config"]
     assert "were measured before this default" in doc
