@@ -147,3 +147,15 @@ def airflow_api(published_lake):
                "settings": published_lake["settings"]}
     get_settings.cache_clear()
 
+
+@pytest.fixture
+def lake_env(monkeypatch):
+    """``use(root)`` points the plugin (served in this process) at another lake for the test."""
+    from keyphrase_pipeline.core.settings import get_settings
+
+    def use(root):
+        monkeypatch.setenv("KP_LAKE_ROOT", str(root))
+        get_settings.cache_clear()
+
+    yield use
+    get_settings.cache_clear()

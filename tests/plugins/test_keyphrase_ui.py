@@ -234,19 +234,6 @@ def test_fuzzed_query_parameters_never_cause_a_server_error(airflow_api, path):
 
 
 # ---- run history (issue 16, item 1) -------------------------------------------------------------------
-@pytest.fixture
-def lake_env(monkeypatch):
-    """``use(root)`` points the plugin (served in this process) at another lake for the test."""
-    from keyphrase_pipeline.core.settings import get_settings
-
-    def use(root):
-        monkeypatch.setenv("KP_LAKE_ROOT", str(root))
-        get_settings.cache_clear()
-
-    yield use
-    get_settings.cache_clear()
-
-
 def test_history_api_tables_flags_and_trend_plot(airflow_api, lake_env, tmp_path):
     import datetime as dt
 

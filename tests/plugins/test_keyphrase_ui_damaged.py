@@ -16,19 +16,6 @@ def auth(api):
     return {"Authorization": f"Bearer {api['token']}"}
 
 
-@pytest.fixture
-def lake_env(monkeypatch):
-    """``use(root)`` points the plugin (served in this process) at another lake for the test."""
-    from keyphrase_pipeline.core.settings import get_settings
-
-    def use(root):
-        monkeypatch.setenv("KP_LAKE_ROOT", str(root))
-        get_settings.cache_clear()
-
-    yield use
-    get_settings.cache_clear()
-
-
 def _copy_lake(api, tmp_path, lake_env):
     """A writable copy of the fixture's lake (embeddings left out), served by the plugin."""
     from keyphrase_pipeline.core.lake import Lake
