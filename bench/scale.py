@@ -265,7 +265,9 @@ def measure_command(cmd: list[str], env: dict | None = None, interval: float = 0
     Returns ``returncode``, ``wall_s`` (start to the command's own exit), ``cpu_s``, ``cores_used``,
     ``peak_rss_mb``, ``worker_peak_rss_mb``, ``tree_peak_rss_mb``, ``processes``, ``python_workers``,
     ``linger_s`` (how long processes it started ran on after it exited; they are followed for at most
-    ``linger_s`` seconds), ``started_at`` (epoch seconds), ``java_started_at`` (epoch seconds of its first
+    ``linger_s`` seconds), ``started_at`` (epoch seconds), ``load_1m`` (the machine's 1-minute load average
+    at the start and at the end: above the command's own ``cores_used``, other work shared the cores),
+    ``java_started_at`` (epoch seconds of its first
     ``java`` process on the same clock as ``started_at``, or None) and ``stdout``/``stderr`` (text; also written to the given paths). On
     ``timeout_s`` the whole tree is killed and ``returncode`` is -9. Raises OSError when ``cmd`` cannot be
     started.
@@ -274,6 +276,7 @@ def measure_command(cmd: list[str], env: dict | None = None, interval: float = 0
     err_f = open(stderr_path, "w+") if stderr_path else tempfile.TemporaryFile("w+")
     try:
         started = time.time()
+        load_start = os.getloadavg()[0]
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out_f, stderr=err_f, stdin=subprocess.DEVNULL)
         exited, when = _watch_exit(proc.pid)
@@ -297,6 +300,7 @@ def measure_command(cmd: list[str], env: dict | None = None, interval: float = 0
         while sampler.sample() and time.perf_counter() - t_exit < linger_s:  # e.g. a JVM shutting down after it
             time.sleep(interval)
         linger = time.perf_counter() - t_exit
+        load_end = os.getloadavg()[0]
         rc = proc.wait()
         out_f.seek(0)
         err_f.seek(0)
@@ -313,7 +317,7 @@ def measure_command(cmd: list[str], env: dict | None = None, interval: float = 0
     return {"returncode": -9 if killed else rc, "wall_s": round(wall, 2), **res,
             "cores_used": round(res["cpu_s"] / wall, 2) if wall > 0 else 0.0,
             "linger_s": round(linger, 2), "started_at": started, "java_started_at": java_at,
-            "stdout": stdout, "stderr": stderr}
+            "load_1m": [round(load_start, 2), round(load_end, 2)], "stdout": stdout, "stderr": stderr}
 
 
 def _kill_tree(pid: int) -> None:
@@ -576,6 +580,7 @@ def make_line(stage: str, items: int, day: int, ms: list[dict]) -> dict:
         "jvm_start_s": None, "spark_ready_s": None,
         "tree_peak_rss_mb": max(m["tree_peak_rss_mb"] for m in ms),
         "linger_s": round(sum(m["linger_s"] for m in ms), 2),
+        "load_1m": [ms[0]["load_1m"][0], ms[-1]["load_1m"][1]],  # the machine's, at the first start and the last end
     }
     # Spark's start, per process: the JVM process's start -> the SparkSession handed to the job (get_spark's
     # "Spark ... started" log line): jvm_start_s; the task process's start (Python imports included) -> the

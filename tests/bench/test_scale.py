@@ -56,6 +56,7 @@ def test_sampler_counts_grandchild_cpu_and_worker_memory(scale):
     assert m["worker_peak_rss_mb"] >= 150  # the grandchild's block, on the worker side
     assert m["peak_rss_mb"] < 150  # the two waiting Pythons (driver side) hold little
     assert m["tree_peak_rss_mb"] >= m["worker_peak_rss_mb"]
+    assert len(m["load_1m"]) == 2 and all(v >= 0 for v in m["load_1m"])
 
 
 def test_sampler_follows_an_orphan_after_the_command_exits(scale):
@@ -156,22 +157,23 @@ def test_parse_stdout_json(scale):
     assert scale.parse_stdout_json("no json here") == {}
 
 
-def _measurement(wall, cpu, rss, stats, returncode=0, stderr=""):
-    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss, "worker_peak_rss_mb": 0.0, "tree_peak_rss_mb": rss,
+def _measurement(wall, cpu, rss, stats, returncode=0, stderr="", load=(1.0, 2.0)):
+    return {"load_1m": list(load), "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss, "worker_peak_rss_mb": 0.0, "tree_peak_rss_mb": rss,
             "python_workers": 0, "linger_s": 0.0, "returncode": returncode, "stderr": stderr, "result": stats,
             "stats": {}, "started_at": 100.0, "java_started_at": 101.0, "session_ready_at": 106.0,
             "spark": {"spark_tasks": 2, "spark_task_s": 1.0, "app_start_ms": 105_000}}
 
 
 def test_make_line_sums_shards_and_reports_errors_verbatim(scale):
-    shards = [_measurement(2.0, 1.0, 150.0, {"pairs": 500, "judged": 500}),
-              _measurement(3.0, 2.0, 170.0, {"pairs": 300, "judged": 290})]
+    shards = [_measurement(2.0, 1.0, 150.0, {"pairs": 500, "judged": 500}, load=(0.5, 1.5)),
+              _measurement(3.0, 2.0, 170.0, {"pairs": 300, "judged": 290}, load=(1.5, 2.5))]
     line = scale.make_line("label", 400, 1, shards)
     assert {k: line[k] for k in ("stage", "items", "day", "wall_s", "cpu_s", "peak_rss_mb", "rows_in", "rows_out",
                                  "spark_tasks", "processes_run")} == {
         "stage": "label", "items": 400, "day": 1, "wall_s": 5.0, "cpu_s": 3.0, "peak_rss_mb": 170.0,
         "rows_in": 800, "rows_out": 790, "spark_tasks": 4, "processes_run": 2}
     assert line["cores_used"] == pytest.approx(0.6)
+    assert line["load_1m"] == [0.5, 2.5]  # the machine's load at the first start and the last end
     assert line["jvm_to_context_s"] == pytest.approx(8.0)  # 2 x (105 - 101)
     assert line["jvm_start_s"] == pytest.approx(10.0)  # 2 x (106 - 101)
     assert line["spark_ready_s"] == pytest.approx(12.0)  # 2 x (106 - 100)
