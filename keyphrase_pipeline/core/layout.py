@@ -312,7 +312,8 @@ def bundle_recommendations_dir(bundle_dir) -> str:
 
 
 def bundle_recommendations_file(bundle_dir) -> str:
-    """``<bundle>/recommendations/part-00000.parquet``: the one file ``kp publish`` writes there."""
+    """``<bundle>/recommendations/part-00000.parquet``: the first file ``kp publish`` writes there (a new
+    ``part-NNNNN.parquet`` after every ``spark.target_file_rows`` rows)."""
     return part_file(bundle_recommendations_dir(bundle_dir))
 
 

@@ -9,6 +9,10 @@ versions are kept (CURRENT always) for ``kp rollback``.
 
 Gates checked again here: the build's recall must be at least ``serve.min_recall``; the ONNX files
 must match the checksums recorded at export; the recommendations must meet their contract.
+
+Memory: the recommendations are streamed into the bundle one row group at a time (``copy_recommendations``),
+never loaded whole; what grows with the catalog is the exact distinct-item count's sorted ids (8 bytes per
+item). The checksums are computed file by file in chunks.
 """
 
 from __future__ import annotations
@@ -43,6 +47,96 @@ def _check_export(onnx_root: Path, record: dict, model_file: str) -> None:
 
     wanted = {f"{t}/{model_file}": record["checksums"][f"{t}/{model_file}"] for t in ("item", "keyphrase")}
     verify_files(onnx_root, wanted)
+
+
+def _recommendations_dataset(path: str):
+    """The day's recommendations as a ``pyarrow.dataset`` (footers only read); DataError (exit 3) when ``path``
+    is missing or holds no parquet file, SchemaError (exit 3) when the schema breaks the ``recommendations``
+    contract."""
+    import pyarrow.dataset as pads
+
+    from keyphrase_pipeline.core.contracts import check_arrow_schema
+
+    root = local_path(path)
+    if not root.exists():
+        raise DataError(f"missing dataset at {path}: run `kp recommend`")
+    dataset = pads.dataset(str(root), format="parquet", partitioning="hive", ignore_prefixes=[".", "_"])
+    check_arrow_schema(dataset.schema, "recommendations", where=path)
+    if not dataset.files or not dataset.count_rows():  # row counts from the footers
+        raise DataError(f"no recommendations in {path}")
+    return dataset
+
+
+class _DistinctCounter:
+    """Exact count of distinct int64 ids seen in batches: each batch's unique ids are kept and merged (``numpy``
+    sort-unique) whenever the pending ones outnumber the merged ones, so memory is about 8 bytes per distinct id
+    (160 MB at 20M items) plus a batch, and the work O(n log n) overall."""
+
+    def __init__(self):
+        import numpy as np
+
+        self._merged = np.empty(0, dtype=np.int64)
+        self._pending: list = []
+        self._n_pending = 0
+
+    def add(self, ids) -> None:
+        import numpy as np
+
+        u = np.unique(ids)
+        self._pending.append(u)
+        self._n_pending += len(u)
+        if self._n_pending > max(len(self._merged), 1 << 16):
+            self._merge()
+
+    def _merge(self) -> None:
+        import numpy as np
+
+        if self._pending:
+            self._merged = np.unique(np.concatenate([self._merged, *self._pending]))
+            self._pending, self._n_pending = [], 0
+
+    def count(self) -> int:
+        self._merge()
+        return int(len(self._merged))
+
+
+def copy_recommendations(dataset, dest_dir: str, file_rows: int, batch_rows: int = 65_536) -> dict:
+    """Stream the recommendations of ``dataset`` (``_recommendations_dataset``) into ``dest_dir`` as
+    ``part-NNNNN.parquet`` files of at most about ``file_rows`` rows, one row group of the input at a time
+    (``ParquetFile.iter_batches``): peak memory is one batch of ``batch_rows`` rows, a writer's buffer and the
+    distinct-item counter (8 bytes per item), whatever the number of items. Rows and columns are written as
+    read, in the input's order (each item's rows stay contiguous).
+
+    Returns ``{"rows": int, "items": int (distinct item_id), "files": int}``. Raises DataError (exit 3) naming the
+    file when an ``item_id`` is null."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = dataset.schema
+    counter = _DistinctCounter()
+    rows = files = in_file = 0
+    writer = None
+    try:
+        for path in dataset.files:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=schema.names):
+                if batch.schema != schema:  # a file written with, e.g., int32 ranks: one schema per bundle
+                    batch = pa.Table.from_batches([batch]).cast(schema).combine_chunks().to_batches()[0]
+                ids = batch.column("item_id")
+                if ids.null_count:
+                    raise DataError(f"{path}: column item_id has {ids.null_count} null value(s) in the recommendations")
+                counter.add(ids.to_numpy(zero_copy_only=False))
+                if writer is None or in_file >= file_rows:
+                    if writer is not None:
+                        writer.close()
+                    writer = pq.ParquetWriter(f"{dest_dir}/{layout.part_file_name(files)}", schema)
+                    files, in_file = files + 1, 0
+                writer.write_batch(batch)
+                rows += batch.num_rows
+                in_file += batch.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    return {"rows": rows, "items": counter.count(), "files": files}
 
 
 def prune(settings, keep: int) -> list[str]:
@@ -80,8 +174,6 @@ def run(settings, ds: str) -> dict:
     from keyphrase_pipeline.jobs.export import is_exported
     from keyphrase_pipeline.jobs.serving import current_version
     from keyphrase_pipeline.core.layout import current_pointer, index_build_dir, onnx_dir, serving_version_dir
-    from keyphrase_pipeline.core.lake import read_parquet
-
     ds = ds_str(ds)
     s = settings.serve
     lake = Lake.from_settings(settings)
@@ -102,9 +194,7 @@ def run(settings, ds: str) -> dict:
     onnx_root = Path(local_path(onnx_dir(settings, version)))
     _check_export(onnx_root, record, model_file)
     recs_path = lake.path("recommendations", ds=ds)
-    recs = read_parquet(recs_path, contract="recommendations")
-    if recs.empty:
-        raise DataError(f"no recommendations in {recs_path}")
+    recs = _recommendations_dataset(recs_path)
 
     previous = current_version(settings)
     now = dt.datetime.now(dt.UTC)
@@ -122,13 +212,13 @@ def run(settings, ds: str) -> dict:
                 if (onnx_root / tower / name).exists():
                     shutil.copy2(onnx_root / tower / name, tower_dir / name)
         Path(layout.bundle_recommendations_dir(tmp)).mkdir()
-        recs.to_parquet(layout.bundle_recommendations_file(tmp), index=False)
+        counts = copy_recommendations(recs, layout.bundle_recommendations_dir(tmp), settings.spark.target_file_rows)
         manifest = {
             "version": vid, "ds": ds, "model_version": version, "created_at": now.isoformat(), "previous": previous,
             "dim": s.dim, "top_k": s.top_k, "item_model_file": model_file, "keyphrase_model_file": model_file,
             "index": {**{k: meta[k] for k in ("factory", "exact", "search_params", "n", "k")}, "ann_recall_at_k": recall},
             "ann_recall_at_k": recall,
-            "counts": {"keyphrases": int(meta["n"]), "items": int(recs["item_id"].nunique()), "recommendations": int(len(recs))},
+            "counts": {"keyphrases": int(meta["n"]), "items": counts["items"], "recommendations": counts["rows"]},
             "export": {"parity": record.get("parity"), "int8": record.get("int8")},
         }
         _write_manifest(tmp, manifest)

@@ -137,3 +137,75 @@ def test_missing_recommendations(ready):
     with pytest.raises(DataError, match="missing dataset"):
         publish.run(ready, DS)
     assert current_version(ready) is None
+
+
+def _write_recs(folder: Path, parts: list[list[int]]) -> None:
+    """One parquet file per list of item ids (each id one row, rank 1) in ``folder``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from keyphrase_pipeline.jobs.recommend import _out_schema
+
+    folder.mkdir(parents=True)
+    for i, ids in enumerate(parts):
+        n = len(ids)
+        table = pa.table({"item_id": pa.array(ids, pa.int64()), "rank": pa.array([1] * n, pa.int32()),
+                          "keyphrase_id": pa.array(range(n), pa.int64()), "keyphrase": [f"k{j}" for j in range(n)],
+                          "score": pa.array([0.5] * n, pa.float32())}, schema=_out_schema())
+        pq.write_table(table, folder / layout.part_file_name(i), row_group_size=7)
+
+
+def test_copy_recommendations_streams_into_parts_and_counts_items_exactly(tmp_path):
+    import pyarrow.parquet as pq
+
+    # an item spread over two input files and over batches, ids out of order and repeated
+    parts = [[5, 5, 3, 9, 9, 9, 1] * 3, [9, 2, 2, 8], list(range(100, 160))]
+    _write_recs(tmp_path / "in", parts)
+    dataset = publish._recommendations_dataset(str(tmp_path / "in"))
+    out = tmp_path / "out"
+    out.mkdir()
+    counts = publish.copy_recommendations(dataset, str(out), file_rows=20, batch_rows=4)
+    rows = sum(len(p) for p in parts)
+    assert counts == {"rows": rows, "items": len({i for p in parts for i in p}), "files": counts["files"]}
+    files = sorted(f.name for f in out.iterdir())
+    assert counts["files"] == len(files) > 1 and files[0] == "part-00000.parquet"
+    assert all(pq.ParquetFile(out / f).metadata.num_rows <= 20 + 4 for f in files)  # file_rows + one batch
+    copied = pq.read_table(out).to_pandas()
+    assert copied["item_id"].tolist() == [i for p in parts for i in p]  # order and every row kept
+
+
+def test_distinct_counter_merges_exactly():
+    import numpy as np
+
+    c = publish._DistinctCounter()
+    rng = np.random.default_rng(0)
+    seen: set[int] = set()
+    for _ in range(40):  # 40 x 5,000 ids, pending unique ids pass the 65,536 merge threshold several times
+        ids = rng.integers(0, 150_000, 5_000)
+        seen.update(ids.tolist())
+        c.add(ids)
+    assert c.count() == len(seen)
+
+
+def test_publish_refuses_empty_or_broken_recommendations(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _write_recs(tmp_path / "empty", [[]])
+    with pytest.raises(DataError, match="no recommendations in"):
+        publish._recommendations_dataset(str(tmp_path / "empty"))
+    (tmp_path / "bad").mkdir()
+    pq.write_table(pa.table({"item_id": ["a"]}), tmp_path / "bad" / "part-00000.parquet")
+    with pytest.raises(DataError, match="recommendations"):
+        publish._recommendations_dataset(str(tmp_path / "bad"))
+    (tmp_path / "nulls").mkdir()
+    from keyphrase_pipeline.jobs.recommend import _out_schema
+
+    pq.write_table(pa.table({"item_id": pa.array([1, None], pa.int64()), "rank": pa.array([1, 1], pa.int32()),
+                             "keyphrase_id": pa.array([1, 2], pa.int64()), "keyphrase": ["a", "b"],
+                             "score": pa.array([0.1, 0.2], pa.float32())}, schema=_out_schema()),
+                   tmp_path / "nulls" / "part-00000.parquet")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(DataError, match="item_id has 1 null"):
+        publish.copy_recommendations(publish._recommendations_dataset(str(tmp_path / "nulls")), str(out), 100)
