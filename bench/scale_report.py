@@ -1,0 +1,254 @@
+"""docs/PERFORMANCE.md's scale tables and cost model, generated from ``bench/results/scale.json``.
+
+``bench/scale.py`` measures every daily stage at several catalog sizes; this script turns its result file
+into the tables docs/PERFORMANCE.md shows (between the ``<!-- scale:begin -->`` / ``<!-- scale:end -->``
+markers), so the doc cannot drift from the committed figures (``tests/bench/test_scale_report.py`` checks it):
+
+1. per stage and size, day 1 (first run) wall seconds, with the cores used, driver/worker peak RSS and Spark
+   tasks at the largest size, the growth exponent and day 2's share of day 1's cost;
+2. the Spark JVM start paid per daily run;
+3. a cost model for a production catalog (``TARGET``: 20M items, 1M keyphrases, 30 days of logs) on a cluster.
+
+The cost model, stated so it can be checked:
+
+* each CPU stage's CPU seconds are fitted as ``fixed + per_item x items`` through the two largest sizes
+  measured (day 2, the incremental daily run, for the daily cost; day 1 for the first run, the backfill) and
+  extrapolated to ``TARGET["items"]``; keyphrases and searches grow with items as ``kp synth`` grows them
+  (``synth.resolve_scale``), which gives 2M keyphrases at 20M items, twice the target's, so keyphrase-bound
+  stages are over- rather than under-estimated. A stage whose time exponent between the two largest sizes is
+  above 1.1 is marked: a linear fit underestimates it;
+* stages that run on GPUs in production are sized from ``bench/results/gpu_check.json`` (an H200) instead:
+  the judge at ``pairs.daily_budget`` pairs a day with a 7-8B model taken as ``JUDGE_7B_SLOWDOWN`` x the
+  measured 135M-shape forward pass; training at the label cap (``train.max_llm_labels`` LLM labels, times
+  ``TRAIN_ROWS_PER_LLM_LABEL`` for KD extras and CTR positives) for ``train.epochs`` epochs at the measured
+  student and cross-encoder steps/s (batch 32, fp32);
+* CPU core-hours are turned into the executor cores that finish the CPU part in ``TARGET["hours"]``
+  minus the GPU part, at ``PARALLEL_EFFICIENCY`` (Spark task skew, shuffles, start-up).
+
+    .venv/bin/python bench/scale_report.py            # print the markdown
+    .venv/bin/python bench/scale_report.py --write    # replace the block in docs/PERFORMANCE.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "bench" / "results" / "scale.json"
+GPU_RESULTS = ROOT / "bench" / "results" / "gpu_check.json"
+DOC = ROOT / "docs" / "PERFORMANCE.md"
+BEGIN, END = "<!-- scale:begin (bench/scale_report.py --write) -->", "<!-- scale:end -->"
+
+TARGET = {"items": 20_000_000, "keyphrases": 1_000_000, "window_days": 30, "hours": 4.0}
+GPU_STAGES = ("label", "train_cross", "train_bi", "evaluate")
+JUDGE_7B_SLOWDOWN = 50.0  # a 7-8B judge does ~50x the work per prompt of the 135M shape gpu_check times
+TRAIN_ROWS_PER_LLM_LABEL = 3.0  # LLM label + an equal number of KD extras + CTR positives of the same order
+PARALLEL_EFFICIENCY = 0.6
+
+
+def _lines(doc: dict) -> dict:
+    """(stage, items, day) -> line, for lines that ran (no error, not skipped)."""
+    return {(ln["stage"], ln["items"], ln["day"]): ln for ln in doc["lines"]
+            if ln.get("stage") and not ln.get("error") and not ln.get("skipped")}
+
+
+def _fmt(v, nd=1) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.{nd}f}"
+    return f"{v:,}"
+
+
+def linear_fit(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float]:
+    """(fixed, per_unit) of the line through (x0, y0) and (x1, y1); the slope is floored at 0 and the fixed part
+    at 0 (measurement noise can make a flat stage's slope slightly negative). Raises ValueError when x0 == x1."""
+    if x1 == x0:
+        raise ValueError("two different sizes are needed for a fit")
+    slope = max(0.0, (y1 - y0) / (x1 - x0))
+    return max(0.0, y1 - slope * x1), slope
+
+
+def stage_table(doc: dict) -> list[str]:
+    """Markdown rows: per stage, day-1 wall seconds per size, cores used / peak RSS / Spark tasks at the largest
+    size, the time exponent (smallest to largest), the largest size's day-2 / day-1 wall ratio and flags."""
+    by = _lines(doc)
+    s = doc["summary"]
+    sizes = sorted({k[1] for k in by})
+    big = sizes[-1] if sizes else None
+    head = ("| stage | " + " | ".join(f"day 1 wall s, {n:,} items" for n in sizes)
+            + f" | cores used | driver / worker peak RSS MB | Spark tasks | exponent | day 2 / day 1 |")
+    out = [head, "|" + "---|" * (len(sizes) + 6)]
+    flagged = set(s.get("flags", {}).get("time_exponent_above_1.1", []))
+    mem_flag = set(s.get("flags", {}).get("memory_grows_with_items", []))
+    stages = [st for st in _stage_order(doc) if any((st, n, 1) in by for n in sizes)]
+    for st in stages:
+        walls = [_fmt(by[(st, n, 1)]["wall_s"]) if (st, n, 1) in by else "–" for n in sizes]
+        b = by.get((st, big, 1), {})
+        x = s.get("exponents", {}).get(st)
+        marks = ("  **time > 1.1**" if st in flagged else "") + ("  **memory grows**" if st in mem_flag else "")
+        frac = s.get("day2_fraction", {}).get(st)
+        skipped = any(ln.get("stage") == st and ln.get("day") == 2 and ln.get("skipped") for ln in doc["lines"])
+        out.append(f"| `{st}` | " + " | ".join(walls)
+                   + f" | {_fmt(b.get('cores_used'), 2)} | {_fmt(b.get('peak_rss_mb'), 0)} / "
+                     f"{_fmt(b.get('worker_peak_rss_mb'), 0)} | {_fmt(b.get('spark_tasks'))} | {_fmt(x, 2)}{marks} | "
+                   + ("not run (no training)" if skipped and frac is None else _fmt(frac, 2)) + " |")
+    total = [sum(by[(st, n, 1)]["wall_s"] for st in stages if (st, n, 1) in by) for n in sizes]
+    out.append("| **day 1, all stages** | " + " | ".join(f"**{_fmt(t)}**" for t in total) + " | | | | | |")
+    return out
+
+
+def _stage_order(doc: dict) -> list[str]:
+    seen: list[str] = []
+    for ln in doc["lines"]:
+        st = ln.get("stage")
+        if st and st != "synth" and st not in seen:
+            seen.append(st)
+    return seen
+
+
+def jvm_table(doc: dict) -> list[str]:
+    """Markdown rows: per size and day, the Spark stages' summed ``jvm_start_s`` against the day's wall time."""
+    out = ["| items | day | Spark stages | JVM start s (sum) | day's wall s | share |", "|---|---|---|---|---|---|"]
+    by = _lines(doc)
+    for n in sorted({k[1] for k in by}):
+        for day in (1, 2):
+            lines = [ln for (st, m, d), ln in by.items() if m == n and d == day]
+            if not lines:
+                continue
+            spark = [ln for ln in lines if ln.get("jvm_start_s")]
+            jvm = sum(ln["jvm_start_s"] for ln in spark)
+            wall = sum(ln["wall_s"] for ln in lines)
+            out.append(f"| {n:,} | {day} | {len(spark)} | {_fmt(jvm)} | {_fmt(wall)} | {jvm / wall:.1%} |")
+    return out
+
+
+def cost_model(doc: dict, gpu: dict | None, settings=None) -> tuple[list[str], dict]:
+    """Markdown rows and the figures of the production cost model (see the module docstring).
+
+    ``gpu``: ``gpu_check.json`` (its first run) or None (GPU stages are then left out); ``settings``: the
+    project's settings (default: ``Settings()``) for the judge budget, label cap, epochs and batch size.
+    Returns (rows, {"cpu_core_hours_daily", "cpu_core_hours_backfill", "gpu_hours_daily", "executor_cores"})."""
+    from keyphrase_pipeline.core.settings import Settings
+
+    settings = settings or Settings()
+    by = _lines(doc)
+    sizes = sorted({k[1] for k in by})
+    n = TARGET["items"]
+    rows = ["| stage | per 1k items, CPU s (daily) | fixed CPU s | daily CPU core-h at 20M | first-run CPU core-h at 20M | note |",
+            "|---|---|---|---|---|---|"]
+    daily_h = backfill_h = 0.0
+    if len(sizes) < 2:
+        return rows + ["| (needs two sizes) | | | | | |"], {}
+    x0, x1 = sizes[-2], sizes[-1]
+    pairs = doc["summary"].get("exponents_pairs", {})
+    for st in _stage_order(doc):
+        if st in GPU_STAGES:
+            continue
+        fits = {}
+        for day in (1, 2):
+            a, b = by.get((st, x0, day)), by.get((st, x1, day))
+            if a and b:
+                fits[day] = linear_fit(x0, a["cpu_s"], x1, b["cpu_s"])
+        if not fits:
+            continue
+        daily = fits.get(2, fits.get(1))
+        d_h = (daily[0] + daily[1] * n) / 3600
+        b_h = (fits[1][0] + fits[1][1] * n) / 3600 if 1 in fits else None
+        daily_h += d_h
+        backfill_h += b_h or 0.0
+        x = (pairs.get(st) or {}).get(f"{x0}-{x1}")
+        note = "time exponent > 1.1 between the two largest sizes: a linear fit underestimates" if x and x > 1.1 else ""
+        rows.append(f"| `{st}` | {_fmt(daily[1] * 1000, 2)} | {_fmt(daily[0])} | {_fmt(d_h, 2)} | {_fmt(b_h, 2)} | {note} |")
+    rows.append(f"| **CPU stages** | | | **{_fmt(daily_h, 1)}** | **{_fmt(backfill_h, 1)}** | |")
+    figures = {"cpu_core_hours_daily": round(daily_h, 2), "cpu_core_hours_backfill": round(backfill_h, 2)}
+    gpu_h = 0.0
+    if gpu:
+        t = settings.train
+        judge_pps = gpu["judge_prompts_per_s_bf16"] / JUDGE_7B_SLOWDOWN
+        judge_h = settings.pairs.daily_budget / judge_pps / 3600
+        train_rows = t.max_llm_labels * TRAIN_ROWS_PER_LLM_LABEL
+        steps = t.epochs * train_rows / t.batch_size
+        bi_h = steps / gpu["student_steps_per_s_b32_fp32"] / 3600
+        cross_h = t.epochs * t.max_llm_labels / t.batch_size / gpu["cross_steps_per_s_b32_fp32"] / 3600
+        gpu_h = judge_h + (bi_h + cross_h) / max(1, t.retrain_every_days)
+        rows += ["", "| GPU stage (one H200) | throughput | daily GPU hours |", "|---|---|---|",
+                 f"| judge, {settings.pairs.daily_budget:,} pairs/day, 7-8B model | {judge_pps:,.0f} prompts/s | {judge_h:.2f} |",
+                 f"| student, {t.epochs:g} epochs x {train_rows:,.0f} rows (label cap x {TRAIN_ROWS_PER_LLM_LABEL:g}) "
+                 f"| {gpu['student_steps_per_s_b32_fp32']:.1f} steps/s (batch {t.batch_size}) | {bi_h:.2f} |",
+                 f"| cross-encoder, {t.epochs:g} epochs x {t.max_llm_labels:,} labels | "
+                 f"{gpu['cross_steps_per_s_b32_fp32']:.1f} steps/s | {cross_h:.2f} |",
+                 f"| **GPU, daily** (training every {t.retrain_every_days} day(s)) | | **{gpu_h:.2f}** |"]
+        figures["gpu_hours_daily"] = round(gpu_h, 2)
+    cpu_window = max(0.5, TARGET["hours"] - gpu_h)
+    cores = math.ceil(daily_h / (cpu_window * PARALLEL_EFFICIENCY))
+    figures["executor_cores"] = cores
+    rows += ["", f"Daily CPU work {daily_h:.1f} core-hours in the {cpu_window:.1f} h left of {TARGET['hours']:g} h after "
+             f"the GPU stages, at {PARALLEL_EFFICIENCY:.0%} parallel efficiency: **{cores} executor cores** "
+             f"(e.g. {math.ceil(cores / 8)} executors x 8 cores); the first run (every item embedded) "
+             f"{backfill_h:.1f} core-hours."]
+    return rows, figures
+
+
+def render(doc: dict, gpu: dict | None) -> str:
+    """The markdown block (without the markers) for ``doc`` (scale.json) and ``gpu`` (gpu_check run or None)."""
+    st = doc.get("settings", {})
+    s = doc["summary"]
+    intro = (f"Generated by `bench/scale_report.py` from `bench/results/scale.json` ({doc.get('created_at', '?')}; "
+             f"sizes {', '.join(f'{n:,}' for n in doc['sizes'])} items; CTR window {st.get('window_days')} days; "
+             f"{st.get('train_steps')} training steps; retrain every {st.get('retrain_every_days') or 1} day(s); "
+             f"{st.get('master')} on {st.get('cpus')} cores; "
+             f"{'complete' if s.get('ok') else 'INCOMPLETE: ' + str(s.get('interrupted') or 'a stage failed')}; "
+             f"total {s.get('wall_s_total', 0) / 60:.0f} min). Exponent: log(wall ratio) / log(size ratio), day 1, "
+             f"smallest to largest size.")
+    loads = [ln.get("load_1m") for ln in doc["lines"] if ln.get("load_1m")]
+    if loads:
+        peak = max(max(x) for x in loads)
+        intro += f" Machine load (1-minute average) during the stages: up to {peak:.1f} on {st.get('cpus')} cores."
+    rows, _ = cost_model(doc, gpu)
+    parts = [intro, "", *stage_table(doc), "", "Spark JVM start per daily run (`jvm_start_s`, summed over the "
+             "day's Spark stages):", "", *jvm_table(doc), "",
+             f"Cost model for {TARGET['items']:,} items, {TARGET['keyphrases']:,} keyphrases, "
+             f"{TARGET['window_days']} days of logs, daily run in {TARGET['hours']:g} hours (assumptions: "
+             "`bench/scale_report.py`'s docstring):", "", *rows]
+    return "\n".join(parts) + "\n"
+
+
+def load_gpu(path: Path = GPU_RESULTS) -> dict | None:
+    """The first run of ``gpu_check.json`` that ran on CUDA, or None."""
+    if not path.exists():
+        return None
+    runs = json.loads(path.read_text()).get("runs", [])
+    return next((r for r in runs if r.get("device") == "cuda"), None)
+
+
+def replace_block(text: str, block: str) -> str:
+    """``text`` with what lies between ``BEGIN`` and ``END`` replaced by ``block``; ValueError without markers."""
+    i, j = text.find(BEGIN), text.find(END)
+    if i < 0 or j < i:
+        raise ValueError(f"markers {BEGIN!r} / {END!r} not found")
+    return text[: i + len(BEGIN)] + "\n" + block + text[j:]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", default=str(RESULTS))
+    p.add_argument("--write", action="store_true", help=f"replace the block in {DOC.relative_to(ROOT)}")
+    args = p.parse_args(argv)
+    block = render(json.loads(Path(args.results).read_text()), load_gpu())
+    if args.write:
+        DOC.write_text(replace_block(DOC.read_text(), block))
+    else:
+        print(block)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""bench/scale_report.py: the tables and the production cost model docs/PERFORMANCE.md shows, from a
+scale.json. Synthetic result files; no pipeline."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str, file: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def report():
+    return _load("bench_scale_report", "scale_report.py")
+
+
+@pytest.fixture(scope="module")
+def scale():
+    return _load("bench_scale_for_report", "scale.py")
+
+
+def _line(stage, items, day, wall, cpu, jvm=None, **kw):
+    return {"stage": stage, "items": items, "day": day, "wall_s": wall, "cpu_s": cpu, "cores_used": cpu / wall,
+            "peak_rss_mb": 500.0, "worker_peak_rss_mb": 100.0, "spark_tasks": 2, "jvm_start_s": jvm,
+            "load_1m": [1.0, 2.0], **kw}
+
+
+def _doc(scale, lines):
+    summary = scale.summarize(lines)
+    summary.update({"ok": True, "wall_s_total": 600.0})
+    return {"lines": lines, "summary": summary, "sizes": sorted({ln["items"] for ln in lines}),
+            "created_at": "2026-11-30T00:00:00+00:00",
+            "settings": {"window_days": 7, "train_steps": 40, "retrain_every_days": None, "master": "local[*]",
+                         "cpus": 2}}
+
+
+GPU = {"judge_prompts_per_s_bf16": 5000.0, "student_steps_per_s_b32_fp32": 40.0, "cross_steps_per_s_b32_fp32": 80.0}
+
+
+def test_linear_fit(report):
+    assert report.linear_fit(1000, 12.0, 2000, 22.0) == pytest.approx((2.0, 0.01))
+    assert report.linear_fit(1000, 12.0, 2000, 11.0) == pytest.approx((11.0, 0.0))  # noise: no negative slope
+    with pytest.raises(ValueError):
+        report.linear_fit(5, 1.0, 5, 2.0)
+
+
+def test_cost_model_extrapolates_cpu_stages_linearly_and_sizes_gpu_stages_from_gpu_check(report, scale):
+    from keyphrase_pipeline.core.settings import Settings
+
+    lines = [
+        # CTR: day 2 (daily) 10 s fixed + 1 ms per item; day 1 (first run) 30 s + 4 ms per item
+        _line("ctr_labels", 1000, 1, 40.0, 34.0, jvm=12.0), _line("ctr_labels", 10000, 1, 80.0, 70.0, jvm=12.0),
+        _line("ctr_labels", 1000, 2, 20.0, 11.0, jvm=12.0), _line("ctr_labels", 10000, 2, 30.0, 20.0, jvm=12.0),
+        # training runs on GPUs in production: left out of the CPU sum
+        _line("train_bi", 1000, 1, 100.0, 180.0), _line("train_bi", 10000, 1, 100.0, 190.0),
+        {"stage": "train_bi", "items": 1000, "day": 2, "skipped": True, "reason": "not a training day"},
+    ]
+    s = Settings().with_overrides(**{"pairs.daily_budget": 1000, "train.max_llm_labels": 32_000, "train.epochs": 1.0,
+                                     "train.batch_size": 32})
+    rows, fig = report.cost_model(_doc(scale, lines), GPU, s)
+    daily_h = (10.0 + 0.001 * 20_000_000) / 3600
+    backfill_h = (30.0 + 0.004 * 20_000_000) / 3600
+    assert fig["cpu_core_hours_daily"] == pytest.approx(daily_h, abs=0.01)
+    assert fig["cpu_core_hours_backfill"] == pytest.approx(backfill_h, abs=0.01)
+    judge_h = 1000 / (5000.0 / report.JUDGE_7B_SLOWDOWN) / 3600
+    bi_h = 32_000 * report.TRAIN_ROWS_PER_LLM_LABEL / 32 / 40.0 / 3600
+    cross_h = 32_000 / 32 / 80.0 / 3600
+    assert fig["gpu_hours_daily"] == pytest.approx(judge_h + bi_h + cross_h, abs=0.01)
+    window = report.TARGET["hours"] - fig["gpu_hours_daily"]
+    assert fig["executor_cores"] == -(-daily_h // (window * report.PARALLEL_EFFICIENCY))
+    assert not any("train_bi" in r for r in rows[:4])  # a GPU stage is not in the CPU table
+
+
+def test_render_tables_and_flags(report, scale):
+    lines = [_line("ctr_labels", 1000, 1, 40.0, 34.0, jvm=12.0), _line("ctr_labels", 10000, 1, 80.0, 70.0, jvm=11.0),
+             _line("embed_items", 1000, 1, 10.0, 18.0, jvm=13.0), _line("embed_items", 10000, 1, 150.0, 290.0, jvm=13.0),
+             _line("embed_items", 10000, 2, 15.0, 20.0, jvm=13.0)]
+    block = report.render(_doc(scale, lines), None)
+    assert "| `embed_items` | 10.0 | 150.0 |" in block and "**time > 1.1**" in block  # 15x time for 10x items
+    assert "| `ctr_labels` | 40.0 | 80.0 |" in block
+    assert "| 10,000 | 1 | 2 | 24.0 | 230.0 | 10.4% |" in block  # JVM start summed over the day's Spark stages
+    assert "| 0.10 |" in block  # embed_items' day 2 / day 1 at the largest size
+    assert "up to 2.0 on 2 cores" in block
+
+
+def test_replace_block(report):
+    text = f"a\n{report.BEGIN}\nold\n{report.END}\nb\n"
+    assert report.replace_block(text, "new\n") == f"a\n{report.BEGIN}\nnew\n{report.END}\nb\n"
+    with pytest.raises(ValueError):
+        report.replace_block("no markers", "x")
