@@ -227,6 +227,23 @@ def prepare(cl, today: dt.date, workdir: Path | None = None):
     return settings, report, ctx, api
 
 
+def clear_runs(api) -> None:
+    """Delete every run of the DAG (a queued or running one is marked failed first: the API refuses to delete it).
+
+    ``api``: the REST client of ``prepare``. Raises urllib.error.HTTPError when the API still refuses after ~30 s."""
+    for run in api.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns?limit=100")["dag_runs"]:
+        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.request.quote(run['dag_run_id'], safe='')}"
+        if run["state"] in ("queued", "running"):
+            api.call("PATCH", path, {"state": "failed"})
+        for attempt in range(10):
+            try:
+                api.call("DELETE", path)
+                break
+            except urllib.error.HTTPError as exc:
+                if exc.code != 409 or attempt == 9:
+                    raise
+                time.sleep(3)
+
 def main(argv: list[str] | None = None) -> int:
     from keyphrase_pipeline.core import cluster
 
@@ -249,8 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. REST: trigger with params, and let the scheduler create the latest interval's run
     api.call("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": True})
-    for run in api.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns?limit=100")["dag_runs"]:
-        api.call("DELETE", f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.request.quote(run['dag_run_id'], safe='')}")
+    clear_runs(api)  # e.g. the scheduled run a fresh cluster started at once, waiting for its input
     manual_ds = (today - dt.timedelta(days=2)).isoformat()
     conf = {"ds": manual_ds, "scale": "tiny", "label_budget": args.label_budget, "skip_llm": False,
             "full_reembed": False, "force_retrain": False, "force_promote": False}
@@ -335,7 +351,6 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         say("FAILED checks: " + "; ".join(failures))
     return 1 if failures else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -38,7 +38,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from keyphrase_pipeline.synthetic.cluster_e2e import DAG_ID, prepare, say, spark_apps
+from keyphrase_pipeline.synthetic.cluster_e2e import DAG_ID, clear_runs, prepare, say, spark_apps
 
 LABEL_TASK = "llm_labels.label_shard"
 CTR_TASK = "ctr.ctr_labels"
@@ -308,24 +308,6 @@ class Faults:
         rec["recovered_by"] = ("task retry (the judge client's retries ran out first: JudgeUnavailable, then an "
                                "Airflow retry)" if tries > (rec.get("try_at_stop") or 1)
                                else "the judge client's own retry/backoff (same task try)")
-
-
-def clear_runs(api) -> None:
-    """Delete every run of the DAG (a queued or running one is marked failed first: the API refuses to delete it)."""
-    import urllib.error
-
-    for run in api.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns?limit=100")["dag_runs"]:
-        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.request.quote(run['dag_run_id'], safe='')}"
-        if run["state"] in ("queued", "running"):
-            api.call("PATCH", path, {"state": "failed"})
-        for attempt in range(10):
-            try:
-                api.call("DELETE", path)
-                break
-            except urllib.error.HTTPError as exc:
-                if exc.code != 409 or attempt == 9:
-                    raise
-                time.sleep(3)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,3 +74,28 @@ def test_each_check_can_fail(breakage, expect):
     r = _recorded()
     breakage(r)
     assert any(expect in f for f in cluster_e2e.failed_checks(r))
+
+
+def test_clear_runs_fails_an_active_run_before_deleting_it(monkeypatch):
+    """A fresh cluster's scheduler starts a run at once (waiting for its input): the REST API refuses to delete a
+    running run (409), so it is marked failed first; a 409 while the state settles is retried."""
+    import urllib.error
+
+    monkeypatch.setattr(cluster_e2e.time, "sleep", lambda s: None)
+    calls, refused = [], {"n": 1}
+
+    class Api:
+        def call(self, method, path, body=None):
+            calls.append((method, path.rsplit("/", 1)[-1], body))
+            if method == "GET":
+                return {"dag_runs": [{"dag_run_id": "scheduled__2026-11-30T02:00:00+00:00", "state": "running"},
+                                     {"dag_run_id": "manual_1", "state": "success"}]}
+            if method == "DELETE" and "scheduled" in path and refused["n"]:
+                refused["n"] -= 1
+                raise urllib.error.HTTPError(path, 409, "cannot be deleted in running state", None, None)
+            return {}
+
+    cluster_e2e.clear_runs(Api())
+    sched = "scheduled__2026-11-30T02%3A00%3A00%2B00%3A00"
+    assert calls[1:] == [("PATCH", sched, {"state": "failed"}), ("DELETE", sched, None), ("DELETE", sched, None),
+                         ("DELETE", "manual_1", None)]
