@@ -214,6 +214,9 @@ def base_env(cl: Cluster) -> dict[str, str]:
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                 "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
+    # the checkout that started the cluster first on the path: its tasks run this code, not whatever checkout a
+    # shared virtualenv's editable install points at
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 
 
@@ -240,7 +243,9 @@ def airflow_process_env(cl: Cluster, ctx: dict[str, str], svc: topology.Service 
     env.update({
         "AIRFLOW_HOME": str(cl.airflow_home),
         "AIRFLOW__API__PORT": ctx["api_port"],
+        "AIRFLOW__API__HOST": "127.0.0.1",  # one machine: nothing listens beyond localhost
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": ctx["scheduler_health_port"],
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": ctx["gpu_worker_log_port" if svc and svc.queue == topology.GPU_QUEUE
                                                         else "worker_log_port"],
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": ctx["trigger_log_port"],
@@ -365,6 +370,28 @@ def running_pid(cl: Cluster, name: str) -> int | None:
         return proc.pid
     except (OSError, ValueError, KeyError, psutil.Error):
         return None
+
+
+def port_key(cl: Cluster, port: int) -> str:
+    """The ``CLUSTER_PORTS`` key that sets ``port`` (a Spark worker's UI port counts from ``spark_worker_ui_port``)."""
+    for key, value in cl.ports.items():
+        if value == port:
+            return key
+    base = cl.ports["spark_worker_ui_port"]
+    return "spark_worker_ui_port" if base <= port < base + SPARK_WORKERS else "?"
+
+
+def port_holder(port: int) -> str:
+    """``", held by pid N (name)"`` for the process listening on TCP ``port`` when it can be seen, else ``""``."""
+    try:
+        import psutil
+
+        for c in psutil.net_connections(kind="tcp"):
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+                return f", held by pid {c.pid} ({psutil.Process(c.pid).name()})"
+    except Exception:  # noqa: BLE001 - no permission or the process just exited: the port alone is still said
+        pass
+    return ""
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -514,7 +541,8 @@ def processes(cl: Cluster, ctx: dict[str, str] | None = None) -> list[Proc]:
     spark_env.update({"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
                       "SPARK_LOG_DIR": str(cl.root / "spark"), "SPARK_WORKER_DIR": str(cl.root / "spark" / "work")})
     master = topology.service("spark-master")
-    procs.append(Proc("spark-master", [spark_class() or "spark-class", *topology.command(master, ctx)], spark_env,
+    master_env = dict(spark_env, SPARK_MASTER_OPTS="-Dspark.master.rest.enabled=false")  # no REST submission port
+    procs.append(Proc("spark-master", [spark_class() or "spark-class", *topology.command(master, ctx)], master_env,
                       lambda: spark_master_health(ctx), int(ctx["spark_port"])))
     worker = topology.service("spark-worker")
     for i in range(1, SPARK_WORKERS + 1):
@@ -661,7 +689,7 @@ def up(cl: Cluster, only: list[str] | None = None, timeout_s: float = HEALTH_TIM
     cl.root.mkdir(parents=True, exist_ok=True)
     ctx = native_context(cl)
     procs = [p for p in processes(cl, ctx) if not only or p.name in only]
-    busy = [f"{p.name}: port {p.port}" for p in procs
+    busy = [f"{p.name}: port {p.port} ({port_key(cl, p.port)}{port_holder(p.port)})" for p in procs
             if p.port and running_pid(cl, p.name) is None and port_in_use(p.port)]
     if busy:
         raise ClusterError("ports in use by another program (free them or choose others with CLUSTER_PORTS=KEY=PORT,...): "
@@ -776,8 +804,8 @@ def cli(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Carry out ``args.action``; ClusterError is printed on stderr and returned as its exit code (2)."""
-    cl = load_cluster(args.root, args.ports)
     try:
+        cl = load_cluster(args.root, args.ports)  # a mistyped CLUSTER_PORTS key is a ClusterError too
         if args.action == "up":
             report = up(cl, args.only.split(",") if args.only else None)
             for name, rec in report.items():

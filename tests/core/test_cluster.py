@@ -73,6 +73,10 @@ def test_native_airflow_processes_use_the_table(cl):
         assert p.env["KP_JUDGE__BACKEND"] == "openai"
         assert p.env["KP_JUDGE__ENDPOINT"] == f"http://127.0.0.1:{cl.ports['judge_port']}/v1"
         assert p.env["AIRFLOW_HOME"] == str(cl.airflow_home)
+        # one machine: the API and the scheduler's health server listen on localhost only
+        assert p.env["AIRFLOW__API__HOST"] == p.env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST"] == "127.0.0.1"
+        # the tasks import this checkout's code, not a shared virtualenv's editable install of another one
+        assert p.env["PYTHONPATH"].split(os.pathsep)[0] == str(cluster.REPO)
     assert procs["airflow-worker"].argv[2:6] == ["worker", "-q", "default", "--concurrency"]
     assert procs["airflow-worker-gpu"].argv[2:5] == ["worker", "-q", "gpu"]
     assert procs["airflow-worker-gpu"].argv[-2:] == ["--celery-hostname", "gpu@%h"]
@@ -85,6 +89,7 @@ def test_native_airflow_processes_use_the_table(cl):
     assert procs["spark-worker-1"].argv[procs["spark-worker-1"].argv.index("--cores") + 1] == "1"
     assert procs["spark-worker-1"].port != procs["spark-worker-2"].port
     assert procs["postgres"].stop_signal == signal.SIGINT
+    assert procs["spark-master"].env["SPARK_MASTER_OPTS"] == "-Dspark.master.rest.enabled=false"
     assert "keyphrase_pipeline.synthetic.judge_server" in procs["judge"].argv
     assert ctx["llm_pool_slots"] == str(cluster.GPU_WORKERS)
 
@@ -129,9 +134,17 @@ def test_a_port_held_by_someone_else_is_refused(cl, monkeypatch):
         s.listen()
         port = s.getsockname()[1]
         monkeypatch.setattr(cluster, "processes", lambda cl, ctx=None: [sleeper("redis", port)])
-        with pytest.raises(ClusterError, match=f"redis: port {port}"):
+        cl.ports["redis_port"] = port
+        with pytest.raises(ClusterError, match=rf"redis: port {port} \(redis_port, held by pid {os.getpid()} "):
             cluster.up(cl)
     assert not (cl.pids / "redis.json").exists()
+
+
+def test_cli_refuses_a_mistyped_port_key_with_exit_2(cl, monkeypatch, capsys):
+    monkeypatch.setenv("CLUSTER_PORTS", "judge=8001")
+    assert cluster.cli(["status", "--root", str(cl.root)]) == 2
+    err = capsys.readouterr().err
+    assert "'judge=8001'" in err and "judge_port" in err and "Traceback" not in err
 
 
 # ---- pids, idempotent up/down -----------------------------------------------------------------------------
