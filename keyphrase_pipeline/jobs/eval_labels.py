@@ -130,11 +130,15 @@ def run_seed(settings, half_a_path: str, a, b, seed: int, work: Path, ds: str, s
     stud_model = layout.version_model_dir(stud["path"]) if stud else None
     import pandas as pd
 
+    t_score = time.perf_counter()
     scores = _score_all(s, pd.concat([a, b], ignore_index=True), cross_model, stud_model)  # each model loaded once
+    t_score = time.perf_counter() - t_score
     ya, yb = a["label"].to_numpy(int), b["label"].to_numpy(int)
     metrics = {m: transfer_metrics(ya, v[:len(a)], yb, v[len(a):]) for m, v in scores.items()}
     return {"seed": seed, "metrics": metrics, "cross_seconds": round(t_cross, 1), "student_seconds": round(t_bi, 1),
             "cross_steps": cross.get("steps"), "cross_best_step": cross.get("best_step"),
+            "score_seconds": round(t_score, 1),
+            "cross_stop_reason": cross.get("stop_reason"), "student_stop_reason": stud.get("stop_reason"),
             "student_steps": stud.get("steps"), "student_best_step": stud.get("best_step"),
             "cross_budget": (cross.get("budget") or {}).get("reason"),
             "student_budget": (stud.get("budget") or {}).get("reason")}

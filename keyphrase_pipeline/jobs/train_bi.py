@@ -280,7 +280,7 @@ def _train(settings, tasks: dict, rows: dict, test, start: str, tmp: str, device
     from keyphrase_pipeline.models.losses import TaskLosses
     from keyphrase_pipeline.models.metrics import has_both_classes, threshold_metrics
     from keyphrase_pipeline.models.training import (best_step, budget_arguments, calibration_plot, heldout_evaluator, plan_budget,
-                                 progress_callback, quiet_trainer)
+                                 progress_callback, quiet_trainer, stop_reason)
 
     set_seed(settings.train.seed)
     torch.manual_seed(settings.train.seed)
@@ -312,6 +312,8 @@ def _train(settings, tasks: dict, rows: dict, test, start: str, tmp: str, device
     t_train = time.perf_counter()
     result = trainer.train()
     train_s = time.perf_counter() - t_train
+    stopped = stop_reason(result.global_step, budget, callbacks)
+    log.info("student training stopped: %s (%d of %d planned steps)", stopped, result.global_step, budget.max_steps)
     best_auc = max((h["auc"] or 0.0 for h in evaluator.history), default=None) if evaluator else None
     kept_start = start_auc is not None and best_auc is not None and best_auc < start_auc
     if kept_start:  # never ship a student worse on held-out pairs than the encoder it started from
@@ -327,7 +329,7 @@ def _train(settings, tasks: dict, rows: dict, test, start: str, tmp: str, device
                                                   f"student {version}: held-out cosine at {settings.serve.dim}-d",
                                                   threshold)
     save_student(model, layout.version_model_dir(tmp), settings, threshold=threshold)
-    training = {"train_loss": float(result.training_loss), "steps": int(result.global_step),
+    training = {"train_loss": float(result.training_loss), "steps": int(result.global_step), "stop_reason": stopped,
                 "best_step": None if kept_start else best_step(evaluator), "budget": budget.as_dict(),
                 "start_heldout_auc": start_auc, "kept_start_model": kept_start, "threshold": threshold,
                 "heldout": {k: v for k, v in (heldout or {}).items() if k != "calibration"} or None,

@@ -70,7 +70,7 @@ def _fit(settings, model, train, test, target, tmp: str, device: str, lr: float)
     from keyphrase_pipeline.models.cross_encoder import predict_pairs
     from keyphrase_pipeline.models.metrics import has_both_classes
     from keyphrase_pipeline.models.training import (budget_arguments, heldout_evaluator, plan_budget, progress_callback, quiet_trainer,
-                                 trainer_precision)
+                                 stop_reason, trainer_precision)
 
     t = settings.train
     budget = plan_budget(len(train), t.batch_size, t.epochs, t.cross_max_steps, t.warmup_ratio, t.evals_per_epoch,
@@ -91,7 +91,9 @@ def _fit(settings, model, train, test, target, tmp: str, device: str, lr: float)
                                   callbacks=[progress, *callbacks])
     quiet_trainer(trainer)
     result = trainer.train()
-    return result, progress, budget, evaluator
+    stopped = stop_reason(result.global_step, budget, callbacks)
+    log.info("cross-encoder training stopped: %s (%d of %d planned steps)", stopped, result.global_step, budget.max_steps)
+    return result, progress, budget, evaluator, stopped
 
 
 def _soft_labels(model, allp, tmp: str):
@@ -131,11 +133,13 @@ def _heldout_metrics(allp, scores, tmp: str, version: str) -> tuple[dict, dict, 
     return metrics, heldout, threshold
 
 
-def _training_record(result, evaluator, budget, train_s: float, n_pairs: int, pred_s: float) -> dict:
-    """Loss, steps, best step, budget, held-out history and speeds of the training run."""
+def _training_record(result, evaluator, budget, train_s: float, n_pairs: int, pred_s: float, stopped: str) -> dict:
+    """Loss, steps, why it stopped (``stopped``: ``models.training.stop_reason``), best step, budget, held-out
+    history and speeds of the training run."""
     from keyphrase_pipeline.models.training import best_step
 
     return {"train_loss": float(result.training_loss), "steps": int(result.global_step),
+            "stop_reason": stopped,
             "best_step": best_step(evaluator), "budget": budget.as_dict(),
             "heldout_history": evaluator.history if evaluator else [],
             "train_seconds": round(train_s, 1), "steps_per_s": round(result.global_step / max(train_s, 1e-9), 3),
@@ -205,13 +209,13 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
         model = build_cross(settings, base)
         target = train["p"] if data.snapshot.get("source") == "file" else train["label"]
         t_train = time.perf_counter()
-        result, progress, budget, evaluator = _fit(settings, model, train, test, target, tmp, device,
+        result, progress, budget, evaluator, stopped = _fit(settings, model, train, test, target, tmp, device,
                                                    config["learning_rate"])
         train_s = time.perf_counter() - t_train
 
         scores, pred_s = _soft_labels(model, data.llm, tmp)
         metrics, heldout, threshold = _heldout_metrics(data.llm, scores, tmp, version)
-        metrics.update(_training_record(result, evaluator, budget, train_s, len(data.llm), pred_s))
+        metrics.update(_training_record(result, evaluator, budget, train_s, len(data.llm), pred_s, stopped))
         save_cross(model, layout.version_model_dir(tmp), threshold=threshold)
         _write_records(tmp, config, ds, version, device, budget, data.snapshot, metrics, progress.history, heldout,
                        threshold)

@@ -122,29 +122,43 @@ def read_labels_file(path: str, min_rows: int, tokenizer=None) -> "object":
     (a probability is kept in ``p``; ``label = p >= 0.5``). Returns a pandas DataFrame ``title, category,
     keyphrase`` (str, normalised by ``keyphrase_pipeline.models.text.clean``; every column read as
     text, so ``007``, ``1e3``, ``NA``, ``null`` stay as written), ``label`` (int32), ``p`` (float64), ``text_hash, pair_key`` (the same sha1),
-    ``item_id, keyphrase_id`` (int64, -1 when absent), one row per text (the last duplicate kept).
+    ``item_id, keyphrase_id`` (int64, -1 when absent), one row per text (the last duplicate kept; how many rows
+    were duplicates and how many pairs had conflicting labels is logged as a warning and kept in the frame's
+    ``attrs["file_stats"]``: ``rows``, ``duplicate_rows``, ``conflicting_pairs``).
 
     Raises DataError (exit 3): no such file, unreadable, missing columns, a blank title or keyphrase (or, with ``tokenizer``,
     one whose tokens are all special/unknown: emoji-only), naming the column, count and first row; a
-    label not a number in [0, 1], fewer than ``min_rows`` rows (counted before duplicates are dropped)."""
+    label not a number in [0, 1]; fewer than ``min_rows`` distinct pairs (counted after duplicates are dropped).
+    (``load_training_data`` also refuses a file whose pairs are all in one class.)"""
     import pandas as pd
 
     p = Path(path)
     if not p.exists():
         raise DataError(f"--labels {path}: no such file")
+    suffix = p.suffix.lower()
     try:
-        if p.suffix.lower() in (".csv", ".tsv"):
+        if suffix in (".csv", ".tsv"):
             # every column as text (no type guessing, no "NA"/"null" -> NaN); the label is parsed below
-            df = pd.read_csv(p, sep="\t" if p.suffix.lower() == ".tsv" else ",", keep_default_na=False, dtype=str)
+            df = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False, dtype=str)
         else:
             df = pd.read_parquet(p)
     except Exception as exc:  # noqa: BLE001 - turn any reader failure into a data error
-        raise DataError(f"--labels {path}: cannot read ({type(exc).__name__}: {exc})") from None
+        hint = "" if suffix in (".csv", ".tsv", ".parquet", ".pq") else (
+            f"; a file named {suffix or 'without an extension'} is read as parquet: name a CSV file .csv, a TSV file .tsv")
+        raise DataError(f"--labels {path}: cannot read ({type(exc).__name__}: {exc}){hint}") from None
+    missing = [c for c in REQUIRED_FILE_COLUMNS if c not in df.columns and c != "category"]
+    if missing:
+        has = [str(c) for c in df.columns]
+        hint = ""
+        if len(has) == 1 and any(d in has[0] for d in (";", "\t", "|")):
+            hint = " (one column whose name holds a separator: is the file comma-separated?)"
+        elif any(c.strip().lower() in REQUIRED_FILE_COLUMNS for c in has):
+            hint = " (column names are case- and space-sensitive)"
+        need = [c for c in REQUIRED_FILE_COLUMNS if c != "category"]
+        raise DataError(f"--labels {path}: missing column(s) {missing}; need {need} (and optionally 'category'), "
+                        f"has {has}{hint}")
     if "category" not in df.columns:  # many catalogs have none: the model inputs then carry no category part
         df = df.assign(category="")
-    missing = [c for c in REQUIRED_FILE_COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(f"--labels {path}: missing column(s) {missing}; need {list(REQUIRED_FILE_COLUMNS)}, has {list(df.columns)}")
     df = df.copy()
     for col in ("title", "category", "keyphrase"):
         df[col] = [clean(v) for v in df[col]]
@@ -159,18 +173,30 @@ def read_labels_file(path: str, min_rows: int, tokenizer=None) -> "object":
     bad = labels.isna() | (labels < 0) | (labels > 1)
     if bad.any():
         first = int(np.flatnonzero(bad.to_numpy())[0])
+        value = df["label"].iloc[first]
+        value = value.item() if hasattr(value, "item") else value  # numpy scalar -> plain Python in the message
         raise DataError(f"--labels {path}: {int(bad.sum())} label(s) not a number in [0, 1] "
-                        f"(first at 0-based row {first}: {df['label'].iloc[first]!r})")
-    if len(df) < min_rows:
-        raise DataError(f"--labels {path}: only {len(df)} rows; train.min_rows is {min_rows}")
+                        f"(first at 0-based row {first}: {value!r})")
     df["p"] = labels.astype(float)
     df["label"] = (df["p"] >= 0.5).astype("int32")
     df["text_hash"] = [text_hash(t, c, k) for t, c, k in zip(df["title"], df["category"], df["keyphrase"])]
     df["pair_key"] = df["text_hash"]
     for col in ("item_id", "keyphrase_id"):
         df[col] = pd.to_numeric(df[col], errors="coerce").fillna(-1).astype("int64") if col in df.columns else -1
+    rows = len(df)
+    conflicting = int((df.groupby("text_hash")["label"].nunique() > 1).sum())
     df = df.drop_duplicates("text_hash", keep="last").reset_index(drop=True)
-    return df[["title", "category", "keyphrase", "label", "p", "text_hash", "pair_key", "item_id", "keyphrase_id"]]
+    stats = {"rows": rows, "duplicate_rows": rows - len(df), "conflicting_pairs": conflicting}
+    if stats["duplicate_rows"]:
+        log.warning("--labels %s: %d of %d rows repeat a pair (same title, category and keyphrase after "
+                    "normalisation); %d pair(s) carry conflicting labels; the last row of each pair is kept",
+                    path, stats["duplicate_rows"], rows, conflicting)
+    if len(df) < min_rows:
+        raise DataError(f"--labels {path}: only {len(df)} distinct pairs ({rows} rows, {stats['duplicate_rows']} "
+                        f"repeating a pair); train.min_rows is {min_rows}")
+    out = df[["title", "category", "keyphrase", "label", "p", "text_hash", "pair_key", "item_id", "keyphrase_id"]]
+    out.attrs["file_stats"] = stats
+    return out
 
 
 # ---- the lake ----------------------------------------------------------------------------------------
@@ -250,7 +276,8 @@ def load_training_data(settings, ds: str, labels: str | None = None, need_ctr: b
 
     Raises:
         ConfigError: (exit 2) ``ds`` is not YYYY-MM-DD.
-        DataError: (exit 3) the ``labels`` file problems of ``read_labels_file``; no label store day up to
+        DataError: (exit 3) the ``labels`` file problems of ``read_labels_file``, or all its pairs in one class;
+            no label store day up to
             ``ds``; fewer than ``train.min_rows`` stored labels after deduplication; CTR/SR labels needed but no
             catalog snapshot up to ``ds`` or no ``raw/keyphrases``; a held-out split with no test or no train pair.
         SchemaError: (exit 3) the label store, catalog, keyphrases, ``ctr_labels`` or ``sr_labels`` break their
@@ -266,7 +293,13 @@ def load_training_data(settings, ds: str, labels: str | None = None, need_ctr: b
     tokenizer = encoder_tokenizer(settings)
     if labels:
         llm = read_labels_file(labels, settings.train.min_rows, tokenizer)
-        snapshot = {"source": "file", "labels_file": str(Path(labels).resolve()), "llm_rows": len(llm)}
+        classes = sorted(set(llm["label"].tolist()))
+        if len(classes) < 2:
+            raise DataError(f"--labels {labels}: every one of the {len(llm)} pairs is labelled "
+                            f"{'relevant (1)' if classes == [1] else 'not relevant (0)'}; training and the held-out "
+                            f"threshold need both relevant and not relevant pairs")
+        snapshot = {"source": "file", "labels_file": str(Path(labels).resolve()), "llm_rows": len(llm),
+                    **{f"file_{k}": v for k, v in llm.attrs.get("file_stats", {}).items()}}
         ctr = sr = empty_pairs
     else:
         llm, days = read_llm_labels(settings, ds)

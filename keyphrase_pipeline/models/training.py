@@ -131,6 +131,16 @@ def wall_clock_cap(minutes: float):
     return WallClockCap()
 
 
+def stop_reason(steps: int, budget: Budget, callbacks) -> str:
+    """Why a training run ended, stored with the model (``metrics.json``) and logged: ``"wall_clock_cap"`` (the
+    ``wall_clock_cap`` callback among ``callbacks`` fired), ``"early_stopping"`` (fewer than ``budget.max_steps``
+    steps ran otherwise: the held-out AUC stopped improving, ``EarlyStoppingCallback``) or ``"budget"`` (every
+    planned step ran). ``steps``: the trainer's ``global_step``."""
+    if any(getattr(c, "fired", False) for c in callbacks):
+        return "wall_clock_cap"
+    return "early_stopping" if steps < budget.max_steps else "budget"
+
+
 def heldout_evaluator(score_fn: Callable[[object], np.ndarray], labels, name: str = "heldout"):
     """A sentence-transformers evaluator: ROC AUC (primary), best-F1 and its threshold on held-out pairs.
 

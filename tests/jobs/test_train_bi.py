@@ -163,6 +163,7 @@ def test_student_worse_than_its_start_keeps_the_start_model(tmp_path, monkeypatc
     write_lake_inputs(s, w["pairs"])
     f = train_bi.run(s, DS, cross=w["cross"]["path"])
     assert f["kept_start_model"] is True and f["best_step"] is None and f["start_heldout_auc"] > 0
+    assert f["stop_reason"] in ("budget", "early_stopping")
     pairs = w["pairs"].head(20)
     args = (pairs["title"].tolist(), pairs["category"].tolist(), pairs["keyphrase"].tolist())
     saved = score_pairs(load_student(str(Path(f["path"]) / "model"), "cpu"), *args, dim=16)

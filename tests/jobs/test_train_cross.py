@@ -99,6 +99,7 @@ def test_budget_from_the_data_and_the_best_heldout_checkpoint_is_kept(tmp_path, 
     f = train_cross.run(s, DS)
     per_epoch = math.ceil(f["train_rows"] / 16)
     assert f["budget"]["max_steps"] == 3 * per_epoch and f["steps"] == 3 * per_epoch
+    assert f["stop_reason"] == "budget"  # no early stopping (patience 0): every planned step ran
     hist = rigged.evaluator.history
     assert len(hist) >= 4 and f["best_step"] == hist[0]["step"] == f["budget"]["eval_steps"]
     # the saved model is the first checkpoint: its held-out AUC is the one measured at the first evaluation

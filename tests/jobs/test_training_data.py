@@ -40,11 +40,53 @@ def test_labels_file_ok_csv_and_parquet_probabilities(tmp_path):
      r"2 row\(s\) with empty 'keyphrase' \(first at 0-based row 5\)"),
     (lambda d: d.assign(label=[1.5] + list(d["label"][1:])), r"not a number in \[0, 1\]"),
     (lambda d: d.assign(label=["yes"] + list(d["label"][1:])), r"not a number in \[0, 1\]"),
-    (lambda d: d.head(10), "only 10 rows"),
+    (lambda d: d.head(10), r"only 10 distinct pairs \(10 rows, 0 repeating a pair\)"),
+    (lambda d: pd.concat([d.head(2)] * 30), r"only 2 distinct pairs \(60 rows, 58 repeating a pair\)"),
+    (lambda d: d.drop(columns=["title"]).rename(columns={"keyphrase": "Keyphrase"}),
+     r"missing column\(s\) \['title', 'keyphrase'\]; need \['title', 'keyphrase', 'label'\] \(and optionally "
+     r"'category'\), has \['category', 'Keyphrase', 'label'\] \(column names are case- and space-sensitive\)"),
 ])
 def test_labels_file_errors_name_the_problem(tmp_path, mutate, message):
     with pytest.raises(DataError, match=message):
         read_labels_file(_write(tmp_path, mutate(make_pairs(60))), min_rows=50)
+
+
+def test_labels_file_duplicates_are_counted_and_conflicts_reported(tmp_path, settings, caplog):
+    df = make_pairs(60)
+    flipped = df.head(5).assign(label=1 - df["label"].head(5))  # 5 pairs judged twice, the other way round
+    again = df.iloc[10:13]  # 3 pairs repeated with the same label
+    path = _write(tmp_path, pd.concat([df, flipped, again], ignore_index=True))
+    with caplog.at_level("WARNING"):
+        out = read_labels_file(path, min_rows=50)
+    assert len(out) == 60 and out.attrs["file_stats"] == {"rows": 68, "duplicate_rows": 8, "conflicting_pairs": 5}
+    assert "8 of 68 rows repeat a pair" in caplog.text and "5 pair(s) carry conflicting labels" in caplog.text
+    assert out.head(5)["label"].tolist() == flipped["label"].tolist()  # the last row of a pair is kept
+    data = load_training_data(settings, DS, labels=path)
+    assert (data.snapshot["file_duplicate_rows"], data.snapshot["file_conflicting_pairs"]) == (8, 5)
+
+
+@pytest.mark.parametrize("label", [0, 1])
+def test_labels_file_of_one_class_is_refused_for_training(tmp_path, settings, label):
+    path = _write(tmp_path, make_pairs(60).assign(label=label))
+    assert len(read_labels_file(path, min_rows=50)) == 60  # a reader: exports of reviews may be one class
+    with pytest.raises(DataError, match=rf"every one of the 60 pairs is labelled {'relevant' if label else 'not relevant'}"):
+        load_training_data(settings, DS, labels=path)
+
+
+def test_labels_file_messages(tmp_path):
+    df = make_pairs(60)
+    p = tmp_path / "pairs.txt"
+    df.to_csv(p, index=False)
+    with pytest.raises(DataError, match=r"a file named \.txt is read as parquet: name a CSV file \.csv"):
+        read_labels_file(str(p), 10)
+    semi = tmp_path / "semi.csv"
+    df.to_csv(semi, index=False, sep=";")
+    with pytest.raises(DataError, match="is the file comma-separated"):
+        read_labels_file(str(semi), 10)
+    nan = tmp_path / "nan.parquet"
+    df.assign(label=[float("nan")] + df["label"].astype(float).tolist()[1:]).to_parquet(nan)
+    with pytest.raises(DataError, match=r"first at 0-based row 0: nan\)"):  # not np.float64(nan)
+        read_labels_file(str(nan), 10)
 
 
 def test_labels_file_emoji_only_text_is_unreadable_to_the_encoder(tmp_path, settings):

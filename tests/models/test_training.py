@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from keyphrase_pipeline.models.training import budget_arguments, plan_budget, wall_clock_cap
+from keyphrase_pipeline.models.training import budget_arguments, plan_budget, stop_reason, wall_clock_cap
 
 
 def test_budget_comes_from_the_data_and_caps_only_cap():
@@ -44,6 +44,10 @@ def test_wall_clock_cap_stops_training():
     patient = wall_clock_cap(10.0)
     patient.on_train_begin(args, state, TrainerControl())
     assert not patient.on_step_end(args, state, TrainerControl()).should_training_stop
+    b = plan_budget(100, 10, 1, -1, 0.0, 2, 10, True)  # 10 planned steps
+    assert stop_reason(3, b, [cap]) == "wall_clock_cap"
+    assert stop_reason(6, b, [patient]) == "early_stopping"
+    assert stop_reason(10, b, [patient]) == stop_reason(10, b, []) == "budget"
 
 
 def test_a_command_lines_step_cap_is_validated(tmp_path):
