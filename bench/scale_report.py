@@ -27,6 +27,7 @@ The cost model, stated so it can be checked:
 
     .venv/bin/python bench/scale_report.py            # print the markdown
     .venv/bin/python bench/scale_report.py --write    # replace the block in docs/PERFORMANCE.md
+    .venv/bin/python bench/scale_report.py --merge a.json b.json --write   # runs of different sizes -> scale.json
 """
 
 from __future__ import annotations
@@ -237,11 +238,49 @@ def replace_block(text: str, block: str) -> str:
     return text[: i + len(BEGIN)] + "\n" + block + text[j:]
 
 
+def merge_results(docs: list[dict]) -> dict:
+    """One scale.json from several ``bench/scale.py`` runs with the same settings (e.g. the small sizes in one
+    run, the largest in another): their lines concatenated, the summary recomputed (``scale.summarize``) over all
+    of them, each run's own summary kept under ``runs``. Raises ValueError when the runs' settings differ (other
+    than nothing) or a (stage, items, day) appears twice."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_scale_merge", ROOT / "bench" / "scale.py")
+    scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale)
+    first = docs[0]["settings"]
+    keys: set = set()
+    lines: list[dict] = []
+    for d in docs:
+        if d["settings"] != first:
+            raise ValueError(f"runs with different settings: {d['settings']} vs {first}")
+        for ln in d["lines"]:
+            k = (ln.get("stage"), ln.get("items"), ln.get("day"))
+            if k in keys:
+                raise ValueError(f"{k} measured twice")
+            keys.add(k)
+            lines.append(ln)
+    summary = scale.summarize(lines)
+    sizes = sorted({n for d in docs for n in d["sizes"]})
+    summary.update({"bench": "scale", "quick": False, "sizes": sizes,
+                    "ok": all(d["summary"].get("ok") for d in docs),
+                    "interrupted": next((d["summary"].get("interrupted") for d in docs if d["summary"].get("interrupted")), None),
+                    "wall_s_total": round(sum(d["summary"].get("wall_s_total", 0) for d in docs), 1)})
+    return {"lines": lines, "summary": summary, "sizes": sizes, "created_at": max(d["created_at"] for d in docs),
+            "settings": first, "runs": [{"sizes": d["sizes"], "created_at": d["created_at"], **{
+                k: d["summary"].get(k) for k in ("ok", "interrupted", "wall_s_total")}} for d in docs]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", default=str(RESULTS))
+    p.add_argument("--merge", nargs="+", default=None, metavar="RUN_JSON",
+                   help="merge these scale.py result files into --results first (same settings, different sizes)")
     p.add_argument("--write", action="store_true", help=f"replace the block in {DOC.relative_to(ROOT)}")
     args = p.parse_args(argv)
+    if args.merge:
+        merged = merge_results([json.loads(Path(f).read_text()) for f in args.merge])
+        Path(args.results).write_text(json.dumps(merged, indent=1) + "\n")
     block = render(json.loads(Path(args.results).read_text()), load_gpu())
     if args.write:
         DOC.write_text(replace_block(DOC.read_text(), block))

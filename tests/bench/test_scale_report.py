@@ -99,3 +99,16 @@ def test_replace_block(report):
     assert report.replace_block(text, "new\n") == f"a\n{report.BEGIN}\nnew\n{report.END}\nb\n"
     with pytest.raises(ValueError):
         report.replace_block("no markers", "x")
+
+
+def test_merge_results_recomputes_the_summary_over_both_runs(report, scale):
+    small = _doc(scale, [_line("ctr_labels", 1000, 1, 40.0, 34.0)])
+    big = _doc(scale, [_line("ctr_labels", 10000, 1, 80.0, 70.0)])
+    merged = report.merge_results([small, big])
+    assert merged["sizes"] == [1000, 10000] and len(merged["runs"]) == 2
+    assert merged["summary"]["exponents"]["ctr_labels"] == pytest.approx(0.301, abs=1e-3)  # log10(2) per decade
+    with pytest.raises(ValueError, match="measured twice"):
+        report.merge_results([small, small])
+    other = {**big, "settings": {**big["settings"], "train_steps": 4}}
+    with pytest.raises(ValueError, match="different settings"):
+        report.merge_results([small, other])
