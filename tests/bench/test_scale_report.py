@@ -77,8 +77,9 @@ def test_cost_model_extrapolates_cpu_stages_linearly_and_sizes_gpu_stages_from_g
     bi_h = 32_000 * report.TRAIN_ROWS_PER_LLM_LABEL / 32 / 40.0 / 3600
     cross_h = 32_000 / 32 / 80.0 / 3600
     assert fig["gpu_hours_daily"] == pytest.approx(judge_h + bi_h + cross_h, abs=0.01)
-    window = report.TARGET["hours"] - fig["gpu_hours_daily"]
+    window = report.TARGET["hours"] - report.GPU_WINDOW_HOURS
     assert fig["executor_cores"] == -(-daily_h // (window * report.PARALLEL_EFFICIENCY))
+    assert fig["gpus"] == -(-fig["gpu_hours_daily"] // (report.GPU_WINDOW_HOURS * report.PARALLEL_EFFICIENCY))
     assert not any("train_bi" in r for r in rows[:4])  # a GPU stage is not in the CPU table
 
 
