@@ -113,3 +113,14 @@ def test_merge_results_recomputes_the_summary_over_both_runs(report, scale):
     other = {**big, "settings": {**big["settings"], "train_steps": 4}}
     with pytest.raises(ValueError, match="different settings"):
         report.merge_results([small, other])
+
+
+def test_performance_doc_holds_the_tables_generated_from_the_committed_results(report):
+    """docs/PERFORMANCE.md's scale block is exactly what the committed bench/results/scale.json (and gpu_check.json)
+    give: a doc figure cannot drift from the file it cites (regenerate with bench/scale_report.py --write)."""
+    import json
+
+    doc = (REPO / "docs" / "PERFORMANCE.md").read_text()
+    block = report.render(json.loads((REPO / "bench" / "results" / "scale.json").read_text()), report.load_gpu())
+    assert report.replace_block(doc, block) == doc
+    assert "| `embed_items` |" in block and "executor cores" in block
