@@ -35,7 +35,7 @@ Prints one JSON line per (stage, size, day), then ``{"summary": true, "exponents
 as a line with ``error`` (exit code and stderr tail, verbatim); the rest of that size is skipped and the
 run exits 1.
 
-    .venv/bin/python bench/scale.py                          # --sizes 3000,30000,100000 (hours on 2 cores)
+    .venv/bin/python bench/scale.py                          # --sizes 3000,30000,100000 (~35 min, quiet 2 cores)
     .venv/bin/python bench/scale.py --quick                  # --sizes 400,1500, 4 training steps
     .venv/bin/python bench/scale.py --sizes 3000 --keep      # keep the lakes (printed) to look inside
 
