@@ -50,18 +50,12 @@ def _check_export(onnx_root: Path, record: dict, model_file: str) -> None:
 
 
 def _recommendations_dataset(path: str):
-    """The day's recommendations as a ``pyarrow.dataset`` (footers only read); DataError (exit 3) when ``path``
-    is missing or holds no parquet file, SchemaError (exit 3) when the schema breaks the ``recommendations``
-    contract."""
-    import pyarrow.dataset as pads
+    """The day's recommendations as a ``pyarrow.dataset`` (``recommend.contract_dataset``: footers only read);
+    DataError (exit 3) when ``path`` is missing or holds no row, SchemaError (exit 3) when the schema breaks the
+    ``recommendations`` contract."""
+    from keyphrase_pipeline.jobs.recommend import contract_dataset
 
-    from keyphrase_pipeline.core.contracts import check_arrow_schema
-
-    root = local_path(path)
-    if not root.exists():
-        raise DataError(f"missing dataset at {path}: run `kp recommend`")
-    dataset = pads.dataset(str(root), format="parquet", partitioning="hive", ignore_prefixes=[".", "_"])
-    check_arrow_schema(dataset.schema, "recommendations", where=path)
+    dataset = contract_dataset(path, "recommendations")
     if not dataset.files or not dataset.count_rows():  # row counts from the footers
         raise DataError(f"no recommendations in {path}")
     return dataset
@@ -103,7 +97,7 @@ class _DistinctCounter:
 def copy_recommendations(dataset, dest_dir: str, file_rows: int, batch_rows: int = 65_536) -> dict:
     """Stream the recommendations of ``dataset`` (``_recommendations_dataset``) into ``dest_dir`` as
     ``part-NNNNN.parquet`` files of at most about ``file_rows`` rows, one row group of the input at a time
-    (``ParquetFile.iter_batches``): peak memory is one batch of ``batch_rows`` rows, a writer's buffer and the
+    (``recommend.row_group_batches``): peak memory is one batch of ``batch_rows`` rows, a writer's buffer and the
     distinct-item counter (8 bytes per item), whatever the number of items. Rows and columns are written as
     read, in the input's order (each item's rows stay contiguous).
 
@@ -112,27 +106,28 @@ def copy_recommendations(dataset, dest_dir: str, file_rows: int, batch_rows: int
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from keyphrase_pipeline.jobs.recommend import row_group_batches
+
     schema = dataset.schema
     counter = _DistinctCounter()
     rows = files = in_file = 0
     writer = None
     try:
-        for path in dataset.files:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=schema.names):
-                if batch.schema != schema:  # a file written with, e.g., int32 ranks: one schema per bundle
-                    batch = pa.Table.from_batches([batch]).cast(schema).combine_chunks().to_batches()[0]
-                ids = batch.column("item_id")
-                if ids.null_count:
-                    raise DataError(f"{path}: column item_id has {ids.null_count} null value(s) in the recommendations")
-                counter.add(ids.to_numpy(zero_copy_only=False))
-                if writer is None or in_file >= file_rows:
-                    if writer is not None:
-                        writer.close()
-                    writer = pq.ParquetWriter(f"{dest_dir}/{layout.part_file_name(files)}", schema)
-                    files, in_file = files + 1, 0
-                writer.write_batch(batch)
-                rows += batch.num_rows
-                in_file += batch.num_rows
+        for path, batch in row_group_batches(dataset, schema.names, batch_rows):
+            if batch.schema != schema:  # a file written with, e.g., int32 ranks: one schema per bundle
+                batch = pa.Table.from_batches([batch]).cast(schema).combine_chunks().to_batches()[0]
+            ids = batch.column("item_id")
+            if ids.null_count:
+                raise DataError(f"{path}: column item_id has {ids.null_count} null value(s) in the recommendations")
+            counter.add(ids.to_numpy(zero_copy_only=False))
+            if writer is None or in_file >= file_rows:
+                if writer is not None:
+                    writer.close()
+                writer = pq.ParquetWriter(f"{dest_dir}/{layout.part_file_name(files)}", schema)
+                files, in_file = files + 1, 0
+            writer.write_batch(batch)
+            rows += batch.num_rows
+            in_file += batch.num_rows
     finally:
         if writer is not None:
             writer.close()

@@ -110,7 +110,7 @@ def search_batch(index, keyphrases, item_ids, vectors, k: int, threshold: float)
     return df[OUT_COLUMNS]
 
 
-def _dataset(path: str, contract: str):
+def contract_dataset(path: str, contract: str):
     """A ``pyarrow.dataset`` over the parquet files at ``path`` (hidden/underscore files skipped) whose schema
     meets ``contract``; nothing is read but the footers. DataError when ``path`` is missing, SchemaError when
     the schema breaks the contract."""
@@ -126,7 +126,7 @@ def _dataset(path: str, contract: str):
     return dataset
 
 
-def _batches(dataset, columns, batch_size: int, keep=None):
+def row_group_batches(dataset, columns, batch_size: int, keep=None):
     """Yield (file path, Arrow record batch of ``columns``) over the files of ``dataset``, one file and one row
     group at a time (``ParquetFile.iter_batches``: no read-ahead, so memory is one row group and one batch;
     ``pyarrow.dataset``'s threaded scanner measured a peak RSS still growing with the rows read). ``keep``:
@@ -142,7 +142,7 @@ def _batches(dataset, columns, batch_size: int, keep=None):
 
 
 def _of(version: str, embedded_ds: str | None = None):
-    """The ``keep`` mask of ``_batches`` for rows of model ``version`` (and, given, embedded on ``embedded_ds``)."""
+    """The ``keep`` mask of ``row_group_batches`` for rows of model ``version`` (and, given, embedded on ``embedded_ds``)."""
     import pyarrow.compute as pc
 
     def keep(batch):
@@ -189,7 +189,7 @@ def _embedding_batches(dataset, keep, batch_rows: int, dim: int):
 
     pend_ids, pend_vecs, pending = [], [], 0
     columns = ["id", "embedding", "model_version"] + (["embedded_ds"] if "embedded_ds" in dataset.schema.names else [])
-    for path, batch in _batches(dataset, columns, batch_rows, keep):
+    for path, batch in row_group_batches(dataset, columns, batch_rows, keep):
         ids, vecs = _vectors(batch, path, dim)
         pend_ids.append(ids)
         pend_vecs.append(vecs)
@@ -214,7 +214,7 @@ def _split_today(dataset, version: str, ds: str, batch_rows: int):
     import pyarrow.compute as pc
 
     other, today = [], []
-    for path, batch in _batches(dataset, ["id", "embedded_ds", "model_version"], max(batch_rows, 100_000), _of(version)):
+    for path, batch in row_group_batches(dataset, ["id", "embedded_ds", "model_version"], max(batch_rows, 100_000), _of(version)):
         ids = _ids(batch.column("id"), path, "id")
         is_today = pc.equal(batch.column("embedded_ds"), ds).fill_null(False).to_numpy(zero_copy_only=False)
         other.append(ids[~is_today])
@@ -302,7 +302,7 @@ def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
     emb_path = embeddings_dir(settings, "items", version)
     if not lake.exists(emb_path):
         raise DataError(f"missing item embeddings of model {version} at {emb_path}: run `kp embed --what items`")
-    items = _dataset(emb_path, "embeddings")
+    items = contract_dataset(emb_path, "embeddings")
 
     keep = np.zeros(0, np.int64)  # ids carried over from the previous day, sorted
     prev_days = [d for d in lake.partitions("recommendations") if d < ds]
@@ -316,7 +316,7 @@ def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
         n_items = n_todo = items.count_rows(filter=pads.field("model_version") == version)  # the column alone
     if n_items == 0:
         raise DataError(f"no item embeddings of model {version} in {emb_path}")
-    prev = _dataset(lake.path("recommendations", ds=prev_days[-1]), "recommendations") if carrying else None
+    prev = contract_dataset(lake.path("recommendations", ds=prev_days[-1]), "recommendations") if carrying else None
 
     schema = _out_schema()
     check_arrow_schema(schema, "recommendations", where="recommendations (to write)")
@@ -341,7 +341,7 @@ def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
                         "searched %d / %d items (%d batches)", scored, n_todo, batches)
                 del recs, ids, vecs  # freed before the next batch is read and searched
             if prev is not None and len(keep):
-                for _, batch in _batches(prev, OUT_COLUMNS, batch_rows * max(k, 1)):
+                for _, batch in row_group_batches(prev, OUT_COLUMNS, batch_rows * max(k, 1)):
                     item_ids = _ids(batch.column("item_id"), "previous recommendations", "item_id")
                     pos = np.minimum(np.searchsorted(keep, item_ids), len(keep) - 1)
                     hit = keep[pos] == item_ids
