@@ -169,6 +169,7 @@ def run(settings, ds: str) -> dict:
     from keyphrase_pipeline.jobs.export import is_exported
     from keyphrase_pipeline.jobs.serving import current_version
     from keyphrase_pipeline.core.layout import current_pointer, index_build_dir, onnx_dir, serving_version_dir
+
     ds = ds_str(ds)
     s = settings.serve
     lake = Lake.from_settings(settings)

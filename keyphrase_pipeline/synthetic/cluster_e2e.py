@@ -244,6 +244,7 @@ def clear_runs(api) -> None:
                     raise
                 time.sleep(3)
 
+
 def main(argv: list[str] | None = None) -> int:
     from keyphrase_pipeline.core import cluster
 
@@ -351,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         say("FAILED checks: " + "; ".join(failures))
     return 1 if failures else 0
+
 
 if __name__ == "__main__":
     sys.exit(main())
