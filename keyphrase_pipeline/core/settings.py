@@ -160,8 +160,14 @@ class TrainSettings(BaseModel):
     eval_k: int = Field(20, ge=1, description="K for recall@K of truly relevant keyphrases (synthetic world).")
     eval_max_items: int = Field(400, ge=10, description="Items sampled per exposure group for recall@K.")
     init_from: Literal["base", "champion"] = Field("base", description="Start the student from the base encoder or the champion.")
+    cross_init_from: Literal["base", "latest"] = Field("base", description="Start the cross-encoder from the base encoder "
+                                                       "or the newest cross-encoder (CROSS_LATEST).")
+    warm_cross_max_steps: int = Field(-1, description="Cross-encoder step cap when it starts from CROSS_LATEST "
+                                      "(-1: cross_max_steps; the demo passes 60).")
+    warm_bi_max_steps: int = Field(-1, description="Student step cap when it starts from the champion "
+                                   "(-1: bi_max_steps; the demo passes 100).")
 
-    @field_validator("cross_max_steps", "bi_max_steps")
+    @field_validator("cross_max_steps", "bi_max_steps", "warm_cross_max_steps", "warm_bi_max_steps")
     @classmethod
     def _step_cap(cls, v: int) -> int:
         if v == 0 or v < -1:

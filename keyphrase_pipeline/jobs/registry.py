@@ -94,6 +94,39 @@ def latest_cross(settings) -> str | None:
     return _pointer(settings, "cross")
 
 
+def warm_start_version(settings, kind: str, ds: str) -> str | None:
+    """The version a warm start of day ``ds`` begins from, or None when there is none.
+
+    ``kind="students"``: the champion; ``"cross"``: ``CROSS_LATEST``; either only when it was trained for a day
+    before ``ds``. Otherwise the newest earlier-day version: the champion history (newest first) for students,
+    the registry's cross-encoder versions for the assistant. Never a version of ``ds`` itself or a later day:
+    a rerun of the day starts from the same model (so its version id, which hashes the start, is the same), and
+    a backfill never starts from a model that has seen later labels. Version ids begin with their day
+    (``version_id``).
+
+    Raises UnreadablePointerError (exit 3) when the pointer cannot be decoded; ConfigError (exit 2) for an
+    unknown ``kind`` or a non-local lake."""
+    day = ds_str(ds)
+    current = champion(settings) if kind == "students" else latest_cross(settings)
+    if current and current[:10] < day and exists(settings, current, kind):
+        return current
+    if kind == "students":
+        hist = Path(layout.champion_history_path(settings))
+        candidates = []
+        for line in reversed(hist.read_text(encoding="utf-8").splitlines() if hist.exists() else []):
+            try:
+                candidates.append(json.loads(line).get("version"))
+            except (ValueError, AttributeError):  # a torn or foreign line: the history is advisory here
+                continue
+    else:
+        candidates = [v["version"] for v in sorted(list_versions(settings, "cross"),
+                                                   key=lambda v: (v["version"][:10], v["created_at"]), reverse=True)]
+    for v in candidates:
+        if isinstance(v, str) and v[:10] < day and exists(settings, v, kind):
+            return v
+    return None
+
+
 def set_latest_cross(settings, version: str) -> None:
     """Atomically point ``registry/CROSS_LATEST`` at ``version``; ConfigError (exit 2) when that cross-encoder
     version has no model directory (or the lake is not local)."""

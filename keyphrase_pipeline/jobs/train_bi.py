@@ -257,15 +257,18 @@ def _tasks(settings, ds: str, data, mix: list[str], kd) -> tuple[dict, dict, lis
     return tasks, {k: len(v) for k, v in tasks.items()}, skipped
 
 
-def _start_model(settings, base: str) -> str:
-    """The model the student starts from: the base encoder, or the champion with ``train.init_from=champion``."""
+def _start_model(settings, base: str, ds: str) -> str:
+    """The model the student starts from: the base encoder, or with ``train.init_from=champion`` the champion
+    of an earlier day (``registry.warm_start_version``)."""
     from keyphrase_pipeline.jobs import registry
 
     if settings.train.init_from == "champion":
-        champ = registry.champion(settings)
+        champ = registry.warm_start_version(settings, "students", ds)
         if champ:
+            log.info("student: warm start from champion %s", champ)
             return layout.model_dir(settings, champ)
-        log.info("train.init_from=champion but there is no champion yet: starting from the base encoder")
+        log.info("train.init_from=champion but there is no champion from a day before %s: starting from the base "
+                 "encoder", ds)
     return base
 
 
@@ -388,6 +391,7 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
     from keyphrase_pipeline.jobs import registry
     from keyphrase_pipeline.jobs.training_data import load_training_data
     from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
+    from keyphrase_pipeline.models.training import warm_step_cap
 
     ds = ds_str(ds)
     t0 = time.perf_counter()
@@ -396,7 +400,8 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
     kd_name = settings.train.kd_loss
     data = load_training_data(settings, ds, labels=labels, need_ctr="ctr" in mix, need_sr="sr" in mix)
     base = resolve_base_model(settings.train.base_model)
-    start = _start_model(settings, base)
+    start = _start_model(settings, base, ds)
+    settings = warm_step_cap(settings, "bi_max_steps", "warm_bi_max_steps", warm=start != base)
     cross_dir, cross_version, kd = _teacher(settings, mix, cross, labels, data, start)
     tasks, rows, skipped = _tasks(settings, ds, data, mix, kd)
     config = _config(settings, base, mix, kd_name, settings.train.init_from)

@@ -34,11 +34,27 @@ log = logging.getLogger(__name__)
 # ---- the stage ---------------------------------------------------------------------------------------
 def _config(settings, base: str) -> dict:
     t = settings.train
-    return {"kind": "cross", "base_model": base, "max_steps": t.cross_max_steps, "epochs": t.epochs,
+    return {"kind": "cross", "base_model": base, "init_from": t.cross_init_from, "max_steps": t.cross_max_steps,
+            "epochs": t.epochs,
             "batch_size": t.batch_size, "learning_rate": t.cross_learning_rate or t.learning_rate,
             "warmup_ratio": t.warmup_ratio, "max_length": t.cross_max_length, "pos_weight": t.cross_pos_weight,
             "evals_per_epoch": t.evals_per_epoch, "early_stopping_patience": t.early_stopping_patience,
             "max_train_minutes": t.max_train_minutes, "seed": t.seed, "test_fraction": t.test_fraction}
+
+
+def _start_model(settings, base: str, ds: str) -> str:
+    """The model the assistant starts from: the base encoder, or with ``train.cross_init_from=latest`` the newest
+    cross-encoder of an earlier day (``registry.warm_start_version``; its classification head is kept)."""
+    from keyphrase_pipeline.jobs import registry
+
+    if settings.train.cross_init_from == "latest":
+        latest = registry.warm_start_version(settings, "cross", ds)
+        if latest:
+            log.info("cross-encoder: warm start from %s", latest)
+            return layout.model_dir(settings, latest, "cross")
+        log.info("train.cross_init_from=latest but there is no cross-encoder from a day before %s: starting from "
+                 "the base encoder", ds)
+    return base
 
 
 def _pairs_dataset(frame, target):
@@ -187,26 +203,31 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
     from keyphrase_pipeline.jobs.training_data import load_training_data
     from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
     from keyphrase_pipeline.models.cross_encoder import build_cross, save_cross
+    from keyphrase_pipeline.models.training import warm_step_cap
 
     ds = ds_str(ds)
     t0 = time.perf_counter()
     data = load_training_data(settings, ds, labels=labels, need_ctr=False, need_sr=False)
     train, test = data.llm_train, data.llm_test
     base = resolve_base_model(settings.train.base_model)
+    start = _start_model(settings, base, ds)
+    settings = warm_step_cap(settings, "cross_max_steps", "warm_cross_max_steps", warm=start != base)
     config = _config(settings, base)
-    version = registry.version_id(ds, config, data.snapshot)
+    snapshot = {**data.snapshot, "start_model": start} if start != base else data.snapshot
+    version = registry.version_id(ds, config, snapshot)
     final = registry.target_dir(settings, version, "cross", out)
     tmp = tmp_sibling(final)
     os.makedirs(tmp, exist_ok=True)
     device = resolve_device(settings.train.device)
-    log.info("cross-encoder %s: %d train / %d test pairs, base %s, device %s", version, len(train), len(test), base, device)
+    log.info("cross-encoder %s: %d train / %d test pairs, start %s, device %s", version, len(train), len(test), start,
+             device)
     try:
         import torch
         from transformers import set_seed
 
         set_seed(settings.train.seed)
         torch.manual_seed(settings.train.seed)
-        model = build_cross(settings, base)
+        model = build_cross(settings, start)
         target = train["p"] if data.snapshot.get("source") == "file" else train["label"]
         t_train = time.perf_counter()
         result, progress, budget, evaluator, stopped = _fit(settings, model, train, test, target, tmp, device,
@@ -217,7 +238,7 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
         metrics, heldout, threshold = _heldout_metrics(data.llm, scores, tmp, version)
         metrics.update(_training_record(result, evaluator, budget, train_s, len(data.llm), pred_s, stopped))
         save_cross(model, layout.version_model_dir(tmp), threshold=threshold)
-        _write_records(tmp, config, ds, version, device, budget, data.snapshot, metrics, progress.history, heldout,
+        _write_records(tmp, config, ds, version, device, budget, snapshot, metrics, progress.history, heldout,
                        threshold)
         import shutil
 

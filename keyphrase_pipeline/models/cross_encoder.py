@@ -13,7 +13,8 @@ from keyphrase_pipeline.models.text import cross_text
 
 
 def build_cross(settings, base: str | None = None):
-    """A CrossEncoder with one output (fresh classification head) on ``base`` or the configured encoder.
+    """A CrossEncoder with one output on ``base`` or the configured encoder: a fresh classification head on a base
+    encoder; an earlier cross-encoder's directory keeps its head (the warm start, ``train.cross_init_from``).
 
     Raises ConfigError (exit 2) when ``train.base_model`` is set but is not a directory."""
     from sentence_transformers.cross_encoder import CrossEncoder

@@ -110,3 +110,30 @@ def test_an_undecodable_champion_pointer_is_a_clear_error_that_kp_promote_repair
     finally:
         get_settings.cache_clear()
     assert registry.champion(settings) == "2026-10-10-aaaaaaaa"
+
+
+def test_warm_start_version_is_always_from_an_earlier_day(settings):
+    """The champion / CROSS_LATEST when it is from a day before ds; else the newest earlier-day version; never the
+    day's own output (a rerun starts from the same model) nor a later day's (a backfill)."""
+    assert registry.warm_start_version(settings, "students", "2026-10-12") is None
+    for v in ("2026-10-10-aaaaaaaa", "2026-10-11-bbbbbbbb", "2026-10-12-cccccccc"):
+        _fake_version(settings, v)
+    registry.set_champion(settings, "2026-10-10-aaaaaaaa", "first")
+    registry.set_champion(settings, "2026-10-11-bbbbbbbb", "second")
+    assert registry.warm_start_version(settings, "students", "2026-10-12") == "2026-10-11-bbbbbbbb"
+    registry.set_champion(settings, "2026-10-12-cccccccc", "the day's own")
+    assert registry.warm_start_version(settings, "students", "2026-10-12") == "2026-10-11-bbbbbbbb"  # rerun
+    assert registry.warm_start_version(settings, "students", "2026-10-11") == "2026-10-10-aaaaaaaa"  # backfill
+    assert registry.warm_start_version(settings, "students", "2026-10-10") is None
+    assert registry.warm_start_version(settings, "students", "2026-10-13") == "2026-10-12-cccccccc"
+    with open(layout.champion_history_path(settings), "a") as f:
+        f.write("{torn line\n")
+    assert registry.warm_start_version(settings, "students", "2026-10-12") == "2026-10-11-bbbbbbbb"
+
+    for v, created in (("2026-10-10-dddddddd", "2026-10-10T01:00:00"), ("2026-10-11-eeeeeeee", "2026-10-11T01:00:00"),
+                       ("2026-10-11-ffffffff", "2026-10-11T02:00:00"), ("2026-10-12-gggggggg", "2026-10-12T01:00:00")):
+        _fake_version(settings, v, kind="cross", created=created)
+    registry.set_latest_cross(settings, "2026-10-12-gggggggg")
+    assert registry.warm_start_version(settings, "cross", "2026-10-12") == "2026-10-11-ffffffff"
+    assert registry.warm_start_version(settings, "cross", "2026-10-13") == "2026-10-12-gggggggg"
+    assert registry.warm_start_version(settings, "cross", "2026-10-10") is None

@@ -173,3 +173,30 @@ def test_student_worse_than_its_start_keeps_the_start_model(tmp_path, monkeypatc
     monkeypatch.setattr(training, "heldout_evaluator", real)
     g = train_bi.run(s.with_overrides(**{"train.seed": 7}), DS, cross=w["cross"]["path"])
     assert g["start_heldout_auc"] is not None and "kept_start_model" in g
+
+
+def test_warm_start_from_an_earlier_days_champion(tmp_path):
+    """``train.init_from=champion``: the student of a later day starts from the champion under the warm step cap
+    (recorded in data.json and train_config.json); the day's own promoted student is never its start (rerun)."""
+    import shutil
+
+    from keyphrase_pipeline.core import layout
+    from keyphrase_pipeline.jobs import registry, train_bi
+
+    w = trained_world(make_settings)
+    lake = tmp_path / "lake"
+    shutil.copytree(w["lake"], lake)
+    s = tiny_settings(make_settings, lake, w["base"], init_from="champion", warm_bi_max_steps=3)
+    registry.set_champion(s, w["student"]["version"], "day 1")
+    later = "2026-10-12"
+    write_lake_inputs(s, w["pairs"], ds=later)
+    a = train_bi.run(s, later, cross=w["cross"]["path"])
+    record = json.loads((Path(a["path"]) / "data.json").read_text())
+    assert record["start_model"] == layout.model_dir(s, w["student"]["version"])
+    assert json.loads((Path(a["path"]) / "train_config.json").read_text())["max_steps"] == 3 and a["steps"] == 3
+    registry.set_champion(s, a["version"], "day 2")
+    b = train_bi.run(s, later, cross=w["cross"]["path"])
+    assert b["version"] == a["version"]
+    # the day the champion was trained has no earlier champion: base encoder, ordinary cap
+    c = train_bi.run(s, DS, cross=w["cross"]["path"], out=str(tmp_path / "c"))
+    assert json.loads((tmp_path / "c" / "data.json").read_text())["start_model"] == w["base"] and c["steps"] == 40

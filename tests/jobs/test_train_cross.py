@@ -127,3 +127,68 @@ def test_heldout_with_one_class_stores_no_threshold(tmp_path):
     fig = train_cross.run(s, DS, labels=str(f), out=str(tmp_path / "c"))
     assert fig["threshold"] is None and "NO held-out evaluation" in fig["budget"]["reason"]
     assert "threshold" not in json.loads((tmp_path / "c" / "model" / "kp_model.json").read_text())
+
+
+DS2 = "2026-10-12"
+
+
+def _day_two_lake(tmp_path, w, **train):
+    """A copy of the trained world's lake plus a second day of labels (other pairs, other ids) on DS2."""
+    import shutil
+
+    lake = tmp_path / "lake"
+    shutil.copytree(w["lake"], lake)
+    s = tiny_settings(make_settings, lake, w["base"], **train)
+    pairs = make_pairs(240, seed=7, with_ids=True)
+    pairs["item_id"] += 10_000
+    pairs["keyphrase_id"] += 10_000
+    write_lake_inputs(s, pairs, ds=DS2, ctr=False)
+    return s
+
+
+def test_warm_start_from_the_previous_days_cross_encoder(tmp_path):
+    """``train.cross_init_from=latest``: day 2 starts from day 1's cross-encoder (weights and head), under the warm
+    step cap; a rerun of day 2 starts from day 1 again (not from its own output: same version id). With a
+    vanishing learning rate the warm model scores day 1's pairs exactly as day 1's model did; a cold start
+    (fresh head) does not."""
+    from keyphrase_pipeline.core import layout
+    from keyphrase_pipeline.jobs import registry, train_cross
+
+    w = trained_world(make_settings)
+    s = _day_two_lake(tmp_path, w, cross_init_from="latest", warm_cross_max_steps=1, cross_max_steps=30,
+                      cross_learning_rate=1e-12)
+    warm = train_cross.run(s, DS2)
+    day1 = w["cross"]["version"]
+    record = json.loads((Path(warm["path"]) / "data.json").read_text())
+    assert record["start_model"] == layout.model_dir(s, day1, "cross")
+    config = json.loads((Path(warm["path"]) / "train_config.json").read_text())
+    assert config["init_from"] == "latest" and config["max_steps"] == 1 and warm["steps"] == 1
+    assert registry.latest_cross(s) == warm["version"]
+    again = train_cross.run(s, DS2)
+    assert again["version"] == warm["version"]
+    assert json.loads((Path(again["path"]) / "data.json").read_text())["start_model"] == record["start_model"]
+    cold = train_cross.run(s.with_overrides(**{"train.cross_init_from": "base", "train.cross_max_steps": 1}), DS2,
+                           out=str(tmp_path / "cold"))
+    assert "start_model" not in json.loads((tmp_path / "cold" / "data.json").read_text())
+
+    def day1_scores(path):
+        soft = pd.read_parquet(Path(path) / "soft_labels.parquet").set_index("text_hash")["score"]
+        return soft.loc[before.index].to_numpy()
+
+    before = pd.read_parquet(Path(w["cross"]["path"]) / "soft_labels.parquet").set_index("text_hash")["score"]
+    import numpy as np
+
+    # (the tiny model's probabilities all sit near 0.5: the gaps are small but 100x apart)
+    assert np.abs(day1_scores(warm["path"]) - before.to_numpy()).max() < 1e-5
+    assert np.abs(day1_scores(tmp_path / "cold") - before.to_numpy()).max() > 1e-3
+
+
+def test_warm_start_without_an_earlier_cross_encoder_starts_from_the_base(tmp_path):
+    from keyphrase_pipeline.jobs import train_cross
+
+    s = tiny_settings(make_settings, tmp_path / "lake", trained_world(make_settings)["base"], cross_max_steps=2,
+                      cross_init_from="latest", warm_cross_max_steps=1)
+    write_lake_inputs(s, make_pairs(80, seed=5, with_ids=True), ctr=False)
+    first = train_cross.run(s, DS)
+    assert first["steps"] == 2  # cold: the ordinary cap
+    assert "start_model" not in json.loads((Path(first["path"]) / "data.json").read_text())

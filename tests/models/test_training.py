@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 
 from keyphrase_pipeline.models.training import budget_arguments, plan_budget, stop_reason, wall_clock_cap
 
@@ -64,3 +65,20 @@ def test_a_command_lines_step_cap_is_validated(tmp_path):
     for bad in (0, -2):
         with pytest.raises(ConfigError, match="--max-steps"):
             with_step_cap(s, "cross_max_steps", bad)
+
+
+def test_warm_step_cap_replaces_the_cap_only_for_a_warm_start():
+    from keyphrase_pipeline.core.settings import Settings
+    from keyphrase_pipeline.models.training import warm_step_cap
+
+    s = Settings(train={"bi_max_steps": 250, "warm_bi_max_steps": 100})
+    assert warm_step_cap(s, "bi_max_steps", "warm_bi_max_steps", warm=True).train.bi_max_steps == 100
+    assert warm_step_cap(s, "bi_max_steps", "warm_bi_max_steps", warm=False).train.bi_max_steps == 250
+    small = Settings(train={"bi_max_steps": 8, "warm_bi_max_steps": 100})  # never more steps than a cold start
+    assert warm_step_cap(small, "bi_max_steps", "warm_bi_max_steps", warm=True).train.bi_max_steps == 8
+    uncapped = Settings(train={"warm_bi_max_steps": 100})  # cold: the epochs decide; warm: the cap
+    assert warm_step_cap(uncapped, "bi_max_steps", "warm_bi_max_steps", warm=True).train.bi_max_steps == 100
+    unset = Settings(train={"cross_max_steps": 150})  # warm cap -1: the ordinary cap
+    assert warm_step_cap(unset, "cross_max_steps", "warm_cross_max_steps", warm=True).train.cross_max_steps == 150
+    with pytest.raises(ValueError, match="step cap"):
+        Settings(train={"warm_cross_max_steps": 0})
