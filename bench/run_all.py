@@ -22,8 +22,17 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 
 
+# scripts in bench/ that are not benchmarks run_all can start on its own
+NOT_RUN = {
+    "scale_report": "turns bench/results/scale.json into docs/PERFORMANCE.md's tables (no measurement)",
+    "demo_quality": "evaluates the models a `kp demo` run left (needs its lake: --lake)",
+}
+
+
 def discover() -> list[str]:
-    return sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in ("run_all", "__init__") and not p.stem.startswith("_"))
+    """Every benchmark script in bench/: all ``*.py`` but this runner, ``_``-prefixed helpers and ``NOT_RUN``."""
+    return sorted(p.stem for p in BENCH.glob("*.py")
+                  if p.stem not in ("run_all", "__init__", *NOT_RUN) and not p.stem.startswith("_"))
 
 
 def last_json_line(text: str) -> dict | None:

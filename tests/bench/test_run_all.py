@@ -1,0 +1,29 @@
+"""bench/run_all.py: `make bench` starts every benchmark, and only scripts that can run that way."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _run_all():
+    spec = importlib.util.spec_from_file_location("bench_run_all", BENCH / "run_all.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_discovered_benchmark_accepts_quick_and_the_others_are_named():
+    """run_all passes ``--quick`` to each script (``bench/run_all.py --quick``) and runs the full size without arguments:
+    a script that cannot (a doc generator, one that needs a demo lake) must be listed in NOT_RUN with why."""
+    run_all = _run_all()
+    found = run_all.discover()
+    assert "ctr_labels" in found and "scale" in found
+    for name in found:
+        text = (BENCH / f"{name}.py").read_text()
+        assert '"--quick"' in text, f"bench/{name}.py has no --quick option"
+        assert "required=True" not in text, f"bench/{name}.py needs an argument run_all does not pass"
+    every = {p.stem for p in BENCH.glob("*.py")} - {"run_all"}
+    assert every - set(found) == set(run_all.NOT_RUN), "a script is neither run nor listed in NOT_RUN"
