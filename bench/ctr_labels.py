@@ -19,13 +19,14 @@ built for days 1..59 (untimed), then in that session, median of ``--repeat`` run
 ``ratio_sliding_vs_naive`` = naive_s / day60_s and ``ratio_full_vs_naive`` = naive_s / full_s (end-to-end
 daily run vs recompute; speed-ups, higher is better); ``ratio_window_step_*_vs_naive`` the same with the
 window step alone. The sliding, full and naive label sets are checked equal. Prints ONE JSON line and writes
-``bench/results/ctr_labels.json`` (``ctr_labels_quick.json`` with ``--quick``).
+``bench/results/ctr_labels.json`` (``ctr_labels_quick.json`` with ``--quick``; ``--name N``: ``N.json``).
 ``--quick``: ~1M events. Each timed figure is the median of ``--repeat`` runs after untimed warm-ups.
 ``--boundary``: only the cost of the day-boundary rules (``boundary_cost``: the previous day's tail read vs a
 full cross-window event-id dedupe) on the window plus one day; writes ``bench/results/ctr_boundary.json``.
 
     .venv/bin/python bench/ctr_labels.py --quick
     .venv/bin/python bench/ctr_labels.py --boundary --repeat 3
+    .venv/bin/python bench/ctr_labels.py --events 30000000 --name ctr_labels_30m   # 500k events a day
 """
 
 from __future__ import annotations
@@ -174,6 +175,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--window", type=int, default=30)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--master", default="local[*]")
+    ap.add_argument("--name", default=None, help="result file name under bench/results/ (default: ctr_labels, "
+                    "ctr_labels_quick with --quick, ctr_boundary with --boundary), e.g. for another --events size")
     ap.add_argument("--keep", default=None, help="keep the lake in this directory (default: a temp dir, removed)")
     ap.add_argument("--boundary", action="store_true",
                     help="only the day-boundary cost (boundary_cost) on window+1 days at the same events/day; "
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
                       **boundary_cost(spark, settings, [day(k) for k in range(1, args.days + 1)], args.repeat),
                       "repeat": args.repeat, "master": spark.sparkContext.master, "spark": spark.version,
                       "cores": os.cpu_count()}
-            return _save(result, "ctr_boundary")
+            return _save(result, args.name or "ctr_boundary")
         t0 = time.perf_counter()
         for k in range(1, args.days):  # the history: daily aggregates of days 1..days-1
             ctr_labels.aggregate_day(spark, settings, day(k))
@@ -288,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    return _save(result, "ctr_labels_quick" if args.quick else "ctr_labels")
+    return _save(result, args.name or ("ctr_labels_quick" if args.quick else "ctr_labels"))
 
 
 def _save(result: dict, name: str) -> dict:
