@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -75,14 +76,25 @@ def main(argv: list[str] | None = None) -> dict:
                                                  "truth_provider": at.DEMO_TRUTH_PROVIDER,
                                                  **at.DEMO_TRAIN_BUDGET})
     lake = Lake.from_settings(settings)
-    ds = args.ds or lake.partitions("events")[-1]
-    data = load_training_data(settings, ds, need_ctr=False, need_sr=False)
+    days = lake.partitions("events")
+    if not days or not lake.exists(layout.synth_world_meta_path(lake)):
+        raise SystemExit(f"{settings.lake_root} holds no demo world (raw events and the world's metadata): "
+                         "pass the KP_LAKE_ROOT a `kp demo` run used")
+    ds = args.ds or days[-1]
+    from keyphrase_pipeline.core.errors import KPError
+
+    try:
+        data = load_training_data(settings, ds, need_ctr=False, need_sr=False)
+    except KPError as exc:
+        raise SystemExit(f"cannot evaluate on {ds}: {exc}") from None
     from keyphrase_pipeline.core.truth import load_truth
 
     world = load_truth(settings)
     models = dict(m.split("=", 1) for m in args.model)
     if not models:
         champ = registry.champion(settings)
+        if not champ:
+            raise SystemExit(f"{settings.lake_root} has no champion yet: run `kp demo` first, or pass --model NAME=DIR")
         models = {f"champion {champ}": layout.model_dir(settings, champ)}
     result = {"lake": str(Path(args.lake).resolve()), "ds": ds, "llm_test_rows": len(data.llm_test),
               "simulated": "judge = simulated annotator; truth = the synthetic world's", "models": {}, "ctr_only": {}}
@@ -107,6 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         if saved is not None:
             lake.write_json(stats_path, saved)
+        elif lake.exists(stats_path):
+            os.remove(stats_path)
     if per_seed:
         result["ctr_only"] = {"seeds": seeds, "steps": args.ctr_steps, "per_seed": per_seed, **{
             name: {"mean": statistics.mean(r[name] for r in per_seed),

@@ -221,6 +221,13 @@ def main(argv=None) -> dict:
     cfg = QUICK if args.quick else FULL
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
+    if not args.quick and args.device == "auto" and device.type != "cuda":
+        # `make bench` on a machine without a GPU: the full shapes on CPU would take long and measure nothing this
+        # script is for, and must not replace the committed GPU figures (bench/run_all.py writes no file for it)
+        skipped = {"bench": "gpu_check", "quick": False, "skipped": "no CUDA device: run it on a GPU machine, "
+                   "or --quick (tiny shapes, any device), or --device cpu to force the full shapes on CPU"}
+        print(json.dumps(skipped), flush=True)
+        return skipped
     torch.manual_seed(0)
     result: dict = {"bench": "gpu_check", "quick": args.quick, "device": device.type,
                     "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor(),

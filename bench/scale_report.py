@@ -13,7 +13,9 @@ The cost model, stated so it can be checked:
 
 * each CPU stage's CPU seconds are fitted as ``fixed + per_item x items`` through the two largest sizes
   measured (day 2, the incremental daily run, for the daily cost; day 1 for the first run, the backfill) and
-  extrapolated to ``TARGET["items"]``; keyphrases and searches grow with items as ``kp synth`` grows them
+  extrapolated to ``TARGET["items"]``; the CTR stage's first run aggregates every day of the window, so its
+  day-1 fit (measured with the run's ``window_days``, 7) is scaled by ``TARGET["window_days"]`` / that window
+  for the first-run column; its daily cost (the sliding window: one new day) does not depend on the window; keyphrases and searches grow with items as ``kp synth`` grows them
   (``synth.resolve_scale``), which gives 2M keyphrases at 20M items, twice the target's, so keyphrase-bound
   stages are over- rather than under-estimated. A stage whose time exponent between the two largest sizes is
   above 1.1 is marked: a linear fit underestimates it;
@@ -151,6 +153,7 @@ def cost_model(doc: dict, gpu: dict | None, settings=None) -> tuple[list[str], d
     if len(sizes) < 2:
         return rows + ["| (needs two sizes) | | | | | |"], {}
     x0, x1 = sizes[-2], sizes[-1]
+    window = doc.get("settings", {}).get("window_days")
     pairs = doc["summary"].get("exponents_pairs", {})
     for st in _stage_order(doc):
         if st in GPU_STAGES:
@@ -165,6 +168,8 @@ def cost_model(doc: dict, gpu: dict | None, settings=None) -> tuple[list[str], d
         daily = fits.get(2, fits.get(1))
         d_h = (daily[0] + daily[1] * n) / 3600
         b_h = (fits[1][0] + fits[1][1] * n) / 3600 if 1 in fits else None
+        if st == "ctr_labels" and b_h is not None and window:  # the first run aggregates every day of the window
+            b_h *= TARGET["window_days"] / window
         daily_h += d_h
         backfill_h += b_h or 0.0
         x = (pairs.get(st) or {}).get(f"{x0}-{x1}")

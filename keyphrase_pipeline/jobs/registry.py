@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from keyphrase_pipeline.core.errors import ConfigError, DataError
@@ -94,6 +95,9 @@ def latest_cross(settings) -> str | None:
     return _pointer(settings, "cross")
 
 
+_DATED = re.compile(r"^\d{4}-\d{2}-\d{2}-[0-9a-f]+$")  # what ``version_id`` makes: <ds>-<hex>
+
+
 def warm_start_version(settings, kind: str, ds: str) -> str | None:
     """The version a warm start of day ``ds`` begins from, or None when there is none.
 
@@ -101,14 +105,20 @@ def warm_start_version(settings, kind: str, ds: str) -> str | None:
     before ``ds``. Otherwise the newest earlier-day version: the champion history (newest first) for students,
     the registry's cross-encoder versions for the assistant. Never a version of ``ds`` itself or a later day:
     a rerun of the day starts from the same model (so its version id, which hashes the start, is the same), and
-    a backfill never starts from a model that has seen later labels. Version ids begin with their day
-    (``version_id``).
+    a backfill never starts from a model that has seen later labels. Only ids ``version_id`` makes
+    (``<ds>-<hex>``) whose model directory exists qualify; other names in the pointer or the history are passed
+    over.
 
     Raises UnreadablePointerError (exit 3) when the pointer cannot be decoded; ConfigError (exit 2) for an
     unknown ``kind`` or a non-local lake."""
     day = ds_str(ds)
+
+    def earlier(v) -> bool:  # a trained version of a day before ``day`` (a hand-made name never qualifies)
+        return (isinstance(v, str) and bool(_DATED.match(v)) and v[:10] < day
+                and Path(layout.registry_kind_dir(settings, kind), v, layout.MODEL_SUBDIR).is_dir())
+
     current = champion(settings) if kind == "students" else latest_cross(settings)
-    if current and current[:10] < day and exists(settings, current, kind):
+    if earlier(current):
         return current
     if kind == "students":
         hist = Path(layout.champion_history_path(settings))
@@ -121,10 +131,7 @@ def warm_start_version(settings, kind: str, ds: str) -> str | None:
     else:
         candidates = [v["version"] for v in sorted(list_versions(settings, "cross"),
                                                    key=lambda v: (v["version"][:10], v["created_at"]), reverse=True)]
-    for v in candidates:
-        if isinstance(v, str) and v[:10] < day and exists(settings, v, kind):
-            return v
-    return None
+    return next((v for v in candidates if earlier(v)), None)
 
 
 def set_latest_cross(settings, version: str) -> None:

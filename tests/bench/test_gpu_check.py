@@ -56,3 +56,13 @@ def test_committed_device_figures_are_from_a_gpu(gpu_check):
     text = (ROOT / "docs" / "PERFORMANCE.md").read_text()
     lo, hi = (doc["range"]["judge_prompts_per_s_bf16"][b] for b in ("min", "max"))
     assert f"{lo:,.0f}" in text and f"{hi:,.0f}" in text
+
+
+def test_full_run_without_a_gpu_is_skipped_and_writes_nothing(gpu_check, tmp_path, monkeypatch):
+    """`make bench` on a CPU machine must not replace the committed GPU figures with a CPU run."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "gpu_check.json"
+    result = gpu_check.main(["--out", str(out)])
+    assert "no CUDA device" in result["skipped"] and not out.exists()

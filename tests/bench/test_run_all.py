@@ -27,3 +27,19 @@ def test_every_discovered_benchmark_accepts_quick_and_the_others_are_named():
         assert "required=True" not in text, f"bench/{name}.py needs an argument run_all does not pass"
     every = {p.stem for p in BENCH.glob("*.py")} - {"run_all"}
     assert every - set(found) == set(run_all.NOT_RUN), "a script is neither run nor listed in NOT_RUN"
+
+
+def test_a_skipped_benchmark_leaves_the_committed_result_alone(tmp_path, monkeypatch, capsys):
+    import json
+    import subprocess
+
+    run_all = _run_all()
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "gpu_check.json").write_text('{"committed": true}')
+    monkeypatch.setattr(run_all, "RESULTS", results)
+    skipped = json.dumps({"bench": "gpu_check", "skipped": "no CUDA device"})
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, skipped + "\n", ""))
+    assert run_all.main(["gpu_check"]) == 0
+    assert json.loads((results / "gpu_check.json").read_text()) == {"committed": True}
+    assert "no CUDA device" in capsys.readouterr().out

@@ -126,14 +126,17 @@ def test_warm_start_version_is_always_from_an_earlier_day(settings):
     assert registry.warm_start_version(settings, "students", "2026-10-11") == "2026-10-10-aaaaaaaa"  # backfill
     assert registry.warm_start_version(settings, "students", "2026-10-10") is None
     assert registry.warm_start_version(settings, "students", "2026-10-13") == "2026-10-12-cccccccc"
-    with open(layout.champion_history_path(settings), "a") as f:
-        f.write("{torn line\n")
+    _fake_version(settings, "0-handmade")  # a hand-made directory is not a dated version: never a start
+    with open(layout.champion_history_path(settings), "a") as f:  # damaged or foreign lines are passed over
+        for line in ("{torn line", '{"version": ""}', '{"version": "../x"}', '{"version": "0-handmade"}',
+                     '{"version": "2026-10-11-zzzz"}', '["a list"]'):
+            f.write(line + "\n")
     assert registry.warm_start_version(settings, "students", "2026-10-12") == "2026-10-11-bbbbbbbb"
 
     for v, created in (("2026-10-10-dddddddd", "2026-10-10T01:00:00"), ("2026-10-11-eeeeeeee", "2026-10-11T01:00:00"),
-                       ("2026-10-11-ffffffff", "2026-10-11T02:00:00"), ("2026-10-12-gggggggg", "2026-10-12T01:00:00")):
+                       ("2026-10-11-ffffffff", "2026-10-11T02:00:00"), ("2026-10-12-99999999", "2026-10-12T01:00:00")):
         _fake_version(settings, v, kind="cross", created=created)
-    registry.set_latest_cross(settings, "2026-10-12-gggggggg")
+    registry.set_latest_cross(settings, "2026-10-12-99999999")
     assert registry.warm_start_version(settings, "cross", "2026-10-12") == "2026-10-11-ffffffff"
-    assert registry.warm_start_version(settings, "cross", "2026-10-13") == "2026-10-12-gggggggg"
+    assert registry.warm_start_version(settings, "cross", "2026-10-13") == "2026-10-12-99999999"
     assert registry.warm_start_version(settings, "cross", "2026-10-10") is None
