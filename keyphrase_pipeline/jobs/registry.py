@@ -104,10 +104,11 @@ def warm_start_version(settings, kind: str, ds: str) -> str | None:
     ``kind="students"``: the champion; ``"cross"``: ``CROSS_LATEST``; either only when it was trained for a day
     before ``ds``. Otherwise the newest earlier-day version: the champion history (newest first) for students,
     the registry's cross-encoder versions for the assistant. Never a version of ``ds`` itself or a later day:
-    a rerun of the day starts from the same model (so its version id, which hashes the start, is the same), and
-    a backfill never starts from a model that has seen later labels. Only ids ``version_id`` makes
-    (``<ds>-<hex>``) whose model directory exists qualify; other names in the pointer or the history are passed
-    over.
+    a rerun of the day starts from the same model while the earlier days' registry is unchanged (so its version
+    id, which hashes the start, is the same; after a rollback of the champion it starts from the rolled-back-to
+    model, another start and another id), and a backfill never starts from a model that has seen later labels.
+    Only ids ``version_id`` makes (``<ds>-<hex>``) whose model directory exists qualify; other names in the
+    pointer or the history are passed over.
 
     Raises UnreadablePointerError (exit 3) when the pointer cannot be decoded; ConfigError (exit 2) for an
     unknown ``kind`` or a non-local lake."""
@@ -163,10 +164,12 @@ def set_champion(settings, version: str, reason: str) -> None:
 
 
 def _read(path: Path) -> dict:
+    """A version's JSON record, or {} when it is missing, unreadable or not a JSON object (a damaged file)."""
     try:
-        return json.loads(path.read_text()) if path.exists() else {}
+        value = json.loads(path.read_text()) if path.exists() else {}
     except (OSError, ValueError):
         return {}
+    return value if isinstance(value, dict) else {}
 
 
 def list_versions(settings, kind: str = "students") -> list[dict]:

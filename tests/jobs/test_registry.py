@@ -140,3 +140,11 @@ def test_warm_start_version_is_always_from_an_earlier_day(settings):
     assert registry.warm_start_version(settings, "cross", "2026-10-12") == "2026-10-11-ffffffff"
     assert registry.warm_start_version(settings, "cross", "2026-10-13") == "2026-10-12-99999999"
     assert registry.warm_start_version(settings, "cross", "2026-10-10") is None
+
+
+def test_a_damaged_record_does_not_break_listing_or_the_warm_start(settings):
+    d = _fake_version(settings, "2026-10-10-aaaaaaaa", kind="cross")
+    with open(os.path.join(d, "train_config.json"), "w") as f:
+        json.dump(["not", "an", "object"], f)
+    assert [v["version"] for v in registry.list_versions(settings, "cross")] == ["2026-10-10-aaaaaaaa"]
+    assert registry.warm_start_version(settings, "cross", "2026-10-11") == "2026-10-10-aaaaaaaa"
