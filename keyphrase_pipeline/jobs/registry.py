@@ -98,7 +98,7 @@ def latest_cross(settings) -> str | None:
 _DATED = re.compile(r"^\d{4}-\d{2}-\d{2}-[0-9a-f]+$")  # what ``version_id`` makes: <ds>-<hex>
 
 
-def warm_start_version(settings, kind: str, ds: str) -> str | None:
+def warm_start_version(settings, kind: str, ds: str, include_day: bool = False) -> str | None:
     """The version a warm start of day ``ds`` begins from, or None when there is none.
 
     ``kind="students"``: the champion; ``"cross"``: ``CROSS_LATEST``; either only when it was trained for a day
@@ -108,14 +108,15 @@ def warm_start_version(settings, kind: str, ds: str) -> str | None:
     id, which hashes the start, is the same; after a rollback of the champion it starts from the rolled-back-to
     model, another start and another id), and a backfill never starts from a model that has seen later labels.
     Only ids ``version_id`` makes (``<ds>-<hex>``) whose model directory exists qualify; other names in the
-    pointer or the history are passed over.
+    pointer or the history are passed over. ``include_day=True``: a version of ``ds`` itself qualifies too (the
+    distillation teacher of day ``ds``: that day's cross-encoder, never a later day's on a backfill).
 
     Raises UnreadablePointerError (exit 3) when the pointer cannot be decoded; ConfigError (exit 2) for an
     unknown ``kind`` or a non-local lake."""
     day = ds_str(ds)
 
     def earlier(v) -> bool:  # a trained version of a day before ``day`` (a hand-made name never qualifies)
-        return (isinstance(v, str) and bool(_DATED.match(v)) and v[:10] < day
+        return (isinstance(v, str) and bool(_DATED.match(v)) and (v[:10] <= day if include_day else v[:10] < day)
                 and Path(layout.registry_kind_dir(settings, kind), v, layout.MODEL_SUBDIR).is_dir())
 
     current = champion(settings) if kind == "students" else latest_cross(settings)

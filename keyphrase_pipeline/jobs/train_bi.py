@@ -22,7 +22,8 @@ function of its day, configuration and data alone, and a bad day cannot compound
 from the champion (``train.init_from=champion``: cheaper fine-tuning, at the risk of drift).
 
 Distillation teacher (``--cross``): a registry cross version id or a directory. Without it, the
-registry's ``CROSS_LATEST`` is used when training from the lake; with ``--labels FILE`` and no
+registry's ``CROSS_LATEST`` is used when training from the lake (on a backfill, when ``CROSS_LATEST`` is from
+a later day: the newest cross-encoder up to the day); with ``--labels FILE`` and no
 ``--cross`` there is no ``kd`` task. Stored soft labels (``soft_labels.parquet``) are reused; pairs the
 teacher has not scored are scored now. Test-split pairs are never trained on. Beside the judged train
 pairs the teacher scores ``train.kd_extra_ratio`` x as many unjudged pairs (each train item with its
@@ -215,9 +216,11 @@ def _run_settings(settings, label_mix: str | None, kd_loss: str | None):
     return settings
 
 
-def _teacher(settings, mix: list[str], cross: str | None, labels: str | None, data, start: str):
+def _teacher(settings, ds: str, mix: list[str], cross: str | None, labels: str | None, data, start: str):
     """(cross model dir, cross version, kd frame ``title, category, keyphrase, score``: the judged train pairs
-    and ``train.kd_extra_ratio`` x as many unjudged ones, scored by the teacher), all None without a kd task."""
+    and ``train.kd_extra_ratio`` x as many unjudged ones, scored by the teacher), all None without a kd task.
+    Without ``cross`` (and a labels file) the teacher is ``CROSS_LATEST`` unless it is from a day after ``ds``
+    (a backfill): then the newest cross-encoder up to ``ds`` (``registry.warm_start_version``)."""
     import pandas as pd
 
     from keyphrase_pipeline.jobs import registry
@@ -226,7 +229,10 @@ def _teacher(settings, mix: list[str], cross: str | None, labels: str | None, da
     cross_dir = cross_version = None
     if "kd" in mix:
         if cross is None and not labels:
-            cross = registry.latest_cross(settings)
+            cross = registry.warm_start_version(settings, "cross", ds, include_day=True)
+            latest = registry.latest_cross(settings)
+            if latest and cross != latest:
+                log.info("CROSS_LATEST %s is not from a day up to %s: distilling from %s instead", latest, ds, cross)
         cross_dir, cross_version = resolve_cross(settings, cross)
         if cross_dir is None:
             log.warning("label_mix has kd but there is no cross-encoder (give --cross or run train-cross): no kd task")
@@ -402,7 +408,7 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
     base = resolve_base_model(settings.train.base_model)
     start = _start_model(settings, base, ds)
     settings = warm_step_cap(settings, "bi_max_steps", "warm_bi_max_steps", warm=start != base)
-    cross_dir, cross_version, kd = _teacher(settings, mix, cross, labels, data, start)
+    cross_dir, cross_version, kd = _teacher(settings, ds, mix, cross, labels, data, start)
     tasks, rows, skipped = _tasks(settings, ds, data, mix, kd)
     config = _config(settings, base, mix, kd_name, settings.train.init_from)
     snapshot = {**data.snapshot, "cross_version": cross_version, "cross_dir": cross_dir, "task_rows": rows,

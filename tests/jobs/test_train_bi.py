@@ -200,3 +200,23 @@ def test_warm_start_from_an_earlier_days_champion(tmp_path):
     # the day the champion was trained has no earlier champion: base encoder, ordinary cap
     c = train_bi.run(s, DS, cross=w["cross"]["path"], out=str(tmp_path / "c"))
     assert json.loads((tmp_path / "c" / "data.json").read_text())["start_model"] == w["base"] and c["steps"] == 40
+
+
+def test_a_backfill_never_distils_from_a_later_days_cross_encoder(tmp_path):
+    """Without --cross the teacher is CROSS_LATEST, unless it is from a day after the one trained: then the newest
+    cross-encoder up to that day, here none, so no kd task (before: the later day's teacher)."""
+    import shutil
+
+    from keyphrase_pipeline.jobs import registry, train_bi
+
+    w = trained_world(make_settings)
+    lake = tmp_path / "lake"
+    shutil.copytree(w["lake"], lake)
+    s = tiny_settings(make_settings, lake, w["base"], bi_max_steps=2)
+    assert registry.latest_cross(s) == w["cross"]["version"]  # trained for DS
+    earlier = "2026-10-08"
+    write_lake_inputs(s, w["pairs"], ds=earlier)
+    back = train_bi.run(s, earlier, out=str(tmp_path / "back"))
+    assert back["cross_version"] is None and "kd" not in back["task_rows"]
+    same_day = train_bi.run(s, DS, out=str(tmp_path / "same"))  # the day's own cross-encoder is its teacher
+    assert same_day["cross_version"] == w["cross"]["version"] and "kd" in same_day["task_rows"]
