@@ -117,7 +117,7 @@ def warm_start_version(settings, kind: str, ds: str, include_day: bool = False) 
 
     def earlier(v) -> bool:  # a trained version of a day before ``day`` (a hand-made name never qualifies)
         return (isinstance(v, str) and bool(_DATED.match(v)) and (v[:10] <= day if include_day else v[:10] < day)
-                and Path(layout.registry_kind_dir(settings, kind), v, layout.MODEL_SUBDIR).is_dir())
+                and exists(settings, v, kind))
 
     current = champion(settings) if kind == "students" else latest_cross(settings)
     if earlier(current):
@@ -134,6 +134,19 @@ def warm_start_version(settings, kind: str, ds: str, include_day: bool = False) 
         candidates = [v["version"] for v in sorted(list_versions(settings, "cross"),
                                                    key=lambda v: (v["version"][:10], v["created_at"]), reverse=True)]
     return next((v for v in candidates if earlier(v)), None)
+
+
+def start_model_dir(settings, kind: str, ds: str, base: str, warm: bool) -> str:
+    """The model directory training of day ``ds`` starts from: with ``warm`` (``train.init_from=champion`` for
+    students, ``train.cross_init_from=latest`` for the cross-encoder) the ``warm_start_version``'s model when
+    there is one (logged), else ``base`` (the base encoder). Raises what ``warm_start_version`` raises."""
+    if warm:
+        version = warm_start_version(settings, kind, ds)
+        if version:
+            log.info("%s: warm start from %s", kind, version)
+            return layout.model_dir(settings, version, kind)
+        log.info("%s: no version from a day before %s to warm-start from: starting from the base encoder", kind, ds)
+    return base
 
 
 def set_latest_cross(settings, version: str) -> None:

@@ -263,21 +263,6 @@ def _tasks(settings, ds: str, data, mix: list[str], kd) -> tuple[dict, dict, lis
     return tasks, {k: len(v) for k, v in tasks.items()}, skipped
 
 
-def _start_model(settings, base: str, ds: str) -> str:
-    """The model the student starts from: the base encoder, or with ``train.init_from=champion`` the champion
-    of an earlier day (``registry.warm_start_version``)."""
-    from keyphrase_pipeline.jobs import registry
-
-    if settings.train.init_from == "champion":
-        champ = registry.warm_start_version(settings, "students", ds)
-        if champ:
-            log.info("student: warm start from champion %s", champ)
-            return layout.model_dir(settings, champ)
-        log.info("train.init_from=champion but there is no champion from a day before %s: starting from the base "
-                 "encoder", ds)
-    return base
-
-
 def _train(settings, tasks: dict, rows: dict, test, start: str, tmp: str, device: str, version: str):
     """Train the student in ``tmp`` and save its ``model/`` (never worse on held-out pairs than ``start``);
     returns (training metrics, held-out metrics or None, held-out evaluator or None, progress history)."""
@@ -406,7 +391,7 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
     kd_name = settings.train.kd_loss
     data = load_training_data(settings, ds, labels=labels, need_ctr="ctr" in mix, need_sr="sr" in mix)
     base = resolve_base_model(settings.train.base_model)
-    start = _start_model(settings, base, ds)
+    start = registry.start_model_dir(settings, "students", ds, base, warm=settings.train.init_from == "champion")
     settings = warm_step_cap(settings, "bi_max_steps", "warm_bi_max_steps", warm=start != base)
     cross_dir, cross_version, kd = _teacher(settings, ds, mix, cross, labels, data, start)
     tasks, rows, skipped = _tasks(settings, ds, data, mix, kd)

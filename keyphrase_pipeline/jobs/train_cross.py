@@ -42,21 +42,6 @@ def _config(settings, base: str) -> dict:
             "max_train_minutes": t.max_train_minutes, "seed": t.seed, "test_fraction": t.test_fraction}
 
 
-def _start_model(settings, base: str, ds: str) -> str:
-    """The model the assistant starts from: the base encoder, or with ``train.cross_init_from=latest`` the newest
-    cross-encoder of an earlier day (``registry.warm_start_version``; its classification head is kept)."""
-    from keyphrase_pipeline.jobs import registry
-
-    if settings.train.cross_init_from == "latest":
-        latest = registry.warm_start_version(settings, "cross", ds)
-        if latest:
-            log.info("cross-encoder: warm start from %s", latest)
-            return layout.model_dir(settings, latest, "cross")
-        log.info("train.cross_init_from=latest but there is no cross-encoder from a day before %s: starting from "
-                 "the base encoder", ds)
-    return base
-
-
 def _pairs_dataset(frame, target):
     """(query, document, label) rows for the CrossEncoderTrainer (``keyphrase_pipeline.models.text.cross_text``)."""
     from datasets import Dataset
@@ -210,7 +195,7 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
     data = load_training_data(settings, ds, labels=labels, need_ctr=False, need_sr=False)
     train, test = data.llm_train, data.llm_test
     base = resolve_base_model(settings.train.base_model)
-    start = _start_model(settings, base, ds)
+    start = registry.start_model_dir(settings, "cross", ds, base, warm=settings.train.cross_init_from == "latest")
     settings = warm_step_cap(settings, "cross_max_steps", "warm_cross_max_steps", warm=start != base)
     config = _config(settings, base)
     snapshot = {**data.snapshot, "start_model": start} if start != base else data.snapshot
