@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import statistics
 import sys
 import tempfile
@@ -71,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     from keyphrase_pipeline.jobs import airflow_tasks as at, registry, train_bi
     from keyphrase_pipeline.jobs.evaluate import evaluate_model
     from keyphrase_pipeline.jobs.training_data import load_training_data
+    from keyphrase_pipeline.synthetic.report import restore_day_stats
 
     settings = load_settings().with_overrides(**{"lake_root": str(Path(args.lake).resolve()),
                                                  "truth_provider": at.DEMO_TRUTH_PROVIDER,
@@ -117,10 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
                 per_seed.append({"seed": seed, "steps": out["steps"], "train_s": round(time.perf_counter() - t0, 1),
                                  **figures(evaluate_model(s, f"{tmp}/ctr_{seed}/model", ds=ds, data=data, world=world))})
     finally:
-        if saved is not None:
-            lake.write_json(stats_path, saved)
-        elif lake.exists(stats_path):
-            os.remove(stats_path)
+        restore_day_stats(lake, stats_path, saved)
     if per_seed:
         result["ctr_only"] = {"seeds": seeds, "steps": args.ctr_steps, "per_seed": per_seed, **{
             name: {"mean": statistics.mean(r[name] for r in per_seed),

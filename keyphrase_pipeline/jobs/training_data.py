@@ -146,7 +146,8 @@ def read_labels_file(path: str, min_rows: int, tokenizer=None) -> "object":
         hint = "" if suffix in (".csv", ".tsv", ".parquet", ".pq") else (
             f"; a file named {suffix or 'without an extension'} is read as parquet: name a CSV file .csv, a TSV file .tsv")
         raise DataError(f"--labels {path}: cannot read ({type(exc).__name__}: {exc}){hint}") from None
-    missing = [c for c in REQUIRED_FILE_COLUMNS if c not in df.columns and c != "category"]
+    need = [c for c in REQUIRED_FILE_COLUMNS if c != "category"]
+    missing = [c for c in need if c not in df.columns]
     if missing:
         has = [str(c) for c in df.columns]
         hint = ""
@@ -154,7 +155,6 @@ def read_labels_file(path: str, min_rows: int, tokenizer=None) -> "object":
             hint = " (one column whose name holds a separator: is the file comma-separated?)"
         elif any(c.strip().lower() in REQUIRED_FILE_COLUMNS for c in has):
             hint = " (column names are case- and space-sensitive)"
-        need = [c for c in REQUIRED_FILE_COLUMNS if c != "category"]
         raise DataError(f"--labels {path}: missing column(s) {missing}; need {need} (and optionally 'category'), "
                         f"has {has}{hint}")
     if "category" not in df.columns:  # many catalogs have none: the model inputs then carry no category part

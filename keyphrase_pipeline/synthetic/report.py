@@ -373,8 +373,9 @@ def _evaluation_inputs(settings, ds: str, cross_version: str) -> dict:
     return {"world": world, "data": data, "teacher": teacher, "items": items, "kps": kps}
 
 
-def _restore_day_stats(lake, path: str, saved) -> None:
-    """Put back the day's own train_bi stats (training a report student overwrote them)."""
+def restore_day_stats(lake, path: str, saved) -> None:
+    """Put back a stage's run stats for the day (``lake.run_stats_path``) after training an extra student
+    overwrote them: ``saved`` (what was read before; None when there was none: the file is then removed)."""
     if saved is not None:
         lake.write_json(path, saved)
     elif lake.exists(path):
@@ -449,7 +450,7 @@ def run(settings, ds: str | None = None, mixes=None, out: str | None = None, qui
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:  # training a report student must not replace the day's train_bi stats
-        _restore_day_stats(lake, runs_bi, saved_bi)
+        restore_day_stats(lake, runs_bi, saved_bi)
     summary.update({"out": out_dir, "html_path": str(Path(out_dir) / "report.html"),
                     "md_path": str(Path(out_dir) / "report.md"), "json_path": str(Path(out_dir) / "report.json")})
     lake.write_run_stats(ds, "report", summary)
