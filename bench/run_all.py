@@ -26,6 +26,7 @@ RESULTS = BENCH / "results"
 NOT_RUN = {
     "scale_report": "turns bench/results/scale.json into docs/PERFORMANCE.md's tables (no measurement)",
     "demo_quality": "evaluates the models a `kp demo` run left (needs its lake: --lake)",
+    "distill_curve": "a training study (student AUC against teacher-scored pairs), tens of minutes a point",
 }
 
 

@@ -144,6 +144,22 @@ class TrainSettings(BaseModel):
     kd_extra_ratio: float = Field(1.0, ge=0, description="Unjudged pairs (train items x their nearest train "
                                   "keyphrases) the cross-encoder scores for the student's kd task, per judged train "
                                   "pair; 0 = distil on judged pairs only. See keyphrase_pipeline/jobs/kd_pairs.py.")
+    kd_list_ratio: float = Field(4.0, ge=0, description="Unjudged pairs per judged train pair that the cross-encoder "
+                                 "scores in candidate lists (a keyphrase with its nearest and random titles, an item with "
+                                 "its nearest and random keyphrases) for the student's listwise kd task (kd_list); 0 = none. "
+                                 "See keyphrase_pipeline/jobs/kd_pairs.py and docs/TRAINING.md.")
+    kd_group_size: int = Field(8, ge=2, description="Candidates per list of the listwise kd task.")
+    kd_hard_share: float = Field(0.75, ge=0, le=1, description="Share of a list's candidates that are the anchor's "
+                                 "nearest neighbours under the start encoder; the rest are random.")
+    kd_query_share: float = Field(0.0, ge=0, le=1, description="Share of the listwise kd task's lists anchored on "
+                                  "queries cut from titles (new anchors beyond the judged keyphrases).")
+    kd_list_scale: float = Field(20.0, gt=0, description="The student's cosine is multiplied by this before the "
+                                 "listwise softmax (an inverse temperature).")
+    kd_teacher_temperature: float = Field(1.0, gt=0, description="The teacher's logits are divided by this before "
+                                          "the listwise softmax.")
+    kd_max_pairs: int = Field(500_000, ge=0, description="At most this many unjudged pairs scored by the teacher for "
+                              "distillation (kd_extra_ratio and kd_list_ratio together), so a large label store "
+                              "does not make the teacher's scoring unbounded.")
     label_mix: str = Field("llm+ctr+kd", description="Any '+'-joined subset of ctr, llm, kd, sr.")
     device: str = Field("auto", description="auto|cpu|cuda")
     retrain_every_days: int = Field(1, ge=1, description="Retrain on days where day-of-epoch % N == 0.")

@@ -34,7 +34,7 @@ from keyphrase_pipeline.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-MODELS = ("zero_shot", "zero_shot_cut", "cross", "student")
+MODELS = ("zero_shot", "zero_shot_cut", "cross", "student", "student_full")
 SIMULATED_WORLD_PAIRS = "keyphrase_pipeline.synthetic.synth_labels"  # module of ``world_pairs`` (package ``synthetic``), for --world
 
 
@@ -69,20 +69,23 @@ def transfer_metrics(y_a, s_a, y_b, s_b) -> dict:
 def _score_all(settings, pairs, cross_dir: str | None, student_dir: str | None) -> dict:
     """Model name -> float32 scores for every row of ``pairs`` (title, category, keyphrase)."""
     from keyphrase_pipeline.models.base import resolve_base_model
-    from keyphrase_pipeline.models.bi_encoder import _cut, encode_items, encode_keyphrases, load_student, score_pairs
+    from keyphrase_pipeline.models.bi_encoder import _cut, encode_items, encode_keyphrases, load_student
     from keyphrase_pipeline.models.cross_encoder import load_cross, predict_pairs
 
     t, c, k = pairs["title"].tolist(), pairs["category"].tolist(), pairs["keyphrase"].tolist()
-    out = {}
-    base = load_student(resolve_base_model(settings.train.base_model), settings.train.device)
-    items, keyphrases = encode_items(base, t, c), encode_keyphrases(base, k)  # full size, normalised
-    out["zero_shot"] = (items * keyphrases).sum(axis=1)
     dim = settings.serve.dim
-    out["zero_shot_cut"] = (_cut(items, dim) * _cut(keyphrases, dim)).sum(axis=1)
+
+    def cosines(model) -> tuple[np.ndarray, np.ndarray]:  # (full size, cut to serve.dim), each model encoded once
+        items, keyphrases = encode_items(model, t, c), encode_keyphrases(model, k)  # normalised
+        return (items * keyphrases).sum(axis=1), (_cut(items, dim) * _cut(keyphrases, dim)).sum(axis=1)
+
+    out = {}
+    out["zero_shot"], out["zero_shot_cut"] = cosines(load_student(resolve_base_model(settings.train.base_model),
+                                                                  settings.train.device))
     if cross_dir:
         out["cross"] = predict_pairs(load_cross(cross_dir, settings.train.device), t, c, k)
-    if student_dir:
-        out["student"] = score_pairs(load_student(student_dir, settings.train.device), t, c, k, dim=dim)
+    if student_dir:  # as served (serve.dim), and at full size: what the Matryoshka cut costs
+        out["student_full"], out["student"] = cosines(load_student(student_dir, settings.train.device))
     return out
 
 
@@ -140,6 +143,7 @@ def run_seed(settings, half_a_path: str, a, b, seed: int, work: Path, ds: str, s
             "score_seconds": round(t_score, 1),
             "cross_stop_reason": cross.get("stop_reason"), "student_stop_reason": stud.get("stop_reason"),
             "student_steps": stud.get("steps"), "student_best_step": stud.get("best_step"),
+            "student_distillation": stud.get("distillation"),
             "cross_budget": (cross.get("budget") or {}).get("reason"),
             "student_budget": (stud.get("budget") or {}).get("reason")}
 
@@ -157,12 +161,16 @@ def summarise(per_seed: list[dict]) -> dict:
             out[m][key] = {"mean": round(float(v.mean()), 4),
                            "std": round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 4), "n": int(len(v))}
     if "zero_shot" in out:
-        z = out["zero_shot"]["f1"]["mean"]
-        for m in ("cross", "student"):
+        z, za = out["zero_shot"]["f1"]["mean"], out["zero_shot"]["auc"]["mean"]
+        for m in ("cross", "student", "student_full"):
             if m in out:
                 out[m]["f1_gain_vs_zero_shot"] = round(out[m]["f1"]["mean"] - z, 4)
-    if "cross" in out and "student" in out:
-        out["student"]["f1_gap_to_cross"] = round(out["cross"]["f1"]["mean"] - out["student"]["f1"]["mean"], 4)
+                out[m]["auc_gain_vs_zero_shot"] = round(out[m]["auc"]["mean"] - za, 4)
+    if "cross" in out:
+        for m in ("student", "student_full"):
+            if m in out:
+                out[m]["f1_gap_to_cross"] = round(out["cross"]["f1"]["mean"] - out[m]["f1"]["mean"], 4)
+                out[m]["auc_gap_to_cross"] = round(out["cross"]["auc"]["mean"] - out[m]["auc"]["mean"], 4)
     return out
 
 
@@ -236,7 +244,8 @@ def markdown_table(results: list[dict]) -> str:
     F1 and AUC on half B as mean ± sample std over seeds, and the F1 gain over the zero-shot encoder."""
     names = {"zero_shot": "all-MiniLM-L6-v2 untrained, cosine 384-d (zero-shot)",
              "zero_shot_cut": "same, cut to serve.dim", "cross": "cross-encoder (`kp train-cross --labels`)",
-             "student": "student (`kp train-bi --labels --cross`, serve.dim)"}
+             "student": "student (`kp train-bi --labels --cross`, serve.dim)",
+             "student_full": "same student at full size (384-d)"}
     lines = ["| world | pairs A / B | B positive share | model | F1 on B | AUC on B | F1 gain vs zero-shot | seeds |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:

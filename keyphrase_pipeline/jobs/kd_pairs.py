@@ -89,3 +89,141 @@ def sample_pairs(encoder, train, exclude_hashes, ratio: float, seed: int = 42):
     log.info("distillation pairs: %d unjudged pair(s) near %d item(s) (ratio %.2f of %d judged train pairs)",
              len(out), len(items), ratio, len(train))
     return out
+
+
+def title_queries(titles, n: int, seed: int = 42, min_words: int = 2, max_words: int = 5) -> list[str]:
+    """Up to ``n`` distinct query-like texts cut from titles: a random span of ``min_words``..``max_words``
+    consecutive words of a random title, lower-cased ("red running shoes size 10" from "Nike Red Running Shoes
+    Size 10 NEW"). A stand-in for a query generator (GPL's doc2query step: Wang et al., NAACL 2022, "GPL:
+    Generative Pseudo Labeling for Unsupervised Domain Adaptation of Dense Retrieval"): new anchors beyond the
+    judged keyphrases, with the attributes titles carry, for the teacher to score.
+
+    Returns a list of str (fewer than ``n`` when the titles do not hold that many distinct spans)."""
+    rng = np.random.default_rng(seed)
+    words = [str(t).lower().split() for t in titles]
+    words = [w for w in words if len(w) >= min_words]
+    out: dict[str, None] = {}
+    for _ in range(20 * n):
+        if len(out) >= n or not words:
+            break
+        w = words[int(rng.integers(len(words)))]
+        size = int(rng.integers(min_words, min(max_words, len(w)) + 1))
+        start = int(rng.integers(0, len(w) - size + 1))
+        out.setdefault(" ".join(w[start:start + size]), None)
+    return list(out)
+
+
+def candidate_groups(encoder, train, exclude_hashes, n_pairs: int, group_size: int = 8, hard_share: float = 0.75,
+                     query_share: float = 0.0, seed: int = 42):
+    """Unjudged candidate lists for listwise distillation: one anchor with ``group_size`` candidates from the
+    other side, the way search and the pipeline pair them.
+
+    Anchors, in three kinds:
+
+    * ``keyphrase``: a train keyphrase with the train titles the start encoder retrieves as nearest (hard
+      candidates, ``hard_share`` of each list) plus random titles, as a search engine's result page;
+    * ``query`` (``query_share`` of the lists): a query cut from a title (``title_queries``), with titles as
+      for a keyphrase: anchors the judged pairs never had, so the student learns how the teacher treats new
+      queries and not only the judged ones;
+    * ``item``: a train item with its nearest train keyphrases plus random ones (how ``recommend`` pairs them).
+
+    The lists not anchored on queries are split evenly between keyphrases and items. An anchor that heads
+    several lists takes the next window of its neighbour list each time, so no candidate repeats. Judged train
+    pairs and held-out pairs are never emitted; no pair twice.
+
+    The teacher (cross-encoder) scores every pair afterwards; the student learns each list's ordering
+    (``models.losses.build_listwise_kd_loss``). ``sentence_transformers.util.mine_hard_negatives`` is not used:
+    it mines around judged positives, and its cross-encoder rescoring reads the towers' text, not the
+    assistant's ``keyphrase [SEP] category [SEP] title`` input.
+
+    Args:
+        encoder: a SentenceTransformer (the student's start model) used to find neighbours.
+        train: frame of judged train pairs (``title, category, keyphrase, text_hash``).
+        exclude_hashes: text_hashes never to emit (the held-out split).
+        n_pairs: about how many pairs to draw in all (rounded down to whole lists).
+        group_size: candidates per list (>= 2).
+        hard_share: share of each list from the anchor's nearest neighbours, the rest random.
+        query_share: share of the lists anchored on queries cut from titles, in [0, 1].
+        seed: random candidates, the queries and the anchors' order.
+    Returns:
+        pandas DataFrame ``group, anchor, title, category, keyphrase, text_hash`` (``anchor``: ``keyphrase``,
+        ``query`` or ``item``), exactly ``group_size`` rows per group in a list's candidate order. A side with
+        fewer than ``group_size`` candidates (titles for keyphrase and query lists, keyphrases for item lists)
+        gives its lists to the other; an anchor whose unjudged candidates run out makes no list. Empty (same
+        columns) when ``n_pairs < group_size`` or neither side has ``group_size`` candidates.
+    Raises:
+        ValueError: ``group_size < 2``, or ``hard_share`` or ``query_share`` outside [0, 1].
+    """
+    import pandas as pd
+
+    from keyphrase_pipeline.jobs.label_store import text_hash
+    from keyphrase_pipeline.models.bi_encoder import encode_items, encode_keyphrases
+
+    if group_size < 2 or not 0 <= hard_share <= 1 or not 0 <= query_share <= 1:
+        raise ValueError(f"group_size must be >= 2, hard_share and query_share in [0, 1], got {group_size}, "
+                         f"{hard_share}, {query_share}")
+    cols = ["group", "anchor", "title", "category", "keyphrase", "text_hash"]
+    n_groups = n_pairs // group_size if len(train) else 0
+    items = train[["title", "category"]].drop_duplicates().reset_index(drop=True)
+    keyphrases = train["keyphrase"].drop_duplicates().reset_index(drop=True)
+    # keyphrase- and query-anchored lists need group_size titles, item-anchored ones group_size keyphrases: a
+    # side that cannot fill a list gives its share to the other
+    on_titles, on_keyphrases = len(items) >= group_size, len(keyphrases) >= group_size
+    if n_groups == 0 or not (on_titles or on_keyphrases):
+        return pd.DataFrame(columns=cols)
+    n_query = int(round(n_groups * query_share)) if on_titles else 0
+    rest = n_groups - n_query
+    n_kp = ((rest + 1) // 2 if on_keyphrases else rest) if on_titles else 0
+    want = {"keyphrase": n_kp, "query": n_query, "item": rest - n_kp}
+    rng = np.random.default_rng(seed)
+    item_emb = encode_items(encoder, items["title"].tolist(), items["category"].tolist())
+    anchors = {"keyphrase": keyphrases.tolist(), "item": None}
+    known = set(keyphrases)
+    anchors["query"] = [q for q in title_queries(items["title"], n_query + len(known), seed) if q not in known]
+    n_hard = int(round(group_size * hard_share))
+    skip = set(train["text_hash"]) | set(exclude_hashes)
+    rows: list[tuple] = []
+    group = 0
+    for side in ("keyphrase", "query", "item"):
+        if want[side] == 0 or (side == "query" and not anchors["query"]):
+            continue
+        if side == "item":
+            anchor_emb, cand_emb = item_emb, encode_keyphrases(encoder, keyphrases.tolist())
+        else:
+            anchor_emb, cand_emb = encode_keyphrases(encoder, anchors[side]), item_emb
+
+        def pair(a: int, c: int) -> tuple[str, str, str]:
+            if side == "item":
+                return items["title"][a], items["category"][a], keyphrases[c]
+            return items["title"][c], items["category"][c], anchors[side][a]
+
+        per_anchor = math.ceil(want[side] / len(anchor_emb))
+        depth = min(len(cand_emb), per_anchor * (n_hard + group_size))
+        nn = nearest_keyphrases(anchor_emb, cand_emb, depth)   # anchor -> candidates, best first
+        cursor = np.zeros(len(anchor_emb), dtype=np.int64)
+        for a in np.resize(rng.permutation(len(anchor_emb)), want[side]):
+            chosen: dict[str, tuple] = {}
+
+            def take(c: int) -> None:
+                t, cat, k = pair(int(a), int(c))
+                h = text_hash(t, cat, k)
+                if h not in skip:
+                    chosen.setdefault(h, (t, cat, k))
+
+            while len(chosen) < n_hard and cursor[a] < depth:
+                take(nn[a, cursor[a]])
+                cursor[a] += 1
+            for _ in range(20 * group_size):
+                if len(chosen) >= group_size:
+                    break
+                take(rng.integers(len(cand_emb)))
+            if len(chosen) < group_size:
+                continue
+            skip.update(chosen)
+            rows.extend((group, side, *v, h) for h, v in chosen.items())
+            group += 1
+    out = pd.DataFrame(rows, columns=cols)
+    log.info("listwise distillation: %d list(s) of %d unjudged pair(s) (%d hard, the rest random) for the "
+             "teacher to score, by anchor %s", group, group_size, n_hard,
+             out.groupby("anchor")["group"].nunique().to_dict())
+    return out

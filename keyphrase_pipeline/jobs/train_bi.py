@@ -98,7 +98,11 @@ def _config(settings, base: str, mix: list[str], kd_loss: str, init_from: str) -
             "matryoshka_dims": list(t.matryoshka_dims), "serve_dim": settings.serve.dim, "max_steps": t.bi_max_steps,
             "epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
             "warmup_ratio": t.warmup_ratio, "max_seq_length": t.max_seq_length, "llm_loss": t.llm_loss,
-            "llm_ranking": t.llm_ranking, "kd_extra_ratio": t.kd_extra_ratio, "evals_per_epoch": t.evals_per_epoch,
+            "llm_ranking": t.llm_ranking, "kd_extra_ratio": t.kd_extra_ratio, "kd_list_ratio": t.kd_list_ratio,
+            "kd_group_size": t.kd_group_size, "kd_hard_share": t.kd_hard_share, "kd_query_share": t.kd_query_share,
+            "kd_list_scale": t.kd_list_scale,
+            "kd_teacher_temperature": t.kd_teacher_temperature, "kd_max_pairs": t.kd_max_pairs,
+            "evals_per_epoch": t.evals_per_epoch,
             "early_stopping_patience": t.early_stopping_patience, "max_train_minutes": t.max_train_minutes,
             "seed": t.seed, "test_fraction": t.test_fraction}
 
@@ -128,12 +132,45 @@ def ranking_triplets(train) -> dict:
     return {"keyphrase": anchors, "item": positives, "negative": negatives}
 
 
-def build_task_datasets(data, mix: list[str], kd=None, llm_ranking: bool = False) -> dict:
+def listwise_rows(groups) -> dict:
+    """One row per candidate list: ``anchor`` (the tower text of the list's keyphrase or item), ``c0..c{N-1}``
+    (the candidates' tower texts) and ``label``, the teacher's logits ``log(p / (1 - p))`` as a list of N floats
+    (p clipped to [1e-6, 1 - 1e-6]).
+
+    ``groups``: frame ``group, anchor, title, category, keyphrase, score`` from
+    ``keyphrase_pipeline.jobs.kd_pairs.candidate_groups`` (N rows per group, ``score`` the teacher's P(relevant)).
+    Raises ValueError when the groups are not all of one size."""
+    import numpy as np
+
+    from keyphrase_pipeline.models.text import item_text, keyphrase_text
+
+    sizes = groups.groupby("group", sort=False).size()
+    if sizes.nunique() != 1:
+        raise ValueError(f"candidate lists of different sizes: {sorted(sizes.unique())}")
+    n = int(sizes.iloc[0])
+    p = np.clip(groups["score"].to_numpy(dtype="float64"), 1e-6, 1 - 1e-6)
+    logits = np.log(p) - np.log1p(-p)
+    out: dict = {"anchor": [], **{f"c{j}": [] for j in range(n)}, "label": []}
+    items = [item_text(t, c) for t, c in zip(groups["title"], groups["category"])]
+    kps = [keyphrase_text(k) for k in groups["keyphrase"]]
+    sides = groups["anchor"].to_numpy()
+    for start in range(0, len(groups), n):
+        on_keyphrase = sides[start] == "keyphrase"
+        out["anchor"].append(kps[start] if on_keyphrase else items[start])
+        for j in range(n):
+            out[f"c{j}"].append(items[start + j] if on_keyphrase else kps[start + j])
+        out["label"].append([float(x) for x in logits[start:start + n]])
+    return out
+
+
+def build_task_datasets(data, mix: list[str], kd=None, llm_ranking: bool = False, kd_groups=None) -> dict:
     """Name -> datasets.Dataset for the tasks in ``mix`` that have rows.
 
-    ``kd``: frame ``title, category, keyphrase, score`` (the teacher's P(relevant)), or None.
+    ``kd``: frame ``title, category, keyphrase, score`` (the teacher's P(relevant)), or None. ``kd_groups``: the
+    teacher-scored candidate lists (``listwise_rows``), or None: task ``kd_list`` when ``kd`` is in the mix.
     Columns: ``item, keyphrase`` (``ctr``), plus ``label`` (``llm``, ``sr``, ``kd``); ``llm_rank`` (with
-    ``llm_ranking`` and ``llm`` in the mix) holds ``keyphrase, item, negative`` triplets."""
+    ``llm_ranking`` and ``llm`` in the mix) holds ``keyphrase, item, negative`` triplets; ``kd_list`` holds
+    ``anchor, c0..c{N-1}`` and a list ``label``."""
     from datasets import Dataset
 
     from keyphrase_pipeline.models.text import item_text, keyphrase_text
@@ -159,19 +196,23 @@ def build_task_datasets(data, mix: list[str], kd=None, llm_ranking: bool = False
         out["sr"] = Dataset.from_dict(cols(data.sr, data.sr["label"]))
     if "kd" in mix and kd is not None and len(kd):
         out["kd"] = Dataset.from_dict(cols(kd, kd["score"]))
+    if "kd" in mix and kd_groups is not None and len(kd_groups):
+        out["kd_list"] = Dataset.from_dict(listwise_rows(kd_groups))
     return out
 
 
-def build_task_losses(model, names, kd_loss: str, dims: list[int], sink, llm_loss: str = "contrastive") -> dict:
+def build_task_losses(model, names, kd_loss: str, dims: list[int], sink, llm_loss: str = "contrastive",
+                      list_scale: float = 20.0, teacher_temperature: float = 1.0) -> dict:
     """Name -> MatryoshkaLoss(task loss), each recorded under its task name.
 
     ``ctr`` and ``llm_rank``: MultipleNegativesRankingLoss (in-batch and, for ``llm_rank``, judged hard
-    negatives); ``llm``/``sr``: ``llm_loss`` (ContrastiveLoss or CoSENTLoss); ``kd``: ``kd_loss``.
+    negatives); ``llm``/``sr``: ``llm_loss`` (ContrastiveLoss or CoSENTLoss); ``kd``: ``kd_loss``; ``kd_list``:
+    listwise KL (``models.losses.build_listwise_kd_loss`` with ``list_scale`` and ``teacher_temperature``).
 
     Raises ConfigError (exit 2) for an unknown task name or ``kd_loss``."""
     from sentence_transformers.sentence_transformer import losses
 
-    from keyphrase_pipeline.models.losses import RecordedLoss, build_kd_loss
+    from keyphrase_pipeline.models.losses import RecordedLoss, build_kd_loss, build_listwise_kd_loss
 
     out = {}
     for name in names:
@@ -181,6 +222,8 @@ def build_task_losses(model, names, kd_loss: str, dims: list[int], sink, llm_los
             inner = losses.CoSENTLoss(model) if llm_loss == "cosent" else losses.ContrastiveLoss(model)
         elif name == "kd":
             inner = build_kd_loss(model, kd_loss)
+        elif name == "kd_list":
+            inner = build_listwise_kd_loss(model, list_scale, teacher_temperature)
         else:
             raise ConfigError(f"unknown task {name!r}")
         out[name] = RecordedLoss(losses.MatryoshkaLoss(model, inner, matryoshka_dims=dims), name, sink)
@@ -217,14 +260,20 @@ def _run_settings(settings, label_mix: str | None, kd_loss: str | None):
 
 
 def _teacher(settings, ds: str, mix: list[str], cross: str | None, labels: str | None, data, start: str):
-    """(cross model dir, cross version, kd frame ``title, category, keyphrase, score``: the judged train pairs
-    and ``train.kd_extra_ratio`` x as many unjudged ones, scored by the teacher), all None without a kd task.
-    Without ``cross`` (and a labels file) the teacher is ``CROSS_LATEST`` unless it is from a day after ``ds``
-    (a backfill): then the newest cross-encoder up to ``ds`` (``registry.warm_start_version``)."""
+    """(cross model dir, cross version, kd frame, kd lists or None, ``distillation_report``), all None without a
+    kd task.
+
+    ``kd``: ``title, category, keyphrase, text_hash, score``, the judged train pairs and ``train.kd_extra_ratio`` x
+    as many unjudged ones, scored by the teacher (P(relevant)). ``kd lists``: ``train.kd_list_ratio`` x as many
+    unjudged pairs in candidate lists (``keyphrase_pipeline.jobs.kd_pairs.candidate_groups``) with the teacher's
+    P(relevant) in ``score``, or None. The two unjudged sets together are capped at ``train.kd_max_pairs``
+    (the lists give way first). Without ``cross`` (and a labels file) the teacher is ``CROSS_LATEST`` unless it is
+    from a day after ``ds`` (a backfill): then the newest cross-encoder up to ``ds``
+    (``registry.warm_start_version``)."""
     import pandas as pd
 
     from keyphrase_pipeline.jobs import registry
-    from keyphrase_pipeline.jobs.kd_pairs import sample_pairs
+    from keyphrase_pipeline.jobs.kd_pairs import candidate_groups, sample_pairs
 
     cross_dir = cross_version = None
     if "kd" in mix:
@@ -237,24 +286,63 @@ def _teacher(settings, ds: str, mix: list[str], cross: str | None, labels: str |
         if cross_dir is None:
             log.warning("label_mix has kd but there is no cross-encoder (give --cross or run train-cross): no kd task")
     if not cross_dir:
-        return None, None, None
+        return None, None, None, None, None
+    t = settings.train
     cols = ["title", "category", "keyphrase", "text_hash"]
     train = data.llm_train
-    pairs = train[cols]
-    ratio = settings.train.kd_extra_ratio
-    if ratio > 0 and len(train):
+    pairs, groups = train[cols], None
+    n_extra = min(int(round(t.kd_extra_ratio * len(train))), t.kd_max_pairs)
+    n_list = min(int(round(t.kd_list_ratio * len(train))), t.kd_max_pairs - n_extra)
+    extra_rows = 0
+    if (n_extra or n_list) and len(train):
         from keyphrase_pipeline.models.bi_encoder import build_student
 
-        extra = sample_pairs(build_student(settings, start), train, data.llm_test["text_hash"], ratio,
-                             seed=settings.train.seed)
-        pairs = pd.concat([pairs, extra[cols]], ignore_index=True)
-    kd = pairs.assign(score=teacher_scores(settings, cross_dir, pairs))
-    return cross_dir, cross_version, kd
+        encoder = build_student(settings, start)
+        test_hashes = data.llm_test["text_hash"]
+        if n_extra:
+            extra = sample_pairs(encoder, train, test_hashes, n_extra / len(train), seed=t.seed)
+            pairs, extra_rows = pd.concat([pairs, extra[cols]], ignore_index=True), len(extra)
+        if n_list:
+            groups = candidate_groups(encoder, train, set(test_hashes) | set(pairs["text_hash"]), n_list,
+                                      group_size=t.kd_group_size, hard_share=t.kd_hard_share,
+                                      query_share=t.kd_query_share, seed=t.seed)
+        del encoder
+    every = pairs if groups is None else pd.concat([pairs, groups[cols]], ignore_index=True)
+    t_score = time.perf_counter()
+    scores = teacher_scores(settings, cross_dir, every)
+    t_score = time.perf_counter() - t_score
+    kd = pairs.assign(score=scores[:len(pairs)])
+    if groups is not None:
+        groups = groups.assign(score=scores[len(pairs):])
+    report = {**distillation_report(n_extra, extra_rows, n_list, groups, train, t.kd_group_size),
+              "teacher_seconds": round(t_score, 1)}
+    return cross_dir, cross_version, kd, (groups if groups is not None and len(groups) else None), report
 
 
-def _tasks(settings, ds: str, data, mix: list[str], kd) -> tuple[dict, dict, list[str]]:
+def distillation_report(extra_wanted: int, extra_rows: int, list_wanted: int, groups, train, group_size: int) -> dict:
+    """What the teacher was asked to score beside the judged pairs, and what the data allowed (for ``data.json``).
+
+    A small or one-sided file (few keyphrases or titles) yields fewer unjudged pairs than asked: the student then
+    distils on what there is, and ``fallback`` says why (also logged as a warning)."""
+    list_pairs = 0 if groups is None else len(groups)
+    n_kp, n_items = int(train["keyphrase"].nunique()), int(len(train[["title", "category"]].drop_duplicates()))
+    fallback = None
+    if list_wanted and list_pairs < list_wanted - group_size:
+        fallback = (f"{list_pairs} of {list_wanted} listwise pairs: the judged pairs have {n_kp} keyphrase(s) and "
+                    f"{n_items} title(s), too few distinct unjudged candidates"
+                    + (f" for lists of {group_size}" if n_kp < group_size or n_items < group_size else ""))
+    if extra_wanted and extra_rows < extra_wanted:
+        fallback = "; ".join(filter(None, [fallback, f"{extra_rows} of {extra_wanted} unjudged pointwise pairs"]))
+    if fallback:
+        log.warning("distillation: %s; training on what there is", fallback)
+    return {"judged_train_pairs": int(len(train)), "extra_pairs_wanted": extra_wanted, "extra_pairs": extra_rows,
+            "list_pairs_wanted": list_wanted, "list_pairs": list_pairs,
+            "lists": 0 if groups is None else int(groups["group"].nunique()), "fallback": fallback}
+
+
+def _tasks(settings, ds: str, data, mix: list[str], kd, kd_groups=None) -> tuple[dict, dict, list[str]]:
     """(task name -> dataset, task name -> rows, tasks skipped for want of data); DataError when none is left."""
-    tasks = build_task_datasets(data, mix, kd, llm_ranking=settings.train.llm_ranking)
+    tasks = build_task_datasets(data, mix, kd, llm_ranking=settings.train.llm_ranking, kd_groups=kd_groups)
     skipped = [m for m in mix if m not in tasks]
     if skipped:
         log.warning("tasks without data, skipped: %s", skipped)
@@ -280,9 +368,9 @@ def _train(settings, tasks: dict, rows: dict, test, start: str, tmp: str, device
     torch.manual_seed(settings.train.seed)
     model = build_student(settings, start)
     sink = TaskLosses()
-    losses = build_task_losses(model, list(tasks), settings.train.kd_loss, list(settings.train.matryoshka_dims), sink,
-                               llm_loss=settings.train.llm_loss)
     t = settings.train
+    losses = build_task_losses(model, list(tasks), t.kd_loss, list(t.matryoshka_dims), sink, llm_loss=t.llm_loss,
+                               list_scale=t.kd_list_scale, teacher_temperature=t.kd_teacher_temperature)
     budget = plan_budget(sum(rows.values()), t.batch_size, t.epochs, t.bi_max_steps, t.warmup_ratio,
                          t.evals_per_epoch, t.max_train_minutes,
                          has_heldout=has_both_classes(test["label"]))
@@ -393,11 +481,12 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
     base = resolve_base_model(settings.train.base_model)
     start = registry.start_model_dir(settings, "students", ds, base, warm=settings.train.init_from == "champion")
     settings = warm_step_cap(settings, "bi_max_steps", "warm_bi_max_steps", warm=start != base)
-    cross_dir, cross_version, kd = _teacher(settings, ds, mix, cross, labels, data, start)
-    tasks, rows, skipped = _tasks(settings, ds, data, mix, kd)
+    cross_dir, cross_version, kd, kd_groups, distillation = _teacher(settings, ds, mix, cross, labels, data, start)
+    tasks, rows, skipped = _tasks(settings, ds, data, mix, kd, kd_groups)
     config = _config(settings, base, mix, kd_name, settings.train.init_from)
     snapshot = {**data.snapshot, "cross_version": cross_version, "cross_dir": cross_dir, "task_rows": rows,
-                "start_model": start}
+                "start_model": start,  # a timing would change the version id of a rerun: not in the snapshot
+                "distillation": {k: v for k, v in (distillation or {}).items() if k != "teacher_seconds"} or None}
     version = registry.version_id(ds, config, snapshot)
     final = registry.target_dir(settings, version, "students", out)
     tmp = tmp_sibling(final)
@@ -420,7 +509,7 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     stats = {"version": None if out else version, "path": final, "label_mix": "+".join(mix), "kd_loss": kd_name,
-             "cross_version": cross_version, **training, "seconds": round(time.perf_counter() - t0, 1)}
+             "cross_version": cross_version, "distillation": distillation, **training, "seconds": round(time.perf_counter() - t0, 1)}
     Lake.from_settings(settings).write_run_stats(ds, "train_bi", stats)
     log.info("student %s trained: %s", version, {k: stats[k] for k in ("steps", "train_loss", "steps_per_s")})
     return stats

@@ -100,6 +100,41 @@ def build_kd_loss(model, name: str) -> nn.Module:
     raise ConfigError(f"train.kd_loss {name!r}: choose from {', '.join(KD_LOSSES)}")
 
 
+class ScaledCosine:
+    """Cosine similarity of paired rows times ``scale``: the student's logit for a listwise softmax.
+
+    A cosine lives in [-1, 1]; a softmax over such values is nearly flat, so the student could never match a
+    teacher that is sure. Scaling the cosine (an inverse temperature, as MultipleNegativesRankingLoss's
+    ``scale=20``) instead of dividing by a student temperature keeps the loss free of the ``T**2`` factor
+    that ``DistillKLDivLoss`` applies to a student temperature below 1."""
+
+    __name__ = "scaled_cos_sim"
+
+    def __init__(self, scale: float = 20.0) -> None:
+        self.scale = float(scale)
+
+    def __call__(self, a: Tensor, b: Tensor) -> Tensor:
+        return torch.cosine_similarity(a, b, dim=-1) * self.scale
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"scale": self.scale}
+
+
+def build_listwise_kd_loss(model, scale: float = 20.0, teacher_temperature: float = 1.0) -> nn.Module:
+    """Listwise distillation over one anchor's candidates: ``sentence_transformers``' ``DistillKLDivLoss``
+    (KL divergence between the teacher's softmax over a group's logits and the student's over its scaled
+    cosines; Hinton et al. 2015, as used for cross- to bi-encoder distillation by Hofstaetter et al. 2020 and
+    RocketQAv2). Input columns: the anchor text and ``N`` candidate texts; label: the ``(N,)`` teacher logits.
+
+    Args:
+        scale: the student's cosine is multiplied by it (``ScaledCosine``).
+        teacher_temperature: the teacher's logits are divided by it (>1 softens a confident teacher)."""
+    from sentence_transformers.sentence_transformer import losses
+
+    return losses.DistillKLDivLoss(model, similarity_fct=ScaledCosine(scale), temperature=1.0,
+                                   teacher_temperature=teacher_temperature)
+
+
 class TaskLosses:
     """Running per-task loss sums, filled by ``RecordedLoss`` and read by the progress callback."""
 

@@ -26,15 +26,19 @@ import numpy as np
 import pandas as pd
 
 from keyphrase_pipeline.synthetic.synth import _gen_items, _gen_keyphrases, _titles, resolve_scale, taxonomy_for
-from keyphrase_pipeline.synthetic.world import Truth
+from keyphrase_pipeline.synthetic.world import SLOTS, Truth
 
 log = logging.getLogger(__name__)
 
-# Two worlds for recipe development: the demo world, and one with another seed, a larger taxonomy (long
-# tails of made-up brands: another vocabulary mix), no category and more noise.
+# Three worlds for recipe development: the demo world; one with another seed, a larger taxonomy (long
+# tails of made-up brands: another vocabulary mix), no category and more noise; and "attr", whose judged
+# candidates are what a search engine's result page holds for attribute queries (near misses on one
+# attribute, other product types for the same model or brand), where relevance turns on one token.
 WORLDS: dict[str, dict] = {
     "demo": {"seed": 7, "items": 3_000, "with_category": True, "noise": 0.12},
     "alt": {"seed": 20261129, "items": 30_000, "with_category": False, "noise": 0.15},
+    "attr": {"seed": 20261205, "items": 30_000, "with_category": False, "noise": 0.12, "candidates": "attributes",
+             "positive_share": 0.6},
 }
 
 
@@ -108,10 +112,103 @@ def make_judged_pairs(seed: int, n_items: int, n_pairs: int = 10_000, noise: flo
     return out
 
 
+def make_attribute_pairs(seed: int, n_items: int, n_pairs: int = 10_000, noise: float = 0.12,
+                         with_category: bool = False, per_keyphrase: int = 6, positive_share: float = 0.5,
+                         near_share: float = 0.6, lexical_share: float = 0.3) -> pd.DataFrame:
+    """Up to ``n_pairs`` judged pairs whose relevance turns on attributes, as in real judged search logs.
+
+    Only keyphrases with at least one constraint (brand, colour, size, material, model compatibility,
+    count) are judged, and their negatives are what an engine's result page shows for them: **near misses**
+    (the query's product type, every constraint met but one: "iphone 14" for "case for iphone 13", "size 9"
+    for "size 10", another brand) and **lexical neighbours** (another product type that shares the query's
+    model or brand: a screen protector for the iPhone 13 judged for "phone case for iphone 13", the
+    accessory for the product). A bag of words sees almost the same text on both sides: a zero-shot encoder
+    ranks these pairs fairly well overall and badly within a query, where a model that compares tokens
+    (a cross-encoder) can learn the difference. The rest of the negatives are random items.
+
+    Args:
+        seed, n_items, noise, with_category, per_keyphrase, positive_share: as ``make_judged_pairs``.
+        near_share: share of a keyphrase's negatives that are near misses (when it has any).
+        lexical_share: share that are lexical neighbours of another type (when it has any).
+
+    Returns:
+        DataFrame with ``title, category, keyphrase`` (str), ``label`` and ``truth`` (int8 0/1), ``kind``
+        (the keyphrase kind) and ``negative`` (``positive``, ``near_miss``, ``lexical``, ``random``).
+
+    Raises:
+        ValueError: on a noise outside [0, 0.5), fewer than 2 pairs, or shares outside [0, 1] summing above 1.
+    """
+    if not 0 <= noise < 0.5:
+        raise ValueError(f"noise must be in [0, 0.5), got {noise}")
+    if n_pairs < 2:
+        raise ValueError(f"n_pairs must be >= 2, got {n_pairs}")
+    if min(near_share, lexical_share) < 0 or near_share + lexical_share > 1:
+        raise ValueError(f"near_share {near_share} and lexical_share {lexical_share} must be >= 0 with a sum <= 1")
+    _, n_items, n_kp, _ = resolve_scale(n_items)
+    taxonomy = taxonomy_for(n_items)
+    items = _gen_items(n_items, seed, taxonomy)
+    kps = _gen_keyphrases(items, n_kp, seed, taxonomy)
+    truth = Truth.from_frames(items, kps)
+    titles = _titles(items, seed)
+    rng = np.random.default_rng([seed, 78])
+    by_type = {t: np.flatnonzero(truth.item_type == t) for t in np.unique(truth.item_type)}
+    compat_j, brand_j = SLOTS.index("compat"), SLOTS.index("brand")
+    all_items = np.arange(len(items))
+    constrained = (truth.kp_codes >= 0).sum(axis=1)
+    rows: list[tuple[int, int, str]] = []
+
+    def pick(pool: np.ndarray, n: int) -> np.ndarray:
+        return rng.choice(pool, min(n, len(pool)), replace=False) if n > 0 and len(pool) else np.empty(0, np.int64)
+
+    for k in rng.permutation(len(kps)):
+        if len(rows) >= n_pairs:
+            break
+        if constrained[k] == 0:
+            continue
+        same = by_type.get(truth.kp_type[k], np.empty(0, dtype=np.int64))
+        rel, frac = truth.match_by_index(same, np.full(len(same), k))
+        pos = same[rel]
+        near = same[~rel & (frac >= (constrained[k] - 1) / constrained[k])]
+        shared = np.zeros(len(items), dtype=bool)
+        for j in (compat_j, brand_j):
+            if truth.kp_codes[k, j] >= 0:
+                shared |= truth.item_codes[:, j] == truth.kp_codes[k, j]
+        lexical = np.flatnonzero(shared & (truth.item_type != truth.kp_type[k]))
+        n_pos = min(len(pos), int(rng.binomial(per_keyphrase, positive_share)))
+        n_neg = per_keyphrase - n_pos
+        n_near = min(len(near), int(rng.binomial(n_neg, near_share)))
+        n_lex = min(len(lexical), int(rng.binomial(n_neg - n_near, lexical_share / max(1e-9, 1 - near_share))))
+        chosen: dict[int, str] = {}
+        for what, idx in (("positive", pick(pos, n_pos)), ("near_miss", pick(near, n_near)),
+                          ("lexical", pick(lexical, n_lex)), ("random", pick(all_items, n_neg - n_near - n_lex))):
+            for i in idx:
+                chosen.setdefault(int(i), what)
+        rows.extend((i, int(k), what) for i, what in chosen.items())
+    rows = rows[:n_pairs]
+    ii = np.asarray([r[0] for r in rows], dtype=np.int64)
+    kk = np.asarray([r[1] for r in rows], dtype=np.int64)
+    label_true, _ = truth.match_by_index(ii, kk)
+    flip = rng.random(len(ii)) < noise
+    out = pd.DataFrame({
+        "title": titles[ii].astype(str),
+        "category": items["category"].to_numpy(object)[ii].astype(str) if with_category else "",
+        "keyphrase": kps["text"].to_numpy(object)[kk].astype(str),
+        "label": (label_true ^ flip).astype("int8"),
+        "truth": label_true.astype("int8"),
+        "kind": kps["kind"].to_numpy(object)[kk].astype(str),
+        "negative": [r[2] for r in rows],
+    })
+    log.info("judged pairs (simulated, attribute candidates): %d pairs, %d keyphrases, %.1f%% relevant, "
+             "%.1f%% labels flipped, negatives %s", len(out), out["keyphrase"].nunique(), 100 * out["label"].mean(),
+             100 * flip.mean(), out["negative"].value_counts().to_dict())
+    return out
+
+
 def world_pairs(name: str, n_pairs: int = 10_000) -> pd.DataFrame:
     """Judged pairs of a named development world (``WORLDS``)."""
     if name not in WORLDS:
         raise ValueError(f"unknown world {name!r}: choose from {sorted(WORLDS)}")
     w = WORLDS[name]
-    return make_judged_pairs(w["seed"], w["items"], n_pairs=n_pairs, noise=w["noise"],
-                             with_category=w["with_category"])
+    make = make_attribute_pairs if w.get("candidates") == "attributes" else make_judged_pairs
+    extra = {"positive_share": w["positive_share"]} if "positive_share" in w else {}
+    return make(w["seed"], w["items"], n_pairs=n_pairs, noise=w["noise"], with_category=w["with_category"], **extra)

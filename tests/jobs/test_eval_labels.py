@@ -47,11 +47,17 @@ def test_protocol_end_to_end_on_a_labels_file(tmp_path):
     out = tmp_path / "result.json"
     r = eval_labels.run(s, labels=str(path), seeds=[1, 2], out=str(out))
     assert r["split"]["a_pairs"] + r["split"]["b_pairs"] == 200
-    assert set(r["summary"]) == {"zero_shot", "zero_shot_cut", "cross", "student"}
+    assert set(r["summary"]) == {"zero_shot", "zero_shot_cut", "cross", "student", "student_full"}
     assert r["summary"]["cross"]["f1"]["n"] == 2 and r["summary"]["cross"]["f1"]["std"] >= 0
-    assert "f1_gain_vs_zero_shot" in r["summary"]["student"] and "f1_gap_to_cross" in r["summary"]["student"]
+    for key in ("f1_gain_vs_zero_shot", "f1_gap_to_cross", "auc_gain_vs_zero_shot", "auc_gap_to_cross"):
+        assert key in r["summary"]["student"] and key in r["summary"]["student_full"]
+    summ = r["summary"]
+    assert summ["student"]["auc_gap_to_cross"] == pytest.approx(summ["cross"]["auc"]["mean"] - summ["student"]["auc"]["mean"], abs=1e-4)
+    assert summ["cross"]["auc_gain_vs_zero_shot"] == pytest.approx(summ["cross"]["auc"]["mean"] - summ["zero_shot"]["auc"]["mean"], abs=1e-4)
     for seed_run in r["per_seed"]:
-        assert seed_run["metrics"]["student"]["n"] == r["split"]["b_pairs"]
+        assert seed_run["metrics"]["student"]["n"] == seed_run["metrics"]["student_full"]["n"] == r["split"]["b_pairs"]
+    # serve.dim (16) and full size (32) are two different scores of the same student
+    assert r["per_seed"][0]["metrics"]["student"]["auc"] != r["per_seed"][0]["metrics"]["student_full"]["auc"]
     assert json.loads(out.read_text())["per_seed"][0]["seed"] == 1
 
     from keyphrase_pipeline.core.errors import ConfigError, DataError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from distill_helpers import DS, make_pairs, tiny_settings, trained_world
@@ -58,3 +59,136 @@ def test_student_distils_on_the_extra_pairs(tmp_path):
         rows[ratio] = stats["task_rows"]
     assert rows[0.0]["kd"] == rows[0.0]["llm"]  # judged train pairs only
     assert rows[1.0]["llm"] == rows[0.0]["llm"] and rows[0.0]["kd"] < rows[1.0]["kd"] <= 2 * rows[0.0]["kd"]
+
+
+def test_candidate_groups_are_whole_lists_of_unjudged_pairs_from_both_sides():
+    from keyphrase_pipeline.jobs.kd_pairs import candidate_groups
+    from keyphrase_pipeline.jobs.label_store import text_hash
+    from keyphrase_pipeline.models.bi_encoder import build_student
+
+    w = trained_world(make_settings)
+    s = tiny_settings(make_settings, w["root"] / "kd-groups-lake", w["base"])
+    train = make_pairs(80, seed=5)
+    train["text_hash"] = [text_hash(t, c, k) for t, c, k in zip(train["title"], train["category"], train["keyphrase"])]
+    t0, c0 = train["title"].iloc[0], train["category"].iloc[0]
+    others = [k for k in train["keyphrase"].unique() if text_hash(t0, c0, k) not in set(train["text_hash"])]
+    held = {text_hash(t0, c0, k) for k in others}  # every unjudged pair of the first title is "held out"
+    out = candidate_groups(build_student(s, w["base"]), train, held, n_pairs=100, group_size=5, hard_share=0.6, seed=3)
+    assert list(out.columns) == ["group", "anchor", "title", "category", "keyphrase", "text_hash"]
+    sizes = out.groupby("group").size()
+    assert len(sizes) == 20 and (sizes == 5).all()  # 100 pairs = 20 whole lists
+    assert set(out["anchor"]) == {"keyphrase", "item"}
+    assert out.groupby("anchor")["group"].nunique().to_dict() == {"keyphrase": 10, "item": 10}
+    # a keyphrase-anchored list has one keyphrase and five titles; an item-anchored one the reverse
+    by_kp = out[out["anchor"] == "keyphrase"].groupby("group")
+    assert (by_kp["keyphrase"].nunique() == 1).all() and (by_kp["title"].nunique() == 5).all()
+    by_item = out[out["anchor"] == "item"].groupby("group")
+    assert (by_item["title"].nunique() == 1).all() and (by_item["keyphrase"].nunique() == 5).all()
+    assert out["text_hash"].is_unique
+    assert not set(out["text_hash"]) & (set(train["text_hash"]) | held)
+    assert out["text_hash"].tolist() == [text_hash(t, c, k) for t, c, k in zip(out["title"], out["category"], out["keyphrase"])]
+    assert candidate_groups(None, train, set(), n_pairs=4, group_size=5).empty  # less than one list
+    # with query_share, a share of the lists is anchored on queries cut from the titles, never a judged keyphrase
+    mixed = candidate_groups(build_student(s, w["base"]), train, held, n_pairs=100, group_size=5, hard_share=0.6,
+                             query_share=0.5, seed=3)
+    per_anchor = mixed.groupby("anchor")["group"].nunique().to_dict()
+    assert per_anchor == {"query": 10, "keyphrase": 5, "item": 5}
+    queries = set(mixed.loc[mixed["anchor"] == "query", "keyphrase"])
+    assert queries and not queries & set(train["keyphrase"])
+    titles = " ".join(train["title"]).lower()
+    assert all(q in titles for q in queries)  # spans of the titles
+    assert mixed["text_hash"].is_unique and not set(mixed["text_hash"]) & (set(train["text_hash"]) | held)
+    with pytest.raises(ValueError):
+        candidate_groups(None, train, set(), n_pairs=100, group_size=5, query_share=1.5)
+
+
+def test_title_queries_are_distinct_lower_case_spans_of_the_titles():
+    from keyphrase_pipeline.jobs.kd_pairs import title_queries
+
+    titles = ["Nike Red Running Shoes Size 10 NEW", "Apple iPhone 13 Case", "x"]
+    qs = title_queries(titles, 20, seed=1)
+    assert 0 < len(qs) <= 20 and len(set(qs)) == len(qs)
+    for q in qs:
+        words = q.split()
+        assert 2 <= len(words) <= 5 and q == q.lower()
+        assert any(q in t.lower() for t in titles[:2])  # a contiguous span of one title; "x" is too short
+    assert title_queries(titles, 20, seed=1) == qs and title_queries(titles, 3, seed=1) == qs[:3]
+    assert title_queries(["one"], 5) == []
+
+
+def test_candidate_groups_take_the_anchors_nearest_first():
+    """The hard part of a keyphrase's list is its nearest titles under the encoder, best first."""
+    from keyphrase_pipeline.jobs import kd_pairs
+
+    class Fixed:  # keyphrase j is nearest to title j, then to title j+1
+        pass
+
+    train = pd.DataFrame({"title": [f"t{i}" for i in range(6)], "category": [""] * 6,
+                          "keyphrase": [f"k{i}" for i in range(6)], "text_hash": [f"h{i}" for i in range(6)]})
+    emb = np.eye(6, dtype=np.float32) + 0.5 * np.roll(np.eye(6, dtype=np.float32), 1, axis=1)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    import keyphrase_pipeline.models.bi_encoder as be
+
+    orig = be.encode_items, be.encode_keyphrases
+    try:
+        be.encode_items = lambda enc, titles, cats: np.eye(6, dtype=np.float32)[[int(t[1:]) for t in titles]]
+        be.encode_keyphrases = lambda enc, kps: emb[[int(k[1:]) for k in kps]]
+        out = kd_pairs.candidate_groups(Fixed(), train, set(), n_pairs=12, group_size=2, hard_share=1.0, seed=0)
+    finally:
+        be.encode_items, be.encode_keyphrases = orig
+    kp_lists = out[out["anchor"] == "keyphrase"]
+    for _, g in kp_lists.groupby("group"):
+        j = int(g["keyphrase"].iloc[0][1:])
+        assert g["title"].tolist() == [f"t{j}", f"t{(j + 1) % 6}"]
+
+
+def test_listwise_rows_hold_one_anchor_its_candidates_and_the_teachers_logits():
+    from keyphrase_pipeline.jobs.train_bi import listwise_rows
+    from keyphrase_pipeline.models.text import item_text, keyphrase_text
+
+    groups = pd.DataFrame({"group": [0, 0, 1, 1], "anchor": ["keyphrase", "keyphrase", "item", "item"],
+                           "title": ["red sneakers", "blue kettle", "acme sofa", "acme sofa"],
+                           "category": ["shoes", "kitchen", "furniture", "furniture"],
+                           "keyphrase": ["running shoes", "running shoes", "couch", "tea boiler"],
+                           "score": [0.5, 0.880797, 1.0, 0.0]})
+    rows = listwise_rows(groups)
+    assert list(rows) == ["anchor", "c0", "c1", "label"]
+    assert rows["anchor"] == [keyphrase_text("running shoes"), item_text("acme sofa", "furniture")]
+    assert rows["c0"] == [item_text("red sneakers", "shoes"), keyphrase_text("couch")]
+    assert rows["c1"] == [item_text("blue kettle", "kitchen"), keyphrase_text("tea boiler")]
+    assert rows["label"][0] == pytest.approx([0.0, 2.0], abs=1e-4)  # logit(0.5) = 0, logit(0.8808) = 2
+    hi, lo = rows["label"][1]
+    assert hi == pytest.approx(13.8155, abs=1e-3) and lo == pytest.approx(-13.8155, abs=1e-3)  # p clipped to 1e-6
+    with pytest.raises(ValueError, match="different sizes"):
+        listwise_rows(groups.iloc[:3])
+
+
+def test_student_distils_on_candidate_lists_and_says_when_the_file_is_too_small(tmp_path, caplog):
+    import json
+
+    from keyphrase_pipeline.jobs import train_bi
+
+    w = trained_world(make_settings)
+    f = tmp_path / "mine.parquet"
+    make_pairs(60, seed=11).to_parquet(f, index=False)
+    s = tiny_settings(make_settings, tmp_path / "lake", w["base"], bi_max_steps=3, kd_list_ratio=2.0, kd_group_size=4)
+    stats = train_bi.run(s, DS, labels=str(f), cross=w["cross"]["path"], out=str(tmp_path / "st"), label_mix="llm+kd")
+    rows, judged = stats["task_rows"], stats["task_rows"]["llm"]
+    assert set(rows) == {"llm", "kd", "kd_list"}
+    data = json.loads((tmp_path / "st" / "data.json").read_text())["distillation"]
+    assert data["judged_train_pairs"] == judged and data["list_pairs_wanted"] == 2 * judged
+    assert rows["kd_list"] == data["lists"] and data["list_pairs"] == 4 * data["lists"] > 0
+    assert data["fallback"] is None
+    # a file with 3 keyphrases (2 in the train split) cannot make item-anchored lists of 4 keyphrases, and each
+    # keyphrase has few unjudged titles: it makes the keyphrase-anchored lists it can, trains on them, says so
+    few = make_pairs(60, seed=11)
+    few["keyphrase"] = np.array(["running shoes", "couch", "acme tea boiler"])[np.arange(60) % 3]
+    few.to_parquet(tmp_path / "few.parquet", index=False)
+    s2 = s.with_overrides(**{"train.kd_extra_ratio": 0.0})  # the unjudged pairs all go to the lists
+    with caplog.at_level("WARNING"):
+        small = train_bi.run(s2, DS, labels=str(tmp_path / "few.parquet"), cross=w["cross"]["path"],
+                             out=str(tmp_path / "st2"), label_mix="llm+kd")
+    d2 = json.loads((tmp_path / "st2" / "data.json").read_text())["distillation"]
+    assert d2["fallback"] and "2 keyphrase(s)" in d2["fallback"] and d2["list_pairs"] < d2["list_pairs_wanted"]
+    assert "training on what there is" in caplog.text
+    assert small["task_rows"]["llm"] > 0 and small["task_rows"]["kd_list"] == d2["lists"] > 0

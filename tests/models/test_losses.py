@@ -103,3 +103,30 @@ def test_recorded_loss_collects_per_task_means():
     rec(None, torch.tensor([3.0, 5.0]))
     assert sink.pop_means() == {"kd": pytest.approx(3.0)}
     assert sink.pop_means() == {}
+
+
+def test_listwise_kd_loss_hand_values():
+    """KL(teacher softmax || student softmax of 20 x cosine), averaged over the batch's lists."""
+    from keyphrase_pipeline.models.losses import build_listwise_kd_loss
+
+    class _Model:  # DistillKLDivLoss only keeps a reference
+        pass
+
+    loss = build_listwise_kd_loss(_Model(), scale=20.0, teacher_temperature=1.0)
+    anchor = _unit(0)
+    cands = [_unit(0), _unit(60)]                       # cosines 1 and 0.5 -> student logits 20 and 10
+    teacher = torch.tensor([[2.0, 0.0]])
+    ps = torch.softmax(torch.tensor([20.0, 10.0]), 0)
+    pt = torch.softmax(teacher[0], 0)
+    want = float((pt * (pt.log() - ps.log())).sum())
+    got = loss.compute_loss_from_embeddings([anchor, *cands], teacher).item()
+    assert got == pytest.approx(want, rel=1e-5)
+    # the student agreeing with the teacher costs nothing; a reversed order costs more than a flat one
+    same = torch.tensor([[20.0, 10.0]])
+    assert loss.compute_loss_from_embeddings([anchor, *cands], same).item() == pytest.approx(0.0, abs=1e-6)
+    flat = loss.compute_loss_from_embeddings([anchor, *cands], torch.tensor([[0.0, 0.0]])).item()
+    rev = loss.compute_loss_from_embeddings([anchor, *cands], torch.tensor([[0.0, 10.0]])).item()
+    assert rev > flat > 0
+    # a softer teacher (temperature 2) halves its logits
+    soft = build_listwise_kd_loss(_Model(), scale=20.0, teacher_temperature=2.0)
+    assert soft.compute_loss_from_embeddings([anchor, *cands], torch.tensor([[4.0, 0.0]])).item() == pytest.approx(want, rel=1e-5)

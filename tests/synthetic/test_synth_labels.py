@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from keyphrase_pipeline.synthetic.synth_labels import WORLDS, make_judged_pairs, world_pairs
@@ -30,3 +31,50 @@ def test_same_arguments_same_pairs_and_worlds_differ():
         world_pairs("nope")
     with pytest.raises(ValueError, match="noise"):
         make_judged_pairs(seed=1, n_items=600, noise=0.6)
+
+
+def test_attribute_world_judges_near_misses_and_lexical_neighbours():
+    """The attr world's negatives are what a result page shows for attribute queries: the query's product type
+    missing exactly one constraint, or another type sharing the query's model or brand."""
+    from keyphrase_pipeline.synthetic.synth import _gen_items, _gen_keyphrases, resolve_scale, taxonomy_for
+    from keyphrase_pipeline.synthetic.synth_labels import make_attribute_pairs
+    from keyphrase_pipeline.synthetic.world import SLOTS, Truth
+
+    df = make_attribute_pairs(seed=5, n_items=2000, n_pairs=1200, noise=0.1, positive_share=0.6)
+    assert len(df) == 1200 and list(df.columns) == ["title", "category", "keyphrase", "label", "truth", "kind",
+                                                    "negative"]
+    assert (df["category"] == "").all() and "generic" not in set(df["kind"])  # every query has a constraint
+    assert set(df["negative"]) == {"positive", "near_miss", "lexical", "random"}
+    assert (df.loc[df["negative"] == "positive", "truth"] == 1).all()
+    assert (df.loc[df["negative"] != "positive", "truth"] == 0).all()
+    assert 0.35 < df["truth"].mean() < 0.65 and 0.07 < (df["label"] != df["truth"]).mean() < 0.13
+    counts = df["negative"].value_counts()
+    assert counts["near_miss"] > counts["lexical"] > 0 and counts["near_miss"] > counts["random"]
+    # check the kinds against the world's attributes
+    _, n, n_kp, _ = resolve_scale(2000)
+    items = _gen_items(n, 5, taxonomy_for(n))
+    kps = _gen_keyphrases(items, n_kp, 5, taxonomy_for(n))
+    truth = Truth.from_frames(items, kps)
+    from keyphrase_pipeline.synthetic.synth import _titles
+
+    title_row = {t: i for i, t in enumerate(_titles(items, 5))}
+    kp_row = {t: i for i, t in enumerate(kps["text"])}
+    for kind, sub in df.groupby("negative"):
+        ii = sub["title"].map(title_row).to_numpy()
+        kk = sub["keyphrase"].map(kp_row).to_numpy()
+        same = truth.item_type[ii] == truth.kp_type[kk]
+        n_con = (truth.kp_codes[kk] >= 0).sum(axis=1)
+        met = ((truth.kp_codes[kk] >= 0) & (truth.kp_codes[kk] == truth.item_codes[ii])).sum(axis=1)
+        if kind == "near_miss":
+            assert same.all() and (met == n_con - 1).all()
+        if kind == "lexical":
+            shared = np.zeros(len(sub), dtype=bool)
+            for slot in ("compat", "brand"):
+                j = SLOTS.index(slot)
+                shared |= (truth.kp_codes[kk, j] >= 0) & (truth.kp_codes[kk, j] == truth.item_codes[ii, j])
+            assert (~same).all() and shared.all()
+    assert make_attribute_pairs(seed=5, n_items=2000, n_pairs=300).equals(make_attribute_pairs(seed=5, n_items=2000, n_pairs=300))
+    attr = world_pairs("attr", n_pairs=200)
+    assert len(attr) == 200 and "negative" in attr and WORLDS["attr"]["seed"] not in (WORLDS["demo"]["seed"], WORLDS["alt"]["seed"])
+    with pytest.raises(ValueError, match="near_share"):
+        make_attribute_pairs(seed=1, n_items=600, near_share=0.8, lexical_share=0.4)

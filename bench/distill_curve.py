@@ -1,0 +1,79 @@
+"""How much does the student gain from more teacher-scored pairs? Student AUC against the number of unjudged
+pairs the cross-encoder scores for it, and the CPU minutes each costs.
+
+For each ``--ratios`` value R (teacher-scored unjudged pairs per judged train pair, default 1, 5, 20) the
+protocol of ``kp eval-labels`` runs on one split of a world's (or a file's) judged pairs: ``train.kd_extra_ratio``
+stays 1 (the pointwise pairs) and ``train.kd_list_ratio`` is R - 1 (the candidate lists), so R counts every
+unjudged pair the teacher scores. The cross-encoder is trained once per seed (at the first ratio) and reused,
+so the points differ in the student alone. Per point: the student's F1/AUC on half B at ``serve.dim`` and at
+full size, the teacher's and the zero-shot encoder's beside it, the pairs scored, the teacher's scoring seconds
+and the student's training seconds.
+
+**Simulated** with ``--world``: figures about the recipe on a synthetic world, not about real data.
+
+    .venv/bin/python bench/distill_curve.py --world attr --pairs 6000 --seeds 1 --out bench/results/distill_curve_attr.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from keyphrase_pipeline.core.settings import load_settings  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--world", default=None, help="simulated judged pairs: demo, alt or attr")
+    ap.add_argument("--labels", default=None, help="or a judged pairs file")
+    ap.add_argument("--pairs", type=int, default=6000)
+    ap.add_argument("--seeds", default="1")
+    ap.add_argument("--ratios", default="1,5,20", help="teacher-scored unjudged pairs per judged train pair")
+    ap.add_argument("--cross", default=None, help="reuse cross-encoders trained on the same split ('{seed}')")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from keyphrase_pipeline.jobs import eval_labels
+
+    seeds = [int(x) for x in args.seeds.split(",")]
+    ratios = [float(x) for x in args.ratios.split(",")]
+    if any(r < 1 for r in ratios):
+        raise SystemExit("--ratios: each ratio counts the pointwise pairs (1) too: give values >= 1")
+    base = load_settings()
+    points = []
+    with tempfile.TemporaryDirectory(prefix="kp-distill-curve-") as tmp:
+        cross = args.cross
+        for i, ratio in enumerate(ratios):
+            s = base.with_overrides(**{"train.kd_extra_ratio": 1.0, "train.kd_list_ratio": ratio - 1.0})
+            keep = Path(tmp) / f"r{i}"
+            r = eval_labels.run(s, labels=args.labels, world=args.world, seeds=seeds, n_pairs=args.pairs,
+                                keep=str(keep), cross_dir=cross)
+            cross = cross or str(keep / "cross-{seed}")  # the teacher of the first point, for every other
+            point = {"ratio": ratio, "kd_list_ratio": ratio - 1.0, "summary": r["summary"], "per_seed": [
+                {k: ps[k] for k in ("seed", "metrics", "student_seconds", "student_steps", "student_best_step",
+                                    "student_stop_reason", "student_distillation")} for ps in r["per_seed"]],
+                "split": r["split"], "config": r["config"]}
+            points.append(point)
+            print(json.dumps({"ratio": ratio, "student_auc": r["summary"]["student"]["auc"],
+                              "student_full_auc": r["summary"]["student_full"]["auc"],
+                              "cross_auc": r["summary"]["cross"]["auc"]}), flush=True)
+    result = {"bench": "distill_curve", "world": args.world, "labels": args.labels, "simulated": args.world is not None,
+              "pairs": args.pairs, "seeds": seeds, "ratios": ratios, "points": points,
+              "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}}
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+if __name__ == "__main__":
+    main()
