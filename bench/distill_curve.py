@@ -31,6 +31,25 @@ sys.path.insert(0, str(REPO))
 from keyphrase_pipeline.core.settings import load_settings  # noqa: E402
 
 
+# The attr-world runs behind docs/TRAINING.md's distillation table (bench/results/distill_sweep/<stem>.json; one
+# seed, one teacher): file stem -> the row's name. ``--sweep-table`` prints the table from them.
+SWEEP = (
+    ("attr_1_pointwise_1x", "old default: 1 x unjudged pointwise pairs"),
+    ("attr_2_lists_5x", "**default**: + 4 x in lists (5 x)"),
+    ("attr_3_lists_5x_pearson", "5 x, listwise + batch Pearson (`kd_list_pearson` 1)"),
+    ("attr_4_lists_20x", "20 x (`kd_list_ratio` 19)"),
+)
+
+
+def sweep_table(results_dir: Path = REPO / "bench" / "results" / "distill_sweep") -> str:
+    """docs/TRAINING.md's distillation table from the committed ``SWEEP`` result files (those present)."""
+    from keyphrase_pipeline.jobs.eval_labels import breakdown_table
+
+    runs = [(name, json.loads((results_dir / f"{stem}.json").read_text())) for stem, name in SWEEP
+            if (results_dir / f"{stem}.json").exists()]
+    return breakdown_table(runs)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--world", default=None, help="simulated judged pairs: demo, alt or attr")
@@ -40,7 +59,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ratios", default="1,5,20", help="teacher-scored unjudged pairs per judged train pair")
     ap.add_argument("--cross", default=None, help="reuse cross-encoders trained on the same split ('{seed}')")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--sweep-table", action="store_true", help="print docs/TRAINING.md's table from the sweep files")
     args = ap.parse_args(argv)
+    if args.sweep_table:
+        print(sweep_table())
+        return {}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from keyphrase_pipeline.jobs import eval_labels
 
@@ -48,8 +71,15 @@ def main(argv: list[str] | None = None) -> dict:
     ratios = [float(x) for x in args.ratios.split(",")]
     if any(r < 1 for r in ratios):
         raise SystemExit("--ratios: each ratio counts the pointwise pairs (1) too: give values >= 1")
+    from keyphrase_pipeline.core.lake import write_text_atomic
+
     base = load_settings()
     points = []
+
+    def result() -> dict:
+        return {"bench": "distill_curve", "world": args.world, "labels": args.labels,
+                "simulated": args.world is not None, "pairs": args.pairs, "seeds": seeds, "ratios": ratios,
+                "points": points, "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}}
     with tempfile.TemporaryDirectory(prefix="kp-distill-curve-") as tmp:
         cross = args.cross
         for i, ratio in enumerate(ratios):
@@ -66,13 +96,10 @@ def main(argv: list[str] | None = None) -> dict:
             print(json.dumps({"ratio": ratio, "student_auc": r["summary"]["student"]["auc"],
                               "student_full_auc": r["summary"]["student_full"]["auc"],
                               "cross_auc": r["summary"]["cross"]["auc"]}), flush=True)
-    result = {"bench": "distill_curve", "world": args.world, "labels": args.labels, "simulated": args.world is not None,
-              "pairs": args.pairs, "seeds": seeds, "ratios": ratios, "points": points,
-              "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}}
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2, default=str))
-    return result
+            if args.out:  # after every point: a crash later loses no finished point
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(str(Path(args.out).resolve()), json.dumps(result(), indent=2, default=str))
+    return result()
 
 
 if __name__ == "__main__":

@@ -148,13 +148,16 @@ class TrainSettings(BaseModel):
                                  "scores in candidate lists (a keyphrase with its nearest and random titles, an item with "
                                  "its nearest and random keyphrases) for the student's listwise kd task (kd_list); 0 = none. "
                                  "See keyphrase_pipeline/jobs/kd_pairs.py and docs/TRAINING.md.")
-    kd_group_size: int = Field(8, ge=2, description="Candidates per list of the listwise kd task.")
+    kd_group_size: int = Field(8, ge=2, le=64, description="Candidates per list of the listwise kd task (at most "
+                               "64: MatryoshkaLoss would read a label list as long as the embedding as embeddings).")
     kd_hard_share: float = Field(0.75, ge=0, le=1, description="Share of a list's candidates that are the anchor's "
                                  "nearest neighbours under the start encoder; the rest are random.")
     kd_query_share: float = Field(0.0, ge=0, le=1, description="Share of the listwise kd task's lists anchored on "
                                   "queries cut from titles (new anchors beyond the judged keyphrases).")
     kd_list_scale: float = Field(20.0, gt=0, description="The student's cosine is multiplied by this before the "
                                  "listwise softmax (an inverse temperature).")
+    kd_list_pearson: float = Field(0.0, ge=0, description="Weight of a Pearson KD term across all pairs of a "
+                                   "listwise batch (teaches how different anchors' scores compare; 0 = KL only).")
     kd_teacher_temperature: float = Field(1.0, gt=0, description="The teacher's logits are divided by this before "
                                           "the listwise softmax.")
     kd_max_pairs: int = Field(500_000, ge=0, description="At most this many unjudged pairs scored by the teacher for "

@@ -1,6 +1,6 @@
 """Does training on judged pairs beat the untrained base encoder? The transfer protocol, as a command.
 
-``kp eval-labels --labels FILE`` (a team's own judgements) or ``--world demo|alt`` (simulated judged
+``kp eval-labels --labels FILE`` (a team's own judgements) or ``--world demo|alt|attr`` (simulated judged
 pairs, ``keyphrase_pipeline.synthetic.synth_labels``) runs what a new user does, on pairs it can grade:
 
 1. split the pairs **by keyphrase** into two halves A and B (no keyphrase in both; stable hash);
@@ -64,6 +64,37 @@ def transfer_metrics(y_a, s_a, y_b, s_b) -> dict:
     m = binary_metrics(y_b, s_b, th)
     m["positive_share"] = round(float(np.mean(y_b)), 4)
     return m
+
+
+def truth_breakdown(pairs, scores) -> dict:
+    """AUC against a simulated world's truth: over all pairs, within a keyphrase (mean over keyphrases with both
+    classes: the order of one query's candidates) and, where the pairs say which kind each negative is
+    (``negative``: the attr world), of the positives against each kind (``near_miss``, ``lexical``, ``random``).
+    Keyphrases are grouped as ``split_by_keyphrase`` sees them (lower-cased tower text).
+
+    ``pairs``: frame with ``keyphrase``, ``truth`` (0/1) and optionally ``negative``; ``scores``: float array of the
+    same length. Returns ``{"auc", "within_keyphrase_auc", "by_negative": {kind: auc}}`` (rounded to 4 places;
+    None where one class is missing)."""
+    import pandas as pd
+
+    from keyphrase_pipeline.models.metrics import auc_or_none
+    from keyphrase_pipeline.models.text import keyphrase_text
+
+    y, v = pairs["truth"].to_numpy(int), np.asarray(scores, dtype=float)
+
+    def auc(mask) -> float | None:
+        a = auc_or_none(y[mask], v[mask])
+        return None if a is None else round(a, 4)
+
+    query = [keyphrase_text(k).lower() for k in pairs["keyphrase"]]  # one query as the split sees it
+    within = [auc(idx) for idx in pd.Series(query).groupby(query, sort=False).indices.values()]
+    within = [x for x in within if x is not None]
+    out = {"auc": auc(np.ones(len(y), dtype=bool)),
+           "within_keyphrase_auc": round(float(np.mean(within)), 4) if within else None}
+    if "negative" in pairs:
+        kinds = pairs["negative"].to_numpy()
+        out["by_negative"] = {k: auc((kinds == "positive") | (kinds == k)) for k in sorted(set(kinds) - {"positive"})}
+    return out
 
 
 def _score_all(settings, pairs, cross_dir: str | None, student_dir: str | None) -> dict:
@@ -138,6 +169,9 @@ def run_seed(settings, half_a_path: str, a, b, seed: int, work: Path, ds: str, s
     t_score = time.perf_counter() - t_score
     ya, yb = a["label"].to_numpy(int), b["label"].to_numpy(int)
     metrics = {m: transfer_metrics(ya, v[:len(a)], yb, v[len(a):]) for m, v in scores.items()}
+    if "truth" in b:  # a simulated world: where each model wins or loses, against the unflipped truth
+        for m, v in scores.items():
+            metrics[m]["truth"] = truth_breakdown(b, v[len(a):])
     return {"seed": seed, "metrics": metrics, "cross_seconds": round(t_cross, 1), "student_seconds": round(t_bi, 1),
             "cross_steps": cross.get("steps"), "cross_best_step": cross.get("best_step"),
             "score_seconds": round(t_score, 1),
@@ -226,7 +260,12 @@ def run(settings, labels: str | None = None, world: str | None = None, seeds=(42
               "config": {"cross_max_steps": t.cross_max_steps, "bi_max_steps": t.bi_max_steps,
                          "epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
                          "cross_learning_rate": t.cross_learning_rate, "llm_loss": t.llm_loss,
-                         "llm_ranking": t.llm_ranking, "kd_extra_ratio": t.kd_extra_ratio, "label_mix": t.label_mix, "kd_loss": t.kd_loss,
+                         "llm_ranking": t.llm_ranking, "kd_extra_ratio": t.kd_extra_ratio, "kd_list_ratio": t.kd_list_ratio,
+                         "kd_query_share": t.kd_query_share, "kd_list_pearson": t.kd_list_pearson,
+                         "kd_group_size": t.kd_group_size, "kd_hard_share": t.kd_hard_share,
+                         "kd_list_scale": t.kd_list_scale, "kd_teacher_temperature": t.kd_teacher_temperature,
+                         "kd_max_pairs": t.kd_max_pairs,
+                         "label_mix": t.label_mix, "kd_loss": t.kd_loss,
                          "evals_per_epoch": t.evals_per_epoch, "early_stopping_patience": t.early_stopping_patience,
                          "serve_dim": settings.serve.dim},
               "per_seed": per_seed, "summary": summarise(per_seed),
@@ -262,10 +301,42 @@ def markdown_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def breakdown_table(runs: list[tuple[str, dict]]) -> str:
+    """The docs' table of distillation runs on a simulated world (docs/TRAINING.md): one row per (name, result of
+    ``run`` with a ``truth`` breakdown) for its first seed: the student's F1 and AUC on half B at ``serve.dim`` and
+    at full size, its AUC against the truth overall, within a keyphrase and against each kind of negative, the
+    unjudged pairs the teacher scored and ``train_bi.run``'s minutes (mining, the teacher's scoring and training);
+    the teacher's row and the zero-shot encoder's (at ``serve.dim``; its 384-d AUC beside)
+    come from the first run (all runs share the split and the teacher)."""
+    def fmt(x) -> str:
+        return "" if x is None else f"{x:.3f}"
+
+    def row(name: str, m: dict, full: dict | None, extra: str) -> str:
+        t = m.get("truth") or {}
+        kinds = t.get("by_negative") or {}
+        cells = [f"{fmt(m['f1'])} / {fmt(m['auc'])}", fmt((full or {}).get("auc")), fmt(t.get("auc")),
+                 fmt(t.get("within_keyphrase_auc")), *(fmt(kinds.get(k)) for k in ("near_miss", "lexical", "random"))]
+        return f"| {name} | " + " | ".join(cells) + f" | {extra} |"
+
+    lines = ["| model | F1 / AUC on B (serve.dim) | AUC at 384-d | AUC vs truth | within a keyphrase | "
+             "vs near misses | vs lexical neighbours | vs random | unjudged pairs scored / `train-bi` minutes |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    first = runs[0][1]["per_seed"][0]["metrics"]
+    lines.append(row("zero-shot all-MiniLM-L6-v2", first["zero_shot_cut"], first["zero_shot"], ""))
+    lines.append(row("cross-encoder (teacher)", first["cross"], None, ""))
+    for name, r in runs:
+        ps = r["per_seed"][0]
+        d = ps.get("student_distillation") or {}
+        scored = "" if not d else f"{d.get('extra_pairs', 0) + d.get('list_pairs', 0):,}"
+        extra = f"{scored} / {ps['student_seconds'] / 60:.1f}"
+        lines.append(row(name, ps["metrics"]["student"], ps["metrics"].get("student_full"), extra))
+    return "\n".join(lines)
+
+
 def add_arguments(parser) -> None:
     """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--labels", default=None, help="judged pairs file (title, category, keyphrase, label)")
-    parser.add_argument("--world", default=None, help="simulated judged pairs instead: demo or alt (keyphrase_pipeline.synthetic.synth_labels)")
+    parser.add_argument("--world", default=None, help="simulated judged pairs instead: demo, alt or attr (keyphrase_pipeline.synthetic.synth_labels)")
     parser.add_argument("--pairs", type=int, default=10_000, help="pairs drawn from --world (default 10000)")
     parser.add_argument("--seeds", default="42", help="comma-separated training seeds (default 42)")
     parser.add_argument("--out", default=None, help="write the full result as JSON here")

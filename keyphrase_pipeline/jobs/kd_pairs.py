@@ -41,7 +41,37 @@ def nearest_keyphrases(item_emb: np.ndarray, keyphrase_emb: np.ndarray, k: int) 
     return nn.astype(np.int64)
 
 
-def sample_pairs(encoder, train, exclude_hashes, ratio: float, seed: int = 42):
+class JudgedSides:
+    """The distinct items (``title, category``) and keyphrases of the judged train pairs, each side encoded by
+    the start encoder once, on first use (``sample_pairs`` and ``candidate_groups`` share one instance).
+
+    ``item_emb``: ``(n_items, d)`` float32, ``keyphrase_emb``: ``(n_keyphrases, d)`` float32, rows L2-normalised."""
+
+    def __init__(self, encoder, train) -> None:
+        self.encoder = encoder
+        self.items = train[["title", "category"]].drop_duplicates().reset_index(drop=True)
+        self.keyphrases = train["keyphrase"].drop_duplicates().reset_index(drop=True)
+        self._item_emb = self._keyphrase_emb = None
+
+    @property
+    def item_emb(self) -> np.ndarray:
+        if self._item_emb is None:
+            from keyphrase_pipeline.models import bi_encoder
+
+            self._item_emb = bi_encoder.encode_items(self.encoder, self.items["title"].tolist(),
+                                                     self.items["category"].tolist())
+        return self._item_emb
+
+    @property
+    def keyphrase_emb(self) -> np.ndarray:
+        if self._keyphrase_emb is None:
+            from keyphrase_pipeline.models import bi_encoder
+
+            self._keyphrase_emb = bi_encoder.encode_keyphrases(self.encoder, self.keyphrases.tolist())
+        return self._keyphrase_emb
+
+
+def sample_pairs(encoder, train, exclude_hashes, ratio: float, seed: int = 42, sides: JudgedSides | None = None):
     """Unjudged (title, category, keyphrase) pairs near the decision boundary, for the teacher to score.
 
     Args:
@@ -50,6 +80,7 @@ def sample_pairs(encoder, train, exclude_hashes, ratio: float, seed: int = 42):
         exclude_hashes: text_hashes never to emit (the held-out split; judged train pairs are always skipped).
         ratio: extra pairs per judged train pair; 0 returns an empty frame.
         seed: ties broken and the final cut drawn with this seed.
+        sides: the train pairs' encoded items and keyphrases when already built (else built from ``encoder``).
     Returns:
         pandas DataFrame ``title, category, keyphrase, text_hash``, at most ``round(ratio * len(train))`` rows,
         no pair twice.
@@ -57,18 +88,15 @@ def sample_pairs(encoder, train, exclude_hashes, ratio: float, seed: int = 42):
     import pandas as pd
 
     from keyphrase_pipeline.jobs.label_store import text_hash
-    from keyphrase_pipeline.models.bi_encoder import encode_items, encode_keyphrases
 
     cols = ["title", "category", "keyphrase", "text_hash"]
     want = int(round(ratio * len(train)))
     if want <= 0 or train.empty:
         return pd.DataFrame(columns=cols)
-    items = train[["title", "category"]].drop_duplicates().reset_index(drop=True)
-    keyphrases = train["keyphrase"].drop_duplicates().reset_index(drop=True)
+    sides = sides or JudgedSides(encoder, train)
+    items, keyphrases = sides.items, sides.keyphrases
     per_item = min(len(keyphrases), math.ceil(want / len(items)) + int(train.groupby(["title", "category"]).size().max()))
-    item_emb = encode_items(encoder, items["title"].tolist(), items["category"].tolist())
-    keyphrase_emb = encode_keyphrases(encoder, keyphrases.tolist())
-    nn = nearest_keyphrases(item_emb, keyphrase_emb, per_item)
+    nn = nearest_keyphrases(sides.item_emb, sides.keyphrase_emb, per_item)
     skip = set(train["text_hash"]) | set(exclude_hashes)
     rows, per = [], math.ceil(want / len(items))
     for i, (title, cat) in enumerate(zip(items["title"], items["category"])):
@@ -114,7 +142,7 @@ def title_queries(titles, n: int, seed: int = 42, min_words: int = 2, max_words:
 
 
 def candidate_groups(encoder, train, exclude_hashes, n_pairs: int, group_size: int = 8, hard_share: float = 0.75,
-                     query_share: float = 0.0, seed: int = 42):
+                     query_share: float = 0.0, seed: int = 42, exclude_keyphrases=(), sides: JudgedSides | None = None):
     """Unjudged candidate lists for listwise distillation: one anchor with ``group_size`` candidates from the
     other side, the way search and the pipeline pair them.
 
@@ -145,6 +173,9 @@ def candidate_groups(encoder, train, exclude_hashes, n_pairs: int, group_size: i
         hard_share: share of each list from the anchor's nearest neighbours, the rest random.
         query_share: share of the lists anchored on queries cut from titles, in [0, 1].
         seed: random candidates, the queries and the anchors' order.
+        exclude_keyphrases: keyphrases a title-cut query must never equal (the held-out split's; the train
+            keyphrases are always excluded), compared as ``kp eval-labels`` splits them (lower-cased tower text).
+        sides: the train pairs' encoded items and keyphrases when already built (else built from ``encoder``).
     Returns:
         pandas DataFrame ``group, anchor, title, category, keyphrase, text_hash`` (``anchor``: ``keyphrase``,
         ``query`` or ``item``), exactly ``group_size`` rows per group in a list's candidate order. A side with
@@ -157,15 +188,15 @@ def candidate_groups(encoder, train, exclude_hashes, n_pairs: int, group_size: i
     import pandas as pd
 
     from keyphrase_pipeline.jobs.label_store import text_hash
-    from keyphrase_pipeline.models.bi_encoder import encode_items, encode_keyphrases
+    from keyphrase_pipeline.models.text import keyphrase_text
 
     if group_size < 2 or not 0 <= hard_share <= 1 or not 0 <= query_share <= 1:
         raise ValueError(f"group_size must be >= 2, hard_share and query_share in [0, 1], got {group_size}, "
                          f"{hard_share}, {query_share}")
     cols = ["group", "anchor", "title", "category", "keyphrase", "text_hash"]
     n_groups = n_pairs // group_size if len(train) else 0
-    items = train[["title", "category"]].drop_duplicates().reset_index(drop=True)
-    keyphrases = train["keyphrase"].drop_duplicates().reset_index(drop=True)
+    sides = sides or JudgedSides(encoder, train)
+    items, keyphrases = sides.items, sides.keyphrases
     # keyphrase- and query-anchored lists need group_size titles, item-anchored ones group_size keyphrases: a
     # side that cannot fill a list gives its share to the other
     on_titles, on_keyphrases = len(items) >= group_size, len(keyphrases) >= group_size
@@ -176,32 +207,45 @@ def candidate_groups(encoder, train, exclude_hashes, n_pairs: int, group_size: i
     n_kp = ((rest + 1) // 2 if on_keyphrases else rest) if on_titles else 0
     want = {"keyphrase": n_kp, "query": n_query, "item": rest - n_kp}
     rng = np.random.default_rng(seed)
-    item_emb = encode_items(encoder, items["title"].tolist(), items["category"].tolist())
-    anchors = {"keyphrase": keyphrases.tolist(), "item": None}
-    known = set(keyphrases)
-    anchors["query"] = [q for q in title_queries(items["title"], n_query + len(known), seed) if q not in known]
+    anchors = {"keyphrase": keyphrases.tolist(), "item": None, "query": []}
+    if n_query:
+        known = {keyphrase_text(k).lower() for k in [*keyphrases, *exclude_keyphrases]}
+        anchors["query"] = [q for q in title_queries(items["title"], 2 * n_query, seed)
+                            if keyphrase_text(q).lower() not in known]
+    judged_per = {"keyphrase": int(train.groupby("keyphrase").size().max()),
+                  "item": int(train.groupby(["title", "category"]).size().max()), "query": 0}
     n_hard = int(round(group_size * hard_share))
     skip = set(train["text_hash"]) | set(exclude_hashes)
     rows: list[tuple] = []
     group = 0
     for side in ("keyphrase", "query", "item"):
-        if want[side] == 0 or (side == "query" and not anchors["query"]):
+        n_anchors = len(sides.items) if side == "item" else len(anchors[side])
+        if want[side] == 0 or n_anchors == 0:
             continue
+        order = np.resize(rng.permutation(n_anchors), want[side])
+        used = np.unique(order)          # search only the anchors that head a list
         if side == "item":
-            anchor_emb, cand_emb = item_emb, encode_keyphrases(encoder, keyphrases.tolist())
+            anchor_emb, cand_emb = sides.item_emb[used], sides.keyphrase_emb
+        elif side == "keyphrase":
+            anchor_emb, cand_emb = sides.keyphrase_emb[used], sides.item_emb
         else:
-            anchor_emb, cand_emb = encode_keyphrases(encoder, anchors[side]), item_emb
+            from keyphrase_pipeline.models.bi_encoder import encode_keyphrases
+
+            anchor_emb, cand_emb = encode_keyphrases(sides.encoder, [anchors["query"][i] for i in used]), sides.item_emb
+        row_of = {int(a): r for r, a in enumerate(used)}
 
         def pair(a: int, c: int) -> tuple[str, str, str]:
             if side == "item":
                 return items["title"][a], items["category"][a], keyphrases[c]
             return items["title"][c], items["category"][c], anchors[side][a]
 
-        per_anchor = math.ceil(want[side] / len(anchor_emb))
-        depth = min(len(cand_emb), per_anchor * (n_hard + group_size))
+        per_anchor = math.ceil(want[side] / len(used))
+        # deep enough for every list an anchor heads, past the neighbours that are judged already
+        depth = min(len(cand_emb), per_anchor * (n_hard + group_size) + judged_per[side])
         nn = nearest_keyphrases(anchor_emb, cand_emb, depth)   # anchor -> candidates, best first
-        cursor = np.zeros(len(anchor_emb), dtype=np.int64)
-        for a in np.resize(rng.permutation(len(anchor_emb)), want[side]):
+        cursor = np.zeros(len(used), dtype=np.int64)
+        for a in order:
+            r = row_of[int(a)]
             chosen: dict[str, tuple] = {}
 
             def take(c: int) -> None:
@@ -210,9 +254,9 @@ def candidate_groups(encoder, train, exclude_hashes, n_pairs: int, group_size: i
                 if h not in skip:
                     chosen.setdefault(h, (t, cat, k))
 
-            while len(chosen) < n_hard and cursor[a] < depth:
-                take(nn[a, cursor[a]])
-                cursor[a] += 1
+            while len(chosen) < n_hard and cursor[r] < depth:
+                take(nn[r, cursor[r]])
+                cursor[r] += 1
             for _ in range(20 * group_size):
                 if len(chosen) >= group_size:
                     break

@@ -100,7 +100,7 @@ def _config(settings, base: str, mix: list[str], kd_loss: str, init_from: str) -
             "warmup_ratio": t.warmup_ratio, "max_seq_length": t.max_seq_length, "llm_loss": t.llm_loss,
             "llm_ranking": t.llm_ranking, "kd_extra_ratio": t.kd_extra_ratio, "kd_list_ratio": t.kd_list_ratio,
             "kd_group_size": t.kd_group_size, "kd_hard_share": t.kd_hard_share, "kd_query_share": t.kd_query_share,
-            "kd_list_scale": t.kd_list_scale,
+            "kd_list_scale": t.kd_list_scale, "kd_list_pearson": t.kd_list_pearson,
             "kd_teacher_temperature": t.kd_teacher_temperature, "kd_max_pairs": t.kd_max_pairs,
             "evals_per_epoch": t.evals_per_epoch,
             "early_stopping_patience": t.early_stopping_patience, "max_train_minutes": t.max_train_minutes,
@@ -138,8 +138,10 @@ def listwise_rows(groups) -> dict:
     (p clipped to [1e-6, 1 - 1e-6]).
 
     ``groups``: frame ``group, anchor, title, category, keyphrase, score`` from
-    ``keyphrase_pipeline.jobs.kd_pairs.candidate_groups`` (N rows per group, ``score`` the teacher's P(relevant)).
-    Raises ValueError when the groups are not all of one size."""
+    ``keyphrase_pipeline.jobs.kd_pairs.candidate_groups`` (N consecutive rows per group, ``score`` the teacher's
+    P(relevant); ``anchor`` ``keyphrase`` or ``query``: the keyphrase column holds the anchor and the titles are
+    the candidates; ``item``: the reverse). Raises ValueError when the groups are not all of one size or a
+    list's anchor text is not the same on all its rows."""
     import numpy as np
 
     from keyphrase_pipeline.models.text import item_text, keyphrase_text
@@ -147,6 +149,10 @@ def listwise_rows(groups) -> dict:
     sizes = groups.groupby("group", sort=False).size()
     if sizes.nunique() != 1:
         raise ValueError(f"candidate lists of different sizes: {sorted(sizes.unique())}")
+    on_items = groups["anchor"] == "item"
+    anchor_text = groups["title"].where(on_items, groups["keyphrase"]) + "\x00" + groups["category"].where(on_items, "")
+    if (anchor_text.groupby(groups["group"], sort=False).nunique() != 1).any():
+        raise ValueError("a candidate list whose rows do not share one anchor")
     n = int(sizes.iloc[0])
     p = np.clip(groups["score"].to_numpy(dtype="float64"), 1e-6, 1 - 1e-6)
     logits = np.log(p) - np.log1p(-p)
@@ -155,7 +161,7 @@ def listwise_rows(groups) -> dict:
     kps = [keyphrase_text(k) for k in groups["keyphrase"]]
     sides = groups["anchor"].to_numpy()
     for start in range(0, len(groups), n):
-        on_keyphrase = sides[start] == "keyphrase"
+        on_keyphrase = sides[start] != "item"  # a keyphrase or a title-cut query heads a list of titles
         out["anchor"].append(kps[start] if on_keyphrase else items[start])
         for j in range(n):
             out[f"c{j}"].append(items[start + j] if on_keyphrase else kps[start + j])
@@ -202,12 +208,13 @@ def build_task_datasets(data, mix: list[str], kd=None, llm_ranking: bool = False
 
 
 def build_task_losses(model, names, kd_loss: str, dims: list[int], sink, llm_loss: str = "contrastive",
-                      list_scale: float = 20.0, teacher_temperature: float = 1.0) -> dict:
+                      list_scale: float = 20.0, teacher_temperature: float = 1.0, list_pearson: float = 0.0) -> dict:
     """Name -> MatryoshkaLoss(task loss), each recorded under its task name.
 
     ``ctr`` and ``llm_rank``: MultipleNegativesRankingLoss (in-batch and, for ``llm_rank``, judged hard
     negatives); ``llm``/``sr``: ``llm_loss`` (ContrastiveLoss or CoSENTLoss); ``kd``: ``kd_loss``; ``kd_list``:
-    listwise KL (``models.losses.build_listwise_kd_loss`` with ``list_scale`` and ``teacher_temperature``).
+    listwise KL (``models.losses.build_listwise_kd_loss`` with ``list_scale``, ``teacher_temperature`` and
+    ``list_pearson``).
 
     Raises ConfigError (exit 2) for an unknown task name or ``kd_loss``."""
     from sentence_transformers.sentence_transformer import losses
@@ -223,7 +230,7 @@ def build_task_losses(model, names, kd_loss: str, dims: list[int], sink, llm_los
         elif name == "kd":
             inner = build_kd_loss(model, kd_loss)
         elif name == "kd_list":
-            inner = build_listwise_kd_loss(model, list_scale, teacher_temperature)
+            inner = build_listwise_kd_loss(model, list_scale, teacher_temperature, list_pearson)
         else:
             raise ConfigError(f"unknown task {name!r}")
         out[name] = RecordedLoss(losses.MatryoshkaLoss(model, inner, matryoshka_dims=dims), name, sink)
@@ -267,7 +274,7 @@ def _teacher(settings, ds: str, mix: list[str], cross: str | None, labels: str |
     as many unjudged ones, scored by the teacher (P(relevant)). ``kd lists``: ``train.kd_list_ratio`` x as many
     unjudged pairs in candidate lists (``keyphrase_pipeline.jobs.kd_pairs.candidate_groups``) with the teacher's
     P(relevant) in ``score``, or None. The two unjudged sets together are capped at ``train.kd_max_pairs``
-    (the lists give way first). Without ``cross`` (and a labels file) the teacher is ``CROSS_LATEST`` unless it is
+    (both scaled down in proportion, ``kd_budget``). Without ``cross`` (and a labels file) the teacher is ``CROSS_LATEST`` unless it is
     from a day after ``ds`` (a backfill): then the newest cross-encoder up to ``ds``
     (``registry.warm_start_version``)."""
     import pandas as pd
@@ -291,22 +298,23 @@ def _teacher(settings, ds: str, mix: list[str], cross: str | None, labels: str |
     cols = ["title", "category", "keyphrase", "text_hash"]
     train = data.llm_train
     pairs, groups = train[cols], None
-    n_extra = min(int(round(t.kd_extra_ratio * len(train))), t.kd_max_pairs)
-    n_list = min(int(round(t.kd_list_ratio * len(train))), t.kd_max_pairs - n_extra)
+    n_extra, n_list, capped = kd_budget(len(train), t.kd_extra_ratio, t.kd_list_ratio, t.kd_max_pairs)
     extra_rows = 0
     if (n_extra or n_list) and len(train):
+        from keyphrase_pipeline.jobs.kd_pairs import JudgedSides
         from keyphrase_pipeline.models.bi_encoder import build_student
 
-        encoder = build_student(settings, start)
+        sides = JudgedSides(build_student(settings, start), train)  # each side encoded once, for both samplers
         test_hashes = data.llm_test["text_hash"]
         if n_extra:
-            extra = sample_pairs(encoder, train, test_hashes, n_extra / len(train), seed=t.seed)
+            extra = sample_pairs(None, train, test_hashes, n_extra / len(train), seed=t.seed, sides=sides)
             pairs, extra_rows = pd.concat([pairs, extra[cols]], ignore_index=True), len(extra)
         if n_list:
-            groups = candidate_groups(encoder, train, set(test_hashes) | set(pairs["text_hash"]), n_list,
+            groups = candidate_groups(None, train, set(test_hashes) | set(pairs["text_hash"]), n_list,
                                       group_size=t.kd_group_size, hard_share=t.kd_hard_share,
-                                      query_share=t.kd_query_share, seed=t.seed)
-        del encoder
+                                      query_share=t.kd_query_share, seed=t.seed,
+                                      exclude_keyphrases=data.llm_test["keyphrase"], sides=sides)
+        del sides
     every = pairs if groups is None else pd.concat([pairs, groups[cols]], ignore_index=True)
     t_score = time.perf_counter()
     scores = teacher_scores(settings, cross_dir, every)
@@ -314,16 +322,31 @@ def _teacher(settings, ds: str, mix: list[str], cross: str | None, labels: str |
     kd = pairs.assign(score=scores[:len(pairs)])
     if groups is not None:
         groups = groups.assign(score=scores[len(pairs):])
-    report = {**distillation_report(n_extra, extra_rows, n_list, groups, train, t.kd_group_size),
+    report = {**distillation_report(n_extra, extra_rows, n_list, groups, train, t.kd_group_size, capped),
               "teacher_seconds": round(t_score, 1)}
     return cross_dir, cross_version, kd, (groups if groups is not None and len(groups) else None), report
 
 
-def distillation_report(extra_wanted: int, extra_rows: int, list_wanted: int, groups, train, group_size: int) -> dict:
+def kd_budget(judged: int, extra_ratio: float, list_ratio: float, max_pairs: int) -> tuple[int, int, bool]:
+    """(unjudged pointwise pairs, unjudged listwise pairs, capped): ``ratio x judged`` each, both scaled down
+    in proportion when together they pass ``max_pairs`` (``train.kd_max_pairs``)."""
+    extra, lists = int(round(extra_ratio * judged)), int(round(list_ratio * judged))
+    if extra + lists <= max_pairs:
+        return extra, lists, False
+    scale = max_pairs / (extra + lists)
+    return int(extra * scale), int(lists * scale), True
+
+
+def distillation_report(extra_wanted: int, extra_rows: int, list_wanted: int, groups, train, group_size: int,
+                        capped: bool = False) -> dict:
     """What the teacher was asked to score beside the judged pairs, and what the data allowed (for ``data.json``).
 
     A small or one-sided file (few keyphrases or titles) yields fewer unjudged pairs than asked: the student then
-    distils on what there is, and ``fallback`` says why (also logged as a warning)."""
+    distils on what there is, and ``fallback`` says why (also logged as a warning). ``capped``: the wanted counts
+    were scaled down to ``train.kd_max_pairs`` (``kd_budget``), said in the log too."""
+    if capped:
+        log.warning("distillation: the unjudged pairs are capped at train.kd_max_pairs (%d pointwise, %d listwise)",
+                    extra_wanted, list_wanted)
     list_pairs = 0 if groups is None else len(groups)
     n_kp, n_items = int(train["keyphrase"].nunique()), int(len(train[["title", "category"]].drop_duplicates()))
     fallback = None
@@ -335,7 +358,8 @@ def distillation_report(extra_wanted: int, extra_rows: int, list_wanted: int, gr
         fallback = "; ".join(filter(None, [fallback, f"{extra_rows} of {extra_wanted} unjudged pointwise pairs"]))
     if fallback:
         log.warning("distillation: %s; training on what there is", fallback)
-    return {"judged_train_pairs": int(len(train)), "extra_pairs_wanted": extra_wanted, "extra_pairs": extra_rows,
+    return {"judged_train_pairs": int(len(train)), "capped": capped, "extra_pairs_wanted": extra_wanted,
+            "extra_pairs": extra_rows,
             "list_pairs_wanted": list_wanted, "list_pairs": list_pairs,
             "lists": 0 if groups is None else int(groups["group"].nunique()), "fallback": fallback}
 
@@ -370,7 +394,8 @@ def _train(settings, tasks: dict, rows: dict, test, start: str, tmp: str, device
     sink = TaskLosses()
     t = settings.train
     losses = build_task_losses(model, list(tasks), t.kd_loss, list(t.matryoshka_dims), sink, llm_loss=t.llm_loss,
-                               list_scale=t.kd_list_scale, teacher_temperature=t.kd_teacher_temperature)
+                               list_scale=t.kd_list_scale, teacher_temperature=t.kd_teacher_temperature,
+                               list_pearson=t.kd_list_pearson)
     budget = plan_budget(sum(rows.values()), t.batch_size, t.epochs, t.bi_max_steps, t.warmup_ratio,
                          t.evals_per_epoch, t.max_train_minutes,
                          has_heldout=has_both_classes(test["label"]))

@@ -105,8 +105,8 @@ class ScaledCosine:
 
     A cosine lives in [-1, 1]; a softmax over such values is nearly flat, so the student could never match a
     teacher that is sure. Scaling the cosine (an inverse temperature, as MultipleNegativesRankingLoss's
-    ``scale=20``) instead of dividing by a student temperature keeps the loss free of the ``T**2`` factor
-    that ``DistillKLDivLoss`` applies to a student temperature below 1."""
+    ``scale=20``) with the student temperature left at 1 keeps the loss free of the ``T**2`` factor that
+    ``DistillKLDivLoss`` multiplies it by (0.0025 for a temperature of 0.05)."""
 
     __name__ = "scaled_cos_sim"
 
@@ -120,7 +120,43 @@ class ScaledCosine:
         return {"scale": self.scale}
 
 
-def build_listwise_kd_loss(model, scale: float = 20.0, teacher_temperature: float = 1.0) -> nn.Module:
+class ListwisePearsonLoss(nn.Module):
+    """Listwise KL within each list plus Pearson KD across every pair of the batch (ours).
+
+    The KL term (``DistillKLDivLoss``) teaches the order of one anchor's candidates, but a softmax ignores any
+    shift of a list's scores, so it says nothing about how one anchor's scores compare with another's; a served
+    threshold and an item's top-K over many keyphrases need exactly that. The Pearson term
+    (``PearsonCorrelationLoss``'s ``1 - r``) over all ``B x N`` student cosines of the batch against the teacher's
+    P(relevant) (sigmoid of the label logits) teaches it, on the embeddings the KL term already computed::
+
+        loss = KL(softmax(t / T) || softmax(scale * cos)) + pearson_weight * (1 - r(cos, sigmoid(t)))
+
+    Input columns: the anchor and ``N`` candidates; label: ``(B, N)`` teacher logits."""
+
+    def __init__(self, model, kl: nn.Module, pearson_weight: float = 1.0) -> None:
+        super().__init__()
+        self.model = model
+        self.kl = kl          # the listwise term: build_listwise_kd_loss's DistillKLDivLoss
+        self.pearson_weight = float(pearson_weight)
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        from sentence_transformers.base.losses.merged_forward import embed_columns
+
+        return self.compute_loss_from_embeddings(embed_columns(self.model, list(sentence_features)), labels)
+
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
+        loss = self.kl.compute_loss_from_embeddings(embeddings, labels)
+        if self.pearson_weight:
+            cos = torch.stack([torch.cosine_similarity(embeddings[0], e, dim=-1) for e in embeddings[1:]], dim=1)
+            loss = loss + self.pearson_weight * pearson_loss(cos.reshape(-1), torch.sigmoid(labels.float()).reshape(-1))
+        return loss
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {**self.kl.get_config_dict(), "pearson_weight": self.pearson_weight}
+
+
+def build_listwise_kd_loss(model, scale: float = 20.0, teacher_temperature: float = 1.0,
+                           pearson_weight: float = 0.0) -> nn.Module:
     """Listwise distillation over one anchor's candidates: ``sentence_transformers``' ``DistillKLDivLoss``
     (KL divergence between the teacher's softmax over a group's logits and the student's over its scaled
     cosines; Hinton et al. 2015, as used for cross- to bi-encoder distillation by Hofstaetter et al. 2020 and
@@ -128,11 +164,13 @@ def build_listwise_kd_loss(model, scale: float = 20.0, teacher_temperature: floa
 
     Args:
         scale: the student's cosine is multiplied by it (``ScaledCosine``).
-        teacher_temperature: the teacher's logits are divided by it (>1 softens a confident teacher)."""
+        teacher_temperature: the teacher's logits are divided by it (>1 softens a confident teacher).
+        pearson_weight: when > 0, ``ListwisePearsonLoss``: the KL plus this weight x Pearson KD across the batch."""
     from sentence_transformers.sentence_transformer import losses
 
-    return losses.DistillKLDivLoss(model, similarity_fct=ScaledCosine(scale), temperature=1.0,
-                                   teacher_temperature=teacher_temperature)
+    kl = losses.DistillKLDivLoss(model, similarity_fct=ScaledCosine(scale), temperature=1.0,
+                                 teacher_temperature=teacher_temperature)
+    return ListwisePearsonLoss(model, kl, pearson_weight) if pearson_weight else kl
 
 
 class TaskLosses:

@@ -42,6 +42,39 @@ WORLDS: dict[str, dict] = {
 }
 
 
+def _world(seed: int, n_items: int):
+    """(items, keyphrases, truth, titles) of the synthetic world of this seed and size."""
+    _, n_items, n_kp, _ = resolve_scale(n_items)
+    taxonomy = taxonomy_for(n_items)
+    items = _gen_items(n_items, seed, taxonomy)
+    kps = _gen_keyphrases(items, n_kp, seed, taxonomy)
+    return items, kps, Truth.from_frames(items, kps), _titles(items, seed)
+
+
+def _check(noise: float, n_pairs: int) -> None:
+    if not 0 <= noise < 0.5:
+        raise ValueError(f"noise must be in [0, 0.5), got {noise}")
+    if n_pairs < 2:
+        raise ValueError(f"n_pairs must be >= 2, got {n_pairs}")
+
+
+def _judged_frame(world, ii: np.ndarray, kk: np.ndarray, rng: np.random.Generator, noise: float,
+                  with_category: bool) -> tuple[pd.DataFrame, np.ndarray]:
+    """The judged pairs (item rows ``ii``, keyphrase rows ``kk``) with their truth and ``noise`` of the labels
+    flipped (drawn from ``rng``); returns (frame, flipped mask)."""
+    items, kps, truth, titles = world
+    label_true, _ = truth.match_by_index(ii, kk)
+    flip = rng.random(len(ii)) < noise
+    return pd.DataFrame({
+        "title": titles[ii].astype(str),
+        "category": items["category"].to_numpy(object)[ii].astype(str) if with_category else "",
+        "keyphrase": kps["text"].to_numpy(object)[kk].astype(str),
+        "label": (label_true ^ flip).astype("int8"),
+        "truth": label_true.astype("int8"),
+        "kind": kps["kind"].to_numpy(object)[kk].astype(str),
+    }), flip
+
+
 def make_judged_pairs(seed: int, n_items: int, n_pairs: int = 10_000, noise: float = 0.12,
                       with_category: bool = True, per_keyphrase: int = 6, positive_share: float = 0.5,
                       hard_share: float = 0.7) -> pd.DataFrame:
@@ -62,16 +95,9 @@ def make_judged_pairs(seed: int, n_items: int, n_pairs: int = 10_000, noise: flo
     Raises:
         ValueError: on a noise outside [0, 0.5) or fewer than 2 pairs.
     """
-    if not 0 <= noise < 0.5:
-        raise ValueError(f"noise must be in [0, 0.5), got {noise}")
-    if n_pairs < 2:
-        raise ValueError(f"n_pairs must be >= 2, got {n_pairs}")
-    _, n_items, n_kp, _ = resolve_scale(n_items)
-    taxonomy = taxonomy_for(n_items)
-    items = _gen_items(n_items, seed, taxonomy)
-    kps = _gen_keyphrases(items, n_kp, seed, taxonomy)
-    truth = Truth.from_frames(items, kps)
-    titles = _titles(items, seed)
+    _check(noise, n_pairs)
+    world = _world(seed, n_items)
+    items, kps, truth, _ = world
     rng = np.random.default_rng([seed, 77])
     type_of_item = truth.item_type
     by_type = {t: np.flatnonzero(type_of_item == t) for t in np.unique(type_of_item)}
@@ -97,16 +123,7 @@ def make_judged_pairs(seed: int, n_items: int, n_pairs: int = 10_000, noise: flo
             rows_i.append(int(i))
             rows_k.append(int(k))
     ii, kk = np.asarray(rows_i[:n_pairs]), np.asarray(rows_k[:n_pairs])
-    label_true, _ = truth.match_by_index(ii, kk)
-    flip = rng.random(len(ii)) < noise
-    out = pd.DataFrame({
-        "title": titles[ii].astype(str),
-        "category": items["category"].to_numpy(object)[ii].astype(str) if with_category else "",
-        "keyphrase": kps["text"].to_numpy(object)[kk].astype(str),
-        "label": (label_true ^ flip).astype("int8"),
-        "truth": label_true.astype("int8"),
-        "kind": kps["kind"].to_numpy(object)[kk].astype(str),
-    })
+    out, flip = _judged_frame(world, ii, kk, rng, noise, with_category)
     log.info("judged pairs (simulated): %d pairs, %d keyphrases, %.1f%% relevant, %.1f%% labels flipped",
              len(out), out["keyphrase"].nunique(), 100 * out["label"].mean(), 100 * flip.mean())
     return out
@@ -124,7 +141,9 @@ def make_attribute_pairs(seed: int, n_items: int, n_pairs: int = 10_000, noise: 
     model or brand: a screen protector for the iPhone 13 judged for "phone case for iphone 13", the
     accessory for the product). A bag of words sees almost the same text on both sides: a zero-shot encoder
     ranks these pairs fairly well overall and badly within a query, where a model that compares tokens
-    (a cross-encoder) can learn the difference. The rest of the negatives are random items.
+    (a cross-encoder) can learn the difference. The rest of the negatives are random items (of any type: a
+    random item can happen to be relevant, rarely; its ``label`` and ``truth`` follow the truth, its
+    ``negative`` tag stays ``random``).
 
     Args:
         seed, n_items, noise, with_category, per_keyphrase, positive_share: as ``make_judged_pairs``.
@@ -138,18 +157,11 @@ def make_attribute_pairs(seed: int, n_items: int, n_pairs: int = 10_000, noise: 
     Raises:
         ValueError: on a noise outside [0, 0.5), fewer than 2 pairs, or shares outside [0, 1] summing above 1.
     """
-    if not 0 <= noise < 0.5:
-        raise ValueError(f"noise must be in [0, 0.5), got {noise}")
-    if n_pairs < 2:
-        raise ValueError(f"n_pairs must be >= 2, got {n_pairs}")
+    _check(noise, n_pairs)
     if min(near_share, lexical_share) < 0 or near_share + lexical_share > 1:
         raise ValueError(f"near_share {near_share} and lexical_share {lexical_share} must be >= 0 with a sum <= 1")
-    _, n_items, n_kp, _ = resolve_scale(n_items)
-    taxonomy = taxonomy_for(n_items)
-    items = _gen_items(n_items, seed, taxonomy)
-    kps = _gen_keyphrases(items, n_kp, seed, taxonomy)
-    truth = Truth.from_frames(items, kps)
-    titles = _titles(items, seed)
+    world = _world(seed, n_items)
+    items, kps, truth, _ = world
     rng = np.random.default_rng([seed, 78])
     by_type = {t: np.flatnonzero(truth.item_type == t) for t in np.unique(truth.item_type)}
     compat_j, brand_j = SLOTS.index("compat"), SLOTS.index("brand")
@@ -177,7 +189,7 @@ def make_attribute_pairs(seed: int, n_items: int, n_pairs: int = 10_000, noise: 
         n_pos = min(len(pos), int(rng.binomial(per_keyphrase, positive_share)))
         n_neg = per_keyphrase - n_pos
         n_near = min(len(near), int(rng.binomial(n_neg, near_share)))
-        n_lex = min(len(lexical), int(rng.binomial(n_neg - n_near, lexical_share / max(1e-9, 1 - near_share))))
+        n_lex = min(len(lexical), int(rng.binomial(n_neg - n_near, min(1.0, lexical_share / max(1e-9, 1 - near_share)))))
         chosen: dict[int, str] = {}
         for what, idx in (("positive", pick(pos, n_pos)), ("near_miss", pick(near, n_near)),
                           ("lexical", pick(lexical, n_lex)), ("random", pick(all_items, n_neg - n_near - n_lex))):
@@ -187,17 +199,8 @@ def make_attribute_pairs(seed: int, n_items: int, n_pairs: int = 10_000, noise: 
     rows = rows[:n_pairs]
     ii = np.asarray([r[0] for r in rows], dtype=np.int64)
     kk = np.asarray([r[1] for r in rows], dtype=np.int64)
-    label_true, _ = truth.match_by_index(ii, kk)
-    flip = rng.random(len(ii)) < noise
-    out = pd.DataFrame({
-        "title": titles[ii].astype(str),
-        "category": items["category"].to_numpy(object)[ii].astype(str) if with_category else "",
-        "keyphrase": kps["text"].to_numpy(object)[kk].astype(str),
-        "label": (label_true ^ flip).astype("int8"),
-        "truth": label_true.astype("int8"),
-        "kind": kps["kind"].to_numpy(object)[kk].astype(str),
-        "negative": [r[2] for r in rows],
-    })
+    out, flip = _judged_frame(world, ii, kk, rng, noise, with_category)
+    out["negative"] = [r[2] for r in rows]
     log.info("judged pairs (simulated, attribute candidates): %d pairs, %d keyphrases, %.1f%% relevant, "
              "%.1f%% labels flipped, negatives %s", len(out), out["keyphrase"].nunique(), 100 * out["label"].mean(),
              100 * flip.mean(), out["negative"].value_counts().to_dict())

@@ -146,3 +146,21 @@ def test_split_ignores_case_and_spacing():
 
     a = split_by_keyphrase(["Red Shoes", "red shoes", " RED  SHOES "] * 10)
     assert len(set(a.tolist())) == 1
+
+
+def test_truth_breakdown_by_negative_kind_and_within_keyphrase():
+    import pandas as pd
+
+    from keyphrase_pipeline.jobs.eval_labels import truth_breakdown
+
+    pairs = pd.DataFrame({"keyphrase": ["a", "a", "a", "b", "b", "c"],
+                          "truth": [1, 0, 0, 1, 0, 0],
+                          "negative": ["positive", "near_miss", "random", "positive", "lexical", "random"]})
+    scores = np.array([0.9, 0.95, 0.1, 0.3, 0.2, 0.5])
+    out = truth_breakdown(pairs, scores)
+    # within a: positive 0.9 beats random 0.1 but not the near miss 0.95 -> 0.5; within b: 1.0; c has one class
+    assert out["within_keyphrase_auc"] == pytest.approx(0.75)
+    # positives 0.9, 0.3 against near miss 0.95 -> 0; against lexical 0.2 -> 1; against randoms 0.1, 0.5 -> 0.75
+    assert out["by_negative"] == {"lexical": 1.0, "near_miss": 0.0, "random": 0.75}
+    assert out["auc"] == pytest.approx(0.625)  # 2 positives x 4 negatives: 5 of 8 pairs ordered
+    assert "by_negative" not in truth_breakdown(pairs.drop(columns="negative"), scores)

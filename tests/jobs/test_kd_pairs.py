@@ -102,6 +102,37 @@ def test_candidate_groups_are_whole_lists_of_unjudged_pairs_from_both_sides():
         candidate_groups(None, train, set(), n_pairs=100, group_size=5, query_share=1.5)
 
 
+def test_candidate_groups_take_the_anchors_nearest_first(monkeypatch):
+    """A list's hard part is its anchor's nearest unjudged candidates, best first, on both sides; an anchor that
+    heads a second list takes the next window of its neighbours."""
+    from keyphrase_pipeline.jobs import kd_pairs
+    from keyphrase_pipeline.jobs.label_store import text_hash
+    import keyphrase_pipeline.models.bi_encoder as be
+
+    n = 8
+    train = pd.DataFrame({"title": [f"t{i}" for i in range(n)], "category": [""] * n,
+                          "keyphrase": [f"k{i}" for i in range(n)]})
+    train["text_hash"] = [text_hash(t, "", k) for t, k in zip(train["title"], train["keyphrase"])]  # (t_j, k_j) judged
+    # keyphrase j leans on title j, then j+1, j+2, j+3, j+4 with falling weight
+    kp = sum(w * np.roll(np.eye(n, dtype=np.float32), s, axis=1) for s, w in enumerate([1, .5, .25, .125, .0625]))
+    kp /= np.linalg.norm(kp, axis=1, keepdims=True)
+    monkeypatch.setattr(be, "encode_items", lambda enc, titles, cats: np.eye(n, dtype=np.float32)[[int(t[1:]) for t in titles]])
+    monkeypatch.setattr(be, "encode_keyphrases", lambda enc, kps: kp[[int(k[1:]) for k in kps]])
+    out = kd_pairs.candidate_groups(object(), train, set(), n_pairs=4 * n * 2, group_size=2, hard_share=1.0, seed=0)
+    assert not set(out["text_hash"]) & set(train["text_hash"])   # the judged pair (t_j, k_j) is skipped
+    by_kp = {}
+    for _, g in out[out["anchor"] == "keyphrase"].groupby("group"):
+        by_kp.setdefault(int(g["keyphrase"].iloc[0][1:]), []).append(g["title"].tolist())
+    assert sorted(by_kp) == list(range(n))
+    for j, lists in by_kp.items():   # two lists each: the first and the second window of its neighbours
+        assert sorted(lists) == sorted([[f"t{(j + 1) % n}", f"t{(j + 2) % n}"], [f"t{(j + 3) % n}", f"t{(j + 4) % n}"]])
+    # item lists come after: their item's nearest keyphrases not yet taken by a keyphrase list, best first
+    for _, g in out[out["anchor"] == "item"].groupby("group"):
+        i = int(g["title"].iloc[0][1:])
+        sims = [float(kp[int(k[1:]), i]) for k in g["keyphrase"]]
+        assert sims == sorted(sims, reverse=True), (i, g["keyphrase"].tolist())
+
+
 def test_title_queries_are_distinct_lower_case_spans_of_the_titles():
     from keyphrase_pipeline.jobs.kd_pairs import title_queries
 
@@ -116,51 +147,33 @@ def test_title_queries_are_distinct_lower_case_spans_of_the_titles():
     assert title_queries(["one"], 5) == []
 
 
-def test_candidate_groups_take_the_anchors_nearest_first():
-    """The hard part of a keyphrase's list is its nearest titles under the encoder, best first."""
-    from keyphrase_pipeline.jobs import kd_pairs
-
-    class Fixed:  # keyphrase j is nearest to title j, then to title j+1
-        pass
-
-    train = pd.DataFrame({"title": [f"t{i}" for i in range(6)], "category": [""] * 6,
-                          "keyphrase": [f"k{i}" for i in range(6)], "text_hash": [f"h{i}" for i in range(6)]})
-    emb = np.eye(6, dtype=np.float32) + 0.5 * np.roll(np.eye(6, dtype=np.float32), 1, axis=1)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    import keyphrase_pipeline.models.bi_encoder as be
-
-    orig = be.encode_items, be.encode_keyphrases
-    try:
-        be.encode_items = lambda enc, titles, cats: np.eye(6, dtype=np.float32)[[int(t[1:]) for t in titles]]
-        be.encode_keyphrases = lambda enc, kps: emb[[int(k[1:]) for k in kps]]
-        out = kd_pairs.candidate_groups(Fixed(), train, set(), n_pairs=12, group_size=2, hard_share=1.0, seed=0)
-    finally:
-        be.encode_items, be.encode_keyphrases = orig
-    kp_lists = out[out["anchor"] == "keyphrase"]
-    for _, g in kp_lists.groupby("group"):
-        j = int(g["keyphrase"].iloc[0][1:])
-        assert g["title"].tolist() == [f"t{j}", f"t{(j + 1) % 6}"]
-
-
 def test_listwise_rows_hold_one_anchor_its_candidates_and_the_teachers_logits():
     from keyphrase_pipeline.jobs.train_bi import listwise_rows
     from keyphrase_pipeline.models.text import item_text, keyphrase_text
 
-    groups = pd.DataFrame({"group": [0, 0, 1, 1], "anchor": ["keyphrase", "keyphrase", "item", "item"],
-                           "title": ["red sneakers", "blue kettle", "acme sofa", "acme sofa"],
-                           "category": ["shoes", "kitchen", "furniture", "furniture"],
-                           "keyphrase": ["running shoes", "running shoes", "couch", "tea boiler"],
-                           "score": [0.5, 0.880797, 1.0, 0.0]})
+    groups = pd.DataFrame({"group": [0, 0, 1, 1, 2, 2], "anchor": ["keyphrase", "keyphrase", "item", "item",
+                                                                    "query", "query"],
+                           "title": ["red sneakers", "blue kettle", "acme sofa", "acme sofa", "red sofa", "acme kettle"],
+                           "category": ["shoes", "kitchen", "furniture", "furniture", "furniture", "kitchen"],
+                           "keyphrase": ["running shoes", "running shoes", "couch", "tea boiler", "acme red", "acme red"],
+                           "score": [0.5, 0.880797, 1.0, 0.0, 0.2, 0.7]})
     rows = listwise_rows(groups)
     assert list(rows) == ["anchor", "c0", "c1", "label"]
-    assert rows["anchor"] == [keyphrase_text("running shoes"), item_text("acme sofa", "furniture")]
-    assert rows["c0"] == [item_text("red sneakers", "shoes"), keyphrase_text("couch")]
-    assert rows["c1"] == [item_text("blue kettle", "kitchen"), keyphrase_text("tea boiler")]
+    # a keyphrase or a title-cut query heads its titles; an item heads its keyphrases
+    assert rows["anchor"] == [keyphrase_text("running shoes"), item_text("acme sofa", "furniture"),
+                              keyphrase_text("acme red")]
+    assert rows["c0"] == [item_text("red sneakers", "shoes"), keyphrase_text("couch"), item_text("red sofa", "furniture")]
+    assert rows["c1"] == [item_text("blue kettle", "kitchen"), keyphrase_text("tea boiler"),
+                          item_text("acme kettle", "kitchen")]
     assert rows["label"][0] == pytest.approx([0.0, 2.0], abs=1e-4)  # logit(0.5) = 0, logit(0.8808) = 2
     hi, lo = rows["label"][1]
     assert hi == pytest.approx(13.8155, abs=1e-3) and lo == pytest.approx(-13.8155, abs=1e-3)  # p clipped to 1e-6
     with pytest.raises(ValueError, match="different sizes"):
         listwise_rows(groups.iloc[:3])
+    mixed = groups.copy()
+    mixed.loc[1, "keyphrase"] = "couch"  # two keyphrases in one keyphrase-anchored list
+    with pytest.raises(ValueError, match="one anchor"):
+        listwise_rows(mixed)
 
 
 def test_student_distils_on_candidate_lists_and_says_when_the_file_is_too_small(tmp_path, caplog):
@@ -192,3 +205,29 @@ def test_student_distils_on_candidate_lists_and_says_when_the_file_is_too_small(
     assert d2["fallback"] and "2 keyphrase(s)" in d2["fallback"] and d2["list_pairs"] < d2["list_pairs_wanted"]
     assert "training on what there is" in caplog.text
     assert small["task_rows"]["llm"] > 0 and small["task_rows"]["kd_list"] == d2["lists"] > 0
+
+
+def test_title_cut_queries_never_equal_a_judged_or_held_out_keyphrase(monkeypatch):
+    """Compared as the split compares keyphrases (lower-cased): "Red Sneakers" held out excludes "red sneakers"."""
+    from keyphrase_pipeline.jobs import kd_pairs
+    from keyphrase_pipeline.jobs.label_store import text_hash
+    import keyphrase_pipeline.models.bi_encoder as be
+
+    titles = ["red sneakers", "blue kettle", "acme sofa", "red sofa", "blue sneakers", "acme kettle"]
+    train = pd.DataFrame({"title": titles, "category": [""] * 6, "keyphrase": ["blue kettle"] * 3 + ["x y"] * 3})
+    train["text_hash"] = [text_hash(t, "", k) for t, k in zip(train["title"], train["keyphrase"])]
+    monkeypatch.setattr(be, "encode_items", lambda enc, t, c: np.eye(8, dtype=np.float32)[:len(t)])
+    monkeypatch.setattr(be, "encode_keyphrases", lambda enc, kps: np.eye(8, dtype=np.float32)[np.arange(len(kps)) % 8])
+    monkeypatch.setattr(kd_pairs, "title_queries", lambda titles, n, seed=42: titles.tolist())  # every title a query
+    out = kd_pairs.candidate_groups(object(), train, set(), n_pairs=40, group_size=2, hard_share=0.5, query_share=1.0,
+                                    seed=0, exclude_keyphrases=["Red Sneakers", "ACME SOFA"])
+    queries = set(out.loc[out["anchor"] == "query", "keyphrase"])
+    assert queries == {"red sofa", "blue sneakers", "acme kettle"}  # not the train keyphrase, not the held-out two
+
+
+def test_kd_budget_scales_both_sets_down_to_the_cap():
+    from keyphrase_pipeline.jobs.train_bi import kd_budget
+
+    assert kd_budget(1000, 1.0, 4.0, 500_000) == (1000, 4000, False)
+    assert kd_budget(200_000, 1.0, 4.0, 500_000) == (100_000, 400_000, True)  # the lists keep their share
+    assert kd_budget(1000, 0.0, 0.0, 10) == (0, 0, False)

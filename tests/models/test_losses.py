@@ -130,3 +130,28 @@ def test_listwise_kd_loss_hand_values():
     # a softer teacher (temperature 2) halves its logits
     soft = build_listwise_kd_loss(_Model(), scale=20.0, teacher_temperature=2.0)
     assert soft.compute_loss_from_embeddings([anchor, *cands], torch.tensor([[4.0, 0.0]])).item() == pytest.approx(want, rel=1e-5)
+
+
+def test_listwise_pearson_loss_adds_the_batch_correlation_term():
+    """KL within lists + weight x (1 - r) over every (anchor, candidate) cosine of the batch against sigmoid(t)."""
+    from keyphrase_pipeline.models.losses import ListwisePearsonLoss, build_listwise_kd_loss
+
+    class _Model:
+        pass
+
+    anchors = _unit(0, 0)
+    cands = [_unit(0, 30), _unit(60, 90)]           # cosines: list 1 (1, 0.5), list 2 (0.866, 0)
+    teacher = torch.tensor([[2.0, 0.0], [1.0, -3.0]])
+    kl_only = build_listwise_kd_loss(_Model(), scale=20.0)
+    kl = kl_only.compute_loss_from_embeddings([anchors, *cands], teacher).item()
+    both = build_listwise_kd_loss(_Model(), scale=20.0, pearson_weight=0.5)
+    assert isinstance(both, ListwisePearsonLoss)
+    cos = torch.tensor([1.0, 0.5, math.cos(math.pi / 6), 0.0])
+    r = pearson_r(cos, torch.sigmoid(torch.tensor([2.0, 0.0, 1.0, -3.0]))).item()
+    got = both.compute_loss_from_embeddings([anchors, *cands], teacher).item()
+    assert got == pytest.approx(kl + 0.5 * (1 - r), rel=1e-5)
+    # the Pearson term sees across lists: shifting one list's teacher logits leaves the KL alone, not the sum
+    shifted = teacher + torch.tensor([[0.0, 0.0], [5.0, 5.0]])
+    assert kl_only.compute_loss_from_embeddings([anchors, *cands], shifted).item() == pytest.approx(kl, rel=1e-5)
+    assert both.compute_loss_from_embeddings([anchors, *cands], shifted).item() != pytest.approx(got, rel=1e-3)
+    assert both.get_config_dict()["pearson_weight"] == 0.5
