@@ -60,7 +60,7 @@ def test_report_two_mixes_consistent_with_truth(tiny_world, tiny_encoder, spark,
     assert (out / "plots" / "pass_at_k.png").stat().st_size > 1000
 
     assert [r["label_mix"] for r in summary["ablation"]] == ["ctr", "llm+ctr+kd"]
-    assert set(summary["ablation"][1]["tasks"]) == {"ctr", "llm", "kd"}
+    assert set(summary["ablation"][1]["tasks"]) == {"ctr", "llm", "kd", "kd_list"}  # kd includes the lists
     assert summary["kd_comparison"][0] is not None and summary["kd_comparison"][0]["kd_loss"] == "pearson"
     for r in summary["ablation"]:
         o = r["offline"]
