@@ -7,10 +7,11 @@ pairs, ``keyphrase_pipeline.synthetic.synth_labels``) runs what a new user does,
 2. on A, with the configured defaults: ``kp train-cross --labels A`` then
    ``kp train-bi --labels A --cross DIR`` (both via their ``run`` functions, into a scratch folder);
 3. score A and B with the zero-shot base encoder (cosine at full size and at ``serve.dim``), the
-   cross-encoder (P(relevant)) and the student (cosine at ``serve.dim``, as ``kp score`` serves it);
+   cross-encoder (P(relevant)) and the student (cosine at ``serve.dim``, as ``kp score`` serves it, and at
+   full size: ``student_full``, what the Matryoshka cut costs);
 4. for each model, the threshold that maximises F1 on A is applied to B; F1, precision, recall and ROC AUC
    on B are reported with B's share of positives (the class balance) and each model's gain over the
-   zero-shot encoder.
+   zero-shot encoder; on a simulated world also AUC against its truth (``truth_breakdown``).
 
 Repeated for each ``--seeds`` value (training seed; the split stays fixed), with mean and spread
 (sample standard deviation). One JSON line per seed and a summary line go to stdout and, with ``--out``,
@@ -336,12 +337,14 @@ def breakdown_table(runs: list[tuple[str, dict]]) -> str:
 def add_arguments(parser) -> None:
     """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--labels", default=None, help="judged pairs file (title, category, keyphrase, label)")
-    parser.add_argument("--world", default=None, help="simulated judged pairs instead: demo, alt or attr (keyphrase_pipeline.synthetic.synth_labels)")
+    parser.add_argument("--world", default=None, help="simulated judged pairs instead: demo, alt or attr (attribute "
+                        "queries with near misses; keyphrase_pipeline.synthetic.synth_labels)")
     parser.add_argument("--pairs", type=int, default=10_000, help="pairs drawn from --world (default 10000)")
     parser.add_argument("--seeds", default="42", help="comma-separated training seeds (default 42)")
     parser.add_argument("--out", default=None, help="write the full result as JSON here")
     parser.add_argument("--cross-only", action="store_true", help="train and score the cross-encoder only")
-    parser.add_argument("--keep", default=None, help="keep the trained models in this folder (default: a temp folder)")
+    parser.add_argument("--keep", default=None, help="keep the trained models in this folder (default: a temp folder): "
+                        "DIR/cross-<seed>, DIR/student-<seed>; reuse the teachers with --cross 'DIR/cross-{seed}'")
     parser.add_argument("--cross", default=None,
                         help="reuse cross-encoders trained on the same split ('{seed}' is replaced by the seed)")
 

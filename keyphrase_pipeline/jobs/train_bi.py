@@ -10,6 +10,9 @@ task       pairs                                        loss
 ``kd``     LLM train pairs + unjudged neighbours        ``train.kd_loss``: pearson (``models.losses``),
            (``jobs.kd_pairs``), cross-encoder           mse (CosineSimilarityLoss) or cosent (CoSENTLoss)
            P(relevant)
+``kd``     candidate lists of unjudged pairs            listwise KL (DistillKLDivLoss on 20 x cosine;
+(lists)    (``kd_pairs.candidate_groups``), the         ``models.losses.build_listwise_kd_loss``), task
+           cross-encoder's logits                       name ``kd_list``
 =========  ===========================================  ==================================================
 
 ``settings.train.label_mix`` picks the tasks (``ctr``, ``llm``, ``llm+kd``, ``llm+ctr+kd``, ``llm+sr+ctr+kd``, ...)
@@ -28,7 +31,9 @@ a later day: the newest cross-encoder up to the day); with ``--labels FILE`` and
 teacher has not scored are scored now. Test-split pairs are never trained on. Beside the judged train
 pairs the teacher scores ``train.kd_extra_ratio`` x as many unjudged pairs (each train item with its
 nearest train keyphrases, ``keyphrase_pipeline.jobs.kd_pairs``): there it generalises and the student learns that, not the
-labels a second time.
+labels a second time; and ``train.kd_list_ratio`` (default 4) x as many in candidate lists for the listwise
+``kd_list`` task (docs/TRAINING.md, "Distilling at the teacher's scale"). ``data.json`` ``distillation`` says
+how many were wanted and made.
 """
 
 from __future__ import annotations
@@ -543,7 +548,9 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
 def add_arguments(parser) -> None:
     """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--ds", default=None, help="logical date YYYY-MM-DD (default: today, UTC)")
-    parser.add_argument("--cross", default=None, help="cross-encoder version id or directory to distil from")
+    parser.add_argument("--cross", default=None, help="cross-encoder version id or directory to distil from; it also "
+                        "scores unjudged pairs for the student (train.kd_extra_ratio pointwise, train.kd_list_ratio "
+                        "in candidate lists, default 1 + 4 x the judged pairs)")
     parser.add_argument("--labels", default=None, help="parquet/CSV with title, category, keyphrase, label (instead of the label store)")
     parser.add_argument("--out", default=None, help="write the model here instead of the registry")
     parser.add_argument("--label-mix", default=None, help="e.g. ctr, llm, llm+kd, llm+ctr+kd, llm+sr+ctr+kd")
