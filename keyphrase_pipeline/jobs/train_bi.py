@@ -279,9 +279,9 @@ def _teacher(settings, ds: str, mix: list[str], cross: str | None, labels: str |
     as many unjudged ones, scored by the teacher (P(relevant)). ``kd lists``: ``train.kd_list_ratio`` x as many
     unjudged pairs in candidate lists (``keyphrase_pipeline.jobs.kd_pairs.candidate_groups``) with the teacher's
     P(relevant) in ``score``, or None. The two unjudged sets together are capped at ``train.kd_max_pairs``
-    (both scaled down in proportion, ``kd_budget``). Without ``cross`` (and a labels file) the teacher is ``CROSS_LATEST`` unless it is
-    from a day after ``ds`` (a backfill): then the newest cross-encoder up to ``ds``
-    (``registry.warm_start_version``)."""
+    (both scaled down in proportion, ``kd_budget``). Without ``cross`` (and a labels file) the teacher is
+    ``CROSS_LATEST`` unless it is from a day after ``ds`` (a backfill): then the newest cross-encoder up to
+    ``ds`` (``registry.warm_start_version``)."""
     import pandas as pd
 
     from keyphrase_pipeline.jobs import registry
