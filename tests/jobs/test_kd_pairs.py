@@ -20,18 +20,27 @@ def test_nearest_keyphrases_are_the_most_similar_best_first():
     assert nearest_keyphrases(items, kp, 9).shape == (2, 4)  # k clipped to the keyphrases there are
 
 
+def _judged_train(lake: str):
+    """(tiny world, settings, 80 judged train pairs with text_hash, first title, its category, and the keyphrases
+    that title was never judged against)."""
+    from keyphrase_pipeline.jobs.label_store import text_hash
+
+    w = trained_world(make_settings)
+    s = tiny_settings(make_settings, w["root"] / lake, w["base"])
+    train = make_pairs(80, seed=5)
+    train["text_hash"] = [text_hash(t, c, k) for t, c, k in zip(train["title"], train["category"], train["keyphrase"])]
+    t0, c0 = train["title"].iloc[0], train["category"].iloc[0]
+    others = [k for k in train["keyphrase"].unique() if text_hash(t0, c0, k) not in set(train["text_hash"])]
+    return w, s, train, t0, c0, others
+
+
 def test_sampled_pairs_are_unjudged_new_and_bounded():
     from keyphrase_pipeline.jobs.kd_pairs import sample_pairs
     from keyphrase_pipeline.jobs.label_store import text_hash
     from keyphrase_pipeline.models.bi_encoder import build_student
 
-    w = trained_world(make_settings)
-    s = tiny_settings(make_settings, w["root"] / "kd-pairs-lake", w["base"])
-    train = make_pairs(80, seed=5)
-    train["text_hash"] = [text_hash(t, c, k) for t, c, k in zip(train["title"], train["category"], train["keyphrase"])]
+    w, s, train, t0, c0, others = _judged_train("kd-pairs-lake")
     # one unjudged pair that must never come out: as if it were in the held-out split
-    t0, c0 = train["title"].iloc[0], train["category"].iloc[0]
-    others = [k for k in train["keyphrase"].unique() if text_hash(t0, c0, k) not in set(train["text_hash"])]
     held = text_hash(t0, c0, others[0])
     out = sample_pairs(build_student(s, w["base"]), train, [held], ratio=0.5, seed=1)
     assert list(out.columns) == ["title", "category", "keyphrase", "text_hash"]
@@ -66,12 +75,7 @@ def test_candidate_groups_are_whole_lists_of_unjudged_pairs_from_both_sides():
     from keyphrase_pipeline.jobs.label_store import text_hash
     from keyphrase_pipeline.models.bi_encoder import build_student
 
-    w = trained_world(make_settings)
-    s = tiny_settings(make_settings, w["root"] / "kd-groups-lake", w["base"])
-    train = make_pairs(80, seed=5)
-    train["text_hash"] = [text_hash(t, c, k) for t, c, k in zip(train["title"], train["category"], train["keyphrase"])]
-    t0, c0 = train["title"].iloc[0], train["category"].iloc[0]
-    others = [k for k in train["keyphrase"].unique() if text_hash(t0, c0, k) not in set(train["text_hash"])]
+    w, s, train, t0, c0, others = _judged_train("kd-groups-lake")
     held = {text_hash(t0, c0, k) for k in others}  # every unjudged pair of the first title is "held out"
     out = candidate_groups(build_student(s, w["base"]), train, held, n_pairs=100, group_size=5, hard_share=0.6, seed=3)
     assert list(out.columns) == ["group", "anchor", "title", "category", "keyphrase", "text_hash"]
