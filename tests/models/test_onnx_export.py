@@ -101,3 +101,25 @@ def test_missing_tower_is_clear_error(tmp_path):
 
     with pytest.raises(DataError, match="kp export"):
         OnnxTower(tmp_path)
+
+
+def test_item_tower_serves_at_the_length_the_model_was_trained_at(tiny, tmp_path):
+    import json
+    import shutil
+
+    assert ox.model_max_len(tiny) == 32  # build_tiny_encoder trains at 32 tokens
+    assert ox.tower_max_len(tiny, "item") == 32 and ox.tower_max_len(tiny, "keyphrase") == ox.KEYPHRASE_MAX_LEN
+    short = shutil.copytree(tiny, tmp_path / "short")
+    for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
+        path = short / name
+        if path.exists():
+            cfg = json.loads(path.read_text())
+            if key in cfg:
+                cfg[key] = 12
+                path.write_text(json.dumps(cfg))
+    assert ox.tower_max_len(str(short), "item") == 12 and ox.tower_max_len(str(short), "keyphrase") == 12
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_text(json.dumps({"max_position_embeddings": 40}))
+    assert ox.model_max_len(str(bare)) is None
+    assert ox.tower_max_len(str(bare), "item") == 40  # ITEM_MAX_LEN (64), capped by the position table
