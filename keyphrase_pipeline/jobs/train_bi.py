@@ -100,7 +100,8 @@ def teacher_scores(settings, cross_model_dir: str, pairs) -> "object":
 def _config(settings, base: str, mix: list[str], kd_loss: str, init_from: str) -> dict:
     t = settings.train
     return {"kind": "bi", "base_model": base, "init_from": init_from, "label_mix": "+".join(mix), "kd_loss": kd_loss,
-            "matryoshka_dims": list(t.matryoshka_dims), "serve_dim": settings.serve.dim, "max_steps": t.bi_max_steps,
+            "matryoshka_dims": list(t.matryoshka_dims), "matryoshka_serve_weight": t.matryoshka_serve_weight,
+            "serve_dim": settings.serve.dim, "max_steps": t.bi_max_steps,
             "epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
             "warmup_ratio": t.warmup_ratio, "max_seq_length": t.max_seq_length, "llm_loss": t.llm_loss,
             "llm_ranking": t.llm_ranking, "kd_extra_ratio": t.kd_extra_ratio, "kd_list_ratio": t.kd_list_ratio,
@@ -212,9 +213,18 @@ def build_task_datasets(data, mix: list[str], kd=None, llm_ranking: bool = False
     return out
 
 
+def matryoshka_weights(settings) -> list[float]:
+    """One weight per ``train.matryoshka_dims`` entry: ``train.matryoshka_serve_weight`` for the served cut
+    (``serve.dim``), 1 for every other dimension (sentence-transformers' ``MatryoshkaLoss`` default)."""
+    t = settings.train
+    return [float(t.matryoshka_serve_weight) if d == settings.serve.dim else 1.0 for d in t.matryoshka_dims]
+
+
 def build_task_losses(model, names, kd_loss: str, dims: list[int], sink, llm_loss: str = "contrastive",
-                      list_scale: float = 20.0, teacher_temperature: float = 1.0, list_pearson: float = 0.0) -> dict:
-    """Name -> MatryoshkaLoss(task loss), each recorded under its task name.
+                      list_scale: float = 20.0, teacher_temperature: float = 1.0, list_pearson: float = 0.0,
+                      dim_weights: list[float] | None = None) -> dict:
+    """Name -> MatryoshkaLoss(task loss) over ``dims`` (weighted by ``dim_weights``, one per dim; None: equal),
+    each recorded under its task name.
 
     ``ctr`` and ``llm_rank``: MultipleNegativesRankingLoss (in-batch and, for ``llm_rank``, judged hard
     negatives); ``llm``/``sr``: ``llm_loss`` (ContrastiveLoss or CoSENTLoss); ``kd``: ``kd_loss``; ``kd_list``:
@@ -238,7 +248,8 @@ def build_task_losses(model, names, kd_loss: str, dims: list[int], sink, llm_los
             inner = build_listwise_kd_loss(model, list_scale, teacher_temperature, list_pearson)
         else:
             raise ConfigError(f"unknown task {name!r}")
-        out[name] = RecordedLoss(losses.MatryoshkaLoss(model, inner, matryoshka_dims=dims), name, sink)
+        out[name] = RecordedLoss(losses.MatryoshkaLoss(model, inner, matryoshka_dims=dims,
+                                                       matryoshka_weights=dim_weights), name, sink)
     return out
 
 
@@ -400,7 +411,8 @@ def _train(settings, tasks: dict, rows: dict, test, start: str, tmp: str, device
     t = settings.train
     losses = build_task_losses(model, list(tasks), t.kd_loss, list(t.matryoshka_dims), sink, llm_loss=t.llm_loss,
                                list_scale=t.kd_list_scale, teacher_temperature=t.kd_teacher_temperature,
-                               list_pearson=t.kd_list_pearson)
+                               list_pearson=t.kd_list_pearson,
+                               dim_weights=matryoshka_weights(settings))
     budget = plan_budget(sum(rows.values()), t.batch_size, t.epochs, t.bi_max_steps, t.warmup_ratio,
                          t.evals_per_epoch, t.max_train_minutes,
                          has_heldout=has_both_classes(test["label"]))

@@ -220,3 +220,20 @@ def test_a_backfill_never_distils_from_a_later_days_cross_encoder(tmp_path):
     assert back["cross_version"] is None and "kd" not in back["task_rows"]
     same_day = train_bi.run(s, DS, out=str(tmp_path / "same"))  # the day's own cross-encoder is its teacher
     assert same_day["cross_version"] == w["cross"]["version"] and "kd" in same_day["task_rows"]
+
+
+def test_matryoshka_serve_weight_reaches_every_task_loss():
+    from keyphrase_pipeline.jobs.train_bi import build_task_losses, matryoshka_weights
+    from keyphrase_pipeline.models.bi_encoder import build_student
+    from keyphrase_pipeline.models.losses import TaskLosses
+
+    w = trained_world(make_settings)
+    settings = w["settings"].with_overrides(**{"train.matryoshka_serve_weight": 3.0})
+    assert settings.serve.dim == 16 and list(settings.train.matryoshka_dims) == [32, 16]
+    assert matryoshka_weights(settings) == [1.0, 3.0]
+    assert matryoshka_weights(w["settings"]) == [1.0, 1.0]
+    model = build_student(settings, w["base"])
+    losses = build_task_losses(model, ["llm", "kd"], "pearson", [32, 16], TaskLosses(),
+                               dim_weights=matryoshka_weights(settings))
+    for recorded in losses.values():
+        assert list(recorded.loss.matryoshka_weights) == [1.0, 3.0]
