@@ -52,7 +52,7 @@ def sweep_table(results_dir: Path = REPO / "bench" / "results" / "distill_sweep"
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--world", default=None, help="simulated judged pairs: demo, alt or attr")
+    ap.add_argument("--world", default=None, help="simulated judged pairs: demo, alt, attr or listing")
     ap.add_argument("--labels", default=None, help="or a judged pairs file")
     ap.add_argument("--pairs", type=int, default=6000)
     ap.add_argument("--seeds", default="1")

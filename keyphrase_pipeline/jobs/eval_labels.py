@@ -1,6 +1,6 @@
 """Does training on judged pairs beat the untrained base encoder? The transfer protocol, as a command.
 
-``kp eval-labels --labels FILE`` (a team's own judgements) or ``--world demo|alt|attr`` (simulated judged
+``kp eval-labels --labels FILE`` (a team's own judgements) or ``--world demo|alt|attr|listing`` (simulated judged
 pairs, ``keyphrase_pipeline.synthetic.synth_labels``) runs what a new user does, on pairs it can grade:
 
 1. split the pairs **by keyphrase** into two halves A and B (no keyphrase in both; stable hash);
@@ -268,7 +268,9 @@ def run(settings, labels: str | None = None, world: str | None = None, seeds=(42
                          "kd_max_pairs": t.kd_max_pairs,
                          "label_mix": t.label_mix, "kd_loss": t.kd_loss,
                          "evals_per_epoch": t.evals_per_epoch, "early_stopping_patience": t.early_stopping_patience,
-                         "serve_dim": settings.serve.dim},
+                         "serve_dim": settings.serve.dim, "max_seq_length": t.max_seq_length,
+                         "cross_max_length": t.cross_max_length, "matryoshka_dims": list(t.matryoshka_dims),
+                         "matryoshka_serve_weight": t.matryoshka_serve_weight},
               "per_seed": per_seed, "summary": summarise(per_seed),
               "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     if out:
@@ -337,8 +339,9 @@ def breakdown_table(runs: list[tuple[str, dict]]) -> str:
 def add_arguments(parser) -> None:
     """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--labels", default=None, help="judged pairs file (title, category, keyphrase, label)")
-    parser.add_argument("--world", default=None, help="simulated judged pairs instead: demo, alt or attr (attribute "
-                        "queries with near misses; keyphrase_pipeline.synthetic.synth_labels)")
+    parser.add_argument("--world", default=None, help="simulated judged pairs instead: demo, alt, attr (attribute "
+                        "queries with near misses) or listing (attr with marketplace-length titles); "
+                        "keyphrase_pipeline.synthetic.synth_labels")
     parser.add_argument("--pairs", type=int, default=10_000, help="pairs drawn from --world (default 10000)")
     parser.add_argument("--seeds", default="42", help="comma-separated training seeds (default 42)")
     parser.add_argument("--out", default=None, help="write the full result as JSON here")

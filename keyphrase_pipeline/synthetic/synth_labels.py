@@ -11,7 +11,8 @@ world (``kp eval-labels``):
   type that miss one of the query's constraints (hard negatives), and items of other types (easy ones);
 * the label is the world's hidden truth with ``noise`` of the labels flipped (human judges disagree with
   each other on 10-15% of pairs);
-* ``with_category=False`` leaves the category empty (many real catalogs have none).
+* ``with_category=False`` leaves the category empty (many real catalogs have none);
+* ``long_titles=True`` (the ``listing`` world) lengthens titles to a marketplace's length (``seller_titles``).
 
 **Simulated**: every title, keyphrase and label here comes from ``keyphrase_pipeline.synthetic.synth``'s generator, not from
 people. Output columns: ``title, category, keyphrase, label`` (int 0/1) plus ``truth`` (the unflipped label)
@@ -39,7 +40,26 @@ WORLDS: dict[str, dict] = {
     "alt": {"seed": 20261129, "items": 30_000, "with_category": False, "noise": 0.15},
     "attr": {"seed": 20261205, "items": 30_000, "with_category": False, "noise": 0.12, "candidates": "attributes",
              "positive_share": 0.6},
+    # attr's judged candidates with titles as long as a marketplace's (``seller_titles``): the deciding
+    # attribute can sit behind a run of selling phrases.
+    "listing": {"seed": 20261205, "items": 30_000, "with_category": False, "noise": 0.12,
+                "candidates": "attributes", "positive_share": 0.6, "long_titles": True},
 }
+
+# Selling phrases real listings carry between and after the words that decide relevance. None names a
+# product type, brand, colour, size, material, model or count of the synthetic world.
+_SELLING = (
+    "Premium Quality", "Heavy Duty", "Lightweight and Durable", "Easy to Use", "Perfect Gift for Men Women",
+    "for Home Office Travel", "Upgraded Version", "Brand New in Box", "with 1 Year Warranty", "Ergonomic Design",
+    "Multipurpose", "Eco Friendly", "Non-Slip Grip", "Shockproof", "Anti-Scratch", "Portable Compact",
+    "High Performance", "Professional Grade", "Value Bundle", "Gift Box Included", "Fast Shipping from USA",
+    "Best Seller", "Limited Edition", "Everyday Use", "Indoor Outdoor", "Long Lasting", "Easy Install",
+    "No Tools Required", "Sleek Modern Look", "Great for Daily Use", "Satisfaction Guaranteed", "Top Rated",
+    "Lifetime Support", "Soft Touch Finish", "Reinforced Edges", "Travel Friendly", "Quick Release",
+    "Precision Engineered", "Classic Style", "All Season", "Washable", "Foldable", "Stackable", "Adjustable",
+    "Comfortable Fit", "Scratch Resistant", "Drop Tested", "Ultra Thin", "Reusable", "Easy Clean",
+)
+_BINDS = {"for", "with", "fits", "size", "compatible"}  # no selling phrase between these and their object
 
 
 def _world(seed: int, n_items: int):
@@ -58,15 +78,48 @@ def _check(noise: float, n_pairs: int) -> None:
         raise ValueError(f"n_pairs must be >= 2, got {n_pairs}")
 
 
+def seller_titles(titles: np.ndarray, seed: int, median_chars: int = 130, max_chars: int = 250) -> np.ndarray:
+    """Titles lengthened to a marketplace's length: selling phrases (``_SELLING``) inserted at a random point
+    of each title and appended, so that a constraint can sit behind them (the way real listings put
+    "..., Black, Size 10" last).
+
+    Each title draws a target length from a log-normal with median ``median_chars`` (spread 0.35: about one in
+    eight above 200 characters), capped at ``max_chars`` (a marketplace's limit); the title's own words are
+    never cut. Deterministic per (``seed``, row). Returns an object array of str, the same shape.
+    **Simulated**: a stand-in for real sellers' wording, not a sample of it."""
+    rng = np.random.default_rng([seed, 79])
+    out = np.empty(len(titles), dtype=object)
+    for i, title in enumerate(titles):
+        target = min(max_chars, int(median_chars * np.exp(0.35 * rng.standard_normal())))
+        words = str(title).split()
+        cuts = [j for j in range(1, len(words) + 1) if words[j - 1].lower() not in _BINDS] or [len(words)]
+        at = cuts[int(rng.integers(len(cuts)))]
+        head, tail, extra = words[:at], words[at:], []
+        while len(" ".join(head + extra + tail)) < target:
+            phrase = _SELLING[int(rng.integers(len(_SELLING)))]
+            if len(" ".join(head + extra + tail + [phrase])) > max_chars:
+                break
+            extra.append(phrase)
+        split = int(rng.integers(0, len(extra) + 1))
+        out[i] = " ".join(head + extra[:split] + tail + extra[split:])
+    return out
+
+
 def _judged_frame(world, ii: np.ndarray, kk: np.ndarray, rng: np.random.Generator, noise: float,
-                  with_category: bool) -> tuple[pd.DataFrame, np.ndarray]:
+                  with_category: bool, long_titles: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
     """The judged pairs (item rows ``ii``, keyphrase rows ``kk``) with their truth and ``noise`` of the labels
-    flipped (drawn from ``rng``); returns (frame, flipped mask)."""
+    flipped (drawn from ``rng``); ``long_titles``: titles lengthened by ``seller_titles``. Returns (frame,
+    flipped mask)."""
     items, kps, truth, titles = world
     label_true, _ = truth.match_by_index(ii, kk)
     flip = rng.random(len(ii)) < noise
+    shown = titles[ii]
+    if long_titles:
+        seed = int(rng.integers(2**31))
+        uniq, inverse = np.unique(ii, return_inverse=True)  # one long title per item, however often it is judged
+        shown = seller_titles(titles[uniq], seed)[inverse]
     return pd.DataFrame({
-        "title": titles[ii].astype(str),
+        "title": shown.astype(str),
         "category": items["category"].to_numpy(object)[ii].astype(str) if with_category else "",
         "keyphrase": kps["text"].to_numpy(object)[kk].astype(str),
         "label": (label_true ^ flip).astype("int8"),
@@ -131,7 +184,7 @@ def make_judged_pairs(seed: int, n_items: int, n_pairs: int = 10_000, noise: flo
 
 def make_attribute_pairs(seed: int, n_items: int, n_pairs: int = 10_000, noise: float = 0.12,
                          with_category: bool = False, per_keyphrase: int = 6, positive_share: float = 0.5,
-                         near_share: float = 0.6, lexical_share: float = 0.3) -> pd.DataFrame:
+                         near_share: float = 0.6, lexical_share: float = 0.3, long_titles: bool = False) -> pd.DataFrame:
     """Up to ``n_pairs`` judged pairs whose relevance turns on attributes, as in real judged search logs.
 
     Only keyphrases with at least one constraint (brand, colour, size, material, model compatibility,
@@ -149,6 +202,7 @@ def make_attribute_pairs(seed: int, n_items: int, n_pairs: int = 10_000, noise: 
         seed, n_items, noise, with_category, per_keyphrase, positive_share: as ``make_judged_pairs``.
         near_share: share of a keyphrase's negatives that are near misses (when it has any).
         lexical_share: share that are lexical neighbours of another type (when it has any).
+        long_titles: titles as long as a marketplace's (``seller_titles``) instead of the world's short ones.
 
     Returns:
         DataFrame with ``title, category, keyphrase`` (str), ``label`` and ``truth`` (int8 0/1), ``kind``
@@ -199,7 +253,7 @@ def make_attribute_pairs(seed: int, n_items: int, n_pairs: int = 10_000, noise: 
     rows = rows[:n_pairs]
     ii = np.asarray([r[0] for r in rows], dtype=np.int64)
     kk = np.asarray([r[1] for r in rows], dtype=np.int64)
-    out, flip = _judged_frame(world, ii, kk, rng, noise, with_category)
+    out, flip = _judged_frame(world, ii, kk, rng, noise, with_category, long_titles)
     out["negative"] = [r[2] for r in rows]
     log.info("judged pairs (simulated, attribute candidates): %d pairs, %d keyphrases, %.1f%% relevant, "
              "%.1f%% labels flipped, negatives %s", len(out), out["keyphrase"].nunique(), 100 * out["label"].mean(),
@@ -214,4 +268,6 @@ def world_pairs(name: str, n_pairs: int = 10_000) -> pd.DataFrame:
     w = WORLDS[name]
     make = make_attribute_pairs if w.get("candidates") == "attributes" else make_judged_pairs
     extra = {"positive_share": w["positive_share"]} if "positive_share" in w else {}
+    if w.get("long_titles"):
+        extra["long_titles"] = True
     return make(w["seed"], w["items"], n_pairs=n_pairs, noise=w["noise"], with_category=w["with_category"], **extra)

@@ -79,3 +79,28 @@ def test_attribute_world_judges_near_misses_and_lexical_neighbours():
     assert len(attr) == 200 and "negative" in attr and WORLDS["attr"]["seed"] not in (WORLDS["demo"]["seed"], WORLDS["alt"]["seed"])
     with pytest.raises(ValueError, match="near_share"):
         make_attribute_pairs(seed=1, n_items=600, near_share=0.8, lexical_share=0.4)
+
+
+def test_listing_world_is_attr_with_marketplace_length_titles():
+    """Same pairs and labels as attr; each title keeps its words in order with selling phrases between and
+    after them, at a marketplace's length (median ~130 characters, none above 250)."""
+    import re
+
+    from keyphrase_pipeline.synthetic.synth_labels import _SELLING, seller_titles
+
+    short, long = world_pairs("attr", n_pairs=600), world_pairs("listing", n_pairs=600)
+    for col in ("keyphrase", "label", "truth", "negative"):
+        assert short[col].equals(long[col])
+    lengths = long["title"].str.len()
+    assert 100 <= lengths.median() <= 170 and lengths.max() <= 250 and lengths.quantile(0.9) > 170
+    assert short["title"].str.len().max() <= 80  # the world's own titles are short
+    for s, l in zip(short["title"], long["title"]):
+        rest = l
+        for w in s.split():  # the original words, in order
+            i = rest.find(w)
+            assert i >= 0, (s, l)
+            rest = rest[i + len(w):]
+    # nothing between a binding word and its object
+    bound = re.compile(r"\b(for|with|fits|size) (" + "|".join(map(re.escape, _SELLING)) + r")\b", re.I)
+    assert not [t for t in long["title"] if bound.search(t)]
+    assert list(seller_titles(np.array(["A b"]), 1)) == list(seller_titles(np.array(["A b"]), 1))
