@@ -31,21 +31,31 @@ sys.path.insert(0, str(REPO))
 from keyphrase_pipeline.core.settings import load_settings  # noqa: E402
 
 
-# The attr-world runs behind docs/TRAINING.md's distillation table (bench/results/distill_sweep/<stem>.json; one
-# seed, one teacher): file stem -> the row's name. ``--sweep-table`` prints the table from them.
-SWEEP = (
-    ("attr_1_pointwise_1x", "old default: 1 x unjudged pointwise pairs"),
-    ("attr_2_lists_5x", "**default**: + 4 x in lists (5 x)"),
-    ("attr_3_lists_5x_pearson", "5 x, listwise + batch Pearson (`kd_list_pearson` 1)"),
-    ("attr_4_lists_20x", "20 x (`kd_list_ratio` 19)"),
-)
+# The runs behind docs/TRAINING.md's distillation tables (bench/results/distill_sweep/<stem>.json; one seed, one
+# teacher per world): world -> (file stem, the row's name). ``--sweep-table WORLD`` prints a world's table.
+SWEEPS = {
+    "attr": (
+        ("attr_1_pointwise_1x", "old default: 1 x unjudged pointwise pairs"),
+        ("attr_2_lists_5x", "+ 4 x in lists (5 x), 4 epochs"),
+        ("attr_3_lists_5x_pearson", "5 x, listwise + batch Pearson (`kd_list_pearson` 1)"),
+        ("attr_4_lists_20x", "20 x (`kd_list_ratio` 19)"),
+        ("attr_5_lists_5x_epochs15", "5 x, 1.5 epochs"),
+    ),
+    "listing": (
+        ("listing_1_epochs4_len48", "5 x, 4 epochs, 48 tokens (the defaults before)"),
+        ("listing_2_epochs2", "5 x, 2 epochs, 64 tokens"),
+        ("listing_3_epochs2_serve4", "5 x, 2 epochs, 64 tokens, `matryoshka_serve_weight` 4"),
+    ),
+}
+SWEEP = SWEEPS["attr"]
+RESULTS = REPO / "bench" / "results" / "distill_sweep"
 
 
-def sweep_table(results_dir: Path = REPO / "bench" / "results" / "distill_sweep") -> str:
-    """docs/TRAINING.md's distillation table from the committed ``SWEEP`` result files (those present)."""
+def sweep_table(world: str = "attr", results_dir: Path = RESULTS) -> str:
+    """docs/TRAINING.md's distillation table of ``world`` from its committed ``SWEEPS`` result files (those present)."""
     from keyphrase_pipeline.jobs.eval_labels import breakdown_table
 
-    runs = [(name, json.loads((results_dir / f"{stem}.json").read_text())) for stem, name in SWEEP
+    runs = [(name, json.loads((results_dir / f"{stem}.json").read_text())) for stem, name in SWEEPS[world]
             if (results_dir / f"{stem}.json").exists()]
     return breakdown_table(runs)
 
@@ -59,10 +69,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ratios", default="1,5,20", help="teacher-scored unjudged pairs per judged train pair")
     ap.add_argument("--cross", default=None, help="reuse cross-encoders trained on the same split ('{seed}')")
     ap.add_argument("--out", default=None)
-    ap.add_argument("--sweep-table", action="store_true", help="print docs/TRAINING.md's table from the sweep files")
+    ap.add_argument("--sweep-table", default=None, choices=sorted(SWEEPS),
+                    help="print docs/TRAINING.md's table of this world from the sweep files")
     args = ap.parse_args(argv)
     if args.sweep_table:
-        print(sweep_table())
+        print(sweep_table(args.sweep_table))
         return {}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from keyphrase_pipeline.jobs import eval_labels

@@ -501,6 +501,7 @@ class World:
             "ctr.window_days": args.window_days, "synth.days": args.window_days + 2, "synth.scale": str(items),
             "train.cross_max_steps": args.train_steps, "train.bi_max_steps": args.train_steps,
             "train.epochs": at.DEMO_TRAIN_BUDGET["train.epochs"],
+            "train.bi_epochs": at.DEMO_TRAIN_BUDGET["train.bi_epochs"],
             "spark.master": args.master,
             "truth_provider": at.DEMO_TRUTH_PROVIDER,  # demo mode: evaluation against the world's truth
         }

@@ -183,13 +183,13 @@ def cost_model(doc: dict, gpu: dict | None, settings=None) -> tuple[list[str], d
         judge_pps = gpu["judge_prompts_per_s_bf16"] / JUDGE_7B_SLOWDOWN
         judge_h = settings.pairs.daily_budget / judge_pps / 3600
         train_rows = t.max_llm_labels * TRAIN_ROWS_PER_LLM_LABEL
-        steps = t.epochs * train_rows / t.batch_size
+        steps = t.bi_epochs * train_rows / t.batch_size
         bi_h = steps / gpu["student_steps_per_s_b32_fp32"] / 3600
         cross_h = t.epochs * t.max_llm_labels / t.batch_size / gpu["cross_steps_per_s_b32_fp32"] / 3600
         gpu_h = judge_h + (bi_h + cross_h) / max(1, t.retrain_every_days)
         rows += ["", "| GPU stage (one H200) | throughput | daily GPU hours |", "|---|---|---|",
                  f"| judge, {settings.pairs.daily_budget:,} pairs/day, 7-8B model | {judge_pps:,.0f} prompts/s | {judge_h:.2f} |",
-                 f"| student, {t.epochs:g} epochs x {train_rows:,.0f} rows (label cap x {TRAIN_ROWS_PER_LLM_LABEL:g}) "
+                 f"| student, {t.bi_epochs:g} epochs x {train_rows:,.0f} rows (label cap x {TRAIN_ROWS_PER_LLM_LABEL:g}) "
                  f"| {gpu['student_steps_per_s_b32_fp32']:.1f} steps/s (batch {t.batch_size}) | {bi_h:.2f} |",
                  f"| cross-encoder, {t.epochs:g} epochs x {t.max_llm_labels:,} labels | "
                  f"{gpu['cross_steps_per_s_b32_fp32']:.1f} steps/s | {cross_h:.2f} |",

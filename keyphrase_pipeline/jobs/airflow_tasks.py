@@ -43,6 +43,7 @@ PARAM_OVERRIDES = {
 # train ``train.epochs`` over the data from the base encoder with early stopping, which real label sets
 # need. A ``KP_TRAIN__*`` variable in the environment wins over these.
 DEMO_TRAIN_BUDGET = {"train.cross_max_steps": 150, "train.bi_max_steps": 250, "train.epochs": 10.0,
+                     "train.bi_epochs": 10.0,
                      "train.init_from": "champion", "train.cross_init_from": "latest",
                      "train.warm_cross_max_steps": 60, "train.warm_bi_max_steps": 100,
                      "train.kd_list_ratio": 1.0}

@@ -259,7 +259,8 @@ def run(settings, labels: str | None = None, world: str | None = None, seeds=(42
     t = settings.train
     result = {"world": world, "labels": labels, "simulated": world is not None, "seeds": seeds, "split": split,
               "config": {"cross_max_steps": t.cross_max_steps, "bi_max_steps": t.bi_max_steps,
-                         "epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
+                         "epochs": t.epochs, "bi_epochs": t.bi_epochs, "batch_size": t.batch_size,
+                         "learning_rate": t.learning_rate,
                          "cross_learning_rate": t.cross_learning_rate, "llm_loss": t.llm_loss,
                          "llm_ranking": t.llm_ranking, "kd_extra_ratio": t.kd_extra_ratio, "kd_list_ratio": t.kd_list_ratio,
                          "kd_query_share": t.kd_query_share, "kd_list_pearson": t.kd_list_pearson,

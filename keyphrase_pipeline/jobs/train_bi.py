@@ -102,7 +102,7 @@ def _config(settings, base: str, mix: list[str], kd_loss: str, init_from: str) -
     return {"kind": "bi", "base_model": base, "init_from": init_from, "label_mix": "+".join(mix), "kd_loss": kd_loss,
             "matryoshka_dims": list(t.matryoshka_dims), "matryoshka_serve_weight": t.matryoshka_serve_weight,
             "serve_dim": settings.serve.dim, "max_steps": t.bi_max_steps,
-            "epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
+            "epochs": t.bi_epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
             "warmup_ratio": t.warmup_ratio, "max_seq_length": t.max_seq_length, "llm_loss": t.llm_loss,
             "llm_ranking": t.llm_ranking, "kd_extra_ratio": t.kd_extra_ratio, "kd_list_ratio": t.kd_list_ratio,
             "kd_group_size": t.kd_group_size, "kd_hard_share": t.kd_hard_share, "kd_query_share": t.kd_query_share,
@@ -413,7 +413,7 @@ def _train(settings, tasks: dict, rows: dict, test, start: str, tmp: str, device
                                list_scale=t.kd_list_scale, teacher_temperature=t.kd_teacher_temperature,
                                list_pearson=t.kd_list_pearson,
                                dim_weights=matryoshka_weights(settings))
-    budget = plan_budget(sum(rows.values()), t.batch_size, t.epochs, t.bi_max_steps, t.warmup_ratio,
+    budget = plan_budget(sum(rows.values()), t.batch_size, t.bi_epochs, t.bi_max_steps, t.warmup_ratio,
                          t.evals_per_epoch, t.max_train_minutes,
                          has_heldout=has_both_classes(test["label"]))
     log.info("student budget: %s", budget.reason)
@@ -567,7 +567,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default=None, help="write the model here instead of the registry")
     parser.add_argument("--label-mix", default=None, help="e.g. ctr, llm, llm+kd, llm+ctr+kd, llm+sr+ctr+kd")
     parser.add_argument("--kd-loss", default=None, choices=KD_LOSSES)
-    parser.add_argument("--max-steps", type=int, default=None, help="override train.bi_max_steps (default -1: train.epochs over the data, early stopping)")
+    parser.add_argument("--max-steps", type=int, default=None, help="override train.bi_max_steps (default -1: train.bi_epochs over the data, early stopping)")
 
 
 def main(settings, args) -> int:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 DAG_ID = "keyphrase_daily"
 TINY_TRAIN = {"matryoshka_dims": [32, 16], "batch_size": 16, "max_seq_length": 24, "epochs": 100,
-              "evals_per_epoch": 0, "cross_max_length": 48, "learning_rate": 2e-3, "warmup_ratio": 0.0,
+              "bi_epochs": 100, "evals_per_epoch": 0, "cross_max_length": 48, "learning_rate": 2e-3, "warmup_ratio": 0.0,
               "cross_max_steps": 8, "bi_max_steps": 8, "min_rows": 10, "device": "cpu"}
 TINY_SERVE = {"dim": 16, "quantize": False, "recall_sample": 50, "top_k": 10}
 GPU_TASKS = ("llm_labels.label_shard", "train.train_cross", "train.train_bi", "serve.embed_items",

@@ -1,5 +1,5 @@
-"""bench/distill_curve.py: docs/TRAINING.md's distillation table is what the committed sweep files generate,
-and every sweep file is the attr world's split with one shared teacher and the settings its row names."""
+"""bench/distill_curve.py: docs/TRAINING.md's distillation tables are what the committed sweep files generate,
+and every sweep file of a world is that world's split with one shared teacher and the settings its row names."""
 
 from __future__ import annotations
 
@@ -22,26 +22,45 @@ def curve():
     return module
 
 
-def test_the_docs_table_is_generated_from_the_committed_sweep(curve):
+@pytest.mark.parametrize("world,marker", [("attr", "distill sweep table"), ("listing", "distill sweep table: listing")])
+def test_the_docs_tables_are_generated_from_the_committed_sweep(curve, world, marker):
     doc = (REPO / "docs" / "TRAINING.md").read_text()
-    table = curve.sweep_table()
-    start, end = "<!-- distill sweep table -->\n", "\n<!-- /distill sweep table -->"
+    table = curve.sweep_table(world)
+    start, end = f"<!-- {marker} -->\n", f"\n<!-- /{marker} -->"
     assert doc[doc.index(start) + len(start):doc.index(end)] == table
-    assert table.count("\n") >= 2 + 1 + 3  # header, zero-shot, teacher and every run
+    assert table.count("\n") >= 2 + 1 + 2  # header, zero-shot, teacher and every run
 
 
-def test_sweep_files_share_a_split_and_a_teacher_and_carry_their_settings(curve):
-    files = {stem: json.loads((REPO / "bench" / "results" / "distill_sweep" / f"{stem}.json").read_text())
-             for stem, _ in curve.SWEEP if (REPO / "bench" / "results" / "distill_sweep" / f"{stem}.json").exists()}
+def _files(curve, world):
+    d = REPO / "bench" / "results" / "distill_sweep"
+    return {stem: json.loads((d / f"{stem}.json").read_text()) for stem, _ in curve.SWEEPS[world]
+            if (d / f"{stem}.json").exists()}
+
+
+@pytest.mark.parametrize("world", ["attr", "listing"])
+def test_sweep_files_share_a_split_and_a_teacher(curve, world):
+    files = _files(curve, world)
     assert len(files) >= 3
     first = next(iter(files.values()))
     for stem, r in files.items():
-        assert r["world"] == "attr" and r["simulated"] is True and r["split"] == first["split"], stem
+        assert r["world"] == world and r["simulated"] is True and r["split"] == first["split"], stem
         cross = r["per_seed"][0]["metrics"]["cross"]
         assert cross["auc"] == first["per_seed"][0]["metrics"]["cross"]["auc"], stem  # one shared teacher
         assert "truth" in r["per_seed"][0]["metrics"]["student"], stem
+
+
+def test_sweep_files_carry_the_settings_their_rows_name(curve):
+    files = _files(curve, "attr")
     assert files["attr_1_pointwise_1x"]["config"]["kd_list_ratio"] == 0.0
     assert files["attr_2_lists_5x"]["config"]["kd_list_ratio"] == 4.0
     assert files["attr_3_lists_5x_pearson"]["config"]["kd_list_pearson"] == 1.0
     if "attr_4_lists_20x" in files:
         assert files["attr_4_lists_20x"]["config"]["kd_list_ratio"] == 19.0
+    assert files["attr_5_lists_5x_epochs15"]["config"]["epochs"] == 1.5
+    listing = _files(curve, "listing")
+    assert listing["listing_1_epochs4_len48"]["config"]["max_seq_length"] == 48
+    assert listing["listing_1_epochs4_len48"]["config"]["epochs"] == 4.0
+    assert listing["listing_2_epochs2"]["config"]["max_seq_length"] == 64
+    assert listing["listing_2_epochs2"]["config"]["epochs"] == 2.0
+    if "listing_3_epochs2_serve4" in listing:
+        assert listing["listing_3_epochs2_serve4"]["config"]["matryoshka_serve_weight"] == 4.0

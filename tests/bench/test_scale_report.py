@@ -67,7 +67,7 @@ def test_cost_model_extrapolates_cpu_stages_linearly_and_sizes_gpu_stages_from_g
         {"stage": "train_bi", "items": 1000, "day": 2, "skipped": True, "reason": "not a training day"},
     ]
     s = Settings().with_overrides(**{"pairs.daily_budget": 1000, "train.max_llm_labels": 32_000, "train.epochs": 1.0,
-                                     "train.batch_size": 32})
+                                     "train.bi_epochs": 1.0, "train.batch_size": 32})
     rows, fig = report.cost_model(_doc(scale, lines), GPU, s)
     daily_h = (10.0 + 0.001 * 20_000_000) / 3600
     # the first run aggregates every day of the window: measured with 7 days, the target keeps 30

@@ -18,7 +18,7 @@ DAG_ID = "keyphrase_daily"
 def tiny_pipeline_settings(world_settings, base_model: str):
     """The tiny world's settings with tiny models: Matryoshka [32, 16], serving at 16-d, a few steps."""
     train = {"base_model": base_model, "matryoshka_dims": [32, 16], "batch_size": 16, "max_seq_length": 24,
-             "epochs": 100, "evals_per_epoch": 0,
+             "epochs": 100, "bi_epochs": 100, "evals_per_epoch": 0,
              "cross_max_length": 48, "learning_rate": 2e-3, "warmup_ratio": 0.0, "cross_max_steps": 8,
              "bi_max_steps": 8, "min_rows": 10, "device": "cpu"}
     serve = {"dim": 16, "quantize": False, "recall_sample": 50, "top_k": 10}

@@ -44,7 +44,7 @@ def tiny_settings(make_settings, lake_root, base_model: str, **train):
     caps decide (many epochs allowed, no held-out evaluation) unless a test passes otherwise. The listwise kd task
     is off (``kd_list_ratio`` 0) unless a test turns it on: the tests of other tasks keep their task sets."""
     t = {"base_model": base_model, "matryoshka_dims": [32, 16], "batch_size": 16, "max_seq_length": 24,
-         "epochs": 100, "evals_per_epoch": 0,
+         "epochs": 100, "bi_epochs": 100, "evals_per_epoch": 0,
          "cross_max_length": 48, "learning_rate": 2e-3, "warmup_ratio": 0.0, "cross_max_steps": 30,
          "bi_max_steps": 40, "min_rows": 20, "test_fraction": 0.3, "device": "cpu", "eval_k": 5,
          "promote_tolerance": 0.01, "kd_list_ratio": 0.0}

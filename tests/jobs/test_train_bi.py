@@ -237,3 +237,18 @@ def test_matryoshka_serve_weight_reaches_every_task_loss():
                                dim_weights=matryoshka_weights(settings))
     for recorded in losses.values():
         assert list(recorded.loss.matryoshka_weights) == [1.0, 3.0]
+
+
+def test_student_budget_counts_bi_epochs_not_the_cross_encoders_epochs(tmp_path):
+    """``train.bi_epochs`` sets the student's passes over its rows; ``train.epochs`` is the cross-encoder's."""
+    import math
+
+    from keyphrase_pipeline.jobs import train_bi
+
+    w = trained_world(make_settings)
+    s = tiny_settings(make_settings, tmp_path / "lake", w["base"], bi_max_steps=-1, epochs=100, bi_epochs=0.5)
+    write_lake_inputs(s, w["pairs"])
+    f = train_bi.run(s, DS, cross=w["cross"]["path"])
+    rows = sum(f["task_rows"].values())
+    assert f["steps"] == max(1, round(math.ceil(rows / s.train.batch_size) * 0.5))
+    assert json.loads((Path(f["path"]) / "train_config.json").read_text())["epochs"] == 0.5
