@@ -16,7 +16,8 @@ For each size (items; keyphrases and searches/day scale as ``kp synth`` scales t
    (``keyphrase_pipeline.jobs.airflow_tasks.plan_day``: no champion yet, or ``is_training_day`` with
    ``train.retrain_every_days``; the setting's default 1 trains every day).
    Training runs at a fixed step budget (``train.cross_max_steps`` / ``train.bi_max_steps`` =
-   ``--train-steps``, ``train.epochs`` 10 as the demo, so the step cap decides), the real MiniLM encoder.
+   ``--train-steps``, ``train.epochs`` and ``train.bi_epochs`` 10 as the demo, so the step cap decides), the real
+   MiniLM encoder.
 3. samples each stage's whole process tree with psutil every ``--interval`` s (the ``kp`` process, its Spark
    JVM, the JVM's Python workers; processes that outlive their parent are followed until they exit):
    ``wall_s`` (start to the ``kp`` process's exit), ``cpu_s`` (user + system of every process seen, the last

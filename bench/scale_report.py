@@ -22,7 +22,8 @@ The cost model, stated so it can be checked:
 * stages that run on GPUs in production are sized from ``bench/results/gpu_check.json`` (an H200) instead:
   the judge at ``pairs.daily_budget`` pairs a day with a 7-8B model taken as ``JUDGE_7B_SLOWDOWN`` x the
   measured 135M-shape forward pass; training at the label cap (``train.max_llm_labels`` LLM labels, times
-  ``TRAIN_ROWS_PER_LLM_LABEL`` for KD extras and CTR positives) for ``train.epochs`` epochs at the measured
+  ``TRAIN_ROWS_PER_LLM_LABEL`` for KD extras and CTR positives) for ``train.bi_epochs`` epochs (the
+  cross-encoder: ``train.epochs`` over the labels) at the measured
   student and cross-encoder steps/s (batch 32, fp32);
 * the GPU stages get ``GPU_WINDOW_HOURS`` of the ``TARGET["hours"]`` and the CPU stages the rest; hours of
   work are turned into executor cores and GPUs at ``PARALLEL_EFFICIENCY`` (Spark task skew, shuffles,

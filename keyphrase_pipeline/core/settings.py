@@ -177,7 +177,7 @@ class TrainSettings(BaseModel):
     promote_tolerance: float = Field(0.01, ge=0, description="Challenger may be this much worse in F1 and still win.")
     cross_max_steps: int = Field(-1, description="Cross-encoder step cap (-1: train.epochs over the data decide; "
                                  "the demo passes 150).")
-    bi_max_steps: int = Field(-1, description="Bi-encoder step cap (-1: train.epochs over the data decide; "
+    bi_max_steps: int = Field(-1, description="Bi-encoder step cap (-1: train.bi_epochs over the data decide; "
                               "the demo passes 250).")
     cross_max_length: int = Field(96, ge=16, description="Cross-encoder max tokens (query + category + title).")
     cross_learning_rate: float | None = Field(None, gt=0, description="Cross-encoder learning rate (None: learning_rate). "

@@ -271,7 +271,10 @@ def run(settings, labels: str | None = None, world: str | None = None, seeds=(42
                          "evals_per_epoch": t.evals_per_epoch, "early_stopping_patience": t.early_stopping_patience,
                          "serve_dim": settings.serve.dim, "max_seq_length": t.max_seq_length,
                          "cross_max_length": t.cross_max_length, "matryoshka_dims": list(t.matryoshka_dims),
-                         "matryoshka_serve_weight": t.matryoshka_serve_weight},
+                         "matryoshka_serve_weight": t.matryoshka_serve_weight,
+                         # --cross: the teachers were trained elsewhere, and their settings are in their own
+                         # train_config.json, not these
+                         "cross_reused": cross_dir},
               "per_seed": per_seed, "summary": summarise(per_seed),
               "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     if out:

@@ -65,7 +65,9 @@ def _check_dims(settings, version: str) -> None:
 
 def is_exported(settings, version: str) -> dict | None:
     """The export record (``export.json`` as a dict) when ``version`` is exported and verified at the current
-    ``serve.dim`` with the current ``serve.quantize``, else None.
+    ``serve.dim`` with the current ``serve.quantize`` and its item tower at the length the model was trained at
+    (``onnx_export.tower_max_len``; an export written before the towers followed the model's length is redone),
+    else None.
 
     ConfigError (exit 2) for a bad version id or a non-local lake; json.JSONDecodeError (exit 1) for a
     corrupt record."""
@@ -75,9 +77,19 @@ def is_exported(settings, version: str) -> dict | None:
     if not path.exists():
         return None
     rec = json.loads(path.read_text())
-    if rec.get("verified") and rec.get("dim") == settings.serve.dim and rec.get("quantize_tried") == settings.serve.quantize:
-        return rec
-    return None
+    if not (rec.get("verified") and rec.get("dim") == settings.serve.dim
+            and rec.get("quantize_tried") == settings.serve.quantize):
+        return None
+    from keyphrase_pipeline.core.layout import model_dir
+    from keyphrase_pipeline.models.onnx_export import tower_max_len
+
+    src = Path(local_path(model_dir(settings, version)))
+    served = (rec.get("max_len") or {}).get("item")
+    if (src / "config.json").exists() and served != tower_max_len(str(src), "item"):
+        log.info("export of %s serves item text at %s tokens, the model was trained at %d: not current", version,
+                 served, tower_max_len(str(src), "item"))
+        return None
+    return rec
 
 
 def _export_towers(src: str, tmp: Path, dim: int) -> dict:

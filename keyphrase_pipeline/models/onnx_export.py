@@ -94,14 +94,17 @@ def model_max_len(model_dir: str) -> int | None:
 def tower_max_len(model_dir: str, tower: str) -> int:
     """Longest input of ``tower`` ('item' | 'keyphrase') in tokens.
 
-    The item tower serves at the model's own length (``model_max_len``: the student's ``train.max_seq_length``),
-    so an embedding served is the embedding trained and scored (``kp score``); ``ITEM_MAX_LEN`` when the model
-    does not say. The keyphrase tower takes at most ``KEYPHRASE_MAX_LEN`` (queries are short). Both are capped
-    by ``max_position_embeddings`` of the model's ``config.json`` (512 when absent). Any other ``tower`` name
-    gets the keyphrase length."""
+    The item tower of a student this project trained (``kp_model.json`` of kind ``bi``) serves at the student's
+    own length (``model_max_len``: its ``train.max_seq_length``), so an embedding served is the embedding
+    trained and scored (``kp score``); any other model (a base encoder, whose own length is 256 or 512) at
+    ``ITEM_MAX_LEN``. The keyphrase tower takes at most ``KEYPHRASE_MAX_LEN`` (queries are short). Both are
+    capped by ``max_position_embeddings`` of the model's ``config.json`` (512 when absent). Any other ``tower``
+    name gets the keyphrase length."""
     cfg = json.loads((Path(model_dir) / "config.json").read_text()) if (Path(model_dir) / "config.json").exists() else {}
     cap = int(cfg.get("max_position_embeddings", 512))
-    own = model_max_len(model_dir)
+    marker = Path(model_dir) / "kp_model.json"
+    student = marker.exists() and json.loads(marker.read_text()).get("kind") == "bi"
+    own = model_max_len(model_dir) if student else None
     if tower == "item":
         want = own or ITEM_MAX_LEN
     else:

@@ -3,7 +3,8 @@ a held-out evaluator that picks the best checkpoint, a wall-clock cap, the train
 logging, loss curves, a calibration plot and the model card. The stages ``keyphrase_pipeline/jobs/train_cross.py`` and
 ``keyphrase_pipeline/jobs/train_bi.py`` call these; metrics are in ``keyphrase_pipeline/models/metrics.py``.
 
-The budget comes from the data, not from a demo: ``train.epochs`` passes over the labelled set, evaluated
+The budget comes from the data, not from a demo: ``train.epochs`` (the cross-encoder) or ``train.bi_epochs``
+(the student) passes over the labelled set, evaluated
 on the held-out split ``train.evals_per_epoch`` times an epoch, the best checkpoint by held-out ROC AUC
 kept (``load_best_model_at_end``), stopped early after ``train.early_stopping_patience`` evaluations
 without gain, and capped by ``train.max_train_minutes`` and the model's step cap (``-1``: none). This is

@@ -31,7 +31,7 @@ from keyphrase_pipeline.synthetic.world import SLOTS, Truth
 
 log = logging.getLogger(__name__)
 
-# Three worlds for recipe development: the demo world; one with another seed, a larger taxonomy (long
+# Four worlds for recipe development: the demo world; one with another seed, a larger taxonomy (long
 # tails of made-up brands: another vocabulary mix), no category and more noise; and "attr", whose judged
 # candidates are what a search engine's result page holds for attribute queries (near misses on one
 # attribute, other product types for the same model or brand), where relevance turns on one token.
@@ -85,7 +85,11 @@ def seller_titles(titles: np.ndarray, seed: int, median_chars: int = 130, max_ch
 
     Each title draws a target length from a log-normal with median ``median_chars`` (spread 0.35: about one in
     eight above 200 characters), capped at ``max_chars`` (a marketplace's limit); the title's own words are
-    never cut. Deterministic per (``seed``, row). Returns an object array of str, the same shape.
+    never cut. The same (``titles``, ``seed``) give the same output; one generator runs through the rows, so a
+    title's filler also depends on the rows before it (an item reads differently at 600 and at 6,000 pairs).
+    A phrase can land inside a multi-word value ("2 ... Pack", "Phone ... Charger"): about one multi-word
+    attribute value in nine at 6,000 ``listing`` pairs, which real sellers do not do (a known flaw; the
+    committed listing runs used it). Returns an object array of str, the same shape.
     **Simulated**: a stand-in for real sellers' wording, not a sample of it."""
     rng = np.random.default_rng([seed, 79])
     out = np.empty(len(titles), dtype=object)

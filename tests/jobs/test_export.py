@@ -42,6 +42,24 @@ def test_export_is_idempotent_unless_forced(serve_world):
     assert f.stat().st_mtime_ns != mtime
 
 
+def test_export_at_another_length_than_the_model_was_trained_at_is_redone(serve_world):
+    """An export whose item tower serves another length than the student was trained (and is scored) at, e.g.
+    one written when the towers served a fixed 64 tokens, is not current: export redoes it, embed refuses it."""
+    from keyphrase_pipeline.core.layout import model_dir
+    from keyphrase_pipeline.models.onnx_export import tower_max_len
+
+    export.run(serve_world, DS)
+    path = Path(onnx_dir(serve_world, "v1")) / "export.json"
+    rec = json.loads(path.read_text())
+    assert rec["max_len"]["item"] == tower_max_len(str(model_dir(serve_world, "v1")), "item")
+    assert export.is_exported(serve_world, "v1") is not None
+    rec["max_len"]["item"] += 7
+    path.write_text(json.dumps(rec))
+    assert export.is_exported(serve_world, "v1") is None
+    again = export.run(serve_world, DS)
+    assert again["skipped"] is False and export.is_exported(serve_world, "v1") is not None
+
+
 def test_tolerance_gate_refuses_and_writes_nothing(serve_world):
     s = serve_world.with_overrides(**{"serve.export_tolerance": 1e-12})
     with pytest.raises(GateError, match="export_tolerance"):

@@ -222,7 +222,8 @@ def test_a_backfill_never_distils_from_a_later_days_cross_encoder(tmp_path):
     assert same_day["cross_version"] == w["cross"]["version"] and "kd" in same_day["task_rows"]
 
 
-def test_matryoshka_serve_weight_reaches_every_task_loss():
+def test_matryoshka_serve_weight_reaches_every_task_loss(tmp_path, monkeypatch):
+    from keyphrase_pipeline.jobs import train_bi
     from keyphrase_pipeline.jobs.train_bi import build_task_losses, matryoshka_weights
     from keyphrase_pipeline.models.bi_encoder import build_student
     from keyphrase_pipeline.models.losses import TaskLosses
@@ -237,6 +238,19 @@ def test_matryoshka_serve_weight_reaches_every_task_loss():
                                dim_weights=matryoshka_weights(settings))
     for recorded in losses.values():
         assert list(recorded.loss.matryoshka_weights) == [1.0, 3.0]
+    # a run passes the setting on, and records it
+    seen = {}
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return build_task_losses(*args, **kwargs)
+
+    monkeypatch.setattr(train_bi, "build_task_losses", spy)
+    s = tiny_settings(make_settings, tmp_path / "lake", w["base"], bi_max_steps=1, matryoshka_serve_weight=2.5)
+    write_lake_inputs(s, w["pairs"])
+    f = train_bi.run(s, DS, cross=w["cross"]["path"])
+    assert seen["dim_weights"] == [1.0, 2.5]
+    assert json.loads((Path(f["path"]) / "train_config.json").read_text())["matryoshka_serve_weight"] == 2.5
 
 
 def test_student_budget_counts_bi_epochs_not_the_cross_encoders_epochs(tmp_path):

@@ -104,22 +104,40 @@ def test_missing_tower_is_clear_error(tmp_path):
 
 
 def test_item_tower_serves_at_the_length_the_model_was_trained_at(tiny, tmp_path):
+    """A student this project trained (kp_model.json of kind bi) serves its item tower at its own length; any
+    other model (a base encoder says 256 or 512) at ITEM_MAX_LEN; both capped by the position table."""
     import json
     import shutil
+    from pathlib import Path
 
-    assert ox.model_max_len(tiny) == 32  # build_tiny_encoder trains at 32 tokens
-    assert ox.tower_max_len(tiny, "item") == 32 and ox.tower_max_len(tiny, "keyphrase") == ox.KEYPHRASE_MAX_LEN
-    short = shutil.copytree(tiny, tmp_path / "short")
-    for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
-        path = short / name
-        if path.exists():
-            cfg = json.loads(path.read_text())
-            if key in cfg:
-                cfg[key] = 12
-                path.write_text(json.dumps(cfg))
-    assert ox.tower_max_len(str(short), "item") == 12 and ox.tower_max_len(str(short), "keyphrase") == 12
-    bare = tmp_path / "bare"
-    bare.mkdir()
-    (bare / "config.json").write_text(json.dumps({"max_position_embeddings": 40}))
-    assert ox.model_max_len(str(bare)) is None
-    assert ox.tower_max_len(str(bare), "item") == 40  # ITEM_MAX_LEN (64), capped by the position table
+    from keyphrase_pipeline.models.bi_encoder import write_marker
+
+    def set_len(d, sbert=None, tokenizer=None):
+        for name, key, value in (("sentence_bert_config.json", "max_seq_length", sbert),
+                                 ("tokenizer_config.json", "model_max_length", tokenizer)):
+            path = d / name
+            cfg = json.loads(path.read_text()) if path.exists() else {}
+            if value is None:
+                cfg.pop(key, None)
+            else:
+                cfg[key] = value
+            path.write_text(json.dumps(cfg))
+
+    assert ox.model_max_len(tiny) == 32  # build_tiny_encoder sets 32 tokens
+    cap = json.loads((Path(tiny) / "config.json").read_text())["max_position_embeddings"]
+    assert ox.tower_max_len(tiny, "item") == min(ox.ITEM_MAX_LEN, cap)  # no marker: not a trained student
+    student = shutil.copytree(tiny, tmp_path / "student")
+    write_marker(student, "bi", serve_dim=16)
+    assert ox.tower_max_len(str(student), "item") == 32 and ox.tower_max_len(str(student), "keyphrase") == 24
+    set_len(student, sbert=None, tokenizer=12)  # sentence-transformers 6 keeps the length in the tokenizer config
+    assert ox.tower_max_len(str(student), "item") == 12 and ox.tower_max_len(str(student), "keyphrase") == 12
+    set_len(student, sbert=20, tokenizer=12)  # the sentence-transformers config wins when it says
+    assert ox.model_max_len(str(student)) == 20
+    set_len(student, sbert=None, tokenizer=1e30)  # Hugging Face's "no limit"
+    assert ox.model_max_len(str(student)) is None
+    assert ox.tower_max_len(str(student), "item") == min(ox.ITEM_MAX_LEN, cap)
+    set_len(student, sbert=None, tokenizer=4096)  # longer than the position table
+    assert ox.tower_max_len(str(student), "item") == cap
+    base = shutil.copytree(tiny, tmp_path / "base")
+    set_len(base, sbert=256, tokenizer=512)  # what a base encoder says: not what the towers serve
+    assert ox.tower_max_len(str(base), "item") == min(ox.ITEM_MAX_LEN, cap)

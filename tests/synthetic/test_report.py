@@ -25,7 +25,7 @@ def report_settings(tiny_world, base):
     return tiny_world.with_overrides(**{
         "train.base_model": base, "train.matryoshka_dims": [32, 16], "serve.dim": 16, "train.batch_size": 16,
         "train.max_seq_length": 24, "train.cross_max_length": 48, "train.learning_rate": 2e-3,
-        "train.warmup_ratio": 0.0, "train.epochs": 100, "train.evals_per_epoch": 0, "train.cross_max_steps": 15, "train.bi_max_steps": 15, "train.min_rows": 20,
+        "train.warmup_ratio": 0.0, "train.epochs": 100, "train.bi_epochs": 100, "train.evals_per_epoch": 0, "train.cross_max_steps": 15, "train.bi_max_steps": 15, "train.min_rows": 20,
         "train.device": "cpu", "train.eval_max_items": 40})
 
 
