@@ -67,3 +67,16 @@ def test_sweep_files_carry_the_settings_their_rows_name(curve):
     assert student_epochs(listing["listing_2_epochs2"]) == "2"
     assert student_epochs(listing["listing_3_epochs2_serve4"]) == "2"
     assert listing["listing_3_epochs2_serve4"]["config"]["matryoshka_serve_weight"] == 4.0
+
+
+def test_listing_seed_runs_are_the_defaults_on_the_same_split():
+    """docs/TRAINING.md's 3-seed listing figures: seed 1 is listing_2_epochs2, seeds 2-3 listing_defaults_seeds23,
+    both with the defaults they claim, on one split."""
+    d = REPO / "bench" / "results" / "distill_sweep"
+    one = json.loads((d / "listing_2_epochs2.json").read_text())
+    more = json.loads((d / "listing_defaults_seeds23.json").read_text())
+    assert more["world"] == "listing" and more["seeds"] == [2, 3] and more["split"] == one["split"]
+    c = more["config"]
+    assert (c["max_seq_length"], c["kd_list_ratio"], c["matryoshka_serve_weight"], c["bi_epochs"]) == (64, 4.0, 1.0, 2.0)
+    assert all(ps["cross_seconds"] > 0 for ps in more["per_seed"])  # a teacher trained per seed
+    assert all(ps["student_budget"].startswith("2 epoch") for ps in more["per_seed"] + one["per_seed"])
