@@ -102,8 +102,9 @@ def tower_max_len(model_dir: str, tower: str) -> int:
     name gets the keyphrase length."""
     cfg = json.loads((Path(model_dir) / "config.json").read_text()) if (Path(model_dir) / "config.json").exists() else {}
     cap = int(cfg.get("max_position_embeddings", 512))
-    marker = Path(model_dir) / "kp_model.json"
-    student = marker.exists() and json.loads(marker.read_text()).get("kind") == "bi"
+    from keyphrase_pipeline.models.bi_encoder import read_marker
+
+    student = read_marker(model_dir).get("kind") == "bi"
     own = model_max_len(model_dir) if student else None
     if tower == "item":
         want = own or ITEM_MAX_LEN
