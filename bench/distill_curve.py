@@ -47,7 +47,6 @@ SWEEPS = {
         ("listing_3_epochs2_serve4", "5 x, 2 epochs, 64 tokens, `matryoshka_serve_weight` 4"),
     ),
 }
-SWEEP = SWEEPS["attr"]
 RESULTS = REPO / "bench" / "results" / "distill_sweep"
 
 

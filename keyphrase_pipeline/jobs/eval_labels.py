@@ -256,25 +256,10 @@ def run(settings, labels: str | None = None, world: str | None = None, seeds=(42
                          cross_dir=cross_dir.format(seed=seed) if cross_dir else None)
             per_seed.append(r)
             print(json.dumps({"world": world, "labels": labels, **r}), flush=True)
-    t = settings.train
     result = {"world": world, "labels": labels, "simulated": world is not None, "seeds": seeds, "split": split,
-              "config": {"cross_max_steps": t.cross_max_steps, "bi_max_steps": t.bi_max_steps,
-                         "epochs": t.epochs, "bi_epochs": t.bi_epochs, "batch_size": t.batch_size,
-                         "learning_rate": t.learning_rate,
-                         "cross_learning_rate": t.cross_learning_rate, "llm_loss": t.llm_loss,
-                         "llm_ranking": t.llm_ranking, "kd_extra_ratio": t.kd_extra_ratio, "kd_list_ratio": t.kd_list_ratio,
-                         "kd_query_share": t.kd_query_share, "kd_list_pearson": t.kd_list_pearson,
-                         "kd_group_size": t.kd_group_size, "kd_hard_share": t.kd_hard_share,
-                         "kd_list_scale": t.kd_list_scale, "kd_teacher_temperature": t.kd_teacher_temperature,
-                         "kd_max_pairs": t.kd_max_pairs,
-                         "label_mix": t.label_mix, "kd_loss": t.kd_loss,
-                         "evals_per_epoch": t.evals_per_epoch, "early_stopping_patience": t.early_stopping_patience,
-                         "serve_dim": settings.serve.dim, "max_seq_length": t.max_seq_length,
-                         "cross_max_length": t.cross_max_length, "matryoshka_dims": list(t.matryoshka_dims),
-                         "matryoshka_serve_weight": t.matryoshka_serve_weight,
-                         # --cross: the teachers were trained elsewhere, and their settings are in their own
-                         # train_config.json, not these
-                         "cross_reused": cross_dir},
+              # every training setting; with --cross the teachers were trained elsewhere, and their settings are
+              # in their own train_config.json, not these
+              "config": {**settings.train.model_dump(mode="json"), "serve_dim": settings.serve.dim, "cross_reused": cross_dir},
               "per_seed": per_seed, "summary": summarise(per_seed),
               "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     if out:

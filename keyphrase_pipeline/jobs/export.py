@@ -84,10 +84,12 @@ def is_exported(settings, version: str) -> dict | None:
     from keyphrase_pipeline.models.onnx_export import tower_max_len
 
     src = Path(local_path(model_dir(settings, version)))
-    served = (rec.get("max_len") or {}).get("item")
-    if (src / "config.json").exists() and served != tower_max_len(str(src), "item"):
+    if not (src / "config.json").exists():
+        return rec
+    served, trained = (rec.get("max_len") or {}).get("item"), tower_max_len(str(src), "item")
+    if served != trained:
         log.info("export of %s serves item text at %s tokens, the model was trained at %d: not current", version,
-                 served, tower_max_len(str(src), "item"))
+                 served, trained)
         return None
     return rec
 
