@@ -289,8 +289,9 @@ def _gen_items(n: int, seed: int, taxonomy: list[dict]) -> pd.DataFrame:
                "material", "compat", "count", "popularity"]]
 
 
-def _item_title(row: tuple, u: np.ndarray) -> str:
-    """One seller-style title from attributes and 16 uniforms (deterministic per item and version)."""
+def _item_title_segments(row: tuple, u: np.ndarray) -> list[str]:
+    """One seller-style title from attributes and 16 uniforms (deterministic per item and version), as its
+    segments: a value never spans two of them ("2 Pack", "for Galaxy S21" stay whole)."""
     ptype, brand, colour, size, material, compat, count = row
     spec = _TYPE_SPEC[ptype]
     names = [spec["type"], *spec["syn"]]
@@ -334,22 +335,26 @@ def _item_title(row: tuple, u: np.ndarray) -> str:
     if u[14] < 0.45:
         noise = _NOISE[int(u[15] * len(_NOISE)) % len(_NOISE)]
         words = ([noise] + words) if u[14] < 0.2 else (words + [noise])
-    title = " ".join(words)
-    if style > 0.93:
-        title = title.upper()
-    return title[:80]
+    return [w.upper() for w in words] if style > 0.93 else words
 
 
 _TYPE_SPEC = {t["type"]: t for t in TAXONOMY}
 
 
-def _titles(items: pd.DataFrame, seed: int, version: np.ndarray | int = 0) -> np.ndarray:
+def _titles(items: pd.DataFrame, seed: int, version: np.ndarray | int = 0, segments: bool = False) -> np.ndarray:
+    """Each item's title (object array of str, at most 80 characters), or with ``segments`` the title's
+    segments (object array of tuples of str: the brand, each attribute value with its lead word, the product
+    name, the seller's noise) whose space-joined text, cut to 80 characters, is the title."""
     ids = items["item_id"].to_numpy(np.int64)
     ver = np.broadcast_to(np.asarray(version, dtype=np.int64), ids.shape)
     u = hash_u01(seed, ids[:, None], ver[:, None], np.arange(16)[None, :])
     cols = ["product_type", "brand", "colour", "size", "material", "compat", "count"]
     rows = items[cols].itertuples(index=False, name=None)
-    return np.array([_item_title(r, u[i]) for i, r in enumerate(rows)], dtype=object)
+    out = np.empty(len(items), dtype=object)
+    for i, r in enumerate(rows):
+        segs = _item_title_segments(r, u[i])
+        out[i] = tuple(segs) if segments else " ".join(segs)[:80]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -63,12 +63,18 @@ _BINDS = {"for", "with", "fits", "size", "compatible"}  # no selling phrase betw
 
 
 def _world(seed: int, n_items: int):
-    """(items, keyphrases, truth, titles) of the synthetic world of this seed and size."""
+    """(items, keyphrases, truth, title segments) of the synthetic world of this seed and size; a title is
+    ``_joined(segments)``."""
     _, n_items, n_kp, _ = resolve_scale(n_items)
     taxonomy = taxonomy_for(n_items)
     items = _gen_items(n_items, seed, taxonomy)
     kps = _gen_keyphrases(items, n_kp, seed, taxonomy)
-    return items, kps, Truth.from_frames(items, kps), _titles(items, seed)
+    return items, kps, Truth.from_frames(items, kps), _titles(items, seed, segments=True)
+
+
+def _joined(segments: np.ndarray) -> np.ndarray:
+    """The titles (object array of str) of an object array of segment tuples (``synth._titles``)."""
+    return np.array([" ".join(s)[:80] for s in segments], dtype=object)
 
 
 def _check(noise: float, n_pairs: int) -> None:
@@ -80,32 +86,42 @@ def _check(noise: float, n_pairs: int) -> None:
 
 def seller_titles(titles: np.ndarray, seed: int, median_chars: int = 130, max_chars: int = 250) -> np.ndarray:
     """Titles lengthened to a marketplace's length: selling phrases (``_SELLING``) inserted at a random point
-    of each title and appended, so that a constraint can sit behind them (the way real listings put
-    "..., Black, Size 10" last).
+    between two of a title's segments and appended, so that a constraint can sit behind them (the way real
+    listings put "..., Black, Size 10" last).
 
     Each title draws a target length from a log-normal with median ``median_chars`` (spread 0.35: about one in
     eight above 200 characters), capped at ``max_chars`` (a marketplace's limit); the title's own words are
     never cut. The same (``titles``, ``seed``) give the same output; one generator runs through the rows, so a
     title's filler also depends on the rows before it (an item reads differently at 600 and at 6,000 pairs).
-    A phrase can land inside a multi-word value ("2 ... Pack", "Phone ... Charger"): about one multi-word
-    attribute value in nine at 6,000 ``listing`` pairs, which real sellers do not do (a known flaw; the
-    committed listing runs used it). Returns an object array of str, the same shape.
+
+    Args:
+        titles: object array of segment tuples (``synth._titles(..., segments=True)``: a value such as
+            "2 Pack" or "for Galaxy S21" is one segment, and no phrase lands inside it), or of str, read as
+            one segment per word.
+
+    Returns an object array of str, the same shape. The listing runs committed before 2026-12-05 used a
+    version that cut plain titles at any word, which put a phrase inside about one multi-word attribute
+    value in nine ("2 ... Pack").
     **Simulated**: a stand-in for real sellers' wording, not a sample of it."""
     rng = np.random.default_rng([seed, 79])
     out = np.empty(len(titles), dtype=object)
     for i, title in enumerate(titles):
         target = min(max_chars, int(median_chars * np.exp(0.35 * rng.standard_normal())))
-        words = str(title).split()
-        cuts = [j for j in range(1, len(words) + 1) if words[j - 1].lower() not in _BINDS] or [len(words)]
-        at = cuts[int(rng.integers(len(cuts)))]
-        head, tail, extra = words[:at], words[at:], []
-        while len(" ".join(head + extra + tail)) < target:
+        segs = str(title).split() if isinstance(title, str) else list(title)
+        text = " ".join(segs)[:80]   # the world's title: its segments cut to 80 characters
+        ends = np.cumsum([len(s) + 1 for s in segs]) - 1   # where each segment ends in ``text``
+        cuts = [int(e) for e, s in zip(ends, segs) if e <= len(text) and s.split()[-1].lower() not in _BINDS]
+        at = cuts[int(rng.integers(len(cuts)))] if cuts else len(text)
+        head, tail = text[:at].strip(), text[at:].strip()
+        extra, size = [], len(text)
+        while size < target:
             phrase = _SELLING[int(rng.integers(len(_SELLING)))]
-            if len(" ".join(head + extra + tail + [phrase])) > max_chars:
+            if size + 1 + len(phrase) > max_chars:
                 break
             extra.append(phrase)
+            size += 1 + len(phrase)
         split = int(rng.integers(0, len(extra) + 1))
-        out[i] = " ".join(head + extra[:split] + tail + extra[split:])
+        out[i] = " ".join(p for p in (head, *extra[:split], tail, *extra[split:]) if p)
     return out
 
 
@@ -114,14 +130,14 @@ def _judged_frame(world, ii: np.ndarray, kk: np.ndarray, rng: np.random.Generato
     """The judged pairs (item rows ``ii``, keyphrase rows ``kk``) with their truth and ``noise`` of the labels
     flipped (drawn from ``rng``); ``long_titles``: titles lengthened by ``seller_titles``. Returns (frame,
     flipped mask)."""
-    items, kps, truth, titles = world
+    items, kps, truth, segments = world
     label_true, _ = truth.match_by_index(ii, kk)
     flip = rng.random(len(ii)) < noise
-    shown = titles[ii]
+    shown = _joined(segments[ii])
     if long_titles:
         seed = int(rng.integers(2**31))
         uniq, inverse = np.unique(ii, return_inverse=True)  # one long title per item, however often it is judged
-        shown = seller_titles(titles[uniq], seed)[inverse]
+        shown = seller_titles(segments[uniq], seed)[inverse]
     return pd.DataFrame({
         "title": shown.astype(str),
         "category": items["category"].to_numpy(object)[ii].astype(str) if with_category else "",

@@ -104,3 +104,27 @@ def test_listing_world_is_attr_with_marketplace_length_titles():
     bound = re.compile(r"\b(for|with|fits|size) (" + "|".join(map(re.escape, _SELLING)) + r")\b", re.I)
     assert not [t for t in long["title"] if bound.search(t)]
     assert list(seller_titles(np.array(["A b"]), 1)) == list(seller_titles(np.array(["A b"]), 1))
+
+
+def test_listing_world_never_puts_a_selling_phrase_inside_an_attribute_value():
+    """A multi-word value ("2 Pack", "for Galaxy S21", "Size 10") stays whole in the long title: the filler
+    goes between a title's segments only (the first version split about one such value in eight)."""
+    from keyphrase_pipeline.synthetic import synth_labels as sl
+    from keyphrase_pipeline.synthetic.synth_labels import seller_titles
+
+    w = sl.WORLDS["listing"]
+    by_title = {" ".join(s)[:80]: s for s in sl._world(w["seed"], w["items"])[3]}
+    short, long = world_pairs("attr", n_pairs=600), world_pairs("listing", n_pairs=600)
+    whole = []
+    for t, l in zip(short["title"], long["title"]):
+        end = 0
+        for seg in by_title[t]:
+            end += len(seg) + 1
+            if " " in seg and end - 1 <= len(t):
+                whole.append(seg in l)
+    assert len(whole) > 500 and all(whole), (len(whole), whole.count(False))
+    segs = np.empty(1, dtype=object)
+    segs[0] = ("ACME", "2 Pack", "for Galaxy S21", "Phone Charger")
+    for seed in range(50):
+        out = seller_titles(segs, seed)[0]
+        assert all(v in out for v in segs[0]) and len(out) > 60, out
