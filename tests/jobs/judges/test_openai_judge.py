@@ -67,9 +67,17 @@ class FakeLLM:
                 top = ([{"token": "Yes", "logprob": -0.1}, {"token": "No", "logprob": -2.5}, {"token": "The", "logprob": -6}]
                        if good else [{"token": " no", "logprob": -0.05}, {"token": " yes", "logprob": -3.0}])
                 assert body["max_tokens"] == 1 and body["logprobs"] is True and body["temperature"] == 0
-                self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": top[0]["token"]},
-                                              "logprobs": {"content": [{"token": top[0]["token"], "logprob": top[0]["logprob"],
-                                                                        "top_logprobs": top}]}}]})
+                answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": top[0]["token"]},
+                                       "logprobs": {"content": [{"token": top[0]["token"], "logprob": top[0]["logprob"],
+                                                                 "top_logprobs": top}]}}],
+                          "model": body["model"], "usage": {"prompt_tokens": len(body["messages"][0]["content"]) // 4}}
+                if action == "othermodel":  # a server that serves another model than the one asked for
+                    answer["model"] = "other-llm"
+                if action == "dated":  # a hosted API answers with the dated version of the name
+                    answer["model"] = body["model"] + "-2024-08-06"
+                if action == "swallowed":  # a chat template that drops the user turn: only its own tokens
+                    answer["usage"] = {"prompt_tokens": 12}
+                self._send(200, answer)
 
             def _send(self, code, obj, headers=None):
                 data = json.dumps(obj).encode()
@@ -109,6 +117,38 @@ def test_scores_from_logprobs_and_sends_the_key(settings, server):
     assert {r["model"] for r in server.requests} == {"test-llm"}
     assert sum('keyphrase: "good mug"' in r["messages"][0]["content"] for r in server.requests) == 1
     assert "sk-test-123" not in repr(j) and "sk-test-123" not in repr(j.settings)
+
+
+def test_sends_the_served_name_while_the_identity_carries_the_revision(settings, server):
+    j = make(settings, server, model_revision="2026-12")
+    assert j.model == "test-llm@rev:2026-12"
+    j.score(PAIRS.iloc[:1])
+    assert [r["model"] for r in server.requests] == ["test-llm"]
+
+
+def test_refuses_an_answer_from_another_model(settings, server):
+    server.script = ["othermodel"]
+    j = make(settings, server, concurrency=1)
+    with pytest.raises(ConfigError, match="answered with model 'other-llm'.*KP_JUDGE__MODEL"):
+        j.score(PAIRS.iloc[:1])
+    assert len(server.requests) == 1  # not retried
+
+
+def test_refuses_a_server_whose_chat_template_drops_the_prompt(settings, server):
+    """Same prompt-token count for prompts 60 characters apart: the template kept only its own tokens."""
+    pairs = pd.DataFrame({"title": ["Mug", "Mug " + "x" * 60], "category": ["Kitchen"] * 2, "keyphrase": ["a", "b"]})
+    server.script = ["swallowed", "swallowed"]
+    with pytest.raises(ConfigError, match="12 prompt tokens for prompts of .* chat template drops the user turn"):
+        make(settings, server, concurrency=1).score(pairs)
+    # a template that keeps the prompt reports more tokens for the longer one: no refusal
+    assert len(make(settings, server, concurrency=1).score(pairs)) == 2
+
+
+def test_a_dated_model_name_or_the_check_switched_off_passes(settings, server):
+    server.script = ["dated", "othermodel"]
+    assert make(settings, server, concurrency=1).score(PAIRS.iloc[:1]) == pytest.approx([P_GOOD])
+    assert make(settings, server, concurrency=1, check_served_model=False).score(PAIRS.iloc[:1]) == \
+        pytest.approx([P_GOOD])
 
 
 def test_retries_429_500_and_timeouts_then_succeeds(settings, server):
