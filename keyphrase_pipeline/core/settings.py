@@ -97,6 +97,8 @@ class VLLMSettings(BaseModel):
                                         "shares (the rubric).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model is split across.")
     max_logprobs: int = Field(20, ge=1, description="Top logprobs a request may ask for (the judges ask 20).")
+    max_pairs_per_call: int = Field(0, ge=0, description="vllm backend: pairs per LLM.chat call (each call's answers "
+                                    "are staged before the next); 0 = a whole shard in one call.")
     host: str = Field("127.0.0.1", description="Interface ``kp llm-server`` listens on (0.0.0.0 in a container).")
     port: int = Field(8000, ge=1, le=65535)
     startup_timeout_s: float = Field(600.0, gt=0, description="How long ``kp llm-server --wait`` and the tests "

