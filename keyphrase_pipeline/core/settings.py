@@ -123,7 +123,12 @@ class JudgeSettings(BaseModel):
     max_title_chars: int = Field(300, ge=16)
     max_keyphrase_chars: int = Field(120, ge=8)
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="label = p_yes >= threshold")
-    simulated_accuracy: float = Field(0.9, ge=0.5, le=1.0, description="Simulated annotator agreement with truth.")
+    simulated_accuracy: float = Field(0.9, ge=0.5, le=1.0, description="Simulated annotator agreement with truth "
+                                      "(iid errors); with simulated_errors=llm it scales the error rates (0.9: ~0.85 agreement).")
+    simulated_errors: Literal["iid", "llm"] = Field("iid", description="Simulated annotator's errors: iid (a random "
+                                                   "10%, confidence unrelated to being right) or llm (lenient on "
+                                                   "brand/size/model/count mismatches, accessory confusion, correlated "
+                                                   "within a product type, confidence tracking correctness).")
     device: str = Field("auto", description="auto|cpu|cuda")
     model_revision: str = Field("", description="Revision of the judge model (HF commit, deployment tag); part of "
                                 "the judge identity hashed into pair_key. Bump it when the weights behind a served "

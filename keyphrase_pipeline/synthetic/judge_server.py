@@ -222,7 +222,8 @@ def create_app(settings, delay_s: float | None = None, stats_file: str | None = 
             log.warning("stand-in judge: prompt names no known item/keyphrase: %.200r", prompt)
             return completion("unknown", [("unknown", 0.0)])
         p = float(simulated_p_yes(world(), np.array([found[0]]), np.array([found[1]]),
-                                  accuracy=settings.judge.simulated_accuracy, seed=settings.synth.seed)[0])
+                                  accuracy=settings.judge.simulated_accuracy, seed=settings.synth.seed,
+                                  errors=settings.judge.simulated_errors)[0])
         book.answered(prompt, known=True)
         yes, no = ("yes", math.log(p)), ("no", math.log1p(-p))
         return completion("yes" if p >= 0.5 else "no", [yes, no] if p >= 0.5 else [no, yes])

@@ -183,7 +183,7 @@ def score_recommendations(settings, world, items, kps, scores, idx, threshold: f
     rec_kp = kp_ids[idx]                                     # (n, k)
     rep_items = np.repeat(item_ids, k).reshape(n, k)
     p_yes = simulated_p_yes(world, rep_items.ravel(), rec_kp.ravel(), accuracy=settings.judge.simulated_accuracy,
-                            seed=settings.synth.seed).reshape(n, k)
+                            seed=settings.synth.seed, errors=settings.judge.simulated_errors).reshape(n, k)
     passes = p_yes >= settings.judge.threshold
     rel_sets = world.relevant_keyphrases(item_ids)
     relevant = np.array([[kid in rs for kid in row] for row, rs in

@@ -12,7 +12,7 @@ import logging
 
 import numpy as np
 
-from keyphrase_pipeline.jobs.judges.base import SIMULATED_MODEL, Judge
+from keyphrase_pipeline.jobs.judges.base import SIMULATED_MODEL, Judge, judge_model_id
 from keyphrase_pipeline.core.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,10 @@ class SimulatedJudge(Judge):
     def __init__(self, settings, world=None):
         super().__init__(settings)
         self._world = world
-        log.warning("judge is SIMULATED (%s, accuracy %.2f): labels come from the synthetic world's truth, "
-                    "not from an LLM", SIMULATED_MODEL, settings.judge.simulated_accuracy)
+        self.model = judge_model_id(settings)
+        log.warning("judge is SIMULATED (%s, accuracy %.2f, %s errors): labels come from the synthetic world's "
+                    "truth, not from an LLM", self.model, settings.judge.simulated_accuracy,
+                    settings.judge.simulated_errors)
 
     @property
     def world(self):
@@ -52,7 +54,8 @@ class SimulatedJudge(Judge):
 
         p = simulated_p_yes(self.world, np.asarray(pairs["item_id"], dtype=np.int64),
                             np.asarray(pairs["keyphrase_id"], dtype=np.int64),
-                            accuracy=self.settings.judge.simulated_accuracy, seed=self.settings.synth.seed)
+                            accuracy=self.settings.judge.simulated_accuracy, seed=self.settings.synth.seed,
+                            errors=self.settings.judge.simulated_errors)
         return np.asarray(p, dtype=np.float64)
 
     def score_prompts(self, prompts: list[str]) -> np.ndarray:

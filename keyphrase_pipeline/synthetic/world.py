@@ -259,17 +259,82 @@ def load_truth(settings) -> World | None:
 
 
 # ---------------------------------------------------------------------------------------------
-def simulated_p_yes(world: World, item_ids, keyphrase_ids, accuracy: float = 0.9, seed: int = 0) -> np.ndarray:
-    """SIMULATED LLM annotator (no model): P(yes) for aligned (item_id, keyphrase_id) arrays.
+#: The LLM-like annotator's P(yes) on a truly irrelevant pair of the item's own product type, per constraint the
+#: item fails (several failing constraints multiply: each is a chance to notice), at ``accuracy`` 0.9. LLM judges
+#: are lenient on exactly the attributes relevance turns on: a size, a model number, a pack count, a brand.
+LLM_LENIENCY = {"brand": 0.45, "colour": 0.2, "size": 0.5, "material": 0.3, "compat": 0.5, "count": 0.55}
+#: ... on an item of another product type made for what the keyphrase names (the keyphrase "iphone 14 case",
+#: the item an iPhone 14 screen protector: accessory-for-product confusion), and on any other type.
+LLM_ACCESSORY = 0.45
+LLM_OTHER_TYPE = 0.005
+#: ... P(no) on a truly relevant pair (over-strict on a paraphrase or a missing attribute).
+LLM_MISS = 0.08
+#: Spread (log scale) of the per-product-type leniency: some types are judged far more loosely than others.
+LLM_TYPE_SPREAD = 0.5
+#: Spread (logit scale) of the LLM's P(yes) around what it "believes": confidence tracks how clear a pair is.
+LLM_CONFIDENCE_SPREAD = 1.8
 
-    It agrees with the world's true relevance with probability ``accuracy``, decided per pair by a
-    hash of (seed, item_id, keyphrase_id), so the same pair always gets the same answer. The score is
-    probability-like: 0.75-0.99 when it says yes, 0.01-0.25 when it says no. Unknown ids count as
-    not relevant."""
+
+def simulated_p_yes(world: World, item_ids, keyphrase_ids, accuracy: float = 0.9, seed: int = 0,
+                    errors: str = "iid") -> np.ndarray:
+    """SIMULATED LLM annotator (no model): P(yes) for aligned (item_id, keyphrase_id) arrays, float64 in (0, 1).
+
+    ``errors="iid"``: it agrees with the world's true relevance with probability ``accuracy``, decided per pair by
+    a hash of (seed, item_id, keyphrase_id), so the same pair always gets the same answer. The score is
+    probability-like: 0.75-0.99 when it says yes, 0.01-0.25 when it says no (a confidence unrelated to being
+    right: the kindest error model there is for distillation).
+
+    ``errors="llm"``: errors the way LLM judges make them (``llm_like_p_yes``): lenient on brand, size, model
+    and count mismatches, accessory-for-product confusion, errors correlated within a product type, and a
+    confidence that tracks correctness. ``accuracy`` scales its error rates (0.9: the rates above).
+
+    Unknown ids count as not relevant. Raises ValueError for another ``errors``."""
     item_ids = np.asarray(item_ids, dtype=np.int64)
     keyphrase_ids = np.asarray(keyphrase_ids, dtype=np.int64)
+    if errors == "llm":
+        t = world.truth
+        ii, kk = t.item_index(item_ids, strict=False), t.kp_index(keyphrase_ids, strict=False)
+        return llm_like_p_yes(t, ii, kk, accuracy, seed, item_ids, keyphrase_ids)
+    if errors != "iid":
+        raise ValueError(f"simulated judge errors must be 'iid' or 'llm', got {errors!r}")
     truth = world.is_relevant(item_ids, keyphrase_ids)
     agree = hash_u01(seed, item_ids, keyphrase_ids, 101) < accuracy
     says_yes = np.where(agree, truth, ~truth)
     conf = hash_u01(seed, item_ids, keyphrase_ids, 202)
     return np.where(says_yes, 0.75 + 0.24 * conf, 0.25 - 0.24 * conf)
+
+
+def llm_like_p_yes(truth: Truth, ii: np.ndarray, kk: np.ndarray, accuracy: float, seed: int,
+                   item_ids: np.ndarray, keyphrase_ids: np.ndarray) -> np.ndarray:
+    """The LLM-like simulated annotator's P(yes) for aligned row indexes ``ii``/``kk`` into ``truth`` (-1: unknown,
+    not relevant) with the pairs' ids (for the per-pair hashes). float64 (n,) in (0, 1).
+
+    What it believes: q = P(it would say yes). On a relevant pair q = 1 - ``LLM_MISS``; on an irrelevant pair
+    of the item's type the product of ``LLM_LENIENCY`` over the constraints the item fails; of another type
+    ``LLM_ACCESSORY`` when the item is made for the model the keyphrase names, else ``LLM_OTHER_TYPE``. The
+    error rates are scaled by (1 - accuracy) / 0.1 and by a per-product-type factor exp(``LLM_TYPE_SPREAD`` *
+    N(0, 1)) (one draw per type and seed: correlated errors), capped at 0.95. Its P(yes) = sigmoid(logit(q) +
+    ``LLM_CONFIDENCE_SPREAD`` * N(0, 1)) (one draw per pair): near 0 or 1 where q is, i.e. where the pair is
+    clear, and near 0.5 on the pairs it gets wrong most often. **Simulated**: modelled on error modes reported
+    for LLM relevance judges, not fitted to any LLM's answers."""
+    ok = (ii >= 0) & (kk >= 0)
+    i0, k0 = np.where(ok, ii, 0), np.where(ok, kk, 0)
+    rel, _ = truth.match_by_index(i0, k0)
+    rel &= ok
+    item_type = truth.item_type[i0]
+    same_type = item_type == truth.kp_type[k0]
+    lenient = np.ones(len(i0))
+    for j, slot in enumerate(SLOTS):
+        kc = truth.kp_codes[k0, j]
+        fails = same_type & (kc >= 0) & (kc != truth.item_codes[i0, j])
+        lenient = np.where(fails, lenient * LLM_LENIENCY[slot], lenient)
+    j_compat = SLOTS.index("compat")
+    kc = truth.kp_codes[k0, j_compat]
+    made_for = ~same_type & (kc >= 0) & (kc == truth.item_codes[i0, j_compat])
+    q_err = np.where(same_type, lenient, np.where(made_for, LLM_ACCESSORY, LLM_OTHER_TYPE))
+    scale = (1.0 - accuracy) / 0.1 * np.exp(LLM_TYPE_SPREAD * hash_normal(seed, item_type.astype(np.int64), 303))
+    q_yes = np.where(rel, 1.0 - np.minimum(0.95, LLM_MISS * scale), np.minimum(0.95, q_err * scale))
+    q_yes = np.where(ok, q_yes, np.minimum(0.95, LLM_OTHER_TYPE * scale))
+    q_yes = np.clip(q_yes, 1e-4, 1 - 1e-4)
+    z = np.log(q_yes / (1 - q_yes)) + LLM_CONFIDENCE_SPREAD * hash_normal(seed, item_ids, keyphrase_ids, 404)
+    return 1.0 / (1.0 + np.exp(-z))

@@ -28,6 +28,7 @@ import numpy as np
 from keyphrase_pipeline.core.errors import DataError, KPError
 
 SIMULATED_MODEL = "simulated-annotator-v1"
+SIMULATED_LLM_MODEL = "simulated-llm-annotator-v1"  # judge.simulated_errors=llm: another judge, other labels
 
 
 class JudgeUnavailable(KPError):
@@ -146,7 +147,8 @@ def judge_model_id(settings) -> str:
     """The judge identity stored with labels (``judge_model``) and hashed into ``pair_key``, known without
     loading the judge.
 
-    * ``simulated``: ``simulated-annotator-v1``;
+    * ``simulated``: ``simulated-annotator-v1`` (``simulated-llm-annotator-v1`` with ``judge.simulated_errors``
+      llm);
     * ``transformers`` (and ``vllm`` given a local directory): ``<directory name>@<first 12 hex of
       model_dir_fingerprint>``, so different weights at the same or another path are a different judge;
     * ``openai`` / ``vllm`` with a served or hub name: the name as configured.
@@ -156,7 +158,7 @@ def judge_model_id(settings) -> str:
     the transformers backend."""
     j = settings.judge
     if j.backend == "simulated":
-        return SIMULATED_MODEL
+        return SIMULATED_LLM_MODEL if getattr(j, "simulated_errors", "iid") == "llm" else SIMULATED_MODEL
     from keyphrase_pipeline.core.errors import ConfigError
 
     if not j.model:
