@@ -32,7 +32,7 @@ help:
 	@echo "make test     set up and run the test suite"
 	@echo "make install  create $(VENV) and install the project (no-op when up to date)"
 	@echo "make airflow  Airflow standalone on http://localhost:8080 with the project's DAGs and plugin"
-	@echo "make cluster  the deployed topology natively: Postgres, Redis, Airflow CeleryExecutor (2 workers), Spark master + 2 workers, judge server"
+	@echo "make cluster  the deployed topology natively: Postgres, Redis, Airflow CeleryExecutor (2 workers), Spark master + 2 workers, the judge's LLM server (CLUSTER_JUDGE=stand-in: simulated)"
 	@echo "make cluster-e2e [FAULTS=1]   with the cluster up: the operator's end-to-end run (FAULTS=1: the fault cases, var/cluster/e2e/faults.json)"
 	@echo "make cluster-down / cluster-status   stop it / pid, health and memory per process (logs in var/cluster/logs)"
 	@echo "make llm-server   the judge's LLM server (vLLM CPU build, SmolLM2-135M) on http://127.0.0.1:8000/v1"
@@ -121,7 +121,8 @@ cluster-deps: $(CLUSTER_STAMP)
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null; } || \
 	  echo "note: could not install postgresql/redis-server; kp cluster up will say what is missing"
 
-cluster: cluster-deps
+# the judge is a real LLM server (vLLM CPU build + SmolLM2-135M) unless CLUSTER_JUDGE=stand-in (the simulated annotator)
+cluster: cluster-deps $(if $(filter stand-in,$(CLUSTER_JUDGE)),,llm-server-deps)
 	$(PY) -m keyphrase_pipeline.core.cluster up
 
 cluster-down:

@@ -8,9 +8,10 @@ postgres               PostgreSQL server (Debian ``postgresql``), as user      5
                        ``postgres``; Airflow's metadata DB ``airflow``
 redis                  ``redis-server`` (Debian ``redis-server``): Celery      6380
                        broker
-judge                  the STAND-IN judge server (``keyphrase_pipeline.        8000 (``/v1``)
-                       synthetic.judge_server``; see there why not
-                       ``transformers serve``)
+judge                  ``kp llm-server``: vLLM's OpenAI-compatible server      8000 (``/v1``)
+                       (CPU build) with SmolLM2-135M-Instruct; with
+                       ``CLUSTER_JUDGE=stand-in`` the simulated annotator
+                       (``keyphrase_pipeline.synthetic.judge_server``)
 spark-master           ``spark-class ...deploy.master.Master`` (pyspark)       7077, UI 8081
 spark-worker-1/2       ``spark-class ...deploy.worker.Worker``, 1 core each    UI 8082, 8083
 airflow-apiserver      ``airflow api-server``                                  8080
@@ -65,6 +66,12 @@ log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 30.0
 STAND_IN_MODEL = "STAND-IN:simulated-annotator-v1 (not an LLM)"  # = synthetic.judge_server.STAND_IN_MODEL
+#: ``CLUSTER_JUDGE``: ``vllm`` (default) runs a real LLM, SmolLM2-135M-Instruct on vLLM's CPU build (``kp llm-server``
+#: from ``make llm-server-deps``'s virtualenv); ``stand-in`` the simulated annotator behind the OpenAI protocol
+#: (``keyphrase_pipeline.synthetic.judge_server``: instant, for quick runs and the fault cases).
+JUDGES = ("vllm", "stand-in")
+VLLM_MODEL = "smollm2-135m"  # the name the server serves var/models/smollm2-135m under
+VLLM_HEALTH_TIMEOUT_S = 900.0  # a CPU engine compiles for 1-3 minutes, more on a busy machine
 
 DEFAULT_PORTS: dict[str, int] = {
     "pg_port": 5433,
@@ -96,6 +103,7 @@ class Cluster:
 
     root: Path
     ports: dict[str, int]
+    judge: str = "vllm"
 
     @property
     def logs(self) -> Path:
@@ -139,16 +147,26 @@ def load_cluster(root: str | os.PathLike | None = None, ports: str | None = None
     ``up``, else the defaults, overridden by ``$CLUSTER_PORTS`` then ``ports``."""
     root = Path(root or os.environ.get("CLUSTER_DIR") or REPO / "var" / "cluster").resolve()
     chosen = dict(DEFAULT_PORTS)
+    judge = "vllm"
     state = root / "cluster.json"
     if state.exists():
         try:
-            chosen.update({k: int(v) for k, v in json.loads(state.read_text()).get("ports", {}).items()
-                           if k in DEFAULT_PORTS})
+            recorded = json.loads(state.read_text())
+            chosen.update({k: int(v) for k, v in recorded.get("ports", {}).items() if k in DEFAULT_PORTS})
+            judge = recorded.get("judge", judge)
         except (OSError, ValueError):
             pass
     chosen.update(parse_ports(os.environ.get("CLUSTER_PORTS", "")))
     chosen.update(parse_ports(ports or ""))
-    return Cluster(root, chosen)
+    judge = os.environ.get("CLUSTER_JUDGE") or judge
+    if judge not in JUDGES:
+        raise ClusterError(f"CLUSTER_JUDGE={judge!r}: choose one of {', '.join(JUDGES)}")
+    return Cluster(root, chosen, judge)
+
+
+def vllm_python() -> str:
+    """The vLLM virtualenv's interpreter: ``KP_JUDGE__VLLM__PYTHON`` or ``var/venv-vllm/bin/python``."""
+    return os.environ.get("KP_JUDGE__VLLM__PYTHON") or str(REPO / "var" / "venv-vllm" / "bin" / "python")
 
 
 def cluster_secrets(cl: Cluster) -> dict[str, str]:
@@ -189,7 +207,7 @@ def native_context(cl: Cluster, secret: dict[str, str] | None = None) -> dict[st
         "spark_shuffle_partitions": "4",
         "judge_backend": "openai",
         "truth_provider": os.environ.get("KP_TRUTH_PROVIDER", "keyphrase_pipeline.synthetic.world:load_truth"),
-        "judge_model": STAND_IN_MODEL,
+        "judge_model": VLLM_MODEL if cl.judge == "vllm" else STAND_IN_MODEL,
         "judge_endpoint": f"http://127.0.0.1:{p['judge_port']}/v1",
         "judge_concurrency": "4",
         "daily_budget": os.environ.get("KP_PAIRS__DAILY_BUDGET", "4000"),
@@ -350,6 +368,7 @@ class Proc:
     stop_signal: int = signal.SIGTERM
     cwd: str | None = None
     prepare: Callable[[], None] | None = None
+    health_timeout_s: float | None = None  # longer than up()'s for a slow starter (the vLLM engine)
 
 
 def _pidfile(cl: Cluster, name: str) -> Path:
@@ -534,9 +553,18 @@ def processes(cl: Cluster, ctx: dict[str, str] | None = None) -> list[Proc]:
     table_kp = {k: v for k, v in topology.airflow_env(ctx).items() if k.startswith("KP_")}
     judge_env.update(passthrough_settings(table_kp))  # e.g. KP_SYNTH__SEED: the simulated annotator's seed
     judge_env.update(table_kp)
-    procs.append(Proc("judge", [sys.executable, "-m", "keyphrase_pipeline.synthetic.judge_server",
-                                "--host", "127.0.0.1", "--port", ctx["judge_port"]],
-                      judge_env, lambda: http_ok(f"http://127.0.0.1:{ctx['judge_port']}/health"), int(ctx["judge_port"])))
+    if cl.judge == "vllm":  # a real LLM: SmolLM2-135M on vLLM's CPU build, as the vllm service of the compose file
+        judge_env.update({"KP_JUDGE__VLLM__PYTHON": vllm_python(), "KP_JUDGE__VLLM__DTYPE": "float32",
+                          "KP_JUDGE__VLLM__MAX_MODEL_LEN": "1024"})
+        kp = shutil.which("kp", path=str(Path(sys.executable).parent)) or "kp"
+        procs.append(Proc("judge", [kp, "llm-server", "--host", "127.0.0.1", "--port", ctx["judge_port"]],
+                          judge_env, lambda: http_ok(f"http://127.0.0.1:{ctx['judge_port']}/health"),
+                          int(ctx["judge_port"]), cwd=str(REPO), health_timeout_s=VLLM_HEALTH_TIMEOUT_S))
+    else:
+        procs.append(Proc("judge", [sys.executable, "-m", "keyphrase_pipeline.synthetic.judge_server",
+                                    "--host", "127.0.0.1", "--port", ctx["judge_port"]],
+                          judge_env, lambda: http_ok(f"http://127.0.0.1:{ctx['judge_port']}/health"),
+                          int(ctx["judge_port"])))
     spark_env = dict(env)
     spark_env.update({"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
                       "SPARK_LOG_DIR": str(cl.root / "spark"), "SPARK_WORKER_DIR": str(cl.root / "spark" / "work")})
@@ -694,7 +722,10 @@ def up(cl: Cluster, only: list[str] | None = None, timeout_s: float = HEALTH_TIM
     if busy:
         raise ClusterError("ports in use by another program (free them or choose others with CLUSTER_PORTS=KEY=PORT,...): "
                            + "; ".join(busy))
-    cl.state_file.write_text(json.dumps({"ports": cl.ports, "root": str(cl.root)}, indent=1))
+    if cl.judge == "vllm" and (not only or "judge" in only) and not os.access(vllm_python(), os.X_OK):
+        raise ClusterError(f"the judge (CLUSTER_JUDGE=vllm) needs vLLM's virtualenv at {vllm_python()}: run make "
+                           "llm-server-deps, or CLUSTER_JUDGE=stand-in for the simulated annotator")
+    cl.state_file.write_text(json.dumps({"ports": cl.ports, "root": str(cl.root), "judge": cl.judge}, indent=1))
     report: dict = {}
     t0 = time.monotonic()
     for p in procs:
@@ -713,7 +744,7 @@ def up(cl: Cluster, only: list[str] | None = None, timeout_s: float = HEALTH_TIM
         if p.name.startswith("airflow-") or p.name.startswith("spark-worker"):
             report[p.name] = {"pid": pid, "started": started, "t_start": t}
             continue
-        ok, detail = wait_healthy(p, cl, timeout_s)
+        ok, detail = wait_healthy(p, cl, max(timeout_s, p.health_timeout_s or 0.0))
         if not ok:
             raise ClusterError(f"{p.name} did not become healthy: {detail}")
         report[p.name] = {"pid": pid, "started": started, "seconds_to_healthy": round(time.monotonic() - t, 1),
@@ -817,7 +848,8 @@ def run(args: argparse.Namespace) -> int:
             pw = topology_admin_password(home)
             print(f"cluster up in {report['total_seconds']} s: Airflow http://127.0.0.1:{ctx['api_port']} (admin / {pw}), "
                   f"Spark master spark://127.0.0.1:{ctx['spark_port']} (UI http://127.0.0.1:{ctx['spark_ui_port']}), "
-                  f"judge {ctx['judge_endpoint']} (STAND-IN), logs {cl.logs}")
+                  f"judge {ctx['judge_endpoint']} ({ctx['judge_model']}{', simulated' if cl.judge == 'stand-in' else ''}), "
+                  f"logs {cl.logs}")
             return 0
         if args.action == "down":
             for name, what in down(cl).items():

@@ -227,6 +227,29 @@ def prepare(cl, today: dt.date, workdir: Path | None = None):
     return settings, report, ctx, api
 
 
+def judge_call_count(cl, ctx) -> int | None:
+    """Chat completions the judge answered: the stand-in's ``/stats``, or vLLM's Prometheus counter
+    ``vllm:request_success_total`` (summed over its labels) from ``/metrics``; None when unreadable."""
+    from keyphrase_pipeline.core import cluster
+
+    base = f"http://127.0.0.1:{ctx['judge_port']}"
+    if cl.judge != "vllm":
+        return (cluster.http_json(f"{base}/stats") or {}).get("judge_calls")
+    try:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except (OSError, urllib.error.URLError):
+        return None
+    return prometheus_total(text, "vllm:request_success_total")
+
+
+def prometheus_total(text: str, name: str) -> int | None:
+    """The sum of a Prometheus counter's samples (every label set) in exposition ``text``; None when absent."""
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith(name) and (line[len(name):len(name) + 1] in ("{", " "))]
+    return int(sum(values)) if values else None
+
+
 def clear_runs(api) -> None:
     """Delete every run of the DAG (a queued or running one is marked failed first: the API refuses to delete it).
 
@@ -320,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                 shard_windows.append((ti["start_date"], ti["end_date"]))
     workers = sum(1 for q in ("default", "gpu") if cluster.celery_health(cl, ctx, q)[0])
     apps = spark_apps(ctx, cluster.SPARK_WORKERS)
-    judge = cluster.http_json(f"http://127.0.0.1:{ctx['judge_port']}/stats") or {}
+    judge_calls = judge_call_count(cl, ctx)
     from keyphrase_pipeline.core import layout
     from keyphrase_pipeline.core.lake import Lake
 
@@ -339,8 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         "spark_app_detail": [{k: a[k] for k in ("name", "state", "executors_on")} for a in apps],
         "max_parallel_label_shards": max_overlap(shard_windows),
         "llm_pool_slots": pool.get("slots"),
-        "judge_calls": judge.get("judge_calls"),
-        "judge": "STAND-IN simulated annotator behind the OpenAI protocol (keyphrase_pipeline.synthetic.judge_server)",
+        "judge_calls": judge_calls,
+        "judge": (f"real LLM: {ctx['judge_model']} (SmolLM2-135M-Instruct) on vLLM's CPU build (kp llm-server)"
+                  if cl.judge == "vllm" else
+                  "STAND-IN simulated annotator behind the OpenAI protocol (keyphrase_pipeline.synthetic.judge_server)"),
         "serving_version": serving,
         "cluster_up_s": report.get("total_seconds"),
         "wall_s": round(time.monotonic() - t0, 1),

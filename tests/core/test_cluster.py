@@ -90,8 +90,46 @@ def test_native_airflow_processes_use_the_table(cl):
     assert procs["spark-worker-1"].port != procs["spark-worker-2"].port
     assert procs["postgres"].stop_signal == signal.SIGINT
     assert procs["spark-master"].env["SPARK_MASTER_OPTS"] == "-Dspark.master.rest.enabled=false"
-    assert "keyphrase_pipeline.synthetic.judge_server" in procs["judge"].argv
     assert ctx["llm_pool_slots"] == str(cluster.GPU_WORKERS)
+
+
+def test_the_judge_is_a_real_llm_server_unless_the_stand_in_is_asked_for(cl, monkeypatch):
+    """Default: ``kp llm-server`` (vLLM, SmolLM2) serving the name the workers send; CLUSTER_JUDGE=stand-in: the
+    simulated annotator. The choice is kept in cluster.json for status, down and the e2e."""
+    judge = {p.name: p for p in cluster.processes(cl)}["judge"]
+    assert judge.argv[1:] == ["llm-server", "--host", "127.0.0.1", "--port", str(cl.ports["judge_port"])]
+    assert judge.env["KP_JUDGE__MODEL"] == cluster.VLLM_MODEL == cluster.native_context(cl)["judge_model"]
+    assert judge.env["KP_JUDGE__VLLM__DTYPE"] == "float32" and judge.health_timeout_s >= 600
+    worker = {p.name: p for p in cluster.processes(cl)}["airflow-worker-gpu"]
+    assert worker.env["KP_JUDGE__MODEL"] == cluster.VLLM_MODEL and worker.env["KP_JUDGE__BACKEND"] == "openai"
+
+    monkeypatch.setenv("CLUSTER_JUDGE", "stand-in")
+    stand_in = cluster.load_cluster(cl.root)
+    assert stand_in.judge == "stand-in"
+    procs = {p.name: p for p in cluster.processes(stand_in)}
+    assert "keyphrase_pipeline.synthetic.judge_server" in procs["judge"].argv
+    assert procs["airflow-worker"].env["KP_JUDGE__MODEL"] == cluster.STAND_IN_MODEL
+    monkeypatch.setenv("CLUSTER_JUDGE", "gpt")
+    with pytest.raises(cluster.ClusterError, match="CLUSTER_JUDGE='gpt'"):
+        cluster.load_cluster(cl.root)
+
+
+def test_up_without_the_vllm_virtualenv_names_the_make_target(cl, monkeypatch, tmp_path):
+    monkeypatch.setenv("KP_JUDGE__VLLM__PYTHON", str(tmp_path / "none" / "python"))
+    monkeypatch.setattr(cluster, "check_requirements", lambda: None)
+    with pytest.raises(cluster.ClusterError, match="make llm-server-deps, or CLUSTER_JUDGE=stand-in"):
+        cluster.up(cl, only=["judge"])
+
+
+def test_judge_calls_from_vllm_metrics():
+    from keyphrase_pipeline.synthetic.cluster_e2e import prometheus_total
+
+    text = ("# HELP vllm:request_success_total Count\n"
+            'vllm:request_success_total{engine="0",finished_reason="length",model_name="smollm2-135m"} 204.0\n'
+            'vllm:request_success_total{engine="0",finished_reason="stop",model_name="smollm2-135m"} 3.0\n'
+            'vllm:request_success_total_created{engine="0"} 1.7e9\n')
+    assert prometheus_total(text, "vllm:request_success_total") == 207
+    assert prometheus_total("", "vllm:request_success_total") is None
 
 
 def test_secrets_are_created_once_and_private(cl):
@@ -231,7 +269,7 @@ def test_real_cluster_comes_up_healthy_and_goes_down(tmp_path):
     # PostgreSQL runs as user postgres: pytest's tmp_path (0700, root) is out of its reach
     root = Path(tempfile.mkdtemp(prefix="kp-cluster-test-"))
     root.chmod(0o755)
-    cl = Cluster(root / "cluster", ports)
+    cl = Cluster(root / "cluster", ports, judge="stand-in")  # the topology's up/health/down; the LLM server: cluster-e2e
     env_lake = os.environ.get("KP_LAKE_ROOT")
     os.environ["KP_LAKE_ROOT"] = str(tmp_path / "lake")
     try:
