@@ -40,6 +40,8 @@ SWEEPS = {
         ("attr_3_lists_5x_pearson", "5 x, listwise + batch Pearson (`kd_list_pearson` 1)"),
         ("attr_4_lists_20x", "20 x (`kd_list_ratio` 19)"),
         ("attr_5_lists_5x_epochs15", "5 x, 1.5 epochs"),
+        ("attr_6_defaults", "the defaults (5 x, 2 student epochs, 64 tokens)"),
+        ("attr_7_defaults_lr1e4", "the defaults, `learning_rate` 1e-4"),
     ),
     "listing": (
         ("listing_1_epochs4_len48", "5 x, 4 epochs, 48 tokens (the defaults before)"),
