@@ -49,15 +49,22 @@ def test_executor_is_read_from_the_scheduler_log(tmp_path):
     assert json.dumps(cluster_e2e.GPU_TASKS)
 
 
-def _recorded():
-    """The JSON line of a real `make cluster-e2e` run (2026-11-30, 2 cores; durations left out)."""
+def _recorded(name: str = "cluster_e2e_result.json"):
+    """The JSON line of a real `make cluster-e2e` run (2 cores; durations left out): 2026-11-30 with the stand-in
+    judge, ``cluster_e2e_result_vllm.json`` 2026-12-05 with SmolLM2-135M on the vLLM CPU server as the judge."""
     from pathlib import Path
 
-    return json.loads((Path(__file__).parent / "cluster_e2e_result.json").read_text())
+    return json.loads((Path(__file__).parent / name).read_text())
 
 
-def test_the_recorded_run_passes_every_check():
-    assert cluster_e2e.failed_checks(_recorded()) == []
+@pytest.mark.parametrize("name", ["cluster_e2e_result.json", "cluster_e2e_result_vllm.json"])
+def test_the_recorded_run_passes_every_check(name):
+    assert cluster_e2e.failed_checks(_recorded(name)) == []
+
+
+def test_the_recorded_real_llm_run_labelled_through_vllm():
+    r = _recorded("cluster_e2e_result_vllm.json")
+    assert r["judge"].startswith("real LLM: smollm2-135m") and r["judge_calls"] == 500
 
 
 @pytest.mark.parametrize("breakage, expect", [
