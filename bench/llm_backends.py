@@ -39,6 +39,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def truth_stats(p, truth, threshold: float) -> dict:
+    """The judge against the truth: ROC AUC of P(yes), yes-rate at ``threshold``, mean P(yes) per class."""
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
@@ -50,6 +51,7 @@ def truth_stats(p, truth, threshold: float) -> dict:
 
 
 def main() -> int:
+    """Run the three backends on the same prompts; print and write the JSON result (0), or a skipped line."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=200)
     ap.add_argument("--concurrency", type=int, default=4, help="openai judge requests in flight")

@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 30.0
 STAND_IN_MODEL = "STAND-IN:simulated-annotator-v1 (not an LLM)"  # = synthetic.judge_server.STAND_IN_MODEL
+STAND_IN_LLM_MODEL = "STAND-IN:simulated-llm-annotator-v1 (not an LLM)"  # = judge_server.STAND_IN_LLM_MODEL
 #: ``CLUSTER_JUDGE``: ``vllm`` (default) runs a real LLM, SmolLM2-135M-Instruct on vLLM's CPU build (``kp llm-server``
 #: from ``make llm-server-deps``'s virtualenv); ``stand-in`` the simulated annotator behind the OpenAI protocol
 #: (``keyphrase_pipeline.synthetic.judge_server``: instant, for quick runs and the fault cases).
@@ -165,8 +166,19 @@ def load_cluster(root: str | os.PathLike | None = None, ports: str | None = None
 
 
 def vllm_python() -> str:
-    """The vLLM virtualenv's interpreter: ``KP_JUDGE__VLLM__PYTHON`` or ``var/venv-vllm/bin/python``."""
-    return os.environ.get("KP_JUDGE__VLLM__PYTHON") or str(REPO / "var" / "venv-vllm" / "bin" / "python")
+    """The vLLM virtualenv's interpreter, as ``kp llm-server`` resolves it (``vllm_server.server_python``)."""
+    from keyphrase_pipeline.core.settings import load_settings
+    from keyphrase_pipeline.jobs.judges.vllm_server import resolve_python
+
+    return resolve_python(load_settings())
+
+
+def stand_in_model() -> str:
+    """The stand-in's served name: its annotator's judge id (``KP_JUDGE__SIMULATED_ERRORS``=llm: the LLM-like
+    one), so labels of the two annotators never share a pair_key."""
+    if os.environ.get("KP_JUDGE__SIMULATED_ERRORS", "iid") == "llm":
+        return STAND_IN_LLM_MODEL
+    return STAND_IN_MODEL
 
 
 def cluster_secrets(cl: Cluster) -> dict[str, str]:
@@ -207,7 +219,7 @@ def native_context(cl: Cluster, secret: dict[str, str] | None = None) -> dict[st
         "spark_shuffle_partitions": "4",
         "judge_backend": "openai",
         "truth_provider": os.environ.get("KP_TRUTH_PROVIDER", "keyphrase_pipeline.synthetic.world:load_truth"),
-        "judge_model": VLLM_MODEL if cl.judge == "vllm" else STAND_IN_MODEL,
+        "judge_model": VLLM_MODEL if cl.judge == "vllm" else stand_in_model(),
         "judge_endpoint": f"http://127.0.0.1:{p['judge_port']}/v1",
         "judge_concurrency": "4",
         "daily_budget": os.environ.get("KP_PAIRS__DAILY_BUDGET", "4000"),
@@ -554,8 +566,7 @@ def processes(cl: Cluster, ctx: dict[str, str] | None = None) -> list[Proc]:
     judge_env.update(passthrough_settings(table_kp))  # e.g. KP_SYNTH__SEED: the simulated annotator's seed
     judge_env.update(table_kp)
     if cl.judge == "vllm":  # a real LLM: SmolLM2-135M on vLLM's CPU build, as the vllm service of the compose file
-        judge_env.update({"KP_JUDGE__VLLM__PYTHON": vllm_python(), "KP_JUDGE__VLLM__DTYPE": "float32",
-                          "KP_JUDGE__VLLM__MAX_MODEL_LEN": "1024"})
+        judge_env.update({"KP_JUDGE__VLLM__DTYPE": "float32", "KP_JUDGE__VLLM__MAX_MODEL_LEN": "1024"})
         kp = shutil.which("kp", path=str(Path(sys.executable).parent)) or "kp"
         procs.append(Proc("judge", [kp, "llm-server", "--host", "127.0.0.1", "--port", ctx["judge_port"]],
                           judge_env, lambda: http_ok(f"http://127.0.0.1:{ctx['judge_port']}/health"),
@@ -706,6 +717,24 @@ def wait_healthy(p: Proc, cl: Cluster, timeout_s: float = HEALTH_TIMEOUT_S) -> t
     return False, f"not healthy after {timeout_s:.0f} s ({detail}); see {cl.logs / (p.name + '.log')}"
 
 
+def switch_judge(cl: Cluster) -> list[str]:
+    """When the judge running was started as another kind or model than ``cl`` asks for (``CLUSTER_JUDGE``, the
+    stand-in's annotator), stop it and the Airflow processes (their ``KP_JUDGE__MODEL`` names it) so that ``up``
+    starts them again; returns what was stopped. Reads the ``judge_model`` the last ``up`` recorded."""
+    try:
+        recorded = json.loads(cl.state_file.read_text()).get("judge_model")
+    except (OSError, ValueError):
+        recorded = None
+    wanted = native_context(cl)["judge_model"]
+    if recorded is None or recorded == wanted or running_pid(cl, "judge") is None:
+        return []
+    names = ["judge"] + [p.name for p in processes(cl) if p.name.startswith("airflow-")]
+    log.warning("the judge running serves %r, not %r: restarting it and the Airflow processes", recorded, wanted)
+    for name in names:
+        stop(cl, name)
+    return names
+
+
 def up(cl: Cluster, only: list[str] | None = None, timeout_s: float = HEALTH_TIMEOUT_S) -> dict:
     """Start every process that is not running yet (in order, each healthy before the next that needs it).
 
@@ -714,7 +743,15 @@ def up(cl: Cluster, only: list[str] | None = None, timeout_s: float = HEALTH_TIM
     initdb/migration failure, or a process that did not become healthy (the ones started stay up: see
     ``status``, the logs, then ``down``)."""
     check_requirements()
+    if cl.judge == "vllm" and (not only or "judge" in only):
+        from keyphrase_pipeline.jobs.judges.vllm_server import has_vllm
+
+        py = vllm_python()
+        if not has_vllm(py):
+            raise ClusterError(f"the judge (CLUSTER_JUDGE=vllm) needs vLLM's virtualenv: {py} cannot import vllm. Run "
+                               "make llm-server-deps, or CLUSTER_JUDGE=stand-in for the simulated annotator")
     cl.root.mkdir(parents=True, exist_ok=True)
+    switch_judge(cl)
     ctx = native_context(cl)
     procs = [p for p in processes(cl, ctx) if not only or p.name in only]
     busy = [f"{p.name}: port {p.port} ({port_key(cl, p.port)}{port_holder(p.port)})" for p in procs
@@ -722,10 +759,8 @@ def up(cl: Cluster, only: list[str] | None = None, timeout_s: float = HEALTH_TIM
     if busy:
         raise ClusterError("ports in use by another program (free them or choose others with CLUSTER_PORTS=KEY=PORT,...): "
                            + "; ".join(busy))
-    if cl.judge == "vllm" and (not only or "judge" in only) and not os.access(vllm_python(), os.X_OK):
-        raise ClusterError(f"the judge (CLUSTER_JUDGE=vllm) needs vLLM's virtualenv at {vllm_python()}: run make "
-                           "llm-server-deps, or CLUSTER_JUDGE=stand-in for the simulated annotator")
-    cl.state_file.write_text(json.dumps({"ports": cl.ports, "root": str(cl.root), "judge": cl.judge}, indent=1))
+    cl.state_file.write_text(json.dumps({"ports": cl.ports, "root": str(cl.root), "judge": cl.judge,
+                                         "judge_model": ctx["judge_model"]}, indent=1))
     report: dict = {}
     t0 = time.monotonic()
     for p in procs:

@@ -96,13 +96,16 @@ class VLLMSettings(BaseModel):
     enable_prefix_caching: bool = Field(True, description="Reuse the KV cache of the prompt prefix every pair "
                                         "shares (the rubric).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model is split across.")
-    max_logprobs: int = Field(20, ge=1, description="Top logprobs a request may ask for (the judges ask 20).")
+    max_logprobs: int = Field(20, ge=20, description="Top logprobs a request may ask for (the judges ask 20).")
     max_pairs_per_call: int = Field(0, ge=0, description="vllm backend: pairs per LLM.chat call (each call's answers "
-                                    "are staged before the next); 0 = a whole shard in one call.")
+                                    "are staged before the next); 0 = a whole shard in one call. A worker killed "
+                                    "mid-call loses that call's GPU work (no bill), and the shard's lease is "
+                                    "checked between calls only.")
     host: str = Field("127.0.0.1", description="Interface ``kp llm-server`` listens on (0.0.0.0 in a container).")
     port: int = Field(8000, ge=1, le=65535)
-    startup_timeout_s: float = Field(600.0, gt=0, description="How long ``kp llm-server --wait`` and the tests "
-                                     "wait for /health (a CPU engine compiles for 1-3 minutes).")
+    startup_timeout_s: float = Field(600.0, gt=0, description="How long vllm_server.LLMServer (tests, benchmarks) "
+                                     "waits for /v1/models to list the served model (a CPU engine compiles for "
+                                     "1-3 minutes); the native cluster waits up to 15 minutes for /health.")
 
 
 class JudgeSettings(BaseModel):
@@ -124,7 +127,8 @@ class JudgeSettings(BaseModel):
     max_keyphrase_chars: int = Field(120, ge=8)
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="label = p_yes >= threshold")
     simulated_accuracy: float = Field(0.9, ge=0.5, le=1.0, description="Simulated annotator agreement with truth "
-                                      "(iid errors); with simulated_errors=llm it scales the error rates (0.9: ~0.85 agreement).")
+                                      "(iid errors); with simulated_errors=llm it scales the error rates, and the agreement depends on the pairs "
+                                      "(near misses are where it errs).")
     simulated_errors: Literal["iid", "llm"] = Field("iid", description="Simulated annotator's errors: iid (a random "
                                                    "10%, confidence unrelated to being right) or llm (lenient on "
                                                    "brand/size/model/count mismatches, accessory confusion, correlated "
@@ -141,7 +145,8 @@ class JudgeSettings(BaseModel):
     lease_wait_s: float = Field(1800.0, ge=0, description="How long a worker waits for another live worker's lease on "
                                 "the same shard before giving up with exit code 1 (retry later).")
     check_served_model: bool = Field(True, description="openai judge: refuse answers whose model is not judge.model "
-                                     "(or a dated version of it); off for a gateway that renames models.")
+                                     "or that name with a date (gpt-4o-2024-08-06 for gpt-4o); off for a gateway "
+                                     "that renames models, or a vLLM alias (vLLM answers under its first name).")
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
 
 

@@ -45,6 +45,13 @@ from pathlib import Path
 log = logging.getLogger("kp.judge_stand_in")
 
 STAND_IN_MODEL = "STAND-IN:simulated-annotator-v1 (not an LLM)"
+STAND_IN_LLM_MODEL = "STAND-IN:simulated-llm-annotator-v1 (not an LLM)"  # judge.simulated_errors=llm
+
+
+def stand_in_model(settings) -> str:
+    """The name the stand-in serves: its annotator's (``judge.simulated_errors``), so that the two annotators'
+    labels never share a judge id (and a pair_key)."""
+    return STAND_IN_LLM_MODEL if settings.judge.simulated_errors == "llm" else STAND_IN_MODEL
 
 
 def prompt_pattern(version: str) -> re.Pattern:
@@ -175,6 +182,7 @@ def create_app(settings, delay_s: float | None = None, stats_file: str | None = 
         delay_s = float(os.environ.get("JUDGE_STANDIN_DELAY_S") or 0.0)
     book = CallBook(stats_file if stats_file is not None else os.environ.get("JUDGE_STANDIN_STATS_FILE"))
     state: dict = {"world": None}
+    served = stand_in_model(settings)
 
     def world():
         if state["world"] is None:
@@ -184,7 +192,7 @@ def create_app(settings, delay_s: float | None = None, stats_file: str | None = 
     def completion(token: str, tops: list[tuple[str, float]]) -> dict:
         return {
             "id": f"standin-{time.time_ns()}", "object": "chat.completion", "created": int(time.time()),
-            "model": STAND_IN_MODEL, "system_fingerprint": "kp-stand-in",
+            "model": served, "system_fingerprint": "kp-stand-in",
             "choices": [{"index": 0, "finish_reason": "length",
                          "message": {"role": "assistant", "content": token},
                          "logprobs": {"content": [{"token": token, "logprob": tops[0][1],
@@ -194,11 +202,11 @@ def create_app(settings, delay_s: float | None = None, stats_file: str | None = 
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "stand_in": True, "model": STAND_IN_MODEL}
+        return {"status": "ok", "stand_in": True, "model": served}
 
     @app.get("/v1/models")
     def models():
-        return {"object": "list", "data": [{"id": STAND_IN_MODEL, "object": "model", "owned_by": "kp-stand-in"}]}
+        return {"object": "list", "data": [{"id": served, "object": "model", "owned_by": "kp-stand-in"}]}
 
     @app.get("/stats")
     def get_stats():
@@ -244,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     log.warning("STAND-IN judge (simulated annotator behind the OpenAI protocol, NOT an LLM) on http://%s:%d/v1, "
-                "model name %r, lake %s, delay %s s, stats file %s", args.host, args.port, STAND_IN_MODEL,
+                "model name %r, lake %s, delay %s s, stats file %s", args.host, args.port, stand_in_model(settings),
                 settings.lake_root, os.environ.get("JUDGE_STANDIN_DELAY_S") or 0,
                 os.environ.get("JUDGE_STANDIN_STATS_FILE") or "-")
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")

@@ -115,10 +115,33 @@ def test_the_judge_is_a_real_llm_server_unless_the_stand_in_is_asked_for(cl, mon
 
 
 def test_up_without_the_vllm_virtualenv_names_the_make_target(cl, monkeypatch, tmp_path):
+    """Refused before any port is looked at or anything started."""
     monkeypatch.setenv("KP_JUDGE__VLLM__PYTHON", str(tmp_path / "none" / "python"))
     monkeypatch.setattr(cluster, "check_requirements", lambda: None)
-    with pytest.raises(cluster.ClusterError, match="make llm-server-deps, or CLUSTER_JUDGE=stand-in"):
+    monkeypatch.setattr(cluster, "port_in_use", lambda *a: pytest.fail("ports checked before the virtualenv"))
+    monkeypatch.setattr(cluster, "start", lambda *a: pytest.fail("started without vLLM"))
+    with pytest.raises(cluster.ClusterError, match="cannot import vllm.*make llm-server-deps, or CLUSTER_JUDGE=stand-in"):
         cluster.up(cl, only=["judge"])
+
+
+def test_a_judge_of_another_kind_is_restarted_with_the_airflow_processes(cl, monkeypatch):
+    """After a run on the stand-in (the fault cases), `make cluster` asks for the vLLM judge again: the running
+    stand-in and the Airflow processes (which name the judge's model) are stopped so that up starts the right ones."""
+    stopped = []
+    monkeypatch.setattr(cluster, "running_pid", lambda c, name: 123 if name == "judge" else None)
+    monkeypatch.setattr(cluster, "stop", lambda c, name: stopped.append(name))
+    cl.root.mkdir(parents=True)
+    cl.state_file.write_text(json.dumps({"ports": cl.ports, "judge": "stand-in", "judge_model": cluster.STAND_IN_MODEL}))
+    assert cluster.switch_judge(cl)[0] == "judge" and stopped[0] == "judge"
+    assert "airflow-worker-gpu" in stopped and "postgres" not in stopped
+    stopped.clear()
+    cl.state_file.write_text(json.dumps({"ports": cl.ports, "judge": "vllm", "judge_model": cluster.VLLM_MODEL}))
+    assert cluster.switch_judge(cl) == [] and stopped == []
+    # the LLM-like annotator is another stand-in model: switching to it restarts too
+    monkeypatch.setenv("KP_JUDGE__SIMULATED_ERRORS", "llm")
+    stand_in = Cluster(cl.root, cl.ports, judge="stand-in")
+    assert cluster.native_context(stand_in)["judge_model"] == cluster.STAND_IN_LLM_MODEL
+    assert cluster.switch_judge(stand_in)[0] == "judge"
 
 
 def test_judge_calls_from_vllm_metrics():

@@ -103,3 +103,23 @@ def test_the_delay_holds_each_answer_back(tiny_world, pairs):
     t = time.monotonic()
     resp = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": prompt}]})
     assert resp.status_code == 200 and time.monotonic() - t >= 0.3
+
+
+def test_the_llm_like_annotator_is_served_under_its_own_name(tiny_world, pairs):
+    """judge.simulated_errors=llm: another served name (another judge id in the labels) and its own P(yes)."""
+    from keyphrase_pipeline.synthetic.judge_server import STAND_IN_LLM_MODEL
+
+    s = tiny_world.with_overrides(**{"judge.simulated_errors": "llm"})
+    client = TestClient(create_app(s))
+    assert client.get("/v1/models").json()["data"][0]["id"] == STAND_IN_LLM_MODEL
+    judge_settings = s.with_overrides(**{"judge.backend": "openai", "judge.model": STAND_IN_LLM_MODEL,
+                                         "judge.endpoint": "http://unused/v1"})
+    judge = OpenAIJudge(judge_settings)
+    try:
+        body = client.post("/v1/chat/completions", json=judge._payload(build_prompts(pairs, judge_settings)[0])).json()
+    finally:
+        judge.close()
+    assert body["model"] == STAND_IN_LLM_MODEL
+    want = simulated_p_yes(World.load(s), pairs["item_id"].to_numpy()[:1], pairs["keyphrase_id"].to_numpy()[:1],
+                           accuracy=s.judge.simulated_accuracy, seed=s.synth.seed, errors="llm")
+    assert p_yes_from_logprobs(parse_top_logprobs(body)) == pytest.approx(want[0], abs=1e-9)

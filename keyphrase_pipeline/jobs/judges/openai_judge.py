@@ -42,6 +42,15 @@ log = logging.getLogger(__name__)
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
+def same_model(answered: str, configured: str) -> bool:
+    """Whether an answer's ``model`` is the configured one: the same name, or that name with a date suffix (hosted
+    APIs answer ``gpt-4o-2024-08-06`` for ``gpt-4o``). ``gpt-4o-mini`` is not ``gpt-4o``; a vLLM alias (a second
+    ``--served-model-name``) is answered under the first name, so aliases need ``judge.check_served_model`` off."""
+    import re
+
+    return answered == configured or re.fullmatch(re.escape(configured) + r"-\d{4}-?\d{2}-?\d{2}", answered) is not None
+
+
 class _NotSent(Exception):
     """A request of a batch not sent because another one had already failed for good."""
 
@@ -234,15 +243,14 @@ class OpenAIJudge(Judge):
 
     def _check_answer(self, body, prompt: str) -> None:
         """Refuse (ConfigError, exit 2) an answer from another model than ``judge.model`` (unless
-        ``judge.check_served_model`` is off; a dated name such as ``gpt-4o-2024-08-06`` for ``gpt-4o``
-        passes), or from a server whose chat template drops the user turn: its answers report the same
+        ``judge.check_served_model`` is off; ``same_model``), or from a server whose chat template drops the user turn: its answers report the same
         ``usage.prompt_tokens`` for prompts whose lengths differ by 48 characters or more (the template's own
         tokens only). Servers that do not report usage (or report 0) are not checked for the latter."""
         if not isinstance(body, dict):
             return
         answered = body.get("model")
         if self.check_answer_model and isinstance(answered, str) and answered and \
-                not answered.startswith(self.served_model):
+                not same_model(answered, self.served_model):
             raise ConfigError(f"judge endpoint {self.endpoint} answered with model {answered!r}, not judge.model "
                               f"{self.served_model!r}: set KP_JUDGE__MODEL to the served name (or "
                               "KP_JUDGE__CHECK_SERVED_MODEL=false for a gateway that renames models)")

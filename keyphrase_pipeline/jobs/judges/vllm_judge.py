@@ -10,7 +10,7 @@ first generated token's top logprobs exactly as for the other backends. An outpu
 answer is an ``UnusableAnswer`` for that pair (quarantined by the labeller), never a failed batch.
 
 ``python -m keyphrase_pipeline.jobs.judges.vllm_judge PROMPTS.json OUT.json`` scores a JSON list of prompts
-with the configured model (the slow test and ``bench/llm_scoring.py`` run it in vLLM's own virtualenv, which
+with the configured model (the slow test and ``bench/llm_backends.py`` run it in vLLM's own virtualenv, which
 need not hold pandas or Spark). vLLM's engine starts a subprocess: scripts need the ``__main__`` guard.
 """
 
@@ -119,8 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     from keyphrase_pipeline.core.settings import load_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    src, dst = (argv if argv is not None else sys.argv[1:])[:2]
-    prompts = json.loads(open(src).read())
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 2:
+        print("usage: python -m keyphrase_pipeline.jobs.judges.vllm_judge PROMPTS.json OUT.json "
+              "(settings from KP_JUDGE__*)", file=sys.stderr)
+        return 2
+    src, dst = args
+    with open(src) as f:
+        prompts = json.load(f)
     judge = VLLMJudge(load_settings())
     start = time.perf_counter()
     v = judge.verdict_prompts(prompts)

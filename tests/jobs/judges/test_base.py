@@ -133,3 +133,14 @@ def test_vllm_verdicts_keep_unusable_outputs_apart(settings):
     assert "<|im_start|>" not in judge.llm.seen[0]
     with pytest.raises(DataError, match="unusable"):
         judge.score_prompts(["a", "b"])
+
+
+def test_vllm_backend_takes_a_whole_shard_per_call_unless_a_size_is_set(settings):
+    """``pairs_per_call`` None (judge.vllm.max_pairs_per_call 0): kp label hands it the whole shard."""
+    from keyphrase_pipeline.jobs.judges.vllm_judge import VLLMJudge
+
+    judge = VLLMJudge.__new__(VLLMJudge)
+    judge.settings = settings
+    assert judge.pairs_per_call is None
+    judge.settings = settings.with_overrides(**{"judge.vllm.max_pairs_per_call": 500})
+    assert judge.pairs_per_call == 500

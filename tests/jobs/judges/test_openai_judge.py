@@ -73,6 +73,8 @@ class FakeLLM:
                           "model": body["model"], "usage": {"prompt_tokens": len(body["messages"][0]["content"]) // 4}}
                 if action == "othermodel":  # a server that serves another model than the one asked for
                     answer["model"] = "other-llm"
+                if action == "prefixmodel":  # another model whose name starts with the one asked for
+                    answer["model"] = body["model"] + "-mini"
                 if action == "dated":  # a hosted API answers with the dated version of the name
                     answer["model"] = body["model"] + "-2024-08-06"
                 if action == "swallowed":  # a chat template that drops the user turn: only its own tokens
@@ -126,10 +128,11 @@ def test_sends_the_served_name_while_the_identity_carries_the_revision(settings,
     assert [r["model"] for r in server.requests] == ["test-llm"]
 
 
-def test_refuses_an_answer_from_another_model(settings, server):
-    server.script = ["othermodel"]
+@pytest.mark.parametrize("action, name", [("othermodel", "other-llm"), ("prefixmodel", "test-llm-mini")])
+def test_refuses_an_answer_from_another_model(settings, server, action, name):
+    server.script = [action]
     j = make(settings, server, concurrency=1)
-    with pytest.raises(ConfigError, match="answered with model 'other-llm'.*KP_JUDGE__MODEL"):
+    with pytest.raises(ConfigError, match=f"answered with model '{name}'.*KP_JUDGE__MODEL"):
         j.score(PAIRS.iloc[:1])
     assert len(server.requests) == 1  # not retried
 
@@ -142,6 +145,15 @@ def test_refuses_a_server_whose_chat_template_drops_the_prompt(settings, server)
         make(settings, server, concurrency=1).score(pairs)
     # a template that keeps the prompt reports more tokens for the longer one: no refusal
     assert len(make(settings, server, concurrency=1).score(pairs)) == 2
+
+
+def test_model_names_match_exactly_or_with_a_date():
+    from keyphrase_pipeline.jobs.judges.openai_judge import same_model
+
+    assert same_model("gpt-4o", "gpt-4o") and same_model("gpt-4o-2024-08-06", "gpt-4o")
+    assert same_model("gpt-4o-20240806", "gpt-4o")
+    assert not same_model("gpt-4o-mini", "gpt-4o") and not same_model("smollm2-135m-v2", "smollm2-135m")
+    assert not same_model("gpt-4", "gpt-4o")
 
 
 def test_a_dated_model_name_or_the_check_switched_off_passes(settings, server):

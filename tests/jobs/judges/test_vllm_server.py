@@ -23,7 +23,13 @@ def _hf_dir(path: Path, **config) -> Path:
     return path
 
 
-def test_server_command_carries_the_engine_settings(settings, tmp_path):
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    """This interpreter passes for one with vLLM (the command is built, not run)."""
+    monkeypatch.setattr(vs, "has_vllm", lambda python: True)
+
+
+def test_server_command_carries_the_engine_settings(settings, tmp_path, fake_vllm):
     model = _hf_dir(tmp_path / "my-model")
     s = settings.with_overrides(**{"judge.vllm.python": sys.executable, "judge.vllm.dtype": "float32",
                                    "judge.vllm.max_model_len": 1024, "judge.vllm.tensor_parallel_size": 2,
@@ -41,6 +47,11 @@ def test_server_command_carries_the_engine_settings(settings, tmp_path):
     # a served name in judge.model is what the openai judge sends, so the server takes it
     named = s.with_overrides(**{"judge.model": "smollm2-135m"})
     assert flag(vs.server_command(named, str(model)), "--served-model-name") == "smollm2-135m"
+    # dtype auto on a machine without CUDA serves float32 (CPU bf16 kernels need AVX-512)
+    auto = settings.with_overrides(**{"judge.vllm.python": sys.executable})
+    import torch
+
+    assert flag(vs.server_command(auto, str(model)), "--dtype") == ("auto" if torch.cuda.is_available() else "float32")
     kw = vs.engine_kwargs(s)
     assert kw["dtype"] == "float32" and kw["tensor_parallel_size"] == 2 and kw["enable_prefix_caching"] is False
     env = vs.server_env(s, {"PYTHONPATH": "/x"})
@@ -48,8 +59,11 @@ def test_server_command_carries_the_engine_settings(settings, tmp_path):
 
 
 def test_refuses_a_missing_interpreter_and_a_directory_vllm_cannot_serve(settings, tmp_path):
-    with pytest.raises(ConfigError, match="judge.vllm.python .* llm-server-deps"):
+    with pytest.raises(ConfigError, match="cannot import vllm: set judge.vllm.python .* llm-server-deps"):
         vs.server_python(settings.with_overrides(**{"judge.vllm.python": str(tmp_path / "nope" / "python")}))
+    if not vs.has_vllm(sys.executable):  # this project's venv has no vLLM (a GPU image may)
+        with pytest.raises(ConfigError, match="cannot import vllm"):
+            vs.server_python(settings.with_overrides(**{"judge.vllm.python": sys.executable}))
     with pytest.raises(ConfigError, match="no config.json"):
         vs.check_model_dir(str(tmp_path))
     gguf = _hf_dir(tmp_path / "g", quantization_config={"quant_method": "gguf", "gguf_file": "m.gguf"})
@@ -68,7 +82,7 @@ def test_ensure_smollm2_drops_the_gguf_marker_of_a_directory_built_before(tmp_pa
     vs.check_model_dir(str(old))
 
 
-def test_a_server_that_dies_at_start_is_reported_not_waited_for(settings, tmp_path):
+def test_a_server_that_dies_at_start_is_reported_not_waited_for(settings, tmp_path, fake_vllm):
     """This interpreter has no vLLM: the child exits at once and start() says so (no 600 s wait)."""
     model = _hf_dir(tmp_path / "m")
     s = settings.with_overrides(**{"judge.vllm.python": sys.executable, "judge.vllm.startup_timeout_s": 60})
