@@ -21,7 +21,15 @@ from keyphrase_pipeline.core.cluster import Cluster, ClusterError, Proc
 
 @pytest.fixture
 def cl(tmp_path):
+    """A cluster of the default kind (its judge: the vLLM server)."""
     return Cluster(tmp_path / "cluster", dict(cluster.DEFAULT_PORTS))
+
+
+@pytest.fixture
+def no_vllm_check(monkeypatch):
+    """up() with processes patched out: the judge's virtualenv is not what these tests are about (a fresh
+    clone has none; test_up_without_the_vllm_virtualenv_names_the_make_target checks that case)."""
+    monkeypatch.setattr("keyphrase_pipeline.jobs.judges.vllm_server.has_vllm", lambda python: True)
 
 
 def sleeper(name: str, port: int | None = None, healthy: bool = True) -> Proc:
@@ -172,7 +180,7 @@ def test_a_missing_program_is_named_with_its_package(monkeypatch):
     assert err.value.exit_code == 2
 
 
-def test_up_refuses_before_starting_anything(cl, monkeypatch):
+def test_up_refuses_before_starting_anything(cl, monkeypatch, no_vllm_check):
     monkeypatch.setattr(cluster, "REQUIREMENTS", (("Java runtime (java)", lambda: None, "Debian package `openjdk-17-jre-headless`"),))
     started = []
     monkeypatch.setattr(cluster, "start", lambda *a, **k: started.append(a))
@@ -188,7 +196,7 @@ def test_cli_prints_the_refusal_and_exits_2(cl, monkeypatch, capsys):
     assert "Debian package `postgresql`" in capsys.readouterr().err
 
 
-def test_a_port_held_by_someone_else_is_refused(cl, monkeypatch):
+def test_a_port_held_by_someone_else_is_refused(cl, monkeypatch, no_vllm_check):
     monkeypatch.setattr(cluster, "check_requirements", lambda *a: None)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -225,7 +233,7 @@ def test_pid_file_tracks_the_process_and_ignores_a_recycled_pid(cl):
         os.waitpid(pid, 0)
 
 
-def test_up_and_down_are_idempotent(cl, monkeypatch):
+def test_up_and_down_are_idempotent(cl, monkeypatch, no_vllm_check):
     monkeypatch.setattr(cluster, "check_requirements", lambda *a: None)
     monkeypatch.setattr(cluster, "processes", lambda cl, ctx=None: [sleeper("redis"), sleeper("judge")])
     first = cluster.up(cl)
@@ -245,7 +253,7 @@ def test_up_and_down_are_idempotent(cl, monkeypatch):
     assert not cluster.status(cl)["redis"]["running"]
 
 
-def test_a_process_that_dies_at_start_is_reported_with_its_log(cl, monkeypatch):
+def test_a_process_that_dies_at_start_is_reported_with_its_log(cl, monkeypatch, no_vllm_check):
     monkeypatch.setattr(cluster, "check_requirements", lambda *a: None)
     dying = Proc("redis", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], dict(os.environ),
                  lambda: (False, "no answer"))
