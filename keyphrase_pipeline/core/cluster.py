@@ -168,7 +168,7 @@ def load_cluster(root: str | os.PathLike | None = None, ports: str | None = None
 def vllm_python() -> str:
     """The vLLM virtualenv's interpreter, as ``kp llm-server`` resolves it (``vllm_server.server_python``)."""
     from keyphrase_pipeline.core.settings import load_settings
-    from keyphrase_pipeline.jobs.judges.vllm_server import resolve_python
+    from keyphrase_pipeline.core.vllm_runtime import resolve_python
 
     return resolve_python(load_settings())
 
@@ -744,7 +744,7 @@ def up(cl: Cluster, only: list[str] | None = None, timeout_s: float = HEALTH_TIM
     ``status``, the logs, then ``down``)."""
     check_requirements()
     if cl.judge == "vllm" and (not only or "judge" in only):
-        from keyphrase_pipeline.jobs.judges.vllm_server import has_vllm
+        from keyphrase_pipeline.core.vllm_runtime import has_vllm
 
         py = vllm_python()
         if not has_vllm(py):

@@ -29,7 +29,7 @@ def cl(tmp_path):
 def no_vllm_check(monkeypatch):
     """up() with processes patched out: the judge's virtualenv is not what these tests are about (a fresh
     clone has none; test_up_without_the_vllm_virtualenv_names_the_make_target checks that case)."""
-    monkeypatch.setattr("keyphrase_pipeline.jobs.judges.vllm_server.has_vllm", lambda python: True)
+    monkeypatch.setattr("keyphrase_pipeline.core.vllm_runtime.has_vllm", lambda python: True)
 
 
 def sleeper(name: str, port: int | None = None, healthy: bool = True) -> Proc:

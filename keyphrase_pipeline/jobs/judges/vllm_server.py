@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from keyphrase_pipeline.core.errors import ConfigError, KPError
+from keyphrase_pipeline.core.vllm_runtime import has_vllm, resolve_python  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -47,29 +48,6 @@ def served_name(settings, model_dir: str) -> str:
     if name and not os.path.isdir(name):
         return name
     return os.path.basename(os.path.normpath(model_dir))
-
-
-#: where ``make llm-server-deps`` builds vLLM's virtualenv, relative to the checkout
-DEFAULT_VENV = Path("var") / "venv-vllm"
-
-
-def resolve_python(settings) -> str:
-    """The interpreter meant to run vLLM: ``judge.vllm.python``, else ``var/venv-vllm/bin/python`` of this checkout
-    when it exists, else this interpreter (a GPU image with vLLM installed beside the project)."""
-    if settings.judge.vllm.python:
-        return settings.judge.vllm.python
-    from keyphrase_pipeline.core.topology import REPO
-
-    venv = REPO / DEFAULT_VENV / "bin" / "python"
-    return str(venv) if venv.exists() else sys.executable
-
-
-def has_vllm(python: str) -> bool:
-    """Whether ``python`` exists and finds the ``vllm`` package (without importing it: a second at most)."""
-    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
-        return False
-    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
-    return subprocess.run([python, "-c", probe], capture_output=True, timeout=60).returncode == 0
 
 
 def server_python(settings) -> str:

@@ -26,7 +26,7 @@ def _hf_dir(path: Path, **config) -> Path:
 @pytest.fixture
 def fake_vllm(monkeypatch):
     """This interpreter passes for one with vLLM (the command is built, not run)."""
-    monkeypatch.setattr(vs, "has_vllm", lambda python: True)
+    monkeypatch.setattr(vs, "has_vllm", lambda python: True)  # server_python's name for it
 
 
 def test_server_command_carries_the_engine_settings(settings, tmp_path, fake_vllm):
