@@ -433,7 +433,7 @@ def run(settings, ds: str | None = None, mixes=None, out: str | None = None, qui
             "ds": ds, "quick": quick, "mixes": mixes, "kd_losses": kd_losses, "kd_mix": kd_mix, "seeds": seeds,
             "cross_version": cross_version, "prepared": prepared, "world": inputs["world"].meta.get("sizes"),
             "judge": {"kind": "simulated", "accuracy": settings.judge.simulated_accuracy,
-                      "threshold": settings.judge.threshold},
+                      "errors": settings.judge.simulated_errors, "threshold": settings.judge.threshold},
             "settings": {"bi_max_steps": settings.train.bi_max_steps, "serve_dim": settings.serve.dim,
                          "top_k": settings.serve.top_k, "eval_max_items": settings.train.eval_max_items,
                          "window_days": settings.ctr.window_days},
