@@ -174,9 +174,12 @@ def vllm_python() -> str:
 
 
 def stand_in_model() -> str:
-    """The stand-in's served name: its annotator's judge id (``KP_JUDGE__SIMULATED_ERRORS``=llm: the LLM-like
-    one), so labels of the two annotators never share a pair_key."""
-    if os.environ.get("KP_JUDGE__SIMULATED_ERRORS", "iid") == "llm":
+    """The stand-in's served name: its annotator's judge id (``judge.simulated_errors`` llm: the LLM-like one), so
+    labels of the two annotators never share a pair_key; read from the settings as the stand-in reads it
+    (``synthetic.judge_server.stand_in_model``, which core may not import)."""
+    from keyphrase_pipeline.core.settings import load_settings
+
+    if load_settings().judge.simulated_errors == "llm":
         return STAND_IN_LLM_MODEL
     return STAND_IN_MODEL
 

@@ -341,6 +341,14 @@ def _item_title_segments(row: tuple, u: np.ndarray) -> list[str]:
 _TYPE_SPEC = {t["type"]: t for t in TAXONOMY}
 
 
+TITLE_MAX_CHARS = 80
+
+
+def title_text(segments) -> str:
+    """A title from its segments (``_item_title_segments``): space-joined, cut to ``TITLE_MAX_CHARS``."""
+    return " ".join(segments)[:TITLE_MAX_CHARS]
+
+
 def _titles(items: pd.DataFrame, seed: int, version: np.ndarray | int = 0, segments: bool = False) -> np.ndarray:
     """Each item's title (object array of str, at most 80 characters), or with ``segments`` the title's
     segments (object array of tuples of str: the brand, each attribute value with its lead word, the product
@@ -353,7 +361,7 @@ def _titles(items: pd.DataFrame, seed: int, version: np.ndarray | int = 0, segme
     out = np.empty(len(items), dtype=object)
     for i, r in enumerate(rows):
         segs = _item_title_segments(r, u[i])
-        out[i] = tuple(segs) if segments else " ".join(segs)[:80]
+        out[i] = tuple(segs) if segments else title_text(segs)
     return out
 
 

@@ -26,7 +26,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from keyphrase_pipeline.synthetic.synth import _gen_items, _gen_keyphrases, _titles, resolve_scale, taxonomy_for
+from keyphrase_pipeline.synthetic.synth import _gen_items, _gen_keyphrases, _titles, resolve_scale, taxonomy_for, title_text
 from keyphrase_pipeline.synthetic.world import SLOTS, Truth
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def _world(seed: int, n_items: int):
 
 def _joined(segments: np.ndarray) -> np.ndarray:
     """The titles (object array of str) of an object array of segment tuples (``synth._titles``)."""
-    return np.array([" ".join(s)[:80] for s in segments], dtype=object)
+    return np.array([title_text(s) for s in segments], dtype=object)
 
 
 def _check(noise: float, n_pairs: int) -> None:
@@ -108,7 +108,7 @@ def seller_titles(titles: np.ndarray, seed: int, median_chars: int = 130, max_ch
     for i, title in enumerate(titles):
         target = min(max_chars, int(median_chars * np.exp(0.35 * rng.standard_normal())))
         segs = str(title).split() if isinstance(title, str) else list(title)
-        text = " ".join(segs)[:80]   # the world's title: its segments cut to 80 characters
+        text = title_text(segs)   # the world's title: its segments cut to 80 characters
         ends = np.cumsum([len(s) + 1 for s in segs]) - 1   # where each segment ends in ``text``
         cuts = [int(e) for e, s in zip(ends, segs) if e <= len(text) and s.split()[-1].lower() not in _BINDS]
         at = cuts[int(rng.integers(len(cuts)))] if cuts else len(text)

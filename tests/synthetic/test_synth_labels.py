@@ -113,7 +113,7 @@ def test_listing_world_never_puts_a_selling_phrase_inside_an_attribute_value():
     from keyphrase_pipeline.synthetic.synth_labels import seller_titles
 
     w = sl.WORLDS["listing"]
-    by_title = {" ".join(s)[:80]: s for s in sl._world(w["seed"], w["items"])[3]}
+    by_title = {sl.title_text(s): s for s in sl._world(w["seed"], w["items"])[3]}
     short, long = world_pairs("attr", n_pairs=600), world_pairs("listing", n_pairs=600)
     whole = []
     for t, l in zip(short["title"], long["title"]):

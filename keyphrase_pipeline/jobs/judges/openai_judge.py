@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -46,8 +47,6 @@ def same_model(answered: str, configured: str) -> bool:
     """Whether an answer's ``model`` is the configured one: the same name, or that name with a date suffix (hosted
     APIs answer ``gpt-4o-2024-08-06`` for ``gpt-4o``). ``gpt-4o-mini`` is not ``gpt-4o``; a vLLM alias (a second
     ``--served-model-name``) is answered under the first name, so aliases need ``judge.check_served_model`` off."""
-    import re
-
     return answered == configured or re.fullmatch(re.escape(configured) + r"-\d{4}-?\d{2}-?\d{2}", answered) is not None
 
 

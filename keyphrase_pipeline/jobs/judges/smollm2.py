@@ -71,13 +71,18 @@ def ensure_smollm2(out_dir: str | os.PathLike = DEFAULT_DIR) -> str:
     return str(out)
 
 
+def declares_gguf(config: dict) -> bool:
+    """Whether a model's ``config.json`` (parsed) declares GGUF quantisation (``quantization_config.quant_method``)."""
+    return (config.get("quantization_config") or {}).get("quant_method") == "gguf"
+
+
 def _drop_gguf_marker(config_path: Path) -> None:
     """Remove a ``quantization_config`` of method gguf from a saved config (directories written before
     2026-12-05 kept it, and a server such as vLLM then refuses the plain fp32 weights as "gguf")."""
     import json
 
     cfg = json.loads(config_path.read_text())
-    if (cfg.get("quantization_config") or {}).get("quant_method") == "gguf":
+    if declares_gguf(cfg):
         del cfg["quantization_config"]
         tmp = config_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(cfg, indent=2) + "\n")

@@ -107,8 +107,9 @@ def check_model_dir(model_dir: str) -> None:
     if not cfg_path.is_file():
         raise ConfigError(f"{model_dir!r} is not a Hugging Face model directory (no config.json); for SmolLM2 run "
                           "python -m keyphrase_pipeline.jobs.judges.smollm2 var/models/smollm2-135m")
-    quant = (json.loads(cfg_path.read_text()).get("quantization_config") or {}).get("quant_method")
-    if quant == "gguf":
+    from keyphrase_pipeline.jobs.judges.smollm2 import declares_gguf
+
+    if declares_gguf(json.loads(cfg_path.read_text())):
         raise ConfigError(f"{cfg_path} declares GGUF quantisation over plain weights; vLLM refuses it. Re-run "
                           "python -m keyphrase_pipeline.jobs.judges.smollm2 on the directory to drop the marker")
 
