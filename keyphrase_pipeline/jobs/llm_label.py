@@ -24,6 +24,12 @@ The Airflow DAG maps ``run`` over the shards listed by ``kp select-pairs`` (pool
   day); they do not count toward ``judge.max_unparsable_share``. So a retry never pays twice, even for the
   batch in flight (measured by ``make cluster-e2e FAULTS=1``). Local judges (vLLM in process, transformers,
   simulated) and remote lakes keep the batch granularity.
+* **Requests that time out are counted as possibly paid.** A request that timed out or whose connection dropped
+  after it was sent may have been computed and billed: the stats say ``possibly_paid`` (and a warning per batch).
+  The openai judge sends a pair again after one at most ``judge.max_timeout_retries`` times (its timeout grows
+  meanwhile); then the pair is quarantined with reason ``timed_out`` (``TIMED_OUT_REASON``: not asked again that
+  day, whatever the number of tries; ``timed_out_pairs``), the batch's answers are staged and the try fails
+  (JudgeUnavailable, exit 1).
 * **Unusable answers are quarantined, not fatal.** A pair whose answer holds no yes/no token (or is malformed,
   or a score outside [0, 1]) goes to ``quarantine/llm_labels/ds=D/shard=NNNNN/batch-XXXXX.parquet`` with
   ``reason`` and ``raw_answer``; the shard finishes. Only when more than ``judge.max_unparsable_share`` of the
@@ -60,6 +66,7 @@ from keyphrase_pipeline.jobs.label_store import (
     to_label_frame,
     write_quarantine,
 )
+from keyphrase_pipeline.jobs.judges.base import TIMED_OUT_REASON
 from keyphrase_pipeline.jobs.lease import Lease
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
@@ -69,6 +76,9 @@ from keyphrase_pipeline.models.text import is_blank
 log = logging.getLogger(__name__)
 
 IN_FLIGHT_REASON = "in_flight_at_crash"  # quarantine reason: sent by a worker that died before the answer came
+# quarantine reasons that say nothing of the judge's answers (maybe billed, never read): they do not count toward
+# judge.max_unparsable_share
+NOT_AN_ANSWER = frozenset({IN_FLIGHT_REASON, TIMED_OUT_REASON})
 
 
 class AnswerJournal:
@@ -131,8 +141,8 @@ def _journals(judge, lake: Lake) -> bool:
 def _recover_journal(settings, lake: Lake, ds: str, shard: int, pairs: pd.DataFrame, judge) -> dict | None:
     """Stage what a dead worker's journal holds for this shard: answered pairs as a batch, unusable answers and
     requests sent but never answered (``IN_FLIGHT_REASON``) into the quarantine; then remove the journal.
-    Pairs already staged or quarantined are left alone. Returns ``{"answers", "unusable", "in_flight"}`` or
-    None when there was no journal."""
+    Pairs already staged or quarantined are left alone. Returns ``{"answers", "unusable", "in_flight",
+    "timed_out"}`` or None when there was no journal."""
     from keyphrase_pipeline.jobs.judges.base import Verdicts
 
     path = layout.shard_journal_path(lake, ds, shard)
@@ -153,7 +163,7 @@ def _recover_journal(settings, lake: Lake, ds: str, shard: int, pairs: pd.DataFr
             unusable[i] = (str(e.get("reason", "unusable")), str(e.get("raw", "")))
         else:
             unusable[i] = (IN_FLIGHT_REASON, "")
-    n = {"answers": 0, "unusable": 0, "in_flight": 0}
+    n = {"answers": 0, "unusable": 0, "in_flight": 0, "timed_out": 0}
     if len(batch):
         rows, bad = _split_verdicts(settings, judge, batch, Verdicts(p, unusable))
         index = _next_batch_index(lake, ds, shard)
@@ -162,7 +172,8 @@ def _recover_journal(settings, lake: Lake, ds: str, shard: int, pairs: pd.DataFr
         if len(bad):
             write_quarantine(lake, ds, shard, index, bad)
         n = {"answers": int(len(rows)), "in_flight": int((bad["reason"] == IN_FLIGHT_REASON).sum()),
-             "unusable": int((bad["reason"] != IN_FLIGHT_REASON).sum())}
+             "timed_out": int((bad["reason"] == TIMED_OUT_REASON).sum()),
+             "unusable": int((~bad["reason"].isin(NOT_AN_ANSWER)).sum())}
     local_path(path).unlink(missing_ok=True)
     log.warning("ds=%s %s: a dead worker's journal recovered: %d answer(s) staged, %d unusable and %d sent but never "
                 "answered (%s) quarantined, so none is paid for again", ds, layout.shard_dir_name(shard),
@@ -197,7 +208,7 @@ def _done_stats(lake: Lake, ds: str, shard: int, manifest: dict, quiet: bool = F
         return None
     if not quiet:
         log.info("ds=%s %s already done (%s pairs): nothing to do", ds, layout.shard_dir_name(shard), done.get("pairs"))
-    return {"ds": ds, "shard": shard, "skipped": True, "judged": 0, "judge_calls": 0, "batches": 0,
+    return {"ds": ds, "shard": shard, "skipped": True, "judged": 0, "judge_calls": 0, "possibly_paid": 0, "batches": 0,
             "pairs": done.get("pairs", 0), "already_labelled": done.get("pairs", 0),
             "quarantined": 0, "quarantined_in_shard": done.get("quarantined_in_shard", 0)}
 
@@ -215,7 +226,7 @@ def _pairs_to_judge(lake: Lake, ds: str, shard: int, pairs: pd.DataFrame,
     seen = already_labelled(lake, ds, pairs["pair_key"])
     q = read_quarantine(lake, ds, cols=["pair_key", "reason"])
     quarantined = (set(q["pair_key"]) & set(pairs["pair_key"])) - seen
-    in_flight = set(q.loc[q["reason"] == IN_FLIGHT_REASON, "pair_key"]) & quarantined  # not the judge's fault
+    not_answers = set(q.loc[q["reason"].isin(NOT_AN_ANSWER), "pair_key"]) & quarantined  # in flight, timed out
     todo = pairs[~pairs["pair_key"].isin(seen | quarantined)].reset_index(drop=True)
     blank = np.array([is_blank(t) or is_blank(k) for t, k in zip(todo["title"], todo["keyphrase"], strict=True)],
                      dtype=bool)
@@ -225,7 +236,7 @@ def _pairs_to_judge(lake: Lake, ds: str, shard: int, pairs: pd.DataFrame,
         todo = todo[~blank].reset_index(drop=True)
     log.info("ds=%s %s: %d pairs, %d already labelled, %d quarantined before, %d blank, %d to judge with %r", ds,
              layout.shard_dir_name(shard), len(pairs), len(seen), len(quarantined), int(blank.sum()), len(todo), judge)
-    return pairs, todo, len(quarantined - in_flight), int(blank.sum())
+    return pairs, todo, len(quarantined - not_answers), int(blank.sum())
 
 
 def _verdicts(judge, batch: pd.DataFrame, journal: AnswerJournal | None = None):
@@ -300,9 +311,11 @@ def _too_many_unusable(ds: str, shard: int, n_quarantined: int, n_pairs: int, ma
 def _judge_batches(settings, lake: Lake, ds: str, shard: int, judge, todo: pd.DataFrame, lease: Lease,
                    n_pairs: int, quarantined_before: int) -> dict:
     """Judge ``todo`` in batches, each written to staging (and its unusable answers to the quarantine) at once;
-    returns the counts. Raises the judge's error after keeping what a failing batch answered, DataError as soon
-    as the shard's quarantined share is certain to exceed ``judge.max_unparsable_share``, LeaseLost when
-    another worker took the shard over."""
+    returns the counts (``unusable``: the quarantined answers that count toward ``judge.max_unparsable_share``,
+    ``possibly_paid``: requests that timed out or dropped after sending, ``timed_out``: pairs given up after
+    ``judge.max_timeout_retries``, quarantined too). Raises the judge's error after keeping what a failing batch
+    answered (and quarantining its timed-out pairs), DataError as soon as the shard's quarantined share is
+    certain to exceed ``judge.max_unparsable_share``, LeaseLost when another worker took the shard over."""
     # pairs per verdicts call, each call's answers staged before the next: a judge that batches a whole shard
     # itself (the vllm backend) says so with pairs_per_call (None = all of them)
     chunk = getattr(judge, "pairs_per_call", settings.judge.batch_size * settings.judge.concurrency) or max(len(todo), 1)
@@ -310,7 +323,8 @@ def _judge_batches(settings, lake: Lake, ds: str, shard: int, judge, todo: pd.Da
     allowed = math.floor(max_share * n_pairs + 1e-9)
     index = _next_batch_index(lake, ds, shard)
     sdir = layout.staging_dir(lake, ds, shard)
-    n = {"judged": 0, "batches": 0, "calls": 0, "yes": 0, "quarantined": 0, "by_reason": {}}
+    n = {"judged": 0, "batches": 0, "calls": 0, "yes": 0, "quarantined": 0, "unusable": 0, "by_reason": {},
+         "possibly_paid": 0, "timed_out": 0}
     if quarantined_before > allowed:  # a retry of a shard that already failed this way: pay nothing more
         raise _too_many_unusable(ds, shard, quarantined_before, n_pairs, max_share, lake, n["by_reason"])
     for start in range(0, len(todo), chunk):
@@ -335,13 +349,24 @@ def _judge_batches(settings, lake: Lake, ds: str, shard: int, judge, todo: pd.Da
         n["judged"] += len(rows)
         n["yes"] += int(rows["label"].sum()) if len(rows) else 0
         n["quarantined"] += len(bad)
+        timed_out = int((bad["reason"] == TIMED_OUT_REASON).sum()) if len(bad) else 0
+        n["timed_out"] += timed_out
+        n["unusable"] += int((~bad["reason"].isin(NOT_AN_ANSWER)).sum()) if len(bad) else 0
         for r in bad["reason"]:
             n["by_reason"][r] = n["by_reason"].get(r, 0) + 1
+        paid = int(getattr(v, "possibly_paid", 0))
+        n["possibly_paid"] += paid
+        if paid:
+            log.warning("ds=%s %s: %d request(s) timed out or dropped after being sent, possibly paid (the endpoint may "
+                        "have computed and billed them; %d in this shard so far); %d pair(s) given up after "
+                        "judge.max_timeout_retries=%s and quarantined as %s (not asked again today)", ds,
+                        layout.shard_dir_name(shard), paid, n["possibly_paid"], timed_out,
+                        settings.judge.max_timeout_retries, TIMED_OUT_REASON)
         log.info("ds=%s %s: %d/%d judged", ds, layout.shard_dir_name(shard), n["judged"] + n["quarantined"], len(todo))
         if v.error is not None:
             raise v.error
-        if quarantined_before + n["quarantined"] > allowed:
-            raise _too_many_unusable(ds, shard, quarantined_before + n["quarantined"], n_pairs, max_share, lake,
+        if quarantined_before + n["unusable"] > allowed:
+            raise _too_many_unusable(ds, shard, quarantined_before + n["unusable"], n_pairs, max_share, lake,
                                      n["by_reason"])
     return n
 
@@ -355,8 +380,8 @@ def _holder(settings) -> dict:
 
 
 def run(settings, ds, shard: int, judge=None) -> dict:
-    """Label one shard; returns stats (pairs, skipped, judged, batches, yes_rate, judge_calls, quarantined,
-    quarantined_in_shard, quarantined_by_reason, lease_taken_over, waited_for).
+    """Label one shard; returns stats (pairs, skipped, judged, batches, yes_rate, judge_calls, possibly_paid,
+    timed_out_pairs, quarantined, quarantined_in_shard, quarantined_by_reason, lease_taken_over, waited_for).
 
     Raises ConfigError (exit 2): the judge is misconfigured; DataError (exit 3): no pairs for the day, the judge
     returned a wrong number of scores, or too many unusable answers (the batches already judged are kept);
@@ -400,13 +425,14 @@ def run(settings, ds, shard: int, judge=None) -> dict:
         pairs, todo, q_before, skipped_blank = _pairs_to_judge(lake, ds, shard, pairs, judge)
         t0 = time.monotonic()
         n = _judge_batches(settings, lake, ds, shard, judge, todo, lease, len(pairs), q_before)
-        q_total = q_before + n["quarantined"]
+        q_total = q_before + n["unusable"]
         seconds = time.monotonic() - t0
         judged = n["judged"]
         stats = {"ds": ds, "shard": shard, "skipped": False, "pairs": int(len(pairs)),
                  "already_labelled": int(len(pairs) - len(todo) - q_before - skipped_blank),
                  "skipped_blank": skipped_blank, "judged": judged, "batches": n["batches"],
-                 "judge_calls": n["calls"], "yes_rate": round(n["yes"] / judged, 4) if judged else None,
+                 "judge_calls": n["calls"], "possibly_paid": n["possibly_paid"], "timed_out_pairs": n["timed_out"],
+                 "yes_rate": round(n["yes"] / judged, 4) if judged else None,
                  "quarantined": n["quarantined"], "quarantined_in_shard": q_total,
                  "quarantined_by_reason": n["by_reason"],
                  "judge": judge.name, "judge_model": judge.model, "prompt_version": judge.prompt_version,
@@ -443,6 +469,7 @@ def run_all(settings, ds, judge=None) -> dict:
             judge.close()
     return {"ds": ds_str(ds), "shards": len(shards), "judged": sum(r["judged"] for r in results),
             "judge_calls": sum(r["judge_calls"] for r in results),
+            "possibly_paid": sum(r.get("possibly_paid", 0) for r in results),
             "quarantined": sum(r.get("quarantined", 0) for r in results),
             "skipped_shards": sum(1 for r in results if r["skipped"])}
 

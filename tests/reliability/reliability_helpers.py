@@ -26,11 +26,18 @@ from testsupport import make_settings  # noqa: E402,F401  (re-exported for the s
 class FakeLLM:
     """OpenAI chat-completions with logprobs. ``state``: "up" answers, "down" answers 503, "hang" sleeps past
     the client's timeout. ``fail_after``: go down after that many 200 answers. Records every prompt
-    answered with 200 (what a real API bills)."""
+    answered with 200 (what a real API bills), also when the client gave up waiting before the answer was
+    sent: the answer was computed all the same. ``stall_s`` / ``stall_for_s``: requests received within
+    ``stall_for_s`` seconds of the first one (None: all) take ``stall_s`` seconds to compute (a stalling or
+    slow endpoint); ``wait_idle`` waits until every request received has been computed."""
 
     def __init__(self):
         self.state = "up"
         self.delay_s = 0.0  # seconds before each answer (keeps a worker busy for the concurrency tests)
+        self.stall_s = 0.0
+        self.stall_for_s: float | None = None
+        self.first_at: float | None = None
+        self.busy = 0
         self.maybe: set[str] = set()  # prompts answered "Maybe" (no yes/no token; billed like any answer)
         self.fail_after: int | None = None
         self.answered: list[str] = []
@@ -49,9 +56,21 @@ class FakeLLM:
                 pass
 
             def do_POST(self):
+                with fake.lock:
+                    fake.busy += 1
+                try:
+                    self._post()
+                finally:
+                    with fake.lock:
+                        fake.busy -= 1
+
+            def _post(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 prompt = body["messages"][0]["content"]
                 with fake.lock:
+                    now = time.monotonic()
+                    fake.first_at = now if fake.first_at is None else fake.first_at
+                    stalled = fake.stall_s > 0 and (fake.stall_for_s is None or now - fake.first_at < fake.stall_for_s)
                     if fake.fail_after is not None and len(fake.answered) >= fake.fail_after:
                         fake.state = "down"
                         fake.fail_after = None
@@ -65,6 +84,8 @@ class FakeLLM:
                     return self._send(503, {"error": "too late"})
                 if fake.delay_s:
                     time.sleep(fake.delay_s)
+                if stalled:
+                    time.sleep(fake.stall_s)
                 if prompt in fake.maybe:
                     top = [{"token": "Maybe", "logprob": -0.3}, {"token": "Perhaps", "logprob": -1.6}]
                     with fake.lock:
@@ -82,13 +103,26 @@ class FakeLLM:
 
             def _send(self, code, obj):
                 data = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client timed out and left: the answer was computed (and billed) anyway
+                    self.close_connection = True
 
         return H
+
+    def wait_idle(self, timeout_s: float = 10.0) -> None:
+        """Wait until no request is being computed (so ``answered`` counts every answer computed)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                if not self.busy:
+                    return
+            time.sleep(0.01)
+        raise AssertionError("the fake endpoint is still computing")
 
 
 def openai_settings(settings, server, **judge):

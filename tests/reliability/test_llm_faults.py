@@ -161,3 +161,81 @@ def test_maybe_answers_are_quarantined_and_the_day_still_merges(pairs_world, llm
         os.remove(layout.done_marker(lake, DS, sh))
     assert llm_label.run_all(s, DS, judge=fast_openai_judge(s))["judge_calls"] == 0
     assert len(llm_server.answered) == len(selected)
+
+
+def _hand_made_shard(tmp_path, server, n_pairs: int, **judge):
+    """Settings for the openai judge at ``server`` and one shard of ``n_pairs`` hand-made pairs (no Spark)."""
+    from labelling_helpers import make_pairs, write_pairs
+
+    from reliability_helpers import make_settings
+
+    s = openai_settings(make_settings(tmp_path / "lake"), server, **judge)
+    write_pairs(s, DS, make_pairs(n_pairs), shard_size=100)
+    return s
+
+
+def test_a_brief_stall_pays_again_only_for_the_requests_in_flight_when_it_began(tmp_path, llm_server):
+    """Issue 27: ``judge.timeout_s`` (0.1 s) below the endpoint's latency during a 0.5 s stall (0.2 s per answer).
+    Before, every retry timed out too and was computed all the same: 28 answers for 20 pairs. Now the retry
+    after a timeout waits longer, the observed latency raises every later timeout and the requests in flight
+    are cut down, so only the requests in flight when the stall began are computed twice; the stats count them."""
+    s = _hand_made_shard(tmp_path, llm_server, 20, timeout_s=0.1, max_retries=5, concurrency=2)
+    llm_server.stall_s, llm_server.stall_for_s = 0.2, 0.5
+    out = llm_label.run(s, DS, 0, judge=fast_openai_judge(s))
+    llm_server.wait_idle()
+    computed = len(llm_server.answered)
+    assert out["judged"] == 20 and len(set(llm_server.answered)) == 20
+    assert computed <= 20 * (1 + s.judge.max_timeout_retries)  # the policy's bound
+    assert computed - 20 <= s.judge.concurrency  # in practice: the requests in flight when it stalled
+    assert out["possibly_paid"] == computed - 20 >= 1  # every request computed for nothing is counted
+    assert out["timed_out_pairs"] == 0
+
+
+def test_a_slow_endpoint_is_waited_for_and_its_answers_are_kept(tmp_path, llm_server):
+    """Issue 27: an endpoint constantly slower (0.2 s) than ``judge.timeout_s`` (0.1 s). Before, every request timed
+    out on every retry of every Airflow try: the endpoint computed 4 answers per pair per try and none was
+    stored. Now the retry waits long enough, the answers are stored in the first try and the later tries pay
+    nothing."""
+    s = _hand_made_shard(tmp_path, llm_server, 4, timeout_s=0.1, max_retries=3, concurrency=2)
+    llm_server.stall_s = 0.2
+    outs = []
+    for _ in range(3):  # three Airflow tries
+        try:
+            outs.append(llm_label.run(s, DS, 0, judge=fast_openai_judge(s)))
+        except JudgeUnavailable as exc:
+            outs.append(exc)
+    llm_server.wait_idle()
+    computed = len(llm_server.answered)
+    lake = Lake.from_settings(s)
+    assert len(read_staging(lake, DS)) == 4 and read_done(lake, DS, 0) is not None
+    assert computed <= 4 * (1 + s.judge.max_timeout_retries)
+    assert outs[0]["judged"] == 4 and outs[0]["possibly_paid"] == computed - 4
+    assert [o["judge_calls"] for o in outs[1:]] == [0, 0]
+
+
+def test_an_endpoint_slower_than_the_longest_timeout_is_given_up_after_the_cap(tmp_path, llm_server, caplog):
+    """Issue 27: an endpoint slower (0.35 s) than even ``judge.max_timeout_s`` (0.2 s). A pair is sent again after a
+    timeout at most ``judge.max_timeout_retries`` (1) times; then it is quarantined as ``timed_out`` (not asked
+    again that day, whatever the number of Airflow tries) and the try fails (exit 1). Before: 4 requests
+    computed per pair per try, 24 over three tries for 4 pairs."""
+    s = _hand_made_shard(tmp_path, llm_server, 4, timeout_s=0.1, max_timeout_s=0.2, max_retries=3, concurrency=2)
+    llm_server.stall_s = 0.35
+    caplog.set_level("WARNING")
+    outs, judges = [], []
+    for _ in range(3):  # three Airflow tries
+        judges.append(fast_openai_judge(s))
+        try:
+            outs.append(llm_label.run(s, DS, 0, judge=judges[-1]))
+        except JudgeUnavailable as exc:
+            outs.append(exc)
+    llm_server.wait_idle()
+    computed = len(llm_server.answered)
+    assert computed <= 4 * (1 + s.judge.max_timeout_retries)
+    assert sum(j.possibly_paid for j in judges) == computed  # each one counted by the client
+    assert "possibly paid" in caplog.text
+    assert isinstance(outs[0], JudgeUnavailable) and "judge.max_timeout_retries" in str(outs[0])
+    lake = Lake.from_settings(s)
+    q = label_store.read_quarantine(lake, DS)
+    assert set(q["reason"]) == {llm_label.TIMED_OUT_REASON} and q["pair_key"].is_unique
+    assert len(read_staging(lake, DS)) == 0 and len(q) == computed // 2
+    assert isinstance(outs[-1], dict) and outs[-1]["judge_calls"] == 0  # nothing left to ask that day

@@ -31,8 +31,17 @@ SIMULATED_MODEL = "simulated-annotator-v1"
 SIMULATED_LLM_MODEL = "simulated-llm-annotator-v1"  # judge.simulated_errors=llm: another judge, other labels
 
 
+TIMED_OUT_REASON = "timed_out"  # quarantine reason: asked 1 + judge.max_timeout_retries times, no answer came back
+
+
 class JudgeUnavailable(KPError):
     """The judge service kept failing (timeouts, 429, 5xx) after every retry. Exit code 1: retry later."""
+
+
+class JudgeTimedOut(JudgeUnavailable):
+    """One pair's requests timed out (or their connection dropped after sending) more than
+    ``judge.max_timeout_retries`` times: each may have been computed and billed, so the pair is not asked again
+    that day (quarantined as ``TIMED_OUT_REASON``). Exit code 1."""
 
 
 class UnusableAnswer(DataError):
@@ -53,11 +62,15 @@ class Verdicts:
     ``p_yes``: float64 (n,), P(yes) in [0, 1], NaN where a pair has no answer; ``unusable``: row -> (reason, raw
     answer) for pairs answered but unreadable (to quarantine: asking again would pay for the same answer);
     ``error``: a failure (endpoint down, refused) that left the other NaN rows unanswered: the caller keeps what
-    was answered, then raises it."""
+    was answered, then raises it. A pair given up after ``judge.max_timeout_retries`` requests without an answer
+    (openai judge) is in ``unusable`` with reason ``TIMED_OUT_REASON`` (asking again might pay again) and
+    ``error`` is its ``JudgeTimedOut``. ``possibly_paid``: requests of this call that timed out or whose
+    connection dropped after they were sent (the endpoint may have computed and billed them)."""
 
     p_yes: np.ndarray
     unusable: dict[int, tuple[str, str]] = field(default_factory=dict)
     error: Exception | None = None
+    possibly_paid: int = 0
 
     @classmethod
     def of(cls, p_yes) -> "Verdicts":

@@ -4,10 +4,18 @@ hosted API.
 Each prompt is one chat-completions request asking for ONE token with its log-probabilities
 (``max_tokens=1, temperature=0, logprobs=true, top_logprobs=20``); P(yes) comes from the yes/no
 variants among them (``keyphrase_pipeline.jobs.judges.base.p_yes_from_logprobs``). Requests run on
-``judge.concurrency`` threads over one pooled ``httpx.Client``, paced by ``judge.rate_limit_per_s``,
-each with ``judge.timeout_s``; timeouts, connection errors, 429 and 5xx are retried up to
-``judge.max_retries`` times with exponential backoff and jitter, honouring ``Retry-After``. Other
-4xx (bad key, unknown model) fail at once with ConfigError. An answer without yes/no logprobs (or not a
+``judge.concurrency`` threads over one pooled ``httpx.Client``, paced by ``judge.rate_limit_per_s``;
+timeouts, connection errors, 429 and 5xx are retried up to ``judge.max_retries`` times with exponential
+backoff and jitter, honouring ``Retry-After`` (delta-seconds or an HTTP-date). Other 4xx (bad key, unknown
+model) fail at once with ConfigError.
+
+A request that timed out, or whose connection dropped after it was sent, was probably computed (and billed)
+by the server all the same: it is counted as *possibly paid* (``possibly_paid``, ``Verdicts.possibly_paid``).
+So the timeout adapts (``TimeoutPolicy``): at least ``judge.timeout_s``, at least ``judge.timeout_multiple`` x
+the p95 latency of the recent answers, and for the retry after such a request that multiple of the timeout that
+ran out, never above ``judge.max_timeout_s``; each one halves the requests in flight (``InFlightLimit``), which
+answers let grow back; and a pair is sent again after one at most ``judge.max_timeout_retries`` times, then given
+up (``JudgeTimedOut``, quarantined by the labeller as ``timed_out``: not asked again that day). An answer without yes/no logprobs (or not a
 completion with logprobs) is an ``UnusableAnswer`` for THAT pair: ``verdicts`` returns it with the raw
 answer beside the other pairs' P(yes) (the labeller quarantines it), and when a request fails for good the
 answers already received in the batch are returned too, so nothing paid for is thrown away.
@@ -20,16 +28,22 @@ else the Airflow Connection ``judge.airflow_conn_id`` (host = base URL, password
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
 import numpy as np
 
 from keyphrase_pipeline.jobs.judges.base import (
+    TIMED_OUT_REASON,
     Judge,
+    JudgeTimedOut,
     JudgeUnavailable,
     UnusableAnswer,
     Verdicts,
@@ -150,14 +164,119 @@ class _Pacer:
             self.sleep(at - now)
 
 
+def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """The seconds a ``Retry-After`` header asks to wait (RFC 9110 10.2.3): delta-seconds (``"7"``, a decimal is
+    accepted) or an HTTP-date (``"Wed, 21 Oct 2015 07:28:00 GMT"``, read with ``email.utils.parsedate_to_datetime``,
+    counted from ``now``, default the current UTC time). Returns seconds >= 0 (a date in the past or a negative
+    number: 0), or None when ``value`` is absent or neither form (never raises)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            at = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if at is None:
+            return None
+        if at.tzinfo is None:  # "-0000" zone: UTC by RFC 5322
+            at = at.replace(tzinfo=timezone.utc)
+        seconds = (at - (now or datetime.now(timezone.utc))).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+class TimeoutPolicy:
+    """The seconds one request may wait for its answer, from the latency of the answers seen (thread-safe).
+
+    ``timeout(k)`` for a pair whose ``k`` earlier requests timed out (or dropped after sending):
+    ``min(max_s, max(base_s, multiple * p) * multiple ** k)``, ``p`` the ``percentile`` of the last ``window``
+    answer latencies (``observe``, seconds; ignored while none). ``base_s`` is ``judge.timeout_s``, ``max_s``
+    ``judge.max_timeout_s`` (raised to ``base_s`` if below), ``multiple`` ``judge.timeout_multiple``. A retry
+    after a timeout thus waits longer instead of being computed again for nothing, and an endpoint seen to be
+    slow is waited for from the first request."""
+
+    def __init__(self, base_s: float, max_s: float, multiple: float, percentile: float = 95.0, window: int = 256):
+        self.base_s = float(base_s)
+        self.max_s = max(float(max_s), self.base_s)
+        self.multiple = float(multiple)
+        self.percentile = float(percentile)
+        self._seen: deque[float] = deque(maxlen=window)
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        """Record the latency of one answer (seconds from sending to the response)."""
+        with self._lock:
+            self._seen.append(float(seconds))
+
+    def latency_s(self) -> float | None:
+        """The ``percentile`` of the recorded latencies in seconds, None before the first answer."""
+        with self._lock:
+            seen = list(self._seen)
+        return float(np.percentile(seen, self.percentile)) if seen else None
+
+    def timeout(self, timed_out: int = 0) -> float:
+        """Seconds the next request of a pair may wait, ``timed_out`` of its requests having timed out before."""
+        p = self.latency_s()
+        t = self.base_s if p is None else max(self.base_s, self.multiple * p)
+        return min(self.max_s, t * self.multiple ** timed_out)
+
+
+class InFlightLimit:
+    """How many requests may be in flight at once (a context manager around each request; thread-safe).
+
+    ``limit`` starts at ``concurrency``; each request that timed out or dropped after sending halves it (at
+    least 1: an endpoint that stalls gets fewer requests that it may compute for nothing), and it grows back by
+    one after ``limit`` answers in a row."""
+
+    def __init__(self, concurrency: int):
+        self.concurrency = int(concurrency)
+        self.limit = self.concurrency
+        self.in_flight = 0
+        self._streak = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> "InFlightLimit":
+        with self._cond:
+            self._cond.wait_for(lambda: self.in_flight < self.limit)
+            self.in_flight += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._cond:
+            self.in_flight -= 1
+            self._cond.notify_all()
+
+    def timed_out(self) -> None:
+        """A request timed out (or dropped after sending): halve the limit."""
+        with self._cond:
+            if self.limit > 1:
+                log.warning("judge endpoint slower than its timeout: %d request(s) in flight at most, was %d",
+                            self.limit // 2, self.limit)
+            self.limit = max(1, self.limit // 2)
+            self._streak = 0
+
+    def answered(self) -> None:
+        """An answer arrived: after ``limit`` in a row, one more request may be in flight."""
+        with self._cond:
+            self._streak += 1
+            if self._streak >= self.limit and self.limit < self.concurrency:
+                self.limit += 1
+                self._streak = 0
+                self._cond.notify_all()
+
+
 class OpenAIJudge(Judge):
     """Judge through an OpenAI-compatible chat-completions endpoint (one token with top-20 logprobs per pair).
 
     ``score_prompts`` returns float64 P(yes) in [0, 1], shape ``(n,)``. Raises ConfigError (exit 2): no
     endpoint, empty ``judge.model``, or an HTTP 4xx that is not retried (bad key, unknown model); DataError
     (exit 3): an answer that is not JSON or has no yes/no logprob; JudgeUnavailable (exit 1): timeouts,
-    connection errors, 408/409/425/429 or 5xx after ``judge.max_retries`` retries (``timeout_s`` seconds
-    each; backoff from 0.5 s doubling up to 30 s, with jitter; ``Retry-After`` honoured up to 30 s)."""
+    connection errors, 408/409/425/429 or 5xx after ``judge.max_retries`` retries (each waiting
+    ``TimeoutPolicy.timeout`` seconds; backoff from 0.5 s doubling up to 30 s, with jitter; ``Retry-After``
+    honoured up to 30 s); JudgeTimedOut (exit 1): more than ``judge.max_timeout_retries`` of a pair's requests
+    timed out or dropped after sending. ``possibly_paid`` counts such requests over the judge's life."""
 
     name = "openai"
 
@@ -177,6 +296,10 @@ class OpenAIJudge(Judge):
                                    limits=httpx.Limits(max_connections=j.concurrency))
         self.concurrency = j.concurrency
         self.max_retries = j.max_retries
+        self.max_timeout_retries = j.max_timeout_retries
+        self.timeouts = TimeoutPolicy(j.timeout_s, j.max_timeout_s, j.timeout_multiple)
+        self.in_flight = InFlightLimit(j.concurrency)
+        self.possibly_paid = 0  # requests that timed out or dropped after sending (maybe computed and billed)
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.pacer = _Pacer(j.rate_limit_per_s)
@@ -196,28 +319,49 @@ class OpenAIJudge(Judge):
         }
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(float(retry_after), self.backoff_max_s)
-            except ValueError:
-                pass
+        """Seconds before retry ``attempt + 1``: what ``Retry-After`` asks (``retry_after_s``), else exponential
+        backoff with jitter; at most ``backoff_max_s``."""
+        wait = retry_after_s(retry_after)
+        if wait is not None:
+            return min(wait, self.backoff_max_s)
         return min(self.backoff_base_s * (2 ** attempt), self.backoff_max_s) * (0.5 + random.random() / 2)
 
     def _one(self, prompt: str) -> float:
         import httpx
 
         last = ""
+        unanswered: list[str] = []  # the requests of this pair that timed out or dropped after sending
         for attempt in range(self.max_retries + 1):
             self.pacer.wait()
             with self._count_lock:
                 self.requests_sent += 1
             retry_after = None
             try:
-                resp = self.client.post("/chat/completions", json=self._payload(prompt))
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                with self.in_flight:
+                    timeout = self.timeouts.timeout(len(unanswered))  # once in flight: the latest latencies count
+                    t0 = time.monotonic()
+                    resp = self.client.post("/chat/completions", json=self._payload(prompt),
+                                            timeout=httpx.Timeout(timeout, connect=min(timeout, self.timeouts.base_s)))
+                    latency = time.monotonic() - t0
+            except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
+                # sent, and no answer came back: the endpoint may have computed (and billed) it all the same
+                last = f"{type(exc).__name__}"
+                unanswered.append(f"{last} after {timeout:.3g} s")
+                self.in_flight.timed_out()
+                with self._count_lock:
+                    self.possibly_paid += 1
+                if len(unanswered) > self.max_timeout_retries:
+                    raise JudgeTimedOut(
+                        f"judge endpoint {self.endpoint}: {len(unanswered)} requests for the same pair got no answer "
+                        f"({', '.join(unanswered)}), each maybe computed and billed; given up after "
+                        f"judge.max_timeout_retries={self.max_timeout_retries} (not asked again today; raise "
+                        "judge.max_timeout_s for a slow endpoint)") from None
+            except (httpx.TimeoutException, httpx.TransportError) as exc:  # not sent: connect, pool, write
                 last = f"{type(exc).__name__}"
             else:
                 if resp.status_code == 200:
+                    self.timeouts.observe(latency)
+                    self.in_flight.answered()
                     try:
                         body = resp.json()
                     except ValueError:
@@ -288,6 +432,11 @@ class OpenAIJudge(Judge):
             if journal is not None:
                 journal.unusable(i, exc.reason, exc.raw)
             raise
+        except JudgeTimedOut as exc:  # maybe billed: quarantined (not asked again today), like an unusable answer
+            gave_up.set()
+            if journal is not None:
+                journal.unusable(i, TIMED_OUT_REASON, str(exc))
+            raise
         except KPError:
             gave_up.set()
             if journal is not None:
@@ -303,12 +452,16 @@ class OpenAIJudge(Judge):
         received are still returned, with the first such failure as ``error``; the batch's requests not sent
         yet are then not sent (NaN too). ``journal`` (optional): an object with ``sent(i)``,
         ``answered(i, p)``, ``unusable(i, reason, raw)``, ``failed(i)``, called from the request threads
-        (``keyphrase_pipeline.jobs.llm_label.AnswerJournal``)."""
+        (``keyphrase_pipeline.jobs.llm_label.AnswerJournal``). A pair given up after
+        ``judge.max_timeout_retries`` (``JudgeTimedOut``) is in ``unusable`` with reason ``TIMED_OUT_REASON``
+        (and journaled so) and is the ``error`` too; ``possibly_paid`` counts this call's requests that timed out
+        or dropped after sending."""
         p = np.full(len(prompts), np.nan, dtype=np.float64)
         out = Verdicts(p)
         if not prompts:
             return out
         gave_up = threading.Event()
+        paid_before = self.possibly_paid
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="judge") as pool:
             futures = [pool.submit(self._ask, i, q, journal, gave_up) for i, q in enumerate(prompts)]
             for i, fut in enumerate(futures):
@@ -316,10 +469,14 @@ class OpenAIJudge(Judge):
                     p[i] = fut.result()
                 except UnusableAnswer as exc:
                     out.unusable[i] = (exc.reason, exc.raw)
+                except JudgeTimedOut as exc:
+                    out.unusable[i] = (TIMED_OUT_REASON, str(exc))
+                    out.error = out.error or exc
                 except KPError as exc:
                     out.error = out.error or exc
                 except _NotSent:
                     pass
+        out.possibly_paid = self.possibly_paid - paid_before
         return out
 
     def verdicts(self, pairs, journal=None) -> Verdicts:

@@ -52,6 +52,9 @@ class FakeLLM:
                     return self._send(401, {"error": "bad key"})
                 if action == "slow":
                     time.sleep(1.0)
+                if action == "drop":  # the request was received (maybe computed), the connection drops
+                    self.close_connection = True
+                    return None
                 if fake.delay_s:
                     time.sleep(fake.delay_s)
                 if action == "malformed":
@@ -189,6 +192,97 @@ def test_an_endpoint_down_stops_the_batch_after_the_requests_in_flight(settings,
     assert isinstance(v.error, JudgeUnavailable)
     assert len(server.requests) <= 2 * 3  # the two requests in flight, each with its 2 retries; not 12 * 3
     assert v.p_yes.shape == (12,) and all(x != x for x in v.p_yes)  # none answered, all NaN
+
+
+def test_retry_after_in_both_forms():
+    """Issue 27: ``Retry-After`` is delta-seconds or an HTTP-date (RFC 9110); the date form was ignored."""
+    from datetime import datetime, timezone
+
+    from keyphrase_pipeline.jobs.judges.openai_judge import retry_after_s
+
+    now = datetime(2015, 10, 21, 7, 27, 30, tzinfo=timezone.utc)
+    assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT", now=now) == 30.0
+    assert retry_after_s("Wed, 21 Oct 2015 07:27:00 GMT", now=now) == 0.0  # in the past: at once
+    assert retry_after_s("7", now=now) == 7.0 and retry_after_s(" 2.5 ", now=now) == 2.5
+    assert retry_after_s("-3", now=now) == 0.0
+    assert retry_after_s("soon", now=now) is None and retry_after_s(None) is None and retry_after_s("nan") is None
+
+
+def test_the_backoff_waits_for_a_retry_after_date(settings, server):
+    """The delay before a retry is the one an HTTP-date ``Retry-After`` asks for (capped at ``backoff_max_s``)."""
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    s = settings.with_overrides(**{"judge.backend": "openai", "judge.model": "test-llm", "judge.endpoint": server.url})
+    j = OpenAIJudge(s, backoff_base_s=0.01, backoff_max_s=60.0)
+    in_20_s = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=20), usegmt=True)
+    assert 18.9 <= j._delay(0, in_20_s) <= 20.0  # the date has whole seconds
+    assert j._delay(0, format_datetime(datetime.now(timezone.utc) + timedelta(hours=1), usegmt=True)) == 60.0
+    assert j._delay(0, "3") == 3.0
+    assert j._delay(0, None) <= 0.01
+
+
+def test_the_timeout_grows_with_observed_latency_and_each_timed_out_try():
+    """Issue 27: a request waits at least ``judge.timeout_multiple`` x the p95 latency of the answers seen, and a
+    retry after a timeout that multiple of the previous timeout, never more than ``judge.max_timeout_s``."""
+    from keyphrase_pipeline.jobs.judges.openai_judge import TimeoutPolicy
+
+    p = TimeoutPolicy(base_s=0.1, max_s=2.0, multiple=4.0)
+    assert [p.timeout(k) for k in range(4)] == pytest.approx([0.1, 0.4, 1.6, 2.0])
+    assert p.latency_s() is None
+    for x in [0.01] * 18 + [0.2, 0.2]:  # p95 of these answers: 0.2 s
+        p.observe(x)
+    assert p.latency_s() == pytest.approx(0.2)
+    assert [p.timeout(k) for k in range(3)] == pytest.approx([0.8, 2.0, 2.0])
+    for _ in range(300):  # the endpoint is fast again: the window forgets the stall
+        p.observe(0.01)
+    assert p.timeout(0) == pytest.approx(0.1)  # never below judge.timeout_s
+
+
+def test_fewer_requests_in_flight_after_a_timeout():
+    """Issue 27: each timeout halves the requests in flight (at least 1); answers let it grow back by one."""
+    from keyphrase_pipeline.jobs.judges.openai_judge import InFlightLimit
+
+    g = InFlightLimit(4)
+    g.timed_out()
+    assert g.limit == 2
+    g.timed_out()
+    g.timed_out()
+    assert g.limit == 1
+    for _ in range(1 + 2):  # grows by one after `limit` answers in a row
+        g.answered()
+    assert g.limit == 3
+    for _ in range(20):
+        g.answered()
+    assert g.limit == 4
+
+
+def test_a_slow_endpoint_is_waited_for_after_one_timeout(settings, server):
+    """Each answer takes 0.2 s, ``judge.timeout_s`` is 0.1 s: the first request times out (computed by the server
+    all the same: counted as possibly paid), its retry waits longer and the later requests wait long enough
+    at once. Before, every try timed out until the retries ran out."""
+    server.delay_s = 0.2
+    j = make(settings, server, concurrency=1, timeout_s=0.1, max_retries=3)
+    assert j.score(PAIRS) == pytest.approx([P_GOOD, P_BAD, P_GOOD])
+    assert len(server.requests) == 4 and j.possibly_paid == 1
+    assert j.timeouts.timeout(0) >= 4 * 0.2
+
+
+def test_a_connection_dropped_after_sending_is_possibly_paid_and_capped(settings, server):
+    """A connection that drops after the request was sent counts as possibly paid like a timeout; after
+    ``judge.max_timeout_retries`` (1) such retries the pair is given up (reason ``timed_out``), not retried up to
+    ``judge.max_retries`` (3)."""
+    server.script = ["drop"]
+    j = make(settings, server, concurrency=1)
+    assert j.score(PAIRS.iloc[:1]) == pytest.approx([P_GOOD])
+    assert len(server.requests) == 2 and j.possibly_paid == 1
+
+    server.script = ["drop"] * 5
+    j = make(settings, server, concurrency=1)
+    v = j.verdicts(PAIRS.iloc[:1])
+    assert len(server.requests) == 2 + 2 and j.possibly_paid == 2 and v.possibly_paid == 2
+    assert isinstance(v.error, JudgeUnavailable) and "judge.max_timeout_retries" in str(v.error)
+    assert v.unusable[0][0] == "timed_out"
 
 
 def test_client_errors_fail_at_once(settings, server):
