@@ -9,6 +9,9 @@ dies (killed for memory, crashed: ``Py4JNetworkError: Answer from Java side is e
 (``spark_health``), drops PySpark's cached context, sessions and gateway (``forget_spark``) and starts a new
 JVM, so the next stage goes on. Under ``spark-submit`` the JVM is the parent process and cannot be
 replaced: that raises instead (the task is retried).
+
+``read_input`` is the one Spark reader of input partitions (raw events, catalog, keyphrases, search-relevance
+labels): every file's footer checked against its contract first (``keyphrase_pipeline.core.conform``).
 """
 
 from __future__ import annotations
@@ -144,3 +147,57 @@ def _python() -> str:
     import sys
 
     return sys.executable
+
+
+def read_input(spark, lake, paths: list[str], contract: str, what: str):
+    """Read input partitions ``paths`` (contract in ``conform.INPUT_CONTRACTS``: files other tools write) with
+    Spark, after ``keyphrase_pipeline.core.conform.check_files`` has read every file's footer: one DataFrame in
+    the contract's columns and types (``conform.spark_read_types``: contract order, an optional column null
+    where a file lacks it, columns outside the contract not read).
+
+    When every file has the contract's physical types, the partition folders are read as they are. Otherwise
+    the files are grouped by their footer types, each group read in the types Spark infers from it and cast to
+    the contract (exact casts; ANSI mode refuses an overflow), files Spark cannot read (``FileCheck.copy``:
+    nanosecond timestamps, ...) from a conformed copy under ``layout.conformed_path`` (kept for reruns; copies
+    of replaced files removed), and the groups unioned. ``lake``: the ``Lake`` the copies go to; ``what``
+    names the input in messages.
+
+    Raises:
+        SchemaError: (exit 3) a file breaks the contract (named with the column) before Spark reads anything.
+        DataError: (exit 3) no data file at ``paths``, a file is not parquet, or Spark cannot read them.
+    """
+    from functools import reduce
+
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    from keyphrase_pipeline.core import conform
+    from keyphrase_pipeline.core.errors import DataError
+    from keyphrase_pipeline.core.lake import spark_uri
+    from keyphrase_pipeline.core.layout import conformed_path
+
+    checks = conform.check_files(paths, contract)
+    if not checks:
+        raise DataError(f"no data file in {what} at {', '.join(paths)}")
+    if not conform.needs_conforming(checks):
+        groups = [[spark_uri(p) for p in paths]]
+    else:
+        readable = [conform.write_conformed_copy(c, contract, conformed_path(lake, c.path.rsplit("/", 1)[0]))
+                    if c.copy else c for c in checks]
+        for part in paths:
+            conform.prune_copies(conformed_path(lake, part), {c.path for c in readable})
+        by_sig: dict[tuple, list[str]] = {}
+        for c in readable:
+            by_sig.setdefault(c.signature, []).append(spark_uri(c.path))
+        groups = list(by_sig.values())
+        log.warning("%s: files differ from contract %s or from each other: %d footer schema(s), %d file(s) read "
+                    "from a conformed copy, all cast to the contract", what, contract, len(groups),
+                    sum(bool(c.copy) for c in checks))
+    types = conform.spark_read_types(contract)
+    try:
+        frames = [spark.read.parquet(*g) for g in groups]
+    except AnalysisException as exc:
+        raise DataError(f"cannot read {what} at {', '.join(paths)}: {str(exc).splitlines()[0]}") from None
+    frames = [df.select(*[(F.col(c) if c in df.columns else F.lit(None)).cast(t).alias(c) for c, t in types.items()])
+              for df in frames]
+    return reduce(lambda a, b: a.unionByName(b), frames)

@@ -226,10 +226,21 @@ def _n_files(rows: int, settings) -> int:
     return max(1, math.ceil(rows / settings.spark.target_file_rows))
 
 
-def _read_parquet(spark, paths: list[str], contract: str, what: str):
-    """Read parquet partitions (explicit paths: nothing outside them is listed) and check the contract."""
+def _read_parquet(spark, paths: list[str], contract: str, what: str, lake: Lake | None = None):
+    """Read parquet partitions (explicit paths: nothing outside them is listed) and check the contract.
+
+    Inputs other tools write (``conform.INPUT_CONTRACTS``; ``lake`` required) go through ``spark.read_input``:
+    every file's footer checked first (SchemaError naming the file and the column), lossless differences conformed."""
     from pyspark.errors import AnalysisException
 
+    from keyphrase_pipeline.core import conform
+
+    if contract in conform.INPUT_CONTRACTS:
+        from keyphrase_pipeline.core.spark import read_input
+
+        df = read_input(spark, lake, paths, contract, what)
+        check_spark_schema(df.schema, contract, where=paths[0] if len(paths) == 1 else f"{what} ({len(paths)} partitions)")
+        return df
     try:
         df = spark.read.parquet(*[spark_uri(p) for p in paths])
     except AnalysisException as exc:
@@ -292,7 +303,7 @@ def read_prev_tail(spark, settings, ds):
     src = lake.path("events", ds=prev)
     if not lake.exists(src):
         return None, "missing"
-    raw = _read_parquet(spark, [src], "events", f"raw events {prev} (tail read for {day})")
+    raw = _read_parquet(spark, [src], "events", f"raw events {prev} (tail read for {day})", lake)
     midnight = F.lit(f"{day} 00:00:00").cast(raw.schema["ts"].dataType)  # constant: pushed to the scan
     tail = raw.where((F.col("ts") >= midnight - _minutes(span))
                      & (F.col("ts") < midnight + _minutes(ctr.clock_skew_minutes)))
@@ -318,7 +329,7 @@ def aggregate_day(spark, settings, ds) -> dict:
     if not lake.exists(src):
         raise DataError(f"raw events for {day} are missing ({src})")
     t0 = time.perf_counter()
-    raw = _conform_events(_read_parquet(spark, [src], "events", f"raw events {day}"))
+    raw = _conform_events(_read_parquet(spark, [src], "events", f"raw events {day}", lake))
     context, tail_status = read_prev_tail(spark, settings, day)
     tail_rows = 0
     if context is not None:
@@ -669,7 +680,7 @@ def pass_through_sr_labels(spark, settings, ds) -> dict | None:
     if not lake.exists(src):
         return None
     c = F.col
-    df = _read_parquet(spark, [src], "sr_input", f"search-relevance labels {day}")
+    df = _read_parquet(spark, [src], "sr_input", f"search-relevance labels {day}", lake)
     df = (df.withColumn("item_id", c("item_id").cast("long")).withColumn("keyphrase_id", c("keyphrase_id").cast("long"))
           .withColumn("score", c("score").cast("double")).withColumn("label", c("label").cast("int")))
     r1 = (F.when(c("item_id").isNull() | c("keyphrase_id").isNull(), F.lit("null_key"))

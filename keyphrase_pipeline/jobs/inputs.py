@@ -10,8 +10,13 @@ timeout, with the missing paths in its message. The input contracts (``keyphrase
 * ``raw/keyphrases/``    the keyphrase inventory: pair selection, keyphrase embedding.
 
 A partition counts as present when its folder holds at least one data file (``*.parquet``, ``*.csv``,
-``*.json``); a writer that lands files atomically (write, then rename the folder) gives exactly that. The
-same check runs from the command line: ``kp inputs --ds D`` (exit 0 when ready, 3 when something is missing).
+``*.json``); a writer that lands files atomically (write, then rename the folder) gives exactly that. Each
+present partition (and ``raw/sr_labels/ds=D/`` when there) then has every file's parquet footer checked
+against its contract, the check the stages run before reading (``keyphrase_pipeline.core.conform.check_files``):
+a file with a renamed or missing column or an incompatible type makes the day not ready (``invalid``, naming
+the file and the column); what is conformed on read (timestamp units and zones, integer and float widths)
+is listed under ``conformed``. The same check runs from the command line: ``kp inputs --ds D`` (exit 0 when
+ready, 3 when something is missing or invalid).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ REQUIRED: list[tuple[str, bool, str]] = [
     ("catalog", True, "pair selection and item embedding"),
     ("keyphrases", False, "pair selection and keyphrase embedding"),
 ]
+OPTIONAL: list[tuple[str, bool, str]] = [("sr_input", True, "search-relevance labels")]  # checked when present
 DATA_SUFFIXES = (".parquet", ".csv", ".json")
 
 
@@ -51,25 +57,45 @@ def _has_data(lake: Lake, path: str) -> bool:
 
 
 def day_inputs(settings, ds: str) -> dict:
-    """Which of day ``ds``'s inputs (``REQUIRED``) are in the lake.
+    """Which of day ``ds``'s inputs (``REQUIRED``) are in the lake, and do their files keep their contracts?
 
-    Returns ``{"ds", "ready": bool, "present": [path, ...], "missing": [{"path", "needed_for"}, ...]}`` (paths as
-    ``Lake.path`` gives them). Raises ConfigError (exit 2) when ``ds`` is not YYYY-MM-DD."""
+    Returns ``{"ds", "ready": bool, "present": [path, ...], "missing": [{"path", "needed_for"}, ...],
+    "invalid": [{"path", "needed_for", "error"}, ...], "conformed": [{"file", "columns": [str]}, ...]}`` (paths
+    as ``Lake.path`` gives them); ready when nothing is missing or invalid. ``invalid``: a present partition (of
+    ``REQUIRED``, or ``OPTIONAL`` when there) with a file the stages would refuse (``conform.check_files``:
+    a missing/renamed column, an incompatible type, not parquet), ``error`` naming the file and the column.
+    Raises ConfigError (exit 2) when ``ds`` is not YYYY-MM-DD."""
+    from keyphrase_pipeline.core.conform import check_files
+    from keyphrase_pipeline.core.errors import DataError as _DataError
+
     lake = Lake.from_settings(settings)
     day = ds_str(ds)
-    present, missing = [], []
-    for dataset, daily, needed_for in REQUIRED:
+    present, missing, invalid, conformed = [], [], [], []
+    for required, (dataset, daily, needed_for) in [(True, r) for r in REQUIRED] + [(False, o) for o in OPTIONAL]:
         path = lake.path(dataset, ds=day) if daily else lake.path(dataset)
-        if _has_data(lake, path):
-            present.append(path)
-        else:
-            missing.append({"path": path, "needed_for": needed_for})
-    return {"ds": day, "ready": not missing, "present": present, "missing": missing}
+        if not _has_data(lake, path):
+            if required:
+                missing.append({"path": path, "needed_for": needed_for})
+            continue
+        present.append(path)
+        try:
+            checks = check_files(path, dataset)
+        except _DataError as exc:  # SchemaError too
+            invalid.append({"path": path, "needed_for": needed_for, "error": str(exc)})
+            continue
+        conformed += [{"file": c.path, "columns": list(c.notes)} for c in checks if c.notes]
+    return {"ds": day, "ready": not missing and not invalid, "present": present, "missing": missing,
+            "invalid": invalid, "conformed": conformed}
 
 
 def describe_missing(status: dict) -> str:
     """One line naming what ``day_inputs`` found missing, e.g. for a log or an error message."""
     return "; ".join(f"{m['path']} (for {m['needed_for']})" for m in status["missing"]) or "nothing"
+
+
+def describe_invalid(status: dict) -> str:
+    """One line naming the partitions ``day_inputs`` found invalid, with each error (file and column)."""
+    return "; ".join(f"{m['error']} (for {m['needed_for']})" for m in status.get("invalid", [])) or "nothing"
 
 
 def add_arguments(parser) -> None:
@@ -78,11 +104,18 @@ def add_arguments(parser) -> None:
 
 
 def main(settings, args) -> int:
-    """``kp inputs``: ``day_inputs`` for ``--ds`` as one JSON line; returns 0 when every input is present.
+    """``kp inputs``: ``day_inputs`` for ``--ds`` as one JSON line; returns 0 when every input is present and
+    keeps its contract.
 
-    Raises DataError (exit 3) naming the missing paths; ConfigError (exit 2) for a bad ``--ds``."""
+    Raises SchemaError (exit 3) naming each invalid file and column, DataError (exit 3) naming the missing
+    paths; ConfigError (exit 2) for a bad ``--ds``."""
+    from keyphrase_pipeline.core.errors import SchemaError
+
     status = day_inputs(settings, args.ds)
     print(json.dumps(status))
+    if status["invalid"]:
+        raise SchemaError(f"input for ds={status['ds']} breaks its contract: {describe_invalid(status)}"
+                          + (f"; missing: {describe_missing(status)}" if status["missing"] else ""))
     if not status["ready"]:
         raise DataError(f"input for ds={status['ds']} is missing: {describe_missing(status)}")
     return 0

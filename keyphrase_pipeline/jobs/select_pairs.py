@@ -95,6 +95,14 @@ def _tokens(col):
 def _read(spark, lake: Lake, path: str, contract: str):
     if not lake.exists(path):
         raise DataError(f"missing {contract} at {path}")
+    from keyphrase_pipeline.core import conform
+
+    if contract in conform.INPUT_CONTRACTS:  # other tools' files: each checked, conformed where lossless
+        from keyphrase_pipeline.core.spark import read_input
+
+        df = read_input(spark, lake, [path], contract, contract)
+        check_spark_schema(df.schema, contract, where=path)
+        return df
     df = spark.read.parquet(path if "://" in path else f"file://{path}")
     check_spark_schema(df.schema, contract, where=path)
     return df

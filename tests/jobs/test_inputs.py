@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
+from keyphrase_pipeline.core.contracts import arrow_schema
 from keyphrase_pipeline.core.lake import Lake
 from keyphrase_pipeline.jobs import inputs
 
@@ -18,7 +19,7 @@ def _land(settings, dataset: str, ds: str | None = DS) -> Path:
     lake = Lake.from_settings(settings)
     folder = Path(lake.path(dataset, ds=ds) if ds else lake.path(dataset))
     folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"x": [1]}).to_parquet(folder / "part-00000.parquet")
+    pq.write_table(arrow_schema(dataset).empty_table(), folder / "part-00000.parquet")  # the contract's columns
     return folder
 
 
@@ -52,7 +53,7 @@ def test_an_empty_or_marker_only_folder_is_not_input(settings):
     (events / ".part-00001.parquet.crc").write_text("")
     assert not inputs.day_inputs(settings, DS)["ready"]
     (events / "sub").mkdir()
-    pd.DataFrame({"x": [1]}).to_parquet(events / "sub" / "part-1.parquet")  # nested (hive-style) data counts
+    pq.write_table(arrow_schema("events").empty_table(), events / "sub" / "part-1.parquet")  # nested (hive-style) data counts
     assert inputs.day_inputs(settings, DS)["ready"]
 
 
