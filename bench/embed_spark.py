@@ -68,7 +68,7 @@ def build_lake(root: Path, n_items: int, cores: int, batch_size: int):
 
 
 def timed_embed(settings, spark) -> tuple[float, dict]:
-    """Seconds of ``embed._embed_and_write`` (as recorded in the stats) and the stats, for a full embed."""
+    """Seconds of inference, vector check and write (``write_seconds`` in the stats) and the stats, for a full embed."""
     from keyphrase_pipeline.jobs import embed
 
     stats = embed.run(settings, DS, "items", full=True, spark=spark)

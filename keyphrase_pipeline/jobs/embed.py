@@ -15,6 +15,13 @@ text``: emoji-only is all ``[UNK]``). Reused rows were checked when they were em
 written before this check existed is cleaned by ``--full`` or the next model version. The rows go to
 ``quarantine/embed_<what>/ds=D`` with their ``reason``, counted in the run stats.
 
+Vectors that are not vectors: after inference every row of the new snapshot, embedded now or reused, is
+checked with a Spark SQL expression (the rule of ``keyphrase_pipeline.models.ann.vector_problems``): a NaN/inf
+value (``non-finite vector``: a broken export) or an L2 norm of at most ``ZERO_NORM`` (``zero vector``) sends
+the row to the same quarantine (with its ``embedding``) instead of the snapshot, counted in
+``quarantined_by_reason`` and ``vectors_quarantined``. The inference output is persisted (memory and disk)
+between this check and the write, so each row is embedded once.
+
 Inference runs in ``mapInPandas``: each Python worker opens one ONNX Runtime session per tower
 (cached in ``keyphrase_pipeline.models.onnx_tower``) and embeds its rows in batches of ``serve.embed_batch_size``, texts
 sorted by length within each Arrow batch to cut padding; each session uses ``spark.task.cpus``
@@ -173,7 +180,9 @@ def _source_texts(spark, lake: Lake, ds: str, what: str):
     src = lake.path(contract, ds=ds) if what == "items" else lake.path(contract)
     if not lake.exists(src):
         raise DataError(f"missing input {src}")
-    df = spark.read.parquet(spark_uri(src))
+    from keyphrase_pipeline.core.spark import read_input
+
+    df = read_input(spark, lake, [src], contract, f"{what} input")  # each file checked, conformed where lossless
     check_spark_schema(df.schema, contract, where=src)
     if what == "items":
         df = df.where(F.col("active"))
@@ -195,8 +204,9 @@ def _source_texts(spark, lake: Lake, ds: str, what: str):
 
 
 def _write_quarantine(lake: Lake, ds: str, what: str, bad) -> dict[str, int]:
-    """Write the bad rows (id, text, text_hash, check, reason) to ``quarantine/embed_<what>/ds=D`` (replacing an
-    earlier run's; a stale one is emptied when nothing is bad); return {reason: rows}."""
+    """Write the bad rows (id, text, text_hash, check, reason; ``embedding`` for bad vectors, null otherwise) to
+    ``quarantine/embed_<what>/ds=D`` (replacing an earlier run's; a stale one is emptied when nothing is bad);
+    return {reason: rows}."""
     from pyspark.sql import functions as F
 
     bad = bad.persist()
@@ -236,21 +246,37 @@ def _split_reusable(spark, lake: Lake, texts, target: str, version: str, full: b
     return reused, joined.where(~same).select("id", "text", "text_hash", "check"), True
 
 
-def _embed_and_write(settings, spark, todo, reused, n_todo: int, total: int, target: str, tower_dir: str,
-                     model_file: str, version: str, ds: str) -> dict:
-    """Embed ``todo`` with the ONNX tower on the executors, add the reused rows, write ``target`` atomically
-    (contract ``embeddings`` + ``embedded_ds``) and check every vector has ``serve.dim`` values (DataError).
+def _vector_reason():
+    """Spark Column: ``non-finite vector`` when a value of ``embedding`` is NaN, +-inf or null, ``zero vector`` when
+    its L2 norm is at most ``ZERO_NORM`` (sum of squares in double), else null; the rule of
+    ``keyphrase_pipeline.models.ann.vector_problems``, as Spark SQL higher-order functions (no Python UDF)."""
+    from pyspark.sql import functions as F
+
+    from keyphrase_pipeline.models.ann import NON_FINITE_VECTOR, ZERO_NORM, ZERO_VECTOR
+
+    e = F.col("embedding")
+    non_finite = F.exists(e, lambda x: x.isNull() | F.isnan(x) | (F.abs(x.cast("double")) == F.lit(float("inf"))))
+    sq = F.aggregate(e, F.lit(0.0).cast("double"), lambda acc, x: acc + x.cast("double") * x.cast("double"))
+    return F.when(non_finite, F.lit(NON_FINITE_VECTOR)).when(sq <= ZERO_NORM ** 2, F.lit(ZERO_VECTOR))
+
+
+def _embed(settings, spark, todo, reused, n_todo: int, tower_dir: str, model_file: str, version: str, ds: str):
+    """Embed ``todo`` with the ONNX tower on the executors, add the reused rows and check every vector.
+
+    Returns (frame, counts, inference stats). ``frame``: persisted (memory and disk, so nothing is embedded
+    twice), the ``embeddings`` contract columns + ``embedded_ds`` + ``fresh`` (bool: embedded now) + ``reason``
+    (``_vector_reason``: null for a usable vector); ``counts``: ``{(reason or None, fresh): rows}``, the action
+    that runs the inference.
 
     Parallelism: ``todo`` is split into ``min(defaultParallelism, ceil(rows / serve.embed_batch_size))``
     partitions, one inference task each, so every core Spark was given runs one ONNX Runtime session of
-    ``spark.task.cpus`` threads (tasks x threads = cores). The output is then reshuffled into files of about
-    ``spark.target_file_rows`` rows: a ``coalesce`` there would fold the inference itself into that many
-    tasks. Returns the inference stats: tasks, distinct Python worker processes, threads per session,
-    summed inference seconds."""
+    ``spark.task.cpus`` threads (tasks x threads = cores). Inference stats: tasks, distinct Python worker
+    processes, threads per session, summed inference seconds."""
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from keyphrase_pipeline.core.contracts import check_spark_schema, spark_schema
+    from keyphrase_pipeline.core.contracts import spark_schema
 
     ship = not is_local(tower_dir)
     threads = int(spark.conf.get("spark.task.cpus", "1") or 1)
@@ -261,22 +287,36 @@ def _embed_and_write(settings, spark, todo, reused, n_todo: int, total: int, tar
     fresh = todo.repartition(parts).mapInPandas(
         _embed_fn(tower_dir, model_file, settings.serve.embed_batch_size, threads, settings.serve.device, version, ship,
                   ds, tracker),
-        out_schema)
-    result = fresh if reused is None else fresh.unionByName(reused)
+        out_schema).withColumn("fresh", F.lit(True))
+    result = fresh if reused is None else fresh.unionByName(reused.withColumn("fresh", F.lit(False)))
+    result = result.withColumn("reason", _vector_reason()).persist(StorageLevel.MEMORY_AND_DISK)
+    counts = {(r["reason"], bool(r["fresh"])): int(r["n"])
+              for r in result.groupBy("reason", "fresh").agg(F.count("*").alias("n")).collect()}
+    done = tracker.value
+    return result, counts, {"inference_partitions": int(parts), "inference_tasks": len({part for _pid, part in done}),
+                            "inference_workers": len({pid for pid, _part in done}), "session_threads": threads,
+                            "inference_seconds": round(sum(secs for _rows, secs in done.values()), 3)}
+
+
+def _write_snapshot(settings, spark, good, total: int, target: str) -> None:
+    """Write ``good`` (contract ``embeddings`` + ``embedded_ds``) to ``target`` atomically, in files of about
+    ``spark.target_file_rows`` rows, and check every vector has ``serve.dim`` values (DataError).
+
+    The files are sized by a shuffle (``repartition``), never by ``coalesce``, which would fold the work before
+    it into as many tasks as files."""
+    from pyspark.sql import functions as F
+
+    from keyphrase_pipeline.core.contracts import check_spark_schema
+
     files = max(1, -(-total // settings.spark.target_file_rows))
     with atomic_dir(target) as tmp:
-        # repartition (a shuffle), not coalesce: coalesce(files) would run the inference in `files` tasks
-        result.repartition(files).write.parquet(spark_uri(tmp))
+        good.repartition(files).write.parquet(spark_uri(tmp))
 
     written = spark.read.parquet(spark_uri(target))
     check_spark_schema(written.schema, "embeddings", where=target)
     dims = written.select(F.size("embedding").alias("d")).distinct().collect()
     if [r.d for r in dims] != [settings.serve.dim]:
         raise DataError(f"dimension mismatch in {target}: embedding sizes {[r.d for r in dims]}, serve.dim={settings.serve.dim}")
-    done = tracker.value
-    return {"inference_partitions": int(parts), "inference_tasks": len({part for _pid, part in done}),
-            "inference_workers": len({pid for pid, _part in done}), "session_threads": threads,
-            "inference_seconds": round(sum(secs for _rows, secs in done.values()), 3)}
 
 
 def run(settings, ds: str, what: str, full: bool = False, spark=None, version: str | None = None) -> dict:
@@ -285,17 +325,24 @@ def run(settings, ds: str, what: str, full: bool = False, spark=None, version: s
     Steps: the model version and its ONNX tower, the source texts (rows with a null id or a blank title /
     keyphrase quarantined), the rows whose text is unchanged (reused), the others checked with the tower's
     tokenizer (``unreadable text``: all tokens special/unknown, e.g. emoji-only, quarantined) and embedded
-    on the executors; every bad row goes to ``quarantine/embed_<what>/ds=D`` with its ``reason``, all written to
-    ``embeddings/<what>/model=<version>/`` (``keyphrase_pipeline.core.layout.embeddings_dir``).
+    on the executors; then every vector, reused or new, is checked (``non-finite vector``: a NaN/inf value;
+    ``zero vector``: all zeros; quarantined with the ``embedding``); every bad row goes to
+    ``quarantine/embed_<what>/ds=D`` with its ``reason``, the good ones to ``embeddings/<what>/model=<version>/``
+    (``keyphrase_pipeline.core.layout.embeddings_dir``).
 
     Output rows: ``id`` (int64), ``text_hash`` (sha1 hex of the tower input), ``embedding`` (``serve.dim`` float32,
-    L2-normalised), ``model_version``, ``embedded_ds`` (the day a row was last embedded).
+    L2-normalised, finite, not zero), ``model_version``, ``embedded_ds`` (the day a row was last embedded).
+
+    Stats: ``rows_total`` (rows written), ``embedded_now`` / ``reused`` (of them, embedded by this run / carried
+    over), ``quarantined``, ``quarantined_by_reason`` (all reasons), ``vectors_quarantined`` (non-finite or zero
+    vectors, embedded now or reused), ``full``, ``model_file`` and the inference stats.
 
     Raises:
         ConfigError: (exit 2) unknown ``what``; ``ds`` not a date; the lake not local (registry).
-        DataError: (exit 3) no champion (and no ``version``) or its model missing; no ONNX export at
+        DataError: (exit 3) no model (``version``, else the one the day's export pinned, else the champion) or its model missing; no ONNX export at
             ``serve.dim``; ``raw/catalog/ds=D`` or ``raw/keyphrases`` missing; nothing left to embed after
-            quarantine (blank or unreadable texts are quarantined first); written vectors not ``serve.dim`` long.
+            quarantine (blank or unreadable texts, then NaN/inf or zero vectors; the quarantine is written
+            first); written vectors not ``serve.dim`` long.
         SchemaError: (exit 3) the input or the previous snapshot breaks its contract.
 
     Spark and executor-side ONNX Runtime failures are not KPErrors (exit 1)."""
@@ -303,7 +350,7 @@ def run(settings, ds: str, what: str, full: bool = False, spark=None, version: s
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from keyphrase_pipeline.jobs.serving import require_version
+    from keyphrase_pipeline.jobs.serving import serving_model
     from keyphrase_pipeline.core.layout import embeddings_dir
     from keyphrase_pipeline.core.spark import get_spark
 
@@ -311,7 +358,7 @@ def run(settings, ds: str, what: str, full: bool = False, spark=None, version: s
         raise ConfigError(f"--what must be items or keyphrases, got {what!r}")
     ds = ds_str(ds)
     lake = Lake.from_settings(settings)
-    version = require_version(settings, version)
+    version = serving_model(settings, ds, version)  # pinned by the day's export
     tower_dir, model_file, _rec = _tower(settings, version, what)
     spark = spark or get_spark(settings, f"embed-{what}")
 
@@ -324,25 +371,41 @@ def run(settings, ds: str, what: str, full: bool = False, spark=None, version: s
     # the rows to embed now are checked with the tower's tokenizer (reused rows were, when first embedded)
     checked = todo.mapInPandas(_readable_fn(tower_dir, ship), T.StructType(
         todo.schema.fields + [T.StructField("reason", T.StringType())])).persist()
-    by_reason = _write_quarantine(lake, ds, what, bad.unionByName(checked.where(F.col("reason").isNotNull())))
-    flagged.unpersist()
+    text_bad = bad.unionByName(checked.where(F.col("reason").isNotNull()))
     todo = checked.where(F.col("reason").isNull()).select("id", "text", "text_hash")
     n_todo = todo.count()
-    total -= by_reason.get(UNREADABLE_TEXT, 0)
+    total -= checked.where(F.col("reason").isNotNull()).count()
     if total == 0:
+        by_reason = _write_quarantine(lake, ds, what, text_bad)
         raise DataError(f"no {what} to embed in {src} (quarantined: {by_reason})")
     t0 = time.perf_counter()
-    inference = _embed_and_write(settings, spark, todo, reused, n_todo, total, target, tower_dir, model_file, version, ds)
+    vectors, counts, inference = _embed(settings, spark, todo, reused, n_todo, tower_dir, model_file, version, ds)
+    # rows whose vector is not a vector join the quarantine, with their text and the embedding as found
+    bad_vectors = (vectors.where(F.col("reason").isNotNull()).select("id", "text_hash", "embedding", "reason")
+                   .join(texts.select("id", "text", "check"), "id", "left"))
+    by_reason = _write_quarantine(lake, ds, what, text_bad.unionByName(bad_vectors, allowMissingColumns=True))
+    flagged.unpersist()
+    good_now = counts.get((None, True), 0)
+    total = good_now + counts.get((None, False), 0)
+    n_vec_bad = sum(n for (reason, _fresh), n in counts.items() if reason is not None)
+    if total == 0:
+        raise DataError(f"no {what} left to write to {target}: every vector is NaN/inf or zero (quarantined: "
+                        f"{by_reason}; see {lake.path('quarantine', f'embed_{what}', ds=ds)}): check the export")
+    _write_snapshot(settings, spark, vectors.where(F.col("reason").isNull()).drop("fresh", "reason"), total, target)
     inference["write_seconds"] = round(time.perf_counter() - t0, 3)
+    vectors.unpersist()
     checked.unpersist()
     texts.unpersist()
     n_bad = sum(by_reason.values())
 
-    stats = {"what": what, "model_version": version, "rows_total": int(total), "embedded_now": int(n_todo),
-             "reused": int(total - n_todo), "quarantined": int(n_bad), "quarantined_by_reason": by_reason,
+    stats = {"what": what, "model_version": version, "rows_total": int(total), "embedded_now": int(good_now),
+             "reused": int(total - good_now), "quarantined": int(n_bad), "quarantined_by_reason": by_reason,
+             "vectors_quarantined": int(n_vec_bad),
              "full": bool(full or not had_previous), "model_file": model_file, **inference}
     lake.write_run_stats(ds, f"embed_{what}", stats)
-    log.info("embedded %s: %d total, %d now, %d reused (model %s)", what, total, n_todo, total - n_todo, version)
+    if n_vec_bad:
+        log.warning("%s: %d vector(s) NaN/inf or zero quarantined (%s)", what, n_vec_bad, by_reason)
+    log.info("embedded %s: %d total, %d now, %d reused (model %s)", what, total, good_now, total - good_now, version)
     return stats
 
 

@@ -12,6 +12,9 @@ real queries; keyphrase vectors stand in when items are not embedded yet) and st
 ``index_meta.json``; below ``serve.min_recall`` the build is refused with GateError and nothing is
 written. The build goes to ``serving/builds/ds=D/`` atomically (index.faiss, keyphrases.parquet id map,
 index_meta.json). With faiss GPU builds and a visible GPU, searches run on the GPU; here, on CPU.
+Keyphrase or item embeddings with a NaN/inf value or all zeros are refused before anything is built
+(DataError naming how many and an example id): ``kp embed`` quarantines such vectors, so they come from a
+snapshot written before that check or written by hand.
 """
 
 from __future__ import annotations
@@ -24,11 +27,15 @@ from pathlib import Path
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import DataError, GateError
 from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, local_path
-from keyphrase_pipeline.models.ann import ann_recall_at_k, build_index, choose_factory, maybe_gpu, search_params_for
+from keyphrase_pipeline.models.ann import (ann_recall_at_k, build_index, check_vectors, choose_factory, maybe_gpu,
+                                           search_params_for)
 
 log = logging.getLogger(__name__)
 
 def _load_embeddings(settings, what: str, version: str, required: bool):
+    """(ids int64 ``(n,)``, vectors float32 ``(n, serve.dim)``) of the ``what`` embeddings of ``version``, or
+    (None, None) when not ``required`` and there are none. DataError: missing/empty when required, a vector
+    not ``serve.dim`` long, or NaN/inf/zero vectors (``models.ann.check_vectors``: count and an example id)."""
     import numpy as np
 
     from keyphrase_pipeline.core.layout import embeddings_dir
@@ -50,7 +57,9 @@ def _load_embeddings(settings, what: str, version: str, required: bool):
     if (lengths != settings.serve.dim).any():
         raise DataError(f"dimension mismatch in {path}: embedding sizes {sorted(set(lengths))}, serve.dim={settings.serve.dim}")
     vecs = np.stack(df["embedding"].to_numpy()).astype(np.float32)
-    return df["id"].to_numpy(dtype=np.int64), vecs
+    ids = df["id"].to_numpy(dtype=np.int64)
+    check_vectors(ids, vecs, what, path)  # DataError: a NaN keyphrase would vanish from the index, a zero one match all
+    return ids, vecs
 
 
 def run(settings, ds: str, version: str | None = None) -> dict:
@@ -60,8 +69,9 @@ def run(settings, ds: str, version: str | None = None) -> dict:
 
     Raises:
         ConfigError: (exit 2) ``ds`` not a date; the lake not local; ``serve.ann_factory`` not a FAISS factory string.
-        DataError: (exit 3) no champion (and no ``version``) or its model missing; keyphrase embeddings missing
-            or empty; keyphrase or item embeddings not ``serve.dim`` long; ``raw/keyphrases`` missing.
+        DataError: (exit 3) no model (``version``, else the one the day's export pinned, else the champion) or its model missing; keyphrase embeddings missing
+            or empty; keyphrase or item embeddings not ``serve.dim`` long, or not vectors (NaN/inf values or all
+            zeros: the message names how many and an example id; nothing is built); ``raw/keyphrases`` missing.
         SchemaError: (exit 3) the embeddings or the keyphrases break their contract.
         GateError: (exit 4) recall@K below ``serve.min_recall``: no build is written (the run stats, with
             ``status`` refused, are).
@@ -70,14 +80,14 @@ def run(settings, ds: str, version: str | None = None) -> dict:
     import numpy as np
     import pandas as pd
 
-    from keyphrase_pipeline.jobs.serving import require_version
+    from keyphrase_pipeline.jobs.serving import serving_model
     from keyphrase_pipeline.core.layout import index_build_dir
     from keyphrase_pipeline.core.lake import read_parquet
 
     s = settings.serve
     ds = ds_str(ds)
     lake = Lake.from_settings(settings)
-    version = require_version(settings, version)
+    version = serving_model(settings, ds, version)  # pinned by the day's export
     keyphrase_ids, keyphrase_vecs = _load_embeddings(settings, "keyphrases", version, required=True)
     n = len(keyphrase_ids)
     requested = "Flat" if n <= s.exact_index_max else s.ann_factory

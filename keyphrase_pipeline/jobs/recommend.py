@@ -1,4 +1,18 @@
-"""Top-K keyphrases per item from the day's index build, above a score threshold.
+"""Top-K keyphrases per item from the day's index build, above a score threshold, one per buyer query.
+
+Distinct keyphrases: an item's list holds at most one keyphrase per ``keyphrase_identity`` (the tower
+text lower-cased, as the evaluation split compares queries): of "Red Shoes" and "red  shoes" the one that
+scores best for this item is kept and K is filled from further candidates. FAISS is asked for
+``K + SPARE_CANDIDATES`` candidates; an item still short of K distinct keyphrases while its last candidate
+was above the threshold is searched again with twice as many, until K are found or the index is exhausted
+(``search_batch``). The index itself keeps every keyphrase id (docs/SERVING.md says why).
+
+Vectors that are not vectors: an item embedding with a NaN/inf value or all zeros is refused (DataError
+naming how many over the whole input and an example id; nothing is written), never searched: FAISS would
+give a NaN item no rows and a zero item K arbitrary keyphrases at score 0.0. Items left without
+recommendations (no candidate above ``serve.score_threshold``, plus the items ``kp embed`` quarantined
+today for their vectors) are counted; above ``serve.max_items_without_recommendations_share`` of the items
+the run is refused (GateError, exit 4; nothing written, the previous output stays).
 
 Parallelism and memory: a bounded-memory stream. The driver loads the index once, lists the item
 embedding files with ``pyarrow.dataset`` (the ``embeddings`` contract is checked on the schema, no data
@@ -35,13 +49,15 @@ import logging
 from pathlib import Path
 
 from keyphrase_pipeline.core import layout
-from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.core.errors import DataError, GateError
 from keyphrase_pipeline.core.lake import SUCCESS, Lake, atomic_dir, ds_str, local_path
 
 log = logging.getLogger(__name__)
 
 # the recommendations contract as written (keyphrase_pipeline.core.contracts, docs/DATA.md)
 OUT_COLUMNS = ["item_id", "rank", "keyphrase_id", "keyphrase", "score"]
+# candidates searched beyond K so that repeated keyphrases (one buyer query) can be skipped without a second search
+SPARE_CANDIDATES = 10
 
 
 def _out_schema():
@@ -84,30 +100,116 @@ def keyphrase_text(keyphrases):
     return kp.set_index("keyphrase_id")["keyphrase"]
 
 
-def search_batch(index, keyphrases, item_ids, vectors, k: int, threshold: float):
-    """Recommendations frame for a batch of items (ranks 1..k, rows below ``threshold`` dropped).
+class KeyphraseTable:
+    """The build's keyphrases as ``search_batch`` looks them up, built once per run: ``ids`` (sorted unique
+    int64 ``(m,)``), ``texts`` (object ``(m,)``) and ``codes`` (int64 ``(m,)``, >= 0: equal codes = the same
+    ``keyphrase_pipeline.models.text.keyphrase_identity``; a blank text gets a code of its own)."""
 
-    ``keyphrases``: the id -> text frame of ``load_build`` or the Series of ``keyphrase_text`` (faster when
-    called per batch); ``item_ids``: int ``(n,)``; ``vectors``: float32 ``(n, index.d)``, L2-normalised;
-    ``threshold``: a cosine in [-1, 1]. Returns a pandas DataFrame with the ``recommendations`` columns:
-    ``item_id`` int64, ``rank`` int32 (1 = best), ``keyphrase_id`` int64, ``keyphrase`` str ("" when not in
-    ``keyphrases``), ``score`` float32; item-major, each item's rows in rank order."""
+    def __init__(self, keyphrases):
+        """``keyphrases``: the frame of ``load_build`` or the Series of ``keyphrase_text`` (the last row wins
+        for a repeated id)."""
+        import numpy as np
+        import pandas as pd
+
+        from keyphrase_pipeline.models.text import keyphrase_identity
+
+        texts = keyphrase_text(keyphrases) if isinstance(keyphrases, pd.DataFrame) else keyphrases
+        texts = texts[~texts.index.duplicated(keep="last")].sort_index()
+        self.ids = texts.index.to_numpy(dtype=np.int64)
+        self.texts = texts.fillna("").astype(str).to_numpy(dtype=object)
+        keys = [keyphrase_identity(t) for t in self.texts]
+        codes, _ = pd.factorize(pd.Series(keys, dtype=object))
+        blank = np.array([not k for k in keys], dtype=bool)
+        codes = codes.astype(np.int64)
+        codes[blank] = codes.max(initial=-1) + 1 + np.arange(int(blank.sum()))  # blank: never one query
+        self.codes = codes
+
+    def _find(self, ids):
+        import numpy as np
+
+        if not len(self.ids):
+            return np.zeros(ids.shape, dtype=np.int64), np.zeros(ids.shape, dtype=bool)
+        pos = np.minimum(np.searchsorted(self.ids, ids), len(self.ids) - 1)
+        return pos, (self.ids[pos] == ids) & (ids >= 0)
+
+    def codes_of(self, ids):
+        """int64 codes of an int64 id array ``(n, f)`` (FAISS's result); an id not in the table (-1: no result)
+        gets a negative code unique within its row, so it is never taken for a repeat."""
+        import numpy as np
+
+        pos, hit = self._find(ids)
+        own = -1 - np.arange(ids.shape[1], dtype=np.int64)[None, :]
+        return np.where(hit, self.codes[pos] if len(self.codes) else 0, own)
+
+    def texts_of(self, ids):
+        """The texts (object array) of an int64 id array ``(n,)``: "" for an id not in the table."""
+        import numpy as np
+
+        pos, hit = self._find(ids)
+        out = np.full(len(ids), "", dtype=object)
+        out[hit] = self.texts[pos[hit]]
+        return out
+
+
+def _distinct_ranks(scores, ids, codes, k: int, threshold: float):
+    """(keep bool ``(n, f)``, rank int64 ``(n, f)``, short bool ``(n,)``) of one FAISS result (rows sorted best
+    first): keep the first candidate of each code per row above ``threshold`` (a prefix of the row), at most
+    ``k``; ``rank`` counts the kept ones up to each position; ``short``: fewer than ``k`` kept while the row's
+    last candidate was above the threshold (a wider search may find more)."""
+    import numpy as np
+
+    valid = (ids >= 0) & (scores >= threshold)
+    order = np.argsort(codes, axis=1, kind="stable")  # equal codes stay in rank order: the best comes first
+    in_order = np.take_along_axis(codes, order, axis=1)
+    repeat_sorted = np.zeros(codes.shape, dtype=bool)
+    repeat_sorted[:, 1:] = in_order[:, 1:] == in_order[:, :-1]
+    repeat = np.empty_like(repeat_sorted)
+    np.put_along_axis(repeat, order, repeat_sorted, axis=1)
+    keep = valid & ~repeat
+    rank = np.cumsum(keep, axis=1)
+    keep &= rank <= k
+    short = (rank[:, -1] < k) & valid[:, -1] if codes.shape[1] else np.zeros(len(codes), dtype=bool)
+    return keep, rank, short
+
+
+def search_batch(index, keyphrases, item_ids, vectors, k: int, threshold: float):
+    """Recommendations frame for a batch of items: up to ``k`` distinct keyphrases each (ranks 1..k), rows below
+    ``threshold`` dropped.
+
+    Distinct: one keyphrase per ``keyphrase_identity`` per item, the best-scoring one; the index is searched
+    for ``k + SPARE_CANDIDATES`` candidates, and the items still short of ``k`` while their last candidate
+    was above ``threshold`` again with twice as many, until ``k`` are found or all ``index.ntotal`` are seen.
+
+    ``keyphrases``: a ``KeyphraseTable`` (build it once per run), the id -> text frame of ``load_build`` or the
+    Series of ``keyphrase_text``; ``item_ids``: int ``(n,)``; ``vectors``: float32 ``(n, index.d)``,
+    L2-normalised; ``threshold``: a cosine in [-1, 1]. Returns a pandas DataFrame with the ``recommendations``
+    columns: ``item_id`` int64, ``rank`` int32 (1 = best), ``keyphrase_id`` int64, ``keyphrase`` str ("" when
+    not in ``keyphrases``), ``score`` float32; item-major in input order, each item's rows in rank order."""
     import numpy as np
     import pandas as pd
 
-    if isinstance(keyphrases, pd.DataFrame):
-        keyphrases = keyphrase_text(keyphrases)
-    scores, ids = index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
-    n = len(item_ids)
-    df = pd.DataFrame({
-        "item_id": np.repeat(np.asarray(item_ids, dtype=np.int64), k),
-        "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), n),
-        "keyphrase_id": ids.reshape(-1).astype(np.int64),
-        "score": scores.reshape(-1).astype(np.float32),
-    })
-    df = df[(df["keyphrase_id"] >= 0) & (df["score"] >= threshold)]
-    df = df.assign(keyphrase=df["keyphrase_id"].map(keyphrases).fillna(""))
-    return df[OUT_COLUMNS]
+    table = keyphrases if isinstance(keyphrases, KeyphraseTable) else KeyphraseTable(keyphrases)
+    item_ids = np.asarray(item_ids, dtype=np.int64)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    total = int(index.ntotal)
+    fetch = min(total, k + SPARE_CANDIDATES)
+    rows = np.arange(len(item_ids))
+    parts = []  # (row, rank, keyphrase_id, score) of the rows done in each pass
+    while len(rows) and fetch > 0:
+        scores, ids = index.search(vectors[rows], fetch)
+        keep, rank, short = _distinct_ranks(scores, ids, table.codes_of(ids), k, threshold)
+        again = short & (fetch < total)
+        r, c = np.nonzero(keep & ~again[:, None])
+        parts.append((rows[r], rank[r, c], ids[r, c], scores[r, c]))
+        rows, fetch = rows[again], min(total, fetch * 2)
+    row, rank, kid, score = (np.concatenate(p) for p in zip(*parts)) if parts else [np.zeros(0, np.int64)] * 4
+    if len(parts) > 1:  # items searched again come last: back to input order
+        order = np.lexsort((rank, row))
+        row, rank, kid, score = row[order], rank[order], kid[order], score[order]
+    kid = kid.astype(np.int64)
+    return pd.DataFrame({"item_id": item_ids[row], "rank": rank.astype(np.int32), "keyphrase_id": kid,
+                         "keyphrase": pd.Series(table.texts_of(kid), dtype=object),
+                         "score": score.astype(np.float32)})[OUT_COLUMNS]
 
 
 def contract_dataset(path: str, contract: str):
@@ -272,23 +374,30 @@ def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
     Stats: ``items_scored`` (items searched today), ``items_carried`` (items whose rows were carried over from
     the earlier recommendations), ``rows`` (written), ``items_with_recs`` (items with at least one row),
     ``mean_recs_per_item`` (rows / items_with_recs), ``mean_score`` (mean cosine of the rows written), ``top_k``,
-    ``score_threshold``, ``changed_only``, ``batches`` (``search_batch`` calls) and ``batch_rows`` (the setting).
+    ``score_threshold``, ``changed_only``, ``batches`` (``search_batch`` calls) and ``batch_rows`` (the setting);
+    ``items_without_recs`` (items searched or carried that got no row), ``items_quarantined_vectors`` (items
+    ``kp embed`` quarantined today as ``non-finite vector`` / ``zero vector``, from ``runs/ds=D/embed_items.json``
+    of the same model; 0 when absent), ``items_without_recs_share`` (both over all those items) and
+    ``max_items_without_recs_share`` (the gate), ``status`` (``written`` or ``refused``).
     Item ids are assumed unique in the embeddings (``kp embed`` writes one row per id).
 
     Raises:
         ConfigError: (exit 2) ``ds`` not a date; the lake not local.
         DataError: (exit 3) no index build for ``ds``; item embeddings of the build's model missing or empty; a
             dimension mismatch between index, ``serve.dim`` and item embeddings, or a null embedding or id
-            (the message names the file, the column and the item id).
+            (the message names the file, the column and the item id); item embeddings that are not vectors
+            (NaN/inf values or all zeros: how many over the whole input, per reason, and an example item id).
         SchemaError: (exit 3) the embeddings or the previous recommendations (``changed_only``) break their
             contract.
+        GateError: (exit 4) ``items_without_recs_share`` above ``serve.max_items_without_recommendations_share``
+            (the run stats, with ``status`` refused, are written).
     Nothing is written when any of these is raised mid-stream: the previous ``recommendations/ds=D`` stays.
     """
     import numpy as np
     import pyarrow as pa
     import pyarrow.dataset as pads
 
-    from keyphrase_pipeline.models.ann import maybe_gpu
+    from keyphrase_pipeline.models.ann import bad_vectors_error, maybe_gpu, vector_problems
     from keyphrase_pipeline.core.layout import embeddings_dir
     from keyphrase_pipeline.core.contracts import check_arrow_schema
 
@@ -297,7 +406,7 @@ def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
     batch_rows = s.recommend_batch_rows
     lake = Lake.from_settings(settings)
     index, keyphrases, meta = load_build(settings, ds)
-    texts = keyphrase_text(keyphrases)
+    texts = KeyphraseTable(keyphrases)
     version = meta["model_version"]
     emb_path = embeddings_dir(settings, "items", version)
     if not lake.exists(emb_path):
@@ -324,6 +433,7 @@ def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
     search_index = maybe_gpu(index, s.device)
     rows = scored = batches = with_recs = 0
     score_sum = 0.0
+    bad_by_reason, bad_example = {}, None  # item vectors that are not vectors: counted over the whole input, refused
     seen = np.zeros(len(keep), dtype=bool)  # which carried ids had rows in the previous recommendations
     target = lake.path("recommendations", ds=ds)
     with atomic_dir(target) as tmp:
@@ -332,6 +442,14 @@ def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
         parts = _Parts(out_dir, settings.spark.target_file_rows)
         try:
             for ids, vecs in _embedding_batches(items, search_filter, batch_rows, index.d):
+                reasons = vector_problems(vecs)
+                bad = np.flatnonzero(reasons != None)  # noqa: E711 (element-wise)
+                if len(bad) or bad_by_reason:  # once one is found, only count: nothing will be written
+                    for reason in reasons[bad]:
+                        bad_by_reason[reason] = bad_by_reason.get(reason, 0) + 1
+                    if bad_example is None and len(bad):
+                        bad_example = (int(ids[bad[0]]), reasons[bad[0]])
+                    continue
                 recs = search_batch(search_index, texts, ids, vecs, k, s.score_threshold)
                 parts.write(pa.Table.from_pandas(recs, schema=schema, preserve_index=False))
                 batches, scored, rows = batches + 1, scored + len(ids), rows + len(recs)
@@ -352,20 +470,48 @@ def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
                     parts.write(table)
                     rows += table.num_rows
                     score_sum += float(table.column("score").to_numpy().astype(np.float64).sum())
+            if bad_by_reason:
+                raise bad_vectors_error(bad_by_reason, *bad_example, "items", emb_path)
             parts.finish()
         finally:
             parts.close()
+        carried = int(seen.sum())
+        with_recs += carried
+        without = int(scored + len(keep) - with_recs)
+        quarantined = _vectors_quarantined(lake, ds, version)
+        share = (without + quarantined) / (scored + len(keep) + quarantined) if scored + len(keep) + quarantined else 0.0
+        stats = {"model_version": version, "items_scored": int(scored), "items_carried": carried,
+                 "rows": int(rows), "items_with_recs": int(with_recs),
+                 "mean_recs_per_item": rows / with_recs if with_recs else 0.0,
+                 "mean_score": score_sum / rows if rows else 0.0, "top_k": int(k),
+                 "score_threshold": s.score_threshold, "changed_only": bool(changed_only),
+                 "batches": int(batches), "batch_rows": int(batch_rows), "files": int(parts.files),
+                 "items_without_recs": without, "items_quarantined_vectors": quarantined,
+                 "items_without_recs_share": round(share, 6),
+                 "max_items_without_recs_share": s.max_items_without_recommendations_share}
+        if share > s.max_items_without_recommendations_share:  # raised inside atomic_dir: nothing is written
+            lake.write_run_stats(ds, "recommend", {**stats, "status": "refused"})
+            raise GateError(f"{without + quarantined} of {scored + len(keep) + quarantined} items ({share:.2%}) have no "
+                            f"recommendations ({without} with no keyphrase scoring >= serve.score_threshold="
+                            f"{s.score_threshold}, {quarantined} quarantined by `kp embed` for their vectors), above "
+                            f"serve.max_items_without_recommendations_share={s.max_items_without_recommendations_share}: "
+                            f"the day's recommendations are not written")
         (out_dir / SUCCESS).write_bytes(b"")
-    carried = int(seen.sum())
-    with_recs += carried
-    stats = {"model_version": version, "items_scored": int(scored), "items_carried": carried,
-             "rows": int(rows), "items_with_recs": int(with_recs),
-             "mean_recs_per_item": rows / with_recs if with_recs else 0.0,
-             "mean_score": score_sum / rows if rows else 0.0, "top_k": int(k),
-             "score_threshold": s.score_threshold, "changed_only": bool(changed_only),
-             "batches": int(batches), "batch_rows": int(batch_rows), "files": int(parts.files)}
+    stats["status"] = "written"
     lake.write_run_stats(ds, "recommend", stats)
     return stats
+
+
+def _vectors_quarantined(lake: Lake, ds: str, version: str) -> int:
+    """Items ``kp embed`` quarantined on ``ds`` as not vectors (``non-finite vector``, ``zero vector``), from its run
+    stats when they are of model ``version``; 0 when there are none."""
+    from keyphrase_pipeline.models.ann import NON_FINITE_VECTOR, ZERO_VECTOR
+
+    stats = lake.read_json(lake.run_stats_path(ds, "embed_items"), default={})
+    if stats.get("model_version") != version:
+        return 0
+    by_reason = stats.get("quarantined_by_reason") or {}
+    return int(sum(by_reason.get(r, 0) for r in (NON_FINITE_VECTOR, ZERO_VECTOR)))
 
 
 def add_arguments(parser) -> None:

@@ -4,6 +4,9 @@ inner-product index, set its search parameters, move it to a GPU when there is o
 recall against exact search (``ann_recall_at_k``).
 
 Vectors are float32 arrays of shape ``(n, dim)``, L2-normalised (inner product = cosine); ids int64 ``(n,)``.
+A row that is not such a vector (a NaN/inf value, or all zeros: a broken export, an empty input that got
+through) is found by ``vector_problems`` and refused by ``check_vectors``: FAISS would index or search it
+without complaint (a NaN keyphrase is never found, a zero item scores 0.0 against everything).
 
 Training: every k-means an index runs (the IVF coarse quantizer with ``nlist`` centroids, PQ/OPQ
 codebooks with ``2**nbits`` centroids per sub-vector) needs at least ``k`` training vectors (FAISS
@@ -18,7 +21,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from keyphrase_pipeline.core.errors import ConfigError
+from keyphrase_pipeline.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,55 @@ TRAIN_SAMPLE = 100_000
 MIN_POINTS_PER_CENTROID = 39  # FAISS's own threshold: Clustering warns "please provide at least 39 * k"
 MIN_NLIST = 2  # an IVF index with fewer lists is a slower exact search: use Flat instead
 EXACT = "Flat"
+# a row that is not a usable vector (quarantine reasons of ``kp embed``; counted by ``vector_problems``)
+NON_FINITE_VECTOR, ZERO_VECTOR = "non-finite vector", "zero vector"
+ZERO_NORM = 1e-6  # an L2 norm at or below this is a zero vector (exported towers give unit vectors)
+
+
+def vector_problems(vectors):
+    """Which rows of ``vectors`` are not usable vectors, and why.
+
+    Args:
+        vectors: float array ``(n, d)``.
+    Returns:
+        ``np.ndarray`` of object, shape ``(n,)``: ``NON_FINITE_VECTOR`` where a value is NaN or +-inf,
+        ``ZERO_VECTOR`` where the L2 norm is at most ``ZERO_NORM`` (float64 sum of squares), None for a good row.
+        ``keyphrase_pipeline.jobs.embed`` applies the same rule as a Spark expression.
+    """
+    import numpy as np
+
+    v = np.asarray(vectors)
+    out = np.full(len(v), None, dtype=object)
+    if not len(v):
+        return out
+    finite = np.isfinite(v).all(axis=1)
+    sq = np.einsum("ij,ij->i", v, v, dtype=np.float64)
+    out[finite & (sq <= ZERO_NORM ** 2)] = ZERO_VECTOR
+    out[~finite] = NON_FINITE_VECTOR
+    return out
+
+
+def bad_vectors_error(by_reason: dict, example_id: int, example_reason: str, what: str, where: str) -> DataError:
+    """The DataError (exit 3) for embeddings that are not vectors: how many (per reason), one example id, and
+    the fix. ``what``: ``items`` or ``keyphrases``; ``where``: the embeddings path."""
+    n = sum(by_reason.values())
+    counts = ", ".join(f"{r}: {c}" for r, c in sorted(by_reason.items()))
+    return DataError(f"{n} {what} embedding(s) in {where} are not vectors ({counts}), e.g. {what[:-1]} id "
+                     f"{example_id} ({example_reason}); refused: re-embed with `kp embed --what {what} --full`, "
+                     f"which quarantines them")
+
+
+def check_vectors(ids, vectors, what: str, where: str) -> None:
+    """Raise ``bad_vectors_error`` (DataError, exit 3) when a row of ``vectors`` (float ``(n, d)``; ids int
+    ``(n,)``) is NaN/inf or zero (``vector_problems``); return None when every row is a vector."""
+    import numpy as np
+
+    reasons = vector_problems(vectors)
+    bad = np.flatnonzero(reasons != None)  # noqa: E711 (element-wise)
+    if len(bad):
+        kinds, counts = np.unique(reasons[bad].astype(str), return_counts=True)
+        raise bad_vectors_error(dict(zip(kinds.tolist(), counts.tolist())), int(ids[bad[0]]), reasons[bad[0]],
+                                what, where)
 
 
 def set_search_params(index, params: dict) -> None:

@@ -83,6 +83,13 @@ def keyphrase_text(keyphrase: object) -> str:
     return clean(keyphrase)
 
 
+def keyphrase_identity(keyphrase: object) -> str:
+    """The key under which two keyphrases are one buyer query: ``keyphrase_text`` lower-cased ("Red  Shoes"
+    and "red shoes" are one), as ``eval_labels.split_by_keyphrase`` and ``kd_pairs`` compare them; a seller's
+    top-K holds at most one keyphrase per key (``jobs.recommend``). Returns str ('' for a blank keyphrase)."""
+    return keyphrase_text(keyphrase).lower()
+
+
 def cross_text(keyphrase: object, category: object, title: object) -> tuple[str, str]:
     """Cross-encoder input, as the paper: ``query [SEP] category [SEP] title`` as a (query, rest) pair."""
     c, t = clean(category), clean(title)
