@@ -16,12 +16,12 @@ import importlib
 import logging
 import sys
 
-from keyphrase_pipeline.core.errors import ConfigError, KPError
+from keyphrase_pipeline.core.errors import ConfigError, KPError, storage_error_from
 
 # subcommand -> (module, one-line help). Order is the pipeline's order.
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("keyphrase_pipeline.synthetic.synth", "generate the synthetic marketplace (catalog, keyphrases, search logs, hidden truth)"),
-    "inputs": ("keyphrase_pipeline.jobs.inputs", "is a day's raw input (events, catalog, keyphrases) in the lake?"),
+    "inputs": ("keyphrase_pipeline.jobs.inputs", "is a day's raw input (events, catalog, keyphrases) in the lake, its files within their contracts?"),
     "ctr-labels": ("keyphrase_pipeline.jobs.ctr_labels", "Spark: daily aggregate + 30-day CTR labels for a logical date"),
     "select-pairs": ("keyphrase_pipeline.jobs.select_pairs", "Spark: choose the day's pairs for the LLM judge, minus those already labelled"),
     "label": ("keyphrase_pipeline.jobs.llm_label", "label one shard (or all shards) of the day's pairs with the configured judge"),
@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
 
     * 0: success, ``--help``, ``--version`` (a command's ``main`` may also return its own code);
     * 2: no command, an unknown command, bad options (argparse), ``ConfigError``;
-    * 3: ``DataError`` (``SchemaError`` included); 4: ``GateError``; 1: ``KPError`` itself (e.g.
+    * 3: ``DataError`` (``SchemaError`` included); 4: ``GateError``; 5: ``StorageError``, also for any error whose
+      cause is a full disk, a read-only file system or a denied permission (``storage_error_from``, e.g. a Spark
+      write's JVM trace); 1: ``KPError`` itself (e.g.
       ``JudgeUnavailable``) and any other exception (traceback logged); 130: Ctrl-C.
 
     Errors are logged and printed as ``kp COMMAND: error: MESSAGE`` on stderr. An ImportError of the
@@ -128,7 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except Exception:  # unexpected: full traceback, exit 1
+    except Exception as exc:  # unexpected: full traceback, exit 1, unless the lake itself cannot be written
+        storage = storage_error_from(exc)
+        if storage is not None:
+            log.error("%s failed: %s", name, storage)
+            print(f"kp {name}: error: {storage}", file=sys.stderr)
+            return storage.exit_code
         log.exception("%s failed unexpectedly", name)
         return 1
 

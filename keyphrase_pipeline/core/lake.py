@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -236,9 +237,55 @@ def write_text_atomic(path: str, text: str) -> None:
             f.write(text)
 
 
+# A task killed mid-write (OOM, a lost worker, SIGKILL at its execution_timeout) leaves its hidden temp directory
+# behind. The next write into the same folder removes such leftovers once they are older than this: longer than
+# any task may run (the longest execution_timeout, train_bi's, is 6 h), so a live writer's temp is never touched.
+STALE_TMP_SECONDS = 24 * 3600
+_LEFTOVER_PREFIXES = ("_tmp-", "_trash-")
+
+
+def sweep_stale_tmp(parent: str, older_than_s: float | None = None) -> list[str]:
+    """Remove the leftovers of killed writes in the local folder ``parent``: entries named ``_tmp-*`` or
+    ``_trash-*`` (``tmp_sibling``, ``commit_dir``, ``write_parquet_file_atomic``) and ``.*.tmp-*`` files
+    (``write_text_atomic``) last modified more than ``older_than_s`` seconds ago (default ``STALE_TMP_SECONDS``).
+    Returns the names removed (logged); a non-local or missing folder, or an entry that cannot be removed, is
+    skipped silently: sweeping never fails a write."""
+    import time
+
+    if not is_local(parent):
+        return []
+    folder = local_path(parent)
+    limit = time.time() - (STALE_TMP_SECONDS if older_than_s is None else older_than_s)
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(_LEFTOVER_PREFIXES) or (name.startswith(".") and ".tmp-" in name)):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime > limit:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.remove(entry.path)
+            removed.append(name)
+        except OSError:
+            continue
+    if removed:
+        logging.getLogger(__name__).warning("removed %d stale temp leftover(s) of killed writes in %s: %s",
+                                            len(removed), folder, ", ".join(sorted(removed)[:5]))
+    return removed
+
+
 def tmp_sibling(target: str, tag: str = "tmp") -> str:
-    """A hidden sibling of ``target`` (ignored by Spark/pyarrow readers: leading underscore)."""
+    """A hidden sibling of ``target`` (ignored by Spark/pyarrow readers: leading underscore). Stale leftovers of
+    killed writes beside it are removed first (``sweep_stale_tmp``)."""
     parent, name = target.rstrip("/").rsplit("/", 1)
+    sweep_stale_tmp(parent)
     return f"{parent}/_{tag}-{name}-{uuid.uuid4().hex[:8]}"
 
 
@@ -331,6 +378,7 @@ def write_parquet_file_atomic(df, target_file: str) -> str:
     if is_local(target_file):
         t = local_path(target_file)
         t.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale_tmp(str(t.parent))
         tmp = t.with_name(f"_tmp-{t.name}-{uuid.uuid4().hex[:8]}")
         df.to_parquet(tmp, index=False)
         os.replace(tmp, t)
@@ -357,12 +405,23 @@ def read_parquet(path: str, contract: str | None = None, columns: list[str] | No
         DataError: nothing at ``path`` (exit 3).  SchemaError: the schema breaks the contract (exit 3).
         pyarrow.ArrowInvalid: a file is not parquet, or a name in ``columns`` does not exist (not a
         KPError: ``kp`` exit 1).
+
+    Inputs other tools write (``keyphrase_pipeline.core.conform.INPUT_CONTRACTS``): every file's footer is checked
+    first (SchemaError naming the file and the column; DataError for a file that is not parquet); when the files
+    differ from each other or from the contract's types they are read one by one, conformed to the contract's
+    columns and types (``conform.read_arrow``).
     """
     import pyarrow.dataset as pads
 
     fs, p = _fs(path)
     if not fs.exists(p):
         raise DataError(f"missing dataset at {path}")
+    from keyphrase_pipeline.core import conform
+
+    if contract in conform.INPUT_CONTRACTS:
+        checks = conform.check_files(path, contract, columns)
+        if conform.needs_conforming(checks):
+            return conform.read_arrow(checks, contract, columns).to_pandas()
     dataset = pads.dataset(p, filesystem=fs if not is_local(path) else None, format="parquet",
                            partitioning="hive", ignore_prefixes=[".", "_"])
     table = dataset.to_table(columns=columns)

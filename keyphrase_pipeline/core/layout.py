@@ -13,6 +13,9 @@ the right-hand column names the function of this module (or ``Lake``) that build
                                                       (ctr_labels': also ``window_state``, what the next day's
                                                       sliding window verifies; ctr_labels/ds=D is that state)
     quarantine/<dataset>/ds=D/                        bad input rows with a ``reason`` column
+    _conformed/raw/<dataset>/.../<file>-<key>.parquet an input file Spark cannot read as written, copied in
+                                                      the contract's types (keyphrase_pipeline.core.conform)
+                                                                                          conformed_path
     quarantine/llm_labels/ds=D/shard=NNNNN/batch-NNNNN.parquet   pairs the judge gave no usable answer
                                                       (reason, raw_answer)      label_quarantine_dir, batch_file_name
     pairs/ds=D/_MANIFEST.json                         selection manifest (run id, shards, counts)  pairs_manifest_path
@@ -44,6 +47,10 @@ the right-hand column names the function of this module (or ``Lake``) that build
     serving/versions/<id>/recommendations/part-00000.parquet   published top-K per item  published_recommendations_dir,
                                                                                           bundle_recommendations_file
     serving/CURRENT                                   pointer: the live bundle            current_pointer
+    serving/BAD_VERSIONS.json                         versions rolled back from (never a rollback target)
+                                                                                          bad_versions_path
+    runs/ds=D/_serving_model                          pointer: the student the day's serving chain uses (pinned
+                                                      by ``kp export``)                   serving_model_pin
     runs/ds=D/<stage>.json                            a stage's run metrics (+ wall_seconds, airflow run/task ids
                                                       when run by the DAG)                Lake.run_stats_path
     runs/ds=D/_failed/<stage>.json                    the last failure of the stage's task that day (error, try,
@@ -79,12 +86,25 @@ PARTITION_STATS = "_stats.json"      # ctr_daily, ctr_labels, sr_labels /ds=D: c
 SYNTH_WORLD_META = "world.json"      # synth/: the synthetic world's parameters (demo/tests only)
 REGISTRY_KINDS = ("students", "cross")
 REGISTRY_POINTERS = {"students": "CHAMPION", "cross": "CROSS_LATEST"}
+CONFORMED = "_conformed"             # lake root: conformed copies of input files (keyphrase_pipeline.core.conform)
 EMBEDDED = {"items": "item", "keyphrases": "keyphrase"}  # embeddings/<what>/ -> the tower that embeds it
 
 
 def lake_of(settings_or_lake) -> Lake:
     """Every function here takes the settings object or a ``Lake``."""
     return settings_or_lake if isinstance(settings_or_lake, Lake) else Lake.from_settings(settings_or_lake)
+
+
+def conformed_path(settings, source: str) -> str:
+    """``_conformed/<source's path under the lake root>``: where ``keyphrase_pipeline.core.conform`` keeps the
+    conformed copies of input file (or partition) ``source``; ``_conformed/_outside/<sha1 of source>`` for a
+    source outside the lake root. The leading underscore keeps it out of every dataset reader's listing."""
+    import hashlib
+
+    root = lake_of(settings).root.rstrip("/")
+    if source.startswith(root + "/"):
+        return f"{root}/{CONFORMED}/{source[len(root) + 1:]}"
+    return f"{root}/{CONFORMED}/_outside/{hashlib.sha1(source.encode()).hexdigest()[:16]}"
 
 
 # ---- pairs and LLM labels ---------------------------------------------------------------------------
@@ -335,3 +355,15 @@ def synth_world_meta_path(settings) -> str:
 def current_pointer(settings) -> str:
     """``serving/CURRENT``: the live published version id."""
     return lake_of(settings).path("serving", "CURRENT")
+
+
+def bad_versions_path(settings) -> str:
+    """``serving/BAD_VERSIONS.json``: ``{version: {marked_at, reason, ds, model_version}}`` of the published
+    versions rolled back from (``kp rollback``): never a rollback target again."""
+    return lake_of(settings).path("serving", "BAD_VERSIONS.json")
+
+
+def serving_model_pin(settings, ds) -> str:
+    """``runs/ds=D/_serving_model``: pointer to the student version whose towers day ``ds`` exports, embeds,
+    indexes and publishes (written by ``kp export``), so a promotion during the run applies to the next run."""
+    return f"{lake_of(settings).run_stats_dir(ds)}/_serving_model"

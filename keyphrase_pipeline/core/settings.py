@@ -20,6 +20,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from keyphrase_pipeline.core.errors import ConfigError
 
 
+# Characters Spark (Hadoop's globber) reads as a pattern in a path, refused in lake_root (Settings): a root holding
+# one is not found (PATH_NOT_FOUND) or, with '*', may match other folders. ('?' matches itself: Spark 4.2 reads it.)
+SPARK_GLOB_CHARACTERS = ("[", "]", "{", "}", "*", "\\")
+
 # The distillation losses the student knows (keyphrase_pipeline.models.losses builds them); one list for settings, CLI and report.
 KdLoss = Literal["pearson", "mse", "cosent"]
 KD_LOSSES: tuple[str, ...] = typing.get_args(KdLoss)
@@ -120,7 +124,17 @@ class JudgeSettings(BaseModel):
     prompt_version: str = "v1"
     batch_size: int = Field(16, ge=1)
     concurrency: int = Field(4, ge=1)
-    timeout_s: float = Field(30.0, gt=0)
+    timeout_s: float = Field(30.0, gt=0, description="openai judge: seconds a request waits for its answer while no "
+                             "latency has been observed, and the floor of the adaptive timeout.")
+    max_timeout_s: float = Field(300.0, gt=0, description="openai judge: the most seconds a request waits once its "
+                                 "timeout has grown (observed latency, a retry after a timeout); at least timeout_s.")
+    timeout_multiple: float = Field(4.0, ge=1.0, description="openai judge: a request waits at least this multiple "
+                                    "of the p95 latency of the last 256 answers, and a retry after a timeout this "
+                                    "multiple of the timeout that ran out (up to max_timeout_s).")
+    max_timeout_retries: int = Field(1, ge=0, description="openai judge: how many times a pair is sent again after a "
+                                     "request that timed out or whose connection dropped after it was sent (the "
+                                     "endpoint may have computed and billed it). One more such request and the pair "
+                                     "is quarantined as timed_out: not asked again that day, the try fails (exit 1).")
     max_retries: int = Field(5, ge=0)
     rate_limit_per_s: float = Field(0.0, ge=0.0, description="Requests per second; 0 = unlimited.")
     max_title_chars: int = Field(300, ge=16)
@@ -254,7 +268,7 @@ class ServeSettings(BaseModel):
     """``serve.*``: serving embedding size, top-K, export checks, the FAISS index and its recall floor.
 
     ``score_threshold`` is a cosine in [-1, 1]; ``export_tolerance`` a max absolute difference of embedding
-    values; ``min_recall`` and the ``int8_*`` floors are shares in [0, 1]."""
+    values; ``min_recall``, ``max_items_without_recommendations_share`` and the ``int8_*`` floors are shares in [0, 1]."""
 
     dim: int = Field(64, ge=8, description="Serving embedding size (Matryoshka cut).")
     top_k: int = Field(20, ge=1)
@@ -277,6 +291,10 @@ class ServeSettings(BaseModel):
     ann_nprobe: int = Field(16, description="nprobe for IVF factories.")
     min_recall: float = Field(0.95, ge=0, le=1, description="Refuse to publish an index below this recall@K.")
     recall_sample: int = Field(1000, ge=10)
+    max_items_without_recommendations_share: float = Field(
+        0.05, ge=0, le=1, description="Refuse `kp recommend` (GateError, nothing written) when more than this share "
+        "of the items gets no recommendation (none scoring >= score_threshold, or quarantined by `kp embed` for a "
+        "NaN/zero vector): a broken model or export, not a catalog, does that.")
     keep_versions: int = Field(3, ge=2, description="Published versions kept for rollback.")
     device: str = Field("auto", description="auto|cpu|cuda")
 
@@ -333,6 +351,25 @@ class Settings(BaseSettings):
     synth: SynthSettings = Field(default_factory=SynthSettings)
     ui: UiSettings = Field(default_factory=UiSettings)
     dag: DagSettings = Field(default_factory=DagSettings)
+
+    @field_validator("lake_root")
+    @classmethod
+    def _no_glob_characters(cls, v: str) -> str:
+        # Spark (Hadoop's globber) reads these in a path as a pattern: a lake root holding one passes `kp inputs`,
+        # then every Spark read fails with PATH_NOT_FOUND. Refused: escaping them through Hadoop globs is fragile.
+        # A relative local root is checked as the absolute path it resolves to (the working directory counts).
+        import os
+        from urllib.parse import urlparse
+
+        shown = v
+        if urlparse(v).scheme in ("", "file") and v:
+            shown = os.path.abspath(v[7:] if v.startswith("file://") else v)
+        bad = sorted({c for c in shown if c in SPARK_GLOB_CHARACTERS}, key=shown.index)
+        if bad:
+            raise ValueError(f"{bad[0]!r} in {shown!r}: Spark reads any of {' '.join(SPARK_GLOB_CHARACTERS)} in a "
+                             "path as a glob pattern, so every Spark read of the lake would fail (PATH_NOT_FOUND); "
+                             "choose a lake root without them")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":

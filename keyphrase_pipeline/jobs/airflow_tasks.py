@@ -250,9 +250,11 @@ def wait_for_input(params: dict | None, ds: str):
 
     Returns an ``airflow.sdk.PokeReturnValue``: done (with the check as XCom) when every input is present, else
     not done, logging what is missing and what to do (Airflow checks again after ``dag.input_poke_minutes`` and
-    fails the task after ``dag.input_wait_hours``). In demo mode (the ``scale`` param) the world is generated
-    just before, so a day outside it will never come: that fails at once (``AirflowFailException``), naming the
-    days the world covers."""
+    fails the task after ``dag.input_wait_hours``). A present input with a file that breaks its contract (a
+    renamed column, an incompatible type: the check every stage runs before reading) fails at once
+    (``AirflowFailException`` naming the file and the column): the stages would refuse the same files. In demo
+    mode (the ``scale`` param) the world is generated just before, so a day outside it will never come: that
+    fails at once (``AirflowFailException``), naming the days the world covers."""
     from airflow.sdk import PokeReturnValue
 
     from keyphrase_pipeline.core.errors import DataError
@@ -261,6 +263,11 @@ def wait_for_input(params: dict | None, ds: str):
 
     settings = settings_for(params)
     status = inputs.day_inputs(settings, ds)
+    if status["invalid"]:
+        from keyphrase_pipeline.core.errors import SchemaError
+
+        raise fail_without_retry(SchemaError(f"input for ds={ds} breaks its contract: "
+                                             f"{inputs.describe_invalid(status)}"), "wait_for_input")
     if status["ready"]:
         log.info("input for ds=%s is in the lake: %s", ds, ", ".join(status["present"]))
         return PokeReturnValue(is_done=True, xcom_value=status)
@@ -318,7 +325,9 @@ def run_stage(stage: str, params: dict | None, ds: str, **kwargs) -> dict:
     pyspark or faiss. A deterministic error (``deterministic_errors``: ConfigError, DataError, GateError)
     fails the task at once: it is re-raised as ``AirflowFailException`` chained to the original, so
     Airflow does not spend its retries and backoff on it. Any other exception propagates unchanged
-    (Airflow retries it; ``log_task_failure`` reports the last try)."""
+    (Airflow retries it; ``log_task_failure`` reports the last try), except a full disk, a read-only file system
+    or a denied permission under it (``errors.storage_error_from``: a ``StorageError`` naming the path and the
+    condition, not retried)."""
     import importlib
     import time
 
@@ -332,7 +341,13 @@ def run_stage(stage: str, params: dict | None, ds: str, **kwargs) -> dict:
         record_failure(settings, ds, name, exc, time.monotonic() - t0, retried=False, detail=kwargs)
         raise fail_without_retry(exc, f"stage {stage} for ds={ds}") from exc
     except Exception as exc:
-        record_failure(settings, ds, name, exc, time.monotonic() - t0, retried=True, detail=kwargs)
+        from keyphrase_pipeline.core.errors import storage_error_from
+
+        storage = storage_error_from(exc)  # a full disk, a read-only lake: a retry cannot fix it either
+        record_failure(settings, ds, name, storage or exc, time.monotonic() - t0, retried=storage is None,
+                       detail=kwargs)
+        if storage is not None:
+            raise fail_without_retry(storage, f"stage {stage} for ds={ds}") from exc
         raise
     record_success(settings, ds, name, time.monotonic() - t0, since)
     return result

@@ -248,7 +248,14 @@ def run(settings, ds: str, candidate: str | None = None, force_promote: bool = F
     lake.write_json(mpath, stored)
     promotion = {"promoted": promoted, "reason": reason, "evaluated_at": at, "ds": ds, "champion_before": champ,
                  "champion_metrics": champion_metrics, "tolerance": settings.train.promote_tolerance}
-    lake.write_json(layout.version_file(vdir, "promotion"), promotion)
+    ppath = layout.version_file(vdir, "promotion")
+    earlier = lake.read_json(ppath, default={}) if Path(ppath).exists() else {}
+    if earlier:  # a re-evaluation (a cleared task, a rerun day): the earlier decisions stay in the record
+        history = earlier.pop("earlier", [])
+        promotion["earlier"] = [*history, earlier]
+        log.info("evaluate %s: re-evaluation; the earlier decision (%s, %s) is kept in promotion.json 'earlier'",
+                 version, earlier.get("reason"), earlier.get("evaluated_at") or earlier.get("champion_at"))
+    lake.write_json(ppath, promotion)
     if promoted and champ != version:
         registry.set_champion(settings, version, reason)
     stats = {"promoted": promoted, "reason": reason, "version": version, "champion_before": champ,

@@ -187,8 +187,9 @@ def _write_record(settings, version: str, tmp: Path, model_file: str, parity: di
 def run(settings, ds: str | None = None, version: str | None = None, force: bool = False) -> dict:
     """Export, verify (GateError beyond ``serve.export_tolerance``), optionally quantise; return its stats.
 
-    ``ds`` only picks the verification texts (that day's catalog) and the day of the run stats; without it no
-    run stats are written.
+    ``ds`` picks the verification texts (that day's catalog) and the day of the run stats, and pins ``version``
+    as the model the day's serving chain uses (``serving.serving_model``: a promotion during the run applies to
+    the next run); without it no run stats are written and nothing is pinned.
 
     Raises:
         ConfigError: (exit 2) ``serve.dim`` not among the student's Matryoshka dims or above the encoder's hidden
@@ -206,6 +207,10 @@ def run(settings, ds: str | None = None, version: str | None = None, force: bool
     version = require_version(settings, version)
     _check_dims(settings, version)
     day = ds_str(ds) if ds else None
+    if day:  # the serving chain of the day (embed, index, recommend, publish) uses these towers
+        from keyphrase_pipeline.jobs.serving import pin_serving_model
+
+        pin_serving_model(settings, day, version)
     done = None if force else is_exported(settings, version)
     if done:
         log.info("model %s already exported and verified at dim %d: skipping (force to redo)", version, s.dim)

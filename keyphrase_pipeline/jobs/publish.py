@@ -2,10 +2,11 @@
 
 The bundle is assembled in a hidden temp directory under ``serving/versions/``, renamed into
 ``serving/versions/<id>/`` only once complete (``manifest.json`` with checksums of every file is
-written last), and made live by atomically rewriting the ``serving/CURRENT`` pointer. Readers follow
+written last), and made live by atomically rewriting the ``serving/CURRENT`` pointer, only forward in days
+(an older day's bundle, from a clear or a backfill, is kept but not made live: ``run``). Readers follow
 CURRENT, so they see the old version or the new one, never a part. Any failure before the pointer
-switch leaves CURRENT and every published version untouched. The newest ``serve.keep_versions``
-versions are kept (CURRENT always) for ``kp rollback``.
+switch leaves CURRENT and every published version untouched. The newest ``serve.keep_versions`` good
+versions are kept, and always CURRENT and its rollback target (``prune``), for ``kp rollback``.
 
 Gates checked again here: the build's recall must be at least ``serve.min_recall``; the ONNX files
 must match the checksums recorded at export; the recommendations must meet their contract.
@@ -135,27 +136,38 @@ def copy_recommendations(dataset, dest_dir: str, file_rows: int, batch_rows: int
 
 
 def prune(settings, keep: int) -> list[str]:
-    """Delete published versions beyond the newest ``keep`` (never CURRENT); return those removed.
+    """Delete published versions beyond the newest ``keep`` good ones; return those removed.
 
-    Deletion errors are ignored; ConfigError (exit 2) on a non-local lake."""
-    from keyphrase_pipeline.jobs.serving import current_version, published_versions
+    Never deleted: CURRENT and its rollback target (``serving.rollback_target``), whatever their age. Versions
+    marked bad (rolled back from) do not count towards ``keep`` and go first; their marks stay in
+    ``serving/BAD_VERSIONS.json``. Deletion errors are ignored; ConfigError (exit 2) on a non-local lake."""
+    from keyphrase_pipeline.jobs.serving import bad_versions, current_version, published_versions, rollback_target
     from keyphrase_pipeline.core.layout import serving_version_dir
 
-    versions = published_versions(settings)
+    versions = published_versions(settings)  # oldest first
     current = current_version(settings)
+    protected = {current, rollback_target(settings, current)} - {None}
+    bad = bad_versions(settings)
+    good = [v for v in versions if v not in bad]
+    kept = protected | set(good[-keep:] if keep > 0 else [])
     removed = []
-    for v in versions[:-keep] if len(versions) > keep else []:
-        if v == current:
+    for v in versions:
+        if v in kept:
             continue
         shutil.rmtree(local_path(serving_version_dir(settings, v)), ignore_errors=True)
         removed.append(v)
     return removed
 
 
-def run(settings, ds: str) -> dict:
+def run(settings, ds: str, make_current: bool = False) -> dict:
     """Assemble, verify and switch to a new serving version for day ``ds``; return its manifest stats.
 
     Every check runs before anything is written; on failure ``serving/CURRENT`` is untouched.
+
+    CURRENT only moves forward in days: when the live version is of a later day than ``ds`` (a cleared or
+    backfilled older day), the bundle is published and kept but CURRENT stays, unless ``make_current``
+    (``--make-current``); the stats say so (``current_moved`` False, ``current_reason``) and the log warns. A
+    rerun of the live day moves CURRENT to the new bundle.
 
     Raises:
         ConfigError: (exit 2) ``ds`` not a date; the lake not local.
@@ -193,6 +205,12 @@ def run(settings, ds: str) -> dict:
     recs = _recommendations_dataset(recs_path)
 
     previous = current_version(settings)
+    previous_ds = _live_day(settings, previous)
+    move = make_current or previous_ds is None or previous_ds <= ds
+    why = ("--make-current" if make_current and previous_ds is not None and previous_ds > ds
+           else "first publish" if previous is None else f"day {ds} is not older than the live day {previous_ds}"
+           if move else f"the live version {previous} is of a later day ({previous_ds}); CURRENT only moves "
+           f"forward in days (publish with --make-current, or `kp rollback --to` this version, to serve it)")
     now = dt.datetime.now(dt.UTC)
     vid = f"{ds}.{now:%Y%m%dT%H%M%S%f}"
     target = serving_version_dir(settings, vid)
@@ -218,19 +236,39 @@ def run(settings, ds: str) -> dict:
             "export": {"parity": record.get("parity"), "int8": record.get("int8")},
         }
         _write_manifest(tmp, manifest)
-    lake.write_pointer(current_pointer(settings), vid)
-    log.info("published %s (model %s, %d items, recall %.4f); previous %s", vid, version,
-             manifest["counts"]["items"], recall, previous)
+    if move:
+        lake.write_pointer(current_pointer(settings), vid)
+        log.info("published %s (model %s, %d items, recall %.4f); previous %s", vid, version,
+                 manifest["counts"]["items"], recall, previous)
+    else:
+        log.warning("published %s (model %s, %d items) but CURRENT stays %s: %s", vid, version,
+                    manifest["counts"]["items"], previous, why)
     removed = prune(settings, s.keep_versions)
     stats = {"version": vid, "previous": previous, "model_version": version, "ann_recall_at_k": recall,
-             **manifest["counts"], "pruned": removed, "path": target}
+             **manifest["counts"], "current_moved": move, "current": vid if move else previous,
+             "current_reason": why, "pruned": removed, "path": target}
     lake.write_run_stats(ds, "publish", stats)
     return stats
+
+
+def _live_day(settings, version: str | None) -> str | None:
+    """The day of the live version's bundle; None before the first publish or when its manifest is gone."""
+    from keyphrase_pipeline.jobs.serving import read_manifest
+
+    if version is None:
+        return None
+    try:
+        return str(read_manifest(settings, version).get("ds") or "") or None
+    except DataError:
+        return None
 
 
 def add_arguments(parser) -> None:
     """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--ds", required=True, help="logical date (YYYY-MM-DD) whose build and recommendations to publish")
+    parser.add_argument("--make-current", action="store_true",
+                        help="switch CURRENT to this bundle even when the live one is of a later day (default: an "
+                             "older day's bundle is published and kept, CURRENT stays)")
 
 
 def main(settings, args) -> int:
@@ -238,5 +276,5 @@ def main(settings, args) -> int:
 
     Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
     (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
-    print(json.dumps(run(settings, args.ds), default=str))
+    print(json.dumps(run(settings, args.ds, make_current=args.make_current), default=str))
     return 0

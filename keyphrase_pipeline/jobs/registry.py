@@ -10,7 +10,9 @@ Layout::
     registry/champion_history.jsonl  one line per champion switch (who, when, why)
 
 A version id is ``<ds>-<8 hex>``: a hash of (ds, training configuration, data snapshot), so rerunning a day
-with the same inputs replaces its directory instead of adding a duplicate. Directories are written under
+with the same inputs gives the same id. A committed version is immutable: a rerun that arrives at an id already
+in the registry reuses that version (``reusable``) and never rewrites it (its promotion record, its ONNX export,
+the champion's weights); other inputs give another id, which goes through the gate. Directories are written under
 a hidden temp name and renamed into place; pointers switch atomically (``Lake.write_pointer``).
 Model directories are written with local file APIs: the registry must be on a local or mounted path.
 """
@@ -215,6 +217,35 @@ def list_versions(settings, kind: str = "students") -> list[dict]:
         })
     out.sort(key=lambda v: (v["created_at"], v["version"]), reverse=True)
     return out
+
+
+def reusable(settings, version: str, kind: str) -> dict | None:
+    """The committed version ``version`` of ``kind`` when it exists, as a training run's stats: ``{version, path,
+    reused: True, why, ...metrics.json's top-level numbers}``; None when there is none (train it).
+
+    A committed version is the same model a rerun would train (same day, configuration and data snapshot) and may
+    already be evaluated, promoted or exported: it is never rewritten (module docstring). ``why`` says what it
+    already is (the champion, the newest cross-encoder, evaluated, exported). Raises ConfigError (exit 2) for a bad id or kind."""
+    if not exists(settings, version, kind):
+        return None
+    vdir = Path(layout.registry_version_dir(settings, version, kind))
+    roles = []
+    try:
+        if version == (champion(settings) if kind == "students" else latest_cross(settings)):
+            roles.append("the champion" if kind == "students" else "the newest cross-encoder")
+    except UnreadablePointerError:
+        pass
+    promotion = _read(Path(layout.version_file(vdir, "promotion")))
+    if promotion:
+        roles.append("evaluated (promoted)" if promotion.get("promoted") else "evaluated (not promoted)")
+    if kind == "students" and Path(layout.onnx_dir(settings, version)).is_dir():
+        roles.append("exported")
+    metrics = _read(Path(layout.version_file(vdir, "metrics")))
+    why = (f"version {version} is already in the registry ({', '.join(roles) or 'trained'}); a committed version is "
+           "never rewritten: reusing it, training skipped")
+    log.warning("%s", why)
+    return {**{k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None},
+            "version": version, "path": str(vdir), "reused": True, "why": why}
 
 
 def new_version_tmp(settings, version: str, kind: str) -> str:

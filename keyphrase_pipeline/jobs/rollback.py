@@ -1,8 +1,10 @@
-"""Make an earlier published serving version current again (atomic pointer switch).
+"""Make an earlier published serving version current again (atomic pointer switch), and mark the one left bad.
 
-Without ``--to``: the version that was current before the live one (its manifest's ``previous``, else
-the next older kept version). The target's files are checked against its manifest checksums first, so
-a corrupted version is never made current.
+Without ``--to``: ``serving.rollback_target``, the version that was current before the live one (its manifest's
+``previous``) when it is kept and not bad, else the newest kept good version of an earlier day. The version
+rolled back from (left for an older one; a roll forward marks nothing) is marked bad (``serving/BAD_VERSIONS.json``): it is never a rollback target again and is
+pruned first, so a later rollback cannot land on it. The target's files are checked against its manifest
+checksums first, so a corrupted version is never made current. ``--list`` shows the kept versions and marks.
 """
 
 from __future__ import annotations
@@ -16,51 +18,100 @@ from keyphrase_pipeline.core.lake import Lake
 log = logging.getLogger(__name__)
 
 
-def run(settings, to: str | None = None) -> dict:
-    """Switch serving/CURRENT to ``to`` (or the previous version); return {from, to}.
+def run(settings, to: str | None = None, reason: str = "", allow_bad: bool = False) -> dict:
+    """Switch serving/CURRENT to ``to`` (or ``serving.rollback_target``); mark the version left bad; return
+    ``{from, to, model_version, ds, marked_bad}``.
+
+    Args:
+        to: a kept published version id; None: the rollback target.
+        reason: why (stored with the bad mark; default "kp rollback").
+        allow_bad: accept a ``to`` marked bad (its mark is removed): the way to undo a rollback.
 
     Raises:
-        DataError: (exit 3) nothing published; no earlier kept version; ``to`` not a kept version; the target's
-            manifest missing, or a file of it missing or not matching its checksum (CURRENT is then untouched).
+        DataError: (exit 3) nothing published; no good earlier version to roll back to; ``to`` not a kept version,
+            or marked bad without ``allow_bad``; the target's manifest missing, or a file of it missing or not
+            matching its checksum (CURRENT and the marks are then untouched).
         ConfigError: (exit 2) the lake is not local.
 
-    ``to`` equal to CURRENT is accepted (the pointer is rewritten). No run stats are written."""
+    Only a version left for an older one (by day, then publish time) is marked; rolling forward (e.g. undoing a
+    rollback with ``allow_bad``) marks nothing. ``to`` equal to CURRENT is accepted (the pointer is rewritten). No run stats are written."""
     from pathlib import Path
 
-    from keyphrase_pipeline.jobs.serving import current_version, published_versions, read_manifest, verify_files
     from keyphrase_pipeline.core.layout import current_pointer, serving_version_dir
     from keyphrase_pipeline.core.lake import local_path
+    from keyphrase_pipeline.jobs.serving import (bad_versions, current_version, mark_bad, published_versions,
+                                                 read_manifest, rollback_target, unmark_bad, verify_files)
 
     versions = published_versions(settings)
     current = current_version(settings)
+    bad = bad_versions(settings)
     if to is None:
         if current is None:
             raise DataError("nothing is published: no version to roll back from")
-        prev = read_manifest(settings, current).get("previous") if current in versions else None
-        if prev not in versions:
-            older = versions[:versions.index(current)] if current in versions else versions
-            prev = older[-1] if older else None
-        if prev is None:
-            raise DataError(f"no earlier published version to roll back to from {current} (kept: {versions})")
-        to = prev
+        to = rollback_target(settings, current)
+        if to is None:
+            raise DataError(f"no earlier good published version to roll back to from {current} (kept: {versions}; "
+                            f"marked bad: {sorted(bad)})")
     elif to not in versions:
-        raise DataError(f"unknown published version {to!r}; kept versions: {versions}")
+        gone = f" (marked bad on {bad[to]['marked_at'][:10]}: {bad[to]['reason']}; since pruned)" if to in bad else ""
+        raise DataError(f"unknown published version {to!r}{gone}; kept versions: {versions}")
+    elif to in bad and not allow_bad:
+        raise DataError(f"version {to} is marked bad ({bad[to]['reason']}, {bad[to]['marked_at']}): not a rollback "
+                        "target; pass --allow-bad to make it current anyway (its mark is removed)")
     manifest = read_manifest(settings, to)
     verify_files(Path(local_path(serving_version_dir(settings, to))), manifest["checksums"])
+    if to in bad:
+        unmark_bad(settings, to)
     Lake.from_settings(settings).write_pointer(current_pointer(settings), to)
-    log.info("rolled back serving/CURRENT from %s to %s", current, to)
-    return {"from": current, "to": to, "model_version": manifest.get("model_version"), "ds": manifest.get("ds")}
+    marked = None
+    if current in versions and current != to and _order(read_manifest(settings, current)) > _order(manifest):
+        marked = mark_bad(settings, current, reason or f"kp rollback to {to}")  # left for an older version
+    log.info("rolled back serving/CURRENT from %s to %s%s", current, to, " (marked bad)" if marked else "")
+    return {"from": current, "to": to, "model_version": manifest.get("model_version"), "ds": manifest.get("ds"),
+            "marked_bad": current if marked else None}
+
+
+def _order(manifest: dict) -> tuple[str, str]:
+    return str(manifest.get("ds", "")), str(manifest.get("created_at", ""))
+
+
+def list_versions(settings) -> list[dict]:
+    """The kept published versions, oldest first: ``{version, ds, model_version, created_at, current, bad,
+    rollback_target}``, then the bad marks whose bundle was pruned (``kept`` False)."""
+    from keyphrase_pipeline.jobs.serving import (bad_versions, current_version, published_versions, read_manifest,
+                                                 rollback_target)
+
+    current, bad = current_version(settings), bad_versions(settings)
+    target = rollback_target(settings, current)
+    out = []
+    for v in published_versions(settings):
+        m = read_manifest(settings, v)
+        out.append({"version": v, "ds": m.get("ds"), "model_version": m.get("model_version"),
+                    "created_at": m.get("created_at"), "current": v == current, "bad": bad.get(v),
+                    "rollback_target": v == target, "kept": True})
+    kept = {r["version"] for r in out}
+    out += [{"version": v, "ds": b.get("ds"), "model_version": b.get("model_version"), "bad": b, "kept": False}
+            for v, b in sorted(bad.items()) if v not in kept]
+    return out
 
 
 def add_arguments(parser) -> None:
     """Add this stage's command-line options to ``parser`` (argparse)."""
-    parser.add_argument("--to", default=None, help="version id to make current (default: the previous one)")
+    parser.add_argument("--to", default=None, help="version id to make current (default: the rollback target)")
+    parser.add_argument("--reason", default="", help="why (stored with the bad mark of the version left)")
+    parser.add_argument("--allow-bad", action="store_true", help="accept a --to marked bad (removes its mark)")
+    parser.add_argument("--list", action="store_true", help="list the kept versions, CURRENT, the target and marks")
 
 
 def main(settings, args) -> int:
-    """``kp rollback``: ``run`` with ``--to``; prints ``{from, to, model_version, ds}`` as one JSON line and returns 0.
+    """``kp rollback``: ``run`` with ``--to``; prints ``{from, to, model_version, ds, marked_bad}`` as one JSON line
+    and returns 0. ``--list``: one JSON line per version (``list_versions``).
 
     Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
     (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
-    print(json.dumps(run(settings, to=args.to)))
+    if getattr(args, "list", False):
+        for row in list_versions(settings):
+            print(json.dumps(row, default=str))
+        return 0
+    print(json.dumps(run(settings, to=args.to, reason=args.reason, allow_bad=args.allow_bad)))
     return 0

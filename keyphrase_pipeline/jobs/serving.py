@@ -40,6 +40,33 @@ def require_version(settings, version: str | None = None) -> str:
     return v
 
 
+def pin_serving_model(settings, ds: str, version: str) -> None:
+    """Pin ``version`` as the student whose towers day ``ds`` serves (``runs/ds=D/_serving_model``; ``kp export``
+    writes it at the start of the serving chain)."""
+    layout.lake_of(settings).write_pointer(layout.serving_model_pin(settings, ds), version)
+
+
+def serving_model(settings, ds: str | None, version: str | None = None) -> str:
+    """The student version a serving stage of day ``ds`` uses: ``version`` when given; else the one ``kp export``
+    pinned for ``ds``; else the champion. So a ``kp promote`` between export and publish applies to the next run
+    (logged here) instead of failing this one with towers that were never exported.
+
+    Raises what ``require_version`` raises (DataError exit 3: no champion, or the model missing)."""
+    if version or not ds:
+        return require_version(settings, version)
+    pinned = layout.lake_of(settings).read_pointer(layout.serving_model_pin(settings, ds))
+    if pinned is None:
+        return require_version(settings)
+    from keyphrase_pipeline.jobs.registry import champion_or_none
+
+    now = champion_or_none(settings)
+    if now and now != pinned:
+        log.warning("the champion is now %s, but day %s serves %s, pinned when its towers were exported: the new "
+                    "champion serves from the next run (or clear this run's export task to serve it now)", now, ds,
+                    pinned)
+    return require_version(settings, pinned)
+
+
 def current_version(settings) -> str | None:
     """The live published version id, or None before the first publish."""
     return layout.lake_of(settings).read_pointer(layout.current_pointer(settings))
@@ -94,6 +121,68 @@ def published_versions(settings) -> list[str]:
     found = [p for p in root.iterdir()
              if p.is_dir() and not p.name.startswith(("_", ".")) and (p / layout.SERVING_MANIFEST).exists()]
     return [p.name for p in sorted(found, key=lambda p: json.loads((p / layout.SERVING_MANIFEST).read_text()).get("created_at", ""))]
+
+
+def bad_versions(settings) -> dict[str, dict]:
+    """The published versions marked bad (rolled back from): ``{version: {marked_at, reason, ds, model_version}}``;
+    {} when none is. A damaged file raises json.JSONDecodeError (exit 1): a rollback must not guess."""
+    return layout.lake_of(settings).read_json(layout.bad_versions_path(settings), default={}) or {}
+
+
+def mark_bad(settings, version: str, reason: str) -> dict:
+    """Mark published ``version`` bad (``serving/BAD_VERSIONS.json``, rewritten atomically) with ``reason``; return
+    its record. A bad version is never a rollback target (``rollback_target``) and is pruned first (``publish.prune``).
+    The record keeps the version's day and model, so the mark outlives the bundle."""
+    try:
+        manifest = read_manifest(settings, version)
+    except DataError:
+        manifest = {}
+    marks = bad_versions(settings)
+    import datetime as dt
+
+    marks[version] = {"marked_at": dt.datetime.now(dt.UTC).isoformat(), "reason": reason,
+                      "ds": manifest.get("ds"), "model_version": manifest.get("model_version")}
+    layout.lake_of(settings).write_json(layout.bad_versions_path(settings), marks)
+    log.warning("serving version %s marked bad: %s", version, reason)
+    return marks[version]
+
+
+def unmark_bad(settings, version: str) -> bool:
+    """Remove ``version``'s bad mark; return whether it had one."""
+    marks = bad_versions(settings)
+    if version not in marks:
+        return False
+    del marks[version]
+    layout.lake_of(settings).write_json(layout.bad_versions_path(settings), marks)
+    log.warning("serving version %s: bad mark removed", version)
+    return True
+
+
+def _order(manifest: dict) -> tuple[str, str]:
+    return str(manifest.get("ds", "")), str(manifest.get("created_at", ""))
+
+
+def rollback_target(settings, current: str | None = None) -> str | None:
+    """The version ``kp rollback`` returns to from ``current`` (default: CURRENT), or None when there is none.
+
+    The version that was current before ``current`` (its manifest's ``previous``) when it is kept and not bad;
+    else the newest kept, not-bad version before ``current`` in (day, publish time) order, so a backfilled
+    day's bundle qualifies and a version rolled back from never does."""
+    current = current if current is not None else current_version(settings)
+    versions = published_versions(settings)
+    if current is None:
+        return None
+    bad = bad_versions(settings)
+    manifests = {v: read_manifest(settings, v) for v in versions}
+    cur_manifest = manifests.get(current, {})
+    prev = cur_manifest.get("previous")
+    if prev in manifests and prev not in bad and prev != current:
+        return prev
+    if current not in manifests:  # CURRENT's bundle is gone: the newest good one
+        older = [v for v in versions if v not in bad]
+    else:
+        older = [v for v in versions if v != current and v not in bad and _order(manifests[v]) < _order(cur_manifest)]
+    return max(older, key=lambda v: _order(manifests[v])) if older else None
 
 
 def verify_files(root: Path, checksums: dict[str, str]) -> None:
@@ -158,7 +247,8 @@ class ServingBundle:
         """Top keyphrases for an item: ``query`` is item text (title [SEP] category) or an item id.
 
         Returns up to ``k`` (default: the bundle's ``top_k``; 0 also means the default) dicts ``{rank,
-        keyphrase_id, keyphrase, score}``, best first; ``score`` is the cosine in [-1, 1] at the bundle's dim. An
+        keyphrase_id, keyphrase, score}``, best first, at most one per normalised keyphrase text
+        (``models.text.keyphrase_identity``, the rule ``recommend`` lists by); ``score`` is the cosine in [-1, 1] at the bundle's dim. An
         unknown item id gives an empty list; text is normalised by ``keyphrase_pipeline.models.text.clean``;
         blank text, or text whose tokens are all unknown to the tower (emoji only), raises DataError (exit 3). Only a Python ``int`` is an
         item id: a numpy integer is searched as text (pass ``int(i)``)."""
@@ -178,13 +268,26 @@ class ServingBundle:
         if unreadable_mask([text], tower.tokenizer)[0]:
             raise DataError(f"unreadable query {text!r}: every token is unknown to the model (e.g. emoji only)")
         vec = tower.embed([text])
-        scores, ids = self.index.search(vec, min(k, self.index.ntotal))
-        out = []
-        for rank, (s, i) in enumerate(zip(scores[0], ids[0]), start=1):
-            if i < 0:
-                continue
-            out.append({"rank": rank, "keyphrase_id": int(i), "keyphrase": self.keyphrases.get(int(i), ""), "score": float(s)})
-        return out
+        from keyphrase_pipeline.models.text import keyphrase_identity
+
+        want = min(k + 10, self.index.ntotal)  # spares: one keyphrase per normalised text, as recommend lists them
+        while True:
+            scores, ids = self.index.search(vec, want)
+            out, seen = [], set()
+            for s, i in zip(scores[0], ids[0]):
+                if i < 0:
+                    continue
+                text_i = self.keyphrases.get(int(i), "")
+                key = keyphrase_identity(text_i)
+                if key in seen:
+                    continue
+                seen.add(key)
+                out.append({"rank": len(out) + 1, "keyphrase_id": int(i), "keyphrase": text_i, "score": float(s)})
+                if len(out) == k:
+                    return out
+            if want >= self.index.ntotal:
+                return out
+            want = min(2 * want, self.index.ntotal)
 
 
 _BUNDLES: dict[tuple[str, str], ServingBundle] = {}

@@ -496,6 +496,8 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
     Steps: the run's settings, the training data, the teacher's scores, the task datasets, the start model,
     training in a hidden temp directory, the version's records, then the directory committed into place.
     Promotion is not decided here: ``keyphrase_pipeline.jobs.evaluate.run`` gates it against the champion.
+    A version already in the registry (a rerun with the same inputs) is reused, never rewritten
+    (``registry.reusable``; the stats have ``reused`` True).
 
     Raises:
         ConfigError: (exit 2) ``ds`` is not YYYY-MM-DD; ``label_mix`` or ``kd_loss`` invalid; ``train.base_model``
@@ -530,6 +532,12 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
                 "start_model": start,  # a timing would change the version id of a rerun: not in the snapshot
                 "distillation": {k: v for k, v in (distillation or {}).items() if k != "teacher_seconds"} or None}
     version = registry.version_id(ds, config, snapshot)
+    reused = None if out else registry.reusable(settings, version, "students")
+    if reused:  # a rerun of a finished day (`airflow tasks clear train.train_bi`): the same model, never rewritten
+        stats = {**reused, "label_mix": "+".join(mix), "kd_loss": kd_name, "cross_version": cross_version,
+                 "seconds": round(time.perf_counter() - t0, 1)}
+        Lake.from_settings(settings).write_run_stats(ds, "train_bi", stats)
+        return stats
     final = registry.target_dir(settings, version, "students", out)
     tmp = tmp_sibling(final)
     os.makedirs(tmp, exist_ok=True)

@@ -173,7 +173,9 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
     The budget comes from the data (``keyphrase_pipeline.models.training.plan_budget``: epochs over the training split, the
     best checkpoint by held-out AUC, early stopping, step and wall-clock caps). The decision threshold that
     maximises F1 on the held-out split is stored with the model (``kp_model.json``, ``metrics.json``) and
-    used by ``kp score``. Without ``out`` the version is committed to the registry and becomes ``CROSS_LATEST``.
+    used by ``kp score``. Without ``out`` the version is committed to the registry and becomes ``CROSS_LATEST``;
+    a version already in the registry (a rerun with the same inputs) is reused, never rewritten
+    (``registry.reusable``; the stats have ``reused`` True).
 
     Raises:
         ConfigError: (exit 2) ``ds`` is not YYYY-MM-DD; ``train.base_model`` is not a directory; the lake is not
@@ -200,6 +202,13 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
     config = _config(settings, base)
     snapshot = {**data.snapshot, "start_model": start} if start != base else data.snapshot
     version = registry.version_id(ds, config, snapshot)
+    reused = None if out else registry.reusable(settings, version, "cross")
+    if reused:  # a rerun with the same inputs: the same model (maybe a student's teacher already), never rewritten
+        registry.set_latest_cross(settings, version)
+        stats = {**reused, "train_rows": len(train), "test_rows": len(test),
+                 "seconds": round(time.perf_counter() - t0, 1)}
+        Lake.from_settings(settings).write_run_stats(ds, "train_cross", stats)
+        return stats
     final = registry.target_dir(settings, version, "cross", out)
     tmp = tmp_sibling(final)
     os.makedirs(tmp, exist_ok=True)

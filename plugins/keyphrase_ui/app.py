@@ -502,8 +502,13 @@ def compare_view(n_items: int, k: int) -> dict:
 
     settings = _settings()
     champ = champion()
+    def target():
+        from keyphrase_pipeline.jobs import serving
+
+        return serving.rollback_target(settings)
+
     out = explain.compare(settings, _lake(), versions("students"), champ, champion_history(), published_versions(),
-                          serving_version())
+                          serving_version(), rollback_target=_safe("rollback target", target, None))
     problem = champion_problem() if champ is None else None
     if problem:
         out["message"] = f"No champion to compare with: {problem}"

@@ -419,10 +419,12 @@ def topk_side_by_side(lake, settings, versions: dict[str, str], item_ids: list[i
 
 
 def compare(settings, lake, students: list[dict], champ: str | None, history: list[dict], published: list[str],
-            serving: str | None) -> dict:
+            serving: str | None, rollback_target: str | None = None) -> dict:
     """Champion vs the newest challenger (newest student version that is not the champion): the gate's numbers and
     reason (the challenger's ``promotion.json``, written by evaluate), both models' metrics on the same test set, and
-    the manual commands. ``message`` says what is missing when there is no champion or no challenger."""
+    the manual commands (``kp rollback`` only when ``rollback_target``, ``serving.rollback_target``, exists: a
+    version rolled back from is never offered). ``message`` says what is missing when there is no champion or no
+    challenger."""
     by = {v["version"]: v for v in students}
     out = {"champion": champ, "challenger": None, "message": "", "gate": None, "metrics": [], "commands": [],
            "topk": [], "topk_note": ""}
@@ -481,13 +483,13 @@ def compare(settings, lake, students: list[dict], champ: str | None, history: li
     if prev:
         cmds.append({"what": f"roll the champion back to the previous one, {prev}",
                      "command": f"kp promote --version {prev} --reason \"rollback: <why>\""})
-    older = [p for p in published if p != serving]
-    if older:
-        cmds.append({"what": f"roll serving back to the previous published version ({older[-1]})", "command": "kp rollback"})
-        cmds.append({"what": "or to a chosen published version", "command": f"kp rollback --to {older[-1]}"})
+    if rollback_target:
+        cmds.append({"what": f"roll serving back to the previous good published version ({rollback_target}); the "
+                             "live one is then marked bad", "command": "kp rollback --reason \"<why>\""})
+        cmds.append({"what": "or to a chosen published version (see the list first)", "command": "kp rollback --list"})
     else:
-        cmds.append({"what": "roll serving back: not possible yet, only one version is published (kp rollback needs an "
-                             "earlier one; serving.keep_versions are kept)", "command": ""})
+        cmds.append({"what": "roll serving back: not possible now, no earlier good version is published (kp rollback "
+                             "needs one; serve.keep_versions are kept)", "command": "kp rollback --list"})
     cmds.append({"what": "list the student versions with their F1 and promotion state", "command": "kp promote --list"})
     out["commands"] = cmds
     return out

@@ -47,8 +47,12 @@ def test_rollback_and_pruning(ready):
     v2 = publish.run(s, DS)["version"]
     assert read_manifest(s, v2)["previous"] == v1
     out = rollback.run(s)
-    assert out == {"from": v2, "to": v1, "model_version": "v1", "ds": DS} and current_version(s) == v1
-    assert rollback.run(s, to=v2)["to"] == v2
+    assert out == {"from": v2, "to": v1, "model_version": "v1", "ds": DS, "marked_bad": v2} and current_version(s) == v1
+    with pytest.raises(DataError, match="marked bad"):
+        rollback.run(s, to=v2)
+    assert rollback.run(s, to=v2, allow_bad=True) == {"from": v1, "to": v2, "model_version": "v1", "ds": DS,
+                                                      "marked_bad": None}  # a roll forward marks nothing
+    assert serving.bad_versions(s) == {}
     with pytest.raises(DataError, match="unknown published version"):
         rollback.run(s, to="nope")
     v3 = publish.run(s, DS)

@@ -483,7 +483,7 @@ def test_compare_shows_the_gate_metrics_topk_and_commands(airflow_api):
     assert [r["item_id"] for r in again["topk"]] == [r["item_id"] for r in body["topk"]]  # seeded sample
     cmds = " ".join(x["command"] for x in body["commands"])
     assert f"kp promote --version {airflow_api['challenger']}" in cmds and "kp promote --list" in cmds
-    assert any("roll serving back: not possible yet" in x["what"] for x in body["commands"])  # one version published
+    assert any("roll serving back: not possible now" in x["what"] for x in body["commands"])  # one version published
 
 
 def test_compare_commands_roll_back_to_the_previous_champion_and_version(airflow_api):
@@ -493,10 +493,15 @@ def test_compare_commands_roll_back_to_the_previous_champion_and_version(airflow
     s, v, ch = airflow_api["settings"], airflow_api["version"], airflow_api["challenger"]
     students = [{"version": ch, "metrics": {}, "promotion": {}}, {"version": v, "metrics": {}, "promotion": {}}]
     hist = [{"version": "2026-10-01-11111111", "previous": None}, {"version": v, "previous": "2026-10-01-11111111"}]
-    out = explain.compare(s, Lake.from_settings(s), students, v, hist, ["2026-10-11.a", "2026-10-12.b"], "2026-10-12.b")
+    out = explain.compare(s, Lake.from_settings(s), students, v, hist, ["2026-10-11.a", "2026-10-12.b"], "2026-10-12.b",
+                          rollback_target="2026-10-11.a")
     cmds = [x["command"] for x in out["commands"]]
     assert 'kp promote --version 2026-10-01-11111111 --reason "rollback: <why>"' in cmds
-    assert "kp rollback" in cmds and "kp rollback --to 2026-10-11.a" in cmds
+    assert 'kp rollback --reason "<why>"' in cmds and "kp rollback --list" in cmds
+    assert any("2026-10-11.a" in x["what"] for x in out["commands"])
+    # the only older version is the one rolled back from (marked bad): no rollback is offered
+    bad = explain.compare(s, Lake.from_settings(s), students, v, hist, ["2026-10-11.a", "2026-10-12.b"], "2026-10-12.b")
+    assert any("not possible now" in x["what"] for x in bad["commands"])
 
 
 def test_compare_without_embeddings_or_challenger_says_why(airflow_api, tmp_path):

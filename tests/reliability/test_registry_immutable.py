@@ -1,0 +1,56 @@
+"""Issue 27: a rerun never rewrites a committed model version in place.
+
+Re-running ``train_bi`` for a finished day (``airflow tasks clear train.train_bi``) arrives at the same version id;
+before, it replaced the champion's directory: promotion.json and the ONNX export were deleted and the retrained
+weights served without passing the gate. Now the committed version is reused, and a re-evaluation keeps the
+earlier decision in the record."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "jobs"))
+from distill_helpers import DS, tiny_settings, trained_world  # noqa: E402
+from testsupport import make_settings  # noqa: E402
+
+from keyphrase_pipeline.core import layout  # noqa: E402
+
+
+def _snapshot(directory: Path) -> dict:
+    return {str(p.relative_to(directory)): p.stat().st_mtime_ns for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_rerun_of_a_promoted_students_day_reuses_it(tmp_path):
+    from keyphrase_pipeline.jobs import evaluate, registry, train_bi, train_cross
+
+    w = trained_world(make_settings)
+    lake = tmp_path / "lake"
+    shutil.copytree(w["lake"], lake)
+    s = tiny_settings(make_settings, lake, w["base"], bi_max_steps=3, cross_max_steps=3)
+    cross = train_cross.run(s, DS)
+    first = train_bi.run(s, DS)
+    assert not first.get("reused")
+    verdict = evaluate.run(s, DS, candidate=first["version"])
+    assert verdict["promoted"] and registry.champion(s) == first["version"]
+    vdir = Path(layout.registry_version_dir(s, first["version"]))
+    onnx = Path(layout.onnx_dir(s, first["version"]))
+    onnx.mkdir()
+    (onnx / "export.json").write_text("{}")  # stands for a verified export (kp export writes it)
+    before = _snapshot(vdir)
+    promotion = json.loads((vdir / "promotion.json").read_text())
+
+    again = train_bi.run(s, DS)  # the cleared task
+    assert again["version"] == first["version"]
+    assert _snapshot(vdir) == before  # not a byte rewritten: weights, promotion.json, the export
+    assert json.loads((vdir / "promotion.json").read_text()) == promotion
+    assert again["reused"] is True and "the champion" in again["why"] and "exported" in again["why"]
+    assert registry.champion(s) == first["version"]
+    assert train_cross.run(s, DS)["reused"] is True and registry.latest_cross(s) == cross["version"]
+
+    re_eval = evaluate.run(s, DS, candidate=first["version"])  # a cleared evaluate keeps the first decision
+    record = json.loads((vdir / "promotion.json").read_text())
+    assert re_eval["reason"] == "already the champion"
+    assert record["earlier"][0]["reason"] == promotion["reason"] and record["earlier"][0]["promoted"] is True
