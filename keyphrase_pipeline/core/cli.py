@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from keyphrase_pipeline.core.settings import get_settings
 
     log = logging.getLogger("kp")
+    settings = None
     try:
         settings = get_settings()
         configure_logging(args.log_level or settings.log_level)
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # unexpected: full traceback, exit 1, unless the lake itself cannot be written
-        storage = storage_error_from(exc)
+        storage = storage_error_from(exc, settings.lake_root) if settings is not None else None
         if storage is not None:
             log.error("%s failed: %s", name, storage)
             print(f"kp {name}: error: {storage}", file=sys.stderr)

@@ -36,43 +36,65 @@ class StorageError(KPError):
     exit_code = 5
 
 
-# what the OS (errno) or the JVM (Hadoop's and java.io's messages inside a Py4JJavaError) say for each condition
-_STORAGE_CONDITIONS = (
-    ("disk full", 28, ("No space left on device", "Disk quota exceeded", "ENOSPC")),
-    ("read-only file system", 30, ("Read-only file system", "EROFS")),
-    ("permission denied", 13, ("Permission denied", "AccessDeniedException")),
+# the JVM's words for each condition, on the line of a Spark error's text that names the Java exception
+_JVM_STORAGE = (
+    ("disk full", ("No space left on device", "Disk quota exceeded")),
+    ("read-only file system", ("Read-only file system", "ReadOnlyFileSystemException")),
+    ("permission denied", ("Permission denied", "AccessDeniedException", "AccessControlException")),
 )
+_JVM_IO = ("java.io.", "java.nio.", "org.apache.hadoop.", "IOException", "Mkdirs failed")
+_ERRNO = {28: "disk full", 122: "disk full", 30: "read-only file system", 13: "permission denied"}
 
 
-def storage_error_from(exc: BaseException) -> StorageError | None:
-    """A ``StorageError`` naming the condition and the path when ``exc`` (or an exception it was raised from) is a
-    full disk, a read-only file system or a denied permission, else None.
+def storage_error_from(exc: BaseException, lake_root: str | None = None) -> StorageError | None:
+    """A ``StorageError`` naming the condition and the path when ``exc``, or an exception it was raised from
+    (``raise ... from``: ``__cause__`` only), failed to write under ``lake_root`` because the disk is full, the file
+    system is read-only or permission is denied; else None.
 
-    Recognises ``OSError.errno`` (28 ENOSPC, 122 EDQUOT, 30 EROFS, 13 EACCES) with its ``filename``, and the
-    messages the JVM puts in a Spark error's text (``java.io.IOException: No space left on device``,
-    ``Mkdirs failed to create file:/...``), where the path is the first absolute path or ``file:`` URI found."""
+    Two forms are recognised: an ``OSError`` whose ``errno`` is 28 ENOSPC, 122 EDQUOT, 30 EROFS or 13 EACCES and
+    whose ``filename`` lies under ``lake_root``; and a Spark error whose text has a JVM I/O line (``java.io``,
+    ``java.nio``, Hadoop, ``IOException``) with one of the JVM's words for the condition, where the path is a
+    ``file:`` URI or absolute path under ``lake_root`` on that line or in the text. Without ``lake_root`` any path
+    qualifies. An error that merely mentions the words (an HTTP 403 "Permission denied", torch's ``/dev/shm``
+    outside the lake) is not one (None): it keeps its own exit code and Airflow's retries."""
     import re
 
-    seen, chain = set(), []
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
+    def in_lake(path: str | None) -> bool:
+        if not path:
+            return False
+        if not lake_root:
+            return True
+        p = str(path).removeprefix("file://").removeprefix("file:")
+        root = str(lake_root).removeprefix("file://").removeprefix("file:").rstrip("/")
+        import os
+
+        return os.path.abspath(p).startswith(os.path.abspath(root) + os.sep) or os.path.abspath(p) == os.path.abspath(root)
+
+    chain, e = [], exc
+    while e is not None and len(chain) < 10:
         chain.append(e)
-        e = e.__cause__ or e.__context__
+        e = e.__cause__
     for e in chain:
         if isinstance(e, StorageError):
             return e
-        if isinstance(e, OSError) and e.errno in (28, 122, 30, 13):
-            condition = {28: "disk full", 122: "disk full", 30: "read-only file system", 13: "permission denied"}[e.errno]
-            path = e.filename or "?"
-            return StorageError(f"cannot write the lake at {path}: {condition} ({e.strerror or e}); free space or fix "
-                                "the mount and permissions, then clear the task")
-    text = "\n".join(str(e) for e in chain)
-    for condition, _errno, needles in _STORAGE_CONDITIONS:
-        if any(n in text for n in needles):
-            m = re.search(r"(file:/[^\s'\",)]+|(?<![\w:])/(?:[\w.=+-]+/)*[\w.=+-]+)", text)
-            path = m.group(1) if m else "?"
-            first = next((line.strip() for line in text.splitlines() if any(n in line for n in needles)), "")
-            return StorageError(f"cannot write the lake at {path}: {condition} ({first[:200]}); free space or fix "
-                                "the mount and permissions, then clear the task")
+        if isinstance(e, OSError) and e.errno in _ERRNO and in_lake(e.filename):
+            return StorageError(f"cannot write the lake at {e.filename}: {_ERRNO[e.errno]} ({e.strerror or e}); free "
+                                "space or fix the mount and permissions, then clear the task")
+    paths = re.compile(r"(file:/[^\s'\",)]+|(?<![\w:/])/(?:[\w.=+-]+/)*[\w.=+-]+)")
+    for e in chain:
+        if isinstance(e, OSError):
+            continue
+        text = str(e)
+        everywhere = [p for p in paths.findall(text) if in_lake(p)]
+        for line in text.splitlines():
+            if not any(j in line for j in _JVM_IO):
+                continue
+            for condition, words in _JVM_STORAGE:
+                if any(w in line for w in words):
+                    here = [p for p in paths.findall(line) if in_lake(p)]
+                    path = (here or everywhere or [None])[0]
+                    if path is None:
+                        continue
+                    return StorageError(f"cannot write the lake at {path}: {condition} ({line.strip()[:200]}); free "
+                                        "space or fix the mount and permissions, then clear the task")
     return None

@@ -252,7 +252,8 @@ def wait_for_input(params: dict | None, ds: str):
     not done, logging what is missing and what to do (Airflow checks again after ``dag.input_poke_minutes`` and
     fails the task after ``dag.input_wait_hours``). A present input with a file that breaks its contract (a
     renamed column, an incompatible type: the check every stage runs before reading) fails at once
-    (``AirflowFailException`` naming the file and the column): the stages would refuse the same files. In demo
+    (``AirflowFailException`` naming the file and the column): the stages would refuse the same files. A file
+    not readable as parquet (still being written, truncated) is waited for like a missing input. In demo
     mode (the ``scale`` param) the world is generated just before, so a day outside it will never come: that
     fails at once (``AirflowFailException``), naming the days the world covers."""
     from airflow.sdk import PokeReturnValue
@@ -263,11 +264,15 @@ def wait_for_input(params: dict | None, ds: str):
 
     settings = settings_for(params)
     status = inputs.day_inputs(settings, ds)
-    if status["invalid"]:
+    if any(m.get("schema") for m in status["invalid"]):
         from keyphrase_pipeline.core.errors import SchemaError
 
         raise fail_without_retry(SchemaError(f"input for ds={ds} breaks its contract: "
                                              f"{inputs.describe_invalid(status)}"), "wait_for_input")
+    if status["invalid"]:  # a file not readable yet (still being written, truncated): check again later
+        log.warning("input for ds=%s has a file that cannot be read yet: %s; checking again in %s min", ds,
+                    inputs.describe_invalid(status), settings.dag.input_poke_minutes)
+        return PokeReturnValue(is_done=False, xcom_value=status)
     if status["ready"]:
         log.info("input for ds=%s is in the lake: %s", ds, ", ".join(status["present"]))
         return PokeReturnValue(is_done=True, xcom_value=status)
@@ -343,7 +348,7 @@ def run_stage(stage: str, params: dict | None, ds: str, **kwargs) -> dict:
     except Exception as exc:
         from keyphrase_pipeline.core.errors import storage_error_from
 
-        storage = storage_error_from(exc)  # a full disk, a read-only lake: a retry cannot fix it either
+        storage = storage_error_from(exc, settings.lake_root)  # a full disk, a read-only lake: retrying cannot fix it
         record_failure(settings, ds, name, storage or exc, time.monotonic() - t0, retried=storage is None,
                        detail=kwargs)
         if storage is not None:

@@ -183,6 +183,12 @@ def _candidate(settings, ds: str, candidate: str | None) -> str:
     return pick["version"]
 
 
+def _day_of(lake, settings, version: str) -> str:
+    """The day a student version was trained for: its ``train_config.json`` ``ds``, else the id's date prefix."""
+    cfg = lake.read_json(layout.version_file(layout.registry_version_dir(settings, version), "train_config"), default={})
+    return str(cfg.get("ds") or version[:10])
+
+
 def decide(candidate_f1: float, champion_f1: float | None, tolerance: float) -> tuple[bool, str]:
     """The gate: (promoted, reason)."""
     if champion_f1 is None:
@@ -207,8 +213,11 @@ def run(settings, ds: str, candidate: str | None = None, force_promote: bool = F
             labels, a held-out split without test or train pairs).
         SchemaError: (exit 3) the label store, or catalog/keyphrases read for recall@K, break their contract.
 
-    A refused promotion is a result, not an error (``kp evaluate --require-promotion`` makes it GateError,
-    exit 4)."""
+    A candidate trained for an earlier day than the champion's is never promoted by the gate (a cleared or
+    backfilled evaluation must not move the champion backwards; ``force_promote`` or ``kp promote`` do it on
+    purpose). A re-evaluation keeps the earlier decision (``promotion.json`` ``earlier``) and figures
+    (``metrics.json`` ``eval_earlier``). A refused promotion is a result, not an error (``kp evaluate
+    --require-promotion`` makes it GateError, exit 4)."""
     from keyphrase_pipeline.jobs import registry
     from keyphrase_pipeline.jobs.training_data import load_training_data
 
@@ -233,6 +242,10 @@ def run(settings, ds: str, candidate: str | None = None, force_promote: bool = F
         promoted, reason = True, "already the champion"
     elif force_promote:
         promoted, reason = True, "forced (force_promote)"
+    elif champ and _day_of(lake, settings, version) < _day_of(lake, settings, champ):
+        promoted, reason = False, (f"{version} was trained for an earlier day than the champion {champ}: a cleared or "
+                                   "backfilled evaluation never moves the champion backwards (kp promote, or "
+                                   "force_promote, to do it on purpose)")
     else:
         if champ and champion_metrics is None:
             log.warning("champion %s has no model directory: treating the challenger as the first model", champ)
@@ -244,6 +257,8 @@ def run(settings, ds: str, candidate: str | None = None, force_promote: bool = F
     # record beside the version (metrics.json keeps the training stats)
     mpath = layout.version_file(vdir, "metrics")
     stored = lake.read_json(mpath, default={}) if Path(mpath).exists() else {}
+    if stored.get("eval"):  # a re-evaluation: the earlier figures stay beside the new ones
+        stored["eval_earlier"] = [*stored.get("eval_earlier", []), {k: stored.get(k) for k in ("eval", "eval_ds", "test_set")}]
     stored.update({"eval": metrics, "eval_ds": ds, "test_set": test_set})
     lake.write_json(mpath, stored)
     promotion = {"promoted": promoted, "reason": reason, "evaluated_at": at, "ds": ds, "champion_before": champ,

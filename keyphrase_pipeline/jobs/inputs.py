@@ -60,7 +60,7 @@ def day_inputs(settings, ds: str) -> dict:
     """Which of day ``ds``'s inputs (``REQUIRED``) are in the lake, and do their files keep their contracts?
 
     Returns ``{"ds", "ready": bool, "present": [path, ...], "missing": [{"path", "needed_for"}, ...],
-    "invalid": [{"path", "needed_for", "error"}, ...], "conformed": [{"file", "columns": [str]}, ...]}`` (paths
+    "invalid": [{"path", "needed_for", "error", "schema": bool}, ...], "conformed": [{"file", "columns": [str]}, ...]}`` (paths
     as ``Lake.path`` gives them); ready when nothing is missing or invalid. ``invalid``: a present partition (of
     ``REQUIRED``, or ``OPTIONAL`` when there) with a file the stages would refuse (``conform.check_files``:
     a missing/renamed column, an incompatible type, not parquet), ``error`` naming the file and the column.
@@ -81,7 +81,12 @@ def day_inputs(settings, ds: str) -> dict:
         try:
             checks = check_files(path, dataset)
         except _DataError as exc:  # SchemaError too
-            invalid.append({"path": path, "needed_for": needed_for, "error": str(exc)})
+            from keyphrase_pipeline.core.errors import SchemaError as _SchemaError
+
+            # schema: a column renamed or of another type (the writer's contract is broken: it will not heal);
+            # else a file not readable as parquet, e.g. one still being written (may heal: the sensor waits)
+            invalid.append({"path": path, "needed_for": needed_for, "error": str(exc),
+                            "schema": isinstance(exc, _SchemaError)})
             continue
         conformed += [{"file": c.path, "columns": list(c.notes)} for c in checks if c.notes]
     return {"ds": day, "ready": not missing and not invalid, "present": present, "missing": missing,

@@ -135,21 +135,31 @@ def copy_recommendations(dataset, dest_dir: str, file_rows: int, batch_rows: int
     return {"rows": rows, "items": counter.count(), "files": files}
 
 
-def prune(settings, keep: int) -> list[str]:
-    """Delete published versions beyond the newest ``keep`` good ones; return those removed.
+def _day_order(settings, version: str) -> tuple[str, str]:
+    from keyphrase_pipeline.jobs.serving import read_manifest
 
-    Never deleted: CURRENT and its rollback target (``serving.rollback_target``), whatever their age. Versions
+    m = read_manifest(settings, version)
+    return str(m.get("ds", "")), str(m.get("created_at", ""))
+
+
+def prune(settings, keep: int, also_keep: tuple[str, ...] = ()) -> list[str]:
+    """Delete published versions beyond the newest ``keep`` good ones by (day, publish time); return those removed.
+
+    Never deleted: CURRENT, its rollback target (``serving.rollback_target``) and ``also_keep`` (the version just
+    published, so a backfilled day's bundle stays visible until the next publish), whatever their day. Versions
     marked bad (rolled back from) do not count towards ``keep`` and go first; their marks stay in
-    ``serving/BAD_VERSIONS.json``. Deletion errors are ignored; ConfigError (exit 2) on a non-local lake."""
+    ``serving/BAD_VERSIONS.json``. Ordering by day, not publish time, keeps the versions of the latest days (that
+    served) over backfills of older days. Deletion errors are ignored; ConfigError (exit 2) on a non-local lake;
+    DataError (exit 3) when ``serving/BAD_VERSIONS.json`` is damaged."""
     from keyphrase_pipeline.jobs.serving import bad_versions, current_version, published_versions, rollback_target
     from keyphrase_pipeline.core.layout import serving_version_dir
 
-    versions = published_versions(settings)  # oldest first
+    versions = published_versions(settings)  # oldest first by publish time
     current = current_version(settings)
-    protected = {current, rollback_target(settings, current)} - {None}
+    protected = {current, rollback_target(settings, current), *also_keep} - {None}
     bad = bad_versions(settings)
-    good = [v for v in versions if v not in bad]
-    kept = protected | set(good[-keep:] if keep > 0 else [])
+    by_day = sorted((v for v in versions if v not in bad), key=lambda v: _day_order(settings, v))
+    kept = protected | set(by_day[-keep:] if keep > 0 else [])
     removed = []
     for v in versions:
         if v in kept:
@@ -204,6 +214,9 @@ def run(settings, ds: str, make_current: bool = False) -> dict:
     recs_path = lake.path("recommendations", ds=ds)
     recs = _recommendations_dataset(recs_path)
 
+    from keyphrase_pipeline.jobs.serving import bad_versions
+
+    bad_versions(settings)  # a damaged marks file fails here, before anything is written (DataError, exit 3)
     previous = current_version(settings)
     previous_ds = _live_day(settings, previous)
     move = make_current or previous_ds is None or previous_ds <= ds
@@ -243,24 +256,31 @@ def run(settings, ds: str, make_current: bool = False) -> dict:
     else:
         log.warning("published %s (model %s, %d items) but CURRENT stays %s: %s", vid, version,
                     manifest["counts"]["items"], previous, why)
-    removed = prune(settings, s.keep_versions)
+    try:  # after the switch a failure here must not fail (and retry) a publish that happened
+        removed, prune_error = prune(settings, s.keep_versions, also_keep=(vid,)), None
+    except Exception as exc:  # noqa: BLE001 - reported in the stats and the log
+        removed, prune_error = [], f"{type(exc).__name__}: {exc}"
+        log.warning("published %s, but pruning old versions failed: %s", vid, prune_error)
     stats = {"version": vid, "previous": previous, "model_version": version, "ann_recall_at_k": recall,
              **manifest["counts"], "current_moved": move, "current": vid if move else previous,
-             "current_reason": why, "pruned": removed, "path": target}
+             "current_reason": why, "pruned": removed, **({"prune_error": prune_error} if prune_error else {}),
+             "path": target}
     lake.write_run_stats(ds, "publish", stats)
     return stats
 
 
 def _live_day(settings, version: str | None) -> str | None:
-    """The day of the live version's bundle; None before the first publish or when its manifest is gone."""
+    """The day of the live version's bundle (from its manifest, else its id); None before the first publish."""
     from keyphrase_pipeline.jobs.serving import read_manifest
 
     if version is None:
         return None
     try:
         return str(read_manifest(settings, version).get("ds") or "") or None
-    except DataError:
-        return None
+    except DataError:  # the bundle is gone (deleted by hand): its id starts with its day (``<ds>.<timestamp>``)
+        import re
+
+        return version[:10] if re.match(r"^\d{4}-\d{2}-\d{2}\.", version) else None
 
 
 def add_arguments(parser) -> None:

@@ -53,10 +53,11 @@ def run(settings, to: str | None = None, reason: str = "", allow_bad: bool = Fal
             raise DataError(f"no earlier good published version to roll back to from {current} (kept: {versions}; "
                             f"marked bad: {sorted(bad)})")
     elif to not in versions:
-        gone = f" (marked bad on {bad[to]['marked_at'][:10]}: {bad[to]['reason']}; since pruned)" if to in bad else ""
+        gone = (f" (marked bad on {str(bad[to].get('marked_at'))[:10]}: {bad[to].get('reason')}; since pruned)"
+                if to in bad else "")
         raise DataError(f"unknown published version {to!r}{gone}; kept versions: {versions}")
     elif to in bad and not allow_bad:
-        raise DataError(f"version {to} is marked bad ({bad[to]['reason']}, {bad[to]['marked_at']}): not a rollback "
+        raise DataError(f"version {to} is marked bad ({bad[to].get('reason')}, {bad[to].get('marked_at')}): not a rollback "
                         "target; pass --allow-bad to make it current anyway (its mark is removed)")
     manifest = read_manifest(settings, to)
     verify_files(Path(local_path(serving_version_dir(settings, to))), manifest["checksums"])

@@ -57,6 +57,10 @@ def serving_model(settings, ds: str | None, version: str | None = None) -> str:
     pinned = layout.lake_of(settings).read_pointer(layout.serving_model_pin(settings, ds))
     if pinned is None:
         return require_version(settings)
+    if not layout.lake_of(settings).exists(layout.model_dir(settings, pinned)):
+        raise DataError(f"day {ds} serves {pinned}, pinned by its `kp export` ({layout.serving_model_pin(settings, ds)}), "
+                        f"but {layout.model_dir(settings, pinned)} does not exist: clear the day's serve.export task "
+                        f"(or run `kp export --ds {ds}`) to pin the current champion")
     from keyphrase_pipeline.jobs.registry import champion_or_none
 
     now = champion_or_none(settings)
@@ -125,8 +129,17 @@ def published_versions(settings) -> list[str]:
 
 def bad_versions(settings) -> dict[str, dict]:
     """The published versions marked bad (rolled back from): ``{version: {marked_at, reason, ds, model_version}}``;
-    {} when none is. A damaged file raises json.JSONDecodeError (exit 1): a rollback must not guess."""
-    return layout.lake_of(settings).read_json(layout.bad_versions_path(settings), default={}) or {}
+    {} when none is. Raises DataError (exit 3) naming the file when it is not a JSON object of objects (a damaged
+    or hand-edited file): a rollback or a prune must not guess which versions are bad."""
+    path = layout.bad_versions_path(settings)
+    try:
+        marks = layout.lake_of(settings).read_json(path, default={}) or {}
+    except ValueError as exc:
+        raise DataError(f"{path} is damaged ({exc}): repair it (a JSON object version -> {{reason, marked_at}}) or "
+                        "delete it (the bad marks are then forgotten)") from None
+    if not isinstance(marks, dict) or not all(isinstance(v, dict) for v in marks.values()):
+        raise DataError(f"{path} is not a JSON object of version -> {{reason, marked_at}}: repair or delete it")
+    return marks
 
 
 def mark_bad(settings, version: str, reason: str) -> dict:
@@ -166,8 +179,9 @@ def rollback_target(settings, current: str | None = None) -> str | None:
     """The version ``kp rollback`` returns to from ``current`` (default: CURRENT), or None when there is none.
 
     The version that was current before ``current`` (its manifest's ``previous``) when it is kept and not bad;
-    else the newest kept, not-bad version before ``current`` in (day, publish time) order, so a backfilled
-    day's bundle qualifies and a version rolled back from never does."""
+    else the newest kept, not-bad version before ``current`` in (day, publish time) order, preferring one that was
+    live once (some manifest's ``previous``) to a backfill that never was; a version rolled back from never
+    qualifies."""
     current = current if current is not None else current_version(settings)
     versions = published_versions(settings)
     if current is None:
@@ -182,7 +196,8 @@ def rollback_target(settings, current: str | None = None) -> str | None:
         older = [v for v in versions if v not in bad]
     else:
         older = [v for v in versions if v != current and v not in bad and _order(manifests[v]) < _order(cur_manifest)]
-    return max(older, key=lambda v: _order(manifests[v])) if older else None
+    served = {m.get("previous") for m in manifests.values()}  # was live once (a later publish replaced it)
+    return max(older, key=lambda v: (v in served, _order(manifests[v]))) if older else None
 
 
 def verify_files(root: Path, checksums: dict[str, str]) -> None:

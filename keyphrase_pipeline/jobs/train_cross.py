@@ -167,13 +167,30 @@ def _write_records(tmp: str, config: dict, ds: str, version: str, device: str, b
         "Budget": budget.reason, "Training": config, "Data": snapshot})
 
 
+def _advance_latest(settings, version: str) -> None:
+    """Point ``CROSS_LATEST`` at ``version`` unless it already points at a cross-encoder of a later day (a rerun or a
+    backfill of an earlier day never moves the teacher of later days backwards; ``warm_start_version`` gives a
+    backfill its own day's teacher)."""
+    from keyphrase_pipeline.jobs import registry
+
+    try:
+        latest = registry.latest_cross(settings)
+    except registry.UnreadablePointerError:
+        latest = None  # a damaged pointer is what this write repairs
+    if latest and latest != version and registry.exists(settings, latest, "cross") and latest[:10] > version[:10]:
+        log.info("CROSS_LATEST stays %s (a later day than %s)", latest, version)
+        return
+    registry.set_latest_cross(settings, version)
+
+
 def run(settings, ds: str, labels: str | None = None, out: str | None = None) -> dict:
     """Train the assistant for ``ds``; return its metrics (version, path, held-out metrics, timings).
 
     The budget comes from the data (``keyphrase_pipeline.models.training.plan_budget``: epochs over the training split, the
     best checkpoint by held-out AUC, early stopping, step and wall-clock caps). The decision threshold that
     maximises F1 on the held-out split is stored with the model (``kp_model.json``, ``metrics.json``) and
-    used by ``kp score``. Without ``out`` the version is committed to the registry and becomes ``CROSS_LATEST``;
+    used by ``kp score``. Without ``out`` the version is committed to the registry and becomes ``CROSS_LATEST``
+    (unless that is of a later day: a backfill never moves it backwards);
     a version already in the registry (a rerun with the same inputs) is reused, never rewritten
     (``registry.reusable``; the stats have ``reused`` True).
 
@@ -204,7 +221,7 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
     version = registry.version_id(ds, config, snapshot)
     reused = None if out else registry.reusable(settings, version, "cross")
     if reused:  # a rerun with the same inputs: the same model (maybe a student's teacher already), never rewritten
-        registry.set_latest_cross(settings, version)
+        _advance_latest(settings, version)
         stats = {**reused, "train_rows": len(train), "test_rows": len(test),
                  "seconds": round(time.perf_counter() - t0, 1)}
         Lake.from_settings(settings).write_run_stats(ds, "train_cross", stats)
@@ -244,7 +261,7 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if not out:
-        registry.set_latest_cross(settings, version)
+        _advance_latest(settings, version)
     stats = {"version": version if not out else None, "path": final, "train_rows": len(train),
              "test_rows": len(test), **{k: v for k, v in metrics.items()
                                         if k not in ("train_fit", "heldout_history", "calibration")},

@@ -186,6 +186,10 @@ def test_kp_inputs_and_the_sensor_refuse_the_day_the_stages_would_refuse(setting
         assert f"{late}: missing column 'keyphrase_id'" in logged and "kp_id" in logged
         with pytest.raises(AirflowFailException, match=r"part-late\.parquet: missing column 'keyphrase_id'"):
             at.wait_for_input({}, DS)
+
+        late.write_bytes(late.read_bytes()[:100])  # a file still being written: wait for it, do not fail the day
+        poke = at.wait_for_input({}, DS)
+        assert poke.is_done is False and poke.xcom_value["invalid"][0]["schema"] is False
     finally:
         get_settings.cache_clear()
 

@@ -61,37 +61,62 @@ def test_a_single_file_write_sweeps_its_folder_too(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["batch-00001.parquet"]
 
 
+LAKE = "/data/lake"
+
+
 @pytest.mark.parametrize("exc, condition, path", [
     (OSError(errno.ENOSPC, "No space left on device", "/data/lake/registry/students/_tmp-v1"), "disk full",
      "/data/lake/registry/students/_tmp-v1"),
-    (OSError(errno.EROFS, "Read-only file system", "/mnt/lake/serving/CURRENT"), "read-only file system",
-     "/mnt/lake/serving/CURRENT"),
+    (OSError(errno.EROFS, "Read-only file system", "/data/lake/serving/CURRENT"), "read-only file system",
+     "/data/lake/serving/CURRENT"),
     (RuntimeError(JVM_DISK_FULL), "disk full", "file:/data/lake/ctr_labels/_tmp-ds=2026-10-05-1a2b3c4d/part-00000.parquet"),
 ], ids=["enospc", "erofs", "jvm-disk-full"])
 def test_storage_conditions_are_named_with_their_path(exc, condition, path):
-    err = storage_error_from(exc)
+    err = storage_error_from(exc, LAKE)
     assert isinstance(err, StorageError) and err.exit_code == 5
     assert condition in str(err) and path in str(err)
     wrapped = RuntimeError("stage failed")
     wrapped.__cause__ = exc
-    assert storage_error_from(wrapped) is not None
-    assert storage_error_from(RuntimeError("java.lang.OutOfMemoryError: Java heap space")) is None
+    assert storage_error_from(wrapped, LAKE) is not None
+
+
+def _during(handled: BaseException, raised: BaseException) -> BaseException:
+    try:
+        try:
+            raise handled
+        except BaseException:
+            raise raised  # noqa: B904 - implicit __context__, not a cause
+    except BaseException as exc:  # noqa: BLE001
+        return exc
+
+
+@pytest.mark.parametrize("exc", [
+    RuntimeError("java.lang.OutOfMemoryError: Java heap space"),
+    RuntimeError("judge endpoint https://llm.example.com/v1 answered 403: Permission denied"),  # not the lake
+    OSError(errno.ENOSPC, "No space left on device", "/dev/shm/torch_1234"),  # shared memory, outside the lake
+    RuntimeError("Caused by: java.io.IOException: No space left on device\n\tat /tmp/spark-local/blockmgr-1/0a"),
+    _during(PermissionError(errno.EACCES, "Permission denied", "/data/lake/serving/CURRENT"), TimeoutError("slow")),
+], ids=["oom", "http-403", "dev-shm", "spark-local-dir", "only-context"])
+def test_errors_that_only_mention_the_words_are_not_storage_errors(exc):
+    assert storage_error_from(exc, LAKE) is None
 
 
 def test_kp_exits_5_and_airflow_does_not_retry(monkeypatch, capsys, tmp_path):
     from keyphrase_pipeline.core import cli
     from keyphrase_pipeline.jobs import airflow_tasks, publish
 
-    monkeypatch.setenv("KP_LAKE_ROOT", str(tmp_path / "lake"))
+    lake = tmp_path / "lake"
+    monkeypatch.setenv("KP_LAKE_ROOT", str(lake))
+    jvm = JVM_DISK_FULL.replace("/data/lake", str(lake))
 
     def full(*_a, **_k):
-        raise RuntimeError(JVM_DISK_FULL)  # what a Py4JJavaError's text holds
+        raise RuntimeError(jvm)  # what a Py4JJavaError's text holds
 
     monkeypatch.setattr(publish, "run", full)
     assert cli.main(["publish", "--ds", "2026-10-05"]) == 5
     err = capsys.readouterr().err
-    assert "disk full" in err and "file:/data/lake/ctr_labels" in err
+    assert "disk full" in err and f"file:{lake}/ctr_labels" in err
     from airflow.sdk.exceptions import AirflowFailException
 
     with pytest.raises(AirflowFailException, match="StorageError.*disk full.*not retried"):
-        airflow_tasks.run_stage("publish", {"lake_root": str(tmp_path / "lake")}, "2026-10-05")
+        airflow_tasks.run_stage("publish", {}, "2026-10-05")

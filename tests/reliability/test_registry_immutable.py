@@ -54,3 +54,33 @@ def test_rerun_of_a_promoted_students_day_reuses_it(tmp_path):
     record = json.loads((vdir / "promotion.json").read_text())
     assert re_eval["reason"] == "already the champion"
     assert record["earlier"][0]["reason"] == promotion["reason"] and record["earlier"][0]["promoted"] is True
+
+
+def test_a_cleared_older_day_never_moves_the_champion_or_the_teacher_backwards(tmp_path):
+    """Re-running evaluate (or train_cross) of an older day after a later day's model took over: the champion and
+    CROSS_LATEST stay on the later day's versions (before: the older student, equally good, was promoted again and
+    the older cross-encoder became CROSS_LATEST)."""
+    from keyphrase_pipeline.jobs import evaluate, registry, train_bi, train_cross
+
+    w = trained_world(make_settings)
+    lake = tmp_path / "lake"
+    shutil.copytree(w["lake"], lake)
+    s = tiny_settings(make_settings, lake, w["base"], bi_max_steps=3, cross_max_steps=3)
+    cross = train_cross.run(s, DS)
+    old = train_bi.run(s, DS)
+    assert evaluate.run(s, DS, candidate=old["version"])["promoted"]
+    later = "2026-10-12"  # a later day's versions: copies of the same models (equally good on the gate)
+    new_student, new_cross = f"{later}-0000beef", f"{later}-0000cafe"
+    shutil.copytree(layout.registry_version_dir(s, old["version"]), layout.registry_version_dir(s, new_student))
+    cfg = Path(layout.version_file(layout.registry_version_dir(s, new_student), "train_config"))
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "ds": later}))
+    registry.set_champion(s, new_student, "day 2")
+    shutil.copytree(layout.registry_version_dir(s, cross["version"], "cross"),
+                    layout.registry_version_dir(s, new_cross, "cross"))
+    registry.set_latest_cross(s, new_cross)
+
+    again = evaluate.run(s, DS, candidate=old["version"])  # `airflow tasks clear train.evaluate` of the older day
+    assert registry.champion(s) == new_student
+    assert again["promoted"] is False and "earlier day" in again["reason"]
+    assert train_cross.run(s, DS)["reused"] is True
+    assert registry.latest_cross(s) == new_cross

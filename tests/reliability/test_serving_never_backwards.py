@@ -80,7 +80,8 @@ def test_prune_keeps_the_rollback_target_even_when_old(ready):
     b = publish.run(s, D2)["version"]
     backfills = [publish.run(s, DS) for _ in range(2)]  # two reruns of the older day: newer bundles, not live
     assert serving.current_version(s) == b
-    assert a in serving.published_versions(s) and all(r["pruned"] == [] for r in backfills)
+    assert a in serving.published_versions(s)
+    assert backfills[0]["pruned"] == [] and backfills[1]["pruned"] == [backfills[0]["version"]]  # older day first
     assert rollback.run(s)["to"] == a  # CURRENT's rollback target survived pruning
 
 
@@ -98,3 +99,31 @@ def test_a_promotion_between_export_and_publish_applies_to_the_next_run(ready, s
     out = publish.run(ready, DS)
     assert out["model_version"] == "v1" and serving.current_version(ready) == out["version"]
     assert serving.serving_model(ready, "2026-10-07") == "v2"  # a day without an export of its own: the champion
+    shutil.rmtree(layout.registry_version_dir(ready, "v1"))  # the pinned model deleted by hand
+    with pytest.raises(DataError, match="pinned by its `kp export`.*clear the day's serve.export"):
+        serving.serving_model(ready, DS)
+
+
+def test_review_cases_damaged_marks_deleted_bundle_and_backfills(ready):
+    """A damaged BAD_VERSIONS.json fails publish before CURRENT moves (exit 3, the file named); a live bundle deleted
+    by hand still has a day (its id), so a backfill does not take its place; backfills of an older day are pruned
+    before the versions of later days, and a rollback prefers a version that was live."""
+    s = ready.with_overrides(**{"serve.keep_versions": 2})
+    for day in (D2, "2026-10-07"):
+        _copy_day(s, DS, day)
+    a = publish.run(s, D2)["version"]
+    b = publish.run(s, "2026-10-07")["version"]
+    marks = Path(layout.bad_versions_path(s))
+    marks.write_text("{not json")
+    with pytest.raises(DataError, match="BAD_VERSIONS.json is damaged"):
+        publish.run(s, "2026-10-07")
+    assert serving.current_version(s) == b
+    marks.unlink()
+    backfills = [publish.run(s, DS)["version"] for _ in range(2)]  # older day, twice
+    assert serving.current_version(s) == b
+    kept = serving.published_versions(s)
+    assert a in kept and b in kept and backfills[0] not in kept and backfills[1] in kept  # the newest stays visible
+    assert rollback.run(s)["to"] == a  # the version that was live before b
+    shutil.rmtree(layout.serving_version_dir(s, a))  # CURRENT's bundle deleted by hand
+    late = publish.run(s, DS)
+    assert late["current_moved"] is False and serving.current_version(s) == a

@@ -55,6 +55,7 @@ from keyphrase_pipeline.core.errors import ConfigError, KPError
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+GATEWAY_GAVE_UP = {502, 504}  # a proxy in front of the model server gave up: the request may have been computed
 
 
 def same_model(answered: str, configured: str) -> bool:
@@ -326,6 +327,20 @@ class OpenAIJudge(Judge):
             return min(wait, self.backoff_max_s)
         return min(self.backoff_base_s * (2 ** attempt), self.backoff_max_s) * (0.5 + random.random() / 2)
 
+    def _unanswered(self, unanswered: list[str], what: str) -> None:
+        """Count one possibly-paid request of a pair (sent, no answer: a client timeout, a dropped connection, a
+        gateway's 502/504) and give the pair up (``JudgeTimedOut``) past ``judge.max_timeout_retries`` of them."""
+        unanswered.append(what)
+        self.in_flight.timed_out()
+        with self._count_lock:
+            self.possibly_paid += 1
+        if len(unanswered) > self.max_timeout_retries:
+            raise JudgeTimedOut(
+                f"judge endpoint {self.endpoint}: {len(unanswered)} requests for the same pair got no answer "
+                f"({', '.join(unanswered)}), each maybe computed and billed; given up after "
+                f"judge.max_timeout_retries={self.max_timeout_retries} (not asked again today; raise "
+                "judge.max_timeout_s for a slow endpoint, or the gateway's own timeout)") from None
+
     def _one(self, prompt: str) -> float:
         import httpx
 
@@ -346,19 +361,13 @@ class OpenAIJudge(Judge):
             except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
                 # sent, and no answer came back: the endpoint may have computed (and billed) it all the same
                 last = f"{type(exc).__name__}"
-                unanswered.append(f"{last} after {timeout:.3g} s")
-                self.in_flight.timed_out()
-                with self._count_lock:
-                    self.possibly_paid += 1
-                if len(unanswered) > self.max_timeout_retries:
-                    raise JudgeTimedOut(
-                        f"judge endpoint {self.endpoint}: {len(unanswered)} requests for the same pair got no answer "
-                        f"({', '.join(unanswered)}), each maybe computed and billed; given up after "
-                        f"judge.max_timeout_retries={self.max_timeout_retries} (not asked again today; raise "
-                        "judge.max_timeout_s for a slow endpoint)") from None
+                self._unanswered(unanswered, f"{last} after {timeout:.3g} s")
             except (httpx.TimeoutException, httpx.TransportError) as exc:  # not sent: connect, pool, write
                 last = f"{type(exc).__name__}"
             else:
+                if resp.status_code in GATEWAY_GAVE_UP:  # a proxy stopped waiting; the model server behind may not
+                    last = f"HTTP {resp.status_code}"
+                    self._unanswered(unanswered, f"{last} from a gateway after {latency:.3g} s")
                 if resp.status_code == 200:
                     self.timeouts.observe(latency)
                     self.in_flight.answered()

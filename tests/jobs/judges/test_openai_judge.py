@@ -50,6 +50,8 @@ class FakeLLM:
                     return self._send(500, {"error": "boom"})
                 if action == "401":
                     return self._send(401, {"error": "bad key"})
+                if action == "504":  # a gateway in front of the model server stopped waiting for it
+                    return self._send(504, {"error": "upstream request timeout"})
                 if action == "slow":
                     time.sleep(1.0)
                 if action == "drop":  # the request was received (maybe computed), the connection drops
@@ -283,6 +285,17 @@ def test_a_connection_dropped_after_sending_is_possibly_paid_and_capped(settings
     assert len(server.requests) == 2 + 2 and j.possibly_paid == 2 and v.possibly_paid == 2
     assert isinstance(v.error, JudgeUnavailable) and "judge.max_timeout_retries" in str(v.error)
     assert v.unusable[0][0] == "timed_out"
+
+
+def test_a_gateway_timeout_is_possibly_paid_and_capped(settings, server):
+    """Behind a proxy a stall shows as HTTP 504 (the model server may have computed the answer): it counts as
+    possibly paid and is capped like a client timeout, not retried up to ``judge.max_retries`` (was: 4 requests,
+    none counted)."""
+    server.script = ["504"] * 5
+    j = make(settings, server, concurrency=1, max_retries=3)
+    v = j.verdicts(PAIRS.iloc[:1])
+    assert len(server.requests) == 2 and j.possibly_paid == 2
+    assert v.unusable[0][0] == "timed_out" and "HTTP 504 from a gateway" in str(v.error)
 
 
 def test_client_errors_fail_at_once(settings, server):
