@@ -289,8 +289,10 @@ def test_branches_skip_labelling_and_training(airflow_db, runnable_dag, settings
 
 def test_the_sensor_passes_a_day_whose_input_landed_and_waits_on_one_without(airflow_db, runnable_dag, settings,
                                                                             monkeypatch):
-    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
+    from keyphrase_pipeline.core.contracts import arrow_schema
     from keyphrase_pipeline.core.lake import Lake
     from keyphrase_pipeline.core.settings import get_settings, settings_env
     from keyphrase_pipeline.jobs import airflow_tasks as at
@@ -298,8 +300,8 @@ def test_the_sensor_passes_a_day_whose_input_landed_and_waits_on_one_without(air
     lake = Lake.from_settings(settings)
     for dataset, ds in (("events", "2026-10-03"), ("catalog", "2026-10-03"), ("keyphrases", None)):
         folder = Path(lake.path(dataset, ds=ds) if ds else lake.path(dataset))
-        folder.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"x": [1]}).to_parquet(folder / "part-00000.parquet")
+        folder.mkdir(parents=True, exist_ok=True)  # files that meet their contract (the sensor checks each footer)
+        pq.write_table(pa.Table.from_pylist([], schema=arrow_schema(dataset)), folder / "part-00000.parquet")
     for k, v in settings_env(settings).items():
         monkeypatch.setenv(k, v)
     get_settings.cache_clear()

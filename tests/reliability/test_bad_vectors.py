@@ -103,7 +103,7 @@ def test_items_without_recommendations_are_counted_and_trip_the_gate(tmp_path):
 # ---- one keyphrase once per list ---------------------------------------------------------------------
 def test_each_item_lists_distinct_keyphrases_the_best_spelling_and_still_k(tmp_path):
     s = embedded_keyphrase_world(tmp_path / "lake", n_kp=200, n_items=80).with_overrides(
-        **{"serve.score_threshold": -1.0, "serve.recommend_batch_rows": 25})
+        **{"serve.score_threshold": -1.0, "serve.recommend_batch_rows": 25, "serve.top_k": 20})
     lake = Lake.from_settings(s)
     # ids 260..299 repeat the texts of 100..139 with other case and spacing, their vectors nearly the same
     kps = read_parquet(lake.path("keyphrases"))
