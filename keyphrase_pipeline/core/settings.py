@@ -198,6 +198,12 @@ class TrainSettings(BaseModel):
     matryoshka_dims: list[int] = Field(default_factory=lambda: [384, 256, 128, 64])
     matryoshka_serve_weight: float = Field(1.0, gt=0, description="Weight of the serving cut (serve.dim) in every "
                                            "task's MatryoshkaLoss; each other dimension weighs 1.")
+    cut_rotation: bool = Field(True, description="After training, rotate the student's embedding space so the "
+                               "serve.dim cut keeps the directions along which relevant train pairs agree most "
+                               "(models.cut_rotation; full-size cosines unchanged); kept only when the held-out AUC "
+                               "at serve.dim does not drop.")
+    cut_rotation_pairs: int = Field(20_000, ge=1, description="Most relevant train pairs the cut rotation is fitted "
+                                    "on (a deterministic sample beyond that).")
     kd_loss: KdLoss = "pearson"
     llm_loss: Literal["contrastive", "cosent"] = Field("contrastive", description="Student loss on judged 0/1 pairs.")
     llm_ranking: bool = Field(False, description="Also train the student with MNRL on judged positives, each with a "

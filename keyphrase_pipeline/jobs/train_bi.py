@@ -110,7 +110,8 @@ def _config(settings, base: str, mix: list[str], kd_loss: str, init_from: str) -
             "kd_teacher_temperature": t.kd_teacher_temperature, "kd_max_pairs": t.kd_max_pairs,
             "evals_per_epoch": t.evals_per_epoch,
             "early_stopping_patience": t.early_stopping_patience, "max_train_minutes": t.max_train_minutes,
-            "seed": t.seed, "test_fraction": t.test_fraction}
+            "seed": t.seed, "test_fraction": t.test_fraction, "cut_rotation": t.cut_rotation,
+            "cut_rotation_pairs": t.cut_rotation_pairs}
 
 
 def ranking_triplets(train) -> dict:
@@ -391,9 +392,41 @@ def _tasks(settings, ds: str, data, mix: list[str], kd, kd_groups=None) -> tuple
     return tasks, {k: len(v) for k, v in tasks.items()}, skipped
 
 
-def _train(settings, tasks: dict, rows: dict, test, start: str, tmp: str, device: str, version: str):
-    """Train the student in ``tmp`` and save its ``model/`` (never worse on held-out pairs than ``start``);
-    returns (training metrics, held-out metrics or None, held-out evaluator or None, progress history)."""
+def _rotate_before_cut(settings, model, train, heldout_scores, test) -> tuple[object, dict]:
+    """``model`` with the cut rotation (``models.cut_rotation``) fitted on the relevant pairs of ``train`` (label
+    >= 0.5; at most ``train.cut_rotation_pairs``, a seeded sample), when the held-out AUC at ``serve.dim`` does
+    not drop; else ``model`` unchanged. Returns (model, record for the run stats)."""
+    from keyphrase_pipeline.models.bi_encoder import encode_items, encode_keyphrases
+    from keyphrase_pipeline.models.cut_rotation import fit_rotation, with_rotation
+    from keyphrase_pipeline.models.metrics import has_both_classes, threshold_metrics
+
+    t = settings.train
+    pos = train[train["label"].astype(float) >= 0.5] if train is not None and len(train) else None
+    if not t.cut_rotation or pos is None or len(pos) < 2 or not has_both_classes(test["label"]):
+        why = ("off (train.cut_rotation)" if not t.cut_rotation else "no held-out pairs of both classes"
+               if pos is not None and len(pos) >= 2 else "fewer than 2 relevant train pairs")
+        return model, {"applied": False, "why": why}
+    if len(pos) > t.cut_rotation_pairs:
+        pos = pos.sample(n=t.cut_rotation_pairs, random_state=t.seed)
+    t0 = time.perf_counter()
+    rotation = fit_rotation(encode_items(model, pos["title"].tolist(), pos["category"].tolist()),
+                            encode_keyphrases(model, pos["keyphrase"].tolist()))
+    rotated = with_rotation(model, rotation)
+    before = threshold_metrics(test["label"], heldout_scores(model))["auc"]
+    after = threshold_metrics(test["label"], heldout_scores(rotated))["auc"]
+    keep = after is not None and before is not None and after >= before
+    record = {"applied": keep, "pairs": int(len(pos)), "heldout_auc_before": before, "heldout_auc_after": after,
+              "seconds": round(time.perf_counter() - t0, 1),
+              "why": "held-out AUC at serve.dim not lower" if keep else "held-out AUC at serve.dim lower: not kept"}
+    log.info("cut rotation fitted on %d relevant train pairs: held-out AUC at %d-d %.4f -> %.4f (%s)", len(pos),
+             settings.serve.dim, before or float("nan"), after or float("nan"), "kept" if keep else "not kept")
+    return (rotated if keep else model), record
+
+
+def _train(settings, tasks: dict, rows: dict, test, start: str, tmp: str, device: str, version: str, train=None):
+    """Train the student in ``tmp`` and save its ``model/`` (never worse on held-out pairs than ``start``), with
+    the cut rotation fitted on ``train``'s relevant pairs (``_rotate_before_cut``); returns (training metrics,
+    held-out metrics or None, held-out evaluator or None, progress history)."""
     import torch
     from sentence_transformers import SentenceTransformerTrainer
     from transformers import set_seed
@@ -444,6 +477,9 @@ def _train(settings, tasks: dict, rows: dict, test, start: str, tmp: str, device
         log.warning("no checkpoint beat the start model on the held-out pairs (best AUC %.4f < %.4f): "
                     "keeping the start model %s", best_auc, start_auc, start)
         model = build_student(settings, start)
+        rotation = {"applied": False, "why": "the start model is kept as it is"}
+    else:
+        model, rotation = _rotate_before_cut(settings, model, train, heldout_scores, test)
     threshold = heldout = None
     if has_both_classes(test["label"]):
         test_scores = heldout_scores(model)
@@ -455,7 +491,8 @@ def _train(settings, tasks: dict, rows: dict, test, start: str, tmp: str, device
     save_student(model, layout.version_model_dir(tmp), settings, threshold=threshold)
     training = {"train_loss": float(result.training_loss), "steps": int(result.global_step), "stop_reason": stopped,
                 "best_step": None if kept_start else best_step(evaluator), "budget": budget.as_dict(),
-                "start_heldout_auc": start_auc, "kept_start_model": kept_start, "threshold": threshold,
+                "start_heldout_auc": start_auc, "kept_start_model": kept_start, "cut_rotation": rotation,
+                "threshold": threshold,
                 "heldout": {k: v for k, v in (heldout or {}).items() if k != "calibration"} or None,
                 "train_seconds": round(train_s, 1),
                 "steps_per_s": round(result.global_step / max(train_s, 1e-9), 3)}
@@ -545,7 +582,8 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
     log.info("student %s: tasks %s, kd_loss %s, dims %s, start %s, device %s", version, rows,
              kd_name if "kd" in tasks else "-", settings.train.matryoshka_dims, start, device)
     try:
-        training, heldout, evaluator, history = _train(settings, tasks, rows, data.llm_test, start, tmp, device, version)
+        training, heldout, evaluator, history = _train(settings, tasks, rows, data.llm_test, start, tmp, device, version,
+                                                       train=data.llm_train)
         training.update({"task_rows": rows, "tasks_skipped": skipped})
         _write_records(settings, tmp, config, ds, version, device, snapshot, data.snapshot, training, heldout,
                        evaluator, history, tasks, rows, cross_version)

@@ -41,7 +41,8 @@ SAMPLE_TEXTS = [
 
 
 def _torch_tower(model_dir: str, dim: int):
-    """A torch module: (input_ids, attention_mask) -> cut, re-normalised ``dim``-d embedding."""
+    """A torch module: (input_ids, attention_mask) -> cut, re-normalised ``dim``-d embedding (mean pooling, the
+    student's rotation before its cut when it has one: ``models.cut_rotation``)."""
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -61,16 +62,26 @@ def _torch_tower(model_dir: str, dim: int):
 
         raise ConfigError(f"only mean pooling is exported; the model's modules are {names}")
 
+    from keyphrase_pipeline.models.cut_rotation import rotation_of
+
+    rotation = rotation_of(st)  # the student's rotation before its cut (models.cut_rotation), or None
+
     class Tower(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.encoder = hf
+            if rotation is not None:
+                self.register_buffer("rotation", torch.tensor(rotation))
+            else:
+                self.rotation = None
 
         def forward(self, input_ids, attention_mask):
             out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
             tokens = out[0] if isinstance(out, tuple) else out.last_hidden_state
             mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
             pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            if self.rotation is not None:
+                pooled = pooled @ self.rotation
             full = torch.nn.functional.normalize(pooled, p=2, dim=1)
             cut = full[:, :dim]
             return torch.nn.functional.normalize(cut, p=2, dim=1)

@@ -266,3 +266,39 @@ def test_student_budget_counts_bi_epochs_not_the_cross_encoders_epochs(tmp_path)
     rows = sum(f["task_rows"].values())
     assert f["steps"] == max(1, round(math.ceil(rows / s.train.batch_size) * 0.5))
     assert json.loads((Path(f["path"]) / "train_config.json").read_text())["epochs"] == 0.5
+
+
+def test_cut_rotation_is_fitted_kept_only_when_it_helps_and_served(tmp_path, monkeypatch):
+    """``train.cut_rotation``: after training the student is rotated (models.cut_rotation) when the held-out AUC at
+    serve.dim does not drop; the saved model carries it, so scoring at serve.dim sees it; a rotation that hurts is
+    not kept; off, nothing is fitted."""
+    import shutil
+
+    import numpy as np
+
+    from keyphrase_pipeline.jobs import train_bi
+    from keyphrase_pipeline.models import cut_rotation
+    from keyphrase_pipeline.models.bi_encoder import load_student
+
+    w = trained_world(make_settings)
+    lake = tmp_path / "lake"
+    shutil.copytree(w["lake"], lake)
+    s = tiny_settings(make_settings, lake, w["base"], bi_max_steps=5)
+    good = train_bi.run(s, DS, cross=w["cross"]["path"], out=str(tmp_path / "good"))
+    rec = good["cut_rotation"]
+    assert rec["pairs"] > 0 and rec["heldout_auc_after"] is not None
+    assert rec["applied"] == (rec["heldout_auc_after"] >= rec["heldout_auc_before"])
+    saved = cut_rotation.rotation_of(load_student(str(tmp_path / "good" / "model"), "cpu"))
+    assert (saved is not None) == rec["applied"]
+    assert good["heldout"]["auc"] == pytest.approx(max(rec["heldout_auc_before"], rec["heldout_auc_after"]), abs=1e-6)
+
+    real = cut_rotation.fit_rotation
+    monkeypatch.setattr(cut_rotation, "fit_rotation", lambda a, b: real(a, b)[:, ::-1].copy())  # least agreeing first
+    bad = train_bi.run(s.with_overrides(**{"train.seed": 3}), DS, cross=w["cross"]["path"], out=str(tmp_path / "bad"))
+    assert bad["cut_rotation"]["heldout_auc_after"] < bad["cut_rotation"]["heldout_auc_before"]
+    assert bad["cut_rotation"]["applied"] is False
+    assert cut_rotation.rotation_of(load_student(str(tmp_path / "bad" / "model"), "cpu")) is None
+    off = train_bi.run(s.with_overrides(**{"train.cut_rotation": False}), DS, cross=w["cross"]["path"],
+                       out=str(tmp_path / "off"))
+    assert off["cut_rotation"] == {"applied": False, "why": "off (train.cut_rotation)"}
+    assert np.isfinite(off["heldout"]["auc"])

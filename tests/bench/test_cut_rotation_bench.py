@@ -1,0 +1,21 @@
+"""bench/cut_rotation.py: docs/TRAINING.md's table of the rotation before the cut is what the committed result
+file generates."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_docs_table_is_generated_from_the_committed_result():
+    spec = importlib.util.spec_from_file_location("cut_rotation_bench", REPO / "bench" / "cut_rotation.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = json.loads(bench.RESULT.read_text())
+    assert result["simulated"] is True and len(result["runs"]) >= 3
+    doc = (REPO / "docs" / "TRAINING.md").read_text()
+    start, end = "<!-- cut rotation table -->\n", "\n<!-- /cut rotation table -->"
+    assert doc[doc.index(start) + len(start):doc.index(end)] == bench.markdown_table(result)
