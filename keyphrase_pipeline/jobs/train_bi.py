@@ -392,19 +392,36 @@ def _tasks(settings, ds: str, data, mix: list[str], kd, kd_groups=None) -> tuple
     return tasks, {k: len(v) for k, v in tasks.items()}, skipped
 
 
+def _rotation_pairs(data, mix: list[str]):
+    """The pairs the cut rotation is fitted on: the judged train pairs when the mix trains on them (``llm`` or
+    ``kd``), else the CTR positives (label 1) when it trains on those; None otherwise (no rotation)."""
+    if ("llm" in mix or "kd" in mix) and data.llm is not None and len(data.llm):
+        return data.llm_train
+    if "ctr" in mix and data.ctr is not None and len(data.ctr):
+        return data.ctr.assign(label=1)
+    return None
+
+
 def _rotate_before_cut(settings, model, train, heldout_scores, test) -> tuple[object, dict]:
     """``model`` with the cut rotation (``models.cut_rotation``) fitted on the relevant pairs of ``train`` (label
-    >= 0.5; at most ``train.cut_rotation_pairs``, a seeded sample), when the held-out AUC at ``serve.dim`` does
-    not drop; else ``model`` unchanged. Returns (model, record for the run stats)."""
+    >= 0.5; at most ``train.cut_rotation_pairs``, a seeded sample; at least 4 x ``serve.dim`` of them) when the
+    held-out AUC at ``serve.dim`` rises; else ``model`` unchanged. The held-out split also picked the checkpoint,
+    so its AUC after this choice is optimistic (``kp eval-labels`` measures on pairs never seen). Returns (model,
+    record for the run stats)."""
     from keyphrase_pipeline.models.bi_encoder import encode_items, encode_keyphrases
     from keyphrase_pipeline.models.cut_rotation import fit_rotation, with_rotation
     from keyphrase_pipeline.models.metrics import has_both_classes, threshold_metrics
 
     t = settings.train
+    dim, full = settings.serve.dim, model.get_embedding_dimension()
+    need = max(4 * dim, 50)  # S has rank <= 2n: far fewer pairs than dimensions leave the cut's basis arbitrary
     pos = train[train["label"].astype(float) >= 0.5] if train is not None and len(train) else None
-    if not t.cut_rotation or pos is None or len(pos) < 2 or not has_both_classes(test["label"]):
-        why = ("off (train.cut_rotation)" if not t.cut_rotation else "no held-out pairs of both classes"
-               if pos is not None and len(pos) >= 2 else "fewer than 2 relevant train pairs")
+    n_pos = 0 if pos is None else len(pos)
+    why = ("off (train.cut_rotation)" if not t.cut_rotation
+           else f"serve.dim {dim} is the full size {full}: no cut to rotate" if dim >= full
+           else f"{n_pos} relevant train pairs, fewer than the {need} (4 x serve.dim) a rotation needs" if n_pos < need
+           else "no held-out pairs of both classes" if not has_both_classes(test["label"]) else None)
+    if why:
         return model, {"applied": False, "why": why}
     if len(pos) > t.cut_rotation_pairs:
         pos = pos.sample(n=t.cut_rotation_pairs, random_state=t.seed)
@@ -414,10 +431,10 @@ def _rotate_before_cut(settings, model, train, heldout_scores, test) -> tuple[ob
     rotated = with_rotation(model, rotation)
     before = threshold_metrics(test["label"], heldout_scores(model))["auc"]
     after = threshold_metrics(test["label"], heldout_scores(rotated))["auc"]
-    keep = after is not None and before is not None and after >= before
+    keep = after is not None and before is not None and after > before
     record = {"applied": keep, "pairs": int(len(pos)), "heldout_auc_before": before, "heldout_auc_after": after,
               "seconds": round(time.perf_counter() - t0, 1),
-              "why": "held-out AUC at serve.dim not lower" if keep else "held-out AUC at serve.dim lower: not kept"}
+              "why": "held-out AUC at serve.dim higher" if keep else "held-out AUC at serve.dim not higher: not kept"}
     log.info("cut rotation fitted on %d relevant train pairs: held-out AUC at %d-d %.4f -> %.4f (%s)", len(pos),
              settings.serve.dim, before or float("nan"), after or float("nan"), "kept" if keep else "not kept")
     return (rotated if keep else model), record
@@ -583,7 +600,7 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
              kd_name if "kd" in tasks else "-", settings.train.matryoshka_dims, start, device)
     try:
         training, heldout, evaluator, history = _train(settings, tasks, rows, data.llm_test, start, tmp, device, version,
-                                                       train=data.llm_train)
+                                                       train=_rotation_pairs(data, mix))
         training.update({"task_rows": rows, "tasks_skipped": skipped})
         _write_records(settings, tmp, config, ds, version, device, snapshot, data.snapshot, training, heldout,
                        evaluator, history, tasks, rows, cross_version)

@@ -67,7 +67,8 @@ def model_kind(model_dir: str | Path) -> str | None:
 
 def build_student(settings, base: str | None = None):
     """A SentenceTransformer to train: from ``base`` (a sentence-transformers or HF encoder directory),
-    else the configured base encoder. Mean pooling + Normalize are added when the base lacks them.
+    else the configured base encoder. Mean pooling + Normalize are added when the base lacks them. A rotation
+    before the cut (``models.cut_rotation``, from a warm start) is frozen: training never makes it non-orthogonal.
 
     Raises ConfigError (exit 2): ``train.base_model`` is not a directory, or a ``train.matryoshka_dims`` value
     exceeds the encoder's embedding size."""
@@ -85,6 +86,11 @@ def build_student(settings, base: str | None = None):
         pooling = st_modules.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
         model = SentenceTransformer(modules=[transformer, pooling, st_modules.Normalize()], device=device)
     model.max_seq_length = settings.train.max_seq_length
+    from keyphrase_pipeline.models.cut_rotation import rotation_of_module
+
+    for module in model:  # a warm start from a rotated student: its rotation stays a rotation (frozen)
+        if rotation_of_module(module) is not None:
+            module.requires_grad_(False)
     dim = model.get_embedding_dimension()
     too_big = [d for d in settings.train.matryoshka_dims if d > dim]
     if too_big:

@@ -287,7 +287,7 @@ def test_cut_rotation_is_fitted_kept_only_when_it_helps_and_served(tmp_path, mon
     good = train_bi.run(s, DS, cross=w["cross"]["path"], out=str(tmp_path / "good"))
     rec = good["cut_rotation"]
     assert rec["pairs"] > 0 and rec["heldout_auc_after"] is not None
-    assert rec["applied"] == (rec["heldout_auc_after"] >= rec["heldout_auc_before"])
+    assert rec["applied"] == (rec["heldout_auc_after"] > rec["heldout_auc_before"])
     saved = cut_rotation.rotation_of(load_student(str(tmp_path / "good" / "model"), "cpu"))
     assert (saved is not None) == rec["applied"]
     assert good["heldout"]["auc"] == pytest.approx(max(rec["heldout_auc_before"], rec["heldout_auc_after"]), abs=1e-6)
@@ -301,4 +301,10 @@ def test_cut_rotation_is_fitted_kept_only_when_it_helps_and_served(tmp_path, mon
     off = train_bi.run(s.with_overrides(**{"train.cut_rotation": False}), DS, cross=w["cross"]["path"],
                        out=str(tmp_path / "off"))
     assert off["cut_rotation"] == {"applied": False, "why": "off (train.cut_rotation)"}
+    model = load_student(str(tmp_path / "off" / "model"), "cpu")
+    few = make_pairs(60, seed=5)  # 30 relevant pairs: fewer than 4 x serve.dim (64), the basis would be arbitrary
+    same, record = train_bi._rotate_before_cut(s, model, few, lambda m: np.zeros(len(few)), few)
+    assert same is model and record["applied"] is False and "fewer than the 64" in record["why"]
+    full = s.with_overrides(**{"serve.dim": 32})
+    assert "no cut to rotate" in train_bi._rotate_before_cut(full, model, few, None, few)[1]["why"]
     assert np.isfinite(off["heldout"]["auc"])

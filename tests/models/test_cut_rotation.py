@@ -82,3 +82,24 @@ def test_the_onnx_tower_applies_the_rotation(tmp_path):
     want = rotated.encode(texts, convert_to_numpy=True)[:, :16]
     want /= np.linalg.norm(want, axis=1, keepdims=True)
     np.testing.assert_allclose(OnnxTower(tmp_path / "onnx").embed(texts), want, atol=1e-4)
+
+
+def test_a_warm_start_keeps_the_rotation_frozen(tmp_path):
+    """A student trained from a rotated one (train.init_from=champion) never trains its rotation: it stays
+    orthogonal, so full-size cosines stay what the encoder makes them."""
+    from sentence_transformers import SentenceTransformer
+
+    from keyphrase_pipeline.models.bi_encoder import build_student
+    from keyphrase_pipeline.models.tiny import build_tiny_encoder
+    from testsupport import make_settings
+
+    model = SentenceTransformer(build_tiny_encoder(tmp_path / "m", hidden=32, seed=1), device="cpu")
+    r = np.linalg.qr(np.random.default_rng(0).normal(size=(32, 32)))[0].astype(np.float32)
+    with_rotation(model, r).save(str(tmp_path / "rotated"))
+    s = make_settings(tmp_path / "lake", train={"matryoshka_dims": [32, 16], "device": "cpu"}, serve={"dim": 16})
+    student = build_student(s, str(tmp_path / "rotated"))
+    from keyphrase_pipeline.models.cut_rotation import rotation_of_module
+
+    dense = [m for m in student if rotation_of_module(m) is not None]
+    assert len(dense) == 1 and not any(p.requires_grad for p in dense[0].parameters())
+    assert all(p.requires_grad for p in student[0].parameters())  # the encoder still trains
