@@ -27,6 +27,7 @@ NOT_RUN = {
     "scale_report": "turns bench/results/scale.json into docs/PERFORMANCE.md's tables (no measurement)",
     "demo_quality": "evaluates the models a `kp demo` run left (needs its lake: --lake)",
     "distill_curve": "a training study (student AUC against teacher-scored pairs), tens of minutes a point",
+    "cut_rotation": "applies the cut rotation to students kept by `kp eval-labels --keep` (needs them: --run)",
 }
 
 
