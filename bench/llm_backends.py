@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -101,19 +100,8 @@ def main() -> int:
     rows["transformers"] = {"start_s": round(load_s, 1), "score_s": round(s, 1), "prompts_per_s": round(len(prompts) / s, 2),
                             "batch_size": base.judge.batch_size, **truth_stats(ref, truth, thr)}
 
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "prompts.json", Path(tmp) / "out.json"
-        src.write_text(json.dumps(prompts))
-        env = vs.server_env(base, {k: v for k, v in os.environ.items() if not k.startswith("KP_")})
-        env.update(PYTHONPATH=str(REPO), KP_JUDGE__BACKEND="vllm", KP_JUDGE__MODEL=model,
-                   KP_JUDGE__VLLM__DTYPE="float32", KP_JUDGE__VLLM__MAX_MODEL_LEN="1024")
-        t0 = time.perf_counter()
-        run = subprocess.run([vllm_python, "-m", "keyphrase_pipeline.jobs.judges.vllm_judge", str(src), str(dst)],
-                             env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if run.returncode != 0:
-            raise SystemExit(f"vllm offline failed:\n{run.stderr[-3000:]}")
-        out = json.loads(dst.read_text())
+    out = vs.score_offline(base, prompts, model, python=vllm_python)
+    wall = out["wall_s"]
     p = np.array(out["p_yes"], dtype=float)
     rows["vllm_offline"] = {"start_s": round(wall - out["seconds"], 1), "score_s": round(out["seconds"], 1),
                             "prompts_per_s": round(len(prompts) / out["seconds"], 2),

@@ -98,6 +98,35 @@ def server_env(settings, base: dict | None = None) -> dict[str, str]:
     return env
 
 
+def score_offline(settings, prompts: list, model_dir: str, python: str | None = None,
+                  timeout_s: float | None = None) -> dict:
+    """Score ``prompts`` with vLLM's offline engine (``vllm.LLM``, the ``vllm`` judge) in vLLM's own interpreter
+    (``python``, default ``server_python``): ``python -m keyphrase_pipeline.jobs.judges.vllm_judge`` on a temporary
+    JSON file, fp32, 1,024-token context, the rest of ``judge.vllm.*`` from ``settings``.
+
+    Returns ``{"p_yes": [float | None], "unusable": {index: reason}, "seconds": scoring s, "model": id, "wall_s":
+    s with the engine's start}``. Raises KPError (exit 1) naming the interpreter and the end of its stderr when
+    it fails; subprocess.TimeoutExpired past ``timeout_s``."""
+    import json
+    import tempfile
+
+    exe = python or server_python(settings)
+    with tempfile.TemporaryDirectory(prefix="kp-vllm-offline-") as tmp:
+        src, dst = Path(tmp) / "prompts.json", Path(tmp) / "out.json"
+        src.write_text(json.dumps(prompts))
+        env = server_env(settings, {k: v for k, v in os.environ.items() if not k.startswith("KP_")})
+        env.update(PYTHONPATH=str(Path(__file__).resolve().parents[3]), KP_JUDGE__BACKEND="vllm",
+                   KP_JUDGE__MODEL=str(model_dir), KP_JUDGE__VLLM__DTYPE="float32",
+                   KP_JUDGE__VLLM__MAX_MODEL_LEN="1024")
+        t0 = time.perf_counter()
+        run = subprocess.run([exe, "-m", "keyphrase_pipeline.jobs.judges.vllm_judge", str(src), str(dst)], env=env,
+                             capture_output=True, text=True, timeout=timeout_s)
+        wall = time.perf_counter() - t0
+        if run.returncode != 0:
+            raise KPError(f"vLLM offline scoring with {exe} failed (exit {run.returncode}):\n{run.stderr[-3000:]}")
+        return {**json.loads(dst.read_text()), "wall_s": wall}
+
+
 def check_model_dir(model_dir: str) -> None:
     """Refuse a directory vLLM cannot serve as plain weights (ConfigError, exit 2): not a Hugging Face
     directory, or one whose config still declares GGUF quantisation (``smollm2.ensure_smollm2`` rewrites it)."""

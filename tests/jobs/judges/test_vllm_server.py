@@ -167,7 +167,6 @@ def test_openai_judge_through_the_real_vllm_server_agrees_with_the_transformers_
 def test_vllm_backend_in_process_on_cpu_agrees_with_the_transformers_judge(settings, tmp_path):
     """``VLLMJudge`` for real: ``vllm.LLM`` offline in vLLM's own virtualenv (``python -m ...vllm_judge``), all 200
     prompts in one ``LLM.chat`` call, within 0.02 of the transformers judge's P(yes) on the same prompts."""
-    import subprocess
 
     if not os.environ.get("KP_RUN_SLOW"):
         pytest.skip("slow test: set KP_RUN_SLOW=1 (make test-all) to run it")
@@ -180,14 +179,7 @@ def test_vllm_backend_in_process_on_cpu_agrees_with_the_transformers_judge(setti
 
     model = ensure_smollm2(REPO / DEFAULT_DIR)
     prompts = build_prompts(world_pairs("demo", 200), settings)
-    (tmp_path / "prompts.json").write_text(json.dumps(prompts))
-    env = vs.server_env(settings, {k: v for k, v in os.environ.items() if not k.startswith("KP_")})
-    env.update(PYTHONPATH=str(REPO), KP_JUDGE__BACKEND="vllm", KP_JUDGE__MODEL=model, KP_JUDGE__VLLM__DTYPE="float32",
-               KP_JUDGE__VLLM__MAX_MODEL_LEN="1024")
-    run = subprocess.run([VLLM_PYTHON, "-m", "keyphrase_pipeline.jobs.judges.vllm_judge", str(tmp_path / "prompts.json"),
-                          str(tmp_path / "out.json")], env=env, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-3000:]
-    out = json.loads((tmp_path / "out.json").read_text())
+    out = vs.score_offline(settings, prompts, model, python=VLLM_PYTHON, timeout_s=900)
     assert not out["unusable"] and out["model"].startswith("smollm2-135m@")
     local = TransformersJudge(settings.with_overrides(**{"judge.backend": "transformers", "judge.model": model,
                                                          "judge.device": "cpu"})).score_prompts(prompts)
