@@ -52,23 +52,24 @@ def storage_error_from(exc: BaseException, lake_root: str | None = None) -> Stor
     system is read-only or permission is denied; else None.
 
     Two forms are recognised: an ``OSError`` whose ``errno`` is 28 ENOSPC, 122 EDQUOT, 30 EROFS or 13 EACCES and
-    whose ``filename`` lies under ``lake_root``; and a Spark error whose text has a JVM I/O line (``java.io``,
+    whose ``filename`` lies under ``lake_root`` (symlinks resolved) or is not given (a write to a full disk names
+    no file); and a Spark error whose text has a JVM I/O line (``java.io``,
     ``java.nio``, Hadoop, ``IOException``) with one of the JVM's words for the condition, where the path is a
     ``file:`` URI or absolute path under ``lake_root`` on that line or in the text. Without ``lake_root`` any path
     qualifies. An error that merely mentions the words (an HTTP 403 "Permission denied", torch's ``/dev/shm``
     outside the lake) is not one (None): it keeps its own exit code and Airflow's retries."""
     import re
 
+    import os
+
     def in_lake(path: str | None) -> bool:
         if not path:
             return False
         if not lake_root:
             return True
-        p = str(path).removeprefix("file://").removeprefix("file:")
-        root = str(lake_root).removeprefix("file://").removeprefix("file:").rstrip("/")
-        import os
-
-        return os.path.abspath(p).startswith(os.path.abspath(root) + os.sep) or os.path.abspath(p) == os.path.abspath(root)
+        p = os.path.realpath(str(path).removeprefix("file://").removeprefix("file:"))
+        root = os.path.realpath(str(lake_root).removeprefix("file://").removeprefix("file:"))
+        return p == root or p.startswith(root.rstrip(os.sep) + os.sep)
 
     chain, e = [], exc
     while e is not None and len(chain) < 10:
@@ -77,8 +78,11 @@ def storage_error_from(exc: BaseException, lake_root: str | None = None) -> Stor
     for e in chain:
         if isinstance(e, StorageError):
             return e
-        if isinstance(e, OSError) and e.errno in _ERRNO and in_lake(e.filename):
-            return StorageError(f"cannot write the lake at {e.filename}: {_ERRNO[e.errno]} ({e.strerror or e}); free "
+        # a write to a full disk names no file (``f.write``, pyarrow): such an OSError counts, one naming a file
+        # outside the lake does not
+        if isinstance(e, OSError) and e.errno in _ERRNO and (not e.filename or in_lake(e.filename)):
+            where = e.filename or (f"{lake_root} (the file was not named)" if lake_root else "? (the file was not named)")
+            return StorageError(f"cannot write the lake at {where}: {_ERRNO[e.errno]} ({e.strerror or e}); free "
                                 "space or fix the mount and permissions, then clear the task")
     paths = re.compile(r"(file:/[^\s'\",)]+|(?<![\w:/])/(?:[\w.=+-]+/)*[\w.=+-]+)")
     for e in chain:

@@ -189,6 +189,15 @@ def _day_of(lake, settings, version: str) -> str:
     return str(cfg.get("ds") or version[:10])
 
 
+def _earlier_day(a: str, b: str) -> bool:
+    """``a`` is a day (YYYY-MM-DD) before day ``b``; False when either is not a date (a hand-made version name
+    goes through the ordinary gate)."""
+    import re
+
+    date = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+    return bool(date.match(a) and date.match(b)) and a < b
+
+
 def decide(candidate_f1: float, champion_f1: float | None, tolerance: float) -> tuple[bool, str]:
     """The gate: (promoted, reason)."""
     if champion_f1 is None:
@@ -242,7 +251,7 @@ def run(settings, ds: str, candidate: str | None = None, force_promote: bool = F
         promoted, reason = True, "already the champion"
     elif force_promote:
         promoted, reason = True, "forced (force_promote)"
-    elif champ and _day_of(lake, settings, version) < _day_of(lake, settings, champ):
+    elif champ and _earlier_day(_day_of(lake, settings, version), _day_of(lake, settings, champ)):
         promoted, reason = False, (f"{version} was trained for an earlier day than the champion {champ}: a cleared or "
                                    "backfilled evaluation never moves the champion backwards (kp promote, or "
                                    "force_promote, to do it on purpose)")

@@ -80,6 +80,18 @@ def test_storage_conditions_are_named_with_their_path(exc, condition, path):
     assert storage_error_from(wrapped, LAKE) is not None
 
 
+def test_a_write_to_a_full_disk_names_no_file_and_a_symlinked_lake_is_the_lake(tmp_path):
+    unnamed = OSError(errno.ENOSPC, "No space left on device")  # what f.write and pyarrow raise
+    err = storage_error_from(unnamed, str(tmp_path))
+    assert isinstance(err, StorageError) and "disk full" in str(err) and str(tmp_path) in str(err)
+    real = tmp_path / "real-lake"
+    real.mkdir()
+    link = tmp_path / "lake"
+    link.symlink_to(real)  # settings name the link; the Lake and Spark report resolved paths
+    assert storage_error_from(OSError(errno.ENOSPC, "No space left on device", str(real / "x")), str(link)) is not None
+    assert storage_error_from(OSError(errno.ENOSPC, "No space left on device", "/dev/shm/t"), str(link)) is None
+
+
 def _during(handled: BaseException, raised: BaseException) -> BaseException:
     try:
         try:

@@ -84,3 +84,11 @@ def test_a_cleared_older_day_never_moves_the_champion_or_the_teacher_backwards(t
     assert again["promoted"] is False and "earlier day" in again["reason"]
     assert train_cross.run(s, DS)["reused"] is True
     assert registry.latest_cross(s) == new_cross
+
+
+def test_the_day_rule_ignores_names_that_are_not_dated():
+    from keyphrase_pipeline.jobs.evaluate import _earlier_day
+
+    assert _earlier_day("2026-10-10", "2026-10-12") and not _earlier_day("2026-10-12", "2026-10-10")
+    assert not _earlier_day("2026-10-10", "baseline")  # a hand-made champion: the ordinary gate decides
+    assert not _earlier_day("2026-10-10", "2026-10-10")

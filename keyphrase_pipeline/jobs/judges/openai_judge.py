@@ -55,7 +55,6 @@ from keyphrase_pipeline.core.errors import ConfigError, KPError
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-GATEWAY_GAVE_UP = {502, 504}  # a proxy in front of the model server gave up: the request may have been computed
 
 
 def same_model(answered: str, configured: str) -> bool:
@@ -329,7 +328,7 @@ class OpenAIJudge(Judge):
 
     def _unanswered(self, unanswered: list[str], what: str) -> None:
         """Count one possibly-paid request of a pair (sent, no answer: a client timeout, a dropped connection, a
-        gateway's 502/504) and give the pair up (``JudgeTimedOut``) past ``judge.max_timeout_retries`` of them."""
+        gateway's 504 or slow 502) and give the pair up (``JudgeTimedOut``) past ``judge.max_timeout_retries`` of them."""
         unanswered.append(what)
         self.in_flight.timed_out()
         with self._count_lock:
@@ -365,7 +364,9 @@ class OpenAIJudge(Judge):
             except (httpx.TimeoutException, httpx.TransportError) as exc:  # not sent: connect, pool, write
                 last = f"{type(exc).__name__}"
             else:
-                if resp.status_code in GATEWAY_GAVE_UP:  # a proxy stopped waiting; the model server behind may not
+                # a proxy stopped waiting; the model server behind may not have. A 504 always; a 502 only after a
+                # long wait (an instant 502 is an upstream that is down or restarting: never reached the model)
+                if resp.status_code == 504 or (resp.status_code == 502 and latency >= self.timeouts.base_s):
                     last = f"HTTP {resp.status_code}"
                     self._unanswered(unanswered, f"{last} from a gateway after {latency:.3g} s")
                 if resp.status_code == 200:

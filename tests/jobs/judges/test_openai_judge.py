@@ -52,6 +52,8 @@ class FakeLLM:
                     return self._send(401, {"error": "bad key"})
                 if action == "504":  # a gateway in front of the model server stopped waiting for it
                     return self._send(504, {"error": "upstream request timeout"})
+                if action == "502":  # a gateway whose upstream is down answers at once
+                    return self._send(502, {"error": "bad gateway"})
                 if action == "slow":
                     time.sleep(1.0)
                 if action == "drop":  # the request was received (maybe computed), the connection drops
@@ -296,6 +298,11 @@ def test_a_gateway_timeout_is_possibly_paid_and_capped(settings, server):
     v = j.verdicts(PAIRS.iloc[:1])
     assert len(server.requests) == 2 and j.possibly_paid == 2
     assert v.unusable[0][0] == "timed_out" and "HTTP 504 from a gateway" in str(v.error)
+
+    server.script = ["502", "502"]  # an instant 502: the upstream is down, the model never saw it: retried
+    j = make(settings, server, concurrency=1, max_retries=3)
+    assert j.score(PAIRS.iloc[:1]) == pytest.approx([P_GOOD])
+    assert len(server.requests) == 2 + 3 and j.possibly_paid == 0
 
 
 def test_client_errors_fail_at_once(settings, server):
