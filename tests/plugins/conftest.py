@@ -118,9 +118,11 @@ def published_lake(tiny_world_lake, tmp_path_factory, spark):
     return _PUBLISHED[0]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def airflow_api(published_lake):
-    """Airflow's real API app (plugins mounted, SimpleAuthManager), pointed at the published lake, plus a JWT."""
+    """Airflow's real API app (plugins mounted, SimpleAuthManager), pointed at the published lake, plus a JWT.
+    Module scope: its settings leave the environment after each test module (a session scope left them, e.g.
+    KP_SERVE__TOP_K=10, to every later test module of the suite)."""
     import os
 
     from fastapi.testclient import TestClient
