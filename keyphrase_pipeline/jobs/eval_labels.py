@@ -47,9 +47,9 @@ def split_by_keyphrase(keyphrases, salt: str = "kp-eval") -> np.ndarray:
     Returns:
         np.ndarray of bool, shape (n,).
     """
-    from keyphrase_pipeline.models.text import keyphrase_text
+    from keyphrase_pipeline.models.text import keyphrase_identity
 
-    keys = (keyphrase_text(k).lower() for k in keyphrases)  # "Red Shoes" and "red shoes" are one query
+    keys = (keyphrase_identity(k) for k in keyphrases)  # "Red Shoes" and "red shoes" are one query
     return np.array([int(hashlib.sha1(f"{salt}:{k}".encode()).hexdigest()[:8], 16) % 2 == 0 for k in keys],
                     dtype=bool)
 
@@ -79,7 +79,7 @@ def truth_breakdown(pairs, scores) -> dict:
     import pandas as pd
 
     from keyphrase_pipeline.models.metrics import auc_or_none
-    from keyphrase_pipeline.models.text import keyphrase_text
+    from keyphrase_pipeline.models.text import keyphrase_identity
 
     y, v = pairs["truth"].to_numpy(int), np.asarray(scores, dtype=float)
 
@@ -87,7 +87,7 @@ def truth_breakdown(pairs, scores) -> dict:
         a = auc_or_none(y[mask], v[mask])
         return None if a is None else round(a, 4)
 
-    query = [keyphrase_text(k).lower() for k in pairs["keyphrase"]]  # one query as the split sees it
+    query = [keyphrase_identity(k) for k in pairs["keyphrase"]]  # one query as the split sees it
     within = [auc(idx) for idx in pd.Series(query).groupby(query, sort=False).indices.values()]
     within = [x for x in within if x is not None]
     out = {"auc": auc(np.ones(len(y), dtype=bool)),

@@ -188,7 +188,7 @@ def candidate_groups(encoder, train, exclude_hashes, n_pairs: int, group_size: i
     import pandas as pd
 
     from keyphrase_pipeline.jobs.label_store import text_hash
-    from keyphrase_pipeline.models.text import keyphrase_text
+    from keyphrase_pipeline.models.text import keyphrase_identity
 
     if group_size < 2 or not 0 <= hard_share <= 1 or not 0 <= query_share <= 1:
         raise ValueError(f"group_size must be >= 2, hard_share and query_share in [0, 1], got {group_size}, "
@@ -209,9 +209,9 @@ def candidate_groups(encoder, train, exclude_hashes, n_pairs: int, group_size: i
     rng = np.random.default_rng(seed)
     anchors = {"keyphrase": keyphrases.tolist(), "item": None, "query": []}
     if n_query:
-        known = {keyphrase_text(k).lower() for k in [*keyphrases, *exclude_keyphrases]}
+        known = {keyphrase_identity(k) for k in [*keyphrases, *exclude_keyphrases]}
         anchors["query"] = [q for q in title_queries(items["title"], 2 * n_query, seed)
-                            if keyphrase_text(q).lower() not in known]
+                            if keyphrase_identity(q) not in known]
     judged_per = {"keyphrase": int(train.groupby("keyphrase").size().max()),
                   "item": int(train.groupby(["title", "category"]).size().max()), "query": 0}
     n_hard = int(round(group_size * hard_share))
