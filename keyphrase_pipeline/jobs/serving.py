@@ -171,7 +171,8 @@ def unmark_bad(settings, version: str) -> bool:
     return True
 
 
-def _order(manifest: dict) -> tuple[str, str]:
+def version_order(manifest: dict) -> tuple[str, str]:
+    """A published version's place in time: (its day, its publish time), from its manifest (ISO strings sort)."""
     return str(manifest.get("ds", "")), str(manifest.get("created_at", ""))
 
 
@@ -195,9 +196,9 @@ def rollback_target(settings, current: str | None = None) -> str | None:
     if current not in manifests:  # CURRENT's bundle is gone: the newest good one
         older = [v for v in versions if v not in bad]
     else:
-        older = [v for v in versions if v != current and v not in bad and _order(manifests[v]) < _order(cur_manifest)]
+        older = [v for v in versions if v != current and v not in bad and version_order(manifests[v]) < version_order(cur_manifest)]
     served = {m.get("previous") for m in manifests.values()}  # was live once (a later publish replaced it)
-    return max(older, key=lambda v: (v in served, _order(manifests[v]))) if older else None
+    return max(older, key=lambda v: (v in served, version_order(manifests[v]))) if older else None
 
 
 def verify_files(root: Path, checksums: dict[str, str]) -> None:
@@ -243,6 +244,7 @@ class ServingBundle:
         self._tower_file = manifest.get("item_model_file", "model.onnx")
         self._device = device
         self._recs = None
+        self._table = None  # recommend.KeyphraseTable of the id map, built on the first text search
 
     @property
     def tower(self):
@@ -262,8 +264,8 @@ class ServingBundle:
         """Top keyphrases for an item: ``query`` is item text (title [SEP] category) or an item id.
 
         Returns up to ``k`` (default: the bundle's ``top_k``; 0 also means the default) dicts ``{rank,
-        keyphrase_id, keyphrase, score}``, best first, at most one per normalised keyphrase text
-        (``models.text.keyphrase_identity``, the rule ``recommend`` lists by); ``score`` is the cosine in [-1, 1] at the bundle's dim. An
+        keyphrase_id, keyphrase, score}``, best first, at most one per normalised keyphrase text (the search and
+        the rule of ``recommend.search_batch``, without its threshold); ``score`` is the cosine in [-1, 1] at the bundle's dim. An
         unknown item id gives an empty list; text is normalised by ``keyphrase_pipeline.models.text.clean``;
         blank text, or text whose tokens are all unknown to the tower (emoji only), raises DataError (exit 3). Only a Python ``int`` is an
         item id: a numpy integer is searched as text (pass ``int(i)``)."""
@@ -283,26 +285,15 @@ class ServingBundle:
         if unreadable_mask([text], tower.tokenizer)[0]:
             raise DataError(f"unreadable query {text!r}: every token is unknown to the model (e.g. emoji only)")
         vec = tower.embed([text])
-        from keyphrase_pipeline.models.text import keyphrase_identity
+        from keyphrase_pipeline.jobs.recommend import KeyphraseTable, search_batch
 
-        want = min(k + 10, self.index.ntotal)  # spares: one keyphrase per normalised text, as recommend lists them
-        while True:
-            scores, ids = self.index.search(vec, want)
-            out, seen = [], set()
-            for s, i in zip(scores[0], ids[0]):
-                if i < 0:
-                    continue
-                text_i = self.keyphrases.get(int(i), "")
-                key = keyphrase_identity(text_i)
-                if key in seen:
-                    continue
-                seen.add(key)
-                out.append({"rank": len(out) + 1, "keyphrase_id": int(i), "keyphrase": text_i, "score": float(s)})
-                if len(out) == k:
-                    return out
-            if want >= self.index.ntotal:
-                return out
-            want = min(2 * want, self.index.ntotal)
+        if self._table is None:
+            import pandas as pd
+
+            self._table = KeyphraseTable(pd.Series(self.keyphrases, dtype=object))
+        found = search_batch(self.index, self._table, [0], vec, k, threshold=-2.0)  # every cosine is above -2
+        return [{"rank": int(r.rank), "keyphrase_id": int(r.keyphrase_id), "keyphrase": r.keyphrase,
+                 "score": float(r.score)} for r in found.itertuples()]
 
 
 _BUNDLES: dict[tuple[str, str], ServingBundle] = {}
