@@ -135,13 +135,6 @@ def copy_recommendations(dataset, dest_dir: str, file_rows: int, batch_rows: int
     return {"rows": rows, "items": counter.count(), "files": files}
 
 
-def _day_order(settings, version: str) -> tuple[str, str]:
-    from keyphrase_pipeline.jobs.serving import read_manifest
-
-    m = read_manifest(settings, version)
-    return str(m.get("ds", "")), str(m.get("created_at", ""))
-
-
 def prune(settings, keep: int, also_keep: tuple[str, ...] = ()) -> list[str]:
     """Delete published versions beyond the newest ``keep`` good ones by (day, publish time); return those removed.
 
@@ -151,14 +144,15 @@ def prune(settings, keep: int, also_keep: tuple[str, ...] = ()) -> list[str]:
     ``serving/BAD_VERSIONS.json``. Ordering by day, not publish time, keeps the versions of the latest days (that
     served) over backfills of older days. Deletion errors are ignored; ConfigError (exit 2) on a non-local lake;
     DataError (exit 3) when ``serving/BAD_VERSIONS.json`` is damaged."""
-    from keyphrase_pipeline.jobs.serving import bad_versions, current_version, published_versions, rollback_target
+    from keyphrase_pipeline.jobs.serving import (bad_versions, current_version, published_versions, read_manifest,
+                                                 rollback_target, version_order)
     from keyphrase_pipeline.core.layout import serving_version_dir
 
     versions = published_versions(settings)  # oldest first by publish time
     current = current_version(settings)
     protected = {current, rollback_target(settings, current), *also_keep} - {None}
     bad = bad_versions(settings)
-    by_day = sorted((v for v in versions if v not in bad), key=lambda v: _day_order(settings, v))
+    by_day = sorted((v for v in versions if v not in bad), key=lambda v: version_order(read_manifest(settings, v)))
     kept = protected | set(by_day[-keep:] if keep > 0 else [])
     removed = []
     for v in versions:

@@ -100,6 +100,11 @@ def latest_cross(settings) -> str | None:
 _DATED = re.compile(r"^\d{4}-\d{2}-\d{2}-[0-9a-f]+$")  # what ``version_id`` makes: <ds>-<hex>
 
 
+def version_day(version) -> str | None:
+    """The day (YYYY-MM-DD) of a version id ``version_id`` made (``<ds>-<hex>``); None for any other name."""
+    return version[:10] if isinstance(version, str) and _DATED.match(version) else None
+
+
 def warm_start_version(settings, kind: str, ds: str, include_day: bool = False) -> str | None:
     """The version a warm start of day ``ds`` begins from, or None when there is none.
 
@@ -118,7 +123,7 @@ def warm_start_version(settings, kind: str, ds: str, include_day: bool = False) 
     day = ds_str(ds)
 
     def earlier(v) -> bool:  # a trained version of a day before ``day`` (a hand-made name never qualifies)
-        return (isinstance(v, str) and bool(_DATED.match(v)) and (v[:10] <= day if include_day else v[:10] < day)
+        return (version_day(v) is not None and (v[:10] <= day if include_day else v[:10] < day)
                 and exists(settings, v, kind))
 
     current = champion(settings) if kind == "students" else latest_cross(settings)

@@ -40,7 +40,8 @@ def run(settings, to: str | None = None, reason: str = "", allow_bad: bool = Fal
     from keyphrase_pipeline.core.layout import current_pointer, serving_version_dir
     from keyphrase_pipeline.core.lake import local_path
     from keyphrase_pipeline.jobs.serving import (bad_versions, current_version, mark_bad, published_versions,
-                                                 read_manifest, rollback_target, unmark_bad, verify_files)
+                                                 read_manifest, rollback_target, unmark_bad, verify_files,
+                                                 version_order)
 
     versions = published_versions(settings)
     current = current_version(settings)
@@ -65,15 +66,11 @@ def run(settings, to: str | None = None, reason: str = "", allow_bad: bool = Fal
         unmark_bad(settings, to)
     Lake.from_settings(settings).write_pointer(current_pointer(settings), to)
     marked = None
-    if current in versions and current != to and _order(read_manifest(settings, current)) > _order(manifest):
+    if current in versions and current != to and version_order(read_manifest(settings, current)) > version_order(manifest):
         marked = mark_bad(settings, current, reason or f"kp rollback to {to}")  # left for an older version
     log.info("rolled back serving/CURRENT from %s to %s%s", current, to, " (marked bad)" if marked else "")
     return {"from": current, "to": to, "model_version": manifest.get("model_version"), "ds": manifest.get("ds"),
             "marked_bad": current if marked else None}
-
-
-def _order(manifest: dict) -> tuple[str, str]:
-    return str(manifest.get("ds", "")), str(manifest.get("created_at", ""))
 
 
 def list_versions(settings) -> list[dict]:

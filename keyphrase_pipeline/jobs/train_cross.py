@@ -177,11 +177,8 @@ def _advance_latest(settings, version: str) -> None:
         latest = registry.latest_cross(settings)
     except registry.UnreadablePointerError:
         latest = None  # a damaged pointer is what this write repairs
-    import re
-
-    dated = re.compile(r"^\d{4}-\d{2}-\d{2}-")
-    if latest and latest != version and registry.exists(settings, latest, "cross") and dated.match(latest) \
-            and dated.match(version) and latest[:10] > version[:10]:
+    later, day = registry.version_day(latest), registry.version_day(version)
+    if latest and latest != version and registry.exists(settings, latest, "cross") and later and day and later > day:
         log.info("CROSS_LATEST stays %s (a later day than %s)", latest, version)
         return
     registry.set_latest_cross(settings, version)
