@@ -50,7 +50,7 @@ def one_run(world: str, seed: int, keep: Path, result: dict, n_pairs: int) -> di
             t = data.llm_test
             return score_pairs(m, t["title"].tolist(), t["category"].tolist(), t["keyphrase"].tolist(), dim=dim)
 
-        rotated, record = _rotate_before_cut(settings, model, data.llm_train, heldout, data.llm_test)
+        rotated, record, _ = _rotate_before_cut(settings, model, data.llm_train, heldout, data.llm_test)
 
         def auc_b(m, d):
             return float(roc_auc_score(b["label"], score_pairs(m, b["title"].tolist(), b["category"].tolist(),

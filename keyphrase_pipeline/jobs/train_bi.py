@@ -407,7 +407,7 @@ def _rotate_before_cut(settings, model, train, heldout_scores, test) -> tuple[ob
     >= 0.5; at most ``train.cut_rotation_pairs``, a seeded sample; at least 4 x ``serve.dim`` of them) when the
     held-out AUC at ``serve.dim`` rises; else ``model`` unchanged. The held-out split also picked the checkpoint,
     so its AUC after this choice is optimistic (``kp eval-labels`` measures on pairs never seen). Returns (model,
-    record for the run stats)."""
+    record for the run stats, the model's held-out scores, or None when nothing was fitted)."""
     from keyphrase_pipeline.models.bi_encoder import encode_items, encode_keyphrases
     from keyphrase_pipeline.models.cut_rotation import fit_rotation, with_rotation
     from keyphrase_pipeline.models.metrics import has_both_classes, threshold_metrics
@@ -422,22 +422,23 @@ def _rotate_before_cut(settings, model, train, heldout_scores, test) -> tuple[ob
            else f"{n_pos} relevant train pairs, fewer than the {need} (4 x serve.dim) a rotation needs" if n_pos < need
            else "no held-out pairs of both classes" if not has_both_classes(test["label"]) else None)
     if why:
-        return model, {"applied": False, "why": why}
+        return model, {"applied": False, "why": why}, None
     if len(pos) > t.cut_rotation_pairs:
         pos = pos.sample(n=t.cut_rotation_pairs, random_state=t.seed)
     t0 = time.perf_counter()
     rotation = fit_rotation(encode_items(model, pos["title"].tolist(), pos["category"].tolist()),
                             encode_keyphrases(model, pos["keyphrase"].tolist()))
     rotated = with_rotation(model, rotation)
-    before = threshold_metrics(test["label"], heldout_scores(model))["auc"]
-    after = threshold_metrics(test["label"], heldout_scores(rotated))["auc"]
+    plain, turned = heldout_scores(model), heldout_scores(rotated)
+    before = threshold_metrics(test["label"], plain)["auc"]
+    after = threshold_metrics(test["label"], turned)["auc"]
     keep = after is not None and before is not None and after > before
     record = {"applied": keep, "pairs": int(len(pos)), "heldout_auc_before": before, "heldout_auc_after": after,
               "seconds": round(time.perf_counter() - t0, 1),
               "why": "held-out AUC at serve.dim higher" if keep else "held-out AUC at serve.dim not higher: not kept"}
     log.info("cut rotation fitted on %d relevant train pairs: held-out AUC at %d-d %.4f -> %.4f (%s)", len(pos),
              settings.serve.dim, before or float("nan"), after or float("nan"), "kept" if keep else "not kept")
-    return (rotated if keep else model), record
+    return (rotated, record, turned) if keep else (model, record, plain)
 
 
 def _train(settings, tasks: dict, rows: dict, test, start: str, tmp: str, device: str, version: str, train=None):
@@ -494,12 +495,12 @@ def _train(settings, tasks: dict, rows: dict, test, start: str, tmp: str, device
         log.warning("no checkpoint beat the start model on the held-out pairs (best AUC %.4f < %.4f): "
                     "keeping the start model %s", best_auc, start_auc, start)
         model = build_student(settings, start)
-        rotation = {"applied": False, "why": "the start model is kept as it is"}
+        rotation, test_scores = {"applied": False, "why": "the start model is kept as it is"}, None
     else:
-        model, rotation = _rotate_before_cut(settings, model, train, heldout_scores, test)
+        model, rotation, test_scores = _rotate_before_cut(settings, model, train, heldout_scores, test)
     threshold = heldout = None
     if has_both_classes(test["label"]):
-        test_scores = heldout_scores(model)
+        test_scores = heldout_scores(model) if test_scores is None else test_scores
         heldout = threshold_metrics(test["label"], test_scores)
         threshold = heldout["threshold"]
         heldout["calibration"] = calibration_plot(test["label"], test_scores, layout.version_file(tmp, "calibration"),

@@ -303,7 +303,7 @@ def test_cut_rotation_is_fitted_kept_only_when_it_helps_and_served(tmp_path, mon
     assert off["cut_rotation"] == {"applied": False, "why": "off (train.cut_rotation)"}
     model = load_student(str(tmp_path / "off" / "model"), "cpu")
     few = make_pairs(60, seed=5)  # 30 relevant pairs: fewer than 4 x serve.dim (64), the basis would be arbitrary
-    same, record = train_bi._rotate_before_cut(s, model, few, lambda m: np.zeros(len(few)), few)
+    same, record, _ = train_bi._rotate_before_cut(s, model, few, lambda m: np.zeros(len(few)), few)
     assert same is model and record["applied"] is False and "fewer than the 64" in record["why"]
     full = s.with_overrides(**{"serve.dim": 32})
     assert "no cut to rotate" in train_bi._rotate_before_cut(full, model, few, None, few)[1]["why"]
