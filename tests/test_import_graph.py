@@ -140,6 +140,7 @@ def test_the_cycle_check_finds_a_cycle():
 BY_NAME_ALLOWED = {
     ("keyphrase_pipeline/core/cli.py", "keyphrase_pipeline.synthetic.synth"),
     ("keyphrase_pipeline/core/cli.py", "keyphrase_pipeline.synthetic.report"),
+    ("keyphrase_pipeline/core/cli.py", "keyphrase_pipeline.synthetic.judge_quality"),  # kp judge-quality: a synthetic lake's truth
     ("keyphrase_pipeline/core/cli.py", "keyphrase_pipeline.synthetic.demo"),
     ("keyphrase_pipeline/core/airflow_standalone.py", "keyphrase_pipeline.synthetic.world:load_truth"),
     ("keyphrase_pipeline/core/airflow_standalone.py", "keyphrase_pipeline.synthetic.demo"),  # make airflow seeds an empty lake

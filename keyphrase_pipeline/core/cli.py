@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "recommend": ("keyphrase_pipeline.jobs.recommend", "top-K keyphrases per item from the index"),
     "publish": ("keyphrase_pipeline.jobs.publish", "publish index, towers and recommendations as a new version (atomic)"),
     "rollback": ("keyphrase_pipeline.jobs.rollback", "make the previous published version current again"),
+    "judge-quality": ("keyphrase_pipeline.synthetic.judge_quality", "a synthetic lake's stored labels against its world's truth: AUC, yes-rate, calibration per judge"),
     "report": ("keyphrase_pipeline.synthetic.report", "offline evaluation report (label-mix ablation, precision/recall vs truth)"),
     "cluster": ("keyphrase_pipeline.core.cluster", "the deployed topology natively on localhost: up, down, status (make cluster)"),
     "demo": ("keyphrase_pipeline.synthetic.demo", "run the daily DAG on the demo world for a few days and print a summary"),

@@ -192,6 +192,12 @@ class TrainSettings(BaseModel):
     seed: int = 42
     test_fraction: float = Field(0.15, gt=0, lt=0.9)
     min_rows: int = Field(50, ge=2, description="Refuse to train on fewer labelled rows.")
+    min_label_class_share: float = Field(0.02, ge=0, lt=0.5, description="The label store's LLM labels are not "
+                                         "trained on when their smaller class (relevant or not) is under this share: "
+                                         "a judge that (almost) always answers the same teaches nothing (SmolLM2-135M "
+                                         "says no to every pair). train-cross then trains nothing and CROSS_LATEST "
+                                         "stays; train-bi drops its llm task (kd stays with an earlier teacher); the "
+                                         "gate keeps the champion. 0: off. A --labels file is not checked this way.")
     max_llm_labels: int = Field(1_000_000, ge=1, description="Most recent LLM labels the trainers read from the label "
                                 "store (newest store days first; older days are not read once the cap is reached), "
                                 "so training memory does not grow with the store's history.")

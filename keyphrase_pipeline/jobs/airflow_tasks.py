@@ -55,12 +55,25 @@ DEMO_WORLD = "keyphrase_pipeline.synthetic.synth"
 DEMO_TRUTH_PROVIDER = "keyphrase_pipeline.synthetic.world:load_truth"
 
 
-def demo_train_budget() -> dict:
-    """``DEMO_TRAIN_BUDGET`` less the fields the environment sets (``KP_TRAIN__<FIELD>``)."""
+#: The demo's simulated judge errs the way LLM judges do (lenient on brand, size, model and count mismatches,
+#: accessory-for-product confusion, errors correlated within a product type, a confidence that tracks being right:
+#: docs/LABELLING.md); ``KP_JUDGE__SIMULATED_ERRORS=iid`` picks the iid annotator instead.
+DEMO_JUDGE = {"judge.simulated_errors": "llm"}
+
+
+def env_name(dotted: str) -> str:
+    """The environment variable of a dotted setting: ``train.bi_max_steps`` -> ``KP_TRAIN__BI_MAX_STEPS``."""
+    section, field = dotted.split(".", 1)
+    return f"KP_{section.upper()}__{field.upper()}"
+
+
+def demo_overrides() -> dict:
+    """Demo mode's settings, ``DEMO_TRAIN_BUDGET`` and ``DEMO_JUDGE``, less the fields the environment sets
+    (``env_name``): ``{dotted name: value}``."""
     import os
 
     env = {k.upper() for k in os.environ}  # pydantic-settings reads KP_* names case-insensitively
-    return {k: v for k, v in DEMO_TRAIN_BUDGET.items() if f"KP_TRAIN__{k.split('.')[1].upper()}" not in env}
+    return {k: v for k, v in {**DEMO_TRAIN_BUDGET, **DEMO_JUDGE}.items() if env_name(k) not in env}
 
 
 # Per-stage execution timeouts (minutes): generous for the demo on 2 CPU cores, tight enough that a
@@ -132,8 +145,8 @@ def settings_for(params: dict | None = None):
         value = (params or {}).get(param)
         if value not in (None, ""):
             overrides[dotted] = value
-    if overrides.get("synth.scale"):  # demo mode: the demo's small training budget, its world's truth
-        overrides.update(demo_train_budget())
+    if overrides.get("synth.scale"):  # demo mode: the demo's small training budget and judge, its world's truth
+        overrides.update(demo_overrides())
         if not settings.truth_provider:
             overrides["truth_provider"] = DEMO_TRUTH_PROVIDER
     if overrides:

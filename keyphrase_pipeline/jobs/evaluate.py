@@ -224,11 +224,12 @@ def run(settings, ds: str, candidate: str | None = None, force_promote: bool = F
 
     A candidate trained for an earlier day than the champion's is never promoted by the gate (a cleared or
     backfilled evaluation must not move the champion backwards; ``force_promote`` or ``kp promote`` do it on
-    purpose). A re-evaluation keeps the earlier decision (``promotion.json`` ``earlier``) and figures
+    purpose). When the label store's labels are (almost) all one class (``training_data.label_balance``) the gate
+    cannot compare: a champion is kept (the first model is still promoted). A re-evaluation keeps the earlier decision (``promotion.json`` ``earlier``) and figures
     (``metrics.json`` ``eval_earlier``). A refused promotion is a result, not an error (``kp evaluate
     --require-promotion`` makes it GateError, exit 4)."""
     from keyphrase_pipeline.jobs import registry
-    from keyphrase_pipeline.jobs.training_data import load_training_data
+    from keyphrase_pipeline.jobs.training_data import label_balance, load_training_data
 
     ds = ds_str(ds)
     lake = Lake.from_settings(settings)
@@ -236,6 +237,7 @@ def run(settings, ds: str, candidate: str | None = None, force_promote: bool = F
     vdir = layout.registry_version_dir(settings, version)
     cfg = lake.read_json(layout.version_file(vdir, "train_config"), default={})
     data = load_training_data(settings, ds, need_ctr=False, need_sr=False)
+    balance = label_balance(settings, data)
     test = data.llm_test
     cross_v = cfg.get("cross_version") or registry.latest_cross(settings)
     cross_dir = layout.model_dir(settings, cross_v, "cross") if cross_v and registry.exists(settings, cross_v, "cross") else None
@@ -255,6 +257,9 @@ def run(settings, ds: str, candidate: str | None = None, force_promote: bool = F
         promoted, reason = False, (f"{version} was trained for an earlier day than the champion {champ}: a cleared or "
                                    "backfilled evaluation never moves the champion backwards (kp promote, or "
                                    "force_promote, to do it on purpose)")
+    elif champion_metrics is not None and not balance["usable"]:
+        promoted, reason = False, (f"the gate cannot compare on these labels ({balance['why']}): champion kept "
+                                   "(force_promote, or kp promote, to promote anyway)")
     else:
         if champ and champion_metrics is None:
             log.warning("champion %s has no model directory: treating the challenger as the first model", champ)
@@ -262,7 +267,7 @@ def run(settings, ds: str, candidate: str | None = None, force_promote: bool = F
                                   settings.train.promote_tolerance)
     at = dt.datetime.now(dt.UTC).isoformat()
     test_set = {"llm_test_rows": len(test), "test_fraction": settings.train.test_fraction,
-                "label_store_days": data.snapshot.get("label_store_days")}
+                "label_store_days": data.snapshot.get("label_store_days"), "label_balance": balance}
     # record beside the version (metrics.json keeps the training stats)
     mpath = layout.version_file(vdir, "metrics")
     stored = lake.read_json(mpath, default={}) if Path(mpath).exists() else {}

@@ -392,10 +392,11 @@ def _tasks(settings, ds: str, data, mix: list[str], kd, kd_groups=None) -> tuple
     return tasks, {k: len(v) for k, v in tasks.items()}, skipped
 
 
-def _rotation_pairs(data, mix: list[str]):
+def _rotation_pairs(data, mix: list[str], labels_usable: bool = True):
     """The pairs the cut rotation is fitted on: the judged train pairs when the mix trains on them (``llm`` or
-    ``kd``), else the CTR positives (label 1) when it trains on those; None otherwise (no rotation)."""
-    if ("llm" in mix or "kd" in mix) and data.llm is not None and len(data.llm):
+    ``kd``) and their labels are usable (``training_data.label_balance``), else the CTR positives (label 1) when
+    it trains on those; None otherwise (no rotation)."""
+    if labels_usable and ("llm" in mix or "kd" in mix) and data.llm is not None and len(data.llm):
         return data.llm_train
     if "ctr" in mix and data.ctr is not None and len(data.ctr):
         return data.ctr.assign(label=1)
@@ -551,6 +552,9 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
     Steps: the run's settings, the training data, the teacher's scores, the task datasets, the start model,
     training in a hidden temp directory, the version's records, then the directory committed into place.
     Promotion is not decided here: ``keyphrase_pipeline.jobs.evaluate.run`` gates it against the champion.
+    Label-store labels that are (almost) all one class (``training_data.label_balance``,
+    ``train.min_label_class_share``) are not trained on: the ``llm`` task is dropped (logged; ``label_balance``
+    in the stats), ``kd`` stays when a teacher exists (one trained on earlier days).
     A version already in the registry (a rerun with the same inputs) is reused, never rewritten
     (``registry.reusable``; the stats have ``reused`` True).
 
@@ -561,13 +565,13 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
             registry is used (no ``out``, ``CROSS_LATEST``, ``init_from=champion``).
         DataError: (exit 3) what ``training_data.load_training_data`` raises (no or too few labels, an invalid
             ``labels`` file, no catalog snapshot for CTR/SR pairs, a one-sided held-out split); no task of
-            ``label_mix`` has rows.
+            ``label_mix`` has rows; ``label_mix`` is ``llm`` alone and the labels are one-sided.
         SchemaError: (exit 3) the label store, catalog, keyphrases, ``ctr_labels`` or ``sr_labels`` break their
             contract.
 
     Training errors propagate unchanged (exit 1); the temp directory is removed, nothing is committed."""
     from keyphrase_pipeline.jobs import registry
-    from keyphrase_pipeline.jobs.training_data import load_training_data
+    from keyphrase_pipeline.jobs.training_data import label_balance, load_training_data
     from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
     from keyphrase_pipeline.models.training import warm_step_cap
 
@@ -577,6 +581,14 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
     mix = settings.train.label_mix.split("+")
     kd_name = settings.train.kd_loss
     data = load_training_data(settings, ds, labels=labels, need_ctr="ctr" in mix, need_sr="sr" in mix)
+    balance = label_balance(settings, data)
+    if not balance["usable"] and "llm" in mix:  # a judge that says the same to every pair: its labels teach nothing
+        mix = [m for m in mix if m != "llm"]
+        log.warning("student for %s: the llm task is dropped (%s); training on %s", ds, balance["why"], "+".join(mix))
+        if not mix:
+            raise DataError(f"label_mix {settings.train.label_mix!r} has nothing left to train on for {ds}: "
+                            f"{balance['why']}")
+        settings = settings.with_overrides(**{"train.label_mix": "+".join(mix)})
     base = resolve_base_model(settings.train.base_model)
     start = registry.start_model_dir(settings, "students", ds, base, warm=settings.train.init_from == "champion")
     settings = warm_step_cap(settings, "bi_max_steps", "warm_bi_max_steps", warm=start != base)
@@ -601,7 +613,7 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
              kd_name if "kd" in tasks else "-", settings.train.matryoshka_dims, start, device)
     try:
         training, heldout, evaluator, history = _train(settings, tasks, rows, data.llm_test, start, tmp, device, version,
-                                                       train=_rotation_pairs(data, mix))
+                                                       train=_rotation_pairs(data, mix, balance["usable"]))
         training.update({"task_rows": rows, "tasks_skipped": skipped})
         _write_records(settings, tmp, config, ds, version, device, snapshot, data.snapshot, training, heldout,
                        evaluator, history, tasks, rows, cross_version)
@@ -615,7 +627,8 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     stats = {"version": None if out else version, "path": final, "label_mix": "+".join(mix), "kd_loss": kd_name,
-             "cross_version": cross_version, "distillation": distillation, **training, "seconds": round(time.perf_counter() - t0, 1)}
+             "cross_version": cross_version, "distillation": distillation, "label_balance": balance, **training,
+             "seconds": round(time.perf_counter() - t0, 1)}
     Lake.from_settings(settings).write_run_stats(ds, "train_bi", stats)
     log.info("student %s trained: %s", version, {k: stats[k] for k in ("steps", "train_loss", "steps_per_s")})
     return stats

@@ -191,7 +191,9 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
     best checkpoint by held-out AUC, early stopping, step and wall-clock caps). The decision threshold that
     maximises F1 on the held-out split is stored with the model (``kp_model.json``, ``metrics.json``) and
     used by ``kp score``. Without ``out`` the version is committed to the registry and becomes ``CROSS_LATEST``
-    (unless that is of a later day: a backfill never moves it backwards);
+    (unless that is of a later day: a backfill never moves it backwards). Label-store labels that are (almost) all
+    one class (``training_data.label_balance``, ``train.min_label_class_share``) train nothing: the stats say
+    ``skipped`` and why, ``version`` is None and ``CROSS_LATEST`` stays;
     a version already in the registry (a rerun with the same inputs) is reused, never rewritten
     (``registry.reusable``; the stats have ``reused`` True).
 
@@ -205,7 +207,7 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
     Training errors (torch, out of memory) propagate unchanged (exit 1); the temp directory is then removed
     and nothing is committed."""
     from keyphrase_pipeline.jobs import registry
-    from keyphrase_pipeline.jobs.training_data import load_training_data
+    from keyphrase_pipeline.jobs.training_data import label_balance, load_training_data
     from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
     from keyphrase_pipeline.models.cross_encoder import build_cross, save_cross
     from keyphrase_pipeline.models.training import warm_step_cap
@@ -214,6 +216,15 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
     t0 = time.perf_counter()
     data = load_training_data(settings, ds, labels=labels, need_ctr=False, need_sr=False)
     train, test = data.llm_train, data.llm_test
+    balance = label_balance(settings, data)
+    if not balance["usable"]:  # a judge that says the same to every pair: nothing to learn, CROSS_LATEST stays
+        latest = registry.latest_cross(settings) if not out else None
+        log.warning("cross-encoder for %s not trained: %s; CROSS_LATEST stays %s", ds, balance["why"], latest)
+        stats = {"version": None, "path": None, "skipped": True, "why": balance["why"], "label_balance": balance,
+                 "cross_latest": latest, "train_rows": len(train), "test_rows": len(test),
+                 "seconds": round(time.perf_counter() - t0, 1)}
+        Lake.from_settings(settings).write_run_stats(ds, "train_cross", stats)
+        return stats
     base = resolve_base_model(settings.train.base_model)
     start = registry.start_model_dir(settings, "cross", ds, base, warm=settings.train.cross_init_from == "latest")
     settings = warm_step_cap(settings, "cross_max_steps", "warm_cross_max_steps", warm=start != base)

@@ -77,6 +77,25 @@ class TrainingData:
         return self.llm[self.llm["split"] == "test"].reset_index(drop=True)
 
 
+def label_balance(settings, data: TrainingData) -> dict:
+    """Can the LLM labels of ``data`` be trained on? A judge that (almost) always answers the same teaches nothing.
+
+    Returns ``{"positive_share", "smaller_class_share", "min_share" (train.min_label_class_share), "usable",
+    "why"}``: shares in [0, 1] of the LLM labels (train and test), ``why`` None when usable. Labels from a
+    user's ``--labels`` file are always usable here (``load_training_data`` refuses a one-class file); so are
+    labels when the check is off (``min_share`` 0)."""
+    y = data.llm["label"].to_numpy() if data.llm is not None and len(data.llm) else np.empty(0)
+    pos = float(y.mean()) if len(y) else 0.0
+    smaller, floor = min(pos, 1.0 - pos), float(settings.train.min_label_class_share)
+    usable = data.snapshot.get("source") == "file" or floor <= 0 or (len(y) > 0 and smaller >= floor)
+    why = None if usable else (
+        f"the judge labelled {pos:.1%} of the {len(y)} stored pairs relevant (judge.threshold "
+        f"{settings.judge.threshold}): its smaller class is under train.min_label_class_share {floor:g}, so the "
+        "labels teach nothing; check the judge (kp judge-quality on a synthetic lake, the day's label stats)")
+    return {"positive_share": round(pos, 4), "smaller_class_share": round(smaller, 4), "min_share": floor,
+            "usable": bool(usable), "why": why}
+
+
 # ---- unreadable texts ---------------------------------------------------------------------------------
 def encoder_tokenizer(settings):
     """The tokenizer of the configured base encoder (``train.base_model``, else the packaged MiniLM)."""

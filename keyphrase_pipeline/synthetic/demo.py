@@ -7,8 +7,10 @@ is no champion yet and again on the last day (``force_retrain``; ``--no-retrain-
 days between only label, embed, index, recommend and publish with the champion, which is how the
 pipeline behaves with ``train.retrain_every_days`` > 1. It writes ``var/demo/summary.json``.
 
-The LLM judge of the demo is the SIMULATED annotator (agrees with the world's hidden truth
-``judge.simulated_accuracy`` of the time) unless ``KP_JUDGE__BACKEND`` says otherwise.
+The LLM judge of the demo is the SIMULATED annotator that errs like an LLM judge
+(``judge.simulated_errors=llm``, ``airflow_tasks.DEMO_JUDGE``; ``KP_JUDGE__SIMULATED_ERRORS=iid`` for the one whose
+errors are independent) unless ``KP_JUDGE__BACKEND`` says otherwise: ``KP_JUDGE__BACKEND=openai`` with
+``KP_JUDGE__ENDPOINT`` and ``KP_JUDGE__MODEL`` labels through a real LLM server (``kp llm-server``).
 """
 
 from __future__ import annotations
@@ -99,8 +101,8 @@ def seed_world_for_airflow(env: dict[str, str], last_day: str) -> dict | None:
     last day is ``last_day`` (``keyphrase_pipeline.core.airflow_standalone.latest_scheduled_ds``): the run the scheduler creates at once then finds its input and succeeds,
     instead of waiting for input that never comes. A lake that has events is left alone (returns None);
     ``KP_DEMO_SEED=0`` turns it off. When the lake holds a synthetic world (just generated or from before), the
-    demo's small training budget (``keyphrase_pipeline.jobs.airflow_tasks.DEMO_TRAIN_BUDGET``) goes into ``env``
-    where unset, since scheduled runs have no ``scale`` param. Returns the new world's stats, or None.
+    demo's small training budget and judge (``keyphrase_pipeline.jobs.airflow_tasks.DEMO_TRAIN_BUDGET``, ``DEMO_JUDGE``)
+    go into ``env`` where unset, since scheduled runs have no ``scale`` param. Returns the new world's stats, or None.
     Raises ConfigError (exit 2) for a bad scale."""
     from keyphrase_pipeline.core import layout
     from keyphrase_pipeline.core.lake import Lake
@@ -113,8 +115,8 @@ def seed_world_for_airflow(env: dict[str, str], last_day: str) -> dict | None:
     if env.get("KP_DEMO_SEED", "1") != "0" and not lake.partitions("events"):
         stats = _generate_for_airflow(settings, lake, env, last_day)
     if lake.exists(layout.synth_world_meta_path(lake)):
-        for dotted, value in at.DEMO_TRAIN_BUDGET.items():
-            env.setdefault(f"KP_TRAIN__{dotted.split('.')[1].upper()}", str(value))
+        for dotted, value in {**at.DEMO_TRAIN_BUDGET, **at.DEMO_JUDGE}.items():
+            env.setdefault(at.env_name(dotted), str(value))
     return stats
 
 
@@ -151,7 +153,7 @@ def run(settings, days: int = 3, scale: str = "demo", retrain_last: bool = True)
     # the demo's own small training budget, passed explicitly (keyphrase_pipeline.jobs.airflow_tasks.DEMO_TRAIN_BUDGET)
     settings = settings.with_overrides(**{"synth.scale": scale, "train.retrain_every_days": 10_000,
                                           "truth_provider": settings.truth_provider or at.DEMO_TRUTH_PROVIDER,
-                                          **at.demo_train_budget()})
+                                          **at.demo_overrides()})
     log.info("demo training budget: %s", {k: getattr(settings.train, k.split(".")[1]) for k in at.DEMO_TRAIN_BUDGET})
     lake = Lake.from_settings(settings)
     if not lake.exists(layout.synth_world_meta_path(lake)):
@@ -171,8 +173,11 @@ def run(settings, days: int = 3, scale: str = "demo", retrain_last: bool = True)
     af.ensure_pool()
     dag = _load_dag()
     judge = settings.judge.backend
-    judge_line = ("the LLM judge is the SIMULATED annotator (a stand-in that agrees with the demo world's hidden "
-                  f"truth {settings.judge.simulated_accuracy:.0%} of the time), not a real LLM"
+    errs = ("errs like an LLM judge: lenient on attribute mismatches, accessory confusion, errors correlated "
+            "within a product type" if settings.judge.simulated_errors == "llm"
+            else f"agrees with the demo world's hidden truth {settings.judge.simulated_accuracy:.0%} of the time, "
+                 "its errors independent")
+    judge_line = (f"the LLM judge is the SIMULATED annotator (a stand-in that {errs}), not a real LLM"
                   if judge == "simulated" else f"the LLM judge backend is {judge!r}")
     print(f"kp demo: {len(run_days)} day(s) {run_days[0]} .. {run_days[-1]} on {lake.root}; {judge_line}.", flush=True)
 

@@ -5,8 +5,13 @@ item exposure (which the paper cannot measure).
 For each label mix (``ctr``, ``llm``, ``llm+kd``, ``llm+ctr+kd``, ``llm+sr+ctr+kd``) a student is trained
 with ``keyphrase_pipeline.jobs.train_bi.run(..., out=<work dir>)`` (never in the registry, so the CHAMPION is untouched), then:
 
-* **Table 2 columns**, the judge being the simulated LLM (``keyphrase_pipeline.synthetic.world.simulated_p_yes``, the same
-  annotator that labelled the training data, at ``judge.simulated_accuracy``):
+* **The training labels' judge against the truth** (``keyphrase_pipeline.synthetic.judge_quality.labels_vs_truth``):
+  every stored label up to ``ds``, per judge: AUC of P(yes), yes-rate, agreement, precision, recall and
+  calibration (a reliability plot), whatever judge labelled them (``judge.backend``).
+
+* **Table 2 columns**, the judge being the simulated LLM (``keyphrase_pipeline.synthetic.world.simulated_p_yes`` at
+  ``judge.simulated_accuracy``; the same annotator that labelled the training data when ``judge.backend`` is
+  ``simulated``, otherwise a third party the student never learnt from):
 
   - recommendations of an item = its top ``serve.top_k`` keyphrases by cosine (``serve.dim``, exact FAISS
     inner-product search over the whole keyphrase universe) whose cosine is at least the model's
@@ -50,6 +55,7 @@ from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, commit_dir, ds_str, tmp_sibling
 from keyphrase_pipeline.core.settings import KD_LOSSES
+from keyphrase_pipeline.synthetic.judge_quality import labels_vs_truth
 
 log = logging.getLogger(__name__)
 
@@ -408,6 +414,7 @@ def run(settings, ds: str | None = None, mixes=None, out: str | None = None, qui
     champion_before = registry.champion(settings)
     inputs = _evaluation_inputs(settings, ds, cross_version)
     items, kps = inputs["items"], inputs["kps"]
+    labels_judge = labels_vs_truth(settings, ds, world=inputs["world"])
     log.info("report for %s: mixes %s, kd losses %s on %s, seeds %s; %d items (%s), %d keyphrases, %d LLM test "
              "pairs", ds, mixes, kd_losses, kd_mix, seeds, len(items), items["bucket"].value_counts().to_dict(),
              len(kps), len(inputs["data"].llm_test))
@@ -434,6 +441,7 @@ def run(settings, ds: str | None = None, mixes=None, out: str | None = None, qui
             "cross_version": cross_version, "prepared": prepared, "world": inputs["world"].meta.get("sizes"),
             "judge": {"kind": "simulated", "accuracy": settings.judge.simulated_accuracy,
                       "errors": settings.judge.simulated_errors, "threshold": settings.judge.threshold},
+            "labels_judge": labels_judge,
             "settings": {"bi_max_steps": settings.train.bi_max_steps, "serve_dim": settings.serve.dim,
                          "top_k": settings.serve.top_k, "eval_max_items": settings.train.eval_max_items,
                          "window_days": settings.ctr.window_days},
@@ -504,7 +512,21 @@ def tables(summary: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
         t1[1].append([r["kd_loss"], *[_num(m.get(key), sd=sd_of(r, "llm", key))
                                       for key in ("f1", "precision", "recall", "auc")],
                       _num(r["rho_cross"], sd=sd_of(r, "rho_cross"))])
-    return {"table2": t2, "truth": tr, "table1": t1}
+    out = {"table2": t2, "truth": tr, "table1": t1}
+    if summary.get("labels_judge"):  # reports written before it have no such table
+        out["labels"] = labels_table(summary["labels_judge"])
+    return out
+
+
+def labels_table(result: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the training labels' judge against the truth (``judge_quality.labels_vs_truth``)."""
+    head = ["judge", "model", "pairs", "truly relevant", "AUC", f"yes-rate (P(yes) >= {result['threshold']:g})",
+            "agreement", "precision", "recall", "mean P(yes) relevant / not", "ECE"]
+    rows = [[j["judge"], j["judge_model"], _num(j["pairs"], "{:.0f}"), _num(j["relevant_share"]), _num(j["auc"]),
+             _num(j["yes_rate"]), _num(j["agreement"]), _num(j["precision"]), _num(j["recall"]),
+             f"{_num(j['mean_p_yes_relevant'])} / {_num(j['mean_p_yes_irrelevant'])}", _num(j["ece"])]
+            for j in result["judges"]]
+    return head, rows
 
 
 def plot(summary: dict, plot_dir: Path) -> list[str]:
@@ -545,6 +567,11 @@ def plot(summary: dict, plot_dir: Path) -> list[str]:
     fig.savefig(plot_dir / f"recall_at_{k}.png", dpi=100)
     plt.close(fig)
     names.append(f"recall_at_{k}.png")
+    if summary.get("labels_judge"):
+        from keyphrase_pipeline.synthetic.judge_quality import calibration_plot
+
+        calibration_plot(summary["labels_judge"], plot_dir / "labels_judge_calibration.png")
+        names.append("labels_judge_calibration.png")
     return names
 
 
@@ -563,6 +590,20 @@ def _html_table(header, rows) -> str:
 T2_TITLE = "Table 2: label-mix ablation (simulated LLM judge: circular)"
 T2_NOTE = ("KP, PR and Pass@k are judged by the same simulated annotator that made the LLM training labels, so "
            "they reward copying that annotator: read them after the truth table above.")
+T2_NOTE_OTHER = ("KP, PR and Pass@k are judged by the SIMULATED annotator, while the training labels came from "
+                 "{labels}: these columns measure agreement with the simulated annotator, not with the labeller; "
+                 "read the truth table above first.")
+LABELS_TITLE = "The training labels' judge against the truth"
+LABELS_NOTE = ("Every stored label of the lake up to the report's day against the world's hidden truth "
+               "(`kp judge-quality`): AUC of P(yes), decisions at the threshold, calibration (ECE: mean |P(yes) - "
+               "relevant share| over 10 bins, weighted by pairs).")
+
+
+def _t2_note(summary: dict) -> str:
+    judges = [j for j in (summary.get("labels_judge") or {}).get("judges", []) if j["judge"] != "simulated"]
+    if not judges:
+        return T2_NOTE
+    return T2_NOTE_OTHER.format(labels=", ".join(f"{j['judge']} / {j['judge_model']}" for j in judges))
 INTRO = ("Students trained on each label mix (Table 2 of LLMDistill4Ads) and with each distillation loss "
          "(Table 1), on the synthetic marketplace. The relevance judge of KP/PR/Pass@k is the SIMULATED LLM "
          "annotator (agrees with the hidden truth {acc:.0%} of the time), not a real LLM. Precision/recall are "
@@ -586,20 +627,23 @@ def write_outputs(out_dir: str, summary: dict) -> None:
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     md = [f"# Offline evaluation report ({summary['ds']})", "", intro, "", meta, "",
           "## Precision / recall against the truth, by exposure", "", _md_table(*t["truth"]), "",
-          f"## {T2_TITLE}", "", T2_NOTE, "", _md_table(*t["table2"]), "",
+          *([f"## {LABELS_TITLE}", "", LABELS_NOTE, "", _md_table(*t["labels"]), ""] if "labels" in t else []),
+          f"## {T2_TITLE}", "", _t2_note(summary), "", _md_table(*t["table2"]), "",
           f"## Table 1: distillation loss ({summary['kd_mix']}, vs LLM test labels)", "", _md_table(*t["table1"]), "",
           "## Plots", "", *[f"![{p}](plots/{p})" for p in pngs], "", f"Generated {generated}.", ""]
     (out / "report.md").write_text("\n".join(md))
     imgs = "".join(
         f'<img alt="{p}" src="data:image/png;base64,{base64.b64encode((out / "plots" / p).read_bytes()).decode()}">'
         for p in pngs)
+    labels_html = (f"<h2>{html.escape(LABELS_TITLE)}</h2><p>{html.escape(LABELS_NOTE)}</p>{_html_table(*t['labels'])}"
+                   if "labels" in t else "")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>keyphrase-pipeline report {summary['ds']}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}
 img{{max-width:48%;margin:4px}}.meta{{color:#555}}</style></head><body>
 <h1>Offline evaluation report ({html.escape(summary['ds'])})</h1><p>{html.escape(intro)}</p><p class="meta">{html.escape(meta)}</p>
 <h2>Precision / recall against the truth, by exposure</h2>{_html_table(*t['truth'])}
-<h2>{html.escape(T2_TITLE)}</h2><p>{html.escape(T2_NOTE)}</p>{_html_table(*t['table2'])}
+{labels_html}<h2>{html.escape(T2_TITLE)}</h2><p>{html.escape(_t2_note(summary))}</p>{_html_table(*t['table2'])}
 <h2>Table 1: distillation loss ({html.escape(summary['kd_mix'])}, vs LLM test labels)</h2>{_html_table(*t['table1'])}
 <h2>Plots</h2>{imgs}<p class="meta">Generated {generated}.</p></body></html>"""
     (out / "report.html").write_text(page, encoding="utf-8")

@@ -202,10 +202,13 @@ def test_settings_for_applies_params(monkeypatch, tmp_path):
         assert (s.train.cross_max_steps, s.train.bi_max_steps) == (150, 250)
         plain = at.settings_for({})
         assert (plain.train.cross_max_steps, plain.train.bi_max_steps) == (-1, -1)
+        # and its simulated judge errs like an LLM (issue 26); a normal run keeps the settings' default
+        assert s.judge.simulated_errors == "llm" and plain.judge.simulated_errors == "iid"
         monkeypatch.setenv("KP_TRAIN__BI_MAX_STEPS", "40")  # the environment wins over the demo budget
+        monkeypatch.setenv("KP_JUDGE__SIMULATED_ERRORS", "iid")  # and over the demo's judge
         get_settings.cache_clear()
         s = at.settings_for({"scale": "tiny"})
-        assert (s.train.cross_max_steps, s.train.bi_max_steps) == (150, 40)
+        assert (s.train.cross_max_steps, s.train.bi_max_steps) == (150, 40) and s.judge.simulated_errors == "iid"
     finally:
         get_settings.cache_clear()
 

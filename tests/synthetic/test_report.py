@@ -58,6 +58,12 @@ def test_report_two_mixes_consistent_with_truth(tiny_world, tiny_encoder, spark,
     assert md.index("against the truth") < md.index("circular") < md.index("| P@5 % |")
     assert " ± " in md.split("| P@5 % |")[1] and "seeds [1, 2]" in md
     assert (out / "plots" / "pass_at_k.png").stat().st_size > 1000
+    # the training labels' judge against the truth: the simulated annotator of the prepared day, its table and plot
+    (lab,) = summary["labels_judge"]["judges"]
+    assert lab["judge"] == "simulated" and lab["pairs"] == len(pd.read_parquet(lake.path("llm_store", ds=ds)))
+    assert 0.8 <= lab["agreement"] <= 0.97 and lab["auc"] > 0.8  # the iid annotator agrees 90% of the time
+    assert md.index("labels' judge against the truth") < md.index("circular") and "same simulated annotator" in md
+    assert (out / "plots" / "labels_judge_calibration.png").stat().st_size > 1000
 
     assert [r["label_mix"] for r in summary["ablation"]] == ["ctr", "llm+ctr+kd"]
     assert set(summary["ablation"][1]["tasks"]) == {"ctr", "llm", "kd", "kd_list"}  # kd includes the lists

@@ -1,0 +1,83 @@
+"""A judge that says the same to every pair (SmolLM2-135M says no to all): its labels train nothing, the student
+falls back to what else it has, and the gate keeps the champion (training_data.label_balance)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from testsupport import make_settings
+from distill_helpers import DS, make_pairs, tiny_settings, trained_world, write_lake_inputs
+
+
+def _balance(labels, source="lake", share=0.02):
+    from keyphrase_pipeline.jobs.training_data import TrainingData, label_balance
+
+    s = make_settings("/tmp/kp-unused-lake", train={"min_label_class_share": share})
+    data = TrainingData(llm=pd.DataFrame({"label": labels}), ctr=None, sr=None, snapshot={"source": source})
+    return label_balance(s, data)
+
+
+def test_label_balance_by_hand():
+    assert _balance([0] * 100)["usable"] is False and "0.0% of the 100 stored pairs" in _balance([0] * 100)["why"]
+    assert _balance([1] * 100)["usable"] is False  # a judge that says yes to everything teaches nothing either
+    assert _balance([1] + [0] * 99)["usable"] is False  # 1% < 2%
+    ok = _balance([1] * 3 + [0] * 97)
+    assert ok["usable"] is True and ok["why"] is None and ok["smaller_class_share"] == 0.03
+    assert _balance([0] * 100, share=0.0)["usable"] is True  # the check off
+    assert _balance([0] * 100, source="file")["usable"] is True  # a user's file: load_training_data's own check
+    assert _balance([])["usable"] is False
+
+
+def _all_no_lake(tmp_path, **train):
+    """A lake whose judge said no to every pair (P(yes) 0.2), with CTR positives from the pairs' true labels."""
+    w = trained_world(make_settings)
+    s = tiny_settings(make_settings, tmp_path / "lake", w["base"], **train)
+    pairs = make_pairs(240, seed=0, with_ids=True)
+    write_lake_inputs(s, pairs)  # catalog, keyphrases, CTR positives
+    write_lake_inputs(s, pairs.assign(label=0), ctr=False)  # the store: every label no
+    return s
+
+
+def test_one_sided_labels_train_no_cross_encoder_and_a_ctr_student_that_the_gate_keeps_out(tmp_path):
+    from keyphrase_pipeline.core.lake import Lake
+    from keyphrase_pipeline.jobs import evaluate, registry, train_bi, train_cross
+
+    s = _all_no_lake(tmp_path)
+    cross = train_cross.run(s, DS)
+    assert cross["skipped"] is True and cross["version"] is None and "min_label_class_share" in cross["why"]
+    assert registry.latest_cross(s) is None and cross["label_balance"]["positive_share"] == 0.0
+    lake = Lake.from_settings(s)
+    assert json.loads(open(lake.run_stats_path(DS, "train_cross")).read())["skipped"] is True
+
+    first = train_bi.run(s, DS)  # default mix llm+ctr+kd: no llm task, no teacher for kd: CTR only
+    assert set(first["task_rows"]) == {"ctr"} and first["label_mix"] == "ctr+kd"
+    assert first["label_balance"]["usable"] is False
+    got = evaluate.run(s, DS, candidate=first["version"])
+    assert got["promoted"] and "first model" in got["reason"]  # nothing to keep: the first model serves
+
+    second = train_bi.run(s.with_overrides(**{"train.seed": 7}), DS)
+    assert second["version"] != first["version"]
+    got = evaluate.run(s, DS, candidate=second["version"])
+    assert not got["promoted"] and "cannot compare" in got["reason"] and registry.champion(s) == first["version"]
+    assert got["test_set"]["label_balance"]["usable"] is False
+    assert evaluate.run(s, DS, candidate=second["version"], force_promote=True)["promoted"]
+
+
+def test_llm_only_mix_on_one_sided_labels_is_a_data_error(tmp_path):
+    from keyphrase_pipeline.core.errors import DataError
+    from keyphrase_pipeline.jobs import train_bi
+
+    s = _all_no_lake(tmp_path)
+    with pytest.raises(DataError, match="nothing left to train on"):
+        train_bi.run(s, DS, label_mix="llm")
+
+
+def test_the_check_off_trains_on_one_sided_labels(tmp_path):
+    from keyphrase_pipeline.jobs import registry, train_cross
+
+    s = _all_no_lake(tmp_path, min_label_class_share=0.0)
+    cross = train_cross.run(s, DS)
+    assert cross.get("skipped") is None and registry.latest_cross(s) == cross["version"]
