@@ -554,7 +554,8 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
     Promotion is not decided here: ``keyphrase_pipeline.jobs.evaluate.run`` gates it against the champion.
     Label-store labels that are (almost) all one class (``training_data.label_balance``,
     ``train.min_label_class_share``) are not trained on: the ``llm`` task is dropped (logged; ``label_balance``
-    in the stats), ``kd`` stays when a teacher exists (one trained on earlier days).
+    in the stats), ``kd`` stays when a teacher exists (one trained on earlier days), and the held-out split picks
+    neither the checkpoint nor the threshold (no held-out evaluation).
     A version already in the registry (a rerun with the same inputs) is reused, never rewritten
     (``registry.reusable``; the stats have ``reused`` True).
 
@@ -602,7 +603,7 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
     reused = None if out else registry.reusable(settings, version, "students")
     if reused:  # a rerun of a finished day (`airflow tasks clear train.train_bi`): the same model, never rewritten
         stats = {**reused, "label_mix": "+".join(mix), "kd_loss": kd_name, "cross_version": cross_version,
-                 "seconds": round(time.perf_counter() - t0, 1)}
+                 "label_balance": balance, "seconds": round(time.perf_counter() - t0, 1)}
         Lake.from_settings(settings).write_run_stats(ds, "train_bi", stats)
         return stats
     final = registry.target_dir(settings, version, "students", out)
@@ -612,7 +613,9 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
     log.info("student %s: tasks %s, kd_loss %s, dims %s, start %s, device %s", version, rows,
              kd_name if "kd" in tasks else "-", settings.train.matryoshka_dims, start, device)
     try:
-        training, heldout, evaluator, history = _train(settings, tasks, rows, data.llm_test, start, tmp, device, version,
+        # labels that teach nothing do not pick the checkpoint or the threshold either: no held-out evaluation
+        test = data.llm_test if balance["usable"] else data.llm_test.iloc[0:0]
+        training, heldout, evaluator, history = _train(settings, tasks, rows, test, start, tmp, device, version,
                                                        train=_rotation_pairs(data, mix, balance["usable"]))
         training.update({"task_rows": rows, "tasks_skipped": skipped})
         _write_records(settings, tmp, config, ds, version, device, snapshot, data.snapshot, training, heldout,

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake, commit_dir, ds_str, tmp_sibling, write_parquet_file_atomic
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,8 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
         ConfigError: (exit 2) ``ds`` is not YYYY-MM-DD; ``train.base_model`` is not a directory; the lake is not
             local (registry) and no ``out`` is given.
         DataError: (exit 3) what ``training_data.load_training_data`` raises: no or too few labels, an unreadable
-            or invalid ``labels`` file, a held-out split without test or train pairs.
+            or invalid ``labels`` file, a held-out split without test or train pairs; with ``out``, label-store
+            labels that are (almost) all one class.
         SchemaError: (exit 3) the label store breaks contract ``llm_labels``.
 
     Training errors (torch, out of memory) propagate unchanged (exit 1); the temp directory is then removed
@@ -217,8 +219,10 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
     data = load_training_data(settings, ds, labels=labels, need_ctr=False, need_sr=False)
     train, test = data.llm_train, data.llm_test
     balance = label_balance(settings, data)
+    if not balance["usable"] and out:  # asked for a model in a folder: nothing there would surprise the next step
+        raise DataError(f"no cross-encoder written to {out}: {balance['why']}")
     if not balance["usable"]:  # a judge that says the same to every pair: nothing to learn, CROSS_LATEST stays
-        latest = registry.latest_cross(settings) if not out else None
+        latest = registry.latest_cross(settings)
         log.warning("cross-encoder for %s not trained: %s; CROSS_LATEST stays %s", ds, balance["why"], latest)
         stats = {"version": None, "path": None, "skipped": True, "why": balance["why"], "label_balance": balance,
                  "cross_latest": latest, "train_rows": len(train), "test_rows": len(test),

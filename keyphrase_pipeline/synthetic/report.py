@@ -122,7 +122,10 @@ def prepare(settings, ds: str | None = None, spark=None) -> tuple[str, str, list
     if not cross or not registry.exists(settings, cross, "cross"):
         from keyphrase_pipeline.jobs import train_cross
 
-        cross = train_cross.run(settings, ds)["version"]
+        trained = train_cross.run(settings, ds)
+        if trained.get("skipped"):  # one-class labels (training_data.label_balance): nothing to compare
+            raise DataError(f"the labels of {ds} cannot train the report's students: {trained['why']}")
+        cross = trained["version"]
         done.append("train-cross")
     return ds, cross, done
 
@@ -317,7 +320,8 @@ def _train_and_evaluate(settings, ds, cross_version, tmp, mix, kd, seed, data, t
                            kd_loss=kd)
     model_dir = layout.version_model_dir(trained["path"])
     metrics = evaluate_model(s, model_dir, ds=None, data=data, teacher=teacher, world=None)
-    res = {"seed": seed, "label_mix": mix, "kd_loss": kd, "tasks": trained.get("task_rows"),
+    res = {"seed": seed, "label_mix": mix, "trained_label_mix": trained.get("label_mix"), "kd_loss": kd,
+           "tasks": trained.get("task_rows"),
            "tasks_skipped": trained.get("tasks_skipped"), "steps": trained.get("steps"),
            "train_seconds": trained.get("train_seconds"), "llm": metrics["llm"], "rho_cross": metrics["rho_cross"]}
     if offline:
@@ -405,6 +409,8 @@ def run(settings, ds: str | None = None, mixes=None, out: str | None = None, qui
     items); and what the stages it runs raise (``prepare``, ``train_bi.run``). The output directory is
     replaced only on success."""
     from keyphrase_pipeline.jobs import registry
+    from keyphrase_pipeline.jobs.judges.base import judge_model_id
+    from keyphrase_pipeline.jobs.training_data import label_balance
 
     t0 = time.perf_counter()
     settings, mixes, kd_losses, kd_mix, seeds = _check_arguments(settings, mixes, kd_losses, kd_mix, seeds, quick)
@@ -415,6 +421,9 @@ def run(settings, ds: str | None = None, mixes=None, out: str | None = None, qui
     inputs = _evaluation_inputs(settings, ds, cross_version)
     items, kps = inputs["items"], inputs["kps"]
     labels_judge = labels_vs_truth(settings, ds, world=inputs["world"])
+    balance = label_balance(settings, inputs["data"])
+    if not balance["usable"]:  # every llm arm would train without its labels: not the ablation asked for
+        raise DataError(f"the labels of {ds} cannot train the report's students: {balance['why']}")
     log.info("report for %s: mixes %s, kd losses %s on %s, seeds %s; %d items (%s), %d keyphrases, %d LLM test "
              "pairs", ds, mixes, kd_losses, kd_mix, seeds, len(items), items["bucket"].value_counts().to_dict(),
              len(kps), len(inputs["data"].llm_test))
@@ -439,7 +448,8 @@ def run(settings, ds: str | None = None, mixes=None, out: str | None = None, qui
         summary = {
             "ds": ds, "quick": quick, "mixes": mixes, "kd_losses": kd_losses, "kd_mix": kd_mix, "seeds": seeds,
             "cross_version": cross_version, "prepared": prepared, "world": inputs["world"].meta.get("sizes"),
-            "judge": {"kind": "simulated", "accuracy": settings.judge.simulated_accuracy,
+            "judge": {"kind": "simulated", "model": judge_model_id(settings.with_overrides(**{"judge.backend": "simulated"})),
+                      "accuracy": settings.judge.simulated_accuracy,
                       "errors": settings.judge.simulated_errors, "threshold": settings.judge.threshold},
             "labels_judge": labels_judge,
             "settings": {"bi_max_steps": settings.train.bi_max_steps, "serve_dim": settings.serve.dim,
@@ -590,8 +600,8 @@ def _html_table(header, rows) -> str:
 T2_TITLE = "Table 2: label-mix ablation (simulated LLM judge: circular)"
 T2_NOTE = ("KP, PR and Pass@k are judged by the same simulated annotator that made the LLM training labels, so "
            "they reward copying that annotator: read them after the truth table above.")
-T2_NOTE_OTHER = ("KP, PR and Pass@k are judged by the SIMULATED annotator, while the training labels came from "
-                 "{labels}: these columns measure agreement with the simulated annotator, not with the labeller; "
+T2_NOTE_OTHER = ("KP, PR and Pass@k are judged by the SIMULATED annotator of the settings, while training labels "
+                 "came from {labels}: these columns measure agreement with that annotator, not with the labeller; "
                  "read the truth table above first.")
 LABELS_TITLE = "The training labels' judge against the truth"
 LABELS_NOTE = ("Every stored label of the lake up to the report's day against the world's hidden truth "
@@ -600,10 +610,13 @@ LABELS_NOTE = ("Every stored label of the lake up to the report's day against th
 
 
 def _t2_note(summary: dict) -> str:
-    judges = [j for j in (summary.get("labels_judge") or {}).get("judges", []) if j["judge"] != "simulated"]
-    if not judges:
+    """Table 2's note: circular when the Pass@k annotator (``summary["judge"]["model"]``) made every training label."""
+    judge = summary.get("judge") or {}
+    others = [j for j in (summary.get("labels_judge") or {}).get("judges", [])
+              if j["judge_model"] != judge.get("model")]
+    if not others or not judge.get("model"):
         return T2_NOTE
-    return T2_NOTE_OTHER.format(labels=", ".join(f"{j['judge']} / {j['judge_model']}" for j in judges))
+    return T2_NOTE_OTHER.format(labels=", ".join(f"{j['judge']} / {j['judge_model']}" for j in others))
 INTRO = ("Students trained on each label mix (Table 2 of LLMDistill4Ads) and with each distillation loss "
          "(Table 1), on the synthetic marketplace. The relevance judge of KP/PR/Pass@k is the SIMULATED LLM "
          "annotator (agrees with the hidden truth {acc:.0%} of the time), not a real LLM. Precision/recall are "

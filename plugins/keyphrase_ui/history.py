@@ -175,7 +175,9 @@ def metric_values(stats: dict) -> dict:
     out = {}
     for m in METRICS:
         st = stats.get(m["stage"])
-        if m["key"] == "champion_f1":
+        if m["key"] in ("challenger_f1", "champion_f1") and st and _get(st, "test_set.label_balance.usable") is False:
+            v = None  # F1 against one-class labels measures the judge, not the model: no figure, no false alarm
+        elif m["key"] == "champion_f1":
             # the champion after the gate: the challenger when it was promoted, else the kept champion
             if st is None:
                 v = None
@@ -224,6 +226,8 @@ def stage_status(stats: dict, failures: dict) -> dict:
             written, failed_at = _parse_time(st.get("written_at")), _parse_time((fail or {}).get("failed_at"))
             if fail and failed_at and written and failed_at > written:
                 rec.update(status="failed", reason=f"failed after its last success ({failure_text(fail)})")
+            elif st.get("skipped"):  # e.g. train_cross on labels that teach nothing (training_data.label_balance)
+                rec.update(status="ok", reason=f"ok, nothing trained: {st.get('why') or 'its stats say skipped'}")
             elif stage == "index" and st.get("status") == "refused":
                 rec.update(status="failed", reason=f"index refused: recall@K {_get(st, 'ann_recall_at_k|recall_at_k')} below the floor "
                                                    f"{st.get('min_recall')} (nothing published from it)")

@@ -81,3 +81,30 @@ def test_the_check_off_trains_on_one_sided_labels(tmp_path):
     s = _all_no_lake(tmp_path, min_label_class_share=0.0)
     cross = train_cross.run(s, DS)
     assert cross.get("skipped") is None and registry.latest_cross(s) == cross["version"]
+
+
+def test_an_explicit_out_folder_is_a_data_error_not_an_empty_success(tmp_path):
+    from keyphrase_pipeline.core.errors import DataError
+    from keyphrase_pipeline.jobs import train_cross
+
+    s = _all_no_lake(tmp_path)
+    with pytest.raises(DataError, match="no cross-encoder written to .*min_label_class_share"):
+        train_cross.run(s, DS, out=str(tmp_path / "c"))
+    assert not (tmp_path / "c").exists()
+
+
+def test_labels_under_the_share_pick_neither_checkpoint_nor_threshold(tmp_path):
+    """A minority class under the share yet present in the held-out split: the student must not be steered by labels
+    declared unusable (no held-out evaluation, no stored threshold)."""
+    from keyphrase_pipeline.jobs import train_bi
+
+    w = trained_world(make_settings)
+    s = tiny_settings(make_settings, tmp_path / "lake", w["base"], min_label_class_share=0.45, evals_per_epoch=2)
+    pairs = make_pairs(240, seed=0, with_ids=True)
+    write_lake_inputs(s, pairs)
+    pairs.loc[pairs.index[pairs["label"] == 1][::3], "label"] = 0  # a third of the relevant ones said no: 33% yes
+    write_lake_inputs(s, pairs, ctr=False)
+    got = train_bi.run(s, DS, label_mix="ctr")
+    assert got["label_balance"]["usable"] is False and 0.3 < got["label_balance"]["positive_share"] < 0.45
+    assert got["threshold"] is None and got["heldout"] is None and got["best_step"] is None
+    assert "NO held-out evaluation" in got["budget"]["reason"]

@@ -127,6 +127,20 @@ def test_index_that_refused_to_publish_is_failed(lake):
     assert st["status"] == "failed" and "recall@K 0.4 below the floor 0.95" in st["reason"]
 
 
+def test_a_cross_encoder_skipped_on_one_class_labels_says_why_and_no_f1_is_charted(lake):
+    """train_cross trains nothing on labels of one class (training_data.label_balance) and the gate cannot compare:
+    the stage says why, and F1 against such labels (about 0) is no figure, so it raises no false alarm."""
+    why = "the judge labelled 0.0% of the 4000 stored pairs relevant"
+    write_run_day(lake, END, changes={"train_cross": {"skipped": True, "version": None, "why": why},
+                                      "evaluate": {"promoted": False, "metrics": {"llm": {"f1": 0.0}},
+                                                   "champion_metrics": {"llm": {"f1": 0.0}},
+                                                   "test_set": {"label_balance": {"usable": False, "why": why}}}})
+    d = by_ds(history(lake, days=1))[END]
+    assert d["stages"]["train_cross"]["status"] == "ok" and why in d["stages"]["train_cross"]["reason"]
+    assert d["metrics"]["challenger_f1"] is None and d["metrics"]["champion_f1"] is None
+    assert d["metrics"]["promoted"] is False  # the gate's decision is still shown
+
+
 def test_index_recall_of_builds_before_the_key_was_renamed(lake):
     write_run_day(lake, END, changes={"index": {"recall_at_k": 0.97}})
     (Path(lake.run_stats_path(END, "index"))).write_text(json.dumps(

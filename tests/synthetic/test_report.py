@@ -123,6 +123,17 @@ def test_report_two_mixes_consistent_with_truth(tiny_world, tiny_encoder, spark,
     assert float(per.loc[per.item_id == item_id, "pass@5"].iloc[0]) == pytest.approx(np.mean(p5 >= s.judge.threshold))
 
 
+def test_a_judge_that_says_no_to_every_pair_stops_the_report_with_the_reason(tiny_world, tiny_encoder, spark, tmp_path):
+    """Labels of one class (here: a threshold no P(yes) reaches) train no cross-encoder, so the ablation would
+    compare students without their labels: a DataError that says why, no report written."""
+    from keyphrase_pipeline.core.errors import DataError
+
+    s = report_settings(tiny_world, tiny_encoder).with_overrides(**{"judge.threshold": 1.0})
+    with pytest.raises(DataError, match="cannot train the report's students: the judge labelled 0.0%"):
+        report.run(s, mixes=["ctr", "llm+ctr+kd"], kd_losses=["pearson"], out=str(tmp_path / "r"), spark=spark)
+    assert not (tmp_path / "r").exists()
+
+
 def test_mean_and_spread_of_nested_records():
     mean, sd = report.mean_and_spread([{"a": 1.0, "b": {"c": 2, "d": None}, "e": "x"},
                                        {"a": 3.0, "b": {"c": 4, "d": 1.0}, "e": "y"}])
