@@ -95,8 +95,14 @@ def test_cli_and_refusals(tiny_world, tmp_path, capsys, monkeypatch):
     ids = world.items["item_id"].to_numpy()[:20]
     _store(tiny_world, world, pd.DataFrame({"item_id": ids, "keyphrase_id": world.keyphrases["keyphrase_id"].to_numpy()[:20],
                                             "p_yes": np.linspace(0, 1, 20)}), DS, "simulated", "m")
+    from keyphrase_pipeline.core.settings import get_settings
+
     monkeypatch.setenv("KP_LAKE_ROOT", str(tiny_world.lake_root))
-    assert main(["judge-quality", "--out", str(tmp_path / "q.json"), "--plot", str(tmp_path / "q.png")]) == 0
+    get_settings.cache_clear()  # an earlier test's settings may be cached
+    try:
+        assert main(["judge-quality", "--out", str(tmp_path / "q.json"), "--plot", str(tmp_path / "q.png")]) == 0
+    finally:
+        get_settings.cache_clear()
     printed = json.loads(capsys.readouterr().out)
     assert printed["judges"][0]["pairs"] == 20 and json.loads((tmp_path / "q.json").read_text()) == printed
     assert (tmp_path / "q.png").exists()
