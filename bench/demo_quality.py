@@ -12,8 +12,9 @@
   (``--ctr-steps``, 250) once per seed (``--seeds``) into a temp directory (the registry and the day's run
   stats are left as they were) and evaluated the same way: mean and sample std over seeds.
 
-The judge is the SIMULATED annotator and the truth the demo world's own: this compares models inside one
-synthetic world, it says nothing about real data. Prints a markdown table and writes
+The truth is the demo world's own (the result names the judge of the lake's labels, ``label_judges``: the SIMULATED
+annotator unless the demo ran with a real judge): this compares models inside one synthetic world, it says nothing
+about real data. Prints a markdown table and writes
 ``bench/results/demo_quality.json`` (``--out``).
 
     .venv/bin/python bench/demo_quality.py --lake var/lake
@@ -96,8 +97,13 @@ def main(argv: list[str] | None = None) -> dict:
         if not champ:
             raise SystemExit(f"{settings.lake_root} has no champion yet: run `kp demo` first, or pass --model NAME=DIR")
         models = {f"champion {champ}": layout.model_dir(settings, champ)}
+    from keyphrase_pipeline.jobs.label_store import read_labels
+
+    stored = read_labels(settings, upto_ds=ds)
+    judges = sorted({f"{j}/{m}" for j, m in zip(stored["judge"], stored["judge_model"])})
     result = {"lake": str(Path(args.lake).resolve()), "ds": ds, "llm_test_rows": len(data.llm_test),
-              "simulated": "judge = simulated annotator; truth = the synthetic world's", "models": {}, "ctr_only": {}}
+              "label_judges": judges, "simulated": f"labels by {', '.join(judges)} (a judge 'simulated/...' is the "
+              "SIMULATED annotator); truth = the synthetic world's", "models": {}, "ctr_only": {}}
     for name, path in models.items():
         t0 = time.perf_counter()
         result["models"][name] = {"dir": path, **figures(evaluate_model(settings, path, ds=ds, data=data, world=world))}

@@ -163,7 +163,8 @@ def test_real_lake_without_world_is_refused(settings, tmp_path):
         report.prepare(settings)
 
 
-@pytest.mark.parametrize("name", ["report_ablation_3seeds.json", "report_ablation_3seeds_llm_annotator.json"])
+@pytest.mark.parametrize("name", ["report_ablation_3seeds.json", "report_ablation_3seeds_llm_annotator.json",
+                                  "report_ablation_3seeds_smollm2.json"])
 def test_docs_report_tables_come_from_the_committed_seeded_run(name):
     """docs/REPORT.md's ablation tables are generated from the committed 3-seed reports
     (bench/results/report_ablation_3seeds*.json; the second under the LLM-like simulated annotator): every cell
