@@ -198,6 +198,10 @@ class TrainSettings(BaseModel):
                                          "says no to every pair). train-cross then trains nothing and CROSS_LATEST "
                                          "stays; train-bi drops its llm task (kd stays with an earlier teacher); the "
                                          "gate keeps the champion. 0: off. A --labels file is not checked this way.")
+    min_judge_ctr_auc: float = Field(0.75, ge=0, le=1, description="The same refusal when the judge's P(yes) ranks "
+                                     "the stored pairs drawn from CTR positives above those drawn at random with a "
+                                     "ROC AUC under this (a judge worth training on: 0.9 and more; SmolLM2-135M: 0.60). "
+                                     "Needs 50 pairs of each source; 0: off.")
     max_llm_labels: int = Field(1_000_000, ge=1, description="Most recent LLM labels the trainers read from the label "
                                 "store (newest store days first; older days are not read once the cap is reached), "
                                 "so training memory does not grow with the store's history.")

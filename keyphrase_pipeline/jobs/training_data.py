@@ -59,7 +59,8 @@ class TrainingData:
 
     ``llm``: ``title, category, keyphrase`` (str, cleaned), ``label`` (int32 0/1), ``p`` (float, P(yes) in
     [0, 1], or the file's label), ``text_hash, pair_key`` (str), ``item_id, keyphrase_id`` (int64, -1 when a
-    user's file has none), ``split`` (``train`` | ``test``). ``ctr``: CTR positives, ``sr``: search-relevance
+    user's file has none), ``split`` (``train`` | ``test``), and from the label store ``source`` (str: which
+    selection drew the pair, ``ctr_positive``, ``random``, ...). ``ctr``: CTR positives, ``sr``: search-relevance
     labels, both ``item_id, keyphrase_id, label, title, category, keyphrase`` with no LLM test pair.
     ``snapshot``: JSON-able provenance (stored as ``data.json``)."""
 
@@ -77,23 +78,51 @@ class TrainingData:
         return self.llm[self.llm["split"] == "test"].reset_index(drop=True)
 
 
-def label_balance(settings, data: TrainingData) -> dict:
-    """Can the LLM labels of ``data`` be trained on? A judge that (almost) always answers the same teaches nothing.
+#: pairs of each source (CTR positives, random) the judge's CTR check needs
+MIN_PAIRS_PER_SOURCE = 50
 
-    Returns ``{"positive_share", "smaller_class_share", "min_share" (train.min_label_class_share), "usable",
-    "why"}``: shares in [0, 1] of the LLM labels (train and test), ``why`` None when usable. Labels from a
-    user's ``--labels`` file are always usable here (``load_training_data`` refuses a one-class file); so are
-    labels when the check is off (``min_share`` 0)."""
+
+def judge_ctr_auc(llm) -> float | None:
+    """ROC AUC of the judge's P(yes) (``p``) between the stored pairs drawn from CTR positives (``source``
+    ``ctr_positive``) and those drawn at random (``random``): how well the judge tells pairs buyers clicked from
+    arbitrary ones, a check that needs no truth. None without a ``source`` column or with fewer than
+    ``MIN_PAIRS_PER_SOURCE`` pairs of either source. (``sklearn.metrics.roc_auc_score``.)"""
+    if llm is None or "source" not in llm or "p" not in llm:
+        return None
+    pick = llm[llm["source"].isin(["ctr_positive", "random"])]
+    n_pos = int((pick["source"] == "ctr_positive").sum())
+    if n_pos < MIN_PAIRS_PER_SOURCE or len(pick) - n_pos < MIN_PAIRS_PER_SOURCE:
+        return None
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(pick["source"] == "ctr_positive", pick["p"].astype(float)))
+
+
+def label_balance(settings, data: TrainingData) -> dict:
+    """Can the LLM labels of ``data`` be trained on? Not when the judge (almost) always answers the same, nor when
+    its P(yes) does not tell pairs buyers clicked from random ones.
+
+    Returns ``{"positive_share", "smaller_class_share", "min_share" (train.min_label_class_share), "ctr_auc"
+    (``judge_ctr_auc`` or None), "min_ctr_auc" (train.min_judge_ctr_auc), "usable", "why"}``: shares in [0, 1]
+    of the LLM labels (train and test), ``why`` None when usable. Labels from a user's ``--labels`` file are
+    always usable here (``load_training_data`` refuses a one-class file); each check is off at 0."""
     y = data.llm["label"].to_numpy() if data.llm is not None and len(data.llm) else np.empty(0)
     pos = float(y.mean()) if len(y) else 0.0
     smaller, floor = min(pos, 1.0 - pos), float(settings.train.min_label_class_share)
-    usable = data.snapshot.get("source") == "file" or floor <= 0 or (len(y) > 0 and smaller >= floor)
-    why = None if usable else (
-        f"the judge labelled {pos:.1%} of the {len(y)} stored pairs relevant (judge.threshold "
-        f"{settings.judge.threshold}): its smaller class is under train.min_label_class_share {floor:g}, so the "
-        "labels teach nothing; check the judge (kp judge-quality on a synthetic lake, the day's label stats)")
+    from_file = data.snapshot.get("source") == "file"
+    ctr_auc, min_auc = (None if from_file else judge_ctr_auc(data.llm)), float(settings.train.min_judge_ctr_auc)
+    why = None
+    if not from_file and floor > 0 and (not len(y) or smaller < floor):
+        why = (f"the judge labelled {pos:.1%} of the {len(y)} stored pairs relevant (judge.threshold "
+               f"{settings.judge.threshold}): its smaller class is under train.min_label_class_share {floor:g}, so "
+               "the labels teach nothing; check the judge (kp judge-quality on a synthetic lake, the day's label stats)")
+    elif not from_file and min_auc > 0 and ctr_auc is not None and ctr_auc < min_auc:
+        why = (f"the judge's P(yes) ranks the stored pairs drawn from CTR positives above those drawn at random with "
+               f"AUC {ctr_auc:.3f}, under train.min_judge_ctr_auc {min_auc:g}: it does not tell clicked pairs from "
+               "arbitrary ones, so its labels would teach noise; check the judge (kp judge-quality on a synthetic lake)")
     return {"positive_share": round(pos, 4), "smaller_class_share": round(smaller, 4), "min_share": floor,
-            "usable": bool(usable), "why": why}
+            "ctr_auc": None if ctr_auc is None else round(ctr_auc, 4), "min_ctr_auc": min_auc,
+            "usable": why is None, "why": why}
 
 
 # ---- unreadable texts ---------------------------------------------------------------------------------
@@ -264,7 +293,8 @@ def read_llm_labels(settings, ds: str) -> tuple["object", list[str]]:
         df[col] = [clean(v) for v in df[col]]
     df["p"] = df["p_yes"].astype(float)
     df["label"] = df["label"].astype("int32")
-    return df[["title", "category", "keyphrase", "label", "p", "text_hash", "pair_key", "item_id", "keyphrase_id"]], days
+    return df[["title", "category", "keyphrase", "label", "p", "text_hash", "pair_key", "item_id", "keyphrase_id",
+               "source"]], days
 
 
 def _texts(settings, ds: str):

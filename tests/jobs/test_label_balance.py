@@ -12,12 +12,34 @@ from testsupport import make_settings
 from distill_helpers import DS, make_pairs, tiny_settings, trained_world, write_lake_inputs
 
 
-def _balance(labels, source="lake", share=0.02):
+def _balance(labels, source="lake", share=0.02, p=None, sources=None, min_auc=0.75):
     from keyphrase_pipeline.jobs.training_data import TrainingData, label_balance
 
-    s = make_settings("/tmp/kp-unused-lake", train={"min_label_class_share": share})
-    data = TrainingData(llm=pd.DataFrame({"label": labels}), ctr=None, sr=None, snapshot={"source": source})
+    s = make_settings("/tmp/kp-unused-lake", train={"min_label_class_share": share, "min_judge_ctr_auc": min_auc})
+    frame = pd.DataFrame({"label": labels})
+    if p is not None:
+        frame = frame.assign(p=p, source=sources)
+    data = TrainingData(llm=frame, ctr=None, sr=None, snapshot={"source": source})
     return label_balance(s, data)
+
+
+def test_a_judge_that_does_not_tell_clicked_pairs_from_random_ones_is_refused():
+    """Two classes yet noise (a weak LLM at a threshold tuned to its base rate): the judge's P(yes) hardly ranks the
+    pairs drawn from CTR positives above random pairs (SmolLM2-135M: AUC 0.60; a judge worth training on: 0.9+)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    sources = ["ctr_positive"] * 100 + ["random"] * 100 + ["hard_negative"] * 50
+    noise = rng.uniform(0.1, 0.4, 250)
+    weak = _balance((noise >= 0.25).astype(int), p=noise, sources=sources)
+    assert weak["usable"] is False and 0.4 < weak["ctr_auc"] < 0.6 and "min_judge_ctr_auc 0.75" in weak["why"]
+    good_p = np.r_[rng.uniform(0.6, 1.0, 100), rng.uniform(0.0, 0.4, 100), rng.uniform(0, 1, 50)]
+    good = _balance((good_p >= 0.5).astype(int), p=good_p, sources=sources)
+    assert good["usable"] is True and good["ctr_auc"] == 1.0
+    assert _balance((noise >= 0.25).astype(int), p=noise, sources=sources, min_auc=0.0)["usable"] is True  # off
+    few = _balance((noise[:60] >= 0.25).astype(int), p=noise[:60], sources=["ctr_positive"] * 30 + ["random"] * 30)
+    assert few["usable"] is True and few["ctr_auc"] is None  # under 50 of each source: no check
+    assert _balance((noise >= 0.25).astype(int), p=noise, sources=sources, source="file")["usable"] is True
 
 
 def test_label_balance_by_hand():
