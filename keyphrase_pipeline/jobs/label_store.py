@@ -371,6 +371,12 @@ def _merge(settings, lake: Lake, ds: str, manifest: dict) -> dict:
     lake.write_run_stats(ds, "llm_labels", stats)
     log.info("merged %d labels for ds=%s (yes-rate %s, CTR-positive agreement %s, %d pairs quarantined)", len(day),
              ds, stats["yes_rate"], stats["agreement_ctr_positive"], stats["quarantined"])
+    share = settings.train.min_label_class_share
+    if stats["yes_rate"] is not None and min(stats["yes_rate"], 1 - stats["yes_rate"]) < share:
+        log.warning("ds=%s: the judge said %s to %.1f%% of the day's %d pairs: labels of one class teach nothing, and "
+                    "training will not use them while the store's labels stay this one-sided "
+                    "(train.min_label_class_share %g); check the judge", ds, "yes" if stats["yes_rate"] > 0.5 else "no",
+                    100 * max(stats["yes_rate"], 1 - stats["yes_rate"]), len(day), share)
     return stats
 
 

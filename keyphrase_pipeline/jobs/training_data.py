@@ -113,9 +113,10 @@ def label_balance(settings, data: TrainingData) -> dict:
     ctr_auc, min_auc = (None if from_file else judge_ctr_auc(data.llm)), float(settings.train.min_judge_ctr_auc)
     why = None
     if not from_file and floor > 0 and (not len(y) or smaller < floor):
-        why = (f"the judge labelled {pos:.1%} of the {len(y)} stored pairs relevant (judge.threshold "
-               f"{settings.judge.threshold}): its smaller class is under train.min_label_class_share {floor:g}, so "
-               "the labels teach nothing; check the judge (kp judge-quality on a synthetic lake, the day's label stats)")
+        why = (f"the judge labelled {pos:.1%} of the {len(y)} stored pairs relevant (a label is P(yes) >= the "
+               f"judge.threshold of its labelling run): its smaller class is under train.min_label_class_share "
+               f"{floor:g}, so the labels teach nothing; check the judge (kp judge-quality on a synthetic lake, the "
+               "day's label stats)")
     elif not from_file and min_auc > 0 and ctr_auc is not None and ctr_auc < min_auc:
         why = (f"the judge's P(yes) ranks the stored pairs drawn from CTR positives above those drawn at random with "
                f"AUC {ctr_auc:.3f}, under train.min_judge_ctr_auc {min_auc:g}: it does not tell clicked pairs from "

@@ -140,6 +140,7 @@ def run(settings, days: int = 3, scale: str = "demo", retrain_last: bool = True)
     setting, DataError (exit 3) when the world has fewer days of events, RuntimeError (exit 1) when the DAG
     file does not import or ``airflow db migrate`` fails."""
     from keyphrase_pipeline.jobs import airflow_tasks as at
+    from keyphrase_pipeline.jobs.judges.base import judge_model_id
     from keyphrase_pipeline.core import airflow_standalone as af
     from keyphrase_pipeline.core import layout
     from keyphrase_pipeline.core.lake import Lake
@@ -201,7 +202,7 @@ def run(settings, days: int = 3, scale: str = "demo", retrain_last: bool = True)
 
     summary = {
         "ok": all(r["state"] == "success" for r in rows) and len(rows) == len(run_days),
-        "judge": judge_line,
+        "judge": judge_line, "judge_model": judge_model_id(settings),
         "lake_root": lake.root,
         "days": rows,
         "champion": registry.champion(settings),

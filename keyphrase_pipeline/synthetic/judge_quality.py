@@ -6,8 +6,9 @@ labelled it (``judge``, ``judge_model``: a lake labelled by SmolLM2 behind vLLM 
 ``smollm2-135m``; the simulated annotators say ``simulated``):
 
 * **ranking**: ROC AUC of the stored P(yes) against the truth (``sklearn.metrics.roc_auc_score``);
-* **decisions at** ``judge.threshold``: yes-rate (share labelled relevant), agreement with the truth, precision
-  and recall of a yes, and the truly relevant share (the base rate the yes-rate should approach);
+* **decisions at** ``judge.threshold`` (the current setting, recomputed from P(yes)): yes-rate, agreement with the
+  truth, precision and recall of a yes, and the truly relevant share (the base rate the yes-rate should approach);
+  ``stored_yes_rate`` is the share of the stored labels that say relevant, at the threshold of their labelling run;
 * **calibration**: ``bins`` equal-width P(yes) bins, each with its pairs, mean P(yes) and truly relevant share
   (a reliability diagram: a calibrated judge's points lie on the diagonal), and the expected calibration error
   (ECE: the pairs-weighted mean of |mean P(yes) - relevant share| over the bins; Naeini et al. 2015);
@@ -114,7 +115,8 @@ def labels_vs_truth(settings, ds: str | None = None, world=None, bins: int = 10)
     judges = []
     for (judge, model), g in sorted(df.groupby(["judge", "judge_model"]), key=lambda kv: -len(kv[1])):
         rec = {"judge": judge, "judge_model": model,
-               **judge_metrics(g["p_yes"].to_numpy(), g["relevant"].to_numpy(), threshold, bins)}
+               **judge_metrics(g["p_yes"].to_numpy(), g["relevant"].to_numpy(), threshold, bins),
+               "stored_yes_rate": round(float(g["label"].mean()), 4)}  # as labelled, at that run's threshold
         rec["per_day"] = {d: {k: v for k, v in judge_metrics(h["p_yes"].to_numpy(), h["relevant"].to_numpy(),
                                                              threshold, bins).items()
                               if k in ("pairs", "auc", "yes_rate", "agreement", "relevant_share")}
@@ -168,7 +170,14 @@ def add_arguments(parser) -> None:
 
 def main(settings, args) -> int:
     """``kp judge-quality``: print ``labels_vs_truth`` as JSON (and write ``--out``/``--plot``); returns 0.
+    ConfigError (exit 2): ``--bins`` under 1, a ``--plot`` name not ending in .png (checked before any work);
     DataError (exit 3): no synthetic world or no stored labels."""
+    from keyphrase_pipeline.core.errors import ConfigError
+
+    if args.bins < 1:
+        raise ConfigError(f"--bins must be at least 1, got {args.bins}")
+    if args.plot and not str(args.plot).lower().endswith(".png"):
+        raise ConfigError(f"--plot writes a PNG: give a file name ending in .png, got {args.plot}")
     result = labels_vs_truth(settings, args.ds, bins=args.bins)
     if args.plot:
         result["plot"] = calibration_plot(result, args.plot)

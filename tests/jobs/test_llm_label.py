@@ -332,3 +332,15 @@ def test_legacy_local_model_labels_are_adopted_only_on_request(s, tmp_path):
     assert set(stored["judge_model"]) == {new_id} and len(stored) == 20
     assert label_store.read_store_keys(lake) == set(label_store.pair_keys(stored, new_id, "v1"))
     assert lake.read_json(layout.pair_keys_marker(lake))["adopted_from"] == {"fake-judge-v1": new_id}
+
+
+def test_merging_a_day_the_judge_said_no_to_throughout_warns(s, caplog):
+    """A judge that says no to every pair (SmolLM2-135M at 0.5): the merge says so on the day, before training
+    refuses the labels (training_data.label_balance)."""
+    import logging
+
+    write_pairs(s, DS, make_pairs(25), shard_size=100)
+    llm_label.run(s.with_overrides(**{"judge.threshold": 1.0}), DS, 0, judge=CountingJudge(s))
+    with caplog.at_level(logging.WARNING, logger="keyphrase_pipeline.jobs.label_store"):
+        stats = label_store.run(s, DS)
+    assert stats["yes_rate"] == 0.0 and "said no to 100.0% of the day's 25 pairs" in caplog.text

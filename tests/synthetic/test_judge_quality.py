@@ -73,7 +73,8 @@ def test_labels_vs_truth_per_judge_on_a_synthetic_lake(tiny_world, tmp_path):
     assert out["skipped_pairs"] == 1 and [j["judge_model"] for j in out["judges"]][0] == "simulated-annotator-v1"
     sim, llm = by["simulated-annotator-v1"], by["smollm2-135m"]
     assert sim["pairs"] == 400 and 0.85 <= sim["agreement"] <= 0.95 and sim["auc"] > 0.8
-    assert llm["pairs"] == 200 and llm["yes_rate"] == 0.0 and llm["auc"] == 1.0
+    assert llm["pairs"] == 200 and llm["yes_rate"] == 0.0 and llm["auc"] == 1.0 and llm["stored_yes_rate"] == 0.0
+    assert sim["stored_yes_rate"] == pytest.approx((p_sim[:400] >= 0.5).mean(), abs=1e-4)
     assert llm["agreement"] == pytest.approx(1 - truth[400:].mean(), abs=1e-4)
     assert list(sim["per_day"]) == [DS] and list(llm["per_day"]) == ["2026-11-02"]
     assert [j["judge"] for j in jq.labels_vs_truth(tiny_world, ds=DS)["judges"]] == ["simulated"]  # --ds cuts days
@@ -104,5 +105,10 @@ def test_cli_and_refusals(tiny_world, tmp_path, capsys, monkeypatch):
     finally:
         get_settings.cache_clear()
     printed = json.loads(capsys.readouterr().out)
+    for bad in (["--bins", "0"], ["--plot", str(tmp_path / "q.txt")]):  # refused before any work (exit 2)
+        get_settings.cache_clear()
+        assert main(["judge-quality", *bad]) == 2
+    get_settings.cache_clear()
+    assert not (tmp_path / "q.txt").exists()
     assert printed["judges"][0]["pairs"] == 20 and json.loads((tmp_path / "q.json").read_text()) == printed
     assert (tmp_path / "q.png").exists()
