@@ -35,7 +35,6 @@ def judge_quality(lake: str, as_iid: bool = False) -> dict:
     same stored pairs (``simulated_p_yes``, accuracy 0.9, the lake's ``synth.seed``: what a report run under that
     annotator stored, since the first day's pairs do not depend on the judge)."""
     import tempfile
-    import shutil
 
     from keyphrase_pipeline.core.lake import Lake
     from keyphrase_pipeline.core.settings import load_settings
@@ -56,9 +55,7 @@ def judge_quality(lake: str, as_iid: bool = False) -> dict:
                                    judge_model="simulated-annotator-v1 (recomputed on the same pairs)")
         for ds, day in relabelled.groupby("ds"):
             write_label_table(day.drop(columns=["ds"]), Lake.from_settings(copy).path("llm_store", ds=ds))
-        out = labels_vs_truth(copy, world=world)
-        shutil.rmtree(tmp, ignore_errors=True)
-        return out
+        return labels_vs_truth(copy, world=world)
 
 
 def collect(specs: list[str]) -> dict:

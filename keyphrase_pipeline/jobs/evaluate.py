@@ -224,8 +224,9 @@ def run(settings, ds: str, candidate: str | None = None, force_promote: bool = F
 
     A candidate trained for an earlier day than the champion's is never promoted by the gate (a cleared or
     backfilled evaluation must not move the champion backwards; ``force_promote`` or ``kp promote`` do it on
-    purpose). When the label store's labels are (almost) all one class (``training_data.label_balance``) the gate
-    cannot compare: a champion is kept (the first model is still promoted). A re-evaluation keeps the earlier decision (``promotion.json`` ``earlier``) and figures
+    purpose). When the label store's labels teach nothing (``training_data.label_balance``: one class, or a judge
+    that does not tell CTR positives from random pairs) the gate cannot compare: a champion is kept (the first
+    model is still promoted). A re-evaluation keeps the earlier decision (``promotion.json`` ``earlier``) and figures
     (``metrics.json`` ``eval_earlier``). A refused promotion is a result, not an error (``kp evaluate
     --require-promotion`` makes it GateError, exit 4)."""
     from keyphrase_pipeline.jobs import registry

@@ -552,8 +552,8 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
     Steps: the run's settings, the training data, the teacher's scores, the task datasets, the start model,
     training in a hidden temp directory, the version's records, then the directory committed into place.
     Promotion is not decided here: ``keyphrase_pipeline.jobs.evaluate.run`` gates it against the champion.
-    Label-store labels that are (almost) all one class (``training_data.label_balance``,
-    ``train.min_label_class_share``) are not trained on: the ``llm`` task is dropped (logged; ``label_balance``
+    Label-store labels that teach nothing (``training_data.label_balance``: one class, or a judge that does not
+    tell CTR positives from random pairs) are not trained on: the ``llm`` task is dropped (logged; ``label_balance``
     in the stats), ``kd`` stays when a teacher exists (one trained on earlier days), and the held-out split picks
     neither the checkpoint nor the threshold (no held-out evaluation).
     A version already in the registry (a rerun with the same inputs) is reused, never rewritten
@@ -566,7 +566,7 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
             registry is used (no ``out``, ``CROSS_LATEST``, ``init_from=champion``).
         DataError: (exit 3) what ``training_data.load_training_data`` raises (no or too few labels, an invalid
             ``labels`` file, no catalog snapshot for CTR/SR pairs, a one-sided held-out split); no task of
-            ``label_mix`` has rows; ``label_mix`` is ``llm`` alone and the labels are one-sided.
+            ``label_mix`` has rows; ``label_mix`` is ``llm`` alone and the labels teach nothing.
         SchemaError: (exit 3) the label store, catalog, keyphrases, ``ctr_labels`` or ``sr_labels`` break their
             contract.
 
@@ -583,7 +583,7 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
     kd_name = settings.train.kd_loss
     data = load_training_data(settings, ds, labels=labels, need_ctr="ctr" in mix, need_sr="sr" in mix)
     balance = label_balance(settings, data)
-    if not balance["usable"] and "llm" in mix:  # a judge that says the same to every pair: its labels teach nothing
+    if not balance["usable"] and "llm" in mix:  # labels that teach nothing (training_data.label_balance)
         mix = [m for m in mix if m != "llm"]
         log.warning("student for %s: the llm task is dropped (%s); training on %s", ds, balance["why"], "+".join(mix))
         if not mix:

@@ -192,9 +192,9 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
     best checkpoint by held-out AUC, early stopping, step and wall-clock caps). The decision threshold that
     maximises F1 on the held-out split is stored with the model (``kp_model.json``, ``metrics.json``) and
     used by ``kp score``. Without ``out`` the version is committed to the registry and becomes ``CROSS_LATEST``
-    (unless that is of a later day: a backfill never moves it backwards). Label-store labels that are (almost) all
-    one class (``training_data.label_balance``, ``train.min_label_class_share``) train nothing: the stats say
-    ``skipped`` and why, ``version`` is None and ``CROSS_LATEST`` stays;
+    (unless that is of a later day: a backfill never moves it backwards). Label-store labels that teach nothing
+    (``training_data.label_balance``: one class, or a judge that does not tell CTR positives from random pairs)
+    train nothing: the stats say ``skipped`` and why, ``version`` is None and ``CROSS_LATEST`` stays;
     a version already in the registry (a rerun with the same inputs) is reused, never rewritten
     (``registry.reusable``; the stats have ``reused`` True).
 
@@ -203,7 +203,7 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
             local (registry) and no ``out`` is given.
         DataError: (exit 3) what ``training_data.load_training_data`` raises: no or too few labels, an unreadable
             or invalid ``labels`` file, a held-out split without test or train pairs; with ``out``, label-store
-            labels that are (almost) all one class.
+            labels that teach nothing (``training_data.label_balance``).
         SchemaError: (exit 3) the label store breaks contract ``llm_labels``.
 
     Training errors (torch, out of memory) propagate unchanged (exit 1); the temp directory is then removed
@@ -221,7 +221,7 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
     balance = label_balance(settings, data)
     if not balance["usable"] and out:  # asked for a model in a folder: nothing there would surprise the next step
         raise DataError(f"no cross-encoder written to {out}: {balance['why']}")
-    if not balance["usable"]:  # a judge that says the same to every pair: nothing to learn, CROSS_LATEST stays
+    if not balance["usable"]:  # labels that teach nothing: nothing to learn, CROSS_LATEST stays
         latest = registry.latest_cross(settings)
         log.warning("cross-encoder for %s not trained: %s; CROSS_LATEST stays %s", ds, balance["why"], latest)
         stats = {"version": None, "path": None, "skipped": True, "why": balance["why"], "label_balance": balance,

@@ -71,15 +71,14 @@ def judge_metrics(p_yes: np.ndarray, relevant: np.ndarray, threshold: float, bin
         ``pairs, relevant_share, auc`` (None when the truth has one class), ``yes_rate, agreement, precision``
         (None without a yes), ``recall`` (None without a relevant pair), ``mean_p_yes_relevant`` /
         ``_irrelevant``, ``calibration`` (``calibration_bins``) and ``ece``."""
-    from sklearn.metrics import roc_auc_score
+    from keyphrase_pipeline.models.metrics import auc_or_none
 
     p, y = np.asarray(p_yes, dtype=np.float64), np.asarray(relevant, dtype=bool)
     yes = p >= threshold
-    both = bool(y.any() and (~y).any())
     cal, ece = calibration_bins(p, y, bins)
     r4 = (lambda v: None if v is None else round(float(v), 4))
     return {"pairs": int(len(p)), "relevant_share": r4(y.mean() if len(y) else None),
-            "auc": r4(roc_auc_score(y, p) if both else None),
+            "auc": r4(auc_or_none(y, p)),
             "yes_rate": r4(yes.mean() if len(p) else None), "agreement": r4((yes == y).mean() if len(p) else None),
             "precision": r4((y & yes).sum() / yes.sum() if yes.any() else None),
             "recall": r4((y & yes).sum() / y.sum() if y.any() else None),

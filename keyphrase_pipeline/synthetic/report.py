@@ -123,7 +123,7 @@ def prepare(settings, ds: str | None = None, spark=None) -> tuple[str, str, list
         from keyphrase_pipeline.jobs import train_cross
 
         trained = train_cross.run(settings, ds)
-        if trained.get("skipped"):  # one-class labels (training_data.label_balance): nothing to compare
+        if trained.get("skipped"):  # labels that teach nothing (training_data.label_balance): nothing to compare
             raise DataError(f"the labels of {ds} cannot train the report's students: {trained['why']}")
         cross = trained["version"]
         done.append("train-cross")
@@ -420,10 +420,10 @@ def run(settings, ds: str | None = None, mixes=None, out: str | None = None, qui
     champion_before = registry.champion(settings)
     inputs = _evaluation_inputs(settings, ds, cross_version)
     items, kps = inputs["items"], inputs["kps"]
-    labels_judge = labels_vs_truth(settings, ds, world=inputs["world"])
     balance = label_balance(settings, inputs["data"])
     if not balance["usable"]:  # every llm arm would train without its labels: not the ablation asked for
         raise DataError(f"the labels of {ds} cannot train the report's students: {balance['why']}")
+    labels_judge = labels_vs_truth(settings, ds, world=inputs["world"])
     log.info("report for %s: mixes %s, kd losses %s on %s, seeds %s; %d items (%s), %d keyphrases, %d LLM test "
              "pairs", ds, mixes, kd_losses, kd_mix, seeds, len(items), items["bucket"].value_counts().to_dict(),
              len(kps), len(inputs["data"].llm_test))
@@ -617,6 +617,8 @@ def _t2_note(summary: dict) -> str:
     if not others or not judge.get("model"):
         return T2_NOTE
     return T2_NOTE_OTHER.format(labels=", ".join(f"{j['judge']} / {j['judge_model']}" for j in others))
+
+
 INTRO = ("Students trained on each label mix (Table 2 of LLMDistill4Ads) and with each distillation loss "
          "(Table 1), on the synthetic marketplace. The relevance judge of KP/PR/Pass@k is the SIMULATED LLM "
          "annotator (agrees with the hidden truth {acc:.0%} of the time), not a real LLM. Precision/recall are "

@@ -176,7 +176,7 @@ def metric_values(stats: dict) -> dict:
     for m in METRICS:
         st = stats.get(m["stage"])
         if m["key"] in ("challenger_f1", "champion_f1") and st and _get(st, "test_set.label_balance.usable") is False:
-            v = None  # F1 against one-class labels measures the judge, not the model: no figure, no false alarm
+            v = None  # F1 against labels that teach nothing measures the judge, not the model: no figure, no alarm
         elif m["key"] == "champion_f1":
             # the champion after the gate: the challenger when it was promoted, else the kept champion
             if st is None:
