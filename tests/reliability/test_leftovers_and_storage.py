@@ -115,6 +115,7 @@ def test_errors_that_only_mention_the_words_are_not_storage_errors(exc):
 
 def test_kp_exits_5_and_airflow_does_not_retry(monkeypatch, capsys, tmp_path):
     from keyphrase_pipeline.core import cli
+    from keyphrase_pipeline.core.settings import get_settings
     from keyphrase_pipeline.jobs import airflow_tasks, publish
 
     lake = tmp_path / "lake"
@@ -125,10 +126,14 @@ def test_kp_exits_5_and_airflow_does_not_retry(monkeypatch, capsys, tmp_path):
         raise RuntimeError(jvm)  # what a Py4JJavaError's text holds
 
     monkeypatch.setattr(publish, "run", full)
-    assert cli.main(["publish", "--ds", "2026-10-05"]) == 5
-    err = capsys.readouterr().err
-    assert "disk full" in err and f"file:{lake}/ctr_labels" in err
-    from airflow.sdk.exceptions import AirflowFailException
+    get_settings.cache_clear()  # an earlier test's settings (another lake) may be cached: the error names this lake
+    try:
+        assert cli.main(["publish", "--ds", "2026-10-05"]) == 5
+        err = capsys.readouterr().err
+        assert "disk full" in err and f"file:{lake}/ctr_labels" in err
+        from airflow.sdk.exceptions import AirflowFailException
 
-    with pytest.raises(AirflowFailException, match="StorageError.*disk full.*not retried"):
-        airflow_tasks.run_stage("publish", {}, "2026-10-05")
+        with pytest.raises(AirflowFailException, match="StorageError.*disk full.*not retried"):
+            airflow_tasks.run_stage("publish", {}, "2026-10-05")
+    finally:
+        get_settings.cache_clear()
