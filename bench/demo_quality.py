@@ -1,11 +1,11 @@
 """Does the demo's champion still beat a CTR-only student against the synthetic truth?
 
 ``kp demo`` retrains on its last day with a warm start (the champion and ``CROSS_LATEST`` of an earlier day,
-``keyphrase_pipeline.jobs.airflow_tasks.DEMO_TRAIN_BUDGET``: 60 cross-encoder and 100 student steps instead of
+``keyphrase_pipeline.orchestration.run_settings.DEMO_TRAIN_BUDGET``: 60 cross-encoder and 100 student steps instead of
 150 and 250 from the base encoder). This script checks what that costs in quality, on the lake a demo left:
 
 * every model given (``--model NAME=DIR``; default: the lake's champion) is evaluated with
-  ``keyphrase_pipeline.jobs.evaluate.evaluate_model`` on the day's stable held-out LLM pairs and against the
+  ``keyphrase_pipeline.stages.evaluate.evaluate_model`` on the day's stable held-out LLM pairs and against the
   world's TRUE relevance (F1, AUC, recall@K of truly relevant keyphrases for head and rarely exposed tail items:
   the figures the DAG's evaluate stage logs);
 * a CTR-only student (``label_mix=ctr``) is trained from the base encoder at the demo's cold budget
@@ -68,14 +68,16 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from keyphrase_pipeline.jobs import airflow_tasks as at, registry, train_bi
-    from keyphrase_pipeline.jobs.evaluate import evaluate_model
-    from keyphrase_pipeline.jobs.training_data import load_training_data
+    from keyphrase_pipeline.artifacts import registry
+    from keyphrase_pipeline.labels.training_data import load_training_data
+    from keyphrase_pipeline.orchestration import run_settings
+    from keyphrase_pipeline.stages import train_bi
+    from keyphrase_pipeline.stages.evaluate import evaluate_model
     from keyphrase_pipeline.synthetic.report import restore_day_stats
 
     settings = load_settings().with_overrides(**{"lake_root": str(Path(args.lake).resolve()),
-                                                 "truth_provider": at.DEMO_TRUTH_PROVIDER,
-                                                 **at.DEMO_TRAIN_BUDGET})
+                                                 "truth_provider": run_settings.DEMO_TRUTH_PROVIDER,
+                                                 **run_settings.DEMO_TRAIN_BUDGET})
     lake = Lake.from_settings(settings)
     days = lake.partitions("events")
     if not days or not lake.exists(layout.synth_world_meta_path(lake)):
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not champ:
             raise SystemExit(f"{settings.lake_root} has no champion yet: run `kp demo` first, or pass --model NAME=DIR")
         models = {f"champion {champ}": layout.model_dir(settings, champ)}
-    from keyphrase_pipeline.jobs.label_store import read_labels
+    from keyphrase_pipeline.labels.store import read_labels
 
     stored = read_labels(settings, upto_ds=ds)
     judges = sorted({f"{j}/{m}" for j, m in zip(stored["judge"], stored["judge_model"])})

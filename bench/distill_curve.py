@@ -30,7 +30,6 @@ sys.path.insert(0, str(REPO))
 
 from keyphrase_pipeline.core.settings import load_settings  # noqa: E402
 
-
 # The runs behind docs/TRAINING.md's distillation tables (bench/results/distill_sweep/<stem>.json; one seed, one
 # teacher per world): world -> (file stem, the row's name). ``--sweep-table WORLD`` prints a world's table.
 SWEEPS = {
@@ -54,7 +53,7 @@ RESULTS = REPO / "bench" / "results" / "distill_sweep"
 
 def sweep_table(world: str = "attr", results_dir: Path = RESULTS) -> str:
     """docs/TRAINING.md's distillation table of ``world`` from its committed ``SWEEPS`` result files (those present)."""
-    from keyphrase_pipeline.jobs.eval_labels import breakdown_table
+    from keyphrase_pipeline.commands.eval_labels import breakdown_table
 
     runs = [(name, json.loads((results_dir / f"{stem}.json").read_text())) for stem, name in SWEEPS[world]
             if (results_dir / f"{stem}.json").exists()]
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(sweep_table(args.sweep_table))
         return {}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from keyphrase_pipeline.jobs import eval_labels
+    from keyphrase_pipeline.commands import eval_labels
 
     seeds = [int(x) for x in args.seeds.split(",")]
     ratios = [float(x) for x in args.ratios.split(",")]

@@ -4,7 +4,7 @@ Same texts, same exported tower (the real all-MiniLM-L6-v2 base encoder, ``serve
 
 - baseline: the tower in-process (``keyphrase_pipeline.models.onnx_tower.OnnxTower``), one session with
   ``--cores`` intra-op threads: the best one process can do on this machine;
-- ours: ``keyphrase_pipeline.jobs.embed.run(full=True)`` on ``local[<cores>]``, timed from after the
+- ours: ``keyphrase_pipeline.stages.embed.run(full=True)`` on ``local[<cores>]``, timed from after the
   source texts are read to the checked output (inference, the shuffle into output files, the atomic
   write and the read-back check); the JVM start and the source pass are excluded;
 
@@ -41,12 +41,13 @@ def build_lake(root: Path, n_items: int, cores: int, batch_size: int):
     """Settings for a lake at ``root`` holding ``n_items`` catalog rows, a keyphrase list and the base encoder
     registered and exported as the champion ``v0`` at 64-d."""
     import pandas as pd
-
     from embed import make_texts
+
+    from keyphrase_pipeline.artifacts import registry
     from keyphrase_pipeline.core.lake import Lake, write_parquet_atomic
     from keyphrase_pipeline.core.settings import load_settings
-    from keyphrase_pipeline.jobs import export, registry
     from keyphrase_pipeline.models.base import default_encoder_path
+    from keyphrase_pipeline.stages import export
 
     settings = load_settings(lake_root=str(root), spark={"master": f"local[{cores}]", "driver_memory": "2g"},
                              serve={"dim": 64, "quantize": False, "embed_batch_size": batch_size})
@@ -69,7 +70,7 @@ def build_lake(root: Path, n_items: int, cores: int, batch_size: int):
 
 def timed_embed(settings, spark) -> tuple[float, dict]:
     """Seconds of inference, vector check and write (``write_seconds`` in the stats) and the stats, for a full embed."""
-    from keyphrase_pipeline.jobs import embed
+    from keyphrase_pipeline.stages import embed
 
     stats = embed.run(settings, DS, "items", full=True, spark=spark)
     return stats["write_seconds"], stats
@@ -83,8 +84,8 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args(argv)
 
-    from keyphrase_pipeline.core.layout import onnx_dir
     from keyphrase_pipeline.core.lake import Lake, read_parquet
+    from keyphrase_pipeline.core.layout import onnx_dir
     from keyphrase_pipeline.core.spark import get_spark
     from keyphrase_pipeline.models.onnx_tower import OnnxTower
     from keyphrase_pipeline.models.text import item_text

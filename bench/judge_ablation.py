@@ -38,7 +38,7 @@ def judge_quality(lake: str, as_iid: bool = False) -> dict:
 
     from keyphrase_pipeline.core.lake import Lake
     from keyphrase_pipeline.core.settings import load_settings
-    from keyphrase_pipeline.jobs.label_store import read_labels, write_label_table
+    from keyphrase_pipeline.labels.store import read_labels, write_label_table
     from keyphrase_pipeline.synthetic.judge_quality import labels_vs_truth
     from keyphrase_pipeline.synthetic.world import World, simulated_p_yes
 

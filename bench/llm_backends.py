@@ -65,11 +65,11 @@ def main() -> int:
 
     from keyphrase_pipeline.core.errors import ConfigError
     from keyphrase_pipeline.core.settings import load_settings
-    from keyphrase_pipeline.jobs.judges import vllm_server as vs
-    from keyphrase_pipeline.jobs.judges.openai_judge import OpenAIJudge
-    from keyphrase_pipeline.jobs.judges.prompt import build_prompts
-    from keyphrase_pipeline.jobs.judges.smollm2 import DEFAULT_DIR, ensure_smollm2
-    from keyphrase_pipeline.jobs.judges.transformers_judge import TransformersJudge
+    from keyphrase_pipeline.labels.judges import vllm_server as vs
+    from keyphrase_pipeline.labels.judges.openai_judge import OpenAIJudge
+    from keyphrase_pipeline.labels.judges.prompt import build_prompts
+    from keyphrase_pipeline.labels.judges.smollm2 import DEFAULT_DIR, ensure_smollm2
+    from keyphrase_pipeline.labels.judges.transformers_judge import TransformersJudge
     from keyphrase_pipeline.synthetic.synth_labels import world_pairs
 
     base = load_settings().with_overrides(**{"judge.vllm.dtype": "float32", "judge.vllm.max_model_len": 1024})

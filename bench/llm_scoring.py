@@ -6,7 +6,7 @@ Same model, same prompts, same batch size, measured in the same run:
   ``logits_to_keep=1``, P(yes) from the yes/no token probabilities;
 * ``generate`` — the usual way: ``model.generate(max_new_tokens=m, do_sample=False)`` for m = 1, 2, 3,
   then parse the decoded text for yes/no (the baseline; ``generate_per_s`` is m = 3);
-* ``rerun``    — ``kp label`` on a shard twice through the label store: judge calls on the rerun (0).
+* ``rerun``    — ``kp llm-label`` on a shard twice through the label store: judge calls on the rerun (0).
 
 With ``--world LAKE`` (a synthetic world's lake) it also scores ``--truth-pairs`` pairs (half truly
 relevant) and reports the judge's agreement with the world's truth.
@@ -53,10 +53,8 @@ def world_pairs(lake_root: str, n: int, seed: int = 0):
     import numpy as np
     import pandas as pd
 
+    from keyphrase_pipeline.core.lake import Lake, read_parquet
     from keyphrase_pipeline.synthetic.world import World
-    from keyphrase_pipeline.core.lake import Lake
-
-    from keyphrase_pipeline.core.lake import read_parquet
 
     lake = Lake(lake_root)
     world = World.load(lake)
@@ -127,9 +125,9 @@ def main(argv=None) -> dict:
     import torch
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    from keyphrase_pipeline.jobs.judges.smollm2 import DEFAULT_DIR, build_tiny_lm, ensure_smollm2
-    from keyphrase_pipeline.jobs.judges.transformers_judge import TransformersJudge
     from keyphrase_pipeline.core.settings import load_settings
+    from keyphrase_pipeline.labels.judges.smollm2 import DEFAULT_DIR, build_tiny_lm, ensure_smollm2
+    from keyphrase_pipeline.labels.judges.transformers_judge import TransformersJudge
 
     tmp = Path(tempfile.mkdtemp(prefix="kp-bench-llm-"))
     if args.quick:
@@ -140,7 +138,7 @@ def main(argv=None) -> dict:
     settings = load_settings(lake_root=str(tmp / "lake"), judge={"backend": "transformers", "model": str(model_dir),
                                                                    "batch_size": args.batch_size, "concurrency": 1, "device": "auto"})
     judge = TransformersJudge(settings)
-    from keyphrase_pipeline.jobs.judges.prompt import build_prompts
+    from keyphrase_pipeline.labels.judges.prompt import build_prompts
 
     pairs = world_pairs(args.world, n, seed=1) if args.world else synthetic_pairs(n)
     prompts = build_prompts(pairs, settings)
@@ -161,10 +159,10 @@ def main(argv=None) -> dict:
     answered = [i for i, a in enumerate(parsed) if a is not None]
 
     # the label store on a rerun: label a shard twice, count judge calls
-    from keyphrase_pipeline.jobs import llm_label
-    from keyphrase_pipeline.jobs.label_store import pair_keys
-    from keyphrase_pipeline.jobs.select_pairs import _write_shards
     from keyphrase_pipeline.core.lake import Lake
+    from keyphrase_pipeline.labels.store import pair_keys
+    from keyphrase_pipeline.stages import llm_label
+    from keyphrase_pipeline.stages.select_pairs import _write_shards
 
     class Counting:
         def __init__(self, inner):

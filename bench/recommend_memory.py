@@ -1,4 +1,4 @@
-"""Benchmark: peak memory of ``kp recommend``, streamed (``keyphrase_pipeline.jobs.recommend.run``) vs the old
+"""Benchmark: peak memory of ``kp recommend``, streamed (``keyphrase_pipeline.stages.recommend.run``) vs the old
 load-everything approach (``read_parquet`` + ``np.stack`` + one in-memory result, sorted, then written), at two
 catalog sizes, same lake, same index, same run.
 
@@ -52,9 +52,9 @@ def _unit(rng, n: int):
 def build_lake(lake_root: str, sizes: list[int], n_keyphrases: int, file_rows: int, row_group: int, batch_rows: int):
     """Stage one index build per size (day ``2026-01-0<i+1>``, model ``bench-<n>``) and its item embeddings;
     returns ``[(n, ds), ...]``. Generates and writes one file at a time (the parent never holds all vectors)."""
+    import faiss
     import numpy as np
     import pandas as pd
-    import faiss
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -106,7 +106,8 @@ def baseline_run(settings, ds: str) -> dict:
     from keyphrase_pipeline.core.contracts import check_pandas
     from keyphrase_pipeline.core.lake import Lake, read_parquet, write_parquet_atomic
     from keyphrase_pipeline.core.layout import embeddings_dir
-    from keyphrase_pipeline.jobs.recommend import load_build, search_batch
+    from keyphrase_pipeline.models.topk import search_batch
+    from keyphrase_pipeline.stages.recommend import load_build
 
     s = settings.serve
     lake = Lake.from_settings(settings)
@@ -130,7 +131,7 @@ def child(mode: str, lake_root: str, ds: str, batch_rows: int) -> dict:
     """One measured run in this (fresh) process; returns its figures (RSS in MiB, seconds)."""
     import psutil
 
-    from keyphrase_pipeline.jobs import recommend
+    from keyphrase_pipeline.stages import recommend
 
     s = _settings(lake_root, batch_rows)
     recommend.load_build(s, ds)  # imports faiss/pandas/pyarrow and reads the index once: the shared floor

@@ -13,7 +13,7 @@ For each size (items; keyphrases and searches/day scale as ``kp synth`` scales t
    default), ``merge-labels``, on training days ``train-cross``, ``train-bi --cross V``, ``evaluate
    --candidate V``, then ``export``, ``embed --what items``, ``embed --what keyphrases``, ``index``,
    ``recommend``, ``publish``. Whether a day trains is the DAG's own decision
-   (``keyphrase_pipeline.jobs.airflow_tasks.plan_day``: no champion yet, or ``is_training_day`` with
+   (``keyphrase_pipeline.orchestration.planning.plan_day``: no champion yet, or ``is_training_day`` with
    ``train.retrain_every_days``; the setting's default 1 trains every day).
    Training runs at a fixed step budget (``train.cross_max_steps`` / ``train.bi_max_steps`` =
    ``--train-steps``, ``train.epochs`` and ``train.bi_epochs`` 10 as the demo, so the step cap decides), the real
@@ -107,7 +107,7 @@ STAGES: dict[str, tuple] = {
     "ctr_labels": ("ctr_labels", _key("rows_in"), _key("pairs"), True),
     "select_pairs": ("select_pairs", _sum_of("candidates"), _key("pairs"), True),
     "label": (None, _key("pairs"), _key("judged"), True),
-    "merge_labels": ("llm_labels", _key("staged_rows", "rows"), _key("rows"), True),
+    "merge_labels": ("merge_labels", _key("staged_rows", "rows"), _key("rows"), True),
     "train_cross": ("train_cross", _key("train_rows"), _none, True),
     "train_bi": ("train_bi", _sum_of("task_rows"), _none, True),
     "evaluate": ("evaluate", lambda st: _key("llm_test_rows")(st.get("test_set") or {}), _none, True),
@@ -481,9 +481,9 @@ def parse_stdout_json(text: str) -> dict:
 
 
 def kp_command() -> list[str]:
-    """``kp`` next to this Python (the installed entry point), else ``python -m keyphrase_pipeline.core.cli``."""
+    """``kp`` next to this Python (the installed entry point), else ``python -m keyphrase_pipeline.cli``."""
     kp = Path(sys.executable).parent / "kp"
-    return [str(kp)] if kp.exists() else [sys.executable, "-m", "keyphrase_pipeline.core.cli"]
+    return [str(kp)] if kp.exists() else [sys.executable, "-m", "keyphrase_pipeline.cli"]
 
 
 class World:
@@ -491,7 +491,7 @@ class World:
 
     def __init__(self, items: int, workdir: Path, args):
         from keyphrase_pipeline.core.settings import load_settings, settings_env
-        from keyphrase_pipeline.jobs import airflow_tasks as at
+        from keyphrase_pipeline.orchestration import run_settings
 
         self.items = items
         self.dir = workdir / f"items_{items}"
@@ -501,10 +501,10 @@ class World:
         overrides = {
             "ctr.window_days": args.window_days, "synth.days": args.window_days + 2, "synth.scale": str(items),
             "train.cross_max_steps": args.train_steps, "train.bi_max_steps": args.train_steps,
-            "train.epochs": at.DEMO_TRAIN_BUDGET["train.epochs"],
-            "train.bi_epochs": at.DEMO_TRAIN_BUDGET["train.bi_epochs"],
+            "train.epochs": run_settings.DEMO_TRAIN_BUDGET["train.epochs"],
+            "train.bi_epochs": run_settings.DEMO_TRAIN_BUDGET["train.bi_epochs"],
             "spark.master": args.master,
-            "truth_provider": at.DEMO_TRUTH_PROVIDER,  # demo mode: evaluation against the world's truth
+            "truth_provider": run_settings.DEMO_TRUTH_PROVIDER,  # demo mode: evaluation against the world's truth
         }
         if args.retrain_every_days:
             overrides["train.retrain_every_days"] = args.retrain_every_days
@@ -518,15 +518,15 @@ class World:
         self.args = args
 
     def plan(self, ds: str) -> dict:
-        """The DAG's plan for ``ds`` (``airflow_tasks.plan_day`` with this world's settings)."""
+        """The DAG's plan for ``ds`` (``planning.plan_day`` with this world's settings)."""
         from keyphrase_pipeline.core.settings import get_settings
-        from keyphrase_pipeline.jobs import airflow_tasks as at
+        from keyphrase_pipeline.orchestration import planning
 
         saved = {k: os.environ.get(k) for k in self.env if k.startswith("KP_")}
         os.environ.update({k: v for k, v in self.env.items() if k.startswith("KP_")})
         get_settings.cache_clear()
         try:
-            return at.plan_day({"ds": ds})
+            return planning.plan_day({"ds": ds})
         finally:
             for k, v in saved.items():
                 if v is None:
@@ -633,12 +633,12 @@ def run_world(items: int, workdir: Path, args, lines: list[dict]) -> bool:
         plan = w.plan(ds)
         log(f"day {day} ds={ds}: train={plan['train']} ({plan['train_reason']})")
 
-        def stage(name, argv, tag=""):
+        def stage(name, argv, tag="", day=day, ds=ds):
             m = w.run_stage(name, day, ds, argv, tag)
             log(f"day {day} {name}{tag}: rc={m['returncode']} wall={m['wall_s']}s cpu={m['cpu_s']}s")
             return m
 
-        def done(name, ms, **extra) -> bool:
+        def done(name, ms, *, day=day, **extra) -> bool:
             line = make_line(name, items, day, ms)
             line.update(extra)
             emit(line, lines)

@@ -15,7 +15,8 @@ The cost model, stated so it can be checked:
   measured (day 2, the incremental daily run, for the daily cost; day 1 for the first run, the backfill) and
   extrapolated to ``TARGET["items"]``; the CTR stage's first run aggregates every day of the window, so its
   day-1 fit (measured with the run's ``window_days``, 7) is scaled by ``TARGET["window_days"]`` / that window
-  for the first-run column; its daily cost (the sliding window: one new day) does not depend on the window; keyphrases and searches grow with items as ``kp synth`` grows them
+  for the first-run column; its daily cost (the sliding window: one new day) does not depend on the window;
+  keyphrases and searches grow with items as ``kp synth`` grows them
   (``synth.resolve_scale``), which gives 2M keyphrases at 20M items, twice the target's, so keyphrase-bound
   stages are over- rather than under-estimated. A stage whose time exponent between the two largest sizes is
   above 1.1 is marked: a linear fit underestimates it;
@@ -90,7 +91,7 @@ def stage_table(doc: dict) -> list[str]:
     sizes = sorted({k[1] for k in by})
     big = sizes[-1] if sizes else None
     head = ("| stage | " + " | ".join(f"day 1 wall s, {n:,} items" for n in sizes)
-            + f" | cores used | driver / worker peak RSS MB | Spark tasks | exponent | day 2 / day 1 |")
+            + " | cores used | driver / worker peak RSS MB | Spark tasks | exponent | day 2 / day 1 |")
     out = [head, "|" + "---|" * (len(sizes) + 6)]
     flagged = set(s.get("flags", {}).get("time_exponent_above_1.1", []))
     mem_flag = set(s.get("flags", {}).get("memory_grows_with_items", []))

@@ -3,7 +3,7 @@
 
 Every day at 02:00 UTC this DAG processes **the previous day** (`ds` = the data interval's start):
 
-1. **ctr** - Spark job (`spark-submit keyphrase_pipeline/jobs/ctr_labels.py`, connection `spark_default`): 30-day CTR labels.
+1. **ctr** - Spark job (`spark-submit jobs/ctr_labels.py`, connection `spark_default`): 30-day CTR labels.
 2. **llm_labels** - choose the day's pairs minus those already judged, label them with the LLM judge
    fanned out over shards (mapped task, pool `llm`, queue `gpu`), merge the shards into the label store.
 3. **train** - on training days only (`train.retrain_every_days`, or the `force_retrain` param, or when
@@ -27,7 +27,7 @@ from pathlib import Path
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, TriggerRule, get_current_context, task
 
-from keyphrase_pipeline.jobs import airflow_tasks as at
+from keyphrase_pipeline.orchestration import planning, spark_submit, tasks
 
 DS = "{{ ti.xcom_pull(task_ids='plan.plan_day')['ds'] }}"
 JOIN = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
@@ -42,8 +42,8 @@ with DAG(
     max_active_runs=1,
     dagrun_timeout=dt.timedelta(hours=20),
     tags=["keyphrases", "ads", "llm-distillation", "spark", "daily"],
-    default_args={"owner": at.DAG_OWNER, "on_failure_callback": at.log_task_failure, **at.stage_args("plan")},
-    on_failure_callback=at.log_dag_failure,
+    default_args={"owner": tasks.DAG_OWNER, "on_failure_callback": tasks.log_task_failure, **tasks.stage_args("plan")},
+    on_failure_callback=tasks.log_dag_failure,
     params={
         "ds": Param(None, type=["null", "string"], format="date", title="Day (ds)",
                     description="Process this day (YYYY-MM-DD) instead of the data interval's start."),
@@ -69,18 +69,18 @@ with DAG(
 
         @task(doc_md="Resolve `ds` (param or data interval start), and decide labelling/training for the run.")
         def plan_day(params=None, data_interval_start=None, logical_date=None, run_after=None):
-            return at.plan_day(params, data_interval_start, logical_date, run_after)
+            return planning.plan_day(params, data_interval_start, logical_date, run_after)
 
         @task(doc_md="Demo only: generate the synthetic world at the `scale` param if the lake has no catalog.",
-              **at.stage_args("synth", retries=1))
+              **tasks.stage_args("synth", retries=1))
         def ensure_world(plan: dict, params=None):
-            return at.ensure_world(params, plan["ds"])
+            return planning.ensure_world(params, plan["ds"])
 
         @task.sensor(doc_md="Wait for the day's raw input (events, catalog snapshot, keyphrases; `kp inputs`): "
                             "checked every `dag.input_poke_minutes` without holding a worker slot, failed after "
-                            "`dag.input_wait_hours`.", **at.input_sensor_args())
+                            "`dag.input_wait_hours`.", **planning.input_sensor_args())
         def wait_for_input(plan: dict, params=None):
-            return at.wait_for_input(params, plan["ds"])
+            return planning.wait_for_input(params, plan["ds"])
 
         plan = plan_day()
         world = ensure_world(plan)
@@ -89,17 +89,16 @@ with DAG(
 
     # ---- ctr: Spark job ------------------------------------------------------------------------------
     with TaskGroup("ctr", tooltip="Spark: daily aggregate and 30-day CTR labels") as ctr_group:
-        ctr_labels = at.SparkSubmitStage(  # a SparkSubmitOperator; exit codes 2-4 fail without retry
+        ctr_labels = spark_submit.SparkSubmitStage(  # a SparkSubmitOperator; exit codes 2-4 fail without retry
             task_id="ctr_labels",
-            doc_md="`spark-submit keyphrase_pipeline/jobs/ctr_labels.py --ds D` on connection `spark_default` "
+            doc_md="`spark-submit jobs/ctr_labels.py --ds D` on connection `spark_default` "
                    "(local[*] here, a Spark master in compose/production).",
-            application=at.spark_application("ctr_labels"),
+            application=spark_submit.spark_application("ctr_labels"),
             application_args=["--ds", DS],
             conn_id="spark_default",
             name="kp-ctr-labels",
             conf={"spark.ui.enabled": "false", "spark.sql.session.timeZone": "UTC"},
-            outlets=[at.asset("ctr_labels")],
-            **at.stage_args("ctr_labels"),
+            **tasks.task_args("ctr_labels"),
         )
 
     # ---- llm_labels: select, judge (fan-out), merge --------------------------------------------------
@@ -111,9 +110,9 @@ with DAG(
 
         @task(doc_md="Spark: the day's pairs (CTR positives, unexposed top-K, hard negatives, random) "
                      "minus those already labelled, in shards.",
-              outlets=[at.asset("pairs")], **at.stage_args("select_pairs"))
+              **tasks.task_args("select_pairs"))
         def select_pairs(plan: dict, params=None):
-            return at.run_stage("select_pairs", params, plan["ds"])
+            return tasks.run_stage("select_pairs", params, plan["ds"])
 
         @task(doc_md="The shard numbers to fan out over (one mapped labelling task each).")
         def shards(metrics: dict):
@@ -121,23 +120,23 @@ with DAG(
 
         @task(doc_md="Judge one shard with the configured LLM (pool `llm`, queue `gpu`). Shards already "
                      "labelled are not paid for twice.",
-              pool=at.LLM_POOL, queue=at.GPU_QUEUE, map_index_template="shard {{ shard }}",
-              **at.stage_args("llm_label", retries=3))
-        def label_shard(plan: dict, shard: int, params=None):
+              pool=tasks.LLM_POOL, queue=tasks.GPU_QUEUE, map_index_template="shard {{ shard }}",
+              **tasks.task_args("llm_label", retries=3))
+        def llm_label(plan: dict, shard: int, params=None):
             get_current_context()["shard"] = shard  # names the mapped instance in the UI
-            return at.run_stage("llm_label", params, plan["ds"], shard=int(shard))
+            return tasks.run_stage("llm_label", params, plan["ds"], shard=int(shard))
 
         @task(doc_md="Merge the day's labelled shards into the label store (append-only by day).",
-              trigger_rule=JOIN, outlets=[at.asset("llm_labels")], **at.stage_args("label_store"))
+              trigger_rule=JOIN, **tasks.task_args("merge_labels"))
         def merge_labels(params=None, ti=None):
             # the plan is pulled, not passed: an XComArg edge from plan_day would satisfy the join's
             # "one success" and run the merge on days the group was skipped
             plan = ti.xcom_pull(task_ids="plan.plan_day")
-            return at.run_stage("label_store", params, plan["ds"])
+            return tasks.run_stage("merge_labels", params, plan["ds"])
 
         skipped = EmptyOperator(task_id="skipped", doc_md="Labelling skipped by the `skip_llm` param.")
         pairs = select_pairs(plan)
-        labelled = label_shard.partial(plan=plan).expand(shard=shards(pairs))
+        labelled = llm_label.partial(plan=plan).expand(shard=shards(pairs))
         merged = merge_labels()
         gate(plan) >> [pairs, skipped]
         [pairs, labelled] >> merged
@@ -150,21 +149,21 @@ with DAG(
         def decide(plan: dict):
             return "train.train_cross" if plan["train"] else "train.skip_training"
 
-        @task(doc_md="Fine-tune the cross-encoder assistant on the LLM labels.", queue=at.GPU_QUEUE,
-              outlets=[at.asset("cross_encoder")], **at.stage_args("train_cross"))
+        @task(doc_md="Fine-tune the cross-encoder assistant on the LLM labels.", queue=tasks.GPU_QUEUE,
+              **tasks.task_args("train_cross"))
         def train_cross(plan: dict, params=None):
-            return at.run_stage("train_cross", params, plan["ds"])
+            return tasks.run_stage("train_cross", params, plan["ds"])
 
         @task(doc_md="Train the bi-encoder student multi-task (CTR MNRL, LLM contrastive, cross-encoder "
-                     "Pearson KD), Matryoshka dims.", queue=at.GPU_QUEUE,
-              outlets=[at.asset("bi_encoder")], **at.stage_args("train_bi"))
+                     "Pearson KD), Matryoshka dims.", queue=tasks.GPU_QUEUE,
+              **tasks.task_args("train_bi"))
         def train_bi(plan: dict, cross: dict, params=None):
-            return at.run_stage("train_bi", params, plan["ds"], cross=at.cross_ref(cross))
+            return tasks.run_stage("train_bi", params, plan["ds"], cross=tasks.cross_ref(cross))
 
         @task(doc_md="Evaluate the challenger against the champion; promote it if it wins (or `force_promote`).",
-              outlets=[at.asset("champion")], **at.stage_args("evaluate"))
+              **tasks.task_args("evaluate"))
         def evaluate(plan: dict, bi: dict, params=None):
-            return at.run_stage("evaluate", params, plan["ds"], candidate=(bi or {}).get("version"),
+            return tasks.run_stage("evaluate", params, plan["ds"], candidate=(bi or {}).get("version"),
                                 force_promote=plan["force_promote"])
 
         skip_training = EmptyOperator(task_id="skip_training",
@@ -178,44 +177,44 @@ with DAG(
     with TaskGroup("serve", tooltip="ONNX towers, embeddings, FAISS index, recommendations, publish") as serve_group:
 
         @task(doc_md="Export the champion's towers to ONNX (verified against torch).", trigger_rule=JOIN,
-              outlets=[at.asset("onnx_towers")], **at.stage_args("export"))
+              **tasks.task_args("export"))
         def export(plan: dict, params=None):
-            return at.run_stage("export", params, plan["ds"])
+            return tasks.run_stage("export", params, plan["ds"])
 
         @task(doc_md="Spark + ONNX Runtime: embed items (new/changed only unless `full_reembed`).",
-              queue=at.GPU_QUEUE, outlets=[at.asset("item_embeddings")], **at.stage_args("embed"))
+              queue=tasks.GPU_QUEUE, **tasks.task_args("embed", variant="items"))
         def embed_items(plan: dict, params=None):
-            return at.run_stage("embed", params, plan["ds"], what="items", full=bool(plan["full_reembed"]))
+            return tasks.run_stage("embed", params, plan["ds"], what="items", full=bool(plan["full_reembed"]))
 
         @task(doc_md="Spark + ONNX Runtime: embed keyphrases (new/changed only unless `full_reembed`).",
-              queue=at.GPU_QUEUE, outlets=[at.asset("keyphrase_embeddings")], **at.stage_args("embed"))
+              queue=tasks.GPU_QUEUE, **tasks.task_args("embed", variant="keyphrases"))
         def embed_keyphrases(plan: dict, params=None):
-            return at.run_stage("embed", params, plan["ds"], what="keyphrases", full=bool(plan["full_reembed"]))
+            return tasks.run_stage("embed", params, plan["ds"], what="keyphrases", full=bool(plan["full_reembed"]))
 
         @task(doc_md="Build the FAISS keyphrase index and measure its recall@K (refuses below the floor).",
-              outlets=[at.asset("keyphrase_index")], **at.stage_args("index"))
-        def build_index(plan: dict, params=None):
-            return at.run_stage("index", params, plan["ds"])
+              **tasks.task_args("index"))
+        def index(plan: dict, params=None):
+            return tasks.run_stage("index", params, plan["ds"])
 
         @task(doc_md="Top-K keyphrases per item from the index.",
-              outlets=[at.asset("recommendations")], **at.stage_args("recommend"))
+              **tasks.task_args("recommend"))
         def recommend(plan: dict, params=None):
-            return at.run_stage("recommend", params, plan["ds"])
+            return tasks.run_stage("recommend", params, plan["ds"])
 
         @task(doc_md="Publish index, towers and recommendations as a new serving version (atomic switch).",
-              outlets=[at.asset("serving")], **at.stage_args("publish"))
+              **tasks.task_args("publish"))
         def publish(plan: dict, params=None):
-            return at.run_stage("publish", params, plan["ds"])
+            return tasks.run_stage("publish", params, plan["ds"])
 
         exported = export(plan)
         items = embed_items(plan)
         keyphrases = embed_keyphrases(plan)
-        index = build_index(plan)
+        indexed = index(plan)
         recs = recommend(plan)
         published = publish(plan)
         exported >> [items, keyphrases]
-        keyphrases >> index
-        [items, index] >> recs >> published
+        keyphrases >> indexed
+        [items, indexed] >> recs >> published
 
     # ---- wiring between groups ----------------------------------------------------------------------
     ready >> ctr_labels >> llm_group

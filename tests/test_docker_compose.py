@@ -55,7 +55,8 @@ def test_airflow_runs_celery_on_postgres_and_redis(compose):
     for name in AIRFLOW_SERVICES:
         env = services[name]["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
-        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://") and "@postgres/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+        conn = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+        assert conn.startswith("postgresql+psycopg2://") and "@postgres/" in conn
         assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://") and "@redis:6379" in env["AIRFLOW__CELERY__BROKER_URL"]
         assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/keyphrase/dags"
         assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == "/opt/keyphrase/plugins"

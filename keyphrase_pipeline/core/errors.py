@@ -1,4 +1,4 @@
-"""Exceptions with meaning: each maps to a `kp` exit code (see keyphrase_pipeline.core.cli)."""
+"""Exceptions with meaning: each maps to a `kp` exit code (see keyphrase_pipeline.cli)."""
 
 
 class KPError(Exception):

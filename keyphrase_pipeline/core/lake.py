@@ -92,6 +92,9 @@ def local_path(uri: str) -> Path:
     return Path(uri[7:] if uri.startswith("file://") else uri)
 
 
+#: run stats name -> its former name: days recorded before the rename are read under the old file name
+RENAMED_RUN_STATS = {"merge_labels": "llm_labels"}
+
 class Lake:
     """Paths of every dataset, and atomic writes into them."""
 
@@ -161,11 +164,20 @@ class Lake:
         return self.path("runs", ds=ds)
 
     def run_stats_path(self, ds: str | dt.date, stage: str) -> str:
-        return f"{self.run_stats_dir(ds)}/{stage}.json"
+        """``runs/ds=D/<stage>.json``; for a day recorded before a stage was renamed (``RENAMED_RUN_STATS``), the
+        file under its former name when only that one exists."""
+        return self._renamed_or(f"{self.run_stats_dir(ds)}/{{}}.json", stage)
+
+    def _renamed_or(self, pattern: str, stage: str) -> str:
+        path = pattern.format(stage)
+        former = RENAMED_RUN_STATS.get(stage)
+        if former and not self.exists(path) and self.exists(pattern.format(former)):
+            return pattern.format(former)
+        return path
 
     def write_run_stats(self, ds: str | dt.date, stage: str, stats: dict) -> str:
         """Record a stage's run stats for the day (read by the UI, the demo summary and the report)."""
-        path = self.run_stats_path(ds, stage)
+        path = f"{self.run_stats_dir(ds)}/{stage}.json"
         self.write_json(path, {"stage": stage, "ds": ds_str(ds), "written_at": dt.datetime.now(dt.UTC).isoformat(), **stats})
         return path
 
@@ -188,12 +200,12 @@ class Lake:
 
     def run_failure_path(self, ds: str | dt.date, stage: str) -> str:
         """``runs/ds=D/_failed/<stage>.json``: the last failure of a stage's task for the day (run stats exist only
-        for stages that finished; the wrappers in ``keyphrase_pipeline.jobs.airflow_tasks`` record failures here)."""
-        return f"{self.run_stats_dir(ds)}/{RUN_FAILURES}/{stage}.json"
+        for stages that finished; the task wrappers in ``keyphrase_pipeline.orchestration`` record failures here)."""
+        return self._renamed_or(f"{self.run_stats_dir(ds)}/{RUN_FAILURES}/{{}}.json", stage)
 
     def write_run_failure(self, ds: str | dt.date, stage: str, record: dict) -> str:
         """Record that a stage's task failed for the day (replacing the previous failure record of that stage)."""
-        path = self.run_failure_path(ds, stage)
+        path = f"{self.run_stats_dir(ds)}/{RUN_FAILURES}/{stage}.json"
         self.write_json(path, {"stage": stage, "ds": ds_str(ds), "failed_at": dt.datetime.now(dt.UTC).isoformat(), **record})
         return path
 
@@ -430,3 +442,34 @@ def read_parquet(path: str, contract: str | None = None, columns: list[str] | No
 
         check_arrow_schema(table.schema, contract, where=path)
     return table.to_pandas()
+
+
+def contract_dataset(path: str, contract: str):
+    """A ``pyarrow.dataset`` over the parquet files at ``path`` (hidden/underscore files skipped) whose schema
+    meets ``contract``; nothing is read but the footers. DataError when ``path`` is missing, SchemaError when
+    the schema breaks the contract."""
+    import pyarrow.dataset as pads
+
+    from keyphrase_pipeline.core.contracts import check_arrow_schema
+
+    root = local_path(path)
+    if not root.exists():
+        raise DataError(f"missing dataset at {path}")
+    dataset = pads.dataset(str(root), format="parquet", partitioning="hive", ignore_prefixes=[".", "_"])
+    check_arrow_schema(dataset.schema, contract, where=path)
+    return dataset
+
+
+def row_group_batches(dataset, columns, batch_size: int, keep=None):
+    """Yield (file path, Arrow record batch of ``columns``) over the files of ``dataset``, one file and one row
+    group at a time (``ParquetFile.iter_batches``: no read-ahead, so memory is one row group and one batch;
+    ``pyarrow.dataset``'s threaded scanner measured a peak RSS still growing with the rows read). ``keep``:
+    ``batch -> boolean Arrow mask`` of the rows to yield (null counts as false), computed on ``columns``."""
+    import pyarrow.parquet as pq
+
+    for path in dataset.files:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
+            if keep is not None:
+                batch = batch.filter(keep(batch), null_selection_behavior="drop")
+            if batch.num_rows:
+                yield path, batch

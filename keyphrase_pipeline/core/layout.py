@@ -180,7 +180,7 @@ def shard_lease_path(settings, ds, shard: int) -> str:
 def shard_journal_path(settings, ds, shard: int) -> str:
     """``llm_labels/staging/ds=D/shard=NNNNN/_JOURNAL.jsonl``: one JSON line per request of the batch being judged
     (sent, answered with P(yes), unusable, failed), fsynced; removed once the batch is staged. A worker killed
-    mid-batch leaves it for the retry (``keyphrase_pipeline.jobs.llm_label``: nothing answered is asked again)."""
+    mid-batch leaves it for the retry (``keyphrase_pipeline.stages.llm_label``: nothing answered is asked again)."""
     return f"{staging_dir(settings, ds, shard)}/{SHARD_JOURNAL}"
 
 

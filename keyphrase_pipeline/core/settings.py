@@ -4,7 +4,7 @@ Every value has a default that runs the demo on one CPU machine. Environment var
 ``KP_<FIELD>`` for top-level fields and ``KP_<SECTION>__<FIELD>`` for nested ones, e.g.
 ``KP_LAKE_ROOT=s3a://bucket/kp``, ``KP_CTR__MIN_IMPRESSIONS=50``, ``KP_JUDGE__BACKEND=openai``.
 Secrets (``judge.api_key``) are ``SecretStr`` so they never appear in logs or ``repr``; in Airflow
-they may come from a Connection instead (see ``keyphrase_pipeline.jobs.judges.openai_judge``).
+they may come from a Connection instead (see ``keyphrase_pipeline.labels.judges.openai_judge``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keyphrase_pipeline.core.errors import ConfigError
-
 
 # Characters Spark (Hadoop's globber) reads as a pattern in a path, refused in lake_root (Settings): a root holding
 # one is not found (PATH_NOT_FOUND) or, with '*', may match other folders. ('?' matches itself: Spark 4.2 reads it.)
@@ -40,6 +39,8 @@ class SparkSettings(BaseModel):
     ui_enabled: bool = False
     fast_start: bool = Field(False, description="C1-only JIT: JVM starts ~2x faster, long jobs run slower (tests).")
     conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
+    jobs_dir: str | None = Field(None, description="Folder of the stages' spark-submit entry points "
+                                 "(jobs/<stage>.py); default: the checkout's top-level jobs/ folder.")
 
 
 class CtrSettings(BaseModel):
@@ -113,7 +114,7 @@ class VLLMSettings(BaseModel):
 
 
 class JudgeSettings(BaseModel):
-    """``judge.*``: the LLM judge backend and its limits (``kp label``). ``timeout_s`` is seconds per request,
+    """``judge.*``: the LLM judge backend and its limits (``kp llm-label``). ``timeout_s`` is seconds per request,
     ``rate_limit_per_s`` requests per second, ``threshold`` a P(yes) cut in [0, 1]."""
 
     backend: Literal["simulated", "transformers", "openai", "vllm"] = "simulated"
@@ -141,7 +142,8 @@ class JudgeSettings(BaseModel):
     max_keyphrase_chars: int = Field(120, ge=8)
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="label = p_yes >= threshold")
     simulated_accuracy: float = Field(0.9, ge=0.5, le=1.0, description="Simulated annotator agreement with truth "
-                                      "(iid errors); with simulated_errors=llm it scales the error rates, and the agreement depends on the pairs "
+                                      "(iid errors); with simulated_errors=llm it scales the error rates, and the agreement "
+                                      "depends on the pairs "
                                       "(near misses are where it errs).")
     simulated_errors: Literal["iid", "llm"] = Field("iid", description="Simulated annotator's errors: iid (a random "
                                                    "10%, confidence unrelated to being right) or llm (lenient on "
@@ -220,11 +222,11 @@ class TrainSettings(BaseModel):
                               "judged-irrelevant item of the same keyphrase as hard negative.")
     kd_extra_ratio: float = Field(1.0, ge=0, description="Unjudged pairs (train items x their nearest train "
                                   "keyphrases) the cross-encoder scores for the student's kd task, per judged train "
-                                  "pair; 0 = distil on judged pairs only. See keyphrase_pipeline/jobs/kd_pairs.py.")
+                                  "pair; 0 = distil on judged pairs only. See keyphrase_pipeline/labels/kd_pairs.py.")
     kd_list_ratio: float = Field(4.0, ge=0, description="Unjudged pairs per judged train pair that the cross-encoder "
                                  "scores in candidate lists (a keyphrase with its nearest and random titles, an item with "
                                  "its nearest and random keyphrases) for the student's listwise kd task (kd_list); 0 = none. "
-                                 "See keyphrase_pipeline/jobs/kd_pairs.py and docs/TRAINING.md.")
+                                 "See keyphrase_pipeline/labels/kd_pairs.py and docs/TRAINING.md.")
     kd_group_size: int = Field(8, ge=2, le=64, description="Candidates per list of the listwise kd task (at most "
                                "64: MatryoshkaLoss would read a label list as long as the embedding as embeddings).")
     kd_hard_share: float = Field(0.75, ge=0, le=1, description="Share of a list's candidates that are the anchor's "
@@ -325,7 +327,7 @@ class SynthSettings(BaseModel):
 
 
 class DagSettings(BaseModel):
-    """``dag.*``: how the daily DAG waits for its day's input (``plan.wait_for_input``, ``keyphrase_pipeline.jobs.inputs``).
+    """``dag.*``: how the daily DAG waits for its day's input (``plan.wait_for_input``, ``keyphrase_pipeline.commands.inputs``).
 
     A scheduled run whose raw partitions have not landed waits (a sensor in reschedule mode, no worker slot held),
     checking every ``input_poke_minutes``; after ``input_wait_hours`` it fails, naming what is missing."""
@@ -357,7 +359,8 @@ class Settings(BaseSettings):
     lake_root: str = Field("var/lake", description="Root of the data lake: a path or an fsspec/Hadoop URI.")
     log_level: str = "INFO"
     truth_provider: str = Field("", description="'module:function' giving ground truth for evaluation and the UI "
-                                "(keyphrase_pipeline.core.truth); synthetic worlds: keyphrase_pipeline.synthetic.world:load_truth. Empty: none (production).")
+                                "(keyphrase_pipeline.core.truth); synthetic worlds: "
+                                "keyphrase_pipeline.synthetic.world:load_truth. Empty: none (production).")
     spark: SparkSettings = Field(default_factory=SparkSettings)
     ctr: CtrSettings = Field(default_factory=CtrSettings)
     pairs: PairSettings = Field(default_factory=PairSettings)

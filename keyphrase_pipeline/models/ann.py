@@ -1,4 +1,4 @@
-"""FAISS helpers shared by the index build (``keyphrase_pipeline/jobs/index.py``), recommendations, serving and the benchmark:
+"""FAISS helpers shared by the index build (``keyphrase_pipeline/stages/index.py``), recommendations, serving and the benchmark:
 check a factory string against the data before training (``choose_factory``), build an ID-mapped
 inner-product index, set its search parameters, move it to a GPU when there is one, and measure its
 recall against exact search (``ann_recall_at_k``).
@@ -43,7 +43,7 @@ def vector_problems(vectors):
     Returns:
         ``np.ndarray`` of object, shape ``(n,)``: ``NON_FINITE_VECTOR`` where a value is NaN or +-inf,
         ``ZERO_VECTOR`` where the L2 norm is at most ``ZERO_NORM`` (float64 sum of squares), None for a good row.
-        ``keyphrase_pipeline.jobs.embed`` applies the same rule as a Spark expression.
+        ``keyphrase_pipeline.stages.embed`` applies the same rule as a Spark expression.
     """
     import numpy as np
 
@@ -261,7 +261,7 @@ def ann_recall_at_k(index, vectors, ids, queries, k: int, device: str = "auto") 
     """Mean |index top-k ∩ exact top-k| / k over ``queries`` (exact = brute-force inner product).
 
     ``queries``: float32 ``(q, d)``; ``k`` is capped at ``len(vectors)``. Returns a float in [0, 1] (0.0 for no
-    queries). Not to be confused with ``keyphrase_pipeline.jobs.evaluate.relevance_recall_at_k`` (relevant keyphrases found)."""
+    queries). Not to be confused with ``keyphrase_pipeline.stages.evaluate.relevance_recall_at_k`` (relevant keyphrases found)."""
     import numpy as np
 
     k = max(1, min(k, len(vectors)))
@@ -270,3 +270,9 @@ def ann_recall_at_k(index, vectors, ids, queries, k: int, device: str = "auto") 
     _, got = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
     hits = [len(set(t[t >= 0]) & set(g[g >= 0])) / k for t, g in zip(truth, got)]
     return float(np.mean(hits)) if hits else 0.0
+
+
+def ann_recall_of(meta: dict) -> float:
+    """The ANN recall@k stored in an ``index_meta.json`` (key ``ann_recall_at_k``; builds written before
+    the rename stored it as ``recall_at_k``). Raises KeyError when neither is present."""
+    return float(meta["ann_recall_at_k"] if "ann_recall_at_k" in meta else meta["recall_at_k"])

@@ -86,7 +86,6 @@ def with_rotation(model, rotation: np.ndarray):
 def rotation_of_module(module) -> np.ndarray | None:
     """``rotation_of`` for one module: its ``x @ R`` matrix when it is a rotation ``Dense``, else None."""
     import torch
-
     from sentence_transformers.sentence_transformer import modules as st_modules
 
     if isinstance(module, st_modules.Dense) and module.linear.bias is None \

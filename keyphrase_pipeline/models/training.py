@@ -1,7 +1,7 @@
 """Training parts both models share (sentence-transformers keeps these in ``base/``): the training budget,
 a held-out evaluator that picks the best checkpoint, a wall-clock cap, the trainer's precision, progress
-logging, loss curves, a calibration plot and the model card. The stages ``keyphrase_pipeline/jobs/train_cross.py`` and
-``keyphrase_pipeline/jobs/train_bi.py`` call these; metrics are in ``keyphrase_pipeline/models/metrics.py``.
+logging, loss curves, a calibration plot and the model card. The stages ``keyphrase_pipeline/stages/train_cross.py`` and
+``keyphrase_pipeline/stages/train_bi.py`` call these; metrics are in ``keyphrase_pipeline/models/metrics.py``.
 
 The budget comes from the data, not from a demo: ``train.epochs`` (the cross-encoder) or ``train.bi_epochs``
 (the student) passes over the labelled set, evaluated

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake, ds_str
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,10 @@ def judge_metrics(p_yes: np.ndarray, relevant: np.ndarray, threshold: float, bin
     p, y = np.asarray(p_yes, dtype=np.float64), np.asarray(relevant, dtype=bool)
     yes = p >= threshold
     cal, ece = calibration_bins(p, y, bins)
-    r4 = (lambda v: None if v is None else round(float(v), 4))
+
+    def r4(v):
+        return None if v is None else round(float(v), 4)
+
     return {"pairs": int(len(p)), "relevant_share": r4(y.mean() if len(y) else None),
             "auc": r4(auc_or_none(y, p)),
             "yes_rate": r4(yes.mean() if len(p) else None), "agreement": r4((yes == y).mean() if len(p) else None),
@@ -94,7 +97,7 @@ def labels_vs_truth(settings, ds: str | None = None, world=None, bins: int = 10)
     {pairs, auc, yes_rate, agreement}}}], "skipped_pairs"}``: one entry per (judge, judge_model) with stored
     pairs, largest first; ``skipped_pairs`` counts rows without a world id (a user's ``--labels`` rows).
     Raises DataError (exit 3) when the lake has no synthetic world or no stored labels up to ``ds``."""
-    from keyphrase_pipeline.jobs.label_store import read_labels
+    from keyphrase_pipeline.labels.store import read_labels
     from keyphrase_pipeline.synthetic.world import load_truth
 
     lake = Lake.from_settings(settings)

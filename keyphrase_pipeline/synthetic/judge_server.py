@@ -1,5 +1,5 @@
 """STAND-IN judge server: the synthetic world's simulated annotator behind the OpenAI chat-completions protocol
-that ``keyphrase_pipeline.jobs.judges.openai_judge`` speaks (one token, ``logprobs`` with ``top_logprobs``).
+that ``keyphrase_pipeline.labels.judges.openai_judge`` speaks (one token, ``logprobs`` with ``top_logprobs``).
 
 Why a stand-in: ``transformers serve`` (transformers 5.x, the ecosystem's CPU server) accepts
 ``logprobs``/``top_logprobs`` on ``/v1/chat/completions`` but ignores them (``UNUSED_CHAT_COMPLETION_FIELDS``
@@ -56,7 +56,7 @@ def stand_in_model(settings) -> str:
 
 def prompt_pattern(version: str) -> re.Pattern:
     """A regex with named groups ``title``, ``category`` (v1), ``keyphrase`` matching prompts of ``version``."""
-    from keyphrase_pipeline.jobs.judges.prompt import template
+    from keyphrase_pipeline.labels.judges.prompt import template
 
     quoted = r'((?:[^"\\]|\\.)*)'
     parts = re.split(r"\{(title|category|keyphrase)\}", template(version))
@@ -81,7 +81,7 @@ class Lookup:
         import pyarrow.dataset as ds
 
         from keyphrase_pipeline.core.lake import Lake
-        from keyphrase_pipeline.jobs.judges.prompt import MAX_CATEGORY_CHARS, neutralize_markers, quote, sanitize
+        from keyphrase_pipeline.labels.judges.prompt import MAX_CATEGORY_CHARS, neutralize_markers, quote, sanitize
 
         with self.lock:
             if time.monotonic() - self.loaded_at < min_interval_s:

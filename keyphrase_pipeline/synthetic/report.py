@@ -3,7 +3,7 @@ re-run on a synthetic marketplace, plus precision/recall against the world's TRU
 item exposure (which the paper cannot measure).
 
 For each label mix (``ctr``, ``llm``, ``llm+kd``, ``llm+ctr+kd``, ``llm+sr+ctr+kd``) a student is trained
-with ``keyphrase_pipeline.jobs.train_bi.run(..., out=<work dir>)`` (never in the registry, so the CHAMPION is untouched), then:
+with ``keyphrase_pipeline.stages.train_bi.run(..., out=<work dir>)`` (never in the registry, so the CHAMPION is untouched), then:
 
 * **The training labels' judge against the truth** (``keyphrase_pipeline.synthetic.judge_quality.labels_vs_truth``):
   every stored label up to ``ds``, per judge: AUC of P(yes), yes-rate, agreement, precision, recall and
@@ -28,10 +28,10 @@ with ``keyphrase_pipeline.jobs.train_bi.run(..., out=<work dir>)`` (never in the
 
 * **Table 1** (KD loss): the ``kd_mix`` student trained with each of ``pearson``, ``mse``, ``cosent``;
   F1/P/R against the held-out LLM labels and Pearson rho against the cross-encoder
-  (``keyphrase_pipeline.jobs.evaluate.evaluate_model``: 2-fold cross-fitted threshold).
+  (``keyphrase_pipeline.stages.evaluate.evaluate_model``: 2-fold cross-fitted threshold).
 
 Missing inputs are prepared by calling the stages' ``run`` functions: the synthetic world (``keyphrase_pipeline.synthetic.synth``),
-CTR labels, one day of LLM labels (select-pairs, label, merge) and the cross-encoder (``keyphrase_pipeline.jobs.train_cross``,
+CTR labels, one day of LLM labels (select-pairs, label, merge) and the cross-encoder (``keyphrase_pipeline.stages.train_cross``,
 which becomes ``CROSS_LATEST``). Output: ``report.html`` (plots embedded), ``report.md`` (plots linked from
 ``plots/``), ``report.json`` and per-item parquet tables under ``out`` (default ``var/report``), replaced
 atomically; its summary stats in ``runs/ds=D/report.json`` with ``html_path`` for the UI.
@@ -84,8 +84,8 @@ def prepare(settings, ds: str | None = None, spark=None) -> tuple[str, str, list
     Runs the missing stages (synth, ctr-labels, select-pairs + label + merge-labels, train-cross) and raises
     what they raise. DataError (exit 3) when the lake holds a catalog but no synthetic world, or no raw events
     (without ``ds``)."""
-    from keyphrase_pipeline.jobs import registry
-    from keyphrase_pipeline.jobs.training_data import latest_partition
+    from keyphrase_pipeline.artifacts import registry
+    from keyphrase_pipeline.labels.training_data import latest_partition
 
     lake = Lake.from_settings(settings)
     done: list[str] = []
@@ -105,22 +105,22 @@ def prepare(settings, ds: str | None = None, spark=None) -> tuple[str, str, list
         ds = days[-1]
     ds = ds_str(ds)
     if not lake.exists(lake.path("ctr_labels", ds=ds)):
-        from keyphrase_pipeline.jobs import ctr_labels
+        from keyphrase_pipeline.stages import ctr_labels
 
         spark = _spark(settings, spark, "report")
         ctr_labels.run(settings, ds, spark=spark)
         done.append("ctr-labels")
     if latest_partition(lake, "llm_store", ds) is None:
-        from keyphrase_pipeline.jobs import label_store, llm_label, select_pairs
+        from keyphrase_pipeline.stages import llm_label, merge_labels, select_pairs
 
         spark = _spark(settings, spark, "report")
         select_pairs.run(settings, ds, spark=spark)
         llm_label.run_all(settings, ds)
-        label_store.run(settings, ds)
+        merge_labels.run(settings, ds)
         done.append("label")
     cross = registry.latest_cross(settings)
     if not cross or not registry.exists(settings, cross, "cross"):
-        from keyphrase_pipeline.jobs import train_cross
+        from keyphrase_pipeline.stages import train_cross
 
         trained = train_cross.run(settings, ds)
         if trained.get("skipped"):  # labels that teach nothing (training_data.label_balance): nothing to compare
@@ -140,8 +140,8 @@ def sample_items(world, settings, ds: str, max_items: int) -> "object":
     such item; SchemaError (exit 3) when the catalog breaks its contract."""
     import pandas as pd
 
-    from keyphrase_pipeline.jobs.training_data import latest_partition
     from keyphrase_pipeline.core.lake import read_parquet
+    from keyphrase_pipeline.labels.training_data import latest_partition
 
     lake = Lake.from_settings(settings)
     cat_ds = latest_partition(lake, "catalog", ds)
@@ -309,8 +309,8 @@ def _check_seeds(seeds, settings) -> list[int]:
 def _train_and_evaluate(settings, ds, cross_version, tmp, mix, kd, seed, data, teacher, world, items, kps,
                         offline: bool) -> dict:
     """One student (``mix``, ``kd``, ``seed``) trained into the work dir and evaluated; its result record."""
-    from keyphrase_pipeline.jobs import train_bi
-    from keyphrase_pipeline.jobs.evaluate import evaluate_model
+    from keyphrase_pipeline.stages import train_bi
+    from keyphrase_pipeline.stages.evaluate import evaluate_model
 
     slug = f"{_slug(mix, kd)}__seed{seed}"
     t1 = time.perf_counter()
@@ -369,9 +369,9 @@ def _check_arguments(settings, mixes, kd_losses, kd_mix: str, seeds, quick: bool
 def _evaluation_inputs(settings, ds: str, cross_version: str) -> dict:
     """What every arm is evaluated on: the world, the LLM test pairs and the teacher's scores on them, the
     sampled items and the keyphrase universe."""
-    from keyphrase_pipeline.jobs.evaluate import cross_scores_for
-    from keyphrase_pipeline.jobs.training_data import load_training_data
     from keyphrase_pipeline.core.lake import read_parquet
+    from keyphrase_pipeline.labels.training_data import load_training_data
+    from keyphrase_pipeline.stages.evaluate import cross_scores_for
     from keyphrase_pipeline.synthetic.world import World
 
     world = World.load(settings)
@@ -408,9 +408,9 @@ def run(settings, ds: str | None = None, mixes=None, out: str | None = None, qui
     work; DataError (exit 3) on unusable data (a real lake without a synthetic world, no events, no sampled
     items); and what the stages it runs raise (``prepare``, ``train_bi.run``). The output directory is
     replaced only on success."""
-    from keyphrase_pipeline.jobs import registry
-    from keyphrase_pipeline.jobs.judges.base import judge_model_id
-    from keyphrase_pipeline.jobs.training_data import label_balance
+    from keyphrase_pipeline.artifacts import registry
+    from keyphrase_pipeline.labels.judges.base import judge_model_id
+    from keyphrase_pipeline.labels.training_data import label_balance
 
     t0 = time.perf_counter()
     settings, mixes, kd_losses, kd_mix, seeds = _check_arguments(settings, mixes, kd_losses, kd_mix, seeds, quick)
@@ -685,9 +685,12 @@ def main(settings, args) -> int:
     """``kp report``: ``run`` with the parsed options; prints one JSON line with ds and the report paths, then one
     per label mix (KP, PR, Pass@k, F1, tail recall@20), and returns 0.
 
-    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    Errors propagate as exceptions; ``keyphrase_pipeline.cli.main`` maps them to exit codes
     (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
-    split = (lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None)
+
+    def split(v):
+        return [x.strip() for x in v.split(",") if x.strip()] if v else None
+
     summary = run(settings, ds=args.ds, mixes=split(args.mixes), out=args.out, quick=args.quick,
                   kd_losses=split(args.kd_losses), kd_mix=args.kd_mix, keep_models=args.keep_models,
                   seeds=split(args.seeds))

@@ -12,8 +12,8 @@ import logging
 
 import numpy as np
 
-from keyphrase_pipeline.jobs.judges.base import SIMULATED_MODEL, Judge, judge_model_id
 from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.labels.judges.base import SIMULATED_MODEL, Judge, judge_model_id
 
 log = logging.getLogger(__name__)
 

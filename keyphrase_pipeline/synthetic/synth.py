@@ -22,11 +22,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from keyphrase_pipeline.synthetic.world import SLOTS, Truth, hash_normal, hash_u01, stable_seed
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.contracts import arrow_schema
 from keyphrase_pipeline.core.errors import ConfigError
 from keyphrase_pipeline.core.lake import Lake, _fs, atomic_dir, parse_ds, write_parquet_atomic
+from keyphrase_pipeline.synthetic.world import SLOTS, Truth, hash_normal, hash_u01, stable_seed
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,8 @@ TAXONOMY: list[dict] = [
          slots=dict(colour=["black", "blue", "pink", "grey"], material=["leather", "silicone"], compat=TABLETS)),
     dict(top="Sporting Goods", leaf="Yoga Mats", type="yoga mat", syn=["exercise mat"],
          brands=["gaiam", "manduka", "lululemon", "amazon basics"], w=2.5,
-         slots=dict(colour=["black", "purple", "blue", "pink", "green", "grey"], size=["4mm", "6mm", "10mm"], material=["tpe", "pvc", "cork"])),
+         slots=dict(colour=["black", "purple", "blue", "pink", "green", "grey"], size=["4mm", "6mm", "10mm"],
+                    material=["tpe", "pvc", "cork"])),
     dict(top="Sporting Goods", leaf="Dumbbells", type="dumbbells", syn=["hand weights"],
          brands=["bowflex", "cap barbell", "amazon basics"], w=2.0,
          slots=dict(size=["5 lb", "10 lb", "15 lb", "25 lb"], material=["neoprene", "cast iron"], count=["pair"])),
@@ -175,7 +176,7 @@ _DISPLAY = {
     "iphone": "iPhone", "ipad": "iPad", "macbook": "MacBook", "xps": "XPS", "hp": "HP", "usb": "USB",
     "tpu": "TPU", "ge": "GE", "led": "LED", "pvc": "PVC", "tpe": "TPE", "dc": "DC", "rc": "RC", "jbl": "JBL",
     "esr": "ESR", "pny": "PNY", "zagg": "ZAGG", "tkl": "TKL", "xs": "XS", "xl": "XL", "xxl": "XXL",
-    "s": "S", "m": "M", "l": "L", "lego": "LEGO", "yeti": "YETI", "ge": "GE", "t-shirt": "T-Shirt", "amfilm": "amFilm", "ugreen": "UGREEN",
+    "s": "S", "m": "M", "l": "L", "lego": "LEGO", "yeti": "YETI", "t-shirt": "T-Shirt", "amfilm": "amFilm", "ugreen": "UGREEN",
 }
 _ABBREV = {"black": "Blk", "white": "Wht", "grey": "Gry", "navy": "Nvy", "silver": "Slvr", "pieces": "pcs",
            "inch": "in", "pack": "pk", "stainless steel": "SS", "tempered glass": "Tempered Glass 9H",
@@ -619,7 +620,7 @@ def _write_catalog(lake: Lake, items: pd.DataFrame, tl: _Timeline, days: list[dt
             rep = np.repeat(np.arange(len(blk)), n_ver)
             rep_ver = np.arange(len(rep)) - offset[rep] + 1
             revised = _titles(blk.iloc[rep], seed, rep_ver) if len(rep) else np.empty(0, object)
-            for di, d in enumerate(days):
+            for di in range(len(days)):
                 keep = np.flatnonzero(list_day <= di)
                 ver = version[keep, di]
                 titles = base_titles[keep].copy()
@@ -714,9 +715,9 @@ def _simulate_day(di: int, day: dt.date, items: pd.DataFrame, kps: pd.DataFrame,
                 sr_k.append(np.repeat(q[cs], top.shape[1]))
                 sr_i.append(items_top.ravel())
     if imp_s:
-        s = np.concatenate(imp_s); ii = np.concatenate(imp_i); pos = np.concatenate(imp_pos).astype(np.int32)
+        s, ii, pos = np.concatenate(imp_s), np.concatenate(imp_i), np.concatenate(imp_pos).astype(np.int32)
     else:
-        s = np.empty(0, np.int64); ii = np.empty(0, np.int64); pos = np.empty(0, np.int32)
+        s, ii, pos = np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int32)
     kk = q[s]
     rel, _ = truth.match_by_index(ii, kk)
     base_ctr = np.where(rel, P["ctr_relevant"], P["ctr_irrelevant"])
@@ -744,7 +745,7 @@ def _simulate_day(di: int, day: dt.date, items: pd.DataFrame, kps: pd.DataFrame,
     }, schema=arrow_schema("events"))
     # SR verdicts on every distinct pair the filter looked at today
     if sr_k:
-        pk = np.concatenate(sr_k); pi = np.concatenate(sr_i)
+        pk, pi = np.concatenate(sr_k), np.concatenate(sr_i)
         key = np.sort(pd.unique(pi.astype(np.int64) * (len(kps) + 1) + pk))
         pi, pk = key // (len(kps) + 1), key % (len(kps) + 1)
     else:
@@ -865,7 +866,7 @@ def main(settings, args) -> int:
     """``kp synth``: ``run`` with the parsed options; prints one human-readable line (scale, seed, dates, counts,
     seconds, lake root) and returns 0.
 
-    Errors propagate as exceptions; ``keyphrase_pipeline.core.cli.main`` maps them to exit codes
+    Errors propagate as exceptions; ``keyphrase_pipeline.cli.main`` maps them to exit codes
     (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     stats = run(settings, scale=args.scale, seed=args.seed, days=args.days, start_date=args.start_date,
                 searches_per_day=args.searches_per_day)

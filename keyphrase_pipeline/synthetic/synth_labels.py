@@ -26,7 +26,14 @@ import logging
 import numpy as np
 import pandas as pd
 
-from keyphrase_pipeline.synthetic.synth import _gen_items, _gen_keyphrases, _titles, resolve_scale, taxonomy_for, title_text
+from keyphrase_pipeline.synthetic.synth import (
+    _gen_items,
+    _gen_keyphrases,
+    _titles,
+    resolve_scale,
+    taxonomy_for,
+    title_text,
+)
 from keyphrase_pipeline.synthetic.world import SLOTS, Truth
 
 log = logging.getLogger(__name__)

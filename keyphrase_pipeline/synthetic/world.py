@@ -228,8 +228,8 @@ class World:
 
         Every item of the world appears (0 impressions when never shown). ``bucket`` is ``tail``
         when impressions < max(TAIL_MIN_IMPRESSIONS, median impressions), else ``head``."""
-        import pyarrow.dataset as pads
         import pyarrow.compute as pc
+        import pyarrow.dataset as pads
 
         lake = Lake.from_settings(settings) if settings is not None else self.lake
         totals = pd.Series(0, index=pd.Index(self.truth.item_ids, name="item_id"), dtype=np.int64)

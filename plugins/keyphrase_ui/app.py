@@ -37,8 +37,6 @@ imported defensively: before the first run (or before a module exists) the page 
 
 from __future__ import annotations
 
-from keyphrase_pipeline.core import layout
-
 import datetime as dt
 import io
 import json
@@ -49,19 +47,30 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi import Path as Path_
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
-from keyphrase_ui.auth import can_edit, can_read, forbidden_detail, login_url, require_editor, require_user, user_from_request
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.stages import stats_names
+from keyphrase_ui.auth import (
+    can_edit,
+    can_read,
+    forbidden_detail,
+    login_url,
+    require_editor,
+    require_user,
+    user_from_request,
+)
+from keyphrase_ui.history import stage_of
 
 log = logging.getLogger(__name__)
 
 URL_PREFIX = "/keyphrases"
 HERE = Path(__file__).resolve().parent
-STAGES = ["synth", "ctr_labels", "select_pairs", "llm_labels", "train_cross", "train_bi", "evaluate",
-          "export", "embed_items", "embed_keyphrases", "embed", "index", "recommend", "publish"]
+# the order of a day's stats on the page: the world (demo), then the stage table's
+STAGES = ["synth", *stats_names()]
 
 # item ids are int64 (keyphrase_pipeline.core.contracts); query text is bounded so one request cannot
 # make the server scan or embed megabytes
@@ -111,7 +120,7 @@ def _safe(what: str, fn, default):
 
 def versions(kind: str = "students") -> list[dict]:
     def read():
-        from keyphrase_pipeline.jobs import registry
+        from keyphrase_pipeline.artifacts import registry
 
         out = []
         for v in registry.list_versions(_settings(), kind):
@@ -124,7 +133,7 @@ def versions(kind: str = "students") -> list[dict]:
 
 def champion() -> str | None:
     def read():
-        from keyphrase_pipeline.jobs import registry
+        from keyphrase_pipeline.artifacts import registry
 
         return registry.champion(_settings())
 
@@ -135,13 +144,13 @@ def champion_problem() -> str | None:
     """Why ``registry/CHAMPION`` cannot be read (``registry.UnreadablePointerError``: the file and how to fix it),
     or None when it is readable or absent."""
     try:
-        from keyphrase_pipeline.jobs import registry
+        from keyphrase_pipeline.artifacts import registry
 
         registry.champion(_settings())
     except ImportError:
         return None
     except Exception as exc:  # noqa: BLE001 - UnreadablePointerError, or an I/O error reading it
-        from keyphrase_pipeline.jobs.label_reviews import lake_relative
+        from keyphrase_pipeline.commands.label_reviews import lake_relative
 
         text = str(exc) if "is unreadable" in str(exc) else \
             f"registry/CHAMPION is unreadable: {type(exc).__name__}: {str(exc)[:160]}; fix with `kp promote --version V`"
@@ -151,7 +160,7 @@ def champion_problem() -> str | None:
 
 def serving_version() -> str | None:
     def read():
-        from keyphrase_pipeline.jobs import serving
+        from keyphrase_pipeline.artifacts import serving
 
         return serving.current_version(_settings())
 
@@ -161,7 +170,7 @@ def serving_version() -> str | None:
 def published_versions() -> list[str]:
     """Complete published serving versions, oldest first ([] when none or unreadable)."""
     def read():
-        from keyphrase_pipeline.jobs import serving
+        from keyphrase_pipeline.artifacts import serving
 
         return serving.published_versions(_settings())
 
@@ -195,7 +204,7 @@ def run_stats(ds: str | None = None) -> dict:
         for f in sorted(base.glob("*.json")):
             stats = _safe(f"run stats {f}", lambda f=f: lake.read_json(lake.run_stats_path(ds, f.stem)), None)
             if isinstance(stats, dict):
-                stages[f.stem] = stats
+                stages[stage_of(f.stem)] = stats
             else:
                 notes.append(f"{layout.partition_name('runs', ds)}/{f.name}: the run stats are unreadable (not a JSON object); rerun the "
                              "stage for that day to rewrite them")
@@ -343,7 +352,7 @@ def items(q: str = "", limit: int = 20) -> list[dict]:
 
 
 def search(item_id: int | None, text: str | None, k: int) -> dict:
-    from keyphrase_pipeline.jobs import serving
+    from keyphrase_pipeline.artifacts import serving
 
     settings = _settings()
     bundle = serving.load_current(settings)
@@ -404,7 +413,7 @@ def published_recs(version: str):
             return _CACHE[key]
     import pandas as pd
 
-    from keyphrase_pipeline.jobs.serving import published_recommendations_path
+    from keyphrase_pipeline.artifacts.serving import published_recommendations_path
 
     df = pd.read_parquet(published_recommendations_path(_settings(), version),
                          columns=["item_id", "rank", "keyphrase_id", "keyphrase", "score"])
@@ -418,9 +427,8 @@ def published_recs(version: str):
 def item_view(item_id: int, k: int) -> dict:
     """The explanation of an item's top-K (``keyphrase_ui.explain.explain_item``). Raises HTTPException 404 with what
     to do for an item not in the catalog or nothing published."""
+    from keyphrase_pipeline.artifacts import serving
     from keyphrase_pipeline.core.errors import DataError
-    from keyphrase_pipeline.jobs import serving
-
     from keyphrase_ui import explain
 
     item = catalog_item(item_id)
@@ -503,7 +511,7 @@ def compare_view(n_items: int, k: int) -> dict:
     settings = _settings()
     champ = champion()
     def target():
-        from keyphrase_pipeline.jobs import serving
+        from keyphrase_pipeline.artifacts import serving
 
         return serving.rollback_target(settings)
 
@@ -541,8 +549,8 @@ def review_view(ds: str | None, n: int, user) -> dict:
     """The label review of a label store day (default: the newest): a seeded sample of its judged pairs with the
     verdicts so far (the user's own and the counts), the agreement per day, judge and prompt version, and whether
     the user may review. HTTPException 404 with what to do for a day without judged pairs."""
+    from keyphrase_pipeline.commands import label_reviews
     from keyphrase_pipeline.core.errors import DataError
-    from keyphrase_pipeline.jobs import label_reviews
 
     settings = _settings()
     days = _safe("label store days", lambda: _lake().partitions("llm_store"), [])
@@ -568,7 +576,8 @@ def review_view(ds: str | None, n: int, user) -> dict:
         raise HTTPException(status_code=404, detail=f"{exc}: pick a day that has labels") from None
     except Exception as exc:  # noqa: BLE001 - a damaged label store file (ArrowInvalid): no sample, say why
         log.warning("keyphrases UI: label store day %s unreadable: %s: %s", ds, type(exc).__name__, exc)
-        base["notes"].append(f"the label store day {layout.partition_name('llm_labels/store', ds)} cannot be read ({type(exc).__name__}): no "
+        day = layout.partition_name('llm_labels/store', ds)
+        base["notes"].append(f"the label store day {day} cannot be read ({type(exc).__name__}): no "
                              f"sample to review. Rewrite it with `kp merge-labels --ds {ds}` (or clear the day's merge "
                              "task in Airflow), or pick another day.")
         return {**base, "ds": ds}
@@ -607,7 +616,7 @@ def reviews_skipped_note(skipped: list[str]) -> str:
 def reviews_plot() -> bytes | None:
     """Agreement rate with the judge per label store day, one line per judge and prompt version (n per point);
     unreadable review files are left out (``label_reviews.read``)."""
-    from keyphrase_pipeline.jobs import label_reviews
+    from keyphrase_pipeline.commands import label_reviews
 
     reviews = _safe("label reviews", lambda: label_reviews.read(_settings()), None)
     if reviews is None:
@@ -672,7 +681,7 @@ def score_plot() -> bytes | None:
         import matplotlib.pyplot as plt
         import pandas as pd
 
-        from keyphrase_pipeline.jobs.serving import published_recommendations_path
+        from keyphrase_pipeline.artifacts.serving import published_recommendations_path
 
         recs = pd.read_parquet(published_recommendations_path(_settings(), version),
                                columns=["item_id", "keyphrase_id", "score"])
@@ -778,9 +787,9 @@ def history_figure(data: dict):
     """The matplotlib figure of ``history_plot`` for a non-empty ``keyphrase_ui.history.history`` result. The
     x axis ticks whole days only (at most ~8 labels): on a young lake (the demo's 3 days) matplotlib's automatic
     date ticks would fall between days and repeat each day's label."""
-    from keyphrase_ui import history as hist
-
     import matplotlib
+
+    from keyphrase_ui import history as hist
 
     matplotlib.use("Agg")
     import matplotlib.dates as mdates
@@ -1016,9 +1025,9 @@ class ReviewIn(BaseModel):
 
 @app.post("/api/reviews", status_code=201)
 def post_review(body: ReviewIn, user=Depends(require_editor)):
-    """Store the signed-in editor's verdict (append-only, ``keyphrase_pipeline.jobs.label_reviews.append``)."""
+    """Store the signed-in editor's verdict (append-only, ``keyphrase_pipeline.commands.label_reviews.append``)."""
+    from keyphrase_pipeline.commands import label_reviews
     from keyphrase_pipeline.core.errors import ConfigError, DataError
-    from keyphrase_pipeline.jobs import label_reviews
 
     try:
         ds = dt.date.fromisoformat(body.ds).isoformat()
@@ -1041,8 +1050,8 @@ def reviews_export(from_: str | None = Query(None, alias="from", pattern=r"^[0-9
                    to: str | None = Query(None, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"), user=Depends(require_user)):
     """The reviewed pairs as a ``--labels`` CSV (``label_reviews.export_frame``: newest verdict per pair, label =
     the judge's label when agreed, its opposite when not); 404 with what to do when there is none."""
+    from keyphrase_pipeline.commands import label_reviews
     from keyphrase_pipeline.core.errors import ConfigError, DataError
-    from keyphrase_pipeline.jobs import label_reviews
 
     try:
         df, stats = label_reviews.export_frame(_settings(), from_, to)

@@ -186,8 +186,8 @@ def ctr_window(lake, settings, ctr_day: str) -> tuple[int, str]:
 # ---- the cross-encoder -------------------------------------------------------------------------------------
 def cross_encoder(settings) -> tuple[str | None, str | None]:
     """``(version, model_dir)`` of the newest cross-encoder, or ``(None, reason)`` when there is none."""
+    from keyphrase_pipeline.artifacts import registry
     from keyphrase_pipeline.core import layout
-    from keyphrase_pipeline.jobs import registry
 
     version = registry.latest_cross(settings)
     if not version:
@@ -432,7 +432,8 @@ def compare(settings, lake, students: list[dict], champ: str | None, history: li
         out["message"] = "No model trained yet: the train group of keyphrase_daily trains the first one."
         return out
     if not champ or champ not in by:
-        out["message"] = (f"No champion to compare with ({'registry/CHAMPION points to a missing version ' + champ if champ else 'registry/CHAMPION unset'}): "
+        why = "registry/CHAMPION points to a missing version " + champ if champ else "registry/CHAMPION unset"
+        out["message"] = (f"No champion to compare with ({why}): "
                           "promote one with `kp promote --version <version>` (`kp promote --list`).")
     newest = students[0]
     promo_newest = newest.get("promotion") or {}
@@ -441,7 +442,7 @@ def compare(settings, lake, students: list[dict], champ: str | None, history: li
         # the newest challenger WAS promoted: the decision to show is that one, against the champion it replaced
         ch = newest
         out["challenger"], out["baseline"] = ch["version"], before
-        out["labels"] = {"champion": f"Replaced champion", "challenger": "Promoted challenger (now the champion)"}
+        out["labels"] = {"champion": "Replaced champion", "challenger": "Promoted challenger (now the champion)"}
         out["baseline_note"] = (f"the newest challenger {ch['version']} was promoted (ds {promo_newest.get('ds')}): shown "
                                 f"against the champion it replaced, {before}")
     else:

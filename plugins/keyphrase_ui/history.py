@@ -3,7 +3,7 @@ metrics, with days that deviate from the previous days flagged.
 
 Everything comes from the lake (``runs/ds=D/<stage>.json`` written by each stage when it finishes, plus
 ``runs/ds=D/_failed/<stage>.json`` written by the DAG's task wrappers when a stage's task fails; see
-``keyphrase_pipeline.jobs.airflow_tasks.run_stage``). The Airflow metadata database is not read: what the
+``keyphrase_pipeline.orchestration.tasks.run_stage``). The Airflow metadata database is not read: what the
 lake does not record (a task that was never started, one killed before its wrapper could write) shows as
 "not run" or "missing", with the reason it was inferred.
 
@@ -29,15 +29,25 @@ import math
 from pathlib import Path
 
 from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.lake import RENAMED_RUN_STATS
+from keyphrase_pipeline.stages import stats_names
 
 DAG_ID = "keyphrase_daily"
 
-# the stages whose run stats the DAG writes, in pipeline order
-STAGES = ["ctr_labels", "select_pairs", "llm_labels", "train_cross", "train_bi", "evaluate", "export",
-          "embed_items", "embed_keyphrases", "index", "recommend", "publish"]
+# the stages whose run stats the DAG writes, in pipeline order (from the stage table)
+STAGES = stats_names()
+# a run stats file's former name -> its stage (days recorded before a stage was renamed)
+FORMER_NAMES = {old: new for new, old in RENAMED_RUN_STATS.items()}
+
+
+def stage_of(stem: str) -> str:
+    """The stage a run stats or failure file is of: its name, or the stage it was written by before a rename."""
+    return FORMER_NAMES.get(stem, stem)
+
+
 # The DAG runs its groups in sequence (ctr -> llm_labels -> train -> serve), so a stage is expected to have run
 # when a later one did; except the groups skipped by design on some days (unless one of their stages ran)
-LABELLING, TRAINING = ("select_pairs", "llm_labels"), ("train_cross", "train_bi", "evaluate")
+LABELLING, TRAINING = ("select_pairs", "merge_labels"), ("train_cross", "train_bi", "evaluate")
 OPTIONAL = {
     **{s: ("labelling skipped (the skip_llm param)", LABELLING) for s in LABELLING},
     **{s: ("no training that day (only on training days: train.retrain_every_days, force_retrain, or no champion "
@@ -52,9 +62,9 @@ METRICS: list[dict] = [
      "kind": "count", "watch": True},
     {"key": "pairs_selected", "stage": "select_pairs", "path": "pairs", "label": "pairs selected", "unit": "pairs",
      "kind": "count", "watch": False},
-    {"key": "pairs_judged", "stage": "llm_labels", "path": "rows", "label": "pairs judged", "unit": "pairs",
+    {"key": "pairs_judged", "stage": "merge_labels", "path": "rows", "label": "pairs judged", "unit": "pairs",
      "kind": "count", "watch": True},
-    {"key": "yes_rate", "stage": "llm_labels", "path": "yes_rate", "label": "judge yes-rate", "unit": "% of judged",
+    {"key": "yes_rate", "stage": "merge_labels", "path": "yes_rate", "label": "judge yes-rate", "unit": "% of judged",
      "kind": "share", "watch": True},
     {"key": "challenger_f1", "stage": "evaluate", "path": "metrics.llm.f1", "label": "challenger F1",
      "unit": "F1 on LLM test set", "kind": "score", "watch": False},
@@ -138,7 +148,7 @@ def recorded_days(lake) -> tuple[list[str], list[str]]:
             continue
         # only the daily DAG's stages make a run day: a manual `kp promote` / rollback (or any other stage) writes
         # runs/ds=<today>/<stage>.json too, and must neither become "the latest run" nor move the history window
-        files = [f for f in every if f.stem in STAGES]
+        files = [f for f in every if stage_of(f.stem) in STAGES]
         if not files:
             shown = ", ".join(str(f.relative_to(base)) for f in every[:3]) + (" ..." if len(every) > 3 else "")
             notes.append(f"ignored {layout.partition_name('runs', name)}: only records of stages outside the {DAG_ID} DAG ({shown}: a "
@@ -166,7 +176,7 @@ def read_day(lake, ds: str) -> tuple[dict, dict]:
                 data = json.loads(f.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 data = {"unreadable": f"{f.name}: {type(exc).__name__}: {exc}"}
-            out[i][f.stem] = data if isinstance(data, dict) else {"unreadable": f"{f.name}: not a JSON object"}
+            out[i][stage_of(f.stem)] = data if isinstance(data, dict) else {"unreadable": f"{f.name}: not a JSON object"}
     return out[0], out[1]
 
 
@@ -357,7 +367,9 @@ def run_links(ds: str, stats: dict, failures: dict, stages: dict, prefix: str = 
     logical date, which the note says)."""
     from urllib.parse import quote, urlencode
 
-    from keyphrase_pipeline.jobs.airflow_tasks import STATS_TASKS
+    from keyphrase_pipeline.stages import stats_tasks
+
+    STATS_TASKS = stats_tasks()
 
     recs = []
     for rec in list(stats.values()) + list(failures.values()):

@@ -200,7 +200,7 @@ def test_session_ready_at_reads_get_sparks_log_line(scale):
     import datetime as dt
 
     err = ("WARNING: Using incubator modules: jdk.incubator.vector\n"
-           "2026-11-30 02:09:43,100 INFO keyphrase_pipeline.jobs.ctr_labels: reading\n"
+           "2026-11-30 02:09:43,100 INFO keyphrase_pipeline.stages.ctr_labels: reading\n"
            "2026-11-30 02:09:49,207 INFO keyphrase_pipeline.core.spark: Spark 4.2.0 started: master=local[*]\n"
            "2026-11-30 02:09:59,000 INFO keyphrase_pipeline.core.spark: Spark 4.2.0 started: master=local[*]\n")
     assert scale.session_ready_at(err) == pytest.approx(dt.datetime(2026, 11, 30, 2, 9, 49, 207000).timestamp())

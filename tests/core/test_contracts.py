@@ -2,7 +2,6 @@ import re
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from keyphrase_pipeline.core.contracts import CONTRACTS, arrow_schema, check_pandas, columns, spark_schema

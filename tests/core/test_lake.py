@@ -6,7 +6,15 @@ import pandas as pd
 import pytest
 
 from keyphrase_pipeline.core.errors import ConfigError, DataError, SchemaError
-from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_range, parse_ds, read_parquet, write_parquet_atomic, write_parquet_file_atomic
+from keyphrase_pipeline.core.lake import (
+    Lake,
+    atomic_dir,
+    ds_range,
+    parse_ds,
+    read_parquet,
+    write_parquet_atomic,
+    write_parquet_file_atomic,
+)
 
 
 def test_paths_follow_the_layout(tmp_path):

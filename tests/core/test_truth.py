@@ -26,7 +26,8 @@ def test_no_provider_means_no_truth_and_says_so_once(tmp_path, caplog, monkeypat
     assert len(said) == 1 and said[0].levelno == logging.INFO and "truth metrics are skipped" in said[0].getMessage()
 
 
-@pytest.mark.parametrize("spec", ["keyphrase_pipeline.synthetic.world", "keyphrase_pipeline.synthetic.world:", ":load_truth", "keyphrase_pipeline.core.truth"])
+@pytest.mark.parametrize("spec", ["keyphrase_pipeline.synthetic.world", "keyphrase_pipeline.synthetic.world:", ":load_truth",
+                                  "keyphrase_pipeline.core.truth"])
 def test_a_malformed_provider_names_the_expected_form(tmp_path, spec):
     with pytest.raises(ConfigError, match="expected the form module:function"):
         load_truth(Settings(lake_root=str(tmp_path), truth_provider=spec))

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def airflow_db():
     """``airflow db migrate`` once if needed (the Makefile's airflow-db target usually did it), plus pool llm."""
-    from keyphrase_pipeline.core import airflow_standalone as af
+    from keyphrase_pipeline.deploy import airflow_standalone as af
 
     af.ensure_metadata_db()
     af.ensure_pool()

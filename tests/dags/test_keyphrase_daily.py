@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
@@ -15,9 +14,9 @@ REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "keyphrase_daily"
 
 STAGE_TASKS = {
-    "ctr.ctr_labels", "llm_labels.select_pairs", "llm_labels.label_shard", "llm_labels.merge_labels",
+    "ctr.ctr_labels", "llm_labels.select_pairs", "llm_labels.llm_label", "llm_labels.merge_labels",
     "train.train_cross", "train.train_bi", "train.evaluate", "serve.export", "serve.embed_items",
-    "serve.embed_keyphrases", "serve.build_index", "serve.recommend", "serve.publish",
+    "serve.embed_keyphrases", "serve.index", "serve.recommend", "serve.publish",
 }
 
 
@@ -38,7 +37,7 @@ def test_dag_file_parses_without_heavy_imports():
     code = (
         "import sys, runpy; runpy.run_path('dags/keyphrase_daily.py', run_name='parse');"
         "heavy=[m for m in ('torch','pyspark','faiss','onnxruntime','transformers','sentence_transformers',"
-        "'pandas','keyphrase_pipeline.jobs.ctr_labels','keyphrase_pipeline.jobs.train_bi') if m in sys.modules]; print('HEAVY', heavy)"
+        "'pandas','keyphrase_pipeline.stages.ctr_labels','keyphrase_pipeline.stages.train_bi') if m in sys.modules]; print('HEAVY', heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -61,7 +60,7 @@ def test_schedule_processes_the_previous_day(dag):
     )
     assert info.data_interval.start == dt.datetime(2026, 10, 10, 2, tzinfo=dt.UTC)
     assert info.run_after == dt.datetime(2026, 10, 11, 2, tzinfo=dt.UTC)
-    from keyphrase_pipeline.jobs.airflow_tasks import day_from_context
+    from keyphrase_pipeline.orchestration.planning import day_from_context
 
     assert day_from_context({}, info.data_interval.start) == "2026-10-10"
 
@@ -75,13 +74,13 @@ def test_tasks_groups_and_dependencies(dag):
     chain = [
         ("plan.ensure_world", "plan.wait_for_input"), ("plan.wait_for_input", "ctr.ctr_labels"), ("ctr.ctr_labels", "llm_labels.gate"),
         ("llm_labels.gate", "llm_labels.select_pairs"), ("llm_labels.select_pairs", "llm_labels.shards"),
-        ("llm_labels.shards", "llm_labels.label_shard"), ("llm_labels.label_shard", "llm_labels.merge_labels"),
+        ("llm_labels.shards", "llm_labels.llm_label"), ("llm_labels.llm_label", "llm_labels.merge_labels"),
         ("llm_labels.merge_labels", "train.decide"), ("llm_labels.skipped", "train.decide"),
         ("train.decide", "train.train_cross"), ("train.train_cross", "train.train_bi"),
         ("train.train_bi", "train.evaluate"), ("train.evaluate", "serve.export"),
         ("train.skip_training", "serve.export"), ("serve.export", "serve.embed_items"),
-        ("serve.export", "serve.embed_keyphrases"), ("serve.embed_keyphrases", "serve.build_index"),
-        ("serve.build_index", "serve.recommend"), ("serve.embed_items", "serve.recommend"),
+        ("serve.export", "serve.embed_keyphrases"), ("serve.embed_keyphrases", "serve.index"),
+        ("serve.index", "serve.recommend"), ("serve.embed_items", "serve.recommend"),
         ("serve.recommend", "serve.publish"),
     ]
     for a, b in chain:
@@ -99,7 +98,7 @@ def test_the_run_waits_for_its_input_without_holding_a_slot(dag):
 
 
 def test_pools_queues_retries_timeouts_docs(dag):
-    label = dag.get_task("llm_labels.label_shard")
+    label = dag.get_task("llm_labels.llm_label")
     assert label.pool == "llm" and label.queue == "gpu"
     assert label.is_mapped if hasattr(label, "is_mapped") else True
     for tid in ("train.train_cross", "train.train_bi", "serve.embed_items", "serve.embed_keyphrases"):
@@ -122,7 +121,7 @@ def test_spark_stage_uses_spark_submit(dag):
 
     ctr = dag.get_task("ctr.ctr_labels")
     assert isinstance(ctr, SparkSubmitOperator)
-    assert Path(ctr.application) == REPO / "keyphrase_pipeline" / "jobs" / "ctr_labels.py" and Path(ctr.application).exists()
+    assert Path(ctr.application) == REPO / "jobs" / "ctr_labels.py" and Path(ctr.application).exists()
     assert ctr.application_args[0] == "--ds"
     assert getattr(ctr, "_conn_id", None) == "spark_default" or getattr(ctr, "conn_id", None) == "spark_default"
 
@@ -130,7 +129,7 @@ def test_spark_stage_uses_spark_submit(dag):
 def test_assets_name_the_lake(dag):
     outlets = {t.task_id: [a.uri for a in t.outlets] for t in dag.tasks if t.outlets}
     assert outlets["ctr.ctr_labels"] == ["kp://lake/ctr_labels"]
-    assert outlets["llm_labels.merge_labels"] == ["kp://lake/llm_labels"]
+    assert outlets["llm_labels.merge_labels"] == ["kp://lake/llm_store"]
     assert outlets["serve.publish"] == ["kp://lake/serving"]
     assert len({u for us in outlets.values() for u in us}) >= 10
 
@@ -155,9 +154,9 @@ def test_params_make_a_typed_trigger_form(dag):
             params.get_param(name).resolve(value)
 
 
-# ---- orchestration decisions (keyphrase_pipeline.jobs.airflow_tasks) --------------------------------------------------
+# ---- orchestration decisions (keyphrase_pipeline.orchestration.airflow_tasks) --------------------------------------------------
 def test_day_resolution():
-    from keyphrase_pipeline.jobs.airflow_tasks import day_from_context
+    from keyphrase_pipeline.orchestration.planning import day_from_context
 
     start = dt.datetime(2026, 10, 10, 2, tzinfo=dt.UTC)
     assert day_from_context({}, start) == "2026-10-10"
@@ -170,44 +169,44 @@ def test_day_resolution():
 
 
 def test_training_cadence_and_param_overrides(settings, monkeypatch):
-    from keyphrase_pipeline.jobs import airflow_tasks as at
+    from keyphrase_pipeline.orchestration import planning, run_settings
 
     every3 = settings.with_overrides(**{"train.retrain_every_days": 3})
     days = [(dt.date(2026, 10, 1) + dt.timedelta(days=i)).isoformat() for i in range(9)]
-    flags = [at.is_training_day(every3, d) for d in days]
-    assert sum(flags) == 3 and all(at.is_training_day(settings, d) for d in days)
+    flags = [planning.is_training_day(every3, d) for d in days]
+    assert sum(flags) == 3 and all(planning.is_training_day(settings, d) for d in days)
 
-    monkeypatch.setattr(at, "settings_for", lambda params=None: every3)
+    monkeypatch.setattr(run_settings, "settings_for", lambda params=None: every3)
     not_training = next(d for d, f in zip(days, flags) if not f)
-    monkeypatch.setattr(at, "_champion", lambda s: None)
-    plan = at.plan_day({"ds": not_training})
+    monkeypatch.setattr(planning, "_champion", lambda s: None)
+    plan = planning.plan_day({"ds": not_training})
     assert plan["train"] is True and "no champion" in plan["train_reason"]
-    monkeypatch.setattr(at, "_champion", lambda s: "2026-10-01-abcdef12")
-    plan = at.plan_day({"ds": not_training, "skip_llm": True})
+    monkeypatch.setattr(planning, "_champion", lambda s: "2026-10-01-abcdef12")
+    plan = planning.plan_day({"ds": not_training, "skip_llm": True})
     assert plan["train"] is False and plan["label"] is False and plan["ds"] == not_training
-    assert at.plan_day({"ds": not_training, "force_retrain": True})["train"] is True
+    assert planning.plan_day({"ds": not_training, "force_retrain": True})["train"] is True
 
 
 def test_settings_for_applies_params(monkeypatch, tmp_path):
-    from keyphrase_pipeline.jobs import airflow_tasks as at
     from keyphrase_pipeline.core.settings import get_settings
+    from keyphrase_pipeline.orchestration import run_settings
 
     monkeypatch.setenv("KP_LAKE_ROOT", str(tmp_path / "lake"))
     get_settings.cache_clear()
     try:
-        s = at.settings_for({"label_budget": 123, "scale": "tiny", "ds": "2026-10-03"})
+        s = run_settings.settings_for({"label_budget": 123, "scale": "tiny", "ds": "2026-10-03"})
         assert s.pairs.daily_budget == 123 and s.synth.scale == "tiny"
-        assert at.settings_for({}).pairs.daily_budget == get_settings().pairs.daily_budget
+        assert run_settings.settings_for({}).pairs.daily_budget == get_settings().pairs.daily_budget
         # demo mode (scale param) passes the demo's small training budget; a normal run keeps the defaults
         assert (s.train.cross_max_steps, s.train.bi_max_steps) == (150, 250)
-        plain = at.settings_for({})
+        plain = run_settings.settings_for({})
         assert (plain.train.cross_max_steps, plain.train.bi_max_steps) == (-1, -1)
         # and its simulated judge errs like an LLM (issue 26); a normal run keeps the settings' default
         assert s.judge.simulated_errors == "llm" and plain.judge.simulated_errors == "iid"
         monkeypatch.setenv("KP_TRAIN__BI_MAX_STEPS", "40")  # the environment wins over the demo budget
         monkeypatch.setenv("KP_JUDGE__SIMULATED_ERRORS", "iid")  # and over the demo's judge
         get_settings.cache_clear()
-        s = at.settings_for({"scale": "tiny"})
+        s = run_settings.settings_for({"scale": "tiny"})
         assert (s.train.cross_max_steps, s.train.bi_max_steps) == (150, 40) and s.judge.simulated_errors == "iid"
     finally:
         get_settings.cache_clear()
@@ -229,19 +228,20 @@ def test_settings_env_round_trips(settings):
 
 
 def test_failure_callback_logs_how_to_rerun(caplog):
-    from keyphrase_pipeline.jobs.airflow_tasks import log_task_failure
+    from keyphrase_pipeline.orchestration.tasks import log_task_failure
 
     class TI:
-        dag_id, task_id, map_index, try_number = DAG_ID, "serve.build_index", -1, 2
+        dag_id, task_id, map_index, try_number = DAG_ID, "serve.index", -1, 2
 
     with caplog.at_level("ERROR"):
         log_task_failure({"ti": TI(), "exception": ValueError("recall 0.80 < floor 0.95"), "params": {"ds": "2026-10-10"}})
     msg = caplog.text
-    assert "serve.build_index" in msg and "2026-10-10" in msg and "recall 0.80" in msg and "airflow tasks clear" in msg
+    assert "serve.index" in msg and "2026-10-10" in msg and "recall 0.80" in msg and "airflow tasks clear" in msg
 
 
 # ---- branches, run in Airflow (stage tasks marked success: this checks routing only) ---------------
-STAGES_MARKED = r"plan\.wait_for_input|ctr\..*|llm_labels\.(select_pairs|shards|label_shard|merge_labels)|train\.(train_.*|evaluate)|serve\..*"
+STAGES_MARKED = (r"plan\.wait_for_input|ctr\..*|llm_labels\.(select_pairs|shards|llm_label|merge_labels)"
+                 r"|train\.(train_.*|evaluate)|serve\..*")
 
 
 def _states(dr):
@@ -298,7 +298,7 @@ def test_the_sensor_passes_a_day_whose_input_landed_and_waits_on_one_without(air
     from keyphrase_pipeline.core.contracts import arrow_schema
     from keyphrase_pipeline.core.lake import Lake
     from keyphrase_pipeline.core.settings import get_settings, settings_env
-    from keyphrase_pipeline.jobs import airflow_tasks as at
+    from keyphrase_pipeline.orchestration import planning
 
     lake = Lake.from_settings(settings)
     for dataset, ds in (("events", "2026-10-03"), ("catalog", "2026-10-03"), ("keyphrases", None)):
@@ -317,7 +317,7 @@ def test_the_sensor_passes_a_day_whose_input_landed_and_waits_on_one_without(air
         assert st["plan.wait_for_input"] == "success" and dr.state == "success"
         # a day without input: the poke says "not yet" and the sensor waits; at its timeout the run fails there,
         # before any stage ran
-        assert at.wait_for_input({}, "2026-10-04").is_done is False
+        assert planning.wait_for_input({}, "2026-10-04").is_done is False
         dr = runnable_dag.test(run_conf={"ds": "2026-10-04", "skip_llm": True}, mark_success_pattern=everything_after)
         st = _states(dr)
         assert st["plan.wait_for_input"] == "failed" and dr.state == "failed"

@@ -29,8 +29,7 @@ def tiny_pipeline_settings(world_settings, base_model: str):
 @pytest.fixture
 def pipeline_env(tiny_world, tmp_path, monkeypatch):
     """Process env so that get_settings() (in tasks and in spark-submit) is the tiny pipeline's settings."""
-    from keyphrase_pipeline.core.settings import settings_env
-    from keyphrase_pipeline.core.settings import get_settings
+    from keyphrase_pipeline.core.settings import get_settings, settings_env
     from keyphrase_pipeline.models.tiny import build_tiny_encoder
 
     model = build_tiny_encoder(tmp_path / "tiny_encoder", hidden=32, seed=3)
@@ -74,9 +73,9 @@ def _snapshot(settings, ds):
 # Two full runs (Spark JVMs, tiny training): ~3 minutes on 2 cores, kept in `make test` because it is
 # the one test that runs every real stage through Airflow and proves a cleared day reruns to the same outputs.
 def test_daily_dag_end_to_end_and_rerun_is_idempotent(airflow_db, pipeline_env):
-    from keyphrase_pipeline.jobs import serving
-    from keyphrase_pipeline.synthetic.world import World
+    from keyphrase_pipeline.artifacts import serving
     from keyphrase_pipeline.core.lake import Lake
+    from keyphrase_pipeline.synthetic.world import World
 
     settings = pipeline_env
     lake = Lake.from_settings(settings)
@@ -90,14 +89,14 @@ def test_daily_dag_end_to_end_and_rerun_is_idempotent(airflow_db, pipeline_env):
     assert states["llm_labels.skipped"] == "skipped" and states["train.skip_training"] == "skipped"
     for t in ("ctr.ctr_labels", "llm_labels.merge_labels", "train.evaluate", "serve.publish"):
         assert states[t] == "success", t
-    labelled = [ti for ti in dr.get_task_instances() if ti.task_id == "llm_labels.label_shard"]
+    labelled = [ti for ti in dr.get_task_instances() if ti.task_id == "llm_labels.llm_label"]
     assert len(labelled) >= 2 and all(ti.state == "success" for ti in labelled)  # fanned out over shards
 
     durations = {ti.task_id: round(ti.duration or 0, 1) for ti in dr.get_task_instances() if ti.map_index in (-1, 0)}
     print("TASK_SECONDS", durations)
     first = _snapshot(settings, ds)
     assert first["champion"] and len(first["recs"]) > 0 and first["label_rows"] > 0
-    for stage in ("ctr_labels", "select_pairs", "llm_labels", "train_bi", "evaluate", "index", "recommend", "publish"):
+    for stage in ("ctr_labels", "select_pairs", "merge_labels", "train_bi", "evaluate", "index", "recommend", "publish"):
         assert lake.exists(lake.run_stats_path(ds, stage)), stage
     # what users get: the published index answers for an item, and the demo world can judge it
     bundle = serving.load_current(settings, cached=False)

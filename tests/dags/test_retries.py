@@ -11,14 +11,15 @@ import types
 import pytest
 
 from keyphrase_pipeline.core.errors import ConfigError, DataError, GateError, KPError, SchemaError
-from keyphrase_pipeline.jobs import airflow_tasks as at
+from keyphrase_pipeline.orchestration import run_settings, spark_submit, tasks
+from keyphrase_pipeline.stages import Stage
 
 DS = "2026-10-05"
 
 
 @pytest.fixture
 def fake_stages(monkeypatch, settings):
-    """``keyphrase_pipeline.jobs.fail_<name>`` stage modules whose ``run`` raises the given exception (and count calls)."""
+    """``keyphrase_pipeline.stages.fail_<name>`` stage modules whose ``run`` raises the given exception (and count calls)."""
     calls: dict[str, int] = {}
 
     def add(name: str, exc: BaseException):
@@ -26,9 +27,11 @@ def fake_stages(monkeypatch, settings):
             calls[name] = calls.get(name, 0) + 1
             raise exc
 
-        monkeypatch.setitem(sys.modules, f"keyphrase_pipeline.jobs.{name}", types.SimpleNamespace(run=run))
+        monkeypatch.setitem(sys.modules, f"keyphrase_pipeline.stages.{name}", types.SimpleNamespace(run=run))
+        if name not in tasks.STAGE_BY_NAME:  # a stage of its own; a real one keeps its table entry
+            monkeypatch.setitem(tasks.STAGE_BY_NAME, name, Stage(name, "test", "a stage that fails", 5))
 
-    monkeypatch.setattr(at, "settings_for", lambda params=None: settings)
+    monkeypatch.setattr(run_settings, "settings_for", lambda params=None: settings)
     add.calls = calls
     return add
 
@@ -41,7 +44,7 @@ def test_deterministic_errors_fail_the_task_without_retry(fake_stages, exc):
 
     fake_stages("fail_det", exc)
     with pytest.raises(AirflowFailException) as err:
-        at.run_stage("fail_det", None, DS)
+        tasks.run_stage("fail_det", None, DS)
     assert err.value.__cause__ is exc  # chained: the traceback and the failure callback show the original
     assert f"stage fail_det for ds={DS}: {type(exc).__name__}: {exc}" in str(err.value) and "not retried" in str(err.value)
 
@@ -51,25 +54,25 @@ def test_deterministic_errors_fail_the_task_without_retry(fake_stages, exc):
 def test_transient_errors_propagate_unchanged_for_airflow_to_retry(fake_stages, exc):
     fake_stages("fail_transient", exc)
     with pytest.raises(type(exc)) as err:
-        at.run_stage("fail_transient", None, DS)
+        tasks.run_stage("fail_transient", None, DS)
     assert err.value is exc
 
 
 def test_run_stage_imports_the_packaged_stage(monkeypatch, settings):
-    monkeypatch.setattr(at, "settings_for", lambda params=None: settings)
+    monkeypatch.setattr(run_settings, "settings_for", lambda params=None: settings)
     from airflow.sdk.exceptions import AirflowFailException
 
     with pytest.raises(AirflowFailException, match="DataError: no model: registry/CHAMPION is not set"):
-        at.run_stage("index", None, DS)  # the real stage on an empty lake
+        tasks.run_stage("index", None, DS)  # the real stage on an empty lake
 
 
 def test_spark_submit_stage_fails_fast_on_kp_exit_codes(monkeypatch):
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-    assert at.deterministic_exit_codes() == {2: "ConfigError", 3: "DataError", 4: "GateError"}
-    op = at.SparkSubmitStage(task_id="t", application=at.spark_application("ctr_labels"), conn_id="spark_default")
-    assert isinstance(op, SparkSubmitOperator) and type(op).__module__ == "keyphrase_pipeline.jobs.airflow_tasks"
+    assert spark_submit.deterministic_exit_codes() == {2: "ConfigError", 3: "DataError", 4: "GateError"}
+    op = spark_submit.SparkSubmitStage(task_id="t", application=spark_submit.spark_application("ctr_labels"), conn_id="spark_default")
+    assert isinstance(op, SparkSubmitOperator) and type(op).__module__ == "keyphrase_pipeline.orchestration.spark_submit"
     code = {"rc": 3}
 
     def fake_execute(self, context):
@@ -93,17 +96,17 @@ import datetime as dt
 
 from airflow.sdk import DAG, task
 
-from keyphrase_pipeline.jobs import airflow_tasks as at
+from keyphrase_pipeline.orchestration import run_settings, spark_submit, tasks
 
 with DAG("kp_retry_probe", schedule=None, start_date=dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc), catchup=False):
 
     @task(retries=3, retry_delay=dt.timedelta(seconds=0))
     def deterministic():
-        return at.run_stage("fail_data", None, "2026-10-05")
+        return tasks.run_stage("fail_data", None, "2026-10-05")
 
     @task(retries=1, retry_delay=dt.timedelta(seconds=0))
     def transient():
-        return at.run_stage("fail_conn", None, "2026-10-05")
+        return tasks.run_stage("fail_conn", None, "2026-10-05")
 
     deterministic()
     transient()
@@ -140,42 +143,41 @@ def test_run_stage_adds_wall_seconds_to_the_stats_the_stage_wrote(monkeypatch, s
     from keyphrase_pipeline.core.lake import Lake
 
     lake = Lake.from_settings(settings)
-    monkeypatch.setattr(at, "settings_for", lambda params=None: settings)
+    monkeypatch.setattr(run_settings, "settings_for", lambda params=None: settings)
 
     def run(s, ds, what="items"):
         time.sleep(0.05)
         lake.write_run_stats(ds, f"embed_{what}", {"embedded_now": 3})
         return {"embedded_now": 3}
 
-    monkeypatch.setitem(sys.modules, "keyphrase_pipeline.jobs.embed", types.SimpleNamespace(run=run))
-    assert at.run_stage("embed", None, DS, what="keyphrases") == {"embedded_now": 3}
+    monkeypatch.setitem(sys.modules, "keyphrase_pipeline.stages.embed", types.SimpleNamespace(run=run))
+    assert tasks.run_stage("embed", None, DS, what="keyphrases") == {"embedded_now": 3}
     stats = lake.read_json(lake.run_stats_path(DS, "embed_keyphrases"))
     assert stats["embedded_now"] == 3 and 0.05 <= stats["wall_seconds"] < 30
     assert "airflow" not in stats  # not inside an Airflow task: no ids to record
 
     # a stage that wrote nothing this time: the older stats of the day are left alone
-    monkeypatch.setitem(sys.modules, "keyphrase_pipeline.jobs.embed", types.SimpleNamespace(run=lambda s, ds, what: {}))
+    monkeypatch.setitem(sys.modules, "keyphrase_pipeline.stages.embed", types.SimpleNamespace(run=lambda s, ds, what: {}))
     before = lake.read_json(lake.run_stats_path(DS, "embed_keyphrases"))
-    at.run_stage("embed", None, DS, what="keyphrases")
+    tasks.run_stage("embed", None, DS, what="keyphrases")
     assert lake.read_json(lake.run_stats_path(DS, "embed_keyphrases")) == before
 
 
 def test_the_airflow_run_and_task_ids_go_with_the_stats(settings):
-    import datetime as dt
 
     from keyphrase_pipeline.core.lake import Lake
 
     lake = Lake.from_settings(settings)
     since = dt.datetime.now(dt.UTC)
-    lake.write_run_stats(DS, "llm_labels", {"rows": 5})
+    lake.write_run_stats(DS, "merge_labels", {"rows": 5})
     ti = types.SimpleNamespace(dag_id="keyphrase_daily", run_id="manual__2026-10-06T02:00:00+00:00",
                                task_id="llm_labels.merge_labels", map_index=-1, try_number=2)
-    at.record_success(settings, DS, "llm_labels", 12.5, since, context={"ti": ti})
-    stats = lake.read_json(lake.run_stats_path(DS, "llm_labels"))
+    tasks.record_success(settings, DS, "merge_labels", 12.5, since, context={"ti": ti})
+    stats = lake.read_json(lake.run_stats_path(DS, "merge_labels"))
     assert stats["wall_seconds"] == 12.5 and stats["rows"] == 5
     assert stats["airflow"] == {"dag_id": "keyphrase_daily", "run_id": "manual__2026-10-06T02:00:00+00:00",
                                 "task_id": "llm_labels.merge_labels", "map_index": -1, "try_number": 2}
-    assert at.airflow_ids({}) is None and at.airflow_ids(None) is None  # no task: no ids
+    assert tasks.airflow_ids({}) is None and tasks.airflow_ids(None) is None  # no task: no ids
 
 
 @pytest.mark.parametrize("exc,retried", [(DataError("no events for 2026-10-05"), False),
@@ -184,12 +186,13 @@ def test_run_stage_records_a_failure_for_the_run_history(fake_stages, settings, 
     from keyphrase_pipeline.core.lake import Lake
 
     fake_stages("llm_label", exc)
-    with pytest.raises(Exception):
-        at.run_stage("llm_label", None, DS, shard=3)
+    with pytest.raises(Exception) as raised:  # noqa: B017 (Airflow's fail-now exception, or the original one)
+        tasks.run_stage("llm_label", None, DS, shard=3)
+    assert raised.value is exc or raised.value.__cause__ is exc
     lake = Lake.from_settings(settings)
-    rec = lake.read_json(lake.run_failure_path(DS, "llm_labels"))  # a shard's failure is the labelling's
+    rec = lake.read_json(lake.run_failure_path(DS, "merge_labels"))  # a shard's failure is the labelling's
     assert rec["error_type"] == type(exc).__name__ and str(exc) in rec["error"] and rec["retried"] is retried
-    assert rec["detail"] == {"shard": 3} and rec["stage"] == "llm_labels" and rec["ds"] == DS
+    assert rec["detail"] == {"shard": 3} and rec["stage"] == "merge_labels" and rec["ds"] == DS
     assert rec["wall_seconds"] >= 0 and rec["failed_at"]
 
 
@@ -203,12 +206,11 @@ def test_a_failure_that_cannot_be_recorded_does_not_hide_the_stage_error(fake_st
     exc = ConnectionError("endpoint down")
     fake_stages("fail_transient", exc)
     with pytest.raises(ConnectionError) as err:
-        at.run_stage("fail_transient", None, DS)
+        tasks.run_stage("fail_transient", None, DS)
     assert err.value is exc
 
 
 def test_spark_submit_stage_records_its_failure_and_its_wall_time(monkeypatch, settings):
-    import datetime as dt
 
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
     from airflow.sdk.exceptions import AirflowException
@@ -216,8 +218,8 @@ def test_spark_submit_stage_records_its_failure_and_its_wall_time(monkeypatch, s
     from keyphrase_pipeline.core.lake import Lake
 
     lake = Lake.from_settings(settings)
-    monkeypatch.setattr(at, "settings_for", lambda params=None: settings)
-    op = at.SparkSubmitStage(task_id="ctr_labels", application=at.spark_application("ctr_labels"),
+    monkeypatch.setattr(run_settings, "settings_for", lambda params=None: settings)
+    op = spark_submit.SparkSubmitStage(task_id="ctr_labels", application=spark_submit.spark_application("ctr_labels"),
                              application_args=["--ds", DS], conn_id="spark_default")
     ti = types.SimpleNamespace(dag_id="keyphrase_daily", run_id="scheduled__2026-10-05T02:00:00+00:00",
                                task_id="ctr.ctr_labels", map_index=-1, try_number=1)

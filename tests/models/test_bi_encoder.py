@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from testsupport import make_settings
 
 
@@ -23,7 +22,14 @@ def _settings(tmp_path, tiny, dims=(32, 16)):
 
 
 def test_student_towers_cut_and_normalise(tmp_path, tiny):
-    from keyphrase_pipeline.models.bi_encoder import build_student, encode_items, encode_keyphrases, save_student, score_pairs, load_student
+    from keyphrase_pipeline.models.bi_encoder import (
+        build_student,
+        encode_items,
+        encode_keyphrases,
+        load_student,
+        save_student,
+        score_pairs,
+    )
 
     s = _settings(tmp_path, tiny)
     model = build_student(s)

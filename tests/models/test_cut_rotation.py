@@ -88,10 +88,10 @@ def test_a_warm_start_keeps_the_rotation_frozen(tmp_path):
     """A student trained from a rotated one (train.init_from=champion) never trains its rotation: it stays
     orthogonal, so full-size cosines stay what the encoder makes them."""
     from sentence_transformers import SentenceTransformer
+    from testsupport import make_settings
 
     from keyphrase_pipeline.models.bi_encoder import build_student
     from keyphrase_pipeline.models.tiny import build_tiny_encoder
-    from testsupport import make_settings
 
     model = SentenceTransformer(build_tiny_encoder(tmp_path / "m", hidden=32, seed=1), device="cpu")
     r = np.linalg.qr(np.random.default_rng(0).normal(size=(32, 32)))[0].astype(np.float32)

@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from keyphrase_pipeline.models.losses import PearsonCorrelationLoss, RecordedLoss, TaskLosses, build_kd_loss, pearson_loss, pearson_r
+from keyphrase_pipeline.models.losses import (
+    PearsonCorrelationLoss,
+    RecordedLoss,
+    TaskLosses,
+    build_kd_loss,
+    pearson_loss,
+    pearson_r,
+)
 
 
 def _unit(*angles_deg):

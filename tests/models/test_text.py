@@ -39,8 +39,15 @@ import unicodedata  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from keyphrase_pipeline.models.text import (EMPTY, UNREADABLE, clean, is_blank, spark_is_blank,  # noqa: E402
-                                            text_problems, unreadable_mask)
+from keyphrase_pipeline.models.text import (  # noqa: E402
+    EMPTY,
+    UNREADABLE,
+    clean,
+    is_blank,
+    spark_is_blank,
+    text_problems,
+    unreadable_mask,
+)
 
 INVISIBLE = ["\u200b", "\ufeff", "\u200d", "\u202e", "\u2066\u2069", "\u200b\u200c\u200d\ufeff\u2060",
              "\u202e\u2066 \u2069\u202c", "\u00ad", "\x00\x07\x1b", "\u200e\u200f\u061c", "\U000e0001\U000e0041"]

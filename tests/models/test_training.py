@@ -53,10 +53,10 @@ def test_wall_clock_cap_stops_training():
 
 def test_a_command_lines_step_cap_is_validated(tmp_path):
     import pytest
+    from testsupport import make_settings
 
     from keyphrase_pipeline.core.errors import ConfigError
     from keyphrase_pipeline.models.training import with_step_cap
-    from testsupport import make_settings
 
     s = make_settings(tmp_path / "lake")
     assert with_step_cap(s, "bi_max_steps", None) is s

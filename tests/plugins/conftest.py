@@ -70,11 +70,20 @@ def published_lake(tiny_world_lake, tmp_path_factory, spark):
     real ctr, select-pairs, label and merge stages, simulated judge)."""
     if _PUBLISHED:
         return _PUBLISHED[0]
-    from keyphrase_pipeline.jobs import (ctr_labels, embed, export, index, label_store, llm_label, publish, recommend,
-                                         select_pairs)
     from keyphrase_pipeline.core import layout
     from keyphrase_pipeline.core.lake import Lake
     from keyphrase_pipeline.core.settings import load_settings
+    from keyphrase_pipeline.stages import (
+        ctr_labels,
+        embed,
+        export,
+        index,
+        llm_label,
+        merge_labels,
+        publish,
+        recommend,
+        select_pairs,
+    )
 
     root = tmp_path_factory.mktemp("plugin_lake") / "lake"
     shutil.copytree(tiny_world_lake, root)
@@ -112,7 +121,7 @@ def published_lake(tiny_world_lake, tmp_path_factory, spark):
     ctr_labels.run(s, ds, spark=spark)
     select_pairs.run(s, ds, spark=spark)
     llm_label.run_all(s, ds)
-    label_store.run(s, ds)
+    merge_labels.run(s, ds)
     _PUBLISHED.append({"root": root, "ds": ds, "version": version, "challenger": challenger, "cross": cross,
                        "settings": s})
     return _PUBLISHED[0]
@@ -127,8 +136,8 @@ def airflow_api(published_lake):
 
     from fastapi.testclient import TestClient
 
-    from keyphrase_pipeline.core import airflow_standalone as af
     from keyphrase_pipeline.core.settings import get_settings, settings_env
+    from keyphrase_pipeline.deploy import airflow_standalone as af
 
     root, ds, version = published_lake["root"], published_lake["ds"], published_lake["version"]
     af.ensure_metadata_db()

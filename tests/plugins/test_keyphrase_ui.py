@@ -237,8 +237,9 @@ def test_fuzzed_query_parameters_never_cause_a_server_error(airflow_api, path):
 def test_history_api_tables_flags_and_trend_plot(airflow_api, lake_env, tmp_path):
     import datetime as dt
 
-    from keyphrase_pipeline.core.lake import Lake
     from ui_helpers import write_run_day
+
+    from keyphrase_pipeline.core.lake import Lake
 
     c, h = airflow_api["client"], auth(airflow_api)
     lake = Lake(str(tmp_path / "lake"))
@@ -246,7 +247,7 @@ def test_history_api_tables_flags_and_trend_plot(airflow_api, lake_env, tmp_path
     for i in range(1, 9):
         write_run_day(lake, (end - dt.timedelta(days=i)).isoformat(), wall={"publish": 2.0},
                       airflow={"dag_id": "keyphrase_daily", "run_id": f"scheduled__{i}"})
-    write_run_day(lake, end.isoformat(), changes={"llm_labels": {"yes_rate": 0.7}})
+    write_run_day(lake, end.isoformat(), changes={"merge_labels": {"yes_rate": 0.7}})
     lake_env(lake.root)
     r = c.get("/keyphrases/api/history?days=9", headers=h)
     assert r.status_code == 200, r.text
@@ -306,8 +307,9 @@ def test_a_day_without_a_run_names_the_days_that_have_one(airflow_api):
 
 
 def test_a_failed_stage_is_reported_with_its_error_and_what_to_do(airflow_api, lake_env, tmp_path):
-    from keyphrase_pipeline.core.lake import Lake
     from ui_helpers import write_run_day
+
+    from keyphrase_pipeline.core.lake import Lake
 
     c, h = airflow_api["client"], auth(airflow_api)
     lake = Lake(str(tmp_path / "lake"))
@@ -371,9 +373,9 @@ def _frames(api):
     """(published recommendations, label store, newest CTR labels) of the fixture's lake, read directly."""
     import pandas as pd
 
+    from keyphrase_pipeline.artifacts import serving
     from keyphrase_pipeline.core.lake import Lake, read_parquet
-    from keyphrase_pipeline.jobs import serving
-    from keyphrase_pipeline.jobs.label_store import read_labels
+    from keyphrase_pipeline.labels.store import read_labels
 
     s = api["settings"]
     recs = pd.read_parquet(serving.current_recommendations_path(s))
@@ -439,8 +441,9 @@ def test_item_view_shows_the_ctr_window_of_exposed_pairs(airflow_api):
 
 
 def test_without_a_cross_encoder_the_score_is_na_with_the_reason(tmp_path):
-    from keyphrase_ui import explain
     from testsupport import make_settings
+
+    from keyphrase_ui import explain
 
     out = explain.cross_scores(make_settings(tmp_path / "lake"), 1, "red phone case", "phones", [(7, "phone case")])
     assert out["version"] is None and out["scores"] == {} and "no cross-encoder in the registry" in out["note"]
@@ -539,7 +542,7 @@ def token_for(username: str, role: str) -> str:
 
 
 def test_review_sample_is_seeded_per_day(airflow_api, lake_env, tmp_path):
-    from keyphrase_pipeline.jobs.label_store import read_labels
+    from keyphrase_pipeline.labels.store import read_labels
 
     c, h = airflow_api["client"], auth(airflow_api)
     _review_lake(airflow_api, tmp_path, lake_env)
@@ -556,7 +559,7 @@ def test_review_sample_is_seeded_per_day(airflow_api, lake_env, tmp_path):
 def test_read_only_user_gets_403_editor_appends_a_file_per_verdict(airflow_api, lake_env, tmp_path):
     import hashlib
 
-    from keyphrase_pipeline.jobs import label_reviews
+    from keyphrase_pipeline.commands import label_reviews
 
     c = airflow_api["client"]
     c.cookies.clear()

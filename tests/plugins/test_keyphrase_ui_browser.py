@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -48,14 +47,14 @@ def history_days(lake, ds: str) -> None:
             continue  # a day without a run
         if i == 2:
             write_run_day(lake, d, skip=("index", "recommend", "publish", "train_cross", "train_bi", "evaluate"),
-                          wall={"ctr_labels": 41.0, "llm_labels": 63.5}, airflow=ids)
+                          wall={"ctr_labels": 41.0, "merge_labels": 63.5}, airflow=ids)
             lake.write_run_failure(d, "index", {"error_type": "GateError", "retried": False, "wall_seconds": 4.2,
                                                 "error": "index recall@20 0.41 is below serve.min_recall=0.95",
-                                                "airflow": {**ids, "task_id": "serve.build_index", "map_index": -1}})
+                                                "airflow": {**ids, "task_id": "serve.index", "map_index": -1}})
             continue
         write_run_day(lake, d, skip=("train_cross", "train_bi", "evaluate") if i % 3 else (),
-                      changes={"llm_labels": {"yes_rate": 0.40 + 0.01 * (i % 3)}},
-                      wall={"ctr_labels": 40.0 + i, "llm_labels": 60.0 + i, "publish": 3.0}, airflow=ids)
+                      changes={"merge_labels": {"yes_rate": 0.40 + 0.01 * (i % 3)}},
+                      wall={"ctr_labels": 40.0 + i, "merge_labels": 60.0 + i, "publish": 3.0}, airflow=ids)
 
 
 @contextlib.contextmanager
@@ -64,8 +63,8 @@ def running_api_server(settings, log_path: Path):
     plugin reading ``settings`` (passed as ``KP_*`` variables); yields ``{"base": url, "password": admin's}``
     once ``/api/v2/monitor/health`` answers, stops it afterwards. Fails the test with the server log's tail
     when it exits or is not up within 120 s."""
-    from keyphrase_pipeline.core import airflow_standalone as af
     from keyphrase_pipeline.core.settings import settings_env
+    from keyphrase_pipeline.deploy import airflow_standalone as af
 
     af.ensure_metadata_db()
     port = free_port()
@@ -306,9 +305,9 @@ def demo_expectations(settings) -> dict:
     with CTR impressions, the champion and the newest student's promotion decision, the cross-encoder."""
     import pandas as pd
 
+    from keyphrase_pipeline.artifacts.serving import published_recommendations_path
     from keyphrase_pipeline.core import layout
     from keyphrase_pipeline.core.lake import Lake
-    from keyphrase_pipeline.jobs.serving import published_recommendations_path
 
     lake = Lake.from_settings(settings)
     days = sorted(p.name[3:] for p in Path(lake.path("runs")).glob("ds=*") if any(p.glob("*.json")))

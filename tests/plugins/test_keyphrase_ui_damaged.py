@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from ui_helpers import write_run_day
 
 
@@ -83,7 +82,7 @@ def test_an_empty_future_run_folder_is_not_the_newest_day(airflow_api, lake_env,
 def test_damaged_label_store_and_ctr_files_leave_their_columns_out_with_a_note(airflow_api, lake_env, tmp_path):
     import pandas as pd
 
-    from keyphrase_pipeline.jobs import serving
+    from keyphrase_pipeline.artifacts import serving
 
     c, h = airflow_api["client"], auth(airflow_api)
     lake = _copy_lake(airflow_api, tmp_path, lake_env)
@@ -196,10 +195,10 @@ def test_reviews_export_as_a_labels_file_the_training_reader_reads(airflow_api, 
 
     import pandas as pd
 
-    from keyphrase_pipeline.core.cli import main
+    from keyphrase_pipeline.cli import main
+    from keyphrase_pipeline.commands import label_reviews
     from keyphrase_pipeline.core.lake import Lake
-    from keyphrase_pipeline.jobs import label_reviews
-    from keyphrase_pipeline.jobs.training_data import read_labels_file
+    from keyphrase_pipeline.labels.training_data import read_labels_file
     from keyphrase_pipeline.models.text import clean
 
     root = tmp_path / "lake"
@@ -245,7 +244,7 @@ def test_a_review_file_without_the_contracts_columns_is_skipped_and_named(airflo
 
     import pandas as pd
 
-    from keyphrase_pipeline.core.cli import main
+    from keyphrase_pipeline.cli import main
 
     c, h = airflow_api["client"], auth(airflow_api)
     lake = _copy_lake(airflow_api, tmp_path, lake_env)
@@ -333,8 +332,8 @@ def test_the_item_views_ctr_window_is_the_one_the_ctr_day_was_computed_with(airf
 
     import pandas as pd
 
+    from keyphrase_pipeline.artifacts import serving
     from keyphrase_pipeline.core import layout
-    from keyphrase_pipeline.jobs import serving
 
     c, h = airflow_api["client"], auth(airflow_api)
     lake = _copy_lake(airflow_api, tmp_path, lake_env)
@@ -355,7 +354,7 @@ def test_the_item_views_ctr_window_is_the_one_the_ctr_day_was_computed_with(airf
 def test_the_item_views_store_note_names_the_real_day(airflow_api, lake_env, tmp_path):
     import pandas as pd
 
-    from keyphrase_pipeline.jobs import serving
+    from keyphrase_pipeline.artifacts import serving
 
     c, h = airflow_api["client"], auth(airflow_api)
     lake = _copy_lake(airflow_api, tmp_path, lake_env)
@@ -379,9 +378,9 @@ def test_review_rows_with_invalid_values_are_left_out_named_and_never_flip_a_lab
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from keyphrase_pipeline.core.cli import main
-    from keyphrase_pipeline.jobs import label_reviews
-    from keyphrase_pipeline.jobs.training_data import read_labels_file
+    from keyphrase_pipeline.cli import main
+    from keyphrase_pipeline.commands import label_reviews
+    from keyphrase_pipeline.labels.training_data import read_labels_file
     from keyphrase_pipeline.models.text import clean
 
     c, h = airflow_api["client"], auth(airflow_api)

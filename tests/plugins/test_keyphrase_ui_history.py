@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from ui_helpers import write_run_day
 
 END = "2026-11-10"
@@ -43,11 +42,11 @@ def test_empty_lake_says_what_to_do(lake):
 
 def test_a_healthy_day_every_stage_ok_with_durations_metrics_and_exact_links(lake):
     ids = {"dag_id": "keyphrase_daily", "run_id": "manual__2026-11-11T02:00:00+00:00", "try_number": 1}
-    write_run_day(lake, END, wall={"llm_labels": 61.5, "publish": 2.25}, airflow=ids)
+    write_run_day(lake, END, wall={"merge_labels": 61.5, "publish": 2.25}, airflow=ids)
     d = by_ds(history(lake, days=1))[END]
     assert d["status"] == "ok" and all(s["status"] == "ok" for s in d["stages"].values())
     # duration: the task's wall clock when recorded, else the stage's own timer, else nothing
-    assert d["stages"]["llm_labels"]["seconds"] == 61.5 and d["stages"]["llm_labels"]["seconds_source"] == "task wall clock"
+    assert d["stages"]["merge_labels"]["seconds"] == 61.5 and d["stages"]["merge_labels"]["seconds_source"] == "task wall clock"
     assert d["stages"]["ctr_labels"]["seconds"] == 11.7 and "own timer" in d["stages"]["ctr_labels"]["seconds_source"]
     assert d["stages"]["index"]["seconds"] is None
     # links: the DAG run and each task's log, from the ids recorded with the stats (run id URL-quoted)
@@ -80,44 +79,46 @@ def test_without_run_ids_the_day_links_to_the_runs_list_and_says_so(lake):
 
 
 def test_failed_stage_later_stages_not_run_and_the_task_link(lake):
-    from keyphrase_pipeline.jobs.airflow_tasks import STATS_TASKS
+    from keyphrase_pipeline.stages import stats_tasks
+
+    STATS_TASKS = stats_tasks()
 
     write_run_day(lake, END, skip=("index", "recommend", "publish"),
                   airflow={"dag_id": "keyphrase_daily", "run_id": "scheduled__x"})
     lake.write_run_failure(END, "index", {"error_type": "GateError", "error": "recall@20 0.40 < 0.95", "retried": False,
                                           "wall_seconds": 3.5, "airflow": {"dag_id": "keyphrase_daily", "run_id": "scheduled__x",
-                                                                           "task_id": "serve.build_index", "map_index": -1}})
+                                                                           "task_id": "serve.index", "map_index": -1}})
     d = by_ds(history(lake, days=1))[END]
     assert d["status"] == "failed" and "index" in d["reason"]
     ix = d["stages"]["index"]
     assert ix["status"] == "failed" and "GateError" in ix["reason"] and "recall@20 0.40" in ix["reason"]
-    assert ix["seconds"] == 3.5 and ix["task_url"] == "/dags/keyphrase_daily/runs/scheduled__x/tasks/serve.build_index"
+    assert ix["seconds"] == 3.5 and ix["task_url"] == "/dags/keyphrase_daily/runs/scheduled__x/tasks/serve.index"
     assert d["stages"]["recommend"]["status"] == "not_run" and "earlier stage failed" in d["stages"]["recommend"]["reason"]
     assert d["stages"]["recommend"]["task_url"] is None
-    assert STATS_TASKS["index"] == "serve.build_index"
+    assert STATS_TASKS["index"] == "serve.index"
 
 
 def test_a_failure_older_than_the_stats_is_an_ok_retry_and_a_newer_one_fails(lake):
     import time
 
-    lake.write_run_failure(END, "llm_labels", {"error_type": "ConnectionError", "error": "judge endpoint down",
+    lake.write_run_failure(END, "merge_labels", {"error_type": "ConnectionError", "error": "judge endpoint down",
                                                "detail": {"shard": 3}})
     time.sleep(0.01)
     write_run_day(lake, END)
-    st = by_ds(history(lake, days=1))[END]["stages"]["llm_labels"]
+    st = by_ds(history(lake, days=1))[END]["stages"]["merge_labels"]
     assert st["status"] == "ok" and "after a failed try" in st["reason"]
     time.sleep(0.01)
-    lake.write_run_failure(END, "llm_labels", {"error_type": "ConnectionError", "error": "judge endpoint down"})
-    st = by_ds(history(lake, days=1))[END]["stages"]["llm_labels"]
+    lake.write_run_failure(END, "merge_labels", {"error_type": "ConnectionError", "error": "judge endpoint down"})
+    st = by_ds(history(lake, days=1))[END]["stages"]["merge_labels"]
     assert st["status"] == "failed" and "after its last success" in st["reason"]
 
 
 def test_a_shard_failure_without_stats_names_the_shard(lake):
-    write_run_day(lake, END, skip=("llm_labels", "train_cross", "train_bi", "evaluate", "export", "embed_items",
+    write_run_day(lake, END, skip=("merge_labels", "train_cross", "train_bi", "evaluate", "export", "embed_items",
                                    "embed_keyphrases", "index", "recommend", "publish"))
-    lake.write_run_failure(END, "llm_labels", {"error_type": "DataError", "error": "12% unparsable", "detail": {"shard": 3}})
+    lake.write_run_failure(END, "merge_labels", {"error_type": "DataError", "error": "12% unparsable", "detail": {"shard": 3}})
     st = by_ds(history(lake, days=1))[END]["stages"]
-    assert st["llm_labels"]["status"] == "failed" and "(shard 3)" in st["llm_labels"]["reason"]
+    assert st["merge_labels"]["status"] == "failed" and "(shard 3)" in st["merge_labels"]["reason"]
 
 
 def test_index_that_refused_to_publish_is_failed(lake):
@@ -172,8 +173,8 @@ def test_a_day_with_no_run_and_a_day_still_running(lake):
 
 def test_a_day_deviating_from_the_previous_week_is_flagged_with_the_reason(lake):
     for i in range(1, 9):
-        write_run_day(lake, day(i), changes={"llm_labels": {"yes_rate": 0.40 + 0.01 * (i % 2)}})
-    write_run_day(lake, END, changes={"llm_labels": {"yes_rate": 0.60},
+        write_run_day(lake, day(i), changes={"merge_labels": {"yes_rate": 0.40 + 0.01 * (i % 2)}})
+    write_run_day(lake, END, changes={"merge_labels": {"yes_rate": 0.60},
                                       "recommend": {"items_with_recs": 1400}})
     h = history(lake, days=9)
     d = by_ds(h)[END]
@@ -205,7 +206,9 @@ def test_unreadable_stats_are_a_failed_stage_not_a_crash(lake):
 
 
 def test_stats_task_ids_are_tasks_of_the_dag(dagbag):
-    from keyphrase_pipeline.jobs.airflow_tasks import STATS_TASKS
+    from keyphrase_pipeline.stages import stats_tasks
+
+    STATS_TASKS = stats_tasks()
     from keyphrase_ui.history import STAGES
 
     assert set(STATS_TASKS) == set(STAGES)
@@ -274,17 +277,17 @@ def test_small_wording_a_file_is_not_a_folder_and_a_failure_without_error_text(l
 
     from keyphrase_ui import history as h
 
-    lake.write_run_failure(END, "llm_labels", {"error": None, "try_number": "x"})
+    lake.write_run_failure(END, "merge_labels", {"error": None, "try_number": "x"})
     time.sleep(0.01)
     write_run_day(lake, END)
     Path(lake.path("runs"), "ds=2026-11-05").write_text("oops")
-    st = by_ds(history(lake, days=1))[END]["stages"]["llm_labels"]
+    st = by_ds(history(lake, days=1))[END]["stages"]["merge_labels"]
     assert st["status"] == "ok" and "None" not in st["reason"] and "no error text" in st["reason"], st["reason"]
     _, notes = h.recorded_days(lake)
     assert any("runs/ds=2026-11-05" in n and "not a folder" in n for n in notes), notes
     assert not any("empty folder" in n for n in notes if "2026-11-05" in n)
-    lake.write_run_failure(day(1), "llm_labels", {"error": None, "try_number": "x"})
-    st = by_ds(history(lake, days=2))[day(1)]["stages"]["llm_labels"]
+    lake.write_run_failure(day(1), "merge_labels", {"error": None, "try_number": "x"})
+    st = by_ds(history(lake, days=2))[day(1)]["stages"]["merge_labels"]
     assert st["status"] == "failed" and "None" not in st["reason"] and "no error text" in st["reason"], st["reason"]
 
 
@@ -330,3 +333,18 @@ def test_compare_after_a_promotion_shows_that_decision_against_the_champion_it_r
     new["promotion"]["promoted"] = False
     out = explain.compare(None, None, [new, old], "2026-11-02-a", [], ["p1"], "p1")
     assert out["challenger"] == "2026-11-04-b" and "baseline" not in out
+
+
+def test_a_day_recorded_before_the_merge_stage_was_renamed_reads_as_merge_labels(lake):
+    """Lakes written before the rename hold ``runs/ds=D/llm_labels.json`` (and ``_failed/llm_labels.json``): the page
+    shows them in the merge_labels row, with their metrics, and ``Lake.run_stats_path`` finds them."""
+    write_run_day(lake, END)
+    new = Path(lake.run_stats_path(END, "merge_labels"))
+    new.rename(new.with_name("llm_labels.json"))
+    assert lake.run_stats_path(END, "merge_labels").endswith("/llm_labels.json")
+    st = by_ds(history(lake, days=1))[END]
+    assert st["stages"]["merge_labels"]["status"] == "ok" and "llm_labels" not in st["stages"]
+    assert st["metrics"]["pairs_judged"] == 4000
+    lake.write_run_stats(END, "merge_labels", {"rows": 10, "yes_rate": 0.5})  # a rerun writes the new name: it wins
+    assert lake.run_stats_path(END, "merge_labels").endswith("/merge_labels.json")
+    assert by_ds(history(lake, days=1))[END]["metrics"]["pairs_judged"] == 10

@@ -11,7 +11,7 @@ CHALLENGER_EVAL = {"llm": {"f1": 0.598, "precision": 0.47, "recall": 0.82, "auc"
 DAY_STATS = {  # what each stage writes (keys the history reads, values from a demo run)
     "ctr_labels": {"positives": 5900, "pairs": 27500, "seconds": 11.7},
     "select_pairs": {"pairs": 4000, "seconds": 6.8},
-    "llm_labels": {"rows": 4000, "yes_rate": 0.40},
+    "merge_labels": {"rows": 4000, "yes_rate": 0.40},
     "train_cross": {"heldout": {"f1": 0.76}, "seconds": 143.4},
     "train_bi": {"heldout": {"f1": 0.72}, "seconds": 182.2},
     "evaluate": {"promoted": False, "reason": "F1 0.7112 is worse than champion 0.7214 by 0.0103 > tolerance 0.01",

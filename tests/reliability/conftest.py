@@ -18,7 +18,7 @@ from reliability_helpers import DS, FakeLLM, make_settings  # noqa: E402
 @pytest.fixture(scope="session")
 def pairs_template(tiny_world_lake, tmp_path_factory, spark):
     """Template lake (read-only): the tiny world + CTR labels + the day's pairs for the simulated judge."""
-    from keyphrase_pipeline.jobs import ctr_labels, select_pairs
+    from keyphrase_pipeline.stages import ctr_labels, select_pairs
 
     root = tmp_path_factory.mktemp("rel_pairs") / "lake"
     shutil.copytree(tiny_world_lake, root)

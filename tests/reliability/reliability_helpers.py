@@ -135,7 +135,7 @@ def openai_settings(settings, server, **judge):
 
 def fast_openai_judge(settings):
     """The real OpenAIJudge with millisecond backoff (the test must not sleep for seconds)."""
-    from keyphrase_pipeline.jobs.judges.openai_judge import OpenAIJudge
+    from keyphrase_pipeline.labels.judges.openai_judge import OpenAIJudge
 
     return OpenAIJudge(settings, backoff_base_s=0.001, backoff_max_s=0.01)
 
@@ -144,7 +144,7 @@ def label_in_another_process(lake_root: str, overrides: dict, ds: str, shard: in
     """Child process body (multiprocessing, spawn): label ``shard`` with the real OpenAIJudge once ``go`` is set;
     put ("ready", pid) once set up, then ("ok", stats + worker_pid) or ("error", exception class, message) on
     ``results``."""
-    from keyphrase_pipeline.jobs import llm_label
+    from keyphrase_pipeline.stages import llm_label
 
     settings = make_settings(Path(lake_root)).with_overrides(**overrides)
     judge = fast_openai_judge(settings)

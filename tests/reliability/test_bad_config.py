@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from serve_helpers import embedded_keyphrase_world
 
-from keyphrase_pipeline.core import cli
+from keyphrase_pipeline import cli
 from keyphrase_pipeline.core.settings import get_settings, settings_env
 
 DS = "2026-10-05"

@@ -1,7 +1,7 @@
 """Malformed inputs injected into the tiny world's real inputs: each bad-event kind in the day's search
 logs, bad catalog rows (null/empty/huge titles, null ids, duplicates), titles that are not UTF-8, an empty
 keyphrase set. Each is quarantined with counts, or refused with an error naming the problem; nothing bad
-reaches the labels or the judge. (tests/jobs/test_ctr_labels.py checks each reason on hand-made days;
+reaches the labels or the judge. (tests/stages/test_ctr_labels.py checks each reason on hand-made days;
 here the bad rows ride on a realistic day and the labels must come out exactly as from the clean day.)"""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from reliability_helpers import DS
 
-from keyphrase_pipeline.jobs import ctr_labels, select_pairs
 from keyphrase_pipeline.core.contracts import arrow_schema
 from keyphrase_pipeline.core.errors import DataError, SchemaError
 from keyphrase_pipeline.core.lake import Lake, atomic_dir, local_path, read_parquet
-from reliability_helpers import DS
+from keyphrase_pipeline.stages import ctr_labels, select_pairs
 
 pytestmark = pytest.mark.spark
 

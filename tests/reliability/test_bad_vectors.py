@@ -26,8 +26,8 @@ from serve_helpers import DS, embedded_keyphrase_world, ready, serve_model, serv
 from keyphrase_pipeline.core.errors import DataError, GateError  # noqa: E402
 from keyphrase_pipeline.core.lake import Lake, local_path, read_parquet, write_parquet_atomic  # noqa: E402
 from keyphrase_pipeline.core.layout import embeddings_dir, index_build_dir  # noqa: E402
-from keyphrase_pipeline.jobs import index, recommend  # noqa: E402
 from keyphrase_pipeline.models.text import keyphrase_identity  # noqa: E402
+from keyphrase_pipeline.stages import index, recommend  # noqa: E402
 
 
 def _set_vectors(settings, what: str, vectors: dict) -> None:
@@ -142,11 +142,11 @@ def test_embed_quarantines_nan_and_zero_vectors_with_their_reason(ready, spark):
     quarantined with their reason and counted; neither reaches the snapshot."""
     import onnx
     from onnx import numpy_helper
+    from serve_helpers import catalog, write_inputs
 
     from keyphrase_pipeline.core.layout import onnx_dir
-    from keyphrase_pipeline.jobs import embed
     from keyphrase_pipeline.models.text import tokenizer_at
-    from serve_helpers import catalog, write_inputs
+    from keyphrase_pipeline.stages import embed
 
     ds2 = "2026-10-06"
     tower = Path(local_path(onnx_dir(ready, "v1"))) / "item"

@@ -1,11 +1,9 @@
 """A deliberately broken challenger — a student TRAINED by the real stage from a random encoder with a
 learning rate of ~0 (random weights) — is not promoted; `kp evaluate --require-promotion` exits 4; the
-champion stays, and the next stage (ONNX export) still ships the champion. (tests/jobs/test_evaluate.py
+champion stays, and the next stage (ONNX export) still ships the champion. (tests/stages/test_evaluate.py
 checks the gate on a hand-registered model; this goes through train-bi, the CLI and serving.)"""
 
 from __future__ import annotations
-
-from keyphrase_pipeline.core import layout
 
 import json
 import shutil
@@ -14,12 +12,14 @@ from pathlib import Path
 from distill_helpers import DS, trained_world
 from reliability_helpers import make_settings
 
+from keyphrase_pipeline.core import layout
+
 
 def test_random_weights_challenger_is_not_promoted_end_to_end(tmp_path, monkeypatch):
-    from keyphrase_pipeline.jobs import evaluate, registry, serving, train_bi
-    from keyphrase_pipeline.core.settings import settings_env
-    from keyphrase_pipeline.core import cli
-    from keyphrase_pipeline.core.settings import get_settings
+    from keyphrase_pipeline import cli
+    from keyphrase_pipeline.artifacts import registry, serving
+    from keyphrase_pipeline.core.settings import get_settings, settings_env
+    from keyphrase_pipeline.stages import evaluate, train_bi
 
     w = trained_world(make_settings)
     root = tmp_path / "lake"

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from serve_helpers import DS, catalog, ready, serve_model, serve_ready, write_inputs  # noqa: F401
 
 import keyphrase_pipeline.core.lake
-from keyphrase_pipeline.jobs import embed, index, publish, recommend, serving
+from keyphrase_pipeline.artifacts import serving
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.lake import Lake, read_parquet
-from serve_helpers import DS, catalog, ready, serve_model, serve_ready, write_inputs  # noqa: F401
+from keyphrase_pipeline.stages import embed, index, publish, recommend
 
 pytestmark = pytest.mark.spark
 DAY2 = "2026-10-06"
@@ -106,8 +107,9 @@ def test_serving_chain_crash_at_each_atomic_write_then_rerun(ready, spark, monke
 
 
 def test_ctr_labels_crash_keeps_previous_partition_for_the_next_stage(pairs_world, spark, monkeypatch):
-    from keyphrase_pipeline.jobs import ctr_labels
     from reliability_helpers import DS as WDS
+
+    from keyphrase_pipeline.stages import ctr_labels
 
     s = pairs_world
     lake = Lake.from_settings(s)

@@ -11,12 +11,12 @@ import shutil
 
 import pandas as pd
 import pytest
+from reliability_helpers import DS
+from test_bad_input import labels, write_table
 
 from keyphrase_pipeline.core.contracts import arrow_schema
 from keyphrase_pipeline.core.lake import Lake, read_parquet
-from keyphrase_pipeline.jobs import ctr_labels
-from reliability_helpers import DS
-from test_bad_input import labels, write_table
+from keyphrase_pipeline.stages import ctr_labels
 
 pytestmark = pytest.mark.spark
 

@@ -20,12 +20,12 @@ import pandas as pd
 import pytest
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "jobs"))
+from reliability_helpers import DS  # noqa: E402
 from serve_helpers import DS as SERVE_DS  # noqa: E402
 from serve_helpers import catalog, keyphrases, register, serve_model, serve_settings, write_inputs  # noqa: E402,F401
 
 from keyphrase_pipeline.core.lake import Lake, read_parquet  # noqa: E402
 from keyphrase_pipeline.core.layout import onnx_dir  # noqa: E402
-from reliability_helpers import DS  # noqa: E402
 
 pytestmark = pytest.mark.spark
 
@@ -35,7 +35,7 @@ EMOJI = ["🙂", "😀 🎉", "👨\u200d👩\u200d👧"]
 
 # ---- before the judge --------------------------------------------------------------------------------
 def test_invisible_titles_and_keyphrases_are_quarantined_before_the_judge(pairs_world, spark):
-    from keyphrase_pipeline.jobs import select_pairs
+    from keyphrase_pipeline.stages import select_pairs
 
     s = pairs_world.with_overrides(**{"pairs.daily_budget": 2000})
     lake = Lake.from_settings(s)
@@ -79,7 +79,7 @@ def test_invisible_titles_and_keyphrases_are_quarantined_before_the_judge(pairs_
 @pytest.fixture(scope="module")
 def hostile_serving(tmp_path_factory, serve_model, spark):  # noqa: F811
     """The serving world with hostile texts, through export, embed, index and recommend: (settings, stats)."""
-    from keyphrase_pipeline.jobs import embed, export, index, recommend
+    from keyphrase_pipeline.stages import embed, export, index, recommend
 
     root = tmp_path_factory.mktemp("hostile_text") / "lake"
     s = serve_settings(root)
@@ -120,8 +120,8 @@ def test_blank_and_emoji_only_texts_are_quarantined_by_embed(hostile_serving):
 
 
 def test_blank_and_emoji_only_texts_are_neither_indexed_nor_recommended(hostile_serving):
-    from keyphrase_pipeline.core.layout import INDEX_IDMAP, index_build_dir
     from keyphrase_pipeline.core.lake import local_path
+    from keyphrase_pipeline.core.layout import INDEX_IDMAP, index_build_dir
 
     s, _ = hostile_serving
     lake = Lake.from_settings(s)
@@ -149,7 +149,7 @@ def test_readable_title_with_hidden_characters_embeds_as_its_plain_text(hostile_
 
 # ---- kp score -----------------------------------------------------------------------------------------
 def test_kp_score_echoes_numeric_looking_text_and_refuses_unreadable_rows(hostile_serving, tmp_path, monkeypatch):
-    from keyphrase_pipeline.core import cli
+    from keyphrase_pipeline import cli
     from keyphrase_pipeline.core.settings import get_settings
 
     s, _ = hostile_serving
@@ -179,7 +179,7 @@ def test_kp_score_echoes_numeric_looking_text_and_refuses_unreadable_rows(hostil
 
 def test_nothing_left_but_blank_texts_is_a_clear_error(tmp_path, serve_model, spark):  # noqa: F811
     from keyphrase_pipeline.core.errors import DataError
-    from keyphrase_pipeline.jobs import embed, export
+    from keyphrase_pipeline.stages import embed, export
 
     s = serve_settings(tmp_path / "lake")
     kps = keyphrases().assign(text=lambda d: [INVISIBLE[i % 5] if i % 2 else EMOJI[i % 3] for i in range(len(d))])

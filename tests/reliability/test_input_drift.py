@@ -20,7 +20,7 @@ import pytest
 from keyphrase_pipeline.core.contracts import arrow_schema
 from keyphrase_pipeline.core.errors import ConfigError, SchemaError
 from keyphrase_pipeline.core.lake import Lake, read_parquet
-from keyphrase_pipeline.jobs import ctr_labels, embed, select_pairs
+from keyphrase_pipeline.stages import ctr_labels, embed, select_pairs
 
 DS = "2026-10-12"
 
@@ -160,9 +160,9 @@ def test_a_column_of_another_type_is_refused_naming_the_file_and_column(settings
 def test_kp_inputs_and_the_sensor_refuse_the_day_the_stages_would_refuse(settings, monkeypatch, capsys):
     from airflow.sdk.exceptions import AirflowFailException
 
-    from keyphrase_pipeline.core import cli
+    from keyphrase_pipeline import cli
     from keyphrase_pipeline.core.settings import get_settings, settings_env
-    from keyphrase_pipeline.jobs import airflow_tasks as at
+    from keyphrase_pipeline.orchestration import planning
 
     for contract in ("catalog", "keyphrases", "events"):
         _canonical(_rows(contract, 3), contract, _partition(settings, contract))
@@ -185,10 +185,10 @@ def test_kp_inputs_and_the_sensor_refuse_the_day_the_stages_would_refuse(setting
         logged = out.err + out.out  # once Airflow configured logging, its structlog prints to stdout
         assert f"{late}: missing column 'keyphrase_id'" in logged and "kp_id" in logged
         with pytest.raises(AirflowFailException, match=r"part-late\.parquet: missing column 'keyphrase_id'"):
-            at.wait_for_input({}, DS)
+            planning.wait_for_input({}, DS)
 
         late.write_bytes(late.read_bytes()[:100])  # a file still being written: wait for it, do not fail the day
-        poke = at.wait_for_input({}, DS)
+        poke = planning.wait_for_input({}, DS)
         assert poke.is_done is False and poke.xcom_value["invalid"][0]["schema"] is False
     finally:
         get_settings.cache_clear()
@@ -201,7 +201,7 @@ def _status_line(out: str) -> dict:
 @pytest.mark.parametrize("char", ["[", "]", "{", "}", "*"])
 def test_a_lake_root_spark_would_read_as_a_pattern_is_refused_when_settings_load(tmp_path, monkeypatch, char):
     """Spark reads ``/x/lake[1]`` as a glob: PATH_NOT_FOUND on every read, after ``kp inputs`` said ready."""
-    from keyphrase_pipeline.core import cli
+    from keyphrase_pipeline import cli
     from keyphrase_pipeline.core.settings import get_settings, load_settings
 
     root = tmp_path / f"lake{char}1"

@@ -114,9 +114,10 @@ def test_errors_that_only_mention_the_words_are_not_storage_errors(exc):
 
 
 def test_kp_exits_5_and_airflow_does_not_retry(monkeypatch, capsys, tmp_path):
-    from keyphrase_pipeline.core import cli
+    from keyphrase_pipeline import cli
     from keyphrase_pipeline.core.settings import get_settings
-    from keyphrase_pipeline.jobs import airflow_tasks, publish
+    from keyphrase_pipeline.orchestration import tasks
+    from keyphrase_pipeline.stages import publish
 
     lake = tmp_path / "lake"
     monkeypatch.setenv("KP_LAKE_ROOT", str(lake))
@@ -134,6 +135,6 @@ def test_kp_exits_5_and_airflow_does_not_retry(monkeypatch, capsys, tmp_path):
         from airflow.sdk.exceptions import AirflowFailException
 
         with pytest.raises(AirflowFailException, match="StorageError.*disk full.*not retried"):
-            airflow_tasks.run_stage("publish", {}, "2026-10-05")
+            tasks.run_stage("publish", {}, "2026-10-05")
     finally:
         get_settings.cache_clear()

@@ -2,7 +2,7 @@
 and the openai judge against a local HTTP endpoint that goes down or hangs. Reruns finish; no pair is
 labelled twice, none is lost, and every stored label is the judge's answer for THAT pair.
 
-(tests/jobs/test_llm_label.py covers a crash inside one hand-made shard; here the shards come from
+(tests/stages/test_llm_label.py covers a crash inside one hand-made shard; here the shards come from
 ``select_pairs``, the whole day is labelled and merged, and the next selection is checked too.)"""
 
 from __future__ import annotations
@@ -12,16 +12,17 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
+from reliability_helpers import DS, FakeLLM, fast_openai_judge, openai_settings
 
-from keyphrase_pipeline.jobs import label_store, llm_label, select_pairs
-from keyphrase_pipeline.jobs.judges.base import JudgeUnavailable
-from keyphrase_pipeline.jobs.judges.prompt import build_prompts
-from keyphrase_pipeline.synthetic.simulated_judge import SimulatedJudge
-from keyphrase_pipeline.jobs.label_store import read_done, read_manifest, read_staging, staging_files
-from keyphrase_pipeline.synthetic.world import World, simulated_p_yes
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake
-from reliability_helpers import DS, FakeLLM, fast_openai_judge, openai_settings
+from keyphrase_pipeline.labels import store as label_store
+from keyphrase_pipeline.labels.judges.base import JudgeUnavailable
+from keyphrase_pipeline.labels.judges.prompt import build_prompts
+from keyphrase_pipeline.labels.store import read_done, read_manifest, read_staging, staging_files
+from keyphrase_pipeline.stages import llm_label, merge_labels, select_pairs
+from keyphrase_pipeline.synthetic.simulated_judge import SimulatedJudge
+from keyphrase_pipeline.synthetic.world import World, simulated_p_yes
 
 pytestmark = pytest.mark.spark
 
@@ -55,7 +56,7 @@ def test_killed_worker_then_rerun_labels_every_selected_pair_once(pairs_world, s
         llm_label.run_all(s, DS, judge=dying)
     assert len(read_staging(lake, DS)) == 60 and read_done(lake, DS, manifest["shards"][0]) is None
     with pytest.raises(DataError, match="not labelled yet"):
-        label_store.run(s, DS)  # a half-labelled day is never merged
+        merge_labels.run(s, DS)  # a half-labelled day is never merged
 
     again = DyingJudge(s)
     out = llm_label.run_all(s, DS, judge=again)
@@ -63,7 +64,7 @@ def test_killed_worker_then_rerun_labels_every_selected_pair_once(pairs_world, s
     paid = dying.paid + again.paid
     assert len(paid) == len(set(paid)) == len(selected)  # nothing paid twice, nothing skipped
 
-    merged = label_store.run(s, DS)
+    merged = merge_labels.run(s, DS)
     assert merged["rows"] == len(selected) and merged["duplicates_in_staging"] == 0
     stored = label_store.read_labels(s)
     assert stored["pair_key"].is_unique
@@ -115,7 +116,7 @@ def test_openai_endpoint_down_or_hanging_then_back(pairs_world, llm_server):
     s2 = s.with_overrides(**{"judge.concurrency": 2})
     for shard in shards:
         llm_label.run(s2, DS, shard, judge=fast_openai_judge(s2))
-    merged = label_store.run(s2, DS)
+    merged = merge_labels.run(s2, DS)
     assert merged["rows"] == len(selected)
 
     billed = Counter(llm_server.answered)
@@ -146,7 +147,7 @@ def test_maybe_answers_are_quarantined_and_the_day_still_merges(pairs_world, llm
     billed = Counter(llm_server.answered)
     assert len(billed) == len(selected) and max(billed.values()) == 1
 
-    merged = label_store.run(s, DS)
+    merged = merge_labels.run(s, DS)
     assert merged["rows"] == len(selected) - len(shards)
     assert merged["quarantined"] == len(shards) and merged["quarantined_by_reason"] == {"no_yes_no_token": len(shards)}
     q = label_store.read_quarantine(lake, DS)
@@ -166,7 +167,6 @@ def test_maybe_answers_are_quarantined_and_the_day_still_merges(pairs_world, llm
 def _hand_made_shard(tmp_path, server, n_pairs: int, **judge):
     """Settings for the openai judge at ``server`` and one shard of ``n_pairs`` hand-made pairs (no Spark)."""
     from labelling_helpers import make_pairs, write_pairs
-
     from reliability_helpers import make_settings
 
     s = openai_settings(make_settings(tmp_path / "lake"), server, **judge)

@@ -13,13 +13,14 @@ import time
 from collections import Counter
 
 import pytest
+from labelling_helpers import CountingJudge, make_pairs, write_pairs
+from reliability_helpers import DS, label_in_another_process
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.lake import Lake
-from keyphrase_pipeline.jobs import label_store, llm_label
-from keyphrase_pipeline.jobs.lease import BOOT_ID, HOST, LeaseBusy, LeaseLost, read_lease
-from labelling_helpers import CountingJudge, make_pairs, write_pairs
-from reliability_helpers import DS, label_in_another_process
+from keyphrase_pipeline.labels import store as label_store
+from keyphrase_pipeline.labels.lease import BOOT_ID, HOST, LeaseBusy, LeaseLost, read_lease
+from keyphrase_pipeline.stages import llm_label, merge_labels
 
 N_PAIRS = 40
 
@@ -62,7 +63,7 @@ def test_two_processes_labelling_the_same_shard_pay_for_each_pair_once(shard_wor
     assert {waiter["worker_pid"], holder["worker_pid"]} == {r[1] for r in ready}
     lake = Lake.from_settings(s)
     assert not os.path.exists(layout.shard_lease_path(lake, DS, 0))  # released
-    assert label_store.run(s, DS)["rows"] == N_PAIRS
+    assert merge_labels.run(s, DS)["rows"] == N_PAIRS
 
 
 def _plant_lease(path: str, age_s: float, **info) -> None:

@@ -15,10 +15,10 @@ pytestmark = pytest.mark.spark
 
 def test_ctr_spark_submit_on_a_missing_day_fails_without_retry(tmp_path, monkeypatch):
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
+    from reliability_helpers import make_settings
 
     from keyphrase_pipeline.core.settings import get_settings, settings_env
-    from keyphrase_pipeline.jobs import airflow_tasks as at
-    from reliability_helpers import make_settings
+    from keyphrase_pipeline.orchestration import spark_submit
 
     for k, v in settings_env(make_settings(tmp_path / "empty-lake")).items():
         monkeypatch.setenv(k, v)  # spark-submit's Python reads its settings from KP_* (as in a deployment)
@@ -27,7 +27,7 @@ def test_ctr_spark_submit_on_a_missing_day_fails_without_retry(tmp_path, monkeyp
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
     get_settings.cache_clear()
     try:
-        op = at.SparkSubmitStage(task_id="ctr_labels", application=at.spark_application("ctr_labels"),
+        op = spark_submit.SparkSubmitStage(task_id="ctr_labels", application=spark_submit.spark_application("ctr_labels"),
                                  application_args=["--ds", "2026-10-12"], conn_id="spark_default",
                                  conf={"spark.ui.enabled": "false"})
         with pytest.raises(AirflowFailException, match=r"spark-submit ctr_labels.py exited 3 \(DataError\)") as err:

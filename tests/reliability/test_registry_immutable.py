@@ -24,7 +24,8 @@ def _snapshot(directory: Path) -> dict:
 
 
 def test_rerun_of_a_promoted_students_day_reuses_it(tmp_path):
-    from keyphrase_pipeline.jobs import evaluate, registry, train_bi, train_cross
+    from keyphrase_pipeline.artifacts import registry
+    from keyphrase_pipeline.stages import evaluate, train_bi, train_cross
 
     w = trained_world(make_settings)
     lake = tmp_path / "lake"
@@ -60,7 +61,8 @@ def test_a_cleared_older_day_never_moves_the_champion_or_the_teacher_backwards(t
     """Re-running evaluate (or train_cross) of an older day after a later day's model took over: the champion and
     CROSS_LATEST stay on the later day's versions (before: the older student, equally good, was promoted again and
     the older cross-encoder became CROSS_LATEST)."""
-    from keyphrase_pipeline.jobs import evaluate, registry, train_bi, train_cross
+    from keyphrase_pipeline.artifacts import registry
+    from keyphrase_pipeline.stages import evaluate, train_bi, train_cross
 
     w = trained_world(make_settings)
     lake = tmp_path / "lake"
@@ -87,7 +89,7 @@ def test_a_cleared_older_day_never_moves_the_champion_or_the_teacher_backwards(t
 
 
 def test_the_day_rule_ignores_names_that_are_not_dated():
-    from keyphrase_pipeline.jobs.evaluate import _earlier_day
+    from keyphrase_pipeline.stages.evaluate import _earlier_day
 
     assert _earlier_day("2026-10-10", "2026-10-12") and not _earlier_day("2026-10-12", "2026-10-10")
     assert not _earlier_day("2026-10-10", "baseline")  # a hand-made champion: the ordinary gate decides

@@ -7,12 +7,12 @@ import json
 
 import pandas as pd
 import pytest
-
-from keyphrase_pipeline.jobs import ctr_labels, label_store, llm_label, select_pairs
-from keyphrase_pipeline.synthetic.simulated_judge import SimulatedJudge
-from keyphrase_pipeline.jobs.label_store import read_manifest, read_staging
-from keyphrase_pipeline.core.lake import Lake, read_parquet
 from reliability_helpers import DS
+
+from keyphrase_pipeline.core.lake import Lake, read_parquet
+from keyphrase_pipeline.labels.store import read_manifest, read_staging
+from keyphrase_pipeline.stages import ctr_labels, llm_label, merge_labels, select_pairs
+from keyphrase_pipeline.synthetic.simulated_judge import SimulatedJudge
 
 pytestmark = pytest.mark.spark
 
@@ -51,7 +51,7 @@ def assert_same(a: dict, b: dict, keys) -> None:
 def label_and_merge(s) -> int:
     judge = CountingSimulated(s)
     llm_label.run_all(s, DS, judge=judge)
-    label_store.run(s, DS)
+    merge_labels.run(s, DS)
     return judge.scored
 
 
@@ -64,7 +64,7 @@ def test_rerun_of_ctr_labels_label_and_merge_is_identical_and_free(pairs_world, 
     ctr_labels.run(s, DS, spark=spark)
     assert label_and_merge(s) == 0  # every shard is done: the judge is not called again
     assert_same(first, snapshot(s), ["ctr_labels", "pairs", "run_id", "staging", "store"])
-    stats = json.loads(open(Lake.from_settings(s).run_stats_path(DS, "llm_labels")).read())
+    stats = json.loads(open(Lake.from_settings(s).run_stats_path(DS, "merge_labels")).read())
     assert stats["rows"] == len(first["store"]) and stats["duplicates_in_staging"] == 0
 
 

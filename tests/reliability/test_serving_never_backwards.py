@@ -14,10 +14,12 @@ import pytest
 sys.path.append(str(Path(__file__).resolve().parents[1] / "jobs"))
 from serve_helpers import DS, ready, serve_model, serve_ready  # noqa: E402,F401
 
+from keyphrase_pipeline.artifacts import serving  # noqa: E402
+from keyphrase_pipeline.commands import rollback
 from keyphrase_pipeline.core import layout  # noqa: E402
 from keyphrase_pipeline.core.errors import DataError  # noqa: E402
 from keyphrase_pipeline.core.lake import Lake  # noqa: E402
-from keyphrase_pipeline.jobs import publish, rollback, serving  # noqa: E402
+from keyphrase_pipeline.stages import publish
 
 pytestmark = pytest.mark.spark
 
@@ -88,7 +90,8 @@ def test_prune_keeps_the_rollback_target_even_when_old(ready):
 def test_a_promotion_between_export_and_publish_applies_to_the_next_run(ready, serve_model, caplog):
     from serve_helpers import register
 
-    from keyphrase_pipeline.jobs import index, registry
+    from keyphrase_pipeline.artifacts import registry
+    from keyphrase_pipeline.stages import index
 
     register(ready, serve_model, version="v2", champion=False)
     registry.set_champion(ready, "v2", "manual: kp promote during the run")  # towers of v2 never exported

@@ -25,7 +25,7 @@ def auth_manager():
     server's ``create_app`` does; the previous global instance is put back afterwards."""
     from airflow.api_fastapi import app as api_app
 
-    from keyphrase_pipeline.core import airflow_standalone as af
+    from keyphrase_pipeline.deploy import airflow_standalone as af
 
     af.ensure_metadata_db()  # get_user_from_token asks the metadata DB whether the token was revoked
     before = api_app._AuthManagerState.instance

@@ -41,7 +41,7 @@ def test_judge_metrics_of_a_timid_judge_and_a_perfect_one():
 
 
 def _store(settings, world, rows: pd.DataFrame, ds: str, judge: str, model: str):
-    from keyphrase_pipeline.jobs.label_store import write_label_table
+    from keyphrase_pipeline.labels.store import write_label_table
 
     n = len(rows)
     df = rows.assign(text_hash=[f"h{judge}{ds}{i}" for i in range(n)], pair_key=[f"k{judge}{ds}{i}" for i in range(n)],
@@ -83,8 +83,9 @@ def test_labels_vs_truth_per_judge_on_a_synthetic_lake(tiny_world, tmp_path):
 
 
 def test_cli_and_refusals(tiny_world, tmp_path, capsys, monkeypatch):
-    from keyphrase_pipeline.core.cli import main
     from testsupport import make_settings
+
+    from keyphrase_pipeline.cli import main
 
     with pytest.raises(DataError, match="no labels"):
         jq.labels_vs_truth(tiny_world)

@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from keyphrase_pipeline.core.lake import Lake
-from keyphrase_pipeline.jobs.judges.base import UnusableAnswer, p_yes_from_logprobs
-from keyphrase_pipeline.jobs.judges.openai_judge import OpenAIJudge, parse_top_logprobs
-from keyphrase_pipeline.jobs.judges.prompt import build_prompts
+from keyphrase_pipeline.labels.judges.base import UnusableAnswer, p_yes_from_logprobs
+from keyphrase_pipeline.labels.judges.openai_judge import OpenAIJudge, parse_top_logprobs
+from keyphrase_pipeline.labels.judges.prompt import build_prompts
 from keyphrase_pipeline.synthetic.judge_server import STAND_IN_MODEL, create_app, prompt_pattern
 from keyphrase_pipeline.synthetic.world import World, simulated_p_yes
 
@@ -67,7 +67,7 @@ def test_an_unknown_pair_is_unusable_not_guessed(tiny_world, pairs):
 
 
 def test_prompt_pattern_reads_escaped_quotes_back():
-    from keyphrase_pipeline.jobs.judges.prompt import build_prompt
+    from keyphrase_pipeline.labels.judges.prompt import build_prompt
 
     prompt = build_prompt('a "quoted" \\ title', "cat", 'kp "x"', "v1")
     m = prompt_pattern("v1").match(prompt)

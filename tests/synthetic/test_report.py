@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keyphrase_pipeline.synthetic import report
 from keyphrase_pipeline.core.errors import ConfigError
 from keyphrase_pipeline.core.lake import Lake
+from keyphrase_pipeline.synthetic import report
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +25,15 @@ def report_settings(tiny_world, base):
     return tiny_world.with_overrides(**{
         "train.base_model": base, "train.matryoshka_dims": [32, 16], "serve.dim": 16, "train.batch_size": 16,
         "train.max_seq_length": 24, "train.cross_max_length": 48, "train.learning_rate": 2e-3,
-        "train.warmup_ratio": 0.0, "train.epochs": 100, "train.bi_epochs": 100, "train.evals_per_epoch": 0, "train.cross_max_steps": 15, "train.bi_max_steps": 15, "train.min_rows": 20,
+        "train.warmup_ratio": 0.0, "train.epochs": 100, "train.bi_epochs": 100, "train.evals_per_epoch": 0,
+        "train.cross_max_steps": 15, "train.bi_max_steps": 15, "train.min_rows": 20,
         "train.device": "cpu", "train.eval_max_items": 40})
 
 
 def test_report_two_mixes_consistent_with_truth(tiny_world, tiny_encoder, spark, tmp_path):
-    from keyphrase_pipeline.jobs import registry
-    from keyphrase_pipeline.synthetic.world import World, simulated_p_yes
+    from keyphrase_pipeline.artifacts import registry
     from keyphrase_pipeline.models.bi_encoder import encode_items, encode_keyphrases, load_student
+    from keyphrase_pipeline.synthetic.world import World, simulated_p_yes
 
     s = report_settings(tiny_world, tiny_encoder)
     lake = Lake.from_settings(s)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from keyphrase_pipeline.jobs.judges import get_judge
 from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.labels.judges import get_judge
 
 
 def test_simulated_judge_follows_the_world(tiny_world, caplog):

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-import numpy as np
 import pandas as pd
 import pytest
+from testsupport import make_settings
 
-from keyphrase_pipeline.synthetic import synth
 from keyphrase_pipeline.core.contracts import check_pandas
 from keyphrase_pipeline.core.errors import ConfigError
 from keyphrase_pipeline.core.lake import Lake, read_parquet
-from testsupport import make_settings
+from keyphrase_pipeline.synthetic import synth
 
 DAYS = [(dt.date(2026, 10, 1) + dt.timedelta(days=i)).isoformat() for i in range(12)]
 
@@ -225,7 +224,7 @@ def test_integer_scale_generates(tmp_path):
 
 
 def test_cli(tmp_path, monkeypatch, capsys):
-    from keyphrase_pipeline.core import cli
+    from keyphrase_pipeline import cli
     from keyphrase_pipeline.core.settings import get_settings
 
     monkeypatch.setenv("KP_LAKE_ROOT", str(tmp_path / "lake"))

@@ -94,11 +94,11 @@ def test_listing_world_is_attr_with_marketplace_length_titles():
     lengths = long["title"].str.len()
     assert 100 <= lengths.median() <= 170 and lengths.max() <= 250 and lengths.quantile(0.9) > 170
     assert short["title"].str.len().max() <= 80  # the world's own titles are short
-    for s, l in zip(short["title"], long["title"]):
-        rest = l
+    for s, whole_title in zip(short["title"], long["title"]):
+        rest = whole_title
         for w in s.split():  # the original words, in order
             i = rest.find(w)
-            assert i >= 0, (s, l)
+            assert i >= 0, (s, whole_title)
             rest = rest[i + len(w):]
     # nothing between a binding word and its object
     bound = re.compile(r"\b(for|with|fits|size) (" + "|".join(map(re.escape, _SELLING)) + r")\b", re.I)
@@ -116,12 +116,12 @@ def test_listing_world_never_puts_a_selling_phrase_inside_an_attribute_value():
     by_title = {sl.title_text(s): s for s in sl._world(w["seed"], w["items"])[3]}
     short, long = world_pairs("attr", n_pairs=600), world_pairs("listing", n_pairs=600)
     whole = []
-    for t, l in zip(short["title"], long["title"]):
+    for t, long_title in zip(short["title"], long["title"]):
         end = 0
         for seg in by_title[t]:
             end += len(seg) + 1
             if " " in seg and end - 1 <= len(t):
-                whole.append(seg in l)
+                whole.append(seg in long_title)
     assert len(whole) > 500 and all(whole), (len(whole), whole.count(False))
     segs = np.empty(1, dtype=object)
     segs[0] = ("ACME", "2 Pack", "for Galaxy S21", "Phone Charger")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
-from keyphrase_pipeline.synthetic.world import SLOTS, TAIL_MIN_IMPRESSIONS, World, simulated_p_yes
-from keyphrase_pipeline.core.errors import DataError
 from testsupport import make_settings
+
+from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.synthetic.world import SLOTS, TAIL_MIN_IMPRESSIONS, World, simulated_p_yes
 
 
 @pytest.fixture(scope="module")

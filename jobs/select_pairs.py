@@ -1,0 +1,13 @@
+"""Entry point of stage ``select_pairs``: ``python jobs/select_pairs.py --ds D`` runs ``kp select-pairs --ds D``.
+
+Spark: choose the day's pairs for the LLM judge, minus those already labelled.
+The stage's code is ``keyphrase_pipeline/stages/select_pairs.py``; this file only hands
+the command line to ``kp`` (same options, same exit codes: ``kp select-pairs --help``).
+"""
+
+import sys
+
+from keyphrase_pipeline.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["select-pairs", *sys.argv[1:]]))

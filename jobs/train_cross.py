@@ -1,0 +1,13 @@
+"""Entry point of stage ``train_cross``: ``python jobs/train_cross.py --ds D`` runs ``kp train-cross --ds D``.
+
+Fine-tune the cross-encoder assistant on LLM labels.
+The stage's code is ``keyphrase_pipeline/stages/train_cross.py``; this file only hands
+the command line to ``kp`` (same options, same exit codes: ``kp train-cross --help``).
+"""
+
+import sys
+
+from keyphrase_pipeline.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["train-cross", *sys.argv[1:]]))

@@ -1,0 +1,336 @@
+"""The published version: which one is live, its manifest, and a small reader of it (used by the web UI).
+
+Where the registry, the index builds and the published bundles lie: the tree in ``keyphrase_pipeline/core/layout.py``'s docstring
+(every path is built there). The functions here take the settings or a ``keyphrase_pipeline.core.lake.Lake``.
+
+``load_current(settings).search("apple iphone 13 [SEP] phones", k=10)`` embeds the text with the
+published item tower and searches the published index; ``search(item_id)`` returns the published
+recommendations of that item.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.core.lake import Lake, local_path
+
+log = logging.getLogger(__name__)
+
+TOWERS = ("item", "keyphrase")
+
+
+# ---- the published version (paths: keyphrase_pipeline.core.layout) ------------------------------------------------------
+def require_version(settings, version: str | None = None) -> str:
+    """``version`` or the champion; DataError (exit 3) when there is none or its model is missing.
+
+    ConfigError (exit 2) when the lake is not local (registry) or ``version`` is not a valid id."""
+    from keyphrase_pipeline.artifacts.registry import champion
+
+    lake = Lake.from_settings(settings)
+    v = version or champion(settings)
+    if not v:
+        raise DataError(f"no model: registry/CHAMPION is not set under {lake.root} (train and promote a student first)")
+    if not lake.exists(layout.model_dir(settings, v)):
+        raise DataError(f"missing model: {layout.model_dir(settings, v)} does not exist")
+    return v
+
+
+def pin_serving_model(settings, ds: str, version: str) -> None:
+    """Pin ``version`` as the student whose towers day ``ds`` serves (``runs/ds=D/_serving_model``; ``kp export``
+    writes it at the start of the serving chain)."""
+    layout.lake_of(settings).write_pointer(layout.serving_model_pin(settings, ds), version)
+
+
+def serving_model(settings, ds: str | None, version: str | None = None) -> str:
+    """The student version a serving stage of day ``ds`` uses: ``version`` when given; else the one ``kp export``
+    pinned for ``ds``; else the champion. So a ``kp promote`` between export and publish applies to the next run
+    (logged here) instead of failing this one with towers that were never exported.
+
+    Raises what ``require_version`` raises (DataError exit 3: no champion, or the model missing)."""
+    if version or not ds:
+        return require_version(settings, version)
+    pinned = layout.lake_of(settings).read_pointer(layout.serving_model_pin(settings, ds))
+    if pinned is None:
+        return require_version(settings)
+    if not layout.lake_of(settings).exists(layout.model_dir(settings, pinned)):
+        raise DataError(f"day {ds} serves {pinned}, pinned by its `kp export` ({layout.serving_model_pin(settings, ds)}), "
+                        f"but {layout.model_dir(settings, pinned)} does not exist: clear the day's serve.export task "
+                        f"(or run `kp export --ds {ds}`) to pin the current champion")
+    from keyphrase_pipeline.artifacts.registry import champion_or_none
+
+    now = champion_or_none(settings)
+    if now and now != pinned:
+        log.warning("the champion is now %s, but day %s serves %s, pinned when its towers were exported: the new "
+                    "champion serves from the next run (or clear this run's export task to serve it now)", now, ds,
+                    pinned)
+    return require_version(settings, pinned)
+
+
+def current_version(settings) -> str | None:
+    """The live published version id, or None before the first publish."""
+    return layout.lake_of(settings).read_pointer(layout.current_pointer(settings))
+
+
+def current_recommendations_path(settings) -> str | None:
+    """``serving/versions/<CURRENT>/recommendations`` (contract ``recommendations``), or None before any publish."""
+    v = current_version(settings)
+    return layout.published_recommendations_dir(settings, v) if v else None
+
+
+def published_recommendations_path(settings, version_id: str) -> str:
+    """``serving/versions/<id>/recommendations`` (contract ``recommendations``): what ``kp publish`` wrote."""
+    return layout.published_recommendations_dir(settings, version_id)
+
+
+def version_before(settings, ds: str) -> str | None:
+    """The published version whose recommendations feed day ``ds``: CURRENT when it was built for an
+    earlier day, else the newest version built before ``ds`` (None when none is). A version published by
+    ``ds``'s own run never feeds ``ds`` again, so a rerun of the day selects what its first run selected."""
+    current = current_version(settings)
+    if not current:
+        return None
+    before = []
+    for name in published_versions(settings):  # complete versions only (with a manifest)
+        manifest = read_manifest(settings, name)
+        if str(manifest.get("ds", "")) < ds:
+            if name == current:
+                return current
+            before.append((manifest.get("created_at", ""), name))
+    return max(before)[1] if before else None
+
+
+def read_manifest(settings, version_id: str) -> dict:
+    """The ``manifest.json`` of a published version (version, ds, model_version, dim, top_k, checksums, ...).
+
+    Raises DataError (exit 3) when it is missing, ConfigError (exit 2) on a non-local lake,
+    json.JSONDecodeError (exit 1) when it is not JSON."""
+    path = Path(local_path(layout.serving_version_dir(settings, version_id))) / layout.SERVING_MANIFEST
+    if not path.exists():
+        raise DataError(f"published version {version_id!r} has no manifest at {path}")
+    return json.loads(path.read_text())
+
+
+def published_versions(settings) -> list[str]:
+    """Complete published versions (hidden temp dirs excluded), oldest first by the manifest's ``created_at``.
+
+    ConfigError (exit 2) on a non-local lake; json.JSONDecodeError (exit 1) when a manifest is not JSON."""
+    root = Path(local_path(layout.serving_versions_root(settings)))
+    if not root.exists():
+        return []
+    found = [p for p in root.iterdir()
+             if p.is_dir() and not p.name.startswith(("_", ".")) and (p / layout.SERVING_MANIFEST).exists()]
+    return [p.name for p in sorted(found, key=lambda p: json.loads((p / layout.SERVING_MANIFEST).read_text()).get("created_at", ""))]
+
+
+def bad_versions(settings) -> dict[str, dict]:
+    """The published versions marked bad (rolled back from): ``{version: {marked_at, reason, ds, model_version}}``;
+    {} when none is. Raises DataError (exit 3) naming the file when it is not a JSON object of objects (a damaged
+    or hand-edited file): a rollback or a prune must not guess which versions are bad."""
+    path = layout.bad_versions_path(settings)
+    try:
+        marks = layout.lake_of(settings).read_json(path, default={}) or {}
+    except ValueError as exc:
+        raise DataError(f"{path} is damaged ({exc}): repair it (a JSON object version -> {{reason, marked_at}}) or "
+                        "delete it (the bad marks are then forgotten)") from None
+    if not isinstance(marks, dict) or not all(isinstance(v, dict) for v in marks.values()):
+        raise DataError(f"{path} is not a JSON object of version -> {{reason, marked_at}}: repair or delete it")
+    return marks
+
+
+def mark_bad(settings, version: str, reason: str) -> dict:
+    """Mark published ``version`` bad (``serving/BAD_VERSIONS.json``, rewritten atomically) with ``reason``; return
+    its record. A bad version is never a rollback target (``rollback_target``) and is pruned first (``publish.prune``).
+    The record keeps the version's day and model, so the mark outlives the bundle."""
+    try:
+        manifest = read_manifest(settings, version)
+    except DataError:
+        manifest = {}
+    marks = bad_versions(settings)
+    import datetime as dt
+
+    marks[version] = {"marked_at": dt.datetime.now(dt.UTC).isoformat(), "reason": reason,
+                      "ds": manifest.get("ds"), "model_version": manifest.get("model_version")}
+    layout.lake_of(settings).write_json(layout.bad_versions_path(settings), marks)
+    log.warning("serving version %s marked bad: %s", version, reason)
+    return marks[version]
+
+
+def unmark_bad(settings, version: str) -> bool:
+    """Remove ``version``'s bad mark; return whether it had one."""
+    marks = bad_versions(settings)
+    if version not in marks:
+        return False
+    del marks[version]
+    layout.lake_of(settings).write_json(layout.bad_versions_path(settings), marks)
+    log.warning("serving version %s: bad mark removed", version)
+    return True
+
+
+def version_order(manifest: dict) -> tuple[str, str]:
+    """A published version's place in time: (its day, its publish time), from its manifest (ISO strings sort)."""
+    return str(manifest.get("ds", "")), str(manifest.get("created_at", ""))
+
+
+def rollback_target(settings, current: str | None = None) -> str | None:
+    """The version ``kp rollback`` returns to from ``current`` (default: CURRENT), or None when there is none.
+
+    The version that was current before ``current`` (its manifest's ``previous``) when it is kept and not bad;
+    else the newest kept, not-bad version before ``current`` in (day, publish time) order, preferring one that was
+    live once (some manifest's ``previous``) to a backfill that never was; a version rolled back from never
+    qualifies."""
+    current = current if current is not None else current_version(settings)
+    versions = published_versions(settings)
+    if current is None:
+        return None
+    bad = bad_versions(settings)
+    manifests = {v: read_manifest(settings, v) for v in versions}
+    cur_manifest = manifests.get(current, {})
+    prev = cur_manifest.get("previous")
+    if prev in manifests and prev not in bad and prev != current:
+        return prev
+    if current not in manifests:  # CURRENT's bundle is gone: the newest good one
+        older = [v for v in versions if v not in bad]
+    else:
+        older = [v for v in versions if v != current and v not in bad and version_order(manifests[v]) < version_order(cur_manifest)]
+    served = {m.get("previous") for m in manifests.values()}  # was live once (a later publish replaced it)
+    return max(older, key=lambda v: (v in served, version_order(manifests[v]))) if older else None
+
+
+def verify_files(root: Path, checksums: dict[str, str]) -> None:
+    """Raise DataError naming the first file missing or whose sha256 differs from the manifest."""
+    from keyphrase_pipeline.models.onnx_export import sha256_file
+
+    for rel, want in sorted(checksums.items()):
+        f = root / rel
+        if not f.exists():
+            raise DataError(f"corrupted bundle {root}: {rel} is missing")
+        got = sha256_file(f)
+        if got != want:
+            raise DataError(f"corrupted bundle {root}: checksum of {rel} is {got[:12]}…, manifest says {want[:12]}…")
+
+
+# ---- reader --------------------------------------------------------------------------------------
+class ServingBundle:
+    """A loaded published version: FAISS index + keyphrase id map + ONNX item tower + recommendations.
+
+    Raises DataError (exit 3) when ``verify`` finds a file missing or with another sha256 than the manifest,
+    or when the index's dimension differs from the manifest's ``dim``; KeyError for a manifest without
+    ``version``/``checksums``/``dim``; faiss RuntimeError for an unreadable index. The item tower and the
+    recommendations load on first use."""
+
+    def __init__(self, root: Path, manifest: dict, verify: bool = True, device: str = "auto"):
+        import faiss
+        import pandas as pd
+
+        self.root = root
+        self.manifest = manifest
+        self.version = manifest["version"]
+        if verify:
+            verify_files(root, manifest["checksums"])
+        self.index = faiss.read_index(str(root / layout.INDEX_FILE))
+        if self.index.d != manifest["dim"]:
+            raise DataError(f"bundle {self.version}: index dim {self.index.d} != manifest dim {manifest['dim']}")
+        idmap = pd.read_parquet(root / layout.INDEX_IDMAP)
+        self.keyphrases = dict(zip(idmap["keyphrase_id"].astype("int64"), idmap["keyphrase"]))
+        from keyphrase_pipeline.models.ann import set_search_params
+
+        set_search_params(self.index, manifest.get("index", {}).get("search_params", {}))
+        self._tower_dir = Path(layout.bundle_tower_dir(root, "item"))
+        self._tower_file = manifest.get("item_model_file", "model.onnx")
+        self._device = device
+        self._recs = None
+        self._table = None  # recommend.KeyphraseTable of the id map, built on the first text search
+
+    @property
+    def tower(self):
+        from keyphrase_pipeline.models.onnx_tower import get_tower
+
+        return get_tower(self._tower_dir, self._tower_file, device=self._device)
+
+    def _recommendations(self):
+        if self._recs is None:
+            import pandas as pd
+
+            recs = pd.read_parquet(layout.bundle_recommendations_dir(self.root))
+            self._recs = {iid: g.sort_values("rank") for iid, g in recs.groupby("item_id")}
+        return self._recs
+
+    def search(self, query, k: int | None = None) -> list[dict]:
+        """Top keyphrases for an item: ``query`` is item text (title [SEP] category) or an item id.
+
+        Returns up to ``k`` (default: the bundle's ``top_k``; 0 also means the default) dicts ``{rank,
+        keyphrase_id, keyphrase, score}``, best first, at most one per normalised keyphrase text (the search and
+        the rule of ``recommend.search_batch``, without its threshold); ``score`` is the cosine in [-1, 1] at the bundle's dim. An
+        unknown item id gives an empty list; text is normalised by ``keyphrase_pipeline.models.text.clean``;
+        blank text, or text whose tokens are all unknown to the tower (emoji only), raises DataError (exit 3). Only a Python ``int`` is an
+        item id: a numpy integer is searched as text (pass ``int(i)``)."""
+        k = int(k or self.manifest.get("top_k", 20))
+        if isinstance(query, (int,)) and not isinstance(query, bool):
+            g = self._recommendations().get(int(query))
+            if g is None:
+                return []
+            return [{"rank": int(r.rank), "keyphrase_id": int(r.keyphrase_id), "keyphrase": r.keyphrase,
+                     "score": float(r.score)} for r in g.head(k).itertuples()]
+        from keyphrase_pipeline.models.text import clean, unreadable_mask
+
+        text = clean(query)  # the rule the catalog went through (docs/DATA.md, "Text normalisation")
+        if not text:
+            raise DataError("empty query (nothing left after removing whitespace and invisible characters)")
+        tower = self.tower
+        if unreadable_mask([text], tower.tokenizer)[0]:
+            raise DataError(f"unreadable query {text!r}: every token is unknown to the model (e.g. emoji only)")
+        vec = tower.embed([text])
+        from keyphrase_pipeline.models.topk import KeyphraseTable, search_batch
+
+        if self._table is None:
+            import pandas as pd
+
+            self._table = KeyphraseTable(pd.Series(self.keyphrases, dtype=object))
+        found = search_batch(self.index, self._table, [0], vec, k, threshold=-2.0)  # every cosine is above -2
+        return [{"rank": int(r.rank), "keyphrase_id": int(r.keyphrase_id), "keyphrase": r.keyphrase,
+                 "score": float(r.score)} for r in found.itertuples()]
+
+
+_BUNDLES: dict[tuple[str, str], ServingBundle] = {}
+_BLOCK = threading.Lock()
+
+
+def load_version(settings, version_id: str, verify: bool = True) -> ServingBundle:
+    """The published version ``version_id`` as a ``ServingBundle`` (checksums verified unless ``verify`` is False).
+
+    Raises DataError (exit 3) when the version or its manifest is missing, and what ``ServingBundle`` raises."""
+    root = Path(local_path(layout.serving_version_dir(settings, version_id)))
+    if not root.exists():
+        raise DataError(f"published version {version_id!r} not found at {root}")
+    return ServingBundle(root, read_manifest(settings, version_id), verify=verify, device=settings.serve.device)
+
+
+def load_current(settings, verify: bool = True, cached: bool = True) -> ServingBundle:
+    """The live bundle (checksums verified on first load; cached per version in this process).
+
+    Raises DataError (exit 3): nothing published, the live version missing or corrupted, or ``serving/CURRENT``
+    changing during three attempts."""
+    for _attempt in range(3):
+        version = current_version(settings)
+        if not version:
+            raise DataError("nothing is published yet (serving/CURRENT is not set): run `kp publish`")
+        key = (str(Lake.from_settings(settings).root), version)
+        with _BLOCK:
+            if cached and key in _BUNDLES:
+                return _BUNDLES[key]
+        try:
+            bundle = load_version(settings, version, verify=verify)
+        except DataError:
+            if current_version(settings) != version:  # switched (and pruned) while we read: try again
+                continue
+            raise
+        if cached:
+            with _BLOCK:
+                _BUNDLES[key] = bundle
+        return bundle
+    raise DataError("serving/CURRENT kept changing while loading; try again")

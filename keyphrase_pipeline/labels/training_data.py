@@ -1,0 +1,403 @@
+"""Training frames for distillation, read from the lake's label sources (or from a user's file).
+
+Sources (each optional except the LLM labels):
+
+* LLM labels: the label store ``llm_labels/store/ds=*`` up to ``ds`` (deduplicated: one row per
+  ``pair_key``, then one per ``text_hash``, the latest judgement winning);
+* CTR positives: ``ctr_labels/ds=D`` (latest ``D <= ds``), ``label == 1``, joined to the catalog snapshot
+  (latest ``<= ds``) and the keyphrase universe for their texts;
+* SR labels: ``sr_labels/ds=D`` (latest ``<= ds``) joined the same way;
+* or a user's parquet/CSV with ``title, category, keyphrase, label`` (``--labels FILE``), which replaces the
+  LLM labels (CTR/SR are then not read: the file is the whole truth the user wants to train on).
+
+Texts follow the one normalisation rule (``keyphrase_pipeline.models.text.clean``). A pair whose title or
+keyphrase is blank after it (``empty``: whitespace, zero-width, BOM or bidi characters only) or unreadable
+under the base encoder's tokenizer (``unreadable``: every token special/unknown, e.g. emoji-only) cannot be
+learned from: from the lake such pairs are left out and counted in the snapshot (``dropped_texts``:
+``{source: {reason: rows}}`` with reasons ``empty_title``, ``unreadable_title``, ``empty_keyphrase``,
+``unreadable_keyphrase``; the label store keeps them); in a user's file they are a DataError naming the row.
+
+The held-out test set is chosen by a hash of ``text_hash`` (``in_test_split``), never at random per run,
+so it is the same set every day (a pair, once in test, stays in test) and champion and challenger compare
+on the same pairs. CTR/SR pairs that are in the LLM test set are dropped from training (no leakage).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.core.lake import Lake, ds_str, read_parquet
+from keyphrase_pipeline.labels.store import text_hash
+from keyphrase_pipeline.models.text import EMPTY, clean, text_problems
+
+log = logging.getLogger(__name__)
+
+REQUIRED_FILE_COLUMNS = ("title", "category", "keyphrase", "label")
+
+
+def in_test_split(text_hashes, fraction: float) -> np.ndarray:
+    """Stable held-out membership: a pair is in test when a hash of its text_hash falls below ``fraction``.
+
+    ``text_hashes``: sequence of str (any key: ``load_training_data`` passes lower-cased keyphrases for a
+    user's file); ``fraction`` in [0, 1]. Returns a bool ``np.ndarray`` of shape ``(n,)``."""
+    out = np.empty(len(text_hashes), dtype=bool)
+    for i, h in enumerate(text_hashes):
+        v = int(hashlib.sha1(f"kp-split:{h}".encode()).hexdigest()[:8], 16) / 2**32
+        out[i] = v < fraction
+    return out
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """The frames both trainers and the evaluator read (pandas DataFrames), from ``load_training_data``.
+
+    ``llm``: ``title, category, keyphrase`` (str, cleaned), ``label`` (int32 0/1), ``p`` (float, P(yes) in
+    [0, 1], or the file's label), ``text_hash, pair_key`` (str), ``item_id, keyphrase_id`` (int64, -1 when a
+    user's file has none), ``split`` (``train`` | ``test``), and from the label store ``source`` (str: which
+    selection drew the pair, ``ctr_positive``, ``random``, ...). ``ctr``: CTR positives, ``sr``: search-relevance
+    labels, both ``item_id, keyphrase_id, label, title, category, keyphrase`` with no LLM test pair.
+    ``snapshot``: JSON-able provenance (stored as ``data.json``)."""
+
+    # pandas DataFrame: title, category, keyphrase, label(int 0/1), p(float), text_hash, pair_key, item_id,
+    # keyphrase_id, split
+    llm: "object"
+    ctr: "object"  # CTR positives: title, category, keyphrase, item_id, keyphrase_id
+    sr: "object"  # SR labels: title, category, keyphrase, label
+    snapshot: dict  # where the data came from (stored as data.json beside the model)
+
+    @property
+    def llm_train(self):
+        return self.llm[self.llm["split"] == "train"].reset_index(drop=True)
+
+    @property
+    def llm_test(self):
+        return self.llm[self.llm["split"] == "test"].reset_index(drop=True)
+
+
+#: pairs of each source (CTR positives, random) the judge's CTR check needs
+MIN_PAIRS_PER_SOURCE = 50
+
+
+def judge_ctr_auc(llm) -> float | None:
+    """ROC AUC of the judge's P(yes) (``p``) between the stored pairs drawn from CTR positives (``source``
+    ``ctr_positive``) and those drawn at random (``random``): how well the judge tells pairs buyers clicked from
+    arbitrary ones, a check that needs no truth. None without a ``source`` column or with fewer than
+    ``MIN_PAIRS_PER_SOURCE`` pairs of either source. (``sklearn.metrics.roc_auc_score``.)"""
+    if llm is None or "source" not in llm or "p" not in llm:
+        return None
+    pick = llm[llm["source"].isin(["ctr_positive", "random"])]
+    n_pos = int((pick["source"] == "ctr_positive").sum())
+    if n_pos < MIN_PAIRS_PER_SOURCE or len(pick) - n_pos < MIN_PAIRS_PER_SOURCE:
+        return None
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(pick["source"] == "ctr_positive", pick["p"].astype(float)))
+
+
+def label_balance(settings, data: TrainingData) -> dict:
+    """Can the LLM labels of ``data`` be trained on? Not when the judge (almost) always answers the same, nor when
+    its P(yes) does not tell pairs buyers clicked from random ones.
+
+    Returns ``{"positive_share", "smaller_class_share", "min_share" (train.min_label_class_share), "ctr_auc"
+    (``judge_ctr_auc`` or None), "min_ctr_auc" (train.min_judge_ctr_auc), "usable", "why"}``: shares in [0, 1]
+    of the LLM labels (train and test), ``why`` None when usable. Labels from a user's ``--labels`` file are
+    always usable here (``load_training_data`` refuses a one-class file); each check is off at 0."""
+    y = data.llm["label"].to_numpy() if data.llm is not None and len(data.llm) else np.empty(0)
+    pos = float(y.mean()) if len(y) else 0.0
+    smaller, floor = min(pos, 1.0 - pos), float(settings.train.min_label_class_share)
+    from_file = data.snapshot.get("source") == "file"
+    ctr_auc, min_auc = (None if from_file else judge_ctr_auc(data.llm)), float(settings.train.min_judge_ctr_auc)
+    why = None
+    if not from_file and floor > 0 and (not len(y) or smaller < floor):
+        why = (f"the judge labelled {pos:.1%} of the {len(y)} stored pairs relevant (a label is P(yes) >= the "
+               f"judge.threshold of its labelling run): its smaller class is under train.min_label_class_share "
+               f"{floor:g}, so the labels teach nothing; check the judge (kp judge-quality on a synthetic lake, the "
+               "day's label stats)")
+    elif not from_file and min_auc > 0 and ctr_auc is not None and ctr_auc < min_auc:
+        why = (f"the judge's P(yes) ranks the stored pairs drawn from CTR positives above those drawn at random with "
+               f"AUC {ctr_auc:.3f}, under train.min_judge_ctr_auc {min_auc:g}: it does not tell clicked pairs from "
+               "arbitrary ones, so its labels would teach noise; check the judge (kp judge-quality on a synthetic lake)")
+    return {"positive_share": round(pos, 4), "smaller_class_share": round(smaller, 4), "min_share": floor,
+            "ctr_auc": None if ctr_auc is None else round(ctr_auc, 4), "min_ctr_auc": min_auc,
+            "usable": why is None, "why": why}
+
+
+# ---- unreadable texts ---------------------------------------------------------------------------------
+def encoder_tokenizer(settings):
+    """The tokenizer of the configured base encoder (``train.base_model``, else the packaged MiniLM)."""
+    from keyphrase_pipeline.models.base import resolve_base_model
+    from keyphrase_pipeline.models.text import tokenizer_at
+
+    return tokenizer_at(resolve_base_model(settings.train.base_model))
+
+
+def text_reasons(df, tokenizer=None) -> "object":
+    """Per row of ``df`` (title, keyphrase columns): the first problem, ``empty_title`` / ``unreadable_title`` /
+    ``empty_keyphrase`` / ``unreadable_keyphrase`` (``keyphrase_pipeline.models.text.text_problems``), or None.
+    Returns a pandas Series of object aligned with ``df``."""
+    import pandas as pd
+
+    out = pd.Series([None] * len(df), index=df.index, dtype=object)
+    for col in ("title", "keyphrase"):
+        todo = out.isna().to_numpy()
+        if not todo.any():
+            break
+        problems = text_problems(df.loc[todo, col].tolist(), tokenizer)
+        out.loc[todo] = [None if p is None else f"{p}_{col}" for p in problems]
+    return out
+
+
+def drop_unreadable(df, tokenizer, source: str) -> tuple["object", dict[str, int]]:
+    """``df`` without the rows ``text_reasons`` flags, and {reason: rows dropped} (logged when any)."""
+    if len(df) == 0:
+        return df, {}
+    reasons = text_reasons(df, tokenizer)
+    bad = reasons.notna()
+    counts = {str(k): int(v) for k, v in reasons[bad].value_counts().sort_index().items()}
+    if counts:
+        log.warning("%s: left out %d pair(s) the encoder cannot read: %s", source, int(bad.sum()), counts)
+    return df[~bad.to_numpy()].reset_index(drop=True), counts
+
+
+# ---- a user's file ------------------------------------------------------------------------------------
+def read_labels_file(path: str, min_rows: int, tokenizer=None) -> "object":
+    """Read and validate a user's pairs file (parquet, or CSV/TSV by extension); DataError naming the problem.
+
+    Needs ``title, keyphrase, label`` (``category`` optional, then empty); ``label`` is a number in [0, 1]
+    (a probability is kept in ``p``; ``label = p >= 0.5``). Returns a pandas DataFrame ``title, category,
+    keyphrase`` (str, normalised by ``keyphrase_pipeline.models.text.clean``; every column read as
+    text, so ``007``, ``1e3``, ``NA``, ``null`` stay as written), ``label`` (int32), ``p`` (float64), ``text_hash,
+    pair_key`` (the same sha1),
+    ``item_id, keyphrase_id`` (int64, -1 when absent), one row per text (the last duplicate kept; how many rows
+    were duplicates and how many pairs had conflicting labels is logged as a warning and kept in the frame's
+    ``attrs["file_stats"]``: ``rows``, ``duplicate_rows``, ``conflicting_pairs``).
+
+    Raises DataError (exit 3): no such file, unreadable, missing columns, a blank title or keyphrase (or, with ``tokenizer``,
+    one whose tokens are all special/unknown: emoji-only), naming the column, count and first row; a
+    label not a number in [0, 1]; fewer than ``min_rows`` distinct pairs (counted after duplicates are dropped).
+    (``load_training_data`` also refuses a file whose pairs are all in one class.)"""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"--labels {path}: no such file")
+    suffix = p.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            # every column as text (no type guessing, no "NA"/"null" -> NaN); the label is parsed below
+            df = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False, dtype=str)
+        else:
+            df = pd.read_parquet(p)
+    except Exception as exc:  # noqa: BLE001 - turn any reader failure into a data error
+        hint = "" if suffix in (".csv", ".tsv", ".parquet", ".pq") else (
+            f"; a file named {suffix or 'without an extension'} is read as parquet: name a CSV file .csv, a TSV file .tsv")
+        raise DataError(f"--labels {path}: cannot read ({type(exc).__name__}: {exc}){hint}") from None
+    need = [c for c in REQUIRED_FILE_COLUMNS if c != "category"]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        has = [str(c) for c in df.columns]
+        hint = ""
+        if len(has) == 1 and any(d in has[0] for d in (";", "\t", "|")):
+            hint = " (one column whose name holds a separator: is the file comma-separated?)"
+        elif any(c.strip().lower() in REQUIRED_FILE_COLUMNS for c in has):
+            hint = " (column names are case- and space-sensitive)"
+        raise DataError(f"--labels {path}: missing column(s) {missing}; need {need} (and optionally 'category'), "
+                        f"has {has}{hint}")
+    if "category" not in df.columns:  # many catalogs have none: the model inputs then carry no category part
+        df = df.assign(category="")
+    df = df.copy()
+    for col in ("title", "category", "keyphrase"):
+        df[col] = [clean(v) for v in df[col]]
+    for col in ("title", "keyphrase"):
+        problems = np.array(text_problems(df[col].tolist(), tokenizer), dtype=object)
+        for problem, what in ((EMPTY, "empty"), ("unreadable", "unreadable (every token unknown to the encoder, "
+                                                 "e.g. emoji only)")):
+            rows = np.flatnonzero(problems == problem)
+            if len(rows):
+                raise DataError(f"--labels {path}: {len(rows)} row(s) with {what} {col!r} (first at 0-based row {int(rows[0])})")
+    labels = pd.to_numeric(df["label"], errors="coerce")
+    bad = labels.isna() | (labels < 0) | (labels > 1)
+    if bad.any():
+        first = int(np.flatnonzero(bad.to_numpy())[0])
+        value = df["label"].iloc[first]
+        value = value.item() if hasattr(value, "item") else value  # numpy scalar -> plain Python in the message
+        raise DataError(f"--labels {path}: {int(bad.sum())} label(s) not a number in [0, 1] "
+                        f"(first at 0-based row {first}: {value!r})")
+    df["p"] = labels.astype(float)
+    df["label"] = (df["p"] >= 0.5).astype("int32")
+    df["text_hash"] = [text_hash(t, c, k) for t, c, k in zip(df["title"], df["category"], df["keyphrase"])]
+    df["pair_key"] = df["text_hash"]
+    for col in ("item_id", "keyphrase_id"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").fillna(-1).astype("int64") if col in df.columns else -1
+    rows = len(df)
+    conflicting = int((df.groupby("text_hash")["label"].nunique() > 1).sum())
+    df = df.drop_duplicates("text_hash", keep="last").reset_index(drop=True)
+    stats = {"rows": rows, "duplicate_rows": rows - len(df), "conflicting_pairs": conflicting}
+    if stats["duplicate_rows"]:
+        log.warning("--labels %s: %d of %d rows repeat a pair (same title, category and keyphrase after "
+                    "normalisation); %d pair(s) carry conflicting labels; the last row of each pair is kept",
+                    path, stats["duplicate_rows"], rows, conflicting)
+    if len(df) < min_rows:
+        raise DataError(f"--labels {path}: only {len(df)} distinct pairs ({rows} rows, {stats['duplicate_rows']} "
+                        f"repeating a pair); train.min_rows is {min_rows}")
+    out = df[["title", "category", "keyphrase", "label", "p", "text_hash", "pair_key", "item_id", "keyphrase_id"]]
+    out.attrs["file_stats"] = stats
+    return out
+
+
+# ---- the lake ----------------------------------------------------------------------------------------
+def latest_partition(lake: Lake, dataset: str, ds: str) -> str | None:
+    """The newest ``ds`` partition of ``dataset`` on or before ``ds`` (``YYYY-MM-DD``), or None.
+
+    ConfigError (exit 2) when ``ds`` is not a date; KeyError for an unknown dataset name."""
+    days = [d for d in lake.partitions(dataset) if d <= ds_str(ds)]
+    return days[-1] if days else None
+
+
+def read_llm_labels(settings, ds: str) -> tuple["object", list[str]]:
+    """The label store up to ``ds``, deduplicated, at most the ``train.max_llm_labels`` most recent labels
+    (``labels.store.read_labels``: newest days first, older days not read past the cap); returns (frame, store
+    days the frame's rows come from).
+
+    The frame has the ``TrainingData.llm`` columns but ``split``; ``p`` is the judge's P(yes). Raises DataError
+    (exit 3) when the store has no day up to ``ds``, SchemaError (exit 3) when it breaks contract
+    ``llm_labels``, ConfigError (exit 2) when ``ds`` is not a date."""
+    import pandas as pd
+
+    lake = Lake.from_settings(settings)
+    days = [d for d in lake.partitions("llm_store") if d <= ds_str(ds)]
+    if not days:
+        raise DataError(f"no LLM labels in the label store {lake.path('llm_store')} up to {ds_str(ds)}")
+    try:
+        from keyphrase_pipeline.labels.store import read_labels
+    except ImportError:  # pragma: no cover
+        read_labels = None
+    if read_labels is not None:
+        df = read_labels(settings, upto_ds=ds, max_rows=settings.train.max_llm_labels)
+        if len(df) and df["ds"].min() > days[0]:
+            log.info("label store capped at the %d most recent labels (train.max_llm_labels): read days %s..%s of "
+                     "%s..%s", settings.train.max_llm_labels, df["ds"].min(), days[-1], days[0], days[-1])
+            days = [d for d in days if d >= df["ds"].min()]
+    else:  # pragma: no cover
+        df = pd.concat([read_parquet(lake.path("llm_store", ds=d), contract="llm_labels") for d in days],
+                       ignore_index=True)
+    from keyphrase_pipeline.core.contracts import check_pandas
+
+    check_pandas(df, "llm_labels", where=lake.path("llm_store"))
+    df = df.sort_values("labelled_at", kind="stable")
+    df = df.drop_duplicates("pair_key", keep="last").drop_duplicates("text_hash", keep="last")
+    df = df.reset_index(drop=True)
+    for col in ("title", "category", "keyphrase"):
+        df[col] = [clean(v) for v in df[col]]
+    df["p"] = df["p_yes"].astype(float)
+    df["label"] = df["label"].astype("int32")
+    return df[["title", "category", "keyphrase", "label", "p", "text_hash", "pair_key", "item_id", "keyphrase_id",
+               "source"]], days
+
+
+def _texts(settings, ds: str):
+    """(catalog item_id -> title/category, keyphrase_id -> text, catalog ds) for joins."""
+    lake = Lake.from_settings(settings)
+    cat_ds = latest_partition(lake, "catalog", ds)
+    if cat_ds is None:
+        raise DataError(f"no catalog snapshot under {lake.path('catalog')} up to {ds_str(ds)}")
+    catalog = read_parquet(lake.path("catalog", ds=cat_ds), contract="catalog")[["item_id", "title", "category"]]
+    keyphrases = read_parquet(lake.path("keyphrases"), contract="keyphrases")[["keyphrase_id", "text"]]
+    return catalog, keyphrases.rename(columns={"text": "keyphrase"}), cat_ds
+
+
+def _join_texts(df, catalog, keyphrases, tokenizer, source: str):
+    """(``df`` joined to its texts, normalised, without the pairs the encoder cannot read; {reason: rows})."""
+    out = df.merge(catalog, on="item_id", how="inner").merge(keyphrases, on="keyphrase_id", how="inner")
+    for col in ("title", "category", "keyphrase"):
+        out[col] = [clean(v) for v in out[col]]
+    return drop_unreadable(out, tokenizer, source)
+
+
+def load_training_data(settings, ds: str, labels: str | None = None, need_ctr: bool = True,
+                       need_sr: bool = True) -> TrainingData:
+    """Everything the trainers and the evaluator need, with the stable test split applied.
+
+    ``labels``: a user's file (``read_labels_file``), which replaces the lake's labels; ``need_ctr`` /
+    ``need_sr``: read those labels (lake only).
+
+    Raises:
+        ConfigError: (exit 2) ``ds`` is not YYYY-MM-DD.
+        DataError: (exit 3) the ``labels`` file problems of ``read_labels_file``, or all its pairs in one class;
+            no label store day up to
+            ``ds``; fewer than ``train.min_rows`` stored labels after deduplication; CTR/SR labels needed but no
+            catalog snapshot up to ``ds`` or no ``raw/keyphrases``; a held-out split with no test or no train pair.
+        SchemaError: (exit 3) the label store, catalog, keyphrases, ``ctr_labels`` or ``sr_labels`` break their
+            contract.
+    """
+    import pandas as pd
+
+    ds = ds_str(ds)
+    frac = settings.train.test_fraction
+    empty_pairs = pd.DataFrame({c: pd.Series(dtype=t) for c, t in
+                                [("title", str), ("category", str), ("keyphrase", str),
+                                 ("item_id", "int64"), ("keyphrase_id", "int64"), ("label", "int32")]})
+    tokenizer = encoder_tokenizer(settings)
+    if labels:
+        llm = read_labels_file(labels, settings.train.min_rows, tokenizer)
+        classes = sorted(set(llm["label"].tolist()))
+        if len(classes) < 2:
+            raise DataError(f"--labels {labels}: every one of the {len(llm)} pairs is labelled "
+                            f"{'relevant (1)' if classes == [1] else 'not relevant (0)'}; training and the held-out "
+                            f"threshold need both relevant and not relevant pairs")
+        snapshot = {"source": "file", "labels_file": str(Path(labels).resolve()), "llm_rows": len(llm),
+                    **{f"file_{k}": v for k, v in llm.attrs.get("file_stats", {}).items()}}
+        ctr = sr = empty_pairs
+    else:
+        llm, days = read_llm_labels(settings, ds)
+        llm, dropped = drop_unreadable(llm, tokenizer, "label store")
+        snapshot = {"source": "lake", "label_store_days": days, "llm_rows": len(llm), "dropped_texts": {"llm": dropped}}
+        if len(llm) < settings.train.min_rows:
+            raise DataError(f"only {len(llm)} LLM-labelled pairs up to {ds}; train.min_rows is {settings.train.min_rows}")
+        ctr = sr = empty_pairs
+        lake = Lake.from_settings(settings)
+        ctr_ds = latest_partition(lake, "ctr_labels", ds) if need_ctr else None
+        sr_ds = latest_partition(lake, "sr_labels", ds) if need_sr else None
+        if ctr_ds or sr_ds:
+            catalog, keyphrases, cat_ds = _texts(settings, ds)
+            snapshot["catalog_ds"] = cat_ds
+        if ctr_ds:
+            c = read_parquet(lake.path("ctr_labels", ds=ctr_ds), contract="ctr_labels")
+            ctr, snapshot["dropped_texts"]["ctr"] = _join_texts(c[c["label"] == 1][["item_id", "keyphrase_id", "label"]],
+                                                                catalog, keyphrases, tokenizer, "CTR positives")
+        if sr_ds:
+            s = read_parquet(lake.path("sr_labels", ds=sr_ds), contract="sr_labels")
+            sr, snapshot["dropped_texts"]["sr"] = _join_texts(s[["item_id", "keyphrase_id", "label"]], catalog, keyphrases,
+                                                              tokenizer, "SR labels")
+        snapshot.update({"ctr_ds": ctr_ds, "sr_ds": sr_ds})
+    llm = llm.copy()
+    # A user's file is split by keyphrase (no query on both sides, so the held-out metrics and the early
+    # stopping they drive measure queries the model has not seen, as in production); the label store by
+    # pair (a pair, once in test, stays in test as the store grows, for champion/challenger comparisons).
+    split_keys = llm["keyphrase"].str.lower().tolist() if labels else llm["text_hash"].tolist()
+    llm["split"] = np.where(in_test_split(split_keys, frac), "test", "train")
+    # no leakage: CTR/SR pairs that are LLM test pairs are not trained on
+    test_ids = set(zip(llm.loc[llm["split"] == "test", "item_id"], llm.loc[llm["split"] == "test", "keyphrase_id"]))
+    test_ids.discard((-1, -1))
+
+    def _drop_test(df):
+        if len(df) == 0 or not test_ids:
+            return df.reset_index(drop=True)
+        keep = [(i, k) not in test_ids for i, k in zip(df["item_id"], df["keyphrase_id"])]
+        return df[keep].reset_index(drop=True)
+
+    ctr, sr = _drop_test(ctr), _drop_test(sr)
+    n_test = int((llm["split"] == "test").sum())
+    snapshot.update({"llm_train_rows": len(llm) - n_test, "llm_test_rows": n_test,
+                     "ctr_positive_rows": len(ctr), "sr_rows": len(sr), "test_fraction": frac})
+    if n_test == 0 or n_test == len(llm):
+        raise DataError(f"held-out split of {len(llm)} pairs gave {n_test} test pairs: need some of each "
+                        f"(train.test_fraction={frac})")
+    log.info("training data for %s: %s", ds, snapshot)
+    return TrainingData(llm=llm, ctr=ctr, sr=sr, snapshot=snapshot)

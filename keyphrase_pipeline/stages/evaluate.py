@@ -1,0 +1,322 @@
+"""Evaluate a student on the stable held-out LLM test set (and, in a synthetic world, against the truth),
+and gate its promotion against the champion re-evaluated on the SAME test set today.
+
+Metrics (``evaluate_model``):
+
+* ``llm``: F1 / precision / recall of ``cos(item, keyphrase) >= threshold`` at ``serve.dim`` against the
+  LLM labels of the held-out split (the paper's Table 1 columns), plus ROC AUC. The threshold is tuned
+  by **2-fold cross-fitting**: the test pairs are split into two folds by a hash of ``text_hash``; each
+  fold is predicted with the F1-best threshold of the *other* fold, so no pair is judged with a
+  threshold tuned on itself. ``threshold`` reports the F1-best threshold on the whole set (for serving).
+* ``rho_cross``: Pearson correlation of the student's cosine with the cross-encoder's P(relevant) on the
+  same pairs (the paper's distillation column).
+* ``truth`` (synthetic world only): the same predictions against TRUE relevance; and ``relevance_recall_at_k``:
+  for items sampled from the rarely exposed (``tail``) and head buckets (``World.exposure``), the share
+  of each item's truly relevant keyphrases found in its top-K by cosine over the whole keyphrase
+  universe (``recall@K = |top-K ∩ relevant| / min(K, |relevant|)``), and precision@K.
+
+Promotion (``run``): promoted when the challenger's LLM-test F1 >= champion's F1 - ``train.promote_tolerance``
+(first model ever: promoted; ``force_promote``: promoted). The decision and its reason go to the version's
+``promotion.json`` and to ``runs/ds=D/evaluate.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.errors import ConfigError, DataError, GateError
+from keyphrase_pipeline.core.lake import Lake, ds_str
+from keyphrase_pipeline.core.truth import load_truth
+from keyphrase_pipeline.models.metrics import auc_or_none, best_f1_cut, pearson, prf
+
+log = logging.getLogger(__name__)
+
+
+# ---- metric helpers ----------------------------------------------------------------------------------
+def _folds(text_hashes) -> np.ndarray:
+    return np.array([int(hashlib.sha1(f"kp-fold:{h}".encode()).hexdigest()[:8], 16) % 2 for h in text_hashes])
+
+
+def crossfit_predictions(y, s, text_hashes) -> tuple[np.ndarray, list[float]]:
+    """Binary predictions where each fold uses the F1-best threshold of the other fold.
+
+    ``y``: 0/1 ``(n,)``; ``s``: float scores ``(n,)`` (cosine); ``text_hashes``: ``n`` str (fold = sha1 of each).
+    Returns (int ``np.ndarray`` ``(n,)`` of 0/1, [threshold used for fold 0, for fold 1])."""
+    folds = _folds(text_hashes)
+    pred = np.zeros(len(s), dtype=int)
+    thresholds = []
+    for f in (0, 1):
+        other = folds != f
+        thr = best_f1_cut(np.asarray(y)[other], np.asarray(s)[other]) if other.any() else 0.5
+        thresholds.append(thr)
+        pred[folds == f] = (np.asarray(s)[folds == f] >= thr).astype(int)
+    return pred, thresholds
+
+
+def relevance_recall_at_k(settings, model, world, ds: str, k: int, max_items: int) -> dict:
+    """recall@K / precision@K of truly relevant keyphrases, tail vs head items (``world``: a
+    ``keyphrase_pipeline.core.truth.TruthProvider``).
+
+    Cosine at ``serve.dim`` over the whole keyphrase universe, at most ``max_items`` items per bucket. Returns
+    ``{"k", "keyphrases", "tail": {...}, "head": {...}}`` with shares in [0, 1] (``{"items": 0}`` for a bucket
+    without items that have a relevant keyphrase); {} when there is no catalog snapshot up to ``ds``. Raises
+    DataError (exit 3) when ``raw/keyphrases`` is missing, SchemaError (exit 3) on a broken contract."""
+    from keyphrase_pipeline.core.lake import read_parquet
+    from keyphrase_pipeline.labels.training_data import latest_partition
+    from keyphrase_pipeline.models.bi_encoder import encode_items, encode_keyphrases
+
+    lake = Lake.from_settings(settings)
+    cat_ds = latest_partition(lake, "catalog", ds)
+    if cat_ds is None:
+        return {}
+    catalog = read_parquet(lake.path("catalog", ds=cat_ds), contract="catalog")[["item_id", "title", "category"]]
+    keyphrases = read_parquet(lake.path("keyphrases"), contract="keyphrases")[["keyphrase_id", "text"]]
+    exposure = world.exposure(settings, ds, settings.ctr.window_days)
+    exposure = exposure[exposure["item_id"].isin(catalog["item_id"])]
+    keyphrase_emb = encode_keyphrases(model, keyphrases["text"].tolist(), settings.serve.dim)
+    keyphrase_ids = keyphrases["keyphrase_id"].to_numpy()
+    out = {"k": k, "keyphrases": int(len(keyphrases))}
+    for bucket in ("tail", "head"):
+        ids = exposure.loc[exposure["bucket"] == bucket, "item_id"].to_numpy()
+        # deterministic sample: smallest hash of the id
+        if len(ids) > max_items:
+            h = np.array([int(hashlib.sha1(f"kp-eval:{i}".encode()).hexdigest()[:8], 16) for i in ids])
+            ids = ids[np.argsort(h)[:max_items]]
+        rel = world.relevant_keyphrases(ids)
+        ids = np.array([i for i in ids if len(rel.get(int(i), ())) > 0], dtype=np.int64)
+        if len(ids) == 0:
+            out[bucket] = {"items": 0}
+            continue
+        items = catalog.set_index("item_id").loc[ids]
+        item_emb = encode_items(model, items["title"].tolist(), items["category"].tolist(), settings.serve.dim)
+        kk = min(k, len(keyphrase_ids))
+        recalls, precisions = [], []
+        for start in range(0, len(ids), 256):
+            sims = item_emb[start:start + 256] @ keyphrase_emb.T
+            top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+            for row, item_id in enumerate(ids[start:start + 256]):
+                r = set(rel[int(item_id)].tolist())
+                hits = len(r.intersection(keyphrase_ids[top[row]].tolist()))
+                recalls.append(hits / min(kk, len(r)))
+                precisions.append(hits / kk)
+        out[bucket] = {"items": int(len(ids)), "relevance_recall_at_k": float(np.mean(recalls)),
+                       "precision_at_k": float(np.mean(precisions))}
+    return out
+
+
+# ---- evaluation ----------------------------------------------------------------------------------------
+def cross_scores_for(settings, test, cross_dir: str | None):
+    """The cross-encoder's P(relevant) for the ``test`` frame's pairs (``labels.kd_pairs.teacher_scores``): float32
+    ``np.ndarray`` ``(len(test),)`` in [0, 1], or None without ``cross_dir``. ConfigError (exit 2) when pairs must
+    be scored and ``cross_dir`` is not a cross-encoder directory."""
+    if not cross_dir:
+        return None
+    from keyphrase_pipeline.labels.kd_pairs import teacher_scores
+
+    return teacher_scores(settings, cross_dir, test)
+
+
+def evaluate_model(settings, model_dir: str, ds: str | None = None, data=None, cross_dir: str | None = None,
+                   world="auto", teacher=None) -> dict:
+    """Metrics of the bi-encoder at ``model_dir`` (see the module docstring).
+
+    ``data``: a ``TrainingData`` (read for ``ds`` when None); ``cross_dir``: a cross-encoder model dir for
+    ``rho_cross`` (or pass precomputed ``teacher`` scores aligned with the test set); ``world``: a truth provider,
+    None, or "auto" (``keyphrase_pipeline.core.truth.load_truth``: the configured provider, if any). Truth metrics
+    need both a world and ``ds``.
+
+    Returns ``{"dim", "llm": {f1, precision, recall, n, positives, auc, threshold (a cosine), fold_thresholds},
+    "rho_cross" (Pearson r or None)[, "truth", "relevance_recall_at_k"]}``.
+
+    Raises ConfigError (exit 2): neither ``ds`` nor ``data``; ``model_dir`` without ``modules.json``; a truth
+    provider that cannot be imported. DataError/SchemaError (exit 3): what ``load_training_data`` raises."""
+    from keyphrase_pipeline.labels.training_data import load_training_data
+    from keyphrase_pipeline.models.bi_encoder import load_student, score_pairs
+
+    if data is None:
+        if ds is None:
+            raise ConfigError("evaluate_model needs ds or data")
+        data = load_training_data(settings, ds, need_ctr=False, need_sr=False)
+    test = data.llm_test
+    model = load_student(model_dir, settings.train.device)
+    s = score_pairs(model, test["title"].tolist(), test["category"].tolist(), test["keyphrase"].tolist(),
+                    dim=settings.serve.dim)
+    y = test["label"].to_numpy()
+    pred, thr_folds = crossfit_predictions(y, s, test["text_hash"].tolist())
+    metrics = {"dim": settings.serve.dim, "llm": {**prf(y, pred), "auc": auc_or_none(y, s),
+                                                   "threshold": best_f1_cut(y, s), "fold_thresholds": thr_folds}}
+    if teacher is None and cross_dir:
+        teacher = cross_scores_for(settings, test, cross_dir)
+    metrics["rho_cross"] = pearson(s, teacher) if teacher is not None else None
+    if world == "auto":
+        world = load_truth(settings)
+    if world is not None and ds is not None:
+        known = (test["item_id"].to_numpy() >= 0) & (test["keyphrase_id"].to_numpy() >= 0)
+        if known.any():
+            truth = world.is_relevant(test["item_id"].to_numpy()[known], test["keyphrase_id"].to_numpy()[known])
+            metrics["truth"] = {**prf(truth, pred[known]), "auc": auc_or_none(truth, s[known]),
+                                "llm_label_agreement": float(np.mean(truth.astype(int) == y[known]))}
+        metrics["relevance_recall_at_k"] = relevance_recall_at_k(settings, model, world, ds_str(ds), settings.train.eval_k,
+                                             settings.train.eval_max_items)
+    return metrics
+
+
+def _candidate(settings, ds: str, candidate: str | None) -> str:
+    from keyphrase_pipeline.artifacts import registry
+
+    if candidate:
+        if not registry.exists(settings, candidate):
+            raise ConfigError(f"no student version {candidate!r} in the registry")
+        return candidate
+    versions = registry.list_versions(settings)
+    today = [v for v in versions if v["ds"] == ds]
+    pick = (today or versions or [None])[0]
+    if pick is None:
+        raise DataError("no student in the registry to evaluate (run train-bi first)")
+    return pick["version"]
+
+
+def _day_of(lake, settings, version: str) -> str:
+    """The day a student version was trained for: its ``train_config.json`` ``ds``, else the id's date prefix."""
+    cfg = lake.read_json(layout.version_file(layout.registry_version_dir(settings, version), "train_config"), default={})
+    return str(cfg.get("ds") or version[:10])
+
+
+def _earlier_day(a: str, b: str) -> bool:
+    """``a`` is a day (YYYY-MM-DD) before day ``b``; False when either is not a date (a hand-made version name
+    goes through the ordinary gate)."""
+    import re
+
+    date = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+    return bool(date.match(a) and date.match(b)) and a < b
+
+
+def decide(candidate_f1: float, champion_f1: float | None, tolerance: float) -> tuple[bool, str]:
+    """The gate: (promoted, reason)."""
+    if champion_f1 is None:
+        return True, "first model: no champion to compare with"
+    if candidate_f1 >= champion_f1 - tolerance:
+        return True, (f"F1 {candidate_f1:.4f} vs champion {champion_f1:.4f}: not worse than the tolerance "
+                      f"{tolerance}")
+    return False, (f"F1 {candidate_f1:.4f} is worse than champion {champion_f1:.4f} by "
+                   f"{champion_f1 - candidate_f1:.4f} > tolerance {tolerance}: champion kept")
+
+
+def run(settings, ds: str, candidate: str | None = None, force_promote: bool = False) -> dict:
+    """Evaluate ``candidate`` (default: the newest student trained for ``ds``), re-evaluate the champion on
+    the same test set, promote or not; return {promoted, reason, version, metrics, champion_metrics, ...}.
+
+    Without ``candidate`` and with no student trained for ``ds``, the newest student of any day is evaluated.
+
+    Raises:
+        ConfigError: (exit 2) ``ds`` not a date; unknown ``candidate``; the lake not local (registry);
+            ``truth_provider`` not importable; a model directory without ``modules.json``.
+        DataError: (exit 3) no student in the registry; what ``load_training_data`` raises (no or too few
+            labels, a held-out split without test or train pairs).
+        SchemaError: (exit 3) the label store, or catalog/keyphrases read for recall@K, break their contract.
+
+    A candidate trained for an earlier day than the champion's is never promoted by the gate (a cleared or
+    backfilled evaluation must not move the champion backwards; ``force_promote`` or ``kp promote`` do it on
+    purpose). When the label store's labels teach nothing (``training_data.label_balance``: one class, or a judge
+    that does not tell CTR positives from random pairs) the gate cannot compare: a champion is kept (the first
+    model is still promoted). A re-evaluation keeps the earlier decision (``promotion.json`` ``earlier``) and figures
+    (``metrics.json`` ``eval_earlier``). A refused promotion is a result, not an error (``kp evaluate
+    --require-promotion`` makes it GateError, exit 4)."""
+    from keyphrase_pipeline.artifacts import registry
+    from keyphrase_pipeline.labels.training_data import label_balance, load_training_data
+
+    ds = ds_str(ds)
+    lake = Lake.from_settings(settings)
+    version = _candidate(settings, ds, candidate)
+    vdir = layout.registry_version_dir(settings, version)
+    cfg = lake.read_json(layout.version_file(vdir, "train_config"), default={})
+    data = load_training_data(settings, ds, need_ctr=False, need_sr=False)
+    balance = label_balance(settings, data)
+    test = data.llm_test
+    cross_v = cfg.get("cross_version") or registry.latest_cross(settings)
+    cross_dir = layout.model_dir(settings, cross_v, "cross") if cross_v and registry.exists(settings, cross_v, "cross") else None
+    teacher = cross_scores_for(settings, test, cross_dir)
+    world = load_truth(settings)
+    metrics = evaluate_model(settings, layout.model_dir(settings, version), ds=ds, data=data, teacher=teacher, world=world)
+    champ = registry.champion(settings)
+    champion_metrics = None
+    if champ and champ != version and registry.exists(settings, champ):
+        champion_metrics = evaluate_model(settings, layout.model_dir(settings, champ), ds=ds, data=data,
+                                          teacher=teacher, world=world)
+    if champ == version:
+        promoted, reason = True, "already the champion"
+    elif force_promote:
+        promoted, reason = True, "forced (force_promote)"
+    elif champ and _earlier_day(_day_of(lake, settings, version), _day_of(lake, settings, champ)):
+        promoted, reason = False, (f"{version} was trained for an earlier day than the champion {champ}: a cleared or "
+                                   "backfilled evaluation never moves the champion backwards (kp promote, or "
+                                   "force_promote, to do it on purpose)")
+    elif champion_metrics is not None and not balance["usable"]:
+        promoted, reason = False, (f"the gate cannot compare on these labels ({balance['why']}): champion kept "
+                                   "(force_promote, or kp promote, to promote anyway)")
+    else:
+        if champ and champion_metrics is None:
+            log.warning("champion %s has no model directory: treating the challenger as the first model", champ)
+        promoted, reason = decide(metrics["llm"]["f1"], champion_metrics["llm"]["f1"] if champion_metrics else None,
+                                  settings.train.promote_tolerance)
+    at = dt.datetime.now(dt.UTC).isoformat()
+    test_set = {"llm_test_rows": len(test), "test_fraction": settings.train.test_fraction,
+                "label_store_days": data.snapshot.get("label_store_days"), "label_balance": balance}
+    # record beside the version (metrics.json keeps the training stats)
+    mpath = layout.version_file(vdir, "metrics")
+    stored = lake.read_json(mpath, default={}) if Path(mpath).exists() else {}
+    if stored.get("eval"):  # a re-evaluation: the earlier figures stay beside the new ones
+        stored["eval_earlier"] = [*stored.get("eval_earlier", []), {k: stored.get(k) for k in ("eval", "eval_ds", "test_set")}]
+    stored.update({"eval": metrics, "eval_ds": ds, "test_set": test_set})
+    lake.write_json(mpath, stored)
+    promotion = {"promoted": promoted, "reason": reason, "evaluated_at": at, "ds": ds, "champion_before": champ,
+                 "champion_metrics": champion_metrics, "tolerance": settings.train.promote_tolerance}
+    ppath = layout.version_file(vdir, "promotion")
+    earlier = lake.read_json(ppath, default={}) if Path(ppath).exists() else {}
+    if earlier:  # a re-evaluation (a cleared task, a rerun day): the earlier decisions stay in the record
+        history = earlier.pop("earlier", [])
+        promotion["earlier"] = [*history, earlier]
+        log.info("evaluate %s: re-evaluation; the earlier decision (%s, %s) is kept in promotion.json 'earlier'",
+                 version, earlier.get("reason"), earlier.get("evaluated_at") or earlier.get("champion_at"))
+    lake.write_json(ppath, promotion)
+    if promoted and champ != version:
+        registry.set_champion(settings, version, reason)
+    stats = {"promoted": promoted, "reason": reason, "version": version, "champion_before": champ,
+             "champion_after": registry.champion(settings), "metrics": metrics,
+             "champion_metrics": champion_metrics, "test_set": test_set, "cross_version": cross_v}
+    lake.write_run_stats(ds, "evaluate", stats)
+    log.info("evaluate %s: F1 %.4f P %.4f R %.4f rho %s -> %s (%s)", version, metrics["llm"]["f1"],
+             metrics["llm"]["precision"], metrics["llm"]["recall"], metrics["rho_cross"],
+             "PROMOTED" if promoted else "not promoted", reason)
+    return stats
+
+
+def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
+    parser.add_argument("--ds", default=None, help="logical date YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument("--candidate", default=None, help="student version (default: newest trained for --ds)")
+    parser.add_argument("--force-promote", action="store_true", help="promote whatever the gate says")
+    parser.add_argument("--require-promotion", action="store_true",
+                        help="exit 4 when the candidate is not promoted")
+
+
+def main(settings, args) -> int:
+    """``kp evaluate``: ``run`` for ``--ds`` (default: today, UTC); prints the stats as indented JSON and returns 0.
+
+    With ``--require-promotion`` a candidate that is not promoted raises GateError (exit 4) after the stats are
+    printed and recorded.
+    Errors propagate as exceptions; ``keyphrase_pipeline.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
+    ds = args.ds or dt.datetime.now(dt.UTC).date().isoformat()
+    stats = run(settings, ds, candidate=args.candidate, force_promote=args.force_promote)
+    print(json.dumps(stats, indent=2, default=str))
+    if args.require_promotion and not stats["promoted"]:
+        raise GateError(f"{stats['version']} not promoted: {stats['reason']}")
+    return 0

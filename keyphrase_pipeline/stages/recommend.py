@@ -1,0 +1,384 @@
+"""Top-K keyphrases per item from the day's index build, above a score threshold, one per buyer query.
+
+Distinct keyphrases: an item's list holds at most one keyphrase per ``keyphrase_identity`` (the tower
+text lower-cased, as the evaluation split compares queries): of "Red Shoes" and "red  shoes" the one that
+scores best for this item is kept and K is filled from further candidates. FAISS is asked for
+``K + SPARE_CANDIDATES`` candidates; an item still short of K distinct keyphrases while its last candidate
+was above the threshold is searched again with twice as many, until K are found or the index is exhausted
+(``search_batch``). The index itself keeps every keyphrase id (docs/SERVING.md says why).
+
+Vectors that are not vectors: an item embedding with a NaN/inf value or all zeros is refused (DataError
+naming how many over the whole input and an example id; nothing is written), never searched: FAISS would
+give a NaN item no rows and a zero item K arbitrary keyphrases at score 0.0. Items left without
+recommendations (no candidate above ``serve.score_threshold``, plus the items ``kp embed`` quarantined
+today for their vectors) are counted; above ``serve.max_items_without_recommendations_share`` of the items
+the run is refused (GateError, exit 4; nothing written, the previous output stays).
+
+Parallelism and memory: a bounded-memory stream. The driver loads the index once, lists the item
+embedding files with ``pyarrow.dataset`` (the ``embeddings`` contract is checked on the schema, no data
+read), reads them one row group at a time (``ParquetFile.iter_batches``), keeps the rows of the build's
+``model_version``, cuts and joins them into batches of ``serve.recommend_batch_rows`` items (default 20,000;
+``KP_SERVE__RECOMMEND_BATCH_ROWS``) and searches each batch with ``search_batch``; FAISS spreads each batch's
+search over all cores with OpenMP, which on one machine is as fast as Spark tasks would be without loading
+the index once per worker. Each batch's rows are appended to a parquet file inside the atomic temp
+directory (``keyphrase_pipeline.core.lake.atomic_dir``) before the next batch is read, so peak memory is the
+index and its id map, about two batches of items and their output rows, and one row group of the input
+(Spark writes up to 128 MB), whatever the number of items (``bench/recommend_memory.py``,
+docs/PERFORMANCE.md). A failure at any point removes the temp directory: the previous
+``recommendations/ds=D`` stays, or there is none. (For catalogs too large for one machine, the same
+``search_batch`` function can run inside ``mapInPandas`` over item partitions; the ``spark`` argument is
+accepted for that and unused here.)
+
+``changed_only=True`` searches only the items embedded today (``embedded_ds == ds``) and carries the
+other items' rows over from the latest earlier recommendations, so the output stays a complete
+snapshot; the earlier recommendations are streamed too, in batches. The one structure that grows with
+the catalog: the sorted int64 ids of the items to carry (8 bytes per item, 160 MB at 20M items; about
+three times that for a moment while it is built with ``numpy.setdiff1d``) and a one-byte-per-item "seen"
+mask used to count them; that is accepted.
+
+Output: ``recommendations/ds=D/part-NNNNN.parquet`` + ``_SUCCESS`` (contract ``recommendations``), a new
+file after ``spark.target_file_rows`` rows (at an item boundary). There is no global sort: each item's
+rows are contiguous and in rank order (1 = best), items follow the order they were read in (fresh items
+first, then carried ones); the readers (``kp publish``, serving, pair selection, the UI) group by item.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.errors import DataError, GateError
+from keyphrase_pipeline.core.lake import (
+    SUCCESS,
+    Lake,
+    atomic_dir,
+    contract_dataset,
+    ds_str,
+    local_path,
+    row_group_batches,
+)
+from keyphrase_pipeline.models.topk import OUT_COLUMNS, SPARE_CANDIDATES, KeyphraseTable, search_batch  # noqa: F401 (SPARE_CANDIDATES: named in the docstring)
+
+log = logging.getLogger(__name__)
+
+
+def _out_schema():
+    import pyarrow as pa
+
+    return pa.schema([("item_id", pa.int64()), ("rank", pa.int32()), ("keyphrase_id", pa.int64()),
+                      ("keyphrase", pa.string()), ("score", pa.float32())])
+
+
+def load_build(settings, ds: str):
+    """(index, id -> keyphrase text frame, meta) of the day's staged build.
+
+    The frame has ``keyphrase_id`` (int64) and ``keyphrase`` (str); ``meta`` is ``index_meta.json``. Raises
+    DataError (exit 3) when there is no build for ``ds`` or its dimension is not ``serve.dim``; ConfigError
+    (exit 2) on a non-local lake."""
+    import faiss
+    import pandas as pd
+
+    from keyphrase_pipeline.core.layout import index_build_dir
+    from keyphrase_pipeline.models.ann import set_search_params
+
+    root = Path(local_path(index_build_dir(settings, ds)))
+    if not (root / layout.INDEX_META).exists():
+        raise DataError(f"no index build for {ds} at {root}: run `kp index --ds {ds}`")
+    meta = json.loads((root / layout.INDEX_META).read_text())
+    index = faiss.read_index(str(root / layout.INDEX_FILE))
+    if index.d != settings.serve.dim:
+        raise DataError(f"dimension mismatch: index of {ds} is {index.d}-d, serve.dim={settings.serve.dim}")
+    set_search_params(index, meta.get("search_params", {}))
+    keyphrases = pd.read_parquet(root / layout.INDEX_IDMAP)
+    return index, keyphrases, meta
+
+
+
+def _of(version: str, embedded_ds: str | None = None):
+    """The ``keep`` mask of ``row_group_batches`` for rows of model ``version`` (and, given, embedded on ``embedded_ds``)."""
+    import pyarrow.compute as pc
+
+    def keep(batch):
+        mask = pc.equal(batch.column("model_version"), version)
+        return mask if embedded_ds is None else pc.and_kleene(mask, pc.equal(batch.column("embedded_ds"), embedded_ds))
+
+    return keep
+
+
+def _ids(column, where: str, name: str):
+    """An int64 numpy array of an Arrow id column; DataError naming ``where`` and the column when one is null."""
+    import numpy as np
+
+    if column.null_count:
+        raise DataError(f"{where}: column {name} has {column.null_count} null value(s); every row needs an id")
+    return column.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def _vectors(batch, where: str, dim: int):
+    """(ids int64 ``(m,)``, vectors float32 ``(m, dim)``) of an Arrow batch with ``id`` and ``embedding``.
+
+    DataError naming the file, the column and an item id when an embedding is null or not ``dim`` long."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    ids = _ids(batch.column("id"), where, "id")
+    emb = batch.column("embedding")
+    lengths = pc.list_value_length(emb).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(lengths != dim)  # a null embedding has a null (NaN) length
+    if len(bad):
+        first = int(bad[0])
+        size = "null" if emb[first].as_py() is None else f"{int(lengths[first])}-d"
+        raise DataError(f"dimension mismatch: item embeddings are {size}, index is {dim}-d ({where}, column "
+                        f"embedding, item id {int(ids[first])}; {len(bad)} such row(s) in this batch)")
+    vecs = emb.flatten().to_numpy(zero_copy_only=False).reshape(len(ids), dim)
+    return ids, vecs.astype(np.float32, copy=False)
+
+
+def _embedding_batches(dataset, keep, batch_rows: int, dim: int):
+    """Yield (ids, vectors) of the rows of ``dataset`` that ``keep`` keeps, ``batch_rows`` rows at a time (the
+    last batch shorter), whatever the sizes of the files and row groups: the reader's batches are cut and
+    joined, so at most about two batches are held at once."""
+    import numpy as np
+
+    pend_ids, pend_vecs, pending = [], [], 0
+    columns = ["id", "embedding", "model_version"] + (["embedded_ds"] if "embedded_ds" in dataset.schema.names else [])
+    for path, batch in row_group_batches(dataset, columns, batch_rows, keep):
+        ids, vecs = _vectors(batch, path, dim)
+        pend_ids.append(ids)
+        pend_vecs.append(vecs)
+        pending += len(ids)
+        if pending < batch_rows:
+            continue
+        all_ids = np.concatenate(pend_ids) if len(pend_ids) > 1 else pend_ids[0]
+        all_vecs = np.concatenate(pend_vecs) if len(pend_vecs) > 1 else pend_vecs[0]
+        full = pending - pending % batch_rows
+        for start in range(0, full, batch_rows):
+            yield all_ids[start:start + batch_rows], all_vecs[start:start + batch_rows]
+        pend_ids, pend_vecs, pending = [all_ids[full:].copy()], [all_vecs[full:].copy()], pending - full
+    if pending:
+        yield np.concatenate(pend_ids), np.concatenate(pend_vecs)
+
+
+def _split_today(dataset, version: str, ds: str, batch_rows: int):
+    """(ids to carry over: sorted unique int64, number of rows embedded today) for ``changed_only``: the items
+    of the model not embedded on ``ds``, less any id that also has a row embedded on ``ds``. Reads only the
+    ``id`` and ``embedded_ds`` columns, in batches; the result is O(items), 8 bytes each."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    other, today = [], []
+    for path, batch in row_group_batches(dataset, ["id", "embedded_ds", "model_version"], max(batch_rows, 100_000), _of(version)):
+        ids = _ids(batch.column("id"), path, "id")
+        is_today = pc.equal(batch.column("embedded_ds"), ds).fill_null(False).to_numpy(zero_copy_only=False)
+        other.append(ids[~is_today])
+        today.append(ids[is_today])
+    today_ids = np.concatenate(today) if today else np.zeros(0, np.int64)
+    other_ids = np.concatenate(other) if other else np.zeros(0, np.int64)
+    del other, today
+    return np.setdiff1d(other_ids, today_ids), len(today_ids)
+
+
+class _Parts:
+    """Append Arrow tables to ``part-NNNNN.parquet`` files in ``directory`` (one row group per table); a new file
+    is started once ``max_rows`` rows are in the current one, only where the item changes, so an item's rows
+    stay in one file."""
+
+    def __init__(self, directory: Path, max_rows: int):
+        self.directory, self.max_rows, self.schema = directory, max_rows, _out_schema()
+        self.files, self._writer, self._rows, self._last = 0, None, 0, None
+
+    def write(self, table) -> None:
+        import pyarrow.parquet as pq
+
+        if table.num_rows == 0:
+            return
+        first = table.column("item_id")[0].as_py()
+        if self._writer is not None and self._rows >= self.max_rows and first != self._last:
+            self._writer.close()
+            self._writer = None
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.directory / layout.part_file_name(self.files), self.schema)
+            self.files, self._rows = self.files + 1, 0
+        self._writer.write_table(table)
+        self._rows += table.num_rows
+        self._last = table.column("item_id")[-1].as_py()
+
+    def finish(self) -> None:
+        """Close the last file; with no rows at all, write one empty file so the schema is still there."""
+        import pyarrow.parquet as pq
+
+        self.close()
+        if self.files == 0:
+            pq.write_table(self.schema.empty_table(), self.directory / layout.part_file_name(0))
+            self.files = 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
+    """Write ``recommendations/ds=D/``, streaming the item embeddings in batches of ``serve.recommend_batch_rows``;
+    return the stats (also written to ``runs/ds=D/recommend.json``).
+
+    Stats: ``items_scored`` (items searched today), ``items_carried`` (items whose rows were carried over from
+    the earlier recommendations), ``rows`` (written), ``items_with_recs`` (items with at least one row),
+    ``mean_recs_per_item`` (rows / items_with_recs), ``mean_score`` (mean cosine of the rows written), ``top_k``,
+    ``score_threshold``, ``changed_only``, ``batches`` (``search_batch`` calls) and ``batch_rows`` (the setting);
+    ``items_without_recs`` (items searched or carried that got no row), ``items_quarantined_vectors`` (items
+    ``kp embed`` quarantined today as ``non-finite vector`` / ``zero vector``, from ``runs/ds=D/embed_items.json``
+    of the same model; 0 when absent), ``items_without_recs_share`` (both over all those items) and
+    ``max_items_without_recs_share`` (the gate), ``status`` (``written`` or ``refused``).
+    Item ids are assumed unique in the embeddings (``kp embed`` writes one row per id).
+
+    Raises:
+        ConfigError: (exit 2) ``ds`` not a date; the lake not local.
+        DataError: (exit 3) no index build for ``ds``; item embeddings of the build's model missing or empty; a
+            dimension mismatch between index, ``serve.dim`` and item embeddings, or a null embedding or id
+            (the message names the file, the column and the item id); item embeddings that are not vectors
+            (NaN/inf values or all zeros: how many over the whole input, per reason, and an example item id).
+        SchemaError: (exit 3) the embeddings or the previous recommendations (``changed_only``) break their
+            contract.
+        GateError: (exit 4) ``items_without_recs_share`` above ``serve.max_items_without_recommendations_share``
+            (the run stats, with ``status`` refused, are written).
+    Nothing is written when any of these is raised mid-stream: the previous ``recommendations/ds=D`` stays.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    from keyphrase_pipeline.core.contracts import check_arrow_schema
+    from keyphrase_pipeline.core.layout import embeddings_dir
+    from keyphrase_pipeline.models.ann import bad_vectors_error, maybe_gpu, vector_problems
+
+    ds = ds_str(ds)
+    s = settings.serve
+    batch_rows = s.recommend_batch_rows
+    lake = Lake.from_settings(settings)
+    index, keyphrases, meta = load_build(settings, ds)
+    texts = KeyphraseTable(keyphrases)
+    version = meta["model_version"]
+    emb_path = embeddings_dir(settings, "items", version)
+    if not lake.exists(emb_path):
+        raise DataError(f"missing item embeddings of model {version} at {emb_path}: run `kp embed --what items`")
+    items = contract_dataset(emb_path, "embeddings")
+
+    keep = np.zeros(0, np.int64)  # ids carried over from the previous day, sorted
+    prev_days = [d for d in lake.partitions("recommendations") if d < ds]
+    carrying = changed_only and bool(prev_days) and "embedded_ds" in items.schema.names
+    if carrying:
+        keep, n_todo = _split_today(items, version, ds, batch_rows)
+        search_filter = _of(version, ds)
+        n_items = n_todo + len(keep)
+    else:
+        search_filter = _of(version)
+        n_items = n_todo = items.count_rows(filter=pads.field("model_version") == version)  # the column alone
+    if n_items == 0:
+        raise DataError(f"no item embeddings of model {version} in {emb_path}")
+    prev = contract_dataset(lake.path("recommendations", ds=prev_days[-1]), "recommendations") if carrying else None
+
+    schema = _out_schema()
+    check_arrow_schema(schema, "recommendations", where="recommendations (to write)")
+    k = min(s.top_k, index.ntotal)
+    search_index = maybe_gpu(index, s.device)
+    rows = scored = batches = with_recs = 0
+    score_sum = 0.0
+    bad_by_reason, bad_example = {}, None  # item vectors that are not vectors: counted over the whole input, refused
+    seen = np.zeros(len(keep), dtype=bool)  # which carried ids had rows in the previous recommendations
+    target = lake.path("recommendations", ds=ds)
+    with atomic_dir(target) as tmp:
+        out_dir = Path(local_path(tmp))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        parts = _Parts(out_dir, settings.spark.target_file_rows)
+        try:
+            for ids, vecs in _embedding_batches(items, search_filter, batch_rows, index.d):
+                reasons = vector_problems(vecs)
+                bad = np.flatnonzero(reasons != None)  # noqa: E711 (element-wise)
+                if len(bad) or bad_by_reason:  # once one is found, only count: nothing will be written
+                    for reason in reasons[bad]:
+                        bad_by_reason[reason] = bad_by_reason.get(reason, 0) + 1
+                    if bad_example is None and len(bad):
+                        bad_example = (int(ids[bad[0]]), reasons[bad[0]])
+                    continue
+                recs = search_batch(search_index, texts, ids, vecs, k, s.score_threshold)
+                parts.write(pa.Table.from_pandas(recs, schema=schema, preserve_index=False))
+                batches, scored, rows = batches + 1, scored + len(ids), rows + len(recs)
+                with_recs += int(recs["item_id"].nunique())
+                score_sum += float(recs["score"].to_numpy(np.float64).sum())
+                log.log(logging.INFO if batches % 50 == 0 or scored == n_todo else logging.DEBUG,
+                        "searched %d / %d items (%d batches)", scored, n_todo, batches)
+                del recs, ids, vecs  # freed before the next batch is read and searched
+            if prev is not None and len(keep):
+                for _, batch in row_group_batches(prev, OUT_COLUMNS, batch_rows * max(k, 1)):
+                    item_ids = _ids(batch.column("item_id"), "previous recommendations", "item_id")
+                    pos = np.minimum(np.searchsorted(keep, item_ids), len(keep) - 1)
+                    hit = keep[pos] == item_ids
+                    if not hit.any():
+                        continue
+                    seen[pos[hit]] = True
+                    table = pa.Table.from_batches([batch.select(OUT_COLUMNS)]).filter(pa.array(hit)).cast(schema)
+                    parts.write(table)
+                    rows += table.num_rows
+                    score_sum += float(table.column("score").to_numpy().astype(np.float64).sum())
+            if bad_by_reason:
+                raise bad_vectors_error(bad_by_reason, *bad_example, "items", emb_path)
+            parts.finish()
+        finally:
+            parts.close()
+        carried = int(seen.sum())
+        with_recs += carried
+        without = int(scored + len(keep) - with_recs)
+        quarantined = _vectors_quarantined(lake, ds, version)
+        share = (without + quarantined) / (scored + len(keep) + quarantined) if scored + len(keep) + quarantined else 0.0
+        stats = {"model_version": version, "items_scored": int(scored), "items_carried": carried,
+                 "rows": int(rows), "items_with_recs": int(with_recs),
+                 "mean_recs_per_item": rows / with_recs if with_recs else 0.0,
+                 "mean_score": score_sum / rows if rows else 0.0, "top_k": int(k),
+                 "score_threshold": s.score_threshold, "changed_only": bool(changed_only),
+                 "batches": int(batches), "batch_rows": int(batch_rows), "files": int(parts.files),
+                 "items_without_recs": without, "items_quarantined_vectors": quarantined,
+                 "items_without_recs_share": round(share, 6),
+                 "max_items_without_recs_share": s.max_items_without_recommendations_share}
+        if share > s.max_items_without_recommendations_share:  # raised inside atomic_dir: nothing is written
+            lake.write_run_stats(ds, "recommend", {**stats, "status": "refused"})
+            raise GateError(f"{without + quarantined} of {scored + len(keep) + quarantined} items ({share:.2%}) have no "
+                            f"recommendations ({without} with no keyphrase scoring >= serve.score_threshold="
+                            f"{s.score_threshold}, {quarantined} quarantined by `kp embed` for their vectors), above "
+                            f"serve.max_items_without_recommendations_share={s.max_items_without_recommendations_share}: "
+                            f"the day's recommendations are not written")
+        (out_dir / SUCCESS).write_bytes(b"")
+    stats["status"] = "written"
+    lake.write_run_stats(ds, "recommend", stats)
+    return stats
+
+
+def _vectors_quarantined(lake: Lake, ds: str, version: str) -> int:
+    """Items ``kp embed`` quarantined on ``ds`` as not vectors (``non-finite vector``, ``zero vector``), from its run
+    stats when they are of model ``version``; 0 when there are none."""
+    from keyphrase_pipeline.models.ann import NON_FINITE_VECTOR, ZERO_VECTOR
+
+    stats = lake.read_json(lake.run_stats_path(ds, "embed_items"), default={})
+    if stats.get("model_version") != version:
+        return 0
+    by_reason = stats.get("quarantined_by_reason") or {}
+    return int(sum(by_reason.get(r, 0) for r in (NON_FINITE_VECTOR, ZERO_VECTOR)))
+
+
+def add_arguments(parser) -> None:
+    """Add this stage's command-line options to ``parser`` (argparse)."""
+    parser.add_argument("--ds", required=True, help="logical date (YYYY-MM-DD)")
+    parser.add_argument("--changed-only", action="store_true",
+                        help="search only items embedded today; carry the rest over from the last recommendations")
+
+
+def main(settings, args) -> int:
+    """``kp recommend``: ``run`` for ``--ds`` (``--changed-only``: only items embedded today); prints the stats as
+    one JSON line and returns 0.
+
+    Errors propagate as exceptions; ``keyphrase_pipeline.cli.main`` maps them to exit codes
+    (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
+    print(json.dumps(run(settings, args.ds, changed_only=args.changed_only)))
+    return 0

@@ -1,0 +1,175 @@
+"""`kp score`: cross- and bi-encoders, CSV and parquet, registry versions, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from distill_helpers import make_pairs, trained_world
+from testsupport import make_settings
+
+
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch):
+    from keyphrase_pipeline.core.settings import get_settings
+
+    w = trained_world(make_settings)
+    monkeypatch.setenv("KP_LAKE_ROOT", str(w["lake"]))
+    monkeypatch.setenv("KP_TRAIN__MATRYOSHKA_DIMS", "[32, 16]")
+    monkeypatch.setenv("KP_SERVE__DIM", "16")
+    get_settings.cache_clear()
+    yield w
+    get_settings.cache_clear()
+
+
+def _pairs(tmp_path, ext):
+    df = make_pairs(12, seed=4).drop(columns=["label"])
+    df["my_id"] = range(12)  # extra input columns are kept
+    df.loc[3, "category"] = ""
+    p = tmp_path / f"pairs.{ext}"
+    df.to_csv(p, index=False) if ext == "csv" else df.to_parquet(p, index=False)
+    return p, df
+
+
+@pytest.mark.parametrize("ext", ["csv", "parquet"])
+def test_score_bi_and_cross(tmp_path, cli_env, ext):
+    from keyphrase_pipeline import cli
+    from keyphrase_pipeline.models.bi_encoder import load_student, score_pairs
+    from keyphrase_pipeline.models.cross_encoder import load_cross, predict_pairs
+
+    w = cli_env
+    src, df = _pairs(tmp_path, ext)
+    out_bi = tmp_path / f"bi.{ext}"
+    assert cli.main(["score", "--model", w["student"]["version"], "--pairs", str(src), "--out", str(out_bi)]) == 0
+    got = pd.read_csv(out_bi, keep_default_na=False) if ext == "csv" else pd.read_parquet(out_bi)
+    assert list(got.columns) == list(df.columns) + ["score", "predicted_label"]
+    assert got["my_id"].tolist() == list(range(12))
+    want = score_pairs(load_student(str(Path(w["student"]["path"]) / "model"), "cpu"), df["title"].tolist(),
+                       df["category"].fillna("").tolist(), df["keyphrase"].tolist(), dim=16)
+    np.testing.assert_allclose(got["score"].to_numpy(), want, atol=1e-5)
+    # the label uses the threshold stored with the model at training time (chosen on its held-out pairs)
+    th = json.loads((Path(w["student"]["path"]) / "model" / "kp_model.json").read_text())["threshold"]
+    assert th == w["student"]["threshold"]
+    assert got["predicted_label"].tolist() == (got["score"] >= th).astype(int).tolist()
+
+    out_cross = tmp_path / f"cross.{ext}"
+    assert cli.main(["score", "--model", w["cross"]["path"], "--pairs", str(src), "--out", str(out_cross)]) == 0
+    got = pd.read_csv(out_cross, keep_default_na=False) if ext == "csv" else pd.read_parquet(out_cross)
+    want = predict_pairs(load_cross(str(Path(w["cross"]["path"]) / "model"), "cpu"), df["title"].tolist(),
+                         df["category"].fillna("").tolist(), df["keyphrase"].tolist())
+    np.testing.assert_allclose(got["score"].to_numpy(), want, atol=1e-5)
+    assert got["score"].between(0, 1).all()
+    th = json.loads((Path(w["cross"]["path"]) / "model" / "kp_model.json").read_text())["threshold"]
+    assert got["predicted_label"].tolist() == (got["score"] >= th).astype(int).tolist()
+
+
+def test_score_echoes_text_columns_as_typed(tmp_path, cli_env):
+    """Text columns are read as text: keyphrases 007, 0501, 1e3 come back byte for byte (not 7.0 ...)."""
+    from keyphrase_pipeline import cli
+
+    w = cli_env
+    src = tmp_path / "numeric.csv"
+    src.write_text("title,category,keyphrase,my_id\n0501 phone,,007,01\nred sofa,furniture,1e3,2\n")
+    out = tmp_path / "o.csv"
+    assert cli.main(["score", "--model", w["student"]["version"], "--pairs", str(src), "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("title,category,keyphrase,my_id,score")
+    assert lines[1].startswith("0501 phone,,007,01,") and lines[2].startswith("red sofa,furniture,1e3,2,")
+
+
+@pytest.mark.parametrize("out_ext", ["csv", "parquet"])
+def test_score_echoes_every_text_byte_for_byte(tmp_path, cli_env, out_ext):
+    """Values CSV type inference would change (numbers, NA markers, booleans) and text the model sees
+    normalised (invisible characters, full-width letters, spaces) are written back exactly as read."""
+    from keyphrase_pipeline import cli
+
+    odd = ["007", "0501", "1e3", "NA", "null", "NaN", "n/a", "TRUE", "-0", " 42 ", "mug\u200b", "ｍｕｇ", "\ufeffcase"]
+    df = pd.DataFrame({"title": [f"{k} phone" for k in odd], "category": ["NA", "", *["0.50"] * (len(odd) - 2)],
+                       "keyphrase": odd, "ref": [f"{i:04d}" for i in range(len(odd))]})
+    src = tmp_path / "odd.csv"
+    src.write_text(df.to_csv(index=False), encoding="utf-8")
+    out = tmp_path / f"o.{out_ext}"
+    assert cli.main(["score", "--model", cli_env["student"]["version"], "--pairs", str(src), "--out", str(out)]) == 0
+    got = pd.read_csv(out, dtype=str, keep_default_na=False) if out_ext == "csv" else pd.read_parquet(out)
+    for col in ("title", "category", "keyphrase", "ref"):
+        assert got[col].tolist() == df[col].tolist(), col
+    if out_ext == "csv":  # and the file's text columns are the input's, character for character
+        assert [ln.rsplit(",", 2)[0] for ln in out.read_text(encoding="utf-8").splitlines()] == \
+            src.read_text(encoding="utf-8").splitlines()
+
+
+@pytest.mark.parametrize("title, keyphrase, message", [
+    ("\u200b\u200d\ufeff", "phone case", r"1 row\(s\) with empty 'title' \(first at 0-based row 1\)"),
+    ("red case", "\u202e\u2066\u2069", r"1 row\(s\) with empty 'keyphrase' \(first at 0-based row 1\)"),
+    ("🙂 😀", "phone case", r"1 row\(s\) with unreadable 'title'.*first at 0-based row 1"),
+    ("red case", "🎉", r"1 row\(s\) with unreadable 'keyphrase'.*first at 0-based row 1"),
+])
+def test_score_refuses_text_the_model_cannot_read(tmp_path, cli_env, title, keyphrase, message):
+    from keyphrase_pipeline.commands import score
+    from keyphrase_pipeline.core.errors import DataError
+    from keyphrase_pipeline.core.settings import get_settings
+
+    src = tmp_path / "p.csv"
+    pd.DataFrame({"title": ["red phone", title], "category": ["x", "x"], "keyphrase": ["phone", keyphrase]}) \
+        .to_csv(src, index=False)
+    out = tmp_path / "o.csv"
+    for model in (cli_env["student"]["version"], cli_env["cross"]["path"]):
+        with pytest.raises(DataError, match=message):
+            score.run(get_settings(), model, str(src), str(out))
+    assert not out.exists()
+
+
+def test_score_errors_and_plugin(tmp_path, cli_env):
+    from keyphrase_pipeline import cli
+    from keyphrase_pipeline.commands import score
+
+    w = cli_env
+    src, df = _pairs(tmp_path, "csv")
+    assert cli.main(["score", "--model", str(tmp_path), "--pairs", str(src), "--out", str(tmp_path / "o.csv")]) == 2
+    assert cli.main(["score", "--model", w["student"]["version"], "--pairs", str(src), "--out", str(tmp_path / "o.txt")]) == 2
+    bad = tmp_path / "bad.csv"
+    df.drop(columns=["keyphrase"]).to_csv(bad, index=False)
+    assert cli.main(["score", "--model", w["student"]["version"], "--pairs", str(bad), "--out", str(tmp_path / "o.csv")]) == 3
+    # ONNX files that `kp export` did not verify are refused (bad input); a scorer plugs in without the CLI
+    onnx = tmp_path / "onnx"
+    onnx.mkdir()
+    (onnx / "item.onnx").write_bytes(b"")
+    (onnx / "keyphrase.onnx").write_bytes(b"")
+    assert cli.main(["score", "--model", str(onnx), "--pairs", str(src), "--out", str(tmp_path / "o.csv")]) == 3
+    builtin = score.SCORERS["onnx"]
+
+    class LengthScorer:
+        kind = "onnx"
+
+        def __init__(self, settings, model_dir):
+            pass
+
+        def score(self, pairs):
+            return np.array([len(k) for k in pairs["keyphrase"]], dtype=float)
+
+    score.register_scorer("onnx", LengthScorer)
+    try:
+        fig = score.run(make_settings(tmp_path / "l"), str(onnx), str(src), str(tmp_path / "o.csv"))
+        assert fig["kind"] == "onnx"
+        assert pd.read_csv(tmp_path / "o.csv")["score"].tolist() == [float(len(k)) for k in df["keyphrase"]]
+    finally:
+        score.register_scorer("onnx", builtin)
+
+
+def test_stored_threshold_is_the_models_own(tmp_path):
+    """A model directory's threshold comes from its own marker; only an ONNX export borrows its student's."""
+    from keyphrase_pipeline.commands.score import stored_threshold
+    from keyphrase_pipeline.models.bi_encoder import write_marker
+
+    (tmp_path / "v" / "model").mkdir(parents=True)
+    write_marker(tmp_path / "v" / "model", "bi", threshold=0.93)
+    other = tmp_path / "v" / "other_encoder"
+    other.mkdir()
+    assert stored_threshold(other) is None
+    onnx = tmp_path / "v" / "onnx"
+    onnx.mkdir()
+    (onnx / "export.json").write_text("{}")
+    assert stored_threshold(onnx) == 0.93 and stored_threshold(tmp_path / "v" / "model") == 0.93

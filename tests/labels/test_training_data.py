@@ -1,0 +1,206 @@
+"""Reading label sources into training frames: user files (validation), the lake, the stable split."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from distill_helpers import DS, make_pairs, write_lake_inputs
+
+from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.labels.training_data import in_test_split, load_training_data, read_labels_file
+
+
+def _write(tmp_path, df, name="pairs.csv"):
+    p = tmp_path / name
+    df.to_csv(p, index=False) if name.endswith(".csv") else df.to_parquet(p, index=False)
+    return str(p)
+
+
+def test_labels_file_ok_csv_and_parquet_probabilities(tmp_path):
+    df = make_pairs(60)
+    df["label"] = df["label"].astype(float)
+    df.loc[0, "label"] = 0.7  # probabilities are accepted
+    df.loc[1, "category"] = ""  # category may be empty
+    for name in ("pairs.csv", "pairs.parquet"):
+        out = read_labels_file(_write(tmp_path, df, name), min_rows=50)
+        assert len(out) == 60
+        assert out.loc[0, "p"] == pytest.approx(0.7) and out.loc[0, "label"] == 1
+        assert out.loc[1, "category"] == ""
+        assert set(out["label"].unique()) <= {0, 1}
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.drop(columns=["keyphrase"]), "missing column"),
+    (lambda d: d.assign(title=[""] + list(d["title"][1:])), "empty 'title'"),
+    (lambda d: d.assign(keyphrase=list(d["keyphrase"][:-1]) + ["  "]), "empty 'keyphrase'"),
+    (lambda d: d.assign(title=list(d["title"][:3]) + ["\u200b\u200d\ufeff"] + list(d["title"][4:])),
+     r"1 row\(s\) with empty 'title' \(first at 0-based row 3\)"),  # invisible characters only
+    (lambda d: d.assign(keyphrase=list(d["keyphrase"][:5]) + ["\u202e\u2066\u2069"] * 2 + list(d["keyphrase"][7:])),
+     r"2 row\(s\) with empty 'keyphrase' \(first at 0-based row 5\)"),
+    (lambda d: d.assign(label=[1.5] + list(d["label"][1:])), r"not a number in \[0, 1\]"),
+    (lambda d: d.assign(label=["yes"] + list(d["label"][1:])), r"not a number in \[0, 1\]"),
+    (lambda d: d.head(10), r"only 10 distinct pairs \(10 rows, 0 repeating a pair\)"),
+    (lambda d: pd.concat([d.head(2)] * 30), r"only 2 distinct pairs \(60 rows, 58 repeating a pair\)"),
+    (lambda d: d.drop(columns=["title"]).rename(columns={"keyphrase": "Keyphrase"}),
+     r"missing column\(s\) \['title', 'keyphrase'\]; need \['title', 'keyphrase', 'label'\] \(and optionally "
+     r"'category'\), has \['category', 'Keyphrase', 'label'\] \(column names are case- and space-sensitive\)"),
+])
+def test_labels_file_errors_name_the_problem(tmp_path, mutate, message):
+    with pytest.raises(DataError, match=message):
+        read_labels_file(_write(tmp_path, mutate(make_pairs(60))), min_rows=50)
+
+
+def test_labels_file_duplicates_are_counted_and_conflicts_reported(tmp_path, settings, caplog):
+    df = make_pairs(60)
+    flipped = df.head(5).assign(label=1 - df["label"].head(5))  # 5 pairs judged twice, the other way round
+    again = df.iloc[10:13]  # 3 pairs repeated with the same label
+    path = _write(tmp_path, pd.concat([df, flipped, again], ignore_index=True))
+    with caplog.at_level("WARNING"):
+        out = read_labels_file(path, min_rows=50)
+    assert len(out) == 60 and out.attrs["file_stats"] == {"rows": 68, "duplicate_rows": 8, "conflicting_pairs": 5}
+    assert "8 of 68 rows repeat a pair" in caplog.text and "5 pair(s) carry conflicting labels" in caplog.text
+    assert out.head(5)["label"].tolist() == flipped["label"].tolist()  # the last row of a pair is kept
+    data = load_training_data(settings, DS, labels=path)
+    assert (data.snapshot["file_duplicate_rows"], data.snapshot["file_conflicting_pairs"]) == (8, 5)
+
+
+@pytest.mark.parametrize("label", [0, 1])
+def test_labels_file_of_one_class_is_refused_for_training(tmp_path, settings, label):
+    path = _write(tmp_path, make_pairs(60).assign(label=label))
+    assert len(read_labels_file(path, min_rows=50)) == 60  # a reader: exports of reviews may be one class
+    with pytest.raises(DataError, match=rf"every one of the 60 pairs is labelled {'relevant' if label else 'not relevant'}"):
+        load_training_data(settings, DS, labels=path)
+
+
+def test_labels_file_messages(tmp_path):
+    df = make_pairs(60)
+    p = tmp_path / "pairs.txt"
+    df.to_csv(p, index=False)
+    with pytest.raises(DataError, match=r"a file named \.txt is read as parquet: name a CSV file \.csv"):
+        read_labels_file(str(p), 10)
+    semi = tmp_path / "semi.csv"
+    df.to_csv(semi, index=False, sep=";")
+    with pytest.raises(DataError, match="is the file comma-separated"):
+        read_labels_file(str(semi), 10)
+    nan = tmp_path / "nan.parquet"
+    df.assign(label=[float("nan")] + df["label"].astype(float).tolist()[1:]).to_parquet(nan)
+    with pytest.raises(DataError, match=r"first at 0-based row 0: nan\)"):  # not np.float64(nan)
+        read_labels_file(str(nan), 10)
+
+
+def test_labels_file_emoji_only_text_is_unreadable_to_the_encoder(tmp_path, settings):
+    from keyphrase_pipeline.labels.training_data import encoder_tokenizer
+
+    df = make_pairs(60)
+    df.loc[7, "title"] = "🙂 😀"
+    path = _write(tmp_path, df)
+    assert len(read_labels_file(path, min_rows=50)) == 60  # without a tokenizer only blank text is refused
+    with pytest.raises(DataError, match=r"1 row\(s\) with unreadable .* 'title' \(first at 0-based row 7\)"):
+        read_labels_file(path, min_rows=50, tokenizer=encoder_tokenizer(settings))
+    with pytest.raises(DataError, match="unreadable"):
+        load_training_data(settings, DS, labels=path)
+
+
+def test_labels_file_text_that_looks_like_numbers_or_missing_values_stays_as_written(tmp_path):
+    """CSV type inference must not touch text: 007, 0501, 1e3, NA, null, nan, true come back as typed."""
+    df = make_pairs(60)
+    odd = ["007", "0501", "1e3", "NA", "null", "nan", "true", "-0", "1,5"]
+    df.loc[: len(odd) - 1, "keyphrase"] = odd
+    df.loc[: len(odd) - 1, "title"] = [f"{o} phone" for o in odd]
+    df.loc[0, "category"] = "NA"
+    out = read_labels_file(_write(tmp_path, df), min_rows=50)
+    assert out.loc[: len(odd) - 1, "keyphrase"].tolist() == odd
+    assert out.loc[: len(odd) - 1, "title"].tolist() == [f"{o} phone" for o in odd]
+    assert out.loc[0, "category"] == "NA"
+    with pytest.raises(DataError, match="not a number"):  # the label column is still parsed strictly
+        read_labels_file(_write(tmp_path, df.assign(label=["NA"] + list(df["label"][1:]))), min_rows=50)
+
+
+def test_lake_pairs_the_encoder_cannot_read_are_left_out_and_counted(settings):
+    pairs = make_pairs(120, seed=3, with_ids=True)
+    pairs.loc[0, "title"] = "\u200b\u200d"  # blank after normalisation
+    pairs.loc[1, "title"] = "🙂"  # all [UNK]
+    pairs.loc[2, "keyphrase"] = "\ufeff\u202e"
+    pairs.loc[3, "keyphrase"] = "😀 🎉"
+    pairs.loc[4, "title"] = "ｒｅｄ\u200b ｍｕｇ"  # fine once normalised
+    write_lake_inputs(settings, pairs)
+    data = load_training_data(settings, DS)
+    assert data.snapshot["dropped_texts"]["llm"] == {"empty_keyphrase": 1, "empty_title": 1,
+                                                     "unreadable_keyphrase": 1, "unreadable_title": 1}
+    assert len(data.llm) == 116 and not set(data.llm["item_id"]) & {1000, 1001, 1002, 1003}
+    assert data.llm.set_index("item_id").loc[1004, "title"] == "red mug"
+    bad_ids = {1000, 1001, 1002, 1003}
+    positives = set(pairs.loc[pairs["label"] == 1, "item_id"])
+    assert sum(data.snapshot["dropped_texts"]["ctr"].values()) == len(bad_ids & positives)
+    assert not set(data.ctr["item_id"]) & bad_ids
+
+
+def test_labels_file_missing_or_unreadable(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        read_labels_file(str(tmp_path / "nope.csv"), 10)
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("not parquet")
+    with pytest.raises(DataError, match="cannot read"):
+        read_labels_file(str(bad), 10)
+
+
+def test_split_is_stable_and_grows_consistently():
+    hashes = [f"h{i}" for i in range(2000)]
+    a = in_test_split(hashes, 0.2)
+    assert 0.16 < a.mean() < 0.24
+    assert (in_test_split(hashes[:500], 0.2) == a[:500]).all()  # membership never depends on the rest
+    assert (in_test_split(hashes, 0.2) == a).all()
+
+
+def test_lake_sources_dedup_split_and_no_leakage(settings):
+    pairs = make_pairs(120, seed=3, with_ids=True)
+    write_lake_inputs(settings, pairs)
+    # a second day re-judges 10 texts (same pair_key): one row per text remains
+    from keyphrase_pipeline.core.lake import Lake, read_parquet, write_parquet_atomic
+
+    lake = Lake.from_settings(settings)
+    again = read_parquet(lake.path("llm_store", ds=DS)).head(10).copy()
+    again["labelled_at"] = pd.Timestamp("2026-10-11 01:00:00")
+    write_parquet_atomic(again, lake.path("llm_store", ds="2026-10-11"))
+    data = load_training_data(settings, "2026-10-11")
+    assert len(data.llm) == 120 and data.llm["text_hash"].is_unique
+    assert data.snapshot["label_store_days"] == [DS, "2026-10-11"]
+    assert data.snapshot["ctr_ds"] == DS
+    assert len(data.llm_train) + len(data.llm_test) == 120 and len(data.llm_test) > 0
+    # CTR positives come with texts, and none of them is a held-out test pair
+    assert len(data.ctr) > 0 and (data.ctr["title"] != "").all()
+    test_ids = set(zip(data.llm_test["item_id"], data.llm_test["keyphrase_id"]))
+    assert not test_ids & set(zip(data.ctr["item_id"], data.ctr["keyphrase_id"]))
+    positives_in_test = int(data.llm_test["label"].sum())
+    assert len(data.ctr) == int((pairs["label"] == 1).sum()) - positives_in_test
+    # the same day read later gives the same test set
+    assert load_training_data(settings, "2026-10-11").llm_test["text_hash"].tolist() == data.llm_test["text_hash"].tolist()
+    # before the first day there is nothing
+    with pytest.raises(DataError, match="no LLM labels"):
+        load_training_data(settings, "2026-10-01")
+
+
+def test_too_few_store_rows(settings):
+    write_lake_inputs(settings, make_pairs(20, with_ids=True), ctr=False)
+    with pytest.raises(DataError, match="min_rows"):
+        load_training_data(settings, DS)
+
+
+def test_labels_file_without_category_and_numeric_looking_text(tmp_path):
+    """No category column (many catalogs): accepted, empty. Keyphrases such as 007 or 1e3 stay text."""
+    df = make_pairs(60).drop(columns=["category"])
+    df["keyphrase"] = [f"{i:03d}" for i in range(60)]  # a whole column that looks numeric
+    df.loc[1, "keyphrase"] = "1e3"
+    out = read_labels_file(_write(tmp_path, df), min_rows=50)
+    assert (out["category"] == "").all()
+    assert out.loc[0, "keyphrase"] == "000" and out.loc[7, "keyphrase"] == "007" and out.loc[1, "keyphrase"] == "1e3"
+
+
+def test_labels_file_held_out_split_is_by_keyphrase(tmp_path, settings):
+    """A user's file is split by keyphrase: no query on both sides, so early stopping and the stored
+    threshold are measured on queries the model has not seen."""
+    df = make_pairs(300)
+    df["keyphrase"] = df["keyphrase"] + " " + (df.index % 60).astype(str)
+    data = load_training_data(settings, DS, labels=_write(tmp_path, df))
+    train_kps, test_kps = set(data.llm_train["keyphrase"]), set(data.llm_test["keyphrase"])
+    assert train_kps and test_kps and not (train_kps & test_kps)

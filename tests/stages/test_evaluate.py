@@ -1,0 +1,157 @@
+"""Evaluation metrics and the promotion gate (both ways, forced, manual)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distill_helpers import DS, trained_world
+from testsupport import make_settings
+
+from keyphrase_pipeline.core import layout
+
+
+def test_best_f1_cut_and_crossfit_hand_cases():
+    from keyphrase_pipeline.models.metrics import best_f1_cut
+    from keyphrase_pipeline.stages.evaluate import crossfit_predictions
+
+    y = np.array([1, 1, 0, 1, 0, 0])
+    s = np.array([0.9, 0.8, 0.7, 0.6, 0.2, 0.1])
+    # cut after 0.8: F1 = 2*2/(2+3) = 0.8; after 0.6: 2*3/(4+3) = 0.857 -> threshold between 0.6 and 0.2
+    assert best_f1_cut(y, s) == pytest.approx(0.4)
+    assert best_f1_cut(np.array([0, 1]), np.array([0.5, 0.5])) < 0.5  # ties go together
+    y2 = np.tile([1, 0], 50)
+    s2 = np.where(y2 == 1, 0.8, 0.3) + np.linspace(0, 0.01, 100)
+    pred, thr = crossfit_predictions(y2, s2, [f"h{i}" for i in range(100)])
+    assert (pred == y2).all() and len(thr) == 2 and all(0.3 < t < 0.8 for t in thr)
+
+
+def _lake_copy(tmp_path):
+    w = trained_world(make_settings)
+    root = tmp_path / "lake"
+    shutil.copytree(w["lake"], root)
+    return w, make_settings(root, train=w["settings"].train.model_dump(), serve={"dim": 16})
+
+
+def _register_random(settings, w, version=f"{DS}-deadbeef"):
+
+    d = Path(layout.registry_version_dir(settings, version))
+    shutil.copytree(w["random"], d / "model")
+    (d / "train_config.json").write_text(json.dumps({"ds": DS, "created_at": "2026-10-10T09:00:00", "label_mix": "none"}))
+    return version
+
+
+def test_first_model_is_promoted_with_metrics(tmp_path):
+    from keyphrase_pipeline.artifacts import registry
+    from keyphrase_pipeline.stages import evaluate
+
+    w, s = _lake_copy(tmp_path)
+    fig = evaluate.run(s, DS)
+    v = w["student"]["version"]
+    assert fig["promoted"] and fig["version"] == v and "first model" in fig["reason"]
+    assert registry.champion(s) == v
+    m = fig["metrics"]
+    assert m["dim"] == 16 and m["llm"]["n"] == w["cross"]["test_rows"]
+    assert m["llm"]["f1"] > 0.8 and m["llm"]["auc"] > 0.85  # the trained student learned the synonyms
+    assert m["rho_cross"] is not None and m["rho_cross"] > 0.5
+    stored = json.loads((Path(layout.registry_version_dir(s, v)) / "metrics.json").read_text())
+    assert stored["eval"]["llm"]["f1"] == m["llm"]["f1"] and "training" in stored
+    assert json.loads((tmp_path / "lake" / "runs" / f"ds={DS}" / "evaluate.json").read_text())["promoted"] is True
+
+
+def test_gate_both_ways_force_and_manual(tmp_path):
+    from keyphrase_pipeline.artifacts import registry
+    from keyphrase_pipeline.commands import promote
+    from keyphrase_pipeline.stages import evaluate
+
+    w, s = _lake_copy(tmp_path)
+    good = w["student"]["version"]
+    broken = _register_random(s, w)
+    # a better challenger replaces a broken champion
+    registry.set_champion(s, broken, "setup")
+    fig = evaluate.run(s, DS, candidate=good)
+    assert fig["promoted"] and registry.champion(s) == good
+    assert fig["champion_metrics"]["llm"]["f1"] < fig["metrics"]["llm"]["f1"]
+    # a broken challenger (random weights) is refused; the champion stays; the reason is recorded
+    fig = evaluate.run(s, DS, candidate=broken)
+    assert not fig["promoted"] and registry.champion(s) == good
+    assert "champion kept" in fig["reason"]
+    promo = json.loads((Path(layout.registry_version_dir(s, broken)) / "promotion.json").read_text())
+    assert promo["promoted"] is False and promo["reason"] == fig["reason"] and promo["champion_before"] == good
+    stats = json.loads((tmp_path / "lake" / "runs" / f"ds={DS}" / "evaluate.json").read_text())
+    assert stats["promoted"] is False and stats["reason"] == fig["reason"]
+    # forced
+    fig = evaluate.run(s, DS, candidate=broken, force_promote=True)
+    assert fig["promoted"] and registry.champion(s) == broken and "forced" in fig["reason"]
+    # manual override back
+    out = promote.run(s, good, reason="rollback after incident")
+    assert out["previous"] == broken and registry.champion(s) == good
+    promo_good = json.loads((Path(layout.registry_version_dir(s, good)) / "promotion.json").read_text())
+    assert promo_good["reason"] == "manual: rollback after incident"
+    from keyphrase_pipeline.core.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        promote.run(s, "2026-01-01-00000000")
+
+
+def test_cli_require_promotion_exit_code(tmp_path, monkeypatch):
+    from keyphrase_pipeline import cli
+    from keyphrase_pipeline.artifacts import registry
+    from keyphrase_pipeline.core.settings import get_settings
+
+    w, s = _lake_copy(tmp_path)
+    broken = _register_random(s, w)
+    registry.set_champion(s, w["student"]["version"], "setup")
+    monkeypatch.setenv("KP_LAKE_ROOT", s.lake_root)
+    monkeypatch.setenv("KP_TRAIN__MATRYOSHKA_DIMS", "[32, 16]")
+    monkeypatch.setenv("KP_SERVE__DIM", "16")
+    monkeypatch.setenv("KP_TRAIN__TEST_FRACTION", str(s.train.test_fraction))
+    monkeypatch.setenv("KP_TRAIN__MIN_ROWS", "20")
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["evaluate", "--ds", DS, "--candidate", broken, "--require-promotion"]) == 4
+        assert cli.main(["promote", "--version", broken, "--reason", "test"]) == 0
+        assert registry.champion(s) == broken
+        assert cli.main(["promote", "--list"]) == 0
+        assert cli.main(["promote", "--version", "nope"]) == 2
+    finally:
+        get_settings.cache_clear()
+
+
+def test_world_truth_and_recall_at_k_by_exposure(tiny_world):
+    """In a synthetic world: F1 against TRUE relevance and recall@K for tail vs head items."""
+    import pandas as pd
+    from distill_helpers import tiny_bases, tiny_settings, write_lake_inputs
+
+    from keyphrase_pipeline.core.lake import Lake, read_parquet
+    from keyphrase_pipeline.stages.evaluate import evaluate_model
+    from keyphrase_pipeline.synthetic.world import World, simulated_p_yes
+
+    w = tiny_bases()
+    s = tiny_settings(make_settings, Path(tiny_world.lake_root), w["base"], eval_k=1000, eval_max_items=30)
+    lake = Lake.from_settings(s)
+    ds = lake.partitions("catalog")[-1]
+    world = World.load(s)
+    catalog = read_parquet(lake.path("catalog", ds=ds))
+    kps = read_parquet(lake.path("keyphrases"))
+    items = catalog.sample(300, random_state=0, replace=True).reset_index(drop=True)
+    kp = kps.sample(300, random_state=1, replace=True).reset_index(drop=True)
+    pairs = pd.DataFrame({"title": items["title"], "category": items["category"], "keyphrase": kp["text"],
+                          "item_id": items["item_id"], "keyphrase_id": kp["keyphrase_id"]})
+    pairs["label"] = (simulated_p_yes(world, pairs["item_id"], pairs["keyphrase_id"], 0.9) >= 0.5).astype(int)
+    pairs = pairs.drop_duplicates(["title", "category", "keyphrase"])
+    write_lake_inputs(s, pairs, ds=ds, ctr=False)
+    m = evaluate_model(s, w["base"], ds=ds)
+    assert m["truth"]["n"] > 0 and 0 <= m["truth"]["f1"] <= 1
+    assert 0.75 < m["truth"]["llm_label_agreement"] < 1.0  # the simulated judge errs ~10% of the time
+    r = m["relevance_recall_at_k"]
+    assert r["keyphrases"] == len(kps)
+    for bucket in ("tail", "head"):
+        assert 0 < r[bucket]["items"] <= 30
+        assert r[bucket]["relevance_recall_at_k"] == pytest.approx(1.0)  # K covers every keyphrase: all found
+    s5 = s.with_overrides(**{"train.eval_k": 5})
+    r5 = evaluate_model(s5, w["base"], ds=ds)["relevance_recall_at_k"]
+    assert all(0 <= r5[b]["relevance_recall_at_k"] <= 1 and 0 <= r5[b]["precision_at_k"] <= 1 for b in ("tail", "head"))

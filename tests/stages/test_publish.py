@@ -1,0 +1,217 @@
+"""kp publish / kp rollback: versioned bundles, atomic CURRENT switch, checksums, pruning, crash safety."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from serve_helpers import DS, ready, serve_model, serve_ready  # noqa: F401
+
+from keyphrase_pipeline.artifacts import serving
+from keyphrase_pipeline.artifacts.serving import current_version, published_versions, read_manifest, verify_files
+from keyphrase_pipeline.commands import rollback
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.errors import DataError, GateError
+from keyphrase_pipeline.core.lake import Lake, read_parquet
+from keyphrase_pipeline.core.layout import onnx_dir, serving_version_dir
+from keyphrase_pipeline.stages import publish
+
+pytestmark = pytest.mark.spark
+
+
+def test_publish_makes_a_complete_current_version(ready):
+    assert current_version(ready) is None and serving.current_recommendations_path(ready) is None
+    stats = publish.run(ready, DS)
+    vid = stats["version"]
+    assert current_version(ready) == vid and stats["previous"] is None
+    root = Path(serving_version_dir(ready, vid))
+    m = read_manifest(ready, vid)
+    assert m["model_version"] == "v1" and m["ds"] == DS and m["ann_recall_at_k"] == 1.0 and m["dim"] == 16
+    assert m["counts"] == {"keyphrases": 60, "items": 36, "recommendations": 36 * 20}
+    verify_files(root, m["checksums"])
+    assert {"index.faiss", "keyphrases.parquet", "onnx/item/model.onnx", "onnx/keyphrase/model.onnx",
+            "recommendations/part-00000.parquet"} <= set(m["checksums"])
+    # the path the pair-selection stage reads
+    assert serving.current_recommendations_path(ready) == f"{serving_version_dir(ready, vid)}/recommendations"
+    recs = read_parquet(serving.current_recommendations_path(ready), contract="recommendations")
+    assert len(recs) == 720
+
+
+def test_rollback_and_pruning(ready):
+    s = ready.with_overrides(**{"serve.keep_versions": 2})
+    with pytest.raises(DataError, match="nothing is published"):
+        rollback.run(s)
+    v1 = publish.run(s, DS)["version"]
+    with pytest.raises(DataError, match="no earlier"):
+        rollback.run(s)
+    v2 = publish.run(s, DS)["version"]
+    assert read_manifest(s, v2)["previous"] == v1
+    out = rollback.run(s)
+    assert out == {"from": v2, "to": v1, "model_version": "v1", "ds": DS, "marked_bad": v2} and current_version(s) == v1
+    with pytest.raises(DataError, match="marked bad"):
+        rollback.run(s, to=v2)
+    assert rollback.run(s, to=v2, allow_bad=True) == {"from": v1, "to": v2, "model_version": "v1", "ds": DS,
+                                                      "marked_bad": None}  # a roll forward marks nothing
+    assert serving.bad_versions(s) == {}
+    with pytest.raises(DataError, match="unknown published version"):
+        rollback.run(s, to="nope")
+    v3 = publish.run(s, DS)
+    assert v3["pruned"] == [v1] and published_versions(s) == [v2, v3["version"]]
+
+
+def test_readers_always_see_a_complete_version(ready):
+    s = ready.with_overrides(**{"serve.keep_versions": 10})
+    publish.run(s, DS)
+    seen, errors, stop = [], [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                b = serving.load_current(s, cached=False)  # verifies every checksum in the manifest
+                assert b.manifest["version"] == b.root.name
+                assert b.index.ntotal == b.manifest["counts"]["keyphrases"]
+                seen.append(b.version)
+            except Exception as exc:  # noqa: BLE001 - any failure is the test's finding
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    published = [publish.run(s, DS)["version"] for _ in range(4)]
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(seen) >= 2 and set(seen) <= set(published_versions(s))
+    assert current_version(s) == published[-1]
+
+
+def test_crash_mid_build_leaves_current_intact(ready, monkeypatch):
+    v1 = publish.run(ready, DS)["version"]
+    before = sorted(p.name for p in Path(layout.serving_versions_root(ready)).iterdir())
+
+    def boom(root, manifest):
+        raise RuntimeError("disk full (injected)")
+
+    monkeypatch.setattr(publish, "_write_manifest", boom)
+    with pytest.raises(RuntimeError, match="injected"):
+        publish.run(ready, DS)
+    assert current_version(ready) == v1
+    assert sorted(p.name for p in Path(layout.serving_versions_root(ready)).iterdir()) == before  # no temp leftovers
+    assert serving.load_current(ready, cached=False).version == v1
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["ann_recall_at_k", "legacy-recall_at_k"])
+def test_recall_gate_rechecked_at_publish(ready, legacy):
+    meta_path = Path(layout.index_build_dir(ready, DS)) / "index_meta.json"
+    meta = json.loads(meta_path.read_text())
+    if legacy:  # a build written before the key was renamed
+        meta = {**{k: v for k, v in meta.items() if k != "ann_recall_at_k"}, "recall_at_k": 0.5}
+    meta_path.write_text(json.dumps({**meta, **({} if legacy else {"ann_recall_at_k": 0.5})}))
+    with pytest.raises(GateError, match="ANN recall"):
+        publish.run(ready, DS)
+    assert current_version(ready) is None and published_versions(ready) == []
+
+
+def test_corrupted_onnx_refused(ready):
+    f = Path(onnx_dir(ready, "v1")) / "item" / "model.onnx"
+    f.write_bytes(f.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(DataError, match="checksum of item/model.onnx"):
+        publish.run(ready, DS)
+    assert current_version(ready) is None
+
+
+def test_corrupted_index_detected_on_load_and_rollback(ready):
+    v1 = publish.run(ready, DS)["version"]
+    v2 = publish.run(ready, DS)["version"]
+    f = Path(serving_version_dir(ready, v1)) / "index.faiss"
+    f.write_bytes(b"garbage" + f.read_bytes()[7:])
+    with pytest.raises(DataError, match="checksum of index.faiss"):
+        rollback.run(ready)
+    assert current_version(ready) == v2
+    Lake.from_settings(ready).write_pointer(layout.current_pointer(ready), v1)
+    with pytest.raises(DataError, match="corrupted bundle"):
+        serving.load_current(ready, cached=False)
+
+
+def test_missing_recommendations(ready):
+    import shutil
+
+    shutil.rmtree(Lake.from_settings(ready).path("recommendations", ds=DS))
+    with pytest.raises(DataError, match="missing dataset"):
+        publish.run(ready, DS)
+    assert current_version(ready) is None
+
+
+def _write_recs(folder: Path, parts: list[list[int]]) -> None:
+    """One parquet file per list of item ids (each id one row, rank 1) in ``folder``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from keyphrase_pipeline.stages.recommend import _out_schema
+
+    folder.mkdir(parents=True)
+    for i, ids in enumerate(parts):
+        n = len(ids)
+        table = pa.table({"item_id": pa.array(ids, pa.int64()), "rank": pa.array([1] * n, pa.int32()),
+                          "keyphrase_id": pa.array(range(n), pa.int64()), "keyphrase": [f"k{j}" for j in range(n)],
+                          "score": pa.array([0.5] * n, pa.float32())}, schema=_out_schema())
+        pq.write_table(table, folder / layout.part_file_name(i), row_group_size=7)
+
+
+def test_copy_recommendations_streams_into_parts_and_counts_items_exactly(tmp_path):
+    import pyarrow.parquet as pq
+
+    # an item spread over two input files and over batches, ids out of order and repeated
+    parts = [[5, 5, 3, 9, 9, 9, 1] * 3, [9, 2, 2, 8], list(range(100, 160))]
+    _write_recs(tmp_path / "in", parts)
+    dataset = publish._recommendations_dataset(str(tmp_path / "in"))
+    out = tmp_path / "out"
+    out.mkdir()
+    counts = publish.copy_recommendations(dataset, str(out), file_rows=20, batch_rows=4)
+    rows = sum(len(p) for p in parts)
+    assert counts == {"rows": rows, "items": len({i for p in parts for i in p}), "files": counts["files"]}
+    files = sorted(f.name for f in out.iterdir())
+    assert counts["files"] == len(files) > 1 and files[0] == "part-00000.parquet"
+    assert all(pq.ParquetFile(out / f).metadata.num_rows <= 20 + 4 for f in files)  # file_rows + one batch
+    copied = pq.read_table(out).to_pandas()
+    assert copied["item_id"].tolist() == [i for p in parts for i in p]  # order and every row kept
+
+
+def test_distinct_counter_merges_exactly():
+    import numpy as np
+
+    c = publish._DistinctCounter()
+    rng = np.random.default_rng(0)
+    seen: set[int] = set()
+    for _ in range(40):  # 40 x 5,000 ids, pending unique ids pass the 65,536 merge threshold several times
+        ids = rng.integers(0, 150_000, 5_000)
+        seen.update(ids.tolist())
+        c.add(ids)
+    assert c.count() == len(seen)
+
+
+def test_publish_refuses_empty_or_broken_recommendations(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _write_recs(tmp_path / "empty", [[]])
+    with pytest.raises(DataError, match="no recommendations in"):
+        publish._recommendations_dataset(str(tmp_path / "empty"))
+    (tmp_path / "bad").mkdir()
+    pq.write_table(pa.table({"item_id": ["a"]}), tmp_path / "bad" / "part-00000.parquet")
+    with pytest.raises(DataError, match="recommendations"):
+        publish._recommendations_dataset(str(tmp_path / "bad"))
+    (tmp_path / "nulls").mkdir()
+    from keyphrase_pipeline.stages.recommend import _out_schema
+
+    pq.write_table(pa.table({"item_id": pa.array([1, None], pa.int64()), "rank": pa.array([1, 1], pa.int32()),
+                             "keyphrase_id": pa.array([1, 2], pa.int64()), "keyphrase": ["a", "b"],
+                             "score": pa.array([0.1, 0.2], pa.float32())}, schema=_out_schema()),
+                   tmp_path / "nulls" / "part-00000.parquet")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(DataError, match="item_id has 1 null"):
+        publish.copy_recommendations(publish._recommendations_dataset(str(tmp_path / "nulls")), str(out), 100)
