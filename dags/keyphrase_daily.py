@@ -73,13 +73,13 @@ with DAG(
 
         @task(doc_md="Demo only: generate the synthetic world at the `scale` param if the lake has no catalog.",
               **tasks.stage_args("synth", retries=1))
-        def ensure_world(plan: dict, params=None):
+        def ensure_world(plan: planning.RunPlan, params=None):
             return planning.ensure_world(params, plan["ds"])
 
         @task.sensor(doc_md="Wait for the day's raw input (events, catalog snapshot, keyphrases; `kp inputs`): "
                             "checked every `dag.input_poke_minutes` without holding a worker slot, failed after "
                             "`dag.input_wait_hours`.", **planning.input_sensor_args())
-        def wait_for_input(plan: dict, params=None):
+        def wait_for_input(plan: planning.RunPlan, params=None):
             return planning.wait_for_input(params, plan["ds"])
 
         plan = plan_day()
@@ -105,13 +105,13 @@ with DAG(
     with TaskGroup("llm_labels", tooltip="Pairs for the LLM judge, labelled over shards, merged") as llm_group:
 
         @task.branch(doc_md="Skip the group when the `skip_llm` param is set.")
-        def gate(plan: dict):
+        def gate(plan: planning.RunPlan):
             return "llm_labels.select_pairs" if plan["label"] else "llm_labels.skipped"
 
         @task(doc_md="Spark: the day's pairs (CTR positives, unexposed top-K, hard negatives, random) "
                      "minus those already labelled, in shards.",
               **tasks.task_args("select_pairs"))
-        def select_pairs(plan: dict, params=None):
+        def select_pairs(plan: planning.RunPlan, params=None):
             return tasks.run_stage("select_pairs", params, plan["ds"])
 
         @task(doc_md="The shard numbers to fan out over (one mapped labelling task each).")
@@ -122,7 +122,7 @@ with DAG(
                      "labelled are not paid for twice.",
               pool=tasks.LLM_POOL, queue=tasks.GPU_QUEUE, map_index_template="shard {{ shard }}",
               **tasks.task_args("llm_label", retries=3))
-        def llm_label(plan: dict, shard: int, params=None):
+        def llm_label(plan: planning.RunPlan, shard: int, params=None):
             get_current_context()["shard"] = shard  # names the mapped instance in the UI
             return tasks.run_stage("llm_label", params, plan["ds"], shard=int(shard))
 
@@ -146,23 +146,23 @@ with DAG(
 
         @task.branch(doc_md="Train today? (`train.retrain_every_days`, `force_retrain`, or no champion yet).",
                      trigger_rule=JOIN)
-        def decide(plan: dict):
+        def decide(plan: planning.RunPlan):
             return "train.train_cross" if plan["train"] else "train.skip_training"
 
         @task(doc_md="Fine-tune the cross-encoder assistant on the LLM labels.", queue=tasks.GPU_QUEUE,
               **tasks.task_args("train_cross"))
-        def train_cross(plan: dict, params=None):
+        def train_cross(plan: planning.RunPlan, params=None):
             return tasks.run_stage("train_cross", params, plan["ds"])
 
         @task(doc_md="Train the bi-encoder student multi-task (CTR MNRL, LLM contrastive, cross-encoder "
                      "Pearson KD), Matryoshka dims.", queue=tasks.GPU_QUEUE,
               **tasks.task_args("train_bi"))
-        def train_bi(plan: dict, cross: dict, params=None):
+        def train_bi(plan: planning.RunPlan, cross: dict, params=None):
             return tasks.run_stage("train_bi", params, plan["ds"], cross=tasks.cross_ref(cross))
 
         @task(doc_md="Evaluate the challenger against the champion; promote it if it wins (or `force_promote`).",
               **tasks.task_args("evaluate"))
-        def evaluate(plan: dict, bi: dict, params=None):
+        def evaluate(plan: planning.RunPlan, bi: dict, params=None):
             return tasks.run_stage("evaluate", params, plan["ds"], candidate=(bi or {}).get("version"),
                                 force_promote=plan["force_promote"])
 
@@ -178,32 +178,32 @@ with DAG(
 
         @task(doc_md="Export the champion's towers to ONNX (verified against torch).", trigger_rule=JOIN,
               **tasks.task_args("export"))
-        def export(plan: dict, params=None):
+        def export(plan: planning.RunPlan, params=None):
             return tasks.run_stage("export", params, plan["ds"])
 
         @task(doc_md="Spark + ONNX Runtime: embed items (new/changed only unless `full_reembed`).",
               queue=tasks.GPU_QUEUE, **tasks.task_args("embed", variant="items"))
-        def embed_items(plan: dict, params=None):
+        def embed_items(plan: planning.RunPlan, params=None):
             return tasks.run_stage("embed", params, plan["ds"], what="items", full=bool(plan["full_reembed"]))
 
         @task(doc_md="Spark + ONNX Runtime: embed keyphrases (new/changed only unless `full_reembed`).",
               queue=tasks.GPU_QUEUE, **tasks.task_args("embed", variant="keyphrases"))
-        def embed_keyphrases(plan: dict, params=None):
+        def embed_keyphrases(plan: planning.RunPlan, params=None):
             return tasks.run_stage("embed", params, plan["ds"], what="keyphrases", full=bool(plan["full_reembed"]))
 
         @task(doc_md="Build the FAISS keyphrase index and measure its recall@K (refuses below the floor).",
               **tasks.task_args("index"))
-        def index(plan: dict, params=None):
+        def index(plan: planning.RunPlan, params=None):
             return tasks.run_stage("index", params, plan["ds"])
 
         @task(doc_md="Top-K keyphrases per item from the index.",
               **tasks.task_args("recommend"))
-        def recommend(plan: dict, params=None):
+        def recommend(plan: planning.RunPlan, params=None):
             return tasks.run_stage("recommend", params, plan["ds"])
 
         @task(doc_md="Publish index, towers and recommendations as a new serving version (atomic switch).",
               **tasks.task_args("publish"))
-        def publish(plan: dict, params=None):
+        def publish(plan: planning.RunPlan, params=None):
             return tasks.run_stage("publish", params, plan["ds"])
 
         exported = export(plan)

@@ -26,14 +26,18 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, ds_str, local_path
 
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
+
 log = logging.getLogger(__name__)
 
-def _lake(settings) -> Lake:
+def _lake(settings: Settings) -> Lake:
     layout.registry_root(settings)  # ConfigError unless the lake is local or mounted
     return Lake.from_settings(settings)
 
@@ -44,14 +48,14 @@ def version_id(ds: str, config: dict, data: dict) -> str:
     return f"{ds_str(ds)}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
 
-def target_dir(settings, version: str, kind: str, out: str | None) -> str:
+def target_dir(settings: Settings, version: str, kind: str, out: str | None) -> str:
     """Where a training run writes: ``out`` (resolved) when given, else the registry version directory."""
     if out:
         return str(Path(out).resolve())
     return layout.registry_version_dir(settings, version, kind)
 
 
-def exists(settings, version: str, kind: str = "students") -> bool:
+def exists(settings: Settings, version: str, kind: str = "students") -> bool:
     """True when ``registry/<kind>/<version>/model/`` is a directory.
 
     Raises ConfigError (exit 2) for a bad version id (empty, None, with ``/``, starting with ``.`` or ``_``), an
@@ -64,7 +68,7 @@ class UnreadablePointerError(DataError):
     Exit code 3; the message names the file (relative to the lake root) and how to rewrite it."""
 
 
-def _pointer(settings, kind: str) -> str | None:
+def _pointer(settings: Settings, kind: str) -> str | None:
     path = layout.registry_pointer(settings, kind)
     try:
         return _lake(settings).read_pointer(path)
@@ -75,13 +79,13 @@ def _pointer(settings, kind: str) -> str | None:
         raise UnreadablePointerError(f"{name} is unreadable: {type(exc).__name__}: {str(exc)[:120]}; {fix}") from None
 
 
-def champion(settings) -> str | None:
+def champion(settings: Settings) -> str | None:
     """The promoted student version, or None before the first promotion. Raises UnreadablePointerError (a
     DataError, exit 3) when ``registry/CHAMPION`` cannot be decoded."""
     return _pointer(settings, "students")
 
 
-def champion_or_none(settings) -> str | None:
+def champion_or_none(settings: Settings) -> str | None:
     """``champion``, but None (logged) when the pointer is unreadable: for code that is about to rewrite it or only
     marks the current version (``set_champion``, ``list_versions``)."""
     try:
@@ -91,7 +95,7 @@ def champion_or_none(settings) -> str | None:
         return None
 
 
-def latest_cross(settings) -> str | None:
+def latest_cross(settings: Settings) -> str | None:
     """The newest cross-encoder version (its directory: ``keyphrase_pipeline.core.layout.registry_version_dir(settings, v, "cross")``).
     Raises UnreadablePointerError when ``registry/CROSS_LATEST`` cannot be decoded."""
     return _pointer(settings, "cross")
@@ -105,7 +109,7 @@ def version_day(version) -> str | None:
     return version[:10] if isinstance(version, str) and _DATED.match(version) else None
 
 
-def warm_start_version(settings, kind: str, ds: str, include_day: bool = False) -> str | None:
+def warm_start_version(settings: Settings, kind: str, ds: str, include_day: bool = False) -> str | None:
     """The version a warm start of day ``ds`` begins from, or None when there is none.
 
     ``kind="students"``: the champion; ``"cross"``: ``CROSS_LATEST``; either only when it was trained for a day
@@ -143,7 +147,7 @@ def warm_start_version(settings, kind: str, ds: str, include_day: bool = False) 
     return next((v for v in candidates if earlier(v)), None)
 
 
-def start_model_dir(settings, kind: str, ds: str, base: str, warm: bool) -> str:
+def start_model_dir(settings: Settings, kind: str, ds: str, base: str, warm: bool) -> str:
     """The model directory training of day ``ds`` starts from: with ``warm`` (``train.init_from=champion`` for
     students, ``train.cross_init_from=latest`` for the cross-encoder) the ``warm_start_version``'s model when
     there is one (logged), else ``base`` (the base encoder). Raises what ``warm_start_version`` raises."""
@@ -156,7 +160,7 @@ def start_model_dir(settings, kind: str, ds: str, base: str, warm: bool) -> str:
     return base
 
 
-def set_latest_cross(settings, version: str) -> None:
+def set_latest_cross(settings: Settings, version: str) -> None:
     """Atomically point ``registry/CROSS_LATEST`` at ``version``; ConfigError (exit 2) when that cross-encoder
     version has no model directory (or the lake is not local)."""
     if not exists(settings, version, "cross"):
@@ -165,7 +169,7 @@ def set_latest_cross(settings, version: str) -> None:
     lake.write_pointer(layout.registry_pointer(settings, "cross"), version)
 
 
-def set_champion(settings, version: str, reason: str) -> None:
+def set_champion(settings: Settings, version: str, reason: str) -> None:
     """Atomically make ``version`` the champion; record why in its promotion.json and the history."""
     if not exists(settings, version, "students"):
         raise ConfigError(f"no student version {version!r} in {layout.registry_kind_dir(settings, 'students')}")
@@ -193,7 +197,7 @@ def _read(path: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def list_versions(settings, kind: str = "students") -> list[dict]:
+def list_versions(settings: Settings, kind: str = "students") -> list[dict]:
     """Every complete version of ``kind``, newest first, with metrics, promotion and data info."""
     base = Path(layout.registry_kind_dir(settings, kind))
     if not base.is_dir():
@@ -224,7 +228,7 @@ def list_versions(settings, kind: str = "students") -> list[dict]:
     return out
 
 
-def reusable(settings, version: str, kind: str) -> dict | None:
+def reusable(settings: Settings, version: str, kind: str) -> dict | None:
     """The committed version ``version`` of ``kind`` when it exists, as a training run's stats: ``{version, path,
     reused: True, why, ...metrics.json's top-level numbers}``; None when there is none (train it).
 
@@ -253,7 +257,7 @@ def reusable(settings, version: str, kind: str) -> dict | None:
             "version": version, "path": str(vdir), "reused": True, "why": why}
 
 
-def new_version_tmp(settings, version: str, kind: str) -> str:
+def new_version_tmp(settings: Settings, version: str, kind: str) -> str:
     """A hidden temp directory beside the version's final place (commit with ``commit_version``)."""
     from keyphrase_pipeline.core.lake import tmp_sibling
 
@@ -263,7 +267,7 @@ def new_version_tmp(settings, version: str, kind: str) -> str:
     return tmp
 
 
-def commit_version(settings, tmp: str, version: str, kind: str) -> str:
+def commit_version(settings: Settings, tmp: str, version: str, kind: str) -> str:
     """Move a fully written version directory into place (replacing a rerun of the same id)."""
     from keyphrase_pipeline.core.lake import commit_dir
 
@@ -272,7 +276,7 @@ def commit_version(settings, tmp: str, version: str, kind: str) -> str:
     return target
 
 
-def is_exported(settings, version: str) -> dict | None:
+def is_exported(settings: Settings, version: str) -> dict | None:
     """The export record (``export.json`` as a dict) when ``version`` is exported and verified at the current
     ``serve.dim`` with the current ``serve.quantize`` and its item tower at the length the model was trained at
     (``onnx_export.tower_max_len``; an export written before the towers followed the model's length is redone),

@@ -14,10 +14,14 @@ import json
 import logging
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake, local_path
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +29,7 @@ TOWERS = ("item", "keyphrase")
 
 
 # ---- the published version (paths: keyphrase_pipeline.core.layout) ------------------------------------------------------
-def require_version(settings, version: str | None = None) -> str:
+def require_version(settings: Settings, version: str | None = None) -> str:
     """``version`` or the champion; DataError (exit 3) when there is none or its model is missing.
 
     ConfigError (exit 2) when the lake is not local (registry) or ``version`` is not a valid id."""
@@ -40,13 +44,13 @@ def require_version(settings, version: str | None = None) -> str:
     return v
 
 
-def pin_serving_model(settings, ds: str, version: str) -> None:
+def pin_serving_model(settings: Settings, ds: str, version: str) -> None:
     """Pin ``version`` as the student whose towers day ``ds`` serves (``runs/ds=D/_serving_model``; ``kp export``
     writes it at the start of the serving chain)."""
     layout.lake_of(settings).write_pointer(layout.serving_model_pin(settings, ds), version)
 
 
-def serving_model(settings, ds: str | None, version: str | None = None) -> str:
+def serving_model(settings: Settings, ds: str | None, version: str | None = None) -> str:
     """The student version a serving stage of day ``ds`` uses: ``version`` when given; else the one ``kp export``
     pinned for ``ds``; else the champion. So a ``kp promote`` between export and publish applies to the next run
     (logged here) instead of failing this one with towers that were never exported.
@@ -71,23 +75,23 @@ def serving_model(settings, ds: str | None, version: str | None = None) -> str:
     return require_version(settings, pinned)
 
 
-def current_version(settings) -> str | None:
+def current_version(settings: Settings) -> str | None:
     """The live published version id, or None before the first publish."""
     return layout.lake_of(settings).read_pointer(layout.current_pointer(settings))
 
 
-def current_recommendations_path(settings) -> str | None:
+def current_recommendations_path(settings: Settings) -> str | None:
     """``serving/versions/<CURRENT>/recommendations`` (contract ``recommendations``), or None before any publish."""
     v = current_version(settings)
     return layout.published_recommendations_dir(settings, v) if v else None
 
 
-def published_recommendations_path(settings, version_id: str) -> str:
+def published_recommendations_path(settings: Settings, version_id: str) -> str:
     """``serving/versions/<id>/recommendations`` (contract ``recommendations``): what ``kp publish`` wrote."""
     return layout.published_recommendations_dir(settings, version_id)
 
 
-def version_before(settings, ds: str) -> str | None:
+def version_before(settings: Settings, ds: str) -> str | None:
     """The published version whose recommendations feed day ``ds``: CURRENT when it was built for an
     earlier day, else the newest version built before ``ds`` (None when none is). A version published by
     ``ds``'s own run never feeds ``ds`` again, so a rerun of the day selects what its first run selected."""
@@ -104,7 +108,7 @@ def version_before(settings, ds: str) -> str | None:
     return max(before)[1] if before else None
 
 
-def read_manifest(settings, version_id: str) -> dict:
+def read_manifest(settings: Settings, version_id: str) -> dict:
     """The ``manifest.json`` of a published version (version, ds, model_version, dim, top_k, checksums, ...).
 
     Raises DataError (exit 3) when it is missing, ConfigError (exit 2) on a non-local lake,
@@ -115,7 +119,7 @@ def read_manifest(settings, version_id: str) -> dict:
     return json.loads(path.read_text())
 
 
-def published_versions(settings) -> list[str]:
+def published_versions(settings: Settings) -> list[str]:
     """Complete published versions (hidden temp dirs excluded), oldest first by the manifest's ``created_at``.
 
     ConfigError (exit 2) on a non-local lake; json.JSONDecodeError (exit 1) when a manifest is not JSON."""
@@ -127,7 +131,7 @@ def published_versions(settings) -> list[str]:
     return [p.name for p in sorted(found, key=lambda p: json.loads((p / layout.SERVING_MANIFEST).read_text()).get("created_at", ""))]
 
 
-def bad_versions(settings) -> dict[str, dict]:
+def bad_versions(settings: Settings) -> dict[str, dict]:
     """The published versions marked bad (rolled back from): ``{version: {marked_at, reason, ds, model_version}}``;
     {} when none is. Raises DataError (exit 3) naming the file when it is not a JSON object of objects (a damaged
     or hand-edited file): a rollback or a prune must not guess which versions are bad."""
@@ -142,7 +146,7 @@ def bad_versions(settings) -> dict[str, dict]:
     return marks
 
 
-def mark_bad(settings, version: str, reason: str) -> dict:
+def mark_bad(settings: Settings, version: str, reason: str) -> dict:
     """Mark published ``version`` bad (``serving/BAD_VERSIONS.json``, rewritten atomically) with ``reason``; return
     its record. A bad version is never a rollback target (``rollback_target``) and is pruned first (``publish.prune``).
     The record keeps the version's day and model, so the mark outlives the bundle."""
@@ -160,7 +164,7 @@ def mark_bad(settings, version: str, reason: str) -> dict:
     return marks[version]
 
 
-def unmark_bad(settings, version: str) -> bool:
+def unmark_bad(settings: Settings, version: str) -> bool:
     """Remove ``version``'s bad mark; return whether it had one."""
     marks = bad_versions(settings)
     if version not in marks:
@@ -176,7 +180,7 @@ def version_order(manifest: dict) -> tuple[str, str]:
     return str(manifest.get("ds", "")), str(manifest.get("created_at", ""))
 
 
-def rollback_target(settings, current: str | None = None) -> str | None:
+def rollback_target(settings: Settings, current: str | None = None) -> str | None:
     """The version ``kp rollback`` returns to from ``current`` (default: CURRENT), or None when there is none.
 
     The version that was current before ``current`` (its manifest's ``previous``) when it is kept and not bad;
@@ -300,7 +304,7 @@ _BUNDLES: dict[tuple[str, str], ServingBundle] = {}
 _BLOCK = threading.Lock()
 
 
-def load_version(settings, version_id: str, verify: bool = True) -> ServingBundle:
+def load_version(settings: Settings, version_id: str, verify: bool = True) -> ServingBundle:
     """The published version ``version_id`` as a ``ServingBundle`` (checksums verified unless ``verify`` is False).
 
     Raises DataError (exit 3) when the version or its manifest is missing, and what ``ServingBundle`` raises."""
@@ -310,7 +314,7 @@ def load_version(settings, version_id: str, verify: bool = True) -> ServingBundl
     return ServingBundle(root, read_manifest(settings, version_id), verify=verify, device=settings.serve.device)
 
 
-def load_current(settings, verify: bool = True, cached: bool = True) -> ServingBundle:
+def load_current(settings: Settings, verify: bool = True, cached: bool = True) -> ServingBundle:
     """The live bundle (checksums verified on first load; cached per version in this process).
 
     Raises DataError (exit 3): nothing published, the live version missing or corrupted, or ``serving/CURRENT``

@@ -27,11 +27,15 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +102,7 @@ def truth_breakdown(pairs, scores) -> dict:
     return out
 
 
-def _score_all(settings, pairs, cross_dir: str | None, student_dir: str | None) -> dict:
+def _score_all(settings: Settings, pairs, cross_dir: str | None, student_dir: str | None) -> dict:
     """Model name -> float32 scores for every row of ``pairs`` (title, category, keyphrase)."""
     from keyphrase_pipeline.models.base import resolve_base_model
     from keyphrase_pipeline.models.bi_encoder import _cut, encode_items, encode_keyphrases, load_student
@@ -144,7 +148,7 @@ def load_pairs(labels: str | None, world: str | None, n_pairs: int, tokenizer=No
         raise ConfigError(str(exc)) from None
 
 
-def run_seed(settings, half_a_path: str, a, b, seed: int, work: Path, ds: str, student: bool = True,
+def run_seed(settings: Settings, half_a_path: str, a, b, seed: int, work: Path, ds: str, student: bool = True,
              cross_dir: str | None = None) -> dict:
     """Train cross (unless ``cross_dir`` gives one trained on the same half A) and student on half A with
     ``seed``; return per-model transfer metrics and timings. Raises what ``train_cross.run``, ``train_bi.run``
@@ -209,7 +213,7 @@ def summarise(per_seed: list[dict]) -> dict:
     return out
 
 
-def run(settings, labels: str | None = None, world: str | None = None, seeds=(42,), n_pairs: int = 10_000,
+def run(settings: Settings, labels: str | None = None, world: str | None = None, seeds=(42,), n_pairs: int = 10_000,
         out: str | None = None, work_dir: str | None = None, student: bool = True, keep: str | None = None,
         cross_dir: str | None = None) -> dict:
     """The whole protocol; returns ``{"config", "split", "per_seed": [...], "summary"}``.
@@ -341,7 +345,7 @@ def add_arguments(parser) -> None:
                         help="reuse cross-encoders trained on the same split ('{seed}' is replaced by the seed)")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp eval-labels``: ``run`` with the parsed options; prints one JSON line per seed while it runs, then one
     with the summary and the split, and returns 0.
 

@@ -23,9 +23,13 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake, ds_str
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ def _has_data(lake: Lake, path: str) -> bool:
     return False
 
 
-def day_inputs(settings, ds: str) -> dict:
+def day_inputs(settings: Settings, ds: str) -> dict:
     """Which of day ``ds``'s inputs (``REQUIRED``) are in the lake, and do their files keep their contracts?
 
     Returns ``{"ds", "ready": bool, "present": [path, ...], "missing": [{"path", "needed_for"}, ...],
@@ -108,7 +112,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ds", required=True, help="logical date (YYYY-MM-DD)")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp inputs``: ``day_inputs`` for ``--ds`` as one JSON line; returns 0 when every input is present and
     keeps its contract.
 

@@ -21,10 +21,14 @@ import logging
 import re
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, ds_str
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 VERDICTS = ("agree", "disagree")
 EXPORT_COLUMNS = ["title", "category", "keyphrase", "label", "item_id", "keyphrase_id", "pair_key", "store_ds",
@@ -51,7 +55,7 @@ def _check_store_day(lake, ds: str) -> None:
                         f"{'days with labels: ' + days[0] + ' .. ' + days[-1] if days else 'the store is empty'})")
 
 
-def _store_day(settings, ds: str):
+def _store_day(settings: Settings, ds: str):
     """The label store's rows of day ``ds`` (pandas, contract ``llm_labels``), sorted by ``pair_key``; DataError when
     the store has no such day."""
     from keyphrase_pipeline.core.lake import read_parquet
@@ -62,7 +66,7 @@ def _store_day(settings, ds: str):
     return df.sort_values("pair_key", kind="mergesort").reset_index(drop=True)
 
 
-def _store_day_by_file(settings, ds: str):
+def _store_day_by_file(settings: Settings, ds: str):
     """``(rows, unreadable)``: the label store day ``ds`` read file by file (pandas rows of contract ``llm_labels``
     from the readable files, or None when none is; ``unreadable``: ``"llm_labels/store/ds=D/<file>: <error>"`` for
     each file that is not parquet or breaks the contract). DataError when the store has no such day."""
@@ -88,7 +92,7 @@ def _store_day_by_file(settings, ds: str):
     return rows, bad
 
 
-def sample(settings, ds, n: int):
+def sample(settings: Settings, ds, n: int):
     """``n`` judged pairs of the label store day ``ds`` drawn at random with a seed derived from ``ds`` (the same
     sample for every reviewer and every reload of that day). Returns pandas rows of contract ``llm_labels``, in
     sample order; fewer when the day has fewer. Raises DataError (exit 3) when the store has no such day,
@@ -104,7 +108,7 @@ def sample(settings, ds, n: int):
     return day.iloc[idx].reset_index(drop=True)
 
 
-def append(settings, ds, pair_key: str, verdict: str, reviewer: str, now: dt.datetime | None = None) -> dict:
+def append(settings: Settings, ds, pair_key: str, verdict: str, reviewer: str, now: dt.datetime | None = None) -> dict:
     """Store one reviewer's verdict on a judged pair of label store day ``ds``: a new file
     ``label_reviews/ds=D/part-<uuid>.parquet`` (never an existing one rewritten). The judge, prompt version,
     label and P(yes) are copied from the store, not taken from the caller.
@@ -214,7 +218,7 @@ def valid_rows(df) -> tuple["object", list[str]]:
     return ok, reasons
 
 
-def read(settings, ds=None, skipped: list[str] | None = None):
+def read(settings: Settings, ds=None, skipped: list[str] | None = None):
     """Every stored verdict (pandas, contract ``label_reviews`` plus ``ds``), oldest first; only day ``ds`` when
     given. Empty frame with the contract's columns when there is none.
 
@@ -282,7 +286,7 @@ def agreement(reviews) -> list[dict]:
 
 
 # ---- export: human labels for ``--labels`` training --------------------------------------------------------------
-def export_frame(settings, from_ds=None, to_ds=None) -> tuple["object", dict]:
+def export_frame(settings: Settings, from_ds=None, to_ds=None) -> tuple["object", dict]:
     """The reviewed pairs as ``--labels`` rows: the newest verdict per pair (across reviewers) of label store days
     ``from_ds`` .. ``to_ds`` (inclusive; open ends when None), joined to the label store for the pair's title,
     category and keyphrase.
@@ -350,7 +354,7 @@ def export_frame(settings, from_ds=None, to_ds=None) -> tuple["object", dict]:
     return out, stats
 
 
-def export(settings, path: str, from_ds=None, to_ds=None) -> dict:
+def export(settings: Settings, path: str, from_ds=None, to_ds=None) -> dict:
     """Write ``export_frame`` to ``path`` atomically (readers never see a partial file): parquet for ``.parquet`` /
     ``.pq``, CSV for ``.csv``, TSV for ``.tsv`` (UTF-8, header row), ready for ``kp train-bi --labels FILE``
     (``keyphrase_pipeline.labels.training_data.read_labels_file``). Returns the stats plus ``path``.
@@ -379,7 +383,7 @@ def add_arguments(parser) -> None:
                         help="last label store day (YYYY-MM-DD) whose reviewed pairs to export (default: all)")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp llm-label-reviews --export FILE``: ``export``; prints its stats as one JSON line and returns 0."""
     print(json.dumps(export(settings, args.export, args.from_ds, args.to_ds)))
     return 0

@@ -10,14 +10,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core.errors import ConfigError
 from keyphrase_pipeline.core.lake import Lake
 
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
+
 log = logging.getLogger(__name__)
 
 
-def run(settings, version: str, reason: str = "manual promotion", ds: str | None = None) -> dict:
+def run(settings: Settings, version: str, reason: str = "manual promotion", ds: str | None = None) -> dict:
     """Make ``version`` the champion; return {version, previous, reason}.
 
     The switch is recorded in ``runs/ds=<ds or today, UTC>/promote.json``.
@@ -44,7 +48,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--list", action="store_true", help="list student versions and exit")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp promote``: with ``--list``, one line per student version (``*`` = champion, label mix, KD loss,
     evaluated F1, promotion); else ``run`` for ``--version`` and its result as one JSON line. Returns 0.
 

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake
 
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
+
 log = logging.getLogger(__name__)
 
 
-def run(settings, to: str | None = None, reason: str = "", allow_bad: bool = False) -> dict:
+def run(settings: Settings, to: str | None = None, reason: str = "", allow_bad: bool = False) -> dict:
     """Switch serving/CURRENT to ``to`` (or ``serving.rollback_target``); mark the version left bad; return
     ``{from, to, model_version, ds, marked_bad}``.
 
@@ -82,7 +86,7 @@ def run(settings, to: str | None = None, reason: str = "", allow_bad: bool = Fal
             "marked_bad": current if marked else None}
 
 
-def list_versions(settings) -> list[dict]:
+def list_versions(settings: Settings) -> list[dict]:
     """The kept published versions, oldest first: ``{version, ds, model_version, created_at, current, bad,
     rollback_target}``, then the bad marks whose bundle was pruned (``kept`` False)."""
     from keyphrase_pipeline.artifacts.serving import (
@@ -115,7 +119,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--list", action="store_true", help="list the kept versions, CURRENT, the target and marks")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp rollback``: ``run`` with ``--to``; prints ``{from, to, model_version, ds, marked_bad}`` as one JSON line
     and returns 0. ``--list``: one JSON line per version (``list_versions``).
 

@@ -28,10 +28,13 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ class CrossScorer:
 
     kind = "cross"
 
-    def __init__(self, settings, model_dir: str):
+    def __init__(self, settings: Settings, model_dir: str):
         from keyphrase_pipeline.models.cross_encoder import load_cross
 
         self.model = load_cross(model_dir, settings.train.device)
@@ -90,7 +93,7 @@ class BiScorer:
 
     kind = "bi"
 
-    def __init__(self, settings, model_dir: str):
+    def __init__(self, settings: Settings, model_dir: str):
         from keyphrase_pipeline.models.bi_encoder import load_student
 
         self.model = load_student(model_dir, settings.train.device)
@@ -113,7 +116,7 @@ class OnnxScorer:
 
     kind = "onnx"
 
-    def __init__(self, settings, model_dir: str):
+    def __init__(self, settings: Settings, model_dir: str):
         from keyphrase_pipeline.models.onnx_tower import get_tower
 
         meta_path = Path(model_dir) / layout.EXPORT_RECORD
@@ -142,7 +145,7 @@ def register_scorer(kind: str, factory: Callable) -> None:
     SCORERS[kind] = factory
 
 
-def resolve_model_dir(settings, model: str) -> str:
+def resolve_model_dir(settings: Settings, model: str) -> str:
     """A directory, or a registry student version id -> the directory holding the model files.
 
     A registry version id is looked up among students, then cross-encoders. Raises ConfigError (exit 2) when
@@ -162,7 +165,7 @@ def resolve_model_dir(settings, model: str) -> str:
     raise ConfigError(f"--model {model!r}: not a directory nor a registry version")
 
 
-def load_scorer(settings, model: str) -> Scorer:
+def load_scorer(settings: Settings, model: str) -> Scorer:
     """The registered scorer for ``model`` (directory or version id), loaded.
 
     Raises ConfigError (exit 2): ``model`` not found, its kind unknown, or no scorer registered for the kind;
@@ -244,7 +247,7 @@ def write_frame(df, path: str) -> None:
         raise ConfigError(f"--out {path}: use a .csv or .parquet file name")
 
 
-def run(settings, model: str, pairs: str, out: str) -> dict:
+def run(settings: Settings, model: str, pairs: str, out: str) -> dict:
     """Score the pairs in ``pairs`` with ``model``; write rows + ``score`` to ``out``; return stats.
 
     The output has the input rows, ``score`` (float: P(relevant) for a cross-encoder, cosine at ``serve.dim``
@@ -293,7 +296,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output .csv or .parquet (input rows + score + predicted_label)")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp score``: ``run`` with ``--model``, ``--pairs``, ``--out``; prints the stats (kind, rows, out, threshold,
     pairs_per_s) as one JSON line and returns 0.
 

@@ -21,10 +21,13 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from keyphrase_pipeline.core.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 RUN_FAILURES = "_failed"  # runs/ds=D/_failed/<stage>.json: the last failure of a stage's task that day
 SUCCESS = "_SUCCESS"  # a dataset directory is complete (Spark's convention); keyphrase_pipeline.core.layout names the other markers
@@ -104,7 +107,7 @@ class Lake:
         self.root = str(Path(root).resolve()) if is_local(root) else root.rstrip("/")
 
     @classmethod
-    def from_settings(cls, settings) -> "Lake":
+    def from_settings(cls, settings: Settings) -> "Lake":
         return cls(settings.lake_root)
 
     # ---- paths -------------------------------------------------------------------------------

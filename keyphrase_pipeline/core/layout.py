@@ -64,8 +64,13 @@ local or mounted filesystem (an NFS/EFS/FUSE mount of a bucket works) until thos
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from keyphrase_pipeline.core.errors import ConfigError
 from keyphrase_pipeline.core.lake import SUCCESS, Lake, is_local  # noqa: F401 (SUCCESS: the marker written by keyphrase_pipeline.core.lake)
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 # ---- markers -----------------------------------------------------------------------------------------
 PAIRS_MANIFEST = "_MANIFEST.json"    # pairs/ds=D: what the selection wrote
@@ -95,7 +100,7 @@ def lake_of(settings_or_lake) -> Lake:
     return settings_or_lake if isinstance(settings_or_lake, Lake) else Lake.from_settings(settings_or_lake)
 
 
-def conformed_path(settings, source: str) -> str:
+def conformed_path(settings: Settings, source: str) -> str:
     """``_conformed/<source's path under the lake root>``: where ``keyphrase_pipeline.core.conform`` keeps the
     conformed copies of input file (or partition) ``source``; ``_conformed/_outside/<sha1 of source>`` for a
     source outside the lake root. The leading underscore keeps it out of every dataset reader's listing."""
@@ -144,70 +149,70 @@ def batch_index(file_name: str) -> int:
 BATCH_GLOB = "batch-*.parquet"
 
 
-def pairs_dir(settings, ds, shard: int | None = None) -> str:
+def pairs_dir(settings: Settings, ds, shard: int | None = None) -> str:
     """``pairs/ds=D/`` or one shard of it, ``pairs/ds=D/shard=NNNNN/`` (contract ``pairs``)."""
     base = lake_of(settings).path("pairs", ds=ds)
     return base if shard is None else f"{base}/{shard_dir_name(shard)}"
 
 
-def pairs_manifest_path(settings, ds) -> str:
+def pairs_manifest_path(settings: Settings, ds) -> str:
     """``pairs/ds=D/_MANIFEST.json``: the selection's run id, shard list and counts (written by ``kp select-pairs``)."""
     return f"{pairs_dir(settings, ds)}/{PAIRS_MANIFEST}"
 
 
-def staging_dir(settings, ds, shard: int | None = None) -> str:
+def staging_dir(settings: Settings, ds, shard: int | None = None) -> str:
     """``llm_labels/staging/ds=D/`` or one shard's ``.../shard=NNNNN/`` (judged batches + ``_DONE``)."""
     base = lake_of(settings).path("llm_staging", ds=ds)
     return base if shard is None else f"{base}/{shard_dir_name(shard)}"
 
 
-def staging_glob(settings, ds, shard: int | None = None) -> str:
+def staging_glob(settings: Settings, ds, shard: int | None = None) -> str:
     """A glob of the judged batch files of one shard, or of every shard of the day."""
     base = staging_dir(settings, ds, shard)
     return f"{base}/{BATCH_GLOB}" if shard is not None else f"{base}/shard=*/{BATCH_GLOB}"
 
 
-def done_marker(settings, ds, shard: int) -> str:
+def done_marker(settings: Settings, ds, shard: int) -> str:
     """``llm_labels/staging/ds=D/shard=NNNNN/_DONE``: JSON stats of a fully judged shard, with the pairs run id."""
     return f"{staging_dir(settings, ds, shard)}/{SHARD_DONE}"
 
 
-def shard_lease_path(settings, ds, shard: int) -> str:
+def shard_lease_path(settings: Settings, ds, shard: int) -> str:
     """``llm_labels/staging/ds=D/shard=NNNNN/_LEASE``: the claim of the worker labelling the shard now."""
     return f"{staging_dir(settings, ds, shard)}/{SHARD_LEASE}"
 
 
-def shard_journal_path(settings, ds, shard: int) -> str:
+def shard_journal_path(settings: Settings, ds, shard: int) -> str:
     """``llm_labels/staging/ds=D/shard=NNNNN/_JOURNAL.jsonl``: one JSON line per request of the batch being judged
     (sent, answered with P(yes), unusable, failed), fsynced; removed once the batch is staged. A worker killed
     mid-batch leaves it for the retry (``keyphrase_pipeline.stages.llm_label``: nothing answered is asked again)."""
     return f"{staging_dir(settings, ds, shard)}/{SHARD_JOURNAL}"
 
 
-def label_quarantine_dir(settings, ds, shard: int | None = None) -> str:
+def label_quarantine_dir(settings: Settings, ds, shard: int | None = None) -> str:
     """``quarantine/llm_labels/ds=D/`` or one shard's ``.../shard=NNNNN/``: one ``batch-NNNNN.parquet`` per judged
     batch that held pairs without a usable answer (same batch number as the batch's staged labels)."""
     base = lake_of(settings).path("quarantine", LABEL_QUARANTINE, ds=ds)
     return base if shard is None else f"{base}/{shard_dir_name(shard)}"
 
 
-def label_quarantine_glob(settings, ds, shard: int | None = None) -> str:
+def label_quarantine_glob(settings: Settings, ds, shard: int | None = None) -> str:
     """A glob of the quarantined batch files of one shard, or of every shard of the day."""
     base = label_quarantine_dir(settings, ds, shard)
     return f"{base}/{BATCH_GLOB}" if shard is not None else f"{base}/shard=*/{BATCH_GLOB}"
 
 
-def pair_keys_marker(settings) -> str:
+def pair_keys_marker(settings: Settings) -> str:
     """``llm_labels/store/_PAIR_KEYS.json``: {"version": N, ...}, the pair_key encoding of every stored row."""
     return lake_of(settings).path("llm_store", PAIR_KEYS_MARKER)
 
 
-def store_lease_path(settings) -> str:
+def store_lease_path(settings: Settings) -> str:
     """``llm_labels/store/_LEASE``: held by the one process writing the label store (a merge, the key migration)."""
     return lake_of(settings).path("llm_store", SHARD_LEASE)
 
 
-def label_review_file(settings, ds, review_id: str) -> str:
+def label_review_file(settings: Settings, ds, review_id: str) -> str:
     """``label_reviews/ds=D/part-<review_id>.parquet``: one reviewer's verdict (contract ``label_reviews``); a new
     file per verdict, never rewritten. ConfigError (exit 2) for a ``review_id`` that is not plain hex."""
     if not review_id or not all(c in "0123456789abcdef" for c in review_id):
@@ -216,7 +221,7 @@ def label_review_file(settings, ds, review_id: str) -> str:
 
 
 # ---- the model registry (local or mounted filesystem) ------------------------------------------------
-def registry_root(settings) -> str:
+def registry_root(settings: Settings) -> str:
     """``registry/``; ConfigError (exit 2) unless the lake root is local or mounted (the registry uses local
     file APIs)."""
     lake = lake_of(settings)
@@ -231,24 +236,24 @@ def check_kind(kind: str) -> None:
         raise ConfigError(f"registry kind {kind!r}: choose from {REGISTRY_KINDS}")
 
 
-def registry_pointer(settings, kind: str = "students") -> str:
+def registry_pointer(settings: Settings, kind: str = "students") -> str:
     """``registry/CHAMPION`` (students) or ``registry/CROSS_LATEST`` (cross)."""
     check_kind(kind)
     return f"{registry_root(settings)}/{REGISTRY_POINTERS[kind]}"
 
 
-def champion_history_path(settings) -> str:
+def champion_history_path(settings: Settings) -> str:
     """``registry/champion_history.jsonl``: one JSON line per champion switch (ConfigError on a non-local lake)."""
     return f"{registry_root(settings)}/champion_history.jsonl"
 
 
-def registry_kind_dir(settings, kind: str = "students") -> str:
+def registry_kind_dir(settings: Settings, kind: str = "students") -> str:
     """``registry/<students|cross>/``; ConfigError (exit 2) for another kind or a non-local lake."""
     check_kind(kind)
     return f"{registry_root(settings)}/{kind}"
 
 
-def registry_version_dir(settings, version: str, kind: str = "students") -> str:
+def registry_version_dir(settings: Settings, version: str, kind: str = "students") -> str:
     """``registry/<kind>/<version>/``: the whole version (model/, metrics.json, onnx/, ...)."""
     check_kind(kind)
     if not version or "/" in version or version.startswith((".", "_")):
@@ -256,12 +261,12 @@ def registry_version_dir(settings, version: str, kind: str = "students") -> str:
     return f"{registry_kind_dir(settings, kind)}/{version}"
 
 
-def model_dir(settings, version: str, kind: str = "students") -> str:
+def model_dir(settings: Settings, version: str, kind: str = "students") -> str:
     """``registry/<kind>/<version>/model/``: the sentence-transformers directory of a version."""
     return version_model_dir(registry_version_dir(settings, version, kind))
 
 
-def onnx_dir(settings, version: str) -> str:
+def onnx_dir(settings: Settings, version: str) -> str:
     """``registry/students/<version>/onnx/``: the exported towers (item/, keyphrase/, triton/, export.json)."""
     return f"{registry_version_dir(settings, version, 'students')}/{ONNX_SUBDIR}"
 
@@ -296,24 +301,24 @@ def version_model_dir(version_dir) -> str:
 
 
 # ---- embeddings, index, serving ------------------------------------------------------------------------
-def embeddings_dir(settings, what: str, version: str) -> str:
+def embeddings_dir(settings: Settings, what: str, version: str) -> str:
     """``embeddings/<items|keyphrases>/model=<version>/`` (contract ``embeddings``)."""
     if what not in EMBEDDED:
         raise ConfigError(f"what must be one of {sorted(EMBEDDED)}, got {what!r}")
     return lake_of(settings).path("embeddings", what, f"model={version}")
 
 
-def index_build_dir(settings, ds: str) -> str:
+def index_build_dir(settings: Settings, ds: str) -> str:
     """``serving/builds/ds=D/``: index.faiss, keyphrases.parquet (id map), index_meta.json."""
     return lake_of(settings).path("serving", "builds", ds=ds)
 
 
-def serving_versions_root(settings) -> str:
+def serving_versions_root(settings: Settings) -> str:
     """``serving/versions/``: one directory per published bundle (plus hidden temp directories)."""
     return lake_of(settings).path("serving", "versions")
 
 
-def serving_version_dir(settings, version_id: str) -> str:
+def serving_version_dir(settings: Settings, version_id: str) -> str:
     """``serving/versions/<version_id>/``: one published bundle (``manifest.json``, index, towers, recommendations)."""
     return f"{serving_versions_root(settings)}/{version_id}"
 
@@ -337,7 +342,7 @@ def bundle_recommendations_file(bundle_dir) -> str:
     return part_file(bundle_recommendations_dir(bundle_dir))
 
 
-def published_recommendations_dir(settings, version_id: str) -> str:
+def published_recommendations_dir(settings: Settings, version_id: str) -> str:
     """``serving/versions/<id>/recommendations/`` (contract ``recommendations``)."""
     return bundle_recommendations_dir(serving_version_dir(settings, version_id))
 
@@ -347,23 +352,23 @@ def partition_stats_path(partition_dir) -> str:
     return f"{partition_dir}/{PARTITION_STATS}"
 
 
-def synth_world_meta_path(settings) -> str:
+def synth_world_meta_path(settings: Settings) -> str:
     """``synth/world.json``: the synthetic world's parameters (only the ``synthetic`` package reads it)."""
     return lake_of(settings).path("synth", SYNTH_WORLD_META)
 
 
-def current_pointer(settings) -> str:
+def current_pointer(settings: Settings) -> str:
     """``serving/CURRENT``: the live published version id."""
     return lake_of(settings).path("serving", "CURRENT")
 
 
-def bad_versions_path(settings) -> str:
+def bad_versions_path(settings: Settings) -> str:
     """``serving/BAD_VERSIONS.json``: ``{version: {marked_at, reason, ds, model_version}}`` of the published
     versions rolled back from (``kp rollback``): never a rollback target again."""
     return lake_of(settings).path("serving", "BAD_VERSIONS.json")
 
 
-def serving_model_pin(settings, ds) -> str:
+def serving_model_pin(settings: Settings, ds) -> str:
     """``runs/ds=D/_serving_model``: pointer to the student version whose towers day ``ds`` exports, embeds,
     indexes and publishes (written by ``kp export``), so a promotion during the run applies to the next run."""
     return f"{lake_of(settings).run_stats_dir(ds)}/_serving_model"

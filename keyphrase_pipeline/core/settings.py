@@ -433,7 +433,7 @@ def get_settings() -> Settings:
     return load_settings()
 
 
-def settings_env(settings) -> dict[str, str]:
+def settings_env(settings: Settings) -> dict[str, str]:
     """``KP_*`` environment variables that reproduce ``settings`` in another process (or a task run by
     ``dag.test``/``spark-submit``): nested fields as ``KP_SECTION__FIELD``, lists/dicts as JSON. Secrets
     are left out (pass them through the environment or an Airflow Connection)."""

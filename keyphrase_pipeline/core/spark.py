@@ -18,6 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +97,7 @@ def _under_submit() -> bool:
     return bool(os.environ.get("SPARK_SUBMIT_INVOKED") or os.environ.get("PYSPARK_GATEWAY_PORT"))
 
 
-def get_spark(settings, app: str):
+def get_spark(settings: Settings, app: str):
     """Return a SparkSession configured for the pipeline (reusing an active one whose JVM is alive).
 
     A cached session whose JVM died or whose SparkContext was stopped is dropped (``forget_spark``) and a

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from keyphrase_pipeline.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +35,11 @@ class TruthProvider(Protocol):
     def relevant_keyphrases(self, item_ids) -> dict:
         """item_id -> int64 ``np.ndarray`` of its truly relevant keyphrase ids."""
 
-    def exposure(self, settings, end_ds: str, days: int):
+    def exposure(self, settings: Settings, end_ds: str, days: int):
         """pandas DataFrame (item_id int64, impressions, bucket ``tail``|``mid``|``head``) over ``days`` ending ``end_ds``."""
 
 
-def load_truth(settings) -> TruthProvider | None:
+def load_truth(settings: Settings) -> TruthProvider | None:
     """The configured provider's truth for this lake, or None (none configured, or none in the lake).
 
     Raises ConfigError when ``settings.truth_provider`` does not name an importable ``module:function``."""

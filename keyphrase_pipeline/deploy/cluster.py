@@ -56,10 +56,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from keyphrase_pipeline.core.errors import ConfigError
 from keyphrase_pipeline.deploy import topology
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 REPO = topology.REPO
 log = logging.getLogger(__name__)
@@ -859,7 +862,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--json", action="store_true", help="status as JSON")
 
 
-def main(settings, args: argparse.Namespace) -> int:
+def main(settings: Settings, args: argparse.Namespace) -> int:
     """``kp cluster ACTION``: the settings are not used (the cluster's come from the topology table)."""
     return run(args)
 

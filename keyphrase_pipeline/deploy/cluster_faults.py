@@ -1,5 +1,6 @@
 """``make cluster-e2e FAULTS=1`` (``python -m keyphrase_pipeline.deploy.cluster_e2e --faults``): the fault cases
-(a worker, a Spark worker and the judge killed or stopped mid-run) on the real native topology (``keyphrase_pipeline.deploy.cluster``), injected into ONE REST-triggered
+(a worker, a Spark worker and the judge killed or stopped mid-run) on the real native topology
+(``keyphrase_pipeline.deploy.cluster``), injected into ONE REST-triggered
 run of ``keyphrase_daily`` on the tiny world (the e2e's setup, its own lake under ``<cluster>/e2e/faults``):
 
 1. ``gpu_worker_killed``: while a label shard is half judged (its first batch staged), the ``airflow-worker-gpu``

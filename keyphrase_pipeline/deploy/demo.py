@@ -22,6 +22,10 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,7 @@ def _pick(d: dict | None, *keys, default=None):
     return default
 
 
-def _prepare_env(settings) -> None:
+def _prepare_env(settings: Settings) -> None:
     """Make the tasks (in this process and in spark-submit) see the same settings and tools."""
     from keyphrase_pipeline.core.settings import get_settings, settings_env
 
@@ -121,7 +125,7 @@ def seed_world_for_airflow(env: dict[str, str], last_day: str) -> dict | None:
     return stats
 
 
-def _generate_for_airflow(settings, lake, env: dict[str, str], last_day: str) -> dict:
+def _generate_for_airflow(settings: Settings, lake, env: dict[str, str], last_day: str) -> dict:
     from keyphrase_pipeline.synthetic import synth
 
     last = dt.date.fromisoformat(last_day)
@@ -133,7 +137,7 @@ def _generate_for_airflow(settings, lake, env: dict[str, str], last_day: str) ->
     return synth.run(settings, scale=scale, days=days, start_date=start)
 
 
-def run(settings, days: int = 3, scale: str = "demo", retrain_last: bool = True) -> dict:
+def run(settings: Settings, days: int = 3, scale: str = "demo", retrain_last: bool = True) -> dict:
     """Generate the world if missing, run the DAG for the world's last ``days`` days; return the summary.
 
     Stops at the first day whose DAG run fails (``summary["ok"]`` is then False; that is not an exception).
@@ -255,7 +259,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-retrain-last", action="store_true", help="do not retrain on the last day")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp demo``: ``run`` with ``--days``, ``--scale``, ``--no-retrain-last``; prints progress and the summary
     table. Returns 0 when every day's DAG run succeeded, 1 otherwise (a failed task is not raised).
 

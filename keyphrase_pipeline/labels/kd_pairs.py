@@ -17,10 +17,14 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from keyphrase_pipeline.core import layout
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +280,7 @@ def candidate_groups(encoder, train, exclude_hashes, n_pairs: int, group_size: i
     return out
 
 
-def teacher_scores(settings, cross_model_dir: str, pairs) -> "object":
+def teacher_scores(settings: Settings, cross_model_dir: str, pairs) -> "object":
     """Cross-encoder P(relevant) for ``pairs`` (frame with text_hash, title, category, keyphrase): stored soft
     labels where the teacher already scored the text, scored now otherwise.
 

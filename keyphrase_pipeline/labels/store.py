@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -33,6 +34,9 @@ from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.contracts import arrow_schema, columns
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, is_local, parse_ds, write_parquet_file_atomic
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +308,7 @@ def pair_keys_version(lake: Lake) -> int:
     return 1 if store_partitions(lake) else PAIR_KEY_VERSION
 
 
-def migrate_pair_keys(settings, adopt_legacy_model: str | None = None) -> dict:
+def migrate_pair_keys(settings: Settings, adopt_legacy_model: str | None = None) -> dict:
     """Rewrite every stored day with v2 keys recomputed from each row's own columns, then write the marker.
 
     Idempotent (a v2 store is rewritten to itself; days whose keys do not change are not rewritten).
@@ -351,7 +355,7 @@ def migrate_pair_keys(settings, adopt_legacy_model: str | None = None) -> dict:
     return out
 
 
-def store_lease(settings):
+def store_lease(settings: Settings):
     """The lease every writer of the store holds (``llm_labels/store/_LEASE``), or None on a lake without leases
     (object stores: the rewrites are idempotent and the DAG runs one merge at a time)."""
     lake = Lake.from_settings(settings)
@@ -366,7 +370,7 @@ def _keys_current(lake: Lake) -> bool:
     return lake.exists(layout.pair_keys_marker(lake)) and pair_keys_version(lake) >= PAIR_KEY_VERSION
 
 
-def ensure_pair_keys_current(settings) -> dict | None:
+def ensure_pair_keys_current(settings: Settings) -> dict | None:
     """Make sure the store carries v2 keys before anyone compares keys with it: a v1 store is migrated once
     (``migrate_pair_keys``, see the module docstring) under the store's lease (other processes wait for the
     marker, up to ``judge.lease_wait_s``); an empty store just gets the marker. Returns the migration counts,
@@ -385,14 +389,14 @@ def ensure_pair_keys_current(settings) -> dict | None:
         lease.release()
 
 
-def _make_keys_current(settings, lake: Lake) -> dict | None:
+def _make_keys_current(settings: Settings, lake: Lake) -> dict | None:
     if not store_partitions(lake):
         lake.write_json(layout.pair_keys_marker(lake), {"version": PAIR_KEY_VERSION, "days": 0, "rows": 0})
         return None
     return migrate_pair_keys(settings)
 
 
-def migrate_with_lease(settings, adopt_legacy_model: str | None = None) -> dict:
+def migrate_with_lease(settings: Settings, adopt_legacy_model: str | None = None) -> dict:
     """``migrate_pair_keys`` holding the store's lease (``kp merge-labels --migrate-keys``)."""
     lease = store_lease(settings)
     if lease is not None:
@@ -405,7 +409,7 @@ def migrate_with_lease(settings, adopt_legacy_model: str | None = None) -> dict:
 
 
 # ---- reading ---------------------------------------------------------------------------------------------
-def read_labels(settings, upto_ds=None, max_rows: int | None = None) -> pd.DataFrame:
+def read_labels(settings: Settings, upto_ds=None, max_rows: int | None = None) -> pd.DataFrame:
     """Stored labels up to ``upto_ds`` (inclusive), one row per pair_key (earliest kept), plus ``ds``.
 
     With ``max_rows``, only the most recent labels: store days are read newest first and reading stops

@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +36,9 @@ from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake, ds_str, read_parquet
 from keyphrase_pipeline.labels.store import text_hash
 from keyphrase_pipeline.models.text import EMPTY, clean, text_problems
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +104,7 @@ def judge_ctr_auc(llm) -> float | None:
     return float(roc_auc_score(pick["source"] == "ctr_positive", pick["p"].astype(float)))
 
 
-def label_balance(settings, data: TrainingData) -> dict:
+def label_balance(settings: Settings, data: TrainingData) -> dict:
     """Can the LLM labels of ``data`` be trained on? Not when the judge (almost) always answers the same, nor when
     its P(yes) does not tell pairs buyers clicked from random ones.
 
@@ -129,7 +133,7 @@ def label_balance(settings, data: TrainingData) -> dict:
 
 
 # ---- unreadable texts ---------------------------------------------------------------------------------
-def encoder_tokenizer(settings):
+def encoder_tokenizer(settings: Settings):
     """The tokenizer of the configured base encoder (``train.base_model``, else the packaged MiniLM)."""
     from keyphrase_pipeline.models.base import resolve_base_model
     from keyphrase_pipeline.models.text import tokenizer_at
@@ -260,7 +264,7 @@ def latest_partition(lake: Lake, dataset: str, ds: str) -> str | None:
     return days[-1] if days else None
 
 
-def read_llm_labels(settings, ds: str) -> tuple["object", list[str]]:
+def read_llm_labels(settings: Settings, ds: str) -> tuple["object", list[str]]:
     """The label store up to ``ds``, deduplicated, at most the ``train.max_llm_labels`` most recent labels
     (``labels.store.read_labels``: newest days first, older days not read past the cap); returns (frame, store
     days the frame's rows come from).
@@ -301,7 +305,7 @@ def read_llm_labels(settings, ds: str) -> tuple["object", list[str]]:
                "source"]], days
 
 
-def _texts(settings, ds: str):
+def _texts(settings: Settings, ds: str):
     """(catalog item_id -> title/category, keyphrase_id -> text, catalog ds) for joins."""
     lake = Lake.from_settings(settings)
     cat_ds = latest_partition(lake, "catalog", ds)
@@ -320,7 +324,7 @@ def _join_texts(df, catalog, keyphrases, tokenizer, source: str):
     return drop_unreadable(out, tokenizer, source)
 
 
-def load_training_data(settings, ds: str, labels: str | None = None, need_ctr: bool = True,
+def load_training_data(settings: Settings, ds: str, labels: str | None = None, need_ctr: bool = True,
                        need_sr: bool = True) -> TrainingData:
     """Everything the trainers and the evaluator need, with the stable test split applied.
 

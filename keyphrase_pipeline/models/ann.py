@@ -20,8 +20,12 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ def set_search_params(index, params: dict) -> None:
         ps.set_index_parameter(index, key, value)
 
 
-def search_params_for(factory: str, settings) -> dict:
+def search_params_for(factory: str, settings: Settings) -> dict:
     """Search parameters for an index factory string from ``serve.ann_ef_search`` / ``serve.ann_nprobe``."""
     f = factory.upper()
     params = {}

@@ -12,11 +12,15 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.models.text import item_text, keyphrase_text
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,7 @@ def model_kind(model_dir: str | Path) -> str | None:
     return None
 
 
-def build_student(settings, base: str | None = None):
+def build_student(settings: Settings, base: str | None = None):
     """A SentenceTransformer to train: from ``base`` (a sentence-transformers or HF encoder directory),
     else the configured base encoder. Mean pooling + Normalize are added when the base lacks them. A rotation
     before the cut (``models.cut_rotation``, from a warm start) is frozen: training never makes it non-orthogonal.
@@ -161,7 +165,7 @@ def score_pairs(model, titles, categories, keyphrases, dim: int | None = None, b
     return (a * b).sum(axis=1)
 
 
-def save_student(model, model_dir: str, settings, threshold: float | None = None) -> str:
+def save_student(model, model_dir: str, settings: Settings, threshold: float | None = None) -> str:
     """Save the SentenceTransformer and our marker (serving cut, Matryoshka dims and, when known, the cosine
     ``threshold`` at ``serve.dim`` chosen on held-out pairs, for ``kp score``). Creates ``model_dir``; returns it."""
     os.makedirs(model_dir, exist_ok=True)

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from keyphrase_pipeline.models.text import cross_text
 
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
-def build_cross(settings, base: str | None = None):
+
+def build_cross(settings: Settings, base: str | None = None):
     """A CrossEncoder with one output on ``base`` or the configured encoder: a fresh classification head on a base
     encoder; an earlier cross-encoder's directory keeps its head (the warm start, ``train.cross_init_from``).
 

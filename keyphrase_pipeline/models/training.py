@@ -20,11 +20,14 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from keyphrase_pipeline.models.metrics import threshold_metrics
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,7 @@ def plan_budget(train_rows: int, batch_size: int, epochs: float, step_cap: int, 
                   reason=reason)
 
 
-def with_step_cap(settings, field: str, max_steps: int | None):
+def with_step_cap(settings: Settings, field: str, max_steps: int | None):
     """``settings`` with ``train.<field>`` set to a command line's ``--max-steps`` (None: unchanged).
 
     Raises ConfigError (exit 2) for 0 or a value below -1 (-1: the epochs over the data decide)."""
@@ -87,7 +90,7 @@ def with_step_cap(settings, field: str, max_steps: int | None):
     return settings.with_overrides(**{f"train.{field}": max_steps})
 
 
-def warm_step_cap(settings, field: str, warm_field: str, warm: bool):
+def warm_step_cap(settings: Settings, field: str, warm_field: str, warm: bool):
     """``settings`` with ``train.<field>`` (the step cap) set to ``train.<warm_field>`` when the model starts from
     an earlier version (``warm``) and that cap is set (> 0); otherwise ``settings`` unchanged. A warm start
     needs fewer steps than one from the base encoder (the demo: 60 cross-encoder and 100 student steps instead
@@ -319,3 +322,38 @@ def write_card(path: str, title: str, sections: dict) -> None:
             lines.append(str(body))
         lines.append("")
     Path(path).write_text("\n".join(lines))
+
+
+@dataclasses.dataclass
+class VersionRecords:
+    """What a trained version's folder records beside its ``model/`` (``core.layout.VERSION_FILES``).
+
+    ``title``: the model card's title, and the curves' caption with ``curves_note``; ``train_config``
+    (``train_config.json``: the training configuration with ``ds``, ``version``, ``device``, ``created_at``),
+    ``data`` (``data.json``: the training data snapshot), ``metrics`` (``metrics.json``), ``history``
+    (``history.json`` and ``curves.png``: the ``progress_callback`` records), ``card`` (``MODEL_CARD.md``'s
+    sections after the title, in order)."""
+
+    title: str
+    train_config: dict
+    data: dict
+    metrics: dict
+    history: list[dict]
+    card: dict
+    curves_note: str = ""
+
+
+def write_version_records(directory: str, records: VersionRecords) -> None:
+    """Write ``train_config.json``, ``data.json``, ``metrics.json``, ``history.json``, ``curves.png`` and
+    ``MODEL_CARD.md`` of ``records`` into ``directory`` (a version's hidden temp folder: committed whole later)."""
+    from keyphrase_pipeline.core import layout
+
+    def dump(name: str, value) -> None:
+        Path(layout.version_file(directory, name)).write_text(json.dumps(value, indent=2, default=str))
+
+    dump("train_config", records.train_config)
+    dump("data", records.data)
+    dump("metrics", records.metrics)
+    dump("history", records.history)
+    save_curves(records.history, layout.version_file(directory, "curves"), records.title + records.curves_note)
+    write_card(layout.version_file(directory, "card"), records.title, records.card)

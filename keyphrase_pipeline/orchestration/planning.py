@@ -12,11 +12,29 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import TYPE_CHECKING, TypedDict
 
 from keyphrase_pipeline.orchestration import run_settings
 from keyphrase_pipeline.orchestration.tasks import TIMEOUT_PLAN_MIN, fail_without_retry
 
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
+
 log = logging.getLogger(__name__)
+
+
+class RunPlan(TypedDict):
+    """What one DAG run does (``plan_day``'s XCom, passed to every task as ``plan``)."""
+
+    ds: str  # the day processed, YYYY-MM-DD
+    label: bool  # select and judge new pairs today (False: the skip_llm param)
+    train: bool  # train the cross-encoder and the student today
+    train_reason: str  # why (not) training, for the log and the page
+    full_reembed: bool  # embed every item and keyphrase again
+    force_promote: bool  # promote the new student even if it does not beat the champion
+    champion_before: str | None  # the champion when the run was planned
+    lake_root: str
+    judge_backend: str
 
 
 
@@ -51,7 +69,7 @@ def day_from_context(params: dict | None, data_interval_start=None, logical_date
     raise ValueError("cannot tell which day to process: no ds param, data interval, logical date or run_after")
 
 
-def is_training_day(settings, ds: str) -> bool:
+def is_training_day(settings: Settings, ds: str) -> bool:
     """Retrain on days where (days since 1970-01-01) % ``train.retrain_every_days`` == 0."""
     from keyphrase_pipeline.core.lake import parse_ds
 
@@ -59,13 +77,13 @@ def is_training_day(settings, ds: str) -> bool:
     return (parse_ds(ds) - dt.date(1970, 1, 1)).days % every == 0
 
 
-def _champion(settings) -> str | None:
+def _champion(settings: Settings) -> str | None:
     from keyphrase_pipeline.artifacts import registry
 
     return registry.champion(settings)
 
 
-def plan_day(params: dict | None, data_interval_start=None, logical_date=None, run_after=None) -> dict:
+def plan_day(params: dict | None, data_interval_start=None, logical_date=None, run_after=None) -> RunPlan:
     """What this run does: its ``ds``, whether it labels, trains, re-embeds everything, force-promotes."""
     settings = run_settings.settings_for(params)
     ds = day_from_context(params, data_interval_start, logical_date, run_after)
@@ -79,7 +97,7 @@ def plan_day(params: dict | None, data_interval_start=None, logical_date=None, r
         train, why = True, f"training day (retrain_every_days={settings.train.retrain_every_days})"
     else:
         train, why = False, f"not a training day (retrain_every_days={settings.train.retrain_every_days}); serving with champion {champion}"
-    plan = {
+    plan: RunPlan = {
         "ds": ds,
         "label": not bool(_param(params, "skip_llm", False)),
         "train": train,

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyphrase_pipeline.stages import BY_NAME as STAGE_BY_NAME
 from keyphrase_pipeline.stages import stats_name as stage_stats_name
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +146,7 @@ def airflow_ids(context: dict | None = None) -> dict | None:
     return ids if ids["run_id"] and ids["task_id"] else None
 
 
-def record_success(settings, ds: str, name: str, seconds: float, since: dt.datetime, context: dict | None = None) -> None:
+def record_success(settings: Settings, ds: str, name: str, seconds: float, since: dt.datetime, context: dict | None = None) -> None:
     """Add the task's ``wall_seconds`` (seconds, wall clock of the whole stage call) and ``airflow`` ids to the run
     stats ``name`` the stage just wrote for ``ds`` (nothing when it wrote none since ``since``). Never raises:
     a failure to annotate is logged, the stage's result stands."""
@@ -160,7 +163,7 @@ def record_success(settings, ds: str, name: str, seconds: float, since: dt.datet
         log.warning("could not add wall_seconds to the run stats %s for ds=%s: %s: %s", name, ds, type(exc).__name__, exc)
 
 
-def record_failure(settings, ds: str, name: str, exc: BaseException, seconds: float, retried: bool,
+def record_failure(settings: Settings, ds: str, name: str, exc: BaseException, seconds: float, retried: bool,
                    detail: dict | None = None, context: dict | None = None) -> None:
     """Write ``runs/ds=D/_failed/<name>.json`` (``Lake.write_run_failure``): the error's type and message (first
     1,000 characters), whether Airflow retries it, ``wall_seconds``, the Airflow ids and ``detail`` (the stage's

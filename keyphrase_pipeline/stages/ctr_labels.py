@@ -32,12 +32,16 @@ import math
 import time
 import uuid
 from functools import reduce
+from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.contracts import check_spark_schema
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake, atomic_dir, dir_fingerprint, ds_range, ds_str, spark_uri
 from keyphrase_pipeline.core.layout import partition_name
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +190,7 @@ def aggregate_pairs(valid_events, by: tuple[str, ...] = ()):
     )
 
 
-def label_pairs(pairs, settings):
+def label_pairs(pairs, settings: Settings):
     """Window sums -> the ``ctr_labels`` columns (ctr, label) following ``settings.ctr``.
 
     Spark DataFrame in: ``item_id, keyphrase_id, impressions, clicks``. Out: ``item_id, keyphrase_id,
@@ -221,7 +225,7 @@ def _conform_events(df):
 # ---------------------------------------------------------------------------------------------
 # small helpers
 # ---------------------------------------------------------------------------------------------
-def _n_files(rows: int, settings) -> int:
+def _n_files(rows: int, settings: Settings) -> int:
     return max(1, math.ceil(rows / settings.spark.target_file_rows))
 
 
@@ -278,7 +282,7 @@ def _read_partition_stats(lake: Lake, path: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 # the stage
 # ---------------------------------------------------------------------------------------------
-def read_prev_tail(spark, settings, ds):
+def read_prev_tail(spark, settings: Settings, ds):
     """The previous day's boundary context for day ``ds`` (see :func:`boundary_context`), or None.
 
     Reads ``raw/events/ds=D-1/`` (that partition path only) with the filter
@@ -309,7 +313,7 @@ def read_prev_tail(spark, settings, ds):
     return boundary_context(_conform_events(tail).withColumn("_day", F.to_date(F.lit(prev))), ctr, "_day"), "read"
 
 
-def aggregate_day(spark, settings, ds) -> dict:
+def aggregate_day(spark, settings: Settings, ds) -> dict:
     """Aggregate one day's raw events into ``ctr_daily/ds=`` (and its quarantine); return its stats.
 
     Reads ``raw/events/ds=D/`` and the tail of ``raw/events/ds=D-1/`` (:func:`read_prev_tail`): clicks
@@ -395,7 +399,7 @@ def aggregate_day(spark, settings, ds) -> dict:
     return stats
 
 
-def _plan_window(spark, settings, lake: Lake, day: str, days: list[str], allow: bool):
+def _plan_window(spark, settings: Settings, lake: Lake, day: str, days: list[str], allow: bool):
     """Which days of the window are aggregated now (``computed``: day -> its stats), reused from ``ctr_daily``
     or missing; DataError naming a missing day (unless ``allow``) or when no day at all has input."""
     computed: dict[str, dict] = {}
@@ -436,7 +440,7 @@ def _day_before(day: str) -> str:
     return (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
 
 
-def plan_window_sum(settings, lake: Lake, day: str, days: list[str], sources: dict[str, str | None]):
+def plan_window_sum(settings: Settings, lake: Lake, day: str, days: list[str], sources: dict[str, str | None]):
     """Decide how day ``day``'s window sums are computed: ``("sliding", reason, leaving)`` or ``("full", reason,
     None)``; ``reason`` is one sentence for the log and the run stats.
 
@@ -555,7 +559,7 @@ def _label_summary(labels):
     ).first()
 
 
-def _window_stats(settings, lake: Lake, row, day: str, days: list[str], computed: dict, reused: list[str],
+def _window_stats(settings: Settings, lake: Lake, row, day: str, days: list[str], computed: dict, reused: list[str],
                   missing: list[str], used: list[str], extra_stats: dict | None) -> dict:
     """The run's stats: input rows and quarantine over the window, pairs, positives, impressions
     distribution (``row``: :func:`_label_summary`), which days were computed/reused/missing, output files."""
@@ -595,7 +599,7 @@ def _window_stats(settings, lake: Lake, row, day: str, days: list[str], computed
     }
 
 
-def build_window(spark, settings, ds, allow_missing: bool | None = None, extra_stats: dict | None = None) -> dict:
+def build_window(spark, settings: Settings, ds, allow_missing: bool | None = None, extra_stats: dict | None = None) -> dict:
     """Compute ``ctr_labels/ds=`` from the window's daily aggregates; return the run's stats.
 
     The day ``ds`` itself is always (re)aggregated from raw, so a rerun picks up corrected input.
@@ -662,7 +666,7 @@ def build_window(spark, settings, ds, allow_missing: bool | None = None, extra_s
     return stats
 
 
-def pass_through_sr_labels(spark, settings, ds) -> dict | None:
+def pass_through_sr_labels(spark, settings: Settings, ds) -> dict | None:
     """Validate and dedupe ``raw/sr_labels/ds=`` into ``sr_labels/ds=``; None when there is no input.
 
     Bad rows (null keys, label not 0/1, null/NaN score, a second row for the same pair) go to
@@ -717,7 +721,7 @@ def pass_through_sr_labels(spark, settings, ds) -> dict | None:
     return stats
 
 
-def run(settings, ds, allow_missing: bool | None = None, spark=None) -> dict:
+def run(settings: Settings, ds, allow_missing: bool | None = None, spark=None) -> dict:
     """Compute the CTR labels (and pass search-relevance labels through) for logical date ``ds``.
 
     Returns the run's stats (also in ``ctr_labels/ds=/_stats.json`` and ``runs/ds=/ctr_labels.json``).
@@ -749,7 +753,7 @@ def run(settings, ds, allow_missing: bool | None = None, spark=None) -> dict:
     return stats
 
 
-def read_ctr_labels(spark, settings, ds):
+def read_ctr_labels(spark, settings: Settings, ds):
     """The CTR labels of ``ds`` as a Spark DataFrame (contract ``ctr_labels`` checked).
 
     Raises DataError (exit 3) when absent or unreadable, SchemaError (exit 3) when the contract is broken,
@@ -771,7 +775,7 @@ def add_arguments(parser) -> None:
                         help="skip window days with no raw events instead of failing (settings.ctr.allow_missing_days)")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp ctr-labels``: ``run`` for ``--ds``; prints one JSON line (ds, pairs, positives, rows_in, rows_quarantined,
     days_used, days_computed, days_missing, window_mode, seconds) and returns 0.
 

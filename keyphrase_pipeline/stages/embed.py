@@ -41,9 +41,13 @@ import json
 import logging
 import os
 import time
+from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, is_local, spark_uri
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +157,7 @@ def _embed_fn(tower_dir: str, model_file: str, batch_size: int, threads: int, de
     return fn
 
 
-def _tower(settings, version: str, what: str) -> tuple[str, str, dict]:
+def _tower(settings: Settings, version: str, what: str) -> tuple[str, str, dict]:
     from keyphrase_pipeline.artifacts.registry import is_exported
     from keyphrase_pipeline.core.layout import EMBEDDED, onnx_dir
 
@@ -260,7 +264,7 @@ def _vector_reason():
     return F.when(non_finite, F.lit(NON_FINITE_VECTOR)).when(sq <= ZERO_NORM ** 2, F.lit(ZERO_VECTOR))
 
 
-def _embed(settings, spark, todo, reused, n_todo: int, tower_dir: str, model_file: str, version: str, ds: str):
+def _embed(settings: Settings, spark, todo, reused, n_todo: int, tower_dir: str, model_file: str, version: str, ds: str):
     """Embed ``todo`` with the ONNX tower on the executors, add the reused rows and check every vector.
 
     Returns (frame, counts, inference stats). ``frame``: persisted (memory and disk, so nothing is embedded
@@ -298,7 +302,7 @@ def _embed(settings, spark, todo, reused, n_todo: int, tower_dir: str, model_fil
                             "inference_seconds": round(sum(secs for _rows, secs in done.values()), 3)}
 
 
-def _write_snapshot(settings, spark, good, total: int, target: str) -> None:
+def _write_snapshot(settings: Settings, spark, good, total: int, target: str) -> None:
     """Write ``good`` (contract ``embeddings`` + ``embedded_ds``) to ``target`` atomically, in files of about
     ``spark.target_file_rows`` rows, and check every vector has ``serve.dim`` values (DataError).
 
@@ -319,7 +323,7 @@ def _write_snapshot(settings, spark, good, total: int, target: str) -> None:
         raise DataError(f"dimension mismatch in {target}: embedding sizes {[r.d for r in dims]}, serve.dim={settings.serve.dim}")
 
 
-def run(settings, ds: str, what: str, full: bool = False, spark=None, version: str | None = None) -> dict:
+def run(settings: Settings, ds: str, what: str, full: bool = False, spark=None, version: str | None = None) -> dict:
     """Embed ``what`` ('items' | 'keyphrases') for day ``ds``; return rows total / embedded now / reused.
 
     Steps: the model version and its ONNX tower, the source texts (rows with a null id or a blank title /
@@ -417,7 +421,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--full", action="store_true", help="embed everything, ignoring the previous snapshot")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp embed``: ``run`` for ``--ds`` and ``--what`` (``--full``: embed everything); prints the stats as one
     JSON line and returns 0.
 

@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +36,9 @@ from keyphrase_pipeline.core.errors import ConfigError, DataError, GateError
 from keyphrase_pipeline.core.lake import Lake, ds_str
 from keyphrase_pipeline.core.truth import load_truth
 from keyphrase_pipeline.models.metrics import auc_or_none, best_f1_cut, pearson, prf
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,7 @@ def crossfit_predictions(y, s, text_hashes) -> tuple[np.ndarray, list[float]]:
     return pred, thresholds
 
 
-def relevance_recall_at_k(settings, model, world, ds: str, k: int, max_items: int) -> dict:
+def relevance_recall_at_k(settings: Settings, model, world, ds: str, k: int, max_items: int) -> dict:
     """recall@K / precision@K of truly relevant keyphrases, tail vs head items (``world``: a
     ``keyphrase_pipeline.core.truth.TruthProvider``).
 
@@ -112,7 +116,7 @@ def relevance_recall_at_k(settings, model, world, ds: str, k: int, max_items: in
 
 
 # ---- evaluation ----------------------------------------------------------------------------------------
-def cross_scores_for(settings, test, cross_dir: str | None):
+def cross_scores_for(settings: Settings, test, cross_dir: str | None):
     """The cross-encoder's P(relevant) for the ``test`` frame's pairs (``labels.kd_pairs.teacher_scores``): float32
     ``np.ndarray`` ``(len(test),)`` in [0, 1], or None without ``cross_dir``. ConfigError (exit 2) when pairs must
     be scored and ``cross_dir`` is not a cross-encoder directory."""
@@ -123,7 +127,7 @@ def cross_scores_for(settings, test, cross_dir: str | None):
     return teacher_scores(settings, cross_dir, test)
 
 
-def evaluate_model(settings, model_dir: str, ds: str | None = None, data=None, cross_dir: str | None = None,
+def evaluate_model(settings: Settings, model_dir: str, ds: str | None = None, data=None, cross_dir: str | None = None,
                    world="auto", teacher=None) -> dict:
     """Metrics of the bi-encoder at ``model_dir`` (see the module docstring).
 
@@ -168,7 +172,7 @@ def evaluate_model(settings, model_dir: str, ds: str | None = None, data=None, c
     return metrics
 
 
-def _candidate(settings, ds: str, candidate: str | None) -> str:
+def _candidate(settings: Settings, ds: str, candidate: str | None) -> str:
     from keyphrase_pipeline.artifacts import registry
 
     if candidate:
@@ -183,7 +187,7 @@ def _candidate(settings, ds: str, candidate: str | None) -> str:
     return pick["version"]
 
 
-def _day_of(lake, settings, version: str) -> str:
+def _day_of(lake, settings: Settings, version: str) -> str:
     """The day a student version was trained for: its ``train_config.json`` ``ds``, else the id's date prefix."""
     cfg = lake.read_json(layout.version_file(layout.registry_version_dir(settings, version), "train_config"), default={})
     return str(cfg.get("ds") or version[:10])
@@ -209,7 +213,7 @@ def decide(candidate_f1: float, champion_f1: float | None, tolerance: float) -> 
                    f"{champion_f1 - candidate_f1:.4f} > tolerance {tolerance}: champion kept")
 
 
-def run(settings, ds: str, candidate: str | None = None, force_promote: bool = False) -> dict:
+def run(settings: Settings, ds: str, candidate: str | None = None, force_promote: bool = False) -> dict:
     """Evaluate ``candidate`` (default: the newest student trained for ``ds``), re-evaluate the champion on
     the same test set, promote or not; return {promoted, reason, version, metrics, champion_metrics, ...}.
 
@@ -307,7 +311,7 @@ def add_arguments(parser) -> None:
                         help="exit 4 when the candidate is not promoted")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp evaluate``: ``run`` for ``--ds`` (default: today, UTC); prints the stats as indented JSON and returns 0.
 
     With ``--require-promotion`` a candidate that is not promoted raises GateError (exit 4) after the stats are

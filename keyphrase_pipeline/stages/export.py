@@ -17,18 +17,22 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.artifacts.registry import is_exported
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, GateError
 from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, local_path
 
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
+
 log = logging.getLogger(__name__)
 
 SAMPLE_ROWS = 256
 
 
-def _sample_texts(settings, ds: str | None) -> tuple[list[str], list[str]]:
+def _sample_texts(settings: Settings, ds: str | None) -> tuple[list[str], list[str]]:
     """Item and keyphrase texts to verify on: from the day's catalog/keyphrases when present, else built-ins."""
     from keyphrase_pipeline.models.onnx_export import SAMPLE_TEXTS
     from keyphrase_pipeline.models.text import item_text, keyphrase_text
@@ -53,7 +57,7 @@ def _sample_texts(settings, ds: str | None) -> tuple[list[str], list[str]]:
     return items, keyphrases
 
 
-def _check_dims(settings, version: str) -> None:
+def _check_dims(settings: Settings, version: str) -> None:
     from keyphrase_pipeline.core.layout import registry_version_dir
 
     cfg_path = Path(local_path(layout.version_file(registry_version_dir(settings, version), "train_config")))
@@ -76,7 +80,7 @@ def _export_towers(src: str, tmp: Path, dim: int) -> dict:
     return {"item": item_len, "keyphrase": keyphrase_len}
 
 
-def _check_parity(settings, version: str, src: str, tmp: Path, max_len: dict, items: list[str],
+def _check_parity(settings: Settings, version: str, src: str, tmp: Path, max_len: dict, items: list[str],
                   keyphrases: list[str]) -> tuple[dict, tuple]:
     """ONNX fp32 vs torch, each tower on its own kind of text: (parity, fp32 embeddings of items and keyphrases).
 
@@ -99,7 +103,7 @@ def _check_parity(settings, version: str, src: str, tmp: Path, max_len: dict, it
     return parity, (fp_items, fp_keyphrases)
 
 
-def _try_int8(settings, tmp: Path, fp_items, fp_keyphrases, items: list[str], keyphrases: list[str]) -> tuple[dict, str]:
+def _try_int8(settings: Settings, tmp: Path, fp_items, fp_keyphrases, items: list[str], keyphrases: list[str]) -> tuple[dict, str]:
     """Per-channel int8 when ``serve.quantize``, kept only when close enough to fp32: (int8 record, model file)."""
     import numpy as np
 
@@ -143,7 +147,7 @@ def _write_triton(tmp: Path, model_file: str, dim: int) -> None:
         (repo / "config.pbtxt").write_text(ox.triton_config(f"{t}_tower", dim))
 
 
-def _write_record(settings, version: str, tmp: Path, model_file: str, parity: dict, int8: dict, max_len: dict) -> None:
+def _write_record(settings: Settings, version: str, tmp: Path, model_file: str, parity: dict, int8: dict, max_len: dict) -> None:
     """``export.json``: what was exported and verified, with the checksum of every file written before it."""
     from keyphrase_pipeline.models import onnx_export as ox
 
@@ -155,7 +159,7 @@ def _write_record(settings, version: str, tmp: Path, model_file: str, parity: di
     (tmp / layout.EXPORT_RECORD).write_text(json.dumps(record, indent=2))
 
 
-def run(settings, ds: str | None = None, version: str | None = None, force: bool = False) -> dict:
+def run(settings: Settings, ds: str | None = None, version: str | None = None, force: bool = False) -> dict:
     """Export, verify (GateError beyond ``serve.export_tolerance``), optionally quantise; return its stats.
 
     ``ds`` picks the verification texts (that day's catalog) and the day of the run stats, and pins ``version``
@@ -213,7 +217,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--force", action="store_true", help="export again even when already exported and verified")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp export``: ``run`` with ``--ds``, ``--version``, ``--force``; prints the stats as one JSON line and
     returns 0.
 

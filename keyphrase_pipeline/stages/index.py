@@ -24,6 +24,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import DataError, GateError
@@ -37,9 +38,12 @@ from keyphrase_pipeline.models.ann import (
     search_params_for,
 )
 
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
+
 log = logging.getLogger(__name__)
 
-def _load_embeddings(settings, what: str, version: str, required: bool):
+def _load_embeddings(settings: Settings, what: str, version: str, required: bool):
     """(ids int64 ``(n,)``, vectors float32 ``(n, serve.dim)``) of the ``what`` embeddings of ``version``, or
     (None, None) when not ``required`` and there are none. DataError: missing/empty when required, a vector
     not ``serve.dim`` long, or NaN/inf/zero vectors (``models.ann.check_vectors``: count and an example id)."""
@@ -69,7 +73,7 @@ def _load_embeddings(settings, what: str, version: str, required: bool):
     return ids, vecs
 
 
-def run(settings, ds: str, version: str | None = None) -> dict:
+def run(settings: Settings, ds: str, version: str | None = None) -> dict:
     """Build, measure and (if recall passes) stage the day's index; return its stats.
 
     ``ann_recall_at_k`` in the stats is a share in [0, 1]; ``build_s``/``recall_s`` are seconds.
@@ -148,7 +152,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ds", required=True, help="logical date (YYYY-MM-DD)")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp index``: ``run`` for ``--ds``; prints the stats as one JSON line and returns 0.
 
     Errors propagate as exceptions; ``keyphrase_pipeline.cli.main`` maps them to exit codes

@@ -48,6 +48,7 @@ import math
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -72,6 +73,9 @@ from keyphrase_pipeline.labels.store import (
     write_quarantine,
 )
 from keyphrase_pipeline.models.text import is_blank
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +142,7 @@ def _journals(judge, lake: Lake) -> bool:
     return bool(getattr(judge, "journals_requests", False)) and is_local(lake.path("llm_staging"))
 
 
-def _recover_journal(settings, lake: Lake, ds: str, shard: int, pairs: pd.DataFrame, judge) -> dict | None:
+def _recover_journal(settings: Settings, lake: Lake, ds: str, shard: int, pairs: pd.DataFrame, judge) -> dict | None:
     """Stage what a dead worker's journal holds for this shard: answered pairs as a batch, unusable answers and
     requests sent but never answered (``IN_FLIGHT_REASON``) into the quarantine; then remove the journal.
     Pairs already staged or quarantined are left alone. Returns ``{"answers", "unusable", "in_flight",
@@ -251,7 +255,7 @@ def _verdicts(judge, batch: pd.DataFrame, journal: AnswerJournal | None = None):
     return Verdicts.of(judge.score(batch))
 
 
-def _split_verdicts(settings, judge, batch: pd.DataFrame, v) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _split_verdicts(settings: Settings, judge, batch: pd.DataFrame, v) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(label rows of the pairs answered, quarantine rows of the pairs answered unusably). Pairs left without an
     answer by ``v.error`` are in neither. Raises DataError when the judge returned the wrong number of scores."""
     p = np.asarray(v.p_yes, dtype=np.float64)
@@ -308,7 +312,7 @@ def _too_many_unusable(ds: str, shard: int, n_quarantined: int, n_pairs: int, ma
         "or raise judge.max_unparsable_share")
 
 
-def _judge_batches(settings, lake: Lake, ds: str, shard: int, judge, todo: pd.DataFrame, lease: Lease,
+def _judge_batches(settings: Settings, lake: Lake, ds: str, shard: int, judge, todo: pd.DataFrame, lease: Lease,
                    n_pairs: int, quarantined_before: int) -> dict:
     """Judge ``todo`` in batches, each written to staging (and its unusable answers to the quarantine) at once;
     returns the counts (``unusable``: the quarantined answers that count toward ``judge.max_unparsable_share``,
@@ -371,7 +375,7 @@ def _judge_batches(settings, lake: Lake, ds: str, shard: int, judge, todo: pd.Da
     return n
 
 
-def _holder(settings) -> dict:
+def _holder(settings: Settings) -> dict:
     import os
 
     ctx = {k.lower().removeprefix("airflow_ctx_"): v for k, v in os.environ.items()
@@ -379,7 +383,7 @@ def _holder(settings) -> dict:
     return {"airflow": ctx} if ctx else {}
 
 
-def run(settings, ds, shard: int, judge=None) -> dict:
+def run(settings: Settings, ds, shard: int, judge=None) -> dict:
     """Label one shard; returns stats (pairs, skipped, judged, batches, yes_rate, judge_calls, possibly_paid,
     timed_out_pairs, quarantined, quarantined_in_shard, quarantined_by_reason, lease_taken_over, waited_for).
 
@@ -449,7 +453,7 @@ def run(settings, ds, shard: int, judge=None) -> dict:
             judge.close()
 
 
-def run_all(settings, ds, judge=None) -> dict:
+def run_all(settings: Settings, ds, judge=None) -> dict:
     """Label every shard of the day in this process (one judge loaded once)."""
     lake = Lake.from_settings(settings)
     manifest = read_manifest(lake, ds)
@@ -481,7 +485,7 @@ def add_arguments(parser) -> None:
     g.add_argument("--all", action="store_true", help="label every shard of the day in this process")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     import json
 
     stats = run_all(settings, args.ds) if args.all else run(settings, args.ds, args.shard)

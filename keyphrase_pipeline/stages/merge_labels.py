@@ -10,6 +10,7 @@ The store itself (keys, reading, the v1-key migration) is ``keyphrase_pipeline.l
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -35,11 +36,14 @@ from keyphrase_pipeline.labels.store import (
     write_label_table,
 )
 
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
+
 log = logging.getLogger(__name__)
 
 
 # ---- merge ---------------------------------------------------------------------------------------------
-def run(settings, ds) -> dict:
+def run(settings: Settings, ds) -> dict:
     """Merge the day's staged labels into the store; stats in runs/ds=D/llm_labels.json.
 
     Rows whose pair_key is in the store on an earlier day are dropped; the day's partition is replaced.
@@ -78,7 +82,7 @@ def run(settings, ds) -> dict:
             lease.release()
 
 
-def _merge(settings, lake: Lake, ds: str, manifest: dict) -> dict:
+def _merge(settings: Settings, lake: Lake, ds: str, manifest: dict) -> dict:
     staged = read_staging(lake, ds)
     n_staged = len(staged)
     if n_staged:
@@ -121,7 +125,7 @@ def _merge(settings, lake: Lake, ds: str, manifest: dict) -> dict:
     return stats
 
 
-def label_stats(settings, lake: Lake, ds: str, day: pd.DataFrame) -> dict:
+def label_stats(settings: Settings, lake: Lake, ds: str, day: pd.DataFrame) -> dict:
     """Yes-rate, P(yes) histogram, per-source stats and agreement with the day's CTR positives.
 
     ``day``: frame of contract llm_labels. Returns a JSON-able dict; ``p_yes_hist`` counts P(yes) in 10 equal
@@ -172,7 +176,7 @@ def add_arguments(parser) -> None:
                              "pre-v2 id, its directory name) as the configured judge, so they are not paid again")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp merge-labels``: ``run`` for ``--ds``; prints the stats (without the P(yes) histogram) as one JSON line
     and returns 0.
 

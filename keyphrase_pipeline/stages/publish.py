@@ -23,12 +23,16 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.artifacts.serving import TOWERS
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import DataError, GateError
 from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, local_path
 from keyphrase_pipeline.models.ann import ann_recall_of
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +139,7 @@ def copy_recommendations(dataset, dest_dir: str, file_rows: int, batch_rows: int
     return {"rows": rows, "items": counter.count(), "files": files}
 
 
-def prune(settings, keep: int, also_keep: tuple[str, ...] = ()) -> list[str]:
+def prune(settings: Settings, keep: int, also_keep: tuple[str, ...] = ()) -> list[str]:
     """Delete published versions beyond the newest ``keep`` good ones by (day, publish time); return those removed.
 
     Never deleted: CURRENT, its rollback target (``serving.rollback_target``) and ``also_keep`` (the version just
@@ -169,7 +173,7 @@ def prune(settings, keep: int, also_keep: tuple[str, ...] = ()) -> list[str]:
     return removed
 
 
-def run(settings, ds: str, make_current: bool = False) -> dict:
+def run(settings: Settings, ds: str, make_current: bool = False) -> dict:
     """Assemble, verify and switch to a new serving version for day ``ds``; return its manifest stats.
 
     Every check runs before anything is written; on failure ``serving/CURRENT`` is untouched.
@@ -269,7 +273,7 @@ def run(settings, ds: str, make_current: bool = False) -> dict:
     return stats
 
 
-def _live_day(settings, version: str | None) -> str | None:
+def _live_day(settings: Settings, version: str | None) -> str | None:
     """The day of the live version's bundle (from its manifest, else its id); None before the first publish."""
     from keyphrase_pipeline.artifacts.serving import read_manifest
 
@@ -291,7 +295,7 @@ def add_arguments(parser) -> None:
                              "older day's bundle is published and kept, CURRENT stays)")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp publish``: ``run`` for ``--ds``; prints the stats as one JSON line and returns 0.
 
     Errors propagate as exceptions; ``keyphrase_pipeline.cli.main`` maps them to exit codes

@@ -47,6 +47,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import DataError, GateError
@@ -61,6 +62,9 @@ from keyphrase_pipeline.core.lake import (
 )
 from keyphrase_pipeline.models.topk import OUT_COLUMNS, SPARE_CANDIDATES, KeyphraseTable, search_batch  # noqa: F401 (SPARE_CANDIDATES: named in the docstring)
 
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
+
 log = logging.getLogger(__name__)
 
 
@@ -71,7 +75,7 @@ def _out_schema():
                       ("keyphrase", pa.string()), ("score", pa.float32())])
 
 
-def load_build(settings, ds: str):
+def load_build(settings: Settings, ds: str):
     """(index, id -> keyphrase text frame, meta) of the day's staged build.
 
     The frame has ``keyphrase_id`` (int64) and ``keyphrase`` (str); ``meta`` is ``index_meta.json``. Raises
@@ -220,7 +224,7 @@ class _Parts:
             self._writer = None
 
 
-def run(settings, ds: str, changed_only: bool = False, spark=None) -> dict:
+def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> dict:
     """Write ``recommendations/ds=D/``, streaming the item embeddings in batches of ``serve.recommend_batch_rows``;
     return the stats (also written to ``runs/ds=D/recommend.json``).
 
@@ -374,7 +378,7 @@ def add_arguments(parser) -> None:
                         help="search only items embedded today; carry the rest over from the last recommendations")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp recommend``: ``run`` for ``--ds`` (``--changed-only``: only items embedded today); prints the stats as
     one JSON line and returns 0.
 

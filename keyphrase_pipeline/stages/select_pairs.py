@@ -35,6 +35,7 @@ import hashlib
 import logging
 import math
 import time
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -45,6 +46,9 @@ from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, spark_uri
 from keyphrase_pipeline.labels.judges.base import judge_model_id
 from keyphrase_pipeline.labels.store import ensure_pair_keys_current, pair_key_column
 
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
+
 log = logging.getLogger(__name__)
 
 SOURCES = ("ctr_positive", "unexposed_topk", "hard_negative", "random")
@@ -53,7 +57,7 @@ HARD_KP_PER_CATEGORY = 50
 HARD_ITEM_OVERSAMPLE = 20
 
 
-def shares(settings) -> dict[str, float]:
+def shares(settings: Settings) -> dict[str, float]:
     """Source -> relative weight from ``settings.pairs.share_*`` (weights, not required to sum to 1)."""
     p = settings.pairs
     return {"ctr_positive": p.share_ctr_positive, "unexposed_topk": p.share_unexposed_topk,
@@ -265,7 +269,7 @@ def _random_candidates(items, keyphrases, budget: int, seed: int, ds: str, n_ite
     return rnd
 
 
-def _choose(settings, spark, lake: Lake, ds: str, candidates: list, items, keyphrases, budget: int, seed: int,
+def _choose(settings: Settings, spark, lake: Lake, ds: str, candidates: list, items, keyphrases, budget: int, seed: int,
             model: str, version: str):
     """One row per pair_key (the highest-priority source wins), minus pairs already labelled, cut to each
     source's quota; returns (pandas frame of the chosen pairs, candidates per source, available per source, quotas)."""
@@ -313,7 +317,7 @@ def _shard(pdf: pd.DataFrame, shard_size: int) -> tuple[pd.DataFrame, list[int],
     return pdf, shards, run_id
 
 
-def run(settings, ds, budget: int | None = None, spark=None) -> dict:
+def run(settings: Settings, ds, budget: int | None = None, spark=None) -> dict:
     """Select the day's pairs; returns counts by source and ``shards`` (list of shard numbers).
 
     Steps: readable items (bad catalog rows quarantined), keyphrases, candidates by source (CTR positives
@@ -397,7 +401,7 @@ def _write_shards(lake: Lake, ds: str, pdf: pd.DataFrame, shards: list[int], sta
             f.write(json.dumps(manifest, indent=2, sort_keys=True))
 
 
-def read_pairs(settings, ds, shard: int | None = None) -> pd.DataFrame:
+def read_pairs(settings: Settings, ds, shard: int | None = None) -> pd.DataFrame:
     """The day's selected pairs (one shard, or all) as a pandas DataFrame with the ``pairs`` contract columns
     (``item_id, keyphrase_id`` int64, ``title, category, keyphrase, source, pair_key`` str, ``shard`` int32).
 
@@ -418,7 +422,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--budget", type=int, default=None, help="override pairs.daily_budget for this run")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp select-pairs``: ``run`` for ``--ds`` (``--budget`` overrides ``pairs.daily_budget``); prints the stats as
     one JSON line and returns 0.
 

@@ -44,16 +44,21 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, commit_dir, ds_str, tmp_sibling
 from keyphrase_pipeline.core.settings import KD_LOSSES
 
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
+    from keyphrase_pipeline.models.training import VersionRecords
+
 log = logging.getLogger(__name__)
 
 
-def resolve_cross(settings, cross: str | None) -> tuple[str | None, str | None]:
+def resolve_cross(settings: Settings, cross: str | None) -> tuple[str | None, str | None]:
     """(model directory, registry version or None) for a cross reference: version id, version dir or model dir.
 
     (None, None) for an empty ``cross``. Raises ConfigError (exit 2) when ``cross`` is neither a directory nor a
@@ -73,7 +78,7 @@ def resolve_cross(settings, cross: str | None) -> tuple[str | None, str | None]:
 
 
 
-def _config(settings, base: str, mix: list[str], kd_loss: str, init_from: str) -> dict:
+def _config(settings: Settings, base: str, mix: list[str], kd_loss: str, init_from: str) -> dict:
     t = settings.train
     return {"kind": "bi", "base_model": base, "init_from": init_from, "label_mix": "+".join(mix), "kd_loss": kd_loss,
             "matryoshka_dims": list(t.matryoshka_dims), "matryoshka_serve_weight": t.matryoshka_serve_weight,
@@ -190,7 +195,7 @@ def build_task_datasets(data, mix: list[str], kd=None, llm_ranking: bool = False
     return out
 
 
-def matryoshka_weights(settings) -> list[float]:
+def matryoshka_weights(settings: Settings) -> list[float]:
     """One weight per ``train.matryoshka_dims`` entry: ``train.matryoshka_serve_weight`` for the served cut
     (``serve.dim``), 1 for every other dimension (sentence-transformers' ``MatryoshkaLoss`` default)."""
     t = settings.train
@@ -230,7 +235,7 @@ def build_task_losses(model, names, kd_loss: str, dims: list[int], sink, llm_los
     return out
 
 
-def training_arguments(settings, output_dir: str, device: str, **budget_kwargs):
+def training_arguments(settings: Settings, output_dir: str, device: str, **budget_kwargs):
     """The student's ``SentenceTransformerTrainingArguments``: one dataset per batch, datasets drawn in
     proportion to their size, and no text twice in a batch (``BatchSamplers.NO_DUPLICATES``: a repeated
     keyphrase would be its own false in-batch negative for MNRL). ``budget_kwargs`` from
@@ -251,7 +256,7 @@ def training_arguments(settings, output_dir: str, device: str, **budget_kwargs):
         **budget_kwargs, **trainer_precision(device))
 
 
-def _run_settings(settings, label_mix: str | None, kd_loss: str | None):
+def _run_settings(settings: Settings, label_mix: str | None, kd_loss: str | None):
     """``settings`` with this run's ``--label-mix`` / ``--kd-loss``; ConfigError for an unknown loss."""
     if label_mix:
         settings = settings.with_overrides(**{"train.label_mix": label_mix})
@@ -262,7 +267,7 @@ def _run_settings(settings, label_mix: str | None, kd_loss: str | None):
     return settings
 
 
-def _teacher(settings, ds: str, mix: list[str], cross: str | None, labels: str | None, data, start: str):
+def _teacher(settings: Settings, ds: str, mix: list[str], cross: str | None, labels: str | None, data, start: str):
     """(cross model dir, cross version, kd frame, kd lists or None, ``distillation_report``), all None without a
     kd task.
 
@@ -362,7 +367,7 @@ def distillation_report(extra_wanted: int, extra_rows: int, list_wanted: int, gr
             "lists": 0 if groups is None else int(groups["group"].nunique()), "fallback": fallback}
 
 
-def _tasks(settings, ds: str, data, mix: list[str], kd, kd_groups=None) -> tuple[dict, dict, list[str]]:
+def _tasks(settings: Settings, ds: str, data, mix: list[str], kd, kd_groups=None) -> tuple[dict, dict, list[str]]:
     """(task name -> dataset, task name -> rows, tasks skipped for want of data); DataError when none is left."""
     tasks = build_task_datasets(data, mix, kd, llm_ranking=settings.train.llm_ranking, kd_groups=kd_groups)
     skipped = [m for m in mix if m not in tasks]
@@ -384,7 +389,7 @@ def _rotation_pairs(data, mix: list[str], labels_usable: bool = True):
     return None
 
 
-def _rotate_before_cut(settings, model, train, heldout_scores, test) -> tuple[object, dict]:
+def _rotate_before_cut(settings: Settings, model, train, heldout_scores, test) -> tuple[object, dict]:
     """``model`` with the cut rotation (``models.cut_rotation``) fitted on the relevant pairs of ``train`` (label
     >= 0.5; at most ``train.cut_rotation_pairs``, a seeded sample; at least 4 x ``serve.dim`` of them) when the
     held-out AUC at ``serve.dim`` rises; else ``model`` unchanged. The held-out split also picked the checkpoint,
@@ -423,7 +428,7 @@ def _rotate_before_cut(settings, model, train, heldout_scores, test) -> tuple[ob
     return (rotated, record, turned) if keep else (model, record, plain)
 
 
-def _train(settings, tasks: dict, rows: dict, test, start: str, tmp: str, device: str, version: str, train=None):
+def _train(settings: Settings, tasks: dict, rows: dict, test, start: str, tmp: str, device: str, version: str, train=None):
     """Train the student in ``tmp`` and save its ``model/`` (never worse on held-out pairs than ``start``), with
     the cut rotation fitted on ``train``'s relevant pairs (``_rotate_before_cut``); returns (training metrics,
     held-out metrics or None, held-out evaluator or None, progress history)."""
@@ -510,31 +515,31 @@ def _train(settings, tasks: dict, rows: dict, test, start: str, tmp: str, device
     return training, heldout, evaluator, progress.history
 
 
-def _write_records(settings, tmp: str, config: dict, ds: str, version: str, device: str, snapshot: dict,
-                   data_snapshot: dict, training: dict, heldout: dict | None, evaluator, history: list[dict],
-                   tasks: dict, rows: dict, cross_version: str | None) -> None:
-    """train_config.json, data.json, metrics.json, history.json, curves.png and MODEL_CARD.md in ``tmp``."""
-    from keyphrase_pipeline.models.training import save_curves, write_card
+def _records(settings: Settings, config: dict, ds: str, version: str, device: str, snapshot: dict,
+             data_snapshot: dict, trained: dict, cross_version: str | None) -> VersionRecords:
+    """The version folder's records (``models.training.VersionRecords``) of a trained student. ``trained``: what
+    ``_train`` returned, as ``training``, ``heldout``, ``evaluator``, ``history``, and the ``tasks`` rows."""
+    from keyphrase_pipeline.models.training import VersionRecords
 
     created = dt.datetime.now(dt.UTC).isoformat()
-    Path(layout.version_file(tmp, "train_config")).write_text(json.dumps(
-        {**config, "ds": ds, "version": version, "device": device, "created_at": created,
-         "cross_version": cross_version}, indent=2))
-    Path(layout.version_file(tmp, "data")).write_text(json.dumps(snapshot, indent=2, default=str))
-    Path(layout.version_file(tmp, "metrics")).write_text(json.dumps(
-        {"training": training, "heldout_history": evaluator.history if evaluator else [],
-         "calibration": (heldout or {}).get("calibration")}, indent=2))
-    Path(layout.version_file(tmp, "history")).write_text(json.dumps(history, indent=2))
-    save_curves(history, layout.version_file(tmp, "curves"), f"student {version} ({'+'.join(tasks)})")
-    write_card(layout.version_file(tmp, "card"), f"Bi-encoder student {version}", {
-        "What": "Two towers over one shared encoder: item `title [SEP] category`, keyphrase = query text; "
-                f"mean pooling, L2-normalised; Matryoshka dims {list(settings.train.matryoshka_dims)}, "
-                f"serve at {settings.serve.dim}. Evaluation and promotion: see metrics.json/promotion.json.",
-        "Training": {**config, "tasks": rows, "cross_version": cross_version}, "Metrics": training,
-        "Data": data_snapshot})
+    training, heldout, evaluator, rows = trained["training"], trained["heldout"], trained["evaluator"], trained["rows"]
+    return VersionRecords(
+        title=f"Bi-encoder student {version}",
+        curves_note=f" ({'+'.join(rows)})",
+        train_config={**config, "ds": ds, "version": version, "device": device, "created_at": created,
+                      "cross_version": cross_version},
+        data=snapshot,
+        metrics={"training": training, "heldout_history": evaluator.history if evaluator else [],
+                 "calibration": (heldout or {}).get("calibration")},
+        history=trained["history"],
+        card={"What": "Two towers over one shared encoder: item `title [SEP] category`, keyphrase = query text; "
+                      f"mean pooling, L2-normalised; Matryoshka dims {list(settings.train.matryoshka_dims)}, "
+                      f"serve at {settings.serve.dim}. Evaluation and promotion: see metrics.json/promotion.json.",
+              "Training": {**config, "tasks": rows, "cross_version": cross_version}, "Metrics": training,
+              "Data": data_snapshot})
 
 
-def run(settings, ds: str, cross: str | None = None, labels: str | None = None, out: str | None = None,
+def run(settings: Settings, ds: str, cross: str | None = None, labels: str | None = None, out: str | None = None,
         label_mix: str | None = None, kd_loss: str | None = None) -> dict:
     """Train a student for ``ds``; write a registry version (or ``out``); return its run stats.
 
@@ -607,8 +612,11 @@ def run(settings, ds: str, cross: str | None = None, labels: str | None = None, 
         training, heldout, evaluator, history = _train(settings, tasks, rows, test, start, tmp, device, version,
                                                        train=_rotation_pairs(data, mix, balance["usable"]))
         training.update({"task_rows": rows, "tasks_skipped": skipped})
-        _write_records(settings, tmp, config, ds, version, device, snapshot, data.snapshot, training, heldout,
-                       evaluator, history, tasks, rows, cross_version)
+        from keyphrase_pipeline.models.training import write_version_records
+
+        trained = {"training": training, "heldout": heldout, "evaluator": evaluator, "history": history, "rows": rows}
+        write_version_records(tmp, _records(settings, config, ds, version, device, snapshot, data.snapshot, trained,
+                                            cross_version))
         import shutil
 
         shutil.rmtree(Path(tmp) / "_trainer", ignore_errors=True)
@@ -640,7 +648,7 @@ def add_arguments(parser) -> None:
                         help="override train.bi_max_steps (default -1: train.bi_epochs over the data, early stopping)")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp train-bi``: ``run`` for ``--ds`` (default: today, UTC); prints the stats as indented JSON and returns 0.
 
     Raises ConfigError (exit 2) for a ``--max-steps`` of 0 or below -1.

@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,11 +30,15 @@ from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake, commit_dir, ds_str, tmp_sibling, write_parquet_file_atomic
 
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
+    from keyphrase_pipeline.models.training import VersionRecords
+
 log = logging.getLogger(__name__)
 
 
 # ---- the stage ---------------------------------------------------------------------------------------
-def _config(settings, base: str) -> dict:
+def _config(settings: Settings, base: str) -> dict:
     t = settings.train
     return {"kind": "cross", "base_model": base, "init_from": t.cross_init_from, "max_steps": t.cross_max_steps,
             "epochs": t.epochs,
@@ -53,7 +58,7 @@ def _pairs_dataset(frame, target):
     return Dataset.from_dict({"query": list(q), "document": list(d), "label": [float(x) for x in target]})
 
 
-def _loss(settings, model, labels):
+def _loss(settings: Settings, model, labels):
     """Binary cross-entropy; with ``train.cross_pos_weight`` positives weighted by negatives/positives
     (sentence-transformers' reranker guidance for unbalanced pairs)."""
     import torch
@@ -65,7 +70,7 @@ def _loss(settings, model, labels):
     return BinaryCrossEntropyLoss(model)
 
 
-def _fit(settings, model, train, test, target, tmp: str, device: str, lr: float):
+def _fit(settings: Settings, model, train, test, target, tmp: str, device: str, lr: float):
     """Train ``model`` in place within the planned budget; returns (trainer result, progress, budget, evaluator)."""
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 
@@ -155,27 +160,26 @@ def _training_record(result, evaluator, budget, train_s: float, n_pairs: int, pr
             "predict_pairs_per_s": round(n_pairs / max(pred_s, 1e-9), 1)}
 
 
-def _write_records(tmp: str, config: dict, ds: str, version: str, device: str, budget, snapshot: dict, metrics: dict,
-                   history: list[dict], heldout: dict, threshold: float | None) -> None:
-    """train_config.json, data.json, metrics.json, curves.png, history.json and MODEL_CARD.md in ``tmp``."""
-    from keyphrase_pipeline.models.training import save_curves, write_card
+def _records(config: dict, ds: str, version: str, device: str, budget, snapshot: dict, metrics: dict,
+             history: list[dict], heldout: dict, threshold: float | None) -> VersionRecords:
+    """The version folder's records (``models.training.VersionRecords``) of a trained cross-encoder."""
+    from keyphrase_pipeline.models.training import VersionRecords
 
     created = dt.datetime.now(dt.UTC).isoformat()
-    Path(layout.version_file(tmp, "train_config")).write_text(json.dumps({**config, "ds": ds, "version": version, "device": device,
-                                                                       "budget": budget.as_dict(), "created_at": created}, indent=2))
-    Path(layout.version_file(tmp, "data")).write_text(json.dumps(snapshot, indent=2, default=str))
-    Path(layout.version_file(tmp, "metrics")).write_text(json.dumps(metrics, indent=2))
-    save_curves(history, layout.version_file(tmp, "curves"), f"cross-encoder {version}")
-    Path(layout.version_file(tmp, "history")).write_text(json.dumps(history, indent=2))
-    write_card(layout.version_file(tmp, "card"), f"Cross-encoder assistant {version}", {
-        "What": "Reads `keyphrase [SEP] category [SEP] title` (no category: `keyphrase [SEP] title`), outputs "
-                "P(relevant). Trained with binary cross-entropy on judged pairs; teacher of the bi-encoder student.",
-        ("Held-out pairs (no threshold: one class)" if threshold is None else
-         f"Held-out pairs (threshold {threshold:.4f}, chosen there for max F1)"): heldout,
-        "Budget": budget.reason, "Training": config, "Data": snapshot})
+    held_out = ("Held-out pairs (no threshold: one class)" if threshold is None else
+                f"Held-out pairs (threshold {threshold:.4f}, chosen there for max F1)")
+    return VersionRecords(
+        title=f"Cross-encoder assistant {version}",
+        train_config={**config, "ds": ds, "version": version, "device": device, "budget": budget.as_dict(),
+                      "created_at": created},
+        data=snapshot, metrics=metrics, history=history,
+        card={"What": "Reads `keyphrase [SEP] category [SEP] title` (no category: `keyphrase [SEP] title`), outputs "
+                      "P(relevant). Trained with binary cross-entropy on judged pairs; teacher of the bi-encoder "
+                      "student.",
+              held_out: heldout, "Budget": budget.reason, "Training": config, "Data": snapshot})
 
 
-def _advance_latest(settings, version: str) -> None:
+def _advance_latest(settings: Settings, version: str) -> None:
     """Point ``CROSS_LATEST`` at ``version`` unless it already points at a cross-encoder of a later day (a rerun or a
     backfill of an earlier day never moves the teacher of later days backwards; ``warm_start_version`` gives a
     backfill its own day's teacher)."""
@@ -192,7 +196,7 @@ def _advance_latest(settings, version: str) -> None:
     registry.set_latest_cross(settings, version)
 
 
-def run(settings, ds: str, labels: str | None = None, out: str | None = None) -> dict:
+def run(settings: Settings, ds: str, labels: str | None = None, out: str | None = None) -> dict:
     """Train the assistant for ``ds``; return its metrics (version, path, held-out metrics, timings).
 
     The budget comes from the data (``keyphrase_pipeline.models.training.plan_budget``: epochs over the training split, the
@@ -272,8 +276,10 @@ def run(settings, ds: str, labels: str | None = None, out: str | None = None) ->
         metrics, heldout, threshold = _heldout_metrics(data.llm, scores, tmp, version)
         metrics.update(_training_record(result, evaluator, budget, train_s, len(data.llm), pred_s, stopped))
         save_cross(model, layout.version_model_dir(tmp), threshold=threshold)
-        _write_records(tmp, config, ds, version, device, budget, snapshot, metrics, progress.history, heldout,
-                       threshold)
+        from keyphrase_pipeline.models.training import write_version_records
+
+        write_version_records(tmp, _records(config, ds, version, device, budget, snapshot, metrics, progress.history,
+                                            heldout, threshold))
         import shutil
 
         shutil.rmtree(Path(tmp) / "_trainer", ignore_errors=True)
@@ -305,7 +311,7 @@ def add_arguments(parser) -> None:
                         help="override train.cross_max_steps (default -1: train.epochs over the data, early stopping)")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp train-cross``: ``run`` for ``--ds`` (default: today, UTC); prints the stats as indented JSON and returns 0.
 
     Raises ConfigError (exit 2) for a ``--max-steps`` of 0 or below -1.

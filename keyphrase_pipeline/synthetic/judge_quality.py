@@ -24,12 +24,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake, ds_str
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ def judge_metrics(p_yes: np.ndarray, relevant: np.ndarray, threshold: float, bin
             "threshold": float(threshold), "calibration": cal, "ece": round(ece, 4)}
 
 
-def labels_vs_truth(settings, ds: str | None = None, world=None, bins: int = 10) -> dict:
+def labels_vs_truth(settings: Settings, ds: str | None = None, world=None, bins: int = 10) -> dict:
     """The label store up to ``ds`` (default: all of it) against the synthetic world's truth, per judge.
 
     Returns ``{"ds", "threshold", "judges": [{"judge", "judge_model", **judge_metrics, "per_day": {ds:
@@ -170,7 +174,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--plot", default=None, help="also write the reliability diagram (PNG) to this file")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp judge-quality``: print ``labels_vs_truth`` as JSON (and write ``--out``/``--plot``); returns 0.
     ConfigError (exit 2): ``--bins`` under 1, a ``--plot`` name not ending in .png (checked before any work);
     DataError (exit 3): no synthetic world or no stored labels."""

@@ -40,6 +40,7 @@ atomically; its summary stats in ``runs/ds=D/report.json`` with ``html_path`` fo
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import html
@@ -48,6 +49,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -56,6 +58,9 @@ from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, commit_dir, ds_str, tmp_sibling
 from keyphrase_pipeline.core.settings import KD_LOSSES
 from keyphrase_pipeline.synthetic.judge_quality import labels_vs_truth
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +75,7 @@ QUICK_MAX_ITEMS = 100
 
 
 # ---- preparation ---------------------------------------------------------------------------------------
-def _spark(settings, spark, app: str):
+def _spark(settings: Settings, spark, app: str):
     if spark is not None:
         return spark
     from keyphrase_pipeline.core.spark import get_spark
@@ -78,7 +83,7 @@ def _spark(settings, spark, app: str):
     return get_spark(settings, app)
 
 
-def prepare(settings, ds: str | None = None, spark=None) -> tuple[str, str, list[str]]:
+def prepare(settings: Settings, ds: str | None = None, spark=None) -> tuple[str, str, list[str]]:
     """Make sure the lake has what the report needs; returns (ds, cross-encoder version, steps run).
 
     Runs the missing stages (synth, ctr-labels, select-pairs + label + merge-labels, train-cross) and raises
@@ -131,7 +136,7 @@ def prepare(settings, ds: str | None = None, spark=None) -> tuple[str, str, list
 
 
 # ---- metrics -------------------------------------------------------------------------------------------
-def sample_items(world, settings, ds: str, max_items: int) -> "object":
+def sample_items(world, settings: Settings, ds: str, max_items: int) -> "object":
     """Active catalog items at ``ds`` with >= 1 truly relevant keyphrase, with exposure bucket; a
     deterministic sample (smallest sha1 of the id) of at most ``max_items`` per bucket.
 
@@ -173,7 +178,7 @@ def top_k(item_vecs, kp_vecs, k: int):
     return index.search(np.ascontiguousarray(item_vecs, dtype=np.float32), min(k, kp_vecs.shape[0]))
 
 
-def score_recommendations(settings, world, items, kps, scores, idx, threshold: float) -> tuple:
+def score_recommendations(settings: Settings, world, items, kps, scores, idx, threshold: float) -> tuple:
     """Table 2 columns and truth precision/recall from top-K lists; returns (summary, per-item frame,
     recommendations frame).
 
@@ -232,7 +237,7 @@ def score_recommendations(settings, world, items, kps, scores, idx, threshold: f
     return summary, per, recs
 
 
-def offline_eval(settings, model_dir: str, world, items, kps, threshold: float) -> tuple:
+def offline_eval(settings: Settings, model_dir: str, world, items, kps, threshold: float) -> tuple:
     """Embed the sampled items and every keyphrase with the student, rank, and score (see the module doc).
 
     ``items``: ``sample_items`` frame; ``kps``: frame ``keyphrase_id, text``; ``threshold``: a cosine at
@@ -296,7 +301,7 @@ def mean_and_spread(records: list):
     return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else 0.0)
 
 
-def _check_seeds(seeds, settings) -> list[int]:
+def _check_seeds(seeds, settings: Settings) -> list[int]:
     try:
         out = list(dict.fromkeys(int(x) for x in (seeds if seeds is not None else [settings.train.seed])))
     except (TypeError, ValueError):
@@ -306,12 +311,27 @@ def _check_seeds(seeds, settings) -> list[int]:
     return out
 
 
-def _train_and_evaluate(settings, ds, cross_version, tmp, mix, kd, seed, data, teacher, world, items, kps,
-                        offline: bool) -> dict:
+@dataclasses.dataclass(frozen=True)
+class ReportRun:
+    """What every student of one report is trained and evaluated with: the run's ``settings``, the day ``ds``,
+    the teacher ``cross_version``, the work folder ``tmp`` (committed to the output at the end) and
+    ``_evaluation_inputs``' record (``data``, ``teacher``, ``world``, ``items``, ``kps``)."""
+
+    settings: Settings
+    ds: str
+    cross_version: str
+    tmp: str
+    inputs: dict
+
+
+def _train_and_evaluate(run: ReportRun, mix: str, kd: str, seed: int, offline: bool) -> dict:
     """One student (``mix``, ``kd``, ``seed``) trained into the work dir and evaluated; its result record."""
     from keyphrase_pipeline.stages import train_bi
     from keyphrase_pipeline.stages.evaluate import evaluate_model
 
+    settings, ds, cross_version, tmp = run.settings, run.ds, run.cross_version, run.tmp
+    data, teacher, world = run.inputs["data"], run.inputs["teacher"], run.inputs["world"]
+    items, kps = run.inputs["items"], run.inputs["kps"]
     slug = f"{_slug(mix, kd)}__seed{seed}"
     t1 = time.perf_counter()
     log.info("report: training %s (kd %s, seed %d)", mix, kd, seed)
@@ -348,7 +368,7 @@ def _arm(per_seed: list[dict]) -> dict:
             "spread": std, "per_seed": per_seed, "seconds": round(sum(r["seconds"] for r in per_seed), 1)}
 
 
-def _check_arguments(settings, mixes, kd_losses, kd_mix: str, seeds, quick: bool):
+def _check_arguments(settings: Settings, mixes, kd_losses, kd_mix: str, seeds, quick: bool):
     """Validate the arguments before any work; returns (settings, mixes, kd_losses, kd_mix, seeds)."""
     if quick:
         settings = settings.with_overrides(**{
@@ -366,7 +386,7 @@ def _check_arguments(settings, mixes, kd_losses, kd_mix: str, seeds, quick: bool
     return settings, mixes, kd_losses, kd_mix, _check_seeds(seeds, settings)
 
 
-def _evaluation_inputs(settings, ds: str, cross_version: str) -> dict:
+def _evaluation_inputs(settings: Settings, ds: str, cross_version: str) -> dict:
     """What every arm is evaluated on: the world, the LLM test pairs and the teacher's scores on them, the
     sampled items and the keyphrase universe."""
     from keyphrase_pipeline.core.lake import read_parquet
@@ -395,7 +415,7 @@ def restore_day_stats(lake, path: str, saved) -> None:
         fs.rm(p)
 
 
-def run(settings, ds: str | None = None, mixes=None, out: str | None = None, quick: bool = False,
+def run(settings: Settings, ds: str | None = None, mixes=None, out: str | None = None, quick: bool = False,
         kd_losses=None, kd_mix: str = "llm+ctr+kd", spark=None, keep_models: bool = False, seeds=None) -> dict:
     """Train one student per label mix (and per KD loss) and per seed, evaluate, write the report; return the
     summary.
@@ -435,12 +455,12 @@ def run(settings, ds: str | None = None, mixes=None, out: str | None = None, qui
     saved_bi = lake.read_json(runs_bi) if lake.exists(runs_bi) else None
     arms = list(dict.fromkeys([(m, "pearson") for m in mixes] + [(kd_mix, k) for k in kd_losses]))
     results: dict[tuple[str, str], dict] = {}
+    report_run = ReportRun(settings, ds, cross_version, tmp, inputs)
     try:
         for mix, kd in arms:
             offline = kd == "pearson" and mix in mixes
             results[(mix, kd)] = _arm([
-                _train_and_evaluate(settings, ds, cross_version, tmp, mix, kd, seed, inputs["data"], inputs["teacher"],
-                                    inputs["world"], items, kps, offline) for seed in seeds])
+                _train_and_evaluate(report_run, mix, kd, seed, offline) for seed in seeds])
         if not keep_models:
             shutil.rmtree(Path(tmp) / "_models", ignore_errors=True)
         if registry.champion(settings) != champion_before:  # pragma: no cover - train_bi never promotes
@@ -681,7 +701,7 @@ def add_arguments(parser) -> None:
                              "mean ± sample std (default: train.seed only)")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp report``: ``run`` with the parsed options; prints one JSON line with ds and the report paths, then one
     per label mix (KP, PR, Pass@k, F1, tail recall@20), and returns 0.
 

@@ -9,11 +9,15 @@ plumbing, not the quality of a real LLM (see docs/LABELLING.md for SmolLM2's mea
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.labels.judges.base import SIMULATED_MODEL, Judge, judge_model_id
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +32,7 @@ class SimulatedJudge(Judge):
     name = "simulated"
     model = SIMULATED_MODEL
 
-    def __init__(self, settings, world=None):
+    def __init__(self, settings: Settings, world=None):
         super().__init__(settings)
         self._world = world
         self.model = judge_model_id(settings)

@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,9 @@ from keyphrase_pipeline.core.contracts import arrow_schema
 from keyphrase_pipeline.core.errors import ConfigError
 from keyphrase_pipeline.core.lake import Lake, _fs, atomic_dir, parse_ds, write_parquet_atomic
 from keyphrase_pipeline.synthetic.world import SLOTS, Truth, hash_normal, hash_u01, stable_seed
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -767,7 +771,7 @@ def _sr_score(seed: int, item_ids, kp_ids, rel, frac) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-def run(settings, scale=None, seed=None, days=None, start_date=None, searches_per_day=None) -> dict:
+def run(settings: Settings, scale=None, seed=None, days=None, start_date=None, searches_per_day=None) -> dict:
     """Generate (or regenerate) the synthetic world in the settings' lake; returns its stats.
 
     Arguments left None come from ``settings.synth``. Day partitions of the raw inputs outside the new range
@@ -862,7 +866,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--searches-per-day", type=int, default=None, help="search volume per day (events ~ 10x)")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """``kp synth``: ``run`` with the parsed options; prints one human-readable line (scale, seed, dates, counts,
     seconds, lake root) and returns 0.
 

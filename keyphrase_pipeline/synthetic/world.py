@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,9 @@ import pandas as pd
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake, ds_range
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +227,7 @@ class World:
         return pd.Series({k: len(v) for k, v in rel.items()}, name="n_relevant").sort_index()
 
     # -- exposure -------------------------------------------------------------------------------
-    def exposure(self, settings, end_ds, days: int) -> pd.DataFrame:
+    def exposure(self, settings: Settings, end_ds, days: int) -> pd.DataFrame:
         """Impressions per item over the ``days`` ending at ``end_ds``, from raw events.
 
         Every item of the world appears (0 impressions when never shown). ``bucket`` is ``tail``
@@ -249,7 +253,7 @@ class World:
 
 
 
-def load_truth(settings) -> World | None:
+def load_truth(settings: Settings) -> World | None:
     """The truth provider of a synthetic lake (``settings.truth_provider = "keyphrase_pipeline.synthetic.world:load_truth"``,
     see ``keyphrase_pipeline.core.truth``): the World when the lake holds ``synth/world.json``, else None."""
     lake = Lake.from_settings(settings)

@@ -14,13 +14,18 @@ vllm       in-process vLLM offline batch scoring             GPU workers (option
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from keyphrase_pipeline.labels.judges.base import Judge, JudgeUnavailable, judge_model_id, p_yes_from_logprobs
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 BACKENDS = ("simulated", "transformers", "openai", "vllm")
 SIMULATED_JUDGE = "keyphrase_pipeline.synthetic.simulated_judge"  # module of the simulated backend (package ``synthetic``)
 
 
-def get_judge(settings) -> Judge:
+def get_judge(settings: Settings) -> Judge:
     """The judge configured by ``settings.judge.backend`` (heavy libraries import only here)."""
     backend = settings.judge.backend
     if backend == "simulated":  # the demo's annotator, loaded by name: production code never imports the demo

@@ -22,10 +22,14 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from keyphrase_pipeline.core.errors import DataError, KPError
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 SIMULATED_MODEL = "simulated-annotator-v1"
 SIMULATED_LLM_MODEL = "simulated-llm-annotator-v1"  # judge.simulated_errors=llm: another judge, other labels
@@ -156,7 +160,7 @@ def model_dir_fingerprint(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def judge_model_id(settings) -> str:
+def judge_model_id(settings: Settings) -> str:
     """The judge identity stored with labels (``judge_model``) and hashed into ``pair_key``, known without
     loading the judge.
 
@@ -188,7 +192,7 @@ def judge_model_id(settings) -> str:
     return f"{ident}@rev:{revision}" if revision else ident
 
 
-def legacy_judge_model_id(settings) -> str:
+def legacy_judge_model_id(settings: Settings) -> str:
     """The judge id that label stores written before pair_key v2 carry for this configuration (the directory's
     NAME for local models, which cannot tell two models apart; the configured name otherwise)."""
     j = settings.judge
@@ -205,7 +209,7 @@ class Judge(ABC):
     name: str = "base"  # backend name stored in the label's `judge` column
     model: str = ""  # judge model id stored in `judge_model` and hashed into `pair_key`
 
-    def __init__(self, settings):
+    def __init__(self, settings: Settings):
         self.settings = settings
         self.prompt_version = settings.judge.prompt_version
 

@@ -37,6 +37,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -51,6 +52,9 @@ from keyphrase_pipeline.labels.judges.base import (
     judge_model_id,
     p_yes_from_logprobs,
 )
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +98,7 @@ def connection_from_airflow(conn_id: str) -> tuple[str, str | None] | None:
     return endpoint, (conn.password or None)
 
 
-def resolve_endpoint(settings) -> tuple[str, str | None]:
+def resolve_endpoint(settings: Settings) -> tuple[str, str | None]:
     """(base URL without trailing ``/``, API key or None) from ``judge.endpoint``/``judge.api_key``, missing parts
     from the Airflow Connection ``judge.airflow_conn_id``.
 
@@ -280,7 +284,7 @@ class OpenAIJudge(Judge):
 
     name = "openai"
 
-    def __init__(self, settings, backoff_base_s: float = 0.5, backoff_max_s: float = 30.0):
+    def __init__(self, settings: Settings, backoff_base_s: float = 0.5, backoff_max_s: float = 30.0):
         super().__init__(settings)
         import httpx
 

@@ -30,9 +30,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core.errors import ConfigError
 from keyphrase_pipeline.models.text import clean
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 PROMPTS: dict[str, str] = {
     "v0": (
@@ -131,7 +135,7 @@ def build_prompt(title: object, category: object, keyphrase: object, version: st
     )
 
 
-def build_prompts(pairs, settings) -> list[str]:
+def build_prompts(pairs, settings: Settings) -> list[str]:
     """Prompts for a DataFrame (or list of dicts) with ``title``, ``category``, ``keyphrase``."""
     j = settings.judge
     rows = pairs.to_dict("records") if hasattr(pairs, "to_dict") else list(pairs)
@@ -142,7 +146,7 @@ def build_prompts(pairs, settings) -> list[str]:
     ]
 
 
-def max_prompt_chars(settings) -> int:
+def max_prompt_chars(settings: Settings) -> int:
     """Upper bound on a prompt's length (every field at worst doubles: quote escaping doubles ``\\`` and ``"``,
     marker breaking adds at most one space per two characters)."""
     j = settings.judge

@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from keyphrase_pipeline.core.errors import ConfigError
 from keyphrase_pipeline.labels.judges.base import Judge, judge_model_id
 from keyphrase_pipeline.labels.judges.prompt import neutralize_tokens, special_token_strings
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,7 @@ class TransformersJudge(Judge):
 
     name = "transformers"
 
-    def __init__(self, settings, model=None, tokenizer=None):
+    def __init__(self, settings: Settings, model=None, tokenizer=None):
         super().__init__(settings)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -17,12 +17,16 @@ need not hold pandas or Spark). vLLM's engine starts a subprocess: scripts need 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from keyphrase_pipeline.core.errors import ConfigError
 from keyphrase_pipeline.labels.judges.base import Judge, UnusableAnswer, Verdicts, judge_model_id, p_yes_from_logprobs
 from keyphrase_pipeline.labels.judges.prompt import neutralize_tokens, special_token_strings
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,7 @@ class VLLMJudge(Judge):
         0), so vLLM's scheduler batches them; a positive value stages the shard in parts of that size."""
         return self.settings.judge.vllm.max_pairs_per_call or None
 
-    def __init__(self, settings):
+    def __init__(self, settings: Settings):
         super().__init__(settings)
         try:
             from vllm import LLM, SamplingParams

@@ -11,6 +11,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 #: where ``make llm-server-deps`` builds vLLM's virtualenv, relative to the checkout
 DEFAULT_VENV = Path("var") / "venv-vllm"
@@ -18,7 +22,7 @@ DEFAULT_VENV = Path("var") / "venv-vllm"
 CHECKOUT = Path(__file__).resolve().parents[3]
 
 
-def resolve_python(settings) -> str:
+def resolve_python(settings: Settings) -> str:
     """The interpreter meant to run vLLM: ``judge.vllm.python``, else ``var/venv-vllm/bin/python`` of this checkout
     when it exists, else this interpreter (a GPU image with vLLM installed beside the project)."""
     if settings.judge.vllm.python:

@@ -23,16 +23,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core.errors import ConfigError, KPError
 from keyphrase_pipeline.labels.judges.vllm_runtime import has_vllm, resolve_python  # noqa: F401 - re-exported
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 
-def engine_kwargs(settings) -> dict:
+def engine_kwargs(settings: Settings) -> dict:
     """``vllm.LLM`` / ``AsyncEngineArgs`` keyword arguments from ``judge.vllm`` (dtype, max_model_len,
     gpu_memory_utilization, enable_prefix_caching, tensor_parallel_size, max_logprobs)."""
     v = settings.judge.vllm
@@ -41,7 +45,7 @@ def engine_kwargs(settings) -> dict:
             "max_logprobs": v.max_logprobs}
 
 
-def served_name(settings, model_dir: str) -> str:
+def served_name(settings: Settings, model_dir: str) -> str:
     """The model name clients send: ``judge.model`` when it is a name (the ``openai`` judge sends it as is),
     else the directory's name."""
     name = settings.judge.model
@@ -50,7 +54,7 @@ def served_name(settings, model_dir: str) -> str:
     return os.path.basename(os.path.normpath(model_dir))
 
 
-def server_python(settings) -> str:
+def server_python(settings: Settings) -> str:
     """The interpreter that runs the server (``resolve_python``).
 
     Raises ConfigError (exit 2) when it is not an executable that finds vLLM."""
@@ -61,7 +65,7 @@ def server_python(settings) -> str:
     return py
 
 
-def server_dtype(settings) -> str:
+def server_dtype(settings: Settings) -> str:
     """``judge.vllm.dtype``; ``auto`` becomes float32 without a CUDA GPU here (vLLM's CPU bf16 kernels need
     AVX-512, and the checkpoints' own dtype is often bf16)."""
     dtype = settings.judge.vllm.dtype
@@ -75,7 +79,7 @@ def server_dtype(settings) -> str:
         return "auto"
 
 
-def server_command(settings, model_dir: str, host: str | None = None, port: int | None = None) -> list[str]:
+def server_command(settings: Settings, model_dir: str, host: str | None = None, port: int | None = None) -> list[str]:
     """argv of the OpenAI-compatible server for ``model_dir`` (a local Hugging Face directory), from
     ``judge.vllm``; ``host``/``port`` override ``judge.vllm.host``/``port``."""
     v = settings.judge.vllm
@@ -88,7 +92,7 @@ def server_command(settings, model_dir: str, host: str | None = None, port: int 
             "--host", host or v.host, "--port", str(port or v.port)]
 
 
-def server_env(settings, base: dict | None = None) -> dict[str, str]:
+def server_env(settings: Settings, base: dict | None = None) -> dict[str, str]:
     """The server's environment: ``base`` (default: this process's) with offline hub access and the CPU KV
     cache size (``VLLM_CPU_KVCACHE_SPACE``, whole GiB, at least 1)."""
     env = dict(os.environ if base is None else base)
@@ -98,7 +102,7 @@ def server_env(settings, base: dict | None = None) -> dict[str, str]:
     return env
 
 
-def score_offline(settings, prompts: list, model_dir: str, python: str | None = None,
+def score_offline(settings: Settings, prompts: list, model_dir: str, python: str | None = None,
                   timeout_s: float | None = None) -> dict:
     """Score ``prompts`` with vLLM's offline engine (``vllm.LLM``, the ``vllm`` judge) in vLLM's own interpreter
     (``python``, default ``server_python``): ``python -m keyphrase_pipeline.labels.judges.vllm_judge`` on a temporary
@@ -179,7 +183,7 @@ class LLMServer:
     model name, ``srv.ready_s`` the start-up seconds. Raises what ``check_model_dir``, ``server_python`` and
     ``wait_ready`` raise."""
 
-    def __init__(self, settings, model_dir: str, host: str | None = None, port: int | None = None,
+    def __init__(self, settings: Settings, model_dir: str, host: str | None = None, port: int | None = None,
                  log_path: str | os.PathLike | None = None):
         check_model_dir(model_dir)
         self.settings = settings
@@ -256,7 +260,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--print-command", action="store_true", help="print the server's argv and exit")
 
 
-def main(settings, args) -> int:
+def main(settings: Settings, args) -> int:
     """Run the server in the foreground (the process becomes vLLM's, as a service manager expects)."""
     from keyphrase_pipeline.labels.judges.smollm2 import DEFAULT_DIR, ensure_smollm2
 
