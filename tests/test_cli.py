@@ -39,3 +39,19 @@ def test_config_error_exit_code(monkeypatch, capsys):
         assert "window_days" in capsys.readouterr().err
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["inputs", "--help"], ["promote", "--help"], ["rollback", "--help"],
+                                  ["merge-labels", "--help"], ["label-reviews", "--help"], ["cluster", "--help"]])
+def test_light_commands_import_no_heavy_library(argv):
+    """Heavy libraries stay lazily imported where a light command would load them: `kp --help` and the operator's
+    commands answer without torch, Spark, FAISS or ONNX Runtime (imports inside functions exist for this)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom keyphrase_pipeline.cli import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'pyspark', 'faiss', 'onnxruntime', 'transformers', 'sentence_transformers') "
+            "if m in sys.modules]\nprint('HEAVY', heavy, file=sys.stderr)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "HEAVY []" in out.stderr, out.stderr[-2000:]

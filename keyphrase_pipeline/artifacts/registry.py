@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
-from keyphrase_pipeline.core.lake import Lake, ds_str, local_path
+from keyphrase_pipeline.core.lake import Lake, commit_dir, ds_str, local_path, tmp_sibling
+from keyphrase_pipeline.core.layout import model_dir, onnx_dir
+from keyphrase_pipeline.models.onnx_export import tower_max_len
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -259,7 +261,6 @@ def reusable(settings: Settings, version: str, kind: str) -> dict | None:
 
 def new_version_tmp(settings: Settings, version: str, kind: str) -> str:
     """A hidden temp directory beside the version's final place (commit with ``commit_version``)."""
-    from keyphrase_pipeline.core.lake import tmp_sibling
 
     target = layout.registry_version_dir(settings, version, kind)
     tmp = tmp_sibling(target)
@@ -269,7 +270,6 @@ def new_version_tmp(settings: Settings, version: str, kind: str) -> str:
 
 def commit_version(settings: Settings, tmp: str, version: str, kind: str) -> str:
     """Move a fully written version directory into place (replacing a rerun of the same id)."""
-    from keyphrase_pipeline.core.lake import commit_dir
 
     target = layout.registry_version_dir(settings, version, kind)
     commit_dir(tmp, target)
@@ -284,7 +284,6 @@ def is_exported(settings: Settings, version: str) -> dict | None:
 
     ConfigError (exit 2) for a bad version id or a non-local lake; json.JSONDecodeError (exit 1) for a
     corrupt record."""
-    from keyphrase_pipeline.core.layout import onnx_dir
 
     path = Path(local_path(onnx_dir(settings, version))) / layout.EXPORT_RECORD
     if not path.exists():
@@ -293,8 +292,6 @@ def is_exported(settings: Settings, version: str) -> dict | None:
     if not (rec.get("verified") and rec.get("dim") == settings.serve.dim
             and rec.get("quantize_tried") == settings.serve.quantize):
         return None
-    from keyphrase_pipeline.core.layout import model_dir
-    from keyphrase_pipeline.models.onnx_export import tower_max_len
 
     src = Path(local_path(model_dir(settings, version)))
     if not (src / "config.json").exists():

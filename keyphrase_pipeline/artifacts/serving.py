@@ -10,15 +10,22 @@ recommendations of that item.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from keyphrase_pipeline.artifacts.registry import champion, champion_or_none
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake, local_path
+from keyphrase_pipeline.models.ann import set_search_params
+from keyphrase_pipeline.models.onnx_export import sha256_file
+from keyphrase_pipeline.models.onnx_tower import get_tower
+from keyphrase_pipeline.models.text import clean, unreadable_mask
+from keyphrase_pipeline.models.topk import KeyphraseTable, search_batch
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -33,7 +40,6 @@ def require_version(settings: Settings, version: str | None = None) -> str:
     """``version`` or the champion; DataError (exit 3) when there is none or its model is missing.
 
     ConfigError (exit 2) when the lake is not local (registry) or ``version`` is not a valid id."""
-    from keyphrase_pipeline.artifacts.registry import champion
 
     lake = Lake.from_settings(settings)
     v = version or champion(settings)
@@ -65,7 +71,6 @@ def serving_model(settings: Settings, ds: str | None, version: str | None = None
         raise DataError(f"day {ds} serves {pinned}, pinned by its `kp export` ({layout.serving_model_pin(settings, ds)}), "
                         f"but {layout.model_dir(settings, pinned)} does not exist: clear the day's serve.export task "
                         f"(or run `kp export --ds {ds}`) to pin the current champion")
-    from keyphrase_pipeline.artifacts.registry import champion_or_none
 
     now = champion_or_none(settings)
     if now and now != pinned:
@@ -155,7 +160,6 @@ def mark_bad(settings: Settings, version: str, reason: str) -> dict:
     except DataError:
         manifest = {}
     marks = bad_versions(settings)
-    import datetime as dt
 
     marks[version] = {"marked_at": dt.datetime.now(dt.UTC).isoformat(), "reason": reason,
                       "ds": manifest.get("ds"), "model_version": manifest.get("model_version")}
@@ -207,7 +211,6 @@ def rollback_target(settings: Settings, current: str | None = None) -> str | Non
 
 def verify_files(root: Path, checksums: dict[str, str]) -> None:
     """Raise DataError naming the first file missing or whose sha256 differs from the manifest."""
-    from keyphrase_pipeline.models.onnx_export import sha256_file
 
     for rel, want in sorted(checksums.items()):
         f = root / rel
@@ -241,7 +244,6 @@ class ServingBundle:
             raise DataError(f"bundle {self.version}: index dim {self.index.d} != manifest dim {manifest['dim']}")
         idmap = pd.read_parquet(root / layout.INDEX_IDMAP)
         self.keyphrases = dict(zip(idmap["keyphrase_id"].astype("int64"), idmap["keyphrase"]))
-        from keyphrase_pipeline.models.ann import set_search_params
 
         set_search_params(self.index, manifest.get("index", {}).get("search_params", {}))
         self._tower_dir = Path(layout.bundle_tower_dir(root, "item"))
@@ -252,7 +254,6 @@ class ServingBundle:
 
     @property
     def tower(self):
-        from keyphrase_pipeline.models.onnx_tower import get_tower
 
         return get_tower(self._tower_dir, self._tower_file, device=self._device)
 
@@ -280,7 +281,6 @@ class ServingBundle:
                 return []
             return [{"rank": int(r.rank), "keyphrase_id": int(r.keyphrase_id), "keyphrase": r.keyphrase,
                      "score": float(r.score)} for r in g.head(k).itertuples()]
-        from keyphrase_pipeline.models.text import clean, unreadable_mask
 
         text = clean(query)  # the rule the catalog went through (docs/DATA.md, "Text normalisation")
         if not text:
@@ -289,7 +289,6 @@ class ServingBundle:
         if unreadable_mask([text], tower.tokenizer)[0]:
             raise DataError(f"unreadable query {text!r}: every token is unknown to the model (e.g. emoji only)")
         vec = tower.embed([text])
-        from keyphrase_pipeline.models.topk import KeyphraseTable, search_batch
 
         if self._table is None:
             import pandas as pd

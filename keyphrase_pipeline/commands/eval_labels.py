@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib
 import json
 import logging
 import tempfile
@@ -33,6 +34,11 @@ import numpy as np
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
+from keyphrase_pipeline.models.base import resolve_base_model
+from keyphrase_pipeline.models.bi_encoder import _cut, encode_items, encode_keyphrases, load_student
+from keyphrase_pipeline.models.cross_encoder import load_cross, predict_pairs
+from keyphrase_pipeline.models.metrics import auc_or_none, best_f1_threshold, binary_metrics
+from keyphrase_pipeline.models.text import keyphrase_identity
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -51,7 +57,6 @@ def split_by_keyphrase(keyphrases, salt: str = "kp-eval") -> np.ndarray:
     Returns:
         np.ndarray of bool, shape (n,).
     """
-    from keyphrase_pipeline.models.text import keyphrase_identity
 
     keys = (keyphrase_identity(k) for k in keyphrases)  # "Red Shoes" and "red shoes" are one query
     return np.array([int(hashlib.sha1(f"{salt}:{k}".encode()).hexdigest()[:8], 16) % 2 == 0 for k in keys],
@@ -63,7 +68,6 @@ def transfer_metrics(y_a, s_a, y_b, s_b) -> dict:
 
     ``y_*``: 0/1 arrays, ``s_*``: float scores (cosine or probability), each pair of equal length. Returns
     ``binary_metrics`` of B plus ``positive_share`` (B's share of positives)."""
-    from keyphrase_pipeline.models.metrics import best_f1_threshold, binary_metrics
 
     th = best_f1_threshold(y_a, s_a)
     m = binary_metrics(y_b, s_b, th)
@@ -81,9 +85,6 @@ def truth_breakdown(pairs, scores) -> dict:
     same length. Returns ``{"auc", "within_keyphrase_auc", "by_negative": {kind: auc}}`` (rounded to 4 places;
     None where one class is missing)."""
     import pandas as pd
-
-    from keyphrase_pipeline.models.metrics import auc_or_none
-    from keyphrase_pipeline.models.text import keyphrase_identity
 
     y, v = pairs["truth"].to_numpy(int), np.asarray(scores, dtype=float)
 
@@ -104,9 +105,6 @@ def truth_breakdown(pairs, scores) -> dict:
 
 def _score_all(settings: Settings, pairs, cross_dir: str | None, student_dir: str | None) -> dict:
     """Model name -> float32 scores for every row of ``pairs`` (title, category, keyphrase)."""
-    from keyphrase_pipeline.models.base import resolve_base_model
-    from keyphrase_pipeline.models.bi_encoder import _cut, encode_items, encode_keyphrases, load_student
-    from keyphrase_pipeline.models.cross_encoder import load_cross, predict_pairs
 
     t, c, k = pairs["title"].tolist(), pairs["category"].tolist(), pairs["keyphrase"].tolist()
     dim = settings.serve.dim
@@ -138,7 +136,6 @@ def load_pairs(labels: str | None, world: str | None, n_pairs: int, tokenizer=No
         raise ConfigError("give exactly one of --labels FILE or --world NAME")
     if labels:  # training sees the file's own labels (probabilities stay probabilities); grading uses 0/1
         return read_labels_file(labels, min_rows=2, tokenizer=tokenizer)[["title", "category", "keyphrase", "label", "p"]]
-    import importlib
 
     # a simulated world's pairs, loaded by name (as the simulated judge is): production code never imports the demo
     world_pairs = importlib.import_module(SIMULATED_WORLD_PAIRS).world_pairs

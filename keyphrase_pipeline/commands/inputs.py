@@ -25,8 +25,10 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
-from keyphrase_pipeline.core.errors import DataError
-from keyphrase_pipeline.core.lake import Lake, ds_str
+from keyphrase_pipeline.core.conform import check_files
+from keyphrase_pipeline.core.errors import DataError, SchemaError
+from keyphrase_pipeline.core.errors import DataError as _DataError
+from keyphrase_pipeline.core.lake import Lake, _fs, ds_str
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -46,7 +48,6 @@ DATA_SUFFIXES = (".parquet", ".csv", ".json")
 def _has_data(lake: Lake, path: str) -> bool:
     """True when ``path`` is a folder holding at least one data file (searched recursively, hidden/underscore
     files such as ``_SUCCESS`` not counted) or is itself a data file."""
-    from keyphrase_pipeline.core.lake import _fs
 
     fs, p = _fs(path)
     if not fs.exists(p):
@@ -69,8 +70,6 @@ def day_inputs(settings: Settings, ds: str) -> dict:
     ``REQUIRED``, or ``OPTIONAL`` when there) with a file the stages would refuse (``conform.check_files``:
     a missing/renamed column, an incompatible type, not parquet), ``error`` naming the file and the column.
     Raises ConfigError (exit 2) when ``ds`` is not YYYY-MM-DD."""
-    from keyphrase_pipeline.core.conform import check_files
-    from keyphrase_pipeline.core.errors import DataError as _DataError
 
     lake = Lake.from_settings(settings)
     day = ds_str(ds)
@@ -118,7 +117,6 @@ def main(settings: Settings, args) -> int:
 
     Raises SchemaError (exit 3) naming each invalid file and column, DataError (exit 3) naming the missing
     paths; ConfigError (exit 2) for a bad ``--ds``."""
-    from keyphrase_pipeline.core.errors import SchemaError
 
     status = day_inputs(settings, args.ds)
     print(json.dumps(status))

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.contracts import arrow_schema, check_pandas
 from keyphrase_pipeline.core.errors import ConfigError, DataError
-from keyphrase_pipeline.core.lake import Lake, ds_str
+from keyphrase_pipeline.core.lake import Lake, _fs, ds_str, read_parquet, write_parquet_file_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -58,7 +59,6 @@ def _check_store_day(lake, ds: str) -> None:
 def _store_day(settings: Settings, ds: str):
     """The label store's rows of day ``ds`` (pandas, contract ``llm_labels``), sorted by ``pair_key``; DataError when
     the store has no such day."""
-    from keyphrase_pipeline.core.lake import read_parquet
 
     lake = Lake.from_settings(settings)
     _check_store_day(lake, ds)
@@ -71,8 +71,6 @@ def _store_day_by_file(settings: Settings, ds: str):
     from the readable files, or None when none is; ``unreadable``: ``"llm_labels/store/ds=D/<file>: <error>"`` for
     each file that is not parquet or breaks the contract). DataError when the store has no such day."""
     import pandas as pd
-
-    from keyphrase_pipeline.core.lake import _fs, read_parquet
 
     lake = Lake.from_settings(settings)
     _check_store_day(lake, ds)
@@ -121,9 +119,6 @@ def append(settings: Settings, ds, pair_key: str, verdict: str, reviewer: str, n
     DataError) when it is not in the readable files and some of the day's files cannot be read (naming them)."""
     import pandas as pd
 
-    from keyphrase_pipeline.core.contracts import arrow_schema, check_pandas
-    from keyphrase_pipeline.core.lake import write_parquet_file_atomic
-
     ds = ds_str(ds)
     if verdict not in VERDICTS:
         raise ConfigError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
@@ -159,7 +154,6 @@ def _read_day_files(lake, d: str, skipped: list[str]):
     """Day ``d`` of ``label_reviews`` read file by file: the readable files' rows (a list of frames), the others (not
     parquet, or without the contract's columns and types) named in ``skipped`` as
     ``"label_reviews/ds=D/<file>: <error>"`` (paths relative to the lake root)."""
-    from keyphrase_pipeline.core.lake import _fs, read_parquet
 
     base = lake.path("label_reviews", ds=d)
     fs, p = _fs(base)
@@ -230,8 +224,6 @@ def read(settings: Settings, ds=None, skipped: list[str] | None = None):
     ``verdict`` is not agree/disagree or whose ``pair_key`` is not hex is left out and its file named
     (``"label_reviews/ds=D/<file>: N of M row(s) left out: <reasons>"``)."""
     import pandas as pd
-
-    from keyphrase_pipeline.core.contracts import arrow_schema
 
     lake = Lake.from_settings(settings)
     days = lake.partitions("label_reviews")
@@ -360,7 +352,6 @@ def export(settings: Settings, path: str, from_ds=None, to_ds=None) -> dict:
     (``keyphrase_pipeline.labels.training_data.read_labels_file``). Returns the stats plus ``path``.
 
     Raises ConfigError (exit 2) for another extension; the errors of ``export_frame``."""
-    from keyphrase_pipeline.core.lake import write_parquet_file_atomic, write_text_atomic
 
     suffix = Path(path).suffix.lower()
     if suffix not in (".parquet", ".pq", ".csv", ".tsv"):

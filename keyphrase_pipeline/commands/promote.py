@@ -12,6 +12,7 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
+from keyphrase_pipeline.artifacts import registry
 from keyphrase_pipeline.core.errors import ConfigError
 from keyphrase_pipeline.core.lake import Lake
 
@@ -28,7 +29,6 @@ def run(settings: Settings, version: str, reason: str = "manual promotion", ds: 
 
     Raises ConfigError (exit 2): no version given, none such in the registry, an invalid version id, the lake
     not local (registry), or ``ds`` not a date."""
-    from keyphrase_pipeline.artifacts import registry
 
     if not registry.exists(settings, version):
         known = [v["version"] for v in registry.list_versions(settings)][:10]
@@ -55,7 +55,6 @@ def main(settings: Settings, args) -> int:
     Raises ConfigError (exit 2) without ``--version`` or ``--list``.
     Errors propagate as exceptions; ``keyphrase_pipeline.cli.main`` maps them to exit codes
     (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
-    from keyphrase_pipeline.artifacts import registry
 
     if args.list:
         for v in registry.list_versions(settings):

@@ -12,10 +12,23 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from keyphrase_pipeline.artifacts.serving import (
+    bad_versions,
+    current_version,
+    mark_bad,
+    published_versions,
+    read_manifest,
+    rollback_target,
+    unmark_bad,
+    verify_files,
+    version_order,
+)
 from keyphrase_pipeline.core.errors import DataError
-from keyphrase_pipeline.core.lake import Lake
+from keyphrase_pipeline.core.lake import Lake, local_path
+from keyphrase_pipeline.core.layout import current_pointer, serving_version_dir
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -40,21 +53,6 @@ def run(settings: Settings, to: str | None = None, reason: str = "", allow_bad: 
 
     Only a version left for an older one (by day, then publish time) is marked; rolling forward (e.g. undoing a
     rollback with ``allow_bad``) marks nothing. ``to`` equal to CURRENT is accepted (the pointer is rewritten). No run stats are written."""
-    from pathlib import Path
-
-    from keyphrase_pipeline.artifacts.serving import (
-        bad_versions,
-        current_version,
-        mark_bad,
-        published_versions,
-        read_manifest,
-        rollback_target,
-        unmark_bad,
-        verify_files,
-        version_order,
-    )
-    from keyphrase_pipeline.core.lake import local_path
-    from keyphrase_pipeline.core.layout import current_pointer, serving_version_dir
 
     versions = published_versions(settings)
     current = current_version(settings)
@@ -89,13 +87,6 @@ def run(settings: Settings, to: str | None = None, reason: str = "", allow_bad: 
 def list_versions(settings: Settings) -> list[dict]:
     """The kept published versions, oldest first: ``{version, ds, model_version, created_at, current, bad,
     rollback_target}``, then the bad marks whose bundle was pruned (``kept`` False)."""
-    from keyphrase_pipeline.artifacts.serving import (
-        bad_versions,
-        current_version,
-        published_versions,
-        read_manifest,
-        rollback_target,
-    )
 
     current, bad = current_version(settings), bad_versions(settings)
     target = rollback_target(settings, current)

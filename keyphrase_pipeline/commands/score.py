@@ -30,8 +30,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
+from keyphrase_pipeline.artifacts import registry
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
+from keyphrase_pipeline.core.lake import write_parquet_file_atomic, write_text_atomic
+from keyphrase_pipeline.models.onnx_tower import get_tower
+from keyphrase_pipeline.models.text import clean, item_text, keyphrase_text, unreadable_mask
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -117,7 +121,6 @@ class OnnxScorer:
     kind = "onnx"
 
     def __init__(self, settings: Settings, model_dir: str):
-        from keyphrase_pipeline.models.onnx_tower import get_tower
 
         meta_path = Path(model_dir) / layout.EXPORT_RECORD
         if not meta_path.exists():
@@ -130,7 +133,6 @@ class OnnxScorer:
         self.tokenizer = self.keyphrase.tokenizer
 
     def score(self, pairs):
-        from keyphrase_pipeline.models.text import item_text, keyphrase_text
 
         items = self.item.embed([item_text(t, c) for t, c in zip(pairs["title"], pairs["category"], strict=True)])
         keyphrases = self.keyphrase.embed([keyphrase_text(k) for k in pairs["keyphrase"]])
@@ -156,7 +158,6 @@ def resolve_model_dir(settings: Settings, model: str) -> str:
             return str(p)
         version_model = layout.version_model_dir(p)
         return version_model if Path(version_model).is_dir() and not (p / "item.onnx").exists() else str(p)
-    from keyphrase_pipeline.artifacts import registry
 
     if registry.exists(settings, model, "students"):
         return layout.model_dir(settings, model)
@@ -193,8 +194,6 @@ def read_pairs(path: str):
     import numpy as np
     import pandas as pd
 
-    from keyphrase_pipeline.models.text import clean
-
     p = Path(path)
     if not p.exists():
         raise DataError(f"--pairs {path}: no such file")
@@ -223,8 +222,6 @@ def check_readable(clean_df, tokenizer, path: str) -> None:
     ``tokenizer`` only special/unknown tokens (``keyphrase_pipeline.models.text.unreadable_mask``)."""
     import numpy as np
 
-    from keyphrase_pipeline.models.text import unreadable_mask
-
     for c in ("title", "keyphrase"):
         rows = np.flatnonzero(unreadable_mask(clean_df[c].tolist(), tokenizer))
         if len(rows):
@@ -236,7 +233,6 @@ def write_frame(df, path: str) -> None:
     """Write the pandas DataFrame ``df`` atomically as CSV (``.csv``) or parquet (``.parquet``, ``.pq``).
 
     Raises ConfigError (exit 2) for another extension."""
-    from keyphrase_pipeline.core.lake import write_parquet_file_atomic, write_text_atomic
 
     p = Path(path)
     if p.suffix.lower() == ".csv":

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from keyphrase_pipeline.core.contracts import CONTRACTS, arrow_schema
@@ -239,7 +241,6 @@ def check_files(paths: str | list[str], contract: str, columns: list[str] | None
         DataError: (exit 3) a data file is not a readable parquet file (named).
         KeyError: unknown contract.
     """
-    from concurrent.futures import ThreadPoolExecutor
 
     spec = CONTRACTS[contract]
     wanted = [(c.rstrip("?"), t, c.endswith("?")) for c, t in spec.items()
@@ -348,7 +349,6 @@ def write_conformed_copy(check: FileCheck, contract: str, folder: str) -> FileCh
     replaced source gets a new one; written under a hidden name, then renamed). Returns the copy's
     ``FileCheck`` (its footer read back). Raises SchemaError (exit 3) naming the source file and the column
     when a value does not fit (``conform_table``)."""
-    import uuid
 
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -1,5 +1,8 @@
 """Exceptions with meaning: each maps to a `kp` exit code (see keyphrase_pipeline.cli)."""
 
+import os
+import re
+
 
 class KPError(Exception):
     """Base class. Exit code 1."""
@@ -58,8 +61,6 @@ def storage_error_from(exc: BaseException, lake_root: str | None = None) -> Stor
     ``file:`` URI or absolute path under ``lake_root`` on that line or in the text. Without ``lake_root`` any path
     qualifies. An error that merely mentions the words (an HTTP 403 "Permission denied", torch's ``/dev/shm``
     outside the lake) is not one (None): it keeps its own exit code and Airflow's retries."""
-    import os
-    import re
 
     def in_lake(path: str | None) -> bool:
         if not path:

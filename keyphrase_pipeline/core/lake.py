@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from keyphrase_pipeline.core import conform
+from keyphrase_pipeline.core.contracts import check_arrow_schema
 from keyphrase_pipeline.core.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -265,7 +269,6 @@ def sweep_stale_tmp(parent: str, older_than_s: float | None = None) -> list[str]
     (``write_text_atomic``) last modified more than ``older_than_s`` seconds ago (default ``STALE_TMP_SECONDS``).
     Returns the names removed (logged); a non-local or missing folder, or an entry that cannot be removed, is
     skipped silently: sweeping never fails a write."""
-    import time
 
     if not is_local(parent):
         return []
@@ -352,7 +355,6 @@ def dir_fingerprint(path: str) -> str | None:
     Spark names every file it writes with a per-job UUID (``part-00000-<uuid>-c000...``), so any rewrite of
     a Spark-written partition changes the fingerprint, even with identical content; a directory renamed into
     place (``atomic_dir``) keeps the fingerprint of its temporary self."""
-    import hashlib
 
     fs, p = _fs(path)
     if not fs.exists(p):
@@ -431,7 +433,6 @@ def read_parquet(path: str, contract: str | None = None, columns: list[str] | No
     fs, p = _fs(path)
     if not fs.exists(p):
         raise DataError(f"missing dataset at {path}")
-    from keyphrase_pipeline.core import conform
 
     if contract in conform.INPUT_CONTRACTS:
         checks = conform.check_files(path, contract, columns)
@@ -452,8 +453,6 @@ def contract_dataset(path: str, contract: str):
     meets ``contract``; nothing is read but the footers. DataError when ``path`` is missing, SchemaError when
     the schema breaks the contract."""
     import pyarrow.dataset as pads
-
-    from keyphrase_pipeline.core.contracts import check_arrow_schema
 
     root = local_path(path)
     if not root.exists():

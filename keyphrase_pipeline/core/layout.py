@@ -64,6 +64,7 @@ local or mounted filesystem (an NFS/EFS/FUSE mount of a bucket works) until thos
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core.errors import ConfigError
@@ -104,7 +105,6 @@ def conformed_path(settings: Settings, source: str) -> str:
     """``_conformed/<source's path under the lake root>``: where ``keyphrase_pipeline.core.conform`` keeps the
     conformed copies of input file (or partition) ``source``; ``_conformed/_outside/<sha1 of source>`` for a
     source outside the lake root. The leading underscore keeps it out of every dataset reader's listing."""
-    import hashlib
 
     root = lake_of(settings).root.rstrip("/")
     if source.startswith(root + "/"):

@@ -10,9 +10,11 @@ they may come from a Connection instead (see ``keyphrase_pipeline.labels.judges.
 from __future__ import annotations
 
 import json
+import os
 import typing
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -377,8 +379,6 @@ class Settings(BaseSettings):
         # Spark (Hadoop's globber) reads these in a path as a pattern: a lake root holding one passes `kp inputs`,
         # then every Spark read fails with PATH_NOT_FOUND. Refused: escaping them through Hadoop globs is fragile.
         # A relative local root is checked as the absolute path it resolves to (the working directory counts).
-        import os
-        from urllib.parse import urlparse
 
         shown = v
         if urlparse(v).scheme in ("", "file") and v:
@@ -437,7 +437,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """``KP_*`` environment variables that reproduce ``settings`` in another process (or a task run by
     ``dag.test``/``spark-submit``): nested fields as ``KP_SECTION__FIELD``, lists/dicts as JSON. Secrets
     are left out (pass them through the environment or an Airflow Connection)."""
-    import json
 
     env: dict[str, str] = {}
 

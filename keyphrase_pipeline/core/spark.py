@@ -18,7 +18,15 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import warnings
+from functools import reduce
 from typing import TYPE_CHECKING
+
+from keyphrase_pipeline.core import conform
+from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.core.lake import spark_uri
+from keyphrase_pipeline.core.layout import conformed_path
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -50,7 +58,6 @@ def forget_spark(dead_gateway: bool) -> None:
     """Drop PySpark's cached SparkContext and SparkSessions (class attributes of ``SparkContext``,
     ``SparkSession``, ``SQLContext``) so the next builder starts afresh; with ``dead_gateway`` also the
     Py4J gateway and its JVM process (``SparkContext._gateway``/``_jvm``), killed if still running and reaped."""
-    import warnings
 
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
@@ -148,7 +155,6 @@ def get_spark(settings: Settings, app: str):
 
 
 def _python() -> str:
-    import sys
 
     return sys.executable
 
@@ -170,15 +176,9 @@ def read_input(spark, lake, paths: list[str], contract: str, what: str):
         SchemaError: (exit 3) a file breaks the contract (named with the column) before Spark reads anything.
         DataError: (exit 3) no data file at ``paths``, a file is not parquet, or Spark cannot read them.
     """
-    from functools import reduce
 
     from pyspark.errors import AnalysisException
     from pyspark.sql import functions as F
-
-    from keyphrase_pipeline.core import conform
-    from keyphrase_pipeline.core.errors import DataError
-    from keyphrase_pipeline.core.lake import spark_uri
-    from keyphrase_pipeline.core.layout import conformed_path
 
     checks = conform.check_files(paths, contract)
     if not checks:

@@ -15,6 +15,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,9 +109,6 @@ def ensure_pool(name: str = LLM_POOL, slots: int = LLM_POOL_SLOTS,
 
 def airflow_bin() -> str:
     """The ``airflow`` executable of this environment (beside the running Python)."""
-    import shutil
-    import sys
-    from pathlib import Path
 
     here = Path(sys.executable).parent / "airflow"
     return str(here) if here.exists() else (shutil.which("airflow") or "airflow")
@@ -118,7 +116,6 @@ def airflow_bin() -> str:
 
 def ensure_metadata_db() -> bool:
     """Run ``airflow db migrate`` unless the metadata DB is already current; True when it migrated."""
-    import subprocess
 
     check = subprocess.run([airflow_bin(), "db", "check-migrations", "-t", "0"], capture_output=True, text=True)
     if check.returncode == 0:

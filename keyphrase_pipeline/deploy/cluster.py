@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import glob
 import importlib.util
 import json
 import logging
@@ -55,6 +56,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -298,7 +300,6 @@ def airflow_process_env(cl: Cluster, ctx: dict[str, str], svc: topology.Service 
 def find_postgres_bin(name: str) -> str | None:
     """A PostgreSQL server program (``postgres``, ``initdb``, ``pg_isready``, ``createdb``): on PATH, else the
     newest ``/usr/lib/postgresql/<version>/bin`` (Debian keeps them off PATH)."""
-    import glob
 
     found = shutil.which(name)
     if found:
@@ -809,7 +810,6 @@ def down(cl: Cluster) -> dict[str, str]:
     """Stop every process of the cluster, in reverse start order, one tier at a time (Airflow processes, then
     Spark workers, then the rest one by one; each tier's processes in parallel). Returns ``{name: what happened}``
     in stop order; pid files of processes no longer in the topology are stopped too."""
-    from concurrent.futures import ThreadPoolExecutor
 
     names = [p.name for p in processes(cl, native_context(cl))]
     known = {f.stem for f in cl.pids.glob("*.json")} if cl.pids.exists() else set()

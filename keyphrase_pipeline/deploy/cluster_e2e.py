@@ -26,12 +26,19 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.lake import Lake
+from keyphrase_pipeline.deploy import cluster, topology
+from keyphrase_pipeline.deploy.cluster import http_json
+from keyphrase_pipeline.models.tiny import build_tiny_encoder
 
 DAG_ID = "keyphrase_daily"
 TINY_TRAIN = {"matryoshka_dims": [32, 16], "batch_size": 16, "max_seq_length": 24, "epochs": 100,
@@ -110,7 +117,6 @@ def celery_worker_of(logs: Path, ti_id: str | None) -> str | None:
     worker logs ``Workload finished ... workload_id=<TI id>``)."""
     if not ti_id:
         return None
-    from keyphrase_pipeline.deploy import topology
 
     for svc in topology.SERVICES:
         if svc.queue:
@@ -124,7 +130,6 @@ def celery_worker_of(logs: Path, ti_id: str | None) -> str | None:
 
 def executor_seen(scheduler_log: Path) -> str | None:
     """The executor the scheduler's log says it loaded (``CeleryExecutor``...), or None."""
-    import re
 
     text = scheduler_log.read_text(errors="replace") if scheduler_log.exists() else ""
     found = re.findall(r"Loaded executor: :?(\w+Executor)", text)
@@ -146,7 +151,6 @@ def max_overlap(intervals: list[tuple[str, str]]) -> int:
 
 def spark_apps(ctx: dict[str, str], n_workers: int) -> list[dict]:
     """Applications the master saw, each with the workers that ran its executors."""
-    from keyphrase_pipeline.deploy.cluster import http_json
 
     master = http_json(f"http://127.0.0.1:{ctx['spark_ui_port']}/json/") or {}
     apps = {a["id"]: {"id": a["id"], "name": a["name"], "state": a["state"], "cores": a.get("cores"), "executors_on": []}
@@ -194,11 +198,9 @@ def prepare(cl, today: dt.date, workdir: Path | None = None):
     """Steps 1-2: seed the tiny world and build the tiny encoder under ``workdir`` (default ``<cluster>/e2e``),
     restart the judge and the Airflow processes with those settings, make sure the rest is up, log in to the REST
     API and wait for the DAG. Returns ``(settings, up_report, ctx, api)``."""
-    from keyphrase_pipeline.deploy import cluster
 
     root = workdir or cl.root / "e2e"
     root.mkdir(parents=True, exist_ok=True)
-    from keyphrase_pipeline.models.tiny import build_tiny_encoder
 
     encoder = root / "tiny_encoder"
     if not (encoder / "modules.json").exists():
@@ -210,8 +212,6 @@ def prepare(cl, today: dt.date, workdir: Path | None = None):
 
     get_settings.cache_clear()
     settings = load_settings()
-    from keyphrase_pipeline.core import layout
-    from keyphrase_pipeline.core.lake import Lake
 
     meta = Path(layout.synth_world_meta_path(Lake.from_settings(settings)))
     if not meta.exists() or json.loads(meta.read_text()).get("start_date") != env["KP_SYNTH__START_DATE"]:
@@ -233,7 +233,6 @@ def prepare(cl, today: dt.date, workdir: Path | None = None):
 def judge_call_count(cl, ctx) -> int | None:
     """Chat completions the judge answered: the stand-in's ``/stats``, or vLLM's Prometheus counter
     ``vllm:request_success_total`` (summed over its labels) from ``/metrics``; None when unreadable."""
-    from keyphrase_pipeline.deploy import cluster
 
     base = f"http://127.0.0.1:{ctx['judge_port']}"
     if cl.judge != "vllm":
@@ -272,7 +271,6 @@ def clear_runs(api) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from keyphrase_pipeline.deploy import cluster
 
     ap = argparse.ArgumentParser(prog="cluster-e2e", description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", default=None, help="cluster directory (default var/cluster)")
@@ -347,8 +345,6 @@ def main(argv: list[str] | None = None) -> int:
     workers = sum(1 for q in ("default", "gpu") if cluster.celery_health(cl, ctx, q)[0])
     apps = spark_apps(ctx, cluster.SPARK_WORKERS)
     judge_calls = judge_call_count(cl, ctx)
-    from keyphrase_pipeline.core import layout
-    from keyphrase_pipeline.core.lake import Lake
 
     serving = Lake.from_settings(settings).read_pointer(layout.current_pointer(settings))
     pool = next((p for p in api.call("GET", "/api/v2/pools")["pools"] if p["name"] == "llm"), {})

@@ -38,6 +38,10 @@ import threading
 import time
 import urllib.request
 
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.lake import Lake
+from keyphrase_pipeline.deploy import cluster
+from keyphrase_pipeline.deploy.cluster import http_json
 from keyphrase_pipeline.deploy.cluster_e2e import DAG_ID, clear_runs, prepare, say
 
 LABEL_TASK = "llm_labels.llm_label"
@@ -88,7 +92,6 @@ def day_pairs(lake, ds: str) -> dict:
 def worker_executors(ctx: dict, n_workers: int, app_id: str) -> dict[str, list[dict]]:
     """``{"spark-worker-<i>": [{"id", "state"}]}``: the executors of ``app_id`` each worker reports (running and
     finished)."""
-    from keyphrase_pipeline.deploy.cluster import http_json
 
     out = {}
     for i in range(n_workers):
@@ -155,13 +158,11 @@ class Faults:
         return {(ti["task_id"], ti.get("map_index", -1)): ti for ti in out}
 
     def judge_stats(self) -> dict:
-        from keyphrase_pipeline.deploy.cluster import http_json
 
         return http_json(f"http://127.0.0.1:{self.ctx['judge_port']}/stats") or {}
 
     # -- case 2 ----------------------------------------------------------------------------------------------
     def poll_spark(self, tis) -> None:
-        from keyphrase_pipeline.deploy import cluster
 
         rec = self.spark
         if not rec["injected"]:
@@ -211,7 +212,6 @@ class Faults:
         return None
 
     def poll_gpu(self, tis) -> None:
-        from keyphrase_pipeline.deploy import cluster
 
         rec = self.gpu
         if not rec["injected"]:
@@ -255,7 +255,6 @@ class Faults:
 
     # -- case 3 ----------------------------------------------------------------------------------------------
     def poll_judge(self, tis) -> None:
-        from keyphrase_pipeline.deploy import cluster
 
         rec = self.judge
         if not rec["injected"]:
@@ -311,9 +310,6 @@ class Faults:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from keyphrase_pipeline.core import layout
-    from keyphrase_pipeline.core.lake import Lake
-    from keyphrase_pipeline.deploy import cluster
 
     ap = argparse.ArgumentParser(prog="cluster-e2e --faults", description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", default=None, help="cluster directory (default var/cluster)")

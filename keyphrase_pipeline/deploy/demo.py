@@ -24,6 +24,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from keyphrase_pipeline.artifacts import registry, serving
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.lake import Lake
+from keyphrase_pipeline.deploy import airflow_standalone as af
+from keyphrase_pipeline.orchestration import run_settings
+
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
 
@@ -109,10 +115,7 @@ def seed_world_for_airflow(env: dict[str, str], last_day: str) -> dict | None:
     demo's small training budget and judge (``keyphrase_pipeline.orchestration.run_settings.DEMO_TRAIN_BUDGET``, ``DEMO_JUDGE``)
     go into ``env`` where unset, since scheduled runs have no ``scale`` param. Returns the new world's stats, or None.
     Raises ConfigError (exit 2) for a bad scale."""
-    from keyphrase_pipeline.core import layout
-    from keyphrase_pipeline.core.lake import Lake
     from keyphrase_pipeline.core.settings import Settings
-    from keyphrase_pipeline.orchestration import run_settings
 
     settings = Settings(lake_root=env["KP_LAKE_ROOT"])
     lake = Lake.from_settings(settings)
@@ -144,11 +147,7 @@ def run(settings: Settings, days: int = 3, scale: str = "demo", retrain_last: bo
     Writes ``var/demo/summary.json`` and prints a table. Raises ConfigError (exit 2) for ``days`` < 1 or a bad
     setting, DataError (exit 3) when the world has fewer days of events, RuntimeError (exit 1) when the DAG
     file does not import or ``airflow db migrate`` fails."""
-    from keyphrase_pipeline.core import layout
-    from keyphrase_pipeline.core.lake import Lake
-    from keyphrase_pipeline.deploy import airflow_standalone as af
     from keyphrase_pipeline.labels.judges.base import judge_model_id
-    from keyphrase_pipeline.orchestration import run_settings
 
     started = time.time()
     if days < 1:
@@ -202,8 +201,6 @@ def run(settings: Settings, days: int = 3, scale: str = "demo", retrain_last: bo
             failed = [t for t, s in states.items() if s in ("failed", "upstream_failed")]
             print(f"kp demo: the run for {ds} FAILED at {failed}; see the task logs above.", flush=True)
             break
-
-    from keyphrase_pipeline.artifacts import registry, serving
 
     summary = {
         "ok": all(r["state"] == "success" for r in rows) and len(rows) == len(run_days),

@@ -16,6 +16,7 @@ fails when the committed file differs from the generated one, so the two cannot 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import sys
 from pathlib import Path
@@ -296,7 +297,6 @@ def _dump(value: Any, indent: int) -> str:
 def _flow(values: list[str], indent: int = 4, key: str = "command", width: int = 122) -> str:
     """``key: ["a", "b", ...]`` in YAML flow style (JSON quoting is valid YAML), wrapped before ``width``
     columns with continuation lines aligned after the bracket."""
-    import json
 
     head = " " * indent + f"{key}: ["
     lines, line = [], head

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.models.ann import build_index
+from keyphrase_pipeline.models.text import keyphrase_identity
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -40,7 +42,6 @@ def nearest_keyphrases(item_emb: np.ndarray, keyphrase_emb: np.ndarray, k: int) 
     Returns:
         ``(n_items, k)`` int64.
     """
-    from keyphrase_pipeline.models.ann import build_index
 
     k = min(k, keyphrase_emb.shape[0])
     index = build_index(keyphrase_emb, np.arange(len(keyphrase_emb), dtype=np.int64), "Flat")
@@ -195,7 +196,6 @@ def candidate_groups(encoder, train, exclude_hashes, n_pairs: int, group_size: i
     import pandas as pd
 
     from keyphrase_pipeline.labels.store import text_hash
-    from keyphrase_pipeline.models.text import keyphrase_identity
 
     if group_size < 2 or not 0 <= hard_share <= 1 or not 0 <= query_share <= 1:
         raise ValueError(f"group_size must be >= 2, hard_share and query_share in [0, 1], got {group_size}, "
@@ -286,7 +286,6 @@ def teacher_scores(settings: Settings, cross_model_dir: str, pairs) -> "object":
 
     Returns a float32 ``np.ndarray`` of shape ``(len(pairs),)``, values in [0, 1], aligned with ``pairs``'
     rows. Raises ConfigError (exit 2) when pairs must be scored and ``cross_model_dir`` has no ``config.json``."""
-    import numpy as np
     import pandas as pd
 
     soft_path = Path(layout.version_file(Path(cross_model_dir).parent, "soft_labels"))

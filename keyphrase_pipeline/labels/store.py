@@ -34,6 +34,7 @@ from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.contracts import arrow_schema, columns
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, is_local, parse_ds, write_parquet_file_atomic
+from keyphrase_pipeline.labels.lease import Lease
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -361,7 +362,6 @@ def store_lease(settings: Settings):
     lake = Lake.from_settings(settings)
     if not is_local(lake.root):
         return None
-    from keyphrase_pipeline.labels.lease import Lease
 
     return Lease(layout.store_lease_path(lake), settings.judge.lease_ttl_s, what="the label store")
 

@@ -31,11 +31,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
+from keyphrase_pipeline.core.contracts import check_pandas
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake, ds_str, read_parquet
 from keyphrase_pipeline.labels.store import text_hash
-from keyphrase_pipeline.models.text import EMPTY, clean, text_problems
+from keyphrase_pipeline.models.base import resolve_base_model
+from keyphrase_pipeline.models.text import EMPTY, clean, text_problems, tokenizer_at
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -135,8 +138,6 @@ def label_balance(settings: Settings, data: TrainingData) -> dict:
 # ---- unreadable texts ---------------------------------------------------------------------------------
 def encoder_tokenizer(settings: Settings):
     """The tokenizer of the configured base encoder (``train.base_model``, else the packaged MiniLM)."""
-    from keyphrase_pipeline.models.base import resolve_base_model
-    from keyphrase_pipeline.models.text import tokenizer_at
 
     return tokenizer_at(resolve_base_model(settings.train.base_model))
 
@@ -145,7 +146,6 @@ def text_reasons(df, tokenizer=None) -> "object":
     """Per row of ``df`` (title, keyphrase columns): the first problem, ``empty_title`` / ``unreadable_title`` /
     ``empty_keyphrase`` / ``unreadable_keyphrase`` (``keyphrase_pipeline.models.text.text_problems``), or None.
     Returns a pandas Series of object aligned with ``df``."""
-    import pandas as pd
 
     out = pd.Series([None] * len(df), index=df.index, dtype=object)
     for col in ("title", "keyphrase"):
@@ -186,7 +186,6 @@ def read_labels_file(path: str, min_rows: int, tokenizer=None) -> "object":
     one whose tokens are all special/unknown: emoji-only), naming the column, count and first row; a
     label not a number in [0, 1]; fewer than ``min_rows`` distinct pairs (counted after duplicates are dropped).
     (``load_training_data`` also refuses a file whose pairs are all in one class.)"""
-    import pandas as pd
 
     p = Path(path)
     if not p.exists():
@@ -272,7 +271,6 @@ def read_llm_labels(settings: Settings, ds: str) -> tuple["object", list[str]]:
     The frame has the ``TrainingData.llm`` columns but ``split``; ``p`` is the judge's P(yes). Raises DataError
     (exit 3) when the store has no day up to ``ds``, SchemaError (exit 3) when it breaks contract
     ``llm_labels``, ConfigError (exit 2) when ``ds`` is not a date."""
-    import pandas as pd
 
     lake = Lake.from_settings(settings)
     days = [d for d in lake.partitions("llm_store") if d <= ds_str(ds)]
@@ -291,7 +289,6 @@ def read_llm_labels(settings: Settings, ds: str) -> tuple["object", list[str]]:
     else:  # pragma: no cover
         df = pd.concat([read_parquet(lake.path("llm_store", ds=d), contract="llm_labels") for d in days],
                        ignore_index=True)
-    from keyphrase_pipeline.core.contracts import check_pandas
 
     check_pandas(df, "llm_labels", where=lake.path("llm_store"))
     df = df.sort_values("labelled_at", kind="stable")
@@ -340,7 +337,6 @@ def load_training_data(settings: Settings, ds: str, labels: str | None = None, n
         SchemaError: (exit 3) the label store, catalog, keyphrases, ``ctr_labels`` or ``sr_labels`` break their
             contract.
     """
-    import pandas as pd
 
     ds = ds_str(ds)
     frac = settings.train.test_fraction

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
+from keyphrase_pipeline.models.cut_rotation import rotation_of_module
 from keyphrase_pipeline.models.text import item_text, keyphrase_text
 
 if TYPE_CHECKING:
@@ -79,8 +81,6 @@ def build_student(settings: Settings, base: str | None = None):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import modules as st_modules
 
-    from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
-
     path = base or resolve_base_model(settings.train.base_model)
     device = resolve_device(settings.train.device)
     if Path(path, "modules.json").exists():
@@ -90,7 +90,6 @@ def build_student(settings: Settings, base: str | None = None):
         pooling = st_modules.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
         model = SentenceTransformer(modules=[transformer, pooling, st_modules.Normalize()], device=device)
     model.max_seq_length = settings.train.max_seq_length
-    from keyphrase_pipeline.models.cut_rotation import rotation_of_module
 
     for module in model:  # a warm start from a rotated student: its rotation stays a rotation (frozen)
         if rotation_of_module(module) is not None:
@@ -108,8 +107,6 @@ def load_student(model_dir: str, device: str = "auto"):
     """The SentenceTransformer at ``model_dir`` (a model directory or a registry version directory holding
     ``model/``), on ``device`` (``auto``: GPU when visible). Raises ConfigError when there is no ``modules.json``."""
     from sentence_transformers import SentenceTransformer
-
-    from keyphrase_pipeline.models.base import resolve_device
 
     if not Path(model_dir, "modules.json").exists() and Path(layout.version_model_dir(model_dir), "modules.json").exists():
         model_dir = layout.version_model_dir(model_dir)  # a registry version directory

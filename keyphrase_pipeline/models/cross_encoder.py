@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
+from keyphrase_pipeline.models.bi_encoder import write_marker
 from keyphrase_pipeline.models.text import cross_text
 
 if TYPE_CHECKING:
@@ -23,8 +25,6 @@ def build_cross(settings: Settings, base: str | None = None):
     Raises ConfigError (exit 2) when ``train.base_model`` is set but is not a directory."""
     from sentence_transformers.cross_encoder import CrossEncoder
 
-    from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
-
     path = base or resolve_base_model(settings.train.base_model)
     return CrossEncoder(path, num_labels=1, max_length=settings.train.cross_max_length,
                         device=resolve_device(settings.train.device), local_files_only=True)
@@ -33,8 +33,6 @@ def build_cross(settings: Settings, base: str | None = None):
 def load_cross(model_dir: str, device: str = "auto"):
     """The CrossEncoder at ``model_dir`` on ``device``; ConfigError when there is no ``config.json``."""
     from sentence_transformers.cross_encoder import CrossEncoder
-
-    from keyphrase_pipeline.models.base import resolve_device
 
     if not Path(model_dir, "config.json").exists():
         from keyphrase_pipeline.core.errors import ConfigError
@@ -65,7 +63,6 @@ def predict_pairs(model, titles, categories, keyphrases, batch_size: int = 128) 
 def save_cross(model, model_dir: str, threshold: float | None = None) -> str:
     """Save the CrossEncoder and our marker; ``threshold`` (P(relevant) cut in [0, 1] chosen on held-out pairs)
     is stored in the marker for ``kp score``. Creates ``model_dir``; returns it."""
-    from keyphrase_pipeline.models.bi_encoder import write_marker
 
     os.makedirs(model_dir, exist_ok=True)
     model.save(str(model_dir))

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from keyphrase_pipeline.core.errors import ConfigError
 from keyphrase_pipeline.core.settings import KD_LOSSES
 
 
@@ -95,7 +96,6 @@ def build_kd_loss(model, name: str) -> nn.Module:
         return losses.CosineSimilarityLoss(model)
     if name == "cosent":
         return losses.CoSENTLoss(model)
-    from keyphrase_pipeline.core.errors import ConfigError
 
     raise ConfigError(f"train.kd_loss {name!r}: choose from {', '.join(KD_LOSSES)}")
 

@@ -6,7 +6,10 @@ the network is small (2 layers, hidden 32) and random.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+
+from keyphrase_pipeline.models.base import default_encoder_path
 
 
 def build_tiny_encoder(out_dir: str | Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> str:
@@ -15,8 +18,6 @@ def build_tiny_encoder(out_dir: str | Path, hidden: int = 32, layers: int = 2, s
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import modules as st_models
     from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from keyphrase_pipeline.models.base import default_encoder_path
 
     out = Path(out_dir)
     hf_dir = out / "_hf"
@@ -30,7 +31,6 @@ def build_tiny_encoder(out_dir: str | Path, hidden: int = 32, layers: int = 2, s
     pooling = st_models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
     model = SentenceTransformer(modules=[transformer, pooling, st_models.Normalize()], device="cpu")
     model.save(str(out))
-    import shutil
 
     shutil.rmtree(hf_dir, ignore_errors=True)
     return str(out)

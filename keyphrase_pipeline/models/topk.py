@@ -7,6 +7,8 @@ nothing here reads the lake.
 
 from __future__ import annotations
 
+from keyphrase_pipeline.models.text import keyphrase_identity
+
 # the recommendations contract as written (keyphrase_pipeline.core.contracts, docs/DATA.md)
 OUT_COLUMNS = ["item_id", "rank", "keyphrase_id", "keyphrase", "score"]
 
@@ -34,8 +36,6 @@ class KeyphraseTable:
         for a repeated id)."""
         import numpy as np
         import pandas as pd
-
-        from keyphrase_pipeline.models.text import keyphrase_identity
 
         texts = keyphrase_text(keyphrases) if isinstance(keyphrases, pd.DataFrame) else keyphrases
         texts = texts[~texts.index.duplicated(keep="last")].sort_index()

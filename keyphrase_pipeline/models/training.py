@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.models.metrics import threshold_metrics
 
 if TYPE_CHECKING:
@@ -346,7 +347,6 @@ class VersionRecords:
 def write_version_records(directory: str, records: VersionRecords) -> None:
     """Write ``train_config.json``, ``data.json``, ``metrics.json``, ``history.json``, ``curves.png`` and
     ``MODEL_CARD.md`` of ``records`` into ``directory`` (a version's hidden temp folder: committed whole later)."""
-    from keyphrase_pipeline.core import layout
 
     def dump(name: str, value) -> None:
         Path(layout.version_file(directory, name)).write_text(json.dumps(value, indent=2, default=str))

@@ -11,9 +11,14 @@ Decisions that belong to orchestration, not to any stage:
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import logging
 from typing import TYPE_CHECKING, TypedDict
 
+from keyphrase_pipeline.artifacts import registry
+from keyphrase_pipeline.commands import inputs
+from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.core.lake import Lake, ds_str, parse_ds
 from keyphrase_pipeline.orchestration import run_settings
 from keyphrase_pipeline.orchestration.tasks import TIMEOUT_PLAN_MIN, fail_without_retry
 
@@ -56,7 +61,6 @@ def day_from_context(params: dict | None, data_interval_start=None, logical_date
     [D 02:00, D+1 02:00): its start date is D, the previous day. A manual run without a data interval
     falls back to the logical date, else the day before ``run_after``.
     """
-    from keyphrase_pipeline.core.lake import ds_str
 
     explicit = _param(params, "ds")
     if explicit:
@@ -71,14 +75,12 @@ def day_from_context(params: dict | None, data_interval_start=None, logical_date
 
 def is_training_day(settings: Settings, ds: str) -> bool:
     """Retrain on days where (days since 1970-01-01) % ``train.retrain_every_days`` == 0."""
-    from keyphrase_pipeline.core.lake import parse_ds
 
     every = settings.train.retrain_every_days
     return (parse_ds(ds) - dt.date(1970, 1, 1)).days % every == 0
 
 
 def _champion(settings: Settings) -> str | None:
-    from keyphrase_pipeline.artifacts import registry
 
     return registry.champion(settings)
 
@@ -117,7 +119,6 @@ def ensure_world(params: dict | None, ds: str) -> dict:
 
     Without the ``scale`` param this does nothing (a production lake is never touched).
     """
-    from keyphrase_pipeline.core.lake import Lake
 
     scale = _param(params, "scale")
     settings = run_settings.settings_for(params)
@@ -126,7 +127,6 @@ def ensure_world(params: dict | None, ds: str) -> dict:
         return {"generated": False, "reason": "no scale param: the lake's own inputs are used"}
     if lake.partitions("catalog"):
         return {"generated": False, "reason": "the lake already holds a catalog", "scale": scale}
-    import importlib
 
     synth = importlib.import_module(DEMO_WORLD)  # by name: production code does not import the demo package
     log.info("generating the demo world at scale %s into %s", scale, settings.lake_root)
@@ -159,10 +159,6 @@ def wait_for_input(params: dict | None, ds: str):
     mode (the ``scale`` param) the world is generated just before, so a day outside it will never come: that
     fails at once (``AirflowFailException``), naming the days the world covers."""
     from airflow.sdk import PokeReturnValue
-
-    from keyphrase_pipeline.commands import inputs
-    from keyphrase_pipeline.core.errors import DataError
-    from keyphrase_pipeline.core.lake import Lake
 
     settings = run_settings.settings_for(params)
     status = inputs.day_inputs(settings, ds)

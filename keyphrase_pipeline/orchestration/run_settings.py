@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,6 @@ def env_name(dotted: str) -> str:
 def demo_overrides() -> dict:
     """Demo mode's settings, ``DEMO_TRAIN_BUDGET`` and ``DEMO_JUDGE``, less the fields the environment sets
     (``env_name``): ``{dotted name: value}``."""
-    import os
 
     env = {k.upper() for k in os.environ}  # pydantic-settings reads KP_* names case-insensitively
     return {k: v for k, v in {**DEMO_TRAIN_BUDGET, **DEMO_JUDGE}.items() if env_name(k) not in env}

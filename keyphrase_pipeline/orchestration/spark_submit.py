@@ -5,7 +5,11 @@ checkout) and ``SparkSubmitStage``, the Spark provider's operator that fails at 
 from __future__ import annotations
 
 import datetime as dt
+import re
+import time
+from pathlib import Path
 
+from keyphrase_pipeline.core.errors import ConfigError
 from keyphrase_pipeline.orchestration import run_settings
 from keyphrase_pipeline.orchestration.tasks import (
     deterministic_errors,
@@ -13,6 +17,7 @@ from keyphrase_pipeline.orchestration.tasks import (
     record_failure,
     record_success,
 )
+from keyphrase_pipeline.stages import BY_NAME
 
 
 def spark_application(stage: str) -> str:
@@ -20,11 +25,8 @@ def spark_application(stage: str) -> str:
     checkout, or ``spark.jobs_dir`` (``KP_SPARK__JOBS_DIR``: another folder holding the same files, e.g. in an
     image that installs the package without the checkout). ConfigError (exit 2) when the file is not there or
     the stage is unknown."""
-    from pathlib import Path
 
-    from keyphrase_pipeline.core.errors import ConfigError
     from keyphrase_pipeline.core.settings import get_settings
-    from keyphrase_pipeline.stages import BY_NAME
 
     if stage not in BY_NAME:
         raise ConfigError(f"unknown stage {stage!r} for spark-submit; stages: {', '.join(BY_NAME)}")
@@ -46,7 +48,6 @@ def spark_submit_exit_code(exc: BaseException) -> int | None:
 
     In client mode (``local[*]``, ``spark://`` and YARN/k8s client deploy) spark-submit exits with the
     Python application's own exit code, i.e. the ``kp`` exit code of the stage (``keyphrase_pipeline/cli.py``)."""
-    import re
 
     m = re.search(r"Error code is: (\d+)", str(exc))
     return int(m.group(1)) if m else None
@@ -62,7 +63,6 @@ def _make_spark_submit_stage():
         executor, a cluster that is down) is raised unchanged and retried."""
 
         def execute(self, context):
-            import time
 
             name = str(self.application).rsplit("/", 1)[-1].removesuffix(".py")
             since, t0 = dt.datetime.now(dt.UTC), time.monotonic()

@@ -10,9 +10,15 @@ table, which failures are retried, run stats and failure records, failure callba
 from __future__ import annotations
 
 import datetime as dt
+import importlib
+import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
+from keyphrase_pipeline.core.errors import ConfigError, DataError, GateError
+from keyphrase_pipeline.orchestration import run_settings
+from keyphrase_pipeline.orchestration.assets import asset
 from keyphrase_pipeline.stages import BY_NAME as STAGE_BY_NAME
 from keyphrase_pipeline.stages import stats_name as stage_stats_name
 
@@ -49,7 +55,6 @@ def stage_args(stage: str, retries: int = 2) -> dict[str, Any]:
 def task_args(stage: str, variant: str | None = None, retries: int = 2) -> dict[str, Any]:
     """``stage_args`` plus the task's ``outlets`` (Airflow Assets) from the stage table: the kwargs of one stage's
     task in the DAG. ``variant``: for a stage with variants (``embed``: ``items``, ``keyphrases``)."""
-    from keyphrase_pipeline.orchestration.assets import asset
 
     outlets = [asset(name) for name in STAGE_BY_NAME[stage].outlets_of(variant)]
     return {**stage_args(stage, retries), **({"outlets": outlets} if outlets else {})}
@@ -58,7 +63,6 @@ def task_args(stage: str, variant: str | None = None, retries: int = 2) -> dict[
 # ---- stage calls ---------------------------------------------------------------------------------
 def jsonable(result) -> dict:
     """Stage results go to XCom: keep them JSON-able (numpy numbers and paths become str)."""
-    import json
 
     if result is None:
         return {}
@@ -69,7 +73,6 @@ def deterministic_errors() -> tuple[type[Exception], ...]:
     """The errors a retry cannot fix: bad configuration (ConfigError, exit 2), missing or malformed input
     (DataError/SchemaError, exit 3), a refused quality gate (GateError, exit 4). Everything else (an endpoint
     down, out of memory, a lost executor or JVM, ``JudgeUnavailable``) may pass on a retry."""
-    from keyphrase_pipeline.core.errors import ConfigError, DataError, GateError
 
     return (ConfigError, DataError, GateError)
 
@@ -94,10 +97,6 @@ def run_stage(stage: str, params: dict | None, ds: str, **kwargs) -> dict:
     (Airflow retries it; ``log_task_failure`` reports the last try), except a full disk, a read-only file system
     or a denied permission under it (``errors.storage_error_from``: a ``StorageError`` naming the path and the
     condition, not retried)."""
-    import importlib
-    import time
-
-    from keyphrase_pipeline.orchestration import run_settings
 
     module = importlib.import_module(STAGE_BY_NAME[stage].module)
     settings = run_settings.settings_for(params)

@@ -26,6 +26,7 @@ Runs on ``local[*]`` by default, on any Spark master by configuration (``KP_SPAR
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
@@ -34,10 +35,18 @@ import uuid
 from functools import reduce
 from typing import TYPE_CHECKING
 
-from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core import conform, layout
 from keyphrase_pipeline.core.contracts import check_spark_schema
 from keyphrase_pipeline.core.errors import DataError
-from keyphrase_pipeline.core.lake import Lake, atomic_dir, dir_fingerprint, ds_range, ds_str, spark_uri
+from keyphrase_pipeline.core.lake import (
+    Lake,
+    atomic_dir,
+    dir_fingerprint,
+    ds_range,
+    ds_str,
+    spark_uri,
+    write_text_atomic,
+)
 from keyphrase_pipeline.core.layout import partition_name
 
 if TYPE_CHECKING:
@@ -236,8 +245,6 @@ def _read_parquet(spark, paths: list[str], contract: str, what: str, lake: Lake 
     every file's footer checked first (SchemaError naming the file and the column), lossless differences conformed."""
     from pyspark.errors import AnalysisException
 
-    from keyphrase_pipeline.core import conform
-
     if contract in conform.INPUT_CONTRACTS:
         from keyphrase_pipeline.core.spark import read_input
 
@@ -267,7 +274,6 @@ def _write_partition(df, target: str, n_files: int, stats: dict | None, sort_col
 
 
 def _write_partition_stats(tmp_dir: str, stats: dict) -> None:
-    from keyphrase_pipeline.core.lake import write_text_atomic
 
     write_text_atomic(layout.partition_stats_path(tmp_dir), json.dumps(stats, indent=2, sort_keys=True, default=str))
 
@@ -292,7 +298,6 @@ def read_prev_tail(spark, settings: Settings, ds):
     attribute to or dedupe against) or ``"disabled"`` (both settings 0). SchemaError when D-1 breaks the
     contract (named by its path).
     """
-    import datetime as dt
 
     from pyspark.sql import functions as F
 
@@ -435,7 +440,6 @@ _PAIR = ("item_id", "keyphrase_id")
 
 
 def _day_before(day: str) -> str:
-    import datetime as dt
 
     return (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
 

@@ -43,8 +43,16 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from keyphrase_pipeline.artifacts.registry import is_exported
+from keyphrase_pipeline.artifacts.serving import serving_model
+from keyphrase_pipeline.core.contracts import check_spark_schema, spark_schema
 from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, is_local, spark_uri
+from keyphrase_pipeline.core.layout import EMBEDDED, embeddings_dir, onnx_dir
+from keyphrase_pipeline.core.spark import get_spark, read_input
+from keyphrase_pipeline.models.ann import NON_FINITE_VECTOR, ZERO_NORM, ZERO_VECTOR
+from keyphrase_pipeline.models.onnx_tower import get_tower
+from keyphrase_pipeline.models.text import clean, item_text, keyphrase_text, tokenizer_at, unreadable_mask
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -68,8 +76,6 @@ def _texts_fn(what: str):
 
     def fn(batches):
         import pandas as pd
-
-        from keyphrase_pipeline.models.text import clean, item_text, keyphrase_text
 
         for pdf in batches:
             if what == "items":
@@ -101,7 +107,6 @@ def _readable_fn(tower_dir: str, ship: bool):
     every token of ``check`` is special/unknown under the tower's own tokenizer (emoji-only: all ``[UNK]``)."""
 
     def fn(batches):
-        from keyphrase_pipeline.models.text import tokenizer_at, unreadable_mask
 
         tokenizer = tokenizer_at(_tower_path(tower_dir, ship))
         for pdf in batches:
@@ -139,8 +144,6 @@ def _embed_fn(tower_dir: str, model_file: str, batch_size: int, threads: int, de
         import pandas as pd
         from pyspark import TaskContext
 
-        from keyphrase_pipeline.models.onnx_tower import get_tower
-
         tower = get_tower(_tower_path(tower_dir, ship), model_file, device=device, threads=threads)
         rows, secs = 0, 0.0
         for pdf in batches:
@@ -158,8 +161,6 @@ def _embed_fn(tower_dir: str, model_file: str, batch_size: int, threads: int, de
 
 
 def _tower(settings: Settings, version: str, what: str) -> tuple[str, str, dict]:
-    from keyphrase_pipeline.artifacts.registry import is_exported
-    from keyphrase_pipeline.core.layout import EMBEDDED, onnx_dir
 
     rec = is_exported(settings, version)
     if not rec:
@@ -178,13 +179,10 @@ def _source_texts(spark, lake: Lake, ds: str, what: str):
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from keyphrase_pipeline.core.contracts import check_spark_schema
-
     contract, id_col = _SOURCE[what]
     src = lake.path(contract, ds=ds) if what == "items" else lake.path(contract)
     if not lake.exists(src):
         raise DataError(f"missing input {src}")
-    from keyphrase_pipeline.core.spark import read_input
 
     df = read_input(spark, lake, [src], contract, f"{what} input")  # each file checked, conformed where lossless
     check_spark_schema(df.schema, contract, where=src)
@@ -232,8 +230,6 @@ def _split_reusable(spark, lake: Lake, texts, target: str, version: str, full: b
     whether stored embeddings were used). With ``full`` every row is embedded again."""
     from pyspark.sql import functions as F
 
-    from keyphrase_pipeline.core.contracts import check_spark_schema
-
     prev = None
     if not full and lake.exists(target):
         prev = spark.read.parquet(spark_uri(target))
@@ -256,8 +252,6 @@ def _vector_reason():
     ``keyphrase_pipeline.models.ann.vector_problems``, as Spark SQL higher-order functions (no Python UDF)."""
     from pyspark.sql import functions as F
 
-    from keyphrase_pipeline.models.ann import NON_FINITE_VECTOR, ZERO_NORM, ZERO_VECTOR
-
     e = F.col("embedding")
     non_finite = F.exists(e, lambda x: x.isNull() | F.isnan(x) | (F.abs(x.cast("double")) == F.lit(float("inf"))))
     sq = F.aggregate(e, F.lit(0.0).cast("double"), lambda acc, x: acc + x.cast("double") * x.cast("double"))
@@ -279,8 +273,6 @@ def _embed(settings: Settings, spark, todo, reused, n_todo: int, tower_dir: str,
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
-
-    from keyphrase_pipeline.core.contracts import spark_schema
 
     ship = not is_local(tower_dir)
     threads = int(spark.conf.get("spark.task.cpus", "1") or 1)
@@ -309,8 +301,6 @@ def _write_snapshot(settings: Settings, spark, good, total: int, target: str) ->
     The files are sized by a shuffle (``repartition``), never by ``coalesce``, which would fold the work before
     it into as many tasks as files."""
     from pyspark.sql import functions as F
-
-    from keyphrase_pipeline.core.contracts import check_spark_schema
 
     files = max(1, -(-total // settings.spark.target_file_rows))
     with atomic_dir(target) as tmp:
@@ -354,10 +344,6 @@ def run(settings: Settings, ds: str, what: str, full: bool = False, spark=None, 
 
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
-
-    from keyphrase_pipeline.artifacts.serving import serving_model
-    from keyphrase_pipeline.core.layout import embeddings_dir
-    from keyphrase_pipeline.core.spark import get_spark
 
     if what not in _SOURCE:
         raise ConfigError(f"--what must be items or keyphrases, got {what!r}")

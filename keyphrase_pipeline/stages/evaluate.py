@@ -26,15 +26,19 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from keyphrase_pipeline.artifacts import registry
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError, GateError
-from keyphrase_pipeline.core.lake import Lake, ds_str
+from keyphrase_pipeline.core.lake import Lake, ds_str, read_parquet
 from keyphrase_pipeline.core.truth import load_truth
+from keyphrase_pipeline.labels.kd_pairs import teacher_scores
+from keyphrase_pipeline.models.bi_encoder import encode_items, encode_keyphrases, load_student, score_pairs
 from keyphrase_pipeline.models.metrics import auc_or_none, best_f1_cut, pearson, prf
 
 if TYPE_CHECKING:
@@ -72,9 +76,7 @@ def relevance_recall_at_k(settings: Settings, model, world, ds: str, k: int, max
     ``{"k", "keyphrases", "tail": {...}, "head": {...}}`` with shares in [0, 1] (``{"items": 0}`` for a bucket
     without items that have a relevant keyphrase); {} when there is no catalog snapshot up to ``ds``. Raises
     DataError (exit 3) when ``raw/keyphrases`` is missing, SchemaError (exit 3) on a broken contract."""
-    from keyphrase_pipeline.core.lake import read_parquet
     from keyphrase_pipeline.labels.training_data import latest_partition
-    from keyphrase_pipeline.models.bi_encoder import encode_items, encode_keyphrases
 
     lake = Lake.from_settings(settings)
     cat_ds = latest_partition(lake, "catalog", ds)
@@ -122,7 +124,6 @@ def cross_scores_for(settings: Settings, test, cross_dir: str | None):
     be scored and ``cross_dir`` is not a cross-encoder directory."""
     if not cross_dir:
         return None
-    from keyphrase_pipeline.labels.kd_pairs import teacher_scores
 
     return teacher_scores(settings, cross_dir, test)
 
@@ -142,7 +143,6 @@ def evaluate_model(settings: Settings, model_dir: str, ds: str | None = None, da
     Raises ConfigError (exit 2): neither ``ds`` nor ``data``; ``model_dir`` without ``modules.json``; a truth
     provider that cannot be imported. DataError/SchemaError (exit 3): what ``load_training_data`` raises."""
     from keyphrase_pipeline.labels.training_data import load_training_data
-    from keyphrase_pipeline.models.bi_encoder import load_student, score_pairs
 
     if data is None:
         if ds is None:
@@ -173,7 +173,6 @@ def evaluate_model(settings: Settings, model_dir: str, ds: str | None = None, da
 
 
 def _candidate(settings: Settings, ds: str, candidate: str | None) -> str:
-    from keyphrase_pipeline.artifacts import registry
 
     if candidate:
         if not registry.exists(settings, candidate):
@@ -196,7 +195,6 @@ def _day_of(lake, settings: Settings, version: str) -> str:
 def _earlier_day(a: str, b: str) -> bool:
     """``a`` is a day (YYYY-MM-DD) before day ``b``; False when either is not a date (a hand-made version name
     goes through the ordinary gate)."""
-    import re
 
     date = re.compile(r"^\d{4}-\d{2}-\d{2}$")
     return bool(date.match(a) and date.match(b)) and a < b
@@ -233,7 +231,6 @@ def run(settings: Settings, ds: str, candidate: str | None = None, force_promote
     model is still promoted). A re-evaluation keeps the earlier decision (``promotion.json`` ``earlier``) and figures
     (``metrics.json`` ``eval_earlier``). A refused promotion is a result, not an error (``kp evaluate
     --require-promotion`` makes it GateError, exit 4)."""
-    from keyphrase_pipeline.artifacts import registry
     from keyphrase_pipeline.labels.training_data import label_balance, load_training_data
 
     ds = ds_str(ds)

@@ -20,9 +20,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.artifacts.registry import is_exported
+from keyphrase_pipeline.artifacts.serving import require_version
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, GateError
 from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, local_path
+from keyphrase_pipeline.core.layout import model_dir, onnx_dir, registry_version_dir
+from keyphrase_pipeline.models import onnx_export as ox
+from keyphrase_pipeline.models.onnx_export import SAMPLE_TEXTS
+from keyphrase_pipeline.models.onnx_tower import OnnxTower
+from keyphrase_pipeline.models.text import item_text, keyphrase_text
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -34,8 +40,6 @@ SAMPLE_ROWS = 256
 
 def _sample_texts(settings: Settings, ds: str | None) -> tuple[list[str], list[str]]:
     """Item and keyphrase texts to verify on: from the day's catalog/keyphrases when present, else built-ins."""
-    from keyphrase_pipeline.models.onnx_export import SAMPLE_TEXTS
-    from keyphrase_pipeline.models.text import item_text, keyphrase_text
 
     lake = Lake.from_settings(settings)
     items, keyphrases = [], []
@@ -58,7 +62,6 @@ def _sample_texts(settings: Settings, ds: str | None) -> tuple[list[str], list[s
 
 
 def _check_dims(settings: Settings, version: str) -> None:
-    from keyphrase_pipeline.core.layout import registry_version_dir
 
     cfg_path = Path(local_path(layout.version_file(registry_version_dir(settings, version), "train_config")))
     if cfg_path.exists():
@@ -71,7 +74,6 @@ def _check_dims(settings: Settings, version: str) -> None:
 
 def _export_towers(src: str, tmp: Path, dim: int) -> dict:
     """Both towers in ``tmp`` (one shared graph, each with its own max_len); returns ``{tower: max_len}``."""
-    from keyphrase_pipeline.models import onnx_export as ox
 
     item_len = ox.tower_max_len(src, "item")
     keyphrase_len = ox.tower_max_len(src, "keyphrase")
@@ -85,8 +87,6 @@ def _check_parity(settings: Settings, version: str, src: str, tmp: Path, max_len
     """ONNX fp32 vs torch, each tower on its own kind of text: (parity, fp32 embeddings of items and keyphrases).
 
     Raises GateError beyond ``serve.export_tolerance``."""
-    from keyphrase_pipeline.models import onnx_export as ox
-    from keyphrase_pipeline.models.onnx_tower import OnnxTower
 
     s = settings.serve
     ref_items = ox.torch_embed(src, items, s.dim, max_len["item"])
@@ -106,9 +106,6 @@ def _check_parity(settings: Settings, version: str, src: str, tmp: Path, max_len
 def _try_int8(settings: Settings, tmp: Path, fp_items, fp_keyphrases, items: list[str], keyphrases: list[str]) -> tuple[dict, str]:
     """Per-channel int8 when ``serve.quantize``, kept only when close enough to fp32: (int8 record, model file)."""
     import numpy as np
-
-    from keyphrase_pipeline.models import onnx_export as ox
-    from keyphrase_pipeline.models.onnx_tower import OnnxTower
 
     s = settings.serve
     int8 = {"tried": False, "kept": False}
@@ -138,7 +135,6 @@ def _try_int8(settings: Settings, tmp: Path, fp_items, fp_keyphrases, items: lis
 
 def _write_triton(tmp: Path, model_file: str, dim: int) -> None:
     """``triton/<tower>_tower/config.pbtxt`` and ``1/model.onnx`` for each tower."""
-    from keyphrase_pipeline.models import onnx_export as ox
 
     for t in ("item", "keyphrase"):
         repo = tmp / "triton" / f"{t}_tower"
@@ -149,7 +145,6 @@ def _write_triton(tmp: Path, model_file: str, dim: int) -> None:
 
 def _write_record(settings: Settings, version: str, tmp: Path, model_file: str, parity: dict, int8: dict, max_len: dict) -> None:
     """``export.json``: what was exported and verified, with the checksum of every file written before it."""
-    from keyphrase_pipeline.models import onnx_export as ox
 
     s = settings.serve
     checksums = {str(p.relative_to(tmp)): ox.sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
@@ -174,8 +169,6 @@ def run(settings: Settings, ds: str | None = None, version: str | None = None, f
             difference of embedding values); nothing is written.
 
     A dropped int8 model is a result, not an error. Exporter and ONNX Runtime errors propagate (exit 1)."""
-    from keyphrase_pipeline.artifacts.serving import require_version
-    from keyphrase_pipeline.core.layout import model_dir, onnx_dir
 
     s = settings.serve
     lake = Lake.from_settings(settings)

@@ -26,9 +26,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from keyphrase_pipeline.artifacts.serving import serving_model
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import DataError, GateError
-from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, local_path
+from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, local_path, read_parquet
+from keyphrase_pipeline.core.layout import embeddings_dir, index_build_dir
 from keyphrase_pipeline.models.ann import (
     ann_recall_at_k,
     build_index,
@@ -48,9 +50,6 @@ def _load_embeddings(settings: Settings, what: str, version: str, required: bool
     (None, None) when not ``required`` and there are none. DataError: missing/empty when required, a vector
     not ``serve.dim`` long, or NaN/inf/zero vectors (``models.ann.check_vectors``: count and an example id)."""
     import numpy as np
-
-    from keyphrase_pipeline.core.lake import read_parquet
-    from keyphrase_pipeline.core.layout import embeddings_dir
 
     path = embeddings_dir(settings, what, version)
     lake = Lake.from_settings(settings)
@@ -91,10 +90,6 @@ def run(settings: Settings, ds: str, version: str | None = None) -> dict:
     import faiss
     import numpy as np
     import pandas as pd
-
-    from keyphrase_pipeline.artifacts.serving import serving_model
-    from keyphrase_pipeline.core.lake import read_parquet
-    from keyphrase_pipeline.core.layout import index_build_dir
 
     s = settings.serve
     ds = ds_str(ds)

@@ -56,7 +56,7 @@ import pandas as pd
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, ds_str, is_local, local_path, read_parquet, write_parquet_file_atomic
-from keyphrase_pipeline.labels.judges.base import TIMED_OUT_REASON
+from keyphrase_pipeline.labels.judges.base import TIMED_OUT_REASON, Verdicts
 from keyphrase_pipeline.labels.lease import Lease
 from keyphrase_pipeline.labels.store import (
     ensure_pair_keys_current,
@@ -147,7 +147,6 @@ def _recover_journal(settings: Settings, lake: Lake, ds: str, shard: int, pairs:
     requests sent but never answered (``IN_FLIGHT_REASON``) into the quarantine; then remove the journal.
     Pairs already staged or quarantined are left alone. Returns ``{"answers", "unusable", "in_flight",
     "timed_out"}`` or None when there was no journal."""
-    from keyphrase_pipeline.labels.judges.base import Verdicts
 
     path = layout.shard_journal_path(lake, ds, shard)
     if not is_local(path) or not local_path(path).exists():
@@ -246,7 +245,6 @@ def _pairs_to_judge(lake: Lake, ds: str, shard: int, pairs: pd.DataFrame,
 def _verdicts(judge, batch: pd.DataFrame, journal: AnswerJournal | None = None):
     """The judge's ``Verdicts`` for ``batch`` (judges without ``verdicts`` are asked with ``score``); ``journal``
     goes to judges that journal their requests."""
-    from keyphrase_pipeline.labels.judges.base import Verdicts
 
     if journal is not None:
         return judge.verdicts(batch, journal=journal)
@@ -376,7 +374,6 @@ def _judge_batches(settings: Settings, lake: Lake, ds: str, shard: int, judge, t
 
 
 def _holder(settings: Settings) -> dict:
-    import os
 
     ctx = {k.lower().removeprefix("airflow_ctx_"): v for k, v in os.environ.items()
            if k in ("AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_TASK_ID", "AIRFLOW_CTX_DAG_RUN_ID", "AIRFLOW_CTX_TRY_NUMBER")}
@@ -486,7 +483,6 @@ def add_arguments(parser) -> None:
 
 
 def main(settings: Settings, args) -> int:
-    import json
 
     stats = run_all(settings, args.ds) if args.all else run(settings, args.ds, args.shard)
     print(json.dumps(stats, default=str))

@@ -9,6 +9,7 @@ The store itself (keys, reading, the v1-key migration) is ``keyphrase_pipeline.l
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ import pandas as pd
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.contracts import check_pandas
-from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, ds_str
 from keyphrase_pipeline.labels.store import (
     LABEL_COLUMNS,
@@ -182,9 +183,6 @@ def main(settings: Settings, args) -> int:
 
     Errors propagate as exceptions; ``keyphrase_pipeline.cli.main`` maps them to exit codes
     (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
-    import json
-
-    from keyphrase_pipeline.core.errors import ConfigError
 
     if args.adopt_legacy_model and not args.migrate_keys:
         raise ConfigError("--adopt-legacy-model needs --migrate-keys")

@@ -25,11 +25,23 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from keyphrase_pipeline.artifacts.serving import TOWERS
+from keyphrase_pipeline.artifacts.registry import is_exported
+from keyphrase_pipeline.artifacts.serving import (
+    TOWERS,
+    bad_versions,
+    current_version,
+    published_versions,
+    read_manifest,
+    rollback_target,
+    verify_files,
+    version_order,
+)
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import DataError, GateError
-from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, local_path
+from keyphrase_pipeline.core.lake import Lake, atomic_dir, contract_dataset, ds_str, local_path, row_group_batches
+from keyphrase_pipeline.core.layout import current_pointer, index_build_dir, onnx_dir, serving_version_dir
 from keyphrase_pipeline.models.ann import ann_recall_of
+from keyphrase_pipeline.models.onnx_export import sha256_file
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -40,7 +52,6 @@ TOWER_FILES = ("tower.json", "tokenizer.json", "tokenizer_config.json", "special
 
 
 def _write_manifest(root: Path, manifest: dict) -> None:
-    from keyphrase_pipeline.models.onnx_export import sha256_file
 
     manifest["checksums"] = {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*"))
                              if p.is_file() and p.name != layout.SERVING_MANIFEST}
@@ -48,7 +59,6 @@ def _write_manifest(root: Path, manifest: dict) -> None:
 
 
 def _check_export(onnx_root: Path, record: dict, model_file: str) -> None:
-    from keyphrase_pipeline.artifacts.serving import verify_files
 
     wanted = {f"{t}/{model_file}": record["checksums"][f"{t}/{model_file}"] for t in ("item", "keyphrase")}
     verify_files(onnx_root, wanted)
@@ -58,7 +68,6 @@ def _recommendations_dataset(path: str):
     """The day's recommendations as a ``pyarrow.dataset`` (``recommend.contract_dataset``: footers only read);
     DataError (exit 3) when ``path`` is missing or holds no row, SchemaError (exit 3) when the schema breaks the
     ``recommendations`` contract."""
-    from keyphrase_pipeline.core.lake import contract_dataset
 
     dataset = contract_dataset(path, "recommendations")
     if not dataset.files or not dataset.count_rows():  # row counts from the footers
@@ -111,8 +120,6 @@ def copy_recommendations(dataset, dest_dir: str, file_rows: int, batch_rows: int
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from keyphrase_pipeline.core.lake import row_group_batches
-
     schema = dataset.schema
     counter = _DistinctCounter()
     rows = files = in_file = 0
@@ -148,15 +155,6 @@ def prune(settings: Settings, keep: int, also_keep: tuple[str, ...] = ()) -> lis
     ``serving/BAD_VERSIONS.json``. Ordering by day, not publish time, keeps the versions of the latest days (that
     served) over backfills of older days. Deletion errors are ignored; ConfigError (exit 2) on a non-local lake;
     DataError (exit 3) when ``serving/BAD_VERSIONS.json`` is damaged."""
-    from keyphrase_pipeline.artifacts.serving import (
-        bad_versions,
-        current_version,
-        published_versions,
-        read_manifest,
-        rollback_target,
-        version_order,
-    )
-    from keyphrase_pipeline.core.layout import serving_version_dir
 
     versions = published_versions(settings)  # oldest first by publish time
     current = current_version(settings)
@@ -192,9 +190,6 @@ def run(settings: Settings, ds: str, make_current: bool = False) -> dict:
         GateError: (exit 4) the build's recall is below ``serve.min_recall`` (checked before the dimension).
 
     An ``index_meta.json`` with neither ``ann_recall_at_k`` nor ``recall_at_k`` raises KeyError (exit 1)."""
-    from keyphrase_pipeline.artifacts.registry import is_exported
-    from keyphrase_pipeline.artifacts.serving import current_version
-    from keyphrase_pipeline.core.layout import current_pointer, index_build_dir, onnx_dir, serving_version_dir
 
     ds = ds_str(ds)
     s = settings.serve
@@ -217,8 +212,6 @@ def run(settings: Settings, ds: str, make_current: bool = False) -> dict:
     _check_export(onnx_root, record, model_file)
     recs_path = lake.path("recommendations", ds=ds)
     recs = _recommendations_dataset(recs_path)
-
-    from keyphrase_pipeline.artifacts.serving import bad_versions
 
     bad_versions(settings)  # a damaged marks file fails here, before anything is written (DataError, exit 3)
     previous = current_version(settings)
@@ -275,7 +268,6 @@ def run(settings: Settings, ds: str, make_current: bool = False) -> dict:
 
 def _live_day(settings: Settings, version: str | None) -> str | None:
     """The day of the live version's bundle (from its manifest, else its id); None before the first publish."""
-    from keyphrase_pipeline.artifacts.serving import read_manifest
 
     if version is None:
         return None

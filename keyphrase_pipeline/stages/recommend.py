@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.contracts import check_arrow_schema
 from keyphrase_pipeline.core.errors import DataError, GateError
 from keyphrase_pipeline.core.lake import (
     SUCCESS,
@@ -59,6 +60,15 @@ from keyphrase_pipeline.core.lake import (
     ds_str,
     local_path,
     row_group_batches,
+)
+from keyphrase_pipeline.core.layout import embeddings_dir, index_build_dir
+from keyphrase_pipeline.models.ann import (
+    NON_FINITE_VECTOR,
+    ZERO_VECTOR,
+    bad_vectors_error,
+    maybe_gpu,
+    set_search_params,
+    vector_problems,
 )
 from keyphrase_pipeline.models.topk import OUT_COLUMNS, SPARE_CANDIDATES, KeyphraseTable, search_batch  # noqa: F401 (SPARE_CANDIDATES: named in the docstring)
 
@@ -83,9 +93,6 @@ def load_build(settings: Settings, ds: str):
     (exit 2) on a non-local lake."""
     import faiss
     import pandas as pd
-
-    from keyphrase_pipeline.core.layout import index_build_dir
-    from keyphrase_pipeline.models.ann import set_search_params
 
     root = Path(local_path(index_build_dir(settings, ds)))
     if not (root / layout.INDEX_META).exists():
@@ -254,10 +261,6 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
     import pyarrow as pa
     import pyarrow.dataset as pads
 
-    from keyphrase_pipeline.core.contracts import check_arrow_schema
-    from keyphrase_pipeline.core.layout import embeddings_dir
-    from keyphrase_pipeline.models.ann import bad_vectors_error, maybe_gpu, vector_problems
-
     ds = ds_str(ds)
     s = settings.serve
     batch_rows = s.recommend_batch_rows
@@ -362,7 +365,6 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
 def _vectors_quarantined(lake: Lake, ds: str, version: str) -> int:
     """Items ``kp embed`` quarantined on ``ds`` as not vectors (``non-finite vector``, ``zero vector``), from its run
     stats when they are of model ``version``; 0 when there are none."""
-    from keyphrase_pipeline.models.ann import NON_FINITE_VECTOR, ZERO_VECTOR
 
     stats = lake.read_json(lake.run_stats_path(ds, "embed_items"), default={})
     if stats.get("model_version") != version:

@@ -32,6 +32,7 @@ replaced atomically.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import time
@@ -39,12 +40,15 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.artifacts import serving
+from keyphrase_pipeline.core import conform, layout
 from keyphrase_pipeline.core.contracts import arrow_schema, check_spark_schema
 from keyphrase_pipeline.core.errors import DataError
-from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, spark_uri
+from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, read_parquet, spark_uri
+from keyphrase_pipeline.core.spark import get_spark
 from keyphrase_pipeline.labels.judges.base import judge_model_id
-from keyphrase_pipeline.labels.store import ensure_pair_keys_current, pair_key_column
+from keyphrase_pipeline.labels.store import ensure_pair_keys_current, pair_key_column, read_manifest
+from keyphrase_pipeline.models.text import spark_is_blank
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -98,7 +102,6 @@ def _tokens(col):
 def _read(spark, lake: Lake, path: str, contract: str):
     if not lake.exists(path):
         raise DataError(f"missing {contract} at {path}")
-    from keyphrase_pipeline.core import conform
 
     if contract in conform.INPUT_CONTRACTS:  # other tools' files: each checked, conformed where lossless
         from keyphrase_pipeline.core.spark import read_input
@@ -114,7 +117,6 @@ def _read(spark, lake: Lake, path: str, contract: str):
 def _published_recommendations(spark, lake: Lake, ds: str):
     """(the recommendations of ``serving.version_before(ds)``: CURRENT if built before ``ds``, else the newest
     version built before it; that version), or (None, None) when none is."""
-    from keyphrase_pipeline.artifacts import serving
 
     version = serving.version_before(lake, ds)
     if not version:
@@ -167,8 +169,6 @@ def _clean_items(spark, lake: Lake, ds: str):
     The judge is never paid for a pair it cannot read."""
     from pyspark.sql import functions as F
 
-    from keyphrase_pipeline.models.text import spark_is_blank
-
     c = F.col
 
     catalog = _read(spark, lake, lake.path("catalog", ds=ds), "catalog")
@@ -187,8 +187,6 @@ def _keyphrases(spark, lake: Lake, ds: str):
     to ``quarantine/keyphrases/ds=D``: ``null_keyphrase_id``, ``empty_keyphrase`` (null or blank under
     ``keyphrase_pipeline.models.text.clean``)."""
     from pyspark.sql import functions as F
-
-    from keyphrase_pipeline.models.text import spark_is_blank
 
     c = F.col
     raw = _read(spark, lake, lake.path("keyphrases"), "keyphrases")
@@ -335,7 +333,6 @@ def run(settings: Settings, ds, budget: int | None = None, spark=None) -> dict:
 
     Spark's own failures are not KPErrors (exit 1). Missing CTR labels or nothing published are not errors:
     those sources are skipped with a warning."""
-    from keyphrase_pipeline.core.spark import get_spark
 
     t0 = time.perf_counter()
     ds = ds_str(ds)
@@ -381,7 +378,6 @@ def run(settings: Settings, ds, budget: int | None = None, spark=None) -> dict:
 
 
 def _write_shards(lake: Lake, ds: str, pdf: pd.DataFrame, shards: list[int], stats: dict) -> None:
-    import json
 
     import fsspec
     import pyarrow as pa
@@ -407,8 +403,6 @@ def read_pairs(settings: Settings, ds, shard: int | None = None) -> pd.DataFrame
 
     Raises DataError (exit 3) when the day has no pairs manifest (with ``shard`` None) or the shard's
     directory is missing, SchemaError (exit 3) when a shard breaks the contract."""
-    from keyphrase_pipeline.core.lake import read_parquet
-    from keyphrase_pipeline.labels.store import read_manifest
 
     lake = Lake.from_settings(settings)
     shards = read_manifest(lake, ds)["shards"] if shard is None else [shard]
@@ -428,7 +422,6 @@ def main(settings: Settings, args) -> int:
 
     Errors propagate as exceptions; ``keyphrase_pipeline.cli.main`` maps them to exit codes
     (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
-    import json
 
     stats = run(settings, args.ds, budget=args.budget)
     print(json.dumps(stats, default=str))

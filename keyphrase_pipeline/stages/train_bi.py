@@ -46,10 +46,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from keyphrase_pipeline.artifacts import registry
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, commit_dir, ds_str, tmp_sibling
 from keyphrase_pipeline.core.settings import KD_LOSSES
+from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
+from keyphrase_pipeline.models.text import item_text, keyphrase_text
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -63,7 +66,6 @@ def resolve_cross(settings: Settings, cross: str | None) -> tuple[str | None, st
 
     (None, None) for an empty ``cross``. Raises ConfigError (exit 2) when ``cross`` is neither a directory nor a
     cross-encoder version of the registry (or is an invalid version id)."""
-    from keyphrase_pipeline.artifacts import registry
 
     if not cross:
         return None, None
@@ -104,7 +106,6 @@ def ranking_triplets(train) -> dict:
 
     ``train``: frame ``title, category, keyphrase, label`` (0/1). Returns ``{"keyphrase", "item", "negative"}``,
     three equal-length lists of tower input strings."""
-    from keyphrase_pipeline.models.text import item_text, keyphrase_text
 
     anchors, positives, negatives = [], [], []
     for kp, g in train.groupby("keyphrase", sort=False):
@@ -131,8 +132,6 @@ def listwise_rows(groups) -> dict:
     the candidates; ``item``: the reverse). Raises ValueError when the groups are not all of one size or a
     list's anchor text is not the same on all its rows."""
     import numpy as np
-
-    from keyphrase_pipeline.models.text import item_text, keyphrase_text
 
     sizes = groups.groupby("group", sort=False).size()
     if sizes.nunique() != 1:
@@ -166,8 +165,6 @@ def build_task_datasets(data, mix: list[str], kd=None, llm_ranking: bool = False
     ``llm_ranking`` and ``llm`` in the mix) holds ``keyphrase, item, negative`` triplets; ``kd_list`` holds
     ``anchor, c0..c{N-1}`` and a list ``label``."""
     from datasets import Dataset
-
-    from keyphrase_pipeline.models.text import item_text, keyphrase_text
 
     def cols(df, label=None):
         d = {"item": [item_text(t, c) for t, c in zip(df["title"], df["category"])],
@@ -280,7 +277,6 @@ def _teacher(settings: Settings, ds: str, mix: list[str], cross: str | None, lab
     ``ds`` (``registry.warm_start_version``)."""
     import pandas as pd
 
-    from keyphrase_pipeline.artifacts import registry
     from keyphrase_pipeline.labels.kd_pairs import candidate_groups, sample_pairs
 
     cross_dir = cross_version = None
@@ -565,9 +561,7 @@ def run(settings: Settings, ds: str, cross: str | None = None, labels: str | Non
             contract.
 
     Training errors propagate unchanged (exit 1); the temp directory is removed, nothing is committed."""
-    from keyphrase_pipeline.artifacts import registry
     from keyphrase_pipeline.labels.training_data import label_balance, load_training_data
-    from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
     from keyphrase_pipeline.models.training import warm_step_cap
 
     ds = ds_str(ds)

@@ -26,9 +26,28 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from keyphrase_pipeline.artifacts import registry
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake, commit_dir, ds_str, tmp_sibling, write_parquet_file_atomic
+from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
+from keyphrase_pipeline.models.cross_encoder import build_cross, predict_pairs, save_cross
+from keyphrase_pipeline.models.metrics import binary_metrics, has_both_classes, threshold_metrics
+from keyphrase_pipeline.models.text import cross_text
+from keyphrase_pipeline.models.training import (
+    VersionRecords,
+    best_step,
+    budget_arguments,
+    calibration_plot,
+    heldout_evaluator,
+    plan_budget,
+    progress_callback,
+    quiet_trainer,
+    stop_reason,
+    trainer_precision,
+    warm_step_cap,
+    with_step_cap,
+)
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -52,8 +71,6 @@ def _pairs_dataset(frame, target):
     """(query, document, label) rows for the CrossEncoderTrainer (``keyphrase_pipeline.models.text.cross_text``)."""
     from datasets import Dataset
 
-    from keyphrase_pipeline.models.text import cross_text
-
     q, d = zip(*[cross_text(k, c, ti) for ti, c, k in zip(frame["title"], frame["category"], frame["keyphrase"])])
     return Dataset.from_dict({"query": list(q), "document": list(d), "label": [float(x) for x in target]})
 
@@ -73,18 +90,6 @@ def _loss(settings: Settings, model, labels):
 def _fit(settings: Settings, model, train, test, target, tmp: str, device: str, lr: float):
     """Train ``model`` in place within the planned budget; returns (trainer result, progress, budget, evaluator)."""
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
-
-    from keyphrase_pipeline.models.cross_encoder import predict_pairs
-    from keyphrase_pipeline.models.metrics import has_both_classes
-    from keyphrase_pipeline.models.training import (
-        budget_arguments,
-        heldout_evaluator,
-        plan_budget,
-        progress_callback,
-        quiet_trainer,
-        stop_reason,
-        trainer_precision,
-    )
 
     t = settings.train
     budget = plan_budget(len(train), t.batch_size, t.epochs, t.cross_max_steps, t.warmup_ratio, t.evals_per_epoch,
@@ -113,7 +118,6 @@ def _fit(settings: Settings, model, train, test, target, tmp: str, device: str, 
 def _soft_labels(model, allp, tmp: str):
     """P(relevant) for every labelled pair (train and test: the test scores give the evaluator's rho), written to
     ``soft_labels.parquet``; returns (float32 ``np.ndarray`` of shape ``(len(allp),)``, seconds it took)."""
-    from keyphrase_pipeline.models.cross_encoder import predict_pairs
 
     t_pred = time.perf_counter()
     scores = predict_pairs(model, allp["title"].tolist(), allp["category"].tolist(), allp["keyphrase"].tolist())
@@ -127,8 +131,6 @@ def _soft_labels(model, allp, tmp: str):
 def _heldout_metrics(allp, scores, tmp: str, version: str) -> tuple[dict, dict, float | None]:
     """(metrics, held-out metrics, decision threshold or None) of ``scores`` on the held-out and train splits,
     and the held-out calibration plot (``calibration.png``)."""
-    from keyphrase_pipeline.models.metrics import binary_metrics, has_both_classes, threshold_metrics
-    from keyphrase_pipeline.models.training import calibration_plot
 
     is_test = (allp["split"] == "test").to_numpy()
     if has_both_classes(allp["label"][is_test]):
@@ -150,7 +152,6 @@ def _heldout_metrics(allp, scores, tmp: str, version: str) -> tuple[dict, dict, 
 def _training_record(result, evaluator, budget, train_s: float, n_pairs: int, pred_s: float, stopped: str) -> dict:
     """Loss, steps, why it stopped (``stopped``: ``models.training.stop_reason``), best step, budget, held-out
     history and speeds of the training run."""
-    from keyphrase_pipeline.models.training import best_step
 
     return {"train_loss": float(result.training_loss), "steps": int(result.global_step),
             "stop_reason": stopped,
@@ -163,7 +164,6 @@ def _training_record(result, evaluator, budget, train_s: float, n_pairs: int, pr
 def _records(config: dict, ds: str, version: str, device: str, budget, snapshot: dict, metrics: dict,
              history: list[dict], heldout: dict, threshold: float | None) -> VersionRecords:
     """The version folder's records (``models.training.VersionRecords``) of a trained cross-encoder."""
-    from keyphrase_pipeline.models.training import VersionRecords
 
     created = dt.datetime.now(dt.UTC).isoformat()
     held_out = ("Held-out pairs (no threshold: one class)" if threshold is None else
@@ -183,7 +183,6 @@ def _advance_latest(settings: Settings, version: str) -> None:
     """Point ``CROSS_LATEST`` at ``version`` unless it already points at a cross-encoder of a later day (a rerun or a
     backfill of an earlier day never moves the teacher of later days backwards; ``warm_start_version`` gives a
     backfill its own day's teacher)."""
-    from keyphrase_pipeline.artifacts import registry
 
     try:
         latest = registry.latest_cross(settings)
@@ -219,11 +218,7 @@ def run(settings: Settings, ds: str, labels: str | None = None, out: str | None 
 
     Training errors (torch, out of memory) propagate unchanged (exit 1); the temp directory is then removed
     and nothing is committed."""
-    from keyphrase_pipeline.artifacts import registry
     from keyphrase_pipeline.labels.training_data import label_balance, load_training_data
-    from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
-    from keyphrase_pipeline.models.cross_encoder import build_cross, save_cross
-    from keyphrase_pipeline.models.training import warm_step_cap
 
     ds = ds_str(ds)
     t0 = time.perf_counter()
@@ -318,7 +313,6 @@ def main(settings: Settings, args) -> int:
     Errors propagate as exceptions; ``keyphrase_pipeline.cli.main`` maps them to exit codes
     (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     ds = args.ds or dt.datetime.now(dt.UTC).date().isoformat()
-    from keyphrase_pipeline.models.training import with_step_cap
 
     settings = with_step_cap(settings, "cross_max_steps", args.max_steps)
     stats = run(settings, ds, labels=args.labels, out=args.out)

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from keyphrase_pipeline.core import layout
-from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, ds_str
+from keyphrase_pipeline.models.metrics import auc_or_none
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -75,7 +76,6 @@ def judge_metrics(p_yes: np.ndarray, relevant: np.ndarray, threshold: float, bin
         ``pairs, relevant_share, auc`` (None when the truth has one class), ``yes_rate, agreement, precision``
         (None without a yes), ``recall`` (None without a relevant pair), ``mean_p_yes_relevant`` /
         ``_irrelevant``, ``calibration`` (``calibration_bins``) and ``ece``."""
-    from keyphrase_pipeline.models.metrics import auc_or_none
 
     p, y = np.asarray(p_yes, dtype=np.float64), np.asarray(relevant, dtype=bool)
     yes = p >= threshold
@@ -178,7 +178,6 @@ def main(settings: Settings, args) -> int:
     """``kp judge-quality``: print ``labels_vs_truth`` as JSON (and write ``--out``/``--plot``); returns 0.
     ConfigError (exit 2): ``--bins`` under 1, a ``--plot`` name not ending in .png (checked before any work);
     DataError (exit 3): no synthetic world or no stored labels."""
-    from keyphrase_pipeline.core.errors import ConfigError
 
     if args.bins < 1:
         raise ConfigError(f"--bins must be at least 1, got {args.bins}")

@@ -42,6 +42,8 @@ import threading
 import time
 from pathlib import Path
 
+from keyphrase_pipeline.core.lake import Lake
+
 log = logging.getLogger("kp.judge_stand_in")
 
 STAND_IN_MODEL = "STAND-IN:simulated-annotator-v1 (not an LLM)"
@@ -80,7 +82,6 @@ class Lookup:
     def reload(self, min_interval_s: float = 5.0) -> None:
         import pyarrow.dataset as ds
 
-        from keyphrase_pipeline.core.lake import Lake
         from keyphrase_pipeline.labels.judges.prompt import MAX_CATEGORY_CHARS, neutralize_markers, quote, sanitize
 
         with self.lock:

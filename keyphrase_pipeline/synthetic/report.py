@@ -53,10 +53,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from keyphrase_pipeline.artifacts import registry
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
-from keyphrase_pipeline.core.lake import Lake, commit_dir, ds_str, tmp_sibling
-from keyphrase_pipeline.core.settings import KD_LOSSES
+from keyphrase_pipeline.core.lake import Lake, commit_dir, ds_str, read_parquet, tmp_sibling
+from keyphrase_pipeline.core.settings import KD_LOSSES, TrainSettings
+from keyphrase_pipeline.core.spark import get_spark
+from keyphrase_pipeline.labels.judges.base import judge_model_id
+from keyphrase_pipeline.models.bi_encoder import encode_items, encode_keyphrases, load_student
+from keyphrase_pipeline.stages import train_bi
+from keyphrase_pipeline.stages.evaluate import cross_scores_for, evaluate_model
 from keyphrase_pipeline.synthetic.judge_quality import labels_vs_truth
 
 if TYPE_CHECKING:
@@ -78,7 +84,6 @@ QUICK_MAX_ITEMS = 100
 def _spark(settings: Settings, spark, app: str):
     if spark is not None:
         return spark
-    from keyphrase_pipeline.core.spark import get_spark
 
     return get_spark(settings, app)
 
@@ -89,7 +94,6 @@ def prepare(settings: Settings, ds: str | None = None, spark=None) -> tuple[str,
     Runs the missing stages (synth, ctr-labels, select-pairs + label + merge-labels, train-cross) and raises
     what they raise. DataError (exit 3) when the lake holds a catalog but no synthetic world, or no raw events
     (without ``ds``)."""
-    from keyphrase_pipeline.artifacts import registry
     from keyphrase_pipeline.labels.training_data import latest_partition
 
     lake = Lake.from_settings(settings)
@@ -145,7 +149,6 @@ def sample_items(world, settings: Settings, ds: str, max_items: int) -> "object"
     such item; SchemaError (exit 3) when the catalog breaks its contract."""
     import pandas as pd
 
-    from keyphrase_pipeline.core.lake import read_parquet
     from keyphrase_pipeline.labels.training_data import latest_partition
 
     lake = Lake.from_settings(settings)
@@ -243,7 +246,6 @@ def offline_eval(settings: Settings, model_dir: str, world, items, kps, threshol
     ``items``: ``sample_items`` frame; ``kps``: frame ``keyphrase_id, text``; ``threshold``: a cosine at
     ``serve.dim``. Returns ``score_recommendations``' (summary, per-item frame, recommendations frame).
     ConfigError (exit 2) when ``model_dir`` is not a sentence-transformers directory."""
-    from keyphrase_pipeline.models.bi_encoder import encode_items, encode_keyphrases, load_student
 
     model = load_student(model_dir, settings.train.device)
     dim = settings.serve.dim
@@ -260,7 +262,6 @@ def _slug(mix: str, kd: str) -> str:
 
 
 def _check_mixes(mixes) -> list[str]:
-    from keyphrase_pipeline.core.settings import TrainSettings
 
     out = []
     for m in mixes:
@@ -326,8 +327,6 @@ class ReportRun:
 
 def _train_and_evaluate(run: ReportRun, mix: str, kd: str, seed: int, offline: bool) -> dict:
     """One student (``mix``, ``kd``, ``seed``) trained into the work dir and evaluated; its result record."""
-    from keyphrase_pipeline.stages import train_bi
-    from keyphrase_pipeline.stages.evaluate import evaluate_model
 
     settings, ds, cross_version, tmp = run.settings, run.ds, run.cross_version, run.tmp
     data, teacher, world = run.inputs["data"], run.inputs["teacher"], run.inputs["world"]
@@ -389,9 +388,7 @@ def _check_arguments(settings: Settings, mixes, kd_losses, kd_mix: str, seeds, q
 def _evaluation_inputs(settings: Settings, ds: str, cross_version: str) -> dict:
     """What every arm is evaluated on: the world, the LLM test pairs and the teacher's scores on them, the
     sampled items and the keyphrase universe."""
-    from keyphrase_pipeline.core.lake import read_parquet
     from keyphrase_pipeline.labels.training_data import load_training_data
-    from keyphrase_pipeline.stages.evaluate import cross_scores_for
     from keyphrase_pipeline.synthetic.world import World
 
     world = World.load(settings)
@@ -428,8 +425,6 @@ def run(settings: Settings, ds: str | None = None, mixes=None, out: str | None =
     work; DataError (exit 3) on unusable data (a real lake without a synthetic world, no events, no sampled
     items); and what the stages it runs raise (``prepare``, ``train_bi.run``). The output directory is
     replaced only on success."""
-    from keyphrase_pipeline.artifacts import registry
-    from keyphrase_pipeline.labels.judges.base import judge_model_id
     from keyphrase_pipeline.labels.training_data import label_balance
 
     t0 = time.perf_counter()

@@ -22,7 +22,7 @@ import pandas as pd
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import DataError
-from keyphrase_pipeline.core.lake import Lake, ds_range
+from keyphrase_pipeline.core.lake import Lake, ds_range, read_parquet
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -186,7 +186,6 @@ class World:
         """Read ``synth/items``, ``synth/keyphrases`` and ``synth/world.json``.
 
         Raises DataError "not a synthetic world" when the lake has no ``synth/`` tables."""
-        from keyphrase_pipeline.core.lake import read_parquet
 
         lake = settings_or_lake if isinstance(settings_or_lake, Lake) else Lake.from_settings(settings_or_lake)
         meta_path = layout.synth_world_meta_path(lake)

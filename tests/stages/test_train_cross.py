@@ -91,7 +91,7 @@ def test_budget_from_the_data_and_the_best_heldout_checkpoint_is_kept(tmp_path, 
         rigged.evaluator = ev
         return ev
 
-    monkeypatch.setattr(training, "heldout_evaluator", rigged)
+    monkeypatch.setattr(train_cross, "heldout_evaluator", rigged)  # where it is used: imported by name
     w = trained_world(make_settings)
     s = tiny_settings(make_settings, tmp_path / "lake", w["base"], cross_max_steps=-1, epochs=3, evals_per_epoch=2,
                       early_stopping_patience=0)

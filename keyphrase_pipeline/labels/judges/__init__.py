@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from keyphrase_pipeline.core.errors import ConfigError
 from keyphrase_pipeline.labels.judges.base import Judge, JudgeUnavailable, judge_model_id, p_yes_from_logprobs
 
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ def get_judge(settings: Settings) -> Judge:
         from keyphrase_pipeline.labels.judges.vllm_judge import VLLMJudge
 
         return VLLMJudge(settings)
-    from keyphrase_pipeline.core.errors import ConfigError
 
     raise ConfigError(f"judge.backend {backend!r} is unknown; choose from {BACKENDS}")
 

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from keyphrase_pipeline.core.errors import DataError, KPError
+from keyphrase_pipeline.core.errors import ConfigError, DataError, KPError
+from keyphrase_pipeline.labels.judges.prompt import build_prompts
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -133,7 +134,6 @@ def model_dir_fingerprint(path: str | os.PathLike) -> str:
     the fingerprint, so labels move with the model and are never paid twice. Reads about 200 KiB per file.
 
     Raises ConfigError when ``path`` is not a directory or holds neither config.json nor a weight file."""
-    from keyphrase_pipeline.core.errors import ConfigError
 
     root = os.fspath(path)
     if not os.path.isdir(root):
@@ -176,7 +176,6 @@ def judge_model_id(settings: Settings) -> str:
     j = settings.judge
     if j.backend == "simulated":
         return SIMULATED_LLM_MODEL if getattr(j, "simulated_errors", "iid") == "llm" else SIMULATED_MODEL
-    from keyphrase_pipeline.core.errors import ConfigError
 
     if not j.model:
         raise ConfigError(f"judge.model is empty: the {j.backend} backend needs a model "
@@ -225,7 +224,6 @@ class Judge(ABC):
         Returns float64 ``np.ndarray`` of shape ``(len(pairs),)``, values in [0, 1]; ``(0,)`` for no pairs.
         ConfigError (exit 2) for an unknown ``judge.prompt_version``; backends add their own errors.
         Strict: raises DataError (``UnusableAnswer``) when any pair's answer is unreadable."""
-        from keyphrase_pipeline.labels.judges.prompt import build_prompts
 
         if len(pairs) == 0:
             return np.zeros(0, dtype=np.float64)

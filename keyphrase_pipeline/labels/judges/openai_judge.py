@@ -27,6 +27,7 @@ else the Airflow Connection ``judge.airflow_conn_id`` (host = base URL, password
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -52,6 +53,7 @@ from keyphrase_pipeline.labels.judges.base import (
     judge_model_id,
     p_yes_from_logprobs,
 )
+from keyphrase_pipeline.labels.judges.prompt import build_prompts
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -138,7 +140,6 @@ def parse_top_logprobs(body: dict) -> list[tuple[str, float]]:
 
 def raw_answer(body: dict, tops: list[tuple[str, float]]) -> str:
     """The answer as a short JSON text for the quarantine: the message content and the top logprobs."""
-    import json
 
     content = None
     try:
@@ -495,7 +496,6 @@ class OpenAIJudge(Judge):
         return out
 
     def verdicts(self, pairs, journal=None) -> Verdicts:
-        from keyphrase_pipeline.labels.judges.prompt import build_prompts
 
         return self.verdict_prompts(build_prompts(pairs, self.settings) if len(pairs) else [], journal=journal)
 

@@ -14,12 +14,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import sys
 from pathlib import Path
 
 from keyphrase_pipeline.core.errors import ConfigError
+from keyphrase_pipeline.models.base import default_encoder_path
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,6 @@ def declares_gguf(config: dict) -> bool:
 def _drop_gguf_marker(config_path: Path) -> None:
     """Remove a ``quantization_config`` of method gguf from a saved config (directories written before
     2026-12-05 kept it, and a server such as vLLM then refuses the plain fp32 weights as "gguf")."""
-    import json
 
     cfg = json.loads(config_path.read_text())
     if declares_gguf(cfg):
@@ -94,8 +95,6 @@ def build_tiny_lm(out_dir: str | os.PathLike, hidden: int = 64, layers: int = 2,
     """A tiny random Llama + the MiniLM WordPiece tokenizer, saved at ``out_dir``."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from keyphrase_pipeline.models.base import default_encoder_path
 
     tok = AutoTokenizer.from_pretrained(default_encoder_path())
     torch.manual_seed(seed)

@@ -27,6 +27,7 @@ import numpy as np
 from keyphrase_pipeline.core.errors import ConfigError
 from keyphrase_pipeline.labels.judges.base import Judge, judge_model_id
 from keyphrase_pipeline.labels.judges.prompt import neutralize_tokens, special_token_strings
+from keyphrase_pipeline.models.base import resolve_device
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -60,8 +61,6 @@ class TransformersJudge(Judge):
         super().__init__(settings)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from keyphrase_pipeline.models.base import resolve_device
 
         path = settings.judge.model
         if model is None and (not path or not os.path.isdir(path)):

@@ -16,14 +16,18 @@ need not hold pandas or Spark). vLLM's engine starts a subprocess: scripts need 
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from keyphrase_pipeline.core.errors import ConfigError
 from keyphrase_pipeline.labels.judges.base import Judge, UnusableAnswer, Verdicts, judge_model_id, p_yes_from_logprobs
-from keyphrase_pipeline.labels.judges.prompt import neutralize_tokens, special_token_strings
+from keyphrase_pipeline.labels.judges.prompt import build_prompts, neutralize_tokens, special_token_strings
+from keyphrase_pipeline.labels.judges.vllm_server import engine_kwargs
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -77,7 +81,6 @@ class VLLMJudge(Judge):
         except ImportError:
             raise ConfigError("judge.backend=vllm needs vLLM on a CUDA GPU worker: pip install 'keyphrase-pipeline[vllm]' "
                               "(or serve the model with vLLM and use judge.backend=openai)") from None
-        from keyphrase_pipeline.labels.judges.vllm_server import engine_kwargs
 
         self.model = judge_model_id(settings)
         self.llm = LLM(model=settings.judge.model, **engine_kwargs(settings))
@@ -101,7 +104,6 @@ class VLLMJudge(Judge):
         return out
 
     def verdicts(self, pairs) -> Verdicts:
-        from keyphrase_pipeline.labels.judges.prompt import build_prompts
 
         return self.verdict_prompts(build_prompts(pairs, self.settings) if len(pairs) else [])
 
@@ -116,9 +118,6 @@ class VLLMJudge(Judge):
 def main(argv: list[str] | None = None) -> int:
     """Score a JSON list of prompts (argv[0]) into a JSON object {"p_yes": [...], "unusable": {i: reason},
     "seconds": s, "model": id} (argv[1]), with the settings from the environment (``KP_JUDGE__*``)."""
-    import json
-    import sys
-    import time
 
     from keyphrase_pipeline.core.settings import load_settings
 

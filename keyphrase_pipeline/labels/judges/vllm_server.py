@@ -16,16 +16,19 @@ settings (``engine_kwargs``).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core.errors import ConfigError, KPError
+from keyphrase_pipeline.labels.judges.smollm2 import DEFAULT_DIR, declares_gguf, ensure_smollm2
 from keyphrase_pipeline.labels.judges.vllm_runtime import has_vllm, resolve_python  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
@@ -111,8 +114,6 @@ def score_offline(settings: Settings, prompts: list, model_dir: str, python: str
     Returns ``{"p_yes": [float | None], "unusable": {index: reason}, "seconds": scoring s, "model": id, "wall_s":
     s with the engine's start}``. Raises KPError (exit 1) naming the interpreter and the end of its stderr when
     it fails; subprocess.TimeoutExpired past ``timeout_s``."""
-    import json
-    import tempfile
 
     exe = python or server_python(settings)
     with tempfile.TemporaryDirectory(prefix="kp-vllm-offline-") as tmp:
@@ -134,13 +135,11 @@ def score_offline(settings: Settings, prompts: list, model_dir: str, python: str
 def check_model_dir(model_dir: str) -> None:
     """Refuse a directory vLLM cannot serve as plain weights (ConfigError, exit 2): not a Hugging Face
     directory, or one whose config still declares GGUF quantisation (``smollm2.ensure_smollm2`` rewrites it)."""
-    import json
 
     cfg_path = Path(model_dir) / "config.json"
     if not cfg_path.is_file():
         raise ConfigError(f"{model_dir!r} is not a Hugging Face model directory (no config.json); for SmolLM2 run "
                           "python -m keyphrase_pipeline.labels.judges.smollm2 var/models/smollm2-135m")
-    from keyphrase_pipeline.labels.judges.smollm2 import declares_gguf
 
     if declares_gguf(json.loads(cfg_path.read_text())):
         raise ConfigError(f"{cfg_path} declares GGUF quantisation over plain weights; vLLM refuses it. Re-run "
@@ -262,7 +261,6 @@ def add_arguments(parser) -> None:
 
 def main(settings: Settings, args) -> int:
     """Run the server in the foreground (the process becomes vLLM's, as a service manager expects)."""
-    from keyphrase_pipeline.labels.judges.smollm2 import DEFAULT_DIR, ensure_smollm2
 
     model_dir = args.model_dir or (settings.judge.model if os.path.isdir(settings.judge.model) else "")
     if not model_dir:
