@@ -383,7 +383,7 @@ SESSION_READY = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ keyphra
 def session_ready_at(stderr: str) -> float | None:
     """Epoch seconds at which the stage's SparkSession was ready: the first ``keyphrase_pipeline.core.spark:
     Spark <version> started`` log line (``core.spark.get_spark``, logged right after ``getOrCreate``; the
-    ``kp`` log format ``core.cli.configure_logging``, local time), or None (no Spark, or INFO not logged)."""
+    ``kp`` log format ``keyphrase_pipeline.cli.configure_logging``, local time), or None (no Spark, or INFO not logged)."""
     m = SESSION_READY.search(stderr or "")
     if not m:
         return None
@@ -650,7 +650,7 @@ def run_world(items: int, workdir: Path, args, lines: list[dict]) -> bool:
         if not done("select_pairs", [sel]):
             return False
         shards = [int(s) for s in (sel["result"].get("shards") or sel["stats"].get("shards") or [])]
-        label_ms = [stage("label", ["label", "--ds", ds, "--shard", str(s)], tag=f"_s{s}") for s in shards]
+        label_ms = [stage("label", ["llm-label", "--ds", ds, "--shard", str(s)], tag=f"_s{s}") for s in shards]
         if label_ms and not done("label", label_ms, shards=len(shards)):
             return False
         if not done("merge_labels", [stage("merge_labels", ["merge-labels", "--ds", ds])]):

@@ -120,7 +120,7 @@ with DAG(
 
         @task(doc_md="Judge one shard with the configured LLM (pool `llm`, queue `gpu`). Shards already "
                      "labelled are not paid for twice.",
-              pool=tasks.LLM_POOL, queue=tasks.GPU_QUEUE, map_index_template="shard {{ shard }}",
+              map_index_template="shard {{ shard }}",
               **tasks.task_args("llm_label", retries=3))
         def llm_label(plan: planning.RunPlan, shard: int, params=None):
             get_current_context()["shard"] = shard  # names the mapped instance in the UI
@@ -149,13 +149,13 @@ with DAG(
         def decide(plan: planning.RunPlan):
             return "train.train_cross" if plan["train"] else "train.skip_training"
 
-        @task(doc_md="Fine-tune the cross-encoder assistant on the LLM labels.", queue=tasks.GPU_QUEUE,
+        @task(doc_md="Fine-tune the cross-encoder assistant on the LLM labels.",
               **tasks.task_args("train_cross"))
         def train_cross(plan: planning.RunPlan, params=None):
             return tasks.run_stage("train_cross", params, plan["ds"])
 
         @task(doc_md="Train the bi-encoder student multi-task (CTR MNRL, LLM contrastive, cross-encoder "
-                     "Pearson KD), Matryoshka dims.", queue=tasks.GPU_QUEUE,
+                     "Pearson KD), Matryoshka dims.",
               **tasks.task_args("train_bi"))
         def train_bi(plan: planning.RunPlan, cross: dict, params=None):
             return tasks.run_stage("train_bi", params, plan["ds"], cross=tasks.cross_ref(cross))
@@ -182,12 +182,12 @@ with DAG(
             return tasks.run_stage("export", params, plan["ds"])
 
         @task(doc_md="Spark + ONNX Runtime: embed items (new/changed only unless `full_reembed`).",
-              queue=tasks.GPU_QUEUE, **tasks.task_args("embed", variant="items"))
+              **tasks.task_args("embed", variant="items"))
         def embed_items(plan: planning.RunPlan, params=None):
             return tasks.run_stage("embed", params, plan["ds"], what="items", full=bool(plan["full_reembed"]))
 
         @task(doc_md="Spark + ONNX Runtime: embed keyphrases (new/changed only unless `full_reembed`).",
-              queue=tasks.GPU_QUEUE, **tasks.task_args("embed", variant="keyphrases"))
+              **tasks.task_args("embed", variant="keyphrases"))
         def embed_keyphrases(plan: planning.RunPlan, params=None):
             return tasks.run_stage("embed", params, plan["ds"], what="keyphrases", full=bool(plan["full_reembed"]))
 

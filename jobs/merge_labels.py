@@ -6,8 +6,12 @@ the command line to ``kp`` (same options, same exit codes: ``kp merge-labels --h
 """
 
 import sys
+from pathlib import Path
 
-from keyphrase_pipeline.cli import main
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]  # python jobs/<stage>.py puts jobs/ first: its file names must not shadow modules
+
+from keyphrase_pipeline.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(["merge-labels", *sys.argv[1:]]))

@@ -1,4 +1,4 @@
-"""The ``kp`` command line: one subcommand per job.
+"""The ``kp`` command line: one subcommand per stage (from the stage table) and per command.
 
 Each subcommand lives in a module that defines ``add_arguments(parser)`` and ``main(settings, args)``;
 the module is imported only when its subcommand runs, so ``kp --help`` is instant. Airflow tasks and
@@ -6,7 +6,8 @@ tests call the same modules' ``run(settings, ...)`` functions.
 
 Exit codes: 0 success; 1 unexpected failure; 2 bad configuration or arguments; 3 bad or missing input
 data (schema, quarantine limit, missing day); 4 a quality gate refused (export tolerance, index
-recall floor, model not promoted when promotion was required).
+recall floor, model not promoted when promotion was required); 5 the lake cannot be written (disk full, read-only,
+permission denied).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
             "run the daily DAG on the demo world for a few days and print a summary"),
 }
 
-#: former command names -> today's (a stage has one name: ``kp llm-label`` became ``kp llm-label``)
+#: former command names -> today's (a stage has one name: ``kp label`` became ``kp llm-label``)
 RENAMED = {"label": "llm-label"}
 
 
@@ -71,7 +72,8 @@ def _top_parser() -> argparse.ArgumentParser:
         description="keyphrase-pipeline: advertiser keyphrase recommendations distilled from LLM judgements.",
         epilog=f"commands:\n{lines}\n\nRun 'kp COMMAND --help' for a command's options.\n"
         "Settings come from KP_* environment variables (see docs/OPERATIONS.md).\n"
-        "Exit codes: 0 ok, 1 failure, 2 bad configuration, 3 bad input data, 4 quality gate refused.",
+        "Exit codes: 0 ok, 1 failure, 2 bad configuration, 3 bad input data, 4 quality gate refused, "
+        "5 the lake cannot be written.",
     )
     p.add_argument("command", nargs="?", choices=list(COMMANDS), metavar="COMMAND")
     p.add_argument("--version", action="store_true", help="print the version and exit")

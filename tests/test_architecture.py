@@ -96,3 +96,34 @@ def test_settings_named_in_the_top_level_readmes_exist(doc):
             model = model.model_fields[part].annotation
             if i < len(path) - 1 and not hasattr(model, "model_fields"):
                 pytest.fail(f"{doc}: {var} goes below a plain setting")
+
+
+def test_the_stages_room_holds_exactly_the_stage_table():
+    from keyphrase_pipeline.stages import STAGES
+
+    modules = sorted(p.stem for p in (PACKAGE / "stages").glob("*.py") if p.name != "__init__.py")
+    assert modules == sorted(s.name for s in STAGES), "a stage module without a STAGES entry, or the reverse"
+
+
+def _contracts() -> dict[str, dict]:
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    return {c["id"]: c for c in config}
+
+
+def test_the_layers_contract_names_every_room_of_the_package():
+    layers = [name.strip() for layer in _contracts()["rooms"]["layers"] for name in layer.split("|")]
+    rooms = {p.parent.name for p in PACKAGE.glob("*/__init__.py")} | {"cli"}
+    assert sorted(layers) == sorted(rooms), "a room of the package is missing from the layers contract (or gone)"
+
+
+def test_every_production_room_is_forbidden_the_demo():
+    sources = set(_contracts()["no-demo-in-production"]["source_modules"])
+    demo_runners = {"demo", "cluster_e2e", "cluster_faults"}  # deploy's modules that run the demo world
+    want = {f"keyphrase_pipeline.{p.parent.name}" for p in PACKAGE.glob("*/__init__.py")
+            if p.parent.name not in ("synthetic", "deploy")}
+    want |= {f"keyphrase_pipeline.deploy.{p.stem}" for p in (PACKAGE / "deploy").glob("*.py")
+             if p.stem not in demo_runners | {"__init__"}}
+    want |= {"keyphrase_pipeline.cli", "keyphrase_ui"}
+    assert sources == want

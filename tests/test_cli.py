@@ -55,3 +55,31 @@ def test_light_commands_import_no_heavy_library(argv):
             "if m in sys.modules]\nprint('HEAVY', heavy, file=sys.stderr)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "HEAVY []" in out.stderr, out.stderr[-2000:]
+
+
+def test_a_renamed_command_still_runs_under_its_former_name(capsys):
+    """``kp label`` (before each stage had one name) runs ``kp llm-label`` and says so."""
+    from keyphrase_pipeline.cli import RENAMED, main
+
+    assert RENAMED == {"label": "llm-label"}
+    assert main(["label", "--help"]) == 0
+    out, err = capsys.readouterr()
+    assert "'label' is now 'llm-label'" in err and "kp llm-label" in out
+
+
+def test_every_kp_command_the_docs_name_exists():
+    """A command named in backticks (```kp merge-labels```) in the docs, READMEs or docstrings is one ``kp`` has: a
+    stage renamed in one place only, or a find-and-replace gone too far, fails here."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    from keyphrase_pipeline.cli import COMMANDS, RENAMED
+
+    repo = Path(__file__).resolve().parents[1]
+    tracked = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True, check=True).stdout.split()
+    named = re.compile(r"`kp ([a-z][a-z-]*[a-z])(?![-*\w])")
+    unknown = sorted({(f, m.group(1)) for f in tracked if f.endswith((".md", ".py")) and not f.startswith("bench/results")
+                      for m in named.finditer((repo / f).read_text(errors="replace"))
+                      if m.group(1) not in COMMANDS and m.group(1) not in RENAMED})
+    assert unknown == [], unknown

@@ -2,7 +2,7 @@
 verdicts stored append-only in the lake, and the agreement rate per day, judge and prompt version.
 
 This is how a team measures its teacher (the judge), and where human labels for ``--labels`` training come from:
-``kp llm-label-reviews --export FILE [--from D] [--to D]`` (``export``) writes the newest verdict per pair (across
+``kp label-reviews --export FILE [--from D] [--to D]`` (``export``) writes the newest verdict per pair (across
 reviewers), joined to the label store's title, category and keyphrase, as a ``--labels``-ready file (``label``:
 agree -> the judge's label, disagree -> its opposite).
 
@@ -365,7 +365,7 @@ def export(settings: Settings, path: str, from_ds=None, to_ds=None) -> dict:
 
 
 def add_arguments(parser) -> None:
-    """``kp llm-label-reviews`` options (argparse)."""
+    """``kp label-reviews`` options (argparse)."""
     parser.add_argument("--export", required=True, metavar="FILE",
                         help="write the reviewed pairs as a --labels file (.parquet/.pq, .csv or .tsv)")
     parser.add_argument("--from", dest="from_ds", default=None, metavar="D",
@@ -375,6 +375,6 @@ def add_arguments(parser) -> None:
 
 
 def main(settings: Settings, args) -> int:
-    """``kp llm-label-reviews --export FILE``: ``export``; prints its stats as one JSON line and returns 0."""
+    """``kp label-reviews --export FILE``: ``export``; prints its stats as one JSON line and returns 0."""
     print(json.dumps(export(settings, args.export, args.from_ds, args.to_ds)))
     return 0

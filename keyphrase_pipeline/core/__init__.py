@@ -1,1 +1,2 @@
-"""The foundation every stage uses: settings, lake layout, data contracts, Spark sessions, errors, command line."""
+"""The foundation every room stands on: settings, errors and exit codes, the lake and its layout, data contracts and
+conforming inputs, Spark sessions, the ground-truth hook."""

@@ -23,12 +23,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+from keyphrase_pipeline.stages import LLM_POOL
+
 REPO = Path(__file__).resolve().parents[2]  # the checkout: keyphrase_pipeline/<sub>/<module>.py
 log = logging.getLogger(__name__)
 
 # The pool that caps concurrent LLM judge shards (one slot per GPU worker); the DAG assigns it.
-LLM_POOL = "llm"
-LLM_POOL_SLOTS = 2
+LLM_POOL_SLOTS = 2  # the judge's pool on one machine (keyphrase_pipeline.stages.LLM_POOL)
 DEMO_MODULE = "keyphrase_pipeline.deploy.demo"  # seed_world_for_airflow
 
 DEFAULTS = {

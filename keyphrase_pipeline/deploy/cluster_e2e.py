@@ -39,6 +39,7 @@ from keyphrase_pipeline.core.lake import Lake
 from keyphrase_pipeline.deploy import cluster, topology
 from keyphrase_pipeline.deploy.cluster import http_json
 from keyphrase_pipeline.models.tiny import build_tiny_encoder
+from keyphrase_pipeline.stages import GPU_QUEUE, task_ids
 
 DAG_ID = "keyphrase_daily"
 TINY_TRAIN = {"matryoshka_dims": [32, 16], "batch_size": 16, "max_seq_length": 24, "epochs": 100,
@@ -47,8 +48,7 @@ TINY_TRAIN = {"matryoshka_dims": [32, 16], "batch_size": 16, "max_seq_length": 2
 TINY_SERVE = {"dim": 16, "quantize": False, "recall_sample": 50, "top_k": 10}
 #: former DAG task ids -> today's (one name per stage): lines recorded before the rename are checked as today's
 RENAMED_TASKS = {"llm_labels.label_shard": "llm_labels.llm_label", "serve.build_index": "serve.index"}
-GPU_TASKS = ("llm_labels.llm_label", "train.train_cross", "train.train_bi", "serve.embed_items",
-             "serve.embed_keyphrases")
+GPU_TASKS = task_ids(GPU_QUEUE)  # the stage table's tasks on the gpu queue
 
 
 def say(msg: str) -> None:

@@ -24,13 +24,13 @@ from typing import Any
 
 import yaml
 
+from keyphrase_pipeline.stages import DEFAULT_QUEUE, GPU_QUEUE, LLM_POOL  # noqa: F401 (cluster.py reads them here)
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 
-# Queues and the pool the DAG assigns (keyphrase_pipeline.orchestration.tasks.GPU_QUEUE, airflow_standalone.LLM_POOL)
-DEFAULT_QUEUE = "default"
-GPU_QUEUE = "gpu"
-LLM_POOL = "llm"
+# The queues and the pool the DAG assigns come from the stage table (keyphrase_pipeline.stages); the pool's size
+# is the deployment's (LLM_POOL_SLOTS)
 LLM_POOL_DESCRIPTION = "LLM judge workers (one slot per GPU worker)"
 
 # Every Airflow process (api-server, scheduler, dag-processor, triggerer, Celery workers, Spark JVMs that run
@@ -261,7 +261,7 @@ SERVICE_COMMENTS = {
 }
 
 COMPOSE_VOLUMES = ("postgres-db", "airflow-home", "lake", "hf-cache")
-AIRFLOW_VOLUMES = ("./dags:/opt/keyphrase/dags", "./plugins:/opt/keyphrase/plugins",
+AIRFLOW_VOLUMES = ("./dags:/opt/keyphrase/dags", "./plugins:/opt/keyphrase/plugins", "./jobs:/opt/keyphrase/jobs",
                    "./keyphrase_pipeline:/opt/keyphrase/keyphrase_pipeline", "lake:/opt/keyphrase/var/lake",
                    "airflow-home:/opt/airflow")
 

@@ -1,7 +1,7 @@
 """A lease: at most one live process holds a named claim in the lake (a local or mounted filesystem).
 
 Used for one shard of LLM labelling (``layout.shard_lease_path``) and for the one-off migration of the label
-store's keys (``layout.pair_keys_lease_path``), so two workers never pay the judge for the same pairs.
+store's keys (``layout.store_lease_path``), so two workers never pay the judge for the same pairs.
 
 * **Acquire**: the lease file is created with ``os.open(O_CREAT | O_EXCL)`` (atomic: of two processes exactly
   one succeeds) and holds JSON ``{token, holder, host, pid, boot_id, acquired_at, ttl_s, ...}``.

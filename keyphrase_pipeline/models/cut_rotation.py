@@ -13,7 +13,7 @@ and its relevant keyphrase agree most:
 so the cut keeps the ``serve.dim`` directions that carry most of a relevant pair's cosine (with either sign).
 It is the symmetric-part eigenbasis of the item-query cross-covariance, the same statistic canonical
 correlation and partial-least-squares projections start from; fitted after training, kept only when the
-held-out AUC at ``serve.dim`` rises (``jobs.train_bi``). Stored as a bias-free, identity-activation
+held-out AUC at ``serve.dim`` rises (``stages.train_bi``). Stored as a bias-free, identity-activation
 sentence-transformers ``Dense`` layer before ``Normalize``, so ``model.encode``, ``kp score`` and the ONNX
 towers (``models.onnx_export``) all apply it.
 """

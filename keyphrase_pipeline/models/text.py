@@ -86,7 +86,7 @@ def keyphrase_text(keyphrase: object) -> str:
 def keyphrase_identity(keyphrase: object) -> str:
     """The key under which two keyphrases are one buyer query: ``keyphrase_text`` lower-cased ("Red  Shoes"
     and "red shoes" are one), as ``eval_labels.split_by_keyphrase`` and ``kd_pairs`` compare them; a seller's
-    top-K holds at most one keyphrase per key (``jobs.recommend``). Returns str ('' for a blank keyphrase)."""
+    top-K holds at most one keyphrase per key (``models.topk``). Returns str ('' for a blank keyphrase)."""
     return keyphrase_text(keyphrase).lower()
 
 

@@ -20,6 +20,7 @@ from keyphrase_pipeline.core.errors import ConfigError, DataError, GateError
 from keyphrase_pipeline.orchestration import run_settings
 from keyphrase_pipeline.orchestration.assets import asset
 from keyphrase_pipeline.stages import BY_NAME as STAGE_BY_NAME
+from keyphrase_pipeline.stages import GPU_QUEUE, LLM_POOL  # noqa: F401 (the DAG and deploy read them here too)
 from keyphrase_pipeline.stages import stats_name as stage_stats_name
 
 if TYPE_CHECKING:
@@ -28,9 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DAG_OWNER = "keyphrase-pipeline"
-GPU_QUEUE = "gpu"  # the embed tasks; the judge's shards also take a slot of the llm pool
-LLM_POOL = "llm"  # one slot per LLM judge worker (GPU)
-LLM_POOL_SLOTS = 2
 TIMEOUT_PLAN_MIN = 10  # the plan group's tasks (and the DAG's default)
 TIMEOUT_SYNTH_MIN = 60  # demo only: generating the synthetic world
 
@@ -53,11 +51,13 @@ def stage_args(stage: str, retries: int = 2) -> dict[str, Any]:
 
 
 def task_args(stage: str, variant: str | None = None, retries: int = 2) -> dict[str, Any]:
-    """``stage_args`` plus the task's ``outlets`` (Airflow Assets) from the stage table: the kwargs of one stage's
-    task in the DAG. ``variant``: for a stage with variants (``embed``: ``items``, ``keyphrases``)."""
-
-    outlets = [asset(name) for name in STAGE_BY_NAME[stage].outlets_of(variant)]
-    return {**stage_args(stage, retries), **({"outlets": outlets} if outlets else {})}
+    """``stage_args`` plus the task's ``outlets`` (Airflow Assets), ``queue`` and ``pool`` from the stage table: the
+    kwargs of one stage's task in the DAG. ``variant``: for a stage with variants (``embed``: ``items``,
+    ``keyphrases``)."""
+    s = STAGE_BY_NAME[stage]
+    outlets = [asset(name) for name in s.outlets_of(variant)]
+    return {**stage_args(stage, retries), "queue": s.queue, **({"pool": s.pool} if s.pool else {}),
+            **({"outlets": outlets} if outlets else {})}
 
 
 # ---- stage calls ---------------------------------------------------------------------------------

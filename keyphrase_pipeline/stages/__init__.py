@@ -14,6 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DEFAULT_QUEUE = "default"  # the Celery queue of the CPU workers
+GPU_QUEUE = "gpu"  # the Celery queue of the GPU workers
+LLM_POOL = "llm"  # the Airflow pool of the judge's shards: one slot per LLM worker
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -25,7 +29,8 @@ class Stage:
     file each, named ``<name>_<variant>``. ``reports_to``: a stage whose tasks write no stats of their own (a
     labelling shard writes its ``_DONE`` marker) and whose failures show in that stage's row. ``outlets``:
     the Airflow Assets (datasets, ``orchestration.assets``) its task updates; with ``variants``, one per
-    variant, in order. ``timeout_min``: the task's
+    variant, in order. ``queue``: the Celery queue its tasks go to (``gpu`` for the work a GPU speeds up);
+    ``pool``: the Airflow pool they take a slot of (the judge's shards: ``llm``). ``timeout_min``: the task's
     execution timeout in minutes (generous for 2 CPU cores; tight enough that a hung task is retried instead
     of blocking the daily run). ``spark_submit``: the DAG submits ``jobs/<name>.py`` with spark-submit.
     """
@@ -38,6 +43,8 @@ class Stage:
     variants: tuple[str, ...] = ()
     reports_to: str | None = None
     spark_submit: bool = False
+    queue: str = DEFAULT_QUEUE
+    pool: str | None = None
 
     @property
     def module(self) -> str:
@@ -78,19 +85,19 @@ STAGES: tuple[Stage, ...] = (
     Stage("select_pairs", "llm_labels", "Spark: choose the day's pairs for the LLM judge, minus those already labelled",
           60, outlets=("pairs",)),
     Stage("llm_label", "llm_labels", "label one shard (or all shards) of the day's pairs with the configured judge",
-          120, reports_to="merge_labels"),
+          120, reports_to="merge_labels", queue=GPU_QUEUE, pool=LLM_POOL),
     Stage("merge_labels", "llm_labels", "append the day's labelled shards to the label store and report stats", 30,
           outlets=("llm_store",)),
     Stage("train_cross", "train", "fine-tune the cross-encoder assistant on LLM labels", 240,
-          outlets=("cross_encoder",)),
+          outlets=("cross_encoder",), queue=GPU_QUEUE),
     Stage("train_bi", "train", "train the bi-encoder student multi-task (CTR, LLM labels, cross-encoder KD)", 360,
-          outlets=("bi_encoder",)),
+          outlets=("bi_encoder",), queue=GPU_QUEUE),
     Stage("evaluate", "train", "evaluate a student and gate its promotion against the champion", 60,
           outlets=("champion",)),
     Stage("export", "serve", "export the champion's towers to ONNX (verified; optional int8)", 30,
           outlets=("onnx_towers",)),
     Stage("embed", "serve", "Spark + ONNX Runtime: embed items or keyphrases (incremental)", 180,
-          outlets=("item_embeddings", "keyphrase_embeddings"), variants=("items", "keyphrases")),
+          outlets=("item_embeddings", "keyphrase_embeddings"), variants=("items", "keyphrases"), queue=GPU_QUEUE),
     Stage("index", "serve", "build the FAISS keyphrase index and measure its recall", 90,
           outlets=("keyphrase_index",)),
     Stage("recommend", "serve", "top-K keyphrases per item from the index", 120, outlets=("recommendations",)),
@@ -114,6 +121,16 @@ def stats_names() -> list[str]:
     """Every run stats name the stages write, in pipeline order (``embed`` gives ``embed_items``,
     ``embed_keyphrases``)."""
     return [n for s in STAGES for n in s.stats_names]
+
+
+def group_stats(group: str) -> tuple[str, ...]:
+    """The run stats names of the stages of DAG task group ``group`` (``llm_labels``: select_pairs, merge_labels)."""
+    return tuple(n for s in STAGES if s.group == group for n in s.stats_names)
+
+
+def task_ids(queue: str | None = None) -> tuple[str, ...]:
+    """Every stage task id of the DAG, in pipeline order; with ``queue``, only the tasks sent to that queue."""
+    return tuple(t for s in STAGES if queue is None or s.queue == queue for t in s.task_ids)
 
 
 def stats_tasks() -> dict[str, str]:

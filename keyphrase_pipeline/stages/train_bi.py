@@ -8,7 +8,7 @@ task       pairs                                        loss
 ``llm``    LLM-labelled pairs, label 0/1                ContrastiveLoss (cosine distance, margin 0.5)
 ``sr``     search-relevance labels 0/1 (when present)   ContrastiveLoss
 ``kd``     LLM train pairs + unjudged neighbours        ``train.kd_loss``: pearson (``models.losses``),
-           (``jobs.kd_pairs``), cross-encoder           mse (CosineSimilarityLoss) or cosent (CoSENTLoss)
+           (``labels.kd_pairs``), cross-encoder           mse (CosineSimilarityLoss) or cosent (CoSENTLoss)
            P(relevant)
 ``kd``     candidate lists of unjudged pairs            listwise KL (DistillKLDivLoss on 20 x cosine;
 (lists)    (``kd_pairs.candidate_groups``), the         ``models.losses.build_listwise_kd_loss``), task

@@ -568,7 +568,7 @@ def review_view(ds: str | None, n: int, user) -> dict:
         base["notes"].append(reviews_skipped_note(skipped))
     if not days:
         return {**base, "ds": None, "message": "No judged pairs yet: the labelling group of keyphrase_daily "
-                "(select_pairs, label, merge) judges pairs each day; review them here afterwards."}
+                "(select_pairs, llm_label, merge_labels) judges pairs each day; review them here afterwards."}
     ds = ds or days[-1]
     try:
         rows = label_reviews.sample(settings, ds, n)

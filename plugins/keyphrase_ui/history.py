@@ -30,7 +30,7 @@ from pathlib import Path
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.lake import RENAMED_RUN_STATS
-from keyphrase_pipeline.stages import stats_names
+from keyphrase_pipeline.stages import group_stats, stats_names
 
 DAG_ID = "keyphrase_daily"
 
@@ -47,7 +47,7 @@ def stage_of(stem: str) -> str:
 
 # The DAG runs its groups in sequence (ctr -> llm_labels -> train -> serve), so a stage is expected to have run
 # when a later one did; except the groups skipped by design on some days (unless one of their stages ran)
-LABELLING, TRAINING = ("select_pairs", "merge_labels"), ("train_cross", "train_bi", "evaluate")
+LABELLING, TRAINING = group_stats("llm_labels"), group_stats("train")
 OPTIONAL = {
     **{s: ("labelling skipped (the skip_llm param)", LABELLING) for s in LABELLING},
     **{s: ("no training that day (only on training days: train.retrain_every_days, force_retrain, or no champion "

@@ -116,6 +116,20 @@ def test_pools_queues_retries_timeouts_docs(dag):
     assert dag.on_failure_callback
 
 
+def test_the_dag_has_the_stage_tables_tasks_with_their_queue_pool_and_timeout(dag):
+    """Every stage of ``keyphrase_pipeline.stages.STAGES`` is a task of the DAG under its one name, with the table's
+    queue, pool, timeout and outlets (the DAG file wires them through ``tasks.task_args``)."""
+    from keyphrase_pipeline.stages import STAGES, task_ids
+
+    assert set(task_ids()) == STAGE_TASKS
+    for s in STAGES:
+        for tid, variant in zip(s.task_ids, s.variants or (None,)):
+            t = dag.get_task(tid)
+            assert t.queue == s.queue and t.pool == (s.pool or "default_pool"), tid
+            assert t.execution_timeout == dt.timedelta(minutes=s.timeout_min), tid
+            assert sorted(a.uri for a in t.outlets) == sorted(f"kp://lake/{o}" for o in s.outlets_of(variant)), tid
+
+
 def test_spark_stage_uses_spark_submit(dag):
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
@@ -154,7 +168,7 @@ def test_params_make_a_typed_trigger_form(dag):
             params.get_param(name).resolve(value)
 
 
-# ---- orchestration decisions (keyphrase_pipeline.orchestration.airflow_tasks) --------------------------------------------------
+# ---- orchestration decisions (keyphrase_pipeline.orchestration) --------------------------------------------------
 def test_day_resolution():
     from keyphrase_pipeline.orchestration.planning import day_from_context
 

@@ -1,4 +1,4 @@
-"""jobs.kd_pairs: the unjudged pairs the assistant scores for the student (Augmented SBERT sampling)."""
+"""labels.kd_pairs: the unjudged pairs the assistant scores for the student (Augmented SBERT sampling)."""
 
 from __future__ import annotations
 

@@ -188,7 +188,7 @@ def test_cli_merge_labels_exit_codes(s, monkeypatch, capsys):
         llm_label.run_all(s, DS, judge=CountingJudge(s))
         assert cli.main(["merge-labels", "--ds", DS]) == 0
         assert '"rows": 12' in capsys.readouterr().out
-        assert cli.main(["label", "--ds", DS, "--shard", "0"]) == 0  # already done: skipped, judge not needed
+        assert cli.main(["llm-label", "--ds", DS, "--shard", "0"]) == 0  # already done: skipped, judge not needed
     finally:
         get_settings.cache_clear()
 
