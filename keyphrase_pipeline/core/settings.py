@@ -151,7 +151,8 @@ class JudgeSettings(BaseModel):
                                                    "10%, confidence unrelated to being right) or llm (lenient on "
                                                    "brand/size/model/count mismatches, accessory confusion, correlated "
                                                    "within a product type, confidence tracking correctness).")
-    device: str = Field("auto", description="auto|cpu|cuda")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (CUDA when usable, logged), "
+                        "cpu, cuda or cuda:N (fails with exit 2 where no usable CUDA device is: kp devices)")
     model_revision: str = Field("", description="Revision of the judge model (HF commit, deployment tag); part of "
                                 "the judge identity hashed into pair_key. Bump it when the weights behind a served "
                                 "model name change (openai/vllm); local directories are fingerprinted anyway.")
@@ -245,7 +246,8 @@ class TrainSettings(BaseModel):
                               "distillation (kd_extra_ratio and kd_list_ratio together), so a large label store "
                               "does not make the teacher's scoring unbounded.")
     label_mix: str = Field("llm+ctr+kd", description="Any '+'-joined subset of ctr, llm, kd, sr.")
-    device: str = Field("auto", description="auto|cpu|cuda")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (CUDA when usable, logged), "
+                        "cpu, cuda or cuda:N (fails with exit 2 where no usable CUDA device is: kp devices)")
     retrain_every_days: int = Field(1, ge=1, description="Retrain on days where day-of-epoch % N == 0.")
     promote_tolerance: float = Field(0.01, ge=0, description="Challenger may be this much worse in F1 and still win.")
     cross_max_steps: int = Field(-1, description="Cross-encoder step cap (-1: train.epochs over the data decide; "
@@ -316,7 +318,8 @@ class ServeSettings(BaseModel):
         "of the items gets no recommendation (none scoring >= score_threshold, or quarantined by `kp embed` for a "
         "NaN/zero vector): a broken model or export, not a catalog, does that.")
     keep_versions: int = Field(3, ge=2, description="Published versions kept for rollback.")
-    device: str = Field("auto", description="auto|cpu|cuda")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (CUDA when usable, logged), "
+                        "cpu, cuda or cuda:N (fails with exit 2 where no usable CUDA device is: kp devices)")
 
 
 class SynthSettings(BaseModel):

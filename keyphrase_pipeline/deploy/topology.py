@@ -129,7 +129,7 @@ SERVICES: tuple[Service, ...] = (
             env=(("KP_TRAIN__DEVICE", "{gpu_device}"), ("KP_SERVE__DEVICE", "{gpu_device}"),
                  ("NVIDIA_VISIBLE_DEVICES", "all")),
             compose={"build": {"context": ".", "dockerfile": "docker/Dockerfile",
-                               "args": {"KP_EXTRAS": "celery,gpu", "TORCH_INDEX": "https://download.pytorch.org/whl/cu124"}},
+                               "args": {"KP_EXTRAS": "gpu,celery", "TORCH_INDEX": "https://download.pytorch.org/whl/cu124"}},
                      "image": "keyphrase-pipeline:gpu",
                      "deploy": {"resources": {"reservations": {"devices": [
                          {"driver": "nvidia", "count": "${GPU_WORKER_GPUS:-1}", "capabilities": ["gpu"]}]}}}}),

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.core.errors import ConfigError, DataError
+from keyphrase_pipeline.models.devices import faiss_on_device
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -103,19 +104,6 @@ def search_params_for(factory: str, settings: Settings) -> dict:
     if "IVF" in f:
         params["nprobe"] = settings.serve.ann_nprobe
     return params
-
-
-def maybe_gpu(index, device: str = "auto"):
-    """The index on GPU when faiss has GPU support and a GPU is visible (unsupported types stay on CPU)."""
-    import faiss
-
-    if device == "cpu" or not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
-        return index
-    try:
-        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
-    except Exception as exc:  # e.g. HNSW has no GPU version
-        log.info("index stays on CPU: %s", exc)
-        return index
 
 
 def _parse_factory(factory: str, d: int):
@@ -270,7 +258,7 @@ def ann_recall_at_k(index, vectors, ids, queries, k: int, device: str = "auto") 
 
     k = max(1, min(k, len(vectors)))
     exact = build_index(vectors, ids, "Flat")
-    _, truth = maybe_gpu(exact, device).search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    _, truth = faiss_on_device(exact, device).search(np.ascontiguousarray(queries, dtype=np.float32), k)
     _, got = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
     hits = [len(set(t[t >= 0]) & set(g[g >= 0])) / k for t, g in zip(truth, got)]
     return float(np.mean(hits)) if hits else 0.0

@@ -27,11 +27,3 @@ def resolve_base_model(configured: str = "") -> str:
         return configured
     return default_encoder_path()
 
-
-def resolve_device(setting: str = "auto") -> str:
-    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'."""
-    if setting != "auto":
-        return setting
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"

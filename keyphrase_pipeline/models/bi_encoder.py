@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from keyphrase_pipeline.core import layout
-from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
+from keyphrase_pipeline.models.base import resolve_base_model
 from keyphrase_pipeline.models.cut_rotation import rotation_of_module
+from keyphrase_pipeline.models.devices import resolve_device
 from keyphrase_pipeline.models.text import item_text, keyphrase_text
 
 if TYPE_CHECKING:

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
+from keyphrase_pipeline.models.base import resolve_base_model
 from keyphrase_pipeline.models.bi_encoder import write_marker
+from keyphrase_pipeline.models.devices import resolve_device
 from keyphrase_pipeline.models.text import cross_text
 
 if TYPE_CHECKING:

@@ -18,17 +18,6 @@ _CACHE: dict[tuple, "OnnxTower"] = {}
 _LOCK = threading.Lock()
 
 
-def providers(device: str = "auto") -> list[str]:
-    """ONNX Runtime execution providers for ``device``: CUDA then CPU when ``auto``/``cuda`` and the CUDA provider
-    is installed, else CPU only (``cuda`` without it falls back to CPU silently)."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
 class OnnxTower:
     """An exported tower directory (``model.onnx`` [+ ``model.int8.onnx``], tokenizer, ``tower.json``).
 
@@ -38,6 +27,8 @@ class OnnxTower:
     def __init__(self, tower_dir: str | Path, model_file: str = "model.onnx", device: str = "auto", threads: int = 0):
         import onnxruntime as ort
         from transformers import AutoTokenizer
+
+        from keyphrase_pipeline.models.devices import onnx_providers
 
         self.dir = Path(tower_dir)
         meta_path = self.dir / "tower.json"
@@ -55,7 +46,7 @@ class OnnxTower:
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.dir / model_file), sess_options=opts, providers=providers(device))
+        self.session = ort.InferenceSession(str(self.dir / model_file), sess_options=opts, providers=onnx_providers(device))
         self.model_file = model_file
 
     def _run(self, texts: list[str]):

@@ -294,15 +294,6 @@ def save_curves(history: list[dict], path: str, title: str) -> None:
     plt.close(fig)
 
 
-def trainer_precision(device: str) -> dict:
-    """bf16 on GPUs that support it, else fp16 on GPU, else fp32 on CPU."""
-    if device.startswith("cuda"):
-        import torch
-
-        return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
-    return {"use_cpu": True}
-
-
 def quiet_trainer(trainer) -> None:
     """Our callback logs progress; drop transformers' stdout printer (stdout is for the JSON result)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback

@@ -51,6 +51,7 @@ from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, is_local, spa
 from keyphrase_pipeline.core.layout import EMBEDDED, embeddings_dir, onnx_dir
 from keyphrase_pipeline.core.spark import get_spark, read_input
 from keyphrase_pipeline.models.ann import NON_FINITE_VECTOR, ZERO_NORM, ZERO_VECTOR
+from keyphrase_pipeline.models.devices import check_wheel_set, onnx_providers
 from keyphrase_pipeline.models.onnx_tower import get_tower
 from keyphrase_pipeline.models.text import clean, item_text, keyphrase_text, tokenizer_at, unreadable_mask
 
@@ -348,6 +349,8 @@ def run(settings: Settings, ds: str, what: str, full: bool = False, spark=None, 
     if what not in _SOURCE:
         raise ConfigError(f"--what must be items or keyphrases, got {what!r}")
     ds = ds_str(ds)
+    check_wheel_set()  # one build of ONNX Runtime and FAISS: never a mix of CPU and GPU wheels
+    onnx_providers(settings.serve.device)  # a cuda that is not there fails here, not on the executors
     lake = Lake.from_settings(settings)
     version = serving_model(settings, ds, version)  # pinned by the day's export
     tower_dir, model_file, _rec = _tower(settings, version, what)

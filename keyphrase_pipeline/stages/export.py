@@ -26,6 +26,7 @@ from keyphrase_pipeline.core.errors import ConfigError, GateError
 from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, local_path
 from keyphrase_pipeline.core.layout import model_dir, onnx_dir, registry_version_dir
 from keyphrase_pipeline.models import onnx_export as ox
+from keyphrase_pipeline.models.devices import check_wheel_set
 from keyphrase_pipeline.models.onnx_export import SAMPLE_TEXTS
 from keyphrase_pipeline.models.onnx_tower import OnnxTower
 from keyphrase_pipeline.models.text import item_text, keyphrase_text
@@ -169,6 +170,7 @@ def run(settings: Settings, ds: str | None = None, version: str | None = None, f
             difference of embedding values); nothing is written.
 
     A dropped int8 model is a result, not an error. Exporter and ONNX Runtime errors propagate (exit 1)."""
+    check_wheel_set()  # one build of ONNX Runtime: never a mix of CPU and GPU wheels
 
     s = settings.serve
     lake = Lake.from_settings(settings)

@@ -36,9 +36,9 @@ from keyphrase_pipeline.models.ann import (
     build_index,
     check_vectors,
     choose_factory,
-    maybe_gpu,
     search_params_for,
 )
+from keyphrase_pipeline.models.devices import check_wheel_set, faiss_on_device, require_faiss_device
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -93,6 +93,8 @@ def run(settings: Settings, ds: str, version: str | None = None) -> dict:
 
     s = settings.serve
     ds = ds_str(ds)
+    check_wheel_set()  # one build of ONNX Runtime and FAISS: never a mix of CPU and GPU wheels
+    require_faiss_device(settings.serve.device)  # a cuda that is not there fails here, before any work
     lake = Lake.from_settings(settings)
     version = serving_model(settings, ds, version)  # pinned by the day's export
     keyphrase_ids, keyphrase_vecs = _load_embeddings(settings, "keyphrases", version, required=True)
@@ -115,7 +117,7 @@ def run(settings: Settings, ds: str, version: str | None = None) -> dict:
     queries = pool if len(pool) <= s.recall_sample else pool[rng.choice(len(pool), s.recall_sample, replace=False)]
     k = min(s.top_k, n)
     t0 = time.perf_counter()
-    recall = ann_recall_at_k(maybe_gpu(index, s.device), keyphrase_vecs, keyphrase_ids, queries, k, device=s.device)
+    recall = ann_recall_at_k(faiss_on_device(index, s.device), keyphrase_vecs, keyphrase_ids, queries, k, device=s.device)
     log.info("recall@%d = %.4f on %d %s queries (floor %.2f)", k, recall, len(queries),
              "item" if item_vecs is not None else "keyphrase", s.min_recall)
 

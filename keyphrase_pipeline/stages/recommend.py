@@ -66,10 +66,10 @@ from keyphrase_pipeline.models.ann import (
     NON_FINITE_VECTOR,
     ZERO_VECTOR,
     bad_vectors_error,
-    maybe_gpu,
     set_search_params,
     vector_problems,
 )
+from keyphrase_pipeline.models.devices import check_wheel_set, faiss_on_device, require_faiss_device
 from keyphrase_pipeline.models.topk import OUT_COLUMNS, SPARE_CANDIDATES, KeyphraseTable, search_batch  # noqa: F401 (SPARE_CANDIDATES: named in the docstring)
 
 if TYPE_CHECKING:
@@ -262,6 +262,8 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
     import pyarrow.dataset as pads
 
     ds = ds_str(ds)
+    check_wheel_set()  # one build of ONNX Runtime and FAISS: never a mix of CPU and GPU wheels
+    require_faiss_device(settings.serve.device)  # a cuda that is not there fails here, before any work
     s = settings.serve
     batch_rows = s.recommend_batch_rows
     lake = Lake.from_settings(settings)
@@ -290,7 +292,7 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
     schema = _out_schema()
     check_arrow_schema(schema, "recommendations", where="recommendations (to write)")
     k = min(s.top_k, index.ntotal)
-    search_index = maybe_gpu(index, s.device)
+    search_index = faiss_on_device(index, s.device)
     rows = scored = batches = with_recs = 0
     score_sum = 0.0
     bad_by_reason, bad_example = {}, None  # item vectors that are not vectors: counted over the whole input, refused

@@ -51,7 +51,8 @@ from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, commit_dir, ds_str, tmp_sibling
 from keyphrase_pipeline.core.settings import KD_LOSSES
-from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
+from keyphrase_pipeline.models.base import resolve_base_model
+from keyphrase_pipeline.models.devices import resolve_device
 from keyphrase_pipeline.models.text import item_text, keyphrase_text
 
 if TYPE_CHECKING:
@@ -243,7 +244,7 @@ def training_arguments(settings: Settings, output_dir: str, device: str, **budge
         SentenceTransformerTrainingArguments,
     )
 
-    from keyphrase_pipeline.models.training import trainer_precision
+    from keyphrase_pipeline.models.devices import trainer_precision
 
     t = settings.train
     return SentenceTransformerTrainingArguments(
@@ -565,6 +566,7 @@ def run(settings: Settings, ds: str, cross: str | None = None, labels: str | Non
     from keyphrase_pipeline.models.training import warm_step_cap
 
     ds = ds_str(ds)
+    device = resolve_device(settings.train.device)  # a cuda that is not there fails here, before any work
     t0 = time.perf_counter()
     settings = _run_settings(settings, label_mix, kd_loss)
     mix = settings.train.label_mix.split("+")
@@ -597,7 +599,6 @@ def run(settings: Settings, ds: str, cross: str | None = None, labels: str | Non
     final = registry.target_dir(settings, version, "students", out)
     tmp = tmp_sibling(final)
     os.makedirs(tmp, exist_ok=True)
-    device = resolve_device(settings.train.device)
     log.info("student %s: tasks %s, kd_loss %s, dims %s, start %s, device %s", version, rows,
              kd_name if "kd" in tasks else "-", settings.train.matryoshka_dims, start, device)
     try:

@@ -11,7 +11,7 @@ version goes to ``registry/cross/<ds>-<hash>/`` (``CROSS_LATEST`` switched) or t
 
 Budget from the data (``keyphrase_pipeline.models.training.plan_budget``: ``train.epochs``, held-out AUC checkpoints, early
 stopping; ``train.cross_max_steps`` caps it, the demo passes 150). CPU by default, GPU with bf16/fp16 when
-one is visible (``keyphrase_pipeline.models.base.resolve_device``).
+one is visible (``keyphrase_pipeline.models.devices.resolve_device``).
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from keyphrase_pipeline.artifacts import registry
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake, commit_dir, ds_str, tmp_sibling, write_parquet_file_atomic
-from keyphrase_pipeline.models.base import resolve_base_model, resolve_device
+from keyphrase_pipeline.models.base import resolve_base_model
 from keyphrase_pipeline.models.cross_encoder import build_cross, predict_pairs, save_cross
+from keyphrase_pipeline.models.devices import resolve_device, trainer_precision
 from keyphrase_pipeline.models.metrics import binary_metrics, has_both_classes, threshold_metrics
 from keyphrase_pipeline.models.text import cross_text
 from keyphrase_pipeline.models.training import (
@@ -44,7 +45,6 @@ from keyphrase_pipeline.models.training import (
     progress_callback,
     quiet_trainer,
     stop_reason,
-    trainer_precision,
     warm_step_cap,
     with_step_cap,
 )
@@ -221,6 +221,7 @@ def run(settings: Settings, ds: str, labels: str | None = None, out: str | None 
     from keyphrase_pipeline.labels.training_data import label_balance, load_training_data
 
     ds = ds_str(ds)
+    device = resolve_device(settings.train.device)  # a cuda that is not there fails here, before any work
     t0 = time.perf_counter()
     data = load_training_data(settings, ds, labels=labels, need_ctr=False, need_sr=False)
     train, test = data.llm_train, data.llm_test
@@ -251,7 +252,6 @@ def run(settings: Settings, ds: str, labels: str | None = None, out: str | None 
     final = registry.target_dir(settings, version, "cross", out)
     tmp = tmp_sibling(final)
     os.makedirs(tmp, exist_ok=True)
-    device = resolve_device(settings.train.device)
     log.info("cross-encoder %s: %d train / %d test pairs, start %s, device %s", version, len(train), len(test), start,
              device)
     try:

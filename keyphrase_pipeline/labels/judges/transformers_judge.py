@@ -27,7 +27,7 @@ import numpy as np
 from keyphrase_pipeline.core.errors import ConfigError
 from keyphrase_pipeline.labels.judges.base import Judge, judge_model_id
 from keyphrase_pipeline.labels.judges.prompt import neutralize_tokens, special_token_strings
-from keyphrase_pipeline.models.base import resolve_device
+from keyphrase_pipeline.models.devices import resolve_device
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -73,7 +73,7 @@ class TransformersJudge(Judge):
 
             cfg = model.config.to_json_string(use_diff=False) if hasattr(model, "config") else repr(model)
             self.model = f"in-memory@{hashlib.sha1(cfg.encode()).hexdigest()[:12]}"
-        self.device = resolve_device(settings.judge.device)
+        self.device = resolve_device(settings.judge.device, "judge.device")
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:

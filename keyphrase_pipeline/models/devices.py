@@ -1,0 +1,245 @@
+"""Where the compute runs: the torch device, ONNX Runtime's execution providers, FAISS on the GPU, and which
+CPU or GPU wheels are installed.
+
+A device setting (``train.device``, ``judge.device``, ``serve.device``) is ``auto``, ``cpu``, ``cuda`` or
+``cuda:N``. ``cuda`` on a worker without a usable CUDA device, ONNX Runtime CUDA provider or FAISS GPU build fails
+loudly: a ConfigError (exit 2) naming the setting and what was found, never a silent fall back to the CPU.
+``auto`` picks CUDA when it is there and logs what it chose. ``device_report`` says what a worker has and what
+each setting resolves to (``kp devices``).
+
+The device layer (``torch.cuda``, ``onnxruntime.get_available_providers``, the ``faiss`` module, the installed
+distributions) is read through the small functions ``torch_cuda``, ``ort_providers``, ``faiss_gpus`` and
+``installed_distributions``, so tests fake it at that boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from keyphrase_pipeline.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+#: import name -> (CPU distribution, GPU distributions): both kinds installed share the import name, and whichever
+#: was installed last wins, so a GPU worker could run on the CPU unnoticed
+WHEELS = {
+    "onnxruntime": (("onnxruntime",), ("onnxruntime-gpu",)),
+    "faiss": (("faiss-cpu",), ("faiss-gpu", "faiss-gpu-cu11", "faiss-gpu-cu12")),
+}
+
+
+def check_setting(value: str, setting: str) -> str:
+    """``value`` when it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; ConfigError (exit 2) naming ``setting``
+    otherwise."""
+    if not isinstance(value, str) or not _DEVICE.match(value):
+        raise ConfigError(f"{setting}={value!r} is not a device: use auto, cpu, cuda or cuda:N")
+    return value
+
+
+def torch_cuda() -> dict:
+    """What torch sees: ``{"torch": version, "cuda_build": CUDA version torch was built with (None: a CPU-only
+    wheel), "available": bool, "devices": int, "names": [str]}``."""
+    import torch
+
+    available = bool(torch.cuda.is_available())
+    count = int(torch.cuda.device_count()) if available else 0
+    return {"torch": torch.__version__, "cuda_build": torch.version.cuda, "available": available, "devices": count,
+            "names": [torch.cuda.get_device_name(i) for i in range(count)]}
+
+
+def _found(state: dict) -> str:
+    build = f"CUDA {state['cuda_build']} build" if state.get("cuda_build") else "a CPU-only build"
+    return f"torch {state.get('torch')} ({build}) sees {state.get('devices', 0)} CUDA device(s)"
+
+
+def resolve_device(value: str = "auto", setting: str = "train.device") -> str:
+    """The torch device for a device setting: ``cpu``, ``cuda`` or ``cuda:N``.
+
+    ``auto`` is ``cuda`` when torch sees a CUDA device, else ``cpu`` (the choice is logged). ``cuda``/``cuda:N``
+    must name a device torch can use. Raises ConfigError (exit 2) naming ``setting`` and what torch found when it
+    cannot, or when ``value`` is not a device."""
+    check_setting(value, setting)
+    if value == "cpu":
+        return "cpu"
+    state = torch_cuda()
+    if value == "auto":
+        chosen = "cuda" if state["available"] else "cpu"
+        log.info("%s=auto: %s (%s)", setting, chosen, _found(state))
+        return chosen
+    index = int(value.split(":", 1)[1]) if ":" in value else 0
+    if not state["available"] or index >= state["devices"]:
+        raise ConfigError(f"{setting}={value!r} but there is no usable CUDA device {index}: {_found(state)}. "
+                          f"Run this stage on a GPU worker (queue gpu), or set {setting}=auto or cpu")
+    return value
+
+
+def trainer_precision(device: str) -> dict:
+    """The trainers' precision arguments for a resolved device: bf16 on GPUs that support it, else fp16 on a GPU,
+    fp32 on the CPU (``use_cpu``)."""
+    if device.startswith("cuda"):
+        import torch
+
+        return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
+    return {"use_cpu": True}
+
+
+def ort_providers() -> list[str]:
+    """ONNX Runtime's available execution providers on this worker."""
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def onnx_providers(value: str = "auto", setting: str = "serve.device") -> list[str]:
+    """ONNX Runtime execution providers for a device setting: ``["CUDAExecutionProvider", "CPUExecutionProvider"]``
+    for ``cuda`` (and for ``auto`` when the CUDA provider is installed), else ``["CPUExecutionProvider"]``.
+
+    Raises ConfigError (exit 2) for ``cuda`` without the CUDA provider (the ``onnxruntime`` wheel is CPU-only;
+    ``onnxruntime-gpu`` has it), naming ``setting``, the providers found and the installed distributions."""
+    check_setting(value, setting)
+    if value == "cpu":
+        return ["CPUExecutionProvider"]
+    available = ort_providers()
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if value == "auto":
+        log.info("%s=auto: ONNX Runtime on the CPU (providers %s)", setting, available)
+        return ["CPUExecutionProvider"]
+    raise ConfigError(f"{setting}={value!r} but ONNX Runtime has no CUDAExecutionProvider here (providers "
+                      f"{available}; installed: {', '.join(installed_distributions('onnxruntime')) or 'none'}). "
+                      f"Install onnxruntime-gpu instead of onnxruntime on GPU workers, or set {setting}=auto or cpu")
+
+
+def faiss_gpus(faiss_module=None) -> int:
+    """GPUs FAISS can use: 0 for a CPU-only build (no ``StandardGpuResources``) or no visible GPU."""
+    if faiss_module is None:
+        import faiss as faiss_module
+    if not hasattr(faiss_module, "StandardGpuResources"):
+        return 0
+    return int(faiss_module.get_num_gpus())
+
+
+def faiss_on_device(index, value: str = "auto", setting: str = "serve.device", faiss_module=None):
+    """``index`` on the GPU for ``cuda``/``cuda:N`` (and for ``auto`` when FAISS has a GPU), else ``index`` itself.
+
+    ``auto`` keeps an index type without a GPU version (HNSW) on the CPU, logged. Raises ConfigError (exit 2) for
+    ``cuda`` when FAISS has no GPU (a CPU-only build, or no visible GPU) or the index type cannot go to the GPU,
+    naming ``setting`` and what was found."""
+    check_setting(value, setting)
+    if value == "cpu":
+        return index
+    if faiss_module is None:
+        import faiss as faiss_module
+    gpus = faiss_gpus(faiss_module)
+    index_no = int(value.split(":", 1)[1]) if ":" in value else 0
+    if gpus == 0 or index_no >= gpus:
+        if value == "auto":
+            return index
+        build = "a GPU build" if hasattr(faiss_module, "StandardGpuResources") else "a CPU-only build"
+        raise ConfigError(f"{setting}={value!r} but FAISS cannot use GPU {index_no}: {build} seeing {gpus} GPU(s) "
+                          f"(installed: {', '.join(installed_distributions('faiss')) or 'none'}). Install faiss-gpu "
+                          f"instead of faiss-cpu on GPU workers, or set {setting}=auto or cpu")
+    try:
+        return faiss_module.index_cpu_to_gpu(faiss_module.StandardGpuResources(), index_no, index)
+    except Exception as exc:  # e.g. HNSW has no GPU version
+        if value == "auto":
+            log.info("%s=auto: the index stays on the CPU (%s)", setting, exc)
+            return index
+        raise ConfigError(f"{setting}={value!r} but this index cannot go to the GPU ({type(exc).__name__}: {exc}); "
+                          f"choose a serve.ann_factory with a GPU version (Flat, IVF) or set {setting}=auto") from exc
+
+
+def require_faiss_device(value: str = "auto", setting: str = "serve.device", faiss_module=None) -> bool:
+    """Whether FAISS will search on the GPU for ``value`` (``faiss_on_device``'s rule, checked before any work):
+    True for ``cuda``/``cuda:N`` with a FAISS GPU, ``auto`` with one; False for ``cpu``, ``auto`` without. Raises
+    ConfigError (exit 2) for ``cuda`` when FAISS has no GPU here, as ``faiss_on_device`` would."""
+    check_setting(value, setting)
+    if value == "cpu":
+        return False
+    if faiss_module is None:
+        import faiss as faiss_module
+    gpus = faiss_gpus(faiss_module)
+    index_no = int(value.split(":", 1)[1]) if ":" in value else 0
+    if index_no < gpus:
+        return True
+    if value == "auto":
+        return False
+    faiss_on_device(None, value, setting, faiss_module)  # raises the same ConfigError
+    return False  # pragma: no cover
+
+
+def installed_distributions(import_name: str) -> list[str]:
+    """The installed distributions (CPU and GPU flavours, ``WHEELS``) that provide ``import_name``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    cpu, gpu = WHEELS[import_name]
+    for dist in (*cpu, *gpu):
+        try:
+            out.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def wheel_set() -> dict:
+    """Which flavour of each shared import name is installed: ``{"onnxruntime": "cpu"|"gpu"|"both"|"none",
+    "faiss": ..., "distributions": {import name: [dist==version]}}``."""
+    out: dict = {"distributions": {}}
+    for name, (cpu, gpu) in WHEELS.items():
+        found = installed_distributions(name)
+        has_cpu = any(f.split("==")[0] in cpu for f in found)
+        has_gpu = any(f.split("==")[0] in gpu for f in found)
+        out[name] = "both" if has_cpu and has_gpu else "cpu" if has_cpu else "gpu" if has_gpu else "none"
+        out["distributions"][name] = found
+    return out
+
+
+def check_wheel_set() -> dict:
+    """``wheel_set()`` when each import name has exactly one of its CPU and GPU distributions installed; ConfigError
+    (exit 2) naming them and the fix otherwise: both (they write the same files: whichever came last decides,
+    unnoticed) or neither (``pip install keyphrase-pipeline[cpu]``, or ``[gpu]`` on GPU workers)."""
+    ws = wheel_set()
+    missing = [name for name in WHEELS if ws[name] == "none"]
+    if missing:
+        raise ConfigError(f"no build of {', '.join(missing)} is installed: install the project with one wheel set, "
+                          "pip install -e '.[cpu]' (make install) or -e '.[gpu]' on GPU workers")
+    mixed = [name for name in WHEELS if ws[name] == "both"]
+    if mixed:
+        listed = "; ".join(f"{name}: {', '.join(ws['distributions'][name])}" for name in mixed)
+        raise ConfigError(f"both CPU and GPU wheels are installed for {', '.join(mixed)} ({listed}): they share one "
+                          "import name and the last one installed wins. Keep one set per worker kind: "
+                          "uninstall both, then pip install -e '.[cpu]' or, on GPU workers, -e '.[gpu]' (docs/OPERATIONS.md)")
+    return ws
+
+
+def device_report(settings) -> dict:
+    """What this worker has and what each device setting resolves to, without raising: ``{"torch": torch_cuda(),
+    "settings": {setting: {"value", "device" or "error", "precision"}}, "onnxruntime": {"providers", "chosen" or
+    "error"}, "faiss": {"gpus"}, "wheels": wheel_set() (+ "error" when mixed)}``."""
+    report: dict = {"torch": torch_cuda(), "settings": {}}
+    for setting, value in (("train.device", settings.train.device), ("judge.device", settings.judge.device),
+                           ("serve.device", settings.serve.device)):
+        entry: dict = {"value": value}
+        try:
+            entry["device"] = resolve_device(value, setting)
+            entry["precision"] = next(iter(trainer_precision(entry["device"])))
+        except ConfigError as exc:
+            entry["error"] = str(exc)
+        report["settings"][setting] = entry
+    ort_entry: dict = {"providers": ort_providers()}
+    try:
+        ort_entry["chosen"] = onnx_providers(settings.serve.device, "serve.device")
+    except ConfigError as exc:
+        ort_entry["error"] = str(exc)
+    report["onnxruntime"] = ort_entry
+    report["faiss"] = {"gpus": faiss_gpus()}
+    report["wheels"] = wheel_set()
+    try:
+        check_wheel_set()
+    except ConfigError as exc:
+        report["wheels"]["error"] = str(exc)
+    return report

@@ -1,0 +1,170 @@
+"""Device logic without a GPU: the device layer (torch's CUDA state, ONNX Runtime's providers, the faiss module, the
+installed distributions) is faked at its boundary in ``keyphrase_pipeline.models.devices``, so a change that would
+send a GPU worker to the CPU, or let a CPU worker believe it has a GPU, fails here."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from keyphrase_pipeline.core.errors import ConfigError
+from keyphrase_pipeline.models import devices
+
+NO_GPU = {"torch": "2.13.0+cpu", "cuda_build": None, "available": False, "devices": 0, "names": []}
+ONE_GPU = {"torch": "2.13.0+cu128", "cuda_build": "12.8", "available": True, "devices": 1, "names": ["NVIDIA H200"]}
+
+
+@pytest.fixture
+def torch_sees(monkeypatch):
+    def set_state(state):
+        monkeypatch.setattr(devices, "torch_cuda", lambda: dict(state))
+
+    return set_state
+
+
+@pytest.mark.parametrize("value,state,want", [("auto", NO_GPU, "cpu"), ("auto", ONE_GPU, "cuda"), ("cpu", ONE_GPU, "cpu"),
+                                              ("cuda", ONE_GPU, "cuda"), ("cuda:0", ONE_GPU, "cuda:0")])
+def test_resolve_device_picks_what_is_there(torch_sees, value, state, want):
+    torch_sees(state)
+    assert devices.resolve_device(value, "train.device") == want
+
+
+def test_auto_logs_what_it_chose(torch_sees, caplog):
+    torch_sees(NO_GPU)
+    with caplog.at_level("INFO", logger=devices.__name__):
+        devices.resolve_device("auto", "judge.device")
+    assert "judge.device=auto: cpu" in caplog.text and "CPU-only build" in caplog.text
+
+
+@pytest.mark.parametrize("value,state", [("cuda", NO_GPU), ("cuda:1", ONE_GPU),
+                                         ("cuda", {**NO_GPU, "cuda_build": "12.8", "torch": "2.13.0+cu128"})])
+def test_cuda_without_a_usable_device_is_a_config_error_naming_the_setting(torch_sees, value, state):
+    torch_sees(state)
+    with pytest.raises(ConfigError) as err:
+        devices.resolve_device(value, "train.device")
+    msg = str(err.value)
+    assert f"train.device={value!r}" in msg and "sees" in msg and "set train.device=auto or cpu" in msg
+    assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize("value", ["gpu", "CUDA", "cuda:", "", "tpu"])
+def test_a_value_that_is_not_a_device_is_refused(value):
+    with pytest.raises(ConfigError, match="is not a device"):
+        devices.resolve_device(value, "serve.device")
+
+
+def test_precision_follows_the_device(monkeypatch):
+    import torch
+
+    assert devices.trainer_precision("cpu") == {"use_cpu": True}
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert devices.trainer_precision("cuda") == {"bf16": True}
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert devices.trainer_precision("cuda:0") == {"fp16": True}
+
+
+@pytest.mark.parametrize("available,value,want", [
+    (["CPUExecutionProvider"], "auto", ["CPUExecutionProvider"]),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], "auto", ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], "cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], "cpu", ["CPUExecutionProvider"]),
+])
+def test_onnx_providers(monkeypatch, available, value, want):
+    monkeypatch.setattr(devices, "ort_providers", lambda: list(available))
+    assert devices.onnx_providers(value) == want
+
+
+def test_onnx_cuda_without_the_cuda_provider_fails_instead_of_running_on_the_cpu(monkeypatch):
+    monkeypatch.setattr(devices, "ort_providers", lambda: ["AzureExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(devices, "installed_distributions", lambda name: ["onnxruntime==1.23.2"])
+    with pytest.raises(ConfigError) as err:
+        devices.onnx_providers("cuda", "serve.device")
+    assert "serve.device='cuda'" in str(err.value) and "onnxruntime==1.23.2" in str(err.value)
+    assert "onnxruntime-gpu" in str(err.value)
+
+
+def fake_faiss(gpus: int, gpu_build: bool = True, cannot_move: bool = False):
+    moved = []
+
+    def index_cpu_to_gpu(res, device, index):
+        if cannot_move:
+            raise RuntimeError("HNSW has no GPU version")
+        moved.append(device)
+        return ("gpu", device, index)
+
+    mod = types.SimpleNamespace(get_num_gpus=lambda: gpus, index_cpu_to_gpu=index_cpu_to_gpu, moved=moved)
+    if gpu_build:
+        mod.StandardGpuResources = lambda: "resources"
+    return mod
+
+
+@pytest.mark.parametrize("value,faiss_mod,want", [
+    ("auto", fake_faiss(1), ("gpu", 0, "ix")), ("cuda", fake_faiss(1), ("gpu", 0, "ix")),
+    ("cuda:1", fake_faiss(2), ("gpu", 1, "ix")), ("cpu", fake_faiss(1), "ix"),
+    ("auto", fake_faiss(0), "ix"), ("auto", fake_faiss(0, gpu_build=False), "ix"),
+    ("auto", fake_faiss(1, cannot_move=True), "ix"),
+])
+def test_faiss_on_device(value, faiss_mod, want):
+    assert devices.faiss_on_device("ix", value, faiss_module=faiss_mod) == want
+
+
+@pytest.mark.parametrize("faiss_mod,found", [(fake_faiss(0, gpu_build=False), "CPU-only build"),
+                                             (fake_faiss(0), "seeing 0 GPU"),
+                                             (fake_faiss(1, cannot_move=True), "cannot go to the GPU")])
+def test_faiss_cuda_that_cannot_be_met_fails(monkeypatch, faiss_mod, found):
+    monkeypatch.setattr(devices, "installed_distributions", lambda name: ["faiss-cpu==1.13.0"])
+    with pytest.raises(ConfigError, match=found):
+        devices.faiss_on_device("ix", "cuda", "serve.device", faiss_module=faiss_mod)
+    if found != "cannot go to the GPU":
+        with pytest.raises(ConfigError, match=found):
+            devices.require_faiss_device("cuda", "serve.device", faiss_module=faiss_mod)
+
+
+def test_require_faiss_device_says_where_the_search_runs():
+    assert devices.require_faiss_device("auto", faiss_module=fake_faiss(1)) is True
+    assert devices.require_faiss_device("auto", faiss_module=fake_faiss(0, gpu_build=False)) is False
+    assert devices.require_faiss_device("cpu", faiss_module=fake_faiss(1)) is False
+
+
+@pytest.mark.parametrize("installed,onnx,faiss_kind,mixed", [
+    (["onnxruntime==1.23.2", "faiss-cpu==1.13.0"], "cpu", "cpu", False),
+    (["onnxruntime-gpu==1.23.2", "faiss-gpu-cu12==1.13.0"], "gpu", "gpu", False),
+    (["onnxruntime==1.23.2", "onnxruntime-gpu==1.23.2", "faiss-cpu==1.13.0"], "both", "cpu", True),
+    (["onnxruntime==1.23.2", "faiss-cpu==1.13.0", "faiss-gpu==1.7.2"], "cpu", "both", True),
+    (["faiss-cpu==1.13.0"], "none", "cpu", True),
+])
+def test_the_wheel_set_is_one_kind_or_refused(monkeypatch, installed, onnx, faiss_kind, mixed):
+    def dists(name):
+        cpu, gpu = devices.WHEELS[name]
+        return [d for d in installed if d.split("==")[0] in (*cpu, *gpu)]
+
+    monkeypatch.setattr(devices, "installed_distributions", dists)
+    ws = devices.wheel_set()
+    assert (ws["onnxruntime"], ws["faiss"]) == (onnx, faiss_kind)
+    if mixed:
+        with pytest.raises(ConfigError, match="both CPU and GPU wheels" if "both" in (onnx, faiss_kind) else "no build"):
+            devices.check_wheel_set()
+    else:
+        assert devices.check_wheel_set() == ws
+
+
+def test_this_machine_has_the_cpu_wheel_set():
+    """What `make install` puts here: the CPU wheels only (pip check in the Makefile, this test for the kind)."""
+    ws = devices.check_wheel_set()
+    assert ws["onnxruntime"] == "cpu" and ws["faiss"] == "cpu", ws
+
+
+def test_kp_devices_check_exits_2_when_cuda_is_asked_for_here(monkeypatch, capsys):
+    from keyphrase_pipeline.cli import main
+    from keyphrase_pipeline.core.settings import get_settings
+
+    monkeypatch.setenv("KP_TRAIN__DEVICE", "cuda")
+    monkeypatch.setattr(devices, "torch_cuda", lambda: dict(NO_GPU))
+    get_settings.cache_clear()
+    try:
+        assert main(["devices", "--check"]) == 2
+    finally:
+        get_settings.cache_clear()
+    out, err = capsys.readouterr()
+    assert '"train.device"' in out and "train.device='cuda' but there is no usable CUDA device" in err
