@@ -1,0 +1,50 @@
+"""bench/gpu_e2e.py: the project's own code timed on a device beside its CPU baseline. Here (no GPU) it runs
+--quick on the CPU with the baseline forced, so every code path of the GPU run executes in make test."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def gpu_e2e():
+    spec = importlib.util.spec_from_file_location("gpu_e2e", ROOT / "bench" / "gpu_e2e.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_reports_every_figure_with_its_cpu_baseline(gpu_e2e, tmp_path, capsys):
+    out = tmp_path / "gpu_e2e.json"
+    lines = gpu_e2e.main(["--quick", "--baseline", "--out", str(out)])
+    assert [json.loads(x) for x in out.read_text().splitlines()] == lines
+    assert [x["figure"] for x in lines] == ["train_cross", "train_bi", "embed_onnx", "embed_torch", "topk"]
+    for x in lines:
+        assert x["device"] == "cpu" and x["value"] > 0 and x["cpu_value"] > 0 and x["speedup"] > 0, x
+    assert lines[0]["steps"] == gpu_e2e.QUICK["steps"] and lines[2]["providers"] == ["CPUExecutionProvider"]
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["results_file"] == str(out)  # bench/run_all.py keeps the file the script wrote
+
+
+def test_without_a_gpu_the_full_run_says_it_skipped(gpu_e2e, monkeypatch, capsys):
+    from keyphrase_pipeline.models import devices
+
+    monkeypatch.setattr(devices, "torch_cuda", lambda: {"available": False, "devices": 0})
+    assert gpu_e2e.main([])[0]["skipped"].startswith("no CUDA device")
+    assert json.loads(capsys.readouterr().out.strip())["skipped"]
+
+
+def test_cuda_asked_for_without_one_is_a_config_error(gpu_e2e, monkeypatch):
+    from keyphrase_pipeline.core.errors import ConfigError
+    from keyphrase_pipeline.models import devices
+
+    monkeypatch.setattr(devices, "torch_cuda", lambda: {"torch": "x", "cuda_build": None, "available": False,
+                                                        "devices": 0, "names": []})
+    with pytest.raises(ConfigError, match="--device='cuda'"):
+        gpu_e2e.main(["--device", "cuda"])
