@@ -350,7 +350,7 @@ def run(settings: Settings, ds: str, what: str, full: bool = False, spark=None, 
         raise ConfigError(f"--what must be items or keyphrases, got {what!r}")
     ds = ds_str(ds)
     check_wheel_set()  # one build of ONNX Runtime and FAISS: never a mix of CPU and GPU wheels
-    onnx_providers(settings.serve.device)  # a cuda that is not there fails here, not on the executors
+    providers = onnx_providers(settings.serve.device)  # a cuda that is not there fails here, not on the executors
     lake = Lake.from_settings(settings)
     version = serving_model(settings, ds, version)  # pinned by the day's export
     tower_dir, model_file, _rec = _tower(settings, version, what)
@@ -395,7 +395,8 @@ def run(settings: Settings, ds: str, what: str, full: bool = False, spark=None, 
     stats = {"what": what, "model_version": version, "rows_total": int(total), "embedded_now": int(good_now),
              "reused": int(total - good_now), "quarantined": int(n_bad), "quarantined_by_reason": by_reason,
              "vectors_quarantined": int(n_vec_bad),
-             "full": bool(full or not had_previous), "model_file": model_file, **inference}
+             "full": bool(full or not had_previous), "model_file": model_file, "onnx_providers": providers,
+             **inference}
     lake.write_run_stats(ds, f"embed_{what}", stats)
     if n_vec_bad:
         log.warning("%s: %d vector(s) NaN/inf or zero quarantined (%s)", what, n_vec_bad, by_reason)

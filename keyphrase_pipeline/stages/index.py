@@ -94,7 +94,7 @@ def run(settings: Settings, ds: str, version: str | None = None) -> dict:
     s = settings.serve
     ds = ds_str(ds)
     check_wheel_set()  # one build of ONNX Runtime and FAISS: never a mix of CPU and GPU wheels
-    require_faiss_device(settings.serve.device)  # a cuda that is not there fails here, before any work
+    faiss_gpu = require_faiss_device(settings.serve.device)  # a cuda that is not there fails here, before any work
     lake = Lake.from_settings(settings)
     version = serving_model(settings, ds, version)  # pinned by the day's export
     keyphrase_ids, keyphrase_vecs = _load_embeddings(settings, "keyphrases", version, required=True)
@@ -124,7 +124,8 @@ def run(settings: Settings, ds: str, version: str | None = None) -> dict:
     stats = {"model_version": version, "n": int(n), "dim": s.dim, "factory": factory, "exact": exact,
              "factory_requested": requested, "factory_note": choice.note, "train_sample": choice.train_sample,
              "search_params": params, "k": int(k), "ann_recall_at_k": recall, "recall_queries": int(len(queries)),
-             "min_recall": s.min_recall, "build_s": round(build_s, 3), "recall_s": round(time.perf_counter() - t0, 3)}
+             "min_recall": s.min_recall, "faiss_gpu": faiss_gpu,
+             "build_s": round(build_s, 3), "recall_s": round(time.perf_counter() - t0, 3)}
     if recall < s.min_recall:
         lake.write_run_stats(ds, "index", {**stats, "status": "refused"})
         raise GateError(f"index recall@{k} {recall:.4f} is below serve.min_recall={s.min_recall}: not staged")

@@ -263,7 +263,7 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
 
     ds = ds_str(ds)
     check_wheel_set()  # one build of ONNX Runtime and FAISS: never a mix of CPU and GPU wheels
-    require_faiss_device(settings.serve.device)  # a cuda that is not there fails here, before any work
+    faiss_gpu = require_faiss_device(settings.serve.device)  # a cuda that is not there fails here, before any work
     s = settings.serve
     batch_rows = s.recommend_batch_rows
     lake = Lake.from_settings(settings)
@@ -343,7 +343,7 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
         quarantined = _vectors_quarantined(lake, ds, version)
         share = (without + quarantined) / (scored + len(keep) + quarantined) if scored + len(keep) + quarantined else 0.0
         stats = {"model_version": version, "items_scored": int(scored), "items_carried": carried,
-                 "rows": int(rows), "items_with_recs": int(with_recs),
+                 "rows": int(rows), "items_with_recs": int(with_recs), "faiss_gpu": faiss_gpu,
                  "mean_recs_per_item": rows / with_recs if with_recs else 0.0,
                  "mean_score": score_sum / rows if rows else 0.0, "top_k": int(k),
                  "score_threshold": s.score_threshold, "changed_only": bool(changed_only),

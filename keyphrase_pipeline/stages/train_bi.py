@@ -52,7 +52,7 @@ from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, commit_dir, ds_str, tmp_sibling
 from keyphrase_pipeline.core.settings import KD_LOSSES
 from keyphrase_pipeline.models.base import resolve_base_model
-from keyphrase_pipeline.models.devices import resolve_device
+from keyphrase_pipeline.models.devices import resolve_device, trainer_precision
 from keyphrase_pipeline.models.text import item_text, keyphrase_text
 
 if TYPE_CHECKING:
@@ -243,8 +243,6 @@ def training_arguments(settings: Settings, output_dir: str, device: str, **budge
         MultiDatasetBatchSamplers,
         SentenceTransformerTrainingArguments,
     )
-
-    from keyphrase_pipeline.models.devices import trainer_precision
 
     t = settings.train
     return SentenceTransformerTrainingArguments(
@@ -623,6 +621,7 @@ def run(settings: Settings, ds: str, cross: str | None = None, labels: str | Non
         raise
     stats = {"version": None if out else version, "path": final, "label_mix": "+".join(mix), "kd_loss": kd_name,
              "cross_version": cross_version, "distillation": distillation, "label_balance": balance, **training,
+             "device": device, "precision": next(iter(trainer_precision(device))),
              "seconds": round(time.perf_counter() - t0, 1)}
     Lake.from_settings(settings).write_run_stats(ds, "train_bi", stats)
     log.info("student %s trained: %s", version, {k: stats[k] for k in ("steps", "train_loss", "steps_per_s")})

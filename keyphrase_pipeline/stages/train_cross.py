@@ -289,6 +289,7 @@ def run(settings: Settings, ds: str, labels: str | None = None, out: str | None 
     stats = {"version": version if not out else None, "path": final, "train_rows": len(train),
              "test_rows": len(test), **{k: v for k, v in metrics.items()
                                         if k not in ("train_fit", "heldout_history", "calibration")},
+             "device": device, "precision": next(iter(trainer_precision(device))),
              "seconds": round(time.perf_counter() - t0, 1)}
     Lake.from_settings(settings).write_run_stats(ds, "train_cross", stats)
     log.info("cross-encoder %s: held-out F1 %.3f P %.3f R %.3f AUC %s at threshold %s (best step %s of %d)", version,

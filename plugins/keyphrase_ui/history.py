@@ -180,6 +180,19 @@ def read_day(lake, ds: str) -> tuple[dict, dict]:
     return out[0], out[1]
 
 
+def device_text(stats: dict) -> str | None:
+    """Where a stage ran, from its run stats (``keyphrase_pipeline.models.devices``): the trainers' ``device`` and
+    ``precision``, the embedding's ONNX Runtime ``onnx_providers``, the index's and recommend's ``faiss_gpu``; None
+    for a stage that records none (or stats written before devices were recorded)."""
+    if isinstance(stats.get("device"), str):
+        return stats["device"] + (f" ({stats['precision']})" if isinstance(stats.get("precision"), str) else "")
+    if isinstance(stats.get("onnx_providers"), list) and stats["onnx_providers"]:
+        return "ONNX Runtime " + str(stats["onnx_providers"][0]).removesuffix("ExecutionProvider")
+    if isinstance(stats.get("faiss_gpu"), bool):
+        return "FAISS on the GPU" if stats["faiss_gpu"] else "FAISS on the CPU"
+    return None
+
+
 def metric_values(stats: dict) -> dict:
     """The key metrics (``METRICS``) of one day's run stats: ``{key: value or None}``."""
     out = {}
@@ -229,7 +242,7 @@ def stage_status(stats: dict, failures: dict) -> dict:
     for i, stage in enumerate(STAGES):
         st, fail = stats.get(stage), failures.get(stage)
         rec: dict = {"status": None, "reason": "", "seconds": None, "seconds_source": None, "airflow": None,
-                     "error": None}
+                     "error": None, "device": None}
         if st is not None and "unreadable" in st:
             rec.update(status="failed", reason=f"run stats unreadable ({st['unreadable']})")
         elif st is not None:
@@ -248,6 +261,7 @@ def stage_status(stats: dict, failures: dict) -> dict:
                 elif fail:
                     rec["reason"] = f"ok after a failed try ({fail.get('error_type') or 'its failure record has no error text'})"
             rec["airflow"] = st.get("airflow")
+            rec["device"] = device_text(st)
             if _num(st.get("wall_seconds")) is not None:
                 rec.update(seconds=float(st["wall_seconds"]), seconds_source="task wall clock")
             elif _num(st.get("seconds")) is not None:

@@ -348,3 +348,20 @@ def test_a_day_recorded_before_the_merge_stage_was_renamed_reads_as_merge_labels
     lake.write_run_stats(END, "merge_labels", {"rows": 10, "yes_rate": 0.5})  # a rerun writes the new name: it wins
     assert lake.run_stats_path(END, "merge_labels").endswith("/merge_labels.json")
     assert by_ds(history(lake, days=1))[END]["metrics"]["pairs_judged"] == 10
+
+
+def test_each_stage_says_where_it_ran():
+    """The page's per-stage record carries where the stage ran, from its run stats (models.devices)."""
+    from keyphrase_ui.history import device_text
+
+    assert device_text({"device": "cuda", "precision": "bf16"}) == "cuda (bf16)"
+    assert device_text({"device": "cpu"}) == "cpu"
+    assert device_text({"onnx_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}) == "ONNX Runtime CUDA"
+    assert device_text({"faiss_gpu": True}) == "FAISS on the GPU" and device_text({"faiss_gpu": False}) == "FAISS on the CPU"
+    assert device_text({"rows": 3}) is None and device_text({"device": 3}) is None
+
+
+def test_the_history_carries_the_device_of_a_stage(lake):
+    write_run_day(lake, END, changes={"train_bi": {"device": "cuda", "precision": "bf16"}})
+    st = by_ds(history(lake, days=1))[END]["stages"]
+    assert st["train_bi"]["device"] == "cuda (bf16)" and st["publish"]["device"] is None

@@ -45,6 +45,7 @@ def test_incremental_embeds_only_changed_items(ready, spark):
     write_inputs(ready, DS2, cat=cat)
     stats = embed.run(ready, DS2, "items", spark=spark)
     assert stats["rows_total"] == 36 and stats["embedded_now"] == 3 and stats["reused"] == 33
+    assert stats["onnx_providers"] == ["CPUExecutionProvider"]  # where it ran (models.devices): here, no GPU
     after = _emb(ready)
     assert sorted(after.index) == sorted(before.index)
     same = [i for i in after.index if i not in changed]

@@ -48,6 +48,7 @@ def test_exact_build_staged_with_recall_one(ready):
     # about the gate; the gate is tested on approximate indexes (test_recall_gate_*)
     stats = index.run(ready, DS)
     assert stats["exact"] and stats["factory"] == "Flat" and stats["ann_recall_at_k"] == 1.0 and stats["n"] == 60
+    assert stats["faiss_gpu"] is False  # where it searched (models.devices): here, no GPU
     root = Path(index_build_dir(ready, DS))
     meta = json.loads((root / "index_meta.json").read_text())
     assert meta["ann_recall_at_k"] == 1.0 and meta["k"] == 20 and meta["model_version"] == "v1"

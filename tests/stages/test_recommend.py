@@ -66,6 +66,7 @@ def test_score_threshold_drops_rows(ready):
     out = read_parquet(Lake.from_settings(s).path("recommendations", ds=DS), contract="recommendations")
     assert (out["score"] >= cut).all() and out["rank"].max() <= 5
     assert stats["rows"] == len(out) < 36 * 5
+    assert stats["faiss_gpu"] is False
 
 
 def test_changed_only_carries_the_rest_over(ready, spark):
