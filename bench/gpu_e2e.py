@@ -74,13 +74,16 @@ def time_training(settings, labels: str, work: Path, tag: str) -> dict:
 def time_embedding(student: str, titles: list[str], device: str, dim: int, batch: int, work: Path) -> dict:
     """Titles/s through the exported ONNX item tower (providers for ``device``) and through torch on ``device``."""
     from keyphrase_pipeline.models.bi_encoder import encode_items, load_student
+    from keyphrase_pipeline.models.devices import ort_providers
     from keyphrase_pipeline.models.onnx_export import export_tower
     from keyphrase_pipeline.models.onnx_tower import OnnxTower
 
     tower_dir = work / f"tower-{dim}"
     if not (tower_dir / "model.onnx").exists():
         export_tower(student, tower_dir, dim, 64)
-    tower = OnnxTower(tower_dir, device=device)
+    # a GPU machine whose onnxruntime is the CPU-only build still gives the torch figure; the ONNX one says where it ran
+    ort_device = device if device == "cpu" or "CUDAExecutionProvider" in ort_providers() else "cpu"
+    tower = OnnxTower(tower_dir, device=ort_device)
     t0 = time.perf_counter()
     for i in range(0, len(titles), batch):
         tower.embed(titles[i:i + batch])
@@ -93,8 +96,29 @@ def time_embedding(student: str, titles: list[str], device: str, dim: int, batch
             "providers": tower.session.get_providers()}
 
 
+class TorchFlatIndex:
+    """Exact inner-product search in torch on ``device`` (chunked fp32 matmul + ``topk``), with FAISS's ``search`` and
+    ``ntotal``, so the project's ``search_batch`` runs on it: the GPU path where FAISS has no GPU build. Not a
+    project module yet: this measures whether the GPU worker should use it."""
+
+    def __init__(self, vectors, device: str):
+        import torch
+
+        self.device = device
+        self.x = torch.as_tensor(vectors, device=device)
+        self.ntotal = len(vectors)
+
+    def search(self, queries, k: int):
+        import torch
+
+        q = torch.as_tensor(queries, device=self.device)
+        scores, ids = torch.topk(q @ self.x.T, min(k, self.ntotal), dim=1)
+        return scores.float().cpu().numpy(), ids.cpu().numpy().astype("int64")
+
+
 def time_topk(n_items: int, n_kps: int, dim: int, k: int, device: str, batch: int) -> dict:
-    """Items/s of exact top-``k`` over ``n_kps`` keyphrases: FAISS Flat on ``device``, the project's search."""
+    """Items/s of exact top-``k`` over ``n_kps`` keyphrases with the project's search: FAISS Flat on ``device``, or,
+    where FAISS has no GPU, torch on ``device`` (``TorchFlatIndex``; the figure says which)."""
     import numpy as np
     import pandas as pd
 
@@ -105,7 +129,12 @@ def time_topk(n_items: int, n_kps: int, dim: int, k: int, device: str, batch: in
     rng = np.random.default_rng(0)
     kps = rng.standard_normal((n_kps, dim)).astype("float32")
     kps /= np.linalg.norm(kps, axis=1, keepdims=True)
-    index = faiss_on_device(build_index(kps, np.arange(n_kps, dtype=np.int64), "Flat"), device)
+    from keyphrase_pipeline.models.devices import faiss_gpus
+
+    if device == "cpu" or faiss_gpus() > 0:
+        index, engine = faiss_on_device(build_index(kps, np.arange(n_kps, dtype=np.int64), "Flat"), device), "faiss"
+    else:
+        index, engine = TorchFlatIndex(kps, device), "torch (FAISS has no GPU here)"
     table = KeyphraseTable(pd.Series([f"kp {i}" for i in range(n_kps)], index=np.arange(n_kps, dtype=np.int64)))
     t0 = time.perf_counter()
     for start in range(0, n_items, batch * 64):
@@ -113,7 +142,7 @@ def time_topk(n_items: int, n_kps: int, dim: int, k: int, device: str, batch: in
         items = rng.standard_normal((n, dim)).astype("float32")
         items /= np.linalg.norm(items, axis=1, keepdims=True)
         search_batch(index, table, np.arange(start, start + n), items, k, -1.0)
-    return {"topk": n_items / (time.perf_counter() - t0)}
+    return {"topk": n_items / (time.perf_counter() - t0), "engine": engine}
 
 
 def main(argv=None) -> list[dict]:
@@ -174,7 +203,7 @@ def main(argv=None) -> list[dict]:
                 ("embed_onnx", "titles/s", emb, emb_cpu, {"titles": len(titles), "providers": emb["providers"]}),
                 ("embed_torch", "titles/s", emb, emb_cpu, {"titles": len(titles)}),
                 ("topk", "items/s", top, top_cpu, {"items": cfg["items"], "keyphrases": cfg["keyphrases"],
-                                                   "k": cfg["k"], "dim": dim})):
+                                                   "k": cfg["k"], "dim": dim, "engine": top["engine"]})):
             line = {**common, "figure": figure, "value": round(dev[figure], 2), "unit": unit,
                     "cpu_value": round(cpu[figure], 2), "speedup": round(dev[figure] / max(cpu[figure], 1e-9), 2),
                     **extra}

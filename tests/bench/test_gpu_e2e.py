@@ -48,3 +48,23 @@ def test_cuda_asked_for_without_one_is_a_config_error(gpu_e2e, monkeypatch):
                                                         "devices": 0, "names": []})
     with pytest.raises(ConfigError, match="--device='cuda'"):
         gpu_e2e.main(["--device", "cuda"])
+
+
+def test_the_torch_index_finds_what_faiss_flat_finds(gpu_e2e):
+    """Where FAISS has no GPU build, the top-K figure runs the project's search over TorchFlatIndex: same rows."""
+    import numpy as np
+    import pandas as pd
+
+    from keyphrase_pipeline.models.ann import build_index
+    from keyphrase_pipeline.models.topk import KeyphraseTable, search_batch
+
+    rng = np.random.default_rng(1)
+    kps = rng.standard_normal((200, 16)).astype("float32")
+    kps /= np.linalg.norm(kps, axis=1, keepdims=True)
+    items = rng.standard_normal((50, 16)).astype("float32")
+    items /= np.linalg.norm(items, axis=1, keepdims=True)
+    table = KeyphraseTable(pd.Series([f"kp {i}" for i in range(200)], index=np.arange(200, dtype=np.int64)))
+    want = search_batch(build_index(kps, np.arange(200, dtype=np.int64), "Flat"), table, np.arange(50), items, 10, -1.0)
+    got = search_batch(gpu_e2e.TorchFlatIndex(kps, "cpu"), table, np.arange(50), items, 10, -1.0)
+    assert (got[["item_id", "rank", "keyphrase_id"]].to_numpy() == want[["item_id", "rank", "keyphrase_id"]].to_numpy()).all()
+    np.testing.assert_allclose(got["score"], want["score"], atol=1e-5)
