@@ -66,7 +66,10 @@ def time_training(settings, labels: str, work: Path, tag: str) -> dict:
     cross = train_cross.run(settings, ds, labels=labels, out=str(work / f"cross-{tag}"))
     bi = train_bi.run(settings, ds, labels=labels, cross=cross["path"], out=str(work / f"student-{tag}"),
                       label_mix="llm+kd")
+    from keyphrase_pipeline.models.devices import precision_name
+
     return {"train_cross": cross["steps"] / max(cross["train_seconds"], 1e-9), "cross_steps": cross["steps"],
+            "precision": precision_name(settings.train.device),
             "train_bi": bi["steps"] / max(bi["train_seconds"], 1e-9), "bi_steps": bi["steps"],
             "student": str(Path(bi["path"]) / "model")}
 
@@ -166,6 +169,9 @@ def main(argv=None) -> list[dict]:
     device = resolve_device(args.device or ("cpu" if args.quick else "cuda"), "--device")
     baseline = device != "cpu" or args.baseline
     lines = []
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / ("gpu_e2e_quick.json" if args.quick
+                                                                        else "gpu_e2e.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kp-gpu-e2e-") as tmp:
         work = Path(tmp)
         if args.base:
@@ -185,34 +191,59 @@ def main(argv=None) -> list[dict]:
         cpu_steps = max(2, int(cfg["steps"] * cfg["cpu_share"]))
         s_cpu = settings_for(work, base, "cpu", cpu_steps, args.quick)
         dim = s_dev.serve.dim
-        train = time_training(s_dev, labels, work, "dev")
-        train_cpu = time_training(s_cpu, labels, work, "cpu") if baseline else train
         titles = (pairs["title"].tolist() * (cfg["titles"] // len(pairs) + 1))[:cfg["titles"]]
         n_cpu = max(cfg["batch"], int(len(titles) * cfg["cpu_share"]))
-        emb = time_embedding(train["student"], titles, device, dim, cfg["batch"], work)
-        emb_cpu = time_embedding(train["student"], titles[:n_cpu], "cpu", dim, cfg["batch"], work) \
-            if baseline else emb
-        top = time_topk(cfg["items"], cfg["keyphrases"], dim, cfg["k"], device, cfg["batch"])
-        top_cpu = time_topk(max(cfg["batch"], int(cfg["items"] * cfg["cpu_share"])), cfg["keyphrases"], dim, cfg["k"],
-                            "cpu", cfg["batch"]) if baseline else top
         common = {"bench": "gpu_e2e", "quick": args.quick, "device": device, "torch": torch_cuda(),
+                  "base": "tiny random encoder" if args.quick and not args.base else base,
                   "machine": f"{platform.machine()} {platform.node()}", "date": time.strftime("%Y-%m-%d")}
-        for figure, unit, dev, cpu, extra in (
-                ("train_cross", "steps/s", train, train_cpu, {"steps": train["cross_steps"]}),
-                ("train_bi", "steps/s", train, train_cpu, {"steps": train["bi_steps"]}),
-                ("embed_onnx", "titles/s", emb, emb_cpu, {"titles": len(titles), "providers": emb["providers"]}),
-                ("embed_torch", "titles/s", emb, emb_cpu, {"titles": len(titles)}),
-                ("topk", "items/s", top, top_cpu, {"items": cfg["items"], "keyphrases": cfg["keyphrases"],
-                                                   "k": cfg["k"], "dim": dim, "engine": top["engine"]})):
-            line = {**common, "figure": figure, "value": round(dev[figure], 2), "unit": unit,
-                    "cpu_value": round(cpu[figure], 2), "speedup": round(dev[figure] / max(cpu[figure], 1e-9), 2),
-                    **extra}
-            print(json.dumps(line), flush=True)
-            lines.append(line)
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / ("gpu_e2e_quick.json" if args.quick
-                                                                        else "gpu_e2e.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        out.write_text("")
+
+        def emit(figures, measure):
+            """Measure one group on the device and on the CPU; one line per figure, appended to ``out`` at once, so a
+            later failure or timeout keeps what was measured. A group that cannot run here says why and the rest go on."""
+            try:
+                dev, cpu, extra = measure()
+            except Exception as exc:  # a ConfigError (a device this machine cannot give), a missing module, ...
+                dev, reason = None, f"{type(exc).__name__}: {exc}"[:500]
+            for figure, unit in figures:
+                if dev is None:
+                    line = {**common, "figure": figure, "skipped": reason}
+                else:
+                    line = {**common, "figure": figure, "value": round(dev[figure], 2), "unit": unit,
+                            "cpu_value": round(cpu[figure], 2),
+                            "speedup": round(dev[figure] / max(cpu[figure], 1e-9), 2), **extra.get(figure, {})}
+                print(json.dumps(line), flush=True)
+                with out.open("a") as f:
+                    f.write(json.dumps(line) + "\n")
+                lines.append(line)
+            return dev
+
+        trained = {}
+
+        def training():
+            train = time_training(s_dev, labels, work, "dev")
+            trained["student"] = train["student"]
+            cpu = time_training(s_cpu, labels, work, "cpu") if baseline else train
+            return train, cpu, {"train_cross": {"steps": train["cross_steps"], "precision": train["precision"]},
+                                "train_bi": {"steps": train["bi_steps"], "precision": train["precision"]}}
+
+        def embedding():
+            emb = time_embedding(trained["student"], titles, device, dim, cfg["batch"], work)
+            cpu = time_embedding(trained["student"], titles[:n_cpu], "cpu", dim, cfg["batch"], work) if baseline else emb
+            return emb, cpu, {"embed_onnx": {"titles": len(titles), "providers": emb["providers"]},
+                              "embed_torch": {"titles": len(titles)}}
+
+        def topk():
+            top = time_topk(cfg["items"], cfg["keyphrases"], dim, cfg["k"], device, cfg["batch"])
+            cpu = time_topk(max(cfg["batch"], int(cfg["items"] * cfg["cpu_share"])), cfg["keyphrases"], dim, cfg["k"],
+                            "cpu", cfg["batch"]) if baseline else top
+            return top, cpu, {"topk": {"items": cfg["items"], "keyphrases": cfg["keyphrases"], "k": cfg["k"],
+                                       "dim": dim, "engine": top["engine"]}}
+
+        emit((("train_cross", "steps/s"), ("train_bi", "steps/s")), training)
+        if trained:
+            emit((("embed_onnx", "titles/s"), ("embed_torch", "titles/s")), embedding)
+        emit((("topk", "items/s"),), topk)
     print(json.dumps({"bench": "gpu_e2e", "quick": args.quick, "device": device, "results_file": str(out)}), flush=True)
     return lines
 

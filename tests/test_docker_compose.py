@@ -136,8 +136,11 @@ def test_compose_values_build_valid_settings(compose):
             node = node.setdefault(p, {})
         node[parts[-1]] = value
     s = load_settings(**values)
-    assert s.spark.master == "spark://spark-master:7077" and s.judge.backend == "openai"
-    assert s.train.device == "cuda"
+    # the GPU worker embeds with its own Spark (local[*]): the spark-worker containers are CPU-only
+    assert s.spark.master == "local[*]" and s.judge.backend == "openai"
+    assert s.train.device == s.serve.device == s.judge.device == "cuda"
+    cpu = compose["services"]["airflow-worker"]["environment"]
+    assert cpu.get("KP_SPARK__MASTER", "spark://spark-master:7077") == "spark://spark-master:7077"
 
 
 def test_dockerfile_installs_the_project_and_java():

@@ -28,7 +28,7 @@ def main(settings: Settings, args) -> int:
     print(json.dumps(report, indent=2))
     if args.check:
         problems = [e["error"] for e in report["settings"].values() if "error" in e]
-        problems += [report[k]["error"] for k in ("onnxruntime", "wheels") if "error" in report[k]]
+        problems += [report[k]["error"] for k in ("onnxruntime", "faiss", "wheels") if "error" in report[k]]
         if problems:
             raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more: see the report)" if len(problems) > 1 else ""))
     return 0

@@ -235,6 +235,7 @@ def native_context(cl: Cluster, secret: dict[str, str] | None = None) -> dict[st
         "train_device": "cpu",
         "serve_device": "cpu",
         "gpu_device": "cpu",  # the "gpu" worker of a CPU machine: same queue, CPU torch
+        "gpu_spark_master": f"spark://127.0.0.1:{p['spark_port']}",  # CPU executors serve a CPU "gpu" worker
         "spark_local_ip": "127.0.0.1",
         "pyspark_python": sys.executable,
         "llm_pool_slots": str(GPU_WORKERS * topology.pool_slots_per_gpu_worker()),

@@ -127,6 +127,9 @@ SERVICES: tuple[Service, ...] = (
     Service("airflow-worker-gpu", "airflow", queue=GPU_QUEUE,
             command=("celery", "worker", "-q", GPU_QUEUE, "--concurrency", "{gpu_worker_concurrency}"),
             env=(("KP_TRAIN__DEVICE", "{gpu_device}"), ("KP_SERVE__DEVICE", "{gpu_device}"),
+                 ("KP_JUDGE__DEVICE", "{gpu_device}"),
+                 # embedding runs where Spark runs it: on the worker that has the GPU, not on CPU-only executors
+                 ("KP_SPARK__MASTER", "{gpu_spark_master}"),
                  ("NVIDIA_VISIBLE_DEVICES", "all")),
             compose={"build": {"context": ".", "dockerfile": "docker/Dockerfile",
                                "args": {"KP_EXTRAS": "gpu,celery", "TORCH_INDEX": "https://download.pytorch.org/whl/cu124"}},
@@ -195,6 +198,7 @@ COMPOSE: dict[str, str] = {
     "train_device": "${KP_TRAIN__DEVICE:-auto}",
     "serve_device": "${KP_SERVE__DEVICE:-auto}",
     "gpu_device": "cuda",
+    "gpu_spark_master": "local[*]",
     "spark_local_ip": "",
     "pyspark_python": "/usr/local/bin/python",
     "llm_pool_slots": "${LLM_POOL_SLOTS:-2}",

@@ -34,7 +34,7 @@ WHEELS = {
 def check_setting(value: str, setting: str) -> str:
     """``value`` when it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; ConfigError (exit 2) naming ``setting``
     otherwise."""
-    if not isinstance(value, str) or not _DEVICE.match(value):
+    if not isinstance(value, str) or not _DEVICE.fullmatch(value):
         raise ConfigError(f"{setting}={value!r} is not a device: use auto, cpu, cuda or cuda:N")
     return value
 
@@ -69,11 +69,26 @@ def resolve_device(value: str = "auto", setting: str = "train.device") -> str:
         chosen = "cuda" if state["available"] else "cpu"
         log.info("%s=auto: %s (%s)", setting, chosen, _found(state))
         return chosen
-    index = int(value.split(":", 1)[1]) if ":" in value else 0
+    index = cuda_index(value)
     if not state["available"] or index >= state["devices"]:
         raise ConfigError(f"{setting}={value!r} but there is no usable CUDA device {index}: {_found(state)}. "
                           f"Run this stage on a GPU worker (queue gpu), or set {setting}=auto or cpu")
     return value
+
+
+def cuda_index(device: str) -> int:
+    """N of ``cuda:N`` (0 for ``cuda``)."""
+    return int(device.split(":", 1)[1]) if ":" in device else 0
+
+
+def require_one_training_device(device: str, setting: str = "train.device") -> str:
+    """``device`` when the trainers can honour it. transformers' Trainer always trains on ``cuda:0`` (and data-parallel
+    over every visible GPU), so ``cuda:N`` with N > 0 would train elsewhere than it says: ConfigError (exit 2)
+    telling to make the GPU the only visible one (``CUDA_VISIBLE_DEVICES=N``) and set ``cuda``."""
+    if device.startswith("cuda") and cuda_index(device) > 0:
+        raise ConfigError(f"{setting}={device!r}: the trainers train on cuda:0; give this worker that GPU alone "
+                          f"(CUDA_VISIBLE_DEVICES={cuda_index(device)}) and set {setting}=cuda")
+    return device
 
 
 def trainer_precision(device: str) -> dict:
@@ -86,6 +101,12 @@ def trainer_precision(device: str) -> dict:
     return {"use_cpu": True}
 
 
+def precision_name(device: str) -> str:
+    """The trainers' precision on a resolved device, as a reader says it: ``bf16``, ``fp16`` or ``fp32``."""
+    name = next(iter(trainer_precision(device)))
+    return "fp32" if name == "use_cpu" else name
+
+
 def ort_providers() -> list[str]:
     """ONNX Runtime's available execution providers on this worker."""
     import onnxruntime as ort
@@ -93,9 +114,11 @@ def ort_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-def onnx_providers(value: str = "auto", setting: str = "serve.device") -> list[str]:
-    """ONNX Runtime execution providers for a device setting: ``["CUDAExecutionProvider", "CPUExecutionProvider"]``
-    for ``cuda`` (and for ``auto`` when the CUDA provider is installed), else ``["CPUExecutionProvider"]``.
+def onnx_providers(value: str = "auto", setting: str = "serve.device") -> list:
+    """ONNX Runtime execution providers for a device setting, as ``InferenceSession(providers=...)`` takes them:
+    ``[("CUDAExecutionProvider", {"device_id": N}), "CPUExecutionProvider"]`` for ``cuda``/``cuda:N`` (and for
+    ``auto`` when the CUDA provider is installed), else ``["CPUExecutionProvider"]`` (``provider_names`` gives the
+    names). Whether the CUDA provider really loaded is checked on the session (``check_session_providers``).
 
     Raises ConfigError (exit 2) for ``cuda`` without the CUDA provider (the ``onnxruntime`` wheel is CPU-only;
     ``onnxruntime-gpu`` has it), naming ``setting``, the providers found and the installed distributions."""
@@ -104,13 +127,32 @@ def onnx_providers(value: str = "auto", setting: str = "serve.device") -> list[s
         return ["CPUExecutionProvider"]
     available = ort_providers()
     if "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return [("CUDAExecutionProvider", {"device_id": cuda_index(value) if value != "auto" else 0}),
+                "CPUExecutionProvider"]
     if value == "auto":
         log.info("%s=auto: ONNX Runtime on the CPU (providers %s)", setting, available)
         return ["CPUExecutionProvider"]
     raise ConfigError(f"{setting}={value!r} but ONNX Runtime has no CUDAExecutionProvider here (providers "
                       f"{available}; installed: {', '.join(installed_distributions('onnxruntime')) or 'none'}). "
                       f"Install onnxruntime-gpu instead of onnxruntime on GPU workers, or set {setting}=auto or cpu")
+
+
+def provider_names(providers: list) -> list[str]:
+    """The names of ``onnx_providers``' entries (a name, or a (name, options) pair)."""
+    return [p[0] if isinstance(p, tuple) else p for p in providers]
+
+
+def check_session_providers(session_providers: list[str], value: str, setting: str = "serve.device") -> None:
+    """After an ONNX Runtime session is made: ConfigError (exit 2) when ``value`` asked for CUDA and the session did
+    not get the CUDA provider (``onnxruntime-gpu`` lists it even when its CUDA or cuDNN libraries fail to load, and
+    then builds a CPU session with a warning); for ``auto`` the outcome is logged."""
+    on_cuda = bool(session_providers) and session_providers[0] == "CUDAExecutionProvider"
+    if value.startswith("cuda") and not on_cuda:
+        raise ConfigError(f"{setting}={value!r} but ONNX Runtime built a session on {session_providers}: the CUDA "
+                          "provider is installed but did not load (CUDA/cuDNN libraries missing or of another "
+                          f"version; its log says which). Fix the GPU image, or set {setting}=auto or cpu")
+    if value == "auto":
+        log.info("%s=auto: ONNX Runtime session on %s", setting, session_providers)
 
 
 def faiss_gpus(faiss_module=None) -> int:
@@ -226,17 +268,29 @@ def device_report(settings) -> dict:
         entry: dict = {"value": value}
         try:
             entry["device"] = resolve_device(value, setting)
-            entry["precision"] = next(iter(trainer_precision(entry["device"])))
+            if setting != "serve.device":  # the trainers' and the judge's precision; serving runs ONNX/FAISS
+                entry["precision"] = precision_name(entry["device"])
         except ConfigError as exc:
             entry["error"] = str(exc)
         report["settings"][setting] = entry
-    ort_entry: dict = {"providers": ort_providers()}
+    ort_entry: dict = {}
     try:
-        ort_entry["chosen"] = onnx_providers(settings.serve.device, "serve.device")
+        ort_entry["providers"] = ort_providers()
+        ort_entry["chosen"] = provider_names(onnx_providers(settings.serve.device, "serve.device"))
     except ConfigError as exc:
         ort_entry["error"] = str(exc)
+    except ImportError as exc:
+        ort_entry["error"] = f"onnxruntime is not installed ({exc}): pip install -e '.[cpu]' or '.[gpu]'"
     report["onnxruntime"] = ort_entry
-    report["faiss"] = {"gpus": faiss_gpus()}
+    faiss_entry: dict = {}
+    try:
+        faiss_entry["gpus"] = faiss_gpus()
+        faiss_entry["on_gpu"] = require_faiss_device(settings.serve.device, "serve.device")
+    except ConfigError as exc:
+        faiss_entry["error"] = str(exc)
+    except ImportError as exc:
+        faiss_entry["error"] = f"faiss is not installed ({exc}): pip install -e '.[cpu]' or '.[gpu]'"
+    report["faiss"] = faiss_entry
     report["wheels"] = wheel_set()
     try:
         check_wheel_set()

@@ -28,7 +28,7 @@ class OnnxTower:
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
-        from keyphrase_pipeline.models.devices import onnx_providers
+        from keyphrase_pipeline.models.devices import check_session_providers, onnx_providers
 
         self.dir = Path(tower_dir)
         meta_path = self.dir / "tower.json"
@@ -47,6 +47,7 @@ class OnnxTower:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(self.dir / model_file), sess_options=opts, providers=onnx_providers(device))
+        check_session_providers(self.session.get_providers(), device)  # CUDA asked for, CUDA got
         self.model_file = model_file
 
     def _run(self, texts: list[str]):

@@ -99,7 +99,10 @@ def run_stage(stage: str, params: dict | None, ds: str, **kwargs) -> dict:
     condition, not retried)."""
 
     module = importlib.import_module(STAGE_BY_NAME[stage].module)
-    settings = run_settings.settings_for(params)
+    try:
+        settings = run_settings.settings_for(params)
+    except deterministic_errors() as exc:  # the configuration itself is invalid: nowhere to record it, no retry
+        raise fail_without_retry(exc, f"stage {stage} for ds={ds}: its settings") from exc
     name = stats_name(stage, kwargs)
     since, t0 = dt.datetime.now(dt.UTC), time.monotonic()
     try:

@@ -51,7 +51,7 @@ from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, is_local, spa
 from keyphrase_pipeline.core.layout import EMBEDDED, embeddings_dir, onnx_dir
 from keyphrase_pipeline.core.spark import get_spark, read_input
 from keyphrase_pipeline.models.ann import NON_FINITE_VECTOR, ZERO_NORM, ZERO_VECTOR
-from keyphrase_pipeline.models.devices import check_wheel_set, onnx_providers
+from keyphrase_pipeline.models.devices import check_wheel_set, onnx_providers, provider_names
 from keyphrase_pipeline.models.onnx_tower import get_tower
 from keyphrase_pipeline.models.text import clean, item_text, keyphrase_text, tokenizer_at, unreadable_mask
 
@@ -395,7 +395,7 @@ def run(settings: Settings, ds: str, what: str, full: bool = False, spark=None, 
     stats = {"what": what, "model_version": version, "rows_total": int(total), "embedded_now": int(good_now),
              "reused": int(total - good_now), "quarantined": int(n_bad), "quarantined_by_reason": by_reason,
              "vectors_quarantined": int(n_vec_bad),
-             "full": bool(full or not had_previous), "model_file": model_file, "onnx_providers": providers,
+             "full": bool(full or not had_previous), "model_file": model_file, "onnx_providers": provider_names(providers),
              **inference}
     lake.write_run_stats(ds, f"embed_{what}", stats)
     if n_vec_bad:

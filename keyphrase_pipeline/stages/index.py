@@ -87,7 +87,6 @@ def run(settings: Settings, ds: str, version: str | None = None) -> dict:
         GateError: (exit 4) recall@K below ``serve.min_recall``: no build is written (the run stats, with
             ``status`` refused, are).
     """
-    import faiss
     import numpy as np
     import pandas as pd
 
@@ -95,6 +94,8 @@ def run(settings: Settings, ds: str, version: str | None = None) -> dict:
     ds = ds_str(ds)
     check_wheel_set()  # one build of ONNX Runtime and FAISS: never a mix of CPU and GPU wheels
     faiss_gpu = require_faiss_device(settings.serve.device)  # a cuda that is not there fails here, before any work
+    import faiss
+
     lake = Lake.from_settings(settings)
     version = serving_model(settings, ds, version)  # pinned by the day's export
     keyphrase_ids, keyphrase_vecs = _load_embeddings(settings, "keyphrases", version, required=True)

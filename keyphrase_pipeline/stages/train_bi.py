@@ -52,7 +52,12 @@ from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, commit_dir, ds_str, tmp_sibling
 from keyphrase_pipeline.core.settings import KD_LOSSES
 from keyphrase_pipeline.models.base import resolve_base_model
-from keyphrase_pipeline.models.devices import resolve_device, trainer_precision
+from keyphrase_pipeline.models.devices import (
+    precision_name,
+    require_one_training_device,
+    resolve_device,
+    trainer_precision,
+)
 from keyphrase_pipeline.models.text import item_text, keyphrase_text
 
 if TYPE_CHECKING:
@@ -564,7 +569,7 @@ def run(settings: Settings, ds: str, cross: str | None = None, labels: str | Non
     from keyphrase_pipeline.models.training import warm_step_cap
 
     ds = ds_str(ds)
-    device = resolve_device(settings.train.device)  # a cuda that is not there fails here, before any work
+    device = require_one_training_device(resolve_device(settings.train.device))  # fails here, before any work
     t0 = time.perf_counter()
     settings = _run_settings(settings, label_mix, kd_loss)
     mix = settings.train.label_mix.split("+")
@@ -621,7 +626,7 @@ def run(settings: Settings, ds: str, cross: str | None = None, labels: str | Non
         raise
     stats = {"version": None if out else version, "path": final, "label_mix": "+".join(mix), "kd_loss": kd_name,
              "cross_version": cross_version, "distillation": distillation, "label_balance": balance, **training,
-             "device": device, "precision": next(iter(trainer_precision(device))),
+             "device": device, "precision": precision_name(device),
              "seconds": round(time.perf_counter() - t0, 1)}
     Lake.from_settings(settings).write_run_stats(ds, "train_bi", stats)
     log.info("student %s trained: %s", version, {k: stats[k] for k in ("steps", "train_loss", "steps_per_s")})

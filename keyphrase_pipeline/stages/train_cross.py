@@ -32,7 +32,12 @@ from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake, commit_dir, ds_str, tmp_sibling, write_parquet_file_atomic
 from keyphrase_pipeline.models.base import resolve_base_model
 from keyphrase_pipeline.models.cross_encoder import build_cross, predict_pairs, save_cross
-from keyphrase_pipeline.models.devices import resolve_device, trainer_precision
+from keyphrase_pipeline.models.devices import (
+    precision_name,
+    require_one_training_device,
+    resolve_device,
+    trainer_precision,
+)
 from keyphrase_pipeline.models.metrics import binary_metrics, has_both_classes, threshold_metrics
 from keyphrase_pipeline.models.text import cross_text
 from keyphrase_pipeline.models.training import (
@@ -221,7 +226,7 @@ def run(settings: Settings, ds: str, labels: str | None = None, out: str | None 
     from keyphrase_pipeline.labels.training_data import label_balance, load_training_data
 
     ds = ds_str(ds)
-    device = resolve_device(settings.train.device)  # a cuda that is not there fails here, before any work
+    device = require_one_training_device(resolve_device(settings.train.device))  # fails here, before any work
     t0 = time.perf_counter()
     data = load_training_data(settings, ds, labels=labels, need_ctr=False, need_sr=False)
     train, test = data.llm_train, data.llm_test
@@ -289,7 +294,7 @@ def run(settings: Settings, ds: str, labels: str | None = None, out: str | None 
     stats = {"version": version if not out else None, "path": final, "train_rows": len(train),
              "test_rows": len(test), **{k: v for k, v in metrics.items()
                                         if k not in ("train_fit", "heldout_history", "calibration")},
-             "device": device, "precision": next(iter(trainer_precision(device))),
+             "device": device, "precision": precision_name(device),
              "seconds": round(time.perf_counter() - t0, 1)}
     Lake.from_settings(settings).write_run_stats(ds, "train_cross", stats)
     log.info("cross-encoder %s: held-out F1 %.3f P %.3f R %.3f AUC %s at threshold %s (best step %s of %d)", version,

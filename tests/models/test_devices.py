@@ -48,7 +48,7 @@ def test_cuda_without_a_usable_device_is_a_config_error_naming_the_setting(torch
     assert err.value.exit_code == 2
 
 
-@pytest.mark.parametrize("value", ["gpu", "CUDA", "cuda:", "", "tpu"])
+@pytest.mark.parametrize("value", ["gpu", "CUDA", "cuda:", "", "tpu", "cpu\n", "cuda:-1"])
 def test_a_value_that_is_not_a_device_is_refused(value):
     with pytest.raises(ConfigError, match="is not a device"):
         devices.resolve_device(value, "serve.device")
@@ -57,7 +57,7 @@ def test_a_value_that_is_not_a_device_is_refused(value):
 def test_precision_follows_the_device(monkeypatch):
     import torch
 
-    assert devices.trainer_precision("cpu") == {"use_cpu": True}
+    assert devices.trainer_precision("cpu") == {"use_cpu": True} and devices.precision_name("cpu") == "fp32"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert devices.trainer_precision("cuda") == {"bf16": True}
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
@@ -72,7 +72,32 @@ def test_precision_follows_the_device(monkeypatch):
 ])
 def test_onnx_providers(monkeypatch, available, value, want):
     monkeypatch.setattr(devices, "ort_providers", lambda: list(available))
-    assert devices.onnx_providers(value) == want
+    assert devices.provider_names(devices.onnx_providers(value)) == want
+
+
+def test_cuda_n_reaches_onnx_runtime_as_its_device_id(monkeypatch):
+    monkeypatch.setattr(devices, "ort_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert devices.onnx_providers("cuda:1")[0] == ("CUDAExecutionProvider", {"device_id": 1})
+    assert devices.onnx_providers("cuda")[0] == ("CUDAExecutionProvider", {"device_id": 0})
+
+
+@pytest.mark.parametrize("session,value,fails", [
+    (["CPUExecutionProvider"], "cuda", True), (["CUDAExecutionProvider", "CPUExecutionProvider"], "cuda:0", False),
+    (["CPUExecutionProvider"], "auto", False), (["CPUExecutionProvider"], "cpu", False)])
+def test_a_session_that_did_not_get_cuda_fails_when_cuda_was_asked_for(session, value, fails):
+    """onnxruntime-gpu lists the CUDA provider even when its libraries fail to load, then builds a CPU session."""
+    if fails:
+        with pytest.raises(ConfigError, match="did not load"):
+            devices.check_session_providers(session, value)
+    else:
+        devices.check_session_providers(session, value)
+
+
+def test_the_trainers_refuse_a_cuda_index_they_would_not_honour():
+    assert devices.require_one_training_device("cuda") == "cuda"
+    assert devices.require_one_training_device("cuda:0") == "cuda:0"
+    with pytest.raises(ConfigError, match="CUDA_VISIBLE_DEVICES=1"):
+        devices.require_one_training_device("cuda:1")
 
 
 def test_onnx_cuda_without_the_cuda_provider_fails_instead_of_running_on_the_cpu(monkeypatch):
@@ -93,20 +118,30 @@ def fake_faiss(gpus: int, gpu_build: bool = True, cannot_move: bool = False):
         moved.append(device)
         return ("gpu", device, index)
 
-    mod = types.SimpleNamespace(get_num_gpus=lambda: gpus, index_cpu_to_gpu=index_cpu_to_gpu, moved=moved)
+    mod = types.SimpleNamespace(get_num_gpus=lambda: gpus, index_cpu_to_gpu=index_cpu_to_gpu, moved=moved,
+                                cannot_move=cannot_move)
     if gpu_build:
         mod.StandardGpuResources = lambda: "resources"
     return mod
 
 
 @pytest.mark.parametrize("value,faiss_mod,want", [
+    ("cuda:1", fake_faiss(1), None),
     ("auto", fake_faiss(1), ("gpu", 0, "ix")), ("cuda", fake_faiss(1), ("gpu", 0, "ix")),
     ("cuda:1", fake_faiss(2), ("gpu", 1, "ix")), ("cpu", fake_faiss(1), "ix"),
     ("auto", fake_faiss(0), "ix"), ("auto", fake_faiss(0, gpu_build=False), "ix"),
     ("auto", fake_faiss(1, cannot_move=True), "ix"),
 ])
 def test_faiss_on_device(value, faiss_mod, want):
+    if want is None:  # a GPU index FAISS does not have
+        with pytest.raises(ConfigError, match="cannot use GPU 1"):
+            devices.faiss_on_device("ix", value, faiss_module=faiss_mod)
+        with pytest.raises(ConfigError, match="cannot use GPU 1"):
+            devices.require_faiss_device(value, faiss_module=faiss_mod)
+        return
     assert devices.faiss_on_device("ix", value, faiss_module=faiss_mod) == want
+    if not faiss_mod.cannot_move:  # the index type decides the rest (faiss_on_device keeps HNSW on the CPU)
+        assert devices.require_faiss_device(value, faiss_module=faiss_mod) == (want != "ix")
 
 
 @pytest.mark.parametrize("faiss_mod,found", [(fake_faiss(0, gpu_build=False), "CPU-only build"),
