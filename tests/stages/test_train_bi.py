@@ -83,7 +83,7 @@ def test_label_mixes_and_kd_choices(tmp_path):
     write_lake_inputs(s, w["pairs"])
     cross_dir = w["cross"]["path"]
     ctr_only = train_bi.run(s, DS, label_mix="ctr")
-    assert ctr_only["device"] == "cpu" and ctr_only["precision"] == "use_cpu"  # where it trained (models.devices)
+    assert ctr_only["device"] == "cpu" and ctr_only["precision"] == "fp32"  # where it trained (models.devices)
     assert set(ctr_only["task_rows"]) == {"ctr"}
     mse = train_bi.run(s, DS, cross=cross_dir, label_mix="llm+kd", kd_loss="mse")
     assert set(mse["task_rows"]) == {"llm", "kd"} and mse["kd_loss"] == "mse"

@@ -97,7 +97,7 @@ def test_budget_from_the_data_and_the_best_heldout_checkpoint_is_kept(tmp_path, 
                       early_stopping_patience=0)
     write_lake_inputs(s, make_pairs(160, seed=3, with_ids=True), ctr=False)
     f = train_cross.run(s, DS)
-    assert f["device"] == "cpu" and f["precision"] == "use_cpu"  # where it trained (models.devices)
+    assert f["device"] == "cpu" and f["precision"] == "fp32"  # where it trained (models.devices)
     per_epoch = math.ceil(f["train_rows"] / 16)
     assert f["budget"]["max_steps"] == 3 * per_epoch and f["steps"] == 3 * per_epoch
     assert f["stop_reason"] == "budget"  # no early stopping (patience 0): every planned step ran
