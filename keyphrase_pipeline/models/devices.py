@@ -214,28 +214,35 @@ def require_faiss_device(value: str = "auto", setting: str = "serve.device", fai
 
 
 def installed_distributions(import_name: str) -> list[str]:
-    """The installed distributions (CPU and GPU flavours, ``WHEELS``) that provide ``import_name``."""
-    from importlib.metadata import PackageNotFoundError, version
+    """The installed distributions that provide the import name ``import_name`` (``importlib.metadata``'s
+    ``packages_distributions``, so a build not named in ``WHEELS`` is found too), as ``name==version``."""
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
 
     out = []
-    cpu, gpu = WHEELS[import_name]
-    for dist in (*cpu, *gpu):
+    for dist in sorted(set(packages_distributions().get(import_name, ()))):
         try:
             out.append(f"{dist}=={version(dist)}")
-        except PackageNotFoundError:
+        except PackageNotFoundError:  # pragma: no cover - listed but gone
             pass
     return out
 
 
 def wheel_set() -> dict:
-    """Which flavour of each shared import name is installed: ``{"onnxruntime": "cpu"|"gpu"|"both"|"none",
-    "faiss": ..., "distributions": {import name: [dist==version]}}``."""
+    """Which build of each shared import name is installed: ``{"onnxruntime": "cpu"|"gpu"|"both"|"none",
+    "faiss": ..., "distributions": {import name: [dist==version]}}``. Two or more distributions providing one
+    import name are "both" whatever their names (they write the same files); one not named in ``WHEELS`` counts as
+    the GPU kind when its name says gpu or cuda, else as the CPU kind."""
     out: dict = {"distributions": {}}
-    for name, (cpu, gpu) in WHEELS.items():
+    for name, (_cpu, gpu) in WHEELS.items():
         found = installed_distributions(name)
-        has_cpu = any(f.split("==")[0] in cpu for f in found)
-        has_gpu = any(f.split("==")[0] in gpu for f in found)
-        out[name] = "both" if has_cpu and has_gpu else "cpu" if has_cpu else "gpu" if has_gpu else "none"
+        names = [f.split("==")[0].lower() for f in found]
+        if len(names) > 1:
+            out[name] = "both"
+        elif not names:
+            out[name] = "none"
+        else:
+            n = names[0]
+            out[name] = "gpu" if n in gpu or "gpu" in n or "cuda" in n else "cpu"
         out["distributions"][name] = found
     return out
 
