@@ -205,3 +205,21 @@ def test_kp_devices_check_exits_2_when_cuda_is_asked_for_here(monkeypatch, capsy
         get_settings.cache_clear()
     out, err = capsys.readouterr()
     assert '"train.device"' in out and "train.device='cuda' but there is no usable CUDA device" in err
+
+
+def test_the_report_carries_every_problem_it_finds(monkeypatch):
+    """``kp devices`` on a worker that cannot meet ``cuda``: each probe's error is in the report (and --check's list)."""
+    from keyphrase_pipeline.core.settings import load_settings
+
+    monkeypatch.setattr(devices, "torch_cuda", lambda: dict(NO_GPU))
+    monkeypatch.setattr(devices, "ort_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(devices, "faiss_gpus", lambda faiss_module=None: 0)
+    monkeypatch.setattr(devices, "installed_distributions",
+                        lambda name: {"onnxruntime": ["onnxruntime==1", "onnxruntime-gpu==1"]}.get(name, ["faiss-cpu==1"]))
+    s = load_settings(train={"device": "cuda"}, serve={"device": "cuda"})
+    report = devices.device_report(s)
+    assert "no usable CUDA device" in report["settings"]["train.device"]["error"]
+    assert "judge.device" in report["settings"] and "error" not in report["settings"]["judge.device"]
+    assert "CUDAExecutionProvider" in report["onnxruntime"]["error"]
+    assert "FAISS cannot use GPU 0" in report["faiss"]["error"]
+    assert "both CPU and GPU wheels" in report["wheels"]["error"]
