@@ -14,6 +14,7 @@ distributions) is read through the small functions ``torch_cuda``, ``ort_provide
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 
@@ -77,7 +78,7 @@ def resolve_device(value: str = "auto", setting: str = "train.device") -> str:
 
 
 def cuda_index(device: str) -> int:
-    """N of ``cuda:N`` (0 for ``cuda``)."""
+    """N of ``cuda:N`` (0 for ``cuda``, and for ``auto``: the first GPU)."""
     return int(device.split(":", 1)[1]) if ":" in device else 0
 
 
@@ -127,7 +128,7 @@ def onnx_providers(value: str = "auto", setting: str = "serve.device") -> list:
         return ["CPUExecutionProvider"]
     available = ort_providers()
     if "CUDAExecutionProvider" in available:
-        return [("CUDAExecutionProvider", {"device_id": cuda_index(value) if value != "auto" else 0}),
+        return [("CUDAExecutionProvider", {"device_id": cuda_index(value)}),
                 "CPUExecutionProvider"]
     if value == "auto":
         log.info("%s=auto: ONNX Runtime on the CPU (providers %s)", setting, available)
@@ -168,24 +169,14 @@ def faiss_on_device(index, value: str = "auto", setting: str = "serve.device", f
     """``index`` on the GPU for ``cuda``/``cuda:N`` (and for ``auto`` when FAISS has a GPU), else ``index`` itself.
 
     ``auto`` keeps an index type without a GPU version (HNSW) on the CPU, logged. Raises ConfigError (exit 2) for
-    ``cuda`` when FAISS has no GPU (a CPU-only build, or no visible GPU) or the index type cannot go to the GPU,
-    naming ``setting`` and what was found."""
-    check_setting(value, setting)
-    if value == "cpu":
-        return index
-    if faiss_module is None:
+    ``cuda`` when FAISS has no GPU (a CPU-only build, or no visible GPU: ``require_faiss_device``) or the index type
+    cannot go to the GPU, naming ``setting`` and what was found."""
+    if value != "cpu" and faiss_module is None:
         import faiss as faiss_module
-    gpus = faiss_gpus(faiss_module)
-    index_no = int(value.split(":", 1)[1]) if ":" in value else 0
-    if gpus == 0 or index_no >= gpus:
-        if value == "auto":
-            return index
-        build = "a GPU build" if hasattr(faiss_module, "StandardGpuResources") else "a CPU-only build"
-        raise ConfigError(f"{setting}={value!r} but FAISS cannot use GPU {index_no}: {build} seeing {gpus} GPU(s) "
-                          f"(installed: {', '.join(installed_distributions('faiss')) or 'none'}). Install faiss-gpu "
-                          f"instead of faiss-cpu on GPU workers, or set {setting}=auto or cpu")
+    if not require_faiss_device(value, setting, faiss_module):
+        return index
     try:
-        return faiss_module.index_cpu_to_gpu(faiss_module.StandardGpuResources(), index_no, index)
+        return faiss_module.index_cpu_to_gpu(faiss_module.StandardGpuResources(), cuda_index(value), index)
     except Exception as exc:  # e.g. HNSW has no GPU version
         if value == "auto":
             log.info("%s=auto: the index stays on the CPU (%s)", setting, exc)
@@ -195,31 +186,43 @@ def faiss_on_device(index, value: str = "auto", setting: str = "serve.device", f
 
 
 def require_faiss_device(value: str = "auto", setting: str = "serve.device", faiss_module=None) -> bool:
-    """Whether FAISS will search on the GPU for ``value`` (``faiss_on_device``'s rule, checked before any work):
-    True for ``cuda``/``cuda:N`` with a FAISS GPU, ``auto`` with one; False for ``cpu``, ``auto`` without. Raises
-    ConfigError (exit 2) for ``cuda`` when FAISS has no GPU here, as ``faiss_on_device`` would."""
+    """Whether FAISS searches on the GPU for ``value``, decided before any work (``faiss_on_device`` moves the index
+    by the same rule): True for ``cuda``/``cuda:N`` when FAISS sees that GPU, and for ``auto`` when it sees one;
+    False for ``cpu``, and for ``auto`` without. Raises ConfigError (exit 2) for ``cuda``/``cuda:N`` when FAISS has no
+    such GPU here (a CPU-only build, or too few visible GPUs), naming ``setting`` and what was found."""
     check_setting(value, setting)
     if value == "cpu":
         return False
     if faiss_module is None:
         import faiss as faiss_module
     gpus = faiss_gpus(faiss_module)
-    index_no = int(value.split(":", 1)[1]) if ":" in value else 0
+    index_no = cuda_index(value)
     if index_no < gpus:
         return True
     if value == "auto":
         return False
-    faiss_on_device(None, value, setting, faiss_module)  # raises the same ConfigError
-    return False  # pragma: no cover
+    build = "a GPU build" if hasattr(faiss_module, "StandardGpuResources") else "a CPU-only build"
+    raise ConfigError(f"{setting}={value!r} but FAISS cannot use GPU {index_no}: {build} seeing {gpus} GPU(s) "
+                      f"(installed: {', '.join(installed_distributions('faiss')) or 'none'}). Install faiss-gpu "
+                      f"instead of faiss-cpu on GPU workers, or set {setting}=auto or cpu")
+
+
+@functools.cache
+def _distributions_by_import() -> dict:
+    """``importlib.metadata.packages_distributions()``, read once per process (a scan of every installed
+    distribution: about a tenth of a second; the wheel check and its messages ask several times)."""
+    from importlib.metadata import packages_distributions
+
+    return packages_distributions()
 
 
 def installed_distributions(import_name: str) -> list[str]:
     """The installed distributions that provide the import name ``import_name`` (``importlib.metadata``'s
     ``packages_distributions``, so a build not named in ``WHEELS`` is found too), as ``name==version``."""
-    from importlib.metadata import PackageNotFoundError, packages_distributions, version
+    from importlib.metadata import PackageNotFoundError, version
 
     out = []
-    for dist in sorted(set(packages_distributions().get(import_name, ()))):
+    for dist in sorted(set(_distributions_by_import().get(import_name, ()))):
         try:
             out.append(f"{dist}=={version(dist)}")
         except PackageNotFoundError:  # pragma: no cover - listed but gone
