@@ -46,3 +46,18 @@ def serve_on_loopback(fake):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def load_bench(script: str, name: str, register: bool = False):
+    """``bench/<script>.py`` as a module named ``name`` (bench/ is not a package, so tests load its scripts by path).
+    ``register``: also put it in ``sys.modules`` under ``name``, for scripts whose dataclasses or pickled records look
+    their module up by name."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "bench" / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    if register:
+        sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

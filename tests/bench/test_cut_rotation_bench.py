@@ -3,17 +3,16 @@ file generates."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from testsupport import load_bench
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_docs_table_is_generated_from_the_committed_result():
-    spec = importlib.util.spec_from_file_location("cut_rotation_bench", REPO / "bench" / "cut_rotation.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("cut_rotation", "cut_rotation_bench")
     result = json.loads(bench.RESULT.read_text())
     assert result["simulated"] is True and len(result["runs"]) >= 3
     doc = (REPO / "docs" / "TRAINING.md").read_text()

@@ -3,23 +3,18 @@ and every sweep file of a world is that world's split with one shared teacher an
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from testsupport import load_bench
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def curve():
-    spec = importlib.util.spec_from_file_location("distill_curve", REPO / "bench" / "distill_curve.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["distill_curve"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("distill_curve", "distill_curve", register=True)
 
 
 @pytest.mark.parametrize("world,marker", [("attr", "distill sweep table"), ("listing", "distill sweep table: listing")])

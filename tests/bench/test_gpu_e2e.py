@@ -3,21 +3,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from testsupport import load_bench
 
 
 @pytest.fixture(scope="module")
 def gpu_e2e():
-    spec = importlib.util.spec_from_file_location("gpu_e2e", ROOT / "bench" / "gpu_e2e.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("gpu_e2e", "gpu_e2e")
 
 
 def test_quick_run_reports_every_figure_with_its_cpu_baseline(gpu_e2e, tmp_path, capsys):

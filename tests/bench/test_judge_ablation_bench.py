@@ -3,18 +3,16 @@ result file generates, and that file holds every judge's 3-seed ablation."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from testsupport import load_bench
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("judge_ablation_bench", REPO / "bench" / "judge_ablation.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load_bench("judge_ablation", "judge_ablation_bench")
 
 
 def test_the_docs_table_is_generated_from_the_committed_result():

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from testsupport import load_bench
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def _run_all():
-    spec = importlib.util.spec_from_file_location("bench_run_all", BENCH / "run_all.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("run_all", "bench_run_all")
 
 
 def test_every_discovered_benchmark_accepts_quick_and_the_others_are_named():

@@ -4,23 +4,17 @@ exponent / flag / day-2 fraction arithmetic. No Spark, no pipeline: a few second
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from testsupport import load_bench
 
 
 @pytest.fixture(scope="module")
 def scale():
-    spec = importlib.util.spec_from_file_location("bench_scale", REPO / "bench" / "scale.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("scale", "bench_scale")
 
 
 # A grandchild that holds ~MEM MB and burns CPU_S seconds of CPU (process time, so a loaded machine only makes

@@ -3,21 +3,16 @@ scale.json. Synthetic result files; no pipeline."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from testsupport import load_bench
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _load(name: str, file: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / file)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench(file.removesuffix(".py"), name, register=True)
 
 
 @pytest.fixture(scope="module")
