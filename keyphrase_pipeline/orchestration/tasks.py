@@ -38,8 +38,11 @@ def stage_args(stage: str, retries: int = 2) -> dict[str, Any]:
     (``Stage.timeout_min``; ``plan`` and ``synth``, the DAG's own tasks: ``TIMEOUT_PLAN_MIN``, ``TIMEOUT_SYNTH_MIN``).
     KeyError for an unknown stage."""
     own = {"plan": TIMEOUT_PLAN_MIN, "synth": TIMEOUT_SYNTH_MIN}
-    minutes = own[stage] if stage in own else STAGE_BY_NAME[stage].timeout_min if stage in STAGE_BY_NAME else None
-    if minutes is None:
+    if stage in own:
+        minutes = own[stage]
+    elif stage in STAGE_BY_NAME:
+        minutes = STAGE_BY_NAME[stage].timeout_min
+    else:
         raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_BY_NAME)}, and plan, synth")
     return {
         "retries": retries,
