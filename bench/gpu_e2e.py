@@ -12,17 +12,25 @@ Figures, one JSON line each (``{"figure", "device", "value", "unit", "cpu_value"
   provider where ``onnxruntime-gpu`` is installed);
 - ``embed_torch``: titles/s of ``models.bi_encoder.encode_items`` on the device (the torch path);
 - ``topk``: items/s of exact top-K (``models.ann.build_index("Flat")`` on the device through
-  ``models.devices.faiss_on_device``, then ``models.topk.search_batch``).
+  ``models.devices.faiss_on_device``, then ``models.topk.search_batch``);
+- ``judge_1b`` / ``judge_8b``: pairs/s of the transformers judge (``labels.judges.transformers_judge``: the
+  project's prompts, one forward pass per batch reading the yes/no logits) on a **random-weight** Llama of the
+  Llama-3.2-1B / Llama-3.1-8B shape in bf16, with the encoder's WordPiece tokenizer (no chat template): throughput
+  only, its answers mean nothing. The 8B shape has no CPU baseline (``cpu_value`` null: 32 GB of fp32 weights).
 
 The CPU baseline runs the same code on the CPU on a share of the work (1% at full size, ``FULL["cpu_share"]``),
 reported in the same unit.
-Not here yet: the judge at a 1B-8B shape (it needs a chat tokenizer the GPU machine can be given offline).
 ``--quick`` runs tiny shapes on the CPU in seconds: ``make test`` runs it (tests/bench/test_gpu_e2e.py), so the
 script cannot rot. Writes ``bench/results/gpu_e2e.json`` (``gpu_e2e_quick.json`` for --quick, git-ignored) or
 ``--out``.
 
     python bench/gpu_e2e.py --device cuda        # on a GPU worker: real encoder, 300 steps, 1M titles, 1M x 100k
     python bench/gpu_e2e.py --quick              # tiny, on the CPU
+    python bench/gpu_e2e.py --prepare-carry var/gpu_carry   # here: an fp16 copy of the encoder (~44 MB) to carry
+
+A GPU machine without a package registry gets the project's tree plus ``var/gpu_carry`` (the fp16 encoder: the
+wheel's fp32 one is 83 MB) and runs ``python bench/gpu_e2e.py --device cuda --base var/gpu_carry/encoder``; the
+timing runs on an fp32 copy made from it there (the trainers' own precision choice then applies).
 """
 
 from __future__ import annotations
@@ -39,9 +47,42 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 FULL = {"steps": 300, "pairs": 8000, "titles": 1_000_000, "items": 1_000_000, "keyphrases": 100_000, "k": 20,
-        "batch": 256, "cpu_share": 0.01}
+        "batch": 256, "cpu_share": 0.01, "judges": {"1b": 4096, "8b": 2048}, "judge_batch": 64, "judge_cpu": 16}
 QUICK = {"steps": 4, "pairs": 300, "titles": 2000, "items": 3000, "keyphrases": 500, "k": 10, "batch": 64,
-         "cpu_share": 0.5}
+         "cpu_share": 0.5, "judges": {"tiny": 24}, "judge_batch": 8, "judge_cpu": 8}
+
+# Llama shapes (hidden, layers, attention heads, key/value heads, MLP width): Llama-3.2-1B and Llama-3.1-8B as
+# published in their configs; "tiny" for the CPU smoke. The CPU baseline is skipped above CPU_JUDGE_MAX.
+JUDGE_SHAPES = {"tiny": (64, 2, 4, 4, 128), "1b": (2048, 16, 32, 8, 8192), "8b": (4096, 32, 32, 8, 14336)}
+CPU_JUDGE_MAX = ("tiny", "1b")
+
+
+def prepare_carry(base: str, out: Path) -> Path:
+    """An fp16 copy of the encoder ``base`` at ``out/encoder`` (sentence-transformers folder, ~44 MB for MiniLM),
+    small enough to carry to a GPU machine with the project. Returns that folder."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(base, device="cpu")
+    model.to(torch.float16)
+    target = out / "encoder"
+    model.save(str(target))
+    return target
+
+
+def fp32_base(base: str, work: Path) -> str:
+    """``base`` itself when its weights are fp32, else an fp32 copy of it in ``work`` (an fp16 carry is upcast so
+    the stages start from what they would load in production)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(base, device="cpu")
+    if all(p.dtype == torch.float32 for p in model.parameters()):
+        return base
+    model.to(torch.float32)
+    target = work / "base-fp32"
+    model.save(str(target))
+    return str(target)
 
 
 def settings_for(work: Path, base: str, device: str, steps: int, quick: bool):
@@ -74,8 +115,10 @@ def time_training(settings, labels: str, work: Path, tag: str) -> dict:
             "student": str(Path(bi["path"]) / "model")}
 
 
-def time_embedding(student: str, titles: list[str], device: str, dim: int, batch: int, work: Path) -> dict:
-    """Titles/s through the exported ONNX item tower (providers for ``device``) and through torch on ``device``."""
+def time_embedding(student: str, titles: list[str], device: str, dim: int, batch: int, work: Path,
+                   cpu_titles: int) -> dict:
+    """Titles/s through the exported ONNX item tower (providers for ``device``; where ONNX Runtime has no CUDA here,
+    on the CPU over ``cpu_titles`` titles) and through torch on ``device``."""
     from keyphrase_pipeline.models.bi_encoder import encode_items, load_student
     from keyphrase_pipeline.models.devices import ort_providers
     from keyphrase_pipeline.models.onnx_export import export_tower
@@ -84,19 +127,59 @@ def time_embedding(student: str, titles: list[str], device: str, dim: int, batch
     tower_dir = work / f"tower-{dim}"
     if not (tower_dir / "model.onnx").exists():
         export_tower(student, tower_dir, dim, 64)
-    # a GPU machine whose onnxruntime is the CPU-only build still gives the torch figure; the ONNX one says where it ran
+    # a GPU machine whose onnxruntime is the CPU-only build still gives the torch figure; the ONNX one says where it
+    # ran, and on the CPU it times the CPU share of the titles (1M titles through 2-16 cores would take the run)
     ort_device = device if device == "cpu" or "CUDAExecutionProvider" in ort_providers() else "cpu"
     tower = OnnxTower(tower_dir, device=ort_device)
+    onnx_titles = titles if ort_device == device else titles[:cpu_titles]
     t0 = time.perf_counter()
-    for i in range(0, len(titles), batch):
-        tower.embed(titles[i:i + batch])
+    for i in range(0, len(onnx_titles), batch):
+        tower.embed(onnx_titles[i:i + batch])
     onnx_s = time.perf_counter() - t0
     model = load_student(student, device)
     t0 = time.perf_counter()
     encode_items(model, titles, [""] * len(titles), dim=dim, batch_size=batch)
     torch_s = time.perf_counter() - t0
-    return {"embed_onnx": len(titles) / onnx_s, "embed_torch": len(titles) / torch_s,
-            "providers": tower.session.get_providers()}
+    return {"embed_onnx": len(onnx_titles) / onnx_s, "embed_torch": len(titles) / torch_s,
+            "providers": tower.session.get_providers(), "onnx_titles": len(onnx_titles)}
+
+
+def time_judge(shape: str, device: str, tokenizer_dir: str, prompts: list[str], batch: int) -> dict:
+    """Pairs/s of ``TransformersJudge.score_prompts`` on a random-weight Llama of ``JUDGE_SHAPES[shape]`` built on
+    ``device`` (bf16 on CUDA where supported, else fp16; fp32 on the CPU, as the judge loads a real model), after one
+    warm-up batch. Throughput only: the weights are random."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from keyphrase_pipeline.core.settings import load_settings
+    from keyphrase_pipeline.labels.judges.transformers_judge import TransformersJudge
+
+    hidden, layers, heads, kv, mlp = JUDGE_SHAPES[shape]
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=2048,
+                      pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    dtype = torch.float32
+    if device.startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    torch.manual_seed(0)
+    with torch.device(device):  # weights initialised where they run: an 8B fp32 init on the host takes minutes
+        model = LlamaForCausalLM(cfg).to(dtype)
+    settings = load_settings(judge={"backend": "transformers", "device": device, "batch_size": batch})
+    judge = TransformersJudge(settings, model=model, tokenizer=tok)
+    judge.score_prompts(prompts[:batch])  # warm-up: kernels, allocator
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    judge.score_prompts(prompts)
+    seconds = time.perf_counter() - t0
+    params = sum(p.numel() for p in model.parameters())
+    runs_on = judge.runs_on
+    judge.close()
+    del model
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return {"pairs_per_s": len(prompts) / seconds, "params": params, "runs_on": runs_on}
 
 
 class TorchFlatIndex:
@@ -156,7 +239,17 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--out", default=None, help="result file (JSON lines)")
     p.add_argument("--baseline", action="store_true",
                    help="time the CPU baseline even when --device is cpu (the tests: every code path runs)")
+    p.add_argument("--prepare-carry", metavar="DIR", default=None,
+                   help="only write an fp16 copy of --base (default: all-MiniLM-L6-v2) to DIR/encoder and exit")
     args = p.parse_args(argv)
+    if args.prepare_carry:
+        from keyphrase_pipeline.models.base import default_encoder_path
+
+        target = prepare_carry(args.base or default_encoder_path(), Path(args.prepare_carry))
+        size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+        line = {"bench": "gpu_e2e", "prepared": str(target), "bytes": size}
+        print(json.dumps(line), flush=True)
+        return [line]
     cfg = QUICK if args.quick else FULL
     from keyphrase_pipeline.models.devices import resolve_device, torch_cuda
     from keyphrase_pipeline.synthetic.synth_labels import world_pairs
@@ -175,7 +268,7 @@ def main(argv=None) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="kp-gpu-e2e-") as tmp:
         work = Path(tmp)
         if args.base:
-            base = args.base
+            base = fp32_base(args.base, work)
         elif args.quick:
             from keyphrase_pipeline.models.tiny import build_tiny_encoder
 
@@ -209,9 +302,11 @@ def main(argv=None) -> list[dict]:
                 if dev is None:
                     line = {**common, "figure": figure, "skipped": reason}
                 else:
+                    on_cpu = cpu.get(figure) if cpu else None  # None: no CPU baseline for this figure (said why)
                     line = {**common, "figure": figure, "value": round(dev[figure], 2), "unit": unit,
-                            "cpu_value": round(cpu[figure], 2),
-                            "speedup": round(dev[figure] / max(cpu[figure], 1e-9), 2), **extra.get(figure, {})}
+                            "cpu_value": None if on_cpu is None else round(on_cpu, 2),
+                            "speedup": None if on_cpu is None else round(dev[figure] / max(on_cpu, 1e-9), 2),
+                            **extra.get(figure, {})}
                 print(json.dumps(line), flush=True)
                 with out.open("a") as f:
                     f.write(json.dumps(line) + "\n")
@@ -228,9 +323,10 @@ def main(argv=None) -> list[dict]:
                                 "train_bi": {"steps": train["bi_steps"], "precision": train["precision"]}}
 
         def embedding():
-            emb = time_embedding(trained["student"], titles, device, dim, cfg["batch"], work)
-            cpu = time_embedding(trained["student"], titles[:n_cpu], "cpu", dim, cfg["batch"], work) if baseline else emb
-            return emb, cpu, {"embed_onnx": {"titles": len(titles), "providers": emb["providers"]},
+            emb = time_embedding(trained["student"], titles, device, dim, cfg["batch"], work, n_cpu)
+            cpu = (time_embedding(trained["student"], titles[:n_cpu], "cpu", dim, cfg["batch"], work, n_cpu)
+                   if baseline else emb)
+            return emb, cpu, {"embed_onnx": {"titles": emb["onnx_titles"], "providers": emb["providers"]},
                               "embed_torch": {"titles": len(titles)}}
 
         def topk():
@@ -240,10 +336,32 @@ def main(argv=None) -> list[dict]:
             return top, cpu, {"topk": {"items": cfg["items"], "keyphrases": cfg["keyphrases"], "k": cfg["k"],
                                        "dim": dim, "engine": top["engine"]}}
 
+        from keyphrase_pipeline.core.settings import load_settings
+        from keyphrase_pipeline.labels.judges.prompt import build_prompts
+
+        prompts = build_prompts(pairs, load_settings())
+
+        def judging(shape, n):
+            def measure():
+                asked = (prompts * (n // len(prompts) + 1))[:n]
+                dev = time_judge(shape, device, base, asked, cfg["judge_batch"])
+                cpu = None
+                if baseline and shape in CPU_JUDGE_MAX:
+                    cpu = time_judge(shape, "cpu", base, asked[:cfg["judge_cpu"]], min(cfg["judge_batch"], cfg["judge_cpu"]))
+                figure = f"judge_{shape}"
+                note = {"prompts": n, "batch": cfg["judge_batch"], "params": dev["params"], "runs_on": dev["runs_on"],
+                        "weights": "random (throughput only)", "tokenizer": "the encoder's WordPiece, no chat template"}
+                if cpu is None and baseline:
+                    note["no_cpu_baseline"] = f"the {shape} shape in fp32 on the host is too large to time here"
+                return ({figure: dev["pairs_per_s"]}, {figure: cpu["pairs_per_s"]} if cpu else None, {figure: note})
+            return measure
+
         emit((("train_cross", "steps/s"), ("train_bi", "steps/s")), training)
         if trained:
             emit((("embed_onnx", "titles/s"), ("embed_torch", "titles/s")), embedding)
         emit((("topk", "items/s"),), topk)
+        for shape, n in cfg["judges"].items():
+            emit(((f"judge_{shape}", "pairs/s"),), judging(shape, n))
     print(json.dumps({"bench": "gpu_e2e", "quick": args.quick, "device": device, "results_file": str(out)}), flush=True)
     return lines
 

@@ -119,11 +119,14 @@ def _readable_fn(tower_dir: str, ship: bool):
 
 class InferenceLog:
     """Spark ``AccumulatorParam`` (duck-typed, so importing this module does not import pyspark) of who ran
-    inference: ``{(pid, partition): (rows, seconds)}`` merged over tasks.
+    inference: ``{(pid, partition, providers): (rows, seconds)}`` merged over tasks.
 
-    Each inference task adds one entry keyed by its Python worker's process id and its partition id, so
-    the driver can tell how many tasks and how many distinct Python worker processes embedded rows (the
-    ``inference_tasks`` / ``inference_workers`` run stats), and their summed inference seconds."""
+    Each inference task adds one entry keyed by its Python worker's process id, its partition id and the
+    ONNX Runtime providers its session actually holds (a tuple of names, in priority order), so the driver
+    can tell how many tasks and how many distinct Python worker processes embedded rows (the
+    ``inference_tasks`` / ``inference_workers`` run stats), their summed inference seconds, and on which
+    providers the executors ran (``executor_providers``: a worker whose ``auto`` found no CUDA shows up there,
+    not only in its own log)."""
 
     def zero(self, value):
         return {}
@@ -139,7 +142,7 @@ def _embed_fn(tower_dir: str, model_file: str, batch_size: int, threads: int, de
               ship: bool, ds: str, tracker=None):
     """mapInPandas function: (id, text, text_hash) -> embeddings contract, one cached session per worker
     (``threads`` intra-op threads); when ``tracker`` (an ``InferenceLog`` accumulator) is given, each task
-    adds ``{(pid, partition): (rows, seconds)}`` to it."""
+    adds ``{(pid, partition, session providers): (rows, seconds)}`` to it."""
 
     def fn(batches):
         import pandas as pd
@@ -156,7 +159,8 @@ def _embed_fn(tower_dir: str, model_file: str, batch_size: int, threads: int, de
                                 "model_version": version, "embedded_ds": ds})
         if tracker is not None and rows:
             ctx = TaskContext.get()
-            tracker.add({(os.getpid(), ctx.partitionId() if ctx else -1): (rows, secs)})
+            key = (os.getpid(), ctx.partitionId() if ctx else -1, tuple(tower.session.get_providers()))
+            tracker.add({key: (rows, secs)})
 
     return fn
 
@@ -270,7 +274,9 @@ def _embed(settings: Settings, spark, todo, reused, n_todo: int, tower_dir: str,
     Parallelism: ``todo`` is split into ``min(defaultParallelism, ceil(rows / serve.embed_batch_size))``
     partitions, one inference task each, so every core Spark was given runs one ONNX Runtime session of
     ``spark.task.cpus`` threads (tasks x threads = cores). Inference stats: tasks, distinct Python worker
-    processes, threads per session, summed inference seconds."""
+    processes, threads per session, summed inference seconds, and ``executor_providers``
+    (``{"CUDAExecutionProvider+CPUExecutionProvider": rows, ...}``: the providers the executors' sessions held,
+    by rows embedded)."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
@@ -290,9 +296,14 @@ def _embed(settings: Settings, spark, todo, reused, n_todo: int, tower_dir: str,
     counts = {(r["reason"], bool(r["fresh"])): int(r["n"])
               for r in result.groupBy("reason", "fresh").agg(F.count("*").alias("n")).collect()}
     done = tracker.value
-    return result, counts, {"inference_partitions": int(parts), "inference_tasks": len({part for _pid, part in done}),
-                            "inference_workers": len({pid for pid, _part in done}), "session_threads": threads,
-                            "inference_seconds": round(sum(secs for _rows, secs in done.values()), 3)}
+    on = {}
+    for (_pid, _part, providers), (rows, _secs) in done.items():
+        on["+".join(providers)] = on.get("+".join(providers), 0) + int(rows)
+    return result, counts, {"inference_partitions": int(parts),
+                            "inference_tasks": len({part for _pid, part, _on in done}),
+                            "inference_workers": len({pid for pid, _part, _on in done}), "session_threads": threads,
+                            "inference_seconds": round(sum(secs for _rows, secs in done.values()), 3),
+                            "executor_providers": on}
 
 
 def _write_snapshot(settings: Settings, spark, good, total: int, target: str) -> None:

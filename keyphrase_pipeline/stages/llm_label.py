@@ -437,6 +437,7 @@ def run(settings: Settings, ds, shard: int, judge=None) -> dict:
                  "quarantined": n["quarantined"], "quarantined_in_shard": q_total,
                  "quarantined_by_reason": n["by_reason"],
                  "judge": judge.name, "judge_model": judge.model, "prompt_version": judge.prompt_version,
+                 "judge_device": getattr(judge, "runs_on", "here"),
                  "pairs_per_s": round(judged / seconds, 2) if judged and seconds > 0 else None,
                  "run_id": manifest["run_id"], "recovered_from_journal": recovered,
                  "lease_taken_over": ({k: lease.taken_over.get(k) for k in ("holder", "reason")}

@@ -63,11 +63,13 @@ def run(settings: Settings, ds) -> dict:
     lake = Lake.from_settings(settings)
     ds = ds_str(ds)
     manifest = read_manifest(lake, ds)
-    not_done = []
+    not_done, devices = [], set()
     for shard in manifest["shards"]:
         done = read_done(lake, ds, shard)
         if not done or done.get("run_id") != manifest["run_id"]:
             not_done.append(shard)
+        elif done.get("judge_device"):  # shards done before judges reported their device say nothing
+            devices.add(str(done["judge_device"]))
     if not_done:
         raise DataError(f"cannot merge ds={ds}: shard(s) {not_done} of {len(manifest['shards'])} not labelled yet "
                         f"(run `kp llm-label --ds {ds} --all`)")
@@ -77,13 +79,13 @@ def run(settings: Settings, ds) -> dict:
     try:
         if not _keys_current(lake):
             _make_keys_current(settings, lake)
-        return _merge(settings, lake, ds, manifest)
+        return _merge(settings, lake, ds, manifest, sorted(devices))
     finally:
         if lease is not None:
             lease.release()
 
 
-def _merge(settings: Settings, lake: Lake, ds: str, manifest: dict) -> dict:
+def _merge(settings: Settings, lake: Lake, ds: str, manifest: dict, judge_devices: list[str]) -> dict:
     staged = read_staging(lake, ds)
     n_staged = len(staged)
     if n_staged:
@@ -111,6 +113,7 @@ def _merge(settings: Settings, lake: Lake, ds: str, manifest: dict) -> dict:
         "duplicates_in_staging": int(n_staged - n_unique),
         "already_in_store_earlier": int(n_unique - len(day)),
         "shards": len(manifest["shards"]),
+        "judge_devices": judge_devices,  # where the shards' judges ran (``Judge.runs_on``), one entry per kind
         "store_days": len(store_partitions(lake)),
         "path": target,
     })

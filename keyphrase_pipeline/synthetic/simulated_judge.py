@@ -31,6 +31,7 @@ class SimulatedJudge(Judge):
 
     name = "simulated"
     model = SIMULATED_MODEL
+    runs_on = "no model (simulated annotator)"
 
     def __init__(self, settings: Settings, world=None):
         super().__init__(settings)

@@ -181,11 +181,19 @@ def read_day(lake, ds: str) -> tuple[dict, dict]:
 
 
 def device_text(stats: dict) -> str | None:
-    """Where a stage ran, from its run stats (``keyphrase_pipeline.models.devices``): the trainers' ``device`` and
-    ``precision``, the embedding's ONNX Runtime ``onnx_providers``, the index's and recommend's ``faiss_gpu``; None
-    for a stage that records none (or stats written before devices were recorded)."""
+    """Where a stage ran, from its run stats (``keyphrase_pipeline.models.devices``): the labelling
+    shards' ``judge_devices`` (merge_labels), the trainers' ``device`` and
+    ``precision``, the embedding's ONNX Runtime providers (those its executors' sessions held,
+    ``executor_providers``, else those the driver chose, ``onnx_providers``), the index's and recommend's
+    ``faiss_gpu``; None for a stage that records none (or stats written before devices were recorded)."""
+    if isinstance(stats.get("judge_devices"), list) and stats["judge_devices"]:  # the labelling shards' judges
+        return "judge: " + ", ".join(str(d) for d in stats["judge_devices"])
     if isinstance(stats.get("device"), str):
         return stats["device"] + (f" ({stats['precision']})" if isinstance(stats.get("precision"), str) else "")
+    held = stats.get("executor_providers")
+    if isinstance(held, dict) and held:  # {"CUDAExecutionProvider+CPUExecutionProvider": rows}: the first one ran
+        first = sorted({str(k).split("+")[0].removesuffix("ExecutionProvider") for k in held})
+        return "ONNX Runtime " + " and ".join(first) + (" (executors differ)" if len(first) > 1 else "")
     if isinstance(stats.get("onnx_providers"), list) and stats["onnx_providers"]:
         return "ONNX Runtime " + str(stats["onnx_providers"][0]).removesuffix("ExecutionProvider")
     if isinstance(stats.get("faiss_gpu"), bool):

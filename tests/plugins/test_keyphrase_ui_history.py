@@ -357,6 +357,13 @@ def test_each_stage_says_where_it_ran():
     assert device_text({"device": "cuda", "precision": "bf16"}) == "cuda (bf16)"
     assert device_text({"device": "cpu"}) == "cpu"
     assert device_text({"onnx_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}) == "ONNX Runtime CUDA"
+    # what the executors' sessions held wins over what the driver chose: an executor without CUDA shows
+    held = {"onnx_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+            "executor_providers": {"CUDAExecutionProvider+CPUExecutionProvider": 90, "CPUExecutionProvider": 10}}
+    assert device_text(held) == "ONNX Runtime CPU and CUDA (executors differ)"
+    assert device_text({**held, "executor_providers": {"CPUExecutionProvider": 100}}) == "ONNX Runtime CPU"
+    assert device_text({"judge_devices": ["cuda:0 (bf16)", "remote http://vllm:8000/v1"]}) == \
+        "judge: cuda:0 (bf16), remote http://vllm:8000/v1"
     assert device_text({"faiss_gpu": True}) == "FAISS on the GPU" and device_text({"faiss_gpu": False}) == "FAISS on the CPU"
     assert device_text({"rows": 3}) is None and device_text({"device": 3}) is None
 

@@ -46,6 +46,7 @@ def test_incremental_embeds_only_changed_items(ready, spark):
     stats = embed.run(ready, DS2, "items", spark=spark)
     assert stats["rows_total"] == 36 and stats["embedded_now"] == 3 and stats["reused"] == 33
     assert stats["onnx_providers"] == ["CPUExecutionProvider"]  # where it ran (models.devices): here, no GPU
+    assert stats["executor_providers"] == {"CPUExecutionProvider": 3}  # what the executors' sessions held, by rows
     after = _emb(ready)
     assert sorted(after.index) == sorted(before.index)
     same = [i for i in after.index if i not in changed]

@@ -156,6 +156,9 @@ def test_merge_stats_and_ctr_agreement(s):
     assert sum(v["rows"] for v in st["by_source"].values()) == 30
     saved = lake.read_json(lake.run_stats_path(DS, "merge_labels"))
     assert saved["rows"] == 30 and saved["stage"] == "merge_labels"
+    # where each shard's judge ran (Judge.runs_on) reaches the day's stats: one entry per kind
+    assert [read_done(lake, DS, sh)["judge_device"] for sh in (0, 1)] == ["here", "here"]
+    assert st["judge_devices"] == ["here"]
 
 
 def test_new_pairs_run_reopens_done_shards(s):

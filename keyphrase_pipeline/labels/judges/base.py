@@ -208,6 +208,12 @@ class Judge(ABC):
     name: str = "base"  # backend name stored in the label's `judge` column
     model: str = ""  # judge model id stored in `judge_model` and hashed into `pair_key`
 
+    @property
+    def runs_on(self) -> str:
+        """Where the judging computes, for the run stats (``judge_device``) and the Keyphrases page: a local
+        backend says its device and precision (``cuda:0 (bf16)``), a remote one its endpoint. Default: ``here``."""
+        return "here"
+
     def __init__(self, settings: Settings):
         self.settings = settings
         self.prompt_version = settings.judge.prompt_version

@@ -313,6 +313,11 @@ class OpenAIJudge(Judge):
         self._prompt_sizes: list[tuple[int, int]] = []  # (prompt characters, usage.prompt_tokens) seen
         log.info("openai judge: model %s at %s (concurrency %d)", self.model, self.endpoint, self.concurrency)
 
+    @property
+    def runs_on(self) -> str:
+        """``remote <endpoint>``: the server decides the device (its own stats or metrics say which)."""
+        return f"remote {self.endpoint}"
+
     def _payload(self, prompt: str) -> dict:
         return {
             "model": self.served_model,  # the name as served; self.model may carry "@rev:<revision>"

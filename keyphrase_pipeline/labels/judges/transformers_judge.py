@@ -95,6 +95,15 @@ class TransformersJudge(Judge):
         log.info("transformers judge %s on %s (chat template: %s, yes ids %s, no ids %s)",
                  self.model, self.device, self.use_chat, self.yes_ids, self.no_ids)
 
+    @property
+    def runs_on(self) -> str:
+        """The model's device and dtype as loaded, e.g. ``cuda:0 (bf16)`` or ``cpu (fp32)``."""
+        p = next(self.lm.parameters(), None) if self.lm is not None else None
+        if p is None:
+            return self.device
+        dtype = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(p.dtype), str(p.dtype))
+        return f"{p.device} ({dtype})"
+
     def format(self, prompt: str) -> str:
         """The text the model sees: the chat template with the answer turn opened, or a plain suffix; the
         tokenizer's special/added token strings in ``prompt`` are broken first, so they stay plain text."""

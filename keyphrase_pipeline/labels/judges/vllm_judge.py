@@ -88,6 +88,11 @@ class VLLMJudge(Judge):
         self.markers = special_token_strings(self.llm.get_tokenizer())
         log.info("vllm judge %s loaded", self.model)
 
+    @property
+    def runs_on(self) -> str:
+        """``cuda (vLLM)``: vLLM runs only on a CUDA device here (its engine settings pick which)."""
+        return "cuda (vLLM)"
+
     def verdict_prompts(self, prompts: list[str]) -> Verdicts:
         """One ``LLM.chat`` call for every prompt; unreadable outputs are returned as unusable."""
         out = Verdicts(np.full(len(prompts), np.nan, dtype=np.float64))

@@ -30,6 +30,7 @@ def test_scores_are_p_yes_normalised_over_yes_and_no(judge):
     import torch
 
     assert judge.name == "transformers" and judge.model.startswith("lm@")  # name@fingerprint of the files
+    assert judge.runs_on == "cpu (fp32)"  # the loaded weights' device and dtype: the shard's judge_device
     assert judge.yes_ids == [judge.tokenizer.convert_tokens_to_ids("yes")]
     assert judge.no_ids == [judge.tokenizer.convert_tokens_to_ids("no")]
     prompts = build_prompts(PROMPTS_DF, judge.settings)
