@@ -185,11 +185,18 @@ def faiss_on_device(index, value: str = "auto", setting: str = "serve.device", f
                           f"choose a serve.ann_factory with a GPU version (Flat, IVF) or set {setting}=auto") from exc
 
 
-def require_faiss_device(value: str = "auto", setting: str = "serve.device", faiss_module=None) -> bool:
+# FAISS's GPU k-selection handles k up to this many neighbours (GPU_MAX_SELECTION_K in faiss/gpu/utils/DeviceDefs.cuh
+# of the CUDA builds); a larger k fails inside the search, after the index was moved.
+FAISS_GPU_MAX_K = 2048
+
+
+def require_faiss_device(value: str = "auto", setting: str = "serve.device", faiss_module=None,
+                         k: int | None = None) -> bool:
     """Whether FAISS searches on the GPU for ``value``, decided before any work (``faiss_on_device`` moves the index
     by the same rule): True for ``cuda``/``cuda:N`` when FAISS sees that GPU, and for ``auto`` when it sees one;
     False for ``cpu``, and for ``auto`` without. Raises ConfigError (exit 2) for ``cuda``/``cuda:N`` when FAISS has no
-    such GPU here (a CPU-only build, or too few visible GPUs), naming ``setting`` and what was found."""
+    such GPU here (a CPU-only build, or too few visible GPUs), naming ``setting`` and what was found, and when the
+    search would run on the GPU with ``k`` (``serve.top_k``) above ``FAISS_GPU_MAX_K``."""
     check_setting(value, setting)
     if value == "cpu":
         return False
@@ -198,6 +205,9 @@ def require_faiss_device(value: str = "auto", setting: str = "serve.device", fai
     gpus = faiss_gpus(faiss_module)
     index_no = cuda_index(value)
     if index_no < gpus:
+        if k is not None and k > FAISS_GPU_MAX_K:
+            raise ConfigError(f"serve.top_k={k} but FAISS on the GPU ({setting}={value!r}) returns at most "
+                              f"{FAISS_GPU_MAX_K} neighbours per query: lower serve.top_k or set {setting}=cpu")
         return True
     if value == "auto":
         return False

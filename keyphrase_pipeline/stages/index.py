@@ -93,7 +93,8 @@ def run(settings: Settings, ds: str, version: str | None = None) -> dict:
     s = settings.serve
     ds = ds_str(ds)
     check_wheel_set()  # one build of ONNX Runtime and FAISS: never a mix of CPU and GPU wheels
-    faiss_gpu = require_faiss_device(settings.serve.device)  # a cuda that is not there fails here, before any work
+    # a cuda that is not there, or a top_k FAISS cannot give on the GPU, fails here, before any work
+    faiss_gpu = require_faiss_device(settings.serve.device, k=settings.serve.top_k)
     import faiss
 
     lake = Lake.from_settings(settings)

@@ -263,7 +263,8 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
 
     ds = ds_str(ds)
     check_wheel_set()  # one build of ONNX Runtime and FAISS: never a mix of CPU and GPU wheels
-    faiss_gpu = require_faiss_device(settings.serve.device)  # a cuda that is not there fails here, before any work
+    # a cuda that is not there, or a top_k FAISS cannot give on the GPU, fails here, before any work
+    faiss_gpu = require_faiss_device(settings.serve.device, k=settings.serve.top_k)
     s = settings.serve
     batch_rows = s.recommend_batch_rows
     lake = Lake.from_settings(settings)

@@ -162,6 +162,16 @@ def test_require_faiss_device_says_where_the_search_runs():
     assert devices.require_faiss_device("cpu", faiss_module=fake_faiss(1)) is False
 
 
+def test_a_top_k_faiss_cannot_give_on_the_gpu_is_refused_before_any_work():
+    k = devices.FAISS_GPU_MAX_K
+    assert devices.require_faiss_device("cuda", faiss_module=fake_faiss(1), k=k) is True
+    with pytest.raises(ConfigError, match=f"serve.top_k={k + 1}.*at most {k}"):
+        devices.require_faiss_device("auto", faiss_module=fake_faiss(1), k=k + 1)
+    # on the CPU any k goes
+    assert devices.require_faiss_device("auto", faiss_module=fake_faiss(0), k=k + 1) is False
+    assert devices.require_faiss_device("cpu", faiss_module=fake_faiss(1), k=k + 1) is False
+
+
 @pytest.mark.parametrize("installed,onnx,faiss_kind,mixed", [
     (["onnxruntime==1.23.2", "faiss-cpu==1.13.0"], "cpu", "cpu", False),
     (["onnxruntime-gpu==1.23.2", "faiss-gpu-cu12==1.13.0"], "gpu", "gpu", False),

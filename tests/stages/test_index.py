@@ -129,3 +129,15 @@ def test_missing_keyphrase_embeddings(ready):
     shutil.rmtree(embeddings_dir(ready, "keyphrases", "v1"))
     with pytest.raises(DataError, match="kp embed --what keyphrases"):
         index.run(ready, DS)
+
+
+def test_a_top_k_faiss_cannot_give_on_the_gpu_fails_before_any_work(settings, monkeypatch):
+    """With FAISS seeing a GPU (faked at its boundary), a serve.top_k above FAISS_GPU_MAX_K is a ConfigError before
+    anything is read (the lake here is empty), not a failure inside the search."""
+    from keyphrase_pipeline.core.errors import ConfigError
+    from keyphrase_pipeline.models import devices
+
+    monkeypatch.setattr(devices, "faiss_gpus", lambda faiss_module=None: 1)
+    s = settings.with_overrides(**{"serve.top_k": devices.FAISS_GPU_MAX_K + 1, "serve.device": "auto"})
+    with pytest.raises(ConfigError, match="serve.top_k"):
+        index.run(s, "2026-10-10")

@@ -256,3 +256,15 @@ def test_parts_roll_over_only_between_items(tmp_path):
     p = recommend._Parts(empty, max_rows=5)
     p.finish()
     assert pq.read_table(empty / "part-00000.parquet").schema == schema
+
+
+def test_a_top_k_faiss_cannot_give_on_the_gpu_fails_before_any_work(settings, monkeypatch):
+    """With FAISS seeing a GPU (faked at its boundary), a serve.top_k above FAISS_GPU_MAX_K is a ConfigError before
+    anything is read (the lake here is empty), not a failure inside the search."""
+    from keyphrase_pipeline.core.errors import ConfigError
+    from keyphrase_pipeline.models import devices
+
+    monkeypatch.setattr(devices, "faiss_gpus", lambda faiss_module=None: 1)
+    s = settings.with_overrides(**{"serve.top_k": devices.FAISS_GPU_MAX_K + 1, "serve.device": "auto"})
+    with pytest.raises(ConfigError, match="serve.top_k"):
+        recommend.run(s, "2026-10-10")
