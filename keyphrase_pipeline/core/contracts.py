@@ -27,6 +27,10 @@ CONTRACTS: dict[str, dict[str, str]] = {
         "text": "string",
         "search_volume?": "int64",
     },
+    "item_images": {  # optional input: one image vector per item (any fixed length), e.g. from a vision encoder
+        "item_id": "int64",
+        "image_embedding": "list<float32>",
+    },
     "events": {
         "event_id": "string",
         "ts": "timestamp",
@@ -46,6 +50,13 @@ CONTRACTS: dict[str, dict[str, str]] = {
     "ctr_daily": {
         "item_id": "int64",
         "keyphrase_id": "int64",
+        "impressions": "int64",
+        "clicks": "int64",
+    },
+    "ctr_position_daily": {  # ctr_daily by the position the item was shown at (the CTR model's training rows)
+        "item_id": "int64",
+        "keyphrase_id": "int64",
+        "position": "int32",
         "impressions": "int64",
         "clicks": "int64",
     },

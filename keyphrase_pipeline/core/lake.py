@@ -39,10 +39,12 @@ SUCCESS = "_SUCCESS"  # a dataset directory is complete (Spark's convention); ke
 DATASETS = {
     "catalog": "raw/catalog",
     "keyphrases": "raw/keyphrases",
+    "item_images": "raw/item_images",
     "events": "raw/events",
     "sr_input": "raw/sr_labels",
     "synth": "synth",
     "ctr_daily": "ctr_daily",
+    "ctr_position_daily": "ctr_position_daily",
     "ctr_labels": "ctr_labels",
     "sr_labels": "sr_labels",
     "quarantine": "quarantine",

@@ -3,7 +3,7 @@
 For the logical date ``ds`` the job
 
 1. aggregates that day's raw events (``raw/events/ds=``) into ``ctr_daily/ds=`` (impressions and
-   clicks per (item, keyphrase)), quarantining bad rows in ``quarantine/events/ds=`` with a ``reason``;
+   clicks per (item, keyphrase)) and ``ctr_position_daily/ds=`` (the same by position: the CTR model's rows), quarantining bad rows in ``quarantine/events/ds=`` with a ``reason``;
    the last ``ctr.attribution_window_minutes`` of the previous day's raw events are read too (filter
    pushed to the scan), so a click just after midnight counts on its impression just before it and an
    event id already logged there is not counted again;
@@ -391,7 +391,14 @@ def aggregate_day(spark, settings: Settings, ds) -> dict:
             "attribution_window_minutes": settings.ctr.attribution_window_minutes,
             "clock_skew_minutes": settings.ctr.clock_skew_minutes,
         }
-        daily = aggregate_pairs(classified.where(F.col("reason").isNull()))
+        valid = classified.where(F.col("reason").isNull())
+        # by position first (the CTR model's training rows), then the day's aggregate, whose presence marks the
+        # day done: a crash between the two recomputes both on the next run
+        by_position = aggregate_pairs(valid, by=("position",)).select(
+            "item_id", "keyphrase_id", F.col("position").cast("int").alias("position"), "impressions", "clicks")
+        _write_partition(by_position, lake.path("ctr_position_daily", ds=day), _n_files(pairs, settings), None,
+                         sort_cols=("item_id", "keyphrase_id", "position"))
+        daily = aggregate_pairs(valid)
         _write_partition(daily, lake.path("ctr_daily", ds=day), _n_files(pairs, settings), stats,
                          sort_cols=("item_id", "keyphrase_id"))
     finally:

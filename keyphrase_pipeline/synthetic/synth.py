@@ -63,6 +63,14 @@ PARAMS = {
     "ctr_irrelevant": 0.015,
     "position_bias_exponent": 0.8,
     "item_quality_sigma": 0.3,
+    # the click process beyond relevance and position (issue 30): what a CTR model can learn from the text, the
+    # popularity and an image; each a multiplier on P(click) (the item-level ones normalised to mean 1 over items)
+    "ctr_partial_match": 0.03,          # + this x (share of the keyphrase's constraints the item meets), irrelevant pairs
+    "ctr_popularity_exponent": 0.2,     # x popularity ** this (popular items: trusted, cheaper, better reviewed)
+    "brand_ctr_sigma": 0.35,            # x exp(N(0, this)) per (product type, brand): a brand's pull, read from titles
+    "image_appeal_sigma": 0.35,         # x exp(N(0, this)) per item: a photo's appeal, seen only in raw/item_images
+    "image_dim": 16,                    # raw/item_images vectors: appeal on one hidden direction + N(0, image_noise)
+    "image_noise": 0.5,
     "query_zipf_exponent": 1.05,
     "misspelled_share": 0.08,
 }
@@ -655,6 +663,30 @@ def _write_catalog(lake: Lake, items: pd.DataFrame, tl: _Timeline, days: list[dt
 
 
 # ---------------------------------------------------------------------------------------------
+def item_click_factors(items: pd.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-item multipliers of P(click) and the items' image vectors (the hidden click process, independent of any
+    model): ``quality`` (lognormal residual, learnable only from an item's own history) x ``popularity **
+    ctr_popularity_exponent`` x a (product type, brand) effect x an image appeal, normalised to mean 1 over items.
+
+    Returns (factor float64 ``(n_items,)``, image vectors float32 ``(n_items, image_dim)``: the appeal times a fixed
+    unit direction plus N(0, ``image_noise``) in every dimension, so a model has to compress it to use it)."""
+    P = PARAMS
+    n = len(items)
+    quality = np.exp(np.random.default_rng([seed, 44]).normal(0, P["item_quality_sigma"], size=n))
+    pop = items["popularity"].to_numpy(np.float64) ** P["ctr_popularity_exponent"]
+    rng = np.random.default_rng([seed, 45])
+    brand_key = items["product_type"].astype(str) + "|" + items["brand"].fillna("(unbranded)").astype(str)
+    codes, uniques = pd.factorize(brand_key, sort=True)
+    brand = np.exp(rng.normal(0, P["brand_ctr_sigma"], size=len(uniques)))[codes]
+    appeal = rng.normal(0, P["image_appeal_sigma"], size=n)
+    factor = quality * pop * brand * np.exp(appeal)
+    direction = rng.normal(size=P["image_dim"])
+    direction /= np.linalg.norm(direction)
+    images = (appeal[:, None] / P["image_appeal_sigma"] * direction[None, :]
+              + rng.normal(0, P["image_noise"], size=(n, P["image_dim"]))).astype(np.float32)
+    return factor / factor.mean(), images
+
+
 def _simulate_day(di: int, day: dt.date, items: pd.DataFrame, kps: pd.DataFrame, truth: Truth, tl: _Timeline,
                   seed: int, searches: int, quality: np.ndarray, kp_text: pa.Array) -> tuple[pa.Table, pa.Table, dict]:
     """One day of searches -> (events, sr verdicts, stats). Vectorised per product type."""
@@ -723,8 +755,8 @@ def _simulate_day(di: int, day: dt.date, items: pd.DataFrame, kps: pd.DataFrame,
     else:
         s, ii, pos = np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int32)
     kk = q[s]
-    rel, _ = truth.match_by_index(ii, kk)
-    base_ctr = np.where(rel, P["ctr_relevant"], P["ctr_irrelevant"])
+    rel, frac = truth.match_by_index(ii, kk)
+    base_ctr = np.where(rel, P["ctr_relevant"], P["ctr_irrelevant"] + P["ctr_partial_match"] * frac)
     p_click = base_ctr * pos.astype(float) ** -P["position_bias_exponent"] * quality[ii]
     clicked = rng.random(len(s)) < np.clip(p_click, 0, 1)
     ts_imp = search_ts[s]
@@ -798,13 +830,16 @@ def run(settings: Settings, scale=None, seed=None, days=None, start_date=None, s
     kps = _gen_keyphrases(items, n_kp, seed, taxonomy)
     truth = Truth.from_frames(items, kps)           # items/kps are already sorted by id
     tl = _Timeline(items["item_id"].to_numpy(np.int64), days, seed)
-    quality = np.exp(np.random.default_rng([seed, 44]).normal(0, PARAMS["item_quality_sigma"], size=len(items)))
+    quality, images = item_click_factors(items, seed)
 
     # hidden truth
     write_parquet_atomic(items, lake.path("synth", "items"))
     write_parquet_atomic(kps, lake.path("synth", "keyphrases"))
     # platform inputs
     write_parquet_atomic(kps[["keyphrase_id", "text", "search_volume"]], lake.path("keyphrases"))
+    # an optional input: one image vector per item (a platform with images provides it; without, nothing needs it)
+    write_parquet_atomic(pd.DataFrame({"item_id": items["item_id"].to_numpy(np.int64), "image_embedding": list(images)}),
+                         lake.path("item_images"))
     _remove_stale(lake, {d.isoformat() for d in day_list})
     catalog_rows = _write_catalog(lake, items, tl, day_list, seed)
     log.info("synth: catalog written (%d snapshot rows over %d days)", catalog_rows, days)

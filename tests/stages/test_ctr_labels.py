@@ -153,6 +153,18 @@ def test_labels_match_pandas_and_stats(spark, settings):
     assert stats["sr_labels"] is None
     # the day before the window got no daily aggregate: raw outside the window is never read
     assert lake.partitions("ctr_daily") == days[1:]
+    # the same valid events by position (the CTR model's rows): a pandas reference, day by day
+    assert lake.partitions("ctr_position_daily") == days[1:]
+    for d in days[1:]:
+        v = events[d][ref_classify(events[d]).isna()]
+        want = (v.assign(impressions=v["event"] == "impression", clicks=v["event"] == "click")
+                .groupby(["item_id", "keyphrase_id", "position"])[["impressions", "clicks"]].sum().reset_index()
+                .astype("int64").sort_values(["item_id", "keyphrase_id", "position"]).reset_index(drop=True))
+        got = read_parquet(lake.path("ctr_position_daily", ds=d), contract="ctr_position_daily")
+        assert str(got["position"].dtype) == "int32"
+        got = got.astype("int64").sort_values(["item_id", "keyphrase_id", "position"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(got[list(want.columns)], want)
+        assert len(want["position"].unique()) > 1
 
     # read helper for the next stage
     df = ctr_labels.read_ctr_labels(spark, settings, END)
