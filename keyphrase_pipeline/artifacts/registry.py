@@ -5,8 +5,11 @@ Layout::
     registry/students/<version>/   model/ (sentence-transformers), train_config.json, data.json,
                                    metrics.json, promotion.json, MODEL_CARD.md, curves.png
     registry/cross/<version>/      model/ (CrossEncoder), soft_labels.parquet, the same json/card/curves
+    registry/ctr/<version>/        model/ (ctr_model.pt, ctr_config.json, the semantic-ID codebooks, ctr_model.onnx),
+                                   the same json
     registry/CHAMPION              the promoted student version (read by export/serving)
     registry/CROSS_LATEST          the newest cross-encoder assistant
+    registry/CTR_CHAMPION          the promoted CTR model (read by recommend: expected_ctr)
     registry/champion_history.jsonl  one line per champion switch (who, when, why)
 
 A version id is ``<ds>-<8 hex>``: a hash of (ds, training configuration, data snapshot), so rerunning a day
@@ -77,7 +80,7 @@ def _pointer(settings: Settings, kind: str) -> str | None:
     except (UnicodeDecodeError, ValueError) as exc:
         name = f"registry/{Path(path).name}"
         fix = ("fix with `kp promote --version V` (a complete version: `kp promote --list`)" if kind == "students"
-               else "fix by writing a version of registry/cross into it (or let the next training day set it)")
+               else f"fix by writing a version of registry/{kind} into it (or let the next training day set it)")
         raise UnreadablePointerError(f"{name} is unreadable: {type(exc).__name__}: {str(exc)[:120]}; {fix}") from None
 
 
@@ -95,6 +98,32 @@ def champion_or_none(settings: Settings) -> str | None:
     except UnreadablePointerError as exc:
         log.warning("%s", exc)
         return None
+
+
+def ctr_champion(settings: Settings) -> str | None:
+    """The promoted CTR model version (``registry/CTR_CHAMPION``), or None before the first. Raises
+    UnreadablePointerError (exit 3) when the pointer cannot be decoded."""
+    return _pointer(settings, "ctr")
+
+
+def set_ctr_champion(settings: Settings, version: str, reason: str) -> None:
+    """Atomically make CTR model ``version`` the one recommend uses; its promotion.json says why. ConfigError (exit 2)
+    when that version has no model directory."""
+    if not exists(settings, version, "ctr"):
+        raise ConfigError(f"no CTR model version {version!r} in {layout.registry_kind_dir(settings, 'ctr')}")
+    lake = _lake(settings)
+    vdir = layout.registry_version_dir(settings, version, "ctr")
+    promo_path = layout.version_file(vdir, "promotion")
+    promo = lake.read_json(promo_path, default={}) if Path(promo_path).exists() else {}
+    try:
+        previous = ctr_champion(settings)
+    except UnreadablePointerError:
+        previous = None
+    promo.update({"promoted": True, "reason": reason, "champion_at": dt.datetime.now(dt.UTC).isoformat(),
+                  "previous_champion": previous})
+    lake.write_json(promo_path, promo)
+    lake.write_pointer(layout.registry_pointer(settings, "ctr"), version)
+    log.info("CTR champion: %s -> %s (%s)", previous, version, reason)
 
 
 def latest_cross(settings: Settings) -> str | None:
@@ -205,7 +234,7 @@ def list_versions(settings: Settings, kind: str = "students") -> list[dict]:
     if not base.is_dir():
         return []
     try:
-        current = champion(settings) if kind == "students" else latest_cross(settings)
+        current = _pointer(settings, kind)  # the champion, the newest cross-encoder, the CTR champion
     except UnreadablePointerError as exc:  # the versions are still listed; none is marked current
         log.warning("%s", exc)
         current = None
@@ -242,8 +271,9 @@ def reusable(settings: Settings, version: str, kind: str) -> dict | None:
     vdir = Path(layout.registry_version_dir(settings, version, kind))
     roles = []
     try:
-        if version == (champion(settings) if kind == "students" else latest_cross(settings)):
-            roles.append("the champion" if kind == "students" else "the newest cross-encoder")
+        if version == _pointer(settings, kind):
+            roles.append({"students": "the champion", "cross": "the newest cross-encoder",
+                          "ctr": "the CTR champion"}[kind])
     except UnreadablePointerError:
         pass
     promotion = _read(Path(layout.version_file(vdir, "promotion")))

@@ -90,8 +90,8 @@ MODEL_MARKER = "kp_model.json"       # beside every saved model: {"kind": "bi"|"
 PARTITION_STATS = "_stats.json"      # ctr_daily, ctr_labels, sr_labels /ds=D: counts of the partition, write_id and
                                      # data_fingerprint; ctr_labels': window_state (the sliding window's record)
 SYNTH_WORLD_META = "world.json"      # synth/: the synthetic world's parameters (demo/tests only)
-REGISTRY_KINDS = ("students", "cross")
-REGISTRY_POINTERS = {"students": "CHAMPION", "cross": "CROSS_LATEST"}
+REGISTRY_KINDS = ("students", "cross", "ctr")
+REGISTRY_POINTERS = {"students": "CHAMPION", "cross": "CROSS_LATEST", "ctr": "CTR_CHAMPION"}
 CONFORMED = "_conformed"             # lake root: conformed copies of input files (keyphrase_pipeline.core.conform)
 EMBEDDED = {"items": "item", "keyphrases": "keyphrase"}  # embeddings/<what>/ -> the tower that embeds it
 
@@ -231,13 +231,13 @@ def registry_root(settings: Settings) -> str:
 
 
 def check_kind(kind: str) -> None:
-    """Raise ConfigError (exit 2) unless ``kind`` is ``students`` or ``cross``."""
+    """Raise ConfigError (exit 2) unless ``kind`` is ``students``, ``cross`` or ``ctr``."""
     if kind not in REGISTRY_KINDS:
         raise ConfigError(f"registry kind {kind!r}: choose from {REGISTRY_KINDS}")
 
 
 def registry_pointer(settings: Settings, kind: str = "students") -> str:
-    """``registry/CHAMPION`` (students) or ``registry/CROSS_LATEST`` (cross)."""
+    """``registry/CHAMPION`` (students), ``registry/CROSS_LATEST`` (cross) or ``registry/CTR_CHAMPION`` (ctr)."""
     check_kind(kind)
     return f"{registry_root(settings)}/{REGISTRY_POINTERS[kind]}"
 

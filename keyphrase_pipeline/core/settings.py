@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import typing
 from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keyphrase_pipeline.core.errors import ConfigError
@@ -27,6 +28,16 @@ SPARK_GLOB_CHARACTERS = ("[", "]", "{", "}", "*", "\\")
 
 # The distillation losses the student knows (keyphrase_pipeline.models.losses builds them); one list for settings, CLI and report.
 KdLoss = Literal["pearson", "mse", "cosent"]
+
+
+def _device(value: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise ValueError(f"{value!r} is not a device: use auto, cpu, cuda or cuda:N (e.g. KP_SERVE__DEVICE=cuda:0)")
+    return value
+
+
+# train.device, judge.device, serve.device: checked when the settings load (models.devices resolves them)
+Device = typing.Annotated[str, AfterValidator(_device)]
 KD_LOSSES: tuple[str, ...] = typing.get_args(KdLoss)
 
 
@@ -151,7 +162,7 @@ class JudgeSettings(BaseModel):
                                                    "10%, confidence unrelated to being right) or llm (lenient on "
                                                    "brand/size/model/count mismatches, accessory confusion, correlated "
                                                    "within a product type, confidence tracking correctness).")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (CUDA when usable, logged), "
+    device: Device = Field("auto", description="auto (CUDA when usable, logged), "
                         "cpu, cuda or cuda:N (fails with exit 2 where no usable CUDA device is: kp devices)")
     model_revision: str = Field("", description="Revision of the judge model (HF commit, deployment tag); part of "
                                 "the judge identity hashed into pair_key. Bump it when the weights behind a served "
@@ -246,7 +257,7 @@ class TrainSettings(BaseModel):
                               "distillation (kd_extra_ratio and kd_list_ratio together), so a large label store "
                               "does not make the teacher's scoring unbounded.")
     label_mix: str = Field("llm+ctr+kd", description="Any '+'-joined subset of ctr, llm, kd, sr.")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (CUDA when usable, logged), "
+    device: Device = Field("auto", description="auto (CUDA when usable, logged), "
                         "cpu, cuda or cuda:N (fails with exit 2 where no usable CUDA device is: kp devices)")
     retrain_every_days: int = Field(1, ge=1, description="Retrain on days where day-of-epoch % N == 0.")
     promote_tolerance: float = Field(0.01, ge=0, description="Challenger may be this much worse in F1 and still win.")
@@ -318,8 +329,46 @@ class ServeSettings(BaseModel):
         "of the items gets no recommendation (none scoring >= score_threshold, or quarantined by `kp embed` for a "
         "NaN/zero vector): a broken model or export, not a catalog, does that.")
     keep_versions: int = Field(3, ge=2, description="Published versions kept for rollback.")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (CUDA when usable, logged), "
+    device: Device = Field("auto", description="auto (CUDA when usable, logged), "
                         "cpu, cuda or cuda:N (fails with exit 2 where no usable CUDA device is: kp devices)")
+
+
+class CtrModelSettings(BaseModel):
+    """``ctr_model.*``: the CTR model that puts an expected CTR beside each recommendation (``kp train-ctr``,
+    ``keyphrase_pipeline.models.ctr_model``, docs/CTR_MODEL.md). Each input part and the head are switchable."""
+
+    enabled: bool = Field(True, description="Train it on training days and publish expected_ctr; false: neither.")
+    use_ids: bool = Field(True, description="Hashed item and keyphrase id vectors (memorises pairs with history).")
+    use_semantics: bool = Field(True, description="The champion student's item and keyphrase embeddings.")
+    use_semantic_ids: bool = Field(True, description="Residual-quantisation codes of both embeddings.")
+    use_image: bool = Field(True, description="raw/item_images vectors, compressed before fusion, when the lake "
+                            "has them (a lake without them trains without; nothing is required).")
+    experts: int = Field(4, ge=1, le=32, description="Experts of the mixture head; 1 = a single MLP.")
+    decorrelation_weight: float = Field(0.1, ge=0.0, description="Weight of the cross-expert de-correlation loss "
+                                        "(0: off).")
+    id_buckets: int = Field(1 << 18, ge=16, description="Hash buckets per id space (item, keyphrase).")
+    id_dim: int = Field(16, ge=1)
+    semantic_dim: int = Field(32, ge=1)
+    sid_levels: int = Field(3, ge=1, le=8, description="Semantic-ID codes per embedding.")
+    sid_bits: int = Field(6, ge=1, le=12, description="Bits per semantic-ID code (2**bits codes per level).")
+    sid_dim: int = Field(16, ge=1)
+    image_compressed_dim: int = Field(4, ge=1, description="The image vector is compressed to this before fusion.")
+    hidden: int = Field(64, ge=4, description="Hidden width of each expert.")
+    max_position: int = Field(20, ge=1, description="Positions above this share its bias.")
+    reference_position: int = Field(1, ge=1, description="Predictions are the CTR at this display position.")
+    holdout_days: int = Field(3, ge=1, description="The window's last days, kept aside to gate the model.")
+    batch_rows: int = Field(8192, ge=16, description="Training rows per step (streamed; memory set by this).")
+    epochs: float = Field(2.0, gt=0, description="Passes over the training days.")
+    max_steps: int = Field(0, ge=0, description="Cap on optimizer steps (0: none).")
+    learning_rate: float = Field(3e-3, gt=0)
+    seed: int = 17
+    min_train_impressions: int = Field(1000, ge=1, description="Fewer training impressions: the stage skips.")
+    auc_tolerance: float = Field(0.0, ge=0.0, description="Gate: the challenger's held-out AUC may be this much "
+                                 "below the champion's.")
+    logloss_tolerance: float = Field(0.0, ge=0.0, description="Gate: its held-out log-loss may be this much above.")
+    rank_by: Literal["relevance", "expected_clicks"] = Field("relevance", description="Order of each item's "
+                                                             "published keyphrases: by relevance (the student's "
+                                                             "cosine), or the relevant ones by expected CTR.")
 
 
 class SynthSettings(BaseModel):
@@ -372,6 +421,7 @@ class Settings(BaseSettings):
     judge: JudgeSettings = Field(default_factory=JudgeSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    ctr_model: CtrModelSettings = Field(default_factory=CtrModelSettings)
     synth: SynthSettings = Field(default_factory=SynthSettings)
     ui: UiSettings = Field(default_factory=UiSettings)
     dag: DagSettings = Field(default_factory=DagSettings)

@@ -205,3 +205,21 @@ def read_input(spark, lake, paths: list[str], contract: str, what: str):
     frames = [df.select(*[(F.col(c) if c in df.columns else F.lit(None)).cast(t).alias(c) for c, t in types.items()])
               for df in frames]
     return reduce(lambda a, b: a.unionByName(b), frames)
+
+
+def reraise_executor_error(exc: BaseException) -> None:
+    """Re-raise, as itself, a ConfigError, SchemaError or DataError that a Spark Python worker raised.
+
+    Such an error reaches the driver as pyspark's ``PythonException`` (or a Py4J error) whose text holds the worker's
+    traceback; the ``kp`` command line would treat it as unexpected (exit 1, retried). Here the last
+    ``<ErrorName>: message`` line of the text becomes that error again (exit 2 or 3, not retried), prefixed "on a
+    Spark executor:". Returns without raising for any other exception (the caller re-raises it)."""
+    import re
+
+    from keyphrase_pipeline.core.errors import ConfigError, SchemaError
+
+    text = str(exc)
+    for cls in (ConfigError, SchemaError, DataError):  # SchemaError before DataError: it is one
+        found = re.findall(rf"(?:^|[.\s]){cls.__name__}: (.+)", text)
+        if found:
+            raise cls(f"on a Spark executor: {found[-1].strip()}") from exc

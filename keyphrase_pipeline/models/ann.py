@@ -258,7 +258,7 @@ def ann_recall_at_k(index, vectors, ids, queries, k: int, device: str = "auto") 
 
     k = max(1, min(k, len(vectors)))
     exact = build_index(vectors, ids, "Flat")
-    _, truth = faiss_on_device(exact, device).search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    _, truth = faiss_on_device(exact, device, k=k).search(np.ascontiguousarray(queries, dtype=np.float32), k)
     _, got = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
     hits = [len(set(t[t >= 0]) & set(g[g >= 0])) / k for t, g in zip(truth, got)]
     return float(np.mean(hits)) if hits else 0.0

@@ -165,15 +165,18 @@ def faiss_gpus(faiss_module=None) -> int:
     return int(faiss_module.get_num_gpus())
 
 
-def faiss_on_device(index, value: str = "auto", setting: str = "serve.device", faiss_module=None):
-    """``index`` on the GPU for ``cuda``/``cuda:N`` (and for ``auto`` when FAISS has a GPU), else ``index`` itself.
+def faiss_on_device(index, value: str = "auto", setting: str = "serve.device", faiss_module=None,
+                    k: int | None = None):
+    """``index`` on the GPU for ``cuda``/``cuda:N`` (and for ``auto`` when FAISS has a GPU), else ``index`` itself
+    (so ``faiss_on_device(ix, ...) is not ix`` says where the search runs: the run stats' ``faiss_gpu``).
 
-    ``auto`` keeps an index type without a GPU version (HNSW) on the CPU, logged. Raises ConfigError (exit 2) for
-    ``cuda`` when FAISS has no GPU (a CPU-only build, or no visible GPU: ``require_faiss_device``) or the index type
+    ``auto`` keeps an index type without a GPU version (HNSW), or a search of more than ``FAISS_GPU_MAX_K``
+    neighbours (``k``), on the CPU, logged. Raises ConfigError (exit 2) for ``cuda`` when FAISS has no GPU (a
+    CPU-only build, or no visible GPU: ``require_faiss_device``), ``k`` is too large for it, or the index type
     cannot go to the GPU, naming ``setting`` and what was found."""
     if value != "cpu" and faiss_module is None:
         import faiss as faiss_module
-    if not require_faiss_device(value, setting, faiss_module):
+    if not require_faiss_device(value, setting, faiss_module, k=k):
         return index
     try:
         return faiss_module.index_cpu_to_gpu(faiss_module.StandardGpuResources(), cuda_index(value), index)
@@ -195,8 +198,9 @@ def require_faiss_device(value: str = "auto", setting: str = "serve.device", fai
     """Whether FAISS searches on the GPU for ``value``, decided before any work (``faiss_on_device`` moves the index
     by the same rule): True for ``cuda``/``cuda:N`` when FAISS sees that GPU, and for ``auto`` when it sees one;
     False for ``cpu``, and for ``auto`` without. Raises ConfigError (exit 2) for ``cuda``/``cuda:N`` when FAISS has no
-    such GPU here (a CPU-only build, or too few visible GPUs), naming ``setting`` and what was found, and when the
-    search would run on the GPU with ``k`` (``serve.top_k``) above ``FAISS_GPU_MAX_K``."""
+    such GPU here (a CPU-only build, or too few visible GPUs), naming ``setting`` and what was found, and when a
+    ``cuda`` search would run with ``k`` (``serve.top_k``) above ``FAISS_GPU_MAX_K`` (``auto`` searches on the CPU then,
+    logged)."""
     check_setting(value, setting)
     if value == "cpu":
         return False
@@ -205,6 +209,10 @@ def require_faiss_device(value: str = "auto", setting: str = "serve.device", fai
     gpus = faiss_gpus(faiss_module)
     index_no = cuda_index(value)
     if index_no < gpus:
+        if k is not None and k > FAISS_GPU_MAX_K and value == "auto":
+            log.warning("%s=auto: top-%d is more than FAISS returns on the GPU (%d): searching on the CPU", setting, k,
+                        FAISS_GPU_MAX_K)
+            return False
         if k is not None and k > FAISS_GPU_MAX_K:
             raise ConfigError(f"serve.top_k={k} but FAISS on the GPU ({setting}={value!r}) returns at most "
                               f"{FAISS_GPU_MAX_K} neighbours per query: lower serve.top_k or set {setting}=cpu")
@@ -283,16 +291,24 @@ def device_report(settings) -> dict:
     "settings": {setting: {"value", "device" or "error", "precision"}}, "onnxruntime": {"providers", "chosen" or
     "error"}, "faiss": {"gpus"}, "wheels": wheel_set() (+ "error" when mixed)}``."""
     report: dict = {"torch": torch_cuda(), "settings": {}}
-    for setting, value in (("train.device", settings.train.device), ("judge.device", settings.judge.device),
-                           ("serve.device", settings.serve.device)):
+    # torch runs the trainers and the in-process transformers judge; serving runs ONNX Runtime and FAISS, judged below
+    for setting, value, applies in (("train.device", settings.train.device, True),
+                                    ("judge.device", settings.judge.device, settings.judge.backend == "transformers")):
         entry: dict = {"value": value}
+        if not applies:
+            entry["applies"] = (f"not to judge.backend={settings.judge.backend!r}: it runs the model elsewhere or "
+                                "not at all (vllm checks its own platform when it loads)")
+            report["settings"][setting] = entry
+            continue
         try:
             entry["device"] = resolve_device(value, setting)
-            if setting != "serve.device":  # the trainers' and the judge's precision; serving runs ONNX/FAISS
-                entry["precision"] = precision_name(entry["device"])
+            entry["precision"] = precision_name(entry["device"])
         except ConfigError as exc:
             entry["error"] = str(exc)
         report["settings"][setting] = entry
+    report["settings"]["serve.device"] = {"value": settings.serve.device,
+                                          "applies": "through ONNX Runtime (embed) and FAISS (index, recommend): "
+                                                     "see onnxruntime.chosen and faiss.on_gpu"}
     ort_entry: dict = {}
     try:
         ort_entry["providers"] = ort_providers()

@@ -3,7 +3,8 @@
 For the logical date ``ds`` the job
 
 1. aggregates that day's raw events (``raw/events/ds=``) into ``ctr_daily/ds=`` (impressions and
-   clicks per (item, keyphrase)) and ``ctr_position_daily/ds=`` (the same by position: the CTR model's rows), quarantining bad rows in ``quarantine/events/ds=`` with a ``reason``;
+   clicks per (item, keyphrase)) and ``ctr_position_daily/ds=`` (the same by position: the CTR model's rows),
+   quarantining bad rows in ``quarantine/events/ds=`` with a ``reason``;
    the last ``ctr.attribution_window_minutes`` of the previous day's raw events are read too (filter
    pushed to the scan), so a click just after midnight counts on its impression just before it and an
    event id already logged there is not counted again;

@@ -49,7 +49,7 @@ from keyphrase_pipeline.core.contracts import check_spark_schema, spark_schema
 from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, is_local, spark_uri
 from keyphrase_pipeline.core.layout import EMBEDDED, embeddings_dir, onnx_dir
-from keyphrase_pipeline.core.spark import get_spark, read_input
+from keyphrase_pipeline.core.spark import get_spark, read_input, reraise_executor_error
 from keyphrase_pipeline.models.ann import NON_FINITE_VECTOR, ZERO_NORM, ZERO_VECTOR
 from keyphrase_pipeline.models.devices import check_wheel_set, onnx_providers, provider_names
 from keyphrase_pipeline.models.onnx_tower import get_tower
@@ -384,7 +384,11 @@ def run(settings: Settings, ds: str, what: str, full: bool = False, spark=None, 
         by_reason = _write_quarantine(lake, ds, what, text_bad)
         raise DataError(f"no {what} to embed in {src} (quarantined: {by_reason})")
     t0 = time.perf_counter()
-    vectors, counts, inference = _embed(settings, spark, todo, reused, n_todo, tower_dir, model_file, version, ds)
+    try:
+        vectors, counts, inference = _embed(settings, spark, todo, reused, n_todo, tower_dir, model_file, version, ds)
+    except Exception as exc:  # an executor whose session did not get CUDA raised ConfigError there: exit 2 here too
+        reraise_executor_error(exc)
+        raise
     # rows whose vector is not a vector join the quarantine, with their text and the embedding as found
     bad_vectors = (vectors.where(F.col("reason").isNotNull()).select("id", "text_hash", "embedding", "reason")
                    .join(texts.select("id", "text", "check"), "id", "left"))

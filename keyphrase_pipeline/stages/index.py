@@ -26,15 +26,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from keyphrase_pipeline.artifacts.embeddings import load_embeddings
 from keyphrase_pipeline.artifacts.serving import serving_model
 from keyphrase_pipeline.core import layout
-from keyphrase_pipeline.core.errors import DataError, GateError
+from keyphrase_pipeline.core.errors import GateError
 from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, local_path, read_parquet
-from keyphrase_pipeline.core.layout import embeddings_dir, index_build_dir
+from keyphrase_pipeline.core.layout import index_build_dir
 from keyphrase_pipeline.models.ann import (
     ann_recall_at_k,
     build_index,
-    check_vectors,
     choose_factory,
     search_params_for,
 )
@@ -44,33 +44,6 @@ if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
-
-def _load_embeddings(settings: Settings, what: str, version: str, required: bool):
-    """(ids int64 ``(n,)``, vectors float32 ``(n, serve.dim)``) of the ``what`` embeddings of ``version``, or
-    (None, None) when not ``required`` and there are none. DataError: missing/empty when required, a vector
-    not ``serve.dim`` long, or NaN/inf/zero vectors (``models.ann.check_vectors``: count and an example id)."""
-    import numpy as np
-
-    path = embeddings_dir(settings, what, version)
-    lake = Lake.from_settings(settings)
-    if not lake.exists(path):
-        if required:
-            raise DataError(f"missing {what} embeddings of model {version} at {path}: run `kp embed --what {what}`")
-        return None, None
-    df = read_parquet(path, contract="embeddings")
-    df = df[df["model_version"] == version]
-    if df.empty:
-        if required:
-            raise DataError(f"empty {what} set: no embeddings of model {version} in {path}")
-        return None, None
-    lengths = df["embedding"].map(len)
-    if (lengths != settings.serve.dim).any():
-        raise DataError(f"dimension mismatch in {path}: embedding sizes {sorted(set(lengths))}, serve.dim={settings.serve.dim}")
-    vecs = np.stack(df["embedding"].to_numpy()).astype(np.float32)
-    ids = df["id"].to_numpy(dtype=np.int64)
-    check_vectors(ids, vecs, what, path)  # DataError: a NaN keyphrase would vanish from the index, a zero one match all
-    return ids, vecs
-
 
 def run(settings: Settings, ds: str, version: str | None = None) -> dict:
     """Build, measure and (if recall passes) stage the day's index; return its stats.
@@ -94,12 +67,12 @@ def run(settings: Settings, ds: str, version: str | None = None) -> dict:
     ds = ds_str(ds)
     check_wheel_set()  # one build of ONNX Runtime and FAISS: never a mix of CPU and GPU wheels
     # a cuda that is not there, or a top_k FAISS cannot give on the GPU, fails here, before any work
-    faiss_gpu = require_faiss_device(settings.serve.device, k=settings.serve.top_k)
+    require_faiss_device(settings.serve.device, k=settings.serve.top_k)
     import faiss
 
     lake = Lake.from_settings(settings)
     version = serving_model(settings, ds, version)  # pinned by the day's export
-    keyphrase_ids, keyphrase_vecs = _load_embeddings(settings, "keyphrases", version, required=True)
+    keyphrase_ids, keyphrase_vecs = load_embeddings(settings, "keyphrases", version, required=True)
     n = len(keyphrase_ids)
     requested = "Flat" if n <= s.exact_index_max else s.ann_factory
     choice = choose_factory(requested, n, s.dim)  # ConfigError for a string FAISS rejects
@@ -113,13 +86,15 @@ def run(settings: Settings, ds: str, version: str | None = None) -> dict:
     log.info("built %s index over %d keyphrases (%d-d, trained on %d) in %.1fs", factory, n, s.dim,
              choice.train_sample, build_s)
 
-    item_ids, item_vecs = _load_embeddings(settings, "items", version, required=False)
+    item_ids, item_vecs = load_embeddings(settings, "items", version, required=False)
     rng = np.random.default_rng(0)
     pool = item_vecs if item_vecs is not None else keyphrase_vecs
     queries = pool if len(pool) <= s.recall_sample else pool[rng.choice(len(pool), s.recall_sample, replace=False)]
     k = min(s.top_k, n)
     t0 = time.perf_counter()
-    recall = ann_recall_at_k(faiss_on_device(index, s.device), keyphrase_vecs, keyphrase_ids, queries, k, device=s.device)
+    searched = faiss_on_device(index, s.device, k=s.top_k)
+    faiss_gpu = searched is not index  # where the search runs (auto keeps HNSW, or a large top_k, on the CPU)
+    recall = ann_recall_at_k(searched, keyphrase_vecs, keyphrase_ids, queries, k, device=s.device)
     log.info("recall@%d = %.4f on %d %s queries (floor %.2f)", k, recall, len(queries),
              "item" if item_vecs is not None else "keyphrase", s.min_recall)
 

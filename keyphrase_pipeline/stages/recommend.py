@@ -264,7 +264,7 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
     ds = ds_str(ds)
     check_wheel_set()  # one build of ONNX Runtime and FAISS: never a mix of CPU and GPU wheels
     # a cuda that is not there, or a top_k FAISS cannot give on the GPU, fails here, before any work
-    faiss_gpu = require_faiss_device(settings.serve.device, k=settings.serve.top_k)
+    require_faiss_device(settings.serve.device, k=settings.serve.top_k)
     s = settings.serve
     batch_rows = s.recommend_batch_rows
     lake = Lake.from_settings(settings)
@@ -293,7 +293,8 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
     schema = _out_schema()
     check_arrow_schema(schema, "recommendations", where="recommendations (to write)")
     k = min(s.top_k, index.ntotal)
-    search_index = faiss_on_device(index, s.device)
+    search_index = faiss_on_device(index, s.device, k=s.top_k)
+    faiss_gpu = search_index is not index  # where the search runs (auto keeps HNSW, or a large top_k, on the CPU)
     rows = scored = batches = with_recs = 0
     score_sum = 0.0
     bad_by_reason, bad_example = {}, None  # item vectors that are not vectors: counted over the whole input, refused

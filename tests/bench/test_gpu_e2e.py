@@ -36,14 +36,25 @@ def test_without_a_gpu_the_full_run_says_it_skipped(gpu_e2e, monkeypatch, capsys
     assert json.loads(capsys.readouterr().out.strip())["skipped"]
 
 
-def test_cuda_asked_for_without_one_is_a_config_error(gpu_e2e, monkeypatch):
-    from keyphrase_pipeline.core.errors import ConfigError
+def test_cuda_asked_for_without_one_is_a_config_error(gpu_e2e, monkeypatch, capsys):
+    """Exit 2 with the ConfigError's message, no traceback; --device auto without a GPU skips like no --device."""
     from keyphrase_pipeline.models import devices
 
     monkeypatch.setattr(devices, "torch_cuda", lambda: {"torch": "x", "cuda_build": None, "available": False,
                                                         "devices": 0, "names": []})
-    with pytest.raises(ConfigError, match="--device='cuda'"):
+    with pytest.raises(SystemExit) as done:
         gpu_e2e.main(["--device", "cuda"])
+    assert done.value.code == 2 and "--device='cuda'" in capsys.readouterr().err
+    assert gpu_e2e.main(["--device", "auto"])[0]["skipped"].startswith("no CUDA device")
+
+
+def test_training_rates_leave_the_set_up_out(gpu_e2e):
+    """n/2 steps in 12 s and n in 20 s: the set-up (4 s) drops out, 150 steps in 8 s; a difference in the noise
+    falls back to the longer run's own rate."""
+    short = {"cross_steps": 150, "cross_s": 12.0, "bi_steps": 4, "bi_s": 3.0}
+    long = {"cross_steps": 300, "cross_s": 20.0, "bi_steps": 8, "bi_s": 2.5}
+    rates = gpu_e2e.marginal_rates(short, long)
+    assert rates["train_cross"] == pytest.approx(150 / 8) and rates["train_bi"] == pytest.approx(8 / 2.5)
 
 
 def test_the_torch_index_finds_what_faiss_flat_finds(gpu_e2e):

@@ -4,6 +4,7 @@ send a GPU worker to the CPU, or let a CPU worker believe it has a GPU, fails he
 
 from __future__ import annotations
 
+import re
 import types
 
 import pytest
@@ -52,6 +53,12 @@ def test_cuda_without_a_usable_device_is_a_config_error_naming_the_setting(torch
 def test_a_value_that_is_not_a_device_is_refused(value):
     with pytest.raises(ConfigError, match="is not a device"):
         devices.resolve_device(value, "serve.device")
+    # and when the settings load, naming the setting and echoing the value
+    from keyphrase_pipeline.core.settings import load_settings
+
+    for section in ("train", "judge", "serve"):
+        with pytest.raises(ConfigError, match=rf"{section}.device.*{re.escape(repr(value))} is not a device"):
+            load_settings(**{section: {"device": value}})
 
 
 def test_precision_follows_the_device(monkeypatch):
@@ -166,7 +173,11 @@ def test_a_top_k_faiss_cannot_give_on_the_gpu_is_refused_before_any_work():
     k = devices.FAISS_GPU_MAX_K
     assert devices.require_faiss_device("cuda", faiss_module=fake_faiss(1), k=k) is True
     with pytest.raises(ConfigError, match=f"serve.top_k={k + 1}.*at most {k}"):
-        devices.require_faiss_device("auto", faiss_module=fake_faiss(1), k=k + 1)
+        devices.require_faiss_device("cuda", faiss_module=fake_faiss(1), k=k + 1)
+    # auto searches on the CPU instead, and the index is not moved (what the run stats record as faiss_gpu)
+    assert devices.require_faiss_device("auto", faiss_module=fake_faiss(1), k=k + 1) is False
+    assert devices.faiss_on_device("ix", "auto", faiss_module=fake_faiss(1), k=k + 1) == "ix"
+    assert devices.faiss_on_device("ix", "auto", faiss_module=fake_faiss(1), k=k) == ("gpu", 0, "ix")
     # on the CPU any k goes
     assert devices.require_faiss_device("auto", faiss_module=fake_faiss(0), k=k + 1) is False
     assert devices.require_faiss_device("cpu", faiss_module=fake_faiss(1), k=k + 1) is False
@@ -233,3 +244,10 @@ def test_the_report_carries_every_problem_it_finds(monkeypatch):
     assert "CUDAExecutionProvider" in report["onnxruntime"]["error"]
     assert "FAISS cannot use GPU 0" in report["faiss"]["error"]
     assert "both CPU and GPU wheels" in report["wheels"]["error"]
+    # serve.device is judged by what serving runs (ONNX Runtime, FAISS), not by torch; judge.device only where the
+    # judge runs torch in process (the transformers backend)
+    assert "error" not in report["settings"]["serve.device"] and "onnxruntime" in report["settings"]["serve.device"]["applies"]
+    judged = devices.device_report(load_settings(judge={"device": "cuda", "backend": "simulated"}))
+    assert "applies" in judged["settings"]["judge.device"] and "error" not in judged["settings"]["judge.device"]
+    local = devices.device_report(load_settings(judge={"device": "cuda", "backend": "transformers"}))
+    assert "no usable CUDA device" in local["settings"]["judge.device"]["error"]

@@ -134,3 +134,21 @@ def test_inference_runs_in_one_task_and_one_python_worker_per_core(serve_world, 
     assert stats["session_threads"] * stats["inference_tasks"] == cores
     files = list(Path(embeddings_dir(settings, "items", "v1")).glob("*.parquet"))
     assert len(files) == 1  # 36 rows: one output file, sized after inference
+
+
+def test_an_executor_without_cuda_is_a_config_error_not_a_retry(ready, spark, monkeypatch):
+    """The driver saw CUDA (faked) but the executors' sessions cannot get it (here: none at all): their ConfigError
+    reaches the command line as a ConfigError (exit 2, not retried), not as Spark's PythonException (exit 1). Nothing
+    is written: the previous snapshot stays."""
+    from keyphrase_pipeline.core.errors import ConfigError
+
+    before = _emb(ready)
+    monkeypatch.setattr(embed, "onnx_providers", lambda value, setting="serve.device": ["CPUExecutionProvider"])
+    cat = catalog()
+    cat.loc[cat["item_id"] == 1, "title"] = "a title that must be embedded again"
+    write_inputs(ready, DS2, cat=cat)
+    s = ready.with_overrides(**{"serve.device": "cuda"})
+    with pytest.raises(ConfigError, match="on a Spark executor: serve.device='cuda'"):
+        embed.run(s, DS2, "items", spark=spark)
+    pd_after = _emb(ready)
+    assert pd_after.equals(before)

@@ -138,6 +138,6 @@ def test_a_top_k_faiss_cannot_give_on_the_gpu_fails_before_any_work(settings, mo
     from keyphrase_pipeline.models import devices
 
     monkeypatch.setattr(devices, "faiss_gpus", lambda faiss_module=None: 1)
-    s = settings.with_overrides(**{"serve.top_k": devices.FAISS_GPU_MAX_K + 1, "serve.device": "auto"})
+    s = settings.with_overrides(**{"serve.top_k": devices.FAISS_GPU_MAX_K + 1, "serve.device": "cuda"})
     with pytest.raises(ConfigError, match="serve.top_k"):
         index.run(s, "2026-10-10")

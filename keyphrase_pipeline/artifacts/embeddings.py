@@ -1,0 +1,43 @@
+"""A model version's embedding snapshots (``embeddings/<items|keyphrases>/model=<v>/``) read whole, for the stages
+that need every vector at hand: the index (keyphrases, a sample of items) and the CTR model (lookups by id).
+
+Memory: ``4 * serve.dim`` bytes per row plus its id (256 + 8 bytes at 64-d): 5.3 GB for 20M items."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.core.lake import Lake, read_parquet
+from keyphrase_pipeline.core.layout import embeddings_dir
+from keyphrase_pipeline.models.ann import check_vectors
+
+if TYPE_CHECKING:
+    from keyphrase_pipeline.core.settings import Settings
+
+
+def load_embeddings(settings: Settings, what: str, version: str, required: bool):
+    """(ids int64 ``(n,)``, vectors float32 ``(n, serve.dim)``) of the ``what`` embeddings of ``version``, or
+    (None, None) when not ``required`` and there are none. DataError: missing/empty when required, a vector
+    not ``serve.dim`` long, or NaN/inf/zero vectors (``models.ann.check_vectors``: count and an example id)."""
+    path = embeddings_dir(settings, what, version)
+    lake = Lake.from_settings(settings)
+    if not lake.exists(path):
+        if required:
+            raise DataError(f"missing {what} embeddings of model {version} at {path}: run `kp embed --what {what}`")
+        return None, None
+    df = read_parquet(path, contract="embeddings")
+    df = df[df["model_version"] == version]
+    if df.empty:
+        if required:
+            raise DataError(f"empty {what} set: no embeddings of model {version} in {path}")
+        return None, None
+    lengths = df["embedding"].map(len)
+    if (lengths != settings.serve.dim).any():
+        raise DataError(f"dimension mismatch in {path}: embedding sizes {sorted(set(lengths))}, serve.dim={settings.serve.dim}")
+    vecs = np.stack(df["embedding"].to_numpy()).astype(np.float32)
+    ids = df["id"].to_numpy(dtype=np.int64)
+    check_vectors(ids, vecs, what, path)  # DataError: a NaN keyphrase would vanish from the index, a zero one match all
+    return ids, vecs
