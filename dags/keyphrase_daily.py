@@ -10,7 +10,8 @@ Every day at 02:00 UTC this DAG processes **the previous day** (`ds` = the data 
    there is no champion yet): cross-encoder assistant, bi-encoder student, evaluation and promotion gate.
    On other days the group is skipped and the **champion** keeps serving.
 4. **serve** - ONNX export of the champion's towers, Spark + ONNX Runtime embedding of items and
-   keyphrases (incremental unless `full_reembed`), FAISS index, top-K keyphrases per item, atomic publish.
+   keyphrases (incremental unless `full_reembed`), the CTR model on training days, FAISS index, top-K
+   keyphrases per item with their expected CTR, atomic publish.
 
 Every task is idempotent for its `ds`: clear a task (or the whole run) to redo it. Trigger it by hand
 with the form's params (day, skip labelling, full re-embedding, retrain, promote, label budget, demo
@@ -196,8 +197,18 @@ with DAG(
         def index(plan: planning.RunPlan, params=None):
             return tasks.run_stage("index", params, plan["ds"])
 
-        @task(doc_md="Top-K keyphrases per item from the index.",
-              **tasks.task_args("recommend"))
+        @task.branch(doc_md="Train the CTR model today? (training days, as for the student).")
+        def ctr_decide(plan: planning.RunPlan):
+            return "serve.train_ctr" if plan["train"] else "serve.keep_ctr_model"
+
+        @task(doc_md="Train the CTR model (expected clicks) on the window's impressions by position with the "
+                     "serving student's embeddings; promote it if it beats the CTR champion on held-out days.",
+              **tasks.task_args("train_ctr"))
+        def train_ctr(plan: planning.RunPlan, params=None):
+            return tasks.run_stage("train_ctr", params, plan["ds"])
+
+        @task(doc_md="Top-K keyphrases per item from the index, each with the CTR model's expected CTR.",
+              trigger_rule=JOIN, **tasks.task_args("recommend"))
         def recommend(plan: planning.RunPlan, params=None):
             return tasks.run_stage("recommend", params, plan["ds"])
 
@@ -210,11 +221,15 @@ with DAG(
         items = embed_items(plan)
         keyphrases = embed_keyphrases(plan)
         indexed = index(plan)
+        ctr_model = train_ctr(plan)
+        keep_ctr = EmptyOperator(task_id="keep_ctr_model", doc_md="Not a training day: the CTR champion keeps "
+                                 "scoring (if it reads this student's embeddings).")
         recs = recommend(plan)
         published = publish(plan)
         exported >> [items, keyphrases]
         keyphrases >> indexed
-        [items, indexed] >> recs >> published
+        [items, keyphrases] >> ctr_decide(plan) >> [ctr_model, keep_ctr]
+        [items, indexed, ctr_model, keep_ctr] >> recs >> published
 
     # ---- wiring between groups ----------------------------------------------------------------------
     ready >> ctr_labels >> llm_group

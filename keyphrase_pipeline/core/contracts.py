@@ -127,6 +127,8 @@ CONTRACTS: dict[str, dict[str, str]] = {
         "keyphrase_id": "int64",
         "keyphrase": "string",
         "score": "float32",
+        "expected_ctr?": "float32",  # the CTR model's P(click) at its reference position; null without one
+        "ctr_model_version?": "string",
     },
     "quarantine": {
         "reason": "string",

@@ -87,7 +87,8 @@ def day_row(lake, ds: str, states: dict, seconds: float) -> dict:
         return lake.read_json(path) if lake.exists(path) else {}
 
     labels, pairs, ev = stats("merge_labels"), stats("select_pairs"), stats("evaluate")
-    index, items, recs = stats("index"), stats("embed_items"), stats("recommend")
+    index, items, recs, ctr = stats("index"), stats("embed_items"), stats("recommend"), stats("train_ctr")
+    ctr_ok = states.get("serve.train_ctr") == "success" and not ctr.get("skipped")
     return {
         "ds": ds,
         "state": states.get("__run__"),
@@ -101,6 +102,10 @@ def day_row(lake, ds: str, states: dict, seconds: float) -> dict:
         "items_embedded": _pick(items, "embedded_now", "embedded", "rows_embedded", "items_embedded"),
         "index_recall": _pick(index, "ann_recall_at_k", "recall_at_k", "recall"),
         "recommendations": _pick(recs, "rows", "recommendations", "pairs"),
+        "ctr_model_auc": _pick(ctr, "heldout.challenger.all.auc") if ctr_ok else None,
+        "ctr_prior_auc": _pick(ctr, "heldout.position_prior.all.auc") if ctr_ok else None,
+        "ctr_model_promoted": ctr.get("promoted") if ctr_ok else None,
+        "expected_ctr_rows": _pick(recs, "expected_ctr_rows"),
         "tasks": {k: v for k, v in states.items() if k != "__run__"},
     }
 
@@ -159,7 +164,8 @@ def run(settings: Settings, days: int = 3, scale: str = "demo", retrain_last: bo
     settings = settings.with_overrides(**{"synth.scale": scale, "train.retrain_every_days": 10_000,
                                           "truth_provider": settings.truth_provider or run_settings.DEMO_TRUTH_PROVIDER,
                                           **run_settings.demo_overrides()})
-    log.info("demo training budget: %s", {k: getattr(settings.train, k.split(".")[1]) for k in run_settings.DEMO_TRAIN_BUDGET})
+    log.info("demo training budget: %s", {k: getattr(getattr(settings, k.split(".")[0]), k.split(".")[1])
+                                          for k in run_settings.DEMO_TRAIN_BUDGET})
     lake = Lake.from_settings(settings)
     if not lake.exists(layout.synth_world_meta_path(lake)):
         from keyphrase_pipeline.synthetic import synth
@@ -228,8 +234,10 @@ def run(settings: Settings, days: int = 3, scale: str = "demo", retrain_last: bo
 def print_summary(summary: dict) -> None:
     """Print ``run``'s summary on stdout: one row per day, the judge, the champion, the outputs' paths."""
     cols = [("ds", 10), ("state", 8), ("minutes", 7), ("pairs_selected", 6), ("labels_new", 6), ("yes_rate", 8),
-            ("trained", 7), ("promoted", 8), ("items_embedded", 8), ("index_recall", 8), ("recommendations", 8)]
-    heads = ["day", "state", "min", "pairs", "labels", "yes", "trained", "promoted", "embedded", "recall", "recs"]
+            ("trained", 7), ("promoted", 8), ("items_embedded", 8), ("index_recall", 8), ("recommendations", 8),
+            ("ctr_model_auc", 7)]
+    heads = ["day", "state", "min", "pairs", "labels", "yes", "trained", "promoted", "embedded", "recall", "recs",
+             "ctr_auc"]
 
     def fmt(v, w):
         if isinstance(v, float):

@@ -17,6 +17,7 @@ ASSET_DATASETS = {
     "item_embeddings": "embeddings",
     "keyphrase_embeddings": "embeddings",
     "keyphrase_index": "embeddings",
+    "ctr_model": "registry",
     "recommendations": "recommendations",
     "serving": "serving",
 }

@@ -25,7 +25,7 @@ DEMO_TRAIN_BUDGET = {"train.cross_max_steps": 150, "train.bi_max_steps": 250, "t
                      "train.bi_epochs": 10.0,
                      "train.init_from": "champion", "train.cross_init_from": "latest",
                      "train.warm_cross_max_steps": 60, "train.warm_bi_max_steps": 100,
-                     "train.kd_list_ratio": 1.0}
+                     "train.kd_list_ratio": 1.0, "ctr_model.max_steps": 300}
 
 
 DEMO_TRUTH_PROVIDER = "keyphrase_pipeline.synthetic.world:load_truth"

@@ -98,6 +98,8 @@ STAGES: tuple[Stage, ...] = (
           outlets=("onnx_towers",)),
     Stage("embed", "serve", "Spark + ONNX Runtime: embed items or keyphrases (incremental)", 180,
           outlets=("item_embeddings", "keyphrase_embeddings"), variants=("items", "keyphrases"), queue=GPU_QUEUE),
+    Stage("train_ctr", "serve", "train the CTR model (expected clicks) on impressions by position; gate; export", 120,
+          outlets=("ctr_model",)),
     Stage("index", "serve", "build the FAISS keyphrase index and measure its recall", 90,
           outlets=("keyphrase_index",)),
     Stage("recommend", "serve", "top-K keyphrases per item from the index", 120, outlets=("recommendations",)),

@@ -49,6 +49,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from keyphrase_pipeline.artifacts.ctr_scoring import champion_scorer
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.contracts import check_arrow_schema
 from keyphrase_pipeline.core.errors import DataError, GateError
@@ -82,7 +83,40 @@ def _out_schema():
     import pyarrow as pa
 
     return pa.schema([("item_id", pa.int64()), ("rank", pa.int32()), ("keyphrase_id", pa.int64()),
-                      ("keyphrase", pa.string()), ("score", pa.float32())])
+                      ("keyphrase", pa.string()), ("score", pa.float32()), ("expected_ctr", pa.float32()),
+                      ("ctr_model_version", pa.string())])
+
+
+def with_expected_ctr(recs, scorer, ids, vecs, rank_by: str):
+    """``recs`` (``search_batch``'s frame for items ``ids`` with embeddings ``vecs``) with ``expected_ctr`` (float32
+    P(click) at the CTR model's reference position; NaN without a model) and ``ctr_model_version`` (None without);
+    ``rank_by="expected_clicks"`` re-ranks each item's rows by expected CTR (highest first; rows without one last,
+    by relevance), the rows themselves (those above ``serve.score_threshold``) unchanged."""
+    import numpy as np
+
+    if scorer is None or recs.empty:
+        return recs.assign(expected_ctr=np.float32(np.nan), ctr_model_version=None)
+    row_of = np.searchsorted(ids, recs["item_id"].to_numpy()) if np.all(np.diff(ids) >= 0) else \
+        _positions(ids, recs["item_id"].to_numpy())
+    p = scorer.predict(recs["item_id"].to_numpy(), recs["keyphrase_id"].to_numpy(), vecs[row_of])
+    recs = recs.assign(expected_ctr=p.astype(np.float32), ctr_model_version=scorer.version)
+    if rank_by == "expected_clicks":
+        key = np.where(np.isnan(p), -1.0, p)
+        order = np.lexsort((recs["rank"].to_numpy(), -key, recs["item_id"].to_numpy()))
+        recs = recs.iloc[order].reset_index(drop=True)
+        recs["rank"] = (recs.groupby("item_id", sort=False).cumcount() + 1).astype(np.int32)
+        # items keep the input order (the frame is item-major)
+        first = {iid: i for i, iid in enumerate(dict.fromkeys(ids.tolist()))}
+        recs = recs.iloc[np.argsort(recs["item_id"].map(first).to_numpy(), kind="stable")].reset_index(drop=True)
+    return recs
+
+
+def _positions(ids, wanted):
+    """Row of each of ``wanted`` in the unsorted id array ``ids``."""
+    import numpy as np
+
+    order = np.argsort(ids, kind="stable")
+    return order[np.searchsorted(ids[order], wanted)]
 
 
 def load_build(settings: Settings, ds: str):
@@ -293,9 +327,13 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
     schema = _out_schema()
     check_arrow_schema(schema, "recommendations", where="recommendations (to write)")
     k = min(s.top_k, index.ntotal)
+    scorer, ctr_why = None, "ctr_model.enabled is false"
+    if settings.ctr_model.enabled:  # expected CTR beside relevance: the CTR champion trained on this student
+        scorer, ctr_why = champion_scorer(settings, version, stream_items=True)
+        log.info("expected CTR: %s", ctr_why if scorer is None else f"CTR model {scorer.version}")
     search_index = faiss_on_device(index, s.device, k=s.top_k)
     faiss_gpu = search_index is not index  # where the search runs (auto keeps HNSW, or a large top_k, on the CPU)
-    rows = scored = batches = with_recs = 0
+    rows = scored = batches = with_recs = predicted = 0
     score_sum = 0.0
     bad_by_reason, bad_example = {}, None  # item vectors that are not vectors: counted over the whole input, refused
     seen = np.zeros(len(keep), dtype=bool)  # which carried ids had rows in the previous recommendations
@@ -315,6 +353,8 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
                         bad_example = (int(ids[bad[0]]), reasons[bad[0]])
                     continue
                 recs = search_batch(search_index, texts, ids, vecs, k, s.score_threshold)
+                recs = with_expected_ctr(recs, scorer, ids, vecs, settings.ctr_model.rank_by)
+                predicted += int(np.isfinite(recs["expected_ctr"].to_numpy()).sum())
                 parts.write(pa.Table.from_pandas(recs, schema=schema, preserve_index=False))
                 batches, scored, rows = batches + 1, scored + len(ids), rows + len(recs)
                 with_recs += int(recs["item_id"].nunique())
@@ -323,14 +363,19 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
                         "searched %d / %d items (%d batches)", scored, n_todo, batches)
                 del recs, ids, vecs  # freed before the next batch is read and searched
             if prev is not None and len(keep):
-                for _, batch in row_group_batches(prev, OUT_COLUMNS, batch_rows * max(k, 1)):
+                carry = OUT_COLUMNS + [c for c in ("expected_ctr", "ctr_model_version") if c in prev.schema.names]
+                for _, batch in row_group_batches(prev, carry, batch_rows * max(k, 1)):
                     item_ids = _ids(batch.column("item_id"), "previous recommendations", "item_id")
                     pos = np.minimum(np.searchsorted(keep, item_ids), len(keep) - 1)
                     hit = keep[pos] == item_ids
                     if not hit.any():
                         continue
                     seen[pos[hit]] = True
-                    table = pa.Table.from_batches([batch.select(OUT_COLUMNS)]).filter(pa.array(hit)).cast(schema)
+                    table = pa.Table.from_batches([batch.select(carry)]).filter(pa.array(hit))
+                    for name in ("expected_ctr", "ctr_model_version"):  # kept as carried; null before the CTR model
+                        if name not in table.column_names:
+                            table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
+                    table = table.select(schema.names).cast(schema)
                     parts.write(table)
                     rows += table.num_rows
                     score_sum += float(table.column("score").to_numpy().astype(np.float64).sum())
@@ -346,6 +391,8 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
         share = (without + quarantined) / (scored + len(keep) + quarantined) if scored + len(keep) + quarantined else 0.0
         stats = {"model_version": version, "items_scored": int(scored), "items_carried": carried,
                  "rows": int(rows), "items_with_recs": int(with_recs), "faiss_gpu": faiss_gpu,
+                 "ctr_model_version": scorer.version if scorer else None, "expected_ctr_rows": int(predicted),
+                 "expected_ctr_why": ctr_why, "rank_by": settings.ctr_model.rank_by,
                  "mean_recs_per_item": rows / with_recs if with_recs else 0.0,
                  "mean_score": score_sum / rows if rows else 0.0, "top_k": int(k),
                  "score_threshold": s.score_threshold, "changed_only": bool(changed_only),

@@ -233,7 +233,8 @@ def cross_scores(settings, item_id: int, title: str, category: str, keyphrases: 
 def explain_item(settings, lake, item: dict, results: list[dict], mode: str, version: str, world=None) -> dict:
     """The item view: ``item`` ({item_id, title, category}), its top-K ``results`` (``ServingBundle.search`` rows)
     each with ``cosine``, ``cross`` (P(relevant) or None), ``llm`` (label record or None), ``ctr`` (impressions,
-    clicks, ctr, label or None) and ``relevant`` (demo truth or None); plus the item's judged pairs that are not
+    clicks, ctr, label or None), ``expected_ctr`` (the CTR model's P(click) at its reference position, or None)
+    and ``relevant`` (demo truth or None); plus the item's judged pairs that are not
     in its top-K (``judged_elsewhere``)."""
     item_id = int(item["item_id"])
     kps = [(int(r["keyphrase_id"]), r["keyphrase"]) for r in results]
@@ -260,8 +261,10 @@ def explain_item(settings, lake, item: dict, results: list[dict], mode: str, ver
             "ctr": {"impressions": int(c["impressions"]), "clicks": int(c["clicks"]), "ctr": float(c["ctr"]),
                     "label": int(c["label"])} if c is not None else None,
             "relevant": bool(rel[i]) if rel is not None else None,
+            "expected_ctr": r.get("expected_ctr"),
         })
     shown = {r["keyphrase_id"] for r in rows}
+    models = sorted({str(r["ctr_model_version"]) for r in results if r.get("ctr_model_version")})
     elsewhere = [{"keyphrase_id": k, "keyphrase": str(row["keyphrase"]), **label_record(row)}
                  for k, row in latest.items() if k not in shown][:20]
     return {
@@ -274,6 +277,9 @@ def explain_item(settings, lake, item: dict, results: list[dict], mode: str, ver
         "labels_note": f"{len(labels)} judged pair(s) of this item in the label store" if len(labels) else
         "no pair of this item was judged yet",
         "judged_elsewhere": elsewhere, "truth_known": rel is not None,
+        "expected_ctr_note": (f"expected CTR: P(click) at position 1 from CTR model {', '.join(models)}, beside the "
+                              "observed CTR of the window" if models else
+                              "expected CTR: – (no CTR model scored this version's recommendations)"),
     }
 
 

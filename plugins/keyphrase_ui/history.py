@@ -52,6 +52,9 @@ OPTIONAL = {
     **{s: ("labelling skipped (the skip_llm param)", LABELLING) for s in LABELLING},
     **{s: ("no training that day (only on training days: train.retrain_every_days, force_retrain, or no champion "
            "yet)", TRAINING) for s in TRAINING},
+    # the CTR model trains on training days too (serve group), and days before it existed have no stats of it
+    "train_ctr": ("no CTR model training that day (training days only; or a day before the stage existed)",
+                  ("train_ctr",)),
 }
 
 # key metrics: key -> (stage, how to read it, label, unit, kind, watched for deviations)

@@ -16,7 +16,7 @@ DAG_ID = "keyphrase_daily"
 STAGE_TASKS = {
     "ctr.ctr_labels", "llm_labels.select_pairs", "llm_labels.llm_label", "llm_labels.merge_labels",
     "train.train_cross", "train.train_bi", "train.evaluate", "serve.export", "serve.embed_items",
-    "serve.embed_keyphrases", "serve.index", "serve.recommend", "serve.publish",
+    "serve.embed_keyphrases", "serve.train_ctr", "serve.index", "serve.recommend", "serve.publish",
 }
 
 

@@ -83,6 +83,7 @@ def published_lake(tiny_world_lake, tmp_path_factory, spark):
         publish,
         recommend,
         select_pairs,
+        train_ctr,
     )
 
     root = tmp_path_factory.mktemp("plugin_lake") / "lake"
@@ -115,10 +116,14 @@ def published_lake(tiny_world_lake, tmp_path_factory, spark):
     export.run(s, ds)
     embed.run(s, ds, "items", spark=spark)
     embed.run(s, ds, "keyphrases", spark=spark)
+    ctr_labels.run(s, ds, spark=spark)
+    # the CTR model on the tiny world's days (a budget for its few rows), so the published rows carry expected CTR
+    ctr = train_ctr.run(s.with_overrides(**{"ctr_model.epochs": 10, "ctr_model.learning_rate": 0.01,
+                                            "ctr_model.batch_rows": 1024, "ctr_model.sid_bits": 4}), ds)
+    assert ctr["promoted"], ctr
     index.run(s, ds)
     recommend.run(s, ds, spark=spark)
     publish.run(s, ds)
-    ctr_labels.run(s, ds, spark=spark)
     select_pairs.run(s, ds, spark=spark)
     llm_label.run_all(s, ds)
     merge_labels.run(s, ds)

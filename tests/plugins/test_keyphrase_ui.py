@@ -418,6 +418,16 @@ def test_item_view_explains_each_recommended_keyphrase(airflow_api):
     unjudged = [x for x in body["results"] if x["keyphrase_id"] not in set(judged[judged["item_id"] == item]["keyphrase_id"])]
     assert all(x["llm"] is None for x in unjudged)
     assert body["truth_known"] is True and all(isinstance(x["relevant"], bool) for x in body["results"])
+    # the CTR model's expected CTR, as published beside each row (P(click) at position 1), and which model gave it
+    import pandas as pd
+
+    from keyphrase_pipeline.artifacts import serving
+
+    published = pd.read_parquet(serving.current_recommendations_path(airflow_api["settings"]))
+    mine_pub = published[published["item_id"] == item].sort_values("rank")
+    np.testing.assert_allclose([x["expected_ctr"] for x in body["results"]], mine_pub["expected_ctr"].to_numpy(), rtol=1e-5)
+    assert all(0 < x["expected_ctr"] < 1 for x in body["results"])
+    assert mine_pub["ctr_model_version"].iloc[0] in body["expected_ctr_note"]
     assert c.get("/keyphrases/api/item/987654321", headers=h).status_code == 404
 
 

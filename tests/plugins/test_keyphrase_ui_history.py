@@ -164,7 +164,8 @@ def test_missing_stage_versus_skipped_by_design(lake):
 
 def test_a_day_with_no_run_and_a_day_still_running(lake):
     write_run_day(lake, END)
-    write_run_day(lake, day(2), skip=("export", "embed_items", "embed_keyphrases", "index", "recommend", "publish"))
+    write_run_day(lake, day(2), skip=("export", "embed_items", "embed_keyphrases", "train_ctr", "index", "recommend",
+                                        "publish"))
     h = by_ds(history(lake, days=3))
     assert h[day(1)]["status"] == "no_run" and "Trigger keyphrase_daily with the ds param" in h[day(1)]["reason"]
     assert h[day(1)]["run_url"] is None

@@ -19,6 +19,7 @@ DAY_STATS = {  # what each stage writes (keys the history reads, values from a d
     "export": {"skipped": True},
     "embed_items": {"embedded_now": 42, "reused": 2784, "rows_total": 2826},
     "embed_keyphrases": {"embedded_now": 0, "reused": 2999, "rows_total": 2999},
+    "train_ctr": {"promoted": True, "heldout": {"challenger": {"all": {"auc": 0.71, "log_loss": 0.21}}}},
     "index": {"ann_recall_at_k": 1.0, "min_recall": 0.95, "status": "staged"},
     "recommend": {"rows": 56520, "items_with_recs": 2826, "items_scored": 2826, "items_carried": 0},
     "publish": {"recommendations": 56520},

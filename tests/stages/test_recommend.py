@@ -137,8 +137,14 @@ def _all_at_once(settings, ds=DS):
     return out.sort_values(["item_id", "rank"], ignore_index=True)
 
 
-def _in_file_order(settings, ds):
-    return read_parquet(Lake.from_settings(settings).path("recommendations", ds=ds), contract="recommendations")
+def _in_file_order(settings, ds, expected_ctr: bool = False):
+    """The day's recommendations in file order; the relevance columns only (``search_batch``'s), unless
+    ``expected_ctr`` (no CTR model in these lakes: the expected CTR columns are null, tested in test_train_ctr)."""
+    recs = read_parquet(Lake.from_settings(settings).path("recommendations", ds=ds), contract="recommendations")
+    if not expected_ctr:
+        assert recs["expected_ctr"].isna().all() and recs["ctr_model_version"].isna().all()
+        recs = recs.drop(columns=["expected_ctr", "ctr_model_version"])
+    return recs
 
 
 def _assert_items_contiguous_and_ranked(recs):
@@ -229,7 +235,8 @@ def test_changed_only_streams_the_carry_over(ready):
         pq.write_table(pa.Table.from_pandas(t, preserve_index=False), f, row_group_size=4)
     shutil.copytree(lake.path("serving", "builds", ds=DS), lake.path("serving", "builds", ds=DS2))
     prev_dir = Path(lake.path("recommendations", ds=DS))
-    prev = read_parquet(str(prev_dir)).sort_values(["item_id", "rank"], ignore_index=True)
+    # written without the expected CTR columns, as recommend wrote them before the CTR model: carried, they get nulls
+    prev = read_parquet(str(prev_dir)).sort_values(["item_id", "rank"], ignore_index=True)[recommend.OUT_COLUMNS]
     for f in prev_dir.glob("part-*.parquet"):
         f.unlink()
     cuts = np.array_split(prev["item_id"].unique(), 3)
@@ -257,7 +264,8 @@ def test_parts_roll_over_only_between_items(tmp_path):
     def rows(*item_ids):
         n = len(item_ids)
         return pa.Table.from_pydict({"item_id": list(item_ids), "rank": list(range(1, n + 1)), "keyphrase_id": [7] * n,
-                                     "keyphrase": ["x"] * n, "score": [0.5] * n}, schema=schema)
+                                     "keyphrase": ["x"] * n, "score": [0.5] * n, "expected_ctr": [None] * n,
+                                     "ctr_model_version": [None] * n}, schema=schema)
 
     for t in (rows(1, 1, 1), rows(1, 1, 1), rows(1, 2, 2), rows(3), rows(4, 4, 4, 4, 4, 4), rows(5)):
         parts.write(t)

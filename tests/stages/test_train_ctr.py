@@ -1,0 +1,175 @@
+"""kp train-ctr: the CTR model trained on ctr_position_daily with the student's embeddings, gated on held-out days,
+registered and exported; recommend puts its expected CTR beside each recommendation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from serve_helpers import embedded_keyphrase_world
+
+from keyphrase_pipeline.artifacts import registry
+from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.lake import Lake, ds_range, read_parquet, write_parquet_atomic
+from keyphrase_pipeline.stages import train_ctr
+
+END = "2026-10-10"
+DAYS = ds_range(END, 8)
+COLD_FROM = 250  # items with ids >= this are shown only on the held-out days
+
+
+def true_ctr(cos, item_effect, pos):
+    """The click process of this test's world: relevance (the embeddings' cosine), an item effect, position."""
+    return 1 / (1 + np.exp(-(-3.0 + 3.0 * cos + item_effect))) * pos.astype(float) ** -0.8
+
+
+def ctr_world(root: Path, seed: int = 0, **ctr_model):
+    s = embedded_keyphrase_world(root, n_kp=60, n_items=300)
+    s = s.with_overrides(**{"ctr.window_days": 8, "ctr_model.holdout_days": 2, "ctr_model.batch_rows": 512,
+                            "ctr_model.epochs": 15, "ctr_model.learning_rate": 0.01, "ctr_model.sid_bits": 3,
+                            "ctr_model.id_buckets": 4096,
+                            "ctr_model.min_train_impressions": 1,
+                            **{f"ctr_model.{k}": v for k, v in ctr_model.items()}})
+    lake = Lake.from_settings(s)
+    items = read_parquet(layout.embeddings_dir(s, "items", "v1"))
+    kps = read_parquet(layout.embeddings_dir(s, "keyphrases", "v1"))
+    iv, kv = np.stack(items["embedding"]), np.stack(kps["embedding"])
+    rng = np.random.default_rng(seed)
+    effect = rng.normal(0, 0.5, len(items))
+    for d, day in enumerate(DAYS):
+        holdout = d >= len(DAYS) - 2
+        ii = rng.integers(0, len(items), 1500)
+        ii = ii[(items["id"].to_numpy()[ii] < COLD_FROM) | holdout]
+        kk = rng.integers(0, len(kps), len(ii))
+        # the shown keyphrases lean relevant, as a search engine's would
+        best = np.argmax(iv[ii] @ kv.T, axis=1)
+        kk = np.where(rng.random(len(ii)) < 0.5, best, kk)
+        pos = rng.integers(1, 11, len(ii)).astype(np.int32)
+        imps = rng.integers(5, 40, len(ii))
+        cos = (iv[ii] * kv[kk]).sum(1)
+        clicks = rng.binomial(imps, true_ctr(cos, effect[ii], pos))
+        df = pd.DataFrame({"item_id": items["id"].to_numpy()[ii], "keyphrase_id": kps["id"].to_numpy()[kk],
+                           "position": pos, "impressions": imps.astype(np.int64), "clicks": clicks.astype(np.int64)})
+        df = df.groupby(["item_id", "keyphrase_id", "position"], as_index=False)[["impressions", "clicks"]].sum()
+        df["position"] = df["position"].astype(np.int32)
+        write_parquet_atomic(df, lake.path("ctr_position_daily", ds=day))
+    return s
+
+
+@pytest.fixture
+def world(tmp_path):
+    return ctr_world(tmp_path / "lake")
+
+
+def test_trains_gates_registers_and_exports(world):
+    stats = train_ctr.run(world, END)
+    assert stats["student_version"] == "v1" and stats["train_days"] == 6 and stats["holdout_days"] == DAYS[-2:]
+    held = stats["heldout"]
+    new, prior = held["challenger"]["all"], held["position_prior"]["all"]
+    # the model learns what the position prior cannot: relevance and item effects
+    assert new["auc"] > prior["auc"] + 0.1 and new["log_loss"] < prior["log_loss"]
+    assert stats["promoted"] and "position prior" in stats["reason"]
+    assert held["cold_rows"] > 0 and held["challenger"]["cold_items"]["impressions"] > 0
+    assert set(stats["parts"]) == {"item_bucket", "keyphrase_bucket", "item_vec", "keyphrase_vec", "item_codes",
+                                   "keyphrase_codes"}  # no raw/item_images in this lake: no image input
+    assert registry.ctr_champion(world) == stats["version"]
+    vdir = Path(layout.registry_version_dir(world, stats["version"], "ctr"))
+    model = vdir / "model"
+    for name in ("ctr_model.pt", "ctr_config.json", "ctr_model.onnx", "item_sid/codebook.faiss",
+                 "keyphrase_sid/codebook.faiss"):
+        assert (model / name).exists(), name
+    cfg = json.loads((vdir / "train_config.json").read_text())
+    assert cfg["student_version"] == "v1"
+    metrics = json.loads((vdir / "metrics.json").read_text())
+    assert metrics["export_max_abs_diff"] < 1e-4
+    saved = Lake.from_settings(world).read_json(Lake.from_settings(world).run_stats_path(END, "train_ctr"))
+    assert saved["version"] == stats["version"]
+
+
+def test_a_rerun_reuses_the_version_and_a_new_day_is_gated_against_the_champion(world):
+    first = train_ctr.run(world, END)
+    again = train_ctr.run(world, END)
+    assert again["reused"] and again["version"] == first["version"]
+    # another configuration is another challenger, compared on the same held-out rows with the champion
+    other = train_ctr.run(world.with_overrides(**{"ctr_model.use_semantics": False, "ctr_model.use_semantic_ids": False}),
+                          END)
+    assert other["version"] != first["version"] and other["champion_before"] == first["version"]
+    assert "vs champion" in other["reason"]
+    new, old = other["heldout"]["challenger"]["all"], other["heldout"]["champion"]["all"]
+    assert other["promoted"] == (new["auc"] >= old["auc"] and new["log_loss"] <= old["log_loss"])
+    assert set(other["heldout"]) >= {"challenger", "champion", "position_prior"}
+    assert other["heldout"]["champion"]["all"]["auc"] == pytest.approx(first["heldout"]["challenger"]["all"]["auc"],
+                                                                       abs=1e-9)
+    # IDs alone cannot score items never seen in training: the semantics can
+    assert other["heldout"]["challenger"]["cold_items"]["auc"] < first["heldout"]["challenger"]["cold_items"]["auc"]
+    assert registry.ctr_champion(world) == (other["version"] if other["promoted"] else first["version"])
+
+
+def test_too_few_days_skips_and_disabled_does_nothing(tmp_path):
+    s = ctr_world(tmp_path / "lake")
+    short = train_ctr.run(s.with_overrides(**{"ctr_model.holdout_days": 8}), END)
+    assert short["skipped"] and "holdout_days" in short["why"] and registry.ctr_champion(s) is None
+    off = train_ctr.run(s.with_overrides(**{"ctr_model.enabled": False}), END)
+    assert off["skipped"] and "enabled" in off["why"]
+
+
+def test_the_image_column_is_used_when_the_lake_has_one(tmp_path):
+    s = ctr_world(tmp_path / "lake")
+    lake = Lake.from_settings(s)
+    ids = np.arange(1, 301, dtype=np.int64)
+    write_parquet_atomic(pd.DataFrame({"item_id": ids[::2], "image_embedding": list(np.random.default_rng(0).normal(
+        size=(150, 6)).astype("float32"))}), lake.path("item_images"))
+    stats = train_ctr.run(s, END)
+    assert {"image", "has_image"} <= set(stats["parts"])
+    assert not train_ctr.run(s.with_overrides(**{"ctr_model.use_image": False}), END).get("skipped")
+
+
+def test_training_batches_are_shuffled_and_complete(world):
+    """Every stored row reaches training exactly once per pass, in batches of batch_rows, not in stored order."""
+    lake = Lake.from_settings(world)
+    stored = pd.concat(read_parquet(lake.path("ctr_position_daily", ds=d)) for d in DAYS[:6])
+    batches = list(train_ctr.shuffled_batches(lake, DAYS[:6], 100, np.random.default_rng(0)))
+    assert all(len(b["item_id"]) == 100 for b in batches[:-1]) and 0 < len(batches[-1]["item_id"]) <= 100
+    got = pd.concat(pd.DataFrame(b) for b in batches)
+    key = ["item_id", "keyphrase_id", "position", "impressions", "clicks"]
+    assert len(got) == len(stored)
+    pd.testing.assert_frame_equal(got[key].sort_values(key).reset_index(drop=True),
+                                  stored[key].astype("int64").sort_values(key).reset_index(drop=True))
+    first = batches[0]["item_id"]
+    assert len(np.unique(first)) > 50  # stored rows are sorted by item: a shuffled batch spans many items
+
+
+def test_recommend_puts_the_expected_ctr_beside_each_recommendation(world):
+    """The CTR champion of the serving student scores every published row (P(click) at position 1, the same as
+    the model's own prediction); rank_by=expected_clicks re-orders each item's rows by it, same rows."""
+    from keyphrase_pipeline.artifacts.ctr_scoring import champion_scorer
+    from keyphrase_pipeline.stages import index, recommend
+
+    index.run(world, END)
+    before = recommend.run(world, END)
+    assert before["ctr_model_version"] is None and before["expected_ctr_rows"] == 0  # no CTR model yet
+    plain = read_parquet(Lake.from_settings(world).path("recommendations", ds=END), contract="recommendations")
+    assert plain["expected_ctr"].isna().all()
+    trained = train_ctr.run(world, END)
+    stats = recommend.run(world, END)
+    assert stats["ctr_model_version"] == trained["version"] and stats["expected_ctr_rows"] == stats["rows"]
+    recs = read_parquet(Lake.from_settings(world).path("recommendations", ds=END), contract="recommendations")
+    assert set(recs["ctr_model_version"]) == {trained["version"]}
+    assert recs["expected_ctr"].between(0, 1).all()
+    scorer, _why = champion_scorer(world, "v1")
+    want = scorer.predict(recs["item_id"].to_numpy(), recs["keyphrase_id"].to_numpy())
+    np.testing.assert_allclose(recs["expected_ctr"].to_numpy(), want, atol=1e-5)
+    pd.testing.assert_frame_equal(recs.drop(columns=["expected_ctr", "ctr_model_version"]), plain.drop(
+        columns=["expected_ctr", "ctr_model_version"]))  # relevance ranking unchanged by default
+    by_clicks = recommend.run(world.with_overrides(**{"ctr_model.rank_by": "expected_clicks"}), END)
+    assert by_clicks["rank_by"] == "expected_clicks"
+    ranked = read_parquet(Lake.from_settings(world).path("recommendations", ds=END), contract="recommendations")
+    key = ["item_id", "keyphrase_id"]
+    assert ranked[key].sort_values(key).reset_index(drop=True).equals(recs[key].sort_values(key).reset_index(drop=True))
+    for _iid, g in ranked.groupby("item_id"):
+        assert list(g["rank"]) == list(range(1, len(g) + 1))
+        assert (np.diff(g["expected_ctr"].to_numpy()) <= 1e-7).all()
+    assert not (ranked["keyphrase_id"].to_numpy() == recs["keyphrase_id"].to_numpy()).all()
