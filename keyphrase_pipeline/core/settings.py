@@ -362,7 +362,6 @@ class CtrModelSettings(BaseModel):
     max_steps: int = Field(0, ge=0, description="Cap on optimizer steps (0: none).")
     learning_rate: float = Field(3e-3, gt=0)
     seed: int = 17
-    min_train_impressions: int = Field(1000, ge=1, description="Fewer training impressions: the stage skips.")
     auc_tolerance: float = Field(0.0, ge=0.0, description="Gate: the challenger's held-out AUC may be this much "
                                  "below the champion's.")
     logloss_tolerance: float = Field(0.0, ge=0.0, description="Gate: its held-out log-loss may be this much above.")

@@ -161,6 +161,7 @@ def _train(cfg, features, lake, days, settings, seen: np.ndarray, items_table):
     log.info("CTR model: %d training rows over %d days, %d steps planned (%d per epoch)", total_rows, len(days),
              planned, steps_per_epoch)
     while step < planned:
+        at_start = step
         for batch in shuffled_batches(lake, days, c.batch_rows, rng):
             pos = np.clip(batch["position"], 1, cfg.max_position)
             if epoch == 0:
@@ -188,6 +189,8 @@ def _train(cfg, features, lake, days, settings, seen: np.ndarray, items_table):
             if step >= planned:
                 break
         epoch += 1
+        if step == at_start:  # a pass without one usable row (no row's item and keyphrase have embeddings)
+            break
     prior = np.where(prior_imps > 0, prior_clicks / np.maximum(prior_imps, 1),
                      prior_clicks.sum() / max(prior_imps.sum(), 1))
     model.eval()
@@ -317,6 +320,9 @@ def run(settings: Settings, ds, version: str | None = None) -> dict:
     seen = np.zeros(len(items), dtype=bool)
     model, training, prior = _train(cfg, features, lake, train_days, settings, seen, items)
     if training["steps"] == 0:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
         return skipped("no training row has an item and a keyphrase with embeddings")
     champion, champion_why = champion_scorer(settings, student, (items, keyphrases), images)
     heldout = _evaluate(model, features, champion, prior, lake, holdout_days, cfg, seen, items, c.batch_rows)

@@ -31,7 +31,6 @@ def ctr_world(root: Path, seed: int = 0, **ctr_model):
     s = s.with_overrides(**{"ctr.window_days": 8, "ctr_model.holdout_days": 2, "ctr_model.batch_rows": 512,
                             "ctr_model.epochs": 15, "ctr_model.learning_rate": 0.01, "ctr_model.sid_bits": 3,
                             "ctr_model.id_buckets": 4096,
-                            "ctr_model.min_train_impressions": 1,
                             **{f"ctr_model.{k}": v for k, v in ctr_model.items()}})
     lake = Lake.from_settings(s)
     items = read_parquet(layout.embeddings_dir(s, "items", "v1"))
@@ -173,3 +172,24 @@ def test_recommend_puts_the_expected_ctr_beside_each_recommendation(world):
         assert list(g["rank"]) == list(range(1, len(g) + 1))
         assert (np.diff(g["expected_ctr"].to_numpy()) <= 1e-7).all()
     assert not (ranked["keyphrase_id"].to_numpy() == recs["keyphrase_id"].to_numpy()).all()
+
+
+def test_rows_without_embeddings_are_left_out_and_none_usable_skips(tmp_path):
+    """Rows whose item or keyphrase has no embedding are left out (counted); when no row is usable the stage skips
+    (it does not loop, and leaves no version behind)."""
+    s = ctr_world(tmp_path / "lake")
+    lake = Lake.from_settings(s)
+    for day in DAYS:
+        df = read_parquet(lake.path("ctr_position_daily", ds=day))
+        df.loc[df.index[:50], "item_id"] = 999_999  # an item the student never embedded
+        write_parquet_atomic(df, lake.path("ctr_position_daily", ds=day))
+    stats = train_ctr.run(s, END)
+    assert stats["rows_without_embedding"] == 6 * 50 and stats["promoted"]
+    for day in DAYS:
+        df = read_parquet(lake.path("ctr_position_daily", ds=day))
+        df["item_id"] = 999_999
+        write_parquet_atomic(df, lake.path("ctr_position_daily", ds=day))
+    none = train_ctr.run(s.with_overrides(**{"ctr_model.seed": 3}), END)
+    assert none["skipped"] and "embeddings" in none["why"]
+    assert [p.name for p in Path(layout.registry_kind_dir(s, "ctr")).iterdir() if not p.name.startswith((".", "_"))] \
+        == [stats["version"]]
