@@ -130,8 +130,8 @@ def run(args) -> list[dict]:
                         "seconds": round(time.perf_counter() - t0, 1),
                         **{f"{part}_{metric}": h["challenger"][part][metric] for part in ("all", "cold_items", "warm_items")
                            for metric in ("auc", "log_loss")},
-                        "prior_all_auc": h["position_prior"]["all"]["auc"],
-                        "prior_all_log_loss": h["position_prior"]["all"]["log_loss"],
+                        **{f"prior_{part}_{metric}": h["position_prior"][part][metric]
+                           for part in ("all", "cold_items", "warm_items") for metric in ("auc", "log_loss")},
                         "cold_rows": h["cold_rows"], "rows": h["rows"], "expert_correlation": h["expert_correlation"]}
                 print(json.dumps(line), flush=True)
                 with out.open("a") as f:
@@ -153,12 +153,17 @@ def summarize(runs: list[dict], semantics: str) -> list[dict]:
         mine = [x for x in runs if x.get("config") == name]
         summary = {"bench": "ctr_ablation", "quick": mine[0]["quick"], "summary": name, "seeds": len(mine),
                    "semantics": semantics}
-        for key in ("all_auc", "all_log_loss", "cold_items_auc", "warm_items_auc", "expert_correlation", "seconds"):
+        for key in ("all_auc", "all_log_loss", "cold_items_auc", "cold_items_log_loss", "warm_items_auc",
+                    "expert_correlation", "seconds"):
             vals = [x[key] for x in mine if x[key] is not None]
             summary[key] = {"mean": round(statistics.fmean(vals), 5) if vals else None,
                             "sd": round(statistics.stdev(vals), 5) if len(vals) > 1 else None}
         out.append(summary)
     return out
+
+
+def _fmt(value, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def table(path: Path) -> str:
@@ -173,17 +178,21 @@ def table(path: Path) -> str:
             return "–"
         return f"{v['mean']:.{digits}f}" + (f" ± {v['sd']:.{digits}f}" if v["sd"] is not None else "")
 
-    prior = runs[0]["prior_all_auc"] if runs else None
-    out = ["| configuration | AUC (all) | log-loss (all) | AUC (cold items) | AUC (warm items) | expert correlation | "
-           "seconds |", "|---|---|---|---|---|---|---|"]
+    out = ["| configuration | AUC (all) | log-loss (all) | AUC (cold items) | log-loss (cold items) | AUC (warm items) "
+           "| expert correlation | seconds |", "|---|---|---|---|---|---|---|---|"]
+    if runs:
+        r0 = runs[0]
+        out.append(f"| position prior (no model) | {r0['prior_all_auc']:.4f} | {r0['prior_all_log_loss']:.5f} | "
+                   f"{_fmt(r0.get('prior_cold_items_auc'), 4)} | {_fmt(r0.get('prior_cold_items_log_loss'), 5)} | "
+                   f"{_fmt(r0.get('prior_warm_items_auc'), 4)} | – | – |")
     for r in summaries:
         out.append(f"| {r['summary']} | {cell(r['all_auc'])} | {cell(r['all_log_loss'], 5)} | {cell(r['cold_items_auc'])} "
-                   f"| {cell(r['warm_items_auc'])} | {cell(r['expert_correlation'], 3)} | {cell(r['seconds'], 0)} |")
+                   f"| {cell(r['cold_items_log_loss'], 5)} | {cell(r['warm_items_auc'])} | "
+                   f"{cell(r['expert_correlation'], 3)} | {cell(r['seconds'], 0)} |")
     if runs:
-        out.append(f"\nPosition prior (the training days' CTR at each position): AUC {prior:.4f}, log-loss "
-                   f"{runs[0]['prior_all_log_loss']:.5f}; {runs[0]['rows']} held-out rows ({runs[0]['cold_rows']} "
-                   f"of cold items); semantics: {runs[0]['semantics']}; {summaries[0]['seeds'] if summaries else 0} "
-                   "seeds per configuration (mean ± sd).")
+        out.append(f"\nPosition prior: the training days' CTR at each position. {runs[0]['rows']} held-out rows "
+                   f"({runs[0]['cold_rows']} of cold items); semantics: {runs[0]['semantics']}; "
+                   f"{summaries[0]['seeds'] if summaries else 0} seeds per configuration (mean ± sd).")
     return "\n".join(out)
 
 

@@ -53,7 +53,10 @@ def load_images(settings: Settings) -> VectorTable | None:
     values = np.asarray(vecs, dtype=np.float32)
     if not np.isfinite(values).all():
         raise DataError(f"{path}: {int((~np.isfinite(values).all(axis=1)).sum())} image vector(s) hold NaN or inf")
-    return VectorTable(np.concatenate(ids), values)
+    try:
+        return VectorTable(np.concatenate(ids), values)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
 
 
 def embedding_tables(settings: Settings, student_version: str) -> tuple[VectorTable, VectorTable]:
@@ -145,6 +148,10 @@ def load_scorer(settings: Settings, version: str, tables=None, images=None, stre
         items, keyphrases = embedding_tables(settings, student)
     if cfg.use_image and images is None:
         images = load_images(settings)
+    if cfg.use_image and images is not None and images.values.shape[1] != cfg.image_dim:
+        raise DataError(f"CTR model {version} was trained on image vectors of length {cfg.image_dim}; "
+                        f"raw/item_images now holds length {images.values.shape[1]}: it is retrained on the next "
+                        "training day (until then no expected CTR)")
     return CtrScorer(version, mdir, build_features(cfg, items, keyphrases, mdir, images), student)
 
 

@@ -358,7 +358,7 @@ class CtrModelSettings(BaseModel):
     reference_position: int = Field(1, ge=1, description="Predictions are the CTR at this display position.")
     holdout_days: int = Field(3, ge=1, description="The window's last days, kept aside to gate the model.")
     batch_rows: int = Field(8192, ge=16, description="Training rows per step (streamed; memory set by this).")
-    epochs: float = Field(2.0, gt=0, description="Passes over the training days.")
+    epochs: float = Field(4.0, gt=0, description="Passes over the training days.")
     max_steps: int = Field(0, ge=0, description="Cap on optimizer steps (0: none).")
     learning_rate: float = Field(3e-3, gt=0)
     seed: int = 17

@@ -111,6 +111,28 @@ def with_expected_ctr(recs, scorer, ids, vecs, rank_by: str):
     return recs
 
 
+def _carried_expected_ctr(table, schema, scorer):
+    """Carried rows (``changed_only``) with their expected CTR kept only when the CTR model that gave it is the one
+    scoring today (``scorer``; None: none): another model's (or no model's) value would be stale beside today's, so
+    it becomes null. Returns (the table in ``schema``, rows whose value was dropped)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for name in ("expected_ctr", "ctr_model_version"):  # files written before the CTR model have neither
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
+    table = table.select(schema.names).cast(schema)
+    keep = pc.fill_null(pc.equal(table.column("ctr_model_version"), scorer.version), False) if scorer else \
+        pa.array([False] * table.num_rows)
+    dropped = int(pc.sum(pc.and_(pc.invert(keep), pc.is_valid(table.column("expected_ctr")))).as_py() or 0)
+    if dropped:
+        table = table.set_column(schema.get_field_index("expected_ctr"), "expected_ctr",
+                                 pc.if_else(keep, table.column("expected_ctr"), pa.scalar(None, pa.float32())))
+        table = table.set_column(schema.get_field_index("ctr_model_version"), "ctr_model_version",
+                                 pc.if_else(keep, table.column("ctr_model_version"), pa.scalar(None, pa.string())))
+    return table, dropped
+
+
 def _positions(ids, wanted):
     """Row of each of ``wanted`` in the unsorted id array ``ids``."""
     import numpy as np
@@ -333,7 +355,7 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
         log.info("expected CTR: %s", ctr_why if scorer is None else f"CTR model {scorer.version}")
     search_index = faiss_on_device(index, s.device, k=s.top_k)
     faiss_gpu = search_index is not index  # where the search runs (auto keeps HNSW, or a large top_k, on the CPU)
-    rows = scored = batches = with_recs = predicted = 0
+    rows = scored = batches = with_recs = predicted = stale_ctr = 0
     score_sum = 0.0
     bad_by_reason, bad_example = {}, None  # item vectors that are not vectors: counted over the whole input, refused
     seen = np.zeros(len(keep), dtype=bool)  # which carried ids had rows in the previous recommendations
@@ -372,10 +394,8 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
                         continue
                     seen[pos[hit]] = True
                     table = pa.Table.from_batches([batch.select(carry)]).filter(pa.array(hit))
-                    for name in ("expected_ctr", "ctr_model_version"):  # kept as carried; null before the CTR model
-                        if name not in table.column_names:
-                            table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
-                    table = table.select(schema.names).cast(schema)
+                    table, stale = _carried_expected_ctr(table, schema, scorer)
+                    stale_ctr += stale
                     parts.write(table)
                     rows += table.num_rows
                     score_sum += float(table.column("score").to_numpy().astype(np.float64).sum())
@@ -393,6 +413,7 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
                  "rows": int(rows), "items_with_recs": int(with_recs), "faiss_gpu": faiss_gpu,
                  "ctr_model_version": scorer.version if scorer else None, "expected_ctr_rows": int(predicted),
                  "expected_ctr_why": ctr_why, "rank_by": settings.ctr_model.rank_by,
+                 "expected_ctr_dropped_carried": int(stale_ctr),
                  "mean_recs_per_item": rows / with_recs if with_recs else 0.0,
                  "mean_score": score_sum / rows if rows else 0.0, "top_k": int(k),
                  "score_threshold": s.score_threshold, "changed_only": bool(changed_only),

@@ -79,15 +79,31 @@ def _config(settings: Settings, image_dim: int):
 
 
 def _day_batches(lake: Lake, days: list[str], batch_rows: int):
-    """Arrow record batches (``COLUMNS``) of the days' ``ctr_position_daily``, one row group at a time."""
+    """(file, rows) of the days' ``ctr_position_daily``, one row group at a time; ``rows``: ``checked_rows``."""
     for day in days:
         dataset = contract_dataset(lake.path("ctr_position_daily", ds=day), "ctr_position_daily")
-        for _path, batch in row_group_batches(dataset, COLUMNS, batch_rows):
-            yield batch
+        for path, batch in row_group_batches(dataset, COLUMNS, batch_rows):
+            yield path, checked_rows(batch, path)
 
 
-def _numpy(batch) -> dict[str, np.ndarray]:
-    return {c: batch.column(c).to_numpy(zero_copy_only=False).astype(np.int64) for c in COLUMNS}
+def checked_rows(batch, where: str) -> dict[str, np.ndarray]:
+    """A ``ctr_position_daily`` record batch as int64 arrays (``COLUMNS``). ``kp ctr-labels`` writes these rows from
+    validated events, so a null, a position below 1, negative impressions or clicks, or more clicks than impressions
+    means the dataset was damaged or written by something else: DataError (exit 3) naming the file, the problem
+    and how many rows have it (nothing is trained on such data)."""
+    for c in COLUMNS:
+        nulls = batch.column(c).null_count
+        if nulls:
+            raise DataError(f"{where}: column {c} has {nulls} null value(s) in ctr_position_daily (rewrite the day "
+                            "with `kp ctr-labels --ds D`)")
+    rows = {c: batch.column(c).to_numpy(zero_copy_only=False).astype(np.int64) for c in COLUMNS}
+    for problem, bad in (("position below 1", rows["position"] < 1),
+                         ("negative impressions or clicks", (rows["impressions"] < 0) | (rows["clicks"] < 0)),
+                         ("more clicks than impressions", rows["clicks"] > rows["impressions"])):
+        if bad.any():
+            raise DataError(f"{where}: {int(bad.sum())} row(s) of ctr_position_daily with {problem} (rewrite the day "
+                            "with `kp ctr-labels --ds D`)")
+    return rows
 
 
 def shuffled_batches(lake: Lake, days: list[str], batch_rows: int, rng: np.random.Generator):
@@ -105,9 +121,9 @@ def shuffled_batches(lake: Lake, days: list[str], batch_rows: int, rng: np.rando
         rest = {c: v[order[cut:]] for c, v in rows.items()}
         return batches, rest
 
-    for batch in _day_batches(lake, [days[i] for i in rng.permutation(len(days))], batch_rows):
-        buffer.append(_numpy(batch))
-        held += batch.num_rows
+    for _path, rows in _day_batches(lake, [days[i] for i in rng.permutation(len(days))], batch_rows):
+        buffer.append(rows)
+        held += len(rows["item_id"])
         if held >= SHUFFLE_BATCHES * batch_rows:
             out, rest = drain(final=False)
             yield from out
@@ -115,6 +131,16 @@ def shuffled_batches(lake: Lake, days: list[str], batch_rows: int, rng: np.rando
     if held:
         out, _rest = drain(final=True)
         yield from out
+
+
+def _content_hash(table) -> str:
+    """sha1 (16 hex digits) of a vector table's ids and values: image vectors are few and read whole, and a rewrite
+    with new values keeps the file's name and size (what ``dir_fingerprint`` sees)."""
+    import hashlib
+
+    h = hashlib.sha1(np.ascontiguousarray(table.ids).tobytes())
+    h.update(np.ascontiguousarray(table.values).tobytes())
+    return h.hexdigest()[:16]
 
 
 def _count_rows(lake: Lake, days: list[str]) -> int:
@@ -137,6 +163,35 @@ def _metrics(p: np.ndarray, clicks: np.ndarray, imps: np.ndarray) -> dict:
             "observed_ctr": round(float(clicks.sum() / max(imps.sum(), 1)), 6)}
 
 
+def _position_prior(lake: Lake, days: list[str], batch_rows: int, cfg, seen: np.ndarray, items_table) -> np.ndarray:
+    """One pass over the training days: the CTR at each display position (float64 ``(max_position + 1,)``; positions
+    without impressions get the overall CTR), and ``seen`` set for every item with a training impression."""
+    clicks, imps = np.zeros(cfg.max_position + 1), np.zeros(cfg.max_position + 1)
+    for _path, rows in _day_batches(lake, days, batch_rows):
+        pos = np.clip(rows["position"], 1, cfg.max_position)
+        np.add.at(clicks, pos, rows["clicks"])
+        np.add.at(imps, pos, rows["impressions"])
+        at = items_table.rows(rows["item_id"])
+        seen[at[(at >= 0) & (rows["impressions"] > 0)]] = True
+    overall = clicks.sum() / max(imps.sum(), 1)
+    return np.where(imps > 0, clicks / np.maximum(imps, 1), overall)
+
+
+def _start_from_prior(model, prior: np.ndarray, cfg) -> None:
+    """Start the position biases at the prior's log-odds relative to the reference position, and each expert's
+    output bias at the reference position's log-odds: step 0 predicts the position prior, so a short budget
+    (the demo's few hundred steps) spends itself on what the prior does not know, not on learning position."""
+    import torch
+
+    p = np.clip(prior, 1e-6, 1 - 1e-6)
+    logit = np.log(p / (1 - p))
+    ref = logit[cfg.reference_position]
+    with torch.no_grad():
+        model.position.weight[:, 0] = torch.as_tensor(logit - ref, dtype=torch.float32)
+        for expert in model.experts:
+            expert[-1].bias.fill_(float(ref))
+
+
 def _train(cfg, features, lake, days, settings, seen: np.ndarray, items_table):
     """Train a model on ``days``; returns (model, stats, prior CTR by position). ``seen`` (bool per item-table row)
     is set for every item with a training impression."""
@@ -155,8 +210,8 @@ def _train(cfg, features, lake, days, settings, seen: np.ndarray, items_table):
     planned = int(np.ceil(c.epochs * steps_per_epoch))
     if c.max_steps:
         planned = min(planned, c.max_steps)
-    prior_clicks = np.zeros(cfg.max_position + 1)
-    prior_imps = np.zeros(cfg.max_position + 1)
+    prior = _position_prior(lake, days, c.batch_rows, cfg, seen, items_table)
+    _start_from_prior(model, prior, cfg)
     step, epoch, left_out, loss_sum, decor_sum, t0 = 0, 0, 0, 0.0, 0.0, time.perf_counter()
     log.info("CTR model: %d training rows over %d days, %d steps planned (%d per epoch)", total_rows, len(days),
              planned, steps_per_epoch)
@@ -164,11 +219,6 @@ def _train(cfg, features, lake, days, settings, seen: np.ndarray, items_table):
         at_start = step
         for batch in shuffled_batches(lake, days, c.batch_rows, rng):
             pos = np.clip(batch["position"], 1, cfg.max_position)
-            if epoch == 0:
-                np.add.at(prior_clicks, pos, batch["clicks"])
-                np.add.at(prior_imps, pos, batch["impressions"])
-                rows = items_table.rows(batch["item_id"])
-                seen[rows[(rows >= 0) & (batch["impressions"] > 0)]] = True
             inputs, kept = features.build(batch["item_id"], batch["keyphrase_id"])
             left_out += int((~kept).sum()) if epoch == 0 else 0
             if not kept.any():
@@ -191,8 +241,6 @@ def _train(cfg, features, lake, days, settings, seen: np.ndarray, items_table):
         epoch += 1
         if step == at_start:  # a pass without one usable row (no row's item and keyphrase have embeddings)
             break
-    prior = np.where(prior_imps > 0, prior_clicks / np.maximum(prior_imps, 1),
-                     prior_clicks.sum() / max(prior_imps.sum(), 1))
     model.eval()
     return model, {"steps": step, "epochs_run": epoch, "training_rows": int(total_rows),
                    "rows_without_embedding": left_out, "train_log_loss": round(loss_sum / max(step, 1), 6),
@@ -208,8 +256,7 @@ def _evaluate(model, features, champion, prior, lake, days, cfg, seen, items_tab
 
     cols = {k: [] for k in ("p", "champ", "prior", "clicks", "imps", "cold")}
     experts_sample = []
-    for batch in _day_batches(lake, days, batch_rows):
-        b = _numpy(batch)
+    for _path, b in _day_batches(lake, days, batch_rows):
         inputs, kept = features.build(b["item_id"], b["keyphrase_id"])
         both = kept
         if champion is not None:  # both models score the same rows: those both can (the same student's embeddings)
@@ -272,9 +319,7 @@ def run(settings: Settings, ds, version: str | None = None) -> dict:
 
     Raises DataError (exit 3): no student or its embeddings, a broken ``ctr_position_daily`` or ``item_images``, no
     held-out row with embeddings; ConfigError (exit 2): an invalid ``ctr_model`` configuration."""
-    import torch
 
-    from keyphrase_pipeline.models import ctr_model, semantic_ids
 
     c = settings.ctr_model
     ds = ds_str(ds)
@@ -300,15 +345,41 @@ def run(settings: Settings, ds, version: str | None = None) -> dict:
     cfg = _config(settings, int(images.values.shape[1]) if images is not None else 0)
     data = {"student_version": student, "train_days": train_days, "holdout_days": holdout_days,
             "fingerprints": {d: dir_fingerprint(lake.path("ctr_position_daily", ds=d)) for d in days},
-            "images": bool(images is not None)}
-    config = {"model": dict(vars(cfg)), "ctr_model": c.model_dump(), "student_version": student}
+            "images": _content_hash(images) if images is not None else None}
+    # what shapes the model (not serving choices: enabled, rank_by, the gate's tolerances)
+    config = {"model": dict(vars(cfg)), "student_version": student,
+              "ctr_model": c.model_dump(exclude={"enabled", "rank_by", "auc_tolerance", "logloss_tolerance"})}
     vid = registry.version_id(ds, config, data)
     again = registry.reusable(settings, vid, "ctr")
-    if again is not None:
+    if again is not None:  # the run that made it: its held-out figures and the gate's verdict
+        vdir = layout.registry_version_dir(settings, vid, "ctr")
+        promotion = lake.read_json(layout.version_file(vdir, "promotion"), default={}) or {}
+        again.update({"student_version": student, "promoted": bool(promotion.get("promoted")),
+                      "reason": promotion.get("reason") or promotion.get("gate"),
+                      "heldout": (lake.read_json(layout.version_file(vdir, "metrics"), default={}) or {}).get("heldout")})
         lake.write_run_stats(ds, STAGE, again)
         return again
 
     tmp = registry.new_version_tmp(settings, vid, "ctr")
+    try:
+        return _train_and_register(settings, ds, lake, vid, tmp, student, cfg, config, data, items, keyphrases, images,
+                                   train_days, holdout_days, t_start, skipped)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed run leaves no half-written version behind
+        raise
+
+
+def _train_and_register(settings, ds, lake, vid, tmp, student, cfg, config, data, items, keyphrases, images,
+                        train_days, holdout_days, t_start, skipped) -> dict:
+    """The rest of ``run`` once the version's temp directory exists: codebooks, training, evaluation, the gate,
+    the export and the commit."""
+    import torch
+
+    from keyphrase_pipeline.models import ctr_model, semantic_ids
+
+    c = settings.ctr_model
     mdir = Path(layout.version_model_dir(tmp))
     mdir.mkdir(parents=True, exist_ok=True)
     if cfg.use_semantic_ids:
@@ -324,14 +395,18 @@ def run(settings: Settings, ds, version: str | None = None) -> dict:
 
         shutil.rmtree(tmp, ignore_errors=True)
         return skipped("no training row has an item and a keyphrase with embeddings")
+    serving = serving_model(settings, ds)
     champion, champion_why = champion_scorer(settings, student, (items, keyphrases), images)
     heldout = _evaluate(model, features, champion, prior, lake, holdout_days, cfg, seen, items, c.batch_rows)
     promoted, reason = _gate(settings, heldout, champion_why)
+    if promoted and student != serving:  # a model for another student would take the serving student's scores away
+        promoted, reason = False, (f"trained on student {student}, but day {ds} serves {serving}: registered, not "
+                                   f"promoted ({reason})")
 
     ctr_model.save(model, cfg, mdir)
     onnx_path = ctr_model.export_onnx(model, cfg, mdir / ctr_model.ONNX_FILE)
-    check = next(_day_batches(lake, holdout_days[-1:], 256))
-    inputs, kept = features.build(check.column("item_id").to_numpy(), check.column("keyphrase_id").to_numpy())
+    _path, check = next(_day_batches(lake, holdout_days, 256))  # _evaluate found held-out rows: there is one
+    inputs, kept = features.build(check["item_id"], check["keyphrase_id"])
     import onnxruntime as ort
 
     onnx_p = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"]).run(["p_click"], inputs)[0]

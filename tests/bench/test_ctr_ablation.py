@@ -28,4 +28,5 @@ def test_quick_run_reports_each_configuration_and_the_table(ablation, tmp_path, 
     assert [json.loads(x) for x in out.read_text().splitlines()] == lines
     table = ablation.table(out)
     assert table.splitlines()[0].startswith("| configuration | AUC (all)") and "| ids_only |" in table
+    assert "| position prior (no model) |" in table
     assert "untrained base encoder" in table and "1 seeds per configuration" in table

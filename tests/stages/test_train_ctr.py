@@ -4,6 +4,7 @@ registered and exported; recommend puts its expected CTR beside each recommendat
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -193,3 +194,111 @@ def test_rows_without_embeddings_are_left_out_and_none_usable_skips(tmp_path):
     assert none["skipped"] and "embeddings" in none["why"]
     assert [p.name for p in Path(layout.registry_kind_dir(s, "ctr")).iterdir() if not p.name.startswith((".", "_"))] \
         == [stats["version"]]
+
+
+@pytest.mark.parametrize("damage,problem", [
+    (lambda df: df.assign(clicks=df["clicks"].astype("Int64").where(df.index != 3)), "column clicks has 1 null"),
+    (lambda df: df.assign(clicks=np.where(df.index == 3, df["impressions"] + 1, df["clicks"])),
+     "1 row(s) of ctr_position_daily with more clicks than impressions"),
+    (lambda df: df.assign(position=np.where(df.index == 3, 0, df["position"]).astype("int32")), "position below 1"),
+    (lambda df: df.assign(impressions=np.where(df.index == 3, -5, df["impressions"])), "negative impressions"),
+])
+@pytest.mark.parametrize("day", [DAYS[0], DAYS[-1]])  # a training day, a held-out day
+def test_damaged_rows_are_a_data_error_naming_the_file_and_leave_nothing(tmp_path, damage, problem, day):
+    from keyphrase_pipeline.core.errors import DataError
+
+    s = ctr_world(tmp_path / "lake")
+    lake = Lake.from_settings(s)
+    df = read_parquet(lake.path("ctr_position_daily", ds=day))
+    write_parquet_atomic(damage(df), lake.path("ctr_position_daily", ds=day))
+    with pytest.raises(DataError, match=f"ds={day}.*{re.escape(problem)}"):
+        train_ctr.run(s, END)
+    kind = Path(layout.registry_kind_dir(s, "ctr"))
+    assert not kind.exists() or list(kind.iterdir()) == []  # no version, no temp directory left behind
+    assert registry.ctr_champion(s) is None
+
+
+def test_position_biases_start_at_the_prior():
+    """Before training, each position's bias is the prior's log-odds there minus at the reference position, and each
+    expert's output bias the reference position's log-odds (a short budget starts from the prior)."""
+    import torch
+
+    from keyphrase_pipeline.models.ctr_model import CtrConfig, build_model
+
+    cfg = CtrConfig(use_ids=False, use_semantic_ids=False, emb_dim=4, experts=2, max_position=4)
+    model = build_model(cfg)
+    prior = np.array([0.1, 0.2, 0.1, 0.05, 0.04])
+    train_ctr._start_from_prior(model, prior, cfg)
+    logit = np.log(prior / (1 - prior))
+    np.testing.assert_allclose(model.position.weight[:, 0].detach().numpy(), logit - logit[1], atol=1e-6)
+    assert all(float(e[-1].bias) == pytest.approx(logit[1], abs=1e-6) for e in model.experts)
+    assert float(model.position.weight[1, 0]) == 0.0 and isinstance(model.position.weight, torch.nn.Parameter)
+
+
+def test_a_model_for_another_student_is_registered_not_promoted_and_reuse_keeps_its_figures(world):
+    from keyphrase_pipeline.core.lake import Lake as _Lake
+
+    first = train_ctr.run(world, END)
+    # a second student with the same embeddings (copied) but not the one the day serves
+    lake = _Lake.from_settings(world)
+    import shutil
+
+    for what in ("items", "keyphrases"):
+        df = read_parquet(layout.embeddings_dir(world, what, "v1"))
+        write_parquet_atomic(df.assign(model_version="v2"), layout.embeddings_dir(world, what, "v2"))
+    shutil.copytree(layout.model_dir(world, "v1"), layout.model_dir(world, "v2"))
+    other = train_ctr.run(world, END, version="v2")
+    assert not other["promoted"] and "day 2026-10-10 serves v1" in other["reason"]
+    assert registry.ctr_champion(world) == first["version"]
+    again = train_ctr.run(world, END)
+    assert again["reused"] and again["promoted"] and again["heldout"] == first["heldout"]
+    saved = lake.read_json(lake.run_stats_path(END, "train_ctr"))
+    assert saved["heldout"] == first["heldout"] and saved["student_version"] == "v1"
+
+
+def test_new_image_vectors_make_a_new_version_and_a_champion_of_another_length_unusable(tmp_path):
+    from keyphrase_pipeline.artifacts.ctr_scoring import champion_scorer
+
+    s = ctr_world(tmp_path / "lake")
+    lake = Lake.from_settings(s)
+    ids = np.arange(1, 301, dtype=np.int64)
+    rng = np.random.default_rng(0)
+    write_parquet_atomic(pd.DataFrame({"item_id": ids, "image_embedding": list(rng.normal(size=(300, 6)).astype(
+        "float32"))}), lake.path("item_images"))
+    first = train_ctr.run(s, END)
+    write_parquet_atomic(pd.DataFrame({"item_id": ids, "image_embedding": list(rng.normal(size=(300, 6)).astype(
+        "float32"))}), lake.path("item_images"))
+    second = train_ctr.run(s, END)
+    assert not second.get("reused") and second["version"] != first["version"]  # new image values, new version
+    write_parquet_atomic(pd.DataFrame({"item_id": ids, "image_embedding": list(rng.normal(size=(300, 4)).astype(
+        "float32"))}), lake.path("item_images"))
+    scorer, why = champion_scorer(s, "v1")
+    assert scorer is None and "image vectors of length 6" in why and "length 4" in why
+    third = train_ctr.run(s, END)  # not stuck behind the champion it cannot score
+    assert third["promoted"] and "no comparable champion" in third["reason"]
+
+
+def test_carried_rows_keep_an_expected_ctr_only_from_todays_model():
+    import pyarrow as pa
+
+    from keyphrase_pipeline.stages import recommend
+
+    schema = recommend._out_schema()
+    table = pa.table({"item_id": pa.array([1, 1, 2], pa.int64()), "rank": pa.array([1, 2, 1], pa.int32()),
+                      "keyphrase_id": pa.array([5, 6, 5], pa.int64()), "keyphrase": ["a", "b", "a"],
+                      "score": pa.array([0.9, 0.8, 0.7], pa.float32()),
+                      "expected_ctr": pa.array([0.1, 0.2, 0.3], pa.float32()),
+                      "ctr_model_version": ["m1", "m1", "m0"]})
+
+    class Scorer:
+        version = "m1"
+
+    kept, dropped = recommend._carried_expected_ctr(table, schema, Scorer())
+    values = kept.column("expected_ctr").to_pylist()
+    assert dropped == 1 and values[:2] == pytest.approx([0.1, 0.2]) and values[2] is None
+    assert kept.column("ctr_model_version").to_pylist() == ["m1", "m1", None]
+    none, dropped = recommend._carried_expected_ctr(table, schema, None)
+    assert dropped == 3 and none.column("expected_ctr").null_count == 3
+    old = table.drop_columns(["expected_ctr", "ctr_model_version"])  # written before the CTR model
+    filled, dropped = recommend._carried_expected_ctr(old, schema, Scorer())
+    assert dropped == 0 and filled.schema == schema and filled.column("expected_ctr").null_count == 3
