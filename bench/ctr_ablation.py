@@ -83,6 +83,7 @@ def base_encoder_lake(work: Path, scale: str):
     mdir = Path(layout.model_dir(s, STUDENT))
     mdir.mkdir(parents=True, exist_ok=True)
     (mdir / "README").write_text("embeddings of the untrained base encoder (bench/ctr_ablation.py)\n")
+    lake.write_pointer(layout.registry_pointer(s, "students"), STUDENT)  # the student the days serve
     return s, last, STUDENT
 
 

@@ -395,7 +395,10 @@ def _train_and_register(settings, ds, lake, vid, tmp, student, cfg, config, data
 
         shutil.rmtree(tmp, ignore_errors=True)
         return skipped("no training row has an item and a keyphrase with embeddings")
-    serving = serving_model(settings, ds)
+    try:
+        serving = serving_model(settings, ds)
+    except DataError:  # no student serves yet (no champion): nothing else to score for
+        serving = student
     champion, champion_why = champion_scorer(settings, student, (items, keyphrases), images)
     heldout = _evaluate(model, features, champion, prior, lake, holdout_days, cfg, seen, items, c.batch_rows)
     promoted, reason = _gate(settings, heldout, champion_why)

@@ -302,3 +302,9 @@ def test_carried_rows_keep_an_expected_ctr_only_from_todays_model():
     old = table.drop_columns(["expected_ctr", "ctr_model_version"])  # written before the CTR model
     filled, dropped = recommend._carried_expected_ctr(old, schema, Scorer())
     assert dropped == 0 and filled.schema == schema and filled.column("expected_ctr").null_count == 3
+
+
+def test_with_no_champion_student_a_model_for_the_given_student_can_be_promoted(world):
+    Path(layout.registry_pointer(world, "students")).unlink()
+    stats = train_ctr.run(world, END, version="v1")
+    assert stats["promoted"] and registry.ctr_champion(world) == stats["version"]
