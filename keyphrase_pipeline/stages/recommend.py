@@ -93,21 +93,18 @@ def with_expected_ctr(recs, scorer, ids, vecs, rank_by: str):
     ``rank_by="expected_clicks"`` re-ranks each item's rows by expected CTR (highest first; rows without one last,
     by relevance), the rows themselves (those above ``serve.score_threshold``) unchanged."""
     import numpy as np
+    import pandas as pd
 
     if scorer is None or recs.empty:
         return recs.assign(expected_ctr=np.float32(np.nan), ctr_model_version=None)
-    row_of = np.searchsorted(ids, recs["item_id"].to_numpy()) if np.all(np.diff(ids) >= 0) else \
-        _positions(ids, recs["item_id"].to_numpy())
-    p = scorer.predict(recs["item_id"].to_numpy(), recs["keyphrase_id"].to_numpy(), vecs[row_of])
+    item_ids = recs["item_id"].to_numpy()
+    p = scorer.predict(item_ids, recs["keyphrase_id"].to_numpy(), vecs[_positions(ids, item_ids)])
     recs = recs.assign(expected_ctr=p.astype(np.float32), ctr_model_version=scorer.version)
     if rank_by == "expected_clicks":
         key = np.where(np.isnan(p), -1.0, p)
-        order = np.lexsort((recs["rank"].to_numpy(), -key, recs["item_id"].to_numpy()))
-        recs = recs.iloc[order].reset_index(drop=True)
+        item_order = pd.factorize(item_ids)[0]  # the frame is item-major: items keep their input order
+        recs = recs.iloc[np.lexsort((recs["rank"].to_numpy(), -key, item_order))].reset_index(drop=True)
         recs["rank"] = (recs.groupby("item_id", sort=False).cumcount() + 1).astype(np.int32)
-        # items keep the input order (the frame is item-major)
-        first = {iid: i for i, iid in enumerate(dict.fromkeys(ids.tolist()))}
-        recs = recs.iloc[np.argsort(recs["item_id"].map(first).to_numpy(), kind="stable")].reset_index(drop=True)
     return recs
 
 
@@ -134,7 +131,7 @@ def _carried_expected_ctr(table, schema, scorer):
 
 
 def _positions(ids, wanted):
-    """Row of each of ``wanted`` in the unsorted id array ``ids``."""
+    """Row of each of ``wanted`` in the id array ``ids`` (sorted or not; every one of ``wanted`` is in it)."""
     import numpy as np
 
     order = np.argsort(ids, kind="stable")

@@ -173,6 +173,7 @@ def test_recommend_puts_the_expected_ctr_beside_each_recommendation(world):
         assert list(g["rank"]) == list(range(1, len(g) + 1))
         assert (np.diff(g["expected_ctr"].to_numpy()) <= 1e-7).all()
     assert not (ranked["keyphrase_id"].to_numpy() == recs["keyphrase_id"].to_numpy()).all()
+    assert list(dict.fromkeys(ranked["item_id"])) == list(dict.fromkeys(recs["item_id"]))  # items keep their order
 
 
 def test_rows_without_embeddings_are_left_out_and_none_usable_skips(tmp_path):
