@@ -59,11 +59,22 @@ def load_images(settings: Settings) -> VectorTable | None:
         raise DataError(f"{path}: {exc}") from None
 
 
-def embedding_tables(settings: Settings, student_version: str) -> tuple[VectorTable, VectorTable]:
-    """(items, keyphrases) ``VectorTable`` of the student's embeddings (``load_embeddings``, required)."""
-    item_ids, item_vecs = load_embeddings(settings, "items", student_version, required=True)
-    kp_ids, kp_vecs = load_embeddings(settings, "keyphrases", student_version, required=True)
-    return VectorTable(item_ids, item_vecs), VectorTable(kp_ids, kp_vecs)
+def embedding_tables(settings: Settings, student_version: str,
+                     items: bool = True) -> tuple[VectorTable | None, VectorTable]:
+    """(items, keyphrases) ``VectorTable`` of the student's embeddings (``load_embeddings``, required); items None
+    with ``items=False`` (a caller that streams the item vectors)."""
+    table = None
+    if items:
+        table = VectorTable(*load_embeddings(settings, "items", student_version, required=True))
+    return table, VectorTable(*load_embeddings(settings, "keyphrases", student_version, required=True))
+
+
+def trained_on(settings: Settings, version: str) -> str | None:
+    """The student whose embeddings CTR model ``version`` reads (``student_version`` of its ``train_config.json``),
+    or None when the file or the field is missing."""
+    vdir = layout.registry_version_dir(settings, version, "ctr")
+    config = Lake.from_settings(settings).read_json(layout.version_file(vdir, "train_config"), default={}) or {}
+    return config.get("student_version")
 
 
 def build_features(cfg: ctr_model.CtrConfig, items: VectorTable | None, keyphrases: VectorTable,
@@ -133,19 +144,11 @@ def load_scorer(settings: Settings, version: str, tables=None, images=None, stre
     mdir = layout.version_model_dir(vdir)
     if not (Path(mdir) / ctr_model.CONFIG_FILE).exists():
         raise DataError(f"CTR model {version} is not in the registry ({mdir})")
-    config = Lake.from_settings(settings).read_json(layout.version_file(vdir, "train_config"), default={}) or {}
-    student = config.get("student_version")
+    student = trained_on(settings, version)
     if not student:
         raise DataError(f"CTR model {version} does not record the student it was trained on ({vdir})")
     cfg = ctr_model.CtrConfig.from_json((Path(mdir) / ctr_model.CONFIG_FILE).read_text())
-    if tables is not None:
-        items, keyphrases = tables
-    elif stream_items:
-        items = None
-        kp_ids, kp_vecs = load_embeddings(settings, "keyphrases", student, required=True)
-        keyphrases = VectorTable(kp_ids, kp_vecs)
-    else:
-        items, keyphrases = embedding_tables(settings, student)
+    items, keyphrases = tables if tables is not None else embedding_tables(settings, student, items=not stream_items)
     if cfg.use_image and images is None:
         images = load_images(settings)
     if cfg.use_image and images is not None and images.values.shape[1] != cfg.image_dim:
@@ -165,10 +168,9 @@ def champion_scorer(settings: Settings, student_version: str, tables=None, image
         return None, str(exc)
     if not version:
         return None, "no CTR model has been promoted yet"
-    vdir = layout.registry_version_dir(settings, version, "ctr")
-    config = Lake.from_settings(settings).read_json(layout.version_file(vdir, "train_config"), default={}) or {}
-    if config.get("student_version") != student_version:
-        return None, (f"the CTR champion {version} reads the embeddings of student {config.get('student_version')}, "
+    trained = trained_on(settings, version)
+    if trained != student_version:
+        return None, (f"the CTR champion {version} reads the embeddings of student {trained}, "
                       f"not of {student_version}: it is retrained on the next training day")
     try:
         return load_scorer(settings, version, tables, images, stream_items), f"CTR champion {version}"
