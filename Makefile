@@ -25,7 +25,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test lint test-all llm-server-deps llm-server bench report airflow airflow-db browser ui-screenshots clean help cluster cluster-down cluster-status cluster-deps cluster-e2e
+.PHONY: install demo test lint test-all llm-server-deps llm-server bench report airflow airflow-db browser ui-screenshots clean help cluster cluster-down cluster-status cluster-deps cluster-e2e review-e2e
 
 help:
 	@echo "make demo     set up and run the daily pipeline on the demo marketplace (summary in var/demo/summary.json)"
@@ -33,6 +33,7 @@ help:
 	@echo "make install  create $(VENV) and install the project (no-op when up to date)"
 	@echo "make airflow  Airflow standalone on http://localhost:8080 with the project's DAGs and plugin"
 	@echo "make cluster  the deployed topology natively: Postgres, Redis, Airflow CeleryExecutor (2 workers), Spark master + 2 workers, the judge's LLM server (CLUSTER_JUDGE=stand-in: simulated)"
+	@echo "make review-e2e  a real scheduler run: approvals, adjudication and the publish deadline answered through the REST API"
 	@echo "make cluster-e2e [FAULTS=1]   with the cluster up: the operator's end-to-end run (FAULTS=1: the fault cases, var/cluster/e2e/faults.json)"
 	@echo "make cluster-down / cluster-status   stop it / pid, health and memory per process (logs in var/cluster/logs)"
 	@echo "make llm-server   the judge's LLM server (vLLM CPU build, SmolLM2-135M) on http://127.0.0.1:8000/v1"
@@ -144,6 +145,9 @@ cluster-status:
 # latest interval, print one JSON line (executor, runs, task hosts/queues, Spark apps, shards, judge calls, version)
 cluster-e2e: cluster-deps
 	$(PY) -m keyphrase_pipeline.deploy.cluster_e2e $(if $(FAULTS),--faults)
+
+review-e2e: install airflow-db browser
+	$(PY) -m keyphrase_pipeline.deploy.review_e2e
 
 clean:
 	rm -rf var/lake var/demo var/airflow var/report bench/results/*_quick.json

@@ -26,9 +26,10 @@ import datetime as dt
 from pathlib import Path
 
 from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.hitl import HITLEntryOperator, HITLOperator
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, TriggerRule, get_current_context, task
 
-from keyphrase_pipeline.orchestration import planning, spark_submit, tasks
+from keyphrase_pipeline.orchestration import planning, reviews, spark_submit, tasks
 
 DS = "{{ ti.xcom_pull(task_ids='plan.plan_day')['ds'] }}"
 JOIN = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
@@ -45,6 +46,7 @@ with DAG(
     tags=["keyphrases", "ads", "llm-distillation", "spark", "daily"],
     default_args={"owner": tasks.DAG_OWNER, "on_failure_callback": tasks.log_task_failure, **tasks.stage_args("plan")},
     on_failure_callback=tasks.log_dag_failure,
+    deadline=reviews.publish_deadline(),  # published by dag.publish_deadline_hours after the data interval
     params={
         "ds": Param(None, type=["null", "string"], format="date", title="Day (ds)",
                     description="Process this day (YYYY-MM-DD) instead of the data interval's start."),
@@ -167,12 +169,61 @@ with DAG(
             return tasks.run_stage("evaluate", params, plan["ds"], candidate=(bi or {}).get("version"),
                                 force_promote=plan["force_promote"])
 
+        @task.short_circuit(doc_md="Does a person decide this promotion? (a close call, or a risky promotion: "
+                                   "`review.*`). If not, the approval is skipped.",
+                            ignore_downstream_trigger_rules=False)
+        def approval_request(stats: dict):
+            return reviews.approval_request(stats)
+
+        approve_promotion = HITLOperator(
+            task_id="approve_promotion",
+            doc_md="Waits for a person (Required Actions, or the REST API): Approve promotes the challenger, Reject "
+                   "keeps the champion; no answer within `review.approval_timeout_hours` keeps the champion.",
+            subject="{{ ti.xcom_pull(task_ids='train.approval_request')['subject'] }}",
+            body="{{ ti.xcom_pull(task_ids='train.approval_request')['body'] }}",
+            **reviews.approval_args(),
+        )
+
+        @task(doc_md="Carry out the answer: promote on Approve; keep the champion on Reject or no answer (recorded "
+                     "in the version's promotion.json and the day's evaluate stats).", **tasks.stage_args("evaluate"))
+        def apply_approval(plan: planning.RunPlan, answer: dict, params=None):
+            return reviews.apply_approval(params, plan["ds"], answer)
+
         skip_training = EmptyOperator(task_id="skip_training",
                                       doc_md="Not a training day: the champion keeps serving.")
         cross = train_cross(plan)
         bi = train_bi(plan, cross)
         gated = evaluate(plan, bi)
+        approved = apply_approval(plan, approve_promotion.output)
+        approval_request(gated) >> approve_promotion
         decide(plan) >> [cross, skip_training]
+
+    # ---- review: label adjudication by a person (a side branch: nothing waits for it) ------------------
+    with TaskGroup("review", tooltip="Pairs where the judge and the cross-encoder disagree most, to a person"):
+
+        @task.short_circuit(doc_md="Pick the day's pairs where the judge and the cross-encoder disagree most "
+                                   "(`review.adjudication_pairs`); none (no new labels, no cross-encoder): skipped.",
+                            trigger_rule=JOIN, ignore_downstream_trigger_rules=False, **tasks.stage_args("evaluate"))
+        def adjudication_request(plan: planning.RunPlan, params=None, dag_run=None):
+            return reviews.adjudication_request(params, plan["ds"], getattr(dag_run, "run_type", None))
+
+        adjudicate = HITLEntryOperator(
+            task_id="adjudicate",
+            doc_md="Waits for a person: relevant / not relevant / skip for each listed pair; no answer within "
+                   "`review.adjudication_timeout_hours` records nothing.",
+            subject="{{ ti.xcom_pull(task_ids='review.adjudication_request')['subject'] }}",
+            body="{{ ti.xcom_pull(task_ids='review.adjudication_request')['body'] }}",
+            **reviews.adjudication_args(),
+        )
+
+        @task(doc_md="Store the answers as human labels (the label review store; training reads them over the "
+                     "judge's labels).", **tasks.stage_args("evaluate"))
+        def record_adjudication(plan: planning.RunPlan, request: dict, answer: dict, params=None):
+            return reviews.record_adjudication(params, plan["ds"], request, answer)
+
+        request = adjudication_request(plan)
+        request >> adjudicate
+        record_adjudication(plan, request, adjudicate.output)
 
     # ---- serve: export, embed, index, recommend, publish (always, with the champion) -----------------
     with TaskGroup("serve", tooltip="ONNX towers, embeddings, FAISS index, recommendations, publish") as serve_group:
@@ -234,10 +285,11 @@ with DAG(
     # ---- wiring between groups ----------------------------------------------------------------------
     ready >> ctr_labels >> llm_group
     [merged, skipped] >> train_group
-    [gated, skip_training] >> exported
+    [gated, approved, skip_training] >> exported
+    [gated, skip_training] >> request
 
 
 if __name__ == "__main__":  # `python dags/keyphrase_daily.py [YYYY-MM-DD]`: one in-process run
     import sys
 
-    dag.test(run_conf={"ds": sys.argv[1]} if len(sys.argv) > 1 else None)
+    reviews.without_deadline(dag).test(run_conf={"ds": sys.argv[1]} if len(sys.argv) > 1 else None)

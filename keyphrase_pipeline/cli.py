@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                   "serve a local LLM with vLLM's OpenAI-compatible server (the judge's service)"),
     "label-reviews": ("keyphrase_pipeline.commands.label_reviews",
                      "export human review verdicts on judged pairs as a --labels file"),
+    "adjudicate": ("keyphrase_pipeline.commands.adjudicate",
+                   "a day's pairs where the judge and the cross-encoder disagree most; record a person's answers"),
     "promote": ("keyphrase_pipeline.commands.promote", "manually promote (or demote to) a registry version"),
     "rollback": ("keyphrase_pipeline.commands.rollback", "make the previous published version current again"),
     "score": ("keyphrase_pipeline.commands.score",

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
 
 RUN_FAILURES = "_failed"  # runs/ds=D/_failed/<stage>.json: the last failure of a stage's task that day
+RUN_ALERTS = "_alerts"  # runs/ds=D/_alerts/<alert>.json: an alert about the day's run (a missed publish deadline)
 SUCCESS = "_SUCCESS"  # a dataset directory is complete (Spark's convention); keyphrase_pipeline.core.layout names the other markers
 
 DATASETS = {
@@ -211,6 +212,11 @@ class Lake:
         """``runs/ds=D/_failed/<stage>.json``: the last failure of a stage's task for the day (run stats exist only
         for stages that finished; the task wrappers in ``keyphrase_pipeline.orchestration`` record failures here)."""
         return self._renamed_or(f"{self.run_stats_dir(ds)}/{RUN_FAILURES}/{{}}.json", stage)
+
+    def run_alert_path(self, ds: str | dt.date, alert: str) -> str:
+        """``runs/ds=D/_alerts/<alert>.json``: an alert raised about the day's run (``publish_deadline``: its
+        recommendations were not published by the deadline; ``keyphrase_pipeline.orchestration.reviews``)."""
+        return f"{self.run_stats_dir(ds)}/{RUN_ALERTS}/{alert}.json"
 
     def write_run_failure(self, ds: str | dt.date, stage: str, record: dict) -> str:
         """Record that a stage's task failed for the day (replacing the previous failure record of that stage)."""

@@ -388,6 +388,41 @@ class DagSettings(BaseModel):
     input_wait_hours: float = Field(12.0, gt=0, le=20, description="Hours a run waits for its day's input before "
                                     "failing (kept under the DAG run's 20-hour timeout).")
     input_poke_minutes: float = Field(10.0, gt=0, le=120, description="Minutes between two checks for the input.")
+    publish_deadline_hours: float = Field(10.0, ge=0, le=48, description="Hours after the end of a run's data "
+                                          "interval by which its recommendations must be published; past it an "
+                                          "Airflow deadline alert fires (0: no deadline). Default 10: 12:00 UTC for "
+                                          "the 02:00 schedule.")
+
+
+class ReviewSettings(BaseModel):
+    """``review.*``: where the daily DAG asks a person (Airflow human-in-the-loop tasks, docs/OPERATIONS.md).
+
+    * **Approval of a close or risky promotion** (``stages.evaluate.review_reasons``): the gate asks when the
+      challenger's F1 lies within ``margin_band`` of the gate's threshold (the champion's F1 minus
+      ``train.promote_tolerance``), or, for a promotion the gate would make, when the student's agreement with the
+      cross-encoder (Pearson r) falls more than ``agreement_drop`` below the champion's, or when more than
+      ``topk_changed_share`` of sampled items keep fewer than half of their top-K keyphrases. No answer within
+      ``approval_timeout_hours`` keeps the champion. Clear wins and losses stay automatic.
+    * **Label adjudication** (``labels.adjudication``): the ``adjudication_pairs`` pairs of the day where the LLM
+      judge and the cross-encoder disagree most are offered to a person; verdicts become human labels.
+    ``approval`` False: the gate decides alone (as before this setting existed)."""
+
+    approval: bool = Field(True, description="Ask a person (Airflow HITL) before a close or risky promotion.")
+    margin_band: float = Field(0.005, ge=0, le=1, description="F1 distance from the gate's threshold that counts "
+                               "as a close call.")
+    agreement_drop: float = Field(0.1, ge=0, le=2, description="Ask when the challenger's Pearson r with the "
+                                  "cross-encoder is this much below the champion's.")
+    topk_changed_share: float = Field(0.5, ge=0, le=1, description="Ask when more than this share of sampled items "
+                                      "keep fewer than half of their top-K keyphrases.")
+    topk_items: int = Field(200, ge=0, description="Items sampled for the top-K change (0: not measured).")
+    topk_keyphrases: int = Field(2000, ge=10, description="Keyphrases sampled as the universe of that top-K.")
+    approval_timeout_hours: float = Field(8.0, gt=0, le=18, description="Hours a promotion waits for an answer; "
+                                          "then the champion is kept (kept under the DAG run's 20-hour timeout).")
+    adjudication_pairs: int = Field(10, ge=0, le=50, description="Pairs offered for adjudication per day (0: none).")
+    adjudication_scan: int = Field(5000, ge=10, description="Judged pairs of the day the cross-encoder scores to "
+                                   "find the disagreements (a seeded sample of a larger day).")
+    adjudication_timeout_hours: float = Field(12.0, gt=0, le=18, description="Hours the adjudication task waits; "
+                                              "then it ends with no verdict.")
 
 
 class UiSettings(BaseModel):
@@ -424,6 +459,7 @@ class Settings(BaseSettings):
     synth: SynthSettings = Field(default_factory=SynthSettings)
     ui: UiSettings = Field(default_factory=UiSettings)
     dag: DagSettings = Field(default_factory=DagSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
 
     @field_validator("lake_root")
     @classmethod

@@ -66,6 +66,8 @@ def e2e_env(root: Path, today: dt.date, encoder: str) -> dict[str, str]:
         "KP_CTR__WINDOW_DAYS": "7", "KP_CTR__MIN_IMPRESSIONS": "5",
         "KP_PAIRS__DAILY_BUDGET": "300", "KP_PAIRS__SHARD_SIZE": "100",
         "KP_TRAIN__BASE_MODEL": encoder,
+        # unattended: nobody answers Required Actions here (make review-e2e tests the human-in-the-loop tasks)
+        "KP_REVIEW__APPROVAL": "false", "KP_REVIEW__ADJUDICATION_PAIRS": "0",
     }
     for section, values in (("TRAIN", TINY_TRAIN), ("SERVE", TINY_SERVE)):
         for k, v in values.items():

@@ -298,8 +298,35 @@ def read_llm_labels(settings: Settings, ds: str) -> tuple["object", list[str]]:
         df[col] = [clean(v) for v in df[col]]
     df["p"] = df["p_yes"].astype(float)
     df["label"] = df["label"].astype("int32")
-    return df[["title", "category", "keyphrase", "label", "p", "text_hash", "pair_key", "item_id", "keyphrase_id",
-               "source"]], days
+    df, human = apply_human_labels(settings, df, ds)
+    out = df[["title", "category", "keyphrase", "label", "p", "text_hash", "pair_key", "item_id", "keyphrase_id",
+              "source"]]
+    out.attrs["human_labels"] = human
+    return out, days
+
+
+def apply_human_labels(settings: Settings, df, ds: str):
+    """``df`` (label store rows with ``pair_key``, ``label`` int32, ``p`` float) with every pair a person reviewed
+    (``labels.reviews.human_labels``: the page's label review, the DAG's adjudication) labelled as that person said:
+    ``label`` the human label, ``p`` 1.0 or 0.0. Returns ``(frame, {"applied": pairs with a human label,
+    "changed": of those, pairs whose label the person changed})``; the frame is a copy when any label applies."""
+    from keyphrase_pipeline.labels.reviews import human_labels
+
+    human = human_labels(settings, upto_ds=ds)
+    if not len(human) or not len(df):
+        return df, {"applied": 0, "changed": 0}
+    said = df["pair_key"].map(dict(zip(human["pair_key"], human["human_label"].astype(int))))
+    has = said.notna().to_numpy()
+    if not has.any():
+        return df, {"applied": 0, "changed": 0}
+    df = df.copy()
+    new = said[has].astype("int32").to_numpy()
+    changed = int((df.loc[has, "label"].to_numpy() != new).sum())
+    df.loc[has, "label"] = new
+    df.loc[has, "p"] = new.astype(float)
+    log.info("human labels: %d pair(s) of the label store labelled by a person (%d changed from the judge's)",
+             int(has.sum()), changed)
+    return df, {"applied": int(has.sum()), "changed": changed}
 
 
 def _texts(settings: Settings, ds: str):
@@ -356,8 +383,10 @@ def load_training_data(settings: Settings, ds: str, labels: str | None = None, n
         ctr = sr = empty_pairs
     else:
         llm, days = read_llm_labels(settings, ds)
+        human = llm.attrs.get("human_labels", {"applied": 0, "changed": 0})
         llm, dropped = drop_unreadable(llm, tokenizer, "label store")
-        snapshot = {"source": "lake", "label_store_days": days, "llm_rows": len(llm), "dropped_texts": {"llm": dropped}}
+        snapshot = {"source": "lake", "label_store_days": days, "llm_rows": len(llm), "dropped_texts": {"llm": dropped},
+                    "human_labels": human}
         if len(llm) < settings.train.min_rows:
             raise DataError(f"only {len(llm)} LLM-labelled pairs up to {ds}; train.min_rows is {settings.train.min_rows}")
         ctr = sr = empty_pairs

@@ -37,6 +37,11 @@ DEMO_TRUTH_PROVIDER = "keyphrase_pipeline.synthetic.world:load_truth"
 DEMO_JUDGE = {"judge.simulated_errors": "llm"}
 
 
+#: The demo runs unattended (``dag.test()``, no one at the Required Actions): the gate decides every promotion alone
+#: and no pair is put to adjudication. ``make airflow`` and deployed runs ask a person (``review.*``).
+DEMO_UNATTENDED = {"review.approval": False, "review.adjudication_pairs": 0}
+
+
 def env_name(dotted: str) -> str:
     """The environment variable of a dotted setting: ``train.bi_max_steps`` -> ``KP_TRAIN__BI_MAX_STEPS``."""
     section, field = dotted.split(".", 1)
@@ -44,11 +49,11 @@ def env_name(dotted: str) -> str:
 
 
 def demo_overrides() -> dict:
-    """Demo mode's settings, ``DEMO_TRAIN_BUDGET`` and ``DEMO_JUDGE``, less the fields the environment sets
-    (``env_name``): ``{dotted name: value}``."""
+    """Demo mode's settings, ``DEMO_TRAIN_BUDGET``, ``DEMO_JUDGE`` and ``DEMO_UNATTENDED``, less the fields the
+    environment sets (``env_name``): ``{dotted name: value}``."""
 
     env = {k.upper() for k in os.environ}  # pydantic-settings reads KP_* names case-insensitively
-    return {k: v for k, v in {**DEMO_TRAIN_BUDGET, **DEMO_JUDGE}.items() if env_name(k) not in env}
+    return {k: v for k, v in {**DEMO_TRAIN_BUDGET, **DEMO_JUDGE, **DEMO_UNATTENDED}.items() if env_name(k) not in env}
 
 
 # ---- settings and the day ------------------------------------------------------------------------

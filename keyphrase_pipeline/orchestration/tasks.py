@@ -123,7 +123,29 @@ def run_stage(stage: str, params: dict | None, ds: str, **kwargs) -> dict:
             raise fail_without_retry(storage, f"stage {stage} for ds={ds}") from exc
         raise
     record_success(settings, ds, name, time.monotonic() - t0, since)
+    tag_partitions(stage, ds, kwargs.get("what"))
     return result
+
+
+def tag_partitions(stage: str, ds: str, variant: str | None = None, context: dict | None = None) -> list[str]:
+    """Mark the asset events of a stage's task with the day it wrote (``ds`` as the event's partition key, Airflow
+    3.3 asset partitions): the asset graph then knows which day of ``kp.llm_store`` or ``kp.recommendations`` a run
+    or a backfill produced. Returns the asset names tagged; [] outside an Airflow task (CLI, tests)."""
+    if context is None:
+        try:
+            from airflow.sdk import get_current_context
+
+            context = get_current_context()
+        except Exception:  # noqa: BLE001 - not inside a running task
+            return []
+    events = context.get("outlet_events")
+    if events is None:
+        return []
+    tagged = []
+    for name in STAGE_BY_NAME[stage].outlets_of(variant):
+        events[asset(name)].add_partitions(str(ds))
+        tagged.append(name)
+    return tagged
 
 
 def stats_name(stage: str, kwargs: dict | None = None) -> str:

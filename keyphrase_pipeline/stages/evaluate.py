@@ -18,11 +18,20 @@ Metrics (``evaluate_model``):
 Promotion (``run``): promoted when the challenger's LLM-test F1 >= champion's F1 - ``train.promote_tolerance``
 (first model ever: promoted; ``force_promote``: promoted). The decision and its reason go to the version's
 ``promotion.json`` and to ``runs/ds=D/evaluate.json``.
+
+A close or risky call waits for a person (``review_reasons``, settings ``review.*``): the challenger's F1 within
+``review.margin_band`` of the gate's threshold, or, for a promotion the gate would make, the student's agreement
+with the cross-encoder dropping more than ``review.agreement_drop`` below the champion's, or more than
+``review.topk_changed_share`` of sampled items keeping fewer than half of their top-K keyphrases
+(``topk_change``). Then ``run`` promotes nothing and records the review as pending; ``apply_review`` carries out
+the person's answer (the DAG's approval task, or ``kp evaluate --review approve|reject``). Clear wins and clear
+losses stay automatic.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import hashlib
 import json
 import logging
@@ -211,6 +220,66 @@ def decide(candidate_f1: float, champion_f1: float | None, tolerance: float) -> 
                    f"{champion_f1 - candidate_f1:.4f} > tolerance {tolerance}: champion kept")
 
 
+def topk_change(settings: Settings, ds: str, candidate_dir: str, champion_dir: str) -> dict:
+    """How much the challenger would change what items are served: on ``review.topk_items`` items and
+    ``review.topk_keyphrases`` keyphrases (seeded samples of the catalog up to ``ds`` and ``raw/keyphrases``), each
+    model's exact-cosine top-K at ``serve.dim`` (K = ``serve.top_k``, at most a tenth of the sampled keyphrases), and
+    the share of items that keep fewer than half of their top-K.
+
+    A proxy for the served change (the served top-K searches the whole keyphrase set through the index).
+    Returns ``{"items", "keyphrases", "k", "changed_share" (0-1), "mean_overlap" (0-1)}``, or ``{}`` without a
+    catalog up to ``ds`` or keyphrases. SchemaError (exit 3) when the catalog or keyphrases break their contract."""
+    from keyphrase_pipeline.labels.training_data import latest_partition
+
+    lake = Lake.from_settings(settings)
+    cat_ds = latest_partition(lake, "catalog", ds)
+    if cat_ds is None or not Path(lake.path("keyphrases")).exists():
+        return {}
+    catalog = read_parquet(lake.path("catalog", ds=cat_ds), contract="catalog")[["item_id", "title", "category"]]
+    keyphrases = read_parquet(lake.path("keyphrases"), contract="keyphrases")[["keyphrase_id", "text"]]
+    rng = np.random.default_rng(int(hashlib.sha1(f"kp-topk-change:{ds}".encode()).hexdigest()[:8], 16))
+    items = catalog.iloc[rng.permutation(len(catalog))[:settings.review.topk_items]]
+    kps = keyphrases.iloc[rng.permutation(len(keyphrases))[:settings.review.topk_keyphrases]]
+    k = max(1, min(settings.serve.top_k, len(kps) // 10))
+    if not len(items) or len(kps) < 10:
+        return {}
+    tops = []
+    for model_dir in (candidate_dir, champion_dir):
+        model = load_student(model_dir, settings.train.device)
+        it = encode_items(model, items["title"].tolist(), items["category"].tolist(), settings.serve.dim)
+        kp = encode_keyphrases(model, kps["text"].tolist(), settings.serve.dim)
+        sims = it @ kp.T
+        tops.append(np.argpartition(-sims, k - 1, axis=1)[:, :k])
+    overlap = np.array([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(*tops)])
+    return {"items": int(len(items)), "keyphrases": int(len(kps)), "k": int(k),
+            "changed_share": float(np.mean(overlap < 0.5)), "mean_overlap": float(np.mean(overlap))}
+
+
+def review_reasons(settings: Settings, metrics: dict, champion_metrics: dict, would_promote: bool,
+                   topk: dict | None) -> list[str]:
+    """Why a person should decide this promotion (empty: the gate decides alone). ``metrics`` / ``champion_metrics``:
+    ``evaluate_model`` results on the same test set; ``would_promote``: the gate's own answer; ``topk``:
+    ``topk_change`` (or None). Three reasons, thresholds in ``review.*``: a close call (either way), and for a
+    promotion only, a drop in agreement with the cross-encoder and a large change in the served top-K."""
+    r = settings.review
+    out = []
+    threshold = champion_metrics["llm"]["f1"] - settings.train.promote_tolerance
+    margin = metrics["llm"]["f1"] - threshold
+    if abs(margin) <= r.margin_band:
+        out.append(f"close call: F1 {metrics['llm']['f1']:.4f} is {margin:+.4f} from the gate's threshold "
+                   f"{threshold:.4f} (champion {champion_metrics['llm']['f1']:.4f} - tolerance "
+                   f"{settings.train.promote_tolerance}; band {r.margin_band})")
+    if would_promote:
+        rho, rho_champ = metrics.get("rho_cross"), champion_metrics.get("rho_cross")
+        if rho is not None and rho_champ is not None and rho_champ - rho > r.agreement_drop:
+            out.append(f"agreement with the cross-encoder drops: Pearson r {rho:.3f} vs the champion's "
+                       f"{rho_champ:.3f} (more than {r.agreement_drop} lower)")
+        if topk and topk.get("changed_share", 0.0) > r.topk_changed_share:
+            out.append(f"the served top-K changes: {topk['changed_share']:.0%} of {topk['items']} sampled items keep "
+                       f"fewer than half of their top-{topk['k']} (more than {r.topk_changed_share:.0%})")
+    return out
+
+
 def run(settings: Settings, ds: str, candidate: str | None = None, force_promote: bool = False) -> dict:
     """Evaluate ``candidate`` (default: the newest student trained for ``ds``), re-evaluate the champion on
     the same test set, promote or not; return {promoted, reason, version, metrics, champion_metrics, ...}.
@@ -236,6 +305,7 @@ def run(settings: Settings, ds: str, candidate: str | None = None, force_promote
     ds = ds_str(ds)
     lake = Lake.from_settings(settings)
     version = _candidate(settings, ds, candidate)
+    review = {"needed": False}
     vdir = layout.registry_version_dir(settings, version)
     cfg = lake.read_json(layout.version_file(vdir, "train_config"), default={})
     data = load_training_data(settings, ds, need_ctr=False, need_sr=False)
@@ -267,6 +337,16 @@ def run(settings: Settings, ds: str, candidate: str | None = None, force_promote
             log.warning("champion %s has no model directory: treating the challenger as the first model", champ)
         promoted, reason = decide(metrics["llm"]["f1"], champion_metrics["llm"]["f1"] if champion_metrics else None,
                                   settings.train.promote_tolerance)
+        if champion_metrics is not None and settings.review.approval:
+            topk = (topk_change(settings, ds, layout.model_dir(settings, version), layout.model_dir(settings, champ))
+                    if promoted and settings.review.topk_items > 0 else None)
+            reasons = review_reasons(settings, metrics, champion_metrics, promoted, topk)
+            review = {"needed": bool(reasons), "reasons": reasons, "gate_would_promote": promoted,
+                      "gate_reason": reason, "topk_change": topk}
+            if reasons:
+                promoted, reason = False, (f"awaiting a person's approval ({'; '.join(reasons)}); the gate alone "
+                                           f"would have {'promoted' if review['gate_would_promote'] else 'kept the champion'}")
+                review["pending"] = True
     at = dt.datetime.now(dt.UTC).isoformat()
     test_set = {"llm_test_rows": len(test), "test_fraction": settings.train.test_fraction,
                 "label_store_days": data.snapshot.get("label_store_days"), "label_balance": balance}
@@ -278,7 +358,7 @@ def run(settings: Settings, ds: str, candidate: str | None = None, force_promote
     stored.update({"eval": metrics, "eval_ds": ds, "test_set": test_set})
     lake.write_json(mpath, stored)
     promotion = {"promoted": promoted, "reason": reason, "evaluated_at": at, "ds": ds, "champion_before": champ,
-                 "champion_metrics": champion_metrics, "tolerance": settings.train.promote_tolerance}
+                 "champion_metrics": champion_metrics, "tolerance": settings.train.promote_tolerance, "review": review}
     ppath = layout.version_file(vdir, "promotion")
     earlier = lake.read_json(ppath, default={}) if Path(ppath).exists() else {}
     if earlier:  # a re-evaluation (a cleared task, a rerun day): the earlier decisions stay in the record
@@ -291,11 +371,68 @@ def run(settings: Settings, ds: str, candidate: str | None = None, force_promote
         registry.set_champion(settings, version, reason)
     stats = {"promoted": promoted, "reason": reason, "version": version, "champion_before": champ,
              "champion_after": registry.champion(settings), "metrics": metrics,
-             "champion_metrics": champion_metrics, "test_set": test_set, "cross_version": cross_v}
+             "champion_metrics": champion_metrics, "test_set": test_set, "cross_version": cross_v, "review": review}
     lake.write_run_stats(ds, "evaluate", stats)
     log.info("evaluate %s: F1 %.4f P %.4f R %.4f rho %s -> %s (%s)", version, metrics["llm"]["f1"],
              metrics["llm"]["precision"], metrics["llm"]["recall"], metrics["rho_cross"],
-             "PROMOTED" if promoted else "not promoted", reason)
+             "PROMOTED" if promoted else ("waits for a person" if review.get("needed") else "not promoted"), reason)
+    return stats
+
+
+APPROVE, REJECT = "approve", "reject"
+
+
+def apply_review(settings: Settings, ds: str, decision: str | None, reviewer: str | None = None,
+                 at: str | None = None) -> dict:
+    """Carry out a person's answer on the promotion ``run`` left pending for ``ds`` (the candidate of
+    ``runs/ds=D/evaluate.json``): ``decision`` "approve" promotes it (``registry.set_champion``), "reject" keeps the
+    champion, None (no answer before the timeout) keeps the champion and says so. ``reviewer``: who answered;
+    ``at``: when (ISO text; default now).
+
+    The version's ``promotion.json`` and ``runs/ds=D/evaluate.json`` get the final ``promoted`` and ``reason`` and
+    ``review.decision`` = ``{decision, reviewer, at, timed_out}``; the pending record stays in ``review``. A second
+    call for a review already decided changes nothing and returns the stats (a cleared task re-run). Returns the
+    evaluate stats as updated.
+
+    Raises ConfigError (exit 2) for another ``decision``, or when ``ds`` has no evaluate stats or its promotion is
+    not waiting for a person (nothing to approve)."""
+    if decision not in (APPROVE, REJECT, None):
+        raise ConfigError(f"a review decision is {APPROVE!r} or {REJECT!r} (None: no answer), got {decision!r}")
+    ds = ds_str(ds)
+    lake = Lake.from_settings(settings)
+    stats = lake.read_json(lake.run_stats_path(ds, "evaluate"), default={})
+    review = (stats or {}).get("review") or {}
+    if not stats or not review.get("needed"):
+        raise ConfigError(f"no promotion waits for a person for ds={ds} (the day's evaluate stats "
+                          f"{'ask for no review' if stats else 'are missing'}): nothing to approve or reject")
+    if review.get("decision"):
+        log.info("evaluate %s: the review was already decided (%s): nothing changes", stats["version"],
+                 review["decision"])
+        return stats
+    version = stats["version"]
+    at = at or dt.datetime.now(dt.UTC).isoformat()
+    who = reviewer or "nobody"
+    if decision == APPROVE:
+        promoted, reason = True, f"approved by {who} at {at} ({'; '.join(review['reasons'])})"
+    elif decision == REJECT:
+        promoted, reason = False, f"rejected by {who} at {at}: champion kept ({'; '.join(review['reasons'])})"
+    else:
+        promoted, reason = False, (f"no answer within review.approval_timeout_hours ({settings.review.approval_timeout_hours} h): "
+                                   f"champion kept ({'; '.join(review['reasons'])})")
+    review = {**review, "pending": False,
+              "decision": {"decision": decision or "timed out", "reviewer": reviewer, "at": at,
+                           "timed_out": decision is None}}
+    if promoted:
+        registry.set_champion(settings, version, reason)
+    vdir = layout.registry_version_dir(settings, version)
+    ppath = layout.version_file(vdir, "promotion")
+    promotion = lake.read_json(ppath, default={}) if Path(ppath).exists() else {}
+    promotion.update({"promoted": promoted, "reason": reason, "review": review})
+    lake.write_json(ppath, promotion)
+    stats.update({"promoted": promoted, "reason": reason, "review": review,
+                  "champion_after": registry.champion(settings)})
+    lake.write_run_stats(ds, "evaluate", stats)
+    log.info("evaluate %s: %s", version, reason)
     return stats
 
 
@@ -306,16 +443,24 @@ def add_arguments(parser) -> None:
     parser.add_argument("--force-promote", action="store_true", help="promote whatever the gate says")
     parser.add_argument("--require-promotion", action="store_true",
                         help="exit 4 when the candidate is not promoted")
+    parser.add_argument("--review", choices=[APPROVE, REJECT], default=None,
+                        help="answer the promotion that waits for a person for --ds (no evaluation is run)")
+    parser.add_argument("--reviewer", default=None, help="who answers (with --review)")
 
 
 def main(settings: Settings, args) -> int:
     """``kp evaluate``: ``run`` for ``--ds`` (default: today, UTC); prints the stats as indented JSON and returns 0.
 
     With ``--require-promotion`` a candidate that is not promoted raises GateError (exit 4) after the stats are
-    printed and recorded.
+    printed and recorded. With ``--review approve|reject`` no evaluation runs: ``apply_review`` answers the
+    promotion that waits for a person for ``--ds`` (``--reviewer``, default the OS user).
     Errors propagate as exceptions; ``keyphrase_pipeline.cli.main`` maps them to exit codes
     (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     ds = args.ds or dt.datetime.now(dt.UTC).date().isoformat()
+    if args.review:
+        stats = apply_review(settings, ds, args.review, reviewer=args.reviewer or getpass.getuser())
+        print(json.dumps(stats, indent=2, default=str))
+        return 0
     stats = run(settings, ds, candidate=args.candidate, force_promote=args.force_promote)
     print(json.dumps(stats, indent=2, default=str))
     if args.require_promotion and not stats["promoted"]:

@@ -150,7 +150,7 @@ def champion_problem() -> str | None:
     except ImportError:
         return None
     except Exception as exc:  # noqa: BLE001 - UnreadablePointerError, or an I/O error reading it
-        from keyphrase_pipeline.commands.label_reviews import lake_relative
+        from keyphrase_pipeline.labels.reviews import lake_relative
 
         text = str(exc) if "is unreadable" in str(exc) else \
             f"registry/CHAMPION is unreadable: {type(exc).__name__}: {str(exc)[:160]}; fix with `kp promote --version V`"
@@ -549,8 +549,8 @@ def review_view(ds: str | None, n: int, user) -> dict:
     """The label review of a label store day (default: the newest): a seeded sample of its judged pairs with the
     verdicts so far (the user's own and the counts), the agreement per day, judge and prompt version, and whether
     the user may review. HTTPException 404 with what to do for a day without judged pairs."""
-    from keyphrase_pipeline.commands import label_reviews
     from keyphrase_pipeline.core.errors import DataError
+    from keyphrase_pipeline.labels import reviews as label_reviews
 
     settings = _settings()
     days = _safe("label store days", lambda: _lake().partitions("llm_store"), [])
@@ -616,7 +616,7 @@ def reviews_skipped_note(skipped: list[str]) -> str:
 def reviews_plot() -> bytes | None:
     """Agreement rate with the judge per label store day, one line per judge and prompt version (n per point);
     unreadable review files are left out (``label_reviews.read``)."""
-    from keyphrase_pipeline.commands import label_reviews
+    from keyphrase_pipeline.labels import reviews as label_reviews
 
     reviews = _safe("label reviews", lambda: label_reviews.read(_settings()), None)
     if reviews is None:
@@ -1025,9 +1025,9 @@ class ReviewIn(BaseModel):
 
 @app.post("/api/reviews", status_code=201)
 def post_review(body: ReviewIn, user=Depends(require_editor)):
-    """Store the signed-in editor's verdict (append-only, ``keyphrase_pipeline.commands.label_reviews.append``)."""
-    from keyphrase_pipeline.commands import label_reviews
+    """Store the signed-in editor's verdict (append-only, ``keyphrase_pipeline.labels.reviews.append``)."""
     from keyphrase_pipeline.core.errors import ConfigError, DataError
+    from keyphrase_pipeline.labels import reviews as label_reviews
 
     try:
         ds = dt.date.fromisoformat(body.ds).isoformat()
@@ -1050,8 +1050,8 @@ def reviews_export(from_: str | None = Query(None, alias="from", pattern=r"^[0-9
                    to: str | None = Query(None, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"), user=Depends(require_user)):
     """The reviewed pairs as a ``--labels`` CSV (``label_reviews.export_frame``: newest verdict per pair, label =
     the judge's label when agreed, its opposite when not); 404 with what to do when there is none."""
-    from keyphrase_pipeline.commands import label_reviews
     from keyphrase_pipeline.core.errors import ConfigError, DataError
+    from keyphrase_pipeline.labels import reviews as label_reviews
 
     try:
         df, stats = label_reviews.export_frame(_settings(), from_, to)

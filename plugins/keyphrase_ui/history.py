@@ -431,15 +431,48 @@ def run_links(ds: str, stats: dict, failures: dict, stages: dict, prefix: str = 
     return out
 
 
+def day_alerts(lake, ds: str, stats: dict) -> list[dict]:
+    """What an operator must know about day ``ds`` beyond its stages: a missed publish deadline
+    (``runs/ds=D/_alerts/publish_deadline.json``, written by the DAG's deadline callback), a promotion waiting for a
+    person or decided by one (the evaluate stats' ``review``), a label adjudication's answers (``adjudicate``).
+    Returns ``[{"kind": "deadline" | "approval" | "adjudication", "text"}]``; an unreadable alert file is named."""
+    out = []
+    path = Path(lake.run_alert_path(ds, "publish_deadline"))
+    if path.exists():
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+            out.append({"kind": "deadline", "text": f"publish deadline missed: {rec.get('message')} "
+                                                    f"(run {rec.get('run_id')}, noticed {rec.get('noticed_at')})"})
+        except (OSError, ValueError) as exc:
+            out.append({"kind": "deadline", "text": f"publish deadline alert unreadable ({path.name}: {exc})"})
+    review = (stats.get("evaluate") or {}).get("review") or {}
+    if review.get("needed"):
+        decision = review.get("decision") or {}
+        version = stats["evaluate"].get("version")
+        if not decision:
+            out.append({"kind": "approval", "text": f"promotion of {version} waits for a person (Airflow: Required "
+                                                    f"Actions): {'; '.join(review.get('reasons') or [])}"})
+        else:
+            out.append({"kind": "approval", "text": f"promotion of {version} decided by a person: "
+                                                    f"{stats['evaluate'].get('reason')}"})
+    adj = stats.get("adjudicate") or {}
+    if adj:
+        text = (f"adjudication: {adj.get('recorded', 0)} of {adj.get('offered', 0)} pair(s) labelled by "
+                f"{adj.get('reviewer')} ({adj.get('disagree', 0)} against the judge)" if adj.get("answered") else
+                f"adjudication: {adj.get('offered', 0)} pair(s) offered, no answer before the timeout")
+        out.append({"kind": "adjudication", "text": text})
+    return out
+
+
 def history(lake, days: int, threshold: float, window: int, prefix: str = "") -> dict:
     """The run history of the ``days`` calendar days ending at the newest day with a record (newest first), from
     the first day with a record on (fewer rows on a lake younger than ``days``; a gap after it is a "no run" day).
 
     Returns ``{"end", "days_requested", "threshold", "window_days", "stages", "metrics", "days", "message"}``;
     each day: ``{ds, status, reason, stages: {stage: {...}}, metrics: {key: value}, flags: [...], run_id, run_url,
-    run_url_exact, run_ids, note}``. The previous ``window`` days before the first shown day are read too, so its
-    flags are computed like the others'. ``message`` says what to do when the lake holds no run at all; ``notes``
-    names the ``runs/`` folders left out (``recorded_days``)."""
+    run_url_exact, run_ids, note, alerts}`` (``alerts``: ``day_alerts``). The previous ``window`` days before the
+    first shown day are read too, so its flags are computed like the others'. ``message`` says what to do when the
+    lake holds no run at all; ``notes`` names the ``runs/`` folders left out (``recorded_days``)."""
     recorded, notes = recorded_days(lake)
     base = {"days_requested": days, "threshold": threshold, "window_days": window, "stages": STAGES, "notes": notes,
             "metrics": [{k: m[k] for k in ("key", "stage", "label", "unit", "kind", "watch")} for m in METRICS]}
@@ -459,7 +492,8 @@ def history(lake, days: int, threshold: float, window: int, prefix: str = "") ->
         stats, failures = read_day(lake, ds) if ds in have else ({}, {})
         stages = stage_status(stats, failures)
         status, reason = day_status(stages)
-        row = {"ds": ds, "status": status, "reason": reason, "stages": stages, "metrics": metric_values(stats)}
+        row = {"ds": ds, "status": status, "reason": reason, "stages": stages, "metrics": metric_values(stats),
+               "alerts": day_alerts(lake, ds, stats) if ds in have else []}
         if status == "no_run":
             row["reason"] = ("no run recorded for this day: the DAG did not run for it (or ran before any stage "
                              "finished). Trigger keyphrase_daily with the ds param set to this day to fill it.")

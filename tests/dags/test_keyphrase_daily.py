@@ -90,6 +90,36 @@ def test_tasks_groups_and_dependencies(dag):
         assert dag.get_task(tid).trigger_rule == "none_failed_min_one_success"
 
 
+def test_a_person_decides_close_promotions_and_adjudicates_beside_the_pipeline(dag):
+    """The approval sits between evaluate and serving (serving waits for it; a skipped approval does not skip
+    serving); the adjudication is a side branch nothing waits for; the deadline alert is on the DAG."""
+    from airflow.providers.standard.operators.hitl import HITLEntryOperator, HITLOperator
+
+    from keyphrase_pipeline.core.settings import get_settings
+
+    up = {t.task_id: set(t.upstream_task_ids) for t in dag.tasks}
+    down = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
+    approve = dag.get_task("train.approve_promotion")
+    assert isinstance(approve, HITLOperator) and approve.options == ["Approve", "Reject"]
+    assert approve.defaults == ["Reject"]  # no answer keeps the champion
+    assert approve.response_timeout == dt.timedelta(hours=get_settings().review.approval_timeout_hours)
+    assert up["train.approval_request"] == {"train.evaluate"} and "train.approval_request" in up["train.approve_promotion"]
+    assert "train.approve_promotion" in up["train.apply_approval"]
+    assert {"train.evaluate", "train.apply_approval", "train.skip_training"} <= up["serve.export"]
+    # a short-circuit that skips only the approval (trigger rules decide for export and the rest)
+    assert dag.get_task("train.approval_request").ignore_downstream_trigger_rules is False
+    assert dag.get_task("review.adjudication_request").ignore_downstream_trigger_rules is False
+    adjudicate = dag.get_task("review.adjudicate")
+    assert isinstance(adjudicate, HITLEntryOperator)
+    assert len(adjudicate.params) == get_settings().review.adjudication_pairs
+    # nothing downstream of the adjudication but its own record
+    assert down["review.adjudicate"] == {"review.record_adjudication"} and not down["review.record_adjudication"]
+    assert {"train.evaluate", "train.skip_training"} <= up["review.adjudication_request"]
+    assert dag.get_task("review.adjudication_request").trigger_rule == "none_failed_min_one_success"
+    (alert,) = dag.deadline
+    assert alert.interval == dt.timedelta(days=1, hours=get_settings().dag.publish_deadline_hours)
+
+
 def test_the_run_waits_for_its_input_without_holding_a_slot(dag):
     sensor = dag.get_task("plan.wait_for_input")
     assert sensor.mode == "reschedule" and sensor.retries == 0
@@ -268,8 +298,11 @@ def runnable_dag():
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=str(REPO / "dags")).dags[DAG_ID]
+    from keyphrase_pipeline.orchestration.reviews import without_deadline
+
     for t in dag.tasks:
         t.retries = 0
+    without_deadline(dag)  # dag.test() cannot finish a run of a DAG with a deadline alert (Airflow 3.3.2)
     return dag
 
 

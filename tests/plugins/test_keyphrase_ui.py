@@ -569,7 +569,7 @@ def test_review_sample_is_seeded_per_day(airflow_api, lake_env, tmp_path):
 def test_read_only_user_gets_403_editor_appends_a_file_per_verdict(airflow_api, lake_env, tmp_path):
     import hashlib
 
-    from keyphrase_pipeline.commands import label_reviews
+    from keyphrase_pipeline.labels import reviews as label_reviews
 
     c = airflow_api["client"]
     c.cookies.clear()

@@ -196,8 +196,8 @@ def test_reviews_export_as_a_labels_file_the_training_reader_reads(airflow_api, 
     import pandas as pd
 
     from keyphrase_pipeline.cli import main
-    from keyphrase_pipeline.commands import label_reviews
     from keyphrase_pipeline.core.lake import Lake
+    from keyphrase_pipeline.labels import reviews as label_reviews
     from keyphrase_pipeline.labels.training_data import read_labels_file
     from keyphrase_pipeline.models.text import clean
 
@@ -379,7 +379,7 @@ def test_review_rows_with_invalid_values_are_left_out_named_and_never_flip_a_lab
     import pyarrow.parquet as pq
 
     from keyphrase_pipeline.cli import main
-    from keyphrase_pipeline.commands import label_reviews
+    from keyphrase_pipeline.labels import reviews as label_reviews
     from keyphrase_pipeline.labels.training_data import read_labels_file
     from keyphrase_pipeline.models.text import clean
 

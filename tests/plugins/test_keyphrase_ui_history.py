@@ -373,3 +373,26 @@ def test_the_history_carries_the_device_of_a_stage(lake):
     write_run_day(lake, END, changes={"train_bi": {"device": "cuda", "precision": "bf16"}})
     st = by_ds(history(lake, days=1))[END]["stages"]
     assert st["train_bi"]["device"] == "cuda (bf16)" and st["publish"]["device"] is None
+
+
+def test_a_day_lists_its_deadline_alert_approval_and_adjudication(lake):
+    write_run_day(lake, END, changes={"evaluate": {"version": "v2", "promoted": False, "review": {
+        "needed": True, "pending": True, "reasons": ["close call: F1 0.80 is +0.001 from the gate's threshold"]}}})
+    write_run_day(lake, day(1), changes={"evaluate": {"version": "v1", "promoted": True, "reason": "approved by ana",
+                                                      "review": {"needed": True, "decision": {"decision": "approve"}}}})
+    lake.write_run_stats(day(1), "adjudicate", {"answered": True, "recorded": 2, "offered": 3, "reviewer": "ana",
+                                                "disagree": 1})
+    lake.write_json(lake.run_alert_path(END, "publish_deadline"),
+                    {"message": "recommendations for ds=2026-11-10 were not published by 2026-11-11T12:00",
+                     "run_id": "scheduled__x", "noticed_at": "2026-11-11T12:00:30"})
+    days = by_ds(history(lake))
+    alerts = {a["kind"]: a["text"] for a in days[END]["alerts"]}
+    assert alerts["deadline"].startswith("publish deadline missed: recommendations for ds=2026-11-10")
+    assert "scheduled__x" in alerts["deadline"]
+    assert alerts["approval"].startswith("promotion of v2 waits for a person") and "close call" in alerts["approval"]
+    earlier = {a["kind"]: a["text"] for a in days[day(1)]["alerts"]}
+    assert earlier["approval"] == "promotion of v1 decided by a person: approved by ana"
+    assert earlier["adjudication"] == "adjudication: 2 of 3 pair(s) labelled by ana (1 against the judge)"
+    assert days[day(1)]["status"] == days[END]["status"]  # the records are not stages: the day's status is unchanged
+    (Path(lake.run_alert_path(END, "publish_deadline"))).write_text("{not json")
+    assert "unreadable" in by_ds(history(lake))[END]["alerts"][0]["text"]

@@ -29,11 +29,14 @@ def test_best_f1_cut_and_crossfit_hand_cases():
     assert (pred == y2).all() and len(thr) == 2 and all(0.3 < t < 0.8 for t in thr)
 
 
-def _lake_copy(tmp_path):
+def _lake_copy(tmp_path, review=None):
+    """The trained tiny world's lake copied; ``review``: ``review.*`` settings (default: the gate alone, no person
+    asked: the gate's own tests; the review tests pass theirs)."""
     w = trained_world(make_settings)
     root = tmp_path / "lake"
     shutil.copytree(w["lake"], root)
-    return w, make_settings(root, train=w["settings"].train.model_dump(), serve={"dim": 16})
+    return w, make_settings(root, train=w["settings"].train.model_dump(), serve={"dim": 16},
+                            review=review or {"approval": False})
 
 
 def _register_random(settings, w, version=f"{DS}-deadbeef"):
@@ -155,3 +158,120 @@ def test_world_truth_and_recall_at_k_by_exposure(tiny_world):
     s5 = s.with_overrides(**{"train.eval_k": 5})
     r5 = evaluate_model(s5, w["base"], ds=ds)["relevance_recall_at_k"]
     assert all(0 <= r5[b]["relevance_recall_at_k"] <= 1 and 0 <= r5[b]["precision_at_k"] <= 1 for b in ("tail", "head"))
+
+
+# ---- a person decides close or risky promotions (review.*) --------------------------------------------------------
+def test_review_reasons_close_calls_either_way_and_risky_promotions_only():
+    from keyphrase_pipeline.stages.evaluate import review_reasons
+
+    s = make_settings(Path("/tmp/unused"), train={"promote_tolerance": 0.01},
+                      review={"margin_band": 0.005, "agreement_drop": 0.1, "topk_changed_share": 0.5})
+    champ = {"llm": {"f1": 0.80}, "rho_cross": 0.9}
+
+    def m(f1, rho=0.9):
+        return {"llm": {"f1": f1}, "rho_cross": rho}
+
+    # threshold 0.79: within 0.005 either side is close; the gate's own answer does not matter
+    assert review_reasons(s, m(0.794), champ, True, None)[0].startswith("close call")
+    assert review_reasons(s, m(0.786), champ, False, None)[0].startswith("close call")
+    assert review_reasons(s, m(0.80), champ, True, None) == []  # a clear win
+    assert review_reasons(s, m(0.70), champ, False, None) == []  # a clear loss
+    # risky promotions: agreement with the cross-encoder drops, or the top-K changes a lot
+    assert "agreement" in review_reasons(s, m(0.85, rho=0.75), champ, True, None)[0]
+    assert review_reasons(s, m(0.85, rho=0.85), champ, True, None) == []
+    topk = {"changed_share": 0.6, "items": 10, "k": 5}
+    assert "top-K changes" in review_reasons(s, m(0.85), champ, True, topk)[0]
+    assert review_reasons(s, m(0.85), champ, True, {**topk, "changed_share": 0.4}) == []
+    # a clear loss stays automatic whatever the agreement or the top-K
+    assert review_reasons(s, m(0.70, rho=0.1), champ, False, topk) == []
+
+
+def test_a_close_call_waits_for_a_person_then_approve_promotes(tmp_path):
+    from keyphrase_pipeline.artifacts import registry
+    from keyphrase_pipeline.stages import evaluate
+
+    # every comparison is a close call with a band of 1.0
+    w, s = _lake_copy(tmp_path, review={"margin_band": 1.0, "topk_items": 20, "topk_keyphrases": 50})
+    good = w["student"]["version"]
+    broken = _register_random(s, w)
+    registry.set_champion(s, broken, "setup")
+    fig = evaluate.run(s, DS, candidate=good)
+    assert not fig["promoted"] and registry.champion(s) == broken  # nothing moves while it waits
+    assert fig["review"]["needed"] and fig["review"]["pending"] and fig["review"]["gate_would_promote"]
+    assert "awaiting a person's approval" in fig["reason"] and "close call" in fig["reason"]
+    topk = fig["review"]["topk_change"]
+    assert topk["items"] == 20 and topk["keyphrases"] == 50 and 0 <= topk["changed_share"] <= 1
+    promo = json.loads((Path(layout.registry_version_dir(s, good)) / "promotion.json").read_text())
+    assert promo["promoted"] is False and promo["review"]["pending"] is True
+    out = evaluate.apply_review(s, DS, "approve", reviewer="ana", at="2026-10-10T10:00:00+00:00")
+    assert out["promoted"] and registry.champion(s) == good and out["champion_after"] == good
+    assert out["reason"].startswith("approved by ana at 2026-10-10T10:00:00+00:00")
+    assert out["review"]["decision"] == {"decision": "approve", "reviewer": "ana", "at": "2026-10-10T10:00:00+00:00",
+                                         "timed_out": False}
+    promo = json.loads((Path(layout.registry_version_dir(s, good)) / "promotion.json").read_text())
+    assert promo["promoted"] is True and promo["review"]["pending"] is False
+    stats = json.loads((tmp_path / "lake" / "runs" / f"ds={DS}" / "evaluate.json").read_text())
+    assert stats["promoted"] is True and stats["review"]["decision"]["reviewer"] == "ana"
+    history = (Path(s.lake_root) / "registry" / "champion_history.jsonl").read_text()
+    assert "approved by ana" in history
+    # a second answer (a cleared task re-run) changes nothing
+    registry.set_champion(s, broken, "operator moved it back")
+    again = evaluate.apply_review(s, DS, "reject", reviewer="bo")
+    assert again["review"]["decision"]["reviewer"] == "ana" and registry.champion(s) == broken
+
+
+@pytest.mark.parametrize("decision, reviewer, expect", [("reject", "bo", "rejected by bo"),
+                                                        (None, None, "no answer within")])
+def test_reject_or_no_answer_keeps_the_champion(tmp_path, decision, reviewer, expect):
+    from keyphrase_pipeline.artifacts import registry
+    from keyphrase_pipeline.core.errors import ConfigError
+    from keyphrase_pipeline.stages import evaluate
+
+    w, s = _lake_copy(tmp_path, review={"margin_band": 1.0, "topk_items": 0})
+    good, broken = w["student"]["version"], _register_random(s, w)
+    registry.set_champion(s, broken, "setup")
+    with pytest.raises(ConfigError, match="approve"):
+        evaluate.apply_review(s, DS, "maybe")
+    assert evaluate.run(s, DS, candidate=good)["review"]["topk_change"] is None  # topk_items 0: not measured
+    out = evaluate.apply_review(s, DS, decision, reviewer=reviewer)
+    assert not out["promoted"] and registry.champion(s) == broken and expect in out["reason"]
+    assert out["review"]["decision"]["timed_out"] is (decision is None)
+
+
+def test_no_review_without_a_champion_or_when_forced_or_off(tmp_path):
+    from keyphrase_pipeline.artifacts import registry
+    from keyphrase_pipeline.core.errors import ConfigError
+    from keyphrase_pipeline.stages import evaluate
+
+    w, s = _lake_copy(tmp_path, review={"margin_band": 1.0, "topk_items": 0})
+    good, broken = w["student"]["version"], _register_random(s, w)
+    fig = evaluate.run(s, DS, candidate=good)  # the first model: nothing to compare with
+    assert fig["promoted"] and not fig["review"]["needed"]
+    with pytest.raises(ConfigError, match="no promotion waits"):
+        evaluate.apply_review(s, DS, "approve")
+    fig = evaluate.run(s, DS, candidate=broken, force_promote=True)
+    assert fig["promoted"] and registry.champion(s) == broken and not fig["review"]["needed"]
+    off = s.with_overrides(**{"review.approval": False})
+    fig = evaluate.run(off, DS, candidate=good)
+    assert fig["promoted"] and not fig["review"]["needed"]
+
+
+def test_cli_answers_a_pending_review(tmp_path, monkeypatch, capsys):
+    from keyphrase_pipeline import cli
+    from keyphrase_pipeline.artifacts import registry
+    from keyphrase_pipeline.core.settings import get_settings, settings_env
+    from keyphrase_pipeline.stages import evaluate
+
+    w, s = _lake_copy(tmp_path, review={"margin_band": 1.0, "topk_items": 0})
+    good, broken = w["student"]["version"], _register_random(s, w)
+    registry.set_champion(s, broken, "setup")
+    assert evaluate.run(s, DS, candidate=good)["review"]["pending"]
+    for k, v in settings_env(s).items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["evaluate", "--ds", DS, "--review", "approve", "--reviewer", "cy"]) == 0
+        assert registry.champion(s) == good and "approved by cy" in capsys.readouterr().out
+        assert cli.main(["evaluate", "--ds", "2026-01-01", "--review", "reject"]) == 2  # nothing waits that day
+    finally:
+        get_settings.cache_clear()
