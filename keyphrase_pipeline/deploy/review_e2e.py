@@ -17,6 +17,9 @@ timeouts of about 100 s, 3 adjudication pairs.
 3. A manual run whose promotion is **rejected** through the API: the champion stays.
 4. A manual run whose promotion is **approved** through the API: the challenger becomes the champion and is
    published.
+5. A **backfill** of the day before (``POST /api/v2/backfills``, ``reprocess_behavior`` completed, conf
+   ``full_reembed`` and ``skip_llm``): the scheduler runs it; an older day never moves the champion; the asset
+   events of every run carry their day as the partition key.
 
 While each promotion waits, ``serving/CURRENT`` and ``registry/CHAMPION`` are read: nothing already published
 changes. Chromium (Playwright) opens the UI's Required Actions page while a request is pending and looks for it.
@@ -45,6 +48,7 @@ from keyphrase_pipeline.models.tiny import build_tiny_encoder
 DAG_ID = "keyphrase_daily"
 REPO = Path(__file__).resolve().parents[2]
 APPROVAL, ADJUDICATION = "train.approve_promotion", "review.adjudicate"
+CHROMIUM = "/usr/bin/chromium"  # Debian's (make browser), as the UI's browser tests use
 TIMEOUT_HOURS = 0.03  # 108 s: the approval's and the adjudication's response timeout here
 REVIEW_ENV = {"KP_REVIEW__APPROVAL": "true", "KP_REVIEW__MARGIN_BAND": "1.0", "KP_REVIEW__TOPK_ITEMS": "30",
               "KP_REVIEW__TOPK_KEYPHRASES": "200", "KP_REVIEW__APPROVAL_TIMEOUT_HOURS": str(TIMEOUT_HOURS),
@@ -157,9 +161,14 @@ def required_actions_page(base: str, password: str, subject: str, shot: Path) ->
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        return {"checked": False, "why": "playwright is not installed (make browser)"}
+        return {"checked": False, "why": "playwright is not installed"}
+    if not Path(CHROMIUM).exists():
+        return {"checked": False, "why": f"no {CHROMIUM} (make browser)"}
     with sync_playwright() as p:
-        browser = p.chromium.launch()
+        try:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        except Exception as exc:  # noqa: BLE001 - a browser that does not start: said, the run goes on
+            return {"checked": False, "why": f"Chromium did not start: {type(exc).__name__}: {str(exc)[:200]}"}
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(f"{base}/auth/login")
@@ -213,6 +222,36 @@ def promotion_case(api: Api, lake: Lake, run_id: str, ds: str, how: str | None, 
     return case
 
 
+def backfill_case(api: Api, lake: Lake, ds: str, timeout_s: float) -> dict:
+    """A scheduler-managed backfill (``POST /api/v2/backfills``) of the day before ``ds`` with the re-embedding
+    conf the docs give; returns its runs' days and states, the champion before and after, and the days the asset
+    events of all runs carry as partition keys."""
+    prev = dt.date.fromisoformat(ds) - dt.timedelta(days=1)
+    body = {"dag_id": DAG_ID, "from_date": f"{prev}T00:00:00Z", "to_date": f"{prev}T23:59:59Z",
+            "reprocess_behavior": "completed", "max_active_runs": 1,
+            "dag_run_conf": {"full_reembed": True, "skip_llm": True}}
+    dry = api.call("POST", "/api/v2/backfills/dry_run", body)
+    before = pointers(lake)
+    backfill = api.call("POST", "/api/v2/backfills", body)
+    say(f"backfill {backfill.get('id')} of {prev}: {[b['logical_date'] for b in dry['backfills']]}")
+
+    def runs():
+        rs = [r for r in api.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns?limit=100")["dag_runs"]
+              if r["run_type"] == "backfill"]
+        return rs if rs and all(r["state"] in ("success", "failed") for r in rs) else None
+
+    done = wait_for("the backfill's runs", runs, timeout_s, every_s=10)
+    events = api.call("GET", "/api/v2/assets/events?limit=500")["asset_events"]
+    return {"dry_run_dates": [b["logical_date"] for b in dry["backfills"]], "runs": {r["dag_run_id"]: r["state"]
+            for r in done}, "days": sorted({str((r.get("conf") or {}).get("ds") or r["data_interval_start"])[:10]
+                                             for r in done}),
+            "before": before, "after": pointers(lake),
+            "embedded": (lake.read_json(lake.run_stats_path(prev.isoformat(), "embed_items"), default={})
+                         .get("embedded_now")),
+            "partition_keys": sorted({e["partition_key"] for e in events if e.get("partition_key")}),
+            "asset_events": len(events)}
+
+
 def failed_checks(result: dict) -> list[str]:
     """What the JSON line shows to be wrong (empty when all holds)."""
     out = []
@@ -251,8 +290,18 @@ def failed_checks(result: dict) -> list[str]:
         out.append(f"deadline: {deadline}")
     if (result.get("human_labels") or {}).get("applied", 0) < 2:
         out.append(f"human labels in training: {result.get('human_labels')}")
+    bf = result.get("backfill") or {}
+    prev = (dt.date.fromisoformat(first["ds"]) - dt.timedelta(days=1)).isoformat() if first.get("ds") else None
+    if not bf.get("runs") or set(bf["runs"].values()) != {"success"} or bf.get("days") != [prev]:
+        out.append(f"backfill: runs {bf.get('runs')} days {bf.get('days')}, expected one successful run of {prev}")
+    elif bf.get("after", {}).get("champion") != bf.get("before", {}).get("champion"):
+        out.append("backfill: an older day moved the champion")
+    if prev and not {first.get("ds"), prev} <= set(bf.get("partition_keys") or []):
+        out.append(f"asset events carry the days {bf.get('partition_keys')}, not {first.get('ds')} and {prev}")
     page = (cases.get("reject") or {}).get("required_actions_page") or {}
-    if page.get("checked") and not page.get("lists_the_request"):
+    if not page.get("checked"):
+        out.append(f"the Required Actions page was not checked: {page.get('why')}")
+    elif not page.get("lists_the_request"):
         out.append("the Required Actions page did not list the request")
     return out
 
@@ -334,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
             browser={"base": base, "password": password, "shot": shot})
         result["cases"]["approve"] = promotion_case(api, lake, f"review_e2e_approve__{int(time.time())}", ds,
                                                     "Approve", timeout_s)
+
+        # 5. a backfill of the day before, re-embedding everything (the scheduler runs it)
+        result["backfill"] = backfill_case(api, lake, ds, timeout_s)
     finally:
         airflow.stop()
     result["minutes"] = round((time.monotonic() - t0) / 60, 1)

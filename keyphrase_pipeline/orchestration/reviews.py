@@ -214,7 +214,8 @@ def deadline_record(context: dict, hours: float) -> tuple[str, dict]:
     start = run.get("data_interval_start") or run.get("logical_date") or ""
     ds = conf.get("ds") or str(start)[:10]
     deadline = (context.get("deadline") or {}).get("deadline_time")
-    record = {"alert": "publish_deadline_missed", "ds": ds, "dag_id": run.get("dag_id"), "run_id": run.get("run_id"),
+    run_id = run.get("dag_run_id") or run.get("run_id")  # DAGRunResponse names it dag_run_id
+    record = {"alert": "publish_deadline_missed", "ds": ds, "dag_id": run.get("dag_id"), "run_id": run_id,
               "deadline": str(deadline), "hours_after_interval": hours,
               "run_state_at_alert": run.get("state"), "noticed_at": dt.datetime.now(dt.UTC).isoformat(),
               "message": (f"recommendations for ds={ds} were not published by {deadline} "
@@ -224,7 +225,8 @@ def deadline_record(context: dict, hours: float) -> tuple[str, dict]:
 
 async def publish_deadline_missed(context: dict | None = None, hours: float = 0.0, **_: Any) -> None:
     """The publish deadline's callback (triggerer): log the miss at ERROR and record it in the lake,
-    ``runs/ds=D/_alerts/publish_deadline.json`` (the Keyphrases page's run history shows it)."""
+    ``runs/ds=D/_alerts/publish_deadline.json`` (the Keyphrases page's run history shows it). A day that missed
+    its deadline in several runs keeps the newest alert, the earlier ones under ``earlier``."""
     import asyncio
 
     ds, record = deadline_record(context or {}, hours)
@@ -232,6 +234,10 @@ async def publish_deadline_missed(context: dict | None = None, hours: float = 0.
 
     def write():
         lake = Lake.from_settings(run_settings.settings_for(None))
-        lake.write_json(lake.run_alert_path(ds, DEADLINE_ALERT), record)
+        path = lake.run_alert_path(ds, DEADLINE_ALERT)
+        before = lake.read_json(path, default={}) if lake.exists(path) else {}
+        if before:
+            record["earlier"] = [*before.pop("earlier", []), before]
+        lake.write_json(path, record)
 
     await asyncio.to_thread(write)

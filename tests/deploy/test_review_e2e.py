@@ -55,6 +55,9 @@ def _break(path: str, value):
     (_break("deadline.alert", None), "deadline"),
     (_break("human_labels", {"applied": 0}), "human labels"),
     (_break("cases.reject.required_actions_page.lists_the_request", False), "Required Actions"),
+    (_break("backfill.runs", {}), "backfill: runs"),
+    (_break("backfill.after.champion", "moved"), "backfill: an older day moved the champion"),
+    (_break("backfill.partition_keys", []), "asset events carry the days"),
 ])
 def test_each_check_can_fail(breakage, expect):
     result = copy.deepcopy(_recorded())

@@ -143,7 +143,7 @@ def test_the_publish_deadline_alert_and_its_callback(tmp_path, env_settings):
     assert alert.interval == dt.timedelta(days=1, hours=6)  # 6 h after the end of the day's data interval
     assert reviews.publish_deadline(s.with_overrides(**{"dag.publish_deadline_hours": 0})) is None
     # the context the scheduler sends the callback (Deadline.handle_miss): the run as the REST API shows it
-    context = {"dag_run": {"dag_id": "keyphrase_daily", "run_id": "scheduled__2026-10-10", "state": "running",
+    context = {"dag_run": {"dag_id": "keyphrase_daily", "dag_run_id": "scheduled__2026-10-10", "state": "running",
                            "conf": {}, "data_interval_start": "2026-10-10T02:00:00Z",
                            "logical_date": "2026-10-10T02:00:00Z"},
                "deadline": {"id": "x", "deadline_time": "2026-10-11T08:00:00+00:00"}}
@@ -151,6 +151,11 @@ def test_the_publish_deadline_alert_and_its_callback(tmp_path, env_settings):
     lake = Lake.from_settings(s)
     record = lake.read_json(lake.run_alert_path("2026-10-10", "publish_deadline"))
     assert record["run_id"] == "scheduled__2026-10-10" and "were not published by 2026-10-11T08:00" in record["message"]
+    # a second run of the day misses it too: the newest alert, the earlier one kept
+    later = {**context, "dag_run": {**context["dag_run"], "dag_run_id": "manual__2"}}
+    asyncio.run(reviews.publish_deadline_missed(context=later, hours=6))
+    record = lake.read_json(lake.run_alert_path("2026-10-10", "publish_deadline"))
+    assert record["run_id"] == "manual__2" and [e["run_id"] for e in record["earlier"]] == ["scheduled__2026-10-10"]
     # a manual run of another day: the ds param names the day
     ds, rec = reviews.deadline_record({**context, "dag_run": {**context["dag_run"], "conf": {"ds": "2026-10-05"}}}, 6)
     assert ds == "2026-10-05" and rec["ds"] == "2026-10-05"
