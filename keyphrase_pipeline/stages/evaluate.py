@@ -389,6 +389,9 @@ def apply_review(settings: Settings, ds: str, decision: str | None, reviewer: st
     champion, None (no answer before the timeout) keeps the champion and says so. ``reviewer``: who answered;
     ``at``: when (ISO text; default now).
 
+    An approval does not override a champion someone else changed while the promotion waited (``kp promote``):
+    then nothing is promoted and the reason says so.
+
     The version's ``promotion.json`` and ``runs/ds=D/evaluate.json`` get the final ``promoted`` and ``reason`` and
     ``review.decision`` = ``{decision, reviewer, at, timed_out}``; the pending record stays in ``review``. A second
     call for a review already decided changes nothing and returns the stats (a cleared task re-run). Returns the
@@ -412,7 +415,13 @@ def apply_review(settings: Settings, ds: str, decision: str | None, reviewer: st
     version = stats["version"]
     at = at or dt.datetime.now(dt.UTC).isoformat()
     who = reviewer or "nobody"
-    if decision == APPROVE:
+    now_champion = registry.champion_or_none(settings)
+    moved = now_champion != stats.get("champion_before")
+    if decision == APPROVE and moved:
+        promoted, reason = False, (f"approved by {who} at {at}, but the champion changed while the promotion waited "
+                                   f"({stats.get('champion_before')} -> {now_champion}, by someone else): not "
+                                   f"promoted over it (kp promote --version {version} to do it on purpose)")
+    elif decision == APPROVE:
         promoted, reason = True, f"approved by {who} at {at} ({'; '.join(review['reasons'])})"
     elif decision == REJECT:
         promoted, reason = False, f"rejected by {who} at {at}: champion kept ({'; '.join(review['reasons'])})"

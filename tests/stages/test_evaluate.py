@@ -220,6 +220,22 @@ def test_a_close_call_waits_for_a_person_then_approve_promotes(tmp_path):
     assert again["review"]["decision"]["reviewer"] == "ana" and registry.champion(s) == broken
 
 
+def test_an_approval_does_not_override_a_champion_changed_while_it_waited(tmp_path):
+    from keyphrase_pipeline.artifacts import registry
+    from keyphrase_pipeline.commands import promote
+    from keyphrase_pipeline.stages import evaluate
+
+    w, s = _lake_copy(tmp_path, review={"margin_band": 1.0, "topk_items": 0})
+    good, broken = w["student"]["version"], _register_random(s, w)
+    third = _register_random(s, w, version=f"{DS}-cafe0000")
+    registry.set_champion(s, broken, "setup")
+    assert evaluate.run(s, DS, candidate=good)["review"]["pending"]
+    promote.run(s, third, reason="incident fix")  # someone moves the champion meanwhile
+    out = evaluate.apply_review(s, DS, "approve", reviewer="ana")
+    assert not out["promoted"] and registry.champion(s) == third
+    assert "the champion changed while the promotion waited" in out["reason"] and third in out["reason"]
+
+
 @pytest.mark.parametrize("decision, reviewer, expect", [("reject", "bo", "rejected by bo"),
                                                         (None, None, "no answer within")])
 def test_reject_or_no_answer_keeps_the_champion(tmp_path, decision, reviewer, expect):
