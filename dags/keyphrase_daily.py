@@ -29,6 +29,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import HITLEntryOperator, HITLOperator
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, TriggerRule, get_current_context, task
 
+from keyphrase_pipeline.core.settings import DAG_RUN_TIMEOUT_HOURS
 from keyphrase_pipeline.orchestration import planning, reviews, spark_submit, tasks
 
 DS = "{{ ti.xcom_pull(task_ids='plan.plan_day')['ds'] }}"
@@ -42,7 +43,7 @@ with DAG(
     start_date=dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc),
     catchup=False,
     max_active_runs=1,
-    dagrun_timeout=dt.timedelta(hours=20),
+    dagrun_timeout=dt.timedelta(hours=DAG_RUN_TIMEOUT_HOURS),
     tags=["keyphrases", "ads", "llm-distillation", "spark", "daily"],
     default_args={"owner": tasks.DAG_OWNER, "on_failure_callback": tasks.log_task_failure, **tasks.stage_args("plan")},
     on_failure_callback=tasks.log_dag_failure,
@@ -185,17 +186,18 @@ with DAG(
         )
 
         @task(doc_md="Carry out the answer: promote on Approve; keep the champion on Reject or no answer (recorded "
-                     "in the version's promotion.json and the day's evaluate stats).", **tasks.stage_args("evaluate"))
-        def apply_approval(plan: planning.RunPlan, answer: dict, params=None):
-            return reviews.apply_approval(params, plan["ds"], answer)
+                     "in the version's promotion.json and the day's evaluate stats).", **reviews.apply_args())
+        def apply_approval(plan: planning.RunPlan, request: dict, answer: dict, params=None):
+            return reviews.apply_approval(params, plan["ds"], request, answer)
 
         skip_training = EmptyOperator(task_id="skip_training",
                                       doc_md="Not a training day: the champion keeps serving.")
         cross = train_cross(plan)
         bi = train_bi(plan, cross)
         gated = evaluate(plan, bi)
-        approved = apply_approval(plan, approve_promotion.output)
-        approval_request(gated) >> approve_promotion
+        request = approval_request(gated)
+        approved = apply_approval(plan, request, approve_promotion.output)
+        request >> approve_promotion
         decide(plan) >> [cross, skip_training]
 
     # ---- review: label adjudication by a person (a side branch: nothing waits for it) ------------------
@@ -221,9 +223,9 @@ with DAG(
         def record_adjudication(plan: planning.RunPlan, request: dict, answer: dict, params=None):
             return reviews.record_adjudication(params, plan["ds"], request, answer)
 
-        request = adjudication_request(plan)
-        request >> adjudicate
-        record_adjudication(plan, request, adjudicate.output)
+        adjudication = adjudication_request(plan)
+        adjudication >> adjudicate
+        record_adjudication(plan, adjudication, adjudicate.output)
 
     # ---- serve: export, embed, index, recommend, publish (always, with the champion) -----------------
     with TaskGroup("serve", tooltip="ONNX towers, embeddings, FAISS index, recommendations, publish") as serve_group:
@@ -286,7 +288,7 @@ with DAG(
     ready >> ctr_labels >> llm_group
     [merged, skipped] >> train_group
     [gated, approved, skip_training] >> exported
-    [gated, skip_training] >> request
+    [gated, skip_training] >> adjudication
 
 
 if __name__ == "__main__":  # `python dags/keyphrase_daily.py [YYYY-MM-DD]`: one in-process run

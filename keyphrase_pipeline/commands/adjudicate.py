@@ -26,7 +26,7 @@ import numpy as np
 
 from keyphrase_pipeline.artifacts import registry
 from keyphrase_pipeline.core import layout
-from keyphrase_pipeline.core.errors import ConfigError
+from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import Lake, ds_str
 from keyphrase_pipeline.labels import reviews
 
@@ -50,8 +50,9 @@ def pick(settings: Settings, ds, n: int | None = None) -> dict:
     disagreement (|p_judge - p_cross|, 0-1)}], "scanned": pairs scored, "day_pairs": pairs judged that day,
     "cross_version", "why": why no pair is offered, or ""}``, pairs largest disagreement first (ties by
     ``pair_key``). No pair is offered (``why`` says which) when ``n`` is 0, the store has no day ``ds`` (labelling
-    skipped), or there is no cross-encoder yet. Raises ConfigError (exit 2) when ``ds`` is not a date or the
-    cross-encoder's directory is not a model; SchemaError (exit 3) when the store day breaks its contract."""
+    skipped), or there is no cross-encoder yet. The day is read file by file: an unreadable file is left out and
+    named (``unreadable``). Raises ConfigError (exit 2) when ``ds`` is not a date or the cross-encoder's directory
+    is not a model."""
     from keyphrase_pipeline.labels.kd_pairs import teacher_scores
 
     ds = ds_str(ds)
@@ -68,10 +69,18 @@ def pick(settings: Settings, ds, n: int | None = None) -> dict:
     if not cross or not registry.exists(settings, cross, "cross"):
         out["why"] = "no cross-encoder yet (the first training day trains one)"
         return out
-    day = reviews._store_day(settings, ds)
+    day, unreadable = reviews._store_day_by_file(settings, ds)
+    if unreadable:  # the readable files' pairs are still offered; the others are named
+        log.warning("adjudication ds=%s: %d label store file(s) left out: %s", ds, len(unreadable),
+                    "; ".join(unreadable[:3]))
+        out["unreadable"] = unreadable
+    if day is None:
+        out["why"] = f"no readable label store file for ds={ds}"
+        return out
+    day = day.sort_values("pair_key", kind="mergesort").reset_index(drop=True)
     out["day_pairs"], out["cross_version"] = int(len(day)), cross
-    done = set(reviews.human_labels(settings)["pair_key"])
-    day = day[~day["pair_key"].isin(done)].reset_index(drop=True)
+    done = set(reviews.human_labels(settings)["text_hash"])  # the texts a person already labelled, under any key
+    day = day[~day["text_hash"].isin(done)].reset_index(drop=True)
     scan = settings.review.adjudication_scan
     if len(day) > scan:  # a seeded sample: the same pairs on a rerun of the day
         rng = np.random.default_rng(int(hashlib.sha1(f"kp-adjudicate:{ds}".encode()).hexdigest()[:8], 16))
@@ -122,7 +131,8 @@ def record(settings: Settings, ds, pairs: list[dict], answers: dict[str, str], r
     ``reviewer``: who answered; ``at``: when (timezone-aware). A re-run with the same answer rewrites the same
     files (``answer_id``). Returns ``{"recorded", "agree", "disagree", "skipped", "reviewer", "verdicts": [..]}``.
     Raises ConfigError (exit 2) for an answer not in ``ANSWERS``, a pair that was not offered, or no reviewer;
-    DataError (exit 3) when a pair is no longer in the label store day."""
+    DataError (exit 3) when an answered pair is no longer in the label store day (checked for every pair before
+    anything is written)."""
     ds = ds_str(ds)
     by_key = {p["pair_key"]: p for p in pairs}
     unknown = sorted(set(answers) - set(by_key))
@@ -133,6 +143,14 @@ def record(settings: Settings, ds, pairs: list[dict], answers: dict[str, str], r
         raise ConfigError(f"answers must be one of {ANSWERS}, got {bad}")
     if not reviewer or not str(reviewer).strip():
         raise ConfigError("an adjudication needs the reviewer's name")
+    answered = [k for k in sorted(by_key) if answers.get(k, SKIP) != SKIP]
+    if answered:  # every answered pair is checked before any verdict is written: all or nothing
+        day, unreadable = reviews._store_day_by_file(settings, ds)
+        gone = sorted(set(answered) - set(day["pair_key"] if day is not None else ()))
+        if gone:
+            raise DataError(f"{len(gone)} answered pair(s) are not among the readable label store files of ds={ds} "
+                            f"({gone[:3]}{'; unreadable: ' + '; '.join(unreadable[:3]) if unreadable else ''}): "
+                            "nothing recorded")
     out = {"recorded": 0, "agree": 0, "disagree": 0, "skipped": 0, "reviewer": str(reviewer), "verdicts": []}
     stamp = at.isoformat()
     for key in sorted(by_key):

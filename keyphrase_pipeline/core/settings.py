@@ -388,10 +388,17 @@ class DagSettings(BaseModel):
     input_wait_hours: float = Field(12.0, gt=0, le=20, description="Hours a run waits for its day's input before "
                                     "failing (kept under the DAG run's 20-hour timeout).")
     input_poke_minutes: float = Field(10.0, gt=0, le=120, description="Minutes between two checks for the input.")
+    asset_partition_keys: bool = Field(False, description="Give each stage task's asset events the day as their "
+                                       "partition key (Airflow 3.3 asset partitions). Off: Airflow then queues only "
+                                       "partition-aware consumer DAGs; the day is always in the event's extra['ds'].")
     publish_deadline_hours: float = Field(10.0, ge=0, le=48, description="Hours after the end of a run's data "
                                           "interval by which its recommendations must be published; past it an "
                                           "Airflow deadline alert fires (0: no deadline). Default 10: 12:00 UTC for "
                                           "the 02:00 schedule.")
+
+
+DAG_RUN_TIMEOUT_HOURS = 20  # the daily DAG's dagrun_timeout
+MAX_WAIT_HOURS = 18  # the most a run may wait (input + a person) so that its stages keep 2 hours of it
 
 
 class ReviewSettings(BaseModel):
@@ -400,10 +407,11 @@ class ReviewSettings(BaseModel):
     * **Approval of a close or risky promotion** (``stages.evaluate.review_reasons``): the gate asks when the
       challenger's F1 lies within ``margin_band`` of the gate's threshold (the champion's F1 minus
       ``train.promote_tolerance``), or, for a promotion the gate would make, when the student's agreement with the
-      cross-encoder (Pearson r) falls more than ``agreement_drop`` below the champion's, or when more than
+      cross-encoder (Pearson r) falls more than ``agreement_drop`` below the champion's, or the judge's and the
+      cross-encoder's (AUC) more than ``agreement_drop`` below its value when the champion was evaluated, or when more than
       ``topk_changed_share`` of sampled items keep fewer than half of their top-K keyphrases. No answer within
       ``approval_timeout_hours`` keeps the champion. Clear wins and losses stay automatic.
-    * **Label adjudication** (``labels.adjudication``): the ``adjudication_pairs`` pairs of the day where the LLM
+    * **Label adjudication** (``commands.adjudicate``): the ``adjudication_pairs`` pairs of the day where the LLM
       judge and the cross-encoder disagree most are offered to a person; verdicts become human labels.
     ``approval`` False: the gate decides alone (as before this setting existed)."""
 
@@ -416,13 +424,14 @@ class ReviewSettings(BaseModel):
                                       "keep fewer than half of their top-K keyphrases.")
     topk_items: int = Field(200, ge=0, description="Items sampled for the top-K change (0: not measured).")
     topk_keyphrases: int = Field(2000, ge=10, description="Keyphrases sampled as the universe of that top-K.")
-    approval_timeout_hours: float = Field(8.0, gt=0, le=18, description="Hours a promotion waits for an answer; "
-                                          "then the champion is kept (kept under the DAG run's 20-hour timeout).")
+    approval_timeout_hours: float = Field(6.0, gt=0, le=18, description="Hours a promotion waits for an answer; "
+                                          "then the champion is kept. With dag.input_wait_hours at most 18 h (the "
+                                          "DAG run's 20-hour timeout less 2 h for the stages).")
     adjudication_pairs: int = Field(10, ge=0, le=50, description="Pairs offered for adjudication per day (0: none).")
     adjudication_scan: int = Field(5000, ge=10, description="Judged pairs of the day the cross-encoder scores to "
                                    "find the disagreements (a seeded sample of a larger day).")
-    adjudication_timeout_hours: float = Field(12.0, gt=0, le=18, description="Hours the adjudication task waits; "
-                                              "then it ends with no verdict.")
+    adjudication_timeout_hours: float = Field(6.0, gt=0, le=18, description="Hours the adjudication task waits; "
+                                              "then it ends with no verdict (with dag.input_wait_hours at most 18 h).")
 
 
 class UiSettings(BaseModel):
@@ -484,6 +493,14 @@ class Settings(BaseSettings):
             raise ValueError("lake_root must not be empty")
         if self.serve.dim not in self.train.matryoshka_dims:
             raise ValueError(f"serve.dim={self.serve.dim} must be one of train.matryoshka_dims={self.train.matryoshka_dims}")
+        waits = self.dag.input_wait_hours + max(self.review.approval_timeout_hours, self.review.adjudication_timeout_hours)
+        if waits > MAX_WAIT_HOURS:
+            raise ValueError(
+                f"dag.input_wait_hours ({self.dag.input_wait_hours}) + the longest review wait (review.approval_timeout_hours "
+                f"{self.review.approval_timeout_hours}, review.adjudication_timeout_hours "
+                f"{self.review.adjudication_timeout_hours}) = {waits} h leaves the stages less than "
+                f"{DAG_RUN_TIMEOUT_HOURS - MAX_WAIT_HOURS} h of the DAG run's {DAG_RUN_TIMEOUT_HOURS}-hour timeout: a run "
+                "that waited that long would time out with nothing published and its review left pending; shorten one")
         return self
 
     def with_overrides(self, **overrides) -> "Settings":

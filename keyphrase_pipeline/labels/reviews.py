@@ -3,7 +3,7 @@ verdicts stored append-only in the lake, the agreement rate per day, judge and p
 human labels (``human_labels``: training reads them over the judge's labels, ``labels.training_data``).
 
 Verdicts come from the Keyphrases page's label review and from the DAG's adjudication task (Airflow
-human-in-the-loop, ``labels.adjudication``): one store, one path into training.
+human-in-the-loop, ``commands.adjudicate``): one store, one path into training.
 
 This is how a team measures its teacher (the judge), and where human labels for ``--labels`` training come from:
 ``kp label-reviews --export FILE [--from D] [--to D]`` (``export``) writes the newest verdict per pair (across
@@ -132,6 +132,8 @@ def append(settings: Settings, ds, pair_key: str, verdict: str, reviewer: str, n
         raise ConfigError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
     if not reviewer or not str(reviewer).strip():
         raise ConfigError("a review needs the reviewer's name")
+    if not _HEX.fullmatch(str(pair_key or "")):
+        raise ConfigError(f"pair_key must be a hex key (the label store's sha1), got {pair_key!r}")
     if review_id is not None and not _HEX.fullmatch(str(review_id)):
         raise ConfigError(f"review_id must be hex, got {review_id!r}")
     day, bad = _store_day_by_file(settings, ds)
@@ -290,22 +292,47 @@ def agreement(reviews) -> list[dict]:
 def human_labels(settings: Settings, upto_ds=None):
     """The human label of every reviewed pair: the newest verdict per pair across reviewers (label store days up to
     ``upto_ds`` when given), as the label it implies (agree -> the judge's label at review time, disagree -> its
-    opposite). Unreadable review files are left out and logged (``read``).
+    opposite), with the pair's ``text_hash`` from its label store day: a verdict belongs to the texts, so it still
+    applies after the pair is judged again under another key (a new prompt version, a key migration). Unreadable
+    review files are left out and logged (``read``); verdicts whose store day or row cannot be read are left out and
+    logged.
 
-    Returns pandas ``pair_key`` (str), ``human_label`` (int32 0/1), ``reviewer`` (str), ``reviewed_at``
-    (datetime64), one row per pair; empty with these columns when there is no verdict."""
+    Returns pandas ``pair_key`` (str), ``text_hash`` (str), ``human_label`` (int32 0/1), ``reviewer`` (str),
+    ``reviewed_at`` (datetime64), one row per text (the newest verdict); empty with these columns when there is
+    none."""
     import pandas as pd
 
+    empty = pd.DataFrame({"pair_key": pd.Series(dtype=object), "text_hash": pd.Series(dtype=object),
+                          "human_label": pd.Series(dtype="int32"), "reviewer": pd.Series(dtype=object),
+                          "reviewed_at": pd.Series(dtype="datetime64[us]")})
     reviews = read(settings)
     if upto_ds is not None and len(reviews):
         reviews = reviews[reviews["store_ds"] <= ds_str(upto_ds)]
     if not len(reviews):
-        return pd.DataFrame({"pair_key": pd.Series(dtype=object), "human_label": pd.Series(dtype="int32"),
-                             "reviewer": pd.Series(dtype=object), "reviewed_at": pd.Series(dtype="datetime64[us]")})
-    newest = reviews.sort_values(["reviewed_at", "review_id"], kind="mergesort").drop_duplicates("pair_key", keep="last")
+        return empty
+    texts = []
+    for d in sorted(reviews["store_ds"].unique()):
+        try:
+            day, bad = _store_day_by_file(settings, d)
+        except DataError as exc:
+            log.warning("human labels: verdicts on label store day %s left out: %s", d, exc)
+            continue
+        if bad:
+            log.warning("human labels: %d unreadable file(s) of label store day %s: %s", len(bad), d, "; ".join(bad[:3]))
+        if day is not None:
+            texts.append(day[["pair_key", "text_hash"]].assign(store_ds=d))
+    if not texts:
+        return empty
+    keys = pd.concat(texts, ignore_index=True).drop_duplicates(["store_ds", "pair_key"])
+    joined = reviews.merge(keys, on=["store_ds", "pair_key"], how="inner")
+    if len(joined) < len(reviews):
+        log.warning("human labels: %d verdict(s) whose pair is not in its label store day left out",
+                    len(reviews) - len(joined))
+    newest = joined.sort_values(["reviewed_at", "review_id"], kind="mergesort").drop_duplicates("text_hash", keep="last")
     llm = newest["llm_label"].astype("int32")
     human = llm.where(newest["verdict"] == "agree", 1 - llm).astype("int32")
-    return pd.DataFrame({"pair_key": newest["pair_key"].astype(str).to_numpy(), "human_label": human.to_numpy(),
+    return pd.DataFrame({"pair_key": newest["pair_key"].astype(str).to_numpy(),
+                         "text_hash": newest["text_hash"].astype(str).to_numpy(), "human_label": human.to_numpy(),
                          "reviewer": newest["reviewer"].astype(str).to_numpy(),
                          "reviewed_at": newest["reviewed_at"].to_numpy()})
 

@@ -306,8 +306,10 @@ def read_llm_labels(settings: Settings, ds: str) -> tuple["object", list[str]]:
 
 
 def apply_human_labels(settings: Settings, df, ds: str):
-    """``df`` (label store rows with ``pair_key``, ``label`` int32, ``p`` float) with every pair a person reviewed
-    (``labels.reviews.human_labels``: the page's label review, the DAG's adjudication) labelled as that person said:
+    """``df`` (label store rows with ``text_hash``, ``label`` int32, ``p`` float) with every pair a person reviewed
+    (``labels.reviews.human_labels``: the page's label review, the DAG's adjudication; matched by the texts'
+    ``text_hash``, so a verdict still applies after the pair is judged again under another key) labelled as that
+    person said:
     ``label`` the human label, ``p`` 1.0 or 0.0. Returns ``(frame, {"applied": pairs with a human label,
     "changed": of those, pairs whose label the person changed})``; the frame is a copy when any label applies."""
     from keyphrase_pipeline.labels.reviews import human_labels
@@ -315,7 +317,7 @@ def apply_human_labels(settings: Settings, df, ds: str):
     human = human_labels(settings, upto_ds=ds)
     if not len(human) or not len(df):
         return df, {"applied": 0, "changed": 0}
-    said = df["pair_key"].map(dict(zip(human["pair_key"], human["human_label"].astype(int))))
+    said = df["text_hash"].map(dict(zip(human["text_hash"], human["human_label"].astype(int))))
     has = said.notna().to_numpy()
     if not has.any():
         return df, {"applied": 0, "changed": 0}

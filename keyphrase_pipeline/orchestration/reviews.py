@@ -92,6 +92,15 @@ def approval_args(settings=None) -> dict:
             "response_timeout": dt.timedelta(hours=r.approval_timeout_hours)}
 
 
+def apply_args() -> dict:
+    """``apply_approval``'s task kwargs: the evaluate stage's retries and timeout, and the ``kp.champion`` asset as
+    its outlet (it is the task that moves the champion on Approve)."""
+    from keyphrase_pipeline.orchestration.assets import asset
+    from keyphrase_pipeline.orchestration.tasks import stage_args
+
+    return {**stage_args("evaluate"), "outlets": [asset("champion")]}
+
+
 def _settings():
     from keyphrase_pipeline.core.settings import get_settings
 
@@ -108,9 +117,11 @@ def hitl_answer(result: dict | None) -> tuple[list[str], str | None, str | None]
     return list(result.get("chosen_options") or []), who, (str(at) if at else None)
 
 
-def apply_approval(params: dict | None, ds: str, result: dict | None) -> dict:
-    """Carry out the approval task's answer (``result``: its XCom) with ``stages.evaluate.apply_review``: Approve
-    promotes, Reject keeps the champion, nobody (timeout) keeps it and says so. Returns the evaluate stats."""
+def apply_approval(params: dict | None, ds: str, request: dict | None, result: dict | None) -> dict:
+    """Carry out the approval task's answer (``result``: its XCom) on the request the person saw (``request``:
+    ``approval_request``'s, whose ``version`` must still be the one waiting) with
+    ``stages.evaluate.apply_review``: Approve promotes, Reject keeps the champion, nobody (timeout) keeps it and
+    says so. Returns the evaluate stats."""
     from keyphrase_pipeline.stages import evaluate
 
     chosen, who, at = hitl_answer(result)
@@ -119,7 +130,7 @@ def apply_approval(params: dict | None, ds: str, result: dict | None) -> dict:
     else:
         decision = evaluate.APPROVE if chosen == [APPROVE] else evaluate.REJECT
     settings = run_settings.settings_for(params)
-    return evaluate.apply_review(settings, ds, decision, reviewer=who, at=at)
+    return evaluate.apply_review(settings, ds, decision, reviewer=who, at=at, version=(request or {}).get("version"))
 
 
 # ---- adjudication --------------------------------------------------------------------------------------
@@ -216,6 +227,7 @@ def deadline_record(context: dict, hours: float) -> tuple[str, dict]:
     deadline = (context.get("deadline") or {}).get("deadline_time")
     run_id = run.get("dag_run_id") or run.get("run_id")  # DAGRunResponse names it dag_run_id
     record = {"alert": "publish_deadline_missed", "ds": ds, "dag_id": run.get("dag_id"), "run_id": run_id,
+              "run_type": str(run.get("run_type") or ""),
               "deadline": str(deadline), "hours_after_interval": hours,
               "run_state_at_alert": run.get("state"), "noticed_at": dt.datetime.now(dt.UTC).isoformat(),
               "message": (f"recommendations for ds={ds} were not published by {deadline} "
@@ -223,17 +235,50 @@ def deadline_record(context: dict, hours: float) -> tuple[str, dict]:
     return ds_str(ds), record
 
 
+def _when(value) -> dt.datetime | None:
+    """An aware datetime from an ISO text or a datetime (naive: UTC); None when unreadable."""
+    if isinstance(value, dt.datetime):
+        when = value
+    else:
+        try:
+            when = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def published_at(lake, ds: str) -> dt.datetime | None:
+    """When day ``ds``'s recommendations were published (its ``publish`` run stats' ``written_at``), or None."""
+    stats = lake.read_json(lake.run_stats_path(ds, "publish"), default={})
+    return _when(stats["written_at"]) if stats.get("written_at") else None
+
+
 async def publish_deadline_missed(context: dict | None = None, hours: float = 0.0, **_: Any) -> None:
     """The publish deadline's callback (triggerer): log the miss at ERROR and record it in the lake,
     ``runs/ds=D/_alerts/publish_deadline.json`` (the Keyphrases page's run history shows it). A day that missed
-    its deadline in several runs keeps the newest alert, the earlier ones under ``earlier``."""
+    its deadline in several runs keeps the newest alert, the earlier ones under ``earlier``.
+
+    Airflow fires the alert for any run not finished by the deadline; two such cases are not a late publish and
+    are only logged: a backfill run (it re-runs an old day on purpose), and a run whose day was published before
+    the deadline but that is still open (the day's adjudication waits for a person after serving)."""
     import asyncio
 
     ds, record = deadline_record(context or {}, hours)
-    log.error("PUBLISH DEADLINE MISSED: %s (run %s)", record["message"], record["run_id"])
+    if "backfill" in str(record.get("run_type") or "").lower():
+        log.info("publish deadline of ds=%s passed in backfill run %s: not an alert (a backfill re-runs old days)",
+                 ds, record["run_id"])
+        return
 
     def write():
         lake = Lake.from_settings(run_settings.settings_for(None))
+        published = published_at(lake, ds)
+        due = _when(record["deadline"])
+        if published is not None and due is not None and published <= due:
+            # the run is still open after serving (e.g. the day's adjudication waits for a person): not late
+            log.info("publish deadline of ds=%s passed while run %s is still open, but ds was published at %s, "
+                     "before it: no alert", ds, record["run_id"], published.isoformat())
+            return
+        log.error("PUBLISH DEADLINE MISSED: %s (run %s)", record["message"], record["run_id"])
         path = lake.run_alert_path(ds, DEADLINE_ALERT)
         before = lake.read_json(path, default={}) if lake.exists(path) else {}
         if before:

@@ -16,6 +16,7 @@ from keyphrase_pipeline.orchestration.tasks import (
     fail_without_retry,
     record_failure,
     record_success,
+    tag_partitions,
 )
 from keyphrase_pipeline.stages import BY_NAME
 
@@ -80,7 +81,9 @@ def _make_spark_submit_stage():
                 app = str(self.application).rsplit("/", 1)[-1]
                 raise fail_without_retry(exc, f"spark-submit {app} exited {code} ({meaning})") from exc
             if ds:
-                record_success(run_settings.settings_for(context.get("params")), ds, name, time.monotonic() - t0, since, context=context)
+                settings = run_settings.settings_for(context.get("params"))
+                record_success(settings, ds, name, time.monotonic() - t0, since, context=context)
+                tag_partitions(name, ds, context=context, settings=settings)
             return result
 
         def _ds(self) -> str | None:

@@ -123,14 +123,18 @@ def run_stage(stage: str, params: dict | None, ds: str, **kwargs) -> dict:
             raise fail_without_retry(storage, f"stage {stage} for ds={ds}") from exc
         raise
     record_success(settings, ds, name, time.monotonic() - t0, since)
-    tag_partitions(stage, ds, kwargs.get("what"))
+    tag_partitions(stage, ds, kwargs.get("what"), settings=settings)
     return result
 
 
-def tag_partitions(stage: str, ds: str, variant: str | None = None, context: dict | None = None) -> list[str]:
-    """Mark the asset events of a stage's task with the day it wrote (``ds`` as the event's partition key, Airflow
-    3.3 asset partitions): the asset graph then knows which day of ``kp.llm_store`` or ``kp.recommendations`` a run
-    or a backfill produced. Returns the asset names tagged; [] outside an Airflow task (CLI, tests)."""
+def tag_partitions(stage: str, ds: str, variant: str | None = None, context: dict | None = None,
+                   settings: Settings | None = None) -> list[str]:
+    """Mark the asset events of a stage's task with the day it wrote: ``extra["ds"]`` always (a consumer DAG
+    scheduled on ``kp.recommendations`` reads ``triggering_asset_events`` to know which day landed), and with
+    ``dag.asset_partition_keys`` the event's partition key too (Airflow 3.3 asset partitions, for partition-aware
+    consumers). Off by default: Airflow 3.3 does not queue a DAG with an ordinary asset schedule for an event that
+    has a partition key (``AssetManager``), so keyed events would stop the documented ``schedule=[Asset(...)]``
+    consumers. Returns the asset names marked; [] outside an Airflow task (CLI, tests)."""
     if context is None:
         try:
             from airflow.sdk import get_current_context
@@ -141,9 +145,14 @@ def tag_partitions(stage: str, ds: str, variant: str | None = None, context: dic
     events = context.get("outlet_events")
     if events is None:
         return []
+    if settings is None:
+        settings = run_settings.settings_for(context.get("params"))
     tagged = []
     for name in STAGE_BY_NAME[stage].outlets_of(variant):
-        events[asset(name)].add_partitions(str(ds))
+        event = events[asset(name)]
+        event.extra["ds"] = str(ds)
+        if settings.dag.asset_partition_keys:
+            event.add_partitions(str(ds))
         tagged.append(name)
     return tagged
 

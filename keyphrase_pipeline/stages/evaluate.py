@@ -256,11 +256,14 @@ def topk_change(settings: Settings, ds: str, candidate_dir: str, champion_dir: s
 
 
 def review_reasons(settings: Settings, metrics: dict, champion_metrics: dict, would_promote: bool,
-                   topk: dict | None) -> list[str]:
+                   topk: dict | None, judge_cross_then: float | None = None) -> list[str]:
     """Why a person should decide this promotion (empty: the gate decides alone). ``metrics`` / ``champion_metrics``:
-    ``evaluate_model`` results on the same test set; ``would_promote``: the gate's own answer; ``topk``:
-    ``topk_change`` (or None). Three reasons, thresholds in ``review.*``: a close call (either way), and for a
-    promotion only, a drop in agreement with the cross-encoder and a large change in the served top-K."""
+    ``evaluate_model`` results on the same test set (``metrics["judge_cross_auc"]``: the cross-encoder's AUC
+    against the judge's labels today); ``would_promote``: the gate's own answer; ``topk``: ``topk_change`` (or
+    None); ``judge_cross_then``: that AUC when the champion was evaluated. Four reasons, thresholds in
+    ``review.*``: a close call (either way), and for a promotion only, the student's agreement with the
+    cross-encoder dropping below the champion's, the judge and the cross-encoder agreeing less than when the
+    champion was evaluated, and a large change in the served top-K."""
     r = settings.review
     out = []
     threshold = champion_metrics["llm"]["f1"] - settings.train.promote_tolerance
@@ -274,6 +277,10 @@ def review_reasons(settings: Settings, metrics: dict, champion_metrics: dict, wo
         if rho is not None and rho_champ is not None and rho_champ - rho > r.agreement_drop:
             out.append(f"agreement with the cross-encoder drops: Pearson r {rho:.3f} vs the champion's "
                        f"{rho_champ:.3f} (more than {r.agreement_drop} lower)")
+        now = metrics.get("judge_cross_auc")
+        if now is not None and judge_cross_then is not None and judge_cross_then - now > r.agreement_drop:
+            out.append(f"the judge and the cross-encoder agree less: AUC {now:.3f} vs {judge_cross_then:.3f} when the "
+                       f"champion was evaluated (more than {r.agreement_drop} lower)")
         if topk and topk.get("changed_share", 0.0) > r.topk_changed_share:
             out.append(f"the served top-K changes: {topk['changed_share']:.0%} of {topk['items']} sampled items keep "
                        f"fewer than half of their top-{topk['k']} (more than {r.topk_changed_share:.0%})")
@@ -316,6 +323,8 @@ def run(settings: Settings, ds: str, candidate: str | None = None, force_promote
     teacher = cross_scores_for(settings, test, cross_dir)
     world = load_truth(settings)
     metrics = evaluate_model(settings, layout.model_dir(settings, version), ds=ds, data=data, teacher=teacher, world=world)
+    # how well the judge (the labels) and the cross-encoder agree on this test set: its drift is a reason to ask
+    metrics["judge_cross_auc"] = auc_or_none(test["label"].to_numpy(), teacher) if teacher is not None else None
     champ = registry.champion(settings)
     champion_metrics = None
     if champ and champ != version and registry.exists(settings, champ):
@@ -340,7 +349,10 @@ def run(settings: Settings, ds: str, candidate: str | None = None, force_promote
         if champion_metrics is not None and settings.review.approval:
             topk = (topk_change(settings, ds, layout.model_dir(settings, version), layout.model_dir(settings, champ))
                     if promoted and settings.review.topk_items > 0 else None)
-            reasons = review_reasons(settings, metrics, champion_metrics, promoted, topk)
+            champ_cfg = lake.read_json(layout.version_file(layout.registry_version_dir(settings, champ), "metrics"),
+                                       default={})
+            then = (champ_cfg.get("eval") or {}).get("judge_cross_auc")
+            reasons = review_reasons(settings, metrics, champion_metrics, promoted, topk, judge_cross_then=then)
             review = {"needed": bool(reasons), "reasons": reasons, "gate_would_promote": promoted,
                       "gate_reason": reason, "topk_change": topk}
             if reasons:
@@ -383,7 +395,7 @@ APPROVE, REJECT = "approve", "reject"
 
 
 def apply_review(settings: Settings, ds: str, decision: str | None, reviewer: str | None = None,
-                 at: str | None = None) -> dict:
+                 at: str | None = None, version: str | None = None) -> dict:
     """Carry out a person's answer on the promotion ``run`` left pending for ``ds`` (the candidate of
     ``runs/ds=D/evaluate.json``): ``decision`` "approve" promotes it (``registry.set_champion``), "reject" keeps the
     champion, None (no answer before the timeout) keeps the champion and says so. ``reviewer``: who answered;
@@ -394,11 +406,14 @@ def apply_review(settings: Settings, ds: str, decision: str | None, reviewer: st
 
     The version's ``promotion.json`` and ``runs/ds=D/evaluate.json`` get the final ``promoted`` and ``reason`` and
     ``review.decision`` = ``{decision, reviewer, at, timed_out}``; the pending record stays in ``review``. A second
-    call for a review already decided changes nothing and returns the stats (a cleared task re-run). Returns the
-    evaluate stats as updated.
+    call with the same answer, or a timeout after an answer, changes nothing and returns the stats (a cleared task
+    re-run); a person's answer after a timeout is carried out. ``version``: the version the person was asked about
+    (the approval request's); refused when the day's evaluate now names another. Returns the evaluate stats as
+    updated.
 
-    Raises ConfigError (exit 2) for another ``decision``, or when ``ds`` has no evaluate stats or its promotion is
-    not waiting for a person (nothing to approve)."""
+    Raises ConfigError (exit 2) for another ``decision``; when ``ds`` has no evaluate stats or its promotion is
+    not waiting for a person (nothing to approve); when ``version`` is not the one waiting; when a person already
+    gave another answer (naming who and when)."""
     if decision not in (APPROVE, REJECT, None):
         raise ConfigError(f"a review decision is {APPROVE!r} or {REJECT!r} (None: no answer), got {decision!r}")
     ds = ds_str(ds)
@@ -408,10 +423,21 @@ def apply_review(settings: Settings, ds: str, decision: str | None, reviewer: st
     if not stats or not review.get("needed"):
         raise ConfigError(f"no promotion waits for a person for ds={ds} (the day's evaluate stats "
                           f"{'ask for no review' if stats else 'are missing'}): nothing to approve or reject")
-    if review.get("decision"):
-        log.info("evaluate %s: the review was already decided (%s): nothing changes", stats["version"],
-                 review["decision"])
-        return stats
+    if version is not None and version != stats["version"]:
+        raise ConfigError(f"the answer was given on the promotion of {version}, but ds={ds} now waits on "
+                          f"{stats['version']} (evaluate ran again): nothing done; answer the new request")
+    earlier = review.get("decision") or {}
+    if earlier:
+        same = earlier.get("decision") == (decision or "timed out")
+        if decision is None or same:  # a timeout never overrides an answer; the same answer again changes nothing
+            log.info("evaluate %s: the review was already decided (%s): nothing changes", stats["version"], earlier)
+            return stats
+        if not earlier.get("timed_out"):
+            raise ConfigError(f"the promotion of {stats['version']} for ds={ds} was already decided: "
+                              f"{earlier.get('decision')} by {earlier.get('reviewer')} at {earlier.get('at')}; "
+                              f"`kp promote --version {stats['version']}` promotes it anyway, clearing train.evaluate "
+                              "(with downstream) asks again")
+        log.info("evaluate %s: %s answers after the timeout kept the champion", stats["version"], reviewer)
     version = stats["version"]
     at = at or dt.datetime.now(dt.UTC).isoformat()
     who = reviewer or "nobody"

@@ -29,7 +29,7 @@ import math
 from pathlib import Path
 
 from keyphrase_pipeline.core import layout
-from keyphrase_pipeline.core.lake import RENAMED_RUN_STATS
+from keyphrase_pipeline.core.lake import RENAMED_RUN_STATS, RUN_ALERTS
 from keyphrase_pipeline.stages import group_stats, stats_names
 
 DAG_ID = "keyphrase_daily"
@@ -124,7 +124,8 @@ def _readable_record(f: Path) -> bool:
 def recorded_days(lake) -> tuple[list[str], list[str]]:
     """``(days, notes)``: the ``runs/ds=D`` folders that name a real date (``YYYY-MM-DD``) and hold at least one
     readable record of a DAG stage (``STAGES``: a stats file ``<stage>.json`` or a failure record
-    ``_failed/<stage>.json`` that is a JSON object), sorted; a day with only other records (``promote.json`` of a
+    ``_failed/<stage>.json`` that is a JSON object) or a publish deadline alert (``_alerts/publish_deadline.json``:
+    a run still waiting for its input has no stage record yet), sorted; a day with only other records (``promote.json`` of a
     manual ``kp promote``, a rollback) is not a run day (``"ignored runs/ds=D: only records of stages outside the
     keyphrase_daily DAG (...)"``);
     ``notes`` names each entry left out and why (``"ignored runs/ds=X: not a date"``, ``"ignored runs/ds=D: not a
@@ -146,6 +147,9 @@ def recorded_days(lake) -> tuple[list[str], list[str]]:
             notes.append(f"ignored {layout.partition_name('runs', name)}: not a folder (a plain file); remove or rename it")
             continue
         every = sorted(base.glob("*.json")) + sorted((base / "_failed").glob("*.json"))
+        if (base / RUN_ALERTS / "publish_deadline.json").is_file():
+            days.append(name)  # a run that missed its deadline before any stage wrote (waiting for its input)
+            continue
         if not every:
             notes.append(f"ignored {layout.partition_name('runs', name)}: no stats or failure record inside (an empty folder)")
             continue

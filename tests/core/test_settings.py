@@ -84,3 +84,14 @@ def test_step_caps_are_positive_or_minus_one(cap):
     with pytest.raises(ConfigError, match="step cap"):
         load_settings(train={"bi_max_steps": cap})
     assert load_settings(train={"cross_max_steps": -1}).train.cross_max_steps == -1
+
+
+def test_the_waits_must_leave_the_stages_time_in_the_dag_runs_timeout():
+    from keyphrase_pipeline.core.errors import ConfigError
+    from keyphrase_pipeline.core.settings import load_settings
+
+    s = load_settings(lake_root="/tmp/x")
+    assert s.dag.input_wait_hours + max(s.review.approval_timeout_hours, s.review.adjudication_timeout_hours) <= 18
+    with pytest.raises(ConfigError, match="20-hour timeout"):
+        load_settings(lake_root="/tmp/x", review={"adjudication_timeout_hours": 8})  # 12 + 8 > 18
+    load_settings(lake_root="/tmp/x", dag={"input_wait_hours": 4}, review={"approval_timeout_hours": 14})

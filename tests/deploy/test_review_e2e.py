@@ -57,7 +57,8 @@ def _break(path: str, value):
     (_break("cases.reject.required_actions_page.lists_the_request", False), "Required Actions"),
     (_break("backfill.runs", {}), "backfill: runs"),
     (_break("backfill.after.champion", "moved"), "backfill: an older day moved the champion"),
-    (_break("backfill.partition_keys", []), "asset events carry the days"),
+    (_break("backfill.event_days", []), "asset events carry the days"),
+    (_break("backfill.deadline_alert", {"run_id": "x"}), "backfill: a publish deadline alert"),
 ])
 def test_each_check_can_fail(breakage, expect):
     result = copy.deepcopy(_recorded())

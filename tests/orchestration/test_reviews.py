@@ -77,10 +77,14 @@ def test_the_approval_request_carries_the_figures_and_a_link(tmp_path, env_setti
 ])
 def test_apply_approval_carries_out_the_answer(tmp_path, env_settings, answer, champion, says):
     from keyphrase_pipeline.artifacts import registry
+    from keyphrase_pipeline.core.errors import ConfigError
     from keyphrase_pipeline.orchestration import reviews
 
     s, stats, good, broken = _pending(tmp_path, env_settings)
-    out = reviews.apply_approval({}, DS, answer)
+    request = reviews.approval_request(stats)
+    with pytest.raises(ConfigError, match="now waits on"):  # the person was asked about another version
+        reviews.apply_approval({}, DS, {**request, "version": "2026-01-01-0000"}, answer)
+    out = reviews.apply_approval({}, DS, request, answer)
     assert registry.champion(s) == {"good": good, "broken": broken}[champion]
     assert says in out["reason"] and out["review"]["decision"]["at"] in (answer["responded_at"],)
 
@@ -156,6 +160,22 @@ def test_the_publish_deadline_alert_and_its_callback(tmp_path, env_settings):
     asyncio.run(reviews.publish_deadline_missed(context=later, hours=6))
     record = lake.read_json(lake.run_alert_path("2026-10-10", "publish_deadline"))
     assert record["run_id"] == "manual__2" and [e["run_id"] for e in record["earlier"]] == ["scheduled__2026-10-10"]
+    # a backfill run past its deadline is not an alert; nor is a run still open after the day was published in time
+    for ds_, extra in (("2026-10-12", {"run_type": "backfill"}), ("2026-10-13", {})):
+        run = {**context["dag_run"], **extra, "data_interval_start": f"{ds_}T02:00:00Z", "dag_run_id": f"r-{ds_}"}
+        if not extra:
+            lake.write_run_stats(ds_, "publish", {"version": "v"})  # written now: before a deadline of tomorrow
+            due = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+        else:
+            due = "2026-10-13T12:00:00+00:00"
+        asyncio.run(reviews.publish_deadline_missed(context={"dag_run": run, "deadline": {"deadline_time": due}},
+                                                    hours=6))
+        assert not lake.exists(lake.run_alert_path(ds_, "publish_deadline")), ds_
+    # published, but after the deadline: a miss
+    late = {**context["dag_run"], "data_interval_start": "2026-10-13T02:00:00Z", "dag_run_id": "r-late"}
+    asyncio.run(reviews.publish_deadline_missed(context={"dag_run": late, "deadline": {
+        "deadline_time": "2026-10-14T12:00:00+00:00"}}, hours=6))
+    assert lake.read_json(lake.run_alert_path("2026-10-13", "publish_deadline"))["run_id"] == "r-late"
     # a manual run of another day: the ds param names the day
     ds, rec = reviews.deadline_record({**context, "dag_run": {**context["dag_run"], "conf": {"ds": "2026-10-05"}}}, 6)
     assert ds == "2026-10-05" and rec["ds"] == "2026-10-05"
@@ -167,7 +187,7 @@ def test_stage_tasks_mark_their_asset_events_with_the_day():
 
     class Accessor:
         def __init__(self):
-            self.keys = set()
+            self.keys, self.extra = set(), {}
 
         def add_partitions(self, keys):
             self.keys.update([keys] if isinstance(keys, str) else keys)
@@ -177,10 +197,16 @@ def test_stage_tasks_mark_their_asset_events_with_the_day():
             self[key] = Accessor()
             return self[key]
 
+    s = make_settings("/tmp/unused")
     events = Events()
-    assert tag_partitions("merge_labels", "2026-10-10", context={"outlet_events": events}) == ["llm_store"]
-    assert events[asset("llm_store")].keys == {"2026-10-10"}
-    assert tag_partitions("embed", "2026-10-10", "items", context={"outlet_events": events}) == ["item_embeddings"]
+    assert tag_partitions("merge_labels", "2026-10-10", context={"outlet_events": events}, settings=s) == ["llm_store"]
+    # the day in the event's extra; no partition key by default (it would stop ordinary asset-scheduled consumers)
+    assert events[asset("llm_store")].extra == {"ds": "2026-10-10"} and events[asset("llm_store")].keys == set()
+    keyed = s.with_overrides(**{"dag.asset_partition_keys": True})
+    assert tag_partitions("embed", "2026-10-10", "items", context={"outlet_events": events},
+                          settings=keyed) == ["item_embeddings"]
+    assert events[asset("item_embeddings")].keys == {"2026-10-10"}
+    assert tag_partitions("ctr_labels", "2026-10-10", context={"outlet_events": events}, settings=s) == ["ctr_labels"]
     assert tag_partitions("merge_labels", "2026-10-10") == []  # outside a running task
 
 

@@ -396,3 +396,11 @@ def test_a_day_lists_its_deadline_alert_approval_and_adjudication(lake):
     assert days[day(1)]["status"] == days[END]["status"]  # the records are not stages: the day's status is unchanged
     (Path(lake.run_alert_path(END, "publish_deadline"))).write_text("{not json")
     assert "unreadable" in by_ds(history(lake))[END]["alerts"][0]["text"]
+
+
+def test_a_day_with_only_a_deadline_alert_is_shown(lake):
+    """A run still waiting for its input when its deadline passed has no stage record, only the alert."""
+    write_run_day(lake, day(1))
+    lake.write_json(lake.run_alert_path(END, "publish_deadline"), {"message": "not published by noon", "run_id": "r"})
+    days = by_ds(history(lake))
+    assert END in days and days[END]["alerts"][0]["kind"] == "deadline"

@@ -182,8 +182,13 @@ def test_review_reasons_close_calls_either_way_and_risky_promotions_only():
     topk = {"changed_share": 0.6, "items": 10, "k": 5}
     assert "top-K changes" in review_reasons(s, m(0.85), champ, True, topk)[0]
     assert review_reasons(s, m(0.85), champ, True, {**topk, "changed_share": 0.4}) == []
+    # the judge and the cross-encoder drift apart since the champion was evaluated
+    drift = {**m(0.85), "judge_cross_auc": 0.70}
+    assert "agree less" in review_reasons(s, drift, champ, True, None, judge_cross_then=0.85)[0]
+    assert review_reasons(s, drift, champ, True, None, judge_cross_then=0.75) == []
+    assert review_reasons(s, drift, champ, True, None, judge_cross_then=None) == []
     # a clear loss stays automatic whatever the agreement or the top-K
-    assert review_reasons(s, m(0.70, rho=0.1), champ, False, topk) == []
+    assert review_reasons(s, m(0.70, rho=0.1), champ, False, topk, judge_cross_then=0.99) == []
 
 
 def test_a_close_call_waits_for_a_person_then_approve_promotes(tmp_path):
@@ -214,10 +219,15 @@ def test_a_close_call_waits_for_a_person_then_approve_promotes(tmp_path):
     assert stats["promoted"] is True and stats["review"]["decision"]["reviewer"] == "ana"
     history = (Path(s.lake_root) / "registry" / "champion_history.jsonl").read_text()
     assert "approved by ana" in history
-    # a second answer (a cleared task re-run) changes nothing
-    registry.set_champion(s, broken, "operator moved it back")
-    again = evaluate.apply_review(s, DS, "reject", reviewer="bo")
-    assert again["review"]["decision"]["reviewer"] == "ana" and registry.champion(s) == broken
+    # the same answer again (a cleared task re-run), or a timeout after it, changes nothing
+    assert evaluate.apply_review(s, DS, "approve", reviewer="ana")["review"]["decision"]["reviewer"] == "ana"
+    assert evaluate.apply_review(s, DS, None)["review"]["decision"]["decision"] == "approve"
+    # another person's other answer is refused, naming who decided
+    from keyphrase_pipeline.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="already decided: approve by ana"):
+        evaluate.apply_review(s, DS, "reject", reviewer="bo")
+    assert registry.champion(s) == good
 
 
 def test_an_approval_does_not_override_a_champion_changed_while_it_waited(tmp_path):
@@ -252,6 +262,9 @@ def test_reject_or_no_answer_keeps_the_champion(tmp_path, decision, reviewer, ex
     out = evaluate.apply_review(s, DS, decision, reviewer=reviewer)
     assert not out["promoted"] and registry.champion(s) == broken and expect in out["reason"]
     assert out["review"]["decision"]["timed_out"] is (decision is None)
+    if decision is None:  # a person who answers after the timeout (the approval task cleared) is heard
+        out = evaluate.apply_review(s, DS, "approve", reviewer="cy")
+        assert out["promoted"] and registry.champion(s) == good and out["review"]["decision"]["reviewer"] == "cy"
 
 
 def test_no_review_without_a_champion_or_when_forced_or_off(tmp_path):
