@@ -56,7 +56,8 @@ def _break(path: str, value):
     (_break("human_labels", {"applied": 0}), "human labels"),
     (_break("cases.reject.required_actions_page.lists_the_request", False), "Required Actions"),
     (_break("backfill.runs", {}), "backfill: runs"),
-    (_break("backfill.after.champion", "moved"), "backfill: an older day moved the champion"),
+    (_break("backfill.after.champion", "moved"), "backfill: the re-embedding backfill moved the champion"),
+    (_break("backfill.embedded", 0), "backfill: nothing re-embedded"),
     (_break("backfill.event_days", []), "asset events carry the days"),
     (_break("backfill.deadline_alert", {"run_id": "x"}), "backfill: a publish deadline alert"),
 ])
@@ -70,3 +71,12 @@ def test_nothing_new_published_after_an_approval_fails():
     result = copy.deepcopy(_recorded())
     result["cases"]["approve"]["after"]["current"] = result["cases"]["approve"]["before"]["current"]
     assert "approve: nothing new was published after the approval" in review_e2e.failed_checks(result)
+
+
+def test_the_e2e_waits_out_the_next_scheduled_interval():
+    import datetime as dt
+
+    utc = dt.timezone.utc
+    assert review_e2e.seconds_before_next_interval(dt.datetime(2026, 12, 6, 1, 50, tzinfo=utc)) == 600
+    assert review_e2e.seconds_before_next_interval(dt.datetime(2026, 12, 6, 2, 0, tzinfo=utc)) == 86400
+    assert review_e2e.seconds_before_next_interval(dt.datetime(2026, 12, 6, 3, 0, tzinfo=utc)) == 23 * 3600
