@@ -120,7 +120,7 @@ def test_the_layers_contract_names_every_room_of_the_package():
 
 def test_every_production_room_is_forbidden_the_demo():
     sources = set(_contracts()["no-demo-in-production"]["source_modules"])
-    demo_runners = {"demo", "cluster_e2e", "cluster_faults"}  # deploy's modules that run the demo world
+    demo_runners = {"demo", "cluster_e2e", "cluster_faults", "review_e2e"}  # deploy's modules that run the demo world
     want = {f"keyphrase_pipeline.{p.parent.name}" for p in PACKAGE.glob("*/__init__.py")
             if p.parent.name not in ("synthetic", "deploy")}
     want |= {f"keyphrase_pipeline.deploy.{p.stem}" for p in (PACKAGE / "deploy").glob("*.py")

@@ -10,14 +10,15 @@ timeouts of about 100 s, 3 adjudication pairs.
 1. The **scheduled** run of yesterday (unpausing the DAG): the first model is promoted without a person (nothing
    to compare with); the day's **adjudication** form is answered through ``PATCH .../hitlDetails`` (pair 1
    relevant, pair 2 not relevant, pair 3 skip): the answers land in the label review store with the user's name.
-2. A manual run (``force_retrain``, ``skip_llm``) whose logical date puts its **publish deadline** a minute after
-   it is created; its promotion waits and **nobody answers**: the champion is kept at the timeout, and the
-   deadline alert fires (``runs/ds=D/_alerts/publish_deadline.json``). Training now reads the adjudicated pairs
-   as human labels (the student's ``data.json``).
-3. A manual run whose promotion is **rejected** through the API: the champion stays.
-4. A manual run whose promotion is **approved** through the API: the challenger becomes the champion and is
+2. A manual run of the day before (never published) whose logical date puts its **publish deadline** a minute
+   after it is created: the deadline alert fires (``runs/ds=D/_alerts/publish_deadline.json``, the triggerer's log).
+3. A manual run (``force_retrain``, ``skip_llm``) of the first day whose promotion waits and **nobody answers**:
+   the champion is kept at the timeout. Its deadline passes too, but the day was published in time by the
+   scheduled run: logged, no alert. Training now reads the adjudicated pairs as human labels (``data.json``).
+4. A manual run whose promotion is **rejected** through the API: the champion stays.
+5. A manual run whose promotion is **approved** through the API: the challenger becomes the champion and is
    published.
-5. A **backfill** of that day again (``POST /api/v2/backfills``, ``reprocess_behavior`` completed, conf
+6. A **backfill** of that day again (``POST /api/v2/backfills``, ``reprocess_behavior`` completed, conf
    ``full_reembed`` and ``skip_llm``: re-embedding after a model change): the scheduler runs it; every item is
    embedded again, the champion does not move; no deadline alert for it (the run is created long after the day's
    deadline); the asset events carry their day (``extra["ds"]``).
@@ -316,8 +317,12 @@ def failed_checks(result: dict) -> list[str]:
     if approve.get("after", {}).get("current") == approve.get("before", {}).get("current"):
         out.append("approve: nothing new was published after the approval")
     deadline = result.get("deadline") or {}
-    if not deadline.get("alert") or deadline.get("alert", {}).get("run_id") != deadline.get("run_id"):
+    if not deadline.get("alert") or deadline.get("alert", {}).get("run_id") != deadline.get("run_id") \
+            or deadline.get("state") != "success" or not deadline.get("in_triggerer_log"):
         out.append(f"deadline: {deadline}")
+    quiet = deadline.get("published_day_not_alerted") or {}
+    if quiet.get("alert") or not quiet.get("logged"):
+        out.append(f"deadline: a re-run of a day published in time was alerted (or not logged): {quiet}")
     if (result.get("human_labels") or {}).get("applied", 0) < 2:
         out.append(f"human labels in training: {result.get('human_labels')}")
     bf = result.get("backfill") or {}
@@ -398,26 +403,40 @@ def main(argv: list[str] | None = None) -> int:
                                   "stats": {k: adj.get(k) for k in ("recorded", "agree", "disagree", "skipped",
                                                                     "offered")}}
 
-        # 2. no answer; its publish deadline a minute after the run is created
+        # 2. the day before, never published, in a run whose publish deadline passes a minute after it is created
+        late_ds = (dt.date.fromisoformat(ds) - dt.timedelta(days=1)).isoformat()
+        late_id = f"review_e2e_late__{int(time.time())}"
+        logical = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1, hours=10) + dt.timedelta(seconds=60))
+        trigger(api, late_id, {"ds": late_ds, "skip_llm": True}, logical.isoformat())
+        say(f"{late_id}: triggered (ds={late_ds}); its publish deadline is {logical + dt.timedelta(days=1, hours=10)}")
+        late_state = wait_run(api, late_id, timeout_s)
+
+        def alert_of_the_run():
+            rec = lake.read_json(lake.run_alert_path(late_ds, "publish_deadline"), default={})
+            return rec if rec.get("run_id") == late_id else None
+
+        alert = wait_for("the deadline alert of the run", alert_of_the_run, 180, every_s=5)
+        log_text = (root / "standalone.log").read_text(errors="replace")
+        result["deadline"] = {"run_id": late_id, "ds": late_ds, "state": late_state, "alert": alert,
+                              "in_triggerer_log": f"PUBLISH DEADLINE MISSED: recommendations for ds={late_ds}" in log_text}
+
+        # 3. no answer; its day was published in time by the scheduled run, so its own deadline passing is no alert
         logical = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1, hours=10) + dt.timedelta(seconds=60))
         no_answer = promotion_case(api, lake, f"review_e2e_no_answer__{int(time.time())}", ds, None, timeout_s,
                                    logical_date=logical.isoformat())
         result["cases"]["no_answer"] = no_answer
-        def alert_of_the_run():
-            rec = lake.read_json(lake.run_alert_path(ds, "publish_deadline"), default={})
-            return rec if rec.get("run_id") == no_answer["run_id"] else None
-
-        alert = wait_for("the deadline alert of the run", alert_of_the_run, 180, every_s=5)
-        result["deadline"] = {"run_id": no_answer["run_id"], "alert": alert,
-                              "in_triggerer_log": "PUBLISH DEADLINE MISSED" in (root / "standalone.log").read_text(
-                                  errors="replace")}
+        time.sleep(30)  # the deadline passed during the wait: let the triggerer run its callback
+        result["deadline"]["published_day_not_alerted"] = {
+            "ds": ds, "alert": lake.read_json(lake.run_alert_path(ds, "publish_deadline"), default={}),
+            "logged": f"publish deadline of ds={ds} passed while run {no_answer['run_id']} is still open" in
+                      (root / "standalone.log").read_text(errors="replace")}
         from keyphrase_pipeline.core import layout
 
         vdir = layout.registry_version_dir(settings, no_answer["candidate"])
         data = lake.read_json(layout.version_file(vdir, "data"), default={})
         result["human_labels"] = data.get("human_labels")
 
-        # 3. reject (Chromium looks at Required Actions meanwhile), 4. approve
+        # 4. reject (Chromium looks at Required Actions meanwhile), 5. approve
         shot = root / "required_actions.png"
         result["cases"]["reject"] = promotion_case(
             api, lake, f"review_e2e_reject__{int(time.time())}", ds, "Reject", timeout_s,
@@ -425,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         result["cases"]["approve"] = promotion_case(api, lake, f"review_e2e_approve__{int(time.time())}", ds,
                                                     "Approve", timeout_s)
 
-        # 5. a backfill of the day before, re-embedding everything (the scheduler runs it)
+        # 6. a backfill of the day again, re-embedding everything (the scheduler runs it)
         result["backfill"] = backfill_case(api, lake, ds, timeout_s)
     finally:
         airflow.stop()

@@ -53,6 +53,8 @@ def _break(path: str, value):
     (_break("cases.reject.after.champion", "someone-else"), "reject: champion after"),
     (_break("cases.approve.state", "failed"), "approve: run failed"),
     (_break("deadline.alert", None), "deadline"),
+    (_break("deadline.in_triggerer_log", False), "deadline"),
+    (_break("deadline.published_day_not_alerted.alert", {"run_id": "x"}), "a re-run of a day published in time"),
     (_break("human_labels", {"applied": 0}), "human labels"),
     (_break("cases.reject.required_actions_page.lists_the_request", False), "Required Actions"),
     (_break("backfill.runs", {}), "backfill: runs"),
