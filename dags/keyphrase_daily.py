@@ -207,7 +207,7 @@ with DAG(
                                    "(`review.adjudication_pairs`); none (no new labels, no cross-encoder): skipped.",
                             trigger_rule=JOIN, ignore_downstream_trigger_rules=False, **tasks.stage_args("evaluate"))
         def adjudication_request(plan: planning.RunPlan, params=None, dag_run=None):
-            return reviews.adjudication_request(params, plan["ds"], getattr(dag_run, "run_type", None))
+            return reviews.adjudication_request(params, plan["ds"], getattr(dag_run, "run_type", None), plan["label"])
 
         adjudicate = HITLEntryOperator(
             task_id="adjudicate",

@@ -134,13 +134,17 @@ def apply_approval(params: dict | None, ds: str, request: dict | None, result: d
 
 
 # ---- adjudication --------------------------------------------------------------------------------------
-def adjudication_request(params: dict | None, ds: str, run_type: str | None = None) -> dict:
+def adjudication_request(params: dict | None, ds: str, run_type: str | None = None, labelled: bool = True) -> dict:
     """The day's adjudication request: ``commands.adjudicate.pick`` plus ``subject`` and ``body`` (Markdown), or
     ``{}`` when no pair is offered (a short-circuit task: the form is then skipped; the reason is logged). A
     backfill's runs (``run_type`` "backfill") offer none: a range of days re-run unattended must not wait for a
-    person day after day (``kp adjudicate --ds D`` offers a backfilled day's pairs by hand)."""
+    person day after day (``kp adjudicate --ds D`` offers a backfilled day's pairs by hand); nor does a run that
+    judged no pairs (``labelled`` False: the ``skip_llm`` param), e.g. a re-run of a day to retrain or re-embed."""
     from keyphrase_pipeline.commands import adjudicate
 
+    if not labelled:
+        log.info("adjudication ds=%s: not offered: this run judged no pairs (skip_llm)", ds)
+        return {}
     if "backfill" in str(run_type or "").lower():
         log.info("adjudication ds=%s: not offered in a backfill run (kp adjudicate --ds %s offers it by hand)", ds, ds)
         return {}

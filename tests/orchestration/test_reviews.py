@@ -220,4 +220,5 @@ def test_a_backfill_run_offers_no_adjudication(tmp_path, env_settings, monkeypat
     monkeypatch.setattr("keyphrase_pipeline.commands.adjudicate.pick", lambda settings, ds: picked)
     assert reviews.adjudication_request({}, DS, "scheduled")["pairs"] == picked["pairs"]
     assert reviews.adjudication_request({}, DS, "backfill") == {}
+    assert reviews.adjudication_request({}, DS, "manual", labelled=False) == {}  # skip_llm: no pair judged
     assert reviews.adjudication_request({}, DS, "DagRunType.BACKFILL_JOB") == {}
