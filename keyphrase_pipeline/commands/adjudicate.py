@@ -172,7 +172,8 @@ def record(settings: Settings, ds, pairs: list[dict], answers: dict[str, str], r
 def add_arguments(parser) -> None:
     """``kp adjudicate`` options (argparse)."""
     parser.add_argument("--ds", required=True, help="label store day (YYYY-MM-DD)")
-    parser.add_argument("--pairs", type=int, default=None, help="pairs to offer (default review.adjudication_pairs)")
+    parser.add_argument("--pairs", type=int, default=None, choices=range(0, 51), metavar="N",
+                        help="pairs to offer, 0-50 (default review.adjudication_pairs; answer with the same N)")
     parser.add_argument("--answer", action="append", default=[], metavar="PAIR_KEY=relevant|not_relevant|skip",
                         help="record an answer on an offered pair (repeatable); without it the pairs are listed")
     parser.add_argument("--reviewer", default=None, help="who answered (required with --answer)")
@@ -193,7 +194,10 @@ def main(settings: Settings, args) -> int:
         key, sep, said = a.partition("=")
         if not sep:
             raise ConfigError(f"--answer {a!r}: write PAIR_KEY=relevant, PAIR_KEY=not_relevant or PAIR_KEY=skip")
-        answers[key.strip()] = said.strip().replace("_", " ")
+        key, said = key.strip(), said.strip().lower().replace("_", " ")
+        if key in answers and answers[key] != said:
+            raise ConfigError(f"--answer gives pair {key} two answers ({answers[key]!r} and {said!r}): give one")
+        answers[key] = said
     print(json.dumps(record(settings, args.ds, picked["pairs"], answers, args.reviewer or "",
                             dt.datetime.now(dt.UTC))))
     return 0

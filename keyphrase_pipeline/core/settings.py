@@ -385,8 +385,9 @@ class DagSettings(BaseModel):
     A scheduled run whose raw partitions have not landed waits (a sensor in reschedule mode, no worker slot held),
     checking every ``input_poke_minutes``; after ``input_wait_hours`` it fails, naming what is missing."""
 
-    input_wait_hours: float = Field(12.0, gt=0, le=20, description="Hours a run waits for its day's input before "
-                                    "failing (kept under the DAG run's 20-hour timeout).")
+    input_wait_hours: float = Field(12.0, gt=0, le=18, description="Hours a run waits for its day's input before "
+                                    "failing; with the longest review wait at most 18 h (the DAG run's 20-hour "
+                                    "timeout less 2 h for the stages).")
     input_poke_minutes: float = Field(10.0, gt=0, le=120, description="Minutes between two checks for the input.")
     asset_partition_keys: bool = Field(False, description="Give each stage task's asset events the day as their "
                                        "partition key (Airflow 3.3 asset partitions). Off: Airflow then queues only "
@@ -493,7 +494,9 @@ class Settings(BaseSettings):
             raise ValueError("lake_root must not be empty")
         if self.serve.dim not in self.train.matryoshka_dims:
             raise ValueError(f"serve.dim={self.serve.dim} must be one of train.matryoshka_dims={self.train.matryoshka_dims}")
-        waits = self.dag.input_wait_hours + max(self.review.approval_timeout_hours, self.review.adjudication_timeout_hours)
+        asked = [self.review.approval_timeout_hours] if self.review.approval else []
+        asked += [self.review.adjudication_timeout_hours] if self.review.adjudication_pairs else []
+        waits = self.dag.input_wait_hours + max(asked, default=0.0)
         if waits > MAX_WAIT_HOURS:
             raise ValueError(
                 f"dag.input_wait_hours ({self.dag.input_wait_hours}) + the longest review wait (review.approval_timeout_hours "

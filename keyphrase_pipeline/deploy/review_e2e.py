@@ -20,8 +20,9 @@ timeouts of about 100 s, 3 adjudication pairs.
    published.
 6. A **backfill** of that day again (``POST /api/v2/backfills``, ``reprocess_behavior`` completed, conf
    ``full_reembed`` and ``skip_llm``: re-embedding after a model change): the scheduler runs it; every item is
-   embedded again, the champion does not move; no deadline alert for it (the run is created long after the day's
-   deadline); the asset events carry their day (``extra["ds"]``).
+   embedded again, the champion does not move; no deadline alert recorded for the day; the asset events carry
+   their day (``extra["ds"]``). (The day's deadline is hours after the run here, so the callback's backfill branch
+   is covered by the unit tests, not by this run.)
 
 While each promotion waits, ``serving/CURRENT`` and ``registry/CHAMPION`` are read: nothing already published
 changes. Chromium (Playwright) opens the UI's Required Actions page while a request is pending and looks for it.

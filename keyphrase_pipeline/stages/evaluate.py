@@ -433,10 +433,11 @@ def apply_review(settings: Settings, ds: str, decision: str | None, reviewer: st
             log.info("evaluate %s: the review was already decided (%s): nothing changes", stats["version"], earlier)
             return stats
         if not earlier.get("timed_out"):
+            undo = (f"`kp promote --version {stats.get('champion_before')}` puts the former champion back"
+                    if earlier.get("decision") == APPROVE else f"`kp promote --version {stats['version']}` promotes it")
             raise ConfigError(f"the promotion of {stats['version']} for ds={ds} was already decided: "
                               f"{earlier.get('decision')} by {earlier.get('reviewer')} at {earlier.get('at')}; "
-                              f"`kp promote --version {stats['version']}` promotes it anyway, clearing train.evaluate "
-                              "(with downstream) asks again")
+                              f"{undo}; clearing train.evaluate (with downstream) asks again")
         log.info("evaluate %s: %s answers after the timeout kept the champion", stats["version"], reviewer)
     version = stats["version"]
     at = at or dt.datetime.now(dt.UTC).isoformat()
@@ -479,7 +480,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--require-promotion", action="store_true",
                         help="exit 4 when the candidate is not promoted")
     parser.add_argument("--review", choices=[APPROVE, REJECT], default=None,
-                        help="answer the promotion that waits for a person for --ds (no evaluation is run)")
+                        help="answer the promotion that waits for a person for --ds (no evaluation is run; with "
+                             "--candidate, only if that version is the one waiting)")
     parser.add_argument("--reviewer", default=None, help="who answers (with --review)")
 
 
@@ -493,7 +495,11 @@ def main(settings: Settings, args) -> int:
     (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""
     ds = args.ds or dt.datetime.now(dt.UTC).date().isoformat()
     if args.review:
-        stats = apply_review(settings, ds, args.review, reviewer=args.reviewer or getpass.getuser())
+        if args.force_promote or args.require_promotion:
+            raise ConfigError("--review answers a waiting promotion: it does not combine with --force-promote or "
+                              "--require-promotion")
+        stats = apply_review(settings, ds, args.review, reviewer=args.reviewer or getpass.getuser(),
+                             version=args.candidate)
         print(json.dumps(stats, indent=2, default=str))
         return 0
     stats = run(settings, ds, candidate=args.candidate, force_promote=args.force_promote)

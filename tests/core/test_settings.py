@@ -95,3 +95,5 @@ def test_the_waits_must_leave_the_stages_time_in_the_dag_runs_timeout():
     with pytest.raises(ConfigError, match="20-hour timeout"):
         load_settings(lake_root="/tmp/x", review={"adjudication_timeout_hours": 8})  # 12 + 8 > 18
     load_settings(lake_root="/tmp/x", dag={"input_wait_hours": 4}, review={"approval_timeout_hours": 14})
+    # a wait that cannot happen does not count: nobody is asked
+    load_settings(lake_root="/tmp/x", dag={"input_wait_hours": 14}, review={"approval": False, "adjudication_pairs": 0})
