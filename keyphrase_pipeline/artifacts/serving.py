@@ -5,7 +5,7 @@ Where the registry, the index builds and the published bundles lie: the tree in 
 
 ``load_current(settings).search("apple iphone 13 [SEP] phones", k=10)`` embeds the text with the
 published item tower and searches the published index; ``search(item_id)`` returns the published
-recommendations of that item.
+recommendations of that item, reading one row group of the bundle (``keyphrase_pipeline.artifacts.item_lookup``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from keyphrase_pipeline.artifacts import item_lookup
 from keyphrase_pipeline.artifacts.registry import champion, champion_or_none
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import DataError
@@ -236,8 +237,8 @@ class ServingBundle:
 
     Raises DataError (exit 3) when ``verify`` finds a file missing or with another sha256 than the manifest,
     or when the index's dimension differs from the manifest's ``dim``; KeyError for a manifest without
-    ``version``/``checksums``/``dim``; faiss RuntimeError for an unreadable index. The item tower and the
-    recommendations load on first use."""
+    ``version``/``checksums``/``dim``; faiss RuntimeError for an unreadable index. The item tower loads on first use;
+    the recommendations are never loaded whole: each item id is looked up (``recommendations_of``)."""
 
     def __init__(self, root: Path, manifest: dict, verify: bool = True, device: str = "auto"):
         import faiss
@@ -258,7 +259,6 @@ class ServingBundle:
         self._tower_dir = Path(layout.bundle_tower_dir(root, "item"))
         self._tower_file = manifest.get("item_model_file", "model.onnx")
         self._device = device
-        self._recs = None
         self._table = None  # recommend.KeyphraseTable of the id map, built on the first text search
 
     @property
@@ -266,13 +266,12 @@ class ServingBundle:
 
         return get_tower(self._tower_dir, self._tower_file, device=self._device)
 
-    def _recommendations(self):
-        if self._recs is None:
-            import pandas as pd
-
-            recs = pd.read_parquet(layout.bundle_recommendations_dir(self.root))
-            self._recs = {iid: g.sort_values("rank") for iid, g in recs.groupby("item_id")}
-        return self._recs
+    def recommendations_of(self, item_id: int, stats: dict | None = None):
+        """The published rows of ``item_id`` (pandas, by rank; empty when the bundle has none): one bucket file's
+        footer and the row group(s) holding the id (``item_lookup.lookup``; a bundle published before that layout is
+        scanned row group by row group). ``stats`` gets ``bytes_read``, ``files_opened`` and ``row_groups_read``."""
+        return item_lookup.lookup(layout.bundle_recommendations_dir(self.root),
+                                  self.manifest.get("recommendations_layout"), int(item_id), stats=stats).to_pandas()
 
     def search(self, query, k: int | None = None) -> list[dict]:
         """Top keyphrases for an item: ``query`` is item text (title [SEP] category) or an item id.
@@ -286,9 +285,7 @@ class ServingBundle:
         item id: a numpy integer is searched as text (pass ``int(i)``)."""
         k = int(k or self.manifest.get("top_k", 20))
         if isinstance(query, (int,)) and not isinstance(query, bool):
-            g = self._recommendations().get(int(query))
-            if g is None:
-                return []
+            g = self.recommendations_of(int(query))
             return [{"rank": int(r.rank), "keyphrase_id": int(r.keyphrase_id), "keyphrase": r.keyphrase,
                      "score": float(r.score), **_expected(r)} for r in g.head(k).itertuples()]
 

@@ -483,3 +483,65 @@ def row_group_batches(dataset, columns, batch_size: int, keep=None):
                 batch = batch.filter(keep(batch), null_selection_behavior="drop")
             if batch.num_rows:
                 yield path, batch
+
+
+def rows_where(dataset, column: str, values, columns: list[str] | None = None, limit: int | None = None):
+    """The rows of ``dataset`` (a ``pyarrow.dataset``, e.g. ``contract_dataset``) whose ``column`` is in ``values``,
+    as one Arrow table of ``columns`` (all when None), in file order; at most ``limit`` rows when given.
+
+    Bounded memory, whatever the size of the dataset: each row group's ``column`` is read alone, and the other
+    columns of that row group only where it holds a match; a row group whose statistics exclude every value is
+    skipped unread. Reads every row group's ``column`` otherwise (an unsorted dataset has no shortcut)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    wanted = pa.array(sorted(set(values)), type=dataset.schema.field(column).type)
+    lo, hi = (wanted[0].as_py(), wanted[-1].as_py()) if len(wanted) else (None, None)
+    names = list(columns or dataset.schema.names)
+    parts, found = [], 0
+    for path in dataset.files:
+        pf = pq.ParquetFile(path)
+        idx = pf.schema_arrow.get_field_index(column)
+        for rg in range(pf.metadata.num_row_groups):
+            if not len(wanted) or (limit is not None and found >= limit):
+                break
+            st = pf.metadata.row_group(rg).column(idx).statistics
+            if st is not None and st.has_min_max and (st.max < lo or st.min > hi):
+                continue
+            key = pf.read_row_group(rg, columns=[column]).column(column)
+            hit = pc.is_in(key, value_set=wanted).fill_null(False)
+            if not pc.any(hit).as_py():
+                continue
+            rows = pf.read_row_group(rg, columns=names).filter(hit)
+            parts.append(rows)
+            found += rows.num_rows
+    if not parts:
+        return pa.schema([dataset.schema.field(n) for n in names]).empty_table()
+    table = pa.concat_tables(parts)
+    return table.slice(0, limit) if limit is not None else table
+
+
+def sample_rows(dataset, n: int, seed: int, columns: list[str] | None = None):
+    """A seeded uniform sample of ``n`` rows of ``dataset`` (without replacement; all rows when there are fewer), as
+    an Arrow table of ``columns`` in file order. The row count comes from the footers, the positions are drawn
+    (``numpy.random.Generator.choice``: memory O(n)), and only the row groups holding one are read, one at a time."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = list(columns or dataset.schema.names)
+    files = [pq.ParquetFile(p) for p in dataset.files]
+    total = sum(f.metadata.num_rows for f in files)
+    if total == 0 or n <= 0:
+        return pa.schema([dataset.schema.field(c) for c in names]).empty_table()
+    picks = np.sort(np.random.default_rng(seed).choice(total, size=min(n, total), replace=False))
+    parts, start = [], 0
+    for pf in files:
+        for rg in range(pf.metadata.num_row_groups):
+            rows = pf.metadata.row_group(rg).num_rows
+            lo, hi = np.searchsorted(picks, [start, start + rows])
+            if hi > lo:
+                parts.append(pf.read_row_group(rg, columns=names).take(pa.array(picks[lo:hi] - start)))
+            start += rows
+    return pa.concat_tables(parts)

@@ -329,6 +329,11 @@ class ServeSettings(BaseModel):
         "of the items gets no recommendation (none scoring >= score_threshold, or quarantined by `kp embed` for a "
         "NaN/zero vector): a broken model or export, not a catalog, does that.")
     keep_versions: int = Field(3, ge=2, description="Published versions kept for rollback.")
+    publish_bucket_rows: int = Field(2_000_000, ge=1, description="`kp publish` writes the bundle's recommendations "
+                                     "in hash buckets of about this many rows, each sorted by item: publish holds one "
+                                     "bucket (and its sort) at a time, so this sets its memory (~120 bytes a row).")
+    lookup_row_group_rows: int = Field(8192, ge=16, description="Row-group size of the bundle's bucket files: a lookup "
+                                       "by item id reads one file's footer and one or two row groups of this many rows.")
     device: Device = Field("auto", description="auto (CUDA when usable, logged), "
                         "cpu, cuda or cuda:N (fails with exit 2 where no usable CUDA device is: kp devices)")
 

@@ -11,9 +11,10 @@ versions are kept, and always CURRENT and its rollback target (``prune``), for `
 Gates checked again here: the build's recall must be at least ``serve.min_recall``; the ONNX files
 must match the checksums recorded at export; the recommendations must meet their contract.
 
-Memory: the recommendations are streamed into the bundle one row group at a time (``copy_recommendations``),
-never loaded whole; what grows with the catalog is the exact distinct-item count's sorted ids (8 bytes per
-item). The checksums are computed file by file in chunks.
+Memory: the recommendations are streamed into the bundle (``copy_recommendations``), laid out in hash buckets
+sorted by item so that a lookup by item id reads one row group (``keyphrase_pipeline.artifacts.item_lookup``); the
+peak is one bucket and its sort, about ``serve.publish_bucket_rows`` rows, whatever the catalog. The distinct-item
+count is exact, bucket by bucket. The checksums are computed file by file in chunks.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from keyphrase_pipeline.artifacts import item_lookup
 from keyphrase_pipeline.artifacts.registry import is_exported
 from keyphrase_pipeline.artifacts.serving import (
     TOWERS,
@@ -75,75 +77,37 @@ def _recommendations_dataset(path: str):
     return dataset
 
 
-class _DistinctCounter:
-    """Exact count of distinct int64 ids seen in batches: each batch's unique ids are kept and merged (``numpy``
-    sort-unique) whenever the pending ones outnumber the merged ones, so memory is about 8 bytes per distinct id
-    (160 MB at 20M items) plus a batch, and the work O(n log n) overall."""
+def copy_recommendations(dataset, dest_dir: str, bucket_rows: int, row_group_rows: int, batch_rows: int = 65_536) -> dict:
+    """Write the recommendations of ``dataset`` (``_recommendations_dataset``) into ``dest_dir`` laid out for lookup
+    by item id (``keyphrase_pipeline.artifacts.item_lookup``): ``ceil(rows / bucket_rows)`` hash buckets, each one
+    ``part-BBBBB.parquet`` sorted by (item_id, rank) in row groups of ``row_group_rows``. The input is read one row
+    group at a time (``row_group_batches``) in batches of ``batch_rows`` rows; columns are written as read (a file
+    written with, e.g., int32 ranks is cast to the first file's schema: one schema per bundle).
 
-    def __init__(self):
-        import numpy as np
-
-        self._merged = np.empty(0, dtype=np.int64)
-        self._pending: list = []
-        self._n_pending = 0
-
-    def add(self, ids) -> None:
-        import numpy as np
-
-        u = np.unique(ids)
-        self._pending.append(u)
-        self._n_pending += len(u)
-        if self._n_pending > max(len(self._merged), 1 << 16):
-            self._merge()
-
-    def _merge(self) -> None:
-        import numpy as np
-
-        if self._pending:
-            self._merged = np.unique(np.concatenate([self._merged, *self._pending]))
-            self._pending, self._n_pending = [], 0
-
-    def count(self) -> int:
-        self._merge()
-        return int(len(self._merged))
-
-
-def copy_recommendations(dataset, dest_dir: str, file_rows: int, batch_rows: int = 65_536) -> dict:
-    """Stream the recommendations of ``dataset`` (``_recommendations_dataset``) into ``dest_dir`` as
-    ``part-NNNNN.parquet`` files of at most about ``file_rows`` rows, one row group of the input at a time
-    (``recommend.row_group_batches``): peak memory is one batch of ``batch_rows`` rows, a writer's buffer and the
-    distinct-item counter (8 bytes per item), whatever the number of items. Rows and columns are written as
-    read, in the input's order (each item's rows stay contiguous).
-
-    Returns ``{"rows": int, "items": int (distinct item_id), "files": int}``. Raises DataError (exit 3) naming the
-    file when an ``item_id`` is null."""
+    Peak memory: one input batch, then one bucket and its sort (``item_lookup.write_buckets``): set by
+    ``bucket_rows``, not by the number of items. Returns ``{"rows", "items" (distinct item_id, exact), "files",
+    "buckets", "largest_bucket_rows", "layout"}`` (``layout``: the manifest's ``recommendations_layout``). Raises
+    DataError (exit 3) naming the file when an ``item_id`` is null."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     schema = dataset.schema
-    counter = _DistinctCounter()
-    rows = files = in_file = 0
-    writer = None
-    try:
+    rows = sum(f.count_rows() for f in dataset.get_fragments())  # footers only
+    buckets = item_lookup.buckets_for(rows, bucket_rows)
+
+    def batches():
         for path, batch in row_group_batches(dataset, schema.names, batch_rows):
-            if batch.schema != schema:  # a file written with, e.g., int32 ranks: one schema per bundle
+            if batch.schema != schema:
                 batch = pa.Table.from_batches([batch]).cast(schema).combine_chunks().to_batches()[0]
             ids = batch.column("item_id")
             if ids.null_count:
                 raise DataError(f"{path}: column item_id has {ids.null_count} null value(s) in the recommendations")
-            counter.add(ids.to_numpy(zero_copy_only=False))
-            if writer is None or in_file >= file_rows:
-                if writer is not None:
-                    writer.close()
-                writer = pq.ParquetWriter(f"{dest_dir}/{layout.part_file_name(files)}", schema)
-                files, in_file = files + 1, 0
-            writer.write_batch(batch)
-            rows += batch.num_rows
-            in_file += batch.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
-    return {"rows": rows, "items": counter.count(), "files": files}
+            yield batch
+
+    counts = item_lookup.write_buckets(batches(), schema, dest_dir, buckets, row_group_rows,
+                                       spill_dir=f"{dest_dir}.spill")
+    log.info("recommendations: %d rows of %d items in %d buckets (largest %d rows)", counts["rows"], counts["items"],
+             buckets, counts["largest_bucket_rows"])
+    return {**counts, "layout": item_lookup.layout_record(buckets, row_group_rows)}
 
 
 def prune(settings: Settings, keep: int, also_keep: tuple[str, ...] = ()) -> list[str]:
@@ -236,13 +200,15 @@ def run(settings: Settings, ds: str, make_current: bool = False) -> dict:
                 if (onnx_root / tower / name).exists():
                     shutil.copy2(onnx_root / tower / name, tower_dir / name)
         Path(layout.bundle_recommendations_dir(tmp)).mkdir()
-        counts = copy_recommendations(recs, layout.bundle_recommendations_dir(tmp), settings.spark.target_file_rows)
+        counts = copy_recommendations(recs, layout.bundle_recommendations_dir(tmp), s.publish_bucket_rows,
+                                      s.lookup_row_group_rows)
         manifest = {
             "version": vid, "ds": ds, "model_version": version, "created_at": now.isoformat(), "previous": previous,
             "dim": s.dim, "top_k": s.top_k, "item_model_file": model_file, "keyphrase_model_file": model_file,
             "index": {**{k: meta[k] for k in ("factory", "exact", "search_params", "n", "k")}, "ann_recall_at_k": recall},
             "ann_recall_at_k": recall,
             "counts": {"keyphrases": int(meta["n"]), "items": counts["items"], "recommendations": counts["rows"]},
+            "recommendations_layout": counts["layout"],
             "export": {"parity": record.get("parity"), "int8": record.get("int8")},
         }
         _write_manifest(tmp, manifest)

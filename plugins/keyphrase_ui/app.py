@@ -292,8 +292,12 @@ def last_decision(vers: list[dict]) -> dict | None:
 
 
 def _catalog():
+    """The latest catalog snapshot as a ``pyarrow.dataset`` (file list and footers only; nothing is loaded whole: the
+    page reads items with ``lake.rows_where`` / ``lake.sample_rows``, one row group at a time), or None."""
     def read():
-        from keyphrase_pipeline.core.lake import read_parquet
+        import pyarrow.dataset as pads
+
+        from keyphrase_pipeline.core.lake import local_path
 
         lake = _lake()
         days = lake.partitions("catalog")
@@ -302,11 +306,15 @@ def _catalog():
         key = ("catalog", lake.root, days[-1])
         with _LOCK:
             if key not in _CACHE:
-                df = read_parquet(lake.path("catalog", ds=days[-1]), columns=["item_id", "title", "category"])
-                _CACHE[key] = df.sort_values("item_id").reset_index(drop=True)
+                _CACHE[key] = pads.dataset(str(local_path(lake.path("catalog", ds=days[-1]))), format="parquet",
+                                           ignore_prefixes=[".", "_"])
             return _CACHE[key]
 
     return _safe("catalog", read, None)
+
+
+CATALOG_COLUMNS = ["item_id", "title", "category"]
+SCORE_PLOT_ROWS = 200_000  # the score histogram draws at most this many published rows (a seeded sample)
 
 
 def _world():
@@ -336,19 +344,35 @@ def as_item_id(text: str) -> int | None:
 
 
 def items(q: str = "", limit: int = 20) -> list[dict]:
-    """Up to ``limit`` catalog items ``{item_id, title, category}`` (latest snapshot, by item id) whose title
-    contains ``q`` (case-insensitive, literal) or whose id is ``q``; all items when ``q`` is empty."""
-    df = _catalog()
-    if df is None or df.empty:
-        return []
-    q = q.strip()
-    if q:
-        mask = df["title"].str.contains(q, case=False, regex=False, na=False)
-        item_id = as_item_id(q)
-        if item_id is not None:
-            mask |= df["item_id"] == item_id
-        df = df[mask]
-    return [{"item_id": int(r.item_id), "title": r.title, "category": r.category} for r in df.head(limit).itertuples()]
+    """Up to ``limit`` catalog items ``{item_id, title, category}`` (latest snapshot, in file order) whose title
+    contains ``q`` (case-insensitive, literal) or whose id is ``q``; the first items when ``q`` is empty. Streams the
+    snapshot one row group at a time and stops at ``limit`` matches: bounded memory on any catalog."""
+    def read():
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        dataset = _catalog()
+        if dataset is None:
+            return []
+        text = q.strip()
+        item_id = as_item_id(text) if text else None
+        out: list[dict] = []
+        for path in dataset.files:
+            pf = pq.ParquetFile(path)
+            for rg in range(pf.metadata.num_row_groups):
+                t = pf.read_row_group(rg, columns=CATALOG_COLUMNS)
+                if text:
+                    mask = pc.match_substring(t.column("title"), text, ignore_case=True).fill_null(False)
+                    if item_id is not None:
+                        mask = pc.or_(mask, pc.equal(t.column("item_id"), item_id).fill_null(False))
+                    t = t.filter(mask)
+                out += [{"item_id": int(r["item_id"]), "title": r["title"], "category": r["category"]}
+                        for r in t.slice(0, limit - len(out)).to_pylist()]
+                if len(out) >= limit:
+                    return out
+        return out
+
+    return _safe("catalog", read, [])
 
 
 def search(item_id: int | None, text: str | None, k: int) -> dict:
@@ -358,11 +382,7 @@ def search(item_id: int | None, text: str | None, k: int) -> dict:
     bundle = serving.load_current(settings)
     item = None
     if item_id is not None:
-        df = _catalog()
-        if df is not None:
-            row = df[df["item_id"] == item_id]
-            if len(row):
-                item = {"item_id": int(item_id), "title": row.iloc[0]["title"], "category": row.iloc[0]["category"]}
+        item = catalog_item(item_id)
         results = bundle.search(int(item_id), k)
         mode = "published recommendations"
         if not results and item is None:
@@ -395,33 +415,48 @@ def unknown_item_detail(item_id: int) -> str:
 
 
 def catalog_item(item_id: int) -> dict | None:
-    """``{item_id, title, category}`` of the latest catalog snapshot, or None."""
-    df = _catalog()
-    if df is None:
-        return None
-    row = df[df["item_id"] == item_id]
-    if not len(row):
-        return None
-    return {"item_id": int(item_id), "title": row.iloc[0]["title"], "category": row.iloc[0]["category"]}
+    """``{item_id, title, category}`` of the latest catalog snapshot, or None. Bounded memory
+    (``lake.rows_where``: the id column a row group at a time, the rest of the row group that holds it)."""
+    def read():
+        from keyphrase_pipeline.core.lake import rows_where
+
+        dataset = _catalog()
+        if dataset is None:
+            return None
+        rows = rows_where(dataset, "item_id", [int(item_id)], CATALOG_COLUMNS, limit=1).to_pylist()
+        return {"item_id": int(item_id), "title": rows[0]["title"], "category": rows[0]["category"]} if rows else None
+
+    return _safe("catalog", read, None)
 
 
-def published_recs(version: str):
-    """The published recommendations of serving ``version`` (pandas, cached per version)."""
-    key = ("recs", _lake().root, version)
-    with _LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
-    import pandas as pd
+def catalog_titles(item_ids) -> dict[int, dict]:
+    """``{item_id: {title, category}}`` of the latest catalog snapshot for a few ``item_ids`` (``lake.rows_where``:
+    bounded memory); {} without a catalog."""
+    def read():
+        from keyphrase_pipeline.core.lake import rows_where
+
+        dataset = _catalog()
+        if dataset is None or not len(item_ids):
+            return {}
+        rows = rows_where(dataset, "item_id", [int(i) for i in item_ids], CATALOG_COLUMNS).to_pylist()
+        return {int(r["item_id"]): {"title": r["title"], "category": r["category"]} for r in rows}
+
+    return _safe("catalog", read, {})
+
+
+def published_rows_of_keyphrase(version: str, keyphrase_id: int):
+    """The rows of serving ``version``'s recommendations that hold ``keyphrase_id`` (pandas: item_id, rank,
+    keyphrase_id, keyphrase, score). Streamed (``lake.rows_where``): memory is one row group and the matches, but
+    every row group's keyphrase_id column is read (the bundle is laid out by item, not by keyphrase)."""
+    import pyarrow.dataset as pads
 
     from keyphrase_pipeline.artifacts.serving import published_recommendations_path
+    from keyphrase_pipeline.core.lake import rows_where
 
-    df = pd.read_parquet(published_recommendations_path(_settings(), version),
-                         columns=["item_id", "rank", "keyphrase_id", "keyphrase", "score"])
-    with _LOCK:
-        for old in [k for k in _CACHE if k[0] == "recs"]:  # keep one version's frame
-            del _CACHE[old]
-        _CACHE[key] = df
-    return df
+    dataset = pads.dataset(published_recommendations_path(_settings(), version), format="parquet",
+                           ignore_prefixes=[".", "_"])
+    return rows_where(dataset, "keyphrase_id", [int(keyphrase_id)],
+                      ["item_id", "rank", "keyphrase_id", "keyphrase", "score"]).to_pandas()
 
 
 def item_view(item_id: int, k: int) -> dict:
@@ -459,7 +494,7 @@ def keyphrase_view(keyphrase_id: int, limit: int) -> dict:
         raise HTTPException(status_code=404, detail="nothing is published yet: the serve group of keyphrase_daily "
                                                     "publishes at the end of a successful run")
     try:
-        recs = published_recs(version)
+        recs = published_rows_of_keyphrase(version, keyphrase_id)
     except (OSError, ValueError) as exc:
         raise HTTPException(status_code=404, detail=f"the recommendations of serving version {version} cannot be read "
                                                     f"({type(exc).__name__}): roll back with `kp rollback --to <version>`") from None
@@ -475,7 +510,14 @@ def keyphrase_view(keyphrase_id: int, limit: int) -> dict:
         if not text:
             raise HTTPException(status_code=404, detail=f"keyphrase {keyphrase_id} is neither in the published "
                                                         "recommendations nor in raw/keyphrases: open one from an item's top-K")
-    out = explain.explain_keyphrase(_lake(), keyphrase_id, recs, _catalog(), limit, world=_world())
+    best = recs.sort_values(["score", "item_id"], ascending=[False, True]).head(limit)
+    titles = catalog_titles(best["item_id"].tolist())
+    catalog = None
+    if titles:
+        import pandas as pd
+
+        catalog = pd.DataFrame([{"item_id": i, **v} for i, v in titles.items()])
+    out = explain.explain_keyphrase(_lake(), keyphrase_id, recs, catalog, limit, world=_world())
     return {"keyphrase_id": int(keyphrase_id), "keyphrase": text[0], "serving_version": version, **out,
             "note": "" if out["total_items"] else "no item has this keyphrase in its published top-K"}
 
@@ -521,12 +563,12 @@ def compare_view(n_items: int, k: int) -> dict:
     if problem:
         out["message"] = f"No champion to compare with: {problem}"
     if out["challenger"] and champ and not out["message"]:
-        cat = _catalog()
-        if cat is None or cat.empty:
+        sample = _safe("catalog", lambda: explain.sample_items(_catalog(), n_items, out["challenger"]), None)
+        if sample is None or not len(sample):
             out["topk_note"] = "no catalog in the lake: no items to compare on"
         else:
-            ids = explain.sample_item_ids(cat["item_id"].to_numpy(), n_items, out["challenger"])
-            titles = cat.set_index("item_id")
+            ids = [int(i) for i in sample["item_id"]]
+            titles = sample.set_index("item_id")
             def kp_text():
                 from keyphrase_pipeline.core.lake import read_parquet
 
@@ -679,12 +721,15 @@ def score_plot() -> bytes | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        import pandas as pd
+        import pyarrow.dataset as pads
 
         from keyphrase_pipeline.artifacts.serving import published_recommendations_path
+        from keyphrase_pipeline.core.lake import sample_rows
 
-        recs = pd.read_parquet(published_recommendations_path(_settings(), version),
-                               columns=["item_id", "keyphrase_id", "score"])
+        dataset = pads.dataset(published_recommendations_path(_settings(), version), format="parquet",
+                               ignore_prefixes=[".", "_"])
+        total = dataset.count_rows()  # footers only
+        recs = sample_rows(dataset, SCORE_PLOT_ROWS, 0, ["item_id", "keyphrase_id", "score"]).to_pandas()
         fig, ax = plt.subplots(figsize=(6, 3.2))
         world = _world()
         if world is not None and len(recs):
@@ -696,7 +741,9 @@ def score_plot() -> bytes | None:
             ax.hist(recs["score"], bins=40)
         ax.set_xlabel("cosine score")
         ax.set_ylabel("recommendations")
-        ax.set_title(f"published version {version}: {len(recs):,} recommendations")
+        shown = f"{len(recs):,} recommendations" if len(recs) == total else \
+            f"a sample of {len(recs):,} of {total:,} recommendations"
+        ax.set_title(f"published version {version}: {shown}")
         return _png(fig)
 
     png = _safe("score plot", build, None)

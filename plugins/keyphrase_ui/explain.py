@@ -370,15 +370,18 @@ def _keyphrase_matrix(lake, settings, version: str):
     return _cached(("kp_emb", str(path), _mtime_sig(path)), lambda: _embeddings(lake, settings, "keyphrases", version))
 
 
-def sample_item_ids(catalog_ids, n: int, seed: str) -> list[int]:
-    """``n`` item ids drawn from ``catalog_ids`` with a seed derived from ``seed`` (stable for a day)."""
+def sample_items(catalog, n: int, seed: str):
+    """``n`` catalog rows (pandas: item_id, title, category) drawn from ``catalog`` (a ``pyarrow.dataset`` of the
+    snapshot) with a seed derived from ``seed`` (stable for a day); only the row groups holding a drawn row are read
+    (``lake.sample_rows``). None without a catalog."""
     import hashlib
 
-    import numpy as np
+    from keyphrase_pipeline.core.lake import sample_rows
 
-    ids = np.sort(np.asarray(catalog_ids, dtype=np.int64))
-    rng = np.random.default_rng(int(hashlib.sha1(seed.encode()).hexdigest()[:8], 16))
-    return [int(i) for i in rng.choice(ids, size=min(n, len(ids)), replace=False)] if len(ids) else []
+    if catalog is None:
+        return None
+    rng_seed = int(hashlib.sha1(seed.encode()).hexdigest()[:8], 16)
+    return sample_rows(catalog, n, rng_seed, ["item_id", "title", "category"]).to_pandas()
 
 
 def topk_side_by_side(lake, settings, versions: dict[str, str], item_ids: list[int], k: int, keyphrase_text: dict,

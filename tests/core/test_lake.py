@@ -129,3 +129,44 @@ def test_dir_fingerprint_sees_data_files_only_and_survives_the_atomic_rename(tmp
     (Path(target) / "part-00000-aaaa.parquet").write_bytes(b"x" * 10)
     os.rename(Path(target) / "part-00000-aaaa.parquet", Path(target) / "part-00000-bbbb.parquet")
     assert dir_fingerprint(target) != inside  # another write (Spark names files with a per-write UUID)
+
+
+def test_rows_where_streams_matches_and_skips_row_groups_by_statistics(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    from keyphrase_pipeline.core.lake import rows_where
+
+    for f in range(3):  # ids sorted within a file: row groups of 100 with disjoint ranges
+        ids = list(range(f * 1000, f * 1000 + 1000))
+        pq.write_table(pa.table({"item_id": pa.array(ids, pa.int64()), "title": [f"t{i}" for i in ids]}),
+                       tmp_path / f"part-{f}.parquet", row_group_size=100)
+    dataset = pads.dataset(str(tmp_path), format="parquet")
+    got = rows_where(dataset, "item_id", [5, 1999, 2500, 77_777], ["item_id", "title"])
+    assert got.column("item_id").to_pylist() == [5, 1999, 2500]
+    assert got.column("title").to_pylist() == ["t5", "t1999", "t2500"]
+    assert rows_where(dataset, "item_id", [5, 6, 7], limit=2).num_rows == 2
+    assert rows_where(dataset, "item_id", []).num_rows == 0
+    reads = []
+    real = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, i, **kw: reads.append(i) or real(self, i, **kw))
+    assert rows_where(dataset, "item_id", [2500]).num_rows == 1
+    assert len(reads) == 2  # the id column, then the whole row group, of the one row group that holds 2500
+
+
+def test_sample_rows_is_seeded_uniform_and_reads_only_holding_row_groups(tmp_path):
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    from keyphrase_pipeline.core.lake import sample_rows
+
+    pq.write_table(pa.table({"item_id": pa.array(range(10_000), pa.int64())}), tmp_path / "a.parquet", row_group_size=500)
+    pq.write_table(pa.table({"item_id": pa.array(range(10_000, 12_000), pa.int64())}), tmp_path / "b.parquet")
+    dataset = pads.dataset(str(tmp_path), format="parquet")
+    a = sample_rows(dataset, 50, seed=3).column("item_id").to_pylist()
+    assert a == sample_rows(dataset, 50, seed=3).column("item_id").to_pylist()  # seeded
+    assert len(set(a)) == 50 and a == sorted(a) and a != sample_rows(dataset, 50, seed=4).column("item_id").to_pylist()
+    assert any(i >= 10_000 for i in sample_rows(dataset, 3000, seed=0).column("item_id").to_pylist())  # both files
+    assert sample_rows(dataset, 10**6, seed=0).num_rows == 12_000

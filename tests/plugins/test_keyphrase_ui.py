@@ -431,6 +431,32 @@ def test_item_view_explains_each_recommended_keyphrase(airflow_api):
     assert c.get("/keyphrases/api/item/987654321", headers=h).status_code == 404
 
 
+def test_item_view_reads_one_row_group_of_the_bundle(airflow_api, monkeypatch):
+    """The page finds an item's published rows through the bundle's item buckets (issue 32): one file opened, one or
+    two row groups read, never the whole recommendations; the catalog row is found without loading the catalog."""
+    from keyphrase_pipeline.artifacts import item_lookup, serving
+
+    s = airflow_api["settings"]
+    manifest = serving.read_manifest(s, serving.current_version(s))
+    assert manifest["recommendations_layout"]["layout"] == item_lookup.LAYOUT
+    calls = []
+    real = item_lookup.lookup
+
+    def spy(*args, stats=None, **kw):
+        st: dict = {}
+        out = real(*args, stats=st, **kw)
+        calls.append(st)
+        return out
+
+    monkeypatch.setattr(item_lookup, "lookup", spy)
+    recs, _, _ = _frames(airflow_api)
+    item = int(recs["item_id"].iloc[0])
+    r = airflow_api["client"].get(f"/keyphrases/api/item/{item}?k=5", headers=auth(airflow_api))
+    assert r.status_code == 200, r.text
+    assert r.json()["item"]["title"] and len(r.json()["results"]) == min(5, int((recs["item_id"] == item).sum()))
+    assert calls and all(c["files_opened"] == 1 and c["row_groups_read"] <= 2 for c in calls), calls
+
+
 def test_item_view_shows_the_ctr_window_of_exposed_pairs(airflow_api):
     c, h = airflow_api["client"], auth(airflow_api)
     recs, _, ctr = _frames(airflow_api)

@@ -162,36 +162,33 @@ def _write_recs(folder: Path, parts: list[list[int]]) -> None:
         pq.write_table(table, folder / layout.part_file_name(i), row_group_size=7)
 
 
-def test_copy_recommendations_streams_into_parts_and_counts_items_exactly(tmp_path):
+def test_copy_recommendations_writes_sorted_buckets_and_counts_items_exactly(tmp_path):
     import pyarrow.parquet as pq
+
+    from keyphrase_pipeline.artifacts import item_lookup
 
     # an item spread over two input files and over batches, ids out of order and repeated
     parts = [[5, 5, 3, 9, 9, 9, 1] * 3, [9, 2, 2, 8], list(range(100, 160))]
     _write_recs(tmp_path / "in", parts)
     dataset = publish._recommendations_dataset(str(tmp_path / "in"))
-    out = tmp_path / "out"
-    out.mkdir()
-    counts = publish.copy_recommendations(dataset, str(out), file_rows=20, batch_rows=4)
+    out = tmp_path / "bundle" / "recommendations"
+    out.mkdir(parents=True)
+    counts = publish.copy_recommendations(dataset, str(out), bucket_rows=20, row_group_rows=8, batch_rows=4)
     rows = sum(len(p) for p in parts)
-    assert counts == {"rows": rows, "items": len({i for p in parts for i in p}), "files": counts["files"]}
-    files = sorted(f.name for f in out.iterdir())
-    assert counts["files"] == len(files) > 1 and files[0] == "part-00000.parquet"
-    assert all(pq.ParquetFile(out / f).metadata.num_rows <= 20 + 4 for f in files)  # file_rows + one batch
-    copied = pq.read_table(out).to_pandas()
-    assert copied["item_id"].tolist() == [i for p in parts for i in p]  # order and every row kept
-
-
-def test_distinct_counter_merges_exactly():
-    import numpy as np
-
-    c = publish._DistinctCounter()
-    rng = np.random.default_rng(0)
-    seen: set[int] = set()
-    for _ in range(40):  # 40 x 5,000 ids, pending unique ids pass the 65,536 merge threshold several times
-        ids = rng.integers(0, 150_000, 5_000)
-        seen.update(ids.tolist())
-        c.add(ids)
-    assert c.count() == len(seen)
+    assert counts["rows"] == rows and counts["items"] == len({i for p in parts for i in p})
+    assert counts["buckets"] == counts["files"] == -(-rows // 20) == 5
+    assert counts["layout"] == item_lookup.layout_record(5, 8)
+    assert sorted(f.name for f in out.iterdir()) == [f"part-0000{b}.parquet" for b in range(5)]
+    assert sorted(p.name for p in (tmp_path / "bundle").iterdir()) == ["recommendations"]  # the spill folder is gone
+    copied = []
+    for b in range(5):
+        f = pq.ParquetFile(out / f"part-0000{b}.parquet")
+        t = f.read().to_pandas()
+        assert list(t["item_id"]) == sorted(t["item_id"])  # sorted by item: row groups do not overlap
+        assert set(item_lookup.bucket_of(t["item_id"].to_numpy(), 5)) <= {b}
+        assert all(f.metadata.row_group(i).num_rows <= 8 for i in range(f.metadata.num_row_groups))
+        copied += t["item_id"].tolist()
+    assert sorted(copied) == sorted(i for p in parts for i in p)  # every row kept
 
 
 def test_publish_refuses_empty_or_broken_recommendations(tmp_path):
@@ -216,4 +213,4 @@ def test_publish_refuses_empty_or_broken_recommendations(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(DataError, match="item_id has 1 null"):
-        publish.copy_recommendations(publish._recommendations_dataset(str(tmp_path / "nulls")), str(out), 100)
+        publish.copy_recommendations(publish._recommendations_dataset(str(tmp_path / "nulls")), str(out), 100, 10)

@@ -1,0 +1,239 @@
+"""A published bundle's recommendations laid out for lookup by item id: hash buckets, each sorted by item.
+
+``kp publish`` writes the day's recommendations into the bundle as ``B`` bucket files
+``recommendations/part-BBBBB.parquet`` (``BBBBB`` = the bucket): an item's rows are in bucket
+``bucket_of(item_id, B)`` (the splitmix64 finaliser of the id, modulo ``B``; Steele, Lea and Flood, "Fast
+splittable pseudorandom number generators", OOPSLA 2014), sorted by ``(item_id, rank)`` and cut into row groups of
+``serve.lookup_row_group_rows`` rows. ``B = ceil(rows / serve.publish_bucket_rows)``, so a bucket holds about
+``serve.publish_bucket_rows`` rows whatever the catalog. Because each file is sorted, its row groups' ``item_id``
+min/max statistics do not overlap, and ``lookup`` reads one file's footer and the one or two row groups whose range
+holds the id: a bounded read, whatever the number of items (``tests/artifacts/test_item_lookup.py`` counts the
+bytes on a 300,000-item bundle).
+
+Writing (``write_buckets``) is two streamed passes, so its memory is set by the settings, not the catalog:
+
+1. each input batch is split by bucket and appended to that bucket's Arrow IPC spill file (no footer is kept in
+   memory; ``B`` files open);
+2. each bucket in turn is read back, sorted, its distinct items counted, and written as parquet; its spill file
+   is removed.
+
+Peak memory: one input batch (``batch_rows`` rows) in pass 1; one bucket (about ``serve.publish_bucket_rows`` rows,
+a few per cent more for the hash's spread) and its sort in pass 2: ~ 2 x bucket_rows x row bytes (about 60 bytes a
+row with the keyphrase text: 240 MB at the default 2,000,000).
+
+A bundle published before this layout (its manifest has no ``recommendations_layout``) is still read: ``lookup``
+then streams every row group, in bounded memory but reading every byte.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from keyphrase_pipeline.core import layout
+
+log = logging.getLogger(__name__)
+
+LAYOUT = "item-buckets"
+HASH = "splitmix64"
+_GOLDEN, _M1, _M2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def bucket_of(item_ids, buckets: int) -> np.ndarray:
+    """The bucket of each id: splitmix64's finaliser of the int64 id (as uint64, wrapping), modulo ``buckets``.
+
+    ``item_ids``: int64 array-like ``(n,)`` or one int; returns int64 ``(n,)`` in ``[0, buckets)``. Sequential or
+    strided ids spread evenly. ValueError when ``buckets`` < 1."""
+    if buckets < 1:
+        raise ValueError(f"buckets must be at least 1, got {buckets}")
+    z = np.atleast_1d(np.asarray(item_ids, dtype=np.int64)).view(np.uint64) + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    z = z ^ (z >> np.uint64(31))
+    return (z % np.uint64(buckets)).astype(np.int64)
+
+
+def buckets_for(rows: int, bucket_rows: int) -> int:
+    """How many buckets ``rows`` rows take at about ``bucket_rows`` rows each: ``max(1, ceil(rows / bucket_rows))``."""
+    return max(1, -(-int(rows) // max(1, int(bucket_rows))))
+
+
+def write_buckets(batches: Iterable, schema, dest_dir: str | os.PathLike, buckets: int, row_group_rows: int,
+                  spill_dir: str | os.PathLike) -> dict:
+    """Write ``batches`` (Arrow record batches of ``schema``, with ``item_id`` and ``rank``) as ``buckets`` files
+    ``dest_dir/part-BBBBB.parquet``, each sorted by (item_id, rank) in row groups of ``row_group_rows`` rows; an
+    empty bucket gets an empty file, so every bucket has one. ``spill_dir`` (created, then removed) holds pass 1's
+    IPC files; give one inside the output's atomic temp directory so a crash leaves nothing.
+
+    Returns ``{"rows", "items" (distinct item_id, exact), "files", "buckets", "largest_bucket_rows"}``.
+    Raises ValueError when ``buckets`` < 1."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if buckets < 1:
+        raise ValueError(f"buckets must be at least 1, got {buckets}")
+    dest, spill = Path(dest_dir), Path(spill_dir)
+    spill.mkdir(parents=True, exist_ok=True)
+    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+    sinks: dict[int, object] = {}
+    rows = 0
+    try:
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            rows += batch.num_rows
+            ids = batch.column("item_id").to_numpy(zero_copy_only=False)
+            b = bucket_of(ids, buckets)
+            order = np.argsort(b, kind="stable")
+            sorted_b = b[order]
+            starts = np.flatnonzero(np.r_[True, sorted_b[1:] != sorted_b[:-1]])
+            ends = np.r_[starts[1:], len(order)]
+            taken = batch.take(pa.array(order))
+            for s, e in zip(starts, ends):
+                k = int(sorted_b[s])
+                if k not in writers:
+                    sinks[k] = pa.OSFile(str(spill / f"bucket-{k:05d}.arrows"), "wb")
+                    writers[k] = pa.ipc.new_stream(sinks[k], schema)
+                writers[k].write_batch(taken.slice(int(s), int(e - s)))
+    finally:
+        for k in list(writers):
+            writers[k].close()
+            sinks[k].close()
+    items = largest = 0
+    for k in range(buckets):
+        path = spill / f"bucket-{k:05d}.arrows"
+        if k in writers:
+            with pa.OSFile(str(path), "rb") as src:
+                table = pa.ipc.open_stream(src).read_all()
+            path.unlink()
+            table = table.sort_by([("item_id", "ascending"), ("rank", "ascending")])
+            ids = table.column("item_id").to_numpy()
+            items += int(len(ids) and 1 + np.count_nonzero(ids[1:] != ids[:-1]))
+            largest = max(largest, table.num_rows)
+        else:
+            table = schema.empty_table()
+        pq.write_table(table, dest / layout.part_file_name(k), row_group_size=max(1, row_group_rows))
+        del table
+    try:
+        spill.rmdir()
+    except OSError:
+        pass
+    return {"rows": rows, "items": items, "files": buckets, "buckets": buckets, "largest_bucket_rows": largest}
+
+
+def layout_record(buckets: int, row_group_rows: int) -> dict:
+    """The manifest's ``recommendations_layout``: what ``lookup`` needs to find an item's file."""
+    return {"layout": LAYOUT, "hash": HASH, "buckets": int(buckets), "sorted_by": ["item_id", "rank"],
+            "row_group_rows": int(row_group_rows)}
+
+
+class CountingFile:
+    """A read-only binary file that counts the bytes read through it (``bytes_read``); what ``lookup`` opens, so a
+    caller (or a test) can see how much one lookup read."""
+
+    def __init__(self, path: str | os.PathLike):
+        self._f = open(path, "rb")  # noqa: SIM115 - closed by close()/__exit__
+        self.bytes_read = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self.bytes_read += len(data)
+        return data
+
+    def readinto(self, buf) -> int:
+        n = self._f.readinto(buf)
+        self.bytes_read += n or 0
+        return n
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return self._f.closed
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _row_groups_holding(meta, column: int, item_id: int) -> list[int]:
+    """Row groups whose statistics say ``item_id`` may be in them (all, where a row group has no statistics)."""
+    out = []
+    for i in range(meta.num_row_groups):
+        st = meta.row_group(i).column(column).statistics
+        if st is None or not st.has_min_max or st.min <= item_id <= st.max:
+            out.append(i)
+    return out
+
+
+def lookup(recs_dir: str | os.PathLike, layout_rec: dict | None, item_id: int, columns: list[str] | None = None,
+           stats: dict | None = None):
+    """The rows of ``item_id`` in a bundle's ``recommendations/`` (pyarrow Table, sorted by rank; empty when the item
+    has none).
+
+    With ``layout_rec`` (the manifest's ``recommendations_layout``): one bucket file, its footer and the row groups
+    whose item_id range holds the id. Without (a bundle published before the layout): every file, one row group at
+    a time, keeping the matches (bounded memory, every byte read). ``stats``, when given, gets ``bytes_read``,
+    ``files_opened`` and ``row_groups_read`` added. Raises OSError when a file cannot be read; DataError (exit 3)
+    when the layout names a bucket file that is missing."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from keyphrase_pipeline.core.errors import DataError
+
+    item_id = int(item_id)
+    root = Path(recs_dir)
+    if layout_rec and layout_rec.get("layout") == LAYOUT:
+        b = int(bucket_of(item_id, int(layout_rec["buckets"]))[0])
+        files = [root / layout.part_file_name(b)]
+        if not files[0].exists():
+            raise DataError(f"published recommendations: bucket file {files[0].name} is missing from {root}")
+    else:
+        files = sorted(root.glob("*.parquet"))
+    parts, read, opened, groups = [], 0, 0, 0
+    schema = None
+    for path in files:
+        with CountingFile(path) as fh:
+            pf = pq.ParquetFile(fh)
+            opened += 1
+            schema = schema or pf.schema_arrow
+            col = pf.schema_arrow.get_field_index("item_id")
+            for rg in _row_groups_holding(pf.metadata, col, item_id):
+                t = pf.read_row_group(rg, columns=columns)
+                groups += 1
+                ids = t.column("item_id") if "item_id" in t.column_names else \
+                    pf.read_row_group(rg, columns=["item_id"]).column("item_id")
+                hit = t.filter(pc.equal(ids, item_id))
+                if hit.num_rows:
+                    parts.append(hit)
+            read += fh.bytes_read
+    if stats is not None:
+        stats.update({"bytes_read": read, "files_opened": opened, "row_groups_read": groups})
+    if not parts:
+        out_schema = schema if columns is None or schema is None else pa.schema([schema.field(c) for c in columns])
+        return (out_schema or pa.schema([("item_id", pa.int64())])).empty_table()
+    table = pa.concat_tables(parts)
+    return table.sort_by("rank") if "rank" in table.column_names else table
