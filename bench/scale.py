@@ -124,9 +124,13 @@ TRAIN_STAGES = ("train_cross", "train_bi", "evaluate")
 # ---- process-tree sampling -------------------------------------------------------------------------
 def process_kind(cmdline: list[str] | None) -> str:
     """``"worker"`` for a PySpark Python worker or its daemon (command line names ``pyspark.daemon`` or
-    ``pyspark.worker``), else ``"driver"`` (the stage's Python, its JVM, anything else it starts)."""
+    ``pyspark.worker``), ``"jvm"`` for a Java process (the Spark driver JVM: its first word ends in ``java``),
+    else ``"driver"`` (the stage's Python, anything else it starts)."""
     text = " ".join(cmdline or [])
-    return "worker" if any(m in text for m in WORKER_MARKERS) else "driver"
+    if any(m in text for m in WORKER_MARKERS):
+        return "worker"
+    first = (cmdline or [""])[0]
+    return "jvm" if first == "java" or first.endswith("/java") else "driver"
 
 
 def _alive(p) -> bool:
@@ -155,7 +159,7 @@ class TreeSampler:
         self._kind = kind
         self._procs: dict[tuple[int, float], object] = {}  # (pid, create_time) -> psutil.Process
         self.info: dict[tuple[int, float], dict] = {}  # (pid, create_time) -> {kind, name, ppid, cpu_s, rss_mb}
-        self.peak_mb = {"driver": 0.0, "worker": 0.0, "all": 0.0}
+        self.peak_mb = {"driver": 0.0, "jvm": 0.0, "worker": 0.0, "driver_side": 0.0, "all": 0.0}
         self.samples = 0
         try:
             self._root = psutil.Process(pid)
@@ -194,7 +198,7 @@ class TreeSampler:
                 if p.pid not in seen_pids:
                     seen_pids.add(p.pid)
                     found.append(p)
-        sums = {"driver": 0.0, "worker": 0.0}
+        sums = {"driver": 0.0, "jvm": 0.0, "worker": 0.0}
         running = 0
         for p in found:
             key = self._track(p)
@@ -215,19 +219,23 @@ class TreeSampler:
                 running += 1
         for k, v in sums.items():
             self.peak_mb[k] = max(self.peak_mb[k], v)
-        self.peak_mb["all"] = max(self.peak_mb["all"], sums["driver"] + sums["worker"])
+        self.peak_mb["driver_side"] = max(self.peak_mb["driver_side"], sums["driver"] + sums["jvm"])
+        self.peak_mb["all"] = max(self.peak_mb["all"], sums["driver"] + sums["jvm"] + sums["worker"])
         self.samples += 1
         return running
 
     def result(self) -> dict:
-        """``cpu_s`` (sum over every process seen), ``peak_rss_mb`` (driver side), ``worker_peak_rss_mb``,
-        ``tree_peak_rss_mb``, ``processes`` seen, ``python_workers`` (forked PySpark workers: worker-kind
+        """``cpu_s`` (sum over every process seen), ``peak_rss_mb`` (driver side: the stage's Python and its JVM,
+        summed per sample), ``python_peak_rss_mb`` (the stage's Python alone), ``jvm_peak_rss_mb`` (the JVM alone),
+        ``worker_peak_rss_mb``, ``tree_peak_rss_mb``, ``processes`` seen, ``python_workers`` (forked PySpark workers: worker-kind
         processes whose parent is worker-kind too, i.e. forks of the daemon), ``samples``."""
         infos = list(self.info.values())
         worker_pids = {k[0] for k, v in self.info.items() if v["kind"] == "worker"}
         return {
             "cpu_s": round(sum(v["cpu_s"] for v in infos), 2),
-            "peak_rss_mb": round(self.peak_mb["driver"], 1),
+            "peak_rss_mb": round(self.peak_mb["driver_side"], 1),
+            "python_peak_rss_mb": round(self.peak_mb["driver"], 1),
+            "jvm_peak_rss_mb": round(self.peak_mb["jvm"], 1),
             "worker_peak_rss_mb": round(self.peak_mb["worker"], 1),
             "tree_peak_rss_mb": round(self.peak_mb["all"], 1),
             "processes": len(infos),
@@ -574,6 +582,8 @@ def make_line(stage: str, items: int, day: int, ms: list[dict]) -> dict:
         "cores_used": round(cpu / wall, 2) if wall > 0 else 0.0,
         "peak_rss_mb": max(m["peak_rss_mb"] for m in ms),
         "worker_peak_rss_mb": max(m["worker_peak_rss_mb"] for m in ms),
+        "python_peak_rss_mb": max(m["python_peak_rss_mb"] for m in ms),
+        "jvm_peak_rss_mb": max(m["jvm_peak_rss_mb"] for m in ms),
         "rows_in": sum(r for r in rows_in if r is not None) if any(r is not None for r in rows_in) else None,
         "rows_out": sum(r for r in rows_out if r is not None) if any(r is not None for r in rows_out) else None,
         "spark_tasks": sum(m["spark"]["spark_tasks"] for m in ms),

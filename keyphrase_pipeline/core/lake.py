@@ -485,13 +485,24 @@ def row_group_batches(dataset, columns, batch_size: int, keep=None):
                 yield path, batch
 
 
+def parquet_dataset(path: str):
+    """A ``pyarrow.dataset`` over the parquet files at ``path`` (hidden/underscore files skipped, no contract
+    check: for the bounded readers below on inputs already checked upstream); DataError when ``path`` is missing."""
+    import pyarrow.dataset as pads
+
+    root = local_path(path)
+    if not root.exists():
+        raise DataError(f"missing dataset at {path}")
+    return pads.dataset(str(root), format="parquet", ignore_prefixes=[".", "_"])
+
+
 def rows_where(dataset, column: str, values, columns: list[str] | None = None, limit: int | None = None):
     """The rows of ``dataset`` (a ``pyarrow.dataset``, e.g. ``contract_dataset``) whose ``column`` is in ``values``,
     as one Arrow table of ``columns`` (all when None), in file order; at most ``limit`` rows when given.
 
     Bounded memory, whatever the size of the dataset: each row group's ``column`` is read alone, and the other
     columns of that row group only where it holds a match; a row group whose statistics exclude every value is
-    skipped unread. Reads every row group's ``column`` otherwise (an unsorted dataset has no shortcut)."""
+    skipped unread; every other row group's ``column`` is read (an unsorted dataset has no shortcut)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq

@@ -44,7 +44,7 @@ import numpy as np
 from keyphrase_pipeline.artifacts import registry
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError, GateError
-from keyphrase_pipeline.core.lake import Lake, ds_str, read_parquet
+from keyphrase_pipeline.core.lake import Lake, ds_str, parquet_dataset, read_parquet, rows_where, sample_rows
 from keyphrase_pipeline.core.truth import load_truth
 from keyphrase_pipeline.labels.kd_pairs import teacher_scores
 from keyphrase_pipeline.models.bi_encoder import encode_items, encode_keyphrases, load_student, score_pairs
@@ -85,31 +85,41 @@ def relevance_recall_at_k(settings: Settings, model, world, ds: str, k: int, max
     ``{"k", "keyphrases", "tail": {...}, "head": {...}}`` with shares in [0, 1] (``{"items": 0}`` for a bucket
     without items that have a relevant keyphrase); {} when there is no catalog snapshot up to ``ds``. Raises
     DataError (exit 3) when ``raw/keyphrases`` is missing, SchemaError (exit 3) on a broken contract."""
+    import pandas as pd
+
     from keyphrase_pipeline.labels.training_data import latest_partition
 
     lake = Lake.from_settings(settings)
     cat_ds = latest_partition(lake, "catalog", ds)
     if cat_ds is None:
         return {}
-    catalog = read_parquet(lake.path("catalog", ds=cat_ds), contract="catalog")[["item_id", "title", "category"]]
+    catalog = parquet_dataset(lake.path("catalog", ds=cat_ds))
     keyphrases = read_parquet(lake.path("keyphrases"), contract="keyphrases")[["keyphrase_id", "text"]]
     exposure = world.exposure(settings, ds, settings.ctr.window_days)
-    exposure = exposure[exposure["item_id"].isin(catalog["item_id"])]
     keyphrase_emb = encode_keyphrases(model, keyphrases["text"].tolist(), settings.serve.dim)
     keyphrase_ids = keyphrases["keyphrase_id"].to_numpy()
     out = {"k": k, "keyphrases": int(len(keyphrases))}
     for bucket in ("tail", "head"):
         ids = exposure.loc[exposure["bucket"] == bucket, "item_id"].to_numpy()
-        # deterministic sample: smallest hash of the id
-        if len(ids) > max_items:
-            h = np.array([int(hashlib.sha1(f"kp-eval:{i}".encode()).hexdigest()[:8], 16) for i in ids])
-            ids = ids[np.argsort(h)[:max_items]]
-        rel = world.relevant_keyphrases(ids)
-        ids = np.array([i for i in ids if len(rel.get(int(i), ())) > 0], dtype=np.int64)
+        # deterministic sample: the catalog's exposed items of smallest id hash, found in the catalog a few at a
+        # time (lake.rows_where: bounded memory, the catalog is never loaded whole)
+        h = np.array([int(hashlib.sha1(f"kp-eval:{i}".encode()).hexdigest()[:8], 16) for i in ids])
+        ids = ids[np.argsort(h, kind="stable")]
+        found = []
+        for start in range(0, len(ids), 2 * max_items):
+            chunk = ids[start:start + 2 * max_items]
+            rows = rows_where(catalog, "item_id", chunk.tolist(), ["item_id", "title", "category"]).to_pandas()
+            rows = rows.drop_duplicates("item_id").set_index("item_id")
+            found.append(rows.loc[[i for i in chunk if i in rows.index]])
+            if sum(len(f) for f in found) >= max_items:
+                break
+        picked = pd.concat(found).head(max_items) if found else pd.DataFrame(columns=["title", "category"])
+        rel = world.relevant_keyphrases(picked.index.to_numpy())
+        ids = np.array([i for i in picked.index if len(rel.get(int(i), ())) > 0], dtype=np.int64)
         if len(ids) == 0:
             out[bucket] = {"items": 0}
             continue
-        items = catalog.set_index("item_id").loc[ids]
+        items = picked.loc[ids]
         item_emb = encode_items(model, items["title"].tolist(), items["category"].tolist(), settings.serve.dim)
         kk = min(k, len(keyphrase_ids))
         recalls, precisions = [], []
@@ -235,11 +245,12 @@ def topk_change(settings: Settings, ds: str, candidate_dir: str, champion_dir: s
     cat_ds = latest_partition(lake, "catalog", ds)
     if cat_ds is None or not Path(lake.path("keyphrases")).exists():
         return {}
-    catalog = read_parquet(lake.path("catalog", ds=cat_ds), contract="catalog")[["item_id", "title", "category"]]
-    keyphrases = read_parquet(lake.path("keyphrases"), contract="keyphrases")[["keyphrase_id", "text"]]
-    rng = np.random.default_rng(int(hashlib.sha1(f"kp-topk-change:{ds}".encode()).hexdigest()[:8], 16))
-    items = catalog.iloc[rng.permutation(len(catalog))[:settings.review.topk_items]]
-    kps = keyphrases.iloc[rng.permutation(len(keyphrases))[:settings.review.topk_keyphrases]]
+    seed = int(hashlib.sha1(f"kp-topk-change:{ds}".encode()).hexdigest()[:8], 16)
+    # seeded samples read row group by row group (lake.sample_rows): neither input is loaded whole
+    items = sample_rows(parquet_dataset(lake.path("catalog", ds=cat_ds)), settings.review.topk_items, seed,
+                        ["item_id", "title", "category"]).to_pandas()
+    kps = sample_rows(parquet_dataset(lake.path("keyphrases")), settings.review.topk_keyphrases, seed + 1,
+                      ["keyphrase_id", "text"]).to_pandas()
     k = max(1, min(settings.serve.top_k, len(kps) // 10))
     if not len(items) or len(kps) < 10:
         return {}

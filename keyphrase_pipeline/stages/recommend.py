@@ -31,10 +31,12 @@ accepted for that and unused here.)
 
 ``changed_only=True`` searches only the items embedded today (``embedded_ds == ds``) and carries the
 other items' rows over from the latest earlier recommendations, so the output stays a complete
-snapshot; the earlier recommendations are streamed too, in batches. The one structure that grows with
-the catalog: the sorted int64 ids of the items to carry (8 bytes per item, 160 MB at 20M items; about
-three times that for a moment while it is built with ``numpy.setdiff1d``) and a one-byte-per-item "seen"
-mask used to count them; that is accepted.
+snapshot; the earlier recommendations are streamed too, in batches. Which items to carry is worked out one hash
+bucket of items at a time (``item_lookup.bucket_of``; ``ceil(item rows / serve.recommend_carry_bucket_items)``
+buckets, one pass over the embeddings' ``id``/``embedded_ds`` columns and the earlier recommendations each): a
+bucket's sorted int64 ids to carry (8 bytes per item, about three times that while ``numpy.setdiff1d`` builds them)
+and a one-byte "seen" mask, so that part of the peak is at most ~25 bytes x ``serve.recommend_carry_bucket_items``
+(100 MB at the default 4,000,000), whatever the catalog; a catalog above it costs one more pass per bucket.
 
 Output: ``recommendations/ds=D/part-NNNNN.parquet`` + ``_SUCCESS`` (contract ``recommendations``), a new
 file after ``spark.target_file_rows`` rows (at an item boundary). There is no global sort: each item's
@@ -49,6 +51,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from keyphrase_pipeline.artifacts import item_lookup
 from keyphrase_pipeline.artifacts.ctr_scoring import champion_scorer
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.contracts import check_arrow_schema
@@ -225,10 +228,11 @@ def _embedding_batches(dataset, keep, batch_rows: int, dim: int):
         yield np.concatenate(pend_ids), np.concatenate(pend_vecs)
 
 
-def _split_today(dataset, version: str, ds: str, batch_rows: int):
-    """(ids to carry over: sorted unique int64, number of rows embedded today) for ``changed_only``: the items
-    of the model not embedded on ``ds``, less any id that also has a row embedded on ``ds``. Reads only the
-    ``id`` and ``embedded_ds`` columns, in batches; the result is O(items), 8 bytes each."""
+def _split_today(dataset, version: str, ds: str, batch_rows: int, bucket: int = 0, buckets: int = 1):
+    """(ids to carry over: sorted unique int64, number of rows embedded today) for ``changed_only``, among the items of
+    hash bucket ``bucket`` of ``buckets`` (``item_lookup.bucket_of``): the items of the model not embedded on ``ds``,
+    less any id that also has a row embedded on ``ds``. Reads only the ``id`` and ``embedded_ds`` columns, in
+    batches; the result is 8 bytes per item of the bucket (about three times that while ``numpy.setdiff1d`` runs)."""
     import numpy as np
     import pyarrow.compute as pc
 
@@ -236,12 +240,44 @@ def _split_today(dataset, version: str, ds: str, batch_rows: int):
     for path, batch in row_group_batches(dataset, ["id", "embedded_ds", "model_version"], max(batch_rows, 100_000), _of(version)):
         ids = _ids(batch.column("id"), path, "id")
         is_today = pc.equal(batch.column("embedded_ds"), ds).fill_null(False).to_numpy(zero_copy_only=False)
+        if buckets > 1:
+            mine = item_lookup.bucket_of(ids, buckets) == bucket
+            ids, is_today = ids[mine], is_today[mine]
         other.append(ids[~is_today])
         today.append(ids[is_today])
     today_ids = np.concatenate(today) if today else np.zeros(0, np.int64)
     other_ids = np.concatenate(other) if other else np.zeros(0, np.int64)
     del other, today
     return np.setdiff1d(other_ids, today_ids), len(today_ids)
+
+
+def _carry(prev, keep, schema, scorer, parts, batch_rows: int, k: int) -> dict:
+    """Stream the previous recommendations ``prev`` and append the rows of the items in ``keep`` (sorted int64) to
+    ``parts``; return ``{"items" (of keep with rows), "rows", "score_sum", "stale_ctr"}``. Memory: one row group of
+    ``prev``, ``keep`` and a one-byte "seen" mask per id of it."""
+    import numpy as np
+    import pyarrow as pa
+
+    out = {"items": 0, "rows": 0, "score_sum": 0.0, "stale_ctr": 0}
+    if not len(keep):
+        return out
+    seen = np.zeros(len(keep), dtype=bool)
+    carry = OUT_COLUMNS + [c for c in ("expected_ctr", "ctr_model_version") if c in prev.schema.names]
+    for _, batch in row_group_batches(prev, carry, batch_rows * max(k, 1)):
+        item_ids = _ids(batch.column("item_id"), "previous recommendations", "item_id")
+        pos = np.minimum(np.searchsorted(keep, item_ids), len(keep) - 1)
+        hit = keep[pos] == item_ids
+        if not hit.any():
+            continue
+        seen[pos[hit]] = True
+        table = pa.Table.from_batches([batch.select(carry)]).filter(pa.array(hit))
+        table, stale = _carried_expected_ctr(table, schema, scorer)
+        out["stale_ctr"] += stale
+        parts.write(table)
+        out["rows"] += table.num_rows
+        out["score_sum"] += float(table.column("score").to_numpy().astype(np.float64).sum())
+    out["items"] = int(seen.sum())
+    return out
 
 
 class _Parts:
@@ -329,17 +365,17 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
         raise DataError(f"missing item embeddings of model {version} at {emb_path}: run `kp embed --what items`")
     items = contract_dataset(emb_path, "embeddings")
 
-    keep = np.zeros(0, np.int64)  # ids carried over from the previous day, sorted
     prev_days = [d for d in lake.partitions("recommendations") if d < ds]
     carrying = changed_only and bool(prev_days) and "embedded_ds" in items.schema.names
-    if carrying:
-        keep, n_todo = _split_today(items, version, ds, batch_rows)
+    if carrying:  # today's items are searched; the rest carried bucket by bucket (s.recommend_carry_bucket_items)
         search_filter = _of(version, ds)
-        n_items = n_todo + len(keep)
+        n_todo = items.count_rows(filter=(pads.field("model_version") == version) & (pads.field("embedded_ds") == ds))
+        carry_buckets = item_lookup.buckets_for(sum(f.count_rows() for f in items.get_fragments()),
+                                                s.recommend_carry_bucket_items)  # rows from the footers
     else:
-        search_filter = _of(version)
-        n_items = n_todo = items.count_rows(filter=pads.field("model_version") == version)  # the column alone
-    if n_items == 0:
+        search_filter, carry_buckets = _of(version), 0
+        n_todo = items.count_rows(filter=pads.field("model_version") == version)  # the column alone
+    if n_todo == 0 and not carrying:
         raise DataError(f"no item embeddings of model {version} in {emb_path}")
     prev = contract_dataset(lake.path("recommendations", ds=prev_days[-1]), "recommendations") if carrying else None
 
@@ -352,10 +388,9 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
         log.info("expected CTR: %s", ctr_why if scorer is None else f"CTR model {scorer.version}")
     search_index = faiss_on_device(index, s.device, k=s.top_k)
     faiss_gpu = search_index is not index  # where the search runs (auto keeps HNSW, or a large top_k, on the CPU)
-    rows = scored = batches = with_recs = predicted = stale_ctr = 0
+    rows = scored = batches = with_recs = predicted = stale_ctr = to_carry = carried = 0
     score_sum = 0.0
     bad_by_reason, bad_example = {}, None  # item vectors that are not vectors: counted over the whole input, refused
-    seen = np.zeros(len(keep), dtype=bool)  # which carried ids had rows in the previous recommendations
     target = lake.path("recommendations", ds=ds)
     with atomic_dir(target) as tmp:
         out_dir = Path(local_path(tmp))
@@ -381,31 +416,26 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
                 log.log(logging.INFO if batches % 50 == 0 or scored == n_todo else logging.DEBUG,
                         "searched %d / %d items (%d batches)", scored, n_todo, batches)
                 del recs, ids, vecs  # freed before the next batch is read and searched
-            if prev is not None and len(keep):
-                carry = OUT_COLUMNS + [c for c in ("expected_ctr", "ctr_model_version") if c in prev.schema.names]
-                for _, batch in row_group_batches(prev, carry, batch_rows * max(k, 1)):
-                    item_ids = _ids(batch.column("item_id"), "previous recommendations", "item_id")
-                    pos = np.minimum(np.searchsorted(keep, item_ids), len(keep) - 1)
-                    hit = keep[pos] == item_ids
-                    if not hit.any():
-                        continue
-                    seen[pos[hit]] = True
-                    table = pa.Table.from_batches([batch.select(carry)]).filter(pa.array(hit))
-                    table, stale = _carried_expected_ctr(table, schema, scorer)
-                    stale_ctr += stale
-                    parts.write(table)
-                    rows += table.num_rows
-                    score_sum += float(table.column("score").to_numpy().astype(np.float64).sum())
             if bad_by_reason:
                 raise bad_vectors_error(bad_by_reason, *bad_example, "items", emb_path)
+            for bucket in range(carry_buckets):
+                keep, _ = _split_today(items, version, ds, batch_rows, bucket, carry_buckets)
+                done = _carry(prev, keep, schema, scorer, parts, batch_rows, k)
+                to_carry += len(keep)
+                carried, rows = carried + done["items"], rows + done["rows"]
+                score_sum, stale_ctr = score_sum + done["score_sum"], stale_ctr + done["stale_ctr"]
+                if carry_buckets > 1:
+                    log.info("carried bucket %d / %d: %d items", bucket + 1, carry_buckets, done["items"])
+                del keep
+            if scored + to_carry == 0:
+                raise DataError(f"no item embeddings of model {version} in {emb_path}")
             parts.finish()
         finally:
             parts.close()
-        carried = int(seen.sum())
         with_recs += carried
-        without = int(scored + len(keep) - with_recs)
+        without = int(scored + to_carry - with_recs)
         quarantined = _vectors_quarantined(lake, ds, version)
-        share = (without + quarantined) / (scored + len(keep) + quarantined) if scored + len(keep) + quarantined else 0.0
+        share = (without + quarantined) / (scored + to_carry + quarantined) if scored + to_carry + quarantined else 0.0
         stats = {"model_version": version, "items_scored": int(scored), "items_carried": carried,
                  "rows": int(rows), "items_with_recs": int(with_recs), "faiss_gpu": faiss_gpu,
                  "ctr_model_version": scorer.version if scorer else None, "expected_ctr_rows": int(predicted),
@@ -415,12 +445,13 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
                  "mean_score": score_sum / rows if rows else 0.0, "top_k": int(k),
                  "score_threshold": s.score_threshold, "changed_only": bool(changed_only),
                  "batches": int(batches), "batch_rows": int(batch_rows), "files": int(parts.files),
+                 "carry_buckets": int(carry_buckets),
                  "items_without_recs": without, "items_quarantined_vectors": quarantined,
                  "items_without_recs_share": round(share, 6),
                  "max_items_without_recs_share": s.max_items_without_recommendations_share}
         if share > s.max_items_without_recommendations_share:  # raised inside atomic_dir: nothing is written
             lake.write_run_stats(ds, "recommend", {**stats, "status": "refused"})
-            raise GateError(f"{without + quarantined} of {scored + len(keep) + quarantined} items ({share:.2%}) have no "
+            raise GateError(f"{without + quarantined} of {scored + to_carry + quarantined} items ({share:.2%}) have no "
                             f"recommendations ({without} with no keyphrase scoring >= serve.score_threshold="
                             f"{s.score_threshold}, {quarantined} quarantined by `kp embed` for their vectors), above "
                             f"serve.max_items_without_recommendations_share={s.max_items_without_recommendations_share}: "

@@ -73,7 +73,9 @@ def test_sampler_reads_the_final_cpu_of_the_command_itself(scale):
 
 def test_process_kind(scale):
     assert scale.process_kind(["/usr/bin/python", "-m", "pyspark.daemon"]) == "worker"
-    assert scale.process_kind(["java", "-cp", "x", "org.apache.spark.deploy.SparkSubmit"]) == "driver"
+    assert scale.process_kind(["java", "-cp", "x", "org.apache.spark.deploy.SparkSubmit"]) == "jvm"
+    assert scale.process_kind(["/usr/lib/jvm/bin/java", "-Xmx2g"]) == "jvm"
+    assert scale.process_kind(["/venv/bin/python", "-m", "kp", "java"]) == "driver"
     assert scale.process_kind(None) == "driver"
 
 
@@ -152,7 +154,8 @@ def test_parse_stdout_json(scale):
 
 
 def _measurement(wall, cpu, rss, stats, returncode=0, stderr="", load=(1.0, 2.0)):
-    return {"load_1m": list(load), "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss, "worker_peak_rss_mb": 0.0, "tree_peak_rss_mb": rss,
+    return {"load_1m": list(load), "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss, "python_peak_rss_mb": rss, "jvm_peak_rss_mb": 0.0,
+            "worker_peak_rss_mb": 0.0, "tree_peak_rss_mb": rss,
             "python_workers": 0, "linger_s": 0.0, "returncode": returncode, "stderr": stderr, "result": stats,
             "stats": {}, "started_at": 100.0, "java_started_at": 101.0, "session_ready_at": 106.0,
             "spark": {"spark_tasks": 2, "spark_task_s": 1.0, "app_start_ms": 105_000}}

@@ -255,6 +255,17 @@ def test_changed_only_streams_the_carry_over(ready):
     want = _all_at_once(s, DS2)
     pd.testing.assert_frame_equal(fresh, want[want["item_id"].isin([1, 2, 31])].reset_index(drop=True))
     assert stats["rows"] == len(new) and stats["items_with_recs"] == 36 == len(items)
+    assert stats["carry_buckets"] == 1
+    # the carry worked out 5 items at a time (issue 32: memory set by the setting): the same rows, bucket by bucket
+    s5 = s.with_overrides(**{"serve.recommend_carry_bucket_items": 5})
+    stats5 = recommend.run(s5, DS2, changed_only=True)
+    assert stats5["carry_buckets"] >= -(-36 // 5)  # item rows from the footers, / 5
+    assert {k: stats5[k] for k in ("items_scored", "items_carried", "rows", "items_with_recs")} == \
+        {k: stats[k] for k in ("items_scored", "items_carried", "rows", "items_with_recs")}
+    new5 = _in_file_order(s5, DS2)
+    _assert_items_contiguous_and_ranked(new5)
+    by_item = ["item_id", "rank"]
+    pd.testing.assert_frame_equal(new5.sort_values(by_item, ignore_index=True), new.sort_values(by_item, ignore_index=True))
 
 
 def test_parts_roll_over_only_between_items(tmp_path):
