@@ -210,6 +210,9 @@ class TreeSampler:
                     t = p.cpu_times()  # readable for a zombie too: its final values
                     status = p.status()
                     rss = p.memory_info().rss / MB if status != ps.STATUS_ZOMBIE else 0.0
+                    name = p.name() if status != ps.STATUS_ZOMBIE else rec["name"]
+                    if name != rec["name"]:  # exec'd (spark-class's bash becomes the JVM, same pid): classify again
+                        rec["name"], rec["kind"] = name, self._kind(p.cmdline())
             except (ps.NoSuchProcess, ps.AccessDenied):
                 continue
             rec["cpu_s"] = max(rec["cpu_s"], float(t.user + t.system))

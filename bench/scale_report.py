@@ -137,11 +137,23 @@ def jvm_table(doc: dict) -> list[str]:
     return out
 
 
-def cost_model(doc: dict, gpu: dict | None, settings=None) -> tuple[list[str], dict]:
+def _memory_cell(mem_at: dict | None, stage: str) -> str:
+    """The cost model's memory column for ``stage``: the daily run's (day 2) peak at ``TARGET["items"]``, else day 1's,
+    from ``memory_at_target``; "not measured alone" for a stage ``bench/stage_memory.py`` does not run."""
+    if not mem_at:
+        return "–"
+    rec = mem_at.get(f"{stage}@day2") or mem_at.get(f"{stage}@day1")
+    if rec is None:
+        return "not measured alone"
+    return " / ".join(_fmt(rec.get(name), 0) for _, name in SIDES)
+
+
+def cost_model(doc: dict, gpu: dict | None, settings=None, mem: dict | None = None) -> tuple[list[str], dict]:
     """Markdown rows and the figures of the production cost model (see the module docstring).
 
     ``gpu``: ``gpu_check.json`` (its first run) or None (GPU stages are then left out); ``settings``: the
-    project's settings (default: ``Settings()``) for the judge budget, label cap, epochs and batch size.
+    project's settings (default: ``Settings()``) for the judge budget, label cap, epochs and batch size; ``mem``:
+    ``stage_memory.json`` or None, for the memory column (peak MB at ``TARGET["items"]``, ``memory_at_target``).
     Returns (rows, {"cpu_core_hours_daily", "cpu_core_hours_backfill", "gpu_hours_daily", "executor_cores"})."""
     from keyphrase_pipeline.core.settings import Settings
 
@@ -149,11 +161,13 @@ def cost_model(doc: dict, gpu: dict | None, settings=None) -> tuple[list[str], d
     by = _lines(doc)
     sizes = sorted({k[1] for k in by})
     n = TARGET["items"]
-    rows = ["| stage | per 1k items, CPU s (daily) | fixed CPU s | daily CPU core-h at 20M | first-run CPU core-h at 20M | note |",
-            "|---|---|---|---|---|---|"]
+    mem_at = memory_at_target(mem, settings) if mem else None
+    rows = ["| stage | per 1k items, CPU s (daily) | fixed CPU s | daily CPU core-h at 20M | first-run CPU core-h at 20M "
+            "| peak memory at 20M, MB: Python / JVM / workers | note |",
+            "|---|---|---|---|---|---|---|"]
     daily_h = backfill_h = 0.0
     if len(sizes) < 2:
-        return rows + ["| (needs two sizes) | | | | | |"], {}
+        return rows + ["| (needs two sizes) | | | | | | |"], {}
     x0, x1 = sizes[-2], sizes[-1]
     window = doc.get("settings", {}).get("window_days")
     pairs = doc["summary"].get("exponents_pairs", {})
@@ -176,8 +190,9 @@ def cost_model(doc: dict, gpu: dict | None, settings=None) -> tuple[list[str], d
         backfill_h += b_h or 0.0
         x = (pairs.get(st) or {}).get(f"{x0}-{x1}")
         note = "time exponent > 1.1 between the two largest sizes: see the text" if x and x > 1.1 else ""
-        rows.append(f"| `{st}` | {_fmt(daily[1] * 1000, 2)} | {_fmt(daily[0])} | {_fmt(d_h, 2)} | {_fmt(b_h, 2)} | {note} |")
-    rows.append(f"| **CPU stages** | | | **{_fmt(daily_h, 1)}** | **{_fmt(backfill_h, 1)}** | |")
+        rows.append(f"| `{st}` | {_fmt(daily[1] * 1000, 2)} | {_fmt(daily[0])} | {_fmt(d_h, 2)} | {_fmt(b_h, 2)} "
+                    f"| {_memory_cell(mem_at, st)} | {note} |")
+    rows.append(f"| **CPU stages** | | | **{_fmt(daily_h, 1)}** | **{_fmt(backfill_h, 1)}** | | |")
     figures = {"cpu_core_hours_daily": round(daily_h, 2), "cpu_core_hours_backfill": round(backfill_h, 2)}
     gpu_h = 0.0
     if gpu:
@@ -214,8 +229,144 @@ def cost_model(doc: dict, gpu: dict | None, settings=None) -> tuple[list[str], d
     return rows, figures
 
 
-def render(doc: dict, gpu: dict | None) -> str:
-    """The markdown block (without the markers) for ``doc`` (scale.json) and ``gpu`` (gpu_check run or None)."""
+# ---- memory (bench/stage_memory.py) --------------------------------------------------------------------------
+STAGE_MEMORY = ROOT / "bench" / "results" / "stage_memory.json"
+MEM_BEGIN, MEM_END = "<!-- memory:begin (bench/scale_report.py --write) -->", "<!-- memory:end -->"
+SIDES = (("python_peak_rss_mb", "Python"), ("jvm_peak_rss_mb", "JVM"), ("worker_peak_rss_mb", "workers"))
+
+
+def _units(key: str, items: int, settings, top_k: int = 20) -> tuple[float, float] | None:
+    """(units the stage holds at ``items``, the most it ever holds: its bound) for the stages whose Python peak has a
+    bound set by a setting: recommend's search batch (items; day 2 reads the earlier recommendations in row groups of
+    batch x top_k rows), publish's bucket (rows = items x top_k); None for the others."""
+    sv = settings.serve
+    if key.startswith("recommend@"):  # day 2 reads the earlier recommendations a row group (batch x top_k rows) at a time
+        return min(items, sv.recommend_batch_rows), sv.recommend_batch_rows
+    if key.startswith("publish@"):
+        return min(items * top_k, sv.publish_bucket_rows), sv.publish_bucket_rows
+    return None
+
+
+CARRY_BYTES_PER_ITEM = 25  # recommend --changed-only: a bucket's int64 ids to carry, x3 while setdiff1d runs, + a 1-byte mask
+
+
+def _extra_mb(key: str, items: int, settings) -> float:
+    """MB a stage adds between ``items`` (the largest size measured) and ``TARGET["items"]`` that its fit cannot see,
+    from the code: recommend --changed-only's carry bucket (``CARRY_BYTES_PER_ITEM`` x items of a bucket, at most
+    ``serve.recommend_carry_bucket_items``); 0 for the others."""
+    if key != "recommend@day2":
+        return 0.0
+    cap = settings.serve.recommend_carry_bucket_items
+    return CARRY_BYTES_PER_ITEM * (min(TARGET["items"], cap) - min(items, cap)) / 2 ** 20
+
+
+MEMORY_BOUNDS = {  # stage@day -> (what its memory holds, the bound as a formula of the settings)
+    "embed_items@day1": ("Spark: the driver JVM (executors run in it in local mode) and one ONNX session + one Arrow "
+                         "batch per Python worker; the `kp` Python holds counts only",
+                         "JVM <= `spark.driver_memory` + off-heap; workers: cores x (ONNX session + "
+                         "`spark.sql.execution.arrow.maxRecordsPerBatch` rows)"),
+    "embed_keyphrases@day1": ("as `embed_items`", "as `embed_items`"),
+    "embed_items@day2": ("as day 1; the reuse join (text hashes) is a Spark join, spilled by Spark",
+                         "as day 1"),
+    "index@day1": ("every keyphrase vector and its id map: grows with keyphrases, not items",
+                   "(4 x `serve.dim` + ~100) bytes x keyphrases"),
+    "index@day2": ("as day 1", "as day 1"),
+    "recommend@day1": ("the index, one search batch and its output rows",
+                       "index + per-item bytes x `serve.recommend_batch_rows`"),
+    "recommend@day2": ("as day 1 + the carry bucket's ids and seen mask",
+                       "index + batch + ~25 bytes x `serve.recommend_carry_bucket_items`"),
+    "publish@day1": ("one input batch, then one bucket and its sort",
+                     "per-row bytes x `serve.publish_bucket_rows`"),
+    "publish@day2": ("as day 1", "as day 1"),
+    "lookup@day2": ("one bucket file's footer and one or two row groups",
+                    "footer (`serve.publish_bucket_rows` / `serve.lookup_row_group_rows` row groups) + 2 x "
+                    "`serve.lookup_row_group_rows` rows"),
+    "evaluate_catalog@day2": ("the seeded samples and one row group",
+                              "`review.topk_items` + `review.topk_keyphrases` rows + one row group"),
+}
+
+
+def memory_at_target(mem: dict, settings=None) -> dict:
+    """Per stage@day and side: the peak MB at ``TARGET["items"]``. Where ``_units`` knows the bound, the per-unit bytes
+    are fitted between the smallest and the largest size measured (units held at each) and the Python peak is
+    carried to the bound; elsewhere the largest size's peak, when the stage is flat (``growth_largest`` <= 1.5), else
+    a linear extrapolation (marked). Returns ``{key: {"python": MB, "jvm": MB, "workers": MB, "how": text}}``."""
+    from keyphrase_pipeline.core.settings import Settings
+
+    settings = settings or Settings()
+    by = {(ln["stage"], ln["day"], ln["items"]): ln for ln in mem["lines"] if "error" not in ln and ln.get("day")}
+    out = {}
+    for key, rec in mem["summary"].items():
+        stage, day = key.split("@day")
+        sizes = rec["sizes"]
+        if len(sizes) < 2:
+            continue
+        lo, hi = by[(stage, int(day), sizes[0])], by[(stage, int(day), sizes[-1])]
+        res = {}
+        for side, name in SIDES:
+            res[name] = hi[side]
+            growth = rec.get(f"{side}_growth_largest")
+            if growth is not None and growth > 1.5:
+                res[name] = hi[side] + (hi[side] - lo[side]) / (sizes[-1] - sizes[0]) * (TARGET["items"] - sizes[-1])
+                res["how"] = "linear extrapolation: grows"
+        u = _units(key, 0, settings)
+        if u is not None:
+            (u0, _), (u1, _) = _units(key, sizes[0], settings), _units(key, sizes[-1], settings)
+            per = max(0.0, (hi["python_peak_rss_mb"] - lo["python_peak_rss_mb"]) / (u1 - u0)) if u1 > u0 else 0.0
+            t_units, _ = _units(key, TARGET["items"], settings)
+            extra = _extra_mb(key, sizes[-1], settings)
+            res["Python"] = hi["python_peak_rss_mb"] + per * (t_units - u1) + extra
+            res["per_unit_bytes"] = per * 2 ** 20
+            res["how"] = f"bound: {per * 2 ** 20:,.0f} bytes x {t_units:,.0f} (setting)" + (
+                f" + carry bucket {extra:,.0f} MB" if extra else "")
+        res.setdefault("how", "flat: the largest size's peak")
+        out[key] = res
+    return out
+
+
+def memory_table(mem: dict, settings=None) -> list[str]:
+    """Markdown rows: per stage@day, the Python / JVM / workers peak MB at each size, the growth over 10x the items,
+    what the memory holds and its bound, and the peak at ``TARGET["items"]`` (``memory_at_target``)."""
+    sizes = mem["sizes"]
+    at = memory_at_target(mem, settings)
+    by = {(ln["stage"], ln["day"], ln["items"]): ln for ln in mem["lines"] if "error" not in ln and ln.get("day")}
+    head = ("| stage, day | " + " | ".join(f"{n:,} items: Python / JVM / workers MB" for n in sizes)
+            + " | growth over 10x items (largest side) | what it holds; bound | at 20M items: Python / JVM / workers MB |")
+    out = [head, "|" + "---|" * (len(sizes) + 4)]
+    for key, rec in mem["summary"].items():
+        stage, day = key.split("@day")
+        cells = []
+        for n in sizes:
+            ln = by.get((stage, int(day), n))
+            cells.append(" / ".join(_fmt(ln[s], 0) for s, _ in SIDES) if ln else "–")
+        growths = [rec.get(f"{s}_growth_10x") for s, _ in SIDES if rec.get(s) and max(rec[s]) > 0]
+        growths = [g for g in growths if g is not None]
+        g = max(growths) if growths else None
+        holds, bound = MEMORY_BOUNDS.get(key, ("", ""))
+        t = at.get(key, {})
+        target = " / ".join(_fmt(t.get(n), 0) for _, n in SIDES) + (f" ({t['how']})" if t.get("how") else "")
+        out.append(f"| `{stage}`, day {day} | " + " | ".join(cells) + f" | {_fmt(g, 2)}{'' if g is None or g <= 1.5 else ' **> 1.5**'}"
+                   f" | {holds}; {bound} | {target} |")
+    return out
+
+
+def render_memory(mem: dict) -> str:
+    """The memory block (without the markers) for ``mem`` (stage_memory.json)."""
+    st = mem.get("settings", {})
+    intro = (f"Generated by `bench/scale_report.py` from `bench/results/stage_memory.json` ({mem.get('created_at', '?')}; "
+             f"`bench/stage_memory.py`: each stage alone as its `kp` process; {st.get('keyphrases', 0):,} keyphrases "
+             f"held fixed; encoder: {st.get('encoder')}; {st.get('master')} on {st.get('cpus')} cores, "
+             f"`spark.driver_memory` {st.get('spark_driver_memory')}; "
+             f"{'complete' if mem.get('ok') else 'INCOMPLETE: a stage failed'}; total "
+             f"{mem.get('wall_s_total', 0) / 60:.0f} min). Peak RSS per side: the `kp` Python, its Spark JVM, PySpark's "
+             "Python workers (summed). Growth: the peak at 10x the smallest size over the smallest, the largest of the "
+             "three sides; flat when at most 1.5. At 20M items: see the bound column.")
+    return "\n".join([intro, "", *memory_table(mem)]) + "\n"
+
+
+def render(doc: dict, gpu: dict | None, mem: dict | None = None) -> str:
+    """The markdown block (without the markers) for ``doc`` (scale.json), ``gpu`` (gpu_check run or None) and
+    ``mem`` (stage_memory.json or None: the cost model's memory column)."""
     st = doc.get("settings", {})
     s = doc["summary"]
     intro = (f"Generated by `bench/scale_report.py` from `bench/results/scale.json` ({doc.get('created_at', '?')}; "
@@ -229,13 +380,18 @@ def render(doc: dict, gpu: dict | None) -> str:
     if loads:
         peak = max(max(x) for x in loads)
         intro += f" Machine load (1-minute average) during the stages: up to {peak:.1f} on {st.get('cpus')} cores."
-    rows, _ = cost_model(doc, gpu)
+    rows, _ = cost_model(doc, gpu, mem=mem)
     parts = [intro, "", *stage_table(doc), "", "Spark JVM start per daily run (`jvm_start_s`, summed over the "
              "day's Spark stages):", "", *jvm_table(doc), "",
              f"Cost model for {TARGET['items']:,} items, {TARGET['keyphrases']:,} keyphrases, "
              f"{TARGET['window_days']} days of logs, daily run in {TARGET['hours']:g} hours (assumptions: "
              "`bench/scale_report.py`'s docstring):", "", *rows]
     return "\n".join(parts) + "\n"
+
+
+def load_memory(path: Path = STAGE_MEMORY) -> dict | None:
+    """``stage_memory.json`` (``bench/stage_memory.py``'s committed result), or None."""
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def load_gpu(path: Path = GPU_RESULTS) -> dict | None:
@@ -246,12 +402,12 @@ def load_gpu(path: Path = GPU_RESULTS) -> dict | None:
     return next((r for r in runs if r.get("device") == "cuda"), None)
 
 
-def replace_block(text: str, block: str) -> str:
-    """``text`` with what lies between ``BEGIN`` and ``END`` replaced by ``block``; ValueError without markers."""
-    i, j = text.find(BEGIN), text.find(END)
+def replace_block(text: str, block: str, begin: str = BEGIN, end: str = END) -> str:
+    """``text`` with what lies between ``begin`` and ``end`` replaced by ``block``; ValueError without markers."""
+    i, j = text.find(begin), text.find(end)
     if i < 0 or j < i:
-        raise ValueError(f"markers {BEGIN!r} / {END!r} not found")
-    return text[: i + len(BEGIN)] + "\n" + block + text[j:]
+        raise ValueError(f"markers {begin!r} / {end!r} not found")
+    return text[: i + len(begin)] + "\n" + block + text[j:]
 
 
 def merge_results(docs: list[dict]) -> dict:
@@ -297,11 +453,18 @@ def main(argv=None) -> int:
     if args.merge:
         merged = merge_results([json.loads(Path(f).read_text()) for f in args.merge])
         Path(args.results).write_text(json.dumps(merged, indent=1) + "\n")
-    block = render(json.loads(Path(args.results).read_text()), load_gpu())
+    mem = load_memory()
+    block = render(json.loads(Path(args.results).read_text()), load_gpu(), mem)
+    mem_block = render_memory(mem) if mem else None
     if args.write:
-        DOC.write_text(replace_block(DOC.read_text(), block))
+        text = replace_block(DOC.read_text(), block)
+        if mem_block:
+            text = replace_block(text, mem_block, MEM_BEGIN, MEM_END)
+        DOC.write_text(text)
     else:
         print(block)
+        if mem_block:
+            print(mem_block)
     return 0
 
 

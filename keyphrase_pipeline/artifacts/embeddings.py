@@ -41,3 +41,26 @@ def load_embeddings(settings: Settings, what: str, version: str, required: bool)
     ids = df["id"].to_numpy(dtype=np.int64)
     check_vectors(ids, vecs, what, path)  # DataError: a NaN keyphrase would vanish from the index, a zero one match all
     return ids, vecs
+
+
+def sample_embeddings(settings: Settings, what: str, version: str, n: int, seed: int = 0):
+    """(ids int64 ``(m,)``, vectors float32 ``(m, serve.dim)``) of a seeded uniform sample of at most ``n`` rows of the
+    ``what`` embeddings of ``version`` (``lake.sample_rows``: only the row groups holding a drawn row are read, so
+    memory is set by ``n``, not by the catalog), or (None, None) when there are none. DataError as
+    ``load_embeddings`` for the sampled rows (a vector not ``serve.dim`` long, NaN/inf/zero vectors)."""
+    from keyphrase_pipeline.core.lake import contract_dataset, sample_rows
+
+    path = embeddings_dir(settings, what, version)
+    if not Lake.from_settings(settings).exists(path):
+        return None, None
+    df = sample_rows(contract_dataset(path, "embeddings"), n, seed, ["id", "embedding", "model_version"]).to_pandas()
+    df = df[df["model_version"] == version]
+    if df.empty:
+        return None, None
+    lengths = df["embedding"].map(len)
+    if (lengths != settings.serve.dim).any():
+        raise DataError(f"dimension mismatch in {path}: embedding sizes {sorted(set(lengths))}, serve.dim={settings.serve.dim}")
+    vecs = np.stack(df["embedding"].to_numpy()).astype(np.float32)
+    ids = df["id"].to_numpy(dtype=np.int64)
+    check_vectors(ids, vecs, what, path)
+    return ids, vecs

@@ -14,12 +14,13 @@ Writing (``write_buckets``) is two streamed passes, so its memory is set by the 
 
 1. each input batch is split by bucket and appended to that bucket's Arrow IPC spill file (no footer is kept in
    memory; ``B`` files open);
-2. each bucket in turn is read back, sorted, its distinct items counted, and written as parquet; its spill file
-   is removed.
+2. each bucket in turn is read back, its sort order computed (``pyarrow.compute.sort_indices``), and written a row
+   group at a time in that order, its distinct items counted on the way; its spill file is removed.
 
-Peak memory: one input batch (``batch_rows`` rows) in pass 1; one bucket (about ``serve.publish_bucket_rows`` rows,
-a few per cent more for the hash's spread) and its sort in pass 2: ~ 2 x bucket_rows x row bytes (about 60 bytes a
-row with the keyphrase text: 240 MB at the default 2,000,000).
+Peak memory: one input batch (``batch_rows`` rows) in pass 1; in pass 2 one bucket (about
+``serve.publish_bucket_rows`` rows, a few per cent more for the hash's spread), its 8-byte-a-row sort index and one
+row group: set by the settings, not by the catalog (docs/PERFORMANCE.md, "Memory per stage", has the measured
+bytes per row).
 
 A bundle published before this layout (its manifest has no ``recommendations_layout``) is still read: ``lookup``
 then streams every row group, in bounded memory but reading every byte.
@@ -72,6 +73,7 @@ def write_buckets(batches: Iterable, schema, dest_dir: str | os.PathLike, bucket
     Returns ``{"rows", "items" (distinct item_id, exact), "files", "buckets", "largest_bucket_rows"}``.
     Raises ValueError when ``buckets`` < 1."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     if buckets < 1:
@@ -104,20 +106,27 @@ def write_buckets(batches: Iterable, schema, dest_dir: str | os.PathLike, bucket
             writers[k].close()
             sinks[k].close()
     items = largest = 0
+    rg = max(1, row_group_rows)
     for k in range(buckets):
         path = spill / f"bucket-{k:05d}.arrows"
-        if k in writers:
-            with pa.OSFile(str(path), "rb") as src:
-                table = pa.ipc.open_stream(src).read_all()
-            path.unlink()
-            table = table.sort_by([("item_id", "ascending"), ("rank", "ascending")])
-            ids = table.column("item_id").to_numpy()
-            items += int(len(ids) and 1 + np.count_nonzero(ids[1:] != ids[:-1]))
-            largest = max(largest, table.num_rows)
-        else:
-            table = schema.empty_table()
-        pq.write_table(table, dest / layout.part_file_name(k), row_group_size=max(1, row_group_rows))
-        del table
+        if k not in writers:
+            pq.write_table(schema.empty_table(), dest / layout.part_file_name(k))
+            continue
+        with pa.OSFile(str(path), "rb") as src:
+            table = pa.ipc.open_stream(src).read_all()
+        path.unlink()
+        # sorted through an index (8 bytes a row) and written a row group at a time: one copy of the bucket held
+        order = pc.sort_indices(table, sort_keys=[("item_id", "ascending"), ("rank", "ascending")])
+        last = None
+        with pq.ParquetWriter(dest / layout.part_file_name(k), schema) as out:
+            for start in range(0, table.num_rows, rg):
+                part = table.take(order.slice(start, rg))
+                ids = part.column("item_id").to_numpy()
+                items += int(np.count_nonzero(ids[1:] != ids[:-1])) + int(ids[0] != last)
+                last = ids[-1]
+                out.write_table(part, row_group_size=rg)
+        largest = max(largest, table.num_rows)
+        del table, order
     try:
         spill.rmdir()
     except OSError:

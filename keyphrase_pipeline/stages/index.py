@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from keyphrase_pipeline.artifacts.embeddings import load_embeddings
+from keyphrase_pipeline.artifacts.embeddings import load_embeddings, sample_embeddings
 from keyphrase_pipeline.artifacts.serving import serving_model
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import GateError
@@ -86,7 +86,8 @@ def run(settings: Settings, ds: str, version: str | None = None) -> dict:
     log.info("built %s index over %d keyphrases (%d-d, trained on %d) in %.1fs", factory, n, s.dim,
              choice.train_sample, build_s)
 
-    item_ids, item_vecs = load_embeddings(settings, "items", version, required=False)
+    # recall queries: a seeded sample of the items, read row group by row group (never the whole catalog)
+    item_ids, item_vecs = sample_embeddings(settings, "items", version, s.recall_sample, seed=0)
     rng = np.random.default_rng(0)
     pool = item_vecs if item_vecs is not None else keyphrase_vecs
     queries = pool if len(pool) <= s.recall_sample else pool[rng.choice(len(pool), s.recall_sample, replace=False)]

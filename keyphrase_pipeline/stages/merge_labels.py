@@ -157,11 +157,15 @@ def label_stats(settings: Settings, lake: Lake, ds: str, day: pd.DataFrame) -> d
 
 
 def _ctr_positive_mask(lake: Lake, ds: str, day: pd.DataFrame) -> pd.Series:
+    """Which of the day's judged pairs are CTR positives of ``ctr_labels/ds=D`` (else: those selected as such). Only the
+    rows of the day's items are kept from the CTR labels, a row group at a time (``lake.rows_where``): memory is set by
+    the day's judged pairs, not by the catalog's CTR labels."""
     path = lake.path("ctr_labels", ds=ds)
     if lake.exists(path):
-        from keyphrase_pipeline.core.lake import read_parquet
+        from keyphrase_pipeline.core.lake import contract_dataset, rows_where
 
-        ctr = read_parquet(path, contract="ctr_labels")
+        ctr = rows_where(contract_dataset(path, "ctr_labels"), "item_id", day["item_id"].astype("int64").unique().tolist(),
+                         ["item_id", "keyphrase_id", "label"]).to_pandas()
         pos = ctr.loc[ctr["label"] == 1, ["item_id", "keyphrase_id"]].drop_duplicates()
         keys = set(zip(pos["item_id"].astype("int64"), pos["keyphrase_id"].astype("int64"), strict=True))
         return pd.Series([(int(i), int(k)) in keys for i, k in zip(day["item_id"], day["keyphrase_id"], strict=True)],

@@ -53,6 +53,18 @@ def test_sampler_counts_grandchild_cpu_and_worker_memory(scale):
     assert len(m["load_1m"]) == 2 and all(v >= 0 for v in m["load_1m"])
 
 
+def test_sampler_puts_a_process_that_execs_into_java_on_the_jvm_side(scale, tmp_path):
+    """spark-class's bash execs the JVM under its own pid: the sampler classifies it again when its name changes."""
+    java = tmp_path / "bin" / "java"
+    java.parent.mkdir()
+    java.symlink_to(sys.executable)  # a "java" that is a Python holding 150 MB
+    hold = "x = bytearray(150 * 1024 * 1024); import time; time.sleep(1.0)"
+    m = scale.measure_command(["bash", "-c", f"sleep 0.4; exec {java} -c '{hold}'"], interval=0.05)
+    assert m["returncode"] == 0, m["stderr"]
+    assert m["jvm_peak_rss_mb"] >= 150 and m["python_peak_rss_mb"] < 150
+    assert m["peak_rss_mb"] >= m["jvm_peak_rss_mb"]  # the driver side: the stage's process and its JVM
+
+
 def test_sampler_follows_an_orphan_after_the_command_exits(scale):
     m = scale.measure_command(_tree_cmd(cpu=1.0, mem=20, marker="x", wait_for_grandchild=False),
                               interval=0.05, linger_s=60)

@@ -117,6 +117,50 @@ def test_performance_doc_holds_the_tables_generated_from_the_committed_results(r
     import json
 
     doc = (REPO / "docs" / "PERFORMANCE.md").read_text()
-    block = report.render(json.loads((REPO / "bench" / "results" / "scale.json").read_text()), report.load_gpu())
+    mem = report.load_memory()
+    block = report.render(json.loads((REPO / "bench" / "results" / "scale.json").read_text()), report.load_gpu(), mem)
     assert report.replace_block(doc, block) == doc
     assert "| `embed_items` |" in block and "executor cores" in block
+    # the memory block and the cost model's memory column come from bench/results/stage_memory.json (issue 32)
+    assert mem is not None and mem["sizes"] == [10_000, 100_000, 300_000] and mem["ok"]
+    mem_block = report.render_memory(mem)
+    assert report.replace_block(doc, mem_block, report.MEM_BEGIN, report.MEM_END) == doc
+    assert "peak memory at 20M, MB" in block and "| `recommend`, day 2 |" in mem_block
+
+
+def _mem_line(stage, items, day, python, jvm=0.0, workers=0.0):
+    return {"stage": stage, "items": items, "day": day, "python_peak_rss_mb": python, "jvm_peak_rss_mb": jvm,
+            "worker_peak_rss_mb": workers}
+
+
+def test_memory_at_target_carries_bounded_stages_to_their_setting_and_extrapolates_growing_ones(report):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_stage_memory", REPO / "bench" / "stage_memory.py")
+    sm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sm)
+    from keyphrase_pipeline.core.settings import Settings
+
+    s = Settings().with_overrides(**{"serve.publish_bucket_rows": 1_000_000})
+    lines = [  # publish: 10k items = 200k rows, 100k items = 2M rows (one 1M-row bucket): 100 MB per 800k rows
+        _mem_line("publish", 10_000, 1, 200.0), _mem_line("publish", 100_000, 1, 300.0),
+        # a Spark stage whose JVM stays under its heap cap: flat, its largest peak kept
+        _mem_line("embed_items", 10_000, 1, 160.0, jvm=1000.0, workers=900.0),
+        _mem_line("embed_items", 100_000, 1, 161.0, jvm=1300.0, workers=930.0),
+        # a stage that grows 3x over 10x: extrapolated linearly, and flagged
+        _mem_line("evaluate_catalog", 10_000, 2, 100.0), _mem_line("evaluate_catalog", 100_000, 2, 300.0),
+        # recommend --changed-only: the batch (20,000 items) is full at 100k; the carry bucket is added from the code
+        _mem_line("recommend", 10_000, 2, 250.0), _mem_line("recommend", 100_000, 2, 350.0)]
+    mem = {"lines": lines, "summary": sm.summarize(lines), "sizes": [10_000, 100_000], "settings": {}, "ok": True}
+    assert mem["summary"]["publish@day1"]["python_peak_rss_mb_growth_10x"] == 1.5
+    assert mem["summary"]["evaluate_catalog@day2"]["flat"] is False and mem["summary"]["embed_items@day1"]["flat"]
+    at = report.memory_at_target(mem, s)
+    assert at["publish@day1"]["Python"] == pytest.approx(300.0)  # the bucket (1M rows) was full at 100k items
+    assert at["publish@day1"]["per_unit_bytes"] == pytest.approx(100 * 2 ** 20 / 800_000)
+    assert at["embed_items@day1"]["JVM"] == 1300.0 and at["embed_items@day1"]["how"].startswith("flat")
+    assert at["evaluate_catalog@day2"]["Python"] == pytest.approx(300 + 200 / 90_000 * (20_000_000 - 100_000))
+    assert "grows" in at["evaluate_catalog@day2"]["how"]
+    carry = report.CARRY_BYTES_PER_ITEM * (s.serve.recommend_carry_bucket_items - 100_000) / 2 ** 20
+    assert at["recommend@day2"]["Python"] == pytest.approx(350.0 + carry) and "carry bucket" in at["recommend@day2"]["how"]
+    table = "\n".join(report.memory_table(mem, s))
+    assert "| `evaluate_catalog`, day 2 |" in table and "**> 1.5**" in table
