@@ -142,10 +142,21 @@ def _memory_cell(mem_at: dict | None, stage: str) -> str:
     from ``memory_at_target``; "not measured alone" for a stage ``bench/stage_memory.py`` does not run."""
     if not mem_at:
         return "–"
-    rec = mem_at.get(f"{stage}@day2") or mem_at.get(f"{stage}@day1")
+    alias = MEMORY_ALIASES.get(stage, stage)
+    rec = mem_at.get(f"{alias}@day2") or mem_at.get(f"{alias}@day1")
     if rec is None:
-        return "not measured alone"
-    return " / ".join(_fmt(rec.get(name), 0) for _, name in SIDES)
+        return f"not measured alone: {NOT_MEASURED_BOUNDS.get(stage, 'no item-bound structure')}"
+    cell = " / ".join(_fmt(rec.get(name), 0) for _, name in SIDES)
+    return cell + (f" (`{alias}`)" if alias != stage else "")
+
+
+MEMORY_ALIASES = {"evaluate": "evaluate_catalog"}  # the stage's item-bound part, measured alone
+NOT_MEASURED_BOUNDS = {  # the Spark and label stages bench/stage_memory.py does not run: what bounds them, from the code
+    "ctr_labels": "Spark; the JVM <= `spark.driver_memory` + off-heap, the `kp` Python collects counts",
+    "select_pairs": "Spark as `ctr_labels`; the `kp` Python holds the day's chosen pairs (`pairs.daily_budget` rows)",
+    "merge_labels": "the day's judged pairs and their items' CTR labels (`lake.rows_where`)",
+    "export": "the model only",
+}
 
 
 def cost_model(doc: dict, gpu: dict | None, settings=None, mem: dict | None = None) -> tuple[list[str], dict]:
@@ -250,14 +261,38 @@ def _units(key: str, items: int, settings, top_k: int = 20) -> tuple[float, floa
 CARRY_BYTES_PER_ITEM = 25  # recommend --changed-only: a bucket's int64 ids to carry, x3 while setdiff1d runs, + a 1-byte mask
 
 
-def _extra_mb(key: str, items: int, settings) -> float:
-    """MB a stage adds between ``items`` (the largest size measured) and ``TARGET["items"]`` that its fit cannot see,
-    from the code: recommend --changed-only's carry bucket (``CARRY_BYTES_PER_ITEM`` x items of a bucket, at most
-    ``serve.recommend_carry_bucket_items``); 0 for the others."""
-    if key != "recommend@day2":
-        return 0.0
-    cap = settings.serve.recommend_carry_bucket_items
-    return CARRY_BYTES_PER_ITEM * (min(TARGET["items"], cap) - min(items, cap)) / 2 ** 20
+KEYPHRASE_OVERHEAD_BYTES = 100  # a keyphrase's id and text in the id map, beside its 4 x dim vector bytes
+JVM_OFFHEAP_MB = 1024  # a JVM's RSS beyond its heap (metaspace, code cache, direct buffers, thread stacks)
+INDEX_STAGES = ("index", "recommend", "lookup")  # the processes that load the keyphrase index
+
+
+def _extra_mb(key: str, items: int, settings, mem_settings: dict | None = None) -> tuple[float, str]:
+    """(MB, why) a stage adds between the run measured (``items``, its largest size, with ``mem_settings``'
+    keyphrases and dim) and ``TARGET`` that a fit over items cannot see, from the code: the keyphrase index at
+    ``TARGET["keyphrases"]`` and ``serve.dim`` for the stages that load it; recommend --changed-only's carry bucket
+    (``CARRY_BYTES_PER_ITEM`` x items of a bucket, at most ``serve.recommend_carry_bucket_items``)."""
+    stage = key.split("@")[0]
+    mb, why = 0.0, []
+    ms = mem_settings or {}
+    if stage in INDEX_STAGES and ms.get("keyphrases"):
+        now = (4 * ms.get("serve_dim", 16) + KEYPHRASE_OVERHEAD_BYTES) * ms["keyphrases"]
+        then = (4 * settings.serve.dim + KEYPHRASE_OVERHEAD_BYTES) * TARGET["keyphrases"]
+        mb += (then - now) / 2 ** 20
+        why.append(f"{TARGET['keyphrases']:,} keyphrases at {settings.serve.dim}-d {(then - now) / 2 ** 20:,.0f} MB")
+    if key == "recommend@day2":
+        cap = settings.serve.recommend_carry_bucket_items
+        carry = CARRY_BYTES_PER_ITEM * (min(TARGET["items"], cap) - min(items, cap)) / 2 ** 20
+        mb += carry
+        why.append(f"carry bucket {carry:,.0f} MB")
+    return mb, " + ".join(why)
+
+
+def _jvm_cap_mb(settings) -> float:
+    """The JVM's RSS bound: ``spark.driver_memory`` (its heap, ``-Xmx``; local mode runs the executors in it) plus
+    ``JVM_OFFHEAP_MB``."""
+    text = str(settings.spark.driver_memory).strip().lower()
+    units = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 ** 2}
+    return float(text[:-1]) * units[text[-1]] + JVM_OFFHEAP_MB if text[-1] in units else float(text) / 2 ** 20 + JVM_OFFHEAP_MB
 
 
 MEMORY_BOUNDS = {  # stage@day -> (what its memory holds, the bound as a formula of the settings)
@@ -302,24 +337,30 @@ def memory_at_target(mem: dict, settings=None) -> dict:
         if len(sizes) < 2:
             continue
         lo, hi = by[(stage, int(day), sizes[0])], by[(stage, int(day), sizes[-1])]
-        res = {}
+        res, how = {}, []
         for side, name in SIDES:
             res[name] = hi[side]
             growth = rec.get(f"{side}_growth_largest")
-            if growth is not None and growth > 1.5:
+            if side == "jvm_peak_rss_mb" and hi[side] > 0:  # the heap is capped: it grows toward -Xmx, then spills
+                res[name] = max(hi[side], _jvm_cap_mb(settings))
+                how.append("JVM: `spark.driver_memory` + off-heap")
+            elif growth is not None and growth > 1.5:
                 res[name] = hi[side] + (hi[side] - lo[side]) / (sizes[-1] - sizes[0]) * (TARGET["items"] - sizes[-1])
-                res["how"] = "linear extrapolation: grows"
+                how.append(f"{name}: linear extrapolation, grows")
         u = _units(key, 0, settings)
         if u is not None:
             (u0, _), (u1, _) = _units(key, sizes[0], settings), _units(key, sizes[-1], settings)
             per = max(0.0, (hi["python_peak_rss_mb"] - lo["python_peak_rss_mb"]) / (u1 - u0)) if u1 > u0 else 0.0
             t_units, _ = _units(key, TARGET["items"], settings)
-            extra = _extra_mb(key, sizes[-1], settings)
-            res["Python"] = hi["python_peak_rss_mb"] + per * (t_units - u1) + extra
+            res["Python"] = hi["python_peak_rss_mb"] + per * (t_units - u1)
             res["per_unit_bytes"] = per * 2 ** 20
-            res["how"] = f"bound: {per * 2 ** 20:,.0f} bytes x {t_units:,.0f} (setting)" + (
-                f" + carry bucket {extra:,.0f} MB" if extra else "")
-        res.setdefault("how", "flat: the largest size's peak")
+            how = [h for h in how if not h.startswith("Python")] + [
+                f"bound: {per * 2 ** 20:,.0f} bytes x {t_units:,.0f} (setting)"]
+        extra, why = _extra_mb(key, sizes[-1], settings, mem.get("settings"))
+        if extra:
+            res["Python"] += extra
+            how.append(why)
+        res["how"] = "; ".join(how) or "flat: the largest size's peak"
         out[key] = res
     return out
 
@@ -331,8 +372,9 @@ def memory_table(mem: dict, settings=None) -> list[str]:
     at = memory_at_target(mem, settings)
     by = {(ln["stage"], ln["day"], ln["items"]): ln for ln in mem["lines"] if "error" not in ln and ln.get("day")}
     head = ("| stage, day | " + " | ".join(f"{n:,} items: Python / JVM / workers MB" for n in sizes)
-            + " | growth over 10x items (largest side) | what it holds; bound | at 20M items: Python / JVM / workers MB |")
-    out = [head, "|" + "---|" * (len(sizes) + 4)]
+            + " | growth over 10x items (largest side) | growth, largest size over the previous | what it holds; bound "
+              "| at 20M items: Python / JVM / workers MB |")
+    out = [head, "|" + "---|" * (len(sizes) + 5)]
     for key, rec in mem["summary"].items():
         stage, day = key.split("@day")
         cells = []
@@ -342,11 +384,15 @@ def memory_table(mem: dict, settings=None) -> list[str]:
         growths = [rec.get(f"{s}_growth_10x") for s, _ in SIDES if rec.get(s) and max(rec[s]) > 0]
         growths = [g for g in growths if g is not None]
         g = max(growths) if growths else None
+        last = None
+        if len(sizes) >= 2 and (stage, int(day), sizes[-1]) in by and (stage, int(day), sizes[-2]) in by:
+            a, b = by[(stage, int(day), sizes[-2])], by[(stage, int(day), sizes[-1])]
+            last = max((b[s] / a[s] for s, _ in SIDES if a[s] > 0), default=None)
         holds, bound = MEMORY_BOUNDS.get(key, ("", ""))
         t = at.get(key, {})
         target = " / ".join(_fmt(t.get(n), 0) for _, n in SIDES) + (f" ({t['how']})" if t.get("how") else "")
         out.append(f"| `{stage}`, day {day} | " + " | ".join(cells) + f" | {_fmt(g, 2)}{'' if g is None or g <= 1.5 else ' **> 1.5**'}"
-                   f" | {holds}; {bound} | {target} |")
+                   f" | {_fmt(last, 2)} | {holds}; {bound} | {target} |")
     return out
 
 

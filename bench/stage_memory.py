@@ -27,7 +27,7 @@ gives, per stage and side, ``growth_10x`` (peak at the size 10x the smallest ove
 1.5) and ``bytes_per_item`` (the peak's slope from the smallest to the largest size).
 
     .venv/bin/python bench/stage_memory.py                       # 10,000 / 100,000 / 300,000 items (~25 min, 2 cores)
-    .venv/bin/python bench/stage_memory.py --sizes 2000,20000    # quick: writes stage_memory_quick.json
+    .venv/bin/python bench/stage_memory.py --quick               # 2,000 / 20,000 items: stage_memory_quick.json
 
 Writes ``bench/results/stage_memory.json`` (``{"lines", "summary", "settings", "created_at"}``); docs/PERFORMANCE.md's
 memory table and the cost model's memory column come from it (``bench/scale_report.py --write``).
@@ -208,8 +208,9 @@ def summarize(lines: list[dict], flat: float = 1.5) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)))
-    p.add_argument("--keyphrases", type=int, default=20_000)
+    p.add_argument("--quick", action="store_true", help="sizes 2,000 and 20,000, 3,000 keyphrases (a smoke run)")
+    p.add_argument("--sizes", default=None, help=f"comma-separated item counts (default {','.join(map(str, DEFAULT_SIZES))})")
+    p.add_argument("--keyphrases", type=int, default=None, help="keyphrases, held fixed (default 20,000)")
     p.add_argument("--master", default="local[2]")
     p.add_argument("--interval", type=float, default=0.1)
     p.add_argument("--stage-timeout", type=float, default=3600)
@@ -217,7 +218,8 @@ def main(argv=None) -> int:
     p.add_argument("--keep", action="store_true")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    sizes = sorted(int(s) for s in args.sizes.split(","))
+    sizes = sorted(int(s) for s in (args.sizes or ("2000,20000" if args.quick else ",".join(map(str, DEFAULT_SIZES)))).split(","))
+    args.keyphrases = args.keyphrases or (3000 if args.quick else 20_000)
     quick = tuple(sizes) != DEFAULT_SIZES
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / ("stage_memory_quick.json" if quick else "stage_memory.json")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="kp-stage-memory-"))

@@ -496,13 +496,15 @@ def parquet_dataset(path: str):
     return pads.dataset(str(root), format="parquet", ignore_prefixes=[".", "_"])
 
 
-def rows_where(dataset, column: str, values, columns: list[str] | None = None, limit: int | None = None):
+def rows_where(dataset, column: str, values, columns: list[str] | None = None, limit: int | None = None,
+               batch_rows: int = 65_536):
     """The rows of ``dataset`` (a ``pyarrow.dataset``, e.g. ``contract_dataset``) whose ``column`` is in ``values``,
     as one Arrow table of ``columns`` (all when None), in file order; at most ``limit`` rows when given.
 
-    Bounded memory, whatever the size of the dataset: each row group's ``column`` is read alone, and the other
-    columns of that row group only where it holds a match; a row group whose statistics exclude every value is
-    skipped unread; every other row group's ``column`` is read (an unsorted dataset has no shortcut)."""
+    Bounded memory, whatever the size of the dataset or of its row groups: a row group whose statistics exclude
+    every value is skipped unread; otherwise its ``column`` is read alone, ``batch_rows`` rows at a time
+    (``ParquetFile.iter_batches``), and only a row group that holds a match is read again with ``columns``, batch
+    by batch, keeping the matches. An unsorted dataset has no shortcut: every row group's ``column`` is read."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -510,6 +512,7 @@ def rows_where(dataset, column: str, values, columns: list[str] | None = None, l
     wanted = pa.array(sorted(set(values)), type=dataset.schema.field(column).type)
     lo, hi = (wanted[0].as_py(), wanted[-1].as_py()) if len(wanted) else (None, None)
     names = list(columns or dataset.schema.names)
+    read = names if column in names else names + [column]
     parts, found = [], 0
     for path in dataset.files:
         pf = pq.ParquetFile(path)
@@ -520,23 +523,27 @@ def rows_where(dataset, column: str, values, columns: list[str] | None = None, l
             st = pf.metadata.row_group(rg).column(idx).statistics
             if st is not None and st.has_min_max and (st.max < lo or st.min > hi):
                 continue
-            key = pf.read_row_group(rg, columns=[column]).column(column)
-            hit = pc.is_in(key, value_set=wanted).fill_null(False)
-            if not pc.any(hit).as_py():
+            if not any(pc.any(pc.is_in(b.column(0), value_set=wanted)).as_py()
+                       for b in pf.iter_batches(batch_size=batch_rows, row_groups=[rg], columns=[column])):
                 continue
-            rows = pf.read_row_group(rg, columns=names).filter(hit)
-            parts.append(rows)
-            found += rows.num_rows
+            for b in pf.iter_batches(batch_size=batch_rows, row_groups=[rg], columns=read):
+                hit = pc.is_in(b.column(column), value_set=wanted).fill_null(False)
+                rows = pa.Table.from_batches([b]).filter(hit).select(names)
+                if rows.num_rows:
+                    parts.append(rows)
+                    found += rows.num_rows
     if not parts:
         return pa.schema([dataset.schema.field(n) for n in names]).empty_table()
     table = pa.concat_tables(parts)
     return table.slice(0, limit) if limit is not None else table
 
 
-def sample_rows(dataset, n: int, seed: int, columns: list[str] | None = None):
+def sample_rows(dataset, n: int, seed: int, columns: list[str] | None = None, batch_rows: int = 65_536):
     """A seeded uniform sample of ``n`` rows of ``dataset`` (without replacement; all rows when there are fewer), as
     an Arrow table of ``columns`` in file order. The row count comes from the footers, the positions are drawn
-    (``numpy.random.Generator.choice``: memory O(n)), and only the row groups holding one are read, one at a time."""
+    (``numpy.random.Generator.choice``: memory O(n)), and only the row groups holding one are read, ``batch_rows``
+    rows at a time (``ParquetFile.iter_batches``): memory is set by ``n`` and ``batch_rows``, not by the dataset
+    or its row-group size."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -553,6 +560,11 @@ def sample_rows(dataset, n: int, seed: int, columns: list[str] | None = None):
             rows = pf.metadata.row_group(rg).num_rows
             lo, hi = np.searchsorted(picks, [start, start + rows])
             if hi > lo:
-                parts.append(pf.read_row_group(rg, columns=names).take(pa.array(picks[lo:hi] - start)))
+                at = start
+                for b in pf.iter_batches(batch_size=batch_rows, row_groups=[rg], columns=names):
+                    i, j = np.searchsorted(picks, [at, at + b.num_rows])
+                    if j > i:
+                        parts.append(pa.Table.from_batches([b]).take(pa.array(picks[i:j] - at)))
+                    at += b.num_rows
             start += rows
     return pa.concat_tables(parts)

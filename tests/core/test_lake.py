@@ -149,10 +149,19 @@ def test_rows_where_streams_matches_and_skips_row_groups_by_statistics(tmp_path,
     assert rows_where(dataset, "item_id", [5, 6, 7], limit=2).num_rows == 2
     assert rows_where(dataset, "item_id", []).num_rows == 0
     reads = []
-    real = pq.ParquetFile.read_row_group
-    monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, i, **kw: reads.append(i) or real(self, i, **kw))
-    assert rows_where(dataset, "item_id", [2500]).num_rows == 1
-    assert len(reads) == 2  # the id column, then the whole row group, of the one row group that holds 2500
+    real = pq.ParquetFile.iter_batches
+
+    def spy(self, *a, **kw):
+        reads.append((kw.get("row_groups"), tuple(kw.get("columns") or ())))
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    assert rows_where(dataset, "item_id", [2500], ["title"]).column("title").to_pylist() == ["t2500"]
+    # the id column, then the row group's columns, of the one row group that holds 2500 (the others skipped by
+    # their statistics, unread)
+    assert reads == [([5], ("item_id",)), ([5], ("title", "item_id"))]
+    reads.clear()
+    assert rows_where(dataset, "item_id", [2500, 2550], ["title"], batch_rows=7).num_rows == 2  # batches of 7 rows
 
 
 def test_sample_rows_is_seeded_uniform_and_reads_only_holding_row_groups(tmp_path):
@@ -167,6 +176,7 @@ def test_sample_rows_is_seeded_uniform_and_reads_only_holding_row_groups(tmp_pat
     dataset = pads.dataset(str(tmp_path), format="parquet")
     a = sample_rows(dataset, 50, seed=3).column("item_id").to_pylist()
     assert a == sample_rows(dataset, 50, seed=3).column("item_id").to_pylist()  # seeded
+    assert a == sample_rows(dataset, 50, seed=3, batch_rows=7).column("item_id").to_pylist()  # the same, 7 rows a read
     assert len(set(a)) == 50 and a == sorted(a) and a != sample_rows(dataset, 50, seed=4).column("item_id").to_pylist()
     assert any(i >= 10_000 for i in sample_rows(dataset, 3000, seed=0).column("item_id").to_pylist())  # both files
     assert sample_rows(dataset, 10**6, seed=0).num_rows == 12_000
