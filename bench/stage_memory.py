@@ -28,6 +28,9 @@ gives, per stage and side, ``growth_10x`` (peak at the size 10x the smallest ove
 
     .venv/bin/python bench/stage_memory.py                       # 10,000 / 100,000 / 300,000 items (~25 min, 2 cores)
     .venv/bin/python bench/stage_memory.py --quick               # 2,000 / 20,000 items: stage_memory_quick.json
+    .venv/bin/python bench/stage_memory.py --set serve.publish_bucket_rows=200000 \
+        --set serve.recommend_carry_bucket_items=50000 --out bench/results/stage_memory_small_buckets.json
+                                                                 # buckets small enough to be many at every size
 
 Writes ``bench/results/stage_memory.json`` (``{"lines", "summary", "settings", "created_at"}``); docs/PERFORMANCE.md's
 memory table and the cost model's memory column come from it (``bench/scale_report.py --write``).
@@ -133,7 +136,7 @@ def run_size(n: int, args, workdir: Path, scale, model_src: str) -> list[dict]:
     root = workdir / f"items_{n}" / "lake"
     settings = load_settings(lake_root=str(root)).with_overrides(**{
         "serve.dim": 16, "serve.quantize": False, "train.matryoshka_dims": [32, 16], "spark.master": args.master,
-        "truth_provider": "", "ctr_model.enabled": False})
+        "truth_provider": "", "ctr_model.enabled": False, **overrides(args)})
     log = lambda msg: print(f"[stage_memory {n}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     t0 = time.time()
     write_inputs(settings, n, args.keyphrases)
@@ -180,6 +183,18 @@ def run_size(n: int, args, workdir: Path, scale, model_src: str) -> list[dict]:
     return lines
 
 
+def overrides(args) -> dict:
+    """``--set KEY=VALUE`` as settings overrides (values parsed as JSON when they are, else strings)."""
+    out = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 def summarize(lines: list[dict], flat: float = 1.5) -> dict:
     """Per (stage, day) and side: the peaks by size, ``growth_10x`` (peak at the smallest size x10, when measured,
     over the smallest; else None), ``growth_largest`` (largest over smallest) and ``bytes_per_item`` (slope smallest to
@@ -211,6 +226,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="sizes 2,000 and 20,000, 3,000 keyphrases (a smoke run)")
     p.add_argument("--sizes", default=None, help=f"comma-separated item counts (default {','.join(map(str, DEFAULT_SIZES))})")
     p.add_argument("--keyphrases", type=int, default=None, help="keyphrases, held fixed (default 20,000)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for every stage (e.g. serve.publish_bucket_rows=200000), recorded in the result")
     p.add_argument("--master", default="local[2]")
     p.add_argument("--interval", type=float, default=0.1)
     p.add_argument("--stage-timeout", type=float, default=3600)
@@ -220,7 +237,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     sizes = sorted(int(s) for s in (args.sizes or ("2000,20000" if args.quick else ",".join(map(str, DEFAULT_SIZES)))).split(","))
     args.keyphrases = args.keyphrases or (3000 if args.quick else 20_000)
-    quick = tuple(sizes) != DEFAULT_SIZES
+    quick = tuple(sizes) != DEFAULT_SIZES or bool(args.set)
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / ("stage_memory_quick.json" if quick else "stage_memory.json")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="kp-stage-memory-"))
     scale = _scale()
@@ -240,7 +257,7 @@ def main(argv=None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     from keyphrase_pipeline.core.settings import Settings
 
-    defaults = Settings()
+    defaults = Settings().with_overrides(**overrides(args))
     doc = {"bench": "stage_memory", "lines": lines, "summary": summarize(lines), "sizes": sizes,
            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "settings": {"keyphrases": args.keyphrases, "master": args.master, "interval_s": args.interval,
@@ -250,7 +267,7 @@ def main(argv=None) -> int:
                         "recommend_carry_bucket_items": defaults.serve.recommend_carry_bucket_items,
                         "publish_bucket_rows": defaults.serve.publish_bucket_rows,
                         "lookup_row_group_rows": defaults.serve.lookup_row_group_rows,
-                        "target_file_rows": defaults.spark.target_file_rows},
+                        "target_file_rows": defaults.spark.target_file_rows, "overrides": overrides(args)},
            "ok": all("error" not in ln for ln in lines), "wall_s_total": round(time.time() - t0, 1)}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")

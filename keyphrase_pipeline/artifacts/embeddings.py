@@ -48,12 +48,12 @@ def sample_embeddings(settings: Settings, what: str, version: str, n: int, seed:
     ``what`` embeddings of ``version`` (``lake.sample_rows``: only the row groups holding a drawn row are read, so
     memory is set by ``n``, not by the catalog), or (None, None) when there are none. DataError as
     ``load_embeddings`` for the sampled rows (a vector not ``serve.dim`` long, NaN/inf/zero vectors)."""
-    from keyphrase_pipeline.core.lake import contract_dataset, sample_rows
+    from keyphrase_pipeline.core.lake import parquet_dataset, sample_rows
 
     path = embeddings_dir(settings, what, version)
     if not Lake.from_settings(settings).exists(path):
         return None, None
-    df = sample_rows(contract_dataset(path, "embeddings"), n, seed, ["id", "embedding", "model_version"]).to_pandas()
+    df = sample_rows(parquet_dataset(path, contract="embeddings"), n, seed, ["id", "embedding", "model_version"]).to_pandas()
     df = df[df["model_version"] == version]
     if df.empty:
         return None, None

@@ -259,6 +259,7 @@ class ServingBundle:
         self._tower_dir = Path(layout.bundle_tower_dir(root, "item"))
         self._tower_file = manifest.get("item_model_file", "model.onnx")
         self._device = device
+        self._legacy = None  # a pre-layout bundle's recommendations, by item (recommendations_of)
         self._table = None  # recommend.KeyphraseTable of the id map, built on the first text search
 
     @property
@@ -268,10 +269,28 @@ class ServingBundle:
 
     def recommendations_of(self, item_id: int, stats: dict | None = None):
         """The published rows of ``item_id`` (pandas, by rank; empty when the bundle has none): one bucket file's
-        footer and the row group(s) holding the id (``item_lookup.lookup``; a bundle published before that layout is
-        scanned row group by row group). ``stats`` gets ``bytes_read``, ``files_opened`` and ``row_groups_read``."""
-        return item_lookup.lookup(layout.bundle_recommendations_dir(self.root),
-                                  self.manifest.get("recommendations_layout"), int(item_id), stats=stats).to_pandas()
+        footer and the row group(s) holding the id (``item_lookup.lookup``). ``stats`` gets ``bytes_read``,
+        ``files_opened`` and ``row_groups_read``.
+
+        A bundle published before that layout (no ``recommendations_layout`` in its manifest: a rollback target
+        kept from an older release) is read whole once and grouped by item in memory, as readers did then, with a
+        warning: scanning it on every lookup would read the whole bundle per request. Publishing the day again
+        lays it out."""
+        recs_dir = layout.bundle_recommendations_dir(self.root)
+        if self.manifest.get("recommendations_layout"):
+            return item_lookup.lookup(recs_dir, self.manifest["recommendations_layout"], int(item_id),
+                                      stats=stats).to_pandas()
+        if self._legacy is None:
+            import pandas as pd
+
+            log.warning("published version %s predates the item-bucket layout: its recommendations are loaded whole "
+                        "(memory grows with its items); `kp publish` the day again to lay it out", self.version)
+            recs = pd.read_parquet(recs_dir)
+            self._legacy = {iid: g.sort_values("rank") for iid, g in recs.groupby("item_id")}
+        if stats is not None:
+            stats.update({"bytes_read": 0, "files_opened": 0, "row_groups_read": 0, "legacy_in_memory": True})
+        g = self._legacy.get(int(item_id))
+        return g if g is not None else _empty_like(self._legacy)
 
     def search(self, query, k: int | None = None) -> list[dict]:
         """Top keyphrases for an item: ``query`` is item text (title [SEP] category) or an item id.
@@ -304,6 +323,15 @@ class ServingBundle:
         found = search_batch(self.index, self._table, [0], vec, k, threshold=-2.0)  # every cosine is above -2
         return [{"rank": int(r.rank), "keyphrase_id": int(r.keyphrase_id), "keyphrase": r.keyphrase,
                  "score": float(r.score)} for r in found.itertuples()]
+
+
+def _empty_like(groups: dict):
+    """An empty frame with the columns of the grouped frames in ``groups`` (no rows of the item asked for)."""
+    import pandas as pd
+
+    first = next(iter(groups.values()), None)
+    return first.iloc[0:0] if first is not None else pd.DataFrame(columns=["item_id", "rank", "keyphrase_id", "keyphrase",
+                                                                             "score"])
 
 
 _BUNDLES: dict[tuple[str, str], ServingBundle] = {}

@@ -485,77 +485,146 @@ def row_group_batches(dataset, columns, batch_size: int, keep=None):
                 yield path, batch
 
 
-def parquet_dataset(path: str):
-    """A ``pyarrow.dataset`` over the parquet files at ``path`` (hidden/underscore files skipped, no contract
-    check: for the bounded readers below on inputs already checked upstream); DataError when ``path`` is missing."""
+def parquet_dataset(path: str, contract: str | None = None):
+    """A ``pyarrow.dataset`` over the parquet files at ``path`` (hidden/underscore files skipped), for the bounded
+    readers below (``rows_where``, ``sample_rows``). With ``contract`` every file's footer is checked first
+    (``conform.check_files``: SchemaError naming the file and the column, exit 3) and the dataset's schema is the
+    contract's, so files written with other integer widths are read in the contract's types. DataError when
+    ``path`` is missing."""
     import pyarrow.dataset as pads
 
     root = local_path(path)
     if not root.exists():
         raise DataError(f"missing dataset at {path}")
-    return pads.dataset(str(root), format="parquet", ignore_prefixes=[".", "_"])
+    schema = None
+    if contract:
+        from keyphrase_pipeline.core.contracts import arrow_schema
+
+        if contract in conform.INPUT_CONTRACTS:
+            conform.check_files(path, contract)
+        else:
+            check_arrow_schema(pads.dataset(str(root), format="parquet", ignore_prefixes=[".", "_"]).schema, contract,
+                               where=path)
+        schema = arrow_schema(contract)
+    return pads.dataset(str(root), format="parquet", ignore_prefixes=[".", "_"], schema=schema)
 
 
-def rows_where(dataset, column: str, values, columns: list[str] | None = None, limit: int | None = None,
-               batch_rows: int = 65_536):
-    """The rows of ``dataset`` (a ``pyarrow.dataset``, e.g. ``contract_dataset``) whose ``column`` is in ``values``,
-    as one Arrow table of ``columns`` (all when None), in file order; at most ``limit`` rows when given.
-
-    Bounded memory, whatever the size of the dataset or of its row groups: a row group whose statistics exclude
-    every value is skipped unread; otherwise its ``column`` is read alone, ``batch_rows`` rows at a time
-    (``ParquetFile.iter_batches``), and only a row group that holds a match is read again with ``columns``, batch
-    by batch, keeping the matches. An unsorted dataset has no shortcut: every row group's ``column`` is read."""
+def _in_schema(batch, names: list[str], schema):
+    """``batch``'s ``names`` as a Table in ``schema``'s types for those columns (a file written with int32 ids, read
+    beside int64 ones, is cast: one type per column)."""
     import pyarrow as pa
+
+    table = pa.Table.from_batches([batch]).select(names)
+    target = pa.schema([schema.field(n) for n in names])
+    return table if table.schema.equals(target) else table.cast(target)
+
+
+def _wanted(values, field):
+    """``values`` as an Arrow array of ``field``'s type, dropping None and integers its type cannot hold."""
+    import pyarrow as pa
+
+    vals = {v for v in values if v is not None}
+    if pa.types.is_integer(field.type):
+        info = (-(2 ** (field.type.bit_width - 1)), 2 ** (field.type.bit_width - 1) - 1) \
+            if pa.types.is_signed_integer(field.type) else (0, 2 ** field.type.bit_width - 1)
+        vals = {int(v) for v in vals if info[0] <= int(v) <= info[1]}
+    return pa.array(sorted(vals), type=field.type)
+
+
+def iter_rows_where(dataset, column: str, values, columns: list[str] | None = None, batch_rows: int = 65_536):
+    """Yield Arrow tables of the rows of ``dataset`` whose ``column`` is in ``values`` (``columns``, in the dataset's
+    schema types), batch by batch in file order: ``rows_where`` without gathering, for callers that keep only some
+    (a running top-N). Bounded memory: see ``rows_where``."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    wanted = pa.array(sorted(set(values)), type=dataset.schema.field(column).type)
-    lo, hi = (wanted[0].as_py(), wanted[-1].as_py()) if len(wanted) else (None, None)
+    wanted = _wanted(values, dataset.schema.field(column))
+    if not len(wanted):
+        return
+    lo, hi = wanted[0].as_py(), wanted[-1].as_py()
     names = list(columns or dataset.schema.names)
     read = names if column in names else names + [column]
-    parts, found = [], 0
     for path in dataset.files:
         pf = pq.ParquetFile(path)
         idx = pf.schema_arrow.get_field_index(column)
         for rg in range(pf.metadata.num_row_groups):
-            if not len(wanted) or (limit is not None and found >= limit):
-                break
             st = pf.metadata.row_group(rg).column(idx).statistics
             if st is not None and st.has_min_max and (st.max < lo or st.min > hi):
                 continue
-            if not any(pc.any(pc.is_in(b.column(0), value_set=wanted)).as_py()
+            if not any(pc.any(pc.is_in(b.column(0).cast(wanted.type), value_set=wanted)).as_py()
                        for b in pf.iter_batches(batch_size=batch_rows, row_groups=[rg], columns=[column])):
                 continue
             for b in pf.iter_batches(batch_size=batch_rows, row_groups=[rg], columns=read):
-                hit = pc.is_in(b.column(column), value_set=wanted).fill_null(False)
-                rows = pa.Table.from_batches([b]).filter(hit).select(names)
+                t = _in_schema(b, read, dataset.schema)
+                rows = t.filter(pc.is_in(t.column(column), value_set=wanted).fill_null(False)).select(names)
                 if rows.num_rows:
-                    parts.append(rows)
-                    found += rows.num_rows
+                    yield rows
+
+
+def rows_where(dataset, column: str, values, columns: list[str] | None = None, limit: int | None = None,
+               batch_rows: int = 65_536):
+    """The rows of ``dataset`` (a ``pyarrow.dataset``: ``parquet_dataset``, ``contract_dataset``) whose ``column`` is
+    in ``values`` (None and integers the column's type cannot hold are dropped), as one Arrow table of ``columns``
+    (all when None) in the dataset's schema types, in file order; at most ``limit`` rows when given.
+
+    Bounded memory, whatever the size of the dataset or of its row groups: a row group whose statistics exclude
+    every value is skipped unread; otherwise its ``column`` is read alone, ``batch_rows`` rows at a time
+    (``ParquetFile.iter_batches``), and only a row group that holds a match is read again with ``columns``, batch
+    by batch, keeping the matches. An unsorted dataset has no shortcut: every row group's ``column`` is read
+    (8 bytes an item for an int64 id)."""
+    import pyarrow as pa
+
+    names = list(columns or dataset.schema.names)
+    parts, found = [], 0
+    for rows in iter_rows_where(dataset, column, values, names, batch_rows):
+        parts.append(rows)
+        found += rows.num_rows
+        if limit is not None and found >= limit:
+            break
     if not parts:
         return pa.schema([dataset.schema.field(n) for n in names]).empty_table()
     table = pa.concat_tables(parts)
     return table.slice(0, limit) if limit is not None else table
 
 
+def _draw_positions(total: int, n: int, seed: int):
+    """``n`` distinct sorted positions in ``[0, total)``, seeded; memory O(n) (draws with replacement, deduplicated,
+    until ``n`` are distinct; every position when ``n >= total``)."""
+    import numpy as np
+
+    if n >= total:
+        return np.arange(total, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    if 2 * n > total:  # a dense sample: a permutation costs O(total) = O(n) here
+        return np.sort(rng.choice(total, size=n, replace=False))
+    got = np.unique(rng.integers(0, total, size=n))
+    while len(got) < n:
+        got = np.unique(np.concatenate([got, rng.integers(0, total, size=n - len(got))]))
+    return got
+
+
 def sample_rows(dataset, n: int, seed: int, columns: list[str] | None = None, batch_rows: int = 65_536):
     """A seeded uniform sample of ``n`` rows of ``dataset`` (without replacement; all rows when there are fewer), as
-    an Arrow table of ``columns`` in file order. The row count comes from the footers, the positions are drawn
-    (``numpy.random.Generator.choice``: memory O(n)), and only the row groups holding one are read, ``batch_rows``
-    rows at a time (``ParquetFile.iter_batches``): memory is set by ``n`` and ``batch_rows``, not by the dataset
-    or its row-group size."""
+    an Arrow table of ``columns`` in the dataset's schema types, in file order. The row count comes from the
+    footers (one file open at a time), the positions are drawn in O(n) memory (``_draw_positions``), and only the
+    row groups holding one are read, ``batch_rows`` rows at a time (``ParquetFile.iter_batches``): memory is set by
+    ``n`` and ``batch_rows``, not by the dataset or its row-group size."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     names = list(columns or dataset.schema.names)
-    files = [pq.ParquetFile(p) for p in dataset.files]
-    total = sum(f.metadata.num_rows for f in files)
+    counts = [pq.ParquetFile(p).metadata.num_rows for p in dataset.files]
+    total = sum(counts)
     if total == 0 or n <= 0:
         return pa.schema([dataset.schema.field(c) for c in names]).empty_table()
-    picks = np.sort(np.random.default_rng(seed).choice(total, size=min(n, total), replace=False))
+    picks = _draw_positions(total, n, seed)
     parts, start = [], 0
-    for pf in files:
+    for path, rows_in_file in zip(dataset.files, counts):
+        if not np.searchsorted(picks, start + rows_in_file) > np.searchsorted(picks, start):
+            start += rows_in_file
+            continue
+        pf = pq.ParquetFile(path)
         for rg in range(pf.metadata.num_row_groups):
             rows = pf.metadata.row_group(rg).num_rows
             lo, hi = np.searchsorted(picks, [start, start + rows])
@@ -564,7 +633,7 @@ def sample_rows(dataset, n: int, seed: int, columns: list[str] | None = None, ba
                 for b in pf.iter_batches(batch_size=batch_rows, row_groups=[rg], columns=names):
                     i, j = np.searchsorted(picks, [at, at + b.num_rows])
                     if j > i:
-                        parts.append(pa.Table.from_batches([b]).take(pa.array(picks[i:j] - at)))
+                        parts.append(_in_schema(b, names, dataset.schema).take(pa.array(picks[i:j] - at)))
                     at += b.num_rows
             start += rows
     return pa.concat_tables(parts)

@@ -312,7 +312,7 @@ class ServeSettings(BaseModel):
                                       "recommendations written before the next is read, so peak memory grows with "
                                       "this, not with the number of items.")
     recommend_carry_bucket_items: int = Field(4_000_000, ge=1, description="`kp recommend --changed-only` works "
-                                              "out which items to carry over this many items at a time (~25 bytes "
+                                              "out which items to carry over this many items at a time (~40 bytes "
                                               "each at its peak); a larger catalog takes one more pass per bucket.")
     export_tolerance: float = Field(1e-3, gt=0, description="Max abs diff ONNX vs torch.")
     quantize: bool = Field(False, description="Try per-channel int8; kept only above the floors below.")

@@ -93,7 +93,7 @@ def relevance_recall_at_k(settings: Settings, model, world, ds: str, k: int, max
     cat_ds = latest_partition(lake, "catalog", ds)
     if cat_ds is None:
         return {}
-    catalog = parquet_dataset(lake.path("catalog", ds=cat_ds))
+    catalog = parquet_dataset(lake.path("catalog", ds=cat_ds), contract="catalog")
     keyphrases = read_parquet(lake.path("keyphrases"), contract="keyphrases")[["keyphrase_id", "text"]]
     exposure = world.exposure(settings, ds, settings.ctr.window_days)
     keyphrase_emb = encode_keyphrases(model, keyphrases["text"].tolist(), settings.serve.dim)
@@ -103,8 +103,9 @@ def relevance_recall_at_k(settings: Settings, model, world, ds: str, k: int, max
         ids = exposure.loc[exposure["bucket"] == bucket, "item_id"].to_numpy()
         # deterministic sample: the catalog's exposed items of smallest id hash, found in the catalog a few at a
         # time (lake.rows_where: bounded memory, the catalog is never loaded whole)
-        h = np.array([int(hashlib.sha1(f"kp-eval:{i}".encode()).hexdigest()[:8], 16) for i in ids])
-        ids = ids[np.argsort(h, kind="stable")]
+        if len(ids) > max_items:  # the truth provider's exposure, one row per exposed item (a synthetic world's)
+            h = np.array([int(hashlib.sha1(f"kp-eval:{i}".encode()).hexdigest()[:8], 16) for i in ids])
+            ids = ids[np.argsort(h, kind="stable")]
         found = []
         for start in range(0, len(ids), 2 * max_items):
             chunk = ids[start:start + 2 * max_items]
@@ -247,10 +248,10 @@ def topk_change(settings: Settings, ds: str, candidate_dir: str, champion_dir: s
         return {}
     seed = int(hashlib.sha1(f"kp-topk-change:{ds}".encode()).hexdigest()[:8], 16)
     # seeded samples read row group by row group (lake.sample_rows): neither input is loaded whole
-    items = sample_rows(parquet_dataset(lake.path("catalog", ds=cat_ds)), settings.review.topk_items, seed,
-                        ["item_id", "title", "category"]).to_pandas()
-    kps = sample_rows(parquet_dataset(lake.path("keyphrases")), settings.review.topk_keyphrases, seed + 1,
-                      ["keyphrase_id", "text"]).to_pandas()
+    items = sample_rows(parquet_dataset(lake.path("catalog", ds=cat_ds), contract="catalog"), settings.review.topk_items,
+                        seed, ["item_id", "title", "category"]).to_pandas()
+    kps = sample_rows(parquet_dataset(lake.path("keyphrases"), contract="keyphrases"), settings.review.topk_keyphrases,
+                      seed + 1, ["keyphrase_id", "text"]).to_pandas()
     k = max(1, min(settings.serve.top_k, len(kps) // 10))
     if not len(items) or len(kps) < 10:
         return {}
@@ -473,7 +474,7 @@ def apply_review(settings: Settings, ds: str, decision: str | None, reviewer: st
         registry.set_champion(settings, version, reason)
     vdir = layout.registry_version_dir(settings, version)
     ppath = layout.version_file(vdir, "promotion")
-    promotion = lake.read_json(ppath, default={}) if Path(ppath).exists() else {}
+    promotion = lake.read_json(ppath, default={})
     promotion.update({"promoted": promoted, "reason": reason, "review": review})
     lake.write_json(ppath, promotion)
     stats.update({"promoted": promoted, "reason": reason, "review": review,

@@ -162,9 +162,9 @@ def _ctr_positive_mask(lake: Lake, ds: str, day: pd.DataFrame) -> pd.Series:
     the day's judged pairs, not by the catalog's CTR labels."""
     path = lake.path("ctr_labels", ds=ds)
     if lake.exists(path):
-        from keyphrase_pipeline.core.lake import contract_dataset, rows_where
+        from keyphrase_pipeline.core.lake import parquet_dataset, rows_where
 
-        ctr = rows_where(contract_dataset(path, "ctr_labels"), "item_id", day["item_id"].astype("int64").unique().tolist(),
+        ctr = rows_where(parquet_dataset(path, contract="ctr_labels"), "item_id", day["item_id"].astype("int64").unique().tolist(),
                          ["item_id", "keyphrase_id", "label"]).to_pandas()
         pos = ctr.loc[ctr["label"] == 1, ["item_id", "keyphrase_id"]].drop_duplicates()
         keys = set(zip(pos["item_id"].astype("int64"), pos["keyphrase_id"].astype("int64"), strict=True))

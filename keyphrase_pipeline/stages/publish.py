@@ -225,7 +225,7 @@ def run(settings: Settings, ds: str, make_current: bool = False) -> dict:
         removed, prune_error = [], f"{type(exc).__name__}: {exc}"
         log.warning("published %s, but pruning old versions failed: %s", vid, prune_error)
     stats = {"version": vid, "previous": previous, "model_version": version, "ann_recall_at_k": recall,
-             **manifest["counts"], "current_moved": move, "current": vid if move else previous,
+             **manifest["counts"], "buckets": counts["buckets"], "current_moved": move, "current": vid if move else previous,
              "current_reason": why, "pruned": removed, **({"prune_error": prune_error} if prune_error else {}),
              "path": target}
     lake.write_run_stats(ds, "publish", stats)

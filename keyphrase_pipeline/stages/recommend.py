@@ -35,8 +35,9 @@ snapshot; the earlier recommendations are streamed too, in batches. Which items 
 bucket of items at a time (``item_lookup.bucket_of``; ``ceil(item rows / serve.recommend_carry_bucket_items)``
 buckets, one pass over the embeddings' ``id``/``embedded_ds`` columns and the earlier recommendations each): a
 bucket's sorted int64 ids to carry (8 bytes per item, about three times that while ``numpy.setdiff1d`` builds them)
-and a one-byte "seen" mask, so that part of the peak is at most ~25 bytes x ``serve.recommend_carry_bucket_items``
-(100 MB at the default 4,000,000), whatever the catalog; a catalog above it costs one more pass per bucket.
+and a one-byte "seen" mask, so that part of the peak is at most ~40 bytes x ``serve.recommend_carry_bucket_items``
+(25 bytes an item measured with no item embedded today, ~36 with some; 160 MB at the default 4,000,000), whatever
+the catalog; a catalog above it costs one more pass per bucket.
 
 Output: ``recommendations/ds=D/part-NNNNN.parquet`` + ``_SUCCESS`` (contract ``recommendations``), a new
 file after ``spark.target_file_rows`` rows (at an item boundary). There is no global sort: each item's

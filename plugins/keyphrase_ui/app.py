@@ -295,9 +295,7 @@ def _catalog():
     """The latest catalog snapshot as a ``pyarrow.dataset`` (file list and footers only; nothing is loaded whole: the
     page reads items with ``lake.rows_where`` / ``lake.sample_rows``, one row group at a time), or None."""
     def read():
-        import pyarrow.dataset as pads
-
-        from keyphrase_pipeline.core.lake import local_path
+        from keyphrase_pipeline.core.lake import parquet_dataset
 
         lake = _lake()
         days = lake.partitions("catalog")
@@ -305,15 +303,15 @@ def _catalog():
             return None
         key = ("catalog", lake.root, days[-1])
         with _LOCK:
-            if key not in _CACHE:
-                _CACHE[key] = pads.dataset(str(local_path(lake.path("catalog", ds=days[-1]))), format="parquet",
-                                           ignore_prefixes=[".", "_"])
+            if key not in _CACHE:  # footers checked against the contract once; ids read as int64 whatever wrote them
+                _CACHE[key] = parquet_dataset(lake.path("catalog", ds=days[-1]), contract="catalog")
             return _CACHE[key]
 
     return _safe("catalog", read, None)
 
 
 CATALOG_COLUMNS = ["item_id", "title", "category"]
+CATALOG_BATCH_ROWS = 8192  # rows the title search reads at a time
 SCORE_PLOT_ROWS = 200_000  # the score histogram draws at most this many published rows (a seeded sample)
 
 
@@ -344,9 +342,10 @@ def as_item_id(text: str) -> int | None:
 
 
 def items(q: str = "", limit: int = 20) -> list[dict]:
-    """Up to ``limit`` catalog items ``{item_id, title, category}`` (latest snapshot, in file order) whose title
-    contains ``q`` (case-insensitive, literal) or whose id is ``q``; the first items when ``q`` is empty. Streams the
-    snapshot one row group at a time and stops at ``limit`` matches: bounded memory on any catalog."""
+    """Up to ``limit`` catalog items ``{item_id, title, category}`` of the latest snapshot: the item whose id is
+    ``q`` first, then those whose title contains ``q`` (literal; case-insensitive by Arrow's Unicode case folding),
+    in file order; the first items when ``q`` is empty. Streams the snapshot ``CATALOG_BATCH_ROWS`` rows at a time
+    and stops at ``limit`` matches: bounded memory on any catalog (a rare word reads every title once)."""
     def read():
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
@@ -356,18 +355,16 @@ def items(q: str = "", limit: int = 20) -> list[dict]:
             return []
         text = q.strip()
         item_id = as_item_id(text) if text else None
-        out: list[dict] = []
+        first = catalog_item(item_id) if item_id is not None else None
+        out: list[dict] = [first] if first else []
         for path in dataset.files:
-            pf = pq.ParquetFile(path)
-            for rg in range(pf.metadata.num_row_groups):
-                t = pf.read_row_group(rg, columns=CATALOG_COLUMNS)
+            for b in pq.ParquetFile(path).iter_batches(batch_size=CATALOG_BATCH_ROWS, columns=CATALOG_COLUMNS):
+                t = b
                 if text:
-                    mask = pc.match_substring(t.column("title"), text, ignore_case=True).fill_null(False)
-                    if item_id is not None:
-                        mask = pc.or_(mask, pc.equal(t.column("item_id"), item_id).fill_null(False))
-                    t = t.filter(mask)
-                out += [{"item_id": int(r["item_id"]), "title": r["title"], "category": r["category"]}
-                        for r in t.slice(0, limit - len(out)).to_pylist()]
+                    t = t.filter(pc.match_substring(t.column("title"), text, ignore_case=True).fill_null(False))
+                rows = [{"item_id": int(r["item_id"]), "title": r["title"], "category": r["category"]}
+                        for r in t.to_pylist() if first is None or int(r["item_id"]) != first["item_id"]]
+                out += rows[:limit - len(out)]
                 if len(out) >= limit:
                     return out
         return out
@@ -444,19 +441,24 @@ def catalog_titles(item_ids) -> dict[int, dict]:
     return _safe("catalog", read, {})
 
 
-def published_rows_of_keyphrase(version: str, keyphrase_id: int):
-    """The rows of serving ``version``'s recommendations that hold ``keyphrase_id`` (pandas: item_id, rank,
-    keyphrase_id, keyphrase, score). Streamed (``lake.rows_where``): memory is one row group and the matches, but
-    every row group's keyphrase_id column is read (the bundle is laid out by item, not by keyphrase)."""
-    import pyarrow.dataset as pads
+def published_rows_of_keyphrase(version: str, keyphrase_id: int, limit: int):
+    """(the ``limit`` best-scoring rows of serving ``version``'s recommendations that hold ``keyphrase_id``, pandas:
+    item_id, rank, keyphrase_id, keyphrase, score; how many rows hold it). Streamed (``lake.iter_rows_where``) into a
+    running top-``limit``: memory is one batch and ``limit`` rows, however many items have the keyphrase; every
+    row group's keyphrase_id column is read (the bundle is laid out by item, not by keyphrase: 8 bytes a row)."""
+    import pandas as pd
 
     from keyphrase_pipeline.artifacts.serving import published_recommendations_path
-    from keyphrase_pipeline.core.lake import rows_where
+    from keyphrase_pipeline.core.lake import iter_rows_where, parquet_dataset
 
-    dataset = pads.dataset(published_recommendations_path(_settings(), version), format="parquet",
-                           ignore_prefixes=[".", "_"])
-    return rows_where(dataset, "keyphrase_id", [int(keyphrase_id)],
-                      ["item_id", "rank", "keyphrase_id", "keyphrase", "score"]).to_pandas()
+    columns = ["item_id", "rank", "keyphrase_id", "keyphrase", "score"]
+    dataset = parquet_dataset(published_recommendations_path(_settings(), version), contract="recommendations")
+    best, total = pd.DataFrame(columns=columns), 0
+    for part in iter_rows_where(dataset, "keyphrase_id", [int(keyphrase_id)], columns):
+        total += part.num_rows
+        both = pd.concat([best, part.to_pandas()], ignore_index=True) if len(best) else part.to_pandas()
+        best = both.sort_values(["score", "item_id"], ascending=[False, True]).head(limit)
+    return best.reset_index(drop=True), total
 
 
 def item_view(item_id: int, k: int) -> dict:
@@ -494,7 +496,7 @@ def keyphrase_view(keyphrase_id: int, limit: int) -> dict:
         raise HTTPException(status_code=404, detail="nothing is published yet: the serve group of keyphrase_daily "
                                                     "publishes at the end of a successful run")
     try:
-        recs = published_rows_of_keyphrase(version, keyphrase_id)
+        recs, total = published_rows_of_keyphrase(version, keyphrase_id, limit)
     except (OSError, ValueError) as exc:
         raise HTTPException(status_code=404, detail=f"the recommendations of serving version {version} cannot be read "
                                                     f"({type(exc).__name__}): roll back with `kp rollback --to <version>`") from None
@@ -517,7 +519,7 @@ def keyphrase_view(keyphrase_id: int, limit: int) -> dict:
         import pandas as pd
 
         catalog = pd.DataFrame([{"item_id": i, **v} for i, v in titles.items()])
-    out = explain.explain_keyphrase(_lake(), keyphrase_id, recs, catalog, limit, world=_world())
+    out = explain.explain_keyphrase(_lake(), keyphrase_id, recs, catalog, limit, world=_world(), total=total)
     return {"keyphrase_id": int(keyphrase_id), "keyphrase": text[0], "serving_version": version, **out,
             "note": "" if out["total_items"] else "no item has this keyphrase in its published top-K"}
 

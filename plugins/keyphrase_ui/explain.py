@@ -283,13 +283,14 @@ def explain_item(settings, lake, item: dict, results: list[dict], mode: str, ver
     }
 
 
-def explain_keyphrase(lake, keyphrase_id: int, recs, catalog, limit: int, world=None) -> dict:
-    """The keyphrase view: the items whose published top-K holds ``keyphrase_id`` (``recs``: the published
-    recommendations frame), best score first, with titles, the LLM label when judged, truth on the demo world."""
+def explain_keyphrase(lake, keyphrase_id: int, recs, catalog, limit: int, world=None, total: int | None = None) -> dict:
+    """The keyphrase view: the items whose published top-K holds ``keyphrase_id`` (``recs``: published recommendation
+    rows, at least the ``limit`` best of this keyphrase), best score first, with titles, the LLM label when judged,
+    truth on the demo world. ``total``: how many published rows hold the keyphrase (default: those in ``recs``)."""
     import pandas as pd
 
     mine = recs[recs["keyphrase_id"] == int(keyphrase_id)].sort_values(["score", "item_id"], ascending=[False, True])
-    total = int(len(mine))
+    total = int(len(mine)) if total is None else int(total)
     mine = mine.head(limit)
     if catalog is not None and len(mine):
         mine = mine.merge(catalog, on="item_id", how="left")

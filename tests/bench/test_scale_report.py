@@ -123,9 +123,13 @@ def test_performance_doc_holds_the_tables_generated_from_the_committed_results(r
     assert "| `embed_items` |" in block and "executor cores" in block
     # the memory block and the cost model's memory column come from bench/results/stage_memory.json (issue 32)
     assert mem is not None and mem["sizes"] == [10_000, 100_000, 300_000] and mem["ok"]
-    mem_block = report.render_memory(mem)
+    small = json.loads(report.SMALL_BUCKETS.read_text())
+    mem_block = report.render_memory(mem, small)
     assert report.replace_block(doc, mem_block, report.MEM_BEGIN, report.MEM_END) == doc
     assert "peak memory at 20M, MB" in block and "| `recommend`, day 2 |" in mem_block
+    # the small-bucket run did carry bucket by bucket at the largest size (not one bucket, as the defaults do there)
+    carry = [ln["result"]["carry_buckets"] for ln in small["lines"] if ln["stage"] == "recommend" and ln["day"] == 2]
+    assert carry[-1] > 1 and small["settings"]["overrides"]["serve.recommend_carry_bucket_items"] == 50_000
 
 
 def _mem_line(stage, items, day, python, jvm=0.0, workers=0.0):

@@ -39,6 +39,35 @@ def test_publish_makes_a_complete_current_version(ready):
     assert len(recs) == 720
 
 
+def test_serving_looks_items_up_in_new_and_pre_layout_bundles(ready):
+    """A bundle laid out in item buckets is read a row group per lookup; one published before the layout (no
+    ``recommendations_layout``: a rollback target from an older release) is read whole once, not per request."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    vid = publish.run(ready, DS)["version"]
+    root = Path(serving_version_dir(ready, vid))
+    manifest = read_manifest(ready, vid)
+    assert manifest["recommendations_layout"]["buckets"] == 1
+    recs = read_parquet(f"{root}/recommendations", contract="recommendations")
+    item = int(recs["item_id"].iloc[0])
+    want = recs[recs["item_id"] == item].sort_values("rank")["keyphrase_id"].tolist()
+    bundle = serving.ServingBundle(root, manifest, verify=False)
+    stats: dict = {}
+    assert bundle.recommendations_of(item, stats)["keyphrase_id"].tolist() == want
+    assert stats["files_opened"] == 1 and stats["row_groups_read"] == 1
+    assert [r["keyphrase_id"] for r in bundle.search(item, k=5)] == want[:5]
+    # the same rows as an old release wrote them: unsorted, no layout in the manifest
+    for f in (root / "recommendations").glob("*.parquet"):
+        f.unlink()
+    shuffled = pa.Table.from_pandas(recs.sample(frac=1.0, random_state=0), preserve_index=False)
+    pq.write_table(shuffled, root / "recommendations" / "part-00000.parquet")
+    old = serving.ServingBundle(root, {k: v for k, v in manifest.items() if k != "recommendations_layout"}, verify=False)
+    stats = {}
+    assert old.recommendations_of(item, stats)["keyphrase_id"].tolist() == want and stats["legacy_in_memory"]
+    assert old.recommendations_of(987_654_321).empty and [r["keyphrase_id"] for r in old.search(item, k=5)] == want[:5]
+
+
 def test_rollback_and_pruning(ready):
     s = ready.with_overrides(**{"serve.keep_versions": 2})
     with pytest.raises(DataError, match="nothing is published"):
