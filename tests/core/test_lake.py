@@ -180,3 +180,30 @@ def test_sample_rows_is_seeded_uniform_and_reads_only_holding_row_groups(tmp_pat
     assert len(set(a)) == 50 and a == sorted(a) and a != sample_rows(dataset, 50, seed=4).column("item_id").to_pylist()
     assert any(i >= 10_000 for i in sample_rows(dataset, 3000, seed=0).column("item_id").to_pylist())  # both files
     assert sample_rows(dataset, 10**6, seed=0).num_rows == 12_000
+
+
+def test_bounded_readers_take_files_of_mixed_integer_widths_and_odd_values(tmp_path):
+    """A catalog written by two tools (int32 ids in one file, int64 in another): read in the contract's int64 by
+    rows_where and sample_rows; None and ids the column cannot hold are dropped, not raised on."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from keyphrase_pipeline.core.lake import _draw_positions, parquet_dataset, rows_where, sample_rows
+
+    def cat(ids, typ):
+        n = len(ids)
+        return pa.table({"item_id": pa.array(ids, typ), "title": [f"t{i}" for i in ids], "category": ["c"] * n,
+                         "updated_at": pa.array([0] * n, pa.timestamp("us")), "active": [True] * n})
+
+    pq.write_table(cat([1, 2, 3], pa.int32()), tmp_path / "a.parquet")
+    pq.write_table(cat([4, 2 ** 40], pa.int64()), tmp_path / "b.parquet")
+    ds = parquet_dataset(str(tmp_path), contract="catalog")
+    got = rows_where(ds, "item_id", [2, None, 2 ** 40, 2 ** 70], ["item_id", "title"])
+    assert got.schema.field("item_id").type == pa.int64() and got.column("item_id").to_pylist() == [2, 2 ** 40]
+    assert sorted(sample_rows(ds, 5, seed=1, columns=["item_id"]).column("item_id").to_pylist()) == [1, 2, 3, 4, 2 ** 40]
+    # positions: distinct, sorted, in range, seeded; sparse draws never build the whole range
+    p = _draw_positions(10 ** 12, 1000, seed=5)
+    assert len(np.unique(p)) == 1000 and list(p) == sorted(p) and p.max() < 10 ** 12
+    assert list(p) == list(_draw_positions(10 ** 12, 1000, seed=5))
+    assert list(_draw_positions(10, 10, seed=0)) == list(range(10)) and len(set(_draw_positions(10, 7, seed=0))) == 7

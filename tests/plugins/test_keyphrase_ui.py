@@ -147,6 +147,31 @@ def test_empty_lake_says_no_data(monkeypatch, tmp_path):
         get_settings.cache_clear()
 
 
+def test_item_search_puts_the_exact_id_first(monkeypatch, tmp_path):
+    """An id typed in the search box finds that item first, even when many titles before it contain the digits."""
+    import importlib
+
+    import pandas as pd
+
+    ui = importlib.import_module("keyphrase_ui.app")
+    from keyphrase_pipeline.core.lake import Lake, write_parquet_atomic
+    from keyphrase_pipeline.core.settings import get_settings
+
+    monkeypatch.setenv("KP_LAKE_ROOT", str(tmp_path / "lake"))
+    get_settings.cache_clear()
+    try:
+        n = 100
+        cat = pd.DataFrame({"item_id": list(range(1000, 1000 + n)) + [5], "title": [f"model 5{i}" for i in range(n)] + ["plain"],
+                            "category": "c", "updated_at": pd.Timestamp("2026-01-01"), "active": True})
+        write_parquet_atomic(cat, Lake.from_settings(get_settings()).path("catalog", ds="2026-01-01"))
+        found = ui.items("5", limit=20)
+        assert found[0] == {"item_id": 5, "title": "plain", "category": "c"} and len(found) == 20
+        assert [r["item_id"] for r in found[1:]] == list(range(1000, 1019))  # then titles holding "5", in file order
+        assert ui.items("MODEL 51", limit=3)[0]["title"] == "model 51" and ui.items("", limit=2)[0]["item_id"] == 1000
+    finally:
+        get_settings.cache_clear()
+
+
 # ---- every query parameter of every route, fuzzed: a 4xx or a result, never a 500 -----------------
 def plugin_query_params() -> dict[str, list[str]]:
     """``{mounted path: [query parameter names]}`` for every GET route of the plugin app (dependencies
