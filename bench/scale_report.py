@@ -138,15 +138,15 @@ def jvm_table(doc: dict) -> list[str]:
 
 
 def _memory_cell(mem_at: dict | None, stage: str) -> str:
-    """The cost model's memory column for ``stage``: the daily run's (day 2) peak at ``TARGET["items"]``, else day 1's,
-    from ``memory_at_target``; "not measured alone" for a stage ``bench/stage_memory.py`` does not run."""
+    """The cost model's memory column for ``stage``: the larger of day 1's and day 2's peak at ``TARGET["items"]``,
+    per side, from ``memory_at_target``; "not measured alone" for a stage ``bench/stage_memory.py`` does not run."""
     if not mem_at:
         return "–"
     alias = MEMORY_ALIASES.get(stage, stage)
-    rec = mem_at.get(f"{alias}@day2") or mem_at.get(f"{alias}@day1")
-    if rec is None:
+    recs = [r for r in (mem_at.get(f"{alias}@day1"), mem_at.get(f"{alias}@day2")) if r]
+    if not recs:
         return f"not measured alone: {NOT_MEASURED_BOUNDS.get(stage, 'no item-bound structure')}"
-    cell = " / ".join(_fmt(rec.get(name), 0) for _, name in SIDES)
+    cell = " / ".join(_fmt(max(r.get(name) or 0 for r in recs), 0) for _, name in SIDES)  # the larger day's, per side
     return cell + (f" (`{alias}`)" if alias != stage else "")
 
 

@@ -222,7 +222,8 @@ def summarize(lines: list[dict], flat: float = 1.5) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description="Peak memory of each item-bound serving stage, run alone at three "
+                                "catalog sizes (Python, JVM and PySpark workers apart); see the module docstring.")
     p.add_argument("--quick", action="store_true", help="sizes 2,000 and 20,000, 3,000 keyphrases (a smoke run)")
     p.add_argument("--sizes", default=None, help=f"comma-separated item counts (default {','.join(map(str, DEFAULT_SIZES))})")
     p.add_argument("--keyphrases", type=int, default=None, help="keyphrases, held fixed (default 20,000)")
@@ -231,8 +232,8 @@ def main(argv=None) -> int:
     p.add_argument("--master", default="local[2]")
     p.add_argument("--interval", type=float, default=0.1)
     p.add_argument("--stage-timeout", type=float, default=3600)
-    p.add_argument("--workdir", default=None)
-    p.add_argument("--keep", action="store_true")
+    p.add_argument("--workdir", default=None, help="where the lakes go (kept); default: a temporary folder, removed")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder's lakes")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     sizes = sorted(int(s) for s in (args.sizes or ("2000,20000" if args.quick else ",".join(map(str, DEFAULT_SIZES)))).split(","))

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -63,14 +63,21 @@ def buckets_for(rows: int, bucket_rows: int) -> int:
     return max(1, -(-int(rows) // max(1, int(bucket_rows))))
 
 
-def write_buckets(batches: Iterable, schema, dest_dir: str | os.PathLike, buckets: int, row_group_rows: int,
-                  spill_dir: str | os.PathLike) -> dict:
+MAX_OPEN_SPILLS = 256  # spill files open at once in pass 1; more buckets than this take one more read of the input
+
+
+def write_buckets(batches: Iterable | Callable[[], Iterable], schema, dest_dir: str | os.PathLike, buckets: int,
+                  row_group_rows: int, spill_dir: str | os.PathLike, max_open: int = MAX_OPEN_SPILLS) -> dict:
     """Write ``batches`` (Arrow record batches of ``schema``, with ``item_id`` and ``rank``) as ``buckets`` files
     ``dest_dir/part-BBBBB.parquet``, each sorted by (item_id, rank) in row groups of ``row_group_rows`` rows; an
     empty bucket gets an empty file, so every bucket has one. ``spill_dir`` (created, then removed) holds pass 1's
     IPC files; give one inside the output's atomic temp directory so a crash leaves nothing.
 
-    Returns ``{"rows", "items" (distinct item_id, exact), "files", "buckets", "largest_bucket_rows"}``.
+    At most ``max_open`` spill files are open at once (a process's file-handle limit is often 1,024): with more
+    buckets, pass 1 runs once per group of ``max_open`` buckets, so ``batches`` must then be a callable returning a
+    fresh iterator each time (an iterable is read once; ValueError if a second read is needed).
+
+    Returns ``{"rows", "items" (distinct item_id, exact), "files", "buckets", "largest_bucket_rows", "input_reads"}``.
     Raises ValueError when ``buckets`` < 1."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -80,58 +87,76 @@ def write_buckets(batches: Iterable, schema, dest_dir: str | os.PathLike, bucket
         raise ValueError(f"buckets must be at least 1, got {buckets}")
     dest, spill = Path(dest_dir), Path(spill_dir)
     spill.mkdir(parents=True, exist_ok=True)
-    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
-    sinks: dict[int, object] = {}
-    rows = 0
-    try:
-        for batch in batches:
-            if not batch.num_rows:
-                continue
-            rows += batch.num_rows
-            ids = batch.column("item_id").to_numpy(zero_copy_only=False)
-            b = bucket_of(ids, buckets)
-            order = np.argsort(b, kind="stable")
-            sorted_b = b[order]
-            starts = np.flatnonzero(np.r_[True, sorted_b[1:] != sorted_b[:-1]])
-            ends = np.r_[starts[1:], len(order)]
-            taken = batch.take(pa.array(order))
-            for s, e in zip(starts, ends):
-                k = int(sorted_b[s])
-                if k not in writers:
-                    sinks[k] = pa.OSFile(str(spill / f"bucket-{k:05d}.arrows"), "wb")
-                    writers[k] = pa.ipc.new_stream(sinks[k], schema)
-                writers[k].write_batch(taken.slice(int(s), int(e - s)))
-    finally:
-        for k in list(writers):
-            writers[k].close()
-            sinks[k].close()
-    items = largest = 0
+    groups = [range(g, min(g + max_open, buckets)) for g in range(0, buckets, max(1, max_open))]
+    if len(groups) > 1 and not callable(batches):
+        raise ValueError(f"{buckets} buckets need {len(groups)} reads of the input: pass a callable")
+    written: set[int] = set()
+    rows = items = largest = 0
     rg = max(1, row_group_rows)
-    for k in range(buckets):
-        path = spill / f"bucket-{k:05d}.arrows"
-        if k not in writers:
-            pq.write_table(schema.empty_table(), dest / layout.part_file_name(k))
-            continue
-        with pa.OSFile(str(path), "rb") as src:
-            table = pa.ipc.open_stream(src).read_all()
-        path.unlink()
-        # sorted through an index (8 bytes a row) and written a row group at a time: one copy of the bucket held
-        order = pc.sort_indices(table, sort_keys=[("item_id", "ascending"), ("rank", "ascending")])
-        last = None
-        with pq.ParquetWriter(dest / layout.part_file_name(k), schema) as out:
-            for start in range(0, table.num_rows, rg):
-                part = table.take(order.slice(start, rg))
-                ids = part.column("item_id").to_numpy()
-                items += int(np.count_nonzero(ids[1:] != ids[:-1])) + int(ids[0] != last)
-                last = ids[-1]
-                out.write_table(part, row_group_size=rg)
-        largest = max(largest, table.num_rows)
-        del table, order
+    for group in groups:
+        lo, hi = group.start, group.stop
+        writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+        sinks: dict[int, object] = {}
+        try:
+            for batch in (batches() if callable(batches) else batches):
+                if not batch.num_rows:
+                    continue
+                if lo == 0:
+                    rows += batch.num_rows
+                ids = batch.column("item_id").to_numpy(zero_copy_only=False)
+                b = bucket_of(ids, buckets)
+                keep = np.flatnonzero((b >= lo) & (b < hi))
+                if not len(keep):
+                    continue
+                order = keep[np.argsort(b[keep], kind="stable")]
+                sorted_b = b[order]
+                starts = np.flatnonzero(np.r_[True, sorted_b[1:] != sorted_b[:-1]])
+                ends = np.r_[starts[1:], len(order)]
+                taken = batch.take(pa.array(order))
+                for s, e in zip(starts, ends):
+                    k = int(sorted_b[s])
+                    if k not in writers:
+                        sinks[k] = pa.OSFile(str(spill / f"bucket-{k:05d}.arrows"), "wb")
+                        writers[k] = pa.ipc.new_stream(sinks[k], schema)
+                    writers[k].write_batch(taken.slice(int(s), int(e - s)))
+        finally:
+            for k in list(writers):
+                writers[k].close()
+                sinks[k].close()
+        written |= set(writers)
+        for k in group:
+            n_items, n_rows = _sort_bucket(spill / f"bucket-{k:05d}.arrows" if k in writers else None, schema,
+                                           dest / layout.part_file_name(k), rg, pa, pc, pq)
+            items, largest = items + n_items, max(largest, n_rows)
     try:
         spill.rmdir()
     except OSError:
         pass
-    return {"rows": rows, "items": items, "files": buckets, "buckets": buckets, "largest_bucket_rows": largest}
+    return {"rows": rows, "items": items, "files": buckets, "buckets": buckets, "largest_bucket_rows": largest,
+            "input_reads": len(groups)}
+
+
+def _sort_bucket(path: Path | None, schema, out_path: Path, rg: int, pa, pc, pq) -> tuple[int, int]:
+    """Read one bucket's spill file back (``path``; None: the bucket got no rows), write it to ``out_path`` sorted by
+    (item_id, rank) a row group at a time through a sort index, and remove the spill file. Returns (distinct items,
+    rows)."""
+    if path is None:
+        pq.write_table(schema.empty_table(), out_path)
+        return 0, 0
+    with pa.OSFile(str(path), "rb") as src:
+        table = pa.ipc.open_stream(src).read_all()
+    path.unlink()
+    # sorted through an index (8 bytes a row) and written a row group at a time: one copy of the bucket held
+    order = pc.sort_indices(table, sort_keys=[("item_id", "ascending"), ("rank", "ascending")])
+    items, last = 0, None
+    with pq.ParquetWriter(out_path, schema) as out:
+        for start in range(0, table.num_rows, rg):
+            part = table.take(order.slice(start, rg))
+            ids = part.column("item_id").to_numpy()
+            items += int(np.count_nonzero(ids[1:] != ids[:-1])) + int(ids[0] != last)
+            last = ids[-1]
+            out.write_table(part, row_group_size=rg)
+    return items, table.num_rows
 
 
 def layout_record(buckets: int, row_group_rows: int) -> dict:
@@ -207,15 +232,23 @@ def lookup(recs_dir: str | os.PathLike, layout_rec: dict | None, item_id: int, c
     a time, keeping the matches (bounded memory, every byte read). ``stats``, when given, gets ``bytes_read``,
     ``files_opened`` and ``row_groups_read`` added. Raises OSError when a file cannot be read; DataError (exit 3)
     when the layout names a bucket file that is missing."""
+    import operator
+
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from keyphrase_pipeline.core.errors import DataError
 
-    item_id = int(item_id)
+    item_id = operator.index(item_id)  # TypeError for 5.7: an id is an integer
     root = Path(recs_dir)
-    if layout_rec and layout_rec.get("layout") == LAYOUT:
+    if layout_rec and layout_rec.get("layout") != LAYOUT:
+        raise DataError(f"published recommendations at {root}: unknown layout {layout_rec.get('layout')!r} "
+                        f"(this release reads {LAYOUT!r})")
+    if not -(2 ** 63) <= item_id < 2 ** 63:  # not an int64: no item has it
+        return pa.schema([("item_id", pa.int64())]).empty_table() if columns is None else \
+            pa.schema([(c, pa.null()) for c in columns]).empty_table()
+    if layout_rec:
         b = int(bucket_of(item_id, int(layout_rec["buckets"]))[0])
         files = [root / layout.part_file_name(b)]
         if not files[0].exists():

@@ -259,7 +259,8 @@ class ServingBundle:
         self._tower_dir = Path(layout.bundle_tower_dir(root, "item"))
         self._tower_file = manifest.get("item_model_file", "model.onnx")
         self._device = device
-        self._legacy = None  # a pre-layout bundle's recommendations, by item (recommendations_of)
+        self._legacy = None  # a pre-layout bundle's recommendations, by item (recommendations_of), or its read error
+        self._legacy_columns: list[str] = []
         self._table = None  # recommend.KeyphraseTable of the id map, built on the first text search
 
     @property
@@ -280,17 +281,33 @@ class ServingBundle:
         if self.manifest.get("recommendations_layout"):
             return item_lookup.lookup(recs_dir, self.manifest["recommendations_layout"], int(item_id),
                                       stats=stats).to_pandas()
+        read = 0
         if self._legacy is None:
-            import pandas as pd
+            from keyphrase_pipeline.core.lake import parquet_dataset
 
             log.warning("published version %s predates the item-bucket layout: its recommendations are loaded whole "
                         "(memory grows with its items); `kp publish` the day again to lay it out", self.version)
-            recs = pd.read_parquet(recs_dir)
+            try:  # in the contract's types, whatever widths its files were written with
+                dataset = parquet_dataset(recs_dir, contract="recommendations")
+                recs = dataset.to_table().to_pandas()
+            except Exception as exc:  # noqa: BLE001 - cached, so a broken bundle is not re-read per request
+                self._legacy = exc
+                raise DataError(f"published version {self.version}: its recommendations cannot be read "
+                                f"({type(exc).__name__}: {exc}); roll back with `kp rollback`") from None
+            read = sum(Path(f).stat().st_size for f in dataset.files)
             self._legacy = {iid: g.sort_values("rank") for iid, g in recs.groupby("item_id")}
+            self._legacy_columns = list(recs.columns)
+        if isinstance(self._legacy, Exception):
+            raise DataError(f"published version {self.version}: its recommendations cannot be read "
+                            f"({type(self._legacy).__name__}); roll back with `kp rollback`")
         if stats is not None:
-            stats.update({"bytes_read": 0, "files_opened": 0, "row_groups_read": 0, "legacy_in_memory": True})
+            stats.update({"bytes_read": read, "files_opened": 0, "row_groups_read": 0, "legacy_in_memory": True})
         g = self._legacy.get(int(item_id))
-        return g if g is not None else _empty_like(self._legacy)
+        if g is not None:
+            return g
+        import pandas as pd
+
+        return pd.DataFrame(columns=self._legacy_columns)
 
     def search(self, query, k: int | None = None) -> list[dict]:
         """Top keyphrases for an item: ``query`` is item text (title [SEP] category) or an item id.
@@ -323,15 +340,6 @@ class ServingBundle:
         found = search_batch(self.index, self._table, [0], vec, k, threshold=-2.0)  # every cosine is above -2
         return [{"rank": int(r.rank), "keyphrase_id": int(r.keyphrase_id), "keyphrase": r.keyphrase,
                  "score": float(r.score)} for r in found.itertuples()]
-
-
-def _empty_like(groups: dict):
-    """An empty frame with the columns of the grouped frames in ``groups`` (no rows of the item asked for)."""
-    import pandas as pd
-
-    first = next(iter(groups.values()), None)
-    return first.iloc[0:0] if first is not None else pd.DataFrame(columns=["item_id", "rank", "keyphrase_id", "keyphrase",
-                                                                             "score"])
 
 
 _BUNDLES: dict[tuple[str, str], ServingBundle] = {}

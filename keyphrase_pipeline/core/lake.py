@@ -485,27 +485,25 @@ def row_group_batches(dataset, columns, batch_size: int, keep=None):
                 yield path, batch
 
 
-def parquet_dataset(path: str, contract: str | None = None):
-    """A ``pyarrow.dataset`` over the parquet files at ``path`` (hidden/underscore files skipped), for the bounded
-    readers below (``rows_where``, ``sample_rows``). With ``contract`` every file's footer is checked first
-    (``conform.check_files``: SchemaError naming the file and the column, exit 3) and the dataset's schema is the
-    contract's, so files written with other integer widths are read in the contract's types. DataError when
-    ``path`` is missing."""
+def parquet_dataset(path: str, contract: str):
+    """A ``pyarrow.dataset`` over the parquet files at ``path`` (hidden/underscore files skipped) whose schema is
+    ``contract``'s, for the bounded readers below (``rows_where``, ``sample_rows``): files written with other integer
+    widths are read in the contract's types. An input contract's files are checked footer by footer first
+    (``conform.check_files``: SchemaError naming the file and the column, exit 3); another's the dataset's schema.
+    DataError when ``path`` is missing."""
     import pyarrow.dataset as pads
 
     root = local_path(path)
     if not root.exists():
         raise DataError(f"missing dataset at {path}")
-    schema = None
-    if contract:
-        from keyphrase_pipeline.core.contracts import arrow_schema
+    from keyphrase_pipeline.core.contracts import arrow_schema
 
-        if contract in conform.INPUT_CONTRACTS:
-            conform.check_files(path, contract)
-        else:
-            check_arrow_schema(pads.dataset(str(root), format="parquet", ignore_prefixes=[".", "_"]).schema, contract,
-                               where=path)
-        schema = arrow_schema(contract)
+    if contract in conform.INPUT_CONTRACTS:
+        conform.check_files(path, contract)
+    else:
+        check_arrow_schema(pads.dataset(str(root), format="parquet", ignore_prefixes=[".", "_"]).schema, contract,
+                           where=path)
+    schema = arrow_schema(contract)
     return pads.dataset(str(root), format="parquet", ignore_prefixes=[".", "_"], schema=schema)
 
 

@@ -40,7 +40,7 @@ from keyphrase_pipeline.artifacts.serving import (
 )
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import DataError, GateError
-from keyphrase_pipeline.core.lake import Lake, atomic_dir, contract_dataset, ds_str, local_path, row_group_batches
+from keyphrase_pipeline.core.lake import Lake, atomic_dir, contract_dataset, ds_str, local_path
 from keyphrase_pipeline.core.layout import current_pointer, index_build_dir, onnx_dir, serving_version_dir
 from keyphrase_pipeline.models.ann import ann_recall_of
 from keyphrase_pipeline.models.onnx_export import sha256_file
@@ -80,30 +80,42 @@ def _recommendations_dataset(path: str):
 def copy_recommendations(dataset, dest_dir: str, bucket_rows: int, row_group_rows: int, batch_rows: int = 65_536) -> dict:
     """Write the recommendations of ``dataset`` (``_recommendations_dataset``) into ``dest_dir`` laid out for lookup
     by item id (``keyphrase_pipeline.artifacts.item_lookup``): ``ceil(rows / bucket_rows)`` hash buckets, each one
-    ``part-BBBBB.parquet`` sorted by (item_id, rank) in row groups of ``row_group_rows``. The input is read one row
-    group at a time (``row_group_batches``) in batches of ``batch_rows`` rows; columns are written as read (a file
-    written with, e.g., int32 ranks is cast to the first file's schema: one schema per bundle).
+    ``part-BBBBB.parquet`` sorted by (item_id, rank) in row groups of ``row_group_rows``. The input is read in batches
+    of ``batch_rows`` rows (once per ``item_lookup.MAX_OPEN_SPILLS`` buckets), each cast to the ``recommendations``
+    contract's types (int32 ids or ranks widened; the optional CTR columns added as nulls when a file lacks them).
 
     Peak memory: one input batch, then one bucket and its sort (``item_lookup.write_buckets``): set by
     ``bucket_rows``, not by the number of items. Returns ``{"rows", "items" (distinct item_id, exact), "files",
-    "buckets", "largest_bucket_rows", "layout"}`` (``layout``: the manifest's ``recommendations_layout``). Raises
-    DataError (exit 3) naming the file when an ``item_id`` is null."""
+    "buckets", "largest_bucket_rows", "input_reads", "layout"}`` (``layout``: the manifest's
+    ``recommendations_layout``). Raises DataError (exit 3) naming the file when an ``item_id`` is null or a value
+    does not fit the contract's type (an id beyond int64)."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    schema = dataset.schema
+    from keyphrase_pipeline.core.contracts import arrow_schema
+
+    schema = arrow_schema("recommendations")  # every file in the contract's types, optional columns included
     rows = sum(f.count_rows() for f in dataset.get_fragments())  # footers only
     buckets = item_lookup.buckets_for(rows, bucket_rows)
 
     def batches():
-        for path, batch in row_group_batches(dataset, schema.names, batch_rows):
-            if batch.schema != schema:
-                batch = pa.Table.from_batches([batch]).cast(schema).combine_chunks().to_batches()[0]
-            ids = batch.column("item_id")
-            if ids.null_count:
-                raise DataError(f"{path}: column item_id has {ids.null_count} null value(s) in the recommendations")
-            yield batch
+        for path in dataset.files:
+            names = [n for n in schema.names if n in pq.ParquetFile(path).schema_arrow.names]
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=names):
+                table = pa.Table.from_batches([batch])
+                for field in schema:  # a file written before the CTR model lacks its two columns: nulls
+                    if field.name not in table.column_names:
+                        table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+                try:
+                    table = table.select(schema.names).cast(schema)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise DataError(f"{path}: recommendations that do not fit the contract's types ({exc})") from None
+                ids = table.column("item_id")
+                if ids.null_count:
+                    raise DataError(f"{path}: column item_id has {ids.null_count} null value(s) in the recommendations")
+                yield from table.combine_chunks().to_batches()
 
-    counts = item_lookup.write_buckets(batches(), schema, dest_dir, buckets, row_group_rows,
+    counts = item_lookup.write_buckets(batches, schema, dest_dir, buckets, row_group_rows,
                                        spill_dir=f"{dest_dir}.spill")
     log.info("recommendations: %d rows of %d items in %d buckets (largest %d rows)", counts["rows"], counts["items"],
              buckets, counts["largest_bucket_rows"])

@@ -91,3 +91,57 @@ def test_lookup_on_a_300k_item_bundle_reads_a_bounded_amount(tmp_path):
         footer = pq.ParquetFile(out / f"part-{int(item_lookup.bucket_of(item, 3)[0]):05d}.parquet").metadata.serialized_size
         assert stats["bytes_read"] <= footer + 2 * largest_rg + 64 * 1024, stats  # + the format's small reads
         assert stats["bytes_read"] < total / 50, (stats, total)  # under 2% of the bundle
+
+
+def _rchar() -> int:
+    """Bytes this process has read through read(2)/pread(2) so far (/proc/self/io: Python and Arrow's C++ reads
+    alike), a count that does not come from the code under test."""
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("rchar:")).split()[1])
+
+
+def test_a_lookup_reads_little_counted_by_the_kernel(tmp_path):
+    """The same bound as above, counted by the kernel rather than by lookup's own counter: a lookup that read the
+    whole bundle (e.g. through pyarrow.dataset) would fail here even if its CountingFile said otherwise."""
+    table = _recs(range(1, 100_001), per_item=20, seed=2)
+    out, _, layout_rec = _write(table, tmp_path, bucket_rows=2_000_000, row_group_rows=8192, batch_rows=200_000)
+    del table
+    total = sum(f.stat().st_size for f in out.iterdir())
+    item_lookup.lookup(out, layout_rec, 5)  # warm: imports, the first file's footer parsed once
+    before = _rchar()
+    for item in (7, 50_000, 99_999):
+        assert item_lookup.lookup(out, layout_rec, item).num_rows == 20
+    read = _rchar() - before
+    assert read < total / 20, (read, total)  # three lookups under 5% of a bundle they could have read three times
+
+
+def test_many_buckets_are_written_in_groups_of_open_files(tmp_path):
+    """More buckets than MAX_OPEN_SPILLS: pass 1 reads the input once per group, so a process's file-handle limit
+    is never reached; the files are the same as in one group."""
+    table = _recs(range(1, 3001), per_item=3)
+    one = tmp_path / "one"
+    (one / "r").mkdir(parents=True)
+    many = tmp_path / "many"
+    (many / "r").mkdir(parents=True)
+    a = item_lookup.write_buckets(lambda: table.to_batches(max_chunksize=500), table.schema, one / "r", 40, 16,
+                                  spill_dir=one / "s")
+    b = item_lookup.write_buckets(lambda: table.to_batches(max_chunksize=500), table.schema, many / "r", 40, 16,
+                                  spill_dir=many / "s", max_open=7)
+    assert a["input_reads"] == 1 and b["input_reads"] == 6 and a["rows"] == b["rows"] == 9000
+    assert a["items"] == b["items"] == 3000
+    for k in range(40):
+        name = f"part-{k:05d}.parquet"
+        assert pq.read_table(one / "r" / name).equals(pq.read_table(many / "r" / name))
+    with pytest.raises(ValueError, match="pass a callable"):
+        item_lookup.write_buckets(table.to_batches(), table.schema, many / "r", 40, 16, spill_dir=many / "s2", max_open=7)
+
+
+def test_lookup_ids_that_are_not_int64_and_unknown_layouts(tmp_path):
+    table = _recs(range(1, 101), per_item=2)
+    out, _, layout_rec = _write(table, tmp_path, bucket_rows=50, row_group_rows=16)
+    assert item_lookup.lookup(out, layout_rec, 2 ** 63).num_rows == 0  # past int64: no item has it
+    assert item_lookup.lookup(out, layout_rec, -(2 ** 63) - 1).num_rows == 0
+    with pytest.raises(TypeError):
+        item_lookup.lookup(out, layout_rec, 5.7)
+    with pytest.raises(DataError, match="unknown layout 'by-keyphrase'"):
+        item_lookup.lookup(out, {**layout_rec, "layout": "by-keyphrase"}, 5)

@@ -220,6 +220,30 @@ def test_copy_recommendations_writes_sorted_buckets_and_counts_items_exactly(tmp
     assert sorted(copied) == sorted(i for p in parts for i in p)  # every row kept
 
 
+def test_copy_recommendations_casts_every_file_to_the_contract(tmp_path):
+    """Files written by different writers: int32 ids and ranks without the CTR columns first, int64 ids past int32
+    next; all land in the contract's types, the missing columns as nulls. A null id is refused naming the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"item_id": pa.array([1, 1, 2], pa.int32()), "rank": pa.array([2, 1, 1], pa.int32()),
+                             "keyphrase_id": pa.array([7, 8, 9], pa.int32()), "keyphrase": ["a", "b", "c"],
+                             "score": pa.array([0.1, 0.2, 0.3], pa.float32())}), src / "part-00000.parquet")
+    pq.write_table(pa.table({"item_id": pa.array([2 ** 40], pa.int64()), "rank": pa.array([1], pa.int32()),
+                             "keyphrase_id": pa.array([7], pa.int64()), "keyphrase": ["a"],
+                             "score": pa.array([0.5], pa.float32()), "expected_ctr": pa.array([0.1], pa.float32()),
+                             "ctr_model_version": ["c1"]}), src / "part-00001.parquet")
+    out = tmp_path / "out"
+    out.mkdir()
+    counts = publish.copy_recommendations(publish.contract_dataset(str(src), "recommendations"), str(out), 10, 4)
+    assert counts["rows"] == 4 and counts["items"] == 3
+    got = pq.read_table(out / "part-00000.parquet")
+    assert got.schema.field("item_id").type == pa.int64() and got.column("item_id").to_pylist() == [1, 1, 2, 2 ** 40]
+    assert got.column("rank").to_pylist()[:2] == [1, 2] and got.column("ctr_model_version").to_pylist() == [None] * 3 + ["c1"]
+
+
 def test_publish_refuses_empty_or_broken_recommendations(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
