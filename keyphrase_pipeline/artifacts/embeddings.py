@@ -34,12 +34,18 @@ def load_embeddings(settings: Settings, what: str, version: str, required: bool)
         if required:
             raise DataError(f"empty {what} set: no embeddings of model {version} in {path}")
         return None, None
+    return _ids_and_vectors(df, settings.serve.dim, what, path)
+
+
+def _ids_and_vectors(df, dim: int, what: str, path: str):
+    """(ids int64, vectors float32 ``(n, dim)``) of an embeddings frame; DataError for a vector not ``dim`` long and
+    for NaN/inf/zero vectors (``check_vectors``: a NaN keyphrase would vanish from the index, a zero one match all)."""
     lengths = df["embedding"].map(len)
-    if (lengths != settings.serve.dim).any():
-        raise DataError(f"dimension mismatch in {path}: embedding sizes {sorted(set(lengths))}, serve.dim={settings.serve.dim}")
+    if (lengths != dim).any():
+        raise DataError(f"dimension mismatch in {path}: embedding sizes {sorted(set(lengths))}, serve.dim={dim}")
     vecs = np.stack(df["embedding"].to_numpy()).astype(np.float32)
     ids = df["id"].to_numpy(dtype=np.int64)
-    check_vectors(ids, vecs, what, path)  # DataError: a NaN keyphrase would vanish from the index, a zero one match all
+    check_vectors(ids, vecs, what, path)
     return ids, vecs
 
 
@@ -57,10 +63,4 @@ def sample_embeddings(settings: Settings, what: str, version: str, n: int, seed:
     df = df[df["model_version"] == version]
     if df.empty:
         return None, None
-    lengths = df["embedding"].map(len)
-    if (lengths != settings.serve.dim).any():
-        raise DataError(f"dimension mismatch in {path}: embedding sizes {sorted(set(lengths))}, serve.dim={settings.serve.dim}")
-    vecs = np.stack(df["embedding"].to_numpy()).astype(np.float32)
-    ids = df["id"].to_numpy(dtype=np.int64)
-    check_vectors(ids, vecs, what, path)
-    return ids, vecs
+    return _ids_and_vectors(df, settings.serve.dim, what, path)
