@@ -263,12 +263,13 @@ def lookup(recs_dir: str | os.PathLike, layout_rec: dict | None, item_id: int, c
             opened += 1
             schema = schema or pf.schema_arrow
             col = pf.schema_arrow.get_field_index("item_id")
+            read_cols = None if columns is None else list(dict.fromkeys([*columns, "item_id"]))
             for rg in _row_groups_holding(pf.metadata, col, item_id):
-                t = pf.read_row_group(rg, columns=columns)
+                t = pf.read_row_group(rg, columns=read_cols)  # the id column once, beside those asked for
                 groups += 1
-                ids = t.column("item_id") if "item_id" in t.column_names else \
-                    pf.read_row_group(rg, columns=["item_id"]).column("item_id")
-                hit = t.filter(pc.equal(ids, item_id))
+                hit = t.filter(pc.equal(t.column("item_id"), item_id))
+                if columns is not None:
+                    hit = hit.select(columns)
                 if hit.num_rows:
                     parts.append(hit)
             read += fh.bytes_read
