@@ -36,12 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from keyphrase_pipeline.core import layout
+from keyphrase_pipeline.core.hashing import splitmix64
 
 log = logging.getLogger(__name__)
 
 LAYOUT = "item-buckets"
 HASH = "splitmix64"
-_GOLDEN, _M1, _M2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
 def bucket_of(item_ids, buckets: int) -> np.ndarray:
@@ -51,10 +51,7 @@ def bucket_of(item_ids, buckets: int) -> np.ndarray:
     strided ids spread evenly. ValueError when ``buckets`` < 1."""
     if buckets < 1:
         raise ValueError(f"buckets must be at least 1, got {buckets}")
-    z = np.atleast_1d(np.asarray(item_ids, dtype=np.int64)).view(np.uint64) + _GOLDEN
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    z = z ^ (z >> np.uint64(31))
+    z = splitmix64(item_ids)
     return (z % np.uint64(buckets)).astype(np.int64)
 
 

@@ -485,6 +485,14 @@ def row_group_batches(dataset, columns, batch_size: int, keep=None):
                 yield path, batch
 
 
+def scan(dataset, columns: list[str], batch_rows: int = 65_536, keep=None):
+    """Yield Arrow tables of ``columns`` over every row of ``dataset`` (``parquet_dataset``), in file order, cast to
+    the dataset's schema types (``row_group_batches``: one row group and one batch in memory). ``keep``: as
+    ``row_group_batches``'s, computed on ``columns``."""
+    for _, batch in row_group_batches(dataset, columns, batch_rows, keep):
+        yield _in_schema(batch, columns, dataset.schema)
+
+
 def parquet_dataset(path: str, contract: str):
     """A ``pyarrow.dataset`` over the parquet files at ``path`` (hidden/underscore files skipped) whose schema is
     ``contract``'s, for the bounded readers below (``rows_where``, ``sample_rows``): files written with other integer

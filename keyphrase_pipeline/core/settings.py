@@ -221,6 +221,11 @@ class TrainSettings(BaseModel):
     max_llm_labels: int = Field(1_000_000, ge=1, description="Most recent LLM labels the trainers read from the label "
                                 "store (newest store days first; older days are not read once the cap is reached), "
                                 "so training memory does not grow with the store's history.")
+    max_ctr_positives: int = Field(2_000_000, ge=1, description="Most CTR positives the student reads: beyond this, "
+                                   "a hash sample of the pairs (the same on every run), so training memory does not "
+                                   "grow with the catalog (about 1 KB a pair with its texts).")
+    max_sr_labels: int = Field(2_000_000, ge=1, description="Most search-relevance labels the student reads (the same "
+                               "hash sample beyond this).")
     matryoshka_dims: list[int] = Field(default_factory=lambda: [384, 256, 128, 64])
     matryoshka_serve_weight: float = Field(1.0, gt=0, description="Weight of the serving cut (serve.dim) in every "
                                            "task's MatryoshkaLoss; each other dimension weighs 1.")

@@ -5,8 +5,8 @@ Sources (each optional except the LLM labels):
 * LLM labels: the label store ``llm_labels/store/ds=*`` up to ``ds`` (deduplicated: one row per
   ``pair_key``, then one per ``text_hash``, the latest judgement winning);
 * CTR positives: ``ctr_labels/ds=D`` (latest ``D <= ds``), ``label == 1``, joined to the catalog snapshot
-  (latest ``<= ds``) and the keyphrase universe for their texts;
-* SR labels: ``sr_labels/ds=D`` (latest ``<= ds``) joined the same way;
+  (latest ``<= ds``) and the keyphrase universe for their texts; at most ``train.max_ctr_positives`` of them;
+* SR labels: ``sr_labels/ds=D`` (latest ``<= ds``) joined the same way; at most ``train.max_sr_labels``;
 * or a user's parquet/CSV with ``title, category, keyphrase, label`` (``--labels FILE``), which replaces the
   LLM labels (CTR/SR are then not read: the file is the whole truth the user wants to train on).
 
@@ -20,6 +20,10 @@ learned from: from the lake such pairs are left out and counted in the snapshot 
 The held-out test set is chosen by a hash of ``text_hash`` (``in_test_split``), never at random per run,
 so it is the same set every day (a pair, once in test, stays in test) and champion and challenger compare
 on the same pairs. CTR/SR pairs that are in the LLM test set are dropped from training (no leakage).
+
+Memory does not grow with the catalog (issue 32): the CTR and SR labels are read a batch at a time and capped
+(``capped_pairs``: beyond the cap, the pairs with the smallest ``core.hashing.pair_hash``, the same sample on every
+run), and only the catalog and keyphrase rows those pairs name are read (``lake.rows_where``), not the snapshot.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ import pandas as pd
 
 from keyphrase_pipeline.core.contracts import check_pandas
 from keyphrase_pipeline.core.errors import DataError
-from keyphrase_pipeline.core.lake import Lake, ds_str, read_parquet
+from keyphrase_pipeline.core.hashing import pair_hash
+from keyphrase_pipeline.core.lake import Lake, ds_str, parquet_dataset, read_parquet, rows_where, scan
 from keyphrase_pipeline.labels.store import text_hash
 from keyphrase_pipeline.models.base import resolve_base_model
 from keyphrase_pipeline.models.text import EMPTY, clean, text_problems, tokenizer_at
@@ -331,15 +336,59 @@ def apply_human_labels(settings: Settings, df, ds: str):
     return df, {"applied": int(has.sum()), "changed": changed}
 
 
-def _texts(settings: Settings, ds: str):
-    """(catalog item_id -> title/category, keyphrase_id -> text, catalog ds) for joins."""
+def _catalog_ds(settings: Settings, ds: str) -> str:
+    """The catalog snapshot the texts come from: the newest on or before ``ds``; DataError when there is none."""
     lake = Lake.from_settings(settings)
     cat_ds = latest_partition(lake, "catalog", ds)
     if cat_ds is None:
         raise DataError(f"no catalog snapshot under {lake.path('catalog')} up to {ds_str(ds)}")
-    catalog = read_parquet(lake.path("catalog", ds=cat_ds), contract="catalog")[["item_id", "title", "category"]]
-    keyphrases = read_parquet(lake.path("keyphrases"), contract="keyphrases")[["keyphrase_id", "text"]]
-    return catalog, keyphrases.rename(columns={"text": "keyphrase"}), cat_ds
+    return cat_ds
+
+
+def _texts(settings: Settings, cat_ds: str, item_ids, keyphrase_ids):
+    """(catalog rows item_id/title/category of ``item_ids``, keyphrase rows keyphrase_id/keyphrase of
+    ``keyphrase_ids``): only those rows, read a batch at a time (``lake.rows_where``), so memory follows the pairs,
+    not the catalog. SchemaError when the snapshot or the keyphrases break their contract; DataError when
+    ``raw/keyphrases`` is missing."""
+    lake = Lake.from_settings(settings)
+    catalog = rows_where(parquet_dataset(lake.path("catalog", ds=cat_ds), "catalog"), "item_id", item_ids,
+                         ["item_id", "title", "category"]).to_pandas()
+    keyphrases = rows_where(parquet_dataset(lake.path("keyphrases"), "keyphrases"), "keyphrase_id", keyphrase_ids,
+                            ["keyphrase_id", "text"]).to_pandas()
+    return catalog, keyphrases.rename(columns={"text": "keyphrase"})
+
+
+def capped_pairs(path: str, contract: str, cap: int, positives_only: bool = False, batch_rows: int = 65_536):
+    """The ``item_id, keyphrase_id, label`` rows of the ``contract`` dataset at ``path`` (those with ``label == 1``
+    when ``positives_only``), at most ``cap`` of them: beyond it, the ``cap`` rows with the smallest
+    ``core.hashing.pair_hash`` (a uniform sample of the pairs, the same on every run and machine).
+
+    Returns (pandas frame in the contract's types, rows before the cap). Two streamed passes (count, then keep),
+    ``batch_rows`` rows at a time: memory is about ``1.01 x cap`` rows (24 bytes each), whatever the dataset's size.
+    SchemaError (exit 3) when the files break ``contract``; DataError when ``path`` is missing."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    data = parquet_dataset(path, contract)
+    cols = ["item_id", "keyphrase_id", "label"]
+    keep = (lambda b: pc.equal(b.column("label"), 1)) if positives_only else None
+    total = sum(t.num_rows for t in scan(data, ["label"], batch_rows, keep))
+    # a little over the expected share, so the threshold rarely keeps fewer than cap; the excess is cut below
+    share = min(1.0, (cap * 1.01 + 100) / total) if total else 1.0
+    limit = np.uint64(2 ** 64 - 1) if share >= 1.0 else np.uint64(int(share * 2 ** 64))
+    parts, hashes = [], []
+    for t in scan(data, cols, batch_rows, keep):
+        h = pair_hash(t.column("item_id").to_numpy(), t.column("keyphrase_id").to_numpy())
+        mask = h <= limit
+        if mask.any():
+            parts.append(t.filter(pa.array(mask)))
+            hashes.append(h[mask])
+    schema = pa.schema([data.schema.field(c) for c in cols])
+    table = pa.concat_tables(parts) if parts else schema.empty_table()
+    if table.num_rows > cap:
+        order = np.argsort(np.concatenate(hashes), kind="stable")[:cap]
+        table = table.take(pa.array(np.sort(order)))
+    return table.to_pandas(), total
 
 
 def _join_texts(df, catalog, keyphrases, tokenizer, source: str):
@@ -395,17 +444,30 @@ def load_training_data(settings: Settings, ds: str, labels: str | None = None, n
         lake = Lake.from_settings(settings)
         ctr_ds = latest_partition(lake, "ctr_labels", ds) if need_ctr else None
         sr_ds = latest_partition(lake, "sr_labels", ds) if need_sr else None
-        if ctr_ds or sr_ds:
-            catalog, keyphrases, cat_ds = _texts(settings, ds)
-            snapshot["catalog_ds"] = cat_ds
+        c = s = None
         if ctr_ds:
-            c = read_parquet(lake.path("ctr_labels", ds=ctr_ds), contract="ctr_labels")
-            ctr, snapshot["dropped_texts"]["ctr"] = _join_texts(c[c["label"] == 1][["item_id", "keyphrase_id", "label"]],
-                                                                catalog, keyphrases, tokenizer, "CTR positives")
+            c, n = capped_pairs(lake.path("ctr_labels", ds=ctr_ds), "ctr_labels", settings.train.max_ctr_positives,
+                                positives_only=True)
+            snapshot["ctr_positives_read"] = {"rows": len(c), "of": n}
+            if n > len(c):
+                log.info("CTR positives capped at train.max_ctr_positives=%d: a hash sample of %d of %d",
+                         settings.train.max_ctr_positives, len(c), n)
         if sr_ds:
-            s = read_parquet(lake.path("sr_labels", ds=sr_ds), contract="sr_labels")
-            sr, snapshot["dropped_texts"]["sr"] = _join_texts(s[["item_id", "keyphrase_id", "label"]], catalog, keyphrases,
-                                                              tokenizer, "SR labels")
+            s, n = capped_pairs(lake.path("sr_labels", ds=sr_ds), "sr_labels", settings.train.max_sr_labels)
+            snapshot["sr_labels_read"] = {"rows": len(s), "of": n}
+            if n > len(s):
+                log.info("SR labels capped at train.max_sr_labels=%d: a hash sample of %d of %d",
+                         settings.train.max_sr_labels, len(s), n)
+        if ctr_ds or sr_ds:
+            cat_ds = _catalog_ds(settings, ds)
+            snapshot["catalog_ds"] = cat_ds
+            frames = [f for f in (c, s) if f is not None]
+            catalog, keyphrases = _texts(settings, cat_ds, set().union(*(f["item_id"].tolist() for f in frames)),
+                                         set().union(*(f["keyphrase_id"].tolist() for f in frames)))
+        if c is not None:
+            ctr, snapshot["dropped_texts"]["ctr"] = _join_texts(c, catalog, keyphrases, tokenizer, "CTR positives")
+        if s is not None:
+            sr, snapshot["dropped_texts"]["sr"] = _join_texts(s, catalog, keyphrases, tokenizer, "SR labels")
         snapshot.update({"ctr_ds": ctr_ds, "sr_ds": sr_ds})
     llm = llm.copy()
     # A user's file is split by keyphrase (no query on both sides, so the held-out metrics and the early

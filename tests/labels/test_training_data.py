@@ -204,3 +204,69 @@ def test_labels_file_held_out_split_is_by_keyphrase(tmp_path, settings):
     data = load_training_data(settings, DS, labels=_write(tmp_path, df))
     train_kps, test_kps = set(data.llm_train["keyphrase"]), set(data.llm_test["keyphrase"])
     assert train_kps and test_kps and not (train_kps & test_kps)
+
+
+def _ctr_labels(path, n: int, seed: int = 0):
+    import numpy as np
+
+    from keyphrase_pipeline.core.lake import write_parquet_atomic
+
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"item_id": rng.integers(0, 10 ** 9, n).astype("int64"),
+                       "keyphrase_id": rng.integers(0, 10 ** 6, n).astype("int64"),
+                       "impressions": np.int64(100), "clicks": np.int64(5), "ctr": 0.05,
+                       "label": (np.arange(n) % 2).astype("int32")})
+    write_parquet_atomic(df, str(path))
+    return df
+
+
+def test_capped_pairs_keeps_the_pairs_with_the_smallest_hash_and_reads_all_under_the_cap(tmp_path):
+    """CTR positives beyond train.max_ctr_positives: exactly the cap, the same sample on every run (the smallest
+    pair hashes), positives only; under the cap, every positive (issue 32: training memory set by the cap)."""
+    import numpy as np
+
+    from keyphrase_pipeline.core.hashing import pair_hash
+    from keyphrase_pipeline.labels.training_data import capped_pairs
+
+    df = _ctr_labels(tmp_path / "ctr", 10_000)
+    pos = df[df["label"] == 1]
+    got, total = capped_pairs(str(tmp_path / "ctr"), "ctr_labels", 1_000, positives_only=True, batch_rows=997)
+    assert total == len(pos) == 5_000 and len(got) == 1_000 and (got["label"] == 1).all()
+    smallest = np.sort(pair_hash(pos["item_id"], pos["keyphrase_id"]))[:1_000]
+    assert np.array_equal(np.sort(pair_hash(got["item_id"], got["keyphrase_id"])), smallest)
+    again, _ = capped_pairs(str(tmp_path / "ctr"), "ctr_labels", 1_000, positives_only=True)
+    assert again.equals(got)
+    every, total = capped_pairs(str(tmp_path / "ctr"), "ctr_labels", 20_000)
+    assert total == 10_000 and len(every) == 10_000 and str(every["item_id"].dtype) == "int64"
+
+
+def test_lake_ctr_positives_are_capped_and_only_their_texts_are_read(settings, monkeypatch):
+    """A small train.max_ctr_positives caps the student's CTR positives (the snapshot says how many of how many), and
+    the texts come from only the catalog rows the pairs name, not the snapshot whole."""
+    from keyphrase_pipeline.core.lake import Lake, read_parquet, write_parquet_atomic
+    from keyphrase_pipeline.labels import training_data
+
+    pairs = make_pairs(200, seed=4, with_ids=True)
+    write_lake_inputs(settings, pairs)
+    lake = Lake.from_settings(settings)
+    catalog = read_parquet(lake.path("catalog", ds=DS))
+    extra = catalog.head(1).loc[[0] * 500].reset_index(drop=True)
+    extra["item_id"] = range(10 ** 6, 10 ** 6 + 500)
+    write_parquet_atomic(pd.concat([catalog, extra], ignore_index=True), lake.path("catalog", ds=DS))
+    seen = {}
+    texts = training_data._texts
+
+    def spy(*a, **kw):
+        seen["catalog"], seen["keyphrases"] = out = texts(*a, **kw)
+        return out
+
+    monkeypatch.setattr(training_data, "_texts", spy)
+    n_pos = int((pairs["label"] == 1).sum())
+    capped = settings.with_overrides(**{"train.max_ctr_positives": 30})
+    data = load_training_data(capped, DS)
+    assert data.snapshot["ctr_positives_read"] == {"rows": 30, "of": n_pos}
+    assert 0 < len(data.ctr) <= 30
+    assert set(seen["catalog"]["item_id"]) <= set(pairs["item_id"]) and len(seen["catalog"]) <= 30
+    assert len(seen["keyphrases"]) <= 30
+    full = load_training_data(settings, DS)
+    assert full.snapshot["ctr_positives_read"] == {"rows": n_pos, "of": n_pos} and len(full.ctr) > len(data.ctr)
