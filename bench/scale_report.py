@@ -137,17 +137,21 @@ def jvm_table(doc: dict) -> list[str]:
     return out
 
 
-def _memory_cell(mem_at: dict | None, stage: str) -> str:
-    """The cost model's memory column for ``stage``: the larger of day 1's and day 2's peak at ``TARGET["items"]``,
-    per side, from ``memory_at_target``; "not measured alone" for a stage ``bench/stage_memory.py`` does not run."""
-    if not mem_at:
+def _memory_cell(mem_at: dict | None, stage: str, pipe_at: dict | None = None) -> str:
+    """The cost model's memory column for ``stage``: per side, the largest peak at ``TARGET["items"]`` over day 1 and
+    day 2, from ``memory_at_target`` of ``stage_memory.json`` (the stage alone, or its item-bound part,
+    ``MEMORY_ALIASES``) and of the pipeline's own run (``pipe_at``: ``pipeline_memory`` of scale.json); "not
+    measured" with the bound from the code when neither has it."""
+    if not mem_at and not pipe_at:
         return "–"
     alias = MEMORY_ALIASES.get(stage, stage)
-    recs = [r for r in (mem_at.get(f"{alias}@day1"), mem_at.get(f"{alias}@day2")) if r]
-    if not recs:
-        return f"not measured alone: {NOT_MEASURED_BOUNDS.get(stage, 'no item-bound structure')}"
-    cell = " / ".join(_fmt(max(r.get(name) or 0 for r in recs), 0) for _, name in SIDES)  # the larger day's, per side
-    return cell + (f" (`{alias}`)" if alias != stage else "")
+    recs = [r for r in ((mem_at or {}).get(f"{alias}@day1"), (mem_at or {}).get(f"{alias}@day2")) if r]
+    pipe = [r for r in ((pipe_at or {}).get(f"{stage}@day1"), (pipe_at or {}).get(f"{stage}@day2")) if r]
+    if not recs and not pipe:
+        return f"not measured: {NOT_MEASURED_BOUNDS.get(stage, 'no item-bound structure')}"
+    cell = " / ".join(_fmt(max(r.get(name) or 0 for r in recs + pipe), 0) for _, name in SIDES)  # the larger, per side
+    src = ([f"`{alias}` alone"] if recs and alias != stage else []) + (["in the pipeline"] if pipe and recs else [])
+    return cell + (f" ({', '.join(src)})" if src else "")
 
 
 MEMORY_ALIASES = {"evaluate": "evaluate_catalog"}  # the stage's item-bound part, measured alone
@@ -173,6 +177,8 @@ def cost_model(doc: dict, gpu: dict | None, settings=None, mem: dict | None = No
     sizes = sorted({k[1] for k in by})
     n = TARGET["items"]
     mem_at = memory_at_target(mem, settings) if mem else None
+    pipe = pipeline_memory(doc)
+    pipe_at = memory_at_target(pipe, settings) if pipe else None
     rows = ["| stage | per 1k items, CPU s (daily) | fixed CPU s | daily CPU core-h at 20M | first-run CPU core-h at 20M "
             "| peak memory at 20M, MB: Python / JVM / workers | note |",
             "|---|---|---|---|---|---|---|"]
@@ -202,7 +208,7 @@ def cost_model(doc: dict, gpu: dict | None, settings=None, mem: dict | None = No
         x = (pairs.get(st) or {}).get(f"{x0}-{x1}")
         note = "time exponent > 1.1 between the two largest sizes: see the text" if x and x > 1.1 else ""
         rows.append(f"| `{st}` | {_fmt(daily[1] * 1000, 2)} | {_fmt(daily[0])} | {_fmt(d_h, 2)} | {_fmt(b_h, 2)} "
-                    f"| {_memory_cell(mem_at, st)} | {note} |")
+                    f"| {_memory_cell(mem_at, st, pipe_at)} | {note} |")
     rows.append(f"| **CPU stages** | | | **{_fmt(daily_h, 1)}** | **{_fmt(backfill_h, 1)}** | | |")
     figures = {"cpu_core_hours_daily": round(daily_h, 2), "cpu_core_hours_backfill": round(backfill_h, 2)}
     gpu_h = 0.0
@@ -280,6 +286,13 @@ def _extra_mb(key: str, items: int, settings, mem_settings: dict | None = None) 
         then = (4 * settings.serve.dim + KEYPHRASE_OVERHEAD_BYTES) * TARGET["keyphrases"]
         mb += (then - now) / 2 ** 20
         why.append(f"{TARGET['keyphrases']:,} keyphrases at {settings.serve.dim}-d {(then - now) / 2 ** 20:,.0f} MB")
+    rows_now = (ms.get("training_rows") or {}).get(key)
+    if rows_now is not None and ms.get("bytes_per_training_row"):
+        then = training_rows_at_target(stage, settings)
+        add = max(0.0, then - rows_now) * ms["bytes_per_training_row"] / 2 ** 20
+        mb += add
+        why.append(f"{then:,} training rows at {ms['bytes_per_training_row']:,.0f} bytes (training_memory.json) "
+                   f"{add:,.0f} MB")
     if key == "recommend@day2":
         cap = settings.serve.recommend_carry_bucket_items
         carry = CARRY_BYTES_PER_ITEM * (min(TARGET["items"], cap) - min(items, cap)) / 2 ** 20
@@ -317,9 +330,82 @@ MEMORY_BOUNDS = {  # stage@day -> (what its memory holds, the bound as a formula
     "lookup@day2": ("one bucket file's footer and one or two row groups",
                     "footer (`serve.publish_bucket_rows` / `serve.lookup_row_group_rows` row groups) + 2 x "
                     "`serve.lookup_row_group_rows` rows"),
+    "ctr_labels@day1": ("Spark: the window's events aggregated in the JVM (executors run in it in local mode); the `kp` "
+                        "Python collects counts", "JVM <= `spark.driver_memory` + off-heap; Python: counts only"),
+    "ctr_labels@day2": ("as day 1: one new day in, one out (the sliding window)", "as day 1"),
+    "select_pairs@day1": ("Spark as `ctr_labels`; the `kp` Python and one PySpark worker hold the day's chosen pairs",
+                          "JVM as `ctr_labels`; Python: `pairs.daily_budget` rows"),
+    "select_pairs@day2": ("as day 1", "as day 1"),
+    "label@day1": ("the judge (the simulated annotator here) and one shard of the day's pairs per process",
+                   "`pairs.daily_budget` / shards rows + the judge's model (on GPUs in production)"),
+    "label@day2": ("as day 1", "as day 1"),
+    "merge_labels@day1": ("the day's judged pairs and their items' CTR labels (`lake.rows_where`)",
+                          "`pairs.daily_budget` rows"),
+    "merge_labels@day2": ("as day 1", "as day 1"),
+    "train_cross@day1": ("the cross-encoder, its optimizer and the LLM labels with their texts",
+                         "model + `train.max_llm_labels` rows"),
+    "train_bi@day1": ("the student, its optimizer, its tasks' rows with their texts (`label_mix`)",
+                      "model + `train.max_llm_labels` x 2 (llm, kd) + `train.kd_max_pairs` + "
+                      "`train.max_ctr_positives` (+ `train.max_sr_labels` with sr) rows"),
+    "evaluate@day1": ("champion and challenger, the LLM labels' held-out split, seeded samples",
+                      "models + `train.max_llm_labels` rows + `review.topk_items` + `review.topk_keyphrases`"),
+    "export@day1": ("the model being exported to ONNX", "the model only"),
+    "export@day2": ("nothing to export (not a training day)", "–"),
     "evaluate_catalog@day2": ("the seeded samples and one row group",
                               "`review.topk_items` + `review.topk_keyphrases` rows + one row group"),
 }
+
+
+PIPELINE_STAGES = ("ctr_labels", "select_pairs", "label", "merge_labels", "train_cross", "train_bi", "evaluate",
+                   "export")  # the stages bench/stage_memory.py does not run alone: measured inside bench/scale.py
+TRAINING_MEMORY = ROOT / "bench" / "results" / "training_memory.json"
+
+
+def training_rows_at_target(stage: str, settings) -> int:
+    """The training rows ``stage`` holds at its caps (a large catalog fills them): ``train_cross`` and ``evaluate``
+    the LLM labels (``train.max_llm_labels``); ``train_bi`` one dataset row per task row of ``train.label_mix``:
+    llm and kd each the LLM labels, kd also ``train.kd_max_pairs`` teacher-scored pairs, ctr
+    ``train.max_ctr_positives``, sr ``train.max_sr_labels``; 0 for the other stages."""
+    t = settings.train
+    if stage in ("train_cross", "evaluate"):
+        return t.max_llm_labels
+    if stage != "train_bi":
+        return 0
+    mix = set(t.label_mix.split("+"))
+    return (t.max_llm_labels * (("llm" in mix) + ("kd" in mix)) + t.kd_max_pairs * ("kd" in mix)
+            + t.max_ctr_positives * ("ctr" in mix) + t.max_sr_labels * ("sr" in mix))
+
+
+def pipeline_memory(doc: dict, training: dict | None = None) -> dict | None:
+    """The ``PIPELINE_STAGES`` lines of a scale.json that carry the per-side peaks (``python_peak_rss_mb``,
+    ``jvm_peak_rss_mb``, ``worker_peak_rss_mb``), shaped as a stage_memory.json (``lines``, ``summary`` by
+    ``stage_memory.summarize``, ``sizes``), for ``memory_table`` and ``memory_at_target``; its ``settings`` hold the
+    training rows at the largest size (``rows_in``) and ``training``'s ``bytes_per_training_row``
+    (``training_memory.json``; default: the committed file), so the trainers are carried to their caps. None when
+    the file predates the per-side peaks."""
+    lines = [ln for ln in doc["lines"] if ln.get("stage") in PIPELINE_STAGES and ln.get("day") and "error" not in ln
+             and not ln.get("skipped") and all(side in ln for side, _ in SIDES)]
+    if not lines:
+        return None
+    sizes = sorted({ln["items"] for ln in lines})
+    if training is None and TRAINING_MEMORY.exists():
+        training = json.loads(TRAINING_MEMORY.read_text())
+    rows = {f"{ln['stage']}@day{ln['day']}": ln.get("rows_in") or 0 for ln in lines
+            if ln["items"] == sizes[-1] and ln["stage"] in ("train_cross", "train_bi", "evaluate")}
+    return {"lines": lines, "summary": _bench_module("stage_memory").summarize(lines), "sizes": sizes,
+            "created_at": doc.get("created_at"), "ok": doc["summary"].get("ok"),
+            "settings": {"training_rows": rows,
+                         "bytes_per_training_row": (training or {}).get("bytes_per_training_row")}}
+
+
+def _bench_module(name: str):
+    """``bench/<name>.py`` loaded as a module (bench/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}_for_report", ROOT / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def memory_at_target(mem: dict, settings=None) -> dict:
@@ -403,9 +489,10 @@ def memory_table(mem: dict, settings=None, target: bool = True, stages: tuple[st
 SMALL_BUCKETS = ROOT / "bench" / "results" / "stage_memory_small_buckets.json"
 
 
-def render_memory(mem: dict, small: dict | None = None) -> str:
-    """The memory block (without the markers) for ``mem`` (stage_memory.json) and ``small`` (the same bench with
-    small buckets, ``stage_memory_small_buckets.json``, or None)."""
+def render_memory(mem: dict, small: dict | None = None, pipe: dict | None = None) -> str:
+    """The memory block (without the markers) for ``mem`` (stage_memory.json), ``small`` (the same bench with
+    small buckets, ``stage_memory_small_buckets.json``, or None) and ``pipe`` (``pipeline_memory`` of scale.json:
+    the stages that run only inside the pipeline, or None)."""
     st = mem.get("settings", {})
     intro = (f"Generated by `bench/scale_report.py` from `bench/results/stage_memory.json` ({mem.get('created_at', '?')}; "
              f"`bench/stage_memory.py`: each stage alone as its `kp` process; {st.get('keyphrases', 0):,} keyphrases "
@@ -426,6 +513,16 @@ def render_memory(mem: dict, small: dict | None = None) -> str:
                   + f"; {small.get('created_at', '?')}): the stages the settings bound", "",
                   *memory_table(small, Settings().with_overrides(**ov), target=False, stages=("recommend", "publish",
                                                                                               "lookup"))]
+    if pipe:
+        bpr = pipe["settings"].get("bytes_per_training_row")
+        parts += ["", f"The stages that run only inside the pipeline, from `bench/results/scale.json` "
+                  f"({pipe.get('created_at', '?')}; `bench/scale.py`: the whole DAG on a synthetic world with the real "
+                  f"MiniLM-L6 encoder, keyphrases and searches growing with the items, so the stages bound by them grow "
+                  f"too; {'complete' if pipe.get('ok') else 'INCOMPLETE'}). At 20M items the JVM is capped as above, and "
+                  "the trainers' and evaluate's rows are carried to their caps"
+                  + (f" at {bpr:,.0f} bytes a row (`bench/results/training_memory.json`: the rows with their texts "
+                     "and the trainer's datasets, measured without a model)" if bpr else "") + ":", "",
+                  *memory_table(pipe)]
     return "\n".join(parts) + "\n"
 
 
@@ -480,11 +577,7 @@ def merge_results(docs: list[dict]) -> dict:
     run, the largest in another): their lines concatenated, the summary recomputed (``scale.summarize``) over all
     of them, each run's own summary kept under ``runs``. Raises ValueError when the runs' settings differ (other
     than nothing) or a (stage, items, day) appears twice."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_scale_merge", ROOT / "bench" / "scale.py")
-    scale = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(scale)
+    scale = _bench_module("scale")
     first = docs[0]["settings"]
     keys: set = set()
     lines: list[dict] = []
@@ -521,7 +614,8 @@ def main(argv=None) -> int:
     mem = load_memory()
     block = render(json.loads(Path(args.results).read_text()), load_gpu(), mem)
     small = json.loads(SMALL_BUCKETS.read_text()) if SMALL_BUCKETS.exists() else None
-    mem_block = render_memory(mem, small) if mem else None
+    pipe = pipeline_memory(json.loads(Path(args.results).read_text()))
+    mem_block = render_memory(mem, small, pipe) if mem else None
     if args.write:
         text = replace_block(DOC.read_text(), block)
         if mem_block:

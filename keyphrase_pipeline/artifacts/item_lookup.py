@@ -37,6 +37,7 @@ import numpy as np
 
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.hashing import splitmix64
+from keyphrase_pipeline.core.lake import row_groups_overlapping
 
 log = logging.getLogger(__name__)
 
@@ -209,16 +210,6 @@ class CountingFile:
         self.close()
 
 
-def _row_groups_holding(meta, column: int, item_id: int) -> list[int]:
-    """Row groups whose statistics say ``item_id`` may be in them (all, where a row group has no statistics)."""
-    out = []
-    for i in range(meta.num_row_groups):
-        st = meta.row_group(i).column(column).statistics
-        if st is None or not st.has_min_max or st.min <= item_id <= st.max:
-            out.append(i)
-    return out
-
-
 def lookup(recs_dir: str | os.PathLike, layout_rec: dict | None, item_id: int, columns: list[str] | None = None,
            stats: dict | None = None):
     """The rows of ``item_id`` in a bundle's ``recommendations/`` (pyarrow Table, sorted by rank; empty when the item
@@ -261,7 +252,7 @@ def lookup(recs_dir: str | os.PathLike, layout_rec: dict | None, item_id: int, c
             schema = schema or pf.schema_arrow
             col = pf.schema_arrow.get_field_index("item_id")
             read_cols = None if columns is None else list(dict.fromkeys([*columns, "item_id"]))
-            for rg in _row_groups_holding(pf.metadata, col, item_id):
+            for rg in row_groups_overlapping(pf.metadata, col, item_id, item_id):
                 t = pf.read_row_group(rg, columns=read_cols)  # the id column once, beside those asked for
                 groups += 1
                 hit = t.filter(pc.equal(t.column("item_id"), item_id))

@@ -537,6 +537,18 @@ def _wanted(values, field):
     return pa.array(sorted(vals), type=field.type)
 
 
+def row_groups_overlapping(meta, column: int, lo, hi) -> list[int]:
+    """The row groups of a parquet file (``meta``: its ``FileMetaData``) whose min/max statistics of column number
+    ``column`` overlap ``[lo, hi]``: the ones that may hold a value in that range (every row group without
+    statistics)."""
+    out = []
+    for rg in range(meta.num_row_groups):
+        st = meta.row_group(rg).column(column).statistics
+        if st is None or not st.has_min_max or not (st.max < lo or st.min > hi):
+            out.append(rg)
+    return out
+
+
 def iter_rows_where(dataset, column: str, values, columns: list[str] | None = None, batch_rows: int = 65_536):
     """Yield Arrow tables of the rows of ``dataset`` whose ``column`` is in ``values`` (``columns``, in the dataset's
     schema types), batch by batch in file order: ``rows_where`` without gathering, for callers that keep only some
@@ -552,11 +564,7 @@ def iter_rows_where(dataset, column: str, values, columns: list[str] | None = No
     read = names if column in names else names + [column]
     for path in dataset.files:
         pf = pq.ParquetFile(path)
-        idx = pf.schema_arrow.get_field_index(column)
-        for rg in range(pf.metadata.num_row_groups):
-            st = pf.metadata.row_group(rg).column(idx).statistics
-            if st is not None and st.has_min_max and (st.max < lo or st.min > hi):
-                continue
+        for rg in row_groups_overlapping(pf.metadata, pf.schema_arrow.get_field_index(column), lo, hi):
             if not any(pc.any(pc.is_in(b.column(0).cast(wanted.type), value_set=wanted)).as_py()
                        for b in pf.iter_batches(batch_size=batch_rows, row_groups=[rg], columns=[column])):
                 continue

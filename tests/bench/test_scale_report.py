@@ -170,3 +170,39 @@ def test_memory_at_target_carries_bounded_stages_to_their_setting_and_extrapolat
     assert at["recommend@day2"]["Python"] == pytest.approx(350.0 + carry) and "carry bucket" in at["recommend@day2"]["how"]
     table = "\n".join(report.memory_table(mem, s))
     assert "| `evaluate_catalog`, day 2 |" in table and "**> 1.5**" in table
+
+
+def test_pipeline_memory_measures_the_pipeline_only_stages_and_carries_training_to_its_caps(report):
+    """The stages bench/stage_memory.py does not run alone come from scale.json's per-side peaks: the JVM is capped
+    at spark.driver_memory + off-heap, the trainers carried from the rows they held to the rows their caps allow, at
+    training_memory.json's bytes a row (issue 32)."""
+    from keyphrase_pipeline.core.settings import Settings
+
+    def ln(stage, items, python, jvm=0.0, **kw):
+        return {**_mem_line(stage, items, 1, python, jvm), **kw}
+
+    lines = [ln("ctr_labels", 3000, 150.0, 1200.0), ln("ctr_labels", 30000, 152.0, 1300.0),
+             ln("train_bi", 3000, 1300.0, rows_in=10_000), ln("train_bi", 30000, 1350.0, rows_in=20_000),
+             {"stage": "train_bi", "items": 3000, "day": 2, "skipped": True},
+             _mem_line("embed_items", 3000, 1, 100.0)]  # measured alone by stage_memory.py: not here
+    doc = {"lines": lines, "summary": {"ok": True}, "created_at": "2026-12-06"}
+    pipe = report.pipeline_memory(doc, training={"bytes_per_training_row": 1000.0})
+    assert pipe["sizes"] == [3000, 30000] and set(pipe["summary"]) == {"ctr_labels@day1", "train_bi@day1"}
+    s = Settings()
+    at = report.memory_at_target(pipe, s)
+    assert at["ctr_labels@day1"]["JVM"] == report._jvm_cap_mb(s) and at["ctr_labels@day1"]["Python"] == 152.0
+    rows = report.training_rows_at_target("train_bi", s)  # llm + kd (judged) + kd extra + ctr, the defaults' mix
+    assert rows == 2 * s.train.max_llm_labels + s.train.kd_max_pairs + s.train.max_ctr_positives
+    assert at["train_bi@day1"]["Python"] == pytest.approx(1350.0 + (rows - 20_000) * 1000.0 / 2 ** 20)
+    assert "training rows" in at["train_bi@day1"]["how"]
+    sr = s.with_overrides(**{"train.label_mix": "llm+sr"})
+    assert report.training_rows_at_target("train_bi", sr) == s.train.max_llm_labels + s.train.max_sr_labels
+    assert report.training_rows_at_target("train_cross", s) == s.train.max_llm_labels
+    # the cost model's cell: from the pipeline's run when stage_memory.json does not have the stage
+    assert report._memory_cell(None, "ctr_labels", at).startswith(f"152 / {report._jvm_cap_mb(s):,.0f} / 0")
+    assert report._memory_cell({}, "merge_labels", at).startswith("not measured")
+    table = "\n".join(report.render_memory({"lines": [], "summary": {}, "sizes": []}, None, pipe).splitlines())
+    assert "| `train_bi`, day 1 |" in table and "1,000 bytes a row" in table
+    # a scale.json from before the per-side peaks has none
+    assert report.pipeline_memory({"lines": [{"stage": "ctr_labels", "items": 3000, "day": 1, "peak_rss_mb": 9.0}],
+                                   "summary": {}}) is None
