@@ -408,11 +408,18 @@ def _bench_module(name: str):
     return mod
 
 
+DEMO_ONLY_GROWTH = {  # stage -> why its measured growth is the demo's, not the stage's: the largest peak is kept
+    "label": "what grows is the simulated annotator's synthetic world, loaded whole (the demo's judge only); a real "
+             "judge's process holds one shard of pairs and its client, the model on the GPU workers",
+}
+
+
 def memory_at_target(mem: dict, settings=None) -> dict:
     """Per stage@day and side: the peak MB at ``TARGET["items"]``. Where ``_units`` knows the bound, the per-unit bytes
     are fitted between the smallest and the largest size measured (units held at each) and the Python peak is
     carried to the bound; elsewhere the largest size's peak, when the stage is flat (``growth_largest`` <= 1.5), else
-    a linear extrapolation (marked). Returns ``{key: {"python": MB, "jvm": MB, "workers": MB, "how": text}}``."""
+    a linear extrapolation (marked), except for a growth ``DEMO_ONLY_GROWTH`` explains (kept, and said).
+    Returns ``{key: {"python": MB, "jvm": MB, "workers": MB, "how": text}}``."""
     from keyphrase_pipeline.core.settings import Settings
 
     settings = settings or Settings()
@@ -431,6 +438,8 @@ def memory_at_target(mem: dict, settings=None) -> dict:
             if side == "jvm_peak_rss_mb" and hi[side] > 0:  # the heap is capped: it grows toward -Xmx, then spills
                 res[name] = max(hi[side], _jvm_cap_mb(settings))
                 how.append("JVM: `spark.driver_memory` + off-heap")
+            elif growth is not None and growth > 1.5 and stage in DEMO_ONLY_GROWTH:
+                how.append(f"{name}: not carried, {DEMO_ONLY_GROWTH[stage]}")
             elif growth is not None and growth > 1.5:
                 res[name] = hi[side] + (hi[side] - lo[side]) / (sizes[-1] - sizes[0]) * (TARGET["items"] - sizes[-1])
                 how.append(f"{name}: linear extrapolation, grows")

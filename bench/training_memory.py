@@ -14,7 +14,8 @@ reads. This bench measures the bytes a row costs on that path, with no model:
 * bytes per row: the difference between two sizes over the difference in CTR rows (the per-process constant
   cancels).
 
-    .venv/bin/python bench/training_memory.py                     # 50,000 and 500,000 rows
+    .venv/bin/python bench/training_memory.py                     # 50,000 and 500,000 rows (~3 min)
+    .venv/bin/python bench/training_memory.py --quick             # 5,000 and 20,000
     .venv/bin/python bench/training_memory.py --sizes 20000,200000 --out /tmp/t.json
 """
 
@@ -106,14 +107,17 @@ def measure(lake_root: str) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Python bytes per training row (rows + texts + datasets); see the "
                                 "module docstring.")
-    p.add_argument("--sizes", default="50000,500000", help="CTR positives (= catalog items) per run")
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "training_memory.json"))
+    p.add_argument("--quick", action="store_true", help="sizes 5,000 and 20,000 (a smoke run), to "
+                   "training_memory_quick.json")
+    p.add_argument("--sizes", default=None, help="CTR positives (= catalog items) per run (default 50000,500000)")
+    p.add_argument("--out", default=None, help="result file (default bench/results/training_memory[_quick].json)")
     p.add_argument("--measure", default=None, help=argparse.SUPPRESS)  # internal: measure the lake at this path
     args = p.parse_args(argv)
     if args.measure:
         print(json.dumps(measure(args.measure)))
         return 0
-    sizes = [int(x) for x in args.sizes.split(",")]
+    sizes = [int(x) for x in (args.sizes or ("5000,20000" if args.quick else "50000,500000")).split(",")]
+    args.out = args.out or str(ROOT / "bench" / "results" / f"training_memory{'_quick' if args.quick else ''}.json")
     lines = []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     with tempfile.TemporaryDirectory(prefix="kp-train-mem-") as tmp:

@@ -97,6 +97,9 @@ def cross_text(keyphrase: object, category: object, title: object) -> tuple[str,
 
 
 # ---- texts the encoder cannot read ---------------------------------------------------------------------
+UNREADABLE_CHUNK = 10_000  # texts per tokenizer call in unreadable_mask
+
+
 def unreadable_mask(texts: Sequence[object], tokenizer) -> "object":
     """Which texts the tokenizer turns into special/unknown tokens only (or no token at all).
 
@@ -118,14 +121,18 @@ def unreadable_mask(texts: Sequence[object], tokenizer) -> "object":
     special_ids = list(tokenizer.all_special_ids)
     special = np.zeros(max(len(tokenizer), max(special_ids, default=0) + 1), dtype=bool)
     special[special_ids] = True
-    batch = [cleaned[i] for i in idx]
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        ids = [e.ids for e in backend.encode_batch(batch, add_special_tokens=False)]
-    else:  # a slow (pure Python) tokenizer
-        ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
-    for i, row in zip(idx, ids):
-        out[i] = bool(special[np.asarray(row, dtype=np.int64)].all()) if len(row) else True
+    # in chunks: a fast tokenizer's Encoding (ids, offsets, masks, tokens) costs kilobytes a text, so one call over
+    # a million texts would hold gigabytes at once (issue 32); a chunk's encodings are dropped before the next
+    for start in range(0, len(idx), UNREADABLE_CHUNK):
+        part = idx[start:start + UNREADABLE_CHUNK]
+        batch = [cleaned[i] for i in part]
+        if backend is not None:
+            ids = [e.ids for e in backend.encode_batch(batch, add_special_tokens=False)]
+        else:  # a slow (pure Python) tokenizer
+            ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
+        for i, row in zip(part, ids):
+            out[i] = bool(special[np.asarray(row, dtype=np.int64)].all()) if len(row) else True
     return out
 
 

@@ -124,8 +124,13 @@ def test_performance_doc_holds_the_tables_generated_from_the_committed_results(r
     # the memory block and the cost model's memory column come from bench/results/stage_memory.json (issue 32)
     assert mem is not None and mem["sizes"] == [10_000, 100_000, 300_000] and mem["ok"]
     small = json.loads(report.SMALL_BUCKETS.read_text())
-    mem_block = report.render_memory(mem, small)
+    pipe = report.pipeline_memory(json.loads((REPO / "bench" / "results" / "scale.json").read_text()))
+    mem_block = report.render_memory(mem, small, pipe)
     assert report.replace_block(doc, mem_block, report.MEM_BEGIN, report.MEM_END) == doc
+    # the pipeline-only stages, JVM apart, from scale.json; the trainers at their caps from training_memory.json
+    assert pipe is not None and "| `train_bi`, day 1 |" in mem_block and "| `ctr_labels`, day 1 |" in mem_block
+    assert pipe["settings"]["bytes_per_training_row"] == json.loads(report.TRAINING_MEMORY.read_text())[
+        "bytes_per_training_row"] and "bytes a row" in mem_block
     assert "peak memory at 20M, MB" in block and "| `recommend`, day 2 |" in mem_block
     # the small-bucket run did carry bucket by bucket at the largest size (not one bucket, as the defaults do there)
     carry = [ln["result"]["carry_buckets"] for ln in small["lines"] if ln["stage"] == "recommend" and ln["day"] == 2]
@@ -183,11 +188,12 @@ def test_pipeline_memory_measures_the_pipeline_only_stages_and_carries_training_
 
     lines = [ln("ctr_labels", 3000, 150.0, 1200.0), ln("ctr_labels", 30000, 152.0, 1300.0),
              ln("train_bi", 3000, 1300.0, rows_in=10_000), ln("train_bi", 30000, 1350.0, rows_in=20_000),
+             ln("label", 3000, 160.0), ln("label", 30000, 260.0),  # the simulated annotator's world grows
              {"stage": "train_bi", "items": 3000, "day": 2, "skipped": True},
              _mem_line("embed_items", 3000, 1, 100.0)]  # measured alone by stage_memory.py: not here
     doc = {"lines": lines, "summary": {"ok": True}, "created_at": "2026-12-06"}
     pipe = report.pipeline_memory(doc, training={"bytes_per_training_row": 1000.0})
-    assert pipe["sizes"] == [3000, 30000] and set(pipe["summary"]) == {"ctr_labels@day1", "train_bi@day1"}
+    assert pipe["sizes"] == [3000, 30000] and set(pipe["summary"]) == {"ctr_labels@day1", "train_bi@day1", "label@day1"}
     s = Settings()
     at = report.memory_at_target(pipe, s)
     assert at["ctr_labels@day1"]["JVM"] == report._jvm_cap_mb(s) and at["ctr_labels@day1"]["Python"] == 152.0
@@ -195,6 +201,8 @@ def test_pipeline_memory_measures_the_pipeline_only_stages_and_carries_training_
     assert rows == 2 * s.train.max_llm_labels + s.train.kd_max_pairs + s.train.max_ctr_positives
     assert at["train_bi@day1"]["Python"] == pytest.approx(1350.0 + (rows - 20_000) * 1000.0 / 2 ** 20)
     assert "training rows" in at["train_bi@day1"]["how"]
+    # the demo judge's growth is its synthetic world: not carried to 20M, and said so
+    assert at["label@day1"]["Python"] == 260.0 and "simulated annotator" in at["label@day1"]["how"]
     sr = s.with_overrides(**{"train.label_mix": "llm+sr"})
     assert report.training_rows_at_target("train_bi", sr) == s.train.max_llm_labels + s.train.max_sr_labels
     assert report.training_rows_at_target("train_cross", s) == s.train.max_llm_labels

@@ -120,6 +120,35 @@ def test_unreadable_mask_agrees_with_the_slow_path(tokenizer):
     np.testing.assert_array_equal(unreadable_mask(HOSTILE, Slow(tokenizer)), unreadable_mask(HOSTILE, tokenizer))
 
 
+def test_unreadable_mask_tokenizes_in_chunks(tokenizer, monkeypatch):
+    """A fast tokenizer's encodings cost kilobytes a text: the mask is computed a chunk at a time, so a million
+    training texts never hold a million encodings (issue 32: 15 KB a training row before, bench/training_memory.py),
+    and the chunks give the same mask as one call."""
+    from keyphrase_pipeline.models import text
+
+    class Counting:  # the fast path, counting the texts per backend call
+        def __init__(self, tok):
+            self.tok, self.all_special_ids, self.calls = tok, tok.all_special_ids, []
+            outer = self
+
+            class Backend:
+                def encode_batch(self, batch, **kw):
+                    outer.calls.append(len(batch))
+                    return tok.backend_tokenizer.encode_batch(batch, **kw)
+
+            self.backend_tokenizer = Backend()
+
+        def __len__(self):
+            return len(self.tok)
+
+    texts = list(HOSTILE) * 7
+    whole = unreadable_mask(texts, tokenizer)
+    monkeypatch.setattr(text, "UNREADABLE_CHUNK", 5)
+    counting = Counting(tokenizer)
+    np.testing.assert_array_equal(unreadable_mask(texts, counting), whole)
+    assert max(counting.calls) <= 5 and len(counting.calls) > 1
+
+
 @pytest.mark.spark
 def test_spark_blank_check_agrees_with_clean(spark):
     """The Spark SQL expression (Java regex) and the Python rule agree on hostile strings and on every
