@@ -144,7 +144,8 @@ def record(settings: Settings, ds, pairs: list[dict], answers: dict[str, str], r
     if not reviewer or not str(reviewer).strip():
         raise ConfigError("an adjudication needs the reviewer's name")
     answered = [k for k in sorted(by_key) if answers.get(k, SKIP) != SKIP]
-    if answered:  # every answered pair is checked before any verdict is written: all or nothing
+    day, unreadable = None, []
+    if answered:  # every answered pair is checked before any verdict is written: all or nothing; read once
         day, unreadable = reviews._store_day_by_file(settings, ds)
         gone = sorted(set(answered) - set(day["pair_key"] if day is not None else ()))
         if gone:
@@ -160,7 +161,7 @@ def record(settings: Settings, ds, pairs: list[dict], answers: dict[str, str], r
             continue
         verdict = "agree" if int(said == RELEVANT) == int(by_key[key]["llm_label"]) else "disagree"
         rec = reviews.append(settings, ds, key, verdict, str(reviewer), now=at,
-                             review_id=answer_id(ds, key, str(reviewer), stamp))
+                             review_id=answer_id(ds, key, str(reviewer), stamp), store_day=(day, unreadable))
         out["recorded"] += 1
         out[verdict] += 1
         out["verdicts"].append({"pair_key": key, "answer": said, "verdict": verdict, "review_id": rec["review_id"]})

@@ -110,7 +110,7 @@ def sample(settings: Settings, ds, n: int):
 
 
 def append(settings: Settings, ds, pair_key: str, verdict: str, reviewer: str, now: dt.datetime | None = None,
-           review_id: str | None = None) -> dict:
+           review_id: str | None = None, store_day: tuple | None = None) -> dict:
     """Store one reviewer's verdict on a judged pair of label store day ``ds``: a new file
     ``label_reviews/ds=D/part-<uuid>.parquet`` (never an existing one rewritten). The judge, prompt version,
     label and P(yes) are copied from the store, not taken from the caller.
@@ -120,7 +120,8 @@ def append(settings: Settings, ds, pair_key: str, verdict: str, reviewer: str, n
     same verdict instead of adding a copy. Default: a random id.
 
     The store day is read file by file: a damaged file of the day does not stop a verdict on a pair found in the
-    readable ones.
+    readable ones. ``store_day``: that read, ``(rows or None, unreadable files)`` as ``_store_day_by_file`` returns
+    it, from a caller storing several verdicts on one day (read once, not once per verdict).
 
     Returns the stored record (JSON-able). Raises ConfigError (exit 2) for a verdict not in ``VERDICTS`` or an
     empty reviewer; DataError (exit 3) when the pair is not among the day's judged pairs; UncheckedPairError (a
@@ -136,7 +137,7 @@ def append(settings: Settings, ds, pair_key: str, verdict: str, reviewer: str, n
         raise ConfigError(f"pair_key must be a hex key (the label store's sha1), got {pair_key!r}")
     if review_id is not None and not _HEX.fullmatch(str(review_id)):
         raise ConfigError(f"review_id must be hex, got {review_id!r}")
-    day, bad = _store_day_by_file(settings, ds)
+    day, bad = store_day if store_day is not None else _store_day_by_file(settings, ds)
     row = day[day["pair_key"] == pair_key] if day is not None else []
     if not len(row) and bad:
         shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")

@@ -92,8 +92,18 @@ def test_answers_become_human_labels_in_training(tmp_path):
                keep["pair_key"]: "relevant" if keep["llm_label"] else "not relevant",
                skip["pair_key"]: "skip"}
     at = dt.datetime(2026, 10, 11, 9, 30, tzinfo=dt.UTC)
-    out = adjudicate.record(s, DS, pairs, answers, "ana", at)
+    reads = []
+    day_by_file = reviews._store_day_by_file
+
+    def counted(*a, **kw):
+        reads.append(a)
+        return day_by_file(*a, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(reviews, "_store_day_by_file", counted)
+        out = adjudicate.record(s, DS, pairs, answers, "ana", at)
     assert (out["recorded"], out["agree"], out["disagree"], out["skipped"]) == (2, 1, 1, 2)
+    assert len(reads) == 1  # the store day is read once for every answer, not once per verdict
     stored = reviews.read(s)
     assert len(stored) == 2 and set(stored["reviewer"]) == {"ana"}
     assert {str(t) for t in stored["reviewed_at"]} == {"2026-10-11 09:30:00"}
