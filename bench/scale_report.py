@@ -418,7 +418,7 @@ def memory_at_target(mem: dict, settings=None) -> dict:
     """Per stage@day and side: the peak MB at ``TARGET["items"]``. Where ``_units`` knows the bound, the per-unit bytes
     are fitted between the smallest and the largest size measured (units held at each) and the Python peak is
     carried to the bound; elsewhere the largest size's peak, when the stage is flat (``growth_largest`` <= 1.5), else
-    a linear extrapolation (marked), except for a growth ``DEMO_ONLY_GROWTH`` explains (kept, and said).
+    a linear extrapolation (marked); a stage ``DEMO_ONLY_GROWTH`` names keeps its largest Python peak, and says why.
     Returns ``{key: {"python": MB, "jvm": MB, "workers": MB, "how": text}}``."""
     from keyphrase_pipeline.core.settings import Settings
 
@@ -438,7 +438,7 @@ def memory_at_target(mem: dict, settings=None) -> dict:
             if side == "jvm_peak_rss_mb" and hi[side] > 0:  # the heap is capped: it grows toward -Xmx, then spills
                 res[name] = max(hi[side], _jvm_cap_mb(settings))
                 how.append("JVM: `spark.driver_memory` + off-heap")
-            elif growth is not None and growth > 1.5 and stage in DEMO_ONLY_GROWTH:
+            elif stage in DEMO_ONLY_GROWTH and side == "python_peak_rss_mb":
                 how.append(f"{name}: not carried, {DEMO_ONLY_GROWTH[stage]}")
             elif growth is not None and growth > 1.5:
                 res[name] = hi[side] + (hi[side] - lo[side]) / (sizes[-1] - sizes[0]) * (TARGET["items"] - sizes[-1])

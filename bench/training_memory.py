@@ -128,7 +128,7 @@ def main(argv=None) -> int:
                                  text=True, check=True)
             line = {"items": n, **json.loads(out.stdout.strip().splitlines()[-1])}
             line["rows_mb"] = round(line["peak_mb"] - line["base_peak_mb"], 1)
-            print(json.dumps(line), flush=True)
+            print(json.dumps(line), file=sys.stderr, flush=True)
             lines.append(line)
     a, b = lines[0], lines[-1]
     per_row = (b["rows_mb"] - a["rows_mb"]) * 2 ** 20 / max(1, b["dataset_rows"] - a["dataset_rows"])
@@ -136,7 +136,8 @@ def main(argv=None) -> int:
            "lines": lines, "bytes_per_training_row": round(per_row, 1), "cpus": os.cpu_count(),
            "what": "load_training_data + build_task_datasets (ctr, llm), no model; 8-word titles"}
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"bytes per training row: {per_row:,.0f} -> {args.out}")
+    print(f"bytes per training row: {per_row:,.0f} -> {args.out}", file=sys.stderr)
+    print(json.dumps({"bytes_per_training_row": doc["bytes_per_training_row"], "results_file": args.out}))
     return 0
 
 

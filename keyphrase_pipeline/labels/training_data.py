@@ -347,7 +347,7 @@ def _catalog_ds(settings: Settings, ds: str) -> str:
 
 def _texts(settings: Settings, cat_ds: str, item_ids, keyphrase_ids):
     """(catalog rows item_id/title/category of ``item_ids``, keyphrase rows keyphrase_id/keyphrase of
-    ``keyphrase_ids``): only those rows, read a batch at a time (``lake.rows_where``), so memory follows the pairs,
+    ``keyphrase_ids``; int64 arrays or iterables): only those rows, read a batch at a time (``lake.rows_where``), so memory follows the pairs,
     not the catalog. SchemaError when the snapshot or the keyphrases break their contract; DataError when
     ``raw/keyphrases`` is missing."""
     lake = Lake.from_settings(settings)
@@ -360,31 +360,42 @@ def _texts(settings: Settings, cat_ds: str, item_ids, keyphrase_ids):
 
 def capped_pairs(path: str, contract: str, cap: int, positives_only: bool = False, batch_rows: int = 65_536):
     """The ``item_id, keyphrase_id, label`` rows of the ``contract`` dataset at ``path`` (those with ``label == 1``
-    when ``positives_only``), at most ``cap`` of them: beyond it, the ``cap`` rows with the smallest
-    ``core.hashing.pair_hash`` (a uniform sample of the pairs, the same on every run and machine).
+    when ``positives_only``; rows with a null id are left out), at most ``cap`` of them: beyond it, exactly the
+    ``cap`` rows with the smallest ``core.hashing.pair_hash`` (a uniform sample of the pairs, the same on every run
+    and machine).
 
-    Returns (pandas frame in the contract's types, rows before the cap). Two streamed passes (count, then keep),
-    ``batch_rows`` rows at a time: memory is about ``1.01 x cap`` rows (24 bytes each), whatever the dataset's size.
-    SchemaError (exit 3) when the files break ``contract``; DataError when ``path`` is missing."""
+    Returns (pandas frame in the contract's types, rows before the cap). Streamed, ``batch_rows`` rows at a time: a
+    counting pass, then a pass keeping the rows under a hash threshold set for ``cap + 6 sqrt(cap) + 100`` of them
+    (six standard deviations over the cap; in the rare case that keeps fewer than ``cap``, one more pass with twice
+    the share). Memory is about ``cap`` rows (24 bytes each), whatever the dataset's size. SchemaError (exit 3)
+    when the files break ``contract``; DataError when ``path`` is missing."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     data = parquet_dataset(path, contract)
     cols = ["item_id", "keyphrase_id", "label"]
-    keep = (lambda b: pc.equal(b.column("label"), 1)) if positives_only else None
-    total = sum(t.num_rows for t in scan(data, ["label"], batch_rows, keep))
-    # a little over the expected share, so the threshold rarely keeps fewer than cap; the excess is cut below
-    share = min(1.0, (cap * 1.01 + 100) / total) if total else 1.0
-    limit = np.uint64(2 ** 64 - 1) if share >= 1.0 else np.uint64(int(share * 2 ** 64))
-    parts, hashes = [], []
-    for t in scan(data, cols, batch_rows, keep):
-        h = pair_hash(t.column("item_id").to_numpy(), t.column("keyphrase_id").to_numpy())
-        mask = h <= limit
-        if mask.any():
-            parts.append(t.filter(pa.array(mask)))
-            hashes.append(h[mask])
+
+    def keep(b):
+        ok = pc.and_(pc.is_valid(b.column("item_id")), pc.is_valid(b.column("keyphrase_id")))
+        return pc.and_(ok, pc.equal(b.column("label"), 1)) if positives_only else ok
+
+    total = sum(t.num_rows for t in scan(data, cols, batch_rows, keep))
+    want = min(cap, total)
+    share = min(1.0, (cap + 6 * cap ** 0.5 + 100) / total) if total else 1.0
     schema = pa.schema([data.schema.field(c) for c in cols])
-    table = pa.concat_tables(parts) if parts else schema.empty_table()
+    while True:
+        limit = np.uint64(2 ** 64 - 1) if share >= 1.0 else np.uint64(int(share * 2 ** 64))
+        parts, hashes = [], []
+        for t in scan(data, cols, batch_rows, keep):
+            h = pair_hash(t.column("item_id").to_numpy(), t.column("keyphrase_id").to_numpy())
+            mask = h <= limit
+            if mask.any():
+                parts.append(t.filter(pa.array(mask)))
+                hashes.append(h[mask])
+        table = pa.concat_tables(parts) if parts else schema.empty_table()
+        if table.num_rows >= want or share >= 1.0:
+            break
+        share = min(1.0, share * 2)
     if table.num_rows > cap:
         order = np.argsort(np.concatenate(hashes), kind="stable")[:cap]
         table = table.take(pa.array(np.sort(order)))
@@ -462,8 +473,9 @@ def load_training_data(settings: Settings, ds: str, labels: str | None = None, n
             cat_ds = _catalog_ds(settings, ds)
             snapshot["catalog_ds"] = cat_ds
             frames = [f for f in (c, s) if f is not None]
-            catalog, keyphrases = _texts(settings, cat_ds, set().union(*(f["item_id"].tolist() for f in frames)),
-                                         set().union(*(f["keyphrase_id"].tolist() for f in frames)))
+            catalog, keyphrases = _texts(settings, cat_ds,
+                                         np.unique(np.concatenate([f["item_id"].to_numpy() for f in frames])),
+                                         np.unique(np.concatenate([f["keyphrase_id"].to_numpy() for f in frames])))
         if c is not None:
             ctr, snapshot["dropped_texts"]["ctr"] = _join_texts(c, catalog, keyphrases, tokenizer, "CTR positives")
         if s is not None:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from keyphrase_pipeline.core.errors import ConfigError
+from keyphrase_pipeline.core.hashing import splitmix64
 
 CONFIG_FILE = "ctr_config.json"
 WEIGHTS_FILE = "ctr_model.pt"
@@ -99,11 +100,7 @@ class CtrConfig:
 def id_bucket(ids: np.ndarray, buckets: int, salt: int) -> np.ndarray:
     """int64 ids -> int64 buckets in ``[0, buckets)`` (splitmix64 of ``id ^ salt``: stable across runs and machines,
     unlike Python's ``hash``)."""
-    z = (np.asarray(ids, dtype=np.int64).astype(np.uint64) ^ np.uint64(salt)) + np.uint64(0x9E3779B97F4A7C15)
-    with np.errstate(over="ignore"):
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
+    z = splitmix64(np.asarray(ids, dtype=np.int64) ^ np.int64(salt))
     return (z % np.uint64(buckets)).astype(np.int64)
 
 

@@ -106,7 +106,8 @@ def unreadable_mask(texts: Sequence[object], tokenizer) -> "object":
     Args:
         texts: n texts (normalised with ``clean`` here).
         tokenizer: a Hugging Face tokenizer (the encoder's; fast ones are used through their Rust backend,
-            one batch call, with the backend's own truncation, i.e. what the model sees).
+            one batch call per ``UNREADABLE_CHUNK`` texts, with the backend's own truncation, i.e. what the model
+            sees).
     Returns:
         ``np.ndarray`` of bool, shape ``(n,)``: True where no token is outside ``tokenizer.all_special_ids``
         (which holds ``[UNK]``), e.g. emoji-only or blank texts.

@@ -240,13 +240,54 @@ def test_capped_pairs_keeps_the_pairs_with_the_smallest_hash_and_reads_all_under
     assert total == 10_000 and len(every) == 10_000 and str(every["item_id"].dtype) == "int64"
 
 
+def test_capped_pairs_holds_about_cap_rows_and_is_exact_when_the_threshold_keeps_too_few(tmp_path, monkeypatch):
+    """Memory: only the rows under the hash threshold are gathered (about cap + 6 sqrt(cap) + 100), never the
+    dataset; and a threshold that keeps fewer than cap (hashes bunched high) is widened until it keeps cap."""
+    import numpy as np
+    import pyarrow as pa
+
+    from keyphrase_pipeline.labels import training_data
+
+    _ctr_labels(tmp_path / "ctr", 10_000)
+    gathered = []
+    concat = pa.concat_tables
+
+    def spy(tables, *a, **kw):
+        out = concat(tables, *a, **kw)
+        gathered.append(out.num_rows)
+        return out
+
+    monkeypatch.setattr(pa, "concat_tables", spy)
+    got, _ = training_data.capped_pairs(str(tmp_path / "ctr"), "ctr_labels", 1_000)
+    assert len(got) == 1_000 and max(gathered) <= 1_000 + 6 * 1_000 ** 0.5 + 100 + 200
+    monkeypatch.setattr(training_data, "pair_hash",  # every hash in the top 1/1000th of the range
+                        lambda i, k: np.uint64(2 ** 64 - 1) - np.asarray(i, dtype=np.int64).view(np.uint64) % np.uint64(
+                            2 ** 50))
+    got, total = training_data.capped_pairs(str(tmp_path / "ctr"), "ctr_labels", 1_000)
+    assert total == 10_000 and len(got) == 1_000
+
+
+def test_capped_pairs_leaves_out_rows_with_a_null_id(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from keyphrase_pipeline.labels.training_data import capped_pairs
+
+    (tmp_path / "sr").mkdir()
+    pq.write_table(pa.table({"item_id": pa.array([1, None, 3], pa.int64()), "keyphrase_id": pa.array([7, 8, None], pa.int64()),
+                             "score": [0.9, 0.8, 0.7], "label": pa.array([1, 1, 0], pa.int32())}),
+                   tmp_path / "sr" / "part-0.parquet")
+    got, total = capped_pairs(str(tmp_path / "sr"), "sr_labels", 10)
+    assert total == 1 and got["item_id"].tolist() == [1]
+
+
 def test_lake_ctr_positives_are_capped_and_only_their_texts_are_read(settings, monkeypatch):
     """A small train.max_ctr_positives caps the student's CTR positives (the snapshot says how many of how many), and
     the texts come from only the catalog rows the pairs name, not the snapshot whole."""
     from keyphrase_pipeline.core.lake import Lake, read_parquet, write_parquet_atomic
     from keyphrase_pipeline.labels import training_data
 
-    pairs = make_pairs(200, seed=4, with_ids=True)
+    pairs = make_pairs(600, seed=4, with_ids=True)
     write_lake_inputs(settings, pairs)
     lake = Lake.from_settings(settings)
     catalog = read_parquet(lake.path("catalog", ds=DS))
