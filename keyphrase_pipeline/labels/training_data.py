@@ -347,8 +347,8 @@ def _catalog_ds(settings: Settings, ds: str) -> str:
 
 def _texts(settings: Settings, cat_ds: str, item_ids, keyphrase_ids):
     """(catalog rows item_id/title/category of ``item_ids``, keyphrase rows keyphrase_id/keyphrase of
-    ``keyphrase_ids``; int64 arrays or iterables): only those rows, read a batch at a time (``lake.rows_where``), so memory follows the pairs,
-    not the catalog. SchemaError when the snapshot or the keyphrases break their contract; DataError when
+    ``keyphrase_ids``; int64 arrays or iterables): only those rows, read a batch at a time (``lake.rows_where``),
+    so memory follows the pairs, not the catalog. SchemaError when the snapshot or the keyphrases break their contract; DataError when
     ``raw/keyphrases`` is missing."""
     lake = Lake.from_settings(settings)
     catalog = rows_where(parquet_dataset(lake.path("catalog", ds=cat_ds), "catalog"), "item_id", item_ids,
