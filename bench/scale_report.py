@@ -22,8 +22,9 @@ The cost model, stated so it can be checked:
   above 1.1 is marked: a linear fit underestimates it;
 * stages that run on GPUs in production are sized from ``bench/results/gpu_check.json`` (an H200) instead:
   the judge at ``pairs.daily_budget`` pairs a day with a 7-8B model taken as ``JUDGE_7B_SLOWDOWN`` x the
-  measured 135M-shape forward pass; training at the label cap (``train.max_llm_labels`` LLM labels, times
-  ``TRAIN_ROWS_PER_LLM_LABEL`` for KD extras and CTR positives) for ``train.bi_epochs`` epochs (the
+  measured 135M-shape forward pass; training at its row caps (``training_rows_at_target``: the student's rows
+  of every task of ``train.label_mix`` at ``train.max_llm_labels``, ``train.kd_max_pairs``,
+  ``train.max_ctr_positives``, ``train.max_sr_labels``) for ``train.bi_epochs`` epochs (the
   cross-encoder: ``train.epochs`` over the labels) at the measured
   student and cross-encoder steps/s (batch 32, fp32);
 * the GPU stages get ``GPU_WINDOW_HOURS`` of the ``TARGET["hours"]`` and the CPU stages the rest; hours of
@@ -55,7 +56,6 @@ BEGIN, END = "<!-- scale:begin (bench/scale_report.py --write) -->", "<!-- scale
 TARGET = {"items": 20_000_000, "keyphrases": 1_000_000, "window_days": 30, "hours": 4.0}
 GPU_STAGES = ("label", "train_cross", "train_bi")  # evaluate is modelled on CPU, as measured (its encoding would move to GPUs)
 JUDGE_7B_SLOWDOWN = 50.0  # a 7-8B judge does ~50x the work per prompt of the 135M shape gpu_check times
-TRAIN_ROWS_PER_LLM_LABEL = 3.0  # LLM label + an equal number of KD extras + CTR positives of the same order
 PARALLEL_EFFICIENCY = 0.6
 GPU_WINDOW_HOURS = 1.5  # of TARGET["hours"]: judge and training; the CPU stages get the rest
 
@@ -216,19 +216,26 @@ def cost_model(doc: dict, gpu: dict | None, settings=None, mem: dict | None = No
         t = settings.train
         judge_pps = gpu["judge_prompts_per_s_bf16"] / JUDGE_7B_SLOWDOWN
         judge_h = settings.pairs.daily_budget / judge_pps / 3600
-        train_rows = t.max_llm_labels * TRAIN_ROWS_PER_LLM_LABEL
+        train_rows = training_rows_at_target("train_bi", settings)
         steps = t.bi_epochs * train_rows / t.batch_size
         bi_h = steps / gpu["student_steps_per_s_b32_fp32"] / 3600
         cross_h = t.epochs * t.max_llm_labels / t.batch_size / gpu["cross_steps_per_s_b32_fp32"] / 3600
         gpu_h = judge_h + (bi_h + cross_h) / max(1, t.retrain_every_days)
+        def host(stage: str) -> str:  # the worker's host (Python) memory at 20M items, from the pipeline's run
+            rec = (pipe_at or {}).get(f"{stage}@day1")
+            return _fmt(rec["Python"], 0) if rec else "–"
+
         rows += ["", "| GPU stage (one H200; PROXY throughputs: random-weight shapes timed by bench/gpu_check.py, "
-                 "not the project's code) | throughput | daily GPU hours |", "|---|---|---|",
-                 f"| judge, {settings.pairs.daily_budget:,} pairs/day, 7-8B model | {judge_pps:,.0f} prompts/s | {judge_h:.2f} |",
-                 f"| student, {t.bi_epochs:g} epochs x {train_rows:,.0f} rows (label cap x {TRAIN_ROWS_PER_LLM_LABEL:g}) "
-                 f"| {gpu['student_steps_per_s_b32_fp32']:.1f} steps/s (batch {t.batch_size}) | {bi_h:.2f} |",
+                 "not the project's code) | throughput | daily GPU hours | host memory at 20M, MB (the worker's "
+                 "Python; the memory tables below) |", "|---|---|---|---|",
+                 f"| judge, {settings.pairs.daily_budget:,} pairs/day, 7-8B model | {judge_pps:,.0f} prompts/s "
+                 f"| {judge_h:.2f} | {host('label')} (the simulated annotator's process; a real judge's: see below) |",
+                 f"| student, {t.bi_epochs:g} epochs x {train_rows:,.0f} rows (`{t.label_mix}` at the row caps) "
+                 f"| {gpu['student_steps_per_s_b32_fp32']:.1f} steps/s (batch {t.batch_size}) | {bi_h:.2f} "
+                 f"| {host('train_bi')} |",
                  f"| cross-encoder, {t.epochs:g} epochs x {t.max_llm_labels:,} labels | "
-                 f"{gpu['cross_steps_per_s_b32_fp32']:.1f} steps/s | {cross_h:.2f} |",
-                 f"| **GPU, daily** (training every {t.retrain_every_days} day(s)) | | **{gpu_h:.2f}** |"]
+                 f"{gpu['cross_steps_per_s_b32_fp32']:.1f} steps/s | {cross_h:.2f} | {host('train_cross')} |",
+                 f"| **GPU, daily** (training every {t.retrain_every_days} day(s)) | | **{gpu_h:.2f}** | |"]
         figures["gpu_hours_daily"] = round(gpu_h, 2)
     cpu_window = TARGET["hours"] - (GPU_WINDOW_HOURS if gpu else 0.0)
     cores = math.ceil(daily_h / (cpu_window * PARALLEL_EFFICIENCY))

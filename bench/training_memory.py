@@ -11,8 +11,10 @@ reads. This bench measures the bytes a row costs on that path, with no model:
 * a fresh process loads the base encoder's tokenizer, notes its peak RSS, then runs
   ``labels.training_data.load_training_data`` and ``stages.train_bi.build_task_datasets`` (tasks ``ctr`` and
   ``llm``) and notes its peak RSS again; the difference is what the rows cost;
-* bytes per row: the difference between two sizes over the difference in CTR rows (the per-process constant
-  cancels).
+* bytes per row: the difference between the smallest and the largest size over the difference in the trainer's
+  dataset rows (the per-process constant cancels). Both sizes must be well above
+  ``models.text.UNREADABLE_CHUNK`` (10,000 texts), whose working set is part of the constant: ``--quick``'s
+  5,000 and 20,000 rows are a smoke run and its figure overstates the cost (~7 KB a row against ~1.1 KB).
 
     .venv/bin/python bench/training_memory.py                     # 50,000 and 500,000 rows (~3 min)
     .venv/bin/python bench/training_memory.py --quick             # 5,000 and 20,000
@@ -117,6 +119,8 @@ def main(argv=None) -> int:
         print(json.dumps(measure(args.measure)))
         return 0
     sizes = [int(x) for x in (args.sizes or ("5000,20000" if args.quick else "50000,500000")).split(",")]
+    if len(sizes) < 2:
+        p.error("--sizes needs two sizes or more: the figure is the slope between the smallest and the largest")
     args.out = args.out or str(ROOT / "bench" / "results" / f"training_memory{'_quick' if args.quick else ''}.json")
     lines = []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
@@ -133,10 +137,12 @@ def main(argv=None) -> int:
     a, b = lines[0], lines[-1]
     per_row = (b["rows_mb"] - a["rows_mb"]) * 2 ** 20 / max(1, b["dataset_rows"] - a["dataset_rows"])
     doc = {"bench": "training_memory", "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sizes": sizes,
-           "lines": lines, "bytes_per_training_row": round(per_row, 1), "cpus": os.cpu_count(),
+           "lines": lines, "bytes_per_training_row": round(per_row, 1), "cpus": os.cpu_count(), "quick": args.quick,
            "what": "load_training_data + build_task_datasets (ctr, llm), no model; 8-word titles"}
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"bytes per training row: {per_row:,.0f} -> {args.out}", file=sys.stderr)
+    print(f"bytes per training row: {per_row:,.0f} -> {args.out}"
+          + (" (a smoke run: sizes this small overstate it, see the docstring)" if min(sizes) < 50_000 else ""),
+          file=sys.stderr)
     print(json.dumps({"bytes_per_training_row": doc["bytes_per_training_row"], "results_file": args.out}))
     return 0
 

@@ -360,9 +360,9 @@ def _texts(settings: Settings, cat_ds: str, item_ids, keyphrase_ids):
 
 def capped_pairs(path: str, contract: str, cap: int, positives_only: bool = False, batch_rows: int = 65_536):
     """The ``item_id, keyphrase_id, label`` rows of the ``contract`` dataset at ``path`` (those with ``label == 1``
-    when ``positives_only``; rows with a null id are left out), at most ``cap`` of them: beyond it, exactly the
-    ``cap`` rows with the smallest ``core.hashing.pair_hash`` (a uniform sample of the pairs, the same on every run
-    and machine).
+    when ``positives_only``; rows with a null id, or an unsigned one past int64, are left out), at most ``cap`` of
+    them: beyond it, exactly the ``cap`` rows with the smallest ``core.hashing.pair_hash`` (a uniform sample of the
+    pairs, the same on every run and machine).
 
     Returns (pandas frame in the contract's types, rows before the cap). Streamed, ``batch_rows`` rows at a time: a
     counting pass, then a pass keeping the rows under a hash threshold set for ``cap + 6 sqrt(cap) + 100`` of them
@@ -375,8 +375,11 @@ def capped_pairs(path: str, contract: str, cap: int, positives_only: bool = Fals
     data = parquet_dataset(path, contract)
     cols = ["item_id", "keyphrase_id", "label"]
 
-    def keep(b):
+    def keep(b):  # a null id, or an unsigned id past int64 (which no catalog row can hold), is left out
         ok = pc.and_(pc.is_valid(b.column("item_id")), pc.is_valid(b.column("keyphrase_id")))
+        for c in ("item_id", "keyphrase_id"):
+            if pa.types.is_uint64(b.column(c).type):
+                ok = pc.and_(ok, pc.less_equal(b.column(c), pa.scalar(2 ** 63 - 1, pa.uint64())))
         return pc.and_(ok, pc.equal(b.column("label"), 1)) if positives_only else ok
 
     total = sum(t.num_rows for t in scan(data, cols, batch_rows, keep))
@@ -403,11 +406,18 @@ def capped_pairs(path: str, contract: str, cap: int, positives_only: bool = Fals
 
 
 def _join_texts(df, catalog, keyphrases, tokenizer, source: str):
-    """(``df`` joined to its texts, normalised, without the pairs the encoder cannot read; {reason: rows})."""
+    """(``df`` joined to its texts, normalised, without the pairs the encoder cannot read; {reason: rows}, with
+    ``no_text`` for pairs whose item is not in the catalog snapshot or whose keyphrase is not in raw/keyphrases)."""
     out = df.merge(catalog, on="item_id", how="inner").merge(keyphrases, on="keyphrase_id", how="inner")
     for col in ("title", "category", "keyphrase"):
         out[col] = [clean(v) for v in out[col]]
-    return drop_unreadable(out, tokenizer, source)
+    missing = len(df) - len(out)  # a duplicated catalog id adds rows: counted only when rows went missing
+    out, counts = drop_unreadable(out, tokenizer, source)
+    if missing > 0:
+        log.warning("%s: left out %d pair(s) with no text (item not in the catalog snapshot or keyphrase not in "
+                    "raw/keyphrases)", source, missing)
+        counts = {**counts, "no_text": missing}
+    return out, counts
 
 
 def load_training_data(settings: Settings, ds: str, labels: str | None = None, need_ctr: bool = True,

@@ -100,8 +100,9 @@ class CtrConfig:
 def id_bucket(ids: np.ndarray, buckets: int, salt: int) -> np.ndarray:
     """int64 ids -> int64 buckets in ``[0, buckets)`` (splitmix64 of ``id ^ salt``: stable across runs and machines,
     unlike Python's ``hash``)."""
-    z = splitmix64(np.asarray(ids, dtype=np.int64) ^ np.int64(salt))
-    return (z % np.uint64(buckets)).astype(np.int64)
+    ids = np.asarray(ids, dtype=np.int64)
+    z = splitmix64(ids ^ np.int64(salt))
+    return (z % np.uint64(buckets)).astype(np.int64).reshape(ids.shape)
 
 
 ITEM_SALT, KEYPHRASE_SALT = 0x1DEA, 0x5EED

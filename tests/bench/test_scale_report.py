@@ -70,13 +70,16 @@ def test_cost_model_extrapolates_cpu_stages_linearly_and_sizes_gpu_stages_from_g
     assert fig["cpu_core_hours_daily"] == pytest.approx(daily_h, abs=0.01)
     assert fig["cpu_core_hours_backfill"] == pytest.approx(backfill_h, abs=0.01)
     judge_h = 1000 / (5000.0 / report.JUDGE_7B_SLOWDOWN) / 3600
-    bi_h = 32_000 * report.TRAIN_ROWS_PER_LLM_LABEL / 32 / 40.0 / 3600
+    bi_h = report.training_rows_at_target("train_bi", s) / 32 / 40.0 / 3600  # the student at its row caps
     cross_h = 32_000 / 32 / 80.0 / 3600
     assert fig["gpu_hours_daily"] == pytest.approx(judge_h + bi_h + cross_h, abs=0.01)
     window = report.TARGET["hours"] - report.GPU_WINDOW_HOURS
     assert fig["executor_cores"] == -(-daily_h // (window * report.PARALLEL_EFFICIENCY))
     assert fig["gpus"] == -(-fig["gpu_hours_daily"] // (report.GPU_WINDOW_HOURS * report.PARALLEL_EFFICIENCY))
     assert not any("train_bi" in r for r in rows[:4])  # a GPU stage is not in the CPU table
+    # the GPU table has the workers' host memory column (from scale.json's per-side peaks: none in this doc)
+    assert any("host memory at 20M" in r for r in rows) and any(r.startswith("| student,") and r.endswith("| – |")
+                                                                 for r in rows)
 
 
 def test_render_tables_and_flags(report, scale):

@@ -279,6 +279,12 @@ def test_capped_pairs_leaves_out_rows_with_a_null_id(tmp_path):
                    tmp_path / "sr" / "part-0.parquet")
     got, total = capped_pairs(str(tmp_path / "sr"), "sr_labels", 10)
     assert total == 1 and got["item_id"].tolist() == [1]
+    # unsigned ids past int64 (no catalog row can hold them) are left out, not a cast error
+    (tmp_path / "u64").mkdir()
+    pq.write_table(pa.table({"item_id": pa.array([5, 2 ** 64 - 1], pa.uint64()), "keyphrase_id": pa.array([7, 8], pa.uint64()),
+                             "score": [0.9, 0.8], "label": pa.array([1, 1], pa.int32())}), tmp_path / "u64" / "part-0.parquet")
+    got, total = capped_pairs(str(tmp_path / "u64"), "sr_labels", 10)
+    assert total == 1 and got["item_id"].tolist() == [5] and str(got["item_id"].dtype) == "int64"
 
 
 def test_lake_ctr_positives_are_capped_and_only_their_texts_are_read(settings, monkeypatch):
@@ -311,3 +317,12 @@ def test_lake_ctr_positives_are_capped_and_only_their_texts_are_read(settings, m
     assert len(seen["keyphrases"]) <= 30
     full = load_training_data(settings, DS)
     assert full.snapshot["ctr_positives_read"] == {"rows": n_pos, "of": n_pos} and len(full.ctr) > len(data.ctr)
+    assert "no_text" not in full.snapshot["dropped_texts"]["ctr"]
+    # positives whose item left the catalog snapshot are counted, not lost silently
+    gone = set(pairs.loc[pairs["label"] == 1, "item_id"].head(40))
+    kept = catalog[~catalog["item_id"].isin(gone)]
+    write_parquet_atomic(kept, lake.path("catalog", ds=DS))
+    monkeypatch.setattr(training_data, "_texts", texts)
+    part = load_training_data(settings, DS)
+    lost = full.snapshot["ctr_positive_rows"] - part.snapshot["ctr_positive_rows"]
+    assert lost > 0 and part.snapshot["dropped_texts"]["ctr"]["no_text"] >= lost

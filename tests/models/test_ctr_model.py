@@ -65,6 +65,7 @@ def test_id_buckets_are_stable_and_in_range():
     b = cm.id_bucket(ids, 1 << 18, cm.ITEM_SALT)
     assert b.dtype == np.int64 and ((b >= 0) & (b < 1 << 18)).all() and len(set(b)) == 4
     assert b.tolist() == cm.id_bucket(ids, 1 << 18, cm.ITEM_SALT).tolist()
+    assert cm.id_bucket(np.int64(5), 10, 3).shape == () and cm.id_bucket(ids.reshape(-1, 1), 7, 3).shape == (len(ids), 1)
     assert b.tolist() != cm.id_bucket(ids, 1 << 18, cm.KEYPHRASE_SALT).tolist()  # two id spaces, two hashes
     assert b.tolist() == [194226, 41612, 76793, 80534]  # pinned (pure-Python splitmix64): a change would orphan every trained model
 
