@@ -292,14 +292,13 @@ class ServingBundle:
                 recs = dataset.to_table().to_pandas()
             except Exception as exc:  # noqa: BLE001 - cached, so a broken bundle is not re-read per request
                 self._legacy = exc
-                raise DataError(f"published version {self.version}: its recommendations cannot be read "
-                                f"({type(exc).__name__}: {exc}); roll back with `kp rollback`") from None
-            read = sum(Path(f).stat().st_size for f in dataset.files)
-            self._legacy = {iid: g.sort_values("rank") for iid, g in recs.groupby("item_id")}
-            self._legacy_columns = list(recs.columns)
+            else:
+                read = sum(Path(f).stat().st_size for f in dataset.files)
+                self._legacy = {iid: g.sort_values("rank") for iid, g in recs.groupby("item_id")}
+                self._legacy_columns = list(recs.columns)
         if isinstance(self._legacy, Exception):
             raise DataError(f"published version {self.version}: its recommendations cannot be read "
-                            f"({type(self._legacy).__name__}); roll back with `kp rollback`")
+                            f"({type(self._legacy).__name__}: {self._legacy}); roll back with `kp rollback`") from None
         if stats is not None:
             stats.update({"bytes_read": read, "files_opened": 0, "row_groups_read": 0, "legacy_in_memory": True})
         g = self._legacy.get(int(item_id))

@@ -526,25 +526,21 @@ def _in_schema(batch, names: list[str], schema):
 
 
 def _wanted(values, field):
-    """``values`` as an Arrow array of ``field``'s type, dropping None and integers its type cannot hold."""
+    """``values`` (an iterable, or a numpy integer array for millions of ids) as a sorted Arrow array of ``field``'s
+    type, dropping None and integers its type cannot hold."""
     import numpy as np
     import pyarrow as pa
 
-    if isinstance(values, np.ndarray) and values.dtype.kind in "iu" and pa.types.is_integer(field.type):
-        vals = np.unique(values)  # millions of ids: no Python ints
-        bits = field.type.bit_width
-        lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if pa.types.is_signed_integer(field.type) else (0, 2 ** bits - 1)
-        if vals.dtype.kind == "u":
-            vals = vals[vals <= np.uint64(hi)]
-        else:
-            vals = vals[(vals >= max(lo, np.iinfo(vals.dtype).min)) & (vals <= min(hi, np.iinfo(vals.dtype).max))]
+    if not pa.types.is_integer(field.type):
+        return pa.array(sorted({v for v in values if v is not None}), type=field.type)
+    bits = field.type.bit_width
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if pa.types.is_signed_integer(field.type) else (0, 2 ** bits - 1)
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":  # no Python ints
+        vals = np.unique(values)
+        info = np.iinfo(vals.dtype)
+        vals = vals[(vals >= max(lo, info.min)) & (vals <= min(hi, info.max))]
         return pa.array(vals).cast(field.type)
-    vals = {v for v in values if v is not None}
-    if pa.types.is_integer(field.type):
-        info = (-(2 ** (field.type.bit_width - 1)), 2 ** (field.type.bit_width - 1) - 1) \
-            if pa.types.is_signed_integer(field.type) else (0, 2 ** field.type.bit_width - 1)
-        vals = {int(v) for v in vals if info[0] <= int(v) <= info[1]}
-    return pa.array(sorted(vals), type=field.type)
+    return pa.array(sorted({int(v) for v in values if v is not None and lo <= int(v) <= hi}), type=field.type)
 
 
 def row_groups_overlapping(meta, column: int, lo, hi) -> list[int]:

@@ -348,8 +348,8 @@ def _catalog_ds(settings: Settings, ds: str) -> str:
 def _texts(settings: Settings, cat_ds: str, item_ids, keyphrase_ids):
     """(catalog rows item_id/title/category of ``item_ids``, keyphrase rows keyphrase_id/keyphrase of
     ``keyphrase_ids``; int64 arrays or iterables): only those rows, read a batch at a time (``lake.rows_where``),
-    so memory follows the pairs, not the catalog. SchemaError when the snapshot or the keyphrases break their contract; DataError when
-    ``raw/keyphrases`` is missing."""
+    so memory follows the pairs, not the catalog. SchemaError when the snapshot or the keyphrases break their
+    contract; DataError when ``raw/keyphrases`` is missing."""
     lake = Lake.from_settings(settings)
     catalog = rows_where(parquet_dataset(lake.path("catalog", ds=cat_ds), "catalog"), "item_id", item_ids,
                          ["item_id", "title", "category"]).to_pandas()
@@ -358,7 +358,8 @@ def _texts(settings: Settings, cat_ds: str, item_ids, keyphrase_ids):
     return catalog, keyphrases.rename(columns={"text": "keyphrase"})
 
 
-def capped_pairs(path: str, contract: str, cap: int, positives_only: bool = False, batch_rows: int = 65_536):
+def capped_pairs(path: str, contract: str, cap: int, positives_only: bool = False, batch_rows: int = 65_536,
+                 what: str = "pairs", setting: str = "the cap"):
     """The ``item_id, keyphrase_id, label`` rows of the ``contract`` dataset at ``path`` (those with ``label == 1``
     when ``positives_only``; rows with a null id, or an unsigned one past int64, are left out), at most ``cap`` of
     them: beyond it, exactly the ``cap`` rows with the smallest ``core.hashing.pair_hash`` (a uniform sample of the
@@ -367,8 +368,9 @@ def capped_pairs(path: str, contract: str, cap: int, positives_only: bool = Fals
     Returns (pandas frame in the contract's types, rows before the cap). Streamed, ``batch_rows`` rows at a time: a
     counting pass, then a pass keeping the rows under a hash threshold set for ``cap + 6 sqrt(cap) + 100`` of them
     (six standard deviations over the cap; in the rare case that keeps fewer than ``cap``, one more pass with twice
-    the share). Memory is about ``cap`` rows (24 bytes each), whatever the dataset's size. SchemaError (exit 3)
-    when the files break ``contract``; DataError when ``path`` is missing."""
+    the share). Memory is about ``cap`` rows (24 bytes each), whatever the dataset's size. A capped read is logged,
+    naming ``what`` was read and the ``setting`` that caps it. SchemaError (exit 3) when the files break
+    ``contract``; DataError when ``path`` is missing."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -402,6 +404,8 @@ def capped_pairs(path: str, contract: str, cap: int, positives_only: bool = Fals
     if table.num_rows > cap:
         order = np.argsort(np.concatenate(hashes), kind="stable")[:cap]
         table = table.take(pa.array(np.sort(order)))
+    if total > table.num_rows:
+        log.info("%s capped at %s=%d: a hash sample of %d of %d", what, setting, cap, table.num_rows, total)
     return table.to_pandas(), total
 
 
@@ -468,24 +472,18 @@ def load_training_data(settings: Settings, ds: str, labels: str | None = None, n
         c = s = None
         if ctr_ds:
             c, n = capped_pairs(lake.path("ctr_labels", ds=ctr_ds), "ctr_labels", settings.train.max_ctr_positives,
-                                positives_only=True)
+                                positives_only=True, what="CTR positives", setting="train.max_ctr_positives")
             snapshot["ctr_positives_read"] = {"rows": len(c), "of": n}
-            if n > len(c):
-                log.info("CTR positives capped at train.max_ctr_positives=%d: a hash sample of %d of %d",
-                         settings.train.max_ctr_positives, len(c), n)
         if sr_ds:
-            s, n = capped_pairs(lake.path("sr_labels", ds=sr_ds), "sr_labels", settings.train.max_sr_labels)
+            s, n = capped_pairs(lake.path("sr_labels", ds=sr_ds), "sr_labels", settings.train.max_sr_labels,
+                                what="SR labels", setting="train.max_sr_labels")
             snapshot["sr_labels_read"] = {"rows": len(s), "of": n}
-            if n > len(s):
-                log.info("SR labels capped at train.max_sr_labels=%d: a hash sample of %d of %d",
-                         settings.train.max_sr_labels, len(s), n)
         if ctr_ds or sr_ds:
             cat_ds = _catalog_ds(settings, ds)
             snapshot["catalog_ds"] = cat_ds
             frames = [f for f in (c, s) if f is not None]
-            catalog, keyphrases = _texts(settings, cat_ds,
-                                         np.unique(np.concatenate([f["item_id"].to_numpy() for f in frames])),
-                                         np.unique(np.concatenate([f["keyphrase_id"].to_numpy() for f in frames])))
+            catalog, keyphrases = _texts(settings, cat_ds, np.concatenate([f["item_id"].to_numpy() for f in frames]),
+                                         np.concatenate([f["keyphrase_id"].to_numpy() for f in frames]))
         if c is not None:
             ctr, snapshot["dropped_texts"]["ctr"] = _join_texts(c, catalog, keyphrases, tokenizer, "CTR positives")
         if s is not None:

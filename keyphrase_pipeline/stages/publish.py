@@ -100,8 +100,9 @@ def copy_recommendations(dataset, dest_dir: str, bucket_rows: int, row_group_row
 
     def batches():
         for path in dataset.files:
-            names = [n for n in schema.names if n in pq.ParquetFile(path).schema_arrow.names]
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=names):
+            pf = pq.ParquetFile(path)
+            names = [n for n in schema.names if n in pf.schema_arrow.names]
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=names):
                 table = pa.Table.from_batches([batch])
                 for field in schema:  # a file written before the CTR model lacks its two columns: nulls
                     if field.name not in table.column_names:
