@@ -1,6 +1,6 @@
 """Does training on judged pairs beat the untrained base encoder? The transfer protocol, as a command.
 
-``kp eval-labels --labels FILE`` (a team's own judgements) or ``--world demo|alt|attr|listing`` (simulated judged
+``kp eval-labels --labels FILE`` (a team's own judgements) or ``--world demo|alt|attr|listing|open`` (simulated judged
 pairs, ``keyphrase_pipeline.synthetic.synth_labels``) runs what a new user does, on pairs it can grade:
 
 1. split the pairs **by keyphrase** into two halves A and B (no keyphrase in both; stable hash);
@@ -330,7 +330,8 @@ def add_arguments(parser) -> None:
     """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--labels", default=None, help="judged pairs file (title, category, keyphrase, label)")
     parser.add_argument("--world", default=None, help="simulated judged pairs instead: demo, alt, attr (attribute "
-                        "queries with near misses) or listing (attr with marketplace-length titles); "
+                        "queries with near misses), listing (attr with marketplace-length titles) or open (attribute queries "
+                        "over open value spaces: most values of a held-out query unseen in training); "
                         "keyphrase_pipeline.synthetic.synth_labels")
     parser.add_argument("--pairs", type=int, default=10_000, help="pairs drawn from --world (default 10000)")
     parser.add_argument("--seeds", default="42", help="comma-separated training seeds (default 42)")
