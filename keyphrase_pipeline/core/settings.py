@@ -252,6 +252,10 @@ class TrainSettings(BaseModel):
                                  "nearest neighbours under the start encoder; the rest are random.")
     kd_query_share: float = Field(0.0, ge=0, le=1, description="Share of the listwise kd task's lists anchored on "
                                   "queries cut from titles (new anchors beyond the judged keyphrases).")
+    kd_swap_share: float = Field(0.0, ge=0, le=1, description="Share of the listwise kd task's lists anchored on "
+                                 "judged keyphrases with one digit of a value swapped, with their judged titles as "
+                                 "they are and swapped the same way (kd_pairs.swap_groups; values held-out queries "
+                                 "name and the judged pairs never did).")
     kd_list_scale: float = Field(20.0, gt=0, description="The student's cosine is multiplied by this before the "
                                  "listwise softmax (an inverse temperature).")
     kd_list_pearson: float = Field(0.0, ge=0, description="Weight of a Pearson KD term across all pairs of a "

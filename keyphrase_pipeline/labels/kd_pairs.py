@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -149,8 +150,91 @@ def title_queries(titles, n: int, seed: int = 42, min_words: int = 2, max_words:
     return list(out)
 
 
+_VALUE_TOKEN = re.compile(r"[a-z]*\d[\w.\-/%]*", re.I)
+
+
+def swapped_value(token: str, rng: np.random.Generator) -> str:
+    """``token`` with one of its digits changed to another digit ("a2633" -> "a2693", "13" -> "18", "20ft" ->
+    "70ft"): a value of the same shape that the judged pairs never named."""
+    at = [i for i, ch in enumerate(token) if ch.isdigit()]
+    i = at[int(rng.integers(len(at)))]
+    d = str((int(token[i]) + int(rng.integers(1, 10))) % 10)
+    return token[:i] + d + token[i + 1:]
+
+
+def swap_groups(train, n_groups: int, group_size: int, skip: set, known_keyphrases: set, seed: int = 42):
+    """Candidate lists anchored on judged keyphrases with one value swapped (counterfactual pairs): for a train
+    keyphrase that names a value with a digit (a model code, a size, a device: "case for iphone 13"), the same
+    keyphrase with one digit of that value changed ("case for iphone 18") is the anchor; its candidates are
+    the keyphrase's judged titles that name the value, each twice: as it is (now a near miss) and with the same
+    swap (now a match, if the original was), then other train titles to fill the list.
+
+    The teacher scores every pair as usual; the student learns from them that a value must agree on both
+    sides whatever the value is, not only for the values the judged pairs happened to name. Held-out
+    queries name values the training half never saw (docs/TRAINING.md, the ``open`` world); this gives the
+    student many such values. Counterfactual augmentation in the spirit of Kaushik et al., ICLR 2020
+    ("Learning the Difference that Makes a Difference with Counterfactually-Augmented Data"); the recipe
+    (digit swaps, lists for a cross-encoder teacher) is ours.
+
+    Args:
+        train: judged train pairs (``title, category, keyphrase``).
+        n_groups: lists wanted (fewer when too few keyphrases name a value with a digit).
+        group_size: candidates per list.
+        skip: text_hashes never to emit; the emitted ones are added to it.
+        known_keyphrases: ``keyphrase_identity`` of every keyphrase an anchor must not equal (train and held-out).
+        seed: the keyphrases' order, the swaps and the filling titles.
+    Returns:
+        list of ``(title, category, keyphrase, text_hash)`` lists, each exactly ``group_size`` long.
+    """
+    from keyphrase_pipeline.labels.store import text_hash
+
+    rng = np.random.default_rng([seed, 5])
+    by_kp = train.groupby("keyphrase", sort=True)[["title", "category"]]
+    titles = train[["title", "category"]].drop_duplicates().to_numpy(object)
+    names = [(k, [m.group(0) for m in _VALUE_TOKEN.finditer(k)]) for k in by_kp.groups]
+    names = [(k, v) for k, v in names if v]
+    groups: list[list[tuple]] = []
+    if not names or len(titles) < group_size:
+        return groups
+    order = np.resize(rng.permutation(len(names)), 4 * n_groups)   # a swap drawn twice makes no second list
+    for a in order:
+        if len(groups) >= n_groups:
+            break
+        keyphrase, values = names[int(a)]
+        value = values[int(rng.integers(len(values)))]
+        swapped = swapped_value(value, rng)
+        bound = re.compile(rf"(?<![0-9a-z]){re.escape(value)}(?![0-9a-z])", re.I)
+        anchor = bound.sub(swapped, keyphrase, count=1)
+        if keyphrase_identity(anchor) in known_keyphrases:
+            continue
+        chosen: dict[str, tuple] = {}
+
+        def take(title: str, category: str, chosen: dict = chosen, anchor: str = anchor) -> None:
+            h = text_hash(title, category, anchor)
+            if h not in skip and len(chosen) < group_size:
+                chosen.setdefault(h, (title, category, anchor, h))
+
+        judged = by_kp.get_group(keyphrase).drop_duplicates().to_numpy(object)
+        naming = [(t, c) for t, c in judged if bound.search(t)]
+        if not naming:
+            continue
+        for t, c in naming[: group_size // 2]:
+            take(bound.sub(swapped, t), c)   # the swap on both sides: the judged title's counterpart
+            take(t, c)                       # the title as judged: now it names another value
+        for i in rng.permutation(len(titles)):
+            if len(chosen) >= group_size:
+                break
+            take(*titles[i])
+        if len(chosen) == group_size:
+            skip.update(chosen)
+            known_keyphrases.add(keyphrase_identity(anchor))
+            groups.append(list(chosen.values()))
+    return groups
+
+
 def candidate_groups(encoder, train, exclude_hashes, n_pairs: int, group_size: int = 8, hard_share: float = 0.75,
-                     query_share: float = 0.0, seed: int = 42, exclude_keyphrases=(), sides: JudgedSides | None = None):
+                     query_share: float = 0.0, seed: int = 42, exclude_keyphrases=(), sides: JudgedSides | None = None,
+                     swap_share: float = 0.0):
     """Unjudged candidate lists for listwise distillation: one anchor with ``group_size`` candidates from the
     other side, the way search and the pipeline pair them.
 
@@ -161,7 +245,9 @@ def candidate_groups(encoder, train, exclude_hashes, n_pairs: int, group_size: i
     * ``query`` (``query_share`` of the lists): a query cut from a title (``title_queries``), with titles as
       for a keyphrase: anchors the judged pairs never had, so the student learns how the teacher treats new
       queries and not only the judged ones;
-    * ``item``: a train item with its nearest train keyphrases plus random ones (how ``recommend`` pairs them).
+    * ``item``: a train item with its nearest train keyphrases plus random ones (how ``recommend`` pairs them);
+    * ``swap`` (``swap_share`` of the lists): a judged keyphrase with one digit of a value it names changed, with
+      its judged titles as they are and with the same swap (``swap_groups``).
 
     The lists not anchored on queries are split evenly between keyphrases and items. An anchor that heads
     several lists takes the next window of its neighbour list each time, so no candidate repeats. Judged train
@@ -180,26 +266,29 @@ def candidate_groups(encoder, train, exclude_hashes, n_pairs: int, group_size: i
         group_size: candidates per list (>= 2).
         hard_share: share of each list from the anchor's nearest neighbours, the rest random.
         query_share: share of the lists anchored on queries cut from titles, in [0, 1].
+        swap_share: share of the lists anchored on value-swapped keyphrases, in [0, 1] (with ``query_share`` at
+            most 1); lists it cannot make (too few keyphrases name a value with a digit) go to the other anchors.
         seed: random candidates, the queries and the anchors' order.
         exclude_keyphrases: keyphrases a title-cut query must never equal (the held-out split's; the train
             keyphrases are always excluded), compared as ``kp eval-labels`` splits them (lower-cased tower text).
         sides: the train pairs' encoded items and keyphrases when already built (else built from ``encoder``).
     Returns:
         pandas DataFrame ``group, anchor, title, category, keyphrase, text_hash`` (``anchor``: ``keyphrase``,
-        ``query`` or ``item``), exactly ``group_size`` rows per group in a list's candidate order. A side with
+        ``query``, ``item`` or ``swap``), exactly ``group_size`` rows per group in a list's candidate order. A side with
         fewer than ``group_size`` candidates (titles for keyphrase and query lists, keyphrases for item lists)
         gives its lists to the other; an anchor whose unjudged candidates run out makes no list. Empty (same
         columns) when ``n_pairs < group_size`` or neither side has ``group_size`` candidates.
     Raises:
-        ValueError: ``group_size < 2``, or ``hard_share`` or ``query_share`` outside [0, 1].
+        ValueError: ``group_size < 2``, or ``hard_share``, ``query_share``, ``swap_share`` or their sum outside [0, 1].
     """
     import pandas as pd
 
     from keyphrase_pipeline.labels.store import text_hash
 
-    if group_size < 2 or not 0 <= hard_share <= 1 or not 0 <= query_share <= 1:
-        raise ValueError(f"group_size must be >= 2, hard_share and query_share in [0, 1], got {group_size}, "
-                         f"{hard_share}, {query_share}")
+    if group_size < 2 or not 0 <= hard_share <= 1 or not (0 <= query_share and 0 <= swap_share
+                                                          and query_share + swap_share <= 1):
+        raise ValueError(f"group_size must be >= 2, hard_share, query_share, swap_share and query + swap share in "
+                         f"[0, 1], got {group_size}, {hard_share}, {query_share}, {swap_share}")
     cols = ["group", "anchor", "title", "category", "keyphrase", "text_hash"]
     n_groups = n_pairs // group_size if len(train) else 0
     sides = sides or JudgedSides(encoder, train)
@@ -209,8 +298,13 @@ def candidate_groups(encoder, train, exclude_hashes, n_pairs: int, group_size: i
     on_titles, on_keyphrases = len(items) >= group_size, len(keyphrases) >= group_size
     if n_groups == 0 or not (on_titles or on_keyphrases):
         return pd.DataFrame(columns=cols)
+    skip = set(train["text_hash"]) | set(exclude_hashes)
+    swapped: list[list[tuple]] = []
+    if swap_share and on_titles:
+        known = {keyphrase_identity(k) for k in [*keyphrases, *exclude_keyphrases]}
+        swapped = swap_groups(train, int(round(n_groups * swap_share)), group_size, skip, known, seed)
     n_query = int(round(n_groups * query_share)) if on_titles else 0
-    rest = n_groups - n_query
+    rest = n_groups - n_query - len(swapped)
     n_kp = ((rest + 1) // 2 if on_keyphrases else rest) if on_titles else 0
     want = {"keyphrase": n_kp, "query": n_query, "item": rest - n_kp}
     rng = np.random.default_rng(seed)
@@ -222,9 +316,11 @@ def candidate_groups(encoder, train, exclude_hashes, n_pairs: int, group_size: i
     judged_per = {"keyphrase": int(train.groupby("keyphrase").size().max()),
                   "item": int(train.groupby(["title", "category"]).size().max()), "query": 0}
     n_hard = int(round(group_size * hard_share))
-    skip = set(train["text_hash"]) | set(exclude_hashes)
     rows: list[tuple] = []
     group = 0
+    for lst in swapped:
+        rows.extend((group, "swap", *pair) for pair in lst)
+        group += 1
     for side in ("keyphrase", "query", "item"):
         n_anchors = len(sides.items) if side == "item" else len(anchors[side])
         if want[side] == 0 or n_anchors == 0:

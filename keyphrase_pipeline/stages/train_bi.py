@@ -95,6 +95,7 @@ def _config(settings: Settings, base: str, mix: list[str], kd_loss: str, init_fr
             "warmup_ratio": t.warmup_ratio, "max_seq_length": t.max_seq_length, "llm_loss": t.llm_loss,
             "llm_ranking": t.llm_ranking, "kd_extra_ratio": t.kd_extra_ratio, "kd_list_ratio": t.kd_list_ratio,
             "kd_group_size": t.kd_group_size, "kd_hard_share": t.kd_hard_share, "kd_query_share": t.kd_query_share,
+            "kd_swap_share": t.kd_swap_share,
             "kd_list_scale": t.kd_list_scale, "kd_list_pearson": t.kd_list_pearson,
             "kd_teacher_temperature": t.kd_teacher_temperature, "kd_max_pairs": t.kd_max_pairs,
             "evals_per_epoch": t.evals_per_epoch,
@@ -313,7 +314,7 @@ def _teacher(settings: Settings, ds: str, mix: list[str], cross: str | None, lab
         if n_list:
             groups = candidate_groups(None, train, set(test_hashes) | set(pairs["text_hash"]), n_list,
                                       group_size=t.kd_group_size, hard_share=t.kd_hard_share,
-                                      query_share=t.kd_query_share, seed=t.seed,
+                                      query_share=t.kd_query_share, swap_share=t.kd_swap_share, seed=t.seed,
                                       exclude_keyphrases=data.llm_test["keyphrase"], sides=sides)
         del sides
     every = pairs if groups is None else pd.concat([pairs, groups[cols]], ignore_index=True)
@@ -364,7 +365,10 @@ def distillation_report(extra_wanted: int, extra_rows: int, list_wanted: int, gr
     return {"judged_train_pairs": int(len(train)), "capped": capped, "extra_pairs_wanted": extra_wanted,
             "extra_pairs": extra_rows,
             "list_pairs_wanted": list_wanted, "list_pairs": list_pairs,
-            "lists": 0 if groups is None else int(groups["group"].nunique()), "fallback": fallback}
+            "lists": 0 if groups is None else int(groups["group"].nunique()),
+            "lists_by_anchor": {} if groups is None or groups.empty
+            else {str(k): int(v) for k, v in groups.groupby("anchor")["group"].nunique().items()},
+            "fallback": fallback}
 
 
 def _tasks(settings: Settings, ds: str, data, mix: list[str], kd, kd_groups=None) -> tuple[dict, dict, list[str]]:

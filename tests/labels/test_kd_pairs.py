@@ -194,7 +194,17 @@ def test_student_distils_on_candidate_lists_and_says_when_the_file_is_too_small(
     data = json.loads((tmp_path / "st" / "data.json").read_text())["distillation"]
     assert data["judged_train_pairs"] == judged and data["list_pairs_wanted"] == 2 * judged
     assert rows["kd_list"] == data["lists"] and data["list_pairs"] == 4 * data["lists"] > 0
-    assert data["fallback"] is None
+    assert data["fallback"] is None and set(data["lists_by_anchor"]) == {"keyphrase", "item"}
+    assert sum(data["lists_by_anchor"].values()) == data["lists"]
+    # train.kd_swap_share reaches the lists: keyphrases that name their titles' model numbers get swapped anchors
+    named = make_pairs(60, seed=11)
+    named["keyphrase"] = named["keyphrase"] + " model " + named["title"].str.extract(r"model (\d+)")[0]
+    named.to_parquet(tmp_path / "named.parquet", index=False)
+    swapped = train_bi.run(s.with_overrides(**{"train.kd_swap_share": 0.5}), DS, labels=str(tmp_path / "named.parquet"),
+                           cross=w["cross"]["path"], out=str(tmp_path / "st-swap"), label_mix="llm+kd")
+    d_swap = json.loads((tmp_path / "st-swap" / "data.json").read_text())["distillation"]
+    assert d_swap["lists_by_anchor"]["swap"] == round(d_swap["lists"] / 2) > 0
+    assert swapped["task_rows"]["kd_list"] == d_swap["lists"]
     # a file with 3 keyphrases (2 in the train split) cannot make item-anchored lists of 4 keyphrases, and each
     # keyphrase has few unjudged titles: it makes the keyphrase-anchored lists it can, trains on them, says so
     few = make_pairs(60, seed=11)
@@ -234,3 +244,85 @@ def test_kd_budget_scales_both_sets_down_to_the_cap():
     assert kd_budget(1000, 1.0, 4.0, 500_000) == (1000, 4000, False)
     assert kd_budget(200_000, 1.0, 4.0, 500_000) == (100_000, 400_000, True)  # the lists keep their share
     assert kd_budget(1000, 0.0, 0.0, 10) == (0, 0, False)
+
+
+def _value_train():
+    """Judged pairs where keyphrases name values with digits, and the titles judged for them."""
+    from keyphrase_pipeline.labels.store import text_hash
+
+    rows = [("case for iphone 13", "Spigen Case for iPhone 13 Black", 1), ("case for iphone 13", "ESR iPhone 12 Case", 0),
+            ("case for iphone 13", "OtterBox Defender iPhone 13 Pro", 0), ("case for iphone 13", "Red Yoga Mat", 0),
+            ("anker a2633 charger", "Anker A2633 20W Charger", 1), ("anker a2633 charger", "Anker A2637 Charger", 0),
+            ("red running shoes", "Nike Red Running Shoes Size 10", 1), ("red running shoes", "Blue Kettle", 0),
+            ("usb cable 6ft", "Belkin USB C Cable 6ft", 1), ("usb cable 6ft", "Belkin USB C Cable 3ft", 0)]
+    train = pd.DataFrame(rows, columns=["keyphrase", "title", "label"]).assign(category="")
+    train["text_hash"] = [text_hash(t, "", k) for t, k in zip(train["title"], train["keyphrase"])]
+    return train
+
+
+def test_swapped_value_changes_one_digit_and_keeps_the_shape():
+    from keyphrase_pipeline.labels.kd_pairs import swapped_value
+
+    rng = np.random.default_rng(0)
+    for token in ("13", "a2633", "20ft", "kx-4521", "12.9", "5xl"):
+        for _ in range(30):
+            out = swapped_value(token, rng)
+            diff = [i for i, (x, y) in enumerate(zip(token, out)) if x != y]
+            assert len(out) == len(token) and len(diff) == 1 and token[diff[0]].isdigit() and out[diff[0]].isdigit()
+
+
+def test_swap_lists_pair_the_swapped_keyphrase_with_each_judged_title_as_it_is_and_swapped_alike():
+    """A list's anchor is a judged keyphrase with one digit of a value changed; its candidates are that keyphrase's
+    judged titles naming the value, as they are and with the same swap, then other titles: never a judged or
+    skipped pair, never an anchor equal to a known keyphrase."""
+    from keyphrase_pipeline.labels.kd_pairs import swap_groups
+    from keyphrase_pipeline.labels.store import text_hash
+    from keyphrase_pipeline.models.text import keyphrase_identity
+
+    train = _value_train()
+    skip = set(train["text_hash"])
+    known = {keyphrase_identity(k) for k in train["keyphrase"]}
+    groups = swap_groups(train, n_groups=12, group_size=4, skip=skip, known_keyphrases=known, seed=3)
+    assert len(groups) == 12 and all(len(g) == 4 for g in groups)
+    seen_anchors = set()
+    for g in groups:
+        anchors = {k for _, _, k, _ in g}
+        assert len(anchors) == 1
+        anchor = anchors.pop()
+        seen_anchors.add(anchor)
+        source = [k for k in train["keyphrase"].unique() if len(k) == len(anchor)
+                  and sum(a != b for a, b in zip(k, anchor)) == 1]
+        assert len(source) == 1, anchor  # one digit away from one judged keyphrase
+        judged = train.loc[train["keyphrase"] == source[0], "title"].tolist()
+        titles = [t for t, _, _, _ in g]
+        (value, swapped), = [(a, b) for a, b in zip(source[0].split(), anchor.split()) if a != b]
+        naming = [t for t in judged if value in t.lower()]
+        for t in naming[:2]:   # both versions of the judged titles that name the value
+            assert t in titles
+            assert any(x.lower() == t.lower().replace(value, swapped) for x in titles), (t, titles)
+        assert all(h == text_hash(t, c, k) and h not in set(train["text_hash"]) for t, c, k, h in g)
+    assert not {keyphrase_identity(a) for a in seen_anchors} & {keyphrase_identity(k) for k in train["keyphrase"]}
+    assert "red running shoes" not in {k for g in groups for _, _, k, _ in g}   # no digit: no swap
+    assert len({h for g in groups for *_, h in g}) == 12 * 4 and {h for g in groups for *_, h in g} <= skip
+    assert swap_groups(train[train["keyphrase"] == "red running shoes"], 3, 2, set(), set()) == []
+    # every one-digit swap of "shoes size N" is a known keyphrase: no anchor may equal one
+    sizes = pd.DataFrame({"keyphrase": [f"shoes size {n}" for n in range(10)],
+                          "title": [f"Shoes Size {n}" for n in range(10)], "category": ""})
+    assert swap_groups(sizes, 5, 2, set(), {f"shoes size {n}" for n in range(10)}) == []
+    assert len(swap_groups(sizes, 5, 2, set(), set())) == 5
+
+
+def test_candidate_groups_give_a_share_of_the_lists_to_swapped_keyphrases(monkeypatch):
+    import keyphrase_pipeline.models.bi_encoder as be
+    from keyphrase_pipeline.labels import kd_pairs
+
+    train = _value_train()
+    monkeypatch.setattr(be, "encode_items", lambda enc, t, c: np.eye(16, dtype=np.float32)[:len(t)])
+    monkeypatch.setattr(be, "encode_keyphrases", lambda enc, kps: np.eye(16, dtype=np.float32)[np.arange(len(kps)) % 16])
+    out = kd_pairs.candidate_groups(object(), train, set(), n_pairs=40, group_size=4, hard_share=0.5, swap_share=0.5,
+                                    seed=0)
+    per_anchor = out.groupby("anchor")["group"].nunique().to_dict()
+    assert per_anchor["swap"] == 5 and per_anchor["keyphrase"] > 0   # the rest as before (as many as the file allows)
+    assert out["text_hash"].is_unique and not set(out["text_hash"]) & set(train["text_hash"])
+    with pytest.raises(ValueError, match="swap_share"):
+        kd_pairs.candidate_groups(None, train, set(), n_pairs=40, group_size=4, query_share=0.6, swap_share=0.6)
