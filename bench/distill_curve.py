@@ -94,7 +94,8 @@ def open_vs_real_table(results_dir: Path = RESULTS) -> str:
 
     rows = [("zero-shot all-MiniLM-L6-v2, 384-d", "zero_shot"), ("zero-shot, cut to 64-d", "zero_shot_cut"),
             ("cross-encoder (teacher)", "cross"), ("student, 384-d", "student_full"), ("student, served 64-d", "student")]
-    lines = [f"| model | real judgments (one seed) | open world ({len(per_seed)} seed{'s' if len(per_seed) > 1 else ''}) |", "|---|---|---|"]
+    seeds = f"{len(per_seed)} seed{'s' if len(per_seed) > 1 else ''}"
+    lines = [f"| model | real judgments (one seed) | open world ({seeds}) |", "|---|---|---|"]
     lines += [f"| {name} | {REAL_ISSUE_25[m]:.3f} | {cell(auc[m])} |" for name, m in rows]
     r = REAL_ISSUE_25
     for name, m in (("384-d", "student_full"), ("served 64-d", "student")):
