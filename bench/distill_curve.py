@@ -79,11 +79,14 @@ def sweep_table(world: str = "attr", results_dir: Path = RESULTS) -> str:
 def open_vs_real_table(results_dir: Path = RESULTS) -> str:
     """docs/TRAINING.md's table: AUC on half B of each model, on the real judgments (``REAL_ISSUE_25``) and on the
     open world with the defaults (mean ± sample std over the seeds of the ``OPEN_SEEDS`` files), with the student's
-    share of the teacher's gain over the 384-d zero-shot encoder, at 384-d and as served."""
+    share of the teacher's gain over the 384-d zero-shot encoder, at 384-d and as served. Raises FileNotFoundError
+    when none of the files is there."""
     import numpy as np
 
     per_seed = [ps for stem in OPEN_SEEDS if (results_dir / f"{stem}.json").exists()
                 for ps in json.loads((results_dir / f"{stem}.json").read_text())["per_seed"]]
+    if not per_seed:
+        raise FileNotFoundError(f"no open-world run with the defaults in {results_dir} ({', '.join(OPEN_SEEDS)})")
     auc = {m: np.array([ps["metrics"][m]["auc"] for ps in per_seed]) for m in REAL_ISSUE_25}
 
     def cell(v: np.ndarray, fmt: str = ".3f") -> str:

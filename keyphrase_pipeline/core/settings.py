@@ -204,6 +204,12 @@ class TrainSettings(BaseModel):
     max_train_minutes: float = Field(60.0, ge=0, description="Wall-clock cap per model (0 = none); the best "
                                      "checkpoint so far is kept.")
     learning_rate: float = Field(5e-5, gt=0)
+    bi_checkpoint: Literal["best", "last"] = Field("best", description="Which student checkpoint is kept: 'best' by "
+                                                   "held-out AUC (with early stopping), or 'last' (every planned step "
+                                                   "runs; the held-out AUC is still charted, and a student below its start "
+                                                   "model on it is still refused). The held-out split of a small labels "
+                                                   "file is noisy enough to pick an under-trained early checkpoint "
+                                                   "(docs/TRAINING.md, the open world).")
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     seed: int = 42
     test_fraction: float = Field(0.15, gt=0, lt=0.9)
@@ -295,6 +301,13 @@ class TrainSettings(BaseModel):
         if v == 0 or v < -1:
             raise ValueError(f"a step cap must be positive, or -1 for none (got {v})")
         return v
+
+    @model_validator(mode="after")
+    def _list_shares(self):
+        if self.kd_query_share + self.kd_swap_share > 1:
+            raise ValueError(f"kd_query_share {self.kd_query_share} + kd_swap_share {self.kd_swap_share} must be <= 1: "
+                             "they are shares of the same lists")
+        return self
 
     @field_validator("label_mix")
     @classmethod

@@ -150,16 +150,33 @@ def title_queries(titles, n: int, seed: int = 42, min_words: int = 2, max_words:
     return list(out)
 
 
-_VALUE_TOKEN = re.compile(r"[a-z]*\d[\w.\-/%]*", re.I)
+# a token naming a value with an ASCII digit: "13", "a2633", "20ft", "kx-4521", "12.9", "1/10", "60%"
+_VALUE_TOKEN = re.compile(r"[a-z]*[0-9][a-z0-9.\-/%]*", re.I | re.ASCII)
 
 
-def swapped_value(token: str, rng: np.random.Generator) -> str:
-    """``token`` with one of its digits changed to another digit ("a2633" -> "a2693", "13" -> "18", "20ft" ->
-    "70ft"): a value of the same shape that the judged pairs never named."""
-    at = [i for i, ch in enumerate(token) if ch.isdigit()]
+def swapped_value(token: str, rng: np.random.Generator) -> tuple[str, int]:
+    """``token`` with one of its ASCII digits changed to another digit ("a2633" -> "a2693", "13" -> "18", "20ft" ->
+    "70ft"): a value of the same shape that the judged pairs never named.
+
+    Args:
+        token: str holding at least one ASCII digit.
+        rng: the draw of the position and the new digit.
+    Returns:
+        (the new token, the index of the changed character).
+    Raises:
+        ValueError: ``token`` has no ASCII digit."""
+    at = [i for i, ch in enumerate(token) if "0" <= ch <= "9"]
+    if not at:
+        raise ValueError(f"no ASCII digit to swap in {token!r}")
     i = at[int(rng.integers(len(at)))]
     d = str((int(token[i]) + int(rng.integers(1, 10))) % 10)
-    return token[:i] + d + token[i + 1:]
+    return token[:i] + d + token[i + 1:], i
+
+
+def _value_pattern(value: str) -> re.Pattern:
+    """``value`` as a whole token, any case: not inside a longer word or number ("13" is not in "13.3", "213",
+    "6/13" or "a13")."""
+    return re.compile(rf"(?<![0-9a-z])(?<![0-9][.,/]){re.escape(value)}(?![0-9a-z])(?![.,/][0-9])", re.I | re.ASCII)
 
 
 def swap_groups(train, n_groups: int, group_size: int, skip: set, known_keyphrases: set, seed: int = 42):
@@ -181,10 +198,13 @@ def swap_groups(train, n_groups: int, group_size: int, skip: set, known_keyphras
         n_groups: lists wanted (fewer when too few keyphrases name a value with a digit).
         group_size: candidates per list.
         skip: text_hashes never to emit; the emitted ones are added to it.
-        known_keyphrases: ``keyphrase_identity`` of every keyphrase an anchor must not equal (train and held-out).
+        known_keyphrases: ``keyphrase_identity`` of every keyphrase an anchor must not equal (train and held-out);
+            each anchor used is added to it, so no anchor heads two lists.
         seed: the keyphrases' order, the swaps and the filling titles.
     Returns:
-        list of ``(title, category, keyphrase, text_hash)`` lists, each exactly ``group_size`` long.
+        list of ``(title, category, keyphrase, text_hash)`` lists, each exactly ``group_size`` long. Titles keep
+        their case: only the digit changes ("Anker A2633" -> "Anker A2693"); every whole-token occurrence of the
+        value in a title is swapped. Titles and keyphrases must be str (``training_data`` cleans a labels file).
     """
     from keyphrase_pipeline.labels.store import text_hash
 
@@ -202,9 +222,13 @@ def swap_groups(train, n_groups: int, group_size: int, skip: set, known_keyphras
             break
         keyphrase, values = names[int(a)]
         value = values[int(rng.integers(len(values)))]
-        swapped = swapped_value(value, rng)
-        bound = re.compile(rf"(?<![0-9a-z]){re.escape(value)}(?![0-9a-z])", re.I)
-        anchor = bound.sub(swapped, keyphrase, count=1)
+        swapped, at = swapped_value(value, rng)
+        bound = _value_pattern(value)
+
+        def swap(m: re.Match, at: int = at, digit: str = swapped[at]) -> str:   # keeps the text's own case
+            return m.group(0)[:at] + digit + m.group(0)[at + 1:]
+
+        anchor = bound.sub(swap, keyphrase, count=1)
         if keyphrase_identity(anchor) in known_keyphrases:
             continue
         chosen: dict[str, tuple] = {}
@@ -219,9 +243,9 @@ def swap_groups(train, n_groups: int, group_size: int, skip: set, known_keyphras
         if not naming:
             continue
         for t, c in naming[: group_size // 2]:
-            take(bound.sub(swapped, t), c)   # the swap on both sides: the judged title's counterpart
-            take(t, c)                       # the title as judged: now it names another value
-        for i in rng.permutation(len(titles)):
+            take(bound.sub(swap, t), c)   # the swap on both sides: the judged title's counterpart
+            take(t, c)                    # the title as judged: now it names another value
+        for i in rng.integers(len(titles), size=4 * group_size):   # other titles to fill the list
             if len(chosen) >= group_size:
                 break
             take(*titles[i])
@@ -303,7 +327,7 @@ def candidate_groups(encoder, train, exclude_hashes, n_pairs: int, group_size: i
     if swap_share and on_titles:
         known = {keyphrase_identity(k) for k in [*keyphrases, *exclude_keyphrases]}
         swapped = swap_groups(train, int(round(n_groups * swap_share)), group_size, skip, known, seed)
-    n_query = int(round(n_groups * query_share)) if on_titles else 0
+    n_query = min(int(round(n_groups * query_share)) if on_titles else 0, n_groups - len(swapped))
     rest = n_groups - n_query - len(swapped)
     n_kp = ((rest + 1) // 2 if on_keyphrases else rest) if on_titles else 0
     want = {"keyphrase": n_kp, "query": n_query, "item": rest - n_kp}

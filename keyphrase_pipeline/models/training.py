@@ -50,12 +50,15 @@ class Budget:
 
 
 def plan_budget(train_rows: int, batch_size: int, epochs: float, step_cap: int, warmup_ratio: float,
-                evals_per_epoch: int, max_minutes: float, has_heldout: bool) -> Budget:
+                evals_per_epoch: int, max_minutes: float, has_heldout: bool, keep: str = "best") -> Budget:
     """Steps from the data: ``ceil(train_rows / batch_size) * epochs``, then capped by ``step_cap`` (> 0).
 
     Args:
         train_rows: training examples per epoch (for multi-task training: all tasks' rows together).
         step_cap: the model's step cap; ``-1`` means epochs decide.
+        keep: ``best`` (the checkpoint with the best held-out AUC, early stopping) or ``last`` (every planned step
+            runs and the last is kept; the held-out AUC is still evaluated, for the curve); only the log line differs
+            here, ``budget_arguments`` acts on it.
     Returns:
         a Budget; ``eval_steps`` is 0 when there is no held-out data to evaluate on.
     """
@@ -70,7 +73,8 @@ def plan_budget(train_rows: int, batch_size: int, epochs: float, step_cap: int, 
     eval_steps = 0
     if has_heldout and evals_per_epoch > 0:
         eval_steps = max(1, min(steps, per_epoch // evals_per_epoch or 1))
-        reason += f", held-out AUC every {eval_steps} steps, best checkpoint kept"
+        reason += (f", held-out AUC every {eval_steps} steps, best checkpoint kept" if keep == "best" else
+                   f", held-out AUC every {eval_steps} steps (the curve), last step kept")
     elif evals_per_epoch > 0:
         reason += ", NO held-out evaluation (the held-out split is empty or has one class): last step kept"
     return Budget(max_steps=steps, steps_per_epoch=per_epoch, epochs=round(steps / per_epoch, 3),
@@ -103,14 +107,19 @@ def warm_step_cap(settings: Settings, field: str, warm_field: str, warm: bool):
     return settings.with_overrides(**{f"train.{field}": cap})
 
 
-def budget_arguments(budget: Budget, patience: int) -> tuple[dict, list]:
-    """(training-argument kwargs, extra callbacks) that make a trainer follow ``budget``."""
+def budget_arguments(budget: Budget, patience: int, keep: str = "best") -> tuple[dict, list]:
+    """(training-argument kwargs, extra callbacks) that make a trainer follow ``budget``: with ``keep`` ``best`` the
+    best checkpoint by held-out AUC is loaded at the end and training stops after ``patience`` evaluations without
+    a better one (0: never early); with ``last`` the held-out AUC is evaluated for the curve only, nothing is
+    saved on the way and the last step is the model."""
     from transformers import EarlyStoppingCallback
 
     kwargs = {"max_steps": budget.max_steps, "warmup_steps": budget.warmup_steps,
               "logging_steps": max(1, budget.max_steps // 20)}
     callbacks: list = [wall_clock_cap(budget.max_minutes)] if budget.max_minutes > 0 else []
-    if budget.eval_steps:
+    if budget.eval_steps and keep == "last":
+        kwargs.update(eval_strategy="steps", eval_steps=budget.eval_steps, save_strategy="no")
+    elif budget.eval_steps:
         kwargs.update(eval_strategy="steps", eval_steps=budget.eval_steps, save_strategy="steps",
                       save_steps=budget.eval_steps, save_total_limit=1, load_best_model_at_end=True,
                       metric_for_best_model="eval_heldout_auc", greater_is_better=True)

@@ -92,6 +92,7 @@ def _config(settings: Settings, base: str, mix: list[str], kd_loss: str, init_fr
             "matryoshka_dims": list(t.matryoshka_dims), "matryoshka_serve_weight": t.matryoshka_serve_weight,
             "serve_dim": settings.serve.dim, "max_steps": t.bi_max_steps,
             "epochs": t.bi_epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
+            "checkpoint": t.bi_checkpoint,
             "warmup_ratio": t.warmup_ratio, "max_seq_length": t.max_seq_length, "llm_loss": t.llm_loss,
             "llm_ranking": t.llm_ranking, "kd_extra_ratio": t.kd_extra_ratio, "kd_list_ratio": t.kd_list_ratio,
             "kd_group_size": t.kd_group_size, "kd_hard_share": t.kd_hard_share, "kd_query_share": t.kd_query_share,
@@ -465,7 +466,7 @@ def _train(settings: Settings, tasks: dict, rows: dict, test, start: str, tmp: s
                                dim_weights=matryoshka_weights(settings))
     budget = plan_budget(sum(rows.values()), t.batch_size, t.bi_epochs, t.bi_max_steps, t.warmup_ratio,
                          t.evals_per_epoch, t.max_train_minutes,
-                         has_heldout=has_both_classes(test["label"]))
+                         has_heldout=has_both_classes(test["label"]), keep=t.bi_checkpoint)
     log.info("student budget: %s", budget.reason)
 
     def heldout_scores(m):
@@ -477,7 +478,7 @@ def _train(settings: Settings, tasks: dict, rows: dict, test, start: str, tmp: s
         evaluator = heldout_evaluator(heldout_scores, test["label"])
         start_auc = threshold_metrics(test["label"], heldout_scores(model))["auc"]
         log.info("held-out AUC of the start model (%s): %.4f", Path(start).name, start_auc)
-    extra, callbacks = budget_arguments(budget, t.early_stopping_patience)
+    extra, callbacks = budget_arguments(budget, t.early_stopping_patience, keep=t.bi_checkpoint)
     args = training_arguments(settings, str(Path(tmp) / "_trainer"), device, **extra)
     progress = progress_callback(sink, log)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=tasks, loss=losses,
@@ -488,11 +489,16 @@ def _train(settings: Settings, tasks: dict, rows: dict, test, start: str, tmp: s
     train_s = time.perf_counter() - t_train
     stopped = stop_reason(result.global_step, budget, callbacks)
     log.info("student training stopped: %s (%d of %d planned steps)", stopped, result.global_step, budget.max_steps)
-    best_auc = max((h["auc"] or 0.0 for h in evaluator.history), default=None) if evaluator else None
+    if evaluator and t.bi_checkpoint == "last":   # the model is the last step: judge that one (on the curve too)
+        if not evaluator.history or evaluator.history[-1]["step"] != result.global_step:
+            evaluator(model, steps=int(result.global_step))
+        best_auc = evaluator.history[-1]["auc"] or 0.0
+    else:
+        best_auc = max((h["auc"] or 0.0 for h in evaluator.history), default=None) if evaluator else None
     kept_start = start_auc is not None and best_auc is not None and best_auc < start_auc
     if kept_start:  # never ship a student worse on held-out pairs than the encoder it started from
-        log.warning("no checkpoint beat the start model on the held-out pairs (best AUC %.4f < %.4f): "
-                    "keeping the start model %s", best_auc, start_auc, start)
+        log.warning("the %s checkpoint does not beat the start model on the held-out pairs (AUC %.4f < %.4f): "
+                    "keeping the start model %s", t.bi_checkpoint, best_auc, start_auc, start)
         model = build_student(settings, start)
         rotation, test_scores = {"applied": False, "why": "the start model is kept as it is"}, None
     else:
@@ -507,7 +513,9 @@ def _train(settings: Settings, tasks: dict, rows: dict, test, start: str, tmp: s
                                                   threshold)
     save_student(model, layout.version_model_dir(tmp), settings, threshold=threshold)
     training = {"train_loss": float(result.training_loss), "steps": int(result.global_step), "stop_reason": stopped,
-                "best_step": None if kept_start else best_step(evaluator), "budget": budget.as_dict(),
+                "best_step": None if kept_start else (int(result.global_step) if t.bi_checkpoint == "last"
+                                                      else best_step(evaluator)),
+                "checkpoint": t.bi_checkpoint, "budget": budget.as_dict(),
                 "start_heldout_auc": start_auc, "kept_start_model": kept_start, "cut_rotation": rotation,
                 "threshold": threshold,
                 "heldout": {k: v for k, v in (heldout or {}).items() if k != "calibration"} or None,

@@ -266,9 +266,34 @@ def test_swapped_value_changes_one_digit_and_keeps_the_shape():
     rng = np.random.default_rng(0)
     for token in ("13", "a2633", "20ft", "kx-4521", "12.9", "5xl"):
         for _ in range(30):
-            out = swapped_value(token, rng)
+            out, at = swapped_value(token, rng)
             diff = [i for i, (x, y) in enumerate(zip(token, out)) if x != y]
-            assert len(out) == len(token) and len(diff) == 1 and token[diff[0]].isdigit() and out[diff[0]].isdigit()
+            assert len(out) == len(token) and diff == [at] and token[at].isdigit() and out[at].isdigit()
+    with pytest.raises(ValueError, match="no ASCII digit"):
+        swapped_value("x\u0661", rng)   # an Arabic-Indic digit is not swapped
+
+
+def test_a_swap_changes_the_whole_value_only_and_keeps_the_titles_case():
+    """"13" is swapped in "iPhone 13" but not inside "13.3", "213" or "6/13"; the title's own case stays."""
+    from keyphrase_pipeline.labels.kd_pairs import swap_groups
+
+    titles = ["Sleeve 13.3 inch for iPhone 13 Pro", "ANKER A2633 Charger 213W 6/13", "Case for IPHONE 13"]
+    train = pd.DataFrame({"keyphrase": ["iphone 13 case"] * 2 + ["anker a2633 charger"], "category": "",
+                          "title": [titles[0], titles[2], titles[1]]})
+    groups = swap_groups(train, n_groups=6, group_size=2, skip=set(), known_keyphrases=set(), seed=1)
+    assert groups
+    for g in groups:
+        anchor = g[0][2]
+        source = "iphone 13 case" if anchor.startswith("iphone") else "anker a2633 charger"
+        (value, new), = [(a, b) for a, b in zip(source.split(), anchor.split()) if a != b]
+        for title, *_ in g:
+            if title in titles:
+                continue   # a title as judged
+            # one character apart from a judged title (so its case is kept), and that character a digit
+            original = next(t for t in titles if len(t) == len(title) and sum(x != y for x, y in zip(t, title)) == 1)
+            (i,) = [i for i, (x, y) in enumerate(zip(original, title)) if x != y]
+            assert original[i].isdigit() and title[i].isdigit()
+            assert all((x in title) == (x in original) for x in ("13.3", "213W", "6/13"))   # other numbers untouched
 
 
 def test_swap_lists_pair_the_swapped_keyphrase_with_each_judged_title_as_it_is_and_swapped_alike():
@@ -302,7 +327,6 @@ def test_swap_lists_pair_the_swapped_keyphrase_with_each_judged_title_as_it_is_a
             assert any(x.lower() == t.lower().replace(value, swapped) for x in titles), (t, titles)
         assert all(h == text_hash(t, c, k) and h not in set(train["text_hash"]) for t, c, k, h in g)
     assert not {keyphrase_identity(a) for a in seen_anchors} & {keyphrase_identity(k) for k in train["keyphrase"]}
-    assert "red running shoes" not in {k for g in groups for _, _, k, _ in g}   # no digit: no swap
     assert len({h for g in groups for *_, h in g}) == 12 * 4 and {h for g in groups for *_, h in g} <= skip
     assert swap_groups(train[train["keyphrase"] == "red running shoes"], 3, 2, set(), set()) == []
     # every one-digit swap of "shoes size N" is a known keyphrase: no anchor may equal one
@@ -326,3 +350,17 @@ def test_candidate_groups_give_a_share_of_the_lists_to_swapped_keyphrases(monkey
     assert out["text_hash"].is_unique and not set(out["text_hash"]) & set(train["text_hash"])
     with pytest.raises(ValueError, match="swap_share"):
         kd_pairs.candidate_groups(None, train, set(), n_pairs=40, group_size=4, query_share=0.6, swap_share=0.6)
+    # half and half of an odd number of lists: the two shares round up together, and the lists still add up
+    odd = kd_pairs.candidate_groups(object(), train, set(), n_pairs=12, group_size=4, hard_share=0.5, query_share=0.5,
+                                    swap_share=0.5, seed=0)
+    assert odd["group"].nunique() <= 3
+
+
+def test_list_shares_above_one_are_refused_when_settings_load():
+    from pydantic import ValidationError
+
+    from keyphrase_pipeline.core.settings import TrainSettings
+
+    assert TrainSettings(kd_query_share=0.5, kd_swap_share=0.5).kd_swap_share == 0.5
+    with pytest.raises(ValidationError, match="kd_swap_share"):
+        TrainSettings(kd_query_share=0.6, kd_swap_share=0.5)

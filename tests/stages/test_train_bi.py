@@ -312,3 +312,48 @@ def test_cut_rotation_is_fitted_kept_only_when_it_helps_and_served(tmp_path, mon
     full = s.with_overrides(**{"serve.dim": 32})
     assert "no cut to rotate" in train_bi._rotate_before_cut(full, model, few, None, few)[1]["why"]
     assert np.isfinite(off["heldout"]["auc"])
+
+
+def test_last_checkpoint_runs_every_step_and_keeps_the_last_one(tmp_path, monkeypatch):
+    """``train.bi_checkpoint=last``: a held-out curve that peaks at its first evaluation (a noisy split) neither
+    stops training nor picks that early checkpoint; the last step is kept and is on the curve. 'best' on the same
+    curve keeps the first evaluation and stops early. A last step below the start model is still refused."""
+    import numpy as np
+
+    import keyphrase_pipeline.models.training as training
+    from keyphrase_pipeline.stages import train_bi
+
+    real = training.heldout_evaluator
+
+    def peaks_first(score_fn, labels, name="heldout"):
+        y = np.asarray(labels, dtype=float)
+        calls = []
+
+        def scores(m):
+            calls.append(1)
+            out = y.copy()
+            if len(calls) > 1:   # every later checkpoint ranks one positive below one negative
+                out[np.argmax(y)], out[np.argmin(y)] = 0.0, 1.0
+            return out + 0 * np.asarray(score_fn(m))
+        return real(scores, labels, name)
+
+    monkeypatch.setattr(training, "heldout_evaluator", peaks_first)
+    w = trained_world(make_settings)
+    s = tiny_settings(make_settings, tmp_path / "lake", w["base"], bi_max_steps=17, evals_per_epoch=8,
+                      early_stopping_patience=1)
+    write_lake_inputs(s, w["pairs"])
+    best = train_bi.run(s, DS, cross=w["cross"]["path"])
+    assert best["checkpoint"] == "best" and best["stop_reason"] == "early_stopping" and best["best_step"] < best["steps"]
+    last = train_bi.run(s.with_overrides(**{"train.bi_checkpoint": "last"}), DS, cross=w["cross"]["path"])
+    assert last["checkpoint"] == "last" and last["stop_reason"] == "budget" and last["steps"] == 17
+    assert last["best_step"] == 17 and not last["kept_start_model"]
+    metrics = json.loads((Path(last["path"]) / "metrics.json").read_text())
+    assert last["budget"]["eval_steps"] > 1 and metrics["heldout_history"][-1]["step"] == 17 and len(metrics["heldout_history"]) > 2
+
+    def backwards(score_fn, labels, name="heldout"):
+        return real(lambda m: -np.asarray(labels, dtype=float) + 0 * np.asarray(score_fn(m)), labels, name)
+
+    monkeypatch.setattr(training, "heldout_evaluator", backwards)
+    refused = train_bi.run(s.with_overrides(**{"train.bi_checkpoint": "last", "train.seed": 3}), DS,
+                           cross=w["cross"]["path"])
+    assert refused["kept_start_model"] is True and refused["best_step"] is None
