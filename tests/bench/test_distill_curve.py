@@ -17,7 +17,8 @@ def curve():
     return load_bench("distill_curve", "distill_curve", register=True)
 
 
-@pytest.mark.parametrize("world,marker", [("attr", "distill sweep table"), ("listing", "distill sweep table: listing")])
+@pytest.mark.parametrize("world,marker", [("attr", "distill sweep table"), ("listing", "distill sweep table: listing"),
+                                          ("open", "distill sweep table: open")])
 def test_the_docs_tables_are_generated_from_the_committed_sweep(curve, world, marker):
     doc = (REPO / "docs" / "TRAINING.md").read_text()
     table = curve.sweep_table(world)
@@ -32,7 +33,7 @@ def _files(curve, world):
             if (d / f"{stem}.json").exists()}
 
 
-@pytest.mark.parametrize("world", ["attr", "listing"])
+@pytest.mark.parametrize("world", ["attr", "listing", "open"])
 def test_sweep_files_share_a_split_and_a_teacher(curve, world):
     files = _files(curve, world)
     assert len(files) >= 3
@@ -75,3 +76,46 @@ def test_listing_seed_runs_are_the_defaults_on_the_same_split():
     assert (c["max_seq_length"], c["kd_list_ratio"], c["matryoshka_serve_weight"], c["bi_epochs"]) == (64, 4.0, 1.0, 2.0)
     assert all(ps["cross_seconds"] > 0 for ps in more["per_seed"])  # a teacher trained per seed
     assert all(ps["student_budget"].startswith("2 epoch") for ps in more["per_seed"] + one["per_seed"])
+
+
+def test_open_sweep_files_carry_the_settings_their_rows_name(curve):
+    files = _files(curve, "open")
+    base = files["open_1_defaults"]["config"]
+    assert (base["learning_rate"], base["label_mix"], base["kd_query_share"], base["kd_list_ratio"]) == (5e-5, "llm+ctr+kd", 0.0, 4.0)
+    assert files["open_2_freeze_embeddings"]["config"]["freeze_token_embeddings"] is True
+    assert files["open_3_lr2e5"]["config"]["learning_rate"] == 2e-5
+    assert files["open_4_kd_only"]["config"]["label_mix"] == "kd"
+    assert files["open_5_query05"]["config"]["kd_query_share"] == 0.5
+    assert files["open_6_swap05"]["config"]["kd_swap_share"] == 0.5
+    assert files["open_7_last"]["config"]["bi_checkpoint"] == "last"
+    for stem, r in files.items():   # every lever run reused seed 1's teacher; the noise row is a seed-2 student
+        assert r["seeds"] == ([2] if stem == "open_noise_s2_t1" else [1]), stem
+        assert stem == "open_1_defaults" or r["per_seed"][0]["cross_seconds"] == 0.0, stem
+    if "open_noise_s2_t1" in files:
+        c = files["open_noise_s2_t1"]["config"]
+        assert (c["learning_rate"], c["label_mix"], c["kd_swap_share"]) == (5e-5, "llm+ctr+kd", 0.0)
+
+
+def test_open_vs_real_and_checkpoint_tables_are_generated_from_the_committed_runs(curve):
+    doc = (REPO / "docs" / "TRAINING.md").read_text()
+    for marker, table in (("open vs real table", curve.open_vs_real_table()), ("checkpoint table", curve.checkpoint_table())):
+        start, end = f"<!-- {marker} -->\n", f"\n<!-- /{marker} -->"
+        assert doc[doc.index(start) + len(start):doc.index(end)] == table, marker
+    d = REPO / "bench" / "results" / "distill_sweep"
+    runs = {stem: json.loads((d / f"{stem}.json").read_text()) for stems in curve.CHECKPOINT_RUNS.values()
+            for stem in stems if (d / f"{stem}.json").exists()}
+    split = runs["open_1_defaults"]["split"]
+    for stem, r in runs.items():   # one split; each file one seed, with the checkpoint its column names
+        assert r["world"] == "open" and r["split"] == split and len(r["seeds"]) == 1, stem
+        c = r["config"]
+        assert (c["learning_rate"], c["kd_list_ratio"], c["bi_epochs"]) == (5e-5, 4.0, 2.0), stem
+        assert c.get("bi_checkpoint", "best") == ("best" if stem in curve.OPEN_SEEDS else "last"), stem
+    teachers = {}
+    for r in runs.values():   # the best and last students of a seed share its teacher
+        ps = r["per_seed"][0]
+        teachers.setdefault(ps["seed"], set()).add(ps["metrics"]["cross"]["auc"])
+    assert all(len(v) == 1 for v in teachers.values())
+    with pytest.raises(FileNotFoundError):
+        curve.open_vs_real_table(REPO / "bench")
+    with pytest.raises(FileNotFoundError):
+        curve.checkpoint_table(REPO / "bench")
