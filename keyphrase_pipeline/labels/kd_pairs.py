@@ -323,10 +323,10 @@ def candidate_groups(encoder, train, exclude_hashes, n_pairs: int, group_size: i
     if n_groups == 0 or not (on_titles or on_keyphrases):
         return pd.DataFrame(columns=cols)
     skip = set(train["text_hash"]) | set(exclude_hashes)
+    known = {keyphrase_identity(k) for k in [*keyphrases, *exclude_keyphrases]}   # no new anchor may equal these
     swapped: list[list[tuple]] = []
-    if swap_share and on_titles:
-        known = {keyphrase_identity(k) for k in [*keyphrases, *exclude_keyphrases]}
-        swapped = swap_groups(train, int(round(n_groups * swap_share)), group_size, skip, known, seed)
+    if swap_share and on_titles:   # swap_groups adds its anchors to the set it gets: give it its own copy
+        swapped = swap_groups(train, int(round(n_groups * swap_share)), group_size, skip, set(known), seed)
     n_query = min(int(round(n_groups * query_share)) if on_titles else 0, n_groups - len(swapped))
     rest = n_groups - n_query - len(swapped)
     n_kp = ((rest + 1) // 2 if on_keyphrases else rest) if on_titles else 0
@@ -334,7 +334,6 @@ def candidate_groups(encoder, train, exclude_hashes, n_pairs: int, group_size: i
     rng = np.random.default_rng(seed)
     anchors = {"keyphrase": keyphrases.tolist(), "item": None, "query": []}
     if n_query:
-        known = {keyphrase_identity(k) for k in [*keyphrases, *exclude_keyphrases]}
         anchors["query"] = [q for q in title_queries(items["title"], 2 * n_query, seed)
                             if keyphrase_identity(q) not in known]
     judged_per = {"keyphrase": int(train.groupby("keyphrase").size().max()),
