@@ -48,17 +48,17 @@ SWEEPS = {
         ("listing_3_epochs2_serve4", "5 x, 2 epochs, 64 tokens, `matryoshka_serve_weight` 4"),
     ),
     "open": (
-        ("open_1_defaults", "the defaults"),
-        ("open_noise_s2_t1", "the defaults, student seed 2 (same teacher: the noise)"),
+        ("open_1_defaults", "the defaults before 2026-12-06 (best held-out checkpoint)"),
+        ("open_noise_s2_t1", "the same, student seed 2 (same teacher: the noise)"),
         ("open_2_freeze_embeddings", "token embeddings frozen"),
         ("open_4_kd_only", "`label_mix` kd (no `llm` task)"),
         ("open_3_lr2e5", "`learning_rate` 2e-5"),
         ("open_5_query05", "`kd_query_share` 0.5 (title-cut queries)"),
         ("open_6_swap05", "`kd_swap_share` 0.5 (value-swapped keyphrases; first version: swapped values lower-cased)"),
-        ("open_7_last", "`bi_checkpoint` last (every planned step, the last one kept)"),
+        ("open_7_last", "`bi_checkpoint` last (every planned step, the last one kept; now the default)"),
     ),
 }
-# The open world with the defaults on 3 seeds (a teacher per seed; seed 2's and 3's teachers are shared with the
+# The open world with the defaults of the real run (best held-out checkpoint) on 3 seeds (a teacher per seed; seed 2's and 3's teachers are shared with the
 # open_last_s2/s3 students) beside the real judgments of issue 25 (~14,000 pairs, measured outside this project, one seed; AUC on
 # the other half): docs/TRAINING.md's "A world that predicts the real student" table.
 OPEN_SEEDS = ("open_1_defaults", "open_defaults_s2", "open_defaults_s3")
@@ -107,44 +107,69 @@ def open_vs_real_table(results_dir: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
-# The same teachers, students kept at their best held-out checkpoint (the defaults) or at their last step.
-CHECKPOINT_RUNS = {"best": OPEN_SEEDS, "last": ("open_7_last", "open_last_s2", "open_last_s3")}
+# Per world, the runs whose students share a teacher per seed and differ only in the checkpoint kept and the
+# student's epochs (read from each file's config): kept at the best held-out checkpoint with early stopping (the
+# default before 2026-12-06), or at the last step of 2 or of 1 epoch.
+CHECKPOINT_RUNS = {
+    "open": (*OPEN_SEEDS, "open_7_last", "open_last_s2", "open_last_s3", "open_last_e1"),
+    "alt": ("alt_last_e2_s1", "alt_last_e1_s1"),
+    "attr": ("attr_last_e2_s1", "attr_last_e1_s1"),
+    "listing": ("listing_last_e2_s3", "listing_last_e1_s3"),
+}
+CHECKPOINT_COLUMNS = ((("best", 2.0), "best held-out checkpoint, 2 epochs (its step of the steps run)"),
+                      (("last", 2.0), "last step, 2 epochs"), (("last", 1.0), "last step, 1 epoch"))
+
+
+def checkpoint_runs(world: str, results_dir: Path = RESULTS) -> dict[int, dict[tuple[str, float], dict]]:
+    """``{seed: {(checkpoint, bi_epochs): per-seed result}}`` from ``world``'s ``CHECKPOINT_RUNS`` files that are
+    there; a file's column comes from its own ``config`` (``bi_checkpoint``, absent in files from before it
+    existed: ``best``; ``bi_epochs``)."""
+    runs: dict = {}
+    for stem in CHECKPOINT_RUNS[world]:
+        f = results_dir / f"{stem}.json"
+        if not f.exists():
+            continue
+        r = json.loads(f.read_text())
+        column = (r["config"].get("bi_checkpoint", "best"), float(r["config"]["bi_epochs"]))
+        for ps in r["per_seed"]:
+            runs.setdefault(ps["seed"], {})[column] = ps
+    return runs
 
 
 def checkpoint_table(results_dir: Path = RESULTS) -> str:
-    """docs/TRAINING.md's table: per seed of the open world, the teacher's AUC on half B and the student's at
-    ``serve.dim`` kept at its best held-out checkpoint (with the step it came from) or at its last step, and the
-    mean ± sample std over the seeds both have (the ``CHECKPOINT_RUNS`` files there are). Raises FileNotFoundError
-    when no seed has both."""
+    """docs/TRAINING.md's table: per world and seed, the teacher's AUC on half B and its students' at ``serve.dim``,
+    kept at the best held-out checkpoint (with the step it came from) or at the last step of 2 or 1 epochs
+    (``CHECKPOINT_COLUMNS``), one row per seed and, where a world has several seeds, mean ± sample std per column
+    over the seeds that have it. A world with no file is left out. Raises FileNotFoundError when no world has one."""
     import numpy as np
 
-    runs: dict = {}
-    for kind, stems in CHECKPOINT_RUNS.items():
-        for stem in stems:
-            if not (results_dir / f"{stem}.json").exists():
-                continue
-            for ps in json.loads((results_dir / f"{stem}.json").read_text())["per_seed"]:
-                runs.setdefault(ps["seed"], {})[kind] = ps
-    seeds = sorted(s for s, r in runs.items() if {"best", "last"} <= set(r))
-    if not seeds:
-        raise FileNotFoundError(f"no seed with both checkpoint runs in {results_dir}")
-    lines = ["| seed | teacher | student, best held-out checkpoint (its step of the steps run) | student, last step |",
-             "|---|---|---|---|"]
-    cols: dict[str, list[float]] = {"teacher": [], "best": [], "last": []}
-    for seed in seeds:
-        b, last = runs[seed]["best"], runs[seed]["last"]
-        teacher = b["metrics"]["cross"]["auc"]
-        cols["teacher"].append(teacher)
-        cols["best"].append(b["metrics"]["student"]["auc"])
-        cols["last"].append(last["metrics"]["student"]["auc"])
-        lines.append(f"| {seed} | {teacher:.3f} | {cols['best'][-1]:.3f} ({b['student_best_step']} of {b['student_steps']}) "
-                     f"| {cols['last'][-1]:.3f} |")
-
-    def cell(v: list[float]) -> str:
-        a = np.array(v)
-        return f"{a.mean():.3f} ± {a.std(ddof=1):.3f}" if len(a) > 1 else f"{a.mean():.3f}"
-
-    lines.append(f"| mean ± std | {cell(cols['teacher'])} | {cell(cols['best'])} | {cell(cols['last'])} |")
+    head = " | ".join(name for _, name in CHECKPOINT_COLUMNS)
+    lines = [f"| world | seed | teacher | {head} |", "|---|---|---|" + "---|" * len(CHECKPOINT_COLUMNS)]
+    for world in CHECKPOINT_RUNS:
+        runs = checkpoint_runs(world, results_dir)
+        cols: dict = {"teacher": []}
+        for seed in sorted(runs):
+            r = runs[seed]
+            teacher = next(iter(r.values()))["metrics"]["cross"]["auc"]
+            cols["teacher"].append(teacher)
+            cells = []
+            for key, _ in CHECKPOINT_COLUMNS:
+                if key not in r:
+                    cells.append("—")
+                    continue
+                ps = r[key]
+                cols.setdefault(key, []).append(ps["metrics"]["student"]["auc"])
+                step = f" ({ps['student_best_step']} of {ps['student_steps']})" if key[0] == "best" else ""
+                cells.append(f"{ps['metrics']['student']['auc']:.3f}{step}")
+            lines.append(f"| {world} | {seed} | {teacher:.3f} | {' | '.join(cells)} |")
+        if len(runs) > 1:
+            def cell(v: list[float]) -> str:
+                a = np.array(v)
+                return "—" if not len(a) else f"{a.mean():.3f} ± {a.std(ddof=1):.3f}" if len(a) > 1 else f"{a.mean():.3f}"
+            lines.append(f"| {world} | mean ± std | {cell(cols['teacher'])} | "
+                         f"{' | '.join(cell(cols.get(key, [])) for key, _ in CHECKPOINT_COLUMNS)} |")
+    if len(lines) == 2:
+        raise FileNotFoundError(f"no checkpoint run in {results_dir}")
     return "\n".join(lines)
 
 
@@ -161,8 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="print docs/TRAINING.md's table of this world from the sweep files")
     ap.add_argument("--open-vs-real", action="store_true", help="print docs/TRAINING.md's table of the open world "
                     "with the defaults beside the real judgments")
-    ap.add_argument("--checkpoint-table", action="store_true", help="print docs/TRAINING.md's table of the open world's "
-                    "students kept at their best held-out checkpoint or at their last step")
+    ap.add_argument("--checkpoint-table", action="store_true", help="print docs/TRAINING.md's table of the "
+                    "students kept at their best held-out checkpoint or at their last step, per world")
     args = ap.parse_args(argv)
     if args.checkpoint_table:
         print(checkpoint_table())

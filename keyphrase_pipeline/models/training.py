@@ -116,7 +116,7 @@ def budget_arguments(budget: Budget, patience: int, keep: str = "best") -> tuple
 
     kwargs = {"max_steps": budget.max_steps, "warmup_steps": budget.warmup_steps,
               "logging_steps": max(1, budget.max_steps // 20)}
-    callbacks: list = [wall_clock_cap(budget.max_minutes)] if budget.max_minutes > 0 else []
+    callbacks: list = [wall_clock_cap(budget.max_minutes, keep)] if budget.max_minutes > 0 else []
     if budget.eval_steps and keep == "last":
         kwargs.update(eval_strategy="steps", eval_steps=budget.eval_steps, save_strategy="no")
     elif budget.eval_steps:
@@ -130,8 +130,9 @@ def budget_arguments(budget: Budget, patience: int, keep: str = "best") -> tuple
     return kwargs, callbacks
 
 
-def wall_clock_cap(minutes: float):
-    """A TrainerCallback that stops training once ``minutes`` of wall time have passed."""
+def wall_clock_cap(minutes: float, keep: str = "best"):
+    """A TrainerCallback that stops training once ``minutes`` of wall time have passed; ``keep`` (``best`` or
+    ``last``, as ``budget_arguments``) only words its log line."""
     from transformers import TrainerCallback
 
     class WallClockCap(TrainerCallback):
@@ -145,8 +146,8 @@ def wall_clock_cap(minutes: float):
         def on_step_end(self, args, state, control, **kw):
             if self.t0 is not None and time.monotonic() - self.t0 > minutes * 60:
                 if not self.fired:
-                    log.warning("wall-clock cap of %g min reached at step %d: stopping (best checkpoint kept)",
-                                minutes, state.global_step)
+                    log.warning("wall-clock cap of %g min reached at step %d: stopping (%s kept)", minutes,
+                                state.global_step, "the best checkpoint" if keep == "best" else "this last step")
                 self.fired = True
                 control.should_training_stop = True
                 if args.eval_strategy != "no":

@@ -102,19 +102,21 @@ def test_open_vs_real_and_checkpoint_tables_are_generated_from_the_committed_run
         start, end = f"<!-- {marker} -->\n", f"\n<!-- /{marker} -->"
         assert doc[doc.index(start) + len(start):doc.index(end)] == table, marker
     d = REPO / "bench" / "results" / "distill_sweep"
-    runs = {stem: json.loads((d / f"{stem}.json").read_text()) for stems in curve.CHECKPOINT_RUNS.values()
-            for stem in stems if (d / f"{stem}.json").exists()}
-    split = runs["open_1_defaults"]["split"]
-    for stem, r in runs.items():   # one split; each file one seed, with the checkpoint its column names
-        assert r["world"] == "open" and r["split"] == split and len(r["seeds"]) == 1, stem
-        c = r["config"]
-        assert (c["learning_rate"], c["kd_list_ratio"], c["bi_epochs"]) == (5e-5, 4.0, 2.0), stem
-        assert c.get("bi_checkpoint", "best") == ("best" if stem in curve.OPEN_SEEDS else "last"), stem
-    teachers = {}
-    for r in runs.values():   # the best and last students of a seed share its teacher
-        ps = r["per_seed"][0]
-        teachers.setdefault(ps["seed"], set()).add(ps["metrics"]["cross"]["auc"])
-    assert all(len(v) == 1 for v in teachers.values())
+    for world, stems in curve.CHECKPOINT_RUNS.items():
+        runs = {stem: json.loads((d / f"{stem}.json").read_text()) for stem in stems if (d / f"{stem}.json").exists()}
+        splits = {json.dumps(r["split"], sort_keys=True) for r in runs.values()}
+        assert len(splits) <= 1, world   # one split per world
+        teachers: dict = {}
+        for stem, r in runs.items():   # the columns differ in the checkpoint kept and the student's epochs only
+            c = r["config"]
+            assert r["world"] == world and (c["learning_rate"], c["kd_list_ratio"], c["label_mix"]) == (5e-5, 4.0, "llm+ctr+kd"), stem
+            assert c.get("kd_query_share", 0.0) == c.get("kd_swap_share", 0.0) == 0.0, stem
+            assert (c.get("bi_checkpoint", "best"), c["bi_epochs"]) in [k for k, _ in curve.CHECKPOINT_COLUMNS], stem
+            for ps in r["per_seed"]:   # and a seed's students share its teacher
+                teachers.setdefault(ps["seed"], set()).add(ps["metrics"]["cross"]["auc"])
+        assert all(len(v) == 1 for v in teachers.values()), world
+    open_runs = curve.checkpoint_runs("open")
+    assert sorted(open_runs) == [1, 2, 3] and all(("best", 2.0) in r and ("last", 2.0) in r for r in open_runs.values())
     with pytest.raises(FileNotFoundError):
         curve.open_vs_real_table(REPO / "bench")
     with pytest.raises(FileNotFoundError):

@@ -315,9 +315,9 @@ def test_cut_rotation_is_fitted_kept_only_when_it_helps_and_served(tmp_path, mon
 
 
 def test_last_checkpoint_runs_every_step_and_keeps_the_last_one(tmp_path, monkeypatch):
-    """``train.bi_checkpoint=last``: a held-out curve that peaks at its first evaluation (a noisy split) neither
-    stops training nor picks that early checkpoint; the last step is kept and is on the curve. 'best' on the same
-    curve keeps the first evaluation and stops early. A last step below the start model is still refused."""
+    """``train.bi_checkpoint=last`` (the default): a held-out curve that peaks at its first evaluation (a noisy split)
+    neither stops training nor picks that early checkpoint; the last step is kept and is on the curve. 'best' on the
+    same curve keeps the first evaluation and stops early. A last step below the start model is still refused."""
     import numpy as np
 
     import keyphrase_pipeline.models.training as training
@@ -342,9 +342,9 @@ def test_last_checkpoint_runs_every_step_and_keeps_the_last_one(tmp_path, monkey
     s = tiny_settings(make_settings, tmp_path / "lake", w["base"], bi_max_steps=17, evals_per_epoch=8,
                       early_stopping_patience=1)
     write_lake_inputs(s, w["pairs"])
-    best = train_bi.run(s, DS, cross=w["cross"]["path"])
+    best = train_bi.run(s.with_overrides(**{"train.bi_checkpoint": "best"}), DS, cross=w["cross"]["path"])
     assert best["checkpoint"] == "best" and best["stop_reason"] == "early_stopping" and best["best_step"] < best["steps"]
-    last = train_bi.run(s.with_overrides(**{"train.bi_checkpoint": "last"}), DS, cross=w["cross"]["path"])
+    last = train_bi.run(s, DS, cross=w["cross"]["path"])   # the default
     assert last["checkpoint"] == "last" and last["stop_reason"] == "budget" and last["steps"] == 17
     assert last["best_step"] == 17 and not last["kept_start_model"]
     metrics = json.loads((Path(last["path"]) / "metrics.json").read_text())
@@ -354,6 +354,5 @@ def test_last_checkpoint_runs_every_step_and_keeps_the_last_one(tmp_path, monkey
         return real(lambda m: -np.asarray(labels, dtype=float) + 0 * np.asarray(score_fn(m)), labels, name)
 
     monkeypatch.setattr(training, "heldout_evaluator", backwards)
-    refused = train_bi.run(s.with_overrides(**{"train.bi_checkpoint": "last", "train.seed": 3}), DS,
-                           cross=w["cross"]["path"])
+    refused = train_bi.run(s.with_overrides(**{"train.seed": 3}), DS, cross=w["cross"]["path"])
     assert refused["kept_start_model"] is True and refused["best_step"] is None
