@@ -58,9 +58,9 @@ SWEEPS = {
         ("open_7_last", "`bi_checkpoint` last (every planned step, the last one kept; now the default)"),
     ),
 }
-# The open world with the defaults of the real run (best held-out checkpoint) on 3 seeds (a teacher per seed; seed 2's and 3's teachers are shared with the
-# open_last_s2/s3 students) beside the real judgments of issue 25 (~14,000 pairs, measured outside this project, one seed; AUC on
-# the other half): docs/TRAINING.md's "A world that predicts the real student" table.
+# The open world with the defaults of the real run (best held-out checkpoint) on 3 seeds (a teacher per seed, shared
+# with that seed's last-step students) beside the real judgments of issue 25 (~14,000 pairs, measured outside this
+# project, one seed; AUC on the other half): docs/TRAINING.md's "A world that predicts the real student" table.
 OPEN_SEEDS = ("open_1_defaults", "open_defaults_s2", "open_defaults_s3")
 REAL_ISSUE_25 = {"zero_shot": 0.778, "zero_shot_cut": 0.742, "cross": 0.829, "student_full": 0.816, "student": 0.796}
 RESULTS = REPO / "bench" / "results" / "distill_sweep"
