@@ -194,10 +194,10 @@ class TrainSettings(BaseModel):
     batch_size: int = Field(32, ge=2)
     epochs: float = Field(4.0, gt=0, description="Passes over the cross-encoder's training rows; the best checkpoint "
                           "by held-out AUC is kept, so more epochs cost time, not quality.")
-    bi_epochs: float = Field(2.0, gt=0, description="Passes over the student's training rows (judged pairs, CTR "
-                             "positives and the teacher-scored pairs). The learning rate decays to zero at the end, so "
-                             "fewer epochs anneal sooner: on two simulated worlds 2 (or 1.5) gave the student of 4 in 57-67% of the steps "
-                             "(docs/TRAINING.md).")
+    bi_epochs: float = Field(1.0, gt=0, description="Passes over the student's training rows (judged pairs, CTR "
+                             "positives and the teacher-scored pairs). The learning rate decays to zero at the end and the "
+                             "last step is kept (bi_checkpoint), so fewer epochs anneal sooner: on four simulated worlds the "
+                             "last step of 1 epoch gave the student of 2 in half the steps (docs/TRAINING.md).")
     evals_per_epoch: int = Field(4, ge=0, description="Held-out evaluations (and checkpoints) per epoch; 0 = none.")
     early_stopping_patience: int = Field(4, ge=0, description="Stop after this many evaluations without a better "
                                          "held-out AUC (0 = never stop early); the cross-encoder, and the student "

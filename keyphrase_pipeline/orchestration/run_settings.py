@@ -17,10 +17,10 @@ PARAM_OVERRIDES = {
 
 
 # Demo mode (the ``scale`` param, or ``kp demo``): a small training budget, passed explicitly (about 2 + 3.5
-# minutes on 2 CPU cores; the step caps decide, the best held-out checkpoint is kept). A retrain warm-starts
-# from the previous day's models (the champion, CROSS_LATEST) with 60 + 100 steps. Without it the defaults
-# train ``train.epochs`` / ``train.bi_epochs`` over the data from the base encoder with early stopping, which real label sets
-# need. A ``KP_TRAIN__*`` variable in the environment wins over these.
+# minutes on 2 CPU cores; the step caps decide; the assistant keeps its best held-out checkpoint, the student its
+# last step). A retrain warm-starts from the previous day's models (the champion, CROSS_LATEST) with 60 + 100 steps.
+# Without it the defaults train ``train.epochs`` / ``train.bi_epochs`` over the data from the base encoder (the
+# assistant with early stopping), which real label sets need. A ``KP_TRAIN__*`` variable in the environment wins over these.
 DEMO_TRAIN_BUDGET = {"train.cross_max_steps": 150, "train.bi_max_steps": 250, "train.epochs": 10.0,
                      "train.bi_epochs": 10.0,
                      "train.init_from": "champion", "train.cross_init_from": "latest",

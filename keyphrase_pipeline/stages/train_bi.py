@@ -656,7 +656,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--label-mix", default=None, help="e.g. ctr, llm, llm+kd, llm+ctr+kd, llm+sr+ctr+kd")
     parser.add_argument("--kd-loss", default=None, choices=KD_LOSSES)
     parser.add_argument("--max-steps", type=int, default=None,
-                        help="override train.bi_max_steps (default -1: train.bi_epochs over the data, early stopping)")
+                        help="override train.bi_max_steps (default -1: train.bi_epochs over the data)")
 
 
 def main(settings: Settings, args) -> int:
