@@ -39,8 +39,8 @@ SWEEPS = {
         ("attr_3_lists_5x_pearson", "5 x, listwise + batch Pearson (`kd_list_pearson` 1)"),
         ("attr_4_lists_20x", "20 x (`kd_list_ratio` 19)"),
         ("attr_5_lists_5x_epochs15", "5 x, 1.5 epochs"),
-        ("attr_6_defaults", "the defaults (5 x, 2 student epochs, 64 tokens)"),
-        ("attr_7_defaults_lr1e4", "the defaults, `learning_rate` 1e-4"),
+        ("attr_6_defaults", "the defaults of 2026-12-05 (5 x, 2 student epochs, 64 tokens)"),
+        ("attr_7_defaults_lr1e4", "the same, `learning_rate` 1e-4"),
     ),
     "listing": (
         ("listing_1_epochs4_len48", "5 x, 4 epochs, 48 tokens (the defaults before)"),
@@ -123,15 +123,21 @@ CHECKPOINT_COLUMNS = ((("best", 2.0), "best held-out checkpoint, 2 epochs (its s
 def checkpoint_runs(world: str, results_dir: Path = RESULTS) -> dict[int, dict[tuple[str, float], dict]]:
     """``{seed: {(checkpoint, bi_epochs): per-seed result}}`` from ``world``'s ``CHECKPOINT_RUNS`` files that are
     there; a file's column comes from its own ``config`` (``bi_checkpoint``, absent in files from before it
-    existed: ``best``; ``bi_epochs``)."""
+    existed: ``best``; ``bi_epochs``). Raises ValueError for a file whose column is not one of
+    ``CHECKPOINT_COLUMNS`` or a seed that two files put in the same column."""
     runs: dict = {}
+    columns = [key for key, _ in CHECKPOINT_COLUMNS]
     for stem in CHECKPOINT_RUNS[world]:
         f = results_dir / f"{stem}.json"
         if not f.exists():
             continue
         r = json.loads(f.read_text())
         column = (r["config"].get("bi_checkpoint", "best"), float(r["config"]["bi_epochs"]))
+        if column not in columns:
+            raise ValueError(f"{f}: bi_checkpoint/bi_epochs {column} is none of the table's columns {columns}")
         for ps in r["per_seed"]:
+            if column in runs.get(ps["seed"], {}):
+                raise ValueError(f"{f}: seed {ps['seed']} is in column {column} twice")
             runs.setdefault(ps["seed"], {})[column] = ps
     return runs
 
@@ -139,35 +145,33 @@ def checkpoint_runs(world: str, results_dir: Path = RESULTS) -> dict[int, dict[t
 def checkpoint_table(results_dir: Path = RESULTS) -> str:
     """docs/TRAINING.md's table: per world and seed, the teacher's AUC on half B and its students' at ``serve.dim``,
     kept at the best held-out checkpoint (with the step it came from) or at the last step of 2 or 1 epochs
-    (``CHECKPOINT_COLUMNS``), one row per seed and, where a world has several seeds, mean ± sample std per column
-    over the seeds that have it. A world with no file is left out. Raises FileNotFoundError when no world has one."""
+    (``CHECKPOINT_COLUMNS``; "—" where a seed has no such run), and, where a world has several seeds, mean ± sample
+    std over the seeds that have every column the world has (paired; their number is in the row). A world with no
+    file is left out. Raises FileNotFoundError when no world has one, ValueError as ``checkpoint_runs``."""
     import numpy as np
 
     head = " | ".join(name for _, name in CHECKPOINT_COLUMNS)
     lines = [f"| world | seed | teacher | {head} |", "|---|---|---|" + "---|" * len(CHECKPOINT_COLUMNS)]
     for world in CHECKPOINT_RUNS:
         runs = checkpoint_runs(world, results_dir)
-        cols: dict = {"teacher": []}
         for seed in sorted(runs):
             r = runs[seed]
-            teacher = next(iter(r.values()))["metrics"]["cross"]["auc"]
-            cols["teacher"].append(teacher)
             cells = []
             for key, _ in CHECKPOINT_COLUMNS:
-                if key not in r:
-                    cells.append("—")
-                    continue
-                ps = r[key]
-                cols.setdefault(key, []).append(ps["metrics"]["student"]["auc"])
-                step = f" ({ps['student_best_step']} of {ps['student_steps']})" if key[0] == "best" else ""
-                cells.append(f"{ps['metrics']['student']['auc']:.3f}{step}")
+                ps = r.get(key)
+                step = f" ({ps['student_best_step']} of {ps['student_steps']})" if ps and key[0] == "best" else ""
+                cells.append(f"{ps['metrics']['student']['auc']:.3f}{step}" if ps else "—")
+            teacher = next(iter(r.values()))["metrics"]["cross"]["auc"]
             lines.append(f"| {world} | {seed} | {teacher:.3f} | {' | '.join(cells)} |")
-        if len(runs) > 1:
+        present = {key for r in runs.values() for key in r}
+        paired = [seed for seed in sorted(runs) if present <= set(runs[seed])]
+        if len(paired) > 1:
             def cell(v: list[float]) -> str:
-                a = np.array(v)
-                return "—" if not len(a) else f"{a.mean():.3f} ± {a.std(ddof=1):.3f}" if len(a) > 1 else f"{a.mean():.3f}"
-            lines.append(f"| {world} | mean ± std | {cell(cols['teacher'])} | "
-                         f"{' | '.join(cell(cols.get(key, [])) for key, _ in CHECKPOINT_COLUMNS)} |")
+                return f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}"
+            means = [cell([runs[s][key]["metrics"]["student"]["auc"] for s in paired]) if key in present else "—"
+                     for key, _ in CHECKPOINT_COLUMNS]
+            teacher = cell([next(iter(runs[s].values()))["metrics"]["cross"]["auc"] for s in paired])
+            lines.append(f"| {world} | mean ± std ({len(paired)} seeds) | {teacher} | {' | '.join(means)} |")
     if len(lines) == 2:
         raise FileNotFoundError(f"no checkpoint run in {results_dir}")
     return "\n".join(lines)

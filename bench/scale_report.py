@@ -230,7 +230,7 @@ def cost_model(doc: dict, gpu: dict | None, settings=None, mem: dict | None = No
                  "Python; the memory tables below) |", "|---|---|---|---|",
                  f"| judge, {settings.pairs.daily_budget:,} pairs/day, 7-8B model | {judge_pps:,.0f} prompts/s "
                  f"| {judge_h:.2f} | {host('label')} (the simulated annotator's process; a real judge's: see below) |",
-                 f"| student, {t.bi_epochs:g} epochs x {train_rows:,.0f} rows (`{t.label_mix}` at the row caps) "
+                 f"| student, {t.bi_epochs:g} epoch(s) x {train_rows:,.0f} rows (`{t.label_mix}` at the row caps) "
                  f"| {gpu['student_steps_per_s_b32_fp32']:.1f} steps/s (batch {t.batch_size}) | {bi_h:.2f} "
                  f"| {host('train_bi')} |",
                  f"| cross-encoder, {t.epochs:g} epochs x {t.max_llm_labels:,} labels | "

@@ -4,10 +4,11 @@ logging, loss curves, a calibration plot and the model card. The stages ``keyphr
 ``keyphrase_pipeline/stages/train_bi.py`` call these; metrics are in ``keyphrase_pipeline/models/metrics.py``.
 
 The budget comes from the data, not from a demo: ``train.epochs`` (the cross-encoder) or ``train.bi_epochs``
-(the student) passes over the labelled set, evaluated
-on the held-out split ``train.evals_per_epoch`` times an epoch, the best checkpoint by held-out ROC AUC
-kept (``load_best_model_at_end``), stopped early after ``train.early_stopping_patience`` evaluations
-without gain, and capped by ``train.max_train_minutes`` and the model's step cap (``-1``: none). This is
+(the student) passes over the labelled set, evaluated on the held-out split ``train.evals_per_epoch`` times an
+epoch, capped by ``train.max_train_minutes`` and the model's step cap (``-1``: none). The cross-encoder keeps
+its best checkpoint by held-out ROC AUC (``load_best_model_at_end``) and stops early after
+``train.early_stopping_patience`` evaluations without gain; the student does the same with
+``train.bi_checkpoint=best``, and by default (``last``) runs every planned step and keeps the last. This is
 the Hugging Face ``Trainer``'s own machinery (``EarlyStoppingCallback``, ``metric_for_best_model``),
 which sentence-transformers' trainers inherit.
 """
@@ -152,7 +153,7 @@ def wall_clock_cap(minutes: float, keep: str = "best"):
                 control.should_training_stop = True
                 if args.eval_strategy != "no":
                     control.should_evaluate = True
-                    control.should_save = True
+                    control.should_save = keep == "best"   # a checkpoint to choose from; 'last' keeps the model as it is
             return control
 
     return WallClockCap()

@@ -42,6 +42,10 @@ def test_wall_clock_cap_stops_training():
     cap.on_train_begin(args, state, control)
     out = cap.on_step_end(args, state, control)
     assert out.should_training_stop and out.should_evaluate and out.should_save
+    last = wall_clock_cap(0.0, keep="last")   # nothing to choose from: no checkpoint written at the cap
+    last.on_train_begin(args, state, TrainerControl())
+    out = last.on_step_end(args, state, TrainerControl())
+    assert out.should_training_stop and out.should_evaluate and not out.should_save
     patient = wall_clock_cap(10.0)
     patient.on_train_begin(args, state, TrainerControl())
     assert not patient.on_step_end(args, state, TrainerControl()).should_training_stop
