@@ -124,3 +124,17 @@ def test_open_vs_real_and_checkpoint_tables_are_generated_from_the_committed_run
         curve.open_vs_real_table(REPO / "bench")
     with pytest.raises(FileNotFoundError):
         curve.checkpoint_table(REPO / "bench")
+
+
+def test_the_time_at_the_real_sets_size_in_the_doc_is_the_committed_runs():
+    """docs/TRAINING.md's minutes and steps of the 14,000-pair run are those of its result file."""
+    r = json.loads((REPO / "bench" / "results" / "distill_sweep" / "open_14000_s1.json").read_text())
+    ps, c = r["per_seed"][0], r["config"]
+    assert (c["bi_checkpoint"], c["bi_epochs"], r["split"]["a_pairs"]) == ("last", 1.0, 7080)
+    doc = (REPO / "docs" / "TRAINING.md").read_text()
+    section = doc[doc.index("### The recipe's time at the real set's size"):doc.index("## Evaluation (")]
+    cross, bi = ps["cross_seconds"] / 60, ps["student_seconds"] / 60
+    assert f"stopped early at step {ps['cross_steps']} (best {ps['cross_best_step']}) | {cross:.1f} |" in section
+    assert f"1 epoch: {ps['student_steps']:,} steps" in section and f"all run, the last kept | {bi:.1f} |" in section
+    assert f"| both | | **{cross + bi:.1f}** |" in section
+    assert f"in {ps['student_distillation']['teacher_seconds']:.0f} s" in section
