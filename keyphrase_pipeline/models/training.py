@@ -132,8 +132,9 @@ def budget_arguments(budget: Budget, patience: int, keep: str = "best") -> tuple
 
 
 def wall_clock_cap(minutes: float, keep: str = "best"):
-    """A TrainerCallback that stops training once ``minutes`` of wall time have passed; ``keep`` (``best`` or
-    ``last``, as ``budget_arguments``) only words its log line."""
+    """A TrainerCallback that stops training once ``minutes`` of wall time have passed, with a held-out evaluation
+    of that step. ``keep`` (``best`` or ``last``, as ``budget_arguments``): with ``best`` that step is also saved as
+    a checkpoint to choose from; with ``last`` nothing is saved (the model in memory is the one kept)."""
     from transformers import TrainerCallback
 
     class WallClockCap(TrainerCallback):
