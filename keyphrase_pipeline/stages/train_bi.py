@@ -513,8 +513,10 @@ def _train(settings: Settings, tasks: dict, rows: dict, test, start: str, tmp: s
                                                   threshold)
     save_student(model, layout.version_model_dir(tmp), settings, threshold=threshold)
     training = {"train_loss": float(result.training_loss), "steps": int(result.global_step), "stop_reason": stopped,
-                "best_step": None if kept_start else (int(result.global_step) if t.bi_checkpoint == "last"
-                                                      else best_step(evaluator)),
+                # the held-out-judged step kept: None without a held-out evaluation (nothing was judged) or when the
+                # start model is kept
+                "best_step": None if kept_start or not evaluator else (int(result.global_step) if t.bi_checkpoint == "last"
+                                                                       else best_step(evaluator)),
                 "checkpoint": t.bi_checkpoint, "budget": budget.as_dict(),
                 "start_heldout_auc": start_auc, "kept_start_model": kept_start, "cut_rotation": rotation,
                 "threshold": threshold,
