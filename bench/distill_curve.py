@@ -55,7 +55,8 @@ SWEEPS = {
         ("open_3_lr2e5", "`learning_rate` 2e-5"),
         ("open_5_query05", "`kd_query_share` 0.5 (title-cut queries)"),
         ("open_6_swap05", "`kd_swap_share` 0.5 (value-swapped keyphrases; first version: swapped values lower-cased)"),
-        ("open_7_last", "`bi_checkpoint` last (every planned step, the last one kept; now the default)"),
+        ("open_7_last", "`bi_checkpoint` last (every planned step, the last one kept; now the default; its minutes shared "
+                        "the cores with a test suite)"),
     ),
 }
 # The open world with the defaults of the real run (best held-out checkpoint) on 3 seeds (a teacher per seed, shared
