@@ -76,6 +76,14 @@ def sweep_table(world: str = "attr", results_dir: Path = RESULTS) -> str:
     return breakdown_table(runs)
 
 
+def _mean_std(v, fmt: str = ".3f") -> str:
+    """``mean ± sample std`` of ``v`` (a sequence of floats) in ``fmt``; the mean alone for one value."""
+    import numpy as np
+
+    a = np.asarray(v, dtype=float)
+    return f"{a.mean():{fmt}} ± {a.std(ddof=1):{fmt}}" if len(a) > 1 else f"{a.mean():{fmt}}"
+
+
 def open_vs_real_table(results_dir: Path = RESULTS) -> str:
     """docs/TRAINING.md's table: AUC on half B of each model, on the real judgments (``REAL_ISSUE_25``) and on the
     open world with the defaults (mean ± sample std over the seeds of the ``OPEN_SEEDS`` files), with the student's
@@ -89,9 +97,6 @@ def open_vs_real_table(results_dir: Path = RESULTS) -> str:
         raise FileNotFoundError(f"no open-world run with the defaults in {results_dir} ({', '.join(OPEN_SEEDS)})")
     auc = {m: np.array([ps["metrics"][m]["auc"] for ps in per_seed]) for m in REAL_ISSUE_25}
 
-    def cell(v: np.ndarray, fmt: str = ".3f") -> str:
-        return f"{v.mean():{fmt}} ± {v.std(ddof=1):{fmt}}" if len(v) > 1 else f"{v.mean():{fmt}}"
-
     def share(zero, cross, student) -> float:
         return (student - zero) / (cross - zero)
 
@@ -99,12 +104,12 @@ def open_vs_real_table(results_dir: Path = RESULTS) -> str:
             ("cross-encoder (teacher)", "cross"), ("student, 384-d", "student_full"), ("student, served 64-d", "student")]
     seeds = f"{len(per_seed)} seed{'s' if len(per_seed) > 1 else ''}"
     lines = [f"| model | real judgments (one seed) | open world ({seeds}) |", "|---|---|---|"]
-    lines += [f"| {name} | {REAL_ISSUE_25[m]:.3f} | {cell(auc[m])} |" for name, m in rows]
+    lines += [f"| {name} | {REAL_ISSUE_25[m]:.3f} | {_mean_std(auc[m])} |" for name, m in rows]
     r = REAL_ISSUE_25
     for name, m in (("384-d", "student_full"), ("served 64-d", "student")):
         lines.append(f"| student's share of the teacher's gain over zero-shot 384-d ({name}) | "
-                     f"{share(r['zero_shot'], r['cross'], r[m]):.0%} | {cell(share(auc['zero_shot'], auc['cross'], auc[m]), '.0%')} |")
-    lines.append(f"| student 64-d below its teacher | {r['cross'] - r['student']:.3f} | {cell(auc['cross'] - auc['student'])} |")
+                     f"{share(r['zero_shot'], r['cross'], r[m]):.0%} | {_mean_std(share(auc['zero_shot'], auc['cross'], auc[m]), '.0%')} |")
+    lines.append(f"| student 64-d below its teacher | {r['cross'] - r['student']:.3f} | {_mean_std(auc['cross'] - auc['student'])} |")
     return "\n".join(lines)
 
 
@@ -149,7 +154,6 @@ def checkpoint_table(results_dir: Path = RESULTS) -> str:
     (``CHECKPOINT_COLUMNS``; "—" where a seed has no such run), and, where a world has several seeds, mean ± sample
     std over the seeds that have every column the world has (paired; their number is in the row). A world with no
     file is left out. Raises FileNotFoundError when no world has one, ValueError as ``checkpoint_runs``."""
-    import numpy as np
 
     head = " | ".join(name for _, name in CHECKPOINT_COLUMNS)
     lines = [f"| world | seed | teacher | {head} |", "|---|---|---|" + "---|" * len(CHECKPOINT_COLUMNS)]
@@ -167,11 +171,9 @@ def checkpoint_table(results_dir: Path = RESULTS) -> str:
         present = {key for r in runs.values() for key in r}
         paired = [seed for seed in sorted(runs) if present <= set(runs[seed])]
         if len(paired) > 1:
-            def cell(v: list[float]) -> str:
-                return f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}"
-            means = [cell([runs[s][key]["metrics"]["student"]["auc"] for s in paired]) if key in present else "—"
+            means = [_mean_std([runs[s][key]["metrics"]["student"]["auc"] for s in paired]) if key in present else "—"
                      for key, _ in CHECKPOINT_COLUMNS]
-            teacher = cell([next(iter(runs[s].values()))["metrics"]["cross"]["auc"] for s in paired])
+            teacher = _mean_std([next(iter(runs[s].values()))["metrics"]["cross"]["auc"] for s in paired])
             lines.append(f"| {world} | mean ± std ({len(paired)} seeds) | {teacher} | {' | '.join(means)} |")
     if len(lines) == 2:
         raise FileNotFoundError(f"no checkpoint run in {results_dir}")
