@@ -1,0 +1,97 @@
+"""The student's ceiling on a world: can the bi-encoder reproduce its teacher on the very pairs it is graded on?
+
+A diagnostic, not a recipe. ``kp eval-labels`` trains on half A and grades on half B; on the ``open`` world the
+served student stays 0.02-0.03 AUC below its teacher whatever the recipe (docs/TRAINING.md). Two readings fit:
+the student never sees B's values (coverage), or a bi-encoder of this size cannot express what the teacher's
+cross-attention does (capacity). This script separates them. It distils a student on **half B itself**:
+
+* the teacher is a cross-encoder trained on half A (``--cross``: a folder ``kp eval-labels --keep`` left, or one
+  of ``kp train-cross --labels A``), so its scores on B are the ones the normal protocol distils from;
+* the student is ``train_bi.run`` with ``train.label_mix=kd`` (the teacher's scores only: B's labels are never a
+  target) on B's pairs as the "judged" file, so the teacher scores B's own pairs, unjudged pairs near them and
+  candidate lists drawn from B's titles and keyphrases (every ``train.kd_*`` default);
+* then every model is graded on all of B against B's labels (AUC), as ``kp eval-labels`` grades it.
+
+A student that reaches its teacher here is limited by what it sees (coverage) in the real protocol; one that
+does not is limited by what it can represent or learn in its budget. ``train.bi_epochs`` (``--epochs``) sets the
+budget. The held-out split of ``train_bi`` still takes 15% of B's pairs out of training (they are graded all the
+same).
+
+    python bench/student_ceiling.py --world open --pairs 6000 --seed 1 --cross /tmp/open_keep/cross-1 \\
+        --epochs 1 --out bench/results/distill_sweep/open_ceiling_e1_s1.json
+
+Prints one JSON line and writes it to ``--out``. Minutes on 2 cores (about 30 for 1 epoch at 6,000 pairs, with
+other work on the cores). **Simulated** judgments when ``--world`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)) of probabilities, clipped to [1e-6, 1 - 1e-6]; float64 array of the same shape."""
+    p = np.clip(np.asarray(p, dtype="float64"), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--world", default="open", help="simulated world (kp eval-labels --world)")
+    ap.add_argument("--pairs", type=int, default=6000)
+    ap.add_argument("--seed", type=int, default=1, help="the student's training seed (train.seed)")
+    ap.add_argument("--cross", required=True, help="the teacher's version folder, trained on half A of the same split")
+    ap.add_argument("--epochs", type=float, default=1.0, help="train.bi_epochs for the student")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+
+    from sklearn.metrics import roc_auc_score
+
+    from keyphrase_pipeline.cli import configure_logging
+    from keyphrase_pipeline.commands.eval_labels import _score_all, load_pairs, split_by_keyphrase
+    from keyphrase_pipeline.core import layout
+    from keyphrase_pipeline.core.settings import get_settings
+    from keyphrase_pipeline.stages import train_bi
+
+    configure_logging("INFO")
+    pairs = load_pairs(None, args.world, args.pairs)
+    in_a = split_by_keyphrase(pairs["keyphrase"].tolist())
+    b = pairs[~in_a].reset_index(drop=True)
+    with tempfile.TemporaryDirectory(prefix="kp-ceiling-") as tmp:
+        work = Path(tmp)
+        half_b = work / "half_b.parquet"
+        b[["title", "category", "keyphrase", "label"]].to_parquet(half_b)
+        s = get_settings().with_overrides(**{"lake_root": str(work / "lake"), "train.seed": args.seed,
+                                             "train.label_mix": "kd", "train.bi_epochs": args.epochs})
+        t0 = time.perf_counter()
+        stud = train_bi.run(s, dt.date.today().isoformat(), labels=str(half_b), cross=args.cross,
+                            out=str(work / "student"))
+        seconds = time.perf_counter() - t0
+        scores = _score_all(s, b, layout.version_model_dir(args.cross), layout.version_model_dir(stud["path"]))
+    y = b["label"].to_numpy(int)
+    result = {"world": args.world, "pairs": args.pairs, "simulated": True, "graded_on": "half B (all its pairs)",
+              "trained_on": "half B's pairs and unjudged pairs from its texts, teacher scores only (label_mix=kd)",
+              "seed": args.seed, "cross": args.cross, "bi_epochs": args.epochs, "b_pairs": int(len(b)),
+              "auc": {m: round(float(roc_auc_score(y, v)), 4) for m, v in scores.items()},
+              "pearson_student_vs_teacher_logit": round(float(np.corrcoef(scores["student"],
+                                                                            logit(scores["cross"]))[0, 1]), 4),
+              "student_steps": stud.get("steps"), "student_seconds": round(seconds),
+              "distillation": stud.get("distillation"),
+              "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    line = json.dumps(result, default=str)
+    print(line)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
