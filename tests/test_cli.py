@@ -41,6 +41,20 @@ def test_config_error_exit_code(monkeypatch, capsys):
         get_settings.cache_clear()
 
 
+def test_an_invalid_setting_is_said_once_on_stderr():
+    """Settings that fail to load leave logging unconfigured: the error is printed once, not also through
+    logging's last-resort handler (a subprocess, since pytest's own log handlers would hide the second copy)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KP_CTR__WINDOW_DAYS": "-3"}
+    run = subprocess.run([sys.executable, "-m", "keyphrase_pipeline.cli", "ctr-labels", "--ds", "2026-10-01"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.count("window_days") == 1, run.stderr
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["inputs", "--help"], ["promote", "--help"], ["rollback", "--help"],
                                   ["merge-labels", "--help"], ["label-reviews", "--help"], ["cluster", "--help"]])
 def test_light_commands_import_no_heavy_library(argv):
