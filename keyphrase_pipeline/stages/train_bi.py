@@ -477,7 +477,7 @@ def _train(settings: Settings, tasks: dict, rows: dict, test, start: str, tmp: s
     if budget.eval_steps:
         evaluator = heldout_evaluator(heldout_scores, test["label"])
         start_auc = threshold_metrics(test["label"], heldout_scores(model))["auc"]
-        log.info("held-out AUC of the start model (%s): %.4f", Path(start).name, start_auc)
+        log.info("held-out AUC of the start model (%s): %.4f", "/".join(Path(start).parts[-2:]), start_auc)
     extra, callbacks = budget_arguments(budget, t.early_stopping_patience, keep=t.bi_checkpoint)
     args = training_arguments(settings, str(Path(tmp) / "_trainer"), device, **extra)
     progress = progress_callback(sink, log)

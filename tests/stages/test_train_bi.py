@@ -314,7 +314,7 @@ def test_cut_rotation_is_fitted_kept_only_when_it_helps_and_served(tmp_path, mon
     assert np.isfinite(off["heldout"]["auc"])
 
 
-def test_last_checkpoint_runs_every_step_and_keeps_the_last_one(tmp_path, monkeypatch):
+def test_last_checkpoint_runs_every_step_and_keeps_the_last_one(tmp_path, monkeypatch, caplog):
     """``train.bi_checkpoint=last`` (the default): a held-out curve that peaks at its first evaluation (a noisy split)
     neither stops training nor picks that early checkpoint; the last step is kept and is on the curve. 'best' on the
     same curve keeps the first evaluation and stops early. A last step below the start model is still refused."""
@@ -344,7 +344,10 @@ def test_last_checkpoint_runs_every_step_and_keeps_the_last_one(tmp_path, monkey
     write_lake_inputs(s, w["pairs"])
     best = train_bi.run(s.with_overrides(**{"train.bi_checkpoint": "best"}), DS, cross=w["cross"]["path"])
     assert best["checkpoint"] == "best" and best["stop_reason"] == "early_stopping" and best["best_step"] < best["steps"]
+    caplog.set_level("INFO", logger="keyphrase_pipeline.stages.train_bi")
     last = train_bi.run(s, DS, cross=w["cross"]["path"])   # the default
+    base = Path(w["base"])   # the log names the start model by its folder and the one above it, not just "model"
+    assert f"held-out AUC of the start model ({base.parent.name}/{base.name}):" in caplog.text
     assert last["checkpoint"] == "last" and last["stop_reason"] == "budget" and last["steps"] == 17
     assert last["best_step"] == 17 and not last["kept_start_model"]
     metrics = json.loads((Path(last["path"]) / "metrics.json").read_text())
