@@ -86,3 +86,15 @@ def test_warm_step_cap_replaces_the_cap_only_for_a_warm_start():
     assert warm_step_cap(unset, "cross_max_steps", "warm_cross_max_steps", warm=True).train.cross_max_steps == 150
     with pytest.raises(ValueError, match="step cap"):
         Settings(train={"warm_cross_max_steps": 0})
+
+
+def test_save_curves_of_an_empty_history_draws_empty_axes_without_a_warning(tmp_path):
+    """A run too short to log a loss (one step) still gets its curves file, and no matplotlib legend warning."""
+    import warnings
+
+    from keyphrase_pipeline.models.training import save_curves
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        save_curves([], str(tmp_path / "curves.png"), "empty")
+    assert (tmp_path / "curves.png").stat().st_size > 0
