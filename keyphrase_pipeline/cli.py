@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
       write's JVM trace); 1: ``KPError`` itself (e.g.
       ``JudgeUnavailable``) and any other exception (traceback logged); 130: Ctrl-C.
 
-    Errors are logged and printed as ``kp COMMAND: error: MESSAGE`` on stderr (settings that fail to load are
-    only printed: logging is configured from them). An ImportError of the
+    Errors are logged and printed as ``kp COMMAND: error: MESSAGE`` on stderr (settings that fail to load, with
+    logging not configured yet, are only printed: logging is configured from them). An ImportError of the
     command's module (a missing optional dependency) is raised before this mapping and is not caught.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = module.main(settings, args)
         return int(rc or 0)
     except KPError as exc:
-        if settings is not None:  # else logging is not configured yet: its last-resort handler would say it twice
+        if settings is not None or logging.getLogger().handlers:  # else logging's last-resort handler says it twice
             log.error("%s failed: %s", name, exc)
         print(f"kp {name}: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -95,6 +95,6 @@ def test_save_curves_of_an_empty_history_draws_empty_axes_without_a_warning(tmp_
     from keyphrase_pipeline.models.training import save_curves
 
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.filterwarnings("error", message="No artists with labels found")
         save_curves([], str(tmp_path / "curves.png"), "empty")
     assert (tmp_path / "curves.png").stat().st_size > 0
