@@ -161,7 +161,14 @@ def test_the_students_ceiling_in_the_doc_is_the_committed_runs():
                f"{auc['student_full']:.3f} | {auc['student']:.3f} | {auc['cross'] - auc['student']:.3f} |")
         assert row in section, row
     assert section.count("| the ceiling, ") == len(files)
-    row = (f"| the recipe (defaults): half A's judged pairs and teacher-scored pairs from A's texts | "
-           f"{s1['student_steps']} | {m['student_full']['auc']:.3f} | {m['student']['auc']:.3f} | "
-           f"{m['cross']['auc'] - m['student']['auc']:.3f} |")
-    assert row in section, row
+    kd = json.loads((REPO / "bench" / "results" / "distill_sweep" / "open_kd_only_last_e1_s1.json").read_text())
+    others = recipe["config"] | {"label_mix": "kd", "created_at": None}
+    assert kd["config"] | {"created_at": None} == others and kd["split"] == recipe["split"]
+    for name, run in (("the recipe (defaults): half A's judged pairs and teacher-scored pairs from A's texts", s1),
+                      ("the same loss on the recipe's data (`label_mix=kd`): half A's pairs, teacher scores only",
+                       kd["per_seed"][0])):
+        m = run["metrics"]
+        assert run["seed"] == 1 and round(m["cross"]["auc"], 4) == round(s1["metrics"]["cross"]["auc"], 4)
+        row = (f"| {name} | {run['student_steps']} | {m['student_full']['auc']:.3f} | {m['student']['auc']:.3f} | "
+               f"{m['cross']['auc'] - m['student']['auc']:.3f} |")
+        assert row in section, row
