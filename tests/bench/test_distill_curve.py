@@ -143,7 +143,8 @@ def test_the_time_at_the_real_sets_size_in_the_doc_is_the_committed_runs():
 def test_the_students_ceiling_in_the_doc_is_the_committed_runs():
     """docs/TRAINING.md's ceiling table (bench/student_ceiling.py) is its result files, one row a file, each with its
     seed's teacher; beside them, for each of those seeds, the recipe's row (the 1-epoch defaults) and the rows of the
-    recipe's data with the ceiling's loss (teacher scores only), whose settings are the recipe's but ``label_mix``."""
+    recipe's data with the ceiling's loss (teacher scores only), whose settings are the recipe's but ``label_mix``;
+    and the recipe with a larger start model (all-mpnet-base-v2), whose settings are the recipe's but that one."""
     sweep = REPO / "bench" / "results" / "distill_sweep"
     files = sorted(sweep.glob("open_ceiling_*.json"))
     assert files
@@ -176,6 +177,12 @@ def test_the_students_ceiling_in_the_doc_is_the_committed_runs():
         assert kd["config"]["label_mix"] == "kd"
         runs += [("the same loss on the recipe's data (`label_mix=kd`): half A's pairs, teacher scores only", p)
                  for p in kd["per_seed"]]
+    larger = json.loads((sweep / "open_mpnet_student_e1_s1.json").read_text())  # the recipe, another start model
+    changed = {k for k in larger["config"] | recipe["config"] if larger["config"].get(k) != recipe["config"].get(k)}
+    assert changed == {"base_model", "max_train_minutes"} and "all-mpnet-base-v2" in larger["config"]["base_model"]
+    assert larger["split"] == recipe["split"]
+    runs += [("the recipe with a larger student: all-mpnet-base-v2 (110M parameters, 768-d) as `train.base_model`, "
+              "the same teacher", p) for p in larger["per_seed"]]
     for name, run in runs:
         m = run["metrics"]
         assert round(m["cross"]["auc"], 4) == round(by_seed[run["seed"]]["metrics"]["cross"]["auc"], 4)
