@@ -28,7 +28,7 @@ NOT_RUN = {
     "demo_quality": "evaluates the models a `kp demo` run left (needs its lake: --lake)",
     "distill_curve": "a training study (student AUC against teacher-scored pairs), tens of minutes a point",
     "cut_rotation": "applies the cut rotation to students kept by `kp eval-labels --keep` (needs them: --run)",
-    "student_ceiling": "a training diagnostic (the student distilled on the pairs it is graded on), 4-11 minutes a run on quiet cores",
+    "student_ceiling": "a training diagnostic (the student distilled on the pairs it is graded on), 3-17 training minutes a run",
     "judge_ablation": "collects `kp report` ablations under each judge and their labels vs truth (needs their lakes)",
 }
 

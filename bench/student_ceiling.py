@@ -25,8 +25,9 @@ ceiling has no ``llm`` task, so it also has fewer rows and steps than the defaul
     python bench/student_ceiling.py --world open --pairs 6000 --seed 1 --cross /tmp/open_keep/cross-1 \\
         --epochs 1 --out bench/results/distill_sweep/open_ceiling_e1_s1.json
 
-Prints one JSON line and writes it to ``--out``. Minutes on 2 quiet cores at 6,000 pairs (4.3 for 1 epoch, 10.6 for
-3; 29 for 1 epoch with a test suite sharing the cores). Always **simulated** judgments (a world's pairs).
+Prints one JSON line and writes it to ``--out``. Minutes of the student's training on 2 quiet cores at 6,000 pairs of
+the open world: 4.3 for 1 epoch, 10.6 for 3, 16.4 for 6 (29 for 1 epoch with a test suite sharing the cores); alt, attr
+and listing 3.4-6.2 for 1 epoch. Always **simulated** judgments (a world's pairs).
 """
 
 from __future__ import annotations

@@ -169,6 +169,12 @@ def test_the_students_ceiling_in_the_doc_is_the_committed_runs():
                    auc["student_full"], auc["student"])
         assert want in section, want
     assert section.count("| the ceiling, ") == len(files)
+    e3, e6 = (json.loads((sweep / f"open_ceiling_e{e}_s2.json").read_text()) for e in (3, 6))  # the prose's figures
+    assert (f"teacher's logits on B rises from {e3['pearson_student_vs_teacher_logit']:.3f} to "
+            f"{e6['pearson_student_vs_teacher_logit']:.3f}") in " ".join(section.split())
+    seconds = [json.loads((sweep / f"open_ceiling_e{e}_s2.json").read_text())["student_seconds"] for e in (1, 3, 6)]
+    assert "{:.1f}, {:.1f} and {:.1f} minutes of `train-bi`".format(*(x / 60 for x in seconds)) in " ".join(section.split())
+    assert all(json.loads(f.read_text())["cut_rotation"]["applied"] is False for f in files if "_s2" in f.name)
     runs = [("the recipe (defaults): half A's judged pairs and teacher-scored pairs from A's texts", by_seed[s])
             for s in sorted(seeds)]
     for f in sorted(sweep.glob("open_kd_only_last_e1_s*.json")):
@@ -200,6 +206,8 @@ def test_the_ceiling_on_the_other_worlds_in_the_doc_is_the_committed_runs():
     table = doc[doc.index(start) + len(start):doc.index(end)].splitlines()
     files = sorted(f for f in sweep.glob("*_ceiling_e1_s*.json") if not f.name.startswith("open_"))
     assert len(files) == 3 and len(table) == 2 + len(files)
+    minutes = sorted(json.loads(f.read_text())["student_seconds"] / 60 for f in files)
+    assert f"each; {minutes[0]:.1f}-{minutes[-1]:.1f} minutes of `train-bi` a run on quiet cores:" in doc
     for f in files:
         r = json.loads(f.read_text())
         world, seed = r["world"], r["seed"]
@@ -208,6 +216,7 @@ def test_the_ceiling_on_the_other_worlds_in_the_doc_is_the_committed_runs():
         m, teacher = run["metrics"], run["metrics"]["cross"]["auc"]
         assert round(r["auc"]["cross"], 4) == round(teacher, 4), f
         assert (r["label_mix"], r["bi_epochs"], r["b_pairs"]) == ("kd", 1.0, recipe["split"]["b_pairs"]), f
+        assert r["cut_rotation"]["applied"] is False and r["cross"].endswith(f"cross-{seed}"), f
         want = (f"| {world} | {seed} | {teacher:.3f} | {m['student_full']['auc']:.3f} / {m['student']['auc']:.3f} "
                 f"({run['student_steps']}) | {r['auc']['student_full']:.3f} / {r['auc']['student']:.3f} "
                 f"({r['student_steps']}) | {teacher - m['student']['auc']:.3f} / {teacher - r['auc']['student']:.3f} |")
