@@ -140,6 +140,12 @@ def test_the_time_at_the_real_sets_size_in_the_doc_is_the_committed_runs():
     assert f"in {ps['student_distillation']['teacher_seconds']:.0f} s" in section
 
 
+def _config_changes(run: dict, recipe: dict) -> set[str]:
+    """The settings (keys of two result files' ``config``) whose values differ between ``run`` and ``recipe``."""
+    a, b = run["config"], recipe["config"]
+    return {k for k in a | b if a.get(k) != b.get(k)}
+
+
 def test_the_students_ceiling_in_the_doc_is_the_committed_runs():
     """docs/TRAINING.md's ceiling table (bench/student_ceiling.py) is its result files, one row a file, each with its
     seed's teacher; beside them, for each of those seeds, the recipe's row (the 1-epoch defaults) and the rows of the
@@ -157,9 +163,10 @@ def test_the_students_ceiling_in_the_doc_is_the_committed_runs():
         teacher = by_seed[seed]["metrics"]["cross"]["auc"]
         return f"| {name} | {seed} | {teacher:.3f} | {steps} | {full:.3f} | {served:.3f} | {teacher - served:.3f} |"
 
+    ceilings = {f.stem: json.loads(f.read_text()) for f in files}
     seeds = set()
     for f in files:
-        r = json.loads(f.read_text())
+        r = ceilings[f.stem]
         auc, seed = r["auc"], r["seed"]
         seeds.add(seed)
         assert (r["cross"], r["label_mix"]) == (recipe["config"]["cross_reused"].format(seed=seed), "kd"), f
@@ -169,17 +176,17 @@ def test_the_students_ceiling_in_the_doc_is_the_committed_runs():
                    auc["student_full"], auc["student"])
         assert want in section, want
     assert section.count("| the ceiling, ") == len(files)
-    e3, e6 = (json.loads((sweep / f"open_ceiling_e{e}_s2.json").read_text()) for e in (3, 6))  # the prose's figures
+    e1, e3, e6 = (ceilings[f"open_ceiling_e{e}_s2"] for e in (1, 3, 6))  # the prose's figures (the committed script)
+    prose = " ".join(section.split())
     assert (f"teacher's logits on B rises from {e3['pearson_student_vs_teacher_logit']:.3f} to "
-            f"{e6['pearson_student_vs_teacher_logit']:.3f}") in " ".join(section.split())
-    seconds = [json.loads((sweep / f"open_ceiling_e{e}_s2.json").read_text())["student_seconds"] for e in (1, 3, 6)]
-    assert "{:.1f}, {:.1f} and {:.1f} minutes of `train-bi`".format(*(x / 60 for x in seconds)) in " ".join(section.split())
-    assert all(json.loads(f.read_text())["cut_rotation"]["applied"] is False for f in files if "_s2" in f.name)
+            f"{e6['pearson_student_vs_teacher_logit']:.3f}") in prose
+    assert "{:.1f}, {:.1f} and {:.1f} minutes of `train-bi`".format(*(r["student_seconds"] / 60 for r in (e1, e3, e6))) in prose
+    assert all(r["cut_rotation"]["applied"] is False for stem, r in ceilings.items() if stem.endswith("_s2"))
     runs = [("the recipe (defaults): half A's judged pairs and teacher-scored pairs from A's texts", by_seed[s])
             for s in sorted(seeds)]
     for f in sorted(sweep.glob("open_kd_only_last_e1_s*.json")):
         kd = json.loads(f.read_text())
-        assert kd["config"] | {"label_mix": None} == recipe["config"] | {"label_mix": None} and kd["split"] == recipe["split"]
+        assert _config_changes(kd, recipe) == {"label_mix"} and kd["split"] == recipe["split"]
         assert kd["config"]["label_mix"] == "kd"
         runs += [("the same loss on the recipe's data (`label_mix=kd`): half A's pairs, teacher scores only", p)
                  for p in kd["per_seed"]]
@@ -187,8 +194,8 @@ def test_the_students_ceiling_in_the_doc_is_the_committed_runs():
     assert len(larger_files) == 2
     for f in larger_files:
         larger = json.loads(f.read_text())
-        changed = {k for k in larger["config"] | recipe["config"] if larger["config"].get(k) != recipe["config"].get(k)}
-        assert changed == {"base_model", "max_train_minutes"} and "all-mpnet-base-v2" in larger["config"]["base_model"]
+        assert _config_changes(larger, recipe) == {"base_model", "max_train_minutes"}
+        assert "all-mpnet-base-v2" in larger["config"]["base_model"]
         assert larger["split"] == recipe["split"]
         runs += [("the recipe with a larger student: all-mpnet-base-v2 (110M parameters, 768-d) as `train.base_model`, "
                   "the same teacher", p) for p in larger["per_seed"]]
@@ -222,8 +229,7 @@ def test_the_ceiling_on_the_other_worlds_in_the_doc_is_the_committed_runs():
         world, seed = r["world"], r["seed"]
         recipe = json.loads((sweep / f"{world}_last_e1_s{seed}.json").read_text())
         kd = json.loads((sweep / f"{world}_kd_only_last_e1_s{seed}.json").read_text())
-        changed = {k for k in kd["config"] | recipe["config"] if kd["config"].get(k) != recipe["config"].get(k)}
-        assert changed <= {"label_mix", "cross_reused"} and kd["config"]["label_mix"] == "kd", f
+        assert _config_changes(kd, recipe) <= {"label_mix", "cross_reused"} and kd["config"]["label_mix"] == "kd", f
         assert kd["split"] == recipe["split"] and kd["config"]["cross_reused"].endswith("cross-{seed}")
         (run,) = [p for p in recipe["per_seed"] if p["seed"] == seed]
         (kd_run,) = kd["per_seed"]
