@@ -1,0 +1,64 @@
+"""bench/rerank_gain.py: the two-stage ranking it measures and the metrics it grades with."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from testsupport import load_bench
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_bench("rerank_gain", "rerank_gain_bench")
+
+
+def test_rerank_orders_the_first_stages_top_by_the_second_and_keeps_the_rest_below(bench):
+    first = np.array([[0.9, 0.8, 0.7, 0.1, 0.0]])       # retrieval: candidates 0, 1, 2 are its top 3
+    second = np.array([[0.1, 0.2, 0.9, 1.0, 0.5]])      # the re-ranker would put 3 first, but it was not retrieved
+    order = np.argsort(-bench.rerank(first, second, depth=3), axis=1, kind="stable")[0].tolist()
+    assert order == [2, 1, 0, 3, 4]                      # the top 3 re-ordered; the rest in retrieval order below
+    assert np.argsort(-bench.rerank(first, second, depth=5), axis=1)[0].tolist() == [3, 2, 4, 1, 0]  # all: 2nd stage
+    assert np.argsort(-bench.rerank(first, second, depth=1), axis=1)[0].tolist() == [0, 1, 2, 3, 4]  # 1: the 1st stage
+
+
+def test_rerank_refuses_a_depth_below_one_and_shapes_that_differ(bench):
+    with pytest.raises(ValueError, match="depth"):
+        bench.rerank(np.zeros((1, 3)), np.zeros((1, 3)), depth=0)
+    with pytest.raises(ValueError, match="shape"):
+        bench.rerank(np.zeros((1, 3)), np.zeros((1, 4)), depth=2)
+
+
+def test_rank_metrics_grade_the_order_against_the_truth(bench):
+    truth = np.zeros((2, 25), dtype=bool)
+    truth[0, [0, 1]] = True           # item 0: two relevant, ranked 1st and 3rd
+    truth[1, [24]] = True             # item 1: one relevant, ranked last
+    scores = np.tile(-np.arange(25, dtype=float), (2, 1))   # candidate j ranks j-th
+    scores[0, 1] = -2.5                                    # item 0: order 0, 2, 1, 3, ...
+    m = bench.rank_metrics(truth, scores, k=20)
+    assert m["p@1"] == pytest.approx((1 + 0) / 2)
+    assert m["p@5"] == pytest.approx((2 / 5 + 0) / 2)
+    assert m["p@20"] == pytest.approx((2 / 20 + 0) / 2)
+    assert m["recall@20"] == pytest.approx((1.0 + 0.0) / 2)
+    assert bench.rank_metrics(truth, scores, k=1)["recall@1"] == pytest.approx((1.0 + 0.0) / 2)  # of min(K, relevant)
+    with pytest.raises(ValueError, match="shape"):
+        bench.rank_metrics(truth, scores[:, :3], k=20)
+
+
+def _result(seed: int, student_p20: float) -> dict:
+    metrics = {m: {"p@1": 0.5, "p@5": 0.4, "p@10": 0.3, "p@20": 0.2, "recall@20": 0.25}
+               for m in ("zero_shot", "rerank@20", "rerank@40", "rerank@100", "rerank@200", "oracle@200")}
+    metrics["student"] = {"p@1": 0.5, "p@5": 0.4, "p@10": 0.3, "p@20": student_p20, "recall@20": 0.25}
+    return {"world": "attr", "top_k": 20, "items": 500, "keyphrases": 18542, "seed": seed, "metrics": metrics}
+
+
+def test_markdown_table_gives_each_ranking_its_mean_and_spread_over_seeds(bench):
+    table = bench.markdown_table([_result(1, 0.2), _result(2, 0.3)])
+    lines = table.splitlines()
+    assert lines[0].startswith("| ranking | teacher pairs per item | p@1 |") and len(lines) == 2 + len(bench.ROWS)
+    student = next(line for line in lines if line.startswith("| the student as served"))
+    assert "| 0.250 ± 0.071 |" in student                    # p@20: mean 0.25, sample std 0.0707
+    assert next(line for line in lines if "top 100, re-ordered" in line).split("|")[2].strip() == "100"
+    with pytest.raises(ValueError, match="one world"):
+        bench.markdown_table([_result(1, 0.2), {**_result(2, 0.2), "items": 400}])
+    with pytest.raises(ValueError, match="one world"):
+        bench.markdown_table([])
