@@ -18,7 +18,8 @@ pairs, and ``listing``'s long titles are drawn per judged set, so its items cann
   half-A pair and that are truly relevant to at least one candidate;
 * the zero-shot base encoder and the student rank every candidate by exact cosine at ``serve.dim`` (as served, with
   an exact index); ``re-rank@D`` takes the student's top D and orders them by the teacher's P(relevant), above the
-  rest; ``oracle@D`` orders the student's top D by the truth itself: the best any re-ranker of that depth can do;
+  rest; ``oracle@D`` orders the student's top D by the truth itself: the best any re-ranker of that depth can do
+  (and ``zero_shot_oracle@D`` the zero-shot encoder's: does the student still earn its place as the retriever?);
 * graded against the world's truth (not the judges' noisy labels): precision@k (share of an item's top k truly
   relevant, k = 1, 5, 10, 20) and recall@K (truly relevant keyphrases in the top K over min(K, their number)),
   means over items, K = ``serve.top_k``.
@@ -48,7 +49,8 @@ PRECISION_KS = (1, 5, 10, 20)
 RESULTS = Path(__file__).resolve().parent / "results" / "rerank"
 ROWS = (("zero_shot", "zero-shot all-MiniLM-L6-v2, cosine at serve.dim"), ("student", "the student as served (64-d)"),
         *((f"rerank@{d}", f"the student's top {d}, re-ordered by the teacher") for d in DEPTHS),
-        (f"oracle@{max(DEPTHS)}", f"the student's top {max(DEPTHS)}, ordered by the truth (the bound at that depth)"))
+        (f"oracle@{max(DEPTHS)}", f"the student's top {max(DEPTHS)}, ordered by the truth (the bound at that depth)"),
+        (f"zero_shot_oracle@{max(DEPTHS)}", f"the zero-shot encoder's top {max(DEPTHS)}, ordered by the truth"))
 
 
 def rank_metrics(truth: np.ndarray, scores: np.ndarray, k: int) -> dict:
@@ -195,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     models = {"zero_shot": zero_shot, "student": student}
     models.update({f"rerank@{d}": rerank(student, teacher, d) for d in DEPTHS})
     models[f"oracle@{depth}"] = rerank(student, truth_m.astype("float64"), depth)
+    models[f"zero_shot_oracle@{depth}"] = rerank(zero_shot, truth_m.astype("float64"), depth)  # is the student's top better?
     result = {"world": args.world, "pairs": args.pairs, "simulated": True, "seed": args.seed, "keep": args.keep,
               "graded_against": "the world's truth", "items": len(chosen), "keyphrases": len(kk),
               "candidates": "every world keyphrase but half A's judged ones", "index": "exact cosine",
