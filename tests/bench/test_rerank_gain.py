@@ -45,9 +45,8 @@ def test_rank_metrics_grade_the_order_against_the_truth(bench):
 
 
 def _result(seed: int, student_p20: float) -> dict:
-    metrics = {m: {"p@1": 0.5, "p@5": 0.4, "p@10": 0.3, "p@20": 0.2, "recall@20": 0.25}
-               for m in ("zero_shot", "rerank@20", "rerank@40", "rerank@100", "rerank@200", "oracle@200",
-                                                                            "zero_shot_oracle@200")}
+    rankings = ("zero_shot", "rerank@20", "rerank@40", "rerank@100", "rerank@200", "oracle@200", "zero_shot_oracle@200")
+    metrics = {m: {"p@1": 0.5, "p@5": 0.4, "p@10": 0.3, "p@20": 0.2, "recall@20": 0.25} for m in rankings}
     metrics["student"] = {"p@1": 0.5, "p@5": 0.4, "p@10": 0.3, "p@20": student_p20, "recall@20": 0.25}
     return {"world": "attr", "top_k": 20, "items": 500, "keyphrases": 18542, "seed": seed, "metrics": metrics}
 
