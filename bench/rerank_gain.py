@@ -128,8 +128,9 @@ def markdown_table(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the diagnostic (arguments as on the command line; see the module docstring); returns 0.
 
-    Writes ``--out`` (JSON: per model the ``rank_metrics``, the items and keyphrases counted, the teacher's pairs per
-    second). Raises FileNotFoundError on a ``--keep`` folder without the seed's models."""
+    Writes ``--out`` (JSON: per ranking the ``rank_metrics``, the items and keyphrases counted, the teacher's pairs per
+    second, and the two models' AUC on half B's judged pairs, served 64-d for the student, which names them: it is
+    what ``kp eval-labels`` reported for them). Raises FileNotFoundError on a ``--keep`` folder without the seed's models."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--world", default="attr", choices=("attr",), help="simulated world (kp eval-labels --world)")
     ap.add_argument("--pairs", type=int, default=6000, help="the world's pairs before the split (as kp eval-labels)")
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--items", type=int, default=500, help="how many world items to rank keyphrases for")
     ap.add_argument("--out", required=True, help="the result JSON file")
     args = ap.parse_args(argv)
+
+    from sklearn.metrics import roc_auc_score
 
     from keyphrase_pipeline.cli import configure_logging
     from keyphrase_pipeline.commands.eval_labels import load_pairs, split_by_keyphrase
@@ -184,13 +187,19 @@ def main(argv: list[str] | None = None) -> int:
         return (_cut(encode_items(model, t_items, [""] * len(t_items)), dim)
                 @ _cut(encode_keyphrases(model, candidates), dim).T)
 
+    student_model = load_student(layout.version_model_dir(str(student_dir)), s.train.device)
+    teacher_model = load_cross(layout.version_model_dir(str(cross_dir)), s.train.device)
+    b = pairs[~in_a]   # which models these are: their AUC on half B, as kp eval-labels reported it
+    b_t, b_c, b_k, b_y = b["title"].tolist(), b["category"].tolist(), b["keyphrase"].tolist(), b["label"].to_numpy(int)
+    half_b_auc = {"cross": roc_auc_score(b_y, predict_pairs(teacher_model, b_t, b_c, b_k)),
+                  "student": roc_auc_score(b_y, (_cut(encode_items(student_model, b_t, b_c), dim)
+                                                 * _cut(encode_keyphrases(student_model, b_k), dim)).sum(axis=1))}
     zero_shot = cosine_matrix(load_student(resolve_base_model(s.train.base_model), s.train.device))
-    student = cosine_matrix(load_student(layout.version_model_dir(str(student_dir)), s.train.device))
+    student = cosine_matrix(student_model)
     top = np.argsort(-student, axis=1, kind="stable")[:, :depth]   # what the teacher would be asked to re-rank
     ti = np.repeat(np.arange(len(chosen)), depth)
     t0 = time.perf_counter()
-    p = predict_pairs(load_cross(layout.version_model_dir(str(cross_dir)), s.train.device), [t_items[i] for i in ti],
-                      [""] * len(ti), [candidates[j] for j in top.ravel()])
+    p = predict_pairs(teacher_model, [t_items[i] for i in ti], [""] * len(ti), [candidates[j] for j in top.ravel()])
     teacher_seconds = time.perf_counter() - t0
     teacher = np.zeros(student.shape)   # P(relevant) on each item's student top ``depth``; the rest is never read
     np.put_along_axis(teacher, top, np.asarray(p, dtype="float64").reshape(top.shape), axis=1)
@@ -203,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
               "candidates": "every world keyphrase but half A's judged ones", "index": "exact cosine",
               "relevant_per_item": {"mean": round(float(truth_m.sum(axis=1).mean()), 2),
                                     "median": float(np.median(truth_m.sum(axis=1)))},
+              "half_b_auc": {m: round(float(v), 4) for m, v in half_b_auc.items()},
               "serve_dim": dim, "top_k": k, "depths": list(DEPTHS),
               "metrics": {m: rank_metrics(truth_m, v, k) for m, v in models.items()},
               "teacher_pairs": int(len(ti)), "teacher_seconds": round(teacher_seconds, 1),
