@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from testsupport import load_bench
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +67,38 @@ def test_markdown_table_gives_each_ranking_its_mean_and_spread_over_seeds(bench)
         bench.markdown_table([_result(1, 0.2), {**_result(2, 0.2), "items": 400}])
     with pytest.raises(ValueError, match="one world"):
         bench.markdown_table([])
+
+
+def test_the_rerank_table_in_the_doc_is_the_committed_runs(bench):
+    """docs/TRAINING.md's re-rank table is its three result files (one a training seed, the same items and
+    candidates), each grading the models that seed's ``kp eval-labels`` run kept: the models' AUC on half B, which
+    the diagnostic measures again, is the run's, and the run's settings are the recipe's (attr, seed 1's file in the
+    checkpoint table)."""
+    results = sorted(REPO.glob("bench/results/rerank/attr_s*.json"))
+    runs = [json.loads(f.read_text()) for f in results]
+    assert [r["seed"] for r in runs] == [1, 2, 3] and all(r["simulated"] is True for r in runs)
+    recipe = json.loads((REPO / "bench/results/distill_sweep/attr_last_e1_s1.json").read_text())
+    for r in runs:
+        kept = json.loads((REPO / f"bench/results/rerank/attr_eval_labels_s{r['seed']}.json").read_text())
+        assert kept["config"] == recipe["config"] and kept["split"] == recipe["split"]
+        (per_seed,) = kept["per_seed"]
+        assert per_seed["seed"] == r["seed"]
+        assert r["half_b_auc"] == {m: round(per_seed["metrics"][m]["auc"], 4) for m in ("cross", "student")}
+    assert runs[0]["half_b_auc"]["cross"] == round(recipe["per_seed"][0]["metrics"]["cross"]["auc"], 4)
+    doc = (REPO / "docs" / "TRAINING.md").read_text()
+    start, end = "<!-- rerank table -->\n", "\n<!-- /rerank table -->"
+    assert doc[doc.index(start) + len(start):doc.index(end)] == bench.markdown_table(runs)
+    prose = " ".join(doc[doc.index(end):doc.index("### The recipe's time at")].split())
+
+    def gains(base: str, better: str, col: str, fmt: str) -> str:   # the per-seed range the prose quotes
+        d = [r["metrics"][better][col] - r["metrics"][base][col] for r in runs]
+        return f"+{min(d):{fmt}} to +{max(d):{fmt}}"
+
+    assert f"({gains('student', 'rerank@20', 'p@5', '.2f')} on each seed)" in prose
+    assert f"({gains('student', 'rerank@200', 'p@20', '.3f')} on each seed;" in prose
+    assert f"the zero-shot encoder is {gains('zero_shot', 'student', 'p@20', '.3f')})" in prose
+    assert f"({gains('student', 'rerank@200', 'recall@20', '.3f')})" in prose
+    p1 = ", ".join(f"{r['metrics']['rerank@200']['p@1'] - r['metrics']['student']['p@1']:+.3f}" for r in runs[:2])
+    assert f"it changes by {p1} and" in prose
+    rate = sorted(r["teacher_pairs_per_second"] for r in runs)
+    assert f"the teacher scored {rate[0]:.0f}-{rate[-1]:.0f} pairs/s" in prose
