@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--items", type=int, default=500, help="how many world items to rank keyphrases for")
     ap.add_argument("--out", required=True, help="the result JSON file")
     args = ap.parse_args(argv)
+    if args.items < 1:
+        ap.error(f"--items must be at least 1, got {args.items}")
 
     from sklearn.metrics import roc_auc_score
 

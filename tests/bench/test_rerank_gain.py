@@ -102,3 +102,11 @@ def test_the_rerank_table_in_the_doc_is_the_committed_runs(bench):
     assert f"it changes by {p1} and" in prose
     rate = sorted(r["teacher_pairs_per_second"] for r in runs)
     assert f"the teacher scored {rate[0]:.0f}-{rate[-1]:.0f} pairs/s" in prose
+
+
+@pytest.mark.parametrize("items", ["0", "-1"])
+def test_main_refuses_fewer_than_one_item_before_any_work(bench, items, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--keep", str(tmp_path), "--items", items, "--out", str(tmp_path / "out.json")])
+    assert exit_.value.code == 2 and "--items must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
