@@ -28,7 +28,7 @@ pairs, and ``listing``'s long titles are drawn per judged set, so its items cann
     python bench/rerank_gain.py --seed 1 --keep /tmp/attr_keep --out bench/results/rerank/attr_s1.json
 
 Prints one JSON line and writes it to ``--out``; the teacher's pairs per second on this machine are recorded, so the
-cost of a depth is ``items x depth / pairs_per_second``. About 12 minutes a seed on 2 quiet cores at 500 items: the
+cost of a depth is ``items x depth / pairs_per_second``. About 12 minutes a seed on 2 quiet cores (CPU) at 500 items: the
 teacher's 100,000 pairs, and both encoders' 18,542 keyphrases. Always **simulated** (a world's titles, queries and truth).
 """
 
@@ -60,12 +60,15 @@ def rank_metrics(truth: np.ndarray, scores: np.ndarray, k: int) -> dict:
     Args:
         truth: bool array (n_items, n_candidates), True where the pair is truly relevant.
         scores: float array of the same shape; higher ranks first (ties in index order).
-        k: the served list's length, for recall@k (``PRECISION_KS`` are always reported).
+        k: the served list's length, for recall@k (>= 1; ``PRECISION_KS`` are always reported, over the first k
+            candidates there are when a row has fewer).
     Returns:
         ``{"p@1", "p@5", "p@10", "p@20", "recall@k"}``, each a mean over items rounded to 4 places.
     Raises:
-        ValueError: on shapes that differ.
+        ValueError: on shapes that differ or k below 1.
     """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
     if truth.shape != scores.shape:
         raise ValueError(f"truth {truth.shape} and scores {scores.shape} differ in shape")
     order = np.argsort(-scores, axis=1, kind="stable")
@@ -81,11 +84,13 @@ def rerank(first: np.ndarray, second: np.ndarray, depth: int) -> np.ndarray:
 
     Args:
         first: float array (n_items, n_candidates), the retrieval scores (the student's cosine).
-        second: float array of the same shape, the re-ranker's scores (the teacher's P(relevant)), in [0, 1].
-        depth: how many of each row's first-stage candidates the re-ranker sees (>= 1).
+        second: float array of the same shape, the re-ranker's scores (the teacher's P(relevant)); only each row's
+            top ``depth`` by ``first`` is read.
+        depth: how many of each row's first-stage candidates the re-ranker sees (>= 1; above n_candidates: all).
     Returns:
-        float64 array of the same shape: ``2 + second`` on each row's top ``depth`` by ``first``, ``first`` (a
-        cosine, at most 1) elsewhere, so every re-ranked candidate ranks above every other one.
+        float64 array of the same shape: ``first`` outside each row's top ``depth``; on it ``second`` shifted by one
+        constant so that its lowest value is above every value of ``first``: each row's re-ranked candidates rank
+        above its others, in ``second``'s order (ties in ``first``'s order under a stable sort).
     Raises:
         ValueError: on a depth below 1 or shapes that differ.
     """
@@ -94,9 +99,43 @@ def rerank(first: np.ndarray, second: np.ndarray, depth: int) -> np.ndarray:
     if first.shape != second.shape:
         raise ValueError(f"first {first.shape} and second {second.shape} differ in shape")
     top = np.argsort(-first, axis=1, kind="stable")[:, :depth]
+    picked = np.take_along_axis(second.astype("float64"), top, axis=1)
     out = first.astype("float64").copy()
-    np.put_along_axis(out, top, 2.0 + np.take_along_axis(second.astype("float64"), top, axis=1), axis=1)
+    np.put_along_axis(out, top, picked + (out.max() + 1.0 - picked.min()), axis=1)
     return out
+
+
+def held_out_items(item_titles: np.ndarray, a_titles: set[str], relevant, n_items: int,
+                   rng: np.random.Generator) -> tuple[list[int], np.ndarray]:
+    """The items to rank: in a random order, those whose title is in no half-A pair and that are truly relevant to
+    at least one candidate, until ``n_items`` (fewer, with a warning, when the world has fewer).
+
+    Args:
+        item_titles: object array of str, one title per world item.
+        a_titles: the titles of half A's judged pairs (what the teacher and the student trained on).
+        relevant: callable, item index -> bool array (n_candidates,), the truth of that item against each candidate.
+        n_items: how many items to take (>= 1).
+        rng: the generator of the order (fixed: the same items whatever the training seed).
+    Returns:
+        (item indices, bool array (n_taken, n_candidates) of their truth).
+    Raises:
+        ValueError: when no item qualifies.
+    """
+    chosen, rows = [], []
+    for i in rng.permutation(len(item_titles)):
+        if item_titles[i] in a_titles:
+            continue
+        rel = relevant(int(i))
+        if rel.any():
+            chosen.append(int(i))
+            rows.append(rel)
+        if len(chosen) == n_items:
+            break
+    if not chosen:
+        raise ValueError("no item has an unseen title and a truly relevant candidate")
+    if len(chosen) < n_items:
+        log.warning("only %d items qualify (asked for %d)", len(chosen), n_items)
+    return chosen, np.vstack(rows)
 
 
 def markdown_table(results: list[dict]) -> str:
@@ -108,6 +147,7 @@ def markdown_table(results: list[dict]) -> str:
         The markdown table (no trailing newline).
     Raises:
         ValueError: on no results, or results of different worlds, K or item counts.
+        KeyError: on a result without one of ``ROWS``' rankings or a metric column.
     """
     if not results or len({(r["world"], r["top_k"], r["items"], r["keyphrases"]) for r in results}) != 1:
         raise ValueError("one world, top_k and item sample for all results, at least one")
@@ -131,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
 
     Writes ``--out`` (JSON: per ranking the ``rank_metrics``, the items and keyphrases counted, the teacher's pairs per
     second, and the two models' AUC on half B's judged pairs, served 64-d for the student, which names them: it is
-    what ``kp eval-labels`` reported for them). Raises FileNotFoundError on a ``--keep`` folder without the seed's models."""
+    what ``kp eval-labels`` reported for them). Raises FileNotFoundError on a ``--keep`` folder without the seed's
+    models, ValueError when no item qualifies (``held_out_items``), and what the model loaders raise (ConfigError on
+    a folder without a model); ``--items`` below 1 exits with status 2 before any work."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--world", default="attr", choices=("attr",), help="simulated world (kp eval-labels --world)")
     ap.add_argument("--pairs", type=int, default=6000, help="the world's pairs before the split (as kp eval-labels)")
@@ -169,18 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     titles = _joined(segments)
     kp_text = kps["text"].to_numpy(object).astype(str)
     kk = np.array([j for j, text in enumerate(kp_text) if text not in a_keyphrases], dtype=np.int64)
-    rng = np.random.default_rng([w["seed"], 25])
-    chosen, rel_rows = [], []
-    for i in rng.permutation(len(items)):   # a fixed random order: unseen titles with at least one relevant candidate
-        if titles[i] in a_titles:
-            continue
-        rel, _ = truth.match_by_index(np.full(len(kk), i), kk)
-        if rel.any():
-            chosen.append(int(i))
-            rel_rows.append(rel)
-        if len(chosen) == args.items:
-            break
-    truth_m = np.vstack(rel_rows)
+    chosen, truth_m = held_out_items(titles, a_titles, lambda i: truth.match_by_index(np.full(len(kk), i), kk)[0],
+                                     args.items, np.random.default_rng([w["seed"], 25]))
     t_items, candidates = [str(titles[i]) for i in chosen], [str(kp_text[j]) for j in kk]
     dim, k, depth = s.serve.dim, s.serve.top_k, max(DEPTHS)
     log.info("%d items x %d candidate keyphrases; %.1f truly relevant per item", len(chosen), len(kk),

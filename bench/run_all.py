@@ -29,7 +29,7 @@ NOT_RUN = {
     "distill_curve": "a training study (student AUC against teacher-scored pairs), tens of minutes a point",
     "cut_rotation": "applies the cut rotation to students kept by `kp eval-labels --keep` (needs them: --run)",
     "student_ceiling": "a training diagnostic (the student distilled on the pairs it is graded on), 3-17 training minutes a run",
-    "rerank_gain": "ranks keyphrases with models kept by `kp eval-labels --keep` (needs them: --keep), ~10 minutes a seed",
+    "rerank_gain": "ranks keyphrases with models kept by `kp eval-labels --keep` (needs them: --keep), ~12 minutes a seed",
     "judge_ablation": "collects `kp report` ablations under each judge and their labels vs truth (needs their lakes)",
 }
 

@@ -18,12 +18,15 @@ def bench():
 
 
 def test_rerank_orders_the_first_stages_top_by_the_second_and_keeps_the_rest_below(bench):
-    first = np.array([[0.9, 0.8, 0.7, 0.1, 0.0]])       # retrieval: candidates 0, 1, 2 are its top 3
+    first = np.array([[0.9, 0.8, 0.7, 0.0, 0.1]])       # retrieval: candidates 0, 1, 2 are its top 3, then 4, then 3
     second = np.array([[0.1, 0.2, 0.9, 1.0, 0.5]])      # the re-ranker would put 3 first, but it was not retrieved
     order = np.argsort(-bench.rerank(first, second, depth=3), axis=1, kind="stable")[0].tolist()
-    assert order == [2, 1, 0, 3, 4]                      # the top 3 re-ordered; the rest in retrieval order below
+    assert order == [2, 1, 0, 4, 3]                      # the top 3 re-ordered; the rest in retrieval order below
     assert np.argsort(-bench.rerank(first, second, depth=5), axis=1)[0].tolist() == [3, 2, 4, 1, 0]  # all: 2nd stage
-    assert np.argsort(-bench.rerank(first, second, depth=1), axis=1)[0].tolist() == [0, 1, 2, 3, 4]  # 1: the 1st stage
+    one = bench.rerank(first, second, depth=1)
+    assert one[0, 0] > 1.0 and one[0, 1:].tolist() == first[0, 1:].tolist()   # only the top 1 was lifted
+    logits = np.array([[-7.0, -9.0, 3.0, 0.0, 0.0]])    # a re-ranker of any range still lands above every retrieval score
+    assert np.argsort(-bench.rerank(first * 50, logits, depth=3), axis=1, kind="stable")[0].tolist() == [2, 0, 1, 4, 3]
 
 
 def test_rerank_refuses_a_depth_below_one_and_shapes_that_differ(bench):
@@ -47,6 +50,22 @@ def test_rank_metrics_grade_the_order_against_the_truth(bench):
     assert bench.rank_metrics(truth, scores, k=1)["recall@1"] == pytest.approx((1.0 + 0.0) / 2)  # of min(K, relevant)
     with pytest.raises(ValueError, match="shape"):
         bench.rank_metrics(truth, scores[:, :3], k=20)
+    with pytest.raises(ValueError, match="k must be"):
+        bench.rank_metrics(truth, scores, k=0)
+
+
+def test_held_out_items_skips_seen_titles_and_items_with_nothing_to_find(bench):
+    titles = np.array(["seen", "a", "b", "c", "d"], dtype=object)
+    truth = {0: [True, True], 1: [False, False], 2: [False, True], 3: [True, False], 4: [True, True]}
+    rng = np.random.default_rng(0)
+    order = [int(i) for i in np.random.default_rng(0).permutation(5)]
+    chosen, rel = bench.held_out_items(titles, {"seen"}, lambda i: np.array(truth[i]), 10, rng)
+    assert chosen == [i for i in order if i in (2, 3, 4)]       # never 0 (its title is half A's) nor 1 (no relevant)
+    assert rel.tolist() == [truth[i] for i in chosen]
+    first_two, _ = bench.held_out_items(titles, {"seen"}, lambda i: np.array(truth[i]), 2, np.random.default_rng(0))
+    assert first_two == chosen[:2]
+    with pytest.raises(ValueError, match="no item"):
+        bench.held_out_items(titles, {"seen", "a", "b", "c", "d"}, lambda i: np.array(truth[i]), 3, rng)
 
 
 def _result(seed: int, student_p20: float) -> dict:
@@ -95,13 +114,32 @@ def test_the_rerank_table_in_the_doc_is_the_committed_runs(bench):
         return f"+{min(d):{fmt}} to +{max(d):{fmt}}"
 
     assert f"({gains('student', 'rerank@20', 'p@5', '.2f')} on each seed)" in prose
-    assert f"({gains('student', 'rerank@200', 'p@20', '.3f')} on each seed;" in prose
-    assert f"the zero-shot encoder is {gains('zero_shot', 'student', 'p@20', '.3f')})" in prose
+    assert f"({gains('student', 'rerank@200', 'p@20', '.3f')} on each seed, more than" in prose
+    assert f"the zero-shot encoder, {gains('zero_shot', 'student', 'p@20', '.3f')})" in prose
     assert f"({gains('student', 'rerank@200', 'recall@20', '.3f')})" in prose
-    p1 = ", ".join(f"{r['metrics']['rerank@200']['p@1'] - r['metrics']['student']['p@1']:+.3f}" for r in runs[:2])
-    assert f"it changes by {p1} and" in prose
-    rate = sorted(r["teacher_pairs_per_second"] for r in runs)
+    p1 = [f"{r['metrics']['rerank@200']['p@1'] - r['metrics']['student']['p@1']:+.3f}" for r in runs]
+    assert f"it changes by {p1[0]}, {p1[1]} and {p1[2]} on the three seeds" in prose
+    rate, secs = sorted(r["teacher_pairs_per_second"] for r in runs), sorted(r["teacher_seconds"] for r in runs)
     assert f"the teacher scored {rate[0]:.0f}-{rate[-1]:.0f} pairs/s" in prose
+    assert f"100,000 pairs in {secs[0]:.0f}-{secs[-1]:.0f} s" in prose and all(r["teacher_pairs"] == 100_000 for r in runs)
+    hours = 1e8 / (sum(rate) / len(rate)) / 3600
+    assert "is 10^8 pairs, about 105 hours" in prose and round(hours / 5) * 5 == 105
+    auc = [(r["half_b_auc"]["cross"], r["half_b_auc"]["student"]) for r in runs]
+    gap = sorted(c - s for c, s in auc)
+    assert f"0.{gap[0] * 1000:03.0f}-0.{gap[-1] * 1000:03.0f} AUC above their students" in prose
+    kept = [json.loads((REPO / f"bench/results/rerank/attr_eval_labels_s{s}.json").read_text())["per_seed"][0]["metrics"]
+            for s in (1, 2, 3)]
+    zero = {round(m["zero_shot"]["auc"], 3) for m in kept}
+    assert zero == {0.747} and "over the zero-shot encoder's 0.747 (384-d" in prose
+    for who, quoted in (("student", "the students are"), ("cross", "the teachers")):
+        g = sorted(m[who]["auc"] - m["zero_shot"]["auc"] for m in kept)
+        assert f"{quoted} +{g[0]:.3f} to +{g[-1]:.3f}" in prose, who
+    mean = {m: np.mean([r["metrics"][m]["p@20"] for r in runs]) for m in ("rerank@20", "rerank@40", "rerank@100", "rerank@200")}
+    assert (f"precision@20 gains +{mean['rerank@40'] - mean['rerank@20']:.3f} from depth 20 to 40, "
+            f"+{mean['rerank@100'] - mean['rerank@40']:.3f} from 40 to 100 and "
+            f"+{mean['rerank@200'] - mean['rerank@100']:.3f} from 100 to 200") in prose
+    wrong_first = sorted(round(100 * (1 - r["metrics"]["student"]["p@1"])) for r in runs)
+    assert f"first on {wrong_first[-1]}% of items, the others on {wrong_first[0]}-{wrong_first[1]}%" in prose
 
 
 @pytest.mark.parametrize("items", ["0", "-1"])
