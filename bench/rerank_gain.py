@@ -25,7 +25,11 @@ pairs, and ``listing``'s long titles are drawn per judged set, so its items cann
   relevant, k = 1, 5, 10, 20) and recall@K (truly relevant keyphrases in the top K over min(K, their number)),
   means over items, K = ``serve.top_k``.
 
-    python bench/rerank_gain.py --seed 1 --keep /tmp/attr_keep --out bench/results/rerank/attr_s1.json
+    kp eval-labels --world attr --pairs 6000 --seeds 1 --keep /tmp/attr_keep --out /tmp/attr_eval_labels_s1.json
+    python bench/rerank_gain.py --seed 1 --keep /tmp/attr_keep --out /tmp/rerank_attr_s1.json
+
+(the committed files, ``bench/results/rerank/attr_s{1,2,3}.json`` and ``attr_eval_labels_s{1,2,3}.json``, were made
+so, seed by seed).
 
 Prints one JSON line and writes it to ``--out``; the teacher's pairs per second on this machine are recorded, so the
 cost of a depth is ``items x depth / pairs_per_second``. About 12 minutes a seed on 2 quiet cores (CPU) at 500 items: the
@@ -171,9 +175,9 @@ def main(argv: list[str] | None = None) -> int:
 
     Writes ``--out`` (JSON: per ranking the ``rank_metrics``, the items and keyphrases counted, the teacher's pairs per
     second, and the two models' AUC on half B's judged pairs, served 64-d for the student, which names them: it is
-    what ``kp eval-labels`` reported for them). Raises FileNotFoundError on a ``--keep`` folder without the seed's
-    models, ValueError when no item qualifies (``held_out_items``), and what the model loaders raise (ConfigError on
-    a folder without a model); ``--items`` below 1 exits with status 2 before any work."""
+    what ``kp eval-labels`` reported for them). Raises ValueError when no item qualifies (``held_out_items``) and what
+    the model loaders raise (ConfigError on a folder without a model); ``--items`` below 1, or a ``--keep`` folder
+    without the seed's ``cross-SEED`` and ``student-SEED``, exits with status 2 before any work."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--world", default="attr", choices=("attr",), help="simulated world (kp eval-labels --world)")
     ap.add_argument("--pairs", type=int, default=6000, help="the world's pairs before the split (as kp eval-labels)")
@@ -184,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.items < 1:
         ap.error(f"--items must be at least 1, got {args.items}")
+    cross_dir, student_dir = (Path(args.keep) / f"{m}-{args.seed}" for m in ("cross", "student"))
+    for d in (cross_dir, student_dir):
+        if not d.is_dir():
+            ap.error(f"{d} is not there: run kp eval-labels --world {args.world} --pairs {args.pairs} "
+                     f"--seeds {args.seed} --keep {args.keep} first")
 
     from sklearn.metrics import roc_auc_score
 
@@ -198,11 +207,6 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging("INFO")
     s = get_settings()
-    cross_dir, student_dir = (Path(args.keep) / f"{m}-{args.seed}" for m in ("cross", "student"))
-    for d in (cross_dir, student_dir):
-        if not d.is_dir():
-            raise FileNotFoundError(f"{d} is not there: run kp eval-labels --world {args.world} --seeds {args.seed} "
-                                    f"--keep {args.keep} first")
     w = WORLDS[args.world]
     pairs = load_pairs(None, args.world, args.pairs)
     in_a = split_by_keyphrase(pairs["keyphrase"].tolist())

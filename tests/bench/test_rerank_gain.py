@@ -144,7 +144,19 @@ def test_the_rerank_table_in_the_doc_is_the_committed_runs(bench):
 
 @pytest.mark.parametrize("items", ["0", "-1"])
 def test_main_refuses_fewer_than_one_item_before_any_work(bench, items, tmp_path, capsys):
+    for seed in ("cross-1", "student-1"):
+        (tmp_path / seed).mkdir()
     with pytest.raises(SystemExit) as exit_:
         bench.main(["--keep", str(tmp_path), "--items", items, "--out", str(tmp_path / "out.json")])
     assert exit_.value.code == 2 and "--items must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "out.json").exists()
+
+
+def test_main_names_the_command_that_makes_a_missing_seeds_models(bench, tmp_path, capsys):
+    (tmp_path / "cross-1").mkdir()
+    (tmp_path / "student-1").mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--keep", str(tmp_path), "--seed", "2", "--pairs", "800", "--out", str(tmp_path / "out.json")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "cross-2 is not there" in err
+    assert f"kp eval-labels --world attr --pairs 800 --seeds 2 --keep {tmp_path} first" in err
