@@ -51,7 +51,6 @@ import numpy as np
 log = logging.getLogger("rerank_gain")
 DEPTHS = (20, 40, 100, 200)   # re-rank depths: the served K itself (re-order only), then 2, 5 and 10 times it
 PRECISION_KS = (1, 5, 10, 20)
-RESULTS = Path(__file__).resolve().parent / "results" / "rerank"
 ROWS = (("zero_shot", "zero-shot all-MiniLM-L6-v2, cosine at serve.dim"), ("student", "the student as served (64-d)"),
         *((f"rerank@{d}", f"the student's top {d}, re-ordered by the teacher") for d in DEPTHS),
         (f"oracle@{max(DEPTHS)}", f"the student's top {max(DEPTHS)}, ordered by the truth (the bound at that depth)"),
