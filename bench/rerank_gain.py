@@ -196,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.metrics import roc_auc_score
 
     from keyphrase_pipeline.cli import configure_logging
-    from keyphrase_pipeline.commands.eval_labels import load_pairs, split_by_keyphrase
+    from keyphrase_pipeline.commands.eval_labels import (  # _score_all: eval-labels' own scoring, reused as is
+        _score_all,
+        load_pairs,
+        split_by_keyphrase,
+    )
     from keyphrase_pipeline.core import layout
     from keyphrase_pipeline.core.settings import get_settings
     from keyphrase_pipeline.models.base import resolve_base_model
@@ -225,13 +229,12 @@ def main(argv: list[str] | None = None) -> int:
         return (_cut(encode_items(model, t_items, [""] * len(t_items)), dim)
                 @ _cut(encode_keyphrases(model, candidates), dim).T)
 
-    student_model = load_student(layout.version_model_dir(str(student_dir)), s.train.device)
-    teacher_model = load_cross(layout.version_model_dir(str(cross_dir)), s.train.device)
-    b = pairs[~in_a]   # which models these are: their AUC on half B, as kp eval-labels reported it
-    b_t, b_c, b_k, b_y = b["title"].tolist(), b["category"].tolist(), b["keyphrase"].tolist(), b["label"].to_numpy(int)
-    half_b_auc = {"cross": roc_auc_score(b_y, predict_pairs(teacher_model, b_t, b_c, b_k)),
-                  "student": roc_auc_score(b_y, (_cut(encode_items(student_model, b_t, b_c), dim)
-                                                 * _cut(encode_keyphrases(student_model, b_k), dim)).sum(axis=1))}
+    cross_model_dir, student_model_dir = (layout.version_model_dir(str(d)) for d in (cross_dir, student_dir))
+    b = pairs[~in_a]   # which models these are: their AUC on half B, scored as kp eval-labels scores it
+    b_scores = _score_all(s, b, cross_model_dir, student_model_dir)
+    half_b_auc = {m: roc_auc_score(b["label"].to_numpy(int), b_scores[m]) for m in ("cross", "student")}
+    student_model = load_student(student_model_dir, s.train.device)
+    teacher_model = load_cross(cross_model_dir, s.train.device)
     zero_shot = cosine_matrix(load_student(resolve_base_model(s.train.base_model), s.train.device))
     student = cosine_matrix(student_model)
     top = np.argsort(-student, axis=1, kind="stable")[:, :depth]   # what the teacher would be asked to re-rank
