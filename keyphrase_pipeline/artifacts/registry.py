@@ -191,6 +191,24 @@ def start_model_dir(settings: Settings, kind: str, ds: str, base: str, warm: boo
     return base
 
 
+def resolve_cross(settings: Settings, cross: str | None, what: str = "--cross") -> tuple[str | None, str | None]:
+    """(model directory, registry version or None) for a cross-encoder reference: a version id, a version
+    directory (its ``model/`` is taken) or a model directory. (None, None) for an empty ``cross``.
+
+    Raises ConfigError (exit 2), naming ``what`` (the option or setting it came from), when ``cross`` is neither a
+    directory nor a cross-encoder version of the registry (or is an invalid version id)."""
+    if not cross:
+        return None, None
+    p = Path(cross)
+    if p.is_dir():
+        if Path(layout.version_model_dir(p)).is_dir():
+            return layout.version_model_dir(p), None
+        return str(p), None
+    if exists(settings, cross, "cross"):
+        return layout.model_dir(settings, cross, "cross"), cross
+    raise ConfigError(f"{what} {cross!r}: neither a directory nor a cross-encoder version in the registry")
+
+
 def set_latest_cross(settings: Settings, version: str) -> None:
     """Atomically point ``registry/CROSS_LATEST`` at ``version``; ConfigError (exit 2) when that cross-encoder
     version has no model directory (or the lake is not local)."""

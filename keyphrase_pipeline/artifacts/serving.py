@@ -224,12 +224,16 @@ def verify_files(root: Path, checksums: dict[str, str]) -> None:
 
 # ---- reader --------------------------------------------------------------------------------------
 def _expected(row) -> dict:
-    """``expected_ctr`` (float, None when absent or NaN) and ``ctr_model_version`` of a published row (namedtuple)."""
+    """``expected_ctr`` and ``rerank_score`` (floats, None when absent or NaN) and ``ctr_model_version`` of a
+    published row (namedtuple)."""
     import math
 
-    value = getattr(row, "expected_ctr", None)
-    value = None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-    return {"expected_ctr": value, "ctr_model_version": getattr(row, "ctr_model_version", None) or None}
+    def number(name):
+        value = getattr(row, name, None)
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+    return {"expected_ctr": number("expected_ctr"), "ctr_model_version": getattr(row, "ctr_model_version", None) or None,
+            "rerank_score": number("rerank_score")}
 
 
 class ServingBundle:
@@ -312,8 +316,8 @@ class ServingBundle:
         """Top keyphrases for an item: ``query`` is item text (title [SEP] category) or an item id.
 
         Returns up to ``k`` (default: the bundle's ``top_k``; 0 also means the default) dicts ``{rank,
-        keyphrase_id, keyphrase, score}`` (an item id's published rows also ``expected_ctr``, float or None, and
-        ``ctr_model_version``), best first, at most one per normalised keyphrase text (the search and
+        keyphrase_id, keyphrase, score}`` (an item id's published rows also ``expected_ctr`` and ``rerank_score``,
+        float or None, and ``ctr_model_version``), best first, at most one per normalised keyphrase text (the search and
         the rule of ``recommend.search_batch``, without its threshold); ``score`` is the cosine in [-1, 1] at the bundle's dim. An
         unknown item id gives an empty list; text is normalised by ``keyphrase_pipeline.models.text.clean``;
         blank text, or text whose tokens are all unknown to the tower (emoji only), raises DataError (exit 3). Only a Python ``int`` is an

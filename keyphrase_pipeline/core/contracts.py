@@ -129,6 +129,7 @@ CONTRACTS: dict[str, dict[str, str]] = {
         "score": "float32",
         "expected_ctr?": "float32",  # the CTR model's P(click) at its reference position; null without one
         "ctr_model_version?": "string",
+        "rerank_score?": "float32",  # the re-ranking cross-encoder's P(relevant) (serve.rerank_depth); null without
     },
     "quarantine": {
         "reason": "string",

@@ -326,8 +326,9 @@ class TrainSettings(BaseModel):
 class ServeSettings(BaseModel):
     """``serve.*``: serving embedding size, top-K, export checks, the FAISS index and its recall floor.
 
-    ``score_threshold`` is a cosine in [-1, 1]; ``export_tolerance`` a max absolute difference of embedding
-    values; ``min_recall``, ``max_items_without_recommendations_share`` and the ``int8_*`` floors are shares in [0, 1]."""
+    ``score_threshold`` is a cosine in [-1, 1] (the student's, re-ranked or not); ``export_tolerance`` a max absolute
+    difference of embedding values; ``min_recall``, ``max_items_without_recommendations_share`` and the ``int8_*``
+    floors are shares in [0, 1]; ``rerank_depth`` counts candidates per item (0: no cross-encoder re-rank)."""
 
     dim: int = Field(64, ge=8, description="Serving embedding size (Matryoshka cut).")
     top_k: int = Field(20, ge=1)
@@ -340,6 +341,16 @@ class ServeSettings(BaseModel):
     recommend_carry_bucket_items: int = Field(4_000_000, ge=1, description="`kp recommend --changed-only` works "
                                               "out which items to carry over this many items at a time (~40 bytes "
                                               "each at its peak); a larger catalog takes one more pass per bucket.")
+    rerank_depth: int = Field(0, ge=0, description="`kp recommend` re-orders each item's top this many candidates "
+                              "of the student's search by the cross-encoder's P(relevant) (its `rerank_score`) "
+                              "before the top_k are kept: this many cross-encoder pairs per item searched, on "
+                              "serve.device. 0 (the default): off, the student's order is served. Measured on a "
+                              "simulated world only (docs/TRAINING.md, \"Re-ranking each item's top-K\"); ~260 "
+                              "pairs/s on 2 CPU cores, so a GPU worker for catalogs of millions.")
+    rerank_cross: str = Field("", description="The re-ranking cross-encoder: a registry cross version id or a model "
+                              "directory; empty: the served student's own teacher (cross_version in its "
+                              "train_config.json). Only read when rerank_depth > 0.")
+    rerank_batch_size: int = Field(256, ge=1, description="Pairs per cross-encoder forward pass when re-ranking.")
     export_tolerance: float = Field(1e-3, gt=0, description="Max abs diff ONNX vs torch.")
     quantize: bool = Field(False, description="Try per-channel int8; kept only above the floors below.")
     int8_min_cosine: float = 0.99

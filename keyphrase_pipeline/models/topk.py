@@ -134,3 +134,31 @@ def search_batch(index, keyphrases, item_ids, vectors, k: int, threshold: float)
     return pd.DataFrame({"item_id": item_ids[row], "rank": rank.astype(np.int32), "keyphrase_id": kid,
                          "keyphrase": pd.Series(table.texts_of(kid), dtype=object),
                          "score": score.astype(np.float32)})[OUT_COLUMNS]
+
+
+def rerank_top(recs, scores, depth: int, k: int):
+    """Each item's first ``depth`` rows of ``recs`` re-ordered by ``scores``, then the first ``k`` rows kept.
+
+    ``recs``: a ``search_batch`` frame (item-major, each item's rows in rank order), typically searched for
+    ``max(k, depth)`` rows per item; ``scores``: float ``(len(recs),)``, the re-ranker's score of each row (a
+    cross-encoder's P(relevant)), read only on rows of rank <= ``depth`` and NaN where there is none (an item
+    with no text to score). Within an item, the scored rows of its top ``depth`` come first, by score (highest
+    first; ties by the student's rank), then the rest in the student's order: an item without scores keeps its
+    order. Returns the frame cut to ``k`` rows per item, ranks renumbered from 1, with ``rerank_score`` (float32,
+    NaN on rows not re-ranked); ``score`` stays the student's cosine. ``depth`` 0 re-orders nothing. (The re-rank
+    of retrieved candidates by a cross-encoder is the usual retrieve-and-re-rank design; sentence-transformers'
+    "Retrieve & Re-Rank" documentation describes it.)"""
+    import numpy as np
+    import pandas as pd
+
+    rank = recs["rank"].to_numpy()
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(s) != len(recs):
+        raise ValueError(f"{len(s)} scores for {len(recs)} rows")
+    scored = (rank <= depth) & np.isfinite(s)
+    item_order = pd.factorize(recs["item_id"].to_numpy())[0]  # the frame is item-major: items keep their input order
+    order = np.lexsort((rank, -np.where(scored, s, 0.0), ~scored, item_order))
+    out = recs.iloc[order].reset_index(drop=True)
+    out["rerank_score"] = np.where(scored, s, np.nan)[order].astype(np.float32)
+    out["rank"] = (out.groupby("item_id", sort=False).cumcount() + 1).astype(np.int32)
+    return out[out["rank"] <= k].reset_index(drop=True)

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.artifacts import item_lookup
 from keyphrase_pipeline.artifacts.ctr_scoring import champion_scorer
+from keyphrase_pipeline.artifacts.rerank import Reranker
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.contracts import check_arrow_schema
 from keyphrase_pipeline.core.errors import DataError, GateError
@@ -88,7 +89,7 @@ def _out_schema():
 
     return pa.schema([("item_id", pa.int64()), ("rank", pa.int32()), ("keyphrase_id", pa.int64()),
                       ("keyphrase", pa.string()), ("score", pa.float32()), ("expected_ctr", pa.float32()),
-                      ("ctr_model_version", pa.string())])
+                      ("ctr_model_version", pa.string()), ("rerank_score", pa.float32())])
 
 
 def with_expected_ctr(recs, scorer, ids, vecs, rank_by: str):
@@ -119,7 +120,7 @@ def _carried_expected_ctr(table, schema, scorer):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    for name in ("expected_ctr", "ctr_model_version"):  # files written before the CTR model have neither
+    for name in ("expected_ctr", "ctr_model_version", "rerank_score"):  # files written before these lack them
         if name not in table.column_names:
             table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
     table = table.select(schema.names).cast(schema)
@@ -263,7 +264,7 @@ def _carry(prev, keep, schema, scorer, parts, batch_rows: int, k: int) -> dict:
     if not len(keep):
         return out
     seen = np.zeros(len(keep), dtype=bool)
-    carry = OUT_COLUMNS + [c for c in ("expected_ctr", "ctr_model_version") if c in prev.schema.names]
+    carry = OUT_COLUMNS + [c for c in ("expected_ctr", "ctr_model_version", "rerank_score") if c in prev.schema.names]
     for _, batch in row_group_batches(prev, carry, batch_rows * max(k, 1)):
         item_ids = _ids(batch.column("item_id"), "previous recommendations", "item_id")
         pos = np.minimum(np.searchsorted(keep, item_ids), len(keep) - 1)
@@ -354,8 +355,8 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
     ds = ds_str(ds)
     check_wheel_set()  # one build of ONNX Runtime and FAISS: never a mix of CPU and GPU wheels
     # a cuda that is not there, or a top_k FAISS cannot give on the GPU, fails here, before any work
-    require_faiss_device(settings.serve.device, k=settings.serve.top_k)
     s = settings.serve
+    require_faiss_device(s.device, k=max(s.top_k, s.rerank_depth))
     batch_rows = s.recommend_batch_rows
     lake = Lake.from_settings(settings)
     index, keyphrases, meta = load_build(settings, ds)
@@ -383,11 +384,13 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
     schema = _out_schema()
     check_arrow_schema(schema, "recommendations", where="recommendations (to write)")
     k = min(s.top_k, index.ntotal)
+    reranker = Reranker.for_run(settings, ds, version)  # serve.rerank_depth > 0: the teacher loaded, the catalog opened
+    k_search = min(reranker.search_k(k), index.ntotal) if reranker else k
     scorer, ctr_why = None, "ctr_model.enabled is false"
     if settings.ctr_model.enabled:  # expected CTR beside relevance: the CTR champion trained on this student
         scorer, ctr_why = champion_scorer(settings, version, stream_items=True)
         log.info("expected CTR: %s", ctr_why if scorer is None else f"CTR model {scorer.version}")
-    search_index = faiss_on_device(index, s.device, k=s.top_k)
+    search_index = faiss_on_device(index, s.device, k=max(s.top_k, s.rerank_depth))
     faiss_gpu = search_index is not index  # where the search runs (auto keeps HNSW, or a large top_k, on the CPU)
     rows = scored = batches = with_recs = predicted = stale_ctr = to_carry = carried = 0
     score_sum = 0.0
@@ -407,7 +410,8 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
                     if bad_example is None and len(bad):
                         bad_example = (int(ids[bad[0]]), reasons[bad[0]])
                     continue
-                recs = search_batch(search_index, texts, ids, vecs, k, s.score_threshold)
+                recs = search_batch(search_index, texts, ids, vecs, k_search, s.score_threshold)
+                recs = reranker.rerank(recs, k) if reranker else recs.assign(rerank_score=np.float32(np.nan))
                 recs = with_expected_ctr(recs, scorer, ids, vecs, settings.ctr_model.rank_by)
                 predicted += int(np.isfinite(recs["expected_ctr"].to_numpy()).sum())
                 parts.write(pa.Table.from_pandas(recs, schema=schema, preserve_index=False))
@@ -447,6 +451,7 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
                  "score_threshold": s.score_threshold, "changed_only": bool(changed_only),
                  "batches": int(batches), "batch_rows": int(batch_rows), "files": int(parts.files),
                  "carry_buckets": int(carry_buckets),
+                 **(reranker.stats() if reranker else {"rerank_depth": 0}),
                  "items_without_recs": without, "items_quarantined_vectors": quarantined,
                  "items_without_recs_share": round(share, 6),
                  "max_items_without_recs_share": s.max_items_without_recommendations_share}

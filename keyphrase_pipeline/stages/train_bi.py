@@ -67,25 +67,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def resolve_cross(settings: Settings, cross: str | None) -> tuple[str | None, str | None]:
-    """(model directory, registry version or None) for a cross reference: version id, version dir or model dir.
-
-    (None, None) for an empty ``cross``. Raises ConfigError (exit 2) when ``cross`` is neither a directory nor a
-    cross-encoder version of the registry (or is an invalid version id)."""
-
-    if not cross:
-        return None, None
-    p = Path(cross)
-    if p.is_dir():
-        if Path(layout.version_model_dir(p)).is_dir():
-            return layout.version_model_dir(p), None
-        return str(p), None
-    if registry.exists(settings, cross, "cross"):
-        return layout.model_dir(settings, cross, "cross"), cross
-    raise ConfigError(f"--cross {cross!r}: neither a directory nor a cross-encoder version in the registry")
-
-
-
 def _config(settings: Settings, base: str, mix: list[str], kd_loss: str, init_from: str) -> dict:
     t = settings.train
     return {"kind": "bi", "base_model": base, "init_from": init_from, "label_mix": "+".join(mix), "kd_loss": kd_loss,
@@ -292,7 +273,7 @@ def _teacher(settings: Settings, ds: str, mix: list[str], cross: str | None, lab
             latest = registry.latest_cross(settings)
             if latest and cross != latest:
                 log.info("CROSS_LATEST %s is not from a day up to %s: distilling from %s instead", latest, ds, cross)
-        cross_dir, cross_version = resolve_cross(settings, cross)
+        cross_dir, cross_version = registry.resolve_cross(settings, cross, "--cross")
         if cross_dir is None:
             log.warning("label_mix has kd but there is no cross-encoder (give --cross or run train-cross): no kd task")
     if not cross_dir:

@@ -139,8 +139,11 @@ def _all_at_once(settings, ds=DS):
 
 def _in_file_order(settings, ds, expected_ctr: bool = False):
     """The day's recommendations in file order; the relevance columns only (``search_batch``'s), unless
-    ``expected_ctr`` (no CTR model in these lakes: the expected CTR columns are null, tested in test_train_ctr)."""
+    ``expected_ctr`` (no CTR model in these lakes: the expected CTR columns are null, tested in test_train_ctr).
+    The re-rank is off (``serve.rerank_depth`` 0): ``rerank_score`` is null and dropped."""
     recs = read_parquet(Lake.from_settings(settings).path("recommendations", ds=ds), contract="recommendations")
+    assert recs["rerank_score"].isna().all()
+    recs = recs.drop(columns=["rerank_score"])
     if not expected_ctr:
         assert recs["expected_ctr"].isna().all() and recs["ctr_model_version"].isna().all()
         recs = recs.drop(columns=["expected_ctr", "ctr_model_version"])
@@ -276,7 +279,7 @@ def test_parts_roll_over_only_between_items(tmp_path):
         n = len(item_ids)
         return pa.Table.from_pydict({"item_id": list(item_ids), "rank": list(range(1, n + 1)), "keyphrase_id": [7] * n,
                                      "keyphrase": ["x"] * n, "score": [0.5] * n, "expected_ctr": [None] * n,
-                                     "ctr_model_version": [None] * n}, schema=schema)
+                                     "ctr_model_version": [None] * n, "rerank_score": [None] * n}, schema=schema)
 
     for t in (rows(1, 1, 1), rows(1, 1, 1), rows(1, 2, 2), rows(3), rows(4, 4, 4, 4, 4, 4), rows(5)):
         parts.write(t)

@@ -1,0 +1,153 @@
+"""keyphrase_pipeline.artifacts.rerank and ``kp recommend`` with ``serve.rerank_depth`` > 0: which cross-encoder,
+the items' texts from the day's catalog, clear errors before any search, and the served order, checked against the
+same cross-encoder scoring the student's own top candidates independently."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from serve_helpers import DS, catalog, ready, serve_model, serve_ready, write_inputs  # noqa: F401
+
+from keyphrase_pipeline.artifacts.rerank import Reranker, teacher_of
+from keyphrase_pipeline.core.errors import ConfigError, DataError
+from keyphrase_pipeline.core.lake import Lake, read_parquet, write_parquet_atomic
+from keyphrase_pipeline.stages import recommend
+
+pytestmark = pytest.mark.spark  # the ``ready`` lake is built by the Spark stages once per session
+CROSS = "2026-10-05-0c0ffee"
+
+
+@pytest.fixture(scope="session")
+def tiny_cross(tmp_path_factory, serve_model):
+    """A cross-encoder with a random head on the serving tests' tiny encoder, saved as a model directory."""
+    from testsupport import make_settings
+
+    from keyphrase_pipeline.models.cross_encoder import build_cross, save_cross
+
+    root = tmp_path_factory.mktemp("tiny_cross")
+    cross = build_cross(make_settings(root / "lake", train={"base_model": serve_model}))
+    return save_cross(cross, str(root / "model"))
+
+
+def _with_teacher(settings, tiny_cross, version: str = CROSS):
+    """Register ``tiny_cross`` as cross version ``version`` and record it as student v1's teacher."""
+    lake = Lake.from_settings(settings)
+    shutil.copytree(tiny_cross, lake.path("registry", "cross", version, "model"))
+    cfg = Path(lake.path("registry", "students", "v1", "train_config.json"))
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "cross_version": version}))
+    return settings
+
+
+def _independent(settings, tiny_cross, depth: int, k: int) -> dict[int, list[int]]:
+    """Each item's expected keyphrase ids: the student's top ``depth`` (search_batch, as kp recommend searches),
+    scored by the cross-encoder directly, the best ``k`` of them (ties: the student's order)."""
+    from keyphrase_pipeline.core.layout import embeddings_dir
+    from keyphrase_pipeline.models.cross_encoder import load_cross, predict_pairs
+
+    index, keyphrases, meta = recommend.load_build(settings, DS)
+    items = read_parquet(embeddings_dir(settings, "items", meta["model_version"]), contract="embeddings")
+    items = items[items["model_version"] == meta["model_version"]]
+    cand = recommend.search_batch(index, keyphrases, items["id"].to_numpy(), np.stack(items["embedding"].to_numpy()),
+                                  depth, settings.serve.score_threshold)
+    cat = catalog().set_index("item_id")
+    p = predict_pairs(load_cross(tiny_cross, "cpu"), cat.loc[cand["item_id"], "title"].tolist(),
+                      cat.loc[cand["item_id"], "category"].tolist(), cand["keyphrase"].tolist())
+    cand = cand.assign(p=p).sort_values(["item_id", "p", "rank"], ascending=[True, False, True], kind="stable")
+    return {int(i): g["keyphrase_id"].head(k).tolist() for i, g in cand.groupby("item_id")}
+
+
+def test_recommend_serves_the_cross_encoders_order_of_the_students_top_depth(ready, tiny_cross):
+    s = _with_teacher(ready, tiny_cross).with_overrides(**{"serve.rerank_depth": 30, "serve.recommend_batch_rows": 7})
+    stats = recommend.run(s, DS)
+    recs = read_parquet(Lake.from_settings(s).path("recommendations", ds=DS), contract="recommendations")
+    want = _independent(s, tiny_cross, depth=30, k=20)
+    assert recs["item_id"].nunique() == len(want) == 36
+    for iid, g in recs.groupby("item_id", sort=False):
+        assert g["rank"].tolist() == list(range(1, 21))
+        assert g["keyphrase_id"].tolist() == want[iid]
+        assert (np.diff(g["rerank_score"].to_numpy()) <= 1e-6).all() and g["rerank_score"].between(0, 1).all()
+    assert stats["rerank_depth"] == 30 and stats["rerank_cross_version"] == CROSS
+    assert stats["rerank_pairs"] == 36 * 30 and stats["rerank_items"] == 36 and stats["rerank_items_without_text"] == 0
+    assert stats["rerank_pairs_per_s"] > 0 and stats["rows"] == 36 * 20
+    # score is still the student's cosine: the re-ranked lists are not in score order, yet each row's cosine is kept
+    assert not all((np.diff(g["score"].to_numpy()) <= 1e-6).all() for _, g in recs.groupby("item_id"))
+
+
+def test_depth_0_is_the_students_order_and_loads_no_cross_encoder(ready, monkeypatch):
+    import keyphrase_pipeline.models.cross_encoder as ce
+
+    monkeypatch.setattr(ce, "load_cross", lambda *a, **k: pytest.fail("loaded a cross-encoder with the re-rank off"))
+    assert Reranker.for_run(ready, DS, "v1") is None
+    stats = recommend.run(ready, DS)
+    assert stats["rerank_depth"] == 0 and "rerank_pairs" not in stats
+
+
+def test_an_explicit_cross_encoder_overrides_the_students_teacher(ready, tiny_cross):
+    assert teacher_of(ready, "v1") is None  # the test lake's student records none
+    s = ready.with_overrides(**{"serve.rerank_depth": 5, "serve.rerank_cross": tiny_cross})
+    r = Reranker.for_run(s, DS, "v1")
+    assert r.cross_dir == tiny_cross and r.cross_version is None and r.search_k(20) == 20 and r.search_k(3) == 5
+    _with_teacher(ready, tiny_cross)
+    assert teacher_of(ready, "v1") == CROSS
+    r = Reranker.for_run(ready.with_overrides(**{"serve.rerank_depth": 5}), DS, "v1")
+    assert r.cross_version == CROSS and r.cross_dir.endswith(f"cross/{CROSS}/model")
+
+
+def test_clear_errors_before_any_search(ready, tiny_cross, monkeypatch):
+    monkeypatch.setattr(recommend, "search_batch", lambda *a, **k: pytest.fail("searched before the re-rank's checks"))
+    on = ready.with_overrides(**{"serve.rerank_depth": 5})
+    with pytest.raises(ConfigError, match="records no cross-encoder teacher.*serve.rerank_cross"):
+        recommend.run(on, DS)
+    with pytest.raises(ConfigError, match="serve.rerank_cross 'nope': neither a directory nor a cross-encoder version"):
+        recommend.run(on.with_overrides(**{"serve.rerank_cross": "nope"}), DS)
+    empty = Path(ready.lake_root) / "not_a_model"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="not a cross-encoder model directory"):
+        recommend.run(on.with_overrides(**{"serve.rerank_cross": str(empty)}), DS)
+    _with_teacher(ready, tiny_cross)
+    shutil.rmtree(Lake.from_settings(ready).path("catalog", ds=DS))
+    with pytest.raises(DataError, match="needs the items' titles: no catalog for 2026-10-05"):
+        recommend.run(on, DS)
+
+
+def test_texts_come_from_the_catalog_aligned_with_the_ids(ready, tiny_cross):
+    cat = catalog()
+    dup = cat.iloc[[0]].assign(title="an inactive older row", active=False)
+    cat = pd.concat([cat.iloc[:5], dup], ignore_index=True)  # item 1 twice: the active row wins, though not the last
+    write_parquet_atomic(cat, Lake.from_settings(ready).path("catalog", ds=DS))
+    r = Reranker.for_run(ready.with_overrides(**{"serve.rerank_depth": 3, "serve.rerank_cross": tiny_cross}), DS, "v1")
+    titles, cats = r.texts(np.array([3, 1, 999, 3], dtype=np.int64))
+    assert titles[0] == titles[3] == catalog().loc[2, "title"] and titles[1] == catalog().loc[0, "title"]
+    assert titles[2] is None or titles[2] != titles[2]  # no catalog row: served in the student's order
+    assert cats.tolist()[:2] == [catalog().loc[2, "category"], catalog().loc[0, "category"]] and cats[2] == ""
+
+
+def test_items_missing_from_the_catalog_keep_the_students_order(ready, tiny_cross):
+    write_parquet_atomic(catalog().iloc[:20], Lake.from_settings(ready).path("catalog", ds=DS))  # items 21-40 gone
+    s = ready.with_overrides(**{"serve.rerank_depth": 20, "serve.rerank_cross": tiny_cross})
+    stats = recommend.run(s, DS)
+    recs = read_parquet(Lake.from_settings(s).path("recommendations", ds=DS), contract="recommendations")
+    missing = recs[recs["item_id"] > 20]
+    assert len(missing) and missing["rerank_score"].isna().all()
+    assert (missing.groupby("item_id")["score"].apply(lambda x: (np.diff(x.to_numpy()) <= 1e-6).all())).all()
+    assert recs.loc[recs["item_id"] <= 20, "rerank_score"].notna().all()
+    assert stats["rerank_items"] == 18 and stats["rerank_items_without_text"] == 18  # items 10 and 20 are inactive
+
+
+def test_a_depth_below_top_k_reorders_only_the_top_depth(ready, tiny_cross):
+    s = ready.with_overrides(**{"serve.rerank_depth": 5, "serve.rerank_cross": tiny_cross})
+    stats = recommend.run(s, DS)
+    got = read_parquet(Lake.from_settings(s).path("recommendations", ds=DS), contract="recommendations")
+    student = _independent(s, tiny_cross, depth=20, k=20)  # the student's top 20 (in the cross's order)
+    assert stats["rerank_pairs"] == 36 * 5 and stats["rows"] == 36 * 20
+    for iid, g in got.groupby("item_id"):
+        top, rest = g[g["rank"] <= 5], g[g["rank"] > 5]
+        assert top["rerank_score"].notna().all() and rest["rerank_score"].isna().all()
+        assert (np.diff(rest["score"].to_numpy()) <= 1e-6).all()  # below depth: the student's order
+        assert top["score"].min() >= rest["score"].max() - 1e-6  # the top 5 are the student's own top 5
+        assert set(top["keyphrase_id"]) | set(rest["keyphrase_id"]) == set(student[iid])
