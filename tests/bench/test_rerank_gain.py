@@ -29,6 +29,26 @@ def test_rerank_orders_the_first_stages_top_by_the_second_and_keeps_the_rest_bel
     assert np.argsort(-bench.rerank(first * 50, logits, depth=3), axis=1, kind="stable")[0].tolist() == [2, 0, 1, 4, 3]
 
 
+@pytest.mark.parametrize("depth,k", [(20, 20), (40, 20), (5, 20), (200, 20)])
+def test_the_measured_two_stage_ranking_is_the_one_kp_recommend_serves(bench, depth, k):
+    """The bench's ``rerank`` on dense score matrices and the package's ``topk.rerank_top`` on the student's search
+    frame (what ``kp recommend`` runs with serve.rerank_depth) serve the same top k, so the figures the bench
+    measured are those of the built path (distinct keyphrases, as the bench's candidates are)."""
+    import pandas as pd
+
+    from keyphrase_pipeline.models.topk import rerank_top
+
+    rng = np.random.default_rng(depth)
+    first, second = rng.random((30, 300)), rng.random((30, 300))
+    want = np.argsort(-bench.rerank(first, second, depth), axis=1, kind="stable")[:, :k]
+    searched = np.argsort(-first, axis=1, kind="stable")[:, :max(k, depth)]  # what search_batch returns, rank order
+    n = searched.shape[1]
+    recs = pd.DataFrame({"item_id": np.repeat(np.arange(30), n), "rank": np.tile(np.arange(1, n + 1), 30).astype(np.int32),
+                         "keyphrase_id": searched.reshape(-1), "keyphrase": "", "score": np.float32(0)})
+    got = rerank_top(recs, np.take_along_axis(second, searched, axis=1).reshape(-1), depth, k)
+    assert got.groupby("item_id")["keyphrase_id"].apply(list).tolist() == want.tolist()
+
+
 def test_rerank_refuses_a_depth_below_one_and_shapes_that_differ(bench):
     with pytest.raises(ValueError, match="depth"):
         bench.rerank(np.zeros((1, 3)), np.zeros((1, 3)), depth=0)
