@@ -64,7 +64,10 @@ def grade(recs, relevant: dict) -> dict:
 
 
 def paired(base: np.ndarray, other: np.ndarray, seed: int = 0) -> dict:
-    """Mean of ``other - base`` (float arrays ``(n,)``, paired by item) and its 95% bootstrap interval over items."""
+    """Mean of ``other - base`` (float arrays ``(n,)``, paired by item, n >= 1) and its 95% bootstrap interval over
+    items. ValueError when there is no item."""
+    if not len(base):
+        raise ValueError("no graded item: nothing to compare")
     diff = other - base
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, len(diff), size=(RESAMPLES, len(diff)))].mean(axis=1)
@@ -85,7 +88,8 @@ def markdown_table(result: dict) -> str:
                 d = run["vs_depth_0"][m]
                 cell += f" ({d['mean']:+.3f}, {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f})"
             cells.append(cell)
-        rate = f"{run['stats']['rerank_pairs_per_s']:.0f}" if run["depth"] else ""
+        rate = run["stats"].get("rerank_pairs_per_s")
+        rate = f"{rate:.0f}" if rate else ""
         lines.append(f"| {run['depth'] or '0 (off)'} | {run['seconds'] / 60:.1f} | {rate} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

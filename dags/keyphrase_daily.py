@@ -14,8 +14,8 @@ Every day at 02:00 UTC this DAG processes **the previous day** (`ds` = the data 
    keyphrases per item with their expected CTR, atomic publish.
 
 Every task is idempotent for its `ds`: clear a task (or the whole run) to redo it. Trigger it by hand
-with the form's params (day, skip labelling, full re-embedding, retrain, promote, label budget, demo
-scale). Datasets flow as Assets (`kp://lake/...`), visible in the asset graph. Metrics of each stage
+with the form's params (day, skip labelling, full re-embedding, retrain, promote, label budget,
+cross-encoder re-rank depth, demo scale). Datasets flow as Assets (`kp://lake/...`), visible in the asset graph. Metrics of each stage
 are in XCom and in the lake (`runs/ds=D/<stage>.json`), and on the **Keyphrases** page.
 See docs/OPERATIONS.md.
 """
@@ -61,6 +61,10 @@ with DAG(
                                description="Promote the new bi-encoder even if it does not beat the champion."),
         "label_budget": Param(None, type=["null", "integer"], minimum=1, title="Label budget",
                               description="Most pairs sent to the LLM judge today (default: pairs.daily_budget)."),
+        "rerank_depth": Param(None, type=["null", "integer"], minimum=0, title="Cross-encoder re-rank depth",
+                              description="Re-order each item's top this many candidates by the cross-encoder "
+                                          "before the top-K are kept (default: serve.rerank_depth, 0 = off; costs "
+                                          "this many cross-encoder pairs per item searched: docs/SERVING.md)."),
         "scale": Param(None, type=["null", "string"], enum=[None, "tiny", "demo", "small", "large"],
                        title="Demo world scale",
                        description="Demo only: generate the synthetic marketplace at this scale when the lake has "

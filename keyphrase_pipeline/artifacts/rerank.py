@@ -11,11 +11,13 @@ Which cross-encoder: ``serve.rerank_cross`` (a registry cross version or a model
 student's own teacher, the ``cross_version`` its ``train_config.json`` records. So a rerun of a day re-ranks with
 the same model as long as the student is the same. The items' texts come from the day's catalog
 (``raw/catalog/ds=D``, the rows ``kp embed`` embedded), read per batch of items with
-``keyphrase_pipeline.core.lake.rows_where`` (row groups whose id range holds none of the batch are skipped unread).
+``keyphrase_pipeline.core.lake.rows_where``: bounded in memory, but a batch's ids span the whole id range, so each
+batch reads the catalog's ``item_id`` column and most of its row groups (catalog bytes x batches in all).
 
-Cost: ``rerank_depth`` pairs per item searched, scored in chunks of ``CHUNK_PAIRS`` pairs (one progress line each);
-about 260 pairs/s on these 2 CPU cores, so a catalog of millions needs a GPU worker (``serve.device``). Memory: one
-batch of items' candidate rows and one chunk's pair texts, set by ``serve.recommend_batch_rows`` x ``rerank_depth``.
+Cost: ``rerank_depth`` pairs per item searched, scored in chunks of ``CHUNK_PAIRS`` pairs (one progress line each,
+with the rate); measured on 2 CPU cores by ``bench/rerank_recommend.py`` (docs/SERVING.md), so a catalog of millions
+needs a GPU worker (``serve.device``). Memory: the model, one batch of items' candidate rows and one chunk's pair
+texts, set by ``serve.recommend_batch_rows`` x max(``top_k``, ``rerank_depth``) and ``CHUNK_PAIRS``.
 """
 
 from __future__ import annotations
@@ -66,10 +68,16 @@ class Reranker:
 
         Raises ConfigError (exit 2) when the student records no teacher and ``serve.rerank_cross`` is empty, or
         ``rerank_cross`` is neither a directory nor a registry cross version, or the directory holds no model;
-        DataError (exit 3) when ``raw/catalog/ds=D`` is missing; SchemaError (exit 3) when it breaks its contract."""
+        DataError (exit 3) when ``raw/catalog/ds=D`` is missing; SchemaError (exit 3) when it breaks its contract.
+        Logs a warning when ``ctr_model.rank_by`` is ``expected_clicks`` and the depth is not above ``serve.top_k``
+        (the expected-CTR order then leaves the cross-encoder next to nothing to decide)."""
         s = settings.serve
         if s.rerank_depth <= 0:
             return None
+        if settings.ctr_model.rank_by == "expected_clicks" and s.rerank_depth <= s.top_k:
+            log.warning("serve.rerank_depth=%d <= serve.top_k=%d with ctr_model.rank_by=expected_clicks: the served "
+                        "keyphrases are the student's top %d in expected-CTR order whatever the cross-encoder says; "
+                        "a depth above top_k lets it choose which are served", s.rerank_depth, s.top_k, s.top_k)
         ref, what = s.rerank_cross, "serve.rerank_cross"
         if not ref:
             ref, what = teacher_of(settings, student_version), f"the teacher of student {student_version}"
@@ -79,15 +87,15 @@ class Reranker:
                                   "serve.rerank_cross (KP_SERVE__RERANK_CROSS) to a cross version or model directory, "
                                   "or serve.rerank_depth=0")
         cross_dir, cross_version = registry.resolve_cross(settings, ref, what)
-        from keyphrase_pipeline.models.cross_encoder import load_cross
-
-        model = load_cross(cross_dir, s.device)
         catalog_path = Lake.from_settings(settings).path("catalog", ds=ds)
         try:
             catalog = parquet_dataset(catalog_path, "catalog")
         except DataError:
             raise DataError(f"serve.rerank_depth={s.rerank_depth} needs the items' titles: no catalog for {ds} at "
                             f"{catalog_path}") from None
+        from keyphrase_pipeline.models.cross_encoder import load_cross
+
+        model = load_cross(cross_dir, s.device, "serve.device")  # last: the checks above cost nothing
         log.info("re-ranking each item's top %d candidates with cross-encoder %s (%s) on %s", s.rerank_depth,
                  cross_version or "(a directory)", cross_dir, s.device)
         return cls(model, s.rerank_depth, catalog, cross_dir, cross_version, s.rerank_batch_size)
@@ -96,14 +104,22 @@ class Reranker:
         """How many distinct candidates per item to search for so that the top ``depth`` and the top ``k`` exist."""
         return max(k, self.depth)
 
+    @property
+    def version(self) -> str:
+        """What the rows' ``rerank_cross_version`` records: the registry version, else the model directory."""
+        return self.cross_version or self.cross_dir
+
     def texts(self, item_ids):
-        """(titles, categories): object arrays aligned with int64 ``item_ids`` ``(n,)`` from the day's catalog;
-        None where an id has no catalog row (an item with several rows: its active one, the last in file order)."""
+        """(titles, categories): object arrays aligned with int64 ``item_ids`` ``(n,)`` from the day's catalog; the
+        title is None or NaN where an id has no catalog row (its category ""). An item with several rows: its last
+        active row in file order, else its last row."""
         import pandas as pd
+        import pyarrow.compute as pc
 
         wanted = np.unique(np.asarray(item_ids, dtype=np.int64))
-        rows = rows_where(self.catalog, "item_id", wanted, ["item_id", "title", "category", "active"]).to_pandas()
-        rows = rows.assign(active=rows["active"].fillna(False).astype(bool)).sort_values("active", kind="stable")
+        table = rows_where(self.catalog, "item_id", wanted, ["item_id", "title", "category", "active"])
+        table = table.set_column(3, "active", pc.fill_null(table.column("active"), False))
+        rows = table.to_pandas().sort_values("active", kind="stable")
         rows = rows.drop_duplicates("item_id", keep="last").set_index("item_id")
         ids = pd.Index(np.asarray(item_ids, dtype=np.int64))
         found = rows.reindex(ids)
@@ -126,7 +142,8 @@ class Reranker:
 
     def rerank(self, recs, k: int):
         """``recs`` (``search_batch``'s frame, ``search_k(k)`` rows per item) with each item's top ``depth`` in the
-        cross-encoder's order, cut to ``k`` rows per item, with ``rerank_score`` (``topk.rerank_top``)."""
+        cross-encoder's order, cut to ``k`` rows per item, with ``rerank_score`` (``topk.rerank_top``) and
+        ``rerank_cross_version`` (``version`` on the rows it scored, None elsewhere)."""
         scores = np.full(len(recs), np.nan, dtype=np.float32)
         if len(recs):
             deep = np.flatnonzero(recs["rank"].to_numpy() <= self.depth)
@@ -137,7 +154,8 @@ class Reranker:
             items = recs["item_id"].to_numpy()
             self.items += len(np.unique(items[rows]))
             self.items_without_text += len(np.setdiff1d(np.unique(items), items[rows]))
-        return rerank_top(recs, scores, self.depth, k)
+        out = rerank_top(recs, scores, self.depth, k)
+        return out.assign(rerank_cross_version=np.where(out["rerank_score"].notna(), self.version, None))
 
     def stats(self) -> dict:
         """The run stats' ``rerank_*`` fields."""

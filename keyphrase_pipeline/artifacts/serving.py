@@ -224,8 +224,8 @@ def verify_files(root: Path, checksums: dict[str, str]) -> None:
 
 # ---- reader --------------------------------------------------------------------------------------
 def _expected(row) -> dict:
-    """``expected_ctr`` and ``rerank_score`` (floats, None when absent or NaN) and ``ctr_model_version`` of a
-    published row (namedtuple)."""
+    """``expected_ctr`` and ``rerank_score`` (floats, None when absent or NaN), ``ctr_model_version`` and
+    ``rerank_cross_version`` (str or None) of a published row (namedtuple)."""
     import math
 
     def number(name):
@@ -233,7 +233,8 @@ def _expected(row) -> dict:
         return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
     return {"expected_ctr": number("expected_ctr"), "ctr_model_version": getattr(row, "ctr_model_version", None) or None,
-            "rerank_score": number("rerank_score")}
+            "rerank_score": number("rerank_score"),
+            "rerank_cross_version": getattr(row, "rerank_cross_version", None) or None}
 
 
 class ServingBundle:
@@ -317,7 +318,8 @@ class ServingBundle:
 
         Returns up to ``k`` (default: the bundle's ``top_k``; 0 also means the default) dicts ``{rank,
         keyphrase_id, keyphrase, score}`` (an item id's published rows also ``expected_ctr`` and ``rerank_score``,
-        float or None, and ``ctr_model_version``), best first, at most one per normalised keyphrase text (the search and
+        float or None, ``ctr_model_version`` and ``rerank_cross_version``), best first, at most one per normalised
+        keyphrase text (the search and
         the rule of ``recommend.search_batch``, without its threshold); ``score`` is the cosine in [-1, 1] at the bundle's dim. An
         unknown item id gives an empty list; text is normalised by ``keyphrase_pipeline.models.text.clean``;
         blank text, or text whose tokens are all unknown to the tower (emoji only), raises DataError (exit 3). Only a Python ``int`` is an

@@ -130,6 +130,7 @@ CONTRACTS: dict[str, dict[str, str]] = {
         "expected_ctr?": "float32",  # the CTR model's P(click) at its reference position; null without one
         "ctr_model_version?": "string",
         "rerank_score?": "float32",  # the re-ranking cross-encoder's P(relevant) (serve.rerank_depth); null without
+        "rerank_cross_version?": "string",  # the cross-encoder that gave rerank_score
     },
     "quarantine": {
         "reason": "string",

@@ -31,15 +31,16 @@ def build_cross(settings: Settings, base: str | None = None):
                         device=resolve_device(settings.train.device), local_files_only=True)
 
 
-def load_cross(model_dir: str, device: str = "auto"):
-    """The CrossEncoder at ``model_dir`` on ``device``; ConfigError when there is no ``config.json``."""
+def load_cross(model_dir: str, device: str = "auto", setting: str = "train.device"):
+    """The CrossEncoder at ``model_dir`` on ``device`` (the value of the device setting ``setting``, which errors
+    name); ConfigError when there is no ``config.json`` or the device is not usable."""
     from sentence_transformers.cross_encoder import CrossEncoder
 
     if not Path(model_dir, "config.json").exists():
         from keyphrase_pipeline.core.errors import ConfigError
 
         raise ConfigError(f"{model_dir} is not a cross-encoder model directory (no config.json)")
-    return CrossEncoder(str(model_dir), device=resolve_device(device), local_files_only=True)
+    return CrossEncoder(str(model_dir), device=resolve_device(device, setting), local_files_only=True)
 
 
 def predict_pairs(model, titles, categories, keyphrases, batch_size: int = 128) -> np.ndarray:

@@ -166,17 +166,17 @@ def faiss_gpus(faiss_module=None) -> int:
 
 
 def faiss_on_device(index, value: str = "auto", setting: str = "serve.device", faiss_module=None,
-                    k: int | None = None):
+                    k: int | None = None, k_from: str = "serve.top_k"):
     """``index`` on the GPU for ``cuda``/``cuda:N`` (and for ``auto`` when FAISS has a GPU), else ``index`` itself
     (so ``faiss_on_device(ix, ...) is not ix`` says where the search runs: the run stats' ``faiss_gpu``).
 
     ``auto`` keeps an index type without a GPU version (HNSW), or a search of more than ``FAISS_GPU_MAX_K``
     neighbours (``k``), on the CPU, logged. Raises ConfigError (exit 2) for ``cuda`` when FAISS has no GPU (a
     CPU-only build, or no visible GPU: ``require_faiss_device``), ``k`` is too large for it, or the index type
-    cannot go to the GPU, naming ``setting`` and what was found."""
+    cannot go to the GPU, naming ``setting`` and what was found (``k_from``: the setting ``k`` comes from)."""
     if value != "cpu" and faiss_module is None:
         import faiss as faiss_module
-    if not require_faiss_device(value, setting, faiss_module, k=k):
+    if not require_faiss_device(value, setting, faiss_module, k=k, k_from=k_from):
         return index
     try:
         return faiss_module.index_cpu_to_gpu(faiss_module.StandardGpuResources(), cuda_index(value), index)
@@ -194,13 +194,13 @@ FAISS_GPU_MAX_K = 2048
 
 
 def require_faiss_device(value: str = "auto", setting: str = "serve.device", faiss_module=None,
-                         k: int | None = None) -> bool:
+                         k: int | None = None, k_from: str = "serve.top_k") -> bool:
     """Whether FAISS searches on the GPU for ``value``, decided before any work (``faiss_on_device`` moves the index
     by the same rule): True for ``cuda``/``cuda:N`` when FAISS sees that GPU, and for ``auto`` when it sees one;
     False for ``cpu``, and for ``auto`` without. Raises ConfigError (exit 2) for ``cuda``/``cuda:N`` when FAISS has no
     such GPU here (a CPU-only build, or too few visible GPUs), naming ``setting`` and what was found, and when a
-    ``cuda`` search would run with ``k`` (``serve.top_k``) above ``FAISS_GPU_MAX_K`` (``auto`` searches on the CPU then,
-    logged)."""
+    ``cuda`` search would run with ``k`` neighbours per query (set by the setting ``k_from``, ``serve.top_k`` by
+    default) above ``FAISS_GPU_MAX_K`` (``auto`` searches on the CPU then, logged)."""
     check_setting(value, setting)
     if value == "cpu":
         return False
@@ -210,12 +210,12 @@ def require_faiss_device(value: str = "auto", setting: str = "serve.device", fai
     index_no = cuda_index(value)
     if index_no < gpus:
         if k is not None and k > FAISS_GPU_MAX_K and value == "auto":
-            log.warning("%s=auto: top-%d is more than FAISS returns on the GPU (%d): searching on the CPU", setting, k,
-                        FAISS_GPU_MAX_K)
+            log.warning("%s=auto: %d neighbours per query (%s) is more than FAISS returns on the GPU (%d): searching "
+                        "on the CPU", setting, k, k_from, FAISS_GPU_MAX_K)
             return False
         if k is not None and k > FAISS_GPU_MAX_K:
-            raise ConfigError(f"serve.top_k={k} but FAISS on the GPU ({setting}={value!r}) returns at most "
-                              f"{FAISS_GPU_MAX_K} neighbours per query: lower serve.top_k or set {setting}=cpu")
+            raise ConfigError(f"{k_from} asks FAISS for {k} neighbours per query but on the GPU ({setting}={value!r}) "
+                              f"it returns at most {FAISS_GPU_MAX_K}: lower {k_from} or set {setting}=cpu")
         return True
     if value == "auto":
         return False

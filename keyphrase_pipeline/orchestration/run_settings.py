@@ -12,6 +12,7 @@ log = logging.getLogger(__name__)
 # Params of a run (trigger form) -> dotted settings they override for that run only.
 PARAM_OVERRIDES = {
     "label_budget": "pairs.daily_budget",
+    "rerank_depth": "serve.rerank_depth",
     "scale": "synth.scale",
 }
 

@@ -82,7 +82,7 @@ def copy_recommendations(dataset, dest_dir: str, bucket_rows: int, row_group_row
     by item id (``keyphrase_pipeline.artifacts.item_lookup``): ``ceil(rows / bucket_rows)`` hash buckets, each one
     ``part-BBBBB.parquet`` sorted by (item_id, rank) in row groups of ``row_group_rows``. The input is read in batches
     of ``batch_rows`` rows (once per ``item_lookup.MAX_OPEN_SPILLS`` buckets), each cast to the ``recommendations``
-    contract's types (int32 ids or ranks widened; the optional CTR columns added as nulls when a file lacks them).
+    contract's types (int32 ids or ranks widened; the optional columns (CTR, re-rank) added as nulls when a file lacks them).
 
     Peak memory: one input batch, then one bucket and its sort (``item_lookup.write_buckets``): set by
     ``bucket_rows``, not by the number of items. Returns ``{"rows", "items" (distinct item_id, exact), "files",
@@ -104,7 +104,7 @@ def copy_recommendations(dataset, dest_dir: str, bucket_rows: int, row_group_row
             names = [n for n in schema.names if n in pf.schema_arrow.names]
             for batch in pf.iter_batches(batch_size=batch_rows, columns=names):
                 table = pa.Table.from_batches([batch])
-                for field in schema:  # a file written before the CTR model lacks its two columns: nulls
+                for field in schema:  # a file written before the CTR model or the re-rank lacks their columns: nulls
                     if field.name not in table.column_names:
                         table = table.append_column(field, pa.nulls(table.num_rows, field.type))
                 try:

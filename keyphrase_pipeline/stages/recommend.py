@@ -39,6 +39,10 @@ and a one-byte "seen" mask, so that part of the peak is at most ~40 bytes x ``se
 (25 bytes an item measured with no item embedded today, ~36 with some; 160 MB at the default 4,000,000), whatever
 the catalog; a catalog above it costs one more pass per bucket.
 
+Re-rank (``serve.rerank_depth`` > 0, off by default): each batch is searched for max(K, depth) candidates, their
+items' titles read from the day's catalog, and the top ``depth`` put in a cross-encoder's order before K are kept
+(``keyphrase_pipeline.artifacts.rerank``); memory adds the model and one batch's depth rows per item.
+
 Output: ``recommendations/ds=D/part-NNNNN.parquet`` + ``_SUCCESS`` (contract ``recommendations``), a new
 file after ``spark.target_file_rows`` rows (at an item boundary). There is no global sort: each item's
 rows are contiguous and in rank order (1 = best), items follow the order they were read in (fresh items
@@ -76,7 +80,7 @@ from keyphrase_pipeline.models.ann import (
     vector_problems,
 )
 from keyphrase_pipeline.models.devices import check_wheel_set, faiss_on_device, require_faiss_device
-from keyphrase_pipeline.models.topk import OUT_COLUMNS, SPARE_CANDIDATES, KeyphraseTable, search_batch  # noqa: F401 (SPARE_CANDIDATES: named in the docstring)
+from keyphrase_pipeline.models.topk import OUT_COLUMNS, SPARE_CANDIDATES, KeyphraseTable, search_batch
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -89,7 +93,8 @@ def _out_schema():
 
     return pa.schema([("item_id", pa.int64()), ("rank", pa.int32()), ("keyphrase_id", pa.int64()),
                       ("keyphrase", pa.string()), ("score", pa.float32()), ("expected_ctr", pa.float32()),
-                      ("ctr_model_version", pa.string()), ("rerank_score", pa.float32())])
+                      ("ctr_model_version", pa.string()), ("rerank_score", pa.float32()),
+                      ("rerank_cross_version", pa.string())])
 
 
 def with_expected_ctr(recs, scorer, ids, vecs, rank_by: str):
@@ -113,26 +118,33 @@ def with_expected_ctr(recs, scorer, ids, vecs, rank_by: str):
     return recs
 
 
-def _carried_expected_ctr(table, schema, scorer):
+_CARRIED = (("expected_ctr", "ctr_model_version"), ("rerank_score", "rerank_cross_version"))  # (value, its model)
+
+
+def _carried_values(table, schema, scorer, reranker_version: str | None = None):
     """Carried rows (``changed_only``) with their expected CTR kept only when the CTR model that gave it is the one
-    scoring today (``scorer``; None: none): another model's (or no model's) value would be stale beside today's, so
-    it becomes null. Returns (the table in ``schema``, rows whose value was dropped)."""
+    scoring today (``scorer``; None: none), and their ``rerank_score`` only when the cross-encoder that gave it is
+    today's re-ranker (``reranker_version``, ``Reranker.version``; None: the re-rank is off): another model's (or no
+    model's) value would be stale beside today's, so it and its model's name become null (the carried order stays).
+    Returns (the table in ``schema``, rows whose expected CTR was dropped, rows whose rerank_score was dropped)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    for name in ("expected_ctr", "ctr_model_version", "rerank_score"):  # files written before these lack them
+    for name in (c for pair in _CARRIED for c in pair):  # files written before the CTR model or the re-rank lack them
         if name not in table.column_names:
             table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
     table = table.select(schema.names).cast(schema)
-    keep = pc.fill_null(pc.equal(table.column("ctr_model_version"), scorer.version), False) if scorer else \
-        pa.array([False] * table.num_rows)
-    dropped = int(pc.sum(pc.and_(pc.invert(keep), pc.is_valid(table.column("expected_ctr")))).as_py() or 0)
-    if dropped:
-        table = table.set_column(schema.get_field_index("expected_ctr"), "expected_ctr",
-                                 pc.if_else(keep, table.column("expected_ctr"), pa.scalar(None, pa.float32())))
-        table = table.set_column(schema.get_field_index("ctr_model_version"), "ctr_model_version",
-                                 pc.if_else(keep, table.column("ctr_model_version"), pa.scalar(None, pa.string())))
-    return table, dropped
+    dropped = []
+    for (value, model), today in zip(_CARRIED, (scorer.version if scorer else None, reranker_version)):
+        keep = pc.fill_null(pc.equal(table.column(model), today), False) if today else \
+            pa.array([False] * table.num_rows)
+        n = int(pc.sum(pc.and_(pc.invert(keep), pc.is_valid(table.column(value)))).as_py() or 0)
+        if n:
+            for name in (value, model):
+                i = schema.get_field_index(name)
+                table = table.set_column(i, name, pc.if_else(keep, table.column(name), pa.scalar(None, schema.field(i).type)))
+        dropped.append(n)
+    return table, dropped[0], dropped[1]
 
 
 def _positions(ids, wanted):
@@ -253,18 +265,19 @@ def _split_today(dataset, version: str, ds: str, batch_rows: int, bucket: int = 
     return np.setdiff1d(other_ids, today_ids), len(today_ids)
 
 
-def _carry(prev, keep, schema, scorer, parts, batch_rows: int, k: int) -> dict:
+def _carry(prev, keep, schema, scorer, parts, batch_rows: int, k: int, reranker_version: str | None = None) -> dict:
     """Stream the previous recommendations ``prev`` and append the rows of the items in ``keep`` (sorted int64) to
-    ``parts``; return ``{"items" (of keep with rows), "rows", "score_sum", "stale_ctr"}``. Memory: one row group of
+    ``parts``; return ``{"items" (of keep with rows), "rows", "score_sum", "stale_ctr", "stale_rerank"}``
+    (``_carried_values``). Memory: one row group of
     ``prev``, ``keep`` and a one-byte "seen" mask per id of it."""
     import numpy as np
     import pyarrow as pa
 
-    out = {"items": 0, "rows": 0, "score_sum": 0.0, "stale_ctr": 0}
+    out = {"items": 0, "rows": 0, "score_sum": 0.0, "stale_ctr": 0, "stale_rerank": 0}
     if not len(keep):
         return out
     seen = np.zeros(len(keep), dtype=bool)
-    carry = OUT_COLUMNS + [c for c in ("expected_ctr", "ctr_model_version", "rerank_score") if c in prev.schema.names]
+    carry = OUT_COLUMNS + [c for pair in _CARRIED for c in pair if c in prev.schema.names]
     for _, batch in row_group_batches(prev, carry, batch_rows * max(k, 1)):
         item_ids = _ids(batch.column("item_id"), "previous recommendations", "item_id")
         pos = np.minimum(np.searchsorted(keep, item_ids), len(keep) - 1)
@@ -273,8 +286,9 @@ def _carry(prev, keep, schema, scorer, parts, batch_rows: int, k: int) -> dict:
             continue
         seen[pos[hit]] = True
         table = pa.Table.from_batches([batch.select(carry)]).filter(pa.array(hit))
-        table, stale = _carried_expected_ctr(table, schema, scorer)
+        table, stale, stale_rerank = _carried_values(table, schema, scorer, reranker_version)
         out["stale_ctr"] += stale
+        out["stale_rerank"] += stale_rerank
         parts.write(table)
         out["rows"] += table.num_rows
         out["score_sum"] += float(table.column("score").to_numpy().astype(np.float64).sum())
@@ -333,17 +347,22 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
     ``items_without_recs`` (items searched or carried that got no row), ``items_quarantined_vectors`` (items
     ``kp embed`` quarantined today as ``non-finite vector`` / ``zero vector``, from ``runs/ds=D/embed_items.json``
     of the same model; 0 when absent), ``items_without_recs_share`` (both over all those items) and
-    ``max_items_without_recs_share`` (the gate), ``status`` (``written`` or ``refused``).
-    Item ids are assumed unique in the embeddings (``kp embed`` writes one row per id).
+    ``max_items_without_recs_share`` (the gate), ``status`` (``written`` or ``refused``); ``rerank_depth`` and, with
+    the cross-encoder re-rank on (``serve.rerank_depth`` > 0, ``keyphrase_pipeline.artifacts.rerank``),
+    ``Reranker.stats``' ``rerank_*`` fields; ``rerank_dropped_carried`` (carried rows whose ``rerank_score`` was
+    another cross-encoder's, nulled). Item ids are assumed unique in the embeddings (``kp embed`` writes one row per id).
 
     Raises:
-        ConfigError: (exit 2) ``ds`` not a date; the lake not local.
+        ConfigError: (exit 2) ``ds`` not a date; the lake not local; ``serve.device`` not usable, or a search deeper
+            than FAISS gives on the GPU; with ``serve.rerank_depth`` > 0, no teacher recorded for the student and no
+            ``serve.rerank_cross``, or a ``serve.rerank_cross`` that is no cross-encoder (raised before the index
+            is read).
         DataError: (exit 3) no index build for ``ds``; item embeddings of the build's model missing or empty; a
             dimension mismatch between index, ``serve.dim`` and item embeddings, or a null embedding or id
             (the message names the file, the column and the item id); item embeddings that are not vectors
             (NaN/inf values or all zeros: how many over the whole input, per reason, and an example item id).
         SchemaError: (exit 3) the embeddings or the previous recommendations (``changed_only``) break their
-            contract.
+            contract; with the re-rank on, the day's catalog breaks its contract (its absence: DataError).
         GateError: (exit 4) ``items_without_recs_share`` above ``serve.max_items_without_recommendations_share``
             (the run stats, with ``status`` refused, are written).
     Nothing is written when any of these is raised mid-stream: the previous ``recommendations/ds=D`` stays.
@@ -356,9 +375,14 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
     check_wheel_set()  # one build of ONNX Runtime and FAISS: never a mix of CPU and GPU wheels
     # a cuda that is not there, or a top_k FAISS cannot give on the GPU, fails here, before any work
     s = settings.serve
-    require_faiss_device(s.device, k=max(s.top_k, s.rerank_depth))
+    k_from = "serve.rerank_depth" if s.rerank_depth > s.top_k else "serve.top_k"  # what sets the search's depth
+    search_fetch = max(s.top_k, s.rerank_depth) + SPARE_CANDIDATES  # search_batch's first search per item
+    require_faiss_device(s.device, k=search_fetch, k_from=k_from)
     batch_rows = s.recommend_batch_rows
     lake = Lake.from_settings(settings)
+    # serve.rerank_depth > 0: its teacher, catalog and model checked and loaded before the index is read
+    built = _build_version(settings, ds)  # None: load_build below says there is no build
+    reranker = Reranker.for_run(settings, ds, built) if s.rerank_depth and built else None
     index, keyphrases, meta = load_build(settings, ds)
     texts = KeyphraseTable(keyphrases)
     version = meta["model_version"]
@@ -384,15 +408,14 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
     schema = _out_schema()
     check_arrow_schema(schema, "recommendations", where="recommendations (to write)")
     k = min(s.top_k, index.ntotal)
-    reranker = Reranker.for_run(settings, ds, version)  # serve.rerank_depth > 0: the teacher loaded, the catalog opened
     k_search = min(reranker.search_k(k), index.ntotal) if reranker else k
     scorer, ctr_why = None, "ctr_model.enabled is false"
     if settings.ctr_model.enabled:  # expected CTR beside relevance: the CTR champion trained on this student
         scorer, ctr_why = champion_scorer(settings, version, stream_items=True)
         log.info("expected CTR: %s", ctr_why if scorer is None else f"CTR model {scorer.version}")
-    search_index = faiss_on_device(index, s.device, k=max(s.top_k, s.rerank_depth))
+    search_index = faiss_on_device(index, s.device, k=search_fetch, k_from=k_from)
     faiss_gpu = search_index is not index  # where the search runs (auto keeps HNSW, or a large top_k, on the CPU)
-    rows = scored = batches = with_recs = predicted = stale_ctr = to_carry = carried = 0
+    rows = scored = batches = with_recs = predicted = stale_ctr = stale_rerank = to_carry = carried = 0
     score_sum = 0.0
     bad_by_reason, bad_example = {}, None  # item vectors that are not vectors: counted over the whole input, refused
     target = lake.path("recommendations", ds=ds)
@@ -411,7 +434,8 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
                         bad_example = (int(ids[bad[0]]), reasons[bad[0]])
                     continue
                 recs = search_batch(search_index, texts, ids, vecs, k_search, s.score_threshold)
-                recs = reranker.rerank(recs, k) if reranker else recs.assign(rerank_score=np.float32(np.nan))
+                recs = reranker.rerank(recs, k) if reranker else recs.assign(rerank_score=np.float32(np.nan),
+                                                                             rerank_cross_version=None)
                 recs = with_expected_ctr(recs, scorer, ids, vecs, settings.ctr_model.rank_by)
                 predicted += int(np.isfinite(recs["expected_ctr"].to_numpy()).sum())
                 parts.write(pa.Table.from_pandas(recs, schema=schema, preserve_index=False))
@@ -425,7 +449,8 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
                 raise bad_vectors_error(bad_by_reason, *bad_example, "items", emb_path)
             for bucket in range(carry_buckets):
                 keep, _ = _split_today(items, version, ds, batch_rows, bucket, carry_buckets)
-                done = _carry(prev, keep, schema, scorer, parts, batch_rows, k)
+                done = _carry(prev, keep, schema, scorer, parts, batch_rows, k, reranker.version if reranker else None)
+                stale_rerank += done["stale_rerank"]
                 to_carry += len(keep)
                 carried, rows = carried + done["items"], rows + done["rows"]
                 score_sum, stale_ctr = score_sum + done["score_sum"], stale_ctr + done["stale_ctr"]
@@ -451,7 +476,7 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
                  "score_threshold": s.score_threshold, "changed_only": bool(changed_only),
                  "batches": int(batches), "batch_rows": int(batch_rows), "files": int(parts.files),
                  "carry_buckets": int(carry_buckets),
-                 **(reranker.stats() if reranker else {"rerank_depth": 0}),
+                 **(reranker.stats() if reranker else {"rerank_depth": 0}), "rerank_dropped_carried": int(stale_rerank),
                  "items_without_recs": without, "items_quarantined_vectors": quarantined,
                  "items_without_recs_share": round(share, 6),
                  "max_items_without_recs_share": s.max_items_without_recommendations_share}
@@ -466,6 +491,13 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
     stats["status"] = "written"
     lake.write_run_stats(ds, "recommend", stats)
     return stats
+
+
+def _build_version(settings: Settings, ds: str) -> str | None:
+    """The student version of the day's index build (``index_meta.json``'s ``model_version``, read without the
+    index); None when there is no build (``load_build`` then says so)."""
+    path = Path(local_path(index_build_dir(settings, ds))) / layout.INDEX_META
+    return json.loads(path.read_text()).get("model_version") if path.exists() else None
 
 
 def _vectors_quarantined(lake: Lake, ds: str, version: str) -> int:

@@ -22,7 +22,8 @@ def _recs(item_ids, per_item: int, seed: int = 0) -> pa.Table:
                      "keyphrase_id": rng.integers(0, 50_000, n).astype(np.int64),
                      "keyphrase": pa.array([f"k{i % 997}" for i in range(n)]),
                      "score": rng.random(n, dtype=np.float32), "expected_ctr": pa.nulls(n, pa.float32()),
-                     "ctr_model_version": pa.nulls(n, pa.string()), "rerank_score": pa.nulls(n, pa.float32())},
+                     "ctr_model_version": pa.nulls(n, pa.string()), "rerank_score": pa.nulls(n, pa.float32()),
+                     "rerank_cross_version": pa.nulls(n, pa.string())},
                     schema=_out_schema())
 
 

@@ -20,6 +20,7 @@ from keyphrase_pipeline.stages import recommend
 
 pytestmark = pytest.mark.spark  # the ``ready`` lake is built by the Spark stages once per session
 CROSS = "2026-10-05-0c0ffee"
+DS2 = "2026-10-06"
 
 
 @pytest.fixture(scope="session")
@@ -118,7 +119,9 @@ def test_clear_errors_before_any_search(ready, tiny_cross, monkeypatch):
 def test_texts_come_from_the_catalog_aligned_with_the_ids(ready, tiny_cross):
     cat = catalog()
     dup = cat.iloc[[0]].assign(title="an inactive older row", active=False)
-    cat = pd.concat([cat.iloc[:5], dup], ignore_index=True)  # item 1 twice: the active row wins, though not the last
+    dup3 = cat.iloc[[2]].assign(title="another inactive row", active=False)
+    # items 1 and 3 twice: the active row wins, whether it is read first (item 3) or last (item 1)
+    cat = pd.concat([dup, cat.iloc[:5], dup3], ignore_index=True)
     write_parquet_atomic(cat, Lake.from_settings(ready).path("catalog", ds=DS))
     r = Reranker.for_run(ready.with_overrides(**{"serve.rerank_depth": 3, "serve.rerank_cross": tiny_cross}), DS, "v1")
     titles, cats = r.texts(np.array([3, 1, 999, 3], dtype=np.int64))
@@ -151,3 +154,83 @@ def test_a_depth_below_top_k_reorders_only_the_top_depth(ready, tiny_cross):
         assert (np.diff(rest["score"].to_numpy()) <= 1e-6).all()  # below depth: the student's order
         assert top["score"].min() >= rest["score"].max() - 1e-6  # the top 5 are the student's own top 5
         assert set(top["keyphrase_id"]) | set(rest["keyphrase_id"]) == set(student[iid])
+
+
+def test_published_rows_carry_the_rerank_score_to_the_serving_reader(ready, tiny_cross):
+    from keyphrase_pipeline.artifacts import serving
+    from keyphrase_pipeline.stages import publish
+
+    s = _with_teacher(ready, tiny_cross).with_overrides(**{"serve.rerank_depth": 25})
+    recommend.run(s, DS)
+    publish.run(s, DS)
+    recs = read_parquet(Lake.from_settings(s).path("recommendations", ds=DS), contract="recommendations")
+    item = int(recs["item_id"].iloc[0])
+    got = serving.load_current(s, cached=False).search(item)
+    want = recs[recs["item_id"] == item]
+    assert [r["keyphrase_id"] for r in got] == want["keyphrase_id"].tolist()
+    assert [r["rerank_score"] for r in got] == pytest.approx(want["rerank_score"].tolist())
+    assert {r["rerank_cross_version"] for r in got} == {CROSS}
+
+
+def _today(settings, ids=(1, 2, 31)):
+    """Mark items ``ids`` as embedded on DS2 and give DS2 the build of DS: a --changed-only day that searches them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from keyphrase_pipeline.core.lake import local_path
+    from keyphrase_pipeline.core.layout import embeddings_dir
+
+    lake = Lake.from_settings(settings)
+    for f in sorted(Path(local_path(embeddings_dir(settings, "items", "v1"))).glob("part-*.parquet")):
+        t = pq.read_table(f).to_pandas()
+        t.loc[t["id"].isin(list(ids)), "embedded_ds"] = DS2
+        pq.write_table(pa.Table.from_pandas(t, preserve_index=False), f)
+    shutil.copytree(lake.path("serving", "builds", ds=DS), lake.path("serving", "builds", ds=DS2))
+    write_inputs(settings, DS2)
+
+
+
+def test_changed_only_keeps_a_carried_rerank_score_only_from_todays_cross_encoder(ready, tiny_cross):
+    s = _with_teacher(ready, tiny_cross).with_overrides(**{"serve.rerank_depth": 20})
+    recommend.run(s, DS)
+    _today(s)
+    lake = Lake.from_settings(s)
+
+    def day2(settings):
+        stats = recommend.run(settings, DS2, changed_only=True)
+        recs = read_parquet(lake.path("recommendations", ds=DS2), contract="recommendations")
+        return stats, recs[~recs["item_id"].isin([1, 2, 31])], recs[recs["item_id"].isin([1, 2, 31])]
+
+    stats, carried, fresh = day2(s)  # the same teacher: the carried scores stay
+    assert stats["items_carried"] == 33 and stats["rerank_dropped_carried"] == 0 and stats["rerank_pairs"] == 3 * 20
+    assert carried["rerank_score"].notna().all() and set(carried["rerank_cross_version"]) == {CROSS}
+    assert fresh["rerank_score"].notna().all()
+    stats, carried, fresh = day2(s.with_overrides(**{"serve.rerank_depth": 0}))  # re-rank off: stale, nulled
+    assert stats["rerank_dropped_carried"] == len(carried) == 33 * 20
+    assert carried["rerank_score"].isna().all() and carried["rerank_cross_version"].isna().all()
+    assert fresh["rerank_score"].isna().all()
+    other = "2026-10-06-0ther00"  # another teacher (the same weights under another version): stale too
+    shutil.copytree(tiny_cross, lake.path("registry", "cross", other, "model"))
+    stats, carried, _ = day2(s.with_overrides(**{"serve.rerank_cross": other}))
+    assert stats["rerank_dropped_carried"] == 33 * 20 and carried["rerank_score"].isna().all()
+
+
+def test_a_depth_faiss_cannot_give_on_the_gpu_names_the_depth_before_any_work(ready, monkeypatch):
+    from keyphrase_pipeline.models import devices
+
+    monkeypatch.setattr(devices, "faiss_gpus", lambda faiss_module=None: 1)
+    s = ready.with_overrides(**{"serve.rerank_depth": devices.FAISS_GPU_MAX_K, "serve.device": "cuda"})
+    with pytest.raises(ConfigError, match=f"serve.rerank_depth asks FAISS for {devices.FAISS_GPU_MAX_K + 10} neighbours"):
+        recommend.run(s, DS)  # the first search asks for the depth + SPARE_CANDIDATES
+
+
+def test_expected_clicks_with_a_depth_up_to_top_k_warns(ready, tiny_cross, caplog):
+    s = ready.with_overrides(**{"serve.rerank_depth": 20, "serve.rerank_cross": tiny_cross,
+                                "ctr_model.rank_by": "expected_clicks"})
+    with caplog.at_level("WARNING", logger="keyphrase_pipeline.artifacts.rerank"):
+        Reranker.for_run(s, DS, "v1")
+    assert "serve.rerank_depth=20 <= serve.top_k=20 with ctr_model.rank_by=expected_clicks" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="keyphrase_pipeline.artifacts.rerank"):
+        Reranker.for_run(s.with_overrides(**{"serve.rerank_depth": 40}), DS, "v1")
+    assert "expected_clicks" not in caplog.text

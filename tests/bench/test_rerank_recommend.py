@@ -33,6 +33,8 @@ def test_paired_gives_the_mean_difference_and_an_interval_around_it(bench):
     assert d["mean"] == 0.25 and d["ci95"][0] < 0.25 < d["ci95"][1] and d["ci95"][1] - d["ci95"][0] < 0.2
     same = bench.paired(base, base)
     assert same == {"mean": 0.0, "ci95": [0.0, 0.0]}
+    with pytest.raises(ValueError, match="no graded item"):
+        bench.paired(np.zeros(0), np.zeros(0))
 
 
 def test_the_table_shows_each_depth_against_the_baseline(bench):

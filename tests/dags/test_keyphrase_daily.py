@@ -182,18 +182,19 @@ def test_params_make_a_typed_trigger_form(dag):
     params = dag.params
     expected = {"ds": ["null", "string"], "skip_llm": "boolean", "full_reembed": "boolean",
                 "force_retrain": "boolean", "force_promote": "boolean", "label_budget": ["null", "integer"],
-                "scale": ["null", "string"]}
+                "rerank_depth": ["null", "integer"], "scale": ["null", "string"]}
     for name, typ in expected.items():
         p = params.get_param(name)
         assert p.schema["type"] == typ, name
         assert p.description, name
     params.validate()  # defaults are valid
-    ok = {"ds": "2026-10-05", "label_budget": 50, "scale": "tiny", "skip_llm": True}
+    ok = {"ds": "2026-10-05", "label_budget": 50, "scale": "tiny", "skip_llm": True, "rerank_depth": 0}
     for name, value in ok.items():
         params.get_param(name).resolve(value)
     from airflow.sdk.exceptions import ParamValidationError
 
-    for name, value in {"label_budget": 0, "scale": "galactic", "skip_llm": "yes", "ds": 20261005}.items():
+    for name, value in {"label_budget": 0, "scale": "galactic", "skip_llm": "yes", "ds": 20261005,
+                        "rerank_depth": -1}.items():
         with pytest.raises(ParamValidationError):
             params.get_param(name).resolve(value)
 
@@ -238,8 +239,9 @@ def test_settings_for_applies_params(monkeypatch, tmp_path):
     monkeypatch.setenv("KP_LAKE_ROOT", str(tmp_path / "lake"))
     get_settings.cache_clear()
     try:
-        s = run_settings.settings_for({"label_budget": 123, "scale": "tiny", "ds": "2026-10-03"})
-        assert s.pairs.daily_budget == 123 and s.synth.scale == "tiny"
+        s = run_settings.settings_for({"label_budget": 123, "scale": "tiny", "ds": "2026-10-03", "rerank_depth": 40})
+        assert s.pairs.daily_budget == 123 and s.synth.scale == "tiny" and s.serve.rerank_depth == 40
+        assert run_settings.settings_for({}).serve.rerank_depth == 0
         assert run_settings.settings_for({}).pairs.daily_budget == get_settings().pairs.daily_budget
         # demo mode (scale param) passes the demo's small training budget; a normal run keeps the defaults
         assert (s.train.cross_max_steps, s.train.bi_max_steps) == (150, 250)

@@ -172,7 +172,7 @@ def test_require_faiss_device_says_where_the_search_runs():
 def test_a_top_k_faiss_cannot_give_on_the_gpu_is_refused_before_any_work():
     k = devices.FAISS_GPU_MAX_K
     assert devices.require_faiss_device("cuda", faiss_module=fake_faiss(1), k=k) is True
-    with pytest.raises(ConfigError, match=f"serve.top_k={k + 1}.*at most {k}"):
+    with pytest.raises(ConfigError, match=f"serve.top_k asks FAISS for {k + 1} neighbours.*at most {k}"):
         devices.require_faiss_device("cuda", faiss_module=fake_faiss(1), k=k + 1)
     # auto searches on the CPU instead, and the index is not moved (what the run stats record as faiss_gpu)
     assert devices.require_faiss_device("auto", faiss_module=fake_faiss(1), k=k + 1) is False

@@ -40,6 +40,12 @@ def test_a_deeper_search_than_k_lets_the_reranker_promote_from_below_k():
     assert out["keyphrase_id"].tolist() == [106, 105]
 
 
+def test_ties_keep_the_students_rank_not_the_keyphrase_ids_order():
+    recs = _recs({1: 3}).assign(keyphrase_id=[9, 5, 1])  # ids fall as the student's rank rises
+    out = rerank_top(recs, [0.5, 0.5, 0.5], depth=3, k=3)
+    assert out["keyphrase_id"].tolist() == [9, 5, 1]
+
+
 def test_any_score_range_lifts_the_top_depth_above_the_rest():
     out = rerank_top(_recs({1: 4}), [-3.0, -1.0, 0.0, 0.0], depth=2, k=4)  # logits, not probabilities
     assert out["keyphrase_id"].tolist() == [102, 101, 103, 104]

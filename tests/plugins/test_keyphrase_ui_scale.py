@@ -50,7 +50,8 @@ def big_lake(tmp_path_factory):
                      "keyphrase_id": rng.integers(0, 50, n).astype(np.int64),
                      "keyphrase": pa.array([f"k{i % 50}" for i in range(n)]),
                      "score": rng.random(n, dtype=np.float32), "expected_ctr": pa.nulls(n, pa.float32()),
-                     "ctr_model_version": pa.nulls(n, pa.string()), "rerank_score": pa.nulls(n, pa.float32())},
+                     "ctr_model_version": pa.nulls(n, pa.string()), "rerank_score": pa.nulls(n, pa.float32()),
+                     "rerank_cross_version": pa.nulls(n, pa.string())},
                     schema=_out_schema())
     (bundle / "recommendations").mkdir()
     s = settings.serve

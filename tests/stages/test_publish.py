@@ -187,7 +187,8 @@ def _write_recs(folder: Path, parts: list[list[int]]) -> None:
         table = pa.table({"item_id": pa.array(ids, pa.int64()), "rank": pa.array([1] * n, pa.int32()),
                           "keyphrase_id": pa.array(range(n), pa.int64()), "keyphrase": [f"k{j}" for j in range(n)],
                           "score": pa.array([0.5] * n, pa.float32()), "expected_ctr": pa.nulls(n, pa.float32()),
-                          "ctr_model_version": pa.nulls(n, pa.string()), "rerank_score": pa.nulls(n, pa.float32())},
+                          "ctr_model_version": pa.nulls(n, pa.string()), "rerank_score": pa.nulls(n, pa.float32()),
+                     "rerank_cross_version": pa.nulls(n, pa.string())},
                          schema=_out_schema())
         pq.write_table(table, folder / layout.part_file_name(i), row_group_size=7)
 
@@ -262,7 +263,8 @@ def test_publish_refuses_empty_or_broken_recommendations(tmp_path):
     pq.write_table(pa.table({"item_id": pa.array([1, None], pa.int64()), "rank": pa.array([1, 1], pa.int32()),
                              "keyphrase_id": pa.array([1, 2], pa.int64()), "keyphrase": ["a", "b"],
                              "score": pa.array([0.1, 0.2], pa.float32()), "expected_ctr": pa.nulls(2, pa.float32()),
-                             "ctr_model_version": pa.nulls(2, pa.string()), "rerank_score": pa.nulls(2, pa.float32())},
+                             "ctr_model_version": pa.nulls(2, pa.string()), "rerank_score": pa.nulls(2, pa.float32()),
+                     "rerank_cross_version": pa.nulls(2, pa.string())},
                             schema=_out_schema()),
                    tmp_path / "nulls" / "part-00000.parquet")
     out = tmp_path / "out"

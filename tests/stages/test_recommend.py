@@ -79,9 +79,9 @@ def test_the_stats_say_where_the_search_ran(ready, monkeypatch):
         def search(self, q, k):
             return self.index.search(q, k)
 
-    monkeypatch.setattr(recommend, "faiss_on_device", lambda index, value, k=None: Moved(index))
+    monkeypatch.setattr(recommend, "faiss_on_device", lambda index, value, **kw: Moved(index))
     assert recommend.run(ready, DS)["faiss_gpu"] is True
-    monkeypatch.setattr(recommend, "faiss_on_device", lambda index, value, k=None: index)
+    monkeypatch.setattr(recommend, "faiss_on_device", lambda index, value, **kw: index)
     assert recommend.run(ready, DS)["faiss_gpu"] is False
 
 
@@ -140,10 +140,10 @@ def _all_at_once(settings, ds=DS):
 def _in_file_order(settings, ds, expected_ctr: bool = False):
     """The day's recommendations in file order; the relevance columns only (``search_batch``'s), unless
     ``expected_ctr`` (no CTR model in these lakes: the expected CTR columns are null, tested in test_train_ctr).
-    The re-rank is off (``serve.rerank_depth`` 0): ``rerank_score`` is null and dropped."""
+    The re-rank is off (``serve.rerank_depth`` 0): ``rerank_score`` and ``rerank_cross_version`` are null and dropped."""
     recs = read_parquet(Lake.from_settings(settings).path("recommendations", ds=ds), contract="recommendations")
-    assert recs["rerank_score"].isna().all()
-    recs = recs.drop(columns=["rerank_score"])
+    assert recs["rerank_score"].isna().all() and recs["rerank_cross_version"].isna().all()
+    recs = recs.drop(columns=["rerank_score", "rerank_cross_version"])
     if not expected_ctr:
         assert recs["expected_ctr"].isna().all() and recs["ctr_model_version"].isna().all()
         recs = recs.drop(columns=["expected_ctr", "ctr_model_version"])
@@ -279,7 +279,8 @@ def test_parts_roll_over_only_between_items(tmp_path):
         n = len(item_ids)
         return pa.Table.from_pydict({"item_id": list(item_ids), "rank": list(range(1, n + 1)), "keyphrase_id": [7] * n,
                                      "keyphrase": ["x"] * n, "score": [0.5] * n, "expected_ctr": [None] * n,
-                                     "ctr_model_version": [None] * n, "rerank_score": [None] * n}, schema=schema)
+                                     "ctr_model_version": [None] * n, "rerank_score": [None] * n,
+                                     "rerank_cross_version": [None] * n}, schema=schema)
 
     for t in (rows(1, 1, 1), rows(1, 1, 1), rows(1, 2, 2), rows(3), rows(4, 4, 4, 4, 4, 4), rows(5)):
         parts.write(t)

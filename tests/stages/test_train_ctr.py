@@ -294,14 +294,14 @@ def test_carried_rows_keep_an_expected_ctr_only_from_todays_model():
     class Scorer:
         version = "m1"
 
-    kept, dropped = recommend._carried_expected_ctr(table, schema, Scorer())
+    kept, dropped, _ = recommend._carried_values(table, schema, Scorer())
     values = kept.column("expected_ctr").to_pylist()
     assert dropped == 1 and values[:2] == pytest.approx([0.1, 0.2]) and values[2] is None
     assert kept.column("ctr_model_version").to_pylist() == ["m1", "m1", None]
-    none, dropped = recommend._carried_expected_ctr(table, schema, None)
+    none, dropped, _ = recommend._carried_values(table, schema, None)
     assert dropped == 3 and none.column("expected_ctr").null_count == 3
     old = table.drop_columns(["expected_ctr", "ctr_model_version"])  # written before the CTR model
-    filled, dropped = recommend._carried_expected_ctr(old, schema, Scorer())
+    filled, dropped, _ = recommend._carried_values(old, schema, Scorer())
     assert dropped == 0 and filled.schema == schema and filled.column("expected_ctr").null_count == 3
 
 
