@@ -78,7 +78,7 @@ def paired(base: np.ndarray, other: np.ndarray, seed: int = 0) -> dict:
 def markdown_table(result: dict) -> str:
     """The committed result as a markdown table: one row per depth, means and (depth > 0) the paired difference."""
     metrics = [f"p@{k}" for k in KS] + ["recall@20"]
-    lines = ["| `serve.rerank_depth` | minutes | cross-encoder pairs/s | " + " | ".join(metrics) + " |",
+    lines = ["| `serve.rerank_depth` | seconds | cross-encoder pairs/s | " + " | ".join(metrics) + " |",
              "|---|---|---|" + "---|" * len(metrics)]
     for run in result["runs"]:
         cells = []
@@ -90,7 +90,7 @@ def markdown_table(result: dict) -> str:
             cells.append(cell)
         rate = run["stats"].get("rerank_pairs_per_s")
         rate = f"{rate:.0f}" if rate else ""
-        lines.append(f"| {run['depth'] or '0 (off)'} | {run['seconds'] / 60:.1f} | {rate} | " + " | ".join(cells) + " |")
+        lines.append(f"| {run['depth'] or '0 (off)'} | {run['seconds']:.0f} | {rate} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

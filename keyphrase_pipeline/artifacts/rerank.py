@@ -97,7 +97,7 @@ class Reranker:
 
         model = load_cross(cross_dir, s.device, "serve.device")  # last: the checks above cost nothing
         log.info("re-ranking each item's top %d candidates with cross-encoder %s (%s) on %s", s.rerank_depth,
-                 cross_version or "(a directory)", cross_dir, s.device)
+                 cross_version or "(a directory)", cross_dir, getattr(model, "device", s.device))
         return cls(model, s.rerank_depth, catalog, cross_dir, cross_version, s.rerank_batch_size)
 
     def search_k(self, k: int) -> int:

@@ -44,8 +44,8 @@ def test_the_table_shows_each_depth_against_the_baseline(bench):
              "stats": {"rerank_pairs_per_s": 251.4},
              "vs_depth_0": {m: {"mean": 0.1 if m == "p@5" else 0.0, "ci95": [0.05, 0.15]} for m in metrics}}]
     table = bench.markdown_table({"runs": runs}).splitlines()
-    assert table[2].startswith("| 0 (off) | 1.0 |  | 0.500 |")
-    assert table[3].startswith("| 20 | 5.0 | 251 | 0.500 (+0.000, +0.050 to +0.150) | 0.600 (+0.100, +0.050 to +0.150)")
+    assert table[2].startswith("| 0 (off) | 60 |  | 0.500 |")
+    assert table[3].startswith("| 20 | 300 | 251 | 0.500 (+0.000, +0.050 to +0.150) | 0.600 (+0.100, +0.050 to +0.150)")
 
 
 def test_refuses_without_a_demo_lake_or_with_a_negative_depth(bench, tmp_path, capsys):
@@ -55,3 +55,21 @@ def test_refuses_without_a_demo_lake_or_with_a_negative_depth(bench, tmp_path, c
     (tmp_path / "registry" / "CHAMPION").write_text("v1")
     assert bench.main(["--lake", str(tmp_path), "--depths", "-5"]) == 2
     assert "--depths must be >= 0" in capsys.readouterr().err
+
+
+def test_the_servings_doc_table_and_figures_are_the_committed_result(bench):
+    """docs/SERVING.md's table is ``markdown_table`` of bench/results/rerank/demo_recommend.json, and the prose's
+    figures are that file's."""
+    import json
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    result = json.loads((repo / "bench/results/rerank/demo_recommend.json").read_text())
+    doc = (repo / "docs/SERVING.md").read_text()
+    table = doc.split("<!-- rerank recommend table -->\n")[1].split("\n<!-- /rerank recommend table -->")[0]
+    assert table == bench.markdown_table(result)
+    assert result["simulated"] and [r["depth"] for r in result["runs"]][0] == 0
+    rates = [r["stats"]["rerank_pairs_per_s"] for r in result["runs"] if r["depth"]]
+    assert f"{min(rates):.0f} to {max(rates):.0f} pairs/s" in doc
+    assert all(r["items_graded"] == result["runs"][0]["items_graded"] for r in result["runs"])
+    assert f"{result['runs'][0]['items_graded']:,} items" in doc
