@@ -99,8 +99,8 @@ def test_an_explicit_cross_encoder_overrides_the_students_teacher(ready, tiny_cr
     assert r.cross_version == CROSS and r.cross_dir.endswith(f"cross/{CROSS}/model")
 
 
-def test_clear_errors_before_any_search(ready, tiny_cross, monkeypatch):
-    monkeypatch.setattr(recommend, "search_batch", lambda *a, **k: pytest.fail("searched before the re-rank's checks"))
+def test_clear_errors_before_the_index_is_read(ready, tiny_cross, monkeypatch):
+    monkeypatch.setattr(recommend, "load_build", lambda *a, **k: pytest.fail("read the index before the re-rank's checks"))
     on = ready.with_overrides(**{"serve.rerank_depth": 5})
     with pytest.raises(ConfigError, match="records no cross-encoder teacher.*serve.rerank_cross"):
         recommend.run(on, DS)
