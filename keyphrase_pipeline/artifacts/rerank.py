@@ -63,8 +63,9 @@ class Reranker:
 
     @classmethod
     def for_run(cls, settings: Settings, ds: str, student_version: str) -> Reranker | None:
-        """The run's re-ranker, or None when ``serve.rerank_depth`` is 0. Resolves the cross-encoder, loads it on
-        ``serve.device`` and opens the day's catalog, before any search.
+        """The run's re-ranker, or None when ``serve.rerank_depth`` is 0. Resolves the cross-encoder, opens the day's
+        catalog (its files' footers checked) and then loads the model on ``serve.device``: ``kp recommend`` calls it
+        before it reads the index, so a bad setting or a missing catalog fails before any work.
 
         Raises ConfigError (exit 2) when the student records no teacher and ``serve.rerank_cross`` is empty, or
         ``rerank_cross`` is neither a directory nor a registry cross version, or the directory holds no model;

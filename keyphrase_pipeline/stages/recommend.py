@@ -360,7 +360,8 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
         DataError: (exit 3) no index build for ``ds``; item embeddings of the build's model missing or empty; a
             dimension mismatch between index, ``serve.dim`` and item embeddings, or a null embedding or id
             (the message names the file, the column and the item id); item embeddings that are not vectors
-            (NaN/inf values or all zeros: how many over the whole input, per reason, and an example item id).
+            (NaN/inf values or all zeros: how many over the whole input, per reason, and an example item id); with
+            the re-rank on, no catalog for ``ds`` (raised before the index is read).
         SchemaError: (exit 3) the embeddings or the previous recommendations (``changed_only``) break their
             contract; with the re-rank on, the day's catalog breaks its contract (its absence: DataError).
         GateError: (exit 4) ``items_without_recs_share`` above ``serve.max_items_without_recommendations_share``
