@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHUNK_PAIRS = 32_768  # pairs per progress line (and per list of pair texts held at once)
+CHUNK_PAIRS = 8_192  # pairs per cross-encoder call (and per list of pair texts held at once)
+PROGRESS_SECONDS = 30.0  # at most one progress line per this many seconds (and one at the end of each batch)
 
 
 def teacher_of(settings: Settings, version: str) -> str | None:
@@ -60,6 +61,17 @@ class Reranker:
         self.model, self.depth, self.catalog, self.batch_size = model, depth, catalog, batch_size
         self.cross_dir, self.cross_version = cross_dir, cross_version
         self.pairs, self.seconds, self.items, self.items_without_text = 0, 0.0, 0, 0
+        self.planned, self._logged_at = 0, 0.0
+
+    def plan(self, items: int, candidates: int) -> None:
+        """Log the run's cost before it starts: about ``items`` x min(depth, ``candidates``) pairs (``candidates``:
+        the keyphrases in the index; fewer above the score threshold)."""
+        self.planned = int(items) * min(self.depth, int(candidates))
+        if self.depth > candidates:
+            log.info("serve.rerank_depth=%d is more than the index's %d keyphrases: each item's %d are re-ranked",
+                     self.depth, candidates, candidates)
+        log.info("re-rank: up to %d items x %d candidates = %d cross-encoder pairs", items,
+                 min(self.depth, int(candidates)), self.planned)
 
     @classmethod
     def for_run(cls, settings: Settings, ds: str, student_version: str) -> Reranker | None:
@@ -88,6 +100,12 @@ class Reranker:
                                   "serve.rerank_cross (KP_SERVE__RERANK_CROSS) to a cross version or model directory, "
                                   "or serve.rerank_depth=0")
         cross_dir, cross_version = registry.resolve_cross(settings, ref, what)
+        from keyphrase_pipeline.models.bi_encoder import model_kind
+
+        kind = model_kind(cross_dir)
+        if kind != "cross":  # a student would load as a CrossEncoder with a fresh, untrained head: random scores
+            raise ConfigError(f"{what} {ref!r}: {cross_dir} is not a cross-encoder (found: {kind or 'no model'}); give "
+                              "a registry cross version (registry/cross/<version>) or a `kp train-cross` model directory")
         catalog_path = Lake.from_settings(settings).path("catalog", ds=ds)
         try:
             catalog = parquet_dataset(catalog_path, "catalog")
@@ -127,7 +145,8 @@ class Reranker:
         return found["title"].to_numpy(dtype=object), found["category"].fillna("").to_numpy(dtype=object)
 
     def score(self, titles, categories, keyphrases) -> np.ndarray:
-        """P(relevant) float32 ``(n,)`` of the pairs, ``CHUNK_PAIRS`` at a time, each chunk logged with its rate."""
+        """P(relevant) float32 ``(n,)`` of the pairs, ``CHUNK_PAIRS`` at a time; a progress line (pairs scored of
+        those planned, the rate and the time left) every ``PROGRESS_SECONDS`` and at the end."""
         from keyphrase_pipeline.models.cross_encoder import predict_pairs
 
         out = np.empty(len(titles), dtype=np.float32)
@@ -138,7 +157,12 @@ class Reranker:
                                            batch_size=self.batch_size)
             self.seconds += time.perf_counter() - t0
             self.pairs += end - start
-            log.info("re-rank: %d pairs scored (%.0f pairs/s)", self.pairs, self.pairs / max(self.seconds, 1e-9))
+            if self.seconds - self._logged_at >= PROGRESS_SECONDS or end == len(titles):
+                self._logged_at = self.seconds
+                rate = self.pairs / max(self.seconds, 1e-9)
+                left = max(self.planned - self.pairs, 0) / max(rate, 1e-9) / 60
+                log.info("re-rank: %d of ~%d pairs scored (%.0f pairs/s, ~%.0f min left)", self.pairs,
+                         max(self.planned, self.pairs), rate, left)
         return out
 
     def rerank(self, recs, k: int):

@@ -234,6 +234,7 @@ def native_context(cl: Cluster, secret: dict[str, str] | None = None) -> dict[st
         "daily_budget": os.environ.get("KP_PAIRS__DAILY_BUDGET", "4000"),
         "train_device": "cpu",
         "serve_device": "cpu",
+        "rerank_depth": os.environ.get("KP_SERVE__RERANK_DEPTH", "0"),
         "gpu_device": "cpu",  # the "gpu" worker of a CPU machine: same queue, CPU torch
         "gpu_spark_master": f"spark://127.0.0.1:{p['spark_port']}",  # CPU executors serve a CPU "gpu" worker
         "spark_local_ip": "127.0.0.1",

@@ -410,6 +410,8 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
     check_arrow_schema(schema, "recommendations", where="recommendations (to write)")
     k = min(s.top_k, index.ntotal)
     k_search = min(reranker.search_k(k), index.ntotal) if reranker else k
+    if reranker:
+        reranker.plan(n_todo, index.ntotal)
     scorer, ctr_why = None, "ctr_model.enabled is false"
     if settings.ctr_model.enabled:  # expected CTR beside relevance: the CTR champion trained on this student
         scorer, ctr_why = champion_scorer(settings, version, stream_items=True)
@@ -464,6 +466,9 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
         finally:
             parts.close()
         with_recs += carried
+        if reranker and reranker.items_without_text:
+            log.warning("re-rank: %d of %d items searched have no row in the day's catalog: served in the student's "
+                        "order (rerank_items_without_text)", reranker.items_without_text, scored)
         without = int(scored + to_carry - with_recs)
         quarantined = _vectors_quarantined(lake, ds, version)
         share = (without + quarantined) / (scored + to_carry + quarantined) if scored + to_carry + quarantined else 0.0

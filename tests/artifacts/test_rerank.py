@@ -108,8 +108,11 @@ def test_clear_errors_before_the_index_is_read(ready, tiny_cross, monkeypatch):
         recommend.run(on.with_overrides(**{"serve.rerank_cross": "nope"}), DS)
     empty = Path(ready.lake_root) / "not_a_model"
     empty.mkdir()
-    with pytest.raises(ConfigError, match="not a cross-encoder model directory"):
+    with pytest.raises(ConfigError, match="serve.rerank_cross .*not_a_model is not a cross-encoder .found: no model"):
         recommend.run(on.with_overrides(**{"serve.rerank_cross": str(empty)}), DS)
+    student = Lake.from_settings(ready).path("registry", "students", "v1", "model")  # a bi-encoder: refused
+    with pytest.raises(ConfigError, match="is not a cross-encoder .found: bi"):
+        recommend.run(on.with_overrides(**{"serve.rerank_cross": student}), DS)
     _with_teacher(ready, tiny_cross)
     shutil.rmtree(Lake.from_settings(ready).path("catalog", ds=DS))
     with pytest.raises(DataError, match="needs the items' titles: no catalog for 2026-10-05"):
@@ -130,10 +133,13 @@ def test_texts_come_from_the_catalog_aligned_with_the_ids(ready, tiny_cross):
     assert cats.tolist()[:2] == [catalog().loc[2, "category"], catalog().loc[0, "category"]] and cats[2] == ""
 
 
-def test_items_missing_from_the_catalog_keep_the_students_order(ready, tiny_cross):
+def test_items_missing_from_the_catalog_keep_the_students_order(ready, tiny_cross, caplog):
     write_parquet_atomic(catalog().iloc[:20], Lake.from_settings(ready).path("catalog", ds=DS))  # items 21-40 gone
     s = ready.with_overrides(**{"serve.rerank_depth": 20, "serve.rerank_cross": tiny_cross})
-    stats = recommend.run(s, DS)
+    with caplog.at_level("INFO"):
+        stats = recommend.run(s, DS)
+    assert "re-rank: 18 of 36 items searched have no row in the day's catalog" in caplog.text
+    assert "re-rank: up to 36 items x 20 candidates = 720 cross-encoder pairs" in caplog.text
     recs = read_parquet(Lake.from_settings(s).path("recommendations", ds=DS), contract="recommendations")
     missing = recs[recs["item_id"] > 20]
     assert len(missing) and missing["rerank_score"].isna().all()
