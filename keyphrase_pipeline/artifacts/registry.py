@@ -193,7 +193,8 @@ def start_model_dir(settings: Settings, kind: str, ds: str, base: str, warm: boo
 
 def resolve_cross(settings: Settings, cross: str | None, what: str = "--cross") -> tuple[str | None, str | None]:
     """(model directory, registry version or None) for a cross-encoder reference: a version id, a version
-    directory (its ``model/`` is taken) or a model directory. (None, None) for an empty ``cross``.
+    directory (its ``model/`` is taken) or a model directory. (None, None) for an empty ``cross``. A directory of
+    this lake's registry (``registry/cross/<v>`` or its ``model/``) is that version, however it is spelled.
 
     Raises ConfigError (exit 2), naming ``what`` (the option or setting it came from), when ``cross`` is neither a
     directory nor a cross-encoder version of the registry (or is an invalid version id)."""
@@ -201,6 +202,10 @@ def resolve_cross(settings: Settings, cross: str | None, what: str = "--cross") 
         return None, None
     p = Path(cross)
     if p.is_dir():
+        version_dir = p if Path(layout.version_model_dir(p)).is_dir() else p.parent
+        in_registry = version_dir.resolve().parent == Path(layout.registry_kind_dir(settings, "cross")).resolve()
+        if in_registry and p.resolve() in (version_dir.resolve(), Path(layout.version_model_dir(version_dir)).resolve()):
+            return layout.model_dir(settings, version_dir.name, "cross"), version_dir.name
         if Path(layout.version_model_dir(p)).is_dir():
             return layout.version_model_dir(p), None
         return str(p), None

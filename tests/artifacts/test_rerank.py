@@ -97,6 +97,10 @@ def test_an_explicit_cross_encoder_overrides_the_students_teacher(ready, tiny_cr
     assert teacher_of(ready, "v1") == CROSS
     r = Reranker.for_run(ready.with_overrides(**{"serve.rerank_depth": 5}), DS, "v1")
     assert r.cross_version == CROSS and r.cross_dir.endswith(f"cross/{CROSS}/model")
+    version_dir = Lake.from_settings(ready).path("registry", "cross", CROSS)
+    for spelled in (version_dir, f"{version_dir}/model", f"{version_dir}/model/"):  # a registry directory: its version
+        r = Reranker.for_run(ready.with_overrides(**{"serve.rerank_depth": 5, "serve.rerank_cross": spelled}), DS, "v1")
+        assert r.cross_version == CROSS and r.version == CROSS
 
 
 def test_clear_errors_before_the_index_is_read(ready, tiny_cross, monkeypatch):
