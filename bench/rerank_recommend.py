@@ -16,7 +16,7 @@ simulated judge; one training run (the demo's), so the intervals cover the items
     .venv/bin/python bench/rerank_recommend.py --lake var/lake --depths 0,20,40 \\
         --out bench/results/rerank/demo_recommend.json
 
-Not run by ``bench/run_all.py`` (it needs a demo lake and about 4 minutes per 60,000 pairs on 2 CPU cores).
+Not run by ``bench/run_all.py`` (it needs a demo lake and about 5 minutes per 60,000 pairs on 2 CPU cores).
 """
 
 from __future__ import annotations

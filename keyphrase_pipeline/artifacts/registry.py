@@ -202,9 +202,11 @@ def resolve_cross(settings: Settings, cross: str | None, what: str = "--cross") 
         return None, None
     p = Path(cross)
     if p.is_dir():
-        version_dir = p if Path(layout.version_model_dir(p)).is_dir() else p.parent
-        in_registry = version_dir.resolve().parent == Path(layout.registry_kind_dir(settings, "cross")).resolve()
-        if in_registry and p.resolve() in (version_dir.resolve(), Path(layout.version_model_dir(version_dir)).resolve()):
+        real = p.resolve()  # symlinks, "..", "." and trailing slashes: the directory itself
+        version_dir = real if Path(layout.version_model_dir(real)).is_dir() else real.parent
+        if (version_dir.parent == Path(layout.registry_kind_dir(settings, "cross")).resolve()
+                and real in (version_dir, Path(layout.version_model_dir(version_dir)))
+                and not version_dir.name.startswith((".", "_"))):
             return layout.model_dir(settings, version_dir.name, "cross"), version_dir.name
         if Path(layout.version_model_dir(p)).is_dir():
             return layout.version_model_dir(p), None

@@ -63,12 +63,12 @@ class Reranker:
         self.model, self.depth, self.catalog, self.batch_size = model, depth, catalog, batch_size
         self.cross_dir, self.cross_version = cross_dir, cross_version
         self.pairs, self.seconds, self.items, self.items_without_text = 0, 0.0, 0, 0
-        self.planned, self._logged_at = 0, 0.0
+        self.planned, self._logged_at, self._started = 0, 0.0, time.perf_counter()
 
     def plan(self, items: int, candidates: int) -> None:
         """Log the run's cost before it starts: about ``items`` x min(depth, ``candidates``) pairs (``candidates``:
         the keyphrases in the index; fewer above the score threshold)."""
-        self.planned = int(items) * min(self.depth, int(candidates))
+        self.planned, self._started = int(items) * min(self.depth, int(candidates)), time.perf_counter()
         if self.depth > candidates:
             log.info("serve.rerank_depth=%d is more than the index's %d keyphrases: each item's %d are re-ranked",
                      self.depth, candidates, candidates)
@@ -148,7 +148,8 @@ class Reranker:
 
     def score(self, titles, categories, keyphrases) -> np.ndarray:
         """P(relevant) float32 ``(n,)`` of the pairs, ``CHUNK_PAIRS`` at a time; a progress line (pairs scored of
-        those planned, the rate and the time left) every ``PROGRESS_SECONDS`` and at the end."""
+        those planned, the cross-encoder's rate, and the minutes left at the run's wall-clock pace since ``plan``,
+        search and catalog reads included) every ``PROGRESS_SECONDS`` and at the end."""
         from keyphrase_pipeline.models.cross_encoder import predict_pairs
 
         out = np.empty(len(titles), dtype=np.float32)
@@ -162,7 +163,8 @@ class Reranker:
             if self.seconds - self._logged_at >= PROGRESS_SECONDS or end == len(titles):
                 self._logged_at = self.seconds
                 rate = self.pairs / max(self.seconds, 1e-9)
-                left = max(self.planned - self.pairs, 0) / max(rate, 1e-9) / 60
+                pace = (time.perf_counter() - self._started) / self.pairs  # wall seconds per pair so far
+                left = max(self.planned - self.pairs, 0) * pace / 60
                 log.info("re-rank: %d of ~%d pairs scored (%.0f pairs/s, ~%.0f min left)", self.pairs,
                          max(self.planned, self.pairs), rate, left)
         return out

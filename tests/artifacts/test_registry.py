@@ -148,3 +148,34 @@ def test_a_damaged_record_does_not_break_listing_or_the_warm_start(settings):
         json.dump(["not", "an", "object"], f)
     assert [v["version"] for v in registry.list_versions(settings, "cross")] == ["2026-10-10-aaaaaaaa"]
     assert registry.warm_start_version(settings, "cross", "2026-10-11") == "2026-10-10-aaaaaaaa"
+
+
+def test_resolve_cross_finds_the_registry_version_of_a_directory_however_it_is_spelled(settings, tmp_path):
+    from pathlib import Path
+
+    from testsupport import make_settings
+
+    v = "2026-10-05-abc123"
+    model = Path(layout.model_dir(settings, v, "cross"))
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    vdir = model.parent
+    want = (layout.model_dir(settings, v, "cross"), v)
+    (tmp_path / "link_v").symlink_to(vdir)
+    (tmp_path / "link_m").symlink_to(model)
+    for spelled in (v, str(vdir), f"{vdir}/", str(model), f"{model}/..", f"{vdir}/./model", str(tmp_path / "link_v"),
+                    str(tmp_path / "link_m")):
+        assert registry.resolve_cross(settings, spelled) == want, spelled
+    (vdir / "onnx").mkdir()
+    assert registry.resolve_cross(settings, str(vdir / "onnx")) == (str(vdir / "onnx"), None)  # not the model
+    other = make_settings(tmp_path / "other_lake")  # another lake's registry: a directory like any other
+    assert registry.resolve_cross(other, str(vdir)) == (f"{vdir}/model", None)
+    tmp = Path(layout.registry_kind_dir(settings, "cross")) / "_tmp-2026-10-05-x"
+    (tmp / "model").mkdir(parents=True)
+    assert registry.resolve_cross(settings, str(tmp)) == (f"{tmp}/model", None)  # an unfinished write: no version
+    bare = Path(layout.registry_kind_dir(settings, "cross")) / "2026-10-06-def456"
+    bare.mkdir()
+    assert registry.resolve_cross(settings, str(bare)) == (str(bare), None)  # no model/: the caller refuses it
+    assert registry.resolve_cross(settings, "") == (None, None)
+    with pytest.raises(ConfigError, match="serve.rerank_cross 'nope': neither a directory"):
+        registry.resolve_cross(settings, "nope", "serve.rerank_cross")

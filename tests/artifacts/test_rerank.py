@@ -114,6 +114,9 @@ def test_clear_errors_before_the_index_is_read(ready, tiny_cross, monkeypatch):
     empty.mkdir()
     with pytest.raises(ConfigError, match="serve.rerank_cross .*not_a_model is not a cross-encoder .found: no model"):
         recommend.run(on.with_overrides(**{"serve.rerank_cross": str(empty)}), DS)
+    import keyphrase_pipeline.models.cross_encoder as ce
+
+    monkeypatch.setattr(ce, "load_cross", lambda *a, **k: pytest.fail("loaded a model before the re-rank's checks"))
     student = Lake.from_settings(ready).path("registry", "students", "v1", "model")  # a bi-encoder: refused
     with pytest.raises(ConfigError, match="is not a cross-encoder .found: bi"):
         recommend.run(on.with_overrides(**{"serve.rerank_cross": student}), DS)

@@ -73,3 +73,11 @@ def test_the_servings_doc_table_and_figures_are_the_committed_result(bench):
     assert f"{min(rates):.0f} to {max(rates):.0f} pairs/s" in doc
     assert all(r["items_graded"] == result["runs"][0]["items_graded"] for r in result["runs"])
     assert f"{result['runs'][0]['items_graded']:,} items" in doc
+    hours = 1e8 / (sum(rates) / len(rates)) / 3600  # depth 100 on 1,000,000 items
+    assert f"about {round(hours, -1):.0f} hours" in doc
+    d20 = next(r for r in result["runs"] if r["depth"] == 20)
+    pace = d20["stats"]["rerank_pairs"] / d20["seconds"]  # wall-clock pairs/s of the depth-20 run
+    assert f"({pace:.0f} pairs/s, search and writes included) that is about {7200 * pace / 1e6:.1f} million pairs, " \
+        f"about {round(7200 * pace / 20, -3):,.0f} items at depth 20" in doc
+    p5 = d20["vs_depth_0"]["p@5"]
+    assert f"precision@5 +{p5['mean']:.3f} at depth\n20" in doc
