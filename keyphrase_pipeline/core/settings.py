@@ -344,8 +344,8 @@ class ServeSettings(BaseModel):
     rerank_depth: int = Field(0, ge=0, description="`kp recommend` re-orders each item's top this many candidates "
                               "of the student's search by the cross-encoder's P(relevant) (its `rerank_score`) "
                               "before the top_k are kept: this many cross-encoder pairs per item searched, on "
-                              "serve.device. 0 (the default): off, the student's order is served. Measured on a "
-                              "simulated world only (docs/SERVING.md, docs/TRAINING.md); `kp recommend` "
+                              "serve.device. 0 (the default): off, the student's order is served. Measured on "
+                              "simulated worlds only (docs/SERVING.md, docs/TRAINING.md); `kp recommend` "
                               "scored about 215 pairs/s on 2 CPU cores, so a GPU worker for catalogs of millions.")
     rerank_cross: str = Field("", description="The re-ranking cross-encoder: a registry cross version id or a model "
                               "directory; empty: the served student's own teacher (cross_version in its "
