@@ -95,13 +95,10 @@ def markdown_table(result: dict) -> str:
 
 
 def _settings(lake: Path, depth: int):
-    from keyphrase_pipeline.core.settings import load_settings
-    from keyphrase_pipeline.orchestration import run_settings
+    from keyphrase_pipeline.orchestration.run_settings import settings_for
 
-    s = load_settings()
-    return s.with_overrides(**{"lake_root": str(lake), **run_settings.demo_overrides(),
-                               "truth_provider": s.truth_provider or run_settings.DEMO_TRUTH_PROVIDER,
-                               "serve.rerank_depth": depth})
+    # a demo-mode DAG run's settings (its training budget, judge and truth provider), on ``lake``, at ``depth``
+    return settings_for({"scale": "demo"}).with_overrides(**{"lake_root": str(lake), "serve.rerank_depth": depth})
 
 
 def main(argv=None) -> int:

@@ -173,11 +173,13 @@ class Reranker:
         """``recs`` (``search_batch``'s frame, ``search_k(k)`` rows per item) with each item's top ``depth`` in the
         cross-encoder's order, cut to ``k`` rows per item, with ``rerank_score`` (``topk.rerank_top``) and
         ``rerank_cross_version`` (``version`` on the rows it scored, None elsewhere)."""
+        import pandas as pd
+
         scores = np.full(len(recs), np.nan, dtype=np.float32)
         if len(recs):
             deep = np.flatnonzero(recs["rank"].to_numpy() <= self.depth)
             titles, categories = self.texts(recs["item_id"].to_numpy()[deep])
-            has_text = np.array([t is not None and t == t for t in titles], dtype=bool)  # None or NaN: no catalog row
+            has_text = pd.notna(titles)  # None or NaN: no catalog row
             rows = deep[has_text]
             scores[rows] = self.score(titles[has_text], categories[has_text], recs["keyphrase"].to_numpy()[rows])
             items = recs["item_id"].to_numpy()
