@@ -39,6 +39,8 @@ def _device(value: str) -> str:
 # train.device, judge.device, serve.device: checked when the settings load (models.devices resolves them)
 Device = typing.Annotated[str, AfterValidator(_device)]
 KD_LOSSES: tuple[str, ...] = typing.get_args(KdLoss)
+KdListLoss = Literal["kl", "margin_mse"]
+KD_LIST_LOSSES: tuple[str, ...] = typing.get_args(KdListLoss)
 
 
 class SparkSettings(BaseModel):
@@ -266,12 +268,16 @@ class TrainSettings(BaseModel):
                                  "judged keyphrases with one digit of a value swapped, with their judged titles as "
                                  "they are and swapped the same way (kd_pairs.swap_groups; values held-out queries "
                                  "name and the judged pairs never did).")
+    kd_list_loss: KdListLoss = Field("kl", description="The listwise kd task's loss: kl (DistillKLDivLoss: the "
+                                     "teacher's softmax over a list) or margin_mse (MarginMSELoss: the teacher's logit "
+                                     "margins between a list's first candidate and each other one, Hofstaetter et al. "
+                                     "2020). Both compare the teacher's logits with kd_list_scale x the student's cosine.")
     kd_list_scale: float = Field(20.0, gt=0, description="The student's cosine is multiplied by this before the "
-                                 "listwise softmax (an inverse temperature).")
+                                 "listwise loss (an inverse temperature for kl; the student's logit scale for margin_mse).")
     kd_list_pearson: float = Field(0.0, ge=0, description="Weight of a Pearson KD term across all pairs of a "
                                    "listwise batch (teaches how different anchors' scores compare; 0 = KL only).")
     kd_teacher_temperature: float = Field(1.0, gt=0, description="The teacher's logits are divided by this before "
-                                          "the listwise softmax.")
+                                          "the listwise loss (kl or margin_mse).")
     kd_max_pairs: int = Field(500_000, ge=0, description="At most this many unjudged pairs scored by the teacher for "
                               "distillation (kd_extra_ratio and kd_list_ratio together), so a large label store "
                               "does not make the teacher's scoring unbounded.")

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from keyphrase_pipeline.core.errors import ConfigError
-from keyphrase_pipeline.core.settings import KD_LOSSES
+from keyphrase_pipeline.core.settings import KD_LIST_LOSSES, KD_LOSSES
 
 
 def pearson_r(x: Tensor, y: Tensor, eps: float = 1e-8) -> Tensor:
@@ -136,7 +136,7 @@ class ListwisePearsonLoss(nn.Module):
     def __init__(self, model, kl: nn.Module, pearson_weight: float = 1.0) -> None:
         super().__init__()
         self.model = model
-        self.kl = kl          # the listwise term: build_listwise_kd_loss's DistillKLDivLoss
+        self.kl = kl          # the listwise term: build_listwise_kd_loss's DistillKLDivLoss or MarginMSELoss
         self.pearson_weight = float(pearson_weight)
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
@@ -155,22 +155,64 @@ class ListwisePearsonLoss(nn.Module):
         return {**self.kl.get_config_dict(), "pearson_weight": self.pearson_weight}
 
 
+class TeacherTemperature(nn.Module):
+    """Divides the teacher's logits (the labels) by ``temperature`` before a listwise loss sees them (ours): for
+    losses without a teacher temperature of their own (``MarginMSELoss``). Input columns and labels as the wrapped
+    loss's."""
+
+    def __init__(self, loss: nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.loss = loss
+        self.model = getattr(loss, "model", None)
+        self.temperature = float(temperature)
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        return self.loss(sentence_features, labels / self.temperature)
+
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
+        return self.loss.compute_loss_from_embeddings(embeddings, labels / self.temperature)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {**self.loss.get_config_dict(), "teacher_temperature": self.temperature}
+
+
 def build_listwise_kd_loss(model, scale: float = 20.0, teacher_temperature: float = 1.0,
-                           pearson_weight: float = 0.0) -> nn.Module:
-    """Listwise distillation over one anchor's candidates: ``sentence_transformers``' ``DistillKLDivLoss``
-    (KL divergence between the teacher's softmax over a group's logits and the student's over its scaled
-    cosines; Hinton et al. 2015, as used for cross- to bi-encoder distillation by Hofstaetter et al. 2020 and
-    RocketQAv2). Input columns: the anchor text and ``N`` candidate texts; label: the ``(N,)`` teacher logits.
+                           pearson_weight: float = 0.0, kind: str = "kl") -> nn.Module:
+    """Listwise distillation over one anchor's candidates. Input columns: the anchor text and ``N`` candidate
+    texts; label: the ``(N,)`` teacher logits per row (``(B, N)`` a batch). The student's logit for a candidate is
+    ``scale x cosine(anchor, candidate)`` (``ScaledCosine``).
+
+    ``kind``:
+      * ``kl``: ``sentence_transformers``' ``DistillKLDivLoss``, KL divergence between the teacher's softmax over
+        a list's logits and the student's (Hinton et al. 2015; used for cross- to bi-encoder distillation by
+        RocketQAv2). Ignores a list's shift, and how far apart two candidates are once the order is clear.
+      * ``margin_mse``: ``sentence_transformers``' ``MarginMSELoss`` (Hofstaetter et al. 2020, "Improving
+        Efficient Neural Ranking Models with Cross-Architecture Knowledge Distillation"): the mean squared error
+        between the student's margins ``s_1 - s_i`` and the teacher's ``t_1 - t_i``, the list's first candidate
+        against each other one (``N - 1`` margins a list; the library turns ``N`` logits into those margins).
+        Ignores a list's shift, not its spread: the student learns the teacher's logit gaps.
 
     Args:
-        scale: the student's cosine is multiplied by it (``ScaledCosine``).
+        scale: the student's cosine is multiplied by it.
         teacher_temperature: the teacher's logits are divided by it (>1 softens a confident teacher).
-        pearson_weight: when > 0, ``ListwisePearsonLoss``: the KL plus this weight x Pearson KD across the batch."""
+        pearson_weight: when > 0, ``ListwisePearsonLoss``: the list loss plus this weight x Pearson KD across the
+            batch.
+        kind: ``kl`` or ``margin_mse``.
+
+    Raises:
+        ConfigError: an unknown ``kind`` (exit 2)."""
     from sentence_transformers.sentence_transformer import losses
 
-    kl = losses.DistillKLDivLoss(model, similarity_fct=ScaledCosine(scale), temperature=1.0,
-                                 teacher_temperature=teacher_temperature)
-    return ListwisePearsonLoss(model, kl, pearson_weight) if pearson_weight else kl
+    if kind == "kl":
+        inner = losses.DistillKLDivLoss(model, similarity_fct=ScaledCosine(scale), temperature=1.0,
+                                        teacher_temperature=teacher_temperature)
+    elif kind == "margin_mse":
+        inner = losses.MarginMSELoss(model, similarity_fct=ScaledCosine(scale))
+        if teacher_temperature != 1.0:
+            inner = TeacherTemperature(inner, teacher_temperature)
+    else:
+        raise ConfigError(f"train.kd_list_loss {kind!r}: choose from {', '.join(KD_LIST_LOSSES)}")
+    return ListwisePearsonLoss(model, inner, pearson_weight) if pearson_weight else inner
 
 
 class TaskLosses:

@@ -10,9 +10,10 @@ task       pairs                                        loss
 ``kd``     LLM train pairs + unjudged neighbours        ``train.kd_loss``: pearson (``models.losses``),
            (``labels.kd_pairs``), cross-encoder           mse (CosineSimilarityLoss) or cosent (CoSENTLoss)
            P(relevant)
-``kd``     candidate lists of unjudged pairs            listwise KL (DistillKLDivLoss on 20 x cosine;
-(lists)    (``kd_pairs.candidate_groups``), the         ``models.losses.build_listwise_kd_loss``), task
-           cross-encoder's logits                       name ``kd_list``
+``kd``     candidate lists of unjudged pairs            ``train.kd_list_loss``: listwise KL (DistillKLDivLoss
+(lists)    (``kd_pairs.candidate_groups``), the         on 20 x cosine) or margin_mse (MarginMSELoss;
+           cross-encoder's logits                       ``models.losses.build_listwise_kd_loss``), task
+                                                        name ``kd_list``
 =========  ===========================================  ==================================================
 
 ``settings.train.label_mix`` picks the tasks (``ctr``, ``llm``, ``llm+kd``, ``llm+ctr+kd``, ``llm+sr+ctr+kd``, ...)
@@ -78,7 +79,7 @@ def _config(settings: Settings, base: str, mix: list[str], kd_loss: str, init_fr
             "llm_ranking": t.llm_ranking, "kd_extra_ratio": t.kd_extra_ratio, "kd_list_ratio": t.kd_list_ratio,
             "kd_group_size": t.kd_group_size, "kd_hard_share": t.kd_hard_share, "kd_query_share": t.kd_query_share,
             "kd_swap_share": t.kd_swap_share,
-            "kd_list_scale": t.kd_list_scale, "kd_list_pearson": t.kd_list_pearson,
+            "kd_list_loss": t.kd_list_loss, "kd_list_scale": t.kd_list_scale, "kd_list_pearson": t.kd_list_pearson,
             "kd_teacher_temperature": t.kd_teacher_temperature, "kd_max_pairs": t.kd_max_pairs,
             "evals_per_epoch": t.evals_per_epoch,
             "early_stopping_patience": t.early_stopping_patience, "max_train_minutes": t.max_train_minutes,
@@ -190,14 +191,14 @@ def matryoshka_weights(settings: Settings) -> list[float]:
 
 def build_task_losses(model, names, kd_loss: str, dims: list[int], sink, llm_loss: str = "contrastive",
                       list_scale: float = 20.0, teacher_temperature: float = 1.0, list_pearson: float = 0.0,
-                      dim_weights: list[float] | None = None) -> dict:
+                      dim_weights: list[float] | None = None, list_loss: str = "kl") -> dict:
     """Name -> MatryoshkaLoss(task loss) over ``dims`` (weighted by ``dim_weights``, one per dim; None: equal),
     each recorded under its task name.
 
     ``ctr`` and ``llm_rank``: MultipleNegativesRankingLoss (in-batch and, for ``llm_rank``, judged hard
     negatives); ``llm``/``sr``: ``llm_loss`` (ContrastiveLoss or CoSENTLoss); ``kd``: ``kd_loss``; ``kd_list``:
-    listwise KL (``models.losses.build_listwise_kd_loss`` with ``list_scale``, ``teacher_temperature`` and
-    ``list_pearson``).
+    ``list_loss`` (listwise KL or MarginMSE: ``models.losses.build_listwise_kd_loss`` with ``list_scale``,
+    ``teacher_temperature`` and ``list_pearson``).
 
     Raises ConfigError (exit 2) for an unknown task name or ``kd_loss``."""
     from sentence_transformers.sentence_transformer import losses
@@ -213,7 +214,7 @@ def build_task_losses(model, names, kd_loss: str, dims: list[int], sink, llm_los
         elif name == "kd":
             inner = build_kd_loss(model, kd_loss)
         elif name == "kd_list":
-            inner = build_listwise_kd_loss(model, list_scale, teacher_temperature, list_pearson)
+            inner = build_listwise_kd_loss(model, list_scale, teacher_temperature, list_pearson, kind=list_loss)
         else:
             raise ConfigError(f"unknown task {name!r}")
         out[name] = RecordedLoss(losses.MatryoshkaLoss(model, inner, matryoshka_dims=dims,
@@ -443,7 +444,7 @@ def _train(settings: Settings, tasks: dict, rows: dict, test, start: str, tmp: s
     t = settings.train
     losses = build_task_losses(model, list(tasks), t.kd_loss, list(t.matryoshka_dims), sink, llm_loss=t.llm_loss,
                                list_scale=t.kd_list_scale, teacher_temperature=t.kd_teacher_temperature,
-                               list_pearson=t.kd_list_pearson,
+                               list_pearson=t.kd_list_pearson, list_loss=t.kd_list_loss,
                                dim_weights=matryoshka_weights(settings))
     budget = plan_budget(sum(rows.values()), t.batch_size, t.bi_epochs, t.bi_max_steps, t.warmup_ratio,
                          t.evals_per_epoch, t.max_train_minutes,

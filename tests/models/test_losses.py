@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from keyphrase_pipeline.core.errors import ConfigError
 from keyphrase_pipeline.models.losses import (
     PearsonCorrelationLoss,
     RecordedLoss,
@@ -162,3 +163,29 @@ def test_listwise_pearson_loss_adds_the_batch_correlation_term():
     assert kl_only.compute_loss_from_embeddings([anchors, *cands], shifted).item() == pytest.approx(kl, rel=1e-5)
     assert both.compute_loss_from_embeddings([anchors, *cands], shifted).item() != pytest.approx(got, rel=1e-3)
     assert both.get_config_dict()["pearson_weight"] == 0.5
+
+
+def test_listwise_margin_mse_hand_values():
+    """MarginMSE: mean over the list of (s_1 - s_i - (t_1 - t_i))**2 with s = 20 x cosine, t the teacher's logits."""
+    from keyphrase_pipeline.models.losses import TeacherTemperature, build_listwise_kd_loss
+
+    class _Model:  # MarginMSELoss only keeps a reference
+        pass
+
+    loss = build_listwise_kd_loss(_Model(), scale=20.0, kind="margin_mse")
+    anchor = _unit(0)
+    cands = [_unit(0), _unit(60), _unit(90)]           # cosines 1, 0.5, 0 -> student logits 20, 10, 0
+    teacher = torch.tensor([[5.0, 1.0, 3.0]])          # teacher margins 4 and 2; the student's 10 and 20
+    want = ((10.0 - 4.0) ** 2 + (20.0 - 2.0) ** 2) / 2
+    assert loss.compute_loss_from_embeddings([anchor, *cands], teacher).item() == pytest.approx(want, rel=1e-5)
+    # a shift of the teacher's list costs nothing, its spread does (unlike the KL's softmax, which also ignores
+    # the gaps once one candidate dominates)
+    same = torch.tensor([[20.0, 10.0, 0.0]])
+    assert loss.compute_loss_from_embeddings([anchor, *cands], same + 7.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert loss.compute_loss_from_embeddings([anchor, *cands], same * 2).item() > 1.0
+    # a teacher temperature of 2 halves the teacher's logits
+    soft = build_listwise_kd_loss(_Model(), scale=20.0, teacher_temperature=2.0, kind="margin_mse")
+    assert isinstance(soft, TeacherTemperature)
+    assert soft.compute_loss_from_embeddings([anchor, *cands], teacher * 2).item() == pytest.approx(want, rel=1e-5)
+    with pytest.raises(ConfigError, match="kd_list_loss"):
+        build_listwise_kd_loss(_Model(), kind="margin")

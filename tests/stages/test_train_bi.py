@@ -257,6 +257,34 @@ def test_matryoshka_serve_weight_reaches_every_task_loss(tmp_path, monkeypatch):
     assert json.loads((Path(f["path"]) / "train_config.json").read_text())["matryoshka_serve_weight"] == 2.5
 
 
+def test_kd_list_loss_margin_mse_trains_and_is_recorded(tmp_path, monkeypatch):
+    """``train.kd_list_loss=margin_mse``: the kd_list task trains with MarginMSELoss (under MatryoshkaLoss, on a
+    real tiny student), and train_config.json records it; the default is the listwise KL."""
+    from sentence_transformers.sentence_transformer import losses as st_losses
+
+    from keyphrase_pipeline.stages import train_bi
+
+    w = trained_world(make_settings)
+    built = {}
+    real = train_bi.build_task_losses
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        built.update(out)
+        return out
+
+    monkeypatch.setattr(train_bi, "build_task_losses", spy)
+    for kind, cls in (("margin_mse", st_losses.MarginMSELoss), ("kl", st_losses.DistillKLDivLoss)):
+        built.clear()
+        s = tiny_settings(make_settings, tmp_path / f"lake-{kind}", w["base"], bi_max_steps=2, kd_list_ratio=4.0)
+        if kind != "kl":
+            s = s.with_overrides(**{"train.kd_list_loss": kind})
+        write_lake_inputs(s, w["pairs"])
+        f = train_bi.run(s, DS, cross=w["cross"]["path"])
+        assert "kd_list" in built and isinstance(built["kd_list"].loss.loss, cls)
+        assert json.loads((Path(f["path"]) / "train_config.json").read_text())["kd_list_loss"] == kind
+
+
 def test_student_budget_counts_bi_epochs_not_the_cross_encoders_epochs(tmp_path):
     """``train.bi_epochs`` sets the student's passes over its rows; ``train.epochs`` is the cross-encoder's."""
     import math
