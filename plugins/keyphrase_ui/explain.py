@@ -7,6 +7,9 @@ Per recommended (item, keyphrase) pair it gathers, from the lake:
 * the cross-encoder's P(relevant): computed on the fly for the K pairs with the newest cross-encoder of the
   registry (``registry/CROSS_LATEST``), cached per (version, item, keyphrases); None with the reason when there is
   no cross-encoder;
+* the re-rank score: the P(relevant) that ``kp recommend``'s re-rank (``serve.rerank_depth``) published and
+  ordered the list by, with the cross-encoder that gave it (``rerank_cross_version``); None on rows it did not
+  score (re-rank off, or a carried row whose score was nulled);
 * the LLM judge's label and P(yes) when the pair was judged (``llm_labels/store``): judge backend and model,
   prompt version, when it was labelled and the store day;
 * its impressions, clicks and CTR over the CTR window when it was exposed (``ctr_labels`` of the newest day; the
@@ -233,9 +236,10 @@ def cross_scores(settings, item_id: int, title: str, category: str, keyphrases: 
 def explain_item(settings, lake, item: dict, results: list[dict], mode: str, version: str, world=None) -> dict:
     """The item view: ``item`` ({item_id, title, category}), its top-K ``results`` (``ServingBundle.search`` rows)
     each with ``cosine``, ``cross`` (P(relevant) or None), ``llm`` (label record or None), ``ctr`` (impressions,
-    clicks, ctr, label or None), ``expected_ctr`` (the CTR model's P(click) at its reference position, or None)
-    and ``relevant`` (demo truth or None); plus the item's judged pairs that are not
-    in its top-K (``judged_elsewhere``)."""
+    clicks, ctr, label or None), ``expected_ctr`` (the CTR model's P(click) at its reference position, or None),
+    ``rerank`` (the published re-rank score, or None) and ``relevant`` (demo truth or None); plus the item's judged
+    pairs that are not in its top-K (``judged_elsewhere``) and ``rerank_note`` (which cross-encoder ordered the list,
+    or that none did)."""
     item_id = int(item["item_id"])
     kps = [(int(r["keyphrase_id"]), r["keyphrase"]) for r in results]
     cross = cross_scores(settings, item_id, item["title"], item["category"], kps)
@@ -262,9 +266,12 @@ def explain_item(settings, lake, item: dict, results: list[dict], mode: str, ver
                     "label": int(c["label"])} if c is not None else None,
             "relevant": bool(rel[i]) if rel is not None else None,
             "expected_ctr": r.get("expected_ctr"),
+            "rerank": r.get("rerank_score"),
         })
     shown = {r["keyphrase_id"] for r in rows}
     models = sorted({str(r["ctr_model_version"]) for r in results if r.get("ctr_model_version")})
+    reranked = sorted({str(r["rerank_cross_version"]) for r in results
+                       if r.get("rerank_cross_version") and r.get("rerank_score") is not None})
     elsewhere = [{"keyphrase_id": k, "keyphrase": str(row["keyphrase"]), **label_record(row)}
                  for k, row in latest.items() if k not in shown][:20]
     return {
@@ -280,6 +287,9 @@ def explain_item(settings, lake, item: dict, results: list[dict], mode: str, ver
         "expected_ctr_note": (f"expected CTR: P(click) at position 1 from CTR model {', '.join(models)}, beside the "
                               "observed CTR of the window" if models else
                               "expected CTR: – (no CTR model scored this version's recommendations)"),
+        "rerank_note": (f"re-rank: P(relevant) of cross-encoder {', '.join(reranked)}, published by recommend "
+                        f"(serve.rerank_depth), in whose order the scored rows are served; – : a row it did not score"
+                        if reranked else "re-rank: – (this list is in the student's order: serve.rerank_depth was 0)"),
     }
 
 

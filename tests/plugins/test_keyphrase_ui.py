@@ -510,6 +510,32 @@ def test_without_a_cross_encoder_the_score_is_na_with_the_reason(tmp_path):
     assert out["version"] is None and out["scores"] == {} and "no cross-encoder in the registry" in out["note"]
 
 
+def test_item_view_shows_the_published_rerank_score_and_its_cross_encoder(tmp_path):
+    """Rows ``kp recommend``'s re-rank scored show its published P(relevant) (``rerank``) and the note names the
+    cross-encoder that ordered the list; a row it did not score shows None; a list without any says the student's
+    order."""
+    from testsupport import make_settings
+
+    from keyphrase_pipeline.core.lake import Lake
+    from keyphrase_ui import explain
+
+    s = make_settings(tmp_path / "lake")
+    item = {"item_id": 5, "title": "red phone case", "category": "phones"}
+    rows = [{"rank": 1, "keyphrase_id": 7, "keyphrase": "phone case", "score": 0.61, "expected_ctr": None,
+             "rerank_score": 0.93, "rerank_cross_version": "cross-2026-10-10"},
+            {"rank": 2, "keyphrase_id": 8, "keyphrase": "red case", "score": 0.72, "expected_ctr": None,
+             "rerank_score": None, "rerank_cross_version": None}]
+    out = explain.explain_item(s, Lake.from_settings(s), item, rows, "published", "v1")
+    assert [r["rerank"] for r in out["results"]] == [0.93, None]
+    assert "cross-encoder cross-2026-10-10" in out["rerank_note"] and "serve.rerank_depth" in out["rerank_note"]
+    off = [{**r, "rerank_score": None, "rerank_cross_version": None} for r in rows]
+    out = explain.explain_item(s, Lake.from_settings(s), item, off, "published", "v1")
+    assert [r["rerank"] for r in out["results"]] == [None, None] and "student's order" in out["rerank_note"]
+    # rows from a reader of older bundles carry neither key
+    old = [{k: v for k, v in r.items() if not k.startswith("rerank")} for r in rows]
+    assert "student's order" in explain.explain_item(s, Lake.from_settings(s), item, old, "published", "v1")["rerank_note"]
+
+
 def test_keyphrase_view_lists_the_items_it_is_recommended_to(airflow_api):
     c, h = airflow_api["client"], auth(airflow_api)
     recs, _, _ = _frames(airflow_api)
