@@ -180,6 +180,53 @@ def checkpoint_table(results_dir: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
+# Levers tried on the attr world against the defaults with the same teacher and the same student seed
+# (docs/TRAINING.md, "Levers that did not move the student"): lever -> its files, one per seed. The defaults are the
+# re-rank diagnostic's `kp eval-labels` runs (every default; their teachers kept and reused with --cross).
+PAIRED_LEVERS = (
+    ("`train.kd_list_loss` margin_mse (MarginMSELoss on the teacher's logit margins)",
+     ("attr_margin_mse_s1", "attr_margin_mse_s2", "attr_margin_mse_s3")),
+    ("the student starts from its teacher's encoder (the teacher's head dropped; mean pooling)",
+     ("attr_start_teacher_body_s1",)),
+    ("the student starts from all-MiniLM-L6-v2 with max pooling instead of mean", ("attr_start_maxpool_s1",)),
+)
+PAIRED_DEFAULTS = REPO / "bench" / "results" / "rerank" / "attr_eval_labels_s{seed}.json"
+
+
+def paired_levers_table(results_dir: Path = RESULTS, defaults: str = str(PAIRED_DEFAULTS)) -> str:
+    """docs/TRAINING.md's table: per ``PAIRED_LEVERS`` file (a seed), the teacher's AUC on half B, the default
+    student's and the lever's (served at ``serve.dim``, at full size, and served against the world's truth) and the
+    paired difference served; a lever with several seeds adds mean ± sample std of each. Raises FileNotFoundError
+    for a missing file, ValueError when a lever's run and its defaults do not share the split and the teacher."""
+    import numpy as np
+
+    def cells(ps) -> str:
+        m = ps["metrics"]
+        return f"{m['student']['auc']:.4f} / {m['student_full']['auc']:.4f} / {m['student']['truth']['auc']:.4f}"
+
+    lines = ["| lever | seed | teacher | the defaults: served / full size / served vs truth | the lever: served / full "
+             "size / served vs truth | lever - defaults, served (vs truth) |", "|---|---|---|---|---|---|"]
+    for name, stems in PAIRED_LEVERS:
+        diffs = []
+        for stem in stems:
+            run = json.loads((results_dir / f"{stem}.json").read_text())
+            ps = run["per_seed"][0]
+            base = json.loads(Path(defaults.format(seed=ps["seed"])).read_text())
+            bs = base["per_seed"][0]
+            if run["split"] != base["split"] or round(ps["metrics"]["cross"]["auc"], 4) != round(bs["metrics"]["cross"]["auc"], 4):
+                raise ValueError(f"{stem}: not the split and teacher of its defaults (seed {ps['seed']})")
+            d = (ps["metrics"]["student"]["auc"] - bs["metrics"]["student"]["auc"],
+                 ps["metrics"]["student"]["truth"]["auc"] - bs["metrics"]["student"]["truth"]["auc"])
+            diffs.append(d)
+            lines.append(f"| {name} | {ps['seed']} | {ps['metrics']['cross']['auc']:.4f} | {cells(bs)} | {cells(ps)} | "
+                         f"{d[0]:+.4f} ({d[1]:+.4f}) |")
+        if len(diffs) > 1:
+            a = np.array(diffs)
+            lines.append(f"| {name} | mean ± std ({len(diffs)} seeds) | | | | {a[:, 0].mean():+.4f} ± {a[:, 0].std(ddof=1):.4f} "
+                         f"({a[:, 1].mean():+.4f} ± {a[:, 1].std(ddof=1):.4f}) |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--world", default=None, help="simulated judged pairs: demo, alt, attr, listing or open")
@@ -195,7 +242,12 @@ def main(argv: list[str] | None = None) -> dict:
                     "with the defaults beside the real judgments")
     ap.add_argument("--checkpoint-table", action="store_true", help="print docs/TRAINING.md's table of the "
                     "students kept at their best held-out checkpoint or at their last step, per world")
+    ap.add_argument("--paired-levers", action="store_true", help="print docs/TRAINING.md's table of the levers "
+                    "tried against the defaults with the same teacher and seed (attr)")
     args = ap.parse_args(argv)
+    if args.paired_levers:
+        print(paired_levers_table())
+        return {}
     if args.checkpoint_table:
         print(checkpoint_table())
         return {}

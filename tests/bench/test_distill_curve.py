@@ -250,3 +250,38 @@ def test_the_ceiling_on_the_other_worlds_in_the_doc_is_the_committed_runs():
                 f"{cell(r['auc']['student_full'], r['auc']['student'], r['student_steps'])} | {e3} | "
                 f"{r['auc']['student_full'] - km['student_full']['auc']:+.3f} |")
         assert want in table, want
+
+
+def test_the_paired_levers_table_in_the_doc_is_the_committed_runs(curve):
+    """docs/TRAINING.md's paired-levers table is what ``paired_levers_table`` makes of the committed files; each lever's
+    run is its defaults' split and teacher, with the setting its row names (and the defaults without it)."""
+    doc = (REPO / "docs" / "TRAINING.md").read_text()
+    start, end = "<!-- paired levers table -->\n", "\n<!-- /paired levers table -->"
+    assert doc[doc.index(start) + len(start):doc.index(end)] == curve.paired_levers_table()
+    d = REPO / "bench" / "results" / "distill_sweep"
+    for _name, stems in curve.PAIRED_LEVERS:
+        for stem in stems:
+            r = json.loads((d / f"{stem}.json").read_text())
+            base = json.loads(Path(str(curve.PAIRED_DEFAULTS).format(seed=r["per_seed"][0]["seed"])).read_text())
+            assert r["world"] == "attr" and r["simulated"] is True and r["split"] == base["split"], stem
+            assert base["config"].get("kd_list_loss", "kl") == "kl" and base["config"]["base_model"] == "", stem
+            changed = {k for k in set(r["config"]) | set(base["config"])
+                       if r["config"].get(k) != base["config"].get(k) and k not in ("cross_reused", "kd_list_loss")}
+            if "margin_mse" in stem:
+                assert r["config"]["kd_list_loss"] == "margin_mse" and not changed, (stem, changed)
+            else:
+                assert r["config"].get("kd_list_loss") == "kl" and changed == {"base_model"}, (stem, changed)
+                assert ("cross1_as_bi" if "teacher_body" in stem else "base_max") in r["config"]["base_model"]
+
+
+def test_paired_levers_refuse_a_run_of_another_split_or_teacher(curve, tmp_path):
+    d = REPO / "bench" / "results" / "distill_sweep"
+    stems = [stem for _, ss in curve.PAIRED_LEVERS for stem in ss]
+    for stem in stems:
+        (tmp_path / f"{stem}.json").write_text((d / f"{stem}.json").read_text())
+    assert curve.paired_levers_table(tmp_path) == curve.paired_levers_table()
+    r = json.loads((d / f"{stems[1]}.json").read_text())
+    r["per_seed"][0]["metrics"]["cross"]["auc"] += 0.001  # another teacher
+    (tmp_path / f"{stems[1]}.json").write_text(json.dumps(r))
+    with pytest.raises(ValueError, match=stems[1]):
+        curve.paired_levers_table(tmp_path)
