@@ -193,11 +193,25 @@ PAIRED_LEVERS = (
 PAIRED_DEFAULTS = REPO / "bench" / "results" / "rerank" / "attr_eval_labels_s{seed}.json"
 
 
+def _same_teacher(a: dict, b: dict) -> bool:
+    """Whether two per-seed results graded the same teacher: its AUC on half B, against the labels and the truth."""
+    ca, cb = a["metrics"]["cross"], b["metrics"]["cross"]
+    return abs(ca["auc"] - cb["auc"]) < 1e-9 and abs(ca["truth"]["auc"] - cb["truth"]["auc"]) < 1e-9
+
+
 def paired_levers_table(results_dir: Path = RESULTS, defaults: str = str(PAIRED_DEFAULTS)) -> str:
     """docs/TRAINING.md's table: per ``PAIRED_LEVERS`` file (a seed), the teacher's AUC on half B, the default
     student's and the lever's (served at ``serve.dim``, at full size, and served against the world's truth) and the
-    paired difference served; a lever with several seeds adds mean ± sample std of each. Raises FileNotFoundError
-    for a missing file, ValueError when a lever's run and its defaults do not share the split and the teacher."""
+    paired difference served; a lever with several seeds adds mean ± sample std of each.
+
+    Args:
+        results_dir: where the lever files are.
+        defaults: the defaults' file of a seed, ``{seed}`` replaced by the lever run's seed.
+
+    Raises:
+        FileNotFoundError: a missing file.
+        ValueError: a lever's run and its defaults do not share the split and the teacher (the same AUC on half B
+            to 1e-9, against the labels and the truth)."""
     import numpy as np
 
     def cells(ps) -> str:
@@ -213,7 +227,7 @@ def paired_levers_table(results_dir: Path = RESULTS, defaults: str = str(PAIRED_
             ps = run["per_seed"][0]
             base = json.loads(Path(defaults.format(seed=ps["seed"])).read_text())
             bs = base["per_seed"][0]
-            if run["split"] != base["split"] or round(ps["metrics"]["cross"]["auc"], 4) != round(bs["metrics"]["cross"]["auc"], 4):
+            if run["split"] != base["split"] or not _same_teacher(ps, bs):
                 raise ValueError(f"{stem}: not the split and teacher of its defaults (seed {ps['seed']})")
             d = (ps["metrics"]["student"]["auc"] - bs["metrics"]["student"]["auc"],
                  ps["metrics"]["student"]["truth"]["auc"] - bs["metrics"]["student"]["truth"]["auc"])
@@ -222,8 +236,8 @@ def paired_levers_table(results_dir: Path = RESULTS, defaults: str = str(PAIRED_
                          f"{d[0]:+.4f} ({d[1]:+.4f}) |")
         if len(diffs) > 1:
             a = np.array(diffs)
-            lines.append(f"| {name} | mean ± std ({len(diffs)} seeds) | | | | {a[:, 0].mean():+.4f} ± {a[:, 0].std(ddof=1):.4f} "
-                         f"({a[:, 1].mean():+.4f} ± {a[:, 1].std(ddof=1):.4f}) |")
+            served, truth = (f"{a[:, i].mean():+.4f} ± {a[:, i].std(ddof=1):.4f}" for i in (0, 1))
+            lines.append(f"| {name} | mean ± std ({len(diffs)} seeds) | | | | {served} ({truth}) |")
     return "\n".join(lines)
 
 

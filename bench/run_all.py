@@ -31,6 +31,7 @@ NOT_RUN = {
     "student_ceiling": "a training diagnostic (the student distilled on the pairs it is graded on), 3-17 training minutes a run",
     "rerank_gain": "ranks keyphrases with models kept by `kp eval-labels --keep` (needs them: --keep), ~12 minutes a seed",
     "rerank_recommend": "runs `kp recommend` with and without the cross-encoder re-rank on a `make demo` lake (--lake)",
+    "student_start": "writes the start encoders of two training probes (no measurement)",
     "judge_ablation": "collects `kp report` ablations under each judge and their labels vs truth (needs their lakes)",
 }
 

@@ -269,15 +269,18 @@ class TrainSettings(BaseModel):
                                  "they are and swapped the same way (kd_pairs.swap_groups; values held-out queries "
                                  "name and the judged pairs never did).")
     kd_list_loss: KdListLoss = Field("kl", description="The listwise kd task's loss: kl (DistillKLDivLoss: the "
-                                     "teacher's softmax over a list) or margin_mse (MarginMSELoss: the teacher's logit "
-                                     "margins between a list's first candidate and each other one, Hofstaetter et al. "
-                                     "2020). Both compare the teacher's logits with kd_list_scale x the student's cosine. "
-                                     "margin_mse is opt-in: on the simulated attr world it gave 0.001 AUC less than kl on "
-                                     "each of 3 seeds (docs/TRAINING.md).")
+                                     "teacher's softmax over a list) or margin_mse (MarginMSELoss: the teacher's "
+                                     "logit margins between a list's first candidate and each other one, "
+                                     "Hofstaetter et al. 2020). Both compare the teacher's logits with "
+                                     "kd_list_scale x the student's cosine. margin_mse is opt-in: on the simulated "
+                                     "attr world it gave 0.001 AUC less than kl on each of 3 seeds "
+                                     "(docs/TRAINING.md).")
     kd_list_scale: float = Field(20.0, gt=0, description="The student's cosine is multiplied by this before the "
-                                 "listwise loss (an inverse temperature for kl; the student's logit scale for margin_mse).")
+                                 "listwise loss (an inverse temperature for kl; the student's logit scale for "
+                                 "margin_mse).")
     kd_list_pearson: float = Field(0.0, ge=0, description="Weight of a Pearson KD term across all pairs of a "
-                                   "listwise batch (teaches how different anchors' scores compare; 0 = KL only).")
+                                   "listwise batch (teaches how different anchors' scores compare; 0 = the list "
+                                   "loss only).")
     kd_teacher_temperature: float = Field(1.0, gt=0, description="The teacher's logits are divided by this before "
                                           "the listwise loss (kl or margin_mse).")
     kd_max_pairs: int = Field(500_000, ge=0, description="At most this many unjudged pairs scored by the teacher for "

@@ -121,22 +121,24 @@ class ScaledCosine:
 
 
 class ListwisePearsonLoss(nn.Module):
-    """Listwise KL within each list plus Pearson KD across every pair of the batch (ours).
+    """A listwise loss within each list plus Pearson KD across every pair of the batch (ours).
 
-    The KL term (``DistillKLDivLoss``) teaches the order of one anchor's candidates, but a softmax ignores any
-    shift of a list's scores, so it says nothing about how one anchor's scores compare with another's; a served
-    threshold and an item's top-K over many keyphrases need exactly that. The Pearson term
-    (``PearsonCorrelationLoss``'s ``1 - r``) over all ``B x N`` student cosines of the batch against the teacher's
-    P(relevant) (sigmoid of the label logits) teaches it, on the embeddings the KL term already computed::
+    The list term (``DistillKLDivLoss`` or ``MarginMSELoss``, ``build_listwise_kd_loss``) teaches how one anchor's
+    candidates compare, but both ignore any shift of a list's scores, so they say nothing about how one anchor's
+    scores compare with another's; a served threshold and an item's top-K over many keyphrases need exactly that.
+    The Pearson term (``PearsonCorrelationLoss``'s ``1 - r``) over all ``B x N`` student cosines of the batch against
+    the teacher's P(relevant) (sigmoid of the label logits) teaches it, on the embeddings the list term already
+    computed::
 
-        loss = KL(softmax(t / T) || softmax(scale * cos)) + pearson_weight * (1 - r(cos, sigmoid(t)))
+        loss = listwise(t, scale * cos) + pearson_weight * (1 - r(cos, sigmoid(t)))
 
-    Input columns: the anchor and ``N`` candidates; label: ``(B, N)`` teacher logits."""
+    with ``listwise`` e.g. ``KL(softmax(t / T) || softmax(scale * cos))``. Input columns: the anchor and ``N``
+    candidates; label: ``(B, N)`` teacher logits."""
 
-    def __init__(self, model, kl: nn.Module, pearson_weight: float = 1.0) -> None:
+    def __init__(self, model, listwise: nn.Module, pearson_weight: float = 1.0) -> None:
         super().__init__()
         self.model = model
-        self.kl = kl          # the listwise term: build_listwise_kd_loss's DistillKLDivLoss or MarginMSELoss
+        self.listwise = listwise  # build_listwise_kd_loss's DistillKLDivLoss or MarginMSELoss (maybe tempered)
         self.pearson_weight = float(pearson_weight)
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
@@ -145,20 +147,25 @@ class ListwisePearsonLoss(nn.Module):
         return self.compute_loss_from_embeddings(embed_columns(self.model, list(sentence_features)), labels)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
-        loss = self.kl.compute_loss_from_embeddings(embeddings, labels)
+        loss = self.listwise.compute_loss_from_embeddings(embeddings, labels)
         if self.pearson_weight:
             cos = torch.stack([torch.cosine_similarity(embeddings[0], e, dim=-1) for e in embeddings[1:]], dim=1)
             loss = loss + self.pearson_weight * pearson_loss(cos.reshape(-1), torch.sigmoid(labels.float()).reshape(-1))
         return loss
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {**self.kl.get_config_dict(), "pearson_weight": self.pearson_weight}
+        return {**self.listwise.get_config_dict(), "pearson_weight": self.pearson_weight}
 
 
 class TeacherTemperature(nn.Module):
     """Divides the teacher's logits (the labels) by ``temperature`` before a listwise loss sees them (ours): for
-    losses without a teacher temperature of their own (``MarginMSELoss``). Input columns and labels as the wrapped
-    loss's."""
+    losses without a teacher temperature of their own (``MarginMSELoss``, whose target margins it scales). Input
+    columns and labels as the wrapped loss's.
+
+    Args:
+        loss: the wrapped loss; ``forward`` (what ``MatryoshkaLoss`` calls) and ``compute_loss_from_embeddings``
+            both pass it the divided labels.
+        temperature: > 0; 1 leaves the labels as they are."""
 
     def __init__(self, loss: nn.Module, temperature: float) -> None:
         super().__init__()
@@ -185,16 +192,21 @@ def build_listwise_kd_loss(model, scale: float = 20.0, teacher_temperature: floa
     ``kind``:
       * ``kl``: ``sentence_transformers``' ``DistillKLDivLoss``, KL divergence between the teacher's softmax over
         a list's logits and the student's (Hinton et al. 2015; used for cross- to bi-encoder distillation by
-        RocketQAv2). Ignores a list's shift, and how far apart two candidates are once the order is clear.
+        RocketQAv2). Ignores a list's shift; matches the gaps between candidates through the softmax, so it loses
+        them where one candidate dominates the list.
       * ``margin_mse``: ``sentence_transformers``' ``MarginMSELoss`` (Hofstaetter et al. 2020, "Improving
         Efficient Neural Ranking Models with Cross-Architecture Knowledge Distillation"): the mean squared error
         between the student's margins ``s_1 - s_i`` and the teacher's ``t_1 - t_i``, the list's first candidate
         against each other one (``N - 1`` margins a list; the library turns ``N`` logits into those margins).
-        Ignores a list's shift, not its spread: the student learns the teacher's logit gaps.
+        Ignores a list's shift, not its spread: the student regresses the teacher's logit gaps directly. The first
+        candidate (the start encoder's nearest, ``kd_pairs.candidate_groups``) is in every margin of its list, and
+        the squared margins are larger than the KL (tens against about log N), so these batches weigh more in the
+        shared optimizer.
 
     Args:
         scale: the student's cosine is multiplied by it.
-        teacher_temperature: the teacher's logits are divided by it (>1 softens a confident teacher).
+        teacher_temperature: the teacher's logits are divided by it (for kl, >1 softens a confident teacher; for
+            margin_mse it scales the target margins).
         pearson_weight: when > 0, ``ListwisePearsonLoss``: the list loss plus this weight x Pearson KD across the
             batch.
         kind: ``kl`` or ``margin_mse``.

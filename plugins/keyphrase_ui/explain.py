@@ -232,6 +232,19 @@ def cross_scores(settings, item_id: int, title: str, category: str, keyphrases: 
     return out
 
 
+def rerank_note(versions: list[str], mode: str) -> str:
+    """The item view's line on the re-rank: which cross-encoder(s) ``versions`` gave the published scores, or why
+    no row carries one (``mode``: how the rows were found; a live search never carries them)."""
+    if versions:
+        return (f"re-rank: P(relevant) of cross-encoder {', '.join(versions)}, published by recommend "
+                "(serve.rerank_depth > 0), which ordered the scored rows (unless ctr_model.rank_by=expected_clicks "
+                "re-ordered them after); – : a row it did not score")
+    if mode.startswith("live"):
+        return "re-rank: – (a live search of the index carries no published re-rank score)"
+    return ("re-rank: – (no row carries a published re-rank score: serve.rerank_depth 0, an item without catalog "
+            "text, or rows carried by --changed-only from an older cross-encoder)")
+
+
 # ---- views -------------------------------------------------------------------------------------------------------
 def explain_item(settings, lake, item: dict, results: list[dict], mode: str, version: str, world=None) -> dict:
     """The item view: ``item`` ({item_id, title, category}), its top-K ``results`` (``ServingBundle.search`` rows)
@@ -287,9 +300,7 @@ def explain_item(settings, lake, item: dict, results: list[dict], mode: str, ver
         "expected_ctr_note": (f"expected CTR: P(click) at position 1 from CTR model {', '.join(models)}, beside the "
                               "observed CTR of the window" if models else
                               "expected CTR: – (no CTR model scored this version's recommendations)"),
-        "rerank_note": (f"re-rank: P(relevant) of cross-encoder {', '.join(reranked)}, published by recommend "
-                        f"(serve.rerank_depth), in whose order the scored rows are served; – : a row it did not score"
-                        if reranked else "re-rank: – (this list is in the student's order: serve.rerank_depth was 0)"),
+        "rerank_note": rerank_note(reranked, mode),
     }
 
 

@@ -280,8 +280,15 @@ def test_paired_levers_refuse_a_run_of_another_split_or_teacher(curve, tmp_path)
     for stem in stems:
         (tmp_path / f"{stem}.json").write_text((d / f"{stem}.json").read_text())
     assert curve.paired_levers_table(tmp_path) == curve.paired_levers_table()
-    r = json.loads((d / f"{stems[1]}.json").read_text())
-    r["per_seed"][0]["metrics"]["cross"]["auc"] += 0.001  # another teacher
-    (tmp_path / f"{stems[1]}.json").write_text(json.dumps(r))
-    with pytest.raises(ValueError, match=stems[1]):
-        curve.paired_levers_table(tmp_path)
+    for stem, change in ((stems[1], ("cross", "auc")), (stems[2], ("cross", "truth")), (stems[0], ("split",))):
+        r = json.loads((d / f"{stem}.json").read_text())
+        if change == ("split",):
+            r["split"]["a_pairs"] += 1
+        elif change[1] == "truth":
+            r["per_seed"][0]["metrics"]["cross"]["truth"]["auc"] += 1e-6  # another teacher, the same AUC on the labels
+        else:
+            r["per_seed"][0]["metrics"]["cross"]["auc"] += 1e-6
+        (tmp_path / f"{stem}.json").write_text(json.dumps(r))
+        with pytest.raises(ValueError, match=stem):
+            curve.paired_levers_table(tmp_path)
+        (tmp_path / f"{stem}.json").write_text((d / f"{stem}.json").read_text())

@@ -189,3 +189,37 @@ def test_listwise_margin_mse_hand_values():
     assert soft.compute_loss_from_embeddings([anchor, *cands], teacher * 2).item() == pytest.approx(want, rel=1e-5)
     with pytest.raises(ConfigError, match="kd_list_loss"):
         build_listwise_kd_loss(_Model(), kind="margin")
+
+
+def test_margin_mse_under_matryoshka_divides_the_teacher_logits_and_composes_with_pearson(tmp_path):
+    """The training path: MatryoshkaLoss calls the list loss's ``forward`` once per dim on a real (tiny) encoder; the
+    teacher temperature reaches that path (the margins only), and the Pearson term adds to MarginMSE as to the KL."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import losses as st_losses
+
+    from keyphrase_pipeline.models.losses import build_listwise_kd_loss
+    from keyphrase_pipeline.models.tiny import build_tiny_encoder
+
+    model = SentenceTransformer(build_tiny_encoder(tmp_path / "enc"), device="cpu")
+    texts = [["red phone case", "iphone 13 case"], ["phone case red", "screen protector"], ["usb cable", "charger"]]
+    features = [model.tokenize(col) for col in texts]
+    teacher = torch.tensor([[4.0, -2.0], [1.0, 3.0]])
+    dims = [32, 16]
+
+    def by_hand(dim, t, pearson=0.0):  # the Pearson term reads the teacher's P(relevant): the undivided logits
+        with torch.no_grad():
+            emb = [torch.nn.functional.normalize(model.encode(col, convert_to_tensor=True)[:, :dim], dim=-1)
+                   for col in texts]
+        cos = torch.stack([torch.cosine_similarity(emb[0], e, dim=-1) for e in emb[1:]], dim=1)
+        s = 20.0 * cos
+        out = float((((s[:, :1] - s[:, 1:]) - (t[:, :1] - t[:, 1:])) ** 2).mean())
+        return out + pearson * float(pearson_loss(cos.reshape(-1), torch.sigmoid(teacher).reshape(-1)))
+
+    model.eval()
+    for temperature, pearson in ((1.0, 0.0), (2.0, 0.0), (2.0, 0.5)):
+        inner = build_listwise_kd_loss(model, 20.0, temperature, pearson, kind="margin_mse")
+        loss = st_losses.MatryoshkaLoss(model, inner, matryoshka_dims=dims)
+        with torch.no_grad():
+            got = float(loss(features, teacher))
+        want = sum(by_hand(d, teacher / temperature, pearson) for d in dims)
+        assert got == pytest.approx(want, rel=1e-4), (temperature, pearson)

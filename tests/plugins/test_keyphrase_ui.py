@@ -512,8 +512,7 @@ def test_without_a_cross_encoder_the_score_is_na_with_the_reason(tmp_path):
 
 def test_item_view_shows_the_published_rerank_score_and_its_cross_encoder(tmp_path):
     """Rows ``kp recommend``'s re-rank scored show its published P(relevant) (``rerank``) and the note names the
-    cross-encoder that ordered the list; a row it did not score shows None; a list without any says the student's
-    order."""
+    cross-encoder that gave it; a row it did not score shows None; a list without any says why that can be."""
     from testsupport import make_settings
 
     from keyphrase_pipeline.core.lake import Lake
@@ -530,10 +529,14 @@ def test_item_view_shows_the_published_rerank_score_and_its_cross_encoder(tmp_pa
     assert "cross-encoder cross-2026-10-10" in out["rerank_note"] and "serve.rerank_depth" in out["rerank_note"]
     off = [{**r, "rerank_score": None, "rerank_cross_version": None} for r in rows]
     out = explain.explain_item(s, Lake.from_settings(s), item, off, "published", "v1")
-    assert [r["rerank"] for r in out["results"]] == [None, None] and "student's order" in out["rerank_note"]
-    # rows from a reader of older bundles carry neither key
+    assert [r["rerank"] for r in out["results"]] == [None, None]
+    assert "no row carries" in out["rerank_note"] and "serve.rerank_depth 0" in out["rerank_note"]
+    # rows from a reader of older bundles carry neither key; a live search never carries them
     old = [{k: v for k, v in r.items() if not k.startswith("rerank")} for r in rows]
-    assert "student's order" in explain.explain_item(s, Lake.from_settings(s), item, old, "published", "v1")["rerank_note"]
+    lake = Lake.from_settings(s)
+    assert "no row carries" in explain.explain_item(s, lake, item, old, "published", "v1")["rerank_note"]
+    live = explain.explain_item(s, lake, item, old, "live search of the published index", "v1")["rerank_note"]
+    assert "live search" in live
 
 
 def test_keyphrase_view_lists_the_items_it_is_recommended_to(airflow_api):

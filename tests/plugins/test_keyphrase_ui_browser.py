@@ -401,12 +401,13 @@ def test_walk_through_the_demo_world_in_chromium(tmp_path):
                 c = cells[int(rec["rank"])]
                 assert c[1] == rec["keyphrase"] and abs(float(c[2]) - rec["score"]) < 1e-4, c
                 assert 0.0 <= float(c[3]) <= 1.0, c  # the cross-encoder's P(relevant), computed now
-                assert c[9] in ("yes", "no"), c  # the demo world's truth
+                assert c[4] == "–", c  # the published re-rank score: the demo runs with serve.rerank_depth 0
+                assert c[11] in ("yes", "no"), c  # the demo world's truth
             j = cells[int(want["judged"]["rank"])]
-            assert j[4] == f"{'yes' if want['judged']['label'] == 1 else 'no'} {want['judged']['p_yes']:.2f}", j
+            assert j[5] == f"{'yes' if want['judged']['label'] == 1 else 'no'} {want['judged']['p_yes']:.2f}", j
             c = cells[int(want["ctr"]["rank"])]
             impr, clicks = int(want["ctr"]["impressions"]), int(want["ctr"]["clicks"])
-            assert (c[6], c[7], c[8]) == (f"{impr:,}", f"{clicks:,}", f"{100 * clicks / impr:.2f} %"), c
+            assert (c[7], c[8], c[9]) == (f"{impr:,}", f"{clicks:,}", f"{100 * clicks / impr:.2f} %"), c
             notes = page.locator("#item-notes").inner_text()
             assert f"cross-encoder {want['cross']}" in notes and f"ctr_labels of {want['ctr_day']}" in notes, notes
             assert want["serving"] in page.locator("#item-head").inner_text()

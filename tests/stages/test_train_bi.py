@@ -265,23 +265,29 @@ def test_kd_list_loss_margin_mse_trains_and_is_recorded(tmp_path, monkeypatch):
     from keyphrase_pipeline.stages import train_bi
 
     w = trained_world(make_settings)
-    built = {}
+    built, calls = {}, []
     real = train_bi.build_task_losses
 
     def spy(*args, **kwargs):
         out = real(*args, **kwargs)
         built.update(out)
+        inner = out["kd_list"].loss  # the MatryoshkaLoss the trainer calls on kd_list batches
+        forward = inner.forward
+        inner.forward = lambda *a, **k: (calls.append(1), forward(*a, **k))[1]
         return out
 
     monkeypatch.setattr(train_bi, "build_task_losses", spy)
     for kind, cls in (("margin_mse", st_losses.MarginMSELoss), ("kl", st_losses.DistillKLDivLoss)):
         built.clear()
-        s = tiny_settings(make_settings, tmp_path / f"lake-{kind}", w["base"], bi_max_steps=2, kd_list_ratio=4.0)
+        calls.clear()
+        # mostly lists, so that kd_list batches are drawn in a few steps (the proportional sampler)
+        s = tiny_settings(make_settings, tmp_path / f"lake-{kind}", w["base"], bi_max_steps=6, kd_list_ratio=20.0,
+                          kd_extra_ratio=0.0, label_mix="kd")
         if kind != "kl":
             s = s.with_overrides(**{"train.kd_list_loss": kind})
         write_lake_inputs(s, w["pairs"])
         f = train_bi.run(s, DS, cross=w["cross"]["path"])
-        assert "kd_list" in built and isinstance(built["kd_list"].loss.loss, cls)
+        assert isinstance(built["kd_list"].loss.loss, cls) and calls, kind  # built, and kd_list batches trained
         assert json.loads((Path(f["path"]) / "train_config.json").read_text())["kd_list_loss"] == kind
 
 
