@@ -199,7 +199,7 @@ def build_listwise_kd_loss(model, scale: float = 20.0, teacher_temperature: floa
         between the student's margins ``s_1 - s_i`` and the teacher's ``t_1 - t_i``, the list's first candidate
         against each other one (``N - 1`` margins a list; the library turns ``N`` logits into those margins).
         Ignores a list's shift, not its spread: the student regresses the teacher's logit gaps directly. The first
-        candidate (the start encoder's nearest, ``kd_pairs.candidate_groups``) is in every margin of its list, and
+        candidate (by default the start encoder's nearest, ``kd_pairs.candidate_groups``) is in every margin, and
         the squared margins are larger than the KL (tens against about log N), so these batches weigh more in the
         shared optimizer.
 

@@ -8,8 +8,9 @@ Per recommended (item, keyphrase) pair it gathers, from the lake:
   registry (``registry/CROSS_LATEST``), cached per (version, item, keyphrases); None with the reason when there is
   no cross-encoder;
 * the re-rank score: the P(relevant) that ``kp recommend``'s re-rank (``serve.rerank_depth``) published and
-  ordered the list by, with the cross-encoder that gave it (``rerank_cross_version``); None on rows it did not
-  score (re-rank off, or a carried row whose score was nulled);
+  ordered the list by (unless ``ctr_model.rank_by=expected_clicks`` re-ordered it after), with the cross-encoder
+  that gave it (``rerank_cross_version``); None on rows it did not score (re-rank off, or a carried row whose score
+  was nulled);
 * the LLM judge's label and P(yes) when the pair was judged (``llm_labels/store``): judge backend and model,
   prompt version, when it was labelled and the store day;
 * its impressions, clicks and CTR over the CTR window when it was exposed (``ctr_labels`` of the newest day; the
@@ -232,6 +233,17 @@ def cross_scores(settings, item_id: int, title: str, category: str, keyphrases: 
     return out
 
 
+def _finite(value) -> float | None:
+    """``value`` as a float, or None when it is missing or not a finite number (NaN from a parquet null)."""
+    import math
+
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
 def rerank_note(versions: list[str], mode: str) -> str:
     """The item view's line on the re-rank: which cross-encoder(s) ``versions`` gave the published scores, or why
     no row carries one (``mode``: how the rows were found; a live search never carries them)."""
@@ -251,8 +263,8 @@ def explain_item(settings, lake, item: dict, results: list[dict], mode: str, ver
     each with ``cosine``, ``cross`` (P(relevant) or None), ``llm`` (label record or None), ``ctr`` (impressions,
     clicks, ctr, label or None), ``expected_ctr`` (the CTR model's P(click) at its reference position, or None),
     ``rerank`` (the published re-rank score, or None) and ``relevant`` (demo truth or None); plus the item's judged
-    pairs that are not in its top-K (``judged_elsewhere``) and ``rerank_note`` (which cross-encoder ordered the list,
-    or that none did)."""
+    pairs that are not in its top-K (``judged_elsewhere``) and ``rerank_note`` (which cross-encoder gave the published
+    re-rank scores, or why no row has one). A re-rank score that is not a finite number is shown as None."""
     item_id = int(item["item_id"])
     kps = [(int(r["keyphrase_id"]), r["keyphrase"]) for r in results]
     cross = cross_scores(settings, item_id, item["title"], item["category"], kps)
@@ -279,12 +291,12 @@ def explain_item(settings, lake, item: dict, results: list[dict], mode: str, ver
                     "label": int(c["label"])} if c is not None else None,
             "relevant": bool(rel[i]) if rel is not None else None,
             "expected_ctr": r.get("expected_ctr"),
-            "rerank": r.get("rerank_score"),
+            "rerank": _finite(r.get("rerank_score")),
         })
     shown = {r["keyphrase_id"] for r in rows}
     models = sorted({str(r["ctr_model_version"]) for r in results if r.get("ctr_model_version")})
-    reranked = sorted({str(r["rerank_cross_version"]) for r in results
-                       if r.get("rerank_cross_version") and r.get("rerank_score") is not None})
+    scored = [r for r in results if _finite(r.get("rerank_score")) is not None]
+    reranked = sorted({str(r.get("rerank_cross_version") or "(not recorded)") for r in scored})
     elsewhere = [{"keyphrase_id": k, "keyphrase": str(row["keyphrase"]), **label_record(row)}
                  for k, row in latest.items() if k not in shown][:20]
     return {

@@ -537,6 +537,15 @@ def test_item_view_shows_the_published_rerank_score_and_its_cross_encoder(tmp_pa
     assert "no row carries" in explain.explain_item(s, lake, item, old, "published", "v1")["rerank_note"]
     live = explain.explain_item(s, lake, item, old, "live search of the published index", "v1")["rerank_note"]
     assert "live search" in live
+    # a NaN score (a parquet null read without conversion) is no score; a score whose cross-encoder is not recorded
+    # is shown and said so; numpy scalars come out as floats (JSON)
+    import numpy as np
+
+    odd = [{**rows[0], "rerank_score": np.float32(0.5), "rerank_cross_version": None},
+           {**rows[1], "rerank_score": float("nan"), "rerank_cross_version": "cross-x"}]
+    out = explain.explain_item(s, lake, item, odd, "published", "v1")
+    assert [r["rerank"] for r in out["results"]] == [0.5, None] and type(out["results"][0]["rerank"]) is float
+    assert "(not recorded)" in out["rerank_note"] and "cross-x" not in out["rerank_note"]
 
 
 def test_keyphrase_view_lists_the_items_it_is_recommended_to(airflow_api):
