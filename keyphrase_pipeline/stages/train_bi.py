@@ -200,7 +200,7 @@ def build_task_losses(model, names, kd_loss: str, dims: list[int], sink, llm_los
     ``list_loss`` (listwise KL or MarginMSE: ``models.losses.build_listwise_kd_loss`` with ``list_scale``,
     ``teacher_temperature`` and ``list_pearson``).
 
-    Raises ConfigError (exit 2) for an unknown task name or ``kd_loss``."""
+    Raises ConfigError (exit 2) for an unknown task name, ``kd_loss`` or ``list_loss``."""
     from sentence_transformers.sentence_transformer import losses
 
     from keyphrase_pipeline.models.losses import RecordedLoss, build_kd_loss, build_listwise_kd_loss
