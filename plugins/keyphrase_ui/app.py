@@ -462,23 +462,31 @@ def published_rows_of_keyphrase(version: str, keyphrase_id: int, limit: int):
 
 
 def item_view(item_id: int, k: int) -> dict:
-    """The explanation of an item's top-K (``keyphrase_ui.explain.explain_item``). Raises HTTPException 404 with what
-    to do for an item not in the catalog or nothing published."""
+    """The explanation of an item's top-K (``keyphrase_ui.explain.explain_item``). An item the published version
+    recommends keyphrases for but the latest catalog snapshot no longer holds (delisted since) is shown from its
+    published rows, without text (so without the cross-encoder's score). Raises HTTPException 404 with what to do for
+    an item in neither, or nothing published."""
     from keyphrase_pipeline.artifacts import serving
     from keyphrase_pipeline.core.errors import DataError
     from keyphrase_ui import explain
 
     item = catalog_item(item_id)
-    if item is None:
-        raise HTTPException(status_code=404, detail=unknown_item_detail(item_id))
     settings = _settings()
     try:
         bundle = serving.load_current(settings)
     except DataError as exc:
+        if item is None:
+            raise HTTPException(status_code=404, detail=unknown_item_detail(item_id)) from None
         raise HTTPException(status_code=404, detail=serving_error_detail(exc)) from None
     results = bundle.search(int(item_id), k)
     mode = "published recommendations"
-    if not results:
+    if item is None:
+        if not results:
+            raise HTTPException(status_code=404, detail=unknown_item_detail(item_id))
+        item = {"item_id": int(item_id), "title": "(no row in the latest catalog snapshot)", "category": "",
+                "in_catalog": False}
+        mode = "published recommendations; the item has no row in the latest catalog snapshot"
+    elif not results:
         from keyphrase_pipeline.models.text import item_text
 
         results = bundle.search(item_text(item["title"], item["category"]), k)

@@ -259,7 +259,8 @@ def rerank_note(versions: list[str], mode: str) -> str:
 
 # ---- views -------------------------------------------------------------------------------------------------------
 def explain_item(settings, lake, item: dict, results: list[dict], mode: str, version: str, world=None) -> dict:
-    """The item view: ``item`` ({item_id, title, category}), its top-K ``results`` (``ServingBundle.search`` rows)
+    """The item view: ``item`` ({item_id, title, category}; ``in_catalog`` False: no text, no cross-encoder score),
+    its top-K ``results`` (``ServingBundle.search`` rows)
     each with ``cosine``, ``cross`` (P(relevant) or None), ``llm`` (label record or None), ``ctr`` (impressions,
     clicks, ctr, label or None), ``expected_ctr`` (the CTR model's P(click) at its reference position, or None),
     ``rerank`` (the published re-rank score, or None) and ``relevant`` (demo truth or None); plus the item's judged
@@ -267,7 +268,11 @@ def explain_item(settings, lake, item: dict, results: list[dict], mode: str, ver
     re-rank scores, or why no row has one). A re-rank score that is not a finite number is shown as None."""
     item_id = int(item["item_id"])
     kps = [(int(r["keyphrase_id"]), r["keyphrase"]) for r in results]
-    cross = cross_scores(settings, item_id, item["title"], item["category"], kps)
+    if item.get("in_catalog", True):
+        cross = cross_scores(settings, item_id, item["title"], item["category"], kps)
+    else:  # published rows of an item the latest catalog no longer holds: no text to score
+        cross = {"version": None, "scores": {},
+                 "note": "the item has no row in the latest catalog snapshot, so no title to score"}
     notes: list[str] = []
     labels = judged(lake, "item_id", item_id, notes)
     latest = {}

@@ -482,6 +482,27 @@ def test_item_view_reads_one_row_group_of_the_bundle(airflow_api, monkeypatch):
     assert calls and all(c["files_opened"] == 1 and c["row_groups_read"] <= 2 for c in calls), calls
 
 
+def test_item_view_of_a_published_item_the_latest_catalog_no_longer_holds(airflow_api, monkeypatch):
+    """An item delisted since its recommendations were published: the view shows its published rows (not a 404), says
+    it has no catalog row, and scores nothing with the cross-encoder (no text); an id in neither is still a 404."""
+    import importlib
+
+    ui_app = importlib.import_module("keyphrase_ui.app")  # the module (the package exports the FastAPI object)
+    recs, _, _ = _frames(airflow_api)
+    item = int(recs["item_id"].iloc[0])
+    monkeypatch.setattr(ui_app, "catalog_item", lambda item_id: None)  # the latest snapshot holds no item
+    c, h = airflow_api["client"], auth(airflow_api)
+    r = c.get(f"/keyphrases/api/item/{item}?k=5", headers=h)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    mine = recs[recs["item_id"] == item].sort_values("rank").head(5)
+    assert [x["keyphrase_id"] for x in body["results"]] == mine["keyphrase_id"].tolist()
+    assert "no row in the latest catalog snapshot" in body["mode"] and body["item"]["in_catalog"] is False
+    assert body["cross_version"] is None and all(x["cross"] is None for x in body["results"])
+    assert "no title to score" in body["cross_note"]
+    assert c.get("/keyphrases/api/item/987654321", headers=h).status_code == 404
+
+
 def test_item_view_shows_the_ctr_window_of_exposed_pairs(airflow_api):
     c, h = airflow_api["client"], auth(airflow_api)
     recs, _, ctr = _frames(airflow_api)
