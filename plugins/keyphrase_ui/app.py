@@ -465,7 +465,7 @@ def item_view(item_id: int, k: int) -> dict:
     """The explanation of an item's top-K (``keyphrase_ui.explain.explain_item``). An item the published version
     recommends keyphrases for but the latest catalog snapshot no longer holds (delisted since) is shown from its
     published rows, without text (so without the cross-encoder's score). Raises HTTPException 404 with what to do for
-    an item in neither, or nothing published."""
+    an item in neither, or with the serving error when nothing published can be read."""
     from keyphrase_pipeline.artifacts import serving
     from keyphrase_pipeline.core.errors import DataError
     from keyphrase_ui import explain
@@ -474,17 +474,14 @@ def item_view(item_id: int, k: int) -> dict:
     settings = _settings()
     try:
         bundle = serving.load_current(settings)
-    except DataError as exc:
-        if item is None:
-            raise HTTPException(status_code=404, detail=unknown_item_detail(item_id)) from None
+    except DataError as exc:  # nothing published can be read: that, not the catalog, is what to fix
         raise HTTPException(status_code=404, detail=serving_error_detail(exc)) from None
     results = bundle.search(int(item_id), k)
     mode = "published recommendations"
     if item is None:
         if not results:
             raise HTTPException(status_code=404, detail=unknown_item_detail(item_id))
-        item = {"item_id": int(item_id), "title": "(no row in the latest catalog snapshot)", "category": "",
-                "in_catalog": False}
+        item = {"item_id": int(item_id), "title": "(no catalog row)", "category": "–", "in_catalog": False}
         mode = "published recommendations; the item has no row in the latest catalog snapshot"
     elif not results:
         from keyphrase_pipeline.models.text import item_text

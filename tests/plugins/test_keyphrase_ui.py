@@ -367,8 +367,10 @@ def test_pointers_to_missing_versions_say_how_to_recover(airflow_api, lake_env, 
     assert any("registry/CHAMPION points to 2026-01-01-deadbeef" in t and "kp promote --version" in t
                and airflow_api["version"] in t for t in texts), texts
     assert any("serving/CURRENT points to 2026-01-01.gone" in t and "kp rollback --to" in t for t in texts), texts
-    r = c.get("/keyphrases/api/search?item_id=1", headers=h)
-    assert r.status_code == 404 and "2026-01-01.gone" in r.json()["detail"] and "kp rollback --to" in r.json()["detail"]
+    for route in ("/keyphrases/api/search?item_id=1", "/keyphrases/api/item/1"):  # no catalog here either: the
+        r = c.get(route, headers=h)                                               # serving error is what to fix
+        assert r.status_code == 404 and "2026-01-01.gone" in r.json()["detail"], route
+        assert "kp rollback --to" in r.json()["detail"], route
     r = c.get("/keyphrases/api/plots/scores.png", headers=h)
     assert r.status_code == 404 and "2026-01-01.gone cannot be read" in r.json()["detail"] and "kp rollback" in r.json()["detail"]
     r = c.get("/keyphrases/api/plots/curves.png?version=nope", headers=h)
@@ -498,6 +500,7 @@ def test_item_view_of_a_published_item_the_latest_catalog_no_longer_holds(airflo
     mine = recs[recs["item_id"] == item].sort_values("rank").head(5)
     assert [x["keyphrase_id"] for x in body["results"]] == mine["keyphrase_id"].tolist()
     assert "no row in the latest catalog snapshot" in body["mode"] and body["item"]["in_catalog"] is False
+    assert body["item"]["title"] == "(no catalog row)"
     assert body["cross_version"] is None and all(x["cross"] is None for x in body["results"])
     assert "no title to score" in body["cross_note"]
     assert c.get("/keyphrases/api/item/987654321", headers=h).status_code == 404
