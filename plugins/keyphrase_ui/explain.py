@@ -300,8 +300,8 @@ def explain_item(settings, lake, item: dict, results: list[dict], mode: str, ver
         })
     shown = {r["keyphrase_id"] for r in rows}
     models = sorted({str(r["ctr_model_version"]) for r in results if r.get("ctr_model_version")})
-    scored = [r for r in results if _finite(r.get("rerank_score")) is not None]
-    reranked = sorted({str(r.get("rerank_cross_version") or "(not recorded)") for r in scored})
+    reranked = sorted({str(r.get("rerank_cross_version") or "(not recorded)")
+                       for r, row in zip(results, rows) if row["rerank"] is not None})
     elsewhere = [{"keyphrase_id": k, "keyphrase": str(row["keyphrase"]), **label_record(row)}
                  for k, row in latest.items() if k not in shown][:20]
     return {
