@@ -45,6 +45,41 @@ CHUNK_PAIRS = 2_048  # pairs per cross-encoder call (and per list of pair texts 
 PROGRESS_SECONDS = 30.0  # at most one progress line per this many seconds (and one at the end of each batch)
 
 
+class ItemTexts:
+    """The items' texts in the day's catalog (``raw/catalog/ds=D``), read per batch of ids; build it with ``open``.
+    Used by the cross-encoder re-rank here and the student's hybrid re-score (``artifacts.hybrid_rescore``)."""
+
+    def __init__(self, catalog):
+        self.catalog = catalog  # a pyarrow dataset of the catalog contract
+
+    @classmethod
+    def open(cls, settings: Settings, ds: str, needed_by: str) -> ItemTexts:
+        """The day's catalog, its files' footers checked. Raises DataError (exit 3) naming ``needed_by`` (the
+        setting that needs the titles) when ``raw/catalog/ds=D`` is missing; SchemaError (exit 3) when it breaks its
+        contract."""
+        catalog_path = Lake.from_settings(settings).path("catalog", ds=ds)
+        try:
+            return cls(parquet_dataset(catalog_path, "catalog"))
+        except DataError:
+            raise DataError(f"{needed_by} needs the items' titles: no catalog for {ds} at {catalog_path}") from None
+
+    def texts(self, item_ids):
+        """(titles, categories): object arrays aligned with int64 ``item_ids`` ``(n,)`` from the day's catalog; the
+        title is None or NaN where an id has no catalog row (its category ""). An item with several rows: its last
+        active row in file order, else its last row."""
+        import pandas as pd
+        import pyarrow.compute as pc
+
+        wanted = np.unique(np.asarray(item_ids, dtype=np.int64))
+        table = rows_where(self.catalog, "item_id", wanted, ["item_id", "title", "category", "active"])
+        table = table.set_column(3, "active", pc.fill_null(table.column("active"), False))
+        rows = table.to_pandas().sort_values("active", kind="stable")
+        rows = rows.drop_duplicates("item_id", keep="last").set_index("item_id")
+        ids = pd.Index(np.asarray(item_ids, dtype=np.int64))
+        found = rows.reindex(ids)
+        return found["title"].to_numpy(dtype=object), found["category"].fillna("").to_numpy(dtype=object)
+
+
 def teacher_of(settings: Settings, version: str) -> str | None:
     """The cross-encoder version student ``version`` was distilled from (``cross_version`` of its
     ``train_config.json``); None when it records none (no kd task, or a teacher given as a directory)."""
@@ -108,12 +143,7 @@ class Reranker:
         if kind != "cross":  # a student would load as a CrossEncoder with a fresh, untrained head: random scores
             raise ConfigError(f"{what} {ref!r}: {cross_dir} is not a cross-encoder (found: {kind or 'no model'}); give "
                               "a registry cross version (registry/cross/<version>) or a `kp train-cross` model directory")
-        catalog_path = Lake.from_settings(settings).path("catalog", ds=ds)
-        try:
-            catalog = parquet_dataset(catalog_path, "catalog")
-        except DataError:
-            raise DataError(f"serve.rerank_depth={s.rerank_depth} needs the items' titles: no catalog for {ds} at "
-                            f"{catalog_path}") from None
+        catalog = ItemTexts.open(settings, ds, f"serve.rerank_depth={s.rerank_depth}")
         from keyphrase_pipeline.models.cross_encoder import load_cross
 
         model = load_cross(cross_dir, s.device, "serve.device")  # last: the checks above cost nothing
@@ -131,20 +161,8 @@ class Reranker:
         return self.cross_version or self.cross_dir
 
     def texts(self, item_ids):
-        """(titles, categories): object arrays aligned with int64 ``item_ids`` ``(n,)`` from the day's catalog; the
-        title is None or NaN where an id has no catalog row (its category ""). An item with several rows: its last
-        active row in file order, else its last row."""
-        import pandas as pd
-        import pyarrow.compute as pc
-
-        wanted = np.unique(np.asarray(item_ids, dtype=np.int64))
-        table = rows_where(self.catalog, "item_id", wanted, ["item_id", "title", "category", "active"])
-        table = table.set_column(3, "active", pc.fill_null(table.column("active"), False))
-        rows = table.to_pandas().sort_values("active", kind="stable")
-        rows = rows.drop_duplicates("item_id", keep="last").set_index("item_id")
-        ids = pd.Index(np.asarray(item_ids, dtype=np.int64))
-        found = rows.reindex(ids)
-        return found["title"].to_numpy(dtype=object), found["category"].fillna("").to_numpy(dtype=object)
+        """(titles, categories) of ``item_ids`` from the day's catalog (``ItemTexts.texts``)."""
+        return self.catalog.texts(item_ids)
 
     def score(self, titles, categories, keyphrases) -> np.ndarray:
         """P(relevant) float32 ``(n,)`` of the pairs, ``CHUNK_PAIRS`` at a time; a progress line (pairs scored of

@@ -23,10 +23,11 @@ from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake, local_path
 from keyphrase_pipeline.models.ann import set_search_params
+from keyphrase_pipeline.models.lexical_match import HybridScore
 from keyphrase_pipeline.models.onnx_export import sha256_file
 from keyphrase_pipeline.models.onnx_tower import get_tower
 from keyphrase_pipeline.models.text import clean, unreadable_mask
-from keyphrase_pipeline.models.topk import KeyphraseTable, search_batch
+from keyphrase_pipeline.models.topk import KeyphraseTable, rescore_top, search_batch
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -267,6 +268,9 @@ class ServingBundle:
         self._legacy = None  # a pre-layout bundle's recommendations, by item (recommendations_of), or its read error
         self._legacy_columns: list[str] = []
         self._table = None  # recommend.KeyphraseTable of the id map, built on the first text search
+        hybrid = manifest.get("hybrid") or {}  # the student's hybrid score kp recommend re-scored with (publish)
+        self.hybrid = HybridScore.from_dict(hybrid.get("score")) if hybrid.get("depth") else None
+        self.hybrid_depth = int(hybrid.get("depth") or 0) if self.hybrid else 0
 
     @property
     def tower(self):
@@ -320,7 +324,9 @@ class ServingBundle:
         keyphrase_id, keyphrase, score}`` (an item id's published rows also ``expected_ctr`` and ``rerank_score``,
         float or None, ``ctr_model_version`` and ``rerank_cross_version``), best first, at most one per normalised
         keyphrase text (the search and
-        the rule of ``recommend.search_batch``, without its threshold); ``score`` is the cosine in [-1, 1] at the bundle's dim. An
+        the rule of ``recommend.search_batch``, without its threshold); ``score`` is the cosine in [-1, 1] at the bundle's dim,
+        or, when the bundle's lists were re-scored with the student's hybrid score (manifest ``hybrid``), the top
+        ``hybrid.depth`` candidates re-scored and re-ordered the same way, the query text as the item's. An
         unknown item id gives an empty list; text is normalised by ``keyphrase_pipeline.models.text.clean``;
         blank text, or text whose tokens are all unknown to the tower (emoji only), raises DataError (exit 3). Only a Python ``int`` is an
         item id: a numpy integer is searched as text (pass ``int(i)``)."""
@@ -342,7 +348,17 @@ class ServingBundle:
             import pandas as pd
 
             self._table = KeyphraseTable(pd.Series(self.keyphrases, dtype=object))
-        found = search_batch(self.index, self._table, [0], vec, k, threshold=-2.0)  # every cosine is above -2
+        found = search_batch(self.index, self._table, [0], vec, max(k, self.hybrid_depth), threshold=-2.0)  # all > -2
+        if self.hybrid is not None:  # as kp recommend re-scored the published lists (artifacts.hybrid_rescore)
+            import numpy as np
+
+            deep = found["rank"].to_numpy() <= self.hybrid_depth
+            scores = np.full(len(found), np.nan)
+            n = int(deep.sum())
+            scores[deep] = self.hybrid.score(found["score"].to_numpy()[deep], [text] * n, [""] * n,
+                                             found["keyphrase"].to_numpy()[deep].tolist())
+            found = rescore_top(found, scores, self.hybrid_depth)
+        found = found[found["rank"] <= k]
         return [{"rank": int(r.rank), "keyphrase_id": int(r.keyphrase_id), "keyphrase": r.keyphrase,
                  "score": float(r.score)} for r in found.itertuples()]
 

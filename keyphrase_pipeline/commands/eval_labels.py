@@ -7,8 +7,9 @@ pairs, ``keyphrase_pipeline.synthetic.synth_labels``) runs what a new user does,
 2. on A, with the configured defaults: ``kp train-cross --labels A`` then
    ``kp train-bi --labels A --cross DIR`` (both via their ``run`` functions, into a scratch folder);
 3. score A and B with the zero-shot base encoder (cosine at full size and at ``serve.dim``), the
-   cross-encoder (P(relevant)) and the student (cosine at ``serve.dim``, as ``kp score`` serves it, and at
-   full size: ``student_full``, what the Matryoshka cut costs);
+   cross-encoder (P(relevant)) and the student (as ``kp score`` serves it: its cosine at ``serve.dim``, plus its
+   hybrid score's lexical bonus when it has one, ``keyphrase_pipeline.models.lexical_match``, with the cosine
+   alone as ``student_cosine``; and its cosine at full size: ``student_full``, what the Matryoshka cut costs);
 4. for each model, the threshold that maximises F1 on A is applied to B; F1, precision, recall and ROC AUC
    on B are reported with B's share of positives (the class balance) and each model's gain over the
    zero-shot encoder; on a simulated world also AUC against its truth (``truth_breakdown``).
@@ -35,7 +36,7 @@ import numpy as np
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.models.base import resolve_base_model
-from keyphrase_pipeline.models.bi_encoder import _cut, encode_items, encode_keyphrases, load_student
+from keyphrase_pipeline.models.bi_encoder import _cut, encode_items, encode_keyphrases, load_hybrid, load_student
 from keyphrase_pipeline.models.cross_encoder import load_cross, predict_pairs
 from keyphrase_pipeline.models.metrics import auc_or_none, best_f1_threshold, binary_metrics
 from keyphrase_pipeline.models.text import keyphrase_identity
@@ -45,7 +46,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODELS = ("zero_shot", "zero_shot_cut", "cross", "student", "student_full")
+# "student" is the student as served (its hybrid score when it has one, models.lexical_match), "student_cosine"
+# its cosine at serve.dim alone (only when it has a hybrid score), "student_full" the cosine at full size
+MODELS = ("zero_shot", "zero_shot_cut", "cross", "student", "student_cosine", "student_full")
 SIMULATED_WORLD_PAIRS = "keyphrase_pipeline.synthetic.synth_labels"  # module of ``world_pairs`` (package ``synthetic``), for --world
 
 
@@ -120,6 +123,10 @@ def _score_all(settings: Settings, pairs, cross_dir: str | None, student_dir: st
         out["cross"] = predict_pairs(load_cross(cross_dir, settings.train.device), t, c, k)
     if student_dir:  # as served (serve.dim), and at full size: what the Matryoshka cut costs
         out["student_full"], out["student"] = cosines(load_student(student_dir, settings.train.device))
+        hybrid = load_hybrid(student_dir)
+        if hybrid is not None:  # served: the cosine at serve.dim plus the lexical bonus (models.lexical_match)
+            out["student_cosine"] = out["student"]
+            out["student"] = hybrid.score(out["student_cosine"], t, c, k)
     return out
 
 
@@ -198,12 +205,12 @@ def summarise(per_seed: list[dict]) -> dict:
                            "std": round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 4), "n": int(len(v))}
     if "zero_shot" in out:
         z, za = out["zero_shot"]["f1"]["mean"], out["zero_shot"]["auc"]["mean"]
-        for m in ("cross", "student", "student_full"):
+        for m in ("cross", "student", "student_cosine", "student_full"):
             if m in out:
                 out[m]["f1_gain_vs_zero_shot"] = round(out[m]["f1"]["mean"] - z, 4)
                 out[m]["auc_gain_vs_zero_shot"] = round(out[m]["auc"]["mean"] - za, 4)
     if "cross" in out:
-        for m in ("student", "student_full"):
+        for m in ("student", "student_cosine", "student_full"):
             if m in out:
                 out[m]["f1_gap_to_cross"] = round(out["cross"]["f1"]["mean"] - out[m]["f1"]["mean"], 4)
                 out[m]["auc_gap_to_cross"] = round(out["cross"]["auc"]["mean"] - out[m]["auc"]["mean"], 4)
@@ -277,6 +284,7 @@ def markdown_table(results: list[dict]) -> str:
     names = {"zero_shot": "all-MiniLM-L6-v2 untrained, cosine 384-d (zero-shot)",
              "zero_shot_cut": "same, cut to serve.dim", "cross": "cross-encoder (`kp train-cross --labels`)",
              "student": "student (`kp train-bi --labels --cross`, serve.dim)",
+             "student_cosine": "same student, its cosine alone (without its hybrid score)",
              "student_full": "same student at full size (384-d)"}
     lines = ["| world | pairs A / B | B positive share | model | F1 on B | AUC on B | F1 gain vs zero-shot | seeds |",
              "|---|---|---|---|---|---|---|---|"]

@@ -6,9 +6,11 @@ time), a ``predicted_label`` column (``score >= threshold``), as CSV or parquet 
 
 * a cross-encoder directory (ours: ``registry/cross/<v>/`` or its ``model/``): score = P(relevant);
 * a bi-encoder student directory or a registry student version id: score = cosine of the two towers at
-  ``serve.dim`` (the serving cut);
+  ``serve.dim`` (the serving cut), plus the student's lexical bonus when it has a hybrid score
+  (``keyphrase_pipeline.models.lexical_match``, stored in its ``kp_model.json``);
 * an ONNX export (``kp export`` output: ``registry/students/<v>/onnx/`` with ``item/`` and
-  ``keyphrase/`` towers): score = cosine of the exported towers' embeddings, the serving numbers.
+  ``keyphrase/`` towers): score = cosine of the exported towers' embeddings (plus its student's lexical bonus),
+  the serving numbers.
 
 The kind is detected from the directory (``keyphrase_pipeline.models.bi_encoder.model_kind``). New scorers plug in through
 ``register_scorer(kind, factory)``, ``factory(settings, model_dir) -> Scorer`` where a Scorer has
@@ -55,17 +57,34 @@ class Scorer(Protocol):
     def score(self, pairs) -> "object": ...
 
 
+def _marker_dirs(model_dir: str | Path) -> tuple[Path, ...]:
+    """Where a model's ``kp_model.json`` may be: its directory and, for an ONNX export
+    (registry/students/<v>/onnx/), its student's (registry/students/<v>/model/)."""
+    d = Path(model_dir)
+    return (d, Path(layout.version_model_dir(d.parent))) if (d / layout.EXPORT_RECORD).exists() else (d,)
+
+
 def stored_threshold(model_dir: str | Path) -> float | None:
     """The decision threshold saved with a model (``kp_model.json``; for an ONNX export, its student's)."""
     from keyphrase_pipeline.models.bi_encoder import read_marker
 
-    d = Path(model_dir)
-    # an ONNX export (registry/students/<v>/onnx/) uses its student's threshold (registry/students/<v>/model/)
-    candidates = (d, Path(layout.version_model_dir(d.parent))) if (d / layout.EXPORT_RECORD).exists() else (d,)
-    for candidate in candidates:
+    for candidate in _marker_dirs(model_dir):
         value = read_marker(candidate).get("threshold")
         if value is not None:
             return float(value)
+    return None
+
+
+def stored_hybrid(model_dir: str | Path):
+    """The student's hybrid score (``models.lexical_match``) saved with a model (for an ONNX export, its
+    student's), or None. Raises ConfigError (exit 2) for one this code cannot compute."""
+    from keyphrase_pipeline.models.bi_encoder import MARKER, load_hybrid
+
+    for candidate in _marker_dirs(model_dir):
+        if (candidate / MARKER).exists():
+            hybrid = load_hybrid(candidate)
+            if hybrid is not None:
+                return hybrid
     return None
 
 
@@ -90,7 +109,8 @@ class CrossScorer:
 
 
 class BiScorer:
-    """A bi-encoder student; ``score`` gives float32 cosine in [-1, 1] at ``serve.dim``, shape ``(n,)``.
+    """A bi-encoder student; ``score`` gives its served score, float32 ``(n,)``: the cosine in [-1, 1] at
+    ``serve.dim``, plus the hybrid score's lexical bonus when the model has one (``models.lexical_match``).
 
     The stored threshold was chosen at the ``serve.dim`` of training: with another ``serve.dim`` now, scores and
     threshold are on different cuts. Raises ConfigError (exit 2) when there is no ``modules.json``."""
@@ -104,19 +124,21 @@ class BiScorer:
         self.tokenizer = self.model.tokenizer
         self.dim = settings.serve.dim
         self.threshold = stored_threshold(model_dir)
+        self.hybrid = stored_hybrid(model_dir)
 
     def score(self, pairs):
-        from keyphrase_pipeline.models.bi_encoder import score_pairs
+        from keyphrase_pipeline.models.bi_encoder import served_scores
 
-        return score_pairs(self.model, pairs["title"].tolist(), pairs["category"].tolist(),
-                           pairs["keyphrase"].tolist(), dim=self.dim)
+        return served_scores(self.model, self.hybrid, pairs["title"].tolist(), pairs["category"].tolist(),
+                             pairs["keyphrase"].tolist(), dim=self.dim)
 
 
 class OnnxScorer:
     """The exported towers as served (ONNX Runtime; the int8 file when the export kept it).
 
-    ``score`` gives float32 cosine in [-1, 1] at the export's dim, shape ``(n,)``. Raises DataError (exit 3)
-    without ``export.json`` or when a tower's files are missing."""
+    ``score`` gives float32 cosine in [-1, 1] at the export's dim, shape ``(n,)``, plus its student's hybrid
+    bonus when the student has one (``models.lexical_match``). Raises DataError (exit 3) without ``export.json`` or
+    when a tower's files are missing."""
 
     kind = "onnx"
 
@@ -128,6 +150,7 @@ class OnnxScorer:
         meta = json.loads(meta_path.read_text())
         model_file = meta.get("model_file", "model.onnx")
         self.threshold = stored_threshold(model_dir)
+        self.hybrid = stored_hybrid(model_dir)
         self.item = get_tower(Path(model_dir) / "item", model_file, settings.serve.device)
         self.keyphrase = get_tower(Path(model_dir) / "keyphrase", model_file, settings.serve.device)
         self.tokenizer = self.keyphrase.tokenizer
@@ -136,7 +159,10 @@ class OnnxScorer:
 
         items = self.item.embed([item_text(t, c) for t, c in zip(pairs["title"], pairs["category"], strict=True)])
         keyphrases = self.keyphrase.embed([keyphrase_text(k) for k in pairs["keyphrase"]])
-        return (items * keyphrases).sum(axis=1)  # both normalised inside the graph: dot = cosine
+        cosines = (items * keyphrases).sum(axis=1)  # both normalised inside the graph: dot = cosine
+        if self.hybrid is None:
+            return cosines
+        return self.hybrid.score(cosines, pairs["title"].tolist(), pairs["category"].tolist(), pairs["keyphrase"].tolist())
 
 
 SCORERS: dict[str, Callable] = {"cross": CrossScorer, "bi": BiScorer, "onnx": OnnxScorer}

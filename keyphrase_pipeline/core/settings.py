@@ -247,6 +247,13 @@ class TrainSettings(BaseModel):
                                "at serve.dim does not drop.")
     cut_rotation_pairs: int = Field(20_000, ge=1, description="Most relevant train pairs the cut rotation is fitted "
                                     "on (a deterministic sample beyond that).")
+    hybrid_score: bool = Field(True, description="After training, fit the student's hybrid score: its cosine at "
+                               "serve.dim plus a learned bonus for the keyphrase's words (and its words with a digit: "
+                               "sizes, model numbers) found in the item's text (models.lexical_match), a logistic "
+                               "regression on judged train pairs; kept only when the held-out AUC rises. Scoring, "
+                               "evaluation and kp recommend use it where the model has one.")
+    hybrid_score_pairs: int = Field(20_000, ge=1, description="Most judged train pairs the hybrid score is fitted on "
+                                    "(a deterministic sample beyond that).")
     kd_loss: KdLoss = "pearson"
     llm_loss: Literal["contrastive", "cosent"] = Field("contrastive", description="Student loss on judged 0/1 pairs.")
     llm_ranking: bool = Field(False, description="Also train the student with MNRL on judged positives, each with a "
@@ -337,9 +344,10 @@ class TrainSettings(BaseModel):
 class ServeSettings(BaseModel):
     """``serve.*``: serving embedding size, top-K, export checks, the FAISS index and its recall floor.
 
-    ``score_threshold`` is a cosine in [-1, 1] (the student's, re-ranked or not); ``export_tolerance`` a max absolute
-    difference of embedding values; ``min_recall``, ``max_items_without_recommendations_share`` and the ``int8_*``
-    floors are shares in [0, 1]; ``rerank_depth`` counts candidates per item (0: no cross-encoder re-rank)."""
+    ``score_threshold`` is a cosine in [-1, 1] (the student's, before any re-score or re-rank); ``export_tolerance`` a
+    max absolute difference of embedding values; ``min_recall``, ``max_items_without_recommendations_share`` and the
+    ``int8_*`` floors are shares in [0, 1]; ``hybrid_depth`` and ``rerank_depth`` count candidates per item (0: no
+    hybrid re-score, no cross-encoder re-rank)."""
 
     dim: int = Field(64, ge=8, description="Serving embedding size (Matryoshka cut).")
     top_k: int = Field(20, ge=1)
@@ -358,6 +366,12 @@ class ServeSettings(BaseModel):
                               "serve.device. 0 (the default): off, the student's order is served. Measured on "
                               "simulated worlds only (docs/SERVING.md, docs/TRAINING.md); `kp recommend` "
                               "scored about 215 pairs/s on 2 CPU cores, so a GPU worker for catalogs of millions.")
+    hybrid_depth: int = Field(50, ge=0, description="`kp recommend` re-scores each item's top this many candidates "
+                              "of the student's search with the student's hybrid score (its cosine plus a learned "
+                              "bonus for the keyphrase's words found in the item's text: models.lexical_match; "
+                              "train.hybrid_score) and re-orders them by it before the cross-encoder re-rank and the "
+                              "top_k cut; only for a student that has one. 0: the cosine order is served. Reads the "
+                              "day's catalog per batch; no model.")
     rerank_cross: str = Field("", description="The re-ranking cross-encoder: a registry cross version id or a model "
                               "directory; empty: the served student's own teacher (cross_version in its "
                               "train_config.json). Only read when rerank_depth > 0.")

@@ -163,11 +163,39 @@ def score_pairs(model, titles, categories, keyphrases, dim: int | None = None, b
     return (a * b).sum(axis=1)
 
 
-def save_student(model, model_dir: str, settings: Settings, threshold: float | None = None) -> str:
-    """Save the SentenceTransformer and our marker (serving cut, Matryoshka dims and, when known, the cosine
-    ``threshold`` at ``serve.dim`` chosen on held-out pairs, for ``kp score``). Creates ``model_dir``; returns it."""
+def save_student(model, model_dir: str, settings: Settings, threshold: float | None = None, hybrid=None) -> str:
+    """Save the SentenceTransformer and our marker (serving cut, Matryoshka dims and, when known, the
+    ``threshold`` at ``serve.dim`` chosen on held-out pairs, for ``kp score``, on the scale of the served score;
+    ``hybrid``, a ``models.lexical_match.HybridScore`` or None, stored as ``hybrid``). Creates ``model_dir``;
+    returns it."""
     os.makedirs(model_dir, exist_ok=True)
     model.save(str(model_dir))
     write_marker(model_dir, "bi", serve_dim=settings.serve.dim, matryoshka_dims=list(settings.train.matryoshka_dims),
-                 **({"threshold": float(threshold)} if threshold is not None else {}))
+                 **({"threshold": float(threshold)} if threshold is not None else {}),
+                 **({"hybrid": hybrid.as_dict()} if hybrid is not None else {}))
     return str(model_dir)
+
+
+def load_hybrid(model_dir: str | Path):
+    """The student's hybrid score (``models.lexical_match.HybridScore``) stored in its ``kp_model.json``, or None
+    (none stored: its served score is the cosine). ``model_dir``: a model directory or a registry version directory.
+
+    Raises ConfigError (exit 2) for a stored hybrid this code cannot compute (a feature it does not know)."""
+    from keyphrase_pipeline.models.lexical_match import HybridScore
+
+    d = Path(model_dir)
+    if not (d / MARKER).exists() and Path(layout.version_model_dir(d), MARKER).exists():
+        d = Path(layout.version_model_dir(d))
+    try:
+        return HybridScore.from_dict(read_marker(d).get("hybrid"))
+    except ValueError as exc:
+        from keyphrase_pipeline.core.errors import ConfigError
+
+        raise ConfigError(f"{d / MARKER}: {exc}") from None
+
+
+def served_scores(model, hybrid, titles, categories, keyphrases, dim: int | None = None) -> np.ndarray:
+    """The student's score of each pair as served: ``score_pairs`` at ``dim``, plus ``hybrid``'s lexical bonus when
+    it has one (``load_hybrid``; None: the cosine). float32 ``(n,)``."""
+    cosines = score_pairs(model, titles, categories, keyphrases, dim=dim)
+    return hybrid.score(cosines, titles, categories, keyphrases) if hybrid is not None else cosines

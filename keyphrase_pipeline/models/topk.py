@@ -163,3 +163,20 @@ def rerank_top(recs, scores, depth: int, k: int):
     out["rerank_score"] = np.where(scored, s, np.nan)[order].astype(np.float32)
     out["rank"] = (out.groupby("item_id", sort=False).cumcount() + 1).astype(np.int32)
     return out[out["rank"] <= k].reset_index(drop=True)
+
+
+def rescore_top(recs, scores, depth: int):
+    """Each item's first ``depth`` rows of ``recs`` re-ordered by ``scores``, which replace their ``score``; no row
+    dropped. For the student's hybrid score (``keyphrase_pipeline.models.lexical_match``): ``kp recommend``
+    (``artifacts.hybrid_rescore``) and the serving reader's live search re-score the same way.
+
+    ``recs``: a ``search_batch`` frame; ``scores``: float ``(len(recs),)``, read on rows of rank <= ``depth``, NaN
+    where there is none (an item without text keeps its rows, scores and order). Returns a new frame, ranks
+    renumbered from 1 (``rerank_top``'s order: scored rows first, highest first, ties by the earlier rank). Raises
+    ValueError when ``scores`` does not hold one value per row."""
+    import numpy as np
+
+    out = rerank_top(recs, scores, depth, len(recs) + 1)
+    new = out.pop("rerank_score").to_numpy()
+    out["score"] = np.where(np.isfinite(new), new, out["score"].to_numpy()).astype(np.float32)
+    return out

@@ -3,17 +3,19 @@ and gate its promotion against the champion re-evaluated on the SAME test set to
 
 Metrics (``evaluate_model``):
 
-* ``llm``: F1 / precision / recall of ``cos(item, keyphrase) >= threshold`` at ``serve.dim`` against the
-  LLM labels of the held-out split (the paper's Table 1 columns), plus ROC AUC. The threshold is tuned
+* ``llm``: F1 / precision / recall of ``score(item, keyphrase) >= threshold`` against the LLM labels of the
+  held-out split (the paper's Table 1 columns), plus ROC AUC; the score is the student's as served: its cosine at
+  ``serve.dim``, plus its hybrid score's lexical bonus when it has one (``keyphrase_pipeline.models.lexical_match``). The threshold is tuned
   by **2-fold cross-fitting**: the test pairs are split into two folds by a hash of ``text_hash``; each
   fold is predicted with the F1-best threshold of the *other* fold, so no pair is judged with a
   threshold tuned on itself. ``threshold`` reports the F1-best threshold on the whole set (for serving).
-* ``rho_cross``: Pearson correlation of the student's cosine with the cross-encoder's P(relevant) on the
+* ``rho_cross``: Pearson correlation of the student's score with the cross-encoder's P(relevant) on the
   same pairs (the paper's distillation column).
 * ``truth`` (synthetic world only): the same predictions against TRUE relevance; and ``relevance_recall_at_k``:
   for items sampled from the rarely exposed (``tail``) and head buckets (``World.exposure``), the share
   of each item's truly relevant keyphrases found in its top-K by cosine over the whole keyphrase
-  universe (``recall@K = |top-K ∩ relevant| / min(K, |relevant|)``), and precision@K.
+  universe (``recall@K = |top-K ∩ relevant| / min(K, |relevant|)``), and precision@K: the retrieval's order,
+  before ``kp recommend`` re-scores the top ``serve.hybrid_depth`` with a hybrid score.
 
 Promotion (``run``): promoted when the challenger's LLM-test F1 >= champion's F1 - ``train.promote_tolerance``
 (first model ever: promoted; ``force_promote``: promoted). The decision and its reason go to the version's
@@ -47,7 +49,13 @@ from keyphrase_pipeline.core.errors import ConfigError, DataError, GateError
 from keyphrase_pipeline.core.lake import Lake, ds_str, parquet_dataset, read_parquet, rows_where, sample_rows
 from keyphrase_pipeline.core.truth import load_truth
 from keyphrase_pipeline.labels.kd_pairs import teacher_scores
-from keyphrase_pipeline.models.bi_encoder import encode_items, encode_keyphrases, load_student, score_pairs
+from keyphrase_pipeline.models.bi_encoder import (
+    encode_items,
+    encode_keyphrases,
+    load_hybrid,
+    load_student,
+    served_scores,
+)
 from keyphrase_pipeline.models.metrics import auc_or_none, best_f1_cut, pearson, prf
 
 if TYPE_CHECKING:
@@ -170,8 +178,8 @@ def evaluate_model(settings: Settings, model_dir: str, ds: str | None = None, da
         data = load_training_data(settings, ds, need_ctr=False, need_sr=False)
     test = data.llm_test
     model = load_student(model_dir, settings.train.device)
-    s = score_pairs(model, test["title"].tolist(), test["category"].tolist(), test["keyphrase"].tolist(),
-                    dim=settings.serve.dim)
+    s = served_scores(model, load_hybrid(model_dir), test["title"].tolist(), test["category"].tolist(),
+                      test["keyphrase"].tolist(), dim=settings.serve.dim)
     y = test["label"].to_numpy()
     pred, thr_folds = crossfit_predictions(y, s, test["text_hash"].tolist())
     metrics = {"dim": settings.serve.dim, "llm": {**prf(y, pred), "auc": auc_or_none(y, s),

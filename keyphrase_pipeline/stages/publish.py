@@ -223,6 +223,7 @@ def run(settings: Settings, ds: str, make_current: bool = False) -> dict:
             "counts": {"keyphrases": int(meta["n"]), "items": counts["items"], "recommendations": counts["rows"]},
             "recommendations_layout": counts["layout"],
             "export": {"parity": record.get("parity"), "int8": record.get("int8")},
+            "hybrid": _hybrid_served(lake, ds, version),
         }
         _write_manifest(tmp, manifest)
     if move:
@@ -243,6 +244,17 @@ def run(settings: Settings, ds: str, make_current: bool = False) -> dict:
              "path": target}
     lake.write_run_stats(ds, "publish", stats)
     return stats
+
+
+def _hybrid_served(lake: Lake, ds: str, version: str) -> dict | None:
+    """``{"depth", "score"}``: the student's hybrid score (``models.lexical_match``, as stored) and the depth
+    ``kp recommend`` re-scored with for day ``ds``, from its run stats when that run wrote recommendations of
+    ``version`` with one; else None (the lists are in cosine order). The serving reader's live search re-scores the
+    same way (``artifacts.serving.ServingBundle.search``)."""
+    stats = lake.read_json(lake.run_stats_path(ds, "recommend"), default={}) or {}
+    if stats.get("status") != "written" or not stats.get("hybrid_depth") or stats.get("hybrid_student") != version:
+        return None
+    return {"depth": int(stats["hybrid_depth"]), "score": stats["hybrid_weights"]}
 
 
 def _live_day(settings: Settings, version: str | None) -> str | None:

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING
 
 from keyphrase_pipeline.artifacts import item_lookup
 from keyphrase_pipeline.artifacts.ctr_scoring import champion_scorer
+from keyphrase_pipeline.artifacts.hybrid_rescore import HybridRescorer
 from keyphrase_pipeline.artifacts.rerank import Reranker
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.contracts import check_arrow_schema
@@ -376,14 +377,17 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
     check_wheel_set()  # one build of ONNX Runtime and FAISS: never a mix of CPU and GPU wheels
     # a cuda that is not there, or a top_k FAISS cannot give on the GPU, fails here, before any work
     s = settings.serve
-    k_from = "serve.rerank_depth" if s.rerank_depth > s.top_k else "serve.top_k"  # what sets the search's depth
-    search_fetch = max(s.top_k, s.rerank_depth) + SPARE_CANDIDATES  # search_batch's first search per item
+    deepest = max(s.top_k, s.rerank_depth, s.hybrid_depth)
+    k_from = ("serve.top_k" if deepest == s.top_k else "serve.rerank_depth" if deepest == s.rerank_depth
+              else "serve.hybrid_depth")  # what sets the search's depth (the hybrid's only where the student has one)
+    search_fetch = deepest + SPARE_CANDIDATES  # search_batch's first search per item, at most
     require_faiss_device(s.device, k=search_fetch, k_from=k_from)
     batch_rows = s.recommend_batch_rows
     lake = Lake.from_settings(settings)
     # serve.rerank_depth > 0: its teacher, catalog and model checked and loaded before the index is read
     built = _build_version(settings, ds)  # None: load_build below says there is no build
     reranker = Reranker.for_run(settings, ds, built) if s.rerank_depth and built else None
+    hybrid = HybridRescorer.for_run(settings, ds, built) if built else None  # the student's hybrid score, if any
     index, keyphrases, meta = load_build(settings, ds)
     texts = KeyphraseTable(keyphrases)
     version = meta["model_version"]
@@ -409,7 +413,7 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
     schema = _out_schema()
     check_arrow_schema(schema, "recommendations", where="recommendations (to write)")
     k = min(s.top_k, index.ntotal)
-    k_search = min(reranker.search_k(k), index.ntotal) if reranker else k
+    k_search = min(max(reranker.search_k(k) if reranker else k, hybrid.search_k(k) if hybrid else k), index.ntotal)
     if reranker:
         reranker.plan(n_todo, index.ntotal)
     scorer, ctr_why = None, "ctr_model.enabled is false"
@@ -437,8 +441,9 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
                         bad_example = (int(ids[bad[0]]), reasons[bad[0]])
                     continue
                 recs = search_batch(search_index, texts, ids, vecs, k_search, s.score_threshold)
-                recs = reranker.rerank(recs, k) if reranker else recs.assign(rerank_score=np.float32(np.nan),
-                                                                             rerank_cross_version=None)
+                recs = hybrid.rescore(recs) if hybrid else recs
+                recs = reranker.rerank(recs, k) if reranker else recs[recs["rank"] <= k].assign(
+                    rerank_score=np.float32(np.nan), rerank_cross_version=None)
                 recs = with_expected_ctr(recs, scorer, ids, vecs, settings.ctr_model.rank_by)
                 predicted += int(np.isfinite(recs["expected_ctr"].to_numpy()).sum())
                 parts.write(pa.Table.from_pandas(recs, schema=schema, preserve_index=False))
@@ -482,7 +487,8 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
                  "score_threshold": s.score_threshold, "changed_only": bool(changed_only),
                  "batches": int(batches), "batch_rows": int(batch_rows), "files": int(parts.files),
                  "carry_buckets": int(carry_buckets),
-                 **(reranker.stats() if reranker else {"rerank_depth": 0}), "rerank_dropped_carried": int(stale_rerank),
+                 **(reranker.stats() if reranker else {"rerank_depth": 0}),
+                 **(hybrid.stats() if hybrid else {"hybrid_depth": 0}), "rerank_dropped_carried": int(stale_rerank),
                  "items_without_recs": without, "items_quarantined_vectors": quarantined,
                  "items_without_recs_share": round(share, 6),
                  "max_items_without_recs_share": s.max_items_without_recommendations_share}

@@ -84,7 +84,8 @@ def _config(settings: Settings, base: str, mix: list[str], kd_loss: str, init_fr
             "evals_per_epoch": t.evals_per_epoch,
             "early_stopping_patience": t.early_stopping_patience, "max_train_minutes": t.max_train_minutes,
             "seed": t.seed, "test_fraction": t.test_fraction, "cut_rotation": t.cut_rotation,
-            "cut_rotation_pairs": t.cut_rotation_pairs}
+            "cut_rotation_pairs": t.cut_rotation_pairs, "hybrid_score": t.hybrid_score,
+            "hybrid_score_pairs": t.hybrid_score_pairs}
 
 
 def ranking_triplets(train) -> dict:
@@ -415,6 +416,46 @@ def _rotate_before_cut(settings: Settings, model, train, heldout_scores, test) -
     return (rotated, record, turned) if keep else (model, record, plain)
 
 
+def _fit_hybrid(settings: Settings, model, train, test, test_cosines) -> tuple[object, dict, object]:
+    """The student's hybrid score (``models.lexical_match``) fitted on the judged pairs of ``train`` (at most
+    ``train.hybrid_score_pairs``, a seeded sample) when it lifts the held-out AUC over ``test_cosines`` (the held-out
+    cosines at ``serve.dim``); else None. Like the cut rotation, the choice is made on the held-out split, so its
+    AUC after the choice is optimistic. Returns (``HybridScore`` or None, record for the run stats, the held-out
+    scores as served: the hybrid's when kept, else ``test_cosines``)."""
+    from keyphrase_pipeline.models.bi_encoder import score_pairs
+    from keyphrase_pipeline.models.lexical_match import fit_hybrid, match_features
+    from keyphrase_pipeline.models.metrics import has_both_classes, threshold_metrics
+
+    t = settings.train
+    judged = train is not None and len(train) and has_both_classes(train["label"].astype(float) >= 0.5)
+    why = ("off (train.hybrid_score)" if not t.hybrid_score
+           else "no judged train pairs of both classes" if not judged
+           else "no held-out pairs of both classes" if test_cosines is None or not has_both_classes(test["label"])
+           else None)
+    if why:
+        return None, {"applied": False, "why": why}, test_cosines
+    if len(train) > t.hybrid_score_pairs:
+        train = train.sample(n=t.hybrid_score_pairs, random_state=t.seed)
+    t0 = time.perf_counter()
+    titles, categories, keyphrases = train["title"].tolist(), train["category"].tolist(), train["keyphrase"].tolist()
+    cosines = score_pairs(model, titles, categories, keyphrases, dim=settings.serve.dim)
+    hybrid = fit_hybrid(cosines, match_features(titles, categories, keyphrases), train["label"], seed=t.seed)
+    if hybrid is None:
+        return None, {"applied": False, "pairs": int(len(train)),
+                      "why": "the fit gave the cosine no positive weight"}, test_cosines
+    served = hybrid.score(test_cosines, test["title"].tolist(), test["category"].tolist(), test["keyphrase"].tolist())
+    before = threshold_metrics(test["label"], test_cosines)["auc"]
+    after = threshold_metrics(test["label"], served)["auc"]
+    keep = after is not None and before is not None and after > before
+    record = {"applied": keep, **hybrid.as_dict(), "heldout_auc_before": before, "heldout_auc_after": after,
+              "seconds": round(time.perf_counter() - t0, 1),
+              "why": "held-out AUC higher" if keep else "held-out AUC not higher: not kept"}
+    log.info("hybrid score fitted on %d judged train pairs (weights per cosine: %s): held-out AUC %.4f -> %.4f (%s)",
+             len(train), {f: round(w / hybrid.cosine_weight, 4) for f, w in zip(hybrid.features, hybrid.weights)},
+             before or float("nan"), after or float("nan"), "kept" if keep else "not kept")
+    return (hybrid, record, served) if keep else (None, record, test_cosines)
+
+
 def _train(settings: Settings, tasks: dict, rows: dict, test, start: str, tmp: str, device: str, version: str, train=None):
     """Train the student in ``tmp`` and save its ``model/`` (never worse on held-out pairs than ``start``), with
     the cut rotation fitted on ``train``'s relevant pairs (``_rotate_before_cut``); returns (training metrics,
@@ -486,14 +527,17 @@ def _train(settings: Settings, tasks: dict, rows: dict, test, start: str, tmp: s
     else:
         model, rotation, test_scores = _rotate_before_cut(settings, model, train, heldout_scores, test)
     threshold = heldout = None
+    if has_both_classes(test["label"]) and test_scores is None:
+        test_scores = heldout_scores(model)
+    hybrid, hybrid_record, test_scores = _fit_hybrid(settings, model, train, test, test_scores)
     if has_both_classes(test["label"]):
-        test_scores = heldout_scores(model) if test_scores is None else test_scores
         heldout = threshold_metrics(test["label"], test_scores)
         threshold = heldout["threshold"]
+        what = "hybrid score" if hybrid else "cosine"
         heldout["calibration"] = calibration_plot(test["label"], test_scores, layout.version_file(tmp, "calibration"),
-                                                  f"student {version}: held-out cosine at {settings.serve.dim}-d",
+                                                  f"student {version}: held-out {what} at {settings.serve.dim}-d",
                                                   threshold)
-    save_student(model, layout.version_model_dir(tmp), settings, threshold=threshold)
+    save_student(model, layout.version_model_dir(tmp), settings, threshold=threshold, hybrid=hybrid)
     training = {"train_loss": float(result.training_loss), "steps": int(result.global_step), "stop_reason": stopped,
                 # the held-out-judged step kept: None without a held-out evaluation (nothing was judged) or when the
                 # start model is kept
@@ -501,7 +545,7 @@ def _train(settings: Settings, tasks: dict, rows: dict, test, start: str, tmp: s
                                                                        else best_step(evaluator)),
                 "checkpoint": t.bi_checkpoint, "budget": budget.as_dict(),
                 "start_heldout_auc": start_auc, "kept_start_model": kept_start, "cut_rotation": rotation,
-                "threshold": threshold,
+                "hybrid_score": hybrid_record, "threshold": threshold,
                 "heldout": {k: v for k, v in (heldout or {}).items() if k != "calibration"} or None,
                 "train_seconds": round(train_s, 1),
                 "steps_per_s": round(result.global_step / max(train_s, 1e-9), 3)}

@@ -3,7 +3,9 @@ compare views of the Keyphrases page.
 
 Per recommended (item, keyphrase) pair it gathers, from the lake:
 
-* the student's cosine: the score the published recommendations carry (``serving/versions/<CURRENT>``);
+* the student's score (key ``cosine``): the score the published recommendations carry (``serving/versions/<CURRENT>``):
+  its cosine, plus its hybrid score's lexical bonus where ``kp recommend`` re-scored the list with one (the
+  manifest's ``hybrid``; ``keyphrase_pipeline.models.lexical_match``);
 * the cross-encoder's P(relevant): computed on the fly for the K pairs with the newest cross-encoder of the
   registry (``registry/CROSS_LATEST``), cached per (version, item, keyphrases); None with the reason when there is
   no cross-encoder;

@@ -46,7 +46,8 @@ def test_protocol_end_to_end_on_a_labels_file(tmp_path):
     out = tmp_path / "result.json"
     r = eval_labels.run(s, labels=str(path), seeds=[1, 2], out=str(out))
     assert r["split"]["a_pairs"] + r["split"]["b_pairs"] == 200
-    assert set(r["summary"]) == {"zero_shot", "zero_shot_cut", "cross", "student", "student_full"}
+    models = {"zero_shot", "zero_shot_cut", "cross", "student", "student_full"}
+    assert set(r["summary"]) in (models, models | {"student_cosine"})  # the cosine alone when a hybrid score is kept
     assert r["summary"]["cross"]["f1"]["n"] == 2 and r["summary"]["cross"]["f1"]["std"] >= 0
     for key in ("f1_gain_vs_zero_shot", "f1_gap_to_cross", "auc_gain_vs_zero_shot", "auc_gap_to_cross"):
         assert key in r["summary"]["student"] and key in r["summary"]["student_full"]
@@ -164,3 +165,34 @@ def test_truth_breakdown_by_negative_kind_and_within_keyphrase():
     assert out["by_negative"] == {"lexical": 1.0, "near_miss": 0.0, "random": 0.75}
     assert out["auc"] == pytest.approx(0.625)  # 2 positives x 4 negatives: 5 of 8 pairs ordered
     assert "by_negative" not in truth_breakdown(pairs.drop(columns="negative"), scores)
+
+
+def test_the_student_is_graded_as_served_with_its_hybrid_score_and_its_cosine_alone(tmp_path):
+    """A student with a hybrid score (models.lexical_match): ``student`` is cosine + bonus (as kp score serves it),
+    ``student_cosine`` the cosine at serve.dim alone; without one, ``student`` is the cosine and there is no
+    ``student_cosine``."""
+    import shutil
+
+    from distill_helpers import trained_world
+
+    from keyphrase_pipeline.commands.eval_labels import _score_all
+    from keyphrase_pipeline.models.bi_encoder import read_marker, write_marker
+    from keyphrase_pipeline.models.lexical_match import HybridScore
+
+    w = trained_world(make_settings)
+    student = tmp_path / "student"
+    shutil.copytree(w["student"]["path"], student)
+    marker = {k: v for k, v in read_marker(student / "model").items() if k != "hybrid"}
+    write_marker(student / "model", **marker)
+    s = w["settings"]
+    pairs = make_pairs(30, seed=9)
+    plain = _score_all(s, pairs, None, str(student / "model"))
+    assert "student_cosine" not in plain
+    hybrid = HybridScore(2.0, (1.0, 0.5, -0.2))
+    write_marker(student / "model", **{**marker, "hybrid": hybrid.as_dict()})
+    got = _score_all(s, pairs, None, str(student / "model"))
+    np.testing.assert_allclose(got["student_cosine"], plain["student"], atol=1e-6)
+    np.testing.assert_allclose(got["student"], hybrid.score(plain["student"], pairs["title"].tolist(),
+                                                            pairs["category"].tolist(), pairs["keyphrase"].tolist()),
+                               atol=1e-6)
+    np.testing.assert_allclose(got["student_full"], plain["student_full"], atol=1e-6)

@@ -37,7 +37,7 @@ def _pairs(tmp_path, ext):
 @pytest.mark.parametrize("ext", ["csv", "parquet"])
 def test_score_bi_and_cross(tmp_path, cli_env, ext):
     from keyphrase_pipeline import cli
-    from keyphrase_pipeline.models.bi_encoder import load_student, score_pairs
+    from keyphrase_pipeline.models.bi_encoder import load_hybrid, load_student, served_scores
     from keyphrase_pipeline.models.cross_encoder import load_cross, predict_pairs
 
     w = cli_env
@@ -47,8 +47,11 @@ def test_score_bi_and_cross(tmp_path, cli_env, ext):
     got = pd.read_csv(out_bi, keep_default_na=False) if ext == "csv" else pd.read_parquet(out_bi)
     assert list(got.columns) == list(df.columns) + ["score", "predicted_label"]
     assert got["my_id"].tolist() == list(range(12))
-    want = score_pairs(load_student(str(Path(w["student"]["path"]) / "model"), "cpu"), df["title"].tolist(),
-                       df["category"].fillna("").tolist(), df["keyphrase"].tolist(), dim=16)
+    # served: the cosine at serve.dim plus the hybrid bonus of the student's kp_model.json (the world's student keeps one)
+    hybrid = load_hybrid(w["student"]["path"])
+    assert hybrid is not None
+    want = served_scores(load_student(str(Path(w["student"]["path"]) / "model"), "cpu"), hybrid, df["title"].tolist(),
+                         df["category"].fillna("").tolist(), df["keyphrase"].tolist(), dim=16)
     np.testing.assert_allclose(got["score"].to_numpy(), want, atol=1e-5)
     # the label uses the threshold stored with the model at training time (chosen on its held-out pairs)
     th = json.loads((Path(w["student"]["path"]) / "model" / "kp_model.json").read_text())["threshold"]

@@ -304,3 +304,29 @@ def test_cli_answers_a_pending_review(tmp_path, monkeypatch, capsys):
         assert cli.main(["evaluate", "--ds", "2026-01-01", "--review", "reject"]) == 2  # nothing waits that day
     finally:
         get_settings.cache_clear()
+
+
+def test_the_llm_metrics_grade_the_student_as_served_with_its_hybrid_score(tmp_path):
+    """A student with a hybrid score (models.lexical_match) is graded on cosine + bonus, the score kp score and
+    kp recommend serve; its cosine alone gives another AUC."""
+    from keyphrase_pipeline.labels.training_data import load_training_data
+    from keyphrase_pipeline.models.bi_encoder import load_student, read_marker, score_pairs, write_marker
+    from keyphrase_pipeline.models.lexical_match import HybridScore
+    from keyphrase_pipeline.models.metrics import auc_or_none
+    from keyphrase_pipeline.stages.evaluate import evaluate_model
+
+    w, s = _lake_copy(tmp_path)
+    model_dir = Path(layout.version_model_dir(layout.registry_version_dir(s, w["student"]["version"])))
+    data = load_training_data(s, DS, need_ctr=False, need_sr=False)
+    test = data.llm_test
+    cos = score_pairs(load_student(str(model_dir), "cpu"), test["title"].tolist(), test["category"].tolist(),
+                      test["keyphrase"].tolist(), dim=16)
+    marker = {k: v for k, v in read_marker(model_dir).items() if k != "hybrid"}  # train-bi may have kept one
+    write_marker(model_dir, **marker)
+    before = evaluate_model(s, str(model_dir), data=data)["llm"]["auc"]
+    assert before == pytest.approx(auc_or_none(test["label"].to_numpy(), cos))
+    hybrid = HybridScore(1.0, (-1.0, 0.0, 0.0))  # large against the cosines' spread: it changes the order
+    write_marker(model_dir, **{**marker, "hybrid": hybrid.as_dict()})
+    want = hybrid.score(cos, test["title"].tolist(), test["category"].tolist(), test["keyphrase"].tolist())
+    after = evaluate_model(s, str(model_dir), data=data)["llm"]["auc"]
+    assert after == pytest.approx(auc_or_none(test["label"].to_numpy(), want)) and after != pytest.approx(before)

@@ -271,3 +271,42 @@ def test_publish_refuses_empty_or_broken_recommendations(tmp_path):
     out.mkdir()
     with pytest.raises(DataError, match="item_id has 1 null"):
         publish.copy_recommendations(publish._recommendations_dataset(str(tmp_path / "nulls")), str(out), 100, 10)
+
+
+def test_a_hybrid_scored_day_publishes_its_hybrid_and_the_live_search_re_scores_the_same_way(ready):
+    """When ``kp recommend`` re-scored the lists with the student's hybrid score (artifacts.hybrid_rescore), the
+    manifest records it (``hybrid``: depth and weights) and the serving reader's live text search re-scores its
+    candidates the same way, so a search by an item's text gives its published list; a day in cosine order records
+    none."""
+    import numpy as np
+    from serve_helpers import catalog
+
+    from keyphrase_pipeline.models.bi_encoder import read_marker, write_marker
+    from keyphrase_pipeline.models.lexical_match import HybridScore
+    from keyphrase_pipeline.models.text import item_text
+    from keyphrase_pipeline.stages import export, recommend
+
+    plain = read_manifest(ready, publish.run(ready, DS)["version"])
+    assert plain["hybrid"] is None
+    hybrid = HybridScore(1.0, (0.6, 0.0, -0.3))
+    model_dir = Path(Lake.from_settings(ready).path("registry", "students", "v1", "model"))
+    write_marker(model_dir, **{"kind": "bi", **read_marker(model_dir), "hybrid": hybrid.as_dict()})
+    s = ready.with_overrides(**{"serve.hybrid_depth": 30})
+    export.run(s, DS)  # the export verifies the student's files, kp_model.json included (train-bi writes it first)
+    assert recommend.run(s, DS)["hybrid_depth"] == 30
+    vid = publish.run(s, DS)["version"]
+    m = read_manifest(s, vid)
+    assert m["hybrid"] == {"depth": 30, "score": hybrid.as_dict()}
+    bundle = serving.ServingBundle(Path(serving_version_dir(s, vid)), m, verify=False)
+    recs = read_parquet(serving.current_recommendations_path(s), contract="recommendations")
+    cat = catalog().set_index("item_id")
+    differs = 0
+    for item in (1, 2, 5, 14):
+        published = recs[recs["item_id"] == item].sort_values("rank")
+        live = bundle.search(item_text(cat.loc[item, "title"], cat.loc[item, "category"]), k=10)
+        np.testing.assert_allclose([r["score"] for r in live], published["score"].head(10), atol=1e-4)
+        cosine = serving.ServingBundle(Path(serving_version_dir(s, vid)), {**m, "hybrid": None}, verify=False)
+        differs += [r["keyphrase_id"] for r in cosine.search(item_text(cat.loc[item, "title"],
+                                                                        cat.loc[item, "category"]), k=10)] != \
+            [r["keyphrase_id"] for r in live]
+    assert differs > 0  # the hybrid re-ordered some of these lists

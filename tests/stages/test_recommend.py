@@ -307,3 +307,48 @@ def test_a_top_k_faiss_cannot_give_on_the_gpu_fails_before_any_work(settings, mo
     s = settings.with_overrides(**{"serve.top_k": devices.FAISS_GPU_MAX_K + 1, "serve.device": "cuda"})
     with pytest.raises(ConfigError, match="serve.top_k"):
         recommend.run(s, "2026-10-10")
+
+
+def _with_hybrid(settings, hybrid):
+    """Store ``hybrid`` in the registered student's kp_model.json (as `kp train-bi` does when it keeps one)."""
+    from keyphrase_pipeline.models.bi_encoder import read_marker, write_marker
+
+    model_dir = Path(Lake.from_settings(settings).path("registry", "students", "v1", "model"))
+    write_marker(model_dir, **{"kind": "bi", **read_marker(model_dir), "hybrid": hybrid.as_dict()})
+
+
+def test_a_student_with_a_hybrid_score_is_served_in_its_order(ready):
+    """The student's hybrid score (models.lexical_match) re-scores each item's top serve.hybrid_depth candidates of the
+    cosine search: ``score`` is cosine + bonus, the rows in its order, the top_k kept; depth 0 serves the cosine
+    order; a student without one is served by cosine (the other tests here)."""
+    from keyphrase_pipeline.models.lexical_match import HybridScore, match_features
+
+    hybrid = HybridScore(1.0, (0.6, 0.0, -0.3))  # words found weigh more than the tiny encoder's cosines differ
+    _with_hybrid(ready, hybrid)
+    s = ready.with_overrides(**{"serve.hybrid_depth": 30, "serve.top_k": 10})
+    stats = recommend.run(s, DS)
+    assert stats["hybrid_depth"] == 30 and stats["hybrid_student"] == "v1" and stats["hybrid_items"] == 36
+    assert stats["hybrid_pairs"] == 36 * 30 and stats["hybrid_items_without_text"] == 0
+    recs = _in_file_order(s, DS)
+    item_ids, kp_ids, scores, top = _brute_force(s)
+    cat = catalog().set_index("item_id")
+    moved = 0
+    for iid, g in recs.groupby("item_id"):
+        assert list(g["rank"]) == list(range(1, 11))
+        cand = top(scores[list(item_ids).index(iid)], k=30)  # the cosine's top 30 distinct keyphrases
+        text = read_parquet(Lake.from_settings(s).path("keyphrases")).set_index("keyphrase_id")["text"]
+        words = [text[i] for i in cand["id"]]
+        n = len(cand)
+        want = cand["score"].to_numpy() + hybrid.bonus(match_features([cat.loc[iid, "title"]] * n,
+                                                                      [cat.loc[iid, "category"]] * n, words))
+        best = np.sort(want)[::-1][:10]
+        np.testing.assert_allclose(g["score"].to_numpy(), best, atol=1e-5)  # the hybrid's top 10, in its order
+        moved += list(g["keyphrase_id"]) != list(cand["id"].head(10))
+    assert moved > 0  # the hybrid changed some lists (else this test could not tell the orders apart)
+
+    off = ready.with_overrides(**{"serve.hybrid_depth": 0, "serve.top_k": 10})
+    assert recommend.run(off, DS)["hybrid_depth"] == 0
+    plain = _in_file_order(off, DS)
+    for iid, g in plain.groupby("item_id"):
+        np.testing.assert_allclose(g["score"].to_numpy(), top(scores[list(item_ids).index(iid)], k=10)["score"],
+                                   atol=1e-5)

@@ -322,6 +322,7 @@ def test_cut_rotation_is_fitted_kept_only_when_it_helps_and_served(tmp_path, mon
     lake = tmp_path / "lake"
     shutil.copytree(w["lake"], lake)
     s = tiny_settings(make_settings, lake, w["base"], bi_max_steps=5)
+    s = s.with_overrides(**{"train.hybrid_score": False})  # the held-out AUC below is the rotation's alone
     good = train_bi.run(s, DS, cross=w["cross"]["path"], out=str(tmp_path / "good"))
     rec = good["cut_rotation"]
     assert rec["pairs"] > 0 and rec["heldout_auc_after"] is not None
@@ -393,3 +394,61 @@ def test_last_checkpoint_runs_every_step_and_keeps_the_last_one(tmp_path, monkey
     monkeypatch.setattr(training, "heldout_evaluator", backwards)
     refused = train_bi.run(s.with_overrides(**{"train.seed": 3}), DS, cross=w["cross"]["path"])
     assert refused["kept_start_model"] is True and refused["best_step"] is None
+
+
+def test_hybrid_score_is_fitted_kept_only_when_it_helps_stored_and_scored(tmp_path, monkeypatch):
+    """``train.hybrid_score``: after the cut rotation, a logistic regression of the judged train pairs on the cosine
+    at serve.dim and the lexical match features (models.lexical_match) is kept when it lifts the held-out AUC; the
+    model's kp_model.json stores it, its threshold and held-out metrics are on its scale, and ``kp score`` serves it;
+    one that hurts is not kept; off, nothing is fitted."""
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+
+    from keyphrase_pipeline.commands.score import BiScorer
+    from keyphrase_pipeline.models import lexical_match
+    from keyphrase_pipeline.models.bi_encoder import load_hybrid, load_student, read_marker, score_pairs, write_marker
+    from keyphrase_pipeline.stages import train_bi
+
+    w = trained_world(make_settings)
+    lake = tmp_path / "lake"
+    shutil.copytree(w["lake"], lake)
+    s = tiny_settings(make_settings, lake, w["base"], bi_max_steps=5)
+    good = train_bi.run(s, DS, cross=w["cross"]["path"], out=str(tmp_path / "good"))
+    rec = good["hybrid_score"]
+    assert rec["pairs"] > 0 and set(rec["weights"]) == set(lexical_match.FEATURES) and rec["cosine_weight"] > 0
+    rotation = good["cut_rotation"]
+    assert rec["heldout_auc_before"] == pytest.approx(max(rotation["heldout_auc_before"] or 0,
+                                                          rotation["heldout_auc_after"] or 0), abs=1e-6)
+    assert rec["applied"] == (rec["heldout_auc_after"] > rec["heldout_auc_before"])
+    assert good["heldout"]["auc"] == pytest.approx(max(rec["heldout_auc_before"], rec["heldout_auc_after"]), abs=1e-6)
+    assert (load_hybrid(tmp_path / "good") is not None) == rec["applied"]
+
+    # one that hurts (a large weight on the keyphrase's words found: the tiny world's negatives share words): not kept
+    hurts = lexical_match.HybridScore(1.0, (50.0, 0.0, 0.0))
+    monkeypatch.setattr(lexical_match, "fit_hybrid", lambda *a, **k: hurts)
+    bad = train_bi.run(s.with_overrides(**{"train.seed": 3}), DS, cross=w["cross"]["path"], out=str(tmp_path / "bad"))
+    assert bad["hybrid_score"]["heldout_auc_after"] < bad["hybrid_score"]["heldout_auc_before"]
+    assert bad["hybrid_score"]["applied"] is False and load_hybrid(tmp_path / "bad") is None
+    assert bad["heldout"]["auc"] == pytest.approx(bad["hybrid_score"]["heldout_auc_before"], abs=1e-6)
+    monkeypatch.undo()
+
+    off = train_bi.run(s.with_overrides(**{"train.hybrid_score": False}), DS, cross=w["cross"]["path"],
+                       out=str(tmp_path / "off"))
+    assert off["hybrid_score"] == {"applied": False, "why": "off (train.hybrid_score)"}
+    assert load_hybrid(tmp_path / "off") is None
+
+    # kp score serves what kp_model.json stores: the cosine at serve.dim plus the bonus
+    model_dir = tmp_path / "off" / "model"
+    marker = read_marker(model_dir)
+    assert "hybrid" not in marker
+    helps = lexical_match.HybridScore(2.0, (1.0, 0.5, -0.2), pairs=10)
+    write_marker(model_dir, **{**marker, "hybrid": helps.as_dict()})
+    assert load_hybrid(tmp_path / "off") == helps  # found through the version directory too
+    pairs = pd.DataFrame({"title": ["UGREEN 20W charger", "red mug"], "category": ["", "Kitchen"],
+                          "keyphrase": ["ugreen 20w charger", "ugreen 20w charger"]})
+    cos = score_pairs(load_student(str(model_dir), "cpu"), pairs["title"].tolist(), pairs["category"].tolist(),
+                      pairs["keyphrase"].tolist(), dim=s.serve.dim)
+    bonus = np.array([1.0 * 1 + 0.5 * 1 - 0.2 * 0, 1.0 * 0 + 0.5 * 0 - 0.2 * 1]) / 2.0  # all words / none, 20w missing
+    np.testing.assert_allclose(BiScorer(s, str(model_dir)).score(pairs), cos + bonus, atol=1e-5)

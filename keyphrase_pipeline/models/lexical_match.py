@@ -1,0 +1,146 @@
+"""The student's hybrid score: its cosine plus a learned bonus for the keyphrase's words the item's text holds.
+
+Why: a bi-encoder squeezes an item into one vector, and exact tokens that decide relevance (a size, a capacity, a
+model number: ``20w``, ``256gb``, ``a2337``) are the first thing the squeeze loses; the cross-encoder, which reads
+both texts together, keeps them. Luan et al. (2021, "Sparse, Dense, and Attentional Representations for Text
+Retrieval", TACL 9) show a fixed-size dual encoder's precision falls on exactly such rare-token matches and that a
+linear mix of the dense score with a sparse (lexical) one recovers it. We keep the mix that small: three
+features of the pair's word overlap, weighted by a logistic regression fitted on judged pairs after the student
+is trained (``stages.train_bi``), kept only when it lifts the held-out AUC, and stored with the model
+(``kp_model.json`` ``hybrid``).
+
+Features (``FEATURES``; ``match_features``), over word tokens: maximal runs of letters and digits of the
+lower-cased ``models.text.clean`` text (``20W-USB`` -> ``20w``, ``usb``); the item's tokens are its title's and
+category's:
+
+* ``query_token_share``: the share of the keyphrase's distinct tokens found among the item's (0 for a keyphrase
+  without tokens);
+* ``attribute_token_share``: the same over the keyphrase's *attribute tokens*, those with a digit (sizes,
+  capacities, model numbers, years); 1.0 when it has none (nothing to miss);
+* ``attribute_tokens_missing``: how many of its attribute tokens the item's text lacks.
+
+Score: ``cosine + features @ (weights / cosine_weight)`` (``HybridScore.score``), the logistic regression's
+decision function divided by its (positive) cosine weight, less its intercept: the same order, on the cosine's
+scale, so the threshold and ``serve.score_threshold`` keep their meaning. A tokenisation that splits a value
+(``256 GB`` against ``256gb``) is not a match; the fit weighs the features by what they are worth on the
+judged pairs, so on data where they say nothing their weights are small and the held-out check drops them.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from keyphrase_pipeline.models.text import clean
+
+FEATURES = ("query_token_share", "attribute_token_share", "attribute_tokens_missing")
+_WORD = re.compile(r"[^\W_]+")  # a maximal run of letters and digits (Unicode), underscores excluded
+
+
+@functools.lru_cache(maxsize=200_000)
+def tokens(text: object) -> frozenset[str]:
+    """The distinct word tokens of ``text`` (module docstring): lower-cased runs of letters and digits of
+    ``models.text.clean(text)``; an empty set for None, NaN or a text without any. Cached (a keyphrase is met
+    once per item it is a candidate for)."""
+    return frozenset(_WORD.findall(clean(text).lower()))
+
+
+def _attributes(words: frozenset[str]) -> frozenset[str]:
+    return frozenset(w for w in words if any(ch.isdigit() for ch in w))
+
+
+def match_features(titles, categories, keyphrases) -> np.ndarray:
+    """The lexical match features (``FEATURES``, module docstring) of each (item, keyphrase) pair.
+
+    Args:
+        titles, categories, keyphrases: equal-length sequences (str, None or NaN); row ``i`` is the item
+            (``titles[i]``, ``categories[i]``) against ``keyphrases[i]``.
+    Returns:
+        ``np.ndarray`` of shape ``(n, len(FEATURES))``, float32; shares in [0, 1], the missing count >= 0.
+    Raises:
+        ValueError: the sequences differ in length.
+    """
+    if not len(titles) == len(categories) == len(keyphrases):
+        raise ValueError(f"titles, categories and keyphrases differ in length: {len(titles)}, {len(categories)}, "
+                         f"{len(keyphrases)}")
+    out = np.zeros((len(titles), len(FEATURES)), dtype=np.float32)
+    for i, (title, category, keyphrase) in enumerate(zip(titles, categories, keyphrases)):
+        item, query = tokens(title) | tokens(category), tokens(keyphrase)
+        attributes = _attributes(query)
+        found = len(attributes & item)
+        out[i, 0] = len(query & item) / len(query) if query else 0.0
+        out[i, 1] = found / len(attributes) if attributes else 1.0
+        out[i, 2] = len(attributes) - found
+    return out
+
+
+@dataclass(frozen=True)
+class HybridScore:
+    """A fitted hybrid score (module docstring). ``cosine_weight`` (> 0) and ``weights`` (one per feature of
+    ``features``) are the logistic regression's coefficients; ``pairs`` the judged pairs it was fitted on."""
+
+    cosine_weight: float
+    weights: tuple[float, ...]
+    features: tuple[str, ...] = FEATURES
+    pairs: int = 0
+
+    def bonus(self, features: np.ndarray) -> np.ndarray:
+        """What the lexical features add to the cosine: ``features @ (weights / cosine_weight)``, float32 ``(n,)``
+        for ``features`` ``(n, len(self.features))``."""
+        return (np.asarray(features, dtype=np.float64) @ (np.asarray(self.weights) / self.cosine_weight)).astype(np.float32)
+
+    def score(self, cosines, titles, categories, keyphrases) -> np.ndarray:
+        """The hybrid score, float32 ``(n,)``: ``cosines`` (the student's, at ``serve.dim``, aligned with the pairs)
+        plus ``bonus(match_features(titles, categories, keyphrases))``. Raises ValueError on unequal lengths."""
+        cosines = np.asarray(cosines, dtype=np.float32)
+        if len(cosines) != len(titles):
+            raise ValueError(f"{len(cosines)} cosines for {len(titles)} pairs")
+        return cosines + self.bonus(match_features(titles, categories, keyphrases))
+
+    def as_dict(self) -> dict:
+        """What ``kp_model.json`` stores under ``hybrid``."""
+        return {"cosine_weight": self.cosine_weight, "weights": dict(zip(self.features, self.weights)),
+                "pairs": self.pairs}
+
+    @classmethod
+    def from_dict(cls, value: dict | None) -> HybridScore | None:
+        """The score ``as_dict`` stored, or None for None/{}. Raises ValueError for a feature this code does not
+        compute or a cosine weight that is not positive (a model written by another version)."""
+        if not value:
+            return None
+        weights = dict(value.get("weights") or {})
+        unknown = sorted(set(weights) - set(FEATURES))
+        if unknown or float(value.get("cosine_weight", 0)) <= 0:
+            raise ValueError(f"hybrid score {value!r}: unknown features {unknown} or a cosine weight that is not "
+                             f"positive; known features: {list(FEATURES)}")
+        return cls(float(value["cosine_weight"]), tuple(float(weights.get(f, 0.0)) for f in FEATURES),
+                   FEATURES, int(value.get("pairs", 0)))
+
+
+def fit_hybrid(cosines, features, labels, seed: int = 0) -> HybridScore | None:
+    """Fit the hybrid score on judged pairs: scikit-learn's ``LogisticRegression`` (L2, C=1) of ``labels`` on
+    [``cosines``, ``features``].
+
+    Args:
+        cosines: float ``(n,)``, the student's cosines at ``serve.dim``.
+        features: float ``(n, len(FEATURES))`` from ``match_features``.
+        labels: ``(n,)`` 0/1 (probabilities are cut at 0.5).
+        seed: the solver's ``random_state``.
+    Returns:
+        the ``HybridScore``, or None when the labels are all in one class or the fitted cosine weight is not
+        positive (the student's cosine would not order the pairs: no hybrid on its scale).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    y = (np.asarray(labels, dtype=np.float64) >= 0.5).astype(int)
+    if len(np.unique(y)) < 2:
+        return None
+    x = np.column_stack([np.asarray(cosines, dtype=np.float64), np.asarray(features, dtype=np.float64)])
+    fitted = LogisticRegression(max_iter=2000, random_state=seed).fit(x, y)
+    coef = fitted.coef_[0]
+    if coef[0] <= 0:
+        return None
+    return HybridScore(float(coef[0]), tuple(float(w) for w in coef[1:]), FEATURES, int(len(y)))

@@ -1,0 +1,78 @@
+"""The student's hybrid score: lexical match features, the fit, and what kp_model.json stores."""
+
+import numpy as np
+import pytest
+
+from keyphrase_pipeline.models.lexical_match import FEATURES, HybridScore, fit_hybrid, match_features, tokens
+
+
+def test_tokens_are_lower_cased_runs_of_letters_and_digits_of_the_cleaned_text():
+    assert tokens("UGREEN 20W-USB  Charger\u200b") == {"ugreen", "20w", "usb", "charger"}
+    assert tokens("snake_case") == {"snake", "case"}  # underscores split
+    assert tokens(None) == frozenset() and tokens(float("nan")) == frozenset() and tokens("  ") == frozenset()
+    assert tokens("Ｃａｆé 256ＧＢ") == {"café", "256gb"}  # NFKC, Unicode letters
+
+
+def test_match_features_by_hand():
+    f = match_features(["UGREEN 20W Phone Charger", "Sugenwy 30w charger", "Mug", "no keyphrase words"],
+                       ["Chargers", "", None, "x"],
+                       ["ugreen 20w charger", "ugreen 20w charger", "red mug", "!!!"])
+    assert f.dtype == np.float32 and f.shape == (4, len(FEATURES))
+    np.testing.assert_allclose(f[0], [1.0, 1.0, 0.0])  # every word, the one attribute found
+    np.testing.assert_allclose(f[1], [1 / 3, 0.0, 1.0])  # only "charger"; 20w missing
+    np.testing.assert_allclose(f[2], [0.5, 1.0, 0.0])  # no attribute tokens: nothing to miss
+    np.testing.assert_allclose(f[3], [0.0, 1.0, 0.0])  # a keyphrase without tokens
+    # the category counts as the item's text
+    np.testing.assert_allclose(match_features(["x"], ["Phone Chargers 65w"], ["65w chargers"])[0], [1.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match="differ in length"):
+        match_features(["a"], ["b", "c"], ["d"])
+
+
+def test_score_is_the_cosine_plus_the_weighted_features_over_the_cosine_weight():
+    h = HybridScore(cosine_weight=4.0, weights=(2.0, 1.0, -0.5))
+    cos = np.array([0.5, 0.1], dtype=np.float32)
+    titles, cats, kps = ["UGREEN 20W charger", "Sugenwy 30w charger"], ["", ""], ["ugreen 20w charger"] * 2
+    f = match_features(titles, cats, kps).astype(np.float64)
+    want = cos + f @ np.array([2.0, 1.0, -0.5]) / 4.0
+    got = h.score(cos, titles, cats, kps)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    with pytest.raises(ValueError, match="cosines for"):
+        h.score(cos[:1], titles, cats, kps)
+
+
+def test_stored_form_round_trips_and_refuses_what_this_code_cannot_compute():
+    h = HybridScore(3.0, (1.0, 2.0, -1.0), FEATURES, pairs=120)
+    assert HybridScore.from_dict(h.as_dict()) == h
+    assert HybridScore.from_dict(None) is None and HybridScore.from_dict({}) is None
+    with pytest.raises(ValueError, match="unknown features"):
+        HybridScore.from_dict({"cosine_weight": 1.0, "weights": {"bm25": 1.0}})
+    with pytest.raises(ValueError, match="not positive"):
+        HybridScore.from_dict({"cosine_weight": 0.0, "weights": {}})
+
+
+def _judged(n: int, seed: int = 0):
+    """Pairs whose label turns on the attribute (the keyphrase's 20w in the title), cosines that cannot see it."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 2, n)
+    titles = [("UGREEN 20W charger" if y else "UGREEN 30W charger") for y in label]
+    cos = (0.6 + 0.05 * rng.standard_normal(n)).astype(np.float32)  # uninformative
+    cos[::2] += 0.2 * label[::2]  # informative on half the pairs, so its weight is positive
+    return cos, titles, [""] * n, ["ugreen 20w charger"] * n, label
+
+
+def test_fit_learns_the_attribute_and_the_hybrid_orders_better_than_the_cosine():
+    from sklearn.metrics import roc_auc_score
+
+    cos, titles, cats, kps, y = _judged(400)
+    h = fit_hybrid(cos, match_features(titles, cats, kps), y, seed=1)
+    assert h is not None and h.cosine_weight > 0 and h.pairs == 400
+    assert h.weights[1] > 0 and h.weights[2] < 0  # the attribute found helps, one missing hurts
+    assert roc_auc_score(y, h.score(cos, titles, cats, kps)) > roc_auc_score(y, cos) + 0.2
+
+
+def test_fit_gives_none_for_one_class_or_a_cosine_that_does_not_order():
+    cos, titles, cats, kps, y = _judged(200)
+    f = match_features(titles, cats, kps)
+    assert fit_hybrid(cos, f, np.ones_like(y)) is None
+    assert fit_hybrid(-cos, f, y) is None  # the cosine ranks against the labels: no weight on its scale
