@@ -241,6 +241,38 @@ def paired_levers_table(results_dir: Path = RESULTS, defaults: str = str(PAIRED_
     return "\n".join(lines)
 
 
+# The runs behind docs/TRAINING.md's "The student's hybrid score" table: `kp eval-labels --world W --pairs 6000` with
+# every default (the hybrid score on), bench/results/hybrid/<stem>.json, in the table's order.
+HYBRID = REPO / "bench" / "results" / "hybrid"
+HYBRID_RUNS = ("attr_s123", "alt_s1", "listing_s1", "open_s1")
+
+
+def hybrid_table(results_dir: Path = HYBRID, runs: tuple[str, ...] = HYBRID_RUNS) -> str:
+    """docs/TRAINING.md's table of the hybrid score: per world and seed, AUC on half B of the zero-shot encoder (cosine
+    384-d), the teacher, the student's cosine at ``serve.dim`` and the student as served (its hybrid score when it
+    kept one), the served student's distance to the teacher and gain over the zero-shot encoder, whether that row
+    meets issue 25's bar (within 0.01 of the teacher, at least +0.05 over the zero-shot encoder), and the served
+    student against the world's truth (cosine -> served).
+
+    Raises FileNotFoundError for a missing file; KeyError for a file without the models of ``kp eval-labels``."""
+    lines = ["| world | seed | zero-shot 384-d | teacher | student cosine, served 64-d | student as served (hybrid) | "
+             "served - teacher | served - zero-shot | bar met | served vs truth (cosine -> served) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for stem in runs:
+        run = json.loads((results_dir / f"{stem}.json").read_text())
+        for ps in run["per_seed"]:
+            m = ps["metrics"]
+            zero, cross, served = m["zero_shot"]["auc"], m["cross"]["auc"], m["student"]["auc"]
+            cosine = m.get("student_cosine", m["student"])  # no student_cosine: no hybrid kept, served = cosine
+            kept = "student_cosine" in m
+            gap, gain = served - cross, served - zero
+            met = "yes" if gap >= -0.01 and gain >= 0.05 else "no"
+            lines.append(f"| {run['world']} | {ps['seed']} | {zero:.4f} | {cross:.4f} | {cosine['auc']:.4f} | "
+                         f"{served:.4f}{'' if kept else ' (not kept)'} | {gap:+.4f} | {gain:+.4f} | {met} | "
+                         f"{cosine['truth']['auc']:.4f} -> {m['student']['truth']['auc']:.4f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--world", default=None, help="simulated judged pairs: demo, alt, attr, listing or open")
@@ -258,7 +290,12 @@ def main(argv: list[str] | None = None) -> dict:
                     "students kept at their best held-out checkpoint or at their last step, per world")
     ap.add_argument("--paired-levers", action="store_true", help="print docs/TRAINING.md's table of the levers "
                     "tried against the defaults with the same teacher and seed (attr)")
+    ap.add_argument("--hybrid-table", action="store_true", help="print docs/TRAINING.md's table of the student's "
+                    "hybrid score on the simulated worlds")
     args = ap.parse_args(argv)
+    if args.hybrid_table:
+        print(hybrid_table())
+        return {}
     if args.paired_levers:
         print(paired_levers_table())
         return {}

@@ -39,6 +39,11 @@ and a one-byte "seen" mask, so that part of the peak is at most ~40 bytes x ``se
 (25 bytes an item measured with no item embedded today, ~36 with some; 160 MB at the default 4,000,000), whatever
 the catalog; a catalog above it costs one more pass per bucket.
 
+Hybrid score (a student that kept one, ``train.hybrid_score``; ``serve.hybrid_depth`` > 0, default 50): each batch is
+searched for max(K, depth) candidates and each item's top ``depth`` re-scored and re-ordered by the student's
+hybrid score, the cosine plus a lexical bonus from the items' catalog texts (``keyphrase_pipeline.artifacts.hybrid_rescore``),
+before the re-rank below and the cut to K; ``score`` is then that score.
+
 Re-rank (``serve.rerank_depth`` > 0, off by default): each batch is searched for max(K, depth) candidates, their
 items' titles read from the day's catalog, and the top ``depth`` put in a cross-encoder's order before K are kept
 (``keyphrase_pipeline.artifacts.rerank``); memory adds the model and one batch's depth rows per item.
@@ -343,22 +348,25 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
 
     Stats: ``items_scored`` (items searched today), ``items_carried`` (items whose rows were carried over from
     the earlier recommendations), ``rows`` (written), ``items_with_recs`` (items with at least one row),
-    ``mean_recs_per_item`` (rows / items_with_recs), ``mean_score`` (mean cosine of the rows written), ``top_k``,
+    ``mean_recs_per_item`` (rows / items_with_recs), ``mean_score`` (mean ``score`` of the rows written), ``top_k``,
     ``score_threshold``, ``changed_only``, ``batches`` (``search_batch`` calls) and ``batch_rows`` (the setting);
     ``items_without_recs`` (items searched or carried that got no row), ``items_quarantined_vectors`` (items
     ``kp embed`` quarantined today as ``non-finite vector`` / ``zero vector``, from ``runs/ds=D/embed_items.json``
     of the same model; 0 when absent), ``items_without_recs_share`` (both over all those items) and
     ``max_items_without_recs_share`` (the gate), ``status`` (``written`` or ``refused``); ``rerank_depth`` and, with
     the cross-encoder re-rank on (``serve.rerank_depth`` > 0, ``keyphrase_pipeline.artifacts.rerank``),
-    ``Reranker.stats``' ``rerank_*`` fields; ``rerank_dropped_carried`` (carried rows whose ``rerank_score`` was
-    another cross-encoder's, nulled). Item ids are assumed unique in the embeddings (``kp embed`` writes one row per id).
+    ``Reranker.stats``' ``rerank_*`` fields; ``hybrid_depth`` (0 when the student's cosine order is served) and,
+    with the hybrid score applied, ``HybridRescorer.stats``' ``hybrid_*`` fields; ``rerank_dropped_carried``
+    (carried rows whose ``rerank_score`` was another cross-encoder's, nulled). Item ids are assumed unique in the
+    embeddings (``kp embed`` writes one row per id).
 
     Raises:
         ConfigError: (exit 2) ``ds`` not a date; the lake not local; ``serve.device`` not usable, or a search deeper
             than FAISS gives on the GPU; with ``serve.rerank_depth`` > 0, no teacher recorded for the student and no
             ``serve.rerank_cross``, or a ``serve.rerank_cross`` that is no cross-encoder (raised before the index
             is read).
-        DataError: (exit 3) no index build for ``ds``; item embeddings of the build's model missing or empty; a
+        DataError: (exit 3) no index build for ``ds``; a student with a hybrid score and ``serve.hybrid_depth`` > 0
+            but no catalog for ``ds`` (raised before the index is read); item embeddings of the build's model missing or empty; a
             dimension mismatch between index, ``serve.dim`` and item embeddings, or a null embedding or id
             (the message names the file, the column and the item id); item embeddings that are not vectors
             (NaN/inf values or all zeros: how many over the whole input, per reason, and an example item id); with
