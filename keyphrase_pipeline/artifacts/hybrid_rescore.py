@@ -4,10 +4,14 @@ the cosine plus a learned bonus for the keyphrase's words, and its words with a 
 before the cross-encoder re-rank (``serve.rerank_depth``, off by default) and the cut to ``serve.top_k``.
 
 Applies only to a student that has a hybrid score (``train.hybrid_score`` kept one: its ``kp_model.json`` holds
-``hybrid``); any other student is served in its cosine order, as before. The written ``score`` is then the hybrid
-score on the rows re-scored, the cosine on the others (an item without a row in the day's catalog has no text:
-its rows keep the cosine and its order, counted as ``hybrid_items_without_text``). ``serve.score_threshold`` still
-gates the search on the cosine.
+``hybrid``); any other student is served in its cosine order, as before. A depth below ``serve.top_k`` is raised to
+it, so every served row carries the hybrid score and a list is in the order of its scores. The written ``score`` is
+the hybrid score (in cosine units, not bounded to [-1, 1]); an item without a row in the day's catalog has no text:
+its rows keep the cosine and its order, counted as ``hybrid_items_without_text``. ``serve.score_threshold`` still
+gates the search on the cosine. The depth and weights are written beside the lists
+(``recommendations/ds=D/_hybrid.json``, in the same atomic write) for ``kp publish``. Rows carried over by
+``--changed-only`` keep the order and scores their day wrote (a full pass after changing ``serve.hybrid_depth``
+re-scores them).
 
 Cost: the day's catalog read per batch of items (as the re-rank reads it, ``rerank.ItemTexts``) and
 ``serve.hybrid_depth`` word-set comparisons per item in Python (``hybrid_pairs_per_s`` in the run stats); no model.
@@ -55,6 +59,10 @@ class HybridRescorer:
         if depth <= 0:
             log.info("serve.hybrid_depth=0: the student's cosine order is served")
             return None
+        if depth < settings.serve.top_k:  # every served row on one scale, the list in the order of its scores
+            log.info("serve.hybrid_depth=%d is below serve.top_k=%d: the top %d are re-scored", depth,
+                     settings.serve.top_k, settings.serve.top_k)
+            depth = settings.serve.top_k
         student_dir = layout.registry_version_dir(settings, student_version, "students")
         hybrid = load_hybrid(student_dir) if registry.exists(settings, student_version) else None
         if hybrid is None:
@@ -67,6 +75,11 @@ class HybridRescorer:
                  depth, student_version, {f: round(w / hybrid.cosine_weight, 4)
                                           for f, w in zip(hybrid.features, hybrid.weights)})
         return cls(hybrid, depth, texts, student_version)
+
+    def record(self) -> dict:
+        """What ``kp recommend`` writes beside the lists (``layout.HYBRID_RECORD``) and ``kp publish`` puts in the
+        manifest's ``hybrid``: ``{"depth", "score", "student"}`` (``score``: ``HybridScore.as_dict``)."""
+        return {"depth": self.depth, "score": self.hybrid.as_dict(), "student": self.student_version}
 
     def search_k(self, k: int) -> int:
         """How many distinct candidates per item to search for so that the top ``depth`` and the top ``k`` exist."""

@@ -26,7 +26,7 @@ from keyphrase_pipeline.models.ann import set_search_params
 from keyphrase_pipeline.models.lexical_match import HybridScore
 from keyphrase_pipeline.models.onnx_export import sha256_file
 from keyphrase_pipeline.models.onnx_tower import get_tower
-from keyphrase_pipeline.models.text import clean, unreadable_mask
+from keyphrase_pipeline.models.text import SEP, clean, unreadable_mask
 from keyphrase_pipeline.models.topk import KeyphraseTable, rescore_top, search_batch
 
 if TYPE_CHECKING:
@@ -238,6 +238,20 @@ def _expected(row) -> dict:
             "rerank_cross_version": getattr(row, "rerank_cross_version", None) or None}
 
 
+def _hybrid_of(manifest: dict) -> tuple:
+    """(``HybridScore`` or None, depth) of a manifest's ``hybrid`` (``kp publish``; None: the lists are in cosine
+    order). One this code cannot read is logged and ignored, so the version's published lists and lookups by item
+    id still serve; only its live text search is then in cosine order."""
+    record = manifest.get("hybrid") or {}
+    try:
+        hybrid = HybridScore.from_dict(record.get("score")) if isinstance(record, dict) and record.get("depth") else None
+        return (hybrid, int(record["depth"])) if hybrid else (None, 0)
+    except (ValueError, TypeError) as exc:
+        log.warning("published version %s: its hybrid score cannot be read (%s): its live text search is in cosine "
+                    "order", manifest.get("version"), exc)
+        return None, 0
+
+
 class ServingBundle:
     """A loaded published version: FAISS index + keyphrase id map + ONNX item tower + recommendations.
 
@@ -268,9 +282,7 @@ class ServingBundle:
         self._legacy = None  # a pre-layout bundle's recommendations, by item (recommendations_of), or its read error
         self._legacy_columns: list[str] = []
         self._table = None  # recommend.KeyphraseTable of the id map, built on the first text search
-        hybrid = manifest.get("hybrid") or {}  # the student's hybrid score kp recommend re-scored with (publish)
-        self.hybrid = HybridScore.from_dict(hybrid.get("score")) if hybrid.get("depth") else None
-        self.hybrid_depth = int(hybrid.get("depth") or 0) if self.hybrid else 0
+        self.hybrid, self.hybrid_depth = _hybrid_of(manifest)
 
     @property
     def tower(self):
@@ -325,8 +337,10 @@ class ServingBundle:
         float or None, ``ctr_model_version`` and ``rerank_cross_version``), best first, at most one per normalised
         keyphrase text (the search and
         the rule of ``recommend.search_batch``, without its threshold); ``score`` is the cosine in [-1, 1] at the bundle's dim,
-        or, when the bundle's lists were re-scored with the student's hybrid score (manifest ``hybrid``), the top
-        ``hybrid.depth`` candidates re-scored and re-ordered the same way, the query text as the item's. An
+        or, when the bundle's lists were re-scored with the student's hybrid score (manifest ``hybrid``), that score
+        (not bounded to [-1, 1]) on the top max(``k``, its depth) candidates, re-ordered by it, the query text
+        standing for the item's title and category (split at ``[SEP]``); unlike ``kp recommend`` the search has no
+        ``serve.score_threshold``, so a candidate below it may be lifted into the list. An
         unknown item id gives an empty list; text is normalised by ``keyphrase_pipeline.models.text.clean``;
         blank text, or text whose tokens are all unknown to the tower (emoji only), raises DataError (exit 3). Only a Python ``int`` is an
         item id: a numpy integer is searched as text (pass ``int(i)``)."""
@@ -348,16 +362,13 @@ class ServingBundle:
             import pandas as pd
 
             self._table = KeyphraseTable(pd.Series(self.keyphrases, dtype=object))
-        found = search_batch(self.index, self._table, [0], vec, max(k, self.hybrid_depth), threshold=-2.0)  # all > -2
+        depth = max(k, self.hybrid_depth) if self.hybrid is not None else k
+        found = search_batch(self.index, self._table, [0], vec, depth, threshold=-2.0)  # every cosine is above -2
         if self.hybrid is not None:  # as kp recommend re-scored the published lists (artifacts.hybrid_rescore)
-            import numpy as np
-
-            deep = found["rank"].to_numpy() <= self.hybrid_depth
-            scores = np.full(len(found), np.nan)
-            n = int(deep.sum())
-            scores[deep] = self.hybrid.score(found["score"].to_numpy()[deep], [text] * n, [""] * n,
-                                             found["keyphrase"].to_numpy()[deep].tolist())
-            found = rescore_top(found, scores, self.hybrid_depth)
+            title, _, category = text.partition(SEP.strip())  # item_text's "title [SEP] category": "[SEP]" no word
+            n = len(found)
+            found = rescore_top(found, self.hybrid.score(found["score"].to_numpy(), [title] * n, [category] * n,
+                                                         found["keyphrase"].tolist()), depth)
         found = found[found["rank"] <= k]
         return [{"rank": int(r.rank), "keyphrase_id": int(r.keyphrase_id), "keyphrase": r.keyphrase,
                  "score": float(r.score)} for r in found.itertuples()]

@@ -273,7 +273,8 @@ def run(settings: Settings, model: str, pairs: str, out: str) -> dict:
     """Score the pairs in ``pairs`` with ``model``; write rows + ``score`` to ``out``; return stats.
 
     The output has the input rows, ``score`` (float: P(relevant) for a cross-encoder, cosine at ``serve.dim``
-    for a student or ONNX export) and, when the model stores a threshold, ``predicted_label`` (int8 0/1).
+    for a student or ONNX export, plus its hybrid score's lexical bonus when it has one) and, when the model stores
+    a threshold, ``predicted_label`` (int8 0/1).
 
     Raises:
         ConfigError: (exit 2) ``out`` not ``.csv``/``.parquet``/``.pq``; ``model`` neither a directory nor a

@@ -87,6 +87,7 @@ INDEX_FILE = "index.faiss"           # serving/builds/ds=D and each serving vers
 INDEX_IDMAP = "keyphrases.parquet"   # beside the index: keyphrase_id -> text
 EXPORT_RECORD = "export.json"        # registry/students/<v>/onnx: what was exported and verified
 MODEL_MARKER = "kp_model.json"       # beside every saved model: {"kind": "bi"|"cross", threshold, ...}
+HYBRID_RECORD = "_hybrid.json"       # recommendations/ds=D: the student's hybrid score the lists were re-scored with
 PARTITION_STATS = "_stats.json"      # ctr_daily, ctr_labels, sr_labels /ds=D: counts of the partition, write_id and
                                      # data_fingerprint; ctr_labels': window_state (the sliding window's record)
 SYNTH_WORLD_META = "world.json"      # synth/: the synthetic world's parameters (demo/tests only)

@@ -437,7 +437,8 @@ class CtrModelSettings(BaseModel):
     logloss_tolerance: float = Field(0.0, ge=0.0, description="Gate: its held-out log-loss may be this much above.")
     rank_by: Literal["relevance", "expected_clicks"] = Field("relevance", description="Order of each item's "
                                                              "published keyphrases: by relevance (the student's "
-                                                             "cosine), or the relevant ones by expected CTR.")
+                                                             "score, re-ranked when serve.rerank_depth > 0), or "
+                                                             "the relevant ones by expected CTR.")
 
 
 class SynthSettings(BaseModel):

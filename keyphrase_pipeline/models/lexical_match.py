@@ -20,8 +20,9 @@ category's:
 * ``attribute_tokens_missing``: how many of its attribute tokens the item's text lacks.
 
 Score: ``cosine + features @ (weights / cosine_weight)`` (``HybridScore.score``), the logistic regression's
-decision function divided by its (positive) cosine weight, less its intercept: the same order, on the cosine's
-scale, so the threshold and ``serve.score_threshold`` keep their meaning. A tokenisation that splits a value
+decision function divided by its (positive) cosine weight, less its intercept: the same order, in cosine units
+but not within [-1, 1] (the bonus can be negative or above 1 - cosine). The student's stored threshold is on this
+scale; ``serve.score_threshold`` still cuts the FAISS search on the cosine alone. A tokenisation that splits a value
 (``256 GB`` against ``256gb``) is not a match; the fit weighs the features by what they are worth on the
 judged pairs, so on data where they say nothing their weights are small and the held-out check drops them.
 """
@@ -37,6 +38,7 @@ import numpy as np
 from keyphrase_pipeline.models.text import clean
 
 FEATURES = ("query_token_share", "attribute_token_share", "attribute_tokens_missing")
+FEATURES_VERSION = 1  # how tokens and features are computed; a stored score of another version is refused
 _WORD = re.compile(r"[^\W_]+")  # a maximal run of letters and digits (Unicode), underscores excluded
 
 
@@ -103,19 +105,27 @@ class HybridScore:
     def as_dict(self) -> dict:
         """What ``kp_model.json`` stores under ``hybrid``."""
         return {"cosine_weight": self.cosine_weight, "weights": dict(zip(self.features, self.weights)),
-                "pairs": self.pairs}
+                "pairs": self.pairs, "features_version": FEATURES_VERSION}
 
     @classmethod
-    def from_dict(cls, value: dict | None) -> HybridScore | None:
-        """The score ``as_dict`` stored, or None for None/{}. Raises ValueError for a feature this code does not
-        compute or a cosine weight that is not positive (a model written by another version)."""
+    def from_dict(cls, value) -> HybridScore | None:
+        """The score ``as_dict`` stored, or None for None/{}. Raises ValueError for anything else that is not such a
+        record: not a dict, another ``features_version``, a feature this code does not compute, a weight that is not
+        a finite number, a cosine weight that is not positive."""
         if not value:
             return None
-        weights = dict(value.get("weights") or {})
+        if not isinstance(value, dict) or not isinstance(value.get("weights"), dict):
+            raise ValueError(f"hybrid score {value!r}: not a record of cosine_weight and weights")
+        if value.get("features_version", FEATURES_VERSION) != FEATURES_VERSION:
+            raise ValueError(f"hybrid score of features_version {value.get('features_version')!r}; this code computes "
+                             f"version {FEATURES_VERSION}")
+        weights = value["weights"]
         unknown = sorted(set(weights) - set(FEATURES))
-        if unknown or float(value.get("cosine_weight", 0)) <= 0:
-            raise ValueError(f"hybrid score {value!r}: unknown features {unknown} or a cosine weight that is not "
-                             f"positive; known features: {list(FEATURES)}")
+        numbers = [value.get("cosine_weight"), *weights.values()]
+        finite = all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in numbers)
+        if unknown or not finite or value["cosine_weight"] <= 0:
+            raise ValueError(f"hybrid score {value!r}: unknown features {unknown}, a weight that is not a finite number, "
+                             f"or a cosine weight that is not positive; known features: {list(FEATURES)}")
         return cls(float(value["cosine_weight"]), tuple(float(weights.get(f, 0.0)) for f in FEATURES),
                    FEATURES, int(value.get("pairs", 0)))
 

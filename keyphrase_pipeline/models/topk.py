@@ -145,7 +145,7 @@ def rerank_top(recs, scores, depth: int, k: int):
     with no text to score). Within an item, the scored rows of its top ``depth`` come first, by score (highest
     first; ties by the student's rank), then the rest in the student's order: an item without scores keeps its
     order. Returns the frame cut to ``k`` rows per item, ranks renumbered from 1, with ``rerank_score`` (float32,
-    NaN on rows not re-ranked); ``score`` stays the student's cosine. ``depth`` 0 re-orders nothing. Raises
+    NaN on rows not re-ranked); ``score`` stays the student's. ``depth`` 0 re-orders nothing. Raises
     ValueError when ``scores`` does not hold one value per row. (The re-rank
     of retrieved candidates by a cross-encoder is the usual retrieve-and-re-rank design; sentence-transformers'
     "Retrieve & Re-Rank" documentation describes it.)"""

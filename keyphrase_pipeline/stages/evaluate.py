@@ -165,7 +165,7 @@ def evaluate_model(settings: Settings, model_dir: str, ds: str | None = None, da
     None, or "auto" (``keyphrase_pipeline.core.truth.load_truth``: the configured provider, if any). Truth metrics
     need both a world and ``ds``.
 
-    Returns ``{"dim", "llm": {f1, precision, recall, n, positives, auc, threshold (a cosine), fold_thresholds},
+    Returns ``{"dim", "llm": {f1, precision, recall, n, positives, auc, threshold (on the served score's scale), fold_thresholds},
     "rho_cross" (Pearson r or None)[, "truth", "relevance_recall_at_k"]}``.
 
     Raises ConfigError (exit 2): neither ``ds`` nor ``data``; ``model_dir`` without ``modules.json``; a truth

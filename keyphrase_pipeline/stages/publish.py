@@ -247,14 +247,12 @@ def run(settings: Settings, ds: str, make_current: bool = False) -> dict:
 
 
 def _hybrid_served(lake: Lake, ds: str, version: str) -> dict | None:
-    """``{"depth", "score"}``: the student's hybrid score (``models.lexical_match``, as stored) and the depth
-    ``kp recommend`` re-scored with for day ``ds``, from its run stats when that run wrote recommendations of
-    ``version`` with one; else None (the lists are in cosine order). The serving reader's live search re-scores the
-    same way (``artifacts.serving.ServingBundle.search``)."""
-    stats = lake.read_json(lake.run_stats_path(ds, "recommend"), default={}) or {}
-    if stats.get("status") != "written" or not stats.get("hybrid_depth") or stats.get("hybrid_student") != version:
-        return None
-    return {"depth": int(stats["hybrid_depth"]), "score": stats["hybrid_weights"]}
+    """``{"depth", "score", "student"}``: the student's hybrid score (``models.lexical_match``, as stored) and the
+    depth ``kp recommend`` re-scored day ``ds``'s lists with, from the record it wrote beside them
+    (``layout.HYBRID_RECORD``) when it is of ``version``; else None (the lists are in cosine order). The serving
+    reader's live search re-scores the same way (``artifacts.serving.ServingBundle.search``)."""
+    record = lake.read_json(f"{lake.path('recommendations', ds=ds)}/{layout.HYBRID_RECORD}", default={}) or {}
+    return record if record.get("depth") and record.get("student") == version else None
 
 
 def _live_day(settings: Settings, version: str | None) -> str | None:

@@ -387,7 +387,7 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
     s = settings.serve
     deepest = max(s.top_k, s.rerank_depth, s.hybrid_depth)
     k_from = ("serve.top_k" if deepest == s.top_k else "serve.rerank_depth" if deepest == s.rerank_depth
-              else "serve.hybrid_depth")  # what sets the search's depth (the hybrid's only where the student has one)
+              else "serve.hybrid_depth")  # what may set the search's depth (checked before the student is known)
     search_fetch = deepest + SPARE_CANDIDATES  # search_batch's first search per item, at most
     require_faiss_device(s.device, k=search_fetch, k_from=k_from)
     batch_rows = s.recommend_batch_rows
@@ -507,6 +507,8 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
                             f"{s.score_threshold}, {quarantined} quarantined by `kp embed` for their vectors), above "
                             f"serve.max_items_without_recommendations_share={s.max_items_without_recommendations_share}: "
                             f"the day's recommendations are not written")
+        if hybrid:  # what publish records and the live search re-scores with, written with the lists themselves
+            (out_dir / layout.HYBRID_RECORD).write_text(json.dumps(hybrid.record()))
         (out_dir / SUCCESS).write_bytes(b"")
     stats["status"] = "written"
     lake.write_run_stats(ds, "recommend", stats)

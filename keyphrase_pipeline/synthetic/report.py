@@ -14,8 +14,9 @@ with ``keyphrase_pipeline.stages.train_bi.run(..., out=<work dir>)`` (never in t
   ``simulated``, otherwise a third party the student never learnt from):
 
   - recommendations of an item = its top ``serve.top_k`` keyphrases by cosine (``serve.dim``, exact FAISS
-    inner-product search over the whole keyphrase universe) whose cosine is at least the model's
-    F1-best threshold on the LLM test set (the model's own notion of "relevant");
+    inner-product search over the whole keyphrase universe; re-scored and re-ordered by the student's hybrid score
+    when it has one, as served) whose score is at least the model's F1-best threshold on the LLM test set (the
+    model's own notion of "relevant");
   - **KP** = median, over items, of recommendations that pass the judge's relevance filter;
   - **PR** = share of all recommendations that pass;
   - **Pass@k** (k = 5, 10, 15, 20) = share of the top-k (no threshold) that pass.
@@ -60,7 +61,7 @@ from keyphrase_pipeline.core.lake import Lake, commit_dir, ds_str, read_parquet,
 from keyphrase_pipeline.core.settings import KD_LOSSES, TrainSettings
 from keyphrase_pipeline.core.spark import get_spark
 from keyphrase_pipeline.labels.judges.base import judge_model_id
-from keyphrase_pipeline.models.bi_encoder import encode_items, encode_keyphrases, load_student
+from keyphrase_pipeline.models.bi_encoder import encode_items, encode_keyphrases, load_hybrid, load_student
 from keyphrase_pipeline.stages import train_bi
 from keyphrase_pipeline.stages.evaluate import cross_scores_for, evaluate_model
 from keyphrase_pipeline.synthetic.judge_quality import labels_vs_truth
@@ -186,7 +187,8 @@ def score_recommendations(settings: Settings, world, items, kps, scores, idx, th
     recommendations frame).
 
     ``items``: frame ``item_id, bucket, impressions`` (``sample_items``); ``kps``: ``keyphrase_id`` per row of
-    the index; ``scores``/``idx``: ``top_k`` output ``(n, k)``; ``threshold``: a cosine. Per-item frame:
+    the index; ``scores``/``idx``: ``top_k`` output ``(n, k)`` (or the student's served scores, ``offline_eval``);
+    ``threshold``: on the scale of ``scores``. Per-item frame:
     ``item_id, bucket, impressions, n_relevant, recommended, kp_passing, pass@k, precision@k, recall@k``;
     recommendations frame: ``item_id, rank, keyphrase_id, score, p_yes, judge_pass, relevant`` (n * k rows).
     Shares are in [0, 1]."""
@@ -243,9 +245,12 @@ def score_recommendations(settings: Settings, world, items, kps, scores, idx, th
 def offline_eval(settings: Settings, model_dir: str, world, items, kps, threshold: float) -> tuple:
     """Embed the sampled items and every keyphrase with the student, rank, and score (see the module doc).
 
-    ``items``: ``sample_items`` frame; ``kps``: frame ``keyphrase_id, text``; ``threshold``: a cosine at
-    ``serve.dim``. Returns ``score_recommendations``' (summary, per-item frame, recommendations frame).
-    ConfigError (exit 2) when ``model_dir`` is not a sentence-transformers directory."""
+    ``items``: ``sample_items`` frame; ``kps``: frame ``keyphrase_id, text``; ``threshold``: on the student's served
+    scale (``evaluate_model``'s): a cosine at ``serve.dim``, or, for a student with a hybrid score
+    (``keyphrase_pipeline.models.lexical_match``), that score, with which each item's top K are then re-scored and
+    re-ordered as ``kp recommend`` serves them. Returns ``score_recommendations``' (summary, per-item frame,
+    recommendations frame). ConfigError (exit 2) when ``model_dir`` is not a sentence-transformers directory or
+    holds a hybrid score this code cannot compute."""
 
     model = load_student(model_dir, settings.train.device)
     dim = settings.serve.dim
@@ -253,6 +258,14 @@ def offline_eval(settings: Settings, model_dir: str, world, items, kps, threshol
     item_vecs = encode_items(model, items["title"].tolist(), items["category"].tolist(), dim)
     k = max(settings.serve.top_k, max(PASS_KS), max(TRUTH_KS))
     scores, idx = top_k(item_vecs, kp_vecs, k)
+    hybrid = load_hybrid(model_dir)
+    if hybrid is not None:  # the served order: each item's top k re-scored (artifacts.hybrid_rescore)
+        n, kk = idx.shape
+        served = hybrid.score(scores.ravel(), np.repeat(items["title"].to_numpy(dtype=object), kk).tolist(),
+                              np.repeat(items["category"].to_numpy(dtype=object), kk).tolist(),
+                              kps["text"].to_numpy(dtype=object)[idx].ravel().tolist()).reshape(n, kk)
+        order = np.argsort(-served, axis=1, kind="stable")
+        scores, idx = np.take_along_axis(served, order, axis=1), np.take_along_axis(idx, order, axis=1)
     return score_recommendations(settings, world, items, kps, scores, idx, threshold)
 
 

@@ -746,7 +746,7 @@ def score_plot() -> bytes | None:
             ax.legend()
         else:
             ax.hist(recs["score"], bins=40)
-        ax.set_xlabel("cosine score")
+        ax.set_xlabel("student score (cosine, + hybrid bonus where re-scored)")
         ax.set_ylabel("recommendations")
         shown = f"{len(recs):,} recommendations" if len(recs) == total else \
             f"a sample of {len(recs):,} of {total:,} recommendations"

@@ -76,3 +76,24 @@ def test_fit_gives_none_for_one_class_or_a_cosine_that_does_not_order():
     f = match_features(titles, cats, kps)
     assert fit_hybrid(cos, f, np.ones_like(y)) is None
     assert fit_hybrid(-cos, f, y) is None  # the cosine ranks against the labels: no weight on its scale
+
+
+@pytest.mark.parametrize("bad", [["not", "a", "dict"], {"cosine_weight": 1.0, "weights": [1, 2]},
+                                 {"cosine_weight": float("nan"), "weights": {}},
+                                 {"cosine_weight": 1.0, "weights": {"query_token_share": float("inf")}},
+                                 {"cosine_weight": 1.0, "weights": {"query_token_share": "0.5"}},
+                                 {"cosine_weight": 1.0, "weights": {}, "features_version": 99}])
+def test_a_stored_score_that_is_not_one_is_refused(bad):
+    with pytest.raises(ValueError, match="hybrid score"):
+        HybridScore.from_dict(bad)
+
+
+def test_load_hybrid_turns_a_bad_record_into_a_config_error(tmp_path):
+    from keyphrase_pipeline.core.errors import ConfigError
+    from keyphrase_pipeline.models.bi_encoder import load_hybrid, write_marker
+
+    write_marker(tmp_path, "bi", hybrid={"cosine_weight": 1.0, "weights": {"bm25": 1.0}})
+    with pytest.raises(ConfigError, match="kp_model.json"):
+        load_hybrid(tmp_path)
+    write_marker(tmp_path, "bi")
+    assert load_hybrid(tmp_path) is None

@@ -66,3 +66,28 @@ def test_short_lists_empty_frames_and_a_wrong_number_of_scores():
     assert rerank_top(_recs({}), [], depth=5, k=3).empty
     with pytest.raises(ValueError, match="2 scores for 3 rows"):
         rerank_top(_recs({1: 3}), [0.1, 0.2], depth=3, k=3)
+
+
+def test_rescore_top_reorders_each_items_top_rows_by_the_new_scores_and_keeps_every_row():
+    """``rescore_top`` (the hybrid score's re-order): the first ``depth`` rows of each item by the new scores, which
+    replace ``score``; NaN (no text) keeps an item's rows, scores and order; rows beyond the depth follow; nothing
+    dropped; depth 0 changes nothing."""
+    import numpy as np
+    import pandas as pd
+
+    from keyphrase_pipeline.models.topk import rescore_top
+
+    recs = pd.DataFrame({"item_id": [7, 7, 7, 3, 3], "rank": np.array([1, 2, 3, 1, 2], dtype=np.int32),
+                         "keyphrase_id": [10, 11, 12, 20, 21], "keyphrase": ["a", "b", "c", "d", "e"],
+                         "score": np.array([0.9, 0.8, 0.7, 0.6, 0.5], dtype=np.float32)})
+    out = rescore_top(recs, [0.1, 0.95, 5.0, np.nan, np.nan], depth=2)
+    assert out["item_id"].tolist() == [7, 7, 7, 3, 3]  # items keep their order
+    assert out["keyphrase_id"].tolist() == [11, 10, 12, 20, 21]  # item 7's top 2 swapped; 12 beyond the depth
+    np.testing.assert_allclose(out["score"], [0.95, 0.1, 0.7, 0.6, 0.5], rtol=1e-6)
+    assert out["rank"].tolist() == [1, 2, 3, 1, 2] and out["score"].dtype == np.float32 and "rerank_score" not in out
+    same = rescore_top(recs, [0.1, 0.95, 5.0, 0.0, 1.0], depth=0)
+    pd.testing.assert_frame_equal(same, recs)
+    deep = rescore_top(recs, [0.1, 0.95, 5.0, 0.0, 1.0], depth=10)  # deeper than the rows: all re-ordered
+    assert deep["keyphrase_id"].tolist() == [12, 11, 10, 21, 20]
+    with pytest.raises(ValueError, match="scores for"):
+        rescore_top(recs, [0.1], depth=2)

@@ -292,11 +292,11 @@ def test_a_hybrid_scored_day_publishes_its_hybrid_and_the_live_search_re_scores_
     model_dir = Path(Lake.from_settings(ready).path("registry", "students", "v1", "model"))
     write_marker(model_dir, **{"kind": "bi", **read_marker(model_dir), "hybrid": hybrid.as_dict()})
     s = ready.with_overrides(**{"serve.hybrid_depth": 30})
-    export.run(s, DS)  # the export verifies the student's files, kp_model.json included (train-bi writes it first)
+    export.run(s, DS)  # the tiny model had no kp_model.json: as kind "bi" its item tower serves at its own length
     assert recommend.run(s, DS)["hybrid_depth"] == 30
     vid = publish.run(s, DS)["version"]
     m = read_manifest(s, vid)
-    assert m["hybrid"] == {"depth": 30, "score": hybrid.as_dict()}
+    assert m["hybrid"] == {"depth": 30, "score": hybrid.as_dict(), "student": "v1"}
     bundle = serving.ServingBundle(Path(serving_version_dir(s, vid)), m, verify=False)
     recs = read_parquet(serving.current_recommendations_path(s), contract="recommendations")
     cat = catalog().set_index("item_id")
@@ -310,3 +310,9 @@ def test_a_hybrid_scored_day_publishes_its_hybrid_and_the_live_search_re_scores_
                                                                         cat.loc[item, "category"]), k=10)] != \
             [r["keyphrase_id"] for r in live]
     assert differs > 0  # the hybrid re-ordered some of these lists
+    # a manifest whose hybrid cannot be read: the version still serves (lookups by id, live search by cosine)
+    broken = serving.ServingBundle(Path(serving_version_dir(s, vid)), {**m, "hybrid": {"depth": 30, "score": "x"}},
+                                   verify=False)
+    assert broken.hybrid is None and broken.search(2, k=3) == bundle.search(2, k=3)
+    assert [r["keyphrase_id"] for r in broken.search("red mug", k=5)] == \
+        [r["keyphrase_id"] for r in cosine.search("red mug", k=5)]

@@ -346,8 +346,19 @@ def test_a_student_with_a_hybrid_score_is_served_in_its_order(ready):
         moved += list(g["keyphrase_id"]) != list(cand["id"].head(10))
     assert moved > 0  # the hybrid changed some lists (else this test could not tell the orders apart)
 
+    import json
+
+    rec_dir = Path(Lake.from_settings(s).path("recommendations", ds=DS))
+    assert json.loads((rec_dir / "_hybrid.json").read_text()) == {"depth": 30, "score": hybrid.as_dict(),
+                                                                  "student": "v1"}  # what publish reads
+    shallow = ready.with_overrides(**{"serve.hybrid_depth": 4, "serve.top_k": 10})  # raised to top_k: one scale
+    assert recommend.run(shallow, DS)["hybrid_depth"] == 10
+    for _, g in _in_file_order(shallow, DS).groupby("item_id"):
+        assert (np.diff(g["score"].to_numpy()) <= 1e-6).all()  # each list in the order of its scores
+
     off = ready.with_overrides(**{"serve.hybrid_depth": 0, "serve.top_k": 10})
     assert recommend.run(off, DS)["hybrid_depth"] == 0
+    assert not (rec_dir / "_hybrid.json").exists()
     plain = _in_file_order(off, DS)
     for iid, g in plain.groupby("item_id"):
         np.testing.assert_allclose(g["score"].to_numpy(), top(scores[list(item_ids).index(iid)], k=10)["score"],
