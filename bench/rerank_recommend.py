@@ -1,5 +1,6 @@
-"""`kp recommend` with and without the cross-encoder re-rank (``serve.rerank_depth``) on a lake `make demo` made:
-its wall time and pairs/s, and the served lists graded against the demo world's truth.
+"""`kp recommend` with and without the cross-encoder re-rank (``serve.rerank_depth``), or the student's hybrid score
+(``--setting hybrid_depth``: ``serve.hybrid_depth``), on a lake `make demo` made: its wall time and pairs/s, and the
+served lists graded against the demo world's truth.
 
 Each depth runs ``keyphrase_pipeline.stages.recommend.run`` for the lake's last recommended day on a hard-linked copy
 of the lake (the lake itself is not written), with the demo's settings (``run_settings.demo_overrides``) and
@@ -15,6 +16,11 @@ simulated judge; one training run (the demo's), so the intervals cover the items
     make demo
     .venv/bin/python bench/rerank_recommend.py --lake var/lake --depths 0,20,40 \\
         --out bench/results/rerank/demo_recommend.json
+    .venv/bin/python bench/rerank_recommend.py --lake var/lake --setting hybrid_depth --depths 0,50 \\
+        --out bench/results/hybrid/demo_recommend.json
+
+With ``--setting hybrid_depth`` the re-rank stays off and depth 0 serves the student's cosine order; the served
+student must have kept a hybrid score (its ``kp_model.json``), else every depth serves the cosine order.
 
 Not run by ``bench/run_all.py`` (it needs a demo lake and about 5 minutes per 60,000 pairs on 2 CPU cores).
 """
@@ -78,7 +84,10 @@ def paired(base: np.ndarray, other: np.ndarray, seed: int = 0) -> dict:
 def markdown_table(result: dict) -> str:
     """The committed result as a markdown table: one row per depth, means and (depth > 0) the paired difference."""
     metrics = [f"p@{k}" for k in KS] + ["recall@20"]
-    lines = ["| `serve.rerank_depth` | seconds | cross-encoder pairs/s | " + " | ".join(metrics) + " |",
+    setting = result.get("setting", "rerank_depth")
+    rate_of = "hybrid_pairs_per_s" if setting == "hybrid_depth" else "rerank_pairs_per_s"
+    what = "hybrid score pairs/s" if setting == "hybrid_depth" else "cross-encoder pairs/s"
+    lines = [f"| `serve.{setting}` | seconds | {what} | " + " | ".join(metrics) + " |",
              "|---|---|---|" + "---|" * len(metrics)]
     for run in result["runs"]:
         cells = []
@@ -88,24 +97,28 @@ def markdown_table(result: dict) -> str:
                 d = run["vs_depth_0"][m]
                 cell += f" ({d['mean']:+.3f}, {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f})"
             cells.append(cell)
-        rate = run["stats"].get("rerank_pairs_per_s")
+        rate = run["stats"].get(rate_of)
         rate = f"{rate:.0f}" if rate else ""
         lines.append(f"| {run['depth'] or '0 (off)'} | {run['seconds']:.0f} | {rate} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _settings(lake: Path, depth: int):
+def _settings(lake: Path, depth: int, setting: str = "rerank_depth"):
     from keyphrase_pipeline.orchestration.run_settings import settings_for
 
-    # a demo-mode DAG run's settings (its training budget, judge and truth provider), on ``lake``, at ``depth``
-    return settings_for({"scale": "demo"}).with_overrides(**{"lake_root": str(lake), "serve.rerank_depth": depth})
+    # a demo-mode DAG run's settings (its training budget, judge and truth provider), on ``lake``, ``setting`` at
+    # ``depth`` (with hybrid_depth: the re-rank off)
+    extra = {"serve.rerank_depth": 0} if setting == "hybrid_depth" else {}
+    return settings_for({"scale": "demo"}).with_overrides(**{"lake_root": str(lake), f"serve.{setting}": depth, **extra})
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--lake", default="var/lake", help="a lake `make demo` made (read, never written)")
     p.add_argument("--ds", default=None, help="the day to recommend (default: the lake's last recommended day)")
-    p.add_argument("--depths", default="0,20,40", help="comma-separated serve.rerank_depth values; 0 is added")
+    p.add_argument("--depths", default="0,20,40", help="comma-separated values of --setting; 0 is added")
+    p.add_argument("--setting", default="rerank_depth", choices=("rerank_depth", "hybrid_depth"),
+                   help="which serve.* depth the runs vary (default rerank_depth)")
     p.add_argument("--out", default=None, help="JSON result file (default: print only)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -121,7 +134,7 @@ def main(argv=None) -> int:
     if depths[0] < 0:
         print("--depths must be >= 0", file=sys.stderr)
         return 2
-    days = Lake.from_settings(_settings(lake, 0)).partitions("recommendations")
+    days = Lake.from_settings(_settings(lake, 0, args.setting)).partitions("recommendations")
     ds = args.ds or (days[-1] if days else None)
     if ds is None:
         print(f"{lake} has no recommendations: run `make demo` first", file=sys.stderr)
@@ -132,7 +145,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="rerank_recommend_", dir=lake.parent) as tmp:
             copy = Path(tmp) / "lake"
             subprocess.run(["cp", "-al", str(lake), str(copy)], check=True)  # hard links: recommend replaces, never edits
-            s = _settings(copy, depth)
+            s = _settings(copy, depth, args.setting)
             t0 = time.perf_counter()
             stats = recommend.run(s, ds)
             seconds = time.perf_counter() - t0
@@ -148,7 +161,7 @@ def main(argv=None) -> int:
         g = graded[depth]
         run = {"depth": depth, "seconds": round(seconds, 1), "items_graded": int(len(g["items"])),
                "metrics": {m: round(float(v.mean()), 4) for m, v in g.items() if m != "items"},
-               "stats": {k: v for k, v in stats.items() if k.startswith("rerank_") or k in
+               "stats": {k: v for k, v in stats.items() if k.startswith(("rerank_", "hybrid_")) or k in
                          ("model_version", "items_scored", "rows", "top_k", "score_threshold", "rank_by")}}
         if depth:
             base = graded[0]
@@ -157,7 +170,7 @@ def main(argv=None) -> int:
         runs.append(run)
         print(json.dumps(run), flush=True)
 
-    result = {"bench": "rerank_recommend", "simulated": True, "lake": str(lake), "ds": ds,
+    result = {"bench": "rerank_recommend", "simulated": True, "lake": str(lake), "ds": ds, "setting": args.setting,
               "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "cpu_count": os.cpu_count(),
               "resamples": RESAMPLES, "runs": runs}
     print(markdown_table(result))

@@ -186,7 +186,7 @@ def run_seed(settings: Settings, half_a_path: str, a, b, seed: int, work: Path, 
             "score_seconds": round(t_score, 1),
             "cross_stop_reason": cross.get("stop_reason"), "student_stop_reason": stud.get("stop_reason"),
             "student_steps": stud.get("steps"), "student_best_step": stud.get("best_step"),
-            "student_distillation": stud.get("distillation"),
+            "student_distillation": stud.get("distillation"), "student_hybrid_score": stud.get("hybrid_score"),
             "cross_budget": (cross.get("budget") or {}).get("reason"),
             "student_budget": (stud.get("budget") or {}).get("reason")}
 
