@@ -292,3 +292,35 @@ def test_paired_levers_refuse_a_run_of_another_split_or_teacher(curve, tmp_path)
         with pytest.raises(ValueError, match=stem):
             curve.paired_levers_table(tmp_path)
         (tmp_path / f"{stem}.json").write_text((d / f"{stem}.json").read_text())
+
+
+def test_the_hybrid_table_in_the_doc_is_the_committed_runs_with_every_default(curve):
+    """docs/TRAINING.md's hybrid-score table is what ``hybrid_table`` makes of the committed files; each run is
+    ``kp eval-labels`` on a simulated world with the hybrid score on (the default) and 6,000 pairs."""
+    doc = (REPO / "docs" / "TRAINING.md").read_text()
+    start, end = "<!-- hybrid table -->\n", "\n<!-- /hybrid table -->"
+    assert doc[doc.index(start) + len(start):doc.index(end)] == curve.hybrid_table()
+    for stem in curve.HYBRID_RUNS:
+        r = json.loads((curve.HYBRID / f"{stem}.json").read_text())
+        assert r["simulated"] is True and r["config"]["hybrid_score"] is True, stem
+        assert r["split"]["a_pairs"] + r["split"]["b_pairs"] == 6000, stem
+
+
+def test_the_hybrid_table_grades_each_row_against_the_bar(curve, tmp_path):
+    """A row meets the bar when the served student is within 0.01 of its teacher and at least +0.05 over the zero-shot
+    encoder; a student without a kept hybrid score is its cosine, marked so."""
+    r = json.loads((curve.HYBRID / f"{curve.HYBRID_RUNS[0]}.json").read_text())
+    ps = r["per_seed"][0]
+    m = ps["metrics"]
+    m["zero_shot"]["auc"], m["cross"]["auc"], m["student"]["auc"] = 0.70, 0.80, 0.7905
+    (tmp_path / "a.json").write_text(json.dumps({**r, "per_seed": [ps]}))
+    assert "| yes |" in curve.hybrid_table(tmp_path, ("a",))
+    m["student"]["auc"] = 0.7895  # 0.0105 below the teacher
+    (tmp_path / "a.json").write_text(json.dumps({**r, "per_seed": [ps]}))
+    assert "| no |" in curve.hybrid_table(tmp_path, ("a",))
+    m["student"]["auc"], m["zero_shot"]["auc"] = 0.7950, 0.7460  # +0.049 over the zero-shot encoder
+    (tmp_path / "a.json").write_text(json.dumps({**r, "per_seed": [ps]}))
+    assert "| no |" in curve.hybrid_table(tmp_path, ("a",))
+    m.pop("student_cosine", None)
+    (tmp_path / "a.json").write_text(json.dumps({**r, "per_seed": [ps]}))
+    assert "(not kept)" in curve.hybrid_table(tmp_path, ("a",))
