@@ -81,3 +81,17 @@ def test_the_servings_doc_table_and_figures_are_the_committed_result(bench):
         f"about {round(7200 * pace / 20, -3):,.0f} items at depth 20" in doc
     p5 = d20["vs_depth_0"]["p@5"]
     assert f"precision@5 +{p5['mean']:.3f} at depth\n20" in doc
+
+
+def test_the_servings_hybrid_table_is_the_committed_result(bench):
+    """docs/SERVING.md's table of the hybrid score through kp recommend is ``markdown_table`` of
+    bench/results/hybrid/demo_recommend.json (``--setting hybrid_depth``), and its pairs count is that file's."""
+    import json
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    result = json.loads((repo / "bench/results/hybrid/demo_recommend.json").read_text())
+    doc = (repo / "docs/SERVING.md").read_text()
+    table = doc.split("<!-- hybrid recommend table -->\n")[1].split("\n<!-- /hybrid recommend table -->")[0]
+    assert result["setting"] == "hybrid_depth" and result["simulated"] and table == bench.markdown_table(result)
+    assert f"{result['runs'][1]['stats']['hybrid_pairs']:,} pairs" in doc
