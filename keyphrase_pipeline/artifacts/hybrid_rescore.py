@@ -13,7 +13,8 @@ gates the search on the cosine. The depth and weights are written beside the lis
 ``--changed-only`` keep the order and scores their day wrote (a full pass after changing ``serve.hybrid_depth``
 re-scores them).
 
-Cost: the day's catalog read per batch of items (as the re-rank reads it, ``rerank.ItemTexts``) and
+Cost: the day's catalog read per batch of items (as the re-rank reads it, ``rerank.ItemTexts``; with the re-rank
+on too, one read per batch serves both, ``ItemTexts.batch``) and
 ``serve.hybrid_depth`` word-set comparisons per item in Python (``hybrid_pairs_per_s`` in the run stats); no model.
 """
 
@@ -23,10 +24,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from keyphrase_pipeline.artifacts import registry
-from keyphrase_pipeline.artifacts.rerank import ItemTexts
+from keyphrase_pipeline.artifacts.rerank import ItemTexts, score_top_with_text
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.models.topk import rescore_top
 
@@ -85,26 +84,23 @@ class HybridRescorer:
         """How many distinct candidates per item to search for so that the top ``depth`` and the top ``k`` exist."""
         return max(k, self.depth)
 
-    def rescore(self, recs):
+    def rescore(self, recs, texts=None):
         """``recs`` (``search_batch``'s frame) with each item's top ``depth`` rows re-ordered by the hybrid score,
         their ``score`` replaced by it, and ranks renumbered; no row dropped (the caller cuts to K). Items without
-        catalog text keep their rows and order."""
-        import pandas as pd
+        catalog text keep their rows and order. ``texts``: the batch's texts already read (``ItemTexts.batch``);
+        None reads them from the catalog."""
+        cosines, keyphrases = recs["score"].to_numpy(), recs["keyphrase"].to_numpy()
 
-        scores = np.full(len(recs), np.nan, dtype=np.float32)
-        if len(recs):
-            deep = np.flatnonzero(recs["rank"].to_numpy() <= self.depth)
-            titles, categories = self.item_texts.texts(recs["item_id"].to_numpy()[deep])
-            has_text = pd.notna(titles)
-            rows = deep[has_text]
+        def score(rows, titles, categories):
             t0 = time.perf_counter()
-            scores[rows] = self.hybrid.score(recs["score"].to_numpy()[rows], titles[has_text].tolist(),
-                                             categories[has_text].tolist(), recs["keyphrase"].to_numpy()[rows].tolist())
+            out = self.hybrid.score(cosines[rows], titles.tolist(), categories.tolist(), keyphrases[rows].tolist())
             self.seconds += time.perf_counter() - t0
             self.pairs += len(rows)
-            items = recs["item_id"].to_numpy()
-            self.items += len(np.unique(items[rows]))
-            self.items_without_text += len(np.setdiff1d(np.unique(items), items[rows]))
+            return out
+
+        source = texts if texts is not None else self.item_texts
+        scores, items, without = score_top_with_text(recs, self.depth, source, score)
+        self.items, self.items_without_text = self.items + items, self.items_without_text + without
         return rescore_top(recs, scores, self.depth)
 
     def stats(self) -> dict:

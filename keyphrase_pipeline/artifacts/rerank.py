@@ -12,7 +12,8 @@ student's own teacher, the ``cross_version`` its ``train_config.json`` records. 
 the same model as long as the student is the same. The items' texts come from the day's catalog
 (``raw/catalog/ds=D``, the rows ``kp embed`` embedded), read per batch of items with
 ``keyphrase_pipeline.core.lake.rows_where``: bounded in memory, but a batch's ids span the whole id range, so each
-batch reads the catalog's ``item_id`` column and most of its row groups (catalog bytes x batches in all).
+batch reads the catalog's ``item_id`` column and most of its row groups (catalog bytes x batches in all; once per
+batch with the student's hybrid re-score on too: ``ItemTexts.batch`` hands one read to both steps).
 
 Cost: ``rerank_depth`` pairs per item searched, scored in chunks of ``CHUNK_PAIRS`` pairs, with a progress line
 (pairs, rate, minutes left) every ``PROGRESS_SECONDS``; 212-217 pairs/s on 2 CPU cores through ``kp recommend`` on
@@ -78,6 +79,55 @@ class ItemTexts:
         ids = pd.Index(np.asarray(item_ids, dtype=np.int64))
         found = rows.reindex(ids)
         return found["title"].to_numpy(dtype=object), found["category"].fillna("").to_numpy(dtype=object)
+
+    def batch(self, item_ids) -> BatchTexts:
+        """The texts of one batch's int64 ``item_ids`` read from the catalog once, for every step of ``kp recommend``
+        that needs them (the hybrid re-score, then the re-rank): a ``BatchTexts`` answering ``texts`` from memory."""
+        wanted = np.unique(np.asarray(item_ids, dtype=np.int64))
+        return BatchTexts(wanted, *self.texts(wanted))
+
+
+class BatchTexts:
+    """One batch's item texts held in memory (``ItemTexts.batch``): ``texts`` as ``ItemTexts.texts`` for any ids of
+    the batch; an id outside it, like an id without a catalog row, gets no title."""
+
+    def __init__(self, item_ids: np.ndarray, titles: np.ndarray, categories: np.ndarray):
+        import pandas as pd
+
+        self._index = pd.Index(item_ids)
+        self._titles, self._categories = titles, categories
+
+    def texts(self, item_ids):
+        """(titles, categories) object arrays aligned with ``item_ids`` ``(n,)``; title None where unknown."""
+        at = self._index.get_indexer(np.asarray(item_ids, dtype=np.int64))
+        known = at >= 0
+        titles = np.full(len(at), None, dtype=object)
+        categories = np.full(len(at), "", dtype=object)
+        titles[known], categories[known] = self._titles[at[known]], self._categories[at[known]]
+        return titles, categories
+
+
+def score_top_with_text(recs, depth: int, texts, score) -> tuple[np.ndarray, int, int]:
+    """Scores each item's top ``depth`` rows of ``recs`` (``search_batch``'s frame: ``item_id``, ``keyphrase``,
+    ``rank`` from 1) that have a title in ``texts`` (an ``ItemTexts`` or ``BatchTexts``), the step the hybrid
+    re-score and the cross-encoder re-rank share. ``score(rows, titles, categories)`` gets the int positions of the
+    rows and their texts (object arrays) and returns their float32 scores.
+
+    Returns (scores float32 ``(len(recs),)``, NaN on rows not scored; items scored; items without text: searched
+    items none of whose top rows has a title)."""
+    import pandas as pd
+
+    scores = np.full(len(recs), np.nan, dtype=np.float32)
+    if not len(recs):
+        return scores, 0, 0
+    deep = np.flatnonzero(recs["rank"].to_numpy() <= depth)
+    titles, categories = texts.texts(recs["item_id"].to_numpy()[deep])
+    has_text = pd.notna(titles)  # None or NaN: no catalog row
+    rows = deep[has_text]
+    scores[rows] = score(rows, titles[has_text], categories[has_text])
+    items = recs["item_id"].to_numpy()
+    scored_items = np.unique(items[rows])
+    return scores, len(scored_items), len(np.setdiff1d(np.unique(items), scored_items))
 
 
 def teacher_of(settings: Settings, version: str) -> str | None:
@@ -187,22 +237,16 @@ class Reranker:
                          max(self.planned, self.pairs), rate, left)
         return out
 
-    def rerank(self, recs, k: int):
+    def rerank(self, recs, k: int, texts=None):
         """``recs`` (``search_batch``'s frame, ``search_k(k)`` rows per item) with each item's top ``depth`` in the
         cross-encoder's order, cut to ``k`` rows per item, with ``rerank_score`` (``topk.rerank_top``) and
-        ``rerank_cross_version`` (``version`` on the rows it scored, None elsewhere)."""
-        import pandas as pd
-
-        scores = np.full(len(recs), np.nan, dtype=np.float32)
-        if len(recs):
-            deep = np.flatnonzero(recs["rank"].to_numpy() <= self.depth)
-            titles, categories = self.texts(recs["item_id"].to_numpy()[deep])
-            has_text = pd.notna(titles)  # None or NaN: no catalog row
-            rows = deep[has_text]
-            scores[rows] = self.score(titles[has_text], categories[has_text], recs["keyphrase"].to_numpy()[rows])
-            items = recs["item_id"].to_numpy()
-            self.items += len(np.unique(items[rows]))
-            self.items_without_text += len(np.setdiff1d(np.unique(items), items[rows]))
+        ``rerank_cross_version`` (``version`` on the rows it scored, None elsewhere). ``texts``: the batch's texts
+        already read (``ItemTexts.batch``); None reads them from the catalog."""
+        keyphrases = recs["keyphrase"].to_numpy()
+        scores, items, without = score_top_with_text(
+            recs, self.depth, texts if texts is not None else self.catalog,
+            lambda rows, titles, categories: self.score(titles, categories, keyphrases[rows]))
+        self.items, self.items_without_text = self.items + items, self.items_without_text + without
         out = rerank_top(recs, scores, self.depth, k)
         return out.assign(rerank_cross_version=np.where(out["rerank_score"].notna(), self.version, None))
 

@@ -449,8 +449,11 @@ def run(settings: Settings, ds: str, changed_only: bool = False, spark=None) -> 
                         bad_example = (int(ids[bad[0]]), reasons[bad[0]])
                     continue
                 recs = search_batch(search_index, texts, ids, vecs, k_search, s.score_threshold)
-                recs = hybrid.rescore(recs) if hybrid else recs
-                recs = reranker.rerank(recs, k) if reranker else recs[recs["rank"] <= k].assign(
+                # both steps on: the batch's item texts read from the catalog once, for both
+                batch_texts = (hybrid.item_texts.batch(recs["item_id"].to_numpy()) if hybrid and reranker
+                               else None)
+                recs = hybrid.rescore(recs, batch_texts) if hybrid else recs
+                recs = reranker.rerank(recs, k, batch_texts) if reranker else recs[recs["rank"] <= k].assign(
                     rerank_score=np.float32(np.nan), rerank_cross_version=None)
                 recs = with_expected_ctr(recs, scorer, ids, vecs, settings.ctr_model.rank_by)
                 predicted += int(np.isfinite(recs["expected_ctr"].to_numpy()).sum())

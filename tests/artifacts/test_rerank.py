@@ -140,6 +140,42 @@ def test_texts_come_from_the_catalog_aligned_with_the_ids(ready, tiny_cross):
     assert cats.tolist()[:2] == [catalog().loc[2, "category"], catalog().loc[0, "category"]] and cats[2] == ""
 
 
+
+def test_with_the_hybrid_score_too_each_batch_reads_the_catalog_once(ready, tiny_cross, monkeypatch):
+    """Both steps on (the student's hybrid re-score, then the re-rank): one catalog read per batch of items, handed to
+    both (ItemTexts.batch); the lists are those of each step reading the catalog itself."""
+    from keyphrase_pipeline.artifacts import rerank
+    from keyphrase_pipeline.models.bi_encoder import read_marker, write_marker
+    from keyphrase_pipeline.models.lexical_match import HybridScore
+
+    model_dir = Path(Lake.from_settings(ready).path("registry", "students", "v1", "model"))
+    write_marker(model_dir, **{"kind": "bi", **read_marker(model_dir),
+                               "hybrid": HybridScore(1.0, (0.6, 0.0, -0.3)).as_dict()})
+    s = ready.with_overrides(**{"serve.rerank_depth": 12, "serve.rerank_cross": tiny_cross, "serve.top_k": 10,
+                                "serve.hybrid_depth": 20, "serve.recommend_batch_rows": 7})
+    reads = []
+    real_rows_where = rerank.rows_where
+    monkeypatch.setattr(rerank, "rows_where", lambda *a, **kw: reads.append(1) or real_rows_where(*a, **kw))
+    stats = recommend.run(s, DS)
+    shared = read_parquet(Lake.from_settings(s).path("recommendations", ds=DS), contract="recommendations")
+    assert stats["hybrid_items"] == stats["rerank_items"] == 36 and stats["rerank_pairs"] == 36 * 12
+    assert len(reads) == 6  # 36 items in batches of 7
+
+    reads.clear()
+    with monkeypatch.context() as m:
+        m.setattr(rerank.ItemTexts, "batch", lambda self, ids: None)  # each step reads for itself
+        recommend.run(s, DS)
+    own = read_parquet(Lake.from_settings(s).path("recommendations", ds=DS), contract="recommendations")
+    assert len(reads) == 12
+    cols = ["item_id", "rank", "keyphrase_id", "score", "rerank_score"]
+    pd.testing.assert_frame_equal(shared[cols].sort_values(["item_id", "rank"], ignore_index=True),
+                                  own[cols].sort_values(["item_id", "rank"], ignore_index=True))
+
+    batch = rerank.ItemTexts.open(s, DS, "test").batch(np.array([2, 1, 2], dtype=np.int64))
+    titles, cats = batch.texts(np.array([1, 999, 2], dtype=np.int64))
+    assert titles[0] == catalog().loc[0, "title"] and titles[2] == catalog().loc[1, "title"]
+    assert titles[1] is None and cats[1] == "" and cats[0] == catalog().loc[0, "category"]
+
 def test_items_missing_from_the_catalog_keep_the_students_order(ready, tiny_cross, caplog):
     write_parquet_atomic(catalog().iloc[:20], Lake.from_settings(ready).path("catalog", ds=DS))  # items 21-40 gone
     s = ready.with_overrides(**{"serve.rerank_depth": 20, "serve.rerank_cross": tiny_cross})
