@@ -300,6 +300,8 @@ def test_the_hybrid_table_in_the_doc_is_the_committed_runs_with_every_default(cu
     doc = (REPO / "docs" / "TRAINING.md").read_text()
     start, end = "<!-- hybrid table -->\n", "\n<!-- /hybrid table -->"
     assert doc[doc.index(start) + len(start):doc.index(end)] == curve.hybrid_table()
+    start, end = "<!-- hybrid summary -->\n", "\n<!-- /hybrid summary -->"
+    assert doc[doc.index(start) + len(start):doc.index(end)] == curve.hybrid_summary()
     for stem in curve.HYBRID_RUNS:
         r = json.loads((curve.HYBRID / f"{stem}.json").read_text())
         assert r["simulated"] is True and r["config"]["hybrid_score"] is True, stem
@@ -324,3 +326,20 @@ def test_the_hybrid_table_grades_each_row_against_the_bar(curve, tmp_path):
     m.pop("student_cosine", None)
     (tmp_path / "a.json").write_text(json.dumps({**r, "per_seed": [ps]}))
     assert "(not kept)" in curve.hybrid_table(tmp_path, ("a",))
+
+
+def test_the_hybrid_summary_averages_each_worlds_seeds_and_counts_the_bar(curve, tmp_path):
+    """One line per world: mean ± sample std over its seeds, and on how many seeds the bar is met."""
+    r = json.loads((curve.HYBRID / f"{curve.HYBRID_RUNS[0]}.json").read_text())
+    seeds = []
+    for i, served in enumerate((0.7905, 0.7895, 0.8000)):  # within 0.01 of 0.80; 0.0105 below; above
+        ps = json.loads(json.dumps(r["per_seed"][0]))
+        m = ps["metrics"]
+        ps["seed"], m["zero_shot"]["auc"], m["cross"]["auc"], m["student"]["auc"] = i + 1, 0.70, 0.80, served
+        seeds.append(ps)
+    (tmp_path / "a.json").write_text(json.dumps({**r, "world": "w", "per_seed": seeds}))
+    (tmp_path / "b.json").write_text(json.dumps({**r, "world": "v", "per_seed": seeds[:1]}))
+    lines = curve.hybrid_summary(tmp_path, ("a", "b")).splitlines()
+    assert lines[2].startswith("| w | 3 | 0.7000 ± 0.0000 | 0.8000 ± 0.0000 |")
+    assert "| 0.7933 ± 0.0058 | -0.0067 ± 0.0058 | +0.0933 ± 0.0058 | 2 of 3 |" in lines[2]
+    assert lines[3].startswith("| v | 1 | 0.7000 | 0.8000 |") and lines[3].endswith("| 1 of 1 |")
