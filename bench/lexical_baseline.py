@@ -1,0 +1,130 @@
+"""How much of the served student's gain could the lexical term buy without any training? The hybrid score's
+features (``keyphrase_pipeline.models.lexical_match``) fitted on the untrained base encoder's cosine instead of the
+student's, on the same split as ``kp eval-labels``.
+
+For each ``--worlds`` value: the world's judged pairs (``--pairs``, as ``kp eval-labels --world W --pairs N`` draws
+them), split by keyphrase into halves A and B (``eval_labels.split_by_keyphrase``); the base encoder
+(``train.base_model``, untrained) encodes both halves, its cosine at full size and cut to ``serve.dim``;
+``lexical_match.fit_hybrid`` is fitted on half A's labels with the cut cosine (as ``kp train-bi`` fits the student's,
+on all of A's pairs, no held-out check); on half B, ROC AUC against the judges' labels and against the world's truth
+of: the zero-shot cosine (full size and cut), the zero-shot hybrid (cut cosine + the lexical bonus), and the lexical
+features alone (scikit-learn's ``LogisticRegression`` on the three features, fitted on A). No training seed: the
+split and the base encoder are fixed, so one run per world.
+
+Beside the committed ``kp eval-labels`` runs of the hybrid score (``bench/results/hybrid/``, docs/TRAINING.md, "The
+student's hybrid score") it says how much of the served student's gain over the zero-shot encoder is the lexical term
+(what the zero-shot hybrid also gains) and how much is distillation (what the student's hybrid gains beyond it).
+
+**Simulated** worlds: the features were chosen knowing that these worlds decide relevance on attribute tokens.
+
+    .venv/bin/python bench/lexical_baseline.py --worlds attr,alt,demo,listing --pairs 6000 \\
+        --out bench/results/hybrid/lexical_baseline.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from keyphrase_pipeline.core.settings import load_settings  # noqa: E402
+
+RESULT = REPO / "bench" / "results" / "hybrid" / "lexical_baseline.json"
+MODELS = ("zero_shot", "zero_shot_cut", "zero_shot_hybrid", "lexical_only")
+
+
+def _auc(y, s) -> float | None:
+    from keyphrase_pipeline.models.metrics import auc_or_none
+
+    a = auc_or_none(np.asarray(y, dtype=int), np.asarray(s, dtype=float))
+    return None if a is None else round(a, 4)
+
+
+def world_baseline(settings, world: str, n_pairs: int) -> dict:
+    """One world's row: ``{"world", "split": {"a_pairs", "b_pairs"}, "auc": {model: AUC on B against the labels},
+    "truth_auc": {model: against the world's truth}, "hybrid": HybridScore.as_dict() or None, "seconds"}`` for the
+    models of ``MODELS``. Raises ConfigError (exit 2) for an unknown world."""
+    from sklearn.linear_model import LogisticRegression
+
+    from keyphrase_pipeline.commands.eval_labels import load_pairs, split_by_keyphrase
+    from keyphrase_pipeline.models.base import resolve_base_model
+    from keyphrase_pipeline.models.bi_encoder import _cut, encode_items, encode_keyphrases, load_student
+    from keyphrase_pipeline.models.lexical_match import fit_hybrid, match_features
+
+    t0 = time.perf_counter()
+    pairs = load_pairs(None, world, n_pairs).reset_index(drop=True)
+    in_a = split_by_keyphrase(pairs["keyphrase"].tolist())
+    model = load_student(resolve_base_model(settings.train.base_model), settings.train.device)
+    items = encode_items(model, pairs["title"].tolist(), pairs["category"].tolist())
+    keyphrases = encode_keyphrases(model, pairs["keyphrase"].tolist())
+    full = (items * keyphrases).sum(axis=1)
+    cut = (_cut(items, settings.serve.dim) * _cut(keyphrases, settings.serve.dim)).sum(axis=1)
+    features = match_features(pairs["title"].tolist(), pairs["category"].tolist(), pairs["keyphrase"].tolist())
+    y = (pairs["label"].to_numpy(dtype=float) >= 0.5).astype(int)
+    a, b = in_a, ~in_a
+    hybrid = fit_hybrid(cut[a], features[a], y[a])
+    lexical = LogisticRegression(max_iter=2000, random_state=0).fit(features[a], y[a])
+    scores = {"zero_shot": full, "zero_shot_cut": cut,
+              "zero_shot_hybrid": cut + hybrid.bonus(features) if hybrid else cut,
+              "lexical_only": lexical.decision_function(features)}
+    truth = pairs["truth"].to_numpy(dtype=int) if "truth" in pairs else None
+    return {"world": world, "split": {"a_pairs": int(a.sum()), "b_pairs": int(b.sum())},
+            "auc": {m: _auc(y[b], s[b]) for m, s in scores.items()},
+            "truth_auc": {m: _auc(truth[b], s[b]) for m, s in scores.items()} if truth is not None else None,
+            "hybrid": hybrid.as_dict() if hybrid else None, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def markdown_table(result: dict, students: dict[str, list[float]] | None = None) -> str:
+    """docs/TRAINING.md's table: per world, AUC on half B of the zero-shot cosine (384-d and ``serve.dim``), the
+    zero-shot hybrid, the lexical features alone and, where ``students`` (world -> the served students' AUCs on B,
+    one per seed, from the hybrid ``kp eval-labels`` files) has the world, the served student's mean and what it
+    gains over the zero-shot hybrid."""
+    lines = ["| world | zero-shot 384-d | zero-shot 64-d | zero-shot 64-d + lexical term | lexical features alone | "
+             "student as served (mean of seeds) | student as served - zero-shot + lexical term |",
+             "|---|---|---|---|---|---|---|"]
+    for row in result["worlds"]:
+        auc = row["auc"]
+        served = (students or {}).get(row["world"])
+        mean = float(np.mean(served)) if served else None
+        lines.append(f"| {row['world']} | {auc['zero_shot']:.4f} | {auc['zero_shot_cut']:.4f} | "
+                     f"{auc['zero_shot_hybrid']:.4f} | {auc['lexical_only']:.4f} | "
+                     + (f"{mean:.4f} ({len(served)} seeds) | {mean - auc['zero_shot_hybrid']:+.4f} |" if served
+                        else "not run | |"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--worlds", default="attr,alt,demo,listing", help="comma-separated simulated worlds")
+    ap.add_argument("--pairs", type=int, default=6000)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    rows = []
+    for world in args.worlds.split(","):
+        rows.append(world_baseline(settings, world, args.pairs))
+        logging.info("lexical baseline: %s", json.dumps(rows[-1]))
+    result = {"bench": "lexical_baseline", "simulated": True, "pairs": args.pairs, "serve_dim": settings.serve.dim,
+              "base_model": settings.train.base_model, "worlds": rows,
+              "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    print(markdown_table(result))
+    if args.out:
+        from keyphrase_pipeline.core.lake import write_text_atomic
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(str(Path(args.out).resolve()), json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

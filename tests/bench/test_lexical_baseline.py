@@ -1,0 +1,39 @@
+"""bench/lexical_baseline.py: the hybrid score's lexical features fitted on the untrained encoder's cosine, on
+``kp eval-labels``' split, and its table beside the served students."""
+
+from __future__ import annotations
+
+import numpy as np
+from testsupport import load_bench, make_settings
+
+
+def test_world_baseline_grades_half_b_with_the_fit_of_half_a(tmp_path):
+    from keyphrase_pipeline.commands.eval_labels import load_pairs, split_by_keyphrase
+    from keyphrase_pipeline.models.metrics import auc_or_none
+    from keyphrase_pipeline.models.tiny import build_tiny_encoder
+
+    bench = load_bench("lexical_baseline", "lexical_baseline")
+    model = build_tiny_encoder(tmp_path / "model", hidden=32, seed=1)
+    s = make_settings(tmp_path / "lake", train={"base_model": model, "matryoshka_dims": [32, 16]}, serve={"dim": 16})
+    row = bench.world_baseline(s, "attr", 400)
+    pairs = load_pairs(None, "attr", 400).reset_index(drop=True)
+    in_a = split_by_keyphrase(pairs["keyphrase"].tolist())
+    assert row["split"] == {"a_pairs": int(in_a.sum()), "b_pairs": int((~in_a).sum())}
+    assert set(row["auc"]) == set(bench.MODELS) and set(row["truth_auc"]) == set(bench.MODELS)
+    assert row["hybrid"]["pairs"] == in_a.sum()  # fitted on half A only
+    # the lexical term is graded on B: a random tiny encoder's cosine orders B worse than words found do
+    assert row["auc"]["zero_shot_hybrid"] > row["auc"]["zero_shot_cut"] + 0.05
+    words = pairs.apply(lambda r: np.mean([w in r["title"].lower() for w in r["keyphrase"].lower().split()]), axis=1)
+    b = ~in_a
+    assert abs(row["auc"]["lexical_only"] - auc_or_none(pairs["label"][b].to_numpy(int), words[b].to_numpy())) < 0.05
+
+
+def test_the_table_puts_the_served_students_beside_the_zero_shot_hybrid():
+    bench = load_bench("lexical_baseline", "lexical_baseline")
+    result = {"worlds": [{"world": "w", "auc": {"zero_shot": 0.70, "zero_shot_cut": 0.69, "zero_shot_hybrid": 0.75,
+                                                "lexical_only": 0.72}},
+                         {"world": "v", "auc": {"zero_shot": 0.70, "zero_shot_cut": 0.69, "zero_shot_hybrid": 0.75,
+                                                "lexical_only": 0.72}}]}
+    lines = bench.markdown_table(result, {"w": [0.80, 0.82]}).splitlines()
+    assert lines[2] == "| w | 0.7000 | 0.6900 | 0.7500 | 0.7200 | 0.8100 (2 seeds) | +0.0600 |"
+    assert lines[3] == "| v | 0.7000 | 0.6900 | 0.7500 | 0.7200 | not run | |"
