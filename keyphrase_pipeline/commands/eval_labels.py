@@ -181,6 +181,11 @@ def run_seed(settings: Settings, half_a_path: str, a, b, seed: int, work: Path, 
     if "truth" in b:  # a simulated world: where each model wins or loses, against the unflipped truth
         for m, v in scores.items():
             metrics[m]["truth"] = truth_breakdown(b, v[len(a):])
+    cross_auc, zero_auc = metrics["cross"].get("auc"), metrics["zero_shot"].get("auc")
+    if cross_auc is not None and zero_auc is not None and cross_auc < zero_auc:
+        log.warning("seed %d: the cross-encoder orders half B worse than the untrained encoder (AUC %.4f < %.4f): "
+                    "too few judged pairs in half A (%d) or too short a budget for it to learn; the student is "
+                    "distilled from it", seed, cross_auc, zero_auc, len(a))
     return {"seed": seed, "metrics": metrics, "cross_seconds": round(t_cross, 1), "student_seconds": round(t_bi, 1),
             "cross_steps": cross.get("steps"), "cross_best_step": cross.get("best_step"),
             "score_seconds": round(t_score, 1),
@@ -214,6 +219,8 @@ def summarise(per_seed: list[dict]) -> dict:
             if m in out:
                 out[m]["f1_gap_to_cross"] = round(out["cross"]["f1"]["mean"] - out[m]["f1"]["mean"], 4)
                 out[m]["auc_gap_to_cross"] = round(out["cross"]["auc"]["mean"] - out[m]["auc"]["mean"], 4)
+    if "student" in out:  # served with its hybrid score on this many seeds (then student_cosine is its cosine)
+        out["student"]["hybrid_score_seeds"] = sum("student_cosine" in r["metrics"] for r in per_seed)
     return out
 
 

@@ -510,7 +510,10 @@ def load_training_data(settings: Settings, ds: str, labels: str | None = None, n
     snapshot.update({"llm_train_rows": len(llm) - n_test, "llm_test_rows": n_test,
                      "ctr_positive_rows": len(ctr), "sr_rows": len(sr), "test_fraction": frac})
     if n_test == 0 or n_test == len(llm):
+        by = (f"by keyphrase, and the file has {llm['keyphrase'].str.lower().nunique()} distinct keyphrase(s): a "
+              "keyphrase's pairs all fall on one side, so give pairs of more keyphrases" if labels
+              else "by pair")
         raise DataError(f"held-out split of {len(llm)} pairs gave {n_test} test pairs: need some of each "
-                        f"(train.test_fraction={frac})")
+                        f"(train.test_fraction={frac}; the split is {by})")
     log.info("training data for %s: %s", ds, snapshot)
     return TrainingData(llm=llm, ctr=ctr, sr=sr, snapshot=snapshot)

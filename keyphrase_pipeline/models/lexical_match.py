@@ -39,6 +39,7 @@ from keyphrase_pipeline.models.text import clean
 
 FEATURES = ("query_token_share", "attribute_token_share", "attribute_tokens_missing")
 FEATURES_VERSION = 1  # how tokens and features are computed; a stored score of another version is refused
+MAX_RATIO = 1e6  # the largest stored weight per unit of cosine accepted (far above any fit: 0.01-10)
 _WORD = re.compile(r"[^\W_]+")  # a maximal run of letters and digits (Unicode), underscores excluded
 
 
@@ -109,10 +110,12 @@ class HybridScore:
 
     @classmethod
     def from_dict(cls, value) -> HybridScore | None:
-        """The score ``as_dict`` stored, or None for None/{}. Raises ValueError for anything else that is not such a
-        record: not a dict, another ``features_version``, a feature this code does not compute, a weight that is not
-        a finite number, a cosine weight that is not positive."""
-        if not value:
+        """The score ``as_dict`` stored, or None for None or ``{}`` (no hybrid score). Raises ValueError, naming the
+        problem, for anything else that is not such a record: not a dict (``false``, ``0``, a list, a string), another
+        ``features_version``, a feature this code does not compute or one it computes missing, a weight that is not
+        a finite number, a cosine weight that is not positive, a weight per unit of cosine beyond ``MAX_RATIO`` (the
+        bonus would overflow float32), a ``pairs`` that is not a count."""
+        if value is None or (isinstance(value, dict) and not value):
             return None
         if not isinstance(value, dict) or not isinstance(value.get("weights"), dict):
             raise ValueError(f"hybrid score {value!r}: not a record of cosine_weight and weights")
@@ -120,14 +123,36 @@ class HybridScore:
             raise ValueError(f"hybrid score of features_version {value.get('features_version')!r}; this code computes "
                              f"version {FEATURES_VERSION}")
         weights = value["weights"]
-        unknown = sorted(set(weights) - set(FEATURES))
-        numbers = [value.get("cosine_weight"), *weights.values()]
-        finite = all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in numbers)
-        if unknown or not finite or value["cosine_weight"] <= 0:
-            raise ValueError(f"hybrid score {value!r}: unknown features {unknown}, a weight that is not a finite number, "
-                             f"or a cosine weight that is not positive; known features: {list(FEATURES)}")
-        return cls(float(value["cosine_weight"]), tuple(float(weights.get(f, 0.0)) for f in FEATURES),
-                   FEATURES, int(value.get("pairs", 0)))
+        unknown, missing = sorted(set(weights) - set(FEATURES)), [f for f in FEATURES if f not in weights]
+        if unknown or missing:
+            raise ValueError(f"hybrid score {value!r}: unknown features {unknown}, missing features {missing}; it needs "
+                             f"a weight for each of {list(FEATURES)}")
+        numbers = {"cosine_weight": value.get("cosine_weight"), **weights}
+        bad = [k for k, v in numbers.items() if not _finite_number(v)]
+        if bad:
+            raise ValueError(f"hybrid score {value!r}: {bad} not a finite number")
+        cosine_weight = float(value["cosine_weight"])
+        if cosine_weight <= 0:
+            raise ValueError(f"hybrid score {value!r}: cosine_weight {cosine_weight} is not positive")
+        with np.errstate(over="ignore"):
+            ratios = np.array([float(weights[f]) for f in FEATURES]) / cosine_weight
+        if not (np.isfinite(ratios).all() and (np.abs(ratios) <= MAX_RATIO).all()):
+            raise ValueError(f"hybrid score {value!r}: a weight per unit of cosine beyond {MAX_RATIO:g} (the cosine "
+                             "weight is too small for the others)")
+        pairs = value.get("pairs", 0)
+        if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 0:
+            raise ValueError(f"hybrid score {value!r}: pairs {pairs!r} is not a count of judged pairs")
+        return cls(cosine_weight, tuple(float(weights[f]) for f in FEATURES), FEATURES, pairs)
+
+
+def _finite_number(v) -> bool:
+    """An int or float (not a bool) that converts to a finite float64 (a 400-digit int does not)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return bool(np.isfinite(float(v)))
+    except OverflowError:
+        return False
 
 
 def fit_hybrid(cosines, features, labels, seed: int = 0) -> HybridScore | None:

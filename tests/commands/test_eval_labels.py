@@ -32,7 +32,7 @@ def test_transfer_metrics_use_the_threshold_of_the_other_half():
     assert m["positive_share"] == 0.5 and m["n"] == 4
 
 
-def test_protocol_end_to_end_on_a_labels_file(tmp_path):
+def test_protocol_end_to_end_on_a_labels_file(tmp_path, caplog):
     """Tiny encoder, tiny budget: every model is scored on the other half, with the summary and a result
     file; a file with one class on a half is refused with a clear error."""
     from keyphrase_pipeline.commands import eval_labels
@@ -44,8 +44,14 @@ def test_protocol_end_to_end_on_a_labels_file(tmp_path):
     path = tmp_path / "judged.csv"
     pairs.to_csv(path, index=False)
     out = tmp_path / "result.json"
-    r = eval_labels.run(s, labels=str(path), seeds=[1, 2], out=str(out))
+    with caplog.at_level("WARNING", logger="keyphrase_pipeline.commands.eval_labels"):
+        r = eval_labels.run(s, labels=str(path), seeds=[1, 2], out=str(out))
     assert r["split"]["a_pairs"] + r["split"]["b_pairs"] == 200
+    below = [x["seed"] for x in r["per_seed"] if x["metrics"]["cross"]["auc"] < x["metrics"]["zero_shot"]["auc"]]
+    warned = [x["seed"] for x in r["per_seed"]
+              if f"seed {x['seed']}: the cross-encoder orders half B worse than the untrained encoder" in caplog.text]
+    assert warned == below  # a teacher below the zero-shot encoder is said, and only then
+    assert r["summary"]["student"]["hybrid_score_seeds"] == sum("student_cosine" in x["metrics"] for x in r["per_seed"])
     models = {"zero_shot", "zero_shot_cut", "cross", "student", "student_full"}
     assert set(r["summary"]) in (models, models | {"student_cosine"})  # the cosine alone when a hybrid score is kept
     assert r["summary"]["cross"]["f1"]["n"] == 2 and r["summary"]["cross"]["f1"]["std"] >= 0

@@ -48,7 +48,10 @@ def test_stored_form_round_trips_and_refuses_what_this_code_cannot_compute():
     with pytest.raises(ValueError, match="unknown features"):
         HybridScore.from_dict({"cosine_weight": 1.0, "weights": {"bm25": 1.0}})
     with pytest.raises(ValueError, match="not positive"):
-        HybridScore.from_dict({"cosine_weight": 0.0, "weights": {}})
+        HybridScore.from_dict({**h.as_dict(), "cosine_weight": 0.0})
+    with pytest.raises(ValueError, match=r"missing features \['attribute_tokens_missing'\]"):
+        HybridScore.from_dict({"cosine_weight": 1.0, "weights": {"query_token_share": 1.0,
+                                                                 "attribute_token_share": 1.0}})
 
 
 def _judged(n: int, seed: int = 0):
@@ -82,10 +85,39 @@ def test_fit_gives_none_for_one_class_or_a_cosine_that_does_not_order():
                                  {"cosine_weight": float("nan"), "weights": {}},
                                  {"cosine_weight": 1.0, "weights": {"query_token_share": float("inf")}},
                                  {"cosine_weight": 1.0, "weights": {"query_token_share": "0.5"}},
-                                 {"cosine_weight": 1.0, "weights": {}, "features_version": 99}])
+                                 {"cosine_weight": 1.0, "weights": {}, "features_version": 99},
+                                 False, 0, [], "", {"cosine_weight": 1.0, "weights": {}}])
 def test_a_stored_score_that_is_not_one_is_refused(bad):
     with pytest.raises(ValueError, match="hybrid score"):
         HybridScore.from_dict(bad)
+
+
+_GOOD = {"cosine_weight": 2.0, "weights": {"query_token_share": 0.2, "attribute_token_share": 0.1,
+                                           "attribute_tokens_missing": -0.01}, "pairs": 10, "features_version": 1}
+
+
+@pytest.mark.parametrize("change,problem", [
+    ({"pairs": None}, "pairs None is not a count"), ({"pairs": "x"}, "pairs 'x' is not a count"),
+    ({"pairs": -1}, "is not a count"), ({"pairs": True}, "is not a count"),
+    ({"cosine_weight": 10 ** 400}, r"\['cosine_weight'\] not a finite number"),
+    ({"cosine_weight": 1e-320}, "per unit of cosine beyond"),
+    ({"cosine_weight": 1e-10, "weights": {**_GOOD["weights"], "query_token_share": 1e300}}, "per unit of cosine"),
+    ({"weights": {**_GOOD["weights"], "attribute_token_share": float("nan")}},
+     r"\['attribute_token_share'\] not a finite number"),
+])
+def test_each_malformed_field_is_named_and_nothing_scores_nan(change, problem):
+    """What a hand-edited kp_model.json can hold: each refused with its problem named, so no record that loads
+    scores NaN or infinity (a cosine weight of 1e-320 once passed and served NaN)."""
+    assert HybridScore.from_dict(_GOOD) is not None
+    with pytest.raises(ValueError, match=problem):
+        HybridScore.from_dict({**_GOOD, **change})
+
+
+def test_every_score_that_loads_is_finite_on_any_features():
+    h = HybridScore.from_dict({**_GOOD, "cosine_weight": 1e-300, "weights": {f: 1e-295 for f in FEATURES}})
+    assert h is not None  # ratios of 1e5: extreme but within MAX_RATIO
+    scores = h.score([0.5, -1.0], ["a 1 2 3 4 5 6 7 8 9 10", "x"], ["", ""], ["1 2 3 4 5 6 7 8 9 10 11 12", "x"])
+    assert np.isfinite(scores).all()
 
 
 def test_load_hybrid_turns_a_bad_record_into_a_config_error(tmp_path):

@@ -401,6 +401,7 @@ def test_hybrid_score_is_fitted_kept_only_when_it_helps_stored_and_scored(tmp_pa
     at serve.dim and the lexical match features (models.lexical_match) is kept when it lifts the held-out AUC; the
     model's kp_model.json stores it, its threshold and held-out metrics are on its scale, and ``kp score`` serves it;
     one that hurts is not kept; off, nothing is fitted."""
+    import re
     import shutil
 
     import numpy as np
@@ -415,6 +416,10 @@ def test_hybrid_score_is_fitted_kept_only_when_it_helps_stored_and_scored(tmp_pa
     lake = tmp_path / "lake"
     shutil.copytree(w["lake"], lake)
     s = tiny_settings(make_settings, lake, w["base"], bi_max_steps=5)
+    few = train_bi.run(s, DS, cross=w["cross"]["path"], out=str(tmp_path / "few"))  # the tiny world's held-out split
+    assert few["hybrid_score"]["applied"] is False and load_hybrid(tmp_path / "few") is None
+    assert re.fullmatch(r"\d+ held-out pairs, fewer than the 100 needed to choose on", few["hybrid_score"]["why"])
+    monkeypatch.setattr(train_bi, "HYBRID_MIN_HELDOUT", 10)
     good = train_bi.run(s, DS, cross=w["cross"]["path"], out=str(tmp_path / "good"))
     rec = good["hybrid_score"]
     assert rec["pairs"] > 0 and set(rec["weights"]) == set(lexical_match.FEATURES) and rec["cosine_weight"] > 0
@@ -428,6 +433,7 @@ def test_hybrid_score_is_fitted_kept_only_when_it_helps_stored_and_scored(tmp_pa
     # one that hurts (a large weight on the keyphrase's words found: the tiny world's negatives share words): not kept
     hurts = lexical_match.HybridScore(1.0, (50.0, 0.0, 0.0))
     monkeypatch.setattr(lexical_match, "fit_hybrid", lambda *a, **k: hurts)
+    monkeypatch.setattr(train_bi, "HYBRID_MIN_HELDOUT", 10)
     bad = train_bi.run(s.with_overrides(**{"train.seed": 3}), DS, cross=w["cross"]["path"], out=str(tmp_path / "bad"))
     assert bad["hybrid_score"]["heldout_auc_after"] < bad["hybrid_score"]["heldout_auc_before"]
     assert bad["hybrid_score"]["applied"] is False and load_hybrid(tmp_path / "bad") is None
@@ -452,3 +458,22 @@ def test_hybrid_score_is_fitted_kept_only_when_it_helps_stored_and_scored(tmp_pa
                       pairs["keyphrase"].tolist(), dim=s.serve.dim)
     bonus = np.array([1.0 * 1 + 0.5 * 1 - 0.2 * 0, 1.0 * 0 + 0.5 * 0 - 0.2 * 1]) / 2.0  # all words / none, 20w missing
     np.testing.assert_allclose(BiScorer(s, str(model_dir)).score(pairs), cos + bonus, atol=1e-5)
+
+
+def test_a_labels_file_without_ctr_is_not_warned_about(monkeypatch, caplog, tmp_path):
+    """With a labels file the ctr task has no data by design: said at INFO, not as a warning; from the lake, a task
+    without data is a warning."""
+    from types import SimpleNamespace
+
+    from keyphrase_pipeline.stages import train_bi
+
+    monkeypatch.setattr(train_bi, "build_task_datasets", lambda *a, **k: {"llm": [1, 2]})
+    s = make_settings(tmp_path / "lake")
+    file_data = SimpleNamespace(snapshot={"source": "file", "labels_file": "/x.csv"})
+    with caplog.at_level("INFO", logger="keyphrase_pipeline.stages.train_bi"):
+        assert train_bi._tasks(s, DS, file_data, ["llm", "ctr"], None)[2] == ["ctr"]
+    assert "tasks without data" not in caplog.text and "the ctr task is skipped" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="keyphrase_pipeline.stages.train_bi"):
+        train_bi._tasks(s, DS, SimpleNamespace(snapshot={"source": "lake"}), ["llm", "ctr"], None)
+    assert "tasks without data, skipped: ['ctr']" in caplog.text
