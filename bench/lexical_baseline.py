@@ -15,10 +15,12 @@ Beside the committed ``kp eval-labels`` runs of the hybrid score (``bench/result
 student's hybrid score") it says how much of the served student's gain over the zero-shot encoder is the lexical term
 (what the zero-shot hybrid also gains) and how much is distillation (what the student's hybrid gains beyond it).
 
-**Simulated** worlds: the features were chosen knowing that these worlds decide relevance on attribute tokens.
+**Simulated** worlds: the features were chosen knowing that these worlds decide relevance on attribute tokens. On a
+team's own judged pairs (``--labels FILE``) it says how much word overlap alone ranks them, before any training.
 
-    .venv/bin/python bench/lexical_baseline.py --worlds attr,alt,demo,listing --pairs 6000 \\
+    .venv/bin/python bench/lexical_baseline.py --worlds attr,alt,demo,listing,open --pairs 6000 \\
         --out bench/results/hybrid/lexical_baseline.json
+    .venv/bin/python bench/lexical_baseline.py --labels judged.csv --out lexical_baseline_mine.json
 """
 
 from __future__ import annotations
@@ -49,10 +51,12 @@ def _auc(y, s) -> float | None:
     return None if a is None else round(a, 4)
 
 
-def world_baseline(settings, world: str, n_pairs: int) -> dict:
-    """One world's row: ``{"world", "split": {"a_pairs", "b_pairs"}, "auc": {model: AUC on B against the labels},
-    "truth_auc": {model: against the world's truth}, "hybrid": HybridScore.as_dict() or None, "seconds"}`` for the
-    models of ``MODELS``. Raises ConfigError (exit 2) for an unknown world."""
+def world_baseline(settings, world: str | None, n_pairs: int, labels: str | None = None) -> dict:
+    """One world's row (or, with ``labels``, a judged pairs file's, as ``kp eval-labels --labels FILE`` reads it):
+    ``{"world", "labels", "split": {"a_pairs", "b_pairs"}, "auc": {model: AUC on B against the labels}, "truth_auc":
+    {model: against the world's truth; None for a file}, "hybrid": HybridScore.as_dict() or None, "seconds"}`` for the
+    models of ``MODELS``. Raises ConfigError (exit 2) for an unknown world or not exactly one of ``world``/``labels``;
+    DataError (exit 3) for an invalid file."""
     from sklearn.linear_model import LogisticRegression
 
     from keyphrase_pipeline.commands.eval_labels import load_pairs, split_by_keyphrase
@@ -61,7 +65,7 @@ def world_baseline(settings, world: str, n_pairs: int) -> dict:
     from keyphrase_pipeline.models.lexical_match import fit_hybrid, match_features
 
     t0 = time.perf_counter()
-    pairs = load_pairs(None, world, n_pairs).reset_index(drop=True)
+    pairs = load_pairs(labels, world, n_pairs).reset_index(drop=True)
     in_a = split_by_keyphrase(pairs["keyphrase"].tolist())
     model = load_student(resolve_base_model(settings.train.base_model), settings.train.device)
     items = encode_items(model, pairs["title"].tolist(), pairs["category"].tolist())
@@ -77,47 +81,71 @@ def world_baseline(settings, world: str, n_pairs: int) -> dict:
               "zero_shot_hybrid": cut + hybrid.bonus(features) if hybrid else cut,
               "lexical_only": lexical.decision_function(features)}
     truth = pairs["truth"].to_numpy(dtype=int) if "truth" in pairs else None
-    return {"world": world, "split": {"a_pairs": int(a.sum()), "b_pairs": int(b.sum())},
+    return {"world": world, "labels": labels, "split": {"a_pairs": int(a.sum()), "b_pairs": int(b.sum())},
             "auc": {m: _auc(y[b], s[b]) for m, s in scores.items()},
             "truth_auc": {m: _auc(truth[b], s[b]) for m, s in scores.items()} if truth is not None else None,
             "hybrid": hybrid.as_dict() if hybrid else None, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def markdown_table(result: dict, students: dict[str, list[float]] | None = None) -> str:
+def served_runs(results_dir: Path = RESULT.parent) -> dict[str, dict[str, list[float]]]:
+    """World -> {"teacher": [...], "student": [...]}: AUC on half B of each seed's teacher and served student in the
+    ``kp eval-labels`` files of ``results_dir`` (every JSON file with ``per_seed``; this bench's own file and
+    others are skipped), in file and seed order."""
+    runs: dict[str, dict[str, list[float]]] = {}
+    for path in sorted(results_dir.glob("*.json")):
+        run = json.loads(path.read_text())
+        if not isinstance(run, dict) or "per_seed" not in run or not run.get("world"):
+            continue
+        into = runs.setdefault(run["world"], {"teacher": [], "student": []})
+        for ps in run["per_seed"]:
+            into["teacher"].append(ps["metrics"]["cross"]["auc"])
+            into["student"].append(ps["metrics"]["student"]["auc"])
+    return runs
+
+
+def markdown_table(result: dict, runs: dict[str, dict[str, list[float]]] | None = None) -> str:
     """docs/TRAINING.md's table: per world, AUC on half B of the zero-shot cosine (384-d and ``serve.dim``), the
-    zero-shot hybrid, the lexical features alone and, where ``students`` (world -> the served students' AUCs on B,
-    one per seed, from the hybrid ``kp eval-labels`` files) has the world, the served student's mean and what it
-    gains over the zero-shot hybrid."""
+    zero-shot hybrid, the lexical features alone and, where ``runs`` (``served_runs``) has the world, the mean over
+    its seeds of the teacher and of the served student, and what the student gains over the zero-shot hybrid."""
     lines = ["| world | zero-shot 384-d | zero-shot 64-d | zero-shot 64-d + lexical term | lexical features alone | "
-             "student as served (mean of seeds) | student as served - zero-shot + lexical term |",
-             "|---|---|---|---|---|---|---|"]
+             "teacher (mean of seeds) | student as served (mean of seeds) | student - zero-shot + lexical term |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in result["worlds"]:
         auc = row["auc"]
-        served = (students or {}).get(row["world"])
-        mean = float(np.mean(served)) if served else None
-        lines.append(f"| {row['world']} | {auc['zero_shot']:.4f} | {auc['zero_shot_cut']:.4f} | "
-                     f"{auc['zero_shot_hybrid']:.4f} | {auc['lexical_only']:.4f} | "
-                     + (f"{mean:.4f} ({len(served)} seeds) | {mean - auc['zero_shot_hybrid']:+.4f} |" if served
-                        else "not run | |"))
+        run = (runs or {}).get(row["world"])
+        cells = [f"{auc[m]:.4f}" for m in ("zero_shot", "zero_shot_cut", "zero_shot_hybrid", "lexical_only")]
+        if run:
+            teacher, student = float(np.mean(run["teacher"])), float(np.mean(run["student"]))
+            n = len(run["student"])
+            cells += [f"{teacher:.4f}", f"{student:.4f} ({n} seed{'s' if n > 1 else ''})",
+                      f"{student - auc['zero_shot_hybrid']:+.4f}"]
+        else:
+            cells += ["not run", "not run", ""]
+        lines.append(f"| {row['world'] or Path(row['labels']).name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--worlds", default="attr,alt,demo,listing", help="comma-separated simulated worlds")
+    ap.add_argument("--labels", default=None, help="a judged pairs file instead (title, category, keyphrase, label)")
     ap.add_argument("--pairs", type=int, default=6000)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--table", action="store_true", help="print docs/TRAINING.md's table from the committed files")
     args = ap.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(RESULT.read_text()), served_runs()))
+        return {}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     rows = []
-    for world in args.worlds.split(","):
-        rows.append(world_baseline(settings, world, args.pairs))
+    for world in [None] if args.labels else args.worlds.split(","):
+        rows.append(world_baseline(settings, world, args.pairs, args.labels))
         logging.info("lexical baseline: %s", json.dumps(rows[-1]))
-    result = {"bench": "lexical_baseline", "simulated": True, "pairs": args.pairs, "serve_dim": settings.serve.dim,
+    result = {"bench": "lexical_baseline", "simulated": not args.labels, "pairs": args.pairs, "serve_dim": settings.serve.dim,
               "base_model": settings.train.base_model, "worlds": rows,
               "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-    print(markdown_table(result))
+    print(markdown_table(result, served_runs()))
     if args.out:
         from keyphrase_pipeline.core.lake import write_text_atomic
 

@@ -30,10 +30,46 @@ def test_world_baseline_grades_half_b_with_the_fit_of_half_a(tmp_path):
 
 def test_the_table_puts_the_served_students_beside_the_zero_shot_hybrid():
     bench = load_bench("lexical_baseline", "lexical_baseline")
-    result = {"worlds": [{"world": "w", "auc": {"zero_shot": 0.70, "zero_shot_cut": 0.69, "zero_shot_hybrid": 0.75,
-                                                "lexical_only": 0.72}},
-                         {"world": "v", "auc": {"zero_shot": 0.70, "zero_shot_cut": 0.69, "zero_shot_hybrid": 0.75,
-                                                "lexical_only": 0.72}}]}
-    lines = bench.markdown_table(result, {"w": [0.80, 0.82]}).splitlines()
-    assert lines[2] == "| w | 0.7000 | 0.6900 | 0.7500 | 0.7200 | 0.8100 (2 seeds) | +0.0600 |"
-    assert lines[3] == "| v | 0.7000 | 0.6900 | 0.7500 | 0.7200 | not run | |"
+    auc = {"zero_shot": 0.70, "zero_shot_cut": 0.69, "zero_shot_hybrid": 0.75, "lexical_only": 0.72}
+    result = {"worlds": [{"world": "w", "auc": auc}, {"world": "v", "auc": auc}]}
+    lines = bench.markdown_table(result, {"w": {"teacher": [0.79, 0.81], "student": [0.80, 0.82]}}).splitlines()
+    assert lines[2] == "| w | 0.7000 | 0.6900 | 0.7500 | 0.7200 | 0.8000 | 0.8100 (2 seeds) | +0.0600 |"
+    assert lines[3] == "| v | 0.7000 | 0.6900 | 0.7500 | 0.7200 | not run | not run |  |"
+
+
+def test_the_docs_table_is_the_committed_baseline_beside_the_committed_hybrid_runs():
+    """docs/TRAINING.md's table is generated from bench/results/hybrid/: the baseline file and every kp eval-labels
+    file there; the baseline's split is eval-labels' split of the same world (same pair counts)."""
+    import json
+    from pathlib import Path
+
+    bench = load_bench("lexical_baseline", "lexical_baseline")
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "TRAINING.md").read_text()
+    start, end = "<!-- lexical baseline table -->\n", "\n<!-- /lexical baseline table -->"
+    runs = bench.served_runs()
+    assert doc[doc.index(start) + len(start):doc.index(end)] == bench.markdown_table(
+        json.loads(bench.RESULT.read_text()), runs)
+    assert {"attr", "alt"} <= set(runs)
+    for path in sorted(bench.RESULT.parent.glob("*.json")):
+        run = json.loads(path.read_text())
+        if "per_seed" in run:
+            row = next(r for r in json.loads(bench.RESULT.read_text())["worlds"] if r["world"] == run["world"])
+            assert row["split"] == {k: run["split"][k] for k in ("a_pairs", "b_pairs")}, path.name
+
+
+def test_a_judged_pairs_file_is_split_and_graded_the_same_way(tmp_path):
+    """--labels FILE: the file's pairs as kp eval-labels reads them, no truth to grade against."""
+    from distill_helpers import make_pairs
+
+    from keyphrase_pipeline.models.tiny import build_tiny_encoder
+
+    bench = load_bench("lexical_baseline", "lexical_baseline")
+    model = build_tiny_encoder(tmp_path / "model", hidden=32, seed=1)
+    s = make_settings(tmp_path / "lake", train={"base_model": model, "matryoshka_dims": [32, 16]}, serve={"dim": 16})
+    pairs = make_pairs(200, seed=2)
+    pairs["keyphrase"] = pairs["keyphrase"] + " " + (pairs.index % 40).astype(str)
+    pairs.to_csv(tmp_path / "judged.csv", index=False)
+    row = bench.world_baseline(s, None, 0, labels=str(tmp_path / "judged.csv"))
+    assert row["labels"] == str(tmp_path / "judged.csv") and row["truth_auc"] is None
+    assert row["split"]["a_pairs"] + row["split"]["b_pairs"] == 200 and row["auc"]["zero_shot_hybrid"] is not None
+    assert bench.markdown_table({"worlds": [row]}).splitlines()[2].startswith("| judged.csv | ")
