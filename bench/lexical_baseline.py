@@ -6,9 +6,10 @@ For each ``--worlds`` value: the world's judged pairs (``--pairs``, as ``kp eval
 them), split by keyphrase into halves A and B (``eval_labels.split_by_keyphrase``); the base encoder
 (``train.base_model``, untrained) encodes both halves, its cosine at full size and cut to ``serve.dim``;
 ``lexical_match.fit_hybrid`` is fitted on half A's labels with the cut cosine (as ``kp train-bi`` fits the student's,
-on all of A's pairs, no held-out check); on half B, ROC AUC against the judges' labels and against the world's truth
-of: the zero-shot cosine (full size and cut), the zero-shot hybrid (cut cosine + the lexical bonus), and the lexical
-features alone (scikit-learn's ``LogisticRegression`` on the three features, fitted on A). No training seed: the
+but on all of A's pairs, uncapped, and kept whatever it does: no held-out check); on half B, ROC AUC against the
+judges' labels and against the world's truth of: the zero-shot cosine (full size and cut), the zero-shot hybrid
+(cut cosine + the lexical bonus), and the lexical features alone (scikit-learn's ``LogisticRegression`` on the three
+features, fitted on A). No training seed: the
 split and the base encoder are fixed, so one run per world.
 
 Beside the committed ``kp eval-labels`` runs of the hybrid score (``bench/results/hybrid/``, docs/TRAINING.md, "The
@@ -113,12 +114,13 @@ def markdown_table(result: dict, runs: dict[str, dict[str, list[float]]] | None 
     for row in result["worlds"]:
         auc = row["auc"]
         run = (runs or {}).get(row["world"])
-        cells = [f"{auc[m]:.4f}" for m in ("zero_shot", "zero_shot_cut", "zero_shot_hybrid", "lexical_only")]
+        cells = ["n/a" if auc[m] is None else f"{auc[m]:.4f}"  # None: half B of one class
+                 for m in ("zero_shot", "zero_shot_cut", "zero_shot_hybrid", "lexical_only")]
         if run:
             teacher, student = float(np.mean(run["teacher"])), float(np.mean(run["student"]))
             n = len(run["student"])
-            cells += [f"{teacher:.4f}", f"{student:.4f} ({n} seed{'s' if n > 1 else ''})",
-                      f"{student - auc['zero_shot_hybrid']:+.4f}"]
+            gain = "" if auc["zero_shot_hybrid"] is None else f"{student - auc['zero_shot_hybrid']:+.4f}"
+            cells += [f"{teacher:.4f}", f"{student:.4f} ({n} seed{'s' if n > 1 else ''})", gain]
         else:
             cells += ["not run", "not run", ""]
         lines.append(f"| {row['world'] or Path(row['labels']).name} | " + " | ".join(cells) + " |")

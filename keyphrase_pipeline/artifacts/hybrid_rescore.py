@@ -50,8 +50,8 @@ class HybridRescorer:
         logged). Opens the day's catalog (footers checked) before the index is read.
 
         Raises DataError (exit 3) when ``raw/catalog/ds=D`` is missing; SchemaError (exit 3) when it breaks its
-        contract; ConfigError (exit 2) when the student's stored hybrid score names a feature this code does not
-        compute (``bi_encoder.load_hybrid``)."""
+        contract; ConfigError (exit 2) when the student's stored hybrid score is not a sound record
+        (``bi_encoder.load_hybrid``)."""
         from keyphrase_pipeline.models.bi_encoder import load_hybrid
 
         depth = settings.serve.hybrid_depth

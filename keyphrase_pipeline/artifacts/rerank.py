@@ -210,10 +210,6 @@ class Reranker:
         """What the rows' ``rerank_cross_version`` records: the registry version, else the model directory."""
         return self.cross_version or self.cross_dir
 
-    def texts(self, item_ids):
-        """(titles, categories) of ``item_ids`` from the day's catalog (``ItemTexts.texts``)."""
-        return self.catalog.texts(item_ids)
-
     def score(self, titles, categories, keyphrases) -> np.ndarray:
         """P(relevant) float32 ``(n,)`` of the pairs, ``CHUNK_PAIRS`` at a time; a progress line (pairs scored of
         those planned, the cross-encoder's rate, and the minutes left at the run's wall-clock pace since ``plan``,

@@ -181,11 +181,7 @@ def run_seed(settings: Settings, half_a_path: str, a, b, seed: int, work: Path, 
     if "truth" in b:  # a simulated world: where each model wins or loses, against the unflipped truth
         for m, v in scores.items():
             metrics[m]["truth"] = truth_breakdown(b, v[len(a):])
-    cross_auc, zero_auc = metrics["cross"].get("auc"), metrics["zero_shot"].get("auc")
-    if cross_auc is not None and zero_auc is not None and cross_auc < zero_auc:
-        log.warning("seed %d: the cross-encoder orders half B worse than the untrained encoder (AUC %.4f < %.4f): "
-                    "too few judged pairs in half A (%d) or too short a budget for it to learn; the student is "
-                    "distilled from it", seed, cross_auc, zero_auc, len(a))
+    warn_if_teacher_below_zero_shot(seed, metrics, len(a))
     return {"seed": seed, "metrics": metrics, "cross_seconds": round(t_cross, 1), "student_seconds": round(t_bi, 1),
             "cross_steps": cross.get("steps"), "cross_best_step": cross.get("best_step"),
             "score_seconds": round(t_score, 1),
@@ -194,6 +190,19 @@ def run_seed(settings: Settings, half_a_path: str, a, b, seed: int, work: Path, 
             "student_distillation": stud.get("distillation"), "student_hybrid_score": stud.get("hybrid_score"),
             "cross_budget": (cross.get("budget") or {}).get("reason"),
             "student_budget": (stud.get("budget") or {}).get("reason")}
+
+
+def warn_if_teacher_below_zero_shot(seed: int, metrics: dict, a_pairs: int) -> bool:
+    """Log a warning (and return True) when the cross-encoder's AUC on half B is below the zero-shot encoder's:
+    the student is then distilled from a teacher that learned nothing useful. ``metrics``: ``run_seed``'s per-model
+    transfer metrics; ``a_pairs``: half A's size, named in the warning."""
+    cross_auc, zero_auc = metrics["cross"].get("auc"), metrics["zero_shot"].get("auc")
+    if cross_auc is None or zero_auc is None or cross_auc >= zero_auc:
+        return False
+    log.warning("seed %d: the cross-encoder orders half B worse than the untrained encoder (AUC %.4f < %.4f): "
+                "too few judged pairs in half A (%d) or too short a budget for it to learn; the student is "
+                "distilled from it", seed, cross_auc, zero_auc, a_pairs)
+    return True
 
 
 def summarise(per_seed: list[dict]) -> dict:

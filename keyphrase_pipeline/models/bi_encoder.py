@@ -180,7 +180,8 @@ def load_hybrid(model_dir: str | Path):
     """The student's hybrid score (``models.lexical_match.HybridScore``) stored in its ``kp_model.json``, or None
     (none stored: its served score is the cosine). ``model_dir``: a model directory or a registry version directory.
 
-    Raises ConfigError (exit 2) for a stored hybrid this code cannot compute (a feature it does not know)."""
+    Raises ConfigError (exit 2) for a stored hybrid that is not a sound record (``HybridScore.from_dict``: another
+    features version, a feature unknown or missing, a weight that is not a finite number, ...)."""
     from keyphrase_pipeline.models.lexical_match import HybridScore
 
     d = Path(model_dir)

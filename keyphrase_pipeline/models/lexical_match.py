@@ -39,7 +39,8 @@ from keyphrase_pipeline.models.text import clean
 
 FEATURES = ("query_token_share", "attribute_token_share", "attribute_tokens_missing")
 FEATURES_VERSION = 1  # how tokens and features are computed; a stored score of another version is refused
-MAX_RATIO = 1e6  # the largest stored weight per unit of cosine accepted (far above any fit: 0.01-10)
+MAX_RATIO = 1e6  # the largest weight per unit of cosine fitted or stored (fits seen: 0.001-47; beyond, the
+# cosine says next to nothing and a bonus could overflow float32)
 _WORD = re.compile(r"[^\W_]+")  # a maximal run of letters and digits (Unicode), underscores excluded
 
 
@@ -165,8 +166,10 @@ def fit_hybrid(cosines, features, labels, seed: int = 0) -> HybridScore | None:
         labels: ``(n,)`` 0/1 (probabilities are cut at 0.5).
         seed: the solver's ``random_state``.
     Returns:
-        the ``HybridScore``, or None when the labels are all in one class or the fitted cosine weight is not
-        positive (the student's cosine would not order the pairs: no hybrid on its scale).
+        the ``HybridScore``, or None when the labels are all in one class, the fitted cosine weight is not
+        positive (the student's cosine would not order the pairs: no hybrid on its scale) or so small that a
+        feature's weight per unit of cosine exceeds ``MAX_RATIO`` (the cosine would say next to nothing, and the
+        record could not be stored: ``HybridScore.from_dict``).
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -176,6 +179,6 @@ def fit_hybrid(cosines, features, labels, seed: int = 0) -> HybridScore | None:
     x = np.column_stack([np.asarray(cosines, dtype=np.float64), np.asarray(features, dtype=np.float64)])
     fitted = LogisticRegression(max_iter=2000, random_state=seed).fit(x, y)
     coef = fitted.coef_[0]
-    if coef[0] <= 0:
+    if coef[0] <= 0 or (np.abs(coef[1:]) > MAX_RATIO * coef[0]).any():  # the second: not storable (from_dict)
         return None
     return HybridScore(float(coef[0]), tuple(float(w) for w in coef[1:]), FEATURES, int(len(y)))

@@ -361,10 +361,11 @@ def _tasks(settings: Settings, ds: str, data, mix: list[str], kd, kd_groups=None
     """(task name -> dataset, task name -> rows, tasks skipped for want of data); DataError when none is left."""
     tasks = build_task_datasets(data, mix, kd, llm_ranking=settings.train.llm_ranking, kd_groups=kd_groups)
     skipped = [m for m in mix if m not in tasks]
-    if skipped and not (skipped == ["ctr"] and data.snapshot.get("labels_file")):
-        log.warning("tasks without data, skipped: %s", skipped)
-    elif skipped:  # a labels file carries no CTR: nothing is missing
-        log.info("a labels file has no CTR positives: the ctr task is skipped")
+    by_design = {"ctr", "sr"} if data.snapshot.get("labels_file") else set()  # a labels file carries neither
+    if set(skipped) & by_design:
+        log.info("a labels file has no CTR or search-relevance labels: %s skipped", sorted(set(skipped) & by_design))
+    if [m for m in skipped if m not in by_design]:
+        log.warning("tasks without data, skipped: %s", [m for m in skipped if m not in by_design])
     if not tasks:
         raise DataError(f"label_mix {'+'.join(mix)!r} left no training data for {ds} (skipped: {skipped})")
     return tasks, {k: len(v) for k, v in tasks.items()}, skipped
@@ -449,7 +450,8 @@ def _fit_hybrid(settings: Settings, model, train, test, test_cosines) -> tuple[o
     hybrid = fit_hybrid(cosines, match_features(titles, categories, keyphrases), train["label"], seed=t.seed)
     if hybrid is None:
         return None, {"applied": False, "pairs": int(len(train)),
-                      "why": "the fit gave the cosine no positive weight"}, test_cosines
+                      "why": "the fit gave the cosine no positive weight, or one too small to matter "
+                             "(lexical_match.MAX_RATIO)"}, test_cosines
     served = hybrid.score(test_cosines, test["title"].tolist(), test["category"].tolist(), test["keyphrase"].tolist())
     before = threshold_metrics(test["label"], test_cosines)["auc"]
     after = threshold_metrics(test["label"], served)["auc"]

@@ -134,11 +134,10 @@ def test_texts_come_from_the_catalog_aligned_with_the_ids(ready, tiny_cross):
     cat = pd.concat([dup, cat.iloc[:5], dup3], ignore_index=True)
     write_parquet_atomic(cat, Lake.from_settings(ready).path("catalog", ds=DS))
     r = Reranker.for_run(ready.with_overrides(**{"serve.rerank_depth": 3, "serve.rerank_cross": tiny_cross}), DS, "v1")
-    titles, cats = r.texts(np.array([3, 1, 999, 3], dtype=np.int64))
+    titles, cats = r.catalog.texts(np.array([3, 1, 999, 3], dtype=np.int64))
     assert titles[0] == titles[3] == catalog().loc[2, "title"] and titles[1] == catalog().loc[0, "title"]
     assert titles[2] is None or titles[2] != titles[2]  # no catalog row: served in the student's order
     assert cats.tolist()[:2] == [catalog().loc[2, "category"], catalog().loc[0, "category"]] and cats[2] == ""
-
 
 
 def test_with_the_hybrid_score_too_each_batch_reads_the_catalog_once(ready, tiny_cross, monkeypatch):
@@ -175,6 +174,7 @@ def test_with_the_hybrid_score_too_each_batch_reads_the_catalog_once(ready, tiny
     titles, cats = batch.texts(np.array([1, 999, 2], dtype=np.int64))
     assert titles[0] == catalog().loc[0, "title"] and titles[2] == catalog().loc[1, "title"]
     assert titles[1] is None and cats[1] == "" and cats[0] == catalog().loc[0, "category"]
+
 
 def test_items_missing_from_the_catalog_keep_the_students_order(ready, tiny_cross, caplog):
     write_parquet_atomic(catalog().iloc[:20], Lake.from_settings(ready).path("catalog", ds=DS))  # items 21-40 gone

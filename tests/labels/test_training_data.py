@@ -206,13 +206,13 @@ def test_labels_file_held_out_split_is_by_keyphrase(tmp_path, settings):
     assert train_kps and test_kps and not (train_kps & test_kps)
 
 
-
 def test_labels_file_of_one_keyphrase_names_the_split_by_keyphrase(tmp_path, settings):
     """Every pair on one side of the split: the error says the split is by keyphrase and how many the file has."""
     df = make_pairs(120).assign(keyphrase="usb c charger")
     with pytest.raises(DataError, match=r"gave (0|120) test pairs.*the split is by keyphrase, and the file has 1 "
                                         r"distinct keyphrase\(s\)"):
         load_training_data(settings, DS, labels=_write(tmp_path, df))
+
 
 def _ctr_labels(path, n: int, seed: int = 0):
     import numpy as np

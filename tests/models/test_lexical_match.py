@@ -81,6 +81,25 @@ def test_fit_gives_none_for_one_class_or_a_cosine_that_does_not_order():
     assert fit_hybrid(-cos, f, y) is None  # the cosine ranks against the labels: no weight on its scale
 
 
+def test_every_fit_kept_can_be_stored_and_read_back(monkeypatch):
+    """A cosine weight so small that a feature weighs more than MAX_RATIO per unit of cosine: no fit (it could not
+    be read back from kp_model.json, so a kept one would make the student unservable)."""
+    from sklearn import linear_model
+
+    cos, titles, cats, kps, y = _judged(200)
+    f = match_features(titles, cats, kps)
+    h = fit_hybrid(cos, f, y)
+    assert h is not None and HybridScore.from_dict(h.as_dict()) == h
+
+    class Tiny(linear_model.LogisticRegression):  # what a fit on a near-useless cosine gives
+        def fit(self, x, yy):
+            self.coef_ = np.array([[1e-7, 1.0, 0.2, -0.1]])
+            return self
+
+    monkeypatch.setattr(linear_model, "LogisticRegression", Tiny)
+    assert fit_hybrid(cos, f, y) is None
+
+
 @pytest.mark.parametrize("bad", [["not", "a", "dict"], {"cosine_weight": 1.0, "weights": [1, 2]},
                                  {"cosine_weight": float("nan"), "weights": {}},
                                  {"cosine_weight": 1.0, "weights": {"query_token_share": float("inf")}},

@@ -433,7 +433,6 @@ def test_hybrid_score_is_fitted_kept_only_when_it_helps_stored_and_scored(tmp_pa
     # one that hurts (a large weight on the keyphrase's words found: the tiny world's negatives share words): not kept
     hurts = lexical_match.HybridScore(1.0, (50.0, 0.0, 0.0))
     monkeypatch.setattr(lexical_match, "fit_hybrid", lambda *a, **k: hurts)
-    monkeypatch.setattr(train_bi, "HYBRID_MIN_HELDOUT", 10)
     bad = train_bi.run(s.with_overrides(**{"train.seed": 3}), DS, cross=w["cross"]["path"], out=str(tmp_path / "bad"))
     assert bad["hybrid_score"]["heldout_auc_after"] < bad["hybrid_score"]["heldout_auc_before"]
     assert bad["hybrid_score"]["applied"] is False and load_hybrid(tmp_path / "bad") is None
@@ -472,7 +471,11 @@ def test_a_labels_file_without_ctr_is_not_warned_about(monkeypatch, caplog, tmp_
     file_data = SimpleNamespace(snapshot={"source": "file", "labels_file": "/x.csv"})
     with caplog.at_level("INFO", logger="keyphrase_pipeline.stages.train_bi"):
         assert train_bi._tasks(s, DS, file_data, ["llm", "ctr"], None)[2] == ["ctr"]
-    assert "tasks without data" not in caplog.text and "the ctr task is skipped" in caplog.text
+    assert "tasks without data" not in caplog.text and "labels: ['ctr'] skipped" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="keyphrase_pipeline.stages.train_bi"):
+        assert train_bi._tasks(s, DS, file_data, ["llm", "sr", "ctr", "kd"], None)[2] == ["sr", "ctr", "kd"]
+    assert "labels: ['ctr', 'sr'] skipped" in caplog.text and "tasks without data, skipped: ['kd']" in caplog.text
     caplog.clear()
     with caplog.at_level("INFO", logger="keyphrase_pipeline.stages.train_bi"):
         train_bi._tasks(s, DS, SimpleNamespace(snapshot={"source": "lake"}), ["llm", "ctr"], None)
