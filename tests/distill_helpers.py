@@ -47,7 +47,8 @@ def tiny_settings(make_settings, lake_root, base_model: str, **train):
          "epochs": 100, "bi_epochs": 100, "evals_per_epoch": 0,
          "cross_max_length": 48, "learning_rate": 2e-3, "warmup_ratio": 0.0, "cross_max_steps": 30,
          "bi_max_steps": 40, "min_rows": 20, "test_fraction": 0.3, "device": "cpu", "eval_k": 5,
-         "promote_tolerance": 0.01, "kd_list_ratio": 0.0}
+         "promote_tolerance": 0.01, "kd_list_ratio": 0.0,
+         "hybrid_min_heldout_pairs": 10}  # the tiny worlds' held-out splits are a few dozen pairs
     t.update(train)
     return make_settings(lake_root, train=t, serve={"dim": 16})
 

@@ -66,8 +66,6 @@ if TYPE_CHECKING:
     from keyphrase_pipeline.models.training import VersionRecords
 
 log = logging.getLogger(__name__)
-# fewer held-out pairs cannot tell a hybrid score's lift from noise (12 pairs once kept one at AUC 0.72 -> 1.00)
-HYBRID_MIN_HELDOUT = 100
 
 
 def _config(settings: Settings, base: str, mix: list[str], kd_loss: str, init_from: str) -> dict:
@@ -87,7 +85,7 @@ def _config(settings: Settings, base: str, mix: list[str], kd_loss: str, init_fr
             "early_stopping_patience": t.early_stopping_patience, "max_train_minutes": t.max_train_minutes,
             "seed": t.seed, "test_fraction": t.test_fraction, "cut_rotation": t.cut_rotation,
             "cut_rotation_pairs": t.cut_rotation_pairs, "hybrid_score": t.hybrid_score,
-            "hybrid_score_pairs": t.hybrid_score_pairs}
+            "hybrid_score_pairs": t.hybrid_score_pairs, "hybrid_min_heldout_pairs": t.hybrid_min_heldout_pairs}
 
 
 def ranking_triplets(train) -> dict:
@@ -424,7 +422,7 @@ def _rotate_before_cut(settings: Settings, model, train, heldout_scores, test) -
 def _fit_hybrid(settings: Settings, model, train, test, test_cosines) -> tuple[object, dict, object]:
     """The student's hybrid score (``models.lexical_match``) fitted on the judged pairs of ``train`` (at most
     ``train.hybrid_score_pairs``, a seeded sample) when it lifts the held-out AUC over ``test_cosines`` (the held-out
-    cosines at ``serve.dim``) on at least ``HYBRID_MIN_HELDOUT`` held-out pairs; else None (why, logged). Like the
+    cosines at ``serve.dim``) on at least ``train.hybrid_min_heldout_pairs``; else None (why, logged). Like the
     cut rotation, the choice is made on the held-out split, so its AUC after the choice is optimistic. Returns
     (``HybridScore`` or None, record for the run stats, the held-out scores as served: the hybrid's when kept, else
     ``test_cosines``)."""
@@ -437,8 +435,8 @@ def _fit_hybrid(settings: Settings, model, train, test, test_cosines) -> tuple[o
     why = ("off (train.hybrid_score)" if not t.hybrid_score
            else "no judged train pairs of both classes" if not judged
            else "no held-out pairs of both classes" if test_cosines is None or not has_both_classes(test["label"])
-           else f"{len(test)} held-out pairs, fewer than the {HYBRID_MIN_HELDOUT} needed to choose on"
-           if len(test) < HYBRID_MIN_HELDOUT else None)
+           else f"{len(test)} held-out pairs, fewer than the {t.hybrid_min_heldout_pairs} needed to choose on "
+                "(train.hybrid_min_heldout_pairs)" if len(test) < t.hybrid_min_heldout_pairs else None)
     if why:
         log.info("hybrid score not fitted: %s; the student's cosine is served", why)
         return None, {"applied": False, "why": why}, test_cosines

@@ -416,10 +416,11 @@ def test_hybrid_score_is_fitted_kept_only_when_it_helps_stored_and_scored(tmp_pa
     lake = tmp_path / "lake"
     shutil.copytree(w["lake"], lake)
     s = tiny_settings(make_settings, lake, w["base"], bi_max_steps=5)
-    few = train_bi.run(s, DS, cross=w["cross"]["path"], out=str(tmp_path / "few"))  # the tiny world's held-out split
+    few = train_bi.run(s.with_overrides(**{"train.hybrid_min_heldout_pairs": 100}), DS, cross=w["cross"]["path"],
+                       out=str(tmp_path / "few"))  # the default minimum, above the tiny world's held-out split
     assert few["hybrid_score"]["applied"] is False and load_hybrid(tmp_path / "few") is None
-    assert re.fullmatch(r"\d+ held-out pairs, fewer than the 100 needed to choose on", few["hybrid_score"]["why"])
-    monkeypatch.setattr(train_bi, "HYBRID_MIN_HELDOUT", 10)
+    assert re.fullmatch(r"\d+ held-out pairs, fewer than the 100 needed to choose on \(train.hybrid_min_heldout_pairs\)",
+                        few["hybrid_score"]["why"])
     good = train_bi.run(s, DS, cross=w["cross"]["path"], out=str(tmp_path / "good"))
     rec = good["hybrid_score"]
     assert rec["pairs"] > 0 and set(rec["weights"]) == set(lexical_match.FEATURES) and rec["cosine_weight"] > 0
