@@ -244,7 +244,7 @@ def paired_levers_table(results_dir: Path = RESULTS, defaults: str = str(PAIRED_
 # The runs behind docs/TRAINING.md's "The student's hybrid score" table: `kp eval-labels --world W --pairs 6000` with
 # every default (the hybrid score on), bench/results/hybrid/<stem>.json, in the table's order.
 HYBRID = REPO / "bench" / "results" / "hybrid"
-HYBRID_RUNS = ("attr_s123", "listing_s1", "alt_s1", "alt_s2", "alt_s3", "demo_s1", "demo_s2")
+HYBRID_RUNS = ("attr_s123", "listing_s1", "alt_s1", "alt_s2", "alt_s3", "demo_s1", "demo_s2", "demo_s3")
 
 
 def hybrid_table(results_dir: Path = HYBRID, runs: tuple[str, ...] = HYBRID_RUNS) -> str:
