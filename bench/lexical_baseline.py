@@ -60,19 +60,14 @@ def world_baseline(settings, world: str | None, n_pairs: int, labels: str | None
     DataError (exit 3) for an invalid file."""
     from sklearn.linear_model import LogisticRegression
 
-    from keyphrase_pipeline.commands.eval_labels import load_pairs, split_by_keyphrase
-    from keyphrase_pipeline.models.base import resolve_base_model
-    from keyphrase_pipeline.models.bi_encoder import _cut, encode_items, encode_keyphrases, load_student
+    from keyphrase_pipeline.commands.eval_labels import _score_all, load_pairs, split_by_keyphrase
     from keyphrase_pipeline.models.lexical_match import fit_hybrid, match_features
 
     t0 = time.perf_counter()
     pairs = load_pairs(labels, world, n_pairs).reset_index(drop=True)
     in_a = split_by_keyphrase(pairs["keyphrase"].tolist())
-    model = load_student(resolve_base_model(settings.train.base_model), settings.train.device)
-    items = encode_items(model, pairs["title"].tolist(), pairs["category"].tolist())
-    keyphrases = encode_keyphrases(model, pairs["keyphrase"].tolist())
-    full = (items * keyphrases).sum(axis=1)
-    cut = (_cut(items, settings.serve.dim) * _cut(keyphrases, settings.serve.dim)).sum(axis=1)
+    zero = _score_all(settings, pairs, None, None)  # kp eval-labels' zero-shot cosines, full size and at serve.dim
+    full, cut = zero["zero_shot"], zero["zero_shot_cut"]
     features = match_features(pairs["title"].tolist(), pairs["category"].tolist(), pairs["keyphrase"].tolist())
     y = (pairs["label"].to_numpy(dtype=float) >= 0.5).astype(int)
     a, b = in_a, ~in_a

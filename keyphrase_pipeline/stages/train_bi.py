@@ -360,10 +360,11 @@ def _tasks(settings: Settings, ds: str, data, mix: list[str], kd, kd_groups=None
     tasks = build_task_datasets(data, mix, kd, llm_ranking=settings.train.llm_ranking, kd_groups=kd_groups)
     skipped = [m for m in mix if m not in tasks]
     by_design = {"ctr", "sr"} if data.snapshot.get("labels_file") else set()  # a labels file carries neither
-    if set(skipped) & by_design:
+    missing = [m for m in skipped if m not in by_design]
+    if len(missing) < len(skipped):
         log.info("a labels file has no CTR or search-relevance labels: %s skipped", sorted(set(skipped) & by_design))
-    if [m for m in skipped if m not in by_design]:
-        log.warning("tasks without data, skipped: %s", [m for m in skipped if m not in by_design])
+    if missing:
+        log.warning("tasks without data, skipped: %s", missing)
     if not tasks:
         raise DataError(f"label_mix {'+'.join(mix)!r} left no training data for {ds} (skipped: {skipped})")
     return tasks, {k: len(v) for k, v in tasks.items()}, skipped
