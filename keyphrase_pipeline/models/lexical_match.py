@@ -9,9 +9,11 @@ features of the pair's word overlap, weighted by a logistic regression fitted on
 is trained (``stages.train_bi``), kept only when it lifts the held-out AUC, and stored with the model
 (``kp_model.json`` ``hybrid``).
 
-Features (``FEATURES``; ``match_features``), over word tokens: maximal runs of letters and digits of the
-lower-cased ``models.text.clean`` text (``20W-USB`` -> ``20w``, ``usb``); the item's tokens are its title's and
-category's:
+Features (``FEATURES``; ``match_features``), over word tokens (``tokens``): maximal runs of letters and digits of
+the lower-cased ``models.text.clean`` text (``20W-USB`` -> ``20w``, ``usb``) with, since ``features_version`` 2,
+quantities written one way (``UNITS``): a number and the unit after it are one token whether the text joins them
+or not, the unit in one spelling (``128 GB``, ``128-gb``, ``128GB``, ``128 gigabytes`` -> ``128gb``; ``60 inch`` ->
+``60in``; ``1.5 TB`` -> ``1.5tb``; ``1,000mAh`` -> ``1000mah``). The item's tokens are its title's and category's:
 
 * ``query_token_share``: the share of the keyphrase's distinct tokens found among the item's (0 for a keyphrase
   without tokens);
@@ -22,9 +24,13 @@ category's:
 Score: ``cosine + features @ (weights / cosine_weight)`` (``HybridScore.score``), the logistic regression's
 decision function divided by its (positive) cosine weight, less its intercept: the same order, in cosine units
 but not within [-1, 1] (the bonus can be negative or above 1 - cosine). The student's stored threshold is on this
-scale; ``serve.score_threshold`` still cuts the FAISS search on the cosine alone. A tokenisation that splits a value
-(``256 GB`` against ``256gb``) is not a match; the fit weighs the features by what they are worth on the
-judged pairs, so on data where they say nothing their weights are small and the held-out check drops them.
+scale; ``serve.score_threshold`` still cuts the FAISS search on the cosine alone. The fit weighs the features by
+what they are worth on the judged pairs, so on data where they say nothing their weights are small and the held-out
+check drops them.
+
+Versions (``features_version``, stored with each fit): 1 tokenised without ``UNITS`` (``256 GB`` did not match
+``256gb``); 2 (``FEATURES_VERSION``, what ``train-bi`` fits now) with them. A stored score is served with the
+version it was fitted with, so a student trained before version 2 scores as it did.
 """
 
 from __future__ import annotations
@@ -38,41 +44,83 @@ import numpy as np
 from keyphrase_pipeline.models.text import clean
 
 FEATURES = ("query_token_share", "attribute_token_share", "attribute_tokens_missing")
-FEATURES_VERSION = 1  # how tokens and features are computed; a stored score of another version is refused
+FEATURES_VERSION = 2  # how tokens and features are computed (module docstring); new fits are of this version
+VERSIONS = (1, 2)  # the versions this code computes, and so serves; a stored score of another is refused
 MAX_RATIO = 1e6  # the largest weight per unit of cosine fitted or stored (fits seen: 0.001-47; beyond, the
 # cosine says next to nothing and a bonus could overflow float32)
 _WORD = re.compile(r"[^\W_]+")  # a maximal run of letters and digits (Unicode), underscores excluded
+# version 2: a decimal number with what follows it (1.5tb) is one token; thousands separators dropped (1,000 -> 1000)
+_WORD_V2 = re.compile(r"\d+\.\d+[^\W_]*|[^\W_]+")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_QUANTITY = re.compile(r"(\d+(?:\.\d+)?)([^\W\d_]+)")  # a number and the letters after it, the whole token
+
+# The units a quantity is written in on product titles and queries, each spelling -> the one spelling tokens use.
+# Only after a number (``in`` alone is a word); "x" (2 x 4) and a bare "a" (an article) are left out.
+UNITS = {
+    **dict.fromkeys(("kb", "kilobyte", "kilobytes"), "kb"), **dict.fromkeys(("mb", "megabyte", "megabytes"), "mb"),
+    **dict.fromkeys(("gb", "gig", "gigs", "gigabyte", "gigabytes"), "gb"),
+    **dict.fromkeys(("tb", "terabyte", "terabytes"), "tb"),
+    **dict.fromkeys(("w", "watt", "watts"), "w"), **dict.fromkeys(("kw", "kilowatt", "kilowatts"), "kw"),
+    **dict.fromkeys(("v", "volt", "volts"), "v"), **dict.fromkeys(("amp", "amps"), "a"),
+    "mah": "mah", "wh": "wh", "hz": "hz", "khz": "khz", "mhz": "mhz", "ghz": "ghz",
+    "mm": "mm", "cm": "cm", **dict.fromkeys(("m", "meter", "meters", "metre", "metres"), "m"), "km": "km",
+    **dict.fromkeys(("in", "inch", "inches"), "in"), **dict.fromkeys(("ft", "foot", "feet"), "ft"),
+    **dict.fromkeys(("oz", "ounce", "ounces"), "oz"), **dict.fromkeys(("lb", "lbs", "pound", "pounds"), "lb"),
+    **dict.fromkeys(("g", "gram", "grams"), "g"), **dict.fromkeys(("kg", "kilogram", "kilograms"), "kg"),
+    "mg": "mg", "ml": "ml", **dict.fromkeys(("l", "liter", "liters", "litre", "litres"), "l"),
+    **dict.fromkeys(("gal", "gallon", "gallons"), "gal"), "qt": "qt",
+    **dict.fromkeys(("pack", "packs", "pk"), "pack"), **dict.fromkeys(("pc", "pcs", "piece", "pieces"), "pc"),
+    "ct": "ct", "mp": "mp", "k": "k", "p": "p", "rpm": "rpm", "mph": "mph", "db": "db", "cc": "cc",
+}
 
 
 @functools.lru_cache(maxsize=200_000)
-def tokens(text: object) -> frozenset[str]:
+def tokens(text: object, version: int = FEATURES_VERSION) -> frozenset[str]:
     """The distinct word tokens of ``text`` (module docstring): lower-cased runs of letters and digits of
-    ``models.text.clean(text)``; an empty set for None, NaN or a text without any. Cached (a keyphrase is met
-    once per item it is a candidate for)."""
-    return frozenset(_WORD.findall(clean(text).lower()))
+    ``models.text.clean(text)``, and for ``version`` 2 a quantity in one spelling (``UNITS``: ``128 GB`` ->
+    ``128gb``); an empty set for None, NaN or a text without any. Cached (a keyphrase is met once per item it is a
+    candidate for). Raises ValueError for a version not in ``VERSIONS``."""
+    text = clean(text).lower()
+    if version == 1:
+        return frozenset(_WORD.findall(text))
+    if version != 2:
+        raise ValueError(f"features_version {version!r}; this code computes {list(VERSIONS)}")
+    words, out = _WORD_V2.findall(_THOUSANDS.sub("", text)), []
+    for word in words:
+        if out and word in UNITS and _is_number(out[-1]):
+            out[-1] += UNITS[word]  # "128", "gb" -> "128gb"
+            continue
+        quantity = _QUANTITY.fullmatch(word)
+        out.append(quantity[1] + UNITS[quantity[2]] if quantity and quantity[2] in UNITS else word)
+    return frozenset(out)
+
+
+def _is_number(word: str) -> bool:
+    return word.replace(".", "", 1).isdigit() and word[0] != "."
 
 
 def _attributes(words: frozenset[str]) -> frozenset[str]:
     return frozenset(w for w in words if any(ch.isdigit() for ch in w))
 
 
-def match_features(titles, categories, keyphrases) -> np.ndarray:
+def match_features(titles, categories, keyphrases, version: int = FEATURES_VERSION) -> np.ndarray:
     """The lexical match features (``FEATURES``, module docstring) of each (item, keyphrase) pair.
 
     Args:
         titles, categories, keyphrases: equal-length sequences (str, None or NaN); row ``i`` is the item
             (``titles[i]``, ``categories[i]``) against ``keyphrases[i]``.
+        version: the ``features_version`` whose ``tokens`` to use.
     Returns:
         ``np.ndarray`` of shape ``(n, len(FEATURES))``, float32; shares in [0, 1], the missing count >= 0.
     Raises:
-        ValueError: the sequences differ in length.
+        ValueError: the sequences differ in length; a version not in ``VERSIONS``.
     """
     if not len(titles) == len(categories) == len(keyphrases):
         raise ValueError(f"titles, categories and keyphrases differ in length: {len(titles)}, {len(categories)}, "
                          f"{len(keyphrases)}")
     out = np.zeros((len(titles), len(FEATURES)), dtype=np.float32)
     for i, (title, category, keyphrase) in enumerate(zip(titles, categories, keyphrases)):
-        item, query = tokens(title) | tokens(category), tokens(keyphrase)
+        item, query = tokens(title, version) | tokens(category, version), tokens(keyphrase, version)
         attributes = _attributes(query)
         found = len(attributes & item)
         out[i, 0] = len(query & item) / len(query) if query else 0.0
@@ -84,12 +132,14 @@ def match_features(titles, categories, keyphrases) -> np.ndarray:
 @dataclass(frozen=True)
 class HybridScore:
     """A fitted hybrid score (module docstring). ``cosine_weight`` (> 0) and ``weights`` (one per feature of
-    ``features``) are the logistic regression's coefficients; ``pairs`` the judged pairs it was fitted on."""
+    ``features``) are the logistic regression's coefficients; ``pairs`` the judged pairs it was fitted on;
+    ``features_version`` the tokenisation it was fitted with (one of ``VERSIONS``), which ``score`` uses."""
 
     cosine_weight: float
     weights: tuple[float, ...]
     features: tuple[str, ...] = FEATURES
     pairs: int = 0
+    features_version: int = FEATURES_VERSION
 
     def bonus(self, features: np.ndarray) -> np.ndarray:
         """What the lexical features add to the cosine: ``features @ (weights / cosine_weight)``, float32 ``(n,)``
@@ -98,31 +148,34 @@ class HybridScore:
 
     def score(self, cosines, titles, categories, keyphrases) -> np.ndarray:
         """The hybrid score, float32 ``(n,)``: ``cosines`` (the student's, at ``serve.dim``, aligned with the pairs)
-        plus ``bonus(match_features(titles, categories, keyphrases))``. Raises ValueError on unequal lengths."""
+        plus ``bonus(match_features(titles, categories, keyphrases, self.features_version))``. Raises ValueError on
+        unequal lengths."""
         cosines = np.asarray(cosines, dtype=np.float32)
         if len(cosines) != len(titles):
             raise ValueError(f"{len(cosines)} cosines for {len(titles)} pairs")
-        return cosines + self.bonus(match_features(titles, categories, keyphrases))
+        return cosines + self.bonus(match_features(titles, categories, keyphrases, self.features_version))
 
     def as_dict(self) -> dict:
         """What ``kp_model.json`` stores under ``hybrid``."""
         return {"cosine_weight": self.cosine_weight, "weights": dict(zip(self.features, self.weights)),
-                "pairs": self.pairs, "features_version": FEATURES_VERSION}
+                "pairs": self.pairs, "features_version": self.features_version}
 
     @classmethod
     def from_dict(cls, value) -> HybridScore | None:
         """The score ``as_dict`` stored, or None for None or ``{}`` (no hybrid score). Raises ValueError, naming the
-        problem, for anything else that is not such a record: not a dict (``false``, ``0``, a list, a string), another
-        ``features_version``, a feature this code does not compute or one it computes missing, a weight that is not
+        problem, for anything else that is not such a record: not a dict (``false``, ``0``, a list, a string), a
+        ``features_version`` not in ``VERSIONS`` (a record without one is version 1, the only one before versions
+        were stored), a feature this code does not compute or one it computes missing, a weight that is not
         a finite number, a cosine weight that is not positive, a weight per unit of cosine beyond ``MAX_RATIO`` (the
         bonus would overflow float32), a ``pairs`` that is not a count."""
         if value is None or (isinstance(value, dict) and not value):
             return None
         if not isinstance(value, dict) or not isinstance(value.get("weights"), dict):
             raise ValueError(f"hybrid score {value!r}: not a record of cosine_weight and weights")
-        if value.get("features_version", FEATURES_VERSION) != FEATURES_VERSION:
-            raise ValueError(f"hybrid score of features_version {value.get('features_version')!r}; this code computes "
-                             f"version {FEATURES_VERSION}")
+        version = value.get("features_version", 1)
+        if isinstance(version, bool) or version not in VERSIONS:
+            raise ValueError(f"hybrid score of features_version {version!r}; this code computes versions "
+                             f"{list(VERSIONS)}")
         weights = value["weights"]
         unknown, missing = sorted(set(weights) - set(FEATURES)), [f for f in FEATURES if f not in weights]
         if unknown or missing:
@@ -143,7 +196,7 @@ class HybridScore:
         pairs = value.get("pairs", 0)
         if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 0:
             raise ValueError(f"hybrid score {value!r}: pairs {pairs!r} is not a count of judged pairs")
-        return cls(cosine_weight, tuple(float(weights[f]) for f in FEATURES), FEATURES, pairs)
+        return cls(cosine_weight, tuple(float(weights[f]) for f in FEATURES), FEATURES, pairs, int(version))
 
 
 def _finite_number(v) -> bool:
@@ -156,15 +209,17 @@ def _finite_number(v) -> bool:
         return False
 
 
-def fit_hybrid(cosines, features, labels, seed: int = 0) -> HybridScore | None:
+def fit_hybrid(cosines, features, labels, seed: int = 0,
+               features_version: int = FEATURES_VERSION) -> HybridScore | None:
     """Fit the hybrid score on judged pairs: scikit-learn's ``LogisticRegression`` (L2, C=1) of ``labels`` on
     [``cosines``, ``features``].
 
     Args:
         cosines: float ``(n,)``, the student's cosines at ``serve.dim``.
-        features: float ``(n, len(FEATURES))`` from ``match_features``.
+        features: float ``(n, len(FEATURES))`` from ``match_features`` at ``features_version``.
         labels: ``(n,)`` 0/1 (probabilities are cut at 0.5).
         seed: the solver's ``random_state``.
+        features_version: the tokenisation ``features`` were computed with, stored with the fit.
     Returns:
         the ``HybridScore``, or None when the labels are all in one class, the fitted cosine weight is not
         positive (the student's cosine would not order the pairs: no hybrid on its scale) or so small that a
@@ -181,4 +236,4 @@ def fit_hybrid(cosines, features, labels, seed: int = 0) -> HybridScore | None:
     coef = fitted.coef_[0]
     if coef[0] <= 0 or (np.abs(coef[1:]) > MAX_RATIO * coef[0]).any():  # the second: not storable (from_dict)
         return None
-    return HybridScore(float(coef[0]), tuple(float(w) for w in coef[1:]), FEATURES, int(len(y)))
+    return HybridScore(float(coef[0]), tuple(float(w) for w in coef[1:]), FEATURES, int(len(y)), features_version)

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from keyphrase_pipeline.models.lexical_match import FEATURES, HybridScore, fit_hybrid, match_features, tokens
+from keyphrase_pipeline.models.lexical_match import (
+    FEATURES,
+    FEATURES_VERSION,
+    HybridScore,
+    fit_hybrid,
+    match_features,
+    tokens,
+)
 
 
 def test_tokens_are_lower_cased_runs_of_letters_and_digits_of_the_cleaned_text():
@@ -11,6 +18,55 @@ def test_tokens_are_lower_cased_runs_of_letters_and_digits_of_the_cleaned_text()
     assert tokens("snake_case") == {"snake", "case"}  # underscores split
     assert tokens(None) == frozenset() and tokens(float("nan")) == frozenset() and tokens("  ") == frozenset()
     assert tokens("Ｃａｆé 256ＧＢ") == {"café", "256gb"}  # NFKC, Unicode letters
+
+
+@pytest.mark.parametrize("text,want", [
+    ("128 GB", {"128gb"}), ("128-gb", {"128gb"}), ("128GB", {"128gb"}), ("128 gigabytes", {"128gb"}),
+    ("60 Inch TV", {"60in", "tv"}), ("60inches", {"60in"}), ("1.5 TB", {"1.5tb"}), ("1.5tb", {"1.5tb"}),
+    ("1,000mAh", {"1000mah"}), ("1000 mah", {"1000mah"}), ("2 pk", {"2pack"}), ("2-Pack", {"2pack"}),
+    ("3.5mm jack", {"3.5mm", "jack"}), ("8 Lb dumbbells", {"8lb", "dumbbells"}), ("8 pounds", {"8lb"}),
+    ("2 in 1", {"2in", "1"}), ("2-in-1", {"2in", "1"}),
+    # unchanged: no unit after the number, a model number, a mixed run, a bare "x" or "a", no thousands group
+    ("iPhone 13 Pro", {"iphone", "13", "pro"}), ("a2337", {"a2337"}), ("4k60hz", {"4k60hz"}),
+    ("2 x 4", {"2", "x", "4"}), ("top 10 a day", {"top", "10", "a", "day"}), ("1,2345", {"1", "2345"}),
+    ("gb 128", {"gb", "128"}), ("UGREEN 20W-USB", {"ugreen", "20w", "usb"}),
+])
+def test_version_2_writes_a_quantity_one_way_whatever_the_spacing_and_spelling(text, want):
+    assert FEATURES_VERSION == 2 and tokens(text) == want
+
+
+def test_version_1_tokens_are_as_they_were():
+    """A student fitted before version 2 is served with its own tokenisation: 128 GB is still two tokens."""
+    assert tokens("128 GB", 1) == {"128", "gb"} and tokens("1.5tb", 1) == {"1", "5tb"}
+    assert tokens("UGREEN 20W-USB", 1) == {"ugreen", "20w", "usb"}
+    with pytest.raises(ValueError, match="features_version 3"):
+        tokens("x", 3)
+
+
+def test_a_value_written_two_ways_matches_in_version_2_only():
+    """The new-user trial's case: a title with 128GB and the keyphrase 128 gb (a true match that scored -2.34)."""
+    args = (["Sandisk Ultra 128GB USB 3.0 Flash Drive"], [""], ["sandisk 128 gb flash drive"])
+    np.testing.assert_allclose(match_features(*args, version=1)[0], [0.6, 0.0, 1.0])  # 128 and gb: not 128gb
+    np.testing.assert_allclose(match_features(*args)[0], [1.0, 1.0, 0.0])
+    # and a number that is not the quantity asked for no longer counts as found: 8 pack is not 8 lb
+    args = (["Cap Barbell 8 Pack Hand Weights"], [""], ["8 lb hand weights"])
+    np.testing.assert_allclose(match_features(*args, version=1)[0], [0.75, 1.0, 0.0])
+    np.testing.assert_allclose(match_features(*args)[0], [2 / 3, 0.0, 1.0])
+
+
+def test_a_stored_score_is_served_with_the_version_it_was_fitted_with():
+    old = HybridScore.from_dict({**_GOOD, "features_version": 1})
+    assert old.features_version == 1 and old.as_dict()["features_version"] == 1
+    assert HybridScore.from_dict({k: v for k, v in _GOOD.items() if k != "features_version"}).features_version == 1
+    new = HybridScore.from_dict({**_GOOD, "features_version": 2})
+    args = ([0.5], ["Sandisk 128GB Flash Drive"], [""], ["sandisk 128 gb flash drive"])
+    assert new.score(*args)[0] > old.score(*args)[0]  # the 128 gb found by version 2 only
+    for version in (3, 0, "2", True, None):
+        with pytest.raises(ValueError, match="features_version"):
+            HybridScore.from_dict({**_GOOD, "features_version": version})
+    cos, titles, cats, kps, y = _judged(200)
+    assert fit_hybrid(cos, match_features(titles, cats, kps), y).features_version == FEATURES_VERSION
+    assert fit_hybrid(cos, match_features(titles, cats, kps, 1), y, features_version=1).features_version == 1
 
 
 def test_match_features_by_hand():
