@@ -242,7 +242,8 @@ def paired_levers_table(results_dir: Path = RESULTS, defaults: str = str(PAIRED_
 
 
 # The runs behind docs/TRAINING.md's "The student's hybrid score" table: `kp eval-labels --world W --pairs 6000` with
-# every default (the hybrid score on), bench/results/hybrid/<stem>.json, in the table's order.
+# every default (the hybrid score on), bench/results/hybrid/<stem>.json, in the table's order; the runs before the
+# lexical features' version 2 (models.lexical_match.FEATURES_VERSION) fitted version 1, and are kept, marked so.
 HYBRID = REPO / "bench" / "results" / "hybrid"
 HYBRID_RUNS = ("attr_s123", "listing_s1", "alt_s1", "alt_s2", "alt_s3", "demo_s1", "demo_s2", "demo_s3")
 
@@ -255,15 +256,15 @@ def hybrid_table(results_dir: Path = HYBRID, runs: tuple[str, ...] = HYBRID_RUNS
     student against the world's truth (cosine -> served).
 
     Raises FileNotFoundError for a missing file; KeyError for a file without the models of ``kp eval-labels``."""
-    lines = ["| world | seed | zero-shot 384-d | teacher | student cosine, served 64-d | student as served (hybrid) | "
-             "served - teacher | served - zero-shot | bar met | served vs truth (cosine -> served) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for world, seed, m in _hybrid_rows(results_dir, runs):
+    lines = ["| world | seed | lexical features | zero-shot 384-d | teacher | student cosine, served 64-d | "
+             "student as served (hybrid) | served - teacher | served - zero-shot | bar met | served vs truth (cosine "
+             "-> served) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for world, seed, version, m in hybrid_runs(results_dir, runs):
         zero, cross, served = m["zero_shot"]["auc"], m["cross"]["auc"], m["student"]["auc"]
         cosine = m.get("student_cosine", m["student"])  # no student_cosine: no hybrid kept, served = cosine
         kept = "student_cosine" in m
         gap, gain = served - cross, served - zero
-        lines.append(f"| {world} | {seed} | {zero:.4f} | {cross:.4f} | {cosine['auc']:.4f} | "
+        lines.append(f"| {world} | {seed} | v{version} | {zero:.4f} | {cross:.4f} | {cosine['auc']:.4f} | "
                      f"{served:.4f}{'' if kept else ' (not kept)'} | {gap:+.4f} | {gain:+.4f} | "
                      f"{'yes' if _meets_bar(gap, gain) else 'no'} | "
                      f"{cosine['truth']['auc']:.4f} -> {m['student']['truth']['auc']:.4f} |")
@@ -276,33 +277,39 @@ def _meets_bar(gap: float, gain: float) -> bool:
     return gap >= -0.01 and gain >= 0.05
 
 
-def _hybrid_rows(results_dir: Path, runs: tuple[str, ...]):
-    """(world, seed, metrics) of every seed of every ``kp eval-labels`` file in ``runs``, in file order."""
+def hybrid_runs(results_dir: Path = HYBRID, runs: tuple[str, ...] = HYBRID_RUNS):
+    """(world, seed, features_version, metrics) of every seed of every ``kp eval-labels`` file in ``runs`` (stems in
+    ``results_dir``), in file order. ``features_version``: the lexical features' version the run fitted its hybrid
+    score with (``config.hybrid_features_version``; a file without it predates version 2, so 1). Also read by
+    ``bench/lexical_baseline.py``. Raises FileNotFoundError for a missing file."""
     for stem in runs:
         run = json.loads((results_dir / f"{stem}.json").read_text())
+        version = int(run.get("config", {}).get("hybrid_features_version", 1))
         for ps in run["per_seed"]:
-            yield run["world"], ps["seed"], ps["metrics"]
+            yield run["world"], ps["seed"], version, ps["metrics"]
 
 
 def hybrid_summary(results_dir: Path = HYBRID, runs: tuple[str, ...] = HYBRID_RUNS) -> str:
-    """docs/TRAINING.md's summary of ``hybrid_table`` per world: mean ± sample std over its seeds (AUC on half B) of
-    the zero-shot encoder, the teacher, the student's cosine at ``serve.dim`` and the student as served, the served
-    student's distance to its teacher and gain over the zero-shot encoder, and on how many seeds it meets the bar.
+    """docs/TRAINING.md's summary of ``hybrid_table`` per world and lexical features' version: mean ± sample std over
+    its seeds (AUC on half B) of the zero-shot encoder, the teacher, the student's cosine at ``serve.dim`` and the
+    student as served, the served student's distance to its teacher and gain over the zero-shot encoder, and on how
+    many seeds it meets the bar.
 
     Raises FileNotFoundError for a missing file; KeyError for a file without the models of ``kp eval-labels``."""
-    by_world: dict[str, list[dict]] = {}
-    for world, _, m in _hybrid_rows(results_dir, runs):
-        by_world.setdefault(world, []).append(m)
-    lines = ["| world | seeds | zero-shot 384-d | teacher | student cosine, served 64-d | student as served | "
-             "served - teacher | served - zero-shot | bar met |", "|---|---|---|---|---|---|---|---|---|"]
-    for world, ms in by_world.items():
+    by_world: dict[tuple[str, int], list[dict]] = {}
+    for world, _, version, m in hybrid_runs(results_dir, runs):
+        by_world.setdefault((world, version), []).append(m)
+    lines = ["| world | lexical features | seeds | zero-shot 384-d | teacher | student cosine, served 64-d | "
+             "student as served | served - teacher | served - zero-shot | bar met |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (world, version), ms in by_world.items():
         col = {name: [m[name]["auc"] for m in ms] for name in ("zero_shot", "cross", "student")}
         col = {"zero_shot": col["zero_shot"], "cross": col["cross"],  # no hybrid kept: served = its cosine
                "student_cosine": [m.get("student_cosine", m["student"])["auc"] for m in ms], "student": col["student"]}
         gaps = [s - c for s, c in zip(col["student"], col["cross"])]
         gains = [s - z for s, z in zip(col["student"], col["zero_shot"])]
         met = sum(_meets_bar(g, n) for g, n in zip(gaps, gains))
-        lines.append(f"| {world} | {len(ms)} | " + " | ".join(_mean_std(col[c], ".4f") for c in col) + " | "
+        lines.append(f"| {world} | v{version} | {len(ms)} | " + " | ".join(_mean_std(col[c], ".4f") for c in col) + " | "
                      f"{_mean_std(gaps, '+.4f')} | {_mean_std(gains, '+.4f')} | {met} of {len(ms)} |")
     return "\n".join(lines)
 

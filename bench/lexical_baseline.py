@@ -20,7 +20,7 @@ student's hybrid score") it says how much of the served student's gain over the 
 team's own judged pairs (``--labels FILE``) it says how much word overlap alone ranks them, before any training.
 
     .venv/bin/python bench/lexical_baseline.py --worlds attr,alt,demo,listing,open --pairs 6000 \\
-        --out bench/results/hybrid/lexical_baseline.json
+        --out bench/results/hybrid/lexical_baseline_v2.json
     .venv/bin/python bench/lexical_baseline.py --labels judged.csv --out lexical_baseline_mine.json
 """
 
@@ -40,8 +40,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from keyphrase_pipeline.core.settings import load_settings  # noqa: E402
+from keyphrase_pipeline.models.lexical_match import FEATURES_VERSION  # noqa: E402
 
-RESULT = REPO / "bench" / "results" / "hybrid" / "lexical_baseline.json"
+# one file per version of the lexical features (models.lexical_match.FEATURES_VERSION), on the same split and encoder
+RESULTS = tuple(REPO / "bench" / "results" / "hybrid" / f"lexical_baseline_v{v}.json" for v in (1, 2))
+_ORDER = {w: i for i, w in enumerate(("attr", "alt", "demo", "listing", "open"))}  # the table's world order
 MODELS = ("zero_shot", "zero_shot_cut", "zero_shot_hybrid", "lexical_only")
 
 
@@ -83,32 +86,39 @@ def world_baseline(settings, world: str | None, n_pairs: int, labels: str | None
             "hybrid": hybrid.as_dict() if hybrid else None, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def served_runs(results_dir: Path = RESULT.parent) -> dict[str, dict[str, list[float]]]:
-    """World -> {"teacher": [...], "student": [...]}: AUC on half B of each seed's teacher and served student in the
-    ``kp eval-labels`` files of ``results_dir`` (every JSON file with ``per_seed``; this bench's own file and
-    others are skipped), in file and seed order."""
-    runs: dict[str, dict[str, list[float]]] = {}
-    for path in sorted(results_dir.glob("*.json")):
-        run = json.loads(path.read_text())
-        if not isinstance(run, dict) or "per_seed" not in run or not run.get("world"):
-            continue
-        into = runs.setdefault(run["world"], {"teacher": [], "student": []})
-        for ps in run["per_seed"]:
-            into["teacher"].append(ps["metrics"]["cross"]["auc"])
-            into["student"].append(ps["metrics"]["student"]["auc"])
+def served_runs() -> dict[tuple[str, int], dict[str, list[float]]]:
+    """(world, lexical features' version) -> {"teacher": [...], "student": [...]}: AUC on half B of each seed's
+    teacher and served student in the ``kp eval-labels`` files behind docs/TRAINING.md's hybrid table
+    (``bench/distill_curve.py``'s ``hybrid_runs`` and ``HYBRID_RUNS``, the one reader of those files), in file and
+    seed order."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_distill_curve_runs", REPO / "bench" / "distill_curve.py")
+    curve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(curve)
+    runs: dict[tuple[str, int], dict[str, list[float]]] = {}
+    for world, _, version, m in curve.hybrid_runs():
+        into = runs.setdefault((world, version), {"teacher": [], "student": []})
+        into["teacher"].append(m["cross"]["auc"])
+        into["student"].append(m["student"]["auc"])
     return runs
 
 
-def markdown_table(result: dict, runs: dict[str, dict[str, list[float]]] | None = None) -> str:
-    """docs/TRAINING.md's table: per world, AUC on half B of the zero-shot cosine (384-d and ``serve.dim``), the
-    zero-shot hybrid, the lexical features alone and, where ``runs`` (``served_runs``) has the world, the mean over
-    its seeds of the teacher and of the served student, and what the student gains over the zero-shot hybrid."""
-    lines = ["| world | zero-shot 384-d | zero-shot 64-d | zero-shot 64-d + lexical term | lexical features alone | "
-             "teacher (mean of seeds) | student as served (mean of seeds) | student - zero-shot + lexical term |",
-             "|---|---|---|---|---|---|---|---|"]
-    for row in result["worlds"]:
-        auc = row["auc"]
-        run = (runs or {}).get(row["world"])
+def markdown_table(results: list[dict], runs: dict[tuple[str, int], dict[str, list[float]]] | None = None) -> str:
+    """docs/TRAINING.md's table: per result file of ``main`` (one per lexical features' version) and world, AUC on
+    half B of the zero-shot cosine (384-d and ``serve.dim``), the zero-shot hybrid, the lexical features alone and,
+    where ``runs`` (``served_runs``) has the world at that version, the mean over its seeds of the teacher and of the
+    served student, and what the student gains over the zero-shot hybrid."""
+    lines = ["| world | lexical features | zero-shot 384-d | zero-shot 64-d | zero-shot 64-d + lexical term | lexical "
+             "features alone | teacher (mean of seeds) | student as served (mean of seeds) | student - zero-shot + "
+             "lexical term |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = [(r, w) for r in results for w in r["worlds"]]
+    first = {}  # a world's place: _ORDER's, else where it first appears
+    for _, w in rows:
+        first.setdefault(w["world"], (_ORDER.get(w["world"], len(_ORDER)), len(first)))
+    for result, row in sorted(rows, key=lambda rw: (first[rw[1]["world"]], _version(rw[0]))):
+        auc, version = row["auc"], _version(result)
+        run = (runs or {}).get((row["world"], version))
         cells = ["n/a" if auc[m] is None else f"{auc[m]:.4f}"  # None: half B of one class
                  for m in ("zero_shot", "zero_shot_cut", "zero_shot_hybrid", "lexical_only")]
         if run:
@@ -118,8 +128,20 @@ def markdown_table(result: dict, runs: dict[str, dict[str, list[float]]] | None 
             cells += [f"{teacher:.4f}", f"{student:.4f} ({n} seed{'s' if n > 1 else ''})", gain]
         else:
             cells += ["not run", "not run", ""]
-        lines.append(f"| {row['world'] or Path(row['labels']).name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row['world'] or Path(row['labels']).name} | v{version} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _version(result: dict) -> int:
+    """The lexical features' version of a result file: its ``features_version``, else that of its rows' fits (the
+    same for all), else 1 (a file from before versions were recorded). Raises ValueError for rows fitted with
+    different versions."""
+    if "features_version" in result:
+        return int(result["features_version"])
+    versions = {int(r["hybrid"].get("features_version", 1)) for r in result["worlds"] if r.get("hybrid")}
+    if len(versions) > 1:
+        raise ValueError(f"a lexical baseline file with rows of features versions {sorted(versions)}")
+    return versions.pop() if versions else 1
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -131,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--table", action="store_true", help="print docs/TRAINING.md's table from the committed files")
     args = ap.parse_args(argv)
     if args.table:
-        print(markdown_table(json.loads(RESULT.read_text()), served_runs()))
+        print(markdown_table([json.loads(p.read_text()) for p in RESULTS], served_runs()))
         return {}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
@@ -140,9 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append(world_baseline(settings, world, args.pairs, args.labels))
         logging.info("lexical baseline: %s", json.dumps(rows[-1]))
     result = {"bench": "lexical_baseline", "simulated": not args.labels, "pairs": args.pairs, "serve_dim": settings.serve.dim,
-              "base_model": settings.train.base_model, "worlds": rows,
+              "base_model": settings.train.base_model, "features_version": FEATURES_VERSION, "worlds": rows,
               "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-    print(markdown_table(result, served_runs()))
+    print(markdown_table([result], served_runs()))
     if args.out:
         from keyphrase_pipeline.core.lake import write_text_atomic
 

@@ -38,6 +38,7 @@ from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.models.base import resolve_base_model
 from keyphrase_pipeline.models.bi_encoder import _cut, encode_items, encode_keyphrases, load_hybrid, load_student
 from keyphrase_pipeline.models.cross_encoder import load_cross, predict_pairs
+from keyphrase_pipeline.models.lexical_match import FEATURES_VERSION
 from keyphrase_pipeline.models.metrics import auc_or_none, best_f1_threshold, binary_metrics
 from keyphrase_pipeline.models.text import keyphrase_identity
 
@@ -283,7 +284,8 @@ def run(settings: Settings, labels: str | None = None, world: str | None = None,
     result = {"world": world, "labels": labels, "simulated": world is not None, "seeds": seeds, "split": split,
               # every training setting; with --cross the teachers were trained elsewhere, and their settings are
               # in their own train_config.json, not these
-              "config": {**settings.train.model_dump(mode="json"), "serve_dim": settings.serve.dim, "cross_reused": cross_dir},
+              "config": {**settings.train.model_dump(mode="json"), "serve_dim": settings.serve.dim, "cross_reused": cross_dir,
+                         "hybrid_features_version": FEATURES_VERSION},  # the tokenisation a hybrid is fitted with
               "per_seed": per_seed, "summary": summarise(per_seed),
               "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     if out:

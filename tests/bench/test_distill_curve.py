@@ -340,6 +340,13 @@ def test_the_hybrid_summary_averages_each_worlds_seeds_and_counts_the_bar(curve,
     (tmp_path / "a.json").write_text(json.dumps({**r, "world": "w", "per_seed": seeds}))
     (tmp_path / "b.json").write_text(json.dumps({**r, "world": "v", "per_seed": seeds[:1]}))
     lines = curve.hybrid_summary(tmp_path, ("a", "b")).splitlines()
-    assert lines[2].startswith("| w | 3 | 0.7000 ± 0.0000 | 0.8000 ± 0.0000 |")
+    assert lines[2].startswith("| w | v1 | 3 | 0.7000 ± 0.0000 | 0.8000 ± 0.0000 |")
     assert "| 0.7933 ± 0.0058 | -0.0067 ± 0.0058 | +0.0933 ± 0.0058 | 2 of 3 |" in lines[2]
-    assert lines[3].startswith("| v | 1 | 0.7000 | 0.8000 |") and lines[3].endswith("| 1 of 1 |")
+    assert lines[3].startswith("| v | v1 | 1 | 0.7000 | 0.8000 |") and lines[3].endswith("| 1 of 1 |")
+    # a world's runs of another lexical features' version are summarised apart
+    r2 = {**r, "world": "w", "per_seed": seeds[2:], "config": {**r["config"], "hybrid_features_version": 2}}
+    (tmp_path / "c.json").write_text(json.dumps(r2))
+    lines = curve.hybrid_summary(tmp_path, ("a", "c")).splitlines()
+    assert lines[2].startswith("| w | v1 | 3 |") and lines[3].startswith("| w | v2 | 1 | 0.7000 | 0.8000 |")
+    assert [row[:3] for row in curve.hybrid_runs(tmp_path, ("a", "c"))] == [("w", 1, 1), ("w", 2, 1), ("w", 3, 1),
+                                                                          ("w", 3, 2)]

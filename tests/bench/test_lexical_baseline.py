@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from testsupport import load_bench, make_settings
 
 
@@ -31,10 +32,22 @@ def test_world_baseline_grades_half_b_with_the_fit_of_half_a(tmp_path):
 def test_the_table_puts_the_served_students_beside_the_zero_shot_hybrid():
     bench = load_bench("lexical_baseline", "lexical_baseline")
     auc = {"zero_shot": 0.70, "zero_shot_cut": 0.69, "zero_shot_hybrid": 0.75, "lexical_only": 0.72}
-    result = {"worlds": [{"world": "w", "auc": auc}, {"world": "v", "auc": auc}]}
-    lines = bench.markdown_table(result, {"w": {"teacher": [0.79, 0.81], "student": [0.80, 0.82]}}).splitlines()
-    assert lines[2] == "| w | 0.7000 | 0.6900 | 0.7500 | 0.7200 | 0.8000 | 0.8100 (2 seeds) | +0.0600 |"
-    assert lines[3] == "| v | 0.7000 | 0.6900 | 0.7500 | 0.7200 | not run | not run |  |"
+    v1 = {"worlds": [{"world": "w", "auc": auc}, {"world": "v", "auc": auc}]}  # before versions were recorded
+    v2 = {"features_version": 2, "worlds": [{"world": "w", "auc": {**auc, "zero_shot_hybrid": 0.76}}]}
+    runs = {("w", 1): {"teacher": [0.79, 0.81], "student": [0.80, 0.82]}, ("w", 2): {"teacher": [0.8], "student": [0.83]}}
+    lines = bench.markdown_table([v2, v1], runs).splitlines()
+    assert lines[2] == "| w | v1 | 0.7000 | 0.6900 | 0.7500 | 0.7200 | 0.8000 | 0.8100 (2 seeds) | +0.0600 |"
+    assert lines[3] == "| w | v2 | 0.7000 | 0.6900 | 0.7600 | 0.7200 | 0.8000 | 0.8300 (1 seed) | +0.0700 |"
+    assert lines[4] == "| v | v1 | 0.7000 | 0.6900 | 0.7500 | 0.7200 | not run | not run |  |"
+
+
+def test_a_files_version_is_its_own_or_its_fits():
+    bench = load_bench("lexical_baseline", "lexical_baseline")
+    assert bench._version({"features_version": 2, "worlds": []}) == 2
+    assert bench._version({"worlds": [{"hybrid": {"features_version": 2}}, {"hybrid": None}]}) == 2
+    assert bench._version({"worlds": [{"hybrid": {}}]}) == 1 and bench._version({"worlds": []}) == 1
+    with pytest.raises(ValueError, match="versions"):
+        bench._version({"worlds": [{"hybrid": {"features_version": 2}}, {"hybrid": {"features_version": 1}}]})
 
 
 def test_the_docs_table_is_the_committed_baseline_beside_the_committed_hybrid_runs():
@@ -47,14 +60,16 @@ def test_the_docs_table_is_the_committed_baseline_beside_the_committed_hybrid_ru
     doc = (Path(__file__).resolve().parents[2] / "docs" / "TRAINING.md").read_text()
     start, end = "<!-- lexical baseline table -->\n", "\n<!-- /lexical baseline table -->"
     runs = bench.served_runs()
-    assert doc[doc.index(start) + len(start):doc.index(end)] == bench.markdown_table(
-        json.loads(bench.RESULT.read_text()), runs)
-    assert {"attr", "alt"} <= set(runs)
-    for path in sorted(bench.RESULT.parent.glob("*.json")):
+    results = [json.loads(p.read_text()) for p in bench.RESULTS]
+    assert doc[doc.index(start) + len(start):doc.index(end)] == bench.markdown_table(results, runs)
+    assert {("attr", 1), ("alt", 1)} <= set(runs)
+    assert [bench._version(r) for r in results] == [1, 2]
+    for path in sorted(bench.RESULTS[0].parent.glob("*.json")):
         run = json.loads(path.read_text())
         if "per_seed" in run:
-            row = next(r for r in json.loads(bench.RESULT.read_text())["worlds"] if r["world"] == run["world"])
-            assert row["split"] == {k: run["split"][k] for k in ("a_pairs", "b_pairs")}, path.name
+            for result in results:
+                row = next(r for r in result["worlds"] if r["world"] == run["world"])
+                assert row["split"] == {k: run["split"][k] for k in ("a_pairs", "b_pairs")}, path.name
 
 
 def test_a_judged_pairs_file_is_split_and_graded_the_same_way(tmp_path):
@@ -72,4 +87,4 @@ def test_a_judged_pairs_file_is_split_and_graded_the_same_way(tmp_path):
     row = bench.world_baseline(s, None, 0, labels=str(tmp_path / "judged.csv"))
     assert row["labels"] == str(tmp_path / "judged.csv") and row["truth_auc"] is None
     assert row["split"]["a_pairs"] + row["split"]["b_pairs"] == 200 and row["auc"]["zero_shot_hybrid"] is not None
-    assert bench.markdown_table({"worlds": [row]}).splitlines()[2].startswith("| judged.csv | ")
+    assert bench.markdown_table([{"features_version": 2, "worlds": [row]}]).splitlines()[2].startswith("| judged.csv | v2 | ")

@@ -60,6 +60,10 @@ def test_protocol_end_to_end_on_a_labels_file(tmp_path):
     # serve.dim (16) and full size (32) are two different scores of the same student
     assert r["per_seed"][0]["metrics"]["student"]["auc"] != r["per_seed"][0]["metrics"]["student_full"]["auc"]
     assert json.loads(out.read_text())["per_seed"][0]["seed"] == 1
+    # the lexical features' version a hybrid score is fitted with (bench/distill_curve.py tells runs apart by it)
+    from keyphrase_pipeline.models.lexical_match import FEATURES_VERSION
+
+    assert r["config"]["hybrid_features_version"] == FEATURES_VERSION == 2
 
     from keyphrase_pipeline.core.errors import ConfigError, DataError
 
