@@ -11,9 +11,14 @@ is trained (``stages.train_bi``), kept only when it lifts the held-out AUC, and 
 
 Features (``FEATURES``; ``match_features``), over word tokens (``tokens``): maximal runs of letters and digits of
 the lower-cased ``models.text.clean`` text (``20W-USB`` -> ``20w``, ``usb``) with, since ``features_version`` 2,
-quantities written one way (``UNITS``): a number and the unit after it are one token whether the text joins them
-or not, the unit in one spelling (``128 GB``, ``128-gb``, ``128GB``, ``128 gigabytes`` -> ``128gb``; ``60 inch`` ->
-``60in``; ``1.5 TB`` -> ``1.5tb``; ``1,000mAh`` -> ``1000mah``). The item's tokens are its title's and category's:
+quantities written one way (``UNITS``): a number and its unit are one token whether the text joins them or not
+(across a space or hyphen only for a unit of two or more letters other than ``in``, which are also words), the unit
+in one spelling (``128 GB``, ``128-gb``, ``128GB``, ``128 gigabytes`` -> ``128gb``; ``65"``, ``65 inch`` -> ``65in``;
+``1.5 TB``, ``1,5 TB`` -> ``1.5tb``; ``24 pack``, ``24 pcs``, ``24 Count`` -> ``24ct``), and a keyphrase's token is
+found in the item's text when the item has it, when it is a quantity whose number the item has on its own (``24
+pack`` in "Pack of 24"), or a number on its own that is one of the item's quantities' (``65`` in "65 Inch"); a
+quantity in another unit is not found (``8 lb`` in "8 Pack", which version 1 found). The item's tokens are its title's
+and category's:
 
 * ``query_token_share``: the share of the keyphrase's distinct tokens found among the item's (0 for a keyphrase
   without tokens);
@@ -28,9 +33,9 @@ scale; ``serve.score_threshold`` still cuts the FAISS search on the cosine alone
 what they are worth on the judged pairs, so on data where they say nothing their weights are small and the held-out
 check drops them.
 
-Versions (``features_version``, stored with each fit): 1 tokenised without ``UNITS`` (``256 GB`` did not match
-``256gb``); 2 (``FEATURES_VERSION``, what ``train-bi`` fits now) with them. A stored score is served with the
-version it was fitted with, so a student trained before version 2 scores as it did.
+Versions (``features_version``, stored with each fit): 1, the same token only (``256 GB`` did not match ``256gb``);
+2 (``FEATURES_VERSION``, what ``train-bi`` fits now), quantities as above. A stored score is served with the version
+it was fitted with, so a student trained with version 1 scores as it did.
 """
 
 from __future__ import annotations
@@ -49,54 +54,87 @@ VERSIONS = (1, 2)  # the versions this code computes, and so serves; a stored sc
 MAX_RATIO = 1e6  # the largest weight per unit of cosine fitted or stored (fits seen: 0.001-47; beyond, the
 # cosine says next to nothing and a bonus could overflow float32)
 _WORD = re.compile(r"[^\W_]+")  # a maximal run of letters and digits (Unicode), underscores excluded
-# version 2: a decimal number with what follows it (1.5tb) is one token; thousands separators dropped (1,000 -> 1000)
-_WORD_V2 = re.compile(r"\d+\.\d+[^\W_]*|[^\W_]+")
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
-_QUANTITY = re.compile(r"(\d+(?:\.\d+)?)([^\W\d_]+)")  # a number and the letters after it, the whole token
+# version 2: a decimal number stays one word when a unit follows it (1.5tb, 1.5 tb); otherwise it splits as in v1
+_WORD_V2 = re.compile(r"\d+\.\d+[^\W\d_]*|[^\W_]+")
+_INCH_MARK = re.compile(r"(?<=\d)\s?(?:\"|''|\u201d|\u2033)")  # 65" -> 65in
+_FLUID_OUNCE = re.compile(r"\bfl\.?\s?(?=oz\b)")  # 32 fl oz -> 32 oz
+_DECIMAL_COMMA = re.compile(r"(?<=\d),(?=\d{1,2}(?!\d))")  # 1,5 kg -> 1.5 kg (not 1,000 nor 64,128)
+_QUANTITY = re.compile(r"(\d+(?:\.\d+)?)([^\W\d_]+)")  # a number and the letters after it, the whole word
+
+
+def _spellings(canonical: str, *others: str) -> dict[str, str]:
+    return dict.fromkeys((canonical, *others), canonical)
+
 
 # The units a quantity is written in on product titles and queries, each spelling -> the one spelling tokens use.
-# Only after a number (``in`` alone is a word); "x" (2 x 4) and a bare "a" (an article) are left out.
+# Only after a number; "x" (2 x 4) and a bare "a" (an article) are left out.
 UNITS = {
-    **dict.fromkeys(("kb", "kilobyte", "kilobytes"), "kb"), **dict.fromkeys(("mb", "megabyte", "megabytes"), "mb"),
-    **dict.fromkeys(("gb", "gig", "gigs", "gigabyte", "gigabytes"), "gb"),
-    **dict.fromkeys(("tb", "terabyte", "terabytes"), "tb"),
-    **dict.fromkeys(("w", "watt", "watts"), "w"), **dict.fromkeys(("kw", "kilowatt", "kilowatts"), "kw"),
-    **dict.fromkeys(("v", "volt", "volts"), "v"), **dict.fromkeys(("amp", "amps"), "a"),
-    "mah": "mah", "wh": "wh", "hz": "hz", "khz": "khz", "mhz": "mhz", "ghz": "ghz",
-    "mm": "mm", "cm": "cm", **dict.fromkeys(("m", "meter", "meters", "metre", "metres"), "m"), "km": "km",
-    **dict.fromkeys(("in", "inch", "inches"), "in"), **dict.fromkeys(("ft", "foot", "feet"), "ft"),
-    **dict.fromkeys(("oz", "ounce", "ounces"), "oz"), **dict.fromkeys(("lb", "lbs", "pound", "pounds"), "lb"),
-    **dict.fromkeys(("g", "gram", "grams"), "g"), **dict.fromkeys(("kg", "kilogram", "kilograms"), "kg"),
-    "mg": "mg", "ml": "ml", **dict.fromkeys(("l", "liter", "liters", "litre", "litres"), "l"),
-    **dict.fromkeys(("gal", "gallon", "gallons"), "gal"), "qt": "qt",
-    **dict.fromkeys(("pack", "packs", "pk"), "pack"), **dict.fromkeys(("pc", "pcs", "piece", "pieces"), "pc"),
-    "ct": "ct", "mp": "mp", "k": "k", "p": "p", "rpm": "rpm", "mph": "mph", "db": "db", "cc": "cc",
+    **_spellings("kb", "kilobyte", "kilobytes"), **_spellings("mb", "megabyte", "megabytes"),
+    **_spellings("gb", "gig", "gigs", "gigabyte", "gigabytes"), **_spellings("tb", "terabyte", "terabytes"),
+    **_spellings("w", "watt", "watts"), **_spellings("kw", "kilowatt", "kilowatts"), **_spellings("v", "volt", "volts"),
+    **_spellings("a", "amp", "amps"), "mah": "mah", "ah": "ah", "wh": "wh", **_spellings("hz", "hertz"), "khz": "khz", "mhz": "mhz",
+    "ghz": "ghz", **_spellings("mm", "millimeter", "millimeters", "millimetre", "millimetres"),
+    **_spellings("cm", "centimeter", "centimeters", "centimetre", "centimetres"),
+    **_spellings("m", "meter", "meters", "metre", "metres"), **_spellings("km", "kilometer", "kilometers"),
+    **_spellings("in", "inch", "inches"), **_spellings("ft", "foot", "feet"), **_spellings("yd", "yard", "yards"),
+    **_spellings("oz", "ounce", "ounces", "floz"), **_spellings("lb", "lbs", "pound", "pounds"),
+    **_spellings("g", "gram", "grams"), **_spellings("kg", "kilogram", "kilograms", "kilo", "kilos"),
+    **_spellings("mg", "milligram", "milligrams"), **_spellings("ml", "milliliter", "milliliters", "millilitre"),
+    **_spellings("l", "liter", "liters", "litre", "litres"), **_spellings("gal", "gallon", "gallons"),
+    **_spellings("qt", "quart", "quarts"),
+    # a count, however a seller or a buyer writes it: 24 pack, 24 pk, 24 pcs, 24 count, 24ct
+    **_spellings("ct", "count", "cnt", "pack", "packs", "pk", "pc", "pcs", "piece", "pieces"),
+    "mp": "mp", "k": "k", "p": "p", "rpm": "rpm", "mph": "mph", "db": "db", "cc": "cc",
 }
+# joined across a space or hyphen only when the spelling is not also a word or a size: "9 w/ gps", "15 in pink",
+# "10 M US" (a shoe size) stay apart; attached (9w, 65in, 10m) they are quantities
+_SPACED_UNITS = frozenset(u for u in UNITS if len(u) > 1 and u != "in")
+_CANONICAL_UNITS = frozenset(UNITS.values())
 
 
-@functools.lru_cache(maxsize=200_000)
+@functools.lru_cache(maxsize=200_000, typed=True)
 def tokens(text: object, version: int = FEATURES_VERSION) -> frozenset[str]:
     """The distinct word tokens of ``text`` (module docstring): lower-cased runs of letters and digits of
-    ``models.text.clean(text)``, and for ``version`` 2 a quantity in one spelling (``UNITS``: ``128 GB`` ->
-    ``128gb``); an empty set for None, NaN or a text without any. Cached (a keyphrase is met once per item it is a
+    ``models.text.clean(text)``, and for ``version`` 2 a quantity as one token in one spelling (``UNITS``: ``128 GB``
+    -> ``128gb``); an empty set for None, NaN or a text without any. Cached (a keyphrase is met once per item it is a
     candidate for). Raises ValueError for a version not in ``VERSIONS``."""
     text = clean(text).lower()
     if version == 1:
         return frozenset(_WORD.findall(text))
     if version != 2:
         raise ValueError(f"features_version {version!r}; this code computes {list(VERSIONS)}")
-    words, out = _WORD_V2.findall(_THOUSANDS.sub("", text)), []
-    for word in words:
-        if out and word in UNITS and _is_number(out[-1]):
+    out: list[str] = []
+    for word in _WORD_V2.findall(_FLUID_OUNCE.sub("", _INCH_MARK.sub("in", _DECIMAL_COMMA.sub(".", text)))):
+        if out and word in _SPACED_UNITS and _is_number(out[-1]):
             out[-1] += UNITS[word]  # "128", "gb" -> "128gb"
             continue
         quantity = _QUANTITY.fullmatch(word)
         out.append(quantity[1] + UNITS[quantity[2]] if quantity and quantity[2] in UNITS else word)
-    return frozenset(out)
+    # a decimal that did not become a quantity splits as in version 1 (usb 3.0 -> 3, 0)
+    return frozenset(w for word in out for w in ((word,) if "." not in word or _quantity(word) else _WORD.findall(word)))
 
 
 def _is_number(word: str) -> bool:
-    return word.replace(".", "", 1).isdigit() and word[0] != "."
+    head, _, tail = word.partition(".")
+    return head.isdigit() and (not tail or tail.isdigit())
+
+
+def _quantity(word: str) -> str | None:
+    """The number of a version 2 quantity token (``128gb`` -> ``128``), else None."""
+    m = _QUANTITY.fullmatch(word)
+    return m[1] if m and m[2] in _CANONICAL_UNITS else None
+
+
+def _found(query: frozenset[str], item: frozenset[str], version: int) -> frozenset[str]:
+    """The query's tokens the item's text holds. Version 1: the same token. Version 2 also: a quantity whose number
+    the item has on its own (``24 pack`` in "Pack of 24", ``65 inch`` in "Samsung 65 QLED"), and a number on its
+    own that is one of the item's quantities' (``65`` in "65 Inch"); a quantity in another unit is not found
+    (``8 lb`` is not in "8 Pack")."""
+    if version == 1:
+        return query & item
+    numbers = {n for n in map(_quantity, item) if n}
+    return frozenset(t for t in query if t in item or (_quantity(t) or "") in item
+                     or (_is_number(t) and t in numbers))
 
 
 def _attributes(words: frozenset[str]) -> frozenset[str]:
@@ -121,9 +159,9 @@ def match_features(titles, categories, keyphrases, version: int = FEATURES_VERSI
     out = np.zeros((len(titles), len(FEATURES)), dtype=np.float32)
     for i, (title, category, keyphrase) in enumerate(zip(titles, categories, keyphrases)):
         item, query = tokens(title, version) | tokens(category, version), tokens(keyphrase, version)
-        attributes = _attributes(query)
-        found = len(attributes & item)
-        out[i, 0] = len(query & item) / len(query) if query else 0.0
+        attributes, hits = _attributes(query), _found(query, item, version)
+        found = len(attributes & hits)
+        out[i, 0] = len(hits) / len(query) if query else 0.0
         out[i, 1] = found / len(attributes) if attributes else 1.0
         out[i, 2] = len(attributes) - found
     return out

@@ -22,14 +22,19 @@ def test_tokens_are_lower_cased_runs_of_letters_and_digits_of_the_cleaned_text()
 
 @pytest.mark.parametrize("text,want", [
     ("128 GB", {"128gb"}), ("128-gb", {"128gb"}), ("128GB", {"128gb"}), ("128 gigabytes", {"128gb"}),
-    ("60 Inch TV", {"60in", "tv"}), ("60inches", {"60in"}), ("1.5 TB", {"1.5tb"}), ("1.5tb", {"1.5tb"}),
-    ("1,000mAh", {"1000mah"}), ("1000 mah", {"1000mah"}), ("2 pk", {"2pack"}), ("2-Pack", {"2pack"}),
-    ("3.5mm jack", {"3.5mm", "jack"}), ("8 Lb dumbbells", {"8lb", "dumbbells"}), ("8 pounds", {"8lb"}),
-    ("2 in 1", {"2in", "1"}), ("2-in-1", {"2in", "1"}),
-    # unchanged: no unit after the number, a model number, a mixed run, a bare "x" or "a", no thousands group
-    ("iPhone 13 Pro", {"iphone", "13", "pro"}), ("a2337", {"a2337"}), ("4k60hz", {"4k60hz"}),
-    ("2 x 4", {"2", "x", "4"}), ("top 10 a day", {"top", "10", "a", "day"}), ("1,2345", {"1", "2345"}),
-    ("gb 128", {"gb", "128"}), ("UGREEN 20W-USB", {"ugreen", "20w", "usb"}),
+    ("60 Inch TV", {"60in", "tv"}), ("60inches", {"60in"}), ('65" TV', {"65in", "tv"}), ("1.5 TB", {"1.5tb"}),
+    ("1.5tb", {"1.5tb"}), ("1,5 kg", {"1.5kg"}), ("1000 mah", {"1000mah"}), ("3.5mm jack", {"3.5mm", "jack"}),
+    ("8 Lb dumbbells", {"8lb", "dumbbells"}), ("8 pounds", {"8lb"}), ("32 fl oz", {"32oz"}), ("6 Quart", {"6qt"}),
+    # a count, however it is written
+    ("2 pk", {"2ct"}), ("2-Pack", {"2ct"}), ("24 Count", {"24ct"}), ("100 pcs", {"100ct"}), ("100ct", {"100ct"}),
+    # a one-letter spelling, or in, is a quantity only attached: 9 w/ gps, 15 in pink, a 10 M shoe stay apart
+    ("20W", {"20w"}), ("Series 9 w/ GPS", {"series", "9", "w", "gps"}), ("iPhone 15 in Pink", {"iphone", "15", "in",
+                                                                                               "pink"}),
+    ("10 M US", {"10", "m", "us"}), ("2 in 1", {"2", "in", "1"}), ("10 amp", {"10a"}),
+    # as in version 1: a decimal that is not a quantity, a model number, a mixed run, 2 x 4, a list of numbers
+    ("USB 3.0", {"usb", "3", "0"}), ("a2337", {"a2337"}), ("4k60hz", {"4k60hz"}), ("2 x 4", {"2", "x", "4"}),
+    ("64,128,256GB", {"64", "128", "256gb"}), ("1,000mAh", {"1", "000mah"}), ("gb 128", {"gb", "128"}),
+    ("UGREEN 20W-USB", {"ugreen", "20w", "usb"}), ("size 8,10,12", {"size", "8", "10", "12"}),
 ])
 def test_version_2_writes_a_quantity_one_way_whatever_the_spacing_and_spelling(text, want):
     assert FEATURES_VERSION == 2 and tokens(text) == want
@@ -52,6 +57,30 @@ def test_a_value_written_two_ways_matches_in_version_2_only():
     args = (["Cap Barbell 8 Pack Hand Weights"], [""], ["8 lb hand weights"])
     np.testing.assert_allclose(match_features(*args, version=1)[0], [0.75, 1.0, 0.0])
     np.testing.assert_allclose(match_features(*args)[0], [2 / 3, 0.0, 1.0])
+
+
+@pytest.mark.parametrize("title,keyphrase", [
+    ("Samsung 65 Inch QLED 4K TV", "samsung 65 qled tv"),  # a number alone is found in a quantity
+    ("Energizer AA Batteries, Pack of 24", "energizer aa batteries 24 pack"),  # a quantity in a number alone
+    ('Samsung 65" Class QLED', "samsung 65 inch qled"), ("Energizer AA Batteries (24 Count)", "aa batteries 24 pack"),
+    ("Apple Watch Series 9 w/ GPS", "apple watch series 9"), ("Apple iPhone 15 in Pink", "iphone 15 pink"),
+    ("Anker USB 3.0 Hub", "usb 3 hub"), ("JBL Bluetooth 5.0 Speaker", "bluetooth 5 speaker"),
+    ("Protein Powder 1,5 kg", "protein powder 1.5 kg"), ("Hydro Flask 32 fl oz", "hydro flask 32 oz"),
+    ("Instant Pot 6 Quart", "instant pot 6 qt"), ("Audio Cable 3.5 Millimeter", "3.5mm audio cable"),
+    ("Screws 100 pcs", "screws 100 pack"), ("Kingston 8 G DDR4", "kingston 8 gb ddr4"), ("TV 55 in.", '55" tv'),
+    ("Sandisk Ultra 128GB", "sandisk 128 gb"), ("Anker 10 amp charger", "10a charger"),
+])
+def test_version_2_finds_every_true_match_version_1_found_and_more(title, keyphrase):
+    """A reviewer's list of true matches written two ways: version 2 finds each keyphrase word and value at least as
+    often as version 1 (it once lost 65 in "65 Inch", 24 in "Pack of 24", 3 in "USB 3.0"), here all of them."""
+    v1, v2 = match_features([title], [""], [keyphrase], 1)[0], match_features([title], [""], [keyphrase])[0]
+    assert v2[0] >= v1[0] and v2[1] >= v1[1] and v2[2] <= v1[2]
+    np.testing.assert_allclose(v2, [1.0, 1.0, 0.0])
+
+
+def test_tokens_of_equal_numbers_of_different_types_are_not_confused():
+    """The cache tells 1 from 1.0 from True (a version argument made them one key)."""
+    assert tokens(1, 2) == {"1"} and tokens(1.0, 2) == {"1", "0"} and tokens(True, 2) == {"true"}
 
 
 def test_a_stored_score_is_served_with_the_version_it_was_fitted_with():
