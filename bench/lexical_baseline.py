@@ -58,7 +58,8 @@ def _auc(y, s) -> float | None:
 def world_baseline(settings, world: str | None, n_pairs: int, labels: str | None = None) -> dict:
     """One world's row (or, with ``labels``, a judged pairs file's, as ``kp eval-labels --labels FILE`` reads it):
     ``{"world", "labels", "split": {"a_pairs", "b_pairs"}, "auc": {model: AUC on B against the labels}, "truth_auc":
-    {model: against the world's truth; None for a file}, "hybrid": HybridScore.as_dict() or None, "seconds"}`` for the
+    {model: against the world's truth; None for a file}, "hybrid": HybridScore.as_dict() or None,
+    "features_changed_vs_v1": the share of pairs whose features differ from version 1's, "seconds"}`` for the
     models of ``MODELS``. Raises ConfigError (exit 2) for an unknown world or not exactly one of ``world``/``labels``;
     DataError (exit 3) for an invalid file."""
     from sklearn.linear_model import LogisticRegression
@@ -71,7 +72,9 @@ def world_baseline(settings, world: str | None, n_pairs: int, labels: str | None
     in_a = split_by_keyphrase(pairs["keyphrase"].tolist())
     zero = _score_all(settings, pairs, None, None)  # kp eval-labels' zero-shot cosines, full size and at serve.dim
     full, cut = zero["zero_shot"], zero["zero_shot_cut"]
-    features = match_features(pairs["title"].tolist(), pairs["category"].tolist(), pairs["keyphrase"].tolist())
+    texts = (pairs["title"].tolist(), pairs["category"].tolist(), pairs["keyphrase"].tolist())
+    features = match_features(*texts)
+    changed = float((np.abs(features - match_features(*texts, version=1)).max(axis=1) > 0).mean())
     y = (pairs["label"].to_numpy(dtype=float) >= 0.5).astype(int)
     a, b = in_a, ~in_a
     hybrid = fit_hybrid(cut[a], features[a], y[a])
@@ -83,7 +86,8 @@ def world_baseline(settings, world: str | None, n_pairs: int, labels: str | None
     return {"world": world, "labels": labels, "split": {"a_pairs": int(a.sum()), "b_pairs": int(b.sum())},
             "auc": {m: _auc(y[b], s[b]) for m, s in scores.items()},
             "truth_auc": {m: _auc(truth[b], s[b]) for m, s in scores.items()} if truth is not None else None,
-            "hybrid": hybrid.as_dict() if hybrid else None, "seconds": round(time.perf_counter() - t0, 1)}
+            "hybrid": hybrid.as_dict() if hybrid else None, "features_changed_vs_v1": round(changed, 4),
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def served_runs() -> dict[tuple[str, int], dict[str, list[float]]]:

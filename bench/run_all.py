@@ -33,8 +33,8 @@ NOT_RUN = {
     "rerank_recommend": "runs `kp recommend` with and without the cross-encoder re-rank on a `make demo` lake (--lake)",
     "student_start": "writes the start encoders of two training probes (no measurement)",
     "judge_ablation": "collects `kp report` ablations under each judge and their labels vs truth (needs their lakes)",
-    "lexical_baseline": "a study for docs/TRAINING.md (the lexical term on the untrained encoder, ~5 minutes a world; "
-                        "its file is bench/results/hybrid/lexical_baseline.json)",
+    "lexical_baseline": "a study for docs/TRAINING.md (the lexical term on the untrained encoder, 1-5 minutes a world; "
+                        "its files are bench/results/hybrid/lexical_baseline_v<features version>.json)",
 }
 
 

@@ -326,6 +326,10 @@ def test_the_hybrid_table_grades_each_row_against_the_bar(curve, tmp_path):
     m.pop("student_cosine", None)
     (tmp_path / "a.json").write_text(json.dumps({**r, "per_seed": [ps]}))
     assert "(not kept)" in curve.hybrid_table(tmp_path, ("a",))
+    # each row names the lexical features' version its run fitted (a file without it predates version 2)
+    assert curve.hybrid_table(tmp_path, ("a",)).splitlines()[2].startswith(f"| {r['world']} | 1 | v1 |")
+    (tmp_path / "b.json").write_text(json.dumps({**r, "per_seed": [ps], "config": {"hybrid_features_version": 2}}))
+    assert curve.hybrid_table(tmp_path, ("b",)).splitlines()[2].startswith(f"| {r['world']} | 1 | v2 |")
 
 
 def test_the_hybrid_summary_averages_each_worlds_seeds_and_counts_the_bar(curve, tmp_path):

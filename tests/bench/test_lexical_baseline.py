@@ -22,6 +22,13 @@ def test_world_baseline_grades_half_b_with_the_fit_of_half_a(tmp_path):
     assert row["split"] == {"a_pairs": int(in_a.sum()), "b_pairs": int((~in_a).sum())}
     assert set(row["auc"]) == set(bench.MODELS) and set(row["truth_auc"]) == set(bench.MODELS)
     assert row["hybrid"]["pairs"] == in_a.sum()  # fitted on half A only
+    assert row["hybrid"]["features_version"] == 2
+    # attr writes pack counts two ways (2 pk, 2 Pack): some pairs' features are not version 1's
+    from keyphrase_pipeline.models.lexical_match import match_features
+
+    texts = (pairs["title"].tolist(), pairs["category"].tolist(), pairs["keyphrase"].tolist())
+    changed = (np.abs(match_features(*texts) - match_features(*texts, version=1)).max(axis=1) > 0).mean()
+    assert 0 < row["features_changed_vs_v1"] == pytest.approx(changed, abs=1e-4)
     # the lexical term is graded on B: a random tiny encoder's cosine orders B worse than words found do
     assert row["auc"]["zero_shot_hybrid"] > row["auc"]["zero_shot_cut"] + 0.05
     words = pairs.apply(lambda r: np.mean([w in r["title"].lower() for w in r["keyphrase"].lower().split()]), axis=1)

@@ -88,6 +88,7 @@ def test_a_stored_score_is_served_with_the_version_it_was_fitted_with():
     assert old.features_version == 1 and old.as_dict()["features_version"] == 1
     assert HybridScore.from_dict({k: v for k, v in _GOOD.items() if k != "features_version"}).features_version == 1
     new = HybridScore.from_dict({**_GOOD, "features_version": 2})
+    assert HybridScore.from_dict({**_GOOD, "features_version": 2.0}) == new  # JSON may write 2 as 2.0
     args = ([0.5], ["Sandisk 128GB Flash Drive"], [""], ["sandisk 128 gb flash drive"])
     assert new.score(*args)[0] > old.score(*args)[0]  # the 128 gb found by version 2 only
     for version in (3, 0, "2", True, None):
