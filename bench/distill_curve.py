@@ -245,7 +245,7 @@ def paired_levers_table(results_dir: Path = RESULTS, defaults: str = str(PAIRED_
 # every default (the hybrid score on), bench/results/hybrid/<stem>.json, in the table's order; the runs before the
 # lexical features' version 2 (models.lexical_match.FEATURES_VERSION) fitted version 1, and are kept, marked so.
 HYBRID = REPO / "bench" / "results" / "hybrid"
-HYBRID_RUNS = ("attr_s123", "listing_s1", "alt_s1", "alt_s2", "alt_s3", "demo_s1", "demo_s2", "demo_s3")
+HYBRID_RUNS = ("attr_s123", "listing_s1", "alt_s1", "alt_s2", "alt_s3", "alt_s1_v2", "demo_s1", "demo_s2", "demo_s3")
 
 
 def hybrid_table(results_dir: Path = HYBRID, runs: tuple[str, ...] = HYBRID_RUNS) -> str:
@@ -314,6 +314,32 @@ def hybrid_summary(results_dir: Path = HYBRID, runs: tuple[str, ...] = HYBRID_RU
     return "\n".join(lines)
 
 
+def hybrid_version_pairs(results_dir: Path = HYBRID, runs: tuple[str, ...] = HYBRID_RUNS) -> str:
+    """docs/TRAINING.md's paired table of the lexical features' versions: for each (world, seed) run with both, AUC on
+    half B of the teacher and of the student's cosine at ``serve.dim`` in each run (the same when training repeated
+    itself: the same seed and teacher), the student as served with each version's hybrid score, and v2 - v1; a last
+    line gives the mean ± sample std of the differences.
+
+    Raises FileNotFoundError for a missing file."""
+    by_key: dict[tuple[str, int], dict[int, dict]] = {}
+    for world, seed, version, m in hybrid_runs(results_dir, runs):
+        by_key.setdefault((world, seed), {})[version] = m
+    lines = ["| world | seed | teacher (v1 run / v2 run) | student cosine, served 64-d (v1 run / v2 run) | served, "
+             "v1 | served, v2 | v2 - v1 |", "|---|---|---|---|---|---|---|"]
+    diffs = []
+    for (world, seed), by_version in by_key.items():
+        if not {1, 2} <= set(by_version):
+            continue
+        v1, v2 = by_version[1], by_version[2]
+        cosine = [m.get("student_cosine", m["student"])["auc"] for m in (v1, v2)]
+        diffs.append(v2["student"]["auc"] - v1["student"]["auc"])
+        lines.append(f"| {world} | {seed} | {v1['cross']['auc']:.4f} / {v2['cross']['auc']:.4f} | {cosine[0]:.4f} / "
+                     f"{cosine[1]:.4f} | {v1['student']['auc']:.4f} | {v2['student']['auc']:.4f} | {diffs[-1]:+.4f} |")
+    if diffs:
+        lines.append(f"| mean ± std ({len(diffs)} pairs) | | | | | | {_mean_std(diffs, '+.4f')} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--world", default=None, help="simulated judged pairs: demo, alt, attr, listing or open")
@@ -338,6 +364,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(hybrid_table())
         print()
         print(hybrid_summary())
+        print()
+        print(hybrid_version_pairs())
         return {}
     if args.paired_levers:
         print(paired_levers_table())

@@ -354,3 +354,27 @@ def test_the_hybrid_summary_averages_each_worlds_seeds_and_counts_the_bar(curve,
     assert lines[2].startswith("| w | v1 | 3 |") and lines[3].startswith("| w | v2 | 1 | 0.7000 | 0.8000 |")
     assert [row[:3] for row in curve.hybrid_runs(tmp_path, ("a", "c"))] == [("w", 1, 1), ("w", 2, 1), ("w", 3, 1),
                                                                           ("w", 3, 2)]
+
+
+def test_the_version_pairs_table_pairs_each_world_and_seed_run_with_both_versions(curve, tmp_path):
+    """Only a (world, seed) run with both lexical features' versions is a row; v2 - v1 is the served students'."""
+    r = json.loads((curve.HYBRID / f"{curve.HYBRID_RUNS[0]}.json").read_text())
+    ps = json.loads(json.dumps(r["per_seed"][0]))
+    ps["seed"], ps["metrics"]["student"]["auc"] = 7, 0.8000
+    (tmp_path / "v1.json").write_text(json.dumps({**r, "world": "w", "per_seed": [ps]}))
+    ps2 = json.loads(json.dumps(ps))
+    ps2["metrics"]["student"]["auc"] = 0.8030
+    (tmp_path / "v2.json").write_text(json.dumps({**r, "world": "w", "per_seed": [ps2],
+                                                  "config": {"hybrid_features_version": 2}}))
+    ps3 = {**ps2, "seed": 8}  # a seed run with version 2 only: no pair
+    (tmp_path / "v2b.json").write_text(json.dumps({**r, "world": "w", "per_seed": [ps3],
+                                                   "config": {"hybrid_features_version": 2}}))
+    lines = curve.hybrid_version_pairs(tmp_path, ("v1", "v2", "v2b")).splitlines()
+    assert len(lines) == 4 and lines[2].startswith("| w | 7 |")
+    assert lines[2].endswith("| 0.8000 | 0.8030 | +0.0030 |") and lines[3].endswith("| +0.0030 |")
+
+
+def test_the_version_pairs_table_in_the_doc_is_the_committed_runs(curve):
+    doc = (REPO / "docs" / "TRAINING.md").read_text()
+    start, end = "<!-- hybrid versions -->\n", "\n<!-- /hybrid versions -->"
+    assert doc[doc.index(start) + len(start):doc.index(end)] == curve.hybrid_version_pairs()
