@@ -15,9 +15,10 @@ quantities written one way (``UNITS``): a number and its unit are one token whet
 (across a space or hyphen only for a unit of two or more letters other than ``in``, which are also words), the unit
 in one spelling (``128 GB``, ``128-gb``, ``128GB``, ``128 gigabytes`` -> ``128gb``; ``65"``, ``65 inch`` -> ``65in``;
 ``1.5 TB``, ``1,5 TB`` -> ``1.5tb``; ``24 pack``, ``24 pcs``, ``24 Count`` -> ``24ct``), and a keyphrase's token is
-found in the item's text when the item has it, when it is a quantity whose number the item has on its own (``24
-pack`` in "Pack of 24"), or a number on its own that is one of the item's quantities' (``65`` in "65 Inch"); a
-quantity in another unit is not found (``8 lb`` in "8 Pack", which version 1 found). The item's tokens are its title's
+found in the item's text when the item has it or, for a unit of two letters or more, when it is a quantity whose
+number the item has on its own (``24 pack`` in "Pack of 24") or a number on its own that is one of the item's
+quantities' (``65`` in "65 Inch"; not ``5`` in "Pixel 5a"); a quantity in another unit is not found (``8 lb`` in "8
+Pack", which version 1 found). The item's tokens are its title's
 and category's:
 
 * ``query_token_share``: the share of the keyphrase's distinct tokens found among the item's (0 for a keyphrase
@@ -90,6 +91,9 @@ UNITS = {
 # "10 M US" (a shoe size) stay apart; attached (9w, 65in, 10m) they are quantities
 _SPACED_UNITS = frozenset(u for u in UNITS if len(u) > 1 and u != "in")
 _CANONICAL_UNITS = frozenset(UNITS.values())
+# a quantity whose number stands for it in matching (``_found``): not one of a one-letter unit, which is as often part
+# of a name (Pixel 5a, a 5G phone, 4K) or a size (10 M) as a quantity, so "pixel 5" is not found in "Pixel 5a"
+_NUMBERED_UNITS = frozenset(u for u in _CANONICAL_UNITS if len(u) > 1)
 
 
 @functools.lru_cache(maxsize=200_000, typed=True)
@@ -119,21 +123,21 @@ def _is_number(word: str) -> bool:
     return head.isdigit() and (not tail or tail.isdigit())
 
 
-def _quantity(word: str) -> str | None:
-    """The number of a version 2 quantity token (``128gb`` -> ``128``), else None."""
+def _quantity(word: str, units: frozenset[str] = _CANONICAL_UNITS) -> str | None:
+    """The number of a version 2 quantity token in one of ``units`` (``128gb`` -> ``128``), else None."""
     m = _QUANTITY.fullmatch(word)
-    return m[1] if m and m[2] in _CANONICAL_UNITS else None
+    return m[1] if m and m[2] in units else None
 
 
 def _found(query: frozenset[str], item: frozenset[str], version: int) -> frozenset[str]:
-    """The query's tokens the item's text holds. Version 1: the same token. Version 2 also: a quantity whose number
-    the item has on its own (``24 pack`` in "Pack of 24", ``65 inch`` in "Samsung 65 QLED"), and a number on its
-    own that is one of the item's quantities' (``65`` in "65 Inch"); a quantity in another unit is not found
-    (``8 lb`` is not in "8 Pack")."""
+    """The query's tokens the item's text holds. Version 1: the same token. Version 2 also, for a quantity in a unit
+    of two letters or more (``_NUMBERED_UNITS``): the quantity when the item has its number on its own (``24 pack``
+    in "Pack of 24", ``65 inch`` in "Samsung 65 QLED"), and a number on its own when it is one of the item's
+    quantities' (``65`` in "65 Inch"); a quantity in another unit is not found (``8 lb`` is not in "8 Pack")."""
     if version == 1:
         return query & item
-    numbers = {n for n in map(_quantity, item) if n}
-    return frozenset(t for t in query if t in item or (_quantity(t) or "") in item
+    numbers = {n for n in (_quantity(w, _NUMBERED_UNITS) for w in item) if n}
+    return frozenset(t for t in query if t in item or (_quantity(t, _NUMBERED_UNITS) or "") in item
                      or (_is_number(t) and t in numbers))
 
 
