@@ -11,15 +11,19 @@ is trained (``stages.train_bi``), kept only when it lifts the held-out AUC, and 
 
 Features (``FEATURES``; ``match_features``), over word tokens (``tokens``): maximal runs of letters and digits of
 the lower-cased ``models.text.clean`` text (``20W-USB`` -> ``20w``, ``usb``) with, since ``features_version`` 2,
-quantities written one way (``UNITS``): a number and its unit are one token whether the text joins them or not
-(across a space or hyphen only for a unit of two or more letters other than ``in``, which are also words), the unit
-in one spelling (``128 GB``, ``128-gb``, ``128GB``, ``128 gigabytes`` -> ``128gb``; ``65"``, ``65 inch`` -> ``65in``;
-``1.5 TB``, ``1,5 TB`` -> ``1.5tb``; ``24 pack``, ``24 pcs``, ``24 Count`` -> ``24ct``), and a keyphrase's token is
-found in the item's text when the item has it or, for a unit of two letters or more, when it is a quantity whose
-number the item has on its own (``24 pack`` in "Pack of 24") or a number on its own that is one of the item's
-quantities' (``65`` in "65 Inch"; not ``5`` in "Pixel 5a"); a quantity in another unit is not found (``8 lb`` in "8
-Pack", which version 1 found). The item's tokens are its title's
-and category's:
+numbers and quantities written one way (``UNITS``): a decimal is one number without trailing zeros (``2.5``,
+``5.0`` -> ``5``, ``.5`` -> ``0.5``, ``1,5 kg`` -> ``1.5kg``, ``10,000`` -> ``10000``); a number and its unit are one
+token whether the text joins them or not (across a space or hyphen only for a unit of two or more letters other than
+``in``, which are also words: ``Series 9 w/ GPS``, ``iPhone 15 in Pink`` keep theirs), the unit in one spelling
+(``128 GB``, ``128-gb``, ``128GB``, ``128 gigabytes`` -> ``128gb``; ``65"``, ``65 inch`` -> ``65in``; ``24 pack``,
+``24 pcs``, ``24 Count``, ``pack of 24`` -> ``24ct``). A keyphrase's token is found in the item's text when the item
+has it or, for a unit of two letters or more (``_found``), when it is a quantity whose number the item has on its own
+and the item states no value in that unit (``65 inch`` in "Samsung 65 QLED"; not ``16gb`` in "MacBook 16 8GB"), or a
+number on its own that is the number of an item's quantity in a unit the keyphrase does not state (``65`` in "65
+Inch"). A quantity in another unit is not found (``8 lb`` in "8 Pack", which version 1 found). Known limits, both
+found by version 1 too when the text spaced the unit: a number that names a model is found in a quantity with the
+same number (``macbook pro 16`` in "... 16GB RAM"), and a quantity in a number that counts something else (``10mm``
+in "Size 10"). The item's tokens are its title's and category's:
 
 * ``query_token_share``: the share of the keyphrase's distinct tokens found among the item's (0 for a keyphrase
   without tokens);
@@ -55,11 +59,18 @@ VERSIONS = (1, 2)  # the versions this code computes, and so serves; a stored sc
 MAX_RATIO = 1e6  # the largest weight per unit of cosine fitted or stored (fits seen: 0.001-47; beyond, the
 # cosine says next to nothing and a bonus could overflow float32)
 _WORD = re.compile(r"[^\W_]+")  # a maximal run of letters and digits (Unicode), underscores excluded
-# version 2: a decimal number stays one word when a unit follows it (1.5tb, 1.5 tb); otherwise it splits as in v1
+# version 2: a decimal is one word (2.5, 1.5tb); then, before tokens are read, the text is rewritten so that a
+# quantity is written one way: thousands (10,000 -> 10000, not 64,128), a decimal comma (1,5 kg -> 1.5 kg), a leading dot
+# (.5 -> 0.5), an inch mark (65" -> 65in), fluid ounces (fl oz -> oz), "pack of 24" (-> 24 ct)
 _WORD_V2 = re.compile(r"\d+\.\d+[^\W\d_]*|[^\W_]+")
-_INCH_MARK = re.compile(r"(?<=\d)\s?(?:\"|''|\u201d|\u2033)")  # 65" -> 65in
-_FLUID_OUNCE = re.compile(r"\bfl\.?\s?(?=oz\b)")  # 32 fl oz -> 32 oz
-_DECIMAL_COMMA = re.compile(r"(?<=\d),(?=\d{1,2}(?!\d))")  # 1,5 kg -> 1.5 kg (not 1,000 nor 64,128)
+_REWRITES = (
+    (re.compile(r"(?<=\d),(?=\d00(?!\d))"), ""),
+    (re.compile(r"(?<=\d),(?=\d{1,2}\s?[^\W\d_])"), "."),  # before a unit only: sizes 8,10,12 stay a list
+    (re.compile(r"(?<![\w.])\.(?=\d)"), "0."),
+    (re.compile(r"(?<=\d)\s?(?:\"|''|\u2032\u2032|\u201d|\u2033)"), "in "),  # NFKC writes a double prime as two primes
+    (re.compile(r"\bfl\.?\s?(?=oz\b)"), ""),
+    (re.compile(r"\b(?:pack|pk|set|box|case|bag) of (\d+)\b"), r"\1 ct"),
+)
 _QUANTITY = re.compile(r"(\d+(?:\.\d+)?)([^\W\d_]+)")  # a number and the letters after it, the whole word
 
 
@@ -68,12 +79,13 @@ def _spellings(canonical: str, *others: str) -> dict[str, str]:
 
 
 # The units a quantity is written in on product titles and queries, each spelling -> the one spelling tokens use.
-# Only after a number; "x" (2 x 4) and a bare "a" (an article) are left out.
+# Only after a number; "x" (2 x 4) and "a" (an article, and Pixel 5a) are left out: 10a is a word, 10 amp a quantity.
 UNITS = {
     **_spellings("kb", "kilobyte", "kilobytes"), **_spellings("mb", "megabyte", "megabytes"),
-    **_spellings("gb", "gig", "gigs", "gigabyte", "gigabytes"), **_spellings("tb", "terabyte", "terabytes"),
+    **_spellings("gb", "gbs", "gig", "gigs", "gigabyte", "gigabytes"), **_spellings("tb", "tbs", "terabyte", "terabytes"),
     **_spellings("w", "watt", "watts"), **_spellings("kw", "kilowatt", "kilowatts"), **_spellings("v", "volt", "volts"),
-    **_spellings("a", "amp", "amps"), "mah": "mah", "ah": "ah", "wh": "wh", **_spellings("hz", "hertz"), "khz": "khz", "mhz": "mhz",
+    **_spellings("amp", "amps", "ampere", "amperes"), "mah": "mah", "ah": "ah", "wh": "wh", **_spellings("hz", "hertz"),
+    "khz": "khz", "mhz": "mhz",
     "ghz": "ghz", **_spellings("mm", "millimeter", "millimeters", "millimetre", "millimetres"),
     **_spellings("cm", "centimeter", "centimeters", "centimetre", "centimetres"),
     **_spellings("m", "meter", "meters", "metre", "metres"), **_spellings("km", "kilometer", "kilometers"),
@@ -102,20 +114,25 @@ def tokens(text: object, version: int = FEATURES_VERSION) -> frozenset[str]:
     ``models.text.clean(text)``, and for ``version`` 2 a quantity as one token in one spelling (``UNITS``: ``128 GB``
     -> ``128gb``); an empty set for None, NaN or a text without any. Cached (a keyphrase is met once per item it is a
     candidate for). Raises ValueError for a version not in ``VERSIONS``."""
+    if isinstance(version, bool) or version not in VERSIONS:
+        raise ValueError(f"features_version {version!r}; this code computes {list(VERSIONS)}")
     text = clean(text).lower()
     if version == 1:
         return frozenset(_WORD.findall(text))
-    if version != 2:
-        raise ValueError(f"features_version {version!r}; this code computes {list(VERSIONS)}")
+    for pattern, replacement in _REWRITES:
+        text = pattern.sub(replacement, text)
     out: list[str] = []
-    for word in _WORD_V2.findall(_FLUID_OUNCE.sub("", _INCH_MARK.sub("in", _DECIMAL_COMMA.sub(".", text)))):
+    for word in _WORD_V2.findall(text):
+        quantity = _QUANTITY.fullmatch(word)
         if out and word in _SPACED_UNITS and _is_number(out[-1]):
             out[-1] += UNITS[word]  # "128", "gb" -> "128gb"
-            continue
-        quantity = _QUANTITY.fullmatch(word)
-        out.append(quantity[1] + UNITS[quantity[2]] if quantity and quantity[2] in UNITS else word)
-    # a decimal that did not become a quantity splits as in version 1 (usb 3.0 -> 3, 0)
-    return frozenset(w for word in out for w in ((word,) if "." not in word or _quantity(word) else _WORD.findall(word)))
+        elif quantity and quantity[2] in UNITS:
+            out.append(_plain(quantity[1]) + UNITS[quantity[2]])
+        elif _is_number(word):
+            out.append(_plain(word))
+        else:  # a decimal with letters that are not a unit (1.5x) splits as in version 1
+            out.extend(_WORD.findall(word) if "." in word else (word,))
+    return frozenset(out)
 
 
 def _is_number(word: str) -> bool:
@@ -123,22 +140,34 @@ def _is_number(word: str) -> bool:
     return head.isdigit() and (not tail or tail.isdigit())
 
 
-def _quantity(word: str, units: frozenset[str] = _CANONICAL_UNITS) -> str | None:
-    """The number of a version 2 quantity token in one of ``units`` (``128gb`` -> ``128``), else None."""
+def _plain(number: str) -> str:
+    """A number written one way: a decimal without trailing zeros (3.0 -> 3, 2.50 -> 2.5)."""
+    return number.rstrip("0").rstrip(".") if "." in number else number
+
+
+def _quantity(word: str, units: frozenset[str] = _CANONICAL_UNITS) -> tuple[str, str] | None:
+    """(number, unit) of a version 2 quantity token in one of ``units`` (``128gb`` -> ``("128", "gb")``), else None."""
     m = _QUANTITY.fullmatch(word)
-    return m[1] if m and m[2] in units else None
+    return (m[1], m[2]) if m and m[2] in units else None
 
 
 def _found(query: frozenset[str], item: frozenset[str], version: int) -> frozenset[str]:
     """The query's tokens the item's text holds. Version 1: the same token. Version 2 also, for a quantity in a unit
-    of two letters or more (``_NUMBERED_UNITS``): the quantity when the item has its number on its own (``24 pack``
-    in "Pack of 24", ``65 inch`` in "Samsung 65 QLED"), and a number on its own when it is one of the item's
-    quantities' (``65`` in "65 Inch"); a quantity in another unit is not found (``8 lb`` is not in "8 Pack")."""
+    of two letters or more (``_NUMBERED_UNITS``): the quantity when the item has its number on its own and states no
+    quantity in that unit (``65 inch`` in "Samsung 65 QLED"; ``16gb`` not in "MacBook 16 8GB"), and a number on its
+    own when it is the number of an item's quantity in a unit the query does not state (``65`` in "65 Inch"); a
+    quantity in another unit is not found (``8 lb`` is not in "8 Pack")."""
     if version == 1:
         return query & item
-    numbers = {n for n in (_quantity(w, _NUMBERED_UNITS) for w in item) if n}
-    return frozenset(t for t in query if t in item or (_quantity(t, _NUMBERED_UNITS) or "") in item
-                     or (_is_number(t) and t in numbers))
+    item_units = {q[1] for q in map(_quantity, item) if q}
+    query_units = {q[1] for q in map(_quantity, query) if q}
+    numbers = {q[0] for q in (_quantity(w, _NUMBERED_UNITS) for w in item) if q and q[1] not in query_units}
+    hits = []
+    for t in query:
+        q = _quantity(t, _NUMBERED_UNITS)
+        if t in item or (q and q[0] in item and q[1] not in item_units) or (_is_number(t) and t in numbers):
+            hits.append(t)
+    return frozenset(hits)
 
 
 def _attributes(words: frozenset[str]) -> frozenset[str]:

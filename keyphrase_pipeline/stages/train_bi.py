@@ -455,8 +455,8 @@ def _fit_hybrid(settings: Settings, model, train, test, test_cosines) -> tuple[o
     before = threshold_metrics(test["label"], test_cosines)["auc"]
     after = threshold_metrics(test["label"], served)["auc"]
     keep = after is not None and before is not None and after > before
-    record = {"applied": keep, **hybrid.as_dict(), "heldout_auc_before": before, "heldout_auc_after": after,
-              "seconds": round(time.perf_counter() - t0, 1),
+    record = {"applied": keep, **hybrid.as_dict(), "heldout_pairs": int(len(test)), "heldout_auc_before": before,
+              "heldout_auc_after": after, "seconds": round(time.perf_counter() - t0, 1),
               "why": "held-out AUC higher" if keep else "held-out AUC not higher: not kept"}
     log.info("hybrid score fitted on %d judged train pairs (weights per cosine: %s): held-out AUC %.4f -> %.4f (%s)",
              len(train), {f: round(w / hybrid.cosine_weight, 4) for f, w in zip(hybrid.features, hybrid.weights)},

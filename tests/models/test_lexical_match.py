@@ -22,7 +22,8 @@ def test_tokens_are_lower_cased_runs_of_letters_and_digits_of_the_cleaned_text()
 
 @pytest.mark.parametrize("text,want", [
     ("128 GB", {"128gb"}), ("128-gb", {"128gb"}), ("128GB", {"128gb"}), ("128 gigabytes", {"128gb"}),
-    ("60 Inch TV", {"60in", "tv"}), ("60inches", {"60in"}), ('65" TV', {"65in", "tv"}), ("1.5 TB", {"1.5tb"}),
+    ("60 Inch TV", {"60in", "tv"}), ("60inches", {"60in"}), ('65" TV', {"65in", "tv"}), ("65\u2033 TV", {"65in", "tv"}),
+    ('65"Class', {"65in", "class"}), ("1.5 TB", {"1.5tb"}),
     ("1.5tb", {"1.5tb"}), ("1,5 kg", {"1.5kg"}), ("1000 mah", {"1000mah"}), ("3.5mm jack", {"3.5mm", "jack"}),
     ("8 Lb dumbbells", {"8lb", "dumbbells"}), ("8 pounds", {"8lb"}), ("32 fl oz", {"32oz"}), ("6 Quart", {"6qt"}),
     # a count, however it is written
@@ -30,10 +31,12 @@ def test_tokens_are_lower_cased_runs_of_letters_and_digits_of_the_cleaned_text()
     # a one-letter spelling, or in, is a quantity only attached: 9 w/ gps, 15 in pink, a 10 M shoe stay apart
     ("20W", {"20w"}), ("Series 9 w/ GPS", {"series", "9", "w", "gps"}), ("iPhone 15 in Pink", {"iphone", "15", "in",
                                                                                                "pink"}),
-    ("10 M US", {"10", "m", "us"}), ("2 in 1", {"2", "in", "1"}), ("10 amp", {"10a"}),
-    # as in version 1: a decimal that is not a quantity, a model number, a mixed run, 2 x 4, a list of numbers
-    ("USB 3.0", {"usb", "3", "0"}), ("a2337", {"a2337"}), ("4k60hz", {"4k60hz"}), ("2 x 4", {"2", "x", "4"}),
-    ("64,128,256GB", {"64", "128", "256gb"}), ("1,000mAh", {"1", "000mah"}), ("gb 128", {"gb", "128"}),
+    ("10 M US", {"10", "m", "us"}), ("2 in 1", {"2", "in", "1"}), ("10 amp", {"10amp"}), ("10A", {"10a"}),
+    ("Pixel 5a", {"pixel", "5a"}),
+    # a decimal is one number, trailing zeros dropped; as in version 1: a model number, a mixed run, 2 x 4, lists
+    ("USB 3.0", {"usb", "3"}), ("5.0 oz", {"5oz"}), (".5 oz", {"0.5oz"}), ("2.5 SSD", {"2.5", "ssd"}),
+    ("a2337", {"a2337"}), ("4k60hz", {"4k60hz"}), ("2 x 4", {"2", "x", "4"}), ("64,128,256GB", {"64", "128", "256gb"}),
+    ("10,000mAh", {"10000mah"}), ("1,000 mah", {"1000mah"}), ("gb 128", {"gb", "128"}),
     ("UGREEN 20W-USB", {"ugreen", "20w", "usb"}), ("size 8,10,12", {"size", "8", "10", "12"}),
 ])
 def test_version_2_writes_a_quantity_one_way_whatever_the_spacing_and_spelling(text, want):
@@ -68,7 +71,11 @@ def test_a_value_written_two_ways_matches_in_version_2_only():
     ("Protein Powder 1,5 kg", "protein powder 1.5 kg"), ("Hydro Flask 32 fl oz", "hydro flask 32 oz"),
     ("Instant Pot 6 Quart", "instant pot 6 qt"), ("Audio Cable 3.5 Millimeter", "3.5mm audio cable"),
     ("Screws 100 pcs", "screws 100 pack"), ("Kingston 8 G DDR4", "kingston 8 gb ddr4"), ("TV 55 in.", '55" tv'),
-    ("Sandisk Ultra 128GB", "sandisk 128 gb"), ("Anker 10 amp charger", "10a charger"),
+    ("Sandisk Ultra 128GB", "sandisk 128 gb"), ("Anker 10 Amps Charger", "anker 10 amp charger"),
+    # a new user's trial: a decimal, an inch mark before a word, a double prime, trailing zeros, thousands, pack of N
+    ('Samsung 870 EVO 2.5" SATA SSD 1TB', "2.5 ssd 1tb"), ("WD Blue 2.5 in SSD", '2.5" ssd'),
+    ('LG 65"Class OLED evo 4K TV', "65 inch tv"), ("Samsung 65\u2033 TV", "65 inch tv"), ("Hanes Socks 5.0 oz", "5 oz socks"),
+    ("Anker PowerCore 10,000mAh", "anker 10000 mah"), ("Water 10-pack", "pack of 10 water"),
 ])
 def test_version_2_finds_every_true_match_version_1_found_and_more(title, keyphrase):
     """A reviewer's list of true matches written two ways: version 2 finds each keyphrase word and value at least as
@@ -89,9 +96,26 @@ def test_a_one_letter_unit_does_not_stand_for_its_number(title, keyphrase):
     assert v2[1] <= v1[1] and v2[1] < 1.0
 
 
+@pytest.mark.parametrize("title,keyphrase", [
+    ("MacBook Pro 16 8GB", "macbook pro 16gb"),  # the item states its own capacity: 16 is something else
+    ("Hanes Socks 0.5 oz", "5 oz socks"), ("Anker 65W Charger", "65\u2033 tv"), ("TCL 65 Class TV", "65w charger"),
+    ("iPhone 13 Case with 15W MagSafe", "iphone 15 case"), ("Cap Barbell 8 Pack Hand Weights", "8 lb hand weights"),
+])
+def test_version_2_does_not_find_another_value(title, keyphrase):
+    assert match_features([title], [""], [keyphrase])[0][1] < 1.0
+
+
+def test_a_number_is_not_found_in_a_quantity_of_a_unit_the_keyphrase_states_otherwise():
+    """laptop 16 8gb: the 16 is not the item's 16GB (the keyphrase gives its capacity as 8gb); laptop 16 alone is."""
+    np.testing.assert_allclose(match_features(["Laptop 16GB RAM"], [""], ["laptop 16 8gb"])[0], [1 / 3, 0.0, 2.0])
+    np.testing.assert_allclose(match_features(["Laptop 16GB RAM"], [""], ["laptop 16"])[0], [1.0, 1.0, 0.0])
+
+
 def test_tokens_of_equal_numbers_of_different_types_are_not_confused():
     """The cache tells 1 from 1.0 from True (a version argument made them one key)."""
-    assert tokens(1, 2) == {"1"} and tokens(1.0, 2) == {"1", "0"} and tokens(True, 2) == {"true"}
+    assert tokens(1, 1) == {"1"} and tokens(1.0, 1) == {"1", "0"} and tokens(True, 1) == {"true"}
+    with pytest.raises(ValueError, match="features_version True"):
+        tokens("x", True)  # True == 1, but not a version
 
 
 def test_a_stored_score_is_served_with_the_version_it_was_fitted_with():

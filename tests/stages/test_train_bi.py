@@ -425,6 +425,7 @@ def test_hybrid_score_is_fitted_kept_only_when_it_helps_stored_and_scored(tmp_pa
     rec = good["hybrid_score"]
     assert rec["pairs"] > 0 and set(rec["weights"]) == set(lexical_match.FEATURES) and rec["cosine_weight"] > 0
     assert rec["features_version"] == lexical_match.FEATURES_VERSION == 2  # fitted, and so served, with version 2
+    assert rec["heldout_pairs"] >= 10  # the held-out pairs the lift was judged on (tiny_settings' minimum)
     rotation = good["cut_rotation"]
     assert rec["heldout_auc_before"] == pytest.approx(max(rotation["heldout_auc_before"] or 0,
                                                           rotation["heldout_auc_after"] or 0), abs=1e-6)
