@@ -11,19 +11,20 @@ is trained (``stages.train_bi``), kept only when it lifts the held-out AUC, and 
 
 Features (``FEATURES``; ``match_features``), over word tokens (``tokens``): maximal runs of letters and digits of
 the lower-cased ``models.text.clean`` text (``20W-USB`` -> ``20w``, ``usb``) with, since ``features_version`` 2,
-numbers and quantities written one way (``UNITS``): a decimal is one number without trailing zeros (``2.5``,
-``5.0`` -> ``5``, ``.5`` -> ``0.5``, ``1,5 kg`` -> ``1.5kg``, ``10,000`` -> ``10000``); a number and its unit are one
-token whether the text joins them or not (across a space or hyphen only for a unit of two or more letters other than
-``in``, which are also words: ``Series 9 w/ GPS``, ``iPhone 15 in Pink`` keep theirs), the unit in one spelling
-(``128 GB``, ``128-gb``, ``128GB``, ``128 gigabytes`` -> ``128gb``; ``65"``, ``65 inch`` -> ``65in``; ``24 pack``,
-``24 pcs``, ``24 Count``, ``pack of 24`` -> ``24ct``). A keyphrase's token is found in the item's text when the item
-has it or, for a unit of two letters or more (``_found``), when it is a quantity whose number the item has on its own
-and the item states no value in that unit (``65 inch`` in "Samsung 65 QLED"; not ``16gb`` in "MacBook 16 8GB"), or a
-number on its own that is the number of an item's quantity in a unit the keyphrase does not state (``65`` in "65
-Inch"). A quantity in another unit is not found (``8 lb`` in "8 Pack", which version 1 found). Known limits, both
-found by version 1 too when the text spaced the unit: a number that names a model is found in a quantity with the
-same number (``macbook pro 16`` in "... 16GB RAM"), and a quantity in a number that counts something else (``10mm``
-in "Size 10"). The item's tokens are its title's and category's:
+numbers and quantities written one way (``UNITS``, ``_REWRITES``): a decimal is one number without trailing zeros
+(``2.5``, ``5.0`` -> ``5``; ``1,5 kg`` -> ``1.5kg``, ``10,000mAh`` -> ``10000mah`` before a unit only); a number and its
+unit are one token whether the text joins them or not (across a space or hyphen, and only for a unit of two or more
+letters other than ``in``, which are also words: ``Series 9 w/ GPS``, ``iPhone 15 in Pink`` keep theirs), the unit in
+one spelling (``128 GB``, ``128-gb``, ``128GB``, ``128 gigabytes`` -> ``128gb``; ``65"``, ``65 inch`` -> ``65in``;
+``24 pack``, ``24 pcs``, ``24 Count``, ``pack of 24`` -> ``24ct``); a unit that ends a range or a list is carried to
+each of its numbers (``32-75 inch``, ``32/64/128 GB``, ``8, 10, 12 inch``, ``24 x 36 inch`` for lengths; not a
+fraction, ``1/2 inch``). A keyphrase's token is found in the item's text when the item has it or, for a size in inches
+(``_found``; buyers and sellers often drop its unit), when the item has the number on its own and states no size
+(``65 inch`` in "Samsung 65 QLED"), has the size with that whole part (``15 inch`` in "15.6 inch"), or, for a number
+on its own in a keyphrase that states no size, has it as a size (``65`` in "65 Inch"). A quantity in another unit is
+not found (``8 lb`` in "8 Pack", which version 1 found), nor a count, capacity or length in a bare number or the
+reverse (``16gb`` in "MacBook Pro 16", ``iphone 12`` in "12FT drop protection"): a bare number is as often a model.
+The item's tokens are its title's and category's:
 
 * ``query_token_share``: the share of the keyphrase's distinct tokens found among the item's (0 for a keyphrase
   without tokens);
@@ -59,18 +60,7 @@ VERSIONS = (1, 2)  # the versions this code computes, and so serves; a stored sc
 MAX_RATIO = 1e6  # the largest weight per unit of cosine fitted or stored (fits seen: 0.001-47; beyond, the
 # cosine says next to nothing and a bonus could overflow float32)
 _WORD = re.compile(r"[^\W_]+")  # a maximal run of letters and digits (Unicode), underscores excluded
-# version 2: a decimal is one word (2.5, 1.5tb); then, before tokens are read, the text is rewritten so that a
-# quantity is written one way: thousands (10,000 -> 10000, not 64,128), a decimal comma (1,5 kg -> 1.5 kg), a leading dot
-# (.5 -> 0.5), an inch mark (65" -> 65in), fluid ounces (fl oz -> oz), "pack of 24" (-> 24 ct)
-_WORD_V2 = re.compile(r"\d+\.\d+[^\W\d_]*|[^\W_]+")
-_REWRITES = (
-    (re.compile(r"(?<=\d),(?=\d00(?!\d))"), ""),
-    (re.compile(r"(?<=\d),(?=\d{1,2}\s?[^\W\d_])"), "."),  # before a unit only: sizes 8,10,12 stay a list
-    (re.compile(r"(?<![\w.])\.(?=\d)"), "0."),
-    (re.compile(r"(?<=\d)\s?(?:\"|''|\u2032\u2032|\u201d|\u2033)"), "in "),  # NFKC writes a double prime as two primes
-    (re.compile(r"\bfl\.?\s?(?=oz\b)"), ""),
-    (re.compile(r"\b(?:pack|pk|set|box|case|bag) of (\d+)\b"), r"\1 ct"),
-)
+_WORD_V2 = re.compile(r"\d+\.\d+[^\W\d_]*|[^\W_]+")  # version 2: a decimal is one word (2.5, 1.5tb)
 _QUANTITY = re.compile(r"(\d+(?:\.\d+)?)([^\W\d_]+)")  # a number and the letters after it, the whole word
 
 
@@ -82,7 +72,7 @@ def _spellings(canonical: str, *others: str) -> dict[str, str]:
 # Only after a number; "x" (2 x 4) and "a" (an article, and Pixel 5a) are left out: 10a is a word, 10 amp a quantity.
 UNITS = {
     **_spellings("kb", "kilobyte", "kilobytes"), **_spellings("mb", "megabyte", "megabytes"),
-    **_spellings("gb", "gbs", "gig", "gigs", "gigabyte", "gigabytes"), **_spellings("tb", "tbs", "terabyte", "terabytes"),
+    **_spellings("gb", "gbs", "gigabyte", "gigabytes"), **_spellings("tb", "terabyte", "terabytes"),
     **_spellings("w", "watt", "watts"), **_spellings("kw", "kilowatt", "kilowatts"), **_spellings("v", "volt", "volts"),
     **_spellings("amp", "amps", "ampere", "amperes"), "mah": "mah", "ah": "ah", "wh": "wh", **_spellings("hz", "hertz"),
     "khz": "khz", "mhz": "mhz",
@@ -103,17 +93,43 @@ UNITS = {
 # "10 M US" (a shoe size) stay apart; attached (9w, 65in, 10m) they are quantities
 _SPACED_UNITS = frozenset(u for u in UNITS if len(u) > 1 and u != "in")
 _CANONICAL_UNITS = frozenset(UNITS.values())
-# a quantity whose number stands for it in matching (``_found``): not one of a one-letter unit, which is as often part
-# of a name (Pixel 5a, a 5G phone, 4K) or a size (10 M) as a quantity, so "pixel 5" is not found in "Pixel 5a"
-_NUMBERED_UNITS = frozenset(u for u in _CANONICAL_UNITS if len(u) > 1)
+# a quantity whose number stands for it, and the reverse, in matching (``_found``): sizes, where a buyer and a seller
+# often drop the unit (65 inch TV, Samsung 65 QLED); not counts, capacities or lengths, where a bare number is as
+# often a model (iphone 12 against 12FT drop protection, macbook pro 16 against 16GB)
+_SIZE_UNITS = frozenset({"in"})
+
+
+def _unit_pattern() -> str:
+    return "(?:" + "|".join(sorted(map(re.escape, UNITS), key=len, reverse=True)) + r")\b"
+
+
+# before tokens are read, version 2 rewrites a number written several ways into one: round thousands before a unit
+# (10,000mAh -> 10000mAh; not 64,128,256GB nor 400,600,800 grit), a decimal comma before a unit and outside a list
+# (1,5 kg -> 1.5 kg; not iPhone 12,13), a leading dot before a unit (.5 oz -> 0.5 oz; not .22 caliber), an inch mark
+# after a number (65" -> 65in; NFKC writes a double prime as two primes; not "A2337"), fluid ounces (fl oz -> oz),
+# and "pack of 24" (-> 24 ct; not "bag of 5 lb")
+_REWRITES = (
+    (re.compile(r"(?<![\d,])(\d{1,3})((?:,\d00)+)(?!,?\d)(?=\s?" + _unit_pattern() + ")"),  # round: not 64,128,256
+     lambda m: m[1] + m[2].replace(",", "")),
+    (re.compile(r"(?<![\d,.])(\d+),(\d{1,2})(?![\d,])(?=\s?" + _unit_pattern() + ")"), r"\1.\2"),
+    (re.compile(r"(?<![\w.])\.(?=\d+\s?" + _unit_pattern() + ")"), "0."),
+    (re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?(?:\"|''|\u2032\u2032|\u201d|\u2033)"), r"\1in "),
+    (re.compile(r"\bfl\.?\s?(?=oz\b)"), ""),
+    (re.compile(r"\b(?:pack|pk|set) of (\d+)\b(?!\s?" + _unit_pattern() + ")"), r"\1 ct"),
+)
+_JOIN_GAP = re.compile(r"\s*-?\s*")  # a number and a unit word are one quantity across a space or a hyphen
+_LIST_GAP = re.compile(r"\s*(?:-|\u2013|/|,|&)\s*")  # 32-75 inch, 32/64/128 GB, 8, 10, 12 inch
+_LENGTHS = frozenset({"mm", "cm", "m", "in", "ft", "yd"})
+_DENOMINATORS = frozenset({"2", "3", "4", "8", "16"})  # 1/2 inch, 3/4, 1/16: a fraction, not a list
 
 
 @functools.lru_cache(maxsize=200_000, typed=True)
 def tokens(text: object, version: int = FEATURES_VERSION) -> frozenset[str]:
     """The distinct word tokens of ``text`` (module docstring): lower-cased runs of letters and digits of
-    ``models.text.clean(text)``, and for ``version`` 2 a quantity as one token in one spelling (``UNITS``: ``128 GB``
-    -> ``128gb``); an empty set for None, NaN or a text without any. Cached (a keyphrase is met once per item it is a
-    candidate for). Raises ValueError for a version not in ``VERSIONS``."""
+    ``models.text.clean(text)``, and for ``version`` 2 numbers and quantities written one way (``UNITS``: ``128 GB``
+    -> ``128gb``; a unit shared by a range or a list carried to each of its numbers, which stay too: ``32-75 inch`` ->
+    ``32``, ``32in``, ``75in``); an empty set for None, NaN or a text without any. Cached (a keyphrase is met once
+    per item it is a candidate for). Raises ValueError for a version not in ``VERSIONS``."""
     if isinstance(version, bool) or version not in VERSIONS:
         raise ValueError(f"features_version {version!r}; this code computes {list(VERSIONS)}")
     text = clean(text).lower()
@@ -121,18 +137,42 @@ def tokens(text: object, version: int = FEATURES_VERSION) -> frozenset[str]:
         return frozenset(_WORD.findall(text))
     for pattern, replacement in _REWRITES:
         text = pattern.sub(replacement, text)
-    out: list[str] = []
-    for word in _WORD_V2.findall(text):
+    words: list[list[str]] = []  # [token, the text between it and the word before]
+    end = 0
+    for m in _WORD_V2.finditer(text):
+        word, gap, end = m[0], text[end:m.start()], m.end()
         quantity = _QUANTITY.fullmatch(word)
-        if out and word in _SPACED_UNITS and _is_number(out[-1]):
-            out[-1] += UNITS[word]  # "128", "gb" -> "128gb"
+        if words and word in _SPACED_UNITS and _is_number(words[-1][0]) and _JOIN_GAP.fullmatch(gap):
+            words[-1][0] += UNITS[word]  # "128", "gb" -> "128gb"
         elif quantity and quantity[2] in UNITS:
-            out.append(_plain(quantity[1]) + UNITS[quantity[2]])
+            words.append([_plain(quantity[1]) + UNITS[quantity[2]], gap])
         elif _is_number(word):
-            out.append(_plain(word))
+            words.append([_plain(word), gap])
         else:  # a decimal with letters that are not a unit (1.5x) splits as in version 1
-            out.extend(_WORD.findall(word) if "." in word else (word,))
+            words.extend([w, gap] for w in (_WORD.findall(word) if "." in word else (word,)))
+    out = {w for w, _ in words}
+    for i, (word, _) in enumerate(words):  # carry a quantity's unit back over the range or list it ends
+        quantity = _quantity(word)
+        j = i
+        while quantity and j > 0:
+            if _is_number(words[j - 1][0]) and _LIST_GAP.fullmatch(words[j][1]):
+                j -= 1
+            elif quantity[1] in _LENGTHS and j > 1 and words[j - 1][0] == "x" and _is_number(words[j - 2][0]):
+                j -= 2  # 24 x 36 inch: for a length only (2 x 16GB is two of 16GB)
+            else:
+                break
+        run = [w for w, _ in words[j:i] if w != "x"]
+        fraction = any("/" in words[k][1] and _fraction(words[k - 1][0], words[k][0]) for k in range(j + 1, i + 1))
+        if run and not fraction:
+            out.update(n + quantity[1] for n in run)
     return frozenset(out)
+
+
+def _fraction(numerator: str, denominator: str) -> bool:
+    """1/2, 3/4, 1/16 (the denominator may carry the unit: 2in): a fraction, not a list of two numbers."""
+    d = _QUANTITY.fullmatch(denominator)
+    d = d[1] if d else denominator
+    return numerator.isdigit() and d in _DENOMINATORS and int(numerator) < int(d)
 
 
 def _is_number(word: str) -> bool:
@@ -152,20 +192,23 @@ def _quantity(word: str, units: frozenset[str] = _CANONICAL_UNITS) -> tuple[str,
 
 
 def _found(query: frozenset[str], item: frozenset[str], version: int) -> frozenset[str]:
-    """The query's tokens the item's text holds. Version 1: the same token. Version 2 also, for a quantity in a unit
-    of two letters or more (``_NUMBERED_UNITS``): the quantity when the item has its number on its own and states no
-    quantity in that unit (``65 inch`` in "Samsung 65 QLED"; ``16gb`` not in "MacBook 16 8GB"), and a number on its
-    own when it is the number of an item's quantity in a unit the query does not state (``65`` in "65 Inch"); a
-    quantity in another unit is not found (``8 lb`` is not in "8 Pack")."""
+    """The query's tokens the item's text holds. Version 1: the same token. Version 2 also, for a size
+    (``_SIZE_UNITS``): the size when the item has its number on its own and states no size (``65 inch`` in "Samsung
+    65 QLED"), a whole size in the item's size with that whole part (``15 inch`` in "15.6 inch", as version 1 found
+    it by splitting 15.6), and a number on its own when it is an item's size, or its whole part, and the query states
+    none (``65`` in "65 Inch"). A quantity in another unit is not found (``8 lb`` is not in "8 Pack"), nor a count,
+    capacity or length in a bare number (``16gb`` is not in "MacBook Pro 16")."""
     if version == 1:
         return query & item
-    item_units = {q[1] for q in map(_quantity, item) if q}
-    query_units = {q[1] for q in map(_quantity, query) if q}
-    numbers = {q[0] for q in (_quantity(w, _NUMBERED_UNITS) for w in item) if q and q[1] not in query_units}
+    item_sizes = {q for q in (_quantity(w, _SIZE_UNITS) for w in item) if q}
+    classes = {n.partition(".")[0] + u for n, u in item_sizes}  # a 15.6in laptop is a 15in laptop
+    query_states_size = any(_quantity(w, _SIZE_UNITS) for w in query)
+    numbers = set() if query_states_size else {n for n, _ in item_sizes} | {n.partition(".")[0] for n, _ in item_sizes}
     hits = []
     for t in query:
-        q = _quantity(t, _NUMBERED_UNITS)
-        if t in item or (q and q[0] in item and q[1] not in item_units) or (_is_number(t) and t in numbers):
+        q = _quantity(t, _SIZE_UNITS)
+        if (t in item or (q and ((q[0] in item and not item_sizes) or t in classes))
+                or (_is_number(t) and t in numbers)):
             hits.append(t)
     return frozenset(hits)
 

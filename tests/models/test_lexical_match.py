@@ -35,7 +35,7 @@ def test_tokens_are_lower_cased_runs_of_letters_and_digits_of_the_cleaned_text()
     ("Pixel 5a", {"pixel", "5a"}),
     # a decimal is one number, trailing zeros dropped; as in version 1: a model number, a mixed run, 2 x 4, lists
     ("USB 3.0", {"usb", "3"}), ("5.0 oz", {"5oz"}), (".5 oz", {"0.5oz"}), ("2.5 SSD", {"2.5", "ssd"}),
-    ("a2337", {"a2337"}), ("4k60hz", {"4k60hz"}), ("2 x 4", {"2", "x", "4"}), ("64,128,256GB", {"64", "128", "256gb"}),
+    ("a2337", {"a2337"}), ("4k60hz", {"4k60hz"}), ("2 x 4", {"2", "x", "4"}), ("64,128,256GB", {"64", "128", "256gb", "64gb", "128gb"}),
     ("10,000mAh", {"10000mah"}), ("1,000 mah", {"1000mah"}), ("gb 128", {"gb", "128"}),
     ("UGREEN 20W-USB", {"ugreen", "20w", "usb"}), ("size 8,10,12", {"size", "8", "10", "12"}),
 ])
@@ -70,12 +70,19 @@ def test_a_value_written_two_ways_matches_in_version_2_only():
     ("Anker USB 3.0 Hub", "usb 3 hub"), ("JBL Bluetooth 5.0 Speaker", "bluetooth 5 speaker"),
     ("Protein Powder 1,5 kg", "protein powder 1.5 kg"), ("Hydro Flask 32 fl oz", "hydro flask 32 oz"),
     ("Instant Pot 6 Quart", "instant pot 6 qt"), ("Audio Cable 3.5 Millimeter", "3.5mm audio cable"),
-    ("Screws 100 pcs", "screws 100 pack"), ("Kingston 8 G DDR4", "kingston 8 gb ddr4"), ("TV 55 in.", '55" tv'),
+    ("Screws 100 pcs", "screws 100 pack"), ("TV 55 in.", '55" tv'),
     ("Sandisk Ultra 128GB", "sandisk 128 gb"), ("Anker 10 Amps Charger", "anker 10 amp charger"),
     # a new user's trial: a decimal, an inch mark before a word, a double prime, trailing zeros, thousands, pack of N
     ('Samsung 870 EVO 2.5" SATA SSD 1TB', "2.5 ssd 1tb"), ("WD Blue 2.5 in SSD", '2.5" ssd'),
     ('LG 65"Class OLED evo 4K TV', "65 inch tv"), ("Samsung 65\u2033 TV", "65 inch tv"), ("Hanes Socks 5.0 oz", "5 oz socks"),
     ("Anker PowerCore 10,000mAh", "anker 10000 mah"), ("Water 10-pack", "pack of 10 water"),
+    # and a reviewer's: a range or list sharing one unit, a dimension, a whole size against a decimal one
+    ("TV Wall Mount for Most 32-75 inch TVs", "32 inch tv wall mount"), ("SanDisk Flash Drive 32/64/128 GB", "sandisk 64 gb"),
+    ("Skillet Set 8, 10, 12 inch", "10 inch skillet"), ("Mirror 24 x 36 inch", "24 inch mirror"),
+    ("HP 15.6 inch Laptop", "15 inch laptop"), ("HP 15.6 inch Laptop", "hp 15 laptop"),
+    ("Phone Case for iPhone 12,13 Pro Max", "iphone 13 pro max case"), ("Sandpaper Assortment 400,600,800 Grit", "600 grit sandpaper"),
+    ("Russet Potatoes, Bag of 5 lb", "5 lb potatoes"), ("Cleaning Kit for .22 Caliber", "22 caliber cleaning kit"),
+    ('MacBook Air "A2337" Battery', "a2337 battery"),
 ])
 def test_version_2_finds_every_true_match_version_1_found_and_more(title, keyphrase):
     """A reviewer's list of true matches written two ways: version 2 finds each keyphrase word and value at least as
@@ -100,15 +107,43 @@ def test_a_one_letter_unit_does_not_stand_for_its_number(title, keyphrase):
     ("MacBook Pro 16 8GB", "macbook pro 16gb"),  # the item states its own capacity: 16 is something else
     ("Hanes Socks 0.5 oz", "5 oz socks"), ("Anker 65W Charger", "65\u2033 tv"), ("TCL 65 Class TV", "65w charger"),
     ("iPhone 13 Case with 15W MagSafe", "iphone 15 case"), ("Cap Barbell 8 Pack Hand Weights", "8 lb hand weights"),
+    # a count, capacity or length does not stand for a bare number, nor the reverse: they are as often a model
+    ("Case for iPhone 15 Pro Max, 12FT Drop Protection", "iphone 12 case"), ("Apple MacBook Pro 16 M3", "macbook 16gb"),
+    ("64GB microSD Card for Nintendo Switch", "nintendo 64 controller"), ("Apple AirPods Pro 2", "airpods 2pk"),
 ])
 def test_version_2_does_not_find_another_value(title, keyphrase):
     assert match_features([title], [""], [keyphrase])[0][1] < 1.0
 
 
-def test_a_number_is_not_found_in_a_quantity_of_a_unit_the_keyphrase_states_otherwise():
-    """laptop 16 8gb: the 16 is not the item's 16GB (the keyphrase gives its capacity as 8gb); laptop 16 alone is."""
-    np.testing.assert_allclose(match_features(["Laptop 16GB RAM"], [""], ["laptop 16 8gb"])[0], [1 / 3, 0.0, 2.0])
-    np.testing.assert_allclose(match_features(["Laptop 16GB RAM"], [""], ["laptop 16"])[0], [1.0, 1.0, 0.0])
+def test_a_number_stands_for_a_size_only_where_the_other_side_states_none():
+    """65 is the item's 65 Inch unless the keyphrase states its own size; 65 inch is the item's 65 unless the item
+    states its own."""
+    np.testing.assert_allclose(match_features(["Samsung 65 Inch TV"], [""], ["samsung 65 tv"])[0], [1.0, 1.0, 0.0])
+    np.testing.assert_allclose(match_features(["Samsung 65 Inch TV"], [""], ["samsung 65 32 inch"])[0],
+                               [1 / 3, 0.0, 2.0])
+    np.testing.assert_allclose(match_features(["Samsung 65 QLED"], [""], ["samsung 65 inch"])[0], [1.0, 1.0, 0.0])
+    np.testing.assert_allclose(match_features(["Samsung 65 QLED 55 Inch"], [""], ["samsung 65 inch"])[0],
+                               [0.5, 0.0, 1.0])
+
+
+@pytest.mark.parametrize("text,want", [
+    ("TV Wall Mount for Most 32-75 inch TVs", {"32", "32in", "75in"}), ("Flash Drive 32/64/128 GB", {"32gb", "64gb"}),
+    ("Skillet Set 8, 10, 12 inch", {"8in", "10in", "12in"}), ("Dumbbell 5-25 lb", {"5lb", "25lb"}),
+    ("Stanley 30/40 oz", {"30oz", "40oz"}), ("Mirror 24 x 36 inch", {"24in", "36in"}),
+])
+def test_a_range_or_list_gives_its_unit_to_each_number(text, want):
+    assert want <= tokens(text)
+
+
+@pytest.mark.parametrize("text,not_want", [
+    ("1/2 inch pipe", {"1in"}), ("3/4 inch", {"3in"}), ("1/16 to 1/2 inch", {"1in", "16in"}),  # fractions
+    ("1/2 x 3/4 inch", {"1in", "2in", "3in"}), ("Speaker Wire $2/ft", {"2ft"}),  # a price per foot
+    ("2 x 16GB RAM", {"2gb"}), ("iPhone 12,13 Pro Max", {"12.13"}), ("Sandpaper 400,600,800 Grit", {"400600800"}),
+    ("Cleaning Kit for .22 Caliber", {"0.22"}), ('MacBook Air "A2337" Battery', {"a2337in"}),
+    ("Russet Potatoes, Bag of 5 lb", {"5ct"}), ("Guitar 3/4 Gig Bag", {"4gb"}), ("Measuring Spoons 2 tbs", {"2tb"}),
+])
+def test_what_is_not_a_quantity_stays_as_written(text, not_want):
+    assert not (not_want & tokens(text)), tokens(text)
 
 
 def test_tokens_of_equal_numbers_of_different_types_are_not_confused():
