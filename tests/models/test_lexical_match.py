@@ -304,3 +304,63 @@ def test_load_hybrid_turns_a_bad_record_into_a_config_error(tmp_path):
         load_hybrid(tmp_path)
     write_marker(tmp_path, "bi")
     assert load_hybrid(tmp_path) is None
+
+
+# The (title, keyphrase) pairs a new user's trial and two reviews listed: true matches, and false matches v2 once made
+_REVIEWED_TRUE = [
+    ('TV Wall Mount for Most 32-75 inch TVs', '32 inch tv wall mount'),
+    ('Laptop Sleeve 13-14 inch', '13 inch laptop sleeve'),
+    ('SanDisk Flash Drive 32/64/128 GB', 'sandisk 64 gb'),
+    ('Apple iPhone 13 128/256/512GB', 'iphone 13 256 gb'),
+    ('Adjustable Dumbbell 5-25 lb', '5 lb dumbbell'),
+    ('Skillet Set 8, 10, 12 inch', '10 inch skillet'),
+    ('Mirror 24 x 36 inch', '24 inch mirror'),
+    ('HP 15.6 inch Laptop', '15 inch laptop'),
+    ('Sony 65 Class BRAVIA 4K (64.5 inch diag)', 'sony 65 inch tv'),
+    ('Phone Case for iPhone 12,13 Pro Max', 'iphone 13 pro max case'),
+    ("Women's Sandals Size 7,8 US", 'womens sandals size 8'),
+    ('Sandpaper Assortment 400,600,800 Grit', '600 grit sandpaper'),
+    ('Russet Potatoes, Bag of 5 lb', '5 lb potatoes'),
+    ('Cleaning Kit for .22 Caliber', '22 caliber cleaning kit'),
+    ('MacBook Air "A2337" Battery', 'a2337 battery'),
+    ('Samsung 65 Inch QLED 4K TV', 'samsung 65 qled tv'),
+    ('Energizer AA Batteries, Pack of 24', 'energizer aa batteries 24 pack'),
+    ('Samsung 870 EVO 2.5" SATA SSD 1TB', '2.5 ssd 1tb'),
+    ('Kingston 8 G DDR4 RAM', 'kingston 8 gb ddr4'),
+    ('Anker USB 3.0 Hub', 'usb 3 hub'),
+]
+_KNOWN_LOST = {("Kingston 8 G DDR4 RAM", "kingston 8 gb ddr4"),  # a one-letter unit written apart
+               ("Sony 65 Class BRAVIA 4K (64.5 inch diag)", "sony 65 inch tv")}  # a size beside another size
+_REVIEWED_FALSE = [
+    ('Case for iPhone 15 Pro Max, 12FT Military Grade Drop Protection', 'iphone 12 case'),
+    ('Floor Mats for Tesla Model Y 2024, 3PCS', 'tesla model 3 floor mats'),
+    ('Apple Watch Band Series 9 8 7, 5pcs', 'apple watch series 5 band'),
+    ('64GB microSD Card for Nintendo Switch', 'nintendo 64 controller'),
+    ('Lightning Cable 6ft for iPhone 14 13', 'iphone 6 charger'),
+    ('Apple MacBook Pro 16 M3 Pro Space Black', 'macbook pro 16gb ram'),
+    ('Apple iPhone 16 Pro Max Case', 'iphone 16gb'),
+    ('Dell 32 Curved Gaming Monitor', '32gb ram'),
+    ('Apple AirPods Pro 2', 'airpods 2pk'),
+    ('Guitar 3/4 Gig Bag', '4gb ram'),
+    ('Measuring Spoons 2 tbs', '2tb hard drive'),
+    ('Cap Barbell 8 Pack Hand Weights', '8 lb hand weights'),
+    ('MacBook Pro 14-inch M3 16GB RAM', 'macbook pro 16'),
+    ('Sneakers Running Shoes Size 10', 'purple cork 10mm yoga mat'),
+]
+
+
+@pytest.mark.parametrize("title,keyphrase", _REVIEWED_TRUE)
+def test_each_reviewed_true_match_is_found_at_least_as_often_as_by_version_1(title, keyphrase):
+    """docs/TRAINING.md cites this list: 18 of 20 found at least as often as by version 1; the two known lost."""
+    v1, v2 = match_features([title], [""], [keyphrase], 1)[0], match_features([title], [""], [keyphrase])[0]
+    assert (v2[1] < v1[1]) == ((title, keyphrase) in _KNOWN_LOST)
+
+
+@pytest.mark.parametrize("title,keyphrase", _REVIEWED_FALSE)
+def test_no_reviewed_false_match_is_made(title, keyphrase):
+    v1, v2 = match_features([title], [""], [keyphrase], 1)[0], match_features([title], [""], [keyphrase])[0]
+    assert v2[1] <= v1[1] and v2[1] < 1.0
+
+
+def test_the_reviewed_lists_are_the_ones_the_docs_count():
+    assert (len(_REVIEWED_TRUE), len(_KNOWN_LOST), len(_REVIEWED_FALSE)) == (20, 2, 14)
