@@ -24,6 +24,8 @@ fraction, ``1/2 inch``). A keyphrase's token is found in the item's text when th
 on its own in a keyphrase that states no size, has it as a size (``65`` in "65 Inch"). A quantity in another unit is
 not found (``8 lb`` in "8 Pack", which version 1 found), nor a count, capacity or length in a bare number or the
 reverse (``16gb`` in "MacBook Pro 16", ``iphone 12`` in "12FT drop protection"): a bare number is as often a model.
+For inches the fallback keeps version 1's false matches of a spaced unit (``iphone 16`` in "Laptop Sleeve 16 inch",
+``10 inch tablet`` in "Size 10 Shoes").
 The item's tokens are its title's and category's:
 
 * ``query_token_share``: the share of the keyphrase's distinct tokens found among the item's (0 for a keyphrase
