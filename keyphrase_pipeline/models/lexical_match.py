@@ -101,8 +101,7 @@ _CANONICAL_UNITS = frozenset(UNITS.values())
 _SIZE_UNITS = frozenset({"in"})
 
 
-def _unit_pattern() -> str:
-    return "(?:" + "|".join(sorted(map(re.escape, UNITS), key=len, reverse=True)) + r")\b"
+_UNIT = "(?:" + "|".join(sorted(map(re.escape, UNITS), key=len, reverse=True)) + r")\b"  # any spelling, longest first
 
 
 # before tokens are read, version 2 rewrites a number written several ways into one: round thousands before a unit
@@ -111,13 +110,13 @@ def _unit_pattern() -> str:
 # after a number (65" -> 65in; NFKC writes a double prime as two primes; not "A2337"), fluid ounces (fl oz -> oz),
 # and "pack of 24" (-> 24 ct; not "bag of 5 lb")
 _REWRITES = (
-    (re.compile(r"(?<![\d,])(\d{1,3})((?:,\d00)+)(?!,?\d)(?=\s?" + _unit_pattern() + ")"),  # round: not 64,128,256
+    (re.compile(r"(?<![\d,])(\d{1,3})((?:,\d00)+)(?!,?\d)(?=\s?" + _UNIT + ")"),  # round: not 64,128,256
      lambda m: m[1] + m[2].replace(",", "")),
-    (re.compile(r"(?<![\d,.])(\d+),(\d{1,2})(?![\d,])(?=\s?" + _unit_pattern() + ")"), r"\1.\2"),
-    (re.compile(r"(?<![\w.])\.(?=\d+\s?" + _unit_pattern() + ")"), "0."),
+    (re.compile(r"(?<![\d,.])(\d+),(\d{1,2})(?![\d,])(?=\s?" + _UNIT + ")"), r"\1.\2"),
+    (re.compile(r"(?<![\w.])\.(?=\d+\s?" + _UNIT + ")"), "0."),
     (re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?(?:\"|''|\u2032\u2032|\u201d|\u2033)"), r"\1in "),
     (re.compile(r"\bfl\.?\s?(?=oz\b)"), ""),
-    (re.compile(r"\b(?:pack|pk|set) of (\d+)\b(?!\s?" + _unit_pattern() + ")"), r"\1 ct"),
+    (re.compile(r"\b(?:pack|pk|set) of (\d+)\b(?!\s?" + _UNIT + ")"), r"\1 ct"),
 )
 _JOIN_GAP = re.compile(r"\s*-?\s*")  # a number and a unit word are one quantity across a space or a hyphen
 _LIST_GAP = re.compile(r"\s*(?:-|\u2013|/|,|&)\s*")  # 32-75 inch, 32/64/128 GB, 8, 10, 12 inch
@@ -202,17 +201,23 @@ def _found(query: frozenset[str], item: frozenset[str], version: int) -> frozens
     capacity or length in a bare number (``16gb`` is not in "MacBook Pro 16")."""
     if version == 1:
         return query & item
-    item_sizes = {q for q in (_quantity(w, _SIZE_UNITS) for w in item) if q}
+    item_sizes, query_sizes = set(_sizes(item).values()), _sizes(query)
     classes = {n.partition(".")[0] + u for n, u in item_sizes}  # a 15.6in laptop is a 15in laptop
-    query_states_size = any(_quantity(w, _SIZE_UNITS) for w in query)
-    numbers = set() if query_states_size else {n for n, _ in item_sizes} | {n.partition(".")[0] for n, _ in item_sizes}
+    numbers = set() if query_sizes else {n for n, _ in item_sizes} | {n.partition(".")[0] for n, _ in item_sizes}
     hits = []
     for t in query:
-        q = _quantity(t, _SIZE_UNITS)
+        q = query_sizes.get(t)
         if (t in item or (q and ((q[0] in item and not item_sizes) or t in classes))
                 or (_is_number(t) and t in numbers)):
             hits.append(t)
     return frozenset(hits)
+
+
+@functools.lru_cache(maxsize=200_000)
+def _sizes(words: frozenset[str]) -> dict[str, tuple[str, str]]:
+    """The sizes (``_SIZE_UNITS``) among version 2 tokens: token -> (number, unit); read only (cached: an item meets
+    each of its candidate keyphrases, a keyphrase each of its items)."""
+    return {w: q for w in words if (q := _quantity(w, _SIZE_UNITS))}
 
 
 def _attributes(words: frozenset[str]) -> frozenset[str]:
