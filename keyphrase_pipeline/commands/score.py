@@ -2,7 +2,9 @@
 
 ``kp score --model DIR|VERSION --pairs FILE --out FILE`` writes the input rows (text columns as typed) plus a
 ``score`` column and, when the model stores a decision threshold (chosen on its held-out pairs at training
-time), a ``predicted_label`` column (``score >= threshold``), as CSV or parquet by the output file's extension. The model may be:
+time), a ``predicted_label`` column (``score >= threshold``), as CSV or parquet by the output file's extension; for a
+student with a hybrid score, a last ``cosine`` column holds the cosine alone (``score`` minus the lexical bonus), so
+the two can be compared row by row without editing the model. The model may be:
 
 * a cross-encoder directory (ours: ``registry/cross/<v>/`` or its ``model/``): score = P(relevant);
 * a bi-encoder student directory or a registry student version id: score = cosine of the two towers at
@@ -50,11 +52,23 @@ PAIR_COLUMNS = ("title", "category", "keyphrase")
 class Scorer(Protocol):
     """A loaded model that scores pairs: ``kind`` names it; ``score(pairs)`` takes a pandas DataFrame with str
     columns ``title, category, keyphrase`` (cleaned) and returns a float ``np.ndarray`` of shape ``(len(pairs),)``.
-    An optional ``threshold`` attribute (float or None) is the model's decision cut on that scale."""
+    An optional ``threshold`` attribute (float or None) is the model's decision cut on that scale; an optional
+    ``score_columns(pairs)`` returns ``{"score": ..., other name: array}`` when the model has more to show per pair
+    (a hybrid student: ``cosine``), each float ``(len(pairs),)``."""
 
     kind: str
 
     def score(self, pairs) -> "object": ...
+
+
+def hybrid_columns(hybrid, cosines, pairs) -> dict:
+    """``{"score": cosines}`` for a student without a hybrid score (``hybrid`` None); else ``{"score": served,
+    "cosine": cosines}``, served = ``hybrid.score`` (``models.lexical_match``). ``cosines``: float ``(len(pairs),)``;
+    ``pairs``: a DataFrame with str ``title, category, keyphrase``."""
+    if hybrid is None:
+        return {"score": cosines}
+    served = hybrid.score(cosines, pairs["title"].tolist(), pairs["category"].tolist(), pairs["keyphrase"].tolist())
+    return {"score": served, "cosine": cosines}
 
 
 def _marker_dirs(model_dir: str | Path) -> tuple[Path, ...]:
@@ -126,11 +140,16 @@ class BiScorer:
         self.threshold = stored_threshold(model_dir)
         self.hybrid = stored_hybrid(model_dir)
 
-    def score(self, pairs):
-        from keyphrase_pipeline.models.bi_encoder import served_scores
+    def score_columns(self, pairs) -> dict:
+        """``hybrid_columns`` of the cosines at ``serve.dim``: ``score`` as served, ``cosine`` with a hybrid score."""
+        from keyphrase_pipeline.models.bi_encoder import score_pairs
 
-        return served_scores(self.model, self.hybrid, pairs["title"].tolist(), pairs["category"].tolist(),
-                             pairs["keyphrase"].tolist(), dim=self.dim)
+        cosines = score_pairs(self.model, pairs["title"].tolist(), pairs["category"].tolist(), pairs["keyphrase"].tolist(),
+                              dim=self.dim)
+        return hybrid_columns(self.hybrid, cosines, pairs)
+
+    def score(self, pairs):
+        return self.score_columns(pairs)["score"]
 
 
 class OnnxScorer:
@@ -155,14 +174,15 @@ class OnnxScorer:
         self.keyphrase = get_tower(Path(model_dir) / "keyphrase", model_file, settings.serve.device)
         self.tokenizer = self.keyphrase.tokenizer
 
-    def score(self, pairs):
-
+    def score_columns(self, pairs) -> dict:
+        """``hybrid_columns`` of the exported towers' cosines: ``score`` as served, ``cosine`` with a hybrid score."""
         items = self.item.embed([item_text(t, c) for t, c in zip(pairs["title"], pairs["category"], strict=True)])
         keyphrases = self.keyphrase.embed([keyphrase_text(k) for k in pairs["keyphrase"]])
         cosines = (items * keyphrases).sum(axis=1)  # both normalised inside the graph: dot = cosine
-        if self.hybrid is None:
-            return cosines
-        return self.hybrid.score(cosines, pairs["title"].tolist(), pairs["category"].tolist(), pairs["keyphrase"].tolist())
+        return hybrid_columns(self.hybrid, cosines, pairs)
+
+    def score(self, pairs):
+        return self.score_columns(pairs)["score"]
 
 
 SCORERS: dict[str, Callable] = {"cross": CrossScorer, "bi": BiScorer, "onnx": OnnxScorer}
@@ -273,8 +293,9 @@ def run(settings: Settings, model: str, pairs: str, out: str) -> dict:
     """Score the pairs in ``pairs`` with ``model``; write rows + ``score`` to ``out``; return stats.
 
     The output has the input rows, ``score`` (float: P(relevant) for a cross-encoder, cosine at ``serve.dim``
-    for a student or ONNX export, plus its hybrid score's lexical bonus when it has one) and, when the model stores
-    a threshold, ``predicted_label`` (int8 0/1).
+    for a student or ONNX export, plus its hybrid score's lexical bonus when it has one), when the model stores
+    a threshold, ``predicted_label`` (int8 0/1), and for a student or export with a hybrid score ``cosine`` (float:
+    the cosine alone, at the same cut). The stats say which: ``columns``.
 
     Raises:
         ConfigError: (exit 2) ``out`` not ``.csv``/``.parquet``/``.pq``; ``model`` neither a directory nor a
@@ -294,10 +315,11 @@ def run(settings: Settings, model: str, pairs: str, out: str) -> dict:
         tokenizer = encoder_tokenizer(settings)
     check_readable(clean_df, tokenizer, pairs)
     t0 = time.perf_counter()
-    scores = scorer.score(clean_df)
+    columns = scorer.score_columns(clean_df) if hasattr(scorer, "score_columns") else {"score": scorer.score(clean_df)}
+    columns = {"score": columns["score"], **{k: v for k, v in columns.items() if k != "score"}}  # score first
     secs = time.perf_counter() - t0
     result = df.copy()
-    result["score"] = [float(s) for s in scores]
+    result["score"] = [float(s) for s in columns["score"]]
     threshold = getattr(scorer, "threshold", None)
     if threshold is not None:  # the model's own cut, chosen on its held-out pairs at training time
         # its own column: an input "label" (a judge's answer) is never overwritten
@@ -305,8 +327,11 @@ def run(settings: Settings, model: str, pairs: str, out: str) -> dict:
     else:
         log.warning("%s has no stored threshold (trained before thresholds were stored): "
                     "no predicted_label column", model)
+    for name, values in list(columns.items())[1:]:  # what else the model shows per pair (a hybrid student: its cosine)
+        result[name] = [float(v) for v in values]
     write_frame(result, out)
     stats = {"kind": scorer.kind, "rows": len(result), "out": str(Path(out).resolve()), "threshold": threshold,
+             "columns": ["score", *(["predicted_label"] if threshold is not None else []), *list(columns)[1:]],
              "pairs_per_s": round(len(result) / max(secs, 1e-9), 1)}
     log.info("scored %d pairs with a %s model -> %s", len(result), scorer.kind, out)
     return stats
@@ -316,12 +341,13 @@ def add_arguments(parser) -> None:
     """Add this stage's command-line options to ``parser`` (argparse)."""
     parser.add_argument("--model", required=True, help="model directory (cross, bi or ONNX) or registry version id")
     parser.add_argument("--pairs", required=True, help="CSV/parquet with title, category, keyphrase")
-    parser.add_argument("--out", required=True, help="output .csv or .parquet (input rows + score + predicted_label)")
+    parser.add_argument("--out", required=True,
+                        help="output .csv or .parquet (input rows + score + predicted_label; + cosine for a hybrid student)")
 
 
 def main(settings: Settings, args) -> int:
     """``kp score``: ``run`` with ``--model``, ``--pairs``, ``--out``; prints the stats (kind, rows, out, threshold,
-    pairs_per_s) as one JSON line and returns 0.
+    columns, pairs_per_s) as one JSON line and returns 0.
 
     Errors propagate as exceptions; ``keyphrase_pipeline.cli.main`` maps them to exit codes
     (ConfigError 2, DataError and SchemaError 3, GateError 4, anything else 1): see ``run``."""

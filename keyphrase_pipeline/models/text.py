@@ -3,7 +3,7 @@ export, batch inference and scoring so the towers always see the same text they 
 
 The normalisation rule (``clean``), used by every stage that reads a title, category or keyphrase:
 
-1. None / NaN -> ``''``; anything else ``str()``;
+1. None / NaN (Python's or numpy's) / pandas' ``NA`` and ``NaT`` (a nullable column's missing value) -> ``''``; anything else ``str()``;
 2. characters of Unicode category Cc (controls), Cf (format: zero-width space/joiners U+200B-U+200D,
    BOM U+FEFF, soft hyphen, bidi marks, embeddings, overrides and isolates U+200E/U+200F,
    U+202A-U+202E, U+2066-U+2069, tag characters) and Cs (lone surrogates, which cannot be stored as UTF-8)
@@ -24,6 +24,7 @@ a reason (docs/DATA.md, "Text normalisation").
 from __future__ import annotations
 
 import functools
+import numbers
 import sys
 import unicodedata
 from typing import Sequence
@@ -36,6 +37,8 @@ DROPPED_CATEGORIES = ("Cc", "Cf", "Cs")
 # whitespace: a text made only of these is blank (``spark_is_blank``). Python's whitespace is a subset of
 # Z + Cc, and NFKC never maps anything else to nothing or to whitespace alone (tested on every code point).
 JAVA_BLANK_CHAR = r"[\p{Cc}\p{Cf}\p{Cs}\p{Z}]"
+# pandas' missing-value singletons (pd.NA, pd.NaT), told by type name so this module does not import pandas
+_MISSING_TYPES = frozenset({"NAType", "NaTType"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -53,11 +56,13 @@ def clean(text: object) -> str:
     """The normalised text (module docstring: Cc/Cf/Cs removed, NFKC, whitespace collapsed).
 
     Args:
-        text: any value; None and float NaN give ``''``, other non-strings are ``str()``-ed.
+        text: any value; None, a NaN (Python's, numpy's) and pandas' missing values (``pd.NA``, ``pd.NaT``: a nullable string or
+            datetime column's, which ``str()`` would make the words ``<NA>``, ``NaT``) give ``''``, other non-strings
+            are ``str()``-ed.
     Returns:
         str, possibly empty; ``clean(clean(x)) == clean(x)``.
     """
-    if text is None or (isinstance(text, float) and text != text):
+    if text is None or (isinstance(text, numbers.Number) and text != text) or type(text).__name__ in _MISSING_TYPES:
         return ""
     s = str(text)
     if not s.isascii():

@@ -37,7 +37,7 @@ def _pairs(tmp_path, ext):
 @pytest.mark.parametrize("ext", ["csv", "parquet"])
 def test_score_bi_and_cross(tmp_path, cli_env, ext):
     from keyphrase_pipeline import cli
-    from keyphrase_pipeline.models.bi_encoder import load_hybrid, load_student, served_scores
+    from keyphrase_pipeline.models.bi_encoder import load_hybrid, load_student, score_pairs, served_scores
     from keyphrase_pipeline.models.cross_encoder import load_cross, predict_pairs
 
     w = cli_env
@@ -45,14 +45,18 @@ def test_score_bi_and_cross(tmp_path, cli_env, ext):
     out_bi = tmp_path / f"bi.{ext}"
     assert cli.main(["score", "--model", w["student"]["version"], "--pairs", str(src), "--out", str(out_bi)]) == 0
     got = pd.read_csv(out_bi, keep_default_na=False) if ext == "csv" else pd.read_parquet(out_bi)
-    assert list(got.columns) == list(df.columns) + ["score", "predicted_label"]
+    assert list(got.columns) == list(df.columns) + ["score", "predicted_label", "cosine"]
     assert got["my_id"].tolist() == list(range(12))
     # served: the cosine at serve.dim plus the hybrid bonus of the student's kp_model.json (the world's student keeps one)
     hybrid = load_hybrid(w["student"]["path"])
     assert hybrid is not None
-    want = served_scores(load_student(str(Path(w["student"]["path"]) / "model"), "cpu"), hybrid, df["title"].tolist(),
-                         df["category"].fillna("").tolist(), df["keyphrase"].tolist(), dim=16)
+    student = load_student(str(Path(w["student"]["path"]) / "model"), "cpu")
+    texts = df["title"].tolist(), df["category"].fillna("").tolist(), df["keyphrase"].tolist()
+    want = served_scores(student, hybrid, *texts, dim=16)
     np.testing.assert_allclose(got["score"].to_numpy(), want, atol=1e-5)
+    # and beside it the cosine alone, at the same cut: what the lexical bonus was added to
+    np.testing.assert_allclose(got["cosine"].to_numpy(), score_pairs(student, *texts, dim=16), atol=1e-5)
+    assert not np.allclose(got["cosine"], got["score"])
     # the label uses the threshold stored with the model at training time (chosen on its held-out pairs)
     th = json.loads((Path(w["student"]["path"]) / "model" / "kp_model.json").read_text())["threshold"]
     assert th == w["student"]["threshold"]
@@ -61,6 +65,7 @@ def test_score_bi_and_cross(tmp_path, cli_env, ext):
     out_cross = tmp_path / f"cross.{ext}"
     assert cli.main(["score", "--model", w["cross"]["path"], "--pairs", str(src), "--out", str(out_cross)]) == 0
     got = pd.read_csv(out_cross, keep_default_na=False) if ext == "csv" else pd.read_parquet(out_cross)
+    assert list(got.columns) == list(df.columns) + ["score", "predicted_label"]  # a cross-encoder has no cosine
     want = predict_pairs(load_cross(str(Path(w["cross"]["path"]) / "model"), "cpu"), df["title"].tolist(),
                          df["category"].fillna("").tolist(), df["keyphrase"].tolist())
     np.testing.assert_allclose(got["score"].to_numpy(), want, atol=1e-5)
@@ -100,7 +105,7 @@ def test_score_echoes_every_text_byte_for_byte(tmp_path, cli_env, out_ext):
     for col in ("title", "category", "keyphrase", "ref"):
         assert got[col].tolist() == df[col].tolist(), col
     if out_ext == "csv":  # and the file's text columns are the input's, character for character
-        assert [ln.rsplit(",", 2)[0] for ln in out.read_text(encoding="utf-8").splitlines()] == \
+        assert [ln.rsplit(",", 3)[0] for ln in out.read_text(encoding="utf-8").splitlines()] == \
             src.read_text(encoding="utf-8").splitlines()
 
 
@@ -123,6 +128,27 @@ def test_score_refuses_text_the_model_cannot_read(tmp_path, cli_env, title, keyp
         with pytest.raises(DataError, match=message):
             score.run(get_settings(), model, str(src), str(out))
     assert not out.exists()
+
+
+def test_a_nullable_columns_missing_value_is_no_text(tmp_path, cli_env):
+    """A parquet written from pandas' nullable strings holds pd.NA for a missing value: a missing category scores as
+    no category (not the word "<NA>"), a missing title is refused as empty."""
+    from keyphrase_pipeline.commands import score
+    from keyphrase_pipeline.core.errors import DataError
+    from keyphrase_pipeline.core.settings import get_settings
+
+    df = pd.DataFrame({"title": ["red phone case", "red phone case"], "category": [pd.NA, ""],
+                       "keyphrase": ["phone case", "phone case"]}).astype("string")
+    src, out = tmp_path / "p.parquet", tmp_path / "o.csv"
+    df.to_parquet(src)
+    assert pd.read_parquet(src)["category"].iloc[0] is pd.NA  # what the scorer reads
+    score.run(get_settings(), cli_env["student"]["version"], str(src), str(out))
+    got = pd.read_csv(out)
+    assert got["score"].iloc[0] == pytest.approx(got["score"].iloc[1], abs=1e-6)
+    df.loc[0, "title"] = pd.NA
+    df.to_parquet(src)
+    with pytest.raises(DataError, match=r"1 row\(s\) with empty 'title' \(first at 0-based row 0\)"):
+        score.run(get_settings(), cli_env["student"]["version"], str(src), str(tmp_path / "o2.csv"))
 
 
 def test_score_errors_and_plugin(tmp_path, cli_env):

@@ -1,11 +1,13 @@
 """The student's hybrid score: lexical match features, the fit, and what kp_model.json stores."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from keyphrase_pipeline.models.lexical_match import (
     FEATURES,
     FEATURES_VERSION,
+    VERSIONS,
     HybridScore,
     fit_hybrid,
     match_features,
@@ -369,3 +371,11 @@ def test_no_reviewed_false_match_is_made(title, keyphrase):
 
 def test_the_reviewed_lists_are_the_ones_the_docs_count():
     assert (len(_REVIEWED_TRUE), len(_KNOWN_LOST), len(_REVIEWED_FALSE)) == (20, 2, 14)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_missing_value_has_no_tokens_whatever_its_type(version):
+    """None, NaN (Python's and numpy's) and a nullable pandas column's NA / NaT are no text: not the words "na",
+    "nan" or "nat" a title could match."""
+    for missing in (None, float("nan"), np.float32("nan"), pd.NA, pd.NaT):
+        assert tokens(missing, version) == frozenset(), repr(missing)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
+
 from keyphrase_pipeline.models.text import SEP, cross_text, item_text, keyphrase_text
 
 
@@ -76,6 +79,8 @@ def test_clean_removes_controls_normalises_and_collapses():
     assert clean("👨\u200d👩\u200d👧") == "👨👩👧"
     assert clean("x\ud800y") == "xy"  # a lone surrogate could not even be written as UTF-8
     assert clean(None) == "" and clean(float("nan")) == "" and clean(7) == "7"
+    # a nullable pandas column's missing values are missing, not the words "<NA>" or "NaT"
+    assert clean(pd.NA) == "" and clean(pd.NaT) == "" and clean(np.float32("nan")) == ""
     assert clean("NA") == "NA" and clean("null") == "null" and clean("007") == "007"
 
 

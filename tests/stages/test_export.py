@@ -118,3 +118,31 @@ def test_kp_score_with_the_exported_towers_matches_torch(serve_world, tmp_path):
     assert score.run(serve_world, "v1", str(src), str(torch_out))["kind"] == "bi"
     a, b = pd.read_csv(onnx_out)["score"], pd.read_csv(torch_out)["score"]
     assert (a - b).abs().max() < 1e-4
+
+
+def test_kp_score_with_the_exported_towers_serves_the_students_hybrid_score(serve_world, tmp_path):
+    """An export of a student with a hybrid score: ``score`` is the towers' cosine plus its lexical bonus (the student's
+    kp_model.json, found from the export) and ``cosine`` the cosine alone, both as the torch student gives them."""
+    import numpy as np
+    import pandas as pd
+
+    from keyphrase_pipeline.commands import score
+    from keyphrase_pipeline.models.bi_encoder import read_marker, write_marker
+    from keyphrase_pipeline.models.lexical_match import HybridScore, match_features
+
+    hybrid = HybridScore(1.0, (0.6, 0.2, -0.3))
+    model_dir = Path(Lake.from_settings(serve_world).path("registry", "students", "v1", "model"))
+    export.run(serve_world, DS)  # the export is verified against the student's cosine, whatever its hybrid
+    write_marker(model_dir, **{"kind": "bi", **read_marker(model_dir), "hybrid": hybrid.as_dict()})
+    pairs = pd.DataFrame({"title": ["red phone case for iphone 12", "steel garden hose 50ft", "blue mug"],
+                          "category": ["Cases", "Garden", ""], "keyphrase": ["iphone 12 case", "garden hose 25ft", "tea"]})
+    src = tmp_path / "pairs.parquet"
+    pairs.to_parquet(src)
+    onnx_out, torch_out = tmp_path / "onnx.csv", tmp_path / "torch.csv"
+    stats = score.run(serve_world, onnx_dir(serve_world, "v1"), str(src), str(onnx_out))
+    assert stats["kind"] == "onnx" and stats["columns"][-1] == "cosine"
+    assert score.run(serve_world, "v1", str(src), str(torch_out))["columns"][-1] == "cosine"
+    a, b = pd.read_csv(onnx_out), pd.read_csv(torch_out)
+    assert (a["score"] - b["score"]).abs().max() < 1e-4 and (a["cosine"] - b["cosine"]).abs().max() < 1e-4
+    bonus = hybrid.bonus(match_features(pairs["title"].tolist(), pairs["category"].tolist(), pairs["keyphrase"].tolist()))
+    np.testing.assert_allclose(a["score"] - a["cosine"], bonus, atol=1e-5)
