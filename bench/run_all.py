@@ -35,6 +35,8 @@ NOT_RUN = {
     "judge_ablation": "collects `kp report` ablations under each judge and their labels vs truth (needs their lakes)",
     "lexical_baseline": "a study for docs/TRAINING.md (the lexical term on the untrained encoder, 1-5 minutes a world; "
                         "its files are bench/results/hybrid/lexical_baseline_v<features version>.json)",
+    "label_ceiling": "a study for docs/TRAINING.md (no model: each simulated world's noisy labels graded by its truth; "
+                     "its file is bench/results/hybrid/label_ceiling.json)",
 }
 
 
