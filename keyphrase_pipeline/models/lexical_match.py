@@ -201,16 +201,12 @@ def _found(query: frozenset[str], item: frozenset[str], version: int) -> frozens
     capacity or length in a bare number (``16gb`` is not in "MacBook Pro 16")."""
     if version == 1:
         return query & item
-    item_sizes, query_sizes = set(_sizes(item).values()), _sizes(query)
-    classes = {n.partition(".")[0] + u for n, u in item_sizes}  # a 15.6in laptop is a 15in laptop
-    numbers = set() if query_sizes else {n for n, _ in item_sizes} | {n.partition(".")[0] for n, _ in item_sizes}
-    hits = []
-    for t in query:
-        q = query_sizes.get(t)
-        if (t in item or (q and ((q[0] in item and not item_sizes) or t in classes))
-                or (_is_number(t) and t in numbers)):
-            hits.append(t)
-    return frozenset(hits)
+    item_sizes, classes, size_numbers = _item_sizes(item)
+    query_sizes = _sizes(query)
+    if query_sizes:  # the query's sizes: its number on its own in an item stating no size, or its whole-size class
+        return (query & item) | frozenset(t for t, (n, _) in query_sizes.items()
+                                          if (n in item and not item_sizes) or t in classes)
+    return (query & item) | (query & size_numbers)  # a bare number that is an item's size, or its whole part
 
 
 @functools.lru_cache(maxsize=200_000)
@@ -220,8 +216,26 @@ def _sizes(words: frozenset[str]) -> dict[str, tuple[str, str]]:
     return {w: q for w in words if (q := _quantity(w, _SIZE_UNITS))}
 
 
+@functools.lru_cache(maxsize=200_000)
+def _item_sizes(item: frozenset[str]) -> tuple[frozenset, frozenset[str], frozenset[str]]:
+    """An item's sizes read once for all its candidates (cached): its (number, unit) pairs, their whole-size classes
+    (a 15.6in laptop is a 15in laptop: ``15in``) and their numbers, whole parts too (``15.6``, ``15``)."""
+    sizes = frozenset(_sizes(item).values())
+    return (sizes, frozenset(n.partition(".")[0] + u for n, u in sizes),
+            frozenset(n for n, _ in sizes) | frozenset(n.partition(".")[0] for n, _ in sizes))
+
+
+@functools.lru_cache(maxsize=200_000)
 def _attributes(words: frozenset[str]) -> frozenset[str]:
+    """The tokens with a digit (cached: a keyphrase is a candidate of many items)."""
     return frozenset(w for w in words if any(ch.isdigit() for ch in w))
+
+
+@functools.lru_cache(maxsize=200_000, typed=True)
+def _item_tokens(title: object, category: object, version: int) -> frozenset[str]:
+    """``tokens(title) | tokens(category)``, one object per item (cached: an item meets each of its candidates in a row,
+    and the set's hash is computed once)."""
+    return tokens(title, version) | tokens(category, version)
 
 
 def match_features(titles, categories, keyphrases, version: int = FEATURES_VERSION) -> np.ndarray:
@@ -241,7 +255,7 @@ def match_features(titles, categories, keyphrases, version: int = FEATURES_VERSI
                          f"{len(keyphrases)}")
     out = np.zeros((len(titles), len(FEATURES)), dtype=np.float32)
     for i, (title, category, keyphrase) in enumerate(zip(titles, categories, keyphrases)):
-        item, query = tokens(title, version) | tokens(category, version), tokens(keyphrase, version)
+        item, query = _item_tokens(title, category, version), tokens(keyphrase, version)
         attributes, hits = _attributes(query), _found(query, item, version)
         found = len(attributes & hits)
         out[i, 0] = len(hits) / len(query) if query else 0.0

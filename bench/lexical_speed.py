@@ -14,12 +14,12 @@ cosine search, the ONNX towers and the parquet writes are ``kp recommend``'s own
 
 The texts are **simulated** (``synthetic.synth_labels``): the listing world's titles are as long as a marketplace's
 (median 137 characters), the demo world's short. Prints ONE JSON line (``bench/run_all.py`` writes it to
-``bench/results/lexical_match.json``; ``_quick.json`` for ``--quick``).
+``bench/results/lexical_speed.json``; ``_quick.json`` for ``--quick``).
 
-    .venv/bin/python bench/lexical_match.py              # listing world, 4,000 items x 50 candidates, 5 rounds
-    .venv/bin/python bench/lexical_match.py --quick      # 200 items, 2 rounds
-    .venv/bin/python bench/run_all.py lexical_match      # the same, written to bench/results/lexical_match.json
-    .venv/bin/python bench/lexical_match.py --doc        # docs/SERVING.md's paragraph from that file
+    .venv/bin/python bench/lexical_speed.py              # listing world, 4,000 items x 50 candidates, 5 rounds
+    .venv/bin/python bench/lexical_speed.py --quick      # 200 items, 2 rounds
+    .venv/bin/python bench/run_all.py lexical_speed      # the same, written to bench/results/lexical_speed.json
+    .venv/bin/python bench/lexical_speed.py --doc        # docs/SERVING.md's paragraph from that file
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-RESULT = ROOT / "bench" / "results" / "lexical_match.json"  # written by bench/run_all.py
+RESULT = ROOT / "bench" / "results" / "lexical_speed.json"  # written by bench/run_all.py
 
 
 def rescore_pairs(world: str, n_items: int, depth: int, seed: int = 0):
@@ -68,10 +68,10 @@ def time_version(version: int, titles, categories, keyphrases, batch_pairs: int)
     cosines = np.zeros(len(titles), dtype=np.float32)
     out = {}
     for phase in ("cold", "warm"):
-        if phase == "cold":
-            lexical_match.tokens.cache_clear()
-            if hasattr(lexical_match, "_sizes"):
-                lexical_match._sizes.cache_clear()
+        if phase == "cold":  # every cache of the module (tokens, the items' and keyphrases' token sets, sizes)
+            for name in dir(lexical_match):
+                if hasattr(getattr(lexical_match, name), "cache_clear"):
+                    getattr(lexical_match, name).cache_clear()
         t0 = time.perf_counter()
         for start in range(0, len(titles), batch_pairs):
             end = start + batch_pairs
@@ -90,10 +90,10 @@ def doc_paragraph(result: dict) -> str:
 
     minutes = {v: 50e6 / pp[v]["cold"]["median"] / 60 for v in ("v1", "v2")}
     return (f"The lexical term's cost per pair with long titles and each version of its features, in the re-score's shape\n"
-            f"(`bench/lexical_match.py`: the **simulated** {result['world']} world's texts, median title "
+            f"(`bench/lexical_speed.py`: the **simulated** {result['world']} world's texts, median title "
             f"{result['median_title_chars']} characters,\n{result['items']:,} items x {result['depth']} candidates, one "
             f"process on the 2 shared cores, {result['repeats']} rounds alternating the\nversions, median (min-max); file "
-            f"`bench/results/lexical_match.json`): version 1 {rate('v1', 'cold')} pairs/s,\nversion 2 {rate('v2', 'cold')}, "
+            f"`bench/results/lexical_speed.json`): version 1 {rate('v1', 'cold')} pairs/s,\nversion 2 {rate('v2', 'cold')}, "
             f"each item's text tokenised once as in a catalog run; with every text already\ntokenised (a second pass) "
             f"{rate('v1', 'warm')} and {rate('v2', 'warm')}. Version 2 (quantities written one way) takes\n"
             f"{ratio['cold']}x version 1's time ({ratio['warm']}x warm): at a million items and D = 50, about "
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
         per_s = sorted(n / s for s in seconds[v][phase])
         return {"median": round(float(np.median(per_s))), "min": round(per_s[0]), "max": round(per_s[-1])}
 
-    result = {"bench": "lexical_match", "simulated": True, "world": args.world, "items": n // args.depth, "depth": args.depth,
+    result = {"bench": "lexical_speed", "simulated": True, "world": args.world, "items": n // args.depth, "depth": args.depth,
               "pairs": n, "batch_items": args.batch_items, "repeats": repeats,
               "median_title_chars": int(np.median([len(t) for t in titles[::args.depth]])),
               "pairs_per_s": {f"v{v}": {phase: rate(v, phase) for phase in ("cold", "warm")} for v in VERSIONS},

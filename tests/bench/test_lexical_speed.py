@@ -1,4 +1,4 @@
-"""bench/lexical_match.py: the hybrid score's cost per pair in kp recommend's re-score shape, version 2 of the
+"""bench/lexical_speed.py: the hybrid score's cost per pair in kp recommend's re-score shape, version 2 of the
 lexical features against version 1 in the same run."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from pathlib import Path
 
 from testsupport import load_bench
 
-RESULT = Path(__file__).resolve().parents[2] / "bench" / "results" / "lexical_match.json"
+RESULT = Path(__file__).resolve().parents[2] / "bench" / "results" / "lexical_speed.json"
 
 
 def test_the_pairs_are_each_items_text_against_its_candidates():
-    bench = load_bench("lexical_match", "lexical_match")
+    bench = load_bench("lexical_speed", "lexical_speed")
     titles, categories, keyphrases = bench.rescore_pairs("demo", 7, 5)
     assert len(titles) == len(categories) == len(keyphrases) == 35
     for i in range(0, 35, 5):  # one item per block of depth pairs, its candidates distinct
@@ -25,7 +25,7 @@ def test_the_pairs_are_each_items_text_against_its_candidates():
 def test_each_version_is_timed_cold_then_warm_with_its_own_tokenisation(monkeypatch):
     from keyphrase_pipeline.models import lexical_match
 
-    bench = load_bench("lexical_match", "lexical_match")
+    bench = load_bench("lexical_speed", "lexical_speed")
     seen = []
     real = lexical_match.match_features
     monkeypatch.setattr(lexical_match, "match_features", lambda *a: seen.append(a[3]) or real(*a))
@@ -40,7 +40,7 @@ def test_each_version_is_timed_cold_then_warm_with_its_own_tokenisation(monkeypa
 
 def test_the_committed_result_is_a_full_run_with_both_versions():
     result = json.loads(RESULT.read_text())
-    assert result["bench"] == "lexical_match" and result["quick"] is False and result["simulated"] is True
+    assert result["bench"] == "lexical_speed" and result["quick"] is False and result["simulated"] is True
     assert result["pairs"] == result["items"] * result["depth"] and result["repeats"] >= 3
     for v in ("v1", "v2"):
         for phase in ("cold", "warm"):
@@ -49,6 +49,6 @@ def test_the_committed_result_is_a_full_run_with_both_versions():
 
 
 def test_the_docs_paragraph_is_the_committed_result():
-    bench = load_bench("lexical_match", "lexical_match")
+    bench = load_bench("lexical_speed", "lexical_speed")
     doc = (Path(__file__).resolve().parents[2] / "docs" / "SERVING.md").read_text()
     assert bench.doc_paragraph(json.loads(RESULT.read_text())) in doc
