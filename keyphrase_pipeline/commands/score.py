@@ -295,7 +295,9 @@ def run(settings: Settings, model: str, pairs: str, out: str) -> dict:
     The output has the input rows, ``score`` (float: P(relevant) for a cross-encoder, cosine at ``serve.dim``
     for a student or ONNX export, plus its hybrid score's lexical bonus when it has one), when the model stores
     a threshold, ``predicted_label`` (int8 0/1), and for a student or export with a hybrid score ``cosine`` (float:
-    the cosine alone, at the same cut). The stats say which: ``columns``.
+    the cosine alone, at the same cut), in that order after the input's columns. The stats say which: ``columns``; an
+    input column of the same name (a file scored before) is replaced and moved last (``replaced_input_columns``,
+    logged); any other input column, ``label`` included, is kept as read.
 
     Raises:
         ConfigError: (exit 2) ``out`` not ``.csv``/``.parquet``/``.pq``; ``model`` neither a directory nor a
@@ -318,9 +320,13 @@ def run(settings: Settings, model: str, pairs: str, out: str) -> dict:
     columns = scorer.score_columns(clean_df) if hasattr(scorer, "score_columns") else {"score": scorer.score(clean_df)}
     columns = {"score": columns["score"], **{k: v for k, v in columns.items() if k != "score"}}  # score first
     secs = time.perf_counter() - t0
-    result = df.copy()
-    result["score"] = [float(s) for s in columns["score"]]
     threshold = getattr(scorer, "threshold", None)
+    written = ["score", *(["predicted_label"] if threshold is not None else []), *list(columns)[1:]]
+    replaced = [c for c in written if c in df.columns]
+    if replaced:  # an input scored before: this run's columns replace its and go last, in this run's order
+        log.warning("--pairs %s already has column(s) %s: replaced by this run's, written last", pairs, replaced)
+    result = df.drop(columns=replaced)
+    result["score"] = [float(s) for s in columns["score"]]
     if threshold is not None:  # the model's own cut, chosen on its held-out pairs at training time
         # its own column: an input "label" (a judge's answer) is never overwritten
         result["predicted_label"] = (result["score"] >= threshold).astype("int8")
@@ -331,7 +337,7 @@ def run(settings: Settings, model: str, pairs: str, out: str) -> dict:
         result[name] = [float(v) for v in values]
     write_frame(result, out)
     stats = {"kind": scorer.kind, "rows": len(result), "out": str(Path(out).resolve()), "threshold": threshold,
-             "columns": ["score", *(["predicted_label"] if threshold is not None else []), *list(columns)[1:]],
+             "columns": written, "replaced_input_columns": replaced,
              "pairs_per_s": round(len(result) / max(secs, 1e-9), 1)}
     log.info("scored %d pairs with a %s model -> %s", len(result), scorer.kind, out)
     return stats

@@ -35,6 +35,7 @@ from keyphrase_pipeline.core.contracts import arrow_schema, columns
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.lake import Lake, atomic_dir, ds_str, is_local, parse_ds, write_parquet_file_atomic
 from keyphrase_pipeline.labels.lease import Lease
+from keyphrase_pipeline.models.text import is_missing
 
 if TYPE_CHECKING:
     from keyphrase_pipeline.core.settings import Settings
@@ -49,8 +50,9 @@ KEY_FIELDS = ["title", "category", "keyphrase", "judge_model", "prompt_version"]
 
 # ---- keys --------------------------------------------------------------------------------------------
 def _text(f: object) -> str:
-    """A key field as text: None and float NaN (a missing value read by pandas) are "", as Spark's ``coalesce``."""
-    return "" if f is None or (isinstance(f, float) and f != f) else str(f)
+    """A key field as text: a missing value (``models.text.is_missing``: None, NaN, pandas' NA as a nullable column
+    reads a null) is "", as Spark's ``coalesce`` makes a null."""
+    return "" if is_missing(f) else str(f)
 
 
 def _sha1(*fields: object) -> str:

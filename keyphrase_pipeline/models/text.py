@@ -52,17 +52,23 @@ def _table() -> dict[int, str | None]:
     return out
 
 
+def is_missing(value: object) -> bool:
+    """True for a missing value as pandas and numpy read one: None, a real NaN (Python's ``float``, numpy's floats),
+    pandas' ``NA`` and ``NaT``. Anything else, the strings ``"NA"`` and ``"nan"`` included, is a value."""
+    return (value is None or (isinstance(value, numbers.Real) and value != value)
+            or type(value).__name__ in _MISSING_TYPES)
+
+
 def clean(text: object) -> str:
     """The normalised text (module docstring: Cc/Cf/Cs removed, NFKC, whitespace collapsed).
 
     Args:
-        text: any value; None, a NaN (Python's, numpy's) and pandas' missing values (``pd.NA``, ``pd.NaT``: a nullable string or
-            datetime column's, which ``str()`` would make the words ``<NA>``, ``NaT``) give ``''``, other non-strings
-            are ``str()``-ed.
+        text: any value; a missing value (``is_missing``: None, a NaN, pandas' ``pd.NA`` and ``pd.NaT``, which
+            ``str()`` would make the words ``<NA>``, ``NaT``) gives ``''``, other non-strings are ``str()``-ed.
     Returns:
         str, possibly empty; ``clean(clean(x)) == clean(x)``.
     """
-    if text is None or (isinstance(text, numbers.Number) and text != text) or type(text).__name__ in _MISSING_TYPES:
+    if is_missing(text):
         return ""
     s = str(text)
     if not s.isascii():

@@ -30,12 +30,16 @@ def test_each_version_is_timed_cold_then_warm_with_its_own_tokenisation(monkeypa
     real = lexical_match.match_features
     monkeypatch.setattr(lexical_match, "match_features", lambda *a: seen.append(a[3]) or real(*a))
     titles, categories, keyphrases = bench.rescore_pairs("demo", 4, 5)
-    for i in range(500):  # texts of an earlier run in the cache: the cold pass must not find them
-        lexical_match.tokens(f"left over {i}", 1)
+    junk = [f"left over {i} 15.6 inch" for i in range(300)]  # an earlier run's texts: the cold pass must not find them
+    real(junk, junk, junk, 2)
+    real(junk, junk, junk, 1)
+    caches = [f for f in vars(lexical_match).values() if hasattr(f, "cache_info")]
+    assert len(caches) >= 5 and all(f.cache_info().currsize >= 300 for f in caches)
     out = bench.time_version(1, titles, categories, keyphrases, batch_pairs=10)
     assert set(out) == {"cold", "warm"} and min(out.values()) > 0
     assert seen == [1, 1, 1, 1]  # 20 pairs in batches of 10, twice, all with version 1's features
-    assert 0 < lexical_match.tokens.cache_info().currsize < 50  # emptied, then filled with these pairs' texts only
+    for f in caches:  # every cache emptied, then filled with these pairs' texts only
+        assert f.cache_info().currsize < 50, f.__name__
 
 
 def test_the_committed_result_is_a_full_run_with_both_versions():
@@ -46,6 +50,9 @@ def test_the_committed_result_is_a_full_run_with_both_versions():
         for phase in ("cold", "warm"):
             r = result["pairs_per_s"][v][phase]
             assert r["min"] <= r["median"] <= r["max"]
+    for phase in ("cold", "warm"):
+        r = result["v2_over_v1_seconds"][phase]
+        assert r["min"] <= r["median"] <= r["max"]
 
 
 def test_the_docs_paragraph_is_the_committed_result():

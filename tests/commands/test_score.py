@@ -130,6 +130,29 @@ def test_score_refuses_text_the_model_cannot_read(tmp_path, cli_env, title, keyp
     assert not out.exists()
 
 
+def test_a_file_scored_before_gets_this_runs_columns_last_and_keeps_its_own(tmp_path, cli_env):
+    """Re-scoring kp score's own output: its score, predicted_label and cosine are replaced by this run's and written
+    last in this run's order (the stats name them); an input label and any column this run does not write are kept
+    as read (a cross-encoder writes no cosine, so an input cosine stays)."""
+    from keyphrase_pipeline.commands import score
+    from keyphrase_pipeline.core.settings import get_settings
+
+    src = tmp_path / "scored.csv"
+    pd.DataFrame({"id": ["a", "b"], "title": ["red phone case", "blue mug"], "category": ["", ""],
+                  "keyphrase": ["phone case", "mug"], "score": ["old", "old"], "cosine": ["c1", "c2"],
+                  "predicted_label": ["x", "y"], "label": ["1", "0"]}).to_csv(src, index=False)
+    out = tmp_path / "o.csv"
+    stats = score.run(get_settings(), cli_env["student"]["version"], str(src), str(out))
+    got = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert list(got.columns) == ["id", "title", "category", "keyphrase", "label", "score", "predicted_label", "cosine"]
+    assert stats["columns"] == ["score", "predicted_label", "cosine"] == stats["replaced_input_columns"]
+    assert got["label"].tolist() == ["1", "0"] and "c1" not in got["cosine"].tolist()
+    stats = score.run(get_settings(), cli_env["cross"]["path"], str(src), str(out))
+    got = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert list(got.columns) == ["id", "title", "category", "keyphrase", "cosine", "label", "score", "predicted_label"]
+    assert got["cosine"].tolist() == ["c1", "c2"] and stats["replaced_input_columns"] == ["score", "predicted_label"]
+
+
 def test_a_nullable_columns_missing_value_is_no_text(tmp_path, cli_env):
     """A parquet written from pandas' nullable strings holds pd.NA for a missing value: a missing category scores as
     no category (not the word "<NA>"), a missing title is refused as empty."""

@@ -379,3 +379,21 @@ def test_a_missing_value_has_no_tokens_whatever_its_type(version):
     "nan" or "nat" a title could match."""
     for missing in (None, float("nan"), np.float32("nan"), pd.NA, pd.NaT):
         assert tokens(missing, version) == frozenset(), repr(missing)
+
+
+@pytest.mark.parametrize("world, version, sha1", [
+    ("listing", 1, "fd76b727a34fae216f758ca22a587e5702742507"), ("listing", 2, "39591b55f1d2a023e8e9fc6c9da43c44aa7fe3b5"),
+    ("open", 1, "0462086130615c2ca1f9e7b0804bd45da1a63174"), ("open", 2, "4ff419ffd3a1eb0c6b6a96b2120b102f83ab4620"),
+])
+def test_each_versions_features_are_frozen(world, version, sha1):
+    """A stored fit is served with the features of its version, so a version's features never change: these are the
+    bytes both versions gave on two simulated worlds' pairs (long titles; open vocabularies of sizes and model codes)
+    when the matching was last rewritten for speed (2026-12-07, checked equal to the code before). A change here is a
+    new version (``VERSIONS``), not an edit; or, if only the simulated world changed, a new pin."""
+    import hashlib
+
+    from keyphrase_pipeline.synthetic.synth_labels import world_pairs
+
+    p = world_pairs(world, 2000)
+    got = match_features(p["title"].tolist(), p["category"].tolist(), p["keyphrase"].tolist(), version)
+    assert hashlib.sha1(got.tobytes()).hexdigest() == sha1

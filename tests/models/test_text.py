@@ -81,6 +81,9 @@ def test_clean_removes_controls_normalises_and_collapses():
     assert clean(None) == "" and clean(float("nan")) == "" and clean(7) == "7"
     # a nullable pandas column's missing values are missing, not the words "<NA>" or "NaT"
     assert clean(pd.NA) == "" and clean(pd.NaT) == "" and clean(np.float32("nan")) == ""
+    from decimal import Decimal
+
+    assert clean(Decimal("sNaN")) == "sNaN" and clean("NA") == "NA" and clean("nan") == "nan"  # values, not missing
     assert clean("NA") == "NA" and clean("null") == "null" and clean("007") == "007"
 
 

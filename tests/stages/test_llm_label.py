@@ -212,6 +212,10 @@ def test_text_hash_fields_cannot_collide_and_plain_text_keeps_its_hash():
     # a missing category read by pandas as NaN keys like Spark's null (coalesce to ""), not as "nan"
     assert pair_key("t", float("nan"), "k", "m", "v1") == pair_key("t", "", "k", "m", "v1")
     assert text_hash("t", float("nan"), "k") == text_hash("t", None, "k")
+    # and a nullable column's null (pd.NA), as the model reads it (models.text.clean), not as the text "<NA>"
+    import pandas as pd
+
+    assert text_hash("t", pd.NA, "k") == text_hash("t", "", "k") != text_hash("t", "NA", "k")
 
 
 def test_pair_key_fields_cannot_collide(s):
