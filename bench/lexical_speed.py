@@ -19,7 +19,7 @@ The texts are **simulated** (``synthetic.synth_labels``): the listing world's ti
 ``bench/results/lexical_speed.json``; ``_quick.json`` for ``--quick``).
 
     .venv/bin/python bench/lexical_speed.py              # listing world, 4,000 items x 50 candidates, 9 rounds
-    .venv/bin/python bench/lexical_speed.py --quick      # 200 items, 2 rounds
+    .venv/bin/python bench/lexical_speed.py --quick      # 200 items, 2 rounds: a smoke run, its figures not comparable
     .venv/bin/python bench/run_all.py lexical_speed      # the same, written to bench/results/lexical_speed.json
     .venv/bin/python bench/lexical_speed.py --doc        # docs/SERVING.md's paragraph from that file
 """

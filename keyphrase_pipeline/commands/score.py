@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAIR_COLUMNS = ("title", "category", "keyphrase")
+OUTPUT_COLUMNS = ("score", "predicted_label", "cosine")  # what a run may write; an input's are a previous run's
+PAIRS_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
 class Scorer(Protocol):
@@ -233,16 +235,20 @@ def load_scorer(settings: Settings, model: str) -> Scorer:
 def read_pairs(path: str):
     """Read ``--pairs``: (frame as read, copy with ``title, category, keyphrase`` normalised by ``clean``).
 
-    CSV: every column as text (``dtype=str``, no NA guessing: ``007`` and ``NA`` stay as written); other
-    extensions: parquet, as stored. Both frames have the file's columns plus ``category`` ("" when absent).
-    Raises DataError (exit 3): no such file, unreadable, no ``title`` or ``keyphrase`` column, a blank title or
-    keyphrase (the count and first row named)."""
+    CSV: every column as text (``dtype=str``, no NA guessing: ``007`` and ``NA`` stay as written); ``.parquet``/``.pq``:
+    parquet, as stored. Both frames have the file's columns plus ``category`` ("" when absent).
+    Raises ConfigError (exit 2): another extension. DataError (exit 3): no such file, unreadable, a CSV header naming a
+    column twice, no ``title`` or ``keyphrase`` column, a blank title or keyphrase (the count and first row named)."""
     import numpy as np
     import pandas as pd
 
     p = Path(path)
+    if p.suffix.lower() not in PAIRS_SUFFIXES:
+        raise ConfigError(f"--pairs {path}: use a .csv or .parquet file (read by its extension)")
     if not p.exists():
         raise DataError(f"--pairs {path}: no such file")
+    if p.suffix.lower() == ".csv":
+        _refuse_duplicate_header(p, path)
     try:
         # text columns stay text: "007" must not come back as 7.0
         df = pd.read_csv(p, keep_default_na=False, dtype=str) if p.suffix.lower() == ".csv" else pd.read_parquet(p)
@@ -261,6 +267,22 @@ def read_pairs(path: str):
         if len(rows):
             raise DataError(f"--pairs {path}: {len(rows)} row(s) with empty {c!r} (first at 0-based row {int(rows[0])})")
     return df, clean_df
+
+
+def _refuse_duplicate_header(p: Path, path: str) -> None:
+    """DataError naming the repeated names when a CSV's header repeats a column name: pandas would rename the second
+    (``score.1``), so the rows could not be written back as read, and which one is scored would be a guess."""
+    import csv
+    from collections import Counter
+
+    try:
+        with p.open(encoding="utf-8-sig", newline="") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"--pairs {path}: cannot read ({type(exc).__name__}: {exc})") from None
+    repeated = sorted(name for name, n in Counter(header).items() if n > 1)
+    if repeated:
+        raise DataError(f"--pairs {path}: column name(s) {repeated} appear more than once in the header; rename them")
 
 
 def check_readable(clean_df, tokenizer, path: str) -> None:
@@ -297,12 +319,15 @@ def run(settings: Settings, model: str, pairs: str, out: str) -> dict:
     a threshold, ``predicted_label`` (int8 0/1), and for a student or export with a hybrid score ``cosine`` (float:
     the cosine alone, at the same cut), in that order after the input's columns. The stats say which: ``columns``; an
     input column of the same name (a file scored before) is replaced and moved last (``replaced_input_columns``,
-    logged); any other input column, ``label`` included, is kept as read.
+    logged), and an input's ``OUTPUT_COLUMNS`` this model does not write are dropped (``dropped_input_columns``,
+    logged: a cross-encoder's run on a student's output keeps no stale ``cosine``); any other input column, ``label``
+    included, is kept as read.
 
     Raises:
-        ConfigError: (exit 2) ``out`` not ``.csv``/``.parquet``/``.pq``; ``model`` neither a directory nor a
+        ConfigError: (exit 2) ``pairs`` or ``out`` not ``.csv``/``.parquet``/``.pq``; ``model`` neither a directory nor a
             registry version, of unknown kind, or without its model files.
-        DataError: (exit 3) ``pairs`` missing, unreadable, without ``title``/``keyphrase``, or with blank ones
+        DataError: (exit 3) ``pairs`` missing, unreadable, with a repeated CSV column name, without
+            ``title``/``keyphrase``, or with blank ones
             or text the model's tokenizer reads as unknown tokens only; an ONNX directory without
             ``export.json`` or tower files.
     """
@@ -322,10 +347,14 @@ def run(settings: Settings, model: str, pairs: str, out: str) -> dict:
     secs = time.perf_counter() - t0
     threshold = getattr(scorer, "threshold", None)
     written = ["score", *(["predicted_label"] if threshold is not None else []), *list(columns)[1:]]
+    # an input scored before: its columns of a kp score output described that run's model, not this one's
     replaced = [c for c in written if c in df.columns]
-    if replaced:  # an input scored before: this run's columns replace its and go last, in this run's order
-        log.warning("--pairs %s already has column(s) %s: replaced by this run's, written last", pairs, replaced)
-    result = df.drop(columns=replaced)
+    dropped = [c for c in OUTPUT_COLUMNS if c in df.columns and c not in written]
+    if replaced or dropped:
+        log.warning("--pairs %s was scored before: column(s) %s replaced by this run's (written last)%s", pairs,
+                    replaced, f", {dropped} dropped (this model writes none: they would not describe its score)"
+                    if dropped else "")
+    result = df.drop(columns=replaced + dropped)
     result["score"] = [float(s) for s in columns["score"]]
     if threshold is not None:  # the model's own cut, chosen on its held-out pairs at training time
         # its own column: an input "label" (a judge's answer) is never overwritten
@@ -337,7 +366,7 @@ def run(settings: Settings, model: str, pairs: str, out: str) -> dict:
         result[name] = [float(v) for v in values]
     write_frame(result, out)
     stats = {"kind": scorer.kind, "rows": len(result), "out": str(Path(out).resolve()), "threshold": threshold,
-             "columns": written, "replaced_input_columns": replaced,
+             "columns": written, "replaced_input_columns": replaced, "dropped_input_columns": dropped,
              "pairs_per_s": round(len(result) / max(secs, 1e-9), 1)}
     log.info("scored %d pairs with a %s model -> %s", len(result), scorer.kind, out)
     return stats

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from testsupport import load_bench
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -41,3 +42,18 @@ def test_a_skipped_benchmark_leaves_the_committed_result_alone(tmp_path, monkeyp
     assert run_all.main(["gpu_check"]) == 0
     assert json.loads((results / "gpu_check.json").read_text()) == {"committed": True}
     assert "no CUDA device" in capsys.readouterr().out
+
+
+def test_a_script_named_but_not_run_by_the_runner_is_skipped_with_its_reason(tmp_path, monkeypatch, capsys):
+    """`run_all.py label_ceiling` (a study, not a benchmark: no --quick, no JSON line) is not started: a skipped line
+    says why and how to run it, nothing is written, and the run does not fail."""
+    import json
+    import subprocess
+
+    run_all = _run_all()
+    monkeypatch.setattr(run_all, "RESULTS", tmp_path)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("a NOT_RUN script was started"))
+    assert run_all.main(["--quick", "label_ceiling"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["bench"] == "label_ceiling" and run_all.NOT_RUN["label_ceiling"] in line["skipped"]
+    assert not list(tmp_path.iterdir())

@@ -132,8 +132,8 @@ def test_score_refuses_text_the_model_cannot_read(tmp_path, cli_env, title, keyp
 
 def test_a_file_scored_before_gets_this_runs_columns_last_and_keeps_its_own(tmp_path, cli_env):
     """Re-scoring kp score's own output: its score, predicted_label and cosine are replaced by this run's and written
-    last in this run's order (the stats name them); an input label and any column this run does not write are kept
-    as read (a cross-encoder writes no cosine, so an input cosine stays)."""
+    last in this run's order, or dropped when this model writes no such column (the stats name both); an input label
+    and every other column are kept as read."""
     from keyphrase_pipeline.commands import score
     from keyphrase_pipeline.core.settings import get_settings
 
@@ -147,10 +147,14 @@ def test_a_file_scored_before_gets_this_runs_columns_last_and_keeps_its_own(tmp_
     assert list(got.columns) == ["id", "title", "category", "keyphrase", "label", "score", "predicted_label", "cosine"]
     assert stats["columns"] == ["score", "predicted_label", "cosine"] == stats["replaced_input_columns"]
     assert got["label"].tolist() == ["1", "0"] and "c1" not in got["cosine"].tolist()
-    stats = score.run(get_settings(), cli_env["cross"]["path"], str(src), str(out))
+    assert stats["dropped_input_columns"] == []
+    # scored again by a cross-encoder, which writes no cosine: the student's would not describe this score, so it goes
+    scored = tmp_path / "scored_by_student.csv"
+    out.rename(scored)
+    stats = score.run(get_settings(), cli_env["cross"]["path"], str(scored), str(out))
     got = pd.read_csv(out, dtype=str, keep_default_na=False)
-    assert list(got.columns) == ["id", "title", "category", "keyphrase", "cosine", "label", "score", "predicted_label"]
-    assert got["cosine"].tolist() == ["c1", "c2"] and stats["replaced_input_columns"] == ["score", "predicted_label"]
+    assert list(got.columns) == ["id", "title", "category", "keyphrase", "label", "score", "predicted_label"]
+    assert stats["replaced_input_columns"] == ["score", "predicted_label"] and stats["dropped_input_columns"] == ["cosine"]
 
 
 def test_a_nullable_columns_missing_value_is_no_text(tmp_path, cli_env):
@@ -177,6 +181,8 @@ def test_a_nullable_columns_missing_value_is_no_text(tmp_path, cli_env):
 def test_score_errors_and_plugin(tmp_path, cli_env):
     from keyphrase_pipeline import cli
     from keyphrase_pipeline.commands import score
+    from keyphrase_pipeline.core.errors import ConfigError, DataError
+    from keyphrase_pipeline.core.settings import get_settings
 
     w = cli_env
     src, df = _pairs(tmp_path, "csv")
@@ -185,6 +191,17 @@ def test_score_errors_and_plugin(tmp_path, cli_env):
     bad = tmp_path / "bad.csv"
     df.drop(columns=["keyphrase"]).to_csv(bad, index=False)
     assert cli.main(["score", "--model", w["student"]["version"], "--pairs", str(bad), "--out", str(tmp_path / "o.csv")]) == 3
+    # a file read by its extension: another one is refused before anything is read (not a parquet reader's error)
+    as_json = tmp_path / "pairs.json"
+    df.to_json(as_json)
+    with pytest.raises(ConfigError, match=r"pairs\.json: use a \.csv or \.parquet file"):
+        score.run(get_settings(), w["student"]["version"], str(as_json), str(tmp_path / "o.csv"))
+    # a header naming a column twice: pandas would rename one (score.1) and the rows could not be written back as read
+    twice = tmp_path / "twice.csv"
+    twice.write_text("title,category,keyphrase,score,score\nred case,,case,0.2,0.3\n")
+    with pytest.raises(DataError, match=r"\['score'\] appear more than once"):
+        score.run(get_settings(), w["student"]["version"], str(twice), str(tmp_path / "o.csv"))
+    assert not (tmp_path / "o.csv").exists()
     # ONNX files that `kp export` did not verify are refused (bad input); a scorer plugs in without the CLI
     onnx = tmp_path / "onnx"
     onnx.mkdir()
