@@ -114,10 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
               "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     print(markdown_table(result, lexical.served_runs()))
     if args.out:
-        from keyphrase_pipeline.core.lake import write_text_atomic
-
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(str(Path(args.out).resolve()), json.dumps(result, indent=2))
+        lexical.write_result(result, args.out)
     return result
 
 

@@ -170,11 +170,16 @@ def main(argv: list[str] | None = None) -> dict:
               "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     print(markdown_table([result], served_runs()))
     if args.out:
-        from keyphrase_pipeline.core.lake import write_text_atomic
-
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(str(Path(args.out).resolve()), json.dumps(result, indent=2))
+        write_result(result, args.out)
     return result
+
+
+def write_result(result: dict, out: str) -> None:
+    """Write ``result`` as indented JSON to ``out`` atomically (its folder made); also ``bench/label_ceiling.py``'s."""
+    from keyphrase_pipeline.core.lake import write_text_atomic
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(str(Path(out).resolve()), json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
