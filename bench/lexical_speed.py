@@ -129,13 +129,15 @@ def main(argv: list[str] | None = None) -> dict:
                 seconds[v][phase].append(s)
     n = len(titles)  # pairs
 
+    def spread(values, digits: int | None) -> dict:
+        return {"median": round(float(np.median(values)), digits), "min": round(min(values), digits),
+                "max": round(max(values), digits)}
+
     def ratios(phase: str) -> dict:
-        r = sorted(a / b for a, b in zip(seconds[2][phase], seconds[1][phase]))
-        return {"median": round(float(np.median(r)), 2), "min": round(r[0], 2), "max": round(r[-1], 2)}
+        return spread([a / b for a, b in zip(seconds[2][phase], seconds[1][phase])], 2)
 
     def rate(v: int, phase: str) -> dict:
-        per_s = sorted(n / s for s in seconds[v][phase])
-        return {"median": round(float(np.median(per_s))), "min": round(per_s[0]), "max": round(per_s[-1])}
+        return spread([n / s for s in seconds[v][phase]], None)
 
     result = {"bench": "lexical_speed", "simulated": True, "world": args.world, "items": n // args.depth, "depth": args.depth,
               "pairs": n, "batch_items": args.batch_items, "repeats": repeats,

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 PAIR_COLUMNS = ("title", "category", "keyphrase")
 OUTPUT_COLUMNS = ("score", "predicted_label", "cosine")  # what a run may write; an input's are a previous run's
-PAIRS_SUFFIXES = (".csv", ".parquet", ".pq")
+SUFFIXES = (".csv", ".parquet", ".pq")  # --pairs is read and --out written by extension
 
 
 class Scorer(Protocol):
@@ -64,13 +64,11 @@ class Scorer(Protocol):
 
 
 def hybrid_columns(hybrid, cosines, pairs) -> dict:
-    """``{"score": cosines}`` for a student without a hybrid score (``hybrid`` None); else ``{"score": served,
-    "cosine": cosines}``, served = ``hybrid.score`` (``models.lexical_match``). ``cosines``: float ``(len(pairs),)``;
-    ``pairs``: a DataFrame with str ``title, category, keyphrase``."""
-    if hybrid is None:
-        return {"score": cosines}
-    served = hybrid.score(cosines, pairs["title"].tolist(), pairs["category"].tolist(), pairs["keyphrase"].tolist())
-    return {"score": served, "cosine": cosines}
+    """``models.bi_encoder.served_columns`` of ``pairs`` (a DataFrame with str ``title, category, keyphrase``):
+    ``score`` as served, and ``cosine`` when ``hybrid`` is not None."""
+    from keyphrase_pipeline.models.bi_encoder import served_columns
+
+    return served_columns(hybrid, cosines, pairs["title"].tolist(), pairs["category"].tolist(), pairs["keyphrase"].tolist())
 
 
 def _marker_dirs(model_dir: str | Path) -> tuple[Path, ...]:
@@ -243,7 +241,7 @@ def read_pairs(path: str):
     import pandas as pd
 
     p = Path(path)
-    if p.suffix.lower() not in PAIRS_SUFFIXES:
+    if p.suffix.lower() not in SUFFIXES:
         raise ConfigError(f"--pairs {path}: use a .csv or .parquet file (read by its extension)")
     if not p.exists():
         raise DataError(f"--pairs {path}: no such file")
@@ -331,7 +329,7 @@ def run(settings: Settings, model: str, pairs: str, out: str) -> dict:
             or text the model's tokenizer reads as unknown tokens only; an ONNX directory without
             ``export.json`` or tower files.
     """
-    if Path(out).suffix.lower() not in (".csv", ".parquet", ".pq"):
+    if Path(out).suffix.lower() not in SUFFIXES:
         raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
     df, clean_df = read_pairs(pairs)
     scorer = load_scorer(settings, model)

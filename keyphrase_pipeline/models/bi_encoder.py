@@ -199,4 +199,13 @@ def served_scores(model, hybrid, titles, categories, keyphrases, dim: int | None
     """The student's score of each pair as served: ``score_pairs`` at ``dim``, plus ``hybrid``'s lexical bonus when
     it has one (``load_hybrid``; None: the cosine). float32 ``(n,)``."""
     cosines = score_pairs(model, titles, categories, keyphrases, dim=dim)
-    return hybrid.score(cosines, titles, categories, keyphrases) if hybrid is not None else cosines
+    return served_columns(hybrid, cosines, titles, categories, keyphrases)["score"]
+
+
+def served_columns(hybrid, cosines, titles, categories, keyphrases) -> dict[str, np.ndarray]:
+    """The served score of pairs whose cosines (float ``(n,)``, at ``serve.dim``) are known: ``{"score": cosines}``
+    without a hybrid score (``hybrid`` None); else ``{"score": cosines + hybrid's lexical bonus, "cosine": cosines}``
+    (``HybridScore.score``), each float32 ``(n,)``. Raises ValueError on unequal lengths."""
+    if hybrid is None:
+        return {"score": cosines}
+    return {"score": hybrid.score(cosines, titles, categories, keyphrases), "cosine": cosines}
