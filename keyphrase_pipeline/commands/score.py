@@ -38,6 +38,7 @@ from keyphrase_pipeline.artifacts import registry
 from keyphrase_pipeline.core import layout
 from keyphrase_pipeline.core.errors import ConfigError, DataError
 from keyphrase_pipeline.core.lake import write_parquet_file_atomic, write_text_atomic
+from keyphrase_pipeline.core.user_files import read_user_table
 from keyphrase_pipeline.models.onnx_tower import get_tower
 from keyphrase_pipeline.models.text import clean, item_text, keyphrase_text, unreadable_mask
 
@@ -234,24 +235,15 @@ def read_pairs(path: str):
     """Read ``--pairs``: (frame as read, copy with ``title, category, keyphrase`` normalised by ``clean``).
 
     CSV: every column as text (``dtype=str``, no NA guessing: ``007`` and ``NA`` stay as written); ``.parquet``/``.pq``:
-    parquet, as stored. Both frames have the file's columns plus ``category`` ("" when absent).
-    Raises ConfigError (exit 2): another extension. DataError (exit 3): no such file, unreadable, a CSV header naming a
+    parquet, as stored (``keyphrase_pipeline.core.user_files.read_user_table``). Both frames have the file's columns
+    plus ``category`` ("" when absent).
+    Raises ConfigError (exit 2): another extension. DataError (exit 3): no such file, unreadable, a header naming a
     column twice, no ``title`` or ``keyphrase`` column, a blank title or keyphrase (the count and first row named)."""
     import numpy as np
-    import pandas as pd
 
-    p = Path(path)
-    if p.suffix.lower() not in SUFFIXES:
+    if Path(path).suffix.lower() not in SUFFIXES:
         raise ConfigError(f"--pairs {path}: use a .csv or .parquet file (read by its extension)")
-    if not p.exists():
-        raise DataError(f"--pairs {path}: no such file")
-    if p.suffix.lower() == ".csv":
-        _refuse_duplicate_header(p, path)
-    try:
-        # text columns stay text: "007" must not come back as 7.0
-        df = pd.read_csv(p, keep_default_na=False, dtype=str) if p.suffix.lower() == ".csv" else pd.read_parquet(p)
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(f"--pairs {path}: cannot read ({type(exc).__name__}: {exc})") from None
+    df = read_user_table(path, "--pairs")
     missing = [c for c in ("title", "keyphrase") if c not in df.columns]
     if missing:
         raise DataError(f"--pairs {path}: missing column(s) {missing}; need title, category (may be empty), keyphrase")
@@ -265,22 +257,6 @@ def read_pairs(path: str):
         if len(rows):
             raise DataError(f"--pairs {path}: {len(rows)} row(s) with empty {c!r} (first at 0-based row {int(rows[0])})")
     return df, clean_df
-
-
-def _refuse_duplicate_header(p: Path, path: str) -> None:
-    """DataError naming the repeated names when a CSV's header repeats a column name: pandas would rename the second
-    (``score.1``), so the rows could not be written back as read, and which one is scored would be a guess."""
-    import csv
-    from collections import Counter
-
-    try:
-        with p.open(encoding="utf-8-sig", newline="") as f:
-            header = next(csv.reader(f), [])
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"--pairs {path}: cannot read ({type(exc).__name__}: {exc})") from None
-    repeated = sorted(name for name, n in Counter(header).items() if n > 1)
-    if repeated:
-        raise DataError(f"--pairs {path}: column name(s) {repeated} appear more than once in the header; rename them")
 
 
 def check_readable(clean_df, tokenizer, path: str) -> None:

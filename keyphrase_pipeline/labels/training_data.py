@@ -41,6 +41,7 @@ from keyphrase_pipeline.core.contracts import check_pandas
 from keyphrase_pipeline.core.errors import DataError
 from keyphrase_pipeline.core.hashing import pair_hash
 from keyphrase_pipeline.core.lake import Lake, ds_str, parquet_dataset, read_parquet, rows_where, scan
+from keyphrase_pipeline.core.user_files import read_user_table
 from keyphrase_pipeline.labels.store import text_hash
 from keyphrase_pipeline.models.base import resolve_base_model
 from keyphrase_pipeline.models.text import EMPTY, clean, text_problems, tokenizer_at
@@ -187,25 +188,13 @@ def read_labels_file(path: str, min_rows: int, tokenizer=None) -> "object":
     were duplicates and how many pairs had conflicting labels is logged as a warning and kept in the frame's
     ``attrs["file_stats"]``: ``rows``, ``duplicate_rows``, ``conflicting_pairs``).
 
-    Raises DataError (exit 3): no such file, unreadable, missing columns, a blank title or keyphrase (or, with ``tokenizer``,
-    one whose tokens are all special/unknown: emoji-only), naming the column, count and first row; a
-    label not a number in [0, 1]; fewer than ``min_rows`` distinct pairs (counted after duplicates are dropped).
+    Read by ``keyphrase_pipeline.core.user_files.read_user_table``.
+    Raises DataError (exit 3): no such file, unreadable, a header naming a column twice, missing columns, a blank
+    title or keyphrase (or, with ``tokenizer``, one whose tokens are all special/unknown: emoji-only), naming the column, count and
+    first row; a label not a number in [0, 1]; fewer than ``min_rows`` distinct pairs (counted after duplicates are dropped).
     (``load_training_data`` also refuses a file whose pairs are all in one class.)"""
 
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"--labels {path}: no such file")
-    suffix = p.suffix.lower()
-    try:
-        if suffix in (".csv", ".tsv"):
-            # every column as text (no type guessing, no "NA"/"null" -> NaN); the label is parsed below
-            df = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False, dtype=str)
-        else:
-            df = pd.read_parquet(p)
-    except Exception as exc:  # noqa: BLE001 - turn any reader failure into a data error
-        hint = "" if suffix in (".csv", ".tsv", ".parquet", ".pq") else (
-            f"; a file named {suffix or 'without an extension'} is read as parquet: name a CSV file .csv, a TSV file .tsv")
-        raise DataError(f"--labels {path}: cannot read ({type(exc).__name__}: {exc}){hint}") from None
+    df = read_user_table(path, "--labels")
     need = [c for c in REQUIRED_FILE_COLUMNS if c != "category"]
     missing = [c for c in need if c not in df.columns]
     if missing:

@@ -334,3 +334,12 @@ def test_lake_ctr_positives_are_capped_and_only_their_texts_are_read(settings, m
     part = load_training_data(settings, DS)
     lost = full.snapshot["ctr_positive_rows"] - part.snapshot["ctr_positive_rows"]
     assert lost > 0 and part.snapshot["dropped_texts"]["ctr"]["no_text"] >= lost
+
+
+def test_labels_file_repeating_a_column_is_refused(tmp_path):
+    """pandas would read the second ``label`` as ``label.1`` and train on the first: which one was meant is a guess."""
+    p = tmp_path / "pairs.csv"
+    df = make_pairs(60)
+    df.assign(label2=1 - df["label"]).rename(columns={"label2": "label"}).to_csv(p, index=False)
+    with pytest.raises(DataError, match=r"--labels .*: column name\(s\) \['label'\] appear more than once"):
+        read_labels_file(str(p), 10)

@@ -1,0 +1,70 @@
+"""read_user_table: a user's --labels / --pairs file read by extension, text kept as text, repeated names refused."""
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from keyphrase_pipeline.core.errors import DataError
+from keyphrase_pipeline.core.user_files import read_user_table
+
+
+@pytest.mark.parametrize("suffix,sep", [(".csv", ","), (".CSV", ","), (".tsv", "\t")])
+def test_csv_and_tsv_repeating_a_name_are_refused_naming_it(tmp_path, suffix, sep):
+    p = tmp_path / f"pairs{suffix}"
+    p.write_text(sep.join(["title", "label", "keyphrase", "label", "title"]) + "\n" + sep.join("abcde") + "\n")
+    with pytest.raises(DataError, match=r"^--labels \S+: column name\(s\) \['label', 'title'\] appear more than once"):
+        read_user_table(str(p), "--labels")
+
+
+def test_a_repeated_first_name_is_seen_behind_a_byte_order_mark(tmp_path):
+    p = tmp_path / "excel.csv"
+    p.write_bytes("\ufefftitle,keyphrase,title\r\na,b,c\r\n".encode("utf-8"))
+    with pytest.raises(DataError, match=r"\['title'\] appear more than once"):
+        read_user_table(str(p), "--pairs")
+
+
+def test_parquet_repeating_a_name_is_refused_naming_it(tmp_path):
+    p = tmp_path / "pairs.parquet"
+    names = ["title", "keyphrase", "title", "label"]
+    pq.write_table(pa.table([pa.array(["x"])] * 4, names=names), p)  # pyarrow writes it without complaint
+    with pytest.raises(DataError, match=r"--pairs .*: column name\(s\) \['title'\] appear more than once"):
+        read_user_table(str(p), "--pairs")
+
+
+def test_text_stays_text_and_a_byte_order_mark_is_dropped(tmp_path):
+    p = tmp_path / "excel.csv"
+    p.write_bytes("\ufefftitle,keyphrase,label\r\n007 agent,NA,1e3\r\nnull,,0\r\n".encode("utf-8"))
+    df = read_user_table(str(p), "--labels")
+    assert df.columns.tolist() == ["title", "keyphrase", "label"]
+    assert df.to_dict("list") == {"title": ["007 agent", "null"], "keyphrase": ["NA", ""], "label": ["1e3", "0"]}
+
+
+def test_tsv_keeps_commas_in_a_value(tmp_path):
+    p = tmp_path / "pairs.tsv"
+    p.write_text("title\tkeyphrase\nmug, red\tred mug\n")
+    assert read_user_table(str(p), "--labels").to_dict("list") == {"title": ["mug, red"], "keyphrase": ["red mug"]}
+
+
+def test_parquet_is_read_as_stored(tmp_path):
+    p = tmp_path / "pairs.pq"
+    pd.DataFrame({"title": ["a"], "label": [1]}).to_parquet(p)
+    df = read_user_table(str(p), "--pairs")
+    assert df["label"].tolist() == [1] and df["label"].dtype.kind == "i"
+
+
+def test_missing_unreadable_and_unknown_extension(tmp_path):
+    with pytest.raises(DataError, match=r"^--labels .*nope\.csv: no such file$"):
+        read_user_table(str(tmp_path / "nope.csv"), "--labels")
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("not parquet")
+    with pytest.raises(DataError, match=r"cannot read \(\w+: .*\)$"):  # no hint: the extension says parquet
+        read_user_table(str(bad), "--labels")
+    txt = tmp_path / "pairs.txt"
+    txt.write_text("title,label\na,1\n")
+    with pytest.raises(DataError, match=r"a file named \.txt is read as parquet: name a CSV file \.csv"):
+        read_user_table(str(txt), "--labels")
+    bare = tmp_path / "pairs"
+    bare.write_text("title,label\na,1\n")
+    with pytest.raises(DataError, match="a file named without an extension is read as parquet"):
+        read_user_table(str(bare), "--labels")
