@@ -95,11 +95,8 @@ def served_runs() -> dict[tuple[str, int], dict[str, list[float]]]:
     teacher and served student in the ``kp eval-labels`` files behind docs/TRAINING.md's hybrid table
     (``bench/distill_curve.py``'s ``hybrid_runs`` and ``HYBRID_RUNS``, the one reader of those files), in file and
     seed order."""
-    import importlib.util
+    from bench import distill_curve as curve  # the repository root is on sys.path (above)
 
-    spec = importlib.util.spec_from_file_location("bench_distill_curve_runs", REPO / "bench" / "distill_curve.py")
-    curve = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(curve)
     runs: dict[tuple[str, int], dict[str, list[float]]] = {}
     for world, _, version, m in curve.hybrid_runs():
         into = runs.setdefault((world, version), {"teacher": [], "student": []})

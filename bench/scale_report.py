@@ -406,13 +406,11 @@ def pipeline_memory(doc: dict, training: dict | None = None) -> dict | None:
 
 
 def _bench_module(name: str):
-    """``bench/<name>.py`` loaded as a module (bench/ is not a package)."""
-    import importlib.util
+    """``bench/<name>.py`` as the module ``bench.<name>`` (the repository root is on sys.path, above; bench/ is a
+    namespace package)."""
+    import importlib
 
-    spec = importlib.util.spec_from_file_location(f"bench_{name}_for_report", ROOT / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module(f"bench.{name}")
 
 
 DEMO_ONLY_GROWTH = {  # stage -> why its measured growth is the demo's, not the stage's: the largest peak is kept

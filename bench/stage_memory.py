@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import json
 import os
 import shutil
@@ -92,10 +91,9 @@ print(json.dumps(evaluate.topk_change(s, "{ds}", d, d)))
 
 
 def _scale():
-    spec = importlib.util.spec_from_file_location("bench_scale_sampler", ROOT / "bench" / "scale.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from bench import scale  # the repository root is on sys.path (above); bench/ is a namespace package
+
+    return scale
 
 
 def write_inputs(settings, n_items: int, n_keyphrases: int, changed_share: float = 0.01) -> None:

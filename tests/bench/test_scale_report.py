@@ -146,11 +146,7 @@ def _mem_line(stage, items, day, python, jvm=0.0, workers=0.0):
 
 
 def test_memory_at_target_carries_bounded_stages_to_their_setting_and_extrapolates_growing_ones(report):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_stage_memory", REPO / "bench" / "stage_memory.py")
-    sm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sm)
+    sm = load_bench("stage_memory", "bench_stage_memory")
     from keyphrase_pipeline.core.settings import Settings
 
     s = Settings().with_overrides(**{"serve.publish_bucket_rows": 1_000_000})
