@@ -40,7 +40,7 @@ BAR = 0.05  # issue 25: the served student at least this much AUC above the zero
 
 def _lexical_baseline():
     """bench/lexical_baseline.py as a module (its committed files and ``served_runs``)."""
-    from bench import lexical_baseline  # the repository root is on sys.path (above); bench/ is a namespace package
+    from bench import lexical_baseline  # the repository root is first on sys.path (above)
 
     return lexical_baseline
 

@@ -406,8 +406,7 @@ def pipeline_memory(doc: dict, training: dict | None = None) -> dict | None:
 
 
 def _bench_module(name: str):
-    """``bench/<name>.py`` as the module ``bench.<name>`` (the repository root is on sys.path, above; bench/ is a
-    namespace package)."""
+    """``bench/<name>.py`` as the module ``bench.<name>`` (the repository root is on sys.path, above)."""
     import importlib
 
     return importlib.import_module(f"bench.{name}")

@@ -91,7 +91,7 @@ print(json.dumps(evaluate.topk_change(s, "{ds}", d, d)))
 
 
 def _scale():
-    from bench import scale  # the repository root is on sys.path (above); bench/ is a namespace package
+    from bench import scale  # the repository root is first on sys.path (above)
 
     return scale
 

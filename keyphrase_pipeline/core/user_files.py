@@ -9,7 +9,6 @@ columns it read, so :func:`read_user_table` refuses such a file, naming the repe
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,12 +25,15 @@ def read_user_table(path: str, flag: str) -> "pd.DataFrame":
     """The table at ``path`` as a pandas DataFrame, columns as the file names them.
 
     ``.csv`` / ``.tsv`` (by extension, case-insensitive): every column as text (``dtype=str``, no NA guessing:
-    ``007``, ``1e3``, ``NA`` and ``null`` stay as written; a UTF-8 byte-order mark is dropped); any other
-    extension: parquet, as stored. ``flag`` (e.g. ``"--labels"``) starts every message.
+    ``007``, ``1e3``, ``NA`` and ``null`` stay as written; UTF-8, a byte-order mark dropped); any other extension:
+    parquet, as stored, a file or a dataset directory (partitioned or not). ``flag`` (e.g. ``"--labels"``) starts
+    every message. Columns without a name (a spreadsheet's trailing separators) are not repeated names: pandas
+    reads them as ``Unnamed: 4``, ``Unnamed: 5``.
 
-    Raises DataError (exit 3): no such file; a header (CSV/TSV) or schema (parquet) naming a column twice,
-    naming the repeated names; unreadable (the reader's error, with a hint when the extension is neither
-    ``.parquet`` nor ``.pq`` and so was read as parquet)."""
+    Raises DataError (exit 3): no such file; a header (CSV/TSV: its first non-blank line, as pandas takes it) or a
+    schema (parquet) naming a column twice, naming the repeated names; unreadable (the reader's error, with a hint
+    when the text is not UTF-8, or when a file's extension is neither ``.parquet`` nor ``.pq`` and so it was read
+    as parquet)."""
     import pandas as pd
 
     p = Path(path)
@@ -40,10 +42,11 @@ def read_user_table(path: str, flag: str) -> "pd.DataFrame":
     suffix = p.suffix.lower()
     sep = TEXT_SEPARATORS.get(suffix)
     try:
-        names = _header(p, sep)
-        repeated = sorted(name for name, n in Counter(names).items() if n > 1)
+        names = _column_names(p, sep)
+        repeated = sorted(name for name, n in Counter(names).items() if n > 1 and name != "")
         if repeated:
-            raise DataError(f"{flag} {path}: column name(s) {repeated} appear more than once in the header; "
+            where = "header" if sep is not None else "parquet schema"
+            raise DataError(f"{flag} {path}: column name(s) {repeated} appear more than once in the {where}; "
                             "rename them (a reader would keep one and rename or refuse the other)")
         if sep is not None:
             return pd.read_csv(p, sep=sep, keep_default_na=False, dtype=str)  # pandas drops a UTF-8 BOM itself
@@ -51,18 +54,26 @@ def read_user_table(path: str, flag: str) -> "pd.DataFrame":
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is the file's problem, named as such
-        hint = "" if sep is not None or suffix in (".parquet", ".pq") else (
-            f"; a file named {suffix or 'without an extension'} is read as parquet: name a CSV file .csv, "
-            "a TSV file .tsv")
+        if isinstance(exc, UnicodeDecodeError):
+            hint = "; the file is not UTF-8: save it as UTF-8 (e.g. \"CSV UTF-8\" in a spreadsheet)"
+        elif sep is None and suffix not in (".parquet", ".pq") and not p.is_dir():
+            hint = (f"; a file named {suffix or 'without an extension'} is read as parquet: name a CSV file .csv, "
+                    "a TSV file .tsv")
+        else:
+            hint = ""
         raise DataError(f"{flag} {path}: cannot read ({type(exc).__name__}: {exc}){hint}") from None
 
 
-def _header(p: Path, sep: str | None) -> list[str]:
-    """Column names as the file writes them, before any reader renames one: a CSV/TSV's first row, or a
-    parquet footer's schema (no data read). Raises the reader's error when the file is not that format."""
+def _column_names(p: Path, sep: str | None) -> list[str]:
+    """Column names as the file writes them, before any reader renames one: the header row of a CSV/TSV as pandas
+    finds it (blank lines skipped, quotes and a BOM handled; an unnamed column is ""), or a parquet file's or
+    dataset's schema (footers only, no data read; a partitioned dataset's partition columns included). Raises the
+    reader's error when the file is not that format."""
     if sep is None:
         import pyarrow.parquet as pq
 
-        return list(pq.read_schema(p).names)
-    with p.open(encoding="utf-8-sig", newline="") as f:
-        return next(csv.reader(f, delimiter=sep), [])
+        return list(pq.ParquetDataset(p).schema.names)
+    import pandas as pd
+
+    head = pd.read_csv(p, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False)
+    return head.iloc[0].tolist() if len(head) else []

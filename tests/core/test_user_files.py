@@ -24,12 +24,53 @@ def test_a_repeated_first_name_is_seen_behind_a_byte_order_mark(tmp_path):
         read_user_table(str(p), "--pairs")
 
 
+def test_the_header_is_the_line_pandas_takes_after_blank_lines(tmp_path):
+    p = tmp_path / "pairs.csv"
+    p.write_bytes("\ufeff\r\n   \r\ntitle,keyphrase,label,label\r\na,b,1,0\r\n".encode("utf-8"))
+    with pytest.raises(DataError, match=r"\['label'\] appear more than once in the header"):
+        read_user_table(str(p), "--labels")
+
+
+def test_unnamed_columns_are_not_repeated_names(tmp_path):
+    """A spreadsheet's trailing or spacer separators leave columns without a name: pandas names them apart."""
+    p = tmp_path / "excel.csv"
+    p.write_text("title,,keyphrase,label,,\na,,b,1,,\n")
+    df = read_user_table(str(p), "--labels")
+    assert df[["title", "keyphrase", "label"]].to_dict("list") == {"title": ["a"], "keyphrase": ["b"], "label": ["1"]}
+    assert len(df.columns) == 6
+
+
 def test_parquet_repeating_a_name_is_refused_naming_it(tmp_path):
     p = tmp_path / "pairs.parquet"
     names = ["title", "keyphrase", "title", "label"]
     pq.write_table(pa.table([pa.array(["x"])] * 4, names=names), p)  # pyarrow writes it without complaint
     with pytest.raises(DataError, match=r"--pairs .*: column name\(s\) \['title'\] appear more than once"):
         read_user_table(str(p), "--pairs")
+
+
+@pytest.mark.parametrize("partitioned", [False, True])
+def test_a_parquet_dataset_directory_is_read(tmp_path, partitioned):
+    df = pd.DataFrame({"title": ["a", "b", "c"], "keyphrase": ["x", "y", "z"], "category": ["k", "k", "m"]})
+    d = tmp_path / "pairs.parquet"
+    df.to_parquet(d, partition_cols=["category"] if partitioned else None) if partitioned else (
+        d.mkdir(), df.iloc[:2].to_parquet(d / "part-0.parquet"), df.iloc[2:].to_parquet(d / "part-1.parquet"))
+    out = read_user_table(str(d), "--pairs")
+    assert sorted(out["title"]) == ["a", "b", "c"] and set(out.columns) == {"title", "keyphrase", "category"}
+
+
+def test_a_dataset_whose_partition_repeats_a_column_is_refused_without_the_extension_hint(tmp_path):
+    d = tmp_path / "pairs"
+    (d / "label=1").mkdir(parents=True)
+    pd.DataFrame({"title": ["a"], "label": [0]}).to_parquet(d / "label=1" / "part-0.parquet")
+    with pytest.raises(DataError, match=r"^--labels \S+pairs: cannot read \(Arrow\w+: [^;]*label[^;]*\)$"):
+        read_user_table(str(d), "--labels")
+
+
+def test_text_that_is_not_utf8_says_so(tmp_path):
+    p = tmp_path / "excel.csv"
+    p.write_bytes("title,keyphrase,label\ncaf\u00e9 mug,mug,1\n".encode("cp1252"))
+    with pytest.raises(DataError, match=r"cannot read \(UnicodeDecodeError: .*\); the file is not UTF-8: save it as UTF-8"):
+        read_user_table(str(p), "--labels")
 
 
 def test_text_stays_text_and_a_byte_order_mark_is_dropped(tmp_path):
