@@ -17,17 +17,20 @@ def test_csv_and_tsv_repeating_a_name_are_refused_naming_it(tmp_path, suffix, se
         read_user_table(str(p), "--labels")
 
 
-def test_a_repeated_first_name_is_seen_behind_a_byte_order_mark(tmp_path):
+@pytest.mark.parametrize("content,message", [
+    # the BOM is not part of the first name
+    ("\ufefftitle,keyphrase,title\r\na,b,c\r\n".encode("utf-8"), r"\['title'\] appear more than once in the header"),
+    # the header is the line pandas takes, after blank ones
+    ("\ufeff\r\n   \r\ntitle,keyphrase,label,label\r\na,b,1,0\r\n".encode("utf-8"),
+     r"\['label'\] appear more than once in the header"),
+    # a spreadsheet's legacy encoding
+    ("title,keyphrase,label\ncaf\u00e9 mug,mug,1\n".encode("cp1252"),
+     r"cannot read \(UnicodeDecodeError: .*\); the file is not UTF-8: save it as UTF-8"),
+], ids=["bom", "blank-lines", "cp1252"])
+def test_what_a_spreadsheet_writes_is_refused_with_the_reason(tmp_path, content, message):
     p = tmp_path / "excel.csv"
-    p.write_bytes("\ufefftitle,keyphrase,title\r\na,b,c\r\n".encode("utf-8"))
-    with pytest.raises(DataError, match=r"\['title'\] appear more than once"):
-        read_user_table(str(p), "--pairs")
-
-
-def test_the_header_is_the_line_pandas_takes_after_blank_lines(tmp_path):
-    p = tmp_path / "pairs.csv"
-    p.write_bytes("\ufeff\r\n   \r\ntitle,keyphrase,label,label\r\na,b,1,0\r\n".encode("utf-8"))
-    with pytest.raises(DataError, match=r"\['label'\] appear more than once in the header"):
+    p.write_bytes(content)
+    with pytest.raises(DataError, match=message):
         read_user_table(str(p), "--labels")
 
 
@@ -64,13 +67,6 @@ def test_a_dataset_whose_partition_repeats_a_column_is_refused_without_the_exten
     pd.DataFrame({"title": ["a"], "label": [0]}).to_parquet(d / "label=1" / "part-0.parquet")
     with pytest.raises(DataError, match=r"^--labels \S+pairs: cannot read \(Arrow\w+: [^;]*label[^;]*\)$"):
         read_user_table(str(d), "--labels")
-
-
-def test_text_that_is_not_utf8_says_so(tmp_path):
-    p = tmp_path / "excel.csv"
-    p.write_bytes("title,keyphrase,label\ncaf\u00e9 mug,mug,1\n".encode("cp1252"))
-    with pytest.raises(DataError, match=r"cannot read \(UnicodeDecodeError: .*\); the file is not UTF-8: save it as UTF-8"):
-        read_user_table(str(p), "--labels")
 
 
 def test_text_stays_text_and_a_byte_order_mark_is_dropped(tmp_path):
