@@ -205,7 +205,9 @@ def served_scores(model, hybrid, titles, categories, keyphrases, dim: int | None
 def served_columns(hybrid, cosines, titles, categories, keyphrases) -> dict[str, np.ndarray]:
     """The served score of pairs whose cosines (float ``(n,)``, at ``serve.dim``) are known: ``{"score": cosines}``
     without a hybrid score (``hybrid`` None); else ``{"score": cosines + hybrid's lexical bonus, "cosine": cosines}``
-    (``HybridScore.score``), each float32 ``(n,)``. Raises ValueError on unequal lengths."""
+    (``HybridScore.score``: float32 ``(n,)``). Without a hybrid score ``cosines`` is returned as given, in its own
+    dtype (``score_pairs`` gives float32). Raises ValueError on unequal lengths when there is a hybrid score; without
+    one the texts are not read."""
     if hybrid is None:
         return {"score": cosines}
     return {"score": hybrid.score(cosines, titles, categories, keyphrases), "cosine": cosines}
