@@ -49,7 +49,7 @@ def serve_on_loopback(fake):
 
 
 def load_bench(script: str, name: str, register: bool = False):
-    """``bench/<script>.py`` as a module named ``name`` (bench/ is not a package, so tests load its scripts by path).
+    """``bench/<script>.py`` as a module named ``name``, loaded by path (each test its own copy, under its own name).
     ``register``: also put it in ``sys.modules`` under ``name``, for scripts whose dataclasses or pickled records look
     their module up by name."""
     import importlib.util
