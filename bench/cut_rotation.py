@@ -33,13 +33,12 @@ def one_run(world: str, seed: int, keep: Path, result: dict, n_pairs: int) -> di
     """Half B AUC at serve.dim of one kept student, without and with the cut rotation, beside its teacher."""
     from sklearn.metrics import roc_auc_score
 
-    from keyphrase_pipeline.commands.eval_labels import load_pairs, split_by_keyphrase
+    from keyphrase_pipeline.commands.eval_labels import load_pairs, split_halves
     from keyphrase_pipeline.labels.training_data import load_training_data
     from keyphrase_pipeline.models.bi_encoder import load_student, score_pairs
     from keyphrase_pipeline.stages.train_bi import _rotate_before_cut
 
-    pairs = load_pairs(None, world, n_pairs).reset_index(drop=True)
-    b = pairs[~split_by_keyphrase(pairs["keyphrase"].tolist())].reset_index(drop=True)
+    _, b = split_halves(load_pairs(None, world, n_pairs))
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(lake_root=tmp, train={"device": "cpu", "seed": seed})
         data = load_training_data(settings, "2026-12-05", labels=str(keep / "half_a.parquet"))

@@ -51,10 +51,9 @@ def world_ceiling(world: str, n_pairs: int) -> dict:
     ConfigError (exit 2) for an unknown world; ValueError when half B has one class of labels."""
     from sklearn.metrics import roc_auc_score
 
-    from keyphrase_pipeline.commands.eval_labels import load_pairs, split_by_keyphrase
+    from keyphrase_pipeline.commands.eval_labels import load_pairs, split_halves
 
-    pairs = load_pairs(None, world, n_pairs).reset_index(drop=True)
-    b = pairs[~split_by_keyphrase(pairs["keyphrase"].tolist())]
+    _, b = split_halves(load_pairs(None, world, n_pairs))
     labels, truth = b["label"].to_numpy(dtype=int), b["truth"].to_numpy(dtype=int)
     return {"world": world, "pairs": n_pairs, "b_pairs": len(b), "b_label_noise": round(float((labels != truth).mean()), 4),
             "ceiling_auc": round(float(roc_auc_score(labels, truth)), 4)}

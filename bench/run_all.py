@@ -37,7 +37,7 @@ NOT_RUN = {
                         "its files are bench/results/hybrid/lexical_baseline_v<features version>.json)",
     "label_ceiling": "a study for docs/TRAINING.md (no model: each simulated world's noisy labels graded by its truth; "
                      "its file is bench/results/hybrid/label_ceiling.json)",
-    "served_bound": "bounds for the served score with models kept by `kp eval-labels --keep` (needs them: --keep, "
+    "served_bound": "two levers for the served score, on models kept by `kp eval-labels --keep` (needs them: --keep, "
                     "--result); its files are bench/results/hybrid/served_bound_<world>.json",
 }
 

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from keyphrase_pipeline.commands.eval_labels import (  # _score_all: eval-labels' own scoring, reused as is
         _score_all,
         load_pairs,
-        split_by_keyphrase,
+        split_halves,
         truth_breakdown,
     )
     from keyphrase_pipeline.core import layout
@@ -73,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from keyphrase_pipeline.stages import train_bi
 
     configure_logging("INFO")
-    pairs = load_pairs(None, args.world, args.pairs)
-    in_a = split_by_keyphrase(pairs["keyphrase"].tolist())
-    b = pairs[~in_a].reset_index(drop=True)
+    _, b = split_halves(load_pairs(None, args.world, args.pairs))
     with tempfile.TemporaryDirectory(prefix="kp-ceiling-") as tmp:
         work = Path(tmp)
         half_b = work / "half_b.parquet"

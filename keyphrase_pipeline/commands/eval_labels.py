@@ -67,6 +67,14 @@ def split_by_keyphrase(keyphrases, salt: str = "kp-eval") -> np.ndarray:
                     dtype=bool)
 
 
+def split_halves(pairs):
+    """``pairs`` (a DataFrame with ``keyphrase``) split by ``split_by_keyphrase`` into (half A, half B), each with a
+    fresh 0..n-1 index, rows in ``pairs``' order: the split every ``kp eval-labels`` figure is graded on."""
+    pairs = pairs.reset_index(drop=True)
+    in_a = split_by_keyphrase(pairs["keyphrase"].tolist())
+    return pairs[in_a].reset_index(drop=True), pairs[~in_a].reset_index(drop=True)
+
+
 def transfer_metrics(y_a, s_a, y_b, s_b) -> dict:
     """Threshold chosen on A (max F1), applied to B: F1/precision/recall/AUC on B and the threshold.
 
@@ -254,8 +262,7 @@ def run(settings: Settings, labels: str | None = None, world: str | None = None,
         pairs = load_pairs(labels, world, n_pairs, encoder_tokenizer(settings)).reset_index(drop=True)
     else:
         pairs = load_pairs(labels, world, n_pairs).reset_index(drop=True)
-    in_a = split_by_keyphrase(pairs["keyphrase"].tolist())
-    a, b = pairs[in_a].reset_index(drop=True), pairs[~in_a].reset_index(drop=True)
+    a, b = split_halves(pairs)
     for name, half in (("A", a), ("B", b)):
         if len(half) < 20 or half["label"].nunique() < 2:
             raise DataError(f"half {name} of the split has {len(half)} pairs and labels {sorted(half['label'].unique())}: "

@@ -61,6 +61,9 @@ def test_the_teachers_are_averaged_in_logits():
     from sklearn.metrics import roc_auc_score
 
     assert r["ensemble_auc"] == pytest.approx(roc_auc_score(y, mean), abs=1e-4)
+    two = (np.log(probs[1] / (1 - probs[1])) + np.log(probs[3] / (1 - probs[3]))) / 2
+    assert set(r["pairs_auc"]) == {"1+2", "1+3", "2+3"} and r["pairs_auc"]["1+3"] == pytest.approx(roc_auc_score(y, two), abs=1e-4)
+    assert bench.teacher_ensemble(probs, y * 0.8 + 0.1)["auc"] == r["auc"]  # probability labels are cut at 0.5
     one = bench.teacher_ensemble({7: probs[1]}, y)
     assert one["ensemble_auc"] == one["auc"]["7"] and "truth_auc" not in one
     with pytest.raises(ValueError, match="no teachers"):
@@ -72,14 +75,14 @@ def test_the_table():
     result = {"world": "w", "bar": 0.05, "students": [
         {"seed": 1, "zero_shot_auc": 0.78, "cosine": 0.81, "served": 0.83, "refit_half_a": 0.8301,
          "oracle_half_b": 0.834, "full_dim_refit_half_a": None}],
-        "teachers": {"seeds": [1, 2], "auc": {"1": 0.82, "2": 0.81}, "ensemble_auc": 0.825,
+        "teachers": {"seeds": [1, 2], "auc": {"1": 0.82, "2": 0.81}, "ensemble_auc": 0.825, "pairs_auc": {"1+2": 0.824},
                      "truth_auc": {"1": 0.96, "2": 0.95}, "ensemble_truth_auc": 0.97}}
     lines = bench.markdown_table([result, {**result, "world": None, "labels": "/x/mine.csv",
                                            "teachers": {"seeds": [1], "auc": {"1": 0.8}, "ensemble_auc": 0.8}}]).splitlines()
     assert lines[2] == "| w | 1 | 0.8300 | 0.8100 | 0.8300 | 0.8301 | 0.8340 | — |"
     assert lines[3].startswith("| mine.csv | 1 |")
-    assert lines[7] == "| w | 1, 2 | 0.8200, 0.8100 | 0.8250 | 0.9600, 0.9500 -> 0.9700 |"
-    assert lines[8] == "| mine.csv | 1 | 0.8000 | 0.8000 | no truth |"
+    assert lines[7] == "| w | 1, 2 | 0.8200, 0.8100 | 0.8250 | 1+2: 0.8240 | 0.9600, 0.9500 -> 0.9700 |"
+    assert lines[8] == "| mine.csv | 1 | 0.8000 | 0.8000 | — | no truth |"
 
 
 def test_measure_rebuilds_the_split_and_scores_the_kept_models(tmp_path):
@@ -101,17 +104,37 @@ def test_measure_rebuilds_the_split_and_scores_the_kept_models(tmp_path):
         assert row["teacher_auc"] == seed_run["metrics"]["cross"]["auc"]
         assert r["teachers"]["auc"][str(row["seed"])] == pytest.approx(seed_run["metrics"]["cross"]["auc"], abs=2e-4)
     assert "truth_auc" not in r["teachers"]  # a team's file has no truth
+    # a teacher reused from elsewhere (kp eval-labels --cross DIR) is read from there
+    import shutil
+
+    shutil.move(tmp_path / "keep" / "cross-1", tmp_path / "elsewhere-1")
+    shutil.move(tmp_path / "keep" / "cross-2", tmp_path / "elsewhere-2")
+    reused = {**run, "config": {**run["config"], "cross_reused": str(tmp_path / "elsewhere-{seed}")}}
+    assert bench.measure(s, None, str(path), 0, tmp_path / "keep", [reused])["teachers"] == r["teachers"]
+    with pytest.raises(FileNotFoundError, match="no kept teacher of seed 1"):
+        bench.measure(s, None, str(path), 0, tmp_path / "keep", [run])
+    with pytest.raises(ValueError, match="seed 1 is in two result files"):
+        bench.measure(s, None, str(path), 0, tmp_path / "keep", [reused, reused])
+    cross_only = json.loads(json.dumps(reused))
+    del cross_only["per_seed"][0]["metrics"]["student"]
+    with pytest.raises(ValueError, match="no student"):
+        bench.measure(s, None, str(path), 0, tmp_path / "keep", [cross_only])
+    # models that are not the run's (seed 2's student under seed 1's name) are refused
+    swapped = json.loads(json.dumps(reused))
+    swapped["per_seed"][0]["metrics"]["student"]["auc"] = swapped["per_seed"][1]["metrics"]["student"]["auc"] + 0.01
+    with pytest.raises(ValueError, match="not the run's models"):
+        bench.measure(s, None, str(path), 0, tmp_path / "keep", [swapped])
     other = json.loads(json.dumps(run))
     other["split"]["a_pairs"] += 1
-    with pytest.raises(ValueError, match="another world, file or --pairs"):
+    with pytest.raises(ValueError, match="another world, file, --pairs or serve.dim"):
         bench.measure(s, None, str(path), 0, tmp_path / "keep", [other])
     with pytest.raises(FileNotFoundError, match="no kept student of seed 1"):
-        bench.measure(s, None, str(path), 0, tmp_path / "nothing", [run])
+        bench.measure(s, None, str(path), 0, tmp_path / "nothing", [reused])
 
 
 def test_the_docs_table_is_the_committed_files():
-    """docs/TRAINING.md's table is generated from bench/results/hybrid/served_bound_*.json; each committed run's served
-    figure, measured here again from its kept models, is the one its ``kp eval-labels`` run recorded."""
+    """docs/TRAINING.md's table is generated from bench/results/hybrid/served_bound_*.json, and each committed row's
+    figures agree with each other (the kept student reproduced its run's served AUC; ``measure`` refuses otherwise)."""
     bench = load_bench("served_bound", "served_bound")
     results = [json.loads(p.read_text()) for p in bench.RESULTS]
     assert {r["world"] for r in results} >= {"alt"} and all(r["simulated"] for r in results)
