@@ -20,6 +20,17 @@ split). **Simulated** worlds (``--world``) give
 figures about the recipe on synthetic judgments; on a team's own file (``--labels FILE``, the run's own file) the
 same bounds say how much a refit of the lexical term could still buy there.
 
+Inputs: a ``kp eval-labels --keep DIR --out FILE`` run (or several into the same ``DIR``, one seed each at most; its
+models are ``DIR/student-<seed>/`` and ``DIR/cross-<seed>/``, or the teachers it reused with ``--cross``), and each
+run's ``--out`` file that trained students (not a ``--cross-only`` run's). Half A and half B are ``kp eval-labels``'
+split of the judged pairs by keyphrase (train on A, grade on B); "zero-shot" is the untrained base encoder; a world's
+"truth" is its relevance before the simulated annotators flipped a share of the labels. Scoring takes about a minute
+a seed on 2 quiet cores (alt, 6,000 pairs: 3.5 minutes for 3 seeds). What made the committed file:
+
+    kp eval-labels --world alt --pairs 6000 --seeds 1 --keep /tmp/k/alt --out /tmp/k/alt_s1.json
+    kp eval-labels --world alt --pairs 6000 --seeds 2,3 --cross-only --keep /tmp/k/alt --out /tmp/k/alt_cross23.json
+    kp eval-labels --world alt --pairs 6000 --seeds 2,3 --cross '/tmp/k/alt/cross-{seed}' --keep /tmp/k/alt \\
+        --out /tmp/k/alt_s23.json
     .venv/bin/python bench/served_bound.py --world alt --keep /tmp/k/alt --result /tmp/k/alt_s1.json \\
         --result /tmp/k/alt_s23.json --out bench/results/hybrid/served_bound_alt.json
     .venv/bin/python bench/served_bound.py --table   # docs/TRAINING.md's table from the committed files
@@ -150,6 +161,9 @@ def measure(settings, world: str | None, labels: str | None, n_pairs: int, keep:
     a, b = split_halves(load_pairs(labels, world, n_pairs))
     dim = settings.serve.dim
     for res in results:
+        if res.get("world") != world or (res.get("labels") is None) != (labels is None):
+            raise ValueError(f"a result file is of {res.get('world') or res.get('labels')}, not of "
+                             f"{world or labels}: give the --world or --labels its run was given")
         if (res["split"]["a_pairs"], res["split"]["b_pairs"]) != (len(a), len(b)) or \
                 res.get("config", {}).get("serve_dim", dim) != dim:
             raise ValueError(f"a result file's split ({res['split']['a_pairs']} / {res['split']['b_pairs']} pairs, serve.dim "
@@ -222,7 +236,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--pairs", type=int, default=6000, help="a world's pairs, as the run drew them")
     ap.add_argument("--keep", default=None, help="the run's --keep folder (student-<seed>/, cross-<seed>/)")
     ap.add_argument("--result", action="append", default=[], help="the run's result JSON (--out); repeat for several")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=None, help="write the result JSON here (bench/results/hybrid/served_bound_<world>.json "
+                    "is what --table and docs/TRAINING.md read)")
     ap.add_argument("--table", action="store_true", help="print docs/TRAINING.md's table from the committed files")
     args = ap.parse_args(argv)
     if args.table:
@@ -244,4 +259,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from keyphrase_pipeline.core.errors import KPError
+
+    try:
+        main()
+    except (KPError, ValueError, FileNotFoundError) as e:  # a wrong input: one line, not a trace
+        sys.exit(f"served_bound: {e}")

@@ -124,6 +124,8 @@ def test_measure_rebuilds_the_split_and_scores_the_kept_models(tmp_path):
     swapped["per_seed"][0]["metrics"]["student"]["auc"] = swapped["per_seed"][1]["metrics"]["student"]["auc"] + 0.01
     with pytest.raises(ValueError, match="not the run's models"):
         bench.measure(s, None, str(path), 0, tmp_path / "keep", [swapped])
+    with pytest.raises(ValueError, match="is of alt, not of"):
+        bench.measure(s, None, str(path), 0, tmp_path / "keep", [{**reused, "world": "alt", "labels": None}])
     other = json.loads(json.dumps(run))
     other["split"]["a_pairs"] += 1
     with pytest.raises(ValueError, match="another world, file, --pairs or serve.dim"):
