@@ -245,7 +245,7 @@ def paired_levers_table(results_dir: Path = RESULTS, defaults: str = str(PAIRED_
 # every default (the hybrid score on), bench/results/hybrid/<stem>.json, in the table's order; the runs before the
 # lexical features' version 2 (models.lexical_match.FEATURES_VERSION) fitted version 1, and are kept, marked so.
 HYBRID = REPO / "bench" / "results" / "hybrid"
-HYBRID_RUNS = ("attr_s123", "attr_s1_v2", "attr_s2_v2", "attr_s3_v2", "listing_s1", "listing_s1_v2", "listing_s2_v2",
+HYBRID_RUNS = ("attr_s123", "attr_s1_v2", "attr_s2_v2", "attr_s3_v2", "listing_s1", "listing_s1_v2", "listing_s2_v2", "listing_s3_v2",
                "alt_s1", "alt_s2", "alt_s3", "alt_s1_v2", "alt_s2_v2", "alt_s3_v2",
                "demo_s1", "demo_s2", "demo_s3", "demo_s1_v2", "demo_s2_v2", "demo_s3_v2", "open_s1_v2", "open_s2_v2", "open_s3_v2")
 
