@@ -51,13 +51,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 RESULTS = sorted((REPO / "bench" / "results" / "hybrid").glob("served_bound_*.json"))
+from bench.lexical_baseline import _auc, write_result  # noqa: E402  (the repository root is first on sys.path)
+from keyphrase_pipeline.models.metrics import log_odds  # noqa: E402
+
 BAR = 0.05  # issue 25: the served student at least this much AUC above the zero-shot encoder
-
-
-def _auc(y, s) -> float | None:
-    from bench.lexical_baseline import _auc as auc  # the repository root is first on sys.path (above)
-
-    return auc(y, s)
 
 
 def _binary(y) -> np.ndarray:
@@ -90,14 +87,8 @@ def hybrid_bounds(cos_a, cos_b, full_a, full_b, feat_a, feat_b, y_a, y_b) -> dic
             "full_dim_refit_half_a": fitted(full_a, feat_a, y_a, full_b, feat_b)}
 
 
-def logit(p) -> np.ndarray:
-    """log(p / (1 - p)) of probabilities ``p`` (float ``(n,)``), clipped to [1e-6, 1 - 1e-6] first."""
-    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
 def teacher_ensemble(probabilities: dict[int, np.ndarray], y, truth=None) -> dict:
-    """Each teacher's half-B AUC, that of the mean of all their logits (``logit``) and of each two's.
+    """Each teacher's half-B AUC, that of the mean of all their logits (``metrics.log_odds``) and of each two's.
 
     Args:
         probabilities: seed -> the cross-encoder's P(relevant) on half B's pairs, float ``(n_b,)`` each.
@@ -111,7 +102,7 @@ def teacher_ensemble(probabilities: dict[int, np.ndarray], y, truth=None) -> dic
     if not probabilities:
         raise ValueError("no teachers to average")
     y, seeds = _binary(y), sorted(probabilities)
-    logits = {s: logit(probabilities[s]) for s in seeds}
+    logits = {s: log_odds(probabilities[s]) for s in seeds}
     mean = np.mean([logits[s] for s in seeds], axis=0)
     out = {"seeds": seeds, "auc": {str(s): _auc(y, probabilities[s]) for s in seeds}, "ensemble_auc": _auc(y, mean),
            "pairs_auc": {f"{s}+{t}": _auc(y, (logits[s] + logits[t]) / 2) for s, t in combinations(seeds, 2)}}
@@ -181,7 +172,7 @@ def measure(settings, world: str | None, labels: str | None, n_pairs: int, keep:
         for what, d in (("student", student_dir), ("teacher", cross_dir)):
             if not Path(d).is_dir():
                 raise FileNotFoundError(f"{d}: no kept {what} of seed {seed} (kp eval-labels --keep {keep})")
-        scores = _score_all(settings, both, cross_dir, student_dir)  # as the run scored them: served, cosine, 384-d
+        scores = _score_all(settings, both, cross_dir, student_dir, zero_shot=False)  # as the run did: served, cosine, 384-d
         cosine = scores.get("student_cosine", scores["student"])
         m = run["metrics"]
         row = {"seed": seed, "zero_shot_auc": m["zero_shot"]["auc"], "teacher_auc": m["cross"]["auc"],
@@ -252,8 +243,6 @@ def main(argv: list[str] | None = None) -> dict:
                      inputs={"keep": args.keep, "results": args.result})
     print(markdown_table([result]))
     if args.out:
-        from bench.lexical_baseline import write_result
-
         write_result(result, args.out)
     return result
 

@@ -70,8 +70,7 @@ def split_by_keyphrase(keyphrases, salt: str = "kp-eval") -> np.ndarray:
 def split_halves(pairs):
     """``pairs`` (a DataFrame with ``keyphrase``) split by ``split_by_keyphrase`` into (half A, half B), each with a
     fresh 0..n-1 index, rows in ``pairs``' order: the split every ``kp eval-labels`` figure is graded on."""
-    pairs = pairs.reset_index(drop=True)
-    in_a = split_by_keyphrase(pairs["keyphrase"].tolist())
+    in_a = split_by_keyphrase(pairs["keyphrase"].tolist())  # a positional mask: any index will do
     return pairs[in_a].reset_index(drop=True), pairs[~in_a].reset_index(drop=True)
 
 
@@ -115,8 +114,9 @@ def truth_breakdown(pairs, scores) -> dict:
     return out
 
 
-def _score_all(settings: Settings, pairs, cross_dir: str | None, student_dir: str | None) -> dict:
-    """Model name -> float32 scores for every row of ``pairs`` (title, category, keyphrase)."""
+def _score_all(settings: Settings, pairs, cross_dir: str | None, student_dir: str | None, zero_shot: bool = True) -> dict:
+    """Model name -> float32 scores for every row of ``pairs`` (title, category, keyphrase); without the untrained
+    base encoder's (``zero_shot``, ``zero_shot_cut``) when ``zero_shot`` is False."""
 
     t, c, k = pairs["title"].tolist(), pairs["category"].tolist(), pairs["keyphrase"].tolist()
     dim = settings.serve.dim
@@ -126,8 +126,9 @@ def _score_all(settings: Settings, pairs, cross_dir: str | None, student_dir: st
         return (items * keyphrases).sum(axis=1), (_cut(items, dim) * _cut(keyphrases, dim)).sum(axis=1)
 
     out = {}
-    out["zero_shot"], out["zero_shot_cut"] = cosines(load_student(resolve_base_model(settings.train.base_model),
-                                                                  settings.train.device))
+    if zero_shot:
+        out["zero_shot"], out["zero_shot_cut"] = cosines(load_student(resolve_base_model(settings.train.base_model),
+                                                                      settings.train.device))
     if cross_dir:
         out["cross"] = predict_pairs(load_cross(cross_dir, settings.train.device), t, c, k)
     if student_dir:  # as served (serve.dim), and at full size: what the Matryoshka cut costs
@@ -259,9 +260,9 @@ def run(settings: Settings, labels: str | None = None, world: str | None = None,
     if labels:
         from keyphrase_pipeline.labels.training_data import encoder_tokenizer
 
-        pairs = load_pairs(labels, world, n_pairs, encoder_tokenizer(settings)).reset_index(drop=True)
+        pairs = load_pairs(labels, world, n_pairs, encoder_tokenizer(settings))
     else:
-        pairs = load_pairs(labels, world, n_pairs).reset_index(drop=True)
+        pairs = load_pairs(labels, world, n_pairs)
     a, b = split_halves(pairs)
     for name, half in (("A", a), ("B", b)):
         if len(half) < 20 or half["label"].nunique() < 2:

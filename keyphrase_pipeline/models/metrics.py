@@ -87,6 +87,13 @@ def auc_or_none(y, s) -> float | None:
     return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else None
 
 
+def log_odds(p, eps: float = 1e-6) -> np.ndarray:
+    """``log(p / (1 - p))`` of probabilities ``p`` (e.g. a cross-encoder's P(relevant)) clipped to [eps, 1 - eps]
+    first, computed as ``log(p) - log1p(-p)``: float64 ``(n,)``, finite for any p in [0, 1]."""
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    return np.log(p) - np.log1p(-p)
+
+
 def pearson(a, b) -> float | None:
     """Pearson r of two equal-length arrays; None with fewer than 2 values or a constant one."""
     a, b = np.asarray(a, float), np.asarray(b, float)

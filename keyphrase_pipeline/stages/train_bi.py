@@ -122,7 +122,7 @@ def listwise_rows(groups) -> dict:
     P(relevant); ``anchor`` ``keyphrase`` or ``query``: the keyphrase column holds the anchor and the titles are
     the candidates; ``item``: the reverse). Raises ValueError when the groups are not all of one size or a
     list's anchor text is not the same on all its rows."""
-    import numpy as np
+    from keyphrase_pipeline.models.metrics import log_odds
 
     sizes = groups.groupby("group", sort=False).size()
     if sizes.nunique() != 1:
@@ -132,8 +132,7 @@ def listwise_rows(groups) -> dict:
     if (anchor_text.groupby(groups["group"], sort=False).nunique() != 1).any():
         raise ValueError("a candidate list whose rows do not share one anchor")
     n = int(sizes.iloc[0])
-    p = np.clip(groups["score"].to_numpy(dtype="float64"), 1e-6, 1 - 1e-6)
-    logits = np.log(p) - np.log1p(-p)
+    logits = log_odds(groups["score"].to_numpy(dtype="float64"))
     out: dict = {"anchor": [], **{f"c{j}": [] for j in range(n)}, "label": []}
     items = [item_text(t, c) for t, c in zip(groups["title"], groups["category"])]
     kps = [keyphrase_text(k) for k in groups["keyphrase"]]

@@ -200,6 +200,10 @@ def test_the_student_is_graded_as_served_with_its_hybrid_score_and_its_cosine_al
                                                             pairs["category"].tolist(), pairs["keyphrase"].tolist()),
                                atol=1e-6)
     np.testing.assert_allclose(got["student_full"], plain["student_full"], atol=1e-6)
+    # without the untrained encoder (bench/served_bound.py reads its figure from the run): the rest unchanged
+    lean = _score_all(s, pairs, None, str(student / "model"), zero_shot=False)
+    assert set(lean) == set(got) - {"zero_shot", "zero_shot_cut"}
+    np.testing.assert_allclose(lean["student"], got["student"], atol=1e-6)
 
 
 def test_a_teacher_below_the_zero_shot_encoder_is_warned_about(caplog):
